@@ -1,0 +1,368 @@
+//! Configuration: compiled-in defaults from `config/default.toml`, overridden by an optional file
+//! named in `LICENSOR_CONFIG`, then by `LICENSOR_*` environment variables. Parsed once into
+//! [`Settings`]; a bad value becomes a [`ConfigError`] that names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../../config/default.toml");
+
+/// A configuration problem, printed as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration key `{key}` ({env}): {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub env: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(key: &str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.to_owned(),
+            env: env_name(key),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The environment variable that overrides `key` (`worker.concurrency` → `LICENSOR_WORKER__CONCURRENCY`).
+pub fn env_name(key: &str) -> String {
+    format!("LICENSOR_{}", key.replace('.', "__").to_uppercase())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    listen: String,
+    data_dir: PathBuf,
+    database_url: String,
+    queue_url: String,
+    queue_name: String,
+    secret_key: String,
+    log: String,
+    max_body_bytes: usize,
+    worker: WorkerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub heartbeat_secs: u64,
+    pub missed_heartbeats: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+/// Where licensor keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// The URL with any password replaced, for messages.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => redact_url(url),
+        }
+    }
+}
+
+/// Where the job queue lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueUrl {
+    Sqlite(PathBuf),
+    Redis(String),
+}
+
+impl QueueUrl {
+    pub fn redacted(&self) -> String {
+        match self {
+            QueueUrl::Sqlite(path) => format!("sqlite:{}", path.display()),
+            QueueUrl::Redis(url) => redact_url(url),
+        }
+    }
+}
+
+/// The parsed, validated configuration.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseUrl,
+    pub queue: QueueUrl,
+    pub queue_name: String,
+    /// Base64 key from configuration; `None` = use or create `<data_dir>/secret.key`.
+    pub secret_key: Option<String>,
+    pub log: String,
+    pub max_body_bytes: usize,
+    pub worker: WorkerSettings,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database", &self.database.redacted())
+            .field("queue", &self.queue.redacted())
+            .field("queue_name", &self.queue_name)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
+            .field("log", &self.log)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("worker", &self.worker)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Load defaults, then `LICENSOR_CONFIG` (if set), then `LICENSOR_*` variables.
+    pub fn load() -> Result<Settings, ConfigError> {
+        Self::load_with("")
+    }
+
+    /// As [`Settings::load`], with `overrides` (TOML, e.g. from command-line flags) on top.
+    pub fn load_with(overrides: &str) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Ok(path) = std::env::var("LICENSOR_CONFIG") {
+            if !Path::new(&path).is_file() {
+                return Err(ConfigError {
+                    key: "config".into(),
+                    env: "LICENSOR_CONFIG".into(),
+                    reason: format!("file {path} does not exist"),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let figment = figment.merge(
+            Env::prefixed("LICENSOR_")
+                .ignore(&[
+                    "CONFIG",
+                    "URL",
+                    "TOKEN",
+                    "TEST_DATABASE_URL",
+                    "TEST_REDIS_URL",
+                ])
+                .split("__"),
+        );
+        Self::from_figment(figment.merge(Toml::string(overrides)))
+    }
+
+    /// Defaults only (plus `overrides` as TOML), ignoring the environment: for tests and tools.
+    pub fn from_toml(overrides: &str) -> Result<Settings, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(overrides)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
+        let raw: RawSettings = figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let key = if key.is_empty() {
+                match &e.kind {
+                    figment::error::Kind::UnknownField(f, _) => f.clone(),
+                    figment::error::Kind::MissingField(f) => f.to_string(),
+                    _ => "config".into(),
+                }
+            } else {
+                key
+            };
+            let reason = match &e.kind {
+                figment::error::Kind::UnknownField(f, _) => format!("unknown key `{f}`"),
+                other => other.to_string(),
+            };
+            ConfigError::new(&key, reason)
+        })?;
+        raw.validate()
+    }
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let listen: SocketAddr = self.listen.trim().parse().map_err(|_| {
+            ConfigError::new(
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", self.listen),
+            )
+        })?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("data_dir", "must not be empty"));
+        }
+        let database = parse_database_url(self.database_url.trim(), &self.data_dir)?;
+        let queue = parse_queue_url(self.queue_url.trim(), &self.data_dir)?;
+        if self.queue_name.is_empty()
+            || !self
+                .queue_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_:.".contains(c))
+        {
+            return Err(ConfigError::new(
+                "queue_name",
+                "must be letters, digits, `-`, `_`, `:` or `.`",
+            ));
+        }
+        let secret_key = match self.secret_key.trim() {
+            "" => None,
+            key => {
+                crate::crypto::SecretBox::from_base64(key)
+                    .map_err(|reason| ConfigError::new("secret_key", reason))?;
+                Some(key.to_owned())
+            }
+        };
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::new("max_body_bytes", "must be at least 1024"));
+        }
+        let w = &self.worker;
+        if w.concurrency == 0 || w.concurrency > 1024 {
+            return Err(ConfigError::new(
+                "worker.concurrency",
+                "must be between 1 and 1024",
+            ));
+        }
+        if w.heartbeat_secs == 0 {
+            return Err(ConfigError::new(
+                "worker.heartbeat_secs",
+                "must be at least 1",
+            ));
+        }
+        if w.missed_heartbeats == 0 {
+            return Err(ConfigError::new(
+                "worker.missed_heartbeats",
+                "must be at least 1",
+            ));
+        }
+        Ok(Settings {
+            listen,
+            data_dir: self.data_dir,
+            database,
+            queue,
+            queue_name: self.queue_name,
+            secret_key,
+            log: self.log,
+            max_body_bytes: self.max_body_bytes,
+            worker: self.worker,
+        })
+    }
+}
+
+fn parse_database_url(url: &str, data_dir: &Path) -> Result<DatabaseUrl, ConfigError> {
+    if url.is_empty() {
+        return Ok(DatabaseUrl::Sqlite(data_dir.join("licensor.db")));
+    }
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Ok(DatabaseUrl::Sqlite(data_dir.join("licensor.db")));
+        }
+        return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let host = url
+            .split_once("://")
+            .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, h)| h))
+            .unwrap_or_default();
+        if host.is_empty() || host.starts_with('/') {
+            return Err(ConfigError::new(
+                "database_url",
+                "PostgreSQL URL has no host",
+            ));
+        }
+        return Ok(DatabaseUrl::Postgres(url.to_owned()));
+    }
+    Err(ConfigError::new(
+        "database_url",
+        format!("`{}` is neither postgres://… nor sqlite:…", redact_url(url)),
+    ))
+}
+
+fn parse_queue_url(url: &str, data_dir: &Path) -> Result<QueueUrl, ConfigError> {
+    if url.is_empty() || url == "sqlite:" || url == "sqlite://" {
+        return Ok(QueueUrl::Sqlite(data_dir.join("queue.db")));
+    }
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        return Ok(QueueUrl::Sqlite(PathBuf::from(
+            rest.split('?').next().unwrap_or(rest),
+        )));
+    }
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return Ok(QueueUrl::Redis(url.to_owned()));
+    }
+    Err(ConfigError::new(
+        "queue_url",
+        format!("`{}` is neither redis://… nor sqlite:…", redact_url(url)),
+    ))
+}
+
+/// Replace the password of `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://{userinfo}@{host}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let s = Settings::from_toml("").unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            s.database,
+            DatabaseUrl::Sqlite(PathBuf::from("./licensor-data/licensor.db"))
+        );
+        assert_eq!(
+            s.queue,
+            QueueUrl::Sqlite(PathBuf::from("./licensor-data/queue.db"))
+        );
+        assert!(s.secret_key.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = Settings::from_toml(r#"listen = "nowhere""#).unwrap_err();
+        assert_eq!(e.key, "listen");
+        assert_eq!(e.env, "LICENSOR_LISTEN");
+        let e = Settings::from_toml(r#"database_url = "mysql://x""#).unwrap_err();
+        assert_eq!(e.key, "database_url");
+        let e = Settings::from_toml("[worker]\nconcurrency = \"many\"").unwrap_err();
+        assert_eq!(e.key, "worker.concurrency");
+        assert_eq!(e.env, "LICENSOR_WORKER__CONCURRENCY");
+        let e = Settings::from_toml(r#"colour = "blue""#).unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = Settings::from_toml(r#"secret_key = "short""#).unwrap_err();
+        assert_eq!(e.key, "secret_key");
+    }
+
+    #[test]
+    fn queue_and_database_urls() {
+        let s = Settings::from_toml(
+            "database_url = \"postgres://app:hunter2@db:5432/licensor\"\nqueue_url = \"redis://cache:6379\"",
+        )
+        .unwrap();
+        assert_eq!(s.database.redacted(), "postgres://app:***@db:5432/licensor");
+        assert_eq!(s.queue, QueueUrl::Redis("redis://cache:6379".into()));
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let s = Settings::from_toml("queue_url = \"sqlite:\"").unwrap();
+        assert!(matches!(s.queue, QueueUrl::Sqlite(_)));
+    }
+}

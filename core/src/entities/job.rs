@@ -1,0 +1,30 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "jobs")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub request: Json,
+    pub total: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub runs: i32,
+    pub created_by: Option<Uuid>,
+    pub parent_job_id: Option<Uuid>,
+    pub error_code: Option<String>,
+    pub error_detail: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub started_at: Option<DateTimeUtc>,
+    pub finished_at: Option<DateTimeUtc>,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

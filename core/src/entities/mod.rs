@@ -1,0 +1,9 @@
+//! sea-orm entities, one per table. Queries on tenant data live in the modules beside this one
+//! (`tenants`, `tokens`, `jobs`, `audit`), each taking the tenant id.
+
+pub mod api_token;
+pub mod audit_log;
+pub mod job;
+pub mod job_item;
+pub mod job_run;
+pub mod tenant;

@@ -1,0 +1,18 @@
+//! licensor-core: configuration, domain types, storage and the queue that the API, the workers
+//! and the CLI share.
+
+pub mod audit;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod domain;
+pub mod entities;
+pub mod error;
+pub mod jobs;
+pub mod page;
+pub mod queue;
+pub mod tenants;
+pub mod tokens;
+
+pub use config::{ConfigError, Settings};
+pub use error::{StoreError, StoreResult};

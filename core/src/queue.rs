@@ -1,0 +1,201 @@
+//! The job queue: apalis-sqlite (embedded default) or apalis-redis (production), behind one
+//! [`Queue`] that the API pushes to and the workers consume from.
+//!
+//! Messages are small (ids and chunk bounds, never member lists) and delivery is at least once:
+//! the database, not the queue, says what is already done.
+
+use std::time::Duration;
+
+use apalis::prelude::TaskSink;
+use apalis_redis::{ConnectionManager, RedisStorage};
+use apalis_sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::{ConfigError, QueueUrl, Settings};
+
+/// A unit of work on the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// Proves the round trip from the API to a worker; carries nothing but a nonce.
+    Ping { nonce: Uuid },
+}
+
+/// Queue tuning that both backends share.
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    pub name: String,
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+}
+
+impl QueueOptions {
+    pub fn from_settings(settings: &Settings) -> Self {
+        QueueOptions {
+            name: settings.queue_name.clone(),
+            heartbeat: Duration::from_secs(settings.worker.heartbeat_secs),
+            missed_heartbeats: settings.worker.missed_heartbeats,
+        }
+    }
+}
+
+/// A connected queue backend.
+#[derive(Clone)]
+pub enum Queue {
+    Sqlite {
+        pool: SqlitePool,
+        storage: SqliteStorage<Message>,
+    },
+    Redis {
+        conn: ConnectionManager,
+        storage: RedisStorage<Message>,
+        options: QueueOptions,
+    },
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Queue::Sqlite { .. } => "Queue::Sqlite",
+            Queue::Redis { .. } => "Queue::Redis",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("queue: {0}")]
+pub struct QueueError(String);
+
+impl Queue {
+    /// Connect to the configured backend and prepare it. Failures name the `queue_url` key.
+    pub async fn connect(url: &QueueUrl, options: QueueOptions) -> Result<Queue, ConfigError> {
+        match url {
+            QueueUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        ConfigError::new(
+                            "queue_url",
+                            format!("cannot create directory {}: {e}", dir.display()),
+                        )
+                    })?;
+                }
+                let connect = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .busy_timeout(Duration::from_secs(30));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(connect)
+                    .await
+                    .map_err(|e| queue_config_error(url, &e.to_string()))?;
+                SqliteStorage::setup(&pool)
+                    .await
+                    .map_err(|e| queue_config_error(url, &e.to_string()))?;
+                let config = apalis_sqlite::Config::default()
+                    .queue(&options.name)
+                    .heartbeat_interval(options.heartbeat)
+                    .missed_heartbeats(options.missed_heartbeats);
+                let storage = SqliteStorage::new(&pool).with_config(config);
+                Ok(Queue::Sqlite { pool, storage })
+            }
+            QueueUrl::Redis(redis_url) => {
+                let conn = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    apalis_redis::connect(redis_url.as_str()),
+                )
+                .await
+                .map_err(|_| queue_config_error(url, "timed out"))?
+                .map_err(|e| queue_config_error(url, &e.to_string()))?;
+                let storage = RedisStorage::new(conn.clone()).with_config(redis_config(&options));
+                Ok(Queue::Redis {
+                    conn,
+                    storage,
+                    options,
+                })
+            }
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Queue::Sqlite { .. } => "sqlite",
+            Queue::Redis { .. } => "redis",
+        }
+    }
+
+    /// Put one message on the queue.
+    pub async fn push(&self, message: Message) -> Result<(), QueueError> {
+        match self {
+            Queue::Sqlite { storage, .. } => storage
+                .clone()
+                .push(message)
+                .await
+                .map_err(|e| QueueError(e.to_string())),
+            Queue::Redis { storage, .. } => storage
+                .clone()
+                .push(message)
+                .await
+                .map_err(|e| QueueError(e.to_string())),
+        }
+    }
+
+    /// Put many messages on the queue in one round trip.
+    pub async fn push_bulk(&self, messages: Vec<Message>) -> Result<(), QueueError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Queue::Sqlite { storage, .. } => storage
+                .clone()
+                .push_bulk(messages)
+                .await
+                .map_err(|e| QueueError(e.to_string())),
+            Queue::Redis { storage, .. } => storage
+                .clone()
+                .push_bulk(messages)
+                .await
+                .map_err(|e| QueueError(e.to_string())),
+        }
+    }
+
+    /// Whether the backend answers (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        match self {
+            Queue::Sqlite { pool, .. } => {
+                sea_orm::sqlx::query("SELECT 1").execute(pool).await.is_ok()
+            }
+            Queue::Redis { conn, .. } => {
+                let mut conn = conn.clone();
+                let cmd = redis::cmd("PING");
+                let ping = cmd.query_async::<String>(&mut conn);
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(2), ping).await,
+                    Ok(Ok(_))
+                )
+            }
+        }
+    }
+}
+
+/// The apalis-redis configuration licensor runs with: heartbeats set explicitly (the library's
+/// defaults take minutes to notice a dead worker) and results not kept in Redis, so memory does
+/// not grow with finished tasks.
+pub fn redis_config(options: &QueueOptions) -> apalis_redis::Config {
+    apalis_redis::Config::default()
+        .queue(&options.name)
+        .heartbeat_interval(options.heartbeat)
+        .missed_heartbeats(options.missed_heartbeats)
+        .persist_results(false)
+}
+
+fn queue_config_error(url: &QueueUrl, reason: &str) -> ConfigError {
+    ConfigError::new(
+        "queue_url",
+        format!(
+            "cannot use {}: {}",
+            url.redacted(),
+            crate::db::one_line(reason)
+        ),
+    )
+}

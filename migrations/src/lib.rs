@@ -1,0 +1,15 @@
+//! Database migrations for licensor. Every migration runs on SQLite (the embedded default) and on
+//! PostgreSQL (production), and applying them again is a no-op.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_foundation;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_foundation::Migration)]
+    }
+}

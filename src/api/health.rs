@@ -1,0 +1,81 @@
+//! Liveness, readiness, metrics and the OpenAPI document.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use licensor_core::{db, jobs};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::problem::{ApiError, ApiResult};
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: &'static str,
+    pub database: &'static str,
+    pub queue: &'static str,
+}
+
+/// The database and the queue answer.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, body = Readiness),
+    (status = 503, body = super::problem::Problem, content_type = "application/problem+json"),
+))]
+pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
+    let (db_ok, queue_ok) = tokio::join!(db::ping(&state.db), state.queue.ping());
+    if db_ok && queue_ok {
+        return Ok(Json(Readiness {
+            status: "ready",
+            database: db::backend_name(&state.db),
+            queue: state.queue.backend_name(),
+        }));
+    }
+    let mut down = Vec::new();
+    if !db_ok {
+        down.push("database");
+    }
+    if !queue_ok {
+        down.push("queue");
+    }
+    Err(ApiError::unavailable(
+        "not_ready",
+        format!("not reachable: {}", down.join(", ")),
+    ))
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Ok(rows) = jobs::count_by_status(&state.db).await {
+        for (kind, status, n) in rows {
+            metrics::gauge!("licensor_jobs", "kind" => kind, "status" => status).set(n as f64);
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "health", responses(
+    (status = 200, description = "OpenAPI 3.1 document", content_type = "application/json", body = Object),
+))]
+pub async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
+    Json(state.openapi.as_ref().clone())
+}

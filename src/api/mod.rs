@@ -1,0 +1,120 @@
+//! The HTTP API (`/v1`), health and metrics endpoints, and `/openapi.json`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use licensor_core::crypto::SecretBox;
+use licensor_core::db::Db;
+use licensor_core::queue::Queue;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use auth::SecurityAddon;
+
+pub mod audit;
+pub mod auth;
+pub mod extract;
+pub mod health;
+pub mod jobs;
+pub mod problem;
+pub mod tenant;
+pub mod tokens;
+
+/// Shared by every request handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub queue: Queue,
+    pub secrets: SecretBox,
+    pub metrics: PrometheusHandle,
+    pub openapi: Arc<utoipa::openapi::OpenApi>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "licensor",
+        description = "Group license jobs, seat inventory and started licenses for organisations.",
+    ),
+    modifiers(&SecurityAddon),
+    components(schemas(problem::Problem)),
+    tags(
+        (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "tenant", description = "The caller's tenant and API tokens"),
+        (name = "jobs", description = "Group license jobs"),
+        (name = "audit", description = "Who changed what"),
+    )
+)]
+struct ApiDoc;
+
+/// Every route with its OpenAPI description; the document is built from the same list that
+/// serves requests, so it cannot miss one.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(health::openapi_json))
+        .routes(routes!(tenant::whoami))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(audit::list_audit))
+}
+
+/// The OpenAPI document alone (for `licensor openapi` and tests).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// Build the router over `state` (whose `openapi` field is filled in here).
+pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
+    let (router, openapi) = routes().split_for_parts();
+    state.openapi = Arc::new(openapi);
+    router
+        .fallback(fallback)
+        .layer(middleware::from_fn(track_requests))
+        .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            // Method and path only: headers (Authorization) and bodies never reach the logs.
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+        }))
+        .with_state(state)
+}
+
+async fn fallback() -> problem::ApiError {
+    problem::ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see /openapi.json",
+    )
+}
+
+/// Count requests by route and status and time them.
+async fn track_requests(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("licensor_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("licensor_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// State as seen by handlers that need the whole of it.
+pub type AppStateRef = State<AppState>;

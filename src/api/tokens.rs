@@ -1,0 +1,103 @@
+//! API tokens of the caller's tenant (admin only).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use licensor_core::domain::Role;
+use licensor_core::tokens::{self, TokenView};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Auth;
+use super::extract::{Json, Path};
+use super::problem::{ApiError, ApiResult};
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenList {
+    pub data: Vec<TokenView>,
+}
+
+/// The tenant's tokens (never their values).
+#[utoipa::path(get, path = "/v1/tokens", tag = "tenant", security(("bearer" = [])), responses(
+    (status = 200, body = TokenList),
+    (status = 401, body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 403, body = super::problem::Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_tokens(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<TokenList>> {
+    let me = auth.require(Role::Admin)?;
+    Ok(Json(TokenList {
+        data: tokens::list(&state.db, me.tenant_id).await?,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// A label to recognise the token by (1–200 characters).
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub token: TokenView,
+    /// The bearer token. Shown this once; only its hash is kept.
+    pub secret: String,
+}
+
+/// Create a token for the caller's tenant.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tenant", security(("bearer" = [])), request_body = CreateToken, responses(
+    (status = 201, body = CreatedToken),
+    (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 403, body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 422, body = super::problem::Problem, content_type = "application/problem+json"),
+))]
+pub async fn create_token(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(body): Json<CreateToken>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    let me = auth.require(Role::Admin)?;
+    if body.name.trim().is_empty() || body.name.len() > 200 {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "name must be 1 to 200 characters",
+        ));
+    }
+    let new = tokens::create(
+        &state.db,
+        me.tenant_id,
+        body.role,
+        &body.name,
+        Some(me.token_id),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token: new.view,
+            secret: new.secret,
+        }),
+    ))
+}
+
+/// Revoke one of the tenant's tokens; it stops working at once.
+#[utoipa::path(post, path = "/v1/tokens/{id}/revoke", tag = "tenant", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Token id")),
+    responses(
+        (status = 200, body = TokenView),
+        (status = 403, body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, body = super::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<TokenView>> {
+    let me = auth.require(Role::Admin)?;
+    Ok(Json(
+        tokens::revoke(&state.db, me.tenant_id, id, Some(me.token_id)).await?,
+    ))
+}

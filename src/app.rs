@@ -1,0 +1,228 @@
+//! One entry point for every way licensor runs: `serve` (API), `worker`, `demo` (both), and the
+//! tests, which start the real thing on port 0 with their own database and queue.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use licensor_core::config::{ConfigError, DatabaseUrl, Settings};
+use licensor_core::crypto::SecretBox;
+use licensor_core::db::{self, Db};
+use licensor_core::queue::{Queue, QueueOptions};
+use licensor_workers::{WorkerContext, WorkerEvent, WorkerOptions};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+use crate::api::{self, AppState};
+
+/// What this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub worker: bool,
+}
+
+impl Roles {
+    pub const API: Roles = Roles {
+        api: true,
+        worker: false,
+    };
+    pub const WORKER: Roles = Roles {
+        api: false,
+        worker: true,
+    };
+    pub const ALL: Roles = Roles {
+        api: true,
+        worker: true,
+    };
+}
+
+/// A start-up failure, printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The instance's key for secrets at rest: configured, or (embedded default only) kept in the
+/// data directory.
+pub fn secret_box(settings: &Settings) -> Result<SecretBox, ConfigError> {
+    match &settings.secret_key {
+        Some(key) => SecretBox::from_base64(key).map_err(|r| ConfigError::new("secret_key", r)),
+        None if matches!(settings.database, DatabaseUrl::Postgres(_)) => Err(ConfigError::new(
+            "secret_key",
+            "must be set when the database is PostgreSQL, so every process can read the stored secrets (e.g. `openssl rand -base64 32`)",
+        )),
+        None => {
+            let path = settings.data_dir.join("secret.key");
+            SecretBox::load_or_create(&path).map_err(|e| {
+                ConfigError::new("secret_key", format!("cannot use {}: {e}", path.display()))
+            })
+        }
+    }
+}
+
+/// Connect to the database and apply migrations.
+pub async fn open_database(settings: &Settings) -> Result<Db, StartError> {
+    let db = db::connect(&settings.database).await?;
+    db::migrate(&db).await.map_err(|e| {
+        StartError::Other(format!(
+            "migrating {} failed: {}",
+            settings.database.redacted(),
+            e.to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        ))
+    })?;
+    Ok(db)
+}
+
+/// A built, not yet running, licensor process.
+pub struct Application {
+    settings: Settings,
+    roles: Roles,
+    db: Db,
+    queue: Queue,
+    secrets: SecretBox,
+    listener: Option<TcpListener>,
+    events: broadcast::Sender<WorkerEvent>,
+}
+
+impl Application {
+    /// Connect, migrate, bind. Nothing is served until [`Application::run_until`].
+    pub async fn build(settings: Settings, roles: Roles) -> Result<Application, StartError> {
+        let secrets = secret_box(&settings)?;
+        let db = open_database(&settings).await?;
+        let queue = Queue::connect(&settings.queue, QueueOptions::from_settings(&settings)).await?;
+        let listener = if roles.api {
+            Some(TcpListener::bind(settings.listen).await.map_err(|e| {
+                ConfigError::new(
+                    "listen",
+                    format!("cannot listen on {}: {e}", settings.listen),
+                )
+            })?)
+        } else {
+            None
+        };
+        let (events, _) = broadcast::channel(1024);
+        Ok(Application {
+            settings,
+            roles,
+            db,
+            queue,
+            secrets,
+            listener,
+            events,
+        })
+    }
+
+    /// The address the API listens on (port 0 resolved), if this process serves the API.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    pub fn secrets(&self) -> &SecretBox {
+        &self.secrets
+    }
+
+    /// Worker events (for observers: tests, the demo's greeting).
+    pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Serve until `shutdown` resolves, then stop taking work and drain within the grace period.
+    pub async fn run_until<S>(self, shutdown: S) -> anyhow::Result<()>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(listener) = self.listener {
+            let state = AppState {
+                db: self.db.clone(),
+                queue: self.queue.clone(),
+                secrets: self.secrets.clone(),
+                metrics: crate::telemetry::metrics_handle(),
+                openapi: Arc::new(Default::default()),
+            };
+            let app = api::router(state, self.settings.max_body_bytes);
+            let signal = stopped(stop_rx.clone());
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal)
+                    .await
+                    .map_err(anyhow::Error::from)
+            });
+        }
+        if self.roles.worker {
+            let ctx = WorkerContext {
+                db: self.db.clone(),
+                queue: self.queue.clone(),
+                name: String::new(),
+                events: self.events.clone(),
+            };
+            let options = WorkerOptions::new(
+                self.settings.worker.concurrency,
+                Duration::from_secs(self.settings.worker.shutdown_grace_secs),
+            );
+            let ctx = WorkerContext {
+                name: options.name.clone(),
+                ..ctx
+            };
+            let signal = stopped(stop_rx.clone());
+            tasks.spawn(licensor_workers::run(ctx, options, signal));
+        }
+        let mut outcome = Ok(());
+        while let Some(done) = tasks.join_next().await {
+            let result = done.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(e) = result {
+                tracing::error!(error = %e, "a component stopped with an error");
+                outcome = Err(e);
+            }
+        }
+        outcome
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("stopping");
+}

@@ -1,0 +1,120 @@
+//! The `licensor` command line: run modes (`demo`, `serve`, `worker`, `migrate`) and
+//! administration (`tenant`, `token`). Errors are one line on stderr and a non-zero exit.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use licensor_core::Settings;
+
+use crate::app::{Application, Roles, StartError, shutdown_signal};
+
+mod admin;
+mod demo;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "licensor",
+    version,
+    about = "Group license jobs, seat inventory and started licenses for organisations"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything on this machine with a bundled directory emulator and a demo tenant.
+    Demo {
+        /// Address for the API and Job Monitor.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where the embedded database and queue live.
+        #[arg(long, default_value = "./licensor-data")]
+        data_dir: PathBuf,
+    },
+    /// Serve the HTTP API and the Job Monitor.
+    Serve,
+    /// Process jobs from the queue (run as many as you like).
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(admin::TenantCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+/// Run the command and turn any failure into one line and an exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    // The outermost context plus its causes, joined on one line.
+    format!("{e:#}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&crate::api::openapi())?);
+            Ok(())
+        }
+        Command::Demo { listen, data_dir } => demo::run(&listen, data_dir).await,
+        command => {
+            let settings = Settings::load()?;
+            crate::telemetry::init_tracing(&settings.log);
+            match command {
+                Command::Serve => serve(settings, Roles::API).await,
+                Command::Worker => serve(settings, Roles::WORKER).await,
+                Command::Migrate => {
+                    crate::app::open_database(&settings).await?;
+                    println!("migrations applied to {}", settings.database.redacted());
+                    Ok(())
+                }
+                Command::Tenant(cmd) => admin::tenant(&settings, cmd).await,
+                Command::Token(cmd) => admin::token(&settings, cmd).await,
+                Command::Demo { .. } | Command::Openapi => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
+    let app = Application::build(settings, roles)
+        .await
+        .map_err(start_error)?;
+    if let Some(addr) = app.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
+    app.run_until(shutdown_signal()).await
+}
+
+pub(crate) fn start_error(e: StartError) -> anyhow::Error {
+    anyhow::anyhow!(e.to_string())
+}

@@ -1,0 +1,127 @@
+//! licensor-workers: the processes that take messages off the queue and do the work.
+//!
+//! [`run`] consumes the queue until `shutdown` resolves, then stops taking new messages and
+//! lets in-flight ones finish within the configured grace period.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::layers::WorkerBuilderExt;
+use apalis::prelude::{BoxDynError, Data, WorkerBuilder};
+use licensor_core::db::Db;
+use licensor_core::queue::{Message, Queue};
+use tokio::sync::broadcast;
+
+mod ping;
+
+/// Something a worker did, for metrics and for observers such as tests and the demo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerEvent {
+    Pinged { nonce: uuid::Uuid, worker: String },
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub db: Db,
+    pub queue: Queue,
+    pub name: String,
+    pub events: broadcast::Sender<WorkerEvent>,
+}
+
+/// How a worker process runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Unique per process (host + pid + a random suffix): apalis recovers a dead worker's tasks
+    /// by name, and two processes sharing one would hide each other's orphans.
+    pub name: String,
+    pub concurrency: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl WorkerOptions {
+    pub fn new(concurrency: usize, shutdown_grace: Duration) -> Self {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        WorkerOptions {
+            name: format!("licensor-{host}-{}-{suffix}", std::process::id()),
+            concurrency,
+            shutdown_grace,
+        }
+    }
+}
+
+async fn handle(message: Message, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
+    match message {
+        Message::Ping { nonce } => ping::handle(&ctx, nonce).await,
+    }
+}
+
+/// Consume the queue until `shutdown` resolves.
+pub async fn run<S>(ctx: WorkerContext, options: WorkerOptions, shutdown: S) -> anyhow::Result<()>
+where
+    S: Future<Output = ()> + Send + 'static,
+{
+    let ctx = Arc::new(ctx);
+    tracing::info!(worker = %options.name, queue = ctx.queue.backend_name(), "worker started");
+    let grace = options.shutdown_grace;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.notify_one();
+            Ok::<(), std::io::Error>(())
+        }
+    };
+    let outcome = match ctx.queue.clone() {
+        Queue::Sqlite { storage, .. } => {
+            let worker = WorkerBuilder::new(options.name.as_str())
+                .backend(storage)
+                .data(ctx.clone())
+                .concurrency(options.concurrency)
+                .build(handle);
+            stop_within(grace, &stopping, worker.run_until(signal)).await
+        }
+        Queue::Redis { storage, .. } => {
+            let worker = WorkerBuilder::new(options.name.as_str())
+                .backend(storage)
+                .data(ctx.clone())
+                .concurrency(options.concurrency)
+                .build(handle);
+            stop_within(grace, &stopping, worker.run_until(signal)).await
+        }
+    };
+    tracing::info!(worker = %options.name, "worker stopped");
+    outcome
+}
+
+/// Run the worker; once it has been told to stop it has `grace` to finish in-flight tasks.
+/// Tasks still running after that are abandoned to the queue's orphan recovery and licensor's
+/// reconciler, which hand them to another worker.
+async fn stop_within<F, E>(
+    grace: Duration,
+    stopping: &tokio::sync::Notify,
+    worker: F,
+) -> anyhow::Result<()>
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let deadline = async {
+        stopping.notified().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        outcome = worker => outcome.map_err(|e| anyhow::anyhow!("worker: {e}")),
+        () = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs(), "in-flight tasks did not finish within the grace period; leaving them to recovery");
+            Ok(())
+        }
+    }
+}
