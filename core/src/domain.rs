@@ -132,12 +132,12 @@ impl JobStatus {
     /// The one place that says which status changes are allowed.
     pub fn can_become(self, next: JobStatus) -> bool {
         use JobStatus::*;
-        match (self, next) {
-            (Queued, Running | Cancelled | Failed) => true,
-            (Running, Finished | FinishedWithException | Failed | Cancelled) => true,
-            (Failed | FinishedWithException, Queued) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Queued, Running | Cancelled | Failed)
+                | (Running, Finished | FinishedWithException | Failed | Cancelled)
+                | (Failed | FinishedWithException, Queued)
+        )
     }
 }
 

@@ -168,10 +168,10 @@ pub async fn find_by_name(db: &Db, name: &str) -> StoreResult<Option<tenant::Mod
 
 /// A tenant by id or by name, as the CLI accepts either.
 pub async fn find_by_ref(db: &Db, reference: &str) -> StoreResult<tenant::Model> {
-    if let Ok(id) = reference.parse::<Uuid>() {
-        if let Ok(t) = get(db, id).await {
-            return Ok(t);
-        }
+    if let Ok(id) = reference.parse::<Uuid>()
+        && let Ok(t) = get(db, id).await
+    {
+        return Ok(t);
     }
     find_by_name(db, reference)
         .await?

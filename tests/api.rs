@@ -1,0 +1,491 @@
+//! The HTTP API skeleton: health, auth and roles, problem+json, pagination, tenant isolation and
+//! the OpenAPI document, on the embedded default and on PostgreSQL + Redis.
+
+mod common;
+
+use common::{Backend, TestApp, expect_problem};
+use licensor_core::domain::JobKind;
+use licensor_core::jobs::{self, NewJob};
+use serde_json::{Value, json};
+
+async fn health_and_auth(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("acme").await;
+
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready: Value = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+    let (db, queue) = match backend {
+        Backend::Embedded => ("sqlite", "sqlite"),
+        Backend::Production => ("postgres", "redis"),
+    };
+    assert_eq!(ready["database"], db);
+    assert_eq!(ready["queue"], queue);
+
+    // The token authenticates; an empty job list.
+    let jobs: Value = app
+        .get("/v1/jobs", &t.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs, json!({"data": [], "next_cursor": null}));
+
+    // No token, a malformed header, an unknown token → 401 problem+json.
+    let none = app
+        .http
+        .get(format!("{}/v1/jobs", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.headers()["www-authenticate"], "Bearer");
+    expect_problem(none, 401, "unauthorized").await;
+    let basic = app
+        .http
+        .get(format!("{}/v1/jobs", app.url))
+        .header("authorization", "Basic YWRtaW46YWRtaW4=")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(basic, 401, "unauthorized").await;
+    expect_problem(
+        app.get("/v1/jobs", "lic_unknown").send().await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+
+    // Roles: viewer and operator may read but not manage tokens; admin may.
+    expect_problem(
+        app.get("/v1/tokens", &t.viewer).send().await.unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    expect_problem(
+        app.get("/v1/tokens", &t.operator).send().await.unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    let create = app
+        .post("/v1/tokens", &t.viewer)
+        .json(&json!({"name": "x", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(create, 403, "forbidden").await;
+    assert_eq!(
+        app.get("/v1/jobs", &t.viewer)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let list: Value = app
+        .get("/v1/tokens", &t.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 3);
+    assert!(
+        !list.to_string().contains(&t.viewer),
+        "token values are never listed"
+    );
+
+    // Admin creates a token, it works, is revoked, and stops working.
+    let created: Value = app
+        .post("/v1/tokens", &t.admin)
+        .json(&json!({"name": "ci", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.get("/v1/jobs", &secret).send().await.unwrap().status(),
+        200
+    );
+    let id = created["id"].as_str().unwrap();
+    let revoked = app
+        .post(&format!("/v1/tokens/{id}/revoke"), &t.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    expect_problem(
+        app.get("/v1/jobs", &secret).send().await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+
+    // The audit log recorded both, and whoami names the tenant.
+    let audit: Value = app
+        .get("/v1/audit", &t.viewer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(&actions[..2], ["token.revoke", "token.create"]);
+    let me: Value = app
+        .get("/v1/tenant", &t.operator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["tenant"]["name"], "acme");
+    assert_eq!(me["role"], "operator");
+    app.stop().await;
+}
+on_both_backends!(health_and_auth);
+
+async fn bad_input_is_problem_json(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("acme").await;
+    let cases = [
+        ("/v1/jobs?limit=0", 400, "invalid_query"),
+        ("/v1/jobs?limit=9999", 400, "invalid_query"),
+        ("/v1/jobs?limit=abc", 400, "invalid_query"),
+        ("/v1/jobs?cursor=%21%21", 400, "invalid_query"),
+        ("/v1/jobs?status=sleeping", 400, "invalid_query"),
+        ("/v1/jobs?kind=delete", 400, "invalid_query"),
+        ("/v1/jobs?colour=blue", 400, "invalid_query"),
+        ("/v1/jobs/not-a-uuid", 404, "not_found"),
+        ("/v1/audit?actor_token_id=nope", 400, "invalid_query"),
+        ("/v1/nowhere", 404, "not_found"),
+    ];
+    for (path, status, code) in cases {
+        expect_problem(app.get(path, &t.admin).send().await.unwrap(), status, code).await;
+    }
+    let post = |body: &'static str| {
+        app.post("/v1/tokens", &t.admin)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    expect_problem(
+        post("{not json").send().await.unwrap(),
+        400,
+        "malformed_json",
+    )
+    .await;
+    expect_problem(
+        post(r#"{"name": 5, "role": "admin"}"#)
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "invalid_body",
+    )
+    .await;
+    expect_problem(
+        post(r#"{"name": "x", "role": "root"}"#)
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "invalid_body",
+    )
+    .await;
+    expect_problem(
+        post(r#"{"name": "x", "role": "admin", "extra": 1}"#)
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "invalid_body",
+    )
+    .await;
+    expect_problem(
+        post(r#"{"name": "  ", "role": "admin"}"#)
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "invalid_name",
+    )
+    .await;
+    let no_ct = app
+        .post("/v1/tokens", &t.admin)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(no_ct, 415, "unsupported_media_type").await;
+    let huge = format!(
+        r#"{{"name": "{}", "role": "admin"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let too_big = app
+        .post("/v1/tokens", &t.admin)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+    // Nothing of the above created a token.
+    let list: Value = app
+        .get("/v1/tokens", &t.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 3);
+    app.stop().await;
+}
+on_both_backends!(bad_input_is_problem_json);
+
+async fn tenant_isolation(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let a = app.tenant("tenant-a").await;
+    let b = app.tenant("tenant-b").await;
+    let job = jobs::insert(
+        &app.db,
+        NewJob {
+            tenant_id: a.id,
+            kind: JobKind::Assign,
+            request: json!({"groups": ["g1"]}),
+            created_by: None,
+            parent_job_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let path = format!("/v1/jobs/{}", job.id);
+
+    let mine: Value = app
+        .get(&path, &a.viewer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["id"], job.id.to_string());
+    assert_eq!(mine["status"], "queued");
+    assert_eq!(mine["progress"]["pending"], 0);
+
+    // Tenant B sees neither the job nor any trace of it, whatever its role.
+    for token in [&b.admin, &b.operator, &b.viewer] {
+        let body = expect_problem(
+            app.get(&path, token).send().await.unwrap(),
+            404,
+            "not_found",
+        )
+        .await;
+        assert!(!body.to_string().contains("tenant-a"));
+        let list: Value = app
+            .get("/v1/jobs", token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list["data"], json!([]));
+    }
+    // Another tenant's token cannot be revoked either.
+    let a_tokens: Value = app
+        .get("/v1/tokens", &a.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let a_token_id = a_tokens["data"][0]["id"].as_str().unwrap().to_owned();
+    let cross = app
+        .post(&format!("/v1/tokens/{a_token_id}/revoke"), &b.admin)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(cross, 404, "not_found").await;
+    assert_eq!(
+        app.get("/v1/jobs", &a.admin).send().await.unwrap().status(),
+        200
+    );
+    // Tenant B's audit log holds its own three token creations and nothing of tenant A's.
+    let audit: Value = app
+        .get("/v1/audit", &b.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = audit["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    for a_token in a_tokens["data"].as_array().unwrap() {
+        assert!(
+            entries.iter().all(|e| e["target_id"] != a_token["id"]),
+            "{audit}"
+        );
+    }
+    app.stop().await;
+}
+on_both_backends!(tenant_isolation);
+
+async fn cursor_pagination(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("acme").await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let kind = if i % 2 == 0 {
+            JobKind::Assign
+        } else {
+            JobKind::Export
+        };
+        let job = jobs::insert(
+            &app.db,
+            NewJob {
+                tenant_id: t.id,
+                kind,
+                request: json!({"n": i}),
+                created_by: None,
+                parent_job_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        ids.push(job.id.to_string());
+    }
+    ids.reverse(); // newest first
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/jobs?limit=3&cursor={c}"),
+            None => "/v1/jobs?limit=3".to_owned(),
+        };
+        let page: Value = app
+            .get(&path, &t.viewer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for job in page["data"].as_array().unwrap() {
+            seen.push(job["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every job once, newest first, across pages");
+    let exports: Value = app
+        .get("/v1/jobs?kind=export&status=queued,running", &t.viewer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(exports["data"].as_array().unwrap().len(), 3);
+    app.stop().await;
+}
+on_both_backends!(cursor_pagination);
+
+#[tokio::test]
+async fn openapi_describes_every_route_and_metrics_are_prometheus_text() {
+    let Some(app) = TestApp::start(Backend::Embedded).await else {
+        return;
+    };
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+        ("/v1/tenant", "get"),
+        ("/v1/tokens", "get"),
+        ("/v1/tokens", "post"),
+        ("/v1/tokens/{id}/revoke", "post"),
+        ("/v1/jobs", "get"),
+        ("/v1/jobs/{id}", "get"),
+        ("/v1/audit", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} documented"
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every documented GET without parameters answers (none is a dead entry).
+    let t = app.tenant("acme").await;
+    for (path, item) in paths {
+        if item.get("get").is_some() && !path.contains('{') {
+            let status = app.get(path, &t.admin).send().await.unwrap().status();
+            assert_eq!(status, 200, "GET {path}");
+        }
+    }
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("licensor_http_requests_total"), "{text}");
+    app.stop().await;
+}

@@ -1,0 +1,343 @@
+//! Test harness: starts the real licensor on port 0 with its own data, and talks HTTP to it.
+//!
+//! Each test owns its data: a fresh SQLite directory, or a PostgreSQL database and a Redis key
+//! namespace of its own, removed when the test ends (also when it fails). PostgreSQL and Redis
+//! come from `LICENSOR_TEST_DATABASE_URL` / `LICENSOR_TEST_REDIS_URL`; when CI is set, their
+//! absence fails the test instead of skipping it.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+
+use std::time::Duration;
+
+use licensor::{Application, Roles};
+use licensor_core::Settings;
+use licensor_core::domain::Role;
+use licensor_core::tenants::{self, DirectorySettings};
+use licensor_core::tokens;
+use sea_orm::{ConnectionTrait, Database};
+use uuid::Uuid;
+
+pub const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn required_env(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("{var} must be set in CI: PostgreSQL/Redis-backed tests may not be skipped")
+        }
+        _ => None,
+    }
+}
+
+pub fn postgres_url() -> Option<String> {
+    required_env("LICENSOR_TEST_DATABASE_URL")
+}
+
+pub fn redis_url() -> Option<String> {
+    required_env("LICENSOR_TEST_REDIS_URL")
+}
+
+/// Where a test's data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite + apalis-sqlite (the embedded default).
+    Embedded,
+    /// PostgreSQL + apalis-redis (production).
+    Production,
+}
+
+/// A PostgreSQL database created for one test and dropped after it.
+pub struct PgDatabase {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create(admin_url: &str) -> PgDatabase {
+        let name = format!("licensor_t_{}", Uuid::new_v4().simple());
+        let admin = Database::connect(admin_url)
+            .await
+            .expect("connect to the test PostgreSQL");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+        let (base, query) = match admin_url.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (admin_url, String::new()),
+        };
+        let (server, _) = base.rsplit_once('/').expect("database URL with a path");
+        PgDatabase {
+            admin_url: admin_url.to_owned(),
+            url: format!("{server}/{name}{query}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                if let Ok(admin) = Database::connect(admin_url.as_str()).await {
+                    let _ = admin
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+            Ok::<(), std::io::Error>(())
+        })
+        .join();
+    }
+}
+
+/// A Redis key namespace for one test, deleted after it.
+pub struct RedisNamespace {
+    url: String,
+    pub prefix: String,
+}
+
+impl RedisNamespace {
+    pub fn new(url: &str) -> RedisNamespace {
+        RedisNamespace {
+            url: url.to_owned(),
+            prefix: format!("licensor-test-{}", Uuid::new_v4().simple()),
+        }
+    }
+
+    /// Keys currently under the namespace.
+    pub fn keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.url.as_str()).expect("redis url");
+        let mut conn = client.get_connection().expect("connect to the test Redis");
+        redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for RedisNamespace {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+/// Everything one test owns.
+pub struct TestData {
+    pub dir: tempfile::TempDir,
+    pub pg: Option<PgDatabase>,
+    pub redis: Option<RedisNamespace>,
+}
+
+impl TestData {
+    /// Fresh data for `backend`, or `None` when the backend's services are not configured
+    /// (outside CI).
+    pub async fn new(backend: Backend) -> Option<TestData> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Embedded => Some(TestData {
+                dir,
+                pg: None,
+                redis: None,
+            }),
+            Backend::Production => {
+                let pg_url = postgres_url()?;
+                let redis_url = redis_url()?;
+                Some(TestData {
+                    dir,
+                    pg: Some(PgDatabase::create(&pg_url).await),
+                    redis: Some(RedisNamespace::new(&redis_url)),
+                })
+            }
+        }
+    }
+
+    /// Settings pointing at this test's data, with `extra` TOML on top.
+    pub fn settings(&self, extra: &str) -> Settings {
+        let data_dir = self.dir.path().display().to_string();
+        let mut toml = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{data_dir}\"\nsecret_key = \"{SECRET_KEY}\"\nlog = \"warn\"\n"
+        );
+        if let Some(pg) = &self.pg {
+            toml.push_str(&format!("database_url = \"{}\"\n", pg.url));
+        }
+        if let Some(ns) = &self.redis {
+            toml.push_str(&format!(
+                "queue_url = \"{}\"\nqueue_name = \"{}\"\n",
+                ns.url, ns.prefix
+            ));
+        }
+        toml.push_str(
+            "[worker]\nheartbeat_secs = 1\nmissed_heartbeats = 2\nshutdown_grace_secs = 5\n",
+        );
+        toml.push_str(extra);
+        Settings::from_toml(&toml).expect("test settings")
+    }
+}
+
+/// A running licensor (API + worker) and an HTTP client for it.
+pub struct TestApp {
+    pub url: String,
+    pub db: sea_orm::DatabaseConnection,
+    pub secrets: licensor_core::crypto::SecretBox,
+    pub http: reqwest::Client,
+    pub events: tokio::sync::broadcast::Receiver<licensor_workers::WorkerEvent>,
+    pub queue: licensor_core::queue::Queue,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // Dropped last: the data outlives the app.
+    pub data: TestData,
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> Option<TestApp> {
+        Self::start_with(backend, Roles::ALL, "").await
+    }
+
+    pub async fn start_with(backend: Backend, roles: Roles, extra: &str) -> Option<TestApp> {
+        let data = TestData::new(backend).await?;
+        let app = Application::build(data.settings(extra), roles)
+            .await
+            .expect("licensor starts");
+        let url = app
+            .local_addr()
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
+        let db = app.db().clone();
+        let secrets = app.secrets().clone();
+        let events = app.subscribe();
+        let queue = app.queue().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Some(TestApp {
+            url,
+            db,
+            secrets,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            events,
+            queue,
+            stop: Some(stop),
+            task: Some(task),
+            data,
+        })
+    }
+
+    /// Stop the app and wait until it has stopped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let outcome = tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("licensor stops within 30 s");
+            outcome.expect("app task").expect("app ran without error");
+        }
+    }
+
+    /// A tenant with one token per role.
+    pub async fn tenant(&self, name: &str) -> TestTenant {
+        let t = tenants::create(&self.db, &self.secrets, name, &DirectorySettings::default())
+            .await
+            .expect("create tenant");
+        let mut tokens = Vec::new();
+        for role in [Role::Admin, Role::Operator, Role::Viewer] {
+            let tok = tokens::create(&self.db, t.id, role, role.as_str(), None)
+                .await
+                .expect("create token");
+            tokens.push(tok.secret);
+        }
+        TestTenant {
+            id: t.id,
+            admin: tokens[0].clone(),
+            operator: tokens[1].clone(),
+            viewer: tokens[2].clone(),
+        }
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+    }
+
+    pub fn post(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+    }
+}
+
+pub struct TestTenant {
+    pub id: Uuid,
+    pub admin: String,
+    pub operator: String,
+    pub viewer: String,
+}
+
+/// Assert a problem+json response with `status` and `code`; returns the body.
+pub async fn expect_problem(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(resp.status().as_u16(), status, "status of {}", resp.url());
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(ct, "application/problem+json");
+    let body: serde_json::Value = resp.json().await.expect("problem body");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "problem has {field}: {body}");
+    }
+    body
+}
+
+/// Generate one `#[tokio::test]` per backend from an async fn taking a [`Backend`]; the
+/// production variant's name says what it needs, so CI output shows it ran.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Embedded).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres_redis() {
+                super::$name($crate::common::Backend::Production).await;
+            }
+        }
+    };
+}
