@@ -152,16 +152,72 @@ pub struct Directory {
 }
 
 const FIRST: &[&str] = &[
-    "Adele", "Alex", "Allan", "Christie", "Debra", "Diego", "Emily", "Enrico", "Grady", "Henrietta",
-    "Isaiah", "Johanna", "Joni", "Lee", "Lidia", "Lynne", "Megan", "Miriam", "Nestor", "Patti",
-    "Pradeep", "Raul", "Sofia", "Tomas", "Uma", "Valeria", "Wen", "Yusuf", "Zara", "Omar", "Ingrid",
+    "Adele",
+    "Alex",
+    "Allan",
+    "Christie",
+    "Debra",
+    "Diego",
+    "Emily",
+    "Enrico",
+    "Grady",
+    "Henrietta",
+    "Isaiah",
+    "Johanna",
+    "Joni",
+    "Lee",
+    "Lidia",
+    "Lynne",
+    "Megan",
+    "Miriam",
+    "Nestor",
+    "Patti",
+    "Pradeep",
+    "Raul",
+    "Sofia",
+    "Tomas",
+    "Uma",
+    "Valeria",
+    "Wen",
+    "Yusuf",
+    "Zara",
+    "Omar",
+    "Ingrid",
     "Kenji",
 ];
 const LAST: &[&str] = &[
-    "Vance", "Wilber", "Deyoung", "Cline", "Berg", "Siciliani", "Braun", "Gonzalez", "Archie",
-    "Gonzales", "Langer", "Lauer", "Sherman", "Gu", "Holloway", "Robbins", "Bowen", "Graham",
-    "Wilke", "Fernandez", "Gupta", "Ortega", "Rossi", "Novak", "Iyer", "Moreau", "Li", "Kaya",
-    "Okafor", "Haddad", "Larsen", "Tanaka",
+    "Vance",
+    "Wilber",
+    "Deyoung",
+    "Cline",
+    "Berg",
+    "Siciliani",
+    "Braun",
+    "Gonzalez",
+    "Archie",
+    "Gonzales",
+    "Langer",
+    "Lauer",
+    "Sherman",
+    "Gu",
+    "Holloway",
+    "Robbins",
+    "Bowen",
+    "Graham",
+    "Wilke",
+    "Fernandez",
+    "Gupta",
+    "Ortega",
+    "Rossi",
+    "Novak",
+    "Iyer",
+    "Moreau",
+    "Li",
+    "Kaya",
+    "Okafor",
+    "Haddad",
+    "Larsen",
+    "Tanaka",
 ];
 
 fn mix(mut x: u64) -> u64 {
@@ -229,8 +285,12 @@ impl Directory {
         if !(0.0..=1.0).contains(&s.users_without_usage_location) {
             return Err("users_without_usage_location must be between 0 and 1".into());
         }
-        let usage = parse_country(&s.usage_location)
-            .ok_or_else(|| format!("usage_location: '{}' is not a country code", s.usage_location))?;
+        let usage = parse_country(&s.usage_location).ok_or_else(|| {
+            format!(
+                "usage_location: '{}' is not a country code",
+                s.usage_location
+            )
+        })?;
         let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
         let tenant_id = match &s.tenant_id {
             Some(t) => parse_guid("tenant_id", t)?,
@@ -267,7 +327,10 @@ impl Directory {
                     Some(x) => parse_guid("service_plan_id", x)?,
                     None => Uuid::from_u64_pair(
                         mix(s.seed ^ 0x5e41),
-                        mix(p.service_plan_name.bytes().fold(7u64, |h, b| mix(h ^ b as u64))),
+                        mix(p
+                            .service_plan_name
+                            .bytes()
+                            .fold(7u64, |h, b| mix(h ^ b as u64))),
                     ),
                 };
                 plans.push(Plan {
@@ -354,7 +417,11 @@ impl Directory {
                 let idx = sku_by_name
                     .get(l)
                     .copied()
-                    .or_else(|| Uuid::parse_str(l).ok().and_then(|u| sku_index.get(&u).copied()))
+                    .or_else(|| {
+                        Uuid::parse_str(l)
+                            .ok()
+                            .and_then(|u| sku_index.get(&u).copied())
+                    })
                     .ok_or_else(|| format!("groups[{gi}].licenses: unknown SKU '{l}'"))?;
                 licenses.push(idx);
             }
@@ -380,9 +447,9 @@ impl Directory {
         }
         for (gi, spec) in s.groups.iter().enumerate() {
             for name in &spec.nested_groups {
-                let child = *group_by_name.get(name.as_str()).ok_or_else(|| {
-                    format!("groups[{gi}].nested_groups: unknown group '{name}'")
-                })?;
+                let child = *group_by_name
+                    .get(name.as_str())
+                    .ok_or_else(|| format!("groups[{gi}].nested_groups: unknown group '{name}'"))?;
                 if child as usize == gi {
                     return Err(format!("groups[{gi}] cannot contain itself"));
                 }
@@ -390,7 +457,8 @@ impl Directory {
             }
         }
 
-        let mut index = HashMap::with_capacity(n + groups.len() + device_ids.len() + contact_ids.len());
+        let mut index =
+            HashMap::with_capacity(n + groups.len() + device_ids.len() + contact_ids.len());
         for (i, id) in user_ids.iter().enumerate() {
             index.insert(*id, ObjRef::User(i as u32));
         }
@@ -444,7 +512,9 @@ impl Directory {
                                 groups: vec![gi as u32],
                                 updated: now,
                             });
-                            dir.skus[sku as usize].consumed.fetch_add(1, Ordering::Relaxed);
+                            dir.skus[sku as usize]
+                                .consumed
+                                .fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
@@ -516,7 +586,13 @@ impl Directory {
 
     pub fn upn(&self, u: u32) -> String {
         let (f, l) = self.names(u);
-        format!("{}.{}{}@{}", f.to_ascii_lowercase(), l.to_ascii_lowercase(), u, self.domain)
+        format!(
+            "{}.{}{}@{}",
+            f.to_ascii_lowercase(),
+            l.to_ascii_lowercase(),
+            u,
+            self.domain
+        )
     }
 
     /// Members of a group including those of nested groups, each object once.
@@ -560,11 +636,15 @@ impl Directory {
 
     // ----- JSON renderings -------------------------------------------------------------------
 
-    pub fn user_json(&self, u: u32, st: &UserState, select: Option<&[String]>) -> Map<String, Value> {
+    pub fn user_json(
+        &self,
+        u: u32,
+        st: &UserState,
+        select: Option<&[String]>,
+    ) -> Map<String, Value> {
         let (f, l) = self.names(u);
         let upn = self.upn(u);
         let mut m = Map::new();
-        let all = |k: &str| select.is_none_or(|s| s.iter().any(|x| x.eq_ignore_ascii_case(k)));
         let want = |k: &str| match select {
             None => DEFAULT_USER_PROPS.contains(&k),
             Some(s) => s.iter().any(|x| x.eq_ignore_ascii_case(k)),
@@ -621,13 +701,15 @@ impl Directory {
                 m.insert("licenseAssignmentStates".into(), self.assignment_states(st));
             }
             if want("mailNickname") {
-                m.insert("mailNickname".into(), json!(format!("{}.{}{}", f, l, u).to_lowercase()));
+                m.insert(
+                    "mailNickname".into(),
+                    json!(format!("{}.{}{}", f, l, u).to_lowercase()),
+                );
             }
             if want("userType") {
                 m.insert("userType".into(), json!("Member"));
             }
         }
-        let _ = all;
         m
     }
 
@@ -647,7 +729,11 @@ impl Directory {
                 .iter()
                 .map(|h| {
                     // A plan is disabled only if every assignment path disables it.
-                    let mask = if h.groups.is_empty() { h.direct.unwrap_or(0) } else { 0 };
+                    let mask = if h.groups.is_empty() {
+                        h.direct.unwrap_or(0)
+                    } else {
+                        0
+                    };
                     json!({
                         "disabledPlans": self.disabled_ids(h.sku, mask),
                         "skuId": self.skus[h.sku as usize].id.to_string(),
@@ -811,7 +897,9 @@ impl Directory {
         // Resolve SKUs and plans before touching the user.
         let mut adds: Vec<(u16, u64)> = Vec::with_capacity(add.len());
         for (sku_id, disabled) in add {
-            let sku = self.sku_by_id(sku_id).ok_or_else(|| GraphError::invalid_license(sku_id))?;
+            let sku = self
+                .sku_by_id(sku_id)
+                .ok_or_else(|| GraphError::invalid_license(sku_id))?;
             let plans = &self.skus[sku as usize].plans;
             let mut mask = 0u64;
             for d in disabled {
@@ -826,7 +914,10 @@ impl Directory {
         }
         let mut removes: Vec<u16> = Vec::with_capacity(remove.len());
         for sku_id in remove {
-            removes.push(self.sku_by_id(sku_id).ok_or_else(|| GraphError::invalid_license(sku_id))?);
+            removes.push(
+                self.sku_by_id(sku_id)
+                    .ok_or_else(|| GraphError::invalid_license(sku_id))?,
+            );
         }
 
         let mut st = self.users[u as usize].lock();
@@ -852,7 +943,9 @@ impl Directory {
                     ));
                 }
                 None => {
-                    return Err(GraphError::bad_request("User does not have a corresponding license."));
+                    return Err(GraphError::bad_request(
+                        "User does not have a corresponding license.",
+                    ));
                 }
             }
         }
@@ -905,7 +998,8 @@ impl Directory {
         }
         st.licenses = next;
         st.successful_writes += 1;
-        self.writes_max.fetch_max(st.successful_writes, Ordering::Relaxed);
+        self.writes_max
+            .fetch_max(st.successful_writes, Ordering::Relaxed);
         self.successful_writes.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
@@ -915,7 +1009,11 @@ impl Directory {
         // Enabled plans: (name, id).
         let mut enabled: Vec<(&str, Uuid)> = Vec::new();
         for h in held {
-            let mask = if h.groups.is_empty() { h.direct.unwrap_or(0) } else { 0 };
+            let mask = if h.groups.is_empty() {
+                h.direct.unwrap_or(0)
+            } else {
+                0
+            };
             for (i, p) in self.skus[h.sku as usize].plans.iter().enumerate() {
                 if mask & (1 << i) == 0 {
                     enabled.push((p.name.as_str(), p.id));
@@ -923,7 +1021,11 @@ impl Directory {
             }
         }
         for h in held {
-            let mask = if h.groups.is_empty() { h.direct.unwrap_or(0) } else { 0 };
+            let mask = if h.groups.is_empty() {
+                h.direct.unwrap_or(0)
+            } else {
+                0
+            };
             for (i, p) in self.skus[h.sku as usize].plans.iter().enumerate() {
                 if mask & (1 << i) != 0 {
                     continue;
@@ -945,7 +1047,11 @@ impl Directory {
                 if !missing.is_empty() {
                     let ids: Vec<String> = missing
                         .iter()
-                        .map(|d| self.plan_id_by_name(d).map(|u| u.to_string()).unwrap_or_else(|| (*d).clone()))
+                        .map(|d| {
+                            self.plan_id_by_name(d)
+                                .map(|u| u.to_string())
+                                .unwrap_or_else(|| (*d).clone())
+                        })
                         .collect();
                     return Err(GraphError::bad_request(format!(
                         "License assignment failed because service plan {} depends on the service plan(s) {}",

@@ -6,8 +6,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 /// Content type Graph answers JSON with.
-pub const GRAPH_JSON: &str =
-    "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
+pub const GRAPH_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 
 tokio::task_local! {
     /// The request being served: its `request-id` and `client-request-id`.
@@ -80,11 +79,17 @@ impl GraphError {
     }
 
     pub fn invalid_license(sku: &impl std::fmt::Display) -> Self {
-        Self::bad_request(format!("License {sku} does not correspond to a valid company License."))
+        Self::bad_request(format!(
+            "License {sku} does not correspond to a valid company License."
+        ))
     }
 
     pub fn unauthenticated(message: &str) -> Self {
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message);
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            message,
+        );
         e.headers.push((
             header::WWW_AUTHENTICATE,
             "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"00000003-0000-0000-c000-000000000000\"".into(),
@@ -93,13 +98,22 @@ impl GraphError {
     }
 
     pub fn throttled(retry_after: u64, scope: String, info: &str) -> Self {
-        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Please retry again later.");
-        e.headers.push((header::RETRY_AFTER, retry_after.to_string()));
-        e.headers.push((HeaderName::from_static("x-ms-throttle-scope"), scope));
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Please retry again later.",
+        );
         e.headers
-            .push((HeaderName::from_static("x-ms-throttle-information"), info.to_string()));
+            .push((header::RETRY_AFTER, retry_after.to_string()));
+        e.headers
+            .push((HeaderName::from_static("x-ms-throttle-scope"), scope));
+        e.headers.push((
+            HeaderName::from_static("x-ms-throttle-information"),
+            info.to_string(),
+        ));
         e.inner.insert("code".into(), json!("429"));
-        e.inner.insert("message".into(), json!("Please retry after"));
+        e.inner
+            .insert("message".into(), json!("Please retry after"));
         e.inner.insert("status".into(), json!("429"));
         e
     }

@@ -76,8 +76,16 @@ fn injected(status: u16) -> GraphError {
             e.headers.push((header::RETRY_AFTER, "1".into()));
             e
         }
-        504 => GraphError::new(code, "timeout", "The operation timed out before it could be completed."),
-        _ => GraphError::new(code, "generalException", "An unspecified error has occurred."),
+        504 => GraphError::new(
+            code,
+            "timeout",
+            "The operation timed out before it could be completed.",
+        ),
+        _ => GraphError::new(
+            code,
+            "generalException",
+            "An unspecified error has occurred.",
+        ),
     }
 }
 
@@ -98,7 +106,10 @@ pub async fn gate(State(st): St, req: Request, next: Next) -> Response {
     let st2 = st.clone();
     let route2 = route.clone();
     let mut res = REQUEST
-        .scope(ids.clone(), async move { gated(st2, req, next, &route2).await })
+        .scope(
+            ids.clone(),
+            async move { gated(st2, req, next, &route2).await },
+        )
         .await;
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
@@ -238,11 +249,16 @@ impl Q {
         }
     }
     fn count(&self) -> bool {
-        self.get("$count").is_some_and(|c| c.eq_ignore_ascii_case("true"))
+        self.get("$count")
+            .is_some_and(|c| c.eq_ignore_ascii_case("true"))
     }
 }
 
-fn validate_select(select: &Option<Vec<String>>, allowed: &[&str], ty: &str) -> Result<(), GraphError> {
+fn validate_select(
+    select: &Option<Vec<String>>,
+    allowed: &[&str],
+    ty: &str,
+) -> Result<(), GraphError> {
     if let Some(sel) = select {
         for p in sel {
             if !allowed.iter().any(|a| a.eq_ignore_ascii_case(p)) {
@@ -278,7 +294,9 @@ fn read_skiptoken(tok: &str, scope: u64) -> Result<usize, GraphError> {
         )
         .with_code("Directory_ExpiredPageToken")
     };
-    let b = URL_SAFE_NO_PAD.decode(tok.trim_end_matches('=')).map_err(|_| expired())?;
+    let b = URL_SAFE_NO_PAD
+        .decode(tok.trim_end_matches('='))
+        .map_err(|_| expired())?;
     if b.len() != 20 || &b[..4] != b"DSpt" {
         return Err(expired());
     }
@@ -322,7 +340,11 @@ fn next_link(headers: &HeaderMap, path: &str, q: &Q, top: usize, token: String) 
         ser.append_pair("$top", &top.to_string());
     }
     ser.append_pair("$skiptoken", &token);
-    let qs = ser.finish().replace("%24", "$").replace('+', "%20");
+    let qs = ser
+        .finish()
+        .replace("%24", "$")
+        .replace("%2C", ",")
+        .replace('+', "%20");
     format!("{}{}?{}", base_url(headers), path, qs)
 }
 
@@ -384,7 +406,9 @@ fn parse_filter(f: &str) -> Result<Filter, GraphError> {
     let invalid = || GraphError::odata(format!("Invalid filter clause: syntax error in '{f}'."));
     let lower = t.to_ascii_lowercase();
     if lower.starts_with("startswith(") {
-        let inner = t["startswith(".len()..].strip_suffix(')').ok_or_else(invalid)?;
+        let inner = t["startswith(".len()..]
+            .strip_suffix(')')
+            .ok_or_else(invalid)?;
         let (prop, lit) = inner.split_once(',').ok_or_else(invalid)?;
         return Ok(Filter::StartsWith(
             prop.trim().to_string(),
@@ -400,10 +424,13 @@ fn parse_filter(f: &str) -> Result<Filter, GraphError> {
             "Unsupported or invalid query filter clause specified for property '{prop}' of resource 'Group'."
         )));
     }
-    Ok(Filter::Eq(prop.to_string(), parse_literal(lit).ok_or_else(invalid)?))
+    Ok(Filter::Eq(
+        prop.to_string(),
+        parse_literal(lit).ok_or_else(invalid)?,
+    ))
 }
 
-fn group_prop<'a>(dir: &'a Directory, g: u32, prop: &str) -> Result<String, GraphError> {
+fn group_prop(dir: &Directory, g: u32, prop: &str) -> Result<String, GraphError> {
     let gr = &dir.groups[g as usize];
     match prop.to_ascii_lowercase().as_str() {
         "displayname" => Ok(gr.display_name.clone()),
@@ -422,7 +449,11 @@ pub async fn list_groups(State(st): St, headers: HeaderMap, req_uri: axum::http:
     }
 }
 
-fn list_groups_inner(st: &AppState, headers: &HeaderMap, uri: &axum::http::Uri) -> Result<Response, GraphError> {
+fn list_groups_inner(
+    st: &AppState,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Result<Response, GraphError> {
     let dir = st.dir();
     let q = Q::new(uri.query());
     let top = q.top()?;
@@ -458,10 +489,14 @@ fn list_groups_inner(st: &AppState, headers: &HeaderMap, uri: &axum::http::Uri) 
         let inner = s
             .strip_prefix('"')
             .and_then(|x| x.strip_suffix('"'))
-            .ok_or_else(|| GraphError::odata(format!("Syntax error: character '{s}' is not valid in $search.")))?;
-        let (prop, term) = inner
-            .split_once(':')
-            .ok_or_else(|| GraphError::odata("Invalid $search query: expected \"property:value\"."))?;
+            .ok_or_else(|| {
+                GraphError::odata(format!(
+                    "Syntax error: character '{s}' is not valid in $search."
+                ))
+            })?;
+        let (prop, term) = inner.split_once(':').ok_or_else(|| {
+            GraphError::odata("Invalid $search query: expected \"property:value\".")
+        })?;
         let term = term.to_lowercase();
         let mut keep = Vec::new();
         for g in ids {
@@ -479,7 +514,9 @@ fn list_groups_inner(st: &AppState, headers: &HeaderMap, uri: &axum::http::Uri) 
     if let Some(o) = q.get("$orderby") {
         let desc = o.to_ascii_lowercase().ends_with(" desc");
         if !o.to_ascii_lowercase().starts_with("displayname") {
-            return Err(GraphError::unsupported_query("Sorting not supported for current query."));
+            return Err(GraphError::unsupported_query(
+                "Sorting not supported for current query.",
+            ));
         }
         ids.sort_by(|a, b| {
             dir.groups[*a as usize]
@@ -532,7 +569,10 @@ pub async fn get_group(State(st): St, Path(id): Path<String>, uri: axum::http::U
         Err(e) => return e.into_response(),
     };
     let mut m = project(dir.group_json(g), q.select().as_deref());
-    m.insert("@odata.context".into(), json!(format!("{CTX}#groups/$entity")));
+    m.insert(
+        "@odata.context".into(),
+        json!(format!("{CTX}#groups/$entity")),
+    );
     graph_json(StatusCode::OK, &Value::Object(m))
 }
 
@@ -584,8 +624,14 @@ fn object_json(dir: &Directory, o: ObjRef, select: Option<&[String]>) -> Value {
             ("#microsoft.graph.user", dir.user_json(u, &st, select))
         }
         ObjRef::Group(g) => ("#microsoft.graph.group", project(dir.group_json(g), select)),
-        ObjRef::Device(d) => ("#microsoft.graph.device", project(dir.device_json(d), select)),
-        ObjRef::Contact(c) => ("#microsoft.graph.orgContact", project(dir.contact_json(c), select)),
+        ObjRef::Device(d) => (
+            "#microsoft.graph.device",
+            project(dir.device_json(d), select),
+        ),
+        ObjRef::Contact(c) => (
+            "#microsoft.graph.orgContact",
+            project(dir.contact_json(c), select),
+        ),
     };
     m.insert("@odata.type".into(), json!(ty));
     Value::Object(m)
@@ -655,14 +701,19 @@ fn members_inner(
         None => (Cast::All, "directoryObjects"),
         Some("$count") => {
             let g = find_group(&dir, id)?;
-            let m = if transitive { dir.transitive(g) } else { &dir.groups[g as usize].members };
+            let m = if transitive {
+                dir.transitive(g)
+            } else {
+                &dir.groups[g as usize].members
+            };
             let mut res = (StatusCode::OK, m.len().to_string()).into_response();
             res.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             return Ok(res);
         }
-        Some(c) => parse_cast(c)
-            .ok_or_else(|| GraphError::odata(format!("Resource not found for the segment '{c}'.")))?,
+        Some(c) => parse_cast(c).ok_or_else(|| {
+            GraphError::odata(format!("Resource not found for the segment '{c}'."))
+        })?,
     };
     let top = q.top()?;
     let select = q.select();
@@ -678,7 +729,11 @@ fn members_inner(
     } else {
         &dir.groups[g as usize].members
     };
-    let kind = if transitive { "transitiveMembers" } else { "members" };
+    let kind = if transitive {
+        "transitiveMembers"
+    } else {
+        "members"
+    };
     let cast_name = match cast {
         Cast::All => "",
         Cast::User => "user",
@@ -709,7 +764,10 @@ fn members_inner(
             Cast::All => format!("/v1.0/groups/{id}/{kind}"),
             _ => format!(
                 "/v1.0/groups/{id}/{kind}/{}",
-                uri.path().rsplit('/').next().unwrap_or("microsoft.graph.user")
+                uri.path()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("microsoft.graph.user")
             ),
         };
         body.insert(
@@ -730,8 +788,114 @@ fn find_user(dir: &Directory, id: &str) -> Result<u32, GraphError> {
 fn user_entity(dir: &Directory, u: u32, select: Option<&[String]>) -> Value {
     let st = dir.users[u as usize].lock();
     let mut m = dir.user_json(u, &st, select);
-    m.insert("@odata.context".into(), json!(format!("{CTX}#users/$entity")));
+    m.insert(
+        "@odata.context".into(),
+        json!(format!("{CTX}#users/$entity")),
+    );
     Value::Object(m)
+}
+
+pub async fn list_users(State(st): St, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    match list_users_inner(&st, &headers, &uri) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn user_prop(dir: &Directory, u: u32, prop: &str) -> Result<Option<String>, GraphError> {
+    Ok(match prop.to_ascii_lowercase().as_str() {
+        "id" => Some(dir.user_ids[u as usize].to_string()),
+        "userprincipalname" | "mail" => Some(dir.upn(u)),
+        "displayname" => {
+            let (f, l) = dir.names(u);
+            Some(format!("{f} {l}"))
+        }
+        "givenname" => Some(dir.names(u).0.to_string()),
+        "surname" => Some(dir.names(u).1.to_string()),
+        "usagelocation" => dir.users[u as usize]
+            .lock()
+            .usage_location
+            .map(|c| String::from_utf8_lossy(&c).into_owned()),
+        _ => {
+            return Err(GraphError::unsupported_query(format!(
+                "Unsupported or invalid query filter clause specified for property '{prop}' of resource 'User'."
+            )));
+        }
+    })
+}
+
+fn list_users_inner(
+    st: &AppState,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Result<Response, GraphError> {
+    let dir = st.dir();
+    let q = Q::new(uri.query());
+    let top = q.top()?;
+    let select = q.select();
+    validate_select(&select, USER_PROPS, "user")?;
+    let filter = q.get("$filter").map(parse_filter).transpose()?;
+    let scope = scope_hash(&["users", q.get("$filter").unwrap_or("")]);
+    let mut offset = match q.get("$skiptoken") {
+        Some(t) => read_skiptoken(t, scope)?,
+        None => 0,
+    };
+    let n = dir.user_ids.len();
+    let mut value = Vec::new();
+    let mut more = false;
+    // Fast path: an exact id or userPrincipalName.
+    if let Some(Filter::Eq(p, v)) = &filter
+        && (p.eq_ignore_ascii_case("id") || p.eq_ignore_ascii_case("userPrincipalName"))
+    {
+        if offset == 0
+            && let Some(u) = dir.find_user(v)
+        {
+            value.push(object_json(&dir, ObjRef::User(u), select.as_deref()));
+        }
+        offset = n;
+    }
+    while offset < n {
+        let u = offset as u32;
+        offset += 1;
+        let keep = match &filter {
+            None => true,
+            Some(Filter::Eq(p, v)) => {
+                user_prop(&dir, u, p)?.is_some_and(|x| x.eq_ignore_ascii_case(v))
+            }
+            Some(Filter::StartsWith(p, v)) => user_prop(&dir, u, p)?
+                .is_some_and(|x| x.to_lowercase().starts_with(&v.to_lowercase())),
+        };
+        if !keep {
+            continue;
+        }
+        if value.len() == top {
+            more = true;
+            offset -= 1;
+            break;
+        }
+        value.push(object_json(&dir, ObjRef::User(u), select.as_deref()));
+    }
+    for v in &mut value {
+        if let Some(m) = v.as_object_mut() {
+            m.remove("@odata.type");
+        }
+    }
+    let mut body = Map::new();
+    body.insert("@odata.context".into(), json!(format!("{CTX}#users")));
+    if more {
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(next_link(
+                headers,
+                "/v1.0/users",
+                &q,
+                top,
+                skiptoken(scope, offset)
+            )),
+        );
+    }
+    body.insert("value".into(), Value::Array(value));
+    Ok(graph_json(StatusCode::OK, &Value::Object(body)))
 }
 
 pub async fn get_user(State(st): St, Path(id): Path<String>, uri: axum::http::Uri) -> Response {
@@ -779,7 +943,9 @@ fn patch_user_inner(st: &AppState, id: &str, body: &Bytes) -> Result<(), GraphEr
             loc = Some(match val {
                 Value::Null => None,
                 Value::String(s) => Some(parse_country(s).ok_or_else(|| {
-                    GraphError::bad_request("Invalid value specified for property 'usageLocation' of resource 'User'.")
+                    GraphError::bad_request(
+                        "Invalid value specified for property 'usageLocation' of resource 'User'.",
+                    )
                 })?),
                 _ => {
                     return Err(GraphError::bad_request(
@@ -808,10 +974,15 @@ pub async fn assign_license(State(st): St, Path(id): Path<String>, body: Bytes) 
 
 fn guid_of(v: &Value) -> Result<Uuid, GraphError> {
     let s = v.as_str().ok_or_else(|| {
-        GraphError::odata(format!("Cannot convert the literal '{v}' to the expected type 'Edm.Guid'."))
+        GraphError::odata(format!(
+            "Cannot convert the literal '{v}' to the expected type 'Edm.Guid'."
+        ))
     })?;
-    Uuid::parse_str(s)
-        .map_err(|_| GraphError::odata(format!("Cannot convert the literal '{s}' to the expected type 'Edm.Guid'.")))
+    Uuid::parse_str(s).map_err(|_| {
+        GraphError::odata(format!(
+            "Cannot convert the literal '{s}' to the expected type 'Edm.Guid'."
+        ))
+    })
 }
 
 fn assign_inner(st: &AppState, id: &str, body: &Bytes) -> Result<Value, GraphError> {
@@ -827,7 +998,11 @@ fn assign_inner(st: &AppState, id: &str, body: &Bytes) -> Result<Value, GraphErr
             missing.join(", ")
         )));
     }
-    let bad = |p: &str| GraphError::odata(format!("Invalid value specified for parameter '{p}' of the operation 'assignLicense'."));
+    let bad = |p: &str| {
+        GraphError::odata(format!(
+            "Invalid value specified for parameter '{p}' of the operation 'assignLicense'."
+        ))
+    };
     let mut add = Vec::new();
     match &v["addLicenses"] {
         Value::Array(items) => {
@@ -908,7 +1083,10 @@ struct Item {
 fn parse_batch(body: &Bytes) -> Result<Vec<Item>, GraphError> {
     let invalid = || GraphError::odata("Invalid batch payload format.");
     let v = parse_body(body)?;
-    let reqs = v.get("requests").and_then(Value::as_array).ok_or_else(invalid)?;
+    let reqs = v
+        .get("requests")
+        .and_then(Value::as_array)
+        .ok_or_else(invalid)?;
     if reqs.is_empty() {
         return Err(invalid());
     }
@@ -925,23 +1103,43 @@ fn parse_batch(body: &Bytes) -> Result<Vec<Item>, GraphError> {
             _ => return Err(invalid()),
         };
         if items.iter().any(|i| i.id == id) {
-            return Err(GraphError::odata(format!("Batch request contains duplicate request id '{id}'.")));
+            return Err(GraphError::odata(format!(
+                "Batch request contains duplicate request id '{id}'."
+            )));
         }
         let method = r
             .get("method")
             .and_then(Value::as_str)
             .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
             .ok_or_else(invalid)?;
-        let url = r.get("url").and_then(Value::as_str).ok_or_else(invalid)?.to_string();
+        let url = r
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(invalid)?
+            .to_string();
+        if url.contains("$batch") {
+            return Err(GraphError::odata(format!(
+                "Request id : {id} is a nested batch request, which is not supported."
+            )));
+        }
         let mut hs = Vec::new();
         if let Some(h) = r.get("headers") {
             let h = h.as_object().ok_or_else(invalid)?;
             for (k, v) in h {
-                hs.push((k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
+                hs.push((
+                    k.clone(),
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
+                ));
             }
         }
         let body = r.get("body").filter(|b| !b.is_null()).cloned();
-        if body.is_some() && !hs.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        if body.is_some()
+            && !hs
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             return Err(GraphError::odata(format!(
                 "Write request id : {id} does not contain Content-Type header or body."
             )));
@@ -970,10 +1168,18 @@ fn parse_batch(body: &Bytes) -> Result<Vec<Item>, GraphError> {
     Ok(items)
 }
 
-async fn batch_inner(st: Arc<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, GraphError> {
+async fn batch_inner(
+    st: Arc<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, GraphError> {
     let items = parse_batch(&body)?;
     let Some(router) = st.router.get().cloned() else {
-        return Err(GraphError::new(StatusCode::INTERNAL_SERVER_ERROR, "generalException", "Batching is not ready."));
+        return Err(GraphError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "generalException",
+            "Batching is not ready.",
+        ));
     };
     let mut statuses: Vec<(String, u16)> = Vec::new();
     let mut out = Vec::with_capacity(items.len());
@@ -985,7 +1191,11 @@ async fn batch_inner(st: Arc<AppState>, headers: HeaderMap, body: Bytes) -> Resu
         });
         if failed_dep {
             statuses.push((it.id.clone(), 424));
-            let e = GraphError::new(StatusCode::FAILED_DEPENDENCY, "FailedDependency", "The request was not executed because a request it depends on failed.");
+            let e = GraphError::new(
+                StatusCode::FAILED_DEPENDENCY,
+                "FailedDependency",
+                "The request was not executed because a request it depends on failed.",
+            );
             out.push(json!({"id": it.id, "status": 424, "headers": {"Content-Type": "application/json"}, "body": e.body()}));
             continue;
         }
@@ -1001,7 +1211,10 @@ async fn batch_inner(st: Arc<AppState>, headers: HeaderMap, body: Bytes) -> Resu
         let uri = format!("/v1.0{path}");
         let mut b = Request::builder().method(it.method.clone()).uri(&uri);
         for (k, v) in &it.headers {
-            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
                 b = b.header(k, v);
             }
         }
@@ -1017,7 +1230,10 @@ async fn batch_inner(st: Arc<AppState>, headers: HeaderMap, body: Bytes) -> Resu
         let req = match b.body(body) {
             Ok(r) => r,
             Err(_) => {
-                return Err(GraphError::odata(format!("Invalid request URL '{}' in batch request id '{}'.", it.url, it.id)));
+                return Err(GraphError::odata(format!(
+                    "Invalid request URL '{}' in batch request id '{}'.",
+                    it.url, it.id
+                )));
             }
         };
         let res = match router.clone().oneshot(req).await {

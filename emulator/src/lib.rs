@@ -1,23 +1,51 @@
 //! A local Microsoft Graph v1.0 stand-in: token endpoint, directory reads, license writes,
 //! JSON batching, throttling and fault injection, plus a control API for tests.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let emu = graph_emulator::spawn(graph_emulator::EmulatorConfig::default()).await?;
+//! println!("Graph at {}, token at {}", emu.graph_url(), emu.token_url());
+//! emu.shutdown().await;
+//! # Ok(()) }
+//! ```
 
+mod control;
+mod directory;
+mod error;
 mod faults;
+mod graph;
 mod scenario;
+mod state;
+mod token;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use axum::{
-    Json, Router,
-    routing::{get, post},
-};
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware;
+use axum::routing::{get, post};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::watch;
+use tower::ServiceExt;
 
 pub use faults::{Budget, Faults};
-pub use scenario::{GroupSpec, Scenario, ServicePlanSpec, SkuSpec};
+pub use scenario::{
+    ENTERPRISEPACK_SKU_ID, EXCHANGESTANDARD_SKU_ID, GroupSpec, SPE_E5_SKU_ID, Scenario,
+    ServicePlanSpec, SkuSpec,
+};
+
+use crate::directory::Directory;
+use crate::state::AppState;
 
 /// How to start an emulator.
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
+    /// Address to listen on; default `127.0.0.1:0` (a free port).
     pub listen: SocketAddr,
+    /// Directory to serve; `None` serves [`Scenario::demo`].
     pub scenario: Option<Scenario>,
     pub faults: Faults,
 }
@@ -32,64 +60,214 @@ impl Default for EmulatorConfig {
     }
 }
 
-/// A running emulator.
+/// A running emulator. Dropping it without [`EmulatorHandle::shutdown`] leaves it serving until
+/// the runtime ends.
 pub struct EmulatorHandle {
-    base: String,
-    tenant_id: String,
-    client_id: String,
-    client_secret: String,
-    shutdown: tokio::sync::oneshot::Sender<()>,
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
+fn router(state: Arc<AppState>) -> Router {
+    let graph = Router::new()
+        .route("/v1.0/subscribedSkus", get(graph::subscribed_skus))
+        .route("/v1.0/groups", get(graph::list_groups))
+        .route("/v1.0/groups/{id}", get(graph::get_group))
+        .route("/v1.0/groups/{id}/members", get(graph::members))
+        .route("/v1.0/groups/{id}/members/{cast}", get(graph::members_cast))
+        .route(
+            "/v1.0/groups/{id}/transitiveMembers",
+            get(graph::transitive_members),
+        )
+        .route(
+            "/v1.0/groups/{id}/transitiveMembers/{cast}",
+            get(graph::transitive_members_cast),
+        )
+        .route("/v1.0/users", get(graph::list_users))
+        .route(
+            "/v1.0/users/{id}",
+            get(graph::get_user).patch(graph::patch_user),
+        )
+        .route(
+            "/v1.0/users/{id}/assignLicense",
+            post(graph::assign_license),
+        )
+        .route("/v1.0/$batch", post(graph::batch))
+        .route("/v1.0/{*rest}", axum::routing::any(graph::unknown_segment))
+        .method_not_allowed_fallback(graph::method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), graph::gate));
+    let control = Router::new()
+        .route(
+            "/_emulator/scenario",
+            get(control::get_scenario).post(control::put_scenario),
+        )
+        .route(
+            "/_emulator/faults",
+            get(control::get_faults).put(control::put_faults),
+        )
+        .route("/_emulator/stats", get(control::stats))
+        .route("/_emulator/reset", post(control::reset))
+        .route("/_emulator/users", get(control::users))
+        .route("/_emulator/users/{id}", get(control::user));
+    Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(token_route))
+        .merge(graph)
+        .merge(control)
+        .with_state(state)
+}
+
+async fn token_route(
+    st: axum::extract::State<Arc<AppState>>,
+    path: axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let stats = st.0.clone();
+    let res = token::token(st, path, headers, body).await;
+    stats.stats.record(
+        "POST /{tenant}/oauth2/v2.0/token".into(),
+        res.status().as_u16(),
+    );
+    res
+}
+
+/// Start an emulator on `config.listen`.
 pub async fn spawn(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
+    config
+        .faults
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid faults: {e}"))?;
     let scenario = config.scenario.unwrap_or_else(Scenario::demo);
+    let s2 = scenario.clone();
+    let dir = tokio::task::spawn_blocking(move || Directory::build(&s2))
+        .await?
+        .map_err(|e| anyhow::anyhow!("invalid scenario: {e}"))?;
+    let state = Arc::new(AppState::new(dir, scenario, config.faults));
+    let app = router(state.clone());
+    let _ = state.router.set(app.clone());
+
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let app = Router::new()
-        .route("/{tenant}/oauth2/v2.0/token", post(|| async {
-            Json(serde_json::json!({"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"x.y.z"}))
-        }))
-        .route("/v1.0/groups", get(|| async { Json(serde_json::json!({"value": []})) }));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop, mut stopped) = watch::channel(false);
+    let st = state.clone();
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await;
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                acc = listener.accept() => {
+                    let Ok((stream, _)) = acc else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let app = app.clone();
+                    let st = st.clone();
+                    let mut stop_conn = stopped.clone();
+                    conns.spawn(async move {
+                        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                            let app = app.clone();
+                            let st = st.clone();
+                            async move {
+                                let graph = req.uri().path().starts_with("/v1.0")
+                                    || req.uri().path().contains("/oauth2/");
+                                if graph {
+                                    let (drop, delay) = st.roll_connection();
+                                    if !delay.is_zero() {
+                                        tokio::time::sleep(delay).await;
+                                    }
+                                    if drop {
+                                        st.stats.dropped_connections.fetch_add(1, Ordering::Relaxed);
+                                        return Err(DroppedConnection);
+                                    }
+                                }
+                                let req = req.map(axum::body::Body::new);
+                                match app.oneshot(req).await {
+                                    Ok(r) => Ok(r),
+                                    Err(never) => match never {},
+                                }
+                            }
+                        });
+                        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            _ = conn.as_mut() => {}
+                            _ = stop_conn.changed() => {
+                                conn.as_mut().graceful_shutdown();
+                                let _ = conn.await;
+                            }
+                        }
+                    });
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+        conns.shutdown().await;
     });
     Ok(EmulatorHandle {
-        base: format!("http://{addr}"),
-        tenant_id: scenario.tenant_id.clone().unwrap_or_default(),
-        client_id: scenario.client_id.clone().unwrap_or_default(),
-        client_secret: scenario.client_secret.clone().unwrap_or_default(),
-        shutdown: tx,
+        addr,
+        state,
+        stop,
         task,
     })
 }
 
+/// A connection the emulator closes without answering (fault injection).
+#[derive(Debug)]
+struct DroppedConnection;
+
+impl std::fmt::Display for DroppedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for DroppedConnection {}
+
 impl EmulatorHandle {
+    /// `http://127.0.0.1:PORT`: serves the token endpoint, `/v1.0` and `/_emulator`.
     pub fn base_url(&self) -> String {
-        self.base.clone()
+        let mut addr = self.addr;
+        // Listening on every interface: loopback reaches it.
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{addr}")
     }
+
     pub fn graph_url(&self) -> String {
-        format!("{}/v1.0", self.base)
+        format!("{}/v1.0", self.base_url())
     }
+
     pub fn token_url(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/token", self.base, self.tenant_id)
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.base_url(),
+            self.directory_tenant_id()
+        )
     }
+
     pub fn directory_tenant_id(&self) -> String {
-        self.tenant_id.clone()
+        self.state.dir().tenant_id.to_string()
     }
+
     pub fn client_id(&self) -> String {
-        self.client_id.clone()
+        self.state.dir().client_id.clone()
     }
+
     pub fn client_secret(&self) -> String {
-        self.client_secret.clone()
+        self.state.dir().client_secret.clone()
     }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, finish in-flight requests, and wait for the server to end.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(());
+        let _ = self.stop.send(true);
         let _ = self.task.await;
     }
 }

@@ -32,7 +32,7 @@ pub struct Scenario {
 }
 
 /// A security group.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "snake_case")]
 pub struct GroupSpec {
     pub display_name: String,
@@ -103,21 +103,6 @@ impl Default for Scenario {
             usage_location: "US".into(),
             groups: Vec::new(),
             skus: Vec::new(),
-        }
-    }
-}
-
-impl Default for GroupSpec {
-    fn default() -> Self {
-        GroupSpec {
-            display_name: String::new(),
-            id: None,
-            members: 0,
-            nested_groups: Vec::new(),
-            devices: 0,
-            contacts: 0,
-            licenses: Vec::new(),
-            leading_users: false,
         }
     }
 }

@@ -32,7 +32,13 @@ pub struct Stats {
 
 impl Stats {
     pub fn record(&self, route: String, status: u16) {
-        *self.requests.lock().entry(route).or_default().entry(status).or_default() += 1;
+        *self
+            .requests
+            .lock()
+            .entry(route)
+            .or_default()
+            .entry(status)
+            .or_default() += 1;
     }
 
     pub fn clear(&self) {
@@ -48,13 +54,6 @@ impl Stats {
 pub struct Window {
     log: VecDeque<(Instant, u32)>,
     used: u64,
-}
-
-pub enum Admit {
-    /// Admitted; the share of the budget now in use.
-    Yes(f64),
-    /// Refused; seconds to wait.
-    No(u64),
 }
 
 impl Window {
@@ -104,7 +103,10 @@ pub struct AppWindows {
 }
 
 pub enum Throttle {
-    Ok { read_pct: f64, write_pct: Option<f64> },
+    Ok {
+        read_pct: f64,
+        write_pct: Option<f64>,
+    },
     Reads(u64),
     Writes(u64),
 }
@@ -164,7 +166,10 @@ impl AppState {
         }
         let write_pct = write.then(|| w.writes.spend(now, wb, 1));
         let read_pct = w.reads.spend(now, rb, ru);
-        Throttle::Ok { read_pct, write_pct }
+        Throttle::Ok {
+            read_pct,
+            write_pct,
+        }
     }
 
     /// Roll the fault dice: an injected status, if any.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -39,18 +39,47 @@ fn aad_error(status: StatusCode, error: &str, code: u32, description: String) ->
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
     res
 }
 
 pub async fn token(
     State(st): State<Arc<AppState>>,
     Path(tenant): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let dir = st.dir();
-    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let mut form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    // client_secret_basic: credentials in the Authorization header.
+    if let Some((id, secret)) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.split_once(':').map(|(a, b)| {
+                let dec = |x: &str| {
+                    percent_encoding::percent_decode_str(x)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                };
+                (dec(a), dec(b))
+            })
+        })
+    {
+        form.retain(|(k, _)| k != "client_id" && k != "client_secret");
+        form.push(("client_id".into(), id));
+        form.push(("client_secret".into(), secret));
+    }
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
 
     let tenant_ok = tenant.eq_ignore_ascii_case(&dir.tenant_id.to_string())
@@ -60,7 +89,9 @@ pub async fn token(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             90002,
-            format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."),
+            format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+            ),
         );
     }
     let Some(grant) = get("grant_type") else {
@@ -92,7 +123,10 @@ pub async fn token(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
             700016,
-            format!("Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.", dir.domain.split('.').next().unwrap_or("contoso")),
+            format!(
+                "Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
+                dir.domain.split('.').next().unwrap_or("contoso")
+            ),
         );
     }
     let Some(scope) = get("scope") else {
@@ -108,7 +142,9 @@ pub async fn token(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
             1002012,
-            format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
+            format!(
+                "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+            ),
         );
     }
     let Some(secret) = get("client_secret") else {
@@ -124,7 +160,10 @@ pub async fn token(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             7000215,
-            format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.", dir.client_id),
+            format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                dir.client_id
+            ),
         );
     }
 
@@ -173,8 +212,10 @@ pub async fn token(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
     res
 }
 
@@ -201,7 +242,9 @@ pub fn authenticate(st: &AppState, auth: Option<&str>) -> Result<(String, String
         return Err(GraphError::unauthenticated("Invalid signature"));
     };
     if info.expires <= Instant::now() {
-        return Err(GraphError::unauthenticated("Lifetime validation failed, the token is expired."));
+        return Err(GraphError::unauthenticated(
+            "Lifetime validation failed, the token is expired.",
+        ));
     }
     let dir = st.dir.read();
     if info.tenant_id != dir.tenant_id.to_string() || info.app_id != dir.client_id {

@@ -1,0 +1,161 @@
+//! Control API: scenario, faults, stats, reset, user inspection; and the 80% warning header.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use graph_emulator::{ENTERPRISEPACK_SKU_ID, Faults, GroupSpec, Scenario};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn injected_errors_latency_and_dropped_connections() {
+    let env = start(Scenario::simple(2, 20, 20)).await;
+    let r = env
+        .control(Method::PUT, "/faults", Some(json!({"error_rate": 1.0})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = env.get("/subscribedSkus").await;
+    assert_graph_error(
+        &r,
+        503,
+        "serviceNotAvailable",
+        "The service is not available. Try the request again after a delay. There may be a Retry-After header.",
+    );
+    assert!(r.header("retry-after").is_some());
+
+    let r = env
+        .control(
+            Method::PUT,
+            "/faults",
+            Some(json!({"latency_ms": 150, "jitter_ms": 20})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let t = Instant::now();
+    assert_eq!(env.get("/subscribedSkus").await.status, StatusCode::OK);
+    assert!(t.elapsed() >= Duration::from_millis(150));
+
+    env.control(Method::PUT, "/faults", Some(json!({"drop_rate": 1.0})))
+        .await;
+    let res = env
+        .http
+        .get(format!("{}/subscribedSkus", env.emu.graph_url()))
+        .bearer_auth(&env.token)
+        .send()
+        .await;
+    assert!(res.is_err(), "the connection is closed without an answer");
+
+    let r = env
+        .control(Method::PUT, "/faults", Some(json!({"error_rate": 2.0})))
+        .await;
+    assert_eq!(r.status.as_u16(), 400);
+    env.control(Method::PUT, "/faults", Some(json!({}))).await;
+    assert_eq!(env.get("/subscribedSkus").await.status, StatusCode::OK);
+
+    let stats = env.control(Method::GET, "/stats", None).await.body;
+    assert_eq!(stats["injected_errors"], 1);
+    assert_eq!(stats["dropped_connections"], 1);
+    assert_eq!(stats["requests"]["GET /v1.0/subscribedSkus"]["503"], 1);
+    assert_eq!(stats["requests"]["GET /v1.0/subscribedSkus"]["200"], 2);
+    env.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn scenario_reset_and_stats() {
+    let env = start(Scenario::simple(2, 20, 20)).await;
+    let user = env.user_id(0).await;
+    assert_eq!(
+        env.assign(&user, ENTERPRISEPACK_SKU_ID).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(env.sku("ENTERPRISEPACK").await["consumedUnits"], 1);
+
+    let r = env.control(Method::POST, "/reset", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(env.sku("ENTERPRISEPACK").await["consumedUnits"], 0);
+    let stats = env.control(Method::GET, "/stats", None).await.body;
+    assert_eq!(stats["successful_writes"], 0);
+    assert_eq!(stats["requests"]["GET /v1.0/subscribedSkus"]["200"], 1);
+
+    let mut s = Scenario::simple(99, 50, 5);
+    s.groups.push(GroupSpec::new("Extra", 7));
+    s.tenant_id = Some("0a0b0c0d-0000-4000-8000-000000000001".into());
+    let r = env
+        .control(
+            Method::POST,
+            "/scenario",
+            Some(serde_json::to_value(&s).expect("json")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["users"], 50);
+    assert_eq!(
+        env.emu.directory_tenant_id(),
+        "0a0b0c0d-0000-4000-8000-000000000001"
+    );
+    // Old tokens belong to the old tenant.
+    assert_eq!(env.get("/groups").await.status.as_u16(), 401);
+    let tok = token(&env.emu, &env.http).await;
+    let res = env
+        .http
+        .get(format!("{}/groups", env.emu.graph_url()))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .expect("send");
+    let v: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(v["value"].as_array().map(Vec::len), Some(2));
+
+    let r = env
+        .control(
+            Method::POST,
+            "/scenario",
+            Some(json!({"users": 3, "groups": [{"display_name": "X", "members": 9}]})),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 400);
+    let r = env.control(Method::GET, "/users/not-a-user", None).await;
+    assert_eq!(r.status.as_u16(), 404);
+    env.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn scenario_json_round_trips() {
+    let s = Scenario::demo();
+    let text = serde_json::to_string(&s).expect("serialize");
+    let back: Scenario = serde_json::from_str(&text).expect("deserialize");
+    assert_eq!(back, s);
+    let f: Faults = serde_json::from_str("{}").expect("defaults");
+    assert_eq!(f, Faults::default());
+    assert_eq!(f.write_budget.limit, 3_000);
+    assert_eq!(f.write_budget.window_ms, 150_000);
+}
+
+#[tokio::test]
+async fn handle_is_send_and_sync_and_spawnable() {
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    let emu = tokio::spawn(graph_emulator::spawn(graph_emulator::EmulatorConfig {
+        listen: "0.0.0.0:0".parse().expect("addr"),
+        ..Default::default()
+    }))
+    .await
+    .expect("join")
+    .expect("spawn");
+    assert_send_sync(&emu);
+    assert!(emu.base_url().starts_with("http://127.0.0.1:"));
+    assert_eq!(emu.graph_url(), format!("{}/v1.0", emu.base_url()));
+    assert_eq!(
+        emu.token_url(),
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            emu.base_url(),
+            emu.directory_tenant_id()
+        )
+    );
+    let http = client();
+    let tok = token(&emu, &http).await;
+    assert!(!tok.is_empty());
+    emu.shutdown().await;
+}
