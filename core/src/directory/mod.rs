@@ -1,0 +1,469 @@
+//! The one client through which licensor talks to a tenant's directory (Microsoft Graph v1.0):
+//! token handling, paging, batching, retries, throttling and error classification.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use futures::TryStreamExt;
+use futures::stream::{self, BoxStream, StreamExt};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use crate::config::DirectoryTuning;
+
+mod batch;
+mod error;
+mod limiter;
+mod registry;
+mod token;
+
+pub use batch::{MAX_BATCH, WriteOp};
+pub use error::{DirectoryError, ItemCode, classify, parse_retry_after};
+pub use limiter::{LimiterConfig, WriteLimiter};
+pub use registry::{ClientError, DirectoryClients};
+
+use token::{TokenSource, without_url};
+
+/// The Graph scope for application permissions.
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// Fields licensor reads of a user.
+const USER_SELECT: &str = "id,userPrincipalName,displayName,usageLocation,assignedLicenses";
+
+/// Where and as whom to reach a tenant's directory.
+#[derive(Clone)]
+pub struct DirectoryConfig {
+    pub token_url: String,
+    pub graph_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl std::fmt::Debug for DirectoryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectoryConfig")
+            .field("token_url", &self.token_url)
+            .field("graph_url", &self.graph_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub id: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedLicense {
+    pub sku_id: Uuid,
+    #[serde(default)]
+    pub disabled_plans: Vec<Uuid>,
+}
+
+/// A user as licensor needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    #[serde(default)]
+    pub user_principal_name: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub usage_location: Option<String>,
+    #[serde(default)]
+    pub assigned_licenses: Vec<AssignedLicense>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePlan {
+    pub service_plan_id: Uuid,
+    #[serde(default)]
+    pub service_plan_name: Option<String>,
+}
+
+/// A subscribed SKU with its seat counts; `available` = enabled − consumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Sku {
+    pub sku_id: Uuid,
+    pub sku_part_number: String,
+    pub enabled: i64,
+    pub consumed: i64,
+    pub available: i64,
+    pub service_plans: Vec<ServicePlan>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSku {
+    sku_id: Uuid,
+    #[serde(default)]
+    sku_part_number: String,
+    #[serde(default)]
+    consumed_units: i64,
+    #[serde(default)]
+    prepaid_units: RawUnits,
+    #[serde(default)]
+    service_plans: Vec<ServicePlan>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawUnits {
+    #[serde(default)]
+    enabled: i64,
+}
+
+#[derive(Deserialize)]
+struct Collection<T> {
+    value: Vec<T>,
+    #[serde(rename = "@odata.nextLink", default)]
+    next_link: Option<String>,
+}
+
+/// A connection to one tenant's directory. Cheap to clone; clones share the token, the
+/// in-flight limit and the write pacing.
+#[derive(Clone)]
+pub struct DirectoryClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    graph_url: String,
+    tokens: TokenSource,
+    in_flight: Semaphore,
+    limiter: WriteLimiter,
+    tuning: DirectoryTuning,
+}
+
+/// One successful answer from Graph.
+struct Answer {
+    body: Vec<u8>,
+}
+
+impl DirectoryClient {
+    pub fn new(config: DirectoryConfig, tuning: DirectoryTuning) -> Result<Self, DirectoryError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(tuning.request_timeout_secs))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(tuning.max_in_flight)
+            .user_agent(concat!("licensor/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| DirectoryError::unavailable(format!("http client: {e}")))?;
+        let limiter = WriteLimiter::new(LimiterConfig {
+            initial_rate: tuning.initial_write_rate,
+            max_rate: tuning.max_write_rate,
+            min_rate: 1.0,
+            target_percent: tuning.target_throttle_percent,
+        });
+        Ok(DirectoryClient {
+            inner: Arc::new(Inner {
+                http,
+                graph_url: config.graph_url.trim_end_matches('/').to_owned(),
+                tokens: TokenSource::new(
+                    config.token_url,
+                    config.client_id,
+                    config.client_secret,
+                    GRAPH_SCOPE.to_owned(),
+                ),
+                in_flight: Semaphore::new(tuning.max_in_flight),
+                limiter,
+                tuning,
+            }),
+        })
+    }
+
+    /// The current adaptive write rate (writes per second).
+    pub fn write_rate(&self) -> f64 {
+        self.inner.limiter.rate()
+    }
+
+    /// Check that the credentials are accepted (fetches a token).
+    pub async fn check_credentials(&self) -> Result<(), DirectoryError> {
+        (|| async { self.inner.tokens.get(&self.inner.http).await.map(|_| ()) })
+            .retry(self.backoff())
+            .when(DirectoryError::is_transient)
+            .adjust(adjust_delay)
+            .await
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        let t = &self.inner.tuning;
+        ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(t.retry_min_delay_ms))
+            .with_max_delay(Duration::from_millis(t.retry_max_delay_ms))
+            .with_max_times(t.retry_max_attempts)
+            .with_total_delay(Some(Duration::from_secs(t.retry_max_total_secs)))
+    }
+
+    /// One request, no retry. `writes` > 0 paces it as that many directory writes.
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        writes: u32,
+        route: &'static str,
+    ) -> Result<Answer, DirectoryError> {
+        let inner = &self.inner;
+        let _permit = inner
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| DirectoryError::unavailable("directory client closed"))?;
+        if writes > 0 {
+            inner.limiter.acquire(writes).await;
+        }
+        let token = inner.tokens.get(&inner.http).await?;
+        let mut request = inner.http.request(method, url).bearer_auth(&token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let started = Instant::now();
+        let outcome = request.send().await;
+        let response = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                metrics::counter!("licensor_directory_requests_total", "route" => route, "status" => "error").increment(1);
+                return Err(DirectoryError::unavailable(without_url(&e)));
+            }
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| DirectoryError::unavailable(without_url(&e)))?
+            .to_vec();
+        metrics::counter!("licensor_directory_requests_total", "route" => route, "status" => status.to_string()).increment(1);
+        metrics::histogram!("licensor_directory_request_duration_seconds", "route" => route)
+            .record(started.elapsed().as_secs_f64());
+        if writes > 0
+            && let Some(pct) = header_f64(&headers, "x-ms-throttle-limit-percentage")
+        {
+            inner.limiter.observe_header(pct);
+        }
+        if (200..300).contains(&status) {
+            return Ok(Answer { body });
+        }
+        let retry_after = parse_retry_after(
+            headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+        );
+        if status == 429 {
+            metrics::counter!("licensor_directory_throttled_total").increment(1);
+            inner.limiter.observe_throttled(retry_after);
+        }
+        let err = classify(status, &body, retry_after);
+        if status == 401 && err.is_transient() {
+            inner.tokens.invalidate(&token).await;
+        }
+        Err(err)
+    }
+
+    /// A request with retries of transient failures (jittered exponential backoff, honouring
+    /// `Retry-After`, bounded in attempts and total time).
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        writes: u32,
+        route: &'static str,
+    ) -> Result<Answer, DirectoryError> {
+        (|| self.send_once(method.clone(), url, body, writes, route))
+            .retry(self.backoff())
+            .when(DirectoryError::is_transient)
+            .adjust(adjust_delay)
+            .notify(|_, _| {
+                metrics::counter!("licensor_directory_retries_total", "route" => route)
+                    .increment(1);
+            })
+            .await
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        route: &'static str,
+    ) -> Result<T, DirectoryError> {
+        let answer = self.call(Method::GET, url, None, 0, route).await?;
+        serde_json::from_slice(&answer.body).map_err(|e| {
+            DirectoryError::unavailable(format!("unreadable answer from {route}: {e}"))
+        })
+    }
+
+    fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.inner.graph_url)
+    }
+
+    /// Groups whose display name starts with `search` (all groups when empty), up to `limit`.
+    pub async fn list_groups(
+        &self,
+        search: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Group>, DirectoryError> {
+        let mut url = reqwest::Url::parse(&self.url("/groups"))
+            .map_err(|e| DirectoryError::unavailable(format!("graph url: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("$select", "id,displayName,description");
+            q.append_pair("$top", &limit.clamp(1, 999).to_string());
+            if let Some(s) = search.map(str::trim).filter(|s| !s.is_empty()) {
+                q.append_pair(
+                    "$filter",
+                    &format!("startswith(displayName,'{}')", s.replace('\'', "''")),
+                );
+            }
+        }
+        let mut groups = Vec::new();
+        let mut next = Some(url.to_string());
+        while let Some(url) = next.take() {
+            let page: Collection<Group> = self.get_json(&url, "groups").await?;
+            groups.extend(page.value);
+            if groups.len() >= limit {
+                groups.truncate(limit);
+                break;
+            }
+            next = page.next_link;
+        }
+        Ok(groups)
+    }
+
+    pub async fn get_group(&self, group_id: &str) -> Result<Group, DirectoryError> {
+        let url = self.url(&format!(
+            "/groups/{}?$select=id,displayName,description",
+            path_segment(group_id)
+        ));
+        self.get_json(&url, "group").await
+    }
+
+    /// The users in a group (direct members, or all nested members with `transitive`), as a
+    /// stream that follows `@odata.nextLink` page by page: a large group is never in memory whole.
+    pub fn members(
+        &self,
+        group_id: &str,
+        transitive: bool,
+    ) -> BoxStream<'static, Result<User, DirectoryError>> {
+        let relation = if transitive {
+            "transitiveMembers"
+        } else {
+            "members"
+        };
+        let first = self.url(&format!(
+            "/groups/{}/{relation}/microsoft.graph.user?$select={USER_SELECT}&$top=999",
+            path_segment(group_id)
+        ));
+        let client = self.clone();
+        stream::try_unfold(Some(first), move |next| {
+            let client = client.clone();
+            async move {
+                let Some(url) = next else {
+                    return Ok::<_, DirectoryError>(None);
+                };
+                let page: Collection<User> = client.get_json(&url, "members").await?;
+                Ok(Some((
+                    stream::iter(page.value.into_iter().map(Ok)),
+                    page.next_link,
+                )))
+            }
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    /// The tenant's subscribed SKUs with seat counts.
+    pub async fn subscribed_skus(&self) -> Result<Vec<Sku>, DirectoryError> {
+        let raw: Collection<RawSku> = self
+            .get_json(&self.url("/subscribedSkus"), "subscribedSkus")
+            .await?;
+        Ok(raw
+            .value
+            .into_iter()
+            .map(|s| Sku {
+                sku_id: s.sku_id,
+                sku_part_number: s.sku_part_number,
+                enabled: s.prepaid_units.enabled,
+                consumed: s.consumed_units,
+                available: (s.prepaid_units.enabled - s.consumed_units).max(0),
+                service_plans: s.service_plans,
+            })
+            .collect())
+    }
+
+    pub async fn get_user(&self, user_id: &str) -> Result<User, DirectoryError> {
+        let url = self.url(&format!(
+            "/users/{}?$select={USER_SELECT}",
+            path_segment(user_id)
+        ));
+        self.get_json(&url, "user").await
+    }
+
+    pub async fn set_usage_location(
+        &self,
+        user_id: &str,
+        usage_location: &str,
+    ) -> Result<(), DirectoryError> {
+        let url = self.url(&format!("/users/{}", path_segment(user_id)));
+        self.call(
+            Method::PATCH,
+            &url,
+            Some(&json!({"usageLocation": usage_location})),
+            1,
+            "user.patch",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Add and/or remove licenses in one call (all or nothing on the directory's side).
+    pub async fn assign_license(
+        &self,
+        user_id: &str,
+        add: &[AssignedLicense],
+        remove: &[Uuid],
+    ) -> Result<(), DirectoryError> {
+        let url = self.url(&format!("/users/{}/assignLicense", path_segment(user_id)));
+        let body = batch::assign_body(add, remove);
+        self.call(Method::POST, &url, Some(&body), 1, "assignLicense")
+            .await
+            .map(|_| ())
+    }
+}
+
+/// With `Retry-After`, wait at least that long; give up when the backoff is exhausted.
+fn adjust_delay(err: &DirectoryError, backoff: Option<Duration>) -> Option<Duration> {
+    backoff.map(|d| err.retry_after().map_or(d, |r| r.max(d)))
+}
+
+fn header_f64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<f64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// An id as one URL path segment.
+fn path_segment(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                c.to_string()
+            } else {
+                format!("%{:02X}", c as u32 & 0xff)
+            }
+        })
+        .collect()
+}

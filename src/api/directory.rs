@@ -1,0 +1,114 @@
+//! The tenant's directory, for the Job Monitor's pickers: groups by name and subscribed SKUs
+//! with their free units.
+
+use axum::extract::State;
+use licensor_core::directory::{ClientError, DirectoryClient, DirectoryError, Group, Sku};
+use licensor_core::tenants;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::auth::Auth;
+use super::extract::{Json, Query};
+use super::problem::{ApiError, ApiResult};
+
+/// The caller's tenant's directory client.
+pub(crate) async fn client(state: &AppState, auth: &Auth) -> ApiResult<DirectoryClient> {
+    let tenant = tenants::get(&state.db, auth.tenant_id()).await?;
+    state.directory.for_tenant(&tenant).map_err(|e| match e {
+        ClientError::NotConfigured => ApiError::conflict("directory_not_configured", e.to_string()),
+        ClientError::Secret(e) => ApiError::internal(e),
+        ClientError::Directory(e) => directory_error(e),
+    })
+}
+
+/// A directory failure as seen by an API caller.
+pub(crate) fn directory_error(e: DirectoryError) -> ApiError {
+    use axum::http::StatusCode;
+    match e {
+        DirectoryError::CredentialsRejected { detail } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "directory_credentials_rejected",
+            format!("directory credentials rejected: {detail}"),
+        ),
+        DirectoryError::NotFound { detail } => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", detail)
+        }
+        DirectoryError::Transient { detail, .. } => ApiError::unavailable(
+            "directory_unavailable",
+            format!("the directory did not answer in time: {detail}"),
+        ),
+        other => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "directory_error",
+            other.to_string(),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GroupSearch {
+    /// Start of the group's display name.
+    pub search: Option<String>,
+    /// At most this many groups, 1–500 (default 50).
+    pub limit: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GroupList {
+    pub data: Vec<Group>,
+}
+
+/// Directory groups whose name starts with `search`.
+#[utoipa::path(get, path = "/v1/directory/groups", tag = "directory", security(("bearer" = [])), params(GroupSearch), responses(
+    (status = 200, body = GroupList),
+    (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The tenant has no directory connection", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 502, body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 503, body = super::problem::Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_groups(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(q): Query<GroupSearch>,
+) -> ApiResult<Json<GroupList>> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 500",
+        ));
+    }
+    if q.search.as_ref().is_some_and(|s| s.len() > 256) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "search is at most 256 characters",
+        ));
+    }
+    let client = client(&state, &auth).await?;
+    let groups = client
+        .list_groups(q.search.as_deref(), limit as usize)
+        .await
+        .map_err(directory_error)?;
+    Ok(Json(GroupList { data: groups }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SkuList {
+    pub data: Vec<Sku>,
+}
+
+/// The tenant's subscribed SKUs with enabled, consumed and available units.
+#[utoipa::path(get, path = "/v1/directory/skus", tag = "directory", security(("bearer" = [])), responses(
+    (status = 200, body = SkuList),
+    (status = 409, description = "The tenant has no directory connection", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 502, body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 503, body = super::problem::Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_skus(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<SkuList>> {
+    let client = client(&state, &auth).await?;
+    let skus = client.subscribed_skus().await.map_err(directory_error)?;
+    Ok(Json(SkuList { data: skus }))
+}
