@@ -164,6 +164,10 @@ impl Application {
                 secrets: self.secrets.clone(),
                 metrics: crate::telemetry::metrics_handle(),
                 openapi: Arc::new(Default::default()),
+                directory: licensor_core::directory::DirectoryClients::new(
+                    self.settings.directory.clone(),
+                    self.secrets.clone(),
+                ),
             };
             let app = api::router(state, self.settings.max_body_bytes);
             let signal = stopped(stop_rx.clone());
@@ -181,10 +185,13 @@ impl Application {
                 name: String::new(),
                 events: self.events.clone(),
             };
-            let options = WorkerOptions::new(
-                self.settings.worker.concurrency,
-                Duration::from_secs(self.settings.worker.shutdown_grace_secs),
-            );
+            let options = WorkerOptions {
+                sweeps: self.settings.sweeps.clone(),
+                ..WorkerOptions::new(
+                    self.settings.worker.concurrency,
+                    Duration::from_secs(self.settings.worker.shutdown_grace_secs),
+                )
+            };
             let ctx = WorkerContext {
                 name: options.name.clone(),
                 ..ctx

@@ -4,15 +4,20 @@ mod common;
 
 use common::{Backend, TestData};
 use licensor_core::db;
+use licensor_migrations::MigratorTrait;
 use sea_orm::{ConnectionTrait, Statement};
 
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 10] = [
     "tenants",
     "api_tokens",
     "jobs",
     "job_runs",
     "job_items",
     "audit_log",
+    "licenses",
+    "license_assignments",
+    "license_seats",
+    "idempotency_keys",
 ];
 
 async fn migrations_apply_and_reapply(backend: Backend) {
@@ -61,7 +66,11 @@ async fn migrations_apply_and_reapply(backend: Backend) {
         ))
         .await
         .unwrap();
-    assert_eq!(applied.len(), 1, "each migration recorded once");
+    assert_eq!(
+        applied.len(),
+        licensor_migrations::Migrator::migrations().len(),
+        "each migration recorded once"
+    );
     conn.close().await.unwrap();
     // A second connection (a restarted process) migrates again without error.
     let again = db::connect(&settings.database).await.unwrap();

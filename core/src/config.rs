@@ -47,6 +47,74 @@ struct RawSettings {
     log: String,
     max_body_bytes: usize,
     worker: WorkerSettings,
+    directory: DirectoryTuning,
+    sweeps: SweepSettings,
+}
+
+/// When licensor's own periodic work runs: cron expressions with seconds
+/// (`sec min hour day-of-month month day-of-week`), in UTC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSettings {
+    /// Start seats not started within 4 months of delivery and end seats past their end date.
+    /// Also runs once when a worker starts, catching up after downtime.
+    pub started_seats: String,
+}
+
+impl SweepSettings {
+    /// The parsed `started_seats` schedule.
+    pub fn started_seats_schedule(&self) -> Result<cron::Schedule, ConfigError> {
+        self.started_seats.trim().parse().map_err(|e| {
+            ConfigError::new(
+                "sweeps.started_seats",
+                format!(
+                    "`{}` is not a cron expression like \"0 0 3 * * *\" (sec min hour day month weekday): {e}",
+                    self.started_seats
+                ),
+            )
+        })
+    }
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        SweepSettings {
+            started_seats: "0 0 3 * * *".into(),
+        }
+    }
+}
+
+/// How licensor treats a tenant's directory (Microsoft Graph): concurrency, retries, pacing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryTuning {
+    pub max_in_flight: usize,
+    pub request_timeout_secs: u64,
+    pub retry_max_attempts: usize,
+    pub retry_min_delay_ms: u64,
+    pub retry_max_delay_ms: u64,
+    pub retry_max_total_secs: u64,
+    pub initial_write_rate: f64,
+    pub max_write_rate: f64,
+    pub target_throttle_percent: f64,
+}
+
+impl Default for DirectoryTuning {
+    fn default() -> Self {
+        Settings::from_toml("")
+            .map(|s| s.directory)
+            .unwrap_or(DirectoryTuning {
+                max_in_flight: 16,
+                request_timeout_secs: 30,
+                retry_max_attempts: 8,
+                retry_min_delay_ms: 200,
+                retry_max_delay_ms: 30_000,
+                retry_max_total_secs: 300,
+                initial_write_rate: 20.0,
+                max_write_rate: 20_000.0,
+                target_throttle_percent: 93.0,
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +172,8 @@ pub struct Settings {
     pub log: String,
     pub max_body_bytes: usize,
     pub worker: WorkerSettings,
+    pub directory: DirectoryTuning,
+    pub sweeps: SweepSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -118,6 +188,8 @@ impl std::fmt::Debug for Settings {
             .field("log", &self.log)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("worker", &self.worker)
+            .field("directory", &self.directory)
+            .field("sweeps", &self.sweeps)
             .finish()
     }
 }
@@ -236,6 +308,38 @@ impl RawSettings {
                 "must be at least 1",
             ));
         }
+        let d = &self.directory;
+        if d.max_in_flight == 0 || d.max_in_flight > 1024 {
+            return Err(ConfigError::new(
+                "directory.max_in_flight",
+                "must be between 1 and 1024",
+            ));
+        }
+        if d.request_timeout_secs == 0 {
+            return Err(ConfigError::new(
+                "directory.request_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if d.retry_min_delay_ms == 0 || d.retry_min_delay_ms > d.retry_max_delay_ms {
+            return Err(ConfigError::new(
+                "directory.retry_min_delay_ms",
+                "must be at least 1 and at most directory.retry_max_delay_ms",
+            ));
+        }
+        if !(d.initial_write_rate > 0.0 && d.initial_write_rate <= d.max_write_rate) {
+            return Err(ConfigError::new(
+                "directory.initial_write_rate",
+                "must be above 0 and at most directory.max_write_rate",
+            ));
+        }
+        if !(50.0..=100.0).contains(&d.target_throttle_percent) {
+            return Err(ConfigError::new(
+                "directory.target_throttle_percent",
+                "must be between 50 and 100",
+            ));
+        }
+        self.sweeps.started_seats_schedule()?;
         Ok(Settings {
             listen,
             data_dir: self.data_dir,
@@ -246,6 +350,8 @@ impl RawSettings {
             log: self.log,
             max_body_bytes: self.max_body_bytes,
             worker: self.worker,
+            directory: self.directory,
+            sweeps: self.sweeps,
         })
     }
 }
@@ -351,6 +457,9 @@ mod tests {
         assert!(e.to_string().contains("colour"), "{e}");
         let e = Settings::from_toml(r#"secret_key = "short""#).unwrap_err();
         assert_eq!(e.key, "secret_key");
+        let e = Settings::from_toml("[sweeps]\nstarted_seats = \"every day\"").unwrap_err();
+        assert_eq!(e.key, "sweeps.started_seats");
+        assert_eq!(e.env, "LICENSOR_SWEEPS__STARTED_SEATS");
     }
 
     #[test]

@@ -135,7 +135,10 @@ impl JobStatus {
         matches!(
             (self, next),
             (Queued, Running | Cancelled | Failed)
-                | (Running, Finished | FinishedWithException | Failed | Cancelled)
+                | (
+                    Running,
+                    Finished | FinishedWithException | Failed | Cancelled
+                )
                 | (Failed | FinishedWithException, Queued)
         )
     }

@@ -9,10 +9,57 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A refusal with a stable `code` callers branch on (e.g. `out_of_stock`), and optional
+    /// code-specific fields.
+    #[error("{detail}")]
+    Refused {
+        kind: Refusal,
+        code: &'static str,
+        detail: String,
+        extra: Option<serde_json::Value>,
+    },
     #[error(transparent)]
     Secret(#[from] crate::crypto::SecretError),
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
+}
+
+/// Why a [`StoreError::Refused`] was refused: the object is unknown (404), the state does not
+/// allow it (409), or the input is unacceptable (422).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound,
+    Conflict,
+    Unacceptable,
+}
+
+impl StoreError {
+    pub fn refused(kind: Refusal, code: &'static str, detail: impl Into<String>) -> Self {
+        StoreError::Refused {
+            kind,
+            code,
+            detail: detail.into(),
+            extra: None,
+        }
+    }
+
+    /// 409 with a stable code.
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::refused(Refusal::Conflict, code, detail)
+    }
+
+    /// 422 with a stable code.
+    pub fn unacceptable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::refused(Refusal::Unacceptable, code, detail)
+    }
+
+    /// Attach code-specific fields (an object) to a refusal.
+    pub fn with_extra(mut self, value: serde_json::Value) -> Self {
+        if let StoreError::Refused { extra, .. } = &mut self {
+            *extra = Some(value);
+        }
+        self
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

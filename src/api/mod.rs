@@ -21,9 +21,12 @@ use auth::SecurityAddon;
 
 pub mod audit;
 pub mod auth;
+pub mod directory;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod jobs;
+pub mod licenses;
 pub mod problem;
 pub mod tenant;
 pub mod tokens;
@@ -36,6 +39,7 @@ pub struct AppState {
     pub secrets: SecretBox,
     pub metrics: PrometheusHandle,
     pub openapi: Arc<utoipa::openapi::OpenApi>,
+    pub directory: licensor_core::directory::DirectoryClients,
 }
 
 #[derive(OpenApi)]
@@ -50,7 +54,9 @@ pub struct AppState {
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "tenant", description = "The caller's tenant and API tokens"),
         (name = "jobs", description = "Group license jobs"),
+        (name = "licenses", description = "Seat inventory and started licenses: checkout, checkin, Used By, reusable started seats"),
         (name = "audit", description = "Who changed what"),
+        (name = "directory", description = "The tenant's directory: groups and subscribed SKUs"),
     )
 )]
 struct ApiDoc;
@@ -68,7 +74,15 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job))
+        .routes(routes!(licenses::list_licenses, licenses::create_license))
+        .routes(routes!(licenses::get_license, licenses::update_license))
+        .routes(routes!(licenses::checkout_license))
+        .routes(routes!(licenses::checkin_license))
+        .routes(routes!(licenses::list_assignments))
+        .routes(routes!(licenses::started_seats))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(directory::list_groups))
+        .routes(routes!(directory::list_skus))
 }
 
 /// The OpenAPI document alone (for `licensor openapi` and tests).
@@ -88,6 +102,10 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
             // Method and path only: headers (Authorization) and bodies never reach the logs.
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
         }))
+        .layer(middleware::from_fn_with_state(
+            (state.clone(), max_body_bytes),
+            idempotency::idempotency,
+        ))
         .with_state(state)
 }
 

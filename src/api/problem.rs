@@ -132,6 +132,23 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(detail) => ApiError::conflict("conflict", detail),
             StoreError::Invalid(detail) => ApiError::unprocessable("invalid", detail),
+            StoreError::Refused {
+                kind,
+                code,
+                detail,
+                extra,
+            } => {
+                let status = match kind {
+                    licensor_core::error::Refusal::NotFound => StatusCode::NOT_FOUND,
+                    licensor_core::error::Refusal::Conflict => StatusCode::CONFLICT,
+                    licensor_core::error::Refusal::Unacceptable => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                let error = ApiError::new(status, code, detail);
+                match extra {
+                    Some(extra) => error.with_extra(extra),
+                    None => error,
+                }
+            }
             other => ApiError::internal(other),
         }
     }

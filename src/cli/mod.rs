@@ -11,6 +11,7 @@ use crate::app::{Application, Roles, StartError, shutdown_signal};
 
 mod admin;
 mod demo;
+mod licenses;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +49,10 @@ pub enum Command {
     Token(admin::TokenCommand),
     /// Print the OpenAPI document.
     Openapi,
+    /// Seat inventory: list, create, check out and check in licenses (a client of a running
+    /// licensor: --url/--token or LICENSOR_URL/LICENSOR_TOKEN).
+    #[command(subcommand)]
+    Licenses(licenses::LicensesCommand),
 }
 
 /// Run the command and turn any failure into one line and an exit code.
@@ -86,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { listen, data_dir } => demo::run(&listen, data_dir).await,
+        Command::Licenses(cmd) => licenses::run(cmd).await,
         command => {
             let settings = Settings::load()?;
             crate::telemetry::init_tracing(&settings.log);
@@ -99,7 +105,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::Tenant(cmd) => admin::tenant(&settings, cmd).await,
                 Command::Token(cmd) => admin::token(&settings, cmd).await,
-                Command::Demo { .. } | Command::Openapi => unreachable!("handled above"),
+                Command::Demo { .. } | Command::Openapi | Command::Licenses(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

@@ -14,6 +14,7 @@ use licensor_core::queue::{Message, Queue};
 use tokio::sync::broadcast;
 
 mod ping;
+pub mod sweeps;
 
 /// Something a worker did, for metrics and for observers such as tests and the demo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct WorkerOptions {
     pub name: String,
     pub concurrency: usize,
     pub shutdown_grace: Duration,
+    /// Schedules of licensor's own periodic work.
+    pub sweeps: licensor_core::config::SweepSettings,
 }
 
 impl WorkerOptions {
@@ -52,6 +55,7 @@ impl WorkerOptions {
             name: format!("licensor-{host}-{}-{suffix}", std::process::id()),
             concurrency,
             shutdown_grace,
+            sweeps: Default::default(),
         }
     }
 }
@@ -71,11 +75,30 @@ where
     tracing::info!(worker = %options.name, queue = ctx.queue.backend_name(), "worker started");
     let grace = options.shutdown_grace;
     let stopping = Arc::new(tokio::sync::Notify::new());
+    // The sweeps run beside the queue worker and stop on the same signal.
+    let started_seats = options
+        .sweeps
+        .started_seats_schedule()
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let sweeps_stop = Arc::new(tokio::sync::watch::channel(false).0);
+    let mut sweeps = tokio::spawn(sweeps::run_started_seats(
+        ctx.db.clone(),
+        started_seats,
+        options.name.clone(),
+        {
+            let mut stopped = sweeps_stop.subscribe();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        },
+    ));
     let signal = {
         let stopping = stopping.clone();
+        let sweeps_stop = sweeps_stop.clone();
         async move {
             shutdown.await;
             stopping.notify_one();
+            sweeps_stop.send_replace(true);
             Ok::<(), std::io::Error>(())
         }
     };
@@ -97,6 +120,16 @@ where
             stop_within(grace, &stopping, worker.run_until(signal)).await
         }
     };
+    sweeps_stop.send_replace(true);
+    match tokio::time::timeout(grace, &mut sweeps).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "sweeps stopped with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "sweeps stopped with an error"),
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => {
+            tracing::warn!("sweeps did not stop within the grace period");
+            sweeps.abort();
+        }
+    }
     tracing::info!(worker = %options.name, "worker stopped");
     outcome
 }

@@ -1,0 +1,141 @@
+//! `Idempotency-Key`: the first answer to each key of a tenant is kept for a day; a repeat with
+//! the same key and the same request gets that answer again and does nothing again.
+
+use chrono::{Duration, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::db::Db;
+use crate::entities::idempotency_key;
+use crate::error::{StoreError, StoreResult};
+
+/// How long a key is remembered.
+pub const RETENTION_HOURS: i64 = 24;
+
+/// A key as clients may send it: 1–200 visible ASCII characters.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// What identifies a request for a key: method, path and body.
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(method.as_bytes());
+    h.update([0]);
+    h.update(path.as_bytes());
+    h.update([0]);
+    h.update(body);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The first answer to a key.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// What to do with a request that carries a key.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// The key is new: handle the request, then [`finish`] or [`release`].
+    Fresh,
+    /// Answered before: send this again.
+    Replay(Stored),
+    /// The first request with this key is still being answered.
+    InProgress,
+    /// The key was used for a different request.
+    Reused,
+}
+
+/// Claim `key` for a request with `fingerprint`.
+pub async fn claim(db: &Db, tenant_id: Uuid, key: &str, fingerprint: &str) -> StoreResult<Claim> {
+    let now = Utc::now();
+    idempotency_key::Entity::delete_many()
+        .filter(idempotency_key::Column::TenantId.eq(tenant_id))
+        .filter(idempotency_key::Column::CreatedAt.lt(now - Duration::hours(RETENTION_HOURS)))
+        .exec(db)
+        .await?;
+    let inserted = idempotency_key::Entity::insert(idempotency_key::ActiveModel {
+        tenant_id: Set(tenant_id),
+        key: Set(key.to_owned()),
+        fingerprint: Set(fingerprint.to_owned()),
+        status: Set(None),
+        content_type: Set(None),
+        body: Set(None),
+        created_at: Set(now),
+        ..Default::default()
+    })
+    .on_conflict(
+        OnConflict::columns([
+            idempotency_key::Column::TenantId,
+            idempotency_key::Column::Key,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    if inserted > 0 {
+        return Ok(Claim::Fresh);
+    }
+    let row = find(db, tenant_id, key)
+        .await?
+        .ok_or(StoreError::NotFound("idempotency key"))?;
+    if row.fingerprint != fingerprint {
+        return Ok(Claim::Reused);
+    }
+    Ok(match (row.status, row.body) {
+        (Some(status), Some(body)) => Claim::Replay(Stored {
+            status: u16::try_from(status).unwrap_or(500),
+            content_type: row.content_type,
+            body,
+        }),
+        _ => Claim::InProgress,
+    })
+}
+
+async fn find(db: &Db, tenant_id: Uuid, key: &str) -> StoreResult<Option<idempotency_key::Model>> {
+    Ok(idempotency_key::Entity::find()
+        .filter(idempotency_key::Column::TenantId.eq(tenant_id))
+        .filter(idempotency_key::Column::Key.eq(key))
+        .one(db)
+        .await?)
+}
+
+/// Keep the answer to a claimed key.
+pub async fn finish(db: &Db, tenant_id: Uuid, key: &str, answer: &Stored) -> StoreResult<()> {
+    idempotency_key::Entity::update_many()
+        .col_expr(
+            idempotency_key::Column::Status,
+            Expr::value(i32::from(answer.status)),
+        )
+        .col_expr(
+            idempotency_key::Column::ContentType,
+            Expr::value(answer.content_type.clone()),
+        )
+        .col_expr(
+            idempotency_key::Column::Body,
+            Expr::value(answer.body.clone()),
+        )
+        .filter(idempotency_key::Column::TenantId.eq(tenant_id))
+        .filter(idempotency_key::Column::Key.eq(key))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Forget a claimed key whose request could not be answered (a server error): a retry with the
+/// same key runs again.
+pub async fn release(db: &Db, tenant_id: Uuid, key: &str) -> StoreResult<()> {
+    idempotency_key::Entity::delete_many()
+        .filter(idempotency_key::Column::TenantId.eq(tenant_id))
+        .filter(idempotency_key::Column::Key.eq(key))
+        .filter(idempotency_key::Column::Status.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}

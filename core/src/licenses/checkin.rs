@@ -1,0 +1,174 @@
+//! Checking a license in from one or many assignments at once (bulk checkin): the seats return
+//! to the stock and the available quantity updates. All or nothing.
+
+use chrono::Utc;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::assignments::{AssignmentView, assignment_view, seat_dates};
+use super::{
+    AssignmentIds, LicenseView, Notes, counts, lock, record, reload, settle, today, view_of,
+};
+use crate::db::Db;
+use crate::entities::{license, license_assignment, license_seat};
+use crate::error::{Refusal, StoreError, StoreResult};
+
+/// A checkin, already validated.
+#[derive(Debug, Clone)]
+pub struct Checkin {
+    pub assignment_ids: AssignmentIds,
+    pub notes: Option<Notes>,
+}
+
+/// What a checkin did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CheckinOutcome {
+    /// The assignments checked in, as they were checked in.
+    pub checked_in: Vec<AssignmentView>,
+    /// The license with its updated counts.
+    pub license: LicenseView,
+}
+
+/// Check in every named assignment of the license, or none: a license that is not reassignable
+/// → 409 `not_reassignable`; an id that is not an assignment of this license → 404; an
+/// assignment already checked in → 409 `already_checked_in`.
+pub async fn checkin(
+    db: &Db,
+    tenant_id: Uuid,
+    license_id: Uuid,
+    req: Checkin,
+    actor: Option<Uuid>,
+) -> StoreResult<CheckinOutcome> {
+    let today = today();
+    let ids = req.assignment_ids.as_slice();
+    let txn = db.begin().await?;
+    let m = lock(&txn, tenant_id, license_id).await?;
+    if !m.reassignable {
+        return Err(StoreError::conflict(
+            "not_reassignable",
+            "this license is not reassignable, so it cannot be checked in",
+        ));
+    }
+    let m = settle::settle(&txn, m, today).await?;
+    let before = counts(&txn, &m).await?;
+
+    let named: Vec<license_assignment::Model> = license_assignment::Entity::find()
+        .filter(license_assignment::Column::Id.is_in(ids.iter().copied()))
+        .filter(license_assignment::Column::LicenseId.eq(m.id))
+        .filter(license_assignment::Column::TenantId.eq(tenant_id))
+        .all(&txn)
+        .await?;
+    if named.len() < ids.len() {
+        let unknown: Vec<Uuid> = ids
+            .iter()
+            .filter(|id| !named.iter().any(|a| a.id == **id))
+            .copied()
+            .collect();
+        return Err(StoreError::refused(
+            Refusal::NotFound,
+            "not_found",
+            format!(
+                "{} of the assignments are not assignments of this license; nothing was checked in",
+                unknown.len()
+            ),
+        )
+        .with_extra(json!({ "unknown_ids": unknown })));
+    }
+    let done: Vec<Uuid> = named
+        .iter()
+        .filter(|a| a.checked_in_at.is_some())
+        .map(|a| a.id)
+        .collect();
+    if !done.is_empty() {
+        return Err(StoreError::conflict(
+            "already_checked_in",
+            format!(
+                "{} of the assignments are checked in already; nothing was checked in",
+                done.len()
+            ),
+        )
+        .with_extra(json!({ "assignment_ids": done })));
+    }
+
+    let now = Utc::now();
+    let notes = req.notes.map(Notes::into_inner);
+    let closed = license_assignment::Entity::update_many()
+        .col_expr(license_assignment::Column::CheckedInAt, Expr::value(now))
+        .col_expr(license_assignment::Column::CheckedInBy, Expr::value(actor))
+        .col_expr(
+            license_assignment::Column::CheckinNotes,
+            Expr::value(notes.clone()),
+        )
+        .filter(license_assignment::Column::Id.is_in(ids.iter().copied()))
+        .filter(license_assignment::Column::LicenseId.eq(m.id))
+        .filter(license_assignment::Column::CheckedInAt.is_null())
+        .exec(&txn)
+        .await?;
+    if closed.rows_affected != ids.len() as u64 {
+        return Err(StoreError::conflict(
+            "already_checked_in",
+            "some of the assignments were checked in meanwhile; nothing was checked in",
+        ));
+    }
+    let returned: i64 = named.iter().map(|a| a.quantity).sum();
+    let dates = if m.term_days.is_some() {
+        seat_dates(&txn, ids).await?
+    } else {
+        Default::default()
+    };
+    // Seats return to the stock; started seats with time left become reusable.
+    license::Entity::update_many()
+        .col_expr(
+            license::Column::Assigned,
+            Expr::col(license::Column::Assigned).sub(returned),
+        )
+        .filter(license::Column::Id.eq(m.id))
+        .exec(&txn)
+        .await?;
+    if m.term_days.is_some() {
+        license_seat::Entity::update_many()
+            .col_expr(
+                license_seat::Column::AssignmentId,
+                Expr::value(Option::<Uuid>::None),
+            )
+            .filter(license_seat::Column::LicenseId.eq(m.id))
+            .filter(license_seat::Column::AssignmentId.is_in(ids.iter().copied()))
+            .exec(&txn)
+            .await?;
+    }
+
+    let m = reload(&txn, m.id).await?;
+    let after = counts(&txn, &m).await?;
+    record(
+        &txn,
+        &m,
+        actor,
+        "license.checkin",
+        Some(json!({ "counts": before.json() })),
+        Some(json!({
+            "assignment_ids": ids,
+            "seats_returned": returned,
+            "notes": notes,
+            "counts": after.json(),
+        })),
+    )
+    .await?;
+    let license = view_of(&txn, &m).await?;
+    txn.commit().await?;
+    let checked_in = named
+        .into_iter()
+        .map(|mut a| {
+            a.checked_in_at = Some(now);
+            a.checked_in_by = actor;
+            a.checkin_notes = notes.clone();
+            assignment_view(a, &dates)
+        })
+        .collect();
+    Ok(CheckinOutcome {
+        checked_in,
+        license,
+    })
+}

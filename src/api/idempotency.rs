@@ -1,0 +1,133 @@
+//! `Idempotency-Key` on mutating POSTs: a repeat with the same key and body returns the first
+//! answer and does nothing again; the same key with a different request → 422
+//! `idempotency_key_reused`; while the first is still being answered → 409
+//! `idempotency_key_in_use`. Server errors are not kept, so a retry runs again.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use licensor_core::idempotency::{self, Claim, Stored};
+use licensor_core::tokens;
+
+use super::AppState;
+use super::problem::ApiError;
+
+pub const HEADER: &str = "idempotency-key";
+/// Set on an answer that is a replay of the first one.
+pub const REPLAYED: &str = "idempotent-replayed";
+
+/// Routes whose answers carry a secret shown once: never kept, so never replayed.
+const NOT_KEPT: [&str; 1] = ["/v1/tokens"];
+
+pub async fn idempotency(
+    State((state, max_body_bytes)): State<(AppState, usize)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.method() != Method::POST || NOT_KEPT.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let Some(key) = req.headers().get(HEADER) else {
+        return next.run(req).await;
+    };
+    let Some(key) = key.to_str().ok().filter(|k| idempotency::valid_key(k)) else {
+        return ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 200 visible ASCII characters",
+        )
+        .into_response();
+    };
+    let key = key.to_owned();
+    // Keys belong to the caller's tenant; without a valid token the handler answers 401.
+    let bearer = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_owned());
+    let principal = match bearer {
+        Some(t) => tokens::authenticate(&state.db, &t).await.ok().flatten(),
+        None => None,
+    };
+    let Some(principal) = principal else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is larger than this server accepts",
+            )
+            .into_response();
+        }
+    };
+    let fingerprint = idempotency::fingerprint(parts.method.as_str(), parts.uri.path(), &bytes);
+    let tenant_id = principal.tenant_id;
+    match idempotency::claim(&state.db, tenant_id, &key, &fingerprint).await {
+        Err(e) => ApiError::internal(e).into_response(),
+        Ok(Claim::Reused) => ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+        )
+        .into_response(),
+        Ok(Claim::InProgress) => ApiError::conflict(
+            "idempotency_key_in_use",
+            "the first request with this Idempotency-Key is still being answered; retry shortly",
+        )
+        .into_response(),
+        Ok(Claim::Replay(stored)) => replay(stored),
+        Ok(Claim::Fresh) => {
+            let response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            if response.status().is_server_error() {
+                if let Err(e) = idempotency::release(&state.db, tenant_id, &key).await {
+                    tracing::warn!(error = %e, "could not release an idempotency key");
+                }
+                return response;
+            }
+            let (mut parts, body) = response.into_parts();
+            let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+                let _ = idempotency::release(&state.db, tenant_id, &key).await;
+                return ApiError::internal("response body could not be read").into_response();
+            };
+            let stored = Stored {
+                status: parts.status.as_u16(),
+                content_type: parts
+                    .headers
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                body: body.to_vec(),
+            };
+            if let Err(e) = idempotency::finish(&state.db, tenant_id, &key, &stored).await {
+                tracing::warn!(error = %e, "could not keep the answer to an idempotency key");
+            }
+            parts.headers.remove(REPLAYED);
+            Response::from_parts(parts, Body::from(body))
+        }
+    }
+}
+
+fn replay(stored: Stored) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, stored.body).into_response();
+    let headers = response.headers_mut();
+    if let Some(ct) = stored
+        .content_type
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        headers.insert(CONTENT_TYPE, ct);
+    }
+    headers.insert(REPLAYED, HeaderValue::from_static("true"));
+    response
+}

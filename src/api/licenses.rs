@@ -1,0 +1,352 @@
+//! Seat inventory and started licenses: licenses, checkout, checkin (one or many at once), the
+//! "Used By" list and reusable started seats. Admin everything; operator reads and checks in;
+//! viewer reads.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::NaiveDate;
+use licensor_core::domain::Role;
+use licensor_core::licenses::{
+    self, Assignee, AssignmentIds, AssignmentState, AssignmentView, Checkin, CheckinOutcome,
+    Checkout, DeliveredOn, LicenseName, LicenseUpdate, LicenseView, NewLicense, Notes, Quantity,
+    SeatCount, StartedSeats, TermDays,
+};
+use licensor_core::page::PageRequest;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Auth;
+use super::extract::{Json, Path, Query};
+use super::problem::{ApiError, ApiResult, Problem};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1–500 (default 50).
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LicenseList {
+    pub data: Vec<LicenseView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLicense {
+    /// 1–200 characters.
+    pub name: String,
+    /// Seats bought (1–1,000,000; at most 100,000 with a term).
+    pub seats: i64,
+    /// Whether checked-out seats can be checked in and reassigned (default true).
+    #[serde(default)]
+    pub reassignable: Option<bool>,
+    /// Length of a seat's term in days (1–36500). A seat starts at its first checkout or
+    /// automatically 4 months after `delivered_on`, whichever comes first.
+    #[serde(default)]
+    pub term_days: Option<i64>,
+    /// Delivery date (`YYYY-MM-DD`).
+    #[serde(default)]
+    pub delivered_on: Option<NaiveDate>,
+    /// At most 2,000 characters.
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+/// Distinguishes a field that is absent (`None`) from one set to `null` (`Some(None)`).
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateLicense {
+    pub name: Option<String>,
+    /// New seat count; fewer than are checked out → 409 `seats_below_assigned`.
+    pub seats: Option<i64>,
+    pub reassignable: Option<bool>,
+    /// `null` removes the term (only while no seat is checked out or started).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, nullable)]
+    pub term_days: Option<Option<i64>>,
+    /// `null` clears the delivery date.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<NaiveDate>, nullable)]
+    pub delivered_on: Option<Option<NaiveDate>>,
+    /// `null` clears the notes.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub notes: Option<Option<String>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReuseStarted {
+    /// The end date of the reusable started seat to hand out (one of `GET …/started`).
+    pub ends_on: NaiveDate,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    /// Checkout to a user (a person) or an asset (e.g. a laptop or other equipment).
+    pub assignee: Assignee,
+    /// Number of seats to check out (1–10,000; default 1).
+    #[serde(default)]
+    pub quantity: Option<i64>,
+    /// e.g. reason for checkout.
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// "Återanvänd startad licens": hand out a reusable started seat with this end date
+    /// instead of a new one.
+    #[serde(default)]
+    pub reuse_started: Option<ReuseStarted>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckinRequest {
+    /// The assignments to check in (1–1,000), from the "Used By" list.
+    pub assignment_ids: Vec<Uuid>,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AssignmentsQuery {
+    /// `checked_out` (default: the "Used By" list), `checked_in` or `all`.
+    pub state: Option<AssignmentState>,
+    /// Page size, 1–500 (default 50).
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AssignmentList {
+    pub data: Vec<AssignmentView>,
+    pub next_cursor: Option<String>,
+}
+
+fn notes(s: Option<&str>) -> Result<Option<Notes>, ApiError> {
+    Ok(Notes::parse(s)?)
+}
+
+/// The tenant's licenses with their seat counts, newest first.
+#[utoipa::path(get, path = "/v1/licenses", tag = "licenses", security(("bearer" = [])), params(PageQuery), responses(
+    (status = 200, body = LicenseList),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_licenses(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<LicenseList>> {
+    let page = PageRequest::<Uuid>::parse(q.limit, q.cursor.as_deref())?;
+    let page = licenses::list(&state.db, auth.tenant_id(), &page).await?;
+    Ok(Json(LicenseList {
+        data: page.data,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Create a license (admin).
+#[utoipa::path(post, path = "/v1/licenses", tag = "licenses", security(("bearer" = [])), request_body = CreateLicense, responses(
+    (status = 201, body = LicenseView),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub async fn create_license(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(body): Json<CreateLicense>,
+) -> ApiResult<(StatusCode, Json<LicenseView>)> {
+    let me = auth.require(Role::Admin)?;
+    let new = NewLicense {
+        name: LicenseName::parse(&body.name)?,
+        seats: SeatCount::parse(body.seats)?,
+        reassignable: body.reassignable.unwrap_or(true),
+        term_days: body.term_days.map(TermDays::parse).transpose()?,
+        delivered_on: body.delivered_on.map(DeliveredOn::parse).transpose()?,
+        notes: notes(body.notes.as_deref())?,
+    };
+    let view = licenses::create(&state.db, me.tenant_id, new, Some(me.token_id)).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// One license with its seat counts.
+#[utoipa::path(get, path = "/v1/licenses/{id}", tag = "licenses", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "License id")),
+    responses(
+        (status = 200, body = LicenseView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_license(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<LicenseView>> {
+    Ok(Json(licenses::get(&state.db, auth.tenant_id(), id).await?))
+}
+
+/// Change a license (admin). Reducing `seats` below the checked-out seats → 409
+/// `seats_below_assigned`.
+#[utoipa::path(patch, path = "/v1/licenses/{id}", tag = "licenses", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "License id")),
+    request_body = UpdateLicense,
+    responses(
+        (status = 200, body = LicenseView),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn update_license(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateLicense>,
+) -> ApiResult<Json<LicenseView>> {
+    let me = auth.require(Role::Admin)?;
+    let change = LicenseUpdate {
+        name: body.name.as_deref().map(LicenseName::parse).transpose()?,
+        seats: body.seats.map(SeatCount::parse).transpose()?,
+        reassignable: body.reassignable,
+        term_days: body
+            .term_days
+            .map(|t| t.map(TermDays::parse).transpose())
+            .transpose()?,
+        delivered_on: body
+            .delivered_on
+            .map(|d| d.map(DeliveredOn::parse).transpose())
+            .transpose()?,
+        notes: body.notes.map(|n| notes(n.as_deref())).transpose()?,
+    };
+    Ok(Json(
+        licenses::update(&state.db, me.tenant_id, id, change, Some(me.token_id)).await?,
+    ))
+}
+
+/// Check a license out to a user or an asset (admin). Licenses that are out of stock cannot be
+/// checked out: 409 `out_of_stock`, nothing changed. With `reuse_started`, a reusable started
+/// seat with that end date is handed out ("Återanvänd startad licens"); none → 409
+/// `no_started_seat`.
+#[utoipa::path(post, path = "/v1/licenses/{id}/checkout", tag = "licenses", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "License id")),
+    request_body = CheckoutRequest,
+    responses(
+        (status = 201, body = AssignmentView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn checkout_license(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    Json(body): Json<CheckoutRequest>,
+) -> ApiResult<(StatusCode, Json<AssignmentView>)> {
+    let me = auth.require(Role::Admin)?;
+    let req = Checkout {
+        assignee: Assignee::parse(body.assignee.kind, &body.assignee.id)?,
+        quantity: Quantity::parse(body.quantity.unwrap_or(1))?,
+        notes: notes(body.notes.as_deref())?,
+        reuse_started: body.reuse_started.map(|r| r.ends_on),
+    };
+    let view = licenses::checkout(&state.db, me.tenant_id, id, req, Some(me.token_id)).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Check a license in from one or many assignments at once (operator). The seats return to the
+/// stock and the available quantity updates. All or nothing: a license that is not reassignable
+/// → 409 `not_reassignable`; any id that is not an assignment of this license → 404.
+#[utoipa::path(post, path = "/v1/licenses/{id}/checkin", tag = "licenses", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "License id")),
+    request_body = CheckinRequest,
+    responses(
+        (status = 200, body = CheckinOutcome),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn checkin_license(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    Json(body): Json<CheckinRequest>,
+) -> ApiResult<Json<CheckinOutcome>> {
+    let me = auth.require(Role::Operator)?;
+    let req = Checkin {
+        assignment_ids: AssignmentIds::parse(body.assignment_ids)?,
+        notes: notes(body.notes.as_deref())?,
+    };
+    Ok(Json(
+        licenses::checkin(&state.db, me.tenant_id, id, req, Some(me.token_id)).await?,
+    ))
+}
+
+/// "Used By": the users and assets the license is checked out to, newest first.
+#[utoipa::path(get, path = "/v1/licenses/{id}/assignments", tag = "licenses", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "License id"), AssignmentsQuery),
+    responses(
+        (status = 200, body = AssignmentList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_assignments(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    Query(q): Query<AssignmentsQuery>,
+) -> ApiResult<Json<AssignmentList>> {
+    let page = PageRequest::<Uuid>::parse(q.limit, q.cursor.as_deref())?;
+    let page = licenses::list_assignments(
+        &state.db,
+        auth.tenant_id(),
+        id,
+        q.state.unwrap_or_default(),
+        &page,
+    )
+    .await?;
+    Ok(Json(AssignmentList {
+        data: page.data,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Reusable started seats ("återanvändbara startade licenser"): started seats with time left
+/// that nobody holds, grouped by end date with counts.
+#[utoipa::path(get, path = "/v1/licenses/{id}/started", tag = "licenses", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "License id")),
+    responses(
+        (status = 200, body = StartedSeats),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn started_seats(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<StartedSeats>> {
+    Ok(Json(
+        licenses::started(&state.db, auth.tenant_id(), id).await?,
+    ))
+}
