@@ -6,6 +6,8 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
+use crate::indexes::{index, unique_index};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -220,34 +222,6 @@ impl MigrationTrait for Migration {
         }
         Ok(())
     }
-}
-
-async fn index<T: IntoIden + Copy + 'static, C: IntoIden + Copy + 'static>(
-    m: &SchemaManager<'_>,
-    name: &str,
-    table: T,
-    cols: &[C],
-) -> Result<(), DbErr> {
-    let mut stmt = Index::create();
-    stmt.name(name).table(table).if_not_exists();
-    for col in cols {
-        stmt.col(*col);
-    }
-    m.create_index(stmt.to_owned()).await
-}
-
-async fn unique_index<T: IntoIden + Copy + 'static, C: IntoIden + Copy + 'static>(
-    m: &SchemaManager<'_>,
-    name: &str,
-    table: T,
-    cols: &[C],
-) -> Result<(), DbErr> {
-    let mut stmt = Index::create();
-    stmt.name(name).table(table).unique().if_not_exists();
-    for col in cols {
-        stmt.col(*col);
-    }
-    m.create_index(stmt.to_owned()).await
 }
 
 #[derive(DeriveIden, Clone, Copy)]
