@@ -157,6 +157,12 @@ impl Application {
         };
 
         let mut tasks = tokio::task::JoinSet::new();
+        // One directory client per tenant for the whole process: API and workers share its
+        // token and its write pacing.
+        let directory = licensor_core::directory::DirectoryClients::new(
+            self.settings.directory.clone(),
+            self.secrets.clone(),
+        );
         if let Some(listener) = self.listener {
             let state = AppState {
                 db: self.db.clone(),
@@ -164,10 +170,8 @@ impl Application {
                 secrets: self.secrets.clone(),
                 metrics: crate::telemetry::metrics_handle(),
                 openapi: Arc::new(Default::default()),
-                directory: licensor_core::directory::DirectoryClients::new(
-                    self.settings.directory.clone(),
-                    self.secrets.clone(),
-                ),
+                directory: directory.clone(),
+                jobs: self.settings.jobs.clone(),
             };
             let app = api::router(state, self.settings.max_body_bytes);
             let signal = stopped(stop_rx.clone());
@@ -184,6 +188,8 @@ impl Application {
                 queue: self.queue.clone(),
                 name: String::new(),
                 events: self.events.clone(),
+                directory: directory.clone(),
+                jobs: self.settings.jobs.clone(),
             };
             let options = WorkerOptions {
                 sweeps: self.settings.sweeps.clone(),

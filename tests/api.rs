@@ -287,8 +287,10 @@ async fn tenant_isolation(backend: Backend) {
         &app.db,
         NewJob {
             tenant_id: a.id,
-            kind: JobKind::Assign,
-            request: json!({"groups": ["g1"]}),
+            request: serde_json::from_value(
+                json!({"kind": "assign", "groups": ["8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01"]}),
+            )
+            .unwrap(),
             created_by: None,
             parent_job_id: None,
         },
@@ -385,8 +387,10 @@ async fn cursor_pagination(backend: Backend) {
             &app.db,
             NewJob {
                 tenant_id: t.id,
-                kind,
-                request: json!({"n": i}),
+                request: serde_json::from_value(
+                    json!({"kind": kind.as_str(), "groups": [format!("8d0c7a9a-7c5e-4b7e-9a47-{i:012}")]}),
+                )
+                .unwrap(),
                 created_by: None,
                 parent_job_id: None,
             },

@@ -49,6 +49,7 @@ struct RawSettings {
     worker: WorkerSettings,
     directory: DirectoryTuning,
     sweeps: SweepSettings,
+    jobs: JobSettings,
 }
 
 /// When licensor's own periodic work runs: cron expressions with seconds
@@ -59,28 +60,82 @@ pub struct SweepSettings {
     /// Start seats not started within 4 months of delivery and end seats past their end date.
     /// Also runs once when a worker starts, catching up after downtime.
     pub started_seats: String,
+    /// Temporary assignments whose time is up become removal jobs.
+    pub expiries: String,
+    /// Jobs whose work went missing from the queue are queued again.
+    pub reconcile: String,
+}
+
+fn parse_schedule(key: &str, value: &str) -> Result<cron::Schedule, ConfigError> {
+    value.trim().parse().map_err(|e| {
+        ConfigError::new(
+            key,
+            format!(
+                "`{value}` is not a cron expression like \"0 0 3 * * *\" (sec min hour day month weekday): {e}"
+            ),
+        )
+    })
 }
 
 impl SweepSettings {
     /// The parsed `started_seats` schedule.
     pub fn started_seats_schedule(&self) -> Result<cron::Schedule, ConfigError> {
-        self.started_seats.trim().parse().map_err(|e| {
-            ConfigError::new(
-                "sweeps.started_seats",
-                format!(
-                    "`{}` is not a cron expression like \"0 0 3 * * *\" (sec min hour day month weekday): {e}",
-                    self.started_seats
-                ),
-            )
-        })
+        parse_schedule("sweeps.started_seats", &self.started_seats)
+    }
+
+    /// The parsed `expiries` schedule.
+    pub fn expiries_schedule(&self) -> Result<cron::Schedule, ConfigError> {
+        parse_schedule("sweeps.expiries", &self.expiries)
+    }
+
+    /// The parsed `reconcile` schedule.
+    pub fn reconcile_schedule(&self) -> Result<cron::Schedule, ConfigError> {
+        parse_schedule("sweeps.reconcile", &self.reconcile)
     }
 }
 
 impl Default for SweepSettings {
     fn default() -> Self {
-        SweepSettings {
-            started_seats: "0 0 3 * * *".into(),
-        }
+        Settings::from_toml("")
+            .map(|s| s.sweeps)
+            .unwrap_or(SweepSettings {
+                started_seats: "0 0 3 * * *".into(),
+                expiries: "0 * * * * *".into(),
+                reconcile: "*/15 * * * * *".into(),
+            })
+    }
+}
+
+/// How group license jobs are cut into work: chunk size, parallel lanes per job, leases and
+/// retries of items.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Members a worker takes at once from a job (one queue message each).
+    pub chunk_size: usize,
+    /// Chunks of one job on the queue at once; other jobs' work queues between them, so a huge
+    /// job does not hold up a small one.
+    pub lanes_per_job: usize,
+    /// Seconds a worker holds the members it took; renewed while it works. A dead worker's
+    /// members go to another after this.
+    pub lease_secs: u64,
+    /// Tries of a member whose directory call keeps failing transiently before it fails.
+    pub item_max_attempts: i32,
+    /// Seconds without progress after which a queued or running job is queued again.
+    pub stall_secs: u64,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Settings::from_toml("")
+            .map(|s| s.jobs)
+            .unwrap_or(JobSettings {
+                chunk_size: 500,
+                lanes_per_job: 4,
+                lease_secs: 60,
+                item_max_attempts: 10,
+                stall_secs: 60,
+            })
     }
 }
 
@@ -174,6 +229,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub directory: DirectoryTuning,
     pub sweeps: SweepSettings,
+    pub jobs: JobSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -190,6 +246,7 @@ impl std::fmt::Debug for Settings {
             .field("worker", &self.worker)
             .field("directory", &self.directory)
             .field("sweeps", &self.sweeps)
+            .field("jobs", &self.jobs)
             .finish()
     }
 }
@@ -340,6 +397,33 @@ impl RawSettings {
             ));
         }
         self.sweeps.started_seats_schedule()?;
+        self.sweeps.expiries_schedule()?;
+        self.sweeps.reconcile_schedule()?;
+        let j = &self.jobs;
+        if !(1..=5000).contains(&j.chunk_size) {
+            return Err(ConfigError::new(
+                "jobs.chunk_size",
+                "must be between 1 and 5000",
+            ));
+        }
+        if !(1..=256).contains(&j.lanes_per_job) {
+            return Err(ConfigError::new(
+                "jobs.lanes_per_job",
+                "must be between 1 and 256",
+            ));
+        }
+        if j.lease_secs < 5 {
+            return Err(ConfigError::new("jobs.lease_secs", "must be at least 5"));
+        }
+        if j.item_max_attempts < 1 {
+            return Err(ConfigError::new(
+                "jobs.item_max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if j.stall_secs < 5 {
+            return Err(ConfigError::new("jobs.stall_secs", "must be at least 5"));
+        }
         Ok(Settings {
             listen,
             data_dir: self.data_dir,
@@ -352,6 +436,7 @@ impl RawSettings {
             worker: self.worker,
             directory: self.directory,
             sweeps: self.sweeps,
+            jobs: self.jobs,
         })
     }
 }

@@ -20,6 +20,10 @@ use crate::config::{ConfigError, QueueUrl, Settings};
 pub enum Message {
     /// Proves the round trip from the API to a worker; carries nothing but a nonce.
     Ping { nonce: Uuid },
+    /// Start or resume a job: expand its groups if that is not done yet, then queue its lanes.
+    Run { tenant_id: Uuid, job_id: Uuid },
+    /// Work one chunk of a job's pending members, then queue the next chunk of the same lane.
+    Work { tenant_id: Uuid, job_id: Uuid },
 }
 
 /// Queue tuning that both backends share.

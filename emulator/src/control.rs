@@ -48,7 +48,7 @@ pub fn summary(dir: &Directory) -> Value {
         "skus": dir.skus.iter().map(|s| json!({
             "skuId": s.id.to_string(),
             "skuPartNumber": s.part_number,
-            "enabled": s.enabled,
+            "enabled": s.enabled.load(Ordering::Acquire),
             "consumedUnits": s.consumed.load(Ordering::Acquire),
             "servicePlans": s.plans.iter().map(|p| json!({"servicePlanId": p.id.to_string(), "servicePlanName": p.name})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
@@ -128,7 +128,7 @@ pub async fn stats(State(st): St, Query(q): Query<StatsQuery>) -> Response {
             "skuId": s.id.to_string(),
             "skuPartNumber": s.part_number,
             "consumedUnits": s.consumed.load(Ordering::Acquire),
-            "enabled": s.enabled,
+            "enabled": s.enabled.load(Ordering::Acquire),
         })).collect::<Vec<_>>(),
     });
     if q.per_user.unwrap_or(false) {
@@ -208,4 +208,66 @@ pub async fn users(State(st): St, Query(p): Query<Page>) -> Response {
         })
         .collect();
     Json(json!({"total": dir.user_ids.len(), "value": v})).into_response()
+}
+
+/// `PATCH /_emulator/skus/{id}` `{"enabled": N}`: change the units bought of a SKU (by id or part
+/// number), as when a tenant buys more licenses.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkuPatch {
+    enabled: u32,
+}
+
+pub async fn patch_sku(State(st): St, Path(id): Path<String>, body: Bytes) -> Response {
+    let patch: SkuPatch = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return bad(e.to_string()),
+    };
+    let dir = st.dir();
+    let Some(sku) = dir
+        .skus
+        .iter()
+        .find(|s| s.id.to_string().eq_ignore_ascii_case(&id) || s.part_number == id)
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "NotFound", "message": format!("no SKU '{id}'")}})),
+        )
+            .into_response();
+    };
+    sku.enabled.store(patch.enabled, Ordering::Release);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `PATCH /_emulator/users/{id}` `{"usageLocation": "SE"}`: change a user behind licensor's back,
+/// as an administrator would in the directory's own console. Not counted as a write.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UserPatch {
+    usage_location: Option<String>,
+}
+
+pub async fn patch_user(State(st): St, Path(id): Path<String>, body: Bytes) -> Response {
+    let patch: UserPatch = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return bad(e.to_string()),
+    };
+    let dir = st.dir();
+    let Some(u) = dir.find_user(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "NotFound", "message": format!("no user '{id}'")}})),
+        )
+            .into_response();
+    };
+    let location = match patch.usage_location {
+        None => None,
+        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) => {
+            let b = c.as_bytes();
+            Some([b[0], b[1]])
+        }
+        Some(c) => return bad(format!("'{c}' is not a two-letter country code")),
+    };
+    dir.users[u as usize].lock().usage_location = location;
+    StatusCode::NO_CONTENT.into_response()
 }

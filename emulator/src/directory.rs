@@ -82,7 +82,8 @@ pub struct Plan {
 pub struct Sku {
     pub id: Uuid,
     pub part_number: String,
-    pub enabled: u32,
+    /// Units bought; the control API may change it ("buy more licenses").
+    pub enabled: AtomicU32,
     pub suspended: u32,
     pub warning: u32,
     pub locked_out: u32,
@@ -98,7 +99,7 @@ impl Sku {
     fn reserve(&self) -> bool {
         self.consumed
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (c < self.enabled).then_some(c + 1)
+                (c < self.enabled.load(Ordering::Acquire)).then_some(c + 1)
             })
             .is_ok()
     }
@@ -349,7 +350,7 @@ impl Directory {
             skus.push(Sku {
                 id,
                 part_number: spec.sku_part_number.clone(),
-                enabled: spec.enabled,
+                enabled: AtomicU32::new(spec.enabled),
                 suspended: spec.suspended,
                 warning: spec.warning,
                 locked_out: spec.locked_out,
@@ -868,7 +869,7 @@ impl Directory {
             "consumedUnits": s.consumed.load(Ordering::Acquire),
             "id": format!("{}_{}", self.tenant_id, s.id),
             "prepaidUnits": {
-                "enabled": s.enabled,
+                "enabled": s.enabled.load(Ordering::Acquire),
                 "suspended": s.suspended,
                 "warning": s.warning,
                 "lockedOut": s.locked_out,

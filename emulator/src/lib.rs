@@ -109,7 +109,14 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/_emulator/stats", get(control::stats))
         .route("/_emulator/reset", post(control::reset))
         .route("/_emulator/users", get(control::users))
-        .route("/_emulator/users/{id}", get(control::user));
+        .route(
+            "/_emulator/users/{id}",
+            get(control::user).patch(control::patch_user),
+        )
+        .route(
+            "/_emulator/skus/{id}",
+            axum::routing::patch(control::patch_sku),
+        );
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token_route))
         .merge(graph)

@@ -7,6 +7,7 @@ mod indexes;
 mod m20261123_000001_foundation;
 mod m20261123_000002_licenses;
 mod m20261123_000003_idempotency_keys;
+mod m20261123_000004_job_pipeline;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_foundation::Migration),
             Box::new(m20261123_000002_licenses::Migration),
             Box::new(m20261123_000003_idempotency_keys::Migration),
+            Box::new(m20261123_000004_job_pipeline::Migration),
         ]
     }
 }

@@ -1,17 +1,25 @@
-//! Reading group license jobs.
+//! Group license jobs: submit, read, items, runs, reports, exports, rerun and cancel.
 
 use axum::extract::State;
-use licensor_core::domain::{JobKind, JobStatus};
-use licensor_core::jobs::{self, JobFilter, JobView};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use licensor_core::domain::{ItemStatus, JobKind, JobStatus, Role};
+use licensor_core::jobs::files::File;
+use licensor_core::jobs::{
+    self, ErrorGroup, FileFormat, ItemFilter, ItemView, JobFilter, JobRequest, JobView, NewJob,
+    RunView,
+};
 use licensor_core::page::PageRequest;
+use licensor_core::queue::Message;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Auth;
 use super::extract::{Json, Path, Query};
-use super::problem::{ApiError, ApiResult};
+use super::problem::{ApiError, ApiResult, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -87,4 +95,391 @@ pub async fn get_job(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<JobView>> {
     Ok(Json(jobs::get(&state.db, auth.tenant_id(), id).await?))
+}
+
+/// Put a job's start on the queue. The job is already committed: if the queue cannot take the
+/// message now, the reconciler queues the job later, so the caller still gets its job.
+async fn enqueue(state: &AppState, job: &JobView, tenant_id: Uuid) {
+    let message = Message::Run {
+        tenant_id,
+        job_id: job.id,
+    };
+    if let Err(e) = state.queue.push(message).await {
+        tracing::warn!(job = %job.id, error = %e, "queueing a job failed; the reconciler will queue it");
+    }
+}
+
+fn accepted(view: JobView) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{}", view.id)) {
+        headers.insert(header::LOCATION, v);
+    }
+    (StatusCode::ACCEPTED, headers, Json(view)).into_response()
+}
+
+/// Submit a group license job (admin): assign, remove or replace licenses for the members of
+/// the selected groups, or export what they hold. Before an assign or replace is queued, the
+/// subscribed SKUs are read: an unknown SKU → 422 `unknown_sku`; a SKU with no free unit → 409
+/// `no_licenses_available` with its counts, and no job is created.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    request_body = JobRequest,
+    responses(
+        (status = 202, body = JobView, headers(("Location" = String, description = "The job's URL"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn submit_job(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(body): Json<JobRequest>,
+) -> ApiResult<Response> {
+    let me = auth.require(Role::Admin)?;
+    let request = body.validate()?;
+    let client = super::directory::client(&state, &auth).await?;
+    if request.kind != JobKind::Export {
+        let skus = client
+            .subscribed_skus()
+            .await
+            .map_err(super::directory::directory_error)?;
+        for sku_id in request.sku_ids() {
+            if !skus.iter().any(|s| s.sku_id == sku_id) {
+                return Err(ApiError::unprocessable(
+                    "unknown_sku",
+                    format!("the tenant has no subscription with SKU id {sku_id}"),
+                ));
+            }
+        }
+        for add in &request.add_licenses {
+            if let Some(sku) = skus.iter().find(|s| s.sku_id == add.sku_id)
+                && sku.available <= 0
+            {
+                return Err(ApiError::conflict(
+                    "no_licenses_available",
+                    format!(
+                        "no {} licenses are available: {} of {} are in use",
+                        sku.sku_part_number, sku.consumed, sku.enabled
+                    ),
+                )
+                .with_extra(json!({
+                    "sku_id": sku.sku_id,
+                    "sku_part_number": sku.sku_part_number,
+                    "enabled": sku.enabled,
+                    "consumed": sku.consumed,
+                    "available": sku.available,
+                })));
+            }
+        }
+    }
+    let view = jobs::create(
+        &state.db,
+        NewJob {
+            tenant_id: me.tenant_id,
+            request,
+            created_by: Some(me.token_id),
+            parent_job_id: None,
+        },
+    )
+    .await?;
+    enqueue(&state, &view, me.tenant_id).await;
+    metrics::counter!("licensor_jobs_submitted_total", "kind" => view.kind.as_str()).increment(1);
+    Ok(accepted(view))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunList {
+    pub data: Vec<RunView>,
+}
+
+/// A job's runs: the first and each rerun, with who started it, when, and its counts.
+#[utoipa::path(get, path = "/v1/jobs/{id}/runs", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, body = RunList),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_runs(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<RunList>> {
+    Ok(Json(RunList {
+        data: jobs::runs(&state.db, auth.tenant_id(), id).await?,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListItemsQuery {
+    /// Comma-separated statuses: pending, succeeded, failed, skipped.
+    pub status: Option<String>,
+    /// Comma-separated error codes, e.g. `usage_location_missing,count_violation`.
+    pub code: Option<String>,
+    /// Page size, 1–500 (default 50).
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ItemList {
+    pub data: Vec<ItemView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A job's items (one per member), in member order.
+#[utoipa::path(get, path = "/v1/jobs/{id}/items", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id"), ListItemsQuery),
+    responses(
+        (status = 200, body = ItemList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_items(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    Query(q): Query<ListItemsQuery>,
+) -> ApiResult<Json<ItemList>> {
+    let code: Vec<String> = q
+        .code
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if code
+        .iter()
+        .any(|c| c.len() > 64 || !c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "code: error codes are snake_case words such as count_violation",
+        ));
+    }
+    let filter = ItemFilter {
+        status: csv_param::<ItemStatus>("status", q.status.as_deref())?,
+        code,
+    };
+    let page = PageRequest::<i64>::parse(q.limit, q.cursor.as_deref())?;
+    let page = jobs::items(&state.db, auth.tenant_id(), id, &filter, &page).await?;
+    Ok(Json(ItemList {
+        data: page.data,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorList {
+    pub data: Vec<ErrorGroup>,
+}
+
+/// A job's failed items grouped by error code, with counts and what each code means.
+#[utoipa::path(get, path = "/v1/jobs/{id}/errors", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, body = ErrorList),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_errors(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<ErrorList>> {
+    Ok(Json(ErrorList {
+        data: jobs::error_groups(&state.db, auth.tenant_id(), id).await?,
+    }))
+}
+
+fn download(file: File) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(file.content_type),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", file.name)) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    (StatusCode::OK, headers, file.bytes).into_response()
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// csv (default), json or xlsx.
+    pub format: Option<String>,
+}
+
+/// The job's items with their outcomes, as a file.
+#[utoipa::path(get, path = "/v1/jobs/{id}/report", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id"), ReportQuery),
+    responses(
+        (status = 200, description = "The report file", content((String = "text/csv"), (String = "application/json"), (Vec<u8> = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn report(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    Query(q): Query<ReportQuery>,
+) -> ApiResult<Response> {
+    let format = match q.format.as_deref() {
+        None | Some("") => FileFormat::Csv,
+        Some(f) => f
+            .parse::<FileFormat>()
+            .map_err(|e| ApiError::bad_request("invalid_query", format!("format: {e}")))?,
+    };
+    let file = jobs::files::report(&state.db, auth.tenant_id(), id, format).await?;
+    Ok(download(file))
+}
+
+/// The file an export job produced (one row per member × license), in the format it asked
+/// for. Not an export → 409 `not_an_export`; not finished yet → 409 `export_not_ready`.
+#[utoipa::path(get, path = "/v1/jobs/{id}/export", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The export file", content((String = "text/csv"), (String = "application/json"), (Vec<u8> = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn export_file(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Response> {
+    let file = jobs::files::export(&state.db, auth.tenant_id(), id).await?;
+    Ok(download(file))
+}
+
+/// Rerun a `failed` or `finished_with_exception` job (operator): only its failed members are
+/// worked again (all unfinished ones when the job itself failed); the earlier runs stay in its
+/// history. Any other status → 409 `not_rerunnable`.
+#[utoipa::path(post, path = "/v1/jobs/{id}/rerun", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 202, body = JobView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn rerun_job(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Response> {
+    let me = auth.require(Role::Operator)?;
+    let view = jobs::rerun(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
+    enqueue(&state, &view, me.tenant_id).await;
+    Ok(accepted(view))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerunRequest {
+    /// 1 to 500 job ids.
+    pub job_ids: Vec<Uuid>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RerunRejected {
+    pub job_id: Uuid,
+    pub code: String,
+    pub detail: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RerunOutcome {
+    /// The jobs queued again.
+    pub rerun: Vec<JobView>,
+    /// The jobs that were not, with the reason.
+    pub rejected: Vec<RerunRejected>,
+}
+
+/// Rerun several jobs at once (operator) — the Job Monitor's checkboxes and Start button. Each
+/// rerunnable job is queued again; the others are listed with the reason.
+#[utoipa::path(post, path = "/v1/jobs/rerun", tag = "jobs", security(("bearer" = [])),
+    request_body = RerunRequest,
+    responses(
+        (status = 200, body = RerunOutcome),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn rerun_jobs(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(body): Json<RerunRequest>,
+) -> ApiResult<Json<RerunOutcome>> {
+    let me = auth.require(Role::Operator)?;
+    if body.job_ids.is_empty() || body.job_ids.len() > 500 {
+        return Err(ApiError::unprocessable(
+            "invalid_job_ids",
+            "give between 1 and 500 job ids",
+        ));
+    }
+    let mut ids = body.job_ids;
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(*id));
+    let mut outcome = RerunOutcome {
+        rerun: Vec::new(),
+        rejected: Vec::new(),
+    };
+    for id in ids {
+        match jobs::rerun(&state.db, me.tenant_id, id, Some(me.token_id)).await {
+            Ok(view) => {
+                enqueue(&state, &view, me.tenant_id).await;
+                outcome.rerun.push(view);
+            }
+            Err(e) => {
+                let problem = ApiError::from(e);
+                if problem.status.is_server_error() {
+                    return Err(problem);
+                }
+                outcome.rejected.push(RerunRejected {
+                    job_id: id,
+                    code: problem.code.to_owned(),
+                    detail: problem.detail,
+                });
+            }
+        }
+    }
+    Ok(Json(outcome))
+}
+
+/// Cancel a queued or running job (operator): members not being worked on are skipped, those
+/// in flight finish. Any other status → 409 `not_cancellable`.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, body = JobView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<JobView>> {
+    let me = auth.require(Role::Operator)?;
+    Ok(Json(
+        jobs::cancel(&state.db, me.tenant_id, id, Some(me.token_id)).await?,
+    ))
 }

@@ -40,6 +40,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub openapi: Arc<utoipa::openapi::OpenApi>,
     pub directory: licensor_core::directory::DirectoryClients,
+    pub jobs: licensor_core::config::JobSettings,
 }
 
 #[derive(OpenApi)]
@@ -72,8 +73,16 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tenant::whoami))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
-        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::list_jobs, jobs::submit_job))
         .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::list_runs))
+        .routes(routes!(jobs::list_items))
+        .routes(routes!(jobs::list_errors))
+        .routes(routes!(jobs::report))
+        .routes(routes!(jobs::export_file))
+        .routes(routes!(jobs::rerun_job))
+        .routes(routes!(jobs::rerun_jobs))
+        .routes(routes!(jobs::cancel_job))
         .routes(routes!(licenses::list_licenses, licenses::create_license))
         .routes(routes!(licenses::get_license, licenses::update_license))
         .routes(routes!(licenses::checkout_license))

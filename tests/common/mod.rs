@@ -341,3 +341,95 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+impl TestApp {
+    /// Point `tenant` at a running directory emulator.
+    pub async fn connect_directory(
+        &self,
+        tenant_id: Uuid,
+        emulator: &graph_emulator::EmulatorHandle,
+    ) {
+        tenants::update_directory(
+            &self.db,
+            &self.secrets,
+            tenant_id,
+            &DirectorySettings {
+                directory_url: Some(emulator.base_url()),
+                directory_tenant_id: Some(emulator.directory_tenant_id()),
+                client_id: Some(emulator.client_id()),
+                client_secret: Some(emulator.client_secret()),
+            },
+        )
+        .await
+        .expect("point the tenant at the emulator");
+    }
+
+    /// Poll a job until it reaches a final status (or panic after `secs`); returns the job.
+    pub async fn wait_for_job(&self, token: &str, job_id: &str, secs: u64) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let job: serde_json::Value = self
+                .get(&format!("/v1/jobs/{job_id}"), token)
+                .send()
+                .await
+                .expect("get job")
+                .json()
+                .await
+                .expect("job body");
+            let status = job["status"].as_str().unwrap_or_default();
+            if matches!(
+                status,
+                "finished" | "finished_with_exception" | "failed" | "cancelled"
+            ) {
+                return job;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {job_id} still {status} after {secs} s: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The id of the directory group named `name`, through the API.
+    pub async fn group_id(&self, token: &str, name: &str) -> String {
+        let groups: serde_json::Value = self
+            .get(&format!("/v1/directory/groups?search={name}"), token)
+            .send()
+            .await
+            .expect("groups")
+            .json()
+            .await
+            .expect("groups body");
+        groups["data"]
+            .as_array()
+            .and_then(|a| a.iter().find(|g| g["displayName"] == name))
+            .and_then(|g| g["id"].as_str())
+            .unwrap_or_else(|| panic!("group {name} in {groups}"))
+            .to_owned()
+    }
+
+    /// Every item of a job, following the cursor.
+    pub async fn all_items(&self, token: &str, job_id: &str) -> Vec<serde_json::Value> {
+        let mut items = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page: serde_json::Value = self
+                .get(
+                    &format!("/v1/jobs/{job_id}/items?limit=500&cursor={cursor}"),
+                    token,
+                )
+                .send()
+                .await
+                .expect("items")
+                .json()
+                .await
+                .expect("items body");
+            items.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = c.to_owned(),
+                None => return items,
+            }
+        }
+    }
+}

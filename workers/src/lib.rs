@@ -13,6 +13,7 @@ use licensor_core::db::Db;
 use licensor_core::queue::{Message, Queue};
 use tokio::sync::broadcast;
 
+pub mod jobs;
 mod ping;
 pub mod sweeps;
 
@@ -29,6 +30,9 @@ pub struct WorkerContext {
     pub queue: Queue,
     pub name: String,
     pub events: broadcast::Sender<WorkerEvent>,
+    /// One directory client per tenant, shared by every task of this process.
+    pub directory: licensor_core::directory::DirectoryClients,
+    pub jobs: licensor_core::config::JobSettings,
 }
 
 /// How a worker process runs.
@@ -63,7 +67,10 @@ impl WorkerOptions {
 async fn handle(message: Message, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
     match message {
         Message::Ping { nonce } => ping::handle(&ctx, nonce).await,
+        Message::Run { tenant_id, job_id } => jobs::run(&ctx, tenant_id, job_id).await,
+        Message::Work { tenant_id, job_id } => jobs::work(&ctx, tenant_id, job_id).await,
     }
+    .inspect_err(|e| tracing::warn!(error = %e, "task failed; it will be retried"))
 }
 
 /// Consume the queue until `shutdown` resolves.
@@ -76,19 +83,20 @@ where
     let grace = options.shutdown_grace;
     let stopping = Arc::new(tokio::sync::Notify::new());
     // The sweeps run beside the queue worker and stop on the same signal.
-    let started_seats = options
-        .sweeps
-        .started_seats_schedule()
+    let schedules = sweeps::Schedules::from_settings(&options.sweeps)
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     let sweeps_stop = Arc::new(tokio::sync::watch::channel(false).0);
-    let mut sweeps = tokio::spawn(sweeps::run_started_seats(
-        ctx.db.clone(),
-        started_seats,
+    let mut sweeps = tokio::spawn(sweeps::run_all(
+        ctx.clone(),
+        schedules,
         options.name.clone(),
         {
-            let mut stopped = sweeps_stop.subscribe();
-            async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
+            let stopped = sweeps_stop.subscribe();
+            move || {
+                let mut stopped = stopped.clone();
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                }
             }
         },
     ));

@@ -10,7 +10,12 @@ use std::future::Future;
 use apalis::prelude::{BoxDynError, Data, WorkerBuilder};
 use apalis_cron::{CronScheduler, Tick};
 use licensor_core::StoreError;
+use std::sync::Arc;
+
+use licensor_core::config::{ConfigError, SweepSettings};
 use licensor_core::db::Db;
+
+use crate::WorkerContext;
 use licensor_core::licenses::{self, SweepOutcome};
 
 /// Run the started-seats sweep now, as of today (UTC).
@@ -33,34 +38,97 @@ pub async fn sweep_started_seats(db: &Db) -> Result<SweepOutcome, StoreError> {
     Ok(outcome)
 }
 
-async fn on_tick(_tick: Tick, db: Data<Db>) -> Result<(), BoxDynError> {
-    sweep_started_seats(&db).await?;
+/// The parsed schedules of every sweep.
+#[derive(Debug, Clone)]
+pub struct Schedules {
+    pub started_seats: cron::Schedule,
+    pub expiries: cron::Schedule,
+    pub reconcile: cron::Schedule,
+}
+
+impl Schedules {
+    pub fn from_settings(s: &SweepSettings) -> Result<Schedules, ConfigError> {
+        Ok(Schedules {
+            started_seats: s.started_seats_schedule()?,
+            expiries: s.expiries_schedule()?,
+            reconcile: s.reconcile_schedule()?,
+        })
+    }
+}
+
+async fn started_seats_tick(_tick: Tick, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
+    sweep_started_seats(&ctx.db).await?;
     Ok(())
 }
 
-/// Catch up once, then sweep on `schedule` until `stop` resolves.
-pub async fn run_started_seats<S>(
-    db: Db,
-    schedule: cron::Schedule,
+async fn expiries_tick(_tick: Tick, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
+    crate::jobs::sweep_expiries(&ctx).await?;
+    Ok(())
+}
+
+async fn reconcile_tick(_tick: Tick, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
+    crate::jobs::reconcile(&ctx).await?;
+    Ok(())
+}
+
+/// Run one sweep on its schedule until `stop` resolves.
+macro_rules! on_schedule {
+    ($name:expr, $schedule:expr, $ctx:expr, $handler:expr, $stop:expr) => {{
+        let stop = $stop;
+        WorkerBuilder::new($name)
+            .backend(CronScheduler::new($schedule))
+            .data($ctx)
+            .build($handler)
+            .run_until(async move {
+                stop.await;
+                Ok::<(), std::io::Error>(())
+            })
+    }};
+}
+
+/// Catch up once (every sweep is idempotent, and the reconciler picks up jobs left by a
+/// previous process), then run every sweep on its schedule until `stop` resolves.
+pub async fn run_all<S, F>(
+    ctx: Arc<WorkerContext>,
+    schedules: Schedules,
     worker_name: String,
     stop: S,
 ) -> anyhow::Result<()>
 where
-    S: Future<Output = ()> + Send + 'static,
+    S: Fn() -> F,
+    F: Future<Output = ()> + Send + 'static,
 {
-    if let Err(e) = sweep_started_seats(&db).await {
+    if let Err(e) = sweep_started_seats(&ctx.db).await {
         // The schedule retries; a database hiccup at start-up must not stop the worker.
         tracing::warn!(error = %e, "started-seats sweep at start-up failed");
     }
-    let worker = WorkerBuilder::new(format!("{worker_name}-started-seats"))
-        .backend(CronScheduler::new(schedule))
-        .data(db)
-        .build(on_tick);
-    worker
-        .run_until(async move {
-            stop.await;
-            Ok::<(), std::io::Error>(())
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("started-seats sweep: {e}"))
+    if let Err(e) = crate::jobs::reconcile(&ctx).await {
+        tracing::warn!(error = %e, "reconciling jobs at start-up failed");
+    }
+    let seats = on_schedule!(
+        format!("{worker_name}-started-seats"),
+        schedules.started_seats,
+        ctx.clone(),
+        started_seats_tick,
+        stop()
+    );
+    let expiries = on_schedule!(
+        format!("{worker_name}-expiries"),
+        schedules.expiries,
+        ctx.clone(),
+        expiries_tick,
+        stop()
+    );
+    let reconcile = on_schedule!(
+        format!("{worker_name}-reconcile"),
+        schedules.reconcile,
+        ctx.clone(),
+        reconcile_tick,
+        stop()
+    );
+    let (a, b, c) = tokio::join!(seats, expiries, reconcile);
+    for (name, outcome) in [("started-seats", a), ("expiries", b), ("reconcile", c)] {
+        outcome.map_err(|e| anyhow::anyhow!("{name} sweep: {e}"))?;
+    }
+    Ok(())
 }

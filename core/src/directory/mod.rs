@@ -32,7 +32,8 @@ use token::{TokenSource, without_url};
 pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 
 /// Fields licensor reads of a user.
-const USER_SELECT: &str = "id,userPrincipalName,displayName,usageLocation,assignedLicenses";
+const USER_SELECT: &str =
+    "id,userPrincipalName,displayName,usageLocation,assignedLicenses,licenseAssignmentStates";
 
 /// Where and as whom to reach a tenant's directory.
 #[derive(Clone)]
@@ -85,6 +86,20 @@ pub struct User {
     pub usage_location: Option<String>,
     #[serde(default)]
     pub assigned_licenses: Vec<AssignedLicense>,
+    /// How each license is held: directly (`assigned_by_group` empty) or through a group.
+    #[serde(default)]
+    pub license_assignment_states: Vec<LicenseAssignmentState>,
+}
+
+/// One path by which a user holds a license.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LicenseAssignmentState {
+    pub sku_id: Uuid,
+    #[serde(default)]
+    pub assigned_by_group: Option<String>,
+    #[serde(default)]
+    pub disabled_plans: Vec<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

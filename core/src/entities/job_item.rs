@@ -18,6 +18,9 @@ pub struct Model {
     pub lease_until: Option<DateTimeUtc>,
     pub due_at: Option<DateTimeUtc>,
     pub updated_at: DateTimeUtc,
+    pub display_name: Option<String>,
+    pub usage_location: Option<String>,
+    pub licenses: Option<Json>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

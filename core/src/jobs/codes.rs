@@ -1,0 +1,60 @@
+//! What each item and job error code means, in the words the Job Monitor and the CLI show.
+
+/// A human explanation of `code`, with what to do about it.
+pub fn explanation(code: &str) -> &'static str {
+    match code {
+        "count_violation" => {
+            "no free units of the license were left; buy more licenses or free some up, then rerun"
+        }
+        "usage_location_missing" => {
+            "the user has no usage location; pick a location when assigning, or set it on the user, then rerun"
+        }
+        "mutually_exclusive_violation" => {
+            "the license conflicts with one the user already has (mutually exclusive service plans); remove the other license first"
+        }
+        "dependency_violation" => {
+            "a service plan depends on another plan that is disabled or missing; enable the required plan"
+        }
+        "inherited_from_group" => {
+            "the user gets this license from a group; change the group's licenses or membership instead"
+        }
+        "user_not_found" => "the user no longer exists in the directory",
+        "sku_not_found" => "the tenant has no subscription for this license",
+        "throttled" => {
+            "the directory kept throttling requests (429) after every retry; rerun when the load is lower"
+        }
+        "directory_unavailable" => {
+            "the directory kept failing (5xx or timeouts) after every retry; rerun later"
+        }
+        "cancelled" => "the job was cancelled before this member was worked on",
+        "group_not_found" => {
+            "a selected group does not exist in the directory (deleted or mistyped)"
+        }
+        "directory_credentials_rejected" => {
+            "the directory refused licensor's app credentials; fix the tenant's client id and secret, then rerun"
+        }
+        "directory_not_configured" => {
+            "the tenant has no directory connection; set the directory tenant id, client id and secret"
+        }
+        "all_items_failed" => "every member failed; see the items for the reasons",
+        _ => "the directory refused the change; see the detail",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::directory::ItemCode;
+
+    #[test]
+    fn every_item_code_is_explained() {
+        for code in ItemCode::ALL {
+            if code != ItemCode::Other {
+                assert_ne!(
+                    super::explanation(code.as_str()),
+                    super::explanation("other"),
+                    "{code}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Files a job produces: the report (every item with its outcome) and, for an export job, the
+//! export (one row per member × license). CSV with the `csv` crate, XLSX with `rust_xlsxwriter`,
+//! JSON as an array of objects. Rows are read from the database page by page.
+
+use std::collections::HashMap;
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::plan::Snapshot;
+use super::{FileFormat, JobFacts, model};
+use crate::db::Db;
+use crate::domain::JobKind;
+use crate::entities::job_item;
+use crate::error::{StoreError, StoreResult};
+
+/// A rendered file.
+#[derive(Debug, Clone)]
+pub struct File {
+    pub name: String,
+    pub content_type: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+/// A table to render: column names and rows of text cells.
+struct Table {
+    columns: &'static [&'static str],
+    rows: Vec<Vec<String>>,
+}
+
+fn render(table: &Table, format: FileFormat, sheet: &str) -> StoreResult<Vec<u8>> {
+    match format {
+        FileFormat::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let bad = |e: csv::Error| StoreError::Invalid(format!("csv: {e}"));
+            w.write_record(table.columns).map_err(bad)?;
+            for row in &table.rows {
+                w.write_record(row).map_err(bad)?;
+            }
+            w.into_inner()
+                .map_err(|e| StoreError::Invalid(format!("csv: {e}")))
+        }
+        FileFormat::Json => {
+            let rows: Vec<Value> = table
+                .rows
+                .iter()
+                .map(|row| {
+                    let obj: Map<String, Value> = table
+                        .columns
+                        .iter()
+                        .zip(row)
+                        .map(|(c, v)| {
+                            let v = if v.is_empty() {
+                                Value::Null
+                            } else {
+                                Value::String(v.clone())
+                            };
+                            ((*c).to_owned(), v)
+                        })
+                        .collect();
+                    Value::Object(obj)
+                })
+                .collect();
+            serde_json::to_vec_pretty(&rows).map_err(|e| StoreError::Invalid(e.to_string()))
+        }
+        FileFormat::Xlsx => {
+            let bad = |e: rust_xlsxwriter::XlsxError| StoreError::Invalid(format!("xlsx: {e}"));
+            let mut book = rust_xlsxwriter::Workbook::new();
+            let ws = book.add_worksheet();
+            ws.set_name(sheet).map_err(bad)?;
+            let bold = rust_xlsxwriter::Format::new().set_bold();
+            for (c, name) in table.columns.iter().enumerate() {
+                ws.write_string_with_format(0, c as u16, *name, &bold)
+                    .map_err(bad)?;
+            }
+            for (r, row) in table.rows.iter().enumerate() {
+                for (c, v) in row.iter().enumerate() {
+                    if !v.is_empty() {
+                        ws.write_string(r as u32 + 1, c as u16, v).map_err(bad)?;
+                    }
+                }
+            }
+            ws.set_freeze_panes(1, 0).map_err(bad)?;
+            book.save_to_buffer().map_err(bad)
+        }
+    }
+}
+
+/// Every item of the job, in member order, page by page.
+async fn all_items(
+    db: &Db,
+    job_id: Uuid,
+    mut each: impl FnMut(job_item::Model),
+) -> StoreResult<()> {
+    let mut after = 0i64;
+    loop {
+        let page = job_item::Entity::find()
+            .filter(job_item::Column::JobId.eq(job_id))
+            .filter(job_item::Column::Id.gt(after))
+            .order_by_asc(job_item::Column::Id)
+            .limit(5000)
+            .all(db)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.id;
+        page.into_iter().for_each(&mut each);
+    }
+}
+
+const REPORT_COLUMNS: &[&str] = &[
+    "user_id",
+    "user_principal_name",
+    "display_name",
+    "group_id",
+    "status",
+    "error_code",
+    "error_detail",
+    "attempts",
+    "run",
+    "updated_at",
+];
+
+/// The job's items with their outcomes.
+pub async fn report(
+    db: &Db,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    format: FileFormat,
+) -> StoreResult<File> {
+    model(db, tenant_id, job_id).await?;
+    let mut rows = Vec::new();
+    all_items(db, job_id, |i| {
+        rows.push(vec![
+            i.user_id,
+            i.user_principal_name.unwrap_or_default(),
+            i.display_name.unwrap_or_default(),
+            i.group_id.unwrap_or_default(),
+            i.status,
+            i.error_code.unwrap_or_default(),
+            i.error_detail.unwrap_or_default(),
+            i.attempts.to_string(),
+            i.run_no.to_string(),
+            i.updated_at.to_rfc3339(),
+        ])
+    })
+    .await?;
+    let table = Table {
+        columns: REPORT_COLUMNS,
+        rows,
+    };
+    Ok(File {
+        name: format!("job-{job_id}-report.{}", format.extension()),
+        content_type: format.content_type(),
+        bytes: render(&table, format, "Report")?,
+    })
+}
+
+const EXPORT_COLUMNS: &[&str] = &[
+    "group_id",
+    "group_name",
+    "user_id",
+    "user_principal_name",
+    "display_name",
+    "usage_location",
+    "sku_part_number",
+    "sku_id",
+    "assigned_by",
+];
+
+/// The export file of a finished export job: one row per member × license it holds (directly
+/// or through groups; `assigned_by` says `direct` and/or the group ids).
+pub async fn export(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<File> {
+    let job = model(db, tenant_id, job_id).await?;
+    if job.kind != JobKind::Export.as_str() {
+        return Err(StoreError::conflict(
+            "not_an_export",
+            "only export jobs produce an export file; use /report for this job's outcomes",
+        ));
+    }
+    if !matches!(job.status.as_str(), "finished" | "finished_with_exception") {
+        return Err(StoreError::conflict(
+            "export_not_ready",
+            format!("the export is not ready: the job is {}", job.status),
+        ));
+    }
+    let format = super::pipeline::request_of(&job)?
+        .export
+        .map(|e| e.format)
+        .unwrap_or(FileFormat::Csv);
+    let facts = JobFacts::of(&job);
+    let group_names: HashMap<&str, &str> = facts
+        .groups
+        .iter()
+        .filter_map(|g| g.display_name.as_deref().map(|n| (g.id.as_str(), n)))
+        .collect();
+    let parts: HashMap<Uuid, &str> = facts
+        .skus
+        .iter()
+        .map(|s| (s.sku_id, s.sku_part_number.as_str()))
+        .collect();
+    let mut rows = Vec::new();
+    all_items(db, job_id, |i| {
+        let snap: Snapshot = i
+            .licenses
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let group = i.group_id.clone().unwrap_or_default();
+        // One row per license: how the member holds it, directly and/or through groups.
+        let mut held: Vec<(Uuid, Vec<String>)> = Vec::new();
+        for l in &snap.licenses {
+            let how = l
+                .assigned_by_group
+                .clone()
+                .unwrap_or_else(|| "direct".into());
+            match held.iter_mut().find(|(sku, _)| *sku == l.sku_id) {
+                Some((_, ways)) => ways.push(how),
+                None => held.push((l.sku_id, vec![how])),
+            }
+        }
+        for (sku, ways) in held {
+            rows.push(vec![
+                group.clone(),
+                group_names
+                    .get(group.as_str())
+                    .copied()
+                    .unwrap_or_default()
+                    .to_owned(),
+                i.user_id.clone(),
+                i.user_principal_name.clone().unwrap_or_default(),
+                i.display_name.clone().unwrap_or_default(),
+                snap.usage_location.clone().unwrap_or_default(),
+                parts.get(&sku).copied().unwrap_or_default().to_owned(),
+                sku.to_string(),
+                ways.join(";"),
+            ]);
+        }
+    })
+    .await?;
+    let table = Table {
+        columns: EXPORT_COLUMNS,
+        rows,
+    };
+    Ok(File {
+        name: format!("job-{job_id}-export.{}", format.extension()),
+        content_type: format.content_type(),
+        bytes: render(&table, format, "Licenses")?,
+    })
+}

@@ -1,0 +1,736 @@
+//! Group license jobs: creation, tenant-scoped reads, items, runs, rerun and cancel. Every
+//! function that serves an API caller takes the tenant id; another tenant's job is "not found".
+//!
+//! The worker side — expansion, claiming and completing items, finalising — is in [`pipeline`].
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::audit::{self, AuditEntry};
+use crate::db::Db;
+use crate::domain::{ItemStatus, JobKind, JobStatus};
+use crate::entities::{api_token, job, job_item, job_run};
+use crate::error::{StoreError, StoreResult};
+use crate::page::{Page, PageRequest};
+
+pub mod codes;
+pub mod files;
+pub mod pipeline;
+pub mod plan;
+pub mod request;
+
+pub use request::{ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Progress {
+    pub total: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub pending: i64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JobError {
+    pub code: String,
+    pub detail: Option<String>,
+}
+
+/// A selected group, with its name once the job has read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupRef {
+    pub id: String,
+    pub display_name: Option<String>,
+}
+
+/// A SKU's id and part number, as the job read them from the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SkuRef {
+    pub sku_id: Uuid,
+    pub sku_part_number: String,
+}
+
+/// What a job learnt from the directory while it ran (`jobs.result`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFacts {
+    #[serde(default)]
+    pub groups: Vec<GroupRef>,
+    #[serde(default)]
+    pub skus: Vec<SkuRef>,
+}
+
+impl JobFacts {
+    pub fn of(m: &job::Model) -> JobFacts {
+        m.result
+            .as_ref()
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    #[schema(value_type = Object)]
+    pub request: Value,
+    pub progress: Progress,
+    /// Number of runs (1 + reruns).
+    pub runs: i32,
+    /// The API token that submitted the job (`None` for licensor's own jobs, e.g. expiries).
+    pub created_by: Option<Uuid>,
+    pub created_by_name: Option<String>,
+    /// For a removal created by an expiry: the job that made the temporary assignment.
+    pub parent_job_id: Option<Uuid>,
+    pub groups: Vec<GroupRef>,
+    pub created_at: chrono::DateTime<Utc>,
+    pub started_at: Option<chrono::DateTime<Utc>>,
+    pub finished_at: Option<chrono::DateTime<Utc>>,
+    pub error: Option<JobError>,
+}
+
+impl JobView {
+    fn build(m: job::Model, created_by_name: Option<String>) -> StoreResult<JobView> {
+        let kind = m.kind.parse().map_err(StoreError::Invalid)?;
+        let status = m.status.parse().map_err(StoreError::Invalid)?;
+        let done = m.succeeded + m.failed + m.skipped;
+        let facts = JobFacts::of(&m);
+        let groups = match m.request.get("groups").and_then(Value::as_array) {
+            Some(ids) => ids
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|id| GroupRef {
+                    id: id.to_owned(),
+                    display_name: facts
+                        .groups
+                        .iter()
+                        .find(|g| g.id == id)
+                        .and_then(|g| g.display_name.clone()),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(JobView {
+            id: m.id,
+            kind,
+            status,
+            request: m.request,
+            progress: Progress {
+                total: m.total,
+                succeeded: m.succeeded,
+                failed: m.failed,
+                skipped: m.skipped,
+                pending: Ord::max(m.total - done, 0),
+            },
+            runs: m.runs,
+            created_by: m.created_by,
+            created_by_name,
+            parent_job_id: m.parent_job_id,
+            groups,
+            created_at: m.created_at,
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+            error: m.error_code.map(|code| JobError {
+                code,
+                detail: m.error_detail,
+            }),
+        })
+    }
+}
+
+/// Views of `models`, with the names of the tokens that created them (one query).
+pub async fn views<C: ConnectionTrait>(
+    conn: &C,
+    models: Vec<job::Model>,
+) -> StoreResult<Vec<JobView>> {
+    let ids: Vec<Uuid> = models.iter().filter_map(|m| m.created_by).collect();
+    let names: HashMap<Uuid, String> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        api_token::Entity::find()
+            .select_only()
+            .column(api_token::Column::Id)
+            .column(api_token::Column::Name)
+            .filter(api_token::Column::Id.is_in(ids))
+            .into_tuple::<(Uuid, String)>()
+            .all(conn)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    models
+        .into_iter()
+        .map(|m| {
+            let name = m.created_by.and_then(|id| names.get(&id).cloned());
+            JobView::build(m, name)
+        })
+        .collect()
+}
+
+async fn view<C: ConnectionTrait>(conn: &C, m: job::Model) -> StoreResult<JobView> {
+    Ok(views(conn, vec![m]).await?.remove(0))
+}
+
+/// A job to create, already validated.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub tenant_id: Uuid,
+    pub request: JobRequest,
+    pub created_by: Option<Uuid>,
+    pub parent_job_id: Option<Uuid>,
+}
+
+/// Insert a `queued` job and its first run on `conn` (a transaction when the caller records
+/// more with it).
+pub async fn insert<C: ConnectionTrait>(conn: &C, new: NewJob) -> StoreResult<job::Model> {
+    let now = Utc::now();
+    let request =
+        serde_json::to_value(&new.request).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let job = job::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(new.tenant_id),
+        kind: Set(new.request.kind.as_str().to_owned()),
+        status: Set(JobStatus::Queued.as_str().to_owned()),
+        request: Set(request),
+        total: Set(0),
+        succeeded: Set(0),
+        failed: Set(0),
+        skipped: Set(0),
+        runs: Set(1),
+        created_by: Set(new.created_by),
+        parent_job_id: Set(new.parent_job_id),
+        error_code: Set(None),
+        error_detail: Set(None),
+        created_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+        updated_at: Set(now),
+        expanded_at: Set(None),
+        result: Set(None),
+    }
+    .insert(conn)
+    .await?;
+    insert_run(conn, job.id, 1, new.created_by, 0).await?;
+    Ok(job)
+}
+
+async fn insert_run<C: ConnectionTrait>(
+    conn: &C,
+    job_id: Uuid,
+    run_no: i32,
+    started_by: Option<Uuid>,
+    total: i64,
+) -> StoreResult<()> {
+    job_run::ActiveModel {
+        job_id: Set(job_id),
+        run_no: Set(run_no),
+        started_by: Set(started_by),
+        status: Set(JobStatus::Queued.as_str().to_owned()),
+        total: Set(total),
+        succeeded: Set(0),
+        failed: Set(0),
+        skipped: Set(0),
+        started_at: Set(Utc::now()),
+        finished_at: Set(None),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+/// Create a job for an API caller, with its audit entry, in one transaction.
+pub async fn create(db: &Db, new: NewJob) -> StoreResult<JobView> {
+    let txn = db.begin().await?;
+    let tenant_id = new.tenant_id;
+    let actor = new.created_by;
+    let job = insert(&txn, new).await?;
+    audit::record(
+        &txn,
+        AuditEntry {
+            tenant_id,
+            actor_token_id: actor,
+            action: "job.submitted",
+            target_type: "job",
+            target_id: job.id.to_string(),
+            before: None,
+            after: Some(json!({"kind": job.kind, "request": job.request})),
+        },
+    )
+    .await?;
+    let view = view(&txn, job).await?;
+    txn.commit().await?;
+    Ok(view)
+}
+
+/// The tenant's job row.
+pub async fn model<C: ConnectionTrait>(
+    conn: &C,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> StoreResult<job::Model> {
+    job::Entity::find_by_id(job_id)
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .one(conn)
+        .await?
+        .ok_or(StoreError::NotFound("job"))
+}
+
+/// One of the tenant's jobs.
+pub async fn get(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<JobView> {
+    view(db, model(db, tenant_id, job_id).await?).await
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub status: Vec<JobStatus>,
+    pub kind: Vec<JobKind>,
+}
+
+/// The tenant's jobs, newest first.
+pub async fn list(
+    db: &Db,
+    tenant_id: Uuid,
+    filter: &JobFilter,
+    page: &PageRequest<Uuid>,
+) -> StoreResult<Page<JobView>> {
+    let mut q = job::Entity::find().filter(job::Column::TenantId.eq(tenant_id));
+    if !filter.status.is_empty() {
+        q = q.filter(job::Column::Status.is_in(filter.status.iter().map(|s| s.as_str())));
+    }
+    if !filter.kind.is_empty() {
+        q = q.filter(job::Column::Kind.is_in(filter.kind.iter().map(|k| k.as_str())));
+    }
+    if let Some(after) = page.after {
+        q = q.filter(job::Column::Id.lt(after));
+    }
+    let rows = q
+        .order_by_desc(job::Column::Id)
+        .limit(page.fetch())
+        .all(db)
+        .await?;
+    let page = page.finish(rows, |r| r.id);
+    Ok(Page {
+        data: views(db, page.data).await?,
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// Number of jobs per kind and status across all tenants, for metrics.
+pub async fn count_by_status(db: &Db) -> StoreResult<Vec<(String, String, i64)>> {
+    let rows: Vec<(String, String, i64)> = job::Entity::find()
+        .select_only()
+        .column(job::Column::Kind)
+        .column(job::Column::Status)
+        .column_as(job::Column::Id.count(), "n")
+        .group_by(job::Column::Kind)
+        .group_by(job::Column::Status)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows)
+}
+
+/// Members waiting in queued and running jobs, across all tenants: the work the queue holds.
+pub async fn pending_items(db: &Db) -> StoreResult<i64> {
+    let rows: Vec<(i64, i64, i64, i64)> = job::Entity::find()
+        .select_only()
+        .column(job::Column::Total)
+        .column(job::Column::Succeeded)
+        .column(job::Column::Failed)
+        .column(job::Column::Skipped)
+        .filter(
+            job::Column::Status.is_in([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]),
+        )
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(t, s, f, k)| Ord::max(t - s - f - k, 0))
+        .sum())
+}
+
+/// Touch the job (taking SQLite's write lock / PostgreSQL's row lock first) and read it back.
+async fn lock<C: ConnectionTrait>(
+    conn: &C,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> StoreResult<job::Model> {
+    let taken = job::Entity::update_many()
+        .col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .exec(conn)
+        .await?;
+    if taken.rows_affected == 0 {
+        return Err(StoreError::NotFound("job"));
+    }
+    model(conn, tenant_id, job_id).await
+}
+
+fn status_of(m: &job::Model) -> StoreResult<JobStatus> {
+    m.status.parse().map_err(StoreError::Invalid)
+}
+
+/// Rerun a `failed` or `finished_with_exception` job: its failed items (and, when the job
+/// itself failed, its unfinished ones) go back to pending for a new run; succeeded and skipped
+/// items are not touched. The job is queued again; the caller enqueues it after this commits.
+pub async fn rerun(
+    db: &Db,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    by: Option<Uuid>,
+) -> StoreResult<JobView> {
+    let txn = db.begin().await?;
+    let job = lock(&txn, tenant_id, job_id).await?;
+    let status = status_of(&job)?;
+    if !matches!(status, JobStatus::Failed | JobStatus::FinishedWithException) {
+        return Err(StoreError::conflict(
+            "not_rerunnable",
+            format!(
+                "only failed or finished_with_exception jobs can be rerun; this job is {}",
+                status.as_str()
+            ),
+        ));
+    }
+    let run_no = job.runs + 1;
+    let now = Utc::now();
+    let mut retried = vec![ItemStatus::Failed.as_str()];
+    if status == JobStatus::Failed {
+        retried.push(ItemStatus::Pending.as_str());
+    }
+    let reset = job_item::Entity::update_many()
+        .col_expr(
+            job_item::Column::Status,
+            Expr::value(ItemStatus::Pending.as_str()),
+        )
+        .col_expr(
+            job_item::Column::ErrorCode,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            job_item::Column::ErrorDetail,
+            Expr::value(Option::<String>::None),
+        )
+        // What the member holds may have changed since: read it again rather than trust the
+        // snapshot taken at expansion.
+        .col_expr(
+            job_item::Column::Licenses,
+            Expr::value(Option::<Value>::None),
+        )
+        .col_expr(job_item::Column::RunNo, Expr::value(run_no))
+        .col_expr(job_item::Column::Attempts, Expr::value(0))
+        .col_expr(
+            job_item::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            job_item::Column::LeaseUntil,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
+        .col_expr(job_item::Column::UpdatedAt, Expr::value(now))
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::Status.is_in(retried))
+        .exec(&txn)
+        .await?
+        .rows_affected as i64;
+    let was_failed = job.failed;
+    job::Entity::update_many()
+        .col_expr(job::Column::Status, Expr::value(JobStatus::Queued.as_str()))
+        .col_expr(job::Column::Runs, Expr::value(run_no))
+        .col_expr(job::Column::Failed, Expr::value(0i64))
+        .col_expr(job::Column::ErrorCode, Expr::value(Option::<String>::None))
+        .col_expr(
+            job::Column::ErrorDetail,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            job::Column::FinishedAt,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .filter(job::Column::Id.eq(job_id))
+        .exec(&txn)
+        .await?;
+    insert_run(&txn, job_id, run_no, by, reset).await?;
+    audit::record(
+        &txn,
+        AuditEntry {
+            tenant_id,
+            actor_token_id: by,
+            action: "job.rerun",
+            target_type: "job",
+            target_id: job_id.to_string(),
+            before: Some(json!({"status": status.as_str(), "failed": was_failed, "run": job.runs})),
+            after: Some(json!({"status": "queued", "items": reset, "run": run_no})),
+        },
+    )
+    .await?;
+    let job = model(&txn, tenant_id, job_id).await?;
+    let view = view(&txn, job).await?;
+    txn.commit().await?;
+    Ok(view)
+}
+
+/// Cancel a queued or running job: members not being worked on right now are skipped; those
+/// in flight finish and are recorded. Nothing new starts.
+pub async fn cancel(
+    db: &Db,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    by: Option<Uuid>,
+) -> StoreResult<JobView> {
+    let txn = db.begin().await?;
+    let job = lock(&txn, tenant_id, job_id).await?;
+    let status = status_of(&job)?;
+    if !status.can_become(JobStatus::Cancelled) {
+        return Err(StoreError::conflict(
+            "not_cancellable",
+            format!(
+                "only queued or running jobs can be cancelled; this job is {}",
+                status.as_str()
+            ),
+        ));
+    }
+    let now = Utc::now();
+    let skipped = job_item::Entity::update_many()
+        .col_expr(
+            job_item::Column::Status,
+            Expr::value(ItemStatus::Skipped.as_str()),
+        )
+        .col_expr(job_item::Column::ErrorCode, Expr::value("cancelled"))
+        .col_expr(
+            job_item::Column::ErrorDetail,
+            Expr::value("the job was cancelled before this member was worked on"),
+        )
+        .col_expr(job_item::Column::UpdatedAt, Expr::value(now))
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
+        .filter(
+            job_item::Column::LeaseOwner
+                .is_null()
+                .or(job_item::Column::LeaseUntil.lt(now)),
+        )
+        .exec(&txn)
+        .await?
+        .rows_affected as i64;
+    job::Entity::update_many()
+        .col_expr(
+            job::Column::Status,
+            Expr::value(JobStatus::Cancelled.as_str()),
+        )
+        .col_expr(
+            job::Column::Skipped,
+            Expr::col(job::Column::Skipped).add(skipped),
+        )
+        .col_expr(job::Column::FinishedAt, Expr::value(now))
+        .filter(job::Column::Id.eq(job_id))
+        .exec(&txn)
+        .await?;
+    job_run::Entity::update_many()
+        .col_expr(
+            job_run::Column::Status,
+            Expr::value(JobStatus::Cancelled.as_str()),
+        )
+        .col_expr(job_run::Column::FinishedAt, Expr::value(now))
+        .filter(job_run::Column::JobId.eq(job_id))
+        .filter(job_run::Column::RunNo.eq(job.runs))
+        .exec(&txn)
+        .await?;
+    audit::record(
+        &txn,
+        AuditEntry {
+            tenant_id,
+            actor_token_id: by,
+            action: "job.cancelled",
+            target_type: "job",
+            target_id: job_id.to_string(),
+            before: Some(json!({"status": status.as_str()})),
+            after: Some(json!({"status": "cancelled", "skipped": skipped})),
+        },
+    )
+    .await?;
+    let job = model(&txn, tenant_id, job_id).await?;
+    let view = view(&txn, job).await?;
+    txn.commit().await?;
+    Ok(view)
+}
+
+/// One run of a job: who started it, when, and its counts.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RunView {
+    pub run_no: i32,
+    pub status: JobStatus,
+    pub started_by: Option<Uuid>,
+    pub started_at: chrono::DateTime<Utc>,
+    pub finished_at: Option<chrono::DateTime<Utc>>,
+    pub total: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub skipped: i64,
+}
+
+/// A job's run history, first run first.
+pub async fn runs(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Vec<RunView>> {
+    model(db, tenant_id, job_id).await?;
+    job_run::Entity::find()
+        .filter(job_run::Column::JobId.eq(job_id))
+        .order_by_asc(job_run::Column::RunNo)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(RunView {
+                run_no: r.run_no,
+                status: r.status.parse().map_err(StoreError::Invalid)?,
+                started_by: r.started_by,
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                total: r.total,
+                succeeded: r.succeeded,
+                failed: r.failed,
+                skipped: r.skipped,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ItemError {
+    pub code: String,
+    pub detail: Option<String>,
+}
+
+/// One member's item.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ItemView {
+    pub id: i64,
+    pub user_id: String,
+    pub user_principal_name: Option<String>,
+    pub display_name: Option<String>,
+    pub group_id: Option<String>,
+    pub status: ItemStatus,
+    pub error: Option<ItemError>,
+    /// A remark on a member that succeeded or was skipped (e.g. licenses left in place).
+    pub note: Option<String>,
+    pub attempts: i32,
+    pub run_no: i32,
+    pub updated_at: chrono::DateTime<Utc>,
+}
+
+impl ItemView {
+    pub fn from_model(m: job_item::Model) -> StoreResult<ItemView> {
+        let status: ItemStatus = m.status.parse().map_err(StoreError::Invalid)?;
+        let (error, note) = match (status, m.error_code) {
+            (ItemStatus::Failed, code) | (ItemStatus::Skipped, code @ Some(_)) => (
+                Some(ItemError {
+                    code: code.unwrap_or_else(|| "other".into()),
+                    detail: m.error_detail,
+                }),
+                None,
+            ),
+            (_, _) => (None, m.error_detail),
+        };
+        Ok(ItemView {
+            id: m.id,
+            user_id: m.user_id,
+            user_principal_name: m.user_principal_name,
+            display_name: m.display_name,
+            group_id: m.group_id,
+            status,
+            error,
+            note,
+            attempts: m.attempts,
+            run_no: m.run_no,
+            updated_at: m.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ItemFilter {
+    pub status: Vec<ItemStatus>,
+    pub code: Vec<String>,
+}
+
+/// A job's items in member order.
+pub async fn items(
+    db: &Db,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    filter: &ItemFilter,
+    page: &PageRequest<i64>,
+) -> StoreResult<Page<ItemView>> {
+    model(db, tenant_id, job_id).await?;
+    let mut q = job_item::Entity::find().filter(job_item::Column::JobId.eq(job_id));
+    if !filter.status.is_empty() {
+        q = q.filter(job_item::Column::Status.is_in(filter.status.iter().map(|s| s.as_str())));
+    }
+    if !filter.code.is_empty() {
+        q = q.filter(job_item::Column::ErrorCode.is_in(filter.code.iter().cloned()));
+    }
+    if let Some(after) = page.after {
+        q = q.filter(job_item::Column::Id.gt(after));
+    }
+    let rows = q
+        .order_by_asc(job_item::Column::Id)
+        .limit(page.fetch())
+        .all(db)
+        .await?;
+    let page = page.finish(rows, |r| r.id);
+    Ok(Page {
+        data: page
+            .data
+            .into_iter()
+            .map(ItemView::from_model)
+            .collect::<Result<_, _>>()?,
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// Failed (and cancelled) items of a job grouped by error code.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorGroup {
+    pub code: String,
+    pub count: i64,
+    /// What the code means and what to do about it.
+    pub explanation: String,
+}
+
+pub async fn error_groups(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Vec<ErrorGroup>> {
+    model(db, tenant_id, job_id).await?;
+    let rows: Vec<(Option<String>, i64)> = job_item::Entity::find()
+        .select_only()
+        .column(job_item::Column::ErrorCode)
+        .column_as(job_item::Column::Id.count(), "n")
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::Status.eq(ItemStatus::Failed.as_str()))
+        .group_by(job_item::Column::ErrorCode)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut groups: Vec<ErrorGroup> = rows
+        .into_iter()
+        .map(|(code, count)| {
+            let code = code.unwrap_or_else(|| "other".into());
+            ErrorGroup {
+                explanation: codes::explanation(&code).to_owned(),
+                code,
+                count,
+            }
+        })
+        .collect();
+    groups.sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)));
+    Ok(groups)
+}

@@ -1,0 +1,718 @@
+//! The worker side of a job, all in the database (the source of truth; the queue only carries
+//! job ids): start, expansion into items, claiming chunks of pending items under a lease,
+//! recording outcomes with the job's counters in one transaction, finishing, failing, the
+//! expiry sweep and the reconciler's view of stalled jobs.
+//!
+//! Every step is safe to repeat: items are unique per job and member, outcomes are recorded
+//! only on items still pending, and status changes are conditional — so a message delivered
+//! twice, or a worker that dies mid-chunk, neither loses nor repeats work.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{JobFacts, JobRequest, NewJob};
+use crate::db::Db;
+use crate::domain::{ItemStatus, JobKind, JobStatus};
+use crate::entities::{job, job_item, job_run};
+use crate::error::{StoreError, StoreResult};
+
+/// A member found by expansion.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub user_id: String,
+    pub user_principal_name: Option<String>,
+    pub display_name: Option<String>,
+    pub group_id: String,
+    pub usage_location: Option<String>,
+    /// The member's [`super::plan::Snapshot`].
+    pub licenses: Option<Value>,
+}
+
+/// The job, if it exists for this tenant.
+pub async fn load(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Option<job::Model>> {
+    Ok(job::Entity::find_by_id(job_id)
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .one(db)
+        .await?)
+}
+
+pub fn request_of(job: &job::Model) -> StoreResult<JobRequest> {
+    serde_json::from_value(job.request.clone()).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// Move a queued job to running (also its current run). Returns the job when it is running
+/// afterwards (started now or earlier), `None` when it is finished, cancelled or gone.
+pub async fn start(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Option<job::Model>> {
+    let t = now();
+    let started = job::Entity::update_many()
+        .col_expr(
+            job::Column::Status,
+            Expr::value(JobStatus::Running.as_str()),
+        )
+        .col_expr(job::Column::StartedAt, Expr::value(t))
+        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .filter(job::Column::Status.eq(JobStatus::Queued.as_str()))
+        .exec(db)
+        .await?
+        .rows_affected;
+    let Some(job) = load(db, tenant_id, job_id).await? else {
+        return Ok(None);
+    };
+    if started == 1 {
+        job_run::Entity::update_many()
+            .col_expr(
+                job_run::Column::Status,
+                Expr::value(JobStatus::Running.as_str()),
+            )
+            .col_expr(job_run::Column::StartedAt, Expr::value(t))
+            .filter(job_run::Column::JobId.eq(job_id))
+            .filter(job_run::Column::RunNo.eq(job.runs))
+            .exec(db)
+            .await?;
+    }
+    Ok((job.status == JobStatus::Running.as_str()).then_some(job))
+}
+
+/// Record what the job learnt about its groups and SKUs.
+pub async fn set_facts(db: &Db, job_id: Uuid, facts: &JobFacts) -> StoreResult<()> {
+    let value = serde_json::to_value(facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    job::Entity::update_many()
+        .col_expr(job::Column::Result, Expr::value(value))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now()))
+        .filter(job::Column::Id.eq(job_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Insert expanded members as items with `status` (pending; succeeded for an export). A member
+/// already in the job (from another selected group, or from an earlier delivery of the same
+/// expansion) is not inserted again. Returns how many were new; the job's counters move with
+/// them in the same transaction.
+pub async fn insert_items(
+    db: &Db,
+    job_id: Uuid,
+    run_no: i32,
+    items: Vec<NewItem>,
+    status: ItemStatus,
+) -> StoreResult<u64> {
+    if items.is_empty() {
+        return Ok(0);
+    }
+    let t = now();
+    let mut insert = Query::insert();
+    insert.into_table(job_item::Entity).columns([
+        job_item::Column::JobId,
+        job_item::Column::UserId,
+        job_item::Column::UserPrincipalName,
+        job_item::Column::DisplayName,
+        job_item::Column::GroupId,
+        job_item::Column::UsageLocation,
+        job_item::Column::Licenses,
+        job_item::Column::Status,
+        job_item::Column::Attempts,
+        job_item::Column::RunNo,
+        job_item::Column::UpdatedAt,
+    ]);
+    for item in items {
+        insert.values_panic([
+            job_id.into(),
+            item.user_id.into(),
+            item.user_principal_name.into(),
+            item.display_name.into(),
+            item.group_id.into(),
+            item.usage_location.into(),
+            item.licenses.into(),
+            status.as_str().into(),
+            0i32.into(),
+            run_no.into(),
+            t.into(),
+        ]);
+    }
+    insert.on_conflict(
+        OnConflict::columns([job_item::Column::JobId, job_item::Column::UserId])
+            .do_nothing()
+            .to_owned(),
+    );
+    let txn = db.begin().await?;
+    let inserted = txn.execute(&insert).await?.rows_affected();
+    if inserted > 0 {
+        let n = inserted as i64;
+        let mut update = job::Entity::update_many()
+            .col_expr(job::Column::Total, Expr::col(job::Column::Total).add(n))
+            .col_expr(job::Column::UpdatedAt, Expr::value(t))
+            .filter(job::Column::Id.eq(job_id));
+        match status {
+            ItemStatus::Succeeded => {
+                update = update.col_expr(
+                    job::Column::Succeeded,
+                    Expr::col(job::Column::Succeeded).add(n),
+                )
+            }
+            ItemStatus::Skipped => {
+                update =
+                    update.col_expr(job::Column::Skipped, Expr::col(job::Column::Skipped).add(n))
+            }
+            ItemStatus::Failed => {
+                update = update.col_expr(job::Column::Failed, Expr::col(job::Column::Failed).add(n))
+            }
+            ItemStatus::Pending => {}
+        }
+        update.exec(&txn).await?;
+    }
+    txn.commit().await?;
+    Ok(inserted)
+}
+
+/// Expansion is complete: every member of every selected group is an item.
+pub async fn mark_expanded(db: &Db, job_id: Uuid) -> StoreResult<()> {
+    let t = now();
+    job::Entity::update_many()
+        .col_expr(job::Column::ExpandedAt, Expr::value(t))
+        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .filter(job::Column::Id.eq(job_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Take up to `limit` pending items of a running job that nobody holds (or whose holder's
+/// lease ran out), in member order, and hold them for `owner` until `until`.
+pub async fn claim(
+    db: &Db,
+    job_id: Uuid,
+    owner: &str,
+    until: DateTime<Utc>,
+    limit: u64,
+) -> StoreResult<Vec<job_item::Model>> {
+    let t = now();
+    let mut pick = Query::select();
+    pick.column(job_item::Column::Id)
+        .from(job_item::Entity)
+        .and_where(job_item::Column::JobId.eq(job_id))
+        .and_where(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
+        .and_where(
+            job_item::Column::LeaseUntil
+                .is_null()
+                .or(job_item::Column::LeaseUntil.lt(t)),
+        )
+        .order_by(job_item::Column::Id, sea_orm::Order::Asc)
+        .limit(limit);
+    if db.get_database_backend() == DbBackend::Postgres {
+        pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let mut claimed = job_item::Entity::update_many()
+        .col_expr(job_item::Column::LeaseOwner, Expr::value(owner))
+        .col_expr(job_item::Column::LeaseUntil, Expr::value(until))
+        .filter(job_item::Column::Id.in_subquery(pick))
+        .exec_with_returning(db)
+        .await?;
+    claimed.sort_by_key(|i| i.id);
+    Ok(claimed)
+}
+
+/// Extend `owner`'s hold on its items of the job.
+pub async fn renew(db: &Db, job_id: Uuid, owner: &str, until: DateTime<Utc>) -> StoreResult<()> {
+    job_item::Entity::update_many()
+        .col_expr(job_item::Column::LeaseUntil, Expr::value(until))
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::LeaseOwner.eq(owner))
+        .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Let go of `owner`'s items of the job that are still pending (a stopping worker, a job that
+/// failed), so another worker can take them at once.
+pub async fn release(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<()> {
+    job_item::Entity::update_many()
+        .col_expr(
+            job_item::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            job_item::Column::LeaseUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::LeaseOwner.eq(owner))
+        .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The outcome of one item, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded {
+        note: Option<String>,
+        due_at: Option<DateTime<Utc>>,
+    },
+    Skipped {
+        note: Option<String>,
+    },
+    Failed {
+        code: String,
+        detail: String,
+    },
+    /// A transient failure with tries left: pending again, not before `not_before`.
+    Retry {
+        not_before: DateTime<Utc>,
+        code: String,
+        detail: String,
+    },
+    /// The member's current state, read from the directory (for later runs and exports).
+    Refreshed {
+        licenses: Value,
+    },
+}
+
+/// Record outcomes of items held by `owner` and move the job's counters with them, in one
+/// transaction. Only items still pending are changed, so an outcome recorded twice counts once.
+/// Returns how many items reached a final status.
+pub async fn record(
+    db: &Db,
+    job_id: Uuid,
+    owner: &str,
+    outcomes: Vec<(i64, Outcome)>,
+) -> StoreResult<u64> {
+    use std::collections::BTreeMap;
+    let t = now();
+    // Group items with the same outcome so each group is one statement.
+    let mut groups: BTreeMap<String, (Outcome, Vec<i64>)> = BTreeMap::new();
+    let mut refreshed: Vec<(i64, Value)> = Vec::new();
+    for (id, outcome) in outcomes {
+        match outcome {
+            Outcome::Refreshed { licenses } => refreshed.push((id, licenses)),
+            other => {
+                let key = format!("{other:?}");
+                groups
+                    .entry(key)
+                    .or_insert_with(|| (other, Vec::new()))
+                    .1
+                    .push(id);
+            }
+        }
+    }
+    let txn = db.begin().await?;
+    let (mut succeeded, mut failed, mut skipped) = (0i64, 0i64, 0i64);
+    for (_, (outcome, ids)) in groups {
+        for ids in ids.chunks(900) {
+            let mut update = job_item::Entity::update_many()
+                .col_expr(
+                    job_item::Column::Attempts,
+                    Expr::col(job_item::Column::Attempts).add(1),
+                )
+                .col_expr(job_item::Column::UpdatedAt, Expr::value(t))
+                .filter(job_item::Column::JobId.eq(job_id))
+                .filter(job_item::Column::Id.is_in(ids.iter().copied()))
+                .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()));
+            let (status, code, detail): (ItemStatus, Option<String>, Option<String>) =
+                match &outcome {
+                    Outcome::Succeeded { note, due_at } => {
+                        update = update.col_expr(job_item::Column::DueAt, Expr::value(*due_at));
+                        (ItemStatus::Succeeded, None, note.clone())
+                    }
+                    Outcome::Skipped { note } => (ItemStatus::Skipped, None, note.clone()),
+                    Outcome::Failed { code, detail } => {
+                        (ItemStatus::Failed, Some(code.clone()), Some(detail.clone()))
+                    }
+                    Outcome::Retry {
+                        not_before,
+                        code,
+                        detail,
+                    } => {
+                        update = update
+                            .col_expr(job_item::Column::LeaseUntil, Expr::value(*not_before))
+                            .col_expr(
+                                job_item::Column::LeaseOwner,
+                                Expr::value(Option::<String>::None),
+                            );
+                        (
+                            ItemStatus::Pending,
+                            Some(code.clone()),
+                            Some(detail.clone()),
+                        )
+                    }
+                    Outcome::Refreshed { .. } => unreachable!("handled above"),
+                };
+            if status != ItemStatus::Pending {
+                update = update
+                    .col_expr(
+                        job_item::Column::LeaseOwner,
+                        Expr::value(Option::<String>::None),
+                    )
+                    .col_expr(
+                        job_item::Column::LeaseUntil,
+                        Expr::value(Option::<DateTime<Utc>>::None),
+                    );
+            }
+            let n = update
+                .col_expr(job_item::Column::Status, Expr::value(status.as_str()))
+                .col_expr(job_item::Column::ErrorCode, Expr::value(code))
+                .col_expr(job_item::Column::ErrorDetail, Expr::value(detail))
+                .exec(&txn)
+                .await?
+                .rows_affected as i64;
+            match status {
+                ItemStatus::Succeeded => succeeded += n,
+                ItemStatus::Failed => failed += n,
+                ItemStatus::Skipped => skipped += n,
+                ItemStatus::Pending => {}
+            }
+        }
+    }
+    for (id, licenses) in refreshed {
+        job_item::Entity::update_many()
+            .col_expr(job_item::Column::Licenses, Expr::value(licenses))
+            .filter(job_item::Column::JobId.eq(job_id))
+            .filter(job_item::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+    }
+    job::Entity::update_many()
+        .col_expr(
+            job::Column::Succeeded,
+            Expr::col(job::Column::Succeeded).add(succeeded),
+        )
+        .col_expr(
+            job::Column::Failed,
+            Expr::col(job::Column::Failed).add(failed),
+        )
+        .col_expr(
+            job::Column::Skipped,
+            Expr::col(job::Column::Skipped).add(skipped),
+        )
+        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .filter(job::Column::Id.eq(job_id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    let _ = owner;
+    Ok((succeeded + failed + skipped) as u64)
+}
+
+/// Whether any item of the job is still pending; and if some wait for a retry and nobody holds
+/// them, the earliest time one may be taken.
+pub async fn pending_state(db: &Db, job_id: Uuid) -> StoreResult<(bool, Option<DateTime<Utc>>)> {
+    let any = job_item::Entity::find()
+        .select_only()
+        .column(job_item::Column::Id)
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
+        .limit(1)
+        .into_tuple::<i64>()
+        .one(db)
+        .await?
+        .is_some();
+    if !any {
+        return Ok((false, None));
+    }
+    let next: Option<DateTime<Utc>> = job_item::Entity::find()
+        .select_only()
+        .column(job_item::Column::LeaseUntil)
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
+        .filter(job_item::Column::LeaseOwner.is_null())
+        .filter(job_item::Column::LeaseUntil.is_not_null())
+        .order_by_asc(job_item::Column::LeaseUntil)
+        .limit(1)
+        .into_tuple::<Option<DateTime<Utc>>>()
+        .one(db)
+        .await?
+        .flatten();
+    Ok((true, next))
+}
+
+/// Finish a running job whose items are all done: `finished` when none failed,
+/// `finished_with_exception` when some did, `failed` when every item failed. Returns the new
+/// status when this call finished it.
+pub async fn finish_if_done(db: &Db, job_id: Uuid) -> StoreResult<Option<JobStatus>> {
+    let Some(job) = job::Entity::find_by_id(job_id).one(db).await? else {
+        return Ok(None);
+    };
+    if job.status != JobStatus::Running.as_str() || job.expanded_at.is_none() {
+        return Ok(None);
+    }
+    if pending_state(db, job_id).await?.0 {
+        return Ok(None);
+    }
+    let (status, code) = if job.failed == 0 {
+        (JobStatus::Finished, None)
+    } else if job.succeeded + job.skipped == 0 {
+        (JobStatus::Failed, Some("all_items_failed"))
+    } else {
+        (JobStatus::FinishedWithException, None)
+    };
+    let t = now();
+    let txn = db.begin().await?;
+    let done = job::Entity::update_many()
+        .col_expr(job::Column::Status, Expr::value(status.as_str()))
+        .col_expr(job::Column::ErrorCode, Expr::value(code))
+        .col_expr(
+            job::Column::ErrorDetail,
+            Expr::value(code.map(|_| format!("all {} members failed", job.failed))),
+        )
+        .col_expr(job::Column::FinishedAt, Expr::value(t))
+        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::Status.eq(JobStatus::Running.as_str()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    if done == 1 {
+        close_run(&txn, &job, status, t).await?;
+    }
+    txn.commit().await?;
+    Ok((done == 1).then_some(status))
+}
+
+/// Write the counts of the job's current run.
+async fn close_run<C: ConnectionTrait>(
+    conn: &C,
+    job: &job::Model,
+    status: JobStatus,
+    t: DateTime<Utc>,
+) -> StoreResult<()> {
+    let counts: Vec<(String, i64)> = job_item::Entity::find()
+        .select_only()
+        .column(job_item::Column::Status)
+        .column_as(job_item::Column::Id.count(), "n")
+        .filter(job_item::Column::JobId.eq(job.id))
+        .filter(job_item::Column::RunNo.eq(job.runs))
+        .group_by(job_item::Column::Status)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let count = |s: ItemStatus| {
+        counts
+            .iter()
+            .find(|(st, _)| st == s.as_str())
+            .map_or(0, |(_, n)| *n)
+    };
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    job_run::Entity::update_many()
+        .col_expr(job_run::Column::Status, Expr::value(status.as_str()))
+        .col_expr(job_run::Column::Total, Expr::value(total))
+        .col_expr(
+            job_run::Column::Succeeded,
+            Expr::value(count(ItemStatus::Succeeded)),
+        )
+        .col_expr(
+            job_run::Column::Failed,
+            Expr::value(count(ItemStatus::Failed)),
+        )
+        .col_expr(
+            job_run::Column::Skipped,
+            Expr::value(count(ItemStatus::Skipped)),
+        )
+        .col_expr(job_run::Column::FinishedAt, Expr::value(t))
+        .filter(job_run::Column::JobId.eq(job.id))
+        .filter(job_run::Column::RunNo.eq(job.runs))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// The job could not run (a group that does not exist, rejected credentials …): it ends
+/// `failed` with `code` and `detail`; its unfinished items stay pending for a rerun.
+pub async fn fail(db: &Db, job_id: Uuid, code: &str, detail: &str) -> StoreResult<bool> {
+    let t = now();
+    let txn = db.begin().await?;
+    let done = job::Entity::update_many()
+        .col_expr(job::Column::Status, Expr::value(JobStatus::Failed.as_str()))
+        .col_expr(job::Column::ErrorCode, Expr::value(code))
+        .col_expr(job::Column::ErrorDetail, Expr::value(detail))
+        .col_expr(job::Column::FinishedAt, Expr::value(t))
+        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(
+            job::Column::Status.is_in([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]),
+        )
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    if done == 1 {
+        job_item::Entity::update_many()
+            .col_expr(
+                job_item::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                job_item::Column::LeaseUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(job_item::Column::JobId.eq(job_id))
+            .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
+            .exec(&txn)
+            .await?;
+        if let Some(job) = job::Entity::find_by_id(job_id).one(&txn).await? {
+            close_run(&txn, &job, JobStatus::Failed, t).await?;
+        }
+    }
+    txn.commit().await?;
+    Ok(done == 1)
+}
+
+/// Temporary assignments whose time is up: for each assign job with due members, create a
+/// `remove` job linked to it holding exactly those members, and clear their due time — in one
+/// transaction, so a member's removal is created once. Returns the new jobs (tenant, job id).
+pub async fn create_expiry_removals(db: &Db, at: DateTime<Utc>) -> StoreResult<Vec<(Uuid, Uuid)>> {
+    let due_jobs: Vec<Uuid> = job_item::Entity::find()
+        .select_only()
+        .column(job_item::Column::JobId)
+        .distinct()
+        .filter(job_item::Column::DueAt.lte(at))
+        .filter(job_item::Column::Status.eq(ItemStatus::Succeeded.as_str()))
+        .limit(100)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut created = Vec::new();
+    for parent_id in due_jobs {
+        let Some(parent) = job::Entity::find_by_id(parent_id).one(db).await? else {
+            continue;
+        };
+        let parent_req = request_of(&parent)?;
+        if parent_req.kind != JobKind::Assign {
+            continue;
+        }
+        let request = JobRequest {
+            kind: JobKind::Remove,
+            groups: parent_req.groups.clone(),
+            transitive: parent_req.transitive,
+            add_licenses: Vec::new(),
+            remove_licenses: parent_req.add_licenses.iter().map(|l| l.sku_id).collect(),
+            replace_all: false,
+            usage_location: None,
+            expires_in: None,
+            export: None,
+        };
+        let txn = db.begin().await?;
+        // Take the due members first (the write lock comes with it), then build their removal.
+        let child = super::insert(
+            &txn,
+            NewJob {
+                tenant_id: parent.tenant_id,
+                request,
+                created_by: None,
+                parent_job_id: Some(parent.id),
+            },
+        )
+        .await?;
+        let t = now();
+        let mut copy = Query::insert();
+        copy.into_table(job_item::Entity)
+            .columns([
+                job_item::Column::JobId,
+                job_item::Column::UserId,
+                job_item::Column::UserPrincipalName,
+                job_item::Column::DisplayName,
+                job_item::Column::GroupId,
+                job_item::Column::UsageLocation,
+                job_item::Column::Status,
+                job_item::Column::Attempts,
+                job_item::Column::RunNo,
+                job_item::Column::UpdatedAt,
+            ])
+            .select_from(
+                Query::select()
+                    .expr(Expr::value(child.id))
+                    .column(job_item::Column::UserId)
+                    .column(job_item::Column::UserPrincipalName)
+                    .column(job_item::Column::DisplayName)
+                    .column(job_item::Column::GroupId)
+                    .column(job_item::Column::UsageLocation)
+                    .expr(Expr::value(ItemStatus::Pending.as_str()))
+                    .expr(Expr::value(0i32))
+                    .expr(Expr::value(1i32))
+                    .expr(Expr::value(t))
+                    .from(job_item::Entity)
+                    .and_where(job_item::Column::JobId.eq(parent.id))
+                    .and_where(job_item::Column::DueAt.lte(at))
+                    .and_where(job_item::Column::Status.eq(ItemStatus::Succeeded.as_str()))
+                    .to_owned(),
+            )
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let n = txn.execute(&copy).await?.rows_affected() as i64;
+        job_item::Entity::update_many()
+            .col_expr(
+                job_item::Column::DueAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(job_item::Column::JobId.eq(parent.id))
+            .filter(job_item::Column::DueAt.lte(at))
+            .filter(job_item::Column::Status.eq(ItemStatus::Succeeded.as_str()))
+            .exec(&txn)
+            .await?;
+        job::Entity::update_many()
+            .col_expr(job::Column::Total, Expr::value(n))
+            .col_expr(job::Column::ExpandedAt, Expr::value(t))
+            .col_expr(job::Column::Result, Expr::value(parent.result.clone()))
+            .filter(job::Column::Id.eq(child.id))
+            .exec(&txn)
+            .await?;
+        job_run::Entity::update_many()
+            .col_expr(job_run::Column::Total, Expr::value(n))
+            .filter(job_run::Column::JobId.eq(child.id))
+            .exec(&txn)
+            .await?;
+        crate::audit::record(
+            &txn,
+            crate::audit::AuditEntry {
+                tenant_id: parent.tenant_id,
+                actor_token_id: None,
+                action: "job.expiry_removal",
+                target_type: "job",
+                target_id: child.id.to_string(),
+                before: None,
+                after: Some(serde_json::json!({"parent_job_id": parent.id, "members": n})),
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        created.push((parent.tenant_id, child.id));
+    }
+    Ok(created)
+}
+
+/// Queued or running jobs with no progress since `before`: their queue messages may be gone.
+pub async fn stalled(db: &Db, before: DateTime<Utc>) -> StoreResult<Vec<(Uuid, Uuid)>> {
+    Ok(job::Entity::find()
+        .select_only()
+        .column(job::Column::TenantId)
+        .column(job::Column::Id)
+        .filter(
+            job::Column::Status.is_in([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]),
+        )
+        .filter(job::Column::UpdatedAt.lt(before))
+        .order_by_asc(job::Column::UpdatedAt)
+        .limit(1000)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// Note that the reconciler queued the job again, so it is not picked up again at once.
+pub async fn touch(db: &Db, job_id: Uuid) -> StoreResult<()> {
+    job::Entity::update_many()
+        .col_expr(job::Column::UpdatedAt, Expr::value(now()))
+        .filter(job::Column::Id.eq(job_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,434 @@
+//! What a tenant admin asks for in `POST /v1/jobs`, and the rules it must satisfy before a job
+//! is created.
+
+use chrono::{DateTime, Months, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::JobKind;
+use crate::error::StoreError;
+
+/// Most groups one job may select.
+pub const MAX_GROUPS: usize = 100;
+/// Most licenses one job may add or remove.
+pub const MAX_LICENSES: usize = 50;
+
+/// A license to add, with the service plans to leave switched off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseToAdd {
+    pub sku_id: Uuid,
+    #[serde(default)]
+    pub disabled_plans: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiryUnit {
+    Days,
+    Weeks,
+    Months,
+}
+
+/// "License will expire in N days/weeks/months".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpiresIn {
+    pub value: u32,
+    pub unit: ExpiryUnit,
+}
+
+impl ExpiresIn {
+    /// When an assignment made at `from` is due for removal.
+    pub fn due_from(&self, from: DateTime<Utc>) -> DateTime<Utc> {
+        let due = match self.unit {
+            ExpiryUnit::Days => from.checked_add_signed(TimeDelta::days(self.value.into())),
+            ExpiryUnit::Weeks => from.checked_add_signed(TimeDelta::weeks(self.value.into())),
+            ExpiryUnit::Months => from.checked_add_months(Months::new(self.value)),
+        };
+        due.unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    fn max_value(&self) -> u32 {
+        match self.unit {
+            ExpiryUnit::Days => 3650,
+            ExpiryUnit::Weeks => 520,
+            ExpiryUnit::Months => 120,
+        }
+    }
+}
+
+/// A file format for exports and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    Csv,
+    Json,
+    Xlsx,
+}
+
+impl FileFormat {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "text/csv; charset=utf-8",
+            FileFormat::Json => "application/json",
+            FileFormat::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::Json => "json",
+            FileFormat::Xlsx => "xlsx",
+        }
+    }
+}
+
+impl std::str::FromStr for FileFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "csv" => Ok(FileFormat::Csv),
+            "json" => Ok(FileFormat::Json),
+            "xlsx" => Ok(FileFormat::Xlsx),
+            other => Err(format!("unknown format `{other}` (csv, json or xlsx)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportOptions {
+    pub format: FileFormat,
+}
+
+/// The body of `POST /v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// `assign`, `remove`, `replace` or `export`.
+    pub kind: JobKind,
+    /// 1 to 100 directory group ids.
+    pub groups: Vec<String>,
+    /// Include members of nested groups.
+    #[serde(default)]
+    pub transitive: bool,
+    /// Licenses to add (assign, replace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_licenses: Vec<LicenseToAdd>,
+    /// SKU ids to remove (remove, replace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_licenses: Vec<Uuid>,
+    /// Replace: swap every license the member holds directly for `add_licenses`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace_all: bool,
+    /// ISO 3166-1 alpha-2 country set on members without a usage location before assigning;
+    /// `null` = no change.
+    #[serde(default)]
+    pub usage_location: Option<String>,
+    /// Temporary assignment: removed automatically when due (assign only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<ExpiresIn>,
+    /// Export only: the file format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportOptions>,
+}
+
+fn refuse(code: &'static str, detail: impl Into<String>) -> StoreError {
+    StoreError::unacceptable(code, detail)
+}
+
+impl JobRequest {
+    /// Check the request against the rules of its kind and normalise it (groups de-duplicated,
+    /// usage location upper-cased). Returns a 422 refusal naming the field on failure.
+    pub fn validate(mut self) -> Result<JobRequest, StoreError> {
+        if self.groups.is_empty() {
+            return Err(refuse("groups_required", "select at least one group"));
+        }
+        if self.groups.len() > MAX_GROUPS {
+            return Err(refuse(
+                "too_many_groups",
+                format!(
+                    "a job selects at most {MAX_GROUPS} groups; {} were given",
+                    self.groups.len()
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut groups = Vec::with_capacity(self.groups.len());
+        for g in &self.groups {
+            let g = g.trim();
+            let Ok(id) = Uuid::try_parse(g) else {
+                return Err(refuse(
+                    "invalid_group_id",
+                    format!("`{}` is not a directory group id (a GUID)", clip(g)),
+                ));
+            };
+            if seen.insert(id) {
+                groups.push(id.hyphenated().to_string());
+            }
+        }
+        self.groups = groups;
+
+        let kind = self.kind;
+        let not_allowed = |field: &str| {
+            refuse(
+                "field_not_allowed",
+                format!("`{field}` cannot be used with a {} job", kind.as_str()),
+            )
+        };
+        let has_add = !self.add_licenses.is_empty();
+        let has_remove = !self.remove_licenses.is_empty();
+        match kind {
+            JobKind::Assign => {
+                if !has_add {
+                    return Err(refuse(
+                        "licenses_required",
+                        "an assign job needs at least one license in `add_licenses`",
+                    ));
+                }
+                if has_remove {
+                    return Err(not_allowed("remove_licenses"));
+                }
+                if self.replace_all {
+                    return Err(not_allowed("replace_all"));
+                }
+            }
+            JobKind::Remove => {
+                if !has_remove {
+                    return Err(refuse(
+                        "licenses_required",
+                        "a remove job needs at least one SKU id in `remove_licenses`",
+                    ));
+                }
+                if has_add {
+                    return Err(not_allowed("add_licenses"));
+                }
+                if self.replace_all {
+                    return Err(not_allowed("replace_all"));
+                }
+                if self.usage_location.is_some() {
+                    return Err(not_allowed("usage_location"));
+                }
+            }
+            JobKind::Replace => {
+                if !has_add {
+                    return Err(refuse(
+                        "licenses_required",
+                        "a replace job needs the licenses to add in `add_licenses`",
+                    ));
+                }
+                if self.replace_all && has_remove {
+                    return Err(refuse(
+                        "field_not_allowed",
+                        "give either `remove_licenses` or `replace_all`, not both",
+                    ));
+                }
+                if !self.replace_all && !has_remove {
+                    return Err(refuse(
+                        "licenses_required",
+                        "a replace job needs `remove_licenses`, or `replace_all: true`",
+                    ));
+                }
+            }
+            JobKind::Export => {
+                if has_add {
+                    return Err(not_allowed("add_licenses"));
+                }
+                if has_remove {
+                    return Err(not_allowed("remove_licenses"));
+                }
+                if self.replace_all {
+                    return Err(not_allowed("replace_all"));
+                }
+                if self.usage_location.is_some() {
+                    return Err(not_allowed("usage_location"));
+                }
+                if self.export.is_none() {
+                    return Err(refuse(
+                        "export_format_required",
+                        "an export job needs `export: {\"format\": \"csv\" | \"json\" | \"xlsx\"}`",
+                    ));
+                }
+            }
+        }
+        if kind != JobKind::Export && self.export.is_some() {
+            return Err(not_allowed("export"));
+        }
+        if let Some(expiry) = &self.expires_in {
+            if kind != JobKind::Assign {
+                return Err(refuse(
+                    "expiry_not_allowed",
+                    format!(
+                        "`expires_in` makes an assignment temporary; it cannot be used with a {} job",
+                        kind.as_str()
+                    ),
+                ));
+            }
+            if expiry.value == 0 || expiry.value > expiry.max_value() {
+                return Err(refuse(
+                    "invalid_expiry",
+                    format!(
+                        "`expires_in.value` must be between 1 and {}",
+                        expiry.max_value()
+                    ),
+                ));
+            }
+        }
+        if self.add_licenses.len() > MAX_LICENSES || self.remove_licenses.len() > MAX_LICENSES {
+            return Err(refuse(
+                "too_many_licenses",
+                format!("a job adds or removes at most {MAX_LICENSES} licenses"),
+            ));
+        }
+        let mut add_ids = std::collections::HashSet::new();
+        for l in &self.add_licenses {
+            if !add_ids.insert(l.sku_id) {
+                return Err(refuse(
+                    "duplicate_license",
+                    format!("SKU {} is listed twice in `add_licenses`", l.sku_id),
+                ));
+            }
+            if l.disabled_plans.len() > 200 {
+                return Err(refuse(
+                    "too_many_licenses",
+                    "at most 200 disabled plans per license",
+                ));
+            }
+        }
+        let mut remove_ids = std::collections::HashSet::new();
+        for id in &self.remove_licenses {
+            if !remove_ids.insert(*id) {
+                return Err(refuse(
+                    "duplicate_license",
+                    format!("SKU {id} is listed twice in `remove_licenses`"),
+                ));
+            }
+            if add_ids.contains(id) {
+                return Err(refuse(
+                    "duplicate_license",
+                    format!("SKU {id} cannot be both added and removed"),
+                ));
+            }
+        }
+        if let Some(loc) = &self.usage_location {
+            let code = loc.trim().to_ascii_uppercase();
+            if code.len() != 2 || celes::Country::from_alpha2(&code).is_err() {
+                return Err(refuse(
+                    "invalid_usage_location",
+                    format!(
+                        "`{}` is not an ISO 3166-1 alpha-2 country code such as SE, US or GB",
+                        clip(loc)
+                    ),
+                ));
+            }
+            self.usage_location = Some(code);
+        }
+        Ok(self)
+    }
+
+    /// Every SKU the request names (to add or to remove).
+    pub fn sku_ids(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.add_licenses
+            .iter()
+            .map(|l| l.sku_id)
+            .chain(self.remove_licenses.iter().copied())
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(v: serde_json::Value) -> Result<JobRequest, String> {
+        let r: JobRequest = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        r.validate().map_err(|e| match e {
+            StoreError::Refused { code, .. } => code.to_owned(),
+            other => other.to_string(),
+        })
+    }
+
+    const G: &str = "8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01";
+    const S: &str = "6fd2c87f-b296-42f0-b197-1e91e994b900";
+
+    #[test]
+    fn each_kind_has_its_rules() {
+        let ok = req(json!({"kind":"assign","groups":[G, G.to_uppercase()],"add_licenses":[{"sku_id":S}],"usage_location":"se"})).unwrap();
+        assert_eq!(ok.groups.len(), 1, "duplicates collapse");
+        assert_eq!(ok.usage_location.as_deref(), Some("SE"));
+        assert_eq!(
+            req(json!({"kind":"assign","groups":[],"add_licenses":[{"sku_id":S}]})).unwrap_err(),
+            "groups_required"
+        );
+        let many: Vec<String> = (0..101)
+            .map(|i| format!("8d0c7a9a-7c5e-4b7e-9a47-{i:012}"))
+            .collect();
+        assert_eq!(
+            req(json!({"kind":"assign","groups":many,"add_licenses":[{"sku_id":S}]})).unwrap_err(),
+            "too_many_groups"
+        );
+        assert_eq!(
+            req(json!({"kind":"assign","groups":["sales"],"add_licenses":[{"sku_id":S}]}))
+                .unwrap_err(),
+            "invalid_group_id"
+        );
+        assert_eq!(
+            req(json!({"kind":"assign","groups":[G]})).unwrap_err(),
+            "licenses_required"
+        );
+        assert_eq!(
+            req(json!({"kind":"remove","groups":[G],"remove_licenses":[S],"expires_in":{"value":3,"unit":"days"}})).unwrap_err(),
+            "expiry_not_allowed"
+        );
+        assert_eq!(
+            req(json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":S}],"usage_location":"XX"})).unwrap_err(),
+            "invalid_usage_location"
+        );
+        assert_eq!(
+            req(json!({"kind":"replace","groups":[G],"add_licenses":[{"sku_id":S}]})).unwrap_err(),
+            "licenses_required"
+        );
+        assert!(req(json!({"kind":"replace","groups":[G],"add_licenses":[{"sku_id":S}],"replace_all":true})).is_ok());
+        assert_eq!(
+            req(json!({"kind":"export","groups":[G]})).unwrap_err(),
+            "export_format_required"
+        );
+        assert!(req(json!({"kind":"export","groups":[G],"export":{"format":"xlsx"}})).is_ok());
+        assert!(
+            req(json!({"kind":"grant","groups":[G]}))
+                .unwrap_err()
+                .contains("unknown variant")
+        );
+        assert!(
+            req(json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":S}],"colour":1}))
+                .unwrap_err()
+                .contains("unknown field")
+        );
+        assert_eq!(
+            req(json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":S}],"expires_in":{"value":0,"unit":"days"}})).unwrap_err(),
+            "invalid_expiry"
+        );
+    }
+
+    #[test]
+    fn expiry_adds_calendar_units() {
+        let t: DateTime<Utc> = "2026-01-31T10:00:00Z".parse().unwrap();
+        let m = ExpiresIn {
+            value: 1,
+            unit: ExpiryUnit::Months,
+        };
+        assert_eq!(m.due_from(t).to_rfc3339(), "2026-02-28T10:00:00+00:00");
+        let w = ExpiresIn {
+            value: 2,
+            unit: ExpiryUnit::Weeks,
+        };
+        assert_eq!(w.due_from(t).to_rfc3339(), "2026-02-14T10:00:00+00:00");
+    }
+}

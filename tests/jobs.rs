@@ -1,0 +1,910 @@
+//! Group license jobs end to end, through HTTP against the directory emulator, on the embedded
+//! default and on PostgreSQL + Redis: assign with a SKU that runs out, users without a usage
+//! location and group-inherited licenses, then a rerun that redoes only what failed; remove and
+//! replace; shared members; temporary assignments removed by the expiry sweep; exports read by
+//! standard readers; validation and the job-level failures.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::{Backend, TestApp, expect_problem};
+use graph_emulator::{
+    ENTERPRISEPACK_SKU_ID, EXCHANGESTANDARD_SKU_ID, EmulatorConfig, EmulatorHandle, GroupSpec,
+    SPE_E5_SKU_ID, Scenario, SkuSpec,
+};
+use licensor::Roles;
+use licensor_core::entities::job_item;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+
+/// 1,200 users, 3% without usage location. `Staff` (the first 1,000 users), `Sales` (250 drawn
+/// from all users, so it shares members with Staff), `E5 Pilot` (40 users holding SPE_E5
+/// through the group). SPE_E5 has 700 units, so an assign to Staff runs out part-way.
+fn scenario() -> Scenario {
+    let base = Scenario::demo();
+    let sku = |part: &str, enabled: u32| {
+        let mut s: SkuSpec = base
+            .skus
+            .iter()
+            .find(|s| s.sku_part_number == part)
+            .cloned()
+            .expect("demo SKU");
+        s.enabled = enabled;
+        s
+    };
+    Scenario {
+        seed: 4242,
+        users: 1_200,
+        users_without_usage_location: 0.03,
+        usage_location: "SE".into(),
+        groups: vec![
+            GroupSpec {
+                leading_users: true,
+                ..GroupSpec::new("Staff", 1_000)
+            },
+            GroupSpec::new("Sales", 250),
+            GroupSpec {
+                licenses: vec!["SPE_E5".into()],
+                ..GroupSpec::new("E5 Pilot", 40)
+            },
+        ],
+        skus: vec![
+            sku("ENTERPRISEPACK", 5_000),
+            sku("SPE_E5", 700),
+            sku("EXCHANGESTANDARD", 0),
+        ],
+        ..base
+    }
+}
+
+struct Setup {
+    app: TestApp,
+    emulator: EmulatorHandle,
+    admin: String,
+    operator: String,
+    viewer: String,
+    http: reqwest::Client,
+}
+
+async fn setup(backend: Backend, extra: &str) -> Option<Setup> {
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(scenario()),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator starts");
+    let app = TestApp::start_with(backend, Roles::ALL, extra).await?;
+    let tenant = app.tenant("contoso").await;
+    app.connect_directory(tenant.id, &emulator).await;
+    Some(Setup {
+        emulator,
+        admin: tenant.admin,
+        operator: tenant.operator,
+        viewer: tenant.viewer,
+        http: app.http.clone(),
+        app,
+    })
+}
+
+impl Setup {
+    async fn submit(&self, body: Value) -> Value {
+        let resp = self
+            .app
+            .post("/v1/jobs", &self.admin)
+            .json(&body)
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+        let location = resp.headers()["location"].to_str().unwrap().to_owned();
+        let job: Value = resp.json().await.unwrap();
+        assert_eq!(
+            location,
+            format!("/v1/jobs/{}", job["id"].as_str().unwrap())
+        );
+        assert_eq!(job["status"], "queued");
+        job
+    }
+
+    async fn run(&self, body: Value) -> Value {
+        let job = self.submit(body).await;
+        self.app
+            .wait_for_job(&self.admin, job["id"].as_str().unwrap(), 120)
+            .await
+    }
+
+    /// The emulator's view of a user.
+    async fn user(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/_emulator/users/{id}", self.emulator.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn emulator_patch(&self, path: &str, body: Value) {
+        let resp = self
+            .http
+            .patch(format!("{}/_emulator/{path}", self.emulator.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 204, "{path}");
+    }
+
+    async fn stats(&self) -> Value {
+        self.http
+            .get(format!("{}/_emulator/stats", self.emulator.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn finish(self) {
+        self.app.stop().await;
+        self.emulator.shutdown().await;
+    }
+}
+
+/// Whether the emulator's user holds `sku` directly / through a group.
+fn holds(user: &Value, sku: &str) -> (bool, bool) {
+    let states = user["licenseAssignmentStates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let direct = states
+        .iter()
+        .any(|s| s["skuId"] == sku && s["assignedByGroup"].is_null());
+    let inherited = states
+        .iter()
+        .any(|s| s["skuId"] == sku && !s["assignedByGroup"].is_null());
+    (direct, inherited)
+}
+
+fn code(item: &Value) -> &str {
+    item["error"]["code"].as_str().unwrap_or_default()
+}
+
+async fn assign_runs_out_then_rerun_redoes_only_failures(backend: Backend) {
+    let Some(s) = setup(backend, "").await else {
+        return;
+    };
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    let job = s
+        .run(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}]}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(job["status"], "finished_with_exception", "{job}");
+    assert_eq!(job["progress"]["total"], 1000);
+    assert_eq!(job["progress"]["pending"], 0);
+    assert_eq!(job["groups"][0]["display_name"], "Staff");
+    assert!(job["started_at"].is_string() && job["finished_at"].is_string());
+
+    // Every item's outcome matches the directory, member by member.
+    let items = s.app.all_items(&s.viewer, &id).await;
+    assert_eq!(items.len(), 1000);
+    let mut by_code: HashMap<String, usize> = HashMap::new();
+    let mut writes_before: HashMap<String, u64> = HashMap::new();
+    for item in &items {
+        let user_id = item["user_id"].as_str().unwrap();
+        let user = s.user(user_id).await;
+        let (direct, _) = holds(&user, SPE_E5_SKU_ID);
+        match item["status"].as_str().unwrap() {
+            "succeeded" => {
+                assert!(direct, "succeeded but not assigned: {item} {user}");
+                writes_before.insert(user_id.into(), user["successfulWrites"].as_u64().unwrap());
+            }
+            "failed" => {
+                assert!(!direct, "failed but assigned: {item}");
+                match code(item) {
+                    "usage_location_missing" => assert!(user["usageLocation"].is_null(), "{user}"),
+                    "count_violation" => {}
+                    other => panic!("unexpected code {other}: {item}"),
+                }
+                *by_code.entry(code(item).into()).or_default() += 1;
+            }
+            other => panic!("unexpected status {other}: {item}"),
+        }
+    }
+    assert!(by_code["usage_location_missing"] > 0, "{by_code:?}");
+    assert!(by_code["count_violation"] > 0, "{by_code:?}");
+    // The SKU's units are used up exactly.
+    let stats = s.stats().await;
+    let e5 = stats["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["skuId"] == SPE_E5_SKU_ID)
+        .unwrap()
+        .clone();
+    assert_eq!(e5["consumedUnits"], e5["enabled"], "{e5}");
+
+    // The job page's error groups agree with the items.
+    let errors: Value = s
+        .app
+        .get(&format!("/v1/jobs/{id}/errors"), &s.viewer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for g in errors["data"].as_array().unwrap() {
+        assert_eq!(
+            g["count"].as_u64().unwrap() as usize,
+            by_code[g["code"].as_str().unwrap()]
+        );
+        assert!(g["explanation"].as_str().unwrap().len() > 20);
+    }
+    // Filtering items by code.
+    let filtered: Value = s
+        .app
+        .get(
+            &format!("/v1/jobs/{id}/items?status=failed&code=usage_location_missing&limit=500"),
+            &s.viewer,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        filtered["data"].as_array().unwrap().len(),
+        by_code["usage_location_missing"]
+    );
+
+    // A viewer may not rerun; a finished job cannot be rerun.
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/rerun"), &s.viewer)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 403, "forbidden").await;
+
+    // Fix the causes in the directory: more units, and a location on every user without one.
+    s.emulator_patch(&format!("skus/{SPE_E5_SKU_ID}"), json!({"enabled": 2000}))
+        .await;
+    for item in items.iter().filter(|i| code(i) == "usage_location_missing") {
+        s.emulator_patch(
+            &format!("users/{}", item["user_id"].as_str().unwrap()),
+            json!({"usageLocation": "NO"}),
+        )
+        .await;
+    }
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/rerun"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let rerun: Value = resp.json().await.unwrap();
+    assert_eq!(rerun["status"], "queued");
+    assert_eq!(rerun["runs"], 2);
+    let job = s.app.wait_for_job(&s.admin, &id, 120).await;
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["progress"]["succeeded"], 1000);
+    assert_eq!(job["progress"]["failed"], 0);
+
+    // Members that had succeeded were not written again.
+    for (user_id, before) in &writes_before {
+        let user = s.user(user_id).await;
+        assert_eq!(
+            user["successfulWrites"].as_u64().unwrap(),
+            *before,
+            "{user_id}"
+        );
+    }
+    // The history of both runs stays readable.
+    let runs: Value = s
+        .app
+        .get(&format!("/v1/jobs/{id}/runs"), &s.viewer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let runs = runs["data"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let failed_first: u64 = by_code.values().sum::<usize>() as u64;
+    assert_eq!(runs[0]["status"], "finished_with_exception");
+    assert_eq!(runs[0]["failed"].as_u64().unwrap(), failed_first);
+    assert_eq!(runs[1]["status"], "finished");
+    assert_eq!(runs[1]["total"].as_u64().unwrap(), failed_first);
+    assert_eq!(runs[1]["succeeded"].as_u64().unwrap(), failed_first);
+
+    // Now it is finished: no second rerun.
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/rerun"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 409, "not_rerunnable").await;
+
+    // The report lists every member with its outcome.
+    let report = s
+        .app
+        .get(&format!("/v1/jobs/{id}/report?format=csv"), &s.viewer)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        report.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = report.text().await.unwrap();
+    assert_eq!(text.lines().count(), 1001);
+    assert!(text.starts_with("user_id,user_principal_name,display_name,group_id,status"));
+    s.finish().await;
+}
+on_both_backends!(assign_runs_out_then_rerun_redoes_only_failures);
+
+async fn remove_and_replace_respect_group_licenses(backend: Backend) {
+    let Some(s) = setup(backend, "").await else {
+        return;
+    };
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let pilot = s.app.group_id(&s.admin, "E5 Pilot").await;
+    // Give Sales E5 directly (with a location for those without one), then remove it again
+    // from Sales and the pilot group together.
+    let job = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}], "usage_location": "FI"}))
+        .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    let items = s
+        .app
+        .all_items(&s.viewer, job["id"].as_str().unwrap())
+        .await;
+    for item in &items {
+        let user = s.user(item["user_id"].as_str().unwrap()).await;
+        assert!(holds(&user, SPE_E5_SKU_ID).0, "{user}");
+        assert!(!user["usageLocation"].is_null());
+    }
+
+    let job = s
+        .run(
+            json!({"kind": "remove", "groups": [sales, pilot], "remove_licenses": [SPE_E5_SKU_ID]}),
+        )
+        .await;
+    assert_eq!(job["status"], "finished_with_exception", "{job}");
+    let items = s
+        .app
+        .all_items(&s.viewer, job["id"].as_str().unwrap())
+        .await;
+    let sales_ids: HashSet<String> = items
+        .iter()
+        .filter(|i| i["group_id"] == sales.as_str())
+        .map(|i| i["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut inherited = 0;
+    for item in &items {
+        let user = s.user(item["user_id"].as_str().unwrap()).await;
+        let (direct, via_group) = holds(&user, SPE_E5_SKU_ID);
+        assert!(!direct, "a direct E5 is left: {user}");
+        match item["status"].as_str().unwrap() {
+            "succeeded" => assert!(sales_ids.contains(item["user_id"].as_str().unwrap())),
+            "failed" => {
+                assert_eq!(code(item), "inherited_from_group", "{item}");
+                assert!(via_group, "{user}");
+                inherited += 1;
+            }
+            "skipped" => {}
+            other => panic!("{other}"),
+        }
+    }
+    assert!(inherited > 0);
+
+    // Replace all: Sales members get E5 directly again, then each one's direct licenses become
+    // exactly ENTERPRISEPACK in one call per member (one successful write each); licenses from
+    // a group stay.
+    let job = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}]}))
+        .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    let mut before: HashMap<String, u64> = HashMap::new();
+    for id in &sales_ids {
+        before.insert(
+            id.clone(),
+            s.user(id).await["successfulWrites"].as_u64().unwrap(),
+        );
+    }
+    let job = s
+        .run(json!({"kind": "replace", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "replace_all": true, "usage_location": "FI"}))
+        .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    for id in &sales_ids {
+        let user = s.user(id).await;
+        let direct: Vec<&Value> = user["licenseAssignmentStates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["assignedByGroup"].is_null())
+            .map(|l| &l["skuId"])
+            .collect();
+        assert_eq!(direct, vec![&json!(ENTERPRISEPACK_SKU_ID)], "{user}");
+        assert_eq!(
+            user["successfulWrites"].as_u64().unwrap(),
+            before[id] + 1,
+            "{user}"
+        );
+    }
+    s.finish().await;
+}
+on_both_backends!(remove_and_replace_respect_group_licenses);
+
+async fn shared_members_are_processed_once(backend: Backend) {
+    let Some(s) = setup(backend, "").await else {
+        return;
+    };
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let job = s
+        .run(json!({"kind": "assign", "groups": [staff, sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+        .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    let items = s
+        .app
+        .all_items(&s.viewer, job["id"].as_str().unwrap())
+        .await;
+    let ids: HashSet<&str> = items
+        .iter()
+        .map(|i| i["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), items.len(), "one item per member");
+    assert!(
+        items.len() > 1000 && items.len() < 1250,
+        "{} members",
+        items.len()
+    );
+    let stats = s.stats().await;
+    assert_eq!(stats["writes_per_user_max"], 1, "{stats}");
+    assert_eq!(
+        stats["successful_writes"].as_u64().unwrap() as usize,
+        items.len(),
+        "one assignLicense per member: {stats}"
+    );
+    s.finish().await;
+}
+on_both_backends!(shared_members_are_processed_once);
+
+async fn temporary_assignment_is_removed_when_due(backend: Backend) {
+    let Some(s) = setup(backend, "[sweeps]\nexpiries = \"* * * * * *\"\n").await else {
+        return;
+    };
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let job = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE", "expires_in": {"value": 2, "unit": "weeks"}}))
+        .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    let parent = job["id"].as_str().unwrap().to_owned();
+    let parent_uuid: uuid::Uuid = parent.parse().unwrap();
+    // Due in two weeks: nothing happens now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let removals = list_jobs(&s, "kind=remove").await;
+    assert!(removals.is_empty(), "{removals:?}");
+    // Two weeks pass.
+    job_item::Entity::update_many()
+        .col_expr(
+            job_item::Column::DueAt,
+            Expr::value(chrono::Utc::now() - chrono::Duration::seconds(1)),
+        )
+        .filter(job_item::Column::JobId.eq(parent_uuid))
+        .filter(job_item::Column::DueAt.is_not_null())
+        .exec(&s.app.db)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let removal = loop {
+        let removals = list_jobs(&s, "kind=remove").await;
+        if let Some(r) = removals.first() {
+            break r.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no removal job");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(removal["parent_job_id"], parent.as_str());
+    assert!(removal["created_by"].is_null());
+    let removal = s
+        .app
+        .wait_for_job(&s.admin, removal["id"].as_str().unwrap(), 60)
+        .await;
+    assert_eq!(removal["status"], "finished", "{removal}");
+    assert_eq!(removal["progress"]["total"], 250);
+    let items = s
+        .app
+        .all_items(&s.viewer, removal["id"].as_str().unwrap())
+        .await;
+    for item in &items {
+        assert_eq!(item["status"], "succeeded", "{item}");
+        let user = s.user(item["user_id"].as_str().unwrap()).await;
+        assert!(!holds(&user, ENTERPRISEPACK_SKU_ID).0, "{user}");
+    }
+    // Exactly one removal job, even though the sweep keeps running.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(list_jobs(&s, "kind=remove").await.len(), 1);
+    s.finish().await;
+}
+on_both_backends!(temporary_assignment_is_removed_when_due);
+
+async fn list_jobs(s: &Setup, query: &str) -> Vec<Value> {
+    let page: Value = s
+        .app
+        .get(&format!("/v1/jobs?{query}"), &s.viewer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// Python with openpyxl, or `None` (outside CI) when it is missing.
+fn python_reader() -> Option<()> {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import csv, json, openpyxl"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(());
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("python3 with openpyxl is needed: pip install openpyxl");
+    }
+    eprintln!("skipping the export readers check: pip install openpyxl");
+    None
+}
+
+const READ_EXPORT: &str = r#"
+import csv, json, sys
+path, fmt = sys.argv[1], sys.argv[2]
+if fmt == "csv":
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+elif fmt == "json":
+    with open(path, encoding="utf-8") as f:
+        rows = json.load(f)
+else:
+    import openpyxl
+    ws = openpyxl.load_workbook(path, read_only=True).active
+    it = ws.iter_rows(values_only=True)
+    head = next(it)
+    rows = [dict(zip(head, r)) for r in it]
+print(json.dumps([[r["user_id"], r["sku_id"], r["sku_part_number"], r["assigned_by"] or ""] for r in rows]))
+"#;
+
+async fn export_opens_in_standard_readers(backend: Backend) {
+    let Some(s) = setup(backend, "").await else {
+        return;
+    };
+    if python_reader().is_none() {
+        s.finish().await;
+        return;
+    }
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let pilot = s.app.group_id(&s.admin, "E5 Pilot").await;
+    // Some direct licenses as well as the pilot's group licenses.
+    s.run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+        .await;
+    // What the directory holds, member × license.
+    let mut expected: HashSet<(String, String)> = HashSet::new();
+    let mut members: HashSet<String> = HashSet::new();
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["csv", "json", "xlsx"] {
+        let job = s
+            .run(json!({"kind": "export", "groups": [sales, pilot], "export": {"format": format}}))
+            .await;
+        assert_eq!(job["status"], "finished", "{job}");
+        let id = job["id"].as_str().unwrap();
+        if expected.is_empty() {
+            for item in s.app.all_items(&s.viewer, id).await {
+                let user_id = item["user_id"].as_str().unwrap().to_owned();
+                let user = s.user(&user_id).await;
+                for l in user["assignedLicenses"].as_array().unwrap() {
+                    expected.insert((user_id.clone(), l["skuId"].as_str().unwrap().to_owned()));
+                }
+                members.insert(user_id);
+            }
+            assert!(expected.len() > 250, "{}", expected.len());
+        }
+        let resp = s
+            .app
+            .get(&format!("/v1/jobs/{id}/export"), &s.viewer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let disposition = resp.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            disposition.ends_with(&format!(".{format}\"")),
+            "{disposition}"
+        );
+        let path = dir.path().join(format!("export.{format}"));
+        std::fs::write(&path, resp.bytes().await.unwrap()).unwrap();
+        let out = std::process::Command::new("python3")
+            .args(["-c", READ_EXPORT, path.to_str().unwrap(), format])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<(String, String, String, String)> =
+            serde_json::from_slice(&out.stdout).unwrap();
+        let got: HashSet<(String, String)> =
+            rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
+        assert_eq!(
+            got.len(),
+            rows.len(),
+            "{format}: one row per member × license"
+        );
+        assert_eq!(got, expected, "{format}");
+        for r in &rows {
+            let part = match r.1.as_str() {
+                ENTERPRISEPACK_SKU_ID => "ENTERPRISEPACK",
+                SPE_E5_SKU_ID => "SPE_E5",
+                _ => "",
+            };
+            assert_eq!(r.2, part, "{r:?}");
+            if r.1 == SPE_E5_SKU_ID {
+                assert_eq!(r.3, pilot, "the pilot's E5 comes from its group: {r:?}");
+            }
+        }
+        // Reports come in every format too.
+        let resp = s
+            .app
+            .get(&format!("/v1/jobs/{id}/report?format={format}"), &s.viewer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    // The export of a non-export job is refused.
+    let jobs = list_jobs(&s, "kind=assign").await;
+    let resp = s
+        .app
+        .get(
+            &format!("/v1/jobs/{}/export", jobs[0]["id"].as_str().unwrap()),
+            &s.viewer,
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 409, "not_an_export").await;
+    s.finish().await;
+}
+on_both_backends!(export_opens_in_standard_readers);
+
+async fn bad_requests_change_nothing(backend: Backend) {
+    let Some(s) = setup(backend, "").await else {
+        return;
+    };
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let e5 = json!([{"sku_id": SPE_E5_SKU_ID}]);
+    let cases = [
+        (
+            json!({"kind": "grant", "groups": [sales]}),
+            422,
+            "invalid_body",
+        ),
+        (
+            json!({"kind": "assign", "groups": [], "add_licenses": e5}),
+            422,
+            "groups_required",
+        ),
+        (
+            json!({"kind": "assign", "groups": ["Sales"], "add_licenses": e5}),
+            422,
+            "invalid_group_id",
+        ),
+        (
+            json!({"kind": "assign", "groups": [sales]}),
+            422,
+            "licenses_required",
+        ),
+        (
+            json!({"kind": "assign", "groups": [sales], "add_licenses": e5, "usage_location": "ZZ"}),
+            422,
+            "invalid_usage_location",
+        ),
+        (
+            json!({"kind": "remove", "groups": [sales], "remove_licenses": [SPE_E5_SKU_ID], "expires_in": {"value": 1, "unit": "days"}}),
+            422,
+            "expiry_not_allowed",
+        ),
+        (
+            json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": "11111111-2222-3333-4444-555555555555"}]}),
+            422,
+            "unknown_sku",
+        ),
+        (
+            json!({"kind": "export", "groups": [sales]}),
+            422,
+            "export_format_required",
+        ),
+        (
+            json!({"kind": "assign", "groups": [sales], "add_licenses": e5, "extra": 1}),
+            422,
+            "invalid_body",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let resp = s
+            .app
+            .post("/v1/jobs", &s.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        expect_problem(resp, status, code).await;
+    }
+    let many: Vec<String> = (0..101)
+        .map(|i| format!("00000000-0000-0000-0000-{i:012}"))
+        .collect();
+    let resp = s
+        .app
+        .post("/v1/jobs", &s.admin)
+        .json(&json!({"kind": "assign", "groups": many, "add_licenses": e5}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 422, "too_many_groups").await;
+    // No free unit: 409 with the counts.
+    let resp = s
+        .app
+        .post("/v1/jobs", &s.admin)
+        .json(&json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": EXCHANGESTANDARD_SKU_ID}]}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(resp, 409, "no_licenses_available").await;
+    assert_eq!(problem["sku_part_number"], "EXCHANGESTANDARD");
+    assert_eq!(problem["available"], 0);
+    // Roles: operator and viewer cannot submit.
+    for token in [&s.operator, &s.viewer] {
+        let resp = s
+            .app
+            .post("/v1/jobs", token)
+            .json(&json!({"kind": "assign", "groups": [sales], "add_licenses": e5}))
+            .send()
+            .await
+            .unwrap();
+        expect_problem(resp, 403, "forbidden").await;
+    }
+    assert!(list_jobs(&s, "").await.is_empty(), "nothing was created");
+
+    // A group that does not exist: the job fails with a code, and a rerun is possible.
+    let job = s
+        .run(json!({"kind": "assign", "groups": ["0b7d6c4e-0000-4000-8000-000000000001"], "add_licenses": e5}))
+        .await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error"]["code"], "group_not_found");
+    // Bulk rerun: the failed job is queued again, an unknown id is rejected with its reason.
+    let unknown = uuid::Uuid::now_v7();
+    let resp = s
+        .app
+        .post("/v1/jobs/rerun", &s.operator)
+        .json(&json!({"job_ids": [job["id"], unknown]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let outcome: Value = resp.json().await.unwrap();
+    assert_eq!(outcome["rerun"].as_array().unwrap().len(), 1);
+    assert_eq!(outcome["rejected"][0]["job_id"], unknown.to_string());
+    assert_eq!(outcome["rejected"][0]["code"], "not_found");
+    let job = s
+        .app
+        .wait_for_job(&s.admin, job["id"].as_str().unwrap(), 30)
+        .await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["runs"], 2);
+
+    // Cancel: only queued or running jobs.
+    let resp = s
+        .app
+        .post(
+            &format!("/v1/jobs/{}/cancel", job["id"].as_str().unwrap()),
+            &s.operator,
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 409, "not_cancellable").await;
+    s.finish().await;
+}
+on_both_backends!(bad_requests_change_nothing);
+
+async fn cancel_skips_pending_members(backend: Backend) {
+    // A slow directory, so the job is still running when it is cancelled.
+    let Some(s) = setup(backend, "[jobs]\nchunk_size = 20\nlanes_per_job = 1\n").await else {
+        return;
+    };
+    s.http
+        .put(format!("{}/_emulator/faults", s.emulator.base_url()))
+        .json(&json!({"latency_ms": 200}))
+        .send()
+        .await
+        .unwrap();
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    let job = s
+        .submit(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    // Wait until some members are done.
+    loop {
+        let j: Value = s
+            .app
+            .get(&format!("/v1/jobs/{id}"), &s.viewer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if j["progress"]["succeeded"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/cancel"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let cancelled: Value = resp.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    // In-flight members finish; nothing else starts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let j: Value = s
+        .app
+        .get(&format!("/v1/jobs/{id}"), &s.viewer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(j["status"], "cancelled");
+    assert_eq!(j["progress"]["pending"], 0, "{j}");
+    let done = j["progress"]["succeeded"].as_u64().unwrap();
+    assert!(done < 1000, "{j}");
+    assert_eq!(s.stats().await["successful_writes"].as_u64().unwrap(), done);
+    let skipped: Value = s
+        .app
+        .get(
+            &format!("/v1/jobs/{id}/items?status=skipped&code=cancelled&limit=1"),
+            &s.viewer,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(skipped["data"][0]["error"]["code"], "cancelled");
+    s.finish().await;
+}
+on_both_backends!(cancel_skips_pending_members);
