@@ -351,6 +351,27 @@ async fn assign_runs_out_then_rerun_redoes_only_failures(backend: Backend) {
     let text = report.text().await.unwrap();
     assert_eq!(text.lines().count(), 1001);
     assert!(text.starts_with("user_id,user_principal_name,display_name,group_id,status"));
+
+    // Monitoring: jobs by kind and status, items by outcome and code, queue depth.
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "licensor_jobs{kind=\"assign\",status=\"finished\"} 1",
+        "licensor_jobs{kind=\"assign\",status=\"running\"} 0",
+        "code=\"count_violation\"",
+        "code=\"usage_location_missing\"",
+        "licensor_job_items_pending 0",
+        "licensor_queue_depth{",
+    ] {
+        assert!(metrics.contains(needle), "{needle} in\n{metrics}");
+    }
     s.finish().await;
 }
 on_both_backends!(assign_runs_out_then_rerun_redoes_only_failures);

@@ -50,6 +50,7 @@ pub enum Queue {
     Sqlite {
         pool: SqlitePool,
         storage: SqliteStorage<Message>,
+        name: String,
     },
     Redis {
         conn: ConnectionManager,
@@ -101,7 +102,11 @@ impl Queue {
                     .heartbeat_interval(options.heartbeat)
                     .missed_heartbeats(options.missed_heartbeats);
                 let storage = SqliteStorage::new(&pool).with_config(config);
-                Ok(Queue::Sqlite { pool, storage })
+                Ok(Queue::Sqlite {
+                    pool,
+                    storage,
+                    name: options.name.clone(),
+                })
             }
             QueueUrl::Redis(redis_url) => {
                 let conn = tokio::time::timeout(
@@ -160,6 +165,35 @@ impl Queue {
                 .push_bulk(messages)
                 .await
                 .map_err(|e| QueueError(e.to_string())),
+        }
+    }
+
+    /// Messages waiting to be taken by a worker, for metrics; `None` if the backend does not
+    /// answer.
+    pub async fn depth(&self) -> Option<u64> {
+        match self {
+            Queue::Sqlite { pool, name, .. } => {
+                let queue = name.clone();
+                sea_orm::sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM Jobs WHERE job_type = ?1 AND status = 'Pending'",
+                )
+                .bind(queue)
+                .fetch_one(pool)
+                .await
+                .ok()
+                .map(|n| n.max(0) as u64)
+            }
+            Queue::Redis { conn, options, .. } => {
+                let mut conn = conn.clone();
+                let key = redis_config(options).active_jobs_list();
+                let mut cmd = redis::cmd("LLEN");
+                cmd.arg(key);
+                let len = cmd.query_async::<u64>(&mut conn);
+                tokio::time::timeout(Duration::from_secs(2), len)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
         }
     }
 

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use licensor_core::domain::{JobKind, JobStatus};
 use licensor_core::{db, jobs};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -62,9 +63,23 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>>
 ))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(rows) = jobs::count_by_status(&state.db).await {
-        for (kind, status, n) in rows {
-            metrics::gauge!("licensor_jobs", "kind" => kind, "status" => status).set(n as f64);
+        // Every kind × status, so a status that emptied reads 0 rather than its last value.
+        for kind in [JobKind::Assign, JobKind::Remove, JobKind::Replace, JobKind::Export] {
+            for status in JobStatus::ALL {
+                let n = rows
+                    .iter()
+                    .find(|(k, s, _)| k == kind.as_str() && s == status.as_str())
+                    .map_or(0, |(_, _, n)| *n);
+                metrics::gauge!("licensor_jobs", "kind" => kind.as_str(), "status" => status.as_str())
+                    .set(n as f64);
+            }
         }
+    }
+    if let Ok(n) = jobs::pending_items(&state.db).await {
+        metrics::gauge!("licensor_job_items_pending").set(n as f64);
+    }
+    if let Some(n) = state.queue.depth().await {
+        metrics::gauge!("licensor_queue_depth", "backend" => state.queue.backend_name()).set(n as f64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
