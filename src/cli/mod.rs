@@ -35,8 +35,13 @@ pub enum Command {
         #[arg(long, default_value = "./licensor-data")]
         data_dir: PathBuf,
     },
-    /// Serve the HTTP API and the Job Monitor.
-    Serve,
+    /// Serve the HTTP API and the Job Monitor. On the embedded default (SQLite queue) the same
+    /// process also works the queue, so one command runs everything.
+    Serve {
+        /// Serve only; leave the queue to `licensor worker` processes.
+        #[arg(long)]
+        no_worker: bool,
+    },
     /// Process jobs from the queue (run as many as you like).
     Worker,
     /// Apply database migrations and exit.
@@ -96,7 +101,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load()?;
             crate::telemetry::init_tracing(&settings.log);
             match command {
-                Command::Serve => serve(settings, Roles::API).await,
+                Command::Serve { no_worker } => {
+                    let embedded =
+                        matches!(settings.queue, licensor_core::config::QueueUrl::Sqlite(_));
+                    let roles = if embedded && !no_worker {
+                        Roles::ALL
+                    } else {
+                        Roles::API
+                    };
+                    serve(settings, roles).await
+                }
                 Command::Worker => serve(settings, Roles::WORKER).await,
                 Command::Migrate => {
                     crate::app::open_database(&settings).await?;

@@ -1,0 +1,510 @@
+//! licensor-bench: how fast licensor works a group license job, end to end.
+//!
+//! Starts the directory emulator, then licensor as real processes (the embedded default in one
+//! process, or PostgreSQL + Redis with an API process and N worker processes), creates a tenant
+//! and a token with the CLI, submits jobs through the HTTP API, waits for them and prints one
+//! JSON line per run: wall time, items per second, peak RSS of each licensor process, directory
+//! requests, 429s, duplicate writes and lost items.
+//!
+//! ```text
+//! cargo run --release --bin licensor-bench -- --backend embedded --members 100000 --scenario raw
+//! cargo run --release --bin licensor-bench -- --backend postgres --workers 2 --members 100000 --scenario latency
+//! cargo run --release --bin licensor-bench -- --scenario throttle --members 20000
+//! cargo run --release --bin licensor-bench -- --scenario fairness --members 1000000
+//! ```
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use graph_emulator::{
+    Budget, ENTERPRISEPACK_SKU_ID, EmulatorConfig, EmulatorHandle, Faults, Scenario,
+};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// SQLite + apalis-sqlite, one process.
+    Embedded,
+    /// PostgreSQL + Redis, one API process and `--workers` worker processes.
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Load {
+    /// No latency, no throttling: raw engine speed.
+    Raw,
+    /// 20 ms ± 10 ms per directory call.
+    Latency,
+    /// A write budget of 600 writes per 6 s: how close licensor runs to it.
+    Throttle,
+    /// Tenant A runs a job of `--members` while tenant B submits a 100-member job.
+    Fairness,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "licensor-bench",
+    about = "Benchmark licensor's group license jobs end to end"
+)]
+struct Args {
+    #[arg(long, value_enum, default_value = "embedded")]
+    backend: Backend,
+    /// Worker processes (PostgreSQL + Redis only).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Members of the group the job works.
+    #[arg(long, default_value_t = 100_000)]
+    members: usize,
+    #[arg(long, value_enum, default_value = "raw")]
+    scenario: Load,
+    /// Runs (each with fresh data).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// PostgreSQL server for `--backend postgres` (a database is created per run and dropped).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    database_url: String,
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Give up on a job after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
+}
+
+const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn main() -> anyhow::Result<()> {
+    // Child processes are this binary acting as `licensor`.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("licensor") {
+        use clap::Parser as _;
+        let cli = licensor::cli::Cli::parse_from(&argv[1..]);
+        std::process::exit(match licensor::cli::main(cli) {
+            c if c == std::process::ExitCode::SUCCESS => 0,
+            _ => 1,
+        });
+    }
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        for run in 0..args.runs {
+            let line = bench(&args, run).await?;
+            println!("{line}");
+        }
+        Ok(())
+    })
+}
+
+/// One licensor deployment under test.
+struct Deployment {
+    url: String,
+    env: Vec<(String, String)>,
+    processes: Vec<(String, Child)>,
+    _dir: tempfile::TempDir,
+    pg_db: Option<(String, String)>,
+    redis_prefix: Option<String>,
+}
+
+impl Deployment {
+    fn licensor(&self) -> Command {
+        let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+        cmd.arg("licensor");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn run_cli(&self, args: &[&str], extra_env: &[(&str, &str)]) -> anyhow::Result<String> {
+        let mut cmd = self.licensor();
+        cmd.args(args);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!(
+                "licensor {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn spawn(&mut self, role: &str, args: &[&str]) -> anyhow::Result<()> {
+        let child = self
+            .licensor()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        self.processes.push((role.to_owned(), child));
+        Ok(())
+    }
+
+    /// Peak resident set size (VmHWM) of each process, in MiB.
+    fn peak_rss(&self) -> Vec<(String, f64)> {
+        self.processes
+            .iter()
+            .map(|(role, child)| {
+                let kib = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("VmHWM:"))
+                            .and_then(|l| l.split_whitespace().nth(1))
+                            .and_then(|n| n.parse::<f64>().ok())
+                    })
+                    .unwrap_or(0.0);
+                (role.clone(), (kib / 1024.0 * 10.0).round() / 10.0)
+            })
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        for (_, child) in &mut self.processes {
+            // SIGTERM, then wait for the graceful stop.
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+        }
+        for (_, child) in &mut self.processes {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some((admin, name)) = &self.pg_db
+            && let Ok(conn) = sea_orm::Database::connect(admin.as_str()).await
+        {
+            use sea_orm::ConnectionTrait;
+            let _ = conn
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+        if let Some(prefix) = &self.redis_prefix {
+            for (_, v) in &self.env {
+                if v.starts_with("redis://")
+                    && let Ok(client) = redis::Client::open(v.as_str())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{prefix}*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn deploy(
+    args: &Args,
+    tenants: &[(&str, &EmulatorHandle)],
+) -> anyhow::Result<(Deployment, Vec<String>)> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let mut env = vec![
+        (
+            "LICENSOR_DATA_DIR".to_owned(),
+            dir.path().display().to_string(),
+        ),
+        ("LICENSOR_LISTEN".into(), format!("127.0.0.1:{port}")),
+        ("LICENSOR_SECRET_KEY".into(), SECRET_KEY.into()),
+        ("LICENSOR_LOG".into(), "warn".into()),
+    ];
+    let mut pg_db = None;
+    let mut redis_prefix = None;
+    if args.backend == Backend::Postgres {
+        let name = format!("licensor_bench_{suffix}");
+        let conn = sea_orm::Database::connect(args.database_url.as_str())
+            .await
+            .context("PostgreSQL for --backend postgres")?;
+        use sea_orm::ConnectionTrait;
+        conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let base = args
+            .database_url
+            .rsplit_once('/')
+            .map_or(args.database_url.as_str(), |(b, _)| b);
+        env.push(("LICENSOR_DATABASE_URL".into(), format!("{base}/{name}")));
+        env.push(("LICENSOR_QUEUE_URL".into(), args.redis_url.clone()));
+        let prefix = format!("licensor-bench-{suffix}");
+        env.push(("LICENSOR_QUEUE_NAME".into(), prefix.clone()));
+        pg_db = Some((args.database_url.clone(), name));
+        redis_prefix = Some(prefix);
+    }
+    let mut d = Deployment {
+        url: format!("http://127.0.0.1:{port}"),
+        env,
+        processes: Vec::new(),
+        _dir: dir,
+        pg_db,
+        redis_prefix,
+    };
+    d.run_cli(&["migrate"], &[])?;
+    let mut tokens = Vec::new();
+    for (name, emulator) in tenants {
+        let secret = emulator.client_secret();
+        d.run_cli(
+            &[
+                "tenant",
+                "create",
+                "--name",
+                name,
+                "--directory-url",
+                &emulator.base_url(),
+                "--directory-tenant-id",
+                &emulator.directory_tenant_id(),
+                "--client-id",
+                &emulator.client_id(),
+                "--client-secret-env",
+                "BENCH_CLIENT_SECRET",
+            ],
+            &[("BENCH_CLIENT_SECRET", &secret)],
+        )?;
+        let token = d.run_cli(
+            &[
+                "token", "create", "--tenant", name, "--role", "admin", "--name", "bench",
+            ],
+            &[],
+        )?;
+        tokens.push(token.trim().to_owned());
+    }
+    match args.backend {
+        Backend::Embedded => d.spawn("licensor", &["serve"])?,
+        Backend::Postgres => {
+            d.spawn("api", &["serve", "--no-worker"])?;
+            for i in 0..args.workers {
+                d.spawn(&format!("worker-{}", i + 1), &["worker"])?;
+            }
+        }
+    }
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{}/readyz", d.url)).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("licensor did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((d, tokens))
+}
+
+async fn emulator(members: usize, faults: Faults, seed: u64) -> anyhow::Result<EmulatorHandle> {
+    let scenario = Scenario::simple(seed, members, (members as u32).saturating_mul(2).max(10));
+    graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(scenario),
+        faults,
+        ..EmulatorConfig::default()
+    })
+    .await
+}
+
+async fn get_json(http: &reqwest::Client, url: &str, token: Option<&str>) -> anyhow::Result<Value> {
+    let mut req = http.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    Ok(req.send().await?.error_for_status()?.json().await?)
+}
+
+async fn submit(http: &reqwest::Client, d: &Deployment, token: &str) -> anyhow::Result<String> {
+    let groups = get_json(
+        http,
+        &format!("{}/v1/directory/groups?search=All", d.url),
+        Some(token),
+    )
+    .await?;
+    let group = groups["data"][0]["id"]
+        .as_str()
+        .context("group")?
+        .to_owned();
+    let resp = http
+        .post(format!("{}/v1/jobs", d.url))
+        .bearer_auth(token)
+        .json(&json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+        .send()
+        .await?;
+    if resp.status().as_u16() != 202 {
+        bail!("submit: {} {}", resp.status(), resp.text().await?);
+    }
+    let job: Value = resp.json().await?;
+    Ok(job["id"].as_str().context("job id")?.to_owned())
+}
+
+async fn wait(
+    http: &reqwest::Client,
+    d: &Deployment,
+    token: &str,
+    id: &str,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let job = get_json(http, &format!("{}/v1/jobs/{id}", d.url), Some(token)).await?;
+        if matches!(
+            job["status"].as_str(),
+            Some("finished" | "finished_with_exception" | "failed" | "cancelled")
+        ) {
+            return Ok(job);
+        }
+        if Instant::now() > deadline {
+            bail!("job {id} not done after {timeout:?}: {job}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn job_figures(job: &Value, members: usize, stats: &Value, wall: f64) -> Value {
+    let p = &job["progress"];
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let done = n(&p["succeeded"]) + n(&p["failed"]) + n(&p["skipped"]);
+    let successful = n(&stats["successful_writes"]);
+    let requests = n(&stats["requests_total"]);
+    let throttled = n(&stats["throttled"]);
+    json!({
+        "status": job["status"],
+        "members": members,
+        "wall_seconds": (wall * 100.0).round() / 100.0,
+        "items_per_second": (done as f64 / wall).round(),
+        "succeeded": n(&p["succeeded"]),
+        "failed": n(&p["failed"]),
+        "directory_requests": requests,
+        "throttled_429": throttled,
+        "throttled_share": if requests > 0 { ((throttled as f64 / requests as f64) * 10000.0).round() / 10000.0 } else { 0.0 },
+        "duplicate_writes": successful.saturating_sub(n(&p["succeeded"])),
+        "writes_per_user_max": stats["writes_per_user_max"],
+        "lost_items": (members as u64).saturating_sub(done),
+    })
+}
+
+async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
+    let http = reqwest::Client::new();
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let faults = match args.scenario {
+        Load::Raw | Load::Fairness => Faults::unthrottled(),
+        Load::Latency => Faults {
+            latency_ms: 20,
+            jitter_ms: 20,
+            ..Faults::unthrottled()
+        },
+        Load::Throttle => Faults {
+            write_budget: Budget {
+                limit: 600,
+                window_ms: 6_000,
+            },
+            ..Faults::default()
+        },
+    };
+    // Latency is "20 ms ± 10 ms": the emulator adds 0..=jitter on top of the base, so the base is
+    // 10 ms when jitter is 20 ms.
+    let faults = if args.scenario == Load::Latency {
+        Faults {
+            latency_ms: 10,
+            ..faults
+        }
+    } else {
+        faults
+    };
+    let a = emulator(args.members, faults, 11 + run as u64).await?;
+    let b = if args.scenario == Load::Fairness {
+        Some(emulator(100, Faults::unthrottled(), 99).await?)
+    } else {
+        None
+    };
+    let mut tenants = vec![("tenant-a", &a)];
+    if let Some(b) = &b {
+        tenants.push(("tenant-b", b));
+    }
+    let (d, tokens) = deploy(args, &tenants).await?;
+    let started = Instant::now();
+    let job_a = submit(&http, &d, &tokens[0]).await?;
+    let mut fairness = Value::Null;
+    if let Some(b) = &b {
+        // Let A's job get going, then time B's small job while A's runs.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let t = Instant::now();
+        let job_b = submit(&http, &d, &tokens[1]).await?;
+        let done_b = wait(&http, &d, &tokens[1], &job_b, timeout).await?;
+        let b_secs = t.elapsed().as_secs_f64();
+        let a_now = get_json(
+            &http,
+            &format!("{}/v1/jobs/{job_a}", d.url),
+            Some(&tokens[0]),
+        )
+        .await?;
+        let stats_b = get_json(&http, &format!("{}/_emulator/stats", b.base_url()), None).await?;
+        fairness = json!({
+            "tenant_b": job_figures(&done_b, 100, &stats_b, b_secs),
+            "tenant_b_seconds_from_submit": (b_secs * 100.0).round() / 100.0,
+            "tenant_a_status_when_b_finished": a_now["status"],
+            "tenant_a_done_when_b_finished": a_now["progress"]["succeeded"],
+        });
+    }
+    let job = wait(&http, &d, &tokens[0], &job_a, timeout).await?;
+    let wall = started.elapsed().as_secs_f64();
+    let stats = get_json(&http, &format!("{}/_emulator/stats", a.base_url()), None).await?;
+    let rss = d.peak_rss();
+    let mut line = json!({
+        "backend": match args.backend { Backend::Embedded => "embedded".to_owned(), Backend::Postgres => format!("postgres+redis, {} workers", args.workers) },
+        "scenario": format!("{:?}", args.scenario).to_lowercase(),
+        "kind": "assign",
+        "run": run + 1,
+    });
+    if let (Some(obj), Value::Object(figures)) = (
+        line.as_object_mut(),
+        job_figures(&job, args.members, &stats, wall),
+    ) {
+        obj.extend(figures);
+        obj.insert(
+            "peak_rss_mib".into(),
+            Value::Object(rss.into_iter().map(|(r, m)| (r, json!(m))).collect()),
+        );
+        if args.scenario == Load::Throttle {
+            // The budget's rate is 100 writes/s; how close the run came to it.
+            let rate = job["progress"]["succeeded"].as_f64().unwrap_or(0.0) / wall;
+            obj.insert(
+                "writes_per_second".into(),
+                json!((rate * 10.0).round() / 10.0),
+            );
+            obj.insert(
+                "share_of_budget".into(),
+                json!((rate / 100.0 * 1000.0).round() / 1000.0),
+            );
+        }
+        if !fairness.is_null() {
+            obj.insert("fairness".into(), fairness);
+        }
+    }
+    d.stop().await;
+    a.shutdown().await;
+    if let Some(b) = b {
+        b.shutdown().await;
+    }
+    Ok(line)
+}
