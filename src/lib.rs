@@ -7,5 +7,6 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod telemetry;
+pub mod web;
 
 pub use app::{Application, Roles};

@@ -104,6 +104,7 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
     let (router, openapi) = routes().split_for_parts();
     state.openapi = Arc::new(openapi);
     router
+        .merge(crate::web::router())
         .fallback(fallback)
         .layer(middleware::from_fn(track_requests))
         .layer(RequestBodyLimitLayer::new(max_body_bytes))

@@ -1,0 +1,100 @@
+// Building the page from elements (never from HTML strings, so text from the API stays text).
+
+/**
+ * Create an element. `attrs` keys: `class`, `dataset`, `on<event>` handlers, boolean
+ * properties (`checked`, `disabled`, `hidden`, ...), anything else as an attribute.
+ * Children may be nodes, strings, numbers, arrays, or null/false (skipped).
+ */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === 'class') el.className = value;
+    else if (key === 'dataset') Object.assign(el.dataset, value);
+    else if (key.startsWith('on') && typeof value === 'function') {
+      el.addEventListener(key.slice(2), value);
+    } else if (key in PROPS) el[PROPS[key]] = value;
+    else el.setAttribute(key, value === true ? '' : String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+const PROPS = {
+  checked: 'checked',
+  disabled: 'disabled',
+  hidden: 'hidden',
+  value: 'value',
+  selected: 'selected',
+  indeterminate: 'indeterminate',
+  open: 'open',
+};
+
+function append(el, children) {
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    if (Array.isArray(child)) append(el, child);
+    else if (child instanceof Node) el.appendChild(child);
+    else el.appendChild(document.createTextNode(String(child)));
+  }
+}
+
+/** Replace the children of `el`. */
+export function replace(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
+/** A short-lived message at the bottom of the screen. */
+export function toast(message, kind = 'info') {
+  const box = document.getElementById('toasts');
+  const item = h('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : 'status' }, message);
+  box.appendChild(item);
+  setTimeout(() => item.remove(), kind === 'error' ? 9000 : 4500);
+}
+
+/**
+ * Ask before doing something that cannot be undone. Resolves true on "Yes".
+ * `body` may be a string or nodes.
+ */
+export function confirmDialog({ title, body, yes = 'Yes', no = 'No', danger = false }) {
+  return new Promise((resolve) => {
+    const dialog = h('dialog', { class: 'dialog', 'aria-labelledby': 'dialog-title' });
+    const close = (answer) => {
+      dialog.close();
+      dialog.remove();
+      resolve(answer);
+    };
+    dialog.append(
+      h('h2', { id: 'dialog-title' }, title),
+      h('div', { class: 'dialog-body' }, body),
+      h('div', { class: 'dialog-actions' },
+        h('button', { type: 'button', class: 'btn', onclick: () => close(false) }, no),
+        h('button', {
+          type: 'button',
+          class: danger ? 'btn btn-danger' : 'btn btn-primary',
+          dataset: { answer: 'yes' },
+          onclick: () => close(true),
+        }, yes),
+      ),
+    );
+    dialog.addEventListener('cancel', (e) => {
+      e.preventDefault();
+      close(false);
+    });
+    document.body.appendChild(dialog);
+    dialog.showModal();
+  });
+}
+
+/** A problem from the API as a message block. */
+export function problemBox(problem, extra = null) {
+  if (!problem) return null;
+  return h('div', { class: 'alert alert-error', role: 'alert' },
+    h('strong', {}, problem.title || 'Request failed'),
+    problem.detail ? h('p', {}, problem.detail) : null,
+    extra,
+    problem.code ? h('p', { class: 'muted small' }, `Code: ${problem.code}`) : null,
+  );
+}

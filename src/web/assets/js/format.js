@@ -1,0 +1,188 @@
+// Words and shapes shared by the views: status labels, times, progress bars.
+
+import { h } from './dom.js';
+
+export const STATUS_LABELS = {
+  queued: 'Waiting',
+  running: 'In Progress',
+  finished: 'Finished',
+  finished_with_exception: 'Finished with Exception',
+  failed: 'Failed',
+  cancelled: 'Cancelled',
+};
+
+export const STATUSES = Object.keys(STATUS_LABELS);
+
+export const KIND_LABELS = {
+  assign: 'Assign Licenses',
+  remove: 'Remove Licenses',
+  replace: 'Replace Licenses',
+  export: 'Export Results',
+};
+
+export const KINDS = Object.keys(KIND_LABELS);
+
+export const ITEM_STATUS_LABELS = {
+  pending: 'Pending',
+  succeeded: 'Succeeded',
+  failed: 'Failed',
+  skipped: 'Skipped',
+};
+
+/** Statuses a job can still leave on its own. */
+export function isActive(status) {
+  return status === 'queued' || status === 'running';
+}
+
+/** Statuses an operator can rerun from the monitor. */
+export function isRerunnable(status) {
+  return status === 'failed' || status === 'finished_with_exception';
+}
+
+export function statusBadge(status) {
+  return h('span', { class: `status status-${status}`, dataset: { status } },
+    STATUS_LABELS[status] || status);
+}
+
+const dateTime = new Intl.DateTimeFormat(undefined, {
+  year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit',
+});
+const timeOnly = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+
+/** A time as a `<time>` element: today's as a clock time, others with their date. */
+export function when(iso) {
+  if (!iso) return h('span', { class: 'muted' }, '—');
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return h('span', {}, iso);
+  const today = new Date();
+  const sameDay = d.toDateString() === today.toDateString();
+  return h('time', { datetime: iso, title: dateTime.format(d) }, sameDay ? timeOnly.format(d) : dateTime.format(d));
+}
+
+export function fullTime(iso) {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : dateTime.format(d);
+}
+
+/** "1 m 12 s" between two instants (to now when the end is missing). */
+export function duration(startIso, endIso) {
+  if (!startIso) return null;
+  const start = new Date(startIso).getTime();
+  const end = endIso ? new Date(endIso).getTime() : Date.now();
+  let s = Math.max(0, Math.round((end - start) / 1000));
+  const hours = Math.floor(s / 3600);
+  s -= hours * 3600;
+  const minutes = Math.floor(s / 60);
+  s -= minutes * 60;
+  if (hours) return `${hours} h ${minutes} min`;
+  if (minutes) return `${minutes} min ${s} s`;
+  return `${s} s`;
+}
+
+const number = new Intl.NumberFormat();
+export function num(n) {
+  return typeof n === 'number' ? number.format(n) : '—';
+}
+
+/** A job's progress: a stacked bar (succeeded, skipped, failed) and its counts. */
+export function progressBar(progress, { compact = false } = {}) {
+  const p = progress || { total: 0, succeeded: 0, failed: 0, skipped: 0, pending: 0 };
+  const total = p.total || 0;
+  const done = p.succeeded + p.failed + p.skipped;
+  const bar = h('div', {
+    class: 'progress',
+    role: 'progressbar',
+    'aria-valuemin': '0',
+    'aria-valuemax': String(total),
+    'aria-valuenow': String(done),
+    'aria-label': `${done} of ${total} processed`,
+  });
+  for (const [key, value] of [['succeeded', p.succeeded], ['skipped', p.skipped], ['failed', p.failed]]) {
+    if (!value || !total) continue;
+    const seg = h('span', { class: `progress-seg seg-${key}` });
+    seg.style.width = `${(100 * value) / total}%`;
+    bar.appendChild(seg);
+  }
+  const counts = h('div', { class: 'progress-counts' },
+    h('span', { class: 'count count-succeeded', title: 'Succeeded' }, h('i', { 'aria-hidden': 'true' }), `${num(p.succeeded)} succeeded`),
+    h('span', { class: 'count count-failed', title: 'Failed' }, h('i', { 'aria-hidden': 'true' }), `${num(p.failed)} failed`),
+    h('span', { class: 'count count-skipped', title: 'Skipped' }, h('i', { 'aria-hidden': 'true' }), `${num(p.skipped)} skipped`),
+    h('span', { class: 'count count-total' }, total ? `${num(done)} / ${num(total)}` : 'no members yet'),
+  );
+  return h('div', { class: compact ? 'progress-wrap compact' : 'progress-wrap' }, bar, counts);
+}
+
+// Group names seen in this tab (picked in the launch form or read by a job), for jobs that have
+// not read their groups from the directory yet.
+const groupNameCache = new Map();
+
+/** Remember `id → name` pairs from the directory (`displayName`) or from jobs (`display_name`). */
+export function rememberGroups(groups) {
+  for (const g of groups || []) {
+    const name = g.display_name || g.displayName;
+    if (g.id && name) groupNameCache.set(g.id, name);
+  }
+}
+
+function jobGroups(job) {
+  const groups = job.groups || (job.request?.groups || []).map((id) => ({ id, display_name: null }));
+  rememberGroups(groups);
+  return groups.map((g) => ({ id: g.id, name: g.display_name || groupNameCache.get(g.id) || null }));
+}
+
+/** Group names of a job ("Sales, Engineering +2"), short ids where the name is not known. */
+export function groupNames(job, max = 2) {
+  const names = jobGroups(job).map((g) => g.name || shortId(g.id));
+  if (names.length <= max) return names.join(', ');
+  return `${names.slice(0, max).join(', ')} +${names.length - max}`;
+}
+
+export function allGroupNames(job) {
+  return jobGroups(job).map((g) => g.name || g.id).join(', ');
+}
+
+export function groupName(id) {
+  return groupNameCache.get(id) || shortId(id);
+}
+
+export function shortId(id) {
+  return id ? String(id).slice(0, 8) : '—';
+}
+
+/** Who started a job: the token's name, else a short token id. */
+export function createdBy(job) {
+  if (job.created_by_name) return job.created_by_name;
+  if (job.created_by) return `token ${shortId(job.created_by)}`;
+  return 'system';
+}
+
+/** "License will expire in 2 weeks" wording for a request's `expires_in`. */
+export function expiry(expiresIn) {
+  if (!expiresIn) return 'Does not expire';
+  const { value, unit } = expiresIn;
+  const singular = unit.replace(/s$/, '');
+  return `License will expire in ${value} ${value === 1 ? singular : unit}`;
+}
+
+export function usageLocation(code) {
+  if (!code) return 'No Change';
+  const name = COUNTRIES.find(([c]) => c === code)?.[1];
+  return name ? `${name} (${code})` : code;
+}
+
+/** Common countries for the usage location picker; any other ISO 3166-1 alpha-2 code can be typed. */
+export const COUNTRIES = [
+  ['AR', 'Argentina'], ['AU', 'Australia'], ['AT', 'Austria'], ['BE', 'Belgium'], ['BR', 'Brazil'],
+  ['CA', 'Canada'], ['CL', 'Chile'], ['CN', 'China'], ['CO', 'Colombia'], ['CZ', 'Czechia'],
+  ['DK', 'Denmark'], ['EE', 'Estonia'], ['FI', 'Finland'], ['FR', 'France'], ['DE', 'Germany'],
+  ['GR', 'Greece'], ['HK', 'Hong Kong'], ['HU', 'Hungary'], ['IS', 'Iceland'], ['IN', 'India'],
+  ['ID', 'Indonesia'], ['IE', 'Ireland'], ['IL', 'Israel'], ['IT', 'Italy'], ['JP', 'Japan'],
+  ['KR', 'Korea, Republic of'], ['LV', 'Latvia'], ['LT', 'Lithuania'], ['LU', 'Luxembourg'],
+  ['MY', 'Malaysia'], ['MX', 'Mexico'], ['NL', 'Netherlands'], ['NZ', 'New Zealand'], ['NO', 'Norway'],
+  ['PH', 'Philippines'], ['PL', 'Poland'], ['PT', 'Portugal'], ['RO', 'Romania'], ['SA', 'Saudi Arabia'],
+  ['SG', 'Singapore'], ['SK', 'Slovakia'], ['SI', 'Slovenia'], ['ZA', 'South Africa'], ['ES', 'Spain'],
+  ['SE', 'Sweden'], ['CH', 'Switzerland'], ['TW', 'Taiwan'], ['TH', 'Thailand'], ['TR', 'Türkiye'],
+  ['UA', 'Ukraine'], ['AE', 'United Arab Emirates'], ['GB', 'United Kingdom'], ['US', 'United States'],
+  ['VN', 'Viet Nam'],
+];

@@ -1,0 +1,310 @@
+// The Job Monitor driven through headless Chromium, as a tenant admin, an operator on a phone
+// and a viewer would use it. Started by tests/monitor.rs with:
+//   LICENSOR_URL            the running licensor (its tenant's directory is the demo scenario)
+//   LICENSOR_TOKEN          an admin token
+//   LICENSOR_OPERATOR_TOKEN an operator token
+//   LICENSOR_VIEWER_TOKEN   a viewer token
+//   SCREENSHOT_DIR          where the screenshots go
+//   CHROMIUM                the browser (default /usr/bin/chromium)
+// Exits 0 when every step passed; otherwise prints the failed step and exits 1.
+
+import { chromium } from 'playwright-core';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const URL_ = need('LICENSOR_URL').replace(/\/$/, '');
+const ADMIN = need('LICENSOR_TOKEN');
+const OPERATOR = need('LICENSOR_OPERATOR_TOKEN');
+const VIEWER = need('LICENSOR_VIEWER_TOKEN');
+const SHOTS = need('SCREENSHOT_DIR');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+const JOB_DONE_MS = 240_000;
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) {
+    console.error(`monitor.mjs: ${name} is not set`);
+    process.exit(2);
+  }
+  return v;
+}
+
+const started = Date.now();
+function step(msg) {
+  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${msg}`);
+}
+
+function check(cond, msg) {
+  if (!cond) throw new Error(`check failed: ${msg}`);
+}
+
+mkdirSync(SHOTS, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+});
+
+/** Page errors and CSP violations fail the run; other console errors are only shown. */
+const problems = [];
+function watch(page, label) {
+  page.on('pageerror', (e) => problems.push(`${label}: uncaught ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    const text = m.text();
+    if (/Content Security Policy/i.test(text)) problems.push(`${label}: ${text}`);
+    else console.log(`  (${label} console) ${text}`);
+  });
+}
+
+async function newPage(viewport, label, extra = {}) {
+  const context = await browser.newContext({ viewport, acceptDownloads: true, ...extra });
+  const page = await context.newPage();
+  page.setDefaultTimeout(30_000);
+  watch(page, label);
+  return { context, page };
+}
+
+async function signIn(page, token, role) {
+  await page.goto(`${URL_}/`);
+  await page.getByRole('heading', { name: 'Sign in to the Job Monitor' }).waitFor();
+  await page.fill('#token', token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#session-role').filter({ hasText: role }).waitFor();
+  await page.getByRole('heading', { name: 'Job Monitor', exact: true }).waitFor();
+}
+
+async function shot(page, name, fullPage = false) {
+  const path = join(SHOTS, `${name}.png`);
+  if (fullPage) await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path, fullPage });
+  step(`screenshot ${path}`);
+}
+
+/** No sideways scrolling of the whole page (tables scroll or stack inside it). */
+async function fitsWidth(page, what) {
+  const { scroll, inner } = await page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    inner: window.innerWidth,
+  }));
+  check(scroll <= inner + 1, `${what}: page is ${scroll}px wide in a ${inner}px window`);
+}
+
+function row(page, jobId) {
+  return page.locator(`#jobs-table tr[data-job-id="${jobId}"]`);
+}
+
+let failed = false;
+try {
+  // --- the admin at a desk --------------------------------------------------------------
+  const { page } = await newPage(DESKTOP, 'desktop');
+
+  step('served with a strict content security policy');
+  const resp = await page.goto(`${URL_}/`);
+  check(resp.status() === 200, `GET / answered ${resp.status()}`);
+  check(/text\/html/.test(resp.headers()['content-type'] || ''), 'GET / is text/html');
+  check(resp.headers()['content-security-policy'] === "default-src 'self'", 'GET / sends CSP default-src \'self\'');
+
+  step('a wrong token is refused');
+  await page.fill('#token', 'not-a-token');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText('This token is not valid').waitFor();
+
+  step('sign in as admin');
+  await signIn(page, ADMIN, 'Admin');
+  await page.locator('#jobs-table, .empty').first().waitFor();
+
+  step('launch form: Assign Licenses of SPE_E5 to Sales, location No Change');
+  await page.getByRole('link', { name: 'New job' }).first().click();
+  await page.getByRole('heading', { name: 'New job' }).waitFor();
+  check(await page.locator('input[name="kind"][value="assign"]').isChecked(), 'assign is the default kind');
+  await page.fill('#group-search', 'Sales');
+  await page.waitForFunction(() => {
+    const found = [...document.querySelectorAll('#group-results input[data-group]')];
+    return found.length > 0 && found.every((i) => i.dataset.group.startsWith('Sales'));
+  });
+  const sales = page.locator('#group-results input[data-group="Sales"]');
+  await sales.check();
+  await page.locator('#groups-chosen .chip', { hasText: 'Sales' }).waitFor();
+  const e5 = page.locator('#add-licenses input[data-sku="SPE_E5"]');
+  await e5.waitFor();
+  const e5Row = page.locator('#add-licenses > li', { has: page.locator('input[data-sku="SPE_E5"]') });
+  check(/100 of 100 available/.test(await e5Row.innerText()), 'SPE_E5 shows 100 of 100 units available');
+  await e5.check();
+  check(await page.locator('#usage-location').inputValue() === '', 'usage location defaults to No Change');
+  check((await page.locator('#usage-location option:checked').innerText()) === 'No Change', 'No Change is shown');
+  await page.locator('#expires-on').waitFor();
+  check(/License will expire in/.test(await page.locator('.expiry').innerText()), 'temporary license option is offered');
+  await shot(page, 'launch-1280', true);
+  await page.locator('#launch-submit', { hasText: 'Add' }).click();
+  await page.waitForURL(/#\/jobs\/[0-9a-f-]{36}$/);
+  const jobId = page.url().split('/').pop();
+  step(`job ${jobId} started; its page shows it live`);
+  await page.getByRole('heading', { name: /Assign Licenses/ }).waitFor();
+  await page.locator('.facts', { hasText: 'No Change' }).waitFor();
+
+  step('the jobs table follows it live until Finished with Exception');
+  await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+  await row(page, jobId).waitFor();
+  await row(page, jobId).locator('.status', { hasText: 'Finished with Exception' }).waitFor({ timeout: JOB_DONE_MS });
+  check(/Sales/.test(await row(page, jobId).locator('.col-groups').innerText()), 'the row names the group Sales');
+  const firstCounts = await row(page, jobId).locator('.progress-counts').innerText();
+  step(`first run: ${firstCounts.replace(/\s+/g, ' ')}`);
+  check(/\d+ succeeded/.test(firstCounts) && /\d+ failed/.test(firstCounts), 'counts are shown');
+  check(/250 \/ 250/.test(firstCounts), 'all 250 members of Sales were processed');
+
+  step('select it by its checkbox and press Start');
+  await page.evaluate(() => {
+    // Remember every status a row shows from now on.
+    window.seenStatuses = [];
+    const section = document.querySelector('.jobs-page');
+    new MutationObserver(() => {
+      for (const tr of section.querySelectorAll('tr[data-job-id]')) {
+        window.seenStatuses.push(`${tr.dataset.jobId}:${tr.dataset.status}`);
+      }
+    }).observe(section, { childList: true, subtree: true, attributes: true });
+  });
+  const box = row(page, jobId).locator('input.job-check');
+  await box.check();
+  await page.locator('#start', { hasText: 'Start (1)' }).waitFor();
+  await page.locator('#start').click();
+  await page.locator('#rerun-result', { hasText: 'Started again: 1 job' }).waitFor();
+  await page.waitForFunction(
+    (id) => window.seenStatuses.some((s) => s === `${id}:queued` || s === `${id}:running`),
+    jobId,
+    { timeout: 15_000 },
+  );
+  step('the row went back to Waiting / In Progress');
+  await row(page, jobId).locator('.runs-note', { hasText: 'run 2' }).waitFor();
+  await row(page, jobId).locator('.status', { hasText: /^(Finished with Exception|Failed|Finished)$/ })
+    .waitFor({ timeout: JOB_DONE_MS });
+  step(`second run ended: ${await row(page, jobId).locator('.status').innerText()}`);
+  await fitsWidth(page, 'jobs table at 1280');
+  await shot(page, 'jobs-1280');
+
+  step('the job page: two runs, errors grouped by code');
+  await row(page, jobId).locator('a.job-link').click();
+  await page.waitForURL(new RegExp(`#/jobs/${jobId}$`));
+  await page.locator('#runs-table tbody tr').nth(1).waitFor();
+  check(await page.locator('#runs-table tbody tr').count() === 2, 'two runs are listed');
+  const countViolation = page.locator('.error-group[data-code="count_violation"]');
+  await countViolation.waitFor();
+  const groups = await page.locator('.error-group').evaluateAll((els) => els.map((e) => e.innerText.replace(/\s+/g, ' ')));
+  step(`errors by code: ${groups.join(' | ')}`);
+  check(/member/.test(await countViolation.innerText()), 'count_violation has a count');
+  check((await countViolation.locator('.error-explanation').innerText()).trim().length > 0, 'count_violation is explained');
+  await page.locator('#items-table tbody tr').first().waitFor();
+  await fitsWidth(page, 'job page at 1280');
+  await shot(page, 'job-1280');
+  await shot(page, 'job-1280-full', true);
+
+  step('Show these members filters the items by the code');
+  await countViolation.getByRole('button', { name: 'Show these members' }).click();
+  await page.locator('.chip', { hasText: 'count_violation' }).waitFor();
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('#items-table tbody tr')];
+    return rows.length > 0 && rows.every((r) => r.dataset.status === 'failed' && r.innerText.includes('count_violation'));
+  });
+
+  step('download the report as CSV with the bearer token');
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.locator('[data-report="csv"]').click(),
+  ]);
+  const csvPath = join(SHOTS, 'report.csv');
+  await download.saveAs(csvPath);
+  const csv = readFileSync(csvPath, 'utf8');
+  const lines = csv.trim().split(/\r?\n/);
+  step(`report ${download.suggestedFilename()}: ${lines.length} lines; header ${lines[0]}`);
+  check(download.suggestedFilename().endsWith('.csv'), 'the report is a .csv file');
+  check(lines.length >= 251, 'the report has a line per member');
+
+  step('with SPE_E5 used up, a new assign is refused plainly (no_licenses_available)');
+  await page.getByRole('link', { name: 'New job' }).first().click();
+  await page.fill('#group-search', 'Sales');
+  await page.locator('#group-results input[data-group="Sales"]').check();
+  await page.locator('#add-licenses input[data-sku="SPE_E5"]').check();
+  check(/No licenses available/.test(await page.locator('#add-licenses > li', { hasText: 'SPE_E5' }).innerText()),
+    'the SKU list says SPE_E5 has no free unit');
+  await page.locator('#launch-submit').click();
+  const refusal = page.locator('#launch-error');
+  await refusal.getByText('No licenses available').first().waitFor();
+  check(/SPE_E5/.test(await refusal.innerText()), 'the refusal names SPE_E5');
+  check(/no_licenses_available/.test(await refusal.innerText()), 'the refusal shows its code');
+
+  step('a remove asks for confirmation first; No starts nothing');
+  await page.locator('.kind-picker label', { hasText: 'Remove Licenses' }).click();
+  await page.locator('#remove-licenses input[data-sku="SPE_E5"]').check();
+  await page.locator('#launch-submit', { hasText: 'Remove' }).click();
+  const dialog = page.locator('dialog.dialog');
+  await dialog.waitFor();
+  check(/removed from Microsoft 365/.test(await dialog.innerText()), 'the warning says what is removed');
+  await dialog.getByRole('button', { name: 'No' }).click();
+  await dialog.waitFor({ state: 'detached' });
+  check(/#\/new$/.test(page.url()), 'still on the form after No');
+
+  // --- an operator on a phone -------------------------------------------------------------
+  step('phone 390×844 as operator');
+  const phone = await newPage(PHONE, 'phone', { isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  await signIn(phone.page, OPERATOR, 'Operator');
+  await row(phone.page, jobId).waitFor();
+  check(await phone.page.getByRole('link', { name: 'New job' }).isHidden(), 'an operator has no New job');
+  check(await phone.page.locator('#start').isVisible(), 'an operator has Start');
+  check(await row(phone.page, jobId).locator('input.job-check').count() === 1, 'an operator can select a rerunnable job');
+  await fitsWidth(phone.page, 'jobs at 390');
+  await shot(phone.page, 'jobs-390');
+  await shot(phone.page, 'jobs-390-full', true);
+  await row(phone.page, jobId).locator('a.job-link').click();
+  await phone.page.locator('#runs-table tbody tr').nth(1).waitFor();
+  await phone.page.locator('.error-group').first().waitFor();
+  await phone.page.locator('#items-table tbody tr').first().waitFor();
+  check(await phone.page.locator('#rerun-job').isVisible(), 'an operator can rerun from the job page');
+  await fitsWidth(phone.page, 'job page at 390');
+  await shot(phone.page, 'job-390');
+  await phone.page.locator('#items').evaluate((el) => el.scrollIntoView());
+  await shot(phone.page, 'job-390-members');
+  await shot(phone.page, 'job-390-full', true);
+  await phone.context.close();
+
+  // --- a viewer ---------------------------------------------------------------------------
+  step('viewer: reads, launches and reruns nothing');
+  const viewer = await newPage(DESKTOP, 'viewer');
+  await signIn(viewer.page, VIEWER, 'Viewer');
+  await row(viewer.page, jobId).waitFor();
+  check(await viewer.page.locator('#start').count() === 0, 'a viewer has no Start');
+  check(await viewer.page.locator('input.job-check').count() === 0, 'a viewer has no checkboxes');
+  check(await viewer.page.getByRole('link', { name: 'New job' }).isHidden(), 'a viewer has no New job');
+  await row(viewer.page, jobId).locator('a.job-link').click();
+  await viewer.page.locator('#runs-table').waitFor();
+  check(await viewer.page.locator('#rerun-job, #cancel-job').count() === 0, 'a viewer has no Rerun or Cancel');
+
+  step('sign out forgets the token');
+  await viewer.page.getByRole('button', { name: 'Sign out' }).click();
+  await viewer.page.getByRole('heading', { name: 'Sign in to the Job Monitor' }).waitFor();
+  await viewer.page.reload();
+  await viewer.page.getByRole('heading', { name: 'Sign in to the Job Monitor' }).waitFor();
+  await viewer.context.close();
+
+  check(problems.length === 0, `no script error or CSP violation:\n  ${problems.join('\n  ')}`);
+  step('all steps passed');
+} catch (e) {
+  failed = true;
+  console.error(`FAILED: ${e.message}`);
+  for (const p of problems) console.error(`  ${p}`);
+  try {
+    for (const ctx of browser.contexts()) {
+      for (const [i, p] of ctx.pages().entries()) {
+        await p.screenshot({ path: join(SHOTS, `failure-${i}.png`), fullPage: true });
+        console.error(`  failure screenshot ${join(SHOTS, `failure-${i}.png`)} (${p.url()})`);
+      }
+    }
+  } catch {
+    // the browser may be gone
+  }
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
