@@ -64,7 +64,12 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>>
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(rows) = jobs::count_by_status(&state.db).await {
         // Every kind × status, so a status that emptied reads 0 rather than its last value.
-        for kind in [JobKind::Assign, JobKind::Remove, JobKind::Replace, JobKind::Export] {
+        for kind in [
+            JobKind::Assign,
+            JobKind::Remove,
+            JobKind::Replace,
+            JobKind::Export,
+        ] {
             for status in JobStatus::ALL {
                 let n = rows
                     .iter()
@@ -79,7 +84,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         metrics::gauge!("licensor_job_items_pending").set(n as f64);
     }
     if let Some(n) = state.queue.depth().await {
-        metrics::gauge!("licensor_queue_depth", "backend" => state.queue.backend_name()).set(n as f64);
+        metrics::gauge!("licensor_queue_depth", "backend" => state.queue.backend_name())
+            .set(n as f64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
