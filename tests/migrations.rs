@@ -50,7 +50,7 @@ async fn migrations_apply_and_reapply(backend: Backend) {
         );
     }
     for index in [
-        "ix_job_items_job_status",
+        "ix_job_items_claim",
         "ux_job_items_job_user",
         "ix_audit_log_tenant_id",
     ] {

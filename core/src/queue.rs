@@ -99,6 +99,9 @@ impl Queue {
                     .map_err(|e| queue_config_error(url, &e.to_string()))?;
                 let config = apalis_sqlite::Config::default()
                     .queue(&options.name)
+                    // Take few messages at a time: work spreads over processes, and other
+                    // jobs' messages are not stuck behind a worker's prefetched ones.
+                    .batch_size(2)
                     .heartbeat_interval(options.heartbeat)
                     .missed_heartbeats(options.missed_heartbeats);
                 let storage = SqliteStorage::new(&pool).with_config(config);
@@ -222,6 +225,7 @@ impl Queue {
 pub fn redis_config(options: &QueueOptions) -> apalis_redis::Config {
     apalis_redis::Config::default()
         .queue(&options.name)
+        .batch_size(2)
         .heartbeat_interval(options.heartbeat)
         .missed_heartbeats(options.missed_heartbeats)
         .persist_results(false)

@@ -64,6 +64,15 @@ impl MigrationTrait for Migration {
             JobItems::Table,
             &[JobItems::JobId, JobItems::Status, JobItems::Id],
         )
+        .await?;
+        // The claim index serves every lookup the (job, status) index did.
+        m.drop_index(
+            Index::drop()
+                .name("ix_job_items_job_status")
+                .table(JobItems::Table)
+                .if_exists()
+                .to_owned(),
+        )
         .await
     }
 

@@ -68,6 +68,9 @@ struct Args {
     database_url: String,
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Job kind: assign (writes one license per member) or export (reads only).
+    #[arg(long, default_value = "assign", value_parser = ["assign", "export"])]
+    kind: String,
     /// Give up on a job after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
@@ -333,7 +336,12 @@ async fn get_json(http: &reqwest::Client, url: &str, token: Option<&str>) -> any
     Ok(req.send().await?.error_for_status()?.json().await?)
 }
 
-async fn submit(http: &reqwest::Client, d: &Deployment, token: &str) -> anyhow::Result<String> {
+async fn submit(
+    http: &reqwest::Client,
+    d: &Deployment,
+    token: &str,
+    kind: &str,
+) -> anyhow::Result<String> {
     let groups = get_json(
         http,
         &format!("{}/v1/directory/groups?search=All", d.url),
@@ -347,7 +355,11 @@ async fn submit(http: &reqwest::Client, d: &Deployment, token: &str) -> anyhow::
     let resp = http
         .post(format!("{}/v1/jobs", d.url))
         .bearer_auth(token)
-        .json(&json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+        .json(&if kind == "export" {
+            json!({"kind": "export", "groups": [group], "export": {"format": "csv"}})
+        } else {
+            json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"})
+        })
         .send()
         .await?;
     if resp.status().as_u16() != 202 {
@@ -387,8 +399,20 @@ fn job_figures(job: &Value, members: usize, stats: &Value, wall: f64) -> Value {
     let successful = n(&stats["successful_writes"]);
     let requests = n(&stats["requests_total"]);
     let throttled = n(&stats["throttled"]);
+    let at = |k: &str| {
+        job[k]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let secs = |a: Option<chrono::DateTime<chrono::FixedOffset>>,
+                b: Option<chrono::DateTime<chrono::FixedOffset>>| match (a, b) {
+        (Some(a), Some(b)) => ((b - a).num_milliseconds() as f64 / 1000.0).into(),
+        _ => Value::Null,
+    };
     json!({
         "status": job["status"],
+        "queued_seconds": secs(at("created_at"), at("started_at")),
+        "running_seconds": secs(at("started_at"), at("finished_at")),
         "members": members,
         "wall_seconds": (wall * 100.0).round() / 100.0,
         "items_per_second": (done as f64 / wall).round(),
@@ -443,13 +467,13 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
     }
     let (d, tokens) = deploy(args, &tenants).await?;
     let started = Instant::now();
-    let job_a = submit(&http, &d, &tokens[0]).await?;
+    let job_a = submit(&http, &d, &tokens[0], &args.kind).await?;
     let mut fairness = Value::Null;
     if let Some(b) = &b {
         // Let A's job get going, then time B's small job while A's runs.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let t = Instant::now();
-        let job_b = submit(&http, &d, &tokens[1]).await?;
+        let job_b = submit(&http, &d, &tokens[1], "assign").await?;
         let done_b = wait(&http, &d, &tokens[1], &job_b, timeout).await?;
         let b_secs = t.elapsed().as_secs_f64();
         let a_now = get_json(
@@ -473,7 +497,7 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
     let mut line = json!({
         "backend": match args.backend { Backend::Embedded => "embedded".to_owned(), Backend::Postgres => format!("postgres+redis, {} workers", args.workers) },
         "scenario": format!("{:?}", args.scenario).to_lowercase(),
-        "kind": "assign",
+        "kind": args.kind,
         "run": run + 1,
     });
     if let (Some(obj), Value::Object(figures)) = (

@@ -260,8 +260,9 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         // Otherwise other lanes hold the remaining members and will finish the job.
         return Ok(());
     }
-    // Keep the lease while the chunk is worked, however long the directory makes it take.
-    let renewer = {
+    // Keep the lease while the chunk is worked, however long the directory makes it take —
+    // and not a moment longer: the renewal stops when this step ends or is dropped.
+    let renewer = AbortOnDrop({
         let db = ctx.db.clone();
         let owner = owner.clone();
         tokio::spawn(async move {
@@ -274,11 +275,11 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
                 }
             }
         })
-    };
+    });
     let started = std::time::Instant::now();
     let n = items.len();
     let outcome = process(ctx, &client, &req, items).await;
-    renewer.abort();
+    drop(renewer);
     let outcomes = match outcome {
         Ok(o) => o,
         Err(failure) => {
@@ -295,6 +296,15 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     }
     ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
     Ok(())
+}
+
+/// A background task that stops when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn count(kind: &str, outcomes: &[(i64, Outcome)]) {

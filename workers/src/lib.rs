@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::layers::WorkerBuilderExt;
-use apalis::prelude::{BoxDynError, Data, WorkerBuilder};
+use apalis::prelude::{BackendExt, BackoffConfig, BoxDynError, Data, WorkerBuilder};
 use licensor_core::db::Db;
 use licensor_core::queue::{Message, Queue};
 use tokio::sync::broadcast;
@@ -100,33 +100,63 @@ where
             }
         },
     ));
-    let signal = {
+    {
         let stopping = stopping.clone();
         let sweeps_stop = sweeps_stop.clone();
-        async move {
+        tokio::spawn(async move {
             shutdown.await;
-            stopping.notify_one();
             sweeps_stop.send_replace(true);
+            stopping.notify_one();
+        });
+    }
+    // The queue worker runs until shutdown. If it stops early — the queue backend lost its
+    // state (a flushed or restarted Redis), a connection broke — it is started again, so the
+    // process keeps working; the reconciler re-queues whatever the queue lost.
+    let outcome = loop {
+        let mut stopped = sweeps_stop.subscribe();
+        let signal = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
             Ok::<(), std::io::Error>(())
+        };
+        let outcome = match ctx.queue.clone() {
+            Queue::Sqlite { storage, .. } => {
+                // SQLite has no push notification: poll often while there is work, backing off to
+                // half a second when the queue is idle.
+                let storage = storage.poll_with_backoff(
+                    Duration::from_millis(20),
+                    BackoffConfig::new(Duration::from_millis(500)),
+                );
+                let worker = WorkerBuilder::new(options.name.as_str())
+                    .backend(storage)
+                    .data(ctx.clone())
+                    .concurrency(options.concurrency)
+                    .build(handle);
+                stop_within(grace, &stopping, worker.run_until(signal)).await
+            }
+            Queue::Redis { storage, .. } => {
+                let storage = storage.poll_with_backoff(
+                    Duration::from_millis(20),
+                    BackoffConfig::new(Duration::from_millis(100)),
+                );
+                let worker = WorkerBuilder::new(options.name.as_str())
+                    .backend(storage)
+                    .data(ctx.clone())
+                    .concurrency(options.concurrency)
+                    .build(handle);
+                stop_within(grace, &stopping, worker.run_until(signal)).await
+            }
+        };
+        if *sweeps_stop.borrow() {
+            break outcome;
         }
-    };
-    let outcome = match ctx.queue.clone() {
-        Queue::Sqlite { storage, .. } => {
-            let worker = WorkerBuilder::new(options.name.as_str())
-                .backend(storage)
-                .data(ctx.clone())
-                .concurrency(options.concurrency)
-                .build(handle);
-            stop_within(grace, &stopping, worker.run_until(signal)).await
+        match outcome {
+            Ok(()) => tracing::warn!("the queue worker stopped; starting it again"),
+            Err(e) => {
+                tracing::error!(error = %e, "the queue worker stopped; starting it again")
+            }
         }
-        Queue::Redis { storage, .. } => {
-            let worker = WorkerBuilder::new(options.name.as_str())
-                .backend(storage)
-                .data(ctx.clone())
-                .concurrency(options.concurrency)
-                .build(handle);
-            stop_within(grace, &stopping, worker.run_until(signal)).await
-        }
+        metrics::counter!("licensor_worker_restarts_total").increment(1);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     };
     sweeps_stop.send_replace(true);
     match tokio::time::timeout(grace, &mut sweeps).await {

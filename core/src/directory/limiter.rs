@@ -2,7 +2,7 @@
 //! instead of bouncing off it.
 //!
 //! Writes are paced at a rate that adapts to the directory's feedback:
-//! - until the directory first reports pressure, the rate doubles every half second (a job
+//! - until the directory first reports pressure, the rate doubles every quarter second (a job
 //!   against an unthrottled directory soon runs at full speed);
 //! - `x-ms-throttle-limit-percentage` (sent from 80 % of the budget, over the directory's sliding
 //!   window) steers the rate proportionally towards the target share of the budget;
@@ -129,7 +129,7 @@ impl WriteLimiter {
     fn grow(&self, s: &mut State, now: Instant) {
         let since = now.duration_since(s.last_adjust);
         if !s.pressured {
-            if since >= Duration::from_millis(500) {
+            if since >= Duration::from_millis(250) {
                 s.rate = (s.rate * 2.0).min(self.config.max_rate);
                 s.last_adjust = now;
             }
