@@ -1,5 +1,5 @@
-//! The `licensor` binary as an operator uses it: start-up errors, tenant and token commands, and
-//! `licensor demo` from a fresh data directory.
+//! The `licensor` binary as an operator uses it: start-up errors, tenant and token commands,
+//! `licensor demo` from a fresh data directory, and `licensor jobs …` against a running licensor.
 
 mod common;
 
@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn licensor() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_licensor"));
@@ -367,4 +367,294 @@ async fn migrate_command_on_postgres() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
     }
+}
+
+/// `licensor jobs …` against `app` with `token`, its output collected (killed if it outlives the
+/// test's patience).
+async fn jobs_cli(app: &common::TestApp, token: &str, args: &[&str]) -> Output {
+    let mut cmd = licensor();
+    cmd.arg("jobs")
+        .args(args)
+        .env("LICENSOR_URL", &app.url)
+        .env("LICENSOR_TOKEN", token);
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("licensor jobs {args:?} did not end within 180 s"))
+        .expect("run licensor jobs")
+}
+
+/// `jobs submit` of an assign of `sku` to the group named `group`.
+fn assign<'a>(group: &'a str, sku: &'a str) -> [&'a str; 7] {
+    ["submit", "--kind", "assign", "--group", group, "--add", sku]
+}
+
+async fn get_json(app: &common::TestApp, token: &str, path: &str) -> Value {
+    let resp = app.get(path, token).send().await.expect("licensor answers");
+    assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+    resp.json().await.expect("JSON")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        stdout(out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_from_the_command_line() {
+    let emulator = graph_emulator::spawn(graph_emulator::EmulatorConfig {
+        scenario: Some(graph_emulator::Scenario::demo()),
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    let app = common::TestApp::start(common::Backend::Embedded)
+        .await
+        .expect("the embedded backend needs no services");
+    let tenant = app.tenant("contoso").await;
+    app.connect_directory(tenant.id, &emulator).await;
+    let admin = tenant.admin.as_str();
+
+    // Bad input: one line naming the problem, exit 1, and no job. A refusal of the API is its
+    // code and detail.
+    for (token, group, sku, says) in [
+        (
+            admin,
+            "Nobody Here",
+            "SPE_E5",
+            "no directory group is named `Nobody Here`",
+        ),
+        (admin, "Sales", "NO_SUCH_SKU", "NO_SUCH_SKU"),
+        (
+            tenant.viewer.as_str(),
+            "Sales",
+            "SPE_E5",
+            "error: forbidden: ",
+        ),
+    ] {
+        let out = jobs_cli(&app, token, &assign(group, sku)).await;
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr_line(&out).contains(says), "{says}");
+        assert!(out.stdout.is_empty());
+    }
+    let out = jobs_cli(&app, admin, &["watch", "not-a-job"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_line(&out).contains("not-a-job"));
+    assert_eq!(
+        get_json(&app, admin, "/v1/jobs").await["data"],
+        json!([]),
+        "no job was created"
+    );
+
+    // SPE_E5 (100 units) for Sales (250 members), the group given by name.
+    let out = jobs_cli(&app, admin, &assign("Sales", "SPE_E5")).await;
+    let id = succeeded(&out).trim().to_owned();
+    uuid::Uuid::try_parse(&id).unwrap_or_else(|_| panic!("only the job id on stdout: {id:?}"));
+    let job = get_json(&app, admin, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["kind"], "assign");
+    assert_eq!(
+        job["request"]["groups"][0],
+        app.group_id(admin, "Sales").await.as_str()
+    );
+    assert_eq!(
+        job["request"]["add_licenses"][0]["sku_id"],
+        graph_emulator::SPE_E5_SKU_ID
+    );
+
+    // Watch: plain progress lines (stdout is a pipe), the final counts, the failures by code,
+    // and exit 3 for Finished with Exception.
+    let out = jobs_cli(&app, admin, &["watch", &id]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(stderr_line(&out).contains("Finished with Exception"));
+    assert!(
+        !text.contains('\u{1b}'),
+        "no terminal codes in plain output: {text:?}"
+    );
+    let job = app.wait_for_job(admin, &id, 5).await;
+    assert_eq!(job["status"], "finished_with_exception");
+    assert_eq!(job["progress"]["succeeded"], 100);
+    assert_eq!(job["progress"]["failed"], 150);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("Finished with Exception: 250 of 250 done")),
+        "{text}"
+    );
+    assert!(
+        text.contains("100 succeeded, 150 failed, 0 skipped of 250"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("count_violation")),
+        "{text}"
+    );
+
+    // Rerun: queued again as a second run; with nothing changed it fails again.
+    let out = jobs_cli(&app, tenant.operator.as_str(), &["rerun", &id]).await;
+    let text = succeeded(&out);
+    assert!(text.contains(&id) && text.contains("run 2"), "{text}");
+    let job = app.wait_for_job(admin, &id, 120).await;
+    assert_eq!(job["status"], "finished_with_exception");
+    assert_eq!(job["runs"], 2);
+    let runs = get_json(&app, admin, &format!("/v1/jobs/{id}/runs")).await;
+    assert_eq!(runs["data"].as_array().unwrap().len(), 2, "{runs}");
+
+    // The report: a header and one row per member with its outcome.
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.csv");
+    let out = jobs_cli(
+        &app,
+        tenant.viewer.as_str(),
+        &[
+            "report",
+            &id,
+            "--format",
+            "csv",
+            "--output",
+            report.to_str().unwrap(),
+        ],
+    )
+    .await;
+    succeeded(&out);
+    let csv = std::fs::read_to_string(&report).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 251, "header + 250 members");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    assert_eq!(header[0], "user_id");
+    let status = header
+        .iter()
+        .position(|h| *h == "status")
+        .expect("status column");
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    for line in &lines[1..] {
+        *counts
+            .entry(line.split(',').nth(status).unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(counts.get("succeeded"), Some(&100), "{counts:?}");
+    assert_eq!(counts.get("failed"), Some(&150), "{counts:?}");
+
+    // A job that finishes: ENTERPRISEPACK for Licensed Pilot, with a usage location; --json
+    // prints the API's job.
+    let out = jobs_cli(
+        &app,
+        admin,
+        &[
+            "submit",
+            "--json",
+            "--kind",
+            "assign",
+            "--group",
+            "Licensed Pilot",
+            "--add",
+            "ENTERPRISEPACK",
+            "--usage-location",
+            "SE",
+        ],
+    )
+    .await;
+    let submitted: Value = serde_json::from_str(&succeeded(&out)).expect("JSON on stdout");
+    assert_eq!(submitted["request"]["usage_location"], "SE");
+    let pilot = submitted["id"].as_str().unwrap().to_owned();
+    let out = jobs_cli(&app, admin, &["watch", &pilot]).await;
+    let text = succeeded(&out);
+    assert!(text.contains("run 1: Finished"), "{text}");
+    assert!(text.contains("0 failed"), "{text}");
+
+    // The list: a table in the Job Monitor's words, and the API's JSON with --json.
+    let out = jobs_cli(&app, admin, &["list"]).await;
+    let text = succeeded(&out);
+    let header = text.lines().next().unwrap_or_default();
+    for column in [
+        "ID",
+        "KIND",
+        "GROUPS",
+        "STATUS",
+        "SUCCEEDED",
+        "FAILED",
+        "SKIPPED",
+        "TOTAL",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let sales_row = text
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .expect("Sales job listed");
+    assert!(sales_row.contains("Sales") && sales_row.contains("Finished with Exception"));
+    let pilot_row = text
+        .lines()
+        .find(|l| l.starts_with(&pilot))
+        .expect("pilot job listed");
+    assert!(pilot_row.contains("Licensed Pilot") && pilot_row.contains("Finished"));
+    let out = jobs_cli(&app, admin, &["list", "--json", "--status", "finished"]).await;
+    let listed: Value = serde_json::from_str(&succeeded(&out)).expect("JSON on stdout");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, [pilot.as_str()]);
+
+    // Export Results: a file in the format asked for, downloaded once the job is done.
+    let out = jobs_cli(
+        &app,
+        admin,
+        &[
+            "submit",
+            "--kind",
+            "export",
+            "--group",
+            "Licensed Pilot",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    let export = succeeded(&out).trim().to_owned();
+    succeeded(&jobs_cli(&app, admin, &["watch", &export]).await);
+    let file = dir.path().join("export.json");
+    let out = jobs_cli(
+        &app,
+        admin,
+        &["export", &export, "--output", file.to_str().unwrap()],
+    )
+    .await;
+    succeeded(&out);
+    let rows: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).expect("JSON file");
+    assert_eq!(rows.as_array().map(Vec::len), Some(5), "{rows}");
+
+    // Several at once: the rerunnable one is queued again, the finished one is rejected with
+    // its reason, and the exit code says not all were rerun.
+    let out = jobs_cli(&app, tenant.operator.as_str(), &["rerun", &id, &pilot]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("rerun") && l.contains(&id) && l.contains("run 3")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("rejected")
+            && l.contains(&pilot)
+            && l.contains("not_rerunnable")),
+        "{text}"
+    );
+    assert!(stderr_line(&out).contains("1 of 2"));
+    let job = app.wait_for_job(admin, &id, 120).await;
+    assert_eq!(job["runs"], 3);
+
+    app.stop().await;
 }

@@ -2,6 +2,7 @@
 //! the demo scenario, points a `demo` tenant at it, runs API and worker in one process, and prints
 //! `LICENSOR_URL=` / `LICENSOR_TOKEN=` for the CLI and scripts. A second run reuses the data.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use graph_emulator::{EmulatorConfig, Scenario};
@@ -23,8 +24,17 @@ pub async fn run(listen: &str, data_dir: PathBuf) -> anyhow::Result<()> {
     let settings = Settings::load_with(&overrides)?;
     crate::telemetry::init_tracing(&settings.log);
 
+    // Throttled like Graph, with a budget of 200 writes a second (Graph's default for one app
+    // is far lower), so a demo job of thousands of members finishes while you watch.
     let emulator = graph_emulator::spawn(EmulatorConfig {
         scenario: Some(Scenario::demo()),
+        faults: graph_emulator::Faults {
+            write_budget: graph_emulator::Budget {
+                limit: 30_000,
+                window_ms: 150_000,
+            },
+            ..graph_emulator::Faults::default()
+        },
         ..EmulatorConfig::default()
     })
     .await
@@ -57,31 +67,38 @@ pub async fn run(listen: &str, data_dir: PathBuf) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("the API is not listening"))?;
     let url = format!("http://{addr}");
 
-    println!(
-        "licensor demo is running (data in {}).",
-        settings.data_dir.display()
+    let greeting = format!(
+        "licensor demo is running (data in {data}).
+
+  Job Monitor     {url}/
+  API             {url}/v1   (OpenAPI: {url}/openapi.json)
+  Directory       {directory} (bundled Microsoft Graph emulator)
+
+The demo tenant's directory holds the groups All Staff (5,000 members), Sales (250)
+and Engineering (1,200, with a nested group), and the SKUs ENTERPRISEPACK (plenty of
+units) and SPE_E5 (100 units, so a large job runs out); 2% of users have no usage
+location, so a first job ends Finished with Exception and can be rerun.
+
+Use the CLI and scripts with:
+
+LICENSOR_URL={url}
+LICENSOR_TOKEN={token}
+
+e.g. licensor jobs submit --kind assign --group Sales --add SPE_E5, then licensor jobs watch ID.
+
+Press Ctrl-C to stop.
+",
+        data = settings.data_dir.display(),
+        directory = emulator.base_url(),
+        token = token.secret,
     );
-    println!();
-    println!("  Job Monitor     {url}/");
-    println!("  API             {url}/v1   (OpenAPI: {url}/openapi.json)");
-    println!(
-        "  Directory       {} (bundled Microsoft Graph emulator)",
-        emulator.base_url()
-    );
-    println!();
-    println!("The demo tenant's directory holds the groups All Staff (5,000 members), Sales (250)");
-    println!(
-        "and Engineering (1,200, with a nested group), and the SKUs ENTERPRISEPACK (plenty of"
-    );
-    println!("units) and SPE_E5 (100 units, so a large job runs out); 2% of users have no usage");
-    println!("location, so a first job ends Finished with Exception and can be rerun.");
-    println!();
-    println!("Use the CLI and scripts with:");
-    println!();
-    println!("LICENSOR_URL={url}");
-    println!("LICENSOR_TOKEN={}", token.secret);
-    println!();
-    println!("Press Ctrl-C to stop.");
+    // Whoever reads the greeting may stop reading (a script that took the token): the demo
+    // keeps serving.
+    let mut out = std::io::stdout().lock();
+    let _ = out
+        .write_all(greeting.as_bytes())
+        .and_then(|()| out.flush());
+    drop(out);
 
     let outcome = app.run_until(shutdown_signal()).await;
     emulator.shutdown().await;

@@ -2,23 +2,10 @@
 //! (`--url`/`--token`, or `LICENSOR_URL`/`LICENSOR_TOKEN`). `--json` prints the API's answer;
 //! otherwise a table or one line. A refusal is one line with the problem's code and detail.
 
-use std::time::Duration;
-
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde_json::{Value, json};
 
-#[derive(Debug, Args)]
-pub struct Client {
-    /// licensor's URL, e.g. http://127.0.0.1:8080 (as `licensor demo` prints it).
-    #[arg(long, env = "LICENSOR_URL")]
-    url: Option<String>,
-    /// An API token of the tenant.
-    #[arg(long, env = "LICENSOR_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Print the API's JSON answer instead of a table.
-    #[arg(long)]
-    json: bool,
-}
+use super::client::{Api, Client, path_segment, print_table, text};
 
 #[derive(Debug, Subcommand)]
 pub enum LicensesCommand {
@@ -86,86 +73,15 @@ pub enum LicensesCommand {
     },
 }
 
-struct Api {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-impl Api {
-    fn new(client: &Client) -> anyhow::Result<Api> {
-        let url = client
-            .url
-            .clone()
-            .filter(|u| !u.trim().is_empty())
-            .ok_or_else(|| anyhow::anyhow!("no licensor URL: pass --url or set LICENSOR_URL"))?;
-        let token = client
-            .token
-            .clone()
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| anyhow::anyhow!("no token: pass --token or set LICENSOR_TOKEN"))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(Api {
-            http,
-            url: url.trim_end_matches('/').to_owned(),
-            token,
-        })
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.url))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(value);
-        }
-        match (value["code"].as_str(), value["detail"].as_str()) {
-            (Some(code), Some(detail)) => Err(anyhow::anyhow!("{code}: {detail}")),
-            _ => Err(anyhow::anyhow!("HTTP {status} from {}", self.url)),
-        }
-    }
-}
-
 pub async fn run(cmd: LicensesCommand) -> anyhow::Result<()> {
     match cmd {
         LicensesCommand::List { client } => {
             let api = Api::new(&client)?;
-            let mut all = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let path = match &cursor {
-                    Some(c) => format!("/v1/licenses?limit=500&cursor={c}"),
-                    None => "/v1/licenses?limit=500".to_owned(),
-                };
-                let page = api.send(reqwest::Method::GET, &path, None).await?;
-                all.extend(page["data"].as_array().cloned().unwrap_or_default());
-                match page["next_cursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_owned()),
-                    None => break,
-                }
-            }
+            let all = api.list("/v1/licenses", &[], None).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                print_table(&all);
+                print_licenses(&all);
             }
         }
         LicensesCommand::Create {
@@ -282,22 +198,7 @@ pub async fn run(cmd: LicensesCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A license id as it may appear in a URL path (anything else is simply "not found").
-fn path_segment(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect()
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-fn print_table(licenses: &[Value]) {
+fn print_licenses(licenses: &[Value]) {
     let rows: Vec<[String; 7]> = licenses
         .iter()
         .map(|l| {
@@ -315,28 +216,16 @@ fn print_table(licenses: &[Value]) {
             ]
         })
         .collect();
-    let header = [
-        "ID",
-        "NAME",
-        "SEATS",
-        "ASSIGNED",
-        "AVAILABLE",
-        "STARTED",
-        "TERM",
-    ]
-    .map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    print_table(
+        [
+            "ID",
+            "NAME",
+            "SEATS",
+            "ASSIGNED",
+            "AVAILABLE",
+            "STARTED",
+            "TERM",
+        ],
+        &rows,
+    );
 }

@@ -1,5 +1,6 @@
-//! The `licensor` command line: run modes (`demo`, `serve`, `worker`, `migrate`) and
-//! administration (`tenant`, `token`). Errors are one line on stderr and a non-zero exit.
+//! The `licensor` command line: run modes (`demo`, `serve`, `worker`, `migrate`),
+//! administration (`tenant`, `token`) and clients of a running licensor (`licenses`, `jobs`).
+//! Errors are one line on stderr and a non-zero exit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,9 @@ use licensor_core::Settings;
 use crate::app::{Application, Roles, StartError, shutdown_signal};
 
 mod admin;
+mod client;
 mod demo;
+mod jobs;
 mod licenses;
 
 #[derive(Debug, Parser)]
@@ -58,7 +61,28 @@ pub enum Command {
     /// licensor: --url/--token or LICENSOR_URL/LICENSOR_TOKEN).
     #[command(subcommand)]
     Licenses(licenses::LicensesCommand),
+    /// Group license jobs: submit, list, watch, rerun, cancel, reports and exports (a client of
+    /// a running licensor: --url/--token or LICENSOR_URL/LICENSOR_TOKEN). `jobs watch` exits 0
+    /// when the job is Finished, 3 Finished with Exception, 4 Failed, 5 Cancelled.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
 }
+
+/// A command that ran but did not succeed, with the exit code that tells a script how (e.g.
+/// `jobs watch` ends with the job's final status). Its message is printed as it is.
+#[derive(Debug)]
+pub(crate) struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// Run the command and turn any failure into one line and an exit code.
 pub fn main(cli: Cli) -> ExitCode {
@@ -74,10 +98,16 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", one_line(&e));
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<Exit>() {
+            Some(exit) => {
+                eprintln!("{}", exit.message);
+                ExitCode::from(exit.code)
+            }
+            None => {
+                eprintln!("error: {}", one_line(&e));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -97,6 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo { listen, data_dir } => demo::run(&listen, data_dir).await,
         Command::Licenses(cmd) => licenses::run(cmd).await,
+        Command::Jobs(cmd) => jobs::run(cmd).await,
         command => {
             let settings = Settings::load()?;
             crate::telemetry::init_tracing(&settings.log);
@@ -119,7 +150,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::Tenant(cmd) => admin::tenant(&settings, cmd).await,
                 Command::Token(cmd) => admin::token(&settings, cmd).await,
-                Command::Demo { .. } | Command::Openapi | Command::Licenses(_) => {
+                Command::Demo { .. }
+                | Command::Openapi
+                | Command::Licenses(_)
+                | Command::Jobs(_) => {
                     unreachable!("handled above")
                 }
             }

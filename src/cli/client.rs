@@ -1,0 +1,197 @@
+//! What the client commands (`licensor licenses …`, `licensor jobs …`) share: where licensor is
+//! and which token to use (`--url`/`--token`, or `LICENSOR_URL`/`LICENSOR_TOKEN`), one HTTP call
+//! whose refusal becomes one line with the problem's code and detail, and plain-text tables.
+
+use std::time::Duration;
+
+use clap::Args;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+
+#[derive(Debug, Args)]
+pub struct Client {
+    /// licensor's URL, e.g. http://127.0.0.1:8080 (as `licensor demo` prints it).
+    #[arg(long, env = "LICENSOR_URL")]
+    url: Option<String>,
+    /// An API token of the tenant.
+    #[arg(long, env = "LICENSOR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Most times one call is tried while licensor answers 429 (rate limited).
+const RATE_LIMITED_TRIES: u32 = 5;
+/// Longest `Retry-After` the client is prepared to wait out.
+const LONGEST_WAIT: Duration = Duration::from_secs(30);
+
+/// A running licensor, called with the caller's token.
+pub struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    pub fn new(client: &Client) -> anyhow::Result<Api> {
+        let url = client
+            .url
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| anyhow::anyhow!("no licensor URL: pass --url or set LICENSOR_URL"))?;
+        let token = client
+            .token
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| anyhow::anyhow!("no token: pass --token or set LICENSOR_TOKEN"))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Api {
+            http,
+            url: url.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    /// A request to `path` (e.g. `/v1/jobs`) with the token; add a query, headers or a body,
+    /// then hand it to [`Api::json`] or [`Api::bytes`].
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+
+    /// Call `path` with an optional JSON body and return the JSON answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self.request(method, path);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.json(req).await
+    }
+
+    /// Send `req` and return its JSON answer.
+    pub async fn json(&self, req: RequestBuilder) -> anyhow::Result<Value> {
+        let bytes = self.bytes(req).await?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Send `req` and return the body of a successful answer as it came (e.g. a file). A
+    /// refusal is an error reading `code: detail`; while licensor says 429, the call is tried
+    /// again after its `Retry-After`.
+    pub async fn bytes(&self, req: RequestBuilder) -> anyhow::Result<Vec<u8>> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let attempt = req
+                .try_clone()
+                .ok_or_else(|| anyhow::anyhow!("a request to {} cannot be sent", self.url))?;
+            let resp = attempt
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.url))?;
+            let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| anyhow::anyhow!("reading the answer of {}: {e}", self.url))?;
+            if status.is_success() {
+                return Ok(body.to_vec());
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS && tries < RATE_LIMITED_TRIES {
+                let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                if wait <= LONGEST_WAIT {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+            let problem: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            return Err(
+                match (problem["code"].as_str(), problem["detail"].as_str()) {
+                    (Some(code), Some(detail)) => anyhow::anyhow!("{code}: {detail}"),
+                    _ => anyhow::anyhow!("HTTP {status} from {}", self.url),
+                },
+            );
+        }
+    }
+
+    /// The `data` of a list route, following `next_cursor` until `at_most` entries (all of them
+    /// when `None`) have been read.
+    pub async fn list(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        at_most: Option<usize>,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let limit = at_most.map_or(500, |n| n.saturating_sub(all.len()).clamp(1, 500));
+            let mut req = self
+                .request(Method::GET, path)
+                .query(query)
+                .query(&[("limit", limit)]);
+            if let Some(c) = &cursor {
+                req = req.query(&[("cursor", c)]);
+            }
+            let page = self.json(req).await?;
+            all.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(c) if at_most.is_none_or(|n| all.len() < n) => cursor = Some(c.to_owned()),
+                _ => break,
+            }
+        }
+        if let Some(n) = at_most {
+            all.truncate(n);
+        }
+        Ok(all)
+    }
+}
+
+/// An id as it may appear in a URL path (anything else is simply "not found").
+pub fn path_segment(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
+}
+
+/// A JSON value as a table cell or in a sentence: strings bare, `null` as `-`.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Print `rows` under `header`, each column as wide as its widest cell.
+pub fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let header = header.map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
