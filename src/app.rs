@@ -172,6 +172,8 @@ impl Application {
                 openapi: Arc::new(Default::default()),
                 directory: directory.clone(),
                 jobs: self.settings.jobs.clone(),
+                rate_limit: api::rate_limit::TokenRateLimiter::from_settings(&self.settings.api)
+                    .map(Arc::new),
             };
             let app = api::router(state, self.settings.max_body_bytes);
             let signal = stopped(stop_rx.clone());

@@ -46,10 +46,32 @@ struct RawSettings {
     secret_key: String,
     log: String,
     max_body_bytes: usize,
+    api: ApiSettings,
     worker: WorkerSettings,
     directory: DirectoryTuning,
     sweeps: SweepSettings,
     jobs: JobSettings,
+}
+
+/// Limits of the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Requests per second one API token may make, sustained; 0 = no limit.
+    pub rate_limit_per_second: u32,
+    /// Requests one API token may make at once above the sustained rate.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Settings::from_toml("")
+            .map(|s| s.api)
+            .unwrap_or(ApiSettings {
+                rate_limit_per_second: 50,
+                rate_limit_burst: 100,
+            })
+    }
 }
 
 /// When licensor's own periodic work runs: cron expressions with seconds
@@ -166,7 +188,7 @@ impl Default for DirectoryTuning {
                 retry_max_delay_ms: 30_000,
                 retry_max_total_secs: 300,
                 initial_write_rate: 20.0,
-                max_write_rate: 20_000.0,
+                max_write_rate: 100_000.0,
                 target_throttle_percent: 93.0,
             })
     }
@@ -226,6 +248,7 @@ pub struct Settings {
     pub secret_key: Option<String>,
     pub log: String,
     pub max_body_bytes: usize,
+    pub api: ApiSettings,
     pub worker: WorkerSettings,
     pub directory: DirectoryTuning,
     pub sweeps: SweepSettings,
@@ -243,6 +266,7 @@ impl std::fmt::Debug for Settings {
             .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
             .field("log", &self.log)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("api", &self.api)
             .field("worker", &self.worker)
             .field("directory", &self.directory)
             .field("sweeps", &self.sweeps)
@@ -346,6 +370,19 @@ impl RawSettings {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::new("max_body_bytes", "must be at least 1024"));
         }
+        let a = &self.api;
+        if a.rate_limit_per_second > 1_000_000 {
+            return Err(ConfigError::new(
+                "api.rate_limit_per_second",
+                "must be between 0 (no limit) and 1000000",
+            ));
+        }
+        if a.rate_limit_per_second > 0 && !(1..=1_000_000).contains(&a.rate_limit_burst) {
+            return Err(ConfigError::new(
+                "api.rate_limit_burst",
+                "must be between 1 and 1000000 while api.rate_limit_per_second is set",
+            ));
+        }
         let w = &self.worker;
         if w.concurrency == 0 || w.concurrency > 1024 {
             return Err(ConfigError::new(
@@ -433,6 +470,7 @@ impl RawSettings {
             secret_key,
             log: self.log,
             max_body_bytes: self.max_body_bytes,
+            api: self.api,
             worker: self.worker,
             directory: self.directory,
             sweeps: self.sweeps,
@@ -542,6 +580,14 @@ mod tests {
         assert!(e.to_string().contains("colour"), "{e}");
         let e = Settings::from_toml(r#"secret_key = "short""#).unwrap_err();
         assert_eq!(e.key, "secret_key");
+        let e = Settings::from_toml("[api]\nrate_limit_burst = 0").unwrap_err();
+        assert_eq!(e.key, "api.rate_limit_burst");
+        assert_eq!(e.env, "LICENSOR_API__RATE_LIMIT_BURST");
+        let e = Settings::from_toml("[api]\nrate_limit_per_second = -1").unwrap_err();
+        assert_eq!(e.key, "api.rate_limit_per_second");
+        let s =
+            Settings::from_toml("[api]\nrate_limit_per_second = 0\nrate_limit_burst = 0").unwrap();
+        assert_eq!(s.api.rate_limit_per_second, 0, "0 turns the limit off");
         let e = Settings::from_toml("[sweeps]\nstarted_seats = \"every day\"").unwrap_err();
         assert_eq!(e.key, "sweeps.started_seats");
         assert_eq!(e.env, "LICENSOR_SWEEPS__STARTED_SEATS");

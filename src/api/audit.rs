@@ -23,6 +23,7 @@ pub struct ListAuditQuery {
     pub target_id: Option<String>,
     pub actor_token_id: Option<Uuid>,
     /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
     pub cursor: Option<String>,
 }

@@ -56,6 +56,9 @@ impl FromRequestParts<AppState> for Auth {
             })?;
         match tokens::authenticate(&state.db, token).await {
             Ok(Some(principal)) => {
+                if let Some(limiter) = &state.rate_limit {
+                    limiter.check(principal.token_id)?;
+                }
                 parts.extensions.insert(principal);
                 Ok(Auth(principal))
             }

@@ -50,9 +50,11 @@ pub(crate) fn directory_error(e: DirectoryError) -> ApiError {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct GroupSearch {
-    /// Start of the group's display name.
+    /// Start of the group's display name (at most 256 characters).
+    #[param(max_length = 256)]
     pub search: Option<String>,
     /// At most this many groups, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
 }
 
@@ -81,7 +83,7 @@ pub async fn list_groups(
             "limit must be between 1 and 500",
         ));
     }
-    if q.search.as_ref().is_some_and(|s| s.len() > 256) {
+    if q.search.as_ref().is_some_and(|s| s.chars().count() > 256) {
         return Err(ApiError::bad_request(
             "invalid_query",
             "search is at most 256 characters",

@@ -1,20 +1,90 @@
 //! Extractors whose rejections are problem+json with a stable code, never axum's plain text.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 
 use super::problem::ApiError;
 
 /// JSON body; malformed JSON → 400 `malformed_json`, wrong shape → 422 `invalid_body`,
-/// wrong content type → 415 `unsupported_media_type`, too large → 413 `body_too_large`.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// a NUL character in any string → 422 `invalid_body` (no store keeps one), wrong content type →
+/// 415 `unsupported_media_type`, too large → 413 `body_too_large`.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !json_content_type(req.headers()) {
+            return Err(unsupported_media_type());
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|r| ApiError::from(JsonRejection::from(r)))?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        if has_nul(&bytes) {
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                "text in the body may not contain NUL (U+0000) characters",
+            ));
+        }
+        Ok(Json(value))
+    }
+}
 
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
         axum::Json(self.0).into_response()
     }
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "send the body as JSON with `Content-Type: application/json`",
+    )
+}
+
+/// `application/json` or `application/<something>+json`, parameters aside.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+    else {
+        return false;
+    };
+    let value = value.trim().to_ascii_lowercase();
+    match value.split_once('/') {
+        Some((kind, subtype)) => {
+            kind == "application" && (subtype == "json" || subtype.ends_with("+json"))
+        }
+        None => false,
+    }
+}
+
+/// Whether a string (or key) of this valid JSON holds U+0000: only the `\u0000` escape can
+/// write one, so the document is walked only when that text appears.
+fn has_nul(bytes: &[u8]) -> bool {
+    fn walk(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(walk),
+            serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || walk(v)),
+            _ => false,
+        }
+    }
+    bytes.windows(6).any(|w| w == b"\\u0000")
+        && serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|v| walk(&v))
 }
 
 impl From<JsonRejection> for ApiError {
@@ -27,25 +97,35 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonSyntaxError(e) => {
                 ApiError::bad_request("malformed_json", body_text(&e.body_text()))
             }
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with `Content-Type: application/json`",
-            ),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the request body is larger than this server accepts",
-            ),
+            JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large(),
             other => ApiError::bad_request("malformed_body", body_text(&other.body_text())),
         }
     }
 }
 
-/// Query string; anything unparsable → 400 `invalid_query`.
-#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// Query string; anything unparsable, or a NUL character (`%00`), → 400 `invalid_query`.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "query parameters may not contain NUL (%00) characters",
+            ));
+        }
+        let axum::extract::Query(value) = axum::extract::Query::<T>::try_from_uri(&parts.uri)?;
+        Ok(Query(value))
+    }
+}
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {

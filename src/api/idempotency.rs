@@ -1,7 +1,7 @@
 //! `Idempotency-Key` on mutating POSTs: a repeat with the same key and body returns the first
 //! answer and does nothing again; the same key with a different request → 422
 //! `idempotency_key_reused`; while the first is still being answered → 409
-//! `idempotency_key_in_use`. Server errors are not kept, so a retry runs again.
+//! `idempotency_key_in_use`. Server errors and 429s are not kept, so a retry runs again.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -20,7 +20,7 @@ pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
 
 /// Routes whose answers carry a secret shown once: never kept, so never replayed.
-const NOT_KEPT: [&str; 1] = ["/v1/tokens"];
+pub(crate) const NOT_KEPT: [&str; 1] = ["/v1/tokens"];
 
 pub async fn idempotency(
     State((state, max_body_bytes)): State<(AppState, usize)>,
@@ -62,12 +62,7 @@ pub async fn idempotency(
     let bytes = match axum::body::to_bytes(body, max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the request body is larger than this server accepts",
-            )
-            .into_response();
+            return ApiError::body_too_large().into_response();
         }
     };
     let fingerprint = idempotency::fingerprint(parts.method.as_str(), parts.uri.path(), &bytes);
@@ -89,7 +84,11 @@ pub async fn idempotency(
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
                 .await;
-            if response.status().is_server_error() {
+            // Server errors and rate-limit refusals are not answers to keep: a retry with the
+            // same key runs again.
+            if response.status().is_server_error()
+                || response.status() == StatusCode::TOO_MANY_REQUESTS
+            {
                 if let Err(e) = idempotency::release(&state.db, tenant_id, &key).await {
                     tracing::warn!(error = %e, "could not release an idempotency key");
                 }

@@ -30,6 +30,7 @@ pub struct ListJobsQuery {
     /// Comma-separated kinds: assign, remove, replace, export.
     pub kind: Option<String>,
     /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -220,8 +221,10 @@ pub struct ListItemsQuery {
     /// Comma-separated statuses: pending, succeeded, failed, skipped.
     pub status: Option<String>,
     /// Comma-separated error codes, e.g. `usage_location_missing,count_violation`.
+    #[param(pattern = "^[a-z_,]*$", max_length = 1000)]
     pub code: Option<String>,
     /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -318,7 +321,8 @@ fn download(file: File) -> Response {
 #[into_params(parameter_in = Query)]
 pub struct ReportQuery {
     /// csv (default), json or xlsx.
-    pub format: Option<String>,
+    #[param(inline)]
+    pub format: Option<FileFormat>,
 }
 
 /// The job's items with their outcomes, as a file.
@@ -336,12 +340,7 @@ pub async fn report(
     Path(id): Path<Uuid>,
     Query(q): Query<ReportQuery>,
 ) -> ApiResult<Response> {
-    let format = match q.format.as_deref() {
-        None | Some("") => FileFormat::Csv,
-        Some(f) => f
-            .parse::<FileFormat>()
-            .map_err(|e| ApiError::bad_request("invalid_query", format!("format: {e}")))?,
-    };
+    let format = q.format.unwrap_or(FileFormat::Csv);
     let file = jobs::files::report(&state.db, auth.tenant_id(), id, format).await?;
     Ok(download(file))
 }
@@ -392,6 +391,7 @@ pub async fn rerun_job(
 #[serde(deny_unknown_fields)]
 pub struct RerunRequest {
     /// 1 to 500 job ids.
+    #[schema(min_items = 1, max_items = 500)]
     pub job_ids: Vec<Uuid>,
 }
 

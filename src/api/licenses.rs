@@ -26,6 +26,7 @@ use super::problem::{ApiError, ApiResult, Problem};
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -41,8 +42,10 @@ pub struct LicenseList {
 #[serde(deny_unknown_fields)]
 pub struct CreateLicense {
     /// 1–200 characters.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     /// Seats bought (1–1,000,000; at most 100,000 with a term).
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub seats: i64,
     /// Whether checked-out seats can be checked in and reassigned (default true).
     #[serde(default)]
@@ -50,12 +53,14 @@ pub struct CreateLicense {
     /// Length of a seat's term in days (1–36500). A seat starts at its first checkout or
     /// automatically 4 months after `delivered_on`, whichever comes first.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 36_500)]
     pub term_days: Option<i64>,
-    /// Delivery date (`YYYY-MM-DD`).
+    /// Delivery date (`YYYY-MM-DD`), in the years 1900–2200.
     #[serde(default)]
     pub delivered_on: Option<NaiveDate>,
     /// At most 2,000 characters.
     #[serde(default)]
+    #[schema(max_length = 2_000)]
     pub notes: Option<String>,
 }
 
@@ -71,13 +76,16 @@ where
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateLicense {
+    /// 1–200 characters.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
-    /// New seat count; fewer than are checked out → 409 `seats_below_assigned`.
+    /// New seat count (1–1,000,000); fewer than are checked out → 409 `seats_below_assigned`.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub seats: Option<i64>,
     pub reassignable: Option<bool>,
     /// `null` removes the term (only while no seat is checked out or started).
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>, nullable)]
+    #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 36_500)]
     pub term_days: Option<Option<i64>>,
     /// `null` clears the delivery date.
     #[serde(default, deserialize_with = "nullable")]
@@ -85,7 +93,7 @@ pub struct UpdateLicense {
     pub delivered_on: Option<Option<NaiveDate>>,
     /// `null` clears the notes.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(value_type = Option<String>, nullable, max_length = 2_000)]
     pub notes: Option<Option<String>>,
 }
 
@@ -103,9 +111,11 @@ pub struct CheckoutRequest {
     pub assignee: Assignee,
     /// Number of seats to check out (1–10,000; default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub quantity: Option<i64>,
-    /// e.g. reason for checkout.
+    /// e.g. reason for checkout; at most 2,000 characters.
     #[serde(default)]
+    #[schema(max_length = 2_000)]
     pub notes: Option<String>,
     /// "Återanvänd startad licens": hand out a reusable started seat with this end date
     /// instead of a new one.
@@ -116,9 +126,12 @@ pub struct CheckoutRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckinRequest {
-    /// The assignments to check in (1–1,000), from the "Used By" list.
+    /// The assignments to check in (1–1,000, each once), from the "Used By" list.
+    #[schema(min_items = 1, max_items = 1_000)]
     pub assignment_ids: Vec<Uuid>,
+    /// At most 2,000 characters.
     #[serde(default)]
+    #[schema(max_length = 2_000)]
     pub notes: Option<String>,
 }
 
@@ -127,8 +140,10 @@ pub struct CheckinRequest {
 #[into_params(parameter_in = Query)]
 pub struct AssignmentsQuery {
     /// `checked_out` (default: the "Used By" list), `checked_in` or `all`.
+    #[param(inline)]
     pub state: Option<AssignmentState>,
     /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

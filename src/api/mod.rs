@@ -21,6 +21,7 @@ use auth::SecurityAddon;
 
 pub mod audit;
 pub mod auth;
+mod common_answers;
 pub mod directory;
 pub mod extract;
 pub mod health;
@@ -28,6 +29,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod licenses;
 pub mod problem;
+pub mod rate_limit;
 pub mod tenant;
 pub mod tokens;
 
@@ -41,6 +43,8 @@ pub struct AppState {
     pub openapi: Arc<utoipa::openapi::OpenApi>,
     pub directory: licensor_core::directory::DirectoryClients,
     pub jobs: licensor_core::config::JobSettings,
+    /// Per-token request budget; `None` = no limit.
+    pub rate_limit: Option<Arc<rate_limit::TokenRateLimiter>>,
 }
 
 #[derive(OpenApi)]
@@ -96,18 +100,23 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document alone (for `licensor openapi` and tests).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+    let mut doc = routes().into_openapi();
+    common_answers::document(&mut doc);
+    doc
 }
 
 /// Build the router over `state` (whose `openapi` field is filled in here).
 pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
-    let (router, openapi) = routes().split_for_parts();
+    let (router, mut openapi) = routes().split_for_parts();
+    common_answers::document(&mut openapi);
     state.openapi = Arc::new(openapi);
     router
         .merge(crate::web::router())
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .layer(middleware::from_fn(track_requests))
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        .layer(middleware::map_response(body_too_large_as_problem))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             // Method and path only: headers (Authorization) and bodies never reach the logs.
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
@@ -124,6 +133,28 @@ async fn fallback() -> problem::ApiError {
         axum::http::StatusCode::NOT_FOUND,
         "not_found",
         "no such route; see /openapi.json",
+    )
+}
+
+/// The body limit's own 413 (sent when `Content-Length` is already too large) as problem+json.
+async fn body_too_large_as_problem(response: Response) -> Response {
+    use axum::response::IntoResponse;
+    if response.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE
+        || response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|ct| ct == "application/problem+json")
+    {
+        return response;
+    }
+    problem::ApiError::body_too_large().into_response()
+}
+
+async fn method_not_allowed() -> problem::ApiError {
+    problem::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see /openapi.json",
     )
 }
 

@@ -35,6 +35,7 @@ pub async fn list_tokens(State(state): State<AppState>, auth: Auth) -> ApiResult
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// A label to recognise the token by (1–200 characters).
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     pub role: Role,
 }
@@ -60,7 +61,7 @@ pub async fn create_token(
     Json(body): Json<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     let me = auth.require(Role::Admin)?;
-    if body.name.trim().is_empty() || body.name.len() > 200 {
+    if body.name.trim().is_empty() || body.name.chars().count() > 200 {
         return Err(ApiError::unprocessable(
             "invalid_name",
             "name must be 1 to 200 characters",

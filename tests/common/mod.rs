@@ -106,7 +106,7 @@ impl Drop for PgDatabase {
 
 /// A Redis key namespace for one test, deleted after it.
 pub struct RedisNamespace {
-    url: String,
+    pub url: String,
     pub prefix: String,
 }
 
@@ -196,7 +196,13 @@ impl TestData {
             "[worker]\nheartbeat_secs = 1\nmissed_heartbeats = 2\nshutdown_grace_secs = 5\n",
         );
         toml.push_str(extra);
-        Settings::from_toml(&toml).expect("test settings")
+        let mut settings = Settings::from_toml(&toml).expect("test settings");
+        // Tests drive the API faster than any person; the per-token rate limit is on only where
+        // a test asks for it.
+        if !extra.contains("rate_limit") {
+            settings.api.rate_limit_per_second = 0;
+        }
+        settings
     }
 }
 
@@ -296,6 +302,47 @@ impl TestApp {
             .post(format!("{}{path}", self.url))
             .bearer_auth(token)
     }
+
+    /// GET `path` with `token`: asserts a 2xx answer and returns its JSON body.
+    pub async fn get_json(&self, path: &str, token: &str) -> serde_json::Value {
+        success_json(self.get(path, token).send().await.expect("GET")).await
+    }
+
+    /// POST `body` to `path` with `token`: asserts a 2xx answer and returns its JSON body.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> serde_json::Value {
+        success_json(
+            self.post(path, token)
+                .json(body)
+                .send()
+                .await
+                .expect("POST"),
+        )
+        .await
+    }
+
+    /// GET an unauthenticated route and return its body as text (e.g. `/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("text body")
+    }
+}
+
+async fn success_json(resp: reqwest::Response) -> serde_json::Value {
+    let (status, url) = (resp.status(), resp.url().clone());
+    let body = resp.text().await.unwrap_or_default();
+    assert!(status.is_success(), "{url}: {status} {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
 }
 
 pub struct TestTenant {
@@ -307,21 +354,40 @@ pub struct TestTenant {
 
 /// Assert a problem+json response with `status` and `code`; returns the body.
 pub async fn expect_problem(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
-    assert_eq!(resp.status().as_u16(), status, "status of {}", resp.url());
+    check_problem(resp, status, code)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A problem+json response with `status` and `code` (its body), or what is wrong with it.
+pub async fn check_problem(
+    resp: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> Result<serde_json::Value, String> {
+    let (got, url) = (resp.status().as_u16(), resp.url().clone());
     let ct = resp
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    assert_eq!(ct, "application/problem+json");
-    let body: serde_json::Value = resp.json().await.expect("problem body");
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["status"], status);
-    for field in ["type", "title", "detail"] {
-        assert!(body[field].is_string(), "problem has {field}: {body}");
+    let text = resp.text().await.unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let shaped = ["type", "title", "detail"]
+        .iter()
+        .all(|field| body[field].is_string());
+    if got != status
+        || ct != "application/problem+json"
+        || body["code"] != code
+        || body["status"] != status
+        || !shaped
+    {
+        return Err(format!(
+            "{url}: expected {status} {code} as problem+json, got {got} {ct} {text}"
+        ));
     }
-    body
+    Ok(body)
 }
 
 /// Generate one `#[tokio::test]` per backend from an async fn taking a [`Backend`]; the

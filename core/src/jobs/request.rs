@@ -111,15 +111,18 @@ pub struct JobRequest {
     /// `assign`, `remove`, `replace` or `export`.
     pub kind: JobKind,
     /// 1 to 100 directory group ids.
+    #[schema(min_items = 1, max_items = 100)]
     pub groups: Vec<String>,
     /// Include members of nested groups.
     #[serde(default)]
     pub transitive: bool,
     /// Licenses to add (assign, replace).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 50)]
     pub add_licenses: Vec<LicenseToAdd>,
     /// SKU ids to remove (remove, replace).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 50)]
     pub remove_licenses: Vec<Uuid>,
     /// Replace: swap every license the member holds directly for `add_licenses`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -127,6 +130,7 @@ pub struct JobRequest {
     /// ISO 3166-1 alpha-2 country set on members without a usage location before assigning;
     /// `null` = no change.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z]{2}$")]
     pub usage_location: Option<String>,
     /// Temporary assignment: removed automatically when due (assign only).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -180,6 +180,7 @@ pub struct Assignee {
     #[serde(rename = "type")]
     pub kind: AssigneeType,
     /// The user's or asset's id in the caller's own records (1–200 characters).
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub id: String,
 }
 

@@ -1,0 +1,132 @@
+//! The answers every route can give besides its own, written into `/openapi.json` once here so
+//! that no route's description misses one: 401 and 429 (`Retry-After`) for a route that takes a
+//! token, 403 for one that changes something, 400/413/415/422 for a JSON body, 404 for a path id,
+//! 400 for query parameters, and the `Idempotency-Key` header with its answers on mutating POSTs.
+//! A route's own description of a status wins.
+
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{OpenApi, Ref, RefOr, Required};
+
+use super::idempotency::NOT_KEPT;
+
+pub fn document(doc: &mut OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let idempotent = !NOT_KEPT.contains(&path.as_str());
+        if let Some(op) = item.get.as_mut() {
+            complete(op, false, false);
+        }
+        if let Some(op) = item.post.as_mut() {
+            complete(op, true, idempotent);
+        }
+        for op in [&mut item.put, &mut item.patch, &mut item.delete]
+            .into_iter()
+            .flatten()
+        {
+            complete(op, true, false);
+        }
+    }
+}
+
+fn complete(op: &mut Operation, mutating: bool, idempotent: bool) {
+    let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    let has = |place: ParameterIn| {
+        op.parameters
+            .iter()
+            .flatten()
+            .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == place))
+    };
+    let (in_path, in_query) = (has(ParameterIn::Path), has(ParameterIn::Query));
+    let has_body = op.request_body.is_some();
+    let mut answers: Vec<(&str, Response)> = Vec::new();
+    if secured {
+        answers.push(("401", problem("No, malformed, unknown or revoked token")));
+        answers.push(("429", rate_limited()));
+        if mutating {
+            answers.push(("403", problem("The token's role does not allow this")));
+        }
+    }
+    if in_path {
+        answers.push(("404", problem("No such object in the caller's tenant")));
+    }
+    if in_query {
+        answers.push(("400", problem("A query parameter is not valid")));
+    }
+    if has_body {
+        answers.push(("400", problem("The body is not JSON")));
+        answers.push(("413", problem("The body is larger than the server accepts")));
+        answers.push(("415", problem("The body is not sent as application/json")));
+        answers.push((
+            "422",
+            problem("The body is JSON of the wrong shape, or its values are not acceptable"),
+        ));
+    }
+    if secured && idempotent {
+        op.parameters.get_or_insert_with(Vec::new).push(RefOr::T(
+            ParameterBuilder::new()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Makes a retry safe: a repeat with the same key and request returns the first \
+                     answer and does nothing again (1–200 visible ASCII characters, kept 24 h)",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(200))
+                        .pattern(Some("^[!-~]+$")),
+                ))
+                .build(),
+        ));
+        answers.push(("400", problem("A malformed Idempotency-Key")));
+        answers.push((
+            "409",
+            problem("The first request with this Idempotency-Key is still being answered"),
+        ));
+        answers.push((
+            "422",
+            problem("This Idempotency-Key was used for a different request"),
+        ));
+    }
+    for (status, answer) in answers {
+        op.responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert(RefOr::T(answer));
+    }
+}
+
+fn problem(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
+fn rate_limited() -> Response {
+    let mut response = problem("The token made too many requests: `rate_limited`");
+    response.headers.insert(
+        "Retry-After".to_owned(),
+        RefOr::T(
+            HeaderBuilder::new()
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1)),
+                ))
+                .description(Some("Seconds to wait before the next request"))
+                .build(),
+        ),
+    );
+    response
+}

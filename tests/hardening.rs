@@ -1,0 +1,714 @@
+//! Input hardening and the per-token rate limit: malformed JSON, wrong types, unknown fields, huge
+//! arrays and bodies, NUL characters, bad ids, bad query parameters and headers each answer a
+//! 4xx problem+json — never a 500 — and change nothing; a token over its rate answers 429 with
+//! `Retry-After` while other tokens and the unauthenticated routes go on (0 turns the limit off,
+//! as the harness does for every other test); `/openapi.json` documents those answers on every
+//! route.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestApp, TestTenant, check_problem, expect_problem};
+use licensor::Roles;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// One bad request: method, path, body (sent as JSON unless `content_type` says otherwise),
+/// the expected status and problem code.
+struct Case {
+    method: Method,
+    path: String,
+    body: Option<String>,
+    content_type: Option<&'static str>,
+    headers: Vec<(&'static str, String)>,
+    status: u16,
+    code: &'static str,
+}
+
+fn get(path: impl Into<String>, status: u16, code: &'static str) -> Case {
+    Case {
+        method: Method::GET,
+        path: path.into(),
+        body: None,
+        content_type: None,
+        headers: Vec::new(),
+        status,
+        code,
+    }
+}
+
+fn send(
+    method: Method,
+    path: impl Into<String>,
+    body: impl Into<String>,
+    status: u16,
+    code: &'static str,
+) -> Case {
+    Case {
+        method,
+        path: path.into(),
+        body: Some(body.into()),
+        content_type: Some("application/json"),
+        headers: Vec::new(),
+        status,
+        code,
+    }
+}
+
+fn post(path: impl Into<String>, body: impl Into<String>, status: u16, code: &'static str) -> Case {
+    send(Method::POST, path, body, status, code)
+}
+
+/// Everything a tenant can see of itself, to compare before and after.
+async fn snapshot(app: &TestApp, t: &TestTenant, license: &str) -> Value {
+    let mut state = json!({});
+    for path in [
+        "/v1/licenses?limit=500".to_owned(),
+        format!("/v1/licenses/{license}/assignments?state=all&limit=500"),
+        "/v1/jobs?limit=500".to_owned(),
+        "/v1/audit?limit=500".to_owned(),
+        "/v1/tokens".to_owned(),
+    ] {
+        let mut body = app.get_json(&path, &t.admin).await;
+        // Reading with a token marks it used; that is not a change made by a request.
+        if let Some(tokens) = body["data"].as_array_mut() {
+            for token in tokens {
+                if let Some(t) = token.as_object_mut() {
+                    t.remove("last_used_at");
+                }
+            }
+        }
+        state[path] = body;
+    }
+    state
+}
+
+async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("acme").await;
+    let license = app
+        .post_json(
+            "/v1/licenses",
+            &t.admin,
+            &json!({"name": "Visio", "seats": 5}),
+        )
+        .await;
+    let l = license["id"].as_str().unwrap().to_owned();
+    let assignment = app
+        .post_json(
+            &format!("/v1/licenses/{l}/checkout"),
+            &t.admin,
+            &json!({"assignee": {"type": "user", "id": "ada"}}),
+        )
+        .await;
+    let a = assignment["id"].as_str().unwrap().to_owned();
+    let before = snapshot(&app, &t, &l).await;
+
+    let nobody = "00000000-0000-0000-0000-000000000000";
+    let uuids = |n: usize| {
+        serde_json::to_string(
+            &(0..n)
+                .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+    };
+    let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    let mut cases = vec![
+        // Malformed JSON → 400.
+        post("/v1/licenses", "{", 400, "malformed_json"),
+        post("/v1/licenses", "", 400, "malformed_json"),
+        post(
+            "/v1/licenses",
+            r#"{"name": "x", "seats": 1} trailing"#,
+            400,
+            "malformed_json",
+        ),
+        post("/v1/licenses", &deep, 422, "invalid_body"),
+        post(
+            "/v1/tokens",
+            r#"{"name": "x", "role": "admin""#,
+            400,
+            "malformed_json",
+        ),
+        post("/v1/jobs", "{'kind': 'assign'}", 400, "malformed_json"),
+        // Valid JSON of the wrong shape or type → 422 invalid_body.
+        post("/v1/licenses", "null", 422, "invalid_body"),
+        post("/v1/licenses", "[]", 422, "invalid_body"),
+        post("/v1/licenses", r#""Visio""#, 422, "invalid_body"),
+        post("/v1/licenses", r#"{"name": "x"}"#, 422, "invalid_body"),
+        post(
+            "/v1/licenses",
+            r#"{"name": 5, "seats": 1}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "x", "seats": "5"}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "x", "seats": 1.5}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "x", "seats": 9223372036854775808}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "x", "seats": 1, "reassignable": "yes"}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "x", "seats": 1, "delivered_on": "2024-02-30"}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "x", "seats": 1, "colour": "blue"}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "Vi\u0000sio", "seats": 1}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/tokens",
+            r#"{"name": "ops", "role": "admin", "scopes": ["all"]}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/tokens",
+            r#"{"name": "ops", "role": "root"}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"{"assignee": {"type": "robot", "id": "r2"}}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"{"assignee": {"type": "user", "id": "ada", "email": "a@x"}}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkin"),
+            r#"{"assignment_ids": ["not-a-uuid"]}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/jobs",
+            r#"{"kind": "assign", "groups": "all"}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/jobs",
+            r#"{"kind": "grant", "groups": []}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/jobs/rerun",
+            r#"{"job_ids": "all"}"#,
+            422,
+            "invalid_body",
+        ),
+        send(
+            Method::PATCH,
+            format!("/v1/licenses/{l}"),
+            r#"{"seats": "many"}"#,
+            422,
+            "invalid_body",
+        ),
+        send(
+            Method::PATCH,
+            format!("/v1/licenses/{l}"),
+            r#"{"owner": "me"}"#,
+            422,
+            "invalid_body",
+        ),
+        // Values the types allow but the rules do not → 422 with the field's code.
+        post(
+            "/v1/licenses",
+            r#"{"name": "  ", "seats": 1}"#,
+            422,
+            "invalid_name",
+        ),
+        post(
+            "/v1/licenses",
+            format!(r#"{{"name": "{}", "seats": 1}}"#, "x".repeat(201)),
+            422,
+            "invalid_name",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "x", "seats": 0}"#,
+            422,
+            "invalid_seats",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "x", "seats": 1000001}"#,
+            422,
+            "invalid_seats",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "x", "seats": 1, "delivered_on": "1800-01-01"}"#,
+            422,
+            "invalid_delivered_on",
+        ),
+        post(
+            "/v1/licenses",
+            format!(
+                r#"{{"name": "x", "seats": 1, "notes": "{}"}}"#,
+                "n".repeat(2_001)
+            ),
+            422,
+            "invalid_notes",
+        ),
+        send(
+            Method::PATCH,
+            format!("/v1/licenses/{l}"),
+            r#"{"seats": -3}"#,
+            422,
+            "invalid_seats",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"{"assignee": {"type": "user", "id": "ada"}, "quantity": 0}"#,
+            422,
+            "invalid_quantity",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"{"assignee": {"type": "user", "id": " "}}"#,
+            422,
+            "invalid_assignee",
+        ),
+        post(
+            "/v1/tokens",
+            format!(r#"{{"name": "{}", "role": "viewer"}}"#, "é".repeat(201)),
+            422,
+            "invalid_name",
+        ),
+        // Huge arrays → 422, before anything is looked up.
+        post(
+            format!("/v1/licenses/{l}/checkin"),
+            r#"{"assignment_ids": []}"#,
+            422,
+            "invalid_assignment_ids",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkin"),
+            format!(r#"{{"assignment_ids": {}}}"#, uuids(1_001)),
+            422,
+            "invalid_assignment_ids",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkin"),
+            format!(r#"{{"assignment_ids": ["{a}", "{a}"]}}"#),
+            422,
+            "invalid_assignment_ids",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkin"),
+            format!(
+                r#"{{"assignment_ids": {}}}"#,
+                serde_json::to_string(&vec![7; 100_000]).unwrap()
+            ),
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/jobs/rerun",
+            format!(r#"{{"job_ids": {}}}"#, uuids(501)),
+            422,
+            "invalid_job_ids",
+        ),
+        post(
+            "/v1/jobs/rerun",
+            r#"{"job_ids": []}"#,
+            422,
+            "invalid_job_ids",
+        ),
+        post(
+            "/v1/jobs",
+            format!(r#"{{"kind": "export", "groups": {}}}"#, uuids(101)),
+            422,
+            "too_many_groups",
+        ),
+        post(
+            "/v1/jobs",
+            format!(
+                r#"{{"kind": "remove", "groups": ["{nobody}"], "remove_licenses": {}}}"#,
+                uuids(51)
+            ),
+            422,
+            "too_many_licenses",
+        ),
+        // A mutation of an object that is not there → 404, whatever the body.
+        post(
+            format!("/v1/licenses/{nobody}/checkout"),
+            r#"{"assignee": {"type": "user", "id": "ada"}}"#,
+            404,
+            "not_found",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkin"),
+            format!(r#"{{"assignment_ids": ["{a}", "{nobody}"]}}"#),
+            404,
+            "not_found",
+        ),
+        post(format!("/v1/jobs/{nobody}/rerun"), "{}", 404, "not_found"),
+        post(format!("/v1/jobs/{nobody}/cancel"), "{}", 404, "not_found"),
+        post(
+            format!("/v1/tokens/{nobody}/revoke"),
+            "{}",
+            404,
+            "not_found",
+        ),
+        // Bad ids in the path → 404.
+        get("/v1/licenses/not-a-uuid", 404, "not_found"),
+        get("/v1/licenses/1", 404, "not_found"),
+        get(format!("/v1/licenses/{l}x"), 404, "not_found"),
+        get("/v1/licenses/%00", 404, "not_found"),
+        get("/v1/licenses/..%2F..%2Fetc%2Fpasswd", 404, "not_found"),
+        get(
+            format!("/v1/licenses/{}", "9".repeat(10_000)),
+            404,
+            "not_found",
+        ),
+        get(format!("/v1/licenses/{nobody}"), 404, "not_found"),
+        get(
+            format!("/v1/licenses/{nobody}/assignments"),
+            404,
+            "not_found",
+        ),
+        get(format!("/v1/licenses/{nobody}/started"), 404, "not_found"),
+        get("/v1/jobs/12345/items", 404, "not_found"),
+        get(format!("/v1/jobs/{nobody}/report"), 404, "not_found"),
+        get(format!("/v1/jobs/{nobody}/export"), 404, "not_found"),
+        post("/v1/tokens/not-a-uuid/revoke", "{}", 404, "not_found"),
+        // Bad query parameters → 400 invalid_query.
+        get("/v1/licenses?limit=-1", 400, "invalid_query"),
+        get("/v1/licenses?limit=0", 400, "invalid_query"),
+        get("/v1/licenses?limit=501", 400, "invalid_query"),
+        get("/v1/licenses?limit=1.5", 400, "invalid_query"),
+        get("/v1/licenses?limit=", 400, "invalid_query"),
+        get(
+            "/v1/licenses?limit=18446744073709551616",
+            400,
+            "invalid_query",
+        ),
+        get("/v1/licenses?limit=1&limit=2", 400, "invalid_query"),
+        get("/v1/licenses?cursor=not-a-cursor", 400, "invalid_query"),
+        get("/v1/licenses?cursor=%00", 400, "invalid_query"),
+        get("/v1/licenses?sort=name", 400, "invalid_query"),
+        get(
+            format!("/v1/licenses/{l}/assignments?state=lost"),
+            400,
+            "invalid_query",
+        ),
+        get("/v1/audit?actor_token_id=nope", 400, "invalid_query"),
+        get("/v1/audit?action=license.create%00", 400, "invalid_query"),
+        get("/v1/audit?target_id=%00", 400, "invalid_query"),
+        get("/v1/jobs?status=done", 400, "invalid_query"),
+        get("/v1/jobs?kind=assign,delete", 400, "invalid_query"),
+        get(
+            format!("/v1/jobs/{nobody}/items?code=Not-A-Code"),
+            400,
+            "invalid_query",
+        ),
+        get(
+            format!("/v1/jobs/{nobody}/report?format=pdf"),
+            400,
+            "invalid_query",
+        ),
+        get("/v1/directory/groups?limit=0", 400, "invalid_query"),
+        get(
+            format!("/v1/directory/groups?search={}", "s".repeat(257)),
+            400,
+            "invalid_query",
+        ),
+        // Content type and size.
+        Case {
+            content_type: None,
+            ..post(
+                "/v1/licenses",
+                r#"{"name": "x", "seats": 1}"#,
+                415,
+                "unsupported_media_type",
+            )
+        },
+        Case {
+            content_type: Some("text/plain"),
+            ..post(
+                "/v1/licenses",
+                r#"{"name": "x", "seats": 1}"#,
+                415,
+                "unsupported_media_type",
+            )
+        },
+        Case {
+            content_type: Some("application/x-www-form-urlencoded"),
+            ..post(
+                "/v1/tokens",
+                "name=x&role=admin",
+                415,
+                "unsupported_media_type",
+            )
+        },
+        post(
+            "/v1/licenses",
+            format!(
+                r#"{{"name": "x", "seats": 1, "notes": "{}"}}"#,
+                "n".repeat(1_100_000)
+            ),
+            413,
+            "body_too_large",
+        ),
+        // Headers.
+        Case {
+            headers: vec![("idempotency-key", "k".repeat(201))],
+            ..post(
+                "/v1/licenses",
+                r#"{"name": "x", "seats": 1}"#,
+                400,
+                "invalid_idempotency_key",
+            )
+        },
+        Case {
+            headers: vec![("idempotency-key", "two words".into())],
+            ..post(
+                "/v1/licenses",
+                r#"{"name": "x", "seats": 1}"#,
+                400,
+                "invalid_idempotency_key",
+            )
+        },
+        // Methods a route does not take → 405.
+        send(
+            Method::DELETE,
+            format!("/v1/licenses/{l}"),
+            "",
+            405,
+            "method_not_allowed",
+        ),
+        send(Method::PUT, "/v1/licenses", "{}", 405, "method_not_allowed"),
+    ];
+    // The same bad bodies through the idempotency layer: refused alike.
+    cases.push(Case {
+        headers: vec![("idempotency-key", "bad-body-1".into())],
+        ..post("/v1/licenses", "{", 400, "malformed_json")
+    });
+
+    let mut wrong = Vec::new();
+    for case in cases {
+        let mut req = app
+            .http
+            .request(case.method.clone(), format!("{}{}", app.url, case.path))
+            .bearer_auth(&t.admin);
+        if let Some(ct) = case.content_type {
+            req = req.header("content-type", ct);
+        }
+        for (name, value) in &case.headers {
+            req = req.header(*name, value);
+        }
+        if let Some(body) = case.body.clone() {
+            req = req.body(body);
+        }
+        let label = format!(
+            "{} {} {}",
+            case.method,
+            clip(&case.path),
+            clip(case.body.as_deref().unwrap_or_default())
+        );
+        match req.send().await {
+            Ok(resp) => {
+                if let Err(e) = check_problem(resp, case.status, case.code).await {
+                    wrong.push(format!("{label}: {e}"));
+                }
+            }
+            // A too-large body may be cut off while it is still being sent.
+            Err(e) if case.status == 413 => eprintln!("{label}: {e}"),
+            Err(e) => wrong.push(format!("{label}: {e}")),
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(
+        snapshot(&app, &t, &l).await,
+        before,
+        "no refused request changed anything"
+    );
+    app.stop().await;
+}
+on_both_backends!(bad_input_is_refused_and_changes_nothing);
+
+fn clip(s: &str) -> String {
+    if s.chars().count() > 80 {
+        format!("{}…", s.chars().take(80).collect::<String>())
+    } else {
+        s.to_owned()
+    }
+}
+
+#[tokio::test]
+async fn rate_limit_per_token() {
+    let Some(app) = TestApp::start_with(
+        Backend::Embedded,
+        Roles::API,
+        "[api]\nrate_limit_per_second = 1\nrate_limit_burst = 3\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let t = app.tenant("acme").await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.get("/v1/licenses", &t.admin)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let limited = app.get("/v1/licenses", &t.admin).send().await.unwrap();
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    let body = expect_problem(limited, 429, "rate_limited").await;
+    assert!(body["detail"].as_str().unwrap().contains("retry"), "{body}");
+    // A mutation over the limit is refused too, and an Idempotency-Key does not keep the 429:
+    // the same request is answered once the wait is over.
+    let create = || {
+        app.post("/v1/licenses", &t.admin)
+            .header("idempotency-key", "limited-create")
+            .json(&json!({"name": "Visio", "seats": 1}))
+    };
+    expect_problem(create().send().await.unwrap(), 429, "rate_limited").await;
+
+    // Another token of the same tenant has a budget of its own.
+    assert_eq!(
+        app.get("/v1/licenses", &t.viewer)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Requests without a token are not counted (and are not limited): they answer 401.
+    for _ in 0..5 {
+        let resp = app
+            .http
+            .get(format!("{}/v1/licenses", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+    // Health, metrics, the document and the Job Monitor's files are never limited.
+    for _ in 0..10 {
+        for path in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/"] {
+            let resp = app
+                .http
+                .get(format!("{}{path}", app.url))
+                .bearer_auth(&t.admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "GET {path}");
+        }
+    }
+
+    tokio::time::sleep(Duration::from_secs(retry_after + 1)).await;
+    let created = create().send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    assert!(created.headers().get("idempotent-replayed").is_none());
+    let replay = create().send().await.unwrap();
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert!(
+        app.text("/metrics")
+            .await
+            .contains("licensor_http_rate_limited_total")
+    );
+    app.stop().await;
+}
+
+/// `/openapi.json` names every answer a route can give besides its own: 401 and 429 (with
+/// `Retry-After`) where a token is needed, 400/413/415/422 for a JSON body, 404 for a path id, and
+/// every `$ref` in it resolves.
+#[tokio::test]
+async fn openapi_documents_the_common_answers() {
+    let doc = serde_json::to_value(licensor::api::openapi()).unwrap();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let text = doc.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "$ref {name} resolves");
+    }
+    let mut secured = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let has = |s: &str| responses.contains_key(s);
+            let label = format!("{method} {path}");
+            if op
+                .get("security")
+                .is_some_and(|s| s.as_array().is_some_and(|s| !s.is_empty()))
+            {
+                secured += 1;
+                assert!(has("401") && has("429"), "{label}: {responses:?}");
+                assert!(
+                    responses["429"]["headers"]["Retry-After"].is_object(),
+                    "{label}"
+                );
+            }
+            if op.get("requestBody").is_some() {
+                for s in ["400", "413", "415", "422"] {
+                    assert!(has(s), "{label} documents {s}");
+                }
+            }
+            if path.contains('{') {
+                assert!(has("404"), "{label} documents 404");
+            }
+            if method == "post" && path != "/v1/tokens" && op.get("security").is_some() {
+                let params = op["parameters"].as_array().unwrap();
+                assert!(
+                    params.iter().any(|p| p["name"] == "Idempotency-Key"),
+                    "{label} documents Idempotency-Key"
+                );
+            }
+        }
+    }
+    assert!(secured >= 20, "{secured} routes need a token");
+}
