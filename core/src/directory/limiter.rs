@@ -2,14 +2,18 @@
 //! instead of bouncing off it.
 //!
 //! Writes are paced at a rate that adapts to the directory's feedback:
-//! - until the directory first reports pressure, the rate doubles every quarter second (a job
-//!   against an unthrottled directory soon runs at full speed);
+//! - until the directory first pushes back, the rate doubles every 100 ms (a job against an
+//!   unthrottled directory soon runs at full speed);
 //! - `x-ms-throttle-limit-percentage` (sent from 80 % of the budget, over the directory's sliding
-//!   window) steers the rate proportionally towards the target share of the budget;
-//! - a 429 halves the rate (once per burst of 429s) and pauses all writes until its
-//!   `Retry-After` has passed;
+//!   window, in tenths) steers the rate: below the target band it grows gently, inside the band
+//!   it holds, and at a full budget (100 % and over) it is cut at once and the next write waits
+//!   a moment, before the directory has to refuse anything;
+//! - a 429 pauses all writes until its `Retry-After` has passed and sets the rate to what the
+//!   budget evidently carries: the writes sent over the last seconds, spread over those seconds
+//!   plus the wait, at the target share — once per burst of 429s;
 //! - with no pressure reported for a while, the rate creeps back up.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -23,17 +27,70 @@ pub struct LimiterConfig {
     pub target_percent: f64,
 }
 
+/// How often the fast start doubles the rate.
+const FAST_START_STEP: Duration = Duration::from_millis(100);
+/// Readings within this many points of the target hold the rate: the directory reports in
+/// tenths, so a narrower band could only oscillate.
+const HOLD_BAND: f64 = 5.0;
+/// How far back the writes sent are remembered, to judge what a budget carries.
+const LOOKBACK: Duration = Duration::from_secs(10);
+/// Granularity of that memory.
+const BUCKET: Duration = Duration::from_millis(100);
+
 #[derive(Debug)]
 struct State {
     rate: f64,
-    /// When the next write may start.
-    next_slot: Instant,
+    /// The last grant: when, and how many writes. The next may start once those writes' share
+    /// of a second at the rate in force *now* has passed, so a rate raised meanwhile applies at
+    /// once.
+    last_grant: (Instant, u32),
+    /// No write before this (a gap left at a full budget).
+    gap_until: Instant,
     paused_until: Instant,
     /// Seen any pressure yet (switches from fast start to steering).
     pressured: bool,
     last_adjust: Instant,
     last_cut: Instant,
     last_pressure: Instant,
+    /// Writes granted over the last [`LOOKBACK`], in [`BUCKET`]s: (bucket start, writes).
+    granted: VecDeque<(Instant, u64)>,
+    first_grant: Option<Instant>,
+}
+
+impl State {
+    fn record_grant(&mut self, now: Instant, writes: u32) {
+        self.first_grant.get_or_insert(now);
+        match self.granted.back_mut() {
+            Some((start, n)) if now.duration_since(*start) < BUCKET => *n += u64::from(writes),
+            _ => self.granted.push_back((now, u64::from(writes))),
+        }
+        while let Some(&(t, _)) = self.granted.front() {
+            if now.duration_since(t) > LOOKBACK {
+                self.granted.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Writes per second granted over the last [`LOOKBACK`] (or since the first write).
+    fn sent_rate(&self, now: Instant) -> Option<f64> {
+        self.carried_rate(now, Duration::ZERO)
+    }
+
+    /// The writes per second a budget evidently carries, given that after the writes granted
+    /// over the last [`LOOKBACK`] (or since the first write, if sooner) it asks to `wait`.
+    fn carried_rate(&self, now: Instant, wait: Duration) -> Option<f64> {
+        let since = now.duration_since(self.first_grant?).min(LOOKBACK);
+        let sent: u64 = self
+            .granted
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) <= since)
+            .map(|(_, n)| n)
+            .sum();
+        let span = (since + wait).as_secs_f64();
+        (sent > 0 && span > 0.0).then(|| sent as f64 / span)
+    }
 }
 
 #[derive(Debug)]
@@ -50,12 +107,15 @@ impl WriteLimiter {
             config,
             state: Mutex::new(State {
                 rate: config.initial_rate,
-                next_slot: now,
+                last_grant: (now, 0),
+                gap_until: now,
                 paused_until: now,
                 pressured: false,
                 last_adjust: now,
                 last_cut: now - Duration::from_secs(60),
                 last_pressure: now,
+                granted: VecDeque::new(),
+                first_grant: None,
             }),
             turn: tokio::sync::Mutex::new(()),
         }
@@ -76,9 +136,12 @@ impl WriteLimiter {
                 let mut s = self.state.lock();
                 let now = Instant::now();
                 self.grow(&mut s, now);
-                let at = s.next_slot.max(s.paused_until);
+                let (last, n) = s.last_grant;
+                let slot = last + Duration::from_secs_f64(f64::from(n) / s.rate);
+                let at = slot.max(s.paused_until).max(s.gap_until);
                 if at <= now {
-                    s.next_slot = now + Duration::from_secs_f64(f64::from(writes) / s.rate);
+                    s.last_grant = (now, writes);
+                    s.record_grant(now, writes);
                     return;
                 }
                 // Re-check at least every 50 ms: the rate may rise while we wait.
@@ -99,45 +162,83 @@ impl WriteLimiter {
         let mut s = self.state.lock();
         let now = Instant::now();
         s.pressured = true;
-        s.last_pressure = now;
-        // Steer at most every 100 ms, proportionally to the distance from the target.
+        s.last_pressure = s.last_pressure.max(now);
+        if percent >= 100.0 {
+            // The budget is full: the next writes would be refused. Cut now (once a second,
+            // the reading lags the rate) and leave a gap before the next write.
+            if now.duration_since(s.last_cut) >= Duration::from_secs(1) {
+                s.last_cut = now;
+                s.last_adjust = now;
+                let sent = s.sent_rate(now).unwrap_or(s.rate);
+                s.rate = (s.rate.min(sent) * 0.8).max(self.config.min_rate);
+            }
+            let gap = Duration::from_secs_f64((20.0 / s.rate).min(1.0));
+            s.gap_until = s.gap_until.max(now + gap);
+            tracing::debug!(percent, rate = s.rate, "write pacing: budget full");
+            return;
+        }
+        // Steer at most every 100 ms.
         if now.duration_since(s.last_adjust) < Duration::from_millis(100) {
             return;
         }
         s.last_adjust = now;
-        // A gentle gain: the percentage is measured over the directory's window and lags the
-        // rate, so steering hard would oscillate.
-        let error = (self.config.target_percent - percent) / 100.0;
-        let factor = (1.0 + error * 0.15).clamp(0.9, 1.02);
-        s.rate = (s.rate * factor).clamp(self.config.min_rate, self.config.max_rate);
+        let error = self.config.target_percent - percent;
+        s.rate = if error.abs() <= HOLD_BAND {
+            // On target: hold — at the rate actually sent over the last seconds, which is what
+            // the reading measured (a rate raised since would show only later, too late).
+            // Step towards it rather than jump: the last seconds may include a pause.
+            match s.sent_rate(now) {
+                Some(sent) if sent < s.rate => (s.rate * 0.97).max(sent),
+                _ => s.rate,
+            }
+        } else if error > 0.0 {
+            // Below the band: grow gently, since the reading covers the directory's whole
+            // window and lags the rate (0.5 % a step, 1 % when far below).
+            s.rate * if error > 2.0 * HOLD_BAND { 1.01 } else { 1.005 }
+        } else {
+            s.rate * 0.97
+        }
+        .clamp(self.config.min_rate, self.config.max_rate);
+        tracing::debug!(percent, rate = s.rate, "write pacing: steered");
     }
 
-    /// A 429: cut the rate (once per burst of 429s) and pause until `retry_after`.
+    /// A 429: pause until `retry_after`, and (once per burst of 429s) set the rate to what the
+    /// budget evidently carries, at the target share — never higher than it was.
     pub fn observe_throttled(&self, retry_after: Option<Duration>) {
         let mut s = self.state.lock();
         let now = Instant::now();
         s.pressured = true;
-        s.last_pressure = now;
         let pause = retry_after.unwrap_or(Duration::from_secs(1));
         s.paused_until = s.paused_until.max(now + pause);
+        // No creeping up while paused.
+        s.last_pressure = s.last_pressure.max(s.paused_until);
+        s.last_adjust = s.last_adjust.max(s.paused_until);
         if now.duration_since(s.last_cut) > pause.max(Duration::from_millis(500)) {
             s.last_cut = now;
-            s.rate = (s.rate * 0.5).max(self.config.min_rate);
+            let carried = s
+                .carried_rate(now, pause)
+                .map_or(s.rate * 0.5, |r| r * self.config.target_percent / 100.0);
+            s.rate = carried.min(s.rate).max(self.config.min_rate);
         }
+        tracing::debug!(?pause, rate = s.rate, "write pacing: throttled");
     }
 
     fn grow(&self, s: &mut State, now: Instant) {
+        if now < s.last_adjust {
+            return; // paused
+        }
         let since = now.duration_since(s.last_adjust);
         if !s.pressured {
-            if since >= Duration::from_millis(250) {
+            if since >= FAST_START_STEP {
                 s.rate = (s.rate * 2.0).min(self.config.max_rate);
                 s.last_adjust = now;
             }
-        } else if now.duration_since(s.last_pressure) > Duration::from_secs(2)
+        } else if now.saturating_duration_since(s.last_pressure) > Duration::from_secs(2)
             && since >= Duration::from_millis(500)
         {
-            // No pressure reported lately: the budget has room; creep up 10 % a second.
-            s.rate = (s.rate * (1.0 + 0.1 * since.as_secs_f64())).min(self.config.max_rate);
+            // No pressure reported lately: the budget has room; creep up 5 % a second (the
+            // directory's readings lag, so faster would overshoot).
+            s.rate = (s.rate * (1.0 + 0.05 * since.as_secs_f64())).min(self.config.max_rate);
             s.last_adjust = now;
         }
     }
@@ -178,21 +279,61 @@ mod tests {
         })
     }
 
-    #[test]
-    fn steers_towards_the_target() {
+    #[tokio::test]
+    async fn a_429_sets_the_rate_the_budget_carried() {
         let l = limiter();
-        std::thread::sleep(Duration::from_millis(110));
+        let started = Instant::now();
+        for _ in 0..30 {
+            l.acquire(20).await;
+        }
+        assert!(l.rate() > 20.0, "doubles while nothing pushes back");
+        // 600 writes went out since `started` and the directory asks to wait 5 s: the budget
+        // carries 600 over that time plus 5 s; aim for 93 % of that.
+        let spent = started.elapsed().as_secs_f64();
+        l.observe_throttled(Some(Duration::from_secs(5)));
+        let rate = l.rate();
+        let expected = 600.0 / (spent + 5.0) * 0.93;
+        assert!(
+            (rate - expected).abs() < expected * 0.05,
+            "{rate} vs {expected}"
+        );
+        assert!(l.state.lock().paused_until > Instant::now() + Duration::from_secs(4));
+    }
+
+    #[test]
+    fn steers_towards_the_target_band() {
+        let l = limiter();
+        l.observe_percent(85.0); // ends the fast start
+        let set = |rate: f64| {
+            let mut s = l.state.lock();
+            s.rate = rate;
+            s.last_adjust = Instant::now() - Duration::from_millis(200);
+        };
+        set(50.0);
+        l.observe_percent(85.0);
+        assert!(l.rate() > 50.0, "grows below the band");
+        set(50.0);
+        l.observe_percent(95.0);
+        assert_eq!(l.rate(), 50.0, "holds inside the band");
+        set(50.0);
         l.observe_percent(99.0);
-        assert!(l.rate() < 20.0, "slows above the target");
-        let slow = l.rate();
-        std::thread::sleep(Duration::from_millis(110));
-        l.observe_percent(82.0);
-        assert!(l.rate() > slow, "speeds up below the target");
+        assert!(l.rate() < 50.0, "slows above the band");
+        set(50.0);
+        let before = Instant::now();
+        l.observe_percent(105.0);
+        assert!((l.rate() - 40.0).abs() < 1e-9, "a full budget cuts at once");
+        assert!(
+            l.state.lock().gap_until >= before + Duration::from_millis(500),
+            "and leaves a gap before the next write"
+        );
+        l.observe_percent(105.0);
+        assert!((l.rate() - 40.0).abs() < 1e-9, "once a second");
     }
 
     #[test]
     fn throttling_cuts_once_per_burst_and_pauses() {
         let l = limiter();
+        // Nothing sent yet: half the rate.
         l.observe_throttled(Some(Duration::from_secs(2)));
         let cut = l.rate();
         assert!((cut - 10.0).abs() < 1e-9);
