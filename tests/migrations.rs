@@ -52,11 +52,20 @@ async fn migrations_apply_and_reapply(backend: Backend) {
     for index in [
         "ix_job_items_claim",
         "ux_job_items_job_user",
+        "ix_job_items_due_set",
         "ix_audit_log_tenant_id",
     ] {
         assert!(
             names.iter().any(|n| n == index),
             "index {index} in {names:?}"
+        );
+    }
+    // Replaced: the full due-time index (by the partial one) and the (job, status) index (by
+    // the claim index).
+    for index in ["ix_job_items_due", "ix_job_items_job_status"] {
+        assert!(
+            !names.iter().any(|n| n == index),
+            "no index {index} in {names:?}"
         );
     }
     let applied = conn

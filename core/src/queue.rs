@@ -4,6 +4,7 @@
 //! Messages are small (ids and chunk bounds, never member lists) and delivery is at least once:
 //! the database, not the queue, says what is already done.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::TaskSink;
@@ -51,12 +52,63 @@ pub enum Queue {
         pool: SqlitePool,
         storage: SqliteStorage<Message>,
         name: String,
+        wake: Wake,
     },
     Redis {
         conn: ConnectionManager,
         storage: RedisStorage<Message>,
         options: QueueOptions,
+        wake: Wake,
     },
+}
+
+/// Wakes this process's queue worker when this process pushes a message, so work queued here
+/// (a new job on the embedded default, a lane's next chunk anywhere) starts at once instead of
+/// at the worker's next poll. Workers still poll for messages other processes push.
+#[derive(Clone)]
+pub struct Wake {
+    tx: futures::channel::mpsc::Sender<()>,
+    rx: Arc<std::sync::Mutex<futures::channel::mpsc::Receiver<()>>>,
+}
+
+impl Wake {
+    fn new() -> Self {
+        // One pending wake-up is enough: a poll takes every message there is room for.
+        let (tx, rx) = futures::channel::mpsc::channel(0);
+        Wake {
+            tx,
+            rx: Arc::new(std::sync::Mutex::new(rx)),
+        }
+    }
+
+    fn notify(&self) {
+        // A full channel means a wake-up is already pending.
+        let _ = self.tx.clone().try_send(());
+    }
+
+    /// The wake-ups, as a stream for the worker's poll strategy. There is one stream of
+    /// wake-ups per queue; a restarted worker takes it over.
+    pub fn stream(&self) -> WakeStream {
+        WakeStream(self.rx.clone())
+    }
+}
+
+/// See [`Wake::stream`].
+pub struct WakeStream(Arc<std::sync::Mutex<futures::channel::mpsc::Receiver<()>>>);
+
+impl futures::Stream for WakeStream {
+    type Item = ();
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<()>> {
+        use futures::StreamExt;
+        match self.0.lock() {
+            Ok(mut rx) => rx.poll_next_unpin(cx),
+            Err(_) => std::task::Poll::Ready(None),
+        }
+    }
 }
 
 impl std::fmt::Debug for Queue {
@@ -109,6 +161,7 @@ impl Queue {
                     pool,
                     storage,
                     name: options.name.clone(),
+                    wake: Wake::new(),
                 })
             }
             QueueUrl::Redis(redis_url) => {
@@ -124,6 +177,7 @@ impl Queue {
                     conn,
                     storage,
                     options,
+                    wake: Wake::new(),
                 })
             }
         }
@@ -136,8 +190,21 @@ impl Queue {
         }
     }
 
+    /// This process's wake-ups (see [`Wake`]).
+    pub fn wake(&self) -> &Wake {
+        match self {
+            Queue::Sqlite { wake, .. } | Queue::Redis { wake, .. } => wake,
+        }
+    }
+
     /// Put one message on the queue.
     pub async fn push(&self, message: Message) -> Result<(), QueueError> {
+        self.push_quietly(message).await?;
+        self.wake().notify();
+        Ok(())
+    }
+
+    async fn push_quietly(&self, message: Message) -> Result<(), QueueError> {
         match self {
             Queue::Sqlite { storage, .. } => storage
                 .clone()
@@ -162,13 +229,15 @@ impl Queue {
                 .clone()
                 .push_bulk(messages)
                 .await
-                .map_err(|e| QueueError(e.to_string())),
+                .map_err(|e| QueueError(e.to_string()))?,
             Queue::Redis { storage, .. } => storage
                 .clone()
                 .push_bulk(messages)
                 .await
-                .map_err(|e| QueueError(e.to_string())),
+                .map_err(|e| QueueError(e.to_string()))?,
         }
+        self.wake().notify();
+        Ok(())
     }
 
     /// Messages waiting to be taken by a worker, for metrics; `None` if the backend does not

@@ -31,3 +31,13 @@ pub(crate) async fn unique_index<T: IntoIden + Copy + 'static, C: IntoIden + Cop
     }
     m.create_index(stmt.to_owned()).await
 }
+
+/// Drop index `name` of `table`, if it exists.
+pub(crate) async fn drop_index<T: IntoIden + 'static>(
+    m: &SchemaManager<'_>,
+    name: &str,
+    table: T,
+) -> Result<(), DbErr> {
+    m.drop_index(Index::drop().name(name).table(table).if_exists().to_owned())
+        .await
+}

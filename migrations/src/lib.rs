@@ -8,6 +8,7 @@ mod m20261123_000001_foundation;
 mod m20261123_000002_licenses;
 mod m20261123_000003_idempotency_keys;
 mod m20261123_000004_job_pipeline;
+mod m20261123_000005_partial_due_index;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_licenses::Migration),
             Box::new(m20261123_000003_idempotency_keys::Migration),
             Box::new(m20261123_000004_job_pipeline::Migration),
+            Box::new(m20261123_000005_partial_due_index::Migration),
         ]
     }
 }

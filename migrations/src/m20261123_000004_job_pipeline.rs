@@ -4,7 +4,7 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-use crate::indexes::index;
+use crate::indexes::{drop_index, index};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -66,14 +66,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         // The claim index serves every lookup the (job, status) index did.
-        m.drop_index(
-            Index::drop()
-                .name("ix_job_items_job_status")
-                .table(JobItems::Table)
-                .if_exists()
-                .to_owned(),
-        )
-        .await
+        drop_index(m, "ix_job_items_job_status", JobItems::Table).await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {

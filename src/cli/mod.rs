@@ -86,6 +86,7 @@ impl std::error::Error for Exit {}
 
 /// Run the command and turn any failure into one line and an exit code.
 pub fn main(cli: Cli) -> ExitCode {
+    crate::tune_allocator();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

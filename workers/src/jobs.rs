@@ -178,16 +178,27 @@ async fn expand(
     let mut lanes_started = false;
     let mut members = 0u64;
     for group in &req.groups {
-        let mut pages = client.members(group, req.transitive).try_chunks(999);
+        // The next page is read while this one is stored: a reader task runs one page ahead
+        // (two pages in memory at most), and stops with this step.
+        let (tx, mut pages) = tokio::sync::mpsc::channel(1);
+        let _reader = AbortOnDrop(tokio::spawn({
+            let stream = client.members(group, req.transitive).try_chunks(999);
+            async move {
+                let mut stream = stream;
+                while let Some(page) = stream.next().await {
+                    let failed = page.is_err();
+                    if tx.send(page.map_err(|e| e.1)).await.is_err() || failed {
+                        break;
+                    }
+                }
+            }
+        }));
         loop {
-            let page = match pages.next().await {
+            let page = match pages.recv().await {
                 None => break,
                 Some(Ok(page)) => page,
                 Some(Err(e)) => {
-                    return Ok(Err(JobFailure::from_directory(
-                        &e.1,
-                        "reading group members",
-                    )));
+                    return Ok(Err(JobFailure::from_directory(&e, "reading group members")));
                 }
             };
             let items = page

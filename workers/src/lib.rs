@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::layers::WorkerBuilderExt;
-use apalis::prelude::{BackendExt, BackoffConfig, BoxDynError, Data, WorkerBuilder};
+use apalis::prelude::{BackendExt, BackoffConfig, BoxDynError, Data, Strategy, WorkerBuilder};
 use licensor_core::db::Db;
 use licensor_core::queue::{Message, Queue};
 use tokio::sync::broadcast;
@@ -119,12 +119,15 @@ where
             Ok::<(), std::io::Error>(())
         };
         let outcome = match ctx.queue.clone() {
-            Queue::Sqlite { storage, .. } => {
-                // SQLite has no push notification: poll often while there is work, backing off to
-                // half a second when the queue is idle.
-                let storage = storage.poll_with_backoff(
-                    Duration::from_millis(20),
-                    BackoffConfig::new(Duration::from_millis(500)),
+            Queue::Sqlite { storage, wake, .. } => {
+                // Messages this process pushes wake the worker at once; others are found by
+                // polling — often while there is work, backing off to half a second when the
+                // queue is idle.
+                let storage = storage.poll_with_strategy(
+                    Strategy::new().stream(wake.stream()).interval_with_backoff(
+                        Duration::from_millis(20),
+                        BackoffConfig::new(Duration::from_millis(500)),
+                    ),
                 );
                 let worker = WorkerBuilder::new(options.name.as_str())
                     .backend(storage)
@@ -133,10 +136,12 @@ where
                     .build(handle);
                 stop_within(grace, &stopping, worker.run_until(signal)).await
             }
-            Queue::Redis { storage, .. } => {
-                let storage = storage.poll_with_backoff(
-                    Duration::from_millis(20),
-                    BackoffConfig::new(Duration::from_millis(100)),
+            Queue::Redis { storage, wake, .. } => {
+                let storage = storage.poll_with_strategy(
+                    Strategy::new().stream(wake.stream()).interval_with_backoff(
+                        Duration::from_millis(20),
+                        BackoffConfig::new(Duration::from_millis(100)),
+                    ),
                 );
                 let worker = WorkerBuilder::new(options.name.as_str())
                     .backend(storage)

@@ -312,6 +312,13 @@ pub async fn record(
     let (mut succeeded, mut failed, mut skipped) = (0i64, 0i64, 0i64);
     for (_, (outcome, ids)) in groups {
         for ids in ids.chunks(900) {
+            // The id bounds keep the statement to the chunk's span whichever index the
+            // database picks: the claim index, (job, status, id), would otherwise be walked
+            // across every pending member of the job when its statistics are stale (a new,
+            // large job).
+            let (Some(&low), Some(&high)) = (ids.iter().min(), ids.iter().max()) else {
+                continue;
+            };
             let mut update = job_item::Entity::update_many()
                 .col_expr(
                     job_item::Column::Attempts,
@@ -319,8 +326,9 @@ pub async fn record(
                 )
                 .col_expr(job_item::Column::UpdatedAt, Expr::value(t))
                 .filter(job_item::Column::JobId.eq(job_id))
-                .filter(job_item::Column::Id.is_in(ids.iter().copied()))
-                .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()));
+                .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
+                .filter(job_item::Column::Id.between(low, high))
+                .filter(job_item::Column::Id.is_in(ids.iter().copied()));
             let (status, code, detail): (ItemStatus, Option<String>, Option<String>) =
                 match &outcome {
                     Outcome::Succeeded { note, due_at } => {
@@ -406,10 +414,9 @@ pub async fn record(
     Ok((succeeded + failed + skipped) as u64)
 }
 
-/// Whether any item of the job is still pending; and if some wait for a retry and nobody holds
-/// them, the earliest time one may be taken.
-pub async fn pending_state(db: &Db, job_id: Uuid) -> StoreResult<(bool, Option<DateTime<Utc>>)> {
-    let any = job_item::Entity::find()
+/// Whether any item of the job is still pending (one index probe).
+pub async fn any_pending(db: &Db, job_id: Uuid) -> StoreResult<bool> {
+    Ok(job_item::Entity::find()
         .select_only()
         .column(job_item::Column::Id)
         .filter(job_item::Column::JobId.eq(job_id))
@@ -418,8 +425,14 @@ pub async fn pending_state(db: &Db, job_id: Uuid) -> StoreResult<(bool, Option<D
         .into_tuple::<i64>()
         .one(db)
         .await?
-        .is_some();
-    if !any {
+        .is_some())
+}
+
+/// Whether any item of the job is still pending; and if some wait for a retry and nobody holds
+/// them, the earliest time one may be taken. Reads every pending item: for when a claim found
+/// nothing to take, not for every chunk.
+pub async fn pending_state(db: &Db, job_id: Uuid) -> StoreResult<(bool, Option<DateTime<Utc>>)> {
+    if !any_pending(db, job_id).await? {
         return Ok((false, None));
     }
     let next: Option<DateTime<Utc>> = job_item::Entity::find()
@@ -448,7 +461,7 @@ pub async fn finish_if_done(db: &Db, job_id: Uuid) -> StoreResult<Option<JobStat
     if job.status != JobStatus::Running.as_str() || job.expanded_at.is_none() {
         return Ok(None);
     }
-    if pending_state(db, job_id).await?.0 {
+    if any_pending(db, job_id).await? {
         return Ok(None);
     }
     let (status, code) = if job.failed == 0 {
