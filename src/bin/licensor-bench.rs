@@ -151,6 +151,14 @@ impl Deployment {
         Ok(())
     }
 
+    /// CPU seconds (user + system) each process has used so far.
+    fn cpu_seconds(&self) -> Vec<(String, f64)> {
+        self.processes
+            .iter()
+            .map(|(role, child)| (role.clone(), process_cpu_seconds(child.id())))
+            .collect()
+    }
+
     /// Peak resident set size (VmHWM) of each process, in MiB.
     fn peak_rss(&self) -> Vec<(String, f64)> {
         self.processes
@@ -213,6 +221,38 @@ impl Deployment {
             }
         }
     }
+}
+
+/// User + system CPU seconds of a process, from `/proc/PID/stat` (clock ticks of 1/100 s).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at `state`.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some(((utime + stime) / 100.0 * 10.0).round() / 10.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// Busy and total CPU time of the whole machine so far, in clock ticks (`/proc/stat`).
+fn machine_cpu() -> (u64, u64) {
+    let line = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = line
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    // idle and iowait
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -376,20 +416,54 @@ async fn wait(
     id: &str,
     timeout: Duration,
 ) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + timeout;
+    Ok(wait_sampled(http, d, token, id, timeout).await?.0)
+}
+
+/// Wait for a job to end, sampling its succeeded count as it goes: (seconds since the wait
+/// began, succeeded).
+async fn wait_sampled(
+    http: &reqwest::Client,
+    d: &Deployment,
+    token: &str,
+    id: &str,
+    timeout: Duration,
+) -> anyhow::Result<(Value, Vec<(f64, u64)>)> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut samples = Vec::new();
     loop {
         let job = get_json(http, &format!("{}/v1/jobs/{id}", d.url), Some(token)).await?;
+        samples.push((
+            started.elapsed().as_secs_f64(),
+            job["progress"]["succeeded"].as_u64().unwrap_or(0),
+        ));
         if matches!(
             job["status"].as_str(),
             Some("finished" | "finished_with_exception" | "failed" | "cancelled")
         ) {
-            return Ok(job);
+            return Ok((job, samples));
         }
         if Instant::now() > deadline {
             bail!("job {id} not done after {timeout:?}: {job}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Succeeded members per second in each `step`-second slice of the samples.
+fn rates_by_slice(samples: &[(f64, u64)], step: f64) -> Vec<f64> {
+    let mut rates = Vec::new();
+    let mut from = (0.0, 0u64);
+    let mut edge = step;
+    for &(t, n) in samples {
+        if t >= edge {
+            let rate = (n - from.1) as f64 / (t - from.0);
+            rates.push((rate * 10.0).round() / 10.0);
+            from = (t, n);
+            edge = t + step;
+        }
+    }
+    rates
 }
 
 fn job_figures(job: &Value, members: usize, stats: &Value, wall: f64) -> Value {
@@ -413,6 +487,7 @@ fn job_figures(job: &Value, members: usize, stats: &Value, wall: f64) -> Value {
         "status": job["status"],
         "queued_seconds": secs(at("created_at"), at("started_at")),
         "running_seconds": secs(at("started_at"), at("finished_at")),
+        "members_read_seconds": secs(at("started_at"), at("expanded_at")),
         "members": members,
         "wall_seconds": (wall * 100.0).round() / 100.0,
         "items_per_second": (done as f64 / wall).round(),
@@ -466,6 +541,9 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
         tenants.push(("tenant-b", b));
     }
     let (d, tokens) = deploy(args, &tenants).await?;
+    let cpu_before = d.cpu_seconds();
+    let machine_before = machine_cpu();
+    let bench_cpu_before = process_cpu_seconds(std::process::id());
     let started = Instant::now();
     let job_a = submit(&http, &d, &tokens[0], &args.kind).await?;
     let mut fairness = Value::Null;
@@ -490,10 +568,20 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
             "tenant_a_done_when_b_finished": a_now["progress"]["succeeded"],
         });
     }
-    let job = wait(&http, &d, &tokens[0], &job_a, timeout).await?;
+    let (job, samples) = wait_sampled(&http, &d, &tokens[0], &job_a, timeout).await?;
     let wall = started.elapsed().as_secs_f64();
     let stats = get_json(&http, &format!("{}/_emulator/stats", a.base_url()), None).await?;
     let rss = d.peak_rss();
+    let cpu: Vec<(String, f64)> = d
+        .cpu_seconds()
+        .into_iter()
+        .zip(cpu_before)
+        .map(|((role, after), (_, before))| (role, ((after - before) * 10.0).round() / 10.0))
+        .collect();
+    let (busy_after, total_after) = machine_cpu();
+    let machine_busy =
+        (busy_after - machine_before.0) as f64 / (total_after - machine_before.1).max(1) as f64;
+    let bench_cpu = process_cpu_seconds(std::process::id()) - bench_cpu_before;
     let mut line = json!({
         "backend": match args.backend { Backend::Embedded => "embedded".to_owned(), Backend::Postgres => format!("postgres+redis, {} workers", args.workers) },
         "scenario": format!("{:?}", args.scenario).to_lowercase(),
@@ -509,12 +597,30 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
             "peak_rss_mib".into(),
             Value::Object(rss.into_iter().map(|(r, m)| (r, json!(m))).collect()),
         );
+        // Where the machine's two cores went: licensor's processes, the emulator (this
+        // process) and everything else (the database, Redis, the kernel).
+        obj.insert(
+            "cpu_seconds".into(),
+            Value::Object(cpu.into_iter().map(|(r, s)| (r, json!(s))).collect()),
+        );
+        obj.insert(
+            "emulator_cpu_seconds".into(),
+            json!((bench_cpu * 10.0).round() / 10.0),
+        );
+        obj.insert(
+            "machine_busy_share".into(),
+            json!((machine_busy * 1000.0).round() / 1000.0),
+        );
         if args.scenario == Load::Throttle {
             // The budget's rate is 100 writes/s; how close the run came to it.
             let rate = job["progress"]["succeeded"].as_f64().unwrap_or(0.0) / wall;
             obj.insert(
                 "writes_per_second".into(),
                 json!((rate * 10.0).round() / 10.0),
+            );
+            obj.insert(
+                "writes_per_second_by_5s".into(),
+                json!(rates_by_slice(&samples, 5.0)),
             );
             obj.insert(
                 "share_of_budget".into(),

@@ -95,6 +95,9 @@ pub struct JobView {
     pub groups: Vec<GroupRef>,
     pub created_at: chrono::DateTime<Utc>,
     pub started_at: Option<chrono::DateTime<Utc>>,
+    /// When every member of the selected groups had been read (members are worked while the
+    /// groups are still being read).
+    pub expanded_at: Option<chrono::DateTime<Utc>>,
     pub finished_at: Option<chrono::DateTime<Utc>>,
     pub error: Option<JobError>,
 }
@@ -139,6 +142,7 @@ impl JobView {
             groups,
             created_at: m.created_at,
             started_at: m.started_at,
+            expanded_at: m.expanded_at,
             finished_at: m.finished_at,
             error: m.error_code.map(|code| JobError {
                 code,
