@@ -235,14 +235,16 @@ impl DirectoryClient {
         route: &'static str,
     ) -> Result<Answer, DirectoryError> {
         let inner = &self.inner;
+        // Pace first, then take a place in flight: writes waiting for their turn must not hold
+        // places that reads (a job's member pages, another job's reads) could use meanwhile.
+        if writes > 0 {
+            inner.limiter.acquire(writes).await;
+        }
         let _permit = inner
             .in_flight
             .acquire()
             .await
             .map_err(|_| DirectoryError::unavailable("directory client closed"))?;
-        if writes > 0 {
-            inner.limiter.acquire(writes).await;
-        }
         let token = inner.tokens.get(&inner.http).await?;
         let mut request = inner.http.request(method, url).bearer_auth(&token);
         if let Some(body) = body {
