@@ -6,7 +6,7 @@
 //!   unthrottled directory soon runs at full speed);
 //! - `x-ms-throttle-limit-percentage` (sent from 80 % of the budget, over the directory's sliding
 //!   window, in tenths) steers the rate: below the target band it grows gently, inside the band
-//!   it holds, and at a full budget (100 % and over) it is cut at once and the next write waits
+//!   it edges up slowly, never far above the rate actually sent, and at a full budget (100 % and over) it is cut at once and the next write waits
 //!   a moment, before the directory has to refuse anything;
 //! - a 429 pauses all writes until its `Retry-After` has passed and sets the rate to what the
 //!   budget evidently carries: the writes sent over the last seconds, spread over those seconds
@@ -170,7 +170,7 @@ impl WriteLimiter {
                 s.last_cut = now;
                 s.last_adjust = now;
                 let sent = s.sent_rate(now).unwrap_or(s.rate);
-                s.rate = (s.rate.min(sent) * 0.8).max(self.config.min_rate);
+                s.rate = (s.rate.min(sent) * 0.9).max(self.config.min_rate);
             }
             let gap = Duration::from_secs_f64((20.0 / s.rate).min(1.0));
             s.gap_until = s.gap_until.max(now + gap);
@@ -184,12 +184,14 @@ impl WriteLimiter {
         s.last_adjust = now;
         let error = self.config.target_percent - percent;
         s.rate = if error.abs() <= HOLD_BAND {
-            // On target: hold — at the rate actually sent over the last seconds, which is what
-            // the reading measured (a rate raised since would show only later, too late).
-            // Step towards it rather than jump: the last seconds may include a pause.
+            // On target: edge up slowly (0.2 % a step), but never more than 3 % above the rate
+            // actually sent over the last seconds, which is what the reading measured (a rate
+            // raised since would show only later, too late). Step down towards it rather than
+            // jump: the last seconds may include a pause.
             match s.sent_rate(now) {
-                Some(sent) if sent < s.rate => (s.rate * 0.97).max(sent),
-                _ => s.rate,
+                Some(sent) if sent * 1.03 < s.rate => (s.rate * 0.97).max(sent * 1.03),
+                Some(sent) => (s.rate * 1.002).min(sent * 1.03),
+                None => s.rate,
             }
         } else if error > 0.0 {
             // Below the band: grow gently, since the reading covers the directory's whole
@@ -314,20 +316,24 @@ mod tests {
         assert!(l.rate() > 50.0, "grows below the band");
         set(50.0);
         l.observe_percent(95.0);
-        assert_eq!(l.rate(), 50.0, "holds inside the band");
+        assert_eq!(
+            l.rate(),
+            50.0,
+            "holds inside the band while nothing was sent"
+        );
         set(50.0);
         l.observe_percent(99.0);
         assert!(l.rate() < 50.0, "slows above the band");
         set(50.0);
         let before = Instant::now();
         l.observe_percent(105.0);
-        assert!((l.rate() - 40.0).abs() < 1e-9, "a full budget cuts at once");
+        assert!((l.rate() - 45.0).abs() < 1e-9, "a full budget cuts at once");
         assert!(
-            l.state.lock().gap_until >= before + Duration::from_millis(500),
+            l.state.lock().gap_until >= before + Duration::from_millis(400),
             "and leaves a gap before the next write"
         );
         l.observe_percent(105.0);
-        assert!((l.rate() - 40.0).abs() < 1e-9, "once a second");
+        assert!((l.rate() - 45.0).abs() < 1e-9, "once a second");
     }
 
     #[test]
