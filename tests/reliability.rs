@@ -7,29 +7,15 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, PgDatabase, RedisNamespace, TestApp};
+use common::{Backend, PgDatabase, Processes, RedisNamespace, TestApp};
 use graph_emulator::{
     Budget, ENTERPRISEPACK_SKU_ID, EmulatorConfig, EmulatorHandle, Faults, Scenario,
 };
 use licensor::Roles;
 use serde_json::{Value, json};
-
-/// Kills the processes also when the test fails half-way.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            if child.try_wait().ok().flatten().is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
 
 /// A production deployment of licensor (processes) on this test's own PostgreSQL database and
 /// Redis namespace, with one tenant pointed at `emulator`.
@@ -173,7 +159,7 @@ impl Deployment {
             .unwrap()
     }
 
-    async fn submit_assign(&self, emulator: &EmulatorHandle) -> String {
+    async fn submit_assign(&self) -> String {
         let http = reqwest::Client::new();
         let groups: Value = http
             .get(format!("{}/v1/directory/groups?search=All", self.url))
@@ -184,7 +170,6 @@ impl Deployment {
             .json()
             .await
             .unwrap();
-        let _ = emulator;
         let resp = http
             .post(format!("{}/v1/jobs", self.url))
             .bearer_auth(&self.token)
@@ -276,7 +261,7 @@ async fn worker_killed_mid_job_postgres_redis() {
     let Some(mut d) = Deployment::start(&emulator, 2).await else {
         return;
     };
-    let id = d.submit_assign(&emulator).await;
+    let id = d.submit_assign().await;
     d.wait_progress(&id, 3_000).await;
     // SIGKILL the first worker in the middle of its chunks.
     let victim = &mut d.procs.0[1];
@@ -300,7 +285,7 @@ async fn queue_emptied_mid_job_postgres_redis() {
     let Some(d) = Deployment::start(&emulator, 1).await else {
         return;
     };
-    let id = d.submit_assign(&emulator).await;
+    let id = d.submit_assign().await;
     d.wait_progress(&id, 1_000).await;
     // Everything the queue held for this deployment is gone (as after FLUSHALL or a Redis
     // restart without persistence), keeping other tests' keys.

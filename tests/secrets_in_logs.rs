@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, PgDatabase, RedisNamespace};
+use common::{Backend, PgDatabase, Processes, RedisNamespace};
 use graph_emulator::{ENTERPRISEPACK_SKU_ID, EmulatorConfig, Scenario};
 use serde_json::{Value, json};
 
@@ -79,20 +79,6 @@ fn stop(child: &mut Child) {
             panic!("licensor did not stop within 30 s");
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Stops the processes also when the test fails half-way.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            if child.try_wait().ok().flatten().is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
     }
 }
 

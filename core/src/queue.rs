@@ -199,24 +199,20 @@ impl Queue {
 
     /// Put one message on the queue.
     pub async fn push(&self, message: Message) -> Result<(), QueueError> {
-        self.push_quietly(message).await?;
-        self.wake().notify();
-        Ok(())
-    }
-
-    async fn push_quietly(&self, message: Message) -> Result<(), QueueError> {
         match self {
             Queue::Sqlite { storage, .. } => storage
                 .clone()
                 .push(message)
                 .await
-                .map_err(|e| QueueError(e.to_string())),
+                .map_err(|e| QueueError(e.to_string()))?,
             Queue::Redis { storage, .. } => storage
                 .clone()
                 .push(message)
                 .await
-                .map_err(|e| QueueError(e.to_string())),
+                .map_err(|e| QueueError(e.to_string()))?,
         }
+        self.wake().notify();
+        Ok(())
     }
 
     /// Put many messages on the queue in one round trip.

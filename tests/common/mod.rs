@@ -104,6 +104,20 @@ impl Drop for PgDatabase {
     }
 }
 
+/// Child processes a test started, killed when the test ends — also when it fails half-way.
+pub struct Processes(pub Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 /// A Redis key namespace for one test, deleted after it.
 pub struct RedisNamespace {
     pub url: String,

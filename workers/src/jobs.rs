@@ -299,7 +299,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         }
     };
     count(&job.kind, &outcomes);
-    pipeline::record(&ctx.db, job_id, &owner, outcomes).await?;
+    pipeline::record(&ctx.db, job_id, outcomes).await?;
     metrics::histogram!("licensor_job_chunk_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(job = %job_id, items = n, ms = started.elapsed().as_millis() as u64, "chunk done");
     if finish(ctx, &job).await? {

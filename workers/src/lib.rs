@@ -120,15 +120,9 @@ where
         };
         let outcome = match ctx.queue.clone() {
             Queue::Sqlite { storage, wake, .. } => {
-                // Messages this process pushes wake the worker at once; others are found by
-                // polling — often while there is work, backing off to half a second when the
-                // queue is idle.
-                let storage = storage.poll_with_strategy(
-                    Strategy::new().stream(wake.stream()).interval_with_backoff(
-                        Duration::from_millis(20),
-                        BackoffConfig::new(Duration::from_millis(500)),
-                    ),
-                );
+                // SQLite polls cost a query each: back off further when idle.
+                let storage =
+                    storage.poll_with_strategy(poll_strategy(&wake, Duration::from_millis(500)));
                 let worker = WorkerBuilder::new(options.name.as_str())
                     .backend(storage)
                     .data(ctx.clone())
@@ -137,12 +131,8 @@ where
                 stop_within(grace, &stopping, worker.run_until(signal)).await
             }
             Queue::Redis { storage, wake, .. } => {
-                let storage = storage.poll_with_strategy(
-                    Strategy::new().stream(wake.stream()).interval_with_backoff(
-                        Duration::from_millis(20),
-                        BackoffConfig::new(Duration::from_millis(100)),
-                    ),
-                );
+                let storage =
+                    storage.poll_with_strategy(poll_strategy(&wake, Duration::from_millis(100)));
                 let worker = WorkerBuilder::new(options.name.as_str())
                     .backend(storage)
                     .data(ctx.clone())
@@ -175,6 +165,15 @@ where
     }
     tracing::info!(worker = %options.name, "worker stopped");
     outcome
+}
+
+/// When the queue worker looks for messages: at once when this process pushed one (the queue's
+/// wake-ups), and otherwise by polling — every 20 ms while there is work, backing off to `idle`
+/// while the queue stays empty.
+fn poll_strategy(wake: &licensor_core::queue::Wake, idle: Duration) -> Strategy {
+    Strategy::new()
+        .stream(wake.stream())
+        .interval_with_backoff(Duration::from_millis(20), BackoffConfig::new(idle))
 }
 
 /// Run the worker; once it has been told to stop it has `grace` to finish in-flight tasks.

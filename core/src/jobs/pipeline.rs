@@ -281,15 +281,10 @@ pub enum Outcome {
     },
 }
 
-/// Record outcomes of items held by `owner` and move the job's counters with them, in one
-/// transaction. Only items still pending are changed, so an outcome recorded twice counts once.
-/// Returns how many items reached a final status.
-pub async fn record(
-    db: &Db,
-    job_id: Uuid,
-    owner: &str,
-    outcomes: Vec<(i64, Outcome)>,
-) -> StoreResult<u64> {
+/// Record the outcomes of a chunk's items and move the job's counters with them, in one
+/// transaction. Only items still pending are changed (whoever holds them now), so an outcome
+/// recorded twice counts once. Returns how many items reached a final status.
+pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> StoreResult<u64> {
     use std::collections::BTreeMap;
     let t = now();
     // Group items with the same outcome so each group is one statement.
@@ -410,7 +405,6 @@ pub async fn record(
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    let _ = owner;
     Ok((succeeded + failed + skipped) as u64)
 }
 
