@@ -1,4 +1,4 @@
-//! The Job Monitor: a single-page app served at `/`, its files compiled into the binary.
+//! The web app (Job Monitor and Licenses): a single-page app served at `/`, its files compiled into the binary.
 //!
 //! Plain JavaScript modules and CSS, no build step and nothing loaded from elsewhere: every
 //! answer carries `Content-Security-Policy: default-src 'self'`. The page talks to `/v1` with the
@@ -36,6 +36,7 @@ static ASSETS: &[Asset] = assets![
     "app.css" => "text/css; charset=utf-8",
     "favicon.svg" => "image/svg+xml",
     "js/main.js" => JS,
+    "js/i18n.js" => JS,
     "js/api.js" => JS,
     "js/dom.js" => JS,
     "js/format.js" => JS,

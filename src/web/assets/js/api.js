@@ -1,5 +1,7 @@
 // The licensor API as seen by the page: bearer token from the session, problems as errors.
 
+import { t } from './i18n.js';
+
 const TOKEN_KEY = 'licensor.token';
 
 /** An answer other than 2xx, with the RFC 9457 problem body when there is one. */
@@ -73,8 +75,8 @@ async function request(method, path, { body, query, idempotencyKey, token } = {}
     });
   } catch (e) {
     throw new ApiProblem(0, {
-      title: 'licensor is not reachable',
-      detail: `The request could not be sent (${e.message}). Check the connection and try again.`,
+      title: t('common.unreachable'),
+      detail: t('common.unreachableDetail', { message: e.message }),
       code: 'network_error',
     });
   }

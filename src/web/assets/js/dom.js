@@ -1,5 +1,7 @@
 // Building the page from elements (never from HTML strings, so text from the API stays text).
 
+import { t } from './i18n.js';
+
 /**
  * Create an element. `attrs` keys: `class`, `dataset`, `on<event>` handlers, boolean
  * properties (`checked`, `disabled`, `hidden`, ...), anything else as an attribute.
@@ -58,7 +60,7 @@ export function toast(message, kind = 'info') {
  * Ask before doing something that cannot be undone. Resolves true on "Yes".
  * `body` may be a string or nodes.
  */
-export function confirmDialog({ title, body, yes = 'Yes', no = 'No', danger = false }) {
+export function confirmDialog({ title, body, yes = t('common.yes'), no = t('common.no'), danger = false }) {
   return new Promise((resolve) => {
     const dialog = h('dialog', { class: 'dialog', 'aria-labelledby': 'dialog-title' });
     const close = (answer) => {
@@ -92,9 +94,9 @@ export function confirmDialog({ title, body, yes = 'Yes', no = 'No', danger = fa
 export function problemBox(problem, extra = null) {
   if (!problem) return null;
   return h('div', { class: 'alert alert-error', role: 'alert' },
-    h('strong', {}, problem.title || 'Request failed'),
+    h('strong', {}, problem.title || t('common.requestFailed')),
     problem.detail ? h('p', {}, problem.detail) : null,
     extra,
-    problem.code ? h('p', { class: 'muted small' }, `Code: ${problem.code}`) : null,
+    problem.code ? h('p', { class: 'muted small' }, t('common.code', { code: problem.code })) : null,
   );
 }

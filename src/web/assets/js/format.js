@@ -1,33 +1,34 @@
 // Words and shapes shared by the views: status labels, times, progress bars.
 
 import { h } from './dom.js';
+import { t, labels, locale } from './i18n.js';
 
-export const STATUS_LABELS = {
-  queued: 'Waiting',
-  running: 'In Progress',
-  finished: 'Finished',
-  finished_with_exception: 'Finished with Exception',
-  failed: 'Failed',
-  cancelled: 'Cancelled',
-};
+export const STATUS_LABELS = labels({
+  queued: 'status.queued',
+  running: 'status.running',
+  finished: 'status.finished',
+  finished_with_exception: 'status.finished_with_exception',
+  failed: 'status.failed',
+  cancelled: 'status.cancelled',
+});
 
 export const STATUSES = Object.keys(STATUS_LABELS);
 
-export const KIND_LABELS = {
-  assign: 'Assign Licenses',
-  remove: 'Remove Licenses',
-  replace: 'Replace Licenses',
-  export: 'Export Results',
-};
+export const KIND_LABELS = labels({
+  assign: 'kind.assign',
+  remove: 'kind.remove',
+  replace: 'kind.replace',
+  export: 'kind.export',
+});
 
 export const KINDS = Object.keys(KIND_LABELS);
 
-export const ITEM_STATUS_LABELS = {
-  pending: 'Pending',
-  succeeded: 'Succeeded',
-  failed: 'Failed',
-  skipped: 'Skipped',
-};
+export const ITEM_STATUS_LABELS = labels({
+  pending: 'item.pending',
+  succeeded: 'item.succeeded',
+  failed: 'item.failed',
+  skipped: 'item.skipped',
+});
 
 /** Statuses a job can still leave on its own. */
 export function isActive(status) {
@@ -44,10 +45,28 @@ export function statusBadge(status) {
     STATUS_LABELS[status] || status);
 }
 
-const dateTime = new Intl.DateTimeFormat(undefined, {
-  year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit',
-});
-const timeOnly = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+// Formats follow the page's language; made again when it changes.
+const formats = { locale: null };
+function fmt() {
+  const l = locale();
+  if (formats.locale !== l) {
+    formats.locale = l;
+    formats.dateTime = new Intl.DateTimeFormat(l, {
+      year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit',
+    });
+    formats.timeOnly = new Intl.DateTimeFormat(l, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    formats.date = new Intl.DateTimeFormat(l, { year: 'numeric', month: 'short', day: 'numeric', timeZone: 'UTC' });
+    formats.number = new Intl.NumberFormat(l);
+  }
+  return formats;
+}
+
+/** A calendar date (`YYYY-MM-DD`) in the page's language, e.g. "3 Mar 2027". */
+export function day(isoDate) {
+  if (!isoDate) return '—';
+  const d = new Date(`${isoDate}T00:00:00Z`);
+  return Number.isNaN(d.getTime()) ? isoDate : fmt().date.format(d);
+}
 
 /** A time as a `<time>` element: today's as a clock time, others with their date. */
 export function when(iso) {
@@ -56,13 +75,14 @@ export function when(iso) {
   if (Number.isNaN(d.getTime())) return h('span', {}, iso);
   const today = new Date();
   const sameDay = d.toDateString() === today.toDateString();
+  const { dateTime, timeOnly } = fmt();
   return h('time', { datetime: iso, title: dateTime.format(d) }, sameDay ? timeOnly.format(d) : dateTime.format(d));
 }
 
 export function fullTime(iso) {
   if (!iso) return '—';
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? iso : dateTime.format(d);
+  return Number.isNaN(d.getTime()) ? iso : fmt().dateTime.format(d);
 }
 
 /** "1 m 12 s" between two instants (to now when the end is missing). */
@@ -75,14 +95,13 @@ export function duration(startIso, endIso) {
   s -= hours * 3600;
   const minutes = Math.floor(s / 60);
   s -= minutes * 60;
-  if (hours) return `${hours} h ${minutes} min`;
-  if (minutes) return `${minutes} min ${s} s`;
-  return `${s} s`;
+  if (hours) return t('duration.h', { h: hours, m: minutes });
+  if (minutes) return t('duration.m', { m: minutes, s });
+  return t('duration.s', { s });
 }
 
-const number = new Intl.NumberFormat();
 export function num(n) {
-  return typeof n === 'number' ? number.format(n) : '—';
+  return typeof n === 'number' ? fmt().number.format(n) : '—';
 }
 
 /** A job's progress: a stacked bar (succeeded, skipped, failed) and its counts. */
@@ -96,7 +115,7 @@ export function progressBar(progress, { compact = false } = {}) {
     'aria-valuemin': '0',
     'aria-valuemax': String(total),
     'aria-valuenow': String(done),
-    'aria-label': `${done} of ${total} processed`,
+    'aria-label': t('progress.aria', { done, total }),
   });
   for (const [key, value] of [['succeeded', p.succeeded], ['skipped', p.skipped], ['failed', p.failed]]) {
     if (!value || !total) continue;
@@ -105,10 +124,10 @@ export function progressBar(progress, { compact = false } = {}) {
     bar.appendChild(seg);
   }
   const counts = h('div', { class: 'progress-counts' },
-    h('span', { class: 'count count-succeeded', title: 'Succeeded' }, h('i', { 'aria-hidden': 'true' }), `${num(p.succeeded)} succeeded`),
-    h('span', { class: 'count count-failed', title: 'Failed' }, h('i', { 'aria-hidden': 'true' }), `${num(p.failed)} failed`),
-    h('span', { class: 'count count-skipped', title: 'Skipped' }, h('i', { 'aria-hidden': 'true' }), `${num(p.skipped)} skipped`),
-    h('span', { class: 'count count-total' }, total ? `${num(done)} / ${num(total)}` : 'no members yet'),
+    h('span', { class: 'count count-succeeded', title: t('item.succeeded') }, h('i', { 'aria-hidden': 'true' }), t('progress.succeeded', { n: num(p.succeeded) })),
+    h('span', { class: 'count count-failed', title: t('item.failed') }, h('i', { 'aria-hidden': 'true' }), t('progress.failed', { n: num(p.failed) })),
+    h('span', { class: 'count count-skipped', title: t('item.skipped') }, h('i', { 'aria-hidden': 'true' }), t('progress.skipped', { n: num(p.skipped) })),
+    h('span', { class: 'count count-total' }, total ? `${num(done)} / ${num(total)}` : t('progress.none')),
   );
   return h('div', { class: compact ? 'progress-wrap compact' : 'progress-wrap' }, bar, counts);
 }
@@ -153,20 +172,19 @@ export function shortId(id) {
 /** Who started a job: the token's name, else a short token id. */
 export function createdBy(job) {
   if (job.created_by_name) return job.created_by_name;
-  if (job.created_by) return `token ${shortId(job.created_by)}`;
-  return 'system';
+  if (job.created_by) return t('createdBy.token', { id: shortId(job.created_by) });
+  return t('createdBy.system');
 }
 
 /** "License will expire in 2 weeks" wording for a request's `expires_in`. */
 export function expiry(expiresIn) {
-  if (!expiresIn) return 'Does not expire';
+  if (!expiresIn) return t('expiry.never');
   const { value, unit } = expiresIn;
-  const singular = unit.replace(/s$/, '');
-  return `License will expire in ${value} ${value === 1 ? singular : unit}`;
+  return t('expiry.in', { value, unit: t(`unit.${unit}`, { n: value }) });
 }
 
 export function usageLocation(code) {
-  if (!code) return 'No Change';
+  if (!code) return t('location.noChange');
   const name = COUNTRIES.find(([c]) => c === code)?.[1];
   return name ? `${name} (${code})` : code;
 }

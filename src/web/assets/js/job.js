@@ -6,6 +6,7 @@ import {
   KIND_LABELS, STATUS_LABELS, ITEM_STATUS_LABELS, isActive, isRerunnable, statusBadge, when,
   fullTime, duration, progressBar, allGroupNames, groupName, shortId, createdBy, expiry, usageLocation, num,
 } from './format.js';
+import { t } from './i18n.js';
 
 const LIVE_MS = 2000;
 const ITEMS_PAGE = 50;
@@ -55,31 +56,31 @@ export function jobView(container, ctx, id) {
     lastProgress: '',
   };
 
-  const head = h('div', { class: 'page-head' }, h('h1', {}, 'Job'));
+  const head = h('div', { class: 'page-head' }, h('h1', {}, t('job.title')));
   const notice = h('div');
   const summary = h('div', { class: 'card summary' });
   const runs = h('div', { class: 'card runs' });
   const errors = h('div', { class: 'card errors', id: 'errors' });
   const itemsBody = h('div', { class: 'items-body' });
-  const itemsMore = h('button', { type: 'button', class: 'btn', hidden: true, onclick: () => loadItems(false) }, 'Load more');
-  const itemFilters = h('div', { class: 'segmented', role: 'group', 'aria-label': 'Show items' });
+  const itemsMore = h('button', { type: 'button', class: 'btn', hidden: true, onclick: () => loadItems(false) }, t('common.loadMore'));
+  const itemFilters = h('div', { class: 'segmented', role: 'group', 'aria-label': t('job.showItems') });
   const codeChip = h('div', { class: 'code-chip-wrap' });
   const items = h('div', { class: 'card items', id: 'items' },
-    h('div', { class: 'card-head' }, h('h2', {}, 'Members'), itemFilters),
+    h('div', { class: 'card-head' }, h('h2', {}, t('job.members')), itemFilters),
     codeChip,
     itemsBody,
     h('div', { class: 'more' }, itemsMore),
   );
 
   replace(container, h('section', { class: 'job-page' },
-    h('nav', { class: 'crumbs' }, h('a', { href: '#/' }, '← All jobs')),
+    h('nav', { class: 'crumbs' }, h('a', { href: '#/' }, t('job.allJobs'))),
     head,
     notice,
     h('div', { class: 'job-grid' }, summary, errors),
     runs,
     items,
   ));
-  replace(summary, h('p', { class: 'loading' }, 'Loading the job…'));
+  replace(summary, h('p', { class: 'loading' }, t('job.loading')));
 
   loadSkuNames().then((m) => {
     state.skus = m;
@@ -113,12 +114,12 @@ export function jobView(container, ctx, id) {
     } catch (err) {
       if (state.stopped) return;
       if (first || !state.job) {
-        replace(head, h('h1', {}, 'Job'));
-        replace(summary, problemBox(err.problem || { title: 'Could not load the job', detail: String(err) }));
+        replace(head, h('h1', {}, t('job.title')));
+        replace(summary, problemBox(err.problem || { title: t('job.loadFailed'), detail: String(err) }));
         if (err.status === 404) return;
       } else {
         replace(notice, h('div', { class: 'alert alert-warn', role: 'status' },
-          `Could not refresh (${err.message}); trying again…`));
+          t('job.refreshRetry', { message: err.message })));
       }
     }
     schedule();
@@ -143,13 +144,13 @@ export function jobView(container, ctx, id) {
     const job = state.job;
     const actions = [];
     if (ctx.canOperate && isActive(job.status)) {
-      actions.push(h('button', { type: 'button', class: 'btn btn-danger', id: 'cancel-job', onclick: cancelJob }, 'Cancel'));
+      actions.push(h('button', { type: 'button', class: 'btn btn-danger', id: 'cancel-job', onclick: cancelJob }, t('job.cancel')));
     }
     if (ctx.canOperate && isRerunnable(job.status)) {
-      actions.push(h('button', { type: 'button', class: 'btn btn-primary', id: 'rerun-job', onclick: rerunJob }, 'Rerun'));
+      actions.push(h('button', { type: 'button', class: 'btn btn-primary', id: 'rerun-job', onclick: rerunJob }, t('job.rerun')));
     }
-    const downloads = h('div', { class: 'downloads', role: 'group', 'aria-label': 'Download report' },
-      h('span', { class: 'muted small' }, 'Report'),
+    const downloads = h('div', { class: 'downloads', role: 'group', 'aria-label': t('job.downloadReport') },
+      h('span', { class: 'muted small' }, t('job.report')),
       ['csv', 'json', 'xlsx'].map((format) => h('button', {
         type: 'button',
         class: 'btn btn-small',
@@ -164,15 +165,15 @@ export function jobView(container, ctx, id) {
         class: 'btn btn-primary',
         id: 'download-export',
         onclick: (e) => download(e.currentTarget, `/v1/jobs/${id}/export`, null, `job-${id}-export.${format}`),
-      }, `Download export (${format.toUpperCase()})`));
+      }, t('job.downloadExport', { format: format.toUpperCase() })));
     }
     replace(head,
       h('div', { class: 'title-block' },
         h('h1', {}, KIND_LABELS[job.kind] || job.kind, ' ', statusBadge(job.status)),
-        h('p', { class: 'muted small mono', title: 'Job ID' }, job.id)),
+        h('p', { class: 'muted small mono', title: t('job.id') }, job.id)),
       h('div', { class: 'ribbon' }, actions, downloads),
     );
-    document.title = `${KIND_LABELS[job.kind] || 'Job'} ${shortId(job.id)} · ${STATUS_LABELS[job.status] || job.status} · Job Monitor`;
+    document.title = t('title.jobDetail', { kind: KIND_LABELS[job.kind] || t('job.title'), id: shortId(job.id), status: STATUS_LABELS[job.status] || job.status });
   }
 
   function skuLabel(skuId) {
@@ -182,40 +183,40 @@ export function jobView(container, ctx, id) {
   function renderSummary() {
     const job = state.job;
     const req = job.request || {};
-    const rows = [['Groups', allGroupNames(job) || '—']];
-    if (req.transitive) rows.push(['Nested groups', 'Members of nested groups included']);
+    const rows = [[t('job.groups'), allGroupNames(job) || '—']];
+    if (req.transitive) rows.push([t('job.nested'), t('job.nestedIncluded')]);
     if (job.kind === 'assign' || job.kind === 'replace') {
       const add = (req.add_licenses || []).map((l) => {
         const off = (l.disabled_plans || []).length;
-        return `${skuLabel(l.sku_id)}${off ? ` (${off} service plan${off === 1 ? '' : 's'} off)` : ''}`;
+        return `${skuLabel(l.sku_id)}${off ? ` (${t('job.plansOff', { n: off })})` : ''}`;
       });
-      rows.push([job.kind === 'replace' ? 'Replacement licenses' : 'Licenses', add.join(', ') || '—']);
+      rows.push([job.kind === 'replace' ? t('job.replacementLicenses') : t('job.licenses'), add.join(', ') || '—']);
     }
     if (job.kind === 'remove' || job.kind === 'replace') {
-      const removed = req.replace_all ? 'All licenses assigned directly' : (req.remove_licenses || []).map(skuLabel).join(', ');
-      rows.push([job.kind === 'replace' ? 'Replaced licenses' : 'Licenses to remove', removed || '—']);
+      const removed = req.replace_all ? t('job.allDirect') : (req.remove_licenses || []).map(skuLabel).join(', ');
+      rows.push([job.kind === 'replace' ? t('job.replacedLicenses') : t('job.licensesToRemove'), removed || '—']);
     }
-    if (job.kind === 'assign' || job.kind === 'replace') rows.push(['Location', usageLocation(req.usage_location)]);
-    if (job.kind === 'assign') rows.push(['Expiry', expiry(req.expires_in)]);
-    if (job.kind === 'export') rows.push(['Format', (req.export?.format || 'csv').toUpperCase()]);
-    rows.push(['Created by', createdBy(job)]);
-    rows.push(['Created', fullTime(job.created_at)]);
+    if (job.kind === 'assign' || job.kind === 'replace') rows.push([t('job.location'), usageLocation(req.usage_location)]);
+    if (job.kind === 'assign') rows.push([t('job.expiry'), expiry(req.expires_in)]);
+    if (job.kind === 'export') rows.push([t('job.format'), (req.export?.format || 'csv').toUpperCase()]);
+    rows.push([t('job.createdBy'), createdBy(job)]);
+    rows.push([t('job.created'), fullTime(job.created_at)]);
     // started_at and finished_at belong to the latest run; the runs list has each one.
     const rerun = job.runs > 1;
-    rows.push([rerun ? 'Last run started' : 'Started', fullTime(job.started_at)]);
-    rows.push([rerun ? 'Last run finished' : 'Finished', fullTime(job.finished_at)]);
+    rows.push([rerun ? t('job.lastRunStarted') : t('job.started'), fullTime(job.started_at)]);
+    rows.push([rerun ? t('job.lastRunFinished') : t('job.finished'), fullTime(job.finished_at)]);
     const took = duration(job.started_at, job.finished_at);
-    if (took) rows.push([job.finished_at ? (rerun ? 'Last run took' : 'Took') : 'Running for', took]);
-    rows.push(['Runs', String(job.runs)]);
+    if (took) rows.push([job.finished_at ? (rerun ? t('job.lastRunTook') : t('job.took')) : t('job.runningFor'), took]);
+    rows.push([t('job.runs'), String(job.runs)]);
     if (job.parent_job_id) {
-      rows.push(['Started from', h('a', { href: `#/jobs/${job.parent_job_id}` }, shortId(job.parent_job_id))]);
+      rows.push([t('job.startedFrom'), h('a', { href: `#/jobs/${job.parent_job_id}` }, shortId(job.parent_job_id))]);
     }
     replace(summary,
-      h('h2', {}, 'Summary'),
+      h('h2', {}, t('job.summary')),
       job.error ? h('div', { class: 'alert alert-error', role: 'alert' },
-        h('strong', {}, 'The job could not run'),
+        h('strong', {}, t('job.couldNotRun')),
         h('p', {}, job.error.detail || ''),
-        h('p', { class: 'muted small' }, `Code: ${job.error.code}`)) : null,
+        h('p', { class: 'muted small' }, t('common.code', { code: job.error.code }))) : null,
       progressBar(job.progress),
       h('dl', { class: 'facts' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
     );
@@ -226,30 +227,30 @@ export function jobView(container, ctx, id) {
     if (!by) return run.run_no === 1 ? createdBy(state.job) : '—';
     if (by === state.job.created_by && state.job.created_by_name) return state.job.created_by_name;
     if (state.tokens.has(by)) return state.tokens.get(by);
-    if (by === ctx.me?.token_id) return 'this token';
-    return `token ${shortId(by)}`;
+    if (by === ctx.me?.token_id) return t('job.thisToken');
+    return t('createdBy.token', { id: shortId(by) });
   }
 
   function renderRuns() {
     const list = state.runs;
     replace(runs,
-      h('h2', {}, 'Runs ', h('span', { class: 'count-pill' }, String(list.length))),
+      h('h2', {}, `${t('job.runs')} `, h('span', { class: 'count-pill' }, String(list.length))),
       list.length === 0
-        ? h('p', { class: 'muted' }, 'Not started yet.')
+        ? h('p', { class: 'muted' }, t('job.notStarted'))
         : h('div', { class: 'table-wrap' }, h('table', { class: 'runs-table', id: 'runs-table' },
           h('thead', {}, h('tr', {},
-            ['Run', 'Status', 'Started by', 'Started', 'Finished', 'Total', 'Succeeded', 'Failed', 'Skipped']
-              .map((t, i) => h('th', { scope: 'col', class: i >= 5 ? 'num' : null }, t)))),
+            ['run', 'status', 'startedBy', 'started', 'finished', 'total', 'succeeded', 'failed', 'skipped']
+              .map((k, i) => h('th', { scope: 'col', class: i >= 5 ? 'num' : null }, t(`job.col.${k}`))))),
           h('tbody', {}, list.map((r) => h('tr', { dataset: { run: r.run_no } },
-            h('td', { 'data-label': 'Run' }, `#${r.run_no}`),
-            h('td', { 'data-label': 'Status' }, statusBadge(r.status)),
-            h('td', { 'data-label': 'Started by' }, startedBy(r)),
-            h('td', { 'data-label': 'Started' }, when(r.started_at)),
-            h('td', { 'data-label': 'Finished' }, when(r.finished_at)),
-            h('td', { 'data-label': 'Total', class: 'num' }, num(r.total)),
-            h('td', { 'data-label': 'Succeeded', class: 'num' }, num(r.succeeded)),
-            h('td', { 'data-label': 'Failed', class: 'num' }, num(r.failed)),
-            h('td', { 'data-label': 'Skipped', class: 'num' }, num(r.skipped)),
+            h('td', { 'data-label': t('job.col.run') }, `#${r.run_no}`),
+            h('td', { 'data-label': t('job.col.status') }, statusBadge(r.status)),
+            h('td', { 'data-label': t('job.col.startedBy') }, startedBy(r)),
+            h('td', { 'data-label': t('job.col.started') }, when(r.started_at)),
+            h('td', { 'data-label': t('job.col.finished') }, when(r.finished_at)),
+            h('td', { 'data-label': t('job.col.total'), class: 'num' }, num(r.total)),
+            h('td', { 'data-label': t('job.col.succeeded'), class: 'num' }, num(r.succeeded)),
+            h('td', { 'data-label': t('job.col.failed'), class: 'num' }, num(r.failed)),
+            h('td', { 'data-label': t('job.col.skipped'), class: 'num' }, num(r.skipped)),
           ))),
         )),
     );
@@ -259,13 +260,13 @@ export function jobView(container, ctx, id) {
     const list = state.errors;
     const total = list.reduce((n, e) => n + e.count, 0);
     replace(errors,
-      h('h2', {}, 'Errors by code ', h('span', { class: 'count-pill' }, num(total))),
+      h('h2', {}, t('job.errorsByCode'), h('span', { class: 'count-pill' }, num(total))),
       list.length === 0
-        ? h('p', { class: 'muted' }, isActive(state.job.status) ? 'No member has failed so far.' : 'No member failed.')
+        ? h('p', { class: 'muted' }, isActive(state.job.status) ? t('job.noneFailedSoFar') : t('job.noneFailed'))
         : h('ul', { class: 'error-groups' }, list.map((e) => h('li', { class: 'error-group', dataset: { code: e.code } },
           h('div', { class: 'error-code' },
             h('code', {}, e.code),
-            h('span', { class: 'error-count' }, `${num(e.count)} member${e.count === 1 ? '' : 's'}`)),
+            h('span', { class: 'error-count' }, t('job.nMembers', { n: e.count === 1 ? 1 : num(e.count) }))),
           h('p', { class: 'error-explanation' }, e.explanation || ''),
           h('button', {
             type: 'button',
@@ -277,13 +278,13 @@ export function jobView(container, ctx, id) {
               loadItems(true);
               items.scrollIntoView({ behavior: 'smooth', block: 'start' });
             },
-          }, 'Show these members'),
+          }, t('job.showTheseMembers')),
         ))),
     );
   }
 
   function renderItemFilters() {
-    const options = [['', 'All'], ...Object.entries(ITEM_STATUS_LABELS)];
+    const options = [['', t('job.filterAll')], ...Object.entries(ITEM_STATUS_LABELS)];
     const p = state.job?.progress || {};
     replace(itemFilters, options.map(([value, label]) => {
       const count = value ? p[value] : p.total;
@@ -301,11 +302,11 @@ export function jobView(container, ctx, id) {
       }, label, typeof count === 'number' ? h('span', { class: 'seg-count' }, num(count)) : null);
     }));
     replace(codeChip, state.itemCode
-      ? h('span', { class: 'chip' }, 'Error code: ', h('code', {}, state.itemCode),
+      ? h('span', { class: 'chip' }, t('job.errorCode'), h('code', {}, state.itemCode),
         h('button', {
           type: 'button',
           class: 'chip-x',
-          'aria-label': 'Show all error codes',
+          'aria-label': t('job.showAllCodes'),
           onclick: () => {
             state.itemCode = '';
             renderItemFilters();
@@ -329,7 +330,7 @@ export function jobView(container, ctx, id) {
       renderItems();
     } catch (err) {
       if (state.stopped) return;
-      replace(itemsBody, problemBox(err.problem || { title: 'Could not load the members', detail: String(err) }));
+      replace(itemsBody, problemBox(err.problem || { title: t('job.membersLoadFailed'), detail: String(err) }));
     } finally {
       itemsMore.disabled = false;
     }
@@ -341,26 +342,26 @@ export function jobView(container, ctx, id) {
     if (state.items.length === 0) {
       replace(itemsBody, h('p', { class: 'muted' },
         state.job && state.job.progress.total === 0 && isActive(state.job.status)
-          ? 'The groups are being read…'
-          : 'No member matches.'));
+          ? t('job.readingGroups')
+          : t('job.noMemberMatches')));
       return;
     }
     replace(itemsBody, h('div', { class: 'table-wrap' }, h('table', { class: 'items-table', id: 'items-table' },
       h('thead', {}, h('tr', {},
-        ['Member', 'Group', 'Status', 'Error', 'Attempts', 'Run', 'Updated']
-          .map((t) => h('th', { scope: 'col', class: t === 'Attempts' || t === 'Run' ? 'num' : null }, t)))),
+        ['member', 'group', 'status', 'error', 'attempts', 'run', 'updated']
+          .map((k) => h('th', { scope: 'col', class: k === 'attempts' || k === 'run' ? 'num' : null }, t(`job.col.${k}`))))),
       h('tbody', {}, state.items.map((it) => h('tr', { dataset: { status: it.status } },
-        h('td', { 'data-label': 'Member', class: 'col-member' },
+        h('td', { 'data-label': t('job.col.member'), class: 'col-member' },
           h('div', {}, it.display_name || it.user_principal_name || it.user_id),
           it.display_name && it.user_principal_name ? h('div', { class: 'muted small' }, it.user_principal_name) : null),
-        h('td', { 'data-label': 'Group', class: 'col-group' }, groupName(it.group_id)),
-        h('td', { 'data-label': 'Status', class: 'col-status' }, h('span', { class: `item-status item-${it.status}` }, ITEM_STATUS_LABELS[it.status] || it.status)),
-        h('td', { 'data-label': 'Error', class: it.error ? 'col-error' : 'col-error no-error' }, it.error
+        h('td', { 'data-label': t('job.col.group'), class: 'col-group' }, groupName(it.group_id)),
+        h('td', { 'data-label': t('job.col.status'), class: 'col-status' }, h('span', { class: `item-status item-${it.status}` }, ITEM_STATUS_LABELS[it.status] || it.status)),
+        h('td', { 'data-label': t('job.col.error'), class: it.error ? 'col-error' : 'col-error no-error' }, it.error
           ? [h('code', {}, it.error.code), it.error.detail ? h('div', { class: 'muted small' }, it.error.detail) : null]
           : h('span', { class: 'muted' }, '—')),
-        h('td', { 'data-label': 'Attempts', class: 'num col-attempts' }, num(it.attempts)),
-        h('td', { 'data-label': 'Run', class: 'num col-run' }, it.run_no ? `#${it.run_no}` : '—'),
-        h('td', { 'data-label': 'Updated', class: 'col-updated' }, when(it.updated_at)),
+        h('td', { 'data-label': t('job.col.attempts'), class: 'num col-attempts' }, num(it.attempts)),
+        h('td', { 'data-label': t('job.col.run'), class: 'num col-run' }, it.run_no ? `#${it.run_no}` : '—'),
+        h('td', { 'data-label': t('job.col.updated'), class: 'col-updated' }, when(it.updated_at)),
       ))),
     )));
   }
@@ -369,9 +370,9 @@ export function jobView(container, ctx, id) {
     button.disabled = true;
     try {
       const saved = await api.download(path, query, name);
-      toast(`Downloaded ${saved}`);
+      toast(t('job.downloaded', { name: saved }));
     } catch (err) {
-      toast(`Download failed: ${err.message}`, 'error');
+      toast(t('job.downloadFailed', { message: err.message }), 'error');
     } finally {
       button.disabled = false;
     }
@@ -379,18 +380,18 @@ export function jobView(container, ctx, id) {
 
   async function cancelJob() {
     const ok = await confirmDialog({
-      title: 'Cancel this job?',
-      body: 'Members not processed yet are skipped. Changes already made stay as they are.',
-      yes: 'Cancel job',
-      no: 'Keep running',
+      title: t('job.cancelTitle'),
+      body: t('job.cancelBody'),
+      yes: t('job.cancelYes'),
+      no: t('job.cancelNo'),
       danger: true,
     });
     if (!ok) return;
     try {
       state.job = await api.post(`/v1/jobs/${id}/cancel`);
-      toast('The job was cancelled.');
+      toast(t('job.cancelled'));
     } catch (err) {
-      toast(err.code === 'not_cancellable' ? `Not cancelled: ${err.message}` : `Cancel failed: ${err.message}`, 'error');
+      toast(err.code === 'not_cancellable' ? t('job.notCancelled', { message: err.message }) : t('job.cancelFailed', { message: err.message }), 'error');
     }
     load();
   }
@@ -398,9 +399,9 @@ export function jobView(container, ctx, id) {
   async function rerunJob() {
     try {
       state.job = await api.post(`/v1/jobs/${id}/rerun`);
-      toast('The job was started again: only what failed is done again.');
+      toast(t('job.rerunStarted'));
     } catch (err) {
-      toast(err.code === 'not_rerunnable' ? `Not started: ${err.message}` : `Rerun failed: ${err.message}`, 'error');
+      toast(err.code === 'not_rerunnable' ? t('job.notRerun', { message: err.message }) : t('job.rerunFailed', { message: err.message }), 'error');
     }
     load();
   }

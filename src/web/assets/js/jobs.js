@@ -6,16 +6,17 @@ import {
   STATUS_LABELS, KIND_LABELS, isActive, isRerunnable, statusBadge, when, progressBar,
   groupNames, allGroupNames, shortId, createdBy,
 } from './format.js';
+import { t, labels } from './i18n.js';
 
 const PAGE = 50;
-const KIND_SHORT = { assign: 'Assign', remove: 'Remove', replace: 'Replace', export: 'Export' };
+const KIND_SHORT = labels({ assign: 'jobs.short.assign', remove: 'jobs.short.remove', replace: 'jobs.short.replace', export: 'jobs.short.export' });
 const LIVE_MS = 2000;
 const IDLE_MS = 15000;
 
-const STATUS_FILTERS = [
-  ['', 'All statuses'],
-  ['queued,running', 'Waiting or In Progress'],
-  ['failed,finished_with_exception', 'Failed or Finished with Exception'],
+const statusFilters = () => [
+  ['', t('jobs.filter.all')],
+  ['queued,running', t('jobs.filter.active')],
+  ['failed,finished_with_exception', t('jobs.filter.rerunnable')],
   ...Object.entries(STATUS_LABELS).map(([k, v]) => [k, v]),
 ];
 
@@ -38,33 +39,33 @@ export function jobsView(container, ctx, params) {
     type: 'button',
     class: 'btn btn-primary',
     id: 'start',
-    title: 'Rerun the selected Failed or Finished with Exception jobs',
+    title: t('jobs.startTitle'),
     disabled: true,
     onclick: () => rerunSelected(),
-  }, 'Start');
-  const refreshButton = h('button', { type: 'button', class: 'btn', onclick: () => refresh(true) }, 'Refresh');
-  const ribbon = h('div', { class: 'ribbon', role: 'toolbar', 'aria-label': 'Job actions' },
+  }, t('jobs.start'));
+  const refreshButton = h('button', { type: 'button', class: 'btn', onclick: () => refresh(true) }, t('common.refresh'));
+  const ribbon = h('div', { class: 'ribbon', role: 'toolbar', 'aria-label': t('jobs.actions') },
     ctx.canOperate ? startButton : null,
     refreshButton,
-    ctx.canLaunch ? h('a', { class: 'btn', href: '#/new' }, 'New job') : null,
+    ctx.canLaunch ? h('a', { class: 'btn', href: '#/new' }, t('nav.new')) : null,
   );
 
   const statusSelect = h('select', { id: 'filter-status', onchange: () => applyFilter() },
-    STATUS_FILTERS.map(([value, label]) => h('option', { value, selected: value === filter.status }, label)));
+    statusFilters().map(([value, label]) => h('option', { value, selected: value === filter.status }, label)));
   const kindSelect = h('select', { id: 'filter-kind', onchange: () => applyFilter() },
-    h('option', { value: '' }, 'All kinds'),
+    h('option', { value: '' }, t('jobs.filter.allKinds')),
     Object.entries(KIND_LABELS).map(([value, label]) => h('option', { value, selected: value === filter.kind }, label)));
   const liveNote = h('span', { class: 'live-note muted small', 'aria-live': 'off' });
   const filters = h('div', { class: 'filters' },
-    h('label', { class: 'filter' }, h('span', {}, 'Status'), statusSelect),
-    h('label', { class: 'filter' }, h('span', {}, 'Kind'), kindSelect),
+    h('label', { class: 'filter' }, h('span', {}, t('jobs.filter.status')), statusSelect),
+    h('label', { class: 'filter' }, h('span', {}, t('jobs.filter.kind')), kindSelect),
     liveNote,
   );
 
   const result = h('div', { class: 'rerun-result', id: 'rerun-result' });
   const selectAll = h('input', {
     type: 'checkbox',
-    'aria-label': 'Select all rerunnable jobs shown',
+    'aria-label': t('jobs.selectAll'),
     onchange: (e) => {
       for (const job of state.jobs) {
         if (!isRerunnable(job.status)) continue;
@@ -78,23 +79,23 @@ export function jobsView(container, ctx, params) {
   const table = h('table', { class: 'jobs-table', id: 'jobs-table' },
     h('thead', {}, h('tr', {},
       ctx.canOperate ? h('th', { class: 'col-check', scope: 'col' }, selectAll) : null,
-      h('th', { scope: 'col' }, 'Job ID'),
-      h('th', { scope: 'col' }, 'Kind'),
-      h('th', { scope: 'col' }, 'Groups'),
-      h('th', { scope: 'col' }, 'Status'),
-      h('th', { scope: 'col', class: 'col-progress' }, 'Progress'),
-      h('th', { scope: 'col' }, 'Created by'),
-      h('th', { scope: 'col' }, 'Created'),
-      h('th', { scope: 'col' }, 'Started'),
-      h('th', { scope: 'col' }, 'Finished'),
+      h('th', { scope: 'col' }, t('jobs.col.id')),
+      h('th', { scope: 'col' }, t('jobs.col.kind')),
+      h('th', { scope: 'col' }, t('jobs.col.groups')),
+      h('th', { scope: 'col' }, t('jobs.col.status')),
+      h('th', { scope: 'col', class: 'col-progress' }, t('jobs.col.progress')),
+      h('th', { scope: 'col' }, t('jobs.col.createdBy')),
+      h('th', { scope: 'col' }, t('jobs.col.created')),
+      h('th', { scope: 'col' }, t('jobs.col.started')),
+      h('th', { scope: 'col' }, t('jobs.col.finished')),
     )),
     tbody,
   );
-  const body = h('div', { class: 'table-wrap' }, h('p', { class: 'loading' }, 'Loading jobs…'));
-  const moreButton = h('button', { type: 'button', class: 'btn', hidden: true, onclick: () => loadMore() }, 'Load more');
+  const body = h('div', { class: 'table-wrap' }, h('p', { class: 'loading' }, t('jobs.loading')));
+  const moreButton = h('button', { type: 'button', class: 'btn', hidden: true, onclick: () => loadMore() }, t('common.loadMore'));
 
   replace(container, h('section', { class: 'jobs-page' },
-    h('div', { class: 'page-head' }, h('h1', {}, 'Job Monitor'), ribbon),
+    h('div', { class: 'page-head' }, h('h1', {}, t('jobs.title')), ribbon),
     filters,
     result,
     body,
@@ -135,11 +136,11 @@ export function jobsView(container, ctx, params) {
       if (state.stopped) return;
       state.error = err;
       if (!state.loadedOnce) {
-        replace(body, problemBox(err.problem || { title: 'Could not load the jobs', detail: String(err) }));
+        replace(body, problemBox(err.problem || { title: t('jobs.loadFailed'), detail: String(err) }));
       } else if (byHand) {
-        toast(`Could not refresh: ${err.message}`, 'error');
+        toast(t('jobs.refreshFailed', { message: err.message }), 'error');
       }
-      liveNote.textContent = `Could not refresh (${err.message}); trying again…`;
+      liveNote.textContent = t('jobs.refreshRetry', { message: err.message });
     } finally {
       state.busy = false;
       schedule();
@@ -164,7 +165,7 @@ export function jobsView(container, ctx, params) {
       state.nextCursor = page.next_cursor;
       render();
     } catch (err) {
-      toast(`Could not load more jobs: ${err.message}`, 'error');
+      toast(t('jobs.moreFailed', { message: err.message }), 'error');
     } finally {
       moreButton.disabled = false;
     }
@@ -178,8 +179,8 @@ export function jobsView(container, ctx, params) {
     if (state.jobs.length === 0) {
       const filtered = filter.status || filter.kind;
       replace(body, h('div', { class: 'empty' },
-        h('p', {}, filtered ? 'No jobs match these filters.' : 'No jobs yet.'),
-        !filtered && ctx.canLaunch ? h('p', {}, h('a', { class: 'btn btn-primary', href: '#/new' }, 'Start a job')) : null,
+        h('p', {}, filtered ? t('jobs.noMatch') : t('jobs.none')),
+        !filtered && ctx.canLaunch ? h('p', {}, h('a', { class: 'btn btn-primary', href: '#/new' }, t('jobs.startAJob'))) : null,
       ));
     } else {
       replace(tbody, state.jobs.map((job) => row(job)));
@@ -189,18 +190,18 @@ export function jobsView(container, ctx, params) {
 
     const n = state.selected.size;
     startButton.disabled = n === 0;
-    startButton.textContent = n ? `Start (${n})` : 'Start';
+    startButton.textContent = n ? t('jobs.startN', { n }) : t('jobs.start');
     selectAll.checked = rerunnable.size > 0 && n === rerunnable.size;
     selectAll.indeterminate = n > 0 && n < rerunnable.size;
     selectAll.disabled = rerunnable.size === 0;
 
     const active = state.jobs.filter((j) => isActive(j.status)).length;
-    const at = new Date().toLocaleTimeString();
+    const at = new Date().toLocaleTimeString(document.documentElement.lang || undefined);
     replace(liveNote,
       active ? h('span', { class: 'live-dot', 'aria-hidden': 'true' }) : null,
       active
-        ? `${active} job${active === 1 ? '' : 's'} running · updated ${at}`
-        : `Updated ${at}`,
+        ? t('jobs.running', { n: active, at })
+        : t('jobs.updated', { at }),
     );
   }
 
@@ -213,7 +214,7 @@ export function jobsView(container, ctx, params) {
           ? h('input', {
             type: 'checkbox',
             class: 'job-check',
-            'aria-label': `Select job ${shortId(job.id)} to rerun`,
+            'aria-label': t('jobs.selectOne', { id: shortId(job.id) }),
             checked: state.selected.has(job.id),
             onchange: (e) => {
               if (e.target.checked) state.selected.add(job.id);
@@ -223,17 +224,17 @@ export function jobsView(container, ctx, params) {
           })
           : null)
         : null,
-      h('td', { class: 'col-id', 'data-label': 'Job ID' }, link),
-      h('td', { class: 'col-kind', 'data-label': 'Kind', title: KIND_LABELS[job.kind] }, KIND_SHORT[job.kind] || job.kind),
-      h('td', { class: 'col-groups', 'data-label': 'Groups', title: allGroupNames(job) }, groupNames(job)),
-      h('td', { class: 'col-status', 'data-label': 'Status' }, statusBadge(job.status),
-        job.runs > 1 ? h('span', { class: 'runs-note muted small' }, `run ${job.runs}`) : null,
+      h('td', { class: 'col-id', 'data-label': t('jobs.col.id') }, link),
+      h('td', { class: 'col-kind', 'data-label': t('jobs.col.kind'), title: KIND_LABELS[job.kind] }, KIND_SHORT[job.kind] || job.kind),
+      h('td', { class: 'col-groups', 'data-label': t('jobs.col.groups'), title: allGroupNames(job) }, groupNames(job)),
+      h('td', { class: 'col-status', 'data-label': t('jobs.col.status') }, statusBadge(job.status),
+        job.runs > 1 ? h('span', { class: 'runs-note muted small' }, t('jobs.run', { n: job.runs })) : null,
         job.error ? h('code', { class: 'job-error-code small', title: job.error.detail || '' }, job.error.code) : null),
-      h('td', { class: 'col-progress', 'data-label': 'Progress' }, progressBar(job.progress, { compact: true })),
-      h('td', { class: 'col-by', 'data-label': 'Created by' }, createdBy(job)),
-      h('td', { class: 'col-time col-created', 'data-label': 'Created' }, when(job.created_at)),
-      h('td', { class: 'col-time col-started', 'data-label': 'Started' }, when(job.started_at)),
-      h('td', { class: 'col-time col-finished', 'data-label': 'Finished' }, when(job.finished_at)),
+      h('td', { class: 'col-progress', 'data-label': t('jobs.col.progress') }, progressBar(job.progress, { compact: true })),
+      h('td', { class: 'col-by', 'data-label': t('jobs.col.createdBy') }, createdBy(job)),
+      h('td', { class: 'col-time col-created', 'data-label': t('jobs.col.created') }, when(job.created_at)),
+      h('td', { class: 'col-time col-started', 'data-label': t('jobs.col.started') }, when(job.started_at)),
+      h('td', { class: 'col-time col-finished', 'data-label': t('jobs.col.finished') }, when(job.finished_at)),
     );
   }
 
@@ -252,20 +253,20 @@ export function jobsView(container, ctx, params) {
       state.jobs = state.jobs.map((j) => fresh.get(j.id) || j);
       render();
       replace(result, h('div', { class: rejected.length ? 'alert alert-warn' : 'alert alert-ok', role: 'status' },
-        h('button', { type: 'button', class: 'alert-close', 'aria-label': 'Dismiss', onclick: () => replace(result) }, '×'),
+        h('button', { type: 'button', class: 'alert-close', 'aria-label': t('common.dismiss'), onclick: () => replace(result) }, '×'),
         started.length
-          ? h('p', {}, h('strong', {}, `Started again: ${started.length} job${started.length === 1 ? '' : 's'}. `),
+          ? h('p', {}, h('strong', {}, t('jobs.startedAgain', { n: started.length })),
             started.map((j, i) => [i ? ', ' : '', h('a', { href: `#/jobs/${j.id}` }, shortId(j.id)), ` (${groupNames(j)})`]))
-          : h('p', {}, h('strong', {}, 'No job was started again.')),
+          : h('p', {}, h('strong', {}, t('jobs.noneStarted'))),
         rejected.length
-          ? [h('p', {}, `Not started: ${rejected.length}`),
+          ? [h('p', {}, t('jobs.notStarted', { n: rejected.length })),
             h('ul', { class: 'rejected' }, rejected.map((r) => h('li', {},
               h('a', { href: `#/jobs/${r.job_id}` }, shortId(r.job_id)), ' — ',
               h('code', {}, r.code), r.detail ? `: ${r.detail}` : '')))]
           : null,
       ));
     } catch (err) {
-      replace(result, problemBox(err.problem || { title: 'Rerun failed', detail: String(err) }));
+      replace(result, problemBox(err.problem || { title: t('jobs.rerunFailed'), detail: String(err) }));
     }
     await refresh(true);
   }

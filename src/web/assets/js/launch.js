@@ -3,19 +3,22 @@
 import { api, newIdempotencyKey } from './api.js';
 import { h, replace, problemBox, toast, confirmDialog } from './dom.js';
 import { KIND_LABELS, COUNTRIES, num, rememberGroups } from './format.js';
+import { t, labels } from './i18n.js';
 
 const MAX_GROUPS = 100;
 const SEARCH_LIMIT = 25;
 /** The longest temporary assignment, per unit (ten years). */
 const EXPIRY_MAX = { days: 3650, weeks: 520, months: 120 };
 
-const SUBMIT_LABELS = { assign: 'Add', remove: 'Remove', replace: 'Replace', export: 'Export' };
-const KIND_HELP = {
-  assign: 'Give the members of the selected groups the chosen licenses.',
-  remove: 'Take the chosen licenses away from the members of the selected groups.',
-  replace: 'Swap licenses the members hold for others, in one step per member.',
-  export: 'Write one row per member and license of the selected groups to a file.',
-};
+const SUBMIT_LABELS = labels({
+  assign: 'launch.submit.assign', remove: 'launch.submit.remove', replace: 'launch.submit.replace', export: 'launch.submit.export',
+});
+const KIND_HELP = labels({
+  assign: 'launch.help.assign',
+  remove: 'launch.help.remove',
+  replace: 'launch.help.replace',
+  export: 'launch.help.export',
+});
 
 export function launchView(container, ctx) {
   const state = {
@@ -38,14 +41,14 @@ export function launchView(container, ctx) {
     searchSeq: 0,
   };
 
-  const kindPicker = h('div', { class: 'segmented kind-picker', role: 'radiogroup', 'aria-label': 'Kind of job' });
+  const kindPicker = h('div', { class: 'segmented kind-picker', role: 'radiogroup', 'aria-label': t('launch.kind') });
   const kindHelp = h('p', { class: 'muted' });
 
   // Groups
   const searchInput = h('input', {
     type: 'search',
     id: 'group-search',
-    placeholder: 'Search groups by name',
+    placeholder: t('launch.searchGroups'),
     autocomplete: 'off',
     'aria-controls': 'group-results',
     oninput: () => {
@@ -53,7 +56,7 @@ export function launchView(container, ctx) {
       state.searchTimer = setTimeout(searchGroups, 250);
     },
   });
-  const results = h('ul', { class: 'pick-list', id: 'group-results', 'aria-label': 'Groups found' });
+  const results = h('ul', { class: 'pick-list', id: 'group-results', 'aria-label': t('launch.groupsFound') });
   const chosen = h('div', { class: 'chips', id: 'groups-chosen', 'aria-live': 'polite' });
   const transitive = h('input', {
     type: 'checkbox',
@@ -61,33 +64,33 @@ export function launchView(container, ctx) {
     onchange: (e) => { state.transitive = e.target.checked; },
   });
   const groupsCard = h('section', { class: 'card' },
-    h('h2', {}, 'Groups'),
-    h('label', { for: 'group-search', class: 'visually-hidden' }, 'Search groups'),
+    h('h2', {}, t('launch.groups')),
+    h('label', { for: 'group-search', class: 'visually-hidden' }, t('launch.searchGroupsLabel')),
     searchInput,
     results,
     chosen,
-    h('label', { class: 'check' }, transitive, 'Include nested groups (members of groups inside the selected groups)'),
+    h('label', { class: 'check' }, transitive, t('launch.nested')),
   );
 
   const licensesCard = h('section', { class: 'card', id: 'licenses' });
   const optionsCard = h('section', { class: 'card', id: 'options' });
   const error = h('div', { id: 'launch-error' });
-  const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'launch-submit' }, 'Add');
+  const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'launch-submit' }, t('launch.submit.assign'));
 
   const form = h('form', { class: 'launch', novalidate: true, onsubmit: (e) => { e.preventDefault(); launch(); } },
-    h('section', { class: 'card' }, h('h2', {}, 'What to do'), kindPicker, kindHelp),
+    h('section', { class: 'card' }, h('h2', {}, t('launch.whatToDo')), kindPicker, kindHelp),
     groupsCard,
     licensesCard,
     optionsCard,
     error,
     h('div', { class: 'form-actions sticky-actions' },
-      h('a', { class: 'btn', href: '#/' }, 'Cancel'),
+      h('a', { class: 'btn', href: '#/' }, t('common.cancel')),
       submit),
   );
 
   replace(container, h('section', { class: 'launch-page' },
-    h('nav', { class: 'crumbs' }, h('a', { href: '#/' }, '← All jobs')),
-    h('div', { class: 'page-head' }, h('h1', {}, 'New job')),
+    h('nav', { class: 'crumbs' }, h('a', { href: '#/' }, t('job.allJobs'))),
+    h('div', { class: 'page-head' }, h('h1', {}, t('launch.title'))),
     form,
   ));
 
@@ -129,13 +132,13 @@ export function launchView(container, ctx) {
     } catch (err) {
       if (state.stopped || seq !== state.searchSeq) return;
       replace(results, h('li', { class: 'pick-error' },
-        problemBox(err.problem || { title: 'Could not read the groups', detail: String(err) })));
+        problemBox(err.problem || { title: t('launch.groupsFailed'), detail: String(err) })));
     }
   }
 
   function renderResults() {
     if (state.results.length === 0) {
-      replace(results, h('li', { class: 'muted pick-empty' }, 'No group matches.'));
+      replace(results, h('li', { class: 'muted pick-empty' }, t('launch.noGroup')));
       return;
     }
     const full = state.groups.size >= MAX_GROUPS;
@@ -166,13 +169,13 @@ export function launchView(container, ctx) {
     const n = state.groups.size;
     replace(chosen,
       h('span', { class: 'muted small' }, n
-        ? `${n} of at most ${MAX_GROUPS} groups selected${n >= MAX_GROUPS ? ' (the most a job can take)' : ''}:`
-        : 'No group selected yet.'),
+        ? t(n >= MAX_GROUPS ? 'launch.groupsSelectedFull' : 'launch.groupsSelected', { n, max: MAX_GROUPS })
+        : t('launch.noGroupYet')),
       [...state.groups.values()].map((g) => h('span', { class: 'chip' }, g.displayName || g.id,
         h('button', {
           type: 'button',
           class: 'chip-x',
-          'aria-label': `Remove ${g.displayName || g.id}`,
+          'aria-label': t('launch.removeChip', { name: g.displayName || g.id }),
           onclick: () => {
             state.groups.delete(g.id);
             renderResults();
@@ -198,8 +201,8 @@ export function launchView(container, ctx) {
 
   function availability(sku) {
     const text = sku.available > 0
-      ? `${num(sku.available)} of ${num(sku.enabled)} available`
-      : `No licenses available (${num(sku.consumed)} of ${num(sku.enabled)} in use)`;
+      ? t('launch.available', { available: num(sku.available), enabled: num(sku.enabled) })
+      : t('launch.noneAvailable', { consumed: num(sku.consumed), enabled: num(sku.enabled) });
     return h('span', { class: sku.available > 0 ? 'avail' : 'avail avail-none' }, text);
   }
 
@@ -225,7 +228,7 @@ export function launchView(container, ctx) {
           h('span', { class: 'pick-text' }, h('span', { class: 'pick-name' }, sku.sku_part_number), availability(sku))),
         picked && plans.length
           ? h('details', { class: 'plans' },
-            h('summary', {}, `Service plans: ${plans.length - disabled.size} of ${plans.length} on`),
+            h('summary', {}, t('launch.plans', { on: plans.length - disabled.size, all: plans.length })),
             h('ul', {}, plans.map((p) => h('li', {}, h('label', { class: 'check' },
               h('input', {
                 type: 'checkbox',
@@ -235,7 +238,7 @@ export function launchView(container, ctx) {
                   else disabled.add(p.servicePlanId);
                   state.add.set(sku.sku_id, disabled);
                   e.target.closest('details').querySelector('summary').textContent =
-                    `Service plans: ${plans.length - disabled.size} of ${plans.length} on`;
+                    t('launch.plans', { on: plans.length - disabled.size, all: plans.length });
                 },
               }),
               p.servicePlanName || p.servicePlanId)))))
@@ -258,7 +261,7 @@ export function launchView(container, ctx) {
           },
         }),
         h('span', { class: 'pick-text' }, h('span', { class: 'pick-name' }, sku.sku_part_number),
-          h('span', { class: 'muted small' }, `${num(sku.consumed)} in use`))))));
+          h('span', { class: 'muted small' }, t('launch.inUse', { n: num(sku.consumed) })))))));
   }
 
   function renderLicenses() {
@@ -269,19 +272,19 @@ export function launchView(container, ctx) {
       return;
     }
     if (state.skuError) {
-      replace(licensesCard, h('h2', {}, 'Licenses'),
-        problemBox(state.skuError.problem || { title: 'Could not read the licenses', detail: String(state.skuError) }),
-        h('button', { type: 'button', class: 'btn', onclick: () => { state.skuError = null; renderLicenses(); loadSkus(); } }, 'Try again'));
+      replace(licensesCard, h('h2', {}, t('launch.licenses')),
+        problemBox(state.skuError.problem || { title: t('launch.licensesFailed'), detail: String(state.skuError) }),
+        h('button', { type: 'button', class: 'btn', onclick: () => { state.skuError = null; renderLicenses(); loadSkus(); } }, t('common.tryAgain')));
       return;
     }
     if (!state.skus) {
-      replace(licensesCard, h('h2', {}, 'Licenses'), h('p', { class: 'loading' }, 'Reading the subscribed licenses…'));
+      replace(licensesCard, h('h2', {}, t('launch.licenses')), h('p', { class: 'loading' }, t('launch.readingSkus')));
       return;
     }
     if (kind === 'assign') {
-      replace(licensesCard, h('h2', {}, 'Licenses to assign'), addList());
+      replace(licensesCard, h('h2', {}, t('launch.toAssign')), addList());
     } else if (kind === 'remove') {
-      replace(licensesCard, h('h2', {}, 'Licenses to remove'), removeList('remove-licenses'));
+      replace(licensesCard, h('h2', {}, t('launch.toRemove')), removeList('remove-licenses'));
     } else {
       const mode = (value, label) => h('label', { class: 'check' },
         h('input', {
@@ -295,12 +298,12 @@ export function launchView(container, ctx) {
           },
         }), label);
       replace(licensesCard,
-        h('h2', {}, 'Licenses to replace'),
+        h('h2', {}, t('launch.toReplace')),
         h('div', { class: 'radios' },
-          mode('all', 'Replace all of the licenses'),
-          mode('some', 'Select the licenses to be replaced')),
-        state.replaceAll ? h('p', { class: 'muted small' }, 'Every license a member holds directly is swapped for the replacement licenses.') : removeList('remove-licenses'),
-        h('h2', {}, 'Replacement licenses'),
+          mode('all', t('launch.replaceAll')),
+          mode('some', t('launch.replaceSome'))),
+        state.replaceAll ? h('p', { class: 'muted small' }, t('launch.replaceAllHelp')) : removeList('remove-licenses'),
+        h('h2', {}, t('launch.replacements')),
         addList());
     }
   }
@@ -319,23 +322,23 @@ export function launchView(container, ctx) {
           renderOptions();
         },
       },
-      h('option', { value: '', selected: state.location === '' }, 'No Change'),
+      h('option', { value: '', selected: state.location === '' }, t('location.noChange')),
       COUNTRIES.map(([code, name]) => h('option', { value: code, selected: state.location === code }, `${name} (${code})`)),
-      h('option', { value: 'other', selected: other }, 'Other country code…'));
+      h('option', { value: 'other', selected: other }, t('launch.otherCountry')));
       parts.push(h('div', { class: 'field' },
-        h('label', { for: 'usage-location' }, 'Location'),
+        h('label', { for: 'usage-location' }, t('launch.location')),
         locationSelect,
         other ? h('input', {
           type: 'text',
           id: 'usage-location-code',
           class: 'code-input',
           maxlength: '2',
-          placeholder: 'e.g. NO',
-          'aria-label': 'ISO 3166-1 alpha-2 country code',
+          placeholder: t('launch.countryExample'),
+          'aria-label': t('launch.countryCode'),
           value: state.otherLocation,
           oninput: (e) => { state.otherLocation = e.target.value.toUpperCase(); e.target.value = state.otherLocation; },
         }) : null,
-        h('p', { class: 'muted small' }, 'No Change keeps each member\'s current usage location. A license can only be assigned to members with a usage location.')));
+        h('p', { class: 'muted small' }, t('launch.locationHelp'))));
     }
     if (kind === 'assign') {
       const e = state.expires;
@@ -347,7 +350,7 @@ export function launchView(container, ctx) {
             checked: e.on,
             onchange: (ev) => { e.on = ev.target.checked; renderOptions(); },
           }),
-          'License will expire in'),
+          t('launch.expiresIn')),
         h('input', {
           type: 'number',
           id: 'expires-value',
@@ -356,23 +359,23 @@ export function launchView(container, ctx) {
           step: '1',
           value: String(e.value),
           disabled: !e.on,
-          'aria-label': 'Number',
+          'aria-label': t('launch.number'),
           oninput: (ev) => { e.value = ev.target.value; },
         }),
         h('select', {
           id: 'expires-unit',
           disabled: !e.on,
-          'aria-label': 'Unit',
+          'aria-label': t('launch.unit'),
           onchange: (ev) => {
             e.unit = ev.target.value;
             document.getElementById('expires-value').max = String(EXPIRY_MAX[e.unit]);
           },
-        }, ['days', 'weeks', 'months'].map((u) => h('option', { value: u, selected: e.unit === u }, u))),
-        h('p', { class: 'muted small' }, 'A temporary license is removed automatically when it is due.')));
+        }, ['days', 'weeks', 'months'].map((u) => h('option', { value: u, selected: e.unit === u }, t(`unit.${u}`)))),
+        h('p', { class: 'muted small' }, t('launch.expiryHelp'))));
     }
     if (kind === 'export') {
       parts.push(h('fieldset', { class: 'field' },
-        h('legend', {}, 'Result format'),
+        h('legend', {}, t('launch.format')),
         h('div', { class: 'radios' }, ['csv', 'json', 'xlsx'].map((f) => h('label', { class: 'check' },
           h('input', {
             type: 'radio',
@@ -383,7 +386,7 @@ export function launchView(container, ctx) {
           }), f.toUpperCase())))));
     }
     optionsCard.hidden = parts.length === 0;
-    replace(optionsCard, h('h2', {}, 'Options'), parts);
+    replace(optionsCard, h('h2', {}, t('launch.options')), parts);
   }
 
   // --- launch ---------------------------------------------------------------------------
@@ -391,22 +394,22 @@ export function launchView(container, ctx) {
   /** The request body, or a message saying what is missing. */
   function body() {
     const kind = state.kind;
-    if (state.groups.size === 0) return { missing: 'Select at least one group.' };
+    if (state.groups.size === 0) return { missing: t('launch.missingGroup') };
     const b = { kind, groups: [...state.groups.keys()], transitive: state.transitive };
     if (kind === 'assign' || kind === 'replace') {
       if (state.add.size === 0) {
-        return { missing: kind === 'assign' ? 'Select at least one license to assign.' : 'Select at least one replacement license.' };
+        return { missing: kind === 'assign' ? t('launch.missingAssign') : t('launch.missingReplacement') };
       }
       b.add_licenses = [...state.add.entries()].map(([sku_id, off]) => ({ sku_id, disabled_plans: [...off] }));
       let location = state.location === 'other' ? state.otherLocation.trim() : state.location;
       if (state.location === 'other' && !/^[A-Z]{2}$/.test(location)) {
-        return { missing: 'Enter the location as a two-letter country code (ISO 3166-1 alpha-2), or choose No Change.' };
+        return { missing: t('launch.badLocation') };
       }
       b.usage_location = location || null;
     }
     if (kind === 'remove' || (kind === 'replace' && !state.replaceAll)) {
       if (state.remove.size === 0) {
-        return { missing: kind === 'remove' ? 'Select at least one license to remove.' : 'Select the licenses to be replaced, or Replace all of the licenses.' };
+        return { missing: kind === 'remove' ? t('launch.missingRemove') : t('launch.missingReplaced') };
       }
       b.remove_licenses = [...state.remove];
     }
@@ -416,7 +419,7 @@ export function launchView(container, ctx) {
         const value = Number(state.expires.value);
         const max = EXPIRY_MAX[state.expires.unit];
         if (!Number.isInteger(value) || value < 1 || value > max) {
-          return { missing: `License will expire in: enter a whole number of ${state.expires.unit} from 1 to ${max}.` };
+          return { missing: t('launch.badExpiry', { unit: t(`unit.${state.expires.unit}`), max }) };
         }
         b.expires_in = { value, unit: state.expires.unit };
       } else {
@@ -433,19 +436,19 @@ export function launchView(container, ctx) {
 
   async function confirmRemoval(b) {
     const groups = b.groups.length === 1
-      ? `the group ${[...state.groups.values()][0].displayName}`
-      : `${b.groups.length} groups`;
+      ? t('launch.theGroup', { name: [...state.groups.values()][0].displayName })
+      : t('launch.nGroups', { n: b.groups.length });
     const what = b.replace_all
-      ? 'every license they hold directly'
+      ? t('launch.everyLicense')
       : (b.remove_licenses || []).map(skuName).join(', ');
     return confirmDialog({
-      title: b.kind === 'remove' ? 'Remove licenses?' : 'Replace licenses?',
+      title: b.kind === 'remove' ? t('launch.removeTitle') : t('launch.replaceTitle'),
       body: [
-        h('p', {}, `${what} will be removed from the members of ${groups}${b.transitive ? ' and their nested groups' : ''}.`),
-        h('p', {}, 'The users\' records associated with these licenses will also be removed from Microsoft 365. Do you want to proceed?'),
+        h('p', {}, t(b.transitive ? 'launch.removeBodyNested' : 'launch.removeBody', { what, groups })),
+        h('p', {}, t('launch.removeWarn')),
       ],
-      yes: 'Yes',
-      no: 'No',
+      yes: t('common.yes'),
+      no: t('common.no'),
       danger: true,
     });
   }
@@ -466,16 +469,16 @@ export function launchView(container, ctx) {
     try {
       const job = await api.post('/v1/jobs', b, { idempotencyKey: state.attempt.key });
       state.attempt = null;
-      toast(`${KIND_LABELS[job.kind] || 'Job'} job started.`);
+      toast(t('launch.started', { kind: KIND_LABELS[job.kind] || '' }));
       ctx.navigate(`#/jobs/${job.id}`);
     } catch (err) {
-      const p = err.problem || { title: 'The job was not started', detail: String(err) };
+      const p = err.problem || { title: t('launch.notStarted'), detail: String(err) };
       if (err.code === 'no_licenses_available') {
-        replace(error, problemBox({ ...p, title: 'No licenses available' },
-          h('p', {}, `${p.sku_part_number || skuName(p.sku_id)}: ${num(p.available)} of ${num(p.enabled)} available (${num(p.consumed)} in use). `,
-            'Free some units or buy more, then try again. No job was started.')));
+        replace(error, problemBox({ ...p, title: t('launch.noLicenses') },
+          h('p', {}, t('launch.noLicensesDetail', { sku: p.sku_part_number || skuName(p.sku_id), available: num(p.available), enabled: num(p.enabled), consumed: num(p.consumed) }),
+            t('launch.noLicensesHint'))));
       } else {
-        replace(error, problemBox({ ...p, title: p.title || 'The job was not started' }));
+        replace(error, problemBox({ ...p, title: p.title || t('launch.notStarted') }));
       }
       error.scrollIntoView({ behavior: 'smooth', block: 'center' });
     } finally {

@@ -1,10 +1,11 @@
-// The Job Monitor: sign-in, session and hash routes (#/, #/jobs/{id}, #/new).
+// The web app: sign-in, session, language and hash routes (#/, #/jobs/{id}, #/new, #/licenses...).
 
 import { api, getToken, setToken, setUnauthorizedHandler, ApiProblem } from './api.js';
 import { h, replace, problemBox } from './dom.js';
 import { jobsView } from './jobs.js';
 import { jobView } from './job.js';
 import { launchView } from './launch.js';
+import { t, lang, setLang, onLangChange, LANGUAGES } from './i18n.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -14,7 +15,23 @@ let me = null;
 let cleanup = null;
 let signInNote = null;
 
-const ROLE_LABELS = { admin: 'Admin', operator: 'Operator', viewer: 'Viewer' };
+const langSelect = document.getElementById('lang');
+
+/** The texts of the page shell (header, navigation) in the current language. */
+function applyShellTexts() {
+  document.documentElement.lang = lang();
+  for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll('[data-i18n-aria]')) el.setAttribute('aria-label', t(el.dataset.i18nAria));
+  langSelect.replaceChildren(...Object.entries(LANGUAGES).map(([code, name]) => h('option', { value: code, selected: code === lang() }, name)));
+  langSelect.setAttribute('aria-label', t('lang.label'));
+  if (me) showSession();
+}
+
+langSelect.addEventListener('change', () => setLang(langSelect.value));
+onLangChange(() => {
+  applyShellTexts();
+  route();
+});
 
 function context() {
   const role = me?.role;
@@ -36,7 +53,7 @@ function showSession() {
   if (!signedIn) return;
   document.getElementById('session-tenant').textContent = me.tenant?.name || '';
   const role = document.getElementById('session-role');
-  role.textContent = ROLE_LABELS[me.role] || me.role;
+  role.textContent = t(`role.${me.role}`);
   role.className = `badge badge-${me.role}`;
   for (const link of nav.querySelectorAll('[data-role="admin"]')) link.hidden = me.role !== 'admin';
 }
@@ -57,7 +74,7 @@ function signOut(note = null) {
 }
 
 setUnauthorizedHandler(() => {
-  if (me) signOut('The token was rejected (revoked or expired). Sign in again.');
+  if (me) signOut(t('signin.rejected'));
 });
 
 document.getElementById('sign-out').addEventListener('click', () => signOut());
@@ -65,10 +82,10 @@ document.getElementById('sign-out').addEventListener('click', () => signOut());
 function signInView(container) {
   const input = h('input', {
     id: 'token', name: 'token', type: 'password', autocomplete: 'off', spellcheck: 'false',
-    required: true, placeholder: 'API token', 'aria-describedby': 'token-help',
+    required: true, placeholder: t('signin.placeholder'), 'aria-describedby': 'token-help',
   });
   const error = h('div', { class: 'form-error' });
-  const button = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Sign in');
+  const button = h('button', { type: 'submit', class: 'btn btn-primary' }, t('signin.button'));
   const form = h('form', {
     class: 'card signin',
     onsubmit: async (e) => {
@@ -84,22 +101,22 @@ function signInView(container) {
         showSession();
         route();
       } catch (err) {
-        const problem = err instanceof ApiProblem ? err.problem : { title: 'Sign-in failed', detail: String(err) };
-        if (err.status === 401) problem.title = 'This token is not valid';
+        const problem = err instanceof ApiProblem ? err.problem : { title: t('signin.failed'), detail: String(err) };
+        if (err.status === 401) problem.title = t('signin.invalid');
         replace(error, problemBox(problem));
       } finally {
         button.disabled = false;
       }
     },
   },
-  h('h1', {}, 'Sign in to the Job Monitor'),
-  h('p', { class: 'muted' }, 'Follow group license jobs, rerun the ones that did not fully succeed and start new ones.'),
+  h('h1', {}, t('signin.title')),
+  h('p', { class: 'muted' }, t('signin.lead')),
   signInNote ? h('div', { class: 'alert alert-warn', role: 'status' }, signInNote) : null,
-  h('label', { for: 'token' }, 'Token'),
+  h('label', { for: 'token' }, t('signin.token')),
   input,
   h('p', { id: 'token-help', class: 'muted small' },
-    'An API token of your tenant, e.g. from ', h('code', {}, 'licensor token create'),
-    '. It is kept in this browser tab only and forgotten when the tab closes.'),
+    t('signin.help1'), h('code', {}, 'licensor token create'),
+    t('signin.help2')),
   error,
   h('div', { class: 'form-actions' }, button),
   );
@@ -122,15 +139,15 @@ async function route() {
     return;
   }
   if (!me) {
-    replace(main, h('p', { class: 'loading' }, 'Signing in…'));
+    replace(main, h('p', { class: 'loading' }, t('signin.signingIn')));
     try {
       me = await api.whoami(getToken());
     } catch (err) {
       if (err.status === 401) {
-        signOut('The saved token was rejected (revoked or expired). Sign in again.');
+        signOut(t('signin.savedRejected'));
       } else {
-        replace(main, problemBox(err.problem || { title: 'licensor is not reachable', detail: String(err) }),
-          h('button', { class: 'btn', type: 'button', onclick: route }, 'Try again'));
+        replace(main, problemBox(err.problem || { title: t('common.unreachable'), detail: String(err) }),
+          h('button', { class: 'btn', type: 'button', onclick: route }, t('common.tryAgain')));
       }
       return;
     }
@@ -141,24 +158,25 @@ async function route() {
   const jobMatch = /^\/jobs\/([0-9a-fA-F-]{36})$/.exec(hash);
   if (jobMatch) {
     markNav('jobs');
-    document.title = 'Job · Job Monitor · licensor';
+    document.title = t('title.job');
     cleanup = jobView(main, ctx, jobMatch[1]);
   } else if (hash === '/new') {
     markNav('new');
-    document.title = 'New job · Job Monitor · licensor';
+    document.title = t('title.new');
     if (!ctx.canLaunch) {
       replace(main, h('div', { class: 'alert alert-warn' },
-        'Starting jobs needs an admin token. ', h('a', { href: '#/' }, 'Back to the jobs')));
+        t('new.needsAdmin'), h('a', { href: '#/' }, t('new.backToJobs'))));
       return;
     }
     cleanup = launchView(main, ctx);
   } else {
     markNav('jobs');
-    document.title = 'Jobs · Job Monitor · licensor';
+    document.title = t('title.jobs');
     const params = new URLSearchParams(hash.split('?')[1] || '');
     cleanup = jobsView(main, ctx, params);
   }
 }
 
 window.addEventListener('hashchange', route);
+applyShellTexts();
 route();
