@@ -834,6 +834,9 @@ fn list_users_inner(
     let top = q.top()?;
     let select = q.select();
     validate_select(&select, USER_PROPS, "user")?;
+    if let Some(clauses) = q.get("$filter").and_then(split_or) {
+        return list_users_any_of(&dir, headers, &q, top, select, &clauses);
+    }
     let filter = q.get("$filter").map(parse_filter).transpose()?;
     let scope = scope_hash(&["users", q.get("$filter").unwrap_or("")]);
     let mut offset = match q.get("$skiptoken") {
@@ -892,6 +895,87 @@ fn list_users_inner(
                 top,
                 skiptoken(scope, offset)
             )),
+        );
+    }
+    body.insert("value".into(), Value::Array(value));
+    Ok(graph_json(StatusCode::OK, &Value::Object(body)))
+}
+
+/// The clauses of `a or b or …` (split outside quoted literals); `None` for a single clause.
+fn split_or(f: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut quoted = false;
+    let mut start = 0;
+    let bytes = f.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\'' {
+            quoted = !quoted;
+        } else if !quoted && f[i..].len() >= 4 && f[i..i + 4].eq_ignore_ascii_case(" or ") {
+            parts.push(f[start..i].trim().to_string());
+            i += 4;
+            start = i;
+            continue;
+        }
+        i += 1;
+    }
+    parts.push(f[start..].trim().to_string());
+    (parts.len() > 1).then_some(parts)
+}
+
+/// `GET /v1.0/users?$filter=startswith(displayName,'an') or startswith(userPrincipalName,'an')`:
+/// the users matching any clause, in directory order, paged like every user list.
+fn list_users_any_of(
+    dir: &Directory,
+    headers: &HeaderMap,
+    q: &Q,
+    top: usize,
+    select: Option<Vec<String>>,
+    clauses: &[String],
+) -> Result<Response, GraphError> {
+    let filters = clauses
+        .iter()
+        .map(|c| parse_filter(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scope = scope_hash(&["users", q.get("$filter").unwrap_or("")]);
+    let mut offset = match q.get("$skiptoken") {
+        Some(t) => read_skiptoken(t, scope)?,
+        None => 0,
+    };
+    let n = dir.user_ids.len();
+    let mut value = Vec::new();
+    let mut more = false;
+    while offset < n {
+        let u = offset as u32;
+        offset += 1;
+        let mut keep = false;
+        for f in &filters {
+            keep |= match f {
+                Filter::Eq(p, v) => user_prop(dir, u, p)?.is_some_and(|x| x.eq_ignore_ascii_case(v)),
+                Filter::StartsWith(p, v) => user_prop(dir, u, p)?
+                    .is_some_and(|x| x.to_lowercase().starts_with(&v.to_lowercase())),
+            };
+        }
+        if !keep {
+            continue;
+        }
+        if value.len() == top {
+            more = true;
+            offset -= 1;
+            break;
+        }
+        let mut v = object_json(dir, ObjRef::User(u), select.as_deref());
+        if let Some(m) = v.as_object_mut() {
+            m.remove("@odata.type");
+        }
+        value.push(v);
+    }
+    let mut body = Map::new();
+    body.insert("@odata.context".into(), json!(format!("{CTX}#users")));
+    if more {
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(next_link(headers, "/v1.0/users", q, top, skiptoken(scope, offset))),
         );
     }
     body.insert("value".into(), Value::Array(value));

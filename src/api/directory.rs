@@ -1,8 +1,10 @@
-//! The tenant's directory, for the Job Monitor's pickers: groups by name and subscribed SKUs
-//! with their free units.
+//! The tenant's directory, for the web app's pickers: groups by name, subscribed SKUs with their
+//! free units, and users by name or userPrincipalName (the checkout picker).
 
 use axum::extract::State;
-use licensor_core::directory::{ClientError, DirectoryClient, DirectoryError, Group, Sku};
+use licensor_core::directory::{
+    ClientError, DirectoryClient, DirectoryError, DirectoryUser, Group, Sku,
+};
 use licensor_core::tenants;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -113,4 +115,80 @@ pub async fn list_skus(State(state): State<AppState>, auth: Auth) -> ApiResult<J
     let client = client(&state, &auth).await?;
     let skus = client.subscribed_skus().await.map_err(directory_error)?;
     Ok(Json(SkuList { data: skus }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UserSearch {
+    /// Start of the user's display name or userPrincipalName (at most 256 characters).
+    #[param(max_length = 256)]
+    pub search: Option<String>,
+    /// Page size, 1–100 (default 25).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page (same `search`).
+    #[param(max_length = 2048)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserList {
+    pub data: Vec<DirectoryUser>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Directory users whose display name or userPrincipalName starts with `search`, a page at a
+/// time, read through the tenant's directory connection (the checkout picker).
+#[utoipa::path(get, path = "/v1/directory/users", tag = "directory", security(("bearer" = [])), params(UserSearch), responses(
+    (status = 200, body = UserList),
+    (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The tenant has no directory connection", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 502, body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 503, body = super::problem::Problem, content_type = "application/problem+json"),
+))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(q): Query<UserSearch>,
+) -> ApiResult<Json<UserList>> {
+    let limit = q.limit.unwrap_or(25);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 100",
+        ));
+    }
+    if q.search.as_ref().is_some_and(|s| s.chars().count() > 256) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "search is at most 256 characters",
+        ));
+    }
+    let cursor_ok = |c: &str| {
+        !c.is_empty()
+            && c.len() <= 2048
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~=+/%".contains(&b))
+    };
+    if q.cursor.as_deref().is_some_and(|c| !cursor_ok(c)) {
+        return Err(ApiError::bad_request("invalid_cursor", "cursor is not valid"));
+    }
+    let client = client(&state, &auth).await?;
+    let page = client
+        .search_users(q.search.as_deref(), limit as usize, q.cursor.as_deref())
+        .await
+        .map_err(|e| match e {
+            // A page token the directory refuses is the caller's stale cursor.
+            DirectoryError::Permanent { .. } if q.cursor.is_some() => ApiError::bad_request(
+                "invalid_cursor",
+                "cursor is not valid (expired or from another search)",
+            ),
+            other => directory_error(other),
+        })?;
+    Ok(Json(UserList {
+        data: page.data,
+        next_cursor: page.next_cursor,
+    }))
 }

@@ -1,15 +1,15 @@
 //! Seat inventory and started licenses: licenses, checkout, checkin (one or many at once), the
-//! "Used By" list and reusable started seats. Admin everything; operator reads and checks in;
-//! viewer reads.
+//! "Used By" list, reusable started seats, and everything one user or asset holds (with checking
+//! it all in). Admin everything; operator reads and checks in; viewer reads.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::NaiveDate;
 use licensor_core::domain::Role;
 use licensor_core::licenses::{
-    self, Assignee, AssignmentIds, AssignmentState, AssignmentView, Checkin, CheckinOutcome,
-    Checkout, DeliveredOn, LicenseName, LicenseUpdate, LicenseView, NewLicense, Notes, Quantity,
-    SeatCount, StartedSeats, TermDays,
+    self, Assignee, AssigneeType, AssignmentIds, AssignmentState, AssignmentView, Checkin,
+    CheckinOutcome, Checkout, DeliveredOn, HeldAssignment, HolderCheckinOutcome, LicenseName,
+    LicenseUpdate, LicenseView, NewLicense, Notes, Quantity, SeatCount, StartedSeats, TermDays,
 };
 use licensor_core::page::PageRequest;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -25,6 +25,20 @@ use super::problem::{ApiError, ApiResult, Problem};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LicenseListQuery {
+    /// Only licenses whose name contains this, in any case (at most 200 characters).
+    #[param(max_length = 200)]
+    pub search: Option<String>,
     /// Page size, 1–500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
@@ -159,8 +173,9 @@ fn notes(s: Option<&str>) -> Result<Option<Notes>, ApiError> {
     Ok(Notes::parse(s)?)
 }
 
-/// The tenant's licenses with their seat counts, newest first.
-#[utoipa::path(get, path = "/v1/licenses", tag = "licenses", security(("bearer" = [])), params(PageQuery), responses(
+/// The tenant's licenses with their seat counts, newest first; `search` keeps those whose name
+/// contains it.
+#[utoipa::path(get, path = "/v1/licenses", tag = "licenses", security(("bearer" = [])), params(LicenseListQuery), responses(
     (status = 200, body = LicenseList),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -168,10 +183,16 @@ fn notes(s: Option<&str>) -> Result<Option<Notes>, ApiError> {
 pub async fn list_licenses(
     State(state): State<AppState>,
     auth: Auth,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<LicenseListQuery>,
 ) -> ApiResult<Json<LicenseList>> {
     let page = PageRequest::<Uuid>::parse(q.limit, q.cursor.as_deref())?;
-    let page = licenses::list(&state.db, auth.tenant_id(), &page).await?;
+    if q.search.as_ref().is_some_and(|s| s.chars().count() > 200) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "search is at most 200 characters",
+        ));
+    }
+    let page = licenses::list(&state.db, auth.tenant_id(), q.search.as_deref(), &page).await?;
     Ok(Json(LicenseList {
         data: page.data,
         next_cursor: page.next_cursor,
@@ -280,7 +301,11 @@ pub async fn checkout_license(
 ) -> ApiResult<(StatusCode, Json<AssignmentView>)> {
     let me = auth.require(Role::Admin)?;
     let req = Checkout {
-        assignee: Assignee::parse(body.assignee.kind, &body.assignee.id)?,
+        assignee: Assignee::parse(
+            body.assignee.kind,
+            &body.assignee.id,
+            body.assignee.name.as_deref(),
+        )?,
         quantity: Quantity::parse(body.quantity.unwrap_or(1))?,
         notes: notes(body.notes.as_deref())?,
         reuse_started: body.reuse_started.map(|r| r.ends_on),
@@ -363,5 +388,83 @@ pub async fn started_seats(
 ) -> ApiResult<Json<StartedSeats>> {
     Ok(Json(
         licenses::started(&state.db, auth.tenant_id(), id).await?,
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HeldList {
+    pub data: Vec<HeldAssignment>,
+    pub next_cursor: Option<String>,
+}
+
+fn holder(kind: AssigneeType, id: &str) -> Result<Assignee, ApiError> {
+    Ok(Assignee::parse(kind, id, None)?)
+}
+
+/// Everything one user or asset holds: its open assignments on all of the tenant's licenses,
+/// newest first.
+#[utoipa::path(get, path = "/v1/assignees/{type}/{id}/assignments", tag = "licenses", security(("bearer" = [])),
+    params(
+        ("type" = AssigneeType, Path, description = "`user` or `asset`"),
+        ("id" = String, Path, description = "The user's or asset's id, as given at checkout"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, body = HeldList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_held(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((kind, id)): Path<(AssigneeType, String)>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<HeldList>> {
+    let who = holder(kind, &id)?;
+    let page = PageRequest::<Uuid>::parse(q.limit, q.cursor.as_deref())?;
+    let page = licenses::list_held(&state.db, auth.tenant_id(), who.kind, &who.id, &page).await?;
+    Ok(Json(HeldList {
+        data: page.data,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HolderCheckinRequest {
+    /// e.g. "asset retired"; at most 2,000 characters.
+    #[serde(default)]
+    #[schema(max_length = 2_000)]
+    pub notes: Option<String>,
+}
+
+/// Check in everything held by this user or asset (operator), on every license: when an asset
+/// is retired or a person leaves. All or nothing, one audit entry per license. Nothing held →
+/// 409 `nothing_checked_out`; a license that is not reassignable → 409 `not_reassignable`.
+#[utoipa::path(post, path = "/v1/assignees/{type}/{id}/checkin", tag = "licenses", security(("bearer" = [])),
+    params(
+        ("type" = AssigneeType, Path, description = "`user` or `asset`"),
+        ("id" = String, Path, description = "The user's or asset's id, as given at checkout"),
+    ),
+    request_body = HolderCheckinRequest,
+    responses(
+        (status = 200, body = HolderCheckinOutcome),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn checkin_held(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((kind, id)): Path<(AssigneeType, String)>,
+    Json(body): Json<HolderCheckinRequest>,
+) -> ApiResult<Json<HolderCheckinOutcome>> {
+    let me = auth.require(Role::Operator)?;
+    let who = holder(kind, &id)?;
+    let notes = notes(body.notes.as_deref())?;
+    Ok(Json(
+        licenses::checkin_held(&state.db, me.tenant_id, &who, notes, Some(me.token_id)).await?,
     ))
 }

@@ -93,9 +93,12 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(licenses::checkin_license))
         .routes(routes!(licenses::list_assignments))
         .routes(routes!(licenses::started_seats))
+        .routes(routes!(licenses::list_held))
+        .routes(routes!(licenses::checkin_held))
         .routes(routes!(audit::list_audit))
         .routes(routes!(directory::list_groups))
         .routes(routes!(directory::list_skus))
+        .routes(routes!(directory::list_users))
 }
 
 /// The OpenAPI document alone (for `licensor openapi` and tests).

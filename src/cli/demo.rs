@@ -1,14 +1,29 @@
 //! `licensor demo`: the whole product on one machine. Starts the bundled directory emulator with
 //! the demo scenario, points a `demo` tenant at it, runs API and worker in one process, and prints
 //! `LICENSOR_URL=` / `LICENSOR_TOKEN=` for the CLI and scripts. A second run reuses the data.
+//!
+//! A fresh data directory also gets a seat inventory, so the Licenses screen shows something on
+//! first start: a reassignable CAD license held by users and assets, one that is not
+//! reassignable, one out of stock, and a term license delivered more than four months ago whose
+//! seats have started, some of them reusable with two different end dates.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use graph_emulator::{EmulatorConfig, Scenario};
+use chrono::{Months, Utc};
+use licensor_core::db::Db;
+use licensor_core::directory::{DirectoryClient, DirectoryConfig, DirectoryUser};
 use licensor_core::domain::Role;
+use licensor_core::licenses::{
+    self, Assignee, AssigneeType, AssignmentIds, Checkin, Checkout, DeliveredOn, LicenseName,
+    LicenseUpdate, NewLicense, Notes, Quantity, SeatCount, TermDays,
+};
+use licensor_core::page::PageRequest;
 use licensor_core::tenants::{self, DirectorySettings};
+use licensor_core::config::DirectoryTuning;
 use licensor_core::{Settings, tokens};
+use uuid::Uuid;
 
 use crate::app::{Application, Roles, shutdown_signal};
 
@@ -54,6 +69,7 @@ pub async fn run(listen: &str, data_dir: PathBuf) -> anyhow::Result<()> {
         Some(t) => tenants::update_directory(app.db(), app.secrets(), t.id, &directory).await?,
         None => tenants::create(app.db(), app.secrets(), DEMO_TENANT, &directory).await?,
     };
+    seed_licenses(app.db(), tenant.id, &emulator).await?;
     // Tokens are shown once and stored as hashes, so each session gets a fresh one and the
     // previous session's stops working.
     for old in tokens::list(app.db(), tenant.id).await? {
@@ -86,6 +102,9 @@ LICENSOR_TOKEN={token}
 
 e.g. licensor jobs submit --kind assign --group Sales --add SPE_E5, then licensor jobs watch ID.
 
+The Licenses screen ({url}/#/licenses) holds a seat inventory to try checkout, bulk checkin
+and reusable started licenses on.
+
 Press Ctrl-C to stop.
 ",
         data = settings.data_dir.display(),
@@ -116,4 +135,147 @@ fn toml_string(s: &str) -> String {
         })
         .collect();
     format!("\"{escaped}\"")
+}
+
+/// Seed the demo tenant's seat inventory once (a tenant that has licenses keeps them). Users
+/// come from the demo directory, read through the directory client like the checkout picker.
+async fn seed_licenses(
+    db: &Db,
+    tenant_id: Uuid,
+    emulator: &graph_emulator::EmulatorHandle,
+) -> anyhow::Result<()> {
+    let first = PageRequest::<Uuid>::parse(Some(1), None)?;
+    if !licenses::list(db, tenant_id, None, &first).await?.data.is_empty() {
+        return Ok(());
+    }
+    let client = DirectoryClient::new(
+        DirectoryConfig {
+            token_url: emulator.token_url(),
+            graph_url: emulator.graph_url(),
+            client_id: emulator.client_id(),
+            client_secret: emulator.client_secret(),
+        },
+        DirectoryTuning::default(),
+    )?;
+    let users = client.search_users(None, 12, None).await?.data;
+    anyhow::ensure!(users.len() >= 10, "the demo directory has too few users");
+    let user = |i: usize| -> anyhow::Result<Assignee> {
+        let u: &DirectoryUser = &users[i];
+        Ok(Assignee::parse(
+            AssigneeType::User,
+            &u.id,
+            u.display_name.as_deref(),
+        )?)
+    };
+    let asset = |tag: &str, name: &str| Assignee::parse(AssigneeType::Asset, tag, Some(name));
+    let today = Utc::now().date_naive();
+
+    let license = |name: &str, seats: i64, reassignable: bool, term: Option<i64>, notes: &str| {
+        Ok::<_, anyhow::Error>(NewLicense {
+            name: LicenseName::parse(name)?,
+            seats: SeatCount::parse(seats)?,
+            reassignable,
+            term_days: term.map(TermDays::parse).transpose()?,
+            delivered_on: None,
+            notes: Notes::parse(Some(notes))?,
+        })
+    };
+    let out = |who: Assignee, quantity: i64, notes: &str| {
+        Ok::<_, anyhow::Error>(Checkout {
+            assignee: who,
+            quantity: Quantity::parse(quantity)?,
+            notes: Notes::parse(Some(notes))?,
+            reuse_started: None,
+        })
+    };
+
+    // A reassignable CAD license, 10 seats, with users and assets on it.
+    let cad = licenses::create(
+        db,
+        tenant_id,
+        license("AutoCAD 2026", 10, true, None, "Network licenses for the design office")?,
+        None,
+    )
+    .await?;
+    for (who, quantity, notes) in [
+        (user(0)?, 2, "Drafting and plotting"),
+        (user(1)?, 1, "Site surveys"),
+        (user(2)?, 1, ""),
+        (asset("LT-0142", "Design workstation 14")?, 1, "Plotter room"),
+        (asset("LT-0157", "Laptop, field team")?, 1, ""),
+    ] {
+        licenses::checkout(db, tenant_id, cad.id, out(who, quantity, notes)?, None).await?;
+    }
+
+    // Not reassignable: OEM licenses stay with the machine they came with.
+    let oem = licenses::create(
+        db,
+        tenant_id,
+        license("Windows 11 Pro OEM", 5, false, None, "Bound to the hardware it shipped with")?,
+        None,
+    )
+    .await?;
+    for who in [
+        asset("LT-0142", "Design workstation 14")?,
+        asset("PC-0311", "Reception PC")?,
+    ] {
+        licenses::checkout(db, tenant_id, oem.id, out(who, 1, "")?, None).await?;
+    }
+
+    // Out of stock: every seat is checked out.
+    let pdf = licenses::create(
+        db,
+        tenant_id,
+        license("Adobe Acrobat Pro", 3, true, None, "Renewal due in spring")?,
+        None,
+    )
+    .await?;
+    for (i, quantity) in [(3, 2), (4, 1)] {
+        licenses::checkout(db, tenant_id, pdf.id, out(user(i)?, quantity, "")?, None).await?;
+    }
+
+    // A term license (a school's digital textbook): five pupils start a seat today, two of them
+    // leave (their started seats become reusable, ending a year from today); then the delivery
+    // date is set five months back, so the other seats started by themselves a month ago and
+    // are reusable with a second end date.
+    let book = licenses::create(
+        db,
+        tenant_id,
+        license("Matematik 5000 1c", 30, true, Some(365), "Digital lärobok, läsåret 2026/27")?,
+        None,
+    )
+    .await?;
+    let mut leavers = Vec::new();
+    for i in 5..10 {
+        let a = licenses::checkout(db, tenant_id, book.id, out(user(i)?, 1, "")?, None).await?;
+        if i >= 8 {
+            leavers.push(a.id);
+        }
+    }
+    licenses::checkin(
+        db,
+        tenant_id,
+        book.id,
+        Checkin {
+            assignment_ids: AssignmentIds::parse(leavers)?,
+            notes: Notes::parse(Some("Bytt skola"))?,
+        },
+        None,
+    )
+    .await?;
+    let delivered = today
+        .checked_sub_months(Months::new(5))
+        .unwrap_or(today);
+    licenses::update(
+        db,
+        tenant_id,
+        book.id,
+        LicenseUpdate {
+            delivered_on: Some(Some(DeliveredOn::parse(delivered)?)),
+            ..LicenseUpdate::default()
+        },
+        None,
+    )
+    .await?;
+    Ok(())
 }

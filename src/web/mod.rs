@@ -43,6 +43,12 @@ static ASSETS: &[Asset] = assets![
     "js/jobs.js" => JS,
     "js/job.js" => JS,
     "js/launch.js" => JS,
+    "js/seats.js" => JS,
+    "js/licenses.js" => JS,
+    "js/license.js" => JS,
+    "js/checkout.js" => JS,
+    "js/checkin.js" => JS,
+    "js/holder.js" => JS,
 ];
 
 static INDEX_HTML: &str = include_str!("assets/index.html");

@@ -65,6 +65,28 @@ pub struct Group {
     pub description: Option<String>,
 }
 
+/// A directory user as the checkout picker shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryUser {
+    /// The user's object id.
+    pub id: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub user_principal_name: Option<String>,
+    #[serde(default)]
+    pub mail: Option<String>,
+}
+
+/// One page of [`DirectoryClient::search_users`].
+#[derive(Debug, Clone)]
+pub struct UserPage {
+    pub data: Vec<DirectoryUser>,
+    /// Pass back to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AssignedLicense {
@@ -360,6 +382,47 @@ impl DirectoryClient {
             next = page.next_link;
         }
         Ok(groups)
+    }
+
+    /// One page of users whose display name or userPrincipalName starts with `search` (all
+    /// users when empty), at most `limit` (1–999) a page. `cursor` is the `next_cursor` of the
+    /// previous page: Graph's `$skiptoken`, bound to the same search.
+    pub async fn search_users(
+        &self,
+        search: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<UserPage, DirectoryError> {
+        let mut url = reqwest::Url::parse(&self.url("/users"))
+            .map_err(|e| DirectoryError::unavailable(format!("graph url: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("$select", "id,displayName,userPrincipalName,mail");
+            q.append_pair("$top", &limit.clamp(1, 999).to_string());
+            if let Some(s) = search.map(str::trim).filter(|s| !s.is_empty()) {
+                let s = s.replace('\'', "''");
+                q.append_pair(
+                    "$filter",
+                    &format!(
+                        "startswith(displayName,'{s}') or startswith(userPrincipalName,'{s}')"
+                    ),
+                );
+            }
+            if let Some(c) = cursor {
+                q.append_pair("$skiptoken", c);
+            }
+        }
+        let page: Collection<DirectoryUser> = self.get_json(url.as_str(), "users").await?;
+        let next_cursor = page.next_link.as_deref().and_then(|link| {
+            let link = reqwest::Url::parse(link).ok()?;
+            link.query_pairs()
+                .find(|(k, _)| k.eq_ignore_ascii_case("$skiptoken"))
+                .map(|(_, v)| v.into_owned())
+        });
+        Ok(UserPage {
+            data: page.value,
+            next_cursor,
+        })
     }
 
     pub async fn get_group(&self, group_id: &str) -> Result<Group, DirectoryError> {

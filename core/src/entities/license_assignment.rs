@@ -10,6 +10,8 @@ pub struct Model {
     /// `user` or `asset`.
     pub assignee_type: String,
     pub assignee_id: String,
+    /// The user's display name or the asset's name, as given at checkout.
+    pub assignee_name: Option<String>,
     /// Seats the assignment holds now (fewer than checked out once some seats' terms ended).
     pub quantity: i64,
     pub notes: Option<String>,

@@ -47,6 +47,7 @@ pub(crate) fn assignment_view(m: license_assignment::Model, dates: &SeatDates) -
         assignee: Assignee {
             kind: m.assignee_type.parse().unwrap_or(AssigneeType::User),
             id: m.assignee_id,
+            name: m.assignee_name,
         },
         quantity: m.quantity,
         notes: m.notes,

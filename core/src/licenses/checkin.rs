@@ -1,16 +1,17 @@
 //! Checking a license in from one or many assignments at once (bulk checkin): the seats return
 //! to the stock and the available quantity updates. All or nothing.
 
-use chrono::Utc;
+use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::assignments::{AssignmentView, assignment_view, seat_dates};
 use super::{
-    AssignmentIds, LicenseView, Notes, counts, lock, record, reload, settle, today, view_of,
+    Assignee, AssignmentIds, LicenseView, Notes, counts, lock, record, reload, settle, today,
+    view_of,
 };
 use crate::db::Db;
 use crate::entities::{license, license_assignment, license_seat};
@@ -42,25 +43,92 @@ pub async fn checkin(
     req: Checkin,
     actor: Option<Uuid>,
 ) -> StoreResult<CheckinOutcome> {
-    let today = today();
-    let ids = req.assignment_ids.as_slice();
     let txn = db.begin().await?;
-    let m = lock(&txn, tenant_id, license_id).await?;
+    let notes = req.notes.map(Notes::into_inner);
+    let (checked_in, license) = checkin_in(
+        &txn,
+        tenant_id,
+        license_id,
+        Which::Ids(req.assignment_ids.as_slice()),
+        notes,
+        actor,
+        (today(), Utc::now()),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(CheckinOutcome {
+        checked_in,
+        license,
+    })
+}
+
+/// Which assignments of a license a checkin takes back.
+pub(crate) enum Which<'a> {
+    /// These, each of which must be an open assignment of the license.
+    Ids(&'a [Uuid]),
+    /// Every open assignment of the license held by this user or asset (none is fine).
+    HeldBy(&'a Assignee),
+}
+
+/// Check in, inside the caller's transaction, and write one audit entry for the license. `at`
+/// is today and now. Returns the assignments as checked in and the license's new counts.
+pub(crate) async fn checkin_in<C: ConnectionTrait>(
+    txn: &C,
+    tenant_id: Uuid,
+    license_id: Uuid,
+    which: Which<'_>,
+    notes: Option<String>,
+    actor: Option<Uuid>,
+    at: (NaiveDate, DateTime<Utc>),
+) -> StoreResult<(Vec<AssignmentView>, LicenseView)> {
+    let (today, now) = at;
+    let m = lock(txn, tenant_id, license_id).await?;
     if !m.reassignable {
         return Err(StoreError::conflict(
             "not_reassignable",
-            "this license is not reassignable, so it cannot be checked in",
-        ));
+            format!(
+                "{} is not reassignable, so it cannot be checked in",
+                m.name
+            ),
+        )
+        .with_extra(json!({ "license_id": m.id, "license_name": m.name })));
     }
-    let m = settle::settle(&txn, m, today).await?;
-    let before = counts(&txn, &m).await?;
+    let m = settle::settle(txn, m, today).await?;
+    let before = counts(txn, &m).await?;
 
-    let named: Vec<license_assignment::Model> = license_assignment::Entity::find()
-        .filter(license_assignment::Column::Id.is_in(ids.iter().copied()))
-        .filter(license_assignment::Column::LicenseId.eq(m.id))
-        .filter(license_assignment::Column::TenantId.eq(tenant_id))
-        .all(&txn)
-        .await?;
+    let held_by = match which {
+        Which::HeldBy(a) => Some(a),
+        Which::Ids(_) => None,
+    };
+    let named: Vec<license_assignment::Model> = match which {
+        Which::Ids(ids) => {
+            license_assignment::Entity::find()
+                .filter(license_assignment::Column::Id.is_in(ids.iter().copied()))
+                .filter(license_assignment::Column::LicenseId.eq(m.id))
+                .filter(license_assignment::Column::TenantId.eq(tenant_id))
+                .all(txn)
+                .await?
+        }
+        Which::HeldBy(a) => {
+            license_assignment::Entity::find()
+                .filter(license_assignment::Column::LicenseId.eq(m.id))
+                .filter(license_assignment::Column::TenantId.eq(tenant_id))
+                .filter(license_assignment::Column::AssigneeType.eq(a.kind.as_str()))
+                .filter(license_assignment::Column::AssigneeId.eq(a.id.as_str()))
+                .filter(license_assignment::Column::CheckedInAt.is_null())
+                .all(txn)
+                .await?
+        }
+    };
+    let held_ids: Vec<Uuid> = named.iter().map(|a| a.id).collect();
+    let ids: &[Uuid] = match which {
+        Which::Ids(ids) => ids,
+        Which::HeldBy(_) => &held_ids,
+    };
+    if ids.is_empty() {
+        let license = view_of(txn, &m).await?;
+        return Ok((Vec::new(), license));
+    }
     if named.len() < ids.len() {
         let unknown: Vec<Uuid> = ids
             .iter()
@@ -93,8 +161,6 @@ pub async fn checkin(
         .with_extra(json!({ "assignment_ids": done })));
     }
 
-    let now = Utc::now();
-    let notes = req.notes.map(Notes::into_inner);
     let closed = license_assignment::Entity::update_many()
         .col_expr(license_assignment::Column::CheckedInAt, Expr::value(now))
         .col_expr(license_assignment::Column::CheckedInBy, Expr::value(actor))
@@ -105,7 +171,7 @@ pub async fn checkin(
         .filter(license_assignment::Column::Id.is_in(ids.iter().copied()))
         .filter(license_assignment::Column::LicenseId.eq(m.id))
         .filter(license_assignment::Column::CheckedInAt.is_null())
-        .exec(&txn)
+        .exec(txn)
         .await?;
     if closed.rows_affected != ids.len() as u64 {
         return Err(StoreError::conflict(
@@ -115,7 +181,7 @@ pub async fn checkin(
     }
     let returned: i64 = named.iter().map(|a| a.quantity).sum();
     let dates = if m.term_days.is_some() {
-        seat_dates(&txn, ids).await?
+        seat_dates(txn, ids).await?
     } else {
         Default::default()
     };
@@ -126,7 +192,7 @@ pub async fn checkin(
             Expr::col(license::Column::Assigned).sub(returned),
         )
         .filter(license::Column::Id.eq(m.id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     if m.term_days.is_some() {
         license_seat::Entity::update_many()
@@ -136,28 +202,31 @@ pub async fn checkin(
             )
             .filter(license_seat::Column::LicenseId.eq(m.id))
             .filter(license_seat::Column::AssignmentId.is_in(ids.iter().copied()))
-            .exec(&txn)
+            .exec(txn)
             .await?;
     }
 
-    let m = reload(&txn, m.id).await?;
-    let after = counts(&txn, &m).await?;
+    let m = reload(txn, m.id).await?;
+    let after = counts(txn, &m).await?;
+    let mut after_json = json!({
+        "assignment_ids": ids,
+        "seats_returned": returned,
+        "notes": notes,
+        "counts": after.json(),
+    });
+    if let Some(a) = held_by {
+        after_json["held_by"] = json!({ "type": a.kind, "id": a.id });
+    }
     record(
-        &txn,
+        txn,
         &m,
         actor,
         "license.checkin",
         Some(json!({ "counts": before.json() })),
-        Some(json!({
-            "assignment_ids": ids,
-            "seats_returned": returned,
-            "notes": notes,
-            "counts": after.json(),
-        })),
+        Some(after_json),
     )
     .await?;
-    let license = view_of(&txn, &m).await?;
-    txn.commit().await?;
+    let license = view_of(txn, &m).await?;
     let checked_in = named
         .into_iter()
         .map(|mut a| {
@@ -167,8 +236,5 @@ pub async fn checkin(
             assignment_view(a, &dates)
         })
         .collect();
-    Ok(CheckinOutcome {
-        checked_in,
-        license,
-    })
+    Ok((checked_in, license))
 }

@@ -76,6 +76,7 @@ pub async fn checkout(
         license_id: Set(m.id),
         assignee_type: Set(req.assignee.kind.as_str().to_owned()),
         assignee_id: Set(req.assignee.id.clone()),
+        assignee_name: Set(req.assignee.name.clone()),
         quantity: Set(q),
         notes: Set(req.notes.map(Notes::into_inner)),
         checked_out_at: Set(now),

@@ -36,12 +36,14 @@ use crate::page::{Page, PageRequest};
 mod assignments;
 mod checkin;
 mod checkout;
+mod holder;
 mod settle;
 mod types;
 
 pub use assignments::{AssignmentState, AssignmentView, list_assignments};
 pub use checkin::{Checkin, CheckinOutcome, checkin};
 pub use checkout::{Checkout, checkout};
+pub use holder::{HeldAssignment, HolderCheckinOutcome, checkin_held, list_held};
 pub use settle::{SweepOutcome, sweep};
 pub use types::*;
 
@@ -403,13 +405,28 @@ pub(crate) async fn find<C: ConnectionTrait>(
         .ok_or(StoreError::NotFound("license"))
 }
 
-/// The tenant's licenses, newest first.
+/// The tenant's licenses, newest first; with `search`, those whose name contains it (any case).
 pub async fn list(
     db: &Db,
     tenant_id: Uuid,
+    search: Option<&str>,
     page: &PageRequest<Uuid>,
 ) -> StoreResult<Page<LicenseView>> {
     let mut q = license::Entity::find().filter(license::Column::TenantId.eq(tenant_id));
+    if let Some(s) = search.map(str::trim).filter(|s| !s.is_empty()) {
+        let escaped: String = s
+            .to_lowercase()
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        q = q.filter(
+            Expr::expr(sea_orm::sea_query::Func::lower(Expr::col(license::Column::Name)))
+                .like(sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\')),
+        );
+    }
     if let Some(after) = page.after {
         q = q.filter(license::Column::Id.lt(after));
     }

@@ -182,10 +182,16 @@ pub struct Assignee {
     /// The user's or asset's id in the caller's own records (1–200 characters).
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub id: String,
+    /// The user's display name or the asset's name (at most 200 characters), shown in "Used
+    /// By"; absent when none was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200)]
+    pub name: Option<String>,
 }
 
 impl Assignee {
-    pub fn parse(kind: AssigneeType, id: &str) -> StoreResult<Self> {
+    /// `id` 1–200 characters; `name` at most 200 (blank = none). Both trimmed.
+    pub fn parse(kind: AssigneeType, id: &str, name: Option<&str>) -> StoreResult<Self> {
         let id = id.trim();
         if id.is_empty() || id.chars().count() > 200 {
             return Err(StoreError::unacceptable(
@@ -193,9 +199,17 @@ impl Assignee {
                 "assignee id must be 1 to 200 characters",
             ));
         }
+        let name = name.map(str::trim).filter(|n| !n.is_empty());
+        if name.is_some_and(|n| n.chars().count() > 200) {
+            return Err(StoreError::unacceptable(
+                "invalid_assignee",
+                "assignee name must be at most 200 characters",
+            ));
+        }
         Ok(Assignee {
             kind,
             id: id.to_owned(),
+            name: name.map(str::to_owned),
         })
     }
 }
@@ -241,7 +255,12 @@ mod tests {
         assert!(Quantity::parse(MAX_QUANTITY + 1).is_err());
         assert_eq!(Notes::parse(Some("   ")).unwrap(), None);
         assert!(Notes::parse(Some(&"x".repeat(MAX_NOTES + 1))).is_err());
-        assert!(Assignee::parse(AssigneeType::User, "").is_err());
+        assert!(Assignee::parse(AssigneeType::User, "", None).is_err());
+        assert!(Assignee::parse(AssigneeType::Asset, "a", Some(&"n".repeat(201))).is_err());
+        assert_eq!(
+            Assignee::parse(AssigneeType::Asset, " LT-1 ", Some("  ")).unwrap().name,
+            None
+        );
         let id = uuid::Uuid::now_v7();
         assert!(AssignmentIds::parse(vec![id, id]).is_err());
         assert!(AssignmentIds::parse(vec![]).is_err());

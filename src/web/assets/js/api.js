@@ -95,6 +95,9 @@ export const api = {
   async post(path, body, opts = {}) {
     return (await request('POST', path, { body, ...opts })).json();
   },
+  async patch(path, body) {
+    return (await request('PATCH', path, { body })).json();
+  },
   /** Check a token before keeping it: the tenant and role behind it. */
   async whoami(token) {
     return (await request('GET', '/v1/tenant', { token })).json();

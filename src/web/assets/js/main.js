@@ -5,6 +5,11 @@ import { h, replace, problemBox } from './dom.js';
 import { jobsView } from './jobs.js';
 import { jobView } from './job.js';
 import { launchView } from './launch.js';
+import { licensesView, licenseFormView } from './licenses.js';
+import { licenseView } from './license.js';
+import { checkoutView } from './checkout.js';
+import { checkinView } from './checkin.js';
+import { holderView } from './holder.js';
 import { t, lang, setLang, onLangChange, LANGUAGES } from './i18n.js';
 
 const main = document.getElementById('main');
@@ -155,6 +160,27 @@ async function route() {
   }
   const hash = location.hash.replace(/^#/, '') || '/';
   const ctx = context();
+  const [path, qs] = hash.split('?');
+  const params = new URLSearchParams(qs || '');
+  const brand = document.getElementById('brand-sub');
+  const inLicenses = path.startsWith('/licenses') || path.startsWith('/assignees/');
+  brand.dataset.i18n = inLicenses ? 'app.sub.licenses' : 'app.sub';
+  brand.textContent = t(brand.dataset.i18n);
+  if (inLicenses) {
+    markNav('licenses');
+    const lic = /^\/licenses\/([0-9a-fA-F-]{36})(?:\/(used-by|history|checkout|checkin|edit))?$/.exec(path);
+    const holder = /^\/assignees\/(user|asset)\/([^/]+)$/.exec(path);
+    document.title = `${t('lic.title')} · licensor`;
+    if (path === '/licenses') cleanup = licensesView(main, ctx, params);
+    else if (path === '/licenses/new') cleanup = licenseFormView(main, ctx, null);
+    else if (holder) cleanup = holderView(main, ctx, holder[1], decodeURIComponent(holder[2]));
+    else if (lic && lic[2] === 'checkout') cleanup = checkoutView(main, ctx, lic[1], params);
+    else if (lic && lic[2] === 'checkin') cleanup = checkinView(main, ctx, lic[1], params);
+    else if (lic && lic[2] === 'edit') cleanup = licenseFormView(main, ctx, lic[1]);
+    else if (lic) cleanup = licenseView(main, ctx, lic[1], lic[2] || 'used-by');
+    else ctx.navigate('#/licenses');
+    return;
+  }
   const jobMatch = /^\/jobs\/([0-9a-fA-F-]{36})$/.exec(hash);
   if (jobMatch) {
     markNav('jobs');
@@ -172,7 +198,6 @@ async function route() {
   } else {
     markNav('jobs');
     document.title = t('title.jobs');
-    const params = new URLSearchParams(hash.split('?')[1] || '');
     cleanup = jobsView(main, ctx, params);
   }
 }
