@@ -45,6 +45,7 @@ export function checkoutView(container, ctx, id, params) {
     autocomplete: 'off',
     'aria-controls': 'user-results',
     oninput: () => {
+      userResults.hidden = false;
       clearTimeout(state.searchTimer);
       state.searchTimer = setTimeout(() => searchUsers(true), 250);
     },
@@ -173,7 +174,7 @@ export function checkoutView(container, ctx, id, params) {
   }
 
   function renderUsers() {
-    usersMore.hidden = !state.usersNext;
+    usersMore.hidden = !state.usersNext || userResults.hidden;
     if (state.users.length === 0) {
       replace(userResults, h('li', { class: 'muted pick-empty' }, t('lic.noUser')));
       return;
@@ -186,7 +187,14 @@ export function checkoutView(container, ctx, id, params) {
           value: u.id,
           checked: state.user?.id === u.id,
           dataset: { upn: u.userPrincipalName || '' },
-          onchange: () => { state.user = u; renderChosenUser(); showHeld(); },
+          onchange: () => {
+            state.user = u;
+            // Picked: the list gives way to the choice and what it already holds.
+            userResults.hidden = true;
+            usersMore.hidden = true;
+            renderChosenUser();
+            showHeld();
+          },
         }),
         h('span', { class: 'pick-text' },
           h('span', { class: 'pick-name' }, u.displayName || u.userPrincipalName || u.id),
@@ -199,7 +207,14 @@ export function checkoutView(container, ctx, id, params) {
       ? h('span', { class: 'chip' }, u.displayName || u.userPrincipalName || u.id,
         h('button', {
           type: 'button', class: 'chip-x', 'aria-label': t('launch.removeChip', { name: u.displayName || u.id }),
-          onclick: () => { state.user = null; renderChosenUser(); renderUsers(); showHeld(); },
+          onclick: () => {
+            state.user = null;
+            userResults.hidden = false;
+            renderChosenUser();
+            renderUsers();
+            showHeld();
+            userSearch.focus();
+          },
         }, '×'))
       : h('span', { class: 'muted small' }, t('lic.noUserYet')));
   }
