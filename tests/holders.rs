@@ -43,10 +43,22 @@ async fn everything_one_asset_holds(backend: Backend) {
         json!({ "name": "OEM", "seats": 2, "reassignable": false }),
     )
     .await;
-    let a = checkout(&app, &t.admin, &cad, json!({ "assignee": laptop, "quantity": 2 })).await;
+    let a = checkout(
+        &app,
+        &t.admin,
+        &cad,
+        json!({ "assignee": laptop, "quantity": 2 }),
+    )
+    .await;
     assert_eq!(a["assignee"], laptop, "the name is kept: {a}");
     checkout(&app, &t.admin, &pdf, json!({ "assignee": laptop })).await;
-    checkout(&app, &t.admin, &cad, json!({ "assignee": { "type": "user", "id": "u-1" } })).await;
+    checkout(
+        &app,
+        &t.admin,
+        &cad,
+        json!({ "assignee": { "type": "user", "id": "u-1" } }),
+    )
+    .await;
     // The same id in another tenant is another asset.
     let theirs = create(&app, &other.admin, json!({ "name": "CAD", "seats": 5 })).await;
     checkout(&app, &other.admin, &theirs, json!({ "assignee": laptop })).await;
@@ -145,7 +157,11 @@ async fn everything_one_asset_holds(backend: Backend) {
     assert_eq!(figures(&app, &t.viewer, &cad).await, (1, 4));
     assert_eq!(figures(&app, &t.viewer, &pdf).await, (0, 3));
     assert_eq!(figures(&app, &t.viewer, &oem).await, (0, 2));
-    assert_eq!(figures(&app, &other.viewer, &theirs).await, (1, 4), "another tenant's asset is untouched");
+    assert_eq!(
+        figures(&app, &other.viewer, &theirs).await,
+        (1, 4),
+        "another tenant's asset is untouched"
+    );
     let audit = app
         .get_json("/v1/audit?action=license.checkin&limit=50", &t.viewer)
         .await;
@@ -160,7 +176,10 @@ async fn everything_one_asset_holds(backend: Backend) {
         .iter()
         .map(|e| e["target_id"].as_str().expect("target"))
         .collect();
-    assert_eq!(targets, HashSet::from([cad.as_str(), pdf.as_str(), oem.as_str()]));
+    assert_eq!(
+        targets,
+        HashSet::from([cad.as_str(), pdf.as_str(), oem.as_str()])
+    );
     assert!(entries.iter().all(|e| e["after"]["notes"] == "retired"));
     let held = app
         .get_json("/v1/assignees/asset/LT-7/assignments", &t.viewer)
@@ -274,9 +293,15 @@ async fn directory_users_by_name_or_upn_paged() {
         assert_eq!(data.len(), 7, "{page}");
         for u in data {
             let name = u["displayName"].as_str().unwrap_or_default().to_lowercase();
-            let upn = u["userPrincipalName"].as_str().unwrap_or_default().to_lowercase();
+            let upn = u["userPrincipalName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_lowercase();
             assert!(name.starts_with('a') || upn.starts_with('a'), "{u}");
-            assert!(seen.insert(u["id"].as_str().expect("id").to_owned()), "repeated {u}");
+            assert!(
+                seen.insert(u["id"].as_str().expect("id").to_owned()),
+                "repeated {u}"
+            );
         }
         cursor = Some(page["next_cursor"].as_str().expect("more pages").to_owned());
     }

@@ -111,7 +111,10 @@ async fn licenses_in_chromium(backend: Backend) {
             .unwrap_or_else(|| panic!("license {name} in {list}"))
     };
     let cad = by_name("CAD Suite 2026");
-    assert_eq!((&cad["assigned"], &cad["available"]), (&0.into(), &10.into()));
+    assert_eq!(
+        (&cad["assigned"], &cad["available"]),
+        (&0.into(), &10.into())
+    );
     let visio = by_name("Visio Plan 2");
     assert_eq!(visio["available"], 0, "{visio}");
     let held = app
@@ -119,10 +122,7 @@ async fn licenses_in_chromium(backend: Backend) {
         .await;
     assert_eq!(held["data"], serde_json::json!([]), "{held}");
     let checkins = app
-        .get_json(
-            "/v1/audit?action=license.checkin&limit=500",
-            &tenant.viewer,
-        )
+        .get_json("/v1/audit?action=license.checkin&limit=500", &tenant.viewer)
         .await;
     let of_the_asset = checkins["data"]
         .as_array()

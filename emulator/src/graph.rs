@@ -951,7 +951,9 @@ fn list_users_any_of(
         let mut keep = false;
         for f in &filters {
             keep |= match f {
-                Filter::Eq(p, v) => user_prop(dir, u, p)?.is_some_and(|x| x.eq_ignore_ascii_case(v)),
+                Filter::Eq(p, v) => {
+                    user_prop(dir, u, p)?.is_some_and(|x| x.eq_ignore_ascii_case(v))
+                }
                 Filter::StartsWith(p, v) => user_prop(dir, u, p)?
                     .is_some_and(|x| x.to_lowercase().starts_with(&v.to_lowercase())),
             };
@@ -975,7 +977,13 @@ fn list_users_any_of(
     if more {
         body.insert(
             "@odata.nextLink".into(),
-            json!(next_link(headers, "/v1.0/users", q, top, skiptoken(scope, offset))),
+            json!(next_link(
+                headers,
+                "/v1.0/users",
+                q,
+                top,
+                skiptoken(scope, offset)
+            )),
         );
     }
     body.insert("value".into(), Value::Array(value));

@@ -12,14 +12,15 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if !m
-            .has_column("license_assignments", "assignee_name")
-            .await?
-        {
+        if !m.has_column("license_assignments", "assignee_name").await? {
             m.alter_table(
                 Table::alter()
                     .table(LicenseAssignments::Table)
-                    .add_column(ColumnDef::new(LicenseAssignments::AssigneeName).string_len(200).null())
+                    .add_column(
+                        ColumnDef::new(LicenseAssignments::AssigneeName)
+                            .string_len(200)
+                            .null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -38,7 +39,12 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        drop_index(m, "ix_license_assignments_assignee", LicenseAssignments::Table).await?;
+        drop_index(
+            m,
+            "ix_license_assignments_assignee",
+            LicenseAssignments::Table,
+        )
+        .await?;
         m.alter_table(
             Table::alter()
                 .table(LicenseAssignments::Table)

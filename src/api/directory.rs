@@ -173,7 +173,10 @@ pub async fn list_users(
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.~=+/%".contains(&b))
     };
     if q.cursor.as_deref().is_some_and(|c| !cursor_ok(c)) {
-        return Err(ApiError::bad_request("invalid_cursor", "cursor is not valid"));
+        return Err(ApiError::bad_request(
+            "invalid_cursor",
+            "cursor is not valid",
+        ));
     }
     let client = client(&state, &auth).await?;
     let page = client

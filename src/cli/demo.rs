@@ -10,8 +10,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use graph_emulator::{EmulatorConfig, Scenario};
 use chrono::{Months, Utc};
+use graph_emulator::{EmulatorConfig, Scenario};
+use licensor_core::config::DirectoryTuning;
 use licensor_core::db::Db;
 use licensor_core::directory::{DirectoryClient, DirectoryConfig, DirectoryUser};
 use licensor_core::domain::Role;
@@ -21,7 +22,6 @@ use licensor_core::licenses::{
 };
 use licensor_core::page::PageRequest;
 use licensor_core::tenants::{self, DirectorySettings};
-use licensor_core::config::DirectoryTuning;
 use licensor_core::{Settings, tokens};
 use uuid::Uuid;
 
@@ -145,7 +145,11 @@ async fn seed_licenses(
     emulator: &graph_emulator::EmulatorHandle,
 ) -> anyhow::Result<()> {
     let first = PageRequest::<Uuid>::parse(Some(1), None)?;
-    if !licenses::list(db, tenant_id, None, &first).await?.data.is_empty() {
+    if !licenses::list(db, tenant_id, None, &first)
+        .await?
+        .data
+        .is_empty()
+    {
         return Ok(());
     }
     let client = DirectoryClient::new(
@@ -193,7 +197,13 @@ async fn seed_licenses(
     let cad = licenses::create(
         db,
         tenant_id,
-        license("AutoCAD 2026", 10, true, None, "Network licenses for the design office")?,
+        license(
+            "AutoCAD 2026",
+            10,
+            true,
+            None,
+            "Network licenses for the design office",
+        )?,
         None,
     )
     .await?;
@@ -201,7 +211,11 @@ async fn seed_licenses(
         (user(0)?, 2, "Drafting and plotting"),
         (user(1)?, 1, "Site surveys"),
         (user(2)?, 1, ""),
-        (asset("LT-0142", "Design workstation 14")?, 1, "Plotter room"),
+        (
+            asset("LT-0142", "Design workstation 14")?,
+            1,
+            "Plotter room",
+        ),
         (asset("LT-0157", "Laptop, field team")?, 1, ""),
     ] {
         licenses::checkout(db, tenant_id, cad.id, out(who, quantity, notes)?, None).await?;
@@ -211,7 +225,13 @@ async fn seed_licenses(
     let oem = licenses::create(
         db,
         tenant_id,
-        license("Windows 11 Pro OEM", 5, false, None, "Bound to the hardware it shipped with")?,
+        license(
+            "Windows 11 Pro OEM",
+            5,
+            false,
+            None,
+            "Bound to the hardware it shipped with",
+        )?,
         None,
     )
     .await?;
@@ -241,7 +261,13 @@ async fn seed_licenses(
     let book = licenses::create(
         db,
         tenant_id,
-        license("Matematik 5000 1c", 30, true, Some(365), "Digital lärobok, läsåret 2026/27")?,
+        license(
+            "Matematik 5000 1c",
+            30,
+            true,
+            Some(365),
+            "Digital lärobok, läsåret 2026/27",
+        )?,
         None,
     )
     .await?;
@@ -263,9 +289,7 @@ async fn seed_licenses(
         None,
     )
     .await?;
-    let delivered = today
-        .checked_sub_months(Months::new(5))
-        .unwrap_or(today);
+    let delivered = today.checked_sub_months(Months::new(5)).unwrap_or(today);
     licenses::update(
         db,
         tenant_id,

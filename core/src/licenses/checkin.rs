@@ -86,10 +86,7 @@ pub(crate) async fn checkin_in<C: ConnectionTrait>(
     if !m.reassignable {
         return Err(StoreError::conflict(
             "not_reassignable",
-            format!(
-                "{} is not reassignable, so it cannot be checked in",
-                m.name
-            ),
+            format!("{} is not reassignable, so it cannot be checked in", m.name),
         )
         .with_extra(json!({ "license_id": m.id, "license_name": m.name })));
     }

@@ -423,8 +423,10 @@ pub async fn list(
             })
             .collect();
         q = q.filter(
-            Expr::expr(sea_orm::sea_query::Func::lower(Expr::col(license::Column::Name)))
-                .like(sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\')),
+            Expr::expr(sea_orm::sea_query::Func::lower(Expr::col(
+                license::Column::Name,
+            )))
+            .like(sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\')),
         );
     }
     if let Some(after) = page.after {

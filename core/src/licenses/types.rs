@@ -258,7 +258,9 @@ mod tests {
         assert!(Assignee::parse(AssigneeType::User, "", None).is_err());
         assert!(Assignee::parse(AssigneeType::Asset, "a", Some(&"n".repeat(201))).is_err());
         assert_eq!(
-            Assignee::parse(AssigneeType::Asset, " LT-1 ", Some("  ")).unwrap().name,
+            Assignee::parse(AssigneeType::Asset, " LT-1 ", Some("  "))
+                .unwrap()
+                .name,
             None
         );
         let id = uuid::Uuid::now_v7();

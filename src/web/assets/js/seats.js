@@ -3,7 +3,7 @@
 
 import { api } from './api.js';
 import { h, replace, problemBox } from './dom.js';
-import { num, day, when, shortId } from './format.js';
+import { num, day, when } from './format.js';
 import { t } from './i18n.js';
 
 /** "Out of stock" or nothing. */
@@ -86,13 +86,15 @@ export function holderHref(assignee) {
   return `#/assignees/${assignee.type}/${encodeURIComponent(assignee.id)}`;
 }
 
-/** Whom an assignment is for: name (or id), a User/Asset tag and, under a name, the id. */
+/** Whom an assignment is for: name (or id), a User/Asset tag and, under an asset's name, its tag. */
 export function assigneeCell(assignee, { link = true } = {}) {
   const name = assignee.name || assignee.id;
-  const label = link ? h('a', { href: holderHref(assignee), class: 'assignee-name' }, name) : h('span', { class: 'assignee-name' }, name);
+  const label = link
+    ? h('a', { href: holderHref(assignee), class: 'assignee-name', title: assignee.id }, name)
+    : h('span', { class: 'assignee-name', title: assignee.id }, name);
   return h('div', { class: 'assignee' },
     h('div', { class: 'assignee-line' }, h('span', { class: `kind-tag kind-${assignee.type}` }, t(`lic.type.${assignee.type}`)), label),
-    assignee.name ? h('div', { class: 'muted small mono assignee-id', title: assignee.id }, assignee.type === 'user' ? shortId(assignee.id) : assignee.id) : null,
+    assignee.name && assignee.type === 'asset' ? h('div', { class: 'muted small mono assignee-id' }, assignee.id) : null,
   );
 }
 
