@@ -1,64 +1,19 @@
 //! The Job Monitor in a real browser: headless Chromium, driven by `tests/browser/monitor.mjs`
 //! (playwright-core), signs in, launches an assign job of SPE_E5 for the demo group Sales, waits
 //! for Finished with Exception, reruns it with the checkbox and Start, reads the job page and takes
-//! screenshots at 1280×800 and 390×844 into `<target dir>/monitor-screenshots/`.
-//!
-//! Needs Chromium at /usr/bin/chromium and the script's packages. Without them the test says so
-//! and passes, except in CI (`CI=true`), where it fails with the command that installs them.
+//! screenshots at 1280×800 and 390×844 into `<target dir>/monitor-screenshots/`. What it needs to
+//! run: see `tests/browser/run.rs`.
 
 mod common;
-
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
+#[path = "browser/run.rs"]
+mod run;
 
 use common::{Backend, TestApp};
 use graph_emulator::{EmulatorConfig, Scenario};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const INSTALL: &str =
-    "apt-get update && apt-get install -y chromium && (cd tests/browser && npm ci)";
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// What is missing to run the browser, if anything.
-fn missing_tools(script_dir: &Path) -> Option<String> {
-    if !Path::new(CHROMIUM).exists() {
-        return Some(format!("{CHROMIUM} is not installed"));
-    }
-    let node = std::process::Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !node.is_ok_and(|s| s.success()) {
-        return Some("node is not installed".to_owned());
-    }
-    if !script_dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return Some("tests/browser/node_modules is missing (npm ci)".to_owned());
-    }
-    None
-}
-
-/// `<target dir>/monitor-screenshots`.
-fn screenshot_dir() -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().unwrap_or(tmp).join("monitor-screenshots")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn job_monitor_launch_rerun_and_job_page_in_chromium() {
-    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if let Some(missing) = missing_tools(&script_dir) {
-        if in_ci() {
-            panic!("the Job Monitor browser test cannot run: {missing}. Install with: {INSTALL}");
-        }
-        eprintln!("skipping the Job Monitor browser test: {missing}. Install with: {INSTALL}");
+    if !run::browser_available("Job Monitor") {
         return;
     }
 
@@ -74,34 +29,8 @@ async fn job_monitor_launch_rerun_and_job_page_in_chromium() {
     let tenant = app.tenant("monitor").await;
     app.connect_directory(tenant.id, &emulator).await;
 
-    let shots = screenshot_dir();
-    std::fs::create_dir_all(&shots).expect("screenshot directory");
-    let run = tokio::process::Command::new("node")
-        .arg("monitor.mjs")
-        .current_dir(&script_dir)
-        .env("LICENSOR_URL", &app.url)
-        .env("LICENSOR_TOKEN", &tenant.admin)
-        .env("LICENSOR_OPERATOR_TOKEN", &tenant.operator)
-        .env("LICENSOR_VIEWER_TOKEN", &tenant.viewer)
-        .env("SCREENSHOT_DIR", &shots)
-        .env("CHROMIUM", CHROMIUM)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(600), run)
-        .await
-        .expect("the browser run ends within 10 minutes")
-        .expect("node runs");
-    println!("{}", String::from_utf8_lossy(&output.stdout));
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "the Job Monitor browser run failed ({}); screenshots in {}",
-        output.status,
-        shots.display()
-    );
+    let shots = run::screenshot_dir("monitor-screenshots");
+    run::run_script("monitor.mjs", &app, &tenant, &shots).await;
 
     // What the page showed is what the API says: the job ran twice, the second time only for
     // the members that had failed.

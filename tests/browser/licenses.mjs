@@ -10,37 +10,9 @@
 //   CHROMIUM                the browser (default /usr/bin/chromium)
 // Exits 0 when every step passed; otherwise prints the failed step and exits 1.
 
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-
-const URL_ = need('LICENSOR_URL').replace(/\/$/, '');
-const ADMIN = need('LICENSOR_TOKEN');
-const OPERATOR = need('LICENSOR_OPERATOR_TOKEN');
-const VIEWER = need('LICENSOR_VIEWER_TOKEN');
-const SHOTS = need('SCREENSHOT_DIR');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
-
-function need(name) {
-  const v = process.env[name];
-  if (!v) {
-    console.error(`licenses.mjs: ${name} is not set`);
-    process.exit(2);
-  }
-  return v;
-}
-
-const started = Date.now();
-function step(msg) {
-  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${msg}`);
-}
-
-function check(cond, msg) {
-  if (!cond) throw new Error(`check failed: ${msg}`);
-}
+import {
+  URL_, ADMIN, OPERATOR, VIEWER, DESKTOP, PHONE, step, check, fitsWidth, drive,
+} from './harness.mjs';
 
 function eq(got, want, msg) {
   const g = JSON.stringify(got);
@@ -89,12 +61,6 @@ async function directoryUser(prefix) {
   return page.data[0];
 }
 
-function isoDaysFromToday(days) {
-  const d = new Date();
-  d.setUTCDate(d.getUTCDate() + days);
-  return d.toISOString().slice(0, 10);
-}
-
 /**
  * A term license with reusable started seats of two end dates: two seats start today, one is
  * checked in again (reusable, ending in `term` days); then the delivery date moves five months
@@ -116,55 +82,12 @@ async function termLicenseWithTwoEndDates(name, seats, holders) {
 
 // --- the browser ---------------------------------------------------------------------------
 
-mkdirSync(SHOTS, { recursive: true });
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-});
-
-const problems = [];
-function watch(page, label) {
-  page.on('pageerror', (e) => problems.push(`${label}: uncaught ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() !== 'error') return;
-    const text = m.text();
-    if (/Content Security Policy/i.test(text)) problems.push(`${label}: ${text}`);
-    else console.log(`  (${label} console) ${text}`);
-  });
-}
-
-async function newPage(viewport, label, extra = {}) {
-  const context = await browser.newContext({ viewport, locale: 'en-GB', ...extra });
-  const page = await context.newPage();
-  page.setDefaultTimeout(30_000);
-  watch(page, label);
-  return { context, page };
-}
-
 async function signIn(page, token, roleLabel, button = 'Sign in') {
   await page.goto(`${URL_}/`);
   await page.locator('#token').waitFor();
   await page.fill('#token', token);
   await page.getByRole('button', { name: button }).click();
   await page.locator('#session-role').filter({ hasText: roleLabel }).waitFor();
-}
-
-async function shot(page, name, { top = false } = {}) {
-  const path = join(SHOTS, `${name}.png`);
-  // Messages of earlier steps would cover the page.
-  await page.evaluate(() => document.getElementById('toasts').replaceChildren());
-  if (top) await page.evaluate(() => window.scrollTo(0, 0));
-  await page.screenshot({ path });
-  step(`screenshot ${path}`);
-}
-
-async function fitsWidth(page, what) {
-  const { scroll, inner } = await page.evaluate(() => ({
-    scroll: document.documentElement.scrollWidth,
-    inner: window.innerWidth,
-  }));
-  check(scroll <= inner + 1, `${what}: page is ${scroll}px wide in a ${inner}px window`);
 }
 
 const row = (page, id) => page.locator(`#licenses-table tr[data-license-id="${id}"]`);
@@ -174,8 +97,8 @@ async function openLicenses(page) {
   await page.locator('#licenses-table').waitFor();
 }
 
-let failed = false;
-try {
+await drive(async ({ newPage: open, shot }) => {
+  const newPage = (viewport, label, extra = {}) => open(viewport, label, { locale: 'en-GB', ...extra });
   step('set up through the API: licenses of the seeds, users from the directory');
   const adele = await directoryUser('Adele');
   const alex = await directoryUser('Alex');
@@ -490,24 +413,4 @@ try {
   check(await viewer.page.locator('#holder-action').isHidden(), 'a viewer cannot check in everything');
   eq((await call('POST', `/v1/assignees/user/${alex.id}/checkin`, {}, VIEWER)).status, 403, 'the API refuses a viewer\'s checkin');
   await viewer.context.close();
-
-  check(problems.length === 0, `no script error or CSP violation:\n  ${problems.join('\n  ')}`);
-  step('all steps passed');
-} catch (e) {
-  failed = true;
-  console.error(`FAILED: ${e.message}`);
-  for (const p of problems) console.error(`  ${p}`);
-  try {
-    for (const ctx of browser.contexts()) {
-      for (const [i, p] of ctx.pages().entries()) {
-        await p.screenshot({ path: join(SHOTS, `failure-${i}.png`), fullPage: true });
-        console.error(`  failure screenshot ${join(SHOTS, `failure-${i}.png`)} (${p.url()})`);
-      }
-    }
-  } catch {
-    // the browser may be gone
-  }
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});

@@ -8,65 +8,14 @@
 //   CHROMIUM                the browser (default /usr/bin/chromium)
 // Exits 0 when every step passed; otherwise prints the failed step and exits 1.
 
-import { chromium } from 'playwright-core';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const URL_ = need('LICENSOR_URL').replace(/\/$/, '');
-const ADMIN = need('LICENSOR_TOKEN');
-const OPERATOR = need('LICENSOR_OPERATOR_TOKEN');
-const VIEWER = need('LICENSOR_VIEWER_TOKEN');
-const SHOTS = need('SCREENSHOT_DIR');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+import {
+  URL_, ADMIN, OPERATOR, VIEWER, SHOTS, DESKTOP, PHONE, step, check, fitsWidth, drive,
+} from './harness.mjs';
 
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
 const JOB_DONE_MS = 240_000;
-
-function need(name) {
-  const v = process.env[name];
-  if (!v) {
-    console.error(`monitor.mjs: ${name} is not set`);
-    process.exit(2);
-  }
-  return v;
-}
-
-const started = Date.now();
-function step(msg) {
-  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${msg}`);
-}
-
-function check(cond, msg) {
-  if (!cond) throw new Error(`check failed: ${msg}`);
-}
-
-mkdirSync(SHOTS, { recursive: true });
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-});
-
-/** Page errors and CSP violations fail the run; other console errors are only shown. */
-const problems = [];
-function watch(page, label) {
-  page.on('pageerror', (e) => problems.push(`${label}: uncaught ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() !== 'error') return;
-    const text = m.text();
-    if (/Content Security Policy/i.test(text)) problems.push(`${label}: ${text}`);
-    else console.log(`  (${label} console) ${text}`);
-  });
-}
-
-async function newPage(viewport, label, extra = {}) {
-  const context = await browser.newContext({ viewport, acceptDownloads: true, ...extra });
-  const page = await context.newPage();
-  page.setDefaultTimeout(30_000);
-  watch(page, label);
-  return { context, page };
-}
 
 async function signIn(page, token, role) {
   await page.goto(`${URL_}/`);
@@ -77,30 +26,13 @@ async function signIn(page, token, role) {
   await page.getByRole('heading', { name: 'Job Monitor', exact: true }).waitFor();
 }
 
-async function shot(page, name, fullPage = false) {
-  const path = join(SHOTS, `${name}.png`);
-  if (fullPage) await page.evaluate(() => window.scrollTo(0, 0));
-  await page.screenshot({ path, fullPage });
-  step(`screenshot ${path}`);
-}
-
-/** No sideways scrolling of the whole page (tables scroll or stack inside it). */
-async function fitsWidth(page, what) {
-  const { scroll, inner } = await page.evaluate(() => ({
-    scroll: document.documentElement.scrollWidth,
-    inner: window.innerWidth,
-  }));
-  check(scroll <= inner + 1, `${what}: page is ${scroll}px wide in a ${inner}px window`);
-}
-
 function row(page, jobId) {
   return page.locator(`#jobs-table tr[data-job-id="${jobId}"]`);
 }
 
-let failed = false;
-try {
+await drive(async ({ newPage, shot }) => {
   // --- the admin at a desk --------------------------------------------------------------
-  const { page } = await newPage(DESKTOP, 'desktop');
+  const { page } = await newPage(DESKTOP, 'desktop', { acceptDownloads: true });
 
   step('served with a strict content security policy');
   const resp = await page.goto(`${URL_}/`);
@@ -138,7 +70,7 @@ try {
   check((await page.locator('#usage-location option:checked').innerText()) === 'No Change', 'No Change is shown');
   await page.locator('#expires-on').waitFor();
   check(/License will expire in/.test(await page.locator('.expiry').innerText()), 'temporary license option is offered');
-  await shot(page, 'launch-1280', true);
+  await shot(page, 'launch-1280', { fullPage: true });
   await page.locator('#launch-submit', { hasText: 'Add' }).click();
   await page.waitForURL(/#\/jobs\/[0-9a-f-]{36}$/);
   const jobId = page.url().split('/').pop();
@@ -199,7 +131,7 @@ try {
   await page.locator('#items-table tbody tr').first().waitFor();
   await fitsWidth(page, 'job page at 1280');
   await shot(page, 'job-1280');
-  await shot(page, 'job-1280-full', true);
+  await shot(page, 'job-1280-full', { fullPage: true });
 
   step('Show these members filters the items by the code');
   await countViolation.getByRole('button', { name: 'Show these members' }).click();
@@ -256,7 +188,7 @@ try {
   check(await row(phone.page, jobId).locator('input.job-check').count() === 1, 'an operator can select a rerunnable job');
   await fitsWidth(phone.page, 'jobs at 390');
   await shot(phone.page, 'jobs-390');
-  await shot(phone.page, 'jobs-390-full', true);
+  await shot(phone.page, 'jobs-390-full', { fullPage: true });
   await row(phone.page, jobId).locator('a.job-link').click();
   await phone.page.locator('#runs-table tbody tr').nth(1).waitFor();
   await phone.page.locator('.error-group').first().waitFor();
@@ -266,7 +198,7 @@ try {
   await shot(phone.page, 'job-390');
   await phone.page.locator('#items').evaluate((el) => el.scrollIntoView());
   await shot(phone.page, 'job-390-members');
-  await shot(phone.page, 'job-390-full', true);
+  await shot(phone.page, 'job-390-full', { fullPage: true });
   await phone.context.close();
 
   // --- a viewer ---------------------------------------------------------------------------
@@ -287,24 +219,4 @@ try {
   await viewer.page.reload();
   await viewer.page.getByRole('heading', { name: 'Sign in to the Job Monitor' }).waitFor();
   await viewer.context.close();
-
-  check(problems.length === 0, `no script error or CSP violation:\n  ${problems.join('\n  ')}`);
-  step('all steps passed');
-} catch (e) {
-  failed = true;
-  console.error(`FAILED: ${e.message}`);
-  for (const p of problems) console.error(`  ${p}`);
-  try {
-    for (const ctx of browser.contexts()) {
-      for (const [i, p] of ctx.pages().entries()) {
-        await p.screenshot({ path: join(SHOTS, `failure-${i}.png`), fullPage: true });
-        console.error(`  failure screenshot ${join(SHOTS, `failure-${i}.png`)} (${p.url()})`);
-      }
-    }
-  } catch {
-    // the browser may be gone
-  }
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});
