@@ -911,7 +911,8 @@ fn split_or(f: &str) -> Option<Vec<String>> {
     while i < bytes.len() {
         if bytes[i] == b'\'' {
             quoted = !quoted;
-        } else if !quoted && f[i..].len() >= 4 && f[i..i + 4].eq_ignore_ascii_case(" or ") {
+        } else if !quoted && bytes.len() - i >= 4 && bytes[i..i + 4].eq_ignore_ascii_case(b" or ") {
+            // `i` and `i + 4` border ASCII bytes, so the slices below are on char boundaries.
             parts.push(f[start..i].trim().to_string());
             i += 4;
             start = i;
