@@ -306,7 +306,11 @@ async fn directory_users_by_name_or_upn_paged() {
         cursor = Some(page["next_cursor"].as_str().expect("more pages").to_owned());
     }
     // Any text is a search, quotes and letters beyond ASCII too.
-    for odd in ["%C3%A6Q%F1%BC%95%93%C3%84", "O%27Brien%20or%20x", "%27%27%27"] {
+    for odd in [
+        "%C3%A6Q%F1%BC%95%93%C3%84",
+        "O%27Brien%20or%20x",
+        "%27%27%27",
+    ] {
         let page = app
             .get_json(&format!("/v1/directory/users?search={odd}"), &t.viewer)
             .await;
