@@ -86,6 +86,9 @@ pub struct Application {
     settings: Settings,
     roles: Roles,
     db: Db,
+    /// The API's own pool on PostgreSQL (short connection wait, see [`db::PoolRole::Api`]);
+    /// on SQLite the one pool serves both.
+    api_db: Db,
     queue: Queue,
     secrets: SecretBox,
     listener: Option<TcpListener>,
@@ -97,6 +100,12 @@ impl Application {
     pub async fn build(settings: Settings, roles: Roles) -> Result<Application, StartError> {
         let secrets = secret_box(&settings)?;
         let db = open_database(&settings).await?;
+        let api_db = match &settings.database {
+            licensor_core::config::DatabaseUrl::Postgres(_) if roles.api => {
+                db::connect_as(&settings.database, db::PoolRole::Api).await?
+            }
+            _ => db.clone(),
+        };
         let queue = Queue::connect(&settings.queue, QueueOptions::from_settings(&settings)).await?;
         let listener = if roles.api {
             Some(TcpListener::bind(settings.listen).await.map_err(|e| {
@@ -113,6 +122,7 @@ impl Application {
             settings,
             roles,
             db,
+            api_db,
             queue,
             secrets,
             listener,
@@ -165,7 +175,7 @@ impl Application {
         );
         if let Some(listener) = self.listener {
             let state = AppState {
-                db: self.db.clone(),
+                db: self.api_db.clone(),
                 queue: self.queue.clone(),
                 secrets: self.secrets.clone(),
                 metrics: crate::telemetry::metrics_handle(),
@@ -192,6 +202,7 @@ impl Application {
                 events: self.events.clone(),
                 directory: directory.clone(),
                 jobs: self.settings.jobs.clone(),
+                leases: Default::default(),
             };
             let options = WorkerOptions {
                 sweeps: self.settings.sweeps.clone(),

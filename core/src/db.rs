@@ -10,8 +10,41 @@ use crate::config::{ConfigError, DatabaseUrl};
 
 pub use sea_orm::DatabaseConnection as Db;
 
-/// Open the database. A failure names the `database_url` key and never shows a password.
+/// Who a connection pool serves: the two wait differently for a connection when the database
+/// is away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolRole {
+    /// Workers and start-up: wait up to 5 s for a PostgreSQL connection (30 s for SQLite's),
+    /// then fail the step, which waits for the database and is taken again (see
+    /// [`wait_until_available`]).
+    Workers,
+    /// API request handlers: wait at most [`API_ACQUIRE_TIMEOUT`], so a caller gets 503
+    /// `database_unavailable` within 2 s instead of a hung request.
+    Api,
+}
+
+/// How long an API request waits for a database connection before it is answered 503.
+pub const API_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// How long start-up tries to reach a PostgreSQL server before it reports why it could not.
+const START_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Open the database for workers and start-up (see [`PoolRole`]). A failure names the
+/// `database_url` key and never shows a password.
 pub async fn connect(url: &DatabaseUrl) -> Result<DatabaseConnection, ConfigError> {
+    connect_as(url, PoolRole::Workers).await
+}
+
+/// Open the database for `role`. With PostgreSQL, one direct connection is tried first, so a
+/// server that is down or refuses is reported as such (e.g. "Connection refused") within 5 s,
+/// rather than as a pool time-out after 30 s.
+pub async fn connect_as(
+    url: &DatabaseUrl,
+    role: PoolRole,
+) -> Result<DatabaseConnection, ConfigError> {
+    if let DatabaseUrl::Postgres(pg) = url {
+        probe_postgres(url, pg).await?;
+    }
     let mut options = match url {
         DatabaseUrl::Sqlite(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -33,13 +66,25 @@ pub async fn connect(url: &DatabaseUrl) -> Result<DatabaseConnection, ConfigErro
         }
         DatabaseUrl::Postgres(url) => {
             let mut o = ConnectOptions::new(url.clone());
-            o.max_connections(16);
+            match role {
+                PoolRole::Workers => o.max_connections(16),
+                PoolRole::Api => o.max_connections(8).min_connections(0),
+            };
             o
         }
     };
+    let acquire = match (role, url) {
+        // A SQLite connection can wait long for the file's write lock under load; it is never
+        // "away".
+        (_, DatabaseUrl::Sqlite(_)) => Duration::from_secs(30),
+        // The pool's reconnection backoff grows to a fifth of this time: kept short, the
+        // workers find a PostgreSQL server that came back within a second.
+        (PoolRole::Workers, DatabaseUrl::Postgres(_)) => Duration::from_secs(5),
+        (PoolRole::Api, DatabaseUrl::Postgres(_)) => API_ACQUIRE_TIMEOUT,
+    };
     options
-        .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10).min(acquire))
+        .acquire_timeout(acquire)
         .sqlx_logging(false);
     let db = Database::connect(options).await.map_err(|e| {
         ConfigError::new(
@@ -62,6 +107,86 @@ pub async fn connect(url: &DatabaseUrl) -> Result<DatabaseConnection, ConfigErro
         )
     })?;
     Ok(db)
+}
+
+/// One direct connection to the PostgreSQL server, closed at once: its error is the real reason
+/// (refused, unknown host, bad password, no such database), where a pool reports only a
+/// time-out.
+async fn probe_postgres(url: &DatabaseUrl, pg: &str) -> Result<(), ConfigError> {
+    use sea_orm::sqlx::Connection;
+    let refused = |reason: String| {
+        ConfigError::new(
+            "database_url",
+            format!(
+                "cannot connect to {}: {}",
+                url.redacted(),
+                one_line(&reason)
+            ),
+        )
+    };
+    match tokio::time::timeout(
+        START_PROBE_TIMEOUT,
+        sea_orm::sqlx::PgConnection::connect(pg),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(refused(e.to_string())),
+        Err(_) => Err(refused(format!(
+            "no answer within {} s",
+            START_PROBE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Whether `e` means the database could not be reached (down, restarting, refusing
+/// connections, no connection free in time) rather than that a statement was wrong. Such a
+/// failure is worth waiting out and retrying; the API answers it 503 `database_unavailable`.
+pub fn is_unavailable(e: &sea_orm::DbErr) -> bool {
+    use sea_orm::sqlx::Error as SqlxError;
+    use sea_orm::{DbErr, RuntimeErr};
+    match e {
+        DbErr::ConnectionAcquire(_) => true,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => match e.as_ref() {
+            SqlxError::Io(_)
+            | SqlxError::PoolTimedOut
+            | SqlxError::PoolClosed
+            | SqlxError::WorkerCrashed
+            | SqlxError::Tls(_)
+            | SqlxError::Protocol(_) => true,
+            // PostgreSQL shutting down or starting: admin_shutdown, crash_shutdown,
+            // cannot_connect_now (class 57P) and connection exceptions (class 08).
+            SqlxError::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+            _ => false,
+        },
+        DbErr::Conn(_) => true,
+        _ => false,
+    }
+}
+
+/// Wait until the database answers again, checking every 250 ms, for at most `limit`. Returns
+/// whether it answers. Workers call this after a step failed with an [`is_unavailable`] error,
+/// so they stop claiming and writing while outcomes cannot be recorded, and go on within a
+/// second of the database's return.
+pub async fn wait_until_available(db: &DatabaseConnection, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let ping = tokio::time::timeout(Duration::from_secs(1), self::ping(db)).await;
+        if matches!(ping, Ok(true)) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Apply every pending migration; applying them again does nothing.

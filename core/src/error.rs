@@ -34,6 +34,12 @@ pub enum Refusal {
 }
 
 impl StoreError {
+    /// Whether the database could not be reached (see [`crate::db::is_unavailable`]): worth
+    /// waiting out, answered 503 `database_unavailable` by the API.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Db(e) if crate::db::is_unavailable(e))
+    }
+
     pub fn refused(kind: Refusal, code: &'static str, detail: impl Into<String>) -> Self {
         StoreError::Refused {
             kind,

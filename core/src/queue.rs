@@ -167,7 +167,7 @@ impl Queue {
             QueueUrl::Redis(redis_url) => {
                 let conn = tokio::time::timeout(
                     Duration::from_secs(10),
-                    apalis_redis::connect(redis_url.as_str()),
+                    connect_redis(redis_url.as_str()),
                 )
                 .await
                 .map_err(|_| queue_config_error(url, "timed out"))?
@@ -265,6 +265,88 @@ impl Queue {
         }
     }
 
+    /// Remove the data of finished tasks from the queue backend, so it holds only what is
+    /// waiting or running; returns how many tasks were removed. apalis-sqlite keeps one row per
+    /// task (small, in the queue file) and is left as it is; on Redis see [`TIDY_LUA`].
+    pub async fn tidy(&self) -> Result<u64, QueueError> {
+        let Queue::Redis { conn, options, .. } = self else {
+            return Ok(0);
+        };
+        let config = redis_config(options);
+        let mut conn = conn.clone();
+        let mut total = 0u64;
+        loop {
+            let removed: u64 = redis::Script::new(TIDY_LUA)
+                .key(config.done_jobs_set())
+                .key(config.dead_jobs_set())
+                .key(config.job_data_hash())
+                .key(config.job_meta_hash())
+                .arg(TIDY_BATCH)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| QueueError(e.to_string()))?;
+            total += removed;
+            if removed < TIDY_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Delete the registration data apalis-redis left for workers that are no longer registered
+    /// (`{queue}:workers:metadata:{name}` of processes that died or stopped), so restarts do not
+    /// add keys for ever. Run at worker start.
+    pub async fn forget_departed_workers(&self) -> Result<u64, QueueError> {
+        let Queue::Redis { conn, options, .. } = self else {
+            return Ok(0);
+        };
+        let config = redis_config(options);
+        let mut conn = conn.clone();
+        let live: Vec<String> = redis::cmd("ZRANGE")
+            .arg(config.workers_set())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| QueueError(e.to_string()))?;
+        let prefix = format!("{}:workers:metadata:", options.name);
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| QueueError(e.to_string()))?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let departed: Vec<String> = keys
+            .into_iter()
+            .filter(|k| {
+                !live
+                    .iter()
+                    .any(|w| k.strip_prefix(&prefix) == Some(w.as_str()))
+            })
+            .collect();
+        if departed.is_empty() {
+            return Ok(0);
+        }
+        let n = departed.len() as u64;
+        redis::cmd("DEL")
+            .arg(departed)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| QueueError(e.to_string()))?;
+        Ok(n)
+    }
+
     /// Whether the backend answers (for `/readyz`).
     pub async fn ping(&self) -> bool {
         match self {
@@ -285,16 +367,56 @@ impl Queue {
 }
 
 /// The apalis-redis configuration licensor runs with: heartbeats set explicitly (the library's
-/// defaults take minutes to notice a dead worker) and results not kept in Redis, so memory does
-/// not grow with finished tasks.
+/// defaults take minutes to notice a dead worker) and every finished task acknowledged.
+///
+/// apalis-redis 1.0 acknowledges a task (takes it out of the worker's in-flight set and marks it
+/// `Done`) only when `persist_results` is on; with it off, finished tasks stay in the in-flight
+/// set with status `Running` for ever, and a dead worker's recovery runs all of them again. The
+/// acknowledged tasks' data is then removed by [`Queue::tidy`], which the workers run every
+/// second: apalis-redis keeps it otherwise (upstream apalis-dev/apalis-redis#10).
 pub fn redis_config(options: &QueueOptions) -> apalis_redis::Config {
     apalis_redis::Config::default()
         .queue(&options.name)
         .batch_size(2)
         .heartbeat_interval(options.heartbeat)
         .missed_heartbeats(options.missed_heartbeats)
-        .persist_results(false)
+        .persist_results(true)
 }
+
+/// Removes acknowledged tasks from apalis-redis's keys: each id in the `done` and `dead` sets
+/// loses its data (`{queue}:data` field), its metadata hash (`{queue}:meta:{id}`) and its place
+/// in the set. At most `ARGV[1]` ids per set and call, so one call never blocks Redis for long.
+///
+/// KEYS: done set, dead set, data hash, metadata prefix. Returns the number of tasks removed.
+const TIDY_LUA: &str = r#"
+local removed = 0
+for _, set in ipairs({KEYS[1], KEYS[2]}) do
+  local ids = redis.call('SPOP', set, tonumber(ARGV[1]))
+  for _, id in ipairs(ids) do
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('DEL', KEYS[4] .. ':' .. id)
+    removed = removed + 1
+  end
+end
+return removed
+"#;
+
+/// A Redis connection that comes back quickly after Redis does: reconnection is tried every
+/// 50–500 ms (the client's default backs off to 3.2 s, which delays work by as much after a
+/// Redis restart).
+async fn connect_redis(url: &str) -> Result<ConnectionManager, redis::RedisError> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500))
+        .set_number_of_retries(6)
+        .set_connection_timeout(Some(Duration::from_secs(2)));
+    redis::Client::open(url)?
+        .get_connection_manager_with_config(config)
+        .await
+}
+
+/// Tasks [`Queue::tidy`] removes per set and Redis call.
+const TIDY_BATCH: u64 = 500;
 
 fn queue_config_error(url: &QueueUrl, reason: &str) -> ConfigError {
     ConfigError::new(

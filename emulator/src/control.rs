@@ -124,6 +124,8 @@ pub async fn stats(State(st): St, Query(q): Query<StatsQuery>) -> Response {
         "dropped_connections": st.stats.dropped_connections.load(Ordering::Relaxed),
         "successful_writes": dir.successful_writes.load(Ordering::Relaxed),
         "writes_per_user_max": dir.writes_max.load(Ordering::Relaxed),
+        "member_pages_read": st.stats.member_pages.lock().values().sum::<u64>(),
+        "member_page_reads_max": st.stats.member_pages.lock().values().copied().max().unwrap_or(0),
         "skus": dir.skus.iter().map(|s| json!({
             "skuId": s.id.to_string(),
             "skuPartNumber": s.part_number,

@@ -746,6 +746,8 @@ fn members_inner(
         Some(t) => read_skiptoken(t, scope)?,
         None => 0,
     };
+    st.stats
+        .record_member_page(format!("{id}/{kind}/{cast_name}/{offset}"));
     let len = cast_len(m, cast);
     let end = (offset + top).min(len);
     let mut value = Vec::with_capacity(end.saturating_sub(offset));

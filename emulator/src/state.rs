@@ -28,6 +28,8 @@ pub struct Stats {
     pub throttled: AtomicU64,
     pub injected_errors: AtomicU64,
     pub dropped_connections: AtomicU64,
+    /// "group/relation/cast/offset" → times that page of members was read.
+    pub member_pages: Mutex<HashMap<String, u64>>,
 }
 
 impl Stats {
@@ -41,8 +43,14 @@ impl Stats {
             .or_default() += 1;
     }
 
+    /// Note a read of one page of a group's members.
+    pub fn record_member_page(&self, page: String) {
+        *self.member_pages.lock().entry(page).or_default() += 1;
+    }
+
     pub fn clear(&self) {
         self.requests.lock().clear();
+        self.member_pages.lock().clear();
         self.throttled.store(0, Ordering::Relaxed);
         self.injected_errors.store(0, Ordering::Relaxed);
         self.dropped_connections.store(0, Ordering::Relaxed);

@@ -63,7 +63,7 @@ impl FromRequestParts<AppState> for Auth {
                 Ok(Auth(principal))
             }
             Ok(None) => Err(ApiError::unauthorized("the token is unknown or revoked")),
-            Err(e) => Err(ApiError::internal(e)),
+            Err(e) => Err(ApiError::from(e)),
         }
     }
 }

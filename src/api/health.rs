@@ -31,12 +31,22 @@ pub struct Readiness {
 }
 
 /// The database and the queue answer.
+/// How long `/readyz` waits for each of the database and the queue.
+const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, body = Readiness),
     (status = 503, body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
-    let (db_ok, queue_ok) = tokio::join!(db::ping(&state.db), state.queue.ping());
+    // Answered within a second whatever is down: a check that has not answered by then counts
+    // as down.
+    let within = |ok: Option<bool>| ok.unwrap_or(false);
+    let (db_ok, queue_ok) = tokio::join!(
+        tokio::time::timeout(READY_CHECK_TIMEOUT, db::ping(&state.db)),
+        tokio::time::timeout(READY_CHECK_TIMEOUT, state.queue.ping())
+    );
+    let (db_ok, queue_ok) = (within(db_ok.ok()), within(queue_ok.ok()));
     if db_ok && queue_ok {
         return Ok(Json(Readiness {
             status: "ready",

@@ -68,7 +68,7 @@ pub async fn idempotency(
     let fingerprint = idempotency::fingerprint(parts.method.as_str(), parts.uri.path(), &bytes);
     let tenant_id = principal.tenant_id;
     match idempotency::claim(&state.db, tenant_id, &key, &fingerprint).await {
-        Err(e) => ApiError::internal(e).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
         Ok(Claim::Reused) => ApiError::unprocessable(
             "idempotency_key_reused",
             "this Idempotency-Key was used for a different request",

@@ -84,6 +84,20 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
     }
 
+    /// 503 `database_unavailable` with `Retry-After: 2`: the database does not answer (down,
+    /// restarting, or no connection free within [`licensor_core::db::API_ACQUIRE_TIMEOUT`]).
+    /// Nothing was changed; the same request can be sent again.
+    pub fn database_unavailable() -> Self {
+        tracing::warn!("database unavailable; answered 503");
+        ApiError {
+            retry_after: Some(2),
+            ..Self::unavailable(
+                "database_unavailable",
+                "the database is not reachable right now; nothing was changed, try again shortly",
+            )
+        }
+    }
+
     /// A failure that is ours, not the caller's: logged with its cause, answered without it.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -158,6 +172,7 @@ impl From<StoreError> for ApiError {
                     None => error,
                 }
             }
+            other if other.is_unavailable() => ApiError::database_unavailable(),
             other => ApiError::internal(other),
         }
     }

@@ -215,6 +215,9 @@ struct Job {
     id: Uuid,
     kind: JobKind,
     status: JobStatus,
+    /// The groups' members are still being read: `progress.total` is what was read so far.
+    #[serde(default)]
+    expanding: bool,
     progress: Progress,
     runs: i32,
     groups: Vec<GroupRef>,
@@ -270,6 +273,15 @@ impl Job {
         if p.total == 0 && !self.status.is_terminal() {
             return label(self.status).to_owned();
         }
+        if self.expanding {
+            // Never "N of N done" while members are still being read.
+            return format!(
+                "{}: reading members: {} so far ({} done)",
+                label(self.status),
+                group_digits(p.total),
+                group_digits(self.done())
+            );
+        }
         format!(
             "{}: {} of {} done ({} succeeded, {} failed, {} skipped)",
             label(self.status),
@@ -280,6 +292,22 @@ impl Job {
             p.skipped
         )
     }
+}
+
+/// 34965 → "34,965".
+fn group_digits(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 pub async fn run(cmd: JobsCommand) -> anyhow::Result<()> {

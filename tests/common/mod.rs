@@ -20,6 +20,9 @@ use licensor_core::tokens;
 use sea_orm::{ConnectionTrait, Database};
 use uuid::Uuid;
 
+pub mod deployment;
+pub mod servers;
+
 pub const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn required_env(var: &str) -> Option<String> {

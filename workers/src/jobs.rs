@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use apalis::prelude::BoxDynError;
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use licensor_core::directory::{ClientError, DirectoryClient, DirectoryError, ItemCode, WriteOp};
 use licensor_core::domain::{ItemStatus, JobKind, JobStatus};
 use licensor_core::entities::{job, job_item};
-use licensor_core::jobs::pipeline::{self, NewItem, Outcome};
+use licensor_core::jobs::pipeline::{self, ExpandPosition, NewItem, Outcome, PageMark};
 use licensor_core::jobs::plan::{self, Decision, Snapshot};
 use licensor_core::jobs::{GroupRef, JobFacts, JobRequest, SkuRef};
 use licensor_core::queue::Message;
@@ -99,6 +99,12 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         return Ok(());
     };
     if job.expanded_at.is_none() {
+        let owner = step_owner(ctx);
+        if !pipeline::claim_expansion(&ctx.db, job.id, &owner, lease_until(ctx)).await? {
+            // Another step is reading the groups; if it dies, a lane or the reconciler
+            // queues the job again once its lease has run out.
+            return Ok(());
+        }
         let req = pipeline::request_of(&job)?;
         match expand(ctx, &job, &req).await? {
             Ok(()) => pipeline::mark_expanded(&ctx.db, job.id).await?,
@@ -175,19 +181,29 @@ async fn expand(
     } else {
         ItemStatus::Pending
     };
-    let mut lanes_started = false;
+    // A crashed or interrupted expansion goes on from the page after the last one stored.
+    let start = ExpandPosition::of(job);
+    if start != ExpandPosition::default() {
+        tracing::info!(job = %job.id, group = start.group, "expansion resumed where it stopped");
+        // Members already read may be waiting: let the lanes take them while reading goes on.
+        if status == ItemStatus::Pending {
+            push_lanes(ctx, job).await?;
+        }
+    }
+    let mut lanes_started = start != ExpandPosition::default();
     let mut members = 0u64;
-    for group in &req.groups {
+    for (index, group) in req.groups.iter().enumerate().skip(start.group) {
+        let from = (index == start.group).then(|| start.next.clone()).flatten();
         // The next page is read while this one is stored: a reader task runs one page ahead
         // (two pages in memory at most), and stops with this step.
         let (tx, mut pages) = tokio::sync::mpsc::channel(1);
         let _reader = AbortOnDrop(tokio::spawn({
-            let stream = client.members(group, req.transitive).try_chunks(999);
+            let stream = client.member_pages(group, req.transitive, from);
             async move {
                 let mut stream = stream;
                 while let Some(page) = stream.next().await {
                     let failed = page.is_err();
-                    if tx.send(page.map_err(|e| e.1)).await.is_err() || failed {
+                    if tx.send(page).await.is_err() || failed {
                         break;
                     }
                 }
@@ -201,7 +217,12 @@ async fn expand(
                     return Ok(Err(JobFailure::from_directory(&e, "reading group members")));
                 }
             };
+            let mark = PageMark {
+                position: ExpandPosition::after_page(index, page.next_link),
+                lease_until: lease_until(ctx),
+            };
             let items = page
+                .users
                 .into_iter()
                 .map(|user| {
                     let snap = Snapshot::of(&user);
@@ -215,7 +236,9 @@ async fn expand(
                     }
                 })
                 .collect();
-            members += pipeline::insert_items(&ctx.db, job.id, job.runs, items, status).await?;
+            members +=
+                pipeline::insert_items(&ctx.db, job.id, job.runs, items, status, Some(&mark))
+                    .await?;
             if status == ItemStatus::Pending && !lanes_started && members > 0 {
                 // Work starts while the rest of the groups are still being read.
                 push_lanes(ctx, job).await?;
@@ -235,18 +258,19 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     if job.status != JobStatus::Running.as_str() {
         return Ok(());
     }
+    if job.expand_until.is_some() && pipeline::expansion_abandoned(&job) {
+        // The step reading the groups died: queue the job so another one goes on from the
+        // last page stored.
+        ctx.queue.push(Message::Run { tenant_id, job_id }).await?;
+    }
     let req = pipeline::request_of(&job)?;
     let client = match client_for(ctx, tenant_id).await? {
         Ok(c) => c,
         Err(f) => return fail(ctx, &job, f).await,
     };
-    let owner = format!(
-        "{}/{}",
-        ctx.name,
-        &Uuid::new_v4().simple().to_string()[..12]
-    );
+    let owner = step_owner(ctx);
     let lease = Duration::from_secs(ctx.jobs.lease_secs);
-    let lease_until = || Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+    let lease_until = || lease_until(ctx);
     let items = pipeline::claim(
         &ctx.db,
         job_id,
@@ -287,19 +311,25 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
             }
         })
     });
+    let held = ctx.leases.hold(tenant_id, job_id, &owner);
     let started = std::time::Instant::now();
     let n = items.len();
     let outcome = process(ctx, &client, &req, items).await;
-    drop(renewer);
     let outcomes = match outcome {
         Ok(o) => o,
         Err(failure) => {
+            drop(renewer);
             pipeline::release(&ctx.db, job_id, &owner).await?;
+            held.done();
             return fail(ctx, &job, failure).await;
         }
     };
     count(&job.kind, &outcomes);
-    pipeline::record(&ctx.db, job_id, outcomes).await?;
+    // The lease is kept until the outcomes are stored, so nobody writes these members again
+    // while the database is away.
+    crate::outage::record_when_available(&ctx.db, job_id, outcomes).await?;
+    held.done();
+    drop(renewer);
     metrics::histogram!("licensor_job_chunk_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(job = %job_id, items = n, ms = started.elapsed().as_millis() as u64, "chunk done");
     if finish(ctx, &job).await? {
@@ -307,6 +337,20 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     }
     ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
     Ok(())
+}
+
+/// A name for one step's leases: this process and a random suffix.
+fn step_owner(ctx: &WorkerContext) -> String {
+    format!(
+        "{}/{}",
+        ctx.name,
+        &Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// When a lease taken or renewed now runs out (`jobs.lease_secs`).
+fn lease_until(ctx: &WorkerContext) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::seconds(ctx.jobs.lease_secs as i64)
 }
 
 /// A background task that stops when its owner goes away.
@@ -578,6 +622,20 @@ pub async fn sweep_expiries(ctx: &Arc<WorkerContext>) -> Result<usize, BoxDynErr
 /// message is harmless; only pending members are worked.
 pub async fn reconcile(ctx: &Arc<WorkerContext>) -> Result<usize, BoxDynError> {
     let before = Utc::now() - chrono::Duration::seconds(ctx.jobs.stall_secs as i64);
+    requeue_idle_since(ctx, before).await
+}
+
+/// Queue again every queued or running job at once, however recently it moved: for when the
+/// queue itself lost its messages (a Redis that restarted empty), where waiting for the
+/// reconciler would leave the jobs idle for `stall_secs`.
+pub async fn requeue_active(ctx: &Arc<WorkerContext>) -> Result<usize, BoxDynError> {
+    requeue_idle_since(ctx, Utc::now() + chrono::Duration::seconds(1)).await
+}
+
+async fn requeue_idle_since(
+    ctx: &Arc<WorkerContext>,
+    before: chrono::DateTime<Utc>,
+) -> Result<usize, BoxDynError> {
     let stalled = pipeline::stalled(&ctx.db, before).await?;
     for (tenant_id, job_id) in &stalled {
         pipeline::touch(&ctx.db, *job_id).await?;

@@ -14,6 +14,7 @@ use licensor_core::queue::{Message, Queue};
 use tokio::sync::broadcast;
 
 pub mod jobs;
+pub mod outage;
 mod ping;
 pub mod sweeps;
 
@@ -33,6 +34,8 @@ pub struct WorkerContext {
     /// One directory client per tenant, shared by every task of this process.
     pub directory: licensor_core::directory::DirectoryClients,
     pub jobs: licensor_core::config::JobSettings,
+    /// The member leases this process holds right now.
+    pub leases: outage::Leases,
 }
 
 /// How a worker process runs.
@@ -65,12 +68,39 @@ impl WorkerOptions {
 }
 
 async fn handle(message: Message, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
-    match message {
-        Message::Ping { nonce } => ping::handle(&ctx, nonce).await,
-        Message::Run { tenant_id, job_id } => jobs::run(&ctx, tenant_id, job_id).await,
-        Message::Work { tenant_id, job_id } => jobs::work(&ctx, tenant_id, job_id).await,
+    // A step runs to its end even when the queue worker that started it stops (a lost queue
+    // connection, shutdown): dropped half-way, it would leave members written to the directory
+    // but not recorded, to be written again.
+    let ctx: Arc<WorkerContext> = (*ctx).clone();
+    tokio::spawn(step(message, ctx))
+        .await
+        .unwrap_or_else(|e| Err(e.into()))
+}
+
+async fn step(message: Message, ctx: Arc<WorkerContext>) -> Result<(), BoxDynError> {
+    loop {
+        let outcome = match &message {
+            Message::Ping { nonce } => ping::handle(&ctx, *nonce).await,
+            Message::Run { tenant_id, job_id } => jobs::run(&ctx, *tenant_id, *job_id).await,
+            Message::Work { tenant_id, job_id } => jobs::work(&ctx, *tenant_id, *job_id).await,
+        };
+        match outcome {
+            // Every step is safe to repeat: wait for the database and take the step again,
+            // rather than let the queue back off for longer than the outage lasted.
+            Err(e) if outage::is_unavailable(&e) => {
+                tracing::warn!(error = %e, "database unavailable; waiting for it to take the step again");
+                if !licensor_core::db::wait_until_available(&ctx.db, outage::OUTAGE_PATIENCE).await
+                {
+                    return Err(e);
+                }
+            }
+            other => {
+                return other.inspect_err(
+                    |e| tracing::warn!(error = %e, "task failed; it will be retried"),
+                );
+            }
+        }
     }
-    .inspect_err(|e| tracing::warn!(error = %e, "task failed; it will be retried"))
 }
 
 /// Consume the queue until `shutdown` resolves.
@@ -109,6 +139,11 @@ where
             stopping.notify_one();
         });
     }
+    if let Err(e) = ctx.queue.forget_departed_workers().await {
+        tracing::warn!(error = %e, "removing departed workers' queue data failed");
+    }
+    let tidy = AbortOnDrop(tokio::spawn(tidy_queue(ctx.clone())));
+    let mut restarted = false;
     // The queue worker runs until shutdown. If it stops early — the queue backend lost its
     // state (a flushed or restarted Redis), a connection broke — it is started again, so the
     // process keeps working; the reconciler re-queues whatever the queue lost.
@@ -118,6 +153,19 @@ where
             let _ = stopped.wait_for(|stop| *stop).await;
             Ok::<(), std::io::Error>(())
         };
+        if restarted {
+            // The queue may have lost its messages (a Redis that restarted empty): once it
+            // answers, queue every active job again at once instead of waiting for the
+            // reconciler. Repeated messages are harmless.
+            while !*sweeps_stop.borrow() && !ctx.queue.ping().await {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            match jobs::requeue_active(&ctx).await {
+                Ok(n) => tracing::info!(jobs = n, "queue back; active jobs queued again"),
+                Err(e) => tracing::warn!(error = %e, "queueing active jobs again failed"),
+            }
+        }
+        restarted = true;
         let outcome = match ctx.queue.clone() {
             Queue::Sqlite { storage, wake, .. } => {
                 // SQLite polls cost a query each: back off further when idle.
@@ -128,7 +176,7 @@ where
                     .data(ctx.clone())
                     .concurrency(options.concurrency)
                     .build(handle);
-                stop_within(grace, &stopping, worker.run_until(signal)).await
+                stop_within(grace, &stopping, &ctx, worker.run_until(signal)).await
             }
             Queue::Redis { storage, wake, .. } => {
                 let storage =
@@ -138,10 +186,14 @@ where
                     .data(ctx.clone())
                     .concurrency(options.concurrency)
                     .build(handle);
-                stop_within(grace, &stopping, worker.run_until(signal)).await
+                stop_within(grace, &stopping, &ctx, worker.run_until(signal)).await
             }
         };
         if *sweeps_stop.borrow() {
+            // The queue worker takes no more messages, but steps it started may still run:
+            // they get the grace period, then their members are released.
+            let _ = tokio::time::timeout(grace, ctx.leases.drained()).await;
+            release_held(&ctx, grace).await;
             break outcome;
         }
         match outcome {
@@ -151,9 +203,10 @@ where
             }
         }
         metrics::counter!("licensor_worker_restarts_total").increment(1);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     sweeps_stop.send_replace(true);
+    drop(tidy);
     match tokio::time::timeout(grace, &mut sweeps).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "sweeps stopped with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "sweeps stopped with an error"),
@@ -177,11 +230,13 @@ fn poll_strategy(wake: &licensor_core::queue::Wake, idle: Duration) -> Strategy 
 }
 
 /// Run the worker; once it has been told to stop it has `grace` to finish in-flight tasks.
-/// Tasks still running after that are abandoned to the queue's orphan recovery and licensor's
-/// reconciler, which hand them to another worker.
+/// Tasks still running after that are abandoned: the members they hold are released at once
+/// (free for any worker), and their messages go to the queue's orphan recovery and licensor's
+/// reconciler.
 async fn stop_within<F, E>(
     grace: Duration,
     stopping: &tokio::sync::Notify,
+    ctx: &WorkerContext,
     worker: F,
 ) -> anyhow::Result<()>
 where
@@ -195,8 +250,61 @@ where
     tokio::select! {
         outcome = worker => outcome.map_err(|e| anyhow::anyhow!("worker: {e}")),
         () = deadline => {
-            tracing::warn!(grace_secs = grace.as_secs(), "in-flight tasks did not finish within the grace period; leaving them to recovery");
+            release_held(ctx, grace).await;
             Ok(())
         }
+    }
+}
+
+/// Hand back the members this process still holds and queue their jobs again, so another
+/// worker takes them at once rather than after the lease time (the messages of the steps that
+/// held them went with those steps).
+async fn release_held(ctx: &WorkerContext, grace: Duration) {
+    let jobs = ctx.leases.release_all(&ctx.db).await;
+    if jobs.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        grace_secs = grace.as_secs(),
+        jobs = jobs.len(),
+        "in-flight tasks did not finish within the grace period; their members were released"
+    );
+    let messages = jobs
+        .into_iter()
+        .map(|(tenant_id, job_id)| Message::Run { tenant_id, job_id })
+        .collect();
+    if let Err(e) = ctx.queue.push_bulk(messages).await {
+        tracing::warn!(error = %e, "queueing released jobs failed; the reconciler will");
+    }
+}
+
+/// How often a worker process removes finished tasks' data from the queue (see
+/// [`Queue::tidy`]).
+const TIDY_EVERY: Duration = Duration::from_secs(1);
+
+/// Keep the queue holding only waiting and running tasks, for as long as the process runs.
+async fn tidy_queue(ctx: Arc<WorkerContext>) {
+    if !matches!(ctx.queue, Queue::Redis { .. }) {
+        return;
+    }
+    loop {
+        tokio::time::sleep(TIDY_EVERY).await;
+        match ctx.queue.tidy().await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!("licensor_queue_tasks_removed_total").increment(n);
+                tracing::trace!(tasks = n, "finished tasks removed from the queue");
+            }
+            Err(e) => tracing::debug!(error = %e, "removing finished tasks from the queue failed"),
+        }
+    }
+}
+
+/// A background task that stops when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

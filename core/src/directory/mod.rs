@@ -163,6 +163,13 @@ struct RawUnits {
     enabled: i64,
 }
 
+/// One page of a group's members: its users and the link to the next page (`None` on the last).
+#[derive(Debug, Clone)]
+pub struct MemberPage {
+    pub users: Vec<User>,
+    pub next_link: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct Collection<T> {
     value: Vec<T>,
@@ -440,15 +447,32 @@ impl DirectoryClient {
         group_id: &str,
         transitive: bool,
     ) -> BoxStream<'static, Result<User, DirectoryError>> {
+        self.member_pages(group_id, transitive, None)
+            .map_ok(|page| stream::iter(page.users.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
+    /// The group's members page by page (up to 999 users each), starting at `from` (a page's
+    /// `@odata.nextLink`, as [`MemberPage::next_link`] gave it) or at the first page. Each page
+    /// says where the next one is, so a reader that stops can go on later from there.
+    pub fn member_pages(
+        &self,
+        group_id: &str,
+        transitive: bool,
+        from: Option<String>,
+    ) -> BoxStream<'static, Result<MemberPage, DirectoryError>> {
         let relation = if transitive {
             "transitiveMembers"
         } else {
             "members"
         };
-        let first = self.url(&format!(
-            "/groups/{}/{relation}/microsoft.graph.user?$select={USER_SELECT}&$top=999",
-            path_segment(group_id)
-        ));
+        let first = from.unwrap_or_else(|| {
+            self.url(&format!(
+                "/groups/{}/{relation}/microsoft.graph.user?$select={USER_SELECT}&$top=999",
+                path_segment(group_id)
+            ))
+        });
         let client = self.clone();
         stream::try_unfold(Some(first), move |next| {
             let client = client.clone();
@@ -457,13 +481,16 @@ impl DirectoryClient {
                     return Ok::<_, DirectoryError>(None);
                 };
                 let page: Collection<User> = client.get_json(&url, "members").await?;
+                let next = page.next_link.clone();
                 Ok(Some((
-                    stream::iter(page.value.into_iter().map(Ok)),
-                    page.next_link,
+                    MemberPage {
+                        users: page.value,
+                        next_link: page.next_link,
+                    },
+                    next,
                 )))
             }
         })
-        .try_flatten()
         .boxed()
     }
 

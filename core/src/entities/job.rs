@@ -24,6 +24,12 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     pub expanded_at: Option<DateTimeUtc>,
     pub result: Option<Json>,
+    /// Where expansion has got to ([`crate::jobs::pipeline::ExpandPosition`]); `None` before
+    /// the first page is stored.
+    pub expand_position: Option<Json>,
+    /// The worker step expanding the job, and until when it holds the expansion.
+    pub expand_owner: Option<String>,
+    pub expand_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -82,6 +82,9 @@ pub struct JobView {
     pub id: Uuid,
     pub kind: JobKind,
     pub status: JobStatus,
+    /// The selected groups' members are still being read: `progress.total` counts the members
+    /// read so far, and more will come (the job is not near its end however many are done).
+    pub expanding: bool,
     #[schema(value_type = Object)]
     pub request: Value,
     pub progress: Progress,
@@ -127,6 +130,8 @@ impl JobView {
             id: m.id,
             kind,
             status,
+            expanding: m.expanded_at.is_none()
+                && matches!(status, JobStatus::Queued | JobStatus::Running),
             request: m.request,
             progress: Progress {
                 total: m.total,
@@ -221,6 +226,9 @@ pub async fn insert<C: ConnectionTrait>(conn: &C, new: NewJob) -> StoreResult<jo
         updated_at: Set(now),
         expanded_at: Set(None),
         result: Set(None),
+        expand_position: Set(None),
+        expand_owner: Set(None),
+        expand_until: Set(None),
     }
     .insert(conn)
     .await?;

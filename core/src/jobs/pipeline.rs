@@ -13,6 +13,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -97,18 +98,111 @@ pub async fn set_facts(db: &Db, job_id: Uuid, facts: &JobFacts) -> StoreResult<(
     Ok(())
 }
 
+/// Where a job's expansion has got to (`jobs.expand_position`): the index of the selected group
+/// being read (in the request's order) and the directory's `@odata.nextLink` to that group's
+/// next page of members (`None`: the group's first page).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpandPosition {
+    pub group: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+impl ExpandPosition {
+    /// The stored position of `job` (the start when none is stored).
+    pub fn of(job: &job::Model) -> ExpandPosition {
+        job.expand_position
+            .as_ref()
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    /// The position after a page of group `group` whose next page is `next` (`None`: the
+    /// group's last page, so the next group's start).
+    pub fn after_page(group: usize, next: Option<String>) -> ExpandPosition {
+        match next {
+            Some(link) => ExpandPosition {
+                group,
+                next: Some(link),
+            },
+            None => ExpandPosition {
+                group: group + 1,
+                next: None,
+            },
+        }
+    }
+}
+
+/// A stored page's mark: the expansion's position after it and the expander's renewed lease.
+#[derive(Debug, Clone)]
+pub struct PageMark {
+    pub position: ExpandPosition,
+    pub lease_until: DateTime<Utc>,
+}
+
+/// Take the job's expansion for `owner` until `until`, unless another step holds it and its
+/// lease has not run out (or the job is expanded already). One expander at a time: repeated
+/// `Run` messages (orphan recovery, the reconciler, a lane noticing a dead expander) never read
+/// the same pages side by side. Returns whether `owner` holds it now.
+pub async fn claim_expansion(
+    db: &Db,
+    job_id: Uuid,
+    owner: &str,
+    until: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let taken = job::Entity::update_many()
+        .col_expr(job::Column::ExpandOwner, Expr::value(owner))
+        .col_expr(job::Column::ExpandUntil, Expr::value(until))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::ExpandedAt.is_null())
+        .filter(
+            job::Column::ExpandUntil
+                .is_null()
+                .or(job::Column::ExpandUntil.lt(now()))
+                .or(job::Column::ExpandOwner.eq(owner)),
+        )
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(taken == 1)
+}
+
+/// Whether the job still needs expanding and nobody holds its expansion (never started, or its
+/// expander's lease ran out: it died).
+pub fn expansion_abandoned(job: &job::Model) -> bool {
+    job.expanded_at.is_none() && job.expand_until.is_none_or(|until| until < now())
+}
+
 /// Insert expanded members as items with `status` (pending; succeeded for an export). A member
 /// already in the job (from another selected group, or from an earlier delivery of the same
-/// expansion) is not inserted again. Returns how many were new; the job's counters move with
-/// them in the same transaction.
+/// expansion) is not inserted again. Returns how many were new; the job's counters — and, when
+/// given, the expansion's position after this page with its renewed lease — move with them in
+/// the same transaction, so a crash never loses a stored page's place.
 pub async fn insert_items(
     db: &Db,
     job_id: Uuid,
     run_no: i32,
     items: Vec<NewItem>,
     status: ItemStatus,
+    mark: Option<&PageMark>,
 ) -> StoreResult<u64> {
+    let mark = match mark {
+        Some(m) => Some((
+            serde_json::to_value(&m.position).map_err(|e| StoreError::Invalid(e.to_string()))?,
+            m.lease_until,
+        )),
+        None => None,
+    };
+    let store_mark = |mark: (Value, DateTime<Utc>)| {
+        job::Entity::update_many()
+            .col_expr(job::Column::ExpandPosition, Expr::value(mark.0))
+            .col_expr(job::Column::ExpandUntil, Expr::value(mark.1))
+            .filter(job::Column::Id.eq(job_id))
+    };
     if items.is_empty() {
+        if let Some(mark) = mark {
+            store_mark(mark).exec(db).await?;
+        }
         return Ok(0);
     }
     let t = now();
@@ -148,6 +242,9 @@ pub async fn insert_items(
     );
     let txn = db.begin().await?;
     let inserted = txn.execute(&insert).await?.rows_affected();
+    if let Some(mark) = mark {
+        store_mark(mark).exec(&txn).await?;
+    }
     if inserted > 0 {
         let n = inserted as i64;
         let mut update = job::Entity::update_many()
@@ -181,6 +278,14 @@ pub async fn mark_expanded(db: &Db, job_id: Uuid) -> StoreResult<()> {
     let t = now();
     job::Entity::update_many()
         .col_expr(job::Column::ExpandedAt, Expr::value(t))
+        .col_expr(
+            job::Column::ExpandOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            job::Column::ExpandUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
         .col_expr(job::Column::UpdatedAt, Expr::value(t))
         .filter(job::Column::Id.eq(job_id))
         .exec(db)

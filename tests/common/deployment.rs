@@ -1,0 +1,274 @@
+//! A production deployment of licensor as separate processes — `serve --no-worker` and
+//! workers of the real binary on PostgreSQL + Redis — for tests that kill, stop or starve its
+//! parts.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use graph_emulator::{ENTERPRISEPACK_SKU_ID, EmulatorHandle};
+use serde_json::{Value, json};
+
+use super::{PgDatabase, Processes, RedisNamespace};
+
+/// A production deployment of licensor (processes) on this test's own PostgreSQL database and
+/// Redis namespace, with one tenant pointed at `emulator`.
+pub struct Deployment {
+    pub url: String,
+    pub token: String,
+    pub env: Vec<(String, String)>,
+    pub procs: Processes,
+    pub redis: RedisNamespace,
+    _pg: Option<PgDatabase>,
+    _data: tempfile::TempDir,
+}
+
+/// Where a [`Deployment`] keeps its data.
+pub struct Services {
+    /// `postgres://…` of a database the deployment may use as its own.
+    pub database_url: String,
+    /// The Redis server and the key namespace (queue name) the deployment uses.
+    pub redis: RedisNamespace,
+}
+
+impl Deployment {
+    /// A deployment on a fresh database of the test PostgreSQL and a namespace of the test
+    /// Redis; `None` where those are not configured (outside CI).
+    pub async fn start(emulator: &EmulatorHandle, workers: usize) -> Option<Deployment> {
+        let pg = PgDatabase::create(&crate::common::postgres_url()?).await;
+        let services = Services {
+            database_url: pg.url.clone(),
+            redis: RedisNamespace::new(&crate::common::redis_url()?),
+        };
+        let mut d = Self::start_on(emulator, workers, services, &[]).await;
+        d._pg = Some(pg);
+        Some(d)
+    }
+
+    /// A deployment on `services`, with `extra` environment variables over the test defaults
+    /// (short heartbeats, leases and reconcile intervals).
+    pub async fn start_on(
+        emulator: &EmulatorHandle,
+        workers: usize,
+        services: Services,
+        extra: &[(&str, &str)],
+    ) -> Deployment {
+        let redis = services.redis;
+        let data = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let env: Vec<(String, String)> = [
+            ("LICENSOR_DATA_DIR", data.path().display().to_string()),
+            ("LICENSOR_LISTEN", format!("127.0.0.1:{port}")),
+            ("LICENSOR_DATABASE_URL", services.database_url.clone()),
+            ("LICENSOR_QUEUE_URL", redis.url.clone()),
+            ("LICENSOR_QUEUE_NAME", redis.prefix.clone()),
+            ("LICENSOR_SECRET_KEY", super::SECRET_KEY.to_owned()),
+            ("LICENSOR_LOG", "warn".to_owned()),
+            ("LICENSOR_WORKER__HEARTBEAT_SECS", "1".to_owned()),
+            ("LICENSOR_WORKER__MISSED_HEARTBEATS", "2".to_owned()),
+            ("LICENSOR_WORKER__SHUTDOWN_GRACE_SECS", "5".to_owned()),
+            ("LICENSOR_JOBS__LEASE_SECS", "5".to_owned()),
+            ("LICENSOR_JOBS__STALL_SECS", "5".to_owned()),
+            ("LICENSOR_SWEEPS__RECONCILE", "*/2 * * * * *".to_owned()),
+            ("LICENSOR_API__RATE_LIMIT_PER_SECOND", "0".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+        .chain(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .collect();
+        let mut d = Deployment {
+            url: format!("http://127.0.0.1:{port}"),
+            token: String::new(),
+            env,
+            procs: Processes(Vec::new()),
+            redis,
+            _pg: None,
+            _data: data,
+        };
+        d.run(&["migrate"], &[]);
+        d.run(
+            &[
+                "tenant",
+                "create",
+                "--name",
+                "contoso",
+                "--directory-url",
+                &emulator.base_url(),
+                "--directory-tenant-id",
+                &emulator.directory_tenant_id(),
+                "--client-id",
+                &emulator.client_id(),
+                "--client-secret-env",
+                "DIRECTORY_SECRET",
+            ],
+            &[("DIRECTORY_SECRET", &emulator.client_secret())],
+        );
+        d.token = d
+            .run(
+                &["token", "create", "--tenant", "contoso", "--role", "admin"],
+                &[],
+            )
+            .trim()
+            .to_owned();
+        d.spawn(&["serve", "--no-worker"]);
+        for _ in 0..workers {
+            d.spawn(&["worker"]);
+        }
+        d.wait_ready().await;
+        d
+    }
+
+    /// Wait until the API answers `/readyz` with 200.
+    pub async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http
+            .get(format!("{}/readyz", self.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "licensor did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_licensor"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> String {
+        let out = self
+            .command()
+            .args(args)
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "licensor {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Start a process; returns its index.
+    pub fn spawn(&mut self, args: &[&str]) -> usize {
+        let child = self
+            .command()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.procs.0.push(child);
+        self.procs.0.len() - 1
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("{}/v1/jobs/{id}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn submit_assign(&self) -> String {
+        let http = reqwest::Client::new();
+        let groups: Value = http
+            .get(format!("{}/v1/directory/groups?search=All", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let resp = http
+            .post(format!("{}/v1/jobs", self.url))
+            .bearer_auth(&self.token)
+            .json(&json!({"kind": "assign", "groups": [groups["data"][0]["id"]], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        let job: Value = resp.json().await.unwrap();
+        job["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Wait until the job has at least `done` members done.
+    pub async fn wait_progress(&self, id: &str, done: i64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let job = self.job(id).await;
+            if job["progress"]["succeeded"].as_i64().unwrap_or(0) >= done {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no progress: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_end(&self, id: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let job = self.job(id).await;
+            if !matches!(job["status"].as_str(), Some("queued" | "running")) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job not done after {secs} s: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+pub async fn stats(emulator: &EmulatorHandle) -> Value {
+    reqwest::get(format!("{}/_emulator/stats", emulator.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Every member holds the license, and none was written twice.
+pub async fn assert_all_assigned_once(emulator: &EmulatorHandle, job: &Value, members: u64) {
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(
+        job["progress"]["succeeded"].as_u64(),
+        Some(members),
+        "{job}"
+    );
+    let stats = stats(emulator).await;
+    let consumed = stats["skus"][0]["consumedUnits"].as_u64().unwrap();
+    assert_eq!(consumed, members, "every member assigned: {stats}");
+    assert_eq!(
+        stats["successful_writes"].as_u64(),
+        Some(members),
+        "{stats}"
+    );
+    assert!(
+        stats["writes_per_user_max"].as_u64().unwrap() <= 1,
+        "no member written twice: {stats}"
+    );
+}

@@ -1,0 +1,434 @@
+//! licensor's parts failing under it: PostgreSQL stopped or restarted mid-job, Redis restarted
+//! empty mid-job, a worker stopped with a grace period too short for its work, and a queue that
+//! must not grow with the jobs it has run.
+//!
+//! The tests that stop a server start their own (tests/common/servers.rs: `initdb` + `pg_ctl`,
+//! `redis-server`, on free ports), so the shared PostgreSQL and Redis other tests use are never
+//! disturbed. They run the real binary as separate processes (tests/common/deployment.rs).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::deployment::{Deployment, Services, assert_all_assigned_once, stats};
+use common::servers::{OwnPostgres, OwnRedis};
+use common::{Backend, PgDatabase, RedisNamespace, TestApp};
+use graph_emulator::{ENTERPRISEPACK_SKU_ID, EmulatorConfig, EmulatorHandle, Faults, Scenario};
+use licensor::Roles;
+use serde_json::{Value, json};
+
+/// A directory of `members` users in one group, answering after `latency_ms`.
+async fn directory(members: usize, latency_ms: u64) -> EmulatorHandle {
+    directory_with(members, latency_ms, 0).await
+}
+
+async fn directory_with(members: usize, latency_ms: u64, jitter_ms: u64) -> EmulatorHandle {
+    graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::simple(51, members, (members * 2) as u32)),
+        faults: Faults {
+            latency_ms,
+            jitter_ms,
+            ..Faults::unthrottled()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Whether the services these tests use are configured (CI requires them).
+fn services_configured() -> bool {
+    common::postgres_url().is_some() && common::redis_url().is_some()
+}
+
+async fn succeeded(d: &Deployment, id: &str) -> Option<i64> {
+    d.job(id).await["progress"]["succeeded"].as_i64()
+}
+
+/// Wait until the job has more than `than` members succeeded; returns how long that took.
+async fn wait_beyond(d: &Deployment, id: &str, than: i64, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if succeeded(d, id).await.is_some_and(|n| n > than) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no progress beyond {than} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn timed_get(url: &str, token: &str) -> (u16, Value, Duration) {
+    let start = Instant::now();
+    let resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(40))
+        .send()
+        .await
+        .expect("the API answers");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, body, start.elapsed())
+}
+
+/// PostgreSQL goes away for `down` in the middle of a 20,000-member job on two workers: the API
+/// answers 503 `database_unavailable` within 2 s and `/readyz` 503 within 1 s; the workers stop
+/// writing to the directory once the chunks in flight are written, keep those outcomes until
+/// they can be recorded, go on within 5 s of PostgreSQL's return, and every member ends
+/// assigned, written once.
+async fn postgres_outage(down: Duration) {
+    if !services_configured() {
+        return;
+    }
+    const MEMBERS: u64 = 20_000;
+    let emulator = directory(MEMBERS as usize, 20).await;
+    let pg = OwnPostgres::start();
+    let services = Services {
+        database_url: pg.url(),
+        redis: RedisNamespace::new(&common::redis_url().unwrap()),
+    };
+    let d = Deployment::start_on(&emulator, 2, services, &[]).await;
+    let id = d.submit_assign().await;
+    d.wait_progress(&id, 1_000).await;
+
+    pg.stop_server();
+    let stopped = Instant::now();
+    let jobs_url = format!("{}/v1/jobs", d.url);
+    for _ in 0..3 {
+        let (status, body, took) = timed_get(&jobs_url, &d.token).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["code"], "database_unavailable", "{body}");
+        assert!(took <= Duration::from_secs(2), "GET /v1/jobs took {took:?}");
+    }
+    let (status, body, took) = timed_get(&format!("{}/readyz", d.url), &d.token).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(took <= Duration::from_secs(1), "/readyz took {took:?}");
+
+    // The chunks in flight when PostgreSQL went away are written; nothing after them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = stats(&emulator).await["successful_writes"]
+        .as_u64()
+        .unwrap();
+    tokio::time::sleep(down.saturating_sub(stopped.elapsed())).await;
+    let before_return = stats(&emulator).await["successful_writes"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        before_return, settled,
+        "no directory writes while the outcomes cannot be recorded"
+    );
+
+    pg.start_server();
+    // Every member written while PostgreSQL was away was kept and is recorded as soon as it is
+    // back: nothing is written twice, and work goes on within 5 s.
+    let resumed = wait_beyond(
+        &d,
+        &id,
+        settled.min(MEMBERS - 1) as i64,
+        Duration::from_secs(30),
+    )
+    .await;
+    eprintln!(
+        "postgres down {down:?}: {settled} members written before the outage settled, all recorded and work going on {resumed:?} after its return"
+    );
+    assert!(
+        resumed <= Duration::from_secs(5),
+        "work resumed {resumed:?} after PostgreSQL returned"
+    );
+    let job = d.wait_end(&id, 180).await;
+    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    drop(d);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarted_mid_job() {
+    postgres_outage(Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_down_60s_mid_job() {
+    postgres_outage(Duration::from_secs(60)).await;
+}
+
+/// Redis restarts empty in the middle of a 5,000-member job (every queued message lost): the
+/// workers queue the active jobs again as soon as it answers, progress resumes within 5 s of
+/// its return, and every member ends assigned, written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarted_mid_job() {
+    if !services_configured() {
+        return;
+    }
+    let emulator = directory(5_000, 15).await;
+    let mut redis = OwnRedis::start();
+    let pg = PgDatabase::create(&common::postgres_url().unwrap()).await;
+    let services = Services {
+        database_url: pg.url.clone(),
+        redis: RedisNamespace::new(&redis.url()),
+    };
+    let d = Deployment::start_on(&emulator, 2, services, &[]).await;
+    let id = d.submit_assign().await;
+    d.wait_progress(&id, 1_000).await;
+    redis.kill_server();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let done = succeeded(&d, &id).await.unwrap();
+    redis.start_server();
+    if done < 5_000 {
+        let resumed = wait_beyond(&d, &id, done, Duration::from_secs(60)).await;
+        eprintln!("redis restarted: progress again {resumed:?} after its return");
+        assert!(
+            resumed <= Duration::from_secs(5),
+            "work resumed {resumed:?} after Redis returned"
+        );
+    }
+    let job = d.wait_end(&id, 120).await;
+    assert_all_assigned_once(&emulator, &job, 5_000).await;
+    drop(d);
+    drop(pg);
+    emulator.shutdown().await;
+}
+
+/// A worker told to stop (SIGTERM) whose chunk outlasts its grace period releases the members it
+/// holds before it exits: another worker takes them at once, not after the 60 s lease, and the
+/// job ends with every member assigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_with_short_grace_releases_members() {
+    if !services_configured() {
+        return;
+    }
+    const MEMBERS: u64 = 2_000;
+    const CHUNK: u64 = 500;
+    // Each $batch takes 2 s: a chunk of 500 (25 $batches, 16 in flight) takes about 4 s.
+    let emulator = directory(MEMBERS as usize, 2_000).await;
+    let Some(pg_url) = common::postgres_url() else {
+        return;
+    };
+    let pg = PgDatabase::create(&pg_url).await;
+    let services = Services {
+        database_url: pg.url.clone(),
+        redis: RedisNamespace::new(&common::redis_url().unwrap()),
+    };
+    let mut d = Deployment::start_on(
+        &emulator,
+        1,
+        services,
+        &[
+            ("LICENSOR_WORKER__SHUTDOWN_GRACE_SECS", "1"),
+            ("LICENSOR_JOBS__LEASE_SECS", "60"),
+            ("LICENSOR_JOBS__STALL_SECS", "60"),
+            ("LICENSOR_JOBS__CHUNK_SIZE", &CHUNK.to_string()),
+            ("LICENSOR_LOG", "info"),
+        ],
+    )
+    .await;
+    let id = d.submit_assign().await;
+    // Wait until the worker holds members (expanded, first chunk in flight).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.job(&id).await["progress"]["total"].as_u64() != Some(MEMBERS) {
+        assert!(Instant::now() < deadline, "job never expanded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let worker = &mut d.procs.0[1];
+    let pid = worker.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exited = worker.wait().unwrap();
+    assert!(exited.success(), "the worker exits cleanly: {exited:?}");
+    let stopped = Instant::now();
+    let done = succeeded(&d, &id).await.unwrap();
+    d.spawn(&["worker"]);
+    let job = d.wait_end(&id, 120).await;
+    let took = stopped.elapsed();
+    eprintln!("sigterm with 1 s grace: {done} done at exit; job finished {took:?} later");
+    assert!(
+        took < Duration::from_secs(40),
+        "the members the stopped worker held were taken over at once, not after the lease: {took:?}"
+    );
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(
+        job["progress"]["succeeded"].as_u64(),
+        Some(MEMBERS),
+        "{job}"
+    );
+    let s = stats(&emulator).await;
+    assert_eq!(
+        s["skus"][0]["consumedUnits"].as_u64(),
+        Some(MEMBERS),
+        "every member assigned: {s}"
+    );
+    drop(d);
+    drop(pg);
+    emulator.shutdown().await;
+}
+
+/// Keys and bytes of a Redis namespace.
+fn footprint(ns: &RedisNamespace) -> (usize, u64) {
+    let client = redis::Client::open(ns.url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let keys = ns.keys();
+    let bytes = keys
+        .iter()
+        .map(|k| {
+            redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(k)
+                .query::<Option<u64>>(&mut conn)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        })
+        .sum();
+    (keys.len(), bytes)
+}
+
+/// Wait until the namespace stops changing (finished tasks tidied away).
+async fn settled_footprint(ns: &RedisNamespace) -> (usize, u64) {
+    let mut last = footprint(ns);
+    loop {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let now = footprint(ns);
+        if now.0 == last.0 {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// 1,000 jobs of 100 members on Redis: once they are done, the queue's namespace holds as many
+/// keys and bytes as after the first job (finished tasks acknowledged and removed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_stays_small_postgres_redis() {
+    let emulator = directory(100, 0).await;
+    let Some(app) = TestApp::start_with(Backend::Production, Roles::ALL, "").await else {
+        return;
+    };
+    let tenant = app.tenant("contoso").await;
+    app.connect_directory(tenant.id, &emulator).await;
+    let group = app.group_id(&tenant.admin, "All Users").await;
+    let body = json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"});
+    let submit = || async {
+        let resp = app
+            .post("/v1/jobs", &tenant.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        resp.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = submit().await;
+    let job = app.wait_for_job(&tenant.admin, &first, 60).await;
+    assert_eq!(job["status"], "finished", "{job}");
+    let ns = app.data.redis.as_ref().unwrap();
+    let after_first = settled_footprint(ns).await;
+
+    let mut ids = Vec::new();
+    for _ in 1..1_000 {
+        ids.push(submit().await);
+    }
+    for id in &ids {
+        let job = app.wait_for_job(&tenant.admin, id, 300).await;
+        assert_eq!(job["status"], "finished", "{job}");
+    }
+    let after_last = settled_footprint(ns).await;
+    eprintln!(
+        "queue namespace after the first job: {} keys, {} bytes; after 1,000 jobs: {} keys, {} bytes",
+        after_first.0, after_first.1, after_last.0, after_last.1
+    );
+    assert!(
+        after_last.0 <= after_first.0 + 1,
+        "keys grew: {after_first:?} → {after_last:?}: {:?}",
+        ns.keys()
+    );
+    assert!(
+        after_last.1 <= after_first.1 + 4_096,
+        "bytes grew: {after_first:?} → {after_last:?}"
+    );
+    app.stop().await;
+    emulator.shutdown().await;
+}
+
+/// Workers killed with SIGKILL every 10 s — all of them while the groups are read, then one at a
+/// time — with a directory answering in 500 ± 100 ms, for a 20,000-member job: the job finishes
+/// while the kills go on, an expansion that died goes on from the page after the last one stored (no page of
+/// members is read more than twice), and every member ends assigned, written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_killed_during_slow_expansion_postgres_redis() {
+    const MEMBERS: u64 = 20_000;
+    let emulator = directory_with(MEMBERS as usize, 500, 100).await;
+    let Some(mut d) = Deployment::start(&emulator, 3).await else {
+        return;
+    };
+    let id = d.submit_assign().await;
+    let started = Instant::now();
+    let mut ticks = 0;
+    let mut kills = 0;
+    let mut kills_while_expanding = 0;
+    let mut workers: Vec<usize> = vec![1, 2, 3]; // procs[0] is the API
+    let job = loop {
+        let job = d.job(&id).await;
+        // While members are read the job says so.
+        let expanding = job["expanding"] == true;
+        if !matches!(job["status"].as_str(), Some("queued" | "running")) {
+            break job;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "the job did not finish while workers were killed: {job}"
+        );
+        if started.elapsed() >= Duration::from_secs(10 * (ticks + 1)) {
+            ticks += 1;
+            // While the groups are read every worker dies, the one expanding too; after that,
+            // one at a time.
+            let victims: Vec<usize> = if expanding {
+                std::mem::take(&mut workers)
+            } else {
+                vec![workers.remove(0)]
+            };
+            for v in victims {
+                let pid = d.procs.0[v].id().to_string();
+                std::process::Command::new("kill")
+                    .args(["-9", &pid])
+                    .status()
+                    .unwrap();
+                let _ = d.procs.0[v].wait();
+                kills += 1;
+                if expanding {
+                    kills_while_expanding += 1;
+                }
+                workers.push(d.spawn(&["worker"]));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let s = stats(&emulator).await;
+    eprintln!(
+        "{kills} workers killed ({kills_while_expanding} while members were read); job finished in {:?}; member pages read {} (most reads of one page: {})",
+        started.elapsed(),
+        s["member_pages_read"],
+        s["member_page_reads_max"]
+    );
+    assert!(
+        kills_while_expanding >= 3,
+        "every worker was killed at least once while members were read"
+    );
+    assert!(
+        s["member_page_reads_max"].as_u64().unwrap() <= 2,
+        "no page of members read more than twice: {s}"
+    );
+    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    drop(d);
+    emulator.shutdown().await;
+}
