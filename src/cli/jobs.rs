@@ -797,6 +797,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_job_reading_members_never_looks_complete() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "id": "01a22a68-dd89-74b0-8546-e07d77b2721e",
+            "kind": "assign",
+            "status": "running",
+            "expanding": true,
+            "progress": {"total": 34965, "succeeded": 34965, "failed": 0, "skipped": 0},
+            "runs": 1,
+            "groups": [],
+            "created_at": "2026-11-30T03:04:05Z",
+            "error": null
+        }))
+        .unwrap();
+        let line = job.line();
+        assert!(line.contains("reading members: 34,965 so far"), "{line}");
+        assert!(!line.contains("of 34965 done"), "{line}");
+        assert_eq!(group_digits(999), "999");
+        assert_eq!(group_digits(1_000_000), "1,000,000");
+    }
+
+    #[test]
     fn expiry_in_days_weeks_or_months() {
         let e = |value, unit| Ok(ExpiresIn { value, unit });
         assert_eq!(parse_expires_in("30d"), e(30, ExpiryUnit::Days));

@@ -104,8 +104,12 @@ export function num(n) {
   return typeof n === 'number' ? fmt().number.format(n) : '—';
 }
 
-/** A job's progress: a stacked bar (succeeded, skipped, failed) and its counts. */
-export function progressBar(progress, { compact = false } = {}) {
+/**
+ * A job's progress: a stacked bar (succeeded, skipped, failed) and its counts. While the job
+ * still reads its groups (`expanding`), the total is only what was read so far: the counts say
+ * so instead of "N / N", so the job never looks complete.
+ */
+export function progressBar(progress, { compact = false, expanding = false } = {}) {
   const p = progress || { total: 0, succeeded: 0, failed: 0, skipped: 0, pending: 0 };
   const total = p.total || 0;
   const done = p.succeeded + p.failed + p.skipped;
@@ -127,7 +131,9 @@ export function progressBar(progress, { compact = false } = {}) {
     h('span', { class: 'count count-succeeded', title: t('item.succeeded') }, h('i', { 'aria-hidden': 'true' }), t('progress.succeeded', { n: num(p.succeeded) })),
     h('span', { class: 'count count-failed', title: t('item.failed') }, h('i', { 'aria-hidden': 'true' }), t('progress.failed', { n: num(p.failed) })),
     h('span', { class: 'count count-skipped', title: t('item.skipped') }, h('i', { 'aria-hidden': 'true' }), t('progress.skipped', { n: num(p.skipped) })),
-    h('span', { class: 'count count-total' }, total ? `${num(done)} / ${num(total)}` : t('progress.none')),
+    h('span', { class: 'count count-total' },
+      expanding ? t('progress.reading', { n: num(total) })
+        : total ? `${num(done)} / ${num(total)}` : t('progress.none')),
   );
   return h('div', { class: compact ? 'progress-wrap compact' : 'progress-wrap' }, bar, counts);
 }

@@ -217,7 +217,7 @@ export function jobView(container, ctx, id) {
         h('strong', {}, t('job.couldNotRun')),
         h('p', {}, job.error.detail || ''),
         h('p', { class: 'muted small' }, t('common.code', { code: job.error.code }))) : null,
-      progressBar(job.progress),
+      progressBar(job.progress, { expanding: job.expanding }),
       h('dl', { class: 'facts' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
     );
   }

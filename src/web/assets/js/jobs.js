@@ -230,7 +230,7 @@ export function jobsView(container, ctx, params) {
       h('td', { class: 'col-status', 'data-label': t('jobs.col.status') }, statusBadge(job.status),
         job.runs > 1 ? h('span', { class: 'runs-note muted small' }, t('jobs.run', { n: job.runs })) : null,
         job.error ? h('code', { class: 'job-error-code small', title: job.error.detail || '' }, job.error.code) : null),
-      h('td', { class: 'col-progress', 'data-label': t('jobs.col.progress') }, progressBar(job.progress, { compact: true })),
+      h('td', { class: 'col-progress', 'data-label': t('jobs.col.progress') }, progressBar(job.progress, { compact: true, expanding: job.expanding })),
       h('td', { class: 'col-by', 'data-label': t('jobs.col.createdBy') }, createdBy(job)),
       h('td', { class: 'col-time col-created', 'data-label': t('jobs.col.created') }, when(job.created_at)),
       h('td', { class: 'col-time col-started', 'data-label': t('jobs.col.started') }, when(job.started_at)),
