@@ -195,7 +195,7 @@ async fn redis_restarted_mid_job() {
 /// holds before it exits: another worker takes them at once, not after the 60 s lease, and the
 /// job ends with every member assigned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigterm_with_short_grace_releases_members() {
+async fn sigterm_with_short_grace_releases_members_postgres_redis() {
     if !services_configured() {
         return;
     }
