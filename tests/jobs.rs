@@ -827,6 +827,56 @@ async fn bad_requests_change_nothing(backend: Backend) {
             .unwrap();
         expect_problem(resp, status, code).await;
     }
+    // Fault 3: a disabled plan that is not part of its SKU is refused as a whole, naming the
+    // plan and the SKU; so is a SKU both added and removed.
+    let summary: Value = s
+        .http
+        .get(format!("{}/_emulator/scenario", s.emulator.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let plans = |sku: &str| -> Vec<String> {
+        summary["skus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["skuId"] == sku)
+            .unwrap()["servicePlans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["servicePlanId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let ep_plans = plans(ENTERPRISEPACK_SKU_ID);
+    let e5_only = plans(SPE_E5_SKU_ID)
+        .into_iter()
+        .find(|p| !ep_plans.contains(p))
+        .expect("an SPE_E5-only plan");
+    let resp = s
+        .app
+        .post("/v1/jobs", &s.admin)
+        .json(&json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID, "disabled_plans": [e5_only]}]}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(resp, 422, "plan_not_in_sku").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&e5_only) && detail.contains("ENTERPRISEPACK"),
+        "{detail}"
+    );
+    let resp = s
+        .app
+        .post("/v1/jobs", &s.admin)
+        .json(&json!({"kind": "replace", "groups": [sales], "add_licenses": e5, "remove_licenses": [SPE_E5_SKU_ID]}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 422, "duplicate_license").await;
     let many: Vec<String> = (0..101)
         .map(|i| format!("00000000-0000-0000-0000-{i:012}"))
         .collect();
@@ -1281,7 +1331,6 @@ async fn undo_restores_members_as_they_were(backend: Backend) {
         return;
     };
     let staff = s.app.group_id(&s.admin, "Staff").await;
-    // Some members hold E5 directly with a plan disabled before the job.
     let users: Value = s
         .http
         .get(format!(
