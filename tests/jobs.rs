@@ -164,7 +164,9 @@ impl Setup {
     }
 
     async fn job(&self, id: &str) -> Value {
-        self.app.get_json(&format!("/v1/jobs/{id}"), &self.viewer).await
+        self.app
+            .get_json(&format!("/v1/jobs/{id}"), &self.viewer)
+            .await
     }
 
     /// The emulator's view of a user.
@@ -1093,8 +1095,16 @@ async fn rerun_of_a_replace_reads_members_afresh(backend: Backend) {
     assert_eq!(resp.status().as_u16(), 202);
     let job = s.wait(&id).await;
     assert_eq!(job["status"], "finished_with_exception", "{job}");
-    assert_eq!(job["progress"]["succeeded"].as_u64().unwrap(), succeeded + 40, "{job}");
-    assert_eq!(job["progress"]["failed"].as_u64().unwrap(), failed - 40, "{job}");
+    assert_eq!(
+        job["progress"]["succeeded"].as_u64().unwrap(),
+        succeeded + 40,
+        "{job}"
+    );
+    assert_eq!(
+        job["progress"]["failed"].as_u64().unwrap(),
+        failed - 40,
+        "{job}"
+    );
     let stats = s.stats().await;
     let e5 = stats["skus"]
         .as_array()
@@ -1130,7 +1140,10 @@ async fn expiry_removal_after_part_was_removed(backend: Backend) {
     let job = s
         .run(json!({"kind": "remove", "groups": [sales], "remove_licenses": [SPE_E5_SKU_ID]}))
         .await;
-    assert!(job["progress"]["succeeded"].as_u64().unwrap() > 200, "{job}");
+    assert!(
+        job["progress"]["succeeded"].as_u64().unwrap() > 200,
+        "{job}"
+    );
     job_item::Entity::update_many()
         .col_expr(
             job_item::Column::DueAt,
@@ -1164,7 +1177,10 @@ async fn expiry_removal_after_part_was_removed(backend: Backend) {
         assert!(!holds(&user, ENTERPRISEPACK_SKU_ID).0, "{user}");
         let note = item["note"].as_str().unwrap_or_default();
         assert!(note.contains(SPE_E5_SKU_ID), "{item}");
-        assert!(note.contains("verified"), "an expiry removal verifies: {item}");
+        assert!(
+            note.contains("verified"),
+            "an expiry removal verifies: {item}"
+        );
     }
     s.finish().await;
 }
@@ -1229,7 +1245,10 @@ async fn members_changed_during_a_slow_job(backend: Backend) {
             .await;
     }
     let j = s.job(&id).await;
-    assert!(j["progress"]["pending"].as_u64().unwrap() > 30, "too late: {j}");
+    assert!(
+        j["progress"]["pending"].as_u64().unwrap() > 30,
+        "too late: {j}"
+    );
     s.faults(json!({})).await;
     let j = s.wait(&id).await;
     assert_eq!(j["status"], "finished_with_exception", "{j}");
@@ -1351,7 +1370,10 @@ async fn undo_restores_members_as_they_were(backend: Backend) {
         .collect();
     let mut before: HashMap<String, Value> = HashMap::new();
     for id in &ids {
-        before.insert(id.clone(), s.user(id).await["licenseAssignmentStates"].clone());
+        before.insert(
+            id.clone(),
+            s.user(id).await["licenseAssignmentStates"].clone(),
+        );
     }
     let job = s
         .run(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}, {"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE"}))
@@ -1416,7 +1438,10 @@ async fn undo_restores_members_as_they_were(backend: Backend) {
     let undo: Value = resp.json().await.unwrap();
     assert_eq!(undo["parent_job_id"], id.as_str());
     assert_eq!(undo["request"]["undo_of"], id.as_str());
-    assert_eq!(undo["progress"]["total"].as_u64().unwrap() as usize, changes.len());
+    assert_eq!(
+        undo["progress"]["total"].as_u64().unwrap() as usize,
+        changes.len()
+    );
     let undo_id = undo["id"].as_str().unwrap().to_owned();
     let undo = s.wait(&undo_id).await;
     assert_eq!(undo["status"], "finished", "{undo}");
@@ -1436,13 +1461,21 @@ async fn undo_restores_members_as_they_were(backend: Backend) {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|l| (l["skuId"].clone(), l["assignedByGroup"].clone(), l["disabledPlans"].clone()))
+                    .map(|l| (
+                        l["skuId"].clone(),
+                        l["assignedByGroup"].clone(),
+                        l["disabledPlans"].clone()
+                    ))
                     .collect::<Vec<_>>(),
                 before[user_id]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|l| (l["skuId"].clone(), l["assignedByGroup"].clone(), l["disabledPlans"].clone()))
+                    .map(|l| (
+                        l["skuId"].clone(),
+                        l["assignedByGroup"].clone(),
+                        l["disabledPlans"].clone()
+                    ))
                     .collect::<Vec<_>>(),
                 "{user_id}"
             );

@@ -551,7 +551,9 @@ impl Held {
     }
 
     /// The direct licenses in the shape of the change ledger.
-    fn ledger(list: &serde_json::Value) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    fn ledger(
+        list: &serde_json::Value,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
         list.as_array()
             .into_iter()
             .flatten()
@@ -651,7 +653,10 @@ impl TestApp {
         for item in &items {
             let status = item["status"].as_str().unwrap_or_default();
             let code = item["error"]["code"].as_str().unwrap_or_default();
-            assert_ne!(status, "pending", "job {job_id} ended with a pending item: {item}");
+            assert_ne!(
+                status, "pending",
+                "job {job_id} ended with a pending item: {item}"
+            );
             if code == "cancelled" {
                 continue;
             }
@@ -679,7 +684,9 @@ impl TestApp {
                     ("skipped", "changed_since") => {
                         assert_ne!(held.direct, after, "not changed since: {}", why())
                     }
-                    ("failed", _) => assert_ne!(held.direct, before, "failed but restored: {}", why()),
+                    ("failed", _) => {
+                        assert_ne!(held.direct, before, "failed but restored: {}", why())
+                    }
                     _ => panic!("unexpected outcome: {}", why()),
                 }
                 continue;
@@ -688,12 +695,9 @@ impl TestApp {
                 .iter()
                 .all(|(sku, plans)| held.direct.get(sku) == Some(plans));
             let removes_gone_direct = removes.iter().all(|r| !held.direct.contains_key(r));
-            let removes_gone = removes_gone_direct
-                && removes.iter().all(|r| !held.inherited.contains(r));
-            let only_adds_direct = held
-                .direct
-                .keys()
-                .all(|k| adds.iter().any(|(a, _)| a == k));
+            let removes_gone =
+                removes_gone_direct && removes.iter().all(|r| !held.inherited.contains(r));
+            let only_adds_direct = held.direct.keys().all(|k| adds.iter().any(|(a, _)| a == k));
             let done = match kind.as_str() {
                 "assign" => adds_held,
                 "remove" => removes_gone_direct,
@@ -715,7 +719,11 @@ impl TestApp {
                         "remove" => removes_gone,
                         _ => done && removes_gone,
                     };
-                    assert!(!fully, "failed ({code}) but the directory has it done: {}", why());
+                    assert!(
+                        !fully,
+                        "failed ({code}) but the directory has it done: {}",
+                        why()
+                    );
                 }
                 _ => panic!("unexpected outcome: {}", why()),
             }

@@ -19,8 +19,8 @@ use licensor_core::directory::{
 };
 use licensor_core::domain::{ItemStatus, JobKind, JobStatus};
 use licensor_core::entities::{job, job_item};
-use licensor_core::jobs::pipeline::{self, NewItem, Outcome};
 use licensor_core::jobs::codes;
+use licensor_core::jobs::pipeline::{self, NewItem, Outcome};
 use licensor_core::jobs::plan::{self, Change, Decision, Snapshot, UndoTarget};
 use licensor_core::jobs::{GroupRef, JobFacts, JobRequest, SkuRef};
 use licensor_core::queue::Message;

@@ -301,7 +301,10 @@ impl DirectoryClient {
                 }
                 let retry_after = header_ci(&response["headers"], "retry-after")
                     .and_then(|v| parse_retry_after(Some(&v)));
-                (i, Err(classify_value(status, &response["body"], retry_after)))
+                (
+                    i,
+                    Err(classify_value(status, &response["body"], retry_after)),
+                )
             })
             .collect()
     }

@@ -130,7 +130,8 @@ const REPORT_COLUMNS: &[&str] = &[
 /// job's write (`skuId` or `skuId[without plan;plan]`, space-separated), and `verified` /
 /// `drifted` / empty.
 fn ledger_cells(change: Option<&serde_json::Value>) -> [String; 3] {
-    let Some(change) = change.and_then(|v| serde_json::from_value::<super::plan::Change>(v.clone()).ok())
+    let Some(change) =
+        change.and_then(|v| serde_json::from_value::<super::plan::Change>(v.clone()).ok())
     else {
         return Default::default();
     };
@@ -153,7 +154,11 @@ fn ledger_cells(change: Option<&serde_json::Value>) -> [String; 3] {
         Some(false) => "drifted",
         None => "",
     };
-    [list(&change.before), list(&change.after), verified.to_owned()]
+    [
+        list(&change.before),
+        list(&change.after),
+        verified.to_owned(),
+    ]
 }
 
 /// The job's items with their outcomes.

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
-use crate::directory::AssignedLicense;
 use crate::db::Db;
+use crate::directory::AssignedLicense;
 use crate::domain::{ItemStatus, JobKind, JobStatus};
 use crate::entities::{api_token, job, job_item, job_run};
 use crate::error::{StoreError, StoreResult};
@@ -491,7 +491,10 @@ pub async fn rerun(
             job::Column::Succeeded,
             Expr::value(count(ItemStatus::Succeeded)),
         )
-        .col_expr(job::Column::Skipped, Expr::value(count(ItemStatus::Skipped)))
+        .col_expr(
+            job::Column::Skipped,
+            Expr::value(count(ItemStatus::Skipped)),
+        )
         .col_expr(job::Column::Failed, Expr::value(count(ItemStatus::Failed)))
         .col_expr(job::Column::ErrorCode, Expr::value(Option::<String>::None))
         .col_expr(
@@ -832,7 +835,12 @@ pub async fn changes(
     if !filter.code.is_empty() {
         q = q.filter(job_item::Column::ErrorCode.is_in(filter.code.iter().cloned()));
     }
-    if let Some(user) = filter.user.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+    if let Some(user) = filter
+        .user
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
         q = q.filter(
             job_item::Column::UserId
                 .eq(user)
@@ -909,7 +917,12 @@ fn undo_request(req: &JobRequest, job_id: Uuid) -> JobRequest {
 /// `changed_since` and are not touched. Only a finished, failed or cancelled job that wrote for
 /// at least one member can be undone (409 `not_undoable` / `nothing_to_undo`). The caller
 /// enqueues the new job after this commits.
-pub async fn undo(db: &Db, tenant_id: Uuid, job_id: Uuid, by: Option<Uuid>) -> StoreResult<JobView> {
+pub async fn undo(
+    db: &Db,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    by: Option<Uuid>,
+) -> StoreResult<JobView> {
     let txn = db.begin().await?;
     let job = lock(&txn, tenant_id, job_id).await?;
     let status = status_of(&job)?;

@@ -355,9 +355,11 @@ pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> Sto
                         (ItemStatus::Succeeded, None, note.clone())
                     }
                     Outcome::Skipped { note } => (ItemStatus::Skipped, None, note.clone()),
-                    Outcome::Left { code, detail } => {
-                        (ItemStatus::Skipped, Some(code.clone()), Some(detail.clone()))
-                    }
+                    Outcome::Left { code, detail } => (
+                        ItemStatus::Skipped,
+                        Some(code.clone()),
+                        Some(detail.clone()),
+                    ),
                     Outcome::Failed { code, detail } => {
                         (ItemStatus::Failed, Some(code.clone()), Some(detail.clone()))
                     }

@@ -95,7 +95,7 @@ pub fn canonical(mut licenses: Vec<AssignedLicense>) -> Vec<AssignedLicense> {
         l.disabled_plans.sort();
         l.disabled_plans.dedup();
     }
-    licenses.sort_by(|a, b| a.sku_id.cmp(&b.sku_id));
+    licenses.sort_by_key(|a| a.sku_id);
     licenses.dedup_by(|a, b| a.sku_id == b.sku_id);
     licenses
 }
