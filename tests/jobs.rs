@@ -163,6 +163,21 @@ impl Setup {
         assert_eq!(resp.status().as_u16(), 200);
     }
 
+    /// The emulator's first `n` users, in directory order.
+    async fn first_users(&self, n: usize) -> Value {
+        self.http
+            .get(format!(
+                "{}/_emulator/users?offset=0&limit={n}",
+                self.emulator.base_url()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn job(&self, id: &str) -> Value {
         self.app
             .get_json(&format!("/v1/jobs/{id}"), &self.viewer)
@@ -1194,18 +1209,7 @@ async fn members_changed_during_a_slow_job(backend: Backend) {
         return;
     };
     let staff = s.app.group_id(&s.admin, "Staff").await;
-    let users: Value = s
-        .http
-        .get(format!(
-            "{}/_emulator/users?offset=0&limit=1000",
-            s.emulator.base_url()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let users = s.first_users(1000).await;
     let with_location: Vec<String> = users["value"]
         .as_array()
         .unwrap()
@@ -1350,18 +1354,7 @@ async fn undo_restores_members_as_they_were(backend: Backend) {
         return;
     };
     let staff = s.app.group_id(&s.admin, "Staff").await;
-    let users: Value = s
-        .http
-        .get(format!(
-            "{}/_emulator/users?offset=0&limit=1000",
-            s.emulator.base_url()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let users = s.first_users(1000).await;
     let ids: Vec<String> = users["value"]
         .as_array()
         .unwrap()

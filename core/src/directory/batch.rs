@@ -72,16 +72,34 @@ impl DirectoryClient {
     /// limits) and return one outcome per op, in order. Transient failures are retried —
     /// only those ops — until they succeed, fail for good, or the retry budget is spent.
     pub async fn write_batch(&self, ops: &[WriteOp]) -> Vec<Result<(), DirectoryError>> {
-        let mut outcomes: Vec<Option<Result<(), DirectoryError>>> = vec![None; ops.len()];
-        let mut pending: Vec<usize> = (0..ops.len()).collect();
+        self.batched(ops.len(), "$batch", |chunk| async move {
+            self.send_batch(ops, &chunk).await
+        })
+        .await
+    }
+
+    /// Send `n` requests in `$batch`es of up to 20 through `send` (concurrently within the
+    /// client's limits) and return one outcome per request, in order. Transient failures are
+    /// retried — only those requests, after the longest `Retry-After` among them — until they
+    /// succeed, fail for good, or the retry budget is spent.
+    async fn batched<T, F, Fut>(
+        &self,
+        n: usize,
+        route: &'static str,
+        send: F,
+    ) -> Vec<Result<T, DirectoryError>>
+    where
+        T: Clone,
+        F: Fn(Vec<usize>) -> Fut,
+        Fut: std::future::Future<Output = Vec<(usize, Result<T, DirectoryError>)>>,
+    {
+        let mut outcomes: Vec<Option<Result<T, DirectoryError>>> = vec![None; n];
+        let mut pending: Vec<usize> = (0..n).collect();
         let mut backoff = self.backoff().build();
         let started = std::time::Instant::now();
         let total = Duration::from_secs(self.inner.tuning.retry_max_total_secs);
         loop {
-            let rounds = pending
-                .chunks(MAX_BATCH)
-                .map(|chunk| self.send_batch(ops, chunk));
-            let results = join_all(rounds).await;
+            let results = join_all(pending.chunks(MAX_BATCH).map(|c| send(c.to_vec()))).await;
             let mut retry = Vec::new();
             let mut wait = Duration::ZERO;
             for (index, result) in results.into_iter().flatten() {
@@ -102,7 +120,7 @@ impl DirectoryClient {
             if started.elapsed() + delay > total {
                 break;
             }
-            metrics::counter!("licensor_directory_retries_total", "route" => "$batch")
+            metrics::counter!("licensor_directory_retries_total", "route" => route)
                 .increment(retry.len() as u64);
             tokio::time::sleep(delay).await;
             pending = retry;
@@ -211,45 +229,10 @@ impl DirectoryClient {
     /// Paced as reads: nothing is taken from the write budget. One outcome per id, in order;
     /// requests that failed transiently are retried like writes are.
     pub async fn read_users(&self, ids: &[String]) -> Vec<Result<User, DirectoryError>> {
-        let mut outcomes: Vec<Option<Result<User, DirectoryError>>> = vec![None; ids.len()];
-        let mut pending: Vec<usize> = (0..ids.len()).collect();
-        let mut backoff = self.backoff().build();
-        let started = std::time::Instant::now();
-        let total = Duration::from_secs(self.inner.tuning.retry_max_total_secs);
-        while !pending.is_empty() {
-            let rounds = pending
-                .chunks(MAX_BATCH)
-                .map(|chunk| self.send_read_batch(ids, chunk));
-            let results = join_all(rounds).await;
-            let mut retry = Vec::new();
-            let mut wait = Duration::ZERO;
-            for (index, result) in results.into_iter().flatten() {
-                match result {
-                    Err(e) if e.is_transient() => {
-                        wait = wait.max(e.retry_after().unwrap_or_default());
-                        retry.push(index);
-                        outcomes[index] = Some(Err(e));
-                    }
-                    other => outcomes[index] = Some(other),
-                }
-            }
-            if retry.is_empty() {
-                break;
-            }
-            let Some(delay) = backoff.next() else { break };
-            let delay = delay.max(wait);
-            if started.elapsed() + delay > total {
-                break;
-            }
-            metrics::counter!("licensor_directory_retries_total", "route" => "$batch.read")
-                .increment(retry.len() as u64);
-            tokio::time::sleep(delay).await;
-            pending = retry;
-        }
-        outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(DirectoryError::unavailable("not sent"))))
-            .collect()
+        self.batched(ids.len(), "$batch.read", |chunk| async move {
+            self.send_read_batch(ids, &chunk).await
+        })
+        .await
     }
 
     /// One `$batch` of reads of the users at `indexes`.
