@@ -484,6 +484,8 @@ async fn jobs_from_the_command_line() {
     );
     let job = app.wait_for_job(admin, &id, 5).await;
     assert_eq!(job["status"], "finished_with_exception");
+    app.assert_outcomes_true(admin, &id, &emulator.base_url())
+        .await;
     assert_eq!(job["progress"]["succeeded"], 100);
     assert_eq!(job["progress"]["failed"], 150);
     assert!(
@@ -655,6 +657,8 @@ async fn jobs_from_the_command_line() {
     assert!(stderr_line(&out).contains("1 of 2"));
     let job = app.wait_for_job(admin, &id, 120).await;
     assert_eq!(job["runs"], 3);
+    app.assert_outcomes_true(admin, &id, &emulator.base_url())
+        .await;
 
     app.stop().await;
 }

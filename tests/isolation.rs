@@ -68,6 +68,8 @@ async fn tenant_b_reaches_nothing_of_tenant_a(backend: Backend) {
     let job = job["id"].as_str().unwrap().to_owned();
     let done = app.wait_for_job(&a.admin, &job, 120).await;
     assert_eq!(done["status"], "finished_with_exception", "{done}");
+    app.assert_outcomes_true(&a.viewer, &job, &emulator.base_url())
+        .await;
 
     // A's license with a checkout of a started seat.
     let license = app
@@ -243,6 +245,8 @@ async fn tenant_b_reaches_nothing_of_tenant_a(backend: Backend) {
         .unwrap();
     assert_eq!(rerun.status(), 202);
     app.wait_for_job(&a.admin, &job, 120).await;
+    app.assert_outcomes_true(&a.viewer, &job, &emulator.base_url())
+        .await;
     let checked_in = app
         .post(&format!("/v1/licenses/{license}/checkin"), &a.operator)
         .json(&checkin)

@@ -70,8 +70,12 @@ struct Setup {
 }
 
 async fn setup(backend: Backend, extra: &str) -> Option<Setup> {
+    setup_with(backend, extra, scenario()).await
+}
+
+async fn setup_with(backend: Backend, extra: &str, scenario: Scenario) -> Option<Setup> {
     let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(scenario()),
+        scenario: Some(scenario),
         ..EmulatorConfig::default()
     })
     .await
@@ -109,10 +113,74 @@ impl Setup {
         job
     }
 
+    /// Submit a job, wait for its end and check every item's outcome against the directory.
     async fn run(&self, body: Value) -> Value {
         let job = self.submit(body).await;
+        self.wait(job["id"].as_str().unwrap()).await
+    }
+
+    /// Wait for a job's end and check every item's outcome against the directory.
+    async fn wait(&self, id: &str) -> Value {
+        let job = self.app.wait_for_job(&self.admin, id, 120).await;
+        self.truth(id).await;
+        job
+    }
+
+    /// Every item's outcome against the emulator's state of its member.
+    async fn truth(&self, id: &str) -> usize {
         self.app
-            .wait_for_job(&self.admin, job["id"].as_str().unwrap(), 120)
+            .assert_outcomes_true(&self.viewer, id, &self.emulator.base_url())
+            .await
+    }
+
+    /// Change a user's direct licenses in the directory, as another administrator would.
+    async fn change_licenses(&self, user_id: &str, add: &[&str], remove: &[&str]) {
+        let add: Vec<Value> = add
+            .iter()
+            .map(|s| json!({"skuId": s, "disabledPlans": []}))
+            .collect();
+        let resp = self
+            .http
+            .post(format!(
+                "{}/_emulator/users/{user_id}/licenses",
+                self.emulator.base_url()
+            ))
+            .json(&json!({"addLicenses": add, "removeLicenses": remove}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 204, "{:?}", resp.text().await);
+    }
+
+    async fn faults(&self, faults: Value) {
+        let resp = self
+            .http
+            .put(format!("{}/_emulator/faults", self.emulator.base_url()))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+
+    /// The emulator's first `n` users, in directory order.
+    async fn first_users(&self, n: usize) -> Value {
+        self.http
+            .get(format!(
+                "{}/_emulator/users?offset=0&limit={n}",
+                self.emulator.base_url()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        self.app
+            .get_json(&format!("/v1/jobs/{id}"), &self.viewer)
             .await
     }
 
@@ -293,7 +361,7 @@ async fn assign_runs_out_then_rerun_redoes_only_failures(backend: Backend) {
     let rerun: Value = resp.json().await.unwrap();
     assert_eq!(rerun["status"], "queued");
     assert_eq!(rerun["runs"], 2);
-    let job = s.app.wait_for_job(&s.admin, &id, 120).await;
+    let job = s.wait(&id).await;
     assert_eq!(job["status"], "finished", "{job}");
     assert_eq!(job["progress"]["succeeded"], 1000);
     assert_eq!(job["progress"]["failed"], 0);
@@ -541,10 +609,7 @@ async fn temporary_assignment_is_removed_when_due(backend: Backend) {
     };
     assert_eq!(removal["parent_job_id"], parent.as_str());
     assert!(removal["created_by"].is_null());
-    let removal = s
-        .app
-        .wait_for_job(&s.admin, removal["id"].as_str().unwrap(), 60)
-        .await;
+    let removal = s.wait(removal["id"].as_str().unwrap()).await;
     assert_eq!(removal["status"], "finished", "{removal}");
     assert_eq!(removal["progress"]["total"], 250);
     let items = s
@@ -779,6 +844,56 @@ async fn bad_requests_change_nothing(backend: Backend) {
             .unwrap();
         expect_problem(resp, status, code).await;
     }
+    // Fault 3: a disabled plan that is not part of its SKU is refused as a whole, naming the
+    // plan and the SKU; so is a SKU both added and removed.
+    let summary: Value = s
+        .http
+        .get(format!("{}/_emulator/scenario", s.emulator.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let plans = |sku: &str| -> Vec<String> {
+        summary["skus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["skuId"] == sku)
+            .unwrap()["servicePlans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["servicePlanId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let ep_plans = plans(ENTERPRISEPACK_SKU_ID);
+    let e5_only = plans(SPE_E5_SKU_ID)
+        .into_iter()
+        .find(|p| !ep_plans.contains(p))
+        .expect("an SPE_E5-only plan");
+    let resp = s
+        .app
+        .post("/v1/jobs", &s.admin)
+        .json(&json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID, "disabled_plans": [e5_only]}]}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(resp, 422, "plan_not_in_sku").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&e5_only) && detail.contains("ENTERPRISEPACK"),
+        "{detail}"
+    );
+    let resp = s
+        .app
+        .post("/v1/jobs", &s.admin)
+        .json(&json!({"kind": "replace", "groups": [sales], "add_licenses": e5, "remove_licenses": [SPE_E5_SKU_ID]}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 422, "duplicate_license").await;
     let many: Vec<String> = (0..101)
         .map(|i| format!("00000000-0000-0000-0000-{i:012}"))
         .collect();
@@ -834,10 +949,7 @@ async fn bad_requests_change_nothing(backend: Backend) {
     assert_eq!(outcome["rerun"].as_array().unwrap().len(), 1);
     assert_eq!(outcome["rejected"][0]["job_id"], unknown.to_string());
     assert_eq!(outcome["rejected"][0]["code"], "not_found");
-    let job = s
-        .app
-        .wait_for_job(&s.admin, job["id"].as_str().unwrap(), 30)
-        .await;
+    let job = s.wait(job["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "failed");
     assert_eq!(job["runs"], 2);
 
@@ -926,6 +1038,460 @@ async fn cancel_skips_pending_members(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(skipped["data"][0]["error"]["code"], "cancelled");
+    s.truth(id).await;
+
+    // A cancelled job can be rerun: it resumes the members not done.
+    s.faults(json!({})).await;
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/rerun"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let j = s.wait(id).await;
+    assert_eq!(j["status"], "finished", "{j}");
+    assert_eq!(j["progress"]["succeeded"], 1000, "{j}");
+    assert_eq!(j["progress"]["pending"], 0, "{j}");
     s.finish().await;
 }
 on_both_backends!(cancel_skips_pending_members);
+
+fn sku_of(part: &str, enabled: u32) -> SkuSpec {
+    let mut s: SkuSpec = Scenario::demo()
+        .skus
+        .iter()
+        .find(|s| s.sku_part_number == part)
+        .cloned()
+        .expect("demo SKU");
+    s.enabled = enabled;
+    s
+}
+
+/// Fault 1: a rerun of a replace decides from the members' licenses read afresh, not from a
+/// blanket "remove everything named", which the directory refuses as a whole.
+async fn rerun_of_a_replace_reads_members_afresh(backend: Backend) {
+    let Some(s) = setup(backend, "").await else {
+        return;
+    };
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let job = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+        .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    // E5: the pilot group holds 40; 61 more free.
+    s.emulator_patch(&format!("skus/{SPE_E5_SKU_ID}"), json!({"enabled": 101}))
+        .await;
+    let job = s
+        .run(json!({"kind": "replace", "groups": [sales], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}], "remove_licenses": [ENTERPRISEPACK_SKU_ID, EXCHANGESTANDARD_SKU_ID]}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(job["status"], "finished_with_exception", "{job}");
+    let failed = job["progress"]["failed"].as_u64().unwrap();
+    let succeeded = job["progress"]["succeeded"].as_u64().unwrap();
+    assert!(failed > 100, "{job}");
+    let items = s.app.all_items(&s.viewer, &id).await;
+    assert!(
+        items
+            .iter()
+            .filter(|i| i["status"] == "failed")
+            .all(|i| code(i) == "count_violation"),
+        "{items:?}"
+    );
+    // 40 more units, then a rerun: 40 members are swapped, the rest still have no unit.
+    s.emulator_patch(&format!("skus/{SPE_E5_SKU_ID}"), json!({"enabled": 141}))
+        .await;
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/rerun"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let job = s.wait(&id).await;
+    assert_eq!(job["status"], "finished_with_exception", "{job}");
+    assert_eq!(
+        job["progress"]["succeeded"].as_u64().unwrap(),
+        succeeded + 40,
+        "{job}"
+    );
+    assert_eq!(
+        job["progress"]["failed"].as_u64().unwrap(),
+        failed - 40,
+        "{job}"
+    );
+    let stats = s.stats().await;
+    let e5 = stats["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["skuId"] == SPE_E5_SKU_ID)
+        .unwrap()
+        .clone();
+    assert_eq!(e5["consumedUnits"], 141, "{e5}");
+    // The rerun verified what it wrote; the ledger says so.
+    let changes = s.app.all_changes(&s.viewer, &id).await;
+    let verified = changes
+        .iter()
+        .filter(|c| c["run_no"] == 2 && c["verified"] == true)
+        .count();
+    assert_eq!(verified, 40, "{changes:?}");
+    s.finish().await;
+}
+on_both_backends!(rerun_of_a_replace_reads_members_afresh);
+
+/// Fault 2: the removal of a temporary assignment, after part of it was removed by another job,
+/// removes the rest and says what was already gone.
+async fn expiry_removal_after_part_was_removed(backend: Backend) {
+    let Some(s) = setup(backend, "[sweeps]\nexpiries = \"* * * * * *\"\n").await else {
+        return;
+    };
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let job = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}, {"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE", "expires_in": {"value": 1, "unit": "days"}}))
+        .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    let parent: uuid::Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    let job = s
+        .run(json!({"kind": "remove", "groups": [sales], "remove_licenses": [SPE_E5_SKU_ID]}))
+        .await;
+    assert!(
+        job["progress"]["succeeded"].as_u64().unwrap() > 200,
+        "{job}"
+    );
+    job_item::Entity::update_many()
+        .col_expr(
+            job_item::Column::DueAt,
+            Expr::value(chrono::Utc::now() - chrono::Duration::seconds(1)),
+        )
+        .filter(job_item::Column::JobId.eq(parent))
+        .filter(job_item::Column::DueAt.is_not_null())
+        .exec(&s.app.db)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let removal = loop {
+        let removals = list_jobs(&s, "kind=remove").await;
+        if let Some(r) = removals.iter().find(|r| !r["parent_job_id"].is_null()) {
+            break r.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no removal job");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let removal = s.wait(removal["id"].as_str().unwrap()).await;
+    assert_eq!(removal["status"], "finished", "{removal}");
+    let items = s
+        .app
+        .all_items(&s.viewer, removal["id"].as_str().unwrap())
+        .await;
+    assert_eq!(items.len(), 250);
+    for item in &items {
+        // Pilot members still hold E5 through their group: it is neither removed nor "gone".
+        assert_eq!(item["status"], "succeeded", "{item}");
+        let user = s.user(item["user_id"].as_str().unwrap()).await;
+        assert!(!holds(&user, ENTERPRISEPACK_SKU_ID).0, "{user}");
+        let note = item["note"].as_str().unwrap_or_default();
+        assert!(note.contains(SPE_E5_SKU_ID), "{item}");
+        assert!(
+            note.contains("verified"),
+            "an expiry removal verifies: {item}"
+        );
+    }
+    s.finish().await;
+}
+on_both_backends!(expiry_removal_after_part_was_removed);
+
+/// Acceptance 2: members changed behind the job's back, between expansion and their chunk, end
+/// as the job asked or failed with the true reason — never skipped while the directory
+/// disagrees.
+async fn members_changed_during_a_slow_job(backend: Backend) {
+    let Some(s) = setup(backend, "[jobs]\nchunk_size = 20\nlanes_per_job = 1\n").await else {
+        return;
+    };
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    let users = s.first_users(1000).await;
+    let with_location: Vec<String> = users["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| !u["usageLocation"].is_null())
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect();
+    // The last members of Staff: some already hold the license (their snapshot says "skip").
+    let tail: Vec<String> = with_location[with_location.len() - 30..].to_vec();
+    for id in &tail[..10] {
+        s.change_licenses(id, &[ENTERPRISEPACK_SKU_ID], &[]).await;
+    }
+    s.faults(json!({"latency_ms": 100})).await;
+    let job = s
+        .submit(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    // Expanded, and the lane is still far from the last members.
+    loop {
+        let j = s.job(&id).await;
+        if !j["expanded_at"].is_null() {
+            assert!(j["progress"]["pending"].as_u64().unwrap() > 200, "{j}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another administrator: takes the license away from those that held it, gives it to ten
+    // others, and clears the usage location of ten more.
+    for id in &tail[..10] {
+        s.change_licenses(id, &[], &[ENTERPRISEPACK_SKU_ID]).await;
+    }
+    for id in &tail[10..20] {
+        s.change_licenses(id, &[ENTERPRISEPACK_SKU_ID], &[]).await;
+    }
+    for id in &tail[20..] {
+        s.emulator_patch(&format!("users/{id}"), json!({"usageLocation": null}))
+            .await;
+    }
+    let j = s.job(&id).await;
+    assert!(
+        j["progress"]["pending"].as_u64().unwrap() > 30,
+        "too late: {j}"
+    );
+    s.faults(json!({})).await;
+    let j = s.wait(&id).await;
+    assert_eq!(j["status"], "finished_with_exception", "{j}");
+    let items: HashMap<String, Value> = s
+        .app
+        .all_items(&s.viewer, &id)
+        .await
+        .into_iter()
+        .map(|i| (i["user_id"].as_str().unwrap().to_owned(), i))
+        .collect();
+    for id in &tail[..20] {
+        let item = &items[id];
+        assert!(
+            item["status"] == "succeeded" || item["status"] == "skipped",
+            "{item}"
+        );
+        assert!(holds(&s.user(id).await, ENTERPRISEPACK_SKU_ID).0);
+    }
+    for id in &tail[..10] {
+        assert_eq!(items[id]["status"], "succeeded", "{}", items[id]);
+    }
+    for id in &tail[20..] {
+        assert_eq!(code(&items[id]), "usage_location_missing", "{}", items[id]);
+    }
+    s.finish().await;
+}
+on_both_backends!(members_changed_during_a_slow_job);
+
+/// Fault 4 and acceptance 4: a cancel while the groups are still being read stops the reading
+/// at the next page; nothing is left pending; a rerun resumes and finishes the members not done.
+async fn cancel_during_expansion_stops_reading(backend: Backend) {
+    let mut sc = scenario();
+    sc.users = 2_500;
+    sc.users_without_usage_location = 0.0;
+    sc.groups = vec![GroupSpec {
+        leading_users: true,
+        ..GroupSpec::new("All Staff", 2_500)
+    }];
+    sc.skus = vec![sku_of("ENTERPRISEPACK", 10_000)];
+    let Some(s) = setup_with(backend, "", sc).await else {
+        return;
+    };
+    let all = s.app.group_id(&s.admin, "All Staff").await;
+    s.faults(json!({"latency_ms": 400})).await;
+    let job = s
+        .submit(json!({"kind": "assign", "groups": [all], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    loop {
+        let j = s.job(&id).await;
+        if j["progress"]["total"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/cancel"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // Give expansion and the lanes time to notice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let j = s.job(&id).await;
+    assert_eq!(j["status"], "cancelled", "{j}");
+    assert_eq!(j["progress"]["pending"], 0, "{j}");
+    assert!(j["expanded_at"].is_null(), "{j}");
+    let total = j["progress"]["total"].as_u64().unwrap();
+    assert!(total < 2_500, "expansion went on: {j}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        s.job(&id).await["progress"]["total"].as_u64().unwrap(),
+        total,
+        "members were added after the cancel"
+    );
+    s.truth(&id).await;
+    // Rerun: the rest of the groups are read and every member is done.
+    s.faults(json!({"throttling": false})).await;
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/rerun"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let j = s.wait(&id).await;
+    assert_eq!(j["status"], "finished", "{j}");
+    assert_eq!(j["progress"]["total"], 2_500, "{j}");
+    assert_eq!(j["progress"]["succeeded"], 2_500, "{j}");
+    s.finish().await;
+}
+on_both_backends!(cancel_during_expansion_stops_reading);
+
+/// Acceptance 3: the undo of an assign on 1,000 members restores each member's licenses as they
+/// were, leaves members changed since alone and reports them; the undo is a job of its own.
+async fn undo_restores_members_as_they_were(backend: Backend) {
+    let Some(s) = setup(backend, "").await else {
+        return;
+    };
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    let users = s.first_users(1000).await;
+    let ids: Vec<String> = users["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut before: HashMap<String, Value> = HashMap::new();
+    for id in &ids {
+        before.insert(
+            id.clone(),
+            s.user(id).await["licenseAssignmentStates"].clone(),
+        );
+    }
+    let job = s
+        .run(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}, {"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE"}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let changes = s.app.all_changes(&s.viewer, &id).await;
+    assert!(changes.len() > 600, "{}", changes.len());
+    // Filters: one member by principal name.
+    let first = &changes[0];
+    let one = s
+        .app
+        .get_json(
+            &format!(
+                "/v1/jobs/{id}/changes?user={}",
+                first["user_principal_name"].as_str().unwrap()
+            ),
+            &s.viewer,
+        )
+        .await;
+    assert_eq!(one["total"], 1, "{one}");
+    assert_eq!(one["data"][0]["user_id"], first["user_id"]);
+    // The report carries the ledger.
+    let report = s
+        .app
+        .get(&format!("/v1/jobs/{id}/report?format=csv"), &s.viewer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        report
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("licenses_before,licenses_after,verified")
+    );
+    // Five members are changed after the job.
+    let changed: Vec<String> = changes[..5]
+        .iter()
+        .map(|c| c["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    for u in &changed {
+        s.change_licenses(u, &[], &[ENTERPRISEPACK_SKU_ID]).await;
+    }
+    // Only admins undo; a running job cannot be undone.
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/undo"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 403, "forbidden").await;
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/undo"), &s.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let undo: Value = resp.json().await.unwrap();
+    assert_eq!(undo["parent_job_id"], id.as_str());
+    assert_eq!(undo["request"]["undo_of"], id.as_str());
+    assert_eq!(
+        undo["progress"]["total"].as_u64().unwrap() as usize,
+        changes.len()
+    );
+    let undo_id = undo["id"].as_str().unwrap().to_owned();
+    let undo = s.wait(&undo_id).await;
+    assert_eq!(undo["status"], "finished", "{undo}");
+    let items = s.app.all_items(&s.viewer, &undo_id).await;
+    let mut left = 0;
+    for item in &items {
+        let user_id = item["user_id"].as_str().unwrap();
+        let user = s.user(user_id).await;
+        if changed.iter().any(|c| c == user_id) {
+            assert_eq!(code(item), "changed_since", "{item}");
+            assert!(holds(&user, SPE_E5_SKU_ID).0, "left alone: {user}");
+            left += 1;
+        } else {
+            assert_eq!(item["status"], "succeeded", "{item}");
+            assert_eq!(
+                user["licenseAssignmentStates"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| (
+                        l["skuId"].clone(),
+                        l["assignedByGroup"].clone(),
+                        l["disabledPlans"].clone()
+                    ))
+                    .collect::<Vec<_>>(),
+                before[user_id]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| (
+                        l["skuId"].clone(),
+                        l["assignedByGroup"].clone(),
+                        l["disabledPlans"].clone()
+                    ))
+                    .collect::<Vec<_>>(),
+                "{user_id}"
+            );
+        }
+    }
+    assert_eq!(left, 5);
+    // The undo is a job of its own, listed with the others.
+    let listed = list_jobs(&s, "").await;
+    assert!(listed.iter().any(|j| j["id"] == undo_id.as_str()));
+    // An export cannot be undone.
+    let export = s
+        .run(json!({"kind": "export", "groups": [staff], "export": {"format": "csv"}}))
+        .await;
+    let resp = s
+        .app
+        .post(
+            &format!("/v1/jobs/{}/undo", export["id"].as_str().unwrap()),
+            &s.admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 409, "not_undoable").await;
+    s.finish().await;
+}
+on_both_backends!(undo_restores_members_as_they_were);

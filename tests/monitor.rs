@@ -49,6 +49,8 @@ async fn job_monitor_launch_rerun_and_job_page_in_chromium() {
     let id = job["id"].as_str().expect("job id");
     let job = app.wait_for_job(&tenant.viewer, id, 60).await;
     assert_eq!(job["status"], "finished_with_exception", "{job}");
+    app.assert_outcomes_true(&tenant.viewer, id, &emulator.base_url())
+        .await;
     assert_eq!(job["progress"]["total"], 250, "{job}");
     let runs: serde_json::Value = app
         .get(&format!("/v1/jobs/{id}/runs"), &tenant.viewer)

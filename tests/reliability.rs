@@ -124,6 +124,12 @@ async fn flaky_throttled_directory(backend: Backend) {
         .await;
     assert_eq!(job["progress"]["failed"], 0, "{job}");
     assert_all_assigned_once(&emulator, &job, 5_000).await;
+    app.assert_outcomes_true(
+        &tenant.viewer,
+        job["id"].as_str().unwrap(),
+        &emulator.base_url(),
+    )
+    .await;
     let stats = stats(&emulator).await;
     assert!(stats["injected_errors"].as_u64().unwrap() > 100, "{stats}");
     assert!(stats["throttled"].as_u64().unwrap() > 0, "{stats}");

@@ -273,3 +273,55 @@ pub async fn patch_user(State(st): St, Path(id): Path<String>, body: Bytes) -> R
     dir.users[u as usize].lock().usage_location = location;
     StatusCode::NO_CONTENT.into_response()
 }
+
+/// `POST /_emulator/users/{id}/licenses` `{"addLicenses": [{"skuId", "disabledPlans"}],
+/// "removeLicenses": [skuId]}`: change a user's direct licenses behind licensor's back, as an
+/// administrator would in the directory's own console — with the directory's own rules (seats,
+/// usage location, all or nothing), answered as Graph would. Not counted as a write.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LicensesChange {
+    #[serde(default)]
+    add_licenses: Vec<LicenseToAdd>,
+    #[serde(default)]
+    remove_licenses: Vec<uuid::Uuid>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LicenseToAdd {
+    sku_id: uuid::Uuid,
+    #[serde(default)]
+    disabled_plans: Vec<uuid::Uuid>,
+}
+
+pub async fn change_user_licenses(State(st): St, Path(id): Path<String>, body: Bytes) -> Response {
+    let change: LicensesChange = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return bad(e.to_string()),
+    };
+    let dir = st.dir();
+    let Some(u) = dir.find_user(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "NotFound", "message": format!("no user '{id}'")}})),
+        )
+            .into_response();
+    };
+    let add: Vec<(uuid::Uuid, Vec<uuid::Uuid>)> = change
+        .add_licenses
+        .into_iter()
+        .map(|l| (l.sku_id, l.disabled_plans))
+        .collect();
+    match dir.assign_license(u, &add, &change.remove_licenses) {
+        Ok(changed) => {
+            if changed {
+                // An administrator's change, not one of licensor's writes.
+                dir.users[u as usize].lock().successful_writes -= 1;
+                dir.successful_writes.fetch_sub(1, Ordering::Relaxed);
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}

@@ -114,6 +114,10 @@ fn router(state: Arc<AppState>) -> Router {
             get(control::user).patch(control::patch_user),
         )
         .route(
+            "/_emulator/users/{id}/licenses",
+            post(control::change_user_licenses),
+        )
+        .route(
             "/_emulator/skus/{id}",
             axum::routing::patch(control::patch_sku),
         );

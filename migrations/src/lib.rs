@@ -9,6 +9,7 @@ mod m20261123_000002_licenses;
 mod m20261123_000003_idempotency_keys;
 mod m20261123_000004_job_pipeline;
 mod m20261123_000005_partial_due_index;
+mod m20261130_000006_change_ledger;
 mod m20261130_000008_assignee_names;
 mod m20261130_000009_expansion_position;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_idempotency_keys::Migration),
             Box::new(m20261123_000004_job_pipeline::Migration),
             Box::new(m20261123_000005_partial_due_index::Migration),
+            Box::new(m20261130_000006_change_ledger::Migration),
             Box::new(m20261130_000008_assignee_names::Migration),
             Box::new(m20261130_000009_expansion_position::Migration),
         ]

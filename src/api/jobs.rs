@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use licensor_core::domain::{ItemStatus, JobKind, JobStatus, Role};
 use licensor_core::jobs::files::File;
 use licensor_core::jobs::{
-    self, ErrorGroup, FileFormat, ItemFilter, ItemView, JobFilter, JobRequest, JobView, NewJob,
-    RunView,
+    self, ChangeFilter, ChangeView, ErrorGroup, FileFormat, ItemFilter, ItemView, JobFilter,
+    JobRequest, JobView, NewJob, RunView,
 };
 use licensor_core::page::PageRequest;
 use licensor_core::queue::Message;
@@ -119,9 +119,10 @@ fn accepted(view: JobView) -> Response {
 }
 
 /// Submit a group license job (admin): assign, remove or replace licenses for the members of
-/// the selected groups, or export what they hold. Before an assign or replace is queued, the
-/// subscribed SKUs are read: an unknown SKU → 422 `unknown_sku`; a SKU with no free unit → 409
-/// `no_licenses_available` with its counts, and no job is created.
+/// the selected groups, or export what they hold. Before an assign, remove or replace is queued,
+/// the request is checked as a whole against the subscribed SKUs: an unknown SKU → 422
+/// `unknown_sku`; a disabled plan that is not a plan of its SKU → 422 `plan_not_in_sku`; a SKU
+/// with no free unit → 409 `no_licenses_available` with its counts. Refused: no job is created.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
     request_body = JobRequest,
     responses(
@@ -147,14 +148,7 @@ pub async fn submit_job(
             .subscribed_skus()
             .await
             .map_err(super::directory::directory_error)?;
-        for sku_id in request.sku_ids() {
-            if !skus.iter().any(|s| s.sku_id == sku_id) {
-                return Err(ApiError::unprocessable(
-                    "unknown_sku",
-                    format!("the tenant has no subscription with SKU id {sku_id}"),
-                ));
-            }
-        }
+        request.check_skus(&skus)?;
         for add in &request.add_licenses {
             if let Some(sku) = skus.iter().find(|s| s.sku_id == add.sku_id)
                 && sku.available <= 0
@@ -236,24 +230,9 @@ pub struct ItemList {
     pub next_cursor: Option<String>,
 }
 
-/// A job's items (one per member), in member order.
-#[utoipa::path(get, path = "/v1/jobs/{id}/items", tag = "jobs", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Job id"), ListItemsQuery),
-    responses(
-        (status = 200, body = ItemList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-    ))]
-pub async fn list_items(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(id): Path<Uuid>,
-    Query(q): Query<ListItemsQuery>,
-) -> ApiResult<Json<ItemList>> {
-    let code: Vec<String> = q
-        .code
-        .as_deref()
+/// A comma-separated list of error codes.
+fn code_param(value: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let code: Vec<String> = value
         .unwrap_or_default()
         .split(',')
         .map(str::trim)
@@ -269,6 +248,25 @@ pub async fn list_items(
             "code: error codes are snake_case words such as count_violation",
         ));
     }
+    Ok(code)
+}
+
+/// A job's items (one per member), in member order.
+#[utoipa::path(get, path = "/v1/jobs/{id}/items", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id"), ListItemsQuery),
+    responses(
+        (status = 200, body = ItemList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_items(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    Query(q): Query<ListItemsQuery>,
+) -> ApiResult<Json<ItemList>> {
+    let code = code_param(q.code.as_deref())?;
     let filter = ItemFilter {
         status: csv_param::<ItemStatus>("status", q.status.as_deref())?,
         code,
@@ -482,4 +480,94 @@ pub async fn cancel_job(
     Ok(Json(
         jobs::cancel(&state.db, me.tenant_id, id, Some(me.token_id)).await?,
     ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListChangesQuery {
+    /// Comma-separated item statuses: succeeded, failed (e.g. `drifted`), skipped.
+    pub status: Option<String>,
+    /// Comma-separated error codes, e.g. `drifted`.
+    #[param(pattern = "^[a-z_,]*$", max_length = 1000)]
+    pub code: Option<String>,
+    /// One member: its user id or user principal name.
+    #[param(max_length = 256)]
+    pub user: Option<String>,
+    /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChangeList {
+    pub data: Vec<ChangeView>,
+    pub next_cursor: Option<String>,
+    /// How many ledger entries match the filter (all pages).
+    pub total: i64,
+}
+
+/// A job's change ledger: for every member the job wrote for, its direct licenses before and
+/// after the write (SKU ids with disabled plans) and whether a read after the write verified
+/// them; in member order.
+#[utoipa::path(get, path = "/v1/jobs/{id}/changes", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id"), ListChangesQuery),
+    responses(
+        (status = 200, body = ChangeList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_changes(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    Query(q): Query<ListChangesQuery>,
+) -> ApiResult<Json<ChangeList>> {
+    if q.user.as_deref().is_some_and(|u| u.len() > 256) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "user: a user id or user principal name of at most 256 characters",
+        ));
+    }
+    let filter = ChangeFilter {
+        status: csv_param::<ItemStatus>("status", q.status.as_deref())?,
+        code: code_param(q.code.as_deref())?,
+        user: q.user,
+    };
+    let page = PageRequest::<i64>::parse(q.limit, q.cursor.as_deref())?;
+    let (page, total) = jobs::changes(&state.db, auth.tenant_id(), id, &filter, &page).await?;
+    Ok(Json(ChangeList {
+        data: page.data,
+        next_cursor: page.next_cursor,
+        total,
+    }))
+}
+
+/// Undo a job (admin): queue a new job, linked to this one, that gives each member the job
+/// wrote for its direct licenses from before the job — only where the member still holds what
+/// the job left; members changed since end `skipped` with code `changed_since`, untouched.
+/// 409 `not_undoable` for a queued or running job or an export; 409 `nothing_to_undo` when the
+/// job wrote for no member.
+#[utoipa::path(post, path = "/v1/jobs/{id}/undo", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 202, body = JobView, headers(("Location" = String, description = "The undo job's URL"))),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn undo_job(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Response> {
+    let me = auth.require(Role::Admin)?;
+    let view = jobs::undo(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
+    enqueue(&state, &view, me.tenant_id).await;
+    metrics::counter!("licensor_jobs_submitted_total", "kind" => view.kind.as_str()).increment(1);
+    Ok(accepted(view))
 }

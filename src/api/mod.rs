@@ -87,6 +87,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::rerun_job))
         .routes(routes!(jobs::rerun_jobs))
         .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::list_changes))
+        .routes(routes!(jobs::undo_job))
         .routes(routes!(licenses::list_licenses, licenses::create_license))
         .routes(routes!(licenses::get_license, licenses::update_license))
         .routes(routes!(licenses::checkout_license))

@@ -473,6 +473,18 @@ fn job_figures(job: &Value, members: usize, stats: &Value, wall: f64) -> Value {
     let successful = n(&stats["successful_writes"]);
     let requests = n(&stats["requests_total"]);
     let throttled = n(&stats["throttled"]);
+    // Reads refused for the read budget (inside `$batch` too: each request there is counted by
+    // its own route).
+    let read_throttled: u64 = stats["requests"]
+        .as_object()
+        .map(|routes| {
+            routes
+                .iter()
+                .filter(|(route, _)| route.starts_with("GET "))
+                .map(|(_, by)| n(&by["429"]))
+                .sum()
+        })
+        .unwrap_or(0);
     let at = |k: &str| {
         job[k]
             .as_str()
@@ -495,6 +507,7 @@ fn job_figures(job: &Value, members: usize, stats: &Value, wall: f64) -> Value {
         "failed": n(&p["failed"]),
         "directory_requests": requests,
         "throttled_429": throttled,
+        "read_throttled_429": read_throttled,
         "throttled_share": if requests > 0 { ((throttled as f64 / requests as f64) * 10000.0).round() / 10000.0 } else { 0.0 },
         "duplicate_writes": successful.saturating_sub(n(&p["succeeded"])),
         "writes_per_user_max": stats["writes_per_user_max"],

@@ -82,7 +82,8 @@ pub enum JobsCommand {
         /// The job's id.
         id: String,
     },
-    /// Rerun Failed or Finished with Exception jobs: only what failed is done again. Several
+    /// Rerun Failed, Finished with Exception or Cancelled jobs: only what failed (or was not
+    /// done before the cancel) is done again, from the members' licenses read afresh. Several
     /// ids rerun together, as the Job Monitor's Start button does; exits 1 if any was refused.
     Rerun {
         #[command(flatten)]
@@ -96,6 +97,15 @@ pub enum JobsCommand {
         #[command(flatten)]
         client: Client,
         /// The job's id.
+        id: String,
+    },
+    /// Undo a finished, failed or cancelled job (admin): a new job gives each member the job
+    /// wrote for its licenses from before the job, where they still are what the job left;
+    /// members changed since are left alone and reported. Prints the undo job's id.
+    Undo {
+        #[command(flatten)]
+        client: Client,
+        /// The id of the job to undo.
         id: String,
     },
     /// Download a job's report: every member with its outcome.
@@ -368,6 +378,19 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        JobsCommand::Undo { client, id } => {
+            let api = Api::new(&client)?;
+            let id = job_id(&id)?;
+            let job = api
+                .send(Method::POST, &format!("/v1/jobs/{id}/undo"), None)
+                .await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                println!("{}", job["id"].as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
         JobsCommand::Report {
             client,
             id,
@@ -452,6 +475,8 @@ async fn submit(args: Submit) -> anyhow::Result<()> {
         usage_location: args.usage_location,
         expires_in: args.expires_in,
         export,
+        verify: None,
+        undo_of: None,
     };
     let mut req = api.request(Method::POST, "/v1/jobs").json(&request);
     if let Some(key) = &args.idempotency_key {

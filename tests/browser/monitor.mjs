@@ -154,6 +154,17 @@ await drive(async ({ newPage, shot }) => {
   check(download.suggestedFilename().endsWith('.csv'), 'the report is a .csv file');
   check(lines.length >= 251, 'the report has a line per member');
 
+  step('the change ledger lists what was written; Undo asks with the number of members');
+  await page.locator('#changes-table tbody tr').first().waitFor();
+  const ledgerCount = (await page.locator('#changes .count-pill').innerText()).trim();
+  check(Number(ledgerCount.replace(/\D/g, '')) > 0, 'the ledger counts the members written');
+  await page.locator('#undo-job').click();
+  const undoDialog = page.locator('dialog.dialog');
+  await undoDialog.waitFor();
+  check((await undoDialog.innerText()).includes(`${ledgerCount} member`), 'the undo confirmation states how many members it touches');
+  await undoDialog.getByRole('button', { name: 'Keep as is' }).click();
+  await undoDialog.waitFor({ state: 'detached' });
+
   step('with SPE_E5 used up, a new assign is refused plainly (no_licenses_available)');
   await page.getByRole('link', { name: 'New job' }).first().click();
   await page.fill('#group-search', 'Sales');

@@ -516,3 +516,221 @@ impl TestApp {
         }
     }
 }
+
+/// A member's licenses as the directory emulator shows them.
+struct Held {
+    /// SKU id → disabled plans, for licenses held directly.
+    direct: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// SKU ids held through a group.
+    inherited: std::collections::BTreeSet<String>,
+}
+
+impl Held {
+    fn of(user: &serde_json::Value) -> Held {
+        let mut held = Held {
+            direct: Default::default(),
+            inherited: Default::default(),
+        };
+        for s in user["licenseAssignmentStates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let sku = s["skuId"].as_str().unwrap_or_default().to_lowercase();
+            if s["assignedByGroup"].is_null() {
+                let plans = s["disabledPlans"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.as_str())
+                    .map(str::to_lowercase)
+                    .collect();
+                held.direct.insert(sku, plans);
+            } else {
+                held.inherited.insert(sku);
+            }
+        }
+        held
+    }
+
+    /// The direct licenses in the shape of the change ledger.
+    fn ledger(
+        list: &serde_json::Value,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                (
+                    l["sku_id"].as_str().unwrap_or_default().to_lowercase(),
+                    l["disabled_plans"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p.as_str())
+                        .map(str::to_lowercase)
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl TestApp {
+    /// Every page of a job's change ledger.
+    pub async fn all_changes(&self, token: &str, job_id: &str) -> Vec<serde_json::Value> {
+        let mut changes = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self
+                .get_json(
+                    &format!("/v1/jobs/{job_id}/changes?limit=500&cursor={cursor}"),
+                    token,
+                )
+                .await;
+            changes.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = c.to_owned(),
+                None => return changes,
+            }
+        }
+    }
+
+    /// The truth of a finished job: every item's final outcome compared with the directory
+    /// emulator's state of its member, right now. No item is pending; a member `succeeded` or
+    /// `skipped` (already in the desired state) holds what the job asked for; a `failed` one
+    /// does not; an undo's member holds its licenses from before the undone job, or — left
+    /// `changed_since` — no longer what that job left. `cancelled` items claim nothing. Call it
+    /// when the job has ended, before anything else changes the members. Returns the number of
+    /// items checked.
+    pub async fn assert_outcomes_true(
+        &self,
+        token: &str,
+        job_id: &str,
+        emulator_url: &str,
+    ) -> usize {
+        use std::collections::{BTreeMap, BTreeSet, HashMap};
+        let job = self.get_json(&format!("/v1/jobs/{job_id}"), token).await;
+        let req = &job["request"];
+        let kind = req["kind"].as_str().unwrap_or_default().to_owned();
+        if kind == "export" {
+            return 0;
+        }
+        let lower = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_lowercase();
+        let adds: Vec<(String, BTreeSet<String>)> = req["add_licenses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                (
+                    lower(&l["sku_id"]),
+                    l["disabled_plans"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(lower)
+                        .collect(),
+                )
+            })
+            .collect();
+        let removes: Vec<String> = req["remove_licenses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(lower)
+            .collect();
+        let replace_all = req["replace_all"].as_bool().unwrap_or(false);
+        // An undo: each member's ledger entry in the undone job.
+        let undone: Option<HashMap<String, serde_json::Value>> = match req["undo_of"].as_str() {
+            Some(parent) => Some(
+                self.all_changes(token, parent)
+                    .await
+                    .into_iter()
+                    .map(|c| (c["user_id"].as_str().unwrap_or_default().to_owned(), c))
+                    .collect(),
+            ),
+            None => None,
+        };
+        let items = self.all_items(token, job_id).await;
+        let http = reqwest::Client::new();
+        for item in &items {
+            let status = item["status"].as_str().unwrap_or_default();
+            let code = item["error"]["code"].as_str().unwrap_or_default();
+            assert_ne!(
+                status, "pending",
+                "job {job_id} ended with a pending item: {item}"
+            );
+            if code == "cancelled" {
+                continue;
+            }
+            let user_id = item["user_id"].as_str().unwrap_or_default();
+            let user: serde_json::Value = http
+                .get(format!("{emulator_url}/_emulator/users/{user_id}"))
+                .send()
+                .await
+                .expect("emulator user")
+                .json()
+                .await
+                .expect("emulator user body");
+            let held = Held::of(&user);
+            let why = || format!("job {job_id} ({kind}) item {item} but the directory has {user}");
+            if let Some(undone) = &undone {
+                let entry = undone
+                    .get(user_id)
+                    .unwrap_or_else(|| panic!("no ledger entry of the undone job: {}", why()));
+                let before: BTreeMap<_, _> = Held::ledger(&entry["before"]);
+                let after: BTreeMap<_, _> = Held::ledger(&entry["after"]);
+                match (status, code) {
+                    ("succeeded", _) | ("skipped", "") => {
+                        assert_eq!(held.direct, before, "not restored: {}", why())
+                    }
+                    ("skipped", "changed_since") => {
+                        assert_ne!(held.direct, after, "not changed since: {}", why())
+                    }
+                    ("failed", _) => {
+                        assert_ne!(held.direct, before, "failed but restored: {}", why())
+                    }
+                    _ => panic!("unexpected outcome: {}", why()),
+                }
+                continue;
+            }
+            let adds_held = adds
+                .iter()
+                .all(|(sku, plans)| held.direct.get(sku) == Some(plans));
+            let removes_gone_direct = removes.iter().all(|r| !held.direct.contains_key(r));
+            let removes_gone =
+                removes_gone_direct && removes.iter().all(|r| !held.inherited.contains(r));
+            let only_adds_direct = held.direct.keys().all(|k| adds.iter().any(|(a, _)| a == k));
+            let done = match kind.as_str() {
+                "assign" => adds_held,
+                "remove" => removes_gone_direct,
+                _ if replace_all => adds_held && only_adds_direct,
+                _ => adds_held && removes_gone_direct,
+            };
+            match (status, code) {
+                ("succeeded", _) => assert!(done, "succeeded but not done: {}", why()),
+                ("skipped", "") => match kind.as_str() {
+                    // "Holds none of the licenses to replace" is a skip too.
+                    "replace" if !replace_all => {
+                        assert!(removes_gone_direct, "skipped but not done: {}", why())
+                    }
+                    _ => assert!(done, "skipped but not done: {}", why()),
+                },
+                ("failed", _) => {
+                    let fully = match kind.as_str() {
+                        "assign" => adds_held,
+                        "remove" => removes_gone,
+                        _ => done && removes_gone,
+                    };
+                    assert!(
+                        !fully,
+                        "failed ({code}) but the directory has it done: {}",
+                        why()
+                    );
+                }
+                _ => panic!("unexpected outcome: {}", why()),
+            }
+        }
+        items.len()
+    }
+}

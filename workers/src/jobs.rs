@@ -14,11 +14,14 @@ use std::time::Duration;
 use apalis::prelude::BoxDynError;
 use chrono::Utc;
 use futures::StreamExt;
-use licensor_core::directory::{ClientError, DirectoryClient, DirectoryError, ItemCode, WriteOp};
+use licensor_core::directory::{
+    AssignedLicense, ClientError, DirectoryClient, DirectoryError, ItemCode, WriteOp,
+};
 use licensor_core::domain::{ItemStatus, JobKind, JobStatus};
 use licensor_core::entities::{job, job_item};
+use licensor_core::jobs::codes;
 use licensor_core::jobs::pipeline::{self, ExpandPosition, NewItem, Outcome, PageMark};
-use licensor_core::jobs::plan::{self, Decision, Snapshot};
+use licensor_core::jobs::plan::{self, Change, Decision, Snapshot, UndoTarget};
 use licensor_core::jobs::{GroupRef, JobFacts, JobRequest, SkuRef};
 use licensor_core::queue::Message;
 use licensor_core::tenants;
@@ -96,6 +99,10 @@ async fn push_lanes(ctx: &WorkerContext, job: &job::Model) -> Result<(), BoxDynE
 /// Start or resume a job.
 pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(), BoxDynError> {
     let Some(job) = pipeline::start(&ctx.db, tenant_id, job_id).await? else {
+        // A cancelled job whose members a stopped worker held: skip them now.
+        if pipeline::status(&ctx.db, job_id).await? == Some(JobStatus::Cancelled) {
+            pipeline::settle_cancelled(&ctx.db, job_id).await?;
+        }
         return Ok(());
     };
     if job.expanded_at.is_none() {
@@ -106,8 +113,19 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             return Ok(());
         }
         let req = pipeline::request_of(&job)?;
-        match expand(ctx, &job, &req).await? {
-            Ok(()) => pipeline::mark_expanded(&ctx.db, job.id).await?,
+        let expanded = expand(ctx, &job, &req).await?;
+        if !matches!(expanded, Ok(true)) {
+            // A rerun goes on reading from the last page stored, at once.
+            pipeline::release_expansion(&ctx.db, job.id, &owner).await?;
+        }
+        match expanded {
+            Ok(true) => pipeline::mark_expanded(&ctx.db, job.id).await?,
+            Ok(false) => {
+                // Cancelled while the groups were read: nothing more is read or queued.
+                tracing::info!(job = %job.id, "job cancelled during expansion");
+                pipeline::settle_cancelled(&ctx.db, job.id).await?;
+                return Ok(());
+            }
             Err(failure) => return fail(ctx, &job, failure).await,
         }
     }
@@ -127,12 +145,13 @@ async fn finish(ctx: &WorkerContext, job: &job::Model) -> Result<bool, BoxDynErr
     Ok(false)
 }
 
-/// Expand the selected groups into items, page by page.
+/// Expand the selected groups into items, page by page. `Ok(false)`: the job stopped running
+/// (cancelled) and expansion stopped at that page.
 async fn expand(
     ctx: &WorkerContext,
     job: &job::Model,
     req: &JobRequest,
-) -> Result<Result<(), JobFailure>, BoxDynError> {
+) -> Result<Result<bool, JobFailure>, BoxDynError> {
     let client = match client_for(ctx, job.tenant_id).await? {
         Ok(c) => c,
         Err(f) => return Ok(Err(f)),
@@ -236,9 +255,12 @@ async fn expand(
                     }
                 })
                 .collect();
-            members +=
-                pipeline::insert_items(&ctx.db, job.id, job.runs, items, status, Some(&mark))
-                    .await?;
+            match pipeline::insert_items(&ctx.db, job.id, job.runs, items, status, Some(&mark))
+                .await?
+            {
+                Some(n) => members += n,
+                None => return Ok(Ok(false)),
+            }
             if status == ItemStatus::Pending && !lanes_started && members > 0 {
                 // Work starts while the rest of the groups are still being read.
                 push_lanes(ctx, job).await?;
@@ -247,7 +269,7 @@ async fn expand(
         }
     }
     tracing::info!(job = %job.id, members, groups = req.groups.len(), "job expanded");
-    Ok(Ok(()))
+    Ok(Ok(true))
 }
 
 /// One lane step: a chunk of the job's pending members.
@@ -256,6 +278,9 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         return Ok(());
     };
     if job.status != JobStatus::Running.as_str() {
+        if job.status == JobStatus::Cancelled.as_str() {
+            pipeline::settle_cancelled(&ctx.db, job_id).await?;
+        }
         return Ok(());
     }
     if job.expand_until.is_some() && pipeline::expansion_abandoned(&job) {
@@ -314,7 +339,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     let held = ctx.leases.hold(tenant_id, job_id, &owner);
     let started = std::time::Instant::now();
     let n = items.len();
-    let outcome = process(ctx, &client, &req, items).await;
+    let outcome = process(ctx, &client, &job, &req, items).await;
     let outcomes = match outcome {
         Ok(o) => o,
         Err(failure) => {
@@ -330,6 +355,11 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     crate::outage::record_when_available(&ctx.db, job_id, outcomes).await?;
     held.done();
     drop(renewer);
+    if pipeline::status(&ctx.db, job_id).await? == Some(JobStatus::Cancelled) {
+        // Cancelled while this chunk was worked: its members are recorded; settle the rest.
+        pipeline::settle_cancelled(&ctx.db, job_id).await?;
+        return Ok(());
+    }
     metrics::histogram!("licensor_job_chunk_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(job = %job_id, items = n, ms = started.elapsed().as_millis() as u64, "chunk done");
     if finish(ctx, &job).await? {
@@ -369,7 +399,8 @@ fn count(kind: &str, outcomes: &[(i64, Outcome)]) {
             Outcome::Skipped { .. } => ("skipped", ""),
             Outcome::Failed { code, .. } => ("failed", code.as_str()),
             Outcome::Retry { code, .. } => ("retried", code.as_str()),
-            Outcome::Refreshed { .. } => continue,
+            Outcome::Left { code, .. } => ("skipped", code.as_str()),
+            Outcome::Refreshed { .. } | Outcome::Changed { .. } => continue,
         };
         metrics::counter!("licensor_job_items_total", "kind" => kind.to_owned(), "outcome" => outcome, "code" => code.to_owned()).increment(1);
     }
@@ -381,36 +412,72 @@ struct Pending {
     attempts: i32,
     user_id: String,
     set_location: Option<String>,
-    add: Vec<licensor_core::directory::AssignedLicense>,
+    add: Vec<AssignedLicense>,
     remove: Vec<Uuid>,
     note: Option<String>,
+    /// The member's direct licenses the write was decided from (the ledger's "before").
+    before: Vec<AssignedLicense>,
     /// Whether the usage location was already set for this member in this step.
     location_tried: bool,
+    /// Whether this write was decided again after the directory refused an earlier one.
+    redecided: bool,
+    /// Undo items: kept for a second decision.
+    target: Option<UndoTarget>,
 }
 
-/// Decide and write for a chunk of members. Returns each member's outcome, or the reason the
-/// whole job cannot go on.
-async fn process(
-    ctx: &WorkerContext,
-    client: &DirectoryClient,
-    req: &JobRequest,
-    items: Vec<job_item::Model>,
-) -> Result<Vec<(i64, Outcome)>, JobFailure> {
-    let max_attempts = ctx.jobs.item_max_attempts;
-    let mut outcomes: Vec<(i64, Outcome)> = Vec::with_capacity(items.len());
-    let mut writes: Vec<Pending> = Vec::new();
-    let mut reads: Vec<job_item::Model> = Vec::new();
-    let plan_one = |item: &job_item::Model,
-                    snap: Option<&Snapshot>,
-                    outcomes: &mut Vec<(i64, Outcome)>,
-                    writes: &mut Vec<Pending>|
-     -> bool {
-        match plan::decide(req, snap) {
-            Decision::Skip(note) => outcomes.push((item.id, Outcome::Skipped { note: Some(note) })),
-            Decision::Fail(code, detail) => outcomes.push((
-                item.id,
+/// A member to decide for in this step.
+struct Member {
+    id: i64,
+    attempts: i32,
+    user_id: String,
+    /// Undo items: what to restore, and only from what.
+    target: Option<UndoTarget>,
+}
+
+impl Member {
+    fn of(item: &job_item::Model) -> Member {
+        Member {
+            id: item.id,
+            attempts: item.attempts,
+            user_id: item.user_id.clone(),
+            target: item
+                .target
+                .clone()
+                .and_then(|v| serde_json::from_value(v).ok()),
+        }
+    }
+}
+
+/// Decisions of one step, gathered.
+#[derive(Default)]
+struct Step {
+    outcomes: Vec<(i64, Outcome)>,
+    writes: Vec<Pending>,
+    reads: Vec<Member>,
+}
+
+impl Step {
+    /// Decide for `m` from `snap`; `fresh` when it was read in this step.
+    fn decide(&mut self, req: &JobRequest, m: Member, snap: Option<&Snapshot>, fresh: bool) {
+        let decision = match &m.target {
+            Some(t) => plan::decide_undo(t, snap, fresh),
+            None => plan::decide(req, snap, fresh),
+        };
+        match decision {
+            Decision::Skip(note) => self
+                .outcomes
+                .push((m.id, Outcome::Skipped { note: Some(note) })),
+            Decision::Fail(code, detail) => self.outcomes.push((
+                m.id,
                 Outcome::Failed {
                     code: code.as_str().to_owned(),
+                    detail,
+                },
+            )),
+            Decision::Leave(code, detail) => self.outcomes.push((
+                m.id,
+                Outcome::Left {
+                    code: code.to_owned(),
                     detail,
                 },
             )),
@@ -419,59 +486,252 @@ async fn process(
                 add,
                 remove,
                 note,
-            } => writes.push(Pending {
-                id: item.id,
-                attempts: item.attempts,
-                user_id: item.user_id.clone(),
+            } => self.writes.push(Pending {
+                id: m.id,
+                attempts: m.attempts,
+                target: m.target,
+                user_id: m.user_id,
                 set_location,
                 add,
                 remove,
                 note,
+                before: snap.map(Snapshot::direct_licenses).unwrap_or_default(),
                 location_tried: false,
+                redecided: false,
             }),
-            Decision::Read => return false,
+            Decision::Read => self.reads.push(m),
         }
-        true
-    };
-    for item in items {
+    }
+
+    /// Read the members in `reads` from the directory (batched) and decide for each from what
+    /// the directory says now. Returns the new writes.
+    async fn read_and_decide(
+        &mut self,
+        client: &DirectoryClient,
+        req: &JobRequest,
+        max_attempts: i32,
+    ) -> Result<(), JobFailure> {
+        let reads = std::mem::take(&mut self.reads);
+        if reads.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = reads.iter().map(|m| m.user_id.clone()).collect();
+        let users = client.read_users(&ids).await;
+        for (m, user) in reads.into_iter().zip(users) {
+            match user {
+                Ok(user) => {
+                    let snap = Snapshot::of(&user);
+                    if let Ok(v) = serde_json::to_value(&snap) {
+                        self.outcomes
+                            .push((m.id, Outcome::Refreshed { licenses: v }));
+                    }
+                    self.decide(req, m, Some(&snap), true);
+                }
+                Err(e) => match directory_outcome(&e, m.attempts, max_attempts) {
+                    Some(o) => self.outcomes.push((m.id, o)),
+                    None => return Err(JobFailure::from_directory(&e, "reading a member")),
+                },
+            }
+        }
+        // A member read afresh is never read again in the same step.
+        for m in std::mem::take(&mut self.reads) {
+            self.outcomes.push((
+                m.id,
+                Outcome::Failed {
+                    code: ItemCode::Other.as_str().to_owned(),
+                    detail: "the member's state could not be decided".into(),
+                },
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Decide and write for a chunk of members. Returns each member's outcome (with its change
+/// ledger entry for every write), or the reason the whole job cannot go on.
+///
+/// A member is decided from its snapshot when it has one from this run; a member without one
+/// (a rerun, a resumed job, an expiry removal, an undo), and any member the snapshot says needs
+/// no write, is read from the directory first (batched reads, not paced as writes) — so "already
+/// in the desired state" is only ever said from a fresh read. A multi-license call the directory
+/// refuses as all or nothing ("does not have a corresponding license") is not taken as done: the
+/// member is read again and the precise difference written, once.
+async fn process(
+    ctx: &WorkerContext,
+    client: &DirectoryClient,
+    job: &job::Model,
+    req: &JobRequest,
+    items: Vec<job_item::Model>,
+) -> Result<Vec<(i64, Outcome)>, JobFailure> {
+    let max_attempts = ctx.jobs.item_max_attempts;
+    let verify = req
+        .verify
+        .unwrap_or(job.runs > 1 || job.parent_job_id.is_some());
+    let mut step = Step::default();
+    for item in &items {
         let snap: Option<Snapshot> = item
             .licenses
             .clone()
             .and_then(|v| serde_json::from_value(v).ok());
-        if !plan_one(&item, snap.as_ref(), &mut outcomes, &mut writes) {
-            reads.push(item);
-        }
+        step.decide(req, Member::of(item), snap.as_ref(), false);
     }
-
-    // Members whose current licenses must be read first (replace all, on a rerun).
-    let read_results: Vec<(
-        job_item::Model,
-        Result<licensor_core::directory::User, DirectoryError>,
-    )> = futures::stream::iter(reads)
-        .map(|item| async move {
-            let user = client.get_user(&item.user_id).await;
-            (item, user)
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    for (item, user) in read_results {
-        match user {
-            Ok(user) => {
-                let snap = Snapshot::of(&user);
-                if let Ok(v) = serde_json::to_value(&snap) {
-                    outcomes.push((item.id, Outcome::Refreshed { licenses: v }));
-                }
-                plan_one(&item, Some(&snap), &mut outcomes, &mut writes);
-            }
-            Err(e) => match directory_outcome(&e, item.attempts, max_attempts) {
-                Some(o) => outcomes.push((item.id, o)),
-                None => return Err(JobFailure::from_directory(&e, "reading a member")),
-            },
-        }
-    }
+    drop(items);
+    step.read_and_decide(client, req, max_attempts).await?;
 
     let due_at = req.expires_in.map(|e| e.due_from(Utc::now()));
+    let mut written: Vec<Pending> = Vec::new();
+    // Two passes: the writes as decided, then those the directory refused as a whole, decided
+    // again from a fresh read.
+    for pass in 0..2 {
+        if step.writes.is_empty() {
+            break;
+        }
+        // A cancel stops the job between chunks and before writes.
+        if pipeline::status(&ctx.db, job.id).await.ok().flatten() != Some(JobStatus::Running) {
+            for w in std::mem::take(&mut step.writes) {
+                step.outcomes.push((
+                    w.id,
+                    Outcome::Left {
+                        code: "cancelled".into(),
+                        detail: codes::explanation("cancelled").into(),
+                    },
+                ));
+            }
+            break;
+        }
+        let writes = std::mem::take(&mut step.writes);
+        let refused = write(
+            client,
+            req,
+            writes,
+            max_attempts,
+            &mut step.outcomes,
+            &mut written,
+        )
+        .await?;
+        for w in refused {
+            if pass == 0 && !w.redecided {
+                step.reads.push(Member {
+                    id: w.id,
+                    attempts: w.attempts,
+                    user_id: w.user_id,
+                    target: w.target,
+                });
+                continue;
+            }
+            step.outcomes.push((
+                w.id,
+                Outcome::Failed {
+                    code: ItemCode::Other.as_str().to_owned(),
+                    detail: "the directory refused the change as a whole again after the member was read afresh (does not have a corresponding license)".into(),
+                },
+            ));
+        }
+        if step.reads.is_empty() {
+            break;
+        }
+        step.read_and_decide(client, req, max_attempts).await?;
+        for w in &mut step.writes {
+            w.redecided = true;
+        }
+    }
+
+    // The ledger, and with `verify` a read of every written member.
+    let checked: Vec<Option<Result<Snapshot, DirectoryError>>> = if verify && !written.is_empty() {
+        let ids: Vec<String> = written.iter().map(|w| w.user_id.clone()).collect();
+        client
+            .read_users(&ids)
+            .await
+            .into_iter()
+            .map(|r| Some(r.map(|u| Snapshot::of(&u))))
+            .collect()
+    } else {
+        written.iter().map(|_| None).collect()
+    };
+    for (w, check) in written.into_iter().zip(checked) {
+        let mut change = Change {
+            before: w.before.clone(),
+            after: plan::apply(&w.before, &w.add, &w.remove),
+            verified: None,
+        };
+        let due_at = if w.add.is_empty() { None } else { due_at };
+        let outcome = match check {
+            None => Outcome::Succeeded {
+                note: w.note.clone(),
+                due_at,
+            },
+            Some(Ok(snap)) => {
+                change.after = snap.direct_licenses();
+                if let Ok(v) = serde_json::to_value(&snap) {
+                    step.outcomes
+                        .push((w.id, Outcome::Refreshed { licenses: v }));
+                }
+                if snap.shows(&w.add, &w.remove) {
+                    change.verified = Some(true);
+                    Outcome::Succeeded {
+                        note: Some(match &w.note {
+                            Some(n) => format!("verified; {n}"),
+                            None => "verified".into(),
+                        }),
+                        due_at,
+                    }
+                } else {
+                    change.verified = Some(false);
+                    Outcome::Failed {
+                        code: "drifted".into(),
+                        detail: format!(
+                            "the directory accepted the change, but a read right after shows other licenses ({}): {}",
+                            describe(&change.after),
+                            codes::explanation("drifted")
+                        ),
+                    }
+                }
+            }
+            Some(Err(e)) => Outcome::Succeeded {
+                note: Some(format!("written; the read to verify it failed: {e}")),
+                due_at,
+            },
+        };
+        if let Ok(v) = serde_json::to_value(&change) {
+            step.outcomes.push((w.id, Outcome::Changed { change: v }));
+        }
+        step.outcomes.push((w.id, outcome));
+    }
+    Ok(step.outcomes)
+}
+
+/// Licenses as the ledger shows them: SKU ids, with disabled plans in brackets.
+fn describe(licenses: &[AssignedLicense]) -> String {
+    if licenses.is_empty() {
+        return "none held directly".into();
+    }
+    licenses
+        .iter()
+        .map(|l| {
+            if l.disabled_plans.is_empty() {
+                l.sku_id.to_string()
+            } else {
+                let plans: Vec<String> = l.disabled_plans.iter().map(Uuid::to_string).collect();
+                format!("{} [without {}]", l.sku_id, plans.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Write `writes` (usage locations first where needed, then one `assignLicense` per member, in
+/// `$batch`es). Outcomes go to `outcomes`; members written go to `written`. Returns the writes
+/// the directory refused as a whole for a license the member does not hold, when the call did
+/// more than remove that one license: they must be decided again from a fresh read.
+async fn write(
+    client: &DirectoryClient,
+    req: &JobRequest,
+    mut writes: Vec<Pending>,
+    max_attempts: i32,
+    outcomes: &mut Vec<(i64, Outcome)>,
+    written: &mut Vec<Pending>,
+) -> Result<Vec<Pending>, JobFailure> {
+    let mut refused = Vec::new();
     // Up to two rounds: a member refused for a missing usage location, when the job names
     // one, gets it set and is tried once more.
     for _round in 0..2 {
@@ -520,19 +780,19 @@ async fn process(
         let mut again = Vec::new();
         for (w, r) in std::mem::take(&mut writes).into_iter().zip(results) {
             match r {
-                Ok(()) => outcomes.push((
-                    w.id,
-                    Outcome::Succeeded {
-                        note: w.note,
-                        due_at: if w.add.is_empty() { None } else { due_at },
-                    },
-                )),
-                Err(DirectoryError::AlreadyDone { detail }) => outcomes.push((
-                    w.id,
-                    Outcome::Skipped {
-                        note: Some(format!("already in the desired state: {detail}")),
-                    },
-                )),
+                Ok(()) => written.push(w),
+                // Only a call that removed one license and did nothing else may count as done.
+                Err(DirectoryError::AlreadyDone { detail })
+                    if w.add.is_empty() && w.remove.len() == 1 =>
+                {
+                    outcomes.push((
+                        w.id,
+                        Outcome::Skipped {
+                            note: Some(format!("already in the desired state: {detail}")),
+                        },
+                    ))
+                }
+                Err(DirectoryError::AlreadyDone { .. }) => refused.push(w),
                 Err(DirectoryError::Permanent {
                     code: ItemCode::UsageLocationMissing,
                     ..
@@ -559,7 +819,7 @@ async fn process(
             },
         ));
     }
-    Ok(outcomes)
+    Ok(refused)
 }
 
 /// The item outcome of a directory error; `None` when the whole job must stop (credentials).

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::{DirectoryError, classify_value, parse_retry_after};
-use super::{AssignedLicense, DirectoryClient, path_segment};
+use super::{AssignedLicense, DirectoryClient, USER_SELECT, User, path_segment};
 
 /// Graph's limit of requests in one `$batch`.
 pub const MAX_BATCH: usize = 20;
@@ -72,16 +72,34 @@ impl DirectoryClient {
     /// limits) and return one outcome per op, in order. Transient failures are retried —
     /// only those ops — until they succeed, fail for good, or the retry budget is spent.
     pub async fn write_batch(&self, ops: &[WriteOp]) -> Vec<Result<(), DirectoryError>> {
-        let mut outcomes: Vec<Option<Result<(), DirectoryError>>> = vec![None; ops.len()];
-        let mut pending: Vec<usize> = (0..ops.len()).collect();
+        self.batched(ops.len(), "$batch", |chunk| async move {
+            self.send_batch(ops, &chunk).await
+        })
+        .await
+    }
+
+    /// Send `n` requests in `$batch`es of up to 20 through `send` (concurrently within the
+    /// client's limits) and return one outcome per request, in order. Transient failures are
+    /// retried — only those requests, after the longest `Retry-After` among them — until they
+    /// succeed, fail for good, or the retry budget is spent.
+    async fn batched<T, F, Fut>(
+        &self,
+        n: usize,
+        route: &'static str,
+        send: F,
+    ) -> Vec<Result<T, DirectoryError>>
+    where
+        T: Clone,
+        F: Fn(Vec<usize>) -> Fut,
+        Fut: std::future::Future<Output = Vec<(usize, Result<T, DirectoryError>)>>,
+    {
+        let mut outcomes: Vec<Option<Result<T, DirectoryError>>> = vec![None; n];
+        let mut pending: Vec<usize> = (0..n).collect();
         let mut backoff = self.backoff().build();
         let started = std::time::Instant::now();
         let total = Duration::from_secs(self.inner.tuning.retry_max_total_secs);
         loop {
-            let rounds = pending
-                .chunks(MAX_BATCH)
-                .map(|chunk| self.send_batch(ops, chunk));
-            let results = join_all(rounds).await;
+            let results = join_all(pending.chunks(MAX_BATCH).map(|c| send(c.to_vec()))).await;
             let mut retry = Vec::new();
             let mut wait = Duration::ZERO;
             for (index, result) in results.into_iter().flatten() {
@@ -102,7 +120,7 @@ impl DirectoryClient {
             if started.elapsed() + delay > total {
                 break;
             }
-            metrics::counter!("licensor_directory_retries_total", "route" => "$batch")
+            metrics::counter!("licensor_directory_retries_total", "route" => route)
                 .increment(retry.len() as u64);
             tokio::time::sleep(delay).await;
             pending = retry;
@@ -203,4 +221,74 @@ fn header_ci(headers: &Value, name: &str) -> Option<String> {
             other => other.to_string(),
         })
     })
+}
+
+impl DirectoryClient {
+    /// Read members' licenses and usage location through `$batch` (`GET /users/{id}` with
+    /// `$select`, 20 per batch, batches sent concurrently within the client's in-flight limit).
+    /// Paced as reads: nothing is taken from the write budget. One outcome per id, in order;
+    /// requests that failed transiently are retried like writes are.
+    pub async fn read_users(&self, ids: &[String]) -> Vec<Result<User, DirectoryError>> {
+        self.batched(ids.len(), "$batch.read", |chunk| async move {
+            self.send_read_batch(ids, &chunk).await
+        })
+        .await
+    }
+
+    /// One `$batch` of reads of the users at `indexes`.
+    async fn send_read_batch(
+        &self,
+        ids: &[String],
+        indexes: &[usize],
+    ) -> Vec<(usize, Result<User, DirectoryError>)> {
+        let requests: Vec<Value> = indexes
+            .iter()
+            .map(|&i| {
+                json!({
+                    "id": i.to_string(),
+                    "method": "GET",
+                    "url": format!("/users/{}?$select={USER_SELECT}", path_segment(&ids[i])),
+                })
+            })
+            .collect();
+        let body = json!({ "requests": requests });
+        let url = self.url("/$batch");
+        let answer = self
+            .send_once(Method::POST, &url, Some(&body), 0, "$batch.read")
+            .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => return indexes.iter().map(|&i| (i, Err(e.clone()))).collect(),
+        };
+        let parsed: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+        let responses = parsed["responses"].as_array().cloned().unwrap_or_default();
+        indexes
+            .iter()
+            .map(|&i| {
+                let Some(response) = responses
+                    .iter()
+                    .find(|r| r["id"].as_str() == Some(i.to_string().as_str()))
+                else {
+                    return (
+                        i,
+                        Err(DirectoryError::unavailable(
+                            "no answer for this request in the batch",
+                        )),
+                    );
+                };
+                let status = response["status"].as_u64().unwrap_or(0) as u16;
+                if (200..300).contains(&status) {
+                    let user = serde_json::from_value::<User>(response["body"].clone())
+                        .map_err(|e| DirectoryError::unavailable(format!("unreadable user: {e}")));
+                    return (i, user);
+                }
+                let retry_after = header_ci(&response["headers"], "retry-after")
+                    .and_then(|v| parse_retry_after(Some(&v)));
+                (
+                    i,
+                    Err(classify_value(status, &response["body"], retry_after)),
+                )
+            })
+            .collect()
+    }
 }

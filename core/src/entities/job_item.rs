@@ -21,6 +21,10 @@ pub struct Model {
     pub display_name: Option<String>,
     pub usage_location: Option<String>,
     pub licenses: Option<Json>,
+    /// The change ledger entry of the member's write: `{before, after, verified}`.
+    pub change: Option<Json>,
+    /// Undo items only: `{expect, restore}`.
+    pub target: Option<Json>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

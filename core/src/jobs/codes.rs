@@ -27,6 +27,12 @@ pub fn explanation(code: &str) -> &'static str {
             "the directory kept failing (5xx or timeouts) after every retry; rerun later"
         }
         "cancelled" => "the job was cancelled before this member was worked on",
+        "drifted" => {
+            "after the write, the directory showed other licenses for the member (another administrator or group-based licensing changed them); check the member, then rerun"
+        }
+        "changed_since" => {
+            "the member's licenses changed after the job, so the undo left them as they are"
+        }
         "group_not_found" => {
             "a selected group does not exist in the directory (deleted or mistyped)"
         }

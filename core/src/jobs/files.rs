@@ -121,7 +121,45 @@ const REPORT_COLUMNS: &[&str] = &[
     "attempts",
     "run",
     "updated_at",
+    "licenses_before",
+    "licenses_after",
+    "verified",
 ];
+
+/// The change ledger columns of a report row: licenses held directly before and after the
+/// job's write (`skuId` or `skuId[without plan;plan]`, space-separated), and `verified` /
+/// `drifted` / empty.
+fn ledger_cells(change: Option<&serde_json::Value>) -> [String; 3] {
+    let Some(change) =
+        change.and_then(|v| serde_json::from_value::<super::plan::Change>(v.clone()).ok())
+    else {
+        return Default::default();
+    };
+    let list = |ls: &[crate::directory::AssignedLicense]| {
+        ls.iter()
+            .map(|l| {
+                if l.disabled_plans.is_empty() {
+                    l.sku_id.to_string()
+                } else {
+                    let plans: Vec<String> =
+                        l.disabled_plans.iter().map(|p| p.to_string()).collect();
+                    format!("{}[without {}]", l.sku_id, plans.join(";"))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let verified = match change.verified {
+        Some(true) => "verified",
+        Some(false) => "drifted",
+        None => "",
+    };
+    [
+        list(&change.before),
+        list(&change.after),
+        verified.to_owned(),
+    ]
+}
 
 /// The job's items with their outcomes.
 pub async fn report(
@@ -133,6 +171,7 @@ pub async fn report(
     model(db, tenant_id, job_id).await?;
     let mut rows = Vec::new();
     all_items(db, job_id, |i| {
+        let [before, after, verified] = ledger_cells(i.change.as_ref());
         rows.push(vec![
             i.user_id,
             i.user_principal_name.unwrap_or_default(),
@@ -144,6 +183,9 @@ pub async fn report(
             i.attempts.to_string(),
             i.run_no.to_string(),
             i.updated_at.to_rfc3339(),
+            before,
+            after,
+            verified,
         ])
     })
     .await?;

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
 use crate::db::Db;
+use crate::directory::AssignedLicense;
 use crate::domain::{ItemStatus, JobKind, JobStatus};
 use crate::entities::{api_token, job, job_item, job_run};
 use crate::error::{StoreError, StoreResult};
@@ -93,7 +94,8 @@ pub struct JobView {
     /// The API token that submitted the job (`None` for licensor's own jobs, e.g. expiries).
     pub created_by: Option<Uuid>,
     pub created_by_name: Option<String>,
-    /// For a removal created by an expiry: the job that made the temporary assignment.
+    /// For a removal created by an expiry: the job that made the temporary assignment; for an
+    /// undo job: the job it undoes.
     pub parent_job_id: Option<Uuid>,
     pub groups: Vec<GroupRef>,
     pub created_at: chrono::DateTime<Utc>,
@@ -395,9 +397,12 @@ fn status_of(m: &job::Model) -> StoreResult<JobStatus> {
     m.status.parse().map_err(StoreError::Invalid)
 }
 
-/// Rerun a `failed` or `finished_with_exception` job: its failed items (and, when the job
-/// itself failed, its unfinished ones) go back to pending for a new run; succeeded and skipped
-/// items are not touched. The job is queued again; the caller enqueues it after this commits.
+/// Rerun a `failed`, `finished_with_exception` or `cancelled` job: its failed items (and, when
+/// the job itself failed, its unfinished ones; when it was cancelled, the members the cancel
+/// skipped) go back to pending for a new run, to be read afresh from the directory before they
+/// are decided; succeeded and skipped items are not touched. A job whose groups were not read
+/// to the end reads them again (members already in the job are not added twice). The job is
+/// queued again; the caller enqueues it after this commits.
 pub async fn rerun(
     db: &Db,
     tenant_id: Uuid,
@@ -407,20 +412,29 @@ pub async fn rerun(
     let txn = db.begin().await?;
     let job = lock(&txn, tenant_id, job_id).await?;
     let status = status_of(&job)?;
-    if !matches!(status, JobStatus::Failed | JobStatus::FinishedWithException) {
+    if !matches!(
+        status,
+        JobStatus::Failed | JobStatus::FinishedWithException | JobStatus::Cancelled
+    ) {
         return Err(StoreError::conflict(
             "not_rerunnable",
             format!(
-                "only failed or finished_with_exception jobs can be rerun; this job is {}",
+                "only failed, finished_with_exception or cancelled jobs can be rerun; this job is {}",
                 status.as_str()
             ),
         ));
     }
     let run_no = job.runs + 1;
     let now = Utc::now();
-    let mut retried = vec![ItemStatus::Failed.as_str()];
+    let mut retried = job_item::Column::Status.eq(ItemStatus::Failed.as_str());
     if status == JobStatus::Failed {
-        retried.push(ItemStatus::Pending.as_str());
+        retried = retried.or(job_item::Column::Status.eq(ItemStatus::Pending.as_str()));
+    }
+    if status == JobStatus::Cancelled {
+        retried = retried.or(job_item::Column::Status.eq(ItemStatus::Pending.as_str()));
+        retried = retried.or(job_item::Column::Status
+            .eq(ItemStatus::Skipped.as_str())
+            .and(job_item::Column::ErrorCode.eq("cancelled")));
     }
     let reset = job_item::Entity::update_many()
         .col_expr(
@@ -453,15 +467,43 @@ pub async fn rerun(
         )
         .col_expr(job_item::Column::UpdatedAt, Expr::value(now))
         .filter(job_item::Column::JobId.eq(job_id))
-        .filter(job_item::Column::Status.is_in(retried))
+        .filter(retried)
         .exec(&txn)
         .await?
         .rows_affected as i64;
     let was_failed = job.failed;
+    // The counters from the items as they are now.
+    let counts: Vec<(String, i64)> = job_item::Entity::find()
+        .select_only()
+        .column(job_item::Column::Status)
+        .column_as(job_item::Column::Id.count(), "n")
+        .filter(job_item::Column::JobId.eq(job_id))
+        .group_by(job_item::Column::Status)
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    let count = |st: ItemStatus| {
+        counts
+            .iter()
+            .find(|(s, _)| s == st.as_str())
+            .map_or(0i64, |(_, n)| *n)
+    };
     job::Entity::update_many()
         .col_expr(job::Column::Status, Expr::value(JobStatus::Queued.as_str()))
         .col_expr(job::Column::Runs, Expr::value(run_no))
-        .col_expr(job::Column::Failed, Expr::value(0i64))
+        .col_expr(
+            job::Column::Total,
+            Expr::value(counts.iter().map(|(_, n)| n).sum::<i64>()),
+        )
+        .col_expr(
+            job::Column::Succeeded,
+            Expr::value(count(ItemStatus::Succeeded)),
+        )
+        .col_expr(
+            job::Column::Skipped,
+            Expr::value(count(ItemStatus::Skipped)),
+        )
+        .col_expr(job::Column::Failed, Expr::value(count(ItemStatus::Failed)))
         .col_expr(job::Column::ErrorCode, Expr::value(Option::<String>::None))
         .col_expr(
             job::Column::ErrorDetail,
@@ -495,8 +537,9 @@ pub async fn rerun(
     Ok(view)
 }
 
-/// Cancel a queued or running job: members not being worked on right now are skipped; those
-/// in flight finish and are recorded. Nothing new starts.
+/// Cancel a queued or running job: members not being worked on right now are skipped with code
+/// `cancelled`; those in flight finish and are recorded. Nothing new starts: expansion stops at
+/// its next page and every lane at its next chunk, and no member is left pending.
 pub async fn cancel(
     db: &Db,
     tenant_id: Uuid,
@@ -516,40 +559,18 @@ pub async fn cancel(
         ));
     }
     let now = Utc::now();
-    let skipped = job_item::Entity::update_many()
-        .col_expr(
-            job_item::Column::Status,
-            Expr::value(ItemStatus::Skipped.as_str()),
-        )
-        .col_expr(job_item::Column::ErrorCode, Expr::value("cancelled"))
-        .col_expr(
-            job_item::Column::ErrorDetail,
-            Expr::value("the job was cancelled before this member was worked on"),
-        )
-        .col_expr(job_item::Column::UpdatedAt, Expr::value(now))
-        .filter(job_item::Column::JobId.eq(job_id))
-        .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
-        .filter(
-            job_item::Column::LeaseOwner
-                .is_null()
-                .or(job_item::Column::LeaseUntil.lt(now)),
-        )
-        .exec(&txn)
-        .await?
-        .rows_affected as i64;
     job::Entity::update_many()
         .col_expr(
             job::Column::Status,
             Expr::value(JobStatus::Cancelled.as_str()),
         )
-        .col_expr(
-            job::Column::Skipped,
-            Expr::col(job::Column::Skipped).add(skipped),
-        )
         .col_expr(job::Column::FinishedAt, Expr::value(now))
         .filter(job::Column::Id.eq(job_id))
         .exec(&txn)
         .await?;
+    // Members a worker holds right now are recorded by it; the rest are skipped now. Expansion
+    // and the lanes see the status before their next page or chunk.
+    let skipped = pipeline::skip_unheld(&txn, job_id, now).await?;
     job_run::Entity::update_many()
         .col_expr(
             job_run::Column::Status,
@@ -745,4 +766,293 @@ pub async fn error_groups(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult
         .collect();
     groups.sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)));
     Ok(groups)
+}
+
+/// One member's entry in a job's change ledger: its direct licenses before and after the job's
+/// write, with the item's outcome.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ChangeView {
+    pub item_id: i64,
+    pub user_id: String,
+    pub user_principal_name: Option<String>,
+    pub display_name: Option<String>,
+    pub status: ItemStatus,
+    pub error: Option<ItemError>,
+    pub run_no: i32,
+    /// Licenses held directly before the write (SKU ids with disabled plans).
+    pub before: Vec<AssignedLicense>,
+    /// Licenses held directly after the write: as read back when the job verifies, else as
+    /// written.
+    pub after: Vec<AssignedLicense>,
+    /// `true`: a read after the write confirmed it; `false`: the directory showed something
+    /// else (drifted); `null`: not verified.
+    pub verified: Option<bool>,
+    pub updated_at: chrono::DateTime<Utc>,
+}
+
+impl ChangeView {
+    /// The ledger entry of an item, if the job wrote for it.
+    pub fn of(m: &job_item::Model) -> StoreResult<Option<ChangeView>> {
+        let Some(change) = m
+            .change
+            .clone()
+            .and_then(|v| serde_json::from_value::<plan::Change>(v).ok())
+        else {
+            return Ok(None);
+        };
+        let item = ItemView::from_model(m.clone())?;
+        Ok(Some(ChangeView {
+            item_id: m.id,
+            user_id: item.user_id,
+            user_principal_name: item.user_principal_name,
+            display_name: item.display_name,
+            status: item.status,
+            error: item.error,
+            run_no: item.run_no,
+            before: change.before,
+            after: change.after,
+            verified: change.verified,
+            updated_at: item.updated_at,
+        }))
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ChangeFilter {
+    pub status: Vec<ItemStatus>,
+    pub code: Vec<String>,
+    /// A member's user id or user principal name (exact).
+    pub user: Option<String>,
+}
+
+/// A page of a job's change ledger, in member order, with how many entries match the filter.
+pub async fn changes(
+    db: &Db,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    filter: &ChangeFilter,
+    page: &PageRequest<i64>,
+) -> StoreResult<(Page<ChangeView>, i64)> {
+    model(db, tenant_id, job_id).await?;
+    let mut q = job_item::Entity::find()
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::Change.is_not_null());
+    if !filter.status.is_empty() {
+        q = q.filter(job_item::Column::Status.is_in(filter.status.iter().map(|s| s.as_str())));
+    }
+    if !filter.code.is_empty() {
+        q = q.filter(job_item::Column::ErrorCode.is_in(filter.code.iter().cloned()));
+    }
+    if let Some(user) = filter
+        .user
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        q = q.filter(
+            job_item::Column::UserId
+                .eq(user)
+                .or(job_item::Column::UserPrincipalName.eq(user)),
+        );
+    }
+    let total = q
+        .clone()
+        .select_only()
+        .column_as(job_item::Column::Id.count(), "n")
+        .into_tuple::<i64>()
+        .one(db)
+        .await?
+        .unwrap_or(0);
+    if let Some(after) = page.after {
+        q = q.filter(job_item::Column::Id.gt(after));
+    }
+    let rows = q
+        .order_by_asc(job_item::Column::Id)
+        .limit(page.fetch())
+        .all(db)
+        .await?;
+    let page = page.finish(rows, |r| r.id);
+    let mut data = Vec::with_capacity(page.data.len());
+    for m in &page.data {
+        if let Some(c) = ChangeView::of(m)? {
+            data.push(c);
+        }
+    }
+    Ok((
+        Page {
+            data,
+            next_cursor: page.next_cursor,
+        },
+        total,
+    ))
+}
+
+/// The request of the job that undoes a job of `req`'s kind: the inverse licenses, for the
+/// record (each member's undo is decided from its ledger entry).
+fn undo_request(req: &JobRequest, job_id: Uuid) -> JobRequest {
+    let as_add = |ids: &[Uuid]| {
+        ids.iter()
+            .map(|id| LicenseToAdd {
+                sku_id: *id,
+                disabled_plans: Vec::new(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let added: Vec<Uuid> = req.add_licenses.iter().map(|l| l.sku_id).collect();
+    let (kind, add_licenses, remove_licenses) = match req.kind {
+        JobKind::Assign => (JobKind::Remove, Vec::new(), added),
+        JobKind::Remove => (JobKind::Assign, as_add(&req.remove_licenses), Vec::new()),
+        _ => (JobKind::Replace, as_add(&req.remove_licenses), added),
+    };
+    JobRequest {
+        kind,
+        groups: req.groups.clone(),
+        transitive: req.transitive,
+        add_licenses,
+        remove_licenses,
+        replace_all: false,
+        usage_location: None,
+        expires_in: None,
+        export: None,
+        verify: Some(true),
+        undo_of: Some(job_id),
+    }
+}
+
+/// Undo a job (admin): a new job, linked to it (`parent_job_id`, `request.undo_of`), that gives
+/// each member the job wrote for its direct licenses from before the job — only where the
+/// member's licenses still equal what the job left; the others end `skipped` with code
+/// `changed_since` and are not touched. Only a finished, failed or cancelled job that wrote for
+/// at least one member can be undone (409 `not_undoable` / `nothing_to_undo`). The caller
+/// enqueues the new job after this commits.
+pub async fn undo(
+    db: &Db,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    by: Option<Uuid>,
+) -> StoreResult<JobView> {
+    let txn = db.begin().await?;
+    let job = lock(&txn, tenant_id, job_id).await?;
+    let status = status_of(&job)?;
+    let kind: JobKind = job.kind.parse().map_err(StoreError::Invalid)?;
+    if matches!(status, JobStatus::Queued | JobStatus::Running) || kind == JobKind::Export {
+        return Err(StoreError::conflict(
+            "not_undoable",
+            format!(
+                "only a finished, failed or cancelled assign, remove or replace job can be undone; this is a {} {} job",
+                status.as_str(),
+                kind.as_str()
+            ),
+        ));
+    }
+    let req = pipeline::request_of(&job)?;
+    let child = insert(
+        &txn,
+        NewJob {
+            tenant_id,
+            request: undo_request(&req, job_id),
+            created_by: by,
+            parent_job_id: Some(job_id),
+        },
+    )
+    .await?;
+    let now = Utc::now();
+    let mut after = 0i64;
+    let mut n = 0i64;
+    loop {
+        let page = job_item::Entity::find()
+            .filter(job_item::Column::JobId.eq(job_id))
+            .filter(job_item::Column::Status.eq(ItemStatus::Succeeded.as_str()))
+            .filter(job_item::Column::Change.is_not_null())
+            .filter(job_item::Column::Id.gt(after))
+            .order_by_asc(job_item::Column::Id)
+            .limit(1000)
+            .all(&txn)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        let mut insert = sea_orm::sea_query::Query::insert();
+        insert.into_table(job_item::Entity).columns([
+            job_item::Column::JobId,
+            job_item::Column::UserId,
+            job_item::Column::UserPrincipalName,
+            job_item::Column::DisplayName,
+            job_item::Column::GroupId,
+            job_item::Column::UsageLocation,
+            job_item::Column::Target,
+            job_item::Column::Status,
+            job_item::Column::Attempts,
+            job_item::Column::RunNo,
+            job_item::Column::UpdatedAt,
+        ]);
+        let mut rows = 0;
+        for item in page {
+            let Some(change) = item
+                .change
+                .and_then(|v| serde_json::from_value::<plan::Change>(v).ok())
+            else {
+                continue;
+            };
+            let target = plan::UndoTarget {
+                expect: change.after,
+                restore: change.before,
+            };
+            let target =
+                serde_json::to_value(&target).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            insert
+                .values([
+                    child.id.into(),
+                    item.user_id.into(),
+                    item.user_principal_name.into(),
+                    item.display_name.into(),
+                    item.group_id.into(),
+                    item.usage_location.into(),
+                    target.into(),
+                    ItemStatus::Pending.as_str().into(),
+                    0i32.into(),
+                    1i32.into(),
+                    now.into(),
+                ])
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            rows += 1;
+        }
+        if rows > 0 {
+            n += txn.execute(&insert).await?.rows_affected() as i64;
+        }
+    }
+    if n == 0 {
+        return Err(StoreError::conflict(
+            "nothing_to_undo",
+            "the job changed no member's licenses, so there is nothing to undo",
+        ));
+    }
+    job::Entity::update_many()
+        .col_expr(job::Column::Total, Expr::value(n))
+        .col_expr(job::Column::ExpandedAt, Expr::value(now))
+        .col_expr(job::Column::Result, Expr::value(job.result.clone()))
+        .filter(job::Column::Id.eq(child.id))
+        .exec(&txn)
+        .await?;
+    job_run::Entity::update_many()
+        .col_expr(job_run::Column::Total, Expr::value(n))
+        .filter(job_run::Column::JobId.eq(child.id))
+        .exec(&txn)
+        .await?;
+    audit::record(
+        &txn,
+        AuditEntry {
+            tenant_id,
+            actor_token_id: by,
+            action: "job.undo",
+            target_type: "job",
+            target_id: child.id.to_string(),
+            before: None,
+            after: Some(json!({"undo_of": job_id, "members": n})),
+        },
+    )
+    .await?;
+    let child = model(&txn, tenant_id, child.id).await?;
+    let view = view(&txn, child).await?;
+    txn.commit().await?;
+    Ok(view)
 }

@@ -167,6 +167,25 @@ pub async fn claim_expansion(
     Ok(taken == 1)
 }
 
+/// Let go of the job's expansion held by `owner` (it stopped: cancelled, failed), keeping its
+/// position, so the next run goes on from there at once.
+pub async fn release_expansion(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<()> {
+    job::Entity::update_many()
+        .col_expr(
+            job::Column::ExpandOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            job::Column::ExpandUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::ExpandOwner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Whether the job still needs expanding and nobody holds its expansion (never started, or its
 /// expander's lease ran out: it died).
 pub fn expansion_abandoned(job: &job::Model) -> bool {
@@ -175,9 +194,11 @@ pub fn expansion_abandoned(job: &job::Model) -> bool {
 
 /// Insert expanded members as items with `status` (pending; succeeded for an export). A member
 /// already in the job (from another selected group, or from an earlier delivery of the same
-/// expansion) is not inserted again. Returns how many were new; the job's counters — and, when
-/// given, the expansion's position after this page with its renewed lease — move with them in
-/// the same transaction, so a crash never loses a stored page's place.
+/// expansion) is not inserted again. Returns how many were new — the job's counters and, when
+/// given, the expansion's position after this page with its renewed lease move with them in the
+/// same transaction, so a crash never loses a stored page's place — or `None` when the job is no
+/// longer running (cancelled, failed): then nothing is inserted, so a cancel never leaves
+/// members pending behind it.
 pub async fn insert_items(
     db: &Db,
     job_id: Uuid,
@@ -185,7 +206,7 @@ pub async fn insert_items(
     items: Vec<NewItem>,
     status: ItemStatus,
     mark: Option<&PageMark>,
-) -> StoreResult<u64> {
+) -> StoreResult<Option<u64>> {
     let mark = match mark {
         Some(m) => Some((
             serde_json::to_value(&m.position).map_err(|e| StoreError::Invalid(e.to_string()))?,
@@ -199,13 +220,13 @@ pub async fn insert_items(
             .col_expr(job::Column::ExpandUntil, Expr::value(mark.1))
             .filter(job::Column::Id.eq(job_id))
     };
+    let t = now();
     if items.is_empty() {
         if let Some(mark) = mark {
             store_mark(mark).exec(db).await?;
         }
-        return Ok(0);
+        return Ok(Some(0));
     }
-    let t = now();
     let mut insert = Query::insert();
     insert.into_table(job_item::Entity).columns([
         job_item::Column::JobId,
@@ -241,6 +262,18 @@ pub async fn insert_items(
             .to_owned(),
     );
     let txn = db.begin().await?;
+    // Take the job's row first (SQLite's write lock, PostgreSQL's row lock): a cancel waits for
+    // this page, or this page sees the cancel.
+    let running = job::Entity::update_many()
+        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::Status.eq(JobStatus::Running.as_str()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    if running == 0 {
+        return Ok(None);
+    }
     let inserted = txn.execute(&insert).await?.rows_affected();
     if let Some(mark) = mark {
         store_mark(mark).exec(&txn).await?;
@@ -270,7 +303,7 @@ pub async fn insert_items(
         update.exec(&txn).await?;
     }
     txn.commit().await?;
-    Ok(inserted)
+    Ok(Some(inserted))
 }
 
 /// Expansion is complete: every member of every selected group is an item.
@@ -380,9 +413,18 @@ pub enum Outcome {
         code: String,
         detail: String,
     },
+    /// Not done on purpose, with the reason's code (`cancelled`, `changed_since`): skipped.
+    Left {
+        code: String,
+        detail: String,
+    },
     /// The member's current state, read from the directory (for later runs and exports).
     Refreshed {
         licenses: Value,
+    },
+    /// The member's change ledger entry ([`super::plan::Change`]), with its final outcome.
+    Changed {
+        change: Value,
     },
 }
 
@@ -395,9 +437,11 @@ pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> Sto
     // Group items with the same outcome so each group is one statement.
     let mut groups: BTreeMap<String, (Outcome, Vec<i64>)> = BTreeMap::new();
     let mut refreshed: Vec<(i64, Value)> = Vec::new();
+    let mut changed: Vec<(i64, Value)> = Vec::new();
     for (id, outcome) in outcomes {
         match outcome {
             Outcome::Refreshed { licenses } => refreshed.push((id, licenses)),
+            Outcome::Changed { change } => changed.push((id, change)),
             other => {
                 let key = format!("{other:?}");
                 groups
@@ -436,6 +480,11 @@ pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> Sto
                         (ItemStatus::Succeeded, None, note.clone())
                     }
                     Outcome::Skipped { note } => (ItemStatus::Skipped, None, note.clone()),
+                    Outcome::Left { code, detail } => (
+                        ItemStatus::Skipped,
+                        Some(code.clone()),
+                        Some(detail.clone()),
+                    ),
                     Outcome::Failed { code, detail } => {
                         (ItemStatus::Failed, Some(code.clone()), Some(detail.clone()))
                     }
@@ -456,7 +505,9 @@ pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> Sto
                             Some(detail.clone()),
                         )
                     }
-                    Outcome::Refreshed { .. } => unreachable!("handled above"),
+                    Outcome::Refreshed { .. } | Outcome::Changed { .. } => {
+                        unreachable!("handled above")
+                    }
                 };
             if status != ItemStatus::Pending {
                 update = update
@@ -484,14 +535,8 @@ pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> Sto
             }
         }
     }
-    for (id, licenses) in refreshed {
-        job_item::Entity::update_many()
-            .col_expr(job_item::Column::Licenses, Expr::value(licenses))
-            .filter(job_item::Column::JobId.eq(job_id))
-            .filter(job_item::Column::Id.eq(id))
-            .exec(&txn)
-            .await?;
-    }
+    set_json(&txn, job_id, job_item::Column::Licenses, refreshed).await?;
+    set_json(&txn, job_id, job_item::Column::Change, changed).await?;
     job::Entity::update_many()
         .col_expr(
             job::Column::Succeeded,
@@ -511,6 +556,119 @@ pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> Sto
         .await?;
     txn.commit().await?;
     Ok((succeeded + failed + skipped) as u64)
+}
+
+/// Set a JSON column of several items, a few hundred per statement (`CASE id WHEN …`).
+async fn set_json<C: ConnectionTrait>(
+    conn: &C,
+    job_id: Uuid,
+    column: job_item::Column,
+    values: Vec<(i64, Value)>,
+) -> StoreResult<()> {
+    for part in values.chunks(300) {
+        let (Some(low), Some(high)) = (
+            part.iter().map(|(id, _)| *id).min(),
+            part.iter().map(|(id, _)| *id).max(),
+        ) else {
+            continue;
+        };
+        let mut case = sea_orm::sea_query::CaseStatement::new();
+        for (id, value) in part {
+            case = case.case(job_item::Column::Id.eq(*id), Expr::value(value.clone()));
+        }
+        job_item::Entity::update_many()
+            .col_expr(column, case.into())
+            .filter(job_item::Column::JobId.eq(job_id))
+            .filter(job_item::Column::Id.between(low, high))
+            .filter(job_item::Column::Id.is_in(part.iter().map(|(id, _)| *id)))
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Skip, with code `cancelled`, the job's pending items that no worker holds (or whose holder's
+/// lease ran out), and move the job's counters with them. Items held by a worker are recorded
+/// by that worker. Returns how many were skipped.
+pub async fn skip_unheld<C: ConnectionTrait>(
+    conn: &C,
+    job_id: Uuid,
+    t: DateTime<Utc>,
+) -> StoreResult<i64> {
+    let skipped = job_item::Entity::update_many()
+        .col_expr(
+            job_item::Column::Status,
+            Expr::value(ItemStatus::Skipped.as_str()),
+        )
+        .col_expr(job_item::Column::ErrorCode, Expr::value("cancelled"))
+        .col_expr(
+            job_item::Column::ErrorDetail,
+            Expr::value(super::codes::explanation("cancelled")),
+        )
+        .col_expr(
+            job_item::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            job_item::Column::LeaseUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(job_item::Column::UpdatedAt, Expr::value(t))
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
+        .filter(
+            job_item::Column::LeaseOwner
+                .is_null()
+                .or(job_item::Column::LeaseUntil.is_null())
+                .or(job_item::Column::LeaseUntil.lt(t)),
+        )
+        .exec(conn)
+        .await?
+        .rows_affected as i64;
+    if skipped > 0 {
+        job::Entity::update_many()
+            .col_expr(
+                job::Column::Skipped,
+                Expr::col(job::Column::Skipped).add(skipped),
+            )
+            .col_expr(job::Column::UpdatedAt, Expr::value(t))
+            .filter(job::Column::Id.eq(job_id))
+            .exec(conn)
+            .await?;
+    }
+    Ok(skipped)
+}
+
+/// A cancelled job's members left pending (a lane that stopped, a lease that ran out): skip
+/// them as cancelled. Returns how many.
+pub async fn settle_cancelled(db: &Db, job_id: Uuid) -> StoreResult<i64> {
+    let txn = db.begin().await?;
+    let still_cancelled = job::Entity::update_many()
+        .col_expr(job::Column::UpdatedAt, Expr::value(now()))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::Status.eq(JobStatus::Cancelled.as_str()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let n = if still_cancelled == 1 {
+        skip_unheld(&txn, job_id, now()).await?
+    } else {
+        0
+    };
+    txn.commit().await?;
+    Ok(n)
+}
+
+/// The job's status as stored now (`None` when it is gone).
+pub async fn status(db: &Db, job_id: Uuid) -> StoreResult<Option<JobStatus>> {
+    let s: Option<String> = job::Entity::find_by_id(job_id)
+        .select_only()
+        .column(job::Column::Status)
+        .into_tuple()
+        .one(db)
+        .await?;
+    s.map(|s| s.parse().map_err(StoreError::Invalid))
+        .transpose()
 }
 
 /// Whether any item of the job is still pending (one index probe).
@@ -713,6 +871,8 @@ pub async fn create_expiry_removals(db: &Db, at: DateTime<Utc>) -> StoreResult<V
             usage_location: None,
             expires_in: None,
             export: None,
+            verify: None,
+            undo_of: None,
         };
         let txn = db.begin().await?;
         // Take the due members first (the write lock comes with it), then build their removal.
@@ -802,14 +962,23 @@ pub async fn create_expiry_removals(db: &Db, at: DateTime<Utc>) -> StoreResult<V
     Ok(created)
 }
 
-/// Queued or running jobs with no progress since `before`: their queue messages may be gone.
+/// Queued or running jobs with no progress since `before` — their queue messages may be gone —
+/// and cancelled jobs with members still pending (held by a worker that stopped).
 pub async fn stalled(db: &Db, before: DateTime<Utc>) -> StoreResult<Vec<(Uuid, Uuid)>> {
+    let unfinished = Expr::col(job::Column::Succeeded)
+        .add(Expr::col(job::Column::Failed))
+        .add(Expr::col(job::Column::Skipped))
+        .lt(Expr::col(job::Column::Total));
     Ok(job::Entity::find()
         .select_only()
         .column(job::Column::TenantId)
         .column(job::Column::Id)
         .filter(
-            job::Column::Status.is_in([JobStatus::Queued.as_str(), JobStatus::Running.as_str()]),
+            job::Column::Status
+                .is_in([JobStatus::Queued.as_str(), JobStatus::Running.as_str()])
+                .or(job::Column::Status
+                    .eq(JobStatus::Cancelled.as_str())
+                    .and(unfinished)),
         )
         .filter(job::Column::UpdatedAt.lt(before))
         .order_by_asc(job::Column::UpdatedAt)

@@ -1,6 +1,8 @@
 //! What to do for one member, decided from the job's request and what the directory said about
-//! the member when the job expanded (its snapshot) — so a member already in the desired state
-//! costs no write, and a member that cannot succeed fails with the right code without one.
+//! the member: the snapshot taken when the job expanded, or a fresh read. A write is decided
+//! from either (the directory refuses what no longer fits, and the answer is recorded); a claim
+//! about the member's state without a write — "skipped, already in the desired state", or a
+//! failure decided here — only from a fresh read.
 
 use std::collections::BTreeSet;
 
@@ -11,7 +13,7 @@ use super::request::{JobRequest, LicenseToAdd};
 use crate::directory::{AssignedLicense, ItemCode, LicenseAssignmentState, User};
 use crate::domain::JobKind;
 
-/// What the directory said about a member: stored on the item at expansion.
+/// What the directory said about a member: stored on the item at expansion, or after a read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,6 +61,77 @@ impl Snapshot {
                 == want.disabled_plans.iter().collect::<BTreeSet<_>>()
         })
     }
+
+    /// The licenses held directly (what `assignLicense` changes), in a canonical order: by SKU
+    /// id, disabled plans sorted.
+    pub fn direct_licenses(&self) -> Vec<AssignedLicense> {
+        canonical(
+            self.licenses
+                .iter()
+                .filter(|l| l.assigned_by_group.is_none())
+                .map(|l| AssignedLicense {
+                    sku_id: l.sku_id,
+                    disabled_plans: l.disabled_plans.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether a write of `add` and `remove` shows in this state: every added license held
+    /// directly with exactly its disabled plans, no removed one held directly.
+    pub fn shows(&self, add: &[AssignedLicense], remove: &[Uuid]) -> bool {
+        add.iter().all(|a| {
+            self.holds_directly_as(&LicenseToAdd {
+                sku_id: a.sku_id,
+                disabled_plans: a.disabled_plans.clone(),
+            })
+        }) && remove.iter().all(|r| self.direct(*r).is_none())
+    }
+}
+
+/// Licenses in canonical order (by SKU id, disabled plans sorted, one entry per SKU).
+pub fn canonical(mut licenses: Vec<AssignedLicense>) -> Vec<AssignedLicense> {
+    for l in &mut licenses {
+        l.disabled_plans.sort();
+        l.disabled_plans.dedup();
+    }
+    licenses.sort_by_key(|a| a.sku_id);
+    licenses.dedup_by(|a, b| a.sku_id == b.sku_id);
+    licenses
+}
+
+/// The direct licenses after a successful `assignLicense` of `add` and `remove` on `before`.
+pub fn apply(
+    before: &[AssignedLicense],
+    add: &[AssignedLicense],
+    remove: &[Uuid],
+) -> Vec<AssignedLicense> {
+    let mut after: Vec<AssignedLicense> = before
+        .iter()
+        .filter(|l| !remove.contains(&l.sku_id) && !add.iter().any(|a| a.sku_id == l.sku_id))
+        .cloned()
+        .collect();
+    after.extend(add.iter().cloned());
+    canonical(after)
+}
+
+/// One entry of a job's change ledger: a member's direct licenses before and after the job's
+/// write (SKU ids with disabled plans), and — when the job verifies — whether a read after the
+/// write found what was written (`true`: verified, `false`: drifted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Change {
+    pub before: Vec<AssignedLicense>,
+    pub after: Vec<AssignedLicense>,
+    #[serde(default)]
+    pub verified: Option<bool>,
+}
+
+/// What an undo job does for one member: restore `restore` only while the member's direct
+/// licenses still equal `expect` (the undone job's "after").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoTarget {
+    pub expect: Vec<AssignedLicense>,
+    pub restore: Vec<AssignedLicense>,
 }
 
 /// The decision for one member.
@@ -76,6 +149,8 @@ pub enum Decision {
         remove: Vec<Uuid>,
         note: Option<String>,
     },
+    /// Left alone on purpose, with an item code saying why (e.g. `changed_since`).
+    Leave(&'static str, String),
     /// The member's current licenses must be read first.
     Read,
 }
@@ -90,40 +165,67 @@ fn to_add(licenses: &[LicenseToAdd]) -> Vec<AssignedLicense> {
         .collect()
 }
 
-/// Decide for a member whose snapshot is `snapshot` (`None`: unknown, e.g. on a rerun or for a
-/// removal of a temporary assignment — then write and let the directory's answer decide).
-pub fn decide(req: &JobRequest, snapshot: Option<&Snapshot>) -> Decision {
+/// Decide for a member whose state is `snapshot` (`None`: unknown — on a rerun, a resumed job
+/// or an expiry removal). `fresh` says the snapshot was read in this step; a decision that
+/// writes nothing is only made from a fresh one, otherwise the member is read first.
+pub fn decide(req: &JobRequest, snapshot: Option<&Snapshot>, fresh: bool) -> Decision {
+    if req.kind == JobKind::Export {
+        return Decision::Skip("nothing to write for an export".into());
+    }
     let Some(snap) = snapshot else {
-        return match req.kind {
-            JobKind::Assign => Decision::Write {
-                set_location: None,
-                add: to_add(&req.add_licenses),
-                remove: Vec::new(),
-                note: None,
-            },
-            JobKind::Remove => Decision::Write {
-                set_location: None,
-                add: Vec::new(),
-                remove: req.remove_licenses.clone(),
-                note: None,
-            },
-            JobKind::Replace if req.replace_all => Decision::Read,
-            JobKind::Replace => Decision::Write {
-                set_location: None,
-                add: to_add(&req.add_licenses),
-                remove: req.remove_licenses.clone(),
-                note: None,
-            },
-            JobKind::Export => Decision::Skip("nothing to write for an export".into()),
-        };
+        return Decision::Read;
     };
+    match decide_from(req, snap) {
+        Decision::Skip(_) | Decision::Fail(..) if !fresh => Decision::Read,
+        d => d,
+    }
+}
+
+/// Decide for an undo item: restore the member's licenses before the undone job, only where
+/// they still are what that job left.
+pub fn decide_undo(target: &UndoTarget, snapshot: Option<&Snapshot>, fresh: bool) -> Decision {
+    let Some(snap) = snapshot.filter(|_| fresh) else {
+        return Decision::Read;
+    };
+    let current = snap.direct_licenses();
+    let restore = canonical(target.restore.clone());
+    if current == restore {
+        return Decision::Skip("the member already holds what it held before the job".into());
+    }
+    if current != canonical(target.expect.clone()) {
+        return Decision::Leave(
+            "changed_since",
+            "the member's licenses changed after the job; left as they are".into(),
+        );
+    }
+    let add: Vec<AssignedLicense> = restore
+        .iter()
+        .filter(|l| !current.contains(l))
+        .cloned()
+        .collect();
+    let remove: Vec<Uuid> = current
+        .iter()
+        .filter(|l| !restore.iter().any(|r| r.sku_id == l.sku_id))
+        .map(|l| l.sku_id)
+        .collect();
+    Decision::Write {
+        set_location: None,
+        add,
+        remove,
+        note: Some("restored the licenses held before the job".into()),
+    }
+}
+
+fn decide_from(req: &JobRequest, snap: &Snapshot) -> Decision {
     let adds: Vec<LicenseToAdd> = req
         .add_licenses
         .iter()
         .filter(|l| !snap.holds_directly_as(l))
         .cloned()
         .collect();
-    // Licenses to remove that the member holds directly, and those it only inherits.
+    // Licenses to remove that the member holds directly, those it only inherits, and those it
+    // does not hold at all.
+    let mut gone: Vec<String> = Vec::new();
     let (remove, inherited): (Vec<Uuid>, Vec<(Uuid, String)>) = match req.kind {
         JobKind::Replace if req.replace_all => {
             let keep: BTreeSet<Uuid> = req.add_licenses.iter().map(|l| l.sku_id).collect();
@@ -150,6 +252,8 @@ pub fn decide(req: &JobRequest, snapshot: Option<&Snapshot>) -> Decision {
                     direct.push(*sku);
                 } else if let Some(g) = snap.inherited_from(*sku) {
                     inherited.push((*sku, g.to_owned()));
+                } else {
+                    gone.push(sku.to_string());
                 }
             }
             (direct, inherited)
@@ -163,8 +267,13 @@ pub fn decide(req: &JobRequest, snapshot: Option<&Snapshot>) -> Decision {
             .collect();
         format!("left in place, inherited from a group: {}", list.join(", "))
     });
+    let gone_note = (!gone.is_empty() && !remove.is_empty())
+        .then(|| format!("already not held: {}", gone.join(", ")));
+    let write_note = match (inherited_note.clone(), gone_note) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
     match req.kind {
-        JobKind::Export => Decision::Skip("nothing to write for an export".into()),
         JobKind::Remove | JobKind::Replace if !req.replace_all && remove.is_empty() => {
             if let Some(note) = inherited_note {
                 Decision::Fail(
@@ -197,7 +306,7 @@ pub fn decide(req: &JobRequest, snapshot: Option<&Snapshot>) -> Decision {
                 set_location,
                 add: to_add(&adds),
                 remove,
-                note: inherited_note,
+                note: write_note,
             }
         }
     }
@@ -243,40 +352,45 @@ mod tests {
     fn assign_skips_holders_and_needs_a_location() {
         let r = req(json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":E5}]}));
         assert!(matches!(
-            decide(&r, Some(&snap(Some("SE"), &[E5], &[]))),
+            decide(&r, Some(&snap(Some("SE"), &[E5], &[])), true),
             Decision::Skip(_)
         ));
         assert!(matches!(
-            decide(&r, Some(&snap(None, &[], &[]))),
+            decide(&r, Some(&snap(None, &[], &[])), true),
             Decision::Fail(ItemCode::UsageLocationMissing, _)
         ));
         // Inherited only: a direct assignment is still made.
         assert!(matches!(
-            decide(&r, Some(&snap(Some("SE"), &[], &[E5]))),
+            decide(&r, Some(&snap(Some("SE"), &[], &[E5])), true),
             Decision::Write { .. }
         ));
         let with_loc = req(
             json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":E5}],"usage_location":"NO"}),
         );
-        match decide(&with_loc, Some(&snap(None, &[], &[]))) {
+        match decide(&with_loc, Some(&snap(None, &[], &[])), true) {
             Decision::Write { set_location, .. } => assert_eq!(set_location.as_deref(), Some("NO")),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decide(&r, None), Decision::Write { .. }));
+        assert_eq!(decide(&r, None, true), Decision::Read);
+        // A skip is never decided from a snapshot that was not read in this step.
+        assert_eq!(
+            decide(&r, Some(&snap(Some("SE"), &[E5], &[])), false),
+            Decision::Read
+        );
     }
 
     #[test]
     fn remove_leaves_inherited_licenses() {
         let r = req(json!({"kind":"remove","groups":[G],"remove_licenses":[E3]}));
         assert!(matches!(
-            decide(&r, Some(&snap(Some("SE"), &[], &[E3]))),
+            decide(&r, Some(&snap(Some("SE"), &[], &[E3])), true),
             Decision::Fail(ItemCode::InheritedFromGroup, _)
         ));
         assert!(matches!(
-            decide(&r, Some(&snap(Some("SE"), &[], &[]))),
+            decide(&r, Some(&snap(Some("SE"), &[], &[])), true),
             Decision::Skip(_)
         ));
-        match decide(&r, Some(&snap(None, &[E3], &[]))) {
+        match decide(&r, Some(&snap(None, &[E3], &[])), true) {
             Decision::Write {
                 add,
                 remove,
@@ -295,7 +409,7 @@ mod tests {
         let r = req(
             json!({"kind":"replace","groups":[G],"add_licenses":[{"sku_id":E5}],"remove_licenses":[E3]}),
         );
-        match decide(&r, Some(&snap(Some("SE"), &[E3], &[]))) {
+        match decide(&r, Some(&snap(Some("SE"), &[E3], &[])), true) {
             Decision::Write { add, remove, .. } => {
                 assert_eq!(add.len(), 1);
                 assert_eq!(remove.len(), 1);
@@ -303,13 +417,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            decide(&r, Some(&snap(Some("SE"), &[], &[]))),
+            decide(&r, Some(&snap(Some("SE"), &[], &[])), true),
             Decision::Skip(_)
         ));
         let all = req(
             json!({"kind":"replace","groups":[G],"add_licenses":[{"sku_id":E5}],"replace_all":true}),
         );
-        match decide(&all, Some(&snap(Some("SE"), &[E3], &[E3]))) {
+        match decide(&all, Some(&snap(Some("SE"), &[E3], &[E3])), true) {
             Decision::Write {
                 add, remove, note, ..
             } => {
@@ -319,10 +433,61 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(decide(&all, None), Decision::Read);
+        assert_eq!(decide(&all, None, true), Decision::Read);
         assert!(matches!(
-            decide(&all, Some(&snap(Some("SE"), &[E5], &[]))),
+            decide(&all, Some(&snap(Some("SE"), &[E5], &[])), true),
             Decision::Skip(_)
         ));
+    }
+
+    #[test]
+    fn a_replace_writes_only_the_difference_and_names_what_was_already_gone() {
+        const X: &str = "4b9405b0-7788-4568-add1-99614e613b69";
+        let r = req(
+            json!({"kind":"replace","groups":[G],"add_licenses":[{"sku_id":E5}],"remove_licenses":[E3, X]}),
+        );
+        match decide(&r, Some(&snap(Some("SE"), &[E3], &[])), false) {
+            Decision::Write {
+                add, remove, note, ..
+            } => {
+                assert_eq!(add.len(), 1);
+                assert_eq!(remove, vec![E3.parse::<Uuid>().unwrap()]);
+                assert!(note.unwrap().contains(X));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn undo_restores_only_what_the_job_left() {
+        let lic = |s: &str| AssignedLicense {
+            sku_id: s.parse().unwrap(),
+            disabled_plans: vec![],
+        };
+        let t = UndoTarget {
+            expect: vec![lic(E3), lic(E5)],
+            restore: vec![lic(E3)],
+        };
+        assert_eq!(decide_undo(&t, None, true), Decision::Read);
+        match decide_undo(&t, Some(&snap(Some("SE"), &[E3, E5], &[])), true) {
+            Decision::Write { add, remove, .. } => {
+                assert!(add.is_empty());
+                assert_eq!(remove, vec![E5.parse::<Uuid>().unwrap()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide_undo(&t, Some(&snap(Some("SE"), &[E5], &[])), true),
+            Decision::Leave("changed_since", _)
+        ));
+        assert!(matches!(
+            decide_undo(&t, Some(&snap(Some("SE"), &[E3], &[])), true),
+            Decision::Skip(_)
+        ));
+        let before = vec![lic(E3)];
+        assert_eq!(
+            apply(&before, &[lic(E5)], &[E3.parse().unwrap()]),
+            vec![lic(E5)]
+        );
     }
 }

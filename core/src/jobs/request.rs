@@ -138,6 +138,16 @@ pub struct JobRequest {
     /// Export only: the file format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportOptions>,
+    /// Re-read every written member after the job's writes and record `verified`, or fail it
+    /// with `drifted` when the directory shows something else. Default: on for reruns, expiry
+    /// removals and undo jobs, off otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+    /// Set by licensor on an undo job (`POST /v1/jobs/{id}/undo`): the job it undoes. Not
+    /// accepted in a submitted request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(read_only)]
+    pub undo_of: Option<Uuid>,
 }
 
 fn refuse(code: &'static str, detail: impl Into<String>) -> StoreError {
@@ -148,6 +158,12 @@ impl JobRequest {
     /// Check the request against the rules of its kind and normalise it (groups de-duplicated,
     /// usage location upper-cased). Returns a 422 refusal naming the field on failure.
     pub fn validate(mut self) -> Result<JobRequest, StoreError> {
+        if self.undo_of.is_some() {
+            return Err(refuse(
+                "field_not_allowed",
+                "`undo_of` is set by licensor; undo a job with POST /v1/jobs/{id}/undo",
+            ));
+        }
         if self.groups.is_empty() {
             return Err(refuse("groups_required", "select at least one group"));
         }
@@ -339,6 +355,44 @@ impl JobRequest {
             .iter()
             .map(|l| l.sku_id)
             .chain(self.remove_licenses.iter().copied())
+    }
+
+    /// The checks of the request as a whole against the tenant's subscribed SKUs, made before a
+    /// job is created (the API, and through it the CLI and the Job Monitor): every SKU named
+    /// exists, and every disabled plan is a service plan of its own SKU. (The same SKU in both
+    /// `add_licenses` and `remove_licenses` is refused by [`JobRequest::validate`].) A 422
+    /// refusal names the SKU and the plan.
+    pub fn check_skus(&self, skus: &[crate::directory::Sku]) -> Result<(), StoreError> {
+        for sku_id in self.sku_ids() {
+            if !skus.iter().any(|s| s.sku_id == sku_id) {
+                return Err(refuse(
+                    "unknown_sku",
+                    format!("the tenant has no subscription with SKU id {sku_id}"),
+                ));
+            }
+        }
+        for add in &self.add_licenses {
+            let Some(sku) = skus.iter().find(|s| s.sku_id == add.sku_id) else {
+                continue;
+            };
+            for plan in &add.disabled_plans {
+                if !sku.service_plans.iter().any(|p| p.service_plan_id == *plan) {
+                    let owner = skus
+                        .iter()
+                        .find(|s| s.service_plans.iter().any(|p| p.service_plan_id == *plan))
+                        .map(|s| format!(" (it is a plan of {})", s.sku_part_number))
+                        .unwrap_or_default();
+                    return Err(refuse(
+                        "plan_not_in_sku",
+                        format!(
+                            "service plan {plan} is not part of {} ({}){owner}; only a SKU's own plans can be disabled",
+                            sku.sku_part_number, sku.sku_id
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -37,7 +37,7 @@ export function isActive(status) {
 
 /** Statuses an operator can rerun from the monitor. */
 export function isRerunnable(status) {
-  return status === 'failed' || status === 'finished_with_exception';
+  return status === 'failed' || status === 'finished_with_exception' || status === 'cancelled';
 }
 
 export function statusBadge(status) {

@@ -11,6 +11,26 @@ import { t } from './i18n.js';
 const LIVE_MS = 2000;
 const ITEMS_PAGE = 50;
 
+/** The change ledger and Undo: every visible string of them, from the catalogue (i18n.js). */
+const LEDGER_TEXT = {
+  get title() { return t('ledger.title'); },
+  get intro() { return t('ledger.intro'); },
+  get none() { return t('ledger.none'); },
+  get columns() { return ['member', 'before', 'after', 'verified', 'run'].map((c) => t(`ledger.col.${c}`)); },
+  get noLicense() { return t('ledger.noLicense'); },
+  without: (n) => t('ledger.plansOff', { n }),
+  get verified() { return { true: t('ledger.verified'), false: t('ledger.drifted'), null: '—' }; },
+  get more() { return t('ledger.more'); },
+  get loadFailed() { return t('ledger.loadFailed'); },
+  get undo() { return t('ledger.undo'); },
+  get undoTitle() { return t('ledger.undoTitle'); },
+  undoBody: (n) => t('ledger.undoBody', { n }),
+  undoYes: (n) => t('ledger.undoYes', { n }),
+  get undoNo() { return t('ledger.undoNo'); },
+  get undoStarted() { return t('ledger.undoStarted'); },
+  undoFailed: (m) => t('ledger.undoFailed', { message: m }),
+};
+
 let skuNames = null;
 
 /** sku_id → part number, read once per page load (empty when the directory cannot be read). */
@@ -71,6 +91,7 @@ export function jobView(container, ctx, id) {
     itemsBody,
     h('div', { class: 'more' }, itemsMore),
   );
+  const ledger = changesLedger(id, (n) => { state.changesTotal = n; if (state.job) renderHead(); });
 
   replace(container, h('section', { class: 'job-page' },
     h('nav', { class: 'crumbs' }, h('a', { href: '#/' }, t('job.allJobs'))),
@@ -79,6 +100,7 @@ export function jobView(container, ctx, id) {
     h('div', { class: 'job-grid' }, summary, errors),
     runs,
     items,
+    ledger.card,
   ));
   replace(summary, h('p', { class: 'loading' }, t('job.loading')));
 
@@ -110,7 +132,7 @@ export function jobView(container, ctx, id) {
       state.runs = runList.data;
       state.errors = errorList.data;
       render();
-      if (first || changed) await loadItems(true);
+      if (first || changed) await Promise.all([loadItems(true), ledger.load()]);
     } catch (err) {
       if (state.stopped) return;
       if (first || !state.job) {
@@ -148,6 +170,9 @@ export function jobView(container, ctx, id) {
     }
     if (ctx.canOperate && isRerunnable(job.status)) {
       actions.push(h('button', { type: 'button', class: 'btn btn-primary', id: 'rerun-job', onclick: rerunJob }, t('job.rerun')));
+    }
+    if (ctx.canLaunch && !isActive(job.status) && job.kind !== 'export' && state.changesTotal > 0) {
+      actions.push(undoButton(id, state.changesTotal));
     }
     const downloads = h('div', { class: 'downloads', role: 'group', 'aria-label': t('job.downloadReport') },
       h('span', { class: 'muted small' }, t('job.report')),
@@ -412,4 +437,90 @@ export function jobView(container, ctx, id) {
     state.stopped = true;
     clearTimeout(state.timer);
   };
+}
+
+/** Licenses as the ledger lists them: part numbers, with how many plans are off. */
+function ledgerLicenses(list) {
+  if (!list || list.length === 0) return h('span', { class: 'muted' }, LEDGER_TEXT.noLicense);
+  return list.map((l, i) => [
+    i > 0 ? ', ' : null,
+    (skuNames && skuNames.get(l.sku_id)) || l.sku_id,
+    l.disabled_plans && l.disabled_plans.length ? ` (${LEDGER_TEXT.without(l.disabled_plans.length)})` : null,
+  ]);
+}
+
+/** The job's change ledger card: `load()` reads its first page again; `onTotal(n)` hears how many members it holds. */
+function changesLedger(id, onTotal) {
+  const state = { rows: [], cursor: null, total: 0 };
+  const body = h('div', { class: 'changes-body' });
+  const more = h('button', { type: 'button', class: 'btn', hidden: true, onclick: () => load(false) }, LEDGER_TEXT.more);
+  const count = h('span', { class: 'count-pill' }, '0');
+  const card = h('div', { class: 'card changes', id: 'changes' },
+    h('div', { class: 'card-head' }, h('h2', {}, LEDGER_TEXT.title, ' ', count)),
+    h('p', { class: 'muted small' }, LEDGER_TEXT.intro),
+    body,
+    h('div', { class: 'more' }, more));
+
+  async function load(reset = true) {
+    more.disabled = true;
+    try {
+      const page = await api.get(`/v1/jobs/${id}/changes`, { limit: ITEMS_PAGE, cursor: reset ? null : state.cursor });
+      state.rows = reset ? page.data : state.rows.concat(page.data);
+      state.cursor = page.next_cursor;
+      state.total = page.total;
+      render();
+      onTotal(state.total);
+    } catch (err) {
+      replace(body, problemBox(err.problem || { title: LEDGER_TEXT.loadFailed, detail: String(err) }));
+    } finally {
+      more.disabled = false;
+    }
+  }
+
+  function render() {
+    replace(count, num(state.total));
+    more.hidden = !state.cursor;
+    if (state.rows.length === 0) {
+      replace(body, h('p', { class: 'muted' }, LEDGER_TEXT.none));
+      return;
+    }
+    const [member, before, after, verified, run] = LEDGER_TEXT.columns;
+    replace(body, h('div', { class: 'table-wrap' }, h('table', { class: 'changes-table', id: 'changes-table' },
+      h('thead', {}, h('tr', {}, LEDGER_TEXT.columns.map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, state.rows.map((c) => h('tr', { dataset: { user: c.user_id } },
+        h('td', { 'data-label': member }, c.display_name || c.user_principal_name || c.user_id),
+        h('td', { 'data-label': before }, ledgerLicenses(c.before)),
+        h('td', { 'data-label': after }, ledgerLicenses(c.after)),
+        h('td', { 'data-label': verified }, LEDGER_TEXT.verified[String(c.verified)]),
+        h('td', { 'data-label': run }, `#${c.run_no}`),
+      ))))));
+  }
+
+  return { card, load };
+}
+
+/** Undo (admins): confirm with the number of members it will touch, then open the undo job. */
+function undoButton(id, members) {
+  return h('button', {
+    type: 'button',
+    class: 'btn',
+    id: 'undo-job',
+    onclick: async () => {
+      const ok = await confirmDialog({
+        title: LEDGER_TEXT.undoTitle,
+        body: LEDGER_TEXT.undoBody(members),
+        yes: LEDGER_TEXT.undoYes(members),
+        no: LEDGER_TEXT.undoNo,
+        danger: true,
+      });
+      if (!ok) return;
+      try {
+        const job = await api.post(`/v1/jobs/${id}/undo`);
+        toast(LEDGER_TEXT.undoStarted);
+        window.location.hash = `#/jobs/${job.id}`;
+      } catch (err) {
+        toast(LEDGER_TEXT.undoFailed(err.message), 'error');
+      }
+    },
+  }, LEDGER_TEXT.undo);
 }
