@@ -39,6 +39,37 @@ async function loadTokenNames(ctx) {
   return tokenNames;
 }
 
+/** Export Results facts on the job page (kept together for the language catalogue). */
+const EXPORT_TEXT = {
+  format: 'Format',
+  location: 'Export location',
+  download: 'Download from licensor',
+  sharepoint: (l) => `SharePoint/OneDrive drive ${l.drive_id}, folder ${l.folder_path || '/'}`,
+  s3: (l) => `S3 bucket ${l.bucket}${l.prefix ? `, prefix ${l.prefix}` : ''}`,
+  deliveredTo: 'File',
+  size: 'File size',
+  rows: 'Rows',
+  bytes: (n) => `${num(n)} bytes`,
+};
+
+/** Format, location and — once delivered — where the file went, its size and row count. */
+function exportRows(job) {
+  const e = job.request?.export || {};
+  const loc = e.location || { type: 'download' };
+  const where = loc.type === 'sharepoint' ? EXPORT_TEXT.sharepoint(loc)
+    : loc.type === 's3' ? EXPORT_TEXT.s3(loc) : EXPORT_TEXT.download;
+  const rows = [[EXPORT_TEXT.format, (e.format || 'csv').toUpperCase()], [EXPORT_TEXT.location, where]];
+  const d = job.export;
+  if (d) {
+    const link = /^https?:/.test(d.url) ? h('a', { href: d.url, rel: 'noopener', target: '_blank', id: 'export-url' }, d.url)
+      : h('code', { id: 'export-url' }, d.url);
+    rows.push([EXPORT_TEXT.deliveredTo, link]);
+    rows.push([EXPORT_TEXT.size, EXPORT_TEXT.bytes(d.size)]);
+    rows.push([EXPORT_TEXT.rows, num(d.rows)]);
+  }
+  return rows;
+}
+
 export function jobView(container, ctx, id) {
   const state = {
     job: null,
@@ -197,7 +228,7 @@ export function jobView(container, ctx, id) {
     }
     if (job.kind === 'assign' || job.kind === 'replace') rows.push(['Location', usageLocation(req.usage_location)]);
     if (job.kind === 'assign') rows.push(['Expiry', expiry(req.expires_in)]);
-    if (job.kind === 'export') rows.push(['Format', (req.export?.format || 'csv').toUpperCase()]);
+    if (job.kind === 'export') rows.push(...exportRows(job));
     rows.push(['Created by', createdBy(job)]);
     rows.push(['Created', fullTime(job.created_at)]);
     // started_at and finished_at belong to the latest run; the runs list has each one.
