@@ -173,7 +173,10 @@ fn item_inner(
     match (method.as_str(), action.as_str()) {
         ("GET", "") => {
             let f = drive.files.get(&key(&path)).ok_or_else(item_not_found)?;
-            Ok(graph_json(StatusCode::OK, &item_json(&base, drive_id, &drive.name, f)))
+            Ok(graph_json(
+                StatusCode::OK,
+                &item_json(&base, drive_id, &drive.name, f),
+            ))
         }
         ("PUT", "content") => {
             if !drive.writable {
@@ -341,7 +344,10 @@ fn chunk_inner(
     } else {
         StatusCode::CREATED
     };
-    Ok(graph_json(status, &item_json(&base, &session.drive, &name, f)))
+    Ok(graph_json(
+        status,
+        &item_json(&base, &session.drive, &name, f),
+    ))
 }
 
 /// `DELETE /_upload/{session}`: cancel an upload session.
@@ -460,7 +466,9 @@ pub async fn content(
         Some(f) => (StatusCode::OK, f.bytes.clone()).into_response(),
         None => (
             StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "NotFound", "message": format!("no file '{}'", q.path)}})),
+            Json(
+                json!({"error": {"code": "NotFound", "message": format!("no file '{}'", q.path)}}),
+            ),
         )
             .into_response(),
     }

@@ -164,12 +164,16 @@ impl DirectoryClient {
         .unwrap_or_default();
         let answer = self
             .retrying(|| {
-                self.drive_request(Method::POST, &url, body.clone(), "creating an upload session")
+                self.drive_request(
+                    Method::POST,
+                    &url,
+                    body.clone(),
+                    "creating an upload session",
+                )
             })
             .await?;
-        let session: UploadSession = serde_json::from_slice(&answer).map_err(|e| {
-            UploadError::Unreachable(format!("unreadable upload session: {e}"))
-        })?;
+        let session: UploadSession = serde_json::from_slice(&answer)
+            .map_err(|e| UploadError::Unreachable(format!("unreadable upload session: {e}")))?;
         let chunk = tuning.drive_upload_chunk_bytes.max(1);
         let mut offset = 0u64;
         let mut chunks = 0u32;

@@ -398,7 +398,10 @@ impl DirectoryClient {
 
     /// The users who are direct members of a group, with `accountEnabled` (for exports), page by
     /// page.
-    pub fn export_members(&self, group_id: &str) -> BoxStream<'static, Result<User, DirectoryError>> {
+    pub fn export_members(
+        &self,
+        group_id: &str,
+    ) -> BoxStream<'static, Result<User, DirectoryError>> {
         self.paged(self.url(&format!(
             "/groups/{}/members/microsoft.graph.user?$select={EXPORT_USER_SELECT}&$top=999",
             path_segment(group_id)

@@ -207,7 +207,8 @@ async fn to_s3(
     let key = format!("{prefix}{}", rendered.name);
     let path = object_store::path::Path::from(key.as_str());
     let mut file = tokio::fs::File::from_std(rendered.file);
-    let read_error = |e: std::io::Error| DeliveryError::Unreachable(format!("reading the export: {e}"));
+    let read_error =
+        |e: std::io::Error| DeliveryError::Unreachable(format!("reading the export: {e}"));
     if rendered.size as usize <= S3_PART {
         let mut bytes = Vec::with_capacity(rendered.size as usize);
         file.read_to_end(&mut bytes).await.map_err(read_error)?;

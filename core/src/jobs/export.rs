@@ -366,24 +366,22 @@ impl Sink {
             }
             FileFormat::Xlsx => {
                 let mut book = Box::new(rust_xlsxwriter::Workbook::new());
-                let created = rust_xlsxwriter::ExcelDateTime::from_timestamp(created)
-                    .map_err(io_error)?;
+                let created =
+                    rust_xlsxwriter::ExcelDateTime::from_timestamp(created).map_err(io_error)?;
                 book.set_properties(
                     &rust_xlsxwriter::DocProperties::new().set_creation_datetime(&created),
                 );
                 let bold = rust_xlsxwriter::Format::new().set_bold();
-                let ws = book.add_worksheet_with_constant_memory().map_err(io_error)?;
+                let ws = book
+                    .add_worksheet_with_constant_memory()
+                    .map_err(io_error)?;
                 ws.set_name("Export Results").map_err(io_error)?;
                 ws.set_freeze_panes(1, 0).map_err(io_error)?;
                 for (c, name) in COLUMNS.iter().enumerate() {
                     ws.write_string_with_format(0, c as u16, *name, &bold)
                         .map_err(io_error)?;
                 }
-                Ok(Sink::Xlsx {
-                    book,
-                    file,
-                    row: 0,
-                })
+                Ok(Sink::Xlsx { book, file, row: 0 })
             }
         }
     }
@@ -465,7 +463,11 @@ const PAGE: u64 = 1000;
 /// Write the export file of `job` (an export whose members are all read) to a temporary file,
 /// in the job's format, with `exported_at` in every row. The database is read a page at a time
 /// and each page is written before the next is read.
-pub async fn render(db: &Db, job: &job::Model, exported_at: DateTime<Utc>) -> StoreResult<Rendered> {
+pub async fn render(
+    db: &Db,
+    job: &job::Model,
+    exported_at: DateTime<Utc>,
+) -> StoreResult<Rendered> {
     let req = pipeline::request_of(job)?;
     let format = req.export.map(|e| e.format).unwrap_or(FileFormat::Csv);
     let facts = JobFacts::of(job);

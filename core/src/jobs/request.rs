@@ -196,7 +196,9 @@ impl ExportLocation {
                     }
                     if segment == "."
                         || segment == ".."
-                        || segment.chars().any(|c| c.is_control() || "\"*:<>?\\|#%".contains(c))
+                        || segment
+                            .chars()
+                            .any(|c| c.is_control() || "\"*:<>?\\|#%".contains(c))
                     {
                         return Err(bad_location(format!(
                             "`{}` is not a folder name a drive accepts",
@@ -207,7 +209,9 @@ impl ExportLocation {
                     folder.push('/');
                 }
                 if folder.len() > 400 {
-                    return Err(bad_location("the folder path is longer than 400 characters"));
+                    return Err(bad_location(
+                        "the folder path is longer than 400 characters",
+                    ));
                 }
                 Ok(ExportLocation::Sharepoint {
                     drive_id,
@@ -224,9 +228,9 @@ impl ExportLocation {
             } => {
                 let bucket = bucket.trim().to_owned();
                 let ok_bucket = (3..=63).contains(&bucket.len())
-                    && bucket
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+                    && bucket.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-'
+                    })
                     && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
                     && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
                 if !ok_bucket {
@@ -237,18 +241,27 @@ impl ExportLocation {
                 }
                 let prefix = prefix.trim().trim_start_matches('/').to_owned();
                 if prefix.len() > 512 || prefix.chars().any(char::is_control) {
-                    return Err(bad_location("the key prefix must be at most 512 printable characters"));
+                    return Err(bad_location(
+                        "the key prefix must be at most 512 printable characters",
+                    ));
                 }
-                let region = region.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+                let region = region
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty());
                 if let Some(r) = &region
                     && (r.len() > 64 || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
                 {
                     return Err(bad_location(format!("`{}` is not a region", clip(r))));
                 }
-                let endpoint = endpoint.map(|e| e.trim().trim_end_matches('/').to_owned()).filter(|e| !e.is_empty());
+                let endpoint = endpoint
+                    .map(|e| e.trim().trim_end_matches('/').to_owned())
+                    .filter(|e| !e.is_empty());
                 if let Some(e) = &endpoint {
                     let ok = reqwest::Url::parse(e).is_ok_and(|u| {
-                        matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.username().is_empty() && u.password().is_none()
+                        matches!(u.scheme(), "http" | "https")
+                            && u.host().is_some()
+                            && u.username().is_empty()
+                            && u.password().is_none()
                     });
                     if !ok {
                         return Err(bad_location(format!(
@@ -260,7 +273,9 @@ impl ExportLocation {
                 for name in [&access_key_id_env, &secret_access_key_env] {
                     let ok = name.len() <= 128
                         && (name.starts_with("AWS_") || name.starts_with("S3_"))
-                        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
                     if !ok {
                         return Err(bad_location(format!(
                             "`{}` is not an environment variable name licensor reads credentials from (A-Z, 0-9 and _, starting with AWS_ or S3_)",
