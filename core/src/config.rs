@@ -440,7 +440,7 @@ impl RawSettings {
             ));
         }
         let chunk = d.drive_upload_chunk_bytes;
-        if chunk == 0 || chunk % 327_680 != 0 || chunk > 60 * 1024 * 1024 {
+        if chunk == 0 || !chunk.is_multiple_of(327_680) || chunk > 60 * 1024 * 1024 {
             return Err(ConfigError::new(
                 "directory.drive_upload_chunk_bytes",
                 "must be a multiple of 327680 (320 KiB) and at most 62914560 (60 MiB)",

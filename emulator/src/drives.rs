@@ -304,7 +304,7 @@ fn chunk_inner(
         ));
     }
     let last = b + 1 == total;
-    if !last && body.len() % CHUNK_UNIT != 0 {
+    if !last && !body.len().is_multiple_of(CHUNK_UNIT) {
         return Err(invalid(
             "Fragments must be a multiple of 320 KiB (327,680 bytes), except the last.",
         ));

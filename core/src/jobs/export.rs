@@ -333,7 +333,7 @@ fn rows_of(item: &job_item::Model, names: &Names) -> Vec<Vec<String>> {
 
 /// Writes rows to a file in one format.
 enum Sink {
-    Csv(csv::Writer<BufWriter<std::fs::File>>),
+    Csv(Box<csv::Writer<BufWriter<std::fs::File>>>),
     Json {
         out: BufWriter<std::fs::File>,
         first: bool,
@@ -357,7 +357,7 @@ impl Sink {
             FileFormat::Csv => {
                 let mut w = csv::Writer::from_writer(BufWriter::new(file));
                 w.write_record(COLUMNS).map_err(io_error)?;
-                Ok(Sink::Csv(w))
+                Ok(Sink::Csv(Box::new(w)))
             }
             FileFormat::Json => {
                 let mut out = BufWriter::new(file);
@@ -423,7 +423,7 @@ impl Sink {
     /// Finish the file; returns it with its size.
     fn finish(self) -> StoreResult<(std::fs::File, u64)> {
         let mut file = match self {
-            Sink::Csv(w) => w
+            Sink::Csv(w) => (*w)
                 .into_inner()
                 .map_err(io_error)?
                 .into_inner()
