@@ -832,6 +832,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn export_locations() {
+        assert_eq!(parse_location("download"), Ok(ExportLocation::Download));
+        assert_eq!(
+            parse_location("sharepoint:b!x1:/Reports/2026"),
+            Ok(ExportLocation::Sharepoint {
+                drive_id: "b!x1".into(),
+                folder_path: "/Reports/2026/".into()
+            })
+        );
+        match parse_location("s3://reports/licensor/") {
+            Ok(ExportLocation::S3 { bucket, prefix, .. }) => {
+                assert_eq!((bucket.as_str(), prefix.as_str()), ("reports", "licensor/"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_location("s3://Bad_Bucket/").is_err());
+        assert!(parse_location("ftp://x").is_err());
+    }
+
+    #[test]
     fn expiry_in_days_weeks_or_months() {
         let e = |value, unit| Ok(ExpiresIn { value, unit });
         assert_eq!(parse_expires_in("30d"), e(30, ExpiryUnit::Days));
