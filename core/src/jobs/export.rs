@@ -139,14 +139,7 @@ pub async fn expand(
                     .into_iter()
                     .map(|user| {
                         let item = member_item(user, group, through.clone());
-                        if let Some(m) = &item.1 {
-                            assigning.extend(
-                                m.snapshot
-                                    .licenses
-                                    .iter()
-                                    .filter_map(|l| l.assigned_by_group.clone()),
-                            );
-                        }
+                        assigning.extend(item.1);
                         item.0
                     })
                     .collect();
@@ -195,16 +188,19 @@ pub async fn expand(
     Ok(Ok(members))
 }
 
-fn member_item(
-    user: User,
-    group: &str,
-    through: Option<String>,
-) -> (NewItem, Option<ExportMember>) {
+/// The item of a member, and the groups that assign it licenses.
+fn member_item(user: User, group: &str, through: Option<String>) -> (NewItem, Vec<String>) {
     let member = ExportMember {
         snapshot: Snapshot::of(&user),
         account_enabled: user.account_enabled,
         through,
     };
+    let assigning = member
+        .snapshot
+        .licenses
+        .iter()
+        .filter_map(|l| l.assigned_by_group.clone())
+        .collect();
     let item = NewItem {
         usage_location: member.snapshot.usage_location.clone(),
         licenses: serde_json::to_value(&member).ok(),
@@ -213,7 +209,7 @@ fn member_item(
         display_name: user.display_name,
         group_id: group.to_owned(),
     };
-    (item, Some(member))
+    (item, assigning)
 }
 
 /// An export file written to a temporary file (deleted when dropped).
