@@ -20,23 +20,7 @@ use graph_emulator::{ENTERPRISEPACK_SKU_ID, EmulatorConfig, EmulatorHandle, Scen
 use licensor::Roles;
 use serde_json::{Value, json};
 
-const COLUMNS: &[&str] = &[
-    "group_name",
-    "group_id",
-    "user_id",
-    "user_principal_name",
-    "display_name",
-    "account_enabled",
-    "usage_location",
-    "sku_part_number",
-    "sku_id",
-    "assigned_by",
-    "assigned_by_groups",
-    "disabled_plans",
-    "member_through",
-    "member_through_id",
-    "exported_at",
-];
+use licensor_core::jobs::export::COLUMNS;
 
 /// Small drive uploads: files above 64 KiB go through an upload session in 320 KiB chunks.
 const DRIVE_LIMITS: &str =
@@ -585,11 +569,16 @@ async fn delivered_to_drive_and_bucket(backend: Backend) {
         json!({"kind": "export", "groups": groups, "transitive": true, "export": {"format": format,
             "location": {"type": "sharepoint", "drive_id": drive, "folder_path": "/Reports/"}}})
     };
-    let drive_file = |name: &str| {
-        format!(
-            "/_emulator/drives/{}/content?path=/Reports/{name}",
-            drive.replace('!', "%21")
-        )
+    let drive_path = format!("/_emulator/drives/{}", drive.replace('!', "%21"));
+    let uploaded = async |name: String| -> Vec<u8> {
+        let resp = s
+            .http
+            .get(s.emu(&format!("{drive_path}/content?path=/Reports/{name}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{name} is in the drive");
+        resp.bytes().await.unwrap().to_vec()
     };
 
     // Larger than one chunk: an upload session.
@@ -607,18 +596,9 @@ async fn delivered_to_drive_and_bucket(backend: Backend) {
     assert!(export["size"].as_u64().unwrap() > 327_680, "{export}");
     assert!(export["chunks"].as_u64().unwrap() >= 2, "{export}");
     let download = s.download(id).await;
-    let uploaded = s
-        .http
-        .get(s.emu(&drive_file(&name)))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
     assert_eq!(
-        uploaded.as_ref(),
-        download.as_slice(),
+        uploaded(name.clone()).await,
+        download,
         "drive copy = download"
     );
     let files = s
@@ -641,21 +621,15 @@ async fn delivered_to_drive_and_bucket(backend: Backend) {
     assert_eq!(job["status"], "finished", "{job}");
     assert_eq!(job["export"]["chunks"], 0, "{job}");
     let id = job["id"].as_str().unwrap();
-    let uploaded = s
-        .http
-        .get(s.emu(&drive_file(&format!("job-{id}-export.csv"))))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.as_ref(), s.download(id).await.as_slice());
+    assert_eq!(
+        uploaded(format!("job-{id}-export.csv")).await,
+        s.download(id).await
+    );
 
     // No permission on the drive: 403 → export_location_denied; rerun after granting it.
     s.emu_send(
         reqwest::Method::PATCH,
-        &format!("/_emulator/drives/{}", drive.replace('!', "%21")),
+        &drive_path,
         json!({"writable": false}),
     )
     .await;
@@ -666,23 +640,17 @@ async fn delivered_to_drive_and_bucket(backend: Backend) {
     let id = job["id"].as_str().unwrap().to_owned();
     s.emu_send(
         reqwest::Method::PATCH,
-        &format!("/_emulator/drives/{}", drive.replace('!', "%21")),
+        &drive_path,
         json!({"writable": true}),
     )
     .await;
     let job = s.rerun(&id).await;
     assert_eq!(job["status"], "finished", "{job}");
     assert_eq!(job["runs"], 2);
-    let uploaded = s
-        .http
-        .get(s.emu(&drive_file(&format!("job-{id}-export.xlsx"))))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.as_ref(), s.download(&id).await.as_slice());
+    assert_eq!(
+        uploaded(format!("job-{id}-export.xlsx")).await,
+        s.download(&id).await
+    );
 
     // An unknown drive: export_location_unreachable.
     let job = s

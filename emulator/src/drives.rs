@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::error::{GraphError, graph_json};
+use crate::graph::base_url;
 use crate::state::AppState;
 
 type St = State<Arc<AppState>>;
@@ -97,14 +98,6 @@ fn invalid(message: impl Into<String>) -> GraphError {
 
 fn key(path: &str) -> String {
     path.to_lowercase()
-}
-
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    format!("http://{host}")
 }
 
 fn item_json(base: &str, drive_id: &str, drive_name: &str, f: &StoredFile) -> Value {
