@@ -638,6 +638,54 @@ async fn jobs_from_the_command_line() {
     let rows: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).expect("JSON file");
     assert_eq!(rows.as_array().map(Vec::len), Some(5), "{rows}");
 
+    // Export Results to a SharePoint folder: `watch` says where the file went.
+    let created = reqwest::Client::new()
+        .post(format!("{}/_emulator/drives", emulator.base_url()))
+        .json(&serde_json::json!({"id": "b!cli-drive"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let out = jobs_cli(
+        &app,
+        admin,
+        &[
+            "submit",
+            "--kind",
+            "export",
+            "--group",
+            "Licensed Pilot",
+            "--format",
+            "xlsx",
+            "--to",
+            "sharepoint:b!cli-drive:/Reports/",
+        ],
+    )
+    .await;
+    let export = succeeded(&out).trim().to_owned();
+    let out = jobs_cli(&app, admin, &["watch", &export]).await;
+    let text = succeeded(&out);
+    assert!(
+        text.lines().any(|l| l.starts_with("export: 5 rows")
+            && l.contains(&format!("/Reports/job-{export}-export.xlsx"))),
+        "{text}"
+    );
+    let out = jobs_cli(
+        &app,
+        admin,
+        &[
+            "submit",
+            "--kind",
+            "export",
+            "--group",
+            "Licensed Pilot",
+            "--to",
+            "ftp://x",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "a bad --to is a usage error");
+
     // Several at once: the rerunnable one is queued again, the finished one is rejected with
     // its reason, and the exit code says not all were rerun.
     let out = jobs_cli(&app, tenant.operator.as_str(), &["rerun", &id, &pilot]).await;

@@ -1,8 +1,8 @@
 //! Group license jobs end to end, through HTTP against the directory emulator, on the embedded
 //! default and on PostgreSQL + Redis: assign with a SKU that runs out, users without a usage
 //! location and group-inherited licenses, then a rerun that redoes only what failed; remove and
-//! replace; shared members; temporary assignments removed by the expiry sweep; exports read by
-//! standard readers; validation and the job-level failures.
+//! replace; shared members; temporary assignments removed by the expiry sweep; validation and the
+//! job-level failures. Exports are in tests/export.rs.
 
 mod common;
 
@@ -640,146 +640,6 @@ async fn list_jobs(s: &Setup, query: &str) -> Vec<Value> {
         .unwrap();
     page["data"].as_array().cloned().unwrap_or_default()
 }
-
-/// Python with openpyxl, or `None` (outside CI) when it is missing.
-fn python_reader() -> Option<()> {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import csv, json, openpyxl"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(());
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("python3 with openpyxl is needed: pip install openpyxl");
-    }
-    eprintln!("skipping the export readers check: pip install openpyxl");
-    None
-}
-
-const READ_EXPORT: &str = r#"
-import csv, json, sys
-path, fmt = sys.argv[1], sys.argv[2]
-if fmt == "csv":
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-elif fmt == "json":
-    with open(path, encoding="utf-8") as f:
-        rows = json.load(f)
-else:
-    import openpyxl
-    ws = openpyxl.load_workbook(path, read_only=True).active
-    it = ws.iter_rows(values_only=True)
-    head = next(it)
-    rows = [dict(zip(head, r)) for r in it]
-print(json.dumps([[r["user_id"], r["sku_id"], r["sku_part_number"], r["assigned_by"] or ""] for r in rows]))
-"#;
-
-async fn export_opens_in_standard_readers(backend: Backend) {
-    let Some(s) = setup(backend, "").await else {
-        return;
-    };
-    if python_reader().is_none() {
-        s.finish().await;
-        return;
-    }
-    let sales = s.app.group_id(&s.admin, "Sales").await;
-    let pilot = s.app.group_id(&s.admin, "E5 Pilot").await;
-    // Some direct licenses as well as the pilot's group licenses.
-    s.run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
-        .await;
-    // What the directory holds, member × license.
-    let mut expected: HashSet<(String, String)> = HashSet::new();
-    let mut members: HashSet<String> = HashSet::new();
-    let dir = tempfile::tempdir().unwrap();
-    for format in ["csv", "json", "xlsx"] {
-        let job = s
-            .run(json!({"kind": "export", "groups": [sales, pilot], "export": {"format": format}}))
-            .await;
-        assert_eq!(job["status"], "finished", "{job}");
-        let id = job["id"].as_str().unwrap();
-        if expected.is_empty() {
-            for item in s.app.all_items(&s.viewer, id).await {
-                let user_id = item["user_id"].as_str().unwrap().to_owned();
-                let user = s.user(&user_id).await;
-                for l in user["assignedLicenses"].as_array().unwrap() {
-                    expected.insert((user_id.clone(), l["skuId"].as_str().unwrap().to_owned()));
-                }
-                members.insert(user_id);
-            }
-            assert!(expected.len() > 250, "{}", expected.len());
-        }
-        let resp = s
-            .app
-            .get(&format!("/v1/jobs/{id}/export"), &s.viewer)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        let disposition = resp.headers()["content-disposition"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        assert!(
-            disposition.ends_with(&format!(".{format}\"")),
-            "{disposition}"
-        );
-        let path = dir.path().join(format!("export.{format}"));
-        std::fs::write(&path, resp.bytes().await.unwrap()).unwrap();
-        let out = std::process::Command::new("python3")
-            .args(["-c", READ_EXPORT, path.to_str().unwrap(), format])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rows: Vec<(String, String, String, String)> =
-            serde_json::from_slice(&out.stdout).unwrap();
-        let got: HashSet<(String, String)> =
-            rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
-        assert_eq!(
-            got.len(),
-            rows.len(),
-            "{format}: one row per member × license"
-        );
-        assert_eq!(got, expected, "{format}");
-        for r in &rows {
-            let part = match r.1.as_str() {
-                ENTERPRISEPACK_SKU_ID => "ENTERPRISEPACK",
-                SPE_E5_SKU_ID => "SPE_E5",
-                _ => "",
-            };
-            assert_eq!(r.2, part, "{r:?}");
-            if r.1 == SPE_E5_SKU_ID {
-                assert_eq!(r.3, pilot, "the pilot's E5 comes from its group: {r:?}");
-            }
-        }
-        // Reports come in every format too.
-        let resp = s
-            .app
-            .get(&format!("/v1/jobs/{id}/report?format={format}"), &s.viewer)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-    }
-    // The export of a non-export job is refused.
-    let jobs = list_jobs(&s, "kind=assign").await;
-    let resp = s
-        .app
-        .get(
-            &format!("/v1/jobs/{}/export", jobs[0]["id"].as_str().unwrap()),
-            &s.viewer,
-        )
-        .send()
-        .await
-        .unwrap();
-    expect_problem(resp, 409, "not_an_export").await;
-    s.finish().await;
-}
-on_both_backends!(export_opens_in_standard_readers);
 
 async fn bad_requests_change_nothing(backend: Backend) {
     let Some(s) = setup(backend, "").await else {

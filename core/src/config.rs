@@ -174,6 +174,10 @@ pub struct DirectoryTuning {
     pub initial_write_rate: f64,
     pub max_write_rate: f64,
     pub target_throttle_percent: f64,
+    /// Export uploads to a drive: one request up to this size in bytes, an upload session above.
+    pub drive_simple_upload_max_bytes: u64,
+    /// Bytes per upload-session chunk: a multiple of 327,680 (320 KiB), at most 60 MiB (Graph).
+    pub drive_upload_chunk_bytes: u64,
 }
 
 impl Default for DirectoryTuning {
@@ -190,6 +194,8 @@ impl Default for DirectoryTuning {
                 initial_write_rate: 20.0,
                 max_write_rate: 100_000.0,
                 target_throttle_percent: 93.0,
+                drive_simple_upload_max_bytes: 4_194_304,
+                drive_upload_chunk_bytes: 3_276_800,
             })
     }
 }
@@ -431,6 +437,19 @@ impl RawSettings {
             return Err(ConfigError::new(
                 "directory.target_throttle_percent",
                 "must be between 50 and 100",
+            ));
+        }
+        let chunk = d.drive_upload_chunk_bytes;
+        if chunk == 0 || !chunk.is_multiple_of(327_680) || chunk > 60 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "directory.drive_upload_chunk_bytes",
+                "must be a multiple of 327680 (320 KiB) and at most 62914560 (60 MiB)",
+            ));
+        }
+        if d.drive_simple_upload_max_bytes > 250 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "directory.drive_simple_upload_max_bytes",
+                "must be at most 262144000 (250 MiB)",
             ));
         }
         self.sweeps.started_seats_schedule()?;

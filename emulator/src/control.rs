@@ -178,6 +178,7 @@ pub async fn user(State(st): St, Path(id): Path<String>) -> Response {
         "id": dir.user_ids[u as usize].to_string(),
         "userPrincipalName": dir.upn(u),
         "displayName": format!("{f} {l}"),
+        "accountEnabled": !s.account_disabled,
         "usageLocation": s.usage_location.map(|c| String::from_utf8_lossy(&c).into_owned()),
         "assignedLicenses": dir.assigned_licenses(&s),
         "licenseAssignmentStates": dir.assignment_states(&s),
@@ -241,12 +242,20 @@ pub async fn patch_sku(State(st): St, Path(id): Path<String>, body: Bytes) -> Re
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// `PATCH /_emulator/users/{id}` `{"usageLocation": "SE"}`: change a user behind licensor's back,
-/// as an administrator would in the directory's own console. Not counted as a write.
+/// `PATCH /_emulator/users/{id}` `{"usageLocation": "SE" | null, "accountEnabled": false}`: change
+/// a user behind licensor's back, as an administrator would in the directory's own console.
+/// Only the fields given change. Not counted as a write.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UserPatch {
-    usage_location: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    usage_location: Option<Option<String>>,
+    account_enabled: Option<bool>,
+}
+
+/// A field that is present (even as `null`) becomes `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 pub async fn patch_user(State(st): St, Path(id): Path<String>, body: Bytes) -> Response {
@@ -264,13 +273,20 @@ pub async fn patch_user(State(st): St, Path(id): Path<String>, body: Bytes) -> R
     };
     let location = match patch.usage_location {
         None => None,
-        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) => {
+        Some(None) => Some(None),
+        Some(Some(c)) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) => {
             let b = c.as_bytes();
-            Some([b[0], b[1]])
+            Some(Some([b[0], b[1]]))
         }
-        Some(c) => return bad(format!("'{c}' is not a two-letter country code")),
+        Some(Some(c)) => return bad(format!("'{c}' is not a two-letter country code")),
     };
-    dir.users[u as usize].lock().usage_location = location;
+    let mut user = dir.users[u as usize].lock();
+    if let Some(location) = location {
+        user.usage_location = location;
+    }
+    if let Some(enabled) = patch.account_enabled {
+        user.account_disabled = !enabled;
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -131,6 +131,8 @@ pub struct UserState {
     pub successful_writes: u32,
     /// PATCH calls that changed this user.
     pub profile_writes: u32,
+    /// `accountEnabled: false` (set through the control API).
+    pub account_disabled: bool,
 }
 
 pub struct Directory {
@@ -685,7 +687,7 @@ impl Directory {
         }
         if select.is_some() {
             if want("accountEnabled") {
-                m.insert("accountEnabled".into(), json!(true));
+                m.insert("accountEnabled".into(), json!(!st.account_disabled));
             }
             if want("usageLocation") {
                 m.insert(

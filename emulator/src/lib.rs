@@ -11,6 +11,7 @@
 
 mod control;
 mod directory;
+mod drives;
 mod error;
 mod faults;
 mod graph;
@@ -94,6 +95,7 @@ fn router(state: Arc<AppState>) -> Router {
             post(graph::assign_license),
         )
         .route("/v1.0/$batch", post(graph::batch))
+        .merge(drives::graph_routes())
         .route("/v1.0/{*rest}", axum::routing::any(graph::unknown_segment))
         .method_not_allowed_fallback(graph::method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), graph::gate));
@@ -125,6 +127,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(token_route))
         .merge(graph)
         .merge(control)
+        .merge(drives::other_routes())
         .with_state(state)
 }
 

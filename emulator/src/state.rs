@@ -130,6 +130,8 @@ pub struct AppState {
     pub dice: Mutex<ChaCha8Rng>,
     /// The router itself, for requests inside `$batch`.
     pub router: OnceLock<Router>,
+    /// Drives for export uploads.
+    pub drives: crate::drives::Drives,
 }
 
 impl AppState {
@@ -144,6 +146,7 @@ impl AppState {
             windows: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             router: OnceLock::new(),
+            drives: Default::default(),
         }
     }
 

@@ -343,8 +343,8 @@ pub async fn report(
     Ok(download(file))
 }
 
-/// The file an export job produced (one row per member × license), in the format it asked
-/// for. Not an export → 409 `not_an_export`; not finished yet → 409 `export_not_ready`.
+/// The file an export job produced (one row per member × license, one per member without a
+/// license), in the format it asked for — the same file its delivery sent. Not an export → 409 `not_an_export`; not finished yet → 409 `export_not_ready`.
 #[utoipa::path(get, path = "/v1/jobs/{id}/export", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
@@ -359,7 +359,23 @@ pub async fn export_file(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Response> {
     let file = jobs::files::export(&state.db, auth.tenant_id(), id).await?;
-    Ok(download(file))
+    // Streamed from the temporary file it was written to (deleted when the stream ends).
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(file.content_type),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", file.name)) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file.file));
+    Ok((
+        StatusCode::OK,
+        headers,
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 /// Rerun a `failed` or `finished_with_exception` job (operator): only its failed members are

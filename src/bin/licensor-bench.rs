@@ -71,6 +71,9 @@ struct Args {
     /// Job kind: assign (writes one license per member) or export (reads only).
     #[arg(long, default_value = "assign", value_parser = ["assign", "export"])]
     kind: String,
+    /// Export's file format (with `--kind export`); the file is downloaded after the job.
+    #[arg(long, default_value = "csv", value_parser = ["csv", "json", "xlsx"])]
+    export_format: String,
     /// Give up on a job after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
@@ -381,6 +384,7 @@ async fn submit(
     d: &Deployment,
     token: &str,
     kind: &str,
+    export_format: &str,
 ) -> anyhow::Result<String> {
     let groups = get_json(
         http,
@@ -396,7 +400,7 @@ async fn submit(
         .post(format!("{}/v1/jobs", d.url))
         .bearer_auth(token)
         .json(&if kind == "export" {
-            json!({"kind": "export", "groups": [group], "export": {"format": "csv"}})
+            json!({"kind": "export", "groups": [group], "export": {"format": export_format}})
         } else {
             json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"})
         })
@@ -558,13 +562,13 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
     let machine_before = machine_cpu();
     let bench_cpu_before = process_cpu_seconds(std::process::id());
     let started = Instant::now();
-    let job_a = submit(&http, &d, &tokens[0], &args.kind).await?;
+    let job_a = submit(&http, &d, &tokens[0], &args.kind, &args.export_format).await?;
     let mut fairness = Value::Null;
     if let Some(b) = &b {
         // Let A's job get going, then time B's small job while A's runs.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let t = Instant::now();
-        let job_b = submit(&http, &d, &tokens[1], "assign").await?;
+        let job_b = submit(&http, &d, &tokens[1], "assign", "csv").await?;
         let done_b = wait(&http, &d, &tokens[1], &job_b, timeout).await?;
         let b_secs = t.elapsed().as_secs_f64();
         let a_now = get_json(
@@ -584,6 +588,28 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
     let (job, samples) = wait_sampled(&http, &d, &tokens[0], &job_a, timeout).await?;
     let wall = started.elapsed().as_secs_f64();
     let stats = get_json(&http, &format!("{}/_emulator/stats", a.base_url()), None).await?;
+    // An export's file is downloaded too (streamed from the server), so peak RSS covers both.
+    let mut export = Value::Null;
+    if args.kind == "export" {
+        let t = Instant::now();
+        let mut resp = http
+            .get(format!("{}/v1/jobs/{job_a}/export", d.url))
+            .bearer_auth(&tokens[0])
+            .send()
+            .await?
+            .error_for_status()?;
+        let mut bytes = 0u64;
+        while let Some(chunk) = resp.chunk().await? {
+            bytes += chunk.len() as u64;
+        }
+        export = json!({
+            "format": args.export_format,
+            "rows": job["export"]["rows"],
+            "bytes": job["export"]["size"],
+            "downloaded_bytes": bytes,
+            "download_seconds": (t.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+        });
+    }
     let rss = d.peak_rss();
     let cpu: Vec<(String, f64)> = d
         .cpu_seconds()
@@ -624,6 +650,9 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
             "machine_busy_share".into(),
             json!((machine_busy * 1000.0).round() / 1000.0),
         );
+        if !export.is_null() {
+            obj.insert("export".into(), export.clone());
+        }
         if args.scenario == Load::Throttle {
             // The budget's rate is 100 writes/s; how close the run came to it.
             let rate = job["progress"]["succeeded"].as_f64().unwrap_or(0.0) / wall;

@@ -16,7 +16,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use licensor_core::domain::{JobKind, JobStatus};
-use licensor_core::jobs::request::ExportOptions;
+use licensor_core::jobs::request::{ExportLocation, ExportOptions};
 use licensor_core::jobs::{ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};
 use reqwest::Method;
 use serde::Deserialize;
@@ -167,9 +167,50 @@ pub struct Submit {
     /// Export Results: the file format (export; csv when not given).
     #[arg(long, value_parser = format_parser())]
     format: Option<FileFormat>,
+    /// Export Results: the export location (export; download when not given):
+    /// `download`, `sharepoint:DRIVE_ID:/Folder/` (a SharePoint document library or OneDrive
+    /// folder) or `s3://bucket/prefix/` (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY in the worker's environment).
+    #[arg(long, value_name = "LOCATION", value_parser = parse_location)]
+    to: Option<ExportLocation>,
+    /// Export to S3: an S3-compatible service's URL instead of AWS (with --to s3://…).
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// Export to S3: the bucket's region (default us-east-1).
+    #[arg(long, value_name = "REGION")]
+    s3_region: Option<String>,
     /// Sent as `Idempotency-Key`: a repeat with the same key and options starts no second job.
     #[arg(long)]
     idempotency_key: Option<String>,
+}
+
+/// `download`, `sharepoint:DRIVE_ID:/Folder/` or `s3://bucket/prefix/`.
+fn parse_location(s: &str) -> Result<ExportLocation, String> {
+    let s = s.trim();
+    let location = if s == "download" {
+        ExportLocation::Download
+    } else if let Some(rest) = s.strip_prefix("sharepoint:") {
+        let (drive_id, folder_path) = rest.split_once(':').unwrap_or((rest, "/"));
+        ExportLocation::Sharepoint {
+            drive_id: drive_id.to_owned(),
+            folder_path: folder_path.to_owned(),
+        }
+    } else if let Some(rest) = s.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        ExportLocation::S3 {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            region: None,
+            endpoint: None,
+            access_key_id_env: "AWS_ACCESS_KEY_ID".into(),
+            secret_access_key_env: "AWS_SECRET_ACCESS_KEY".into(),
+        }
+    } else {
+        return Err(format!(
+            "`{s}` is not an export location: download, sharepoint:DRIVE_ID:/Folder/ or s3://bucket/prefix/"
+        ));
+    };
+    location.validate().map_err(|e| e.to_string())
 }
 
 fn kind_parser() -> impl TypedValueParser<Value = JobKind> {
@@ -456,11 +497,24 @@ async fn submit(args: Submit) -> anyhow::Result<()> {
         .iter()
         .map(|r| sku_id(&skus, r).map(|(id, _)| id))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let to_given = args.to.is_some();
+    let mut location = args.to.unwrap_or_default();
+    if let ExportLocation::S3 {
+        region, endpoint, ..
+    } = &mut location
+    {
+        *region = args.s3_region.clone();
+        *endpoint = args.s3_endpoint.clone();
+    } else if args.s3_region.is_some() || args.s3_endpoint.is_some() {
+        anyhow::bail!("--s3-endpoint and --s3-region go with --to s3://bucket/prefix/");
+    }
     let export = match (args.kind, args.format) {
         (JobKind::Export, format) => Some(ExportOptions {
             format: format.unwrap_or(FileFormat::Csv),
+            location,
         }),
-        (_, None) => None,
+        (_, None) if !to_given => None,
+        (_, None) => anyhow::bail!("--to is the export location of --kind export"),
         (_, Some(_)) => anyhow::bail!(
             "--format is the file format of --kind export; the outcomes of other jobs are downloaded with `licensor jobs report`"
         ),
@@ -731,6 +785,15 @@ async fn watch(api: &Api, id: Uuid, json: bool) -> anyhow::Result<()> {
         if let Some(e) = &job.error {
             println!("error: {}: {}", e.code, e.detail.as_deref().unwrap_or("-"));
         }
+        let export = &answer["export"];
+        if export.is_object() {
+            println!(
+                "export: {} rows, {} bytes, {}",
+                text(&export["rows"]),
+                text(&export["size"]),
+                text(&export["url"])
+            );
+        }
         if job.progress.failed > 0 {
             let errors = api
                 .send(Method::GET, &format!("{path}/errors"), None)
@@ -840,6 +903,26 @@ mod tests {
         assert!(!line.contains("of 34965 done"), "{line}");
         assert_eq!(group_digits(999), "999");
         assert_eq!(group_digits(1_000_000), "1,000,000");
+    }
+
+    #[test]
+    fn export_locations() {
+        assert_eq!(parse_location("download"), Ok(ExportLocation::Download));
+        assert_eq!(
+            parse_location("sharepoint:b!x1:/Reports/2026"),
+            Ok(ExportLocation::Sharepoint {
+                drive_id: "b!x1".into(),
+                folder_path: "/Reports/2026/".into()
+            })
+        );
+        match parse_location("s3://reports/licensor/") {
+            Ok(ExportLocation::S3 { bucket, prefix, .. }) => {
+                assert_eq!((bucket.as_str(), prefix.as_str()), ("reports", "licensor/"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_location("s3://Bad_Bucket/").is_err());
+        assert!(parse_location("ftp://x").is_err());
     }
 
     #[test]

@@ -189,6 +189,19 @@ await drive(async ({ newPage, shot }) => {
   await dialog.waitFor({ state: 'detached' });
   check(/#\/new$/.test(page.url()), 'still on the form after No');
 
+  step('Export Results: a result format and an export location; a drive that does not exist fails the job with its code');
+  await page.locator('.kind-picker label', { hasText: 'Export Results' }).click();
+  await page.locator('input[name="export-format"][value="xlsx"]').check();
+  await page.locator('input[name="export-location"][value="sharepoint"]').check();
+  await page.fill('#export-drive_id', 'b!no-such-drive');
+  await page.fill('#export-folder_path', '/Reports/');
+  await page.locator('#launch-submit', { hasText: 'Export' }).click();
+  await page.waitForURL(/#\/jobs\/[0-9a-f-]{36}$/);
+  await page.locator('.facts', { hasText: 'SharePoint/OneDrive drive b!no-such-drive, folder /Reports/' }).waitFor();
+  await page.locator('.alert-error', { hasText: 'export_location_unreachable' }).waitFor({ timeout: 60000 });
+  await page.getByRole('link', { name: 'New job' }).first().click();
+  await page.getByRole('heading', { name: 'New job' }).waitFor();
+
   // --- an operator on a phone -------------------------------------------------------------
   step('phone 390×844 as operator');
   const phone = await newPage(PHONE, 'phone', { isMobile: true, hasTouch: true, deviceScaleFactor: 2 });

@@ -22,7 +22,7 @@ use licensor_core::entities::{job, job_item};
 use licensor_core::jobs::codes;
 use licensor_core::jobs::pipeline::{self, ExpandPosition, NewItem, Outcome, PageMark};
 use licensor_core::jobs::plan::{self, Change, Decision, Snapshot, UndoTarget};
-use licensor_core::jobs::{GroupRef, JobFacts, JobRequest, SkuRef};
+use licensor_core::jobs::{GroupRef, JobFacts, JobRequest, SkuRef, deliver, export};
 use licensor_core::queue::Message;
 use licensor_core::tenants;
 use uuid::Uuid;
@@ -129,6 +129,24 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             Err(failure) => return fail(ctx, &job, failure).await,
         }
     }
+    if job.kind == JobKind::Export.as_str() {
+        // Export Results: the file goes where the request asked before the job finishes.
+        let client = if deliver::needs_directory(&job) {
+            match client_for(ctx, tenant_id).await? {
+                Ok(c) => Some(c),
+                Err(f) => return fail(ctx, &job, f).await,
+            }
+        } else {
+            None
+        };
+        if let Err(e) = deliver::deliver(&ctx.db, client.as_ref(), tenant_id, job_id).await? {
+            let failure = JobFailure {
+                code: e.code(),
+                detail: e.to_string(),
+            };
+            return fail(ctx, &job, failure).await;
+        }
+    }
     if finish(ctx, &job).await? {
         return Ok(());
     }
@@ -195,6 +213,18 @@ async fn expand(
         }
     }
     pipeline::set_facts(&ctx.db, job.id, &facts).await?;
+    if req.kind == JobKind::Export {
+        return Ok(
+            match export::expand(&ctx.db, &client, job, req, facts).await? {
+                Ok(Some(members)) => {
+                    tracing::info!(job = %job.id, members, groups = req.groups.len(), "export expanded");
+                    Ok(true)
+                }
+                Ok(None) => Ok(false),
+                Err((e, doing)) => Err(JobFailure::from_directory(&e, doing)),
+            },
+        );
+    }
     let status = if req.kind == JobKind::Export {
         ItemStatus::Succeeded
     } else {

@@ -16,12 +16,14 @@ use uuid::Uuid;
 use crate::config::DirectoryTuning;
 
 mod batch;
+mod drive;
 mod error;
 mod limiter;
 mod registry;
 mod token;
 
 pub use batch::{MAX_BATCH, WriteOp};
+pub use drive::{DriveItem, DriveUpload, UploadError};
 pub use error::{DirectoryError, ItemCode, classify, parse_retry_after};
 pub use limiter::{LimiterConfig, WriteLimiter};
 pub use registry::{ClientError, DirectoryClients};
@@ -34,6 +36,9 @@ pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// Fields licensor reads of a user.
 const USER_SELECT: &str =
     "id,userPrincipalName,displayName,usageLocation,assignedLicenses,licenseAssignmentStates";
+
+/// Fields an export reads of a user: licensor's usual fields and whether the account is enabled.
+const EXPORT_USER_SELECT: &str = "id,userPrincipalName,displayName,accountEnabled,usageLocation,assignedLicenses,licenseAssignmentStates";
 
 /// Where and as whom to reach a tenant's directory.
 #[derive(Clone)]
@@ -106,6 +111,9 @@ pub struct User {
     pub display_name: Option<String>,
     #[serde(default)]
     pub usage_location: Option<String>,
+    /// Whether the account can sign in; read by exports only (`None` when not selected).
+    #[serde(default)]
+    pub account_enabled: Option<bool>,
     #[serde(default)]
     pub assigned_licenses: Vec<AssignedLicense>,
     /// How each license is held: directly (`assigned_by_group` empty) or through a group.
@@ -473,6 +481,49 @@ impl DirectoryClient {
                 path_segment(group_id)
             ))
         });
+        self.pages::<User>(first)
+            .map_ok(|(users, next_link)| MemberPage { users, next_link })
+            .boxed()
+    }
+
+    /// The users who are direct members of a group, with `accountEnabled` (for exports), page by
+    /// page.
+    pub fn export_members(
+        &self,
+        group_id: &str,
+    ) -> BoxStream<'static, Result<User, DirectoryError>> {
+        self.paged(self.url(&format!(
+            "/groups/{}/members/microsoft.graph.user?$select={EXPORT_USER_SELECT}&$top=999",
+            path_segment(group_id)
+        )))
+    }
+
+    /// The groups that are direct members of a group (`/members/microsoft.graph.group`).
+    pub async fn nested_groups(&self, group_id: &str) -> Result<Vec<Group>, DirectoryError> {
+        self.paged(self.url(&format!(
+            "/groups/{}/members/microsoft.graph.group?$select=id,displayName&$top=999",
+            path_segment(group_id)
+        )))
+        .try_collect()
+        .await
+    }
+
+    /// The items of a collection, following `@odata.nextLink` one page at a time.
+    fn paged<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        first: String,
+    ) -> BoxStream<'static, Result<T, DirectoryError>> {
+        self.pages(first)
+            .map_ok(|(items, _)| stream::iter(items.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
+    /// A collection's pages from `first` on: each page's items and its `@odata.nextLink`.
+    fn pages<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        first: String,
+    ) -> BoxStream<'static, Result<(Vec<T>, Option<String>), DirectoryError>> {
         let client = self.clone();
         stream::try_unfold(Some(first), move |next| {
             let client = client.clone();
@@ -480,15 +531,9 @@ impl DirectoryClient {
                 let Some(url) = next else {
                     return Ok::<_, DirectoryError>(None);
                 };
-                let page: Collection<User> = client.get_json(&url, "members").await?;
+                let page: Collection<T> = client.get_json(&url, "members").await?;
                 let next = page.next_link.clone();
-                Ok(Some((
-                    MemberPage {
-                        users: page.value,
-                        next_link: page.next_link,
-                    },
-                    next,
-                )))
+                Ok(Some(((page.value, page.next_link), next)))
             }
         })
         .boxed()

@@ -42,6 +42,12 @@ pub fn explanation(code: &str) -> &'static str {
         "directory_not_configured" => {
             "the tenant has no directory connection; set the directory tenant id, client id and secret"
         }
+        "export_location_unreachable" => {
+            "the export location could not be reached (no such drive, folder or bucket, or it did not answer); fix the location, then rerun"
+        }
+        "export_location_denied" => {
+            "the export location refused the file (no permission, or credentials missing or refused); grant access, then rerun"
+        }
         "all_items_failed" => "every member failed; see the items for the reasons",
         _ => "the directory refused the change; see the detail",
     }

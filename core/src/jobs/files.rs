@@ -1,14 +1,12 @@
 //! Files a job produces: the report (every item with its outcome) and, for an export job, the
-//! export (one row per member × license). CSV with the `csv` crate, XLSX with `rust_xlsxwriter`,
+//! export (written by [`super::export`]). CSV with the `csv` crate, XLSX with `rust_xlsxwriter`,
 //! JSON as an array of objects. Rows are read from the database page by page.
-
-use std::collections::HashMap;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::plan::Snapshot;
+use super::export::Rendered;
 use super::{FileFormat, JobFacts, model};
 use crate::db::Db;
 use crate::domain::JobKind;
@@ -200,21 +198,10 @@ pub async fn report(
     })
 }
 
-const EXPORT_COLUMNS: &[&str] = &[
-    "group_id",
-    "group_name",
-    "user_id",
-    "user_principal_name",
-    "display_name",
-    "usage_location",
-    "sku_part_number",
-    "sku_id",
-    "assigned_by",
-];
-
-/// The export file of a finished export job: one row per member × license it holds (directly
-/// or through groups; `assigned_by` says `direct` and/or the group ids).
-pub async fn export(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<File> {
+/// The export file of a finished export job (see [`super::export`]): one row per member ×
+/// license and one per member holding none, with the time it was produced in every row — the
+/// same file that was delivered. Written to a temporary file, never held in memory whole.
+pub async fn export(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Rendered> {
     let job = model(db, tenant_id, job_id).await?;
     if job.kind != JobKind::Export.as_str() {
         return Err(StoreError::conflict(
@@ -228,67 +215,10 @@ pub async fn export(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<File>
             format!("the export is not ready: the job is {}", job.status),
         ));
     }
-    let format = super::pipeline::request_of(&job)?
+    let exported_at = JobFacts::of(&job)
         .export
-        .map(|e| e.format)
-        .unwrap_or(FileFormat::Csv);
-    let facts = JobFacts::of(&job);
-    let group_names: HashMap<&str, &str> = facts
-        .groups
-        .iter()
-        .filter_map(|g| g.display_name.as_deref().map(|n| (g.id.as_str(), n)))
-        .collect();
-    let parts: HashMap<Uuid, &str> = facts
-        .skus
-        .iter()
-        .map(|s| (s.sku_id, s.sku_part_number.as_str()))
-        .collect();
-    let mut rows = Vec::new();
-    all_items(db, job_id, |i| {
-        let snap: Snapshot = i
-            .licenses
-            .clone()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
-        let group = i.group_id.clone().unwrap_or_default();
-        // One row per license: how the member holds it, directly and/or through groups.
-        let mut held: Vec<(Uuid, Vec<String>)> = Vec::new();
-        for l in &snap.licenses {
-            let how = l
-                .assigned_by_group
-                .clone()
-                .unwrap_or_else(|| "direct".into());
-            match held.iter_mut().find(|(sku, _)| *sku == l.sku_id) {
-                Some((_, ways)) => ways.push(how),
-                None => held.push((l.sku_id, vec![how])),
-            }
-        }
-        for (sku, ways) in held {
-            rows.push(vec![
-                group.clone(),
-                group_names
-                    .get(group.as_str())
-                    .copied()
-                    .unwrap_or_default()
-                    .to_owned(),
-                i.user_id.clone(),
-                i.user_principal_name.clone().unwrap_or_default(),
-                i.display_name.clone().unwrap_or_default(),
-                snap.usage_location.clone().unwrap_or_default(),
-                parts.get(&sku).copied().unwrap_or_default().to_owned(),
-                sku.to_string(),
-                ways.join(";"),
-            ]);
-        }
-    })
-    .await?;
-    let table = Table {
-        columns: EXPORT_COLUMNS,
-        rows,
-    };
-    Ok(File {
-        name: format!("job-{job_id}-export.{}", format.extension()),
-        content_type: format.content_type(),
-        bytes: render(&table, format, "Licenses")?,
-    })
+        .and_then(|e| e.exported_at)
+        .or(job.finished_at)
+        .unwrap_or(job.created_at);
+    super::export::render(db, &job, exported_at).await
 }

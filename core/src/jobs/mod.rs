@@ -24,6 +24,8 @@ use crate::error::{StoreError, StoreResult};
 use crate::page::{Page, PageRequest};
 
 pub mod codes;
+pub mod deliver;
+pub mod export;
 pub mod files;
 pub mod pipeline;
 pub mod plan;
@@ -67,6 +69,9 @@ pub struct JobFacts {
     pub groups: Vec<GroupRef>,
     #[serde(default)]
     pub skus: Vec<SkuRef>,
+    /// Export jobs: names the file needs, when it was produced and where it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<export::ExportFacts>,
 }
 
 impl JobFacts {
@@ -105,6 +110,9 @@ pub struct JobView {
     pub expanded_at: Option<chrono::DateTime<Utc>>,
     pub finished_at: Option<chrono::DateTime<Utc>>,
     pub error: Option<JobError>,
+    /// Export jobs: where the file went (URL or bucket key), its size and row count, once
+    /// delivered.
+    pub export: Option<export::Delivery>,
 }
 
 impl JobView {
@@ -151,6 +159,7 @@ impl JobView {
             started_at: m.started_at,
             expanded_at: m.expanded_at,
             finished_at: m.finished_at,
+            export: facts.export.clone().and_then(|e| e.delivery),
             error: m.error_code.map(|code| JobError {
                 code,
                 detail: m.error_detail,

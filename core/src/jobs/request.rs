@@ -98,10 +98,211 @@ impl std::str::FromStr for FileFormat {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Export Results: "a result format and an export location".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportOptions {
     pub format: FileFormat,
+    /// Where the file goes; `download` (the default) keeps it for `GET /v1/jobs/{id}/export`.
+    #[serde(default)]
+    pub location: ExportLocation,
+}
+
+/// Where an export's file is delivered. The file is named `job-{id}-export.{csv|json|xlsx}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExportLocation {
+    /// Kept for download from licensor.
+    #[default]
+    Download,
+    /// A folder of a SharePoint document library or OneDrive, uploaded through the directory
+    /// with the tenant's own credentials.
+    Sharepoint {
+        /// The drive's id (`GET /sites/{site-id}/drive` or `/users/{id}/drive` in Graph).
+        drive_id: String,
+        /// The folder, from the drive's root: `/Reports/` (default `/`).
+        #[serde(default = "root_folder")]
+        folder_path: String,
+    },
+    /// An S3-compatible bucket. The credentials are read, when the file is delivered, from the
+    /// environment variables named here (names only are stored; they must start with `AWS_` or
+    /// `S3_`).
+    S3 {
+        bucket: String,
+        /// Key prefix, e.g. `licensor/exports/` (default: none).
+        #[serde(default)]
+        prefix: String,
+        /// Default `us-east-1`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        /// An S3-compatible service's URL (`https://…`); default AWS.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        /// Default `AWS_ACCESS_KEY_ID`.
+        #[serde(default = "access_key_env")]
+        access_key_id_env: String,
+        /// Default `AWS_SECRET_ACCESS_KEY`.
+        #[serde(default = "secret_key_env")]
+        secret_access_key_env: String,
+    },
+}
+
+fn root_folder() -> String {
+    "/".into()
+}
+
+fn access_key_env() -> String {
+    "AWS_ACCESS_KEY_ID".into()
+}
+
+fn secret_key_env() -> String {
+    "AWS_SECRET_ACCESS_KEY".into()
+}
+
+fn bad_location(detail: impl Into<String>) -> StoreError {
+    StoreError::unacceptable("invalid_export_location", detail)
+}
+
+impl ExportLocation {
+    /// Check and normalise: a drive id of URL-safe characters; a folder path of `/`-separated
+    /// names without `..` or the characters SharePoint refuses (`" * : < > ? \ |`), always
+    /// starting and ending with `/`; an S3 bucket name as AWS names them (3–63 of `a-z 0-9 . -`);
+    /// a prefix without a leading `/`; an `http(s)` endpoint; environment variable names of
+    /// `A-Z 0-9 _` starting with `AWS_` or `S3_` (so a request cannot make licensor send any
+    /// other variable's value). Refusals are 422 `invalid_export_location`.
+    pub fn validate(self) -> Result<ExportLocation, StoreError> {
+        match self {
+            ExportLocation::Download => Ok(ExportLocation::Download),
+            ExportLocation::Sharepoint {
+                drive_id,
+                folder_path,
+            } => {
+                let drive_id = drive_id.trim().to_owned();
+                if drive_id.is_empty()
+                    || drive_id.len() > 200
+                    || !drive_id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "!-_.~".contains(c))
+                {
+                    return Err(bad_location(format!(
+                        "`{}` is not a drive id",
+                        clip(&drive_id)
+                    )));
+                }
+                let mut folder = String::from("/");
+                for segment in folder_path.split('/').map(str::trim) {
+                    if segment.is_empty() {
+                        continue;
+                    }
+                    if segment == "."
+                        || segment == ".."
+                        || segment
+                            .chars()
+                            .any(|c| c.is_control() || "\"*:<>?\\|#%".contains(c))
+                    {
+                        return Err(bad_location(format!(
+                            "`{}` is not a folder name a drive accepts",
+                            clip(segment)
+                        )));
+                    }
+                    folder.push_str(segment);
+                    folder.push('/');
+                }
+                if folder.len() > 400 {
+                    return Err(bad_location(
+                        "the folder path is longer than 400 characters",
+                    ));
+                }
+                Ok(ExportLocation::Sharepoint {
+                    drive_id,
+                    folder_path: folder,
+                })
+            }
+            ExportLocation::S3 {
+                bucket,
+                prefix,
+                region,
+                endpoint,
+                access_key_id_env,
+                secret_access_key_env,
+            } => {
+                let bucket = bucket.trim().to_owned();
+                let ok_bucket = (3..=63).contains(&bucket.len())
+                    && bucket.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-'
+                    })
+                    && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+                if !ok_bucket {
+                    return Err(bad_location(format!(
+                        "`{}` is not an S3 bucket name (3 to 63 of a-z, 0-9, `.` and `-`)",
+                        clip(&bucket)
+                    )));
+                }
+                let prefix = prefix.trim().trim_start_matches('/').to_owned();
+                if prefix.len() > 512 || prefix.chars().any(char::is_control) {
+                    return Err(bad_location(
+                        "the key prefix must be at most 512 printable characters",
+                    ));
+                }
+                let region = region
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty());
+                if let Some(r) = &region
+                    && (r.len() > 64 || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+                {
+                    return Err(bad_location(format!("`{}` is not a region", clip(r))));
+                }
+                let endpoint = endpoint
+                    .map(|e| e.trim().trim_end_matches('/').to_owned())
+                    .filter(|e| !e.is_empty());
+                if let Some(e) = &endpoint {
+                    let ok = reqwest::Url::parse(e).is_ok_and(|u| {
+                        matches!(u.scheme(), "http" | "https")
+                            && u.host().is_some()
+                            && u.username().is_empty()
+                            && u.password().is_none()
+                    });
+                    if !ok {
+                        return Err(bad_location(format!(
+                            "`{}` is not an http(s) endpoint URL",
+                            clip(e)
+                        )));
+                    }
+                }
+                for name in [&access_key_id_env, &secret_access_key_env] {
+                    let ok = name.len() <= 128
+                        && (name.starts_with("AWS_") || name.starts_with("S3_"))
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                    if !ok {
+                        return Err(bad_location(format!(
+                            "`{}` is not an environment variable name licensor reads credentials from (A-Z, 0-9 and _, starting with AWS_ or S3_)",
+                            clip(name)
+                        )));
+                    }
+                }
+                Ok(ExportLocation::S3 {
+                    bucket,
+                    prefix,
+                    region,
+                    endpoint,
+                    access_key_id_env,
+                    secret_access_key_env,
+                })
+            }
+        }
+    }
+
+    /// `download`, `sharepoint` or `s3`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExportLocation::Download => "download",
+            ExportLocation::Sharepoint { .. } => "sharepoint",
+            ExportLocation::S3 { .. } => "s3",
+        }
+    }
 }
 
 /// The body of `POST /v1/jobs`.
@@ -266,11 +467,19 @@ impl JobRequest {
                 if self.usage_location.is_some() {
                     return Err(not_allowed("usage_location"));
                 }
-                if self.export.is_none() {
-                    return Err(refuse(
-                        "export_format_required",
-                        "an export job needs `export: {\"format\": \"csv\" | \"json\" | \"xlsx\"}`",
-                    ));
+                match self.export.take() {
+                    None => {
+                        return Err(refuse(
+                            "export_format_required",
+                            "an export job needs `export: {\"format\": \"csv\" | \"json\" | \"xlsx\"}`",
+                        ));
+                    }
+                    Some(e) => {
+                        self.export = Some(ExportOptions {
+                            format: e.format,
+                            location: e.location.validate()?,
+                        })
+                    }
                 }
             }
         }
@@ -459,6 +668,33 @@ mod tests {
             "export_format_required"
         );
         assert!(req(json!({"kind":"export","groups":[G],"export":{"format":"xlsx"}})).is_ok());
+        let ok = req(json!({"kind":"export","groups":[G],"export":{"format":"csv","location":{"type":"sharepoint","drive_id":"b!abc","folder_path":"Reports//2026"}}})).unwrap();
+        assert_eq!(
+            ok.export.unwrap().location,
+            ExportLocation::Sharepoint {
+                drive_id: "b!abc".into(),
+                folder_path: "/Reports/2026/".into()
+            }
+        );
+        for bad in [
+            json!({"type":"sharepoint","drive_id":"a/b"}),
+            json!({"type":"sharepoint","drive_id":"d","folder_path":"/../x"}),
+            json!({"type":"s3","bucket":"No_Such"}),
+            json!({"type":"s3","bucket":"reports","access_key_id_env":"LICENSOR_SECRET_KEY"}),
+            json!({"type":"s3","bucket":"reports","endpoint":"ftp://x"}),
+        ] {
+            assert_eq!(
+                req(json!({"kind":"export","groups":[G],"export":{"format":"csv","location":bad}}))
+                    .unwrap_err(),
+                "invalid_export_location",
+                "{bad}"
+            );
+        }
+        assert!(
+            req(json!({"kind":"export","groups":[G],"export":{"format":"csv","location":{"type":"s3","bucket":"b","secret":"x"}}}))
+                .unwrap_err()
+                .contains("unknown field")
+        );
         assert!(
             req(json!({"kind":"grant","groups":[G]}))
                 .unwrap_err()

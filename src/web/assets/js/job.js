@@ -60,6 +60,37 @@ async function loadTokenNames(ctx) {
   return tokenNames;
 }
 
+/** Export Results facts on the job page, from the catalogue (i18n.js). */
+const EXPORT_TEXT = {
+  get format() { return t('export.formatShort'); },
+  get location() { return t('export.location'); },
+  get download() { return t('export.download'); },
+  sharepoint: (l) => t('export.atDrive', { drive: l.drive_id, folder: l.folder_path || '/' }),
+  s3: (l) => (l.prefix ? t('export.atBucketPrefix', { bucket: l.bucket, prefix: l.prefix }) : t('export.atBucket', { bucket: l.bucket })),
+  get deliveredTo() { return t('export.file'); },
+  get size() { return t('export.size'); },
+  get rows() { return t('export.rows'); },
+  bytes: (n) => t('export.bytes', { n: num(n) }),
+};
+
+/** Format, location and — once delivered — where the file went, its size and row count. */
+function exportRows(job) {
+  const e = job.request?.export || {};
+  const loc = e.location || { type: 'download' };
+  const where = loc.type === 'sharepoint' ? EXPORT_TEXT.sharepoint(loc)
+    : loc.type === 's3' ? EXPORT_TEXT.s3(loc) : EXPORT_TEXT.download;
+  const rows = [[EXPORT_TEXT.format, (e.format || 'csv').toUpperCase()], [EXPORT_TEXT.location, where]];
+  const d = job.export;
+  if (d) {
+    const link = /^https?:/.test(d.url) ? h('a', { href: d.url, rel: 'noopener', target: '_blank', id: 'export-url' }, d.url)
+      : h('code', { id: 'export-url' }, d.url);
+    rows.push([EXPORT_TEXT.deliveredTo, link]);
+    rows.push([EXPORT_TEXT.size, EXPORT_TEXT.bytes(d.size)]);
+    rows.push([EXPORT_TEXT.rows, num(d.rows)]);
+  }
+  return rows;
+}
+
 export function jobView(container, ctx, id) {
   const state = {
     job: null,
@@ -223,7 +254,7 @@ export function jobView(container, ctx, id) {
     }
     if (job.kind === 'assign' || job.kind === 'replace') rows.push([t('job.location'), usageLocation(req.usage_location)]);
     if (job.kind === 'assign') rows.push([t('job.expiry'), expiry(req.expires_in)]);
-    if (job.kind === 'export') rows.push([t('job.format'), (req.export?.format || 'csv').toUpperCase()]);
+    if (job.kind === 'export') rows.push(...exportRows(job));
     rows.push([t('job.createdBy'), createdBy(job)]);
     rows.push([t('job.created'), fullTime(job.created_at)]);
     // started_at and finished_at belong to the latest run; the runs list has each one.

@@ -10,6 +10,24 @@ const SEARCH_LIMIT = 25;
 /** The longest temporary assignment, per unit (ten years). */
 const EXPIRY_MAX = { days: 3650, weeks: 520, months: 120 };
 
+/** Export Results pop-up wording (seed: "Select a result format and an export location."). */
+const EXPORT_TEXT = labels({
+  format: 'export.format',
+  location: 'export.location',
+  download: 'export.download',
+  sharepoint: 'export.sharepoint',
+  s3: 'export.s3',
+  driveId: 'export.driveId',
+  folder: 'export.folder',
+  bucket: 'export.bucket',
+  prefix: 'export.prefix',
+  endpoint: 'export.endpoint',
+  region: 'export.region',
+  s3Note: 'export.s3Note',
+  needDrive: 'export.needDrive',
+  needBucket: 'export.needBucket',
+});
+
 const SUBMIT_LABELS = labels({
   assign: 'launch.submit.assign', remove: 'launch.submit.remove', replace: 'launch.submit.replace', export: 'launch.submit.export',
 });
@@ -35,6 +53,7 @@ export function launchView(container, ctx) {
     otherLocation: '',
     transitive: false,
     format: 'csv',
+    exportTo: { type: 'download', drive_id: '', folder_path: '/', bucket: '', prefix: '', endpoint: '', region: '' },
     attempt: null,
     stopped: false,
     searchTimer: null,
@@ -384,9 +403,58 @@ export function launchView(container, ctx) {
             checked: state.format === f,
             onchange: () => { state.format = f; },
           }), f.toUpperCase())))));
+      parts.push(exportLocationField());
     }
     optionsCard.hidden = parts.length === 0;
     replace(optionsCard, h('h2', {}, t('launch.options')), parts);
+  }
+
+  /** Export location: download, a SharePoint/OneDrive folder or an S3-compatible bucket. */
+  function exportLocationField() {
+    const to = state.exportTo;
+    const details = h('div', { id: 'export-location-details' });
+    const input = (key, label, attrs = {}) => h('label', { class: 'field' }, label,
+      h('input', { type: 'text', id: `export-${key}`, value: to[key], oninput: (ev) => { to[key] = ev.target.value; }, ...attrs }));
+    const showDetails = () => {
+      if (to.type === 'sharepoint') {
+        replace(details, input('drive_id', EXPORT_TEXT.driveId, { required: true }), input('folder_path', EXPORT_TEXT.folder));
+      } else if (to.type === 's3') {
+        replace(details, input('bucket', EXPORT_TEXT.bucket, { required: true }), input('prefix', EXPORT_TEXT.prefix),
+          input('endpoint', EXPORT_TEXT.endpoint), input('region', EXPORT_TEXT.region),
+          h('p', { class: 'muted small' }, EXPORT_TEXT.s3Note));
+      } else {
+        replace(details);
+      }
+    };
+    showDetails();
+    return h('fieldset', { class: 'field' },
+      h('legend', {}, EXPORT_TEXT.location),
+      h('div', { class: 'radios' }, ['download', 'sharepoint', 's3'].map((t) => h('label', { class: 'check' },
+        h('input', {
+          type: 'radio',
+          name: 'export-location',
+          value: t,
+          checked: to.type === t,
+          onchange: () => { to.type = t; showDetails(); },
+        }), EXPORT_TEXT[t]))),
+      details);
+  }
+
+  /** The `location` of an export request, or a message saying what is missing. */
+  function exportLocation() {
+    const to = state.exportTo;
+    if (to.type === 'sharepoint') {
+      if (!to.drive_id.trim()) return { missing: EXPORT_TEXT.needDrive };
+      return { location: { type: 'sharepoint', drive_id: to.drive_id.trim(), folder_path: to.folder_path.trim() || '/' } };
+    }
+    if (to.type === 's3') {
+      if (!to.bucket.trim()) return { missing: EXPORT_TEXT.needBucket };
+      const location = { type: 's3', bucket: to.bucket.trim(), prefix: to.prefix.trim() };
+      if (to.endpoint.trim()) location.endpoint = to.endpoint.trim();
+      if (to.region.trim()) location.region = to.region.trim();
+      return { location };
+    }
+    return { location: { type: 'download' } };
   }
 
   // --- launch ---------------------------------------------------------------------------
@@ -426,7 +494,11 @@ export function launchView(container, ctx) {
         b.expires_in = null;
       }
     }
-    if (kind === 'export') b.export = { format: state.format };
+    if (kind === 'export') {
+      const { location, missing } = exportLocation();
+      if (missing) return { missing };
+      b.export = { format: state.format, location };
+    }
     return { body: b };
   }
 
