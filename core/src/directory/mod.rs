@@ -171,6 +171,9 @@ struct RawUnits {
     enabled: i64,
 }
 
+/// One page of a collection: its items and its `@odata.nextLink` (`None` on the last).
+type CollectionPage<T> = (Vec<T>, Option<String>);
+
 /// One page of a group's members: its users and the link to the next page (`None` on the last).
 #[derive(Debug, Clone)]
 pub struct MemberPage {
@@ -523,7 +526,7 @@ impl DirectoryClient {
     fn pages<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         first: String,
-    ) -> BoxStream<'static, Result<(Vec<T>, Option<String>), DirectoryError>> {
+    ) -> BoxStream<'static, Result<CollectionPage<T>, DirectoryError>> {
         let client = self.clone();
         stream::try_unfold(Some(first), move |next| {
             let client = client.clone();
