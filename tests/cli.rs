@@ -77,6 +77,31 @@ fn unreachable_database_is_one_line_naming_the_key() {
     );
 }
 
+/// A PostgreSQL port nobody listens on is reported as refused within 5 s, not as a pool time-out
+/// after 30 s.
+#[test]
+fn refused_database_connection_is_said_within_5_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::servers::free_port();
+    let start = Instant::now();
+    let out = run(licensor()
+        .arg("serve")
+        .env(
+            "LICENSOR_DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{port}/licensor"),
+        )
+        .env("LICENSOR_SECRET_KEY", common::SECRET_KEY)
+        .env("LICENSOR_DATA_DIR", dir.path()));
+    let took = start.elapsed();
+    assert!(!out.status.success());
+    let line = stderr_line(&out);
+    assert!(
+        line.contains("LICENSOR_DATABASE_URL") && line.to_lowercase().contains("refused"),
+        "{line}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}: {line}");
+}
+
 #[test]
 fn bad_configuration_values_name_their_key() {
     let dir = tempfile::tempdir().unwrap();

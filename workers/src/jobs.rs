@@ -112,6 +112,23 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             // queues the job again once its lease has run out.
             return Ok(());
         }
+        // Hold the expansion while this step lives, however slow the directory or the database
+        // (each stored page renews it too); a dead step's lease runs out.
+        let _renewer = AbortOnDrop(tokio::spawn({
+            let db = ctx.db.clone();
+            let owner = owner.clone();
+            let lease = Duration::from_secs(ctx.jobs.lease_secs);
+            async move {
+                let every = (lease / 3).max(Duration::from_millis(500));
+                loop {
+                    tokio::time::sleep(every).await;
+                    let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+                    if let Err(e) = pipeline::claim_expansion(&db, job_id, &owner, until).await {
+                        tracing::warn!(job = %job_id, error = %e, "renewing the expansion lease failed");
+                    }
+                }
+            }
+        }));
         let req = pipeline::request_of(&job)?;
         let expanded = expand(ctx, &job, &req).await?;
         if !matches!(expanded, Ok(true)) {
@@ -617,7 +634,7 @@ async fn process(
             break;
         }
         // A cancel stops the job between chunks and before writes.
-        if pipeline::status(&ctx.db, job.id).await.ok().flatten() != Some(JobStatus::Running) {
+        if crate::outage::stopped_meanwhile(&ctx.db, job.id).await {
             for w in std::mem::take(&mut step.writes) {
                 step.outcomes.push((
                     w.id,

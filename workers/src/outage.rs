@@ -9,6 +9,7 @@ use std::time::Duration;
 use apalis::prelude::BoxDynError;
 use licensor_core::StoreError;
 use licensor_core::db::{self, Db};
+use licensor_core::domain::JobStatus;
 use licensor_core::jobs::pipeline::{self, Outcome};
 use uuid::Uuid;
 
@@ -40,6 +41,27 @@ pub async fn record_when_available(
                 }
             }
             Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether the job has stopped running (cancelled, failed, gone), read now. A database that
+/// does not answer is waited for (up to [`OUTAGE_PATIENCE`]) and any other failure to read
+/// counts as "still running": a step never calls its members cancelled because the database did
+/// not say.
+pub async fn stopped_meanwhile(db: &Db, job_id: Uuid) -> bool {
+    loop {
+        match pipeline::status(db, job_id).await {
+            Ok(status) => return status != Some(JobStatus::Running),
+            Err(e) if e.is_unavailable() => {
+                if !db::wait_until_available(db, OUTAGE_PATIENCE).await {
+                    return false;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job = %job_id, error = %e, "reading the job's status failed; going on");
+                return false;
+            }
         }
     }
 }
