@@ -431,7 +431,7 @@ fn lease_until(ctx: &WorkerContext) -> chrono::DateTime<Utc> {
 }
 
 /// A background task that stops when its owner goes away.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

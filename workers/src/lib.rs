@@ -142,7 +142,7 @@ where
     if let Err(e) = ctx.queue.forget_departed_workers().await {
         tracing::warn!(error = %e, "removing departed workers' queue data failed");
     }
-    let tidy = AbortOnDrop(tokio::spawn(tidy_queue(ctx.clone())));
+    let tidy = jobs::AbortOnDrop(tokio::spawn(tidy_queue(ctx.clone())));
     let mut restarted = false;
     // The queue worker runs until shutdown. If it stops early — the queue backend lost its
     // state (a flushed or restarted Redis), a connection broke — it is started again, so the
@@ -297,14 +297,5 @@ async fn tidy_queue(ctx: Arc<WorkerContext>) {
             }
             Err(e) => tracing::debug!(error = %e, "removing finished tasks from the queue failed"),
         }
-    }
-}
-
-/// A background task that stops when its owner goes away.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
