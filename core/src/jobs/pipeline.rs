@@ -430,18 +430,21 @@ pub enum Outcome {
 
 /// Record the outcomes of a chunk's items and move the job's counters with them, in one
 /// transaction. Only items still pending are changed (whoever holds them now), so an outcome
-/// recorded twice counts once. Returns how many items reached a final status.
+/// recorded twice counts once. A member's fresh state ([`Outcome::Refreshed`]) and change ledger
+/// entry ([`Outcome::Changed`]) are written by the same statement as its outcome, so each item
+/// row is written once. Returns how many items reached a final status.
 pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> StoreResult<u64> {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, HashMap};
     let t = now();
     // Group items with the same outcome so each group is one statement.
     let mut groups: BTreeMap<String, (Outcome, Vec<i64>)> = BTreeMap::new();
-    let mut refreshed: Vec<(i64, Value)> = Vec::new();
-    let mut changed: Vec<(i64, Value)> = Vec::new();
+    let mut json: HashMap<i64, ItemJson> = HashMap::new();
     for (id, outcome) in outcomes {
         match outcome {
-            Outcome::Refreshed { licenses } => refreshed.push((id, licenses)),
-            Outcome::Changed { change } => changed.push((id, change)),
+            Outcome::Refreshed { licenses } => {
+                json.entry(id).or_default().licenses = Some(licenses)
+            }
+            Outcome::Changed { change } => json.entry(id).or_default().change = Some(change),
             other => {
                 let key = format!("{other:?}");
                 groups
@@ -455,24 +458,13 @@ pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> Sto
     let txn = db.begin().await?;
     let (mut succeeded, mut failed, mut skipped) = (0i64, 0i64, 0i64);
     for (_, (outcome, ids)) in groups {
-        for ids in ids.chunks(900) {
-            // The id bounds keep the statement to the chunk's span whichever index the
-            // database picks: the claim index, (job, status, id), would otherwise be walked
-            // across every pending member of the job when its statistics are stale (a new,
-            // large job).
-            let (Some(&low), Some(&high)) = (ids.iter().min(), ids.iter().max()) else {
-                continue;
-            };
+        for ids in ids.chunks(ITEMS_PER_STATEMENT) {
             let mut update = job_item::Entity::update_many()
                 .col_expr(
                     job_item::Column::Attempts,
                     Expr::col(job_item::Column::Attempts).add(1),
                 )
-                .col_expr(job_item::Column::UpdatedAt, Expr::value(t))
-                .filter(job_item::Column::JobId.eq(job_id))
-                .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
-                .filter(job_item::Column::Id.between(low, high))
-                .filter(job_item::Column::Id.is_in(ids.iter().copied()));
+                .col_expr(job_item::Column::UpdatedAt, Expr::value(t));
             let (status, code, detail): (ItemStatus, Option<String>, Option<String>) =
                 match &outcome {
                     Outcome::Succeeded { note, due_at } => {
@@ -520,13 +512,11 @@ pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> Sto
                         Expr::value(Option::<DateTime<Utc>>::None),
                     );
             }
-            let n = update
+            let update = update
                 .col_expr(job_item::Column::Status, Expr::value(status.as_str()))
                 .col_expr(job_item::Column::ErrorCode, Expr::value(code))
-                .col_expr(job_item::Column::ErrorDetail, Expr::value(detail))
-                .exec(&txn)
-                .await?
-                .rows_affected as i64;
+                .col_expr(job_item::Column::ErrorDetail, Expr::value(detail));
+            let n = update_items(&txn, job_id, update, Only::Pending, ids, &mut json).await? as i64;
             match status {
                 ItemStatus::Succeeded => succeeded += n,
                 ItemStatus::Failed => failed += n,
@@ -535,8 +525,13 @@ pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> Sto
             }
         }
     }
-    set_json(&txn, job_id, job_item::Column::Licenses, refreshed).await?;
-    set_json(&txn, job_id, job_item::Column::Change, changed).await?;
+    // A fresh state without an outcome in this call (the workers always send both; kept so a
+    // read is never dropped): written on its own, whatever the item's status.
+    let unrecorded: Vec<i64> = json.keys().copied().collect();
+    for ids in unrecorded.chunks(ITEMS_PER_STATEMENT) {
+        let update = job_item::Entity::update_many();
+        update_items(&txn, job_id, update, Only::Any, ids, &mut json).await?;
+    }
     job::Entity::update_many()
         .col_expr(
             job::Column::Succeeded,
@@ -558,33 +553,121 @@ pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> Sto
     Ok((succeeded + failed + skipped) as u64)
 }
 
-/// Set a JSON column of several items, a few hundred per statement (`CASE id WHEN …`).
-async fn set_json<C: ConnectionTrait>(
+/// Items changed by one statement of [`record`]: 3 bound values each (id, fresh state, ledger
+/// entry), far below SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+const ITEMS_PER_STATEMENT: usize = 900;
+
+/// An item's JSON columns written with its outcome: its fresh state (`job_items.licenses`) and
+/// its change ledger entry (`job_items.change`).
+#[derive(Debug, Default)]
+struct ItemJson {
+    licenses: Option<Value>,
+    change: Option<Value>,
+}
+
+/// Which of the given items a statement of [`record`] changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Only {
+    /// Those still pending (an outcome is recorded once, whoever holds the item now).
+    Pending,
+    /// All of them.
+    Any,
+}
+
+/// Run `update` on the job's items `ids` (one chunk, a few hundred; `only` the pending ones or
+/// all), taking their JSON columns out of `json` into the same statement, so each item row is
+/// written once. Returns the rows changed.
+///
+/// Without JSON the ids are an `IN` list. With JSON the items are joined to a `VALUES` list of
+/// `(id, licenses, change)` (`UPDATE … FROM`; an absent value keeps the column as it is): a key
+/// lookup per row, where a `CASE id WHEN …` per column scans the whole `CASE` for every row.
+/// The join must be driven by the `VALUES` list: on SQLite the item's other conditions are
+/// written so that no index can serve them (`+column`, SQLite's documented way to disqualify
+/// an index) — SQLite 3.51 otherwise walks the claim index and scans the list for every row,
+/// the quadratic cost the join exists to avoid. On PostgreSQL the statement is also bounded to
+/// the ids' span, so whichever index it picks ((job, status, id) when a new job's statistics
+/// are stale) it never walks the job's other members.
+async fn update_items<C: ConnectionTrait>(
     conn: &C,
     job_id: Uuid,
-    column: job_item::Column,
-    values: Vec<(i64, Value)>,
-) -> StoreResult<()> {
-    for part in values.chunks(300) {
-        let (Some(low), Some(high)) = (
-            part.iter().map(|(id, _)| *id).min(),
-            part.iter().map(|(id, _)| *id).max(),
-        ) else {
-            continue;
-        };
-        let mut case = sea_orm::sea_query::CaseStatement::new();
-        for (id, value) in part {
-            case = case.case(job_item::Column::Id.eq(*id), Expr::value(value.clone()));
-        }
-        job_item::Entity::update_many()
-            .col_expr(column, case.into())
+    update: sea_orm::UpdateMany<job_item::Entity>,
+    only: Only,
+    ids: &[i64],
+    json: &mut std::collections::HashMap<i64, ItemJson>,
+) -> StoreResult<u64> {
+    use sea_orm::QueryTrait;
+    use sea_orm::sea_query::{Func, IntoIden, TableRef, ValueTuple};
+    let (Some(&low), Some(&high)) = (ids.iter().min(), ids.iter().max()) else {
+        return Ok(0);
+    };
+    let pending = ItemStatus::Pending.as_str();
+    if !ids.iter().any(|id| json.contains_key(id)) {
+        let mut update = update
             .filter(job_item::Column::JobId.eq(job_id))
             .filter(job_item::Column::Id.between(low, high))
-            .filter(job_item::Column::Id.is_in(part.iter().map(|(id, _)| *id)))
-            .exec(conn)
-            .await?;
+            .filter(job_item::Column::Id.is_in(ids.iter().copied()));
+        if only == Only::Pending {
+            update = update.filter(job_item::Column::Status.eq(pending));
+        }
+        return Ok(update.exec(conn).await?.rows_affected);
     }
-    Ok(())
+    let item = |column: job_item::Column| Expr::col((job_item::Entity, column));
+    let update = match conn.get_database_backend() {
+        DbBackend::Sqlite => {
+            let unindexed = |column| Expr::cust_with_expr("+$1", item(column));
+            let mut update = update.filter(unindexed(job_item::Column::JobId).eq(job_id));
+            if only == Only::Pending {
+                update = update.filter(unindexed(job_item::Column::Status).eq(pending));
+            }
+            update
+        }
+        _ => {
+            let mut update = update
+                .filter(job_item::Column::JobId.eq(job_id))
+                .filter(job_item::Column::Id.between(low, high));
+            if only == Only::Pending {
+                update = update.filter(job_item::Column::Status.eq(pending));
+            }
+            update
+        }
+    };
+    let rows: Vec<(i64, ItemJson)> = ids
+        .iter()
+        .map(|id| (*id, json.remove(id).unwrap_or_default()))
+        .collect();
+    let (with_licenses, with_change) = (
+        rows.iter().any(|(_, j)| j.licenses.is_some()),
+        rows.iter().any(|(_, j)| j.change.is_some()),
+    );
+    let tuples = rows.into_iter().map(|(id, j)| {
+        ValueTuple::Three(
+            id.into(),
+            sea_orm::Value::Json(j.licenses.map(Box::new)),
+            sea_orm::Value::Json(j.change.map(Box::new)),
+        )
+    });
+    // `VALUES` columns are named column1, column2 … on both databases.
+    let values = Query::select()
+        .expr_as(Expr::col("column1"), "id")
+        .expr_as(Expr::col("column2"), "licenses")
+        .expr_as(Expr::col("column3"), "change")
+        .from_values(tuples, "item_values")
+        .to_owned();
+    let mut stmt = update.into_query();
+    stmt.from(TableRef::SubQuery(values.into(), "item_json".into_iden()))
+        .and_where(item(job_item::Column::Id).equals(("item_json", "id")));
+    for (present, column, name) in [
+        (with_licenses, job_item::Column::Licenses, "licenses"),
+        (with_change, job_item::Column::Change, "change"),
+    ] {
+        if present {
+            stmt.value(
+                column,
+                Func::coalesce([Expr::col(("item_json", name)), item(column)]),
+            );
+        }
+    }
+    Ok(conn.execute(&stmt).await?.rows_affected())
 }
 
 /// Skip, with code `cancelled`, the job's pending items that no worker holds (or whose holder's
