@@ -702,11 +702,12 @@ mod tests {
     fn webhook_http_hosts_take_a_list_or_commas() {
         let s = Settings::from_toml("").unwrap();
         assert!(s.webhooks.allow_http_hosts.is_empty());
-        let s = Settings::from_toml("[webhooks]\nallow_http_hosts = [\"127.0.0.1\", \"LocalHost\"]")
-            .unwrap();
-        assert_eq!(s.webhooks.allow_http_hosts, ["127.0.0.1", "localhost"]);
         let s =
-            Settings::from_toml("[webhooks]\nallow_http_hosts = \"127.0.0.1, hooks.internal\"").unwrap();
+            Settings::from_toml("[webhooks]\nallow_http_hosts = [\"127.0.0.1\", \"LocalHost\"]")
+                .unwrap();
+        assert_eq!(s.webhooks.allow_http_hosts, ["127.0.0.1", "localhost"]);
+        let s = Settings::from_toml("[webhooks]\nallow_http_hosts = \"127.0.0.1, hooks.internal\"")
+            .unwrap();
         assert_eq!(s.webhooks.allow_http_hosts, ["127.0.0.1", "hooks.internal"]);
     }
 

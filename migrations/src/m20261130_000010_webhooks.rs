@@ -66,8 +66,12 @@ impl MigrationTrait for Migration {
                 // the retry schedule and its one-day window count from there.
                 .col(integer(WebhookDeliveries::SeriesAttempts).default(0))
                 .col(timestamp_with_time_zone(WebhookDeliveries::SeriesStartedAt))
-                .col(timestamp_with_time_zone_null(WebhookDeliveries::NextAttemptAt))
-                .col(timestamp_with_time_zone_null(WebhookDeliveries::LastAttemptAt))
+                .col(timestamp_with_time_zone_null(
+                    WebhookDeliveries::NextAttemptAt,
+                ))
+                .col(timestamp_with_time_zone_null(
+                    WebhookDeliveries::LastAttemptAt,
+                ))
                 .col(integer_null(WebhookDeliveries::LastStatusCode))
                 .col(string_len_null(WebhookDeliveries::LastError, 300))
                 // The last attempts (time, answer code, error, duration, answer snippet).
@@ -76,7 +80,9 @@ impl MigrationTrait for Migration {
                 .col(string_len_null(WebhookDeliveries::LeaseOwner, 64))
                 .col(timestamp_with_time_zone_null(WebhookDeliveries::LeaseUntil))
                 .col(timestamp_with_time_zone(WebhookDeliveries::CreatedAt))
-                .col(timestamp_with_time_zone_null(WebhookDeliveries::DeliveredAt))
+                .col(timestamp_with_time_zone_null(
+                    WebhookDeliveries::DeliveredAt,
+                ))
                 .foreign_key(
                     ForeignKey::create()
                         .from(WebhookDeliveries::Table, WebhookDeliveries::EndpointId)

@@ -6,9 +6,9 @@ use axum::http::StatusCode;
 use licensor_core::domain::Role;
 use licensor_core::page::PageRequest;
 use licensor_core::queue::Message;
+use licensor_core::webhooks::EventType;
 use licensor_core::webhooks::deliveries::{self, DeliveryStatus, DeliveryView};
 use licensor_core::webhooks::endpoints::{self, EndpointUpdate, EndpointView, NewEndpoint};
-use licensor_core::webhooks::EventType;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -133,7 +133,10 @@ pub async fn create_webhook(
         Some(me.token_id),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(CreatedWebhook { webhook, secret })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedWebhook { webhook, secret }),
+    ))
 }
 
 /// One endpoint (admin).
@@ -297,8 +300,7 @@ pub async fn redeliver(
 ) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
     let me = auth.require(Role::Admin)?;
     let delivery =
-        deliveries::redeliver(&state.db, me.tenant_id, id, delivery_id, Some(me.token_id))
-            .await?;
+        deliveries::redeliver(&state.db, me.tenant_id, id, delivery_id, Some(me.token_id)).await?;
     let message = Message::Deliver {
         tenant_id: me.tenant_id,
         delivery_id,

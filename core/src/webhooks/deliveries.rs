@@ -354,7 +354,10 @@ pub async fn record(
         Next::Failed => (DeliveryStatus::Failed, None, None),
     };
     let updated = webhook_delivery::Entity::update_many()
-        .col_expr(webhook_delivery::Column::Status, Expr::value(status.as_str()))
+        .col_expr(
+            webhook_delivery::Column::Status,
+            Expr::value(status.as_str()),
+        )
         .col_expr(
             webhook_delivery::Column::Attempts,
             Expr::col(webhook_delivery::Column::Attempts).add(1),
@@ -363,7 +366,10 @@ pub async fn record(
             webhook_delivery::Column::SeriesAttempts,
             Expr::col(webhook_delivery::Column::SeriesAttempts).add(1),
         )
-        .col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(next_at))
+        .col_expr(
+            webhook_delivery::Column::NextAttemptAt,
+            Expr::value(next_at),
+        )
         .col_expr(
             webhook_delivery::Column::LastAttemptAt,
             Expr::value(attempt.at),

@@ -60,7 +60,10 @@ pub async fn attempt(
             let error = if status.is_success() {
                 None
             } else if status.is_redirection() {
-                Some(format!("answered {}; redirects are not followed", status.as_u16()))
+                Some(format!(
+                    "answered {}; redirects are not followed",
+                    status.as_u16()
+                ))
             } else {
                 Some(format!("answered {}", status.as_u16()))
             };

@@ -66,7 +66,8 @@ pub fn check_url(url: &str, settings: &WebhookSettings) -> Result<reqwest::Url, 
     if url.len() > 2048 {
         return Err(UrlRefusal::TooLong);
     }
-    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| UrlRefusal::Malformed(e.to_string()))?;
+    let parsed =
+        reqwest::Url::parse(url.trim()).map_err(|e| UrlRefusal::Malformed(e.to_string()))?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(UrlRefusal::Credentials);
     }
@@ -143,7 +144,9 @@ mod tests {
     #[test]
     fn secrets_are_32_random_bytes() {
         let s = new_secret();
-        let key = STANDARD.decode(s.strip_prefix(SECRET_PREFIX).unwrap()).unwrap();
+        let key = STANDARD
+            .decode(s.strip_prefix(SECRET_PREFIX).unwrap())
+            .unwrap();
         assert_eq!(key.len(), 32);
         assert_ne!(s, new_secret());
     }
