@@ -810,3 +810,64 @@ async fn webhooks_refuse_what_is_not_allowed(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(webhooks_refuse_what_is_not_allowed);
+
+/// `licensor webhooks …` against a running licensor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_from_the_command_line() {
+    let app = TestApp::start(Backend::Embedded).await.expect("embedded");
+    let t = app.tenant("contoso").await;
+    let cli = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_licensor"));
+        cmd.arg("webhooks")
+            .args(args)
+            .env("LICENSOR_URL", &app.url)
+            .env("LICENSOR_TOKEN", &t.admin)
+            .env_remove("LICENSOR_CONFIG");
+        async move {
+            let out = cmd.output().await.expect("run licensor");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, out, err) = cli(&[
+        "create",
+        "https://hooks.example.com/licensor",
+        "--event",
+        "job.finished,job.failed",
+        "--event",
+        "job.cancelled",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("signing secret (shown once): whsec_"), "{out}");
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .expect("webhook <id> created")
+        .to_owned();
+    let (code, out, _) = cli(&["list"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(&id) && out.contains("job.finished,job.failed,job.cancelled"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["deliveries", &id]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("ID"), "{out}");
+    let (code, _, err) = cli(&["create", "http://example.com/x", "--event", "job.failed"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with("error: webhook_url_not_allowed: "), "{err}");
+    let (code, _, err) = cli(&["redeliver", &id, &uuid::Uuid::now_v7().to_string()]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not_found"), "{err}");
+    let (code, out, _) = cli(&["delete", &id]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        app.get_json("/v1/webhooks", &t.admin).await["data"],
+        json!([])
+    );
+    app.stop().await;
+}
