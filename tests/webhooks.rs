@@ -871,3 +871,116 @@ async fn webhooks_from_the_command_line() {
     );
     app.stop().await;
 }
+
+/// A delivery whose queue message was lost (here: the queue emptied before any worker ran) is
+/// queued again by the reconciler of the next worker that starts, and delivered once.
+async fn lost_delivery_message_is_reconciled(backend: Backend) {
+    let extra = "[jobs]\nstall_secs = 5\n[webhooks]\nallow_http_hosts = [\"127.0.0.1\"]\nretry_base_ms = 100\n";
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(scenario()),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator starts");
+    // The API alone: the cancel records the event and queues it, but no worker takes it.
+    let Some(app) = TestApp::start_with(backend, Roles::API, extra).await else {
+        return;
+    };
+    let t = app.tenant("contoso").await;
+    app.connect_directory(t.id, &emulator).await;
+    let (receiver, base, receiver_task) = Receiver::start().await;
+    let created = app
+        .post_json(
+            "/v1/webhooks",
+            &t.admin,
+            &json!({"url": format!("{base}/hooks/lost"), "events": ["job.cancelled"]}),
+        )
+        .await;
+    receiver.0.lock().unwrap().secrets.insert(
+        "lost".into(),
+        created["secret"].as_str().unwrap().to_owned(),
+    );
+    let hook = created["id"].as_str().unwrap();
+    let small = app.group_id(&t.admin, "Small").await;
+    let job = app
+        .post_json(
+            "/v1/jobs",
+            &t.admin,
+            &json!({"kind": "remove", "groups": [small], "remove_licenses": [ENTERPRISEPACK_SKU_ID]}),
+        )
+        .await;
+    let job_id = job["id"].as_str().unwrap();
+    let cancelled = app
+        .post_json(
+            &format!("/v1/jobs/{job_id}/cancel"),
+            &t.operator,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(cancelled["status"], "cancelled");
+    // The queue loses every message (the job's and the delivery's).
+    match &app.queue {
+        licensor_core::queue::Queue::Sqlite { pool, .. } => {
+            assert!(app.queue.depth().await.unwrap() >= 2);
+            sea_orm::sqlx::query("DELETE FROM Jobs")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        licensor_core::queue::Queue::Redis { .. } => {
+            let ns = app.data.redis.as_ref().unwrap();
+            // apalis-redis holds pushed tasks in its scheduled set and their data hash.
+            let keys = ns.keys();
+            assert!(keys.len() >= 2, "{keys:?}");
+            let client = redis::Client::open(ns.url.as_str()).unwrap();
+            let mut conn = client.get_connection().unwrap();
+            let _: () = redis::cmd("DEL").arg(keys).query(&mut conn).unwrap();
+        }
+    }
+    assert_eq!(app.queue.depth().await, Some(0));
+    if let Some(ns) = &app.data.redis {
+        assert_eq!(ns.keys(), Vec::<String>::new());
+    }
+    let pending = app
+        .get_json(&format!("/v1/webhooks/{hook}/deliveries"), &t.admin)
+        .await;
+    assert_eq!(pending["data"][0]["status"], "pending", "{pending}");
+    assert_eq!(pending["data"][0]["attempts"], 0);
+    // Once it is overdue by jobs.stall_secs, a worker that starts queues it again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let worker = licensor::Application::build(app.data.settings(extra), Roles::WORKER)
+        .await
+        .expect("worker starts");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = app
+            .get_json(&format!("/v1/webhooks/{hook}/deliveries"), &t.admin)
+            .await;
+        if log["data"][0]["status"] == "delivered" {
+            assert_eq!(log["data"][0]["attempts"], 1, "{log}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not delivered: {log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = receiver.got("lost");
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].valid);
+    assert_eq!(got[0].body["type"], "job.cancelled");
+    assert_eq!(got[0].body["data"]["job"]["id"], job_id);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("worker stops")
+        .unwrap()
+        .unwrap();
+    receiver_task.abort();
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(lost_delivery_message_is_reconciled);
