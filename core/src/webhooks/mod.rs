@@ -31,8 +31,8 @@ pub use signing::{SECRET_PREFIX, UrlRefusal, check_url, new_secret, retry_delay,
 
 /// What an endpoint can subscribe to: the end of a job's run, by its final status.
 ///
-/// A paused job status does not exist, so there is no `job.paused`; it would be one more
-/// variant here and in [`EventType::of_status`].
+/// Jobs have no paused status, so there is no `job.paused` event; with such a status it would
+/// be one more variant here (and one more arm where a status maps to its event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EventType {
     #[serde(rename = "job.finished")]
