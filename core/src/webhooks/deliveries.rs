@@ -380,7 +380,13 @@ pub async fn record(
         )
         .col_expr(
             webhook_delivery::Column::LastError,
-            Expr::value(attempt.error.clone()),
+            // The column holds 300 characters; the log keeps the whole text.
+            Expr::value(
+                attempt
+                    .error
+                    .as_ref()
+                    .map(|e| e.chars().take(300).collect::<String>()),
+            ),
         )
         .col_expr(webhook_delivery::Column::AttemptLog, Expr::value(log))
         .col_expr(
