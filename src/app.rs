@@ -173,6 +173,11 @@ impl Application {
             self.settings.directory.clone(),
             self.secrets.clone(),
         );
+        let webhooks = licensor_core::webhooks::Webhooks::new(
+            self.settings.webhooks.clone(),
+            self.secrets.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
         if let Some(listener) = self.listener {
             let state = AppState {
                 db: self.api_db.clone(),
@@ -182,6 +187,7 @@ impl Application {
                 openapi: Arc::new(Default::default()),
                 directory: directory.clone(),
                 jobs: self.settings.jobs.clone(),
+                webhooks: webhooks.clone(),
                 rate_limit: api::rate_limit::TokenRateLimiter::from_settings(&self.settings.api)
                     .map(Arc::new),
             };
@@ -203,6 +209,7 @@ impl Application {
                 directory: directory.clone(),
                 jobs: self.settings.jobs.clone(),
                 leases: Default::default(),
+                webhooks: webhooks.clone(),
             };
             let options = WorkerOptions {
                 sweeps: self.settings.sweeps.clone(),

@@ -51,6 +51,7 @@ struct RawSettings {
     directory: DirectoryTuning,
     sweeps: SweepSettings,
     jobs: JobSettings,
+    webhooks: WebhookSettings,
 }
 
 /// Limits of the HTTP API.
@@ -200,6 +201,57 @@ impl Default for DirectoryTuning {
     }
 }
 
+/// Webhook deliveries (`[webhooks]`): where they may go, how long one attempt may take and the
+/// retry schedule ([`crate::webhooks::retry_delay`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Hosts (names or IP addresses, as written in the URL) that endpoints may reach over plain
+    /// `http://`; every other endpoint must be `https://`. A TOML list, or in the environment a
+    /// comma-separated list.
+    #[serde(deserialize_with = "string_list")]
+    pub allow_http_hosts: Vec<String>,
+    /// Seconds one delivery attempt may take, connection included.
+    pub timeout_secs: u64,
+    /// The first retry's delay in milliseconds; later ones are multiples of it (5 s → 30 s,
+    /// 2 min, 10 min, 30 min, 1 h, then every 2 h), each jittered by ±20 %.
+    pub retry_base_ms: u64,
+    /// Seconds after an event (or a redeliver) during which failed attempts are retried.
+    pub retry_for_secs: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Settings::from_toml("")
+            .map(|s| s.webhooks)
+            .unwrap_or(WebhookSettings {
+                allow_http_hosts: Vec::new(),
+                timeout_secs: 10,
+                retry_base_ms: 5_000,
+                retry_for_secs: 86_400,
+            })
+    }
+}
+
+/// A list of strings, given as a list or as one comma-separated string (environment variables).
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Many(Vec<String>),
+        One(String),
+    }
+    let items = match List::deserialize(d)? {
+        List::Many(items) => items,
+        List::One(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
@@ -259,6 +311,7 @@ pub struct Settings {
     pub directory: DirectoryTuning,
     pub sweeps: SweepSettings,
     pub jobs: JobSettings,
+    pub webhooks: WebhookSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -277,6 +330,7 @@ impl std::fmt::Debug for Settings {
             .field("directory", &self.directory)
             .field("sweeps", &self.sweeps)
             .field("jobs", &self.jobs)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -480,6 +534,35 @@ impl RawSettings {
         if j.stall_secs < 5 {
             return Err(ConfigError::new("jobs.stall_secs", "must be at least 5"));
         }
+        let h = &self.webhooks;
+        if !(1..=300).contains(&h.timeout_secs) {
+            return Err(ConfigError::new(
+                "webhooks.timeout_secs",
+                "must be between 1 and 300",
+            ));
+        }
+        if !(10..=3_600_000).contains(&h.retry_base_ms) {
+            return Err(ConfigError::new(
+                "webhooks.retry_base_ms",
+                "must be between 10 and 3600000",
+            ));
+        }
+        if !(1..=7 * 86_400).contains(&h.retry_for_secs) {
+            return Err(ConfigError::new(
+                "webhooks.retry_for_secs",
+                "must be between 1 and 604800 (7 days)",
+            ));
+        }
+        if let Some(bad) = h
+            .allow_http_hosts
+            .iter()
+            .find(|host| host.contains(['/', '@', ' ', '?', '#']))
+        {
+            return Err(ConfigError::new(
+                "webhooks.allow_http_hosts",
+                format!("`{bad}` is not a host name or IP address"),
+            ));
+        }
         Ok(Settings {
             listen,
             data_dir: self.data_dir,
@@ -494,6 +577,7 @@ impl RawSettings {
             directory: self.directory,
             sweeps: self.sweeps,
             jobs: self.jobs,
+            webhooks: self.webhooks,
         })
     }
 }
@@ -610,6 +694,21 @@ mod tests {
         let e = Settings::from_toml("[sweeps]\nstarted_seats = \"every day\"").unwrap_err();
         assert_eq!(e.key, "sweeps.started_seats");
         assert_eq!(e.env, "LICENSOR_SWEEPS__STARTED_SEATS");
+        let e = Settings::from_toml("[webhooks]\ntimeout_secs = 0").unwrap_err();
+        assert_eq!(e.env, "LICENSOR_WEBHOOKS__TIMEOUT_SECS");
+    }
+
+    #[test]
+    fn webhook_http_hosts_take_a_list_or_commas() {
+        let s = Settings::from_toml("").unwrap();
+        assert!(s.webhooks.allow_http_hosts.is_empty());
+        let s =
+            Settings::from_toml("[webhooks]\nallow_http_hosts = [\"127.0.0.1\", \"LocalHost\"]")
+                .unwrap();
+        assert_eq!(s.webhooks.allow_http_hosts, ["127.0.0.1", "localhost"]);
+        let s = Settings::from_toml("[webhooks]\nallow_http_hosts = \"127.0.0.1, hooks.internal\"")
+            .unwrap();
+        assert_eq!(s.webhooks.allow_http_hosts, ["127.0.0.1", "hooks.internal"]);
     }
 
     #[test]

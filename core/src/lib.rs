@@ -16,6 +16,7 @@ pub mod page;
 pub mod queue;
 pub mod tenants;
 pub mod tokens;
+pub mod webhooks;
 
 pub use config::{ConfigError, Settings};
 pub use error::{StoreError, StoreResult};

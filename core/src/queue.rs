@@ -25,6 +25,8 @@ pub enum Message {
     Run { tenant_id: Uuid, job_id: Uuid },
     /// Work one chunk of a job's pending members, then queue the next chunk of the same lane.
     Work { tenant_id: Uuid, job_id: Uuid },
+    /// Make the next attempt of a webhook delivery ([`crate::webhooks::deliveries`]).
+    Deliver { tenant_id: Uuid, delivery_id: Uuid },
 }
 
 /// Queue tuning that both backends share.
@@ -212,6 +214,33 @@ impl Queue {
                 .map_err(|e| QueueError(e.to_string()))?,
         }
         self.wake().notify();
+        Ok(())
+    }
+
+    /// Put one message on the queue, to be taken no earlier than `at` (whole seconds, rounded
+    /// up: both backends schedule by the second).
+    pub async fn push_at(
+        &self,
+        message: Message,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), QueueError> {
+        use apalis::prelude::TaskBuilder;
+        let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
+        let task = TaskBuilder::new(message)
+            .run_at_timestamp(secs.max(0) as u64)
+            .build();
+        match self {
+            Queue::Sqlite { storage, .. } => storage
+                .clone()
+                .push_task(task)
+                .await
+                .map_err(|e| QueueError(e.to_string()))?,
+            Queue::Redis { storage, .. } => storage
+                .clone()
+                .push_task(task)
+                .await
+                .map_err(|e| QueueError(e.to_string()))?,
+        }
         Ok(())
     }
 

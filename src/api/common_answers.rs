@@ -11,11 +11,11 @@ use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{OpenApi, Ref, RefOr, Required};
 
-use super::idempotency::NOT_KEPT;
+use super::idempotency::not_kept;
 
 pub fn document(doc: &mut OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
-        let idempotent = !NOT_KEPT.contains(&path.as_str());
+        let idempotent = !not_kept(path);
         if let Some(op) = item.get.as_mut() {
             complete(op, false, false);
         }

@@ -93,6 +93,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(n) = jobs::pending_items(&state.db).await {
         metrics::gauge!("licensor_job_items_pending").set(n as f64);
     }
+    // Every outcome reads 0 until it happens (dashboards and alert rules name them).
+    for outcome in ["delivered", "retrying", "failed"] {
+        metrics::counter!("licensor_webhook_deliveries_total", "outcome" => outcome).increment(0);
+    }
+    if let Ok(n) = licensor_core::webhooks::deliveries::pending_count(&state.db).await {
+        metrics::gauge!("licensor_webhook_deliveries_pending").set(n as f64);
+    }
     if let Some(n) = state.queue.depth().await {
         metrics::gauge!("licensor_queue_depth", "backend" => state.queue.backend_name())
             .set(n as f64);

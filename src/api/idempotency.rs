@@ -19,15 +19,21 @@ pub const HEADER: &str = "idempotency-key";
 /// Set on an answer that is a replay of the first one.
 pub const REPLAYED: &str = "idempotent-replayed";
 
-/// Routes whose answers carry a secret shown once: never kept, so never replayed.
-pub(crate) const NOT_KEPT: [&str; 1] = ["/v1/tokens"];
+/// Whether `path` (a request path or an OpenAPI path template) is a route whose answer
+/// carries a secret shown once (a new API token, a webhook's signing secret): such answers are
+/// never kept, so never replayed.
+pub(crate) fn not_kept(path: &str) -> bool {
+    path == "/v1/tokens"
+        || path == "/v1/webhooks"
+        || (path.starts_with("/v1/webhooks/") && path.ends_with("/rotate-secret"))
+}
 
 pub async fn idempotency(
     State((state, max_body_bytes)): State<(AppState, usize)>,
     req: Request,
     next: Next,
 ) -> Response {
-    if req.method() != Method::POST || NOT_KEPT.contains(&req.uri().path()) {
+    if req.method() != Method::POST || not_kept(req.uri().path()) {
         return next.run(req).await;
     }
     let Some(key) = req.headers().get(HEADER) else {

@@ -493,9 +493,9 @@ pub async fn cancel_job(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<JobView>> {
     let me = auth.require(Role::Operator)?;
-    Ok(Json(
-        jobs::cancel(&state.db, me.tenant_id, id, Some(me.token_id)).await?,
-    ))
+    let job = jobs::cancel(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
+    super::webhooks::queue_job_events(&state, id).await;
+    Ok(Json(job))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

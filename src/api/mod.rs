@@ -32,6 +32,7 @@ pub mod problem;
 pub mod rate_limit;
 pub mod tenant;
 pub mod tokens;
+pub mod webhooks;
 
 /// Shared by every request handler.
 #[derive(Clone)]
@@ -43,6 +44,8 @@ pub struct AppState {
     pub openapi: Arc<utoipa::openapi::OpenApi>,
     pub directory: licensor_core::directory::DirectoryClients,
     pub jobs: licensor_core::config::JobSettings,
+    /// Webhook settings (the URL allow-list) and the key that seals signing secrets.
+    pub webhooks: licensor_core::webhooks::Webhooks,
     /// Per-token request budget; `None` = no limit.
     pub rate_limit: Option<Arc<rate_limit::TokenRateLimiter>>,
 }
@@ -62,6 +65,7 @@ pub struct AppState {
         (name = "licenses", description = "Seat inventory and started licenses: checkout, checkin, Used By, reusable started seats"),
         (name = "audit", description = "Who changed what"),
         (name = "directory", description = "The tenant's directory: groups and subscribed SKUs"),
+        (name = "webhooks", description = "Endpoints told when a job's run ends (Standard Webhooks), and their delivery log"),
     )
 )]
 struct ApiDoc;
@@ -101,6 +105,15 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(directory::list_groups))
         .routes(routes!(directory::list_skus))
         .routes(routes!(directory::list_users))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::update_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::redeliver))
 }
 
 /// The OpenAPI document alone (for `licensor openapi` and tests).

@@ -1,5 +1,6 @@
 //! The `licensor` command line: run modes (`demo`, `serve`, `worker`, `migrate`),
-//! administration (`tenant`, `token`) and clients of a running licensor (`licenses`, `jobs`).
+//! administration (`tenant`, `token`) and clients of a running licensor (`licenses`, `jobs`,
+//! `webhooks`).
 //! Errors are one line on stderr and a non-zero exit.
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ mod client;
 mod demo;
 mod jobs;
 mod licenses;
+mod webhooks;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,6 +68,10 @@ pub enum Command {
     /// when the job is Finished, 3 Finished with Exception, 4 Failed, 5 Cancelled.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Webhook endpoints: create, list, their deliveries, redeliver, delete (a client of a
+    /// running licensor with an admin token: --url/--token or LICENSOR_URL/LICENSOR_TOKEN).
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 /// A command that ran but did not succeed, with the exit code that tells a script how (e.g.
@@ -129,6 +135,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { listen, data_dir } => demo::run(&listen, data_dir).await,
         Command::Licenses(cmd) => licenses::run(cmd).await,
         Command::Jobs(cmd) => jobs::run(cmd).await,
+        Command::Webhooks(cmd) => webhooks::run(cmd).await,
         command => {
             let settings = Settings::load()?;
             crate::telemetry::init_tracing(&settings.log);
@@ -154,7 +161,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Demo { .. }
                 | Command::Openapi
                 | Command::Licenses(_)
-                | Command::Jobs(_) => {
+                | Command::Jobs(_)
+                | Command::Webhooks(_) => {
                     unreachable!("handled above")
                 }
             }

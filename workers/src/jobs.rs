@@ -79,6 +79,7 @@ async fn fail(
     failure: JobFailure,
 ) -> Result<(), BoxDynError> {
     if pipeline::fail(&ctx.db, job.id, failure.code, &failure.detail).await? {
+        crate::webhooks::queue_job_events(ctx, job.id).await;
         tracing::warn!(job = %job.id, code = failure.code, detail = %failure.detail, "job failed");
         metrics::counter!("licensor_jobs_completed_total", "kind" => job.kind.clone(), "status" => "failed").increment(1);
     }
@@ -173,6 +174,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
 /// Finish the job if nothing is pending; true when it is over.
 async fn finish(ctx: &WorkerContext, job: &job::Model) -> Result<bool, BoxDynError> {
     if let Some(status) = pipeline::finish_if_done(&ctx.db, job.id).await? {
+        crate::webhooks::queue_job_events(ctx, job.id).await;
         tracing::info!(job = %job.id, kind = %job.kind, status = status.as_str(), "job finished");
         metrics::counter!("licensor_jobs_completed_total", "kind" => job.kind.clone(), "status" => status.as_str()).increment(1);
         return Ok(true);

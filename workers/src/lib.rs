@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod outage;
 mod ping;
 pub mod sweeps;
+pub mod webhooks;
 
 /// Something a worker did, for metrics and for observers such as tests and the demo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub struct WorkerContext {
     pub jobs: licensor_core::config::JobSettings,
     /// The member leases this process holds right now.
     pub leases: outage::Leases,
+    /// Webhook settings, the key to their signing secrets and the client deliveries use.
+    pub webhooks: licensor_core::webhooks::Webhooks,
 }
 
 /// How a worker process runs.
@@ -83,6 +86,10 @@ async fn step(message: Message, ctx: Arc<WorkerContext>) -> Result<(), BoxDynErr
             Message::Ping { nonce } => ping::handle(&ctx, *nonce).await,
             Message::Run { tenant_id, job_id } => jobs::run(&ctx, *tenant_id, *job_id).await,
             Message::Work { tenant_id, job_id } => jobs::work(&ctx, *tenant_id, *job_id).await,
+            Message::Deliver {
+                tenant_id,
+                delivery_id,
+            } => webhooks::deliver(&ctx, *tenant_id, *delivery_id).await,
         };
         match outcome {
             // Every step is safe to repeat: wait for the database and take the step again,

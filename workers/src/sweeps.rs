@@ -68,6 +68,7 @@ async fn expiries_tick(_tick: Tick, ctx: Data<Arc<WorkerContext>>) -> Result<(),
 
 async fn reconcile_tick(_tick: Tick, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
     crate::jobs::reconcile(&ctx).await?;
+    crate::webhooks::reconcile(&ctx).await?;
     Ok(())
 }
 
@@ -104,6 +105,9 @@ where
     }
     if let Err(e) = crate::jobs::reconcile(&ctx).await {
         tracing::warn!(error = %e, "reconciling jobs at start-up failed");
+    }
+    if let Err(e) = crate::webhooks::reconcile(&ctx).await {
+        tracing::warn!(error = %e, "reconciling webhook deliveries at start-up failed");
     }
     let seats = on_schedule!(
         format!("{worker_name}-started-seats"),

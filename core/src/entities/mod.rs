@@ -1,5 +1,5 @@
 //! sea-orm entities, one per table. Queries on tenant data live in the modules beside this one
-//! (`tenants`, `tokens`, `jobs`, `licenses`, `audit`), each taking the tenant id.
+//! (`tenants`, `tokens`, `jobs`, `licenses`, `audit`, `webhooks`), each taking the tenant id.
 
 pub mod api_token;
 pub mod audit_log;
@@ -11,3 +11,5 @@ pub mod license;
 pub mod license_assignment;
 pub mod license_seat;
 pub mod tenant;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;

@@ -590,6 +590,8 @@ pub async fn cancel(
         .filter(job_run::Column::RunNo.eq(job.runs))
         .exec(&txn)
         .await?;
+    // The run's end is an event: its webhook deliveries commit with it (the caller queues them).
+    crate::webhooks::events::on_job_end(&txn, tenant_id, job_id, JobStatus::Cancelled).await?;
     audit::record(
         &txn,
         AuditEntry {

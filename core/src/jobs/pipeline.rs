@@ -834,7 +834,7 @@ pub async fn finish_if_done(db: &Db, job_id: Uuid) -> StoreResult<Option<JobStat
     Ok((done == 1).then_some(status))
 }
 
-/// Write the counts of the job's current run.
+/// Write the counts of the job's current run, and record the webhook deliveries its end fires.
 async fn close_run<C: ConnectionTrait>(
     conn: &C,
     job: &job::Model,
@@ -878,6 +878,8 @@ async fn close_run<C: ConnectionTrait>(
         .filter(job_run::Column::RunNo.eq(job.runs))
         .exec(conn)
         .await?;
+    // The run's end is an event: its webhook deliveries commit with it.
+    crate::webhooks::events::on_job_end(conn, job.tenant_id, job.id, status).await?;
     Ok(())
 }
 
