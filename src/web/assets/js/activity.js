@@ -92,7 +92,7 @@ function barChart(id, title, minutes, parts, label) {
 
 /** The job page's Activity card; `load()` reads the series again and redraws. */
 export function activityCard(jobId) {
-  const body = h('div', { class: 'charts' });
+  const body = h('div');
   const card = h('div', { class: 'card activity', id: 'activity' },
     h('h2', {}, t('activity.title')),
     h('p', { class: 'muted small' }, t('activity.intro')),
@@ -117,13 +117,13 @@ export function activityCard(jobId) {
       replace(body, h('p', { class: 'muted' }, t('activity.none')));
       return;
     }
-    replace(body,
+    replace(body, h('div', { class: 'charts' },
       barChart('chart-done', t('activity.done'), minutes,
         [['succeeded', 'ok'], ['skipped', 'skip'], ['failed', 'fail']],
         (m) => t('activity.minuteDone', { time: clock(m.minute), succeeded: num(m.succeeded), skipped: num(m.skipped), failed: num(m.failed) })),
       barChart('chart-throttled', t('activity.throttled'), minutes,
         [['throttled', 'throttled']],
-        (m) => t('activity.minute', { time: clock(m.minute), n: num(m.throttled) })),
+        (m) => t('activity.minute', { time: clock(m.minute), n: num(m.throttled) }))),
       h('ul', { class: 'chart-legend muted small' },
         [['ok', 'activity.succeeded'], ['skip', 'activity.skipped'], ['fail', 'activity.failed']]
           .map(([cls, key]) => h('li', {}, h('span', { class: `swatch ${cls}` }), t(key)))),
