@@ -329,7 +329,10 @@ fn compose_runs_prometheus_and_grafana_with_the_shipped_files() {
     // Prometheus scrapes the API and the workers' metrics port, which compose opens.
     let scrape = &docs["deploy/prometheus/prometheus.yml"]["scrape_configs"];
     let text = scrape.to_string();
-    assert!(text.contains("api:8080") && text.contains("9100"), "{scrape}");
+    assert!(
+        text.contains("api:8080") && text.contains("9100"),
+        "{scrape}"
+    );
     assert_eq!(
         services["worker"]["environment"]["LICENSOR_WORKER__METRICS_LISTEN"],
         "0.0.0.0:9100"
@@ -337,12 +340,11 @@ fn compose_runs_prometheus_and_grafana_with_the_shipped_files() {
     // The dashboard provider reads the directory the dashboard is mounted in, and the data
     // source has the uid the dashboard selects by default.
     assert_eq!(
-        docs["deploy/grafana/provisioning/dashboards/licensor.yaml"]["providers"][0]["options"]
-            ["path"],
+        docs["deploy/grafana/provisioning/dashboards/licensor.yaml"]["providers"][0]["options"]["path"],
         "/var/lib/grafana/dashboards"
     );
-    let uid = &docs["deploy/grafana/provisioning/datasources/prometheus.yaml"]["datasources"][0]
-        ["uid"];
+    let uid =
+        &docs["deploy/grafana/provisioning/datasources/prometheus.yaml"]["datasources"][0]["uid"];
     let dashboard: Value =
         serde_json::from_str(&repo_file("deploy/grafana/licensor.json")).unwrap();
     let var = dashboard["templating"]["list"]
@@ -391,7 +393,12 @@ async fn activity_adds_up_to_progress_and_429s(backend: Backend) {
 
     let minutes = activity(&app, &tenant.viewer, id).await;
     assert!(!minutes.is_empty());
-    let sum = |key: &str| minutes.iter().map(|m| m[key].as_i64().unwrap()).sum::<i64>();
+    let sum = |key: &str| {
+        minutes
+            .iter()
+            .map(|m| m[key].as_i64().unwrap())
+            .sum::<i64>()
+    };
     let progress = &job["progress"];
     assert_eq!(sum("succeeded"), progress["succeeded"].as_i64().unwrap());
     assert_eq!(sum("failed"), progress["failed"].as_i64().unwrap());
@@ -409,6 +416,23 @@ async fn activity_adds_up_to_progress_and_429s(backend: Backend) {
     assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
     assert!(stamps.iter().all(|t| t.timestamp() % 60 == 0), "{stamps:?}");
 
+    // Documented: the route, and the job's stuck flag and requeues.
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/v1/jobs/{id}/activity"]["get"].is_object());
+    let fields = &doc["components"]["schemas"]["JobView"]["properties"];
+    for field in ["stuck", "stuck_since", "last_progress_at", "requeues"] {
+        assert!(fields[field].is_object(), "JobView.{field} documented");
+    }
+    assert!(doc["components"]["schemas"]["ActivityMinute"]["properties"]["throttled"].is_object());
+
     // Tenant-scoped: another tenant's token finds no such job; bad input is refused plainly.
     let other = app.tenant("someone-else").await;
     let resp = app
@@ -417,7 +441,10 @@ async fn activity_adds_up_to_progress_and_429s(backend: Backend) {
         .await
         .unwrap();
     common::expect_problem(resp, 404, "not_found").await;
-    for (query, code) in [("limit=0", "invalid_query"), ("cursor=%21%21", "invalid_query")] {
+    for (query, code) in [
+        ("limit=0", "invalid_query"),
+        ("cursor=%21%21", "invalid_query"),
+    ] {
         let resp = app
             .get(&format!("/v1/jobs/{id}/activity?{query}"), &tenant.viewer)
             .send()

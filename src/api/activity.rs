@@ -33,7 +33,7 @@ pub struct ActivityList {
 /// A job's activity per minute (UTC): members that reached each outcome, and the 429 answers
 /// (throttled directory requests) its workers met, oldest minute first. Counted as the workers
 /// record each chunk, so over a job's first run the counts add up to its progress; reruns add
-/// their minutes.
+/// their minutes, and members a cancel skipped are not counted (no worker settled them).
 #[utoipa::path(get, path = "/v1/jobs/{id}/activity", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Job id"), ActivityQuery),
     responses(
