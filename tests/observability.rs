@@ -483,6 +483,53 @@ async fn job_page_draws_activity_charts_in_chromium() {
     emulator.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stuck_badge_in_the_job_monitor_in_chromium() {
+    if !run::browser_available("stuck badge") {
+        return;
+    }
+    // Every directory answer takes 4 s and chunks are of 5 members, one at a time: the job
+    // sits between pages and chunks far longer than the 1 s stuck setting, again and again.
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::simple(63, 30, 60)),
+        faults: Faults {
+            latency_ms: 4_000,
+            ..Faults::unthrottled()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("directory emulator starts");
+    let app = TestApp::start_with(
+        Backend::Embedded,
+        licensor::Roles::ALL,
+        "[jobs]\nstuck_after_secs = 1\nchunk_size = 5\nlanes_per_job = 1\n",
+    )
+    .await
+    .expect("the embedded backend needs no services");
+    let tenant = app.tenant("stuck-web").await;
+    app.connect_directory(tenant.id, &emulator).await;
+    let group = app.group_id(&tenant.admin, "All Users").await;
+    let job = app
+        .post_json(
+            "/v1/jobs",
+            &tenant.admin,
+            &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let shots = run::screenshot_dir("stuck-screenshots");
+    run::run_script("stuck.mjs", &app, &tenant, &shots).await;
+    // The job goes on and ends; the flag is gone with it.
+    let job = app.wait_for_job(&tenant.admin, &id, 180).await;
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["stuck"], false, "{job}");
+    app.assert_outcomes_true(&tenant.viewer, &id, &emulator.base_url())
+        .await;
+    app.stop().await;
+    emulator.shutdown().await;
+}
+
 /// A free TCP port on 127.0.0.1.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
