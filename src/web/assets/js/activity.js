@@ -12,6 +12,8 @@ const HEIGHT = 120;
 const PAD_TOP = 8;
 /** Pages of 500 minutes read at most (about 33 hours of activity). */
 const MAX_PAGES = 4;
+/** The time axis spans at least this many minutes, so a short job's bars stay bars. */
+const MIN_SLOTS = 10;
 
 /** An SVG element with attributes and children. */
 function s(tag, attrs = {}, ...children) {
@@ -52,7 +54,8 @@ function barChart(id, title, minutes, parts, label) {
   const totals = minutes.map((m) => parts.reduce((n, [k]) => n + m[k], 0));
   const max = Math.max(1, ...totals);
   const sum = totals.reduce((a, b) => a + b, 0);
-  const step = WIDTH / Math.max(minutes.length, 1);
+  const slots = Math.max(minutes.length, MIN_SLOTS);
+  const step = WIDTH / slots;
   const gap = step > 4 ? 1 : 0;
   const scale = (HEIGHT - PAD_TOP) / max;
   const bars = minutes.map((m, i) => {
@@ -78,7 +81,8 @@ function barChart(id, title, minutes, parts, label) {
   s('line', { class: 'axis', x1: 0, y1: HEIGHT - 0.5, x2: WIDTH, y2: HEIGHT - 0.5 }),
   bars);
   const first = minutes[0];
-  const last = minutes[minutes.length - 1];
+  // The axis' right end: the last minute, or the minute the padded axis ends at.
+  const end = first ? new Date(Date.parse(first.minute) + (slots - 1) * 60_000).toISOString() : null;
   return h('figure', { class: 'chart-box' },
     h('figcaption', {},
       h('span', { class: 'chart-title' }, title),
@@ -86,7 +90,7 @@ function barChart(id, title, minutes, parts, label) {
     svg,
     h('div', { class: 'chart-axis muted small' },
       h('span', {}, first ? clock(first.minute) : ''),
-      h('span', {}, last ? clock(last.minute) : '')),
+      h('span', {}, end ? clock(end) : '')),
   );
 }
 
