@@ -92,6 +92,8 @@ pub struct Application {
     queue: Queue,
     secrets: SecretBox,
     listener: Option<TcpListener>,
+    /// A worker-only process's `/metrics` listener (`worker.metrics_listen`).
+    metrics_listener: Option<TcpListener>,
     events: broadcast::Sender<WorkerEvent>,
 }
 
@@ -117,6 +119,17 @@ impl Application {
         } else {
             None
         };
+        let metrics_listener = match settings.worker.metrics_addr()? {
+            Some(addr) if roles.worker && !roles.api => {
+                Some(TcpListener::bind(addr).await.map_err(|e| {
+                    ConfigError::new(
+                        "worker.metrics_listen",
+                        format!("cannot listen on {addr}: {e}"),
+                    )
+                })?)
+            }
+            _ => None,
+        };
         let (events, _) = broadcast::channel(1024);
         Ok(Application {
             settings,
@@ -126,6 +139,7 @@ impl Application {
             queue,
             secrets,
             listener,
+            metrics_listener,
             events,
         })
     }
@@ -145,6 +159,13 @@ impl Application {
 
     pub fn secrets(&self) -> &SecretBox {
         &self.secrets
+    }
+
+    /// The address a worker-only process serves `/metrics` on (`worker.metrics_listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// Worker events (for observers: tests, the demo's greeting).
@@ -192,6 +213,18 @@ impl Application {
                     .map(Arc::new),
             };
             let app = api::router(state, self.settings.max_body_bytes);
+            let signal = stopped(stop_rx.clone());
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal)
+                    .await
+                    .map_err(anyhow::Error::from)
+            });
+        }
+        if let Some(listener) = self.metrics_listener {
+            // This process's own metrics (its workers' items, directory calls, leases); the
+            // database-wide gauges are the API's.
+            let app = crate::api::health::worker_metrics_router();
             let signal = stopped(stop_rx.clone());
             tasks.spawn(async move {
                 axum::serve(listener, app)

@@ -36,6 +36,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed");
             }
+            describe_metrics();
             // Histogram samples wait in the recorder until folded into their buckets; fold them
             // every few seconds, so memory stays flat when nothing scrapes /metrics.
             let upkeep = handle.clone();
@@ -50,4 +51,101 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Describe every metric licensor exports (the `# HELP` lines), and register at zero those that
+/// only move on a rare event, so their names exist from the start: dashboards and alert rules
+/// (`deploy/`) then see 0 rather than no data. Per-tenant directory series are registered when
+/// the tenant's directory client is made; `licensor_jobs_stuck` per tenant on each scrape.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "licensor_http_requests_total",
+        "HTTP requests answered, by method, route and status"
+    );
+    describe_histogram!(
+        "licensor_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by method and route"
+    );
+    describe_counter!(
+        "licensor_http_rate_limited_total",
+        "API requests refused with 429 rate_limited (a token over its request budget)"
+    );
+    describe_gauge!(
+        "licensor_jobs",
+        "Jobs by kind and status, across tenants (read from the database at each scrape)"
+    );
+    describe_gauge!(
+        "licensor_jobs_stuck",
+        "Running jobs with no progress for jobs.stuck_after_secs, by tenant id"
+    );
+    describe_gauge!(
+        "licensor_job_items_pending",
+        "Members waiting in queued and running jobs"
+    );
+    describe_gauge!(
+        "licensor_queue_depth",
+        "Messages waiting on the queue, by backend"
+    );
+    describe_counter!(
+        "licensor_jobs_submitted_total",
+        "Jobs submitted through the API, by kind"
+    );
+    describe_counter!(
+        "licensor_jobs_completed_total",
+        "Jobs that ended, by kind and final status (from this process's workers)"
+    );
+    describe_counter!(
+        "licensor_jobs_requeued_total",
+        "Jobs the reconciler queued again after no progress for jobs.stall_secs"
+    );
+    describe_counter!(
+        "licensor_job_items_total",
+        "Members worked, by kind, outcome (succeeded, failed, skipped, retried) and error code"
+    );
+    describe_histogram!(
+        "licensor_job_chunk_seconds",
+        Unit::Seconds,
+        "Time to work one chunk of a job's members"
+    );
+    describe_counter!(
+        "licensor_lease_takeovers_total",
+        "Leases taken over after their holder's lease ran out: lease=members (a chunk's members) or expansion (reading a job's groups)"
+    );
+    describe_counter!(
+        "licensor_directory_requests_total",
+        "Directory (Microsoft Graph) requests, by route, HTTP status and tenant id"
+    );
+    describe_histogram!(
+        "licensor_directory_request_duration_seconds",
+        Unit::Seconds,
+        "Directory request latency, by route"
+    );
+    describe_counter!(
+        "licensor_directory_throttled_total",
+        "Directory answers 429 (whole requests and requests inside a $batch), by tenant id"
+    );
+    describe_counter!(
+        "licensor_directory_retries_total",
+        "Directory requests retried after a transient failure, by route"
+    );
+    describe_gauge!(
+        "licensor_directory_write_budget_used_ratio",
+        "Share of the tenant's write budget the directory last reported (x-ms-throttle-limit-percentage, 0.8 and up; 0 below 80 %), by tenant id"
+    );
+    describe_counter!(
+        "licensor_directory_credentials_rejected_total",
+        "Times the directory refused licensor's credentials, by tenant id and code (OAuth error such as invalid_client, or graph_401 / graph_403)"
+    );
+    describe_counter!(
+        "licensor_worker_restarts_total",
+        "Queue workers started again after they stopped unexpectedly"
+    );
+    for lease in ["members", "expansion"] {
+        metrics::counter!("licensor_lease_takeovers_total", "lease" => lease).increment(0);
+    }
+    metrics::counter!("licensor_jobs_requeued_total").increment(0);
+    metrics::counter!("licensor_http_rate_limited_total").increment(0);
+    metrics::counter!("licensor_worker_restarts_total").increment(0);
 }

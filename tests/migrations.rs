@@ -7,7 +7,7 @@ use licensor_core::db;
 use licensor_migrations::MigratorTrait;
 use sea_orm::{ConnectionTrait, Statement};
 
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "tenants",
     "api_tokens",
     "jobs",
@@ -18,6 +18,7 @@ const TABLES: [&str; 10] = [
     "license_assignments",
     "license_seats",
     "idempotency_keys",
+    "job_activity",
 ];
 
 async fn migrations_apply_and_reapply(backend: Backend) {
@@ -54,6 +55,7 @@ async fn migrations_apply_and_reapply(backend: Backend) {
         "ux_job_items_job_user",
         "ix_job_items_due_set",
         "ix_audit_log_tenant_id",
+        "ix_job_activity_tenant_job",
     ] {
         assert!(
             names.iter().any(|n| n == index),

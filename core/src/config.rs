@@ -146,6 +146,10 @@ pub struct JobSettings {
     pub item_max_attempts: i32,
     /// Seconds without progress after which a queued or running job is queued again.
     pub stall_secs: u64,
+    /// Seconds a running job may go without progress (no page of members stored, no chunk
+    /// recorded) before it is flagged stuck: `stuck: true` in the API, "Stuck" in the Job
+    /// Monitor, counted by the `licensor_jobs_stuck` gauge.
+    pub stuck_after_secs: u64,
 }
 
 impl Default for JobSettings {
@@ -158,6 +162,7 @@ impl Default for JobSettings {
                 lease_secs: 60,
                 item_max_attempts: 10,
                 stall_secs: 60,
+                stuck_after_secs: 600,
             })
     }
 }
@@ -259,6 +264,25 @@ pub struct WorkerSettings {
     pub heartbeat_secs: u64,
     pub missed_heartbeats: usize,
     pub shutdown_grace_secs: u64,
+    /// Where a worker-only process (`licensor worker`) serves `GET /metrics` (and `/healthz`)
+    /// for Prometheus, e.g. `0.0.0.0:9100`; empty = not served. Processes that serve the API
+    /// export their metrics on the API's `/metrics`.
+    pub metrics_listen: String,
+}
+
+impl WorkerSettings {
+    /// The parsed `metrics_listen` address, `None` when empty.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.metrics_listen.trim() {
+            "" => Ok(None),
+            addr => addr.parse().map(Some).map_err(|_| {
+                ConfigError::new(
+                    "worker.metrics_listen",
+                    format!("`{addr}` is not an address like 0.0.0.0:9100"),
+                )
+            }),
+        }
+    }
 }
 
 /// Where licensor keeps its data.
@@ -462,6 +486,7 @@ impl RawSettings {
                 "must be at least 1",
             ));
         }
+        w.metrics_addr()?;
         let d = &self.directory;
         if d.max_in_flight == 0 || d.max_in_flight > 1024 {
             return Err(ConfigError::new(
@@ -561,6 +586,12 @@ impl RawSettings {
             return Err(ConfigError::new(
                 "webhooks.allow_http_hosts",
                 format!("`{bad}` is not a host name or IP address"),
+            ));
+        }
+        if !(1..=604_800).contains(&j.stuck_after_secs) {
+            return Err(ConfigError::new(
+                "jobs.stuck_after_secs",
+                "must be between 1 and 604800 (7 days)",
             ));
         }
         Ok(Settings {
@@ -709,6 +740,14 @@ mod tests {
         let s = Settings::from_toml("[webhooks]\nallow_http_hosts = \"127.0.0.1, hooks.internal\"")
             .unwrap();
         assert_eq!(s.webhooks.allow_http_hosts, ["127.0.0.1", "hooks.internal"]);
+        let e = Settings::from_toml("[jobs]\nstuck_after_secs = 0").unwrap_err();
+        assert_eq!(e.key, "jobs.stuck_after_secs");
+        assert_eq!(e.env, "LICENSOR_JOBS__STUCK_AFTER_SECS");
+        let e = Settings::from_toml("[worker]\nmetrics_listen = \"nine\"").unwrap_err();
+        assert_eq!(e.key, "worker.metrics_listen");
+        let s = Settings::from_toml("").unwrap();
+        assert_eq!(s.jobs.stuck_after_secs, 600);
+        assert_eq!(s.worker.metrics_addr().unwrap(), None);
     }
 
     #[test]

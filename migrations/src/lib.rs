@@ -13,6 +13,7 @@ mod m20261130_000006_change_ledger;
 mod m20261130_000008_assignee_names;
 mod m20261130_000009_expansion_position;
 mod m20261130_000010_webhooks;
+mod m20261130_000011_job_activity;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000008_assignee_names::Migration),
             Box::new(m20261130_000009_expansion_position::Migration),
             Box::new(m20261130_000010_webhooks::Migration),
+            Box::new(m20261130_000011_job_activity::Migration),
         ]
     }
 }

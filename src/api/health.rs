@@ -90,6 +90,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             }
         }
     }
+    let stuck_before =
+        chrono::Utc::now() - chrono::Duration::seconds(state.jobs.stuck_after_secs as i64);
+    if let Ok(rows) = jobs::activity::stuck_by_tenant(&state.db, stuck_before).await {
+        for (tenant, n) in rows {
+            metrics::gauge!("licensor_jobs_stuck", "tenant" => tenant.to_string()).set(n as f64);
+        }
+    }
     if let Ok(n) = jobs::pending_items(&state.db).await {
         metrics::gauge!("licensor_job_items_pending").set(n as f64);
     }
@@ -116,4 +123,24 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 ))]
 pub async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
     Json(state.openapi.as_ref().clone())
+}
+
+/// The router of a worker-only process's metrics listener (`worker.metrics_listen`):
+/// `GET /metrics` with this process's own metrics, `GET /healthz`.
+pub fn worker_metrics_router() -> axum::Router {
+    let handle = crate::telemetry::metrics_handle();
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let handle = handle.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        handle.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", axum::routing::get(healthz))
 }

@@ -77,7 +77,7 @@ pub async fn list_jobs(
     let page = PageRequest::<Uuid>::parse(q.limit, q.cursor.as_deref())?;
     let page = jobs::list(&state.db, auth.tenant_id(), &filter, &page).await?;
     Ok(Json(JobList {
-        data: page.data,
+        data: page.data.into_iter().map(|j| state.flag_stuck(j)).collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -95,7 +95,8 @@ pub async fn get_job(
     auth: Auth,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<JobView>> {
-    Ok(Json(jobs::get(&state.db, auth.tenant_id(), id).await?))
+    let job = jobs::get(&state.db, auth.tenant_id(), id).await?;
+    Ok(Json(state.flag_stuck(job)))
 }
 
 /// Put a job's start on the queue. The job is already committed: if the queue cannot take the

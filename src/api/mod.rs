@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 
 use auth::SecurityAddon;
 
+pub mod activity;
 pub mod audit;
 pub mod auth;
 mod common_answers;
@@ -48,6 +49,16 @@ pub struct AppState {
     pub webhooks: licensor_core::webhooks::Webhooks,
     /// Per-token request budget; `None` = no limit.
     pub rate_limit: Option<Arc<rate_limit::TokenRateLimiter>>,
+}
+
+impl AppState {
+    /// `job` with its `stuck` flag set as of now (`jobs.stuck_after_secs`).
+    pub fn flag_stuck(&self, job: licensor_core::jobs::JobView) -> licensor_core::jobs::JobView {
+        job.flag_stuck(
+            std::time::Duration::from_secs(self.jobs.stuck_after_secs),
+            chrono::Utc::now(),
+        )
+    }
 }
 
 #[derive(OpenApi)]
@@ -84,6 +95,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::list_jobs, jobs::submit_job))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::list_runs))
+        .routes(routes!(activity::job_activity))
         .routes(routes!(jobs::list_items))
         .routes(routes!(jobs::list_errors))
         .routes(routes!(jobs::report))

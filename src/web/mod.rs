@@ -42,6 +42,7 @@ static ASSETS: &[Asset] = assets![
     "js/format.js" => JS,
     "js/jobs.js" => JS,
     "js/job.js" => JS,
+    "js/activity.js" => JS,
     "js/launch.js" => JS,
     "js/seats.js" => JS,
     "js/licenses.js" => JS,

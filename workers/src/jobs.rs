@@ -113,6 +113,12 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             // queues the job again once its lease has run out.
             return Ok(());
         }
+        if job.expand_owner.is_some() {
+            // A step that stopped cleanly lets go of the expansion; one still named had its
+            // lease run out (it died) and this step took over from its last page.
+            metrics::counter!("licensor_lease_takeovers_total", "lease" => "expansion")
+                .increment(1);
+        }
         // Hold the expansion while this step lives, however slow the directory or the database
         // (each stored page renews it too); a dead step's lease runs out.
         let _renewer = AbortOnDrop(tokio::spawn({
@@ -353,6 +359,12 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         ctx.jobs.chunk_size as u64,
     )
     .await?;
+    let taken_over = items.iter().filter(|i| i.taken_over).count();
+    if taken_over > 0 {
+        tracing::info!(job = %job_id, members = taken_over, "took over members whose holder's lease ran out");
+        metrics::counter!("licensor_lease_takeovers_total", "lease" => "members")
+            .increment(taken_over as u64);
+    }
     if items.is_empty() {
         let (pending, next_retry) = pipeline::pending_state(&ctx.db, job_id).await?;
         if !pending {
@@ -388,7 +400,8 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     let held = ctx.leases.hold(tenant_id, job_id, &owner);
     let started = std::time::Instant::now();
     let n = items.len();
-    let outcome = process(ctx, &client, &job, &req, items).await;
+    let (outcome, throttled) =
+        licensor_core::directory::count_throttles(process(ctx, &client, &job, &req, items)).await;
     let outcomes = match outcome {
         Ok(o) => o,
         Err(failure) => {
@@ -401,7 +414,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     count(&job.kind, &outcomes);
     // The lease is kept until the outcomes are stored, so nobody writes these members again
     // while the database is away.
-    crate::outage::record_when_available(&ctx.db, job_id, outcomes).await?;
+    crate::outage::record_when_available(&ctx.db, job_id, outcomes, throttled).await?;
     held.done();
     drop(renewer);
     if pipeline::status(&ctx.db, job_id).await? == Some(JobStatus::Cancelled) {

@@ -158,6 +158,7 @@ impl DirectoryClient {
         let responses = parsed["responses"].as_array().cloned().unwrap_or_default();
         let mut out = Vec::with_capacity(indexes.len());
         let mut throttled_wait: Option<Duration> = None;
+        let mut throttled_items = 0u64;
         // The header as each item saw it: the mean over the batch is the load the batch ran at
         // (the last item alone sees the peak right after the burst). Items without the header
         // ran below the 80 % mark.
@@ -191,6 +192,7 @@ impl DirectoryClient {
                 throttled_wait = throttled_wait
                     .max(retry_after)
                     .or(Some(Duration::from_secs(1)));
+                throttled_items += 1;
             }
             out.push((
                 i,
@@ -205,8 +207,10 @@ impl DirectoryClient {
                 / readings.len() as f64;
             self.inner.limiter.observe_percent(mean);
         }
+        // The budget's share right after this batch: the highest reading among its requests.
+        self.note_budget(readings.iter().flatten().copied().reduce(f64::max));
         if let Some(wait) = throttled_wait {
-            metrics::counter!("licensor_directory_throttled_total").increment(1);
+            self.note_throttled(throttled_items);
             self.inner.limiter.observe_throttled(Some(wait));
         }
         out
@@ -284,6 +288,9 @@ impl DirectoryClient {
                 }
                 let retry_after = header_ci(&response["headers"], "retry-after")
                     .and_then(|v| parse_retry_after(Some(&v)));
+                if status == 429 {
+                    self.note_throttled(1);
+                }
                 (
                     i,
                     Err(classify_value(status, &response["body"], retry_after)),

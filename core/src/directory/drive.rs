@@ -262,7 +262,7 @@ impl DirectoryClient {
             .await
             .map_err(|e| Attempt::Transient(format!("{doing}: {}", without_url(&e))))?;
         let status = response.status().as_u16();
-        metrics::counter!("licensor_directory_requests_total", "route" => "drive", "status" => status.to_string()).increment(1);
+        metrics::counter!("licensor_directory_requests_total", "route" => "drive", "status" => status.to_string(), "tenant" => inner.tenant.clone()).increment(1);
         let bytes = response
             .bytes()
             .await
@@ -293,7 +293,7 @@ impl DirectoryClient {
             .await
             .map_err(|e| Attempt::Transient(format!("uploading a chunk: {}", without_url(&e))))?;
         let status = response.status().as_u16();
-        metrics::counter!("licensor_directory_requests_total", "route" => "drive.chunk", "status" => status.to_string()).increment(1);
+        metrics::counter!("licensor_directory_requests_total", "route" => "drive.chunk", "status" => status.to_string(), "tenant" => self.inner.tenant.clone()).increment(1);
         let bytes = response
             .bytes()
             .await

@@ -202,6 +202,48 @@ struct Inner {
     in_flight: Semaphore,
     limiter: WriteLimiter,
     tuning: DirectoryTuning,
+    /// The licensor tenant id as the `tenant` label of the per-tenant metrics; empty for a
+    /// client made outside the per-tenant registry (tools, tests).
+    tenant: String,
+}
+
+tokio::task_local! {
+    /// 429 answers met by the directory calls of the current task, when it counts them
+    /// ([`count_throttles`]).
+    static THROTTLES: std::cell::Cell<u64>;
+}
+
+/// Run `work` and count the 429 answers its directory calls met (a whole request answered 429
+/// counts one, each request of a `$batch` answered 429 counts one). Calls made from tasks that
+/// `work` spawns are not counted. Used for a job's per-minute activity.
+pub async fn count_throttles<F: std::future::Future>(work: F) -> (F::Output, u64) {
+    THROTTLES
+        .scope(std::cell::Cell::new(0), async move {
+            let out = work.await;
+            (out, THROTTLES.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+/// The OAuth error codes the token endpoint may answer with; anything else is `other`, so the
+/// metric's `code` label stays a short, fixed list.
+const TOKEN_ERROR_CODES: &[&str] = &[
+    "invalid_client",
+    "unauthorized_client",
+    "invalid_request",
+    "invalid_grant",
+    "invalid_scope",
+    "unsupported_grant_type",
+    "access_denied",
+];
+
+/// The `code` label of `licensor_directory_credentials_rejected_total` for an OAuth error.
+pub(crate) fn token_error_label(error: &str) -> &'static str {
+    TOKEN_ERROR_CODES
+        .iter()
+        .find(|c| **c == error)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// One successful answer from Graph.
@@ -211,6 +253,33 @@ struct Answer {
 
 impl DirectoryClient {
     pub fn new(config: DirectoryConfig, tuning: DirectoryTuning) -> Result<Self, DirectoryError> {
+        Self::labelled(config, tuning, String::new())
+    }
+
+    /// A client whose metrics carry `tenant` (licensor's tenant id, never a name or secret) as
+    /// their `tenant` label: `licensor_directory_requests_total`, `…_throttled_total`,
+    /// `…_write_budget_used_ratio` and `…_credentials_rejected_total`. Their per-tenant series
+    /// are registered at zero here, so they exist before the first event.
+    pub fn for_tenant(
+        config: DirectoryConfig,
+        tuning: DirectoryTuning,
+        tenant: Uuid,
+    ) -> Result<Self, DirectoryError> {
+        let tenant = tenant.to_string();
+        metrics::counter!("licensor_directory_throttled_total", "tenant" => tenant.clone())
+            .increment(0);
+        metrics::gauge!("licensor_directory_write_budget_used_ratio", "tenant" => tenant.clone())
+            .set(0.0);
+        metrics::counter!("licensor_directory_credentials_rejected_total", "tenant" => tenant.clone(), "code" => "invalid_client")
+            .increment(0);
+        Self::labelled(config, tuning, tenant)
+    }
+
+    fn labelled(
+        config: DirectoryConfig,
+        tuning: DirectoryTuning,
+        tenant: String,
+    ) -> Result<Self, DirectoryError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(tuning.request_timeout_secs))
             .connect_timeout(Duration::from_secs(10))
@@ -233,10 +302,12 @@ impl DirectoryClient {
                     config.client_id,
                     config.client_secret,
                     GRAPH_SCOPE.to_owned(),
+                    tenant.clone(),
                 ),
                 in_flight: Semaphore::new(tuning.max_in_flight),
                 limiter,
                 tuning,
+                tenant,
             }),
         })
     }
@@ -244,6 +315,26 @@ impl DirectoryClient {
     /// The current adaptive write rate (writes per second).
     pub fn write_rate(&self) -> f64 {
         self.inner.limiter.rate()
+    }
+
+    /// 429 answers met: the tenant's counter, and the current task's count when it keeps one
+    /// ([`count_throttles`]).
+    pub(crate) fn note_throttled(&self, answers: u64) {
+        if answers == 0 {
+            return;
+        }
+        metrics::counter!("licensor_directory_throttled_total", "tenant" => self.inner.tenant.clone())
+            .increment(answers);
+        let _ = THROTTLES.try_with(|c| c.set(c.get() + answers));
+    }
+
+    /// The share of the write budget the directory reported with a write's answer
+    /// (`x-ms-throttle-limit-percentage`, as a ratio: 0.8 … 1.0 and over); `None` = not
+    /// reported, which the directory does below 80 %: the gauge reads 0 then.
+    pub(crate) fn note_budget(&self, reported: Option<f64>) {
+        let ratio = reported.map_or(0.0, |v| if v > 5.0 { v / 100.0 } else { v });
+        metrics::gauge!("licensor_directory_write_budget_used_ratio", "tenant" => self.inner.tenant.clone())
+            .set(ratio);
     }
 
     /// Check that the credentials are accepted (fetches a token).
@@ -287,6 +378,7 @@ impl DirectoryClient {
             .map_err(|_| DirectoryError::unavailable("directory client closed"))?;
         let token = inner.tokens.get(&inner.http).await?;
         let mut request = inner.http.request(method, url).bearer_auth(&token);
+        let tenant = inner.tenant.clone();
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -295,7 +387,7 @@ impl DirectoryClient {
         let response = match outcome {
             Ok(r) => r,
             Err(e) => {
-                metrics::counter!("licensor_directory_requests_total", "route" => route, "status" => "error").increment(1);
+                metrics::counter!("licensor_directory_requests_total", "route" => route, "status" => "error", "tenant" => tenant).increment(1);
                 return Err(DirectoryError::unavailable(without_url(&e)));
             }
         };
@@ -306,13 +398,18 @@ impl DirectoryClient {
             .await
             .map_err(|e| DirectoryError::unavailable(without_url(&e)))?
             .to_vec();
-        metrics::counter!("licensor_directory_requests_total", "route" => route, "status" => status.to_string()).increment(1);
+        metrics::counter!("licensor_directory_requests_total", "route" => route, "status" => status.to_string(), "tenant" => tenant).increment(1);
         metrics::histogram!("licensor_directory_request_duration_seconds", "route" => route)
             .record(started.elapsed().as_secs_f64());
-        if writes > 0
-            && let Some(pct) = header_f64(&headers, "x-ms-throttle-limit-percentage")
-        {
-            inner.limiter.observe_header(pct);
+        if writes > 0 {
+            let reported = header_f64(&headers, "x-ms-throttle-limit-percentage");
+            if let Some(pct) = reported {
+                inner.limiter.observe_header(pct);
+            }
+            // A `$batch` reports per request inside it: read there.
+            if reported.is_some() || route != "$batch" {
+                self.note_budget(reported);
+            }
         }
         if (200..300).contains(&status) {
             return Ok(Answer { body });
@@ -323,10 +420,18 @@ impl DirectoryClient {
                 .and_then(|v| v.to_str().ok()),
         );
         if status == 429 {
-            metrics::counter!("licensor_directory_throttled_total").increment(1);
+            self.note_throttled(1);
             inner.limiter.observe_throttled(retry_after);
         }
         let err = classify(status, &body, retry_after);
+        if matches!(err, DirectoryError::CredentialsRejected { .. }) {
+            let code = if status == 401 {
+                "graph_401"
+            } else {
+                "graph_403"
+            };
+            metrics::counter!("licensor_directory_credentials_rejected_total", "tenant" => inner.tenant.clone(), "code" => code).increment(1);
+        }
         if status == 401 && err.is_transient() {
             inner.tokens.invalidate(&token).await;
         }

@@ -69,7 +69,7 @@ impl DirectoryClients {
         let Some(client_secret) = client_secret else {
             return Err(ClientError::NotConfigured);
         };
-        let client = DirectoryClient::new(
+        let client = DirectoryClient::for_tenant(
             DirectoryConfig {
                 token_url: token_url.clone(),
                 graph_url: graph_url.clone(),
@@ -77,6 +77,7 @@ impl DirectoryClients {
                 client_secret,
             },
             self.inner.tuning.clone(),
+            tenant.id,
         )?;
         self.inner
             .clients

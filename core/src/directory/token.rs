@@ -22,6 +22,8 @@ pub struct TokenSource {
     client_id: String,
     client_secret: String,
     scope: String,
+    /// The `tenant` label of this source's metrics (see [`super::DirectoryClient::for_tenant`]).
+    tenant: String,
     cached: Mutex<Option<Cached>>,
 }
 
@@ -49,12 +51,19 @@ struct TokenError {
 }
 
 impl TokenSource {
-    pub fn new(token_url: String, client_id: String, client_secret: String, scope: String) -> Self {
+    pub fn new(
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+        scope: String,
+        tenant: String,
+    ) -> Self {
         TokenSource {
             token_url,
             client_id,
             client_secret,
             scope,
+            tenant,
             cached: Mutex::new(None),
         }
     }
@@ -107,7 +116,7 @@ impl TokenSource {
         let bytes = response.bytes().await.map_err(|e| {
             DirectoryError::unavailable(format!("token endpoint: {}", without_url(&e)))
         })?;
-        metrics::counter!("licensor_directory_requests_total", "route" => "token", "status" => status.to_string()).increment(1);
+        metrics::counter!("licensor_directory_requests_total", "route" => "token", "status" => status.to_string(), "tenant" => self.tenant.clone()).increment(1);
         if (200..300).contains(&status) {
             let t: TokenResponse = serde_json::from_slice(&bytes).map_err(|_| {
                 DirectoryError::unavailable("token endpoint answered without an access token")
@@ -137,13 +146,21 @@ impl TokenSource {
                 detail: format!("token endpoint answered {status}"),
                 retry_after,
             }),
-            _ => Err(DirectoryError::CredentialsRejected {
-                detail: if reason.is_empty() {
-                    format!("token endpoint answered {status} {}", err.error)
-                } else {
-                    reason
-                },
-            }),
+            _ => {
+                metrics::counter!(
+                    "licensor_directory_credentials_rejected_total",
+                    "tenant" => self.tenant.clone(),
+                    "code" => super::token_error_label(&err.error)
+                )
+                .increment(1);
+                Err(DirectoryError::CredentialsRejected {
+                    detail: if reason.is_empty() {
+                        format!("token endpoint answered {status} {}", err.error)
+                    } else {
+                        reason
+                    },
+                })
+            }
         }
     }
 }

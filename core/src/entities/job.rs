@@ -30,6 +30,11 @@ pub struct Model {
     /// The worker step expanding the job, and until when it holds the expansion.
     pub expand_owner: Option<String>,
     pub expand_until: Option<DateTimeUtc>,
+    /// When a worker last moved the job: started it, stored a page of members or recorded a
+    /// chunk's outcomes. A running job with none for `jobs.stuck_after_secs` is stuck.
+    pub last_progress_at: Option<DateTimeUtc>,
+    /// How many times the reconciler queued the job again after it made no progress.
+    pub requeues: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -25,6 +25,9 @@ pub struct Model {
     pub change: Option<Json>,
     /// Undo items only: `{expect, restore}`.
     pub target: Option<Json>,
+    /// Whether the current lease was taken over from a holder whose lease had run out (set by
+    /// each claim; counted by `licensor_lease_takeovers_total`).
+    pub taken_over: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -5,6 +5,7 @@ pub mod api_token;
 pub mod audit_log;
 pub mod idempotency_key;
 pub mod job;
+pub mod job_activity;
 pub mod job_item;
 pub mod job_run;
 pub mod license;

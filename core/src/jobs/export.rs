@@ -603,6 +603,7 @@ mod tests {
             updated_at: Utc::now(),
             change: None,
             target: None,
+            taken_over: false,
         };
         let rows = rows_of(&item, &names);
         assert_eq!(rows.len(), 1);

@@ -23,6 +23,7 @@ use crate::entities::{api_token, job, job_item, job_run};
 use crate::error::{StoreError, StoreResult};
 use crate::page::{Page, PageRequest};
 
+pub mod activity;
 pub mod codes;
 pub mod deliver;
 pub mod export;
@@ -113,6 +114,38 @@ pub struct JobView {
     /// Export jobs: where the file went (URL or bucket key), its size and row count, once
     /// delivered.
     pub export: Option<export::Delivery>,
+    /// When a worker last moved the job: started it, stored a page of members or recorded a
+    /// chunk of outcomes.
+    pub last_progress_at: Option<chrono::DateTime<Utc>>,
+    /// The job is running but no worker has moved it for `jobs.stuck_after_secs` (default
+    /// 600 s): its workers may be gone and the reconciler off or failing. Clears by itself when
+    /// the job moves again.
+    pub stuck: bool,
+    /// When it became stuck (`last_progress_at` + `jobs.stuck_after_secs`); `null` unless
+    /// `stuck`.
+    pub stuck_since: Option<chrono::DateTime<Utc>>,
+    /// How many times the reconciler queued the job again after it made no progress for
+    /// `jobs.stall_secs`.
+    pub requeues: i32,
+}
+
+impl JobView {
+    /// Set `stuck` and `stuck_since` as of `now`, for `stuck_after` (`jobs.stuck_after_secs`).
+    pub fn flag_stuck(
+        mut self,
+        stuck_after: std::time::Duration,
+        now: chrono::DateTime<Utc>,
+    ) -> Self {
+        self.stuck_since = activity::stuck_since(
+            self.status,
+            self.last_progress_at,
+            self.started_at,
+            stuck_after,
+            now,
+        );
+        self.stuck = self.stuck_since.is_some();
+        self
+    }
 }
 
 impl JobView {
@@ -160,6 +193,10 @@ impl JobView {
             expanded_at: m.expanded_at,
             finished_at: m.finished_at,
             export: facts.export.clone().and_then(|e| e.delivery),
+            last_progress_at: m.last_progress_at,
+            stuck: false,
+            stuck_since: None,
+            requeues: m.requeues,
             error: m.error_code.map(|code| JobError {
                 code,
                 detail: m.error_detail,
@@ -240,6 +277,8 @@ pub async fn insert<C: ConnectionTrait>(conn: &C, new: NewJob) -> StoreResult<jo
         expand_position: Set(None),
         expand_owner: Set(None),
         expand_until: Set(None),
+        last_progress_at: Set(None),
+        requeues: Set(0),
     }
     .insert(conn)
     .await?;

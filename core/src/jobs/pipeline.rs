@@ -62,6 +62,7 @@ pub async fn start(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Option
         )
         .col_expr(job::Column::StartedAt, Expr::value(t))
         .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .col_expr(job::Column::LastProgressAt, Expr::value(t))
         .filter(job::Column::Id.eq(job_id))
         .filter(job::Column::TenantId.eq(tenant_id))
         .filter(job::Column::Status.eq(JobStatus::Queued.as_str()))
@@ -266,6 +267,7 @@ pub async fn insert_items(
     // this page, or this page sees the cancel.
     let running = job::Entity::update_many()
         .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .col_expr(job::Column::LastProgressAt, Expr::value(t))
         .filter(job::Column::Id.eq(job_id))
         .filter(job::Column::Status.eq(JobStatus::Running.as_str()))
         .exec(&txn)
@@ -301,6 +303,27 @@ pub async fn insert_items(
             ItemStatus::Pending => {}
         }
         update.exec(&txn).await?;
+        // Members stored already done (an export's) count in the job's activity.
+        let counts = match status {
+            ItemStatus::Succeeded => Some([n, 0, 0]),
+            ItemStatus::Failed => Some([0, n, 0]),
+            ItemStatus::Skipped => Some([0, 0, n]),
+            ItemStatus::Pending => None,
+        };
+        if let Some([succeeded, failed, skipped]) = counts {
+            super::activity::add(
+                &txn,
+                job_id,
+                t,
+                super::activity::Counts {
+                    succeeded,
+                    failed,
+                    skipped,
+                    throttled: 0,
+                },
+            )
+            .await?;
+        }
     }
     txn.commit().await?;
     Ok(Some(inserted))
@@ -327,7 +350,8 @@ pub async fn mark_expanded(db: &Db, job_id: Uuid) -> StoreResult<()> {
 }
 
 /// Take up to `limit` pending items of a running job that nobody holds (or whose holder's
-/// lease ran out), in member order, and hold them for `owner` until `until`.
+/// lease ran out), in member order, and hold them for `owner` until `until`. Items taken from a
+/// holder whose lease ran out come back with `taken_over` set.
 pub async fn claim(
     db: &Db,
     job_id: Uuid,
@@ -351,7 +375,15 @@ pub async fn claim(
     if db.get_database_backend() == DbBackend::Postgres {
         pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
+    // An item still naming a holder has a lease that ran out (finished, retried and released
+    // items name none): the claim takes it over, and says so on the item.
     let mut claimed = job_item::Entity::update_many()
+        .col_expr(
+            job_item::Column::TakenOver,
+            Expr::case(job_item::Column::LeaseOwner.is_not_null(), true)
+                .finally(false)
+                .into(),
+        )
         .col_expr(job_item::Column::LeaseOwner, Expr::value(owner))
         .col_expr(job_item::Column::LeaseUntil, Expr::value(until))
         .filter(job_item::Column::Id.in_subquery(pick))
@@ -432,8 +464,16 @@ pub enum Outcome {
 /// transaction. Only items still pending are changed (whoever holds them now), so an outcome
 /// recorded twice counts once. A member's fresh state ([`Outcome::Refreshed`]) and change ledger
 /// entry ([`Outcome::Changed`]) are written by the same statement as its outcome, so each item
-/// row is written once. Returns how many items reached a final status.
-pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> StoreResult<u64> {
+/// row is written once. The same transaction stamps the job's `last_progress_at` (in the
+/// counters' statement) and adds the chunk to the job's per-minute activity — the members that
+/// reached each outcome here and `throttled`, the 429 answers the chunk's directory calls met
+/// (one upsert). Returns how many items reached a final status.
+pub async fn record(
+    db: &Db,
+    job_id: Uuid,
+    outcomes: Vec<(i64, Outcome)>,
+    throttled: u64,
+) -> StoreResult<u64> {
     use std::collections::{BTreeMap, HashMap};
     let t = now();
     // Group items with the same outcome so each group is one statement.
@@ -546,9 +586,22 @@ pub async fn record(db: &Db, job_id: Uuid, outcomes: Vec<(i64, Outcome)>) -> Sto
             Expr::col(job::Column::Skipped).add(skipped),
         )
         .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .col_expr(job::Column::LastProgressAt, Expr::value(t))
         .filter(job::Column::Id.eq(job_id))
         .exec(&txn)
         .await?;
+    super::activity::add(
+        &txn,
+        job_id,
+        t,
+        super::activity::Counts {
+            succeeded,
+            failed,
+            skipped,
+            throttled: throttled as i64,
+        },
+    )
+    .await?;
     txn.commit().await?;
     Ok((succeeded + failed + skipped) as u64)
 }
@@ -1073,10 +1126,15 @@ pub async fn stalled(db: &Db, before: DateTime<Utc>) -> StoreResult<Vec<(Uuid, U
         .await?)
 }
 
-/// Note that the reconciler queued the job again, so it is not picked up again at once.
+/// Note that the reconciler queued the job again, so it is not picked up again at once, and
+/// count it in the job's `requeues`.
 pub async fn touch(db: &Db, job_id: Uuid) -> StoreResult<()> {
     job::Entity::update_many()
         .col_expr(job::Column::UpdatedAt, Expr::value(now()))
+        .col_expr(
+            job::Column::Requeues,
+            Expr::col(job::Column::Requeues).add(1),
+        )
         .filter(job::Column::Id.eq(job_id))
         .exec(db)
         .await?;

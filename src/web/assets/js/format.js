@@ -45,6 +45,16 @@ export function statusBadge(status) {
     STATUS_LABELS[status] || status);
 }
 
+/** "Stuck" beside a running job's status when no worker has moved it for the stuck setting. */
+export function stuckBadge(job) {
+  if (!job.stuck) return null;
+  return h('span', {
+    class: 'status status-stuck',
+    dataset: { stuck: 'true' },
+    title: t('status.stuckTitle', { time: fullTime(job.last_progress_at) }),
+  }, t('status.stuck'));
+}
+
 // Formats follow the page's language; made again when it changes.
 const formats = { locale: null };
 function fmt() {

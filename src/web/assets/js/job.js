@@ -3,10 +3,11 @@
 import { api } from './api.js';
 import { h, replace, problemBox, toast, confirmDialog } from './dom.js';
 import {
-  KIND_LABELS, STATUS_LABELS, ITEM_STATUS_LABELS, isActive, isRerunnable, statusBadge, when,
+  KIND_LABELS, STATUS_LABELS, ITEM_STATUS_LABELS, isActive, isRerunnable, statusBadge, stuckBadge, when,
   fullTime, duration, progressBar, allGroupNames, groupName, shortId, createdBy, expiry, usageLocation, num,
 } from './format.js';
 import { t } from './i18n.js';
+import { activityCard } from './activity.js';
 
 const LIVE_MS = 2000;
 const ITEMS_PAGE = 50;
@@ -123,6 +124,7 @@ export function jobView(container, ctx, id) {
     h('div', { class: 'more' }, itemsMore),
   );
   const ledger = changesLedger(id, (n) => { state.changesTotal = n; if (state.job) renderHead(); });
+  const activity = activityCard(id);
 
   replace(container, h('section', { class: 'job-page' },
     h('nav', { class: 'crumbs' }, h('a', { href: '#/' }, t('job.allJobs'))),
@@ -130,6 +132,7 @@ export function jobView(container, ctx, id) {
     notice,
     h('div', { class: 'job-grid' }, summary, errors),
     runs,
+    activity.card,
     items,
     ledger.card,
   ));
@@ -163,7 +166,7 @@ export function jobView(container, ctx, id) {
       state.runs = runList.data;
       state.errors = errorList.data;
       render();
-      if (first || changed) await Promise.all([loadItems(true), ledger.load()]);
+      if (first || changed) await Promise.all([loadItems(true), ledger.load(), activity.load()]);
     } catch (err) {
       if (state.stopped) return;
       if (first || !state.job) {
@@ -225,7 +228,7 @@ export function jobView(container, ctx, id) {
     }
     replace(head,
       h('div', { class: 'title-block' },
-        h('h1', {}, KIND_LABELS[job.kind] || job.kind, ' ', statusBadge(job.status)),
+        h('h1', {}, KIND_LABELS[job.kind] || job.kind, ' ', statusBadge(job.status), ' ', stuckBadge(job)),
         h('p', { class: 'muted small mono', title: t('job.id') }, job.id)),
       h('div', { class: 'ribbon' }, actions, downloads),
     );
@@ -264,6 +267,9 @@ export function jobView(container, ctx, id) {
     const took = duration(job.started_at, job.finished_at);
     if (took) rows.push([job.finished_at ? (rerun ? t('job.lastRunTook') : t('job.took')) : t('job.runningFor'), took]);
     rows.push([t('job.runs'), String(job.runs)]);
+    if (isActive(job.status)) rows.push([t('job.lastProgress'), fullTime(job.last_progress_at)]);
+    if (job.stuck) rows.push([t('job.stuckSince'), h('span', { id: 'stuck-since' }, fullTime(job.stuck_since))]);
+    rows.push([t('job.requeues'), h('span', { id: 'job-requeues' }, num(job.requeues || 0))]);
     if (job.parent_job_id) {
       rows.push([t('job.startedFrom'), h('a', { href: `#/jobs/${job.parent_job_id}` }, shortId(job.parent_job_id))]);
     }

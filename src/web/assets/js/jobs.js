@@ -3,7 +3,7 @@
 import { api } from './api.js';
 import { h, replace, problemBox, toast } from './dom.js';
 import {
-  STATUS_LABELS, KIND_LABELS, isActive, isRerunnable, statusBadge, when, progressBar,
+  STATUS_LABELS, KIND_LABELS, isActive, isRerunnable, statusBadge, stuckBadge, when, progressBar,
   groupNames, allGroupNames, shortId, createdBy,
 } from './format.js';
 import { t, labels } from './i18n.js';
@@ -227,7 +227,7 @@ export function jobsView(container, ctx, params) {
       h('td', { class: 'col-id', 'data-label': t('jobs.col.id') }, link),
       h('td', { class: 'col-kind', 'data-label': t('jobs.col.kind'), title: KIND_LABELS[job.kind] }, KIND_SHORT[job.kind] || job.kind),
       h('td', { class: 'col-groups', 'data-label': t('jobs.col.groups'), title: allGroupNames(job) }, groupNames(job)),
-      h('td', { class: 'col-status', 'data-label': t('jobs.col.status') }, statusBadge(job.status),
+      h('td', { class: 'col-status', 'data-label': t('jobs.col.status') }, statusBadge(job.status), stuckBadge(job),
         job.runs > 1 ? h('span', { class: 'runs-note muted small' }, t('jobs.run', { n: job.runs })) : null,
         job.error ? h('code', { class: 'job-error-code small', title: job.error.detail || '' }, job.error.code) : null),
       h('td', { class: 'col-progress', 'data-label': t('jobs.col.progress') }, progressBar(job.progress, { compact: true, expanding: job.expanding })),
