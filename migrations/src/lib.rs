@@ -12,6 +12,7 @@ mod m20261123_000005_partial_due_index;
 mod m20261130_000006_change_ledger;
 mod m20261130_000008_assignee_names;
 mod m20261130_000009_expansion_position;
+mod m20261130_000012_member_history;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000006_change_ledger::Migration),
             Box::new(m20261130_000008_assignee_names::Migration),
             Box::new(m20261130_000009_expansion_position::Migration),
+            Box::new(m20261130_000012_member_history::Migration),
         ]
     }
 }

@@ -15,6 +15,7 @@ mod client;
 mod demo;
 mod jobs;
 mod licenses;
+mod members;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,6 +67,10 @@ pub enum Command {
     /// when the job is Finished, 3 Finished with Exception, 4 Failed, 5 Cancelled.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Directory members: `members history UPN` lists every job that touched one (a client of a
+    /// running licensor).
+    #[command(subcommand)]
+    Members(members::MembersCommand),
 }
 
 /// A command that ran but did not succeed, with the exit code that tells a script how (e.g.
@@ -129,6 +134,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { listen, data_dir } => demo::run(&listen, data_dir).await,
         Command::Licenses(cmd) => licenses::run(cmd).await,
         Command::Jobs(cmd) => jobs::run(cmd).await,
+        Command::Members(cmd) => members::run(cmd).await,
         command => {
             let settings = Settings::load()?;
             crate::telemetry::init_tracing(&settings.log);
@@ -154,7 +160,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Demo { .. }
                 | Command::Openapi
                 | Command::Licenses(_)
-                | Command::Jobs(_) => {
+                | Command::Jobs(_)
+                | Command::Members(_) => {
                     unreachable!("handled above")
                 }
             }
