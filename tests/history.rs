@@ -52,7 +52,7 @@ fn skus(list: &Value) -> HashSet<String> {
     list.as_array()
         .unwrap_or_else(|| panic!("a license list: {list}"))
         .iter()
-        .map(|l| l["sku_id"].as_str().expect("sku id").to_owned())
+        .map(|l| l["skuId"].as_str().expect("sku id").to_owned())
         .collect()
 }
 

@@ -52,7 +52,7 @@ async fn search_by_upn_and_select_all_matching_in_chromium() {
     let app = TestApp::start(Backend::Embedded)
         .await
         .expect("the embedded backend needs no services");
-    let t = app.tenant("operator-web").await;
+    let t = app.tenant("ops").await;
     app.connect_directory(t.id, &emulator).await;
     let team = app.group_id(&t.admin, "Team").await;
 

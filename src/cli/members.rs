@@ -40,7 +40,7 @@ fn skus(v: &serde_json::Value) -> String {
         Some(l) if l.is_empty() => "none".to_owned(),
         Some(l) => l
             .iter()
-            .map(|x| text(&x["sku_id"]))
+            .map(|x| text(&x["skuId"]))
             .collect::<Vec<_>>()
             .join(","),
     }

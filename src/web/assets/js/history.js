@@ -24,8 +24,8 @@ function licenses(list, names) {
   if (list.length === 0) return h('span', { class: 'muted' }, t('history.noLicense'));
   return list.map((l, i) => [
     i > 0 ? ', ' : null,
-    names.get(l.sku_id) || shortId(l.sku_id),
-    l.disabled_plans && l.disabled_plans.length ? ` (${t('history.plansOff', { n: l.disabled_plans.length })})` : null,
+    names.get(l.skuId) || shortId(l.skuId),
+    l.disabledPlans && l.disabledPlans.length ? ` (${t('history.plansOff', { n: l.disabledPlans.length })})` : null,
   ]);
 }
 
@@ -37,7 +37,8 @@ export function historyView(container, ctx, member) {
   const more = h('button', { type: 'button', class: 'btn', hidden: true, onclick: () => load(false) }, t('common.loadMore'));
   replace(container, h('section', { class: 'history-page', id: 'member-history' },
     h('p', {}, h('a', { href: '#/' }, t('job.allJobs'))),
-    h('div', { class: 'page-head' }, title, searchBox(ctx, member)),
+    h('div', { class: 'page-head' }, title),
+    searchBox(ctx, member),
     lead,
     body,
     h('div', { class: 'more' }, more),
@@ -60,7 +61,7 @@ export function historyView(container, ctx, member) {
         e.note ? h('div', { class: 'muted small' }, e.note) : null),
       h('td', { 'data-label': t('history.col.before') }, licenses(e.before, state.names)),
       h('td', { 'data-label': t('history.col.after') }, licenses(e.after, state.names)),
-      h('td', { class: 'muted small', 'data-label': t('history.col.member') }, who),
+      h('td', { class: 'col-who muted small', 'data-label': t('history.col.member') }, who),
     );
   }
 
@@ -68,7 +69,7 @@ export function historyView(container, ctx, member) {
     if (state.rows.length === 0) {
       replace(body, h('div', { class: 'empty' }, h('p', {}, t('history.none', { member }))));
     } else {
-      replace(body, h('table', { class: 'jobs-table history-table', id: 'history-table' },
+      replace(body, h('table', { class: 'items-table history-table', id: 'history-table' },
         h('thead', {}, h('tr', {},
           h('th', { scope: 'col' }, t('history.col.when')),
           h('th', { scope: 'col' }, t('jobs.col.id')),
