@@ -88,7 +88,10 @@ impl Setup {
     async fn audit(&self, action: &str) -> Vec<Value> {
         let page = self
             .app
-            .get_json(&format!("/v1/audit?action={action}&limit=500"), &self.t.viewer)
+            .get_json(
+                &format!("/v1/audit?action={action}&limit=500"),
+                &self.t.viewer,
+            )
             .await;
         page["data"].as_array().cloned().unwrap_or_default()
     }
@@ -96,9 +99,14 @@ impl Setup {
     async fn total(&self, query: &str) -> i64 {
         let page = self
             .app
-            .get_json(&format!("/v1/jobs?{query}&count=true&limit=1"), &self.t.viewer)
+            .get_json(
+                &format!("/v1/jobs?{query}&count=true&limit=1"),
+                &self.t.viewer,
+            )
             .await;
-        page["total"].as_i64().unwrap_or_else(|| panic!("a total: {page}"))
+        page["total"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("a total: {page}"))
     }
 }
 
@@ -132,8 +140,7 @@ async fn bulk_rerun_and_cancel_by_filter(backend: Backend) {
     })
     .await
     .expect("emulator starts");
-    let Some(app) =
-        TestApp::start_with(backend, Roles::ALL, "[jobs]\nbulk_max_jobs = 32\n").await
+    let Some(app) = TestApp::start_with(backend, Roles::ALL, "[jobs]\nbulk_max_jobs = 32\n").await
     else {
         emulator.shutdown().await;
         return;
@@ -182,25 +189,33 @@ async fn bulk_rerun_and_cancel_by_filter(backend: Backend) {
     assert_eq!(s.total("kind=assign").await, FAILED as i64 + 2);
     assert_eq!(s.total(&format!("group={ghost}")).await, FAILED as i64);
     assert_eq!(s.total(&format!("group={team}")).await, 3);
-    let all = s
-        .app
-        .get_json("/v1/jobs?limit=500", &s.t.viewer)
-        .await;
+    let all = s.app.get_json("/v1/jobs?limit=500", &s.t.viewer).await;
     let newest = all["data"][0]["id"].as_str().unwrap().to_owned();
     let created = all["data"][0]["created_at"].as_str().unwrap().to_owned();
     let by_prefix = s
         .app
-        .get_json(&format!("/v1/jobs?id_prefix={}&limit=500", &newest[..8]), &s.t.viewer)
+        .get_json(
+            &format!("/v1/jobs?id_prefix={}&limit=500", &newest[..8]),
+            &s.t.viewer,
+        )
         .await;
     let found = by_prefix["data"].as_array().unwrap();
-    assert!(found.iter().any(|j| j["id"] == newest.as_str()), "{by_prefix}");
     assert!(
-        found.iter().all(|j| j["id"].as_str().unwrap().starts_with(&newest[..8])),
+        found.iter().any(|j| j["id"] == newest.as_str()),
+        "{by_prefix}"
+    );
+    assert!(
+        found
+            .iter()
+            .all(|j| j["id"].as_str().unwrap().starts_with(&newest[..8])),
         "{by_prefix}"
     );
     let one = s
         .app
-        .get_json(&format!("/v1/jobs?id_prefix={}", newest.replace('-', "")), &s.t.viewer)
+        .get_json(
+            &format!("/v1/jobs?id_prefix={}", newest.replace('-', "")),
+            &s.t.viewer,
+        )
         .await;
     assert_eq!(one["data"].as_array().unwrap().len(), 1, "{one}");
     let created_q = created.replace('+', "%2B");
@@ -209,28 +224,50 @@ async fn bulk_rerun_and_cancel_by_filter(backend: Backend) {
         s.total(&format!("created_before={created_q}")).await,
         FAILED as i64 + 2
     );
-    for bad in ["id_prefix=xyz", "id_prefix=12", "group=Team", "created_before=yesterday"] {
+    for bad in [
+        "id_prefix=xyz",
+        "id_prefix=12",
+        "group=Team",
+        "created_before=yesterday",
+    ] {
         let resp = s
             .app
             .get(&format!("/v1/jobs?{bad}"), &s.t.viewer)
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status().as_u16(), 400, "{bad}: {:?}", resp.text().await);
+        assert_eq!(
+            resp.status().as_u16(),
+            400,
+            "{bad}: {:?}",
+            resp.text().await
+        );
     }
 
     // Bad requests change nothing.
     let cases = [
         (json!({}), "ids_or_filter"),
-        (json!({"job_ids": [newest], "filter": {"status": ["failed"]}}), "ids_or_filter"),
+        (
+            json!({"job_ids": [newest], "filter": {"status": ["failed"]}}),
+            "ids_or_filter",
+        ),
         (json!({"filter": {}}), "empty_filter"),
-        (json!({"filter": {"status": ["failed"], "created_before": "2026-01-01T00:00:00Z", "created_after": "2026-02-01T00:00:00Z"}}), "invalid_filter"),
+        (
+            json!({"filter": {"status": ["failed"], "created_before": "2026-01-01T00:00:00Z", "created_after": "2026-02-01T00:00:00Z"}}),
+            "invalid_filter",
+        ),
         (json!({"filter": {"status": ["broken"]}}), "invalid_body"),
         (json!({"filter": {"state": ["failed"]}}), "invalid_body"),
         (json!({"job_ids": []}), "invalid_job_ids"),
-        (json!({"job_ids": vec![newest.clone(); 501]}), "invalid_job_ids"),
+        (
+            json!({"job_ids": vec![newest.clone(); 501]}),
+            "invalid_job_ids",
+        ),
         // The bound: 33 jobs match, one call acts on at most 32.
-        (json!({"filter": {"status": ["failed", "finished"]}}), "too_many_jobs"),
+        (
+            json!({"filter": {"status": ["failed", "finished"]}}),
+            "too_many_jobs",
+        ),
     ];
     for path in ["/v1/jobs/rerun", "/v1/jobs/cancel"] {
         for (body, code) in &cases {
@@ -290,10 +327,16 @@ async fn bulk_rerun_and_cancel_by_filter(backend: Backend) {
     assert_eq!(outcome["refused"], 2);
     let refused = rejected(&outcome);
     assert_eq!(
-        refused.iter().map(|(id, _)| id.clone()).collect::<HashSet<_>>(),
+        refused
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect::<HashSet<_>>(),
         finished_assign
     );
-    assert!(refused.iter().all(|(_, code)| code == "not_rerunnable"), "{refused:?}");
+    assert!(
+        refused.iter().all(|(_, code)| code == "not_rerunnable"),
+        "{refused:?}"
+    );
     let replay = send().await.unwrap();
     assert_eq!(replay.status().as_u16(), 200);
     assert!(replay.headers().contains_key("idempotent-replayed"));
@@ -305,7 +348,11 @@ async fn bulk_rerun_and_cancel_by_filter(backend: Backend) {
     }
     for id in &finished_assign {
         let job = s.job(id).await;
-        assert_eq!((&job["runs"], &job["status"]), (&json!(1), &json!("finished")), "{job}");
+        assert_eq!(
+            (&job["runs"], &job["status"]),
+            (&json!(1), &json!("finished")),
+            "{job}"
+        );
     }
     // One action-log entry for the call (not for the replay), plus one per job rerun.
     let whoami = s.app.get_json("/v1/tenant", &s.t.operator).await;
@@ -313,7 +360,11 @@ async fn bulk_rerun_and_cancel_by_filter(backend: Backend) {
     assert_eq!(entries.len(), 1, "{entries:?}");
     let entry = &entries[0];
     assert_eq!(entry["actor_token_id"], whoami["token_id"], "{entry}");
-    assert_eq!(entry["before"]["filter"], json!({"kind": ["assign"]}), "{entry}");
+    assert_eq!(
+        entry["before"]["filter"],
+        json!({"kind": ["assign"]}),
+        "{entry}"
+    );
     assert_eq!(entry["after"]["acted_on"], FAILED, "{entry}");
     assert_eq!(ids(&entry["after"]["acted_on_ids"]), failed);
     assert_eq!(entry["after"]["refused"], 2, "{entry}");
@@ -325,11 +376,19 @@ async fn bulk_rerun_and_cancel_by_filter(backend: Backend) {
     // each of those is cancelled, the others are refused as not cancellable.
     s.faults(json!({"latency_ms": 1500})).await;
     let again = s
-        .ok("/v1/jobs/rerun", &s.t.operator, json!({"filter": {"status": ["failed"]}}))
+        .ok(
+            "/v1/jobs/rerun",
+            &s.t.operator,
+            json!({"filter": {"status": ["failed"]}}),
+        )
         .await;
     assert_eq!(again["acted_on"], FAILED, "{again}");
     let cancel = s
-        .ok("/v1/jobs/cancel", &s.t.operator, json!({"filter": {"kind": ["assign"]}}))
+        .ok(
+            "/v1/jobs/cancel",
+            &s.t.operator,
+            json!({"filter": {"kind": ["assign"]}}),
+        )
         .await;
     let acted = ids(&cancel["acted_on_ids"]);
     let refused = rejected(&cancel);
@@ -337,7 +396,10 @@ async fn bulk_rerun_and_cancel_by_filter(backend: Backend) {
     assert!(!acted.is_empty(), "{cancel}");
     assert_eq!(acted.len() + refused.len(), FAILED + 2, "{cancel}");
     assert!(acted.is_subset(&failed), "{cancel}");
-    assert!(refused.iter().all(|(_, code)| code == "not_cancellable"), "{refused:?}");
+    assert!(
+        refused.iter().all(|(_, code)| code == "not_cancellable"),
+        "{refused:?}"
+    );
     let refused_ids: HashSet<String> = refused.into_iter().map(|(id, _)| id).collect();
     assert!(finished_assign.is_subset(&refused_ids));
     for id in &acted {

@@ -40,7 +40,13 @@ fn scenario() -> Scenario {
     }
 }
 
-async fn run_job(app: &TestApp, token: &str, viewer: &str, emu: &EmulatorHandle, body: Value) -> Value {
+async fn run_job(
+    app: &TestApp,
+    token: &str,
+    viewer: &str,
+    emu: &EmulatorHandle,
+    body: Value,
+) -> Value {
     let job = app.post_json("/v1/jobs", token, &body).await;
     let id = job["id"].as_str().expect("job id").to_owned();
     let job = app.wait_for_job(viewer, &id, 120).await;
@@ -76,20 +82,38 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
     app.connect_directory(tenant.id, &emulator).await;
     let team = app.group_id(&tenant.admin, "Team").await;
 
-    let assign = run_job(&app, &tenant.admin, &tenant.viewer, &emulator, json!({
-        "kind": "assign", "groups": [team], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}],
-    }))
+    let assign = run_job(
+        &app,
+        &tenant.admin,
+        &tenant.viewer,
+        &emulator,
+        json!({
+            "kind": "assign", "groups": [team], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}],
+        }),
+    )
     .await;
     assert_eq!(assign["status"], "finished", "{assign}");
-    let replace = run_job(&app, &tenant.admin, &tenant.viewer, &emulator, json!({
-        "kind": "replace", "groups": [team],
-        "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "remove_licenses": [SPE_E5_SKU_ID],
-    }))
+    let replace = run_job(
+        &app,
+        &tenant.admin,
+        &tenant.viewer,
+        &emulator,
+        json!({
+            "kind": "replace", "groups": [team],
+            "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "remove_licenses": [SPE_E5_SKU_ID],
+        }),
+    )
     .await;
     assert_eq!(replace["status"], "finished", "{replace}");
-    let remove = run_job(&app, &tenant.admin, &tenant.viewer, &emulator, json!({
-        "kind": "remove", "groups": [team], "remove_licenses": [ENTERPRISEPACK_SKU_ID],
-    }))
+    let remove = run_job(
+        &app,
+        &tenant.admin,
+        &tenant.viewer,
+        &emulator,
+        json!({
+            "kind": "remove", "groups": [team], "remove_licenses": [ENTERPRISEPACK_SKU_ID],
+        }),
+    )
     .await;
     assert_eq!(remove["status"], "finished", "{remove}");
 
@@ -163,8 +187,17 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
     // Paging: two, then the oldest.
     let first = history(&app, &tenant.viewer, &upn, "?limit=2").await;
     assert_eq!(first["data"].as_array().unwrap().len(), 2, "{first}");
-    let cursor = first["next_cursor"].as_str().expect("a next page").to_owned();
-    let second = history(&app, &tenant.viewer, &upn, &format!("?limit=2&cursor={cursor}")).await;
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let second = history(
+        &app,
+        &tenant.viewer,
+        &upn,
+        &format!("?limit=2&cursor={cursor}"),
+    )
+    .await;
     assert_eq!(second["data"].as_array().unwrap().len(), 1, "{second}");
     assert_eq!(second["data"][0]["job_id"], assign["id"]);
     assert!(second["next_cursor"].is_null());
@@ -179,14 +212,22 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
     }
     // Nor can the other tenant read the jobs the history links to.
     let resp = app
-        .get(&format!("/v1/jobs/{}", assign["id"].as_str().unwrap()), &other.viewer)
+        .get(
+            &format!("/v1/jobs/{}", assign["id"].as_str().unwrap()),
+            &other.viewer,
+        )
         .send()
         .await
         .unwrap();
     expect_problem(resp, 404, "not_found").await;
 
     // Malformed members and paging are refused; no token is refused.
-    for bad in ["not-a-member", "anna%20berg@contoso.com", "%C3%A5sa@contoso.com", "1234-5678"] {
+    for bad in [
+        "not-a-member",
+        "anna%20berg@contoso.com",
+        "%C3%A5sa@contoso.com",
+        "1234-5678",
+    ] {
         let resp = app
             .get(&format!("/v1/members/{bad}/history"), &tenant.viewer)
             .send()
@@ -202,7 +243,10 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
         .unwrap();
     expect_problem(resp, 400, "invalid_member").await;
     let resp = app
-        .get(&format!("/v1/members/{upn}/history?limit=0"), &tenant.viewer)
+        .get(
+            &format!("/v1/members/{upn}/history?limit=0"),
+            &tenant.viewer,
+        )
         .send()
         .await
         .unwrap();

@@ -289,8 +289,7 @@ async fn run(
             let mut after = None;
             let mut seen = 0u64;
             'batches: loop {
-                let batch =
-                    jobs::matching(&state.db, me.tenant_id, filter, after, BATCH).await?;
+                let batch = jobs::matching(&state.db, me.tenant_id, filter, after, BATCH).await?;
                 let Some(last) = batch.last() else { break };
                 after = Some(last.0);
                 for (id, status) in batch {

@@ -195,7 +195,13 @@ mod tests {
             MemberRef::Upn("anna.berg@contoso.com".into())
         );
         assert!(MemberRef::parse("guest_x.com#EXT#@contoso.onmicrosoft.com").is_ok());
-        for bad in ["", "anna", "anna berg@contoso.com", "åsa@contoso.com", &"a".repeat(300)] {
+        for bad in [
+            "",
+            "anna",
+            "anna berg@contoso.com",
+            "åsa@contoso.com",
+            &"a".repeat(300),
+        ] {
             assert!(MemberRef::parse(bad).is_err(), "{bad}");
         }
     }
