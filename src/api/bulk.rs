@@ -2,6 +2,8 @@
 //! or on every job a filter matches (the Job Monitor's "Select all N matching"), with a dry run
 //! that only counts, and one audit entry per call naming what was acted on and what refused.
 
+use std::collections::HashSet;
+
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use licensor_core::audit::{self, AuditEntry};
@@ -175,7 +177,7 @@ fn targets(body: &BulkRequest) -> Result<Targets, ApiError> {
                     format!("give between 1 and {MAX_IDS} job ids"),
                 ));
             }
-            let mut seen = std::collections::HashSet::new();
+            let mut seen = HashSet::new();
             Ok(Targets::Ids(
                 ids.iter().copied().filter(|id| seen.insert(*id)).collect(),
             ))
@@ -315,14 +317,26 @@ async fn run(
         }
     }
     if !body.dry_run {
-        let selection = match (&body.job_ids, &body.filter) {
-            (_, Some(filter)) => json!({"filter": filter}),
-            (ids, None) => json!({"job_ids": ids}),
+        // Ids that are not the tenant's jobs are counted, never written into its log: another
+        // tenant's job id must not show up there.
+        let unknown: HashSet<Uuid> = summary
+            .rejected
+            .iter()
+            .filter(|r| r.code == "not_found")
+            .map(|r| r.job_id)
+            .collect();
+        let selection = match &targets {
+            Targets::Filter(_) => json!({"filter": body.filter}),
+            Targets::Ids(ids) => json!({
+                "job_ids": ids.iter().filter(|id| !unknown.contains(id)).collect::<Vec<_>>(),
+                "unknown_ids": unknown.len(),
+            }),
         };
         let first = |ids: &[Uuid]| ids.iter().take(AUDIT_IDS).copied().collect::<Vec<_>>();
         let refused_ids: Vec<Value> = summary
             .rejected
             .iter()
+            .filter(|r| !unknown.contains(&r.job_id))
             .take(AUDIT_IDS)
             .map(|r| json!({"job_id": r.job_id, "code": r.code}))
             .collect();
