@@ -1,8 +1,8 @@
 //! One member's history: every job item of the tenant's jobs that touched the member, newest
 //! first — the helpdesk's "what happened to this person's licenses?".
 //!
-//! Items carry no tenant id; they are scoped through their job (`job_id IN (the tenant's
-//! jobs)`). The lookups use the indexes on `job_items.user_id` and
+//! Items carry no tenant id; they are scoped through their job (`EXISTS` a job of the tenant
+//! with the item's `job_id`). The lookups use the indexes on `job_items.user_id` and
 //! `lower(job_items.user_principal_name)` (migration `m20261130_000012_member_history`).
 
 use std::collections::HashMap;
@@ -94,12 +94,17 @@ pub async fn member_history(
     member: &MemberRef,
     page: &PageRequest<i64>,
 ) -> StoreResult<Page<HistoryEntry>> {
-    let tenant_jobs = Query::select()
-        .column(job::Column::Id)
+    // Per item, a primary-key look-up of its job: a member has few items, a tenant many jobs.
+    let of_tenant = Query::select()
+        .expr(Expr::val(1))
         .from(job::Entity)
-        .and_where(job::Column::TenantId.eq(tenant_id))
+        .and_where(
+            Expr::col((job::Entity, job::Column::Id))
+                .equals((job_item::Entity, job_item::Column::JobId)),
+        )
+        .and_where(Expr::col((job::Entity, job::Column::TenantId)).eq(tenant_id))
         .to_owned();
-    let mut q = job_item::Entity::find().filter(job_item::Column::JobId.in_subquery(tenant_jobs));
+    let mut q = job_item::Entity::find().filter(Expr::exists(of_tenant));
     q = match member {
         MemberRef::UserId(id) => q.filter(job_item::Column::UserId.eq(id.hyphenated().to_string())),
         MemberRef::Upn(upn) => q.filter(
