@@ -735,3 +735,143 @@ async fn jobs_from_the_command_line() {
 
     app.stop().await;
 }
+
+/// `licensor members …` against `app` with `token`.
+async fn members_cli(app: &common::TestApp, token: &str, args: &[&str]) -> Output {
+    let mut cmd = licensor();
+    cmd.arg("members")
+        .args(args)
+        .env("LICENSOR_URL", &app.url)
+        .env("LICENSOR_TOKEN", token);
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("licensor members {args:?} did not end within 60 s"))
+        .expect("run licensor members")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_rerun_by_filter_and_member_history_from_the_command_line() {
+    let emulator = graph_emulator::spawn(graph_emulator::EmulatorConfig {
+        scenario: Some(graph_emulator::Scenario::demo()),
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    let app = common::TestApp::start(common::Backend::Embedded)
+        .await
+        .expect("the embedded backend needs no services");
+    let tenant = app.tenant("contoso").await;
+    app.connect_directory(tenant.id, &emulator).await;
+    let (admin, operator) = (tenant.admin.as_str(), tenant.operator.as_str());
+    let pilot = app.group_id(admin, "Licensed Pilot").await;
+    let e5 = json!([{"sku_id": graph_emulator::ENTERPRISEPACK_SKU_ID}]);
+
+    // One finished assign, three failed ones (a group the directory does not have).
+    let job = app
+        .post_json(
+            "/v1/jobs",
+            admin,
+            &json!({"kind": "assign", "groups": [pilot], "add_licenses": e5, "usage_location": "SE"}),
+        )
+        .await;
+    let finished = job["id"].as_str().unwrap().to_owned();
+    let job = app.wait_for_job(admin, &finished, 120).await;
+    assert_eq!(job["status"], "finished", "{job}");
+    app.assert_outcomes_true(admin, &finished, &emulator.base_url())
+        .await;
+    let ghost = uuid::Uuid::new_v4().to_string();
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        let job = app
+            .post_json(
+                "/v1/jobs",
+                admin,
+                &json!({"kind": "assign", "groups": [ghost], "add_licenses": e5}),
+            )
+            .await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        assert_eq!(app.wait_for_job(admin, &id, 120).await["status"], "failed");
+        failed.push(id);
+    }
+
+    // A dry run says how many; nothing changes.
+    let out = jobs_cli(
+        &app,
+        operator,
+        &["rerun", "--status", "failed", "--dry-run"],
+    )
+    .await;
+    assert!(
+        succeeded(&out).contains("3 of 3 jobs would be rerun"),
+        "{}",
+        stdout(&out)
+    );
+    for id in &failed {
+        assert_eq!(
+            get_json(&app, admin, &format!("/v1/jobs/{id}")).await["runs"],
+            1
+        );
+    }
+    // Ids and a filter together are a usage error.
+    let out = jobs_cli(&app, operator, &["rerun", &finished, "--status", "failed"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    // Every assign: the three failed ones are rerun, the finished one is refused with its reason
+    // (exit 1).
+    let out = jobs_cli(&app, operator, &["rerun", "--kind", "assign"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("rejected  {finished} not_rerunnable")),
+        "{text}"
+    );
+    assert!(text.contains("3 of 4 jobs rerun"), "{text}");
+    for id in &failed {
+        let job = app.wait_for_job(admin, id, 120).await;
+        assert_eq!(job["runs"], 2, "{job}");
+    }
+    // Nothing is waiting: a cancel by filter acts on none.
+    let out = jobs_cli(&app, operator, &["cancel", "--status", "queued,running"]).await;
+    assert!(
+        succeeded(&out).contains("0 of 0 jobs cancelled"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A member's history, by user principal name in any case.
+    let items = get_json(
+        &app,
+        admin,
+        &format!("/v1/jobs/{finished}/items?status=succeeded&limit=1"),
+    )
+    .await;
+    let upn = items["data"][0]["user_principal_name"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    let out = members_cli(&app, operator, &["history", &upn]).await;
+    let text = succeeded(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&finished))
+        .unwrap_or_else(|| panic!("the assign job in {text}"));
+    assert!(
+        line.contains("assign") && line.contains("succeeded"),
+        "{line}"
+    );
+    assert!(
+        line.contains(graph_emulator::ENTERPRISEPACK_SKU_ID),
+        "{line}"
+    );
+    let out = members_cli(&app, operator, &["history", "not a member"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_line(&out).contains("invalid_member"),
+        "{}",
+        stderr_line(&out)
+    );
+
+    app.stop().await;
+    emulator.shutdown().await;
+}

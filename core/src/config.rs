@@ -144,6 +144,9 @@ pub struct JobSettings {
     pub lease_secs: u64,
     /// Tries of a member whose directory call keeps failing transiently before it fails.
     pub item_max_attempts: i32,
+    /// Most jobs one bulk rerun or cancel (`POST /v1/jobs/rerun`, `/v1/jobs/cancel` with a
+    /// filter) may act on; a filter matching more is refused with 422 `too_many_jobs`.
+    pub bulk_max_jobs: u64,
     /// Seconds without progress after which a queued or running job is queued again.
     pub stall_secs: u64,
     /// Seconds a running job may go without progress (no page of members stored, no chunk
@@ -161,6 +164,7 @@ impl Default for JobSettings {
                 lanes_per_job: 4,
                 lease_secs: 60,
                 item_max_attempts: 10,
+                bulk_max_jobs: 10_000,
                 stall_secs: 60,
                 stuck_after_secs: 600,
             })
@@ -554,6 +558,12 @@ impl RawSettings {
             return Err(ConfigError::new(
                 "jobs.item_max_attempts",
                 "must be at least 1",
+            ));
+        }
+        if !(1..=100_000).contains(&j.bulk_max_jobs) {
+            return Err(ConfigError::new(
+                "jobs.bulk_max_jobs",
+                "must be between 1 and 100000",
             ));
         }
         if j.stall_secs < 5 {

@@ -14,6 +14,7 @@ mod m20261130_000008_assignee_names;
 mod m20261130_000009_expansion_position;
 mod m20261130_000010_webhooks;
 mod m20261130_000011_job_activity;
+mod m20261130_000012_member_history;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000009_expansion_position::Migration),
             Box::new(m20261130_000010_webhooks::Migration),
             Box::new(m20261130_000011_job_activity::Migration),
+            Box::new(m20261130_000012_member_history::Migration),
         ]
     }
 }

@@ -29,6 +29,19 @@ pub struct ListJobsQuery {
     pub status: Option<String>,
     /// Comma-separated kinds: assign, remove, replace, export.
     pub kind: Option<String>,
+    /// Jobs that selected this group (its object id).
+    pub group: Option<Uuid>,
+    /// Jobs whose id starts with these 4–32 hexadecimal digits (hyphens ignored), e.g. the
+    /// 8 characters the Job Monitor shows.
+    #[param(max_length = 36)]
+    pub id_prefix: Option<String>,
+    /// Jobs created strictly before this instant (RFC 3339).
+    pub created_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// Jobs created at or after this instant (RFC 3339).
+    pub created_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// `true`: the answer also gives `total`, how many jobs match (all pages) — what a bulk
+    /// rerun or cancel with the same filter would cover.
+    pub count: Option<bool>,
     /// Page size, 1–500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
@@ -40,6 +53,9 @@ pub struct ListJobsQuery {
 pub struct JobList {
     pub data: Vec<JobView>,
     pub next_cursor: Option<String>,
+    /// With `?count=true`: how many jobs match the filter, on all pages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
 }
 
 /// Parse a comma-separated list of values, naming the parameter on error.
@@ -59,7 +75,8 @@ pub(crate) fn csv_param<T: std::str::FromStr<Err = String>>(
         .collect()
 }
 
-/// The tenant's jobs, newest first.
+/// The tenant's jobs, newest first, filtered by status, kind, group, creation time or id
+/// prefix. A malformed filter → 400 `invalid_query`.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])), params(ListJobsQuery), responses(
     (status = 200, body = JobList),
     (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
@@ -70,15 +87,33 @@ pub async fn list_jobs(
     auth: Auth,
     Query(q): Query<ListJobsQuery>,
 ) -> ApiResult<Json<JobList>> {
+    let id_range = match q.id_prefix.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(p) => Some(jobs::id_prefix_range(p).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                "id_prefix: 4 to 32 hexadecimal digits of a job id",
+            )
+        })?),
+    };
     let filter = JobFilter {
         status: csv_param::<JobStatus>("status", q.status.as_deref())?,
         kind: csv_param::<JobKind>("kind", q.kind.as_deref())?,
+        group: q.group,
+        created_before: q.created_before,
+        created_after: q.created_after,
+        id_range,
     };
     let page = PageRequest::<Uuid>::parse(q.limit, q.cursor.as_deref())?;
+    let total = match q.count {
+        Some(true) => Some(jobs::count(&state.db, auth.tenant_id(), &filter).await?),
+        _ => None,
+    };
     let page = jobs::list(&state.db, auth.tenant_id(), &filter, &page).await?;
     Ok(Json(JobList {
         data: page.data.into_iter().map(|j| state.flag_stuck(j)).collect(),
         next_cursor: page.next_cursor,
+        total,
     }))
 }
 
@@ -101,7 +136,7 @@ pub async fn get_job(
 
 /// Put a job's start on the queue. The job is already committed: if the queue cannot take the
 /// message now, the reconciler queues the job later, so the caller still gets its job.
-async fn enqueue(state: &AppState, job: &JobView, tenant_id: Uuid) {
+pub(crate) async fn enqueue(state: &AppState, job: &JobView, tenant_id: Uuid) {
     let message = Message::Run {
         tenant_id,
         job_id: job.id,
@@ -400,81 +435,6 @@ pub async fn rerun_job(
     let view = jobs::rerun(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
     enqueue(&state, &view, me.tenant_id).await;
     Ok(accepted(view))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RerunRequest {
-    /// 1 to 500 job ids.
-    #[schema(min_items = 1, max_items = 500)]
-    pub job_ids: Vec<Uuid>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RerunRejected {
-    pub job_id: Uuid,
-    pub code: String,
-    pub detail: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RerunOutcome {
-    /// The jobs queued again.
-    pub rerun: Vec<JobView>,
-    /// The jobs that were not, with the reason.
-    pub rejected: Vec<RerunRejected>,
-}
-
-/// Rerun several jobs at once (operator) — the Job Monitor's checkboxes and Start button. Each
-/// rerunnable job is queued again; the others are listed with the reason.
-#[utoipa::path(post, path = "/v1/jobs/rerun", tag = "jobs", security(("bearer" = [])),
-    request_body = RerunRequest,
-    responses(
-        (status = 200, body = RerunOutcome),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-    ))]
-pub async fn rerun_jobs(
-    State(state): State<AppState>,
-    auth: Auth,
-    Json(body): Json<RerunRequest>,
-) -> ApiResult<Json<RerunOutcome>> {
-    let me = auth.require(Role::Operator)?;
-    if body.job_ids.is_empty() || body.job_ids.len() > 500 {
-        return Err(ApiError::unprocessable(
-            "invalid_job_ids",
-            "give between 1 and 500 job ids",
-        ));
-    }
-    let mut ids = body.job_ids;
-    let mut seen = std::collections::HashSet::new();
-    ids.retain(|id| seen.insert(*id));
-    let mut outcome = RerunOutcome {
-        rerun: Vec::new(),
-        rejected: Vec::new(),
-    };
-    for id in ids {
-        match jobs::rerun(&state.db, me.tenant_id, id, Some(me.token_id)).await {
-            Ok(view) => {
-                enqueue(&state, &view, me.tenant_id).await;
-                outcome.rerun.push(view);
-            }
-            Err(e) => {
-                let problem = ApiError::from(e);
-                if problem.status.is_server_error() {
-                    return Err(problem);
-                }
-                outcome.rejected.push(RerunRejected {
-                    job_id: id,
-                    code: problem.code.to_owned(),
-                    detail: problem.detail,
-                });
-            }
-        }
-    }
-    Ok(Json(outcome))
 }
 
 /// Cancel a queued or running job (operator): members not being worked on are skipped, those

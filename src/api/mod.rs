@@ -22,6 +22,7 @@ use auth::SecurityAddon;
 pub mod activity;
 pub mod audit;
 pub mod auth;
+pub mod bulk;
 mod common_answers;
 pub mod directory;
 pub mod extract;
@@ -29,6 +30,7 @@ pub mod health;
 pub mod idempotency;
 pub mod jobs;
 pub mod licenses;
+pub mod members;
 pub mod problem;
 pub mod rate_limit;
 pub mod tenant;
@@ -75,6 +77,7 @@ impl AppState {
         (name = "jobs", description = "Group license jobs"),
         (name = "licenses", description = "Seat inventory and started licenses: checkout, checkin, Used By, reusable started seats"),
         (name = "audit", description = "Who changed what"),
+        (name = "members", description = "What licensor's jobs did to one directory member"),
         (name = "directory", description = "The tenant's directory: groups and subscribed SKUs"),
         (name = "webhooks", description = "Endpoints told when a job's run ends (Standard Webhooks), and their delivery log"),
     )
@@ -101,10 +104,12 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::report))
         .routes(routes!(jobs::export_file))
         .routes(routes!(jobs::rerun_job))
-        .routes(routes!(jobs::rerun_jobs))
+        .routes(routes!(bulk::rerun_jobs))
+        .routes(routes!(bulk::cancel_jobs))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::list_changes))
         .routes(routes!(jobs::undo_job))
+        .routes(routes!(members::member_history))
         .routes(routes!(licenses::list_licenses, licenses::create_license))
         .routes(routes!(licenses::get_license, licenses::update_license))
         .routes(routes!(licenses::checkout_license))

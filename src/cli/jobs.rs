@@ -84,20 +84,34 @@ pub enum JobsCommand {
     },
     /// Rerun Failed, Finished with Exception or Cancelled jobs: only what failed (or was not
     /// done before the cancel) is done again, from the members' licenses read afresh. Several
-    /// ids rerun together, as the Job Monitor's Start button does; exits 1 if any was refused.
+    /// ids rerun together, as the Job Monitor's Start button does; or every job a filter
+    /// matches (`--status failed [--kind …]`, as "Select all N matching"). Exits 1 if any was
+    /// refused.
     Rerun {
         #[command(flatten)]
         client: Client,
-        /// Job ids.
-        #[arg(required = true)]
+        /// Job ids (or give a filter instead).
+        #[arg(required_unless_present = "filter", conflicts_with = "filter")]
         ids: Vec<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Only say how many jobs would be acted on and which refused; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
-    /// Cancel a Waiting or In Progress job: members not yet worked on are skipped.
+    /// Cancel Waiting or In Progress jobs: members not yet worked on are skipped. One or more
+    /// ids, or every job a filter matches (`--status queued …`). Exits 1 if any was refused.
     Cancel {
         #[command(flatten)]
         client: Client,
-        /// The job's id.
-        id: String,
+        /// Job ids (or give a filter instead).
+        #[arg(required_unless_present = "filter", conflicts_with = "filter")]
+        ids: Vec<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Only say how many jobs would be acted on and which refused; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Undo a finished, failed or cancelled job (admin): a new job gives each member the job
     /// wrote for its licenses from before the job, where they still are what the job left;
@@ -211,6 +225,59 @@ fn parse_location(s: &str) -> Result<ExportLocation, String> {
         ));
     };
     location.validate().map_err(|e| e.to_string())
+}
+
+/// Which jobs a bulk rerun or cancel acts on, instead of ids: every job that matches all the
+/// options given (at most the server's `jobs.bulk_max_jobs`).
+#[derive(Debug, Args)]
+#[group(id = "filter", multiple = true, required = false)]
+pub struct FilterArgs {
+    /// Jobs in these statuses (comma-separated or repeated), e.g. `failed`.
+    #[arg(long, value_delimiter = ',', value_parser = status_parser())]
+    status: Vec<JobStatus>,
+    /// Jobs of these kinds (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', value_parser = kind_parser())]
+    kind: Vec<JobKind>,
+    /// Jobs that selected this group (its name or id).
+    #[arg(long)]
+    group: Option<String>,
+    /// Jobs created before this instant (RFC 3339, e.g. 2026-11-30T12:00:00Z).
+    #[arg(long)]
+    created_before: Option<DateTime<Utc>>,
+    /// Jobs created at or after this instant (RFC 3339).
+    #[arg(long)]
+    created_after: Option<DateTime<Utc>>,
+}
+
+impl FilterArgs {
+    fn given(&self) -> bool {
+        !self.status.is_empty()
+            || !self.kind.is_empty()
+            || self.group.is_some()
+            || self.created_before.is_some()
+            || self.created_after.is_some()
+    }
+
+    /// The API's `filter` object.
+    async fn body(&self, api: &Api) -> anyhow::Result<Value> {
+        let mut filter = serde_json::Map::new();
+        if !self.status.is_empty() {
+            filter.insert("status".into(), json!(self.status));
+        }
+        if !self.kind.is_empty() {
+            filter.insert("kind".into(), json!(self.kind));
+        }
+        if let Some(group) = &self.group {
+            filter.insert("group".into(), json!(group_id(api, group).await?));
+        }
+        if let Some(t) = self.created_before {
+            filter.insert("created_before".into(), json!(t));
+        }
+        if let Some(t) = self.created_after {
+            filter.insert("created_after".into(), json!(t));
+        }
+        Ok(Value::Object(filter))
+    }
 }
 
 fn kind_parser() -> impl TypedValueParser<Value = JobKind> {
@@ -397,27 +464,47 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<()> {
             let api = Api::new(&client)?;
             watch(&api, job_id(&id)?, client.json).await
         }
-        JobsCommand::Rerun { client, ids } => {
+        JobsCommand::Rerun {
+            client,
+            ids,
+            filter,
+            dry_run,
+        } => {
             let api = Api::new(&client)?;
             let ids = ids
                 .iter()
                 .map(|id| job_id(id))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            rerun(&api, &ids, client.json).await
-        }
-        JobsCommand::Cancel { client, id } => {
-            let api = Api::new(&client)?;
-            let id = job_id(&id)?;
-            let job = api
-                .send(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
-                .await?;
-            if client.json {
-                println!("{}", serde_json::to_string_pretty(&job)?);
+            if filter.given() || dry_run {
+                bulk(&api, Bulk::Rerun, &ids, &filter, dry_run, client.json).await
             } else {
-                let job = Job::from(&job)?;
-                println!("job {}: {}", job.id, job.line());
+                rerun(&api, &ids, client.json).await
             }
-            Ok(())
+        }
+        JobsCommand::Cancel {
+            client,
+            ids,
+            filter,
+            dry_run,
+        } => {
+            let api = Api::new(&client)?;
+            let ids = ids
+                .iter()
+                .map(|id| job_id(id))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if let ([id], false, false) = (ids.as_slice(), filter.given(), dry_run) {
+                let job = api
+                    .send(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
+                    .await?;
+                if client.json {
+                    println!("{}", serde_json::to_string_pretty(&job)?);
+                } else {
+                    let job = Job::from(&job)?;
+                    println!("job {}: {}", job.id, job.line());
+                }
+                return Ok(());
+            }
+            bulk(&api, Bulk::Cancel, &ids, &filter, dry_run, client.json).await
         }
         JobsCommand::Undo { client, id } => {
             let api = Api::new(&client)?;
@@ -875,6 +962,63 @@ async fn rerun(api: &Api, ids: &[Uuid], json: bool) -> anyhow::Result<()> {
                 rejected.len(),
                 rerun.len() + rejected.len()
             ),
+        }
+        .into())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Bulk {
+    Rerun,
+    Cancel,
+}
+
+/// A bulk rerun or cancel by ids or filter: a line per refused job, a summary line, exit 1 if
+/// any was refused.
+async fn bulk(
+    api: &Api,
+    action: Bulk,
+    ids: &[Uuid],
+    filter: &FilterArgs,
+    dry_run: bool,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let (path, verb) = match action {
+        Bulk::Rerun => ("/v1/jobs/rerun", "rerun"),
+        Bulk::Cancel => ("/v1/jobs/cancel", "cancelled"),
+    };
+    let mut body = if filter.given() {
+        json!({ "filter": filter.body(api).await? })
+    } else {
+        json!({ "job_ids": ids })
+    };
+    if dry_run {
+        body["dry_run"] = json!(true);
+    }
+    let outcome = api.send(Method::POST, path, Some(body)).await?;
+    let acted = outcome["acted_on"].as_u64().unwrap_or_default();
+    let matched = outcome["matched"].as_u64().unwrap_or_default();
+    let rejected = outcome["rejected"].as_array().cloned().unwrap_or_default();
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        for r in &rejected {
+            println!(
+                "rejected  {} {}: {}",
+                text(&r["job_id"]),
+                text(&r["code"]),
+                text(&r["detail"])
+            );
+        }
+        let would = if dry_run { "would be " } else { "" };
+        println!("{acted} of {matched} jobs {would}{verb}");
+    }
+    if rejected.is_empty() {
+        Ok(())
+    } else {
+        Err(Exit {
+            code: 1,
+            message: format!("{} of {matched} jobs were refused", rejected.len()),
         }
         .into())
     }

@@ -17,6 +17,7 @@ mod demo;
 mod jobs;
 mod licenses;
 mod webhooks;
+mod members;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -72,6 +73,10 @@ pub enum Command {
     /// running licensor with an admin token: --url/--token or LICENSOR_URL/LICENSOR_TOKEN).
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
+    /// Directory members: `members history UPN` lists every job that touched one (a client of a
+    /// running licensor).
+    #[command(subcommand)]
+    Members(members::MembersCommand),
 }
 
 /// A command that ran but did not succeed, with the exit code that tells a script how (e.g.
@@ -136,6 +141,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Licenses(cmd) => licenses::run(cmd).await,
         Command::Jobs(cmd) => jobs::run(cmd).await,
         Command::Webhooks(cmd) => webhooks::run(cmd).await,
+        Command::Members(cmd) => members::run(cmd).await,
         command => {
             let settings = Settings::load()?;
             crate::telemetry::init_tracing(&settings.log);
@@ -162,7 +168,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 | Command::Openapi
                 | Command::Licenses(_)
                 | Command::Jobs(_)
-                | Command::Webhooks(_) => {
+                | Command::Webhooks(_)
+                | Command::Members(_) => {
                     unreachable!("handled above")
                 }
             }

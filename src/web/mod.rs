@@ -50,6 +50,8 @@ static ASSETS: &[Asset] = assets![
     "js/checkout.js" => JS,
     "js/checkin.js" => JS,
     "js/holder.js" => JS,
+    "js/search.js" => JS,
+    "js/history.js" => JS,
 ];
 
 static INDEX_HTML: &str = include_str!("assets/index.html");

@@ -28,6 +28,7 @@ pub mod codes;
 pub mod deliver;
 pub mod export;
 pub mod files;
+pub mod history;
 pub mod pipeline;
 pub mod plan;
 pub mod request;
@@ -353,10 +354,68 @@ pub async fn get(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<JobView>
     view(db, model(db, tenant_id, job_id).await?).await
 }
 
+/// Which of a tenant's jobs a list, a count or a bulk action covers; empty fields match all.
 #[derive(Debug, Default, Clone)]
 pub struct JobFilter {
     pub status: Vec<JobStatus>,
     pub kind: Vec<JobKind>,
+    /// Jobs that selected this group (its object id, lower-case hyphenated as jobs store it).
+    pub group: Option<Uuid>,
+    /// Jobs created strictly before / at or after these instants.
+    pub created_before: Option<chrono::DateTime<Utc>>,
+    pub created_after: Option<chrono::DateTime<Utc>>,
+    /// Jobs whose id lies in this inclusive range (a job id prefix, see [`id_prefix_range`]).
+    pub id_range: Option<(Uuid, Uuid)>,
+}
+
+/// The inclusive range of ids that start with `prefix`: 4 to 32 hexadecimal digits, hyphens
+/// ignored (`0193a1b2`, or a whole id). `None` when it is not such a prefix.
+pub fn id_prefix_range(prefix: &str) -> Option<(Uuid, Uuid)> {
+    let hex: String = prefix.chars().filter(|c| *c != '-').collect();
+    if !(4..=32).contains(&hex.len()) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let pad = |fill: char| {
+        let mut s = hex.to_ascii_lowercase();
+        while s.len() < 32 {
+            s.push(fill);
+        }
+        Uuid::try_parse(&s).ok()
+    };
+    Some((pad('0')?, pad('f')?))
+}
+
+impl JobFilter {
+    /// The tenant's jobs that match, as a query.
+    fn query(&self, tenant_id: Uuid) -> sea_orm::Select<job::Entity> {
+        let mut q = job::Entity::find().filter(job::Column::TenantId.eq(tenant_id));
+        if !self.status.is_empty() {
+            q = q.filter(job::Column::Status.is_in(self.status.iter().map(|s| s.as_str())));
+        }
+        if !self.kind.is_empty() {
+            q = q.filter(job::Column::Kind.is_in(self.kind.iter().map(|k| k.as_str())));
+        }
+        if let Some(group) = self.group {
+            // Jobs store their groups' ids normalised (lower-case, hyphenated) in `request`;
+            // an id in quotes cannot match anything but a whole group id.
+            q = q.filter(
+                Expr::cust("CAST(\"jobs\".\"request\" AS TEXT)")
+                    .like(format!("%\"{}\"%", group.hyphenated())),
+            );
+        }
+        if let Some(before) = self.created_before {
+            q = q.filter(job::Column::CreatedAt.lt(before));
+        }
+        if let Some(after) = self.created_after {
+            q = q.filter(job::Column::CreatedAt.gte(after));
+        }
+        if let Some((lo, hi)) = self.id_range {
+            q = q
+                .filter(job::Column::Id.gte(lo))
+                .filter(job::Column::Id.lte(hi));
+        }
+        q
+    }
 }
 
 /// The tenant's jobs, newest first.
@@ -366,13 +425,7 @@ pub async fn list(
     filter: &JobFilter,
     page: &PageRequest<Uuid>,
 ) -> StoreResult<Page<JobView>> {
-    let mut q = job::Entity::find().filter(job::Column::TenantId.eq(tenant_id));
-    if !filter.status.is_empty() {
-        q = q.filter(job::Column::Status.is_in(filter.status.iter().map(|s| s.as_str())));
-    }
-    if !filter.kind.is_empty() {
-        q = q.filter(job::Column::Kind.is_in(filter.kind.iter().map(|k| k.as_str())));
-    }
+    let mut q = filter.query(tenant_id);
     if let Some(after) = page.after {
         q = q.filter(job::Column::Id.lt(after));
     }
@@ -386,6 +439,76 @@ pub async fn list(
         data: views(db, page.data).await?,
         next_cursor: page.next_cursor,
     })
+}
+
+/// How many of the tenant's jobs match `filter`.
+pub async fn count(db: &Db, tenant_id: Uuid, filter: &JobFilter) -> StoreResult<i64> {
+    Ok(filter
+        .query(tenant_id)
+        .select_only()
+        .column_as(job::Column::Id.count(), "n")
+        .into_tuple::<i64>()
+        .one(db)
+        .await?
+        .unwrap_or(0))
+}
+
+/// Ids and statuses of the tenant's jobs that match `filter`, newest first, older than `after`
+/// when given, at most `limit`: the batches a bulk action works through.
+pub async fn matching(
+    db: &Db,
+    tenant_id: Uuid,
+    filter: &JobFilter,
+    after: Option<Uuid>,
+    limit: u64,
+) -> StoreResult<Vec<(Uuid, String)>> {
+    let mut q = filter.query(tenant_id);
+    if let Some(after) = after {
+        q = q.filter(job::Column::Id.lt(after));
+    }
+    Ok(q.select_only()
+        .column(job::Column::Id)
+        .column(job::Column::Status)
+        .order_by_desc(job::Column::Id)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// Whether a job in `status` can be rerun: `failed`, `finished_with_exception` or `cancelled`;
+/// otherwise 409 `not_rerunnable`.
+pub fn check_rerunnable(status: JobStatus) -> StoreResult<()> {
+    if matches!(
+        status,
+        JobStatus::Failed | JobStatus::FinishedWithException | JobStatus::Cancelled
+    ) {
+        Ok(())
+    } else {
+        Err(StoreError::conflict(
+            "not_rerunnable",
+            format!(
+                "only failed, finished_with_exception or cancelled jobs can be rerun; this job is {}",
+                status.as_str()
+            ),
+        ))
+    }
+}
+
+/// Whether a job in `status` can be cancelled: `queued` or `running`; otherwise 409
+/// `not_cancellable`.
+pub fn check_cancellable(status: JobStatus) -> StoreResult<()> {
+    if status.can_become(JobStatus::Cancelled) {
+        Ok(())
+    } else {
+        Err(StoreError::conflict(
+            "not_cancellable",
+            format!(
+                "only queued or running jobs can be cancelled; this job is {}",
+                status.as_str()
+            ),
+        ))
+    }
 }
 
 /// Number of jobs per kind and status across all tenants, for metrics.
@@ -460,18 +583,7 @@ pub async fn rerun(
     let txn = db.begin().await?;
     let job = lock(&txn, tenant_id, job_id).await?;
     let status = status_of(&job)?;
-    if !matches!(
-        status,
-        JobStatus::Failed | JobStatus::FinishedWithException | JobStatus::Cancelled
-    ) {
-        return Err(StoreError::conflict(
-            "not_rerunnable",
-            format!(
-                "only failed, finished_with_exception or cancelled jobs can be rerun; this job is {}",
-                status.as_str()
-            ),
-        ));
-    }
+    check_rerunnable(status)?;
     let run_no = job.runs + 1;
     let now = Utc::now();
     let mut retried = job_item::Column::Status.eq(ItemStatus::Failed.as_str());
@@ -597,15 +709,7 @@ pub async fn cancel(
     let txn = db.begin().await?;
     let job = lock(&txn, tenant_id, job_id).await?;
     let status = status_of(&job)?;
-    if !status.can_become(JobStatus::Cancelled) {
-        return Err(StoreError::conflict(
-            "not_cancellable",
-            format!(
-                "only queued or running jobs can be cancelled; this job is {}",
-                status.as_str()
-            ),
-        ));
-    }
+    check_cancellable(status)?;
     let now = Utc::now();
     job::Entity::update_many()
         .col_expr(

@@ -1,12 +1,14 @@
-// The jobs table: filters, live progress, checkbox selection and Start (rerun), Load more.
+// The jobs table: search, filters, live progress, checkbox selection and Start (rerun), "Select
+// all N matching" with Start / Cancel for every job the filter matches, Load more.
 
-import { api } from './api.js';
-import { h, replace, problemBox, toast } from './dom.js';
+import { api, newIdempotencyKey } from './api.js';
+import { h, replace, problemBox, toast, confirmDialog } from './dom.js';
 import {
   STATUS_LABELS, KIND_LABELS, isActive, isRerunnable, statusBadge, stuckBadge, when, progressBar,
   groupNames, allGroupNames, shortId, createdBy,
 } from './format.js';
 import { t, labels } from './i18n.js';
+import { searchBox } from './search.js';
 
 const PAGE = 50;
 const KIND_SHORT = labels({ assign: 'jobs.short.assign', remove: 'jobs.short.remove', replace: 'jobs.short.replace', export: 'jobs.short.export' });
@@ -24,6 +26,17 @@ export function jobsView(container, ctx, params) {
   const filter = {
     status: params.get('status') || '',
     kind: params.get('kind') || '',
+    group: params.get('group') || '',
+    groupName: params.get('group_name') || '',
+    idPrefix: params.get('id_prefix') || '',
+  };
+  // "Select all N matching" is offered while the list is filtered by status, kind or group.
+  const bulkFilter = () => {
+    const f = {};
+    if (filter.status) f.status = filter.status.split(',');
+    if (filter.kind) f.kind = filter.kind.split(',');
+    if (filter.group) f.group = filter.group;
+    return Object.keys(f).length ? f : null;
   };
   const state = {
     jobs: [],
@@ -33,6 +46,9 @@ export function jobsView(container, ctx, params) {
     stopped: false,
     timer: null,
     busy: false,
+    // How many jobs match the filter (all pages), and whether all of them are selected.
+    total: null,
+    allMatching: false,
   };
 
   const startButton = h('button', {
@@ -43,9 +59,18 @@ export function jobsView(container, ctx, params) {
     disabled: true,
     onclick: () => rerunSelected(),
   }, t('jobs.start'));
+  const cancelButton = h('button', {
+    type: 'button',
+    class: 'btn',
+    id: 'cancel-matching',
+    title: t('jobs.cancelTitle'),
+    hidden: true,
+    onclick: () => bulkAction('cancel'),
+  }, t('jobs.cancel'));
   const refreshButton = h('button', { type: 'button', class: 'btn', onclick: () => refresh(true) }, t('common.refresh'));
   const ribbon = h('div', { class: 'ribbon', role: 'toolbar', 'aria-label': t('jobs.actions') },
     ctx.canOperate ? startButton : null,
+    ctx.canOperate ? cancelButton : null,
     refreshButton,
     ctx.canLaunch ? h('a', { class: 'btn', href: '#/new' }, t('nav.new')) : null,
   );
@@ -59,14 +84,39 @@ export function jobsView(container, ctx, params) {
   const filters = h('div', { class: 'filters' },
     h('label', { class: 'filter' }, h('span', {}, t('jobs.filter.status')), statusSelect),
     h('label', { class: 'filter' }, h('span', {}, t('jobs.filter.kind')), kindSelect),
+    filter.group ? chip(t('jobs.filter.group', { name: filter.groupName || shortId(filter.group) }), 'group') : null,
+    filter.idPrefix ? chip(t('jobs.filter.idPrefix', { prefix: filter.idPrefix }), 'id_prefix') : null,
     liveNote,
   );
+
+  /** A filter from the search box, with a button that drops it. */
+  function chip(text, key) {
+    return h('span', { class: 'chip filter-chip', dataset: { filter: key } }, text,
+      h('button', {
+        type: 'button',
+        class: 'chip-x',
+        'aria-label': t('jobs.filter.clear'),
+        title: t('jobs.filter.clear'),
+        onclick: () => {
+          if (key === 'group') {
+            filter.group = '';
+            filter.groupName = '';
+          } else {
+            filter.idPrefix = '';
+          }
+          applyFilter();
+        },
+      }, '×'));
+  }
+
+  const matchingBar = h('div', { class: 'bulk-matching', id: 'select-matching', hidden: true });
 
   const result = h('div', { class: 'rerun-result', id: 'rerun-result' });
   const selectAll = h('input', {
     type: 'checkbox',
     'aria-label': t('jobs.selectAll'),
     onchange: (e) => {
+      if (!e.target.checked) state.allMatching = false;
       for (const job of state.jobs) {
         if (!isRerunnable(job.status)) continue;
         if (e.target.checked) state.selected.add(job.id);
@@ -96,8 +146,10 @@ export function jobsView(container, ctx, params) {
 
   replace(container, h('section', { class: 'jobs-page' },
     h('div', { class: 'page-head' }, h('h1', {}, t('jobs.title')), ribbon),
+    searchBox(ctx),
     filters,
     result,
+    matchingBar,
     body,
     h('div', { class: 'more' }, moreButton),
   ));
@@ -106,12 +158,19 @@ export function jobsView(container, ctx, params) {
     const p = new URLSearchParams();
     if (statusSelect.value) p.set('status', statusSelect.value);
     if (kindSelect.value) p.set('kind', kindSelect.value);
+    if (filter.group) {
+      p.set('group', filter.group);
+      if (filter.groupName) p.set('group_name', filter.groupName);
+    }
+    if (filter.idPrefix) p.set('id_prefix', filter.idPrefix);
     const qs = p.toString();
     ctx.navigate(qs ? `#/?${qs}` : '#/');
   }
 
   function query(limit, cursor) {
-    return { status: filter.status, kind: filter.kind, limit, cursor };
+    return {
+      status: filter.status, kind: filter.kind, group: filter.group, id_prefix: filter.idPrefix, limit, cursor,
+    };
   }
 
   /** Re-read everything shown so far (at least one page) and schedule the next look. */
@@ -125,9 +184,12 @@ export function jobsView(container, ctx, params) {
     state.busy = true;
     try {
       const limit = Math.min(500, Math.max(PAGE, state.jobs.length));
-      const page = await api.get('/v1/jobs', query(limit));
+      const counted = ctx.canOperate && bulkFilter() ? { count: true } : {};
+      const page = await api.get('/v1/jobs', { ...query(limit), ...counted });
       if (state.stopped) return;
       state.jobs = page.data;
+      state.total = page.total ?? null;
+      if (!state.total) state.allMatching = false;
       state.nextCursor = page.next_cursor;
       state.loadedOnce = true;
       state.error = null;
@@ -177,7 +239,7 @@ export function jobsView(container, ctx, params) {
     for (const id of [...state.selected]) if (!rerunnable.has(id)) state.selected.delete(id);
 
     if (state.jobs.length === 0) {
-      const filtered = filter.status || filter.kind;
+      const filtered = filter.status || filter.kind || filter.group || filter.idPrefix;
       replace(body, h('div', { class: 'empty' },
         h('p', {}, filtered ? t('jobs.noMatch') : t('jobs.none')),
         !filtered && ctx.canLaunch ? h('p', {}, h('a', { class: 'btn btn-primary', href: '#/new' }, t('jobs.startAJob'))) : null,
@@ -188,12 +250,15 @@ export function jobsView(container, ctx, params) {
     }
     moreButton.hidden = !state.nextCursor;
 
-    const n = state.selected.size;
+    const n = state.allMatching ? state.total : state.selected.size;
     startButton.disabled = n === 0;
     startButton.textContent = n ? t('jobs.startN', { n }) : t('jobs.start');
-    selectAll.checked = rerunnable.size > 0 && n === rerunnable.size;
-    selectAll.indeterminate = n > 0 && n < rerunnable.size;
-    selectAll.disabled = rerunnable.size === 0;
+    cancelButton.hidden = !state.allMatching;
+    cancelButton.textContent = state.allMatching ? t('jobs.cancelN', { n }) : t('jobs.cancel');
+    selectAll.checked = state.allMatching || (rerunnable.size > 0 && state.selected.size === rerunnable.size);
+    selectAll.indeterminate = !state.allMatching && state.selected.size > 0 && state.selected.size < rerunnable.size;
+    selectAll.disabled = rerunnable.size === 0 && !state.allMatching;
+    renderMatchingBar();
 
     const active = state.jobs.filter((j) => isActive(j.status)).length;
     const at = new Date().toLocaleTimeString(document.documentElement.lang || undefined);
@@ -203,6 +268,37 @@ export function jobsView(container, ctx, params) {
         ? t('jobs.running', { n: active, at })
         : t('jobs.updated', { at }),
     );
+  }
+
+  /** Gmail's "Select all N matching" beside the checkboxes while the list is filtered. */
+  function renderMatchingBar() {
+    const total = state.total || 0;
+    matchingBar.hidden = !(ctx.canOperate && bulkFilter() && total > 0);
+    if (matchingBar.hidden) return;
+    if (state.allMatching) {
+      replace(matchingBar, h('span', { class: 'bulk-count' }, t('jobs.allMatching', { n: total })), ' ',
+        h('button', {
+          type: 'button',
+          class: 'btn btn-quiet',
+          id: 'clear-matching',
+          onclick: () => {
+            state.allMatching = false;
+            state.selected.clear();
+            render();
+          },
+        }, t('jobs.clearSelection')));
+    } else {
+      replace(matchingBar, h('button', {
+        type: 'button',
+        class: 'btn btn-quiet',
+        id: 'select-all-matching',
+        onclick: () => {
+          state.allMatching = true;
+          for (const job of state.jobs) if (isRerunnable(job.status)) state.selected.add(job.id);
+          render();
+        },
+      }, t('jobs.selectMatching', { n: total })));
+    }
   }
 
   function row(job) {
@@ -215,8 +311,9 @@ export function jobsView(container, ctx, params) {
             type: 'checkbox',
             class: 'job-check',
             'aria-label': t('jobs.selectOne', { id: shortId(job.id) }),
-            checked: state.selected.has(job.id),
+            checked: state.allMatching || state.selected.has(job.id),
             onchange: (e) => {
+              state.allMatching = false;
               if (e.target.checked) state.selected.add(job.id);
               else state.selected.delete(job.id);
               render();
@@ -238,7 +335,77 @@ export function jobsView(container, ctx, params) {
     );
   }
 
+  /** Rerun or cancel every job the filter matches: count them (a dry run), confirm with the
+   * number, act, and show what was done and what was refused. */
+  async function bulkAction(action) {
+    const f = bulkFilter();
+    if (!f) return;
+    const path = action === 'rerun' ? '/v1/jobs/rerun' : '/v1/jobs/cancel';
+    startButton.disabled = true;
+    cancelButton.disabled = true;
+    replace(result);
+    try {
+      const dry = await api.post(path, { filter: f, dry_run: true });
+      const n = dry.acted_on;
+      if (n === 0) {
+        replace(result, h('div', { class: 'alert alert-warn', role: 'status' },
+          t(action === 'rerun' ? 'jobs.nothingToRerun' : 'jobs.nothingToCancel', { n: dry.matched })));
+        return;
+      }
+      const ok = await confirmDialog({
+        title: t(action === 'rerun' ? 'jobs.confirmRerun' : 'jobs.confirmCancel', { n }),
+        body: [
+          h('p', {}, t(action === 'rerun' ? 'jobs.confirmRerunBody' : 'jobs.confirmCancelBody')),
+          dry.refused ? h('p', {}, t(action === 'rerun' ? 'jobs.confirmRefusedRerun' : 'jobs.confirmRefusedCancel',
+            { refused: dry.refused, matched: dry.matched })) : null,
+        ],
+        yes: t(action === 'rerun' ? 'jobs.confirmYesRerun' : 'jobs.confirmYesCancel', { n }),
+        no: t('jobs.confirmNo'),
+        danger: action === 'cancel',
+      });
+      if (!ok) return;
+      const answer = await api.post(path, { filter: f }, { idempotencyKey: newIdempotencyKey() });
+      state.allMatching = false;
+      state.selected.clear();
+      showOutcome(action, answer.acted_on_ids || [], answer.rejected || []);
+    } catch (err) {
+      replace(result, problemBox(err.problem || {
+        title: t(action === 'rerun' ? 'jobs.rerunFailed' : 'jobs.cancelFailed'), detail: String(err),
+      }));
+    } finally {
+      render();
+      await refresh(true);
+    }
+  }
+
+  /** What a bulk action did: links to the first jobs acted on, and each refusal with its reason. */
+  function showOutcome(action, acted, rejected) {
+    const shown = acted.slice(0, 20);
+    const done = action === 'rerun' ? 'jobs.startedAgain' : 'jobs.cancelledN';
+    const none = action === 'rerun' ? 'jobs.noneStarted' : 'jobs.noneCancelled';
+    const refused = action === 'rerun' ? 'jobs.notStarted' : 'jobs.notCancelled';
+    replace(result, h('div', { class: rejected.length ? 'alert alert-warn' : 'alert alert-ok', role: 'status', id: 'bulk-outcome' },
+      h('button', { type: 'button', class: 'alert-close', 'aria-label': t('common.dismiss'), onclick: () => replace(result) }, '×'),
+      acted.length
+        ? h('p', {}, h('strong', {}, t(done, { n: acted.length })),
+          shown.map((id, i) => [i ? ', ' : '', h('a', { href: `#/jobs/${id}` }, shortId(id))]),
+          acted.length > shown.length ? ` ${t('jobs.andMore', { n: acted.length - shown.length })}` : null)
+        : h('p', {}, h('strong', {}, t(none))),
+      rejected.length
+        ? [h('p', {}, t(refused, { n: rejected.length })),
+          h('ul', { class: 'rejected' }, rejected.slice(0, 50).map((r) => h('li', {},
+            h('a', { href: `#/jobs/${r.job_id}` }, shortId(r.job_id)), ' — ',
+            h('code', {}, r.code), r.detail ? `: ${r.detail}` : ''))),
+          rejected.length > 50 ? h('p', { class: 'muted small' }, t('jobs.andMore', { n: rejected.length - 50 })) : null]
+        : null,
+    ));
+  }
+
   async function rerunSelected() {
+    if (state.allMatching) {
+      await bulkAction('rerun');
+      return;
+    }
     const ids = [...state.selected];
     if (!ids.length) return;
     startButton.disabled = true;

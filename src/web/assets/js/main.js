@@ -4,6 +4,7 @@ import { api, getToken, setToken, setUnauthorizedHandler, ApiProblem } from './a
 import { h, replace, problemBox } from './dom.js';
 import { jobsView } from './jobs.js';
 import { jobView } from './job.js';
+import { historyView } from './history.js';
 import { launchView } from './launch.js';
 import { licensesView, licenseFormView } from './licenses.js';
 import { licenseView } from './license.js';
@@ -182,7 +183,18 @@ async function route() {
     return;
   }
   const jobMatch = /^\/jobs\/([0-9a-fA-F-]{36})$/.exec(hash);
-  if (jobMatch) {
+  const memberMatch = /^\/members\/([^/?]+)$/.exec(path);
+  if (memberMatch) {
+    markNav('jobs');
+    let member = memberMatch[1];
+    try {
+      member = decodeURIComponent(member);
+    } catch {
+      // shown as typed
+    }
+    document.title = t('title.history', { member });
+    cleanup = historyView(main, ctx, member);
+  } else if (jobMatch) {
     markNav('jobs');
     document.title = t('title.job');
     cleanup = jobView(main, ctx, jobMatch[1]);

@@ -1,0 +1,213 @@
+//! One member's history: every job item of the tenant's jobs that touched the member, newest
+//! first — the helpdesk's "what happened to this person's licenses?".
+//!
+//! Items carry no tenant id; they are scoped through their job (`EXISTS` a job of the tenant
+//! with the item's `job_id`). The lookups use the indexes on `job_items.user_id` and
+//! `lower(job_items.user_principal_name)` (migration `m20261130_000012_member_history`).
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{GroupRef, ItemError, ItemView, JobFacts, plan};
+use crate::db::Db;
+use crate::directory::AssignedLicense;
+use crate::domain::{ItemStatus, JobKind, JobStatus};
+use crate::entities::{job, job_item};
+use crate::error::{StoreError, StoreResult};
+use crate::page::{Page, PageRequest};
+
+/// Longest user principal name accepted (Microsoft Entra allows 113 characters; room is left
+/// for guests' `#EXT#` names).
+pub const MAX_UPN_LEN: usize = 256;
+
+/// A member as the history is asked for: its directory object id or its user principal name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberRef {
+    UserId(Uuid),
+    /// Lower-cased (ASCII; user principal names are ASCII), matched case-insensitively.
+    Upn(String),
+}
+
+impl MemberRef {
+    /// A user id (a GUID) or a user principal name (printable ASCII without spaces, with an
+    /// `@`, at most [`MAX_UPN_LEN`] characters). Anything else is not a member reference.
+    pub fn parse(s: &str) -> Result<MemberRef, String> {
+        let s = s.trim();
+        if let Ok(id) = Uuid::try_parse(s) {
+            return Ok(MemberRef::UserId(id));
+        }
+        if s.is_empty()
+            || s.len() > MAX_UPN_LEN
+            || !s.contains('@')
+            || !s.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(format!(
+                "give a member's user id (a GUID) or user principal name (name@domain, at most {MAX_UPN_LEN} characters)"
+            ));
+        }
+        Ok(MemberRef::Upn(s.to_ascii_lowercase()))
+    }
+}
+
+/// One job's item for the member.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HistoryEntry {
+    pub item_id: i64,
+    pub job_id: Uuid,
+    pub kind: JobKind,
+    /// The job's status now.
+    pub job_status: JobStatus,
+    /// The run that last worked the member (1 = the first run, 2 = the first rerun, …).
+    pub run_no: i32,
+    /// The member's outcome in that job.
+    pub status: ItemStatus,
+    pub error: Option<ItemError>,
+    /// A remark on a member that succeeded or was skipped (e.g. licenses left in place).
+    pub note: Option<String>,
+    pub user_id: String,
+    pub user_principal_name: Option<String>,
+    pub display_name: Option<String>,
+    /// The group through which the job reached the member, with its name once the job read it.
+    pub group: Option<GroupRef>,
+    /// The member's direct licenses before the job's write (SKU ids with disabled plans), when
+    /// the change ledger recorded a write; `null` when the job wrote nothing for the member.
+    pub before: Option<Vec<AssignedLicense>>,
+    /// Its direct licenses after the write (as read back when the job verified), when recorded.
+    pub after: Option<Vec<AssignedLicense>>,
+    /// Whether a read after the write confirmed it (`null`: not verified or nothing written).
+    pub verified: Option<bool>,
+    pub job_created_at: chrono::DateTime<Utc>,
+    /// When the member's item last changed.
+    pub updated_at: chrono::DateTime<Utc>,
+}
+
+/// A page of the member's history in the tenant, newest first (by item: the job that reached
+/// the member last comes first). A member no job of the tenant touched has an empty history.
+pub async fn member_history(
+    db: &Db,
+    tenant_id: Uuid,
+    member: &MemberRef,
+    page: &PageRequest<i64>,
+) -> StoreResult<Page<HistoryEntry>> {
+    // Per item, a primary-key look-up of its job: a member has few items, a tenant many jobs.
+    let of_tenant = Query::select()
+        .expr(Expr::val(1))
+        .from(job::Entity)
+        .and_where(
+            Expr::col((job::Entity, job::Column::Id))
+                .equals((job_item::Entity, job_item::Column::JobId)),
+        )
+        .and_where(Expr::col((job::Entity, job::Column::TenantId)).eq(tenant_id))
+        .to_owned();
+    let mut q = job_item::Entity::find().filter(Expr::exists(of_tenant));
+    q = match member {
+        MemberRef::UserId(id) => q.filter(job_item::Column::UserId.eq(id.hyphenated().to_string())),
+        MemberRef::Upn(upn) => q.filter(
+            Expr::expr(Func::lower(Expr::col((
+                job_item::Entity,
+                job_item::Column::UserPrincipalName,
+            ))))
+            .eq(upn.as_str()),
+        ),
+    };
+    if let Some(after) = page.after {
+        q = q.filter(job_item::Column::Id.lt(after));
+    }
+    let rows = q
+        .order_by_desc(job_item::Column::Id)
+        .limit(page.fetch())
+        .all(db)
+        .await?;
+    let page = page.finish(rows, |r| r.id);
+    let mut job_ids: Vec<Uuid> = page.data.iter().map(|r| r.job_id).collect();
+    job_ids.sort();
+    job_ids.dedup();
+    let jobs: HashMap<Uuid, job::Model> = if job_ids.is_empty() {
+        HashMap::new()
+    } else {
+        job::Entity::find()
+            .filter(job::Column::TenantId.eq(tenant_id))
+            .filter(job::Column::Id.is_in(job_ids))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|j| (j.id, j))
+            .collect()
+    };
+    let mut data = Vec::with_capacity(page.data.len());
+    for m in page.data {
+        let Some(job) = jobs.get(&m.job_id) else {
+            continue;
+        };
+        let change = m
+            .change
+            .clone()
+            .and_then(|v| serde_json::from_value::<plan::Change>(v).ok());
+        let group = m.group_id.clone().map(|id| GroupRef {
+            display_name: JobFacts::of(job)
+                .groups
+                .into_iter()
+                .find(|g| g.id == id)
+                .and_then(|g| g.display_name),
+            id,
+        });
+        let item_id = m.id;
+        let item = ItemView::from_model(m)?;
+        data.push(HistoryEntry {
+            item_id,
+            job_id: job.id,
+            kind: job.kind.parse().map_err(StoreError::Invalid)?,
+            job_status: job.status.parse().map_err(StoreError::Invalid)?,
+            run_no: item.run_no,
+            status: item.status,
+            error: item.error,
+            note: item.note,
+            user_id: item.user_id,
+            user_principal_name: item.user_principal_name,
+            display_name: item.display_name,
+            group,
+            before: change.as_ref().map(|c| c.before.clone()),
+            after: change.as_ref().map(|c| c.after.clone()),
+            verified: change.and_then(|c| c.verified),
+            job_created_at: job.created_at,
+            updated_at: item.updated_at,
+        });
+    }
+    Ok(Page {
+        data,
+        next_cursor: page.next_cursor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_refs() {
+        let id = "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f";
+        assert_eq!(
+            MemberRef::parse(id).unwrap(),
+            MemberRef::UserId(Uuid::parse_str(id).unwrap())
+        );
+        assert_eq!(
+            MemberRef::parse(" Anna.Berg@Contoso.com ").unwrap(),
+            MemberRef::Upn("anna.berg@contoso.com".into())
+        );
+        assert!(MemberRef::parse("guest_x.com#EXT#@contoso.onmicrosoft.com").is_ok());
+        for bad in [
+            "",
+            "anna",
+            "anna berg@contoso.com",
+            "åsa@contoso.com",
+            &"a".repeat(300),
+        ] {
+            assert!(MemberRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `licensor members …`: what licensor's jobs did to one directory member (a client of a
+//! running licensor, as `licensor jobs`).
+
+use clap::Subcommand;
+
+use super::client::{Api, Client, print_table, text};
+
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// Every job that touched a member, newest first: job, kind, run, the member's outcome with
+    /// its error code, and the licenses before → after where the job wrote.
+    History {
+        #[command(flatten)]
+        client: Client,
+        /// The member's user principal name (any case) or user id.
+        member: String,
+        /// Show at most this many entries.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
+    },
+}
+
+/// `s` as one URL path segment (user principal names may hold `#`, e.g. guests' `#EXT#`).
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// SKU ids of a ledger's license list, joined (`-` when none).
+fn skus(v: &serde_json::Value) -> String {
+    match v.as_array() {
+        None => "-".to_owned(),
+        Some(l) if l.is_empty() => "none".to_owned(),
+        Some(l) => l
+            .iter()
+            .map(|x| text(&x["skuId"]))
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+pub async fn run(cmd: MembersCommand) -> anyhow::Result<()> {
+    match cmd {
+        MembersCommand::History {
+            client,
+            member,
+            limit,
+        } => {
+            let api = Api::new(&client)?;
+            let path = format!("/v1/members/{}/history", encode_segment(member.trim()));
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            let entries = api.list(&path, &[], Some(limit)).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+                return Ok(());
+            }
+            if entries.is_empty() {
+                println!("no job touched {member}");
+                return Ok(());
+            }
+            let rows: Vec<[String; 7]> = entries
+                .iter()
+                .map(|e| {
+                    [
+                        text(&e["updated_at"]),
+                        text(&e["job_id"]),
+                        text(&e["kind"]),
+                        text(&e["run_no"]),
+                        text(&e["status"]),
+                        e["error"]["code"].as_str().unwrap_or("-").to_owned(),
+                        format!("{} → {}", skus(&e["before"]), skus(&e["after"])),
+                    ]
+                })
+                .collect();
+            print_table(
+                ["WHEN", "JOB", "KIND", "RUN", "OUTCOME", "CODE", "LICENSES"],
+                &rows,
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(encode_segment("Anna@contoso.com"), "Anna@contoso.com");
+        assert_eq!(
+            encode_segment("g_x.com#EXT#@c.onmicrosoft.com"),
+            "g_x.com%23EXT%23@c.onmicrosoft.com"
+        );
+    }
+}

@@ -1,0 +1,111 @@
+// One member's history: every job that touched the member, newest first, with the member's
+// outcome, its error and the licenses before → after each write.
+
+import { api } from './api.js';
+import { h, replace, problemBox, toast } from './dom.js';
+import { KIND_LABELS, ITEM_STATUS_LABELS, statusBadge, when, shortId } from './format.js';
+import { t } from './i18n.js';
+import { searchBox } from './search.js';
+
+const PAGE = 50;
+
+/** sku_id → part number, read once per view (ids are shown when the directory cannot be read). */
+async function skuNames() {
+  try {
+    const skus = await api.get('/v1/directory/skus');
+    return new Map(skus.data.map((s) => [s.sku_id, s.sku_part_number]));
+  } catch {
+    return new Map();
+  }
+}
+
+function licenses(list, names) {
+  if (list === null || list === undefined) return h('span', { class: 'muted' }, t('history.notWritten'));
+  if (list.length === 0) return h('span', { class: 'muted' }, t('history.noLicense'));
+  return list.map((l, i) => [
+    i > 0 ? ', ' : null,
+    names.get(l.skuId) || shortId(l.skuId),
+    l.disabledPlans && l.disabledPlans.length ? ` (${t('history.plansOff', { n: l.disabledPlans.length })})` : null,
+  ]);
+}
+
+export function historyView(container, ctx, member) {
+  const state = { rows: [], cursor: null, stopped: false, names: new Map() };
+  const title = h('h1', {}, t('history.title', { member }));
+  const lead = h('p', { class: 'muted' }, t('history.lead'));
+  const body = h('div', { class: 'table-wrap' }, h('p', { class: 'loading' }, t('history.loading')));
+  const more = h('button', { type: 'button', class: 'btn', hidden: true, onclick: () => load(false) }, t('common.loadMore'));
+  replace(container, h('section', { class: 'history-page', id: 'member-history' },
+    h('p', {}, h('a', { href: '#/' }, t('job.allJobs'))),
+    h('div', { class: 'page-head' }, title),
+    searchBox(ctx, member),
+    lead,
+    body,
+    h('div', { class: 'more' }, more),
+  ));
+
+  function row(e) {
+    const who = e.display_name ? `${e.display_name} · ${e.user_principal_name || e.user_id}` : (e.user_principal_name || e.user_id);
+    return h('tr', { dataset: { jobId: e.job_id, kind: e.kind, status: e.status } },
+      h('td', { class: 'col-time', 'data-label': t('history.col.when') }, when(e.updated_at)),
+      h('td', { class: 'col-id', 'data-label': t('jobs.col.id') },
+        h('a', { href: `#/jobs/${e.job_id}`, class: 'job-link', title: e.job_id }, shortId(e.job_id))),
+      h('td', { 'data-label': t('jobs.col.kind') }, KIND_LABELS[e.kind] || e.kind,
+        e.run_no > 1 ? h('span', { class: 'runs-note muted small' }, t('jobs.run', { n: e.run_no })) : null),
+      h('td', { 'data-label': t('history.col.job') }, statusBadge(e.job_status)),
+      h('td', { 'data-label': t('jobs.col.groups') }, e.group ? (e.group.display_name || shortId(e.group.id)) : '—'),
+      h('td', { class: 'col-outcome', 'data-label': t('history.col.outcome') },
+        h('span', { class: `item-status item-${e.status}` }, ITEM_STATUS_LABELS[e.status] || e.status),
+        e.error ? [' ', h('code', { class: 'small', title: e.error.detail || '' }, e.error.code),
+          e.error.detail ? h('div', { class: 'muted small' }, e.error.detail) : null] : null,
+        e.note ? h('div', { class: 'muted small' }, e.note) : null),
+      h('td', { 'data-label': t('history.col.before') }, licenses(e.before, state.names)),
+      h('td', { 'data-label': t('history.col.after') }, licenses(e.after, state.names)),
+      h('td', { class: 'col-who muted small', 'data-label': t('history.col.member') }, who),
+    );
+  }
+
+  function render() {
+    if (state.rows.length === 0) {
+      replace(body, h('div', { class: 'empty' }, h('p', {}, t('history.none', { member }))));
+    } else {
+      replace(body, h('table', { class: 'items-table history-table', id: 'history-table' },
+        h('thead', {}, h('tr', {},
+          h('th', { scope: 'col' }, t('history.col.when')),
+          h('th', { scope: 'col' }, t('jobs.col.id')),
+          h('th', { scope: 'col' }, t('jobs.col.kind')),
+          h('th', { scope: 'col' }, t('history.col.job')),
+          h('th', { scope: 'col' }, t('jobs.col.groups')),
+          h('th', { scope: 'col' }, t('history.col.outcome')),
+          h('th', { scope: 'col' }, t('history.col.before')),
+          h('th', { scope: 'col' }, t('history.col.after')),
+          h('th', { scope: 'col' }, t('history.col.member')),
+        )),
+        h('tbody', {}, state.rows.map(row))));
+    }
+    more.hidden = !state.cursor;
+  }
+
+  async function load(first) {
+    more.disabled = true;
+    try {
+      if (first) state.names = await skuNames();
+      const page = await api.get(`/v1/members/${encodeURIComponent(member)}/history`, { limit: PAGE, cursor: first ? null : state.cursor });
+      if (state.stopped) return;
+      state.rows = first ? page.data : state.rows.concat(page.data);
+      state.cursor = page.next_cursor;
+      render();
+    } catch (err) {
+      if (state.stopped) return;
+      if (first) replace(body, problemBox(err.problem || { title: t('history.loadFailed'), detail: String(err) }));
+      else toast(t('history.moreFailed', { message: err.message }), 'error');
+    } finally {
+      more.disabled = false;
+    }
+  }
+
+  load(true);
+  return () => {
+    state.stopped = true;
+  };
+}

@@ -1,0 +1,265 @@
+//! One member's history (`GET /v1/members/{member}/history`) end to end, on the embedded
+//! default and on PostgreSQL + Redis: assign → replace → remove on a group through the directory
+//! emulator, then the history of one member lists the three jobs newest first with their
+//! outcomes and the licenses before and after each write — by user principal name in any case
+//! and by user id; paging; another tenant sees nothing; malformed members are refused.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{Backend, TestApp, expect_problem};
+use graph_emulator::{
+    ENTERPRISEPACK_SKU_ID, EmulatorConfig, EmulatorHandle, GroupSpec, SPE_E5_SKU_ID, Scenario,
+    SkuSpec,
+};
+use licensor::Roles;
+use serde_json::{Value, json};
+
+/// 80 users, all with a usage location; `Team` has 12 of them; plenty of both SKUs.
+fn scenario() -> Scenario {
+    let base = Scenario::demo();
+    let sku = |part: &str| -> SkuSpec {
+        let mut s = base
+            .skus
+            .iter()
+            .find(|s| s.sku_part_number == part)
+            .cloned()
+            .expect("demo SKU");
+        s.enabled = 1_000;
+        s
+    };
+    Scenario {
+        seed: 2121,
+        users: 80,
+        users_without_usage_location: 0.0,
+        usage_location: "SE".into(),
+        groups: vec![GroupSpec::new("Team", 12)],
+        skus: vec![sku("ENTERPRISEPACK"), sku("SPE_E5")],
+        ..base
+    }
+}
+
+async fn run_job(
+    app: &TestApp,
+    token: &str,
+    viewer: &str,
+    emu: &EmulatorHandle,
+    body: Value,
+) -> Value {
+    let job = app.post_json("/v1/jobs", token, &body).await;
+    let id = job["id"].as_str().expect("job id").to_owned();
+    let job = app.wait_for_job(viewer, &id, 120).await;
+    app.assert_outcomes_true(viewer, &id, &emu.base_url()).await;
+    job
+}
+
+fn skus(list: &Value) -> HashSet<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("a license list: {list}"))
+        .iter()
+        .map(|l| l["skuId"].as_str().expect("sku id").to_owned())
+        .collect()
+}
+
+async fn history(app: &TestApp, token: &str, member: &str, query: &str) -> Value {
+    app.get_json(&format!("/v1/members/{member}/history{query}"), token)
+        .await
+}
+
+async fn member_history_after_assign_replace_remove(backend: Backend) {
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(scenario()),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator starts");
+    let Some(app) = TestApp::start_with(backend, Roles::ALL, "").await else {
+        emulator.shutdown().await;
+        return;
+    };
+    let tenant = app.tenant("contoso").await;
+    app.connect_directory(tenant.id, &emulator).await;
+    let team = app.group_id(&tenant.admin, "Team").await;
+
+    let assign = run_job(
+        &app,
+        &tenant.admin,
+        &tenant.viewer,
+        &emulator,
+        json!({
+            "kind": "assign", "groups": [team], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}],
+        }),
+    )
+    .await;
+    assert_eq!(assign["status"], "finished", "{assign}");
+    let replace = run_job(
+        &app,
+        &tenant.admin,
+        &tenant.viewer,
+        &emulator,
+        json!({
+            "kind": "replace", "groups": [team],
+            "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "remove_licenses": [SPE_E5_SKU_ID],
+        }),
+    )
+    .await;
+    assert_eq!(replace["status"], "finished", "{replace}");
+    let remove = run_job(
+        &app,
+        &tenant.admin,
+        &tenant.viewer,
+        &emulator,
+        json!({
+            "kind": "remove", "groups": [team], "remove_licenses": [ENTERPRISEPACK_SKU_ID],
+        }),
+    )
+    .await;
+    assert_eq!(remove["status"], "finished", "{remove}");
+
+    // A member all three jobs wrote for.
+    let items = app
+        .all_items(&tenant.viewer, assign["id"].as_str().unwrap())
+        .await;
+    let item = items
+        .iter()
+        .find(|i| i["status"] == "succeeded")
+        .unwrap_or_else(|| panic!("a member the assign wrote for: {items:?}"));
+    let user_id = item["user_id"].as_str().unwrap().to_owned();
+    let upn = item["user_principal_name"].as_str().unwrap().to_owned();
+
+    // By user principal name, in another case: the three jobs, newest first.
+    let by_upn = history(&app, &tenant.viewer, &upn.to_uppercase(), "").await;
+    let data = by_upn["data"].as_array().expect("entries");
+    assert_eq!(data.len(), 3, "{by_upn}");
+    assert!(by_upn["next_cursor"].is_null(), "{by_upn}");
+    let expected = [
+        (&remove, "remove"),
+        (&replace, "replace"),
+        (&assign, "assign"),
+    ];
+    for (entry, (job, kind)) in data.iter().zip(expected) {
+        assert_eq!(entry["job_id"], job["id"], "{entry}");
+        assert_eq!(entry["kind"], kind, "{entry}");
+        assert_eq!(entry["job_status"], "finished", "{entry}");
+        assert_eq!(entry["status"], "succeeded", "{entry}");
+        assert!(entry["error"].is_null(), "{entry}");
+        assert_eq!(entry["run_no"], 1, "{entry}");
+        assert_eq!(entry["user_id"], user_id.as_str(), "{entry}");
+        assert_eq!(entry["user_principal_name"], upn.as_str(), "{entry}");
+        assert_eq!(entry["group"]["id"], team.as_str(), "{entry}");
+        assert_eq!(entry["group"]["display_name"], "Team", "{entry}");
+    }
+    // Before and after each write, from the change ledger.
+    let (rm, rp, asg) = (&data[0], &data[1], &data[2]);
+    assert!(!skus(&asg["before"]).contains(SPE_E5_SKU_ID), "{asg}");
+    assert!(skus(&asg["after"]).contains(SPE_E5_SKU_ID), "{asg}");
+    assert!(skus(&rp["before"]).contains(SPE_E5_SKU_ID), "{rp}");
+    assert!(!skus(&rp["after"]).contains(SPE_E5_SKU_ID), "{rp}");
+    assert!(skus(&rp["after"]).contains(ENTERPRISEPACK_SKU_ID), "{rp}");
+    assert!(skus(&rm["before"]).contains(ENTERPRISEPACK_SKU_ID), "{rm}");
+    assert!(!skus(&rm["after"]).contains(ENTERPRISEPACK_SKU_ID), "{rm}");
+    assert_eq!(skus(&asg["after"]), skus(&rp["before"]));
+    assert_eq!(skus(&rp["after"]), skus(&rm["before"]));
+    // The directory agrees with the last "after".
+    let user: Value = app
+        .http
+        .get(format!("{}/_emulator/users/{user_id}", emulator.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let direct: HashSet<String> = user["licenseAssignmentStates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["assignedByGroup"].is_null())
+        .map(|l| l["skuId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(direct, skus(&rm["after"]), "{user}");
+
+    // By user id: the same entries.
+    let by_id = history(&app, &tenant.operator, &user_id, "").await;
+    assert_eq!(by_id["data"], by_upn["data"]);
+
+    // Paging: two, then the oldest.
+    let first = history(&app, &tenant.viewer, &upn, "?limit=2").await;
+    assert_eq!(first["data"].as_array().unwrap().len(), 2, "{first}");
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let second = history(
+        &app,
+        &tenant.viewer,
+        &upn,
+        &format!("?limit=2&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(second["data"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(second["data"][0]["job_id"], assign["id"]);
+    assert!(second["next_cursor"].is_null());
+
+    // A member no job touched, and another tenant asking about this one: empty.
+    let nobody = history(&app, &tenant.viewer, "nobody@contoso.onmicrosoft.com", "").await;
+    assert_eq!(nobody["data"], json!([]), "{nobody}");
+    let other = app.tenant("fabrikam").await;
+    for member in [upn.as_str(), user_id.as_str()] {
+        let theirs = history(&app, &other.viewer, member, "").await;
+        assert_eq!(theirs["data"], json!([]), "{theirs}");
+    }
+    // Nor can the other tenant read the jobs the history links to.
+    let resp = app
+        .get(
+            &format!("/v1/jobs/{}", assign["id"].as_str().unwrap()),
+            &other.viewer,
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 404, "not_found").await;
+
+    // Malformed members and paging are refused; no token is refused.
+    for bad in [
+        "not-a-member",
+        "anna%20berg@contoso.com",
+        "%C3%A5sa@contoso.com",
+        "1234-5678",
+    ] {
+        let resp = app
+            .get(&format!("/v1/members/{bad}/history"), &tenant.viewer)
+            .send()
+            .await
+            .unwrap();
+        expect_problem(resp, 400, "invalid_member").await;
+    }
+    let long = format!("{}@contoso.com", "a".repeat(300));
+    let resp = app
+        .get(&format!("/v1/members/{long}/history"), &tenant.viewer)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 400, "invalid_member").await;
+    let resp = app
+        .get(
+            &format!("/v1/members/{upn}/history?limit=0"),
+            &tenant.viewer,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let resp = app
+        .http
+        .get(format!("{}/v1/members/{upn}/history", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(member_history_after_assign_replace_remove);
