@@ -218,10 +218,7 @@ async fn dashboard_and_alert_rules_name_only_exported_metrics() {
     .await;
     let text = app.text("/metrics").await;
     let have = exported(&text);
-    let missing: Vec<&String> = used
-        .iter()
-        .filter(|n| !have.contains(*n))
-        .collect();
+    let missing: Vec<&String> = used.iter().filter(|n| !have.contains(*n)).collect();
     assert!(
         missing.is_empty(),
         "named by the dashboard or the rules but not exported: {missing:?}\n{text}"

@@ -16,8 +16,8 @@ mod client;
 mod demo;
 mod jobs;
 mod licenses;
-mod webhooks;
 mod members;
+mod webhooks;
 
 #[derive(Debug, Parser)]
 #[command(
