@@ -667,7 +667,7 @@ async fn update_items<C: ConnectionTrait>(
     let item = |column: job_item::Column| Expr::col((job_item::Entity, column));
     let update = match conn.get_database_backend() {
         DbBackend::Sqlite => {
-            let unindexed = |column| Expr::cust_with_expr("+$1", item(column));
+            let unindexed = |column| Expr::cust_with_expr("+?", item(column));
             let mut update = update.filter(unindexed(job_item::Column::JobId).eq(job_id));
             if only == Only::Pending {
                 update = update.filter(unindexed(job_item::Column::Status).eq(pending));
