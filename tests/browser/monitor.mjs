@@ -158,6 +158,9 @@ await drive(async ({ newPage, shot }) => {
   await page.locator('#changes-table tbody tr').first().waitFor();
   const ledgerCount = (await page.locator('#changes .count-pill').innerText()).trim();
   check(Number(ledgerCount.replace(/\D/g, '')) > 0, 'the ledger counts the members written');
+  const ledgerText = await page.locator('#changes-table tbody').innerText();
+  step(`first ledger row: ${(await page.locator('#changes-table tbody tr').first().innerText()).replace(/\s+/g, ' ')}`);
+  check(ledgerText.includes('SPE_E5'), 'the ledger names the licenses written by their part number');
   await page.locator('#undo-job').click();
   const undoDialog = page.locator('dialog.dialog');
   await undoDialog.waitFor();
