@@ -205,6 +205,22 @@ await drive(async ({ newPage, shot }) => {
   await page.getByRole('link', { name: 'New job' }).first().click();
   await page.getByRole('heading', { name: 'New job' }).waitFor();
 
+  step('Undo is a job of its own: labelled Undo in the list and linked to the job it undoes');
+  await page.evaluate((id) => { window.location.hash = `#/jobs/${id}`; }, jobId);
+  await page.locator('#undo-job').click();
+  const undoAsk = page.locator('dialog.dialog');
+  await undoAsk.getByRole('button', { name: /^Undo for / }).click();
+  await page.waitForURL((url) => /#\/jobs\/[0-9a-f-]{36}$/.test(url.hash) && !url.hash.endsWith(jobId));
+  const undoId = page.url().split('/').pop();
+  const undoesRow = page.locator('.facts', { hasText: 'Undoes job' });
+  await undoesRow.waitFor();
+  check(await undoesRow.locator(`a[href="#/jobs/${jobId}"]`).count() === 1, 'the undo job links the job it undoes');
+  await page.evaluate(() => { window.location.hash = '#/'; });
+  await row(page, undoId).waitFor();
+  check((await row(page, undoId).locator('.col-kind').innerText()).includes('Undo'), 'the jobs list labels the undo job');
+  await page.getByRole('link', { name: 'New job' }).first().click();
+  await page.getByRole('heading', { name: 'New job' }).waitFor();
+
   // --- an operator on a phone -------------------------------------------------------------
   step('phone 390×844 as operator');
   const phone = await newPage(PHONE, 'phone', { isMobile: true, hasTouch: true, deviceScaleFactor: 2 });

@@ -271,7 +271,8 @@ export function jobView(container, ctx, id) {
     if (job.stuck) rows.push([t('job.stuckSince'), h('span', { id: 'stuck-since' }, fullTime(job.stuck_since))]);
     rows.push([t('job.requeues'), h('span', { id: 'job-requeues' }, num(job.requeues || 0))]);
     if (job.parent_job_id) {
-      rows.push([t('job.startedFrom'), h('a', { href: `#/jobs/${job.parent_job_id}` }, shortId(job.parent_job_id))]);
+      const undoes = job.request && job.request.undo_of;
+      rows.push([undoes ? t('job.undoes') : t('job.startedFrom'), h('a', { href: `#/jobs/${job.parent_job_id}` }, shortId(job.parent_job_id))]);
     }
     replace(summary,
       h('h2', {}, t('job.summary')),

@@ -322,7 +322,9 @@ export function jobsView(container, ctx, params) {
           : null)
         : null,
       h('td', { class: 'col-id', 'data-label': t('jobs.col.id') }, link),
-      h('td', { class: 'col-kind', 'data-label': t('jobs.col.kind'), title: KIND_LABELS[job.kind] }, KIND_SHORT[job.kind] || job.kind),
+      h('td', { class: 'col-kind', 'data-label': t('jobs.col.kind'), title: KIND_LABELS[job.kind] },
+        KIND_SHORT[job.kind] || job.kind,
+        job.request && job.request.undo_of ? h('span', { class: 'muted small undo-tag' }, ` · ${t('jobs.undo')}`) : null),
       h('td', { class: 'col-groups', 'data-label': t('jobs.col.groups'), title: allGroupNames(job) }, groupNames(job)),
       h('td', { class: 'col-status', 'data-label': t('jobs.col.status') }, statusBadge(job.status), stuckBadge(job),
         job.runs > 1 ? h('span', { class: 'runs-note muted small' }, t('jobs.run', { n: job.runs })) : null,
