@@ -34,8 +34,9 @@ pub enum MemberRef {
 }
 
 impl MemberRef {
-    /// A user id (a GUID) or a user principal name (printable ASCII without spaces, with an
-    /// `@`, at most [`MAX_UPN_LEN`] characters). Anything else is not a member reference.
+    /// A user id (a GUID) or a user principal name (printable ASCII without spaces, one `@`
+    /// with a name before it and a domain after it, at most [`MAX_UPN_LEN`] characters).
+    /// Anything else is not a member reference.
     pub fn parse(s: &str) -> Result<MemberRef, String> {
         let s = s.trim();
         if let Ok(id) = Uuid::try_parse(s) {
@@ -43,7 +44,9 @@ impl MemberRef {
         }
         if s.is_empty()
             || s.len() > MAX_UPN_LEN
-            || !s.contains('@')
+            || !s.split_once('@').is_some_and(|(name, domain)| {
+                !name.is_empty() && !domain.is_empty() && !domain.contains('@')
+            })
             || !s.chars().all(|c| c.is_ascii_graphic())
         {
             return Err(format!(
@@ -204,6 +207,10 @@ mod tests {
             "",
             "anna",
             "anna berg@contoso.com",
+            "@",
+            "a@",
+            "@contoso.com",
+            "a@b@contoso.com",
             "åsa@contoso.com",
             &"a".repeat(300),
         ] {
