@@ -49,7 +49,25 @@ async fn job_monitor_launch_rerun_and_job_page_in_chromium() {
     let id = job["id"].as_str().expect("job id");
     let job = app.wait_for_job(&tenant.viewer, id, 60).await;
     assert_eq!(job["status"], "finished_with_exception", "{job}");
-    app.assert_outcomes_true(&tenant.viewer, id, &emulator.base_url())
+    // The page then undid the job: the undo, a remove linked to it, has the last word on its
+    // members, so it is the undo's outcomes that must match the directory now.
+    let removes: serde_json::Value = app
+        .get("/v1/jobs?kind=remove", &tenant.viewer)
+        .send()
+        .await
+        .expect("list jobs")
+        .json()
+        .await
+        .expect("job list");
+    let undo_id = removes["data"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["parent_job_id"] == id))
+        .and_then(|j| j["id"].as_str())
+        .unwrap_or_else(|| panic!("the undo of {id}: {removes}"))
+        .to_owned();
+    let undo = app.wait_for_job(&tenant.viewer, &undo_id, 60).await;
+    assert_eq!(undo["status"], "finished", "{undo}");
+    app.assert_outcomes_true(&tenant.viewer, &undo_id, &emulator.base_url())
         .await;
     assert_eq!(job["progress"]["total"], 250, "{job}");
     let runs: serde_json::Value = app
