@@ -317,7 +317,19 @@ async fn webhooks_deliver_every_event_once(backend: Backend) {
     let cancelled = s
         .submit(json!({"kind": "remove", "groups": [others], "remove_licenses": [ENTERPRISEPACK_SKU_ID]}))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Cancel once members are being worked, so a chunk is in flight at the cancel.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = s
+            .app
+            .get_json(&format!("/v1/jobs/{cancelled}"), &s.viewer)
+            .await;
+        if j["progress"]["succeeded"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let resp = s
         .app
         .post(&format!("/v1/jobs/{cancelled}/cancel"), &s.operator)
@@ -341,6 +353,36 @@ async fn webhooks_deliver_every_event_once(backend: Backend) {
     }
     s.wait(&cancelled).await;
     s.faults(json!({})).await;
+    // The cancelled run's counts are every member's outcome, the in-flight ones included.
+    let job = s
+        .app
+        .get_json(&format!("/v1/jobs/{cancelled}"), &s.viewer)
+        .await;
+    let runs = s
+        .app
+        .get_json(&format!("/v1/jobs/{cancelled}/runs"), &s.viewer)
+        .await;
+    let run = &runs["data"][0];
+    assert_eq!(run["status"], "cancelled", "{runs}");
+    assert!(run["finished_at"].is_string(), "{runs}");
+    for n in ["total", "succeeded", "failed", "skipped"] {
+        assert_eq!(run[n], job["progress"][n], "{n}: {runs} vs {job}");
+    }
+    assert!(job["progress"]["skipped"].as_i64().unwrap() > 0, "{job}");
+    // Its activity counts every outcome, the members the cancel skipped included.
+    let activity = s
+        .app
+        .get_json(&format!("/v1/jobs/{cancelled}/activity?limit=500"), &s.viewer)
+        .await;
+    for n in ["succeeded", "failed", "skipped"] {
+        let sum: i64 = activity["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m[n].as_i64().unwrap())
+            .sum();
+        assert_eq!(sum, job["progress"][n].as_i64().unwrap(), "{n}: {activity}");
+    }
 
     // "all" gets the three events, "trouble" two; each once, signed, with the job's facts.
     let all_log = s.settled(&all, 3).await;
@@ -397,10 +439,9 @@ async fn webhooks_deliver_every_event_once(backend: Backend) {
                 g.body["data"]["links"]["report"],
                 format!("/v1/jobs/{job_id}/report")
             );
-            if job["status"] != "cancelled" {
-                // In-flight members of a cancelled job may be recorded after its end.
-                assert_eq!(sent["progress"], job["progress"], "{g:?}");
-            }
+            // A cancelled job's event waits for the members in flight at the cancel to be
+            // recorded: its counts are final too.
+            assert_eq!(sent["progress"], job["progress"], "{g:?}");
             let failed: i64 = sent["error_codes"]
                 .as_array()
                 .unwrap()

@@ -102,7 +102,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
     let Some(job) = pipeline::start(&ctx.db, tenant_id, job_id).await? else {
         // A cancelled job whose members a stopped worker held: skip them now.
         if pipeline::status(&ctx.db, job_id).await? == Some(JobStatus::Cancelled) {
-            pipeline::settle_cancelled(&ctx.db, job_id).await?;
+            settle_cancelled(ctx, job_id).await?;
         }
         return Ok(());
     };
@@ -147,7 +147,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             Ok(false) => {
                 // Cancelled while the groups were read: nothing more is read or queued.
                 tracing::info!(job = %job.id, "job cancelled during expansion");
-                pipeline::settle_cancelled(&ctx.db, job.id).await?;
+                settle_cancelled(ctx, job.id).await?;
                 return Ok(());
             }
             Err(failure) => return fail(ctx, &job, failure).await,
@@ -175,6 +175,15 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         return Ok(());
     }
     push_lanes(ctx, &job).await
+}
+
+/// Skip a cancelled job's members nobody holds; when that leaves none pending, its run closes
+/// and the `job.cancelled` webhook deliveries are queued.
+async fn settle_cancelled(ctx: &WorkerContext, job_id: Uuid) -> Result<(), BoxDynError> {
+    if pipeline::settle_cancelled(&ctx.db, job_id).await?.closed {
+        crate::webhooks::queue_job_events(ctx, job_id).await;
+    }
+    Ok(())
 }
 
 /// Finish the job if nothing is pending; true when it is over.
@@ -334,7 +343,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     };
     if job.status != JobStatus::Running.as_str() {
         if job.status == JobStatus::Cancelled.as_str() {
-            pipeline::settle_cancelled(&ctx.db, job_id).await?;
+            settle_cancelled(ctx, job_id).await?;
         }
         return Ok(());
     }
@@ -419,7 +428,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     drop(renewer);
     if pipeline::status(&ctx.db, job_id).await? == Some(JobStatus::Cancelled) {
         // Cancelled while this chunk was worked: its members are recorded; settle the rest.
-        pipeline::settle_cancelled(&ctx.db, job_id).await?;
+        settle_cancelled(ctx, job_id).await?;
         return Ok(());
     }
     metrics::histogram!("licensor_job_chunk_seconds").record(started.elapsed().as_secs_f64());

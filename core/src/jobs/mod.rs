@@ -586,6 +586,9 @@ pub async fn rerun(
     check_rerunnable(status)?;
     let run_no = job.runs + 1;
     let now = Utc::now();
+    // A cancelled run whose held members were not recorded yet ends here, with its counts as
+    // they stand (nothing happens to a run that is closed already).
+    pipeline::close_run(&txn, &job, status, now).await?;
     let mut retried = job_item::Column::Status.eq(ItemStatus::Failed.as_str());
     if status == JobStatus::Failed {
         retried = retried.or(job_item::Column::Status.eq(ItemStatus::Pending.as_str()));
@@ -723,18 +726,20 @@ pub async fn cancel(
     // Members a worker holds right now are recorded by it; the rest are skipped now. Expansion
     // and the lanes see the status before their next page or chunk.
     let skipped = pipeline::skip_unheld(&txn, job_id, now).await?;
-    job_run::Entity::update_many()
-        .col_expr(
-            job_run::Column::Status,
-            Expr::value(JobStatus::Cancelled.as_str()),
-        )
-        .col_expr(job_run::Column::FinishedAt, Expr::value(now))
-        .filter(job_run::Column::JobId.eq(job_id))
-        .filter(job_run::Column::RunNo.eq(job.runs))
-        .exec(&txn)
-        .await?;
-    // The run's end is an event: its webhook deliveries commit with it (the caller queues them).
-    crate::webhooks::events::on_job_end(&txn, tenant_id, job_id, JobStatus::Cancelled).await?;
+    // With no member held, the run ends now: its counts are final and its webhook deliveries
+    // commit with it (the caller queues them). Otherwise the worker holding members records
+    // them and then closes the run (`pipeline::settle_cancelled`), so the run's counts and the
+    // `job.cancelled` event tell every member's outcome.
+    let run_status = Expr::value(JobStatus::Cancelled.as_str());
+    if !pipeline::close_cancelled_run(&txn, job_id, now).await? {
+        job_run::Entity::update_many()
+            .col_expr(job_run::Column::Status, run_status)
+            .filter(job_run::Column::JobId.eq(job_id))
+            .filter(job_run::Column::RunNo.eq(job.runs))
+            .filter(job_run::Column::FinishedAt.is_null())
+            .exec(&txn)
+            .await?;
+    }
     audit::record(
         &txn,
         AuditEntry {

@@ -771,13 +771,46 @@ pub async fn skip_unheld<C: ConnectionTrait>(
             .filter(job::Column::Id.eq(job_id))
             .exec(conn)
             .await?;
+        // The cancel's skipped members count in the job's activity like any outcome.
+        super::activity::add(
+            conn,
+            job_id,
+            t,
+            super::activity::Counts {
+                skipped,
+                ..Default::default()
+            },
+        )
+        .await?;
     }
     Ok(skipped)
 }
 
+/// Close a cancelled job's current run once none of its members is pending any more: the run's
+/// counts are then final and its `job.cancelled` event fires (once). While a worker still holds
+/// members, they are recorded first and the run stays open. Returns whether this call closed
+/// the run.
+pub(crate) async fn close_cancelled_run<C: ConnectionTrait>(
+    conn: &C,
+    job_id: Uuid,
+    t: DateTime<Utc>,
+) -> StoreResult<bool> {
+    if any_pending(conn, job_id).await? {
+        return Ok(false);
+    }
+    let Some(job) = job::Entity::find_by_id(job_id)
+        .filter(job::Column::Status.eq(JobStatus::Cancelled.as_str()))
+        .one(conn)
+        .await?
+    else {
+        return Ok(false);
+    };
+    close_run(conn, &job, JobStatus::Cancelled, t).await
+}
+
 /// A cancelled job's members left pending (a lane that stopped, a lease that ran out): skip
-/// them as cancelled. Returns how many.
-pub async fn settle_cancelled(db: &Db, job_id: Uuid) -> StoreResult<i64> {
+/// them as cancelled, and close the cancelled run when nothing is pending any more.
+pub async fn settle_cancelled(db: &Db, job_id: Uuid) -> StoreResult<Settled> {
     let txn = db.begin().await?;
     let still_cancelled = job::Entity::update_many()
         .col_expr(job::Column::UpdatedAt, Expr::value(now()))
@@ -786,13 +819,25 @@ pub async fn settle_cancelled(db: &Db, job_id: Uuid) -> StoreResult<i64> {
         .exec(&txn)
         .await?
         .rows_affected;
-    let n = if still_cancelled == 1 {
-        skip_unheld(&txn, job_id, now()).await?
+    let (n, closed) = if still_cancelled == 1 {
+        let t = now();
+        let n = skip_unheld(&txn, job_id, t).await?;
+        (n, close_cancelled_run(&txn, job_id, t).await?)
     } else {
-        0
+        (0, false)
     };
     txn.commit().await?;
-    Ok(n)
+    Ok(Settled { skipped: n, closed })
+}
+
+/// What [`settle_cancelled`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// Members skipped as cancelled now.
+    pub skipped: i64,
+    /// Whether the cancelled run was closed now (its counts final, its event recorded): the
+    /// caller queues the job's webhook deliveries.
+    pub closed: bool,
 }
 
 /// The job's status as stored now (`None` when it is gone).
@@ -808,7 +853,7 @@ pub async fn status(db: &Db, job_id: Uuid) -> StoreResult<Option<JobStatus>> {
 }
 
 /// Whether any item of the job is still pending (one index probe).
-pub async fn any_pending(db: &Db, job_id: Uuid) -> StoreResult<bool> {
+pub async fn any_pending<C: ConnectionTrait>(db: &C, job_id: Uuid) -> StoreResult<bool> {
     Ok(job_item::Entity::find()
         .select_only()
         .column(job_item::Column::Id)
@@ -888,12 +933,14 @@ pub async fn finish_if_done(db: &Db, job_id: Uuid) -> StoreResult<Option<JobStat
 }
 
 /// Write the counts of the job's current run, and record the webhook deliveries its end fires.
-async fn close_run<C: ConnectionTrait>(
+/// A run is closed once: when it is closed already (`finished_at` set) nothing changes and no
+/// event fires again. Returns whether this call closed it.
+pub(crate) async fn close_run<C: ConnectionTrait>(
     conn: &C,
     job: &job::Model,
     status: JobStatus,
     t: DateTime<Utc>,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     let counts: Vec<(String, i64)> = job_item::Entity::find()
         .select_only()
         .column(job_item::Column::Status)
@@ -911,7 +958,7 @@ async fn close_run<C: ConnectionTrait>(
             .map_or(0, |(_, n)| *n)
     };
     let total: i64 = counts.iter().map(|(_, n)| n).sum();
-    job_run::Entity::update_many()
+    let closed = job_run::Entity::update_many()
         .col_expr(job_run::Column::Status, Expr::value(status.as_str()))
         .col_expr(job_run::Column::Total, Expr::value(total))
         .col_expr(
@@ -929,11 +976,16 @@ async fn close_run<C: ConnectionTrait>(
         .col_expr(job_run::Column::FinishedAt, Expr::value(t))
         .filter(job_run::Column::JobId.eq(job.id))
         .filter(job_run::Column::RunNo.eq(job.runs))
+        .filter(job_run::Column::FinishedAt.is_null())
         .exec(conn)
-        .await?;
+        .await?
+        .rows_affected;
+    if closed == 0 {
+        return Ok(false);
+    }
     // The run's end is an event: its webhook deliveries commit with it.
     crate::webhooks::events::on_job_end(conn, job.tenant_id, job.id, status).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// The job could not run (a group that does not exist, rejected credentials …): it ends
