@@ -154,7 +154,7 @@ pub async fn run(ctx: Arc<WorkerContext>, process: ProcessId, options: Heartbeat
                 }
             }
         }
-        if !steady_since.is_some_and(|s| s.elapsed() >= takeover_after) {
+        if steady_since.is_none_or(|s| s.elapsed() < takeover_after) {
             continue;
         }
         let rows = match processes::silent(&ctx.db, takeover_after).await {
