@@ -10,6 +10,7 @@
 //! cargo run --release --bin licensor-bench -- --backend embedded --members 100000 --scenario raw
 //! cargo run --release --bin licensor-bench -- --backend postgres --workers 2 --members 100000 --scenario latency
 //! cargo run --release --bin licensor-bench -- --scenario throttle --members 20000
+//! cargo run --release --bin licensor-bench -- --scenario throttle --write-budget 40/2000 --members 2000
 //! cargo run --release --bin licensor-bench -- --scenario fairness --members 1000000
 //! ```
 
@@ -77,6 +78,28 @@ struct Args {
     /// Give up on a job after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
+    /// With `--scenario throttle`: the directory's write budget as LIMIT/WINDOW_MS (writes per
+    /// sliding window of that many milliseconds, e.g. Graph's own 3000/150000), with 20 ± 10 ms
+    /// per directory call. Prints the job's share of the best possible time and its 429 rates.
+    #[arg(long, value_parser = parse_write_budget)]
+    write_budget: Option<Budget>,
+    /// With `--write-budget`: writes of the same app spent on the budget just before the job is
+    /// submitted (another client of the tenant), 0 up to LIMIT.
+    #[arg(long, default_value_t = 0)]
+    budget_used: u32,
+}
+
+/// `LIMIT/WINDOW_MS`, both positive integers.
+fn parse_write_budget(s: &str) -> Result<Budget, String> {
+    let bad =
+        || format!("expected LIMIT/WINDOW_MS with positive integers, e.g. 3000/150000; got '{s}'");
+    let (limit, window) = s.split_once('/').ok_or_else(bad)?;
+    let limit: u32 = limit.trim().parse().map_err(|_| bad())?;
+    let window_ms: u64 = window.trim().parse().map_err(|_| bad())?;
+    if limit == 0 || window_ms == 0 {
+        return Err(bad());
+    }
+    Ok(Budget { limit, window_ms })
 }
 
 const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -93,6 +116,14 @@ fn main() -> anyhow::Result<()> {
         });
     }
     let args = Args::parse();
+    if args.write_budget.is_some() && args.scenario != Load::Throttle {
+        eprintln!("error: --write-budget needs --scenario throttle");
+        std::process::exit(2);
+    }
+    if args.budget_used > 0 && args.write_budget.is_none_or(|b| args.budget_used > b.limit) {
+        eprintln!("error: --budget-used needs --write-budget, and at most its LIMIT");
+        std::process::exit(2);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -530,16 +561,18 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
             ..Faults::unthrottled()
         },
         Load::Throttle => Faults {
-            write_budget: Budget {
+            write_budget: args.write_budget.unwrap_or(Budget {
                 limit: 600,
                 window_ms: 6_000,
-            },
+            }),
+            latency_ms: if args.write_budget.is_some() { 20 } else { 0 },
+            jitter_ms: if args.write_budget.is_some() { 20 } else { 0 },
             ..Faults::default()
         },
     };
     // Latency is "20 ms ± 10 ms": the emulator adds 0..=jitter on top of the base, so the base is
     // 10 ms when jitter is 20 ms.
-    let faults = if args.scenario == Load::Latency {
+    let faults = if faults.latency_ms == 20 {
         Faults {
             latency_ms: 10,
             ..faults
@@ -561,6 +594,9 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
     let cpu_before = d.cpu_seconds();
     let machine_before = machine_cpu();
     let bench_cpu_before = process_cpu_seconds(std::process::id());
+    if args.budget_used > 0 {
+        spend_budget(&http, &a, args.budget_used).await?;
+    }
     let started = Instant::now();
     let job_a = submit(&http, &d, &tokens[0], &args.kind, &args.export_format).await?;
     let mut fairness = Value::Null;
@@ -653,7 +689,12 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
         if !export.is_null() {
             obj.insert("export".into(), export.clone());
         }
-        if args.scenario == Load::Throttle {
+        if let Some(budget) = args.write_budget {
+            obj.insert(
+                "budget".into(),
+                budget_figures(&job, args.members, budget, args.budget_used, &stats),
+            );
+        } else if args.scenario == Load::Throttle {
             // The budget's rate is 100 writes/s; how close the run came to it.
             let rate = job["progress"]["succeeded"].as_f64().unwrap_or(0.0) / wall;
             obj.insert(
@@ -679,4 +720,123 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
         b.shutdown().await;
     }
     Ok(line)
+}
+
+/// Spend `writes` of the app's write budget as another client of the tenant would: `PATCH`es of
+/// users that do not exist (the directory counts a write before it looks the user up), 20 to a
+/// `$batch`. Each is answered 404 and changes nothing.
+async fn spend_budget(
+    http: &reqwest::Client,
+    emulator: &EmulatorHandle,
+    writes: u32,
+) -> anyhow::Result<()> {
+    let token: Value = http
+        .post(emulator.token_url())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &emulator.client_id()),
+            ("client_secret", &emulator.client_secret()),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = token["access_token"].as_str().context("access token")?;
+    let mut left = writes;
+    while left > 0 {
+        let n = left.min(20);
+        let requests: Vec<Value> = (0..n)
+            .map(|i| {
+                json!({
+                    "id": i.to_string(),
+                    "method": "PATCH",
+                    "url": format!("/users/{}", uuid::Uuid::new_v4()),
+                    "headers": {"Content-Type": "application/json"},
+                    "body": {"usageLocation": "SE"},
+                })
+            })
+            .collect();
+        let answer: Value = http
+            .post(format!("{}/$batch", emulator.graph_url()))
+            .bearer_auth(token)
+            .json(&json!({ "requests": requests }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let refused = answer["responses"]
+            .as_array()
+            .map_or(0, |r| r.iter().filter(|r| r["status"] == 429).count());
+        if refused > 0 {
+            bail!("--budget-used: the directory refused {refused} writes; use at most LIMIT");
+        }
+        left -= n;
+    }
+    Ok(())
+}
+
+/// How a job used a write budget of `budget`: the best possible time for its writes (the
+/// budget's first `limit` writes at once, each further `limit` as the previous age out:
+/// ⌊(writes + used − 1) / limit⌋ × window, where `used` writes were spent just before the
+/// job), the job's time from created to finished, their ratio (the share), and the 429s among
+/// the directory's requests: writes and reads apart, each request inside a `$batch` counted
+/// (the `$batch` envelopes, token requests and the writes spent before the job are not).
+fn budget_figures(job: &Value, members: usize, budget: Budget, used: u32, stats: &Value) -> Value {
+    let writes = members as u64 + u64::from(used);
+    let best = (writes.saturating_sub(1) / u64::from(budget.limit)) as f64
+        * budget.window_ms as f64
+        / 1000.0;
+    let at = |k: &str| {
+        job[k]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let took = match (at("created_at"), at("finished_at")) {
+        (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
+        _ => f64::NAN,
+    };
+    let (mut write_requests, mut write_429, mut read_requests, mut read_429) = (0u64, 0, 0, 0);
+    if let Some(routes) = stats["requests"].as_object() {
+        for (route, by) in routes {
+            if route.ends_with("/$batch") || route.contains("/oauth2/") {
+                continue;
+            }
+            let Some(by) = by.as_object() else { continue };
+            let total: u64 = by.values().filter_map(Value::as_u64).sum();
+            let refused = by.get("429").and_then(Value::as_u64).unwrap_or(0);
+            if route.starts_with("GET ") {
+                read_requests += total;
+                read_429 += refused;
+            } else {
+                write_requests += total;
+                write_429 += refused;
+            }
+        }
+    }
+    // The writes spent before the job were answered 404.
+    write_requests = write_requests.saturating_sub(u64::from(used));
+    let pct = |n: u64, of: u64| {
+        if of == 0 {
+            0.0
+        } else {
+            (n as f64 / of as f64 * 10_000.0).round() / 100.0
+        }
+    };
+    json!({
+        "write_budget": format!("{}/{}", budget.limit, budget.window_ms),
+        "used_before_job": used,
+        "best_seconds": best,
+        "job_seconds": took,
+        "share_percent": if took > 0.0 { (best / took * 1000.0).round() / 10.0 } else { 0.0 },
+        "write_requests": write_requests,
+        "write_429": write_429,
+        "write_429_percent": pct(write_429, write_requests),
+        "read_requests": read_requests,
+        "read_429": read_429,
+        "read_429_percent": pct(read_429, read_requests),
+        "requests_429_percent": pct(write_429 + read_429, write_requests + read_requests),
+    })
 }
