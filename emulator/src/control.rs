@@ -1,5 +1,10 @@
-//! The control API under `/_emulator`: load a scenario, set faults, read statistics, reset, and
-//! inspect users for assertions.
+//! The control API under `/_emulator`: load a scenario (one tenant or many), set faults, read
+//! statistics, reset, and inspect users for assertions.
+//!
+//! Every route that reads or changes one tenant takes `?tenant={id or domain}` and speaks of the
+//! default tenant (the first one loaded) without it; `PUT /_emulator/faults?tenant=*` sets every
+//! tenant's faults. Bodies refuse unknown fields: 400 with the field's path in
+//! `error.field` and in the message.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,6 +12,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,8 +21,8 @@ use serde_json::{Value, json};
 
 use crate::directory::Directory;
 use crate::faults::Faults;
-use crate::scenario::Scenario;
-use crate::state::AppState;
+use crate::scenario::{FieldError, Scenario, from_json, parse_scenarios};
+use crate::state::{AppState, Tenant, Tenants};
 
 type St = State<Arc<AppState>>;
 
@@ -26,6 +32,97 @@ fn bad(msg: impl Into<String>) -> Response {
         Json(json!({"error": {"code": "BadRequest", "message": msg.into()}})),
     )
         .into_response()
+}
+
+/// 400 for a body with a field at fault: `{"error": {"code": "BadRequest", "message":
+/// "{what}: {field}: {why}", "field": "{field}"}}`.
+fn bad_field(what: &str, e: FieldError) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": {
+            "code": "BadRequest",
+            "message": format!("{what}: {e}"),
+            "field": e.field,
+        }})),
+    )
+        .into_response()
+}
+
+/// A query string the route does not take (unknown parameter, bad value) → 400.
+fn bad_query(e: QueryRejection) -> Response {
+    bad(e.body_text())
+}
+
+fn not_found(what: &str, id: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": {"code": "NotFound", "message": format!("no {what} '{id}'")}})),
+    )
+        .into_response()
+}
+
+/// `?tenant=` of a route that speaks of one tenant.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuery {
+    tenant: Option<String>,
+}
+
+/// Why a route could not pick its tenant: a query string it does not take (400) or an unknown
+/// tenant (404).
+enum NoTenant {
+    BadQuery(String),
+    Unknown(String),
+}
+
+impl IntoResponse for NoTenant {
+    fn into_response(self) -> Response {
+        match self {
+            NoTenant::BadQuery(m) => bad(m),
+            NoTenant::Unknown(t) => not_found("tenant", &t),
+        }
+    }
+}
+
+/// The tenant named by `?tenant=` (id or domain), or the default tenant; 404 for an unknown one.
+fn pick(st: &AppState, tenant: Option<&str>) -> Result<Arc<Tenant>, NoTenant> {
+    let tenants = st.tenants();
+    match tenant {
+        None => Ok(tenants.default_tenant().clone()),
+        Some(t) => tenants
+            .find(t.trim())
+            .cloned()
+            .ok_or_else(|| NoTenant::Unknown(t.to_string())),
+    }
+}
+
+fn pick_q(
+    st: &AppState,
+    q: Result<Query<TenantQuery>, QueryRejection>,
+) -> Result<Arc<Tenant>, NoTenant> {
+    let Query(q) = q.map_err(|e| NoTenant::BadQuery(e.body_text()))?;
+    pick(st, q.tenant.as_deref())
+}
+
+/// Build every tenant's directory (off the async threads); each starts with `faults`.
+pub async fn build_tenants(scenarios: Vec<Scenario>, faults: Faults) -> Result<Tenants, String> {
+    tokio::task::spawn_blocking(move || {
+        let many = scenarios.len() > 1;
+        let mut list = Vec::with_capacity(scenarios.len());
+        for (i, s) in scenarios.into_iter().enumerate() {
+            let dir = Directory::build(&s).map_err(|e| {
+                if many {
+                    format!("tenants[{i}]: {e}")
+                } else {
+                    e
+                }
+            })?;
+            list.push(Arc::new(Tenant::new(dir, s, faults.clone())));
+        }
+        Tenants::new(list)
+    })
+    .await
+    .map_err(|e| format!("scenario could not be built: {e}"))?
 }
 
 /// What a loaded scenario produced: credentials and ids to drive tests with.
@@ -55,57 +152,129 @@ pub fn summary(dir: &Directory) -> Value {
     })
 }
 
-pub async fn get_scenario(State(st): St) -> Response {
-    let dir = st.dir();
-    let mut v = summary(&dir);
-    v["scenario"] = serde_json::to_value(&*st.scenario.read()).unwrap_or(Value::Null);
+/// `GET /_emulator/scenario[?tenant=]`: the tenant's [`summary`] and the scenario it was built
+/// from (`scenario`).
+pub async fn get_scenario(
+    State(st): St,
+    q: Result<Query<TenantQuery>, QueryRejection>,
+) -> Response {
+    let t = match pick_q(&st, q) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let mut v = summary(&t.dir());
+    v["scenario"] = serde_json::to_value(&t.scenario).unwrap_or(Value::Null);
     Json(v).into_response()
 }
 
+/// `POST /_emulator/scenario`: replace every tenant. A [`Scenario`] body serves that one tenant
+/// and answers its [`summary`]; a [`crate::TenantSet`] body serves its tenants and answers
+/// `{"tenants": [summary, …]}` (the default tenant first). New tenants start with the default
+/// tenant's current faults, empty throttle windows and statistics; tokens of tenants no longer
+/// served stop working.
 pub async fn put_scenario(State(st): St, body: Bytes) -> Response {
-    let scenario: Scenario = match serde_json::from_slice(&body) {
+    let scenarios = match parse_scenarios(&body) {
         Ok(s) => s,
+        Err(e) => return bad_field("invalid scenario", e),
+    };
+    let many = scenarios.len() > 1;
+    let faults = st.default_tenant().faults.read().clone();
+    let tenants = match build_tenants(scenarios, faults).await {
+        Ok(t) => t,
         Err(e) => return bad(format!("invalid scenario: {e}")),
     };
-    let s2 = scenario.clone();
-    let built = tokio::task::spawn_blocking(move || Directory::build(&s2)).await;
-    let dir = match built {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => return bad(format!("invalid scenario: {e}")),
-        Err(e) => return bad(format!("scenario could not be built: {e}")),
+    let v = if many {
+        json!({"tenants": tenants.list.iter().map(|t| summary(&t.dir())).collect::<Vec<_>>()})
+    } else {
+        summary(&tenants.default_tenant().dir())
     };
-    let v = summary(&dir);
-    *st.dir.write() = Arc::new(dir);
-    *st.scenario.write() = scenario;
-    st.windows.lock().clear();
-    st.stats.clear();
+    *st.tenants.write() = Arc::new(tenants);
     (StatusCode::OK, Json(v)).into_response()
 }
 
-pub async fn get_faults(State(st): St) -> Response {
-    Json(st.faults.read().clone()).into_response()
+/// `GET /_emulator/tenants`: every tenant, the default first: `tenant_id`, `domain`,
+/// `client_id`, `client_secret`, `users`, `groups`, and its counters `requests_total`,
+/// `throttled`, `successful_writes`.
+pub async fn tenants(State(st): St) -> Response {
+    let tenants = st.tenants();
+    let v: Vec<Value> = tenants
+        .list
+        .iter()
+        .map(|t| {
+            let dir = t.dir();
+            json!({
+                "tenant_id": t.id,
+                "domain": dir.domain,
+                "client_id": dir.client_id,
+                "client_secret": dir.client_secret,
+                "users": dir.user_ids.len(),
+                "groups": dir.groups.len(),
+                "requests_total": t.stats.requests_total(),
+                "throttled": t.stats.throttled.load(Ordering::Relaxed),
+                "successful_writes": dir.successful_writes.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    Json(json!({"value": v})).into_response()
 }
 
-pub async fn put_faults(State(st): St, body: Bytes) -> Response {
-    let f: Faults = match serde_json::from_slice(&body) {
+/// `GET /_emulator/faults[?tenant=]`: the tenant's faults.
+pub async fn get_faults(State(st): St, q: Result<Query<TenantQuery>, QueryRejection>) -> Response {
+    match pick_q(&st, q) {
+        Ok(t) => Json(t.faults.read().clone()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `PUT /_emulator/faults[?tenant=ID|*]`: replace the faults of one tenant (the default one
+/// without `tenant`) or of every tenant (`*`); restarts their throttle windows.
+pub async fn put_faults(
+    State(st): St,
+    q: Result<Query<TenantQuery>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    let f: Faults = match from_json(&body) {
         Ok(f) => f,
-        Err(e) => return bad(format!("invalid faults: {e}")),
+        Err(e) => return bad_field("invalid faults", e),
     };
     if let Err(e) = f.validate() {
         return bad(format!("invalid faults: {e}"));
     }
-    *st.dice.lock() = rand::SeedableRng::seed_from_u64(f.seed);
-    *st.faults.write() = f.clone();
-    st.windows.lock().clear();
+    if q.tenant.as_deref().map(str::trim) == Some("*") {
+        for t in &st.tenants().list {
+            t.set_faults(f.clone());
+        }
+    } else {
+        match pick(&st, q.tenant.as_deref()) {
+            Ok(t) => t.set_faults(f.clone()),
+            Err(e) => return e.into_response(),
+        }
+    }
     Json(f).into_response()
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StatsQuery {
     per_user: Option<bool>,
+    tenant: Option<String>,
 }
 
-pub async fn stats(State(st): St, Query(q): Query<StatsQuery>) -> Response {
+/// `GET /_emulator/stats[?per_user=true][&tenant=]`: one tenant's statistics (the default
+/// tenant's without `tenant`), with its `tenant_id`.
+pub async fn stats(State(st): St, q: Result<Query<StatsQuery>, QueryRejection>) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    let st = match pick(&st, q.tenant.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
     let dir = st.dir();
     let mut requests: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut total = 0u64;
@@ -117,6 +286,7 @@ pub async fn stats(State(st): St, Query(q): Query<StatsQuery>) -> Response {
         }
     }
     let mut v = json!({
+        "tenant_id": st.id,
         "requests": requests,
         "requests_total": total,
         "throttled": st.stats.throttled.load(Ordering::Relaxed),
@@ -146,31 +316,30 @@ pub async fn stats(State(st): St, Query(q): Query<StatsQuery>) -> Response {
     Json(v).into_response()
 }
 
+/// `POST /_emulator/reset`: every tenant rebuilt from its scenario, with the initial faults,
+/// empty statistics and throttle windows.
 pub async fn reset(State(st): St) -> Response {
-    let scenario = st.scenario.read().clone();
-    let built = tokio::task::spawn_blocking(move || Directory::build(&scenario)).await;
-    match built {
-        Ok(Ok(d)) => {
-            *st.dir.write() = Arc::new(d);
-        }
-        Ok(Err(e)) => return bad(e),
-        Err(e) => return bad(e.to_string()),
-    }
-    *st.faults.write() = st.initial_faults.clone();
-    *st.dice.lock() = rand::SeedableRng::seed_from_u64(st.initial_faults.seed);
-    st.windows.lock().clear();
-    st.stats.clear();
+    let tenants = st.tenants();
+    let scenarios: Vec<Scenario> = tenants.list.iter().map(|t| t.scenario.clone()).collect();
+    let built = match build_tenants(scenarios, st.initial_faults.clone()).await {
+        Ok(t) => t,
+        Err(e) => return bad(e),
+    };
+    *st.tenants.write() = Arc::new(built);
     StatusCode::NO_CONTENT.into_response()
 }
 
-pub async fn user(State(st): St, Path(id): Path<String>) -> Response {
-    let dir = st.dir();
+pub async fn user(
+    State(st): St,
+    Path(id): Path<String>,
+    q: Result<Query<TenantQuery>, QueryRejection>,
+) -> Response {
+    let dir = match pick_q(&st, q) {
+        Ok(t) => t.dir(),
+        Err(e) => return e.into_response(),
+    };
     let Some(u) = dir.find_user(&id) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "NotFound", "message": format!("no user '{id}'")}})),
-        )
-            .into_response();
+        return not_found("user", &id);
     };
     let s = dir.users[u as usize].lock();
     let (f, l) = dir.names(u);
@@ -190,13 +359,22 @@ pub async fn user(State(st): St, Path(id): Path<String>) -> Response {
 
 /// `GET /_emulator/users?offset=&limit=`: users in directory order, for tests that need ids.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Page {
     offset: Option<usize>,
     limit: Option<usize>,
+    tenant: Option<String>,
 }
 
-pub async fn users(State(st): St, Query(p): Query<Page>) -> Response {
-    let dir = st.dir();
+pub async fn users(State(st): St, p: Result<Query<Page>, QueryRejection>) -> Response {
+    let Query(p) = match p {
+        Ok(p) => p,
+        Err(e) => return bad_query(e),
+    };
+    let dir = match pick(&st, p.tenant.as_deref()) {
+        Ok(t) => t.dir(),
+        Err(e) => return e.into_response(),
+    };
     let off = p.offset.unwrap_or(0).min(dir.user_ids.len());
     let end = (off + p.limit.unwrap_or(100).min(10_000)).min(dir.user_ids.len());
     let v: Vec<Value> = (off..end)
@@ -221,22 +399,26 @@ pub struct SkuPatch {
     enabled: u32,
 }
 
-pub async fn patch_sku(State(st): St, Path(id): Path<String>, body: Bytes) -> Response {
-    let patch: SkuPatch = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => return bad(e.to_string()),
+pub async fn patch_sku(
+    State(st): St,
+    Path(id): Path<String>,
+    q: Result<Query<TenantQuery>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let dir = match pick_q(&st, q) {
+        Ok(t) => t.dir(),
+        Err(e) => return e.into_response(),
     };
-    let dir = st.dir();
+    let patch: SkuPatch = match from_json(&body) {
+        Ok(p) => p,
+        Err(e) => return bad_field("invalid SKU change", e),
+    };
     let Some(sku) = dir
         .skus
         .iter()
         .find(|s| s.id.to_string().eq_ignore_ascii_case(&id) || s.part_number == id)
     else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "NotFound", "message": format!("no SKU '{id}'")}})),
-        )
-            .into_response();
+        return not_found("SKU", &id);
     };
     sku.enabled.store(patch.enabled, Ordering::Release);
     StatusCode::NO_CONTENT.into_response()
@@ -258,18 +440,22 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     Option::<String>::deserialize(d).map(Some)
 }
 
-pub async fn patch_user(State(st): St, Path(id): Path<String>, body: Bytes) -> Response {
-    let patch: UserPatch = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => return bad(e.to_string()),
+pub async fn patch_user(
+    State(st): St,
+    Path(id): Path<String>,
+    q: Result<Query<TenantQuery>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let dir = match pick_q(&st, q) {
+        Ok(t) => t.dir(),
+        Err(e) => return e.into_response(),
     };
-    let dir = st.dir();
+    let patch: UserPatch = match from_json(&body) {
+        Ok(p) => p,
+        Err(e) => return bad_field("invalid user change", e),
+    };
     let Some(u) = dir.find_user(&id) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "NotFound", "message": format!("no user '{id}'")}})),
-        )
-            .into_response();
+        return not_found("user", &id);
     };
     let location = match patch.usage_location {
         None => None,
@@ -311,18 +497,22 @@ pub struct LicenseToAdd {
     disabled_plans: Vec<uuid::Uuid>,
 }
 
-pub async fn change_user_licenses(State(st): St, Path(id): Path<String>, body: Bytes) -> Response {
-    let change: LicensesChange = match serde_json::from_slice(&body) {
-        Ok(c) => c,
-        Err(e) => return bad(e.to_string()),
+pub async fn change_user_licenses(
+    State(st): St,
+    Path(id): Path<String>,
+    q: Result<Query<TenantQuery>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let dir = match pick_q(&st, q) {
+        Ok(t) => t.dir(),
+        Err(e) => return e.into_response(),
     };
-    let dir = st.dir();
+    let change: LicensesChange = match from_json(&body) {
+        Ok(c) => c,
+        Err(e) => return bad_field("invalid license change", e),
+    };
     let Some(u) = dir.find_user(&id) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "NotFound", "message": format!("no user '{id}'")}})),
-        )
-            .into_response();
+        return not_found("user", &id);
     };
     let add: Vec<(uuid::Uuid, Vec<uuid::Uuid>)> = change
         .add_licenses

@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use crate::error::{GraphError, graph_json};
 use crate::graph::base_url;
+use crate::scenario::{FieldError, from_json};
 use crate::state::AppState;
 
 type St = State<Arc<AppState>>;
@@ -359,6 +360,15 @@ fn bad(msg: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// 400 naming the field at fault (`error.field`).
+fn bad_field(e: FieldError) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": {"code": "BadRequest", "message": format!("invalid drive: {e}"), "field": e.field}})),
+    )
+        .into_response()
+}
+
 fn no_drive(id: &str) -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -377,9 +387,9 @@ pub struct NewDrive {
 
 /// `POST /_emulator/drives`: create a drive, or change an existing one's name and permission.
 pub async fn create_drive(State(st): St, body: Bytes) -> Response {
-    let d: NewDrive = match serde_json::from_slice(&body) {
+    let d: NewDrive = match from_json(&body) {
         Ok(d) => d,
-        Err(e) => return bad(e.to_string()),
+        Err(e) => return bad_field(e),
     };
     if d.id.is_empty() || d.id.contains('/') {
         return bad("a drive id is a non-empty string without `/`");
@@ -412,9 +422,9 @@ pub struct DrivePatch {
 /// `PATCH /_emulator/drives/{id}` `{"writable": false}`: take away (or give back) the app's
 /// permission to write.
 pub async fn patch_drive(State(st): St, Path(id): Path<String>, body: Bytes) -> Response {
-    let p: DrivePatch = match serde_json::from_slice(&body) {
+    let p: DrivePatch = match from_json(&body) {
         Ok(p) => p,
-        Err(e) => return bad(e.to_string()),
+        Err(e) => return bad_field(e),
     };
     match st.drives.drives.lock().get_mut(&id) {
         Some(d) => {

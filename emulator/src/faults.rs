@@ -4,15 +4,17 @@ use serde::{Deserialize, Serialize};
 
 /// A budget of `limit` units per sliding window of `window_ms` milliseconds.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Budget {
     pub limit: u32,
     pub window_ms: u64,
 }
 
-/// Faults applied to Graph routes (`/v1.0/...` and the token endpoint). `Default` means no
-/// faults and Graph's default budgets.
+/// Faults applied to one tenant's Graph routes (`/v1.0/...` and its token endpoint). `Default`
+/// means no faults and Graph's default budgets. Missing fields take their defaults; unknown
+/// fields are refused.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, rename_all = "snake_case")]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct Faults {
     /// Added latency per request, in milliseconds.
     pub latency_ms: u64,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Path, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::extract::{Extension, MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -18,10 +18,12 @@ use uuid::Uuid;
 
 use crate::directory::{Directory, Members, ObjRef, USER_PROPS, parse_country};
 use crate::error::{GraphError, REQUEST, RequestIds, graph_json};
-use crate::state::{AppState, Throttle};
-use crate::token::authenticate;
+use crate::state::{AppState, Tenant, Throttle};
+use crate::token::{Caller, authenticate};
 
 type St = State<Arc<AppState>>;
+/// The tenant of the request's token, set by [`gate`].
+type Tn = Extension<Arc<Tenant>>;
 
 const MAX_BATCH: usize = 20;
 const CTX: &str = "https://graph.microsoft.com/v1.0/$metadata";
@@ -89,8 +91,9 @@ fn injected(status: u16) -> GraphError {
     }
 }
 
-/// Every `/v1.0` request passes here: request ids, injected errors, authentication, throttling,
-/// statistics.
+/// Every `/v1.0` request passes here: request ids, authentication (which picks the tenant: the
+/// one the token was issued for), that tenant's injected errors, throttling and statistics.
+/// Handlers find the tenant as an `Extension<Arc<Tenant>>`.
 pub async fn gate(State(st): St, req: Request, next: Next) -> Response {
     let route = route_of(&req);
     let client_id = req
@@ -103,13 +106,17 @@ pub async fn gate(State(st): St, req: Request, next: Next) -> Response {
         client_request_id: client_id.unwrap_or_else(|| request_id.clone()),
         request_id,
     };
-    let st2 = st.clone();
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (tenant, caller) = authenticate(&st, auth);
+    let t2 = tenant.clone();
     let route2 = route.clone();
     let mut res = REQUEST
-        .scope(
-            ids.clone(),
-            async move { gated(st2, req, next, &route2).await },
-        )
+        .scope(ids.clone(), async move {
+            gated(t2, caller, req, next, &route2).await
+        })
         .await;
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
@@ -126,23 +133,27 @@ pub async fn gate(State(st): St, req: Request, next: Next) -> Response {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("odata-version", HeaderValue::from_static("4.0"));
-    st.stats.record(route, res.status().as_u16());
+    tenant.stats.record(route, res.status().as_u16());
     res
 }
 
-async fn gated(st: Arc<AppState>, req: Request, next: Next, route: &str) -> Response {
+async fn gated(
+    st: Arc<Tenant>,
+    caller: Result<Caller, GraphError>,
+    mut req: Request,
+    next: Next,
+    route: &str,
+) -> Response {
     if let Some(status) = st.roll_error() {
         st.stats.injected_errors.fetch_add(1, Ordering::Relaxed);
         return injected(status).into_response();
     }
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let (app, tenant) = match authenticate(&st, auth) {
-        Ok(k) => k,
+    let app = match caller {
+        Ok(c) => c.app_id,
         Err(e) => return e.into_response(),
     };
+    let tenant = st.id.clone();
+    req.extensions_mut().insert(st.clone());
     if route.ends_with("/$batch") {
         // Requests inside a batch are charged one by one.
         return next.run(req).await;
@@ -379,7 +390,7 @@ fn find_group(dir: &Directory, id: &str) -> Result<u32, GraphError> {
 
 // ----- subscribedSkus --------------------------------------------------------------------------
 
-pub async fn subscribed_skus(State(st): St) -> Response {
+pub async fn subscribed_skus(Extension(st): Tn) -> Response {
     let dir = st.dir();
     let v: Vec<Value> = (0..dir.skus.len()).map(|i| dir.sku_json(i)).collect();
     graph_json(
@@ -442,7 +453,11 @@ fn group_prop(dir: &Directory, g: u32, prop: &str) -> Result<String, GraphError>
     }
 }
 
-pub async fn list_groups(State(st): St, headers: HeaderMap, req_uri: axum::http::Uri) -> Response {
+pub async fn list_groups(
+    Extension(st): Tn,
+    headers: HeaderMap,
+    req_uri: axum::http::Uri,
+) -> Response {
     match list_groups_inner(&st, &headers, &req_uri) {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -450,7 +465,7 @@ pub async fn list_groups(State(st): St, headers: HeaderMap, req_uri: axum::http:
 }
 
 fn list_groups_inner(
-    st: &AppState,
+    st: &Tenant,
     headers: &HeaderMap,
     uri: &axum::http::Uri,
 ) -> Result<Response, GraphError> {
@@ -561,7 +576,11 @@ fn list_groups_inner(
     Ok(graph_json(StatusCode::OK, &Value::Object(body)))
 }
 
-pub async fn get_group(State(st): St, Path(id): Path<String>, uri: axum::http::Uri) -> Response {
+pub async fn get_group(
+    Extension(st): Tn,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+) -> Response {
     let dir = st.dir();
     let q = Q::new(uri.query());
     let g = match find_group(&dir, &id) {
@@ -587,13 +606,30 @@ enum Cast {
     Contact,
 }
 
+/// A type-cast segment after `members` / `transitiveMembers`, in the qualified form
+/// (`microsoft.graph.user`) or the short one Microsoft's SDKs send (`graph.user`); both name the
+/// same cast. Returns the cast and the `@odata.context` collection of its answers.
 fn parse_cast(s: &str) -> Option<(Cast, &'static str)> {
-    match s {
-        "microsoft.graph.user" => Some((Cast::User, "users")),
-        "microsoft.graph.group" => Some((Cast::Group, "groups")),
-        "microsoft.graph.device" => Some((Cast::Device, "devices")),
-        "microsoft.graph.orgContact" => Some((Cast::Contact, "contacts")),
+    let name = s
+        .strip_prefix("microsoft.graph.")
+        .or_else(|| s.strip_prefix("graph."))?;
+    match name {
+        "user" => Some((Cast::User, "users")),
+        "group" => Some((Cast::Group, "groups")),
+        "device" => Some((Cast::Device, "devices")),
+        "orgContact" => Some((Cast::Contact, "contacts")),
         _ => None,
+    }
+}
+
+/// The qualified name of a cast, as `@odata.nextLink` spells it whichever form was asked for.
+fn cast_segment(c: Cast) -> &'static str {
+    match c {
+        Cast::All => "",
+        Cast::User => "microsoft.graph.user",
+        Cast::Group => "microsoft.graph.group",
+        Cast::Device => "microsoft.graph.device",
+        Cast::Contact => "microsoft.graph.orgContact",
     }
 }
 
@@ -637,84 +673,125 @@ fn object_json(dir: &Directory, o: ObjRef, select: Option<&[String]>) -> Value {
     Value::Object(m)
 }
 
-pub async fn members(
-    st: St,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    members_any(st, id, None, false, headers, uri)
+pub async fn members(st: Tn, Path(id): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
+    members_any(st, id, None, false, false, headers, uri)
 }
 
 pub async fn members_cast(
-    st: St,
+    st: Tn,
     Path((id, cast)): Path<(String, String)>,
     headers: HeaderMap,
-    uri: axum::http::Uri,
+    uri: Uri,
 ) -> Response {
-    members_any(st, id, Some(cast), false, headers, uri)
+    members_any(st, id, Some(cast), false, false, headers, uri)
+}
+
+/// `…/members/{cast}/$count`.
+pub async fn members_cast_count(
+    st: Tn,
+    Path((id, cast)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    members_any(st, id, Some(cast), true, false, headers, uri)
 }
 
 pub async fn transitive_members(
-    st: St,
+    st: Tn,
     Path(id): Path<String>,
     headers: HeaderMap,
-    uri: axum::http::Uri,
+    uri: Uri,
 ) -> Response {
-    members_any(st, id, None, true, headers, uri)
+    members_any(st, id, None, false, true, headers, uri)
 }
 
 pub async fn transitive_members_cast(
-    st: St,
+    st: Tn,
     Path((id, cast)): Path<(String, String)>,
     headers: HeaderMap,
-    uri: axum::http::Uri,
+    uri: Uri,
 ) -> Response {
-    members_any(st, id, Some(cast), true, headers, uri)
+    members_any(st, id, Some(cast), false, true, headers, uri)
+}
+
+/// `…/transitiveMembers/{cast}/$count`.
+pub async fn transitive_members_cast_count(
+    st: Tn,
+    Path((id, cast)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    members_any(st, id, Some(cast), true, true, headers, uri)
 }
 
 fn members_any(
-    State(st): St,
+    Extension(st): Tn,
     id: String,
     cast: Option<String>,
+    count: bool,
     transitive: bool,
     headers: HeaderMap,
-    uri: axum::http::Uri,
+    uri: Uri,
 ) -> Response {
-    match members_inner(&st, &id, cast.as_deref(), transitive, &headers, &uri) {
+    match members_inner(&st, &id, cast.as_deref(), count, transitive, &headers, &uri) {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-fn members_inner(
-    st: &AppState,
+/// `…/$count`: the number of (cast) members as `text/plain`. Graph answers a raw count only
+/// to advanced queries, i.e. with `ConsistencyLevel: eventual`.
+fn members_count(
+    dir: &Directory,
     id: &str,
-    cast: Option<&str>,
+    cast: Cast,
     transitive: bool,
     headers: &HeaderMap,
-    uri: &axum::http::Uri,
+) -> Result<Response, GraphError> {
+    let eventual = headers
+        .get("consistencylevel")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("eventual"));
+    if !eventual {
+        return Err(GraphError::unsupported_query(
+            "Raw count (/$count) is not supported because the 'ConsistencyLevel:eventual' header is missing. Refer to https://aka.ms/graph-docs/advanced-queries for more information",
+        ));
+    }
+    let g = find_group(dir, id)?;
+    let m = if transitive {
+        dir.transitive(g)
+    } else {
+        &dir.groups[g as usize].members
+    };
+    let mut res = (StatusCode::OK, cast_len(m, cast).to_string()).into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(res)
+}
+
+fn members_inner(
+    st: &Tenant,
+    id: &str,
+    cast: Option<&str>,
+    count: bool,
+    transitive: bool,
+    headers: &HeaderMap,
+    uri: &Uri,
 ) -> Result<Response, GraphError> {
     let dir = st.dir();
     let q = Q::new(uri.query());
     let (cast, ctx) = match cast {
         None => (Cast::All, "directoryObjects"),
-        Some("$count") => {
-            let g = find_group(&dir, id)?;
-            let m = if transitive {
-                dir.transitive(g)
-            } else {
-                &dir.groups[g as usize].members
-            };
-            let mut res = (StatusCode::OK, m.len().to_string()).into_response();
-            res.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            return Ok(res);
+        Some("$count") if !count => {
+            return members_count(&dir, id, Cast::All, transitive, headers);
         }
         Some(c) => parse_cast(c).ok_or_else(|| {
             GraphError::odata(format!("Resource not found for the segment '{c}'."))
         })?,
     };
+    if count {
+        return members_count(&dir, id, cast, transitive, headers);
+    }
     let top = q.top()?;
     let select = q.select();
     if cast == Cast::User {
@@ -764,13 +841,7 @@ fn members_inner(
     if end < len {
         let path = match cast {
             Cast::All => format!("/v1.0/groups/{id}/{kind}"),
-            _ => format!(
-                "/v1.0/groups/{id}/{kind}/{}",
-                uri.path()
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("microsoft.graph.user")
-            ),
+            _ => format!("/v1.0/groups/{id}/{kind}/{}", cast_segment(cast)),
         };
         body.insert(
             "@odata.nextLink".into(),
@@ -797,7 +868,7 @@ fn user_entity(dir: &Directory, u: u32, select: Option<&[String]>) -> Value {
     Value::Object(m)
 }
 
-pub async fn list_users(State(st): St, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+pub async fn list_users(Extension(st): Tn, headers: HeaderMap, uri: axum::http::Uri) -> Response {
     match list_users_inner(&st, &headers, &uri) {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -827,7 +898,7 @@ fn user_prop(dir: &Directory, u: u32, prop: &str) -> Result<Option<String>, Grap
 }
 
 fn list_users_inner(
-    st: &AppState,
+    st: &Tenant,
     headers: &HeaderMap,
     uri: &axum::http::Uri,
 ) -> Result<Response, GraphError> {
@@ -993,7 +1064,7 @@ fn list_users_any_of(
     Ok(graph_json(StatusCode::OK, &Value::Object(body)))
 }
 
-pub async fn get_user(State(st): St, Path(id): Path<String>, uri: axum::http::Uri) -> Response {
+pub async fn get_user(Extension(st): Tn, Path(id): Path<String>, uri: axum::http::Uri) -> Response {
     let dir = st.dir();
     let q = Q::new(uri.query());
     let select = q.select();
@@ -1006,7 +1077,7 @@ pub async fn get_user(State(st): St, Path(id): Path<String>, uri: axum::http::Ur
     }
 }
 
-pub async fn patch_user(State(st): St, Path(id): Path<String>, body: Bytes) -> Response {
+pub async fn patch_user(Extension(st): Tn, Path(id): Path<String>, body: Bytes) -> Response {
     match patch_user_inner(&st, &id, &body) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
@@ -1025,7 +1096,7 @@ const PATCHABLE_IGNORED: &[&str] = &[
     "accountEnabled",
 ];
 
-fn patch_user_inner(st: &AppState, id: &str, body: &Bytes) -> Result<(), GraphError> {
+fn patch_user_inner(st: &Tenant, id: &str, body: &Bytes) -> Result<(), GraphError> {
     let dir = st.dir();
     let v = parse_body(body)?;
     let obj = v.as_object().ok_or_else(|| {
@@ -1060,7 +1131,7 @@ fn patch_user_inner(st: &AppState, id: &str, body: &Bytes) -> Result<(), GraphEr
     Ok(())
 }
 
-pub async fn assign_license(State(st): St, Path(id): Path<String>, body: Bytes) -> Response {
+pub async fn assign_license(Extension(st): Tn, Path(id): Path<String>, body: Bytes) -> Response {
     match assign_inner(&st, &id, &body) {
         Ok(v) => graph_json(StatusCode::OK, &v),
         Err(e) => e.into_response(),
@@ -1080,7 +1151,7 @@ fn guid_of(v: &Value) -> Result<Uuid, GraphError> {
     })
 }
 
-fn assign_inner(st: &AppState, id: &str, body: &Bytes) -> Result<Value, GraphError> {
+fn assign_inner(st: &Tenant, id: &str, body: &Bytes) -> Result<Value, GraphError> {
     let dir = st.dir();
     let v = parse_body(body)?;
     let missing: Vec<&str> = ["addLicenses", "removeLicenses"]

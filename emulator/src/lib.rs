@@ -34,11 +34,10 @@ use tower::ServiceExt;
 
 pub use faults::{Budget, Faults};
 pub use scenario::{
-    ENTERPRISEPACK_SKU_ID, EXCHANGESTANDARD_SKU_ID, GroupSpec, SPE_E5_SKU_ID, Scenario,
-    ServicePlanSpec, SkuSpec,
+    ENTERPRISEPACK_SKU_ID, EXCHANGESTANDARD_SKU_ID, FieldError, GroupSpec, SPE_E5_SKU_ID, Scenario,
+    ServicePlanSpec, SkuSpec, TenantSet, from_json, parse_scenarios,
 };
 
-use crate::directory::Directory;
 use crate::state::AppState;
 
 /// How to start an emulator.
@@ -46,8 +45,13 @@ use crate::state::AppState;
 pub struct EmulatorConfig {
     /// Address to listen on; default `127.0.0.1:0` (a free port).
     pub listen: SocketAddr,
-    /// Directory to serve; `None` serves [`Scenario::demo`].
+    /// The default tenant's directory; `None` serves [`Scenario::demo`].
     pub scenario: Option<Scenario>,
+    /// Further tenants served by the same process, each with its own directory, app
+    /// registration, budgets and statistics (see [`TenantSet::expand`] to make many from one
+    /// template). Tenant ids and domains must all differ. Default none.
+    pub more_tenants: Vec<Scenario>,
+    /// Faults and budgets every tenant starts with (and returns to on reset).
     pub faults: Faults,
 }
 
@@ -56,9 +60,21 @@ impl Default for EmulatorConfig {
         EmulatorConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             scenario: None,
+            more_tenants: Vec::new(),
             faults: Faults::default(),
         }
     }
+}
+
+/// One served tenant's identity and app registration, as a client needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantCredentials {
+    /// Directory (tenant) id, lowercase GUID.
+    pub tenant_id: String,
+    /// Initial domain, e.g. `contoso-2.onmicrosoft.com`.
+    pub domain: String,
+    pub client_id: String,
+    pub client_secret: String,
 }
 
 /// A running emulator. Dropping it without [`EmulatorHandle::shutdown`] leaves it serving until
@@ -82,8 +98,16 @@ fn router(state: Arc<AppState>) -> Router {
             get(graph::transitive_members),
         )
         .route(
+            "/v1.0/groups/{id}/members/{cast}/$count",
+            get(graph::members_cast_count),
+        )
+        .route(
             "/v1.0/groups/{id}/transitiveMembers/{cast}",
             get(graph::transitive_members_cast),
+        )
+        .route(
+            "/v1.0/groups/{id}/transitiveMembers/{cast}/$count",
+            get(graph::transitive_members_cast_count),
         )
         .route("/v1.0/users", get(graph::list_users))
         .route(
@@ -108,6 +132,7 @@ fn router(state: Arc<AppState>) -> Router {
             "/_emulator/faults",
             get(control::get_faults).put(control::put_faults),
         )
+        .route("/_emulator/tenants", get(control::tenants))
         .route("/_emulator/stats", get(control::stats))
         .route("/_emulator/reset", post(control::reset))
         .route("/_emulator/users", get(control::users))
@@ -137,9 +162,14 @@ async fn token_route(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
-    let stats = st.0.clone();
+    let tenants = st.0.tenants();
+    let counted = tenants
+        .find(&path.0)
+        .unwrap_or_else(|| tenants.default_tenant())
+        .clone();
+    drop(tenants);
     let res = token::token(st, path, headers, body).await;
-    stats.stats.record(
+    counted.stats.record(
         "POST /{tenant}/oauth2/v2.0/token".into(),
         res.status().as_u16(),
     );
@@ -152,12 +182,12 @@ pub async fn spawn(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
         .faults
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid faults: {e}"))?;
-    let scenario = config.scenario.unwrap_or_else(Scenario::demo);
-    let s2 = scenario.clone();
-    let dir = tokio::task::spawn_blocking(move || Directory::build(&s2))
-        .await?
+    let mut scenarios = vec![config.scenario.unwrap_or_else(Scenario::demo)];
+    scenarios.extend(config.more_tenants);
+    let tenants = control::build_tenants(scenarios, config.faults.clone())
+        .await
         .map_err(|e| anyhow::anyhow!("invalid scenario: {e}"))?;
-    let state = Arc::new(AppState::new(dir, scenario, config.faults));
+    let state = Arc::new(AppState::new(tenants, config.faults));
     let app = router(state.clone());
     let _ = state.router.set(app.clone());
 
@@ -184,12 +214,17 @@ pub async fn spawn(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
                                 let graph = req.uri().path().starts_with("/v1.0")
                                     || req.uri().path().contains("/oauth2/");
                                 if graph {
-                                    let (drop, delay) = st.roll_connection();
+                                    let auth = req
+                                        .headers()
+                                        .get(hyper::header::AUTHORIZATION)
+                                        .and_then(|v| v.to_str().ok());
+                                    let tenant = st.tenant_hint(auth, req.uri().path());
+                                    let (drop, delay) = tenant.roll_connection();
                                     if !delay.is_zero() {
                                         tokio::time::sleep(delay).await;
                                     }
                                     if drop {
-                                        st.stats.dropped_connections.fetch_add(1, Ordering::Relaxed);
+                                        tenant.stats.dropped_connections.fetch_add(1, Ordering::Relaxed);
                                         return Err(DroppedConnection);
                                     }
                                 }
@@ -255,24 +290,47 @@ impl EmulatorHandle {
         format!("{}/v1.0", self.base_url())
     }
 
+    /// The default tenant's token endpoint.
     pub fn token_url(&self) -> String {
-        format!(
-            "{}/{}/oauth2/v2.0/token",
-            self.base_url(),
-            self.directory_tenant_id()
-        )
+        self.token_url_of(&self.directory_tenant_id())
     }
 
+    /// The token endpoint of a tenant (by id or domain), as Microsoft's
+    /// `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`.
+    pub fn token_url_of(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/token", self.base_url())
+    }
+
+    /// The default tenant's id.
     pub fn directory_tenant_id(&self) -> String {
-        self.state.dir().tenant_id.to_string()
+        self.state.default_tenant().id.clone()
     }
 
+    /// The default tenant's app registration.
     pub fn client_id(&self) -> String {
-        self.state.dir().client_id.clone()
+        self.state.default_tenant().dir().client_id.clone()
     }
 
     pub fn client_secret(&self) -> String {
-        self.state.dir().client_secret.clone()
+        self.state.default_tenant().dir().client_secret.clone()
+    }
+
+    /// Every served tenant, the default one first.
+    pub fn tenants(&self) -> Vec<TenantCredentials> {
+        self.state
+            .tenants()
+            .list
+            .iter()
+            .map(|t| {
+                let dir = t.dir();
+                TenantCredentials {
+                    tenant_id: t.id.clone(),
+                    domain: dir.domain.clone(),
+                    client_id: dir.client_id.clone(),
+                    client_secret: dir.client_secret.clone(),
+                }
+            })
+            .collect()
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use graph_emulator::{EmulatorConfig, Faults, Scenario};
+use graph_emulator::{EmulatorConfig, Faults, Scenario, from_json, parse_scenarios};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -17,7 +17,8 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "GRAPH_EMULATOR_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
-    /// Scenario JSON (the serde form of `Scenario`); the demo tenant when absent.
+    /// Scenario JSON: one tenant (the serde form of `Scenario`) or many (`TenantSet`: a list of
+    /// tenants, or a count and a template); the demo tenant when absent.
     #[arg(long, env = "GRAPH_EMULATOR_SCENARIO")]
     scenario: Option<PathBuf>,
     /// Faults JSON (the body of `PUT /_emulator/faults`).
@@ -25,10 +26,8 @@ struct Args {
     faults: Option<PathBuf>,
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &PathBuf, what: &str) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{what}: cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{what}: {} is not valid", path.display()))
+fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{what}: cannot read {}", path.display()))
 }
 
 #[tokio::main]
@@ -46,17 +45,21 @@ async fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let scenario: Scenario = match &args.scenario {
-        Some(p) => read_json(p, "--scenario")?,
-        None => Scenario::demo(),
+    let mut scenarios = match &args.scenario {
+        Some(p) => parse_scenarios(&read(p, "--scenario")?)
+            .map_err(|e| anyhow::anyhow!("--scenario: {} is not valid: {e}", p.display()))?,
+        None => vec![Scenario::demo()],
     };
     let faults: Faults = match &args.faults {
-        Some(p) => read_json(p, "--faults")?,
+        Some(p) => from_json(&read(p, "--faults")?)
+            .map_err(|e| anyhow::anyhow!("--faults: {} is not valid: {e}", p.display()))?,
         None => Faults::default(),
     };
+    let more_tenants = scenarios.split_off(1);
     let emu = graph_emulator::spawn(EmulatorConfig {
         listen: args.listen,
-        scenario: Some(scenario),
+        scenario: scenarios.pop(),
+        more_tenants,
         faults,
     })
     .await?;
@@ -65,6 +68,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("GRAPH_TENANT_ID={}", emu.directory_tenant_id());
     println!("GRAPH_CLIENT_ID={}", emu.client_id());
     println!("GRAPH_CLIENT_SECRET={}", emu.client_secret());
+    let tenants = emu.tenants().len();
+    if tenants > 1 {
+        // The others' credentials: GET /_emulator/tenants.
+        println!("GRAPH_TENANTS={tenants}");
+    }
     tracing::info!(url = %emu.base_url(), "graph emulator listening");
     wait_for_stop().await?;
     emu.shutdown().await;

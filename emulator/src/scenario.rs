@@ -4,10 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A directory to build. The serde form is the body of `POST /_emulator/scenario` and the content
-/// of `graph-emulator --scenario FILE`.
+/// A directory to build: one tenant. The serde form is the body of `POST /_emulator/scenario` and
+/// the content of `graph-emulator --scenario FILE` (or one entry of a [`TenantSet`]). Every field
+/// is optional; unknown fields are refused, named by their path (`skus[0].units`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, rename_all = "snake_case")]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct Scenario {
     /// Seed of every generated id, name and membership.
     pub seed: u64,
@@ -33,7 +34,7 @@ pub struct Scenario {
 
 /// A security group.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, rename_all = "snake_case")]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct GroupSpec {
     pub display_name: String,
     /// Fixed object id (GUID string); derived from the seed when absent.
@@ -55,7 +56,7 @@ pub struct GroupSpec {
 
 /// A subscribed SKU.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, rename_all = "snake_case")]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct SkuSpec {
     pub sku_part_number: String,
     /// skuId (GUID string); derived from the seed when absent.
@@ -77,7 +78,7 @@ pub struct SkuSpec {
 
 /// A service plan inside a SKU.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, rename_all = "snake_case")]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct ServicePlanSpec {
     pub service_plan_name: String,
     /// servicePlanId (GUID string); derived from the name when absent.
@@ -300,5 +301,150 @@ impl Scenario {
             }],
             ..Default::default()
         }
+    }
+}
+
+/// Many tenants in one emulator: the other form of `POST /_emulator/scenario` and of
+/// `graph-emulator --scenario FILE`. Exactly one of:
+///
+/// - `{"tenants": [Scenario, …]}` — these tenants, the first being the default one;
+/// - `{"count": N, "template": Scenario}` — N tenants made from one scenario: tenant `i`
+///   (0-based) takes seed `template.seed + i`, tenant id derived from that seed, and domain
+///   `{first label}-{i + 1}.{rest}` (`contoso.onmicrosoft.com` → `contoso-1.onmicrosoft.com` …).
+///   A `client_id` / `client_secret` in the template is shared by every tenant (one multi-tenant
+///   app registration consented in each, as a service provider's); absent, each tenant derives
+///   its own. The template may not fix `tenant_id`.
+///
+/// Tenant ids and domains must differ between tenants. At most [`TenantSet::MAX_TENANTS`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSet {
+    pub tenants: Vec<Scenario>,
+    pub count: Option<usize>,
+    pub template: Option<Scenario>,
+}
+
+impl TenantSet {
+    /// Most tenants one emulator serves.
+    pub const MAX_TENANTS: usize = 10_000;
+
+    /// The scenarios of every tenant, the default one first. Errors name the field at fault.
+    pub fn expand(self) -> Result<Vec<Scenario>, FieldError> {
+        let err = |field: &str, message: String| FieldError {
+            field: field.into(),
+            message,
+        };
+        match (self.tenants.is_empty(), self.count, self.template) {
+            (false, None, None) => {
+                if self.tenants.len() > Self::MAX_TENANTS {
+                    return Err(err(
+                        "tenants",
+                        format!("at most {} tenants", Self::MAX_TENANTS),
+                    ));
+                }
+                Ok(self.tenants)
+            }
+            (true, Some(n), template) => {
+                if n == 0 || n > Self::MAX_TENANTS {
+                    return Err(err(
+                        "count",
+                        format!("must be between 1 and {}", Self::MAX_TENANTS),
+                    ));
+                }
+                let template = template.unwrap_or_default();
+                if template.tenant_id.is_some() {
+                    return Err(err(
+                        "template.tenant_id",
+                        "tenants made from a template take ids derived from their seeds".into(),
+                    ));
+                }
+                let (label, rest) = template
+                    .domain
+                    .split_once('.')
+                    .unwrap_or((template.domain.as_str(), "onmicrosoft.com"));
+                Ok((0..n)
+                    .map(|i| Scenario {
+                        seed: template.seed.wrapping_add(i as u64),
+                        domain: format!("{label}-{}.{rest}", i + 1),
+                        ..template.clone()
+                    })
+                    .collect())
+            }
+            (true, None, Some(_)) => Err(err("count", "a template needs a count".into())),
+            (true, None, None) => Err(err(
+                "tenants",
+                "give a list of tenants or a count and a template".into(),
+            )),
+            (false, _, _) => Err(err(
+                "tenants",
+                "give either a list of tenants or a count and a template, not both".into(),
+            )),
+        }
+    }
+}
+
+/// A body the control API (or a `--scenario` / `--faults` file) refuses: the path of the field at
+/// fault (`skus[0].units`, `tenants[2].groups[0].members`; empty for the body as a whole) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// Read a JSON body into `T`, naming the path of the field at fault on error (unknown fields
+/// included, for types that refuse them).
+pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
+    // serde's own messages end with " at line L column C"; the path says where.
+    fn message(e: &serde_json::Error) -> String {
+        let m = e.to_string();
+        match m.rfind(" at line ") {
+            Some(i) if e.line() > 0 => m[..i].to_string(),
+            _ => m,
+        }
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let v: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let path = e.path().to_string();
+        FieldError {
+            field: if path == "." { String::new() } else { path },
+            message: message(e.inner()),
+        }
+    })?;
+    de.end().map_err(|e| FieldError {
+        field: String::new(),
+        message: message(&e),
+    })?;
+    Ok(v)
+}
+
+/// The tenants a body of `POST /_emulator/scenario` describes: a [`Scenario`] (one tenant) or a
+/// [`TenantSet`] (recognised by a `tenants`, `count` or `template` member).
+pub fn parse_scenarios(bytes: &[u8]) -> Result<Vec<Scenario>, FieldError> {
+    let probe: serde_json::Value = from_json(bytes)?;
+    let Some(obj) = probe.as_object() else {
+        return Err(FieldError {
+            field: String::new(),
+            message: "expected a JSON object".into(),
+        });
+    };
+    if ["tenants", "count", "template"]
+        .iter()
+        .any(|k| obj.contains_key(*k))
+    {
+        from_json::<TenantSet>(bytes)?.expand()
+    } else {
+        Ok(vec![from_json::<Scenario>(bytes)?])
     }
 }

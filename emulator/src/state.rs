@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -18,6 +18,7 @@ use crate::scenario::Scenario;
 pub struct TokenInfo {
     pub expires: Instant,
     pub app_id: String,
+    /// The tenant the token was issued for (its `tid` claim): lowercase GUID.
     pub tenant_id: String,
 }
 
@@ -43,17 +44,18 @@ impl Stats {
             .or_default() += 1;
     }
 
+    /// Every request counted, whatever its route and status.
+    pub fn requests_total(&self) -> u64 {
+        self.requests
+            .lock()
+            .values()
+            .flat_map(|by| by.values())
+            .sum()
+    }
+
     /// Note a read of one page of a group's members.
     pub fn record_member_page(&self, page: String) {
         *self.member_pages.lock().entry(page).or_default() += 1;
-    }
-
-    pub fn clear(&self) {
-        self.requests.lock().clear();
-        self.member_pages.lock().clear();
-        self.throttled.store(0, Ordering::Relaxed);
-        self.injected_errors.store(0, Ordering::Relaxed);
-        self.dropped_connections.store(0, Ordering::Relaxed);
     }
 }
 
@@ -119,39 +121,47 @@ pub enum Throttle {
     Writes(u64),
 }
 
-pub struct AppState {
+/// One tenant: its directory (with its app registration), the scenario it was built from, its
+/// faults and throttle budgets, its throttle windows and its statistics. Nothing is shared between
+/// tenants except the process.
+pub struct Tenant {
+    /// Directory (tenant) id, lowercase GUID; fixed for the tenant's life (a reset rebuilds the
+    /// same scenario, so the same id).
+    pub id: String,
+    /// Initial domain, lowercase.
+    pub domain: String,
     pub dir: RwLock<Arc<Directory>>,
-    pub scenario: RwLock<Scenario>,
-    pub tokens: RwLock<HashMap<String, TokenInfo>>,
+    pub scenario: Scenario,
     pub faults: RwLock<Faults>,
-    pub initial_faults: Faults,
+    /// "appId/tenantId" → that app's windows in this tenant.
     pub windows: Mutex<HashMap<String, AppWindows>>,
     pub stats: Stats,
     pub dice: Mutex<ChaCha8Rng>,
-    /// The router itself, for requests inside `$batch`.
-    pub router: OnceLock<Router>,
-    /// Drives for export uploads.
-    pub drives: crate::drives::Drives,
 }
 
-impl AppState {
+impl Tenant {
     pub fn new(dir: Directory, scenario: Scenario, faults: Faults) -> Self {
-        AppState {
+        Tenant {
+            id: dir.tenant_id.to_string(),
+            domain: dir.domain.to_ascii_lowercase(),
             dir: RwLock::new(Arc::new(dir)),
-            scenario: RwLock::new(scenario),
-            tokens: RwLock::new(HashMap::new()),
+            scenario,
             dice: Mutex::new(ChaCha8Rng::seed_from_u64(faults.seed)),
-            faults: RwLock::new(faults.clone()),
-            initial_faults: faults,
+            faults: RwLock::new(faults),
             windows: Mutex::new(HashMap::new()),
             stats: Stats::default(),
-            router: OnceLock::new(),
-            drives: Default::default(),
         }
     }
 
     pub fn dir(&self) -> Arc<Directory> {
         self.dir.read().clone()
+    }
+
+    /// Replace the faults: reseeds the dice and restarts the throttle windows.
+    pub fn set_faults(&self, f: Faults) {
+        *self.dice.lock() = ChaCha8Rng::seed_from_u64(f.seed);
+        *self.faults.write() = f;
+        self.windows.lock().clear();
     }
 
     /// Charge one request against the app's budgets: `ru` resource units, and one write if
@@ -168,7 +178,10 @@ impl AppState {
         drop(f);
         let now = Instant::now();
         let mut map = self.windows.lock();
-        let w = map.entry(key.to_string()).or_default();
+        let w = match map.get_mut(key) {
+            Some(w) => w,
+            None => map.entry(key.to_string()).or_default(),
+        };
         if write && let Err(secs) = w.writes.check(now, wb, 1) {
             return Throttle::Writes(secs);
         }
@@ -213,4 +226,119 @@ impl AppState {
         };
         (drop, Duration::from_millis(f.latency_ms + jitter))
     }
+}
+
+/// The tenants served, the first being the default one (the one the control API and
+/// [`crate::EmulatorHandle`]'s credentials speak of when no tenant is named).
+pub struct Tenants {
+    pub list: Vec<Arc<Tenant>>,
+    /// Lowercase tenant id and domain → position in `list`.
+    index: HashMap<String, usize>,
+}
+
+impl Tenants {
+    /// Index `list`; an id or domain used twice is refused with the position of the second use.
+    pub fn new(list: Vec<Arc<Tenant>>) -> Result<Self, String> {
+        if list.is_empty() {
+            return Err("tenants: at least one tenant is needed".into());
+        }
+        let mut index = HashMap::with_capacity(list.len() * 2);
+        for (i, t) in list.iter().enumerate() {
+            for (what, key) in [("tenant id", &t.id), ("domain", &t.domain)] {
+                if let Some(j) = index.insert(key.clone(), i) {
+                    return Err(format!(
+                        "tenants[{i}]: {what} '{key}' is already used by tenants[{j}]"
+                    ));
+                }
+            }
+        }
+        Ok(Tenants { list, index })
+    }
+
+    pub fn default_tenant(&self) -> &Arc<Tenant> {
+        &self.list[0]
+    }
+
+    /// A tenant by id or domain (any case).
+    pub fn find(&self, key: &str) -> Option<&Arc<Tenant>> {
+        if self.list.len() == 1 {
+            let t = &self.list[0];
+            return (t.id.eq_ignore_ascii_case(key) || t.domain.eq_ignore_ascii_case(key))
+                .then_some(t);
+        }
+        let i = match self.index.get(key) {
+            Some(i) => *i,
+            None => *self.index.get(&key.to_ascii_lowercase())?,
+        };
+        self.list.get(i)
+    }
+}
+
+pub struct AppState {
+    pub tenants: RwLock<Arc<Tenants>>,
+    pub tokens: RwLock<HashMap<String, TokenInfo>>,
+    /// Faults every tenant returns to on `POST /_emulator/reset`.
+    pub initial_faults: Faults,
+    /// The router itself, for requests inside `$batch`.
+    pub router: OnceLock<Router>,
+    /// Drives for export uploads (shared by every tenant).
+    pub drives: crate::drives::Drives,
+}
+
+impl AppState {
+    pub fn new(tenants: Tenants, initial_faults: Faults) -> Self {
+        AppState {
+            tenants: RwLock::new(Arc::new(tenants)),
+            tokens: RwLock::new(HashMap::new()),
+            initial_faults,
+            router: OnceLock::new(),
+            drives: Default::default(),
+        }
+    }
+
+    pub fn tenants(&self) -> Arc<Tenants> {
+        self.tenants.read().clone()
+    }
+
+    pub fn default_tenant(&self) -> Arc<Tenant> {
+        self.tenants.read().default_tenant().clone()
+    }
+
+    /// The tenant a Graph request is for, without validating anything: the tenant of a known
+    /// bearer token, else the tenant named in a token endpoint path, else the default tenant.
+    /// Used for connection-level faults and statistics before authentication.
+    pub fn tenant_hint(&self, authorization: Option<&str>, path: &str) -> Arc<Tenant> {
+        let tenants = self.tenants();
+        if tenants.list.len() == 1 {
+            return tenants.default_tenant().clone();
+        }
+        if let Some(tok) = authorization.and_then(bearer)
+            && let Some(t) = self
+                .tokens
+                .read()
+                .get(tok)
+                .and_then(|info| tenants.find(&info.tenant_id))
+        {
+            return t.clone();
+        }
+        if let Some(seg) = path
+            .strip_suffix("/oauth2/v2.0/token")
+            .and_then(|p| p.strip_prefix('/'))
+            && let Some(t) = tenants.find(seg)
+        {
+            return t.clone();
+        }
+        tenants.default_tenant().clone()
+    }
+}
+
+/// The token of `Authorization: Bearer …` (any case of the scheme; a bare token is taken too).
+pub fn bearer(raw: &str) -> Option<&str> {
+    let raw = raw.trim();
+    let token = raw
+        .strip_prefix("Bearer ")
+        .or_else(|| raw.strip_prefix("bearer "))
+        .unwrap_or(raw)
+        .trim();
+    (!token.is_empty()).then_some(token)
 }

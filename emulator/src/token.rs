@@ -15,7 +15,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::error::GraphError;
-use crate::state::{AppState, TokenInfo};
+use crate::state::{AppState, Tenant, TokenInfo, bearer};
 
 fn aad_error(status: StatusCode, error: &str, code: u32, description: String) -> Response {
     let trace = Uuid::new_v4();
@@ -52,7 +52,19 @@ pub async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let dir = st.dir();
+    let tenants = st.tenants();
+    let Some(t) = tenants.find(&tenant).cloned() else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+            ),
+        );
+    };
+    drop(tenants);
+    let dir = t.dir();
     let mut form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     // client_secret_basic: credentials in the Authorization header.
     if let Some((id, secret)) = headers
@@ -82,18 +94,6 @@ pub async fn token(
     }
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
 
-    let tenant_ok = tenant.eq_ignore_ascii_case(&dir.tenant_id.to_string())
-        || tenant.eq_ignore_ascii_case(&dir.domain);
-    if !tenant_ok {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            90002,
-            format!(
-                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
-            ),
-        );
-    }
     let Some(grant) = get("grant_type") else {
         return aad_error(
             StatusCode::BAD_REQUEST,
@@ -167,7 +167,7 @@ pub async fn token(
         );
     }
 
-    let lifetime = st.faults.read().token_lifetime_secs;
+    let lifetime = t.faults.read().token_lifetime_secs;
     let now = chrono::Utc::now().timestamp();
     let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"RS256","kid":"emulator"}"#);
     let claims = json!({
@@ -197,7 +197,7 @@ pub async fn token(
             TokenInfo {
                 expires: now_i + Duration::from_secs(lifetime),
                 app_id: dir.client_id.clone(),
-                tenant_id: dir.tenant_id.to_string(),
+                tenant_id: t.id.clone(),
             },
         );
     }
@@ -219,36 +219,66 @@ pub async fn token(
     res
 }
 
-/// Validate `Authorization: Bearer …`; the throttle key (app and tenant) on success.
-pub fn authenticate(st: &AppState, auth: Option<&str>) -> Result<(String, String), GraphError> {
+/// An authenticated Graph request: the calling app (its application id).
+pub struct Caller {
+    pub app_id: String,
+}
+
+/// Validate `Authorization: Bearer …`. Graph routes by the token: the tenant is the one the
+/// token was issued for. Besides the outcome, the tenant the request is counted on (the token's
+/// tenant when the token is known, else the default tenant).
+pub fn authenticate(
+    st: &AppState,
+    auth: Option<&str>,
+) -> (Arc<Tenant>, Result<Caller, GraphError>) {
+    let tenants = st.tenants();
+    let fallback = || tenants.default_tenant().clone();
     let Some(raw) = auth.map(str::trim).filter(|s| !s.is_empty()) else {
-        return Err(GraphError::unauthenticated("Access token is empty."));
+        return (
+            fallback(),
+            Err(GraphError::unauthenticated("Access token is empty.")),
+        );
     };
-    let token = raw
-        .strip_prefix("Bearer ")
-        .or_else(|| raw.strip_prefix("bearer "))
-        .unwrap_or(raw)
-        .trim();
-    if token.is_empty() {
-        return Err(GraphError::unauthenticated("Access token is empty."));
-    }
+    let Some(token) = bearer(raw) else {
+        return (
+            fallback(),
+            Err(GraphError::unauthenticated("Access token is empty.")),
+        );
+    };
     if token.matches('.').count() != 2 {
-        return Err(GraphError::unauthenticated(
-            "IDX14100: JWT is not well formed, there are no dots (.).\nThe token needs to be in JWS or JWE Compact Serialization Format. (JWS): 'EncodedHeader.EndcodedPayload.EncodedSignature'. (JWE): 'EncodedProtectedHeader.EncodedEncryptedKey.EncodedInitializationVector.EncodedCiphertext.EncodedAuthenticationTag'.",
-        ));
+        return (
+            fallback(),
+            Err(GraphError::unauthenticated(
+                "IDX14100: JWT is not well formed, there are no dots (.).\nThe token needs to be in JWS or JWE Compact Serialization Format. (JWS): 'EncodedHeader.EndcodedPayload.EncodedSignature'. (JWE): 'EncodedProtectedHeader.EncodedEncryptedKey.EncodedInitializationVector.EncodedCiphertext.EncodedAuthenticationTag'.",
+            )),
+        );
     }
     let tokens = st.tokens.read();
     let Some(info) = tokens.get(token) else {
-        return Err(GraphError::unauthenticated("Invalid signature"));
+        return (
+            fallback(),
+            Err(GraphError::unauthenticated("Invalid signature")),
+        );
+    };
+    // A token of a tenant no longer served (another scenario was loaded) is not valid here.
+    let Some(tenant) = tenants.find(&info.tenant_id).cloned() else {
+        return (
+            fallback(),
+            Err(GraphError::unauthenticated("Invalid audience")),
+        );
     };
     if info.expires <= Instant::now() {
-        return Err(GraphError::unauthenticated(
-            "Lifetime validation failed, the token is expired.",
-        ));
+        return (
+            tenant,
+            Err(GraphError::unauthenticated(
+                "Lifetime validation failed, the token is expired.",
+            )),
+        );
     }
-    let dir = st.dir.read();
-    if info.tenant_id != dir.tenant_id.to_string() || info.app_id != dir.client_id {
-        return Err(GraphError::unauthenticated("Invalid audience"));
+    if info.app_id != tenant.dir.read().client_id {
+        return (tenant, Err(GraphError::unauthenticated("Invalid audience")));
     }
-    Ok((info.app_id.clone(), info.tenant_id.clone()))
+    let app_id = info.app_id.clone();
+    drop(tokens);
+    (tenant, Ok(Caller { app_id }))
 }

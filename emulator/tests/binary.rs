@@ -69,3 +69,80 @@ async fn binary_serves_a_scenario_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--scenario"), "{err}");
 }
+
+#[tokio::test]
+async fn binary_refuses_unknown_fields_and_serves_many_tenants_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("graph-emulator-tenants-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+
+    // An unknown field stops the process, naming the field's path.
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"users": 2, "skus": [{"sku_part_number": "X", "units": 1000}]}"#,
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_graph-emulator"))
+        .args(["--listen", "127.0.0.1:0", "--scenario"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skus[0].units: unknown field `units`"),
+        "{err}"
+    );
+    let bad_faults = dir.join("faults.json");
+    std::fs::write(
+        &bad_faults,
+        r#"{"write_budget": {"limit": 5, "window": 10}}"#,
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_graph-emulator"))
+        .args(["--listen", "127.0.0.1:0", "--faults"])
+        .arg(&bad_faults)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("write_budget.window"), "{err}");
+
+    // A count of tenants: the default one's credentials, and how many there are.
+    let many = dir.join("many.json");
+    std::fs::write(
+        &many,
+        serde_json::json!({"count": 3, "template": Scenario::simple(5, 4, 4)}).to_string(),
+    )
+    .expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graph-emulator"))
+        .args(["--listen", "127.0.0.1:0", "--scenario"])
+        .arg(&many)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut vars = std::collections::HashMap::new();
+    for _ in 0..6 {
+        let l = lines.next().expect("line").expect("utf8");
+        if let Some((k, v)) = l.split_once('=') {
+            vars.insert(k.to_string(), v.to_string());
+        }
+    }
+    assert_eq!(vars.get("GRAPH_TENANTS").map(String::as_str), Some("3"));
+    let base = vars["GRAPH_URL"].trim_end_matches("/v1.0").to_string();
+    let v: serde_json::Value = reqwest::get(format!("{base}/_emulator/tenants"))
+        .await
+        .expect("tenants")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["value"].as_array().map(Vec::len), Some(3));
+    assert_eq!(v["value"][0]["tenant_id"], vars["GRAPH_TENANT_ID"].as_str());
+    assert_eq!(v["value"][2]["domain"], "contoso-3.onmicrosoft.com");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

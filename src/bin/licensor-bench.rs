@@ -12,6 +12,7 @@
 //! cargo run --release --bin licensor-bench -- --scenario throttle --members 20000
 //! cargo run --release --bin licensor-bench -- --scenario throttle --write-budget 40/2000 --members 2000
 //! cargo run --release --bin licensor-bench -- --scenario fairness --members 1000000
+//! cargo run --release --bin licensor-bench -- --scenario msp --tenants 500 --tenant-members 1000
 //! ```
 
 use std::net::TcpListener;
@@ -43,6 +44,9 @@ enum Load {
     Throttle,
     /// Tenant A runs a job of `--members` while tenant B submits a 100-member job.
     Fairness,
+    /// A service provider: `--tenants` tenants of `--tenant-members` members, each throttled at
+    /// `--tenant-write-budget`, all jobs submitted at once (one emulator serving every tenant).
+    Msp,
 }
 
 #[derive(Debug, Parser)]
@@ -87,6 +91,15 @@ struct Args {
     /// submitted (another client of the tenant), 0 up to LIMIT.
     #[arg(long, default_value_t = 0)]
     budget_used: u32,
+    /// Tenants of `--scenario msp`.
+    #[arg(long, default_value_t = 500)]
+    tenants: usize,
+    /// Members of each tenant's group in `--scenario msp`.
+    #[arg(long, default_value_t = 1_000)]
+    tenant_members: usize,
+    /// Each tenant's write budget in `--scenario msp`: LIMIT/WINDOW_MS (writes per window).
+    #[arg(long, default_value = "100/5000", value_parser = parse_write_budget)]
+    tenant_write_budget: Budget,
 }
 
 /// `LIMIT/WINDOW_MS`, both positive integers.
@@ -130,7 +143,11 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         for run in 0..args.runs {
-            let line = bench(&args, run).await?;
+            let line = if args.scenario == Load::Msp {
+                msp::bench(&args, run).await?
+            } else {
+                bench(&args, run).await?
+            };
             println!("{line}");
         }
         Ok(())
@@ -293,9 +310,37 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A licensor tenant to create: its name and its directory tenant's base URL, id and app
+/// registration.
+struct DirectoryTenant {
+    name: String,
+    base_url: String,
+    tenant_id: String,
+    client_id: String,
+    client_secret: String,
+}
+
 async fn deploy(
     args: &Args,
     tenants: &[(&str, &EmulatorHandle)],
+) -> anyhow::Result<(Deployment, Vec<String>)> {
+    let tenants: Vec<DirectoryTenant> = tenants
+        .iter()
+        .map(|(name, emulator)| DirectoryTenant {
+            name: (*name).to_owned(),
+            base_url: emulator.base_url(),
+            tenant_id: emulator.directory_tenant_id(),
+            client_id: emulator.client_id(),
+            client_secret: emulator.client_secret(),
+        })
+        .collect();
+    deploy_tenants(args, &tenants).await
+}
+
+/// Start licensor with one licensor tenant (and an admin token) per directory tenant.
+async fn deploy_tenants(
+    args: &Args,
+    tenants: &[DirectoryTenant],
 ) -> anyhow::Result<(Deployment, Vec<String>)> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
@@ -340,28 +385,27 @@ async fn deploy(
     };
     d.run_cli(&["migrate"], &[])?;
     let mut tokens = Vec::new();
-    for (name, emulator) in tenants {
-        let secret = emulator.client_secret();
+    for t in tenants {
         d.run_cli(
             &[
                 "tenant",
                 "create",
                 "--name",
-                name,
+                &t.name,
                 "--directory-url",
-                &emulator.base_url(),
+                &t.base_url,
                 "--directory-tenant-id",
-                &emulator.directory_tenant_id(),
+                &t.tenant_id,
                 "--client-id",
-                &emulator.client_id(),
+                &t.client_id,
                 "--client-secret-env",
                 "BENCH_CLIENT_SECRET",
             ],
-            &[("BENCH_CLIENT_SECRET", &secret)],
+            &[("BENCH_CLIENT_SECRET", &t.client_secret)],
         )?;
         let token = d.run_cli(
             &[
-                "token", "create", "--tenant", name, "--role", "admin", "--name", "bench",
+                "token", "create", "--tenant", &t.name, "--role", "admin", "--name", "bench",
             ],
             &[],
         )?;
@@ -554,7 +598,7 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
     let http = reqwest::Client::new();
     let timeout = Duration::from_secs(args.timeout_secs);
     let faults = match args.scenario {
-        Load::Raw | Load::Fairness => Faults::unthrottled(),
+        Load::Raw | Load::Fairness | Load::Msp => Faults::unthrottled(),
         Load::Latency => Faults {
             latency_ms: 20,
             jitter_ms: 20,
@@ -839,4 +883,262 @@ fn budget_figures(job: &Value, members: usize, budget: Budget, used: u32, stats:
         "read_429_percent": pct(read_429, read_requests),
         "requests_429_percent": pct(write_429 + read_429, write_requests + read_requests),
     })
+}
+
+/// `--scenario msp`: a service provider's licensor working every customer tenant at once.
+mod msp {
+    use super::*;
+    use futures::StreamExt;
+    use graph_emulator::TenantSet;
+
+    /// The best possible time for `n` writes under a sliding window of `limit` writes per
+    /// `window`: `limit` at once, the next `limit` as the first age out.
+    fn best_seconds(n: usize, b: Budget) -> f64 {
+        (n.saturating_sub(1) / b.limit as usize) as f64 * b.window_ms as f64 / 1000.0
+    }
+
+    fn round(x: f64, places: i32) -> f64 {
+        let p = 10f64.powi(places);
+        (x * p).round() / p
+    }
+
+    fn at(job: &Value, k: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+        job[k]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    }
+
+    async fn submit_assign(
+        http: &reqwest::Client,
+        d: &Deployment,
+        token: &str,
+        group: &str,
+    ) -> anyhow::Result<String> {
+        let resp = http
+            .post(format!("{}/v1/jobs", d.url))
+            .bearer_auth(token)
+            .json(&json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+            .send()
+            .await?;
+        if resp.status().as_u16() != 202 {
+            bail!("submit: {} {}", resp.status(), resp.text().await?);
+        }
+        let job: Value = resp.json().await?;
+        Ok(job["id"].as_str().context("job id")?.to_owned())
+    }
+
+    /// One run: JSON figures of every tenant's share of its budget, wall time, licensor's CPU
+    /// seconds and peak RSS.
+    pub async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
+        let http = reqwest::Client::new();
+        let budget = args.tenant_write_budget;
+        let members = args.tenant_members;
+        let setup = Instant::now();
+        let mut scenarios = TenantSet {
+            count: Some(args.tenants),
+            template: Some(Scenario::simple(
+                1_000 * (run as u64 + 1),
+                members,
+                (members as u32).saturating_mul(2).max(10),
+            )),
+            ..Default::default()
+        }
+        .expand()
+        .map_err(|e| anyhow::anyhow!("--tenants: {e}"))?;
+        let faults = Faults {
+            write_budget: budget,
+            ..Faults::default()
+        };
+        let more_tenants = scenarios.split_off(1);
+        let emu = graph_emulator::spawn(EmulatorConfig {
+            scenario: scenarios.pop(),
+            more_tenants,
+            faults,
+            ..EmulatorConfig::default()
+        })
+        .await?;
+        let creds = emu.tenants();
+        let mut groups = Vec::with_capacity(creds.len());
+        for c in &creds {
+            let s = get_json(
+                &http,
+                &format!(
+                    "{}/_emulator/scenario?tenant={}",
+                    emu.base_url(),
+                    c.tenant_id
+                ),
+                None,
+            )
+            .await?;
+            groups.push(s["groups"][0]["id"].as_str().context("group")?.to_owned());
+        }
+        let tenants: Vec<DirectoryTenant> = creds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| DirectoryTenant {
+                name: format!("customer-{}", i + 1),
+                base_url: emu.base_url(),
+                tenant_id: c.tenant_id.clone(),
+                client_id: c.client_id.clone(),
+                client_secret: c.client_secret.clone(),
+            })
+            .collect();
+        let (d, tokens) = deploy_tenants(args, &tenants).await?;
+        let setup_secs = setup.elapsed().as_secs_f64();
+
+        let cpu_before = d.cpu_seconds();
+        let emulator_cpu_before = process_cpu_seconds(std::process::id());
+        let started = Instant::now();
+        // Every job at once.
+        let submitted = futures::future::join_all(
+            tokens
+                .iter()
+                .zip(&groups)
+                .map(|(token, group)| submit_assign(&http, &d, token, group)),
+        )
+        .await;
+        let jobs: Vec<String> = submitted.into_iter().collect::<anyhow::Result<_>>()?;
+        let submit_secs = started.elapsed().as_secs_f64();
+
+        // Poll the unfinished jobs every 2 s (the jobs' own timestamps give the times).
+        let deadline = started + Duration::from_secs(args.timeout_secs);
+        let mut done: Vec<Option<Value>> = vec![None; jobs.len()];
+        loop {
+            let pending: Vec<usize> = (0..jobs.len()).filter(|i| done[*i].is_none()).collect();
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} of {} jobs not done after {} s",
+                    pending.len(),
+                    jobs.len(),
+                    args.timeout_secs
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let polled: Vec<(usize, anyhow::Result<Value>)> =
+                futures::stream::iter(pending.into_iter().map(|i| {
+                    let url = format!("{}/v1/jobs/{}", d.url, jobs[i]);
+                    let (http, token) = (&http, &tokens[i]);
+                    async move { (i, get_json(http, &url, Some(token)).await) }
+                }))
+                .buffer_unordered(8)
+                .collect()
+                .await;
+            for (i, job) in polled {
+                let job = job?;
+                if matches!(
+                    job["status"].as_str(),
+                    Some("finished" | "finished_with_exception" | "failed" | "cancelled")
+                ) {
+                    done[i] = Some(job);
+                }
+            }
+        }
+        let detected_wall = started.elapsed().as_secs_f64();
+        let cpu: Vec<(String, f64)> = d
+            .cpu_seconds()
+            .into_iter()
+            .zip(cpu_before)
+            .map(|((role, after), (_, before))| (role, round(after - before, 1)))
+            .collect();
+        let emulator_cpu = process_cpu_seconds(std::process::id()) - emulator_cpu_before;
+        let rss = d.peak_rss();
+        let per_tenant = get_json(
+            &http,
+            &format!("{}/_emulator/tenants", emu.base_url()),
+            None,
+        )
+        .await?["value"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+
+        let best = best_seconds(members, budget);
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        let mut shares = Vec::with_capacity(jobs.len());
+        let (mut first_created, mut last_finished) = (None, None);
+        let (mut succeeded, mut failed, mut duplicates, mut unfinished) = (0u64, 0u64, 0u64, 0);
+        for (i, job) in done.iter().enumerate() {
+            let Some(job) = job else { continue };
+            let p = &job["progress"];
+            succeeded += n(&p["succeeded"]);
+            failed += n(&p["failed"]);
+            if job["status"] != "finished" {
+                unfinished += 1;
+            }
+            let written = per_tenant.get(i).map_or(0, |t| n(&t["successful_writes"]));
+            duplicates += written.saturating_sub(n(&p["succeeded"]));
+            if let (Some(c), Some(f)) = (at(job, "created_at"), at(job, "finished_at")) {
+                let secs = (f - c).num_milliseconds() as f64 / 1000.0;
+                shares.push(if secs > 0.0 {
+                    (best / secs).min(1.0)
+                } else {
+                    1.0
+                });
+                first_created = Some(first_created.map_or(c, |x: chrono::DateTime<_>| x.min(c)));
+                last_finished = Some(last_finished.map_or(f, |x: chrono::DateTime<_>| x.max(f)));
+            }
+        }
+        shares.sort_by(f64::total_cmp);
+        let share_at = |q: f64| -> Value {
+            if shares.is_empty() {
+                return Value::Null;
+            }
+            let i = ((shares.len() - 1) as f64 * q).round() as usize;
+            json!(round(shares[i], 3))
+        };
+        let wall = match (first_created, last_finished) {
+            (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
+            _ => detected_wall,
+        };
+        let requests: u64 = per_tenant.iter().map(|t| n(&t["requests_total"])).sum();
+        let throttled: u64 = per_tenant.iter().map(|t| n(&t["throttled"])).sum();
+        let line = json!({
+            "backend": match args.backend { Backend::Embedded => "embedded".to_owned(), Backend::Postgres => format!("postgres+redis, {} workers", args.workers) },
+            "scenario": "msp",
+            "run": run + 1,
+            "tenants": jobs.len(),
+            "members_per_tenant": members,
+            "write_budget": format!("{}/{} ms", budget.limit, budget.window_ms),
+            "best_possible_seconds_per_tenant": best,
+            "share_min": share_at(0.0),
+            "share_median": share_at(0.5),
+            "share_p10": share_at(0.1),
+            "tenants_below_90_percent": shares.iter().filter(|s| **s < 0.9).count(),
+            "wall_seconds": round(wall, 2),
+            "submit_seconds": round(submit_secs, 2),
+            "setup_seconds": round(setup_secs, 1),
+            "succeeded": succeeded,
+            "failed": failed,
+            "jobs_not_finished_cleanly": unfinished,
+            "lost_items": (members as u64 * jobs.len() as u64).saturating_sub(succeeded + failed),
+            "duplicate_writes": duplicates,
+            "directory_requests": requests,
+            "throttled_429": throttled,
+            "throttled_share": if requests > 0 { round(throttled as f64 / requests as f64, 4) } else { 0.0 },
+            "cpu_seconds": Value::Object(cpu.iter().map(|(r, s)| (r.clone(), json!(s))).collect()),
+            "licensor_cpu_seconds": round(cpu.iter().map(|(_, s)| s).sum::<f64>(), 1),
+            "emulator_cpu_seconds": round(emulator_cpu, 1),
+            "peak_rss_mib": Value::Object(rss.into_iter().map(|(r, m)| (r, json!(m))).collect()),
+        });
+        d.stop().await;
+        emu.shutdown().await;
+        Ok(line)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn best_time_is_whole_windows_after_the_first() {
+            let b = |limit, window_ms| Budget { limit, window_ms };
+            assert_eq!(best_seconds(1_000, b(100, 5_000)), 45.0);
+            assert_eq!(best_seconds(100, b(100, 5_000)), 0.0);
+            assert_eq!(best_seconds(101, b(100, 5_000)), 5.0);
+            assert_eq!(best_seconds(6_000, b(3_000, 150_000)), 150.0);
+        }
+    }
 }
