@@ -372,7 +372,10 @@ async fn webhooks_deliver_every_event_once(backend: Backend) {
     // Its activity counts every outcome, the members the cancel skipped included.
     let activity = s
         .app
-        .get_json(&format!("/v1/jobs/{cancelled}/activity?limit=500"), &s.viewer)
+        .get_json(
+            &format!("/v1/jobs/{cancelled}/activity?limit=500"),
+            &s.viewer,
+        )
         .await;
     for n in ["succeeded", "failed", "skipped"] {
         let sum: i64 = activity["data"]
