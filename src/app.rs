@@ -246,6 +246,12 @@ impl Application {
             };
             let options = WorkerOptions {
                 sweeps: self.settings.sweeps.clone(),
+                heartbeat: licensor_workers::heartbeat::HeartbeatOptions {
+                    every: Duration::from_secs(self.settings.worker.heartbeat_secs),
+                    missed: u32::try_from(self.settings.worker.missed_heartbeats)
+                        .unwrap_or(u32::MAX),
+                    embedded: matches!(self.settings.database, DatabaseUrl::Sqlite(_)),
+                },
                 ..WorkerOptions::new(
                     self.settings.worker.concurrency,
                     Duration::from_secs(self.settings.worker.shutdown_grace_secs),

@@ -111,7 +111,11 @@ fn describe_metrics() {
     );
     describe_counter!(
         "licensor_lease_takeovers_total",
-        "Leases taken over after their holder's lease ran out: lease=members (a chunk's members) or expansion (reading a job's groups)"
+        "Leases taken over from a holder that stopped (its lease ran out, or its process's heartbeat stopped for worker.missed_heartbeats × worker.heartbeat_secs): lease=members (a chunk's members) or expansion (reading a job's groups)"
+    );
+    describe_counter!(
+        "licensor_worker_processes_taken_over_total",
+        "Worker processes whose heartbeat stopped (or, on the embedded database, that were gone when the next process started) and whose leases this process took over"
     );
     describe_counter!(
         "licensor_directory_requests_total",
@@ -146,6 +150,7 @@ fn describe_metrics() {
         metrics::counter!("licensor_lease_takeovers_total", "lease" => lease).increment(0);
     }
     metrics::counter!("licensor_jobs_requeued_total").increment(0);
+    metrics::counter!("licensor_worker_processes_taken_over_total").increment(0);
     metrics::counter!("licensor_http_rate_limited_total").increment(0);
     metrics::counter!("licensor_worker_restarts_total").increment(0);
 }

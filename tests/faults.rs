@@ -456,3 +456,283 @@ async fn workers_killed_during_slow_expansion_postgres_redis() {
     drop(d);
     emulator.shutdown().await;
 }
+
+/// The settings of a production deployment for the takeover tests: heartbeats and leases as
+/// shipped (`config/default.toml`: a heartbeat every 5 s, 3 missed → 15 s; leases of 60 s), so
+/// what the tests measure is the heartbeat takeover, not a short lease.
+const SHIPPED_TAKEOVER: [(&str, &str); 4] = [
+    ("LICENSOR_WORKER__HEARTBEAT_SECS", "5"),
+    ("LICENSOR_WORKER__MISSED_HEARTBEATS", "3"),
+    ("LICENSOR_JOBS__LEASE_SECS", "60"),
+    ("LICENSOR_JOBS__STALL_SECS", "60"),
+];
+
+/// The name of the worker process `pid` (its heartbeat row), once it has recorded one.
+async fn process_name(db: &sea_orm::DatabaseConnection, pid: u32) -> String {
+    use sea_orm::{ConnectionTrait, Statement};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT id FROM worker_processes WHERE pid = {pid}"),
+            ))
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return row.try_get("", "id").unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} recorded no heartbeat"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pending members and unfinished expansions whose lease names process `name`.
+async fn held_by(db: &sea_orm::DatabaseConnection, name: &str) -> i64 {
+    use sea_orm::{ConnectionTrait, Statement};
+    let sql = format!(
+        "SELECT (SELECT COUNT(*) FROM job_items WHERE status = 'pending' AND lease_owner LIKE '{name}/%') \
+         + (SELECT COUNT(*) FROM jobs WHERE expanded_at IS NULL AND expand_owner LIKE '{name}/%') AS n"
+    );
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get("", "n").unwrap()
+}
+
+/// Wait until process `name` holds members (or an expansion) of a running job.
+async fn wait_holding(db: &sea_orm::DatabaseConnection, name: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = held_by(db, name).await;
+        if n > 0 {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "{name} never held members");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wait until no pending member or expansion is held by process `name` any more (its leases
+/// taken over and its members claimed by a live worker); returns how long that took.
+async fn wait_released(db: &sea_orm::DatabaseConnection, name: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if held_by(db, name).await == 0 {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{name} still held members {limit:?} later"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn kill_9(child: &mut std::process::Child) {
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = child.wait();
+}
+
+/// A worker killed with SIGKILL mid-job on PostgreSQL + Redis, two workers, heartbeats and
+/// leases as shipped (takeover after 15 s, leases of 60 s), and a new worker started at once:
+/// the members the dead worker held are taken over within 15 s of its last heartbeat (not after
+/// its 60 s leases), the job finishes, and every member is written exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_killed_taken_over_after_missed_heartbeats_postgres_redis() {
+    if !services_configured() {
+        return;
+    }
+    const MEMBERS: u64 = 8_000;
+    // Slow enough that the job is still running long after the takeover: two lanes of 100
+    // members, each `$batch` answered after 1 s.
+    let emulator = directory(MEMBERS as usize, 1_000).await;
+    let pg = PgDatabase::create(&common::postgres_url().unwrap()).await;
+    let services = Services {
+        database_url: pg.url.clone(),
+        redis: RedisNamespace::new(&common::redis_url().unwrap()),
+    };
+    let mut extra = SHIPPED_TAKEOVER.to_vec();
+    extra.extend([
+        ("LICENSOR_JOBS__CHUNK_SIZE", "100"),
+        ("LICENSOR_JOBS__LANES_PER_JOB", "2"),
+    ]);
+    let mut d = Deployment::start_on(&emulator, 2, services, &extra).await;
+    let db = sea_orm::Database::connect(d.database_url()).await.unwrap();
+    let id = d.submit_assign().await;
+    d.wait_progress(&id, 200).await;
+    // procs[0] is the API; kill the worker whose members are in flight.
+    let victim = {
+        let mut found = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while found.is_none() {
+            for i in [1, 2] {
+                let name = process_name(&db, d.procs.0[i].id()).await;
+                if held_by(&db, &name).await > 0 {
+                    found = Some((i, name));
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "no worker held members");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        found.unwrap()
+    };
+    let (index, name) = victim;
+    let held = held_by(&db, &name).await;
+    kill_9(&mut d.procs.0[index]);
+    let killed = Instant::now();
+    let done_at_kill = succeeded(&d, &id).await.unwrap_or(0);
+    d.spawn(&["worker"]);
+    let taken_over = wait_released(&db, &name, Duration::from_secs(45)).await;
+    let job = d.wait_end(&id, 300).await;
+    let finished = killed.elapsed();
+    eprintln!(
+        "worker killed holding {held} leases ({done_at_kill} of {MEMBERS} members done): its members taken over and claimed {taken_over:?} after the kill (takeover after 15 s without a heartbeat; leases of 60 s); job finished {finished:?} after the kill"
+    );
+    assert!(
+        taken_over <= Duration::from_secs(15 + 7),
+        "the dead worker's members were taken over {taken_over:?} after the kill"
+    );
+    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    drop(d);
+    drop(pg);
+    emulator.shutdown().await;
+}
+
+/// `licensor serve` on the embedded default (one process: API and worker on SQLite) killed with
+/// SIGKILL mid-job (20,000 members, still reading them), and started again at once: the new
+/// process takes over its dead predecessor's leases at start — its members and its expansion
+/// are worked again within seconds, not after the 60 s leases — and every member is written
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_server_killed_taken_over_at_restart() {
+    const MEMBERS: u64 = 20_000;
+    let emulator = directory(MEMBERS as usize, 0).await;
+    let mut d = Deployment::start_embedded(&emulator, &SHIPPED_TAKEOVER).await;
+    let db = sea_orm::Database::connect(d.database_url()).await.unwrap();
+    let id = d.submit_assign().await;
+    d.wait_progress(&id, 1_000).await;
+    let name = process_name(&db, d.procs.0[0].id()).await;
+    let held = wait_holding(&db, &name).await;
+    kill_9(&mut d.procs.0[0]);
+    let done_at_kill = succeeded_in(&db).await;
+    let restarted = Instant::now();
+    d.spawn(&["serve"]);
+    let taken_over = wait_released(&db, &name, Duration::from_secs(45)).await;
+    d.wait_ready().await;
+    wait_beyond(&d, &id, done_at_kill, Duration::from_secs(60)).await;
+    let resumed = restarted.elapsed();
+    let job = d.wait_end(&id, 600).await;
+    let finished = restarted.elapsed();
+    eprintln!(
+        "embedded server killed holding {held} leases ({done_at_kill} of {MEMBERS} members done): after the restart its leases were taken over and claimed within {taken_over:?}, progress again by {resumed:?}; the job finished {finished:?} after the restart"
+    );
+    // Without the takeover the predecessor's members would wait for their 60 s leases.
+    assert!(
+        taken_over <= Duration::from_secs(5),
+        "the predecessor's members were taken over {taken_over:?} after the restart"
+    );
+    assert!(
+        resumed <= Duration::from_secs(30),
+        "progress again {resumed:?} after the restart"
+    );
+    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    drop(d);
+    emulator.shutdown().await;
+}
+
+/// Members done of the deployment's jobs, read from the database (while the API is down).
+async fn succeeded_in(db: &sea_orm::DatabaseConnection) -> i64 {
+    use sea_orm::{ConnectionTrait, Statement};
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COALESCE(SUM(succeeded), 0) AS succeeded FROM jobs".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get("", "succeeded").unwrap()
+}
+
+/// Two workers on PostgreSQL + Redis with a takeover delay of 2 s (a heartbeat every second, 2
+/// missed) and a directory answering every request after 4 s, so every step — reading the
+/// groups, each chunk — lasts well beyond the takeover delay: the heartbeat is the process's,
+/// not the step's, so no lease of a live worker is ever taken over, and every member is written
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_steps_keep_their_members_postgres_redis() {
+    if !services_configured() {
+        return;
+    }
+    const MEMBERS: u64 = 400;
+    let emulator = directory(MEMBERS as usize, 4_000).await;
+    let pg = PgDatabase::create(&common::postgres_url().unwrap()).await;
+    let services = Services {
+        database_url: pg.url.clone(),
+        redis: RedisNamespace::new(&common::redis_url().unwrap()),
+    };
+    let d = Deployment::start_on(
+        &emulator,
+        2,
+        services,
+        &[
+            ("LICENSOR_WORKER__HEARTBEAT_SECS", "1"),
+            ("LICENSOR_WORKER__MISSED_HEARTBEATS", "2"),
+            ("LICENSOR_JOBS__LEASE_SECS", "60"),
+            ("LICENSOR_JOBS__STALL_SECS", "60"),
+            ("LICENSOR_JOBS__CHUNK_SIZE", "100"),
+            ("LICENSOR_JOBS__LANES_PER_JOB", "2"),
+        ],
+    )
+    .await;
+    let db = sea_orm::Database::connect(d.database_url()).await.unwrap();
+    let started = Instant::now();
+    let id = d.submit_assign().await;
+    let job = d.wait_end(&id, 240).await;
+    let took = started.elapsed();
+    use sea_orm::{ConnectionTrait, Statement};
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM job_items WHERE taken_over".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let taken_over: i64 = row.try_get("", "n").unwrap();
+    let processes = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM worker_processes".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let live: i64 = processes.try_get("", "n").unwrap();
+    eprintln!(
+        "slow steps (4 s per request, takeover after 2 s): job finished in {took:?}, {taken_over} members taken over, {live} worker processes recorded"
+    );
+    assert!(
+        took > Duration::from_secs(8),
+        "every step outlasted the takeover delay"
+    );
+    assert_eq!(taken_over, 0, "no member of a live worker was taken over");
+    assert_eq!(live, 2, "both workers alive and recorded");
+    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    drop(d);
+    drop(pg);
+    emulator.shutdown().await;
+}

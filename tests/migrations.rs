@@ -7,7 +7,7 @@ use licensor_core::db;
 use licensor_migrations::MigratorTrait;
 use sea_orm::{ConnectionTrait, Statement};
 
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "tenants",
     "api_tokens",
     "jobs",
@@ -19,6 +19,7 @@ const TABLES: [&str; 11] = [
     "license_seats",
     "idempotency_keys",
     "job_activity",
+    "worker_processes",
 ];
 
 async fn migrations_apply_and_reapply(backend: Backend) {

@@ -65,9 +65,10 @@ async fn queue_emptied_mid_job_postgres_redis() {
     d.wait_progress(&id, 1_000).await;
     // Everything the queue held for this deployment is gone (as after FLUSHALL or a Redis
     // restart without persistence), keeping other tests' keys.
-    let client = redis::Client::open(d.redis.url.as_str()).unwrap();
+    let ns = d.redis.as_ref().unwrap();
+    let client = redis::Client::open(ns.url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys = d.redis.keys();
+    let keys = ns.keys();
     assert!(!keys.is_empty());
     let _: () = redis::cmd("DEL")
         .arg(&keys)

@@ -17,7 +17,8 @@ pub struct Deployment {
     pub token: String,
     pub env: Vec<(String, String)>,
     pub procs: Processes,
-    pub redis: RedisNamespace,
+    /// The queue's Redis namespace (`None`: the embedded default, SQLite in the data directory).
+    pub redis: Option<RedisNamespace>,
     _pg: Option<PgDatabase>,
     _data: tempfile::TempDir,
 }
@@ -52,19 +53,52 @@ impl Deployment {
         services: Services,
         extra: &[(&str, &str)],
     ) -> Deployment {
-        let redis = services.redis;
+        let mut d = Self::prepare(emulator, Some(services), extra);
+        d.spawn(&["serve", "--no-worker"]);
+        for _ in 0..workers {
+            d.spawn(&["worker"]);
+        }
+        d.wait_ready().await;
+        d
+    }
+
+    /// The embedded default as one process: `licensor serve` (API and worker) on the SQLite
+    /// database and queue of the deployment's own data directory, with `extra` environment
+    /// variables over the test defaults.
+    pub async fn start_embedded(emulator: &EmulatorHandle, extra: &[(&str, &str)]) -> Deployment {
+        let mut d = Self::prepare(emulator, None, extra);
+        d.spawn(&["serve"]);
+        d.wait_ready().await;
+        d
+    }
+
+    /// Migrate, create the tenant and its admin token; no process started yet.
+    fn prepare(
+        emulator: &EmulatorHandle,
+        services: Option<Services>,
+        extra: &[(&str, &str)],
+    ) -> Deployment {
+        let (database_url, redis) = match services {
+            Some(s) => (Some(s.database_url), Some(s.redis)),
+            None => (None, None),
+        };
         let data = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let stores: Vec<(&str, String)> = match (&database_url, &redis) {
+            (Some(db), Some(redis)) => vec![
+                ("LICENSOR_DATABASE_URL", db.clone()),
+                ("LICENSOR_QUEUE_URL", redis.url.clone()),
+                ("LICENSOR_QUEUE_NAME", redis.prefix.clone()),
+            ],
+            _ => Vec::new(),
+        };
         let env: Vec<(String, String)> = [
             ("LICENSOR_DATA_DIR", data.path().display().to_string()),
             ("LICENSOR_LISTEN", format!("127.0.0.1:{port}")),
-            ("LICENSOR_DATABASE_URL", services.database_url.clone()),
-            ("LICENSOR_QUEUE_URL", redis.url.clone()),
-            ("LICENSOR_QUEUE_NAME", redis.prefix.clone()),
             ("LICENSOR_SECRET_KEY", super::SECRET_KEY.to_owned()),
             ("LICENSOR_LOG", "warn".to_owned()),
             ("LICENSOR_WORKER__HEARTBEAT_SECS", "1".to_owned()),
@@ -76,6 +110,7 @@ impl Deployment {
             ("LICENSOR_API__RATE_LIMIT_PER_SECOND", "0".to_owned()),
         ]
         .into_iter()
+        .chain(stores)
         .map(|(k, v)| (k.to_owned(), v))
         .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
         .chain(
@@ -118,21 +153,23 @@ impl Deployment {
             )
             .trim()
             .to_owned();
-        d.spawn(&["serve", "--no-worker"]);
-        for _ in 0..workers {
-            d.spawn(&["worker"]);
-        }
-        d.wait_ready().await;
         d
     }
 
-    /// The deployment's `postgres://` database URL.
+    /// The deployment's database URL: `postgres://…`, or the embedded SQLite file.
     pub fn database_url(&self) -> String {
-        self.env
-            .iter()
-            .find(|(k, _)| k == "LICENSOR_DATABASE_URL")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
+        let var = |name: &str| {
+            self.env
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        var("LICENSOR_DATABASE_URL").unwrap_or_else(|| {
+            format!(
+                "sqlite://{}/licensor.db?mode=rw",
+                var("LICENSOR_DATA_DIR").unwrap_or_default()
+            )
+        })
     }
 
     /// Wait until the API answers `/readyz` with 200.

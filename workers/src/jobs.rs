@@ -370,7 +370,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     .await?;
     let taken_over = items.iter().filter(|i| i.taken_over).count();
     if taken_over > 0 {
-        tracing::info!(job = %job_id, members = taken_over, "took over members whose holder's lease ran out");
+        tracing::info!(job = %job_id, members = taken_over, "took over members whose holder stopped");
         metrics::counter!("licensor_lease_takeovers_total", "lease" => "members")
             .increment(taken_over as u64);
     }
@@ -622,8 +622,8 @@ impl Step {
 /// ledger entry for every write), or the reason the whole job cannot go on.
 ///
 /// A member is decided from its snapshot when it has one from this run; a member without one
-/// (a rerun, a resumed job, an expiry removal, an undo), and any member the snapshot says needs
-/// no write, is read from the directory first (batched reads, not paced as writes) — so "already
+/// (a rerun, a resumed job, an expiry removal, an undo), a member taken over from a holder that
+/// stopped, and any member the snapshot says needs no write, is read from the directory first (batched reads, not paced as writes) — so "already
 /// in the desired state" is only ever said from a fresh read. A multi-license call the directory
 /// refuses as all or nothing ("does not have a corresponding license") is not taken as done: the
 /// member is read again and the precise difference written, once.
@@ -640,9 +640,13 @@ async fn process(
         .unwrap_or(job.runs > 1 || job.parent_job_id.is_some());
     let mut step = Step::default();
     for item in &items {
+        // A member taken over from a holder that stopped (its lease ran out, or its process's
+        // heartbeat did) may have been written by that holder without its outcome being
+        // recorded: it is read afresh, never written from its snapshot again.
         let snap: Option<Snapshot> = item
             .licenses
             .clone()
+            .filter(|_| !item.taken_over)
             .and_then(|v| serde_json::from_value(v).ok());
         step.decide(req, Member::of(item), snap.as_ref(), false);
     }

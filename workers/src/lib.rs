@@ -10,9 +10,11 @@ use std::time::Duration;
 use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{BackendExt, BackoffConfig, BoxDynError, Data, Strategy, WorkerBuilder};
 use licensor_core::db::Db;
+use licensor_core::jobs::processes::ProcessId;
 use licensor_core::queue::{Message, Queue};
 use tokio::sync::broadcast;
 
+pub mod heartbeat;
 pub mod jobs;
 pub mod outage;
 mod ping;
@@ -47,10 +49,16 @@ pub struct WorkerOptions {
     /// Unique per process (host + pid + a random suffix): apalis recovers a dead worker's tasks
     /// by name, and two processes sharing one would hide each other's orphans.
     pub name: String,
+    /// The host name (`/etc/hostname`) and process id in `name`, recorded with the process's
+    /// heartbeat.
+    pub host: String,
+    pub pid: u32,
     pub concurrency: usize,
     pub shutdown_grace: Duration,
     /// Schedules of licensor's own periodic work.
     pub sweeps: licensor_core::config::SweepSettings,
+    /// The process's heartbeat in the database, and when its leases are taken over.
+    pub heartbeat: heartbeat::HeartbeatOptions,
 }
 
 impl WorkerOptions {
@@ -61,11 +69,15 @@ impl WorkerOptions {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "localhost".into());
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let pid = std::process::id();
         WorkerOptions {
-            name: format!("licensor-{host}-{}-{suffix}", std::process::id()),
+            name: format!("licensor-{host}-{pid}-{suffix}"),
+            host,
+            pid,
             concurrency,
             shutdown_grace,
             sweeps: Default::default(),
+            heartbeat: Default::default(),
         }
     }
 }
@@ -122,6 +134,19 @@ where
     // The sweeps run beside the queue worker and stop on the same signal.
     let schedules = sweeps::Schedules::from_settings(&options.sweeps)
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    // The process's heartbeat runs before it takes any work, and beside every step: a slow step
+    // never stops it.
+    let process = ProcessId {
+        name: options.name.clone(),
+        host: options.host.clone(),
+        pid: options.pid,
+    };
+    heartbeat::start(&ctx, &process, &options.heartbeat).await;
+    let beating = jobs::AbortOnDrop(tokio::spawn(heartbeat::run(
+        ctx.clone(),
+        process,
+        options.heartbeat.clone(),
+    )));
     let sweeps_stop = Arc::new(tokio::sync::watch::channel(false).0);
     let mut sweeps = tokio::spawn(sweeps::run_all(
         ctx.clone(),
@@ -214,6 +239,14 @@ where
     };
     sweeps_stop.send_replace(true);
     drop(tidy);
+    // Stopped cleanly: hand back whatever this process still holds and remove its row, so no
+    // peer waits for its heartbeat to go stale.
+    drop(beating);
+    heartbeat::stopped(&options.name);
+    match licensor_core::jobs::processes::leave(&ctx.db, &options.name).await {
+        Ok(freed) => heartbeat::requeue(&ctx, freed).await,
+        Err(e) => tracing::warn!(error = %e, "removing the worker process's row failed"),
+    }
     match tokio::time::timeout(grace, &mut sweeps).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "sweeps stopped with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "sweeps stopped with an error"),

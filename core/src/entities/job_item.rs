@@ -25,8 +25,10 @@ pub struct Model {
     pub change: Option<Json>,
     /// Undo items only: `{expect, restore}`.
     pub target: Option<Json>,
-    /// Whether the current lease was taken over from a holder whose lease had run out (set by
-    /// each claim; counted by `licensor_lease_takeovers_total`).
+    /// Whether the current lease was taken over from a holder whose lease had run out, or had
+    /// been ended because the holder's process stopped heartbeating
+    /// ([`crate::jobs::processes::take_over`]); set by each claim, counted by
+    /// `licensor_lease_takeovers_total`. Such a member is read afresh before any write.
     pub taken_over: bool,
 }
 

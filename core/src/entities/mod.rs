@@ -14,3 +14,4 @@ pub mod license_seat;
 pub mod tenant;
 pub mod webhook_delivery;
 pub mod webhook_endpoint;
+pub mod worker_process;

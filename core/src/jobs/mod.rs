@@ -31,6 +31,7 @@ pub mod files;
 pub mod history;
 pub mod pipeline;
 pub mod plan;
+pub mod processes;
 pub mod request;
 
 pub use request::{ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};

@@ -350,8 +350,9 @@ pub async fn mark_expanded(db: &Db, job_id: Uuid) -> StoreResult<()> {
 }
 
 /// Take up to `limit` pending items of a running job that nobody holds (or whose holder's
-/// lease ran out), in member order, and hold them for `owner` until `until`. Items taken from a
-/// holder whose lease ran out come back with `taken_over` set.
+/// lease ran out — or was ended because its process stopped heartbeating, see
+/// [`super::processes::take_over`]), in member order, and hold them for `owner` until `until`.
+/// Items taken from such a holder come back with `taken_over` set.
 pub async fn claim(
     db: &Db,
     job_id: Uuid,

@@ -1,0 +1,257 @@
+//! This worker process's heartbeat in the database, and taking over the leases of processes
+//! whose heartbeat stopped (see [`licensor_core::jobs::processes`]).
+//!
+//! Every `worker.heartbeat_secs` the process stamps its row (`worker_processes`). About every
+//! second it looks for peers whose last heartbeat is more than `worker.missed_heartbeats ×
+//! worker.heartbeat_secs` old, ends their leases and queues their jobs again, so their members
+//! are worked again within that delay rather than after `jobs.lease_secs`. A process judges its
+//! peers only while its own heartbeats have been recorded without a gap for at least that long:
+//! after the database was away for everyone, every process first beats again, so none takes
+//! members from a peer that is alive but has not beaten yet.
+//!
+//! On the embedded database (SQLite: its file is on this host), a process that starts takes over
+//! at once the leases of every process row of this host whose process is gone — a restarted
+//! `licensor serve` picks up where its killed predecessor stopped without waiting at all.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use licensor_core::entities::worker_process;
+use licensor_core::jobs::processes::{self, Freed, ProcessId};
+use licensor_core::queue::Message;
+
+use crate::WorkerContext;
+
+/// How a process's heartbeat runs (`[worker]` settings).
+#[derive(Debug, Clone)]
+pub struct HeartbeatOptions {
+    /// Between two heartbeats (`worker.heartbeat_secs`).
+    pub every: Duration,
+    /// Heartbeats a process may miss before its leases are taken over
+    /// (`worker.missed_heartbeats`).
+    pub missed: u32,
+    /// Whether the database is the embedded one (SQLite), which only processes on this host
+    /// can open.
+    pub embedded: bool,
+}
+
+impl Default for HeartbeatOptions {
+    fn default() -> Self {
+        HeartbeatOptions {
+            every: Duration::from_secs(5),
+            missed: 3,
+            embedded: false,
+        }
+    }
+}
+
+impl HeartbeatOptions {
+    /// How long after its last heartbeat a process counts as dead: `missed × every`.
+    pub fn takeover_after(&self) -> Duration {
+        self.every * self.missed.max(1)
+    }
+}
+
+/// How often peers' heartbeats are looked at: every second (every heartbeat when that is
+/// shorter), so a dead process is noticed within a second of the takeover delay.
+fn check_every(options: &HeartbeatOptions) -> Duration {
+    options.every.min(Duration::from_secs(1))
+}
+
+/// Record this process's first heartbeat and, on the embedded database, take over the leases of
+/// the processes of this host that are gone (a restarted server's predecessor). Call before the
+/// process takes any work.
+pub async fn start(ctx: &WorkerContext, process: &ProcessId, options: &HeartbeatOptions) {
+    running_here().push(process.name.clone());
+    if let Err(e) = processes::beat(&ctx.db, process).await {
+        tracing::warn!(error = %e, "recording the worker's heartbeat failed; trying again shortly");
+        return;
+    }
+    if !options.embedded {
+        return;
+    }
+    let rows = match processes::all(&ctx.db).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the worker processes at start failed");
+            return;
+        }
+    };
+    for row in rows {
+        if row.id == process.name || !predecessor(process, &row) {
+            continue;
+        }
+        take_over(ctx, &row, "gone at start").await;
+    }
+}
+
+/// The worker names running in this operating-system process (tests and embedders may run
+/// several on one database): never a predecessor, although they share this pid.
+static RUNNING_HERE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn running_here() -> std::sync::MutexGuard<'static, Vec<String>> {
+    RUNNING_HERE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether `row`, another process's row on the embedded database, is a process of this host
+/// that no longer runs: its pid is gone, or is this process's own (a restarted container) but
+/// none of the workers running in it.
+fn predecessor(me: &ProcessId, row: &worker_process::Model) -> bool {
+    if row.host != me.host || running_here().contains(&row.id) {
+        return false;
+    }
+    match u32::try_from(row.pid) {
+        Ok(pid) => pid == me.pid || !process_alive(pid),
+        Err(_) => true,
+    }
+}
+
+/// Whether a process with this id runs on this host (`/proc` on Linux, `ps -p` elsewhere; when
+/// that cannot be told, it counts as running and its heartbeat decides).
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        return std::path::Path::new(&format!("/proc/{pid}")).exists();
+    }
+    std::process::Command::new("ps")
+        .args(["-p", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(true)
+}
+
+/// The process stopped: it is no longer one of the workers running here.
+pub fn stopped(process_name: &str) {
+    running_here().retain(|n| n != process_name);
+}
+
+/// Beat and watch the peers until the task is dropped.
+pub async fn run(ctx: Arc<WorkerContext>, process: ProcessId, options: HeartbeatOptions) {
+    let takeover_after = options.takeover_after();
+    let mut next_beat = Instant::now();
+    // The start of this process's current run of heartbeats recorded without a gap.
+    let mut steady_since: Option<Instant> = None;
+    let mut last_recorded: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(check_every(&options)).await;
+        if Instant::now() >= next_beat {
+            next_beat = Instant::now() + options.every;
+            match processes::beat(&ctx.db, &process).await {
+                Ok(()) => {
+                    // A gap of more than two heartbeats starts a new run.
+                    if steady_since.is_none()
+                        || last_recorded.is_none_or(|l| l.elapsed() > options.every * 2)
+                    {
+                        steady_since = Some(Instant::now());
+                    }
+                    last_recorded = Some(Instant::now());
+                }
+                Err(e) => {
+                    steady_since = None;
+                    tracing::warn!(error = %e, "recording the worker's heartbeat failed");
+                    continue;
+                }
+            }
+        }
+        if steady_since.is_none_or(|s| s.elapsed() < takeover_after) {
+            continue;
+        }
+        let rows = match processes::silent(&ctx.db, takeover_after).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the worker processes failed");
+                continue;
+            }
+        };
+        for row in rows {
+            if row.id != process.name {
+                take_over(&ctx, &row, "heartbeat stopped").await;
+            }
+        }
+    }
+}
+
+/// Take over `dead`'s leases and queue the jobs they were on.
+async fn take_over(ctx: &WorkerContext, dead: &worker_process::Model, why: &'static str) {
+    let freed = match processes::take_over(&ctx.db, dead).await {
+        Ok(Some(freed)) => freed,
+        // It beat again, or another worker was first.
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(process = %dead.id, error = %e, "taking over a worker process's leases failed");
+            return;
+        }
+    };
+    tracing::warn!(
+        process = %dead.id,
+        reason = why,
+        last_heartbeat = %dead.last_heartbeat_at,
+        members = freed.members,
+        expansions = freed.expansions,
+        jobs = freed.jobs.len(),
+        "a worker process stopped; its leases were taken over"
+    );
+    metrics::counter!("licensor_worker_processes_taken_over_total").increment(1);
+    requeue(ctx, freed).await;
+}
+
+/// Queue the freed jobs again, so a live worker works them at once (the messages of the steps
+/// that held them went with their process).
+pub(crate) async fn requeue(ctx: &WorkerContext, freed: Freed) {
+    if freed.jobs.is_empty() {
+        return;
+    }
+    let messages = freed
+        .jobs
+        .into_iter()
+        .map(|(tenant_id, job_id)| Message::Run { tenant_id, job_id })
+        .collect();
+    if let Err(e) = ctx.queue.push_bulk(messages).await {
+        tracing::warn!(error = %e, "queueing the jobs of a stopped worker failed; the reconciler will");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn row(host: &str, pid: i64) -> worker_process::Model {
+        worker_process::Model {
+            id: format!("licensor-{host}-{pid}-abcdef12"),
+            host: host.into(),
+            pid,
+            started_at: Utc::now(),
+            last_heartbeat_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_predecessor_is_a_gone_process_of_this_host() {
+        let me = ProcessId {
+            name: "licensor-here-1-00000000".into(),
+            host: "here".into(),
+            pid: std::process::id(),
+        };
+        // This very pid on this host: a restarted container's predecessor.
+        assert!(predecessor(&me, &row("here", i64::from(me.pid))));
+        // Another host's process is judged by its heartbeat only.
+        assert!(!predecessor(&me, &row("elsewhere", 999_999_999)));
+        // A pid no process has.
+        assert!(predecessor(&me, &row("here", 999_999_999)));
+        // A running process of this host (pid 1 always runs).
+        assert!(!predecessor(&me, &row("here", 1)));
+    }
+
+    #[test]
+    fn takeover_delay_is_missed_heartbeats_times_interval() {
+        let o = HeartbeatOptions {
+            every: Duration::from_secs(5),
+            missed: 3,
+            embedded: true,
+        };
+        assert_eq!(o.takeover_after(), Duration::from_secs(15));
+        assert_eq!(check_every(&o), Duration::from_secs(1));
+    }
+}
