@@ -89,6 +89,8 @@ pub struct Application {
     /// The API's own pool on PostgreSQL (short connection wait, see [`db::PoolRole::Api`]);
     /// on SQLite the one pool serves both.
     api_db: Db,
+    /// A worker process's heartbeat pool (one connection, see [`db::PoolRole::Heartbeat`]).
+    heartbeat_db: Option<Db>,
     queue: Queue,
     secrets: SecretBox,
     listener: Option<TcpListener>,
@@ -107,6 +109,11 @@ impl Application {
                 db::connect_as(&settings.database, db::PoolRole::Api).await?
             }
             _ => db.clone(),
+        };
+        let heartbeat_db = if roles.worker {
+            Some(db::connect_as(&settings.database, db::PoolRole::Heartbeat).await?)
+        } else {
+            None
         };
         let queue = Queue::connect(&settings.queue, QueueOptions::from_settings(&settings)).await?;
         let listener = if roles.api {
@@ -136,6 +143,7 @@ impl Application {
             roles,
             db,
             api_db,
+            heartbeat_db,
             queue,
             secrets,
             listener,
@@ -251,6 +259,7 @@ impl Application {
                     missed: u32::try_from(self.settings.worker.missed_heartbeats)
                         .unwrap_or(u32::MAX),
                     embedded: matches!(self.settings.database, DatabaseUrl::Sqlite(_)),
+                    db: self.heartbeat_db.clone(),
                 },
                 ..WorkerOptions::new(
                     self.settings.worker.concurrency,

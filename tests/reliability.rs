@@ -138,3 +138,67 @@ async fn flaky_throttled_directory(backend: Backend) {
     emulator.shutdown().await;
 }
 on_both_backends!(flaky_throttled_directory);
+
+/// A process stopped in the middle of a transaction (SIGSTOP, a frozen VM, a cut network) does
+/// not keep its row locks for ever: PostgreSQL ends a licensor session that sits idle inside a
+/// transaction after `db::IDLE_IN_TRANSACTION_TIMEOUT`, and the rows it held — members a worker
+/// was recording, which `FOR UPDATE SKIP LOCKED` claims would skip for ever — are free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_transaction_releases_its_locks_postgres() {
+    use licensor_core::config::DatabaseUrl;
+    use licensor_core::db::{self, IDLE_IN_TRANSACTION_TIMEOUT};
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let Some(url) = common::postgres_url() else {
+        return;
+    };
+    let pg = common::PgDatabase::create(&url).await;
+    let licensor = db::connect(&DatabaseUrl::Postgres(pg.url.clone()))
+        .await
+        .unwrap();
+    licensor
+        .execute_unprepared("CREATE TABLE held (id INT PRIMARY KEY); INSERT INTO held VALUES (1)")
+        .await
+        .unwrap();
+    // licensor's connection locks the row, then goes silent without committing.
+    let txn = licensor.begin().await.unwrap();
+    txn.execute_unprepared("SELECT id FROM held WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let silent = Instant::now();
+    let other = sea_orm::Database::connect(pg.url.as_str()).await.unwrap();
+    let free = || async {
+        other
+            .query_all_raw(sea_orm::Statement::from_string(
+                other.get_database_backend(),
+                "SELECT id FROM held FOR UPDATE SKIP LOCKED".to_owned(),
+            ))
+            .await
+            .unwrap()
+            .len()
+            == 1
+    };
+    assert!(
+        !free().await,
+        "the row is locked while the transaction is open"
+    );
+    let released = loop {
+        if free().await {
+            break silent.elapsed();
+        }
+        assert!(
+            silent.elapsed() < IDLE_IN_TRANSACTION_TIMEOUT + Duration::from_secs(10),
+            "the silent transaction still held its lock {:?} later",
+            silent.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("a silent transaction's lock was released {released:?} after it went silent");
+    assert!(released >= IDLE_IN_TRANSACTION_TIMEOUT - Duration::from_secs(1));
+    // Its session is gone: the transaction cannot commit what it had done.
+    assert!(txn.commit().await.is_err());
+    // The pool serves again on a new connection.
+    assert!(db::ping(&licensor).await);
+    drop(other);
+    drop(licensor);
+    drop(pg);
+}

@@ -21,10 +21,18 @@ pub enum PoolRole {
     /// API request handlers: wait at most [`API_ACQUIRE_TIMEOUT`], so a caller gets 503
     /// `database_unavailable` within 2 s instead of a hung request.
     Api,
+    /// A worker process's heartbeat: one connection of its own, so steps that hold every
+    /// connection of the workers' pool never delay it (a late heartbeat would have the
+    /// process's members taken over while it works them).
+    Heartbeat,
 }
 
 /// How long an API request waits for a database connection before it is answered 503.
 pub const API_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// How long a PostgreSQL session may sit idle inside a transaction before the server ends it
+/// and releases its locks (`idle_in_transaction_session_timeout`, set on every connection).
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long start-up tries to reach a PostgreSQL server before it reports why it could not.
 const START_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,19 +64,33 @@ pub async fn connect_as(
                 })?;
             }
             let mut o = ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
-            o.max_connections(8).map_sqlx_sqlite_opts(|o| {
-                o.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(30))
-                    .foreign_keys(true)
-            });
+            o.max_connections(if role == PoolRole::Heartbeat { 1 } else { 8 })
+                .map_sqlx_sqlite_opts(|o| {
+                    o.journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                        .busy_timeout(Duration::from_secs(30))
+                        .foreign_keys(true)
+                });
             o
         }
         DatabaseUrl::Postgres(url) => {
             let mut o = ConnectOptions::new(url.clone());
+            // A process stopped or cut off in the middle of a transaction (SIGSTOP, a frozen
+            // VM, a network partition) would otherwise keep its row locks for as long as its
+            // connection lives: members it had claimed with `FOR UPDATE SKIP LOCKED` stayed
+            // invisible to every other worker and the job never ended. The server ends such a
+            // session after this long; licensor's own transactions never wait between
+            // statements (no directory call is made inside one).
+            o.map_sqlx_postgres_opts(|o| {
+                o.options([(
+                    "idle_in_transaction_session_timeout",
+                    format!("{}ms", IDLE_IN_TRANSACTION_TIMEOUT.as_millis()),
+                )])
+            });
             match role {
                 PoolRole::Workers => o.max_connections(16),
                 PoolRole::Api => o.max_connections(8).min_connections(0),
+                PoolRole::Heartbeat => o.max_connections(1).min_connections(0),
             };
             o
         }
@@ -79,7 +101,9 @@ pub async fn connect_as(
         (_, DatabaseUrl::Sqlite(_)) => Duration::from_secs(30),
         // The pool's reconnection backoff grows to a fifth of this time: kept short, the
         // workers find a PostgreSQL server that came back within a second.
-        (PoolRole::Workers, DatabaseUrl::Postgres(_)) => Duration::from_secs(5),
+        (PoolRole::Workers | PoolRole::Heartbeat, DatabaseUrl::Postgres(_)) => {
+            Duration::from_secs(5)
+        }
         (PoolRole::Api, DatabaseUrl::Postgres(_)) => API_ACQUIRE_TIMEOUT,
     };
     options

@@ -32,7 +32,7 @@ pub struct Readiness {
 
 /// The database and the queue answer.
 /// How long `/readyz` waits for each of the database and the queue.
-const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(600);
 
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, body = Readiness),

@@ -33,6 +33,10 @@ pub struct HeartbeatOptions {
     /// Whether the database is the embedded one (SQLite), which only processes on this host
     /// can open.
     pub embedded: bool,
+    /// The heartbeat's own connection pool (one connection), so a worker whose steps hold every
+    /// connection of the workers' pool still beats on time and is never taken for dead; `None`
+    /// beats through the workers' pool.
+    pub db: Option<licensor_core::db::Db>,
 }
 
 impl Default for HeartbeatOptions {
@@ -41,11 +45,17 @@ impl Default for HeartbeatOptions {
             every: Duration::from_secs(5),
             missed: 3,
             embedded: false,
+            db: None,
         }
     }
 }
 
 impl HeartbeatOptions {
+    /// The pool the heartbeat and the takeover use: its own, else the workers'.
+    fn db<'a>(&'a self, ctx: &'a WorkerContext) -> &'a licensor_core::db::Db {
+        self.db.as_ref().unwrap_or(&ctx.db)
+    }
+
     /// How long after its last heartbeat a process counts as dead: `missed × every`.
     pub fn takeover_after(&self) -> Duration {
         self.every * self.missed.max(1)
@@ -63,14 +73,14 @@ fn check_every(options: &HeartbeatOptions) -> Duration {
 /// process takes any work.
 pub async fn start(ctx: &WorkerContext, process: &ProcessId, options: &HeartbeatOptions) {
     running_here().push(process.name.clone());
-    if let Err(e) = processes::beat(&ctx.db, process).await {
+    if let Err(e) = processes::beat(options.db(ctx), process).await {
         tracing::warn!(error = %e, "recording the worker's heartbeat failed; trying again shortly");
         return;
     }
     if !options.embedded {
         return;
     }
-    let rows = match processes::all(&ctx.db).await {
+    let rows = match processes::all(options.db(ctx)).await {
         Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(error = %e, "reading the worker processes at start failed");
@@ -81,7 +91,7 @@ pub async fn start(ctx: &WorkerContext, process: &ProcessId, options: &Heartbeat
         if row.id == process.name || !predecessor(process, &row) {
             continue;
         }
-        take_over(ctx, &row, "gone at start").await;
+        take_over(ctx, options.db(ctx), &row, "gone at start").await;
     }
 }
 
@@ -137,7 +147,7 @@ pub async fn run(ctx: Arc<WorkerContext>, process: ProcessId, options: Heartbeat
         tokio::time::sleep(check_every(&options)).await;
         if Instant::now() >= next_beat {
             next_beat = Instant::now() + options.every;
-            match processes::beat(&ctx.db, &process).await {
+            match processes::beat(options.db(&ctx), &process).await {
                 Ok(()) => {
                     // A gap of more than two heartbeats starts a new run.
                     if steady_since.is_none()
@@ -157,7 +167,7 @@ pub async fn run(ctx: Arc<WorkerContext>, process: ProcessId, options: Heartbeat
         if steady_since.is_none_or(|s| s.elapsed() < takeover_after) {
             continue;
         }
-        let rows = match processes::silent(&ctx.db, takeover_after).await {
+        let rows = match processes::silent(options.db(&ctx), takeover_after).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::debug!(error = %e, "reading the worker processes failed");
@@ -166,15 +176,20 @@ pub async fn run(ctx: Arc<WorkerContext>, process: ProcessId, options: Heartbeat
         };
         for row in rows {
             if row.id != process.name {
-                take_over(&ctx, &row, "heartbeat stopped").await;
+                take_over(&ctx, options.db(&ctx), &row, "heartbeat stopped").await;
             }
         }
     }
 }
 
 /// Take over `dead`'s leases and queue the jobs they were on.
-async fn take_over(ctx: &WorkerContext, dead: &worker_process::Model, why: &'static str) {
-    let freed = match processes::take_over(&ctx.db, dead).await {
+async fn take_over(
+    ctx: &WorkerContext,
+    db: &licensor_core::db::Db,
+    dead: &worker_process::Model,
+    why: &'static str,
+) {
+    let freed = match processes::take_over(db, dead).await {
         Ok(Some(freed)) => freed,
         // It beat again, or another worker was first.
         Ok(None) => return,
@@ -250,6 +265,7 @@ mod tests {
             every: Duration::from_secs(5),
             missed: 3,
             embedded: true,
+            db: None,
         };
         assert_eq!(o.takeover_after(), Duration::from_secs(15));
         assert_eq!(check_every(&o), Duration::from_secs(1));

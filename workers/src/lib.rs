@@ -134,19 +134,6 @@ where
     // The sweeps run beside the queue worker and stop on the same signal.
     let schedules = sweeps::Schedules::from_settings(&options.sweeps)
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-    // The process's heartbeat runs before it takes any work, and beside every step: a slow step
-    // never stops it.
-    let process = ProcessId {
-        name: options.name.clone(),
-        host: options.host.clone(),
-        pid: options.pid,
-    };
-    heartbeat::start(&ctx, &process, &options.heartbeat).await;
-    let beating = jobs::AbortOnDrop(tokio::spawn(heartbeat::run(
-        ctx.clone(),
-        process,
-        options.heartbeat.clone(),
-    )));
     let sweeps_stop = Arc::new(tokio::sync::watch::channel(false).0);
     let mut sweeps = tokio::spawn(sweeps::run_all(
         ctx.clone(),
@@ -162,6 +149,19 @@ where
             }
         },
     ));
+    // The process's heartbeat starts before the process takes any work (the sweeps' start-up catch-up is already under way beside it), and beside every step: a slow step
+    // never stops it.
+    let process = ProcessId {
+        name: options.name.clone(),
+        host: options.host.clone(),
+        pid: options.pid,
+    };
+    heartbeat::start(&ctx, &process, &options.heartbeat).await;
+    let beating = jobs::AbortOnDrop(tokio::spawn(heartbeat::run(
+        ctx.clone(),
+        process,
+        options.heartbeat.clone(),
+    )));
     {
         let stopping = stopping.clone();
         let sweeps_stop = sweeps_stop.clone();
