@@ -177,14 +177,8 @@ impl Setup {
 
     /// Every delivery of an endpoint, newest first.
     async fn deliveries(&self, hook_id: &str) -> Vec<Value> {
-        let page = self
-            .app
-            .get_json(
-                &format!("/v1/webhooks/{hook_id}/deliveries?limit=500"),
-                &self.admin,
-            )
-            .await;
-        page["data"].as_array().cloned().unwrap()
+        let path = format!("/v1/webhooks/{hook_id}/deliveries?limit=500");
+        self.app.list(&path, &self.admin).await
     }
 
     /// Wait until the endpoint has `n` deliveries, none pending.
@@ -370,21 +364,15 @@ async fn webhooks_deliver_every_event_once(backend: Backend) {
     }
     assert!(job["progress"]["skipped"].as_i64().unwrap() > 0, "{job}");
     // Its activity counts every outcome, the members the cancel skipped included.
-    let activity = s
-        .app
-        .get_json(
-            &format!("/v1/jobs/{cancelled}/activity?limit=500"),
-            &s.viewer,
-        )
-        .await;
+    let path = format!("/v1/jobs/{cancelled}/activity?limit=500");
+    let activity = s.app.list(&path, &s.viewer).await;
     for n in ["succeeded", "failed", "skipped"] {
-        let sum: i64 = activity["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m[n].as_i64().unwrap())
-            .sum();
-        assert_eq!(sum, job["progress"][n].as_i64().unwrap(), "{n}: {activity}");
+        let sum: i64 = activity.iter().map(|m| m[n].as_i64().unwrap()).sum();
+        assert_eq!(
+            sum,
+            job["progress"][n].as_i64().unwrap(),
+            "{n}: {activity:?}"
+        );
     }
 
     // "all" gets the three events, "trouble" two; each once, signed, with the job's facts.

@@ -96,12 +96,40 @@ fn pick(st: &AppState, tenant: Option<&str>) -> Result<Arc<Tenant>, NoTenant> {
     }
 }
 
+/// A route's query string that may name its tenant (`?tenant=`).
+trait NamesTenant {
+    fn tenant(&self) -> Option<&str>;
+}
+
+/// Each of these query strings names its tenant in a `tenant` field.
+macro_rules! names_tenant {
+    ($($query:ty),*) => {$(
+        impl NamesTenant for $query {
+            fn tenant(&self) -> Option<&str> {
+                self.tenant.as_deref()
+            }
+        }
+    )*};
+}
+
+names_tenant!(TenantQuery, StatsQuery, Page);
+
+/// The route's query and the tenant it names: 400 for a query string the route does not take,
+/// 404 for an unknown tenant.
+fn pick_with<Q: NamesTenant>(
+    st: &AppState,
+    q: Result<Query<Q>, QueryRejection>,
+) -> Result<(Q, Arc<Tenant>), NoTenant> {
+    let Query(q) = q.map_err(|e| NoTenant::BadQuery(e.body_text()))?;
+    let tenant = pick(st, q.tenant())?;
+    Ok((q, tenant))
+}
+
 fn pick_q(
     st: &AppState,
     q: Result<Query<TenantQuery>, QueryRejection>,
 ) -> Result<Arc<Tenant>, NoTenant> {
-    let Query(q) = q.map_err(|e| NoTenant::BadQuery(e.body_text()))?;
-    pick(st, q.tenant.as_deref())
+    pick_with(st, q).map(|(_, tenant)| tenant)
 }
 
 /// Build every tenant's directory (off the async threads); each starts with `faults`.
@@ -267,12 +295,8 @@ pub struct StatsQuery {
 /// `GET /_emulator/stats[?per_user=true][&tenant=]`: one tenant's statistics (the default
 /// tenant's without `tenant`), with its `tenant_id`.
 pub async fn stats(State(st): St, q: Result<Query<StatsQuery>, QueryRejection>) -> Response {
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return bad_query(e),
-    };
-    let st = match pick(&st, q.tenant.as_deref()) {
-        Ok(t) => t,
+    let (q, st) = match pick_with(&st, q) {
+        Ok(picked) => picked,
         Err(e) => return e.into_response(),
     };
     let dir = st.dir();
@@ -367,12 +391,8 @@ pub struct Page {
 }
 
 pub async fn users(State(st): St, p: Result<Query<Page>, QueryRejection>) -> Response {
-    let Query(p) = match p {
-        Ok(p) => p,
-        Err(e) => return bad_query(e),
-    };
-    let dir = match pick(&st, p.tenant.as_deref()) {
-        Ok(t) => t.dir(),
+    let (p, dir) = match pick_with(&st, p) {
+        Ok((p, t)) => (p, t.dir()),
         Err(e) => return e.into_response(),
     };
     let off = p.offset.unwrap_or(0).min(dir.user_ids.len());

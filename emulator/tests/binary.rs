@@ -14,22 +14,7 @@ async fn binary_serves_a_scenario_file() {
     s.client_secret = Some("file-secret".into());
     std::fs::write(&file, serde_json::to_string(&s).expect("json")).expect("write");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_graph-emulator"))
-        .args(["--listen", "127.0.0.1:0", "--scenario"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut vars = std::collections::HashMap::new();
-    for _ in 0..5 {
-        let l = lines.next().expect("line").expect("utf8");
-        if let Some((k, v)) = l.split_once('=') {
-            vars.insert(k.to_string(), v.to_string());
-        }
-    }
+    let (mut child, vars) = spawn_with_scenario(&file, 5);
     let http = reqwest::Client::new();
     let res = http
         .post(&vars["GRAPH_TOKEN_URL"])
@@ -115,22 +100,7 @@ async fn binary_refuses_unknown_fields_and_serves_many_tenants_from_a_file() {
         serde_json::json!({"count": 3, "template": Scenario::simple(5, 4, 4)}).to_string(),
     )
     .expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_graph-emulator"))
-        .args(["--listen", "127.0.0.1:0", "--scenario"])
-        .arg(&many)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut vars = std::collections::HashMap::new();
-    for _ in 0..6 {
-        let l = lines.next().expect("line").expect("utf8");
-        if let Some((k, v)) = l.split_once('=') {
-            vars.insert(k.to_string(), v.to_string());
-        }
-    }
+    let (mut child, vars) = spawn_with_scenario(&many, 6);
     assert_eq!(vars.get("GRAPH_TENANTS").map(String::as_str), Some("3"));
     let base = vars["GRAPH_URL"].trim_end_matches("/v1.0").to_string();
     let v: serde_json::Value = reqwest::get(format!("{base}/_emulator/tenants"))
@@ -145,4 +115,34 @@ async fn binary_refuses_unknown_fields_and_serves_many_tenants_from_a_file() {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The emulator binary started on a free port with `--scenario path`, and the `KEY=value`
+/// lines it prints first (`lines` of them: its URLs and credentials).
+fn spawn_with_scenario(
+    path: &std::path::Path,
+    lines: usize,
+) -> (
+    std::process::Child,
+    std::collections::HashMap<String, String>,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graph-emulator"))
+        .args(["--listen", "127.0.0.1:0", "--scenario"])
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut out = BufReader::new(stdout).lines();
+    let mut vars = std::collections::HashMap::new();
+    for _ in 0..lines {
+        let l = out.next().expect("line").expect("utf8");
+        if let Some((k, v)) = l.split_once('=') {
+            vars.insert(k.to_string(), v.to_string());
+        }
+    }
+    // Whatever it prints later is read and dropped, so its stdout never closes under it.
+    std::thread::spawn(move || out.for_each(drop));
+    (child, vars)
 }

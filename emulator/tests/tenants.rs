@@ -110,6 +110,14 @@ async fn control(
     into_res(rb.send().await.expect("send")).await
 }
 
+/// `GET` a Graph path as the tenant whose token this is.
+async fn graph_get(emu: &EmulatorHandle, http: &Client, token: &str, path: &str) -> Res {
+    let rb = http
+        .get(format!("{}{path}", emu.graph_url()))
+        .bearer_auth(token);
+    into_res(rb.send().await.expect("send")).await
+}
+
 fn names(r: &Res, key: &str) -> Vec<String> {
     r.body["value"]
         .as_array()
@@ -331,31 +339,15 @@ async fn budgets_and_faults_are_per_tenant() {
     let http = client();
     let ta = token_of(&emu, &http, &creds[0]).await;
     let tb = token_of(&emu, &http, &creds[1]).await;
-    let ids = |tenant: &str| {
-        let http = http.clone();
-        let url = format!(
-            "{}/_emulator/users?limit=10&tenant={tenant}",
-            emu.base_url()
-        );
+    let ids = |tenant: String| {
+        let (emu, http) = (&emu, &http);
         async move {
-            let v: Value = http
-                .get(url)
-                .send()
-                .await
-                .expect("send")
-                .json()
-                .await
-                .expect("json");
-            v["value"]
-                .as_array()
-                .expect("value")
-                .iter()
-                .filter_map(|u| u["id"].as_str().map(str::to_string))
-                .collect::<Vec<_>>()
+            let path = format!("/users?limit=10&tenant={tenant}");
+            names(&control(emu, http, Method::GET, &path, None).await, "id")
         }
     };
-    let users_a = ids(&creds[0].tenant_id).await;
-    let users_b = ids(&creds[1].tenant_id).await;
+    let users_a = ids(creds[0].tenant_id.clone()).await;
+    let users_b = ids(creds[1].tenant_id.clone()).await;
     let assign = |token: &str, user: &str, sku: &str| {
         let req = http
             .post(format!("{}/users/{user}/assignLicense", emu.graph_url()))
@@ -528,27 +520,13 @@ async fn a_scenario_body_takes_a_list_of_tenants_or_a_count() {
     let t3 = token_of(&env.emu, &env.http, &creds[2]).await;
     let t1 = token_of(&env.emu, &env.http, &creds[0]).await;
     let users = |tok: String| {
-        let http = env.http.clone();
-        let url = format!(
-            "{}/users?$top=999&$select=userPrincipalName",
-            env.emu.graph_url()
-        );
+        let env = &env;
         async move {
-            let v: Value = http
-                .get(url)
-                .bearer_auth(tok)
-                .send()
-                .await
-                .expect("send")
-                .json()
-                .await
-                .expect("json");
-            v["value"]
-                .as_array()
-                .expect("value")
-                .iter()
-                .filter_map(|u| u["userPrincipalName"].as_str().map(str::to_string))
-                .collect::<Vec<_>>()
+            let path = "/users?$top=999&$select=userPrincipalName";
+            names(
+                &graph_get(&env.emu, &env.http, &tok, path).await,
+                "userPrincipalName",
+            )
         }
     };
     let u3 = users(t3).await;

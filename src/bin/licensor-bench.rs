@@ -471,14 +471,30 @@ async fn submit(
         .as_str()
         .context("group")?
         .to_owned();
+    let body = if kind == "export" {
+        json!({"kind": "export", "groups": [group], "export": {"format": export_format}})
+    } else {
+        assign_body(&group)
+    };
+    submit_body(http, d, token, &body).await
+}
+
+/// An assign of ENTERPRISEPACK (usage location SE) to one group.
+fn assign_body(group: &str) -> Value {
+    json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"})
+}
+
+/// `POST /v1/jobs` with `body`; the new job's id (anything but 202 is an error).
+async fn submit_body(
+    http: &reqwest::Client,
+    d: &Deployment,
+    token: &str,
+    body: &Value,
+) -> anyhow::Result<String> {
     let resp = http
         .post(format!("{}/v1/jobs", d.url))
         .bearer_auth(token)
-        .json(&if kind == "export" {
-            json!({"kind": "export", "groups": [group], "export": {"format": export_format}})
-        } else {
-            json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"})
-        })
+        .json(body)
         .send()
         .await?;
     if resp.status().as_u16() != 202 {
@@ -914,17 +930,7 @@ mod msp {
         token: &str,
         group: &str,
     ) -> anyhow::Result<String> {
-        let resp = http
-            .post(format!("{}/v1/jobs", d.url))
-            .bearer_auth(token)
-            .json(&json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
-            .send()
-            .await?;
-        if resp.status().as_u16() != 202 {
-            bail!("submit: {} {}", resp.status(), resp.text().await?);
-        }
-        let job: Value = resp.json().await?;
-        Ok(job["id"].as_str().context("job id")?.to_owned())
+        submit_body(http, d, token, &assign_body(group)).await
     }
 
     /// One run: JSON figures of every tenant's share of its budget, wall time, licensor's CPU

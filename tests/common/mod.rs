@@ -325,6 +325,15 @@ impl TestApp {
         success_json(self.get(path, token).send().await.expect("GET")).await
     }
 
+    /// GET a list at `path` with `token`: asserts a 2xx answer and returns its `data` rows.
+    pub async fn list(&self, path: &str, token: &str) -> Vec<serde_json::Value> {
+        let page = self.get_json(path, token).await;
+        match page["data"].as_array() {
+            Some(rows) => rows.clone(),
+            None => panic!("GET {path}: no data list in {page}"),
+        }
+    }
+
     /// POST `body` to `path` with `token`: asserts a 2xx answer and returns its JSON body.
     pub async fn post_json(
         &self,
