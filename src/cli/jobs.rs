@@ -36,6 +36,7 @@ fn exit_code(status: JobStatus) -> u8 {
         JobStatus::FinishedWithException => 3,
         JobStatus::Failed => 4,
         JobStatus::Cancelled => 5,
+        JobStatus::Previewed => 6,
         // Not final; watch never ends on these.
         JobStatus::Queued | JobStatus::Running => 1,
     }
@@ -50,6 +51,7 @@ fn label(status: JobStatus) -> &'static str {
         JobStatus::FinishedWithException => "Finished with Exception",
         JobStatus::Failed => "Failed",
         JobStatus::Cancelled => "Cancelled",
+        JobStatus::Previewed => "Previewed",
     }
 }
 
@@ -618,6 +620,7 @@ async fn submit(args: Submit) -> anyhow::Result<()> {
         export,
         verify: None,
         undo_of: None,
+        preview: false,
     };
     let mut req = api.request(Method::POST, "/v1/jobs").json(&request);
     if let Some(key) = &args.idempotency_key {
@@ -1136,6 +1139,6 @@ mod tests {
             .filter(|s| s.is_terminal())
             .map(exit_code)
             .collect();
-        assert_eq!(codes, [0, 3, 4, 5]);
+        assert_eq!(codes, [0, 3, 4, 5, 6]);
     }
 }
