@@ -467,6 +467,7 @@ async fn openapi_describes_every_route_and_metrics_are_prometheus_text() {
         ("/v1/tokens/{id}/revoke", "post"),
         ("/v1/jobs", "get"),
         ("/v1/jobs/{id}", "get"),
+        ("/v1/jobs/{id}/launch", "post"),
         ("/v1/audit", "get"),
     ] {
         assert!(
@@ -475,6 +476,18 @@ async fn openapi_describes_every_route_and_metrics_are_prometheus_text() {
         );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Previews: their status, the summary on the job and each item's prediction.
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["JobStatus"]["enum"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|s| s == "previewed")),
+        "{}",
+        schemas["JobStatus"]
+    );
+    assert!(schemas["PreviewSummary"].is_object());
+    assert!(schemas["JobView"]["properties"]["preview"].is_object());
+    assert!(schemas["ItemView"]["properties"]["prediction"].is_object());
     // Every documented GET without parameters answers (none is a dead entry).
     let t = app.tenant("acme").await;
     for (path, item) in paths {
@@ -502,5 +515,9 @@ async fn openapi_describes_every_route_and_metrics_are_prometheus_text() {
     );
     let text = metrics.text().await.unwrap();
     assert!(text.contains("licensor_http_requests_total"), "{text}");
+    assert!(
+        text.contains(r#"licensor_jobs{kind="assign",status="previewed"} 0"#),
+        "{text}"
+    );
     app.stop().await;
 }

@@ -875,3 +875,66 @@ async fn bulk_rerun_by_filter_and_member_history_from_the_command_line() {
     app.stop().await;
     emulator.shutdown().await;
 }
+
+/// `jobs submit --preview` waits for the preview and prints its summary and the job id;
+/// `jobs launch ID` runs it, and the members fail as many as predicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preview_and_launch_from_the_command_line() {
+    let emulator = graph_emulator::spawn(graph_emulator::EmulatorConfig {
+        scenario: Some(graph_emulator::Scenario::demo()),
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    let app = common::TestApp::start(common::Backend::Embedded)
+        .await
+        .expect("the embedded backend needs no services");
+    let tenant = app.tenant("contoso").await;
+    app.connect_directory(tenant.id, &emulator).await;
+    let admin = tenant.admin.as_str();
+
+    // SPE_E5 (100 units) for Sales (250 members).
+    let mut args = assign("Sales", "SPE_E5").to_vec();
+    args.push("--preview");
+    let out = jobs_cli(&app, admin, &args).await;
+    let text = succeeded(&out);
+    let id = text.lines().last().unwrap_or_default().trim().to_owned();
+    uuid::Uuid::try_parse(&id).unwrap_or_else(|_| panic!("the job id last: {text}"));
+    assert!(
+        text.contains("SHORTFALL") && text.contains("WOULD FAIL"),
+        "{text}"
+    );
+    let job = get_json(&app, admin, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["status"], "previewed");
+    let shortfall = &job["preview"]["skus"][0];
+    assert_eq!(shortfall["free"], 100, "{job}");
+    assert!(
+        text.lines().any(|l| l.starts_with("SPE_E5")
+            && l.split_whitespace().collect::<Vec<_>>()
+                == [
+                    "SPE_E5".to_owned(),
+                    shortfall["needed"].to_string(),
+                    "100".to_owned(),
+                    shortfall["shortfall"].to_string()
+                ]),
+        "{text}"
+    );
+
+    let out = jobs_cli(&app, admin, &["launch", &id]).await;
+    assert_eq!(succeeded(&out).trim(), id);
+    let done = app.wait_for_job(admin, &id, 120).await;
+    assert_eq!(done["status"], "finished_with_exception", "{done}");
+    assert_eq!(
+        done["progress"]["failed"], job["preview"]["would_fail"],
+        "{done}"
+    );
+    app.assert_outcomes_true(admin, &id, &emulator.base_url())
+        .await;
+
+    // Launching it again is refused with the API's code.
+    let out = jobs_cli(&app, admin, &["launch", &id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_line(&out).contains("not_a_preview"));
+    app.stop().await;
+    emulator.shutdown().await;
+}

@@ -1355,3 +1355,242 @@ async fn undo_restores_members_as_they_were(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(undo_restores_members_as_they_were);
+
+/// Poll a preview until it has left `queued` and `running`.
+async fn wait_previewed(s: &Setup, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = s.job(id).await;
+        if !matches!(job["status"].as_str(), Some("queued" | "running")) {
+            assert_eq!(job["status"], "previewed", "{job}");
+            return job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "preview not done: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The status and code an item's prediction says it will end with.
+fn predicted(item: &Value) -> (&str, &str) {
+    let p = &item["prediction"];
+    let status = match p["outcome"].as_str() {
+        Some("would_succeed") => "succeeded",
+        Some("would_skip") => "skipped",
+        Some("would_fail") => "failed",
+        other => panic!("no prediction ({other:?}): {item}"),
+    };
+    (status, p["code"].as_str().unwrap_or_default())
+}
+
+/// After a launched preview ended: every member ended exactly as predicted.
+async fn assert_as_predicted(s: &Setup, id: &str) -> usize {
+    let items = s.app.all_items(&s.viewer, id).await;
+    for item in &items {
+        let (status, code) = predicted(item);
+        assert_eq!(
+            (
+                item["status"].as_str().unwrap_or_default(),
+                self::code(item)
+            ),
+            (status, code),
+            "predicted {} but got {item}",
+            item["prediction"]
+        );
+    }
+    items.len()
+}
+
+async fn launch(s: &Setup, id: &str, token: &str) -> reqwest::Response {
+    s.app
+        .post(&format!("/v1/jobs/{id}/launch"), token)
+        .send()
+        .await
+        .expect("launch")
+}
+
+/// SPE_E5 to Staff as a preview: the seat math matches the emulator (free units, members that
+/// lack the SKU, members without usage location) and nothing is written; the launch reads no
+/// group member again and every member ends as predicted, which is also what the directory
+/// holds. Launching it again, or launching as an operator, is refused and changes nothing; an
+/// export cannot be previewed.
+async fn preview_then_launch_gives_the_predicted_outcomes(backend: Backend) {
+    let Some(s) = setup(backend, "[jobs]\nchunk_size = 20\nlanes_per_job = 1\n").await else {
+        return;
+    };
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    // The seat math, counted from the emulator: Staff is the first 1,000 users.
+    let stats = s.stats().await;
+    let e5 = stats["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["skuPartNumber"] == "SPE_E5")
+        .unwrap()
+        .clone();
+    let free = e5["enabled"].as_i64().unwrap() - e5["consumedUnits"].as_i64().unwrap();
+    let users = s.first_users(1000).await;
+    let users = users["value"].as_array().unwrap();
+    let mut needed = 0i64;
+    let mut no_location = 0i64;
+    for u in users {
+        let user = s.user(u["id"].as_str().unwrap()).await;
+        if holds(&user, SPE_E5_SKU_ID) == (false, false) {
+            needed += 1;
+        }
+        if u["usageLocation"].is_null() {
+            no_location += 1;
+        }
+    }
+    assert!(
+        needed > free && no_location > 0,
+        "{needed} {free} {no_location}"
+    );
+    let writes_before = stats["successful_writes"].clone();
+
+    let job = s
+        .submit(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}], "preview": true}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let job = wait_previewed(&s, &id).await;
+    let p = &job["preview"];
+    assert_eq!(p["members"], 1000, "{p}");
+    assert_eq!(p["skus"][0]["sku_part_number"], "SPE_E5", "{p}");
+    assert_eq!(p["skus"][0]["free"], free, "{p}");
+    assert_eq!(p["skus"][0]["needed"], needed, "{p}");
+    assert_eq!(p["skus"][0]["shortfall"], needed - free, "{p}");
+    assert_eq!(p["usage_location"]["missing"], no_location, "{p}");
+    assert_eq!(p["usage_location"]["fixed_by_request"], false, "{p}");
+    assert!(p["launched_at"].is_null(), "{p}");
+    let failures = p["failures"].as_array().unwrap();
+    let failed_by = |c: &str| {
+        failures
+            .iter()
+            .find(|f| f["code"] == c)
+            .map_or(0, |f| f["count"].as_i64().unwrap())
+    };
+    assert!(failed_by("count_violation") > 0, "{p}");
+    assert!(failed_by("usage_location_missing") > 0, "{p}");
+    assert_eq!(
+        p["would_succeed"].as_i64().unwrap()
+            + p["would_skip"].as_i64().unwrap()
+            + p["would_fail"].as_i64().unwrap(),
+        1000
+    );
+    let held = p["held"].as_array().unwrap();
+    assert!(
+        held.iter()
+            .any(|h| h["sku_part_number"] == "SPE_E5" && h["inherited"].as_i64().unwrap() > 0),
+        "{p}"
+    );
+    // Nothing was written, and every member has its prediction.
+    let stats = s.stats().await;
+    assert_eq!(stats["successful_writes"], writes_before);
+    let items = s.app.all_items(&s.viewer, &id).await;
+    assert_eq!(items.len(), 1000);
+    assert!(items.iter().all(|i| i["status"] == "pending"));
+    let would_fail = items
+        .iter()
+        .filter(|i| i["prediction"]["outcome"] == "would_fail")
+        .count() as i64;
+    assert_eq!(would_fail, p["would_fail"].as_i64().unwrap());
+    // Listed with its own status.
+    let listed = list_jobs(&s, "status=previewed").await;
+    assert!(listed.iter().any(|j| j["id"] == id.as_str()));
+
+    // Only an admin launches.
+    expect_problem(launch(&s, &id, &s.operator).await, 403, "forbidden").await;
+    assert_eq!(s.job(&id).await["status"], "previewed");
+
+    let pages = stats["member_pages_read"].clone();
+    let resp = launch(&s, &id, &s.admin).await;
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let launched: Value = resp.json().await.unwrap();
+    assert_eq!(launched["status"], "queued", "{launched}");
+    assert_eq!(launched["request"].get("preview"), None, "{launched}");
+    let done = s.wait(&id).await;
+    assert_eq!(done["status"], "finished_with_exception", "{done}");
+    assert_eq!(done["runs"], 1, "{done}");
+    assert!(done["preview"]["launched_at"].is_string(), "{done}");
+    assert_eq!(done["preview"]["expanded_again"], false, "{done}");
+    assert_eq!(done["progress"]["failed"], p["would_fail"], "{done} vs {p}");
+    // No group member was read again.
+    assert_eq!(s.stats().await["member_pages_read"], pages);
+    assert_eq!(assert_as_predicted(&s, &id).await, 1000);
+
+    // A finished job is no preview: refused, nothing changes.
+    let before = s.job(&id).await;
+    expect_problem(launch(&s, &id, &s.admin).await, 409, "not_a_preview").await;
+    let after = s.job(&id).await;
+    assert_eq!(before["status"], after["status"]);
+    assert_eq!(before["progress"], after["progress"]);
+    assert_eq!(before["runs"], after["runs"]);
+
+    // An export writes nothing, so it is not previewed; no job is created.
+    let jobs_before = list_jobs(&s, "").await.len();
+    let resp = s
+        .app
+        .post("/v1/jobs", &s.admin)
+        .json(&json!({"kind": "export", "groups": [staff], "export": {"format": "csv"}, "preview": true}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 422, "preview_not_supported").await;
+    assert_eq!(list_jobs(&s, "").await.len(), jobs_before);
+    s.finish().await;
+}
+on_both_backends!(preview_then_launch_gives_the_predicted_outcomes);
+
+/// A preview older than `jobs.preview_max_age_secs` reads its groups again on launch: a remove
+/// of SPE_E5 from the E5 Pilot members, who hold it only through the group, and a replace_all
+/// on Sales; both end as predicted.
+async fn stale_preview_reads_the_groups_again(backend: Backend) {
+    let Some(s) = setup(
+        backend,
+        "[jobs]\nchunk_size = 20\nlanes_per_job = 1\npreview_max_age_secs = 0\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let pilot = s.app.group_id(&s.admin, "E5 Pilot").await;
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    for body in [
+        json!({"kind": "remove", "groups": [pilot], "remove_licenses": [SPE_E5_SKU_ID], "preview": true}),
+        json!({"kind": "replace", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "replace_all": true, "usage_location": "NO", "preview": true}),
+    ] {
+        let job = s.submit(body).await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        let job = wait_previewed(&s, &id).await;
+        let p = job["preview"].clone();
+        if job["kind"] == "remove" {
+            assert_eq!(p["members"], 40, "{p}");
+            assert_eq!(p["inherited_only"], 40, "{p}");
+            assert_eq!(p["failures"][0]["code"], "inherited_from_group", "{p}");
+        } else {
+            assert_eq!(p["usage_location"]["fixed_by_request"], true, "{p}");
+        }
+        let pages = s.stats().await["member_pages_read"].as_u64().unwrap();
+        let resp = launch(&s, &id, &s.admin).await;
+        assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+        let done = s.wait(&id).await;
+        assert_eq!(done["preview"]["expanded_again"], true, "{done}");
+        assert!(s.stats().await["member_pages_read"].as_u64().unwrap() > pages);
+        // Read again, the members are new items without a prediction; their outcomes are
+        // those the preview predicted, member by member.
+        let items = s.app.all_items(&s.viewer, &id).await;
+        assert_eq!(items.len() as i64, p["members"].as_i64().unwrap());
+        let counts = |status: &str| items.iter().filter(|i| i["status"] == status).count() as i64;
+        assert_eq!(
+            counts("succeeded"),
+            p["would_succeed"].as_i64().unwrap(),
+            "{p}"
+        );
+        assert_eq!(counts("skipped"), p["would_skip"].as_i64().unwrap(), "{p}");
+        assert_eq!(counts("failed"), p["would_fail"].as_i64().unwrap(), "{p}");
+    }
+    s.finish().await;
+}
+on_both_backends!(stale_preview_reads_the_groups_again);

@@ -153,6 +153,9 @@ pub struct JobSettings {
     /// recorded) before it is flagged stuck: `stuck: true` in the API, "Stuck" in the Job
     /// Monitor, counted by the `licensor_jobs_stuck` gauge.
     pub stuck_after_secs: u64,
+    /// Seconds a preview stays fresh: launching an older one reads the groups again instead of
+    /// using the members the preview found.
+    pub preview_max_age_secs: u64,
 }
 
 impl Default for JobSettings {
@@ -167,6 +170,7 @@ impl Default for JobSettings {
                 bulk_max_jobs: 10_000,
                 stall_secs: 60,
                 stuck_after_secs: 600,
+                preview_max_age_secs: 900,
             })
     }
 }

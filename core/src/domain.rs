@@ -86,7 +86,9 @@ impl std::str::FromStr for JobKind {
 
 /// Job status. `queued` → `running` → `finished` | `finished_with_exception` | `failed`;
 /// `cancelled` from `queued` or `running`; a rerun moves `failed` / `finished_with_exception`
-/// back to `queued`.
+/// back to `queued`. A preview (`"preview": true`) goes `queued` → `running` → `previewed`
+/// without writing; launching it moves it back to `queued` as a real job, and a previewed job
+/// may be cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -96,16 +98,19 @@ pub enum JobStatus {
     FinishedWithException,
     Failed,
     Cancelled,
+    /// A preview: every member decided from the directory's state, nothing written.
+    Previewed,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 6] = [
+    pub const ALL: [JobStatus; 7] = [
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Finished,
         JobStatus::FinishedWithException,
         JobStatus::Failed,
         JobStatus::Cancelled,
+        JobStatus::Previewed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -116,6 +121,7 @@ impl JobStatus {
             JobStatus::FinishedWithException => "finished_with_exception",
             JobStatus::Failed => "failed",
             JobStatus::Cancelled => "cancelled",
+            JobStatus::Previewed => "previewed",
         }
     }
 
@@ -126,6 +132,7 @@ impl JobStatus {
                 | JobStatus::FinishedWithException
                 | JobStatus::Failed
                 | JobStatus::Cancelled
+                | JobStatus::Previewed
         )
     }
 
@@ -137,9 +144,10 @@ impl JobStatus {
             (Queued, Running | Cancelled | Failed)
                 | (
                     Running,
-                    Finished | FinishedWithException | Failed | Cancelled
+                    Finished | FinishedWithException | Failed | Cancelled | Previewed
                 )
-                | (Failed | FinishedWithException, Queued)
+                | (Failed | FinishedWithException | Previewed, Queued)
+                | (Previewed, Cancelled)
         )
     }
 }
@@ -210,6 +218,9 @@ mod tests {
         assert!(FinishedWithException.can_become(Queued));
         assert!(!Finished.can_become(Queued));
         assert!(!Cancelled.can_become(Running));
+        assert!(Running.can_become(Previewed));
+        assert!(Previewed.can_become(Queued));
+        assert!(Previewed.can_become(Cancelled));
         for s in JobStatus::ALL {
             assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
         }

@@ -16,6 +16,7 @@ mod m20261130_000010_webhooks;
 mod m20261130_000011_job_activity;
 mod m20261130_000012_member_history;
 mod m20261130_000021_worker_heartbeats;
+mod m20261130_000022_item_predictions;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000011_job_activity::Migration),
             Box::new(m20261130_000012_member_history::Migration),
             Box::new(m20261130_000021_worker_heartbeats::Migration),
+            Box::new(m20261130_000022_item_predictions::Migration),
         ]
     }
 }

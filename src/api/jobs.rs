@@ -25,7 +25,8 @@ use super::problem::{ApiError, ApiResult, Problem};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListJobsQuery {
-    /// Comma-separated statuses: queued, running, finished, finished_with_exception, failed, cancelled.
+    /// Comma-separated statuses: queued, running, finished, finished_with_exception, failed,
+    /// cancelled, previewed.
     pub status: Option<String>,
     /// Comma-separated kinds: assign, remove, replace, export.
     pub kind: Option<String>,
@@ -159,6 +160,10 @@ fn accepted(view: JobView) -> Response {
 /// the request is checked as a whole against the subscribed SKUs: an unknown SKU → 422
 /// `unknown_sku`; a disabled plan that is not a plan of its SKU → 422 `plan_not_in_sku`; a SKU
 /// with no free unit → 409 `no_licenses_available` with its counts. Refused: no job is created.
+/// With `"preview": true` the job writes nothing: it reads the groups, predicts each member's
+/// outcome and ends `previewed` with a summary (`preview`), including the seat shortfall — so a
+/// SKU without free units is not refused — and `POST /v1/jobs/{id}/launch` runs it; an export
+/// cannot be previewed (422 `preview_not_supported`).
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
     request_body = JobRequest,
     responses(
@@ -185,7 +190,8 @@ pub async fn submit_job(
             .await
             .map_err(super::directory::directory_error)?;
         request.check_skus(&skus)?;
-        for add in &request.add_licenses {
+        // A preview reports the shortfall instead.
+        for add in request.add_licenses.iter().filter(|_| !request.preview) {
             if let Some(sku) = skus.iter().find(|s| s.sku_id == add.sku_id)
                 && sku.available <= 0
             {
@@ -437,8 +443,40 @@ pub async fn rerun_job(
     Ok(accepted(view))
 }
 
-/// Cancel a queued or running job (operator): members not being worked on are skipped, those
-/// in flight finish. Any other status → 409 `not_cancellable`.
+/// Launch a preview (admin): the `previewed` job is queued as the real run of its request,
+/// with the members the preview found — the groups are not read again unless the preview is
+/// older than `jobs.preview_max_age_secs` (default 900 s). Every member is read afresh before it
+/// is decided and written. Any other status → 409 `not_a_preview`.
+#[utoipa::path(post, path = "/v1/jobs/{id}/launch", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 202, body = JobView, headers(("Location" = String, description = "The job's URL"))),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn launch_job(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Response> {
+    let me = auth.require(Role::Admin)?;
+    let view = jobs::launch(
+        &state.db,
+        me.tenant_id,
+        id,
+        Some(me.token_id),
+        std::time::Duration::from_secs(state.jobs.preview_max_age_secs),
+    )
+    .await?;
+    enqueue(&state, &view, me.tenant_id).await;
+    metrics::counter!("licensor_jobs_launched_total", "kind" => view.kind.as_str()).increment(1);
+    Ok(accepted(view))
+}
+
+/// Cancel a queued, running or previewed job (operator): members not being worked on are
+/// skipped, those in flight finish. Any other status → 409 `not_cancellable`.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Job id")),
     responses(

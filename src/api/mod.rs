@@ -97,6 +97,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(jobs::list_jobs, jobs::submit_job))
         .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::launch_job))
         .routes(routes!(jobs::list_runs))
         .routes(routes!(activity::job_activity))
         .routes(routes!(jobs::list_items))

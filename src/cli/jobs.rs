@@ -36,6 +36,7 @@ fn exit_code(status: JobStatus) -> u8 {
         JobStatus::FinishedWithException => 3,
         JobStatus::Failed => 4,
         JobStatus::Cancelled => 5,
+        JobStatus::Previewed => 6,
         // Not final; watch never ends on these.
         JobStatus::Queued | JobStatus::Running => 1,
     }
@@ -50,6 +51,7 @@ fn label(status: JobStatus) -> &'static str {
         JobStatus::FinishedWithException => "Finished with Exception",
         JobStatus::Failed => "Failed",
         JobStatus::Cancelled => "Cancelled",
+        JobStatus::Previewed => "Previewed",
     }
 }
 
@@ -63,7 +65,7 @@ pub enum JobsCommand {
         #[command(flatten)]
         client: Client,
         /// Only jobs in these statuses (comma-separated or repeated): queued (Waiting), running
-        /// (In Progress), finished, finished_with_exception, failed, cancelled.
+        /// (In Progress), finished, finished_with_exception, failed, cancelled, previewed.
         #[arg(long, value_delimiter = ',', value_parser = status_parser())]
         status: Vec<JobStatus>,
         /// Only jobs of these kinds (comma-separated or repeated).
@@ -75,7 +77,7 @@ pub enum JobsCommand {
     },
     /// Follow a job until it ends: a progress bar (plain lines when the output is not a
     /// terminal), then the final counts and the failed members by error code. Exits 0 when the
-    /// job is Finished, 3 Finished with Exception, 4 Failed, 5 Cancelled.
+    /// job is Finished, 3 Finished with Exception, 4 Failed, 5 Cancelled, 6 Previewed.
     Watch {
         #[command(flatten)]
         client: Client,
@@ -120,6 +122,15 @@ pub enum JobsCommand {
         #[command(flatten)]
         client: Client,
         /// The id of the job to undo.
+        id: String,
+    },
+    /// Launch a Previewed job (admin): it runs as previewed, with the members the preview
+    /// found (read again when the preview is older than `jobs.preview_max_age_secs`). Prints the
+    /// job's id.
+    Launch {
+        #[command(flatten)]
+        client: Client,
+        /// The preview's id.
         id: String,
     },
     /// Download a job's report: every member with its outcome.
@@ -196,6 +207,10 @@ pub struct Submit {
     /// Sent as `Idempotency-Key`: a repeat with the same key and options starts no second job.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// Preview only: read the groups and predict every member's outcome without writing, wait
+    /// for the preview, then print its summary and the job's id (`jobs launch ID` runs it).
+    #[arg(long, conflicts_with = "format")]
+    preview: bool,
 }
 
 /// `download`, `sharepoint:DRIVE_ID:/Folder/` or `s3://bucket/prefix/`.
@@ -297,6 +312,7 @@ fn status_parser() -> impl TypedValueParser<Value = JobStatus> {
         PossibleValue::new("finished_with_exception"),
         PossibleValue::new("failed"),
         PossibleValue::new("cancelled"),
+        PossibleValue::new("previewed"),
     ])
     .try_map(|s| match s.as_str() {
         "waiting" => Ok(JobStatus::Queued),
@@ -519,6 +535,19 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        JobsCommand::Launch { client, id } => {
+            let api = Api::new(&client)?;
+            let id = job_id(&id)?;
+            let job = api
+                .send(Method::POST, &format!("/v1/jobs/{id}/launch"), None)
+                .await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                println!("{}", job["id"].as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
         JobsCommand::Report {
             client,
             id,
@@ -618,18 +647,114 @@ async fn submit(args: Submit) -> anyhow::Result<()> {
         export,
         verify: None,
         undo_of: None,
+        preview: args.preview,
     };
     let mut req = api.request(Method::POST, "/v1/jobs").json(&request);
     if let Some(key) = &args.idempotency_key {
         req = req.header("Idempotency-Key", key);
     }
     let job = api.json(req).await?;
+    if args.preview {
+        let id = Job::from(&job)?.id;
+        let job = wait_preview(&api, &id.to_string()).await?;
+        if args.client.json {
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        } else {
+            print_preview(&job);
+            println!("{id}");
+        }
+        return Ok(());
+    }
     if args.client.json {
         println!("{}", serde_json::to_string_pretty(&job)?);
     } else {
         println!("{}", Job::from(&job)?.id);
     }
     Ok(())
+}
+
+/// Read a preview until it has left Waiting and In Progress; an error when it ended otherwise
+/// than previewed (e.g. failed: a group not found).
+async fn wait_preview(api: &Api, id: &str) -> anyhow::Result<Value> {
+    loop {
+        let job = api
+            .send(Method::GET, &format!("/v1/jobs/{id}"), None)
+            .await?;
+        match job["status"].as_str() {
+            Some("queued" | "running") => tokio::time::sleep(POLL).await,
+            Some("previewed") => return Ok(job),
+            other => anyhow::bail!(
+                "the preview {id} ended {}: {}",
+                other.unwrap_or("?"),
+                job["error"]["detail"].as_str().unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// A preview's summary as tables: members and predicted outcomes, seat math per SKU, the
+/// licenses the members hold, and predicted failures by code.
+fn print_preview(job: &Value) {
+    let p = &job["preview"];
+    let n = |v: &Value| v.as_i64().unwrap_or(0).to_string();
+    let sku = |v: &Value| {
+        v["sku_part_number"]
+            .as_str()
+            .or(v["sku_id"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let location = if p["usage_location"]["fixed_by_request"] == true {
+        "set by the job"
+    } else {
+        "not set by the job"
+    };
+    print_table(
+        ["MEMBERS", "WOULD SUCCEED", "WOULD SKIP", "WOULD FAIL"],
+        &[[
+            n(&p["members"]),
+            n(&p["would_succeed"]),
+            n(&p["would_skip"]),
+            n(&p["would_fail"]),
+        ]],
+    );
+    println!(
+        "Without usage location: {} ({location}); holding a license only through a group: {}; already done: {}",
+        n(&p["usage_location"]["missing"]),
+        n(&p["inherited_only"]),
+        n(&p["already_done"])
+    );
+    let rows = |key: &str| p[key].as_array().cloned().unwrap_or_default();
+    let needs: Vec<[String; 4]> = rows("skus")
+        .iter()
+        .map(|s| [sku(s), n(&s["needed"]), n(&s["free"]), n(&s["shortfall"])])
+        .collect();
+    if !needs.is_empty() {
+        println!();
+        print_table(["SKU", "NEEDED", "FREE", "SHORTFALL"], &needs);
+    }
+    let held: Vec<[String; 3]> = rows("held")
+        .iter()
+        .map(|h| [sku(h), n(&h["direct"]), n(&h["inherited"])])
+        .collect();
+    if !held.is_empty() {
+        println!();
+        print_table(["HELD", "DIRECT", "INHERITED"], &held);
+    }
+    let failures: Vec<[String; 2]> = rows("failures")
+        .iter()
+        .map(|f| {
+            [
+                f["code"].as_str().unwrap_or_default().to_owned(),
+                n(&f["count"]),
+            ]
+        })
+        .collect();
+    if !failures.is_empty() {
+        println!();
+        print_table(["WOULD FAIL WITH", "MEMBERS"], &failures);
+    }
+    println!();
 }
 
 /// A group's id: as given when it is one, else the one group whose display name is exactly `given`.
@@ -1136,6 +1261,6 @@ mod tests {
             .filter(|s| s.is_terminal())
             .map(exit_code)
             .collect();
-        assert_eq!(codes, [0, 3, 4, 5]);
+        assert_eq!(codes, [0, 3, 4, 5, 6]);
     }
 }

@@ -22,7 +22,7 @@ use licensor_core::entities::{job, job_item};
 use licensor_core::jobs::codes;
 use licensor_core::jobs::pipeline::{self, ExpandPosition, NewItem, Outcome, PageMark};
 use licensor_core::jobs::plan::{self, Change, Decision, Snapshot, UndoTarget};
-use licensor_core::jobs::{GroupRef, JobFacts, JobRequest, SkuRef, deliver, export};
+use licensor_core::jobs::{GroupRef, JobFacts, JobRequest, SkuRef, deliver, export, preview};
 use licensor_core::queue::Message;
 use licensor_core::tenants;
 use uuid::Uuid;
@@ -106,6 +106,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         }
         return Ok(());
     };
+    let req = pipeline::request_of(&job)?;
     if job.expanded_at.is_none() {
         let owner = step_owner(ctx);
         if !pipeline::claim_expansion(&ctx.db, job.id, &owner, lease_until(ctx)).await? {
@@ -136,7 +137,6 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
                 }
             }
         }));
-        let req = pipeline::request_of(&job)?;
         let expanded = expand(ctx, &job, &req).await?;
         if !matches!(expanded, Ok(true)) {
             // A rerun goes on reading from the last page stored, at once.
@@ -152,6 +152,9 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             }
             Err(failure) => return fail(ctx, &job, failure).await,
         }
+    }
+    if req.preview {
+        return conclude_preview(ctx, &job, &req).await;
     }
     if job.kind == JobKind::Export.as_str() {
         // Export Results: the file goes where the request asked before the job finishes.
@@ -175,6 +178,36 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         return Ok(());
     }
     push_lanes(ctx, &job).await
+}
+
+/// A preview whose members are all read: predict each from what its expansion read (the same
+/// decisions a real run takes before writing, units counted in member order against the free
+/// units read now) and end it `previewed`. Nothing is written to the directory.
+async fn conclude_preview(
+    ctx: &WorkerContext,
+    job: &job::Model,
+    req: &JobRequest,
+) -> Result<(), BoxDynError> {
+    let client = match client_for(ctx, job.tenant_id).await? {
+        Ok(c) => c,
+        Err(f) => return fail(ctx, job, f).await,
+    };
+    let skus = match client.subscribed_skus().await {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(
+                ctx,
+                job,
+                JobFailure::from_directory(&e, "reading subscribed SKUs"),
+            )
+            .await;
+        }
+    };
+    if let Some(summary) = preview::conclude(&ctx.db, job, req, &skus).await? {
+        tracing::info!(job = %job.id, members = summary.members, would_fail = summary.would_fail, "job previewed");
+        metrics::counter!("licensor_jobs_completed_total", "kind" => job.kind.clone(), "status" => JobStatus::Previewed.as_str()).increment(1);
+    }
+    Ok(())
 }
 
 /// Skip a cancelled job's members nobody holds; when that leaves none pending, its run closes
@@ -246,6 +279,8 @@ async fn expand(
             }
         }
     }
+    // A launched preview that reads its groups again keeps its summary.
+    facts.preview = JobFacts::of(job).preview;
     pipeline::set_facts(&ctx.db, job.id, &facts).await?;
     if req.kind == JobKind::Export {
         return Ok(
@@ -264,12 +299,14 @@ async fn expand(
     } else {
         ItemStatus::Pending
     };
+    // A preview's members are decided once all are read, and never worked.
+    let work_now = status == ItemStatus::Pending && !req.preview;
     // A crashed or interrupted expansion goes on from the page after the last one stored.
     let start = ExpandPosition::of(job);
     if start != ExpandPosition::default() {
         tracing::info!(job = %job.id, group = start.group, "expansion resumed where it stopped");
         // Members already read may be waiting: let the lanes take them while reading goes on.
-        if status == ItemStatus::Pending {
+        if work_now {
             push_lanes(ctx, job).await?;
         }
     }
@@ -325,7 +362,7 @@ async fn expand(
                 Some(n) => members += n,
                 None => return Ok(Ok(false)),
             }
-            if status == ItemStatus::Pending && !lanes_started && members > 0 {
+            if work_now && !lanes_started && members > 0 {
                 // Work starts while the rest of the groups are still being read.
                 push_lanes(ctx, job).await?;
                 lanes_started = true;
@@ -353,6 +390,10 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         ctx.queue.push(Message::Run { tenant_id, job_id }).await?;
     }
     let req = pipeline::request_of(&job)?;
+    if req.preview {
+        // A preview writes nothing: its members wait for the launch.
+        return Ok(());
+    }
     let client = match client_for(ctx, tenant_id).await? {
         Ok(c) => c,
         Err(f) => return fail(ctx, &job, f).await,

@@ -30,6 +30,8 @@ pub struct Model {
     /// ([`crate::jobs::processes::take_over`]); set by each claim, counted by
     /// `licensor_lease_takeovers_total`. Such a member is read afresh before any write.
     pub taken_over: bool,
+    /// Previews: the member's predicted outcome, a [`crate::jobs::preview::Prediction`].
+    pub prediction: Option<Json>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -604,6 +604,7 @@ mod tests {
             change: None,
             target: None,
             taken_over: false,
+            prediction: None,
         };
         let rows = rows_of(&item, &names);
         assert_eq!(rows.len(), 1);

@@ -31,6 +31,7 @@ pub mod files;
 pub mod history;
 pub mod pipeline;
 pub mod plan;
+pub mod preview;
 pub mod processes;
 pub mod request;
 
@@ -75,6 +76,9 @@ pub struct JobFacts {
     /// Export jobs: names the file needs, when it was produced and where it went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<export::ExportFacts>,
+    /// Previews: the summary of the members' predicted outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<preview::PreviewSummary>,
 }
 
 impl JobFacts {
@@ -129,6 +133,10 @@ pub struct JobView {
     /// How many times the reconciler queued the job again after it made no progress for
     /// `jobs.stall_secs`.
     pub requeues: i32,
+    /// A preview (`"preview": true`, also once launched): members, seat math per SKU, usage
+    /// locations, licenses held only through a group, members already done, predicted
+    /// failures by code and the licenses the members hold. `null` until the preview is done.
+    pub preview: Option<preview::PreviewSummary>,
 }
 
 impl JobView {
@@ -195,6 +203,7 @@ impl JobView {
             expanded_at: m.expanded_at,
             finished_at: m.finished_at,
             export: facts.export.clone().and_then(|e| e.delivery),
+            preview: facts.preview.clone(),
             last_progress_at: m.last_progress_at,
             stuck: false,
             stuck_since: None,
@@ -760,6 +769,161 @@ pub async fn cancel(
     Ok(view)
 }
 
+/// Whether a job in `status` can be launched: only a `previewed` job; otherwise 409
+/// `not_a_preview`.
+pub fn check_launchable(status: JobStatus) -> StoreResult<()> {
+    if status == JobStatus::Previewed {
+        Ok(())
+    } else {
+        Err(StoreError::conflict(
+            "not_a_preview",
+            format!(
+                "only a previewed job can be launched; this job is {}",
+                status.as_str()
+            ),
+        ))
+    }
+}
+
+/// Launch a preview (admin): the job is queued as a real run of the same request. The members
+/// the preview found are kept — the groups are not read again — unless the preview is older
+/// than `max_age` (`jobs.preview_max_age_secs`), when they are dropped and the groups read
+/// afresh. Either way each member is read again from the directory before it is decided and
+/// written. Each item keeps its prediction and the job its preview summary, with `launched_at`.
+/// The caller enqueues the job after this commits.
+pub async fn launch(
+    db: &Db,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    by: Option<Uuid>,
+    max_age: std::time::Duration,
+) -> StoreResult<JobView> {
+    let txn = db.begin().await?;
+    let job = lock(&txn, tenant_id, job_id).await?;
+    let status = status_of(&job)?;
+    check_launchable(status)?;
+    let mut req = pipeline::request_of(&job)?;
+    req.preview = false;
+    let request = serde_json::to_value(&req).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let now = Utc::now();
+    let mut facts = JobFacts::of(&job);
+    let previewed_at = facts
+        .preview
+        .as_ref()
+        .map(|p| p.previewed_at)
+        .or(job.finished_at)
+        .unwrap_or(job.created_at);
+    let stale = now - previewed_at > chrono::Duration::from_std(max_age).unwrap_or_default();
+    if let Some(p) = facts.preview.as_mut() {
+        p.launched_at = Some(now);
+        p.expanded_again = stale;
+    }
+    let result = serde_json::to_value(&facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let total = if stale {
+        job_item::Entity::delete_many()
+            .filter(job_item::Column::JobId.eq(job_id))
+            .exec(&txn)
+            .await?;
+        0
+    } else {
+        // What each member holds is read again before it is decided and written.
+        job_item::Entity::update_many()
+            .col_expr(
+                job_item::Column::Licenses,
+                Expr::value(Option::<Value>::None),
+            )
+            .col_expr(
+                job_item::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                job_item::Column::LeaseUntil,
+                Expr::value(Option::<chrono::DateTime<Utc>>::None),
+            )
+            .col_expr(job_item::Column::UpdatedAt, Expr::value(now))
+            .filter(job_item::Column::JobId.eq(job_id))
+            .exec(&txn)
+            .await?;
+        job.total
+    };
+    let mut update = job::Entity::update_many()
+        .col_expr(job::Column::Status, Expr::value(JobStatus::Queued.as_str()))
+        .col_expr(job::Column::Request, Expr::value(request))
+        .col_expr(job::Column::Result, Expr::value(result))
+        .col_expr(job::Column::Total, Expr::value(total))
+        .col_expr(job::Column::Succeeded, Expr::value(0i64))
+        .col_expr(job::Column::Failed, Expr::value(0i64))
+        .col_expr(job::Column::Skipped, Expr::value(0i64))
+        .col_expr(job::Column::ErrorCode, Expr::value(Option::<String>::None))
+        .col_expr(
+            job::Column::ErrorDetail,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            job::Column::StartedAt,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
+        .col_expr(
+            job::Column::FinishedAt,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .filter(job::Column::Id.eq(job_id));
+    if stale {
+        update = update
+            .col_expr(
+                job::Column::ExpandedAt,
+                Expr::value(Option::<chrono::DateTime<Utc>>::None),
+            )
+            .col_expr(
+                job::Column::ExpandPosition,
+                Expr::value(Option::<Value>::None),
+            )
+            .col_expr(
+                job::Column::ExpandOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                job::Column::ExpandUntil,
+                Expr::value(Option::<chrono::DateTime<Utc>>::None),
+            );
+    }
+    update.exec(&txn).await?;
+    job_run::Entity::update_many()
+        .col_expr(
+            job_run::Column::Status,
+            Expr::value(JobStatus::Queued.as_str()),
+        )
+        .col_expr(job_run::Column::Total, Expr::value(total))
+        .col_expr(job_run::Column::StartedBy, Expr::value(by))
+        .col_expr(job_run::Column::StartedAt, Expr::value(now))
+        .col_expr(
+            job_run::Column::FinishedAt,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
+        .filter(job_run::Column::JobId.eq(job_id))
+        .filter(job_run::Column::RunNo.eq(job.runs))
+        .exec(&txn)
+        .await?;
+    audit::record(
+        &txn,
+        AuditEntry {
+            tenant_id,
+            actor_token_id: by,
+            action: "job.launched",
+            target_type: "job",
+            target_id: job_id.to_string(),
+            before: Some(json!({"status": status.as_str(), "members": job.total})),
+            after: Some(json!({"status": "queued", "expanded_again": stale})),
+        },
+    )
+    .await?;
+    let job = model(&txn, tenant_id, job_id).await?;
+    let view = view(&txn, job).await?;
+    txn.commit().await?;
+    Ok(view)
+}
+
 /// One run of a job: who started it, when, and its counts.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunView {
@@ -820,6 +984,8 @@ pub struct ItemView {
     pub attempts: i32,
     pub run_no: i32,
     pub updated_at: chrono::DateTime<Utc>,
+    /// Previews: the member's predicted outcome (kept after the launch, to compare).
+    pub prediction: Option<preview::Prediction>,
 }
 
 impl ItemView {
@@ -847,6 +1013,7 @@ impl ItemView {
             attempts: m.attempts,
             run_no: m.run_no,
             updated_at: m.updated_at,
+            prediction: m.prediction.and_then(|v| serde_json::from_value(v).ok()),
         })
     }
 }
@@ -1076,6 +1243,7 @@ fn undo_request(req: &JobRequest, job_id: Uuid) -> JobRequest {
         export: None,
         verify: Some(true),
         undo_of: Some(job_id),
+        preview: false,
     }
 }
 

@@ -1064,6 +1064,7 @@ pub async fn create_expiry_removals(db: &Db, at: DateTime<Utc>) -> StoreResult<V
             export: None,
             verify: None,
             undo_of: None,
+            preview: false,
         };
         let txn = db.begin().await?;
         // Take the due members first (the write lock comes with it), then build their removal.

@@ -42,13 +42,13 @@ impl Snapshot {
         }
     }
 
-    fn direct(&self, sku: Uuid) -> Option<&LicenseAssignmentState> {
+    pub(crate) fn direct(&self, sku: Uuid) -> Option<&LicenseAssignmentState> {
         self.licenses
             .iter()
             .find(|l| l.sku_id == sku && l.assigned_by_group.is_none())
     }
 
-    fn inherited_from(&self, sku: Uuid) -> Option<&str> {
+    pub(crate) fn inherited_from(&self, sku: Uuid) -> Option<&str> {
         self.licenses
             .iter()
             .find(|l| l.sku_id == sku && l.assigned_by_group.is_some())

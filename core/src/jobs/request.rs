@@ -349,6 +349,12 @@ pub struct JobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(read_only)]
     pub undo_of: Option<Uuid>,
+    /// Preview: read the groups and decide every member from the directory's state, writing
+    /// nothing; the job ends `previewed` with each member's predicted outcome and a summary,
+    /// and `POST /v1/jobs/{id}/launch` runs it. Not for export jobs (422
+    /// `preview_not_supported`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preview: bool,
 }
 
 fn refuse(code: &'static str, detail: impl Into<String>) -> StoreError {
@@ -363,6 +369,12 @@ impl JobRequest {
             return Err(refuse(
                 "field_not_allowed",
                 "`undo_of` is set by licensor; undo a job with POST /v1/jobs/{id}/undo",
+            ));
+        }
+        if self.preview && self.kind == JobKind::Export {
+            return Err(refuse(
+                "preview_not_supported",
+                "an export writes nothing to the directory, so there is nothing to preview; submit it without `preview`",
             ));
         }
         if self.groups.is_empty() {

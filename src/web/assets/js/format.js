@@ -10,6 +10,7 @@ export const STATUS_LABELS = labels({
   finished_with_exception: 'status.finished_with_exception',
   failed: 'status.failed',
   cancelled: 'status.cancelled',
+  previewed: 'status.previewed',
 });
 
 export const STATUSES = Object.keys(STATUS_LABELS);

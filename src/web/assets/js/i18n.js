@@ -66,6 +66,7 @@ const en = {
   'status.finished_with_exception': 'Finished with Exception',
   'status.failed': 'Failed',
   'status.cancelled': 'Cancelled',
+  'status.previewed': 'Previewed',
   // --- stuck jobs and the job's activity charts (format.js, activity.js) ---
   'status.stuck': 'Stuck',
   'status.stuckTitle': 'No progress since {time}: its workers may be gone. It clears by itself when the job moves again.',
@@ -619,6 +620,7 @@ const sv = {
   'status.finished_with_exception': 'Klart med undantag',
   'status.failed': 'Misslyckades',
   'status.cancelled': 'Avbrutet',
+  'status.previewed': 'Förhandsgranskat',
   // --- stuck jobs and the job's activity charts (format.js, activity.js) ---
   'status.stuck': 'Fastnat',
   'status.stuckTitle': 'Inga framsteg sedan {time}: jobbets arbetare kan ha försvunnit. Märkningen försvinner av sig själv när jobbet rör sig igen.',

@@ -1,0 +1,507 @@
+//! Previews: a job that reads its groups like a real one and decides every member from the
+//! directory's state — with the same decision code as a real run ([`super::plan::decide`]) —
+//! but writes nothing. Each member gets a predicted outcome, and the job a summary: seat math
+//! per SKU (units counted in member order against the free units the directory reports), usage
+//! locations, licenses held only through a group, and the licenses the members hold.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::plan::{self, Decision, Snapshot};
+use super::{JobFacts, JobRequest};
+use crate::db::Db;
+use crate::directory::{ItemCode, Sku};
+use crate::domain::{JobKind, JobStatus};
+use crate::entities::{job, job_item, job_run};
+use crate::error::{StoreError, StoreResult};
+
+/// A member's predicted outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictedOutcome {
+    WouldSucceed,
+    WouldSkip,
+    WouldFail,
+}
+
+/// What a preview predicts for one member: the outcome, the item error code a failure (or a
+/// deliberate skip) would carry, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Prediction {
+    pub outcome: PredictedOutcome,
+    pub code: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Seat math for one SKU the job adds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SkuNeed {
+    pub sku_id: Uuid,
+    pub sku_part_number: Option<String>,
+    /// Members that hold the SKU in no way (neither directly nor through a group): each takes
+    /// a unit.
+    pub needed: i64,
+    /// Units free when the preview read the subscribed SKUs (enabled − consumed).
+    pub free: i64,
+    /// `needed − free` when positive, else 0.
+    pub shortfall: i64,
+}
+
+/// Members without a usage location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UsageLocationNeed {
+    pub missing: i64,
+    /// Whether the request's `usage_location` is set on them before assigning.
+    pub fixed_by_request: bool,
+}
+
+/// How many members hold a SKU, directly and through a group (a member holding it both ways
+/// counts in both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HeldLicense {
+    pub sku_id: Uuid,
+    pub sku_part_number: Option<String>,
+    pub direct: i64,
+    pub inherited: i64,
+}
+
+/// Predicted failures with one item error code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CodeCount {
+    pub code: String,
+    pub count: i64,
+}
+
+/// The summary of a preview (`preview` on the job).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PreviewSummary {
+    pub members: i64,
+    pub would_succeed: i64,
+    pub would_skip: i64,
+    pub would_fail: i64,
+    /// Per SKU the job adds: needed units, free units, shortfall.
+    pub skus: Vec<SkuNeed>,
+    pub usage_location: UsageLocationNeed,
+    /// Members holding one of the job's licenses (for `replace_all`: any license) only through
+    /// a group.
+    pub inherited_only: i64,
+    /// Members already in the desired state.
+    pub already_done: i64,
+    /// Predicted failures by item error code, most first.
+    pub failures: Vec<CodeCount>,
+    /// The licenses the members hold, per SKU.
+    pub held: Vec<HeldLicense>,
+    pub previewed_at: DateTime<Utc>,
+    /// When the preview was launched as a real run.
+    pub launched_at: Option<DateTime<Utc>>,
+    /// The launch read the groups again: the preview was older than
+    /// `jobs.preview_max_age_secs`.
+    pub expanded_again: bool,
+}
+
+/// Decides members in member order and counts what the summary says.
+pub struct Predictor<'a> {
+    req: &'a JobRequest,
+    free: HashMap<Uuid, i64>,
+    names: HashMap<Uuid, String>,
+    start_free: HashMap<Uuid, i64>,
+    needed: HashMap<Uuid, i64>,
+    held: BTreeMap<Uuid, (i64, i64)>,
+    failures: BTreeMap<String, i64>,
+    members: i64,
+    succeed: i64,
+    skip: i64,
+    fail: i64,
+    no_location: i64,
+    inherited_only: i64,
+}
+
+impl<'a> Predictor<'a> {
+    /// A predictor for `req` with the tenant's subscribed SKUs as read now.
+    pub fn new(req: &'a JobRequest, skus: &[Sku]) -> Predictor<'a> {
+        let free: HashMap<Uuid, i64> = skus
+            .iter()
+            .map(|s| (s.sku_id, (s.enabled - s.consumed).max(0)))
+            .collect();
+        Predictor {
+            req,
+            start_free: free.clone(),
+            free,
+            names: skus
+                .iter()
+                .map(|s| (s.sku_id, s.sku_part_number.clone()))
+                .collect(),
+            needed: HashMap::new(),
+            held: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            members: 0,
+            succeed: 0,
+            skip: 0,
+            fail: 0,
+            no_location: 0,
+            inherited_only: 0,
+        }
+    }
+
+    fn holds(snap: &Snapshot, sku: Uuid) -> bool {
+        snap.licenses.iter().any(|l| l.sku_id == sku)
+    }
+
+    /// The prediction for the next member (in member order) whose state is `snap`.
+    pub fn predict(&mut self, snap: &Snapshot) -> Prediction {
+        self.members += 1;
+        if snap.usage_location.is_none() {
+            self.no_location += 1;
+        }
+        let mut direct = std::collections::BTreeSet::new();
+        let mut inherited = std::collections::BTreeSet::new();
+        for l in &snap.licenses {
+            if l.assigned_by_group.is_none() {
+                direct.insert(l.sku_id);
+            } else {
+                inherited.insert(l.sku_id);
+            }
+        }
+        for sku in &direct {
+            self.held.entry(*sku).or_default().0 += 1;
+        }
+        for sku in &inherited {
+            self.held.entry(*sku).or_default().1 += 1;
+        }
+        let relevant = |sku: &Uuid| {
+            (self.req.kind == JobKind::Replace && self.req.replace_all)
+                || self.req.add_licenses.iter().any(|l| l.sku_id == *sku)
+                || self.req.remove_licenses.contains(sku)
+        };
+        if inherited.iter().any(|s| relevant(s) && !direct.contains(s)) {
+            self.inherited_only += 1;
+        }
+        for add in &self.req.add_licenses {
+            if !Self::holds(snap, add.sku_id) {
+                *self.needed.entry(add.sku_id).or_default() += 1;
+            }
+        }
+        let prediction = match plan::decide(self.req, Some(snap), true) {
+            Decision::Skip(note) => Prediction {
+                outcome: PredictedOutcome::WouldSkip,
+                code: None,
+                detail: Some(note),
+            },
+            Decision::Leave(code, detail) => Prediction {
+                outcome: PredictedOutcome::WouldSkip,
+                code: Some(code.to_owned()),
+                detail: Some(detail),
+            },
+            Decision::Fail(code, detail) => Prediction {
+                outcome: PredictedOutcome::WouldFail,
+                code: Some(code.as_str().to_owned()),
+                detail: Some(detail),
+            },
+            Decision::Read => Prediction {
+                outcome: PredictedOutcome::WouldFail,
+                code: Some(ItemCode::Other.as_str().to_owned()),
+                detail: Some("the member's state could not be decided".into()),
+            },
+            Decision::Write {
+                add, remove, note, ..
+            } => {
+                // A unit is taken for a SKU the member does not hold at all, and given back for
+                // one it holds no more afterwards; the call is all or nothing for the member.
+                let takes: Vec<Uuid> = add
+                    .iter()
+                    .map(|a| a.sku_id)
+                    .filter(|s| !Self::holds(snap, *s))
+                    .collect();
+                let short: Vec<String> = takes
+                    .iter()
+                    .filter(|s| self.free.get(*s).copied().unwrap_or(0) <= 0)
+                    .map(|s| self.names.get(s).cloned().unwrap_or_else(|| s.to_string()))
+                    .collect();
+                if short.is_empty() {
+                    for s in &takes {
+                        *self.free.entry(*s).or_default() -= 1;
+                    }
+                    for s in &remove {
+                        if snap.inherited_from(*s).is_none()
+                            && let Some(n) = self.free.get_mut(s)
+                        {
+                            *n += 1;
+                        }
+                    }
+                    Prediction {
+                        outcome: PredictedOutcome::WouldSucceed,
+                        code: None,
+                        detail: note,
+                    }
+                } else {
+                    Prediction {
+                        outcome: PredictedOutcome::WouldFail,
+                        code: Some(ItemCode::CountViolation.as_str().to_owned()),
+                        detail: Some(format!(
+                            "no free units of {} would be left for this member",
+                            short.join(", ")
+                        )),
+                    }
+                }
+            }
+        };
+        match prediction.outcome {
+            PredictedOutcome::WouldSucceed => self.succeed += 1,
+            PredictedOutcome::WouldSkip => self.skip += 1,
+            PredictedOutcome::WouldFail => {
+                self.fail += 1;
+                let code = prediction.code.clone().unwrap_or_else(|| "other".into());
+                *self.failures.entry(code).or_default() += 1;
+            }
+        }
+        prediction
+    }
+
+    /// The summary of every member predicted so far.
+    pub fn summary(self, at: DateTime<Utc>) -> PreviewSummary {
+        let skus = self
+            .req
+            .add_licenses
+            .iter()
+            .map(|l| {
+                let needed = self.needed.get(&l.sku_id).copied().unwrap_or(0);
+                let free = self.start_free.get(&l.sku_id).copied().unwrap_or(0);
+                SkuNeed {
+                    sku_id: l.sku_id,
+                    sku_part_number: self.names.get(&l.sku_id).cloned(),
+                    needed,
+                    free,
+                    shortfall: (needed - free).max(0),
+                }
+            })
+            .collect();
+        let mut failures: Vec<CodeCount> = self
+            .failures
+            .into_iter()
+            .map(|(code, count)| CodeCount { code, count })
+            .collect();
+        failures.sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)));
+        let held = self
+            .held
+            .into_iter()
+            .map(|(sku_id, (direct, inherited))| HeldLicense {
+                sku_id,
+                sku_part_number: self.names.get(&sku_id).cloned(),
+                direct,
+                inherited,
+            })
+            .collect();
+        PreviewSummary {
+            members: self.members,
+            would_succeed: self.succeed,
+            would_skip: self.skip,
+            would_fail: self.fail,
+            skus,
+            usage_location: UsageLocationNeed {
+                missing: self.no_location,
+                fixed_by_request: self.req.usage_location.is_some()
+                    && !self.req.add_licenses.is_empty(),
+            },
+            inherited_only: self.inherited_only,
+            already_done: self.skip,
+            failures,
+            held,
+            previewed_at: at,
+            launched_at: None,
+            expanded_again: false,
+        }
+    }
+}
+
+/// Predict every member of an expanded preview job, in member order, from the snapshot its
+/// expansion read, store each member's prediction and the summary, and end the job
+/// `previewed`. Returns the summary, or `None` when the job is no longer running (cancelled).
+pub async fn conclude(
+    db: &Db,
+    job: &job::Model,
+    req: &JobRequest,
+    skus: &[Sku],
+) -> StoreResult<Option<PreviewSummary>> {
+    let mut predictor = Predictor::new(req, skus);
+    let mut after = 0i64;
+    loop {
+        let page: Vec<(i64, Option<serde_json::Value>)> = job_item::Entity::find()
+            .select_only()
+            .column(job_item::Column::Id)
+            .column(job_item::Column::Licenses)
+            .filter(job_item::Column::JobId.eq(job.id))
+            .filter(job_item::Column::Id.gt(after))
+            .order_by_asc(job_item::Column::Id)
+            .limit(1000)
+            .into_tuple()
+            .all(db)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        let txn = db.begin().await?;
+        for (id, licenses) in page {
+            // Every member's snapshot was read by this preview's expansion.
+            let snap: Snapshot = licenses
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
+            let p = predictor.predict(&snap);
+            let v = serde_json::to_value(&p).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            job_item::Entity::update_many()
+                .col_expr(job_item::Column::Prediction, Expr::value(v))
+                .filter(job_item::Column::Id.eq(id))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+    }
+    let now = Utc::now();
+    let summary = predictor.summary(now);
+    let mut facts = JobFacts::of(job);
+    if let Some(fresh) = super::pipeline::load(db, job.tenant_id, job.id).await? {
+        facts = JobFacts::of(&fresh);
+    }
+    facts.preview = Some(summary.clone());
+    let result = serde_json::to_value(&facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let txn = db.begin().await?;
+    let done = job::Entity::update_many()
+        .col_expr(
+            job::Column::Status,
+            Expr::value(JobStatus::Previewed.as_str()),
+        )
+        .col_expr(job::Column::Result, Expr::value(result))
+        .col_expr(job::Column::FinishedAt, Expr::value(now))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .col_expr(job::Column::LastProgressAt, Expr::value(now))
+        .filter(job::Column::Id.eq(job.id))
+        .filter(job::Column::Status.eq(JobStatus::Running.as_str()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    if done == 1 {
+        job_run::Entity::update_many()
+            .col_expr(
+                job_run::Column::Status,
+                Expr::value(JobStatus::Previewed.as_str()),
+            )
+            .col_expr(job_run::Column::Total, Expr::value(summary.members))
+            .filter(job_run::Column::JobId.eq(job.id))
+            .filter(job_run::Column::RunNo.eq(job.runs))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok((done == 1).then_some(summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::LicenseAssignmentState;
+    use serde_json::json;
+
+    const E5: &str = "06ebc4ee-1bb5-47dd-8120-11324bc54e06";
+    const G: &str = "8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01";
+
+    fn sku(id: &str, enabled: i64, consumed: i64) -> Sku {
+        Sku {
+            sku_id: id.parse().unwrap(),
+            sku_part_number: "SPE_E5".into(),
+            enabled,
+            consumed,
+            available: enabled - consumed,
+            service_plans: Vec::new(),
+        }
+    }
+
+    fn member(loc: Option<&str>, direct: bool, inherited: bool) -> Snapshot {
+        let mut licenses = Vec::new();
+        if direct {
+            licenses.push(LicenseAssignmentState {
+                sku_id: E5.parse().unwrap(),
+                assigned_by_group: None,
+                disabled_plans: vec![],
+            });
+        }
+        if inherited {
+            licenses.push(LicenseAssignmentState {
+                sku_id: E5.parse().unwrap(),
+                assigned_by_group: Some(G.into()),
+                disabled_plans: vec![],
+            });
+        }
+        Snapshot {
+            usage_location: loc.map(Into::into),
+            licenses,
+        }
+    }
+
+    #[test]
+    fn units_are_counted_in_member_order() {
+        let req: JobRequest = serde_json::from_value::<JobRequest>(
+            json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":E5}],"preview":true}),
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let skus = [sku(E5, 10, 8)];
+        let mut p = Predictor::new(&req, &skus);
+        let outcomes: Vec<(PredictedOutcome, Option<String>)> = [
+            member(Some("SE"), true, false), // already holds it
+            member(None, false, false),      // no usage location
+            member(Some("SE"), false, true), // inherits it: takes no unit
+            member(Some("SE"), false, false),
+            member(Some("SE"), false, false),
+            member(Some("SE"), false, false), // none left
+        ]
+        .iter()
+        .map(|m| {
+            let r = p.predict(m);
+            (r.outcome, r.code)
+        })
+        .collect();
+        use PredictedOutcome::*;
+        assert_eq!(
+            outcomes,
+            vec![
+                (WouldSkip, None),
+                (WouldFail, Some("usage_location_missing".into())),
+                (WouldSucceed, None),
+                (WouldSucceed, None),
+                (WouldSucceed, None),
+                (WouldFail, Some("count_violation".into())),
+            ]
+        );
+        let s = p.summary(Utc::now());
+        assert_eq!(s.members, 6);
+        assert_eq!(
+            (s.skus[0].needed, s.skus[0].free, s.skus[0].shortfall),
+            (4, 2, 2)
+        );
+        assert_eq!(s.usage_location.missing, 1);
+        assert!(!s.usage_location.fixed_by_request);
+        assert_eq!(s.inherited_only, 1);
+        assert_eq!(s.already_done, 1);
+        assert_eq!(s.held[0].direct, 1);
+        assert_eq!(s.held[0].inherited, 1);
+        assert_eq!(s.failures.len(), 2);
+    }
+
+    #[test]
+    fn export_cannot_be_previewed() {
+        let e = serde_json::from_value::<JobRequest>(
+            json!({"kind":"export","groups":[G],"export":{"format":"csv"},"preview":true}),
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("preview") || format!("{e:?}").contains("preview_not_supported")
+        );
+    }
+}
