@@ -15,6 +15,7 @@ mod m20261130_000009_expansion_position;
 mod m20261130_000010_webhooks;
 mod m20261130_000011_job_activity;
 mod m20261130_000012_member_history;
+mod m20261130_000030_member_history_keys;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000010_webhooks::Migration),
             Box::new(m20261130_000011_job_activity::Migration),
             Box::new(m20261130_000012_member_history::Migration),
+            Box::new(m20261130_000030_member_history_keys::Migration),
         ]
     }
 }
