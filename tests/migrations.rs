@@ -57,19 +57,57 @@ async fn migrations_apply_and_reapply(backend: Backend) {
         "ix_job_items_due_set",
         "ix_audit_log_tenant_id",
         "ix_job_activity_tenant_job",
+        "ix_job_items_user_key",
+        "ix_job_items_upn_key",
     ] {
         assert!(
             names.iter().any(|n| n == index),
             "index {index} in {names:?}"
         );
     }
-    // Replaced: the full due-time index (by the partial one) and the (job, status) index (by
-    // the claim index).
-    for index in ["ix_job_items_due", "ix_job_items_job_status"] {
+    // Replaced: the full due-time index (by the partial one), the (job, status) index (by
+    // the claim index) and the member history's whole-key indexes (by the prefix ones).
+    for index in [
+        "ix_job_items_due",
+        "ix_job_items_job_status",
+        "ix_job_items_user",
+        "ix_job_items_upn_lower",
+    ] {
         assert!(
             !names.iter().any(|n| n == index),
             "no index {index} in {names:?}"
         );
+    }
+    if backend == Backend::Embedded {
+        // The member history's look-ups (as `jobs::history` writes them) use the prefix indexes.
+        for (lookup, index) in [
+            (
+                "substr(job_items.user_id, 1, 8) = '6f1c2d3e' \
+                 AND job_items.user_id = '6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f'",
+                "ix_job_items_user_key",
+            ),
+            (
+                "substr(lower(job_items.user_principal_name), 1, 16) = 'anna.berg@contos' \
+                 AND lower(job_items.user_principal_name) = 'anna.berg@contoso.com'",
+                "ix_job_items_upn_key",
+            ),
+        ] {
+            let plan = conn
+                .query_all_raw(Statement::from_string(
+                    conn.get_database_backend(),
+                    format!("EXPLAIN QUERY PLAN SELECT id FROM job_items WHERE {lookup}"),
+                ))
+                .await
+                .unwrap();
+            let plan: Vec<String> = plan
+                .iter()
+                .map(|r| r.try_get("", "detail").unwrap())
+                .collect();
+            assert!(
+                plan.iter().any(|d| d.contains(index)),
+                "{lookup} uses {index}: {plan:?}"
+            );
+        }
     }
     let applied = conn
         .query_all_raw(Statement::from_string(

@@ -314,9 +314,9 @@ async fn expand(
     let mut members = 0u64;
     for (index, group) in req.groups.iter().enumerate().skip(start.group) {
         let from = (index == start.group).then(|| start.next.clone()).flatten();
-        // The next page is read while this one is stored: a reader task runs one page ahead
-        // (two pages in memory at most), and stops with this step.
-        let (tx, mut pages) = tokio::sync::mpsc::channel(1);
+        // The next pages are read while this one is stored: a reader task runs up to
+        // PAGES_AHEAD pages ahead, and stops with this step.
+        let (tx, mut pages) = tokio::sync::mpsc::channel(PAGES_AHEAD);
         let _reader = AbortOnDrop(tokio::spawn({
             let stream = client.member_pages(group, req.transitive, from);
             async move {
@@ -337,12 +337,30 @@ async fn expand(
                     return Ok(Err(JobFailure::from_directory(&e, "reading group members")));
                 }
             };
+            // Pages read already and waiting are stored with this one, in one transaction
+            // (never waiting for a page still being read): fewer commits while the directory
+            // answers faster than the database stores.
+            let mut users = page.users;
+            let mut next_link = page.next_link;
+            let mut failed = None;
+            while next_link.is_some() && users.len() < MEMBERS_PER_STORE {
+                match pages.try_recv() {
+                    Ok(Ok(more)) => {
+                        users.extend(more.users);
+                        next_link = more.next_link;
+                    }
+                    Ok(Err(e)) => {
+                        failed = Some(e);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
             let mark = PageMark {
-                position: ExpandPosition::after_page(index, page.next_link),
+                position: ExpandPosition::after_page(index, next_link),
                 lease_until: lease_until(ctx),
             };
-            let items = page
-                .users
+            let items = users
                 .into_iter()
                 .map(|user| {
                     let snap = Snapshot::of(&user);
@@ -367,11 +385,20 @@ async fn expand(
                 push_lanes(ctx, job).await?;
                 lanes_started = true;
             }
+            if let Some(e) = failed {
+                return Ok(Err(JobFailure::from_directory(&e, "reading group members")));
+            }
         }
     }
     tracing::info!(job = %job.id, members, groups = req.groups.len(), "job expanded");
     Ok(Ok(true))
 }
+
+/// Member pages the reader may run ahead of the expansion's stores.
+const PAGES_AHEAD: usize = 2;
+
+/// At most this many members read ahead are stored in one transaction (pages are never split).
+const MEMBERS_PER_STORE: usize = 3000;
 
 /// One lane step: a chunk of the job's pending members.
 pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(), BoxDynError> {
@@ -505,8 +532,10 @@ impl Drop for AbortOnDrop {
 }
 
 fn count(kind: &str, outcomes: &[(i64, Outcome)]) {
+    // One counter update per outcome and code in the chunk, not per member.
+    let mut counts: Vec<((&str, &str), u64)> = Vec::new();
     for (_, o) in outcomes {
-        let (outcome, code) = match o {
+        let key = match o {
             Outcome::Succeeded { .. } => ("succeeded", ""),
             Outcome::Skipped { .. } => ("skipped", ""),
             Outcome::Failed { code, .. } => ("failed", code.as_str()),
@@ -514,7 +543,13 @@ fn count(kind: &str, outcomes: &[(i64, Outcome)]) {
             Outcome::Left { code, .. } => ("skipped", code.as_str()),
             Outcome::Refreshed { .. } | Outcome::Changed { .. } => continue,
         };
-        metrics::counter!("licensor_job_items_total", "kind" => kind.to_owned(), "outcome" => outcome, "code" => code.to_owned()).increment(1);
+        match counts.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((key, 1)),
+        }
+    }
+    for ((outcome, code), n) in counts {
+        metrics::counter!("licensor_job_items_total", "kind" => kind.to_owned(), "outcome" => outcome, "code" => code.to_owned()).increment(n);
     }
 }
 
@@ -680,18 +715,17 @@ async fn process(
         .verify
         .unwrap_or(job.runs > 1 || job.parent_job_id.is_some());
     let mut step = Step::default();
-    for item in &items {
+    for mut item in items {
         // A member taken over from a holder that stopped (its lease ran out, or its process's
         // heartbeat did) may have been written by that holder without its outcome being
         // recorded: it is read afresh, never written from its snapshot again.
         let snap: Option<Snapshot> = item
             .licenses
-            .clone()
+            .take()
             .filter(|_| !item.taken_over)
             .and_then(|v| serde_json::from_value(v).ok());
-        step.decide(req, Member::of(item), snap.as_ref(), false);
+        step.decide(req, Member::of(&item), snap.as_ref(), false);
     }
-    drop(items);
     step.read_and_decide(client, req, max_attempts).await?;
 
     let due_at = req.expires_in.map(|e| e.due_from(Utc::now()));

@@ -154,8 +154,7 @@ impl DirectoryClient {
             // The whole batch failed (throttled, unavailable, dropped): every op shares the fate.
             Err(e) => return indexes.iter().map(|&i| (i, Err(e.clone()))).collect(),
         };
-        let parsed: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-        let responses = parsed["responses"].as_array().cloned().unwrap_or_default();
+        let responses = batch_responses(&answer.body);
         let mut out = Vec::with_capacity(indexes.len());
         let mut throttled_wait: Option<Duration> = None;
         let mut throttled_items = 0u64;
@@ -164,9 +163,10 @@ impl DirectoryClient {
         // ran below the 80 % mark.
         let mut readings: Vec<Option<f64>> = Vec::with_capacity(indexes.len());
         for &i in indexes {
+            let id = i.to_string();
             let response = responses
                 .iter()
-                .find(|r| r["id"].as_str() == Some(i.to_string().as_str()));
+                .find(|r| r["id"].as_str() == Some(id.as_str()));
             let Some(response) = response else {
                 out.push((
                     i,
@@ -217,6 +217,18 @@ impl DirectoryClient {
     }
 }
 
+/// The `responses` of a `$batch` answer's body (none when it is not one), taken out of the
+/// parsed body rather than copied.
+fn batch_responses(body: &[u8]) -> Vec<Value> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut parsed)) => match parsed.remove("responses") {
+            Some(Value::Array(responses)) => responses,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
 /// A header of a batch response, looked up without regard to case.
 fn header_ci(headers: &Value, name: &str) -> Option<String> {
     headers.as_object()?.iter().find_map(|(k, v)| {
@@ -264,14 +276,14 @@ impl DirectoryClient {
             Ok(a) => a,
             Err(e) => return indexes.iter().map(|&i| (i, Err(e.clone()))).collect(),
         };
-        let parsed: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-        let responses = parsed["responses"].as_array().cloned().unwrap_or_default();
+        let mut responses = batch_responses(&answer.body);
         indexes
             .iter()
             .map(|&i| {
+                let id = i.to_string();
                 let Some(response) = responses
-                    .iter()
-                    .find(|r| r["id"].as_str() == Some(i.to_string().as_str()))
+                    .iter_mut()
+                    .find(|r| r["id"].as_str() == Some(id.as_str()))
                 else {
                     return (
                         i,
@@ -282,7 +294,7 @@ impl DirectoryClient {
                 };
                 let status = response["status"].as_u64().unwrap_or(0) as u16;
                 if (200..300).contains(&status) {
-                    let user = serde_json::from_value::<User>(response["body"].clone())
+                    let user = serde_json::from_value::<User>(response["body"].take())
                         .map_err(|e| DirectoryError::unavailable(format!("unreadable user: {e}")));
                     return (i, user);
                 }

@@ -2,8 +2,9 @@
 //! first — the helpdesk's "what happened to this person's licenses?".
 //!
 //! Items carry no tenant id; they are scoped through their job (`EXISTS` a job of the tenant
-//! with the item's `job_id`). The lookups use the indexes on `job_items.user_id` and
-//! `lower(job_items.user_principal_name)` (migration `m20261130_000012_member_history`).
+//! with the item's `job_id`). The lookups use the indexes on a prefix of `job_items.user_id`
+//! and of `lower(job_items.user_principal_name)` (migration
+//! `m20261130_000030_member_history_keys`).
 
 use std::collections::HashMap;
 
@@ -24,6 +25,13 @@ use crate::page::{Page, PageRequest};
 /// Longest user principal name accepted (Microsoft Entra allows 113 characters; room is left
 /// for guests' `#EXT#` names).
 pub const MAX_UPN_LEN: usize = 256;
+
+/// The member history's index expressions: a prefix of the user id and of the lower-cased user
+/// principal name, and their lengths.
+const USER_KEY: &str = "substr(job_items.user_id, 1, 8)";
+const USER_KEY_LEN: usize = 8;
+const UPN_KEY: &str = "substr(lower(job_items.user_principal_name), 1, 16)";
+const UPN_KEY_LEN: usize = 16;
 
 /// A member as the history is asked for: its directory object id or its user principal name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,15 +116,24 @@ pub async fn member_history(
         .and_where(Expr::col((job::Entity, job::Column::TenantId)).eq(tenant_id))
         .to_owned();
     let mut q = job_item::Entity::find().filter(Expr::exists(of_tenant));
+    // The indexes are on a prefix of the key (migration `m20261130_000030_member_history_keys`):
+    // the prefix finds the rows, the whole key picks the member's. The expressions are written
+    // as the indexes are, with literal bounds, so both databases match them to the index.
     q = match member {
-        MemberRef::UserId(id) => q.filter(job_item::Column::UserId.eq(id.hyphenated().to_string())),
-        MemberRef::Upn(upn) => q.filter(
-            Expr::expr(Func::lower(Expr::col((
-                job_item::Entity,
-                job_item::Column::UserPrincipalName,
-            ))))
-            .eq(upn.as_str()),
-        ),
+        MemberRef::UserId(id) => {
+            let id = id.hyphenated().to_string();
+            q.filter(Expr::cust(USER_KEY).eq(&id[..USER_KEY_LEN]))
+                .filter(job_item::Column::UserId.eq(id))
+        }
+        MemberRef::Upn(upn) => q
+            .filter(Expr::cust(UPN_KEY).eq(upn.chars().take(UPN_KEY_LEN).collect::<String>()))
+            .filter(
+                Expr::expr(Func::lower(Expr::col((
+                    job_item::Entity,
+                    job_item::Column::UserPrincipalName,
+                ))))
+                .eq(upn.as_str()),
+            ),
     };
     if let Some(after) = page.after {
         q = q.filter(job_item::Column::Id.lt(after));

@@ -228,40 +228,51 @@ pub async fn insert_items(
         }
         return Ok(Some(0));
     }
-    let mut insert = Query::insert();
-    insert.into_table(job_item::Entity).columns([
-        job_item::Column::JobId,
-        job_item::Column::UserId,
-        job_item::Column::UserPrincipalName,
-        job_item::Column::DisplayName,
-        job_item::Column::GroupId,
-        job_item::Column::UsageLocation,
-        job_item::Column::Licenses,
-        job_item::Column::Status,
-        job_item::Column::Attempts,
-        job_item::Column::RunNo,
-        job_item::Column::UpdatedAt,
-    ]);
-    for item in items {
-        insert.values_panic([
-            job_id.into(),
-            item.user_id.into(),
-            item.user_principal_name.into(),
-            item.display_name.into(),
-            item.group_id.into(),
-            item.usage_location.into(),
-            item.licenses.into(),
-            status.as_str().into(),
-            0i32.into(),
-            run_no.into(),
-            t.into(),
+    let new_insert = || {
+        let mut insert = Query::insert();
+        insert.into_table(job_item::Entity).columns([
+            job_item::Column::JobId,
+            job_item::Column::UserId,
+            job_item::Column::UserPrincipalName,
+            job_item::Column::DisplayName,
+            job_item::Column::GroupId,
+            job_item::Column::UsageLocation,
+            job_item::Column::Licenses,
+            job_item::Column::Status,
+            job_item::Column::Attempts,
+            job_item::Column::RunNo,
+            job_item::Column::UpdatedAt,
         ]);
+        insert.on_conflict(
+            OnConflict::columns([job_item::Column::JobId, job_item::Column::UserId])
+                .do_nothing()
+                .to_owned(),
+        );
+        insert
+    };
+    // One statement per ROWS_PER_INSERT members: 11 bound values each stay below SQLite's
+    // 32,766 parameters.
+    let mut inserts = Vec::with_capacity(items.len().div_ceil(ROWS_PER_INSERT));
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let mut insert = new_insert();
+        for item in items.by_ref().take(ROWS_PER_INSERT) {
+            insert.values_panic([
+                job_id.into(),
+                item.user_id.into(),
+                item.user_principal_name.into(),
+                item.display_name.into(),
+                item.group_id.into(),
+                item.usage_location.into(),
+                item.licenses.into(),
+                status.as_str().into(),
+                0i32.into(),
+                run_no.into(),
+                t.into(),
+            ]);
+        }
+        inserts.push(insert);
     }
-    insert.on_conflict(
-        OnConflict::columns([job_item::Column::JobId, job_item::Column::UserId])
-            .do_nothing()
-            .to_owned(),
-    );
     let txn = db.begin().await?;
     // Take the job's row first (SQLite's write lock, PostgreSQL's row lock): a cancel waits for
     // this page, or this page sees the cancel.
@@ -276,7 +287,10 @@ pub async fn insert_items(
     if running == 0 {
         return Ok(None);
     }
-    let inserted = txn.execute(&insert).await?.rows_affected();
+    let mut inserted = 0;
+    for insert in &inserts {
+        inserted += txn.execute(insert).await?.rows_affected();
+    }
     if let Some(mark) = mark {
         store_mark(mark).exec(&txn).await?;
     }
@@ -328,6 +342,9 @@ pub async fn insert_items(
     txn.commit().await?;
     Ok(Some(inserted))
 }
+
+/// Members per `INSERT` statement of [`insert_items`].
+const ROWS_PER_INSERT: usize = 2000;
 
 /// Expansion is complete: every member of every selected group is an item.
 pub async fn mark_expanded(db: &Db, job_id: Uuid) -> StoreResult<()> {
