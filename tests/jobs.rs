@@ -1591,6 +1591,30 @@ async fn stale_preview_reads_the_groups_again(backend: Backend) {
         assert_eq!(counts("skipped"), p["would_skip"].as_i64().unwrap(), "{p}");
         assert_eq!(counts("failed"), p["would_fail"].as_i64().unwrap(), "{p}");
     }
+    // A cancelled preview is not run again (its members would be decided from no state): 409
+    // `not_rerunnable`, and it stays cancelled.
+    let job = s
+        .submit(json!({"kind": "remove", "groups": [pilot], "remove_licenses": [SPE_E5_SKU_ID], "preview": true}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    wait_previewed(&s, &id).await;
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/cancel"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/rerun"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 409, "not_rerunnable").await;
+    let job = s.app.get_json(&format!("/v1/jobs/{id}"), &s.viewer).await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert_eq!(job["runs"], 1, "{job}");
     s.finish().await;
 }
 on_both_backends!(stale_preview_reads_the_groups_again);

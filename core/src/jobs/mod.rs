@@ -594,6 +594,14 @@ pub async fn rerun(
     let job = lock(&txn, tenant_id, job_id).await?;
     let status = status_of(&job)?;
     check_rerunnable(status)?;
+    if pipeline::request_of(&job)?.preview {
+        // A preview decides members from the state read at its expansion; run again, its
+        // members would be decided from no state at all. A fresh preview reads them again.
+        return Err(StoreError::conflict(
+            "not_rerunnable",
+            "a cancelled preview is not run again; submit the preview again to read the members afresh",
+        ));
+    }
     let run_no = job.runs + 1;
     let now = Utc::now();
     // A cancelled run whose held members were not recorded yet ends here, with its counts as
