@@ -522,32 +522,8 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<()> {
             }
             bulk(&api, Bulk::Cancel, &ids, &filter, dry_run, client.json).await
         }
-        JobsCommand::Undo { client, id } => {
-            let api = Api::new(&client)?;
-            let id = job_id(&id)?;
-            let job = api
-                .send(Method::POST, &format!("/v1/jobs/{id}/undo"), None)
-                .await?;
-            if client.json {
-                println!("{}", serde_json::to_string_pretty(&job)?);
-            } else {
-                println!("{}", job["id"].as_str().unwrap_or_default());
-            }
-            Ok(())
-        }
-        JobsCommand::Launch { client, id } => {
-            let api = Api::new(&client)?;
-            let id = job_id(&id)?;
-            let job = api
-                .send(Method::POST, &format!("/v1/jobs/{id}/launch"), None)
-                .await?;
-            if client.json {
-                println!("{}", serde_json::to_string_pretty(&job)?);
-            } else {
-                println!("{}", job["id"].as_str().unwrap_or_default());
-            }
-            Ok(())
-        }
+        JobsCommand::Undo { client, id } => post_job_action(&client, &id, "undo").await,
+        JobsCommand::Launch { client, id } => post_job_action(&client, &id, "launch").await,
         JobsCommand::Report {
             client,
             id,
@@ -1147,6 +1123,22 @@ async fn bulk(
         }
         .into())
     }
+}
+
+/// `POST /v1/jobs/{id}/{action}` (undo, launch): prints the job that answers — its id, or the
+/// whole job with `--json`.
+async fn post_job_action(client: &Client, id: &str, action: &str) -> anyhow::Result<()> {
+    let api = Api::new(client)?;
+    let id = job_id(id)?;
+    let job = api
+        .send(Method::POST, &format!("/v1/jobs/{id}/{action}"), None)
+        .await?;
+    if client.json {
+        println!("{}", serde_json::to_string_pretty(&job)?);
+    } else {
+        println!("{}", job["id"].as_str().unwrap_or_default());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
