@@ -1543,6 +1543,81 @@ async fn preview_then_launch_gives_the_predicted_outcomes(backend: Backend) {
 }
 on_both_backends!(preview_then_launch_gives_the_predicted_outcomes);
 
+/// Ten Staff members hold Exchange Online (Plan 1), whose mailbox plan cannot be enabled next to
+/// the Plan 2 mailbox of ENTERPRISEPACK: the preview predicts their failure with its code and
+/// takes no unit for them, and the launch ends every member as predicted, as the directory holds.
+async fn preview_predicts_mutually_exclusive_plans(backend: Backend) {
+    let mut scenario = scenario();
+    for k in &mut scenario.skus {
+        if k.sku_part_number == "EXCHANGESTANDARD" {
+            k.enabled = 20;
+        }
+    }
+    let Some(s) = setup_with(
+        backend,
+        "[jobs]\nchunk_size = 20\nlanes_per_job = 1\n",
+        scenario,
+    )
+    .await
+    else {
+        return;
+    };
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    let users = s.first_users(1000).await;
+    let mut exo1 = Vec::new();
+    for u in users["value"].as_array().unwrap() {
+        let id = u["id"].as_str().unwrap();
+        let user = s.user(id).await;
+        if user["licenseAssignmentStates"]
+            .as_array()
+            .is_some_and(|l| l.is_empty())
+            && !u["usageLocation"].is_null()
+        {
+            s.change_licenses(id, &[EXCHANGESTANDARD_SKU_ID], &[]).await;
+            exo1.push(id.to_owned());
+            if exo1.len() == 10 {
+                break;
+            }
+        }
+    }
+    assert_eq!(exo1.len(), 10);
+    let job = s
+        .submit(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE", "preview": true}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let job = wait_previewed(&s, &id).await;
+    let p = &job["preview"];
+    let failures = p["failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["code"] == "mutually_exclusive_violation" && f["count"] == 10),
+        "{p}"
+    );
+    let items = s.app.all_items(&s.viewer, &id).await;
+    for item in &items {
+        let member = item["user_id"].as_str().unwrap();
+        let exclusive = item["prediction"]["code"] == "mutually_exclusive_violation";
+        assert_eq!(exo1.iter().any(|m| m == member), exclusive, "{item}");
+    }
+    let resp = launch(&s, &id, &s.admin).await;
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let done = s.wait(&id).await;
+    assert_eq!(done["status"], "finished_with_exception", "{done}");
+    assert_eq!(assert_as_predicted(&s, &id).await, 1000);
+    for m in &exo1 {
+        let user = s.user(m).await;
+        assert_eq!(
+            holds(&user, ENTERPRISEPACK_SKU_ID),
+            (false, false),
+            "{user}"
+        );
+        assert!(holds(&user, EXCHANGESTANDARD_SKU_ID).0, "{user}");
+    }
+    s.finish().await;
+}
+on_both_backends!(preview_predicts_mutually_exclusive_plans);
+
 /// A preview older than `jobs.preview_max_age_secs` reads its groups again on launch: a remove
 /// of SPE_E5 from the E5 Pilot members, who hold it only through the group, and a replace_all
 /// on Sales; both end as predicted.

@@ -2,7 +2,9 @@
 //! directory's state — with the same decision code as a real run ([`super::plan::decide`]) —
 //! but writes nothing. Each member gets a predicted outcome, and the job a summary: seat math
 //! per SKU (units counted in member order against the free units the directory reports), usage
-//! locations, licenses held only through a group, and the licenses the members hold.
+//! locations, licenses held only through a group, and the licenses the members hold. A write
+//! that would leave two mutually exclusive service plans enabled ([`CONFLICTING_PLANS`]) is
+//! predicted to fail as the directory refuses it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,7 +18,7 @@ use uuid::Uuid;
 use super::plan::{self, Decision, Snapshot};
 use super::{JobFacts, JobRequest};
 use crate::db::Db;
-use crate::directory::{ItemCode, Sku};
+use crate::directory::{AssignedLicense, ItemCode, Sku};
 use crate::domain::{JobKind, JobStatus};
 use crate::entities::{job, job_item, job_run};
 use crate::error::{StoreError, StoreResult};
@@ -105,11 +107,26 @@ pub struct PreviewSummary {
     pub expanded_again: bool,
 }
 
+/// Service plans that cannot be enabled for one user together: the directory refuses an
+/// assignment that would leave both enabled ("License assignment failed because service plans
+/// … are mutually exclusive"). Graph does not publish these pairs; they are the Exchange Online
+/// mailbox plans (Kiosk, Plan 1, Plan 2), which Microsoft's "Identify and resolve license
+/// assignment problems for a group in Microsoft Entra ID" gives as the example of conflicting
+/// service plans (Office 365 E1 next to E3). A pair missing here is not predicted, only reported
+/// by the real run.
+pub const CONFLICTING_PLANS: &[(&str, &str)] = &[
+    ("EXCHANGE_S_STANDARD", "EXCHANGE_S_ENTERPRISE"),
+    ("EXCHANGE_S_DESKLESS", "EXCHANGE_S_ENTERPRISE"),
+    ("EXCHANGE_S_DESKLESS", "EXCHANGE_S_STANDARD"),
+];
+
 /// Decides members in member order and counts what the summary says.
 pub struct Predictor<'a> {
     req: &'a JobRequest,
     free: HashMap<Uuid, i64>,
     names: HashMap<Uuid, String>,
+    /// Each SKU's service plans: (id, name).
+    plans: HashMap<Uuid, Vec<(Uuid, String)>>,
     start_free: HashMap<Uuid, i64>,
     needed: HashMap<Uuid, i64>,
     held: BTreeMap<Uuid, (i64, i64)>,
@@ -137,6 +154,17 @@ impl<'a> Predictor<'a> {
                 .iter()
                 .map(|s| (s.sku_id, s.sku_part_number.clone()))
                 .collect(),
+            plans: skus
+                .iter()
+                .map(|s| {
+                    let plans = s
+                        .service_plans
+                        .iter()
+                        .filter_map(|p| Some((p.service_plan_id, p.service_plan_name.clone()?)))
+                        .collect();
+                    (s.sku_id, plans)
+                })
+                .collect(),
             needed: HashMap::new(),
             held: BTreeMap::new(),
             failures: BTreeMap::new(),
@@ -151,6 +179,53 @@ impl<'a> Predictor<'a> {
 
     fn holds(snap: &Snapshot, sku: Uuid) -> bool {
         snap.licenses.iter().any(|l| l.sku_id == sku)
+    }
+
+    /// The first pair of [`CONFLICTING_PLANS`] that would both be enabled for the member after
+    /// the write: (plan, its SKU) twice. A license held through a group has every plan
+    /// enabled; one held directly, all but its disabled plans; a removed license counts no more
+    /// where it was held directly.
+    fn conflict_after(
+        &self,
+        snap: &Snapshot,
+        add: &[AssignedLicense],
+        remove: &[Uuid],
+    ) -> Option<((String, Uuid), (String, Uuid))> {
+        // SKU → (disabled plans of the direct assignment, if any; held through a group).
+        let mut after: BTreeMap<Uuid, (Option<&[Uuid]>, bool)> = BTreeMap::new();
+        for l in &snap.licenses {
+            let e = after.entry(l.sku_id).or_default();
+            match l.assigned_by_group {
+                None => e.0 = Some(&l.disabled_plans),
+                Some(_) => e.1 = true,
+            }
+        }
+        for sku in remove {
+            if let Some(e) = after.get_mut(sku) {
+                e.0 = None;
+            }
+        }
+        for a in add {
+            after.entry(a.sku_id).or_default().0 = Some(&a.disabled_plans);
+        }
+        let mut enabled: Vec<(&str, Uuid)> = Vec::new();
+        for (sku, (direct, by_group)) in &after {
+            let disabled: &[Uuid] = match (direct, by_group) {
+                (_, true) => &[],
+                (Some(d), false) => d,
+                (None, false) => continue,
+            };
+            for (id, name) in self.plans.get(sku).into_iter().flatten() {
+                if !disabled.contains(id) {
+                    enabled.push((name.as_str(), *sku));
+                }
+            }
+        }
+        CONFLICTING_PLANS.iter().find_map(|(a, b)| {
+            let x = enabled.iter().find(|(n, _)| n == a)?;
+            let y = enabled.iter().find(|(n, _)| n == b)?;
+            Some(((a.to_string(), x.1), (b.to_string(), y.1)))
+        })
     }
 
     /// The prediction for the next member (in member order) whose state is `snap`.
@@ -211,6 +286,20 @@ impl<'a> Predictor<'a> {
             Decision::Write {
                 add, remove, note, ..
             } => {
+                if let Some(((a, sku_a), (b, sku_b))) = self.conflict_after(snap, &add, &remove) {
+                    let name =
+                        |s: Uuid| self.names.get(&s).cloned().unwrap_or_else(|| s.to_string());
+                    let prediction = Prediction {
+                        outcome: PredictedOutcome::WouldFail,
+                        code: Some(ItemCode::MutuallyExclusiveViolation.as_str().to_owned()),
+                        detail: Some(format!(
+                            "service plans {a} ({}) and {b} ({}) cannot both be enabled for the member",
+                            name(sku_a),
+                            name(sku_b)
+                        )),
+                    };
+                    return self.count(prediction);
+                }
                 // A unit is taken for a SKU the member does not hold at all, and given back for
                 // one it holds no more afterwards; the call is all or nothing for the member.
                 let takes: Vec<Uuid> = add
@@ -251,6 +340,11 @@ impl<'a> Predictor<'a> {
                 }
             }
         };
+        self.count(prediction)
+    }
+
+    /// Count a member's prediction in the summary's figures.
+    fn count(&mut self, prediction: Prediction) -> Prediction {
         match prediction.outcome {
             PredictedOutcome::WouldSucceed => self.succeed += 1,
             PredictedOutcome::WouldSkip => self.skip += 1,
@@ -490,6 +584,91 @@ mod tests {
         assert_eq!(s.held[0].direct, 1);
         assert_eq!(s.held[0].inherited, 1);
         assert_eq!(s.failures.len(), 2);
+    }
+
+    /// Exchange Online Plan 1 next to the Plan 2 mailbox of E3: the write is predicted to fail,
+    /// unless the Plan 2 mailbox is disabled in the assignment, the Plan 1 license is removed by
+    /// the same call (a replace), or the member only gets E3 without holding Plan 1.
+    #[test]
+    fn mutually_exclusive_plans_are_predicted() {
+        const E3: &str = "6fd2c87f-b296-42f0-b197-1e91e994b900";
+        const EXO1: &str = "4b9405b0-7788-4568-add1-99614e613b69";
+        let mailbox2: Uuid = "efb87545-963c-4e0d-99df-69c6916d9eb0".parse().unwrap();
+        let plan = |id: Uuid, name: &str| crate::directory::ServicePlan {
+            service_plan_id: id,
+            service_plan_name: Some(name.into()),
+        };
+        let skus = [
+            Sku {
+                sku_part_number: "ENTERPRISEPACK".into(),
+                service_plans: vec![
+                    plan(mailbox2, "EXCHANGE_S_ENTERPRISE"),
+                    plan(Uuid::new_v4(), "SHAREPOINTENTERPRISE"),
+                ],
+                ..sku(E3, 100, 0)
+            },
+            Sku {
+                sku_part_number: "EXCHANGESTANDARD".into(),
+                service_plans: vec![plan(Uuid::new_v4(), "EXCHANGE_S_STANDARD")],
+                ..sku(EXO1, 100, 0)
+            },
+        ];
+        let holds_exo1 = || Snapshot {
+            usage_location: Some("SE".into()),
+            licenses: vec![LicenseAssignmentState {
+                sku_id: EXO1.parse().unwrap(),
+                assigned_by_group: None,
+                disabled_plans: vec![],
+            }],
+        };
+        let predict = |body: serde_json::Value, snap: &Snapshot| {
+            let req: JobRequest = serde_json::from_value::<JobRequest>(body)
+                .unwrap()
+                .validate()
+                .unwrap();
+            let mut p = Predictor::new(&req, &skus);
+            let r = p.predict(snap);
+            let s = p.summary(Utc::now());
+            (r.outcome, r.code, s.skus.first().map(|k| k.needed))
+        };
+        use PredictedOutcome::*;
+        let (outcome, code, _) = predict(
+            json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":E3}],"preview":true}),
+            &holds_exo1(),
+        );
+        assert_eq!(
+            (outcome, code.as_deref()),
+            (WouldFail, Some("mutually_exclusive_violation"))
+        );
+        let (outcome, _, _) = predict(
+            json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":E3,"disabled_plans":[mailbox2]}],"preview":true}),
+            &holds_exo1(),
+        );
+        assert_eq!(outcome, WouldSucceed, "the Plan 2 mailbox is disabled");
+        let (outcome, _, _) = predict(
+            json!({"kind":"replace","groups":[G],"add_licenses":[{"sku_id":E3}],"remove_licenses":[EXO1],"preview":true}),
+            &holds_exo1(),
+        );
+        assert_eq!(outcome, WouldSucceed, "Plan 1 goes in the same call");
+        let (outcome, _, _) = predict(
+            json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":E3}],"preview":true}),
+            &Snapshot {
+                usage_location: Some("SE".into()),
+                licenses: vec![],
+            },
+        );
+        assert_eq!(outcome, WouldSucceed);
+        // Plan 1 held through a group has every plan enabled, whatever is disabled directly.
+        let mut by_group = holds_exo1();
+        by_group.licenses[0].assigned_by_group = Some(G.into());
+        let (outcome, code, _) = predict(
+            json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":E3}],"preview":true}),
+            &by_group,
+        );
+        assert_eq!(
+            (outcome, code.as_deref()),
+            (WouldFail, Some("mutually_exclusive_violation"))
+        );
     }
 
     #[test]
