@@ -694,12 +694,29 @@ fn print_preview(job: &Value) {
             n(&p["would_fail"]),
         ]],
     );
+    // A usage location matters only to a job that gives licenses.
+    let gives = job["request"]["add_licenses"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty());
+    let location = if gives {
+        format!(
+            "Without usage location: {} ({location}); ",
+            n(&p["usage_location"]["missing"])
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "Without usage location: {} ({location}); holding a license only through a group: {}; already done: {}",
-        n(&p["usage_location"]["missing"]),
+        "{location}Holding a license only through a group: {}; already done: {}",
         n(&p["inherited_only"]),
         n(&p["already_done"])
     );
+    if p["not_affected"].as_i64().unwrap_or(0) > 0 {
+        println!(
+            "Not affected (hold none of the licenses to replace): {}",
+            n(&p["not_affected"])
+        );
+    }
     let rows = |key: &str| p[key].as_array().cloned().unwrap_or_default();
     let needs: Vec<[String; 4]> = rows("skus")
         .iter()

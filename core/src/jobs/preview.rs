@@ -58,6 +58,8 @@ pub struct SkuNeed {
 /// Members without a usage location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UsageLocationNeed {
+    /// Members without a usage location, counted only when the job gives licenses (a remove
+    /// needs none: 0).
     pub missing: i64,
     /// Whether the request's `usage_location` is set on them before assigning.
     pub fixed_by_request: bool,
@@ -93,8 +95,13 @@ pub struct PreviewSummary {
     /// Members holding one of the job's licenses (for `replace_all`: any license) only through
     /// a group.
     pub inherited_only: i64,
-    /// Members already in the desired state.
+    /// Members already in the desired state (they are skipped).
     pub already_done: i64,
+    /// Members a replace leaves alone because they hold none of the licenses to replace (they
+    /// are skipped too, but are not "done": the replace is not for them). 0 for other kinds and
+    /// for `replace_all`.
+    #[serde(default)]
+    pub not_affected: i64,
     /// Predicted failures by item error code, most first.
     pub failures: Vec<CodeCount>,
     /// The licenses the members hold, per SKU.
@@ -137,6 +144,7 @@ pub struct Predictor<'a> {
     fail: i64,
     no_location: i64,
     inherited_only: i64,
+    not_affected: i64,
 }
 
 impl<'a> Predictor<'a> {
@@ -174,6 +182,7 @@ impl<'a> Predictor<'a> {
             fail: 0,
             no_location: 0,
             inherited_only: 0,
+            not_affected: 0,
         }
     }
 
@@ -231,7 +240,8 @@ impl<'a> Predictor<'a> {
     /// The prediction for the next member (in member order) whose state is `snap`.
     pub fn predict(&mut self, snap: &Snapshot) -> Prediction {
         self.members += 1;
-        if snap.usage_location.is_none() {
+        // A usage location matters only to a member given a license.
+        if snap.usage_location.is_none() && !self.req.add_licenses.is_empty() {
             self.no_location += 1;
         }
         let mut direct = std::collections::BTreeSet::new();
@@ -263,6 +273,22 @@ impl<'a> Predictor<'a> {
             }
         }
         let prediction = match plan::decide(self.req, Some(snap), true) {
+            Decision::Skip(note)
+                if self.req.kind == JobKind::Replace
+                    && !self.req.replace_all
+                    && !self
+                        .req
+                        .remove_licenses
+                        .iter()
+                        .any(|s| Self::holds(snap, *s)) =>
+            {
+                self.not_affected += 1;
+                Prediction {
+                    outcome: PredictedOutcome::WouldSkip,
+                    code: None,
+                    detail: Some(note),
+                }
+            }
             Decision::Skip(note) => Prediction {
                 outcome: PredictedOutcome::WouldSkip,
                 code: None,
@@ -403,7 +429,8 @@ impl<'a> Predictor<'a> {
                     && !self.req.add_licenses.is_empty(),
             },
             inherited_only: self.inherited_only,
-            already_done: self.skip,
+            already_done: self.skip - self.not_affected,
+            not_affected: self.not_affected,
             failures,
             held,
             previewed_at: at,
@@ -669,6 +696,44 @@ mod tests {
             (outcome, code.as_deref()),
             (WouldFail, Some("mutually_exclusive_violation"))
         );
+    }
+
+    /// A replace's members holding none of the licenses to replace are "not affected", not
+    /// "already done"; a remove counts no missing usage location (it gives nothing).
+    #[test]
+    fn replace_and_remove_summaries_say_what_applies() {
+        const E3: &str = "6fd2c87f-b296-42f0-b197-1e91e994b900";
+        let skus = [
+            sku(E5, 10, 0),
+            Sku {
+                sku_part_number: "ENTERPRISEPACK".into(),
+                ..sku(E3, 10, 0)
+            },
+        ];
+        let run = |body: serde_json::Value| {
+            let req: JobRequest = serde_json::from_value::<JobRequest>(body)
+                .unwrap()
+                .validate()
+                .unwrap();
+            let mut p = Predictor::new(&req, &skus);
+            // Holds E5 directly; holds nothing and has no usage location.
+            p.predict(&member(Some("SE"), true, false));
+            p.predict(&member(None, false, false));
+            p.summary(Utc::now())
+        };
+        let s = run(
+            json!({"kind":"replace","groups":[G],"add_licenses":[{"sku_id":E3}],"remove_licenses":[E5],"usage_location":"SE","preview":true}),
+        );
+        assert_eq!((s.would_succeed, s.would_skip), (1, 1));
+        assert_eq!((s.already_done, s.not_affected), (0, 1));
+        let s = run(json!({"kind":"remove","groups":[G],"remove_licenses":[E5],"preview":true}));
+        assert_eq!((s.would_succeed, s.would_skip), (1, 1));
+        assert_eq!((s.already_done, s.not_affected), (1, 0));
+        assert_eq!(s.usage_location.missing, 0);
+        let s = run(
+            json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":E3}],"preview":true}),
+        );
+        assert_eq!(s.usage_location.missing, 1);
     }
 
     #[test]
