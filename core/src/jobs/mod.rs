@@ -35,7 +35,7 @@ pub mod preview;
 pub mod processes;
 pub mod request;
 
-pub use request::{ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};
+pub use request::{Canary, ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Progress {
@@ -137,6 +137,10 @@ pub struct JobView {
     /// locations, licenses held only through a group, members already done, predicted
     /// failures by code and the licenses the members hold. `null` until the preview is done.
     pub preview: Option<preview::PreviewSummary>,
+    /// With a canary (`request.canary`): when it passed — its first members failed no more
+    /// often than the bound, or the paused job was resumed. `null` while undecided; a job whose
+    /// canary failed is `paused`.
+    pub canary_passed_at: Option<chrono::DateTime<Utc>>,
 }
 
 impl JobView {
@@ -208,6 +212,7 @@ impl JobView {
             stuck: false,
             stuck_since: None,
             requeues: m.requeues,
+            canary_passed_at: m.canary_passed_at,
             error: m.error_code.map(|code| JobError {
                 code,
                 detail: m.error_detail,
@@ -290,6 +295,7 @@ pub async fn insert<C: ConnectionTrait>(conn: &C, new: NewJob) -> StoreResult<jo
         expand_until: Set(None),
         last_progress_at: Set(None),
         requeues: Set(0),
+        canary_passed_at: Set(None),
     }
     .insert(conn)
     .await?;
@@ -505,8 +511,8 @@ pub fn check_rerunnable(status: JobStatus) -> StoreResult<()> {
     }
 }
 
-/// Whether a job in `status` can be cancelled: `queued` or `running`; otherwise 409
-/// `not_cancellable`.
+/// Whether a job in `status` can be cancelled: `queued`, `running`, `previewed` or `paused`;
+/// otherwise 409 `not_cancellable`.
 pub fn check_cancellable(status: JobStatus) -> StoreResult<()> {
     if status.can_become(JobStatus::Cancelled) {
         Ok(())
@@ -514,11 +520,69 @@ pub fn check_cancellable(status: JobStatus) -> StoreResult<()> {
         Err(StoreError::conflict(
             "not_cancellable",
             format!(
-                "only queued or running jobs can be cancelled; this job is {}",
+                "only queued, running, previewed or paused jobs can be cancelled; this job is {}",
                 status.as_str()
             ),
         ))
     }
+}
+
+/// Whether a job in `status` can be resumed: only a `paused` job; otherwise 409 `not_paused`.
+pub fn check_resumable(status: JobStatus) -> StoreResult<()> {
+    if status == JobStatus::Paused {
+        Ok(())
+    } else {
+        Err(StoreError::conflict(
+            "not_paused",
+            format!(
+                "only a paused job can be resumed; this job is {}",
+                status.as_str()
+            ),
+        ))
+    }
+}
+
+/// Resume a paused job (operator): its canary counts as passed and the job runs on with the
+/// rest of its members (and reads the rest of its groups, if it paused while reading them).
+/// Any other status → 409 `not_paused`. The caller queues the job after this commits.
+pub async fn resume(
+    db: &Db,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    by: Option<Uuid>,
+) -> StoreResult<JobView> {
+    let txn = db.begin().await?;
+    let job = lock(&txn, tenant_id, job_id).await?;
+    let status = status_of(&job)?;
+    check_resumable(status)?;
+    let now = Utc::now();
+    job::Entity::update_many()
+        .col_expr(
+            job::Column::Status,
+            Expr::value(JobStatus::Running.as_str()),
+        )
+        .col_expr(job::Column::CanaryPassedAt, Expr::value(now))
+        .col_expr(job::Column::LastProgressAt, Expr::value(now))
+        .filter(job::Column::Id.eq(job_id))
+        .exec(&txn)
+        .await?;
+    audit::record(
+        &txn,
+        AuditEntry {
+            tenant_id,
+            actor_token_id: by,
+            action: "job.resumed",
+            target_type: "job",
+            target_id: job_id.to_string(),
+            before: Some(json!({"status": status.as_str(), "worked": job.succeeded + job.failed + job.skipped, "failed": job.failed})),
+            after: Some(json!({"status": "running"})),
+        },
+    )
+    .await?;
+    let job = model(&txn, tenant_id, job_id).await?;
+    let view = view(&txn, job).await?;
+    txn.commit().await?;
+    Ok(view)
 }
 
 /// Number of jobs per kind and status across all tenants, for metrics.
@@ -1252,6 +1316,7 @@ fn undo_request(req: &JobRequest, job_id: Uuid) -> JobRequest {
         verify: Some(true),
         undo_of: Some(job_id),
         preview: false,
+        canary: None,
     }
 }
 
