@@ -1572,16 +1572,61 @@ async fn stale_preview_reads_the_groups_again(backend: Backend) {
         } else {
             assert_eq!(p["usage_location"]["fixed_by_request"], true, "{p}");
         }
+        // What the preview predicted for each member. Three members the preview has no item
+        // for stand for members who joined the groups since: read again, they have no
+        // prediction.
+        let previewed = s.app.all_items(&s.viewer, &id).await;
+        let predictions: HashMap<String, Value> = previewed
+            .iter()
+            .map(|i| {
+                (
+                    i["user_id"].as_str().unwrap().to_owned(),
+                    i["prediction"].clone(),
+                )
+            })
+            .collect();
+        assert!(predictions.values().all(|p| p.is_object()));
+        let newcomers: Vec<i64> = previewed[..3]
+            .iter()
+            .map(|i| i["id"].as_i64().unwrap())
+            .collect();
+        let newcomer_ids: HashSet<String> = previewed[..3]
+            .iter()
+            .map(|i| i["user_id"].as_str().unwrap().to_owned())
+            .collect();
+        job_item::Entity::delete_many()
+            .filter(job_item::Column::Id.is_in(newcomers))
+            .exec(&s.app.db)
+            .await
+            .unwrap();
         let pages = s.stats().await["member_pages_read"].as_u64().unwrap();
         let resp = launch(&s, &id, &s.admin).await;
         assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
         let done = s.wait(&id).await;
         assert_eq!(done["preview"]["expanded_again"], true, "{done}");
         assert!(s.stats().await["member_pages_read"].as_u64().unwrap() > pages);
-        // Read again, the members are new items without a prediction; their outcomes are
+        // Read again, the members are new items; those still in the groups keep the
+        // prediction the preview made for them, the newcomers have none; the outcomes are
         // those the preview predicted, member by member.
         let items = s.app.all_items(&s.viewer, &id).await;
         assert_eq!(items.len() as i64, p["members"].as_i64().unwrap());
+        for item in &items {
+            let user = item["user_id"].as_str().unwrap();
+            if newcomer_ids.contains(user) {
+                assert!(item["prediction"].is_null(), "a newcomer: {item}");
+            } else {
+                assert_eq!(item["prediction"], predictions[user], "kept: {item}");
+                let (status, code) = predicted(item);
+                assert_eq!(
+                    (
+                        item["status"].as_str().unwrap_or_default(),
+                        self::code(item)
+                    ),
+                    (status, code),
+                    "{item}"
+                );
+            }
+        }
         let counts = |status: &str| items.iter().filter(|i| i["status"] == status).count() as i64;
         assert_eq!(
             counts("succeeded"),

@@ -18,6 +18,7 @@ mod m20261130_000012_member_history;
 mod m20261130_000021_worker_heartbeats;
 mod m20261130_000022_item_predictions;
 mod m20261130_000023_job_canary;
+mod m20261130_000024_carried_predictions;
 mod m20261130_000030_member_history_keys;
 
 pub struct Migrator;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000021_worker_heartbeats::Migration),
             Box::new(m20261130_000022_item_predictions::Migration),
             Box::new(m20261130_000023_job_canary::Migration),
+            Box::new(m20261130_000024_carried_predictions::Migration),
             Box::new(m20261130_000030_member_history_keys::Migration),
         ]
     }

@@ -9,7 +9,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set, Statement, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -585,6 +585,92 @@ pub async fn resume(
     Ok(view)
 }
 
+/// The table where a stale preview's predictions wait for its members to be read again.
+const CARRIED: &str = "carried_predictions";
+
+fn statement<C: ConnectionTrait>(conn: &C, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    let backend = conn.get_database_backend();
+    let sql = if backend == sea_orm::DbBackend::Postgres {
+        let mut out = String::with_capacity(sql.len());
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    } else {
+        sql.to_owned()
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// Keep a preview's predictions, by member, while its items are dropped to read the groups
+/// again (see [`carry_predictions`]).
+async fn stash_predictions<C: ConnectionTrait>(conn: &C, job_id: Uuid) -> StoreResult<()> {
+    conn_delete_carried(conn, job_id).await?;
+    conn.execute_raw(statement(
+        conn,
+        &format!(
+            "INSERT INTO {CARRIED} (job_id, user_id, prediction) \
+             SELECT job_id, user_id, prediction FROM job_items \
+             WHERE job_id = ? AND prediction IS NOT NULL"
+        ),
+        vec![job_id.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+async fn conn_delete_carried<C: ConnectionTrait>(conn: &C, job_id: Uuid) -> StoreResult<()> {
+    conn.execute_raw(statement(
+        conn,
+        &format!("DELETE FROM {CARRIED} WHERE job_id = ?"),
+        vec![job_id.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A launched preview that read its groups again: each member still in them gets its
+/// prediction back; members new to the groups have none. Nothing to do for other jobs (one
+/// index probe).
+pub(crate) async fn carry_predictions<C: ConnectionTrait>(
+    conn: &C,
+    job_id: Uuid,
+) -> StoreResult<()> {
+    let any = conn
+        .query_one_raw(statement(
+            conn,
+            &format!("SELECT 1 AS one FROM {CARRIED} WHERE job_id = ? LIMIT 1"),
+            vec![job_id.into()],
+        ))
+        .await?;
+    if any.is_none() {
+        return Ok(());
+    }
+    conn.execute_raw(statement(
+        conn,
+        &format!(
+            "UPDATE job_items SET prediction = (SELECT c.prediction FROM {CARRIED} c \
+             WHERE c.job_id = job_items.job_id AND c.user_id = job_items.user_id) \
+             WHERE job_id = ? AND user_id IN (SELECT user_id FROM {CARRIED} WHERE job_id = ?)"
+        ),
+        vec![job_id.into(), job_id.into()],
+    ))
+    .await?;
+    conn.execute_raw(statement(
+        conn,
+        &format!("DELETE FROM {CARRIED} WHERE job_id = ?"),
+        vec![job_id.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Number of jobs per kind and status across all tenants, for metrics.
 pub async fn count_by_status(db: &Db) -> StoreResult<Vec<(String, String, i64)>> {
     let rows: Vec<(String, String, i64)> = job::Entity::find()
@@ -808,6 +894,8 @@ pub async fn cancel(
     // Members a worker holds right now are recorded by it; the rest are skipped now. Expansion
     // and the lanes see the status before their next page or chunk.
     let skipped = pipeline::skip_unheld(&txn, job_id, now).await?;
+    // A stale preview cancelled while its groups were read again keeps no predictions aside.
+    conn_delete_carried(&txn, job_id).await?;
     // With no member held, the run ends now: its counts are final and its webhook deliveries
     // commit with it (the caller queues them). Otherwise the worker holding members records
     // them and then closes the run (`pipeline::settle_cancelled`), so the run's counts and the
@@ -892,6 +980,8 @@ pub async fn launch(
     }
     let result = serde_json::to_value(&facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let total = if stale {
+        // The members are read again; those still in the groups keep their predictions.
+        stash_predictions(&txn, job_id).await?;
         job_item::Entity::delete_many()
             .filter(job_item::Column::JobId.eq(job_id))
             .exec(&txn)

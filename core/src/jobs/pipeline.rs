@@ -349,6 +349,7 @@ const ROWS_PER_INSERT: usize = 2000;
 /// Expansion is complete: every member of every selected group is an item.
 pub async fn mark_expanded(db: &Db, job_id: Uuid) -> StoreResult<()> {
     let t = now();
+    super::carry_predictions(db, job_id).await?;
     job::Entity::update_many()
         .col_expr(job::Column::ExpandedAt, Expr::value(t))
         .col_expr(
