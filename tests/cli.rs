@@ -938,3 +938,106 @@ async fn preview_and_launch_from_the_command_line() {
     app.stop().await;
     emulator.shutdown().await;
 }
+
+/// `jobs submit … --canary 50:0.1` on an assign whose SKU runs short pauses the job after 50
+/// members; `jobs watch` stops there with exit 7 and says how to go on; `jobs resume ID` finishes
+/// it. A bad `--canary` is one line and exit 1, and creates no job; `jobs resume` of a job that is
+/// not paused is the API's `not_paused`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn canary_and_resume_from_the_command_line() {
+    let emulator = graph_emulator::spawn(graph_emulator::EmulatorConfig {
+        scenario: Some(graph_emulator::Scenario::demo()),
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    let app = common::TestApp::start(common::Backend::Embedded)
+        .await
+        .expect("the embedded backend needs no services");
+    let tenant = app.tenant("contoso").await;
+    app.connect_directory(tenant.id, &emulator).await;
+    let admin = tenant.admin.as_str();
+    // Five free SPE_E5 units: most of the first 50 members fail.
+    let http = reqwest::Client::new();
+    let stats: Value = http
+        .get(format!("{}/_emulator/stats", emulator.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let consumed = stats["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["skuPartNumber"] == "SPE_E5")
+        .unwrap()["consumedUnits"]
+        .as_u64()
+        .unwrap();
+    let resp = http
+        .patch(format!("{}/_emulator/skus/SPE_E5", emulator.base_url()))
+        .json(&json!({"enabled": consumed + 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+
+    for bad in ["50:2", "0:0.1", "fifty"] {
+        let mut args = assign("Sales", "SPE_E5").to_vec();
+        args.extend(["--canary", bad]);
+        let out = jobs_cli(&app, admin, &args).await;
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let line = stderr_line(&out);
+        assert!(line.contains("--canary") && line.contains(bad), "{line}");
+    }
+    assert_eq!(
+        get_json(&app, admin, "/v1/jobs").await["data"],
+        json!([]),
+        "no job was created"
+    );
+
+    let mut args = assign("Sales", "SPE_E5").to_vec();
+    args.extend(["--usage-location", "SE", "--canary", "50:0.1"]);
+    let out = jobs_cli(&app, admin, &args).await;
+    let id = succeeded(&out).trim().to_owned();
+    let job = get_json(&app, admin, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(
+        job["request"]["canary"],
+        json!({"members": 50, "max_failed_share": 0.1})
+    );
+    let out = jobs_cli(&app, admin, &["watch", &id]).await;
+    assert_eq!(out.status.code(), Some(7), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("Paused") && text.contains("jobs resume"),
+        "{text}"
+    );
+    let job = get_json(&app, admin, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["status"], "paused", "{job}");
+    let p = &job["progress"];
+    assert_eq!(
+        p["succeeded"].as_i64().unwrap()
+            + p["failed"].as_i64().unwrap()
+            + p["skipped"].as_i64().unwrap(),
+        50,
+        "{job}"
+    );
+
+    // A viewer may not resume; an operator does.
+    let out = jobs_cli(&app, tenant.viewer.as_str(), &["resume", &id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_line(&out).contains("forbidden"));
+    let out = jobs_cli(&app, tenant.operator.as_str(), &["resume", &id]).await;
+    assert_eq!(succeeded(&out).trim(), id);
+    let done = app.wait_for_job(admin, &id, 120).await;
+    assert_eq!(done["status"], "finished_with_exception", "{done}");
+    assert_eq!(done["progress"]["pending"], 0, "{done}");
+    app.assert_outcomes_true(admin, &id, &emulator.base_url())
+        .await;
+    let out = jobs_cli(&app, tenant.operator.as_str(), &["resume", &id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_line(&out).contains("not_paused"));
+    app.stop().await;
+    emulator.shutdown().await;
+}

@@ -704,3 +704,150 @@ async fn delivered_to_drive_and_bucket(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(delivered_to_drive_and_bucket);
+
+/// Any CSV or XLSX file as read by Python: its header row, then its rows, cells as text.
+const READ_TABLE: &str = r#"
+import csv, json, sys
+path, fmt = sys.argv[1], sys.argv[2]
+if fmt == "csv":
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+else:
+    import openpyxl
+    ws = openpyxl.load_workbook(path, read_only=True).active
+    rows = [["" if v is None else str(v) for v in r] for r in ws.iter_rows(values_only=True)]
+print(json.dumps(rows))
+"#;
+
+fn read_table(path: &std::path::Path, format: &str) -> Vec<Vec<String>> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", READ_TABLE, path.to_str().unwrap(), format])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{format}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A launched preview's report, in CSV and XLSX, has the `predicted` and `predicted_code`
+/// columns, each member's prediction as the API gives it beside its outcome; a job that was no
+/// preview has no such columns.
+async fn a_previews_report_carries_the_predictions(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
+    if python_reader().is_none() {
+        s.finish().await;
+        return;
+    }
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    // SPE_E5 (100 units) for Sales (250 members): some would fail.
+    let id = s
+        .submit(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": graph_emulator::SPE_E5_SKU_ID}], "preview": true}))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = s.app.get_json(&format!("/v1/jobs/{id}"), &s.viewer).await;
+        if job["status"] == "previewed" {
+            break;
+        }
+        assert!(
+            matches!(job["status"].as_str(), Some("queued" | "running")),
+            "{job}"
+        );
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/launch"), &s.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let done = s.app.wait_for_job(&s.admin, &id, 180).await;
+    assert_eq!(done["status"], "finished_with_exception", "{done}");
+    s.app
+        .assert_outcomes_true(&s.viewer, &id, &s.emulator.base_url())
+        .await;
+    let items = s.app.all_items(&s.viewer, &id).await;
+    let by_user: HashMap<String, &Value> = items
+        .iter()
+        .map(|i| (i["user_id"].as_str().unwrap().to_owned(), i))
+        .collect();
+    assert!(
+        items
+            .iter()
+            .any(|i| i["prediction"]["code"] == "count_violation"),
+        "some would fail for the seats"
+    );
+    let plain = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+        .await;
+    let plain = plain["id"].as_str().unwrap().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["csv", "xlsx"] {
+        let report = |job: String| {
+            let s = &s;
+            async move {
+                let resp = s
+                    .app
+                    .get(&format!("/v1/jobs/{job}/report?format={format}"), &s.viewer)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status().as_u16(), 200);
+                resp.bytes().await.unwrap().to_vec()
+            }
+        };
+        let path = dir.path().join(format!("report.{format}"));
+        std::fs::write(&path, report(id.clone()).await).unwrap();
+        let rows = read_table(&path, format);
+        let head = &rows[0];
+        let col = |name: &str| {
+            head.iter()
+                .position(|c| c == name)
+                .unwrap_or_else(|| panic!("{format}: no {name} column in {head:?}"))
+        };
+        let (user, status, code, predicted, predicted_code) = (
+            col("user_id"),
+            col("status"),
+            col("error_code"),
+            col("predicted"),
+            col("predicted_code"),
+        );
+        assert_eq!(rows.len() - 1, items.len(), "{format}: one row per member");
+        for row in &rows[1..] {
+            let item = by_user[&row[user]];
+            assert_eq!(row[status], item["status"].as_str().unwrap(), "{format}");
+            assert_eq!(
+                row[code],
+                item["error"]["code"].as_str().unwrap_or_default(),
+                "{format}"
+            );
+            assert_eq!(
+                row[predicted],
+                item["prediction"]["outcome"].as_str().unwrap(),
+                "{format}: {row:?}"
+            );
+            assert_eq!(
+                row[predicted_code],
+                item["prediction"]["code"].as_str().unwrap_or_default(),
+                "{format}: {row:?}"
+            );
+        }
+        std::fs::write(&path, report(plain.clone()).await).unwrap();
+        let rows = read_table(&path, format);
+        assert!(
+            !rows[0].iter().any(|c| c.starts_with("predicted")),
+            "{format}: {:?}",
+            rows[0]
+        );
+    }
+    s.finish().await;
+}
+on_both_backends!(a_previews_report_carries_the_predictions);

@@ -573,6 +573,110 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
 }
 on_both_backends!(bad_input_is_refused_and_changes_nothing);
 
+/// The actions on a job take no body: `launch`, `rerun`, `cancel`, `undo` and `resume` refuse
+/// any body but nothing or `{}` — malformed JSON 400 `malformed_json`, any other JSON 422
+/// `invalid_body` — before they look at the job, so nothing changes; the same action with `{}`
+/// or no body goes through.
+async fn job_actions_take_no_body(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("acme").await;
+    // A paused job (no directory is needed: nothing runs it until it is resumed).
+    let request: licensor_core::jobs::JobRequest = serde_json::from_value(json!({
+        "kind": "assign",
+        "groups": ["8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01"],
+        "add_licenses": [{"sku_id": "6fd2c87f-b296-42f0-b197-1e91e994b900"}],
+        "canary": {"members": 5, "max_failed_share": 0.1}
+    }))
+    .unwrap();
+    let job = licensor_core::jobs::create(
+        &app.db,
+        licensor_core::jobs::NewJob {
+            tenant_id: t.id,
+            request,
+            created_by: None,
+            parent_job_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+    licensor_core::entities::job::Entity::update_many()
+        .col_expr(
+            licensor_core::entities::job::Column::Status,
+            Expr::value("paused"),
+        )
+        .filter(licensor_core::entities::job::Column::Id.eq(job.id))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let id = job.id;
+    let read = || async {
+        let job = app.get_json(&format!("/v1/jobs/{id}"), &t.admin).await;
+        let audit = app.get_json("/v1/audit?limit=500", &t.admin).await;
+        json!({"status": job["status"], "runs": job["runs"], "progress": job["progress"], "audit": audit["data"]})
+    };
+    let before = read().await;
+    assert_eq!(before["status"], "paused");
+    let mut wrong = Vec::new();
+    for action in ["launch", "rerun", "cancel", "undo", "resume"] {
+        for (body, content_type, status, code) in [
+            ("{", Some("application/json"), 400, "malformed_json"),
+            ("not json", Some("text/plain"), 400, "malformed_json"),
+            (
+                r#"{"force": true}"#,
+                Some("application/json"),
+                422,
+                "invalid_body",
+            ),
+            ("[]", Some("application/json"), 422, "invalid_body"),
+            ("null", Some("application/json"), 422, "invalid_body"),
+            (r#""resume""#, Some("application/json"), 422, "invalid_body"),
+            (r#"{"job_ids": []}"#, None, 422, "invalid_body"),
+        ] {
+            let mut req = app
+                .http
+                .post(format!("{}/v1/jobs/{id}/{action}", app.url))
+                .bearer_auth(&t.admin)
+                .body(body);
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            let resp = req.send().await.unwrap();
+            if let Err(e) = check_problem(resp, status, code).await {
+                wrong.push(format!("{action} {body}: {e}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(read().await, before, "no refused action changed anything");
+    // `{}` is no body at all: resume goes through; then an empty body cancels.
+    let resp = app
+        .http
+        .post(format!("{}/v1/jobs/{id}/resume", app.url))
+        .bearer_auth(&t.operator)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let resp = app
+        .http
+        .post(format!("{}/v1/jobs/{id}/cancel", app.url))
+        .bearer_auth(&t.operator)
+        .send()
+        .await
+        .unwrap();
+    // Resumed, the job may have ended already (it has no directory): cancelled or refused as
+    // no longer cancellable — never a body error.
+    let status = resp.status().as_u16();
+    assert!(status == 200 || status == 409, "{status}");
+    app.stop().await;
+}
+on_both_backends!(job_actions_take_no_body);
+
 fn clip(s: &str) -> String {
     if s.chars().count() > 80 {
         format!("{}…", s.chars().take(80).collect::<String>())

@@ -1647,16 +1647,61 @@ async fn stale_preview_reads_the_groups_again(backend: Backend) {
         } else {
             assert_eq!(p["usage_location"]["fixed_by_request"], true, "{p}");
         }
+        // What the preview predicted for each member. Three members the preview has no item
+        // for stand for members who joined the groups since: read again, they have no
+        // prediction.
+        let previewed = s.app.all_items(&s.viewer, &id).await;
+        let predictions: HashMap<String, Value> = previewed
+            .iter()
+            .map(|i| {
+                (
+                    i["user_id"].as_str().unwrap().to_owned(),
+                    i["prediction"].clone(),
+                )
+            })
+            .collect();
+        assert!(predictions.values().all(|p| p.is_object()));
+        let newcomers: Vec<i64> = previewed[..3]
+            .iter()
+            .map(|i| i["id"].as_i64().unwrap())
+            .collect();
+        let newcomer_ids: HashSet<String> = previewed[..3]
+            .iter()
+            .map(|i| i["user_id"].as_str().unwrap().to_owned())
+            .collect();
+        job_item::Entity::delete_many()
+            .filter(job_item::Column::Id.is_in(newcomers))
+            .exec(&s.app.db)
+            .await
+            .unwrap();
         let pages = s.stats().await["member_pages_read"].as_u64().unwrap();
         let resp = launch(&s, &id, &s.admin).await;
         assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
         let done = s.wait(&id).await;
         assert_eq!(done["preview"]["expanded_again"], true, "{done}");
         assert!(s.stats().await["member_pages_read"].as_u64().unwrap() > pages);
-        // Read again, the members are new items without a prediction; their outcomes are
+        // Read again, the members are new items; those still in the groups keep the
+        // prediction the preview made for them, the newcomers have none; the outcomes are
         // those the preview predicted, member by member.
         let items = s.app.all_items(&s.viewer, &id).await;
         assert_eq!(items.len() as i64, p["members"].as_i64().unwrap());
+        for item in &items {
+            let user = item["user_id"].as_str().unwrap();
+            if newcomer_ids.contains(user) {
+                assert!(item["prediction"].is_null(), "a newcomer: {item}");
+            } else {
+                assert_eq!(item["prediction"], predictions[user], "kept: {item}");
+                let (status, code) = predicted(item);
+                assert_eq!(
+                    (
+                        item["status"].as_str().unwrap_or_default(),
+                        self::code(item)
+                    ),
+                    (status, code),
+                    "{item}"
+                );
+            }
+        }
         let counts = |status: &str| items.iter().filter(|i| i["status"] == status).count() as i64;
         assert_eq!(
             counts("succeeded"),
@@ -1693,3 +1738,211 @@ async fn stale_preview_reads_the_groups_again(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(stale_preview_reads_the_groups_again);
+
+/// Poll a job until it is `paused` (its canary failed too often); panics if it ends otherwise.
+async fn wait_paused(s: &Setup, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = s.job(id).await;
+        match job["status"].as_str() {
+            Some("paused") => return job,
+            Some("queued" | "running") => {}
+            _ => panic!("the job ended without pausing: {job}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "not paused: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// License assignment calls so far (every answer counted, inside `$batch` too): one per member
+/// written (a member without usage location also gets a user update before it).
+fn assign_calls(stats: &Value) -> u64 {
+    stats["requests"]
+        .as_object()
+        .map(|routes| {
+            routes
+                .iter()
+                .filter(|(route, _)| route.ends_with("/assignLicense"))
+                .flat_map(|(_, by)| by.as_object().into_iter().flat_map(|m| m.values()))
+                .map(|n| n.as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A canary of 50 on an assign whose SKU runs short (20 free SPE_E5 units for Staff's 1,000
+/// members), with three lanes of 20: the job pauses once 50 members are worked — no more are
+/// written before the decision, the emulator proves it — and nothing moves while it is paused;
+/// its failures are readable. Resume (operator) finishes it, every item as the directory holds.
+/// A second such job cancelled while paused leaves no member pending. A job whose canary passes
+/// runs on by itself. Resume of a job that is not paused is 409 `not_paused`.
+async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
+    let mut scenario = scenario();
+    for sku in &mut scenario.skus {
+        if sku.sku_part_number == "SPE_E5" {
+            sku.enabled = 60;
+        }
+    }
+    let Some(s) = setup_with(
+        backend,
+        "[jobs]\nchunk_size = 20\nlanes_per_job = 3\n",
+        scenario,
+    )
+    .await
+    else {
+        return;
+    };
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let canary = json!({"members": 50, "max_failed_share": 0.1});
+    let before = s.stats().await;
+
+    let job = s
+        .submit(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE", "canary": canary}))
+        .await;
+    assert_eq!(job["request"]["canary"], canary, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let paused = wait_paused(&s, &id).await;
+    let p = &paused["progress"];
+    let worked = p["succeeded"].as_i64().unwrap()
+        + p["failed"].as_i64().unwrap()
+        + p["skipped"].as_i64().unwrap();
+    assert_eq!(worked, 50, "{paused}");
+    assert!(p["failed"].as_i64().unwrap() > 5, "{paused}");
+    assert!(paused["canary_passed_at"].is_null(), "{paused}");
+    // No more than the canary's members were written, by the directory's own count.
+    let stats = s.stats().await;
+    let writes = assign_calls(&stats) - assign_calls(&before);
+    assert!(writes > 0 && writes <= 50, "{writes} members written");
+    let per_user: Value = s
+        .http
+        .get(format!(
+            "{}/_emulator/stats?per_user=true",
+            s.emulator.base_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let changed = per_user["writes_per_user"].as_object().unwrap().len();
+    assert!(changed <= 50, "{changed} members changed");
+    // Paused: nothing is leased or written, and the failures so far are there to read.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let still = s.job(&id).await;
+    assert_eq!(still["status"], "paused");
+    assert_eq!(still["progress"], paused["progress"]);
+    assert_eq!(
+        s.stats().await["successful_writes"],
+        stats["successful_writes"]
+    );
+    let errors = s
+        .app
+        .get_json(&format!("/v1/jobs/{id}/errors"), &s.viewer)
+        .await;
+    assert!(
+        errors["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["code"] == "count_violation"),
+        "{errors}"
+    );
+    let failed = s
+        .app
+        .get_json(
+            &format!("/v1/jobs/{id}/items?status=failed&limit=500"),
+            &s.viewer,
+        )
+        .await;
+    assert_eq!(
+        failed["data"].as_array().unwrap().len() as i64,
+        p["failed"].as_i64().unwrap()
+    );
+    let listed = list_jobs(&s, "status=paused").await;
+    assert!(listed.iter().any(|j| j["id"] == id.as_str()));
+
+    // Only an operator (or admin) resumes; a viewer is refused and nothing changes.
+    let resume = |token: &str| s.app.post(&format!("/v1/jobs/{id}/resume"), token).send();
+    expect_problem(resume(&s.viewer).await.unwrap(), 403, "forbidden").await;
+    assert_eq!(s.job(&id).await["status"], "paused");
+    let resp = resume(&s.operator).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let resumed: Value = resp.json().await.unwrap();
+    assert!(resumed["canary_passed_at"].is_string(), "{resumed}");
+    let done = s.wait(&id).await;
+    assert_eq!(done["status"], "finished_with_exception", "{done}");
+    assert_eq!(done["progress"]["pending"], 0, "{done}");
+    assert_eq!(done["progress"]["total"], 1000, "{done}");
+    // Resuming a job that is not paused is a state conflict.
+    expect_problem(resume(&s.operator).await.unwrap(), 409, "not_paused").await;
+
+    // A second job, with three more units bought, pauses and is cancelled while paused:
+    // nothing pending.
+    s.emulator_patch("skus/SPE_E5", json!({"enabled": 63}))
+        .await;
+    let job = s
+        .submit(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE", "canary": canary}))
+        .await;
+    let second = job["id"].as_str().unwrap().to_owned();
+    wait_paused(&s, &second).await;
+    let writes = s.stats().await["successful_writes"].clone();
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{second}/cancel"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+    let cancelled = s.wait(&second).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["progress"]["pending"], 0, "{cancelled}");
+    let pending = s
+        .app
+        .get_json(
+            &format!("/v1/jobs/{second}/items?status=pending&limit=1"),
+            &s.viewer,
+        )
+        .await;
+    assert_eq!(pending["data"].as_array().unwrap().len(), 0, "{pending}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.stats().await["successful_writes"], writes);
+
+    // A canary that passes: the job runs on by itself to its end.
+    let job = s
+        .submit(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE", "canary": canary}))
+        .await;
+    let third = job["id"].as_str().unwrap().to_owned();
+    let done = s.wait(&third).await;
+    assert_eq!(done["status"], "finished", "{done}");
+    assert!(done["canary_passed_at"].is_string(), "{done}");
+    assert_eq!(done["progress"]["total"], 250, "{done}");
+
+    // A bad canary is refused before anything is created.
+    let jobs_before = list_jobs(&s, "").await.len();
+    for bad in [
+        json!({"members": 0, "max_failed_share": 0.1}),
+        json!({"members": 50, "max_failed_share": 2}),
+    ] {
+        let resp = s
+            .app
+            .post("/v1/jobs", &s.admin)
+            .json(&json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "canary": bad}))
+            .send()
+            .await
+            .unwrap();
+        expect_problem(resp, 422, "invalid_canary").await;
+    }
+    let resp = s
+        .app
+        .post("/v1/jobs", &s.admin)
+        .json(&json!({"kind": "export", "groups": [sales], "export": {"format": "csv"}, "canary": canary}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 422, "canary_not_supported").await;
+    assert_eq!(list_jobs(&s, "").await.len(), jobs_before);
+    s.finish().await;
+}
+on_both_backends!(canary_pauses_a_job_that_runs_short);

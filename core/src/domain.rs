@@ -88,7 +88,8 @@ impl std::str::FromStr for JobKind {
 /// `cancelled` from `queued` or `running`; a rerun moves `failed` / `finished_with_exception`
 /// back to `queued`. A preview (`"preview": true`) goes `queued` → `running` → `previewed`
 /// without writing; launching it moves it back to `queued` as a real job, and a previewed job
-/// may be cancelled.
+/// may be cancelled. A job with a canary whose first members failed too often goes `running` →
+/// `paused`; resuming it moves it back to `running`, and a paused job may be cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -100,10 +101,13 @@ pub enum JobStatus {
     Cancelled,
     /// A preview: every member decided from the directory's state, nothing written.
     Previewed,
+    /// Its canary's failed share was above the bound: nothing more is written until it is
+    /// resumed or cancelled.
+    Paused,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Finished,
@@ -111,6 +115,7 @@ impl JobStatus {
         JobStatus::Failed,
         JobStatus::Cancelled,
         JobStatus::Previewed,
+        JobStatus::Paused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -122,6 +127,7 @@ impl JobStatus {
             JobStatus::Failed => "failed",
             JobStatus::Cancelled => "cancelled",
             JobStatus::Previewed => "previewed",
+            JobStatus::Paused => "paused",
         }
     }
 
@@ -144,10 +150,11 @@ impl JobStatus {
             (Queued, Running | Cancelled | Failed)
                 | (
                     Running,
-                    Finished | FinishedWithException | Failed | Cancelled | Previewed
+                    Finished | FinishedWithException | Failed | Cancelled | Previewed | Paused
                 )
                 | (Failed | FinishedWithException | Previewed, Queued)
-                | (Previewed, Cancelled)
+                | (Previewed | Paused, Cancelled)
+                | (Paused, Running)
         )
     }
 }
@@ -221,6 +228,11 @@ mod tests {
         assert!(Running.can_become(Previewed));
         assert!(Previewed.can_become(Queued));
         assert!(Previewed.can_become(Cancelled));
+        assert!(Running.can_become(Paused));
+        assert!(Paused.can_become(Running));
+        assert!(Paused.can_become(Cancelled));
+        assert!(!Paused.can_become(Queued));
+        assert!(!Paused.is_terminal());
         for s in JobStatus::ALL {
             assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
         }

@@ -17,6 +17,8 @@ mod m20261130_000011_job_activity;
 mod m20261130_000012_member_history;
 mod m20261130_000021_worker_heartbeats;
 mod m20261130_000022_item_predictions;
+mod m20261130_000023_job_canary;
+mod m20261130_000024_carried_predictions;
 mod m20261130_000030_member_history_keys;
 
 pub struct Migrator;
@@ -38,6 +40,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000012_member_history::Migration),
             Box::new(m20261130_000021_worker_heartbeats::Migration),
             Box::new(m20261130_000022_item_predictions::Migration),
+            Box::new(m20261130_000023_job_canary::Migration),
+            Box::new(m20261130_000024_carried_predictions::Migration),
             Box::new(m20261130_000030_member_history_keys::Migration),
         ]
     }

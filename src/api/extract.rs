@@ -104,6 +104,40 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// The body of an action that takes none (`POST /v1/jobs/{id}/launch`, `rerun`, `cancel`,
+/// `undo`, `resume`): nothing, or `{}`. Malformed JSON → 400 `malformed_json`; any other JSON
+/// → 422 `invalid_body` (a body that says something the action would ignore is refused rather
+/// than silently dropped); too large → 413 `body_too_large`. Refused before anything changes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBody;
+
+impl<S> FromRequest<S> for NoBody
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|r| ApiError::from(JsonRejection::from(r)))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(NoBody);
+        }
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Err(e) => Err(ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not JSON: {e}"),
+            )),
+            Ok(serde_json::Value::Object(map)) if map.is_empty() => Ok(NoBody),
+            Ok(_) => Err(ApiError::unprocessable(
+                "invalid_body",
+                "this action takes no body: send none, or `{}`",
+            )),
+        }
+    }
+}
+
 /// Query string; anything unparsable, or a NUL character (`%00`), → 400 `invalid_query`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Auth;
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, NoBody, Path, Query};
 use super::problem::{ApiError, ApiResult, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -26,7 +26,7 @@ use super::problem::{ApiError, ApiResult, Problem};
 #[into_params(parameter_in = Query)]
 pub struct ListJobsQuery {
     /// Comma-separated statuses: queued, running, finished, finished_with_exception, failed,
-    /// cancelled, previewed.
+    /// cancelled, previewed, paused.
     pub status: Option<String>,
     /// Comma-separated kinds: assign, remove, replace, export.
     pub kind: Option<String>,
@@ -427,15 +427,18 @@ pub async fn export_file(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 202, body = JobView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn rerun_job(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<Uuid>,
+    _body: NoBody,
 ) -> ApiResult<Response> {
     let me = auth.require(Role::Operator)?;
     let view = jobs::rerun(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
@@ -451,15 +454,18 @@ pub async fn rerun_job(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 202, body = JobView, headers(("Location" = String, description = "The job's URL"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn launch_job(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<Uuid>,
+    _body: NoBody,
 ) -> ApiResult<Response> {
     let me = auth.require(Role::Admin)?;
     let view = jobs::launch(
@@ -475,26 +481,56 @@ pub async fn launch_job(
     Ok(accepted(view))
 }
 
-/// Cancel a queued, running or previewed job (operator): members not being worked on are
-/// skipped, those in flight finish. Any other status → 409 `not_cancellable`.
+/// Cancel a queued, running, previewed or paused job (operator): members not being worked on
+/// are skipped, those in flight finish; no member is left pending. Any other status → 409 `not_cancellable`.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, body = JobView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn cancel_job(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<Uuid>,
+    _body: NoBody,
 ) -> ApiResult<Json<JobView>> {
     let me = auth.require(Role::Operator)?;
     let job = jobs::cancel(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
     super::webhooks::queue_job_events(&state, id).await;
     Ok(Json(job))
+}
+
+/// Resume a paused job (operator): a job whose canary's failed share was above its bound goes
+/// on with the rest of its members (the canary counts as passed). Takes no body (`{}` at most).
+/// Any other status → 409 `not_paused`.
+#[utoipa::path(post, path = "/v1/jobs/{id}/resume", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 202, body = JobView, headers(("Location" = String, description = "The job's URL"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn resume_job(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    _body: NoBody,
+) -> ApiResult<Response> {
+    let me = auth.require(Role::Operator)?;
+    let view = jobs::resume(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
+    enqueue(&state, &view, me.tenant_id).await;
+    metrics::counter!("licensor_jobs_resumed_total", "kind" => view.kind.as_str()).increment(1);
+    Ok(accepted(view))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -570,15 +606,18 @@ pub async fn list_changes(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 202, body = JobView, headers(("Location" = String, description = "The undo job's URL"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn undo_job(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<Uuid>,
+    _body: NoBody,
 ) -> ApiResult<Response> {
     let me = auth.require(Role::Admin)?;
     let view = jobs::undo(&state.db, me.tenant_id, id, Some(me.token_id)).await?;

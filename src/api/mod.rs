@@ -108,6 +108,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(bulk::rerun_jobs))
         .routes(routes!(bulk::cancel_jobs))
         .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::resume_job))
         .routes(routes!(jobs::list_changes))
         .routes(routes!(jobs::undo_job))
         .routes(routes!(members::member_history))

@@ -13,7 +13,13 @@
 //! cargo run --release --bin licensor-bench -- --scenario throttle --write-budget 40/2000 --members 2000
 //! cargo run --release --bin licensor-bench -- --scenario fairness --members 1000000
 //! cargo run --release --bin licensor-bench -- --scenario msp --tenants 500 --tenant-members 1000
+//! cargo run --release --bin licensor-bench -- --scenario raw --members 100000 --preview
 //! ```
+//!
+//! With `--preview` a preview of the same assign runs first (it reads the group and predicts
+//! every member, writing nothing); its line gets `preview` — its wall time and running time, and
+//! the directory's writes during it (0) — beside the real job's `members_read_seconds`, the
+//! expansion part of a real job.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -100,6 +106,11 @@ struct Args {
     /// Each tenant's write budget in `--scenario msp`: LIMIT/WINDOW_MS (writes per window).
     #[arg(long, default_value = "100/5000", value_parser = parse_write_budget)]
     tenant_write_budget: Budget,
+    /// Run a preview of the assign first (nothing written) and print its times beside the real
+    /// job's expansion (`members_read_seconds`). Assign only, not with `--scenario fairness` or
+    /// `msp`.
+    #[arg(long)]
+    preview: bool,
 }
 
 /// `LIMIT/WINDOW_MS`, both positive integers.
@@ -129,6 +140,14 @@ fn main() -> anyhow::Result<()> {
         });
     }
     let args = Args::parse();
+    if args.preview
+        && (args.kind != "assign" || matches!(args.scenario, Load::Fairness | Load::Msp))
+    {
+        eprintln!(
+            "error: --preview goes with an assign job and --scenario raw, latency or throttle"
+        );
+        std::process::exit(2);
+    }
     if args.write_budget.is_some() && args.scenario != Load::Throttle {
         eprintln!("error: --write-budget needs --scenario throttle");
         std::process::exit(2);
@@ -534,7 +553,7 @@ async fn wait_sampled(
         ));
         if matches!(
             job["status"].as_str(),
-            Some("finished" | "finished_with_exception" | "failed" | "cancelled")
+            Some("finished" | "finished_with_exception" | "failed" | "cancelled" | "previewed")
         ) {
             return Ok((job, samples));
         }
@@ -654,6 +673,11 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
     let cpu_before = d.cpu_seconds();
     let machine_before = machine_cpu();
     let bench_cpu_before = process_cpu_seconds(std::process::id());
+    let preview = if args.preview {
+        Some(preview_figures(&http, &d, &tokens[0], &a, timeout).await?)
+    } else {
+        None
+    };
     if args.budget_used > 0 {
         spend_budget(&http, &a, args.budget_used).await?;
     }
@@ -773,6 +797,9 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
         if !fairness.is_null() {
             obj.insert("fairness".into(), fairness);
         }
+        if let Some(preview) = preview {
+            obj.insert("preview".into(), preview);
+        }
     }
     d.stop().await;
     a.shutdown().await;
@@ -780,6 +807,66 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
         b.shutdown().await;
     }
     Ok(line)
+}
+
+/// A preview of the assign to the whole group, timed: its wall time (submit to `previewed`),
+/// its running time (started → finished), when its members were all read, and the directory's
+/// writes while it ran (none are expected). The emulator's counters are not reset: the real job
+/// that follows counts its writes on top of 0.
+async fn preview_figures(
+    http: &reqwest::Client,
+    d: &Deployment,
+    token: &str,
+    emulator: &EmulatorHandle,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    let groups = get_json(
+        http,
+        &format!("{}/v1/directory/groups?search=All", d.url),
+        Some(token),
+    )
+    .await?;
+    let group = groups["data"][0]["id"].as_str().context("group")?;
+    let mut body = assign_body(group);
+    body["preview"] = json!(true);
+    let before = get_json(
+        http,
+        &format!("{}/_emulator/stats", emulator.base_url()),
+        None,
+    )
+    .await?;
+    let t = Instant::now();
+    let id = submit_body(http, d, token, &body).await?;
+    let job = wait(http, d, token, &id, timeout).await?;
+    let wall = t.elapsed().as_secs_f64();
+    if job["status"] != "previewed" {
+        bail!("the preview {id} ended {}: {job}", job["status"]);
+    }
+    let after = get_json(
+        http,
+        &format!("{}/_emulator/stats", emulator.base_url()),
+        None,
+    )
+    .await?;
+    let n = |v: &Value| v["successful_writes"].as_u64().unwrap_or(0);
+    let at = |k: &str| {
+        job[k]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let secs = |a: Option<chrono::DateTime<chrono::FixedOffset>>,
+                b: Option<chrono::DateTime<chrono::FixedOffset>>| match (a, b) {
+        (Some(a), Some(b)) => ((b - a).num_milliseconds() as f64 / 1000.0).into(),
+        _ => Value::Null,
+    };
+    Ok(json!({
+        "wall_seconds": (wall * 100.0).round() / 100.0,
+        "running_seconds": secs(at("started_at"), at("finished_at")),
+        "members_read_seconds": secs(at("started_at"), at("expanded_at")),
+        "members": job["preview"]["members"],
+        "would_fail": job["preview"]["would_fail"],
+        "directory_writes": n(&after).saturating_sub(n(&before)),
+    }))
 }
 
 /// Spend `writes` of the app's write budget as another client of the tenant would: `PATCH`es of

@@ -4,7 +4,8 @@
 //!
 //! Exit codes: 0 success; 1 an error (licensor unreachable or refusing, bad input), or for
 //! `jobs rerun` some of the jobs were not rerun; 2 a usage error. `jobs watch` ends with the
-//! job's final status: 0 Finished, 3 Finished with Exception, 4 Failed, 5 Cancelled.
+//! job's final status: 0 Finished, 3 Finished with Exception, 4 Failed, 5 Cancelled, 6
+//! Previewed, 7 Paused (its canary failed too often: `jobs resume ID` or `jobs cancel ID`).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use licensor_core::domain::{JobKind, JobStatus};
 use licensor_core::jobs::request::{ExportLocation, ExportOptions};
-use licensor_core::jobs::{ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};
+use licensor_core::jobs::{Canary, ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -37,6 +38,7 @@ fn exit_code(status: JobStatus) -> u8 {
         JobStatus::Failed => 4,
         JobStatus::Cancelled => 5,
         JobStatus::Previewed => 6,
+        JobStatus::Paused => 7,
         // Not final; watch never ends on these.
         JobStatus::Queued | JobStatus::Running => 1,
     }
@@ -52,6 +54,7 @@ fn label(status: JobStatus) -> &'static str {
         JobStatus::Failed => "Failed",
         JobStatus::Cancelled => "Cancelled",
         JobStatus::Previewed => "Previewed",
+        JobStatus::Paused => "Paused",
     }
 }
 
@@ -65,7 +68,8 @@ pub enum JobsCommand {
         #[command(flatten)]
         client: Client,
         /// Only jobs in these statuses (comma-separated or repeated): queued (Waiting), running
-        /// (In Progress), finished, finished_with_exception, failed, cancelled, previewed.
+        /// (In Progress), finished, finished_with_exception, failed, cancelled, previewed,
+        /// paused.
         #[arg(long, value_delimiter = ',', value_parser = status_parser())]
         status: Vec<JobStatus>,
         /// Only jobs of these kinds (comma-separated or repeated).
@@ -77,7 +81,8 @@ pub enum JobsCommand {
     },
     /// Follow a job until it ends: a progress bar (plain lines when the output is not a
     /// terminal), then the final counts and the failed members by error code. Exits 0 when the
-    /// job is Finished, 3 Finished with Exception, 4 Failed, 5 Cancelled, 6 Previewed.
+    /// job is Finished, 3 Finished with Exception, 4 Failed, 5 Cancelled, 6 Previewed; it also
+    /// stops, with 7, when the job is Paused by its canary.
     Watch {
         #[command(flatten)]
         client: Client,
@@ -101,7 +106,8 @@ pub enum JobsCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Cancel Waiting or In Progress jobs: members not yet worked on are skipped. One or more
+    /// Cancel Waiting, In Progress, Previewed or Paused jobs: members not yet worked on are
+    /// skipped. One or more
     /// ids, or every job a filter matches (`--status queued …`). Exits 1 if any was refused.
     Cancel {
         #[command(flatten)]
@@ -131,6 +137,14 @@ pub enum JobsCommand {
         #[command(flatten)]
         client: Client,
         /// The preview's id.
+        id: String,
+    },
+    /// Resume a Paused job (operator): its canary's members failed more often than the bound
+    /// allowed; it goes on with the rest of its members. Prints the job's id.
+    Resume {
+        #[command(flatten)]
+        client: Client,
+        /// The paused job's id.
         id: String,
     },
     /// Download a job's report: every member with its outcome.
@@ -211,6 +225,31 @@ pub struct Submit {
     /// for the preview, then print its summary and the job's id (`jobs launch ID` runs it).
     #[arg(long, conflicts_with = "format")]
     preview: bool,
+    /// Try the job on its first N members first: if more than this share of them failed
+    /// (0.0 to 1.0), the job pauses until `jobs resume ID` or `jobs cancel ID`. E.g. 50:0.1.
+    #[arg(long, value_name = "N:SHARE")]
+    canary: Option<String>,
+}
+
+/// `50:0.1`: the canary's members and the largest failed share with which the job goes on.
+fn parse_canary(s: &str) -> Result<Canary, String> {
+    let usage =
+        "give the members and the largest failed share, e.g. 50:0.1 (N from 1, share from 0 to 1)";
+    let Some((members, share)) = s.trim().split_once(':') else {
+        return Err(usage.to_owned());
+    };
+    let members = match members.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => n,
+        _ => return Err(usage.to_owned()),
+    };
+    let max_failed_share = match share.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => x,
+        _ => return Err(usage.to_owned()),
+    };
+    Ok(Canary {
+        members,
+        max_failed_share,
+    })
 }
 
 /// `download`, `sharepoint:DRIVE_ID:/Folder/` or `s3://bucket/prefix/`.
@@ -313,6 +352,7 @@ fn status_parser() -> impl TypedValueParser<Value = JobStatus> {
         PossibleValue::new("failed"),
         PossibleValue::new("cancelled"),
         PossibleValue::new("previewed"),
+        PossibleValue::new("paused"),
     ])
     .try_map(|s| match s.as_str() {
         "waiting" => Ok(JobStatus::Queued),
@@ -524,6 +564,7 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<()> {
         }
         JobsCommand::Undo { client, id } => post_job_action(&client, &id, "undo").await,
         JobsCommand::Launch { client, id } => post_job_action(&client, &id, "launch").await,
+        JobsCommand::Resume { client, id } => post_job_action(&client, &id, "resume").await,
         JobsCommand::Report {
             client,
             id,
@@ -561,6 +602,12 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 async fn submit(args: Submit) -> anyhow::Result<()> {
+    // Checked before anything is read or sent: one line naming the option.
+    let canary = args
+        .canary
+        .as_deref()
+        .map(|c| parse_canary(c).map_err(|e| anyhow::anyhow!("--canary `{c}`: {e}")))
+        .transpose()?;
     let api = Api::new(&args.client)?;
     let mut groups = Vec::with_capacity(args.groups.len());
     for g in &args.groups {
@@ -624,6 +671,7 @@ async fn submit(args: Submit) -> anyhow::Result<()> {
         verify: None,
         undo_of: None,
         preview: args.preview,
+        canary,
     };
     let mut req = api.request(Method::POST, "/v1/jobs").json(&request);
     if let Some(key) = &args.idempotency_key {
@@ -965,7 +1013,7 @@ async fn watch(api: &Api, id: Uuid, json: bool) -> anyhow::Result<()> {
         };
         let job = Job::from(&answer)?;
         display.show(&job);
-        if job.status.is_terminal() {
+        if job.status.is_terminal() || job.status == JobStatus::Paused {
             break answer;
         }
         tokio::time::sleep(POLL).await;
@@ -989,6 +1037,11 @@ async fn watch(api: &Api, id: Uuid, json: bool) -> anyhow::Result<()> {
         );
         if let Some(e) = &job.error {
             println!("error: {}: {}", e.code, e.detail.as_deref().unwrap_or("-"));
+        }
+        if job.status == JobStatus::Paused {
+            println!(
+                "paused: its first members failed more often than the canary allows; `licensor jobs resume {id}` goes on, `licensor jobs cancel {id}` stops it"
+            );
         }
         let export = &answer["export"];
         if export.is_object() {
@@ -1142,7 +1195,7 @@ async fn bulk(
     }
 }
 
-/// `POST /v1/jobs/{id}/{action}` (undo, launch): prints the job that answers — its id, or the
+/// `POST /v1/jobs/{id}/{action}` (undo, launch, resume): prints the job that answers — its id, or the
 /// whole job with `--json`.
 async fn post_job_action(client: &Client, id: &str, action: &str) -> anyhow::Result<()> {
     let api = Api::new(client)?;
@@ -1271,5 +1324,17 @@ mod tests {
             .map(exit_code)
             .collect();
         assert_eq!(codes, [0, 3, 4, 5, 6]);
+        assert_eq!(exit_code(JobStatus::Paused), 7);
+        assert_eq!(label(JobStatus::Paused), "Paused");
+    }
+
+    #[test]
+    fn a_canary_is_members_and_a_share() {
+        let c = parse_canary("50:0.1").unwrap();
+        assert_eq!((c.members, c.max_failed_share), (50, 0.1));
+        assert_eq!(parse_canary(" 1:1 ").unwrap().members, 1);
+        for bad in ["50:2", "0:0.1", "50", "x:0.1", "50:-0.1", "50:abc", ""] {
+            assert!(parse_canary(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -20,7 +20,9 @@ use licensor_core::directory::{
 use licensor_core::domain::{ItemStatus, JobKind, JobStatus};
 use licensor_core::entities::{job, job_item};
 use licensor_core::jobs::codes;
-use licensor_core::jobs::pipeline::{self, ExpandPosition, NewItem, Outcome, PageMark};
+use licensor_core::jobs::pipeline::{
+    self, CanaryDecision, ExpandPosition, NewItem, Outcome, PageMark,
+};
 use licensor_core::jobs::plan::{self, Change, Decision, Snapshot, UndoTarget};
 use licensor_core::jobs::{GroupRef, JobFacts, JobRequest, SkuRef, deliver, export, preview};
 use licensor_core::queue::Message;
@@ -145,7 +147,15 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         match expanded {
             Ok(true) => pipeline::mark_expanded(&ctx.db, job.id).await?,
             Ok(false) => {
-                // Cancelled while the groups were read: nothing more is read or queued.
+                // Cancelled (or paused by its canary) while the groups were read: nothing more
+                // is read or queued; a resumed job reads on from the last page stored.
+                if matches!(
+                    pipeline::status(&ctx.db, job.id).await,
+                    Ok(Some(JobStatus::Paused))
+                ) {
+                    tracing::info!(job = %job.id, "job paused during expansion");
+                    return Ok(());
+                }
                 tracing::info!(job = %job.id, "job cancelled during expansion");
                 settle_cancelled(ctx, job.id).await?;
                 return Ok(());
@@ -428,14 +438,31 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     let owner = step_owner(ctx);
     let lease = Duration::from_secs(ctx.jobs.lease_secs);
     let lease_until = || lease_until(ctx);
-    let items = pipeline::claim(
-        &ctx.db,
-        job_id,
-        &owner,
-        lease_until(),
-        ctx.jobs.chunk_size as u64,
-    )
-    .await?;
+    // Until its canary has passed, a job works no more members than the canary's.
+    let canary = req.canary.filter(|_| job.canary_passed_at.is_none());
+    let items = match &canary {
+        Some(canary) => {
+            pipeline::claim_canary(
+                &ctx.db,
+                job_id,
+                &owner,
+                lease_until(),
+                ctx.jobs.chunk_size as u64,
+                canary,
+            )
+            .await?
+        }
+        None => {
+            pipeline::claim(
+                &ctx.db,
+                job_id,
+                &owner,
+                lease_until(),
+                ctx.jobs.chunk_size as u64,
+            )
+            .await?
+        }
+    };
     let taken_over = items.iter().filter(|i| i.taken_over).count();
     if taken_over > 0 {
         tracing::info!(job = %job_id, members = taken_over, "took over members whose holder stopped");
@@ -443,6 +470,13 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
             .increment(taken_over as u64);
     }
     if items.is_empty() {
+        if let Some(canary) = &canary {
+            match pipeline::decide_canary(&ctx.db, job_id, canary).await? {
+                CanaryDecision::Paused => return Ok(()),
+                CanaryDecision::Passed => return push_lanes(ctx, &job).await,
+                CanaryDecision::PassedBefore | CanaryDecision::Undecided => {}
+            }
+        }
         let (pending, next_retry) = pipeline::pending_state(&ctx.db, job_id).await?;
         if !pending {
             finish(ctx, &job).await?;
@@ -494,10 +528,36 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     crate::outage::record_when_available(&ctx.db, job_id, outcomes, throttled).await?;
     held.done();
     drop(renewer);
-    if pipeline::status(&ctx.db, job_id).await? == Some(JobStatus::Cancelled) {
-        // Cancelled while this chunk was worked: its members are recorded; settle the rest.
-        settle_cancelled(ctx, job_id).await?;
-        return Ok(());
+    if let Some(canary) = &canary {
+        match pipeline::decide_canary(&ctx.db, job_id, canary).await? {
+            CanaryDecision::Paused => {
+                tracing::info!(job = %job_id, "job paused: its canary failed too often");
+                metrics::counter!("licensor_jobs_paused_total", "kind" => job.kind.clone())
+                    .increment(1);
+                return Ok(());
+            }
+            CanaryDecision::Passed => {
+                // The lanes that found the canary's members all taken have stopped: start
+                // them again (this one goes on below).
+                tracing::info!(job = %job_id, "canary passed");
+                push_lanes(ctx, &job).await?;
+            }
+            CanaryDecision::PassedBefore | CanaryDecision::Undecided => {}
+        }
+    }
+    match pipeline::status(&ctx.db, job_id).await? {
+        Some(JobStatus::Cancelled) => {
+            // Cancelled while this chunk was worked: its members are recorded; settle the rest.
+            settle_cancelled(ctx, job_id).await?;
+            return Ok(());
+        }
+        // Paused meanwhile: members this step did not write are let go at once, and nothing
+        // more is taken until the job is resumed.
+        Some(JobStatus::Paused) => {
+            pipeline::release(&ctx.db, job_id, &owner).await?;
+            return Ok(());
+        }
+        _ => {}
     }
     metrics::histogram!("licensor_job_chunk_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(job = %job_id, items = n, ms = started.elapsed().as_millis() as u64, "chunk done");
@@ -736,8 +796,16 @@ async fn process(
         if step.writes.is_empty() {
             break;
         }
-        // A cancel stops the job between chunks and before writes.
+        // A cancel stops the job between chunks and before writes; a pause leaves the members
+        // not written yet pending, for when the job is resumed.
         if crate::outage::stopped_meanwhile(&ctx.db, job.id).await {
+            if matches!(
+                pipeline::status(&ctx.db, job.id).await,
+                Ok(Some(JobStatus::Paused))
+            ) {
+                step.writes.clear();
+                break;
+            }
             for w in std::mem::take(&mut step.writes) {
                 step.outcomes.push((
                     w.id,

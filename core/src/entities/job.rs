@@ -35,6 +35,9 @@ pub struct Model {
     pub last_progress_at: Option<DateTimeUtc>,
     /// How many times the reconciler queued the job again after it made no progress.
     pub requeues: i32,
+    /// When the job's canary passed (its first members failed no more often than the bound, or
+    /// the paused job was resumed); `None` while it has not, or without a canary.
+    pub canary_passed_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

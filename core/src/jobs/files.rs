@@ -23,7 +23,7 @@ pub struct File {
 
 /// A table to render: column names and rows of text cells.
 struct Table {
-    columns: &'static [&'static str],
+    columns: Vec<&'static str>,
     rows: Vec<Vec<String>>,
 }
 
@@ -32,7 +32,7 @@ fn render(table: &Table, format: FileFormat, sheet: &str) -> StoreResult<Vec<u8>
         FileFormat::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
             let bad = |e: csv::Error| StoreError::Invalid(format!("csv: {e}"));
-            w.write_record(table.columns).map_err(bad)?;
+            w.write_record(&table.columns).map_err(bad)?;
             for row in &table.rows {
                 w.write_record(row).map_err(bad)?;
             }
@@ -159,18 +159,40 @@ fn ledger_cells(change: Option<&serde_json::Value>) -> [String; 3] {
     ]
 }
 
-/// The job's items with their outcomes.
+/// A preview's report columns: each member's predicted outcome and the code it would carry.
+const PREDICTION_COLUMNS: &[&str] = &["predicted", "predicted_code"];
+
+/// The prediction cells of a report row: `would_succeed` / `would_skip` / `would_fail` and the
+/// code, empty when the member has none (e.g. it joined the groups after the preview).
+fn prediction_cells(prediction: Option<&serde_json::Value>) -> [String; 2] {
+    let Some(p) = prediction
+        .and_then(|v| serde_json::from_value::<super::preview::Prediction>(v.clone()).ok())
+    else {
+        return Default::default();
+    };
+    let outcome = serde_json::to_value(p.outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    [outcome, p.code.unwrap_or_default()]
+}
+
+/// The job's items with their outcomes; a job that was a preview (also once launched) has two
+/// more columns, each member's predicted outcome and code.
 pub async fn report(
     db: &Db,
     tenant_id: Uuid,
     job_id: Uuid,
     format: FileFormat,
 ) -> StoreResult<File> {
-    model(db, tenant_id, job_id).await?;
+    let job = model(db, tenant_id, job_id).await?;
+    let predicted = JobFacts::of(&job).preview.is_some()
+        || super::pipeline::request_of(&job).is_ok_and(|r| r.preview);
     let mut rows = Vec::new();
     all_items(db, job_id, |i| {
         let [before, after, verified] = ledger_cells(i.change.as_ref());
-        rows.push(vec![
+        let [outcome, code] = prediction_cells(i.prediction.as_ref());
+        let mut row = vec![
             i.user_id,
             i.user_principal_name.unwrap_or_default(),
             i.display_name.unwrap_or_default(),
@@ -184,13 +206,19 @@ pub async fn report(
             before,
             after,
             verified,
-        ])
+        ];
+        if predicted {
+            row.push(outcome);
+            row.push(code);
+        }
+        rows.push(row);
     })
     .await?;
-    let table = Table {
-        columns: REPORT_COLUMNS,
-        rows,
-    };
+    let mut columns = REPORT_COLUMNS.to_vec();
+    if predicted {
+        columns.extend_from_slice(PREDICTION_COLUMNS);
+    }
+    let table = Table { columns, rows };
     Ok(File {
         name: format!("job-{job_id}-report.{}", format.extension()),
         content_type: format.content_type(),

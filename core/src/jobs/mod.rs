@@ -9,7 +9,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set, Statement, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -35,7 +35,7 @@ pub mod preview;
 pub mod processes;
 pub mod request;
 
-pub use request::{ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};
+pub use request::{Canary, ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Progress {
@@ -137,6 +137,10 @@ pub struct JobView {
     /// locations, licenses held only through a group, members already done, predicted
     /// failures by code and the licenses the members hold. `null` until the preview is done.
     pub preview: Option<preview::PreviewSummary>,
+    /// With a canary (`request.canary`): when it passed — its first members failed no more
+    /// often than the bound, or the paused job was resumed. `null` while undecided; a job whose
+    /// canary failed is `paused`.
+    pub canary_passed_at: Option<chrono::DateTime<Utc>>,
 }
 
 impl JobView {
@@ -208,6 +212,7 @@ impl JobView {
             stuck: false,
             stuck_since: None,
             requeues: m.requeues,
+            canary_passed_at: m.canary_passed_at,
             error: m.error_code.map(|code| JobError {
                 code,
                 detail: m.error_detail,
@@ -290,6 +295,7 @@ pub async fn insert<C: ConnectionTrait>(conn: &C, new: NewJob) -> StoreResult<jo
         expand_until: Set(None),
         last_progress_at: Set(None),
         requeues: Set(0),
+        canary_passed_at: Set(None),
     }
     .insert(conn)
     .await?;
@@ -505,8 +511,8 @@ pub fn check_rerunnable(status: JobStatus) -> StoreResult<()> {
     }
 }
 
-/// Whether a job in `status` can be cancelled: `queued` or `running`; otherwise 409
-/// `not_cancellable`.
+/// Whether a job in `status` can be cancelled: `queued`, `running`, `previewed` or `paused`;
+/// otherwise 409 `not_cancellable`.
 pub fn check_cancellable(status: JobStatus) -> StoreResult<()> {
     if status.can_become(JobStatus::Cancelled) {
         Ok(())
@@ -514,11 +520,155 @@ pub fn check_cancellable(status: JobStatus) -> StoreResult<()> {
         Err(StoreError::conflict(
             "not_cancellable",
             format!(
-                "only queued or running jobs can be cancelled; this job is {}",
+                "only queued, running, previewed or paused jobs can be cancelled; this job is {}",
                 status.as_str()
             ),
         ))
     }
+}
+
+/// Whether a job in `status` can be resumed: only a `paused` job; otherwise 409 `not_paused`.
+pub fn check_resumable(status: JobStatus) -> StoreResult<()> {
+    if status == JobStatus::Paused {
+        Ok(())
+    } else {
+        Err(StoreError::conflict(
+            "not_paused",
+            format!(
+                "only a paused job can be resumed; this job is {}",
+                status.as_str()
+            ),
+        ))
+    }
+}
+
+/// Resume a paused job (operator): its canary counts as passed and the job runs on with the
+/// rest of its members (and reads the rest of its groups, if it paused while reading them).
+/// Any other status → 409 `not_paused`. The caller queues the job after this commits.
+pub async fn resume(
+    db: &Db,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    by: Option<Uuid>,
+) -> StoreResult<JobView> {
+    let txn = db.begin().await?;
+    let job = lock(&txn, tenant_id, job_id).await?;
+    let status = status_of(&job)?;
+    check_resumable(status)?;
+    let now = Utc::now();
+    job::Entity::update_many()
+        .col_expr(
+            job::Column::Status,
+            Expr::value(JobStatus::Running.as_str()),
+        )
+        .col_expr(job::Column::CanaryPassedAt, Expr::value(now))
+        .col_expr(job::Column::LastProgressAt, Expr::value(now))
+        .filter(job::Column::Id.eq(job_id))
+        .exec(&txn)
+        .await?;
+    audit::record(
+        &txn,
+        AuditEntry {
+            tenant_id,
+            actor_token_id: by,
+            action: "job.resumed",
+            target_type: "job",
+            target_id: job_id.to_string(),
+            before: Some(json!({"status": status.as_str(), "worked": job.succeeded + job.failed + job.skipped, "failed": job.failed})),
+            after: Some(json!({"status": "running"})),
+        },
+    )
+    .await?;
+    let job = model(&txn, tenant_id, job_id).await?;
+    let view = view(&txn, job).await?;
+    txn.commit().await?;
+    Ok(view)
+}
+
+/// The table where a stale preview's predictions wait for its members to be read again.
+const CARRIED: &str = "carried_predictions";
+
+fn statement<C: ConnectionTrait>(conn: &C, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    let backend = conn.get_database_backend();
+    let sql = if backend == sea_orm::DbBackend::Postgres {
+        let mut out = String::with_capacity(sql.len());
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    } else {
+        sql.to_owned()
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// Keep a preview's predictions, by member, while its items are dropped to read the groups
+/// again (see [`carry_predictions`]).
+async fn stash_predictions<C: ConnectionTrait>(conn: &C, job_id: Uuid) -> StoreResult<()> {
+    conn_delete_carried(conn, job_id).await?;
+    conn.execute_raw(statement(
+        conn,
+        &format!(
+            "INSERT INTO {CARRIED} (job_id, user_id, prediction) \
+             SELECT job_id, user_id, prediction FROM job_items \
+             WHERE job_id = ? AND prediction IS NOT NULL"
+        ),
+        vec![job_id.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+async fn conn_delete_carried<C: ConnectionTrait>(conn: &C, job_id: Uuid) -> StoreResult<()> {
+    conn.execute_raw(statement(
+        conn,
+        &format!("DELETE FROM {CARRIED} WHERE job_id = ?"),
+        vec![job_id.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A launched preview that read its groups again: each member still in them gets its
+/// prediction back; members new to the groups have none. Nothing to do for other jobs (one
+/// index probe).
+pub(crate) async fn carry_predictions<C: ConnectionTrait>(
+    conn: &C,
+    job_id: Uuid,
+) -> StoreResult<()> {
+    let any = conn
+        .query_one_raw(statement(
+            conn,
+            &format!("SELECT 1 AS one FROM {CARRIED} WHERE job_id = ? LIMIT 1"),
+            vec![job_id.into()],
+        ))
+        .await?;
+    if any.is_none() {
+        return Ok(());
+    }
+    conn.execute_raw(statement(
+        conn,
+        &format!(
+            "UPDATE job_items SET prediction = (SELECT c.prediction FROM {CARRIED} c \
+             WHERE c.job_id = job_items.job_id AND c.user_id = job_items.user_id) \
+             WHERE job_id = ? AND user_id IN (SELECT user_id FROM {CARRIED} WHERE job_id = ?)"
+        ),
+        vec![job_id.into(), job_id.into()],
+    ))
+    .await?;
+    conn.execute_raw(statement(
+        conn,
+        &format!("DELETE FROM {CARRIED} WHERE job_id = ?"),
+        vec![job_id.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Number of jobs per kind and status across all tenants, for metrics.
@@ -744,6 +894,8 @@ pub async fn cancel(
     // Members a worker holds right now are recorded by it; the rest are skipped now. Expansion
     // and the lanes see the status before their next page or chunk.
     let skipped = pipeline::skip_unheld(&txn, job_id, now).await?;
+    // A stale preview cancelled while its groups were read again keeps no predictions aside.
+    conn_delete_carried(&txn, job_id).await?;
     // With no member held, the run ends now: its counts are final and its webhook deliveries
     // commit with it (the caller queues them). Otherwise the worker holding members records
     // them and then closes the run (`pipeline::settle_cancelled`), so the run's counts and the
@@ -828,6 +980,8 @@ pub async fn launch(
     }
     let result = serde_json::to_value(&facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let total = if stale {
+        // The members are read again; those still in the groups keep their predictions.
+        stash_predictions(&txn, job_id).await?;
         job_item::Entity::delete_many()
             .filter(job_item::Column::JobId.eq(job_id))
             .exec(&txn)
@@ -1252,6 +1406,7 @@ fn undo_request(req: &JobRequest, job_id: Uuid) -> JobRequest {
         verify: Some(true),
         undo_of: Some(job_id),
         preview: false,
+        canary: None,
     }
 }
 

@@ -349,6 +349,7 @@ const ROWS_PER_INSERT: usize = 2000;
 /// Expansion is complete: every member of every selected group is an item.
 pub async fn mark_expanded(db: &Db, job_id: Uuid) -> StoreResult<()> {
     let t = now();
+    super::carry_predictions(db, job_id).await?;
     job::Entity::update_many()
         .col_expr(job::Column::ExpandedAt, Expr::value(t))
         .col_expr(
@@ -370,8 +371,8 @@ pub async fn mark_expanded(db: &Db, job_id: Uuid) -> StoreResult<()> {
 /// lease ran out — or was ended because its process stopped heartbeating, see
 /// [`super::processes::take_over`]), in member order, and hold them for `owner` until `until`.
 /// Items taken from such a holder come back with `taken_over` set.
-pub async fn claim(
-    db: &Db,
+pub async fn claim<C: ConnectionTrait>(
+    db: &C,
     job_id: Uuid,
     owner: &str,
     until: DateTime<Utc>,
@@ -409,6 +410,146 @@ pub async fn claim(
         .await?;
     claimed.sort_by_key(|i| i.id);
     Ok(claimed)
+}
+
+/// What a lane may do with a job that has a canary ([`super::Canary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanaryDecision {
+    /// Not enough members worked yet: wait.
+    Undecided,
+    /// The canary passed now: the job runs on normally, with all its lanes.
+    Passed,
+    /// The canary had passed already.
+    PassedBefore,
+    /// The failed share was above the bound: the job is `paused` now.
+    Paused,
+}
+
+/// [`claim`] for a running job whose canary has not passed: under the job's row lock (so lanes
+/// claim one after another), take no more than the canary's members not yet worked nor held by
+/// another lane — so no more than `canary.members` members are written before the canary is
+/// decided. Once it passed, the same as [`claim`]. Nothing when the job is not running.
+pub async fn claim_canary(
+    db: &Db,
+    job_id: Uuid,
+    owner: &str,
+    until: DateTime<Utc>,
+    limit: u64,
+    canary: &super::Canary,
+) -> StoreResult<Vec<job_item::Model>> {
+    let t = now();
+    let txn = db.begin().await?;
+    let running = job::Entity::update_many()
+        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::Status.eq(JobStatus::Running.as_str()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let Some(job) = job::Entity::find_by_id(job_id).one(&txn).await? else {
+        return Ok(Vec::new());
+    };
+    if running == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = if job.canary_passed_at.is_some() {
+        limit
+    } else {
+        let held: i64 = job_item::Entity::find()
+            .select_only()
+            .column_as(job_item::Column::Id.count(), "n")
+            .filter(job_item::Column::JobId.eq(job_id))
+            .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
+            .filter(job_item::Column::LeaseOwner.is_not_null())
+            .filter(job_item::Column::LeaseUntil.gte(t))
+            .into_tuple::<i64>()
+            .one(&txn)
+            .await?
+            .unwrap_or(0);
+        let worked = job.succeeded + job.failed + job.skipped;
+        let left = i64::from(canary.members) - worked - held;
+        if left <= 0 {
+            txn.commit().await?;
+            return Ok(Vec::new());
+        }
+        Ord::min(limit, left as u64)
+    };
+    let claimed = claim(&txn, job_id, owner, until, limit).await?;
+    txn.commit().await?;
+    Ok(claimed)
+}
+
+/// Decide a running job's canary once its members are worked: the failed share among the
+/// members worked so far above the bound → the job is `paused` (its lanes stop at their next
+/// step, nothing more is leased); within it → the canary passed and the job runs on. Under the
+/// job's row lock, so one lane decides. A job smaller than its canary simply finishes.
+pub async fn decide_canary(
+    db: &Db,
+    job_id: Uuid,
+    canary: &super::Canary,
+) -> StoreResult<CanaryDecision> {
+    let t = now();
+    let txn = db.begin().await?;
+    let running = job::Entity::update_many()
+        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::Status.eq(JobStatus::Running.as_str()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let Some(job) = job::Entity::find_by_id(job_id).one(&txn).await? else {
+        return Ok(CanaryDecision::Undecided);
+    };
+    if job.canary_passed_at.is_some() {
+        return Ok(CanaryDecision::PassedBefore);
+    }
+    if running == 0 {
+        return Ok(if job.status == JobStatus::Paused.as_str() {
+            CanaryDecision::Paused
+        } else {
+            CanaryDecision::Undecided
+        });
+    }
+    let worked = job.succeeded + job.failed + job.skipped;
+    let decision = match canary.passes(worked, job.failed) {
+        None => return Ok(CanaryDecision::Undecided),
+        Some(true) => {
+            job::Entity::update_many()
+                .col_expr(job::Column::CanaryPassedAt, Expr::value(t))
+                .filter(job::Column::Id.eq(job_id))
+                .exec(&txn)
+                .await?;
+            CanaryDecision::Passed
+        }
+        Some(false) => {
+            job::Entity::update_many()
+                .col_expr(job::Column::Status, Expr::value(JobStatus::Paused.as_str()))
+                .filter(job::Column::Id.eq(job_id))
+                .exec(&txn)
+                .await?;
+            crate::audit::record(
+                &txn,
+                crate::audit::AuditEntry {
+                    tenant_id: job.tenant_id,
+                    actor_token_id: None,
+                    action: "job.paused",
+                    target_type: "job",
+                    target_id: job_id.to_string(),
+                    before: Some(serde_json::json!({"status": "running"})),
+                    after: Some(serde_json::json!({
+                        "status": "paused",
+                        "worked": worked,
+                        "failed": job.failed,
+                        "max_failed_share": canary.max_failed_share,
+                    })),
+                },
+            )
+            .await?;
+            CanaryDecision::Paused
+        }
+    };
+    txn.commit().await?;
+    Ok(decision)
 }
 
 /// Extend `owner`'s hold on its items of the job.
@@ -1082,6 +1223,7 @@ pub async fn create_expiry_removals(db: &Db, at: DateTime<Utc>) -> StoreResult<V
             verify: None,
             undo_of: None,
             preview: false,
+            canary: None,
         };
         let txn = db.begin().await?;
         // Take the due members first (the write lock comes with it), then build their removal.

@@ -305,6 +305,42 @@ impl ExportLocation {
     }
 }
 
+/// Try the job on its first members before the rest: once `members` members are worked (their
+/// outcomes recorded), if the share of them that failed is above `max_failed_share` the job is
+/// `paused` — nothing more is written until `POST /v1/jobs/{id}/resume` or cancel. No more than
+/// `members` members are written before that decision.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    /// How many members are worked first (at least 1).
+    #[schema(minimum = 1)]
+    pub members: u32,
+    /// The largest share of failed members among them (failed / worked, 0.0 to 1.0) with which
+    /// the job goes on by itself.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub max_failed_share: f64,
+}
+
+// A validated canary's share is a finite number (JSON has no NaN).
+impl Eq for Canary {}
+
+impl Canary {
+    /// The decision once `worked` members are worked, `failed` of them failed: `Some(true)` the
+    /// job goes on, `Some(false)` it pauses, `None` the canary has not worked enough members
+    /// yet.
+    pub fn passes(&self, worked: i64, failed: i64) -> Option<bool> {
+        if worked < i64::from(self.members) {
+            return None;
+        }
+        let share = if worked == 0 {
+            0.0
+        } else {
+            failed as f64 / worked as f64
+        };
+        Some(share <= self.max_failed_share)
+    }
+}
+
 /// The body of `POST /v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -355,6 +391,12 @@ pub struct JobRequest {
     /// `preview_not_supported`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub preview: bool,
+    /// Try the job on its first `members` members: above `max_failed_share` failed among them,
+    /// the job pauses (`paused`) until it is resumed or cancelled. Assign, remove and replace
+    /// only (422 `canary_not_supported` for an export); `members` at least 1 and
+    /// `max_failed_share` within 0.0..=1.0, else 422 `invalid_canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
 }
 
 fn refuse(code: &'static str, detail: impl Into<String>) -> StoreError {
@@ -376,6 +418,26 @@ impl JobRequest {
                 "preview_not_supported",
                 "an export writes nothing to the directory, so there is nothing to preview; submit it without `preview`",
             ));
+        }
+        if let Some(canary) = &self.canary {
+            if self.kind == JobKind::Export {
+                return Err(refuse(
+                    "canary_not_supported",
+                    "an export writes nothing to the directory, so there is nothing to try first; submit it without `canary`",
+                ));
+            }
+            if canary.members == 0 {
+                return Err(refuse(
+                    "invalid_canary",
+                    "`canary.members` must be at least 1",
+                ));
+            }
+            if !(0.0..=1.0).contains(&canary.max_failed_share) {
+                return Err(refuse(
+                    "invalid_canary",
+                    "`canary.max_failed_share` must be between 0.0 and 1.0",
+                ));
+            }
         }
         if self.groups.is_empty() {
             return Err(refuse("groups_required", "select at least one group"));
@@ -636,6 +698,63 @@ mod tests {
 
     const G: &str = "8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01";
     const S: &str = "6fd2c87f-b296-42f0-b197-1e91e994b900";
+
+    #[test]
+    fn a_canary_is_checked_and_decides_on_its_members() {
+        let ok = req(json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":S}],"canary":{"members":50,"max_failed_share":0.1}})).unwrap();
+        let canary = ok.canary.unwrap();
+        assert_eq!(canary.members, 50);
+        for (bad, code) in [
+            (
+                json!({"members":0,"max_failed_share":0.1}),
+                "invalid_canary",
+            ),
+            (
+                json!({"members":5,"max_failed_share":2.0}),
+                "invalid_canary",
+            ),
+            (
+                json!({"members":5,"max_failed_share":-0.1}),
+                "invalid_canary",
+            ),
+        ] {
+            assert_eq!(
+                req(json!({"kind":"remove","groups":[G],"remove_licenses":[S],"canary":bad}))
+                    .unwrap_err(),
+                code
+            );
+        }
+        assert_eq!(
+            req(json!({"kind":"export","groups":[G],"export":{"format":"csv"},"canary":{"members":5,"max_failed_share":0.5}}))
+                .unwrap_err(),
+            "canary_not_supported"
+        );
+        assert!(
+            req(json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":S}],"canary":{"members":5}}))
+                .is_err(),
+            "both fields are required"
+        );
+        // Undecided until its members are worked; then above the bound pauses, at it goes on.
+        assert_eq!(canary.passes(49, 40), None);
+        assert_eq!(canary.passes(50, 5), Some(true), "10% is within the bound");
+        assert_eq!(canary.passes(50, 6), Some(false), "12% is above it");
+        assert_eq!(canary.passes(50, 0), Some(true));
+        let strict = Canary {
+            members: 1,
+            max_failed_share: 0.0,
+        };
+        assert_eq!(strict.passes(1, 1), Some(false));
+        assert_eq!(strict.passes(1, 0), Some(true));
+        let lenient = Canary {
+            members: 3,
+            max_failed_share: 1.0,
+        };
+        assert_eq!(
+            lenient.passes(3, 3),
+            Some(true),
+            "a share of 1.0 never pauses"
+        );
+    }
 
     #[test]
     fn each_kind_has_its_rules() {

@@ -11,6 +11,7 @@ export const STATUS_LABELS = labels({
   failed: 'status.failed',
   cancelled: 'status.cancelled',
   previewed: 'status.previewed',
+  paused: 'status.paused',
 });
 
 export const STATUSES = Object.keys(STATUS_LABELS);

@@ -199,7 +199,13 @@ export function jobView(container, ctx, id) {
   function renderHead() {
     const job = state.job;
     const actions = [];
-    if (ctx.canOperate && isActive(job.status)) {
+    if (job.status === 'paused') {
+      actions.push(h('span', { class: 'muted small', id: 'paused-note' }, t('job.pausedNote', { members: job.request?.canary?.members ?? '' })));
+    }
+    if (ctx.canOperate && job.status === 'paused') {
+      actions.push(h('button', { type: 'button', class: 'btn btn-primary', id: 'resume-job', onclick: resumeJob }, t('job.resume')));
+    }
+    if (ctx.canOperate && (isActive(job.status) || job.status === 'paused')) {
       actions.push(h('button', { type: 'button', class: 'btn btn-danger', id: 'cancel-job', onclick: cancelJob }, t('job.cancel')));
     }
     if (ctx.canOperate && isRerunnable(job.status)) {
@@ -455,6 +461,16 @@ export function jobView(container, ctx, id) {
       toast(t('job.cancelled'));
     } catch (err) {
       toast(err.code === 'not_cancellable' ? t('job.notCancelled', { message: err.message }) : t('job.cancelFailed', { message: err.message }), 'error');
+    }
+    load();
+  }
+
+  async function resumeJob() {
+    try {
+      state.job = await api.post(`/v1/jobs/${id}/resume`);
+      toast(t('job.resumed'));
+    } catch (err) {
+      toast(err.code === 'not_paused' ? t('job.notResumed', { message: err.message }) : t('job.resumeFailed', { message: err.message }), 'error');
     }
     load();
   }

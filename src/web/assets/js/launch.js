@@ -9,6 +9,8 @@ const MAX_GROUPS = 100;
 const SEARCH_LIMIT = 25;
 /** The longest temporary assignment, per unit (ten years). */
 const EXPIRY_MAX = { days: 3650, weeks: 520, months: 120 };
+/** "Try on 50 members first": the job pauses if more than 10% of them fail. */
+const CANARY = { members: 50, max_failed_share: 0.1 };
 
 /** Export Results pop-up wording (seed: "Select a result format and an export location."). */
 const EXPORT_TEXT = labels({
@@ -49,6 +51,7 @@ export function launchView(container, ctx) {
     remove: new Set(),
     replaceAll: false,
     expires: { on: false, value: 30, unit: 'days' },
+    canary: false,
     location: '',
     otherLocation: '',
     transitive: false,
@@ -392,6 +395,18 @@ export function launchView(container, ctx) {
         }, ['days', 'weeks', 'months'].map((u) => h('option', { value: u, selected: e.unit === u }, t(`unit.${u}`)))),
         h('p', { class: 'muted small' }, t('launch.expiryHelp'))));
     }
+    if (kind !== 'export') {
+      parts.push(h('div', { class: 'field canary' },
+        h('label', { class: 'check' },
+          h('input', {
+            type: 'checkbox',
+            id: 'canary-on',
+            checked: state.canary,
+            onchange: (ev) => { state.canary = ev.target.checked; },
+          }),
+          t('launch.canary', { n: CANARY.members })),
+        h('p', { class: 'muted small' }, t('launch.canaryHelp', { n: CANARY.members, share: Math.round(CANARY.max_failed_share * 100) }))));
+    }
     if (kind === 'export') {
       parts.push(h('fieldset', { class: 'field' },
         h('legend', {}, t('launch.format')),
@@ -494,6 +509,7 @@ export function launchView(container, ctx) {
         b.expires_in = null;
       }
     }
+    if (kind !== 'export' && state.canary) b.canary = { ...CANARY };
     if (kind === 'export') {
       const { location, missing } = exportLocation();
       if (missing) return { missing };
