@@ -390,6 +390,8 @@ pub async fn conclude(
                 Expr::value(JobStatus::Previewed.as_str()),
             )
             .col_expr(job_run::Column::Total, Expr::value(summary.members))
+            // The preview's run is over (its launch opens it again).
+            .col_expr(job_run::Column::FinishedAt, Expr::value(now))
             .filter(job_run::Column::JobId.eq(job.id))
             .filter(job_run::Column::RunNo.eq(job.runs))
             .exec(&txn)
