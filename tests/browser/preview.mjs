@@ -211,6 +211,19 @@ await drive(async ({ newPage, shot }) => {
   check((await second.dialog.locator('#preview-launch').innerText()) === 'Starta ändå', 'Starta ändå');
   await fitsWidth(phone, 'preview at 390');
   await shot(phone, 'preview-shortage-390');
+
+  step('meanwhile, the preview\'s own page at the desk: its summary, predictions, Launch anyway and Cancel');
+  await page.evaluate((jobId) => { window.location.hash = `#/jobs/${jobId}`; }, second.id);
+  await page.locator('h1 [data-status="previewed"]').waitFor();
+  await page.locator('#preview #shortage').waitFor();
+  check((await page.locator('#launch-preview').innerText()) === 'Launch anyway', 'the page offers Launch anyway');
+  await page.locator('#cancel-preview').waitFor();
+  const nothing = await page.locator('#errors').innerText();
+  check(nothing.includes('Nothing has run yet: this is a preview.') && !nothing.includes('No member failed'), `errors card: ${nothing}`);
+  await page.locator('#items-table tbody tr .col-predicted .prediction').first().waitFor();
+  const runs = await apiGet(`/v1/jobs/${second.id}/runs`);
+  check(runs.data[0].status === 'previewed' && runs.data[0].finished_at, `the preview's run has ended: ${JSON.stringify(runs.data[0])}`);
+  await shot(page, 'job-previewed-1280', { fullPage: true });
   await second.dialog.locator('#preview-cancel').click();
   await phone.locator('#preview-dialog').waitFor({ state: 'detached' });
   check(/#\/new$/.test(phone.url()), `still in the form: ${phone.url()}`);
