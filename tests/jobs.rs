@@ -1464,6 +1464,14 @@ async fn preview_then_launch_gives_the_predicted_outcomes(backend: Backend) {
     assert_eq!(p["usage_location"]["missing"], no_location, "{p}");
     assert_eq!(p["usage_location"]["fixed_by_request"], false, "{p}");
     assert!(p["launched_at"].is_null(), "{p}");
+    // The preview's run is over, with its end: the launch opens it again.
+    let runs = s
+        .app
+        .get_json(&format!("/v1/jobs/{id}/runs"), &s.viewer)
+        .await;
+    assert_eq!(runs["data"][0]["status"], "previewed", "{runs}");
+    assert_eq!(runs["data"][0]["total"], 1000, "{runs}");
+    assert!(runs["data"][0]["finished_at"].is_string(), "{runs}");
     let failures = p["failures"].as_array().unwrap();
     let failed_by = |c: &str| {
         failures

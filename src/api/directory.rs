@@ -1,10 +1,13 @@
 //! The tenant's directory, for the web app's pickers: groups by name, subscribed SKUs with their
-//! free units, and users by name or userPrincipalName (the checkout picker).
+//! free units, users by name or userPrincipalName (the checkout picker), and the licenses the
+//! members of some groups hold (the Remove and Replace pickers).
 
 use axum::extract::State;
 use licensor_core::directory::{
     ClientError, DirectoryClient, DirectoryError, DirectoryUser, Group, Sku,
 };
+use licensor_core::jobs::preview::{HeldSample, held_by_members};
+use licensor_core::jobs::request::validate_groups;
 use licensor_core::tenants;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -193,5 +196,78 @@ pub async fn list_users(
     Ok(Json(UserList {
         data: page.data,
         next_cursor: page.next_cursor,
+    }))
+}
+
+/// At most this many members are read to count the licenses held by the members of the groups
+/// chosen in the New job form: enough for the Remove and Replace pickers to list what the
+/// members hold, quickly (two member pages), on the first screen. A larger selection is
+/// counted from its first members and the answer says so (`sampled`); a preview counts them all.
+pub const HELD_SAMPLE_MEMBERS: usize = 1000;
+
+/// One selected group.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPick {
+    /// The directory group id (a GUID).
+    pub id: String,
+}
+
+/// The groups whose members' licenses are counted.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeldLicensesRequest {
+    /// 1–100 directory groups.
+    pub groups: Vec<GroupPick>,
+    /// Include members of nested groups (default false).
+    #[serde(default)]
+    pub transitive: bool,
+}
+
+/// The licenses the members hold, per SKU, from at most `sample_limit` members.
+#[derive(Serialize, ToSchema)]
+pub struct HeldLicenses {
+    #[serde(flatten)]
+    pub sample: HeldSample,
+    /// The most members read for one answer.
+    pub sample_limit: i64,
+}
+
+/// The licenses held by the members of the selected groups (the New job form's Remove and
+/// Replace pickers): per SKU, how many members hold it directly and how many through a group.
+/// The members are read as a job reads them, up to the first 1,000 (`sample_limit`); `sampled`
+/// says whether there were more. Groups that are not GUIDs, none, or more than 100 → 422; a
+/// group the directory does not know → 422 `group_not_found`.
+#[utoipa::path(post, path = "/v1/directory/held-licenses", tag = "directory", security(("bearer" = [])),
+    request_body = HeldLicensesRequest,
+    responses(
+        (status = 200, body = HeldLicenses),
+        (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The tenant has no directory connection", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 502, body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, body = super::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn held_licenses(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(body): Json<HeldLicensesRequest>,
+) -> ApiResult<Json<HeldLicenses>> {
+    let ids: Vec<String> = body.groups.into_iter().map(|g| g.id).collect();
+    let groups = validate_groups(&ids)?;
+    let client = client(&state, &auth).await?;
+    let sample = held_by_members(&client, &groups, body.transitive, HELD_SAMPLE_MEMBERS)
+        .await
+        .map_err(|e| match e {
+            DirectoryError::NotFound { .. } => ApiError::unprocessable(
+                "group_not_found",
+                "a selected group does not exist in the directory",
+            ),
+            other => directory_error(other),
+        })?;
+    Ok(Json(HeldLicenses {
+        sample,
+        sample_limit: HELD_SAMPLE_MEMBERS as i64,
     }))
 }

@@ -78,7 +78,7 @@ impl AppState {
         (name = "licenses", description = "Seat inventory and started licenses: checkout, checkin, Used By, reusable started seats"),
         (name = "audit", description = "Who changed what"),
         (name = "members", description = "What licensor's jobs did to one directory member"),
-        (name = "directory", description = "The tenant's directory: groups and subscribed SKUs"),
+        (name = "directory", description = "The tenant's directory: groups, subscribed SKUs, users and the licenses group members hold"),
         (name = "webhooks", description = "Endpoints told when a job's run ends (Standard Webhooks), and their delivery log"),
     )
 )]
@@ -124,6 +124,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(directory::list_groups))
         .routes(routes!(directory::list_skus))
         .routes(routes!(directory::list_users))
+        .routes(routes!(directory::held_licenses))
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
         .routes(routes!(
             webhooks::get_webhook,

@@ -52,6 +52,7 @@ static ASSETS: &[Asset] = assets![
     "js/holder.js" => JS,
     "js/search.js" => JS,
     "js/history.js" => JS,
+    "js/preview.js" => JS,
 ];
 
 static INDEX_HTML: &str = include_str!("assets/index.html");
@@ -123,6 +124,50 @@ mod tests {
                 ASSETS.iter().any(|a| a.path == name),
                 "{name} is referenced but not served"
             );
+        }
+    }
+
+    /// The keys of one catalogue (`const <name> = { ... };`) of i18n.js.
+    fn catalogue_keys(name: &str) -> std::collections::BTreeSet<String> {
+        let i18n = ASSETS.iter().find(|a| a.path == "js/i18n.js").unwrap().body;
+        let start = i18n
+            .find(&format!("const {name} = {{"))
+            .unwrap_or_else(|| panic!("catalogue {name}"));
+        let block = &i18n[start..];
+        let block = &block[..block.find("\n};").expect("catalogue ends")];
+        block
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix('\''))
+            .filter_map(|l| l.split_once("':").map(|(k, _)| k.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn english_and_swedish_have_the_same_texts_and_every_text_used_exists() {
+        let en = catalogue_keys("en");
+        let sv = catalogue_keys("sv");
+        assert!(en.len() > 100, "{} English texts", en.len());
+        let only_en: Vec<_> = en.difference(&sv).collect();
+        let only_sv: Vec<_> = sv.difference(&en).collect();
+        assert!(only_en.is_empty(), "not in Swedish: {only_en:?}");
+        assert!(only_sv.is_empty(), "not in English: {only_sv:?}");
+        for a in ASSETS
+            .iter()
+            .filter(|a| a.path.ends_with(".js") && a.path != "js/i18n.js")
+        {
+            for (at, _) in a.body.match_indices("t('") {
+                // `t(` itself, not `split(` or `.t(`.
+                let before = a.body[..at].chars().next_back().unwrap_or(' ');
+                if before.is_alphanumeric() || before == '_' || before == '.' {
+                    continue;
+                }
+                let key = a.body[at + 3..].split('\'').next().unwrap_or_default();
+                assert!(
+                    en.contains(key),
+                    "{} uses t('{key}'), which has no text",
+                    a.path
+                );
+            }
         }
     }
 }

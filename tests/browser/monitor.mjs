@@ -72,6 +72,11 @@ await drive(async ({ newPage, shot }) => {
   check(/License will expire in/.test(await page.locator('.expiry').innerText()), 'temporary license option is offered');
   await shot(page, 'launch-1280', { fullPage: true });
   await page.locator('#launch-submit', { hasText: 'Add' }).click();
+  step('Add shows the preview first: 250 members for 100 free units, so Launch anyway');
+  const confirm = page.locator('#preview-dialog');
+  await confirm.locator('#shortage').waitFor({ timeout: 60000 });
+  check(/SPE_E5/.test(await confirm.locator('#shortage').innerText()), 'the shortage prompt names SPE_E5');
+  await confirm.locator('#preview-launch', { hasText: 'Launch anyway' }).click();
   await page.waitForURL(/#\/jobs\/[0-9a-f-]{36}$/);
   const jobId = page.url().split('/').pop();
   step(`job ${jobId} started; its page shows it live`);
@@ -168,7 +173,7 @@ await drive(async ({ newPage, shot }) => {
   await undoDialog.getByRole('button', { name: 'Keep as is' }).click();
   await undoDialog.waitFor({ state: 'detached' });
 
-  step('with SPE_E5 used up, a new assign is refused plainly (no_licenses_available)');
+  step('with SPE_E5 used up, a new assign shows the "no more available licenses" prompt; Cancel starts nothing');
   await page.getByRole('link', { name: 'New job' }).first().click();
   await page.fill('#group-search', 'Sales');
   await page.locator('#group-results input[data-group="Sales"]').check();
@@ -176,19 +181,21 @@ await drive(async ({ newPage, shot }) => {
   check(/No licenses available/.test(await page.locator('#add-licenses > li', { hasText: 'SPE_E5' }).innerText()),
     'the SKU list says SPE_E5 has no free unit');
   await page.locator('#launch-submit').click();
-  const refusal = page.locator('#launch-error');
-  await refusal.getByText('No licenses available').first().waitFor();
-  check(/SPE_E5/.test(await refusal.innerText()), 'the refusal names SPE_E5');
-  check(/no_licenses_available/.test(await refusal.innerText()), 'the refusal shows its code');
+  const shortage = page.locator('#preview-dialog #shortage');
+  await shortage.waitFor({ timeout: 60000 });
+  check(/No more available licenses/.test(await shortage.innerText()), 'the prompt says no more licenses are available');
+  check(/SPE_E5/.test(await shortage.innerText()), 'the prompt names SPE_E5');
+  await page.locator('#preview-cancel').click();
+  await page.locator('#preview-dialog').waitFor({ state: 'detached' });
 
-  step('a remove asks for confirmation first; No starts nothing');
+  step('a remove shows its preview with the warning first; Cancel starts nothing');
   await page.locator('.kind-picker label', { hasText: 'Remove Licenses' }).click();
   await page.locator('#remove-licenses input[data-sku="SPE_E5"]').check();
   await page.locator('#launch-submit', { hasText: 'Remove' }).click();
-  const dialog = page.locator('dialog.dialog');
-  await dialog.waitFor();
+  const dialog = page.locator('#preview-dialog');
+  await dialog.locator('#preview-summary').waitFor({ timeout: 60000 });
   check(/removed from Microsoft 365/.test(await dialog.innerText()), 'the warning says what is removed');
-  await dialog.getByRole('button', { name: 'No' }).click();
+  await dialog.locator('#preview-cancel').click();
   await dialog.waitFor({ state: 'detached' });
   check(/#\/new$/.test(page.url()), 'still on the form after No');
 

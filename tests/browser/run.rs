@@ -58,10 +58,24 @@ pub fn screenshot_dir(name: &str) -> PathBuf {
 
 /// Run `script` against `app` as `tenant` (one token per role), saving screenshots in `shots`;
 /// prints its output and panics when it fails.
+#[allow(dead_code)]
 pub async fn run_script(script: &str, app: &TestApp, tenant: &TestTenant, shots: &Path) -> Output {
+    run_script_with(script, app, tenant, shots, &[]).await
+}
+
+/// [`run_script`] with further environment variables for the script (e.g. what it should find).
+#[allow(dead_code)]
+pub async fn run_script_with(
+    script: &str,
+    app: &TestApp,
+    tenant: &TestTenant,
+    shots: &Path,
+    env: &[(&str, String)],
+) -> Output {
     std::fs::create_dir_all(shots).expect("screenshot directory");
     let run = tokio::process::Command::new("node")
         .arg(script)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(script_dir())
         .env("LICENSOR_URL", &app.url)
         .env("LICENSOR_TOKEN", &tenant.admin)

@@ -6,9 +6,10 @@
 //! that would leave two mutually exclusive service plans enabled ([`CONFLICTING_PLANS`]) is
 //! predicted to fail as the directory refuses it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ use uuid::Uuid;
 use super::plan::{self, Decision, Snapshot};
 use super::{JobFacts, JobRequest};
 use crate::db::Db;
-use crate::directory::{AssignedLicense, ItemCode, Sku};
+use crate::directory::{AssignedLicense, DirectoryClient, DirectoryError, ItemCode, Sku};
 use crate::domain::{JobKind, JobStatus};
 use crate::entities::{job, job_item, job_run};
 use crate::error::{StoreError, StoreResult};
@@ -127,6 +128,103 @@ pub const CONFLICTING_PLANS: &[(&str, &str)] = &[
     ("EXCHANGE_S_DESKLESS", "EXCHANGE_S_STANDARD"),
 ];
 
+/// Per SKU, how many members hold it directly and how many through a group (a member holding
+/// it both ways counts in both): the preview's `held` and the New job form's Remove and Replace
+/// pickers ([`held_by_members`]) count alike.
+#[derive(Debug, Default)]
+pub struct HeldTally {
+    held: BTreeMap<Uuid, (i64, i64)>,
+}
+
+impl HeldTally {
+    /// Count one member; returns the SKUs it holds directly and those it holds through a group.
+    pub fn add(&mut self, snap: &Snapshot) -> (BTreeSet<Uuid>, BTreeSet<Uuid>) {
+        let mut direct = BTreeSet::new();
+        let mut inherited = BTreeSet::new();
+        for l in &snap.licenses {
+            if l.assigned_by_group.is_none() {
+                direct.insert(l.sku_id);
+            } else {
+                inherited.insert(l.sku_id);
+            }
+        }
+        for sku in &direct {
+            self.held.entry(*sku).or_default().0 += 1;
+        }
+        for sku in &inherited {
+            self.held.entry(*sku).or_default().1 += 1;
+        }
+        (direct, inherited)
+    }
+
+    /// The counts per SKU (in SKU id order), named from `names` (sku_id → part number).
+    pub fn list(&self, names: &HashMap<Uuid, String>) -> Vec<HeldLicense> {
+        self.held
+            .iter()
+            .map(|(sku_id, (direct, inherited))| HeldLicense {
+                sku_id: *sku_id,
+                sku_part_number: names.get(sku_id).cloned(),
+                direct: *direct,
+                inherited: *inherited,
+            })
+            .collect()
+    }
+}
+
+/// The licenses held by the members of some groups, counted from at most a number of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HeldSample {
+    /// Per SKU a member holds: how many hold it directly and through a group.
+    pub data: Vec<HeldLicense>,
+    /// Members read (each counted once, however many of the groups it is in).
+    pub members_read: i64,
+    /// True when the groups have more members than were read: the counts are of the first
+    /// `members_read` members only (groups in the order given, members in the directory's
+    /// order).
+    pub sampled: bool,
+}
+
+/// Read the members of `groups` the way a job's expansion reads them (the same member pages,
+/// the same snapshot of each member) — stopping after `max_members` distinct members — and
+/// count the licenses they hold. Nothing is stored.
+pub async fn held_by_members(
+    client: &DirectoryClient,
+    groups: &[String],
+    transitive: bool,
+    max_members: usize,
+) -> Result<HeldSample, DirectoryError> {
+    let names: HashMap<Uuid, String> = client
+        .subscribed_skus()
+        .await?
+        .into_iter()
+        .map(|s| (s.sku_id, s.sku_part_number))
+        .collect();
+    let mut tally = HeldTally::default();
+    let mut seen = HashSet::new();
+    let mut sampled = false;
+    'groups: for group in groups {
+        let mut pages = client.member_pages(group, transitive, None);
+        while let Some(page) = pages.next().await {
+            for user in page?.users {
+                if seen.contains(&user.id) {
+                    continue;
+                }
+                if seen.len() >= max_members {
+                    sampled = true;
+                    break 'groups;
+                }
+                tally.add(&Snapshot::of(&user));
+                seen.insert(user.id);
+            }
+        }
+    }
+    Ok(HeldSample {
+        data: tally.list(&names),
+        members_read: seen.len() as i64,
+        sampled,
+    })
+}
+
 /// Decides members in member order and counts what the summary says.
 pub struct Predictor<'a> {
     req: &'a JobRequest,
@@ -136,7 +234,7 @@ pub struct Predictor<'a> {
     plans: HashMap<Uuid, Vec<(Uuid, String)>>,
     start_free: HashMap<Uuid, i64>,
     needed: HashMap<Uuid, i64>,
-    held: BTreeMap<Uuid, (i64, i64)>,
+    held: HeldTally,
     failures: BTreeMap<String, i64>,
     members: i64,
     succeed: i64,
@@ -174,7 +272,7 @@ impl<'a> Predictor<'a> {
                 })
                 .collect(),
             needed: HashMap::new(),
-            held: BTreeMap::new(),
+            held: HeldTally::default(),
             failures: BTreeMap::new(),
             members: 0,
             succeed: 0,
@@ -244,21 +342,7 @@ impl<'a> Predictor<'a> {
         if snap.usage_location.is_none() && !self.req.add_licenses.is_empty() {
             self.no_location += 1;
         }
-        let mut direct = std::collections::BTreeSet::new();
-        let mut inherited = std::collections::BTreeSet::new();
-        for l in &snap.licenses {
-            if l.assigned_by_group.is_none() {
-                direct.insert(l.sku_id);
-            } else {
-                inherited.insert(l.sku_id);
-            }
-        }
-        for sku in &direct {
-            self.held.entry(*sku).or_default().0 += 1;
-        }
-        for sku in &inherited {
-            self.held.entry(*sku).or_default().1 += 1;
-        }
+        let (direct, inherited) = self.held.add(snap);
         let relevant = |sku: &Uuid| {
             (self.req.kind == JobKind::Replace && self.req.replace_all)
                 || self.req.add_licenses.iter().any(|l| l.sku_id == *sku)
@@ -407,16 +491,7 @@ impl<'a> Predictor<'a> {
             .map(|(code, count)| CodeCount { code, count })
             .collect();
         failures.sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)));
-        let held = self
-            .held
-            .into_iter()
-            .map(|(sku_id, (direct, inherited))| HeldLicense {
-                sku_id,
-                sku_part_number: self.names.get(&sku_id).cloned(),
-                direct,
-                inherited,
-            })
-            .collect();
+        let held = self.held.list(&self.names);
         PreviewSummary {
             members: self.members,
             would_succeed: self.succeed,
@@ -511,6 +586,8 @@ pub async fn conclude(
                 Expr::value(JobStatus::Previewed.as_str()),
             )
             .col_expr(job_run::Column::Total, Expr::value(summary.members))
+            // The preview's run is over (its launch opens it again).
+            .col_expr(job_run::Column::FinishedAt, Expr::value(now))
             .filter(job_run::Column::JobId.eq(job.id))
             .filter(job_run::Column::RunNo.eq(job.runs))
             .exec(&txn)

@@ -403,6 +403,39 @@ fn refuse(code: &'static str, detail: impl Into<String>) -> StoreError {
     StoreError::unacceptable(code, detail)
 }
 
+/// The selected groups checked (1..=[`MAX_GROUPS`] directory group ids, each a GUID) and
+/// normalised: hyphenated lower case, duplicates dropped, order kept. A 422 refusal
+/// (`groups_required`, `too_many_groups`, `invalid_group_id`) otherwise.
+pub fn validate_groups(given: &[String]) -> Result<Vec<String>, StoreError> {
+    if given.is_empty() {
+        return Err(refuse("groups_required", "select at least one group"));
+    }
+    if given.len() > MAX_GROUPS {
+        return Err(refuse(
+            "too_many_groups",
+            format!(
+                "a job selects at most {MAX_GROUPS} groups; {} were given",
+                given.len()
+            ),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut groups = Vec::with_capacity(given.len());
+    for g in given {
+        let g = g.trim();
+        let Ok(id) = Uuid::try_parse(g) else {
+            return Err(refuse(
+                "invalid_group_id",
+                format!("`{}` is not a directory group id (a GUID)", clip(g)),
+            ));
+        };
+        if seen.insert(id) {
+            groups.push(id.hyphenated().to_string());
+        }
+    }
+    Ok(groups)
+}
+
 impl JobRequest {
     /// Check the request against the rules of its kind and normalise it (groups de-duplicated,
     /// usage location upper-cased). Returns a 422 refusal naming the field on failure.
@@ -439,33 +472,7 @@ impl JobRequest {
                 ));
             }
         }
-        if self.groups.is_empty() {
-            return Err(refuse("groups_required", "select at least one group"));
-        }
-        if self.groups.len() > MAX_GROUPS {
-            return Err(refuse(
-                "too_many_groups",
-                format!(
-                    "a job selects at most {MAX_GROUPS} groups; {} were given",
-                    self.groups.len()
-                ),
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        let mut groups = Vec::with_capacity(self.groups.len());
-        for g in &self.groups {
-            let g = g.trim();
-            let Ok(id) = Uuid::try_parse(g) else {
-                return Err(refuse(
-                    "invalid_group_id",
-                    format!("`{}` is not a directory group id (a GUID)", clip(g)),
-                ));
-            };
-            if seen.insert(id) {
-                groups.push(id.hyphenated().to_string());
-            }
-        }
-        self.groups = groups;
+        self.groups = validate_groups(&self.groups)?;
 
         let kind = self.kind;
         let not_allowed = |field: &str| {

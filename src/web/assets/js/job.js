@@ -8,6 +8,7 @@ import {
 } from './format.js';
 import { t } from './i18n.js';
 import { activityCard } from './activity.js';
+import { previewSummary, predictionCell, shortagePrompt } from './preview.js';
 
 const LIVE_MS = 2000;
 const ITEMS_PAGE = 50;
@@ -111,6 +112,7 @@ export function jobView(container, ctx, id) {
   const head = h('div', { class: 'page-head' }, h('h1', {}, t('job.title')));
   const notice = h('div');
   const summary = h('div', { class: 'card summary' });
+  const previewCard = h('div', { class: 'card preview-card', id: 'preview', hidden: true });
   const runs = h('div', { class: 'card runs' });
   const errors = h('div', { class: 'card errors', id: 'errors' });
   const itemsBody = h('div', { class: 'items-body' });
@@ -130,6 +132,7 @@ export function jobView(container, ctx, id) {
     h('nav', { class: 'crumbs' }, h('a', { href: '#/' }, t('job.allJobs'))),
     head,
     notice,
+    previewCard,
     h('div', { class: 'job-grid' }, summary, errors),
     runs,
     activity.card,
@@ -191,6 +194,7 @@ export function jobView(container, ctx, id) {
     replace(notice);
     renderHead();
     renderSummary();
+    renderPreview();
     renderRuns();
     renderErrors();
     renderItemFilters();
@@ -208,6 +212,7 @@ export function jobView(container, ctx, id) {
     if (ctx.canOperate && (isActive(job.status) || job.status === 'paused')) {
       actions.push(h('button', { type: 'button', class: 'btn btn-danger', id: 'cancel-job', onclick: cancelJob }, t('job.cancel')));
     }
+    if (job.status === 'previewed') actions.push(...previewActions());
     if (ctx.canOperate && isRerunnable(job.status)) {
       actions.push(h('button', { type: 'button', class: 'btn btn-primary', id: 'rerun-job', onclick: rerunJob }, t('job.rerun')));
     }
@@ -291,6 +296,88 @@ export function jobView(container, ctx, id) {
     );
   }
 
+  /** The preview's summary: what it predicts, or — once launched — what it predicted. */
+  function renderPreview() {
+    const job = state.job;
+    const p = job.preview;
+    previewCard.hidden = !p;
+    if (!p) {
+      replace(previewCard);
+      return;
+    }
+    const waiting = job.status === 'previewed';
+    replace(previewCard,
+      h('div', { class: 'card-head' },
+        h('h2', {}, t('preview.heading')),
+        h('span', { class: 'muted small', id: 'preview-when' }, p.launched_at
+          ? t('preview.launchedAt', { previewed: fullTime(p.previewed_at), launched: fullTime(p.launched_at) })
+          : t('preview.previewedAt', { time: fullTime(p.previewed_at) }))),
+      waiting ? h('p', { class: 'muted small' }, t('preview.waiting')) : null,
+      waiting ? shortagePrompt(p, skuLabel) : null,
+      p.expanded_again ? h('p', { class: 'muted small' }, t('preview.expandedAgain')) : null,
+      previewSummary(p, { skuName: skuLabel, request: job.request || {} }));
+  }
+
+  /** Launch (admin) and Cancel (operator) for a job that is a preview. */
+  function previewActions() {
+    const p = state.job.preview || {};
+    const anyway = p.would_fail > 0;
+    const out = [];
+    if (ctx.canOperate) {
+      out.push(h('button', { type: 'button', class: 'btn', id: 'cancel-preview', onclick: cancelPreview }, t('preview.cancel')));
+    }
+    if (ctx.canLaunch) {
+      out.push(h('button', {
+        type: 'button',
+        class: anyway ? 'btn btn-danger' : 'btn btn-primary',
+        id: 'launch-preview',
+        onclick: launchPreview,
+      }, anyway ? t('preview.launchAnyway') : t('preview.launch')));
+    }
+    return out;
+  }
+
+  async function launchPreview() {
+    const p = state.job.preview || {};
+    const anyway = p.would_fail > 0;
+    const ok = await confirmDialog({
+      title: t('preview.launchTitle'),
+      body: [
+        h('p', {}, t('preview.launchBody', { n: p.members === 1 ? 1 : num(p.members) })),
+        anyway ? h('p', {}, t('preview.launchBodyFail', { n: p.would_fail === 1 ? 1 : num(p.would_fail) })) : null,
+      ],
+      yes: anyway ? t('preview.launchAnyway') : t('preview.launch'),
+      no: t('preview.notNow'),
+      danger: anyway,
+    });
+    if (!ok) return;
+    try {
+      state.job = await api.post(`/v1/jobs/${id}/launch`);
+      toast(t('launch.started', { kind: KIND_LABELS[state.job.kind] || '' }));
+    } catch (err) {
+      toast(t('preview.launchFailedMsg', { message: err.message }), 'error');
+    }
+    load();
+  }
+
+  async function cancelPreview() {
+    const ok = await confirmDialog({
+      title: t('preview.cancelTitle'),
+      body: t('preview.cancelBody'),
+      yes: t('preview.cancel'),
+      no: t('preview.keep'),
+      danger: true,
+    });
+    if (!ok) return;
+    try {
+      state.job = await api.post(`/v1/jobs/${id}/cancel`);
+      toast(t('preview.cancelled'));
+    } catch (err) {
+      toast(t('preview.cancelFailed', { message: err.message }), 'error');
+    }
+    load();
+  }
+
   function startedBy(run) {
     const by = run.started_by;
     if (!by) return run.run_no === 1 ? createdBy(state.job) : '—';
@@ -331,7 +418,8 @@ export function jobView(container, ctx, id) {
     replace(errors,
       h('h2', {}, t('job.errorsByCode'), h('span', { class: 'count-pill' }, num(total))),
       list.length === 0
-        ? h('p', { class: 'muted' }, isActive(state.job.status) ? t('job.noneFailedSoFar') : t('job.noneFailed'))
+        ? h('p', { class: 'muted' }, state.job.status === 'previewed' ? t('preview.nothingRan')
+          : isActive(state.job.status) ? t('job.noneFailedSoFar') : t('job.noneFailed'))
         : h('ul', { class: 'error-groups' }, list.map((e) => h('li', { class: 'error-group', dataset: { code: e.code } },
           h('div', { class: 'error-code' },
             h('code', {}, e.code),
@@ -415,10 +503,13 @@ export function jobView(container, ctx, id) {
           : t('job.noMemberMatches')));
       return;
     }
+    // A preview's members carry their predicted outcome, also once it was launched.
+    const predicted = state.items.some((it) => it.prediction);
     replace(itemsBody, h('div', { class: 'table-wrap' }, h('table', { class: 'items-table', id: 'items-table' },
       h('thead', {}, h('tr', {},
         ['member', 'group', 'status', 'error', 'attempts', 'run', 'updated']
-          .map((k) => h('th', { scope: 'col', class: k === 'attempts' || k === 'run' ? 'num' : null }, t(`job.col.${k}`))))),
+          .map((k) => h('th', { scope: 'col', class: k === 'attempts' || k === 'run' ? 'num' : null }, t(`job.col.${k}`))),
+        predicted ? h('th', { scope: 'col' }, t('preview.col.predicted')) : null)),
       h('tbody', {}, state.items.map((it) => h('tr', { dataset: { status: it.status } },
         h('td', { 'data-label': t('job.col.member'), class: 'col-member' },
           h('div', {}, it.display_name || it.user_principal_name || it.user_id),
@@ -431,6 +522,7 @@ export function jobView(container, ctx, id) {
         h('td', { 'data-label': t('job.col.attempts'), class: 'num col-attempts' }, num(it.attempts)),
         h('td', { 'data-label': t('job.col.run'), class: 'num col-run' }, it.run_no ? `#${it.run_no}` : '—'),
         h('td', { 'data-label': t('job.col.updated'), class: 'col-updated' }, when(it.updated_at)),
+        predicted ? h('td', { 'data-label': t('preview.col.predicted'), class: 'col-predicted' }, predictionCell(it.prediction)) : null,
       ))),
     )));
   }

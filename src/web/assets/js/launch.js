@@ -1,9 +1,10 @@
 // Starting a job: Assign / Remove / Replace Licenses or Export Results for selected groups.
 
 import { api, newIdempotencyKey } from './api.js';
-import { h, replace, problemBox, toast, confirmDialog } from './dom.js';
+import { h, replace, problemBox, toast } from './dom.js';
 import { KIND_LABELS, COUNTRIES, num, rememberGroups } from './format.js';
 import { t, labels } from './i18n.js';
+import { previewDialog, previewSummary, shortagePrompt, heldCounts } from './preview.js';
 
 const MAX_GROUPS = 100;
 const SEARCH_LIMIT = 25;
@@ -11,6 +12,10 @@ const SEARCH_LIMIT = 25;
 const EXPIRY_MAX = { days: 3650, weeks: 520, months: 120 };
 /** "Try on 50 members first": the job pauses if more than 10% of them fail. */
 const CANARY = { members: 50, max_failed_share: 0.1 };
+/** How often a preview being computed is read again. */
+const PREVIEW_POLL_MS = 700;
+/** Wait this long after the groups change before counting the licenses their members hold. */
+const HELD_DEBOUNCE_MS = 300;
 
 /** Export Results pop-up wording (seed: "Select a result format and an export location."). */
 const EXPORT_TEXT = labels({
@@ -61,6 +66,8 @@ export function launchView(container, ctx) {
     stopped: false,
     searchTimer: null,
     searchSeq: 0,
+    // The licenses the selected groups' members hold (the Remove and Replace pickers).
+    held: { key: '', loading: false, answer: null, error: null, seq: 0, timer: null },
   };
 
   const kindPicker = h('div', { class: 'segmented kind-picker', role: 'radiogroup', 'aria-label': t('launch.kind') });
@@ -83,7 +90,7 @@ export function launchView(container, ctx) {
   const transitive = h('input', {
     type: 'checkbox',
     id: 'transitive',
-    onchange: (e) => { state.transitive = e.target.checked; },
+    onchange: (e) => { state.transitive = e.target.checked; heldChanged(); },
   });
   const groupsCard = h('section', { class: 'card' },
     h('h2', {}, t('launch.groups')),
@@ -205,6 +212,50 @@ export function launchView(container, ctx) {
           },
         }, '×'))),
     );
+    heldChanged();
+  }
+
+  // --- the licenses the members hold (Remove, Replace) -----------------------------------
+
+  function heldKey() {
+    if (state.groups.size === 0) return '';
+    return JSON.stringify([[...state.groups.keys()].sort(), state.transitive]);
+  }
+
+  /** Count again when Remove or Replace is chosen and the groups (or nesting) changed. */
+  function heldChanged() {
+    const held = state.held;
+    if (state.kind !== 'remove' && state.kind !== 'replace') return;
+    const key = heldKey();
+    if (key === held.key) return;
+    held.key = key;
+    held.answer = null;
+    held.error = null;
+    held.loading = key !== '';
+    held.seq += 1;
+    clearTimeout(held.timer);
+    renderLicenses();
+    if (key) held.timer = setTimeout(() => loadHeld(held.seq), HELD_DEBOUNCE_MS);
+  }
+
+  async function loadHeld(seq) {
+    const held = state.held;
+    try {
+      const answer = await api.post('/v1/directory/held-licenses', {
+        groups: [...state.groups.keys()].map((id) => ({ id })),
+        transitive: state.transitive,
+      });
+      if (state.stopped || seq !== held.seq) return;
+      held.answer = answer;
+      // A license no member holds cannot stay selected unseen.
+      const listed = new Set(answer.data.map((l) => l.sku_id));
+      for (const id of [...state.remove]) if (!listed.has(id)) state.remove.delete(id);
+    } catch (err) {
+      if (state.stopped || seq !== held.seq) return;
+      held.error = err;
+    }
+    held.loading = false;
+    renderLicenses();
   }
 
   // --- licenses -------------------------------------------------------------------------
@@ -269,21 +320,35 @@ export function launchView(container, ctx) {
     }));
   }
 
+  /** The licenses the members of the selected groups hold, with how many hold each. */
   function removeList(id) {
-    return h('ul', { class: 'sku-list', id }, state.skus.map((sku) => h('li', { class: 'sku' },
+    const held = state.held;
+    if (state.groups.size === 0) return h('p', { class: 'muted', id }, t('launch.heldChooseGroups'));
+    if (held.error) {
+      return h('div', { id }, problemBox(held.error.problem || { title: t('launch.heldFailed'), detail: String(held.error) }),
+        h('button', { type: 'button', class: 'btn', onclick: () => { held.key = ''; heldChanged(); } }, t('common.tryAgain')));
+    }
+    if (held.loading || !held.answer) return h('p', { class: 'loading', id: 'held-loading' }, t('launch.heldReading'));
+    const a = held.answer;
+    const note = h('p', { class: 'muted small', id: 'held-note' }, a.sampled
+      ? t('launch.heldSampled', { n: num(a.members_read) })
+      : t('launch.heldAll', { n: a.members_read === 1 ? 1 : num(a.members_read) }));
+    if (a.data.length === 0) return [h('p', { class: 'muted', id }, t('launch.heldNone')), note];
+    const name = (l) => l.sku_part_number || skuName(l.sku_id);
+    const list = a.data.slice().sort((x, y) => name(x).localeCompare(name(y)));
+    return [h('ul', { class: 'sku-list', id }, list.map((l) => h('li', { class: 'sku' },
       h('label', { class: 'pick' },
         h('input', {
           type: 'checkbox',
-          value: sku.sku_id,
-          dataset: { sku: sku.sku_part_number },
-          checked: state.remove.has(sku.sku_id),
+          value: l.sku_id,
+          dataset: { sku: name(l), direct: l.direct, inherited: l.inherited },
+          checked: state.remove.has(l.sku_id),
           onchange: (e) => {
-            if (e.target.checked) state.remove.add(sku.sku_id);
-            else state.remove.delete(sku.sku_id);
+            if (e.target.checked) state.remove.add(l.sku_id);
+            else state.remove.delete(l.sku_id);
           },
         }),
-        h('span', { class: 'pick-text' }, h('span', { class: 'pick-name' }, sku.sku_part_number),
-          h('span', { class: 'muted small' }, t('launch.inUse', { n: num(sku.consumed) })))))));
+        h('span', { class: 'pick-text' }, h('span', { class: 'pick-name' }, name(l)), heldCounts(l)))))), note];
   }
 
   function renderLicenses() {
@@ -303,6 +368,7 @@ export function launchView(container, ctx) {
       replace(licensesCard, h('h2', {}, t('launch.licenses')), h('p', { class: 'loading' }, t('launch.readingSkus')));
       return;
     }
+    if (kind === 'remove' || kind === 'replace') heldChanged();
     if (kind === 'assign') {
       replace(licensesCard, h('h2', {}, t('launch.toAssign')), addList());
     } else if (kind === 'remove') {
@@ -522,55 +588,135 @@ export function launchView(container, ctx) {
     return state.skus?.find((s) => s.sku_id === skuId)?.sku_part_number || skuId;
   }
 
-  async function confirmRemoval(b) {
+  /** For Remove and Replace: what is removed, from whom, and the seed's warning. */
+  function removalWarning(b) {
     const groups = b.groups.length === 1
       ? t('launch.theGroup', { name: [...state.groups.values()][0].displayName })
       : t('launch.nGroups', { n: b.groups.length });
     const what = b.replace_all
       ? t('launch.everyLicense')
       : (b.remove_licenses || []).map(skuName).join(', ');
-    return confirmDialog({
-      title: b.kind === 'remove' ? t('launch.removeTitle') : t('launch.replaceTitle'),
-      body: [
-        h('p', {}, t(b.transitive ? 'launch.removeBodyNested' : 'launch.removeBody', { what, groups })),
-        h('p', {}, t('launch.removeWarn')),
-      ],
-      yes: t('common.yes'),
-      no: t('common.no'),
-      danger: true,
-    });
+    return h('div', { class: 'removal-warning' },
+      h('p', {}, t(b.transitive ? 'launch.removeBodyNested' : 'launch.removeBody', { what, groups })),
+      h('p', {}, t('launch.removeWarn')));
+  }
+
+  function showError(node) {
+    replace(error, node);
+    error.scrollIntoView({ behavior: 'smooth', block: 'center' });
   }
 
   async function launch() {
     replace(error);
     const { body: b, missing } = body();
     if (missing) {
-      replace(error, h('div', { class: 'alert alert-error', role: 'alert' }, missing));
-      error.scrollIntoView({ behavior: 'smooth', block: 'center' });
+      showError(h('div', { class: 'alert alert-error', role: 'alert' }, missing));
       return;
     }
-    if ((b.kind === 'remove' || b.kind === 'replace') && !(await confirmRemoval(b))) return;
+    const request = b.kind === 'export' ? b : { ...b, preview: true };
     // The same request retried keeps its key, so it cannot start a second job.
-    const json = JSON.stringify(b);
+    const json = JSON.stringify(request);
     if (!state.attempt || state.attempt.json !== json) state.attempt = { json, key: newIdempotencyKey() };
     submit.disabled = true;
     try {
-      const job = await api.post('/v1/jobs', b, { idempotencyKey: state.attempt.key });
-      state.attempt = null;
-      toast(t('launch.started', { kind: KIND_LABELS[job.kind] || '' }));
-      ctx.navigate(`#/jobs/${job.id}`);
+      if (b.kind === 'export') {
+        const job = await api.post('/v1/jobs', request, { idempotencyKey: state.attempt.key });
+        state.attempt = null;
+        toast(t('launch.started', { kind: KIND_LABELS[job.kind] || '' }));
+        ctx.navigate(`#/jobs/${job.id}`);
+      } else {
+        await previewThenLaunch(b, request);
+      }
     } catch (err) {
       const p = err.problem || { title: t('launch.notStarted'), detail: String(err) };
       if (err.code === 'no_licenses_available') {
-        replace(error, problemBox({ ...p, title: t('launch.noLicenses') },
+        showError(problemBox({ ...p, title: t('launch.noLicenses') },
           h('p', {}, t('launch.noLicensesDetail', { sku: p.sku_part_number || skuName(p.sku_id), available: num(p.available), enabled: num(p.enabled), consumed: num(p.consumed) }),
             t('launch.noLicensesHint'))));
       } else {
-        replace(error, problemBox({ ...p, title: p.title || t('launch.notStarted') }));
+        showError(problemBox({ ...p, title: p.title || t('launch.notStarted') }));
       }
-      error.scrollIntoView({ behavior: 'smooth', block: 'center' });
     } finally {
       submit.disabled = false;
+    }
+  }
+
+  /**
+   * Add / Remove / Replace: submit the request as a preview, follow it while it is computed,
+   * show its summary (with the shortage prompt when a SKU runs short) and launch it — or
+   * cancel the preview and stay in the form.
+   */
+  async function previewThenLaunch(b, request) {
+    const dialog = previewDialog(t(`preview.title.${b.kind}`));
+    dialog.computing(null);
+    let job;
+    try {
+      job = await api.post('/v1/jobs', request, { idempotencyKey: state.attempt.key });
+    } catch (err) {
+      dialog.close();
+      throw err;
+    }
+    state.attempt = null;
+    dialog.element.dataset.job = job.id;
+    const cancel = async () => {
+      try {
+        await api.post(`/v1/jobs/${job.id}/cancel`);
+        toast(t('preview.cancelled'));
+      } catch (err) {
+        toast(t('preview.cancelFailed', { message: err.message }), 'error');
+      }
+    };
+    const openLink = () => h('p', {}, h('a', { href: `#/jobs/${job.id}`, onclick: () => dialog.close() }, t('preview.openJob')));
+    try {
+      while (job.status === 'queued' || job.status === 'running') {
+        dialog.computing(job);
+        if (await dialog.waitOrCancel(PREVIEW_POLL_MS)) {
+          dialog.close();
+          await cancel();
+          return;
+        }
+        job = await api.get(`/v1/jobs/${job.id}`);
+      }
+    } catch (err) {
+      dialog.failed(err.problem || { title: t('preview.failed'), detail: String(err) }, openLink());
+      return;
+    }
+    if (state.stopped || dialog.cancelled) {
+      dialog.close();
+      if (dialog.cancelled) await cancel();
+      return;
+    }
+    if (job.status !== 'previewed' || !job.preview) {
+      dialog.failed({
+        title: t('preview.failed'),
+        detail: job.error?.detail || t('preview.endedAs', { status: job.status }),
+        code: job.error?.code,
+      }, openLink());
+      return;
+    }
+    const summary = job.preview;
+    const removes = b.kind === 'remove' || b.kind === 'replace';
+    const answer = await dialog.ask({
+      content: [
+        shortagePrompt(summary, skuName),
+        previewSummary(summary, { skuName, request: b }),
+        removes ? removalWarning(b) : null,
+      ],
+      launchLabel: summary.would_fail > 0 ? t('preview.launchAnyway') : t('preview.launch'),
+      danger: summary.would_fail > 0 || removes,
+    });
+    if (answer !== 'launch') {
+      dialog.close();
+      await cancel();
+      return;
+    }
+    try {
+      const launched = await api.post(`/v1/jobs/${job.id}/launch`);
+      dialog.close();
+      toast(t('launch.started', { kind: KIND_LABELS[launched.kind] || '' }));
+      ctx.navigate(`#/jobs/${launched.id}`);
+    } catch (err) {
+      dialog.failed(err.problem || { title: t('preview.launchFailed'), detail: String(err) }, openLink());
     }
   }
 

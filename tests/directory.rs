@@ -1,0 +1,155 @@
+//! `POST /v1/directory/held-licenses`: the licenses the members of the selected groups hold (the
+//! New job form's Remove and Replace pickers), counted as the directory emulator's state says,
+//! from at most the first 1,000 members; bad input is refused with problem+json.
+
+mod common;
+#[path = "common/held.rs"]
+mod held;
+
+use common::{Backend, TestApp, expect_problem};
+use graph_emulator::{EmulatorConfig, Scenario};
+use serde_json::{Value, json};
+
+async fn held_licenses_of_group_members(backend: Backend) {
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::demo()),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator starts");
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("contoso").await;
+    app.connect_directory(t.id, &emulator).await;
+    let http = app.http.clone();
+    let sales = app.group_id(&t.viewer, "Sales").await;
+    let members = held::license_sales(&http, &emulator, &sales).await;
+    let expected = held::held_by(&http, &emulator, &members).await;
+    assert!(expected.len() >= 2, "{expected:?}");
+
+    let ask = |body: Value, token: &str| app.post("/v1/directory/held-licenses", token).json(&body);
+
+    // Sales: every member read, the counts are the emulator's.
+    let resp = ask(json!({"groups": [{"id": sales}]}), &t.viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(held::held_of(&answer), expected, "{answer}");
+    assert_eq!(answer["members_read"], 250, "{answer}");
+    assert_eq!(answer["sampled"], false, "{answer}");
+    assert_eq!(answer["sample_limit"], 1000, "{answer}");
+    let e3 = answer["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["sku_id"] == graph_emulator::ENTERPRISEPACK_SKU_ID)
+        .unwrap();
+    assert_eq!(e3["sku_part_number"], "ENTERPRISEPACK", "{answer}");
+
+    // Sales twice, and Sales with All Staff: a member counts once; All Staff is sampled.
+    let twice: Value = ask(
+        json!({"groups": [{"id": sales}, {"id": sales.to_uppercase()}]}),
+        &t.viewer,
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(held::held_of(&twice), expected, "{twice}");
+    let staff = app.group_id(&t.viewer, "All Staff").await;
+    let big: Value = ask(
+        json!({"groups": [{"id": sales}, {"id": staff}], "transitive": true}),
+        &t.viewer,
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(big["members_read"], 1000, "{big}");
+    assert_eq!(big["sampled"], true, "{big}");
+    // The first 250 read are Sales': the sample holds at least what Sales holds.
+    for (sku, (direct, inherited)) in &expected {
+        let (d, i) = held::held_of(&big)[sku];
+        assert!(d >= *direct && i >= *inherited, "{sku}: {big}");
+    }
+
+    // Bad input: 422 with a stable code (or 400 for JSON that is not the body), nothing read.
+    for (body, status, code) in [
+        (json!({"groups": []}), 422, "groups_required"),
+        (
+            json!({"groups": [{"id": "sales"}]}),
+            422,
+            "invalid_group_id",
+        ),
+        (
+            json!({"groups": [{"id": "00000000-0000-4000-8000-000000000000"}]}),
+            422,
+            "group_not_found",
+        ),
+        (
+            json!({"groups": (0..101).map(|i| json!({"id": format!("00000000-0000-4000-8000-{i:012}")})).collect::<Vec<_>>()}),
+            422,
+            "too_many_groups",
+        ),
+    ] {
+        expect_problem(ask(body, &t.viewer).send().await.unwrap(), status, code).await;
+    }
+    let unknown = ask(
+        json!({"groups": [{"id": sales}], "nested": true}),
+        &t.viewer,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(
+        matches!(unknown.status().as_u16(), 400 | 422),
+        "{}",
+        unknown.status()
+    );
+    assert_eq!(
+        unknown.headers()["content-type"],
+        "application/problem+json"
+    );
+    let anonymous = app
+        .http
+        .post(format!("{}/v1/directory/held-licenses", app.url))
+        .json(&json!({"groups": [{"id": sales}]}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(anonymous, 401, "unauthorized").await;
+
+    // Another tenant reads its own directory (here: none).
+    let other = app.tenant("fabrikam").await;
+    expect_problem(
+        ask(json!({"groups": [{"id": sales}]}), &other.viewer)
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "directory_not_configured",
+    )
+    .await;
+
+    // Described in the OpenAPI document.
+    let doc: Value = app
+        .get("/openapi.json", &t.viewer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/v1/directory/held-licenses"]["post"].is_object());
+
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(held_licenses_of_group_members);
