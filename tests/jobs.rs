@@ -917,6 +917,204 @@ async fn cancel_skips_pending_members(backend: Backend) {
 }
 on_both_backends!(cancel_skips_pending_members);
 
+/// A cancel stops the writes of a chunk already being worked, not only the next chunk: with
+/// 500 members to a chunk, two requests in flight and a slow directory, only the `$batch`es
+/// already sent when the cancel is seen are written; every other member of the chunk is
+/// skipped as cancelled, and the directory agrees member by member.
+async fn cancel_stops_the_writes_of_a_chunk_being_worked(backend: Backend) {
+    let Some(s) = setup(
+        backend,
+        "[jobs]\nchunk_size = 500\nlanes_per_job = 1\n[directory]\nmax_in_flight = 2\n",
+    )
+    .await
+    else {
+        return;
+    };
+    s.faults(json!({"latency_ms": 400})).await;
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    let job = s
+        .submit(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while s.stats().await["successful_writes"].as_u64().unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no write began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/cancel"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let at_cancel = s.stats().await["successful_writes"].as_u64().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let j = loop {
+        let j = s.job(&id).await;
+        if j["progress"]["pending"] == 0 {
+            break j;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "members left pending: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(j["status"], "cancelled", "{j}");
+    let written = s.stats().await["successful_writes"].as_u64().unwrap();
+    // At the cancel at most two `$batch`es of 20 were in flight, and at most two more could go
+    // out before the lane saw the cancel (it reads the status every 250 ms; a request takes
+    // 400 ms): a chunk written on would be 500.
+    assert!(
+        written - at_cancel <= 80,
+        "{} members written after the cancel ({at_cancel} before it)",
+        written - at_cancel
+    );
+    assert_eq!(j["progress"]["succeeded"].as_u64().unwrap(), written, "{j}");
+    let cancelled: Value = s
+        .app
+        .get_json(
+            &format!("/v1/jobs/{id}/items?status=skipped&code=cancelled&limit=1"),
+            &s.viewer,
+        )
+        .await;
+    assert_eq!(
+        cancelled["data"][0]["error"]["code"], "cancelled",
+        "{cancelled}"
+    );
+    s.truth(&id).await;
+    s.faults(json!({})).await;
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/rerun"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let j = s.wait(&id).await;
+    assert_eq!(j["status"], "finished", "{j}");
+    assert_eq!(j["progress"]["succeeded"], 1000, "{j}");
+    s.finish().await;
+}
+on_both_backends!(cancel_stops_the_writes_of_a_chunk_being_worked);
+
+/// Cancelled while its groups were read, run again at once — while the first run's step is
+/// still reading a page — and cancelled again mid-read: every member belongs to the run that
+/// read it, each run's counts cover its members, and a last rerun finishes them all.
+async fn rerun_during_expansion_keeps_members_in_their_run(backend: Backend) {
+    let mut sc = scenario();
+    sc.users = 2_500;
+    sc.users_without_usage_location = 0.0;
+    sc.groups = vec![GroupSpec {
+        leading_users: true,
+        ..GroupSpec::new("All Staff", 2_500)
+    }];
+    sc.skus = vec![sku_of("ENTERPRISEPACK", 10_000)];
+    let Some(s) = setup_with(backend, "", sc).await else {
+        return;
+    };
+    let all = s.app.group_id(&s.admin, "All Staff").await;
+    s.faults(json!({"latency_ms": 400})).await;
+    let job = s
+        .submit(json!({"kind": "assign", "groups": [all], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let wait_total = |above: u64| {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let j = s.job(&id).await;
+                if j["progress"]["total"].as_u64().unwrap_or(0) > above {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "no members read: {j}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let post = |action: &'static str| {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            s.app
+                .post(&format!("/v1/jobs/{id}/{action}"), &s.operator)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    wait_total(0).await;
+    assert_eq!(post("cancel").await, 200);
+    assert_eq!(post("rerun").await, 202);
+    let first = s.job(&id).await["progress"]["total"].as_u64().unwrap();
+    wait_total(first).await;
+    assert_eq!(post("cancel").await, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = s.job(&id).await;
+        let runs: Value = s
+            .app
+            .get_json(&format!("/v1/jobs/{id}/runs"), &s.viewer)
+            .await;
+        let open = runs["data"]
+            .as_array()
+            .or(runs.as_array())
+            .is_some_and(|r| r.iter().any(|r| r["finished_at"].is_null()));
+        if j["progress"]["pending"] == 0 && !open {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not settled: {j} {runs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let check_runs = |last_closed: bool| {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            let items = s.app.all_items(&s.viewer, &id).await;
+            let runs: Value = s
+                .app
+                .get_json(&format!("/v1/jobs/{id}/runs"), &s.viewer)
+                .await;
+            let runs = runs["data"].as_array().or(runs.as_array()).unwrap().clone();
+            let last = runs.len();
+            for r in &runs {
+                let n = r["run_no"].as_u64().unwrap();
+                let members = items.iter().filter(|i| i["run_no"] == n).count() as u64;
+                let total = r["total"].as_u64().unwrap();
+                // A member stays in the run that last worked it; a later rerun takes back only
+                // those it does again, so an earlier run may count more than it keeps.
+                assert!(
+                    members <= total,
+                    "run {n}: {members} members, counted {total}: {runs:?}"
+                );
+                if n as usize == last && last_closed {
+                    assert_eq!(members, total, "run {n}: {runs:?}");
+                }
+            }
+        }
+    };
+    check_runs(true).await;
+    s.truth(&id).await;
+    s.faults(json!({})).await;
+    assert_eq!(post("rerun").await, 202);
+    let j = s.wait(&id).await;
+    assert_eq!(j["status"], "finished", "{j}");
+    assert_eq!(j["progress"]["total"], 2_500, "{j}");
+    assert_eq!(j["progress"]["succeeded"], 2_500, "{j}");
+    check_runs(true).await;
+    s.finish().await;
+}
+on_both_backends!(rerun_during_expansion_keeps_members_in_their_run);
+
 fn sku_of(part: &str, enabled: u32) -> SkuSpec {
     let mut s: SkuSpec = Scenario::demo()
         .skus

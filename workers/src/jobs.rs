@@ -9,6 +9,7 @@
 //! job.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use apalis::prelude::BoxDynError;
@@ -147,17 +148,25 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         match expanded {
             Ok(true) => pipeline::mark_expanded(&ctx.db, job.id).await?,
             Ok(false) => {
-                // Cancelled (or paused by its canary) while the groups were read: nothing more
-                // is read or queued; a resumed job reads on from the last page stored.
-                if matches!(
-                    pipeline::status(&ctx.db, job.id).await,
-                    Ok(Some(JobStatus::Paused))
-                ) {
-                    tracing::info!(job = %job.id, "job paused during expansion");
-                    return Ok(());
+                // Cancelled or paused (by its canary) while the groups were read, or cancelled
+                // and run again meanwhile.
+                match pipeline::status(&ctx.db, job.id).await? {
+                    Some(JobStatus::Paused) => {
+                        // A resumed job reads on from the last page stored.
+                        tracing::info!(job = %job.id, "job paused during expansion");
+                    }
+                    Some(JobStatus::Cancelled) => {
+                        // Nothing more is read or queued.
+                        tracing::info!(job = %job.id, "job cancelled during expansion");
+                        settle_cancelled(ctx, job.id).await?;
+                    }
+                    _ => {
+                        // Run again while this step read the groups: the new run's step reads
+                        // on from the last page stored, with the new run's number.
+                        tracing::info!(job = %job.id, "job run again during expansion: handing over");
+                        ctx.queue.push(Message::Run { tenant_id, job_id }).await?;
+                    }
                 }
-                tracing::info!(job = %job.id, "job cancelled during expansion");
-                settle_cancelled(ctx, job.id).await?;
                 return Ok(());
             }
             Err(failure) => return fail(ctx, &job, failure).await,
@@ -511,6 +520,14 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     let held = ctx.leases.hold(tenant_id, job_id, &owner);
     let started = std::time::Instant::now();
     let n = items.len();
+    // A cancel stops this chunk's writes that have not gone out yet, not only the next chunk.
+    let stop = Arc::new(AtomicBool::new(false));
+    let _watcher = AbortOnDrop(tokio::spawn(watch_status(
+        ctx.db.clone(),
+        job_id,
+        stop.clone(),
+    )));
+    let client = client.stopping_on(stop);
     let (outcome, throttled) =
         licensor_core::directory::count_throttles(process(ctx, &client, &job, &req, items)).await;
     let outcomes = match outcome {
@@ -566,6 +583,33 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     }
     ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
     Ok(())
+}
+
+/// How often a step writing a chunk reads its job's status, so a cancel stops the writes not
+/// sent yet within about this long (plus the requests already in flight).
+const STATUS_WATCH: Duration = Duration::from_millis(250);
+
+/// Raise `stop` as soon as the job is no longer running (cancelled, or gone). A database that
+/// cannot be read raises nothing: the chunk goes on as if nothing happened.
+async fn watch_status(db: licensor_core::db::Db, job_id: Uuid, stop: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(STATUS_WATCH).await;
+        match pipeline::status(&db, job_id).await {
+            Ok(Some(JobStatus::Running)) | Err(_) => {}
+            Ok(_) => {
+                stop.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+}
+
+/// A member whose write was not sent because the job stopped.
+fn not_sent() -> Outcome {
+    Outcome::Left {
+        code: "cancelled".into(),
+        detail: codes::explanation("cancelled").into(),
+    }
 }
 
 /// A name for one step's leases: this process and a random suffix.
@@ -807,13 +851,7 @@ async fn process(
                 break;
             }
             for w in std::mem::take(&mut step.writes) {
-                step.outcomes.push((
-                    w.id,
-                    Outcome::Left {
-                        code: "cancelled".into(),
-                        detail: codes::explanation("cancelled").into(),
-                    },
-                ));
+                step.outcomes.push((w.id, not_sent()));
             }
             break;
         }
@@ -915,6 +953,17 @@ async fn process(
         }
         step.outcomes.push((w.id, outcome));
     }
+    // Writes not sent because the job stopped: skipped as cancelled, unless the job was paused —
+    // then they stay pending, for when it is resumed.
+    let not_sent = |o: &Outcome| matches!(o, Outcome::Left { code, .. } if code == "cancelled");
+    if step.outcomes.iter().any(|(_, o)| not_sent(o))
+        && matches!(
+            pipeline::status(&ctx.db, job.id).await,
+            Ok(Some(JobStatus::Paused))
+        )
+    {
+        step.outcomes.retain(|(_, o)| !not_sent(o));
+    }
     Ok(step.outcomes)
 }
 
@@ -972,7 +1021,9 @@ async fn write(
             let mut failed = Vec::new();
             for (i, r) in needs_location.into_iter().zip(results) {
                 writes[i].location_tried = true;
-                if let Err(e) = r {
+                if let Err(DirectoryError::Stopped) = r {
+                    failed.push((i, not_sent()));
+                } else if let Err(e) = r {
                     match directory_outcome(&e, writes[i].attempts, max_attempts) {
                         Some(o) => failed.push((i, o)),
                         None => {
@@ -999,6 +1050,7 @@ async fn write(
         for (w, r) in std::mem::take(&mut writes).into_iter().zip(results) {
             match r {
                 Ok(()) => written.push(w),
+                Err(DirectoryError::Stopped) => outcomes.push((w.id, not_sent())),
                 // Only a call that removed one license and did nothing else may count as done.
                 Err(DirectoryError::AlreadyDone { detail })
                     if w.add.is_empty() && w.remove.len() == 1 =>

@@ -81,6 +81,10 @@ pub enum DirectoryError {
     /// A group (or other addressed object) that does not exist.
     #[error("not found: {detail}")]
     NotFound { detail: String },
+    /// A write not sent: the client's stop signal was raised (the job was cancelled or
+    /// paused) before the request's turn came. Nothing reached the directory.
+    #[error("not sent: the job was stopped before this write went out")]
+    Stopped,
 }
 
 impl DirectoryError {
@@ -102,9 +106,9 @@ impl DirectoryError {
                 *code
             }
             DirectoryError::NotFound { .. } => ItemCode::UserNotFound,
-            DirectoryError::AlreadyDone { .. } | DirectoryError::CredentialsRejected { .. } => {
-                ItemCode::Other
-            }
+            DirectoryError::AlreadyDone { .. }
+            | DirectoryError::CredentialsRejected { .. }
+            | DirectoryError::Stopped => ItemCode::Other,
         }
     }
 

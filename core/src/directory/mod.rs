@@ -2,6 +2,7 @@
 //! token handling, paging, batching, retries, throttling and error classification.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -193,6 +194,8 @@ struct Collection<T> {
 #[derive(Clone)]
 pub struct DirectoryClient {
     inner: Arc<Inner>,
+    /// Raised when the work these writes belong to stops (see [`DirectoryClient::stopping_on`]).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 struct Inner {
@@ -256,6 +259,23 @@ impl DirectoryClient {
         Self::labelled(config, tuning, String::new())
     }
 
+    /// A clone (same token, in-flight limit and write pacing) whose writes are not sent once
+    /// `stop` is raised: each write is checked when its turn comes — after pacing, right before
+    /// it goes out — and answered [`DirectoryError::Stopped`] instead. Writes already sent finish.
+    /// Reads are not affected.
+    pub fn stopping_on(&self, stop: Arc<AtomicBool>) -> DirectoryClient {
+        DirectoryClient {
+            inner: self.inner.clone(),
+            stop: Some(stop),
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Acquire))
+    }
+
     /// A client whose metrics carry `tenant` (licensor's tenant id, never a name or secret) as
     /// their `tenant` label: `licensor_directory_requests_total`, `…_throttled_total`,
     /// `…_write_budget_used_ratio` and `…_credentials_rejected_total`. Their per-tenant series
@@ -294,6 +314,7 @@ impl DirectoryClient {
             target_percent: tuning.target_throttle_percent,
         });
         Ok(DirectoryClient {
+            stop: None,
             inner: Arc::new(Inner {
                 http,
                 graph_url: config.graph_url.trim_end_matches('/').to_owned(),
@@ -376,6 +397,9 @@ impl DirectoryClient {
             .acquire()
             .await
             .map_err(|_| DirectoryError::unavailable("directory client closed"))?;
+        if writes > 0 && self.stopped() {
+            return Err(DirectoryError::Stopped);
+        }
         let token = inner.tokens.get(&inner.http).await?;
         let mut request = inner.http.request(method, url).bearer_auth(&token);
         let tenant = inner.tenant.clone();

@@ -198,8 +198,9 @@ pub fn expansion_abandoned(job: &job::Model) -> bool {
 /// expansion) is not inserted again. Returns how many were new — the job's counters and, when
 /// given, the expansion's position after this page with its renewed lease move with them in the
 /// same transaction, so a crash never loses a stored page's place — or `None` when the job is no
-/// longer running (cancelled, failed): then nothing is inserted, so a cancel never leaves
-/// members pending behind it.
+/// longer running in run `run_no` (cancelled, failed, or cancelled and run again since): then
+/// nothing is inserted, so a cancel never leaves members pending behind it and every member
+/// belongs to the run that read it.
 pub async fn insert_items(
     db: &Db,
     job_id: Uuid,
@@ -275,12 +276,14 @@ pub async fn insert_items(
     }
     let txn = db.begin().await?;
     // Take the job's row first (SQLite's write lock, PostgreSQL's row lock): a cancel waits for
-    // this page, or this page sees the cancel.
+    // this page, or this page sees the cancel — and a step of an earlier run (cancelled, then
+    // run again while it read) stores nothing under its old run number.
     let running = job::Entity::update_many()
         .col_expr(job::Column::UpdatedAt, Expr::value(t))
         .col_expr(job::Column::LastProgressAt, Expr::value(t))
         .filter(job::Column::Id.eq(job_id))
         .filter(job::Column::Status.eq(JobStatus::Running.as_str()))
+        .filter(job::Column::Runs.eq(run_no))
         .exec(&txn)
         .await?
         .rows_affected;
