@@ -515,6 +515,10 @@ impl<'a> Predictor<'a> {
     }
 }
 
+/// Members predicted per page of [`conclude`] (their ids are bound in one statement per
+/// distinct prediction: well below SQLite's 32,766 parameters).
+const PREDICT_PAGE: u64 = 5000;
+
 /// Predict every member of an expanded preview job, in member order, from the snapshot its
 /// expansion read, store each member's prediction and the summary, and end the job
 /// `previewed`. Returns the summary, or `None` when the job is no longer running (cancelled).
@@ -534,13 +538,15 @@ pub async fn conclude(
             .filter(job_item::Column::JobId.eq(job.id))
             .filter(job_item::Column::Id.gt(after))
             .order_by_asc(job_item::Column::Id)
-            .limit(1000)
+            .limit(PREDICT_PAGE)
             .into_tuple()
             .all(db)
             .await?;
         let Some(last) = page.last() else { break };
         after = last.0;
-        let txn = db.begin().await?;
+        // Most members share their prediction (the same outcome, code and detail): one
+        // statement per distinct prediction in the page, not one per member.
+        let mut same: BTreeMap<String, (serde_json::Value, Vec<i64>)> = BTreeMap::new();
         for (id, licenses) in page {
             // Every member's snapshot was read by this preview's expansion.
             let snap: Snapshot = licenses
@@ -548,9 +554,16 @@ pub async fn conclude(
                 .unwrap_or_default();
             let p = predictor.predict(&snap);
             let v = serde_json::to_value(&p).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            same.entry(v.to_string())
+                .or_insert_with(|| (v, Vec::new()))
+                .1
+                .push(id);
+        }
+        let txn = db.begin().await?;
+        for (v, ids) in same.into_values() {
             job_item::Entity::update_many()
                 .col_expr(job_item::Column::Prediction, Expr::value(v))
-                .filter(job_item::Column::Id.eq(id))
+                .filter(job_item::Column::Id.is_in(ids))
                 .exec(&txn)
                 .await?;
         }
