@@ -744,6 +744,43 @@ async fn later_permanent_assign_keeps_a_temporary_one(backend: Backend) {
     // Both jobs still tell the truth, member by member.
     assert_eq!(s.truth(&permanent).await, 250);
     assert_eq!(s.truth(&temporary).await, 250);
+    // A kept member's history: the two assigns, newest first, and no removal.
+    let kept_member = s
+        .app
+        .all_items(&s.viewer, &temporary)
+        .await
+        .into_iter()
+        .find(|i| i["status"] == "succeeded")
+        .unwrap();
+    let history = s
+        .app
+        .get_json(
+            &format!(
+                "/v1/members/{}/history",
+                kept_member["user_id"].as_str().unwrap()
+            ),
+            &s.viewer,
+        )
+        .await;
+    let entries = history["data"].as_array().unwrap();
+    let jobs: Vec<&str> = entries
+        .iter()
+        .map(|e| e["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        jobs[..2],
+        [permanent.as_str(), temporary.as_str()],
+        "{history}"
+    );
+    assert!(
+        entries[1]["note"].as_str().unwrap().contains(&kept),
+        "{history}"
+    );
+    assert!(
+        entries[2..].iter().all(|e| e["kind"] == "remove"
+            && e["job_created_at"].as_str() < entries[1]["job_created_at"].as_str()),
+        "{history}"
+    );
     s.finish().await;
 }
 on_both_backends!(later_permanent_assign_keeps_a_temporary_one);
@@ -883,6 +920,74 @@ async fn later_assign_of_one_license_keeps_only_that_one(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(later_assign_of_one_license_keeps_only_that_one);
+
+/// A temporary assign of two licenses to members of whom five held one of them before: when it
+/// comes due, those five keep that one and lose the other; the rest lose both — one removal job
+/// per set of licenses to remove.
+async fn expiry_keeps_a_license_held_before_the_job(backend: Backend) {
+    let Some(s) = setup(backend, "[sweeps]\nexpiries = \"* * * * * *\"\n").await else {
+        return;
+    };
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let members = s
+        .run(json!({"kind": "remove", "groups": [sales], "remove_licenses": [ENTERPRISEPACK_SKU_ID]}))
+        .await;
+    let held_before: HashSet<String> = s
+        .app
+        .all_items(&s.viewer, members["id"].as_str().unwrap())
+        .await
+        .iter()
+        .take(5)
+        .map(|i| i["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    for u in &held_before {
+        s.change_licenses(u, &[ENTERPRISEPACK_SKU_ID], &[]).await;
+    }
+    let temporary = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}, {"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE", "expires_in": {"value": 1, "unit": "days"}}))
+        .await;
+    assert_eq!(temporary["progress"]["succeeded"], 250, "{temporary}");
+    let temporary = temporary["id"].as_str().unwrap().to_owned();
+    make_due(&s, &temporary).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let removals = loop {
+        let r = removals_of(&s, &temporary).await;
+        if r.len() == 2 {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut removed = 0;
+    for removal in &removals {
+        let id = removal["id"].as_str().unwrap();
+        let removal = s.wait(id).await;
+        assert_eq!(removal["status"], "finished", "{removal}");
+        let only_e5 = removal["request"]["remove_licenses"] == json!([SPE_E5_SKU_ID]);
+        for item in s.app.all_items(&s.viewer, id).await {
+            let user_id = item["user_id"].as_str().unwrap();
+            assert_eq!(held_before.contains(user_id), only_e5, "{item}");
+            let user = s.user(user_id).await;
+            assert_eq!(holds(&user, ENTERPRISEPACK_SKU_ID).0, only_e5, "{user}");
+            assert!(!holds(&user, SPE_E5_SKU_ID).0, "{user}");
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 250);
+    for item in s.app.all_items(&s.viewer, &temporary).await {
+        let note = item["note"].as_str().unwrap_or_default();
+        let kept = note.contains(&format!(
+            "kept {ENTERPRISEPACK_SKU_ID}: held before the job"
+        ));
+        assert_eq!(
+            kept,
+            held_before.contains(item["user_id"].as_str().unwrap()),
+            "{item}"
+        );
+    }
+    s.finish().await;
+}
+on_both_backends!(expiry_keeps_a_license_held_before_the_job);
 
 async fn list_jobs(s: &Setup, query: &str) -> Vec<Value> {
     let page: Value = s

@@ -1436,6 +1436,7 @@ pub async fn create_expiry_removals(db: &Db, at: DateTime<Utc>) -> StoreResult<V
             job_item::Entity::update_many()
                 .col_expr(job_item::Column::DueAt, Expr::value(due_at))
                 .col_expr(job_item::Column::ErrorDetail, Expr::value(detail))
+                .col_expr(job_item::Column::UpdatedAt, Expr::value(t))
                 .filter(job_item::Column::JobId.eq(parent.id))
                 .filter(job_item::Column::Id.eq(id))
                 .exec(&txn)
