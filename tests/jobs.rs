@@ -628,6 +628,367 @@ async fn temporary_assignment_is_removed_when_due(backend: Backend) {
 }
 on_both_backends!(temporary_assignment_is_removed_when_due);
 
+/// Move every due time of a job's members to just now, as if its time were up.
+async fn make_due(s: &Setup, job_id: &str) {
+    let id: uuid::Uuid = job_id.parse().unwrap();
+    job_item::Entity::update_many()
+        .col_expr(
+            job_item::Column::DueAt,
+            Expr::value(chrono::Utc::now() - chrono::Duration::seconds(1)),
+        )
+        .filter(job_item::Column::JobId.eq(id))
+        .filter(job_item::Column::DueAt.is_not_null())
+        .exec(&s.app.db)
+        .await
+        .unwrap();
+}
+
+/// A job's members, straight from the database.
+async fn item_rows(s: &Setup, job_id: &str) -> Vec<job_item::Model> {
+    let id: uuid::Uuid = job_id.parse().unwrap();
+    job_item::Entity::find()
+        .filter(job_item::Column::JobId.eq(id))
+        .all(&s.app.db)
+        .await
+        .unwrap()
+}
+
+/// Wait until the expiry sweep has dealt with a job's members that came due: none is due any
+/// more (the sweep runs every second).
+async fn wait_swept(s: &Setup, job_id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let now = chrono::Utc::now();
+    loop {
+        let due = item_rows(s, job_id)
+            .await
+            .into_iter()
+            .filter(|i| i.due_at.is_some_and(|d| d <= now))
+            .count();
+        if due == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{due} members still due"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The removal jobs created for the temporary assign `parent`.
+async fn removals_of(s: &Setup, parent: &str) -> Vec<Value> {
+    list_jobs(s, "kind=remove")
+        .await
+        .into_iter()
+        .filter(|r| r["parent_job_id"] == parent)
+        .collect()
+}
+
+/// A temporary assign followed by a permanent assign of the same license: when the temporary
+/// one comes due, its members are kept (the later job still says they hold it, and they do),
+/// the members that held it before either job too, and no removal job is created.
+async fn later_permanent_assign_keeps_a_temporary_one(backend: Backend) {
+    let Some(s) = setup(backend, "[sweeps]\nexpiries = \"* * * * * *\"\n").await else {
+        return;
+    };
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    // Five members hold the license before either job (a remove first lists the members).
+    let members = s
+        .run(json!({"kind": "remove", "groups": [sales], "remove_licenses": [ENTERPRISEPACK_SKU_ID]}))
+        .await;
+    let members = s
+        .app
+        .all_items(&s.viewer, members["id"].as_str().unwrap())
+        .await;
+    let held_before: Vec<String> = members
+        .iter()
+        .take(5)
+        .map(|i| i["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    for u in &held_before {
+        s.change_licenses(u, &[ENTERPRISEPACK_SKU_ID], &[]).await;
+    }
+    let temporary = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE", "expires_in": {"value": 1, "unit": "days"}}))
+        .await;
+    assert_eq!(temporary["status"], "finished", "{temporary}");
+    assert_eq!(temporary["progress"]["succeeded"], 245, "{temporary}");
+    assert_eq!(temporary["progress"]["skipped"], 5, "{temporary}");
+    let temporary = temporary["id"].as_str().unwrap().to_owned();
+    let permanent = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+        .await;
+    assert_eq!(permanent["progress"]["skipped"], 250, "{permanent}");
+    let permanent = permanent["id"].as_str().unwrap().to_owned();
+
+    make_due(&s, &temporary).await;
+    wait_swept(&s, &temporary).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(removals_of(&s, &temporary).await.is_empty());
+    // Nothing comes due again.
+    assert!(
+        item_rows(&s, &temporary)
+            .await
+            .iter()
+            .all(|i| i.due_at.is_none())
+    );
+    let kept = format!("kept {ENTERPRISEPACK_SKU_ID}: assigned without end by job {permanent}");
+    for item in s.app.all_items(&s.viewer, &temporary).await {
+        if item["status"] == "succeeded" {
+            let note = item["note"].as_str().unwrap_or_default();
+            assert!(note.contains(&kept), "{item}");
+        } else {
+            assert!(held_before.contains(&item["user_id"].as_str().unwrap().to_owned()));
+        }
+    }
+    // Both jobs still tell the truth, member by member.
+    assert_eq!(s.truth(&permanent).await, 250);
+    assert_eq!(s.truth(&temporary).await, 250);
+    // A kept member's history: the two assigns, newest first, and no removal.
+    let kept_member = s
+        .app
+        .all_items(&s.viewer, &temporary)
+        .await
+        .into_iter()
+        .find(|i| i["status"] == "succeeded")
+        .unwrap();
+    let history = s
+        .app
+        .get_json(
+            &format!(
+                "/v1/members/{}/history",
+                kept_member["user_id"].as_str().unwrap()
+            ),
+            &s.viewer,
+        )
+        .await;
+    let entries = history["data"].as_array().unwrap();
+    let jobs: Vec<&str> = entries
+        .iter()
+        .map(|e| e["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        jobs[..2],
+        [permanent.as_str(), temporary.as_str()],
+        "{history}"
+    );
+    assert!(
+        entries[1]["note"].as_str().unwrap().contains(&kept),
+        "{history}"
+    );
+    assert!(
+        entries[2..].iter().all(|e| e["kind"] == "remove"
+            && e["job_created_at"].as_str() < entries[1]["job_created_at"].as_str()),
+        "{history}"
+    );
+    s.finish().await;
+}
+on_both_backends!(later_permanent_assign_keeps_a_temporary_one);
+
+/// A temporary assign followed by a temporary one that ends later: the first one's end removes
+/// nothing and its members come due again when the later one ends; then the license is removed
+/// once, by one removal job.
+async fn later_temporary_assign_keeps_it_until_it_ends(backend: Backend) {
+    let Some(s) = setup(backend, "[sweeps]\nexpiries = \"* * * * * *\"\n").await else {
+        return;
+    };
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let first = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE", "expires_in": {"value": 1, "unit": "days"}}))
+        .await;
+    assert_eq!(first["progress"]["succeeded"], 250, "{first}");
+    let first = first["id"].as_str().unwrap().to_owned();
+    let second = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE", "expires_in": {"value": 2, "unit": "weeks"}}))
+        .await;
+    assert_eq!(second["progress"]["skipped"], 250, "{second}");
+    let second = second["id"].as_str().unwrap().to_owned();
+    // The members found holding it record until when the second job wants it kept.
+    let until: HashMap<String, chrono::DateTime<chrono::Utc>> = item_rows(&s, &second)
+        .await
+        .into_iter()
+        .map(|i| (i.user_id.clone(), i.due_at.expect("a due time")))
+        .collect();
+    assert!(
+        until
+            .values()
+            .all(|d| *d > chrono::Utc::now() + chrono::Duration::days(13))
+    );
+
+    // The first job's day is up: nothing is removed, its members are due when the second ends.
+    make_due(&s, &first).await;
+    wait_swept(&s, &first).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(removals_of(&s, &first).await.is_empty());
+    assert!(removals_of(&s, &second).await.is_empty());
+    for item in item_rows(&s, &first).await {
+        assert_eq!(item.due_at, Some(until[&item.user_id]), "{item:?}");
+        let note = item.error_detail.unwrap_or_default();
+        assert!(note.contains(&format!("by job {second}")), "{note}");
+    }
+    assert_eq!(s.truth(&first).await, 250);
+
+    // Two weeks pass: removed once. (The second job's time is up first, so a sweep in between
+    // cannot find the first one due while the second still wants the license.)
+    make_due(&s, &second).await;
+    make_due(&s, &first).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let removal = loop {
+        if let Some(r) = removals_of(&s, &first).await.first() {
+            break r.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no removal job");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let removal = s.wait(removal["id"].as_str().unwrap()).await;
+    assert_eq!(removal["status"], "finished", "{removal}");
+    assert_eq!(removal["progress"]["succeeded"], 250, "{removal}");
+    for item in s
+        .app
+        .all_items(&s.viewer, removal["id"].as_str().unwrap())
+        .await
+    {
+        let user = s.user(item["user_id"].as_str().unwrap()).await;
+        assert!(!holds(&user, ENTERPRISEPACK_SKU_ID).0, "{user}");
+    }
+    wait_swept(&s, &second).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(list_jobs(&s, "kind=remove").await.len(), 1);
+    assert!(
+        item_rows(&s, &first)
+            .await
+            .iter()
+            .chain(item_rows(&s, &second).await.iter())
+            .all(|i| i.due_at.is_none())
+    );
+    s.finish().await;
+}
+on_both_backends!(later_temporary_assign_keeps_it_until_it_ends);
+
+/// A temporary assign of two licenses, then a permanent assign of one of them: when the first
+/// comes due, only the other license is removed.
+async fn later_assign_of_one_license_keeps_only_that_one(backend: Backend) {
+    let Some(s) = setup(backend, "[sweeps]\nexpiries = \"* * * * * *\"\n").await else {
+        return;
+    };
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let temporary = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}, {"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE", "expires_in": {"value": 1, "unit": "days"}}))
+        .await;
+    assert_eq!(temporary["status"], "finished", "{temporary}");
+    let temporary = temporary["id"].as_str().unwrap().to_owned();
+    let permanent = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}))
+        .await;
+    assert_eq!(permanent["progress"]["skipped"], 250, "{permanent}");
+    let permanent = permanent["id"].as_str().unwrap().to_owned();
+
+    make_due(&s, &temporary).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let removal = loop {
+        if let Some(r) = removals_of(&s, &temporary).await.first() {
+            break r.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no removal job");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let removal = s.wait(removal["id"].as_str().unwrap()).await;
+    assert_eq!(removal["status"], "finished", "{removal}");
+    assert_eq!(
+        removal["request"]["remove_licenses"],
+        json!([SPE_E5_SKU_ID]),
+        "{removal}"
+    );
+    let items = s
+        .app
+        .all_items(&s.viewer, removal["id"].as_str().unwrap())
+        .await;
+    assert_eq!(items.len(), 250);
+    for item in &items {
+        let user = s.user(item["user_id"].as_str().unwrap()).await;
+        assert!(holds(&user, ENTERPRISEPACK_SKU_ID).0, "{user}");
+        assert!(!holds(&user, SPE_E5_SKU_ID).0, "{user}");
+    }
+    let kept = format!("kept {ENTERPRISEPACK_SKU_ID}: assigned without end by job {permanent}");
+    for item in s.app.all_items(&s.viewer, &temporary).await {
+        let note = item["note"].as_str().unwrap_or_default();
+        assert!(note.contains(&kept), "{item}");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(removals_of(&s, &temporary).await.len(), 1);
+    assert_eq!(s.truth(&permanent).await, 250);
+    s.finish().await;
+}
+on_both_backends!(later_assign_of_one_license_keeps_only_that_one);
+
+/// A temporary assign of two licenses to members of whom five held one of them before: when it
+/// comes due, those five keep that one and lose the other; the rest lose both — one removal job
+/// per set of licenses to remove.
+async fn expiry_keeps_a_license_held_before_the_job(backend: Backend) {
+    let Some(s) = setup(backend, "[sweeps]\nexpiries = \"* * * * * *\"\n").await else {
+        return;
+    };
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let members = s
+        .run(json!({"kind": "remove", "groups": [sales], "remove_licenses": [ENTERPRISEPACK_SKU_ID]}))
+        .await;
+    let held_before: HashSet<String> = s
+        .app
+        .all_items(&s.viewer, members["id"].as_str().unwrap())
+        .await
+        .iter()
+        .take(5)
+        .map(|i| i["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    for u in &held_before {
+        s.change_licenses(u, &[ENTERPRISEPACK_SKU_ID], &[]).await;
+    }
+    let temporary = s
+        .run(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}, {"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE", "expires_in": {"value": 1, "unit": "days"}}))
+        .await;
+    assert_eq!(temporary["progress"]["succeeded"], 250, "{temporary}");
+    let temporary = temporary["id"].as_str().unwrap().to_owned();
+    make_due(&s, &temporary).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let removals = loop {
+        let r = removals_of(&s, &temporary).await;
+        if r.len() == 2 {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut removed = 0;
+    for removal in &removals {
+        let id = removal["id"].as_str().unwrap();
+        let removal = s.wait(id).await;
+        assert_eq!(removal["status"], "finished", "{removal}");
+        let only_e5 = removal["request"]["remove_licenses"] == json!([SPE_E5_SKU_ID]);
+        for item in s.app.all_items(&s.viewer, id).await {
+            let user_id = item["user_id"].as_str().unwrap();
+            assert_eq!(held_before.contains(user_id), only_e5, "{item}");
+            let user = s.user(user_id).await;
+            assert_eq!(holds(&user, ENTERPRISEPACK_SKU_ID).0, only_e5, "{user}");
+            assert!(!holds(&user, SPE_E5_SKU_ID).0, "{user}");
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 250);
+    for item in s.app.all_items(&s.viewer, &temporary).await {
+        let note = item["note"].as_str().unwrap_or_default();
+        let kept = note.contains(&format!(
+            "kept {ENTERPRISEPACK_SKU_ID}: held before the job"
+        ));
+        assert_eq!(
+            kept,
+            held_before.contains(item["user_id"].as_str().unwrap()),
+            "{item}"
+        );
+    }
+    s.finish().await;
+}
+on_both_backends!(expiry_keeps_a_license_held_before_the_job);
+
 async fn list_jobs(s: &Setup, query: &str) -> Vec<Value> {
     let page: Value = s
         .app

@@ -715,9 +715,13 @@ impl Step {
             None => plan::decide(req, snap, fresh),
         };
         match decision {
-            Decision::Skip(note) => self
-                .outcomes
-                .push((m.id, Outcome::Skipped { note: Some(note) })),
+            Decision::Skip(note) => self.outcomes.push((
+                m.id,
+                Outcome::Skipped {
+                    note: Some(note),
+                    due_at: None,
+                },
+            )),
             Decision::Fail(code, detail) => self.outcomes.push((
                 m.id,
                 Outcome::Failed {
@@ -964,6 +968,15 @@ async fn process(
     {
         step.outcomes.retain(|(_, o)| !not_sent(o));
     }
+    // A temporary assign's member that already held the licenses records the job's due time
+    // too: an earlier temporary assignment is not removed before it.
+    if req.kind == JobKind::Assign && due_at.is_some() {
+        for (_, o) in &mut step.outcomes {
+            if let Outcome::Skipped { due_at: d, .. } = o {
+                *d = due_at;
+            }
+        }
+    }
     Ok(step.outcomes)
 }
 
@@ -1059,6 +1072,7 @@ async fn write(
                         w.id,
                         Outcome::Skipped {
                             note: Some(format!("already in the desired state: {detail}")),
+                            due_at: None,
                         },
                     ))
                 }
@@ -1098,6 +1112,7 @@ fn directory_outcome(e: &DirectoryError, attempts: i32, max_attempts: i32) -> Op
         DirectoryError::CredentialsRejected { .. } => None,
         DirectoryError::AlreadyDone { detail } => Some(Outcome::Skipped {
             note: Some(format!("already in the desired state: {detail}")),
+            due_at: None,
         }),
         DirectoryError::Transient {
             code,
