@@ -19,7 +19,10 @@
 //! With `--preview` a preview of the same assign runs first (it reads the group and predicts
 //! every member, writing nothing); its line gets `preview` — its wall time and running time, and
 //! the directory's writes during it (0) — beside the real job's `members_read_seconds`, the
-//! expansion part of a real job.
+//! expansion part of a real job. With `--launch` too, the real job is the preview's launch: every
+//! member is read afresh (`$batch` reads) before it is written, and `read_throttled_429` shows
+//! whether those reads stayed inside the directory's read budget, e.g.
+//! `--scenario throttle --members 5000 --preview --launch`.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -111,6 +114,12 @@ struct Args {
     /// `msp`.
     #[arg(long)]
     preview: bool,
+    /// With `--preview`: the real job is the preview's launch (`POST /v1/jobs/{id}/launch`), so
+    /// every member is read afresh through `$batch` before it is written — the read load of a
+    /// rerun, an expiry removal or a resumed job. The line's `read_throttled_429` counts the
+    /// reads the directory refused.
+    #[arg(long, requires = "preview")]
+    launch: bool,
 }
 
 /// `LIMIT/WINDOW_MS`, both positive integers.
@@ -682,7 +691,10 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
         spend_budget(&http, &a, args.budget_used).await?;
     }
     let started = Instant::now();
-    let job_a = submit(&http, &d, &tokens[0], &args.kind, &args.export_format).await?;
+    let job_a = match (&preview, args.launch) {
+        (Some((id, _)), true) => launch_preview(&http, &d, &tokens[0], id).await?,
+        _ => submit(&http, &d, &tokens[0], &args.kind, &args.export_format).await?,
+    };
     let mut fairness = Value::Null;
     if let Some(b) = &b {
         // Let A's job get going, then time B's small job while A's runs.
@@ -797,7 +809,7 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
         if !fairness.is_null() {
             obj.insert("fairness".into(), fairness);
         }
-        if let Some(preview) = preview {
+        if let Some((_, preview)) = preview {
             obj.insert("preview".into(), preview);
         }
     }
@@ -809,17 +821,35 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
     Ok(line)
 }
 
-/// A preview of the assign to the whole group, timed: its wall time (submit to `previewed`),
+/// A preview of the assign to the whole group, timed (its job id, and the figures): its wall time (submit to `previewed`),
 /// its running time (started → finished), when its members were all read, and the directory's
 /// writes while it ran (none are expected). The emulator's counters are not reset: the real job
 /// that follows counts its writes on top of 0.
+/// `POST /v1/jobs/{id}/launch` of a preview; the job's id again (anything but 202 is an error).
+async fn launch_preview(
+    http: &reqwest::Client,
+    d: &Deployment,
+    token: &str,
+    id: &str,
+) -> anyhow::Result<String> {
+    let resp = http
+        .post(format!("{}/v1/jobs/{id}/launch", d.url))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    if resp.status().as_u16() != 202 {
+        bail!("launch: {} {}", resp.status(), resp.text().await?);
+    }
+    Ok(id.to_owned())
+}
+
 async fn preview_figures(
     http: &reqwest::Client,
     d: &Deployment,
     token: &str,
     emulator: &EmulatorHandle,
     timeout: Duration,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<(String, Value)> {
     let groups = get_json(
         http,
         &format!("{}/v1/directory/groups?search=All", d.url),
@@ -859,14 +889,17 @@ async fn preview_figures(
         (Some(a), Some(b)) => ((b - a).num_milliseconds() as f64 / 1000.0).into(),
         _ => Value::Null,
     };
-    Ok(json!({
-        "wall_seconds": (wall * 100.0).round() / 100.0,
-        "running_seconds": secs(at("started_at"), at("finished_at")),
-        "members_read_seconds": secs(at("started_at"), at("expanded_at")),
-        "members": job["preview"]["members"],
-        "would_fail": job["preview"]["would_fail"],
-        "directory_writes": n(&after).saturating_sub(n(&before)),
-    }))
+    Ok((
+        id,
+        json!({
+            "wall_seconds": (wall * 100.0).round() / 100.0,
+            "running_seconds": secs(at("started_at"), at("finished_at")),
+            "members_read_seconds": secs(at("started_at"), at("expanded_at")),
+            "members": job["preview"]["members"],
+            "would_fail": job["preview"]["would_fail"],
+            "directory_writes": n(&after).saturating_sub(n(&before)),
+        }),
+    ))
 }
 
 /// Spend `writes` of the app's write budget as another client of the tenant would: `PATCH`es of
