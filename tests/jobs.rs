@@ -1278,6 +1278,27 @@ async fn cancel_skips_pending_members(backend: Backend) {
 }
 on_both_backends!(cancel_skips_pending_members);
 
+/// `All Staff` (2,500 members, all with a usage location) behind a directory answering in
+/// 400 ms, and an assign of ENTERPRISEPACK to it just submitted: (the set-up, the job id).
+async fn slow_assign_to_all_staff(backend: Backend) -> Option<(Setup, String)> {
+    let mut sc = scenario();
+    sc.users = 2_500;
+    sc.users_without_usage_location = 0.0;
+    sc.groups = vec![GroupSpec {
+        leading_users: true,
+        ..GroupSpec::new("All Staff", 2_500)
+    }];
+    sc.skus = vec![sku_of("ENTERPRISEPACK", 10_000)];
+    let s = setup_with(backend, "", sc).await?;
+    let all = s.app.group_id(&s.admin, "All Staff").await;
+    s.faults(json!({"latency_ms": 400})).await;
+    let job = s
+        .submit(json!({"kind": "assign", "groups": [all], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    Some((s, id))
+}
+
 /// A cancel stops the writes of a chunk already being worked, not only the next chunk: with
 /// 500 members to a chunk, two requests in flight and a slow directory, only the `$batch`es
 /// already sent when the cancel is seen are written; every other member of the chunk is
@@ -1364,23 +1385,9 @@ on_both_backends!(cancel_stops_the_writes_of_a_chunk_being_worked);
 /// still reading a page — and cancelled again mid-read: every member belongs to the run that
 /// read it, each run's counts cover its members, and a last rerun finishes them all.
 async fn rerun_during_expansion_keeps_members_in_their_run(backend: Backend) {
-    let mut sc = scenario();
-    sc.users = 2_500;
-    sc.users_without_usage_location = 0.0;
-    sc.groups = vec![GroupSpec {
-        leading_users: true,
-        ..GroupSpec::new("All Staff", 2_500)
-    }];
-    sc.skus = vec![sku_of("ENTERPRISEPACK", 10_000)];
-    let Some(s) = setup_with(backend, "", sc).await else {
+    let Some((s, id)) = slow_assign_to_all_staff(backend).await else {
         return;
     };
-    let all = s.app.group_id(&s.admin, "All Staff").await;
-    s.faults(json!({"latency_ms": 400})).await;
-    let job = s
-        .submit(json!({"kind": "assign", "groups": [all], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}))
-        .await;
-    let id = job["id"].as_str().unwrap().to_owned();
     let wait_total = |above: u64| {
         let s = &s;
         let id = id.clone();
@@ -1703,23 +1710,9 @@ on_both_backends!(members_changed_during_a_slow_job);
 /// Fault 4 and acceptance 4: a cancel while the groups are still being read stops the reading
 /// at the next page; nothing is left pending; a rerun resumes and finishes the members not done.
 async fn cancel_during_expansion_stops_reading(backend: Backend) {
-    let mut sc = scenario();
-    sc.users = 2_500;
-    sc.users_without_usage_location = 0.0;
-    sc.groups = vec![GroupSpec {
-        leading_users: true,
-        ..GroupSpec::new("All Staff", 2_500)
-    }];
-    sc.skus = vec![sku_of("ENTERPRISEPACK", 10_000)];
-    let Some(s) = setup_with(backend, "", sc).await else {
+    let Some((s, id)) = slow_assign_to_all_staff(backend).await else {
         return;
     };
-    let all = s.app.group_id(&s.admin, "All Staff").await;
-    s.faults(json!({"latency_ms": 400})).await;
-    let job = s
-        .submit(json!({"kind": "assign", "groups": [all], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}))
-        .await;
-    let id = job["id"].as_str().unwrap().to_owned();
     loop {
         let j = s.job(&id).await;
         if j["progress"]["total"].as_u64().unwrap_or(0) > 0 {

@@ -662,6 +662,14 @@ pub async fn record(
         }
     }
     let txn = db.begin().await?;
+    // The job's row first, as every other transaction on a job takes it (rerun, cancel, launch,
+    // expansion's stores): taken after the items, it closed a lock cycle with a rerun holding
+    // the row and waiting for these items, and PostgreSQL aborted one side as a deadlock.
+    job::Entity::update_many()
+        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .filter(job::Column::Id.eq(job_id))
+        .exec(&txn)
+        .await?;
     let (mut succeeded, mut failed, mut skipped) = (0i64, 0i64, 0i64);
     for (_, (outcome, ids)) in groups {
         for ids in ids.chunks(ITEMS_PER_STATEMENT) {
