@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use futures::StreamExt;
 use futures::future::join_all;
-use futures::stream::{self, StreamExt};
+use futures::stream::FuturesUnordered;
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -151,20 +152,23 @@ impl DirectoryClient {
         let mut out = Vec::with_capacity(indexes.len());
         let mut pending: Vec<usize> = indexes.to_vec();
         for again in 0..=REQUEUES {
-            let parts = stream::unfold(pending.as_slice(), |rest| async move {
-                if rest.is_empty() {
-                    return None;
+            let mut results: Vec<(usize, Result<(), DirectoryError>)> = Vec::new();
+            let mut sending = FuturesUnordered::new();
+            let mut rest: &[usize] = &pending;
+            while !rest.is_empty() {
+                tokio::select! {
+                    grant = limiter.acquire_up_to(rest.len() as u32) => {
+                        let (now, later) = rest.split_at((grant.writes() as usize).min(rest.len()));
+                        sending.push(self.send_granted(ops, now, grant));
+                        rest = later;
+                    }
+                    Some(done) = sending.next(), if !sending.is_empty() => results.extend(done),
                 }
-                let grant = limiter.acquire_up_to(rest.len() as u32).await;
-                let (now, later) = rest.split_at((grant.writes() as usize).min(rest.len()));
-                Some(((grant, now), later))
-            });
-            let results: Vec<(usize, Result<(), DirectoryError>)> = parts
-                .map(|(grant, part)| self.send_granted(ops, part, grant))
-                .buffer_unordered(MAX_BATCH)
-                .flat_map(stream::iter)
-                .collect()
-                .await;
+            }
+            while let Some(done) = sending.next().await {
+                results.extend(done);
+            }
+            drop(sending);
             let mut refused = Vec::new();
             for (i, r) in results {
                 match r {

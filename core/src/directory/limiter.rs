@@ -67,8 +67,12 @@ const FIRST_BURST: u64 = 20;
 const WINDOW_PRECISION: f64 = 0.005;
 /// ... or this close in absolute terms.
 const WINDOW_PRECISION_MIN: Duration = Duration::from_millis(4);
-/// Slack added to the window's upper bound when scheduling.
-const WINDOW_MARGIN: Duration = Duration::from_millis(2);
+/// Slack added to the window's upper bound when scheduling, at first; each 429 the schedule
+/// did not expect adds [`MARGIN_STEP`] (up to [`MARGIN_MAX`]) and halves the send-ahead, since
+/// times measured on our side carry the noise of both answers.
+const WINDOW_MARGIN: Duration = Duration::from_millis(5);
+const MARGIN_STEP: Duration = Duration::from_millis(4);
+const MARGIN_MAX: Duration = Duration::from_millis(50);
 /// Refused probes allowed: this many, plus one per [`PROBE_WRITES_PER_REFUSAL`] writes granted.
 const PROBE_REFUSALS_BASE: u64 = 8;
 const PROBE_WRITES_PER_REFUSAL: u64 = 400;
@@ -248,6 +252,10 @@ struct State {
     granted: u64,
     throttled: u64,
     rtts: VecDeque<Duration>,
+    /// Share of the shortest round trip sent ahead of a slot freeing.
+    lead_share: f64,
+    /// Added to the window's upper bound when scheduling.
+    margin: Duration,
     last_grant: Option<(Instant, u32)>,
 }
 
@@ -265,17 +273,24 @@ enum Decision {
 }
 
 impl State {
-    /// How far ahead of a slot freeing a write may be sent: the shortest round trip seen, less
-    /// a fifth (a write cannot be charged before it reaches the directory).
+    /// How far ahead of a slot freeing a write may be sent: half the shortest round trip seen
+    /// at first (a write cannot be charged before it reaches the directory), less after
+    /// unexpected 429s.
     fn lead(&self) -> Duration {
         self.rtts
             .iter()
             .min()
-            .map_or(Duration::ZERO, |d| d.mul_f64(0.8))
+            .map_or(Duration::ZERO, |d| d.mul_f64(self.lead_share))
     }
 
     fn window(&self) -> Option<Duration> {
-        self.w_hi.map(|w| w + WINDOW_MARGIN)
+        self.w_hi.map(|w| w + self.margin)
+    }
+
+    /// A 429 the schedule did not expect: be more careful with timing from now on.
+    fn more_careful(&mut self) {
+        self.margin = (self.margin + MARGIN_STEP).min(MARGIN_MAX);
+        self.lead_share /= 2.0;
     }
 
     fn capacity(&self, config: &LimiterConfig) -> Option<u64> {
@@ -283,11 +298,16 @@ impl State {
             .map(|l| ((l as f64 * config.target_percent / 100.0).floor() as u64).max(1))
     }
 
+    /// Whether the window's bounds are as close as probing can bring them: 0.5 % of it, or the
+    /// shortest round trip (a probe's age is measured with a round trip's uncertainty).
     fn window_known(&self) -> bool {
         match self.w_hi {
             Some(hi) => {
+                let rtt = self.rtts.iter().min().copied().unwrap_or_default();
                 let gap = hi.saturating_sub(self.w_lo);
-                gap <= WINDOW_PRECISION_MIN.max(hi.mul_f64(WINDOW_PRECISION))
+                gap <= WINDOW_PRECISION_MIN
+                    .max(hi.mul_f64(WINDOW_PRECISION))
+                    .max(rtt)
             }
             None => false,
         }
@@ -401,13 +421,15 @@ impl State {
         }
     }
 
-    /// Our writes answered less than the window's lower bound ago: in the window for sure.
-    fn certainly_in_window(&self, now: Instant) -> u64 {
-        let Some(since) = now.checked_sub(self.w_lo) else {
-            return self.log.len() as u64;
-        };
-        let first = self.log.partition_point(|e| e.at <= since);
-        self.log.iter().skip(first).filter(|e| !e.foreign).count() as u64
+    /// Our writes certainly in the window when a write sent at `sent` was charged: those
+    /// answered before it was sent (so charged before it), less than half the window's lower
+    /// bound before `now` (half, since answer times carry the noise of the way back).
+    fn certainly_in_window(&self, sent: Instant, now: Instant) -> u64 {
+        let since = now.checked_sub(self.w_lo / 2);
+        self.log
+            .iter()
+            .filter(|e| !e.foreign && e.at <= sent && since.is_none_or(|t| e.at > t))
+            .count() as u64
     }
 
     fn push(&mut self, at: Instant, foreign: bool) {
@@ -523,7 +545,7 @@ impl Shared {
             Kind::Fill { .. } | Kind::Scheduled => {
                 let cap = s.capacity(&config);
                 s.trim(now);
-                for a in answers {
+                for (j, a) in answers.iter().enumerate() {
                     match *a {
                         WriteAnswer::Accepted { reading } => {
                             s.push(now, false);
@@ -539,7 +561,7 @@ impl Shared {
                                 // in the window fill it).
                                 if let Some(i) = s.log.iter().position(|e| e.foreign) {
                                     s.log.remove(i);
-                                } else if s.certainly_in_window(now) >= cap {
+                                } else if s.certainly_in_window(sent, now) + j as u64 + 1 >= cap {
                                     s.limit = s.limit.map(|l| l + 1);
                                     tracing::debug!(limit = ?s.limit, "write pacing: limit raised");
                                 }
@@ -548,6 +570,9 @@ impl Shared {
                         WriteAnswer::Refused { retry_after } => {
                             s.throttled += 1;
                             if let Some(cap) = cap {
+                                if s.w_hi.is_some() {
+                                    s.more_careful();
+                                }
                                 s.fill_with_foreign(cap, now, retry_after);
                                 tracing::debug!(
                                     "write pacing: unexpected 429, window counted full"
@@ -621,6 +646,8 @@ impl WriteLimiter {
                     granted: 0,
                     throttled: 0,
                     rtts: VecDeque::new(),
+                    lead_share: 0.5,
+                    margin: WINDOW_MARGIN,
                     last_grant: None,
                 }),
                 notify: Notify::new(),

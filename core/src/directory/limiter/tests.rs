@@ -1,6 +1,7 @@
 //! The scheduler against a simulated directory: a sliding-window log like Graph's (and the
-//! emulator's), charged after a random latency, with readings floored to tenths from 80 % and
-//! `Retry-After` in whole seconds, rounded up. Time is paused: runs take no real time.
+//! emulator's), charged after a random latency and answered after another, with readings
+//! floored to tenths from 80 % and `Retry-After` in whole seconds, rounded up. Time is paused:
+//! runs take no real time.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,6 +38,15 @@ impl Directory {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         Duration::from_millis(10 + (self.seed >> 33) % 21)
+    }
+
+    /// 0–8 ms between the charge and the answer reaching the client (a busy client).
+    fn delivery(&mut self) -> Duration {
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        Duration::from_millis((self.seed >> 33) % 9)
     }
 
     fn charge(&mut self, now: Instant) -> WriteAnswer {
@@ -130,6 +140,8 @@ async fn run(
                     (0..n).map(|_| d.charge(now)).collect()
                 };
                 *requests.lock() += n;
+                let delivery = dir.lock().delivery();
+                tokio::time::sleep(delivery).await;
                 grant.answered(&answers);
                 let refused: Vec<Duration> = answers
                     .iter()
@@ -169,7 +181,15 @@ async fn budget(limit: usize, window_ms: u64, writes: u64, used: usize) -> Run {
     }
     // The job starts a moment after the other client's writes.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut r = run(limiter(), dir, writes, 16).await;
+    let l = limiter();
+    let mut r = run(l.clone(), dir, writes, 16).await;
+    {
+        let st = l.shared.state.lock();
+        eprintln!(
+            "limit {:?} w {:?}..{:?} margin {:?} lead_share {} probe refusals {} throttled {}",
+            st.limit, st.w_lo, st.w_hi, st.margin, st.lead_share, st.probe_refusals, st.throttled
+        );
+    }
     let total = writes + used as u64;
     r.best = ((total - 1) / limit as u64) as f64 * window_ms as f64 / 1000.0;
     r.seconds += 0.05;
