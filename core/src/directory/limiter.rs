@@ -147,6 +147,10 @@ impl Grant {
         if matches!(self.kind, Kind::Probe { .. }) {
             s.probe_out = false;
         }
+        // The last write of a full fill given up: nothing else would settle the limit.
+        if s.limit.is_none() && s.fill.full && s.outstanding == 0 {
+            s.end_fill(Instant::now());
+        }
         drop(s);
         self.shared.notify.notify_waiters();
     }
@@ -341,6 +345,23 @@ impl State {
             let room = self.fill.proven.saturating_sub(used);
             if room >= at_least.max(1) {
                 let n = room.min(u64::from(want)) as u32;
+                return Decision::Grant(
+                    n,
+                    Kind::Fill {
+                        epoch: self.fill.epoch,
+                    },
+                );
+            }
+            if self.outstanding == 0 {
+                // Nothing in flight, so no answer can widen the proof: writes whose fate is
+                // unknown (a request failed as a whole, e.g. a 503) took the room without
+                // proving any. Waiting would wait for ever: let out up to another first
+                // burst; its readings go on with the proof, and a 429 ends the fill.
+                let n = room
+                    .max(FIRST_BURST)
+                    .min(u64::from(want))
+                    .max(at_least)
+                    .max(1) as u32;
                 return Decision::Grant(
                     n,
                     Kind::Fill {

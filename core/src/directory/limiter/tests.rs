@@ -282,3 +282,25 @@ fn the_fill_proves_capacity_from_readings() {
     assert_eq!(f.proven, 1_498);
     assert_eq!(f.limit_floor(1_500), 3_000);
 }
+
+/// Writes whose fate is unknown (a `$batch` failed as a whole, e.g. an injected 503) take the
+/// fill's room without proving any: with nothing left in flight the fill must still let writes
+/// out, or every caller waits for ever.
+#[tokio::test(start_paused = true)]
+async fn unknown_answers_during_the_fill_do_not_stall_it() {
+    let limiter = limiter();
+    let g = limiter.acquire_up_to(20).await;
+    assert_eq!(g.writes(), 20);
+    g.answered(&[]); // every answer missing: Unknown
+    let g = tokio::time::timeout(Duration::from_secs(60), limiter.acquire_up_to(20))
+        .await
+        .expect("a grant after a fully failed first burst");
+    assert!(g.writes() >= 1);
+    // Dropped unanswered (the request future cancelled): still no stall.
+    drop(g);
+    let g = tokio::time::timeout(Duration::from_secs(60), limiter.acquire(5))
+        .await
+        .expect("a grant after a dropped one");
+    assert_eq!(g.writes(), 5);
+    g.answered(&[WriteAnswer::Accepted { reading: None }; 5]);
+}
