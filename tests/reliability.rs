@@ -147,7 +147,7 @@ on_both_backends!(flaky_throttled_directory);
 async fn a_stopped_transaction_releases_its_locks_postgres() {
     use licensor_core::config::DatabaseUrl;
     use licensor_core::db::{self, IDLE_IN_TRANSACTION_TIMEOUT};
-    use sea_orm::{ConnectionTrait, TransactionTrait};
+    use sea_orm::ConnectionTrait;
     let Some(url) = common::postgres_url() else {
         return;
     };
@@ -160,7 +160,7 @@ async fn a_stopped_transaction_releases_its_locks_postgres() {
         .await
         .unwrap();
     // licensor's connection locks the row, then goes silent without committing.
-    let txn = licensor.begin().await.unwrap();
+    let txn = db::begin(&licensor).await.unwrap();
     txn.execute_unprepared("SELECT id FROM held WHERE id = 1 FOR UPDATE")
         .await
         .unwrap();

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use licensor_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 
 use crate::config::{ConfigError, DatabaseUrl};
 
@@ -36,6 +39,21 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long start-up tries to reach a PostgreSQL server before it reports why it could not.
 const START_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Begin a transaction that may write. On SQLite it is `BEGIN IMMEDIATE`: the file's write
+/// lock is taken (waiting up to the busy timeout) before the first read, so a transaction that
+/// reads and then writes can never fail half-way with `SQLITE_BUSY` because another connection
+/// wrote in between (a deferred transaction cannot upgrade a stale read snapshot, and SQLite
+/// answers that at once, without waiting: <https://www.sqlite.org/lang_transaction.html>).
+/// On PostgreSQL it is a plain `BEGIN`. Every transaction of licensor is begun here
+/// (`clippy.toml` disallows `TransactionTrait::begin`).
+pub async fn begin(db: &Db) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
+}
 
 /// Open the database for workers and start-up (see [`PoolRole`]). A failure names the
 /// `database_url` key and never shows a password.
@@ -233,4 +251,76 @@ pub fn backend_name(db: &DatabaseConnection) -> &'static str {
 
 pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+
+    use super::*;
+
+    async fn counter(db: &Db) -> i64 {
+        db.query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT n FROM counter WHERE id = 1",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap()
+    }
+
+    /// A transaction that reads, then writes, while another connection writes in between: a
+    /// deferred SQLite transaction is refused at once (its read snapshot is stale, and SQLite
+    /// does not wait); one begun with [`begin`] holds the write lock from the start, so the
+    /// other writer waits for it and both succeed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reading_transaction_keeps_its_write_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = connect(&DatabaseUrl::Sqlite(dir.path().join("licensor.db")))
+            .await
+            .unwrap();
+        db.execute_unprepared(
+            "CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+             INSERT INTO counter VALUES (1, 0)",
+        )
+        .await
+        .unwrap();
+        let read = "SELECT n FROM counter WHERE id = 1";
+
+        // The fault: deferred.
+        #[allow(clippy::disallowed_methods)]
+        let txn = db.begin().await.unwrap();
+        txn.execute_unprepared(read).await.unwrap();
+        db.execute_unprepared("UPDATE counter SET n = n + 1")
+            .await
+            .unwrap();
+        let refused = txn
+            .execute_unprepared("UPDATE counter SET n = n + 10")
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("locked") || refused.to_string().contains("busy"),
+            "{refused}"
+        );
+        txn.rollback().await.unwrap();
+        assert_eq!(counter(&db).await, 1);
+
+        // `begin`: the other writer waits until this transaction commits.
+        let txn = begin(&db).await.unwrap();
+        txn.execute_unprepared(read).await.unwrap();
+        let other = tokio::spawn({
+            let db = db.clone();
+            async move { db.execute_unprepared("UPDATE counter SET n = n + 1").await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!other.is_finished(), "the other writer waits for the lock");
+        txn.execute_unprepared("UPDATE counter SET n = n + 10")
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+        other.await.unwrap().unwrap();
+        assert_eq!(counter(&db).await, 12);
+    }
 }

@@ -2,9 +2,7 @@
 //! revocable, with the time they were last used.
 
 use chrono::{Duration, Utc};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -66,7 +64,7 @@ pub async fn create(
     }
     let secret = new_token();
     let now = Utc::now();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let model = api_token::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(tenant_id),
@@ -158,7 +156,7 @@ pub async fn revoke(
     token_id: Uuid,
     actor: Option<Uuid>,
 ) -> StoreResult<TokenView> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let token = api_token::Entity::find_by_id(token_id)
         .filter(api_token::Column::TenantId.eq(tenant_id))
         .one(&txn)

@@ -9,7 +9,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, Statement, TransactionTrait,
+    QuerySelect, Set, Statement,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -330,7 +330,7 @@ async fn insert_run<C: ConnectionTrait>(
 
 /// Create a job for an API caller, with its audit entry, in one transaction.
 pub async fn create(db: &Db, new: NewJob) -> StoreResult<JobView> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let tenant_id = new.tenant_id;
     let actor = new.created_by;
     let job = insert(&txn, new).await?;
@@ -551,7 +551,7 @@ pub async fn resume(
     job_id: Uuid,
     by: Option<Uuid>,
 ) -> StoreResult<JobView> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let job = lock(&txn, tenant_id, job_id).await?;
     let status = status_of(&job)?;
     check_resumable(status)?;
@@ -740,7 +740,7 @@ pub async fn rerun(
     job_id: Uuid,
     by: Option<Uuid>,
 ) -> StoreResult<JobView> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let job = lock(&txn, tenant_id, job_id).await?;
     let status = status_of(&job)?;
     check_rerunnable(status)?;
@@ -877,7 +877,7 @@ pub async fn cancel(
     job_id: Uuid,
     by: Option<Uuid>,
 ) -> StoreResult<JobView> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let job = lock(&txn, tenant_id, job_id).await?;
     let status = status_of(&job)?;
     check_cancellable(status)?;
@@ -958,7 +958,7 @@ pub async fn launch(
     by: Option<Uuid>,
     max_age: std::time::Duration,
 ) -> StoreResult<JobView> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let job = lock(&txn, tenant_id, job_id).await?;
     let status = status_of(&job)?;
     check_launchable(status)?;
@@ -1422,7 +1422,7 @@ pub async fn undo(
     job_id: Uuid,
     by: Option<Uuid>,
 ) -> StoreResult<JobView> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let job = lock(&txn, tenant_id, job_id).await?;
     let status = status_of(&job)?;
     let kind: JobKind = job.kind.parse().map_err(StoreError::Invalid)?;

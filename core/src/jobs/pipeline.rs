@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -274,7 +273,7 @@ pub async fn insert_items(
         }
         inserts.push(insert);
     }
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     // Take the job's row first (SQLite's write lock, PostgreSQL's row lock): a cancel waits for
     // this page, or this page sees the cancel — and a step of an earlier run (cancelled, then
     // run again while it read) stores nothing under its old run number.
@@ -441,7 +440,7 @@ pub async fn claim_canary(
     canary: &super::Canary,
 ) -> StoreResult<Vec<job_item::Model>> {
     let t = now();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let running = job::Entity::update_many()
         .col_expr(job::Column::UpdatedAt, Expr::value(t))
         .filter(job::Column::Id.eq(job_id))
@@ -492,7 +491,7 @@ pub async fn decide_canary(
     canary: &super::Canary,
 ) -> StoreResult<CanaryDecision> {
     let t = now();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let running = job::Entity::update_many()
         .col_expr(job::Column::UpdatedAt, Expr::value(t))
         .filter(job::Column::Id.eq(job_id))
@@ -661,7 +660,7 @@ pub async fn record(
             }
         }
     }
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     // The job's row first, as every other transaction on a job takes it (rerun, cancel, launch,
     // expansion's stores): taken after the items, it closed a lock cycle with a rerun holding
     // the row and waiting for these items, and PostgreSQL aborted one side as a deadlock.
@@ -988,7 +987,7 @@ pub(crate) async fn close_cancelled_run<C: ConnectionTrait>(
 /// A cancelled job's members left pending (a lane that stopped, a lease that ran out): skip
 /// them as cancelled, and close the cancelled run when nothing is pending any more.
 pub async fn settle_cancelled(db: &Db, job_id: Uuid) -> StoreResult<Settled> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let still_cancelled = job::Entity::update_many()
         .col_expr(job::Column::UpdatedAt, Expr::value(now()))
         .filter(job::Column::Id.eq(job_id))
@@ -1087,7 +1086,7 @@ pub async fn finish_if_done(db: &Db, job_id: Uuid) -> StoreResult<Option<JobStat
         (JobStatus::FinishedWithException, None)
     };
     let t = now();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let done = job::Entity::update_many()
         .col_expr(job::Column::Status, Expr::value(status.as_str()))
         .col_expr(job::Column::ErrorCode, Expr::value(code))
@@ -1169,7 +1168,7 @@ pub(crate) async fn close_run<C: ConnectionTrait>(
 /// `failed` with `code` and `detail`; its unfinished items stay pending for a rerun.
 pub async fn fail(db: &Db, job_id: Uuid, code: &str, detail: &str) -> StoreResult<bool> {
     let t = now();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let done = job::Entity::update_many()
         .col_expr(job::Column::Status, Expr::value(JobStatus::Failed.as_str()))
         .col_expr(job::Column::ErrorCode, Expr::value(code))
@@ -1259,7 +1258,7 @@ pub async fn create_expiry_removals(db: &Db, at: DateTime<Utc>) -> StoreResult<V
             continue;
         }
         let skus: Vec<Uuid> = parent_req.add_licenses.iter().map(|l| l.sku_id).collect();
-        let txn = db.begin().await?;
+        let txn = crate::db::begin(db).await?;
         // Take the parent's row first (the write lock comes with it), so two sweeps never both
         // decide the same members; then read the members still due.
         job::Entity::update_many()

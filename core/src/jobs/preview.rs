@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -559,7 +559,7 @@ pub async fn conclude(
                 .1
                 .push(id);
         }
-        let txn = db.begin().await?;
+        let txn = crate::db::begin(db).await?;
         for (v, ids) in same.into_values() {
             job_item::Entity::update_many()
                 .col_expr(job_item::Column::Prediction, Expr::value(v))
@@ -577,7 +577,7 @@ pub async fn conclude(
     }
     facts.preview = Some(summary.clone());
     let result = serde_json::to_value(&facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let done = job::Entity::update_many()
         .col_expr(
             job::Column::Status,

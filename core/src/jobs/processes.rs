@@ -16,7 +16,6 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict, Query, SimpleExpr};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -132,7 +131,7 @@ const ACTIVE: [JobStatus; 3] = [JobStatus::Queued, JobStatus::Running, JobStatus
 /// another worker took it over first.
 pub async fn take_over(db: &Db, dead: &worker_process::Model) -> StoreResult<Option<Freed>> {
     let ended = dead.last_heartbeat_at;
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let removed = worker_process::Entity::delete_many()
         .filter(worker_process::Column::Id.eq(dead.id.as_str()))
         .filter(worker_process::Column::LastHeartbeatAt.lte(ended))
@@ -151,7 +150,7 @@ pub async fn take_over(db: &Db, dead: &worker_process::Model) -> StoreResult<Opt
 /// pending, free for any worker at once; its expansions go on from their last stored page) and
 /// remove its row.
 pub async fn leave(db: &Db, name: &str) -> StoreResult<Freed> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let freed = free(&txn, name, None).await?;
     worker_process::Entity::delete_many()
         .filter(worker_process::Column::Id.eq(name))

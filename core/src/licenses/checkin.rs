@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -43,7 +43,7 @@ pub async fn checkin(
     req: Checkin,
     actor: Option<Uuid>,
 ) -> StoreResult<CheckinOutcome> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let notes = req.notes.map(Notes::into_inner);
     let (checked_in, license) = checkin_in(
         &txn,

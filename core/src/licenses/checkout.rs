@@ -6,7 +6,7 @@ use chrono::{NaiveDate, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Set, TransactionTrait,
+    QuerySelect, QueryTrait, Set,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -38,7 +38,7 @@ pub async fn checkout(
 ) -> StoreResult<AssignmentView> {
     let today = today();
     let q = req.quantity.get();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let m = lock(&txn, tenant_id, license_id).await?;
     let m = settle::settle(&txn, m, today).await?;
     if req.reuse_started.is_some() && m.term_days.is_none() {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -94,7 +94,7 @@ pub async fn checkin_held(
     notes: Option<Notes>,
     actor: Option<Uuid>,
 ) -> StoreResult<HolderCheckinOutcome> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let held: Vec<(Uuid, Uuid)> = license_assignment::Entity::find()
         .select_only()
         .column(license_assignment::Column::Id)

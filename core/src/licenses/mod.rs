@@ -21,7 +21,7 @@ use chrono::{Days, Months, NaiveDate, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryOrder, QuerySelect, Set,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -345,7 +345,7 @@ pub async fn create(
         ));
     }
     let now = Utc::now();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let m = license::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(tenant_id),
@@ -464,7 +464,7 @@ pub async fn update(
         return get(db, tenant_id, license_id).await;
     }
     let today = today();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let m = lock(&txn, tenant_id, license_id).await?;
     let m = settle::settle(&txn, m, today).await?;
     let before = counts(&txn, &m).await?;

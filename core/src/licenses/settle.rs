@@ -7,9 +7,7 @@ use std::collections::BTreeSet;
 
 use chrono::{Months, NaiveDate, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -223,7 +221,7 @@ pub async fn sweep(db: &Db, today: NaiveDate) -> StoreResult<SweepOutcome> {
         let Some(&tenant_id) = tenants.get(&id) else {
             continue;
         };
-        let txn = db.begin().await?;
+        let txn = crate::db::begin(db).await?;
         let m = match lock(&txn, tenant_id, id).await {
             Ok(m) => m,
             // Deleted meanwhile: nothing to do.

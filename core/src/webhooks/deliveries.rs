@@ -11,8 +11,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -189,7 +188,7 @@ pub async fn redeliver(
     delivery_id: Uuid,
     actor: Option<Uuid>,
 ) -> StoreResult<DeliveryView> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     endpoint_exists(&txn, tenant_id, endpoint_id).await?;
     let now = Utc::now();
     let changed = webhook_delivery::Entity::update_many()

@@ -6,7 +6,7 @@ use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryOrder, QuerySelect, Set,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -135,7 +135,7 @@ pub async fn create(
     let events = checked_events(new.events)?;
     let description = checked_description(new.description)?;
     let secret = new_secret();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let count = webhook_endpoint::Entity::find()
         .filter(webhook_endpoint::Column::TenantId.eq(tenant_id))
         .count(&txn)
@@ -227,7 +227,7 @@ pub async fn update(
     let url = change.url.map(|u| checked_url(hooks, &u)).transpose()?;
     let events = change.events.map(checked_events).transpose()?;
     let description = change.description.map(checked_description).transpose()?;
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let before = EndpointView::of(model(&txn, tenant_id, id).await?);
     let mut update = webhook_endpoint::Entity::update_many()
         .col_expr(webhook_endpoint::Column::UpdatedAt, Expr::value(Utc::now()))
@@ -269,7 +269,7 @@ pub async fn update(
 
 /// Delete an endpoint and its delivery log; deliveries not yet made are dropped.
 pub async fn delete(db: &Db, tenant_id: Uuid, id: Uuid, actor: Option<Uuid>) -> StoreResult<()> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     let before = EndpointView::of(model(&txn, tenant_id, id).await?);
     let deliveries = webhook_delivery::Entity::delete_many()
         .filter(webhook_delivery::Column::EndpointId.eq(id))
@@ -309,7 +309,7 @@ pub async fn rotate_secret(
     actor: Option<Uuid>,
 ) -> StoreResult<(EndpointView, String)> {
     let secret = new_secret();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin(db).await?;
     model(&txn, tenant_id, id).await?;
     webhook_endpoint::Entity::update_many()
         .col_expr(
