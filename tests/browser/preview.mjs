@@ -212,6 +212,25 @@ await drive(async ({ newPage, shot }) => {
   await fitsWidth(phone, 'preview at 390');
   await shot(phone, 'preview-shortage-390');
 
+  step('two SKUs short: the Swedish prompt names each with the members who would fail for want of it');
+  const two = await phone.evaluate(async () => {
+    const { shortagePrompt } = await import('/assets/js/preview.js');
+    const summary = {
+      skus: [
+        { sku_id: 'a', sku_part_number: 'SPE_E5', needed: 4900, free: 100, shortfall: 4800, short_members: 4700 },
+        { sku_id: 'b', sku_part_number: 'EXCHANGESTANDARD', needed: 1051, free: 50, shortfall: 1001, short_members: 1 },
+        { sku_id: 'c', sku_part_number: 'ENTERPRISEPACK', needed: 10, free: 20, shortfall: 0, short_members: 0 },
+      ],
+      failures: [{ code: 'count_violation', count: 4701 }],
+    };
+    const el = shortagePrompt(summary, (id) => id);
+    return [...el.querySelectorAll('li[data-sku]')].map((li) => [li.dataset.sku, li.innerText]);
+  });
+  step(`lines: ${JSON.stringify(two)}`);
+  check(two.length === 2, `one line per short SKU: ${JSON.stringify(two)}`);
+  check(two[0][0] === 'SPE_E5' && two[0][1] === `Behöver ${sv(4800)} fler SPE_E5-enheter än det finns lediga: ${sv(4700)} medlemmar skulle misslyckas i brist på dem.`, `SPE_E5 line: ${two[0][1]}`);
+  check(two[1][0] === 'EXCHANGESTANDARD' && two[1][1] === `Behöver ${sv(1001)} fler EXCHANGESTANDARD-enheter än det finns lediga: 1 medlem skulle misslyckas i brist på dem.`, `EXCHANGESTANDARD line: ${two[1][1]}`);
+
   step('meanwhile, the preview\'s own page at the desk: its summary, predictions, Launch anyway and Cancel');
   await page.evaluate((jobId) => { window.location.hash = `#/jobs/${jobId}`; }, second.id);
   await page.locator('h1 [data-status="previewed"]').waitFor();

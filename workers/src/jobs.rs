@@ -110,6 +110,8 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         return Ok(());
     };
     let req = pipeline::request_of(&job)?;
+    // A preview's members predicted as they are read (see `expand`).
+    let mut read = None;
     if job.expanded_at.is_none() {
         let owner = step_owner(ctx);
         if !pipeline::claim_expansion(&ctx.db, job.id, &owner, lease_until(ctx)).await? {
@@ -140,7 +142,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
                 }
             }
         }));
-        let expanded = expand(ctx, &job, &req).await?;
+        let expanded = expand(ctx, &job, &req, &mut read).await?;
         if !matches!(expanded, Ok(true)) {
             // A rerun goes on reading from the last page stored, at once.
             pipeline::release_expansion(&ctx.db, job.id, &owner).await?;
@@ -173,7 +175,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         }
     }
     if req.preview {
-        return conclude_preview(ctx, &job, &req).await;
+        return conclude_preview(ctx, &job, &req, read).await;
     }
     if job.kind == JobKind::Export.as_str() {
         // Export Results: the file goes where the request asked before the job finishes.
@@ -202,10 +204,11 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
 /// A preview whose members are all read: predict each from what its expansion read (the same
 /// decisions a real run takes before writing, units counted in member order against the free
 /// units read now) and end it `previewed`. Nothing is written to the directory.
-async fn conclude_preview(
+async fn conclude_preview<'a>(
     ctx: &WorkerContext,
     job: &job::Model,
-    req: &JobRequest,
+    req: &'a JobRequest,
+    read: Option<preview::Predictor<'a>>,
 ) -> Result<(), BoxDynError> {
     let client = match client_for(ctx, job.tenant_id).await? {
         Ok(c) => c,
@@ -222,7 +225,7 @@ async fn conclude_preview(
             .await;
         }
     };
-    if let Some(summary) = preview::conclude(&ctx.db, job, req, &skus).await? {
+    if let Some(summary) = preview::conclude(&ctx.db, job, req, &skus, read).await? {
         tracing::info!(job = %job.id, members = summary.members, would_fail = summary.would_fail, "job previewed");
         metrics::counter!("licensor_jobs_completed_total", "kind" => job.kind.clone(), "status" => JobStatus::Previewed.as_str()).increment(1);
     }
@@ -250,26 +253,30 @@ async fn finish(ctx: &WorkerContext, job: &job::Model) -> Result<bool, BoxDynErr
 }
 
 /// Expand the selected groups into items, page by page. `Ok(false)`: the job stopped running
-/// (cancelled) and expansion stopped at that page.
-async fn expand(
+/// (cancelled) and expansion stopped at that page. A preview read from its first page predicts
+/// each member as it is stored, against the free units read at the start, and leaves its
+/// predictor in `read` (a resumed one is predicted once all are read).
+async fn expand<'a>(
     ctx: &WorkerContext,
     job: &job::Model,
-    req: &JobRequest,
+    req: &'a JobRequest,
+    read: &mut Option<preview::Predictor<'a>>,
 ) -> Result<Result<bool, JobFailure>, BoxDynError> {
     let client = match client_for(ctx, job.tenant_id).await? {
         Ok(c) => c,
         Err(f) => return Ok(Err(f)),
     };
     let mut facts = JobFacts::default();
-    match client.subscribed_skus().await {
+    let skus = match client.subscribed_skus().await {
         Ok(skus) => {
             facts.skus = skus
-                .into_iter()
+                .iter()
                 .map(|s| SkuRef {
                     sku_id: s.sku_id,
-                    sku_part_number: s.sku_part_number,
+                    sku_part_number: s.sku_part_number.clone(),
                 })
-                .collect()
+                .collect();
+            skus
         }
         Err(e) => {
             return Ok(Err(JobFailure::from_directory(
@@ -277,7 +284,7 @@ async fn expand(
                 "reading subscribed SKUs",
             )));
         }
-    }
+    };
     for id in &req.groups {
         match client.get_group(id).await {
             Ok(g) => facts.groups.push(GroupRef {
@@ -330,6 +337,11 @@ async fn expand(
         }
     }
     let mut lanes_started = start != ExpandPosition::default();
+    if req.preview && start == ExpandPosition::default() && job.total == 0 {
+        *read = Some(preview::Predictor::new(req, &skus));
+    }
+    // Members predicted already (one in several selected groups is stored once, as first read).
+    let mut predicted = std::collections::HashSet::new();
     let mut members = 0u64;
     for (index, group) in req.groups.iter().enumerate().skip(start.group) {
         let from = (index == start.group).then(|| start.next.clone()).flatten();
@@ -379,20 +391,23 @@ async fn expand(
                 position: ExpandPosition::after_page(index, next_link),
                 lease_until: lease_until(ctx),
             };
-            let items = users
-                .into_iter()
-                .map(|user| {
-                    let snap = Snapshot::of(&user);
-                    NewItem {
-                        usage_location: snap.usage_location.clone(),
-                        licenses: serde_json::to_value(&snap).ok(),
-                        user_id: user.id,
-                        user_principal_name: user.user_principal_name,
-                        display_name: user.display_name,
-                        group_id: group.clone(),
-                    }
-                })
-                .collect();
+            let mut items = Vec::with_capacity(users.len());
+            for user in users {
+                let snap = Snapshot::of(&user);
+                let prediction = match read.as_mut() {
+                    Some(p) if predicted.insert(user.id.clone()) => Some(p.predict_value(&snap)?),
+                    _ => None,
+                };
+                items.push(NewItem {
+                    usage_location: snap.usage_location.clone(),
+                    licenses: serde_json::to_value(&snap).ok(),
+                    user_id: user.id,
+                    user_principal_name: user.user_principal_name,
+                    display_name: user.display_name,
+                    group_id: group.clone(),
+                    prediction,
+                });
+            }
             match pipeline::insert_items(&ctx.db, job.id, job.runs, items, status, Some(&mark))
                 .await?
             {

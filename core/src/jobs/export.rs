@@ -219,6 +219,7 @@ fn member_item(user: User, group: &str, through: Option<String>) -> (NewItem, Ve
         user_principal_name: user.user_principal_name,
         display_name: user.display_name,
         group_id: group.to_owned(),
+        prediction: None,
     };
     (item, assigning)
 }

@@ -32,6 +32,9 @@ pub struct NewItem {
     pub usage_location: Option<String>,
     /// The member's [`super::plan::Snapshot`].
     pub licenses: Option<Value>,
+    /// A preview's prediction for the member, a [`super::preview::Prediction`], when it was
+    /// made as the member was read (`None`: decided later, or not a preview).
+    pub prediction: Option<Value>,
 }
 
 /// The job, if it exists for this tenant.
@@ -242,6 +245,7 @@ pub async fn insert_items(
             job_item::Column::Attempts,
             job_item::Column::RunNo,
             job_item::Column::UpdatedAt,
+            job_item::Column::Prediction,
         ]);
         insert.on_conflict(
             OnConflict::columns([job_item::Column::JobId, job_item::Column::UserId])
@@ -250,7 +254,7 @@ pub async fn insert_items(
         );
         insert
     };
-    // One statement per ROWS_PER_INSERT members: 11 bound values each stay below SQLite's
+    // One statement per ROWS_PER_INSERT members: 12 bound values each stay below SQLite's
     // 32,766 parameters.
     let mut inserts = Vec::with_capacity(items.len().div_ceil(ROWS_PER_INSERT));
     let mut items = items.into_iter().peekable();
@@ -269,6 +273,7 @@ pub async fn insert_items(
                 0i32.into(),
                 run_no.into(),
                 t.into(),
+                item.prediction.into(),
             ]);
         }
         inserts.push(insert);
@@ -529,6 +534,8 @@ pub async fn decide_canary(
                 .filter(job::Column::Id.eq(job_id))
                 .exec(&txn)
                 .await?;
+            // The run's history row says so too, until it is resumed or cancelled.
+            set_run_status(&txn, job_id, job.runs, JobStatus::Paused).await?;
             crate::audit::record(
                 &txn,
                 crate::audit::AuditEntry {
@@ -552,6 +559,23 @@ pub async fn decide_canary(
     };
     txn.commit().await?;
     Ok(decision)
+}
+
+/// Set the status of run `run_no` of the job (its history row) while the run is not over.
+pub(crate) async fn set_run_status<C: ConnectionTrait>(
+    db: &C,
+    job_id: Uuid,
+    run_no: i32,
+    status: JobStatus,
+) -> StoreResult<()> {
+    job_run::Entity::update_many()
+        .col_expr(job_run::Column::Status, Expr::value(status.as_str()))
+        .filter(job_run::Column::JobId.eq(job_id))
+        .filter(job_run::Column::RunNo.eq(run_no))
+        .filter(job_run::Column::FinishedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// Extend `owner`'s hold on its items of the job.

@@ -54,6 +54,10 @@ pub struct SkuNeed {
     pub free: i64,
     /// `needed − free` when positive, else 0.
     pub shortfall: i64,
+    /// Members predicted to fail with `count_violation` because no unit of this SKU would be
+    /// left for them (a member short of two SKUs counts for both).
+    #[serde(default)]
+    pub short_members: i64,
 }
 
 /// Members without a usage location.
@@ -234,6 +238,7 @@ pub struct Predictor<'a> {
     plans: HashMap<Uuid, Vec<(Uuid, String)>>,
     start_free: HashMap<Uuid, i64>,
     needed: HashMap<Uuid, i64>,
+    short_members: HashMap<Uuid, i64>,
     held: HeldTally,
     failures: BTreeMap<String, i64>,
     members: i64,
@@ -272,6 +277,7 @@ impl<'a> Predictor<'a> {
                 })
                 .collect(),
             needed: HashMap::new(),
+            short_members: HashMap::new(),
             held: HeldTally::default(),
             failures: BTreeMap::new(),
             members: 0,
@@ -333,6 +339,11 @@ impl<'a> Predictor<'a> {
             let y = enabled.iter().find(|(n, _)| n == b)?;
             Some(((a.to_string(), x.1), (b.to_string(), y.1)))
         })
+    }
+
+    /// [`Self::predict`] as the JSON stored in the item's `prediction` column.
+    pub fn predict_value(&mut self, snap: &Snapshot) -> StoreResult<serde_json::Value> {
+        serde_json::to_value(self.predict(snap)).map_err(|e| StoreError::Invalid(e.to_string()))
     }
 
     /// The prediction for the next member (in member order) whose state is `snap`.
@@ -417,9 +428,16 @@ impl<'a> Predictor<'a> {
                     .map(|a| a.sku_id)
                     .filter(|s| !Self::holds(snap, *s))
                     .collect();
-                let short: Vec<String> = takes
+                let short_ids: Vec<Uuid> = takes
                     .iter()
-                    .filter(|s| self.free.get(*s).copied().unwrap_or(0) <= 0)
+                    .copied()
+                    .filter(|s| self.free.get(s).copied().unwrap_or(0) <= 0)
+                    .collect();
+                for s in &short_ids {
+                    *self.short_members.entry(*s).or_default() += 1;
+                }
+                let short: Vec<String> = short_ids
+                    .iter()
                     .map(|s| self.names.get(s).cloned().unwrap_or_else(|| s.to_string()))
                     .collect();
                 if short.is_empty() {
@@ -482,6 +500,7 @@ impl<'a> Predictor<'a> {
                     needed,
                     free,
                     shortfall: (needed - free).max(0),
+                    short_members: self.short_members.get(&l.sku_id).copied().unwrap_or(0),
                 }
             })
             .collect();
@@ -515,19 +534,66 @@ impl<'a> Predictor<'a> {
     }
 }
 
-/// Members predicted per page of [`conclude`] (their ids are bound in one statement per
+/// End an expanded preview job `previewed`: every member's prediction stored, and the summary.
+/// `read` is the predictor that predicted each member as the expansion read it (their
+/// predictions stored with them, see [`Predictor::predict`]); it is used when it covers every
+/// stored member — the expansion ran from the first page to the last in one step. Otherwise
+/// (the expansion was resumed after a crash or a pause, or another step stored members too)
+/// every member is predicted again here, in member order, from the snapshot its expansion read,
+/// against the free units in `skus`. Returns the summary, or `None` when the job is no longer
+/// running (cancelled).
+pub async fn conclude<'a>(
+    db: &Db,
+    job: &job::Model,
+    req: &'a JobRequest,
+    skus: &[Sku],
+    read: Option<Predictor<'a>>,
+) -> StoreResult<Option<PreviewSummary>> {
+    let predictor = match read {
+        Some(p) if covers(db, job.id, &p).await? => p,
+        _ => predict_stored(db, job, req, skus).await?,
+    };
+    finish(db, job, predictor).await
+}
+
+/// Whether `p` predicted exactly the job's stored members: as many as the job counts, and none
+/// stored without a prediction.
+async fn covers(db: &Db, job_id: Uuid, p: &Predictor<'_>) -> StoreResult<bool> {
+    let Some(total) = job::Entity::find_by_id(job_id)
+        .select_only()
+        .column(job::Column::Total)
+        .into_tuple::<i64>()
+        .one(db)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if total != p.members {
+        return Ok(false);
+    }
+    let unpredicted = job_item::Entity::find()
+        .select_only()
+        .column(job_item::Column::Id)
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::Prediction.is_null())
+        .into_tuple::<i64>()
+        .one(db)
+        .await?;
+    Ok(unpredicted.is_none())
+}
+
+/// Members predicted per page of [`predict_stored`] (their ids are bound in one statement per
 /// distinct prediction: well below SQLite's 32,766 parameters).
 const PREDICT_PAGE: u64 = 5000;
 
-/// Predict every member of an expanded preview job, in member order, from the snapshot its
-/// expansion read, store each member's prediction and the summary, and end the job
-/// `previewed`. Returns the summary, or `None` when the job is no longer running (cancelled).
-pub async fn conclude(
+/// Predict every stored member of the job in member order from the snapshot its expansion
+/// read, and store each prediction.
+async fn predict_stored<'a>(
     db: &Db,
     job: &job::Model,
-    req: &JobRequest,
+    req: &'a JobRequest,
     skus: &[Sku],
-) -> StoreResult<Option<PreviewSummary>> {
+) -> StoreResult<Predictor<'a>> {
     let mut predictor = Predictor::new(req, skus);
     let mut after = 0i64;
     loop {
@@ -552,8 +618,7 @@ pub async fn conclude(
             let snap: Snapshot = licenses
                 .and_then(|v| serde_json::from_value(v).ok())
                 .unwrap_or_default();
-            let p = predictor.predict(&snap);
-            let v = serde_json::to_value(&p).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let v = predictor.predict_value(&snap)?;
             same.entry(v.to_string())
                 .or_insert_with(|| (v, Vec::new()))
                 .1
@@ -569,6 +634,15 @@ pub async fn conclude(
         }
         txn.commit().await?;
     }
+    Ok(predictor)
+}
+
+/// Store the summary of `predictor` and end the job `previewed`.
+async fn finish(
+    db: &Db,
+    job: &job::Model,
+    predictor: Predictor<'_>,
+) -> StoreResult<Option<PreviewSummary>> {
     let now = Utc::now();
     let summary = predictor.summary(now);
     let mut facts = JobFacts::of(job);
@@ -650,6 +724,68 @@ mod tests {
             usage_location: loc.map(Into::into),
             licenses,
         }
+    }
+
+    /// Two SKUs added, each running short for different members: the summary counts, per SKU,
+    /// the members who would fail for want of its units (the prompt names each).
+    #[test]
+    fn members_short_are_counted_per_sku() {
+        const EP: &str = "6fd2c87f-b296-42f0-b197-1e91e994b900";
+        let req: JobRequest = serde_json::from_value::<JobRequest>(json!({
+            "kind": "assign", "groups": [G], "usage_location": "SE",
+            "add_licenses": [{"sku_id": E5}, {"sku_id": EP}], "preview": true
+        }))
+        .unwrap()
+        .validate()
+        .unwrap();
+        let skus = [
+            sku(E5, 10, 8),
+            Sku {
+                sku_part_number: "ENTERPRISEPACK".into(),
+                ..sku(EP, 5, 4)
+            },
+        ];
+        let holding = |ids: &[&str]| Snapshot {
+            usage_location: Some("SE".into()),
+            licenses: ids
+                .iter()
+                .map(|id| LicenseAssignmentState {
+                    sku_id: id.parse().unwrap(),
+                    assigned_by_group: None,
+                    disabled_plans: vec![],
+                })
+                .collect(),
+        };
+        let mut p = Predictor::new(&req, &skus);
+        let codes: Vec<Option<String>> = [
+            holding(&[]),   // takes one of each: 1 E5 and 0 EP left
+            holding(&[E5]), // needs EP only: none left
+            holding(&[]),   // needs both, EP is short
+            holding(&[EP]), // needs E5 only: takes the last
+            holding(&[]),   // both short
+        ]
+        .iter()
+        .map(|m| p.predict(m).code)
+        .collect();
+        let cv = Some("count_violation".to_owned());
+        assert_eq!(codes, vec![None, cv.clone(), cv.clone(), None, cv]);
+        let s = p.summary(Utc::now());
+        let by = |part: &str| {
+            s.skus
+                .iter()
+                .find(|k| k.sku_part_number.as_deref() == Some(part))
+                .unwrap()
+        };
+        let (e5, ep) = (by("SPE_E5"), by("ENTERPRISEPACK"));
+        assert_eq!(
+            (e5.needed, e5.free, e5.shortfall, e5.short_members),
+            (4, 2, 2, 1)
+        );
+        assert_eq!(
+            (ep.needed, ep.free, ep.shortfall, ep.short_members),
+            (4, 1, 3, 3)
+        );
+        assert_eq!(s.would_fail, 3);
     }
 
     #[test]

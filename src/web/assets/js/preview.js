@@ -25,11 +25,14 @@ export function predictionCell(prediction) {
   ];
 }
 
-/** The SKUs the job adds that run short: `[{ sku, short }]`, in the request's order. */
+/**
+ * The SKUs the job adds that run short: `[{ sku, short, members }]` (units short, members who
+ * would fail for want of them), in the request's order.
+ */
 export function shortages(summary, skuName = (id) => id) {
   return (summary?.skus || [])
     .filter((s) => s.shortfall > 0)
-    .map((s) => ({ sku: s.sku_part_number || skuName(s.sku_id), short: s.shortfall }));
+    .map((s) => ({ sku: s.sku_part_number || skuName(s.sku_id), short: s.shortfall, members: s.short_members || 0 }));
 }
 
 /** Members predicted to fail with `code`. */
@@ -48,7 +51,8 @@ export function shortagePrompt(summary, skuName) {
   const lines = short.length === 1
     ? [h('p', {}, t('preview.shortOne', { short: num(short[0].short), sku: short[0].sku, n: failed === 1 ? 1 : num(failed) }))]
     : [
-      h('ul', {}, short.map((s) => h('li', {}, t('preview.shortSku', { short: num(s.short), sku: s.sku })))),
+      h('ul', {}, short.map((s) => h('li', { dataset: { sku: s.sku } },
+        t('preview.shortSkuMembers', { short: num(s.short), sku: s.sku, n: s.members === 1 ? 1 : num(s.members) })))),
       h('p', {}, t('preview.shortMany', { n: failed === 1 ? 1 : num(failed) })),
     ];
   return h('div', { class: 'alert alert-warn shortage', role: 'alert', id: 'shortage' },
