@@ -1850,6 +1850,20 @@ async fn undo_restores_members_as_they_were(backend: Backend) {
     let undo_id = undo["id"].as_str().unwrap().to_owned();
     let undo = s.wait(&undo_id).await;
     assert_eq!(undo["status"], "finished", "{undo}");
+    // A job is undone once: a second undo is refused, naming the first, and creates nothing.
+    let jobs_before = list_jobs(&s, "").await.len();
+    let again = s
+        .app
+        .post(&format!("/v1/jobs/{id}/undo"), &s.admin)
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(again, 409, "already_undone").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains(&undo_id),
+        "{problem}"
+    );
+    assert_eq!(list_jobs(&s, "").await.len(), jobs_before);
     let items = s.app.all_items(&s.viewer, &undo_id).await;
     let mut left = 0;
     for item in &items {
@@ -2422,6 +2436,18 @@ async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
     );
     let listed = list_jobs(&s, "status=paused").await;
     assert!(listed.iter().any(|j| j["id"] == id.as_str()));
+    // The run's history row says paused too, and is not over.
+    let setup = &s;
+    let run = |id: String| async move {
+        let s = setup;
+        s.app
+            .get_json(&format!("/v1/jobs/{id}/runs"), &s.viewer)
+            .await["data"][0]
+            .clone()
+    };
+    let paused_run = run(id.clone()).await;
+    assert_eq!(paused_run["status"], "paused", "{paused_run}");
+    assert!(paused_run["finished_at"].is_null(), "{paused_run}");
 
     // Only an operator (or admin) resumes; a viewer is refused and nothing changes.
     let resume = |token: &str| s.app.post(&format!("/v1/jobs/{id}/resume"), token).send();
@@ -2435,6 +2461,9 @@ async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
     assert_eq!(done["status"], "finished_with_exception", "{done}");
     assert_eq!(done["progress"]["pending"], 0, "{done}");
     assert_eq!(done["progress"]["total"], 1000, "{done}");
+    let done_run = run(id.clone()).await;
+    assert_eq!(done_run["status"], "finished_with_exception", "{done_run}");
+    assert_eq!(done_run["total"], 1000, "{done_run}");
     // Resuming a job that is not paused is a state conflict.
     expect_problem(resume(&s.operator).await.unwrap(), 409, "not_paused").await;
 
@@ -2458,6 +2487,9 @@ async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
     let cancelled = s.wait(&second).await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     assert_eq!(cancelled["progress"]["pending"], 0, "{cancelled}");
+    let cancelled_run = run(second.clone()).await;
+    assert_eq!(cancelled_run["status"], "cancelled", "{cancelled_run}");
+    assert!(cancelled_run["finished_at"].is_string(), "{cancelled_run}");
     let pending = s
         .app
         .get_json(

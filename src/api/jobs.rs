@@ -601,7 +601,8 @@ pub async fn list_changes(
 /// wrote for its direct licenses from before the job — only where the member still holds what
 /// the job left; members changed since end `skipped` with code `changed_since`, untouched.
 /// 409 `not_undoable` for a queued or running job or an export; 409 `nothing_to_undo` when the
-/// job wrote for no member.
+/// job wrote for no member; 409 `already_undone` when an earlier undo of it has not failed or
+/// been cancelled.
 #[utoipa::path(post, path = "/v1/jobs/{id}/undo", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Job id")),
     responses(

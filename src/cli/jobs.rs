@@ -372,9 +372,17 @@ fn parse_expires_in(s: &str) -> Result<ExpiresIn, String> {
         "m" | "month" | "months" => ExpiryUnit::Months,
         _ => return Err("give a number and d, w or m, e.g. 30d, 4w or 3m".to_owned()),
     };
+    let most = ExpiresIn { value: 1, unit }.max_value();
     match value.parse::<u32>() {
-        Ok(value) if value > 0 => Ok(ExpiresIn { value, unit }),
-        _ => Err("give a number from 1 and d, w or m, e.g. 30d, 4w or 3m".to_owned()),
+        Ok(value) if (1..=most).contains(&value) => Ok(ExpiresIn { value, unit }),
+        _ => Err(format!(
+            "give a number from 1 to {most} with {}, e.g. 30d, 4w or 3m (at most ten years)",
+            match unit {
+                ExpiryUnit::Days => "d",
+                ExpiryUnit::Weeks => "w",
+                ExpiryUnit::Months => "m",
+            }
+        )),
     }
 }
 
@@ -397,6 +405,16 @@ struct Job {
     groups: Vec<GroupRef>,
     created_at: DateTime<Utc>,
     error: Option<JobError>,
+    #[serde(default)]
+    request: Option<JobRequestView>,
+}
+
+/// What the commands read of a job's request.
+#[derive(Debug, Default, Deserialize)]
+struct JobRequestView {
+    /// The job this one undoes.
+    #[serde(default)]
+    undo_of: Option<Uuid>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,6 +444,14 @@ impl Job {
 
     fn done(&self) -> i64 {
         self.progress.succeeded + self.progress.failed + self.progress.skipped
+    }
+
+    /// "remove", or "remove (undo of 0192c3d4)" for a job that undoes another.
+    fn kind_label(&self) -> String {
+        match self.request.as_ref().and_then(|r| r.undo_of) {
+            Some(of) => format!("{} (undo of {})", self.kind.as_str(), &of.to_string()[..8]),
+            None => self.kind.as_str().to_owned(),
+        }
     }
 
     /// "Sales, Engineering" (ids until the job has read the names).
@@ -766,13 +792,24 @@ fn print_preview(job: &Value) {
         );
     }
     let rows = |key: &str| p[key].as_array().cloned().unwrap_or_default();
-    let needs: Vec<[String; 4]> = rows("skus")
+    let needs: Vec<[String; 5]> = rows("skus")
         .iter()
-        .map(|s| [sku(s), n(&s["needed"]), n(&s["free"]), n(&s["shortfall"])])
+        .map(|s| {
+            [
+                sku(s),
+                n(&s["needed"]),
+                n(&s["free"]),
+                n(&s["shortfall"]),
+                n(&s["short_members"]),
+            ]
+        })
         .collect();
     if !needs.is_empty() {
         println!();
-        print_table(["SKU", "NEEDED", "FREE", "SHORTFALL"], &needs);
+        print_table(
+            ["SKU", "NEEDED", "FREE", "SHORTFALL", "MEMBERS SHORT"],
+            &needs,
+        );
     }
     let held: Vec<[String; 3]> = rows("held")
         .iter()
@@ -914,7 +951,7 @@ fn print_jobs(jobs: &[Job]) {
         .map(|j| {
             [
                 j.id.to_string(),
-                j.kind.as_str().to_owned(),
+                j.kind_label(),
                 j.groups(),
                 label(j.status).to_owned(),
                 j.progress.succeeded.to_string(),
@@ -1026,7 +1063,7 @@ async fn watch(api: &Api, id: Uuid, json: bool) -> anyhow::Result<()> {
         println!(
             "job {} ({} {}), run {}: {}",
             job.id,
-            job.kind.as_str(),
+            job.kind_label(),
             job.groups(),
             job.runs,
             label(job.status)
@@ -1237,6 +1274,32 @@ mod tests {
     }
 
     #[test]
+    fn an_undo_says_which_job_it_undoes() {
+        let job = |request: Value| -> Job {
+            serde_json::from_value(serde_json::json!({
+                "id": "01a22a68-dd89-74b0-8546-e07d77b2721e",
+                "kind": "remove",
+                "status": "finished",
+                "progress": {"total": 3, "succeeded": 3, "failed": 0, "skipped": 0},
+                "runs": 1,
+                "groups": [],
+                "created_at": "2026-11-30T03:04:05Z",
+                "error": null,
+                "request": request,
+            }))
+            .unwrap()
+        };
+        let undo = job(
+            serde_json::json!({"kind": "remove", "undo_of": "0192c3d4-1111-7222-8333-444455556666"}),
+        );
+        assert_eq!(undo.kind_label(), "remove (undo of 0192c3d4)");
+        assert_eq!(
+            job(serde_json::json!({"kind": "remove"})).kind_label(),
+            "remove"
+        );
+    }
+
+    #[test]
     fn export_locations() {
         assert_eq!(parse_location("download"), Ok(ExportLocation::Download));
         assert_eq!(
@@ -1263,9 +1326,26 @@ mod tests {
         assert_eq!(parse_expires_in("4w"), e(4, ExpiryUnit::Weeks));
         assert_eq!(parse_expires_in("3M"), e(3, ExpiryUnit::Months));
         assert_eq!(parse_expires_in("2 weeks"), e(2, ExpiryUnit::Weeks));
-        for bad in ["0d", "d", "30", "30y", "-1d", "99999999999d", ""] {
+        assert_eq!(parse_expires_in("3650d"), e(3650, ExpiryUnit::Days));
+        assert_eq!(parse_expires_in("120m"), e(120, ExpiryUnit::Months));
+        for bad in [
+            "0d",
+            "d",
+            "30",
+            "30y",
+            "-1d",
+            "99999999999d",
+            "",
+            "3651d",
+            "521w",
+        ] {
             assert!(parse_expires_in(bad).is_err(), "{bad}");
         }
+        // The error says how far a number may go.
+        let err = parse_expires_in("0d").unwrap_err();
+        assert!(err.contains("from 1 to 3650"), "{err}");
+        let err = parse_expires_in("121m").unwrap_err();
+        assert!(err.contains("from 1 to 120"), "{err}");
     }
 
     fn skus() -> Vec<Value> {

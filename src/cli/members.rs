@@ -1,7 +1,10 @@
 //! `licensor members …`: what licensor's jobs did to one directory member (a client of a
 //! running licensor, as `licensor jobs`).
 
+use std::collections::HashMap;
+
 use clap::Subcommand;
+use reqwest::Method;
 
 use super::client::{Api, Client, print_table, text};
 
@@ -33,17 +36,40 @@ fn encode_segment(s: &str) -> String {
         .collect()
 }
 
-/// SKU ids of a ledger's license list, joined (`-` when none).
-fn skus(v: &serde_json::Value) -> String {
+/// The SKUs of a ledger's license list by part number (the id where `names` has none), joined
+/// (`-` when none).
+fn skus(v: &serde_json::Value, names: &HashMap<String, String>) -> String {
     match v.as_array() {
         None => "-".to_owned(),
         Some(l) if l.is_empty() => "none".to_owned(),
         Some(l) => l
             .iter()
-            .map(|x| text(&x["skuId"]))
+            .map(|x| {
+                let id = text(&x["skuId"]);
+                names.get(&id).cloned().unwrap_or(id)
+            })
             .collect::<Vec<_>>()
             .join(","),
     }
+}
+
+/// The tenant's SKUs, id → part number (`GET /v1/directory/skus`); empty when the directory
+/// cannot be read now (the history then shows ids).
+async fn sku_names(api: &Api) -> HashMap<String, String> {
+    let Ok(answer) = api.send(Method::GET, "/v1/directory/skus", None).await else {
+        return HashMap::new();
+    };
+    answer["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            Some((
+                s["sku_id"].as_str()?.to_owned(),
+                s["sku_part_number"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
 }
 
 pub async fn run(cmd: MembersCommand) -> anyhow::Result<()> {
@@ -65,6 +91,7 @@ pub async fn run(cmd: MembersCommand) -> anyhow::Result<()> {
                 println!("no job touched {member}");
                 return Ok(());
             }
+            let names = sku_names(&api).await;
             let rows: Vec<[String; 7]> = entries
                 .iter()
                 .map(|e| {
@@ -75,7 +102,11 @@ pub async fn run(cmd: MembersCommand) -> anyhow::Result<()> {
                         text(&e["run_no"]),
                         text(&e["status"]),
                         e["error"]["code"].as_str().unwrap_or("-").to_owned(),
-                        format!("{} → {}", skus(&e["before"]), skus(&e["after"])),
+                        format!(
+                            "{} → {}",
+                            skus(&e["before"], &names),
+                            skus(&e["after"], &names)
+                        ),
                     ]
                 })
                 .collect();

@@ -566,6 +566,7 @@ pub async fn resume(
         .filter(job::Column::Id.eq(job_id))
         .exec(&txn)
         .await?;
+    pipeline::set_run_status(&txn, job_id, job.runs, JobStatus::Running).await?;
     audit::record(
         &txn,
         AuditEntry {
@@ -1414,7 +1415,8 @@ fn undo_request(req: &JobRequest, job_id: Uuid) -> JobRequest {
 /// each member the job wrote for its direct licenses from before the job — only where the
 /// member's licenses still equal what the job left; the others end `skipped` with code
 /// `changed_since` and are not touched. Only a finished, failed or cancelled job that wrote for
-/// at least one member can be undone (409 `not_undoable` / `nothing_to_undo`). The caller
+/// at least one member can be undone (409 `not_undoable` / `nothing_to_undo`), and only once
+/// (409 `already_undone` while an earlier undo has not failed or been cancelled). The caller
 /// enqueues the new job after this commits.
 pub async fn undo(
     db: &Db,
@@ -1435,6 +1437,25 @@ pub async fn undo(
                 kind.as_str()
             ),
         ));
+    }
+    // One undo at a time: an earlier undo that did not fail and was not cancelled stands.
+    let children = job::Entity::find()
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .filter(job::Column::ParentJobId.eq(job_id))
+        .all(&txn)
+        .await?;
+    for child in children {
+        let undoes = pipeline::request_of(&child)?.undo_of == Some(job_id);
+        let stands = !matches!(status_of(&child)?, JobStatus::Failed | JobStatus::Cancelled);
+        if undoes && stands {
+            return Err(StoreError::conflict(
+                "already_undone",
+                format!(
+                    "the job is undone already by job {} ({}); cancel that one to undo again",
+                    child.id, child.status
+                ),
+            ));
+        }
     }
     let req = pipeline::request_of(&job)?;
     let child = insert(

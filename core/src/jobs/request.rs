@@ -50,13 +50,25 @@ impl ExpiresIn {
         due.unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
-    fn max_value(&self) -> u32 {
+    /// The largest `value` for the unit: ten years (3,650 days, 520 weeks, 120 months).
+    pub fn max_value(&self) -> u32 {
         match self.unit {
             ExpiryUnit::Days => 3650,
             ExpiryUnit::Weeks => 520,
             ExpiryUnit::Months => 120,
         }
     }
+}
+
+/// The kind with its article, for messages: "an assign", "a remove".
+fn a_kind(kind: JobKind) -> String {
+    let name = kind.as_str();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
 }
 
 /// A file format for exports and reports.
@@ -478,7 +490,7 @@ impl JobRequest {
         let not_allowed = |field: &str| {
             refuse(
                 "field_not_allowed",
-                format!("`{field}` cannot be used with a {} job", kind.as_str()),
+                format!("`{field}` cannot be used with {} job", a_kind(kind)),
             )
         };
         let has_add = !self.add_licenses.is_empty();
@@ -572,8 +584,8 @@ impl JobRequest {
                 return Err(refuse(
                     "expiry_not_allowed",
                     format!(
-                        "`expires_in` makes an assignment temporary; it cannot be used with a {} job",
-                        kind.as_str()
+                        "`expires_in` makes an assignment temporary; it cannot be used with {} job",
+                        a_kind(kind)
                     ),
                 ));
             }
