@@ -746,6 +746,55 @@ impl Directory {
         )
     }
 
+    /// `GET /users/{id}/licenseDetails`: one entry per license the user holds (directly or
+    /// through a group): `id` (opaque), `skuId`, `skuPartNumber` and every service plan of the
+    /// SKU with its `provisioningStatus` — `Disabled` where the assignment disables the plan.
+    /// Shape: <https://learn.microsoft.com/en-us/graph/api/resources/licensedetails>.
+    pub fn license_details(&self, u: u32, st: &UserState) -> Value {
+        Value::Array(
+            st.licenses
+                .iter()
+                .map(|h| {
+                    let sku = &self.skus[h.sku as usize];
+                    // As for assignedLicenses: disabled only if every assignment path disables it.
+                    let mask = if h.groups.is_empty() {
+                        h.direct.unwrap_or(0)
+                    } else {
+                        0
+                    };
+                    let plans: Vec<Value> = sku
+                        .plans
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| {
+                            let status = if mask & (1 << i) != 0 {
+                                "Disabled"
+                            } else {
+                                p.provisioning_status.as_str()
+                            };
+                            json!({
+                                "servicePlanId": p.id.to_string(),
+                                "servicePlanName": p.name,
+                                "provisioningStatus": status,
+                                "appliesTo": p.applies_to,
+                            })
+                        })
+                        .collect();
+                    json!({
+                        "id": format!(
+                            "{}_{}",
+                            self.user_ids[u as usize].simple(),
+                            sku.id.simple()
+                        ),
+                        "skuId": sku.id.to_string(),
+                        "skuPartNumber": sku.part_number,
+                        "servicePlans": plans,
+                    })
+                })
+                .collect(),
+        )
+    }
+
     pub fn assignment_states(&self, st: &UserState) -> Value {
         let mut v = Vec::new();
         for h in &st.licenses {

@@ -1077,6 +1077,27 @@ pub async fn get_user(Extension(st): Tn, Path(id): Path<String>, uri: axum::http
     }
 }
 
+/// `GET /users/{id}/licenseDetails` (see [`Directory::license_details`]).
+pub async fn license_details(Extension(st): Tn, Path(id): Path<String>) -> Response {
+    let dir = st.dir();
+    match find_user(&dir, &id) {
+        Ok(u) => {
+            let value = {
+                let state = dir.users[u as usize].lock();
+                dir.license_details(u, &state)
+            };
+            graph_json(
+                StatusCode::OK,
+                &json!({
+                    "@odata.context": format!("{CTX}#users('{id}')/licenseDetails"),
+                    "value": value,
+                }),
+            )
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
 pub async fn patch_user(Extension(st): Tn, Path(id): Path<String>, body: Bytes) -> Response {
     match patch_user_inner(&st, &id, &body) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

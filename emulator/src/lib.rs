@@ -118,6 +118,10 @@ fn router(state: Arc<AppState>) -> Router {
             "/v1.0/users/{id}/assignLicense",
             post(graph::assign_license),
         )
+        .route(
+            "/v1.0/users/{id}/licenseDetails",
+            get(graph::license_details),
+        )
         .route("/v1.0/$batch", post(graph::batch))
         .merge(drives::graph_routes())
         .route("/v1.0/{*rest}", axum::routing::any(graph::unknown_segment))

@@ -397,3 +397,77 @@ async fn assign_license_is_all_or_nothing() {
     env.emu.shutdown().await;
     env2.emu.shutdown().await;
 }
+
+/// `GET /users/{id}/licenseDetails`: each license held, with its part number and every service
+/// plan's provisioning status (`Disabled` where the assignment disables it); also in `$batch`.
+#[tokio::test]
+async fn license_details_list_held_licenses_with_plan_status() {
+    let env = start(Scenario::demo()).await;
+    let user = located_user(&env, 0).await;
+    let r = env.get(&format!("/users/{user}/licenseDetails")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["value"], json!([]), "{}", r.body);
+
+    let r = env
+        .post(
+            &format!("/users/{user}/assignLicense"),
+            json!({"addLicenses": [{"skuId": ENTERPRISEPACK_SKU_ID, "disabledPlans": [TEAMS1]}], "removeLicenses": []}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = env.get(&format!("/users/{user}/licenseDetails")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body["@odata.context"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with(&format!("$metadata#users('{user}')/licenseDetails")),
+        "{}",
+        r.body
+    );
+    let details = r.body["value"].as_array().unwrap();
+    assert_eq!(details.len(), 1, "{}", r.body);
+    let d = &details[0];
+    assert_eq!(d["skuId"], ENTERPRISEPACK_SKU_ID);
+    assert_eq!(d["skuPartNumber"], "ENTERPRISEPACK");
+    assert!(d["id"].as_str().is_some_and(|s| !s.is_empty()), "{d}");
+    let plans = d["servicePlans"].as_array().unwrap();
+    let sku = env.sku("ENTERPRISEPACK").await;
+    assert_eq!(plans.len(), sku["servicePlans"].as_array().unwrap().len());
+    for p in plans {
+        let want = if p["servicePlanId"] == TEAMS1 {
+            "Disabled"
+        } else {
+            "Success"
+        };
+        assert_eq!(p["provisioningStatus"], want, "{p}");
+        assert!(
+            p["servicePlanName"].is_string() && p["appliesTo"].is_string(),
+            "{p}"
+        );
+    }
+
+    // The same through $batch; an unknown user is Graph's 404.
+    let r = env
+        .post(
+            "/$batch",
+            json!({"requests": [
+                {"id": "1", "method": "GET", "url": format!("/users/{user}/licenseDetails")},
+                {"id": "2", "method": "GET", "url": "/users/00000000-0000-0000-0000-000000000001/licenseDetails"},
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let answers = r.body["responses"].as_array().unwrap();
+    let by_id = |id: &str| answers.iter().find(|a| a["id"] == id).unwrap().clone();
+    assert_eq!(by_id("1")["status"], 200);
+    assert_eq!(
+        by_id("1")["body"]["value"][0]["skuPartNumber"],
+        "ENTERPRISEPACK"
+    );
+    assert_eq!(by_id("2")["status"], 404);
+    assert_eq!(
+        by_id("2")["body"]["error"]["code"],
+        "Request_ResourceNotFound"
+    );
+}
