@@ -893,3 +893,27 @@ async fn concurrent_writes_never_answer_500(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(concurrent_writes_never_answer_500);
+
+/// A malformed id in the path is "not found", naming the value — not the framework's parser.
+async fn bad_ids_in_the_path_are_named(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("bad-ids").await;
+    for (path, detail) in [
+        (
+            "/v1/jobs/not-a-uuid",
+            "no such resource: `not-a-uuid` is not a valid id",
+        ),
+        (
+            "/v1/licenses/1/assignments",
+            "no such resource: `1` is not a valid id",
+        ),
+    ] {
+        let resp = app.get(path, &t.viewer).send().await.unwrap();
+        let problem = expect_problem(resp, 404, "not_found").await;
+        assert_eq!(problem["detail"], detail, "{path}: {problem}");
+    }
+    app.stop().await;
+}
+on_both_backends!(bad_ids_in_the_path_are_named);

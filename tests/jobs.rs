@@ -2309,6 +2309,15 @@ async fn stale_preview_reads_the_groups_again(backend: Backend) {
     let job = s.app.get_json(&format!("/v1/jobs/{id}"), &s.viewer).await;
     assert_eq!(job["status"], "cancelled", "{job}");
     assert_eq!(job["runs"], 1, "{job}");
+    // Its run says so too, with every member skipped.
+    let runs = s
+        .app
+        .get_json(&format!("/v1/jobs/{id}/runs"), &s.viewer)
+        .await;
+    let run = &runs["data"][0];
+    assert_eq!(run["status"], "cancelled", "{runs}");
+    assert!(run["finished_at"].is_string(), "{runs}");
+    assert_eq!(run["skipped"], job["progress"]["total"], "{runs} {job}");
     s.finish().await;
 }
 on_both_backends!(stale_preview_reads_the_groups_again);
@@ -2448,6 +2457,11 @@ async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
     let paused_run = run(id.clone()).await;
     assert_eq!(paused_run["status"], "paused", "{paused_run}");
     assert!(paused_run["finished_at"].is_null(), "{paused_run}");
+    // With the outcomes so far.
+    for k in ["succeeded", "failed", "skipped"] {
+        assert_eq!(paused_run[k], p[k], "{k}: {paused_run} {paused}");
+    }
+    assert_eq!(paused_run["total"], 1000, "{paused_run}");
 
     // Only an operator (or admin) resumes; a viewer is refused and nothing changes.
     let resume = |token: &str| s.app.post(&format!("/v1/jobs/{id}/resume"), token).send();

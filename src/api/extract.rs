@@ -174,12 +174,33 @@ pub struct Path<T>(pub T);
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no such resource ({})", body_text(&r.body_text())),
-        )
+        use axum::extract::path::ErrorKind;
+        // The value and what it should have been, never the framework's own wording.
+        let detail = match &r {
+            PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+                ErrorKind::ParseErrorAtKey { key, value, .. }
+                | ErrorKind::DeserializeError { key, value, .. } => {
+                    format!("no such resource: `{}` is not a valid {key}", clip(value))
+                }
+                ErrorKind::ParseError { value, .. }
+                | ErrorKind::ParseErrorAtIndex { value, .. } => {
+                    format!("no such resource: `{}` is not a valid id", clip(value))
+                }
+                _ => "no such resource".to_owned(),
+            },
+            _ => "no such resource".to_owned(),
+        };
+        ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", detail)
     }
+}
+
+/// A caller's value, at most 80 characters, for an error message.
+fn clip(value: &str) -> String {
+    let mut out: String = value.chars().take(80).collect();
+    if value.chars().count() > 80 {
+        out.push('…');
+    }
+    out
 }
 
 /// axum's rejection texts, trimmed to one line.

@@ -449,7 +449,8 @@ pub async fn rerun_job(
 /// Launch a preview (admin): the `previewed` job is queued as the real run of its request,
 /// with the members the preview found — the groups are not read again unless the preview is
 /// older than `jobs.preview_max_age_secs` (default 900 s). Every member is read afresh before it
-/// is decided and written. Any other status → 409 `not_a_preview`.
+/// is decided and written. A preview still reading its members → 409 `preview_not_ready`; any
+/// other status → 409 `not_a_preview`.
 #[utoipa::path(post, path = "/v1/jobs/{id}/launch", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Job id")),
     responses(

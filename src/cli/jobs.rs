@@ -1109,7 +1109,11 @@ async fn watch(api: &Api, id: Uuid, json: bool) -> anyhow::Result<()> {
         0 => Ok(()),
         code => Err(Exit {
             code,
-            message: format!("job {id} ended {}", label(job.status)),
+            message: if job.status == JobStatus::Paused {
+                format!("job {id} is paused by its canary: licensor jobs resume {id} (or cancel)")
+            } else {
+                format!("job {id} ended {}", label(job.status))
+            },
         }
         .into()),
     }

@@ -901,6 +901,19 @@ pub async fn cancel(
     // commit with it (the caller queues them). Otherwise the worker holding members records
     // them and then closes the run (`pipeline::settle_cancelled`), so the run's counts and the
     // `job.cancelled` event tell every member's outcome.
+    if status == JobStatus::Previewed {
+        // The preview's run ended when its members were predicted; cancelled, it ends again as
+        // cancelled, with its members' outcomes.
+        job_run::Entity::update_many()
+            .col_expr(
+                job_run::Column::FinishedAt,
+                Expr::value(Option::<chrono::DateTime<Utc>>::None),
+            )
+            .filter(job_run::Column::JobId.eq(job_id))
+            .filter(job_run::Column::RunNo.eq(job.runs))
+            .exec(&txn)
+            .await?;
+    }
     let run_status = Expr::value(JobStatus::Cancelled.as_str());
     if !pipeline::close_cancelled_run(&txn, job_id, now).await? {
         job_run::Entity::update_many()
@@ -930,11 +943,17 @@ pub async fn cancel(
     Ok(view)
 }
 
-/// Whether a job in `status` can be launched: only a `previewed` job; otherwise 409
+/// Whether a job in `status` (a preview when `preview`) can be launched: only a `previewed`
+/// job; a preview still reading its members → 409 `preview_not_ready`; otherwise 409
 /// `not_a_preview`.
-pub fn check_launchable(status: JobStatus) -> StoreResult<()> {
+pub fn check_launchable(status: JobStatus, preview: bool) -> StoreResult<()> {
     if status == JobStatus::Previewed {
         Ok(())
+    } else if preview && matches!(status, JobStatus::Queued | JobStatus::Running) {
+        Err(StoreError::conflict(
+            "preview_not_ready",
+            "the preview is still reading its members; launch it once it is previewed",
+        ))
     } else {
         Err(StoreError::conflict(
             "not_a_preview",
@@ -962,8 +981,8 @@ pub async fn launch(
     let txn = crate::db::begin(db).await?;
     let job = lock(&txn, tenant_id, job_id).await?;
     let status = status_of(&job)?;
-    check_launchable(status)?;
     let mut req = pipeline::request_of(&job)?;
+    check_launchable(status, req.preview)?;
     req.preview = false;
     let request = serde_json::to_value(&req).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let now = Utc::now();
@@ -1448,13 +1467,19 @@ pub async fn undo(
         let undoes = pipeline::request_of(&child)?.undo_of == Some(job_id);
         let stands = !matches!(status_of(&child)?, JobStatus::Failed | JobStatus::Cancelled);
         if undoes && stands {
-            return Err(StoreError::conflict(
-                "already_undone",
+            let status = status_of(&child)?;
+            let detail = if status.is_terminal() {
                 format!(
-                    "the job is undone already by job {} ({}); cancel that one to undo again",
+                    "the job was undone already by job {} ({})",
                     child.id, child.status
-                ),
-            ));
+                )
+            } else {
+                format!(
+                    "the job is being undone by job {} ({}); cancel that one to undo again",
+                    child.id, child.status
+                )
+            };
+            return Err(StoreError::conflict("already_undone", detail));
         }
     }
     let req = pipeline::request_of(&job)?;
@@ -1567,4 +1592,43 @@ pub async fn undo(
     let view = view(&txn, child).await?;
     txn.commit().await?;
     Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(r: StoreResult<()>) -> Option<String> {
+        match r {
+            Ok(()) => None,
+            Err(StoreError::Refused {
+                kind: crate::error::Refusal::Conflict,
+                code,
+                ..
+            }) => Some(code.to_owned()),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    /// Only a previewed job is launched; a preview still reading its members says so.
+    #[test]
+    fn launch_is_for_a_finished_preview() {
+        assert_eq!(code(check_launchable(JobStatus::Previewed, true)), None);
+        for s in [JobStatus::Queued, JobStatus::Running] {
+            assert_eq!(
+                code(check_launchable(s, true)).as_deref(),
+                Some("preview_not_ready")
+            );
+            assert_eq!(
+                code(check_launchable(s, false)).as_deref(),
+                Some("not_a_preview")
+            );
+        }
+        for s in [JobStatus::Finished, JobStatus::Cancelled, JobStatus::Paused] {
+            assert_eq!(
+                code(check_launchable(s, false)).as_deref(),
+                Some("not_a_preview")
+            );
+        }
+    }
 }

@@ -561,15 +561,21 @@ pub async fn decide_canary(
     Ok(decision)
 }
 
-/// Set the status of run `run_no` of the job (its history row) while the run is not over.
+/// Set the status of run `run_no` of the job (its history row) while the run is not over, with
+/// its members' outcomes so far.
 pub(crate) async fn set_run_status<C: ConnectionTrait>(
     db: &C,
     job_id: Uuid,
     run_no: i32,
     status: JobStatus,
 ) -> StoreResult<()> {
+    let c = RunCounts::of(db, job_id, run_no).await?;
     job_run::Entity::update_many()
         .col_expr(job_run::Column::Status, Expr::value(status.as_str()))
+        .col_expr(job_run::Column::Total, Expr::value(c.total))
+        .col_expr(job_run::Column::Succeeded, Expr::value(c.succeeded))
+        .col_expr(job_run::Column::Failed, Expr::value(c.failed))
+        .col_expr(job_run::Column::Skipped, Expr::value(c.skipped))
         .filter(job_run::Column::JobId.eq(job_id))
         .filter(job_run::Column::RunNo.eq(run_no))
         .filter(job_run::Column::FinishedAt.is_null())
@@ -1132,6 +1138,41 @@ pub async fn finish_if_done(db: &Db, job_id: Uuid) -> StoreResult<Option<JobStat
     Ok((done == 1).then_some(status))
 }
 
+/// A run's members by outcome, from its items.
+struct RunCounts {
+    total: i64,
+    succeeded: i64,
+    failed: i64,
+    skipped: i64,
+}
+
+impl RunCounts {
+    async fn of<C: ConnectionTrait>(conn: &C, job_id: Uuid, run_no: i32) -> StoreResult<Self> {
+        let counts: Vec<(String, i64)> = job_item::Entity::find()
+            .select_only()
+            .column(job_item::Column::Status)
+            .column_as(job_item::Column::Id.count(), "n")
+            .filter(job_item::Column::JobId.eq(job_id))
+            .filter(job_item::Column::RunNo.eq(run_no))
+            .group_by(job_item::Column::Status)
+            .into_tuple()
+            .all(conn)
+            .await?;
+        let count = |s: ItemStatus| {
+            counts
+                .iter()
+                .find(|(st, _)| st == s.as_str())
+                .map_or(0, |(_, n)| *n)
+        };
+        Ok(RunCounts {
+            total: counts.iter().map(|(_, n)| n).sum(),
+            succeeded: count(ItemStatus::Succeeded),
+            failed: count(ItemStatus::Failed),
+            skipped: count(ItemStatus::Skipped),
+        })
+    }
+}
+
 /// Write the counts of the job's current run, and record the webhook deliveries its end fires.
 /// A run is closed once: when it is closed already (`finished_at` set) nothing changes and no
 /// event fires again. Returns whether this call closed it.
@@ -1141,38 +1182,13 @@ pub(crate) async fn close_run<C: ConnectionTrait>(
     status: JobStatus,
     t: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    let counts: Vec<(String, i64)> = job_item::Entity::find()
-        .select_only()
-        .column(job_item::Column::Status)
-        .column_as(job_item::Column::Id.count(), "n")
-        .filter(job_item::Column::JobId.eq(job.id))
-        .filter(job_item::Column::RunNo.eq(job.runs))
-        .group_by(job_item::Column::Status)
-        .into_tuple()
-        .all(conn)
-        .await?;
-    let count = |s: ItemStatus| {
-        counts
-            .iter()
-            .find(|(st, _)| st == s.as_str())
-            .map_or(0, |(_, n)| *n)
-    };
-    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    let c = RunCounts::of(conn, job.id, job.runs).await?;
     let closed = job_run::Entity::update_many()
         .col_expr(job_run::Column::Status, Expr::value(status.as_str()))
-        .col_expr(job_run::Column::Total, Expr::value(total))
-        .col_expr(
-            job_run::Column::Succeeded,
-            Expr::value(count(ItemStatus::Succeeded)),
-        )
-        .col_expr(
-            job_run::Column::Failed,
-            Expr::value(count(ItemStatus::Failed)),
-        )
-        .col_expr(
-            job_run::Column::Skipped,
-            Expr::value(count(ItemStatus::Skipped)),
-        )
+        .col_expr(job_run::Column::Total, Expr::value(c.total))
+        .col_expr(job_run::Column::Succeeded, Expr::value(c.succeeded))
+        .col_expr(job_run::Column::Failed, Expr::value(c.failed))
+        .col_expr(job_run::Column::Skipped, Expr::value(c.skipped))
         .col_expr(job_run::Column::FinishedAt, Expr::value(t))
         .filter(job_run::Column::JobId.eq(job.id))
         .filter(job_run::Column::RunNo.eq(job.runs))

@@ -349,8 +349,17 @@ impl<'a> Predictor<'a> {
     /// The prediction for the next member (in member order) whose state is `snap`.
     pub fn predict(&mut self, snap: &Snapshot) -> Prediction {
         self.members += 1;
+        // A replace (not of everything) leaves a member holding none of the licenses to
+        // replace alone: it needs no unit and no usage location.
+        let untouched = self.req.kind == JobKind::Replace
+            && !self.req.replace_all
+            && !self
+                .req
+                .remove_licenses
+                .iter()
+                .any(|s| Self::holds(snap, *s));
         // A usage location matters only to a member given a license.
-        if snap.usage_location.is_none() && !self.req.add_licenses.is_empty() {
+        if snap.usage_location.is_none() && !self.req.add_licenses.is_empty() && !untouched {
             self.no_location += 1;
         }
         let (direct, inherited) = self.held.add(snap);
@@ -362,21 +371,13 @@ impl<'a> Predictor<'a> {
         if inherited.iter().any(|s| relevant(s) && !direct.contains(s)) {
             self.inherited_only += 1;
         }
-        for add in &self.req.add_licenses {
+        for add in self.req.add_licenses.iter().filter(|_| !untouched) {
             if !Self::holds(snap, add.sku_id) {
                 *self.needed.entry(add.sku_id).or_default() += 1;
             }
         }
         let prediction = match plan::decide(self.req, Some(snap), true) {
-            Decision::Skip(note)
-                if self.req.kind == JobKind::Replace
-                    && !self.req.replace_all
-                    && !self
-                        .req
-                        .remove_licenses
-                        .iter()
-                        .any(|s| Self::holds(snap, *s)) =>
-            {
+            Decision::Skip(note) if untouched => {
                 self.not_affected += 1;
                 Prediction {
                     outcome: PredictedOutcome::WouldSkip,
@@ -952,6 +953,9 @@ mod tests {
         );
         assert_eq!((s.would_succeed, s.would_skip), (1, 1));
         assert_eq!((s.already_done, s.not_affected), (0, 1));
+        // The member the replace leaves alone needs no unit and no usage location.
+        assert_eq!((s.skus[0].needed, s.skus[0].shortfall), (1, 0));
+        assert_eq!(s.usage_location.missing, 0);
         let s = run(json!({"kind":"remove","groups":[G],"remove_licenses":[E5],"preview":true}));
         assert_eq!((s.would_succeed, s.would_skip), (1, 1));
         assert_eq!((s.already_done, s.not_affected), (1, 0));
