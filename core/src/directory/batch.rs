@@ -210,6 +210,14 @@ impl DirectoryClient {
             .await;
         let answer = match answer {
             Ok(a) => a,
+            // Not sent: the work stopped before the batch's turn came.
+            Err(DirectoryError::Stopped) => {
+                grant.unused();
+                return indexes
+                    .iter()
+                    .map(|&i| (i, Err(DirectoryError::Stopped)))
+                    .collect();
+            }
             // The whole batch failed (throttled, unavailable, dropped): every op shares the fate.
             Err(e) => {
                 let fate = match &e {

@@ -427,7 +427,7 @@ impl DirectoryClient {
             .acquire()
             .await
             .map_err(|_| DirectoryError::unavailable("directory client closed"))?;
-        if writes > 0 && self.stopped() {
+        if (writes > 0 || granted.is_some()) && self.stopped() {
             return Err(DirectoryError::Stopped);
         }
         let token = inner.tokens.get(&inner.http).await?;
