@@ -163,6 +163,12 @@ impl DirectoryClient {
                         rest = later;
                     }
                     Some(done) = sending.next(), if !sending.is_empty() => results.extend(done),
+                    // The work stopped: the writes not granted yet are not sent, and do not
+                    // wait for the budget first.
+                    () = self.until_stopped() => {
+                        results.extend(rest.iter().map(|&i| (i, Err(DirectoryError::Stopped))));
+                        rest = &[];
+                    }
                 }
             }
             while let Some(done) = sending.next().await {

@@ -39,8 +39,15 @@
 //!   ours. A reading below 100 % when the model counts the window full shows room the model
 //!   missed: foreign writes left early, or `L` is larger than proved so far.
 //!
-//! A directory that never reports pressure (no throttling) is never held back: the proof grows
-//! by a quarter per answered write, far above anything the in-flight limit lets through.
+//! Until the directory first pushes back (a reading of 80 % or more, or a 429), the fill also
+//! lets out writes by time alone: the first burst, doubled every second since the fill's first
+//! write. The proof grows by a quarter per *round trip*, so on its own it would hold a new
+//! client of a slowly answering directory (round trips of seconds) back for tens of round
+//! trips — a worker that starts or takes over a job mid-way would crawl for a minute. Over a
+//! fast directory the proof outgrows the clock and the fill is as careful as described; over a
+//! slow one the in-flight limit is what bounds the writes out when the first reading comes. A
+//! directory that never reports pressure (no throttling) is thus never held back for more than
+//! a few seconds.
 //!
 //! Units: durations are wall-clock time on the client ([`tokio::time::Instant`], so tests can
 //! pause time); `L` and counts are writes (one request inside a `$batch` is one write).
@@ -63,6 +70,12 @@ pub struct LimiterConfig {
 
 /// Writes let out before the directory has said anything: one `$batch`.
 const FIRST_BURST: u64 = 20;
+/// Until the directory first pushes back (a reading of 80 % or more, or a 429), the writes let
+/// out also double this often, whatever the answers have proved: a new client of a directory
+/// that answers slowly (a round trip of seconds) reaches full speed within seconds, not after
+/// the tens of round trips the proof alone would take. Over a fast directory the proof (a
+/// quarter more per round trip) outgrows it, so nothing changes there.
+const UNPRESSED_DOUBLING: Duration = Duration::from_secs(1);
 /// The window is known well enough once its bounds are this close, relative to it.
 const WINDOW_PRECISION: f64 = 0.005;
 /// ... or this close in absolute terms.
@@ -193,9 +206,41 @@ struct Fill {
     /// A 429 came during the fill: `Retry-After` and the answer time.
     refused: Option<(Duration, Instant)>,
     first_answer: Option<Instant>,
+    /// When this fill let out its first write.
+    started: Option<Instant>,
 }
 
 impl Fill {
+    /// Whether the directory has pushed back yet: a reading of 80 % or more, or a 429.
+    fn pushed_back(&self) -> bool {
+        self.seen8 || self.full || self.refused.is_some()
+    }
+
+    /// Writes let out by time alone while the directory has not pushed back: the first burst,
+    /// doubled every [`UNPRESSED_DOUBLING`] since the fill's first write (0 once it pushed back).
+    fn unpressed(&self, now: Instant) -> u64 {
+        if self.pushed_back() {
+            return 0;
+        }
+        let Some(started) = self.started else {
+            return FIRST_BURST;
+        };
+        let doublings =
+            now.saturating_duration_since(started).as_secs_f64() / UNPRESSED_DOUBLING.as_secs_f64();
+        (FIRST_BURST as f64 * doublings.min(40.0).exp2()).min(MAX_LOG as f64) as u64
+    }
+
+    /// When [`Fill::unpressed`] lets out `writes` in all (`None`: never, the directory pushed
+    /// back; only answers help).
+    fn unpressed_reaches(&self, writes: u64) -> Option<Instant> {
+        if self.pushed_back() || writes > MAX_LOG as u64 {
+            return None;
+        }
+        let started = self.started?;
+        let doublings = (writes as f64 / FIRST_BURST as f64).log2().max(0.0);
+        Some(started + UNPRESSED_DOUBLING.mul_f64(doublings) + Duration::from_millis(1))
+    }
+
     fn prove(&mut self, outstanding: u64) {
         let mut proven = self.proven.max(FIRST_BURST);
         // Capacity > count(below r) / r, rounded up (a reading exactly at a mark may be
@@ -343,8 +388,11 @@ impl State {
             let used = self.fill.accepted + self.outstanding;
             let at_least = u64::from(at_least).min(self.fill.proven);
             let room = self.fill.proven.saturating_sub(used);
-            if room >= at_least.max(1) {
-                let n = room.min(u64::from(want)) as u32;
+            // What time alone lets out goes in whole requests (`want`), not a write at a time.
+            let by_time = self.fill.unpressed(now).saturating_sub(used);
+            if room >= at_least.max(1) || by_time >= u64::from(want) {
+                let n = room.max(by_time).min(u64::from(want)) as u32;
+                self.fill.started.get_or_insert(now);
                 return Decision::Grant(
                     n,
                     Kind::Fill {
@@ -362,6 +410,7 @@ impl State {
                     .min(u64::from(want))
                     .max(at_least)
                     .max(1) as u32;
+                self.fill.started.get_or_insert(now);
                 return Decision::Grant(
                     n,
                     Kind::Fill {
@@ -369,7 +418,8 @@ impl State {
                     },
                 );
             }
-            return Decision::Wait(None);
+            // Until the directory pushes back, the allowance also grows with time.
+            return Decision::Wait(self.fill.unpressed_reaches(used + u64::from(want)));
         };
         let at_least = at_least.min(u32::try_from(cap).unwrap_or(u32::MAX)).max(1);
         let lead = self.lead();

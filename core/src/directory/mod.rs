@@ -189,6 +189,9 @@ struct Collection<T> {
     next_link: Option<String>,
 }
 
+/// How often a write waiting for the write budget checks whether its work stopped.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
 /// A connection to one tenant's directory. Cheap to clone; clones share the token, the
 /// in-flight limit and the write pacing.
 #[derive(Clone)]
@@ -261,8 +264,8 @@ impl DirectoryClient {
 
     /// A clone (same token, in-flight limit and write pacing) whose writes are not sent once
     /// `stop` is raised: each write is checked when its turn comes — after pacing, right before
-    /// it goes out — and answered [`DirectoryError::Stopped`] instead. Writes already sent finish.
-    /// Reads are not affected.
+    /// it goes out — and answered [`DirectoryError::Stopped`] instead; a write still waiting for
+    /// the write budget stops waiting. Writes already sent finish. Reads are not affected.
     pub fn stopping_on(&self, stop: Arc<AtomicBool>) -> DirectoryClient {
         DirectoryClient {
             inner: self.inner.clone(),
@@ -274,6 +277,16 @@ impl DirectoryClient {
         self.stop
             .as_ref()
             .is_some_and(|s| s.load(Ordering::Acquire))
+    }
+
+    /// Resolves once `stop` is raised (checked every [`STOP_CHECK`]); never without one.
+    async fn until_stopped(&self) {
+        let Some(stop) = &self.stop else {
+            return std::future::pending().await;
+        };
+        while !stop.load(Ordering::Acquire) {
+            tokio::time::sleep(STOP_CHECK).await;
+        }
     }
 
     /// A client whose metrics carry `tenant` (licensor's tenant id, never a name or secret) as
@@ -418,7 +431,11 @@ impl DirectoryClient {
         // Pace first, then take a place in flight: writes waiting for their turn must not hold
         // places that reads (a job's member pages, another job's reads) could use meanwhile.
         let mut grant = if writes > 0 {
-            Some(inner.limiter.acquire(writes).await)
+            tokio::select! {
+                grant = inner.limiter.acquire(writes) => Some(grant),
+                // No wait for the budget outlives the work it is for.
+                () = self.until_stopped() => return Err(DirectoryError::Stopped),
+            }
         } else {
             None
         };

@@ -304,3 +304,28 @@ async fn unknown_answers_during_the_fill_do_not_stall_it() {
     assert_eq!(g.writes(), 5);
     g.answered(&[WriteAnswer::Accepted { reading: None }; 5]);
 }
+
+/// A new client of a directory that answers slowly (round trips of seconds) and has not pushed
+/// back is not held to a quarter more per round trip: within a few seconds it may have hundreds
+/// of writes out. The first reading of 80 % stops that: from then on only the proof counts.
+#[tokio::test(start_paused = true)]
+async fn a_slow_directory_that_has_not_pushed_back_is_not_crawled_through() {
+    let limiter = limiter();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while out.iter().map(Grant::writes).sum::<u32>() < 320 {
+        out.push(limiter.acquire_up_to(20).await);
+    }
+    // 20 at once, doubled every second: 320 after 4 s, with no answer at all.
+    let took = start.elapsed();
+    assert!(took <= Duration::from_millis(4_100), "{took:?}");
+    // The first answer reads 80 %: the clock no longer lets writes out, only answers do.
+    let first = out.remove(0);
+    let n = first.writes() as usize;
+    first.answered(&vec![WriteAnswer::Accepted { reading: Some(0.8) }; n]);
+    let more = tokio::time::timeout(Duration::from_secs(30), limiter.acquire_up_to(20)).await;
+    assert!(
+        more.is_err(),
+        "no write let out by time once the directory pushed back"
+    );
+}
