@@ -185,8 +185,11 @@ pub struct DirectoryTuning {
     pub retry_min_delay_ms: u64,
     pub retry_max_delay_ms: u64,
     pub retry_max_total_secs: u64,
+    /// No longer used (the write budget is learned, not approached by rate); still accepted.
     pub initial_write_rate: f64,
+    /// Ceiling on writes per second to one tenant's directory, whatever its budget allows.
     pub max_write_rate: f64,
+    /// Share of the directory's learned write budget to fill, in percent (50–100).
     pub target_throttle_percent: f64,
     /// Export uploads to a drive: one request up to this size in bytes, an upload session above.
     pub drive_simple_upload_max_bytes: u64,
@@ -207,7 +210,7 @@ impl Default for DirectoryTuning {
                 retry_max_total_secs: 300,
                 initial_write_rate: 20.0,
                 max_write_rate: 100_000.0,
-                target_throttle_percent: 93.0,
+                target_throttle_percent: 100.0,
                 drive_simple_upload_max_bytes: 4_194_304,
                 drive_upload_chunk_bytes: 3_276_800,
             })

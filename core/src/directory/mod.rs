@@ -26,7 +26,7 @@ mod token;
 pub use batch::{MAX_BATCH, WriteOp};
 pub use drive::{DriveItem, DriveUpload, UploadError};
 pub use error::{DirectoryError, ItemCode, classify, parse_retry_after};
-pub use limiter::{LimiterConfig, WriteLimiter};
+pub use limiter::{Grant, LimiterConfig, WriteAnswer, WriteLimiter};
 pub use registry::{ClientError, DirectoryClients};
 
 use token::{TokenSource, without_url};
@@ -189,6 +189,9 @@ struct Collection<T> {
     next_link: Option<String>,
 }
 
+/// How often a write waiting for the write budget checks whether its work stopped.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
 /// A connection to one tenant's directory. Cheap to clone; clones share the token, the
 /// in-flight limit and the write pacing.
 #[derive(Clone)]
@@ -261,8 +264,8 @@ impl DirectoryClient {
 
     /// A clone (same token, in-flight limit and write pacing) whose writes are not sent once
     /// `stop` is raised: each write is checked when its turn comes — after pacing, right before
-    /// it goes out — and answered [`DirectoryError::Stopped`] instead. Writes already sent finish.
-    /// Reads are not affected.
+    /// it goes out — and answered [`DirectoryError::Stopped`] instead; a write still waiting for
+    /// the write budget stops waiting. Writes already sent finish. Reads are not affected.
     pub fn stopping_on(&self, stop: Arc<AtomicBool>) -> DirectoryClient {
         DirectoryClient {
             inner: self.inner.clone(),
@@ -274,6 +277,16 @@ impl DirectoryClient {
         self.stop
             .as_ref()
             .is_some_and(|s| s.load(Ordering::Acquire))
+    }
+
+    /// Resolves once `stop` is raised (checked every [`STOP_CHECK`]); never without one.
+    async fn until_stopped(&self) {
+        let Some(stop) = &self.stop else {
+            return std::future::pending().await;
+        };
+        while !stop.load(Ordering::Acquire) {
+            tokio::time::sleep(STOP_CHECK).await;
+        }
     }
 
     /// A client whose metrics carry `tenant` (licensor's tenant id, never a name or secret) as
@@ -308,9 +321,7 @@ impl DirectoryClient {
             .build()
             .map_err(|e| DirectoryError::unavailable(format!("http client: {e}")))?;
         let limiter = WriteLimiter::new(LimiterConfig {
-            initial_rate: tuning.initial_write_rate,
             max_rate: tuning.max_write_rate,
-            min_rate: 1.0,
             target_percent: tuning.target_throttle_percent,
         });
         Ok(DirectoryClient {
@@ -333,9 +344,15 @@ impl DirectoryClient {
         })
     }
 
-    /// The current adaptive write rate (writes per second).
+    /// The write rate the learned budget carries (writes per second: writes per window over the
+    /// window); the configured ceiling while it is not learned yet.
     pub fn write_rate(&self) -> f64 {
         self.inner.limiter.rate()
+    }
+
+    /// The learned write budget: writes per window, and the window (its upper bound), once known.
+    pub fn write_budget(&self) -> (Option<u64>, Option<Duration>) {
+        self.inner.limiter.budget()
     }
 
     /// 429 answers met: the tenant's counter, and the current task's count when it keeps one
@@ -377,7 +394,9 @@ impl DirectoryClient {
             .with_total_delay(Some(Duration::from_secs(t.retry_max_total_secs)))
     }
 
-    /// One request, no retry. `writes` > 0 paces it as that many directory writes.
+    /// One request, no retry. `writes` > 0 paces it as that many directory writes, all granted at
+    /// once and answered alike (a `$batch` is paced by [`Self::write_batch`] instead, request by
+    /// request).
     async fn send_once(
         &self,
         method: Method,
@@ -386,18 +405,46 @@ impl DirectoryClient {
         writes: u32,
         route: &'static str,
     ) -> Result<Answer, DirectoryError> {
+        let pace = if writes > 0 {
+            Pace::Writes(writes)
+        } else {
+            Pace::None
+        };
+        self.send_paced(method, url, body, pace, route).await
+    }
+
+    /// One request, no retry, paced as `pace` says.
+    async fn send_paced(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        pace: Pace<'_>,
+        route: &'static str,
+    ) -> Result<Answer, DirectoryError> {
         let inner = &self.inner;
+        let (writes, mut granted) = match pace {
+            Pace::None => (0, None),
+            Pace::Writes(n) => (n, None),
+            Pace::Granted(g) => (0, Some(g)),
+        };
         // Pace first, then take a place in flight: writes waiting for their turn must not hold
         // places that reads (a job's member pages, another job's reads) could use meanwhile.
-        if writes > 0 {
-            inner.limiter.acquire(writes).await;
-        }
+        let mut grant = if writes > 0 {
+            tokio::select! {
+                grant = inner.limiter.acquire(writes) => Some(grant),
+                // No wait for the budget outlives the work it is for.
+                () = self.until_stopped() => return Err(DirectoryError::Stopped),
+            }
+        } else {
+            None
+        };
         let _permit = inner
             .in_flight
             .acquire()
             .await
             .map_err(|_| DirectoryError::unavailable("directory client closed"))?;
-        if writes > 0 && self.stopped() {
+        if (writes > 0 || granted.is_some()) && self.stopped() {
             return Err(DirectoryError::Stopped);
         }
         let token = inner.tokens.get(&inner.http).await?;
@@ -407,6 +454,12 @@ impl DirectoryClient {
             request = request.json(body);
         }
         let started = Instant::now();
+        if let Some(g) = grant.as_mut() {
+            g.sending();
+        }
+        if let Some(g) = granted.as_mut() {
+            g.sending();
+        }
         let outcome = request.send().await;
         let response = match outcome {
             Ok(r) => r,
@@ -425,27 +478,26 @@ impl DirectoryClient {
         metrics::counter!("licensor_directory_requests_total", "route" => route, "status" => status.to_string(), "tenant" => tenant).increment(1);
         metrics::histogram!("licensor_directory_request_duration_seconds", "route" => route)
             .record(started.elapsed().as_secs_f64());
-        if writes > 0 {
-            let reported = header_f64(&headers, "x-ms-throttle-limit-percentage");
-            if let Some(pct) = reported {
-                inner.limiter.observe_header(pct);
-            }
-            // A `$batch` reports per request inside it: read there.
-            if reported.is_some() || route != "$batch" {
-                self.note_budget(reported);
-            }
-        }
-        if (200..300).contains(&status) {
-            return Ok(Answer { body });
-        }
         let retry_after = parse_retry_after(
             headers
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok()),
         );
+        if let Some(grant) = grant {
+            let reported = header_f64(&headers, "x-ms-throttle-limit-percentage");
+            self.note_budget(reported);
+            let answer = if status == 429 {
+                WriteAnswer::Refused { retry_after }
+            } else {
+                WriteAnswer::Accepted { reading: reported }
+            };
+            grant.answered(&vec![answer; writes as usize]);
+        }
+        if (200..300).contains(&status) {
+            return Ok(Answer { body });
+        }
         if status == 429 {
             self.note_throttled(1);
-            inner.limiter.observe_throttled(retry_after);
         }
         let err = classify(status, &body, retry_after);
         if matches!(err, DirectoryError::CredentialsRejected { .. }) {
@@ -728,6 +780,16 @@ impl DirectoryClient {
             .await
             .map(|_| ())
     }
+}
+
+/// How a request is paced as directory writes.
+enum Pace<'a> {
+    /// Not a write.
+    None,
+    /// This many writes, granted at once and answered alike.
+    Writes(u32),
+    /// Writes granted by the caller, who reports their answers (a `$batch`).
+    Granted(&'a mut Grant),
 }
 
 /// With `Retry-After`, wait at least that long; give up when the backoff is exhausted.
