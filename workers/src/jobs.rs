@@ -201,31 +201,40 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
     push_lanes(ctx, &job).await
 }
 
-/// A preview whose members are all read: predict each from what its expansion read (the same
-/// decisions a real run takes before writing, units counted in member order against the free
-/// units read now) and end it `previewed`. Nothing is written to the directory.
+/// A preview whose members are all read: end it `previewed`. Its members were predicted as the
+/// expansion stored them (`read`), or — when that step did not store them all (resumed after a
+/// crash or a restart) — are predicted now from what the expansion read (the same decisions a
+/// real run takes before writing, units counted in member order against the free units read
+/// now). Nothing is written to the directory.
 async fn conclude_preview<'a>(
     ctx: &WorkerContext,
     job: &job::Model,
     req: &'a JobRequest,
     read: Option<preview::Predictor<'a>>,
 ) -> Result<(), BoxDynError> {
-    let client = match client_for(ctx, job.tenant_id).await? {
-        Ok(c) => c,
-        Err(f) => return fail(ctx, job, f).await,
-    };
-    let skus = match client.subscribed_skus().await {
-        Ok(s) => s,
-        Err(e) => {
-            return fail(
-                ctx,
-                job,
-                JobFailure::from_directory(&e, "reading subscribed SKUs"),
-            )
-            .await;
+    let predictor = match read {
+        // Predicted as they were read: nothing more to read or decide.
+        Some(p) if preview::covers(&ctx.db, job.id, &p).await? => p,
+        _ => {
+            let client = match client_for(ctx, job.tenant_id).await? {
+                Ok(c) => c,
+                Err(f) => return fail(ctx, job, f).await,
+            };
+            let skus = match client.subscribed_skus().await {
+                Ok(s) => s,
+                Err(e) => {
+                    return fail(
+                        ctx,
+                        job,
+                        JobFailure::from_directory(&e, "reading subscribed SKUs"),
+                    )
+                    .await;
+                }
+            };
+            preview::predict_stored(&ctx.db, job, req, &skus).await?
         }
     };
-    if let Some(summary) = preview::conclude(&ctx.db, job, req, &skus, read).await? {
+    if let Some(summary) = preview::conclude(&ctx.db, job, predictor).await? {
         tracing::info!(job = %job.id, members = summary.members, would_fail = summary.would_fail, "job previewed");
         metrics::counter!("licensor_jobs_completed_total", "kind" => job.kind.clone(), "status" => JobStatus::Previewed.as_str()).increment(1);
     }

@@ -1465,9 +1465,9 @@ pub async fn undo(
         .await?;
     for child in children {
         let undoes = pipeline::request_of(&child)?.undo_of == Some(job_id);
-        let stands = !matches!(status_of(&child)?, JobStatus::Failed | JobStatus::Cancelled);
+        let status = status_of(&child)?;
+        let stands = !matches!(status, JobStatus::Failed | JobStatus::Cancelled);
         if undoes && stands {
-            let status = status_of(&child)?;
             let detail = if status.is_terminal() {
                 format!(
                     "the job was undone already by job {} ({})",

@@ -535,31 +535,12 @@ impl<'a> Predictor<'a> {
     }
 }
 
-/// End an expanded preview job `previewed`: every member's prediction stored, and the summary.
-/// `read` is the predictor that predicted each member as the expansion read it (their
-/// predictions stored with them, see [`Predictor::predict`]); it is used when it covers every
-/// stored member — the expansion ran from the first page to the last in one step. Otherwise
-/// (the expansion was resumed after a crash or a pause, or another step stored members too)
-/// every member is predicted again here, in member order, from the snapshot its expansion read,
-/// against the free units in `skus`. Returns the summary, or `None` when the job is no longer
-/// running (cancelled).
-pub async fn conclude<'a>(
-    db: &Db,
-    job: &job::Model,
-    req: &'a JobRequest,
-    skus: &[Sku],
-    read: Option<Predictor<'a>>,
-) -> StoreResult<Option<PreviewSummary>> {
-    let predictor = match read {
-        Some(p) if covers(db, job.id, &p).await? => p,
-        _ => predict_stored(db, job, req, skus).await?,
-    };
-    finish(db, job, predictor).await
-}
-
-/// Whether `p` predicted exactly the job's stored members: as many as the job counts, and none
-/// stored without a prediction.
-async fn covers(db: &Db, job_id: Uuid, p: &Predictor<'_>) -> StoreResult<bool> {
+/// Whether `p` — the predictor that predicted each member as the expansion stored it — covers
+/// the job's stored members: as many as the job counts, and none stored without a prediction
+/// (the expansion ran from the first page to the last in one step). When it does not (the
+/// expansion was resumed after a crash or a pause, or another step stored members too), every
+/// member is predicted again with [`predict_stored`].
+pub async fn covers(db: &Db, job_id: Uuid, p: &Predictor<'_>) -> StoreResult<bool> {
     let Some(total) = job::Entity::find_by_id(job_id)
         .select_only()
         .column(job::Column::Total)
@@ -588,8 +569,8 @@ async fn covers(db: &Db, job_id: Uuid, p: &Predictor<'_>) -> StoreResult<bool> {
 const PREDICT_PAGE: u64 = 5000;
 
 /// Predict every stored member of the job in member order from the snapshot its expansion
-/// read, and store each prediction.
-async fn predict_stored<'a>(
+/// read, against the free units in `skus`, and store each prediction.
+pub async fn predict_stored<'a>(
     db: &Db,
     job: &job::Model,
     req: &'a JobRequest,
@@ -638,8 +619,10 @@ async fn predict_stored<'a>(
     Ok(predictor)
 }
 
-/// Store the summary of `predictor` and end the job `previewed`.
-async fn finish(
+/// End an expanded preview job `previewed` with the summary of `predictor`, which has predicted
+/// every stored member (see [`covers`], [`predict_stored`]). Returns the summary, or `None`
+/// when the job is no longer running (cancelled).
+pub async fn conclude(
     db: &Db,
     job: &job::Model,
     predictor: Predictor<'_>,
