@@ -114,6 +114,10 @@ fn describe_metrics() {
         "Leases taken over from a holder that stopped (its lease ran out, or its process's heartbeat stopped for worker.missed_heartbeats × worker.heartbeat_secs): lease=members (a chunk's members) or expansion (reading a job's groups)"
     );
     describe_counter!(
+        "licensor_lanes_deferred_total",
+        "Times a job's lane left because its tenant's write budget was spent for longer than a chunk may wait (2 s), and was queued again for when the budget frees, so it held no worker place meanwhile"
+    );
+    describe_counter!(
         "licensor_worker_processes_taken_over_total",
         "Worker processes whose heartbeat stopped (or, on the embedded database, that were gone when the next process started) and whose leases this process took over"
     );
@@ -150,6 +154,7 @@ fn describe_metrics() {
         metrics::counter!("licensor_lease_takeovers_total", "lease" => lease).increment(0);
     }
     metrics::counter!("licensor_jobs_requeued_total").increment(0);
+    metrics::counter!("licensor_lanes_deferred_total").increment(0);
     metrics::counter!("licensor_worker_processes_taken_over_total").increment(0);
     metrics::counter!("licensor_http_rate_limited_total").increment(0);
     metrics::counter!("licensor_worker_restarts_total").increment(0);

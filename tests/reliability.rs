@@ -202,3 +202,117 @@ async fn a_stopped_transaction_releases_its_locks_postgres() {
     drop(licensor);
     drop(pg);
 }
+
+/// Many tenants' jobs at once, each throttled on its own write budget, on a worker that runs one
+/// task at a time: a chunk whose tenant has spent its budget gives its members back and leaves,
+/// so the other tenants' jobs are worked meanwhile — side by side, each at its budget's pace —
+/// instead of one tenant after another. Every member ends assigned exactly once, as its item
+/// says, in its own tenant's directory.
+async fn tenants_share_one_worker_by_budget(backend: Backend) {
+    const TENANTS: usize = 3;
+    const MEMBERS: u64 = 150;
+    let directories = graph_emulator::TenantSet {
+        count: Some(TENANTS),
+        template: Some(Scenario::simple(71, MEMBERS as usize, 1_000)),
+        ..Default::default()
+    }
+    .expand()
+    .unwrap();
+    let mut directories = directories.into_iter();
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: directories.next(),
+        more_tenants: directories.collect(),
+        faults: Faults {
+            write_budget: Budget {
+                limit: 30,
+                window_ms: 3_000,
+            },
+            ..Faults::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    // Lines before any table header land in the test settings' [worker] table.
+    let Some(app) = TestApp::start_with(backend, Roles::ALL, "concurrency = 1\n").await else {
+        return;
+    };
+    let mut jobs = Vec::new();
+    for (i, directory) in emulator.tenants().iter().enumerate() {
+        let tenant = app.tenant(&format!("customer-{i}")).await;
+        app.connect_directory_to(tenant.id, &emulator, directory)
+            .await;
+        let group = app.group_id(&tenant.admin, "All Users").await;
+        let job = app
+            .post_json(
+                "/v1/jobs",
+                &tenant.admin,
+                &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}),
+            )
+            .await;
+        jobs.push((
+            tenant,
+            directory.tenant_id.clone(),
+            job["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    // 150 writes at 30 per 3 s take at least 12 s per tenant. Worked one after another on the
+    // one worker place, at most one job would be part-way at any moment.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut side_by_side = false;
+    let ended = loop {
+        let mut done = Vec::new();
+        let mut ended = Vec::new();
+        for (tenant, _, id) in &jobs {
+            let job = app
+                .get_json(&format!("/v1/jobs/{id}"), &tenant.viewer)
+                .await;
+            let p = &job["progress"];
+            done.push(p["succeeded"].as_u64().unwrap_or(0) + p["failed"].as_u64().unwrap_or(0));
+            if matches!(
+                job["status"].as_str(),
+                Some("finished" | "finished_with_exception" | "failed" | "cancelled")
+            ) {
+                ended.push(job);
+            }
+        }
+        side_by_side |= done.iter().all(|d| *d > 0 && *d < MEMBERS);
+        if ended.len() == TENANTS {
+            break ended;
+        }
+        assert!(Instant::now() < deadline, "jobs not done: {done:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        side_by_side,
+        "every tenant's job was part-way at the same moment"
+    );
+    let per_tenant = reqwest::get(format!("{}/_emulator/tenants", emulator.base_url()))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    for ((tenant, directory, id), job) in jobs.iter().zip(&ended) {
+        assert_eq!(job["status"], "finished", "{job}");
+        assert_eq!(job["progress"]["succeeded"], MEMBERS, "{job}");
+        let checked = app
+            .assert_outcomes_true_in(&tenant.viewer, id, &emulator.base_url(), Some(directory))
+            .await;
+        assert_eq!(checked as u64, MEMBERS);
+        let stats = per_tenant["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tenant_id"] == directory.as_str())
+            .unwrap_or_else(|| panic!("{per_tenant}"));
+        assert_eq!(
+            stats["successful_writes"].as_u64(),
+            Some(MEMBERS),
+            "no member written twice: {stats}"
+        );
+    }
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(tenants_share_one_worker_by_budget);

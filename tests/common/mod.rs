@@ -456,6 +456,28 @@ impl TestApp {
         .expect("point the tenant at the emulator");
     }
 
+    /// Point a tenant at one of an emulator's tenants (see [`graph_emulator::TenantSet`]).
+    pub async fn connect_directory_to(
+        &self,
+        tenant_id: Uuid,
+        emulator: &graph_emulator::EmulatorHandle,
+        directory: &graph_emulator::TenantCredentials,
+    ) {
+        tenants::update_directory(
+            &self.db,
+            &self.secrets,
+            tenant_id,
+            &DirectorySettings {
+                directory_url: Some(emulator.base_url()),
+                directory_tenant_id: Some(directory.tenant_id.clone()),
+                client_id: Some(directory.client_id.clone()),
+                client_secret: Some(directory.client_secret.clone()),
+            },
+        )
+        .await
+        .expect("point the tenant at the emulator's tenant");
+    }
+
     /// Poll a job until it reaches a final status (or panic after `secs`); returns the job.
     pub async fn wait_for_job(&self, token: &str, job_id: &str, secs: u64) -> serde_json::Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(secs);
@@ -618,6 +640,19 @@ impl TestApp {
         job_id: &str,
         emulator_url: &str,
     ) -> usize {
+        self.assert_outcomes_true_in(token, job_id, emulator_url, None)
+            .await
+    }
+
+    /// [`TestApp::assert_outcomes_true`] against one of an emulator's tenants (its directory
+    /// tenant id; `None`: the default tenant).
+    pub async fn assert_outcomes_true_in(
+        &self,
+        token: &str,
+        job_id: &str,
+        emulator_url: &str,
+        directory_tenant: Option<&str>,
+    ) -> usize {
         use std::collections::{BTreeMap, BTreeSet, HashMap};
         let job = self.get_json(&format!("/v1/jobs/{job_id}"), token).await;
         let req = &job["request"];
@@ -675,6 +710,7 @@ impl TestApp {
             let user_id = item["user_id"].as_str().unwrap_or_default();
             let user: serde_json::Value = http
                 .get(format!("{emulator_url}/_emulator/users/{user_id}"))
+                .query(&[("tenant", directory_tenant)])
                 .send()
                 .await
                 .expect("emulator user")

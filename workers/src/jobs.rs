@@ -16,7 +16,7 @@ use apalis::prelude::BoxDynError;
 use chrono::Utc;
 use futures::StreamExt;
 use licensor_core::directory::{
-    AssignedLicense, ClientError, DirectoryClient, DirectoryError, ItemCode, WriteOp,
+    AssignedLicense, ClientError, DirectoryClient, DirectoryError, ItemCode, Outlook, WriteOp,
 };
 use licensor_core::domain::{ItemStatus, JobKind, JobStatus};
 use licensor_core::entities::{job, job_item};
@@ -468,6 +468,9 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         Ok(c) => c,
         Err(f) => return fail(ctx, &job, f).await,
     };
+    let Some(take) = budgeted_chunk(ctx, &client, tenant_id, job_id).await? else {
+        return Ok(());
+    };
     let owner = step_owner(ctx);
     let lease = Duration::from_secs(ctx.jobs.lease_secs);
     let lease_until = || lease_until(ctx);
@@ -475,26 +478,9 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     let canary = req.canary.filter(|_| job.canary_passed_at.is_none());
     let items = match &canary {
         Some(canary) => {
-            pipeline::claim_canary(
-                &ctx.db,
-                job_id,
-                &owner,
-                lease_until(),
-                ctx.jobs.chunk_size as u64,
-                canary,
-            )
-            .await?
+            pipeline::claim_canary(&ctx.db, job_id, &owner, lease_until(), take, canary).await?
         }
-        None => {
-            pipeline::claim(
-                &ctx.db,
-                job_id,
-                &owner,
-                lease_until(),
-                ctx.jobs.chunk_size as u64,
-            )
-            .await?
-        }
+        None => pipeline::claim(&ctx.db, job_id, &owner, lease_until(), take).await?,
     };
     let taken_over = items.iter().filter(|i| i.taken_over).count();
     if taken_over > 0 {
@@ -551,10 +537,10 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         job_id,
         stop.clone(),
     )));
-    let client = client.stopping_on(stop);
+    let client = client.stopping_on(stop).deferring_beyond(BUDGET_PATIENCE);
     let (outcome, throttled) =
         licensor_core::directory::count_throttles(process(ctx, &client, &job, &req, items)).await;
-    let outcomes = match outcome {
+    let (outcomes, deferred) = match outcome {
         Ok(o) => o,
         Err(failure) => {
             drop(renewer);
@@ -567,6 +553,11 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     // The lease is kept until the outcomes are stored, so nobody writes these members again
     // while the database is away.
     crate::outage::record_when_available(&ctx.db, job_id, outcomes, throttled).await?;
+    if deferred.is_some() {
+        // Members whose writes wait for the budget go back to the job, for whichever lane
+        // comes first once it frees.
+        pipeline::release(&ctx.db, job_id, &owner).await?;
+    }
     held.done();
     drop(renewer);
     if let Some(canary) = &canary {
@@ -605,7 +596,73 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     if finish(ctx, &job).await? {
         return Ok(());
     }
-    ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
+    match deferred {
+        Some(until) => defer_lane(ctx, tenant_id, job_id, until).await?,
+        None => ctx.queue.push(Message::Work { tenant_id, job_id }).await?,
+    }
+    Ok(())
+}
+
+/// How far ahead a lane looks at the tenant's write budget when it sizes its chunk, and how
+/// early a lane that left for the budget comes back before the budget frees.
+const BUDGET_HORIZON: Duration = Duration::from_secs(1);
+/// The longest a chunk's write waits for the tenant's write budget; past it the chunk gives
+/// back the members not written yet and its lane comes back when the budget frees.
+const BUDGET_PATIENCE: Duration = Duration::from_secs(2);
+/// The fewest members a lane takes while the budget allows any: one `$batch` of writes.
+const LEAST_CHUNK: u64 = 20;
+
+/// How many members this lane takes, sized to the tenant's write budget, so that a chunk waiting
+/// for the budget does not hold one of the worker's places (`worker.concurrency`) that another
+/// tenant's job could use meanwhile — with hundreds of tenants' jobs at once, each throttled on
+/// its own budget, holding them would work a few tenants at a time.
+///
+/// - Budget not learned yet (or never pushing back): `jobs.chunk_size`.
+/// - Writes free within [`BUDGET_HORIZON`]: this lane's share of them (the job's lanes split
+///   them), at least [`LEAST_CHUNK`], at most `jobs.chunk_size`.
+/// - None free until later: the lane is queued again for just before the budget frees (the
+///   queue schedules by whole seconds) and takes nothing now (`None`).
+async fn budgeted_chunk(
+    ctx: &WorkerContext,
+    client: &DirectoryClient,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> Result<Option<u64>, BoxDynError> {
+    let most = ctx.jobs.chunk_size as u64;
+    let lanes = ctx.jobs.lanes_per_job.max(1) as u64;
+    Ok(Some(match client.write_outlook(BUDGET_HORIZON) {
+        Outlook::Open => most,
+        Outlook::Ready(writes) => (writes / lanes).max(LEAST_CHUNK).min(most),
+        Outlook::Wait(at) => {
+            let wait = at.saturating_duration_since(tokio::time::Instant::now());
+            if wait <= BUDGET_PATIENCE {
+                LEAST_CHUNK.min(most)
+            } else {
+                defer_lane(ctx, tenant_id, job_id, at).await?;
+                return Ok(None);
+            }
+        }
+    }))
+}
+
+/// Queue a job's lane again for just before its tenant's write budget frees at `until` (the
+/// queue schedules by whole seconds, rounded up: it comes back within [`BUDGET_HORIZON`] of
+/// `until`, and at once if that is sooner).
+async fn defer_lane(
+    ctx: &WorkerContext,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    until: tokio::time::Instant,
+) -> Result<(), BoxDynError> {
+    let wait = until.saturating_duration_since(tokio::time::Instant::now());
+    let message = Message::Work { tenant_id, job_id };
+    if wait <= BUDGET_HORIZON {
+        ctx.queue.push(message).await?;
+    } else {
+        let at = Utc::now() + chrono::Duration::from_std(wait - BUDGET_HORIZON).unwrap_or_default();
+        ctx.queue.push_at(message, at).await?;
+        metrics::counter!("licensor_lanes_deferred_total").increment(1);
+    }
     Ok(())
 }
 
@@ -841,8 +898,9 @@ async fn process(
     job: &job::Model,
     req: &JobRequest,
     items: Vec<job_item::Model>,
-) -> Result<Vec<(i64, Outcome)>, JobFailure> {
+) -> Result<(Vec<(i64, Outcome)>, Option<tokio::time::Instant>), JobFailure> {
     let max_attempts = ctx.jobs.item_max_attempts;
+    let mut deferred = None;
     let verify = req
         .verify
         .unwrap_or(job.runs > 1 || job.parent_job_id.is_some());
@@ -891,6 +949,7 @@ async fn process(
             max_attempts,
             &mut step.outcomes,
             &mut written,
+            &mut deferred,
         )
         .await?;
         for w in refused {
@@ -1001,7 +1060,7 @@ async fn process(
             }
         }
     }
-    Ok(step.outcomes)
+    Ok((step.outcomes, deferred))
 }
 
 /// Licenses as the ledger shows them: SKU ids, with disabled plans in brackets.
@@ -1034,7 +1093,13 @@ async fn write(
     max_attempts: i32,
     outcomes: &mut Vec<(i64, Outcome)>,
     written: &mut Vec<Pending>,
+    deferred: &mut Option<tokio::time::Instant>,
 ) -> Result<Vec<Pending>, JobFailure> {
+    // A member whose write waits for the budget beyond the client's patience gets no outcome:
+    // it stays pending and is given back, and the step notes when the budget frees.
+    let mut defer = |until: tokio::time::Instant| {
+        *deferred = Some(deferred.map_or(until, |d| d.min(until)));
+    };
     let mut refused = Vec::new();
     // Up to two rounds: a member refused for a missing usage location, when the job names
     // one, gets it set and is tried once more.
@@ -1058,20 +1123,26 @@ async fn write(
             let mut failed = Vec::new();
             for (i, r) in needs_location.into_iter().zip(results) {
                 writes[i].location_tried = true;
-                if let Err(DirectoryError::Stopped) = r {
-                    failed.push((i, not_sent()));
-                } else if let Err(e) = r {
-                    match directory_outcome(&e, writes[i].attempts, max_attempts) {
-                        Some(o) => failed.push((i, o)),
+                match r {
+                    Ok(()) => {}
+                    Err(DirectoryError::Stopped) => failed.push((i, Some(not_sent()))),
+                    Err(DirectoryError::Deferred { until }) => {
+                        defer(until);
+                        failed.push((i, None));
+                    }
+                    Err(e) => match directory_outcome(&e, writes[i].attempts, max_attempts) {
+                        Some(o) => failed.push((i, Some(o))),
                         None => {
                             return Err(JobFailure::from_directory(&e, "setting a usage location"));
                         }
-                    }
+                    },
                 }
             }
             for (i, o) in failed.into_iter().rev() {
                 let w = writes.remove(i);
-                outcomes.push((w.id, o));
+                if let Some(o) = o {
+                    outcomes.push((w.id, o));
+                }
             }
         }
         let ops: Vec<WriteOp> = writes
@@ -1088,6 +1159,7 @@ async fn write(
             match r {
                 Ok(()) => written.push(w),
                 Err(DirectoryError::Stopped) => outcomes.push((w.id, not_sent())),
+                Err(DirectoryError::Deferred { until }) => defer(until),
                 // Only a call that removed one license and did nothing else may count as done.
                 Err(DirectoryError::AlreadyDone { detail })
                     if w.add.is_empty() && w.remove.len() == 1 =>

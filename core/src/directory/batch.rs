@@ -156,12 +156,30 @@ impl DirectoryClient {
             let mut sending = FuturesUnordered::new();
             let mut rest: &[usize] = &pending;
             while !rest.is_empty() {
+                let wanted = rest.len() as u32;
+                let patience = self.patience;
                 tokio::select! {
-                    grant = limiter.acquire_up_to(rest.len() as u32) => {
-                        let (now, later) = rest.split_at((grant.writes() as usize).min(rest.len()));
-                        sending.push(self.send_granted(ops, now, grant));
-                        rest = later;
-                    }
+                    grant = async move {
+                        match patience {
+                            Some(p) => limiter.acquire_up_to_within(wanted, p).await,
+                            None => Ok(limiter.acquire_up_to(wanted).await),
+                        }
+                    } => match grant {
+                        Ok(grant) => {
+                            let (now, later) =
+                                rest.split_at((grant.writes() as usize).min(rest.len()));
+                            sending.push(self.send_granted(ops, now, grant));
+                            rest = later;
+                        }
+                        // The budget is spent beyond the client's patience: the writes not
+                        // granted are not sent; the caller takes them up again later.
+                        Err(until) => {
+                            results.extend(
+                                rest.iter().map(|&i| (i, Err(DirectoryError::Deferred { until }))),
+                            );
+                            rest = &[];
+                        }
+                    },
                     Some(done) = sending.next(), if !sending.is_empty() => results.extend(done),
                     // The work stopped: the writes not granted yet are not sent, and do not
                     // wait for the budget first.

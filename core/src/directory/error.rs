@@ -85,6 +85,11 @@ pub enum DirectoryError {
     /// paused) before the request's turn came. Nothing reached the directory.
     #[error("not sent: the job was stopped before this write went out")]
     Stopped,
+    /// A write not sent: the tenant's write budget would not let it go within the client's
+    /// patience ([`DirectoryClient::deferring_beyond`](super::DirectoryClient::deferring_beyond)),
+    /// only from `until`. Nothing reached the directory; the work is to be taken up again then.
+    #[error("not sent: the write budget is spent until later")]
+    Deferred { until: tokio::time::Instant },
 }
 
 impl DirectoryError {
@@ -108,7 +113,8 @@ impl DirectoryError {
             DirectoryError::NotFound { .. } => ItemCode::UserNotFound,
             DirectoryError::AlreadyDone { .. }
             | DirectoryError::CredentialsRejected { .. }
-            | DirectoryError::Stopped => ItemCode::Other,
+            | DirectoryError::Stopped
+            | DirectoryError::Deferred { .. } => ItemCode::Other,
         }
     }
 

@@ -94,6 +94,17 @@ const RTT_SAMPLES: usize = 64;
 /// Writes remembered while the limit is unknown (a directory that never pushes back).
 const MAX_LOG: usize = 200_000;
 
+/// What the write budget allows soon, as [`WriteLimiter::outlook`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outlook {
+    /// The budget is not learned yet (or nothing is known to hold writes back): no bound.
+    Open,
+    /// About this many writes may be granted within the horizon asked for (at least one).
+    Ready(u64),
+    /// None within the horizon: the next may be granted at this time.
+    Wait(Instant),
+}
+
 /// The directory's answer to one write, in the order the directory charged them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum WriteAnswer {
@@ -743,6 +754,35 @@ impl WriteLimiter {
         (s.limit, s.w_hi)
     }
 
+    /// What the budget allows within `horizon` from now, without granting anything: the
+    /// writes whose slots are free by then (writes in the window that will have left it, less
+    /// those granted and not answered). [`Outlook::Open`] while the limit or the window is still
+    /// being learned. A caller deciding how much work to take on uses it so that work waiting
+    /// for the budget does not hold a place another tenant's work could use.
+    pub fn outlook(&self, horizon: Duration) -> Outlook {
+        let s = self.shared.state.lock();
+        let (Some(cap), Some(window)) = (s.capacity(&self.shared.config), s.window()) else {
+            return Outlook::Open;
+        };
+        let now = Instant::now();
+        let lead = s.lead();
+        let by = now + horizon + lead;
+        let still_in = s.log.iter().filter(|e| e.at + window > by).count() as u64;
+        let free = cap.saturating_sub(still_in + s.outstanding);
+        if free > 0 {
+            return Outlook::Ready(free);
+        }
+        // The entry whose leaving frees the first slot (all in the window count, and the ones
+        // granted but unanswered, which leave no earlier than now plus a window).
+        let in_window = s.log.iter().filter(|e| e.at + window > now + lead).count() as u64;
+        let need = (in_window + s.outstanding + 1).saturating_sub(cap) as usize;
+        let skip = s.log.len() - in_window as usize;
+        match s.log.get(skip + need.saturating_sub(1)) {
+            Some(e) => Outlook::Wait((e.at + window).checked_sub(lead).unwrap_or(e.at)),
+            None => Outlook::Wait(now + window),
+        }
+    }
+
     /// Wait for the right to send all `writes` writes at once.
     pub async fn acquire(&self, writes: u32) -> Grant {
         let writes = writes.max(1);
@@ -755,7 +795,33 @@ impl WriteLimiter {
         self.wait_grant(writes.max(1), 1).await
     }
 
+    /// As [`WriteLimiter::acquire_up_to`], but only if the budget lets at least one write go
+    /// within `patience`: when the schedule says the next write must wait longer, nothing is
+    /// granted and the time it names is returned instead (a wait for answers still in flight
+    /// is waited out: they come within a round trip).
+    pub async fn acquire_up_to_within(
+        &self,
+        writes: u32,
+        patience: Duration,
+    ) -> Result<Grant, Instant> {
+        let deadline = Instant::now() + patience;
+        self.wait_grant_until(writes.max(1), 1, Some(deadline))
+            .await
+    }
+
     async fn wait_grant(&self, want: u32, at_least: u32) -> Grant {
+        match self.wait_grant_until(want, at_least, None).await {
+            Ok(g) => g,
+            Err(_) => unreachable!("a grant without a deadline is always waited for"),
+        }
+    }
+
+    async fn wait_grant_until(
+        &self,
+        want: u32,
+        at_least: u32,
+        deadline: Option<Instant>,
+    ) -> Result<Grant, Instant> {
         let _turn = self.turn.lock().await;
         loop {
             let notified = self.shared.notify.notified();
@@ -772,16 +838,21 @@ impl WriteLimiter {
                     if matches!(kind, Kind::Probe { .. }) {
                         s.probe_out = true;
                     }
-                    return Grant {
+                    return Ok(Grant {
                         shared: self.shared.clone(),
                         writes: n,
                         sent: now,
                         kind,
                         settled: false,
-                    };
+                    });
                 }
                 d
             };
+            if let (Decision::Wait(Some(at)), Some(deadline)) = (&decision, deadline)
+                && *at > deadline
+            {
+                return Err(*at);
+            }
             match decision {
                 Decision::Wait(Some(at)) => {
                     tokio::select! {

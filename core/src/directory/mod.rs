@@ -26,7 +26,7 @@ mod token;
 pub use batch::{MAX_BATCH, WriteOp};
 pub use drive::{DriveItem, DriveUpload, UploadError};
 pub use error::{DirectoryError, ItemCode, classify, parse_retry_after};
-pub use limiter::{Grant, LimiterConfig, WriteAnswer, WriteLimiter};
+pub use limiter::{Grant, LimiterConfig, Outlook, WriteAnswer, WriteLimiter};
 pub use registry::{ClientError, DirectoryClients};
 
 use token::{TokenSource, without_url};
@@ -199,6 +199,9 @@ pub struct DirectoryClient {
     inner: Arc<Inner>,
     /// Raised when the work these writes belong to stops (see [`DirectoryClient::stopping_on`]).
     stop: Option<Arc<AtomicBool>>,
+    /// The longest a `$batch` write waits for the budget (see
+    /// [`DirectoryClient::deferring_beyond`]); `None`: as long as it takes.
+    patience: Option<Duration>,
 }
 
 struct Inner {
@@ -270,6 +273,20 @@ impl DirectoryClient {
         DirectoryClient {
             inner: self.inner.clone(),
             stop: Some(stop),
+            patience: self.patience,
+        }
+    }
+
+    /// A clone whose `$batch` writes do not wait for the write budget longer than `patience`:
+    /// a write the budget lets go only later is not sent and answered
+    /// [`DirectoryError::Deferred`] with the time it could go. A job's step uses it so that a
+    /// chunk whose tenant has spent its budget gives its members back and comes back then,
+    /// rather than hold a worker's place that another tenant's job could use meanwhile.
+    pub fn deferring_beyond(&self, patience: Duration) -> DirectoryClient {
+        DirectoryClient {
+            inner: self.inner.clone(),
+            stop: self.stop.clone(),
+            patience: Some(patience),
         }
     }
 
@@ -326,6 +343,7 @@ impl DirectoryClient {
         });
         Ok(DirectoryClient {
             stop: None,
+            patience: None,
             inner: Arc::new(Inner {
                 http,
                 graph_url: config.graph_url.trim_end_matches('/').to_owned(),
@@ -353,6 +371,11 @@ impl DirectoryClient {
     /// The learned write budget: writes per window, and the window (its upper bound), once known.
     pub fn write_budget(&self) -> (Option<u64>, Option<Duration>) {
         self.inner.limiter.budget()
+    }
+
+    /// What the tenant's write budget allows within `horizon` (see [`WriteLimiter::outlook`]).
+    pub fn write_outlook(&self, horizon: Duration) -> Outlook {
+        self.inner.limiter.outlook(horizon)
     }
 
     /// 429 answers met: the tenant's counter, and the current task's count when it keeps one

@@ -329,3 +329,81 @@ async fn a_slow_directory_that_has_not_pushed_back_is_not_crawled_through() {
         "no write let out by time once the directory pushed back"
     );
 }
+
+/// The outlook tells a caller what the budget allows soon, and is right: writes it says are free
+/// within the horizon are granted within it, and when it says none are, the next grant comes at
+/// the time it names — not before (so the caller wasted nothing by leaving) and not much later.
+#[tokio::test(start_paused = true)]
+async fn the_outlook_matches_the_grants() {
+    let dir = Arc::new(Mutex::new(Directory::new(100, 5_000)));
+    let l = limiter();
+    assert_eq!(l.outlook(Duration::from_secs(1)), Outlook::Open);
+    run(l.clone(), dir.clone(), 400, 16).await;
+    let refused_learning = dir.lock().refused;
+    assert!(
+        l.budget().0.is_some() && l.budget().1.is_some(),
+        "budget learned"
+    );
+    let horizon = Duration::from_secs(1);
+    let (mut ready_seen, mut wait_seen, mut sent) = (0, 0, 0u64);
+    while sent < 600 {
+        let now = Instant::now();
+        match l.outlook(horizon) {
+            Outlook::Open => panic!("the learned budget has an outlook"),
+            Outlook::Ready(n) => {
+                assert!(n <= l.budget().0.unwrap(), "{n} free of {:?}", l.budget());
+                ready_seen += 1;
+                let mut got = 0u64;
+                while got < n {
+                    let g = l.acquire_up_to((n - got).min(20) as u32).await;
+                    got += u64::from(send(&dir, g).await);
+                }
+                let took = now.elapsed();
+                assert!(
+                    took <= horizon + Duration::from_millis(60),
+                    "{n} writes said free within {horizon:?} took {took:?}"
+                );
+                sent += got;
+            }
+            Outlook::Wait(at) => {
+                wait_seen += 1;
+                assert!(at > now, "a wait names a time to come");
+                let g = l.acquire_up_to(1).await;
+                let granted = Instant::now();
+                assert!(
+                    granted + Duration::from_millis(60) >= at,
+                    "granted {:?} before the outlook's time",
+                    at - granted
+                );
+                assert!(
+                    granted <= at + Duration::from_millis(60),
+                    "granted {:?} after the outlook's time",
+                    granted - at
+                );
+                sent += u64::from(send(&dir, g).await);
+            }
+        }
+    }
+    assert!(ready_seen > 0 && wait_seen > 0, "{ready_seen} {wait_seen}");
+    let refused = dir.lock().refused - refused_learning;
+    assert!(refused <= 6, "refused {refused} of 600 writes");
+}
+
+/// Send a granted `$batch` to the simulated directory and report its answers: the writes it
+/// accepted.
+async fn send(dir: &Arc<Mutex<Directory>>, grant: Grant) -> u32 {
+    let latency = dir.lock().latency();
+    tokio::time::sleep(latency).await;
+    let answers: Vec<WriteAnswer> = {
+        let mut d = dir.lock();
+        let now = Instant::now();
+        (0..grant.writes()).map(|_| d.charge(now)).collect()
+    };
+    let delivery = dir.lock().delivery();
+    tokio::time::sleep(delivery).await;
+    grant.answered(&answers);
+    answers
+        .iter()
+        .filter(|a| matches!(a, WriteAnswer::Accepted { .. }))
+        .count() as u32
+}
