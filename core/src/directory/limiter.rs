@@ -797,8 +797,9 @@ impl WriteLimiter {
 
     /// As [`WriteLimiter::acquire_up_to`], but only if the budget lets at least one write go
     /// within `patience`: when the schedule says the next write must wait longer, nothing is
-    /// granted and the time it names is returned instead (a wait for answers still in flight
-    /// is waited out: they come within a round trip).
+    /// granted and the time it names is returned instead. Only a learned schedule (limit and
+    /// window known) gives up: a wait for answers still in flight, or while the limit is
+    /// still being learned, is waited out — answers may let the write go any moment.
     pub async fn acquire_up_to_within(
         &self,
         writes: u32,
@@ -827,7 +828,7 @@ impl WriteLimiter {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let decision = {
+            let (decision, learned) = {
                 let mut s = self.shared.state.lock();
                 let now = Instant::now();
                 let d = s.decide(&self.shared.config, now, want, at_least);
@@ -846,9 +847,12 @@ impl WriteLimiter {
                         settled: false,
                     });
                 }
-                d
+                // While the budget is learned, a wait names only the latest a write may go
+                // (answers on their way may let it go sooner): never a reason to give up.
+                let learned = s.capacity(&self.shared.config).is_some() && s.window().is_some();
+                (d, learned)
             };
-            if let (Decision::Wait(Some(at)), Some(deadline)) = (&decision, deadline)
+            if let (Decision::Wait(Some(at)), Some(deadline), true) = (&decision, deadline, learned)
                 && *at > deadline
             {
                 return Err(*at);

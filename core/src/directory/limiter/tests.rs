@@ -407,3 +407,69 @@ async fn send(dir: &Arc<Mutex<Directory>>, grant: Grant) -> u32 {
         .filter(|a| matches!(a, WriteAnswer::Accepted { .. }))
         .count() as u32
 }
+
+/// A patient acquire gives up only on a learned schedule: while the limit is learned, its waits
+/// name only the latest a write may go (answers on their way may let it go any moment), so
+/// callers with little patience still get every grant; once the budget is learned and spent, it
+/// gives up at once with the time the outlook names instead of waiting.
+#[tokio::test(start_paused = true)]
+async fn a_patient_acquire_gives_up_only_on_a_learned_schedule() {
+    let dir = Arc::new(Mutex::new(Directory::new(100, 5_000)));
+    let l = limiter();
+    let patience = Duration::from_millis(5);
+    let mut callers = Vec::new();
+    for _ in 0..16 {
+        let (l, dir) = (l.clone(), dir.clone());
+        callers.push(tokio::spawn(async move {
+            let mut gave_up_learning = 0u32;
+            for _ in 0..20 {
+                match l.acquire_up_to_within(20, patience).await {
+                    Ok(g) => {
+                        send(&dir, g).await;
+                    }
+                    Err(at) => {
+                        if l.budget().0.is_none() || l.budget().1.is_none() {
+                            gave_up_learning += 1;
+                        }
+                        tokio::time::sleep_until(at).await;
+                    }
+                }
+            }
+            gave_up_learning
+        }));
+    }
+    let mut gave_up_learning = 0;
+    for c in callers {
+        gave_up_learning += c.await.unwrap();
+    }
+    assert_eq!(gave_up_learning, 0, "gave up while the budget was learned");
+    assert!(
+        l.budget().0.is_some() && l.budget().1.is_some(),
+        "budget learned"
+    );
+    // Spend the window, then ask with a patience shorter than the wait.
+    loop {
+        match l.outlook(Duration::from_secs(1)) {
+            Outlook::Wait(at) if at > Instant::now() + Duration::from_secs(1) => {
+                let asked = Instant::now();
+                let gave = l
+                    .acquire_up_to_within(1, Duration::from_millis(100))
+                    .await
+                    .expect_err("the budget is spent for longer than the patience");
+                assert_eq!(Instant::now(), asked, "gave up without waiting");
+                assert!(gave > asked + Duration::from_millis(100));
+                assert!(
+                    gave.max(at) - gave.min(at) <= Duration::from_millis(60),
+                    "gave up naming {:?}, the outlook {:?}",
+                    gave - asked,
+                    at - asked
+                );
+                break;
+            }
+            _ => {
+                let g = l.acquire_up_to(20).await;
+                send(&dir, g).await;
+            }
+        }
+    }
+}
