@@ -102,7 +102,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "licensor_job_items_total",
-        "Members worked, by kind, outcome (succeeded, failed, skipped, retried) and error code"
+        "Members worked, by kind, outcome (succeeded, failed, skipped, retried, not_sent) and error code"
     );
     describe_histogram!(
         "licensor_job_chunk_seconds",

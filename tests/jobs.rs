@@ -1299,19 +1299,15 @@ async fn slow_assign_to_all_staff(backend: Backend) -> Option<(Setup, String)> {
     Some((s, id))
 }
 
-/// A cancel stops the writes of a chunk already being worked, not only the next chunk: with
-/// 500 members to a chunk, two requests in flight and a slow directory, only the `$batch`es
-/// already sent when the cancel is seen are written; every other member of the chunk is
-/// skipped as cancelled, and the directory agrees member by member.
-async fn cancel_stops_the_writes_of_a_chunk_being_worked(backend: Backend) {
-    let Some(s) = setup(
+/// An assign of Staff's 1,000 members on a slow directory (400 ms a request), 500 members to
+/// a chunk, one lane and two requests in flight, once the directory has written its first
+/// member: a chunk is being worked, with `$batch`es on their way.
+async fn chunk_being_worked(backend: Backend) -> Option<(Setup, String)> {
+    let s = setup(
         backend,
         "[jobs]\nchunk_size = 500\nlanes_per_job = 1\n[directory]\nmax_in_flight = 2\n",
     )
-    .await
-    else {
-        return;
-    };
+    .await?;
     s.faults(json!({"latency_ms": 400})).await;
     let staff = s.app.group_id(&s.admin, "Staff").await;
     let job = s
@@ -1323,6 +1319,33 @@ async fn cancel_stops_the_writes_of_a_chunk_being_worked(backend: Backend) {
         assert!(std::time::Instant::now() < deadline, "no write began");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Some((s, id))
+}
+
+/// Wait until no member of the job is pending; the job as it is then.
+async fn settled(s: &Setup, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = s.job(id).await;
+        if j["progress"]["pending"] == 0 {
+            return j;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "members left pending: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A cancel stops the writes of a chunk already being worked, not only the next chunk: with
+/// 500 members to a chunk, two requests in flight and a slow directory, only the `$batch`es
+/// already sent when the cancel is seen are written; every other member of the chunk is
+/// skipped as cancelled, and the directory agrees member by member.
+async fn cancel_stops_the_writes_of_a_chunk_being_worked(backend: Backend) {
+    let Some((s, id)) = chunk_being_worked(backend).await else {
+        return;
+    };
     let resp = s
         .app
         .post(&format!("/v1/jobs/{id}/cancel"), &s.operator)
@@ -1331,18 +1354,7 @@ async fn cancel_stops_the_writes_of_a_chunk_being_worked(backend: Backend) {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let at_cancel = s.stats().await["successful_writes"].as_u64().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let j = loop {
-        let j = s.job(&id).await;
-        if j["progress"]["pending"] == 0 {
-            break j;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "members left pending: {j}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let j = settled(&s, &id).await;
     assert_eq!(j["status"], "cancelled", "{j}");
     let written = s.stats().await["successful_writes"].as_u64().unwrap();
     // At the cancel at most two `$batch`es of 20 were in flight, and at most two more could go
@@ -1380,6 +1392,50 @@ async fn cancel_stops_the_writes_of_a_chunk_being_worked(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(cancel_stops_the_writes_of_a_chunk_being_worked);
+
+/// Cancelled while a chunk's `$batch`es are on their way, run again at once and cancelled
+/// again before that chunk's step has recorded them: the members those requests wrote stay
+/// with the step that wrote them and are recorded as done (the rerun does not take them away
+/// for the second cancel to skip as not done), the members it did not send are skipped as
+/// cancelled, and a last rerun writes exactly the rest — none found done already.
+async fn rerun_while_a_cancelled_chunk_is_written_keeps_its_writes(backend: Backend) {
+    let Some((s, id)) = chunk_being_worked(backend).await else {
+        return;
+    };
+    for action in ["cancel", "rerun", "cancel"] {
+        let resp = s
+            .app
+            .post(&format!("/v1/jobs/{id}/{action}"), &s.operator)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{action}: {resp:?}");
+    }
+    let j = settled(&s, &id).await;
+    assert_eq!(j["status"], "cancelled", "{j}");
+    // Settled means the step has recorded too: nothing is pending, and the directory has
+    // written exactly the members recorded as done.
+    let written = s.stats().await["successful_writes"].as_u64().unwrap();
+    assert!(written > 0);
+    assert_eq!(j["progress"]["succeeded"].as_u64().unwrap(), written, "{j}");
+    s.truth(&id).await;
+    s.faults(json!({})).await;
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/rerun"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let j = s.wait(&id).await;
+    assert_eq!(j["status"], "finished", "{j}");
+    assert_eq!(j["progress"]["succeeded"], 1000, "{j}");
+    assert_eq!(j["progress"]["skipped"], 0, "{j}");
+    assert_eq!(s.stats().await["successful_writes"], 1000);
+    s.truth(&id).await;
+    s.finish().await;
+}
+on_both_backends!(rerun_while_a_cancelled_chunk_is_written_keeps_its_writes);
 
 /// Cancelled while its groups were read, run again at once — while the first run's step is
 /// still reading a page — and cancelled again mid-read: every member belongs to the run that

@@ -685,12 +685,9 @@ async fn watch_status(db: licensor_core::db::Db, job_id: Uuid, stop: Arc<AtomicB
     }
 }
 
-/// A member whose write was not sent because the job stopped.
+/// A member whose write was not sent because the job stopped (see [`Outcome::NotSent`]).
 fn not_sent() -> Outcome {
-    Outcome::Left {
-        code: "cancelled".into(),
-        detail: codes::explanation("cancelled").into(),
-    }
+    Outcome::NotSent
 }
 
 /// A name for one step's leases: this process and a random suffix.
@@ -726,6 +723,7 @@ fn count(kind: &str, outcomes: &[(i64, Outcome)]) {
             Outcome::Failed { code, .. } => ("failed", code.as_str()),
             Outcome::Retry { code, .. } => ("retried", code.as_str()),
             Outcome::Left { code, .. } => ("skipped", code.as_str()),
+            Outcome::NotSent => ("not_sent", ""),
             Outcome::Refreshed { .. } | Outcome::Changed { .. } => continue,
         };
         match counts.iter_mut().find(|(k, _)| *k == key) {
@@ -1039,17 +1037,6 @@ async fn process(
             step.outcomes.push((w.id, Outcome::Changed { change: v }));
         }
         step.outcomes.push((w.id, outcome));
-    }
-    // Writes not sent because the job stopped: skipped as cancelled, unless the job was paused —
-    // then they stay pending, for when it is resumed.
-    let not_sent = |o: &Outcome| matches!(o, Outcome::Left { code, .. } if code == "cancelled");
-    if step.outcomes.iter().any(|(_, o)| not_sent(o))
-        && matches!(
-            pipeline::status(&ctx.db, job.id).await,
-            Ok(Some(JobStatus::Paused))
-        )
-    {
-        step.outcomes.retain(|(_, o)| !not_sent(o));
     }
     // A temporary assign's member that already held the licenses records the job's due time
     // too: an earlier temporary assignment is not removed before it.

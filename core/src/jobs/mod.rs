@@ -768,6 +768,40 @@ pub async fn rerun(
             .eq(ItemStatus::Skipped.as_str())
             .and(job_item::Column::ErrorCode.eq("cancelled")));
     }
+    // A member still held by a step of the run that ended (its lease is live: its write may be
+    // on its way) keeps its holder, who records what the directory answered — taking it away
+    // now would let the cancel that may follow skip it as not done while it was written. The
+    // step gives back what it did not send (`Outcome::NotSent`).
+    let held = job_item::Column::Status
+        .eq(ItemStatus::Pending.as_str())
+        .and(job_item::Column::LeaseOwner.is_not_null())
+        .and(job_item::Column::LeaseUntil.is_not_null())
+        .and(job_item::Column::LeaseUntil.gte(now));
+    let reset_held = if matches!(status, JobStatus::Failed | JobStatus::Cancelled) {
+        job_item::Entity::update_many()
+            .col_expr(
+                job_item::Column::ErrorCode,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                job_item::Column::ErrorDetail,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                job_item::Column::Licenses,
+                Expr::value(Option::<Value>::None),
+            )
+            .col_expr(job_item::Column::RunNo, Expr::value(run_no))
+            .col_expr(job_item::Column::Attempts, Expr::value(0))
+            .col_expr(job_item::Column::UpdatedAt, Expr::value(now))
+            .filter(job_item::Column::JobId.eq(job_id))
+            .filter(held.clone())
+            .exec(&txn)
+            .await?
+            .rows_affected as i64
+    } else {
+        0
+    };
     let reset = job_item::Entity::update_many()
         .col_expr(
             job_item::Column::Status,
@@ -800,9 +834,11 @@ pub async fn rerun(
         .col_expr(job_item::Column::UpdatedAt, Expr::value(now))
         .filter(job_item::Column::JobId.eq(job_id))
         .filter(retried)
+        .filter(held.not())
         .exec(&txn)
         .await?
-        .rows_affected as i64;
+        .rows_affected as i64
+        + reset_held;
     let was_failed = job.failed;
     // The counters from the items as they are now.
     let counts: Vec<(String, i64)> = job_item::Entity::find()

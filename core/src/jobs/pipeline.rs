@@ -645,6 +645,12 @@ pub enum Outcome {
         code: String,
         detail: String,
     },
+    /// A write not sent because the job stopped running while its chunk was worked. Decided
+    /// when recorded, from the job's status in the same transaction: while the job stays
+    /// `cancelled`, the member is skipped as `cancelled`; otherwise (paused, failed, or cancelled
+    /// and run again meanwhile) it stays pending and held by nobody, for whichever run does it —
+    /// so a rerun that began while the chunk was worked never loses it to the old run.
+    NotSent,
     /// The member's current state, read from the directory (for later runs and exports).
     Refreshed {
         licenses: Value,
@@ -700,6 +706,33 @@ pub async fn record(
         .exec(&txn)
         .await?;
     let (mut succeeded, mut failed, mut skipped) = (0i64, 0i64, 0i64);
+    if groups.values().any(|(o, _)| *o == Outcome::NotSent) {
+        let status: Option<String> = job::Entity::find_by_id(job_id)
+            .select_only()
+            .column(job::Column::Status)
+            .into_tuple()
+            .one(&txn)
+            .await?;
+        if status.as_deref() != Some(JobStatus::Cancelled.as_str()) {
+            let ids = groups
+                .remove(&format!("{:?}", Outcome::NotSent))
+                .map(|(_, ids)| ids)
+                .unwrap_or_default();
+            for ids in ids.chunks(ITEMS_PER_STATEMENT) {
+                let update = job_item::Entity::update_many()
+                    .col_expr(
+                        job_item::Column::LeaseOwner,
+                        Expr::value(Option::<String>::None),
+                    )
+                    .col_expr(
+                        job_item::Column::LeaseUntil,
+                        Expr::value(Option::<DateTime<Utc>>::None),
+                    )
+                    .col_expr(job_item::Column::UpdatedAt, Expr::value(t));
+                update_items(&txn, job_id, update, Only::Pending, ids, &mut json).await?;
+            }
+        }
+    }
     for (_, (outcome, ids)) in groups {
         for ids in ids.chunks(ITEMS_PER_STATEMENT) {
             let mut update = job_item::Entity::update_many()
@@ -722,6 +755,12 @@ pub async fn record(
                         ItemStatus::Skipped,
                         Some(code.clone()),
                         Some(detail.clone()),
+                    ),
+                    // The job is still cancelled (checked above).
+                    Outcome::NotSent => (
+                        ItemStatus::Skipped,
+                        Some("cancelled".to_owned()),
+                        Some(super::codes::explanation("cancelled").to_owned()),
                     ),
                     Outcome::Failed { code, detail } => {
                         (ItemStatus::Failed, Some(code.clone()), Some(detail.clone()))
