@@ -777,8 +777,14 @@ pub async fn rerun(
         .and(job_item::Column::LeaseOwner.is_not_null())
         .and(job_item::Column::LeaseUntil.is_not_null())
         .and(job_item::Column::LeaseUntil.gte(now));
-    let reset_held = if matches!(status, JobStatus::Failed | JobStatus::Cancelled) {
+    // Each member the run takes: pending in the new run, its state to be read again (what it
+    // holds may have changed since: the snapshot taken at expansion is not trusted).
+    let for_the_run = || {
         job_item::Entity::update_many()
+            .col_expr(
+                job_item::Column::Status,
+                Expr::value(ItemStatus::Pending.as_str()),
+            )
             .col_expr(
                 job_item::Column::ErrorCode,
                 Expr::value(Option::<String>::None),
@@ -795,6 +801,9 @@ pub async fn rerun(
             .col_expr(job_item::Column::Attempts, Expr::value(0))
             .col_expr(job_item::Column::UpdatedAt, Expr::value(now))
             .filter(job_item::Column::JobId.eq(job_id))
+    };
+    let reset_held = if matches!(status, JobStatus::Failed | JobStatus::Cancelled) {
+        for_the_run()
             .filter(held.clone())
             .exec(&txn)
             .await?
@@ -802,27 +811,7 @@ pub async fn rerun(
     } else {
         0
     };
-    let reset = job_item::Entity::update_many()
-        .col_expr(
-            job_item::Column::Status,
-            Expr::value(ItemStatus::Pending.as_str()),
-        )
-        .col_expr(
-            job_item::Column::ErrorCode,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            job_item::Column::ErrorDetail,
-            Expr::value(Option::<String>::None),
-        )
-        // What the member holds may have changed since: read it again rather than trust the
-        // snapshot taken at expansion.
-        .col_expr(
-            job_item::Column::Licenses,
-            Expr::value(Option::<Value>::None),
-        )
-        .col_expr(job_item::Column::RunNo, Expr::value(run_no))
-        .col_expr(job_item::Column::Attempts, Expr::value(0))
+    let reset = for_the_run()
         .col_expr(
             job_item::Column::LeaseOwner,
             Expr::value(Option::<String>::None),
@@ -831,8 +820,6 @@ pub async fn rerun(
             job_item::Column::LeaseUntil,
             Expr::value(Option::<chrono::DateTime<Utc>>::None),
         )
-        .col_expr(job_item::Column::UpdatedAt, Expr::value(now))
-        .filter(job_item::Column::JobId.eq(job_id))
         .filter(retried)
         .filter(held.not())
         .exec(&txn)

@@ -599,7 +599,20 @@ pub async fn renew(db: &Db, job_id: Uuid, owner: &str, until: DateTime<Utc>) -> 
 /// Let go of `owner`'s items of the job that are still pending (a stopping worker, a job that
 /// failed), so another worker can take them at once.
 pub async fn release(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<()> {
-    job_item::Entity::update_many()
+    unleased(job_item::Entity::update_many())
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::LeaseOwner.eq(owner))
+        .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// `update`, also setting the items held by nobody (no lease owner, no lease time).
+fn unleased(
+    update: sea_orm::UpdateMany<job_item::Entity>,
+) -> sea_orm::UpdateMany<job_item::Entity> {
+    update
         .col_expr(
             job_item::Column::LeaseOwner,
             Expr::value(Option::<String>::None),
@@ -608,12 +621,6 @@ pub async fn release(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<()> {
             job_item::Column::LeaseUntil,
             Expr::value(Option::<DateTime<Utc>>::None),
         )
-        .filter(job_item::Column::JobId.eq(job_id))
-        .filter(job_item::Column::LeaseOwner.eq(owner))
-        .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
-        .exec(db)
-        .await?;
-    Ok(())
 }
 
 /// The outcome of one item, to record.
@@ -719,15 +726,7 @@ pub async fn record(
                 .map(|(_, ids)| ids)
                 .unwrap_or_default();
             for ids in ids.chunks(ITEMS_PER_STATEMENT) {
-                let update = job_item::Entity::update_many()
-                    .col_expr(
-                        job_item::Column::LeaseOwner,
-                        Expr::value(Option::<String>::None),
-                    )
-                    .col_expr(
-                        job_item::Column::LeaseUntil,
-                        Expr::value(Option::<DateTime<Utc>>::None),
-                    )
+                let update = unleased(job_item::Entity::update_many())
                     .col_expr(job_item::Column::UpdatedAt, Expr::value(t));
                 update_items(&txn, job_id, update, Only::Pending, ids, &mut json).await?;
             }
