@@ -685,11 +685,6 @@ async fn watch_status(db: licensor_core::db::Db, job_id: Uuid, stop: Arc<AtomicB
     }
 }
 
-/// A member whose write was not sent because the job stopped (see [`Outcome::NotSent`]).
-fn not_sent() -> Outcome {
-    Outcome::NotSent
-}
-
 /// A name for one step's leases: this process and a random suffix.
 fn step_owner(ctx: &WorkerContext) -> String {
     format!(
@@ -935,7 +930,7 @@ async fn process(
                 break;
             }
             for w in std::mem::take(&mut step.writes) {
-                step.outcomes.push((w.id, not_sent()));
+                step.outcomes.push((w.id, Outcome::NotSent));
             }
             break;
         }
@@ -1112,7 +1107,7 @@ async fn write(
                 writes[i].location_tried = true;
                 match r {
                     Ok(()) => {}
-                    Err(DirectoryError::Stopped) => failed.push((i, Some(not_sent()))),
+                    Err(DirectoryError::Stopped) => failed.push((i, Some(Outcome::NotSent))),
                     Err(DirectoryError::Deferred { until }) => {
                         defer(until);
                         failed.push((i, None));
@@ -1145,7 +1140,7 @@ async fn write(
         for (w, r) in std::mem::take(&mut writes).into_iter().zip(results) {
             match r {
                 Ok(()) => written.push(w),
-                Err(DirectoryError::Stopped) => outcomes.push((w.id, not_sent())),
+                Err(DirectoryError::Stopped) => outcomes.push((w.id, Outcome::NotSent)),
                 Err(DirectoryError::Deferred { until }) => defer(until),
                 // Only a call that removed one license and did nothing else may count as done.
                 Err(DirectoryError::AlreadyDone { detail })

@@ -774,9 +774,7 @@ pub async fn rerun(
     // step gives back what it did not send (`Outcome::NotSent`).
     let held = job_item::Column::Status
         .eq(ItemStatus::Pending.as_str())
-        .and(job_item::Column::LeaseOwner.is_not_null())
-        .and(job_item::Column::LeaseUntil.is_not_null())
-        .and(job_item::Column::LeaseUntil.gte(now));
+        .and(pipeline::lease_live(now));
     // Each member the run takes: pending in the new run, its state to be read again (what it
     // holds may have changed since: the snapshot taken at expansion is not trusted).
     let for_the_run = || {
@@ -811,15 +809,7 @@ pub async fn rerun(
     } else {
         0
     };
-    let reset = for_the_run()
-        .col_expr(
-            job_item::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            job_item::Column::LeaseUntil,
-            Expr::value(Option::<chrono::DateTime<Utc>>::None),
-        )
+    let reset = pipeline::unleased(for_the_run())
         .filter(retried)
         .filter(held.not())
         .exec(&txn)

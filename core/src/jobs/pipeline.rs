@@ -608,8 +608,16 @@ pub async fn release(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// Items whose holder's lease is live at `t`: a step holds them and records them itself.
+pub(crate) fn lease_live(t: DateTime<Utc>) -> sea_orm::sea_query::SimpleExpr {
+    job_item::Column::LeaseOwner
+        .is_not_null()
+        .and(job_item::Column::LeaseUntil.is_not_null())
+        .and(job_item::Column::LeaseUntil.gte(t))
+}
+
 /// `update`, also setting the items held by nobody (no lease owner, no lease time).
-fn unleased(
+pub(crate) fn unleased(
     update: sea_orm::UpdateMany<job_item::Entity>,
 ) -> sea_orm::UpdateMany<job_item::Entity> {
     update
@@ -713,23 +721,17 @@ pub async fn record(
         .exec(&txn)
         .await?;
     let (mut succeeded, mut failed, mut skipped) = (0i64, 0i64, 0i64);
-    if groups.values().any(|(o, _)| *o == Outcome::NotSent) {
-        let status: Option<String> = job::Entity::find_by_id(job_id)
-            .select_only()
-            .column(job::Column::Status)
-            .into_tuple()
-            .one(&txn)
-            .await?;
-        if status.as_deref() != Some(JobStatus::Cancelled.as_str()) {
-            let ids = groups
-                .remove(&format!("{:?}", Outcome::NotSent))
-                .map(|(_, ids)| ids)
-                .unwrap_or_default();
-            for ids in ids.chunks(ITEMS_PER_STATEMENT) {
-                let update = unleased(job_item::Entity::update_many())
-                    .col_expr(job_item::Column::UpdatedAt, Expr::value(t));
-                update_items(&txn, job_id, update, Only::Pending, ids, &mut json).await?;
-            }
+    if groups.values().any(|(o, _)| *o == Outcome::NotSent)
+        && status(&txn, job_id).await? != Some(JobStatus::Cancelled)
+    {
+        let ids = groups
+            .remove(&format!("{:?}", Outcome::NotSent))
+            .map(|(_, ids)| ids)
+            .unwrap_or_default();
+        for ids in ids.chunks(ITEMS_PER_STATEMENT) {
+            let update = unleased(job_item::Entity::update_many())
+                .col_expr(job_item::Column::UpdatedAt, Expr::value(t));
+            update_items(&txn, job_id, update, Only::Pending, ids, &mut json).await?;
         }
     }
     for (_, (outcome, ids)) in groups {
@@ -786,15 +788,7 @@ pub async fn record(
                     }
                 };
             if status != ItemStatus::Pending {
-                update = update
-                    .col_expr(
-                        job_item::Column::LeaseOwner,
-                        Expr::value(Option::<String>::None),
-                    )
-                    .col_expr(
-                        job_item::Column::LeaseUntil,
-                        Expr::value(Option::<DateTime<Utc>>::None),
-                    );
+                update = unleased(update);
             }
             let update = update
                 .col_expr(job_item::Column::Status, Expr::value(status.as_str()))
@@ -975,7 +969,7 @@ pub async fn skip_unheld<C: ConnectionTrait>(
     job_id: Uuid,
     t: DateTime<Utc>,
 ) -> StoreResult<i64> {
-    let skipped = job_item::Entity::update_many()
+    let skipped = unleased(job_item::Entity::update_many())
         .col_expr(
             job_item::Column::Status,
             Expr::value(ItemStatus::Skipped.as_str()),
@@ -985,23 +979,10 @@ pub async fn skip_unheld<C: ConnectionTrait>(
             job_item::Column::ErrorDetail,
             Expr::value(super::codes::explanation("cancelled")),
         )
-        .col_expr(
-            job_item::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            job_item::Column::LeaseUntil,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
         .col_expr(job_item::Column::UpdatedAt, Expr::value(t))
         .filter(job_item::Column::JobId.eq(job_id))
         .filter(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
-        .filter(
-            job_item::Column::LeaseOwner
-                .is_null()
-                .or(job_item::Column::LeaseUntil.is_null())
-                .or(job_item::Column::LeaseUntil.lt(t)),
-        )
+        .filter(lease_live(t).not())
         .exec(conn)
         .await?
         .rows_affected as i64;
@@ -1085,7 +1066,7 @@ pub struct Settled {
 }
 
 /// The job's status as stored now (`None` when it is gone).
-pub async fn status(db: &Db, job_id: Uuid) -> StoreResult<Option<JobStatus>> {
+pub async fn status<C: ConnectionTrait>(db: &C, job_id: Uuid) -> StoreResult<Option<JobStatus>> {
     let s: Option<String> = job::Entity::find_by_id(job_id)
         .select_only()
         .column(job::Column::Status)
