@@ -677,6 +677,78 @@ async fn job_actions_take_no_body(backend: Backend) {
 }
 on_both_backends!(job_actions_take_no_body);
 
+/// A job whose stored status is no status licensor knows (a damaged row) is licensor's own
+/// failure, not the caller's: reading it, listing it or acting on it answers 500 `internal`
+/// with nothing of the stored value, never a 422 that blames the request, and nothing changes.
+async fn a_corrupt_stored_status_is_an_internal_failure(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("acme").await;
+    let request: licensor_core::jobs::JobRequest = serde_json::from_value(json!({
+        "kind": "assign",
+        "groups": ["8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01"],
+        "add_licenses": [{"sku_id": "6fd2c87f-b296-42f0-b197-1e91e994b900"}]
+    }))
+    .unwrap();
+    let job = licensor_core::jobs::create(
+        &app.db,
+        licensor_core::jobs::NewJob {
+            tenant_id: t.id,
+            request,
+            created_by: None,
+            parent_job_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Expr};
+    licensor_core::entities::job::Entity::update_many()
+        .col_expr(
+            licensor_core::entities::job::Column::Status,
+            Expr::cust("'half_done_by_hand'"),
+        )
+        .filter(licensor_core::entities::job::Column::Id.eq(job.id))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let id = job.id;
+    let audit_before = app.get_json("/v1/audit?limit=500", &t.admin).await;
+    for (method, path) in [
+        (Method::GET, format!("/v1/jobs/{id}")),
+        (Method::GET, "/v1/jobs".to_owned()),
+        (Method::POST, format!("/v1/jobs/{id}/rerun")),
+        (Method::POST, format!("/v1/jobs/{id}/cancel")),
+    ] {
+        let resp = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.url))
+            .bearer_auth(&t.admin)
+            .send()
+            .await
+            .unwrap();
+        let body = check_problem(resp, 500, "internal")
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!(
+            !body.to_string().contains("half_done_by_hand"),
+            "{method} {path}: the stored value reached the answer: {body}"
+        );
+    }
+    let stored = licensor_core::entities::job::Entity::find_by_id(id)
+        .select_only()
+        .column(licensor_core::entities::job::Column::Runs)
+        .into_tuple::<i32>()
+        .one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, Some(1), "no action ran");
+    let audit_after = app.get_json("/v1/audit?limit=500", &t.admin).await;
+    assert_eq!(audit_after["data"], audit_before["data"], "nothing was recorded");
+    app.stop().await;
+}
+on_both_backends!(a_corrupt_stored_status_is_an_internal_failure);
+
 fn clip(s: &str) -> String {
     if s.chars().count() > 80 {
         format!("{}…", s.chars().take(80).collect::<String>())

@@ -213,6 +213,10 @@ pub fn is_unavailable(e: &sea_orm::DbErr) -> bool {
     }
 }
 
+/// How long a worker step waits for a database that is away before it gives up and fails (the
+/// queue and the reconciler then try it again): 10 min.
+pub const OUTAGE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Wait until the database answers again, checking every 250 ms, for at most `limit`. Returns
 /// whether it answers. Workers call this after a step failed with an [`is_unavailable`] error,
 /// so they stop claiming and writing while outcomes cannot be recorded, and go on within a

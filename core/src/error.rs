@@ -7,8 +7,14 @@ pub enum StoreError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// The caller's input is unacceptable (422 `invalid`).
     #[error("{0}")]
     Invalid(String),
+    /// licensor failed on its own side: stored data it cannot read, a value it cannot encode,
+    /// a file writer that failed, a status change the job's states do not allow. Never the
+    /// caller's fault: the API answers 500 and logs it, and nothing of it reaches the answer.
+    #[error("internal failure: {0}")]
+    Internal(String),
     /// A refusal with a stable `code` callers branch on (e.g. `out_of_stock`), and optional
     /// code-specific fields.
     #[error("{detail}")]
@@ -47,6 +53,11 @@ impl StoreError {
             detail: detail.into(),
             extra: None,
         }
+    }
+
+    /// An internal failure ([`StoreError::Internal`]) from any error.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        StoreError::Internal(e.to_string())
     }
 
     /// 409 with a stable code.

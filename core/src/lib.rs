@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod licenses;
 pub mod page;
 pub mod queue;
+pub mod tasks;
 pub mod tenants;
 pub mod tokens;
 pub mod webhooks;

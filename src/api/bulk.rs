@@ -257,11 +257,7 @@ async fn run(
             for &id in ids {
                 if body.dry_run {
                     let checked = match jobs::model(&state.db, me.tenant_id, id).await {
-                        Ok(m) => m
-                            .status
-                            .parse::<JobStatus>()
-                            .map_err(licensor_core::StoreError::Invalid)
-                            .and_then(|s| action.check(s)),
+                        Ok(m) => action.check(m.status),
                         Err(e) => Err(e),
                     };
                     match checked {
@@ -302,10 +298,7 @@ async fn run(
                         break 'batches;
                     }
                     seen += 1;
-                    let eligible = status
-                        .parse::<JobStatus>()
-                        .map_err(licensor_core::StoreError::Invalid)
-                        .and_then(|s| action.check(s));
+                    let eligible = action.check(status);
                     match eligible {
                         Err(e) => refuse(&mut summary, id, e)?,
                         Ok(()) if body.dry_run => {

@@ -4,7 +4,7 @@
 
 use axum::extract::State;
 use licensor_core::directory::{
-    ClientError, DirectoryClient, DirectoryError, DirectoryUser, Group, Sku,
+    ClientError, DirectoryClient, DirectoryError, DirectoryUser, Failure, Group, Sku,
 };
 use licensor_core::jobs::preview::{HeldSample, held_by_members};
 use licensor_core::jobs::request::validate_groups;
@@ -21,33 +21,38 @@ use super::problem::{ApiError, ApiResult};
 pub(crate) async fn client(state: &AppState, auth: &Auth) -> ApiResult<DirectoryClient> {
     let tenant = tenants::get(&state.db, auth.tenant_id()).await?;
     state.directory.for_tenant(&tenant).map_err(|e| match e {
-        ClientError::NotConfigured => ApiError::conflict("directory_not_configured", e.to_string()),
-        ClientError::Secret(e) => ApiError::internal(e),
         ClientError::Directory(e) => directory_error(e),
+        e => {
+            if let ClientError::Secret(secret) = &e {
+                tracing::warn!(tenant = %auth.tenant_id(), error = %secret, "the tenant's client secret cannot be read");
+            }
+            ApiError::conflict(e.failure().code(), e.to_string())
+        }
     })
 }
 
-/// A directory failure as seen by an API caller.
+/// A directory failure as seen by an API caller: its one classification ([`Failure`]) with the
+/// HTTP status that goes with it.
 pub(crate) fn directory_error(e: DirectoryError) -> ApiError {
     use axum::http::StatusCode;
-    match e {
-        DirectoryError::CredentialsRejected { detail } => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "directory_credentials_rejected",
-            format!("directory credentials rejected: {detail}"),
-        ),
-        DirectoryError::NotFound { detail } => {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", detail)
+    let failure = e.failure();
+    let detail = match &e {
+        DirectoryError::CredentialsRejected { detail } => {
+            format!("directory credentials rejected: {detail}")
         }
-        DirectoryError::Transient { detail, .. } => ApiError::unavailable(
-            "directory_unavailable",
-            format!("the directory did not answer in time: {detail}"),
-        ),
-        other => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "directory_error",
-            other.to_string(),
-        ),
+        DirectoryError::NotFound { detail } => detail.clone(),
+        DirectoryError::Transient { detail, .. } => {
+            format!("the directory did not answer in time: {detail}")
+        }
+        other => other.to_string(),
+    };
+    match failure {
+        Failure::NotFound => ApiError::new(StatusCode::NOT_FOUND, failure.code(), detail),
+        Failure::Unavailable => ApiError::unavailable(failure.code(), detail),
+        Failure::NotConfigured => ApiError::conflict(failure.code(), detail),
+        Failure::CredentialsRejected | Failure::Other => {
+            ApiError::new(StatusCode::BAD_GATEWAY, failure.code(), detail)
+        }
     }
 }
 

@@ -83,7 +83,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             for status in JobStatus::ALL {
                 let n = rows
                     .iter()
-                    .find(|(k, s, _)| k == kind.as_str() && s == status.as_str())
+                    .find(|(k, s, _)| *k == kind && *s == status)
                     .map_or(0, |(_, _, n)| *n);
                 metrics::gauge!("licensor_jobs", "kind" => kind.as_str(), "status" => status.as_str())
                     .set(n as f64);

@@ -155,6 +155,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(detail) => ApiError::conflict("conflict", detail),
             StoreError::Invalid(detail) => ApiError::unprocessable("invalid", detail),
+            StoreError::Internal(detail) => ApiError::internal(detail),
             StoreError::Refused {
                 kind,
                 code,

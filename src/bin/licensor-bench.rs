@@ -33,6 +33,7 @@ use clap::{Parser, ValueEnum};
 use graph_emulator::{
     Budget, ENTERPRISEPACK_SKU_ID, EmulatorConfig, EmulatorHandle, Faults, Scenario,
 };
+use licensor_core::domain::{JobKind, JobStatus};
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,8 +84,8 @@ struct Args {
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     /// Job kind: assign (writes one license per member) or export (reads only).
-    #[arg(long, default_value = "assign", value_parser = ["assign", "export"])]
-    kind: String,
+    #[arg(long, default_value = "assign", value_parser = bench_kind)]
+    kind: JobKind,
     /// Export's file format (with `--kind export`); the file is downloaded after the job.
     #[arg(long, default_value = "csv", value_parser = ["csv", "json", "xlsx"])]
     export_format: String,
@@ -150,7 +151,7 @@ fn main() -> anyhow::Result<()> {
     }
     let args = Args::parse();
     if args.preview
-        && (args.kind != "assign" || matches!(args.scenario, Load::Fairness | Load::Msp))
+        && (args.kind != JobKind::Assign || matches!(args.scenario, Load::Fairness | Load::Msp))
     {
         eprintln!(
             "error: --preview goes with an assign job and --scenario raw, latency or throttle"
@@ -482,11 +483,26 @@ async fn get_json(http: &reqwest::Client, url: &str, token: Option<&str>) -> any
     Ok(req.send().await?.error_for_status()?.json().await?)
 }
 
+/// A job's status as the API gave it (`None` when it is missing or unknown).
+fn status_of(job: &Value) -> Option<JobStatus> {
+    serde_json::from_value(job["status"].clone()).ok()
+}
+
+/// `--kind`: the kinds the benchmark runs (assign or export).
+fn bench_kind(s: &str) -> Result<JobKind, String> {
+    match s.parse::<JobKind>()? {
+        k @ (JobKind::Assign | JobKind::Export) => Ok(k),
+        other => Err(format!(
+            "the benchmark runs assign or export jobs, not {other}"
+        )),
+    }
+}
+
 async fn submit(
     http: &reqwest::Client,
     d: &Deployment,
     token: &str,
-    kind: &str,
+    kind: JobKind,
     export_format: &str,
 ) -> anyhow::Result<String> {
     let groups = get_json(
@@ -499,7 +515,7 @@ async fn submit(
         .as_str()
         .context("group")?
         .to_owned();
-    let body = if kind == "export" {
+    let body = if kind == JobKind::Export {
         json!({"kind": "export", "groups": [group], "export": {"format": export_format}})
     } else {
         assign_body(&group)
@@ -560,10 +576,7 @@ async fn wait_sampled(
             started.elapsed().as_secs_f64(),
             job["progress"]["succeeded"].as_u64().unwrap_or(0),
         ));
-        if matches!(
-            job["status"].as_str(),
-            Some("finished" | "finished_with_exception" | "failed" | "cancelled" | "previewed")
-        ) {
+        if status_of(&job).is_some_and(JobStatus::is_terminal) {
             return Ok((job, samples));
         }
         if Instant::now() > deadline {
@@ -693,14 +706,14 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
     let started = Instant::now();
     let job_a = match (&preview, args.launch) {
         (Some((id, _)), true) => launch_preview(&http, &d, &tokens[0], id).await?,
-        _ => submit(&http, &d, &tokens[0], &args.kind, &args.export_format).await?,
+        _ => submit(&http, &d, &tokens[0], args.kind, &args.export_format).await?,
     };
     let mut fairness = Value::Null;
     if let Some(b) = &b {
         // Let A's job get going, then time B's small job while A's runs.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let t = Instant::now();
-        let job_b = submit(&http, &d, &tokens[1], "assign", "csv").await?;
+        let job_b = submit(&http, &d, &tokens[1], JobKind::Assign, "csv").await?;
         let done_b = wait(&http, &d, &tokens[1], &job_b, timeout).await?;
         let b_secs = t.elapsed().as_secs_f64();
         let a_now = get_json(
@@ -722,7 +735,7 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
     let stats = get_json(&http, &format!("{}/_emulator/stats", a.base_url()), None).await?;
     // An export's file is downloaded too (streamed from the server), so peak RSS covers both.
     let mut export = Value::Null;
-    if args.kind == "export" {
+    if args.kind == JobKind::Export {
         let t = Instant::now();
         let mut resp = http
             .get(format!("{}/v1/jobs/{job_a}/export", d.url))
@@ -869,7 +882,7 @@ async fn preview_figures(
     let id = submit_body(http, d, token, &body).await?;
     let job = wait(http, d, token, &id, timeout).await?;
     let wall = t.elapsed().as_secs_f64();
-    if job["status"] != "previewed" {
+    if status_of(&job) != Some(JobStatus::Previewed) {
         bail!("the preview {id} ended {}: {job}", job["status"]);
     }
     let after = get_json(
@@ -1154,10 +1167,7 @@ mod msp {
                 .await;
             for (i, job) in polled {
                 let job = job?;
-                if matches!(
-                    job["status"].as_str(),
-                    Some("finished" | "finished_with_exception" | "failed" | "cancelled")
-                ) {
+                if status_of(&job).is_some_and(|s| s.is_terminal() && s != JobStatus::Previewed) {
                     done[i] = Some(job);
                 }
             }
@@ -1191,7 +1201,7 @@ mod msp {
             let p = &job["progress"];
             succeeded += n(&p["succeeded"]);
             failed += n(&p["failed"]);
-            if job["status"] != "finished" {
+            if status_of(job) != Some(JobStatus::Finished) {
                 unfinished += 1;
             }
             let written = per_tenant.get(i).map_or(0, |t| n(&t["successful_writes"]));

@@ -157,7 +157,7 @@ where
         pid: options.pid,
     };
     heartbeat::start(&ctx, &process, &options.heartbeat).await;
-    let beating = jobs::AbortOnDrop(tokio::spawn(heartbeat::run(
+    let beating = licensor_core::tasks::AbortOnDrop(tokio::spawn(heartbeat::run(
         ctx.clone(),
         process,
         options.heartbeat.clone(),
@@ -174,7 +174,7 @@ where
     if let Err(e) = ctx.queue.forget_departed_workers().await {
         tracing::warn!(error = %e, "removing departed workers' queue data failed");
     }
-    let tidy = jobs::AbortOnDrop(tokio::spawn(tidy_queue(ctx.clone())));
+    let tidy = licensor_core::tasks::AbortOnDrop(tokio::spawn(tidy_queue(ctx.clone())));
     let mut restarted = false;
     // The queue worker runs until shutdown. If it stops early — the queue backend lost its
     // state (a flushed or restarted Redis), a connection broke — it is started again, so the

@@ -9,13 +9,10 @@ use std::time::Duration;
 use apalis::prelude::BoxDynError;
 use licensor_core::StoreError;
 use licensor_core::db::{self, Db};
-use licensor_core::domain::JobStatus;
-use licensor_core::jobs::pipeline::{self, Outcome};
+use licensor_core::jobs::{self, outcome::Outcome};
 use uuid::Uuid;
 
-/// How long a worker step waits for the database before it gives up and fails (the queue and
-/// the reconciler then try it again).
-pub const OUTAGE_PATIENCE: Duration = Duration::from_secs(600);
+pub use licensor_core::db::OUTAGE_PATIENCE;
 
 /// Whether a step's error means the database could not be reached.
 pub fn is_unavailable(e: &BoxDynError) -> bool {
@@ -33,7 +30,7 @@ pub async fn record_when_available(
     throttled: u64,
 ) -> Result<u64, BoxDynError> {
     loop {
-        match pipeline::record(db, job_id, outcomes.clone(), throttled).await {
+        match jobs::outcome::record(db, job_id, outcomes.clone(), throttled).await {
             Ok(n) => return Ok(n),
             Err(e) if e.is_unavailable() => {
                 tracing::warn!(job = %job_id, items = outcomes.len(), "database unavailable; keeping the chunk's outcomes until it answers");
@@ -42,27 +39,6 @@ pub async fn record_when_available(
                 }
             }
             Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Whether the job has stopped running (cancelled, failed, gone), read now. A database that
-/// does not answer is waited for (up to [`OUTAGE_PATIENCE`]) and any other failure to read
-/// counts as "still running": a step never calls its members cancelled because the database did
-/// not say.
-pub async fn stopped_meanwhile(db: &Db, job_id: Uuid) -> bool {
-    loop {
-        match pipeline::status(db, job_id).await {
-            Ok(status) => return status != Some(JobStatus::Running),
-            Err(e) if e.is_unavailable() => {
-                if !db::wait_until_available(db, OUTAGE_PATIENCE).await {
-                    return false;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(job = %job_id, error = %e, "reading the job's status failed; going on");
-                return false;
-            }
         }
     }
 }
@@ -112,7 +88,7 @@ impl Leases {
         let held: Vec<Held> = self.lock().drain().collect();
         let mut jobs = Vec::new();
         for (tenant_id, job_id, owner) in held {
-            match pipeline::release(db, job_id, &owner).await {
+            match jobs::lease::release(db, job_id, &owner).await {
                 Ok(()) => {
                     if !jobs.contains(&(tenant_id, job_id)) {
                         jobs.push((tenant_id, job_id));

@@ -118,6 +118,17 @@ impl DirectoryError {
         }
     }
 
+    /// What this failure means to whoever meets it outside a member's write: the one
+    /// classification the API's answers and a job's failure are both made from.
+    pub fn failure(&self) -> Failure {
+        match self {
+            DirectoryError::CredentialsRejected { .. } => Failure::CredentialsRejected,
+            DirectoryError::Transient { .. } => Failure::Unavailable,
+            DirectoryError::NotFound { .. } => Failure::NotFound,
+            _ => Failure::Other,
+        }
+    }
+
     pub fn unavailable(detail: impl Into<String>) -> Self {
         DirectoryError::Transient {
             code: ItemCode::DirectoryUnavailable,
@@ -316,5 +327,36 @@ mod tests {
         ));
         assert_eq!(parse_retry_after(Some("5")), Some(Duration::from_secs(5)));
         assert_eq!(parse_retry_after(Some("soon")), None);
+    }
+}
+
+/// What a directory failure means for a whole request or a whole job (a member's own result is
+/// [`DirectoryError::item_code`]). The API answers it ([`Failure::code`] with an HTTP status), a
+/// job that meets it ends `failed` with the same code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The tenant has no directory connection, or its client secret cannot be read with this
+    /// deployment's key: an admin must set the connection (again).
+    NotConfigured,
+    /// The directory refused licensor's credentials (401/403 on the token or the call).
+    CredentialsRejected,
+    /// The directory did not answer, or answered 429/5xx until the retries ran out.
+    Unavailable,
+    /// What was asked for does not exist in the directory.
+    NotFound,
+    /// Any other refusal.
+    Other,
+}
+
+impl Failure {
+    /// The stable error code: problem+json `code` in the API, `error.code` of a failed job.
+    pub fn code(self) -> &'static str {
+        match self {
+            Failure::NotConfigured => "directory_not_configured",
+            Failure::CredentialsRejected => "directory_credentials_rejected",
+            Failure::Unavailable => "directory_unavailable",
+            Failure::NotFound => "not_found",
+            Failure::Other => "directory_error",
+        }
     }
 }

@@ -25,7 +25,7 @@ mod token;
 
 pub use batch::{MAX_BATCH, WriteOp};
 pub use drive::{DriveItem, DriveUpload, UploadError};
-pub use error::{DirectoryError, ItemCode, classify, parse_retry_after};
+pub use error::{DirectoryError, Failure, ItemCode, classify, parse_retry_after};
 pub use limiter::{Grant, LimiterConfig, Outlook, WriteAnswer, WriteLimiter};
 pub use registry::{ClientError, DirectoryClients};
 

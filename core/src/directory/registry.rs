@@ -8,7 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::{DirectoryClient, DirectoryConfig, DirectoryError};
+use super::{DirectoryClient, DirectoryConfig, DirectoryError, Failure};
 use crate::config::DirectoryTuning;
 use crate::crypto::SecretBox;
 use crate::entities::tenant;
@@ -25,6 +25,17 @@ pub enum ClientError {
     Secret(#[from] crate::crypto::SecretError),
     #[error(transparent)]
     Directory(#[from] DirectoryError),
+}
+
+impl ClientError {
+    /// The one classification of this failure ([`Failure`]). A secret that cannot be read is
+    /// a connection to set again, not licensor's fault: the API and a job say the same.
+    pub fn failure(&self) -> Failure {
+        match self {
+            ClientError::NotConfigured | ClientError::Secret(_) => Failure::NotConfigured,
+            ClientError::Directory(e) => e.failure(),
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -6,8 +6,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub tenant_id: Uuid,
-    pub kind: String,
-    pub status: String,
+    pub kind: crate::domain::JobKind,
+    pub status: crate::domain::JobStatus,
     pub request: Json,
     pub total: i64,
     pub succeeded: i64,
@@ -24,7 +24,7 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     pub expanded_at: Option<DateTimeUtc>,
     pub result: Option<Json>,
-    /// Where expansion has got to ([`crate::jobs::pipeline::ExpandPosition`]); `None` before
+    /// Where expansion has got to ([`crate::jobs::expand::ExpandPosition`]); `None` before
     /// the first page is stored.
     pub expand_position: Option<Json>,
     /// The worker step expanding the job, and until when it holds the expansion.

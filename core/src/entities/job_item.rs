@@ -9,7 +9,7 @@ pub struct Model {
     pub user_id: String,
     pub user_principal_name: Option<String>,
     pub group_id: Option<String>,
-    pub status: String,
+    pub status: crate::domain::ItemStatus,
     pub error_code: Option<String>,
     pub error_detail: Option<String>,
     pub attempts: i32,

@@ -8,7 +8,7 @@ pub struct Model {
     pub job_id: Uuid,
     pub run_no: i32,
     pub started_by: Option<Uuid>,
-    pub status: String,
+    pub status: crate::domain::JobStatus,
     pub total: i64,
     pub succeeded: i64,
     pub failed: i64,

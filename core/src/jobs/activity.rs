@@ -2,7 +2,7 @@
 //!
 //! `job_activity` holds one row per job and UTC minute: members that reached each outcome and
 //! the 429 answers the job's workers met, added with each recorded chunk in the chunk's own
-//! transaction (see [`super::pipeline::record`]). The Job Monitor draws its charts from it
+//! transaction (see [`super::outcome::record`]). The Job Monitor draws its charts from it
 //! (`GET /v1/jobs/{id}/activity`).
 //!
 //! A running job is *stuck* when no worker has moved it (started it, stored a page of members,
@@ -85,7 +85,7 @@ pub async fn add<C: ConnectionTrait>(
                 .and_where(job::Column::Id.eq(job_id))
                 .to_owned(),
         )
-        .map_err(|e| StoreError::Invalid(e.to_string()))?
+        .map_err(StoreError::internal)?
         .on_conflict(
             OnConflict::columns([A::JobId, A::Minute])
                 .values([
@@ -176,7 +176,7 @@ pub async fn stuck_by_tenant(db: &Db, before: DateTime<Utc>) -> StoreResult<Vec<
         .select_only()
         .column(job::Column::TenantId)
         .column_as(job::Column::Id.count(), "n")
-        .filter(job::Column::Status.eq(JobStatus::Running.as_str()))
+        .filter(job::Column::Status.eq(JobStatus::Running))
         .filter(
             job::Column::LastProgressAt
                 .lt(before)

@@ -15,9 +15,11 @@ use object_store::{ObjectStore, PutPayload, RetryConfig, WriteMultipart};
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
+use super::JobFacts;
+use super::expand::set_facts;
 use super::export::{self, Delivery, Rendered};
+use super::lease::request_of;
 use super::request::ExportLocation;
-use super::{JobFacts, pipeline};
 use crate::db::Db;
 use crate::directory::{DirectoryClient, UploadError};
 use crate::entities::job;
@@ -53,7 +55,7 @@ impl From<UploadError> for DeliveryError {
 
 /// Whether the job's export goes to the tenant's drive (and so needs a directory client).
 pub fn needs_directory(job: &job::Model) -> bool {
-    pipeline::request_of(job).is_ok_and(|r| {
+    request_of(job).is_ok_and(|r| {
         matches!(
             r.export.map(|e| e.location),
             Some(ExportLocation::Sharepoint { .. })
@@ -71,7 +73,7 @@ pub async fn deliver(
     job_id: Uuid,
 ) -> StoreResult<Result<Delivery, DeliveryError>> {
     let job = &super::model(db, tenant_id, job_id).await?;
-    let req = pipeline::request_of(job)?;
+    let req = request_of(job)?;
     let location = req.export.map(|e| e.location).unwrap_or_default();
     let exported_at = Utc::now();
     // The time every row carries; the download renders with it too, so both are the same file.
@@ -80,7 +82,7 @@ pub async fn deliver(
     export_facts.exported_at = Some(exported_at);
     export_facts.delivery = None;
     facts.export = Some(export_facts.clone());
-    pipeline::set_facts(db, job.id, &facts).await?;
+    set_facts(db, job.id, &facts).await?;
     let job = job::Model {
         result: serde_json::to_value(&facts).ok(),
         ..job.clone()
@@ -113,7 +115,7 @@ pub async fn deliver(
     if let Ok(delivery) = &outcome {
         export_facts.delivery = Some(delivery.clone());
         facts.export = Some(export_facts);
-        pipeline::set_facts(db, job.id, &facts).await?;
+        set_facts(db, job.id, &facts).await?;
         tracing::info!(job = %job.id, location = %delivery.location, rows = delivery.rows, bytes = delivery.size, "export delivered");
     }
     Ok(outcome)

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::pipeline::{self, NewItem};
+use super::expand::{self, NewItem};
 use super::plan::Snapshot;
 use super::{FileFormat, JobFacts, JobRequest};
 use crate::db::Db;
@@ -143,15 +143,8 @@ pub async fn expand(
                         item.0
                     })
                     .collect();
-                match pipeline::insert_items(
-                    db,
-                    job.id,
-                    job.runs,
-                    items,
-                    ItemStatus::Succeeded,
-                    None,
-                )
-                .await?
+                match expand::insert_items(db, job.id, job.runs, items, ItemStatus::Succeeded, None)
+                    .await?
                 {
                     Some(n) => members += n,
                     // Cancelled while the groups were read: stop reading.
@@ -195,7 +188,7 @@ pub async fn expand(
         }
     }
     facts.export = Some(export);
-    pipeline::set_facts(db, job.id, &facts).await?;
+    expand::set_facts(db, job.id, &facts).await?;
     Ok(Ok(Some(members)))
 }
 
@@ -354,7 +347,7 @@ enum Sink {
 }
 
 fn io_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Invalid(format!("writing the export: {e}"))
+    StoreError::Internal(format!("writing the export: {e}"))
 }
 
 impl Sink {
@@ -476,7 +469,7 @@ pub async fn render(
     job: &job::Model,
     exported_at: DateTime<Utc>,
 ) -> StoreResult<Rendered> {
-    let req = pipeline::request_of(job)?;
+    let req = super::lease::request_of(job)?;
     let format = req.export.map(|e| e.format).unwrap_or(FileFormat::Csv);
     let facts = JobFacts::of(job);
     let export = facts.export.clone().unwrap_or_default();
@@ -535,7 +528,7 @@ pub async fn render(
     drop(tx);
     let (file, size, rows) = writer
         .await
-        .map_err(|e| StoreError::Invalid(format!("writing the export: {e}")))??;
+        .map_err(|e| StoreError::Internal(format!("writing the export: {e}")))??;
     Ok(Rendered {
         file,
         name: format!("job-{}-export.{}", job.id, format.extension()),
@@ -593,7 +586,7 @@ mod tests {
             group_id: Some("g".into()),
             usage_location: Some("SE".into()),
             licenses: serde_json::to_value(&member).ok(),
-            status: "succeeded".into(),
+            status: crate::domain::ItemStatus::Succeeded,
             error_code: None,
             error_detail: None,
             attempts: 0,

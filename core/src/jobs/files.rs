@@ -31,13 +31,13 @@ fn render(table: &Table, format: FileFormat, sheet: &str) -> StoreResult<Vec<u8>
     match format {
         FileFormat::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
-            let bad = |e: csv::Error| StoreError::Invalid(format!("csv: {e}"));
+            let bad = |e: csv::Error| StoreError::Internal(format!("csv: {e}"));
             w.write_record(&table.columns).map_err(bad)?;
             for row in &table.rows {
                 w.write_record(row).map_err(bad)?;
             }
             w.into_inner()
-                .map_err(|e| StoreError::Invalid(format!("csv: {e}")))
+                .map_err(|e| StoreError::Internal(format!("csv: {e}")))
         }
         FileFormat::Json => {
             let rows: Vec<Value> = table
@@ -60,10 +60,10 @@ fn render(table: &Table, format: FileFormat, sheet: &str) -> StoreResult<Vec<u8>
                     Value::Object(obj)
                 })
                 .collect();
-            serde_json::to_vec_pretty(&rows).map_err(|e| StoreError::Invalid(e.to_string()))
+            serde_json::to_vec_pretty(&rows).map_err(StoreError::internal)
         }
         FileFormat::Xlsx => {
-            let bad = |e: rust_xlsxwriter::XlsxError| StoreError::Invalid(format!("xlsx: {e}"));
+            let bad = |e: rust_xlsxwriter::XlsxError| StoreError::Internal(format!("xlsx: {e}"));
             let mut book = rust_xlsxwriter::Workbook::new();
             let ws = book.add_worksheet();
             ws.set_name(sheet).map_err(bad)?;
@@ -187,7 +187,7 @@ pub async fn report(
 ) -> StoreResult<File> {
     let job = model(db, tenant_id, job_id).await?;
     let predicted = JobFacts::of(&job).preview.is_some()
-        || super::pipeline::request_of(&job).is_ok_and(|r| r.preview);
+        || super::lease::request_of(&job).is_ok_and(|r| r.preview);
     let mut rows = Vec::new();
     all_items(db, job_id, |i| {
         let [before, after, verified] = ledger_cells(i.change.as_ref());
@@ -197,7 +197,7 @@ pub async fn report(
             i.user_principal_name.unwrap_or_default(),
             i.display_name.unwrap_or_default(),
             i.group_id.unwrap_or_default(),
-            i.status,
+            i.status.to_string(),
             i.error_code.unwrap_or_default(),
             i.error_detail.unwrap_or_default(),
             i.attempts.to_string(),
@@ -231,13 +231,16 @@ pub async fn report(
 /// same file that was delivered. Written to a temporary file, never held in memory whole.
 pub async fn export(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Rendered> {
     let job = model(db, tenant_id, job_id).await?;
-    if job.kind != JobKind::Export.as_str() {
+    if job.kind != JobKind::Export {
         return Err(StoreError::conflict(
             "not_an_export",
             "only export jobs produce an export file; use /report for this job's outcomes",
         ));
     }
-    if !matches!(job.status.as_str(), "finished" | "finished_with_exception") {
+    if !matches!(
+        job.status,
+        crate::domain::JobStatus::Finished | crate::domain::JobStatus::FinishedWithException
+    ) {
         return Err(StoreError::conflict(
             "export_not_ready",
             format!("the export is not ready: the job is {}", job.status),

@@ -19,7 +19,7 @@ use crate::db::Db;
 use crate::directory::AssignedLicense;
 use crate::domain::{ItemStatus, JobKind, JobStatus};
 use crate::entities::{job, job_item};
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::page::{Page, PageRequest};
 
 /// Longest user principal name accepted (Microsoft Entra allows 113 characters; room is left
@@ -181,8 +181,8 @@ pub async fn member_history(
         data.push(HistoryEntry {
             item_id,
             job_id: job.id,
-            kind: job.kind.parse().map_err(StoreError::Invalid)?,
-            job_status: job.status.parse().map_err(StoreError::Invalid)?,
+            kind: job.kind,
+            job_status: job.status,
             run_no: item.run_no,
             status: item.status,
             error: item.error,

@@ -343,7 +343,7 @@ impl<'a> Predictor<'a> {
 
     /// [`Self::predict`] as the JSON stored in the item's `prediction` column.
     pub fn predict_value(&mut self, snap: &Snapshot) -> StoreResult<serde_json::Value> {
-        serde_json::to_value(self.predict(snap)).map_err(|e| StoreError::Invalid(e.to_string()))
+        serde_json::to_value(self.predict(snap)).map_err(StoreError::internal)
     }
 
     /// The prediction for the next member (in member order) whose state is `snap`.
@@ -630,32 +630,23 @@ pub async fn conclude(
     let now = Utc::now();
     let summary = predictor.summary(now);
     let mut facts = JobFacts::of(job);
-    if let Some(fresh) = super::pipeline::load(db, job.tenant_id, job.id).await? {
+    if let Some(fresh) = super::lease::load(db, job.tenant_id, job.id).await? {
         facts = JobFacts::of(&fresh);
     }
     facts.preview = Some(summary.clone());
-    let result = serde_json::to_value(&facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let result = serde_json::to_value(&facts).map_err(StoreError::internal)?;
     let txn = crate::db::begin(db).await?;
-    let done = job::Entity::update_many()
-        .col_expr(
-            job::Column::Status,
-            Expr::value(JobStatus::Previewed.as_str()),
-        )
+    let done = super::state::transition(job.id, &[JobStatus::Running], JobStatus::Previewed)?
         .col_expr(job::Column::Result, Expr::value(result))
         .col_expr(job::Column::FinishedAt, Expr::value(now))
         .col_expr(job::Column::UpdatedAt, Expr::value(now))
         .col_expr(job::Column::LastProgressAt, Expr::value(now))
-        .filter(job::Column::Id.eq(job.id))
-        .filter(job::Column::Status.eq(JobStatus::Running.as_str()))
         .exec(&txn)
         .await?
         .rows_affected;
     if done == 1 {
         job_run::Entity::update_many()
-            .col_expr(
-                job_run::Column::Status,
-                Expr::value(JobStatus::Previewed.as_str()),
-            )
+            .col_expr(job_run::Column::Status, Expr::value(JobStatus::Previewed))
             .col_expr(job_run::Column::Total, Expr::value(summary.members))
             // The preview's run is over (its launch opens it again).
             .col_expr(job_run::Column::FinishedAt, Expr::value(now))

@@ -178,7 +178,7 @@ async fn free<C: ConnectionTrait>(
     let held = || {
         job_item::Column::JobId
             .in_subquery(active_jobs())
-            .and(job_item::Column::Status.eq(ItemStatus::Pending.as_str()))
+            .and(job_item::Column::Status.eq(ItemStatus::Pending))
             .and(owned_by(Expr::col(job_item::Column::LeaseOwner), name))
     };
     let mut jobs: Vec<Uuid> = job_item::Entity::find()

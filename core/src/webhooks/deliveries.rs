@@ -101,7 +101,7 @@ pub struct DeliveryView {
 
 impl DeliveryView {
     fn of(m: webhook_delivery::Model) -> StoreResult<DeliveryView> {
-        let status: DeliveryStatus = m.status.parse().map_err(StoreError::Invalid)?;
+        let status: DeliveryStatus = m.status.parse().map_err(StoreError::Internal)?;
         Ok(DeliveryView {
             id: m.id,
             endpoint_id: m.endpoint_id,
@@ -346,7 +346,7 @@ pub async fn record(
     if log.len() > LOG_ATTEMPTS {
         log.drain(..log.len() - LOG_ATTEMPTS);
     }
-    let log = serde_json::to_value(&log).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let log = serde_json::to_value(&log).map_err(StoreError::internal)?;
     let (status, next_at, delivered_at) = match next {
         Next::Delivered => (DeliveryStatus::Delivered, None, Some(attempt.at)),
         Next::RetryAt(at) => (DeliveryStatus::Pending, Some(at), None),

@@ -91,7 +91,7 @@ pub async fn on_job_end<C: ConnectionTrait>(
                 Some(now).into(),
                 now.into(),
             ])
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            .map_err(StoreError::internal)?;
     }
     insert.on_conflict(
         OnConflict::columns([
@@ -122,7 +122,7 @@ async fn payload<C: ConnectionTrait>(
         .column(job_item::Column::ErrorCode)
         .column_as(job_item::Column::Id.count(), "n")
         .filter(job_item::Column::JobId.eq(job.id))
-        .filter(job_item::Column::Status.eq(ItemStatus::Failed.as_str()))
+        .filter(job_item::Column::Status.eq(ItemStatus::Failed))
         .group_by(job_item::Column::ErrorCode)
         .into_tuple()
         .all(conn)

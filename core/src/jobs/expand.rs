@@ -1,0 +1,511 @@
+//! Expansion: a job started, its groups read page by page into items, where it got to kept so
+//! another worker can go on.
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::SetNull;
+use super::lease::load;
+use super::now;
+use super::outcome::JobFailure;
+use super::plan::Snapshot;
+use super::view::JobFacts;
+use super::{GroupRef, JobRequest, SkuRef, export, preview};
+use crate::config::JobSettings;
+use crate::db::Db;
+use crate::directory::{DirectoryClient, DirectoryError};
+use crate::domain::{ItemStatus, JobKind, JobStatus};
+use crate::entities::{job, job_item, job_run};
+use crate::error::{StoreError, StoreResult};
+
+/// A member found by expansion.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub user_id: String,
+    pub user_principal_name: Option<String>,
+    pub display_name: Option<String>,
+    pub group_id: String,
+    pub usage_location: Option<String>,
+    /// The member's [`super::plan::Snapshot`].
+    pub licenses: Option<Value>,
+    /// A preview's prediction for the member, a [`super::preview::Prediction`], when it was
+    /// made as the member was read (`None`: decided later, or not a preview).
+    pub prediction: Option<Value>,
+}
+
+/// Move a queued job to running (also its current run). Returns the job when it is running
+/// afterwards (started now or earlier), `None` when it is finished, cancelled or gone.
+pub async fn start(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Option<job::Model>> {
+    let t = now();
+    let started = super::state::transition(job_id, &[JobStatus::Queued], JobStatus::Running)?
+        .col_expr(job::Column::StartedAt, Expr::value(t))
+        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .col_expr(job::Column::LastProgressAt, Expr::value(t))
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .exec(db)
+        .await?
+        .rows_affected;
+    let Some(job) = load(db, tenant_id, job_id).await? else {
+        return Ok(None);
+    };
+    if started == 1 {
+        super::finish::run_update(job_id, job.runs)
+            .col_expr(job_run::Column::Status, Expr::value(JobStatus::Running))
+            .col_expr(job_run::Column::StartedAt, Expr::value(t))
+            .exec(db)
+            .await?;
+    }
+    Ok((job.status == JobStatus::Running).then_some(job))
+}
+
+/// Record what the job learnt about its groups and SKUs.
+pub async fn set_facts(db: &Db, job_id: Uuid, facts: &JobFacts) -> StoreResult<()> {
+    let value = serde_json::to_value(facts).map_err(StoreError::internal)?;
+    job::Entity::update_many()
+        .col_expr(job::Column::Result, Expr::value(value))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now()))
+        .filter(job::Column::Id.eq(job_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Where a job's expansion has got to (`jobs.expand_position`): the index of the selected group
+/// being read (in the request's order) and the directory's `@odata.nextLink` to that group's
+/// next page of members (`None`: the group's first page).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpandPosition {
+    pub group: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+impl ExpandPosition {
+    /// The stored position of `job` (the start when none is stored).
+    pub fn of(job: &job::Model) -> ExpandPosition {
+        job.expand_position
+            .as_ref()
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    /// The position after a page of group `group` whose next page is `next` (`None`: the
+    /// group's last page, so the next group's start).
+    pub fn after_page(group: usize, next: Option<String>) -> ExpandPosition {
+        match next {
+            Some(link) => ExpandPosition {
+                group,
+                next: Some(link),
+            },
+            None => ExpandPosition {
+                group: group + 1,
+                next: None,
+            },
+        }
+    }
+}
+
+/// A stored page's mark: the expansion's position after it and the expander's renewed lease.
+#[derive(Debug, Clone)]
+pub struct PageMark {
+    pub position: ExpandPosition,
+    pub lease_until: DateTime<Utc>,
+}
+
+/// Take the job's expansion for `owner` until `until`, unless another step holds it and its
+/// lease has not run out (or the job is expanded already). One expander at a time: repeated
+/// `Run` messages (orphan recovery, the reconciler, a lane noticing a dead expander) never read
+/// the same pages side by side. Returns whether `owner` holds it now.
+pub async fn claim_expansion(
+    db: &Db,
+    job_id: Uuid,
+    owner: &str,
+    until: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let taken = job::Entity::update_many()
+        .col_expr(job::Column::ExpandOwner, Expr::value(owner))
+        .col_expr(job::Column::ExpandUntil, Expr::value(until))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::ExpandedAt.is_null())
+        .filter(
+            job::Column::ExpandUntil
+                .is_null()
+                .or(job::Column::ExpandUntil.lt(now()))
+                .or(job::Column::ExpandOwner.eq(owner)),
+        )
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(taken == 1)
+}
+
+/// Let go of the job's expansion held by `owner` (it stopped: cancelled, failed), keeping its
+/// position, so the next run goes on from there at once.
+pub async fn release_expansion(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<()> {
+    job::Entity::update_many()
+        .set_null([job::Column::ExpandOwner, job::Column::ExpandUntil])
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::ExpandOwner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Whether the job still needs expanding and nobody holds its expansion (never started, or its
+/// expander's lease ran out: it died).
+pub fn expansion_abandoned(job: &job::Model) -> bool {
+    job.expanded_at.is_none() && job.expand_until.is_none_or(|until| until < now())
+}
+
+/// Insert expanded members as items with `status` (pending; succeeded for an export). A member
+/// already in the job (from another selected group, or from an earlier delivery of the same
+/// expansion) is not inserted again. Returns how many were new — the job's counters and, when
+/// given, the expansion's position after this page with its renewed lease move with them in the
+/// same transaction, so a crash never loses a stored page's place — or `None` when the job is no
+/// longer running in run `run_no` (cancelled, failed, or cancelled and run again since): then
+/// nothing is inserted, so a cancel never leaves members pending behind it and every member
+/// belongs to the run that read it.
+pub async fn insert_items(
+    db: &Db,
+    job_id: Uuid,
+    run_no: i32,
+    items: Vec<NewItem>,
+    status: ItemStatus,
+    mark: Option<&PageMark>,
+) -> StoreResult<Option<u64>> {
+    let mark = match mark {
+        Some(m) => Some((
+            serde_json::to_value(&m.position).map_err(StoreError::internal)?,
+            m.lease_until,
+        )),
+        None => None,
+    };
+    let store_mark = |mark: (Value, DateTime<Utc>)| {
+        job::Entity::update_many()
+            .col_expr(job::Column::ExpandPosition, Expr::value(mark.0))
+            .col_expr(job::Column::ExpandUntil, Expr::value(mark.1))
+            .filter(job::Column::Id.eq(job_id))
+    };
+    let t = now();
+    if items.is_empty() {
+        if let Some(mark) = mark {
+            store_mark(mark).exec(db).await?;
+        }
+        return Ok(Some(0));
+    }
+    let new_insert = || {
+        let mut insert = Query::insert();
+        insert
+            .into_table(job_item::Entity)
+            .columns(super::MEMBER_COLUMNS.into_iter().chain([
+                job_item::Column::Licenses,
+                job_item::Column::Status,
+                job_item::Column::Attempts,
+                job_item::Column::RunNo,
+                job_item::Column::UpdatedAt,
+                job_item::Column::Prediction,
+            ]));
+        insert.on_conflict(
+            OnConflict::columns([job_item::Column::JobId, job_item::Column::UserId])
+                .do_nothing()
+                .to_owned(),
+        );
+        insert
+    };
+    // One statement per ROWS_PER_INSERT members: 12 bound values each stay below SQLite's
+    // 32,766 parameters.
+    let mut inserts = Vec::with_capacity(items.len().div_ceil(ROWS_PER_INSERT));
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let mut insert = new_insert();
+        for item in items.by_ref().take(ROWS_PER_INSERT) {
+            insert.values_panic([
+                job_id.into(),
+                item.user_id.into(),
+                item.user_principal_name.into(),
+                item.display_name.into(),
+                item.group_id.into(),
+                item.usage_location.into(),
+                item.licenses.into(),
+                status.into(),
+                0i32.into(),
+                run_no.into(),
+                t.into(),
+                item.prediction.into(),
+            ]);
+        }
+        inserts.push(insert);
+    }
+    let txn = crate::db::begin(db).await?;
+    // Take the job's row first (SQLite's write lock, PostgreSQL's row lock): a cancel waits for
+    // this page, or this page sees the cancel — and a step of an earlier run (cancelled, then
+    // run again while it read) stores nothing under its old run number.
+    let running = job::Entity::update_many()
+        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .col_expr(job::Column::LastProgressAt, Expr::value(t))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::Status.eq(JobStatus::Running))
+        .filter(job::Column::Runs.eq(run_no))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    if running == 0 {
+        return Ok(None);
+    }
+    let mut inserted = 0;
+    for insert in &inserts {
+        inserted += txn.execute(insert).await?.rows_affected();
+    }
+    if let Some(mark) = mark {
+        store_mark(mark).exec(&txn).await?;
+    }
+    if inserted > 0 {
+        let n = inserted as i64;
+        let mut update = job::Entity::update_many()
+            .col_expr(job::Column::Total, Expr::col(job::Column::Total).add(n))
+            .col_expr(job::Column::UpdatedAt, Expr::value(t))
+            .filter(job::Column::Id.eq(job_id));
+        match status {
+            ItemStatus::Succeeded => {
+                update = update.col_expr(
+                    job::Column::Succeeded,
+                    Expr::col(job::Column::Succeeded).add(n),
+                )
+            }
+            ItemStatus::Skipped => {
+                update =
+                    update.col_expr(job::Column::Skipped, Expr::col(job::Column::Skipped).add(n))
+            }
+            ItemStatus::Failed => {
+                update = update.col_expr(job::Column::Failed, Expr::col(job::Column::Failed).add(n))
+            }
+            ItemStatus::Pending => {}
+        }
+        update.exec(&txn).await?;
+        // Members stored already done (an export's) count in the job's activity.
+        let counts = match status {
+            ItemStatus::Succeeded => Some([n, 0, 0]),
+            ItemStatus::Failed => Some([0, n, 0]),
+            ItemStatus::Skipped => Some([0, 0, n]),
+            ItemStatus::Pending => None,
+        };
+        if let Some([succeeded, failed, skipped]) = counts {
+            super::activity::add(
+                &txn,
+                job_id,
+                t,
+                super::activity::Counts {
+                    succeeded,
+                    failed,
+                    skipped,
+                    throttled: 0,
+                },
+            )
+            .await?;
+        }
+    }
+    txn.commit().await?;
+    Ok(Some(inserted))
+}
+
+/// Members per `INSERT` statement of [`insert_items`].
+const ROWS_PER_INSERT: usize = 2000;
+
+/// Expansion is complete: every member of every selected group is an item.
+pub async fn mark_expanded(db: &Db, job_id: Uuid) -> StoreResult<()> {
+    let t = now();
+    super::launch::carry_predictions(db, job_id).await?;
+    job::Entity::update_many()
+        .col_expr(job::Column::ExpandedAt, Expr::value(t))
+        .set_null([job::Column::ExpandOwner, job::Column::ExpandUntil])
+        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+        .filter(job::Column::Id.eq(job_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Expand the selected groups into items, page by page. `Ok(false)`: the job stopped running
+/// (cancelled) and expansion stopped at that page. A preview read from its first page predicts
+/// each member as it is stored, against the free units read at the start, and leaves its
+/// predictor in `read` (a resumed one is predicted once all are read).
+///
+/// `start_work` queues the job's lanes: called once members are stored (a resumed expansion
+/// calls it at once), so work starts while the rest of the groups are still read.
+pub async fn expand<'a, 's, E: From<StoreError>>(
+    db: &Db,
+    client: &DirectoryClient,
+    settings: &JobSettings,
+    job: &job::Model,
+    req: &'a JobRequest,
+    read: &mut Option<preview::Predictor<'a>>,
+    mut start_work: impl FnMut() -> futures::future::BoxFuture<'s, Result<(), E>>,
+) -> Result<Result<bool, JobFailure>, E> {
+    let mut facts = JobFacts::default();
+    let skus = match client.subscribed_skus().await {
+        Ok(skus) => {
+            facts.skus = skus
+                .iter()
+                .map(|s| SkuRef {
+                    sku_id: s.sku_id,
+                    sku_part_number: s.sku_part_number.clone(),
+                })
+                .collect();
+            skus
+        }
+        Err(e) => {
+            return Ok(Err(JobFailure::from_directory(
+                &e,
+                "reading subscribed SKUs",
+            )));
+        }
+    };
+    for id in &req.groups {
+        match client.get_group(id).await {
+            Ok(g) => facts.groups.push(GroupRef {
+                id: id.clone(),
+                display_name: g.display_name,
+            }),
+            Err(DirectoryError::NotFound { .. }) => {
+                return Ok(Err(JobFailure {
+                    code: "group_not_found",
+                    detail: format!("group {id} does not exist in the directory"),
+                }));
+            }
+            Err(e) => {
+                return Ok(Err(JobFailure::from_directory(
+                    &e,
+                    "reading the selected groups",
+                )));
+            }
+        }
+    }
+    // A launched preview that reads its groups again keeps its summary.
+    facts.preview = JobFacts::of(job).preview;
+    set_facts(db, job.id, &facts).await?;
+    if req.kind == JobKind::Export {
+        return Ok(match export::expand(db, client, job, req, facts).await? {
+            Ok(Some(members)) => {
+                tracing::info!(job = %job.id, members, groups = req.groups.len(), "export expanded");
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err((e, doing)) => Err(JobFailure::from_directory(&e, doing)),
+        });
+    }
+    let status = if req.kind == JobKind::Export {
+        ItemStatus::Succeeded
+    } else {
+        ItemStatus::Pending
+    };
+    // A preview's members are decided once all are read, and never worked.
+    let work_now = status == ItemStatus::Pending && !req.preview;
+    // A crashed or interrupted expansion goes on from the page after the last one stored.
+    let start = ExpandPosition::of(job);
+    if start != ExpandPosition::default() {
+        tracing::info!(job = %job.id, group = start.group, "expansion resumed where it stopped");
+        // Members already read may be waiting: let the lanes take them while reading goes on.
+        if work_now {
+            start_work().await?;
+        }
+    }
+    let mut lanes_started = start != ExpandPosition::default();
+    if req.preview && start == ExpandPosition::default() && job.total == 0 {
+        *read = Some(preview::Predictor::new(req, &skus));
+    }
+    // Members predicted already (one in several selected groups is stored once, as first read).
+    let mut predicted = std::collections::HashSet::new();
+    let mut members = 0u64;
+    for (index, group) in req.groups.iter().enumerate().skip(start.group) {
+        let from = (index == start.group).then(|| start.next.clone()).flatten();
+        // The next pages are read while this one is stored: a reader task runs up to
+        // PAGES_AHEAD pages ahead, and stops with this step.
+        let (tx, mut pages) = tokio::sync::mpsc::channel(PAGES_AHEAD);
+        let _reader = crate::tasks::AbortOnDrop(tokio::spawn({
+            let stream = client.member_pages(group, req.transitive, from);
+            async move {
+                let mut stream = stream;
+                while let Some(page) = stream.next().await {
+                    let failed = page.is_err();
+                    if tx.send(page).await.is_err() || failed {
+                        break;
+                    }
+                }
+            }
+        }));
+        loop {
+            let page = match pages.recv().await {
+                None => break,
+                Some(Ok(page)) => page,
+                Some(Err(e)) => {
+                    return Ok(Err(JobFailure::from_directory(&e, "reading group members")));
+                }
+            };
+            // Pages read already and waiting are stored with this one, in one transaction
+            // (never waiting for a page still being read): fewer commits while the directory
+            // answers faster than the database stores.
+            let mut users = page.users;
+            let mut next_link = page.next_link;
+            let mut failed = None;
+            while next_link.is_some() && users.len() < MEMBERS_PER_STORE {
+                match pages.try_recv() {
+                    Ok(Ok(more)) => {
+                        users.extend(more.users);
+                        next_link = more.next_link;
+                    }
+                    Ok(Err(e)) => {
+                        failed = Some(e);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mark = PageMark {
+                position: ExpandPosition::after_page(index, next_link),
+                lease_until: Utc::now() + chrono::Duration::seconds(settings.lease_secs as i64),
+            };
+            let mut items = Vec::with_capacity(users.len());
+            for user in users {
+                let snap = Snapshot::of(&user);
+                let prediction = match read.as_mut() {
+                    Some(p) if predicted.insert(user.id.clone()) => Some(p.predict_value(&snap)?),
+                    _ => None,
+                };
+                items.push(NewItem {
+                    usage_location: snap.usage_location.clone(),
+                    licenses: serde_json::to_value(&snap).ok(),
+                    user_id: user.id,
+                    user_principal_name: user.user_principal_name,
+                    display_name: user.display_name,
+                    group_id: group.clone(),
+                    prediction,
+                });
+            }
+            match insert_items(db, job.id, job.runs, items, status, Some(&mark)).await? {
+                Some(n) => members += n,
+                None => return Ok(Ok(false)),
+            }
+            if work_now && !lanes_started && members > 0 {
+                // Work starts while the rest of the groups are still being read.
+                start_work().await?;
+                lanes_started = true;
+            }
+            if let Some(e) = failed {
+                return Ok(Err(JobFailure::from_directory(&e, "reading group members")));
+            }
+        }
+    }
+    tracing::info!(job = %job.id, members, groups = req.groups.len(), "job expanded");
+    Ok(Ok(true))
+}
+
+/// Member pages the reader may run ahead of the expansion's stores.
+const PAGES_AHEAD: usize = 2;
+
+/// At most this many members read ahead are stored in one transaction (pages are never split).
+const MEMBERS_PER_STORE: usize = 3000;

@@ -1,0 +1,115 @@
+//! Leases: claiming a chunk of pending members for a worker step, renewing and releasing it.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use super::SetNull;
+use super::{JobRequest, now};
+use crate::db::Db;
+use crate::domain::ItemStatus;
+use crate::entities::{job, job_item};
+use crate::error::{StoreError, StoreResult};
+
+/// The job, if it exists for this tenant.
+pub async fn load(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Option<job::Model>> {
+    Ok(job::Entity::find_by_id(job_id)
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .one(db)
+        .await?)
+}
+
+pub fn request_of(job: &job::Model) -> StoreResult<JobRequest> {
+    serde_json::from_value(job.request.clone()).map_err(StoreError::internal)
+}
+
+/// Take up to `limit` pending items of a running job that nobody holds (or whose holder's
+/// lease ran out — or was ended because its process stopped heartbeating, see
+/// [`super::processes::take_over`]), in member order, and hold them for `owner` until `until`.
+/// Items taken from such a holder come back with `taken_over` set.
+pub async fn claim<C: ConnectionTrait>(
+    db: &C,
+    job_id: Uuid,
+    owner: &str,
+    until: DateTime<Utc>,
+    limit: u64,
+) -> StoreResult<Vec<job_item::Model>> {
+    let t = now();
+    let mut pick = Query::select();
+    pick.column(job_item::Column::Id)
+        .from(job_item::Entity)
+        .and_where(job_item::Column::JobId.eq(job_id))
+        .and_where(job_item::Column::Status.eq(ItemStatus::Pending))
+        .and_where(
+            job_item::Column::LeaseUntil
+                .is_null()
+                .or(job_item::Column::LeaseUntil.lt(t)),
+        )
+        .order_by(job_item::Column::Id, sea_orm::Order::Asc)
+        .limit(limit);
+    if db.get_database_backend() == DbBackend::Postgres {
+        pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    // An item still naming a holder has a lease that ran out (finished, retried and released
+    // items name none): the claim takes it over, and says so on the item.
+    let mut claimed = job_item::Entity::update_many()
+        .col_expr(
+            job_item::Column::TakenOver,
+            Expr::case(job_item::Column::LeaseOwner.is_not_null(), true)
+                .finally(false)
+                .into(),
+        )
+        .col_expr(job_item::Column::LeaseOwner, Expr::value(owner))
+        .col_expr(job_item::Column::LeaseUntil, Expr::value(until))
+        .filter(job_item::Column::Id.in_subquery(pick))
+        .exec_with_returning(db)
+        .await?;
+    claimed.sort_by_key(|i| i.id);
+    Ok(claimed)
+}
+
+/// Extend `owner`'s hold on its items of the job.
+pub async fn renew(db: &Db, job_id: Uuid, owner: &str, until: DateTime<Utc>) -> StoreResult<()> {
+    held_by(job_item::Entity::update_many(), job_id, owner)
+        .col_expr(job_item::Column::LeaseUntil, Expr::value(until))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Let go of `owner`'s items of the job that are still pending (a stopping worker, a job that
+/// failed), so another worker can take them at once.
+pub async fn release(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<()> {
+    held_by(unleased(job_item::Entity::update_many()), job_id, owner)
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Items whose holder's lease is live at `t`: a step holds them and records them itself.
+pub(crate) fn lease_live(t: DateTime<Utc>) -> sea_orm::sea_query::SimpleExpr {
+    job_item::Column::LeaseOwner
+        .is_not_null()
+        .and(job_item::Column::LeaseUntil.is_not_null())
+        .and(job_item::Column::LeaseUntil.gte(t))
+}
+
+/// `update`, also setting the items held by nobody (no lease owner, no lease time).
+pub(crate) fn unleased(
+    update: sea_orm::UpdateMany<job_item::Entity>,
+) -> sea_orm::UpdateMany<job_item::Entity> {
+    update.set_null([job_item::Column::LeaseOwner, job_item::Column::LeaseUntil])
+}
+
+/// `update` narrowed to the job's items `owner` holds that are still pending.
+fn held_by(
+    update: sea_orm::UpdateMany<job_item::Entity>,
+    job_id: Uuid,
+    owner: &str,
+) -> sea_orm::UpdateMany<job_item::Entity> {
+    update
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::LeaseOwner.eq(owner))
+        .filter(job_item::Column::Status.eq(ItemStatus::Pending))
+}
