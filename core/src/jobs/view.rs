@@ -19,7 +19,7 @@ use crate::entities::{api_token, job, job_item, job_run};
 use crate::error::{StoreError, StoreResult};
 use crate::page::{Page, PageRequest};
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     pub total: i64,
     pub succeeded: i64,
@@ -28,7 +28,7 @@ pub struct Progress {
     pub pending: i64,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobError {
     pub code: String,
     pub detail: Option<String>,
@@ -72,7 +72,7 @@ impl JobFacts {
     }
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: Uuid,
     pub kind: JobKind,

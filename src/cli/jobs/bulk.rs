@@ -1,0 +1,123 @@
+//! What `jobs rerun` and `jobs cancel` share: acting on many jobs at once, by ids or by a
+//! filter, with `--dry-run`.
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use licensor_core::domain::{JobKind, JobStatus};
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{group_id, kind_parser, status_parser};
+use crate::cli::Exit;
+use crate::cli::client::{Api, text};
+
+/// Which jobs a bulk rerun or cancel acts on, instead of ids: every job that matches all the
+/// options given (at most the server's `jobs.bulk_max_jobs`).
+#[derive(Debug, Args)]
+#[group(id = "filter", multiple = true, required = false)]
+pub struct FilterArgs {
+    /// Jobs in these statuses (comma-separated or repeated), e.g. `failed`.
+    #[arg(long, value_delimiter = ',', value_parser = status_parser())]
+    status: Vec<JobStatus>,
+    /// Jobs of these kinds (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', value_parser = kind_parser())]
+    kind: Vec<JobKind>,
+    /// Jobs that selected this group (its name or id).
+    #[arg(long)]
+    group: Option<String>,
+    /// Jobs created before this instant (RFC 3339, e.g. 2026-11-30T12:00:00Z).
+    #[arg(long)]
+    created_before: Option<DateTime<Utc>>,
+    /// Jobs created at or after this instant (RFC 3339).
+    #[arg(long)]
+    created_after: Option<DateTime<Utc>>,
+}
+
+impl FilterArgs {
+    pub(super) fn given(&self) -> bool {
+        !self.status.is_empty()
+            || !self.kind.is_empty()
+            || self.group.is_some()
+            || self.created_before.is_some()
+            || self.created_after.is_some()
+    }
+
+    /// The API's `filter` object.
+    async fn body(&self, api: &Api) -> anyhow::Result<Value> {
+        let mut filter = serde_json::Map::new();
+        if !self.status.is_empty() {
+            filter.insert("status".into(), json!(self.status));
+        }
+        if !self.kind.is_empty() {
+            filter.insert("kind".into(), json!(self.kind));
+        }
+        if let Some(group) = &self.group {
+            filter.insert("group".into(), json!(group_id(api, group).await?));
+        }
+        if let Some(t) = self.created_before {
+            filter.insert("created_before".into(), json!(t));
+        }
+        if let Some(t) = self.created_after {
+            filter.insert("created_after".into(), json!(t));
+        }
+        Ok(Value::Object(filter))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Bulk {
+    Rerun,
+    Cancel,
+}
+
+/// A bulk rerun or cancel by ids or filter: a line per refused job, a summary line, exit 1 if
+/// any was refused.
+pub(super) async fn bulk(
+    api: &Api,
+    action: Bulk,
+    ids: &[Uuid],
+    filter: &FilterArgs,
+    dry_run: bool,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let (path, verb) = match action {
+        Bulk::Rerun => ("/v1/jobs/rerun", "rerun"),
+        Bulk::Cancel => ("/v1/jobs/cancel", "cancelled"),
+    };
+    let mut body = if filter.given() {
+        json!({ "filter": filter.body(api).await? })
+    } else {
+        json!({ "job_ids": ids })
+    };
+    if dry_run {
+        body["dry_run"] = json!(true);
+    }
+    let outcome = api.send(Method::POST, path, Some(body)).await?;
+    let acted = outcome["acted_on"].as_u64().unwrap_or_default();
+    let matched = outcome["matched"].as_u64().unwrap_or_default();
+    let rejected = outcome["rejected"].as_array().cloned().unwrap_or_default();
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        for r in &rejected {
+            println!(
+                "rejected  {} {}: {}",
+                text(&r["job_id"]),
+                text(&r["code"]),
+                text(&r["detail"])
+            );
+        }
+        let would = if dry_run { "would be " } else { "" };
+        println!("{acted} of {matched} jobs {would}{verb}");
+    }
+    if rejected.is_empty() {
+        Ok(())
+    } else {
+        Err(Exit {
+            code: 1,
+            message: format!("{} of {matched} jobs were refused", rejected.len()),
+        }
+        .into())
+    }
+}
