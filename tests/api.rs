@@ -14,22 +14,9 @@ async fn health_and_auth(backend: Backend) {
     };
     let t = app.tenant("acme").await;
 
-    let health = app
-        .http
-        .get(format!("{}/healthz", app.url))
-        .send()
-        .await
-        .unwrap();
+    let health = app.get_anonymous("/healthz").await;
     assert_eq!(health.status(), 200);
-    let ready: Value = app
-        .http
-        .get(format!("{}/readyz", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.get_anonymous_json("/readyz").await;
     assert_eq!(ready["status"], "ready");
     let (db, queue) = match backend {
         Backend::Embedded => ("sqlite", "sqlite"),
@@ -39,23 +26,11 @@ async fn health_and_auth(backend: Backend) {
     assert_eq!(ready["queue"], queue);
 
     // The token authenticates; an empty job list.
-    let jobs: Value = app
-        .get("/v1/jobs", &t.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Value = app.get_json("/v1/jobs", &t.admin).await;
     assert_eq!(jobs, json!({"data": [], "next_cursor": null}));
 
     // No token, a malformed header, an unknown token → 401 problem+json.
-    let none = app
-        .http
-        .get(format!("{}/v1/jobs", app.url))
-        .send()
-        .await
-        .unwrap();
+    let none = app.get_anonymous("/v1/jobs").await;
     assert_eq!(none.headers()["www-authenticate"], "Bearer");
     expect_problem(none, 401, "unauthorized").await;
     let basic = app
@@ -67,7 +42,7 @@ async fn health_and_auth(backend: Backend) {
         .unwrap();
     expect_problem(basic, 401, "unauthorized").await;
     expect_problem(
-        app.get("/v1/jobs", "lic_unknown").send().await.unwrap(),
+        app.get_response("/v1/jobs", "lic_unknown").await,
         401,
         "unauthorized",
     )
@@ -75,40 +50,27 @@ async fn health_and_auth(backend: Backend) {
 
     // Roles: viewer and operator may read but not manage tokens; admin may.
     expect_problem(
-        app.get("/v1/tokens", &t.viewer).send().await.unwrap(),
+        app.get_response("/v1/tokens", &t.viewer).await,
         403,
         "forbidden",
     )
     .await;
     expect_problem(
-        app.get("/v1/tokens", &t.operator).send().await.unwrap(),
+        app.get_response("/v1/tokens", &t.operator).await,
         403,
         "forbidden",
     )
     .await;
     let create = app
-        .post("/v1/tokens", &t.viewer)
-        .json(&json!({"name": "x", "role": "admin"}))
-        .send()
-        .await
-        .unwrap();
+        .post_response(
+            "/v1/tokens",
+            &t.viewer,
+            &json!({"name": "x", "role": "admin"}),
+        )
+        .await;
     expect_problem(create, 403, "forbidden").await;
-    assert_eq!(
-        app.get("/v1/jobs", &t.viewer)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let list: Value = app
-        .get("/v1/tokens", &t.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(app.get_response("/v1/jobs", &t.viewer).await.status(), 200);
+    let list: Value = app.get_json("/v1/tokens", &t.admin).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 3);
     assert!(
         !list.to_string().contains(&t.viewer),
@@ -117,42 +79,28 @@ async fn health_and_auth(backend: Backend) {
 
     // Admin creates a token, it works, is revoked, and stops working.
     let created: Value = app
-        .post("/v1/tokens", &t.admin)
-        .json(&json!({"name": "ci", "role": "viewer"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_json(
+            "/v1/tokens",
+            &t.admin,
+            &json!({"name": "ci", "role": "viewer"}),
+        )
+        .await;
     let secret = created["secret"].as_str().unwrap().to_owned();
-    assert_eq!(
-        app.get("/v1/jobs", &secret).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(app.get_response("/v1/jobs", &secret).await.status(), 200);
     let id = created["id"].as_str().unwrap();
     let revoked = app
-        .post(&format!("/v1/tokens/{id}/revoke"), &t.admin)
-        .send()
-        .await
-        .unwrap();
+        .post_empty(&format!("/v1/tokens/{id}/revoke"), &t.admin)
+        .await;
     assert_eq!(revoked.status(), 200);
     expect_problem(
-        app.get("/v1/jobs", &secret).send().await.unwrap(),
+        app.get_response("/v1/jobs", &secret).await,
         401,
         "unauthorized",
     )
     .await;
 
     // The audit log recorded both, and whoami names the tenant.
-    let audit: Value = app
-        .get("/v1/audit", &t.viewer)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = app.get_json("/v1/audit", &t.viewer).await;
     let actions: Vec<&str> = audit["data"]
         .as_array()
         .unwrap()
@@ -160,14 +108,7 @@ async fn health_and_auth(backend: Backend) {
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(&actions[..2], ["token.revoke", "token.create"]);
-    let me: Value = app
-        .get("/v1/tenant", &t.operator)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = app.get_json("/v1/tenant", &t.operator).await;
     assert_eq!(me["tenant"]["name"], "acme");
     assert_eq!(me["role"], "operator");
     app.stop().await;
@@ -192,51 +133,30 @@ async fn bad_input_is_problem_json(backend: Backend) {
         ("/v1/nowhere", 404, "not_found"),
     ];
     for (path, status, code) in cases {
-        expect_problem(app.get(path, &t.admin).send().await.unwrap(), status, code).await;
+        expect_problem(app.get_response(path, &t.admin).await, status, code).await;
     }
-    let post = |body: &'static str| {
-        app.post("/v1/tokens", &t.admin)
-            .header("content-type", "application/json")
-            .body(body)
-    };
+    let post = async |body: &'static str| app.post_raw("/v1/tokens", &t.admin, body).await;
+    expect_problem(post("{not json").await, 400, "malformed_json").await;
     expect_problem(
-        post("{not json").send().await.unwrap(),
-        400,
-        "malformed_json",
-    )
-    .await;
-    expect_problem(
-        post(r#"{"name": 5, "role": "admin"}"#)
-            .send()
-            .await
-            .unwrap(),
+        post(r#"{"name": 5, "role": "admin"}"#).await,
         422,
         "invalid_body",
     )
     .await;
     expect_problem(
-        post(r#"{"name": "x", "role": "root"}"#)
-            .send()
-            .await
-            .unwrap(),
+        post(r#"{"name": "x", "role": "root"}"#).await,
         422,
         "invalid_body",
     )
     .await;
     expect_problem(
-        post(r#"{"name": "x", "role": "admin", "extra": 1}"#)
-            .send()
-            .await
-            .unwrap(),
+        post(r#"{"name": "x", "role": "admin", "extra": 1}"#).await,
         422,
         "invalid_body",
     )
     .await;
     expect_problem(
-        post(r#"{"name": "  ", "role": "admin"}"#)
-            .send()
-            .await
-            .unwrap(),
+        post(r#"{"name": "  ", "role": "admin"}"#).await,
         422,
         "invalid_name",
     )
@@ -267,14 +187,7 @@ async fn bad_input_is_problem_json(backend: Backend) {
         assert_eq!(resp.status(), 413);
     }
     // Nothing of the above created a token.
-    let list: Value = app
-        .get("/v1/tokens", &t.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/v1/tokens", &t.admin).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 3);
     app.stop().await;
 }
@@ -302,66 +215,28 @@ async fn tenant_isolation(backend: Backend) {
     .unwrap();
     let path = format!("/v1/jobs/{}", job.id);
 
-    let mine: Value = app
-        .get(&path, &a.viewer)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = app.get_json(&path, &a.viewer).await;
     assert_eq!(mine["id"], job.id.to_string());
     assert_eq!(mine["status"], "queued");
     assert_eq!(mine["progress"]["pending"], 0);
 
     // Tenant B sees neither the job nor any trace of it, whatever its role.
     for token in [&b.admin, &b.operator, &b.viewer] {
-        let body = expect_problem(
-            app.get(&path, token).send().await.unwrap(),
-            404,
-            "not_found",
-        )
-        .await;
+        let body = expect_problem(app.get_response(&path, token).await, 404, "not_found").await;
         assert!(!body.to_string().contains("tenant-a"));
-        let list: Value = app
-            .get("/v1/jobs", token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = app.get_json("/v1/jobs", token).await;
         assert_eq!(list["data"], json!([]));
     }
     // Another tenant's token cannot be revoked either.
-    let a_tokens: Value = app
-        .get("/v1/tokens", &a.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a_tokens: Value = app.get_json("/v1/tokens", &a.admin).await;
     let a_token_id = a_tokens["data"][0]["id"].as_str().unwrap().to_owned();
     let cross = app
-        .post(&format!("/v1/tokens/{a_token_id}/revoke"), &b.admin)
-        .send()
-        .await
-        .unwrap();
+        .post_empty(&format!("/v1/tokens/{a_token_id}/revoke"), &b.admin)
+        .await;
     expect_problem(cross, 404, "not_found").await;
-    assert_eq!(
-        app.get("/v1/jobs", &a.admin).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(app.get_response("/v1/jobs", &a.admin).await.status(), 200);
     // Tenant B's audit log holds its own three token creations and nothing of tenant A's.
-    let audit: Value = app
-        .get("/v1/audit", &b.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = app.get_json("/v1/audit", &b.admin).await;
     let entries = audit["data"].as_array().unwrap();
     assert_eq!(entries.len(), 3);
     for a_token in a_tokens["data"].as_array().unwrap() {
@@ -410,14 +285,7 @@ async fn cursor_pagination(backend: Backend) {
             Some(c) => format!("/v1/jobs?limit=3&cursor={c}"),
             None => "/v1/jobs?limit=3".to_owned(),
         };
-        let page: Value = app
-            .get(&path, &t.viewer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = app.get_json(&path, &t.viewer).await;
         for job in page["data"].as_array().unwrap() {
             seen.push(job["id"].as_str().unwrap().to_owned());
         }
@@ -428,13 +296,8 @@ async fn cursor_pagination(backend: Backend) {
     }
     assert_eq!(seen, ids, "every job once, newest first, across pages");
     let exports: Value = app
-        .get("/v1/jobs?kind=export&status=queued,running", &t.viewer)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/jobs?kind=export&status=queued,running", &t.viewer)
+        .await;
     assert_eq!(exports["data"].as_array().unwrap().len(), 3);
     app.stop().await;
 }
@@ -445,15 +308,7 @@ async fn openapi_describes_every_route_and_metrics_are_prometheus_text() {
     let Some(app) = TestApp::start(Backend::Embedded).await else {
         return;
     };
-    let doc: Value = app
-        .http
-        .get(format!("{}/openapi.json", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.get_anonymous_json("/openapi.json").await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
@@ -492,7 +347,7 @@ async fn openapi_describes_every_route_and_metrics_are_prometheus_text() {
     let t = app.tenant("acme").await;
     for (path, item) in paths {
         if item.get("get").is_some() && !path.contains('{') {
-            let resp = app.get(path, &t.admin).send().await.unwrap();
+            let resp = app.get_response(path, &t.admin).await;
             if path.starts_with("/v1/directory/") {
                 // This tenant has no directory connection.
                 expect_problem(resp, 409, "directory_not_configured").await;
@@ -501,12 +356,7 @@ async fn openapi_describes_every_route_and_metrics_are_prometheus_text() {
             }
         }
     }
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap();
+    let metrics = app.get_anonymous("/metrics").await;
     assert!(
         metrics.headers()["content-type"]
             .to_str()

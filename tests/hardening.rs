@@ -846,8 +846,8 @@ async fn rate_limit_per_token() {
 }
 
 /// `/openapi.json` names every answer a route can give besides its own: 401 and 429 (with
-/// `Retry-After`) where a token is needed, 400/413/415/422 for a JSON body, 404 for a path id, and
-/// every `$ref` in it resolves.
+/// `Retry-After`) where a token is needed, 400/413/415/422 for a JSON body, 404 for a path id, 409
+/// where the tenant's directory is read, and every `$ref` in it resolves.
 #[tokio::test]
 async fn openapi_documents_the_common_answers() {
     let doc = serde_json::to_value(licensor::api::openapi()).unwrap();
@@ -881,6 +881,9 @@ async fn openapi_documents_the_common_answers() {
             }
             if path.contains('{') {
                 assert!(has("404"), "{label} documents 404");
+            }
+            if path.starts_with("/v1/directory/") {
+                assert!(has("409"), "{label} documents 409");
             }
             // Answers holding a secret shown once are never kept for a repeat.
             let shows_secret = [

@@ -9,239 +9,17 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{Backend, TestApp, expect_problem};
-use graph_emulator::{
-    ENTERPRISEPACK_SKU_ID, EXCHANGESTANDARD_SKU_ID, EmulatorConfig, EmulatorHandle, GroupSpec,
-    SPE_E5_SKU_ID, Scenario, SkuSpec,
+use common::jobs::{
+    Setup, assert_as_predicted, assign_calls, code, holds, item_rows, launch, list_jobs, make_due,
+    predicted, removals_of, scenario, settled, setup, setup_with, sku_of, wait_paused,
+    wait_previewed, wait_swept,
 };
-use licensor::Roles;
+use common::{Backend, expect_problem};
+use graph_emulator::{ENTERPRISEPACK_SKU_ID, EXCHANGESTANDARD_SKU_ID, GroupSpec, SPE_E5_SKU_ID};
 use licensor_core::entities::job_item;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
-
-/// 1,200 users, 3% without usage location. `Staff` (the first 1,000 users), `Sales` (250 drawn
-/// from all users, so it shares members with Staff), `E5 Pilot` (40 users holding SPE_E5
-/// through the group). SPE_E5 has 700 units, so an assign to Staff runs out part-way.
-fn scenario() -> Scenario {
-    let base = Scenario::demo();
-    let sku = |part: &str, enabled: u32| {
-        let mut s: SkuSpec = base
-            .skus
-            .iter()
-            .find(|s| s.sku_part_number == part)
-            .cloned()
-            .expect("demo SKU");
-        s.enabled = enabled;
-        s
-    };
-    Scenario {
-        seed: 4242,
-        users: 1_200,
-        users_without_usage_location: 0.03,
-        usage_location: "SE".into(),
-        groups: vec![
-            GroupSpec {
-                leading_users: true,
-                ..GroupSpec::new("Staff", 1_000)
-            },
-            GroupSpec::new("Sales", 250),
-            GroupSpec {
-                licenses: vec!["SPE_E5".into()],
-                ..GroupSpec::new("E5 Pilot", 40)
-            },
-        ],
-        skus: vec![
-            sku("ENTERPRISEPACK", 5_000),
-            sku("SPE_E5", 700),
-            sku("EXCHANGESTANDARD", 0),
-        ],
-        ..base
-    }
-}
-
-struct Setup {
-    app: TestApp,
-    emulator: EmulatorHandle,
-    admin: String,
-    operator: String,
-    viewer: String,
-    http: reqwest::Client,
-}
-
-async fn setup(backend: Backend, extra: &str) -> Option<Setup> {
-    setup_with(backend, extra, scenario()).await
-}
-
-async fn setup_with(backend: Backend, extra: &str, scenario: Scenario) -> Option<Setup> {
-    let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(scenario),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator starts");
-    let app = TestApp::start_with(backend, Roles::ALL, extra).await?;
-    let tenant = app.tenant("contoso").await;
-    app.connect_directory(tenant.id, &emulator).await;
-    Some(Setup {
-        emulator,
-        admin: tenant.admin,
-        operator: tenant.operator,
-        viewer: tenant.viewer,
-        http: app.http.clone(),
-        app,
-    })
-}
-
-impl Setup {
-    async fn submit(&self, body: Value) -> Value {
-        let resp = self
-            .app
-            .post("/v1/jobs", &self.admin)
-            .json(&body)
-            .send()
-            .await
-            .expect("submit");
-        assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
-        let location = resp.headers()["location"].to_str().unwrap().to_owned();
-        let job: Value = resp.json().await.unwrap();
-        assert_eq!(
-            location,
-            format!("/v1/jobs/{}", job["id"].as_str().unwrap())
-        );
-        assert_eq!(job["status"], "queued");
-        job
-    }
-
-    /// Submit a job, wait for its end and check every item's outcome against the directory.
-    async fn run(&self, body: Value) -> Value {
-        let job = self.submit(body).await;
-        self.wait(job["id"].as_str().unwrap()).await
-    }
-
-    /// Wait for a job's end and check every item's outcome against the directory.
-    async fn wait(&self, id: &str) -> Value {
-        let job = self.app.wait_for_job(&self.admin, id, 120).await;
-        self.truth(id).await;
-        job
-    }
-
-    /// Every item's outcome against the emulator's state of its member.
-    async fn truth(&self, id: &str) -> usize {
-        self.app
-            .assert_outcomes_true(&self.viewer, id, &self.emulator.base_url())
-            .await
-    }
-
-    /// Change a user's direct licenses in the directory, as another administrator would.
-    async fn change_licenses(&self, user_id: &str, add: &[&str], remove: &[&str]) {
-        let add: Vec<Value> = add
-            .iter()
-            .map(|s| json!({"skuId": s, "disabledPlans": []}))
-            .collect();
-        let resp = self
-            .http
-            .post(format!(
-                "{}/_emulator/users/{user_id}/licenses",
-                self.emulator.base_url()
-            ))
-            .json(&json!({"addLicenses": add, "removeLicenses": remove}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 204, "{:?}", resp.text().await);
-    }
-
-    async fn faults(&self, faults: Value) {
-        let resp = self
-            .http
-            .put(format!("{}/_emulator/faults", self.emulator.base_url()))
-            .json(&faults)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-    }
-
-    /// The emulator's first `n` users, in directory order.
-    async fn first_users(&self, n: usize) -> Value {
-        self.http
-            .get(format!(
-                "{}/_emulator/users?offset=0&limit={n}",
-                self.emulator.base_url()
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn job(&self, id: &str) -> Value {
-        self.app
-            .get_json(&format!("/v1/jobs/{id}"), &self.viewer)
-            .await
-    }
-
-    /// The emulator's view of a user.
-    async fn user(&self, id: &str) -> Value {
-        self.http
-            .get(format!("{}/_emulator/users/{id}", self.emulator.base_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn emulator_patch(&self, path: &str, body: Value) {
-        let resp = self
-            .http
-            .patch(format!("{}/_emulator/{path}", self.emulator.base_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 204, "{path}");
-    }
-
-    async fn stats(&self) -> Value {
-        self.http
-            .get(format!("{}/_emulator/stats", self.emulator.base_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn finish(self) {
-        self.app.stop().await;
-        self.emulator.shutdown().await;
-    }
-}
-
-/// Whether the emulator's user holds `sku` directly / through a group.
-fn holds(user: &Value, sku: &str) -> (bool, bool) {
-    let states = user["licenseAssignmentStates"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let direct = states
-        .iter()
-        .any(|s| s["skuId"] == sku && s["assignedByGroup"].is_null());
-    let inherited = states
-        .iter()
-        .any(|s| s["skuId"] == sku && !s["assignedByGroup"].is_null());
-    (direct, inherited)
-}
-
-fn code(item: &Value) -> &str {
-    item["error"]["code"].as_str().unwrap_or_default()
-}
 
 async fn assign_runs_out_then_rerun_redoes_only_failures(backend: Backend) {
     let Some(s) = setup(backend, "").await else {
@@ -628,62 +406,6 @@ async fn temporary_assignment_is_removed_when_due(backend: Backend) {
 }
 on_both_backends!(temporary_assignment_is_removed_when_due);
 
-/// Move every due time of a job's members to just now, as if its time were up.
-async fn make_due(s: &Setup, job_id: &str) {
-    let id: uuid::Uuid = job_id.parse().unwrap();
-    job_item::Entity::update_many()
-        .col_expr(
-            job_item::Column::DueAt,
-            Expr::value(chrono::Utc::now() - chrono::Duration::seconds(1)),
-        )
-        .filter(job_item::Column::JobId.eq(id))
-        .filter(job_item::Column::DueAt.is_not_null())
-        .exec(&s.app.db)
-        .await
-        .unwrap();
-}
-
-/// A job's members, straight from the database.
-async fn item_rows(s: &Setup, job_id: &str) -> Vec<job_item::Model> {
-    let id: uuid::Uuid = job_id.parse().unwrap();
-    job_item::Entity::find()
-        .filter(job_item::Column::JobId.eq(id))
-        .all(&s.app.db)
-        .await
-        .unwrap()
-}
-
-/// Wait until the expiry sweep has dealt with a job's members that came due: none is due any
-/// more (the sweep runs every second).
-async fn wait_swept(s: &Setup, job_id: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let now = chrono::Utc::now();
-    loop {
-        let due = item_rows(s, job_id)
-            .await
-            .into_iter()
-            .filter(|i| i.due_at.is_some_and(|d| d <= now))
-            .count();
-        if due == 0 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{due} members still due"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The removal jobs created for the temporary assign `parent`.
-async fn removals_of(s: &Setup, parent: &str) -> Vec<Value> {
-    list_jobs(s, "kind=remove")
-        .await
-        .into_iter()
-        .filter(|r| r["parent_job_id"] == parent)
-        .collect()
-}
-
 /// A temporary assign followed by a permanent assign of the same license: when the temporary
 /// one comes due, its members are kept (the later job still says they hold it, and they do),
 /// the members that held it before either job too, and no removal job is created.
@@ -988,19 +710,6 @@ async fn expiry_keeps_a_license_held_before_the_job(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(expiry_keeps_a_license_held_before_the_job);
-
-async fn list_jobs(s: &Setup, query: &str) -> Vec<Value> {
-    let page: Value = s
-        .app
-        .get(&format!("/v1/jobs?{query}"), &s.viewer)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    page["data"].as_array().cloned().unwrap_or_default()
-}
 
 async fn bad_requests_change_nothing(backend: Backend) {
     let Some(s) = setup(backend, "").await else {
@@ -1322,22 +1031,6 @@ async fn chunk_being_worked(backend: Backend) -> Option<(Setup, String)> {
     Some((s, id))
 }
 
-/// Wait until no member of the job is pending; the job as it is then.
-async fn settled(s: &Setup, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let j = s.job(id).await;
-        if j["progress"]["pending"] == 0 {
-            return j;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "members left pending: {j}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A cancel stops the writes of a chunk already being worked, not only the next chunk: with
 /// 500 members to a chunk, two requests in flight and a slow directory, only the `$batch`es
 /// already sent when the cancel is seen are written; every other member of the chunk is
@@ -1535,17 +1228,6 @@ async fn rerun_during_expansion_keeps_members_in_their_run(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(rerun_during_expansion_keeps_members_in_their_run);
-
-fn sku_of(part: &str, enabled: u32) -> SkuSpec {
-    let mut s: SkuSpec = Scenario::demo()
-        .skus
-        .iter()
-        .find(|s| s.sku_part_number == part)
-        .cloned()
-        .expect("demo SKU");
-    s.enabled = enabled;
-    s
-}
 
 /// Fault 1: a rerun of a replace decides from the members' licenses read afresh, not from a
 /// blanket "remove everything named", which the directory refuses as a whole.
@@ -1975,61 +1657,6 @@ async fn undo_restores_members_as_they_were(backend: Backend) {
 }
 on_both_backends!(undo_restores_members_as_they_were);
 
-/// Poll a preview until it has left `queued` and `running`.
-async fn wait_previewed(s: &Setup, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let job = s.job(id).await;
-        if !matches!(job["status"].as_str(), Some("queued" | "running")) {
-            assert_eq!(job["status"], "previewed", "{job}");
-            return job;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "preview not done: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The status and code an item's prediction says it will end with.
-fn predicted(item: &Value) -> (&str, &str) {
-    let p = &item["prediction"];
-    let status = match p["outcome"].as_str() {
-        Some("would_succeed") => "succeeded",
-        Some("would_skip") => "skipped",
-        Some("would_fail") => "failed",
-        other => panic!("no prediction ({other:?}): {item}"),
-    };
-    (status, p["code"].as_str().unwrap_or_default())
-}
-
-/// After a launched preview ended: every member ended exactly as predicted.
-async fn assert_as_predicted(s: &Setup, id: &str) -> usize {
-    let items = s.app.all_items(&s.viewer, id).await;
-    for item in &items {
-        let (status, code) = predicted(item);
-        assert_eq!(
-            (
-                item["status"].as_str().unwrap_or_default(),
-                self::code(item)
-            ),
-            (status, code),
-            "predicted {} but got {item}",
-            item["prediction"]
-        );
-    }
-    items.len()
-}
-
-async fn launch(s: &Setup, id: &str, token: &str) -> reqwest::Response {
-    s.app
-        .post(&format!("/v1/jobs/{id}/launch"), token)
-        .send()
-        .await
-        .expect("launch")
-}
-
 /// SPE_E5 to Staff as a preview: the seat math matches the emulator (free units, members that
 /// lack the SKU, members without usage location) and nothing is written; the launch reads no
 /// group member again and every member ends as predicted, which is also what the directory
@@ -2374,37 +2001,6 @@ async fn stale_preview_reads_the_groups_again(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(stale_preview_reads_the_groups_again);
-
-/// Poll a job until it is `paused` (its canary failed too often); panics if it ends otherwise.
-async fn wait_paused(s: &Setup, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let job = s.job(id).await;
-        match job["status"].as_str() {
-            Some("paused") => return job,
-            Some("queued" | "running") => {}
-            _ => panic!("the job ended without pausing: {job}"),
-        }
-        assert!(std::time::Instant::now() < deadline, "not paused: {job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// License assignment calls so far (every answer counted, inside `$batch` too): one per member
-/// written (a member without usage location also gets a user update before it).
-fn assign_calls(stats: &Value) -> u64 {
-    stats["requests"]
-        .as_object()
-        .map(|routes| {
-            routes
-                .iter()
-                .filter(|(route, _)| route.ends_with("/assignLicense"))
-                .flat_map(|(_, by)| by.as_object().into_iter().flat_map(|m| m.values()))
-                .map(|n| n.as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
-}
 
 /// A canary of 50 on an assign whose SKU runs short (20 free SPE_E5 units for Staff's 1,000
 /// members), with three lanes of 20: the job pauses once 50 members are worked — no more are

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{Days, Months, NaiveDate, Utc};
-use common::{Backend, TestApp, TestTenant, expect_problem};
+use common::{Backend, TestApp, TestTenant, expect_problem, success_json};
 use licensor::Roles;
 use licensor_core::entities::{license, license_seat};
 use sea_orm::sea_query::Expr;
@@ -22,38 +22,28 @@ fn today() -> NaiveDate {
     Utc::now().date_naive()
 }
 
-async fn json_of(resp: reqwest::Response) -> Value {
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{status}: {body}");
-    body
-}
-
 async fn create(app: &TestApp, token: &str, body: Value) -> Value {
-    let resp = app
-        .post("/v1/licenses", token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.post_response("/v1/licenses", token, &body).await;
     assert_eq!(resp.status(), 201);
     resp.json().await.unwrap()
 }
 
 async fn get_license(app: &TestApp, token: &str, id: &str) -> Value {
-    json_of(
-        app.get(&format!("/v1/licenses/{id}"), token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    app.get_json(&format!("/v1/licenses/{id}"), token).await
 }
 
-fn checkout(app: &TestApp, token: &str, id: &str, body: Value) -> reqwest::RequestBuilder {
+fn checkout_request(app: &TestApp, token: &str, id: &str, body: Value) -> reqwest::RequestBuilder {
     app.post(&format!("/v1/licenses/{id}/checkout"), token)
         .json(&body)
         .timeout(Duration::from_secs(60))
+}
+
+/// Check out `body` from license `id`: the answer, whatever its status.
+async fn checkout(app: &TestApp, token: &str, id: &str, body: Value) -> reqwest::Response {
+    checkout_request(app, token, id, body)
+        .send()
+        .await
+        .expect("checkout")
 }
 
 fn to_user(user: &str) -> Value {
@@ -68,7 +58,7 @@ async fn used_by(app: &TestApp, token: &str, id: &str) -> Vec<Value> {
             Some(c) => format!("/v1/licenses/{id}/assignments?limit=30&cursor={c}"),
             None => format!("/v1/licenses/{id}/assignments?limit=30"),
         };
-        let page = json_of(app.get(&path, token).send().await.unwrap()).await;
+        let page = app.get_json(&path, token).await;
         all.extend(page["data"].as_array().unwrap().iter().cloned());
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
@@ -78,13 +68,9 @@ async fn used_by(app: &TestApp, token: &str, id: &str) -> Vec<Value> {
 }
 
 async fn audit(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
-    let page = json_of(
-        app.get(&format!("/v1/audit?limit=500&{query}"), token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let page = app
+        .get_json(&format!("/v1/audit?limit=500&{query}"), token)
+        .await;
     page["data"].as_array().unwrap().clone()
 }
 
@@ -106,13 +92,10 @@ async fn concurrent_checkouts_never_oversell(backend: Backend) {
     assert_eq!(l["available"], 5);
     let mut first = to_user("alice");
     first["quantity"] = json!(4);
-    let resp = checkout(&app, &t.admin, &id, first).send().await.unwrap();
+    let resp = checkout(&app, &t.admin, &id, first).await;
     assert_eq!(resp.status(), 201);
 
-    let attempts = (0..50).map(|i| {
-        let req = checkout(&app, &t.admin, &id, to_user(&format!("user-{i}")));
-        async move { req.send().await.unwrap() }
-    });
+    let attempts = (0..50).map(|i| checkout(&app, &t.admin, &id, to_user(&format!("user-{i}"))));
     let answers = futures::future::join_all(attempts).await;
     let mut created = 0;
     let mut refused = 0;
@@ -143,7 +126,7 @@ async fn concurrent_checkouts_never_oversell(backend: Backend) {
     // Out of stock: refused with nothing changed, also for a larger quantity.
     let mut two = to_user("bob");
     two["quantity"] = json!(2);
-    let resp = checkout(&app, &t.admin, &id, two).send().await.unwrap();
+    let resp = checkout(&app, &t.admin, &id, two).await;
     expect_problem(resp, 409, "out_of_stock").await;
     let checkouts = audit(&app, &t.viewer, "action=license.checkout").await;
     assert_eq!(
@@ -174,7 +157,7 @@ async fn bulk_checkin(backend: Backend) {
         if i == 0 {
             body["quantity"] = json!(1);
         }
-        let a = json_of(checkout(&app, &t.admin, &id, body).send().await.unwrap()).await;
+        let a = success_json(checkout(&app, &t.admin, &id, body).await).await;
         ids.push(a["id"].as_str().unwrap().to_owned());
     }
     let l = get_license(&app, &t.viewer, &id).await;
@@ -198,11 +181,12 @@ async fn bulk_checkin(backend: Backend) {
     let stranger = Uuid::now_v7().to_string();
     with_unknown.push(stranger.clone());
     let resp = app
-        .post(&format!("/v1/licenses/{id}/checkin"), &t.operator)
-        .json(&json!({ "assignment_ids": with_unknown, "notes": "leavers" }))
-        .send()
-        .await
-        .unwrap();
+        .post_response(
+            &format!("/v1/licenses/{id}/checkin"),
+            &t.operator,
+            &json!({ "assignment_ids": with_unknown, "notes": "leavers" }),
+        )
+        .await;
     let body = expect_problem(resp, 404, "not_found").await;
     assert_eq!(body["unknown_ids"], json!([stranger]));
     let l = get_license(&app, &t.viewer, &id).await;
@@ -210,14 +194,13 @@ async fn bulk_checkin(backend: Backend) {
     assert_eq!(used_by(&app, &t.viewer, &id).await.len(), 100);
 
     // All 100 at once, by an operator.
-    let out = json_of(
-        app.post(&format!("/v1/licenses/{id}/checkin"), &t.operator)
-            .json(&json!({ "assignment_ids": ids, "notes": "leavers" }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let out = app
+        .post_json(
+            &format!("/v1/licenses/{id}/checkin"),
+            &t.operator,
+            &json!({ "assignment_ids": ids, "notes": "leavers" }),
+        )
+        .await;
     assert_eq!(out["checked_in"].as_array().unwrap().len(), 100);
     assert_eq!(out["license"]["available"], 150);
     assert_eq!(out["license"]["assigned"], 0);
@@ -228,25 +211,22 @@ async fn bulk_checkin(backend: Backend) {
         (Some(0), Some(150))
     );
     assert!(used_by(&app, &t.viewer, &id).await.is_empty());
-    let history = json_of(
-        app.get(
+    let history = app
+        .get_json(
             &format!("/v1/licenses/{id}/assignments?state=checked_in&limit=500"),
             &t.viewer,
         )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     assert_eq!(history["data"].as_array().unwrap().len(), 100);
 
     // Again: already checked in, nothing changes.
     let resp = app
-        .post(&format!("/v1/licenses/{id}/checkin"), &t.operator)
-        .json(&json!({ "assignment_ids": [ids[0]] }))
-        .send()
-        .await
-        .unwrap();
+        .post_response(
+            &format!("/v1/licenses/{id}/checkin"),
+            &t.operator,
+            &json!({ "assignment_ids": [ids[0]] }),
+        )
+        .await;
     expect_problem(resp, 409, "already_checked_in").await;
 
     // A license that is not reassignable cannot be checked in.
@@ -257,19 +237,14 @@ async fn bulk_checkin(backend: Backend) {
     )
     .await;
     let fixed_id = fixed["id"].as_str().unwrap();
-    let a = json_of(
-        checkout(&app, &t.admin, fixed_id, to_user("carol"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let a = success_json(checkout(&app, &t.admin, fixed_id, to_user("carol")).await).await;
     let resp = app
-        .post(&format!("/v1/licenses/{fixed_id}/checkin"), &t.admin)
-        .json(&json!({ "assignment_ids": [a["id"]] }))
-        .send()
-        .await
-        .unwrap();
+        .post_response(
+            &format!("/v1/licenses/{fixed_id}/checkin"),
+            &t.admin,
+            &json!({ "assignment_ids": [a["id"]] }),
+        )
+        .await;
     expect_problem(resp, 409, "not_reassignable").await;
     assert_eq!(get_license(&app, &t.viewer, fixed_id).await["assigned"], 1);
 
@@ -317,13 +292,8 @@ async fn wait_until(
 }
 
 async fn started(app: &TestApp, token: &str, id: &str) -> Value {
-    json_of(
-        app.get(&format!("/v1/licenses/{id}/started"), token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    app.get_json(&format!("/v1/licenses/{id}/started"), token)
+        .await
 }
 
 /// Acceptance 3: seats start 4 months after delivery (the sweep), end `term_days` later, become
@@ -351,13 +321,7 @@ async fn started_licenses(backend: Backend) {
     );
 
     // A first checkout starts one seat today; it ends 365 days later.
-    let a = json_of(
-        checkout(&app, &t.admin, &id, to_user("elev-1"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let a = success_json(checkout(&app, &t.admin, &id, to_user("elev-1")).await).await;
     let own_end = today.checked_add_days(Days::new(365)).unwrap();
     assert_eq!(a["started_on"], json!(today));
     assert_eq!(a["ends_on"], json!(own_end));
@@ -387,12 +351,10 @@ async fn started_licenses(backend: Backend) {
     assert_eq!(swept[0]["after"]["started"], 2);
 
     // Withdrawn with time left: the started seat becomes reusable.
-    json_of(
-        app.post(&format!("/v1/licenses/{id}/checkin"), &t.operator)
-            .json(&json!({ "assignment_ids": [a["id"]] }))
-            .send()
-            .await
-            .unwrap(),
+    app.post_json(
+        &format!("/v1/licenses/{id}/checkin"),
+        &t.operator,
+        &json!({ "assignment_ids": [a["id"]] }),
     )
     .await;
     let s = started(&app, &t.viewer, &id).await;
@@ -411,7 +373,7 @@ async fn started_licenses(backend: Backend) {
     // "Återanvänd startad licens" by end date hands out exactly that seat.
     let mut reuse = to_user("elev-2");
     reuse["reuse_started"] = json!({ "ends_on": own_end });
-    let b = json_of(checkout(&app, &t.admin, &id, reuse).send().await.unwrap()).await;
+    let b = success_json(checkout(&app, &t.admin, &id, reuse).await).await;
     assert_eq!(b["started_on"], json!(today));
     assert_eq!(b["ends_on"], json!(own_end));
     let s = started(&app, &t.viewer, &id).await;
@@ -422,13 +384,13 @@ async fn started_licenses(backend: Backend) {
     // None left with that date.
     let mut again = to_user("elev-3");
     again["reuse_started"] = json!({ "ends_on": own_end });
-    let resp = checkout(&app, &t.admin, &id, again).send().await.unwrap();
+    let resp = checkout(&app, &t.admin, &id, again).await;
     let body = expect_problem(resp, 409, "no_started_seat").await;
     assert_eq!(body["available_ends_on"], json!([due_end]));
     let mut two = to_user("elev-4");
     two["reuse_started"] = json!({ "ends_on": due_end });
     two["quantity"] = json!(2);
-    let c = json_of(checkout(&app, &t.admin, &id, two).send().await.unwrap()).await;
+    let c = success_json(checkout(&app, &t.admin, &id, two).await).await;
     assert_eq!(
         (c["started_on"].clone(), c["ends_on"].clone()),
         (json!(due), json!(due_end))
@@ -448,10 +410,7 @@ async fn started_licenses(backend: Backend) {
     let plain_id = plain["id"].as_str().unwrap();
     let mut reuse = to_user("elev-5");
     reuse["reuse_started"] = json!({ "ends_on": today });
-    let resp = checkout(&app, &t.admin, plain_id, reuse)
-        .send()
-        .await
-        .unwrap();
+    let resp = checkout(&app, &t.admin, plain_id, reuse).await;
     expect_problem(resp, 409, "no_started_seat").await;
     assert_eq!(started(&app, &t.viewer, plain_id).await["data"], json!([]));
 
@@ -481,16 +440,12 @@ async fn started_licenses(backend: Backend) {
     let holders = used_by(&app, &t.viewer, &id).await;
     assert_eq!(holders.len(), 1);
     assert_eq!(holders[0]["id"], b["id"]);
-    let ended = json_of(
-        app.get(
+    let ended = app
+        .get_json(
             &format!("/v1/licenses/{id}/assignments?state=checked_in"),
             &t.viewer,
         )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     let c_now = ended["data"]
         .as_array()
         .unwrap()
@@ -521,9 +476,7 @@ async fn started_licenses(backend: Backend) {
         old["id"].as_str().unwrap(),
         to_user("elev-6"),
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     expect_problem(resp, 409, "out_of_stock").await;
     app.stop().await;
 }
@@ -606,66 +559,45 @@ async fn audit_roles_and_isolation(backend: Backend) {
     // Roles: viewer reads only; operator reads and checks in; admin everything.
     for token in [&a.viewer, &a.operator] {
         let resp = app
-            .post("/v1/licenses", token)
-            .json(&json!({ "name": "x", "seats": 1 }))
-            .send()
-            .await
-            .unwrap();
+            .post_response("/v1/licenses", token, &json!({ "name": "x", "seats": 1 }))
+            .await;
         expect_problem(resp, 403, "forbidden").await;
-        let resp = checkout(&app, token, &id, to_user("u"))
-            .send()
-            .await
-            .unwrap();
+        let resp = checkout(&app, token, &id, to_user("u")).await;
         expect_problem(resp, 403, "forbidden").await;
         let resp = app
-            .http
-            .patch(format!("{}/v1/licenses/{id}", app.url))
-            .bearer_auth(token)
-            .json(&json!({ "seats": 9 }))
-            .send()
-            .await
-            .unwrap();
+            .patch_response(&format!("/v1/licenses/{id}"), token, &json!({ "seats": 9 }))
+            .await;
         expect_problem(resp, 403, "forbidden").await;
         assert_eq!(get_license(&app, token, &id).await["seats"], 3);
     }
-    let x = json_of(
-        checkout(&app, &a.admin, &id, to_user("u1"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let x = success_json(checkout(&app, &a.admin, &id, to_user("u1")).await).await;
     let resp = app
-        .post(&format!("/v1/licenses/{id}/checkin"), &a.viewer)
-        .json(&json!({ "assignment_ids": [x["id"]] }))
-        .send()
-        .await
-        .unwrap();
+        .post_response(
+            &format!("/v1/licenses/{id}/checkin"),
+            &a.viewer,
+            &json!({ "assignment_ids": [x["id"]] }),
+        )
+        .await;
     expect_problem(resp, 403, "forbidden").await;
 
     // Update: name, seats, notes; never below what is checked out.
-    let patch = |token: &str, body: Value| {
-        app.http
-            .patch(format!("{}/v1/licenses/{id}", app.url))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-    };
+    let license_path = format!("/v1/licenses/{id}");
+    let patch =
+        async |token: &str, body: Value| app.patch_response(&license_path, token, &body).await;
     let mut more = to_user("u2");
     more["quantity"] = json!(2);
-    json_of(checkout(&app, &a.admin, &id, more).send().await.unwrap()).await;
-    let resp = patch(&a.admin, json!({ "seats": 2 })).await.unwrap();
+    success_json(checkout(&app, &a.admin, &id, more).await).await;
+    let resp = patch(&a.admin, json!({ "seats": 2 })).await;
     let body = expect_problem(resp, 409, "seats_below_assigned").await;
     assert_eq!(body["assigned"], 3);
-    let resp = patch(&a.admin, json!({ "term_days": 365 })).await.unwrap();
+    let resp = patch(&a.admin, json!({ "term_days": 365 })).await;
     expect_problem(resp, 409, "term_in_use").await;
-    let u = json_of(
+    let u = success_json(
         patch(
             &a.admin,
             json!({ "seats": 10, "name": "Visio Pro", "notes": null }),
         )
-        .await
-        .unwrap(),
+        .await,
     )
     .await;
     assert_eq!(
@@ -674,12 +606,10 @@ async fn audit_roles_and_isolation(backend: Backend) {
     );
     assert_eq!(u["name"], "Visio Pro");
     assert!(u["notes"].is_null());
-    json_of(
-        app.post(&format!("/v1/licenses/{id}/checkin"), &a.operator)
-            .json(&json!({ "assignment_ids": [x["id"]], "notes": "returned" }))
-            .send()
-            .await
-            .unwrap(),
+    app.post_json(
+        &format!("/v1/licenses/{id}/checkin"),
+        &a.operator,
+        &json!({ "assignment_ids": [x["id"]], "notes": "returned" }),
     )
     .await;
 
@@ -710,59 +640,49 @@ async fn audit_roles_and_isolation(backend: Backend) {
     // Tenant B: 404 everywhere, nothing listed, nothing in its audit log.
     for token in [&b.admin, &b.operator, &b.viewer] {
         expect_problem(
-            app.get(&format!("/v1/licenses/{id}"), token)
-                .send()
-                .await
-                .unwrap(),
+            app.get_response(&format!("/v1/licenses/{id}"), token).await,
             404,
             "not_found",
         )
         .await;
         expect_problem(
-            app.get(&format!("/v1/licenses/{id}/assignments"), token)
-                .send()
-                .await
-                .unwrap(),
+            app.get_response(&format!("/v1/licenses/{id}/assignments"), token)
+                .await,
             404,
             "not_found",
         )
         .await;
         expect_problem(
-            app.get(&format!("/v1/licenses/{id}/started"), token)
-                .send()
-                .await
-                .unwrap(),
+            app.get_response(&format!("/v1/licenses/{id}/started"), token)
+                .await,
             404,
             "not_found",
         )
         .await;
-        let list = json_of(app.get("/v1/licenses", token).send().await.unwrap()).await;
+        let list = app.get_json("/v1/licenses", token).await;
         assert_eq!(list["data"], json!([]));
     }
     expect_problem(
-        checkout(&app, &b.admin, &id, to_user("spy"))
-            .send()
-            .await
-            .unwrap(),
+        checkout(&app, &b.admin, &id, to_user("spy")).await,
         404,
         "not_found",
     )
     .await;
     let resp = app
-        .post(&format!("/v1/licenses/{id}/checkin"), &b.admin)
-        .json(&json!({ "assignment_ids": [x["id"]] }))
-        .send()
-        .await
-        .unwrap();
+        .post_response(
+            &format!("/v1/licenses/{id}/checkin"),
+            &b.admin,
+            &json!({ "assignment_ids": [x["id"]] }),
+        )
+        .await;
     expect_problem(resp, 404, "not_found").await;
     let resp = app
-        .http
-        .patch(format!("{}/v1/licenses/{id}", app.url))
-        .bearer_auth(&b.admin)
-        .json(&json!({ "seats": 1 }))
-        .send()
-        .await
-        .unwrap();
+        .patch_response(
+            &format!("/v1/licenses/{id}"),
+            &b.admin,
+            &json!({ "seats": 1 }),
+        )
+        .await;
     expect_problem(resp, 404, "not_found").await;
     let b_log = audit(&app, &b.admin, "").await;
     assert!(
@@ -781,11 +701,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
     let t = app.tenant("acme").await;
     let l = create(&app, &t.admin, json!({ "name": "Slack", "seats": 2 })).await;
     let id = l["id"].as_str().unwrap().to_owned();
-    let post = |path: String, body: &'static str| {
-        app.post(&path, &t.admin)
-            .header("content-type", "application/json")
-            .body(body)
-    };
+    let post = async |path: String, body: &'static str| app.post_raw(&path, &t.admin, body).await;
     let create_cases = [
         (r#"{"name": "x", "seats": 0}"#, 422, "invalid_seats"),
         (r#"{"name": "x", "seats": 2000000}"#, 422, "invalid_seats"),
@@ -819,12 +735,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
         (r#"{"name": "x""#, 400, "malformed_json"),
     ];
     for (body, status, code) in create_cases {
-        expect_problem(
-            post("/v1/licenses".into(), body).send().await.unwrap(),
-            status,
-            code,
-        )
-        .await;
+        expect_problem(post("/v1/licenses".into(), body).await, status, code).await;
     }
     let checkout_path = format!("/v1/licenses/{id}/checkout");
     let checkout_cases = [
@@ -861,12 +772,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
         ),
     ];
     for (body, status, code) in checkout_cases {
-        expect_problem(
-            post(checkout_path.clone(), body).send().await.unwrap(),
-            status,
-            code,
-        )
-        .await;
+        expect_problem(post(checkout_path.clone(), body).await, status, code).await;
     }
     let checkin_path = format!("/v1/licenses/{id}/checkin");
     let checkin_cases = [
@@ -884,12 +790,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
         ),
     ];
     for (body, status, code) in checkin_cases {
-        expect_problem(
-            post(checkin_path.clone(), body).send().await.unwrap(),
-            status,
-            code,
-        )
-        .await;
+        expect_problem(post(checkin_path.clone(), body).await, status, code).await;
     }
     for (path, status, code) in [
         ("/v1/licenses/not-a-uuid".to_owned(), 404, "not_found"),
@@ -901,7 +802,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
             "invalid_query",
         ),
     ] {
-        expect_problem(app.get(&path, &t.admin).send().await.unwrap(), status, code).await;
+        expect_problem(app.get_response(&path, &t.admin).await, status, code).await;
     }
     let l = get_license(&app, &t.viewer, &id).await;
     assert_eq!(
@@ -912,14 +813,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
     assert_eq!(actions(&log), ["license.create"]);
 
     // Every route is documented.
-    let doc = json_of(
-        app.http
-            .get(format!("{}/openapi.json", app.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let doc = app.get_anonymous_json("/openapi.json").await;
     for (path, method) in [
         ("/v1/licenses", "get"),
         ("/v1/licenses", "post"),
@@ -1076,22 +970,15 @@ async fn term_seat_changes(backend: Backend) {
     let id = l["id"].as_str().unwrap().to_owned();
     let mut three = to_user("klass-7a");
     three["quantity"] = json!(3);
-    let a = json_of(checkout(&app, &t.admin, &id, three).send().await.unwrap()).await;
+    let a = success_json(checkout(&app, &t.admin, &id, three).await).await;
     assert_eq!(a["ends_on"], ends);
-    let patch = |body: Value| {
-        app.http
-            .patch(format!("{}/v1/licenses/{id}", app.url))
-            .bearer_auth(&t.admin)
-            .json(&body)
-            .send()
-    };
+    let license_path = format!("/v1/licenses/{id}");
+    let patch = async |body: Value| app.patch_response(&license_path, &t.admin, &body).await;
     // Checked in with time left: all three started seats become reusable.
-    json_of(
-        app.post(&format!("/v1/licenses/{id}/checkin"), &t.operator)
-            .json(&json!({ "assignment_ids": [a["id"]] }))
-            .send()
-            .await
-            .unwrap(),
+    app.post_json(
+        &format!("/v1/licenses/{id}/checkin"),
+        &t.operator,
+        &json!({ "assignment_ids": [a["id"]] }),
     )
     .await;
     let l = get_license(&app, &t.viewer, &id).await;
@@ -1102,7 +989,7 @@ async fn term_seat_changes(backend: Backend) {
     let mut two = to_user("klass-7b");
     two["quantity"] = json!(2);
     // No new seats left: a plain checkout hands out reusable started seats.
-    let b = json_of(checkout(&app, &t.admin, &id, two).send().await.unwrap()).await;
+    let b = success_json(checkout(&app, &t.admin, &id, two).await).await;
     assert_eq!(
         (b["started_on"].clone(), b["ends_on"].clone()),
         (json!(today), ends.clone())
@@ -1118,30 +1005,30 @@ async fn term_seat_changes(backend: Backend) {
     );
 
     // More seats: new, unstarted ones.
-    let l = json_of(patch(json!({ "seats": 5 })).await.unwrap()).await;
+    let l = success_json(patch(json!({ "seats": 5 })).await).await;
     assert_eq!(
         (l["available"].as_i64(), l["started_reusable"].as_i64()),
         (Some(3), Some(1))
     );
     // Fewer seats: never below what is checked out; free seats go, new ones first.
     expect_problem(
-        patch(json!({ "seats": 1 })).await.unwrap(),
+        patch(json!({ "seats": 1 })).await,
         409,
         "seats_below_assigned",
     )
     .await;
-    let l = json_of(patch(json!({ "seats": 3 })).await.unwrap()).await;
+    let l = success_json(patch(json!({ "seats": 3 })).await).await;
     assert_eq!(
         (l["available"].as_i64(), l["started_reusable"].as_i64()),
         (Some(1), Some(1))
     );
-    let l = json_of(patch(json!({ "seats": 2 })).await.unwrap()).await;
+    let l = success_json(patch(json!({ "seats": 2 })).await).await;
     assert_eq!(
         (l["available"].as_i64(), l["started_reusable"].as_i64()),
         (Some(0), Some(0))
     );
     expect_problem(
-        patch(json!({ "term_days": null })).await.unwrap(),
+        patch(json!({ "term_days": null })).await,
         409,
         "term_in_use",
     )
@@ -1150,49 +1037,36 @@ async fn term_seat_changes(backend: Backend) {
     // The term added to an unused license, and removed again while nothing started.
     let plain = create(&app, &t.admin, json!({ "name": "Tyska 1", "seats": 2 })).await;
     let plain_id = plain["id"].as_str().unwrap().to_owned();
-    let patch_plain = |body: Value| {
-        app.http
-            .patch(format!("{}/v1/licenses/{plain_id}", app.url))
-            .bearer_auth(&t.admin)
-            .json(&body)
-            .send()
-    };
-    let l = json_of(patch_plain(json!({ "term_days": 30 })).await.unwrap()).await;
+    let plain_path = format!("/v1/licenses/{plain_id}");
+    let patch_plain = async |body: Value| app.patch_response(&plain_path, &t.admin, &body).await;
+    let l = success_json(patch_plain(json!({ "term_days": 30 })).await).await;
     assert_eq!(
         (l["term_days"].as_i64(), l["available"].as_i64()),
         (Some(30), Some(2))
     );
-    let l = json_of(patch_plain(json!({ "term_days": null })).await.unwrap()).await;
+    let l = success_json(patch_plain(json!({ "term_days": null })).await).await;
     assert!(l["term_days"].is_null());
-    json_of(patch_plain(json!({ "term_days": 30 })).await.unwrap()).await;
-    let c = json_of(
-        checkout(&app, &t.admin, &plain_id, to_user("elev"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    success_json(patch_plain(json!({ "term_days": 30 })).await).await;
+    let c = success_json(checkout(&app, &t.admin, &plain_id, to_user("elev")).await).await;
     assert_eq!(
         c["ends_on"],
         json!(today.checked_add_days(Days::new(30)).unwrap())
     );
-    json_of(
-        app.post(&format!("/v1/licenses/{plain_id}/checkin"), &t.operator)
-            .json(&json!({ "assignment_ids": [c["id"]] }))
-            .send()
-            .await
-            .unwrap(),
+    app.post_json(
+        &format!("/v1/licenses/{plain_id}/checkin"),
+        &t.operator,
+        &json!({ "assignment_ids": [c["id"]] }),
     )
     .await;
     // A seat has started: the term stays.
     expect_problem(
-        patch_plain(json!({ "term_days": null })).await.unwrap(),
+        patch_plain(json!({ "term_days": null })).await,
         409,
         "term_in_use",
     )
     .await;
     // An empty change changes nothing and logs nothing.
-    json_of(patch_plain(json!({})).await.unwrap()).await;
+    success_json(patch_plain(json!({})).await).await;
     let log = audit(&app, &t.viewer, &format!("target_id={plain_id}")).await;
     assert_eq!(
         actions(&log),
@@ -1219,7 +1093,7 @@ async fn idempotent_checkout(backend: Backend) {
     let l = create(&app, &t.admin, json!({ "name": "Zoom", "seats": 2 })).await;
     let id = l["id"].as_str().unwrap().to_owned();
     let send = |token: &str, key: &str, body: Value| {
-        checkout(&app, token, &id, body)
+        checkout_request(&app, token, &id, body)
             .header("idempotency-key", key)
             .send()
     };

@@ -49,7 +49,7 @@ struct RawSettings {
     api: ApiSettings,
     worker: WorkerSettings,
     directory: DirectoryTuning,
-    sweeps: SweepSettings,
+    sweeps: RawSweepSettings,
     jobs: JobSettings,
     webhooks: WebhookSettings,
 }
@@ -76,17 +76,36 @@ impl Default for ApiSettings {
 }
 
 /// When licensor's own periodic work runs: cron expressions with seconds
-/// (`sec min hour day-of-month month day-of-week`), in UTC.
+/// (`sec min hour day-of-month month day-of-week`), in UTC, as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawSweepSettings {
+    started_seats: String,
+    expiries: String,
+    reconcile: String,
+}
+
+/// When licensor's own periodic work runs, parsed when the configuration is loaded (a schedule
+/// that is not a cron expression is a [`ConfigError`] naming its key, at start-up).
+#[derive(Clone, PartialEq, Eq)]
 pub struct SweepSettings {
     /// Start seats not started within 4 months of delivery and end seats past their end date.
     /// Also runs once when a worker starts, catching up after downtime.
-    pub started_seats: String,
+    pub started_seats: cron::Schedule,
     /// Temporary assignments whose time is up become removal jobs.
-    pub expiries: String,
+    pub expiries: cron::Schedule,
     /// Jobs whose work went missing from the queue are queued again.
-    pub reconcile: String,
+    pub reconcile: cron::Schedule,
+}
+
+impl std::fmt::Debug for SweepSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SweepSettings")
+            .field("started_seats", &self.started_seats.source())
+            .field("expiries", &self.expiries.source())
+            .field("reconcile", &self.reconcile.source())
+            .finish()
+    }
 }
 
 fn parse_schedule(key: &str, value: &str) -> Result<cron::Schedule, ConfigError> {
@@ -100,32 +119,22 @@ fn parse_schedule(key: &str, value: &str) -> Result<cron::Schedule, ConfigError>
     })
 }
 
-impl SweepSettings {
-    /// The parsed `started_seats` schedule.
-    pub fn started_seats_schedule(&self) -> Result<cron::Schedule, ConfigError> {
-        parse_schedule("sweeps.started_seats", &self.started_seats)
-    }
-
-    /// The parsed `expiries` schedule.
-    pub fn expiries_schedule(&self) -> Result<cron::Schedule, ConfigError> {
-        parse_schedule("sweeps.expiries", &self.expiries)
-    }
-
-    /// The parsed `reconcile` schedule.
-    pub fn reconcile_schedule(&self) -> Result<cron::Schedule, ConfigError> {
-        parse_schedule("sweeps.reconcile", &self.reconcile)
+impl RawSweepSettings {
+    fn parse(&self) -> Result<SweepSettings, ConfigError> {
+        Ok(SweepSettings {
+            started_seats: parse_schedule("sweeps.started_seats", &self.started_seats)?,
+            expiries: parse_schedule("sweeps.expiries", &self.expiries)?,
+            reconcile: parse_schedule("sweeps.reconcile", &self.reconcile)?,
+        })
     }
 }
 
 impl Default for SweepSettings {
+    /// The compiled-in schedules of `config/default.toml`.
     fn default() -> Self {
         Settings::from_toml("")
-            .map(|s| s.sweeps)
-            .unwrap_or(SweepSettings {
-                started_seats: "0 0 3 * * *".into(),
-                expiries: "0 * * * * *".into(),
-                reconcile: "*/15 * * * * *".into(),
-            })
+            .expect("the compiled-in configuration is valid")
+            .sweeps
     }
 }
 
@@ -542,9 +551,7 @@ impl RawSettings {
                 "must be at most 262144000 (250 MiB)",
             ));
         }
-        self.sweeps.started_seats_schedule()?;
-        self.sweeps.expiries_schedule()?;
-        self.sweeps.reconcile_schedule()?;
+        let sweeps = self.sweeps.parse()?;
         let j = &self.jobs;
         if !(1..=5000).contains(&j.chunk_size) {
             return Err(ConfigError::new(
@@ -623,7 +630,7 @@ impl RawSettings {
             api: self.api,
             worker: self.worker,
             directory: self.directory,
-            sweeps: self.sweeps,
+            sweeps,
             jobs: self.jobs,
             webhooks: self.webhooks,
         })
@@ -744,6 +751,25 @@ mod tests {
         assert_eq!(e.env, "LICENSOR_SWEEPS__STARTED_SEATS");
         let e = Settings::from_toml("[webhooks]\ntimeout_secs = 0").unwrap_err();
         assert_eq!(e.env, "LICENSOR_WEBHOOKS__TIMEOUT_SECS");
+    }
+
+    #[test]
+    fn schedules_are_parsed_at_load_and_a_bad_one_names_its_key() {
+        let s = Settings::from_toml("").unwrap();
+        assert_eq!(s.sweeps.started_seats.source(), "0 0 3 * * *");
+        assert_eq!(s.sweeps.expiries.source(), "0 * * * * *");
+        assert_eq!(s.sweeps.reconcile.source(), "*/15 * * * * *");
+        assert_eq!(SweepSettings::default(), s.sweeps);
+        let s = Settings::from_toml("[sweeps]\nexpiries = \" * * * * * * \"").unwrap();
+        assert_eq!(s.sweeps.expiries.source(), "* * * * * *");
+        for key in ["started_seats", "expiries", "reconcile"] {
+            let e =
+                Settings::from_toml(&format!("[sweeps]\n{key} = \"61 * * * * *\"")).unwrap_err();
+            assert_eq!(e.key, format!("sweeps.{key}"));
+            assert_eq!(e.env, format!("LICENSOR_SWEEPS__{}", key.to_uppercase()));
+            assert!(e.reason.contains("`61 * * * * *`"), "{e}");
+            assert!(e.to_string().contains("is not a cron expression"), "{e}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Auth;
 use super::extract::{Json, Path, Query};
-use super::problem::{ApiError, ApiResult, Problem};
+use super::problem::{ApiError, ApiResult};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -38,9 +38,6 @@ pub struct ActivityList {
     params(("id" = Uuid, Path, description = "Job id"), ActivityQuery),
     responses(
         (status = 200, body = ActivityList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn job_activity(
     State(state): State<AppState>,

@@ -37,8 +37,6 @@ pub struct AuditList {
 /// Changes made in the tenant, newest first.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("bearer" = [])), params(ListAuditQuery), responses(
     (status = 200, body = AuditList),
-    (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
-    (status = 401, body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn list_audit(
     State(state): State<AppState>,

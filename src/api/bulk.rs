@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Auth;
 use super::extract::Json;
-use super::problem::{ApiError, ApiResult, Problem};
+use super::problem::{ApiError, ApiResult};
 
 /// Most ids one call may list.
 pub const MAX_IDS: usize = 500;
@@ -376,10 +376,6 @@ async fn run(
     request_body = BulkRequest,
     responses(
         (status = 200, body = RerunOutcome),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn rerun_jobs(
     State(state): State<AppState>,
@@ -397,10 +393,6 @@ pub async fn rerun_jobs(
     request_body = BulkRequest,
     responses(
         (status = 200, body = CancelOutcome),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn cancel_jobs(
     State(state): State<AppState>,

@@ -1,7 +1,8 @@
 //! The answers every route can give besides its own, written into `/openapi.json` once here so
 //! that no route's description misses one: 401 and 429 (`Retry-After`) for a route that takes a
 //! token, 403 for one that changes something, 400/413/415/422 for a JSON body, 404 for a path id,
-//! 400 for query parameters, and the `Idempotency-Key` header with its answers on mutating POSTs.
+//! 400 for query parameters, 409 for a route that reads the tenant's directory
+//! (`/v1/directory/…`), and the `Idempotency-Key` header with its answers on mutating POSTs.
 //! A route's own description of a status wins.
 
 use utoipa::openapi::content::ContentBuilder;
@@ -16,22 +17,23 @@ use super::idempotency::not_kept;
 pub fn document(doc: &mut OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
         let idempotent = !not_kept(path);
+        let directory = path.starts_with("/v1/directory/");
         if let Some(op) = item.get.as_mut() {
-            complete(op, false, false);
+            complete(op, false, false, directory);
         }
         if let Some(op) = item.post.as_mut() {
-            complete(op, true, idempotent);
+            complete(op, true, idempotent, directory);
         }
         for op in [&mut item.put, &mut item.patch, &mut item.delete]
             .into_iter()
             .flatten()
         {
-            complete(op, true, false);
+            complete(op, true, false, directory);
         }
     }
 }
 
-fn complete(op: &mut Operation, mutating: bool, idempotent: bool) {
+fn complete(op: &mut Operation, mutating: bool, idempotent: bool, directory: bool) {
     let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
     let has = |place: ParameterIn| {
         op.parameters
@@ -62,6 +64,12 @@ fn complete(op: &mut Operation, mutating: bool, idempotent: bool) {
         answers.push((
             "422",
             problem("The body is JSON of the wrong shape, or its values are not acceptable"),
+        ));
+    }
+    if secured && directory {
+        answers.push((
+            "409",
+            problem("The tenant has no directory connection: `directory_not_configured`"),
         ));
     }
     if secured && idempotent {

@@ -76,8 +76,6 @@ pub struct GroupList {
 /// Directory groups whose name starts with `search`.
 #[utoipa::path(get, path = "/v1/directory/groups", tag = "directory", security(("bearer" = [])), params(GroupSearch), responses(
     (status = 200, body = GroupList),
-    (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
-    (status = 409, description = "The tenant has no directory connection", body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 502, body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 503, body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
@@ -115,7 +113,6 @@ pub struct SkuList {
 /// The tenant's subscribed SKUs with enabled, consumed and available units.
 #[utoipa::path(get, path = "/v1/directory/skus", tag = "directory", security(("bearer" = [])), responses(
     (status = 200, body = SkuList),
-    (status = 409, description = "The tenant has no directory connection", body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 502, body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 503, body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
@@ -151,8 +148,6 @@ pub struct UserList {
 /// time, read through the tenant's directory connection (the checkout picker).
 #[utoipa::path(get, path = "/v1/directory/users", tag = "directory", security(("bearer" = [])), params(UserSearch), responses(
     (status = 200, body = UserList),
-    (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
-    (status = 409, description = "The tenant has no directory connection", body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 502, body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 503, body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
@@ -247,10 +242,6 @@ pub struct HeldLicenses {
     request_body = HeldLicensesRequest,
     responses(
         (status = 200, body = HeldLicenses),
-        (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The tenant has no directory connection", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 502, body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 503, body = super::problem::Problem, content_type = "application/problem+json"),
     ))]

@@ -80,8 +80,6 @@ pub(crate) fn csv_param<T: std::str::FromStr<Err = String>>(
 /// prefix. A malformed filter → 400 `invalid_query`.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])), params(ListJobsQuery), responses(
     (status = 200, body = JobList),
-    (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
-    (status = 401, body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
@@ -123,8 +121,6 @@ pub async fn list_jobs(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, body = JobView),
-        (status = 401, body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, body = super::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_job(
     State(state): State<AppState>,
@@ -168,11 +164,7 @@ fn accepted(view: JobView) -> Response {
     request_body = JobRequest,
     responses(
         (status = 202, body = JobView, headers(("Location" = String, description = "The job's URL"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
@@ -237,8 +229,6 @@ pub struct RunList {
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, body = RunList),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_runs(
     State(state): State<AppState>,
@@ -298,9 +288,6 @@ fn code_param(value: Option<&str>) -> Result<Vec<String>, ApiError> {
     params(("id" = Uuid, Path, description = "Job id"), ListItemsQuery),
     responses(
         (status = 200, body = ItemList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_items(
     State(state): State<AppState>,
@@ -331,8 +318,6 @@ pub struct ErrorList {
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, body = ErrorList),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_errors(
     State(state): State<AppState>,
@@ -370,9 +355,6 @@ pub struct ReportQuery {
     params(("id" = Uuid, Path, description = "Job id"), ReportQuery),
     responses(
         (status = 200, description = "The report file", content((String = "text/csv"), (String = "application/json"), (Vec<u8> = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn report(
     State(state): State<AppState>,
@@ -391,8 +373,6 @@ pub async fn report(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "The export file", content((String = "text/csv"), (String = "application/json"), (Vec<u8> = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn export_file(
@@ -428,9 +408,6 @@ pub async fn export_file(
     responses(
         (status = 202, body = JobView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
@@ -456,9 +433,6 @@ pub async fn rerun_job(
     responses(
         (status = 202, body = JobView, headers(("Location" = String, description = "The job's URL"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
@@ -489,9 +463,6 @@ pub async fn launch_job(
     responses(
         (status = 200, body = JobView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
@@ -515,9 +486,6 @@ pub async fn cancel_job(
     responses(
         (status = 202, body = JobView, headers(("Location" = String, description = "The job's URL"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
@@ -568,9 +536,6 @@ pub struct ChangeList {
     params(("id" = Uuid, Path, description = "Job id"), ListChangesQuery),
     responses(
         (status = 200, body = ChangeList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_changes(
     State(state): State<AppState>,
@@ -609,9 +574,6 @@ pub async fn list_changes(
     responses(
         (status = 202, body = JobView, headers(("Location" = String, description = "The undo job's URL"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]

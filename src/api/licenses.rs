@@ -177,8 +177,6 @@ fn notes(s: Option<&str>) -> Result<Option<Notes>, ApiError> {
 /// contains it.
 #[utoipa::path(get, path = "/v1/licenses", tag = "licenses", security(("bearer" = [])), params(LicenseListQuery), responses(
     (status = 200, body = LicenseList),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn list_licenses(
     State(state): State<AppState>,
@@ -202,9 +200,6 @@ pub async fn list_licenses(
 /// Create a license (admin).
 #[utoipa::path(post, path = "/v1/licenses", tag = "licenses", security(("bearer" = [])), request_body = CreateLicense, responses(
     (status = 201, body = LicenseView),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn create_license(
     State(state): State<AppState>,
@@ -229,8 +224,6 @@ pub async fn create_license(
     params(("id" = Uuid, Path, description = "License id")),
     responses(
         (status = 200, body = LicenseView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_license(
     State(state): State<AppState>,
@@ -247,10 +240,7 @@ pub async fn get_license(
     request_body = UpdateLicense,
     responses(
         (status = 200, body = LicenseView),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn update_license(
     State(state): State<AppState>,
@@ -287,11 +277,7 @@ pub async fn update_license(
     request_body = CheckoutRequest,
     responses(
         (status = 201, body = AssignmentView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn checkout_license(
     State(state): State<AppState>,
@@ -322,11 +308,7 @@ pub async fn checkout_license(
     request_body = CheckinRequest,
     responses(
         (status = 200, body = CheckinOutcome),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn checkin_license(
     State(state): State<AppState>,
@@ -349,8 +331,6 @@ pub async fn checkin_license(
     params(("id" = Uuid, Path, description = "License id"), AssignmentsQuery),
     responses(
         (status = 200, body = AssignmentList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_assignments(
     State(state): State<AppState>,
@@ -379,7 +359,6 @@ pub async fn list_assignments(
     params(("id" = Uuid, Path, description = "License id")),
     responses(
         (status = 200, body = StartedSeats),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn started_seats(
     State(state): State<AppState>,
@@ -411,8 +390,6 @@ fn holder(kind: AssigneeType, id: &str) -> Result<Assignee, ApiError> {
     ),
     responses(
         (status = 200, body = HeldList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_held(
@@ -450,10 +427,7 @@ pub struct HolderCheckinRequest {
     request_body = HolderCheckinRequest,
     responses(
         (status = 200, body = HolderCheckinOutcome),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn checkin_held(
     State(state): State<AppState>,

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::auth::Auth;
 use super::extract::{Json, Path, Query};
-use super::problem::{ApiError, ApiResult, Problem};
+use super::problem::{ApiError, ApiResult};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -41,8 +41,6 @@ pub struct HistoryList {
     ),
     responses(
         (status = 200, body = HistoryList, description = "The member's items, newest first; empty when no job of the tenant touched a well-formed member"),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn member_history(
     State(state): State<AppState>,

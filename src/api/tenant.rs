@@ -21,7 +21,6 @@ pub struct WhoAmI {
 /// The tenant and role behind the presented token.
 #[utoipa::path(get, path = "/v1/tenant", tag = "tenant", security(("bearer" = [])), responses(
     (status = 200, body = WhoAmI),
-    (status = 401, body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn whoami(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<WhoAmI>> {
     let tenant = tenants::get(&state.db, auth.tenant_id()).await?;

@@ -21,7 +21,6 @@ pub struct TokenList {
 /// The tenant's tokens (never their values).
 #[utoipa::path(get, path = "/v1/tokens", tag = "tenant", security(("bearer" = [])), responses(
     (status = 200, body = TokenList),
-    (status = 401, body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 403, body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn list_tokens(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<TokenList>> {
@@ -51,9 +50,6 @@ pub struct CreatedToken {
 /// Create a token for the caller's tenant.
 #[utoipa::path(post, path = "/v1/tokens", tag = "tenant", security(("bearer" = [])), request_body = CreateToken, responses(
     (status = 201, body = CreatedToken),
-    (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
-    (status = 403, body = super::problem::Problem, content_type = "application/problem+json"),
-    (status = 422, body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn create_token(
     State(state): State<AppState>,
@@ -89,8 +85,6 @@ pub async fn create_token(
     params(("id" = Uuid, Path, description = "Token id")),
     responses(
         (status = 200, body = TokenView),
-        (status = 403, body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, body = super::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn revoke_token(
     State(state): State<AppState>,

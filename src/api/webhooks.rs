@@ -111,9 +111,7 @@ pub async fn list_webhooks(
 /// 50 endpoints → 409 `too_many_webhooks`.
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = [])), request_body = CreateWebhook, responses(
     (status = 201, body = CreatedWebhook),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
     (status = 409, body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn create_webhook(
     State(state): State<AppState>,
@@ -145,7 +143,6 @@ pub async fn create_webhook(
     responses(
         (status = 200, body = EndpointView),
         (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_webhook(
     State(state): State<AppState>,
@@ -163,9 +160,6 @@ pub async fn get_webhook(
     request_body = UpdateWebhook,
     responses(
         (status = 200, body = EndpointView),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn update_webhook(
     State(state): State<AppState>,
@@ -197,8 +191,6 @@ pub async fn update_webhook(
     params(("id" = Uuid, Path, description = "Webhook endpoint id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_webhook(
     State(state): State<AppState>,
@@ -216,8 +208,6 @@ pub async fn delete_webhook(
     params(("id" = Uuid, Path, description = "Webhook endpoint id")),
     responses(
         (status = 200, body = CreatedWebhook),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
@@ -262,7 +252,6 @@ pub struct DeliveryList {
     responses(
         (status = 200, body = DeliveryList),
         (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
@@ -289,8 +278,6 @@ pub async fn list_deliveries(
     ),
     responses(
         (status = 202, body = DeliveryView),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn redeliver(

@@ -21,6 +21,7 @@ use sea_orm::{ConnectionTrait, Database};
 use uuid::Uuid;
 
 pub mod deployment;
+pub mod jobs;
 pub mod servers;
 
 pub const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -320,9 +321,88 @@ impl TestApp {
             .bearer_auth(token)
     }
 
+    pub fn patch(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http
+            .patch(format!("{}{path}", self.url))
+            .bearer_auth(token)
+    }
+
+    /// GET `path` with `token`: the answer, whatever its status.
+    pub async fn get_response(&self, path: &str, token: &str) -> reqwest::Response {
+        self.get(path, token).send().await.expect("GET")
+    }
+
+    /// POST `body` as JSON to `path` with `token`: the answer, whatever its status.
+    pub async fn post_response(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.post(path, token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// POST to `path` with `token` and no body: the answer, whatever its status.
+    pub async fn post_empty(&self, path: &str, token: &str) -> reqwest::Response {
+        self.post(path, token).send().await.expect("POST")
+    }
+
+    /// POST `body` exactly as given, declared `application/json` (for bodies that are not valid
+    /// JSON or not of the right shape): the answer, whatever its status.
+    pub async fn post_raw(&self, path: &str, token: &str, body: &str) -> reqwest::Response {
+        self.post(path, token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// PATCH `body` as JSON to `path` with `token`: the answer, whatever its status.
+    pub async fn patch_response(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.patch(path, token)
+            .json(body)
+            .send()
+            .await
+            .expect("PATCH")
+    }
+
+    /// PATCH `body` to `path` with `token`: asserts a 2xx answer and returns its JSON body.
+    pub async fn patch_json(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> serde_json::Value {
+        success_json(self.patch_response(path, token, body).await).await
+    }
+
+    /// GET `path` without a token: the answer, whatever its status.
+    pub async fn get_anonymous(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    /// GET `path` without a token: asserts a 2xx answer and returns its JSON body.
+    pub async fn get_anonymous_json(&self, path: &str) -> serde_json::Value {
+        success_json(self.get_anonymous(path).await).await
+    }
+
     /// GET `path` with `token`: asserts a 2xx answer and returns its JSON body.
     pub async fn get_json(&self, path: &str, token: &str) -> serde_json::Value {
-        success_json(self.get(path, token).send().await.expect("GET")).await
+        success_json(self.get_response(path, token).await).await
     }
 
     /// GET a list at `path` with `token`: asserts a 2xx answer and returns its `data` rows.
@@ -341,30 +421,21 @@ impl TestApp {
         token: &str,
         body: &serde_json::Value,
     ) -> serde_json::Value {
-        success_json(
-            self.post(path, token)
-                .json(body)
-                .send()
-                .await
-                .expect("POST"),
-        )
-        .await
+        success_json(self.post_response(path, token, body).await).await
     }
 
     /// GET an unauthenticated route and return its body as text (e.g. `/metrics`).
     pub async fn text(&self, path: &str) -> String {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .send()
+        self.get_anonymous(path)
             .await
-            .expect("GET")
             .text()
             .await
             .expect("text body")
     }
 }
 
-async fn success_json(resp: reqwest::Response) -> serde_json::Value {
+/// The JSON body of a 2xx answer; panics, naming the URL, status and body, on any other.
+pub async fn success_json(resp: reqwest::Response) -> serde_json::Value {
     let (status, url) = (resp.status(), resp.url().clone());
     let body = resp.text().await.unwrap_or_default();
     assert!(status.is_success(), "{url}: {status} {body}");

@@ -132,12 +132,10 @@ where
     let grace = options.shutdown_grace;
     let stopping = Arc::new(tokio::sync::Notify::new());
     // The sweeps run beside the queue worker and stop on the same signal.
-    let schedules = sweeps::Schedules::from_settings(&options.sweeps)
-        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     let sweeps_stop = Arc::new(tokio::sync::watch::channel(false).0);
     let mut sweeps = tokio::spawn(sweeps::run_all(
         ctx.clone(),
-        schedules,
+        options.sweeps.clone(),
         options.name.clone(),
         {
             let stopped = sweeps_stop.subscribe();

@@ -12,7 +12,7 @@ use apalis_cron::{CronScheduler, Tick};
 use licensor_core::StoreError;
 use std::sync::Arc;
 
-use licensor_core::config::{ConfigError, SweepSettings};
+use licensor_core::config::SweepSettings;
 use licensor_core::db::Db;
 
 use crate::WorkerContext;
@@ -36,24 +36,6 @@ pub async fn sweep_started_seats(db: &Db) -> Result<SweepOutcome, StoreError> {
         tracing::debug!(%today, "started-seats sweep: nothing due");
     }
     Ok(outcome)
-}
-
-/// The parsed schedules of every sweep.
-#[derive(Debug, Clone)]
-pub struct Schedules {
-    pub started_seats: cron::Schedule,
-    pub expiries: cron::Schedule,
-    pub reconcile: cron::Schedule,
-}
-
-impl Schedules {
-    pub fn from_settings(s: &SweepSettings) -> Result<Schedules, ConfigError> {
-        Ok(Schedules {
-            started_seats: s.started_seats_schedule()?,
-            expiries: s.expiries_schedule()?,
-            reconcile: s.reconcile_schedule()?,
-        })
-    }
 }
 
 async fn started_seats_tick(_tick: Tick, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
@@ -91,7 +73,7 @@ macro_rules! on_schedule {
 /// previous process), then run every sweep on its schedule until `stop` resolves.
 pub async fn run_all<S, F>(
     ctx: Arc<WorkerContext>,
-    schedules: Schedules,
+    schedules: SweepSettings,
     worker_name: String,
     stop: S,
 ) -> anyhow::Result<()>
