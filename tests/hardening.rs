@@ -744,7 +744,10 @@ async fn a_corrupt_stored_status_is_an_internal_failure(backend: Backend) {
         .unwrap();
     assert_eq!(stored, Some(1), "no action ran");
     let audit_after = app.get_json("/v1/audit?limit=500", &t.admin).await;
-    assert_eq!(audit_after["data"], audit_before["data"], "nothing was recorded");
+    assert_eq!(
+        audit_after["data"], audit_before["data"],
+        "nothing was recorded"
+    );
     app.stop().await;
 }
 on_both_backends!(a_corrupt_stored_status_is_an_internal_failure);

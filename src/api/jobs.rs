@@ -12,7 +12,6 @@ use licensor_core::jobs::{
 use licensor_core::page::PageRequest;
 use licensor_core::queue::Message;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -181,28 +180,7 @@ pub async fn submit_job(
             .subscribed_skus()
             .await
             .map_err(super::directory::directory_error)?;
-        request.check_skus(&skus)?;
-        // A preview reports the shortfall instead.
-        for add in request.add_licenses.iter().filter(|_| !request.preview) {
-            if let Some(sku) = skus.iter().find(|s| s.sku_id == add.sku_id)
-                && sku.available <= 0
-            {
-                return Err(ApiError::conflict(
-                    "no_licenses_available",
-                    format!(
-                        "no {} licenses are available: {} of {} are in use",
-                        sku.sku_part_number, sku.consumed, sku.enabled
-                    ),
-                )
-                .with_extra(json!({
-                    "sku_id": sku.sku_id,
-                    "sku_part_number": sku.sku_part_number,
-                    "enabled": sku.enabled,
-                    "consumed": sku.consumed,
-                    "available": sku.available,
-                })));
-            }
-        }
+        jobs::submit::check_against_skus(&request, &skus)?;
     }
     let view = jobs::create(
         &state.db,

@@ -1,4 +1,5 @@
-//! Creating a job: the job row, its first run, and the audit entry, in one transaction.
+//! Submitting a job: the request checked as a whole against the tenant's SKUs, then the job
+//! row, its first run and the audit entry created in one transaction.
 
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
@@ -10,7 +11,8 @@ use super::view::job_view;
 use super::{JobRequest, JobView};
 use crate::audit::{self, AuditEntry};
 use crate::db::Db;
-use crate::domain::JobStatus;
+use crate::directory::Sku;
+use crate::domain::{JobKind, JobStatus};
 use crate::entities::{job, job_run};
 use crate::error::{StoreError, StoreResult};
 
@@ -86,6 +88,41 @@ pub(crate) async fn insert_run<C: ConnectionTrait>(
     .await?;
     Ok(())
 }
+
+/// An assign, remove or replace checked as a whole against the tenant's subscribed SKUs before
+/// its job is created, so a request that cannot work is refused rather than failed member by
+/// member: an unknown SKU → 422 `unknown_sku`; a disabled plan that is not a plan of its SKU →
+/// 422 `plan_not_in_sku`; a SKU to add with no free unit → 409 `no_licenses_available` with its
+/// `enabled`, `consumed` and `available` counts. A preview is not refused for seats: it reports
+/// the shortfall in its summary. An export is not checked.
+pub fn check_against_skus(request: &JobRequest, skus: &[Sku]) -> StoreResult<()> {
+    if request.kind == JobKind::Export {
+        return Ok(());
+    }
+    request.check_skus(skus)?;
+    for add in request.add_licenses.iter().filter(|_| !request.preview) {
+        if let Some(sku) = skus.iter().find(|s| s.sku_id == add.sku_id)
+            && sku.available <= 0
+        {
+            return Err(StoreError::conflict(
+                "no_licenses_available",
+                format!(
+                    "no {} licenses are available: {} of {} are in use",
+                    sku.sku_part_number, sku.consumed, sku.enabled
+                ),
+            )
+            .with_extra(json!({
+                "sku_id": sku.sku_id,
+                "sku_part_number": sku.sku_part_number,
+                "enabled": sku.enabled,
+                "consumed": sku.consumed,
+                "available": sku.available,
+            })));
+        }
+    }
+    Ok(())
+}
+
 
 /// Create a job for an API caller, with its audit entry, in one transaction.
 pub async fn create(db: &Db, new: NewJob) -> StoreResult<JobView> {
