@@ -25,7 +25,6 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::middleware;
 use axum::routing::{get, post};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -87,46 +86,7 @@ pub struct EmulatorHandle {
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    let graph = Router::new()
-        .route("/v1.0/subscribedSkus", get(graph::subscribed_skus))
-        .route("/v1.0/groups", get(graph::list_groups))
-        .route("/v1.0/groups/{id}", get(graph::get_group))
-        .route("/v1.0/groups/{id}/members", get(graph::members))
-        .route("/v1.0/groups/{id}/members/{cast}", get(graph::members_cast))
-        .route(
-            "/v1.0/groups/{id}/transitiveMembers",
-            get(graph::transitive_members),
-        )
-        .route(
-            "/v1.0/groups/{id}/members/{cast}/$count",
-            get(graph::members_cast_count),
-        )
-        .route(
-            "/v1.0/groups/{id}/transitiveMembers/{cast}",
-            get(graph::transitive_members_cast),
-        )
-        .route(
-            "/v1.0/groups/{id}/transitiveMembers/{cast}/$count",
-            get(graph::transitive_members_cast_count),
-        )
-        .route("/v1.0/users", get(graph::list_users))
-        .route(
-            "/v1.0/users/{id}",
-            get(graph::get_user).patch(graph::patch_user),
-        )
-        .route(
-            "/v1.0/users/{id}/assignLicense",
-            post(graph::assign_license),
-        )
-        .route(
-            "/v1.0/users/{id}/licenseDetails",
-            get(graph::license_details),
-        )
-        .route("/v1.0/$batch", post(graph::batch))
-        .merge(drives::graph_routes())
-        .route("/v1.0/{*rest}", axum::routing::any(graph::unknown_segment))
-        .method_not_allowed_fallback(graph::method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(state.clone(), graph::gate));
+    let graph = graph::routes(state.clone());
     let control = Router::new()
         .route(
             "/_emulator/scenario",
