@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestApp, TestTenant, expect_problem};
-use graph_emulator::{EmulatorConfig, EmulatorHandle, GroupSpec, SPE_E5_SKU_ID, Scenario, SkuSpec};
+use graph_emulator::{EmulatorConfig, EmulatorHandle, GroupSpec, SPE_E5_SKU_ID, Scenario};
 use licensor::Roles;
 use serde_json::{Value, json};
 
@@ -18,13 +18,7 @@ const FAILED: usize = 30;
 
 fn scenario() -> Scenario {
     let base = Scenario::demo();
-    let mut e5: SkuSpec = base
-        .skus
-        .iter()
-        .find(|s| s.sku_part_number == "SPE_E5")
-        .cloned()
-        .expect("demo SKU");
-    e5.enabled = 1_000;
+    let e5 = common::jobs::sku_of("SPE_E5", 1_000);
     Scenario {
         seed: 3131,
         users: 40,

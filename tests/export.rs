@@ -15,9 +15,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::{Backend, Processes, TestApp};
-use graph_emulator::{ENTERPRISEPACK_SKU_ID, EmulatorConfig, EmulatorHandle, Scenario};
-use licensor::Roles;
+use common::{Backend, Processes};
+use graph_emulator::{ENTERPRISEPACK_SKU_ID, Scenario};
 use serde_json::{Value, json};
 
 use licensor_core::jobs::export::COLUMNS;
@@ -95,33 +94,20 @@ fn read_export(path: &std::path::Path, format: &str) -> Vec<Vec<String>> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-struct Setup {
-    app: TestApp,
-    emulator: EmulatorHandle,
-    admin: String,
-    operator: String,
-    viewer: String,
-    http: reqwest::Client,
+/// The job tests' set-up on the demo scenario, with the export's own helpers.
+struct Setup(common::jobs::Setup);
+
+impl std::ops::Deref for Setup {
+    type Target = common::jobs::Setup;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 async fn setup(backend: Backend) -> Option<Setup> {
-    let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(Scenario::demo()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator starts");
-    let app = TestApp::start_with(backend, Roles::ALL, DRIVE_LIMITS).await?;
-    let tenant = app.tenant("contoso").await;
-    app.connect_directory(tenant.id, &emulator).await;
-    Some(Setup {
-        emulator,
-        admin: tenant.admin,
-        operator: tenant.operator,
-        viewer: tenant.viewer,
-        http: app.http.clone(),
-        app,
-    })
+    common::jobs::setup_with(backend, DRIVE_LIMITS, Scenario::demo())
+        .await
+        .map(Setup)
 }
 
 impl Setup {
@@ -230,8 +216,7 @@ impl Setup {
     }
 
     async fn finish(self) {
-        self.app.stop().await;
-        self.emulator.shutdown().await;
+        self.0.finish().await;
     }
 }
 

@@ -573,16 +573,10 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
 }
 on_both_backends!(bad_input_is_refused_and_changes_nothing);
 
-/// The actions on a job take no body: `launch`, `rerun`, `cancel`, `undo` and `resume` refuse
-/// any body but nothing or `{}` — malformed JSON 400 `malformed_json`, any other JSON 422
-/// `invalid_body` — before they look at the job, so nothing changes; the same action with `{}`
-/// or no body goes through.
-async fn job_actions_take_no_body(backend: Backend) {
-    let Some(app) = TestApp::start(backend).await else {
-        return;
-    };
-    let t = app.tenant("acme").await;
-    // A paused job (no directory is needed: nothing runs it until it is resumed).
+/// A job of tenant `tenant_id` stored with the status `status_sql` (an SQL literal), without a
+/// directory: nothing runs it. Its canary (5 members, 10 %) lets it be paused and resumed.
+async fn stored_job(app: &TestApp, tenant_id: uuid::Uuid, status_sql: &'static str) -> uuid::Uuid {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
     let request: licensor_core::jobs::JobRequest = serde_json::from_value(json!({
         "kind": "assign",
         "groups": ["8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01"],
@@ -593,7 +587,7 @@ async fn job_actions_take_no_body(backend: Backend) {
     let job = licensor_core::jobs::create(
         &app.db,
         licensor_core::jobs::NewJob {
-            tenant_id: t.id,
+            tenant_id,
             request,
             created_by: None,
             parent_job_id: None,
@@ -601,17 +595,29 @@ async fn job_actions_take_no_body(backend: Backend) {
     )
     .await
     .unwrap();
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
     licensor_core::entities::job::Entity::update_many()
         .col_expr(
             licensor_core::entities::job::Column::Status,
-            Expr::value("paused"),
+            Expr::cust(status_sql),
         )
         .filter(licensor_core::entities::job::Column::Id.eq(job.id))
         .exec(&app.db)
         .await
         .unwrap();
-    let id = job.id;
+    job.id
+}
+
+/// The actions on a job take no body: `launch`, `rerun`, `cancel`, `undo` and `resume` refuse
+/// any body but nothing or `{}` — malformed JSON 400 `malformed_json`, any other JSON 422
+/// `invalid_body` — before they look at the job, so nothing changes; the same action with `{}`
+/// or no body goes through.
+async fn job_actions_take_no_body(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("acme").await;
+    // A paused job (no directory is needed: nothing runs it until it is resumed).
+    let id = stored_job(&app, t.id, "'paused'").await;
     let read = || async {
         let job = app.get_json(&format!("/v1/jobs/{id}"), &t.admin).await;
         let audit = app.get_json("/v1/audit?limit=500", &t.admin).await;
@@ -685,34 +691,8 @@ async fn a_corrupt_stored_status_is_an_internal_failure(backend: Backend) {
         return;
     };
     let t = app.tenant("acme").await;
-    let request: licensor_core::jobs::JobRequest = serde_json::from_value(json!({
-        "kind": "assign",
-        "groups": ["8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01"],
-        "add_licenses": [{"sku_id": "6fd2c87f-b296-42f0-b197-1e91e994b900"}]
-    }))
-    .unwrap();
-    let job = licensor_core::jobs::create(
-        &app.db,
-        licensor_core::jobs::NewJob {
-            tenant_id: t.id,
-            request,
-            created_by: None,
-            parent_job_id: None,
-        },
-    )
-    .await
-    .unwrap();
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Expr};
-    licensor_core::entities::job::Entity::update_many()
-        .col_expr(
-            licensor_core::entities::job::Column::Status,
-            Expr::cust("'half_done_by_hand'"),
-        )
-        .filter(licensor_core::entities::job::Column::Id.eq(job.id))
-        .exec(&app.db)
-        .await
-        .unwrap();
-    let id = job.id;
+    let id = stored_job(&app, t.id, "'half_done_by_hand'").await;
+    use sea_orm::{EntityTrait, QuerySelect};
     let audit_before = app.get_json("/v1/audit?limit=500", &t.admin).await;
     for (method, path) in [
         (Method::GET, format!("/v1/jobs/{id}")),

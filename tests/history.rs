@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use common::{Backend, TestApp, expect_problem};
 use graph_emulator::{
     ENTERPRISEPACK_SKU_ID, EmulatorConfig, EmulatorHandle, GroupSpec, SPE_E5_SKU_ID, Scenario,
-    SkuSpec,
 };
 use licensor::Roles;
 use serde_json::{Value, json};
@@ -19,16 +18,7 @@ use serde_json::{Value, json};
 /// 80 users, all with a usage location; `Team` has 12 of them; plenty of both SKUs.
 fn scenario() -> Scenario {
     let base = Scenario::demo();
-    let sku = |part: &str| -> SkuSpec {
-        let mut s = base
-            .skus
-            .iter()
-            .find(|s| s.sku_part_number == part)
-            .cloned()
-            .expect("demo SKU");
-        s.enabled = 1_000;
-        s
-    };
+    let sku = |part: &str| common::jobs::sku_of(part, 1_000);
     Scenario {
         seed: 2121,
         users: 80,

@@ -10,23 +10,12 @@ mod common;
 mod run;
 
 use common::{Backend, TestApp};
-use graph_emulator::{
-    ENTERPRISEPACK_SKU_ID, EmulatorConfig, GroupSpec, SPE_E5_SKU_ID, Scenario, SkuSpec,
-};
+use graph_emulator::{ENTERPRISEPACK_SKU_ID, EmulatorConfig, GroupSpec, SPE_E5_SKU_ID, Scenario};
 use serde_json::json;
 
 fn scenario() -> Scenario {
     let base = Scenario::demo();
-    let sku = |part: &str| -> SkuSpec {
-        let mut s = base
-            .skus
-            .iter()
-            .find(|s| s.sku_part_number == part)
-            .cloned()
-            .expect("demo SKU");
-        s.enabled = 1_000;
-        s
-    };
+    let sku = |part: &str| common::jobs::sku_of(part, 1_000);
     Scenario {
         seed: 5151,
         users: 60,

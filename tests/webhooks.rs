@@ -19,7 +19,6 @@ use axum::http::{HeaderMap, StatusCode};
 use common::{Backend, TestApp, expect_problem};
 use graph_emulator::{
     ENTERPRISEPACK_SKU_ID, EmulatorConfig, EmulatorHandle, GroupSpec, SPE_E5_SKU_ID, Scenario,
-    SkuSpec,
 };
 use licensor::Roles;
 use serde_json::{Value, json};
@@ -28,16 +27,7 @@ use serde_json::{Value, json};
 /// all users). SPE_E5 has 10 units, so assigning it to Small ends finished with exception.
 fn scenario() -> Scenario {
     let base = Scenario::demo();
-    let sku = |part: &str, enabled: u32| {
-        let mut s: SkuSpec = base
-            .skus
-            .iter()
-            .find(|s| s.sku_part_number == part)
-            .cloned()
-            .expect("demo SKU");
-        s.enabled = enabled;
-        s
-    };
+    let sku = common::jobs::sku_of;
     Scenario {
         seed: 2121,
         users: 400,

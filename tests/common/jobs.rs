@@ -18,17 +18,7 @@ use super::{Backend, TestApp};
 /// from all users, so it shares members with Staff), `E5 Pilot` (40 users holding SPE_E5
 /// through the group). SPE_E5 has 700 units, so an assign to Staff runs out part-way.
 pub fn scenario() -> Scenario {
-    let base = Scenario::demo();
-    let sku = |part: &str, enabled: u32| {
-        let mut s: SkuSpec = base
-            .skus
-            .iter()
-            .find(|s| s.sku_part_number == part)
-            .cloned()
-            .expect("demo SKU");
-        s.enabled = enabled;
-        s
-    };
+    let sku = sku_of;
     Scenario {
         seed: 4242,
         users: 1_200,
@@ -50,7 +40,7 @@ pub fn scenario() -> Scenario {
             sku("SPE_E5", 700),
             sku("EXCHANGESTANDARD", 0),
         ],
-        ..base
+        ..Scenario::demo()
     }
 }
 
@@ -319,6 +309,7 @@ pub async fn settled(s: &Setup, id: &str) -> Value {
     }
 }
 
+/// The demo scenario's SKU `part` with `enabled` units.
 pub fn sku_of(part: &str, enabled: u32) -> SkuSpec {
     let mut s: SkuSpec = Scenario::demo()
         .skus

@@ -123,7 +123,6 @@ pub fn check_against_skus(request: &JobRequest, skus: &[Sku]) -> StoreResult<()>
     Ok(())
 }
 
-
 /// Create a job for an API caller, with its audit entry, in one transaction.
 pub async fn create(db: &Db, new: NewJob) -> StoreResult<JobView> {
     let txn = crate::db::begin(db).await?;
