@@ -21,6 +21,17 @@ pub struct Principal {
     pub role: Role,
 }
 
+impl Principal {
+    /// This caller acting on its tenant's job `job_id`.
+    pub fn on_job(&self, job_id: Uuid) -> crate::jobs::OnJob {
+        crate::jobs::OnJob {
+            tenant_id: self.tenant_id,
+            job_id,
+            by: Some(self.token_id),
+        }
+    }
+}
+
 /// A token as listed: never its value or hash.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenView {

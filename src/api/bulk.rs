@@ -215,8 +215,8 @@ async fn act_on(
     views: Option<&mut Vec<JobView>>,
 ) -> ApiResult<()> {
     let done = match action {
-        Action::Rerun => jobs::rerun(&state.db, me.tenant_id, id, Some(me.token_id)).await,
-        Action::Cancel => jobs::cancel(&state.db, me.tenant_id, id, Some(me.token_id)).await,
+        Action::Rerun => jobs::rerun(&state.db, me.on_job(id)).await,
+        Action::Cancel => jobs::cancel(&state.db, me.on_job(id)).await,
     };
     match done {
         Ok(view) => {

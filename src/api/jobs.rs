@@ -396,7 +396,7 @@ pub async fn rerun_job(
     _body: NoBody,
 ) -> ApiResult<Response> {
     let me = auth.require(Role::Operator)?;
-    let view = jobs::rerun(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
+    let view = jobs::rerun(&state.db, me.on_job(id)).await?;
     enqueue(&state, &view, me.tenant_id).await;
     Ok(accepted(view))
 }
@@ -423,9 +423,7 @@ pub async fn launch_job(
     let me = auth.require(Role::Admin)?;
     let view = jobs::launch(
         &state.db,
-        me.tenant_id,
-        id,
-        Some(me.token_id),
+        me.on_job(id),
         std::time::Duration::from_secs(state.jobs.preview_max_age_secs),
     )
     .await?;
@@ -451,7 +449,7 @@ pub async fn cancel_job(
     _body: NoBody,
 ) -> ApiResult<Json<JobView>> {
     let me = auth.require(Role::Operator)?;
-    let job = jobs::cancel(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
+    let job = jobs::cancel(&state.db, me.on_job(id)).await?;
     super::webhooks::queue_job_events(&state, id).await;
     Ok(Json(job))
 }
@@ -474,7 +472,7 @@ pub async fn resume_job(
     _body: NoBody,
 ) -> ApiResult<Response> {
     let me = auth.require(Role::Operator)?;
-    let view = jobs::resume(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
+    let view = jobs::resume(&state.db, me.on_job(id)).await?;
     enqueue(&state, &view, me.tenant_id).await;
     metrics::counter!("licensor_jobs_resumed_total", "kind" => view.kind.as_str()).increment(1);
     Ok(accepted(view))
@@ -562,7 +560,7 @@ pub async fn undo_job(
     _body: NoBody,
 ) -> ApiResult<Response> {
     let me = auth.require(Role::Admin)?;
-    let view = jobs::undo(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
+    let view = jobs::undo(&state.db, me.on_job(id)).await?;
     enqueue(&state, &view, me.tenant_id).await;
     metrics::counter!("licensor_jobs_submitted_total", "kind" => view.kind.as_str()).increment(1);
     Ok(accepted(view))

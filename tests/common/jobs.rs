@@ -170,8 +170,13 @@ impl Setup {
 
     /// The emulator's view of a user.
     pub async fn user(&self, id: &str) -> Value {
+        self.emulator_json(&format!("users/{id}")).await
+    }
+
+    /// `GET /_emulator/{path}` as JSON.
+    pub async fn emulator_json(&self, path: &str) -> Value {
         self.http
-            .get(format!("{}/_emulator/users/{id}", self.emulator.base_url()))
+            .get(format!("{}/_emulator/{path}", self.emulator.base_url()))
             .send()
             .await
             .unwrap()
@@ -192,14 +197,7 @@ impl Setup {
     }
 
     pub async fn stats(&self) -> Value {
-        self.http
-            .get(format!("{}/_emulator/stats", self.emulator.base_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.emulator_json("stats").await
     }
 
     pub async fn finish(self) {

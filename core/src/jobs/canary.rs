@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::finish::set_run_status;
 use super::lease::claim;
-use super::state::{begin_action, check_resumable, commit_action};
+use super::state::{OnJob, begin_action, check_resumable, commit_action};
 use super::{JobView, now};
 use crate::db::Db;
 use crate::domain::{ItemStatus, JobStatus};
@@ -19,12 +19,8 @@ use crate::error::StoreResult;
 /// Resume a paused job (operator): its canary counts as passed and the job runs on with the
 /// rest of its members (and reads the rest of its groups, if it paused while reading them).
 /// Any other status → 409 `not_paused`. The caller queues the job after this commits.
-pub async fn resume(
-    db: &Db,
-    tenant_id: Uuid,
-    job_id: Uuid,
-    by: Option<Uuid>,
-) -> StoreResult<JobView> {
+pub async fn resume(db: &Db, on: OnJob) -> StoreResult<JobView> {
+    let (tenant_id, job_id, by) = (on.tenant_id, on.job_id, on.by);
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
     let status = job.status;
     check_resumable(status)?;

@@ -11,7 +11,7 @@ use super::SetNull;
 use super::finish::{any_pending, close_run};
 use super::launch::conn_delete_carried;
 use super::lease::{lease_live, unleased};
-use super::state::{begin_action, check_cancellable, commit_action};
+use super::state::{OnJob, begin_action, check_cancellable, commit_action};
 use super::{JobView, now};
 use crate::db::Db;
 use crate::domain::{ItemStatus, JobStatus};
@@ -21,12 +21,8 @@ use crate::error::StoreResult;
 /// Cancel a queued or running job: members not being worked on right now are skipped with code
 /// `cancelled`; those in flight finish and are recorded. Nothing new starts: expansion stops at
 /// its next page and every lane at its next chunk, and no member is left pending.
-pub async fn cancel(
-    db: &Db,
-    tenant_id: Uuid,
-    job_id: Uuid,
-    by: Option<Uuid>,
-) -> StoreResult<JobView> {
+pub async fn cancel(db: &Db, on: OnJob) -> StoreResult<JobView> {
+    let (tenant_id, job_id, by) = (on.tenant_id, on.job_id, on.by);
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
     let status = job.status;
     check_cancellable(status)?;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::JobView;
 use super::SetNull;
-use super::state::{begin_action, check_launchable, commit_action};
+use super::state::{OnJob, begin_action, check_launchable, commit_action};
 use super::view::JobFacts;
 use crate::db::Db;
 use crate::domain::JobStatus;
@@ -115,13 +115,8 @@ pub(crate) async fn carry_predictions<C: ConnectionTrait>(
 /// afresh. Either way each member is read again from the directory before it is decided and
 /// written. Each item keeps its prediction and the job its preview summary, with `launched_at`.
 /// The caller enqueues the job after this commits.
-pub async fn launch(
-    db: &Db,
-    tenant_id: Uuid,
-    job_id: Uuid,
-    by: Option<Uuid>,
-    max_age: std::time::Duration,
-) -> StoreResult<JobView> {
+pub async fn launch(db: &Db, on: OnJob, max_age: std::time::Duration) -> StoreResult<JobView> {
+    let (tenant_id, job_id, by) = (on.tenant_id, on.job_id, on.by);
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
     let status = job.status;
     let mut req = super::lease::request_of(&job)?;

@@ -5,11 +5,10 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
-use uuid::Uuid;
 
 use super::JobView;
 use super::SetNull;
-use super::state::{begin_action, check_rerunnable, commit_action};
+use super::state::{OnJob, begin_action, check_rerunnable, commit_action};
 use super::submit::insert_run;
 use crate::db::Db;
 use crate::domain::{ItemStatus, JobStatus};
@@ -22,12 +21,8 @@ use crate::error::{StoreError, StoreResult};
 /// are decided; succeeded and skipped items are not touched. A job whose groups were not read
 /// to the end reads them again (members already in the job are not added twice). The job is
 /// queued again; the caller enqueues it after this commits.
-pub async fn rerun(
-    db: &Db,
-    tenant_id: Uuid,
-    job_id: Uuid,
-    by: Option<Uuid>,
-) -> StoreResult<JobView> {
+pub async fn rerun(db: &Db, on: OnJob) -> StoreResult<JobView> {
+    let (tenant_id, job_id, by) = (on.tenant_id, on.job_id, on.by);
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
     let status = job.status;
     check_rerunnable(status)?;

@@ -248,6 +248,15 @@ pub fn check_resumable(status: JobStatus) -> StoreResult<()> {
     }
 }
 
+/// The job an operator acts on (rerun, cancel, launch, resume, undo): tenant `tenant_id`'s job
+/// `job_id`, by the API token `by` (`None`: the server's operator on the CLI, or licensor itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnJob {
+    pub tenant_id: Uuid,
+    pub job_id: Uuid,
+    pub by: Option<Uuid>,
+}
+
 /// Begin an operator's action on one job (rerun, cancel, launch, resume, undo): a transaction
 /// holding the job's row lock, and the job as it is under it. 404 `not_found` when the job is
 /// not the tenant's. End it with [`commit_action`].

@@ -5,7 +5,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use serde_json::json;
 use uuid::Uuid;
 
-use super::state::{begin_action, commit_action};
+use super::state::{OnJob, begin_action, commit_action};
 use super::submit::{NewJob, insert};
 use super::{JobRequest, JobView, LicenseToAdd, plan};
 use crate::db::Db;
@@ -54,12 +54,8 @@ fn undo_request(req: &JobRequest, job_id: Uuid) -> JobRequest {
 /// at least one member can be undone (409 `not_undoable` / `nothing_to_undo`), and only once
 /// (409 `already_undone` while an earlier undo has not failed or been cancelled). The caller
 /// enqueues the new job after this commits.
-pub async fn undo(
-    db: &Db,
-    tenant_id: Uuid,
-    job_id: Uuid,
-    by: Option<Uuid>,
-) -> StoreResult<JobView> {
+pub async fn undo(db: &Db, on: OnJob) -> StoreResult<JobView> {
+    let (tenant_id, job_id, by) = (on.tenant_id, on.job_id, on.by);
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
     let status = job.status;
     let kind: JobKind = job.kind;

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -518,22 +520,8 @@ pub async fn items(
     page: &PageRequest<i64>,
 ) -> StoreResult<Page<ItemView>> {
     model(db, tenant_id, job_id).await?;
-    let mut q = job_item::Entity::find().filter(job_item::Column::JobId.eq(job_id));
-    if !filter.status.is_empty() {
-        q = q.filter(job_item::Column::Status.is_in(filter.status.iter().copied()));
-    }
-    if !filter.code.is_empty() {
-        q = q.filter(job_item::Column::ErrorCode.is_in(filter.code.iter().cloned()));
-    }
-    if let Some(after) = page.after {
-        q = q.filter(job_item::Column::Id.gt(after));
-    }
-    let rows = q
-        .order_by_asc(job_item::Column::Id)
-        .limit(page.fetch())
-        .all(db)
-        .await?;
-    let page = page.finish(rows, |r| r.id);
+    let q = items_of(job_id, &filter.status, &filter.code);
+    let page = item_page(db, q, page).await?;
     Ok(Page {
         data: page
             .data
@@ -646,15 +634,8 @@ pub async fn changes(
     page: &PageRequest<i64>,
 ) -> StoreResult<(Page<ChangeView>, i64)> {
     model(db, tenant_id, job_id).await?;
-    let mut q = job_item::Entity::find()
-        .filter(job_item::Column::JobId.eq(job_id))
+    let mut q = items_of(job_id, &filter.status, &filter.code)
         .filter(job_item::Column::Change.is_not_null());
-    if !filter.status.is_empty() {
-        q = q.filter(job_item::Column::Status.is_in(filter.status.iter().copied()));
-    }
-    if !filter.code.is_empty() {
-        q = q.filter(job_item::Column::ErrorCode.is_in(filter.code.iter().cloned()));
-    }
     if let Some(user) = filter
         .user
         .as_deref()
@@ -675,15 +656,7 @@ pub async fn changes(
         .one(db)
         .await?
         .unwrap_or(0);
-    if let Some(after) = page.after {
-        q = q.filter(job_item::Column::Id.gt(after));
-    }
-    let rows = q
-        .order_by_asc(job_item::Column::Id)
-        .limit(page.fetch())
-        .all(db)
-        .await?;
-    let page = page.finish(rows, |r| r.id);
+    let page = item_page(db, q, page).await?;
     let mut data = Vec::with_capacity(page.data.len());
     for m in &page.data {
         if let Some(c) = ChangeView::of(m)? {
@@ -697,4 +670,34 @@ pub async fn changes(
         },
         total,
     ))
+}
+
+/// The job's items with one of `status` and one of `code` (an empty list: any).
+fn items_of(job_id: Uuid, status: &[ItemStatus], code: &[String]) -> Select<job_item::Entity> {
+    let mut q = job_item::Entity::find().filter(job_item::Column::JobId.eq(job_id));
+    if !status.is_empty() {
+        q = q.filter(job_item::Column::Status.is_in(status.iter().copied()));
+    }
+    if !code.is_empty() {
+        q = q.filter(job_item::Column::ErrorCode.is_in(code.iter().cloned()));
+    }
+    q
+}
+
+/// One page of `q`'s items, in member order (item id), after `page`'s cursor.
+async fn item_page(
+    db: &Db,
+    q: Select<job_item::Entity>,
+    page: &PageRequest<i64>,
+) -> StoreResult<Page<job_item::Model>> {
+    let q = match page.after {
+        Some(after) => q.filter(job_item::Column::Id.gt(after)),
+        None => q,
+    };
+    let rows = q
+        .order_by_asc(job_item::Column::Id)
+        .limit(page.fetch())
+        .all(db)
+        .await?;
+    Ok(page.finish(rows, |r| r.id))
 }
