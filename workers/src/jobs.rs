@@ -47,7 +47,7 @@ async fn fail(
     if jobs::finish::fail(&ctx.db, job.id, failure.code, &failure.detail).await? {
         crate::webhooks::queue_job_events(ctx, job.id).await;
         tracing::warn!(job = %job.id, code = failure.code, detail = %failure.detail, "job failed");
-        metrics::counter!("licensor_jobs_completed_total", "kind" => job.kind.as_str(), "status" => "failed").increment(1);
+        metrics::counter!("licensor_jobs_completed_total", "kind" => job.kind.as_str(), "status" => JobStatus::Failed.as_str()).increment(1);
     }
     Ok(())
 }

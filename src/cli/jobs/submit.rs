@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use licensor_core::domain::JobKind;
+use licensor_core::domain::{JobKind, JobStatus};
 use licensor_core::jobs::request::{ExportLocation, ExportOptions};
 use licensor_core::jobs::{Canary, ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};
 use reqwest::Method;
@@ -250,13 +250,13 @@ async fn wait_preview(api: &Api, id: &str) -> anyhow::Result<Value> {
         let job = api
             .send(Method::GET, &format!("/v1/jobs/{id}"), None)
             .await?;
-        match job["status"].as_str() {
-            Some("queued" | "running") => tokio::time::sleep(POLL).await,
-            Some("previewed") => return Ok(job),
+        let view = job_view(&job)?;
+        match view.status {
+            JobStatus::Queued | JobStatus::Running => tokio::time::sleep(POLL).await,
+            JobStatus::Previewed => return Ok(job),
             other => anyhow::bail!(
-                "the preview {id} ended {}: {}",
-                other.unwrap_or("?"),
-                job["error"]["detail"].as_str().unwrap_or_default()
+                "the preview {id} ended {other}: {}",
+                view.error.and_then(|e| e.detail).unwrap_or_default()
             ),
         }
     }
