@@ -230,6 +230,44 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             422,
             "invalid_body",
         ),
+        // Valid JSON of the wrong type where an enum's string belongs: the body's shape is
+        // wrong, it is not malformed.
+        post(
+            "/v1/jobs",
+            r#"{"kind": 1, "groups": []}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/jobs",
+            r#"{"kind": null, "groups": []}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/jobs",
+            r#"{"kind": [], "groups": []}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/jobs/rerun",
+            r#"{"filter": {"status": [1]}}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/jobs/cancel",
+            r#"{"filter": {"kind": [true]}}"#,
+            422,
+            "invalid_body",
+        ),
+        post(
+            "/v1/webhooks",
+            r#"{"url": "https://example.com/h", "events": [1]}"#,
+            422,
+            "invalid_body",
+        ),
         post(
             "/v1/jobs/rerun",
             r#"{"job_ids": "all"}"#,
@@ -576,12 +614,23 @@ on_both_backends!(bad_input_is_refused_and_changes_nothing);
 /// A job of tenant `tenant_id` stored with the status `status_sql` (an SQL literal), without a
 /// directory: nothing runs it. Its canary (5 members, 10 %) lets it be paused and resumed.
 async fn stored_job(app: &TestApp, tenant_id: uuid::Uuid, status_sql: &'static str) -> uuid::Uuid {
+    stored_job_of(app, tenant_id, status_sql, false).await
+}
+
+/// [`stored_job`], a preview when `preview`.
+async fn stored_job_of(
+    app: &TestApp,
+    tenant_id: uuid::Uuid,
+    status_sql: &'static str,
+    preview: bool,
+) -> uuid::Uuid {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
     let request: licensor_core::jobs::JobRequest = serde_json::from_value(json!({
         "kind": "assign",
         "groups": ["8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01"],
         "add_licenses": [{"sku_id": "6fd2c87f-b296-42f0-b197-1e91e994b900"}],
-        "canary": {"members": 5, "max_failed_share": 0.1}
+        "canary": {"members": 5, "max_failed_share": 0.1},
+        "preview": preview
     }))
     .unwrap();
     let job = licensor_core::jobs::create(
@@ -731,6 +780,47 @@ async fn a_corrupt_stored_status_is_an_internal_failure(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(a_corrupt_stored_status_is_an_internal_failure);
+
+/// An action refuses from the job as it is, and a dry run refuses exactly what the action does:
+/// a paused or previewed job is not undone (it has not ended), and a cancelled preview is not
+/// rerun — alone, by ids or by filter, with `dry_run` or without.
+async fn dry_runs_and_actions_refuse_alike(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("acme").await;
+    for status in ["'paused'", "'previewed'", "'queued'"] {
+        let id = stored_job_of(&app, t.id, status, status == "'previewed'").await;
+        let resp = app
+            .post_empty(&format!("/v1/jobs/{id}/undo"), &t.admin)
+            .await;
+        expect_problem(resp, 409, "not_undoable").await;
+    }
+    let preview = stored_job_of(&app, t.id, "'cancelled'", true).await;
+    let resp = app
+        .post_empty(&format!("/v1/jobs/{preview}/rerun"), &t.operator)
+        .await;
+    expect_problem(resp, 409, "not_rerunnable").await;
+    for dry_run in [true, false] {
+        for body in [
+            json!({"job_ids": [preview], "dry_run": dry_run}),
+            json!({"filter": {"status": ["cancelled"]}, "dry_run": dry_run}),
+        ] {
+            let answer = app.post_json("/v1/jobs/rerun", &t.operator, &body).await;
+            assert_eq!(answer["acted_on"], 0, "{body}: {answer}");
+            assert_eq!(answer["refused"], 1, "{body}: {answer}");
+            assert_eq!(
+                answer["rejected"][0]["code"], "not_rerunnable",
+                "{body}: {answer}"
+            );
+        }
+    }
+    let job = app.get_json(&format!("/v1/jobs/{preview}"), &t.admin).await;
+    assert_eq!(job["status"], "cancelled");
+    assert_eq!(job["runs"], 1);
+    app.stop().await;
+}
+on_both_backends!(dry_runs_and_actions_refuse_alike);
 
 fn clip(s: &str) -> String {
     if s.chars().count() > 80 {

@@ -2201,3 +2201,45 @@ async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(canary_pauses_a_job_that_runs_short);
+
+/// Graph has no transaction across setting a usage location and assigning a license: a member
+/// whose location licensor set before its license write failed keeps the location, and its item
+/// says so — and only such a member's item.
+async fn a_usage_location_set_before_a_failed_write_is_reported(backend: Backend) {
+    let Some(s) = setup(backend, "").await else {
+        return;
+    };
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    // SPE_E5 has 700 units for 1,000 members; 3 % of them have no usage location.
+    let job = s
+        .run(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE"}))
+        .await;
+    assert_eq!(job["status"], "finished_with_exception", "{job}");
+    let id = job["id"].as_str().unwrap();
+    let (mut noted, mut set_and_failed) = (0, 0);
+    for item in s.app.all_items(&s.viewer, id).await {
+        let user = s.user(item["user_id"].as_str().unwrap()).await;
+        let location_written = user["profileWrites"].as_u64().unwrap_or(0) > 0;
+        let says = item["error"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("usage location was set to SE"));
+        if item["status"] == "failed" {
+            assert_eq!(code(&item), "count_violation", "{item}");
+            assert_eq!(says, location_written, "{item} {user}");
+            if location_written {
+                assert_eq!(user["usageLocation"], "SE", "{user}");
+                set_and_failed += 1;
+            }
+        } else {
+            assert!(!says, "{item}");
+        }
+        noted += usize::from(says);
+    }
+    assert!(
+        set_and_failed > 0,
+        "no member had its location set and then ran out of units"
+    );
+    assert_eq!(noted, set_and_failed);
+    s.finish().await;
+}
+on_both_backends!(a_usage_location_set_before_a_failed_write_is_reported);

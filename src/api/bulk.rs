@@ -8,6 +8,7 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use licensor_core::audit::{self, AuditEntry};
 use licensor_core::domain::{JobKind, JobStatus, Role};
+use licensor_core::entities::job;
 use licensor_core::jobs::{self, JobFilter, JobView};
 use licensor_core::tokens::Principal;
 use serde::{Deserialize, Serialize};
@@ -147,10 +148,11 @@ enum Action {
 }
 
 impl Action {
-    fn check(self, status: JobStatus) -> Result<(), licensor_core::StoreError> {
+    /// The check the action itself makes, so a dry run refuses what the real run refuses.
+    fn check(self, job: &job::Model) -> Result<(), licensor_core::StoreError> {
         match self {
-            Action::Rerun => jobs::check_rerunnable(status),
-            Action::Cancel => jobs::check_cancellable(status),
+            Action::Rerun => jobs::check_rerunnable(job),
+            Action::Cancel => jobs::check_cancellable(job.status),
         }
     }
 
@@ -257,7 +259,7 @@ async fn run(
             for &id in ids {
                 if body.dry_run {
                     let checked = match jobs::model(&state.db, me.tenant_id, id).await {
-                        Ok(m) => action.check(m.status),
+                        Ok(m) => action.check(&m),
                         Err(e) => Err(e),
                     };
                     match checked {
@@ -292,13 +294,14 @@ async fn run(
             'batches: loop {
                 let batch = jobs::matching(&state.db, me.tenant_id, filter, after, BATCH).await?;
                 let Some(last) = batch.last() else { break };
-                after = Some(last.0);
-                for (id, status) in batch {
+                after = Some(last.id);
+                for job in batch {
+                    let id = job.id;
                     if seen == max_jobs {
                         break 'batches;
                     }
                     seen += 1;
-                    let eligible = action.check(status);
+                    let eligible = action.check(&job);
                     match eligible {
                         Err(e) => refuse(&mut summary, id, e)?,
                         Ok(()) if body.dry_run => {

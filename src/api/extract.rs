@@ -29,7 +29,16 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|r| ApiError::from(JsonRejection::from(r)))?;
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        // serde_json calls some shape errors syntax errors (a number where an enum's string
+        // should be: "expected value"); only a body that is not JSON at all is malformed.
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes).map_err(|r| match r {
+            JsonRejection::JsonSyntaxError(e)
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() =>
+            {
+                ApiError::unprocessable("invalid_body", body_text(&e.body_text()))
+            }
+            r => ApiError::from(r),
+        })?;
         if has_nul(&bytes) {
             return Err(ApiError::unprocessable(
                 "invalid_body",

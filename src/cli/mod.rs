@@ -64,9 +64,10 @@ pub enum Command {
     /// licensor: --url/--token or LICENSOR_URL/LICENSOR_TOKEN).
     #[command(subcommand)]
     Licenses(licenses::LicensesCommand),
-    /// Group license jobs: submit, list, watch, rerun, cancel, reports and exports (a client of
-    /// a running licensor: --url/--token or LICENSOR_URL/LICENSOR_TOKEN). `jobs watch` exits 0
-    /// when the job is Finished, 3 Finished with Exception, 4 Failed, 5 Cancelled.
+    /// Group license jobs: submit (or preview), list, watch, rerun, cancel, launch, resume, undo,
+    /// reports and exports (a client of a running licensor: --url/--token or
+    /// LICENSOR_URL/LICENSOR_TOKEN). `jobs watch` exits 0 when the job is Finished, 3 Finished
+    /// with Exception, 4 Failed, 5 Cancelled, 6 Previewed, 7 Paused.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
     /// Webhook endpoints: create, list, their deliveries, redeliver, delete (a client of a

@@ -56,7 +56,7 @@ pub async fn cancel(db: &Db, on: OnJob) -> StoreResult<JobView> {
             .exec(&txn)
             .await?;
     }
-    commit_action(
+    let view = commit_action(
         txn,
         tenant_id,
         job_id,
@@ -65,7 +65,9 @@ pub async fn cancel(db: &Db, on: OnJob) -> StoreResult<JobView> {
         Some(json!({"status": status.as_str()})),
         json!({"status": "cancelled", "skipped": skipped}),
     )
-    .await
+    .await?;
+    metrics::counter!("licensor_jobs_completed_total", "kind" => view.kind.as_str(), "status" => JobStatus::Cancelled.as_str()).increment(1);
+    Ok(view)
 }
 
 /// Skip, with code `cancelled`, the job's pending items that no worker holds (or whose holder's

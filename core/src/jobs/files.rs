@@ -241,10 +241,15 @@ pub async fn export(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Rende
         job.status,
         crate::domain::JobStatus::Finished | crate::domain::JobStatus::FinishedWithException
     ) {
-        return Err(StoreError::conflict(
-            "export_not_ready",
-            format!("the export is not ready: the job is {}", job.status),
-        ));
+        let detail = if job.status.is_terminal() {
+            format!(
+                "the export job ended {} without a file; rerun it to make one",
+                job.status
+            )
+        } else {
+            format!("the export is not ready yet: the job is {}", job.status)
+        };
+        return Err(StoreError::conflict("export_not_ready", detail));
     }
     let exported_at = JobFacts::of(&job)
         .export

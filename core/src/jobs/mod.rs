@@ -46,7 +46,9 @@ pub use cancel::cancel;
 pub use launch::launch;
 pub use request::{Canary, ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};
 pub use rerun::rerun;
-pub use state::{OnJob, check_cancellable, check_launchable, check_rerunnable, check_resumable};
+pub use state::{
+    OnJob, check_cancellable, check_launchable, check_rerunnable, check_resumable, check_undoable,
+};
 pub use submit::{NewJob, create, insert};
 pub use undo::undo;
 pub use view::*;

@@ -13,7 +13,7 @@ use super::submit::insert_run;
 use crate::db::Db;
 use crate::domain::{ItemStatus, JobStatus};
 use crate::entities::{job, job_item};
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 
 /// Rerun a `failed`, `finished_with_exception` or `cancelled` job: its failed items (and, when
 /// the job itself failed, its unfinished ones; when it was cancelled, the members the cancel
@@ -25,15 +25,7 @@ pub async fn rerun(db: &Db, on: OnJob) -> StoreResult<JobView> {
     let (tenant_id, job_id, by) = (on.tenant_id, on.job_id, on.by);
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
     let status = job.status;
-    check_rerunnable(status)?;
-    if super::lease::request_of(&job)?.preview {
-        // A preview decides members from the state read at its expansion; run again, its
-        // members would be decided from no state at all. A fresh preview reads them again.
-        return Err(StoreError::conflict(
-            "not_rerunnable",
-            "a cancelled preview is not run again; submit the preview again to read the members afresh",
-        ));
-    }
+    check_rerunnable(&job)?;
     let run_no = job.runs + 1;
     let now = Utc::now();
     // A cancelled run whose held members were not recorded yet ends here, with its counts as

@@ -200,21 +200,52 @@ impl std::str::FromStr for ItemStatus {
 
 /// Whether a job in `status` can be rerun: `failed`, `finished_with_exception` or `cancelled`;
 /// otherwise 409 `not_rerunnable`.
-pub fn check_rerunnable(status: JobStatus) -> StoreResult<()> {
-    if matches!(
+pub fn check_rerunnable(job: &job::Model) -> StoreResult<()> {
+    let status = job.status;
+    if !matches!(
         status,
         JobStatus::Failed | JobStatus::FinishedWithException | JobStatus::Cancelled
     ) {
-        Ok(())
-    } else {
-        Err(StoreError::conflict(
+        return Err(StoreError::conflict(
             "not_rerunnable",
             format!(
                 "only failed, finished_with_exception or cancelled jobs can be rerun; this job is {}",
                 status.as_str()
             ),
-        ))
+        ));
     }
+    if super::lease::request_of(job)?.preview {
+        // A preview decides members from the state read at its expansion; run again, its
+        // members would be decided from no state at all. A fresh preview reads them again.
+        return Err(StoreError::conflict(
+            "not_rerunnable",
+            "a cancelled preview is not run again; submit the preview again to read the members afresh",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `job` can be undone: a finished, finished-with-exception, failed or cancelled
+/// assign, remove or replace (409 `not_undoable` otherwise — a queued, running, paused or
+/// previewed job has not ended, an export changes nothing).
+pub fn check_undoable(job: &job::Model) -> StoreResult<()> {
+    let ended = matches!(
+        job.status,
+        JobStatus::Finished
+            | JobStatus::FinishedWithException
+            | JobStatus::Failed
+            | JobStatus::Cancelled
+    );
+    if ended && job.kind != JobKind::Export {
+        return Ok(());
+    }
+    Err(StoreError::conflict(
+        "not_undoable",
+        format!(
+            "only a finished, failed or cancelled assign, remove or replace job can be undone; this is a {} {} job",
+            job.status, job.kind
+        ),
+    ))
 }
 
 /// Whether a job in `status` can be cancelled: `queued`, `running`, `previewed` or `paused`;

@@ -5,7 +5,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use serde_json::json;
 use uuid::Uuid;
 
-use super::state::{OnJob, begin_action, commit_action};
+use super::state::{OnJob, begin_action, check_undoable, commit_action};
 use super::submit::{NewJob, insert};
 use super::{JobRequest, JobView, LicenseToAdd, plan};
 use crate::db::Db;
@@ -57,18 +57,7 @@ fn undo_request(req: &JobRequest, job_id: Uuid) -> JobRequest {
 pub async fn undo(db: &Db, on: OnJob) -> StoreResult<JobView> {
     let (tenant_id, job_id, by) = (on.tenant_id, on.job_id, on.by);
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
-    let status = job.status;
-    let kind: JobKind = job.kind;
-    if matches!(status, JobStatus::Queued | JobStatus::Running) || kind == JobKind::Export {
-        return Err(StoreError::conflict(
-            "not_undoable",
-            format!(
-                "only a finished, failed or cancelled assign, remove or replace job can be undone; this is a {} {} job",
-                status.as_str(),
-                kind.as_str()
-            ),
-        ));
-    }
+    check_undoable(&job)?;
     // One undo at a time: an earlier undo that did not fail and was not cancelled stands.
     let children = job::Entity::find()
         .filter(job::Column::TenantId.eq(tenant_id))

@@ -355,25 +355,22 @@ pub async fn count(db: &Db, tenant_id: Uuid, filter: &JobFilter) -> StoreResult<
         .unwrap_or(0))
 }
 
-/// Ids and statuses of the tenant's jobs that match `filter`, newest first, older than `after`
-/// when given, at most `limit`: the batches a bulk action works through.
+/// The tenant's jobs that match `filter`, newest first, older than `after` when given, at most
+/// `limit`: the batches a bulk action works through (each job checked as the action itself
+/// checks it).
 pub async fn matching(
     db: &Db,
     tenant_id: Uuid,
     filter: &JobFilter,
     after: Option<Uuid>,
     limit: u64,
-) -> StoreResult<Vec<(Uuid, JobStatus)>> {
+) -> StoreResult<Vec<job::Model>> {
     let mut q = filter.query(tenant_id);
     if let Some(after) = after {
         q = q.filter(job::Column::Id.lt(after));
     }
-    Ok(q.select_only()
-        .column(job::Column::Id)
-        .column(job::Column::Status)
-        .order_by_desc(job::Column::Id)
+    Ok(q.order_by_desc(job::Column::Id)
         .limit(limit)
-        .into_tuple()
         .all(db)
         .await?)
 }

@@ -451,7 +451,7 @@ pub(crate) async fn write(
                     });
                 }
                 Err(e) => match item_outcome(&e, w.attempts, max_attempts) {
-                    Some(o) => outcomes.push((w.id, o)),
+                    Some(o) => outcomes.push((w.id, location_written(o, &w))),
                     None => return Err(JobFailure::from_directory(&e, "writing licenses")),
                 },
             }
@@ -468,4 +468,30 @@ pub(crate) async fn write(
         ));
     }
     Ok(refused)
+}
+
+/// A member whose usage location this step set before its license write failed keeps that
+/// location (Graph has no transaction across the two calls): its outcome says so, so the
+/// Job Monitor never hides a change licensor made.
+fn location_written(outcome: Outcome, w: &Pending) -> Outcome {
+    let Some(location) = w.set_location.as_deref().filter(|_| w.location_tried) else {
+        return outcome;
+    };
+    let note = format!(" (its usage location was set to {location} before the license write)");
+    match outcome {
+        Outcome::Failed { code, detail } => Outcome::Failed {
+            code,
+            detail: detail + &note,
+        },
+        Outcome::Retry {
+            not_before,
+            code,
+            detail,
+        } => Outcome::Retry {
+            not_before,
+            code,
+            detail: detail + &note,
+        },
+        other => other,
+    }
 }

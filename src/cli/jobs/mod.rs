@@ -262,7 +262,7 @@ fn kind_label(job: &JobView) -> String {
         .and_then(Value::as_str)
         .and_then(|id| Uuid::try_parse(id).ok());
     match undo_of {
-        Some(of) => format!("{} (undo of {})", job.kind.as_str(), &of.to_string()[..8]),
+        Some(of) => format!("{} (undo of {})", job.kind.as_str(), &of.to_string()[..13]),
         None => job.kind.as_str().to_owned(),
     }
 }
@@ -461,7 +461,7 @@ mod tests {
         };
         let undo =
             job(json!({"kind": "remove", "undo_of": "0192c3d4-1111-7222-8333-444455556666"}));
-        assert_eq!(kind_label(&undo), "remove (undo of 0192c3d4)");
+        assert_eq!(kind_label(&undo), "remove (undo of 0192c3d4-1111)");
         assert_eq!(kind_label(&job(json!({"kind": "remove"}))), "remove");
     }
 }

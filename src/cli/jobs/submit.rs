@@ -254,10 +254,14 @@ async fn wait_preview(api: &Api, id: &str) -> anyhow::Result<Value> {
         match view.status {
             JobStatus::Queued | JobStatus::Running => tokio::time::sleep(POLL).await,
             JobStatus::Previewed => return Ok(job),
-            other => anyhow::bail!(
-                "the preview {id} ended {other}: {}",
-                view.error.and_then(|e| e.detail).unwrap_or_default()
-            ),
+            other => match view.error {
+                Some(e) => anyhow::bail!(
+                    "the preview {id} ended {other}: {}: {}",
+                    e.code,
+                    e.detail.unwrap_or_default()
+                ),
+                None => anyhow::bail!("the preview {id} ended {other}"),
+            },
         }
     }
 }

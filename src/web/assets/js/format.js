@@ -187,6 +187,15 @@ export function shortId(id) {
   return id ? String(id).slice(0, 8) : '—';
 }
 
+/**
+ * A job's short id: its first 13 characters. Job ids are time-ordered (UUIDv7), so 8 characters
+ * are the same for every job made within about a minute; these 13 are its creation millisecond,
+ * and they work as `id_prefix` in a search.
+ */
+export function jobShortId(id) {
+  return id ? String(id).slice(0, 13) : '—';
+}
+
 /** Who started a job: the token's name, else a short token id. */
 export function createdBy(job) {
   if (job.created_by_name) return job.created_by_name;

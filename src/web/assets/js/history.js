@@ -3,7 +3,7 @@
 
 import { api } from './api.js';
 import { h, replace, problemBox, toast } from './dom.js';
-import { KIND_LABELS, ITEM_STATUS_LABELS, statusBadge, when, shortId } from './format.js';
+import { KIND_LABELS, ITEM_STATUS_LABELS, statusBadge, when, shortId, jobShortId } from './format.js';
 import { t } from './i18n.js';
 import { searchBox } from './search.js';
 
@@ -49,7 +49,7 @@ export function historyView(container, ctx, member) {
     return h('tr', { dataset: { jobId: e.job_id, kind: e.kind, status: e.status } },
       h('td', { class: 'col-time', 'data-label': t('history.col.when') }, when(e.updated_at)),
       h('td', { class: 'col-id', 'data-label': t('jobs.col.id') },
-        h('a', { href: `#/jobs/${e.job_id}`, class: 'job-link', title: e.job_id }, shortId(e.job_id))),
+        h('a', { href: `#/jobs/${e.job_id}`, class: 'job-link', title: e.job_id }, jobShortId(e.job_id))),
       h('td', { 'data-label': t('jobs.col.kind') }, KIND_LABELS[e.kind] || e.kind,
         e.run_no > 1 ? h('span', { class: 'runs-note muted small' }, t('jobs.run', { n: e.run_no })) : null),
       h('td', { 'data-label': t('history.col.job') }, statusBadge(e.job_status)),

@@ -2,10 +2,7 @@
 
 import { api } from './api.js';
 import { h, replace, problemBox, toast, confirmDialog } from './dom.js';
-import {
-  KIND_LABELS, STATUS_LABELS, ITEM_STATUS_LABELS, isActive, isRerunnable, statusBadge, stuckBadge, when,
-  fullTime, duration, progressBar, allGroupNames, groupName, shortId, createdBy, expiry, usageLocation, num,
-} from './format.js';
+import { KIND_LABELS, STATUS_LABELS, ITEM_STATUS_LABELS, isActive, isRerunnable, statusBadge, stuckBadge, when, fullTime, duration, progressBar, allGroupNames, groupName, shortId, createdBy, expiry, usageLocation, num, jobShortId } from './format.js';
 import { t } from './i18n.js';
 import { activityCard } from './activity.js';
 import { previewSummary, predictionCell, shortagePrompt } from './preview.js';
@@ -243,7 +240,7 @@ export function jobView(container, ctx, id) {
         h('p', { class: 'muted small mono', title: t('job.id') }, job.id)),
       h('div', { class: 'ribbon' }, actions, downloads),
     );
-    document.title = t('title.jobDetail', { kind: KIND_LABELS[job.kind] || t('job.title'), id: shortId(job.id), status: STATUS_LABELS[job.status] || job.status });
+    document.title = t('title.jobDetail', { kind: KIND_LABELS[job.kind] || t('job.title'), id: jobShortId(job.id), status: STATUS_LABELS[job.status] || job.status });
   }
 
   function skuLabel(skuId) {
@@ -283,7 +280,7 @@ export function jobView(container, ctx, id) {
     rows.push([t('job.requeues'), h('span', { id: 'job-requeues' }, num(job.requeues || 0))]);
     if (job.parent_job_id) {
       const undoes = job.request && job.request.undo_of;
-      rows.push([undoes ? t('job.undoes') : t('job.startedFrom'), h('a', { href: `#/jobs/${job.parent_job_id}` }, shortId(job.parent_job_id))]);
+      rows.push([undoes ? t('job.undoes') : t('job.startedFrom'), h('a', { href: `#/jobs/${job.parent_job_id}` }, jobShortId(job.parent_job_id))]);
     }
     replace(summary,
       h('h2', {}, t('job.summary')),

@@ -3,10 +3,7 @@
 
 import { api, newIdempotencyKey } from './api.js';
 import { h, replace, problemBox, toast, confirmDialog } from './dom.js';
-import {
-  STATUS_LABELS, KIND_LABELS, isActive, isRerunnable, statusBadge, stuckBadge, when, progressBar,
-  groupNames, allGroupNames, shortId, createdBy,
-} from './format.js';
+import { STATUS_LABELS, KIND_LABELS, isActive, isRerunnable, statusBadge, stuckBadge, when, progressBar, groupNames, allGroupNames, shortId, createdBy, jobShortId } from './format.js';
 import { t, labels } from './i18n.js';
 import { searchBox } from './search.js';
 
@@ -303,7 +300,7 @@ export function jobsView(container, ctx, params) {
 
   function row(job) {
     const canPick = ctx.canOperate && isRerunnable(job.status);
-    const link = h('a', { href: `#/jobs/${job.id}`, class: 'job-link', title: job.id }, shortId(job.id));
+    const link = h('a', { href: `#/jobs/${job.id}`, class: 'job-link', title: job.id }, jobShortId(job.id));
     return h('tr', { dataset: { jobId: job.id, status: job.status } },
       ctx.canOperate
         ? h('td', { class: 'col-check' }, canPick
