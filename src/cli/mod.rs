@@ -116,12 +116,26 @@ pub fn main(cli: Cli) -> ExitCode {
                 eprintln!("{}", exit.message);
                 ExitCode::from(exit.code)
             }
+            // The reader of the output went away (`licensor jobs report ID --output - | head`):
+            // nothing more to say, as other command-line tools do.
+            None if closed_pipe(&e) => ExitCode::SUCCESS,
             None => {
                 eprintln!("error: {}", one_line(&e));
                 ExitCode::FAILURE
             }
         },
     }
+}
+
+/// Whether `e` is a local write (standard output) whose reader has closed the pipe — never a
+/// connection to licensor that broke, which is an error to report.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    let broken = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    broken && !e.chain().any(|cause| cause.is::<reqwest::Error>())
 }
 
 fn one_line(e: &anyhow::Error) -> String {

@@ -160,7 +160,10 @@ impl std::str::FromStr for JobStatus {
         JobStatus::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown job status `{s}`"))
+            .ok_or_else(|| {
+                let known: Vec<&str> = JobStatus::ALL.iter().map(|st| st.as_str()).collect();
+                format!("unknown job status `{s}` ({})", known.join(", "))
+            })
     }
 }
 
@@ -193,7 +196,9 @@ impl std::str::FromStr for ItemStatus {
             "succeeded" => Ok(ItemStatus::Succeeded),
             "failed" => Ok(ItemStatus::Failed),
             "skipped" => Ok(ItemStatus::Skipped),
-            other => Err(format!("unknown item status `{other}`")),
+            other => Err(format!(
+                "unknown item status `{other}` (pending, succeeded, failed or skipped)"
+            )),
         }
     }
 }

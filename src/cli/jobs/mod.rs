@@ -286,6 +286,15 @@ fn progress_line(job: &JobView) -> String {
     if p.total == 0 && !job.status.is_terminal() {
         return label(job.status).to_owned();
     }
+    if job.status == JobStatus::Previewed {
+        // A preview writes nothing: its members are predicted, not done.
+        return format!(
+            "{}: {} members predicted, nothing written (launch it with `licensor jobs launch {}`)",
+            label(job.status),
+            group_digits(p.total),
+            job.id
+        );
+    }
     if job.expanding {
         // Never "N of N done" while members are still being read.
         return format!(

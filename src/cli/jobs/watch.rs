@@ -123,10 +123,17 @@ async fn watch(api: &Api, id: Uuid, json: bool) -> anyhow::Result<()> {
             job.runs,
             label(job.status)
         );
-        println!(
-            "{} succeeded, {} failed, {} skipped of {}",
-            job.progress.succeeded, job.progress.failed, job.progress.skipped, job.progress.total
-        );
+        if job.status == JobStatus::Previewed {
+            println!("{}", progress_line(&job));
+        } else {
+            println!(
+                "{} succeeded, {} failed, {} skipped of {}",
+                job.progress.succeeded,
+                job.progress.failed,
+                job.progress.skipped,
+                job.progress.total
+            );
+        }
         if let Some(e) = &job.error {
             println!("error: {}: {}", e.code, e.detail.as_deref().unwrap_or("-"));
         }
