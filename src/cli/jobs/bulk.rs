@@ -12,6 +12,20 @@ use super::{group_id, kind_parser, status_parser};
 use crate::cli::Exit;
 use crate::cli::client::{Api, text};
 
+/// The jobs a rerun or cancel acts on: ids, or every job a filter matches; with `--dry-run`
+/// only counted.
+#[derive(Debug, Args)]
+pub struct Targets {
+    /// Job ids (or give a filter instead).
+    #[arg(required_unless_present = "filter", conflicts_with = "filter")]
+    pub ids: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Only say how many jobs would be acted on and which refused; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 /// Which jobs a bulk rerun or cancel acts on, instead of ids: every job that matches all the
 /// options given (at most the server's `jobs.bulk_max_jobs`).
 #[derive(Debug, Args)]

@@ -2,18 +2,14 @@
 
 use reqwest::Method;
 
-use super::bulk::{Bulk, FilterArgs, bulk};
+use super::bulk::{Bulk, Targets, bulk};
 use super::{job_ids, job_view, progress_line};
 use crate::cli::client::{Api, Client};
 
-pub(super) async fn run(
-    client: &Client,
-    ids: &[String],
-    filter: &FilterArgs,
-    dry_run: bool,
-) -> anyhow::Result<()> {
+pub(super) async fn run(client: &Client, targets: &Targets) -> anyhow::Result<()> {
+    let (filter, dry_run) = (&targets.filter, targets.dry_run);
     let api = Api::new(client)?;
-    let ids = job_ids(ids)?;
+    let ids = job_ids(&targets.ids)?;
     if let ([id], false, false) = (ids.as_slice(), filter.given(), dry_run) {
         let answer = api
             .send(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)

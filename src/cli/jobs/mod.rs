@@ -38,7 +38,7 @@ mod submit;
 mod undo;
 mod watch;
 
-use bulk::FilterArgs;
+use bulk::Targets;
 use submit::Submit;
 
 /// How often `jobs watch` reads the job (and `jobs submit --preview` the preview).
@@ -97,14 +97,8 @@ pub enum JobsCommand {
     Rerun {
         #[command(flatten)]
         client: Client,
-        /// Job ids (or give a filter instead).
-        #[arg(required_unless_present = "filter", conflicts_with = "filter")]
-        ids: Vec<String>,
         #[command(flatten)]
-        filter: FilterArgs,
-        /// Only say how many jobs would be acted on and which refused; change nothing.
-        #[arg(long)]
-        dry_run: bool,
+        targets: Targets,
     },
     /// Cancel Waiting, In Progress, Previewed or Paused jobs: members not yet worked on are
     /// skipped. One or more
@@ -112,14 +106,8 @@ pub enum JobsCommand {
     Cancel {
         #[command(flatten)]
         client: Client,
-        /// Job ids (or give a filter instead).
-        #[arg(required_unless_present = "filter", conflicts_with = "filter")]
-        ids: Vec<String>,
         #[command(flatten)]
-        filter: FilterArgs,
-        /// Only say how many jobs would be acted on and which refused; change nothing.
-        #[arg(long)]
-        dry_run: bool,
+        targets: Targets,
     },
     /// Undo a finished, failed or cancelled job (admin): a new job gives each member the job
     /// wrote for its licenses from before the job, where they still are what the job left;
@@ -182,18 +170,8 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<()> {
             limit,
         } => list::run(&client, &status, &kind, limit).await,
         JobsCommand::Watch { client, id } => watch::run(&client, &id).await,
-        JobsCommand::Rerun {
-            client,
-            ids,
-            filter,
-            dry_run,
-        } => rerun::run(&client, &ids, &filter, dry_run).await,
-        JobsCommand::Cancel {
-            client,
-            ids,
-            filter,
-            dry_run,
-        } => cancel::run(&client, &ids, &filter, dry_run).await,
+        JobsCommand::Rerun { client, targets } => rerun::run(&client, &targets).await,
+        JobsCommand::Cancel { client, targets } => cancel::run(&client, &targets).await,
         JobsCommand::Undo { client, id } => undo::run(&client, &id).await,
         JobsCommand::Launch { client, id } => launch::run(&client, &id).await,
         JobsCommand::Resume { client, id } => resume::run(&client, &id).await,

@@ -6,19 +6,15 @@ use reqwest::Method;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::bulk::{Bulk, FilterArgs, bulk};
+use super::bulk::{Bulk, Targets, bulk};
 use super::{job_ids, job_view, label};
 use crate::cli::Exit;
 use crate::cli::client::{Api, Client, text};
 
-pub(super) async fn run(
-    client: &Client,
-    ids: &[String],
-    filter: &FilterArgs,
-    dry_run: bool,
-) -> anyhow::Result<()> {
+pub(super) async fn run(client: &Client, targets: &Targets) -> anyhow::Result<()> {
+    let (filter, dry_run) = (&targets.filter, targets.dry_run);
     let api = Api::new(client)?;
-    let ids = job_ids(ids)?;
+    let ids = job_ids(&targets.ids)?;
     if filter.given() || dry_run {
         bulk(&api, Bulk::Rerun, &ids, filter, dry_run, client.json).await
     } else {
