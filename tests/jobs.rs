@@ -1660,10 +1660,11 @@ on_both_backends!(undo_restores_members_as_they_were);
 /// SPE_E5 to Staff as a preview: the seat math matches the emulator (free units, members that
 /// lack the SKU, members without usage location) and nothing is written; the launch reads no
 /// group member again and every member ends as predicted, which is also what the directory
-/// holds. Launching it again, or launching as an operator, is refused and changes nothing; an
-/// export cannot be previewed.
+/// holds — with four lanes of 20-member chunks writing at once, so which members get the last
+/// free units does not follow the order of the writes. Launching it again, or launching as an
+/// operator, is refused and changes nothing; an export cannot be previewed.
 async fn preview_then_launch_gives_the_predicted_outcomes(backend: Backend) {
-    let Some(s) = setup(backend, "[jobs]\nchunk_size = 20\nlanes_per_job = 1\n").await else {
+    let Some(s) = setup(backend, "[jobs]\nchunk_size = 20\nlanes_per_job = 4\n").await else {
         return;
     };
     let staff = s.app.group_id(&s.admin, "Staff").await;
@@ -1809,7 +1810,7 @@ async fn preview_predicts_mutually_exclusive_plans(backend: Backend) {
     }
     let Some(s) = setup_with(
         backend,
-        "[jobs]\nchunk_size = 20\nlanes_per_job = 1\n",
+        "[jobs]\nchunk_size = 20\nlanes_per_job = 4\n",
         scenario,
     )
     .await
@@ -1878,7 +1879,7 @@ on_both_backends!(preview_predicts_mutually_exclusive_plans);
 async fn stale_preview_reads_the_groups_again(backend: Backend) {
     let Some(s) = setup(
         backend,
-        "[jobs]\nchunk_size = 20\nlanes_per_job = 1\npreview_max_age_secs = 0\n",
+        "[jobs]\nchunk_size = 20\nlanes_per_job = 4\npreview_max_age_secs = 0\n",
     )
     .await
     else {

@@ -27,12 +27,12 @@ async fn preview_held_licenses_shortage_and_launch_in_chromium() {
     })
     .await
     .expect("directory emulator starts");
-    // Writes in member order, so the members that get the last free units are the predicted
-    // ones (see README, "Preview, then launch").
+    // Four lanes of 20-member chunks at once: the launch still gives the last free units to the
+    // members the preview named (see README, "Preview, then launch").
     let app = TestApp::start_with(
         Backend::Embedded,
         Roles::ALL,
-        "[jobs]\nchunk_size = 20\nlanes_per_job = 1\n",
+        "[jobs]\nchunk_size = 20\nlanes_per_job = 4\n",
     )
     .await
     .expect("the embedded backend needs no services");

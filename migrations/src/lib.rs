@@ -20,6 +20,7 @@ mod m20261130_000022_item_predictions;
 mod m20261130_000023_job_canary;
 mod m20261130_000024_carried_predictions;
 mod m20261130_000030_member_history_keys;
+mod m20261201_000031_launch_order;
 
 pub struct Migrator;
 
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000023_job_canary::Migration),
             Box::new(m20261130_000024_carried_predictions::Migration),
             Box::new(m20261130_000030_member_history_keys::Migration),
+            Box::new(m20261201_000031_launch_order::Migration),
         ]
     }
 }

@@ -19,6 +19,7 @@ use licensor_core::directory::{DirectoryClient, Outlook};
 use licensor_core::domain::{JobKind, JobStatus};
 use licensor_core::entities::job;
 use licensor_core::jobs::canary::CanaryDecision;
+use licensor_core::jobs::lease::Pick;
 use licensor_core::jobs::outcome::{JobFailure, Outcome};
 use licensor_core::jobs::{self, JobRequest, deliver, preview, work};
 use licensor_core::queue::Message;
@@ -277,12 +278,47 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     let lease_until = || lease_until(ctx);
     // Until its canary has passed, a job works no more members than the canary's.
     let canary = req.canary.filter(|_| job.canary_passed_at.is_none());
-    let items = match &canary {
-        Some(canary) => {
-            jobs::canary::claim_canary(&ctx.db, job_id, &owner, lease_until(), take, canary).await?
+    let claim = |only| {
+        let owner = &owner;
+        async move {
+            match &canary {
+                Some(canary) => {
+                    jobs::canary::claim_canary(
+                        &ctx.db,
+                        job_id,
+                        owner,
+                        lease_until(),
+                        take,
+                        canary,
+                        only,
+                    )
+                    .await
+                }
+                None => jobs::lease::claim(&ctx.db, job_id, owner, lease_until(), take, only).await,
+            }
         }
-        None => jobs::lease::claim(&ctx.db, job_id, &owner, lease_until(), take).await?,
     };
+    // A launched preview that predicted members to fail for want of a unit writes the members
+    // it predicted to succeed first, so the units go to them as predicted.
+    let first = jobs::launch::predicted_first(&job);
+    let mut items = claim(if first {
+        Pick::PredictedToSucceed
+    } else {
+        Pick::All
+    })
+    .await?;
+    if items.is_empty() && first {
+        if jobs::launch::end_predicted_first(&ctx.db, &job).await? {
+            items = claim(Pick::All).await?;
+        } else if canary.is_none() {
+            // Other lanes hold the rest of them, or they wait for a retry: come back soon.
+            // (Until a canary is decided, its lanes stop here as below and its decision
+            // starts them again.)
+            tokio::time::sleep(LAUNCH_ORDER_POLL).await;
+            ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
+            return Ok(());
+        }
+    }
     let taken_over = items.iter().filter(|i| i.taken_over).count();
     if taken_over > 0 {
         tracing::info!(job = %job_id, members = taken_over, "took over members whose holder stopped");
@@ -406,6 +442,9 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     Ok(())
 }
 
+/// How often a lane of a launched preview looks again while other lanes still write the members
+/// predicted to succeed ([`jobs::launch::predicted_first`]).
+const LAUNCH_ORDER_POLL: Duration = Duration::from_millis(500);
 /// How far ahead a lane looks at the tenant's write budget when it sizes its chunk, and how
 /// early a lane that left for the budget comes back before the budget frees.
 const BUDGET_HORIZON: Duration = Duration::from_secs(1);

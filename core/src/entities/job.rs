@@ -38,6 +38,9 @@ pub struct Model {
     /// When the job's canary passed (its first members failed no more often than the bound, or
     /// the paused job was resumed); `None` while it has not, or without a canary.
     pub canary_passed_at: Option<DateTimeUtc>,
+    /// A launched preview's first run takes the members predicted to succeed before the rest
+    /// ([`crate::jobs::launch::predicted_first`]); this is when they had all been worked.
+    pub launch_order_done_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -67,6 +67,7 @@ pub async fn claim_canary(
     until: DateTime<Utc>,
     limit: u64,
     canary: &super::Canary,
+    only: super::lease::Pick,
 ) -> StoreResult<Vec<job_item::Model>> {
     let t = now();
     let txn = crate::db::begin(db).await?;
@@ -98,7 +99,7 @@ pub async fn claim_canary(
         }
         Ord::min(limit, left as u64)
     };
-    let claimed = claim(&txn, job_id, owner, until, limit).await?;
+    let claimed = claim(&txn, job_id, owner, until, limit, only).await?;
     txn.commit().await?;
     Ok(claimed)
 }

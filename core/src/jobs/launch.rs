@@ -202,3 +202,55 @@ pub async fn launch(db: &Db, on: OnJob, max_age: std::time::Duration) -> StoreRe
     )
     .await
 }
+
+/// Whether a lane of `job` takes only the members its preview predicted to succeed: the first run
+/// of a launched preview that predicted some member to fail for want of a unit
+/// (`count_violation`), until the members predicted to succeed have all been worked
+/// (`launch_order_done_at`, see [`end_predicted_first`]).
+///
+/// The preview gave the free units, in member order, to exactly the members it predicted to
+/// succeed. The directory gives units in the order the writes reach it, so with several lanes
+/// and `$batch`es at once a member predicted to fail could take the last unit of one predicted
+/// to succeed. Writing those first, and the others only after, makes the launch end each member
+/// as predicted however many lanes write (README, "Preview, then launch").
+pub fn predicted_first(job: &job::Model) -> bool {
+    job.launch_order_done_at.is_none()
+        && job.runs == 1
+        && JobFacts::of(job)
+            .preview
+            .is_some_and(|p| p.launched_at.is_some() && p.skus.iter().any(|k| k.short_members > 0))
+}
+
+/// End a launched preview's order ([`predicted_first`]) once none of the members predicted to
+/// succeed is pending any more: from then on lanes take every member. Returns `true` when the
+/// order is over (now or before); `false` while some of them are held by a lane or wait for a
+/// retry, or while the groups are still being read (a stale preview reads them again).
+pub async fn end_predicted_first(db: &Db, job: &job::Model) -> StoreResult<bool> {
+    use sea_orm::QuerySelect;
+    if job.expanded_at.is_none() {
+        return Ok(false);
+    }
+    let job_id = job.id;
+    let left = job_item::Entity::find()
+        .select_only()
+        .column(job_item::Column::Id)
+        .filter(job_item::Column::JobId.eq(job_id))
+        .filter(job_item::Column::Status.eq(crate::domain::ItemStatus::Pending))
+        .filter(super::lease::predicted_to_succeed(
+            db.get_database_backend(),
+        ))
+        .limit(1)
+        .into_tuple::<i64>()
+        .one(db)
+        .await?;
+    if left.is_some() {
+        return Ok(false);
+    }
+    job::Entity::update_many()
+        .col_expr(job::Column::LaunchOrderDoneAt, Expr::value(Utc::now()))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::LaunchOrderDoneAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(true)
+}

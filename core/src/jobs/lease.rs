@@ -27,13 +27,16 @@ pub fn request_of(job: &job::Model) -> StoreResult<JobRequest> {
 /// Take up to `limit` pending items of a running job that nobody holds (or whose holder's
 /// lease ran out — or was ended because its process stopped heartbeating, see
 /// [`super::processes::take_over`]), in member order, and hold them for `owner` until `until`.
-/// Items taken from such a holder come back with `taken_over` set.
+/// Items taken from such a holder come back with `taken_over` set. With
+/// [`Pick::PredictedToSucceed`] only the members a launched preview predicted to succeed are
+/// taken (see [`super::launch::predicted_first`]).
 pub async fn claim<C: ConnectionTrait>(
     db: &C,
     job_id: Uuid,
     owner: &str,
     until: DateTime<Utc>,
     limit: u64,
+    only: Pick,
 ) -> StoreResult<Vec<job_item::Model>> {
     let t = now();
     let mut pick = Query::select();
@@ -48,6 +51,9 @@ pub async fn claim<C: ConnectionTrait>(
         )
         .order_by(job_item::Column::Id, sea_orm::Order::Asc)
         .limit(limit);
+    if only == Pick::PredictedToSucceed {
+        pick.and_where(predicted_to_succeed(db.get_database_backend()));
+    }
     if db.get_database_backend() == DbBackend::Postgres {
         pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
@@ -67,6 +73,24 @@ pub async fn claim<C: ConnectionTrait>(
         .await?;
     claimed.sort_by_key(|i| i.id);
     Ok(claimed)
+}
+
+/// Which pending members a claim takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// Any, in member order.
+    All,
+    /// Only those whose preview predicted `would_succeed`, in member order.
+    PredictedToSucceed,
+}
+
+/// Items whose prediction (`job_items.prediction`, JSON) is `would_succeed`.
+pub(crate) fn predicted_to_succeed(backend: DbBackend) -> sea_orm::sea_query::SimpleExpr {
+    let outcome = match backend {
+        DbBackend::Postgres => "job_items.prediction ->> 'outcome'",
+        _ => "json_extract(job_items.prediction, '$.outcome')",
+    };
+    Expr::cust(format!("{outcome} = 'would_succeed'"))
 }
 
 /// Extend `owner`'s hold on its items of the job.

@@ -57,6 +57,7 @@ pub async fn insert<C: ConnectionTrait>(conn: &C, new: NewJob) -> StoreResult<jo
         last_progress_at: Set(None),
         requeues: Set(0),
         canary_passed_at: Set(None),
+        launch_order_done_at: Set(None),
     }
     .insert(conn)
     .await?;
