@@ -416,10 +416,18 @@ pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Fiel
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let v: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            // Not JSON at all: no field is at fault; say where the text breaks.
+            return FieldError {
+                field: String::new(),
+                message: format!("malformed JSON: {inner}"),
+            };
+        }
         let path = e.path().to_string();
         FieldError {
             field: if path == "." { String::new() } else { path },
-            message: message(e.inner()),
+            message: message(inner),
         }
     })?;
     de.end().map_err(|e| FieldError {

@@ -197,3 +197,57 @@ async fn faults_users_skus_and_drives_refuse_unknown_fields() {
     }
     env.emu.shutdown().await;
 }
+
+/// A body that is not JSON at all names no field: `error.field` is empty and the message says
+/// the JSON is malformed and where it breaks. Nothing changes.
+#[tokio::test]
+async fn malformed_json_names_no_field_and_changes_nothing() {
+    let env = start(Scenario::simple(3, 20, 20)).await;
+    let user = env.user_id(0).await;
+    let before = env.summary().await;
+    let cases = [
+        (Method::PUT, "/faults".to_string()),
+        (Method::POST, "/scenario".to_string()),
+        (Method::PATCH, "/skus/ENTERPRISEPACK".to_string()),
+        (Method::PATCH, format!("/users/{user}")),
+        (Method::POST, format!("/users/{user}/licenses")),
+        (Method::POST, "/drives".to_string()),
+    ];
+    for (method, path) in cases {
+        for body in ["{x", "[", "{,}", "nul", ""] {
+            let res = env
+                .http
+                .request(
+                    method.clone(),
+                    format!("{}/_emulator{path}", env.emu.base_url()),
+                )
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("send");
+            let r = into_res(res).await;
+            assert_eq!(
+                r.status.as_u16(),
+                400,
+                "{method} {path} {body:?}: {}",
+                r.body
+            );
+            assert_eq!(
+                r.body["error"]["field"], "",
+                "{method} {path} {body:?}: {}",
+                r.body
+            );
+            let msg = r.message();
+            assert!(
+                msg.contains("malformed JSON") && !msg.contains('?'),
+                "{method} {path} {body:?}: {msg}"
+            );
+        }
+    }
+    assert_eq!(env.summary().await, before);
+    let f: Faults = serde_json::from_value(env.control(Method::GET, "/faults", None).await.body)
+        .expect("faults");
+    assert_eq!(f, Faults::default());
+    env.emu.shutdown().await;
+}
