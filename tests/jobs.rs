@@ -350,6 +350,45 @@ async fn shared_members_are_processed_once(backend: Backend) {
 }
 on_both_backends!(shared_members_are_processed_once);
 
+/// A submit sent again with the same `Idempotency-Key` (a client retrying after a lost answer)
+/// gets the first answer again — 202, the same job, and the same `Location` — and no second job
+/// is created or written.
+async fn an_idempotent_submit_replays_its_answer_and_location(backend: Backend) {
+    let Some(s) = setup(backend, "").await else {
+        return;
+    };
+    let sales = s.app.group_id(&s.admin, "Sales").await;
+    let body = json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"});
+    let jobs_before = list_jobs(&s, "").await.len();
+    let submit = || {
+        s.app
+            .post("/v1/jobs", &s.admin)
+            .header("Idempotency-Key", "assign-sales-1")
+            .json(&body)
+            .send()
+    };
+    let first = submit().await.unwrap();
+    assert_eq!(first.status().as_u16(), 202);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let first: Value = first.json().await.unwrap();
+    let id = first["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/jobs/{id}"));
+    let replay = submit().await.unwrap();
+    assert_eq!(replay.status().as_u16(), 202);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.headers()["location"].to_str().unwrap(), location);
+    let replayed: Value = replay.json().await.unwrap();
+    assert_eq!(replayed["id"], first["id"]);
+    let done = s.wait(&id).await;
+    assert_eq!(done["status"], "finished", "{done}");
+    assert_eq!(list_jobs(&s, "").await.len(), jobs_before + 1);
+    let stats = s.stats().await;
+    assert_eq!(stats["writes_per_user_max"], 1, "{stats}");
+    s.finish().await;
+}
+on_both_backends!(an_idempotent_submit_replays_its_answer_and_location);
+
 async fn temporary_assignment_is_removed_when_due(backend: Backend) {
     let Some(s) = setup(backend, "[sweeps]\nexpiries = \"* * * * * *\"\n").await else {
         return;

@@ -36,6 +36,8 @@ pub struct Stored {
     pub status: u16,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
+    /// The `Location` header (a created job's address), sent again with a replay.
+    pub location: Option<String>,
 }
 
 /// What to do with a request that carries a key.
@@ -66,6 +68,7 @@ pub async fn claim(db: &Db, tenant_id: Uuid, key: &str, fingerprint: &str) -> St
         status: Set(None),
         content_type: Set(None),
         body: Set(None),
+        location: Set(None),
         created_at: Set(now),
         ..Default::default()
     })
@@ -93,6 +96,7 @@ pub async fn claim(db: &Db, tenant_id: Uuid, key: &str, fingerprint: &str) -> St
             status: u16::try_from(status).unwrap_or(500),
             content_type: row.content_type,
             body,
+            location: row.location,
         }),
         _ => Claim::InProgress,
     })
@@ -120,6 +124,10 @@ pub async fn finish(db: &Db, tenant_id: Uuid, key: &str, answer: &Stored) -> Sto
         .col_expr(
             idempotency_key::Column::Body,
             Expr::value(answer.body.clone()),
+        )
+        .col_expr(
+            idempotency_key::Column::Location,
+            Expr::value(answer.location.clone()),
         )
         .filter(idempotency_key::Column::TenantId.eq(tenant_id))
         .filter(idempotency_key::Column::Key.eq(key))

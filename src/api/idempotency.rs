@@ -5,7 +5,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -113,6 +113,11 @@ pub async fn idempotency(
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned),
                 body: body.to_vec(),
+                location: parts
+                    .headers
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
             };
             if let Err(e) = idempotency::finish(&state.db, tenant_id, &key, &stored).await {
                 tracing::warn!(error = %e, "could not keep the answer to an idempotency key");
@@ -132,6 +137,9 @@ fn replay(stored: Stored) -> Response {
         .and_then(|c| HeaderValue::from_str(&c).ok())
     {
         headers.insert(CONTENT_TYPE, ct);
+    }
+    if let Some(location) = stored.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(LOCATION, location);
     }
     headers.insert(REPLAYED, HeaderValue::from_static("true"));
     response

@@ -13,6 +13,8 @@ pub struct Model {
     pub status: Option<i32>,
     pub content_type: Option<String>,
     pub body: Option<Vec<u8>>,
+    /// The first answer's `Location` header, if it had one.
+    pub location: Option<String>,
     pub created_at: DateTimeUtc,
 }
 
