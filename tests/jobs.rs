@@ -197,6 +197,21 @@ async fn assign_runs_out_then_rerun_redoes_only_failures(backend: Backend) {
     let text = report.text().await.unwrap();
     assert_eq!(text.lines().count(), 1001);
     assert!(text.starts_with("user_id,user_principal_name,display_name,group_id,status"));
+    // As JSON, counts are numbers and an empty cell is null.
+    let rows = s
+        .app
+        .get_json(&format!("/v1/jobs/{id}/report?format=json"), &s.viewer)
+        .await;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1000);
+    for row in rows {
+        assert!(row["attempts"].as_u64().is_some_and(|n| n >= 1), "{row}");
+        assert!(row["run"].as_u64().is_some_and(|n| n >= 1), "{row}");
+        assert!(row["status"].is_string(), "{row}");
+        if row["status"] == "succeeded" {
+            assert!(row["error_code"].is_null(), "{row}");
+        }
+    }
 
     // Monitoring: jobs by kind and status, items by outcome and code, queue depth.
     let metrics = s

@@ -394,7 +394,7 @@ impl Sink {
                 let obj: Map<String, Value> = COLUMNS
                     .iter()
                     .zip(row)
-                    .map(|(c, v)| ((*c).to_owned(), json_cell(c, v)))
+                    .map(|(c, v)| ((*c).to_owned(), super::files::json_cell(c, v)))
                     .collect();
                 out.write_all(if *first { b"\n  " } else { b",\n  " })
                     .map_err(io_error)?;
@@ -445,16 +445,6 @@ impl Sink {
         let size = file.seek(std::io::SeekFrom::End(0)).map_err(io_error)?;
         file.seek(std::io::SeekFrom::Start(0)).map_err(io_error)?;
         Ok((file, size))
-    }
-}
-
-/// A JSON cell: empty → null, `account_enabled` → a boolean, anything else → a string.
-fn json_cell(column: &str, v: &str) -> Value {
-    match (column, v) {
-        (_, "") => Value::Null,
-        ("account_enabled", "true") => Value::Bool(true),
-        ("account_enabled", "false") => Value::Bool(false),
-        _ => Value::String(v.to_owned()),
     }
 }
 

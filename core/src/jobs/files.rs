@@ -48,14 +48,7 @@ fn render(table: &Table, format: FileFormat, sheet: &str) -> StoreResult<Vec<u8>
                         .columns
                         .iter()
                         .zip(row)
-                        .map(|(c, v)| {
-                            let v = if v.is_empty() {
-                                Value::Null
-                            } else {
-                                Value::String(v.clone())
-                            };
-                            ((*c).to_owned(), v)
-                        })
+                        .map(|(c, v)| ((*c).to_owned(), json_cell(c, v)))
                         .collect();
                     Value::Object(obj)
                 })
@@ -74,14 +67,46 @@ fn render(table: &Table, format: FileFormat, sheet: &str) -> StoreResult<Vec<u8>
             }
             for (r, row) in table.rows.iter().enumerate() {
                 for (c, v) in row.iter().enumerate() {
-                    if !v.is_empty() {
-                        ws.write_string(r as u32 + 1, c as u16, v).map_err(bad)?;
+                    match number_cell(table.columns[c], v) {
+                        Some(n) => {
+                            ws.write_number(r as u32 + 1, c as u16, n as f64)
+                                .map_err(bad)?;
+                        }
+                        None if !v.is_empty() => {
+                            ws.write_string(r as u32 + 1, c as u16, v).map_err(bad)?;
+                        }
+                        None => {}
                     }
                 }
             }
             ws.set_freeze_panes(1, 0).map_err(bad)?;
             book.save_to_buffer().map_err(bad)
         }
+    }
+}
+
+/// The columns of a job's files that hold a count (a report's `attempts` and `run`).
+const NUMBER_COLUMNS: &[&str] = &["attempts", "run"];
+
+/// A cell of a count column as its number; `None` for any other cell.
+fn number_cell(column: &str, v: &str) -> Option<i64> {
+    NUMBER_COLUMNS
+        .contains(&column)
+        .then(|| v.parse().ok())
+        .flatten()
+}
+
+/// A JSON cell of a job's file: empty → null, a count column → a number, `account_enabled` →
+/// a boolean, anything else → a string.
+pub(super) fn json_cell(column: &str, v: &str) -> Value {
+    if let Some(n) = number_cell(column, v) {
+        return Value::from(n);
+    }
+    match (column, v) {
+        (_, "") => Value::Null,
+        ("account_enabled", "true") => Value::Bool(true),
+        ("account_enabled", "false") => Value::Bool(false),
+        _ => Value::String(v.to_owned()),
     }
 }
 
