@@ -2219,6 +2219,48 @@ async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(s.stats().await["successful_writes"], writes);
 
+    // Rerun of the cancelled job: its canary has not passed, so the canary is tried again on the
+    // members not done — each really sent to the directory again, not judged from the first
+    // run — and, with no unit left, they fail again and the job pauses once more.
+    let calls = assign_calls(&s.stats().await);
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{second}/rerun"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let again = wait_paused(&s, &second).await;
+    assert_eq!(again["runs"], 2, "{again}");
+    let failed_now = s
+        .app
+        .get_json(
+            &format!("/v1/jobs/{second}/items?status=failed&limit=500"),
+            &s.viewer,
+        )
+        .await;
+    let failed_now = failed_now["data"].as_array().unwrap();
+    assert!(!failed_now.is_empty(), "{again}");
+    for item in failed_now {
+        assert_eq!(item["run_no"], 2, "worked in the rerun: {item}");
+        assert_eq!(item["error"]["code"], "count_violation", "{item}");
+    }
+    let sent = assign_calls(&s.stats().await) - calls;
+    assert!(
+        sent as usize >= failed_now.len(),
+        "{sent} assignLicense calls for {} members failed in the rerun",
+        failed_now.len()
+    );
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{second}/cancel"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+    let cancelled = s.wait(&second).await;
+    assert_eq!(cancelled["progress"]["pending"], 0, "{cancelled}");
+
     // A canary that passes: the job runs on by itself to its end.
     let job = s
         .submit(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE", "canary": canary}))
