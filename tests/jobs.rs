@@ -14,7 +14,7 @@ use common::jobs::{
     predicted, removals_of, scenario, settled, setup, setup_with, sku_of, wait_paused,
     wait_previewed, wait_swept,
 };
-use common::{Backend, expect_problem};
+use common::{Backend, expect_problem, success_json};
 use graph_emulator::{ENTERPRISEPACK_SKU_ID, EXCHANGESTANDARD_SKU_ID, GroupSpec, SPE_E5_SKU_ID};
 use licensor_core::entities::job_item;
 use sea_orm::sea_query::Expr;
@@ -2136,15 +2136,21 @@ async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
             .any(|e| e["code"] == "count_violation"),
         "{errors}"
     );
-    let failed = s
-        .app
-        .get_json(
-            &format!("/v1/jobs/{id}/items?status=failed&limit=500"),
-            &s.viewer,
-        )
-        .await;
+    let on = &s;
+    let failed_of = move |id: String| async move {
+        let s = on;
+        s.app
+            .get_json(
+                &format!("/v1/jobs/{id}/items?status=failed&limit=500"),
+                &s.viewer,
+            )
+            .await["data"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
     assert_eq!(
-        failed["data"].as_array().unwrap().len() as i64,
+        failed_of(id.clone()).await.len() as i64,
         p["failed"].as_i64().unwrap()
     );
     let listed = list_jobs(&s, "status=paused").await;
@@ -2195,13 +2201,12 @@ async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
     let second = job["id"].as_str().unwrap().to_owned();
     wait_paused(&s, &second).await;
     let writes = s.stats().await["successful_writes"].clone();
-    let resp = s
-        .app
-        .post(&format!("/v1/jobs/{second}/cancel"), &s.operator)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+    success_json(
+        s.app
+            .post_empty(&format!("/v1/jobs/{second}/cancel"), &s.operator)
+            .await,
+    )
+    .await;
     let cancelled = s.wait(&second).await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     assert_eq!(cancelled["progress"]["pending"], 0, "{cancelled}");
@@ -2223,25 +2228,17 @@ async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
     // members not done — each really sent to the directory again, not judged from the first
     // run — and, with no unit left, they fail again and the job pauses once more.
     let calls = assign_calls(&s.stats().await);
-    let resp = s
-        .app
-        .post(&format!("/v1/jobs/{second}/rerun"), &s.operator)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    success_json(
+        s.app
+            .post_empty(&format!("/v1/jobs/{second}/rerun"), &s.operator)
+            .await,
+    )
+    .await;
     let again = wait_paused(&s, &second).await;
     assert_eq!(again["runs"], 2, "{again}");
-    let failed_now = s
-        .app
-        .get_json(
-            &format!("/v1/jobs/{second}/items?status=failed&limit=500"),
-            &s.viewer,
-        )
-        .await;
-    let failed_now = failed_now["data"].as_array().unwrap();
+    let failed_now = failed_of(second.clone()).await;
     assert!(!failed_now.is_empty(), "{again}");
-    for item in failed_now {
+    for item in &failed_now {
         assert_eq!(item["run_no"], 2, "worked in the rerun: {item}");
         assert_eq!(item["error"]["code"], "count_violation", "{item}");
     }
@@ -2251,13 +2248,12 @@ async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
         "{sent} assignLicense calls for {} members failed in the rerun",
         failed_now.len()
     );
-    let resp = s
-        .app
-        .post(&format!("/v1/jobs/{second}/cancel"), &s.operator)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+    success_json(
+        s.app
+            .post_empty(&format!("/v1/jobs/{second}/cancel"), &s.operator)
+            .await,
+    )
+    .await;
     let cancelled = s.wait(&second).await;
     assert_eq!(cancelled["progress"]["pending"], 0, "{cancelled}");
 

@@ -3,6 +3,7 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod columns;
 mod indexes;
 mod m20261123_000001_foundation;
 mod m20261123_000002_licenses;

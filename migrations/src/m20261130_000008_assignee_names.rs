@@ -4,6 +4,7 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::columns::{add_column, drop_column};
 use crate::indexes::{drop_index, index};
 
 #[derive(DeriveMigrationName)]
@@ -12,19 +13,15 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if !m.has_column("license_assignments", "assignee_name").await? {
-            m.alter_table(
-                Table::alter()
-                    .table(LicenseAssignments::Table)
-                    .add_column(
-                        ColumnDef::new(LicenseAssignments::AssigneeName)
-                            .string_len(200)
-                            .null(),
-                    )
-                    .to_owned(),
-            )
-            .await?;
-        }
+        add_column(
+            m,
+            LicenseAssignments::Table,
+            ColumnDef::new(LicenseAssignments::AssigneeName)
+                .string_len(200)
+                .null()
+                .to_owned(),
+        )
+        .await?;
         index(
             m,
             "ix_license_assignments_assignee",
@@ -45,11 +42,10 @@ impl MigrationTrait for Migration {
             LicenseAssignments::Table,
         )
         .await?;
-        m.alter_table(
-            Table::alter()
-                .table(LicenseAssignments::Table)
-                .drop_column(LicenseAssignments::AssigneeName)
-                .to_owned(),
+        drop_column(
+            m,
+            LicenseAssignments::Table,
+            LicenseAssignments::AssigneeName,
         )
         .await
     }

@@ -4,32 +4,19 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
+use crate::columns::{add_column, drop_column};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if !m.has_column("job_items", "prediction").await? {
-            m.alter_table(
-                Table::alter()
-                    .table(JobItems::Table)
-                    .add_column(json_binary_null(JobItems::Prediction))
-                    .to_owned(),
-            )
-            .await?;
-        }
-        Ok(())
+        add_column(m, JobItems::Table, json_binary_null(JobItems::Prediction)).await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(
-            Table::alter()
-                .table(JobItems::Table)
-                .drop_column(JobItems::Prediction)
-                .to_owned(),
-        )
-        .await
+        drop_column(m, JobItems::Table, JobItems::Prediction).await
     }
 }
 

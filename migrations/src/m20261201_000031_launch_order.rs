@@ -6,36 +6,27 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::columns::{add_column, drop_column};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if !m.has_column("jobs", "launch_order_done_at").await? {
-            m.alter_table(
-                Table::alter()
-                    .table(Jobs::Table)
-                    .add_column(
-                        ColumnDef::new(Jobs::LaunchOrderDoneAt)
-                            .timestamp_with_time_zone()
-                            .null(),
-                    )
-                    .to_owned(),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(
-            Table::alter()
-                .table(Jobs::Table)
-                .drop_column(Jobs::LaunchOrderDoneAt)
+        add_column(
+            m,
+            Jobs::Table,
+            ColumnDef::new(Jobs::LaunchOrderDoneAt)
+                .timestamp_with_time_zone()
+                .null()
                 .to_owned(),
         )
         .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        drop_column(m, Jobs::Table, Jobs::LaunchOrderDoneAt).await
     }
 }
 

@@ -4,32 +4,27 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::columns::{add_column, drop_column};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if !m.has_column("idempotency_keys", "location").await? {
-            m.alter_table(
-                Table::alter()
-                    .table(IdempotencyKeys::Table)
-                    .add_column(ColumnDef::new(IdempotencyKeys::Location).text().null())
-                    .to_owned(),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(
-            Table::alter()
-                .table(IdempotencyKeys::Table)
-                .drop_column(IdempotencyKeys::Location)
+        add_column(
+            m,
+            IdempotencyKeys::Table,
+            ColumnDef::new(IdempotencyKeys::Location)
+                .text()
+                .null()
                 .to_owned(),
         )
         .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        drop_column(m, IdempotencyKeys::Table, IdempotencyKeys::Location).await
     }
 }
 
