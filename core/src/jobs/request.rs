@@ -565,7 +565,7 @@ impl Expiry {
 /// The selected groups checked (1..=[`MAX_GROUPS`] directory group ids, each a GUID) and
 /// normalised: hyphenated lower case, duplicates dropped, order kept. A 422 refusal
 /// (`groups_required`, `too_many_groups`, `invalid_group_id`) otherwise.
-pub fn validate_groups(given: &[String]) -> Result<Vec<GroupId>, StoreError> {
+pub fn parse_groups(given: &[String]) -> Result<Vec<GroupId>, StoreError> {
     if given.is_empty() {
         return Err(refuse("groups_required", "select at least one group"));
     }
@@ -886,7 +886,7 @@ impl JobRequest {
             }
         }
         let groups = if submitted {
-            validate_groups(&groups)?
+            parse_groups(&groups)?
         } else {
             groups
                 .iter()
