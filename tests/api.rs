@@ -261,14 +261,17 @@ async fn cursor_pagination(backend: Backend) {
         } else {
             JobKind::Export
         };
+        let mut request =
+            json!({"kind": kind.as_str(), "groups": [format!("8d0c7a9a-7c5e-4b7e-9a47-{i:012}")]});
+        if kind == JobKind::Export {
+            // An export's request has its file format.
+            request["export"] = json!({"format": "csv"});
+        }
         let job = jobs::insert(
             &app.db,
             NewJob {
                 tenant_id: t.id,
-                request: serde_json::from_value(
-                    json!({"kind": kind.as_str(), "groups": [format!("8d0c7a9a-7c5e-4b7e-9a47-{i:012}")]}),
-                )
-                .unwrap(),
+                request: serde_json::from_value(request).unwrap(),
                 created_by: None,
                 parent_job_id: None,
             },

@@ -625,7 +625,7 @@ async fn stored_job_of(
     preview: bool,
 ) -> uuid::Uuid {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
-    let request: licensor_core::jobs::JobRequest = serde_json::from_value(json!({
+    let request: licensor_core::jobs::ParsedRequest = serde_json::from_value(json!({
         "kind": "assign",
         "groups": ["8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01"],
         "add_licenses": [{"sku_id": "6fd2c87f-b296-42f0-b197-1e91e994b900"}],

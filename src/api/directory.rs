@@ -7,7 +7,7 @@ use licensor_core::directory::{
     ClientError, DirectoryClient, DirectoryError, DirectoryUser, Failure, Group, Sku,
 };
 use licensor_core::jobs::preview::{HeldSample, held_by_members};
-use licensor_core::jobs::request::validate_groups;
+use licensor_core::jobs::request::parse_groups;
 use licensor_core::tenants;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -251,7 +251,7 @@ pub async fn held_licenses(
     Json(body): Json<HeldLicensesRequest>,
 ) -> ApiResult<Json<HeldLicenses>> {
     let ids: Vec<String> = body.groups.into_iter().map(|g| g.id).collect();
-    let groups = validate_groups(&ids)?;
+    let groups = parse_groups(&ids)?;
     let client = client(&state, &auth).await?;
     let sample = held_by_members(&client, &groups, body.transitive, HELD_SAMPLE_MEMBERS)
         .await

@@ -7,7 +7,7 @@ use licensor_core::domain::{ItemStatus, JobKind, JobStatus, Role};
 use licensor_core::jobs::files::File;
 use licensor_core::jobs::{
     self, ChangeFilter, ChangeView, ErrorGroup, FileFormat, ItemFilter, ItemView, JobFilter,
-    JobRequest, JobView, NewJob, RunView,
+    JobRequest, JobSpec, JobView, NewJob, RunView,
 };
 use licensor_core::page::PageRequest;
 use licensor_core::queue::Message;
@@ -173,9 +173,10 @@ pub async fn submit_job(
     Json(body): Json<JobRequest>,
 ) -> ApiResult<Response> {
     let me = auth.require(Role::Admin)?;
-    let request = body.validate()?;
+    let request = body.parse()?;
     let client = super::directory::client(&state, &auth).await?;
-    if request.kind != JobKind::Export {
+    // An export names no SKU.
+    if !matches!(request.spec, JobSpec::Export { .. }) {
         let skus = client
             .subscribed_skus()
             .await

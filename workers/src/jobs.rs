@@ -16,12 +16,12 @@ use std::time::Duration;
 use apalis::prelude::BoxDynError;
 use chrono::Utc;
 use licensor_core::directory::{DirectoryClient, Outlook};
-use licensor_core::domain::{JobKind, JobStatus};
+use licensor_core::domain::JobStatus;
 use licensor_core::entities::job;
 use licensor_core::jobs::canary::CanaryDecision;
 use licensor_core::jobs::lease::Pick;
 use licensor_core::jobs::outcome::{JobFailure, Outcome};
-use licensor_core::jobs::{self, JobRequest, deliver, preview, work};
+use licensor_core::jobs::{self, JobSpec, ParsedRequest, deliver, preview, work};
 use licensor_core::queue::Message;
 use licensor_core::tasks::AbortOnDrop;
 use licensor_core::tenants;
@@ -157,9 +157,9 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
     if req.preview {
         return conclude_preview(ctx, &job, &req, read).await;
     }
-    if job.kind == JobKind::Export {
+    if let JobSpec::Export { export } = &req.spec {
         // Export Results: the file goes where the request asked before the job finishes.
-        let client = if deliver::needs_directory(&job) {
+        let client = if deliver::needs_directory(export) {
             match client_for(ctx, tenant_id).await? {
                 Ok(c) => Some(c),
                 Err(f) => return fail(ctx, &job, f).await,
@@ -167,7 +167,9 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         } else {
             None
         };
-        if let Err(e) = deliver::deliver(&ctx.db, client.as_ref(), tenant_id, job_id).await? {
+        if let Err(e) =
+            deliver::deliver(&ctx.db, client.as_ref(), tenant_id, job_id, export).await?
+        {
             let failure = JobFailure {
                 code: e.code(),
                 detail: e.to_string(),
@@ -189,7 +191,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
 async fn conclude_preview<'a>(
     ctx: &WorkerContext,
     job: &job::Model,
-    req: &'a JobRequest,
+    req: &'a ParsedRequest,
     read: Option<preview::Predictor<'a>>,
 ) -> Result<(), BoxDynError> {
     let predictor = match read {

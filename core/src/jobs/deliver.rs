@@ -18,8 +18,7 @@ use uuid::Uuid;
 use super::JobFacts;
 use super::expand::set_facts;
 use super::export::{self, Delivery, Rendered};
-use super::lease::request_of;
-use super::request::ExportLocation;
+use super::request::{ExportLocation, ExportOptions};
 use crate::db::Db;
 use crate::directory::{DirectoryClient, UploadError};
 use crate::entities::job;
@@ -53,28 +52,23 @@ impl From<UploadError> for DeliveryError {
     }
 }
 
-/// Whether the job's export goes to the tenant's drive (and so needs a directory client).
-pub fn needs_directory(job: &job::Model) -> bool {
-    request_of(job).is_ok_and(|r| {
-        matches!(
-            r.export.map(|e| e.location),
-            Some(ExportLocation::Sharepoint { .. })
-        )
-    })
+/// Whether an export goes to the tenant's drive (and so needs a directory client).
+pub fn needs_directory(export: &ExportOptions) -> bool {
+    matches!(export.location, ExportLocation::Sharepoint { .. })
 }
 
-/// Produce the export file of the tenant's job `job_id` (all its members read) and deliver it;
-/// record where it went, its size and row count in the job's facts. `client` is needed for
-/// SharePoint only.
+/// Produce the export file of the tenant's job `job_id` (all its members read) as its request's
+/// `export` says and deliver it; record where it went, its size and row count in the job's
+/// facts. `client` is needed for SharePoint only.
 pub async fn deliver(
     db: &Db,
     client: Option<&DirectoryClient>,
     tenant_id: Uuid,
     job_id: Uuid,
+    export: &ExportOptions,
 ) -> StoreResult<Result<Delivery, DeliveryError>> {
     let job = &super::model(db, tenant_id, job_id).await?;
-    let req = request_of(job)?;
-    let location = req.export.map(|e| e.location).unwrap_or_default();
+    let location = &export.location;
     let exported_at = Utc::now();
     // The time every row carries; the download renders with it too, so both are the same file.
     let mut facts = JobFacts::of(job);
@@ -87,8 +81,8 @@ pub async fn deliver(
         result: serde_json::to_value(&facts).ok(),
         ..job.clone()
     };
-    let rendered = export::render(db, &job, exported_at).await?;
-    let outcome = match &location {
+    let rendered = export::render(db, &job, export.format, exported_at).await?;
+    let outcome = match location {
         ExportLocation::Download => Ok(Delivery {
             location: "download".into(),
             url: format!("/v1/jobs/{}/export", job.id),
@@ -110,7 +104,7 @@ pub async fn deliver(
             )),
             Some(client) => to_drive(client, drive_id, folder_path, rendered).await,
         },
-        ExportLocation::S3 { .. } => to_s3(&location, job.id, rendered).await,
+        ExportLocation::S3 { .. } => to_s3(location, job.id, rendered).await,
     };
     if let Ok(delivery) = &outcome {
         export_facts.delivery = Some(delivery.clone());

@@ -15,11 +15,11 @@ use super::now;
 use super::outcome::JobFailure;
 use super::plan::Snapshot;
 use super::view::JobFacts;
-use super::{GroupRef, JobRequest, SkuRef, export, preview};
+use super::{GroupRef, JobSpec, ParsedRequest, SkuRef, export, preview};
 use crate::config::JobSettings;
 use crate::db::Db;
 use crate::directory::{DirectoryClient, DirectoryError};
-use crate::domain::{ItemStatus, JobKind, JobStatus};
+use crate::domain::{ItemStatus, JobStatus};
 use crate::entities::{job, job_item, job_run};
 use crate::error::{StoreError, StoreResult};
 
@@ -342,7 +342,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
     client: &DirectoryClient,
     settings: &JobSettings,
     job: &job::Model,
-    req: &'a JobRequest,
+    req: &'a ParsedRequest,
     read: &mut Option<preview::Predictor<'a>>,
     mut start_work: impl FnMut() -> futures::future::BoxFuture<'s, Result<(), E>>,
 ) -> Result<Result<bool, JobFailure>, E> {
@@ -368,7 +368,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
     for id in &req.groups {
         match client.get_group(id).await {
             Ok(g) => facts.groups.push(GroupRef {
-                id: id.clone(),
+                id: id.to_string(),
                 display_name: g.display_name,
             }),
             Err(DirectoryError::NotFound { .. }) => {
@@ -388,7 +388,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
     // A launched preview that reads its groups again keeps its summary.
     facts.preview = JobFacts::of(job).preview;
     set_facts(db, job.id, &facts).await?;
-    if req.kind == JobKind::Export {
+    if let JobSpec::Export { .. } = req.spec {
         return Ok(match export::expand(db, client, job, req, facts).await? {
             Ok(Some(members)) => {
                 tracing::info!(job = %job.id, members, groups = req.groups.len(), "export expanded");
@@ -398,13 +398,9 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
             Err((e, doing)) => Err(JobFailure::from_directory(&e, doing)),
         });
     }
-    let status = if req.kind == JobKind::Export {
-        ItemStatus::Succeeded
-    } else {
-        ItemStatus::Pending
-    };
+    let status = ItemStatus::Pending;
     // A preview's members are decided once all are read, and never worked.
-    let work_now = status == ItemStatus::Pending && !req.preview;
+    let work_now = !req.preview;
     // A crashed or interrupted expansion goes on from the page after the last one stored.
     let start = ExpandPosition::of(job);
     if start != ExpandPosition::default() {
@@ -482,7 +478,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
                     user_id: user.id,
                     user_principal_name: user.user_principal_name,
                     display_name: user.display_name,
-                    group_id: group.clone(),
+                    group_id: group.to_string(),
                     prediction,
                 });
             }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::lease::request_of;
 use super::outcome::ITEMS_PER_STATEMENT;
 use super::submit::NewJob;
-use super::{JobRequest, now};
+use super::{JobSpec, ParsedRequest, SkuId, now};
 use crate::db::Db;
 use crate::domain::{ItemStatus, JobKind};
 use crate::entities::{job, job_item};
@@ -64,10 +64,10 @@ pub async fn create_expiry_removals(db: &Db, at: DateTime<Utc>) -> StoreResult<V
             continue;
         };
         let parent_req = request_of(&parent)?;
-        if parent_req.kind != JobKind::Assign {
+        let JobSpec::Assign { add, .. } = &parent_req.spec else {
             continue;
-        }
-        let skus: Vec<Uuid> = parent_req.add_licenses.iter().map(|l| l.sku_id).collect();
+        };
+        let skus: Vec<Uuid> = add.iter().map(|l| l.sku_id.uuid()).collect();
         let txn = crate::db::begin(db).await?;
         // Take the parent's row first (the write lock comes with it), so two sweeps never both
         // decide the same members; then read the members still due.
@@ -106,13 +106,13 @@ pub async fn create_expiry_removals(db: &Db, at: DateTime<Utc>) -> StoreResult<V
                 continue;
             }
             let named: BTreeSet<Uuid> = req
-                .add_licenses
+                .add_licenses()
                 .iter()
-                .map(|l| l.sku_id)
+                .map(|l| l.sku_id.uuid())
                 .filter(|s| skus.contains(s))
                 .collect();
             if !named.is_empty() {
-                let permanent = if req.expires_in.is_none() {
+                let permanent = if req.expires_in().is_none() {
                     Some(j.id)
                 } else {
                     None
@@ -168,7 +168,7 @@ pub async fn create_expiry_removals(db: &Db, at: DateTime<Utc>) -> StoreResult<V
                     removed
                         .entry(m)
                         .or_default()
-                        .extend(req.remove_licenses.iter().copied());
+                        .extend(req.remove_licenses().iter().map(|s| s.uuid()));
                 }
             }
         }
@@ -290,16 +290,12 @@ pub async fn create_expiry_removals(db: &Db, at: DateTime<Utc>) -> StoreResult<V
         let t = now();
         let mut children_created = Vec::new();
         for (remove, ids) in groups {
-            let request = JobRequest {
-                kind: JobKind::Remove,
+            let request = ParsedRequest {
                 groups: parent_req.groups.clone(),
                 transitive: parent_req.transitive,
-                add_licenses: Vec::new(),
-                remove_licenses: remove.clone(),
-                replace_all: false,
-                usage_location: None,
-                expires_in: None,
-                export: None,
+                spec: JobSpec::Remove {
+                    remove: remove.iter().copied().map(SkuId::from).collect(),
+                },
                 verify: None,
                 undo_of: None,
                 preview: false,

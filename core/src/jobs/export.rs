@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::expand::{self, NewItem};
 use super::plan::Snapshot;
-use super::{FileFormat, JobFacts, JobRequest};
+use super::{FileFormat, JobFacts, ParsedRequest};
 use crate::db::Db;
 use crate::directory::{DirectoryClient, DirectoryError, User};
 use crate::domain::ItemStatus;
@@ -108,7 +108,7 @@ pub async fn expand(
     db: &Db,
     client: &DirectoryClient,
     job: &job::Model,
-    req: &JobRequest,
+    req: &ParsedRequest,
     mut facts: JobFacts,
 ) -> StoreResult<Result<Option<u64>, (DirectoryError, &'static str)>> {
     let mut export = facts.export.take().unwrap_or_default();
@@ -124,7 +124,7 @@ pub async fn expand(
     }
     let mut assigning: HashSet<String> = HashSet::new();
     let mut members = 0u64;
-    for group in &req.groups {
+    for group in req.groups.iter().map(|g| g.to_string()) {
         let mut seen: HashSet<String> = HashSet::from([group.clone()]);
         let mut queue: VecDeque<(String, Option<String>)> = VecDeque::from([(group.clone(), None)]);
         while let Some((current, through)) = queue.pop_front() {
@@ -138,7 +138,7 @@ pub async fn expand(
                 let items: Vec<NewItem> = page
                     .into_iter()
                     .map(|user| {
-                        let item = member_item(user, group, through.clone());
+                        let item = member_item(user, &group, through.clone());
                         assigning.extend(item.1);
                         item.0
                     })
@@ -457,10 +457,9 @@ const PAGE: u64 = 1000;
 pub async fn render(
     db: &Db,
     job: &job::Model,
+    format: FileFormat,
     exported_at: DateTime<Utc>,
 ) -> StoreResult<Rendered> {
-    let req = super::lease::request_of(job)?;
-    let format = req.export.map(|e| e.format).unwrap_or(FileFormat::Csv);
     let facts = JobFacts::of(job);
     let export = facts.export.clone().unwrap_or_default();
     let mut groups: HashMap<String, String> = export.group_names.into_iter().collect();

@@ -7,9 +7,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::export::Rendered;
-use super::{FileFormat, JobFacts, model};
+use super::{FileFormat, JobFacts, JobSpec, model};
 use crate::db::Db;
-use crate::domain::JobKind;
 use crate::entities::job_item;
 use crate::error::{StoreError, StoreResult};
 
@@ -256,12 +255,12 @@ pub async fn report(
 /// same file that was delivered. Written to a temporary file, never held in memory whole.
 pub async fn export(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Rendered> {
     let job = model(db, tenant_id, job_id).await?;
-    if job.kind != JobKind::Export {
+    let JobSpec::Export { export } = super::lease::request_of(&job)?.spec else {
         return Err(StoreError::conflict(
             "not_an_export",
             "only export jobs produce an export file; use /report for this job's outcomes",
         ));
-    }
+    };
     if !matches!(
         job.status,
         crate::domain::JobStatus::Finished | crate::domain::JobStatus::FinishedWithException
@@ -281,5 +280,5 @@ pub async fn export(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Rende
         .and_then(|e| e.exported_at)
         .or(job.finished_at)
         .unwrap_or(job.created_at);
-    super::export::render(db, &job, exported_at).await
+    super::export::render(db, &job, export.format, exported_at).await
 }

@@ -6,7 +6,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter}
 use uuid::Uuid;
 
 use super::SetNull;
-use super::{JobRequest, now};
+use super::{ParsedRequest, now};
 use crate::db::Db;
 use crate::domain::ItemStatus;
 use crate::entities::{job, job_item};
@@ -20,7 +20,8 @@ pub async fn load(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Option<
         .await?)
 }
 
-pub fn request_of(job: &job::Model) -> StoreResult<JobRequest> {
+/// The job's stored request, parsed.
+pub fn request_of(job: &job::Model) -> StoreResult<ParsedRequest> {
     serde_json::from_value(job.request.clone()).map_err(StoreError::internal)
 }
 

@@ -44,7 +44,10 @@ pub mod work;
 pub use canary::resume;
 pub use cancel::cancel;
 pub use launch::launch;
-pub use request::{Canary, ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};
+pub use request::{
+    Canary, ExpiresIn, Expiry, ExpiryUnit, FileFormat, GroupId, JobRequest, JobSpec, LicenseToAdd,
+    ParsedRequest, SkuId, UsageLocation,
+};
 pub use rerun::rerun;
 pub use state::{
     OnJob, check_cancellable, check_launchable, check_rerunnable, check_resumable, check_undoable,

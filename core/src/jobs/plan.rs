@@ -9,9 +9,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::request::{JobRequest, LicenseToAdd};
+use super::request::{JobSpec, LicenseToAdd, ParsedRequest, UsageLocation};
 use crate::directory::{AssignedLicense, ItemCode, LicenseAssignmentState, User};
-use crate::domain::JobKind;
 
 /// What the directory said about a member: stored on the item at expansion, or after a read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +55,7 @@ impl Snapshot {
     }
 
     fn holds_directly_as(&self, want: &LicenseToAdd) -> bool {
-        self.direct(want.sku_id).is_some_and(|l| {
+        self.direct(want.sku_id.uuid()).is_some_and(|l| {
             l.disabled_plans.iter().collect::<BTreeSet<_>>()
                 == want.disabled_plans.iter().collect::<BTreeSet<_>>()
         })
@@ -82,7 +81,7 @@ impl Snapshot {
     pub fn shows(&self, add: &[AssignedLicense], remove: &[Uuid]) -> bool {
         add.iter().all(|a| {
             self.holds_directly_as(&LicenseToAdd {
-                sku_id: a.sku_id,
+                sku_id: a.sku_id.into(),
                 disabled_plans: a.disabled_plans.clone(),
             })
         }) && remove.iter().all(|r| self.direct(*r).is_none())
@@ -144,7 +143,7 @@ pub enum Decision {
     /// One `assignLicense` call (adds and removes together, atomic for the member), after
     /// setting the usage location when `set_location` is given.
     Write {
-        set_location: Option<String>,
+        set_location: Option<UsageLocation>,
         add: Vec<AssignedLicense>,
         remove: Vec<Uuid>,
         note: Option<String>,
@@ -159,7 +158,7 @@ fn to_add(licenses: &[LicenseToAdd]) -> Vec<AssignedLicense> {
     licenses
         .iter()
         .map(|l| AssignedLicense {
-            sku_id: l.sku_id,
+            sku_id: l.sku_id.uuid(),
             disabled_plans: l.disabled_plans.clone(),
         })
         .collect()
@@ -168,8 +167,8 @@ fn to_add(licenses: &[LicenseToAdd]) -> Vec<AssignedLicense> {
 /// Decide for a member whose state is `snapshot` (`None`: unknown — on a rerun, a resumed job
 /// or an expiry removal). `fresh` says the snapshot was read in this step; a decision that
 /// writes nothing is only made from a fresh one, otherwise the member is read first.
-pub fn decide(req: &JobRequest, snapshot: Option<&Snapshot>, fresh: bool) -> Decision {
-    if req.kind == JobKind::Export {
+pub fn decide(req: &ParsedRequest, snapshot: Option<&Snapshot>, fresh: bool) -> Decision {
+    if let JobSpec::Export { .. } = req.spec {
         return Decision::Skip("nothing to write for an export".into());
     }
     let Some(snap) = snapshot else {
@@ -216,9 +215,9 @@ pub fn decide_undo(target: &UndoTarget, snapshot: Option<&Snapshot>, fresh: bool
     }
 }
 
-fn decide_from(req: &JobRequest, snap: &Snapshot) -> Decision {
+fn decide_from(req: &ParsedRequest, snap: &Snapshot) -> Decision {
     let adds: Vec<LicenseToAdd> = req
-        .add_licenses
+        .add_licenses()
         .iter()
         .filter(|l| !snap.holds_directly_as(l))
         .cloned()
@@ -226,9 +225,13 @@ fn decide_from(req: &JobRequest, snap: &Snapshot) -> Decision {
     // Licenses to remove that the member holds directly, those it only inherits, and those it
     // does not hold at all.
     let mut gone: Vec<String> = Vec::new();
-    let (remove, inherited): (Vec<Uuid>, Vec<(Uuid, String)>) = match req.kind {
-        JobKind::Replace if req.replace_all => {
-            let keep: BTreeSet<Uuid> = req.add_licenses.iter().map(|l| l.sku_id).collect();
+    let (remove, inherited): (Vec<Uuid>, Vec<(Uuid, String)>) = match &req.spec {
+        JobSpec::Replace {
+            add,
+            replace_all: true,
+            ..
+        } => {
+            let keep: BTreeSet<Uuid> = add.iter().map(|l| l.sku_id.uuid()).collect();
             let mut direct: Vec<Uuid> = snap
                 .licenses
                 .iter()
@@ -244,21 +247,29 @@ fn decide_from(req: &JobRequest, snap: &Snapshot) -> Decision {
                 .collect();
             (direct, inherited)
         }
-        JobKind::Remove | JobKind::Replace => {
+        JobSpec::Remove { remove } | JobSpec::Replace { remove, .. } => {
             let mut direct = Vec::new();
             let mut inherited = Vec::new();
-            for sku in &req.remove_licenses {
-                if snap.direct(*sku).is_some() {
-                    direct.push(*sku);
-                } else if let Some(g) = snap.inherited_from(*sku) {
-                    inherited.push((*sku, g.to_owned()));
+            for sku in remove.iter().map(|s| s.uuid()) {
+                if snap.direct(sku).is_some() {
+                    direct.push(sku);
+                } else if let Some(g) = snap.inherited_from(sku) {
+                    inherited.push((sku, g.to_owned()));
                 } else {
                     gone.push(sku.to_string());
                 }
             }
             (direct, inherited)
         }
-        _ => (Vec::new(), Vec::new()),
+        JobSpec::Assign { .. } | JobSpec::Export { .. } => (Vec::new(), Vec::new()),
+    };
+    // A remove, or a replace of named licenses: what to say when the member holds none of them.
+    let none_held = match &req.spec {
+        JobSpec::Remove { .. } => Some("the member holds none of the licenses to remove"),
+        JobSpec::Replace {
+            replace_all: false, ..
+        } => Some("the member holds none of the licenses to replace"),
+        _ => None,
     };
     let inherited_note = (!inherited.is_empty()).then(|| {
         let list: Vec<String> = inherited
@@ -273,17 +284,15 @@ fn decide_from(req: &JobRequest, snap: &Snapshot) -> Decision {
         (Some(a), Some(b)) => Some(format!("{a}; {b}")),
         (a, b) => a.or(b),
     };
-    match req.kind {
-        JobKind::Remove | JobKind::Replace if !req.replace_all && remove.is_empty() => {
+    match none_held {
+        Some(none_held) if remove.is_empty() => {
             if let Some(note) = inherited_note {
                 Decision::Fail(
                     ItemCode::InheritedFromGroup,
                     format!("the member holds these licenses only through a group; {note}"),
                 )
-            } else if req.kind == JobKind::Remove {
-                Decision::Skip("the member holds none of the licenses to remove".into())
             } else {
-                Decision::Skip("the member holds none of the licenses to replace".into())
+                Decision::Skip(none_held.into())
             }
         }
         _ if adds.is_empty() && remove.is_empty() => Decision::Skip(
@@ -292,7 +301,7 @@ fn decide_from(req: &JobRequest, snap: &Snapshot) -> Decision {
         _ => {
             let mut set_location = None;
             if !adds.is_empty() && snap.usage_location.is_none() {
-                match &req.usage_location {
+                match req.usage_location() {
                     Some(loc) => set_location = Some(loc.clone()),
                     None => {
                         return Decision::Fail(
@@ -321,10 +330,10 @@ mod tests {
     const E5: &str = "06ebc4ee-1bb5-47dd-8120-11324bc54e06";
     const G: &str = "8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01";
 
-    fn req(v: serde_json::Value) -> JobRequest {
-        serde_json::from_value::<JobRequest>(v)
+    fn req(v: serde_json::Value) -> ParsedRequest {
+        serde_json::from_value::<super::super::JobRequest>(v)
             .unwrap()
-            .validate()
+            .parse()
             .unwrap()
     }
 

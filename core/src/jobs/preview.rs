@@ -17,10 +17,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::plan::{self, Decision, Snapshot};
-use super::{JobFacts, JobRequest};
+use super::{GroupId, JobFacts, JobSpec, ParsedRequest};
 use crate::db::Db;
 use crate::directory::{AssignedLicense, DirectoryClient, DirectoryError, ItemCode, Sku};
-use crate::domain::{JobKind, JobStatus};
+use crate::domain::JobStatus;
 use crate::entities::{job, job_item, job_run};
 use crate::error::{StoreError, StoreResult};
 
@@ -193,7 +193,7 @@ pub struct HeldSample {
 /// count the licenses they hold. Nothing is stored.
 pub async fn held_by_members(
     client: &DirectoryClient,
-    groups: &[String],
+    groups: &[GroupId],
     transitive: bool,
     max_members: usize,
 ) -> Result<HeldSample, DirectoryError> {
@@ -231,7 +231,7 @@ pub async fn held_by_members(
 
 /// Decides members in member order and counts what the summary says.
 pub struct Predictor<'a> {
-    req: &'a JobRequest,
+    req: &'a ParsedRequest,
     free: HashMap<Uuid, i64>,
     names: HashMap<Uuid, String>,
     /// Each SKU's service plans: (id, name).
@@ -252,7 +252,7 @@ pub struct Predictor<'a> {
 
 impl<'a> Predictor<'a> {
     /// A predictor for `req` with the tenant's subscribed SKUs as read now.
-    pub fn new(req: &'a JobRequest, skus: &[Sku]) -> Predictor<'a> {
+    pub fn new(req: &'a ParsedRequest, skus: &[Sku]) -> Predictor<'a> {
         let free: HashMap<Uuid, i64> = skus
             .iter()
             .map(|s| (s.sku_id, (s.enabled - s.consumed).max(0)))
@@ -351,29 +351,41 @@ impl<'a> Predictor<'a> {
         self.members += 1;
         // A replace (not of everything) leaves a member holding none of the licenses to
         // replace alone: it needs no unit and no usage location.
-        let untouched = self.req.kind == JobKind::Replace
-            && !self.req.replace_all
-            && !self
-                .req
-                .remove_licenses
-                .iter()
-                .any(|s| Self::holds(snap, *s));
+        let untouched = match &self.req.spec {
+            JobSpec::Replace {
+                remove,
+                replace_all: false,
+                ..
+            } => !remove.iter().any(|s| Self::holds(snap, s.uuid())),
+            _ => false,
+        };
         // A usage location matters only to a member given a license.
-        if snap.usage_location.is_none() && !self.req.add_licenses.is_empty() && !untouched {
+        if snap.usage_location.is_none() && !self.req.add_licenses().is_empty() && !untouched {
             self.no_location += 1;
         }
         let (direct, inherited) = self.held.add(snap);
+        let replace_all = matches!(
+            self.req.spec,
+            JobSpec::Replace {
+                replace_all: true,
+                ..
+            }
+        );
         let relevant = |sku: &Uuid| {
-            (self.req.kind == JobKind::Replace && self.req.replace_all)
-                || self.req.add_licenses.iter().any(|l| l.sku_id == *sku)
-                || self.req.remove_licenses.contains(sku)
+            replace_all
+                || self
+                    .req
+                    .add_licenses()
+                    .iter()
+                    .any(|l| l.sku_id.uuid() == *sku)
+                || self.req.remove_licenses().iter().any(|s| s.uuid() == *sku)
         };
         if inherited.iter().any(|s| relevant(s) && !direct.contains(s)) {
             self.inherited_only += 1;
         }
-        for add in self.req.add_licenses.iter().filter(|_| !untouched) {
-            if !Self::holds(snap, add.sku_id) {
-                *self.needed.entry(add.sku_id).or_default() += 1;
+        for add in self.req.add_licenses().iter().filter(|_| !untouched) {
+            if !Self::holds(snap, add.sku_id.uuid()) {
+                *self.needed.entry(add.sku_id.uuid()).or_default() += 1;
             }
         }
         let prediction = match plan::decide(self.req, Some(snap), true) {
@@ -490,18 +502,19 @@ impl<'a> Predictor<'a> {
     pub fn summary(self, at: DateTime<Utc>) -> PreviewSummary {
         let skus = self
             .req
-            .add_licenses
+            .add_licenses()
             .iter()
-            .map(|l| {
-                let needed = self.needed.get(&l.sku_id).copied().unwrap_or(0);
-                let free = self.start_free.get(&l.sku_id).copied().unwrap_or(0);
+            .map(|l| l.sku_id.uuid())
+            .map(|sku_id| {
+                let needed = self.needed.get(&sku_id).copied().unwrap_or(0);
+                let free = self.start_free.get(&sku_id).copied().unwrap_or(0);
                 SkuNeed {
-                    sku_id: l.sku_id,
-                    sku_part_number: self.names.get(&l.sku_id).cloned(),
+                    sku_id,
+                    sku_part_number: self.names.get(&sku_id).cloned(),
                     needed,
                     free,
                     shortfall: (needed - free).max(0),
-                    short_members: self.short_members.get(&l.sku_id).copied().unwrap_or(0),
+                    short_members: self.short_members.get(&sku_id).copied().unwrap_or(0),
                 }
             })
             .collect();
@@ -520,8 +533,8 @@ impl<'a> Predictor<'a> {
             skus,
             usage_location: UsageLocationNeed {
                 missing: self.no_location,
-                fixed_by_request: self.req.usage_location.is_some()
-                    && !self.req.add_licenses.is_empty(),
+                fixed_by_request: self.req.usage_location().is_some()
+                    && !self.req.add_licenses().is_empty(),
             },
             inherited_only: self.inherited_only,
             already_done: self.skip - self.not_affected,
@@ -573,7 +586,7 @@ const PREDICT_PAGE: u64 = 5000;
 pub async fn predict_stored<'a>(
     db: &Db,
     job: &job::Model,
-    req: &'a JobRequest,
+    req: &'a ParsedRequest,
     skus: &[Sku],
 ) -> StoreResult<Predictor<'a>> {
     let mut predictor = Predictor::new(req, skus);
@@ -706,12 +719,12 @@ mod tests {
     #[test]
     fn members_short_are_counted_per_sku() {
         const EP: &str = "6fd2c87f-b296-42f0-b197-1e91e994b900";
-        let req: JobRequest = serde_json::from_value::<JobRequest>(json!({
+        let req: ParsedRequest = serde_json::from_value::<super::super::JobRequest>(json!({
             "kind": "assign", "groups": [G], "usage_location": "SE",
             "add_licenses": [{"sku_id": E5}, {"sku_id": EP}], "preview": true
         }))
         .unwrap()
-        .validate()
+        .parse()
         .unwrap();
         let skus = [
             sku(E5, 10, 8),
@@ -765,11 +778,11 @@ mod tests {
 
     #[test]
     fn units_are_counted_in_member_order() {
-        let req: JobRequest = serde_json::from_value::<JobRequest>(
+        let req: ParsedRequest = serde_json::from_value::<super::super::JobRequest>(
             json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":E5}],"preview":true}),
         )
         .unwrap()
-        .validate()
+        .parse()
         .unwrap();
         let skus = [sku(E5, 10, 8)];
         let mut p = Predictor::new(&req, &skus);
@@ -850,9 +863,9 @@ mod tests {
             }],
         };
         let predict = |body: serde_json::Value, snap: &Snapshot| {
-            let req: JobRequest = serde_json::from_value::<JobRequest>(body)
+            let req: ParsedRequest = serde_json::from_value::<super::super::JobRequest>(body)
                 .unwrap()
-                .validate()
+                .parse()
                 .unwrap();
             let mut p = Predictor::new(&req, &skus);
             let r = p.predict(snap);
@@ -912,9 +925,9 @@ mod tests {
             },
         ];
         let run = |body: serde_json::Value| {
-            let req: JobRequest = serde_json::from_value::<JobRequest>(body)
+            let req: ParsedRequest = serde_json::from_value::<super::super::JobRequest>(body)
                 .unwrap()
-                .validate()
+                .parse()
                 .unwrap();
             let mut p = Predictor::new(&req, &skus);
             // Holds E5 directly; holds nothing and has no usage location.
@@ -942,11 +955,11 @@ mod tests {
 
     #[test]
     fn export_cannot_be_previewed() {
-        let e = serde_json::from_value::<JobRequest>(
+        let e = serde_json::from_value::<super::super::JobRequest>(
             json!({"kind":"export","groups":[G],"export":{"format":"csv"},"preview":true}),
         )
         .unwrap()
-        .validate()
+        .parse()
         .unwrap_err();
         assert!(
             e.to_string().contains("preview") || format!("{e:?}").contains("preview_not_supported")

@@ -18,7 +18,8 @@ pub const MAX_LICENSES: usize = 50;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LicenseToAdd {
-    pub sku_id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub sku_id: SkuId,
     #[serde(default)]
     pub disabled_plans: Vec<Uuid>,
 }
@@ -415,10 +416,156 @@ fn refuse(code: &'static str, detail: impl Into<String>) -> StoreError {
     StoreError::unacceptable(code, detail)
 }
 
+/// A directory group's id as a job holds it: a GUID (Graph's `group.id`) in lower-case
+/// hyphenated form, e.g. `8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01`. Only made by
+/// [`GroupId::parse`], so a job's groups compare and search as plain text (the jobs list finds
+/// a job by group id in its stored request).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct GroupId(String);
+
+impl GroupId {
+    /// A GUID in any of its spellings (upper or lower case, braces, no hyphens), surrounding
+    /// white space ignored; otherwise 422 `invalid_group_id`.
+    pub fn parse(given: &str) -> Result<GroupId, StoreError> {
+        let given = given.trim();
+        match Uuid::try_parse(given) {
+            Ok(id) => Ok(GroupId(id.hyphenated().to_string())),
+            Err(_) => Err(refuse(
+                "invalid_group_id",
+                format!("`{}` is not a directory group id (a GUID)", clip(given)),
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for GroupId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for GroupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for GroupId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A SKU's id: a GUID (Graph's `subscribedSku.skuId`, also `assignedLicense.skuId`). Any
+/// UUID is one; the type keeps SKU ids apart from service plan and other ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SkuId(Uuid);
+
+impl SkuId {
+    pub fn uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for SkuId {
+    fn from(id: Uuid) -> SkuId {
+        SkuId(id)
+    }
+}
+
+impl std::fmt::Display for SkuId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A user's usage location as a job sets it: two upper-case ASCII letters naming a country,
+/// e.g. `SE`. Graph's `user.usageLocation` is "a two-letter country code (ISO standard 3166)";
+/// only codes ISO 3166-1 alpha-2 assigns are accepted. Only made by [`UsageLocation::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct UsageLocation(String);
+
+impl UsageLocation {
+    /// A country's ISO 3166-1 alpha-2 code in either case, surrounding white space ignored;
+    /// otherwise 422 `invalid_usage_location`.
+    pub fn parse(given: &str) -> Result<UsageLocation, StoreError> {
+        let code = given.trim().to_ascii_uppercase();
+        if code.len() != 2
+            || !code.bytes().all(|b| b.is_ascii_uppercase())
+            || celes::Country::from_alpha2(&code).is_err()
+        {
+            return Err(refuse(
+                "invalid_usage_location",
+                format!(
+                    "`{}` is not an ISO 3166-1 alpha-2 country code such as SE, US or GB",
+                    clip(given)
+                ),
+            ));
+        }
+        Ok(UsageLocation(code))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for UsageLocation {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for UsageLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A temporary assignment's lifetime as a parsed request holds it: an [`ExpiresIn`] whose
+/// `value` is 1 to [`ExpiresIn::max_value`] for its unit (at most ten years). Only made by
+/// [`Expiry::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry(ExpiresIn);
+
+impl Expiry {
+    /// `expires_in` checked; otherwise 422 `invalid_expiry`.
+    pub fn new(expires_in: ExpiresIn) -> Result<Expiry, StoreError> {
+        if expires_in.value == 0 || expires_in.value > expires_in.max_value() {
+            return Err(refuse(
+                "invalid_expiry",
+                format!(
+                    "`expires_in.value` must be between 1 and {}",
+                    expires_in.max_value()
+                ),
+            ));
+        }
+        Ok(Expiry(expires_in))
+    }
+
+    pub fn get(self) -> ExpiresIn {
+        self.0
+    }
+
+    /// When an assignment made at `from` is due for removal.
+    pub fn due_from(self, from: DateTime<Utc>) -> DateTime<Utc> {
+        self.0.due_from(from)
+    }
+}
+
 /// The selected groups checked (1..=[`MAX_GROUPS`] directory group ids, each a GUID) and
 /// normalised: hyphenated lower case, duplicates dropped, order kept. A 422 refusal
 /// (`groups_required`, `too_many_groups`, `invalid_group_id`) otherwise.
-pub fn validate_groups(given: &[String]) -> Result<Vec<String>, StoreError> {
+pub fn parse_groups(given: &[String]) -> Result<Vec<GroupId>, StoreError> {
     if given.is_empty() {
         return Err(refuse("groups_required", "select at least one group"));
     }
@@ -431,250 +578,130 @@ pub fn validate_groups(given: &[String]) -> Result<Vec<String>, StoreError> {
             ),
         ));
     }
-    let mut seen = std::collections::HashSet::new();
-    let mut groups = Vec::with_capacity(given.len());
+    let mut groups: Vec<GroupId> = Vec::with_capacity(given.len());
     for g in given {
-        let g = g.trim();
-        let Ok(id) = Uuid::try_parse(g) else {
-            return Err(refuse(
-                "invalid_group_id",
-                format!("`{}` is not a directory group id (a GUID)", clip(g)),
-            ));
-        };
-        if seen.insert(id) {
-            groups.push(id.hyphenated().to_string());
+        let id = GroupId::parse(g)?;
+        if !groups.contains(&id) {
+            groups.push(id);
         }
     }
     Ok(groups)
 }
 
-impl JobRequest {
-    /// Check the request against the rules of its kind and normalise it (groups de-duplicated,
-    /// usage location upper-cased). Returns a 422 refusal naming the field on failure.
-    pub fn validate(mut self) -> Result<JobRequest, StoreError> {
-        if self.undo_of.is_some() {
-            return Err(refuse(
-                "field_not_allowed",
-                "`undo_of` is set by licensor; undo a job with POST /v1/jobs/{id}/undo",
-            ));
-        }
-        if self.preview && self.kind == JobKind::Export {
-            return Err(refuse(
-                "preview_not_supported",
-                "an export writes nothing to the directory, so there is nothing to preview; submit it without `preview`",
-            ));
-        }
-        if let Some(canary) = &self.canary {
-            if self.kind == JobKind::Export {
-                return Err(refuse(
-                    "canary_not_supported",
-                    "an export writes nothing to the directory, so there is nothing to try first; submit it without `canary`",
-                ));
-            }
-            if canary.members == 0 {
-                return Err(refuse(
-                    "invalid_canary",
-                    "`canary.members` must be at least 1",
-                ));
-            }
-            if !(0.0..=1.0).contains(&canary.max_failed_share) {
-                return Err(refuse(
-                    "invalid_canary",
-                    "`canary.max_failed_share` must be between 0.0 and 1.0",
-                ));
-            }
-        }
-        self.groups = validate_groups(&self.groups)?;
+/// What a job does, by kind, with only the fields its kind has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobSpec {
+    /// Give members `add`; set `usage_location` on members without one first; with
+    /// `expires_in`, remove what was given when due.
+    Assign {
+        add: Vec<LicenseToAdd>,
+        usage_location: Option<UsageLocation>,
+        expires_in: Option<Expiry>,
+    },
+    /// Take `remove` from members.
+    Remove { remove: Vec<SkuId> },
+    /// Take `remove` (with `replace_all`: every license held directly but those in `add`) and
+    /// give `add`, in one call per member.
+    Replace {
+        add: Vec<LicenseToAdd>,
+        remove: Vec<SkuId>,
+        replace_all: bool,
+        usage_location: Option<UsageLocation>,
+    },
+    /// One row per member × license into a file.
+    Export { export: ExportOptions },
+}
 
-        let kind = self.kind;
-        let not_allowed = |field: &str| {
-            refuse(
-                "field_not_allowed",
-                format!("`{field}` cannot be used with {} job", a_kind(kind)),
-            )
-        };
-        let has_add = !self.add_licenses.is_empty();
-        let has_remove = !self.remove_licenses.is_empty();
-        match kind {
-            JobKind::Assign => {
-                if !has_add {
-                    return Err(refuse(
-                        "licenses_required",
-                        "an assign job needs at least one license in `add_licenses`",
-                    ));
-                }
-                if has_remove {
-                    return Err(not_allowed("remove_licenses"));
-                }
-                if self.replace_all {
-                    return Err(not_allowed("replace_all"));
-                }
-            }
-            JobKind::Remove => {
-                if !has_remove {
-                    return Err(refuse(
-                        "licenses_required",
-                        "a remove job needs at least one SKU id in `remove_licenses`",
-                    ));
-                }
-                if has_add {
-                    return Err(not_allowed("add_licenses"));
-                }
-                if self.replace_all {
-                    return Err(not_allowed("replace_all"));
-                }
-                if self.usage_location.is_some() {
-                    return Err(not_allowed("usage_location"));
-                }
-            }
-            JobKind::Replace => {
-                if !has_add {
-                    return Err(refuse(
-                        "licenses_required",
-                        "a replace job needs the licenses to add in `add_licenses`",
-                    ));
-                }
-                if self.replace_all && has_remove {
-                    return Err(refuse(
-                        "field_not_allowed",
-                        "give either `remove_licenses` or `replace_all`, not both",
-                    ));
-                }
-                if !self.replace_all && !has_remove {
-                    return Err(refuse(
-                        "licenses_required",
-                        "a replace job needs `remove_licenses`, or `replace_all: true`",
-                    ));
-                }
-            }
-            JobKind::Export => {
-                if has_add {
-                    return Err(not_allowed("add_licenses"));
-                }
-                if has_remove {
-                    return Err(not_allowed("remove_licenses"));
-                }
-                if self.replace_all {
-                    return Err(not_allowed("replace_all"));
-                }
-                if self.usage_location.is_some() {
-                    return Err(not_allowed("usage_location"));
-                }
-                match self.export.take() {
-                    None => {
-                        return Err(refuse(
-                            "export_format_required",
-                            "an export job needs `export: {\"format\": \"csv\" | \"json\" | \"xlsx\"}`",
-                        ));
-                    }
-                    Some(e) => {
-                        self.export = Some(ExportOptions {
-                            format: e.format,
-                            location: e.location.validate()?,
-                        })
-                    }
-                }
-            }
+impl JobSpec {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobSpec::Assign { .. } => JobKind::Assign,
+            JobSpec::Remove { .. } => JobKind::Remove,
+            JobSpec::Replace { .. } => JobKind::Replace,
+            JobSpec::Export { .. } => JobKind::Export,
         }
-        if kind != JobKind::Export && self.export.is_some() {
-            return Err(not_allowed("export"));
+    }
+}
+
+/// A job's request once parsed ([`JobRequest::parse`] for a submitted one, or read back from
+/// storage): what holds one never checks it again. It is stored, and answered under a job's
+/// `request`, as the [`JobRequest`] it came from, normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "JobRequest", try_from = "JobRequest")]
+pub struct ParsedRequest {
+    /// Distinct, in the order given.
+    pub groups: Vec<GroupId>,
+    pub transitive: bool,
+    pub spec: JobSpec,
+    pub verify: Option<bool>,
+    pub undo_of: Option<Uuid>,
+    pub preview: bool,
+    pub canary: Option<Canary>,
+}
+
+impl ParsedRequest {
+    pub fn kind(&self) -> JobKind {
+        self.spec.kind()
+    }
+
+    /// The licenses to add (assign, replace; none for the others).
+    pub fn add_licenses(&self) -> &[LicenseToAdd] {
+        match &self.spec {
+            JobSpec::Assign { add, .. } | JobSpec::Replace { add, .. } => add,
+            JobSpec::Remove { .. } | JobSpec::Export { .. } => &[],
         }
-        if let Some(expiry) = &self.expires_in {
-            if kind != JobKind::Assign {
-                return Err(refuse(
-                    "expiry_not_allowed",
-                    format!(
-                        "`expires_in` makes an assignment temporary; it cannot be used with {} job",
-                        a_kind(kind)
-                    ),
-                ));
-            }
-            if expiry.value == 0 || expiry.value > expiry.max_value() {
-                return Err(refuse(
-                    "invalid_expiry",
-                    format!(
-                        "`expires_in.value` must be between 1 and {}",
-                        expiry.max_value()
-                    ),
-                ));
-            }
+    }
+
+    /// The SKUs to remove by name (remove, replace; none for the others).
+    pub fn remove_licenses(&self) -> &[SkuId] {
+        match &self.spec {
+            JobSpec::Remove { remove } | JobSpec::Replace { remove, .. } => remove,
+            JobSpec::Assign { .. } | JobSpec::Export { .. } => &[],
         }
-        if self.add_licenses.len() > MAX_LICENSES || self.remove_licenses.len() > MAX_LICENSES {
-            return Err(refuse(
-                "too_many_licenses",
-                format!("a job adds or removes at most {MAX_LICENSES} licenses"),
-            ));
+    }
+
+    /// The usage location set on members without one before they are given a license.
+    pub fn usage_location(&self) -> Option<&UsageLocation> {
+        match &self.spec {
+            JobSpec::Assign { usage_location, .. } | JobSpec::Replace { usage_location, .. } => {
+                usage_location.as_ref()
+            }
+            JobSpec::Remove { .. } | JobSpec::Export { .. } => None,
         }
-        let mut add_ids = std::collections::HashSet::new();
-        for l in &self.add_licenses {
-            if !add_ids.insert(l.sku_id) {
-                return Err(refuse(
-                    "duplicate_license",
-                    format!("SKU {} is listed twice in `add_licenses`", l.sku_id),
-                ));
-            }
-            if l.disabled_plans.len() > 200 {
-                return Err(refuse(
-                    "too_many_licenses",
-                    "at most 200 disabled plans per license",
-                ));
-            }
+    }
+
+    /// A temporary assign's lifetime.
+    pub fn expires_in(&self) -> Option<Expiry> {
+        match &self.spec {
+            JobSpec::Assign { expires_in, .. } => *expires_in,
+            _ => None,
         }
-        let mut remove_ids = std::collections::HashSet::new();
-        for id in &self.remove_licenses {
-            if !remove_ids.insert(*id) {
-                return Err(refuse(
-                    "duplicate_license",
-                    format!("SKU {id} is listed twice in `remove_licenses`"),
-                ));
-            }
-            if add_ids.contains(id) {
-                return Err(refuse(
-                    "duplicate_license",
-                    format!("SKU {id} cannot be both added and removed"),
-                ));
-            }
-        }
-        if let Some(loc) = &self.usage_location {
-            let code = loc.trim().to_ascii_uppercase();
-            if code.len() != 2 || celes::Country::from_alpha2(&code).is_err() {
-                return Err(refuse(
-                    "invalid_usage_location",
-                    format!(
-                        "`{}` is not an ISO 3166-1 alpha-2 country code such as SE, US or GB",
-                        clip(loc)
-                    ),
-                ));
-            }
-            self.usage_location = Some(code);
-        }
-        Ok(self)
     }
 
     /// Every SKU the request names (to add or to remove).
-    pub fn sku_ids(&self) -> impl Iterator<Item = Uuid> + '_ {
-        self.add_licenses
+    pub fn sku_ids(&self) -> impl Iterator<Item = SkuId> + '_ {
+        self.add_licenses()
             .iter()
             .map(|l| l.sku_id)
-            .chain(self.remove_licenses.iter().copied())
+            .chain(self.remove_licenses().iter().copied())
     }
 
     /// The checks of the request as a whole against the tenant's subscribed SKUs, made before a
     /// job is created (the API, and through it the CLI and the Job Monitor): every SKU named
     /// exists, and every disabled plan is a service plan of its own SKU. (The same SKU in both
-    /// `add_licenses` and `remove_licenses` is refused by [`JobRequest::validate`].) A 422
+    /// `add_licenses` and `remove_licenses` is refused by [`JobRequest::parse`].) A 422
     /// refusal names the SKU and the plan.
     pub fn check_skus(&self, skus: &[crate::directory::Sku]) -> Result<(), StoreError> {
         for sku_id in self.sku_ids() {
-            if !skus.iter().any(|s| s.sku_id == sku_id) {
+            if !skus.iter().any(|s| s.sku_id == sku_id.uuid()) {
                 return Err(refuse(
                     "unknown_sku",
                     format!("the tenant has no subscription with SKU id {sku_id}"),
                 ));
             }
         }
-        for add in &self.add_licenses {
-            let Some(sku) = skus.iter().find(|s| s.sku_id == add.sku_id) else {
+        for add in self.add_licenses() {
+            let Some(sku) = skus.iter().find(|s| s.sku_id == add.sku_id.uuid()) else {
                 continue;
             };
             for plan in &add.disabled_plans {
@@ -698,6 +725,319 @@ impl JobRequest {
     }
 }
 
+impl From<ParsedRequest> for JobRequest {
+    fn from(p: ParsedRequest) -> JobRequest {
+        let mut req = JobRequest {
+            kind: p.spec.kind(),
+            groups: p.groups.into_iter().map(|g| g.0).collect(),
+            transitive: p.transitive,
+            add_licenses: Vec::new(),
+            remove_licenses: Vec::new(),
+            replace_all: false,
+            usage_location: None,
+            expires_in: None,
+            export: None,
+            verify: p.verify,
+            undo_of: p.undo_of,
+            preview: p.preview,
+            canary: p.canary,
+        };
+        match p.spec {
+            JobSpec::Assign {
+                add,
+                usage_location,
+                expires_in,
+            } => {
+                req.add_licenses = add;
+                req.usage_location = usage_location.map(|l| l.0);
+                req.expires_in = expires_in.map(Expiry::get);
+            }
+            JobSpec::Remove { remove } => {
+                req.remove_licenses = remove.into_iter().map(SkuId::uuid).collect();
+            }
+            JobSpec::Replace {
+                add,
+                remove,
+                replace_all,
+                usage_location,
+            } => {
+                req.add_licenses = add;
+                req.remove_licenses = remove.into_iter().map(SkuId::uuid).collect();
+                req.replace_all = replace_all;
+                req.usage_location = usage_location.map(|l| l.0);
+            }
+            JobSpec::Export { export } => req.export = Some(export),
+        }
+        req
+    }
+}
+
+/// A stored request read back: the shape of its kind (which fields it has, group ids, usage
+/// location, expiry, export location). What only a submission must satisfy (no `undo_of`,
+/// limits, licenses given, no duplicates) is not asked again: licensor's own jobs (undo,
+/// expiry removals) are made without it.
+impl TryFrom<JobRequest> for ParsedRequest {
+    type Error = StoreError;
+
+    fn try_from(req: JobRequest) -> Result<ParsedRequest, StoreError> {
+        req.into_parsed(false)
+    }
+}
+
+/// A submission's licenses: at most [`MAX_LICENSES`] to add and to remove, at most 200
+/// disabled plans each, no SKU twice (nor both added and removed).
+fn check_licenses(add: &[LicenseToAdd], remove: &[Uuid]) -> Result<(), StoreError> {
+    if add.len() > MAX_LICENSES || remove.len() > MAX_LICENSES {
+        return Err(refuse(
+            "too_many_licenses",
+            format!("a job adds or removes at most {MAX_LICENSES} licenses"),
+        ));
+    }
+    let mut add_ids = std::collections::HashSet::new();
+    for l in add {
+        if !add_ids.insert(l.sku_id.uuid()) {
+            return Err(refuse(
+                "duplicate_license",
+                format!("SKU {} is listed twice in `add_licenses`", l.sku_id),
+            ));
+        }
+        if l.disabled_plans.len() > 200 {
+            return Err(refuse(
+                "too_many_licenses",
+                "at most 200 disabled plans per license",
+            ));
+        }
+    }
+    let mut remove_ids = std::collections::HashSet::new();
+    for id in remove {
+        if !remove_ids.insert(*id) {
+            return Err(refuse(
+                "duplicate_license",
+                format!("SKU {id} is listed twice in `remove_licenses`"),
+            ));
+        }
+        if add_ids.contains(id) {
+            return Err(refuse(
+                "duplicate_license",
+                format!("SKU {id} cannot be both added and removed"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl JobRequest {
+    /// Check a submitted request against the rules of its kind and parse it into its
+    /// [`JobSpec`] (groups de-duplicated, usage location upper-cased). Returns a 422 refusal
+    /// naming the field on failure.
+    pub fn parse(self) -> Result<ParsedRequest, StoreError> {
+        self.into_parsed(true)
+    }
+
+    /// `submitted`: also the rules only a submission must satisfy.
+    fn into_parsed(self, submitted: bool) -> Result<ParsedRequest, StoreError> {
+        let JobRequest {
+            kind,
+            groups,
+            transitive,
+            add_licenses,
+            remove_licenses,
+            replace_all,
+            usage_location,
+            expires_in,
+            export,
+            verify,
+            undo_of,
+            preview,
+            canary,
+        } = self;
+        if submitted {
+            if undo_of.is_some() {
+                return Err(refuse(
+                    "field_not_allowed",
+                    "`undo_of` is set by licensor; undo a job with POST /v1/jobs/{id}/undo",
+                ));
+            }
+            if preview && kind == JobKind::Export {
+                return Err(refuse(
+                    "preview_not_supported",
+                    "an export writes nothing to the directory, so there is nothing to preview; submit it without `preview`",
+                ));
+            }
+            if let Some(canary) = &canary {
+                if kind == JobKind::Export {
+                    return Err(refuse(
+                        "canary_not_supported",
+                        "an export writes nothing to the directory, so there is nothing to try first; submit it without `canary`",
+                    ));
+                }
+                if canary.members == 0 {
+                    return Err(refuse(
+                        "invalid_canary",
+                        "`canary.members` must be at least 1",
+                    ));
+                }
+                if !(0.0..=1.0).contains(&canary.max_failed_share) {
+                    return Err(refuse(
+                        "invalid_canary",
+                        "`canary.max_failed_share` must be between 0.0 and 1.0",
+                    ));
+                }
+            }
+        }
+        let groups = if submitted {
+            parse_groups(&groups)?
+        } else {
+            groups
+                .iter()
+                .map(|g| GroupId::parse(g))
+                .collect::<Result<_, _>>()?
+        };
+
+        let not_allowed = |field: &str| {
+            refuse(
+                "field_not_allowed",
+                format!("`{field}` cannot be used with {} job", a_kind(kind)),
+            )
+        };
+        let has_add = !add_licenses.is_empty();
+        let has_remove = !remove_licenses.is_empty();
+        let has_export = export.is_some();
+        // The rules every kind shares, after its own: its expiry and usage location parsed.
+        let shared = || -> Result<(Option<Expiry>, Option<UsageLocation>), StoreError> {
+            if kind != JobKind::Export && has_export {
+                return Err(not_allowed("export"));
+            }
+            let expiry = match expires_in {
+                None => None,
+                Some(_) if kind != JobKind::Assign => {
+                    return Err(refuse(
+                        "expiry_not_allowed",
+                        format!(
+                            "`expires_in` makes an assignment temporary; it cannot be used with {} job",
+                            a_kind(kind)
+                        ),
+                    ));
+                }
+                Some(e) => Some(Expiry::new(e)?),
+            };
+            if submitted {
+                check_licenses(&add_licenses, &remove_licenses)?;
+            }
+            let location = usage_location
+                .as_deref()
+                .map(UsageLocation::parse)
+                .transpose()?;
+            Ok((expiry, location))
+        };
+        let spec = match kind {
+            JobKind::Assign => {
+                if submitted && !has_add {
+                    return Err(refuse(
+                        "licenses_required",
+                        "an assign job needs at least one license in `add_licenses`",
+                    ));
+                }
+                if has_remove {
+                    return Err(not_allowed("remove_licenses"));
+                }
+                if replace_all {
+                    return Err(not_allowed("replace_all"));
+                }
+                let (expires_in, usage_location) = shared()?;
+                JobSpec::Assign {
+                    add: add_licenses,
+                    usage_location,
+                    expires_in,
+                }
+            }
+            JobKind::Remove => {
+                if submitted && !has_remove {
+                    return Err(refuse(
+                        "licenses_required",
+                        "a remove job needs at least one SKU id in `remove_licenses`",
+                    ));
+                }
+                if has_add {
+                    return Err(not_allowed("add_licenses"));
+                }
+                if replace_all {
+                    return Err(not_allowed("replace_all"));
+                }
+                if usage_location.is_some() {
+                    return Err(not_allowed("usage_location"));
+                }
+                shared()?;
+                JobSpec::Remove {
+                    remove: remove_licenses.into_iter().map(SkuId).collect(),
+                }
+            }
+            JobKind::Replace => {
+                if submitted && !has_add {
+                    return Err(refuse(
+                        "licenses_required",
+                        "a replace job needs the licenses to add in `add_licenses`",
+                    ));
+                }
+                if replace_all && has_remove {
+                    return Err(refuse(
+                        "field_not_allowed",
+                        "give either `remove_licenses` or `replace_all`, not both",
+                    ));
+                }
+                if submitted && !replace_all && !has_remove {
+                    return Err(refuse(
+                        "licenses_required",
+                        "a replace job needs `remove_licenses`, or `replace_all: true`",
+                    ));
+                }
+                let (_, usage_location) = shared()?;
+                JobSpec::Replace {
+                    add: add_licenses,
+                    remove: remove_licenses.into_iter().map(SkuId).collect(),
+                    replace_all,
+                    usage_location,
+                }
+            }
+            JobKind::Export => {
+                if has_add {
+                    return Err(not_allowed("add_licenses"));
+                }
+                if has_remove {
+                    return Err(not_allowed("remove_licenses"));
+                }
+                if replace_all {
+                    return Err(not_allowed("replace_all"));
+                }
+                if usage_location.is_some() {
+                    return Err(not_allowed("usage_location"));
+                }
+                let Some(e) = export else {
+                    return Err(refuse(
+                        "export_format_required",
+                        "an export job needs `export: {\"format\": \"csv\" | \"json\" | \"xlsx\"}`",
+                    ));
+                };
+                let export = ExportOptions {
+                    format: e.format,
+                    location: e.location.validate()?,
+                };
+                shared()?;
+                JobSpec::Export { export }
+            }
+        };
+        Ok(ParsedRequest {
+            groups,
+            transitive,
+            spec,
+            verify,
+            undo_of,
+            preview,
+            canary,
+        })
+    }
+}
+
 fn clip(s: &str) -> String {
     s.chars().take(64).collect()
 }
@@ -707,9 +1047,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The request parsed, in its stored form.
     fn req(v: serde_json::Value) -> Result<JobRequest, String> {
         let r: JobRequest = serde_json::from_value(v).map_err(|e| e.to_string())?;
-        r.validate().map_err(|e| match e {
+        r.parse().map(JobRequest::from).map_err(|e| match e {
             StoreError::Refused { code, .. } => code.to_owned(),
             other => other.to_string(),
         })
@@ -859,6 +1200,123 @@ mod tests {
             req(json!({"kind":"assign","groups":[G],"add_licenses":[{"sku_id":S}],"expires_in":{"value":0,"unit":"days"}})).unwrap_err(),
             "invalid_expiry"
         );
+    }
+
+    /// Requests as they are stored today (submitted ones normalised; licensor's own expiry
+    /// removals and undo jobs) are read back into their spec, and written out again unchanged.
+    #[test]
+    fn stored_requests_read_back_into_their_spec_and_write_out_unchanged() {
+        const J: &str = "0193a4c2-1b2c-7d3e-8f40-5a6b7c8d9e0f";
+        const P: &str = "57ff2da0-773e-42df-b2af-ffb7a2317929";
+        let stored = [
+            json!({"kind":"assign","groups":[G],"transitive":false,
+                "add_licenses":[{"sku_id":S,"disabled_plans":[P]}],"usage_location":"SE",
+                "expires_in":{"value":30,"unit":"days"},"verify":false,
+                "canary":{"members":50,"max_failed_share":0.1}}),
+            json!({"kind":"assign","groups":[G],"transitive":true,
+                "add_licenses":[{"sku_id":S,"disabled_plans":[]}],"usage_location":null,
+                "preview":true}),
+            // An expiry removal.
+            json!({"kind":"remove","groups":[G],"transitive":true,"remove_licenses":[S],
+                "usage_location":null}),
+            // The undo of an assign.
+            json!({"kind":"remove","groups":[G],"transitive":false,"remove_licenses":[S],
+                "usage_location":null,"verify":true,"undo_of":J}),
+            // The undo of a replace of everything: nothing to add by name.
+            json!({"kind":"replace","groups":[G],"transitive":false,"remove_licenses":[S],
+                "usage_location":null,"verify":true,"undo_of":J}),
+            json!({"kind":"replace","groups":[G],"transitive":false,
+                "add_licenses":[{"sku_id":S,"disabled_plans":[]}],"replace_all":true,
+                "usage_location":"GB"}),
+            json!({"kind":"export","groups":[G],"transitive":false,"usage_location":null,
+                "export":{"format":"csv","location":{"type":"download"}}}),
+            json!({"kind":"export","groups":[G],"transitive":false,"usage_location":null,
+                "export":{"format":"xlsx","location":{"type":"sharepoint","drive_id":"b!abc",
+                "folder_path":"/Reports/2026/"}}}),
+            json!({"kind":"export","groups":[G],"transitive":true,"usage_location":null,
+                "export":{"format":"json","location":{"type":"s3","bucket":"reports",
+                "prefix":"licensor/","region":"eu-north-1","endpoint":"https://s3.example.com",
+                "access_key_id_env":"AWS_ACCESS_KEY_ID",
+                "secret_access_key_env":"S3_SECRET"}}}),
+        ];
+        let kinds = [
+            JobKind::Assign,
+            JobKind::Assign,
+            JobKind::Remove,
+            JobKind::Remove,
+            JobKind::Replace,
+            JobKind::Replace,
+            JobKind::Export,
+            JobKind::Export,
+            JobKind::Export,
+        ];
+        for (v, kind) in stored.iter().zip(kinds) {
+            let parsed: ParsedRequest = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(parsed.kind(), kind, "{v}");
+            assert_eq!(&serde_json::to_value(&parsed).unwrap(), v);
+        }
+        let first: ParsedRequest = serde_json::from_value(stored[0].clone()).unwrap();
+        let JobSpec::Assign {
+            add,
+            usage_location,
+            expires_in,
+        } = &first.spec
+        else {
+            panic!("an assign: {first:?}");
+        };
+        assert_eq!(add[0].sku_id.to_string(), S);
+        assert_eq!(usage_location.as_deref(), Some("SE"));
+        assert_eq!(expires_in.map(|e| e.get().value), Some(30));
+        assert_eq!(first.groups[0].as_str(), G);
+        assert_eq!(first.canary.map(|c| c.members), Some(50));
+        let undo: ParsedRequest = serde_json::from_value(stored[3].clone()).unwrap();
+        assert_eq!(undo.undo_of.map(|u| u.to_string()).as_deref(), Some(J));
+        assert_eq!(undo.verify, Some(true));
+        let s3: ParsedRequest = serde_json::from_value(stored[8].clone()).unwrap();
+        assert!(matches!(
+            s3.spec,
+            JobSpec::Export {
+                export: ExportOptions {
+                    format: FileFormat::Json,
+                    location: ExportLocation::S3 { .. }
+                }
+            }
+        ));
+        // `undo_of` is licensor's to set: read back from storage, refused in a submission.
+        let submitted: JobRequest = serde_json::from_value(stored[3].clone()).unwrap();
+        assert_eq!(
+            submitted.parse().map(|_| ()).map_err(|e| e.to_string()),
+            Err("`undo_of` is set by licensor; undo a job with POST /v1/jobs/{id}/undo".into())
+        );
+        // A stored request whose shape its kind does not have is not read as a job's.
+        for bad in [
+            json!({"kind":"remove","groups":[G],"remove_licenses":[S],"usage_location":"SE"}),
+            json!({"kind":"export","groups":[G]}),
+            json!({"kind":"assign","groups":["sales"],"add_licenses":[{"sku_id":S}]}),
+        ] {
+            assert!(serde_json::from_value::<ParsedRequest>(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn ids_and_codes_have_one_shape() {
+        let braced = format!("{{{}}}", G.to_uppercase());
+        assert_eq!(GroupId::parse(&braced).unwrap().as_str(), G);
+        assert_eq!(
+            GroupId::parse(&G.replace('-', "")).unwrap(),
+            GroupId::parse(G).unwrap()
+        );
+        assert!(GroupId::parse("All Staff").is_err());
+        assert_eq!(UsageLocation::parse(" gb ").unwrap().as_str(), "GB");
+        for bad in ["XX", "S1", "SWE", "", "é"] {
+            assert!(UsageLocation::parse(bad).is_err(), "{bad}");
+        }
+        let e = |value, unit| Expiry::new(ExpiresIn { value, unit }).map(Expiry::get);
+        assert!(e(0, ExpiryUnit::Days).is_err());
+        assert!(e(3650, ExpiryUnit::Days).is_ok());
+        assert!(e(3651, ExpiryUnit::Days).is_err());
+        assert!(e(120, ExpiryUnit::Months).is_ok());
+        assert!(e(121, ExpiryUnit::Months).is_err());
     }
 
     #[test]

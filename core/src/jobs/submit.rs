@@ -8,19 +8,19 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::view::job_view;
-use super::{JobRequest, JobView};
+use super::{JobView, ParsedRequest};
 use crate::audit::{self, AuditEntry};
 use crate::db::Db;
 use crate::directory::Sku;
-use crate::domain::{JobKind, JobStatus};
+use crate::domain::JobStatus;
 use crate::entities::{job, job_run};
 use crate::error::{StoreError, StoreResult};
 
-/// A job to create, already validated.
+/// A job to create, its request parsed.
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub tenant_id: Uuid,
-    pub request: JobRequest,
+    pub request: ParsedRequest,
     pub created_by: Option<Uuid>,
     pub parent_job_id: Option<Uuid>,
 }
@@ -33,7 +33,7 @@ pub async fn insert<C: ConnectionTrait>(conn: &C, new: NewJob) -> StoreResult<jo
     let job = job::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(new.tenant_id),
-        kind: Set(new.request.kind),
+        kind: Set(new.request.kind()),
         status: Set(JobStatus::Queued),
         request: Set(request),
         total: Set(0),
@@ -96,13 +96,11 @@ pub(crate) async fn insert_run<C: ConnectionTrait>(
 /// 422 `plan_not_in_sku`; a SKU to add with no free unit → 409 `no_licenses_available` with its
 /// `enabled`, `consumed` and `available` counts. A preview is not refused for seats: it reports
 /// the shortfall in its summary. An export is not checked.
-pub fn check_against_skus(request: &JobRequest, skus: &[Sku]) -> StoreResult<()> {
-    if request.kind == JobKind::Export {
-        return Ok(());
-    }
+pub fn check_against_skus(request: &ParsedRequest, skus: &[Sku]) -> StoreResult<()> {
+    // An export names no SKU.
     request.check_skus(skus)?;
-    for add in request.add_licenses.iter().filter(|_| !request.preview) {
-        if let Some(sku) = skus.iter().find(|s| s.sku_id == add.sku_id)
+    for add in request.add_licenses().iter().filter(|_| !request.preview) {
+        if let Some(sku) = skus.iter().find(|s| s.sku_id == add.sku_id.uuid())
             && sku.available <= 0
         {
             return Err(StoreError::conflict(

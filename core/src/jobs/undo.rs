@@ -7,16 +7,16 @@ use uuid::Uuid;
 
 use super::state::{OnJob, begin_action, check_undoable, commit_action};
 use super::submit::{NewJob, insert};
-use super::{JobRequest, JobView, LicenseToAdd, plan};
+use super::{JobSpec, JobView, LicenseToAdd, ParsedRequest, SkuId, plan};
 use crate::db::Db;
-use crate::domain::{ItemStatus, JobKind, JobStatus};
+use crate::domain::{ItemStatus, JobStatus};
 use crate::entities::{job, job_item};
 use crate::error::{StoreError, StoreResult};
 
 /// The request of the job that undoes a job of `req`'s kind: the inverse licenses, for the
 /// record (each member's undo is decided from its ledger entry).
-fn undo_request(req: &JobRequest, job_id: Uuid) -> JobRequest {
-    let as_add = |ids: &[Uuid]| {
+fn undo_request(req: &ParsedRequest, job_id: Uuid) -> ParsedRequest {
+    let as_add = |ids: &[SkuId]| {
         ids.iter()
             .map(|id| LicenseToAdd {
                 sku_id: *id,
@@ -24,22 +24,26 @@ fn undo_request(req: &JobRequest, job_id: Uuid) -> JobRequest {
             })
             .collect::<Vec<_>>()
     };
-    let added: Vec<Uuid> = req.add_licenses.iter().map(|l| l.sku_id).collect();
-    let (kind, add_licenses, remove_licenses) = match req.kind {
-        JobKind::Assign => (JobKind::Remove, Vec::new(), added),
-        JobKind::Remove => (JobKind::Assign, as_add(&req.remove_licenses), Vec::new()),
-        _ => (JobKind::Replace, as_add(&req.remove_licenses), added),
+    let added: Vec<SkuId> = req.add_licenses().iter().map(|l| l.sku_id).collect();
+    let spec = match &req.spec {
+        JobSpec::Assign { .. } => JobSpec::Remove { remove: added },
+        JobSpec::Remove { remove } => JobSpec::Assign {
+            add: as_add(remove),
+            usage_location: None,
+            expires_in: None,
+        },
+        // An export is never undone (`check_undoable`); its undo would name no license.
+        JobSpec::Replace { .. } | JobSpec::Export { .. } => JobSpec::Replace {
+            add: as_add(req.remove_licenses()),
+            remove: added,
+            replace_all: false,
+            usage_location: None,
+        },
     };
-    JobRequest {
-        kind,
+    ParsedRequest {
         groups: req.groups.clone(),
         transitive: req.transitive,
-        add_licenses,
-        remove_licenses,
-        replace_all: false,
-        usage_location: None,
-        expires_in: None,
-        export: None,
+        spec,
         verify: Some(true),
         undo_of: Some(job_id),
         preview: false,

@@ -6,14 +6,14 @@
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::JobRequest;
 use super::outcome::{JobFailure, Outcome, item_outcome};
 use super::plan::{self, Change, Decision, Snapshot, UndoTarget};
+use super::request::{ParsedRequest, UsageLocation};
 use super::{codes, state};
 use crate::config::JobSettings;
 use crate::db::Db;
 use crate::directory::{AssignedLicense, DirectoryClient, DirectoryError, ItemCode, WriteOp};
-use crate::domain::{JobKind, JobStatus};
+use crate::domain::JobStatus;
 use crate::entities::{job, job_item};
 
 /// A write still to make for a member.
@@ -21,7 +21,7 @@ pub(crate) struct Pending {
     id: i64,
     attempts: i32,
     user_id: String,
-    set_location: Option<String>,
+    set_location: Option<UsageLocation>,
     add: Vec<AssignedLicense>,
     remove: Vec<Uuid>,
     note: Option<String>,
@@ -68,7 +68,7 @@ struct Step {
 
 impl Step {
     /// Decide for `m` from `snap`; `fresh` when it was read in this step.
-    fn decide(&mut self, req: &JobRequest, m: Member, snap: Option<&Snapshot>, fresh: bool) {
+    fn decide(&mut self, req: &ParsedRequest, m: Member, snap: Option<&Snapshot>, fresh: bool) {
         let decision = match &m.target {
             Some(t) => plan::decide_undo(t, snap, fresh),
             None => plan::decide(req, snap, fresh),
@@ -122,7 +122,7 @@ impl Step {
     async fn read_and_decide(
         &mut self,
         client: &DirectoryClient,
-        req: &JobRequest,
+        req: &ParsedRequest,
         max_attempts: i32,
     ) -> Result<(), JobFailure> {
         let reads = std::mem::take(&mut self.reads);
@@ -175,7 +175,7 @@ pub async fn process(
     client: &DirectoryClient,
     settings: &JobSettings,
     job: &job::Model,
-    req: &JobRequest,
+    req: &ParsedRequest,
     items: Vec<job_item::Model>,
 ) -> Result<(Vec<(i64, Outcome)>, Option<tokio::time::Instant>), JobFailure> {
     let max_attempts = settings.item_max_attempts;
@@ -197,7 +197,7 @@ pub async fn process(
     }
     step.read_and_decide(client, req, max_attempts).await?;
 
-    let due_at = req.expires_in.map(|e| e.due_from(Utc::now()));
+    let due_at = req.expires_in().map(|e| e.due_from(Utc::now()));
     let mut written: Vec<Pending> = Vec::new();
     // Two passes: the writes as decided, then those the directory refused as a whole, decided
     // again from a fresh read.
@@ -321,7 +321,7 @@ pub async fn process(
     }
     // A temporary assign's member that already held the licenses records the job's due time
     // too: an earlier temporary assignment is not removed before it.
-    if req.kind == JobKind::Assign && due_at.is_some() {
+    if due_at.is_some() {
         for (_, o) in &mut step.outcomes {
             if let Outcome::Skipped { due_at: d, .. } = o {
                 *d = due_at;
@@ -356,7 +356,7 @@ fn describe(licenses: &[AssignedLicense]) -> String {
 /// more than remove that one license: they must be decided again from a fresh read.
 pub(crate) async fn write(
     client: &DirectoryClient,
-    req: &JobRequest,
+    req: &ParsedRequest,
     mut writes: Vec<Pending>,
     max_attempts: i32,
     outcomes: &mut Vec<(i64, Outcome)>,
@@ -384,7 +384,11 @@ pub(crate) async fn write(
                 .iter()
                 .map(|i| WriteOp::SetUsageLocation {
                     user_id: writes[*i].user_id.clone(),
-                    usage_location: writes[*i].set_location.clone().unwrap_or_default(),
+                    usage_location: writes[*i]
+                        .set_location
+                        .as_ref()
+                        .map(|l| l.to_string())
+                        .unwrap_or_default(),
                 })
                 .collect();
             let results = client.write_batch(&ops).await;
@@ -444,9 +448,9 @@ pub(crate) async fn write(
                 Err(DirectoryError::Permanent {
                     code: ItemCode::UsageLocationMissing,
                     ..
-                }) if req.usage_location.is_some() && !w.location_tried => {
+                }) if req.usage_location().is_some() && !w.location_tried => {
                     again.push(Pending {
-                        set_location: req.usage_location.clone(),
+                        set_location: req.usage_location().cloned(),
                         ..w
                     });
                 }

@@ -312,8 +312,8 @@ fn group_digits(n: i64) -> String {
 /// A group's id: as given when it is one, else the one group whose display name is exactly `given`.
 async fn group_id(api: &Api, given: &str) -> anyhow::Result<String> {
     let name = given.trim();
-    if let Ok(id) = Uuid::try_parse(name) {
-        return Ok(id.hyphenated().to_string());
+    if let Ok(id) = licensor_core::jobs::GroupId::parse(name) {
+        return Ok(id.to_string());
     }
     let req = api
         .request(Method::GET, "/v1/directory/groups")

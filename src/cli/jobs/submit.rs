@@ -5,7 +5,9 @@ use anyhow::Context;
 use clap::Args;
 use licensor_core::domain::{JobKind, JobStatus};
 use licensor_core::jobs::request::{ExportLocation, ExportOptions};
-use licensor_core::jobs::{Canary, ExpiresIn, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd};
+use licensor_core::jobs::{
+    Canary, ExpiresIn, Expiry, ExpiryUnit, FileFormat, JobRequest, LicenseToAdd,
+};
 use reqwest::Method;
 use serde_json::Value;
 use uuid::Uuid;
@@ -134,9 +136,13 @@ fn parse_expires_in(s: &str) -> Result<ExpiresIn, String> {
         _ => return Err("give a number and d, w or m, e.g. 30d, 4w or 3m".to_owned()),
     };
     let most = ExpiresIn { value: 1, unit }.max_value();
-    match value.parse::<u32>() {
-        Ok(value) if (1..=most).contains(&value) => Ok(ExpiresIn { value, unit }),
-        _ => Err(format!(
+    let expiry = value
+        .parse::<u32>()
+        .ok()
+        .and_then(|value| Expiry::new(ExpiresIn { value, unit }).ok());
+    match expiry {
+        Some(expiry) => Ok(expiry.get()),
+        None => Err(format!(
             "give a number from 1 to {most} with {}, e.g. 30d, 4w or 3m (at most ten years)",
             match unit {
                 ExpiryUnit::Days => "d",
@@ -423,7 +429,7 @@ fn license_to_add(skus: &[Value], given: &str) -> anyhow::Result<LicenseToAdd> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(LicenseToAdd {
-        sku_id,
+        sku_id: sku_id.into(),
         disabled_plans,
     })
 }
@@ -503,14 +509,14 @@ mod tests {
         assert_eq!(
             license_to_add(&skus, "spe_e5").unwrap(),
             LicenseToAdd {
-                sku_id: e5,
+                sku_id: e5.into(),
                 disabled_plans: vec![]
             }
         );
         assert_eq!(
             license_to_add(&skus, &format!("{e5}:teams1, {other}")).unwrap(),
             LicenseToAdd {
-                sku_id: e5,
+                sku_id: e5.into(),
                 disabled_plans: vec![teams, other]
             }
         );
