@@ -635,7 +635,12 @@ fn job_figures(job: &Value, members: usize, stats: &Value, wall: f64) -> Value {
         "status": job["status"],
         "queued_seconds": secs(at("created_at"), at("started_at")),
         "running_seconds": secs(at("started_at"), at("finished_at")),
-        "members_read_seconds": secs(at("started_at"), at("expanded_at")),
+        // A launched preview read its members before it started (the preview's figures).
+        "members_read_seconds": if at("expanded_at") < at("started_at") {
+            Value::Null
+        } else {
+            secs(at("started_at"), at("expanded_at"))
+        },
         "members": members,
         "wall_seconds": (wall * 100.0).round() / 100.0,
         "items_per_second": (done as f64 / wall).round(),
