@@ -152,7 +152,7 @@ impl Action {
     fn check(self, job: &job::Model) -> Result<(), licensor_core::StoreError> {
         match self {
             Action::Rerun => jobs::check_rerunnable(job),
-            Action::Cancel => jobs::check_cancellable(job.status),
+            Action::Cancel => jobs::check_cancellable(job),
         }
     }
 

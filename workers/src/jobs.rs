@@ -48,7 +48,7 @@ async fn fail(
     if jobs::finish::fail(&ctx.db, job.id, failure.code, &failure.detail).await? {
         crate::webhooks::queue_job_events(ctx, job.id).await;
         tracing::warn!(job = %job.id, code = failure.code, detail = %failure.detail, "job failed");
-        metrics::counter!("licensor_jobs_completed_total", "kind" => job.kind.as_str(), "status" => JobStatus::Failed.as_str()).increment(1);
+        jobs::finish::count_completed(job.kind, JobStatus::Failed);
     }
     Ok(())
 }
@@ -218,7 +218,7 @@ async fn conclude_preview<'a>(
     };
     if let Some(summary) = preview::conclude(&ctx.db, job, predictor).await? {
         tracing::info!(job = %job.id, members = summary.members, would_fail = summary.would_fail, "job previewed");
-        metrics::counter!("licensor_jobs_completed_total", "kind" => job.kind.as_str(), "status" => JobStatus::Previewed.as_str()).increment(1);
+        jobs::finish::count_completed(job.kind, JobStatus::Previewed);
     }
     Ok(())
 }
@@ -240,7 +240,7 @@ async fn finish(ctx: &WorkerContext, job: &job::Model) -> Result<bool, BoxDynErr
     if let Some(status) = jobs::finish::finish_if_done(&ctx.db, job.id).await? {
         crate::webhooks::queue_job_events(ctx, job.id).await;
         tracing::info!(job = %job.id, kind = %job.kind, status = status.as_str(), "job finished");
-        metrics::counter!("licensor_jobs_completed_total", "kind" => job.kind.as_str(), "status" => status.as_str()).increment(1);
+        jobs::finish::count_completed(job.kind, status);
         return Ok(true);
     }
     Ok(false)

@@ -23,7 +23,7 @@ pub async fn resume(db: &Db, on: OnJob) -> StoreResult<JobView> {
     let (tenant_id, job_id, by) = (on.tenant_id, on.job_id, on.by);
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
     let status = job.status;
-    check_resumable(status)?;
+    check_resumable(&job)?;
     let now = Utc::now();
     super::state::transition(job_id, &[status], JobStatus::Running)?
         .col_expr(job::Column::CanaryPassedAt, Expr::value(now))

@@ -25,7 +25,7 @@ pub async fn cancel(db: &Db, on: OnJob) -> StoreResult<JobView> {
     let (tenant_id, job_id, by) = (on.tenant_id, on.job_id, on.by);
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
     let status = job.status;
-    check_cancellable(status)?;
+    check_cancellable(&job)?;
     let now = Utc::now();
     super::state::transition(job_id, &[status], JobStatus::Cancelled)?
         .col_expr(job::Column::FinishedAt, Expr::value(now))
@@ -66,7 +66,7 @@ pub async fn cancel(db: &Db, on: OnJob) -> StoreResult<JobView> {
         json!({"status": "cancelled", "skipped": skipped}),
     )
     .await?;
-    metrics::counter!("licensor_jobs_completed_total", "kind" => view.kind.as_str(), "status" => JobStatus::Cancelled.as_str()).increment(1);
+    super::finish::count_completed(view.kind, JobStatus::Cancelled);
     Ok(view)
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::SetNull;
 use super::now;
 use crate::db::Db;
-use crate::domain::{ItemStatus, JobStatus};
+use crate::domain::{ItemStatus, JobKind, JobStatus};
 use crate::entities::{job, job_item, job_run};
 use crate::error::StoreResult;
 
@@ -231,4 +231,12 @@ pub async fn fail(db: &Db, job_id: Uuid, code: &str, detail: &str) -> StoreResul
     }
     txn.commit().await?;
     Ok(done == 1)
+}
+
+/// Count a job that reached an end (`finished`, `finished_with_exception`, `failed`,
+/// `cancelled`) or a preview that ended `previewed`, in `licensor_jobs_completed_total{kind,
+/// status}` — the one place that counter is written.
+pub fn count_completed(kind: JobKind, status: JobStatus) {
+    metrics::counter!("licensor_jobs_completed_total", "kind" => kind.as_str(), "status" => status.as_str())
+        .increment(1);
 }

@@ -120,7 +120,7 @@ pub async fn launch(db: &Db, on: OnJob, max_age: std::time::Duration) -> StoreRe
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
     let status = job.status;
     let mut req = super::lease::request_of(&job)?;
-    check_launchable(status, req.preview)?;
+    check_launchable(&job)?;
     req.preview = false;
     let request = serde_json::to_value(&req).map_err(StoreError::internal)?;
     let now = Utc::now();

@@ -203,7 +203,7 @@ impl std::str::FromStr for ItemStatus {
     }
 }
 
-/// Whether a job in `status` can be rerun: `failed`, `finished_with_exception` or `cancelled`;
+/// Whether the job, by its status, can be rerun: `failed`, `finished_with_exception` or `cancelled`;
 /// otherwise 409 `not_rerunnable`.
 pub fn check_rerunnable(job: &job::Model) -> StoreResult<()> {
     let status = job.status;
@@ -253,9 +253,10 @@ pub fn check_undoable(job: &job::Model) -> StoreResult<()> {
     ))
 }
 
-/// Whether a job in `status` can be cancelled: `queued`, `running`, `previewed` or `paused`;
+/// Whether the job, by its status, can be cancelled: `queued`, `running`, `previewed` or `paused`;
 /// otherwise 409 `not_cancellable`.
-pub fn check_cancellable(status: JobStatus) -> StoreResult<()> {
+pub fn check_cancellable(job: &job::Model) -> StoreResult<()> {
+    let status = job.status;
     if status.can_become(JobStatus::Cancelled) {
         Ok(())
     } else {
@@ -269,8 +270,9 @@ pub fn check_cancellable(status: JobStatus) -> StoreResult<()> {
     }
 }
 
-/// Whether a job in `status` can be resumed: only a `paused` job; otherwise 409 `not_paused`.
-pub fn check_resumable(status: JobStatus) -> StoreResult<()> {
+/// Whether the job, by its status, can be resumed: only a `paused` job; otherwise 409 `not_paused`.
+pub fn check_resumable(job: &job::Model) -> StoreResult<()> {
+    let status = job.status;
     if status == JobStatus::Paused {
         Ok(())
     } else {
@@ -376,10 +378,14 @@ pub(crate) fn transition(
         .filter(job::Column::Status.is_in(from.iter().copied())))
 }
 
-/// Whether a job in `status` (a preview when `preview`) can be launched: only a `previewed`
+/// Whether the job can be launched, by its status and whether it is a preview: only a `previewed`
 /// job; a preview still reading its members → 409 `preview_not_ready`; otherwise 409
 /// `not_a_preview`.
-pub fn check_launchable(status: JobStatus, preview: bool) -> StoreResult<()> {
+pub fn check_launchable(job: &job::Model) -> StoreResult<()> {
+    launchable(job.status, super::lease::request_of(job)?.preview)
+}
+
+fn launchable(status: JobStatus, preview: bool) -> StoreResult<()> {
     if status == JobStatus::Previewed {
         Ok(())
     } else if preview && matches!(status, JobStatus::Queued | JobStatus::Running) {
@@ -438,22 +444,16 @@ mod tests {
     /// Only a previewed job is launched; a preview still reading its members says so.
     #[test]
     fn launch_is_for_a_finished_preview() {
-        assert_eq!(code(check_launchable(JobStatus::Previewed, true)), None);
+        assert_eq!(code(launchable(JobStatus::Previewed, true)), None);
         for s in [JobStatus::Queued, JobStatus::Running] {
             assert_eq!(
-                code(check_launchable(s, true)).as_deref(),
+                code(launchable(s, true)).as_deref(),
                 Some("preview_not_ready")
             );
-            assert_eq!(
-                code(check_launchable(s, false)).as_deref(),
-                Some("not_a_preview")
-            );
+            assert_eq!(code(launchable(s, false)).as_deref(), Some("not_a_preview"));
         }
         for s in [JobStatus::Finished, JobStatus::Cancelled, JobStatus::Paused] {
-            assert_eq!(
-                code(check_launchable(s, false)).as_deref(),
-                Some("not_a_preview")
-            );
+            assert_eq!(code(launchable(s, false)).as_deref(), Some("not_a_preview"));
         }
     }
 
