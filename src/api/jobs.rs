@@ -262,6 +262,14 @@ fn code_param(value: Option<&str>) -> Result<Vec<String>, ApiError> {
     Ok(code)
 }
 
+/// The `status` and `code` query parameters of the item and change lists.
+fn item_filter(status: Option<&str>, code: Option<&str>) -> Result<ItemFilter, ApiError> {
+    Ok(ItemFilter {
+        status: csv_param::<ItemStatus>("status", status)?,
+        code: code_param(code)?,
+    })
+}
+
 /// A job's items (one per member), in member order.
 #[utoipa::path(get, path = "/v1/jobs/{id}/items", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Job id"), ListItemsQuery),
@@ -274,11 +282,7 @@ pub async fn list_items(
     Path(id): Path<Uuid>,
     Query(q): Query<ListItemsQuery>,
 ) -> ApiResult<Json<ItemList>> {
-    let code = code_param(q.code.as_deref())?;
-    let filter = ItemFilter {
-        status: csv_param::<ItemStatus>("status", q.status.as_deref())?,
-        code,
-    };
+    let filter = item_filter(q.status.as_deref(), q.code.as_deref())?;
     let page = PageRequest::<i64>::parse(q.limit, q.cursor.as_deref())?;
     let page = jobs::items(&state.db, auth.tenant_id(), id, &filter, &page).await?;
     Ok(Json(ItemList {
@@ -527,8 +531,7 @@ pub async fn list_changes(
         ));
     }
     let filter = ChangeFilter {
-        status: csv_param::<ItemStatus>("status", q.status.as_deref())?,
-        code: code_param(q.code.as_deref())?,
+        items: item_filter(q.status.as_deref(), q.code.as_deref())?,
         user: q.user,
     };
     let page = PageRequest::<i64>::parse(q.limit, q.cursor.as_deref())?;

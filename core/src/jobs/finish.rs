@@ -111,14 +111,8 @@ pub async fn finish_if_done(db: &Db, job_id: Uuid) -> StoreResult<Option<JobStat
     };
     let t = now();
     let txn = crate::db::begin(db).await?;
-    let done = super::state::transition(job_id, &[JobStatus::Running], status)?
-        .col_expr(job::Column::ErrorCode, Expr::value(code))
-        .col_expr(
-            job::Column::ErrorDetail,
-            Expr::value(code.map(|_| format!("all {} members failed", job.failed))),
-        )
-        .col_expr(job::Column::FinishedAt, Expr::value(t))
-        .col_expr(job::Column::UpdatedAt, Expr::value(t))
+    let detail = code.map(|_| format!("all {} members failed", job.failed));
+    let done = end(job_id, &[JobStatus::Running], status, code, detail, t)?
         .exec(&txn)
         .await?
         .rows_affected;
@@ -202,19 +196,35 @@ pub(crate) async fn close_run<C: ConnectionTrait>(
 }
 
 /// The job could not run (a group that does not exist, rejected credentials …): it ends
+/// The update that ends job `job_id` (in one of `from`) as `to` at `t`, with its error `code`
+/// and `detail` (`None` clears them); the caller runs it and reads whether it applied.
+fn end(
+    job_id: Uuid,
+    from: &[JobStatus],
+    to: JobStatus,
+    code: Option<&str>,
+    detail: Option<String>,
+    t: DateTime<Utc>,
+) -> StoreResult<sea_orm::UpdateMany<job::Entity>> {
+    Ok(super::state::transition(job_id, from, to)?
+        .col_expr(job::Column::ErrorCode, Expr::value(code))
+        .col_expr(job::Column::ErrorDetail, Expr::value(detail))
+        .col_expr(job::Column::FinishedAt, Expr::value(t))
+        .col_expr(job::Column::UpdatedAt, Expr::value(t)))
+}
+
 /// `failed` with `code` and `detail`; its unfinished items stay pending for a rerun.
 pub async fn fail(db: &Db, job_id: Uuid, code: &str, detail: &str) -> StoreResult<bool> {
     let t = now();
     let txn = crate::db::begin(db).await?;
-    let done = super::state::transition(
+    let done = end(
         job_id,
         &[JobStatus::Queued, JobStatus::Running],
         JobStatus::Failed,
+        Some(code),
+        Some(detail.to_owned()),
+        t,
     )?
-    .col_expr(job::Column::ErrorCode, Expr::value(code))
-    .col_expr(job::Column::ErrorDetail, Expr::value(detail))
-    .col_expr(job::Column::FinishedAt, Expr::value(t))
-    .col_expr(job::Column::UpdatedAt, Expr::value(t))
     .exec(&txn)
     .await?
     .rows_affected;

@@ -43,11 +43,21 @@ pub(crate) fn statement<C: ConnectionTrait>(
     Statement::from_sql_and_values(backend, sql, values)
 }
 
+/// Run one statement written with `?` placeholders ([`statement`]).
+async fn exec<C: ConnectionTrait>(
+    conn: &C,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> StoreResult<()> {
+    conn.execute_raw(statement(conn, sql, values)).await?;
+    Ok(())
+}
+
 /// Keep a preview's predictions, by member, while its items are dropped to read the groups
 /// again (see [`carry_predictions`]).
 async fn stash_predictions<C: ConnectionTrait>(conn: &C, job_id: Uuid) -> StoreResult<()> {
     conn_delete_carried(conn, job_id).await?;
-    conn.execute_raw(statement(
+    exec(
         conn,
         &format!(
             "INSERT INTO {CARRIED} (job_id, user_id, prediction) \
@@ -55,22 +65,20 @@ async fn stash_predictions<C: ConnectionTrait>(conn: &C, job_id: Uuid) -> StoreR
              WHERE job_id = ? AND prediction IS NOT NULL"
         ),
         vec![job_id.into()],
-    ))
-    .await?;
-    Ok(())
+    )
+    .await
 }
 
 pub(crate) async fn conn_delete_carried<C: ConnectionTrait>(
     conn: &C,
     job_id: Uuid,
 ) -> StoreResult<()> {
-    conn.execute_raw(statement(
+    exec(
         conn,
         &format!("DELETE FROM {CARRIED} WHERE job_id = ?"),
         vec![job_id.into()],
-    ))
-    .await?;
-    Ok(())
+    )
+    .await
 }
 
 /// A launched preview that read its groups again: each member still in them gets its
@@ -90,7 +98,7 @@ pub(crate) async fn carry_predictions<C: ConnectionTrait>(
     if any.is_none() {
         return Ok(());
     }
-    conn.execute_raw(statement(
+    exec(
         conn,
         &format!(
             "UPDATE job_items SET prediction = (SELECT c.prediction FROM {CARRIED} c \
@@ -98,15 +106,9 @@ pub(crate) async fn carry_predictions<C: ConnectionTrait>(
              WHERE job_id = ? AND user_id IN (SELECT user_id FROM {CARRIED} WHERE job_id = ?)"
         ),
         vec![job_id.into(), job_id.into()],
-    ))
+    )
     .await?;
-    conn.execute_raw(statement(
-        conn,
-        &format!("DELETE FROM {CARRIED} WHERE job_id = ?"),
-        vec![job_id.into()],
-    ))
-    .await?;
-    Ok(())
+    conn_delete_carried(conn, job_id).await
 }
 
 /// Launch a preview (admin): the job is queued as a real run of the same request. The members

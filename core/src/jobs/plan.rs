@@ -322,13 +322,14 @@ fn decide_from(req: &ParsedRequest, snap: &Snapshot) -> Decision {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
     const E3: &str = "6fd2c87f-b296-42f0-b197-1e91e994b900";
     const E5: &str = "06ebc4ee-1bb5-47dd-8120-11324bc54e06";
-    const G: &str = "8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01";
+    /// The group members inherit licenses from, in tests.
+    pub(crate) const G: &str = "8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01";
 
     fn req(v: serde_json::Value) -> ParsedRequest {
         serde_json::from_value::<super::super::JobRequest>(v)
@@ -337,7 +338,9 @@ mod tests {
             .unwrap()
     }
 
-    fn snap(loc: Option<&str>, direct: &[&str], inherited: &[&str]) -> Snapshot {
+    /// A member with usage location `loc`, holding the SKUs `direct` directly and `inherited`
+    /// through group [`G`].
+    pub(crate) fn snap(loc: Option<&str>, direct: &[&str], inherited: &[&str]) -> Snapshot {
         let mut licenses: Vec<LicenseAssignmentState> = direct
             .iter()
             .map(|s| LicenseAssignmentState {

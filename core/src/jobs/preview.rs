@@ -679,7 +679,7 @@ mod tests {
     use serde_json::json;
 
     const E5: &str = "06ebc4ee-1bb5-47dd-8120-11324bc54e06";
-    const G: &str = "8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01";
+    use crate::jobs::plan::tests::G;
 
     fn sku(id: &str, enabled: i64, consumed: i64) -> Sku {
         Sku {
@@ -693,25 +693,8 @@ mod tests {
     }
 
     fn member(loc: Option<&str>, direct: bool, inherited: bool) -> Snapshot {
-        let mut licenses = Vec::new();
-        if direct {
-            licenses.push(LicenseAssignmentState {
-                sku_id: E5.parse().unwrap(),
-                assigned_by_group: None,
-                disabled_plans: vec![],
-            });
-        }
-        if inherited {
-            licenses.push(LicenseAssignmentState {
-                sku_id: E5.parse().unwrap(),
-                assigned_by_group: Some(G.into()),
-                disabled_plans: vec![],
-            });
-        }
-        Snapshot {
-            usage_location: loc.map(Into::into),
-            licenses,
-        }
+        let held = |yes: bool| if yes { vec![E5] } else { vec![] };
+        crate::jobs::plan::tests::snap(loc, &held(direct), &held(inherited))
     }
 
     /// Two SKUs added, each running short for different members: the summary counts, per SKU,

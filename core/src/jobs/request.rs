@@ -412,6 +412,38 @@ pub struct JobRequest {
     pub canary: Option<Canary>,
 }
 
+/// The read side of a newtype over a checked `String` (`$name(String)`): `as_str`, `Deref` to
+/// `str`, `AsRef<str>` and `Display`, all giving the checked text. Its only constructor stays its
+/// own `parse`.
+macro_rules! text_newtype {
+    ($name:ident) => {
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 fn refuse(code: &'static str, detail: impl Into<String>) -> StoreError {
     StoreError::unacceptable(code, detail)
 }
@@ -437,30 +469,9 @@ impl GroupId {
             )),
         }
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl std::ops::Deref for GroupId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for GroupId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for GroupId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
+text_newtype!(GroupId);
 
 /// A SKU's id: a GUID (Graph's `subscribedSku.skuId`, also `assignedLicense.skuId`). Any
 /// UUID is one; the type keeps SKU ids apart from service plan and other ids.
@@ -512,24 +523,9 @@ impl UsageLocation {
         }
         Ok(UsageLocation(code))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl std::ops::Deref for UsageLocation {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for UsageLocation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+text_newtype!(UsageLocation);
 
 /// A temporary assignment's lifetime as a parsed request holds it: an [`ExpiresIn`] whose
 /// `value` is 1 to [`ExpiresIn::max_value`] for its unit (at most ten years). Only made by

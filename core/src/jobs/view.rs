@@ -502,6 +502,7 @@ impl ItemView {
     }
 }
 
+/// Which of a job's items to list: any of `status` and any of the error `code`s (empty: all).
 #[derive(Debug, Default, Clone)]
 pub struct ItemFilter {
     pub status: Vec<ItemStatus>,
@@ -614,10 +615,10 @@ impl ChangeView {
     }
 }
 
+/// The change ledger's filter: the items' own ([`ItemFilter`]), and one member.
 #[derive(Debug, Default, Clone)]
 pub struct ChangeFilter {
-    pub status: Vec<ItemStatus>,
-    pub code: Vec<String>,
+    pub items: ItemFilter,
     /// A member's user id or user principal name (exact).
     pub user: Option<String>,
 }
@@ -631,7 +632,7 @@ pub async fn changes(
     page: &PageRequest<i64>,
 ) -> StoreResult<(Page<ChangeView>, i64)> {
     model(db, tenant_id, job_id).await?;
-    let mut q = items_of(job_id, &filter.status, &filter.code)
+    let mut q = items_of(job_id, &filter.items.status, &filter.items.code)
         .filter(job_item::Column::Change.is_not_null());
     if let Some(user) = filter
         .user
