@@ -19,14 +19,23 @@ pub fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// What identifies a request for a key: method, path and body.
+/// What identifies a request for a key: method, path and body — a JSON body as its value (keys
+/// in order, no white space), so the same request sent with its keys in another order is the
+/// same request; any other body as its bytes.
 pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(method.as_bytes());
     h.update([0]);
     h.update(path.as_bytes());
     h.update([0]);
-    h.update(body);
+    // serde_json's maps are ordered by key (no `preserve_order`), so this writes them sorted.
+    match serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_vec(&v).ok())
+    {
+        Some(canonical) => h.update(canonical),
+        None => h.update(body),
+    }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -1,7 +1,10 @@
 //! `Idempotency-Key` on mutating POSTs: a repeat with the same key and body returns the first
 //! answer and does nothing again; the same key with a different request → 422
 //! `idempotency_key_reused`; while the first is still being answered → 409
-//! `idempotency_key_in_use`. Server errors and 429s are not kept, so a retry runs again.
+//! `idempotency_key_in_use`. Server errors and 429s are not kept, so a retry runs again; any
+//! other answer, a refusal too, is the answer to that request (CONTRACT §API). The same request
+//! means the same method, path and JSON value: the order of an object's keys and white space do
+//! not matter.
 
 use axum::body::Body;
 use axum::extract::{Request, State};

@@ -91,8 +91,7 @@ pub async fn claim_canary(
             .one(&txn)
             .await?
             .unwrap_or(0);
-        let worked = job.succeeded + job.failed + job.skipped;
-        let left = i64::from(canary.members) - worked - held;
+        let left = i64::from(canary.members) - written(&job) - held;
         if left <= 0 {
             txn.commit().await?;
             return Ok(Vec::new());
@@ -128,7 +127,12 @@ pub async fn decide_canary(
             CanaryDecision::Undecided
         });
     }
-    let worked = job.succeeded + job.failed + job.skipped;
+    let worked = written(&job);
+    if job.expanded_at.is_some() && worked + job.skipped >= job.total {
+        // Every member is worked: there is nothing left to hold back, so the job ends as it
+        // stands rather than pausing (as a job smaller than its canary does).
+        return Ok(CanaryDecision::Undecided);
+    }
     let decision = match canary.passes(worked, job.failed) {
         None => return Ok(CanaryDecision::Undecided),
         Some(true) => {
@@ -168,6 +172,13 @@ pub async fn decide_canary(
     };
     txn.commit().await?;
     Ok(decision)
+}
+
+/// The members of `job` the canary counts: those a write was decided for (succeeded or
+/// failed). Members found already in the desired state are skipped without a write and say
+/// nothing about whether the job's writes work, so they do not count.
+fn written(job: &job::Model) -> i64 {
+    job.succeeded + job.failed
 }
 
 /// Take job `job_id`'s row lock in `txn` (stamping `updated_at` with `t`) when it is running.

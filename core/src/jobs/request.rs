@@ -318,17 +318,19 @@ impl ExportLocation {
     }
 }
 
-/// Try the job on its first members before the rest: once `members` members are worked (their
-/// outcomes recorded), if the share of them that failed is above `max_failed_share` the job is
-/// `paused` — nothing more is written until `POST /v1/jobs/{id}/resume` or cancel. No more than
-/// `members` members are written before that decision.
+/// Try the job on its first members before the rest: once `members` members are written (their
+/// writes succeeded or failed; members found already in the desired state are skipped and do not
+/// count), if the share of them that failed is above `max_failed_share` the job is `paused` —
+/// nothing more is written until `POST /v1/jobs/{id}/resume` or cancel. No more than `members`
+/// members are written before that decision; a job whose members are all worked before then
+/// ends as it stands.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Canary {
-    /// How many members are worked first (at least 1).
+    /// How many members are written first (at least 1).
     #[schema(minimum = 1)]
     pub members: u32,
-    /// The largest share of failed members among them (failed / worked, 0.0 to 1.0) with which
+    /// The largest share of failed members among them (failed / written, 0.0 to 1.0) with which
     /// the job goes on by itself.
     #[schema(minimum = 0.0, maximum = 1.0)]
     pub max_failed_share: f64,
@@ -899,6 +901,31 @@ impl JobRequest {
         let has_add = !add_licenses.is_empty();
         let has_remove = !remove_licenses.is_empty();
         let has_export = export.is_some();
+        // The fields a kind has no use for, in the order they are checked.
+        let given = [
+            ("add_licenses", has_add),
+            ("remove_licenses", has_remove),
+            ("replace_all", replace_all),
+            ("usage_location", usage_location.is_some()),
+        ];
+        let unused: &[&str] = match kind {
+            JobKind::Assign => &["remove_licenses", "replace_all"],
+            JobKind::Remove => &["add_licenses", "replace_all", "usage_location"],
+            JobKind::Replace => &[],
+            JobKind::Export => &[
+                "add_licenses",
+                "remove_licenses",
+                "replace_all",
+                "usage_location",
+            ],
+        };
+        // The first of them given, refused.
+        let misplaced = || {
+            given
+                .iter()
+                .find(|(field, there)| *there && unused.contains(field))
+                .map(|(field, _)| not_allowed(field))
+        };
         // The rules every kind shares, after its own: its expiry and usage location parsed.
         let shared = || -> Result<(Option<Expiry>, Option<UsageLocation>), StoreError> {
             if kind != JobKind::Export && has_export {
@@ -934,11 +961,8 @@ impl JobRequest {
                         "an assign job needs at least one license in `add_licenses`",
                     ));
                 }
-                if has_remove {
-                    return Err(not_allowed("remove_licenses"));
-                }
-                if replace_all {
-                    return Err(not_allowed("replace_all"));
+                if let Some(e) = misplaced() {
+                    return Err(e);
                 }
                 let (expires_in, usage_location) = shared()?;
                 JobSpec::Assign {
@@ -954,14 +978,8 @@ impl JobRequest {
                         "a remove job needs at least one SKU id in `remove_licenses`",
                     ));
                 }
-                if has_add {
-                    return Err(not_allowed("add_licenses"));
-                }
-                if replace_all {
-                    return Err(not_allowed("replace_all"));
-                }
-                if usage_location.is_some() {
-                    return Err(not_allowed("usage_location"));
+                if let Some(e) = misplaced() {
+                    return Err(e);
                 }
                 shared()?;
                 JobSpec::Remove {
@@ -996,17 +1014,8 @@ impl JobRequest {
                 }
             }
             JobKind::Export => {
-                if has_add {
-                    return Err(not_allowed("add_licenses"));
-                }
-                if has_remove {
-                    return Err(not_allowed("remove_licenses"));
-                }
-                if replace_all {
-                    return Err(not_allowed("replace_all"));
-                }
-                if usage_location.is_some() {
-                    return Err(not_allowed("usage_location"));
+                if let Some(e) = misplaced() {
+                    return Err(e);
                 }
                 let Some(e) = export else {
                     return Err(refuse(

@@ -15,6 +15,25 @@ use crate::domain::{ItemStatus, JobStatus};
 use crate::entities::{job, job_item};
 use crate::error::StoreResult;
 
+/// A job that was undone (or is being undone) is not run again: its rerun would make again the
+/// changes its undo takes back — 409 `not_rerunnable`, naming the undo job. An undo that failed
+/// or was cancelled does not count.
+pub async fn check_not_undone<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    job: &job::Model,
+) -> StoreResult<()> {
+    match super::undo::standing_undo(conn, job.tenant_id, job.id).await? {
+        None => Ok(()),
+        Some(undo) => Err(crate::error::StoreError::conflict(
+            "not_rerunnable",
+            format!(
+                "the job was undone by job {} ({}); rerunning it would make again the changes the undo takes back",
+                undo.id, undo.status
+            ),
+        )),
+    }
+}
+
 /// Rerun a `failed`, `finished_with_exception` or `cancelled` job: its failed items (and, when
 /// the job itself failed, its unfinished ones; when it was cancelled, the members the cancel
 /// skipped) go back to pending for a new run, to be read afresh from the directory before they
@@ -26,6 +45,7 @@ pub async fn rerun(db: &Db, on: OnJob) -> StoreResult<JobView> {
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
     let status = job.status;
     check_rerunnable(&job)?;
+    check_not_undone(&txn, &job).await?;
     let run_no = job.runs + 1;
     let now = Utc::now();
     // A cancelled run whose held members were not recorded yet ends here, with its counts as

@@ -247,7 +247,7 @@ pub fn check_undoable(job: &job::Model) -> StoreResult<()> {
     Err(StoreError::conflict(
         "not_undoable",
         format!(
-            "only a finished, failed or cancelled assign, remove or replace job can be undone; this is a {} {} job",
+            "only an ended (finished, finished with exception, failed or cancelled) assign, remove or replace job can be undone; this is a {} {} job",
             job.status, job.kind
         ),
     ))

@@ -51,6 +51,28 @@ fn undo_request(req: &ParsedRequest, job_id: Uuid) -> ParsedRequest {
     }
 }
 
+/// The undo of tenant `tenant_id`'s job `job_id` that stands — one that has not failed and was
+/// not cancelled (queued, running or ended) — if there is one.
+pub(crate) async fn standing_undo<C: ConnectionTrait>(
+    conn: &C,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> StoreResult<Option<job::Model>> {
+    let children = job::Entity::find()
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .filter(job::Column::ParentJobId.eq(job_id))
+        .all(conn)
+        .await?;
+    for child in children {
+        let undoes = super::lease::request_of(&child)?.undo_of == Some(job_id);
+        let stands = !matches!(child.status, JobStatus::Failed | JobStatus::Cancelled);
+        if undoes && stands {
+            return Ok(Some(child));
+        }
+    }
+    Ok(None)
+}
+
 /// Undo a job (admin): a new job, linked to it (`parent_job_id`, `request.undo_of`), that gives
 /// each member the job wrote for its direct licenses from before the job — only where the
 /// member's licenses still equal what the job left; the others end `skipped` with code
@@ -63,29 +85,19 @@ pub async fn undo(db: &Db, on: OnJob) -> StoreResult<JobView> {
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
     check_undoable(&job)?;
     // One undo at a time: an earlier undo that did not fail and was not cancelled stands.
-    let children = job::Entity::find()
-        .filter(job::Column::TenantId.eq(tenant_id))
-        .filter(job::Column::ParentJobId.eq(job_id))
-        .all(&txn)
-        .await?;
-    for child in children {
-        let undoes = super::lease::request_of(&child)?.undo_of == Some(job_id);
-        let status = child.status;
-        let stands = !matches!(status, JobStatus::Failed | JobStatus::Cancelled);
-        if undoes && stands {
-            let detail = if status.is_terminal() {
-                format!(
-                    "the job was undone already by job {} ({})",
-                    child.id, child.status
-                )
-            } else {
-                format!(
-                    "the job is being undone by job {} ({}); cancel that one to undo again",
-                    child.id, child.status
-                )
-            };
-            return Err(StoreError::conflict("already_undone", detail));
-        }
+    if let Some(child) = standing_undo(&txn, tenant_id, job_id).await? {
+        let detail = if child.status.is_terminal() {
+            format!(
+                "the job was undone already by job {} ({})",
+                child.id, child.status
+            )
+        } else {
+            format!(
+                "the job is being undone by job {} ({}); cancel that one to undo again",
+                child.id, child.status
+            )
+        };
+        return Err(StoreError::conflict("already_undone", detail));
     }
     let req = super::lease::request_of(&job)?;
     let child = insert(
