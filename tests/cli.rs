@@ -850,7 +850,7 @@ async fn bulk_rerun_by_filter_and_member_history_from_the_command_line() {
     )
     .await;
     assert!(
-        succeeded(&out).contains("3 of 3 jobs would be rerun"),
+        succeeded(&out).contains("would rerun 3 of 3 jobs"),
         "{}",
         stdout(&out)
     );
@@ -860,6 +860,23 @@ async fn bulk_rerun_by_filter_and_member_history_from_the_command_line() {
             1
         );
     }
+    // A dry run of a job that cannot be rerun: one summary in one tense, exit 1.
+    let out = jobs_cli(&app, operator, &["rerun", &finished, "--dry-run"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("rejected  {finished} not_rerunnable")),
+        "{text}"
+    );
+    assert!(
+        text.contains("would rerun 0 of 1 jobs; 1 refused"),
+        "{text}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Ids and a filter together are a usage error.
     let out = jobs_cli(&app, operator, &["rerun", &finished, "--status", "failed"]).await;
     assert_eq!(out.status.code(), Some(2));
@@ -872,7 +889,7 @@ async fn bulk_rerun_by_filter_and_member_history_from_the_command_line() {
         text.contains(&format!("rejected  {finished} not_rerunnable")),
         "{text}"
     );
-    assert!(text.contains("3 of 4 jobs rerun"), "{text}");
+    assert!(text.contains("rerun 3 of 4 jobs; 1 refused"), "{text}");
     for id in &failed {
         let job = app.wait_for_job(admin, id, 120).await;
         assert_eq!(job["runs"], 2, "{job}");
@@ -880,7 +897,7 @@ async fn bulk_rerun_by_filter_and_member_history_from_the_command_line() {
     // Nothing is waiting: a cancel by filter acts on none.
     let out = jobs_cli(&app, operator, &["cancel", "--status", "queued,running"]).await;
     assert!(
-        succeeded(&out).contains("0 of 0 jobs cancelled"),
+        succeeded(&out).contains("cancelled 0 of 0 jobs"),
         "{}",
         stdout(&out)
     );

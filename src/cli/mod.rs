@@ -116,7 +116,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<Exit>() {
             Some(exit) => {
-                eprintln!("{}", exit.message);
+                if !exit.message.is_empty() {
+                    eprintln!("{}", exit.message);
+                }
                 ExitCode::from(exit.code)
             }
             // The reader of the output went away (`licensor jobs report ID --output - | head`):
