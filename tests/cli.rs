@@ -965,6 +965,18 @@ async fn preview_and_launch_from_the_command_line() {
         text.contains("SHORTFALL") && text.contains("WOULD FAIL"),
         "{text}"
     );
+    // Watching a preview stops at Previewed (exit 6) and says so once.
+    let out = jobs_cli(&app, admin, &["watch", &id]).await;
+    assert_eq!(out.status.code(), Some(6), "{}", stdout(&out));
+    let watched = stdout(&out);
+    assert_eq!(
+        watched
+            .lines()
+            .filter(|l| l.starts_with("Previewed: "))
+            .count(),
+        1,
+        "{watched}"
+    );
     let job = get_json(&app, admin, &format!("/v1/jobs/{id}")).await;
     assert_eq!(job["status"], "previewed");
     let shortfall = &job["preview"]["skus"][0];
