@@ -296,6 +296,29 @@ async fn bulk_rerun_and_cancel_by_filter(backend: Backend) {
     assert_eq!(ids(&dry["acted_on_ids"]), failed);
     assert_eq!(s.total("status=failed").await, FAILED as i64);
     assert!(s.audit("job.bulk_rerun").await.is_empty());
+    // A dry run of jobs the action would refuse says that nothing would be done: acted_on is
+    // what the action would act on, the rest refused with the reason it would give.
+    let finished_one = finished_assign.iter().next().unwrap().clone();
+    let failed_one = failed.iter().next().unwrap().clone();
+    for (path, id, code) in [
+        ("/v1/jobs/rerun", &finished_one, "not_rerunnable"),
+        ("/v1/jobs/cancel", &failed_one, "not_cancellable"),
+    ] {
+        let dry = s
+            .ok(
+                path,
+                &s.t.operator,
+                json!({"job_ids": [id], "dry_run": true}),
+            )
+            .await;
+        assert_eq!(dry["dry_run"], true, "{dry}");
+        assert_eq!(dry["matched"], 1, "{dry}");
+        assert_eq!(dry["acted_on"], 0, "{path}: {dry}");
+        assert_eq!(dry["acted_on_ids"], json!([]), "{dry}");
+        assert_eq!(dry["refused"], 1, "{dry}");
+        assert_eq!(rejected(&dry), [(id.clone(), code.to_owned())], "{dry}");
+    }
+    assert_eq!(s.total("status=failed").await, FAILED as i64);
 
     // Rerun by filter: every assign job matches; exactly the 30 failed ones are rerun, the two
     // finished ones are refused with the reason. A repeat with the same key replays the answer.

@@ -397,17 +397,59 @@ async fn migrate_command_on_postgres() {
 /// `licensor jobs …` against `app` with `token`, its output collected (killed if it outlives the
 /// test's patience).
 async fn jobs_cli(app: &common::TestApp, token: &str, args: &[&str]) -> Output {
-    let mut cmd = licensor();
-    cmd.arg("jobs")
-        .args(args)
-        .env("LICENSOR_URL", &app.url)
-        .env("LICENSOR_TOKEN", token);
-    let mut cmd = tokio::process::Command::from(cmd);
+    let mut cmd = tokio::process::Command::from(jobs_cli_command(app, token, args));
     cmd.kill_on_drop(true);
     tokio::time::timeout(Duration::from_secs(180), cmd.output())
         .await
         .unwrap_or_else(|_| panic!("licensor jobs {args:?} did not end within 180 s"))
         .expect("run licensor jobs")
+}
+
+/// The `licensor jobs …` command that [`jobs_cli`] runs.
+fn jobs_cli_command(app: &common::TestApp, token: &str, args: &[&str]) -> Command {
+    let mut cmd = licensor();
+    cmd.arg("jobs")
+        .args(args)
+        .env("LICENSOR_URL", &app.url)
+        .env("LICENSOR_TOKEN", token);
+    cmd
+}
+
+/// Run `cmd` with its standard output a pipe whose reader is gone before anything is written
+/// (`licensor … | head -2` once `head` has had its lines): it ends without a panic or an error
+/// line, by the pipe's signal or with success, as other command-line tools do.
+async fn reader_gone(mut cmd: Command) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run licensor");
+    drop(child.stdout.take());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .expect("licensor ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            out.status.success() || out.status.signal() == Some(SIGPIPE),
+            "{:?}: {stderr}",
+            out.status
+        );
+    }
+}
+
+/// SIGPIPE's number on Linux and the BSDs.
+#[cfg(unix)]
+const SIGPIPE: i32 = 13;
+
+#[tokio::test]
+async fn openapi_to_a_closed_pipe_ends_quietly() {
+    let mut cmd = licensor();
+    cmd.arg("openapi");
+    reader_gone(cmd).await;
 }
 
 /// `jobs submit` of an assign of `sku` to the group named `group`.
@@ -625,6 +667,10 @@ async fn jobs_from_the_command_line() {
         .find(|l| l.starts_with(&pilot))
         .expect("pilot job listed");
     assert!(pilot_row.contains("Licensed Pilot") && pilot_row.contains("Finished"));
+    // Its reader gone before it prints (`licensor jobs list | head -2`): the command ends
+    // quietly, no panic on the closed pipe.
+    reader_gone(jobs_cli_command(&app, admin, &["list"])).await;
+    reader_gone(jobs_cli_command(&app, admin, &["list", "--json"])).await;
     let out = jobs_cli(&app, admin, &["list", "--json", "--status", "finished"]).await;
     let listed: Value = serde_json::from_str(&succeeded(&out)).expect("JSON on stdout");
     let ids: Vec<&str> = listed
@@ -804,7 +850,7 @@ async fn bulk_rerun_by_filter_and_member_history_from_the_command_line() {
     )
     .await;
     assert!(
-        succeeded(&out).contains("3 of 3 jobs would be rerun"),
+        succeeded(&out).contains("would rerun 3 of 3 jobs"),
         "{}",
         stdout(&out)
     );
@@ -814,6 +860,23 @@ async fn bulk_rerun_by_filter_and_member_history_from_the_command_line() {
             1
         );
     }
+    // A dry run of a job that cannot be rerun: one summary in one tense, exit 1.
+    let out = jobs_cli(&app, operator, &["rerun", &finished, "--dry-run"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("rejected  {finished} not_rerunnable")),
+        "{text}"
+    );
+    assert!(
+        text.contains("would rerun 0 of 1 jobs; 1 refused"),
+        "{text}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Ids and a filter together are a usage error.
     let out = jobs_cli(&app, operator, &["rerun", &finished, "--status", "failed"]).await;
     assert_eq!(out.status.code(), Some(2));
@@ -826,7 +889,7 @@ async fn bulk_rerun_by_filter_and_member_history_from_the_command_line() {
         text.contains(&format!("rejected  {finished} not_rerunnable")),
         "{text}"
     );
-    assert!(text.contains("3 of 4 jobs rerun"), "{text}");
+    assert!(text.contains("rerun 3 of 4 jobs; 1 refused"), "{text}");
     for id in &failed {
         let job = app.wait_for_job(admin, id, 120).await;
         assert_eq!(job["runs"], 2, "{job}");
@@ -834,7 +897,7 @@ async fn bulk_rerun_by_filter_and_member_history_from_the_command_line() {
     // Nothing is waiting: a cancel by filter acts on none.
     let out = jobs_cli(&app, operator, &["cancel", "--status", "queued,running"]).await;
     assert!(
-        succeeded(&out).contains("0 of 0 jobs cancelled"),
+        succeeded(&out).contains("cancelled 0 of 0 jobs"),
         "{}",
         stdout(&out)
     );
@@ -901,6 +964,18 @@ async fn preview_and_launch_from_the_command_line() {
     assert!(
         text.contains("SHORTFALL") && text.contains("WOULD FAIL"),
         "{text}"
+    );
+    // Watching a preview stops at Previewed (exit 6) and says so once.
+    let out = jobs_cli(&app, admin, &["watch", &id]).await;
+    assert_eq!(out.status.code(), Some(6), "{}", stdout(&out));
+    let watched = stdout(&out);
+    assert_eq!(
+        watched
+            .lines()
+            .filter(|l| l.starts_with("Previewed: "))
+            .count(),
+        1,
+        "{watched}"
     );
     let job = get_json(&app, admin, &format!("/v1/jobs/{id}")).await;
     assert_eq!(job["status"], "previewed");

@@ -1065,3 +1065,46 @@ async fn bad_ids_in_the_path_are_named(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(bad_ids_in_the_path_are_named);
+
+/// A body that is not JSON is said to be malformed; a body that is JSON of the wrong shape is said
+/// to be JSON, and where it is wrong — not "failed to parse as JSON".
+async fn bodies_say_whether_they_are_not_json_or_the_wrong_shape(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("wording").await;
+    for (body, status, code, says) in [
+        (r#"{"kind": "#, 400, "malformed_json", None),
+        (
+            r#"{"kind": 1, "groups": []}"#,
+            422,
+            "invalid_body",
+            Some("the request body is JSON but not of the expected shape: kind: "),
+        ),
+        (
+            "[1, 2]",
+            422,
+            "invalid_body",
+            Some("the request body is JSON but not of the expected shape: "),
+        ),
+        (
+            r#"{"kind": "assign", "groups": "all"}"#,
+            422,
+            "invalid_body",
+            Some("the request body is JSON but not of the expected shape: groups: "),
+        ),
+    ] {
+        let resp = app.post_raw("/v1/jobs", &t.admin, body).await;
+        let problem = expect_problem(resp, status, code).await;
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        match says {
+            Some(says) => {
+                assert!(detail.starts_with(says), "{body}: {problem}");
+                assert!(!detail.contains("Failed to"), "{body}: {problem}");
+            }
+            None => assert!(!detail.contains("shape"), "{body}: {problem}"),
+        }
+    }
+    app.stop().await;
+}
+on_both_backends!(bodies_say_whether_they_are_not_json_or_the_wrong_shape);

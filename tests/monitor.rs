@@ -84,3 +84,81 @@ async fn job_monitor_launch_rerun_and_job_page_in_chromium() {
     app.stop().await;
     emulator.shutdown().await;
 }
+
+/// A job its canary paused: its page shows no running clock, in English and Swedish
+/// (`tests/browser/paused.mjs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_job_page_has_no_running_clock() {
+    if !run::browser_available("Job Monitor") {
+        return;
+    }
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::demo()),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("directory emulator starts");
+    let app = TestApp::start(Backend::Embedded)
+        .await
+        .expect("the embedded backend needs no services");
+    let tenant = app.tenant("paused").await;
+    app.connect_directory(tenant.id, &emulator).await;
+    // Five free SPE_E5 units: most of the canary's 50 members fail and the job pauses.
+    let http = reqwest::Client::new();
+    let stats: serde_json::Value = http
+        .get(format!("{}/_emulator/stats", emulator.base_url()))
+        .send()
+        .await
+        .expect("emulator stats")
+        .json()
+        .await
+        .expect("stats body");
+    let consumed = stats["skus"]
+        .as_array()
+        .and_then(|skus| skus.iter().find(|k| k["skuPartNumber"] == "SPE_E5"))
+        .and_then(|k| k["consumedUnits"].as_u64())
+        .expect("SPE_E5 in the emulator");
+    let resp = http
+        .patch(format!("{}/_emulator/skus/SPE_E5", emulator.base_url()))
+        .json(&serde_json::json!({"enabled": consumed + 5}))
+        .send()
+        .await
+        .expect("patch SPE_E5");
+    assert_eq!(resp.status().as_u16(), 204);
+    let sales = app.group_id(&tenant.admin, "Sales").await;
+    let job = app
+        .post_json(
+            "/v1/jobs",
+            &tenant.admin,
+            &serde_json::json!({
+                "kind": "assign",
+                "groups": [sales],
+                "add_licenses": [{"sku_id": graph_emulator::SPE_E5_SKU_ID}],
+                "canary": {"members": 50, "max_failed_share": 0.1},
+            }),
+        )
+        .await;
+    let id = job["id"].as_str().expect("job id").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let job: serde_json::Value = app
+            .get(&format!("/v1/jobs/{id}"), &tenant.viewer)
+            .send()
+            .await
+            .expect("get job")
+            .json()
+            .await
+            .expect("job body");
+        if job["status"] == "paused" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {id} not paused: {job}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let shots = run::screenshot_dir("paused-screenshots");
+    run::run_script_with("paused.mjs", &app, &tenant, &shots, &[("PAUSED_JOB", id)]).await;
+}

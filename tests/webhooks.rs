@@ -677,6 +677,7 @@ async fn webhooks_refuse_what_is_not_allowed(backend: Backend) {
     .await
     .unwrap();
     expect_problem(resp, 422, "invalid_events").await;
+    // A canary's pause ends no run: there is no `job.paused` event to subscribe to.
     let resp = create(
         &a.admin,
         json!({"url": "https://hooks.example.com/x", "events": ["job.paused"]}),

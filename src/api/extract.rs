@@ -35,7 +35,7 @@ where
             JsonRejection::JsonSyntaxError(e)
                 if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() =>
             {
-                ApiError::unprocessable("invalid_body", body_text(&e.body_text()))
+                wrong_shape(&e)
             }
             r => ApiError::from(r),
         })?;
@@ -100,9 +100,7 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         use axum::http::StatusCode;
         match r {
-            JsonRejection::JsonDataError(e) => {
-                ApiError::unprocessable("invalid_body", body_text(&e.body_text()))
-            }
+            JsonRejection::JsonDataError(e) => wrong_shape(&e),
             JsonRejection::JsonSyntaxError(e) => {
                 ApiError::bad_request("malformed_json", body_text(&e.body_text()))
             }
@@ -213,6 +211,21 @@ fn clip(value: &str) -> String {
 }
 
 /// axum's rejection texts, trimmed to one line.
+/// 422 `invalid_body` for a body that is JSON but not what the endpoint takes, saying so and
+/// where (`kind: …`) — not the parser's "Failed to parse … as JSON", which would call valid JSON
+/// malformed.
+fn wrong_shape(e: &dyn std::error::Error) -> ApiError {
+    let cause = e
+        .source()
+        .map_or_else(|| e.to_string(), ToString::to_string);
+    ApiError::unprocessable(
+        "invalid_body",
+        body_text(&format!(
+            "the request body is JSON but not of the expected shape: {cause}"
+        )),
+    )
+}
+
 fn body_text(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

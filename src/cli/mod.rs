@@ -99,6 +99,9 @@ impl std::error::Error for Exit {}
 /// Run the command and turn any failure into one line and an exit code.
 pub fn main(cli: Cli) -> ExitCode {
     crate::tune_allocator();
+    if !cli.command.runs_a_server() {
+        end_quietly_on_closed_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,7 +116,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<Exit>() {
             Some(exit) => {
-                eprintln!("{}", exit.message);
+                if !exit.message.is_empty() {
+                    eprintln!("{}", exit.message);
+                }
                 ExitCode::from(exit.code)
             }
             // The reader of the output went away (`licensor jobs report ID --output - | head`):
@@ -124,6 +129,30 @@ pub fn main(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+impl Command {
+    /// Whether the command runs a long-lived server or worker (`demo`, `serve`, `worker`), as
+    /// opposed to a command that prints its answer and ends.
+    fn runs_a_server(&self) -> bool {
+        matches!(
+            self,
+            Command::Demo { .. } | Command::Serve { .. } | Command::Worker
+        )
+    }
+}
+
+/// Let a write to a closed standard output end the process quietly, as other command-line tools
+/// do (`licensor jobs list | head -2`), instead of every `println!` panicking on the broken pipe.
+/// Only for commands that print and end: a server keeps the inherited "ignore" so that no closed
+/// pipe or socket can end it.
+fn end_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called at the start of `main`, before any other thread exists; SIG_DFL is a valid
+    // action for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

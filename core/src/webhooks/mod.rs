@@ -31,8 +31,8 @@ pub use signing::{SECRET_PREFIX, UrlRefusal, check_url, new_secret, retry_delay,
 
 /// What an endpoint can subscribe to: the end of a job's run, by its final status.
 ///
-/// Jobs have no paused status, so there is no `job.paused` event; with such a status it would
-/// be one more variant here (and one more arm where a status maps to its event).
+/// A job its canary pauses has not ended its run, so a pause fires no event (it is in the audit
+/// log as `job.paused`); the run's end after a resume or a cancel fires its event as usual.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EventType {
     #[serde(rename = "job.finished")]

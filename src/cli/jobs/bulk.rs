@@ -85,8 +85,9 @@ pub(super) enum Bulk {
     Cancel,
 }
 
-/// A bulk rerun or cancel by ids or filter: a line per refused job, a summary line, exit 1 if
-/// any was refused.
+/// A bulk rerun or cancel by ids or filter: a line per refused job and one summary line in one
+/// tense (`rerun 3 of 4 jobs; 1 refused`, `would rerun 0 of 1 jobs; 1 refused`), exit 1 if any
+/// was (or would be) refused.
 pub(super) async fn bulk(
     api: &Api,
     action: Bulk,
@@ -95,9 +96,9 @@ pub(super) async fn bulk(
     dry_run: bool,
     json_out: bool,
 ) -> anyhow::Result<()> {
-    let (path, verb) = match action {
-        Bulk::Rerun => ("/v1/jobs/rerun", "rerun"),
-        Bulk::Cancel => ("/v1/jobs/cancel", "cancelled"),
+    let (path, done, would) = match action {
+        Bulk::Rerun => ("/v1/jobs/rerun", "rerun", "would rerun"),
+        Bulk::Cancel => ("/v1/jobs/cancel", "cancelled", "would cancel"),
     };
     let mut body = if filter.given() {
         json!({ "filter": filter.body(api).await? })
@@ -111,6 +112,11 @@ pub(super) async fn bulk(
     let acted = outcome["acted_on"].as_u64().unwrap_or_default();
     let matched = outcome["matched"].as_u64().unwrap_or_default();
     let rejected = outcome["rejected"].as_array().cloned().unwrap_or_default();
+    let verb = if dry_run { would } else { done };
+    let mut summary = format!("{verb} {acted} of {matched} jobs");
+    if !rejected.is_empty() {
+        summary.push_str(&format!("; {} refused", rejected.len()));
+    }
     if json_out {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
@@ -122,16 +128,20 @@ pub(super) async fn bulk(
                 text(&r["detail"])
             );
         }
-        let would = if dry_run { "would be " } else { "" };
-        println!("{acted} of {matched} jobs {would}{verb}");
+        println!("{summary}");
     }
-    if rejected.is_empty() {
-        Ok(())
-    } else {
-        Err(Exit {
+    match (rejected.is_empty(), json_out) {
+        (true, _) => Ok(()),
+        // The summary said it; only the exit code is left to tell.
+        (false, false) => Err(Exit {
             code: 1,
-            message: format!("{} of {matched} jobs were refused", rejected.len()),
+            message: String::new(),
         }
-        .into())
+        .into()),
+        (false, true) => Err(Exit {
+            code: 1,
+            message: summary,
+        }
+        .into()),
     }
 }

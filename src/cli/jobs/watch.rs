@@ -85,9 +85,15 @@ impl ProgressView {
         }
     }
 
-    fn finish(self) {
-        if let ProgressView::Bar(bar) = self {
-            bar.finish_and_clear();
+    /// End the view; the last line it printed, if it printed lines.
+    fn finish(self) -> Option<String> {
+        match self {
+            ProgressView::Bar(bar) => {
+                bar.finish_and_clear();
+                None
+            }
+            ProgressView::Lines { last } => Some(last),
+            ProgressView::Quiet => None,
         }
     }
 }
@@ -110,7 +116,7 @@ async fn watch(api: &Api, id: Uuid, json: bool) -> anyhow::Result<()> {
         }
         tokio::time::sleep(POLL).await;
     };
-    display.finish();
+    let shown = display.finish();
     let job = job_view(&answer)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -124,7 +130,11 @@ async fn watch(api: &Api, id: Uuid, json: bool) -> anyhow::Result<()> {
             label(job.status)
         );
         if job.status == JobStatus::Previewed {
-            println!("{}", progress_line(&job));
+            // Said once: the plain progress lines may have ended with it already.
+            let line = progress_line(&job);
+            if shown.as_deref() != Some(line.as_str()) {
+                println!("{line}");
+            }
         } else {
             println!(
                 "{} succeeded, {} failed, {} skipped of {}",

@@ -272,8 +272,14 @@ export function jobView(container, ctx, id) {
     const rerun = job.runs > 1;
     rows.push([rerun ? t('job.lastRunStarted') : t('job.started'), fullTime(job.started_at)]);
     rows.push([rerun ? t('job.lastRunFinished') : t('job.finished'), fullTime(job.finished_at)]);
-    const took = duration(job.started_at, job.finished_at);
-    if (took) rows.push([job.finished_at ? (rerun ? t('job.lastRunTook') : t('job.took')) : t('job.runningFor'), took]);
+    // A clock runs only while the job runs: a paused (or previewed, or waiting) job has none.
+    if (job.started_at && job.finished_at) {
+      rows.push([rerun ? t('job.lastRunTook') : t('job.took'), duration(job.started_at, job.finished_at)]);
+    } else if (job.started_at && job.status === 'running') {
+      rows.push([t('job.runningFor'), duration(job.started_at)]);
+    } else if (job.status === 'paused') {
+      rows.push([t('job.runTime'), h('span', { id: 'run-time' }, t('job.runTimePaused'))]);
+    }
     rows.push([t('job.runs'), String(job.runs)]);
     if (isActive(job.status)) rows.push([t('job.lastProgress'), fullTime(job.last_progress_at)]);
     if (job.stuck) rows.push([t('job.stuckSince'), h('span', { id: 'stuck-since' }, fullTime(job.stuck_since))]);
