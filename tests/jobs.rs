@@ -1679,6 +1679,19 @@ async fn undo_restores_members_as_they_were(backend: Backend) {
         problem["detail"].as_str().unwrap().contains(&undo_id),
         "{problem}"
     );
+    // A bulk rerun's dry run says the same, and so does the bulk rerun itself.
+    for dry_run in [true, false] {
+        let bulk = s
+            .app
+            .post_json(
+                "/v1/jobs/rerun",
+                &s.operator,
+                &json!({"job_ids": [id], "dry_run": dry_run}),
+            )
+            .await;
+        assert_eq!(bulk["acted_on"], 0, "{bulk}");
+        assert_eq!(bulk["rejected"][0]["code"], "not_rerunnable", "{bulk}");
+    }
     let after = s.job(&id).await;
     assert_eq!(after["runs"], undone["runs"]);
     assert_eq!(after["status"], undone["status"]);

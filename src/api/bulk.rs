@@ -149,9 +149,16 @@ enum Action {
 
 impl Action {
     /// The check the action itself makes, so a dry run refuses what the real run refuses.
-    fn check(self, job: &job::Model) -> Result<(), licensor_core::StoreError> {
+    async fn check(
+        self,
+        db: &licensor_core::db::Db,
+        job: &job::Model,
+    ) -> Result<(), licensor_core::StoreError> {
         match self {
-            Action::Rerun => jobs::check_rerunnable(job),
+            Action::Rerun => {
+                jobs::check_rerunnable(job)?;
+                jobs::rerun::check_not_undone(db, job).await
+            }
             Action::Cancel => jobs::check_cancellable(job),
         }
     }
@@ -259,7 +266,7 @@ async fn run(
             for &id in ids {
                 if body.dry_run {
                     let checked = match jobs::model(&state.db, me.tenant_id, id).await {
-                        Ok(m) => action.check(&m),
+                        Ok(m) => action.check(&state.db, &m).await,
                         Err(e) => Err(e),
                     };
                     match checked {
@@ -301,7 +308,7 @@ async fn run(
                         break 'batches;
                     }
                     seen += 1;
-                    let eligible = action.check(&job);
+                    let eligible = action.check(&state.db, &job).await;
                     match eligible {
                         Err(e) => refuse(&mut summary, id, e)?,
                         Ok(()) if body.dry_run => {
