@@ -919,13 +919,29 @@ impl JobRequest {
                 "usage_location",
             ],
         };
-        // The first of them given, refused.
-        let misplaced = || {
-            given
-                .iter()
-                .find(|(field, there)| *there && unused.contains(field))
-                .map(|(field, _)| not_allowed(field))
+        // A submitted job names the licenses its kind works on: checked first.
+        let missing = match kind {
+            JobKind::Assign if !has_add => {
+                Some("an assign job needs at least one license in `add_licenses`")
+            }
+            JobKind::Remove if !has_remove => {
+                Some("a remove job needs at least one SKU id in `remove_licenses`")
+            }
+            JobKind::Replace if !has_add => {
+                Some("a replace job needs the licenses to add in `add_licenses`")
+            }
+            _ => None,
         };
+        if let Some(detail) = missing.filter(|_| submitted) {
+            return Err(refuse("licenses_required", detail));
+        }
+        // Then the first field given that the kind has no use for.
+        if let Some((field, _)) = given
+            .iter()
+            .find(|(field, there)| *there && unused.contains(field))
+        {
+            return Err(not_allowed(field));
+        }
         // The rules every kind shares, after its own: its expiry and usage location parsed.
         let shared = || -> Result<(Option<Expiry>, Option<UsageLocation>), StoreError> {
             if kind != JobKind::Export && has_export {
@@ -955,15 +971,6 @@ impl JobRequest {
         };
         let spec = match kind {
             JobKind::Assign => {
-                if submitted && !has_add {
-                    return Err(refuse(
-                        "licenses_required",
-                        "an assign job needs at least one license in `add_licenses`",
-                    ));
-                }
-                if let Some(e) = misplaced() {
-                    return Err(e);
-                }
                 let (expires_in, usage_location) = shared()?;
                 JobSpec::Assign {
                     add: add_licenses,
@@ -972,27 +979,12 @@ impl JobRequest {
                 }
             }
             JobKind::Remove => {
-                if submitted && !has_remove {
-                    return Err(refuse(
-                        "licenses_required",
-                        "a remove job needs at least one SKU id in `remove_licenses`",
-                    ));
-                }
-                if let Some(e) = misplaced() {
-                    return Err(e);
-                }
                 shared()?;
                 JobSpec::Remove {
                     remove: remove_licenses.into_iter().map(SkuId).collect(),
                 }
             }
             JobKind::Replace => {
-                if submitted && !has_add {
-                    return Err(refuse(
-                        "licenses_required",
-                        "a replace job needs the licenses to add in `add_licenses`",
-                    ));
-                }
                 if replace_all && has_remove {
                     return Err(refuse(
                         "field_not_allowed",
@@ -1014,9 +1006,6 @@ impl JobRequest {
                 }
             }
             JobKind::Export => {
-                if let Some(e) = misplaced() {
-                    return Err(e);
-                }
                 let Some(e) = export else {
                     return Err(refuse(
                         "export_format_required",
