@@ -11,25 +11,19 @@ mod common;
 #[path = "browser/run.rs"]
 mod run;
 
-use common::{Backend, TestApp};
-use graph_emulator::{EmulatorConfig, Scenario};
+use common::Backend;
+use graph_emulator::Scenario;
 use serde_json::Value;
 
 async fn licenses_in_chromium(backend: Backend) {
     if !run::browser_available("Licenses") {
         return;
     }
-    let Some(app) = TestApp::start(backend).await else {
+    let Some((emulator, app, tenant)) =
+        run::with_directory(backend, Scenario::demo(), "", "licenses-web").await
+    else {
         return;
     };
-    let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(Scenario::demo()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("directory emulator starts");
-    let tenant = app.tenant("licenses-web").await;
-    app.connect_directory(tenant.id, &emulator).await;
 
     let shots = run::screenshot_dir(match backend {
         Backend::Embedded => "licenses-screenshots",

@@ -8,8 +8,8 @@ mod common;
 #[path = "browser/run.rs"]
 mod run;
 
-use common::{Backend, TestApp};
-use graph_emulator::{EmulatorConfig, Scenario};
+use common::Backend;
+use graph_emulator::Scenario;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn job_monitor_launch_rerun_and_job_page_in_chromium() {
@@ -17,17 +17,10 @@ async fn job_monitor_launch_rerun_and_job_page_in_chromium() {
         return;
     }
 
-    let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(Scenario::demo()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("directory emulator starts");
-    let app = TestApp::start(Backend::Embedded)
-        .await
-        .expect("the embedded backend needs no services");
-    let tenant = app.tenant("monitor").await;
-    app.connect_directory(tenant.id, &emulator).await;
+    let (emulator, app, tenant) =
+        run::with_directory(Backend::Embedded, Scenario::demo(), "", "monitor")
+            .await
+            .expect("the embedded backend needs no services");
 
     let shots = run::screenshot_dir("monitor-screenshots");
     run::run_script("monitor.mjs", &app, &tenant, &shots).await;
@@ -92,17 +85,10 @@ async fn paused_job_page_has_no_running_clock() {
     if !run::browser_available("Job Monitor") {
         return;
     }
-    let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(Scenario::demo()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("directory emulator starts");
-    let app = TestApp::start(Backend::Embedded)
-        .await
-        .expect("the embedded backend needs no services");
-    let tenant = app.tenant("paused").await;
-    app.connect_directory(tenant.id, &emulator).await;
+    let (emulator, app, tenant) =
+        run::with_directory(Backend::Embedded, Scenario::demo(), "", "paused")
+            .await
+            .expect("the embedded backend needs no services");
     // Five free SPE_E5 units: most of the canary's 50 members fail and the job pauses.
     let http = reqwest::Client::new();
     let stats: serde_json::Value = http

@@ -9,8 +9,8 @@ mod common;
 #[path = "browser/run.rs"]
 mod run;
 
-use common::{Backend, TestApp};
-use graph_emulator::{ENTERPRISEPACK_SKU_ID, EmulatorConfig, GroupSpec, SPE_E5_SKU_ID, Scenario};
+use common::Backend;
+use graph_emulator::{ENTERPRISEPACK_SKU_ID, GroupSpec, SPE_E5_SKU_ID, Scenario};
 use serde_json::json;
 
 fn scenario() -> Scenario {
@@ -32,17 +32,9 @@ async fn search_by_upn_and_select_all_matching_in_chromium() {
     if !run::browser_available("Job Monitor search and bulk") {
         return;
     }
-    let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(scenario()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("directory emulator starts");
-    let app = TestApp::start(Backend::Embedded)
+    let (emulator, app, t) = run::with_directory(Backend::Embedded, scenario(), "", "ops")
         .await
         .expect("the embedded backend needs no services");
-    let t = app.tenant("ops").await;
-    app.connect_directory(t.id, &emulator).await;
     let team = app.group_id(&t.admin, "Team").await;
 
     for body in [

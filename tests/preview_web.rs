@@ -11,9 +11,8 @@ mod held;
 #[path = "browser/run.rs"]
 mod run;
 
-use common::{Backend, TestApp};
-use graph_emulator::{EmulatorConfig, SPE_E5_SKU_ID, Scenario};
-use licensor::Roles;
+use common::Backend;
+use graph_emulator::{SPE_E5_SKU_ID, Scenario};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -21,23 +20,16 @@ async fn preview_held_licenses_shortage_and_launch_in_chromium() {
     if !run::browser_available("preview") {
         return;
     }
-    let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(Scenario::demo()),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("directory emulator starts");
     // Four lanes of 20-member chunks at once: the launch still gives the last free units to the
     // members the preview named (see README, "Preview, then launch").
-    let app = TestApp::start_with(
+    let (emulator, app, tenant) = run::with_directory(
         Backend::Embedded,
-        Roles::ALL,
+        Scenario::demo(),
         "[jobs]\nchunk_size = 20\nlanes_per_job = 4\n",
+        "preview",
     )
     .await
     .expect("the embedded backend needs no services");
-    let tenant = app.tenant("preview").await;
-    app.connect_directory(tenant.id, &emulator).await;
     let http = app.http.clone();
 
     // Sales members with licenses of their own; what they hold, by part number, as the

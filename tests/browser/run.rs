@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use crate::common::{TestApp, TestTenant};
+use graph_emulator::{EmulatorConfig, EmulatorHandle, Scenario};
+use licensor::Roles;
+
+use crate::common::{Backend, TestApp, TestTenant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const INSTALL: &str =
@@ -48,6 +51,28 @@ pub fn browser_available(what: &str) -> bool {
     );
     eprintln!("skipping the {what} browser test: {missing}. Install with: {INSTALL}");
     false
+}
+
+/// What a browser test drives: a directory emulator holding `scenario`, and licensor on
+/// `backend` (all roles, `config` added to its settings) with tenant `name` connected to that
+/// directory. `None` when the backend's services are not configured.
+#[allow(dead_code)]
+pub async fn with_directory(
+    backend: Backend,
+    scenario: Scenario,
+    config: &str,
+    name: &str,
+) -> Option<(EmulatorHandle, TestApp, TestTenant)> {
+    let app = TestApp::start_with(backend, Roles::ALL, config).await?;
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(scenario),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("directory emulator starts");
+    let tenant = app.tenant(name).await;
+    app.connect_directory(tenant.id, &emulator).await;
+    Some((emulator, app, tenant))
 }
 
 /// `<target dir>/<name>`, where the screenshots go.
