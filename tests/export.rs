@@ -733,19 +733,7 @@ async fn a_previews_report_carries_the_predictions(backend: Backend) {
     let id = s
         .submit(json!({"kind": "assign", "groups": [sales], "add_licenses": [{"sku_id": graph_emulator::SPE_E5_SKU_ID}], "preview": true}))
         .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let job = s.app.get_json(&format!("/v1/jobs/{id}"), &s.viewer).await;
-        if job["status"] == "previewed" {
-            break;
-        }
-        assert!(
-            matches!(job["status"].as_str(), Some("queued" | "running")),
-            "{job}"
-        );
-        assert!(std::time::Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::jobs::wait_previewed(&s, &id).await;
     let resp = s
         .app
         .post(&format!("/v1/jobs/{id}/launch"), &s.admin)

@@ -125,25 +125,8 @@ async fn paused_job_page_has_no_running_clock() {
         )
         .await;
     let id = job["id"].as_str().expect("job id").to_owned();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let job: serde_json::Value = app
-            .get(&format!("/v1/jobs/{id}"), &tenant.viewer)
-            .send()
-            .await
-            .expect("get job")
-            .json()
-            .await
-            .expect("job body");
-        if job["status"] == "paused" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "job {id} not paused: {job}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let paused = app.wait_until_settled(&tenant.viewer, &id, 120).await;
+    assert_eq!(paused["status"], "paused", "{paused}");
 
     let shots = run::screenshot_dir("paused-screenshots");
     run::run_script_with("paused.mjs", &app, &tenant, &shots, &[("PAUSED_JOB", id)]).await;

@@ -321,19 +321,9 @@ pub fn sku_of(part: &str, enabled: u32) -> SkuSpec {
 
 /// Poll a preview until it has left `queued` and `running`.
 pub async fn wait_previewed(s: &Setup, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let job = s.job(id).await;
-        if !matches!(job["status"].as_str(), Some("queued" | "running")) {
-            assert_eq!(job["status"], "previewed", "{job}");
-            return job;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "preview not done: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let job = s.app.wait_until_settled(&s.viewer, id, 120).await;
+    assert_eq!(job["status"], "previewed", "{job}");
+    job
 }
 
 /// The status and code an item's prediction says it will end with.
@@ -375,17 +365,12 @@ pub async fn launch(s: &Setup, id: &str, token: &str) -> reqwest::Response {
 
 /// Poll a job until it is `paused` (its canary failed too often); panics if it ends otherwise.
 pub async fn wait_paused(s: &Setup, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let job = s.job(id).await;
-        match job["status"].as_str() {
-            Some("paused") => return job,
-            Some("queued" | "running") => {}
-            _ => panic!("the job ended without pausing: {job}"),
-        }
-        assert!(std::time::Instant::now() < deadline, "not paused: {job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let job = s.app.wait_until_settled(&s.viewer, id, 120).await;
+    assert_eq!(
+        job["status"], "paused",
+        "the job ended without pausing: {job}"
+    );
+    job
 }
 
 /// License assignment calls so far (every answer counted, inside `$batch` too): one per member

@@ -551,6 +551,38 @@ impl TestApp {
 
     /// Poll a job until it reaches a final status (or panic after `secs`); returns the job.
     pub async fn wait_for_job(&self, token: &str, job_id: &str, secs: u64) -> serde_json::Value {
+        self.poll_job(token, job_id, secs, |status| {
+            matches!(
+                status,
+                "finished" | "finished_with_exception" | "failed" | "cancelled"
+            )
+        })
+        .await
+    }
+
+    /// Poll a job until it is no longer `queued` or `running` — paused, previewed or ended — (or
+    /// panic after `secs`); returns the job.
+    pub async fn wait_until_settled(
+        &self,
+        token: &str,
+        job_id: &str,
+        secs: u64,
+    ) -> serde_json::Value {
+        self.poll_job(token, job_id, secs, |status| {
+            !matches!(status, "queued" | "running")
+        })
+        .await
+    }
+
+    /// Poll a job every 100 ms until `done` holds for its status (or panic after `secs`);
+    /// returns the job.
+    async fn poll_job(
+        &self,
+        token: &str,
+        job_id: &str,
+        secs: u64,
+        done: impl Fn(&str) -> bool,
+    ) -> serde_json::Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(secs);
         loop {
             let job: serde_json::Value = self
@@ -562,10 +594,7 @@ impl TestApp {
                 .await
                 .expect("job body");
             let status = job["status"].as_str().unwrap_or_default();
-            if matches!(
-                status,
-                "finished" | "finished_with_exception" | "failed" | "cancelled"
-            ) {
+            if done(status) {
                 return job;
             }
             assert!(
