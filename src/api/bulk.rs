@@ -154,11 +154,18 @@ impl Action {
         db: &licensor_core::db::Db,
         job: &job::Model,
     ) -> Result<(), licensor_core::StoreError> {
+        self.check_status(job)?;
         match self {
-            Action::Rerun => {
-                jobs::check_rerunnable(job)?;
-                jobs::rerun::check_not_undone(db, job).await
-            }
+            Action::Rerun => jobs::rerun::check_not_undone(db, job).await,
+            Action::Cancel => Ok(()),
+        }
+    }
+
+    /// The part of [`Action::check`] read from the job row alone: a real run skips the jobs it
+    /// refuses without opening the action, which makes the whole check itself.
+    fn check_status(self, job: &job::Model) -> Result<(), licensor_core::StoreError> {
+        match self {
+            Action::Rerun => jobs::check_rerunnable(job),
             Action::Cancel => jobs::check_cancellable(job),
         }
     }
@@ -308,7 +315,11 @@ async fn run(
                         break 'batches;
                     }
                     seen += 1;
-                    let eligible = action.check(&state.db, &job).await;
+                    let eligible = if body.dry_run {
+                        action.check(&state.db, &job).await
+                    } else {
+                        action.check_status(&job)
+                    };
                     match eligible {
                         Err(e) => refuse(&mut summary, id, e)?,
                         Ok(()) if body.dry_run => {
