@@ -215,12 +215,18 @@ pub async fn launch(db: &Db, on: OnJob, max_age: std::time::Duration) -> StoreRe
 /// and `$batch`es at once a member predicted to fail could take the last unit of one predicted
 /// to succeed. Writing those first, and the others only after, makes the launch end each member
 /// as predicted however many lanes write (README, "Preview, then launch").
+///
+/// Every lane step asks, so a job that was never previewed answers from its row without reading
+/// its facts (`result`), and a preview reads only its summary.
 pub fn predicted_first(job: &job::Model) -> bool {
-    job.launch_order_done_at.is_none()
-        && job.runs == 1
-        && JobFacts::of(job)
-            .preview
-            .is_some_and(|p| p.launched_at.is_some() && p.skus.iter().any(|k| k.short_members > 0))
+    if job.launch_order_done_at.is_some() || job.runs != 1 {
+        return false;
+    }
+    let Some(summary) = job.result.as_ref().and_then(|r| r.get("preview")) else {
+        return false;
+    };
+    serde_json::from_value::<super::preview::PreviewSummary>(summary.clone())
+        .is_ok_and(|p| p.launched_at.is_some() && p.skus.iter().any(|k| k.short_members > 0))
 }
 
 /// End a launched preview's order ([`predicted_first`]) once none of the members predicted to
