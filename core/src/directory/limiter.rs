@@ -89,6 +89,9 @@ const MARGIN_MAX: Duration = Duration::from_millis(50);
 /// Refused probes allowed: this many, plus one per [`PROBE_WRITES_PER_REFUSAL`] writes granted.
 const PROBE_REFUSALS_BASE: u64 = 8;
 const PROBE_WRITES_PER_REFUSAL: u64 = 400;
+/// Fills started again because the window was found spent by another client, at most (see
+/// [`State::end_fill`]).
+const MAX_INCONCLUSIVE_FILLS: u32 = 2;
 /// Round trips remembered for the send-ahead (the shortest of them is used).
 const RTT_SAMPLES: usize = 64;
 /// Writes remembered while the limit is unknown (a directory that never pushes back).
@@ -219,6 +222,9 @@ struct Fill {
     first_answer: Option<Instant>,
     /// When this fill let out its first write.
     started: Option<Instant>,
+    /// No write of this fill goes out before then: the window an earlier fill found spent by
+    /// another client frees (see [`State::end_fill`]).
+    not_before: Option<Instant>,
 }
 
 impl Fill {
@@ -317,6 +323,11 @@ struct State {
     /// Added to the window's upper bound when scheduling.
     margin: Duration,
     last_grant: Option<(Instant, u32)>,
+    /// Fills that found the window spent by another client and were started again.
+    inconclusive_fills: u32,
+    /// The directory has pushed back on this client at some point (see
+    /// [`WriteLimiter::pushed_back`]).
+    pressed: bool,
 }
 
 #[derive(Debug)]
@@ -393,6 +404,9 @@ impl State {
         }
         let Some(cap) = self.capacity(config) else {
             // Learning the limit.
+            if let Some(t) = self.fill.not_before.filter(|t| now < *t) {
+                return Decision::Wait(Some(t));
+            }
             if self.fill.full {
                 return Decision::Wait(None);
             }
@@ -541,6 +555,31 @@ impl State {
 
     /// The fill is over and every write of it answered: settle the limit.
     fn end_fill(&mut self, now: Instant) {
+        // A fill that never saw the window below 80 % started in a window another client of
+        // the same app and tenant had (nearly) spent: what fitted says nothing about `L`, and
+        // settling on it would take the budget for a few writes (and the writes that then find
+        // room for a far shorter window). Learn again once that window frees: after the 429's
+        // `Retry-After`, or a second after a first reading of 100 %. A directory whose window
+        // is always found spent is settled on the third such fill.
+        if self.fill.below8 == 0 && self.inconclusive_fills < MAX_INCONCLUSIVE_FILLS {
+            self.inconclusive_fills += 1;
+            let resume = match self.fill.refused {
+                Some((retry_after, answered)) => answered + retry_after,
+                None => now + Duration::from_secs(1),
+            };
+            // This fill's writes are counted by the next fill's readings like anyone else's;
+            // as entries of our own they would make the window seem to start with them.
+            self.log.clear();
+            self.fill = Fill {
+                epoch: self.fill.epoch + 1,
+                not_before: Some(resume),
+                ..Fill::default()
+            };
+            tracing::debug!(
+                "write pacing: window found spent by another client; learning again when it frees"
+            );
+            return;
+        }
         let cap = self.fill.accepted.max(1);
         let limit = self.fill.limit_floor(cap);
         let foreign = limit - cap;
@@ -731,6 +770,8 @@ impl WriteLimiter {
                     lead_share: 0.5,
                     margin: WINDOW_MARGIN,
                     last_grant: None,
+                    inconclusive_fills: 0,
+                    pressed: false,
                 }),
                 notify: Notify::new(),
             }),
@@ -752,6 +793,16 @@ impl WriteLimiter {
     pub fn budget(&self) -> (Option<u64>, Option<Duration>) {
         let s = self.shared.state.lock();
         (s.limit, s.w_hi)
+    }
+
+    /// Whether the directory has ever pushed back on this client (a reading of 80 % or more, or
+    /// a 429): its budget binds, whether or not it is learned right now. Once true, stays true.
+    pub fn pushed_back(&self) -> bool {
+        let mut s = self.shared.state.lock();
+        if s.limit.is_some() || s.throttled > 0 || s.fill.pushed_back() {
+            s.pressed = true;
+        }
+        s.pressed
     }
 
     /// What the budget allows within `horizon` from now, without granting anything: the

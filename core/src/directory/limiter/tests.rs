@@ -236,6 +236,29 @@ async fn adapts_to_a_budget_partly_used_by_another_client() {
     );
 }
 
+/// A client that starts while another has spent (almost) the whole window: its fill ends
+/// with a 429 after one or two writes, so the limit it learns first is far too low. The room it
+/// then finds must raise the limit, not shrink the window it has bounded by 429s (a window
+/// thought to be milliseconds long sends hundreds of writes into a full one).
+#[tokio::test(start_paused = true)]
+async fn adapts_to_a_budget_spent_by_another_client() {
+    // The first `$batch` lands in the spent window whatever a client does: its writes past
+    // what fits are refused. Everything after it counts as in `check`.
+    for (mut r, what) in [
+        (budget(100, 5_000, 2_000, 99).await, "100/5s, 99 used"),
+        (budget(100, 5_000, 2_000, 100).await, "100/5s, all used"),
+        (budget(40, 2_000, 2_000, 40).await, "40/2s, all used"),
+    ] {
+        assert!(
+            r.refused >= FIRST_BURST - 1,
+            "{what}: the first batch fits?"
+        );
+        r.refused -= FIRST_BURST;
+        r.requests -= FIRST_BURST;
+        check(&r, what);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unthrottled_directory_is_not_held_back() {
     let dir = Arc::new(Mutex::new(Directory::new(usize::MAX / 2, 1_000)));
