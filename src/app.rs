@@ -242,16 +242,6 @@ impl Application {
             });
         }
         if self.roles.worker {
-            let ctx = WorkerContext {
-                db: self.db.clone(),
-                queue: self.queue.clone(),
-                name: String::new(),
-                events: self.events.clone(),
-                directory: directory.clone(),
-                jobs: self.settings.jobs.clone(),
-                leases: Default::default(),
-                webhooks: webhooks.clone(),
-            };
             let options = WorkerOptions {
                 sweeps: self.settings.sweeps.clone(),
                 heartbeat: licensor_workers::heartbeat::HeartbeatOptions {
@@ -267,8 +257,15 @@ impl Application {
                 )
             };
             let ctx = WorkerContext {
+                db: self.db.clone(),
+                queue: self.queue.clone(),
                 name: options.name.clone(),
-                ..ctx
+                events: self.events.clone(),
+                directory: directory.clone(),
+                jobs: self.settings.jobs.clone(),
+                leases: Default::default(),
+                turns: licensor_core::jobs::writer::Turns::new(options.name.clone()),
+                webhooks: webhooks.clone(),
             };
             let signal = stopped(stop_rx.clone());
             tasks.spawn(licensor_workers::run(ctx, options, signal));

@@ -118,6 +118,10 @@ fn describe_metrics() {
         "Times a job's lane left because its tenant's write budget was spent for longer than a chunk may wait (2 s), and was queued again for when the budget frees, so it held no worker place meanwhile"
     );
     describe_counter!(
+        "licensor_lanes_left_to_writer_total",
+        "Times a job's lane found another worker process writing to its throttled tenant (that process's turn, see tenant_writers) and was queued again for it, so one write scheduler fills each tenant's budget"
+    );
+    describe_counter!(
         "licensor_worker_processes_taken_over_total",
         "Worker processes whose heartbeat stopped (or, on the embedded database, that were gone when the next process started) and whose leases this process took over"
     );
@@ -155,6 +159,7 @@ fn describe_metrics() {
     }
     metrics::counter!("licensor_jobs_requeued_total").increment(0);
     metrics::counter!("licensor_lanes_deferred_total").increment(0);
+    metrics::counter!("licensor_lanes_left_to_writer_total").increment(0);
     metrics::counter!("licensor_worker_processes_taken_over_total").increment(0);
     metrics::counter!("licensor_http_rate_limited_total").increment(0);
     metrics::counter!("licensor_worker_restarts_total").increment(0);

@@ -23,6 +23,7 @@ mod m20261130_000024_carried_predictions;
 mod m20261130_000030_member_history_keys;
 mod m20261201_000031_launch_order;
 mod m20261201_000032_idempotent_location;
+mod m20261201_000033_tenant_writers;
 
 pub struct Migrator;
 
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000030_member_history_keys::Migration),
             Box::new(m20261201_000031_launch_order::Migration),
             Box::new(m20261201_000032_idempotent_location::Migration),
+            Box::new(m20261201_000033_tenant_writers::Migration),
         ]
     }
 }

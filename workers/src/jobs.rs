@@ -21,6 +21,7 @@ use licensor_core::entities::job;
 use licensor_core::jobs::canary::CanaryDecision;
 use licensor_core::jobs::lease::Pick;
 use licensor_core::jobs::outcome::{JobFailure, Outcome};
+use licensor_core::jobs::writer::Turn;
 use licensor_core::jobs::{self, JobSpec, ParsedRequest, deliver, preview, work};
 use licensor_core::queue::Message;
 use licensor_core::tasks::AbortOnDrop;
@@ -272,6 +273,20 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         Ok(c) => c,
         Err(f) => return fail(ctx, &job, f).await,
     };
+    // A throttled tenant is written to by one process at a time: its budget is learned and
+    // filled by one scheduler, not split blindly between several.
+    let throttled = client.write_pushed_back();
+    if let Turn::Others(writer) = ctx.turns.ask(&ctx.db, tenant_id, throttled).await? {
+        tracing::debug!(job = %job_id, writer = %writer, "lane left to the tenant's writer");
+        metrics::counter!("licensor_lanes_left_to_writer_total").increment(1);
+        ctx.queue
+            .push_at(
+                Message::Work { tenant_id, job_id },
+                Utc::now() + chrono::Duration::from_std(WRITER_AWAY).unwrap_or_default(),
+            )
+            .await?;
+        return Ok(());
+    }
     let Some(take) = budgeted_chunk(ctx, &client, tenant_id, job_id).await? else {
         return Ok(());
     };
@@ -444,6 +459,10 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     Ok(())
 }
 
+/// When a lane that found another process writing to its tenant comes back (the queue
+/// schedules by whole seconds, so one to two seconds later): by then the writer has usually
+/// taken the job's other lanes, or its turn has ended.
+const WRITER_AWAY: Duration = Duration::from_secs(1);
 /// How often a lane of a launched preview looks again while other lanes still write the members
 /// predicted to succeed ([`jobs::launch::predicted_first`]).
 const LAUNCH_ORDER_POLL: Duration = Duration::from_millis(500);

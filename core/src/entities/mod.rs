@@ -12,6 +12,7 @@ pub mod license;
 pub mod license_assignment;
 pub mod license_seat;
 pub mod tenant;
+pub mod tenant_writer;
 pub mod webhook_delivery;
 pub mod webhook_endpoint;
 pub mod worker_process;

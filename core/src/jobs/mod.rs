@@ -40,6 +40,7 @@ pub mod submit;
 pub mod undo;
 pub mod view;
 pub mod work;
+pub mod writer;
 
 pub use canary::resume;
 pub use cancel::cancel;

@@ -161,7 +161,8 @@ pub async fn leave(db: &Db, name: &str) -> StoreResult<Freed> {
 }
 
 /// End (`Some(at)`: lease until `at`, holder kept) or hand back (`None`: no holder, no lease)
-/// the leases of process `name` on active jobs.
+/// the leases of process `name` on active jobs, and end its turns to write to tenants
+/// ([`super::writer`]).
 async fn free<C: ConnectionTrait>(
     conn: &C,
     name: &str,
@@ -225,6 +226,8 @@ async fn free<C: ConnectionTrait>(
         }
         update.exec(conn).await?;
     }
+    // Its tenants' turns to write end with it: another process may write to them at once.
+    super::writer::end_turns(conn, name).await?;
     let expansions_n = expansions.len() as u64;
     jobs.extend(expansions);
     jobs.sort();

@@ -1,0 +1,159 @@
+//! Each throttled tenant's writer: the one worker process that writes to its directory for now
+//! (`tenant_writers`).
+//!
+//! The directory's write budget is per app and tenant (Graph: 3,000 writes per 150 s), and every
+//! process learns and schedules it on its own ([`crate::directory::limiter`]). Two processes
+//! writing to the same throttled tenant each count the other's writes as a foreign client's:
+//! each fills what it believes is left, they collide, and the tenant gets 429s and idle gaps
+//! instead of its whole budget. So once a process's scheduler has found the tenant's budget
+//! (the directory pushed back), that process takes the tenant's *turn*: for [`TURN`] after each
+//! of its steps, no other process writes to that tenant, and their lanes of its jobs go back to
+//! the queue for the writer to take ([`Turn::Others`]). A tenant whose directory never pushed
+//! back has no writer: every process writes to it side by side.
+//!
+//! A turn is named by the process (`worker_processes.id`), not the step; it ends when the
+//! process stops cleanly, when it is found dead by its missed heartbeats (both through
+//! [`super::processes`]), or [`TURN`] after its last step for the tenant. Times are the
+//! database's clock on PostgreSQL, as heartbeats are (hosts whose clocks disagree never take
+//! each other's turns), and this host's on SQLite.
+
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, SimpleExpr};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect};
+use uuid::Uuid;
+
+use crate::db::Db;
+use crate::entities::tenant_writer;
+use crate::error::StoreResult;
+
+/// How long a process keeps a tenant's turn after its last step for the tenant: long enough
+/// that the writer's lanes — queued again after each chunk, left for the budget for up to a
+/// window, or taken by another process and queued again — come back to it before the turn
+/// ends (a new writer starts without the old one's knowledge of the window's writes, and
+/// provokes 429s while it learns). A writer that stops or dies ends its turns at once
+/// ([`end_turns`]), so only a live writer with nothing more for the tenant makes others wait
+/// this long, and only to take its lanes.
+pub const TURN: Duration = Duration::from_secs(30);
+
+/// Whose turn it is to write to a tenant's directory, as a step asks before it takes members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Turn {
+    /// This process holds the turn (taken or renewed now).
+    Mine,
+    /// No process holds it: the tenant's budget is not known to push back.
+    Free,
+    /// Another process (named) holds it: leave the tenant's writes to it.
+    Others(String),
+}
+
+/// `now + after` by the clock turns are kept by (see the module's docs).
+fn clock_plus(db: &Db, after: Duration) -> SimpleExpr {
+    match db.get_database_backend() {
+        DbBackend::Postgres => Expr::cust_with_values(
+            "clock_timestamp() + make_interval(secs => $1)",
+            [after.as_secs_f64()],
+        ),
+        _ => Expr::value(super::now() + chrono::Duration::from_std(after).unwrap_or_default()),
+    }
+}
+
+/// Ask for the turn to write to `tenant_id`'s directory as process `process`.
+///
+/// - `throttled` (this process's scheduler has found the tenant's budget): take the turn, or
+///   renew it, for [`TURN`], unless another process holds it → [`Turn::Mine`] or
+///   [`Turn::Others`].
+/// - Otherwise: only look → [`Turn::Others`] while another process holds it, else
+///   [`Turn::Free`] (or [`Turn::Mine`] when this process still holds it).
+///
+/// One statement either way.
+pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, throttled: bool) -> StoreResult<Turn> {
+    if throttled {
+        let live_elsewhere = Expr::col((tenant_writer::Entity, tenant_writer::Column::Owner))
+            .ne(process)
+            .and(
+                Expr::col((tenant_writer::Entity, tenant_writer::Column::Until))
+                    .gte(clock_plus(db, Duration::ZERO)),
+            );
+        let mut insert = Query::insert();
+        insert
+            .into_table(tenant_writer::Entity)
+            .columns([
+                tenant_writer::Column::TenantId,
+                tenant_writer::Column::Owner,
+                tenant_writer::Column::Until,
+            ])
+            .values_panic([tenant_id.into(), process.into(), clock_plus(db, TURN)])
+            .on_conflict(
+                OnConflict::column(tenant_writer::Column::TenantId)
+                    .update_columns([tenant_writer::Column::Owner, tenant_writer::Column::Until])
+                    .action_and_where(live_elsewhere.not())
+                    .to_owned(),
+            );
+        if db.execute(&insert).await?.rows_affected() == 1 {
+            return Ok(Turn::Mine);
+        }
+    }
+    let holder: Option<String> = tenant_writer::Entity::find()
+        .select_only()
+        .column(tenant_writer::Column::Owner)
+        .filter(tenant_writer::Column::TenantId.eq(tenant_id))
+        .filter(Expr::col(tenant_writer::Column::Until).gte(clock_plus(db, Duration::ZERO)))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(match holder {
+        None => Turn::Free,
+        Some(p) if p == process => Turn::Mine,
+        Some(p) => Turn::Others(p),
+    })
+}
+
+/// End every turn process `process` holds (it stopped, or was found dead).
+pub async fn end_turns<C: ConnectionTrait>(conn: &C, process: &str) -> StoreResult<u64> {
+    Ok(tenant_writer::Entity::delete_many()
+        .filter(tenant_writer::Column::Owner.eq(process))
+        .exec(conn)
+        .await?
+        .rows_affected)
+}
+
+/// This process's side of [`ask`]: a turn taken or renewed less than half a [`TURN`] ago is not
+/// renewed again, so a throttled tenant's steps cost one statement per half turn, not one each.
+#[derive(Debug, Clone)]
+pub struct Turns {
+    process: String,
+    renewed:
+        std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, std::time::Instant>>>,
+}
+
+impl Turns {
+    /// Turns of process `process` (`worker_processes.id`).
+    pub fn new(process: impl Into<String>) -> Turns {
+        Turns {
+            process: process.into(),
+            renewed: Default::default(),
+        }
+    }
+
+    /// [`ask`] for this process, answering [`Turn::Mine`] without a statement while a turn it
+    /// took or renewed is less than half a [`TURN`] old.
+    pub async fn ask(&self, db: &Db, tenant_id: Uuid, throttled: bool) -> StoreResult<Turn> {
+        let fresh = self
+            .renewed
+            .lock()
+            .get(&tenant_id)
+            .is_some_and(|at| at.elapsed() < TURN / 2);
+        if fresh {
+            return Ok(Turn::Mine);
+        }
+        let turn = ask(db, tenant_id, &self.process, throttled).await?;
+        let mut renewed = self.renewed.lock();
+        if turn == Turn::Mine && throttled {
+            renewed.insert(tenant_id, std::time::Instant::now());
+        } else {
+            renewed.remove(&tenant_id);
+        }
+        Ok(turn)
+    }
+}
