@@ -381,7 +381,10 @@ async fn deploy_tenants(
         ),
         ("LICENSOR_LISTEN".into(), format!("127.0.0.1:{port}")),
         ("LICENSOR_SECRET_KEY".into(), SECRET_KEY.into()),
-        ("LICENSOR_LOG".into(), "warn".into()),
+        (
+            "LICENSOR_LOG".into(),
+            std::env::var("BENCH_LICENSOR_LOG").unwrap_or_else(|_| "warn".into()),
+        ),
     ];
     let mut pg_db = None;
     let mut redis_prefix = None;
@@ -1259,6 +1262,7 @@ mod msp {
             "directory_requests": requests,
             "throttled_429": throttled,
             "throttled_share": if requests > 0 { round(throttled as f64 / requests as f64, 4) } else { 0.0 },
+            "throttled_429_most_per_tenant": per_tenant.iter().map(|t| n(&t["throttled"])).max().unwrap_or(0),
             "cpu_seconds": Value::Object(cpu.iter().map(|(r, s)| (r.clone(), json!(s))).collect()),
             "licensor_cpu_seconds": round(cpu.iter().map(|(_, s)| s).sum::<f64>(), 1),
             "emulator_cpu_seconds": round(emulator_cpu, 1),
