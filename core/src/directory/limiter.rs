@@ -325,9 +325,6 @@ struct State {
     last_grant: Option<(Instant, u32)>,
     /// Fills that found the window spent by another client and were started again.
     inconclusive_fills: u32,
-    /// The directory has pushed back on this client at some point (see
-    /// [`WriteLimiter::pushed_back`]).
-    pressed: bool,
 }
 
 #[derive(Debug)]
@@ -771,7 +768,6 @@ impl WriteLimiter {
                     margin: WINDOW_MARGIN,
                     last_grant: None,
                     inconclusive_fills: 0,
-                    pressed: false,
                 }),
                 notify: Notify::new(),
             }),
@@ -796,13 +792,11 @@ impl WriteLimiter {
     }
 
     /// Whether the directory has ever pushed back on this client (a reading of 80 % or more, or
-    /// a 429): its budget binds, whether or not it is learned right now. Once true, stays true.
+    /// a 429): its budget binds, whether or not it is learned right now. Once true, stays true
+    /// (a limit, once learned, is never forgotten; a fill started again follows a full one).
     pub fn pushed_back(&self) -> bool {
-        let mut s = self.shared.state.lock();
-        if s.limit.is_some() || s.throttled > 0 || s.fill.pushed_back() {
-            s.pressed = true;
-        }
-        s.pressed
+        let s = self.shared.state.lock();
+        s.limit.is_some() || s.throttled > 0 || s.inconclusive_fills > 0 || s.fill.pushed_back()
     }
 
     /// What the budget allows within `horizon` from now, without granting anything: the

@@ -36,9 +36,19 @@ pub struct ProcessId {
 /// one clock for every host, so hosts whose clocks disagree never take each other for dead), or
 /// on SQLite — whose processes all run on the host of its file — this host's clock.
 fn clock(db: &Db) -> SimpleExpr {
-    match db.get_database_backend() {
-        DbBackend::Postgres => Expr::cust("clock_timestamp()"),
-        _ => Expr::value(Utc::now()),
+    clock_after(db, std::time::Duration::ZERO)
+}
+
+/// [`clock`]'s time `after` from now: what leases and turns kept by it run until
+/// ([`super::writer`]).
+pub(crate) fn clock_after(db: &Db, after: std::time::Duration) -> SimpleExpr {
+    match (db.get_database_backend(), after.is_zero()) {
+        (DbBackend::Postgres, true) => Expr::cust("clock_timestamp()"),
+        (DbBackend::Postgres, false) => Expr::cust_with_values(
+            "clock_timestamp() + make_interval(secs => $1)",
+            [after.as_secs_f64()],
+        ),
+        _ => Expr::value(Utc::now() + chrono::Duration::from_std(after).unwrap_or_default()),
     }
 }
 

@@ -19,10 +19,11 @@
 
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, SimpleExpr};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
+use super::processes::clock_after;
 use crate::db::Db;
 use crate::entities::tenant_writer;
 use crate::error::StoreResult;
@@ -47,17 +48,6 @@ pub enum Turn {
     Others(String),
 }
 
-/// `now + after` by the clock turns are kept by (see the module's docs).
-fn clock_plus(db: &Db, after: Duration) -> SimpleExpr {
-    match db.get_database_backend() {
-        DbBackend::Postgres => Expr::cust_with_values(
-            "clock_timestamp() + make_interval(secs => $1)",
-            [after.as_secs_f64()],
-        ),
-        _ => Expr::value(super::now() + chrono::Duration::from_std(after).unwrap_or_default()),
-    }
-}
-
 /// Ask for the turn to write to `tenant_id`'s directory as process `process`.
 ///
 /// - `throttled` (this process's scheduler has found the tenant's budget): take the turn, or
@@ -73,7 +63,7 @@ pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, throttled: bool) -> St
             .ne(process)
             .and(
                 Expr::col((tenant_writer::Entity, tenant_writer::Column::Until))
-                    .gte(clock_plus(db, Duration::ZERO)),
+                    .gte(clock_after(db, Duration::ZERO)),
             );
         let mut insert = Query::insert();
         insert
@@ -83,7 +73,7 @@ pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, throttled: bool) -> St
                 tenant_writer::Column::Owner,
                 tenant_writer::Column::Until,
             ])
-            .values_panic([tenant_id.into(), process.into(), clock_plus(db, TURN)])
+            .values_panic([tenant_id.into(), process.into(), clock_after(db, TURN)])
             .on_conflict(
                 OnConflict::column(tenant_writer::Column::TenantId)
                     .update_columns([tenant_writer::Column::Owner, tenant_writer::Column::Until])
@@ -98,7 +88,7 @@ pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, throttled: bool) -> St
         .select_only()
         .column(tenant_writer::Column::Owner)
         .filter(tenant_writer::Column::TenantId.eq(tenant_id))
-        .filter(Expr::col(tenant_writer::Column::Until).gte(clock_plus(db, Duration::ZERO)))
+        .filter(Expr::col(tenant_writer::Column::Until).gte(clock_after(db, Duration::ZERO)))
         .into_tuple()
         .one(db)
         .await?;
