@@ -174,6 +174,24 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
     // Turns are per tenant.
     assert_eq!(ask(b, "p2", true).await, Turn::Mine);
     assert_eq!(ask(b, "p1", true).await, Turn::Others("p2".into()));
+    // A turn lapses TURN after its holder's last step (here the test moves its end back, as if
+    // p2 had been idle that long): nobody holds it, and p1 takes it when pushed back.
+    {
+        use licensor_core::entities::tenant_writer;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        let lapsed = chrono::Utc::now() - chrono::Duration::seconds(1);
+        let moved = tenant_writer::Entity::update_many()
+            .col_expr(tenant_writer::Column::Until, Expr::value(lapsed))
+            .filter(tenant_writer::Column::TenantId.eq(b))
+            .exec(db)
+            .await
+            .unwrap();
+        assert_eq!(moved.rows_affected, 1);
+    }
+    assert_eq!(ask(b, "p2", false).await, Turn::Free);
+    assert_eq!(ask(b, "p1", false).await, Turn::Free);
+    assert_eq!(ask(b, "p1", true).await, Turn::Mine);
+    assert_eq!(ask(b, "p2", true).await, Turn::Others("p1".into()));
     // p1 stops cleanly: its turns end, p2 takes the tenant at once.
     processes::leave(db, "p1").await.unwrap();
     assert_eq!(ask(a, "p2", false).await, Turn::Free);

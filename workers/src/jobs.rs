@@ -78,6 +78,9 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
     let req = jobs::lease::request_of(&job)?;
     // A preview's members predicted as they are read (see `expand`).
     let mut read = None;
+    // Whether the expansion queued the job's lanes already (work starts while groups are read):
+    // a job has `jobs.lanes_per_job` lanes, not twice as many.
+    let mut lanes_queued = false;
     if job.expanded_at.is_none() {
         let owner = step_owner(ctx);
         if !jobs::expand::claim_expansion(&ctx.db, job.id, &owner, lease_until(ctx)).await? {
@@ -113,7 +116,10 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             Ok(c) => c,
             Err(f) => return fail(ctx, &job, f).await,
         };
-        let start_lanes = || Box::pin(push_lanes(ctx, &job)) as futures::future::BoxFuture<'_, _>;
+        let start_lanes = || {
+            lanes_queued = true;
+            Box::pin(push_lanes(ctx, &job)) as futures::future::BoxFuture<'_, _>
+        };
         let expanded = jobs::expand::expand(
             &ctx.db,
             &client,
@@ -178,7 +184,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             return fail(ctx, &job, failure).await;
         }
     }
-    if finish(ctx, &job).await? {
+    if finish(ctx, &job).await? || lanes_queued {
         return Ok(());
     }
     push_lanes(ctx, &job).await
@@ -351,9 +357,15 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
             }
         }
         let (pending, next_retry) = jobs::finish::pending_state(&ctx.db, job_id).await?;
-        if !pending {
-            finish(ctx, &job).await?;
-        } else if let Some(at) = next_retry {
+        if !pending && finish(ctx, &job).await? {
+            return Ok(());
+        }
+        if job.expanded_at.is_none() {
+            // The lanes have caught up with the step still reading the groups: come back for
+            // the members it stores next (the job's lanes are queued once, as work starts).
+            tokio::time::sleep(EXPANSION_POLL).await;
+            ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
+        } else if let Some(at) = next_retry.filter(|_| pending) {
             // Members waiting for a retry and held by nobody: wait for them here, then go on.
             let wait = (at - Utc::now())
                 .to_std()
@@ -463,6 +475,9 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
 /// schedules by whole seconds, so one to two seconds later): by then the writer has usually
 /// taken the job's other lanes, or its turn has ended.
 const WRITER_AWAY: Duration = Duration::from_secs(1);
+/// How soon a lane that found every member stored so far taken comes back while the job's groups
+/// are still being read.
+const EXPANSION_POLL: Duration = Duration::from_millis(250);
 /// How often a lane of a launched preview looks again while other lanes still write the members
 /// predicted to succeed ([`jobs::launch::predicted_first`]).
 const LAUNCH_ORDER_POLL: Duration = Duration::from_millis(500);
@@ -472,6 +487,10 @@ const BUDGET_HORIZON: Duration = Duration::from_secs(1);
 /// The longest a chunk's write waits for the tenant's write budget; past it the chunk gives
 /// back the members not written yet and its lane comes back when the budget frees.
 const BUDGET_PATIENCE: Duration = Duration::from_secs(2);
+/// How many horizons of the tenant's writes a job's lanes hold between them: while one lane's
+/// chunk is written, the next is already claimed, so the budget does not idle while a lane
+/// records its outcomes and comes back through the queue.
+const HORIZONS_HELD: u64 = 2;
 /// The fewest members a lane takes while the budget allows any: one `$batch` of writes.
 const LEAST_CHUNK: u64 = 20;
 
@@ -481,8 +500,8 @@ const LEAST_CHUNK: u64 = 20;
 /// its own budget, holding them would work a few tenants at a time.
 ///
 /// - Budget not learned yet (or never pushing back): `jobs.chunk_size`.
-/// - Writes free within [`BUDGET_HORIZON`]: this lane's share of them (the job's lanes split
-///   them), at least [`LEAST_CHUNK`], at most `jobs.chunk_size`.
+/// - Writes free within [`BUDGET_HORIZON`]: this lane's share of [`HORIZONS_HELD`] times as
+///   many (the job's lanes split them), at least [`LEAST_CHUNK`], at most `jobs.chunk_size`.
 /// - None free until later: the lane is queued again for just before the budget frees (the
 ///   queue schedules by whole seconds) and takes nothing now (`None`).
 async fn budgeted_chunk(
@@ -495,7 +514,7 @@ async fn budgeted_chunk(
     let lanes = ctx.jobs.lanes_per_job.max(1) as u64;
     Ok(Some(match client.write_outlook(BUDGET_HORIZON) {
         Outlook::Open => most,
-        Outlook::Ready(writes) => (writes / lanes).max(LEAST_CHUNK).min(most),
+        Outlook::Ready(writes) => (writes * HORIZONS_HELD / lanes).max(LEAST_CHUNK).min(most),
         Outlook::Wait(at) => {
             let wait = at.saturating_duration_since(tokio::time::Instant::now());
             if wait <= BUDGET_PATIENCE {
