@@ -337,9 +337,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
             // Other lanes hold the rest of them, or they wait for a retry: come back soon.
             // (Until a canary is decided, its lanes stop here as below and its decision
             // starts them again.)
-            tokio::time::sleep(LAUNCH_ORDER_POLL).await;
-            ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
-            return Ok(());
+            return lane_again_after(ctx, tenant_id, job_id, LAUNCH_ORDER_POLL).await;
         }
     }
     let taken_over = items.iter().filter(|i| i.taken_over).count();
@@ -363,16 +361,14 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         if job.expanded_at.is_none() {
             // The lanes have caught up with the step still reading the groups: come back for
             // the members it stores next (the job's lanes are queued once, as work starts).
-            tokio::time::sleep(EXPANSION_POLL).await;
-            ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
-        } else if let Some(at) = next_retry.filter(|_| pending) {
+            lane_again_after(ctx, tenant_id, job_id, EXPANSION_POLL).await?;
+        } else if let Some(at) = next_retry {
             // Members waiting for a retry and held by nobody: wait for them here, then go on.
             let wait = (at - Utc::now())
                 .to_std()
                 .unwrap_or_default()
                 .min(Duration::from_secs(30));
-            tokio::time::sleep(wait).await;
-            ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
+            lane_again_after(ctx, tenant_id, job_id, wait).await?;
         }
         // Otherwise other lanes hold the remaining members and will finish the job.
         return Ok(());
@@ -475,6 +471,19 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
 /// schedules by whole seconds, so one to two seconds later): by then the writer has usually
 /// taken the job's other lanes, or its turn has ended.
 const WRITER_AWAY: Duration = Duration::from_secs(1);
+/// Queue a job's lane again after `wait`, the step holding its worker place meanwhile (the
+/// queue itself schedules by whole seconds only).
+async fn lane_again_after(
+    ctx: &WorkerContext,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    wait: Duration,
+) -> Result<(), BoxDynError> {
+    tokio::time::sleep(wait).await;
+    ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
+    Ok(())
+}
+
 /// How soon a lane that found every member stored so far taken comes back while the job's groups
 /// are still being read.
 const EXPANSION_POLL: Duration = Duration::from_millis(250);

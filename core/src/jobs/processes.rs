@@ -35,7 +35,7 @@ pub struct ProcessId {
 /// The time a heartbeat is stamped with and judged by: PostgreSQL's clock (`clock_timestamp()`,
 /// one clock for every host, so hosts whose clocks disagree never take each other for dead), or
 /// on SQLite — whose processes all run on the host of its file — this host's clock.
-fn clock(db: &Db) -> SimpleExpr {
+pub(crate) fn clock(db: &Db) -> SimpleExpr {
     clock_after(db, std::time::Duration::ZERO)
 }
 

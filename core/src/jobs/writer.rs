@@ -23,7 +23,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
-use super::processes::clock_after;
+use super::processes::{clock, clock_after};
 use crate::db::Db;
 use crate::entities::tenant_writer;
 use crate::error::StoreResult;
@@ -61,10 +61,7 @@ pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, throttled: bool) -> St
     if throttled {
         let live_elsewhere = Expr::col((tenant_writer::Entity, tenant_writer::Column::Owner))
             .ne(process)
-            .and(
-                Expr::col((tenant_writer::Entity, tenant_writer::Column::Until))
-                    .gte(clock_after(db, Duration::ZERO)),
-            );
+            .and(Expr::col((tenant_writer::Entity, tenant_writer::Column::Until)).gte(clock(db)));
         let mut insert = Query::insert();
         insert
             .into_table(tenant_writer::Entity)
@@ -88,7 +85,7 @@ pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, throttled: bool) -> St
         .select_only()
         .column(tenant_writer::Column::Owner)
         .filter(tenant_writer::Column::TenantId.eq(tenant_id))
-        .filter(Expr::col(tenant_writer::Column::Until).gte(clock_after(db, Duration::ZERO)))
+        .filter(Expr::col(tenant_writer::Column::Until).gte(clock(db)))
         .into_tuple()
         .one(db)
         .await?;
