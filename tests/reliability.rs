@@ -217,6 +217,136 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
 }
 on_both_backends!(a_tenants_turn_to_write_goes_to_one_process);
 
+/// A step whose process was taken for dead (its heartbeats stopped for a while: a stall, not a
+/// crash) while it read a job's groups, and whose expansion a live step claimed since, stores
+/// nothing more: its pages are refused, the stored position stays the live step's, and its
+/// lease is not renewed over the live step's. Before, such a step went on storing pages and
+/// moving the position, reading the groups side by side with its successor (a page of members
+/// was read 4 times in `workers_killed_during_slow_expansion_postgres_redis`).
+async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: Backend) {
+    use licensor_core::domain::ItemStatus;
+    use licensor_core::entities::job;
+    use licensor_core::jobs::expand::{self, ExpandPosition, NewItem, PageMark};
+    use licensor_core::jobs::processes;
+    use sea_orm::EntityTrait;
+    let emulator = slow_directory(10).await;
+    let Some(app) = TestApp::start_with(backend, Roles::API, "").await else {
+        return;
+    };
+    let t = app.tenant("contoso").await;
+    app.connect_directory(t.id, &emulator).await;
+    let group = app.group_id(&t.admin, "All Users").await;
+    let submitted = app
+        .post_json(
+            "/v1/jobs",
+            &t.admin,
+            &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}),
+        )
+        .await;
+    let job_id: uuid::Uuid = submitted["id"].as_str().unwrap().parse().unwrap();
+    let db = &app.db;
+    let job = expand::start(db, t.id, job_id).await.unwrap().unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::seconds(60);
+    // p1's step reads the groups, and stores its first page.
+    assert!(
+        expand::claim_expansion(db, job_id, "p1/run", until)
+            .await
+            .unwrap()
+    );
+    let member = |n: usize| NewItem {
+        user_id: format!("00000000-0000-0000-0000-{n:012}"),
+        user_principal_name: None,
+        display_name: None,
+        group_id: group.clone(),
+        usage_location: None,
+        licenses: None,
+        prediction: None,
+    };
+    let mark = |owner: &str, next: &str| PageMark {
+        position: ExpandPosition::after_page(0, Some(next.to_owned())),
+        lease_until: until,
+        owner: owner.to_owned(),
+    };
+    let store = |items: Vec<NewItem>, mark: PageMark| async move {
+        expand::insert_items(
+            db,
+            job_id,
+            job.runs,
+            items,
+            ItemStatus::Pending,
+            Some(&mark),
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        store(vec![member(1)], mark("p1/run", "page-2")).await,
+        Some(1)
+    );
+    // p1's heartbeats stop for longer than the takeover delay: another process takes it over,
+    // and a live step (p2's) claims the expansion and reads on from page 2.
+    let p1 = processes::ProcessId {
+        name: "p1".into(),
+        host: "host".into(),
+        pid: 1,
+    };
+    processes::beat(db, &p1).await.unwrap();
+    let row = processes::all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.id == "p1")
+        .unwrap();
+    let freed = processes::take_over(db, &row).await.unwrap().unwrap();
+    assert_eq!(freed.expansions, 1);
+    assert!(
+        expand::claim_expansion(db, job_id, "p2/run", until)
+            .await
+            .unwrap()
+    );
+    assert!(!expand::held_by_another(db, job_id, "p2/run").await.unwrap());
+    assert!(expand::held_by_another(db, job_id, "p1/run").await.unwrap());
+    // p1 wakes up with page 2 read: refused, whether it brings members or an empty page.
+    assert_eq!(store(vec![member(2)], mark("p1/run", "page-3")).await, None);
+    assert_eq!(store(vec![], mark("p1/run", "page-3")).await, None);
+    // p1's lease renewal does not take the expansion back either.
+    assert!(
+        !expand::claim_expansion(db, job_id, "p1/run", until)
+            .await
+            .unwrap()
+    );
+    let stored = job::Entity::find_by_id(job_id)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.total, 1, "p1's late page stored no member");
+    assert_eq!(stored.expand_owner.as_deref(), Some("p2/run"));
+    assert_eq!(
+        ExpandPosition::of(&stored),
+        ExpandPosition::after_page(0, Some("page-2".into())),
+        "the position is still the one p2 reads on from"
+    );
+    // p2 stores page 2 and goes on.
+    assert_eq!(
+        store(vec![member(2)], mark("p2/run", "page-3")).await,
+        Some(1)
+    );
+    let stored = job::Entity::find_by_id(job_id)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.total, 2);
+    assert_eq!(
+        ExpandPosition::of(&stored),
+        ExpandPosition::after_page(0, Some("page-3".into()))
+    );
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(an_expansion_taken_over_stores_nothing_more_from_its_old_step);
+
 /// Two worker processes and one throttled tenant: once the directory has pushed back, one
 /// process holds the tenant's turn to write (`tenant_writers`) and the other leaves its lanes of
 /// the job to it, so one scheduler learns and fills the tenant's budget. When both wrote, each

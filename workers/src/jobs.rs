@@ -122,6 +122,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         };
         let expanded = jobs::expand::expand(
             &ctx.db,
+            &owner,
             &client,
             &ctx.jobs,
             &job,
@@ -137,6 +138,12 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         match expanded {
             Ok(true) => jobs::expand::mark_expanded(&ctx.db, job.id).await?,
             Ok(false) => {
+                if jobs::expand::held_by_another(&ctx.db, job.id, &owner).await? {
+                    // This process was taken for dead (its heartbeats stopped for a while) and
+                    // a live step reads on from the last page stored: this one stops.
+                    tracing::warn!(job = %job.id, "expansion taken over by another step; stopping");
+                    return Ok(());
+                }
                 // Cancelled or paused (by its canary) while the groups were read, or cancelled
                 // and run again meanwhile.
                 match jobs::finish::status(&ctx.db, job.id).await? {

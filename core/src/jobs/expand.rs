@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -110,11 +110,16 @@ impl ExpandPosition {
     }
 }
 
-/// A stored page's mark: the expansion's position after it and the expander's renewed lease.
+/// A stored page's mark: the expansion's position after it, the expander's renewed lease and
+/// who that expander is (its lease owner, `{process}/{step}`). The page is stored only while
+/// `owner` still holds the expansion: a step whose process was taken for dead (see
+/// [`super::processes::take_over`]) and whose expansion another step claimed since stores
+/// nothing more, so two steps never read the same groups side by side.
 #[derive(Debug, Clone)]
 pub struct PageMark {
     pub position: ExpandPosition,
     pub lease_until: DateTime<Utc>,
+    pub owner: String,
 }
 
 /// Take the job's expansion for `owner` until `until`, unless another step holds it and its
@@ -156,6 +161,18 @@ pub async fn release_expansion(db: &Db, job_id: Uuid, owner: &str) -> StoreResul
     Ok(())
 }
 
+/// Whether another step than `owner` holds the job's expansion now: `owner`'s process was taken
+/// for dead (its heartbeat stopped for a while) and a live step claimed the expansion since.
+pub async fn held_by_another(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<bool> {
+    let holder: Option<Option<String>> = job::Entity::find_by_id(job_id)
+        .select_only()
+        .column(job::Column::ExpandOwner)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(holder.flatten().is_some_and(|h| h != owner))
+}
+
 /// Whether the job still needs expanding and nobody holds its expansion (never started, or its
 /// expander's lease ran out: it died).
 pub fn expansion_abandoned(job: &job::Model) -> bool {
@@ -169,7 +186,8 @@ pub fn expansion_abandoned(job: &job::Model) -> bool {
 /// same transaction, so a crash never loses a stored page's place — or `None` when the job is no
 /// longer running in run `run_no` (cancelled, failed, or cancelled and run again since): then
 /// nothing is inserted, so a cancel never leaves members pending behind it and every member
-/// belongs to the run that read it.
+/// belongs to the run that read it. With a mark, `None` also when the mark's owner no longer
+/// holds the job's expansion (another step took it over): nothing is stored then either.
 pub async fn insert_items(
     db: &Db,
     job_id: Uuid,
@@ -178,6 +196,7 @@ pub async fn insert_items(
     status: ItemStatus,
     mark: Option<&PageMark>,
 ) -> StoreResult<Option<u64>> {
+    let owner = mark.map(|m| m.owner.clone());
     let mark = match mark {
         Some(m) => Some((
             serde_json::to_value(&m.position).map_err(StoreError::internal)?,
@@ -185,16 +204,24 @@ pub async fn insert_items(
         )),
         None => None,
     };
+    // The job's expansion is still `owner`'s (no condition without a mark).
+    let still_held = |owner: &Option<String>| match owner {
+        Some(o) => job::Column::ExpandOwner.eq(o.as_str()),
+        None => Expr::value(true),
+    };
     let store_mark = |mark: (Value, DateTime<Utc>)| {
         job::Entity::update_many()
             .col_expr(job::Column::ExpandPosition, Expr::value(mark.0))
             .col_expr(job::Column::ExpandUntil, Expr::value(mark.1))
             .filter(job::Column::Id.eq(job_id))
+            .filter(still_held(&owner))
     };
     let t = now();
     if items.is_empty() {
-        if let Some(mark) = mark {
-            store_mark(mark).exec(db).await?;
+        if let Some(mark) = mark
+            && store_mark(mark).exec(db).await?.rows_affected == 0
+        {
+            return Ok(None);
         }
         return Ok(Some(0));
     }
@@ -251,6 +278,7 @@ pub async fn insert_items(
         .filter(job::Column::Id.eq(job_id))
         .filter(job::Column::Status.eq(JobStatus::Running))
         .filter(job::Column::Runs.eq(run_no))
+        .filter(still_held(&owner))
         .exec(&txn)
         .await?
         .rows_affected;
@@ -330,15 +358,19 @@ pub async fn mark_expanded(db: &Db, job_id: Uuid) -> StoreResult<()> {
     Ok(())
 }
 
-/// Expand the selected groups into items, page by page. `Ok(false)`: the job stopped running
-/// (cancelled) and expansion stopped at that page. A preview read from its first page predicts
+/// Expand the selected groups into items, page by page, as `owner` (the step holding the
+/// expansion, see [`claim_expansion`]). `Ok(false)`: the job stopped running (cancelled), or
+/// another step took the expansion over ([`held_by_another`]), and expansion stopped at that
+/// page. A preview read from its first page predicts
 /// each member as it is stored, against the free units read at the start, and leaves its
 /// predictor in `read` (a resumed one is predicted once all are read).
 ///
 /// `start_work` queues the job's lanes: called once members are stored (a resumed expansion
 /// calls it at once), so work starts while the rest of the groups are still read.
+#[allow(clippy::too_many_arguments)]
 pub async fn expand<'a, 's, E: From<StoreError>>(
     db: &Db,
+    owner: &str,
     client: &DirectoryClient,
     settings: &JobSettings,
     job: &job::Model,
@@ -464,6 +496,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
             let mark = PageMark {
                 position: ExpandPosition::after_page(index, next_link),
                 lease_until: Utc::now() + chrono::Duration::seconds(settings.lease_secs as i64),
+                owner: owner.to_owned(),
             };
             let mut items = Vec::with_capacity(users.len());
             for user in users {
