@@ -119,8 +119,39 @@ async fn find(db: &Db, tenant_id: Uuid, key: &str) -> StoreResult<Option<idempot
         .await?)
 }
 
-/// Keep the answer to a claimed key.
+/// How a key's [`finish`] and [`release`] retry while the database cannot be reached or has no
+/// connection free (a burst of requests holds every connection of the API's pool): a second
+/// apart at most, for about 15 s in all. A key neither kept nor released stays "in progress"
+/// (409 `idempotency_key_in_use` for every retry) until it expires after
+/// [`RETENTION_HOURS`]; answering one request 503 under load must not lock its key for a day.
+fn after_request_retries() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_delay(std::time::Duration::from_secs(1))
+        .with_jitter()
+        .with_max_times(16)
+}
+
+/// Run `step` again while it fails because the database is unavailable (see
+/// [`StoreError::is_unavailable`]), as [`after_request_retries`] says.
+async fn retried<F, Fut>(step: F) -> StoreResult<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<()>>,
+{
+    use backon::Retryable;
+    step.retry(after_request_retries())
+        .when(StoreError::is_unavailable)
+        .await
+}
+
+/// Keep the answer to a claimed key. Retried while the database is unavailable (see
+/// [`after_request_retries`]).
 pub async fn finish(db: &Db, tenant_id: Uuid, key: &str, answer: &Stored) -> StoreResult<()> {
+    retried(|| keep(db, tenant_id, key, answer)).await
+}
+
+async fn keep(db: &Db, tenant_id: Uuid, key: &str, answer: &Stored) -> StoreResult<()> {
     idempotency_key::Entity::update_many()
         .col_expr(
             idempotency_key::Column::Status,
@@ -146,8 +177,13 @@ pub async fn finish(db: &Db, tenant_id: Uuid, key: &str, answer: &Stored) -> Sto
 }
 
 /// Forget a claimed key whose request could not be answered (a server error): a retry with the
-/// same key runs again.
+/// same key runs again. Retried while the database is unavailable (see
+/// [`after_request_retries`]).
 pub async fn release(db: &Db, tenant_id: Uuid, key: &str) -> StoreResult<()> {
+    retried(|| forget(db, tenant_id, key)).await
+}
+
+async fn forget(db: &Db, tenant_id: Uuid, key: &str) -> StoreResult<()> {
     idempotency_key::Entity::delete_many()
         .filter(idempotency_key::Column::TenantId.eq(tenant_id))
         .filter(idempotency_key::Column::Key.eq(key))

@@ -98,14 +98,14 @@ pub async fn idempotency(
             if response.status().is_server_error()
                 || response.status() == StatusCode::TOO_MANY_REQUESTS
             {
-                if let Err(e) = idempotency::release(&state.db, tenant_id, &key).await {
-                    tracing::warn!(error = %e, "could not release an idempotency key");
-                }
+                // Released beside the answer (it retries while the database is away or busy),
+                // so the 503 goes out at once; a retry meanwhile is told 409 "retry shortly".
+                release_soon(&state, tenant_id, key);
                 return response;
             }
             let (mut parts, body) = response.into_parts();
             let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
-                let _ = idempotency::release(&state.db, tenant_id, &key).await;
+                release_soon(&state, tenant_id, key);
                 return ApiError::internal("response body could not be read").into_response();
             };
             let stored = Stored {
@@ -129,6 +129,16 @@ pub async fn idempotency(
             Response::from_parts(parts, Body::from(body))
         }
     }
+}
+
+/// Release `key` in a task of its own (see [`idempotency::release`]).
+fn release_soon(state: &AppState, tenant_id: uuid::Uuid, key: String) {
+    let db = state.db.clone();
+    tokio::spawn(async move {
+        if let Err(e) = idempotency::release(&db, tenant_id, &key).await {
+            tracing::warn!(error = %e, "could not release an idempotency key");
+        }
+    });
 }
 
 fn replay(stored: Stored) -> Response {
