@@ -143,6 +143,32 @@ async fn flaky_throttled_directory(backend: Backend) {
 }
 on_both_backends!(flaky_throttled_directory);
 
+/// Process `name` (whose leases are named `{name}/{step}`) beat once and was found silent
+/// since: another process takes over its leases and turns, as its missed heartbeats would have
+/// it. Returns what was freed.
+async fn take_over_silent_process(
+    db: &sea_orm::DatabaseConnection,
+    name: &str,
+) -> licensor_core::jobs::processes::Freed {
+    use licensor_core::jobs::processes;
+    let process = processes::ProcessId {
+        name: name.into(),
+        host: "host".into(),
+        pid: 1,
+    };
+    processes::beat(db, &process).await.unwrap();
+    let row = processes::all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.id == name)
+        .unwrap();
+    processes::take_over(db, &row)
+        .await
+        .unwrap()
+        .expect("nobody else took it over")
+}
+
 /// A tenant's turn to write (`jobs::writer`), as worker processes ask for it: taken by the first
 /// process the directory pushed back on, refused to another while it lasts, renewed by its
 /// holder, only looked at by a process not pushed back, and ended with its process — stopped
@@ -198,19 +224,7 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
     assert_eq!(ask(a, "p2", true).await, Turn::Mine);
     assert_eq!(ask(a, "p1", true).await, Turn::Others("p2".into()));
     // p2 found dead (its heartbeat stopped): taken over with its leases, its turns end too.
-    let p2 = processes::ProcessId {
-        name: "p2".into(),
-        host: "host".into(),
-        pid: 1,
-    };
-    processes::beat(db, &p2).await.unwrap();
-    let dead = processes::all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| p.id == "p2")
-        .unwrap();
-    assert!(processes::take_over(db, &dead).await.unwrap().is_some());
+    take_over_silent_process(db, "p2").await;
     assert_eq!(ask(a, "p1", true).await, Turn::Mine);
     assert_eq!(ask(b, "p1", true).await, Turn::Mine);
     app.stop().await;
@@ -227,7 +241,6 @@ async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: 
     use licensor_core::domain::ItemStatus;
     use licensor_core::entities::job;
     use licensor_core::jobs::expand::{self, ExpandPosition, NewItem, PageMark};
-    use licensor_core::jobs::processes;
     use sea_orm::EntityTrait;
     let emulator = slow_directory(10).await;
     let Some(app) = TestApp::start_with(backend, Roles::API, "").await else {
@@ -285,19 +298,7 @@ async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: 
     );
     // p1's heartbeats stop for longer than the takeover delay: another process takes it over,
     // and a live step (p2's) claims the expansion and reads on from page 2.
-    let p1 = processes::ProcessId {
-        name: "p1".into(),
-        host: "host".into(),
-        pid: 1,
-    };
-    processes::beat(db, &p1).await.unwrap();
-    let row = processes::all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| p.id == "p1")
-        .unwrap();
-    let freed = processes::take_over(db, &row).await.unwrap().unwrap();
+    let freed = take_over_silent_process(db, "p1").await;
     assert_eq!(freed.expansions, 1);
     assert!(
         expand::claim_expansion(db, job_id, "p2/run", until)
