@@ -531,24 +531,53 @@ fn assign_body(group: &str) -> Value {
     json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"})
 }
 
-/// `POST /v1/jobs` with `body`; the new job's id (anything but 202 is an error).
+/// Submits answered 503 (no database connection free in time: a burst of submits) or 409
+/// `idempotency_key_in_use` (the key of an earlier 503 not released yet), each sent again.
+static SUBMITS_SENT_AGAIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `POST /v1/jobs` with `body` and an `Idempotency-Key`; the new job's id. A 503 is sent again
+/// with the same key after its `Retry-After`, a 409 `idempotency_key_in_use` after 1 s, as a
+/// well-behaved client does, for up to 2 minutes; any other answer but 202 is an error.
 async fn submit_body(
     http: &reqwest::Client,
     d: &Deployment,
     token: &str,
     body: &Value,
 ) -> anyhow::Result<String> {
-    let resp = http
-        .post(format!("{}/v1/jobs", d.url))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await?;
-    if resp.status().as_u16() != 202 {
-        bail!("submit: {} {}", resp.status(), resp.text().await?);
+    let key = uuid::Uuid::new_v4().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let resp = http
+            .post(format!("{}/v1/jobs", d.url))
+            .bearer_auth(token)
+            .header("idempotency-key", &key)
+            .json(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        if status == 202 {
+            let job: Value = resp.json().await?;
+            return Ok(job["id"].as_str().context("job id")?.to_owned());
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let text = resp.text().await?;
+        let again = match status {
+            503 => Some(Duration::from_secs(retry_after.unwrap_or(2))),
+            409 if text.contains("idempotency_key_in_use") => Some(Duration::from_secs(1)),
+            _ => None,
+        };
+        match again {
+            Some(wait) if Instant::now() + wait < deadline => {
+                SUBMITS_SENT_AGAIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(wait).await;
+            }
+            _ => bail!("submit: {status} {text}"),
+        }
     }
-    let job: Value = resp.json().await?;
-    Ok(job["id"].as_str().context("job id")?.to_owned())
 }
 
 async fn wait(
@@ -1146,6 +1175,7 @@ mod msp {
         .await;
         let jobs: Vec<String> = submitted.into_iter().collect::<anyhow::Result<_>>()?;
         let submit_secs = started.elapsed().as_secs_f64();
+        let submits_sent_again = SUBMITS_SENT_AGAIN.swap(0, std::sync::atomic::Ordering::Relaxed);
 
         // Poll the unfinished jobs every 2 s (the jobs' own timestamps give the times).
         let deadline = started + Duration::from_secs(args.timeout_secs);
@@ -1253,6 +1283,7 @@ mod msp {
             "tenants_below_90_percent": shares.iter().filter(|s| **s < 0.9).count(),
             "wall_seconds": round(wall, 2),
             "submit_seconds": round(submit_secs, 2),
+            "submits_sent_again": submits_sent_again,
             "setup_seconds": round(setup_secs, 1),
             "succeeded": succeeded,
             "failed": failed,
