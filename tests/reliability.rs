@@ -232,11 +232,13 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
 on_both_backends!(a_tenants_turn_to_write_goes_to_one_process);
 
 /// A step whose process was taken for dead (its heartbeats stopped for a while: a stall, not a
-/// crash) while it read a job's groups, and whose expansion a live step claimed since, stores
-/// nothing more: its pages are refused, the stored position stays the live step's, and its
-/// lease is not renewed over the live step's. Before, such a step went on storing pages and
-/// moving the position, reading the groups side by side with its successor (a page of members
-/// was read 4 times in `workers_killed_during_slow_expansion_postgres_redis`).
+/// crash) while it read a job's groups holds nothing from then on — before a live step claims
+/// the expansion, while it reads, and after the live step's own lease ends: its pages are
+/// refused, its renewals and its "all read" too, and the stored position stays the live
+/// step's. Before, such a step went on storing pages and moving the position, reading the
+/// groups side by side with its successor (a page of members was read 4 times in
+/// `workers_killed_during_slow_expansion_postgres_redis`), and its renewals took the expansion
+/// back.
 async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: Backend) {
     use licensor_core::domain::ItemStatus;
     use licensor_core::entities::job;
@@ -260,12 +262,6 @@ async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: 
     let db = &app.db;
     let job = expand::start(db, t.id, job_id).await.unwrap().unwrap();
     let until = chrono::Utc::now() + chrono::Duration::seconds(60);
-    // p1's step reads the groups, and stores its first page.
-    assert!(
-        expand::claim_expansion(db, job_id, "p1/run", until)
-            .await
-            .unwrap()
-    );
     let member = |n: usize| NewItem {
         user_id: format!("00000000-0000-0000-0000-{n:012}"),
         user_principal_name: None,
@@ -275,16 +271,16 @@ async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: 
         licenses: None,
         prediction: None,
     };
-    let mark = |owner: &str, next: &str| PageMark {
-        position: ExpandPosition::after_page(0, Some(next.to_owned())),
-        lease_until: until,
-        owner: owner.to_owned(),
-    };
-    let store = |items: Vec<NewItem>, mark: PageMark| async move {
+    let store = |holder: &'static str, items: Vec<NewItem>, next: &'static str| async move {
+        let mark = PageMark {
+            position: ExpandPosition::after_page(0, Some(next.to_owned())),
+            lease_until: until,
+        };
         expand::insert_items(
             db,
             job_id,
             job.runs,
+            holder,
             items,
             ItemStatus::Pending,
             Some(&mark),
@@ -292,61 +288,211 @@ async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: 
         .await
         .unwrap()
     };
-    assert_eq!(
-        store(vec![member(1)], mark("p1/run", "page-2")).await,
-        Some(1)
+    let holds = |step: &'static str| async move {
+        expand::holds_expansion(db, job_id, step).await.unwrap()
+    };
+    let renews = |step: &'static str| async move {
+        expand::renew_expansion(db, job_id, step, until)
+            .await
+            .unwrap()
+    };
+    let stored = || async {
+        job::Entity::find_by_id(job_id)
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    // p1's step reads the groups, and stores its first page.
+    assert!(
+        expand::claim_expansion(db, job_id, "p1/run", until)
+            .await
+            .unwrap()
     );
-    // p1's heartbeats stop for longer than the takeover delay: another process takes it over,
-    // and a live step (p2's) claims the expansion and reads on from page 2.
+    assert_eq!(store("p1/run", vec![member(1)], "page-2").await, Some(1));
+    assert!(renews("p1/run").await);
+    // p1's heartbeats stop for longer than the takeover delay: another process takes it over.
     let freed = take_over_silent_process(db, "p1").await;
     assert_eq!(freed.expansions, 1);
+    // Before any live step has claimed the expansion, p1 wakes up with page 2 read: refused,
+    // whether it brings members or an empty page, and it cannot renew its hold either.
+    assert!(!holds("p1/run").await);
+    assert_eq!(store("p1/run", vec![member(2)], "page-3").await, None);
+    assert_eq!(store("p1/run", vec![], "page-3").await, None);
+    assert!(!renews("p1/run").await);
+    // A live step (p2's) claims the expansion and reads on from page 2.
     assert!(
         expand::claim_expansion(db, job_id, "p2/run", until)
             .await
             .unwrap()
     );
-    assert!(!expand::held_by_another(db, job_id, "p2/run").await.unwrap());
-    assert!(expand::held_by_another(db, job_id, "p1/run").await.unwrap());
-    // p1 wakes up with page 2 read: refused, whether it brings members or an empty page.
-    assert_eq!(store(vec![member(2)], mark("p1/run", "page-3")).await, None);
-    assert_eq!(store(vec![], mark("p1/run", "page-3")).await, None);
-    // p1's lease renewal does not take the expansion back either.
-    assert!(
-        !expand::claim_expansion(db, job_id, "p1/run", until)
-            .await
-            .unwrap()
-    );
-    let stored = job::Entity::find_by_id(job_id)
-        .one(db)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored.total, 1, "p1's late page stored no member");
-    assert_eq!(stored.expand_owner.as_deref(), Some("p2/run"));
+    assert!(holds("p2/run").await);
+    assert_eq!(store("p1/run", vec![member(2)], "page-3").await, None);
+    assert!(!renews("p1/run").await);
+    assert!(!expand::mark_expanded(db, job_id, "p1/run").await.unwrap());
+    let now = stored().await;
+    assert_eq!(now.total, 1, "p1's late pages stored no member");
+    assert_eq!(now.expand_owner.as_deref(), Some("p2/run"));
+    assert!(now.expanded_at.is_none());
     assert_eq!(
-        ExpandPosition::of(&stored),
+        ExpandPosition::of(&now),
         ExpandPosition::after_page(0, Some("page-2".into())),
         "the position is still the one p2 reads on from"
     );
     // p2 stores page 2 and goes on.
+    assert_eq!(store("p2/run", vec![member(2)], "page-3").await, Some(1));
+    assert!(renews("p2/run").await);
+    // p2's process is taken for dead too: p1 still holds nothing.
+    take_over_silent_process(db, "p2").await;
+    assert!(!renews("p1/run").await);
+    assert_eq!(store("p1/run", vec![member(3)], "page-2").await, None);
+    let now = stored().await;
+    assert_eq!(now.total, 2);
     assert_eq!(
-        store(vec![member(2)], mark("p2/run", "page-3")).await,
-        Some(1)
-    );
-    let stored = job::Entity::find_by_id(job_id)
-        .one(db)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored.total, 2);
-    assert_eq!(
-        ExpandPosition::of(&stored),
+        ExpandPosition::of(&now),
         ExpandPosition::after_page(0, Some("page-3".into()))
     );
+    // A third step claims it and reads to the end.
+    assert!(
+        expand::claim_expansion(db, job_id, "p3/run", until)
+            .await
+            .unwrap()
+    );
+    assert!(expand::mark_expanded(db, job_id, "p3/run").await.unwrap());
+    assert!(stored().await.expanded_at.is_some());
     app.stop().await;
     emulator.shutdown().await;
 }
 on_both_backends!(an_expansion_taken_over_stores_nothing_more_from_its_old_step);
+
+/// Members held by a step whose process was taken for dead stay with the live step that took
+/// them over: the old step's lease renewal does not extend them again, and its "try again
+/// later" for them does not free members the live step is writing now (a third step could
+/// have claimed and written them a second time).
+async fn members_taken_over_stay_with_the_live_step(backend: Backend) {
+    use licensor_core::domain::ItemStatus;
+    use licensor_core::entities::job_item;
+    use licensor_core::jobs::expand::{self, NewItem};
+    use licensor_core::jobs::lease::{self, Pick};
+    use licensor_core::jobs::outcome::{self, Outcome};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let emulator = slow_directory(10).await;
+    let Some(app) = TestApp::start_with(backend, Roles::API, "").await else {
+        return;
+    };
+    let t = app.tenant("contoso").await;
+    app.connect_directory(t.id, &emulator).await;
+    let group = app.group_id(&t.admin, "All Users").await;
+    let submitted = app
+        .post_json(
+            "/v1/jobs",
+            &t.admin,
+            &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}),
+        )
+        .await;
+    let job_id: uuid::Uuid = submitted["id"].as_str().unwrap().parse().unwrap();
+    let db = &app.db;
+    let job = expand::start(db, t.id, job_id).await.unwrap().unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::seconds(60);
+    assert!(
+        expand::claim_expansion(db, job_id, "x/run", until)
+            .await
+            .unwrap()
+    );
+    let members = (1..=2)
+        .map(|n| NewItem {
+            user_id: format!("00000000-0000-0000-0000-{n:012}"),
+            user_principal_name: None,
+            display_name: None,
+            group_id: group.clone(),
+            usage_location: None,
+            licenses: None,
+            prediction: None,
+        })
+        .collect();
+    let stored = expand::insert_items(
+        db,
+        job_id,
+        job.runs,
+        "x/run",
+        members,
+        ItemStatus::Pending,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored, Some(2));
+    assert!(expand::mark_expanded(db, job_id, "x/run").await.unwrap());
+    let items = || async {
+        job_item::Entity::find()
+            .filter(job_item::Column::JobId.eq(job_id))
+            .all(db)
+            .await
+            .unwrap()
+    };
+    // p1 holds both members; its process is taken for dead.
+    let claimed = lease::claim(db, job_id, "p1/work", until, 10, Pick::All)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    take_over_silent_process(db, "p1").await;
+    // p1's renewal does not extend the ended leases: p2 takes both over.
+    lease::renew(db, job_id, "p1/work", until).await.unwrap();
+    assert!(
+        items()
+            .await
+            .iter()
+            .all(|i| i.lease_until < Some(chrono::Utc::now()))
+    );
+    let taken = lease::claim(db, job_id, "p2/work", until, 10, Pick::All)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 2);
+    assert!(taken.iter().all(|i| i.taken_over));
+    // p1 wakes up and records "try again later" for both: p2 still holds them.
+    let retry = |id| {
+        (
+            id,
+            Outcome::Retry {
+                not_before: chrono::Utc::now(),
+                code: "throttled".into(),
+                detail: "429".into(),
+            },
+        )
+    };
+    let ids: Vec<i64> = taken.iter().map(|i| i.id).collect();
+    outcome::record(
+        db,
+        job_id,
+        "p1/work",
+        ids.iter().map(|&id| retry(id)).collect(),
+        0,
+    )
+    .await
+    .unwrap();
+    for item in items().await {
+        assert_eq!(item.status, ItemStatus::Pending);
+        assert_eq!(item.lease_owner.as_deref(), Some("p2/work"), "{item:?}");
+        assert!(item.lease_until > Some(chrono::Utc::now()), "{item:?}");
+    }
+    assert!(
+        lease::claim(db, job_id, "p3/work", until, 10, Pick::All)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no third step takes members p2 holds"
+    );
+    // p2's own "try again later" frees them, as it should.
+    outcome::record(db, job_id, "p2/work", vec![retry(ids[0])], 0)
+        .await
+        .unwrap();
+    let freed = items().await;
+    let first = freed.iter().find(|i| i.id == ids[0]).unwrap();
+    assert_eq!(first.lease_owner, None);
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(members_taken_over_stay_with_the_live_step);
 
 /// Two worker processes and one throttled tenant: once the directory has pushed back, one
 /// process holds the tenant's turn to write (`tenant_writers`) and the other leaves its lanes of

@@ -105,9 +105,13 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
                 loop {
                     tokio::time::sleep(every).await;
                     let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
-                    if let Err(e) = jobs::expand::claim_expansion(&db, job_id, &owner, until).await
-                    {
-                        tracing::warn!(job = %job_id, error = %e, "renewing the expansion lease failed");
+                    match jobs::expand::renew_expansion(&db, job_id, &owner, until).await {
+                        Ok(true) => {}
+                        // Taken for dead (or done): the step stops at its next page.
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::warn!(job = %job_id, error = %e, "renewing the expansion lease failed");
+                        }
                     }
                 }
             }
@@ -132,18 +136,19 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         )
         .await?;
         if !matches!(expanded, Ok(true)) {
+            if !jobs::expand::holds_expansion(&ctx.db, job.id, &owner).await? {
+                return expansion_lost(&job);
+            }
             // A rerun goes on reading from the last page stored, at once.
             jobs::expand::release_expansion(&ctx.db, job.id, &owner).await?;
         }
         match expanded {
-            Ok(true) => jobs::expand::mark_expanded(&ctx.db, job.id).await?,
-            Ok(false) => {
-                if jobs::expand::held_by_another(&ctx.db, job.id, &owner).await? {
-                    // This process was taken for dead (its heartbeats stopped for a while) and
-                    // a live step reads on from the last page stored: this one stops.
-                    tracing::warn!(job = %job.id, "expansion taken over by another step; stopping");
-                    return Ok(());
+            Ok(true) => {
+                if !jobs::expand::mark_expanded(&ctx.db, job.id, &owner).await? {
+                    return expansion_lost(&job);
                 }
+            }
+            Ok(false) => {
                 // Cancelled or paused (by its canary) while the groups were read, or cancelled
                 // and run again meanwhile.
                 match jobs::finish::status(&ctx.db, job.id).await? {
@@ -195,6 +200,14 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         return Ok(());
     }
     push_lanes(ctx, &job).await
+}
+
+/// This step no longer holds the job's expansion: its process was taken for dead (its
+/// heartbeats stopped for a while) and its leases ended; a live step reads on from the last
+/// page stored. This one neither fails, marks nor queues the job.
+fn expansion_lost(job: &job::Model) -> Result<(), BoxDynError> {
+    tracing::warn!(job = %job.id, "this step's hold on the expansion was ended; leaving the job to a live step");
+    Ok(())
 }
 
 /// A preview whose members are all read: end it `previewed`. Its members were predicted as the
@@ -423,7 +436,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     count(job.kind.as_str(), &outcomes);
     // The lease is kept until the outcomes are stored, so nobody writes these members again
     // while the database is away.
-    crate::outage::record_when_available(&ctx.db, job_id, outcomes, throttled).await?;
+    crate::outage::record_when_available(&ctx.db, job_id, &owner, outcomes, throttled).await?;
     if deferred.is_some() {
         // Members whose writes wait for the budget go back to the job, for whichever lane
         // comes first once it frees.

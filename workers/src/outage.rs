@@ -26,11 +26,12 @@ pub fn is_unavailable(e: &BoxDynError) -> bool {
 pub async fn record_when_available(
     db: &Db,
     job_id: Uuid,
+    holder: &str,
     outcomes: Vec<(i64, Outcome)>,
     throttled: u64,
 ) -> Result<u64, BoxDynError> {
     loop {
-        match jobs::outcome::record(db, job_id, outcomes.clone(), throttled).await {
+        match jobs::outcome::record(db, job_id, holder, outcomes.clone(), throttled).await {
             Ok(n) => return Ok(n),
             Err(e) if e.is_unavailable() => {
                 tracing::warn!(job = %job_id, items = outcomes.len(), "database unavailable; keeping the chunk's outcomes until it answers");

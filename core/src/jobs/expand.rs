@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -110,16 +110,23 @@ impl ExpandPosition {
     }
 }
 
-/// A stored page's mark: the expansion's position after it, the expander's renewed lease and
-/// who that expander is (its lease owner, `{process}/{step}`). The page is stored only while
-/// `owner` still holds the expansion: a step whose process was taken for dead (see
-/// [`super::processes::take_over`]) and whose expansion another step claimed since stores
-/// nothing more, so two steps never read the same groups side by side.
+/// A stored page's mark: the expansion's position after it and the expander's renewed lease.
 #[derive(Debug, Clone)]
 pub struct PageMark {
     pub position: ExpandPosition,
     pub lease_until: DateTime<Utc>,
-    pub owner: String,
+}
+
+/// The job's expansion is held by `owner` (a step's lease owner, `{process}/{step}`) and its
+/// lease has not run out or been ended. A step whose process was taken for dead (its heartbeats
+/// stopped for a while, see [`super::processes::take_over`]: its leases are ended, its name
+/// kept) holds nothing from then on, whether or not another step has claimed the expansion
+/// yet — so it never renews, stores, marks or fails what a live step now reads, and two steps
+/// never read the same groups side by side.
+fn held(owner: &str) -> sea_orm::sea_query::SimpleExpr {
+    job::Column::ExpandOwner
+        .eq(owner)
+        .and(job::Column::ExpandUntil.gte(now()))
 }
 
 /// Take the job's expansion for `owner` until `until`, unless another step holds it and its
@@ -149,6 +156,25 @@ pub async fn claim_expansion(
     Ok(taken == 1)
 }
 
+/// Renew `owner`'s hold on the job's expansion until `until`. Returns whether it still holds it
+/// (see [`held`]); `false`: the step stops at its next page.
+pub async fn renew_expansion(
+    db: &Db,
+    job_id: Uuid,
+    owner: &str,
+    until: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let renewed = job::Entity::update_many()
+        .col_expr(job::Column::ExpandUntil, Expr::value(until))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::ExpandedAt.is_null())
+        .filter(held(owner))
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(renewed == 1)
+}
+
 /// Let go of the job's expansion held by `owner` (it stopped: cancelled, failed), keeping its
 /// position, so the next run goes on from there at once.
 pub async fn release_expansion(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<()> {
@@ -161,16 +187,16 @@ pub async fn release_expansion(db: &Db, job_id: Uuid, owner: &str) -> StoreResul
     Ok(())
 }
 
-/// Whether another step than `owner` holds the job's expansion now: `owner`'s process was taken
-/// for dead (its heartbeat stopped for a while) and a live step claimed the expansion since.
-pub async fn held_by_another(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<bool> {
-    let holder: Option<Option<String>> = job::Entity::find_by_id(job_id)
-        .select_only()
-        .column(job::Column::ExpandOwner)
-        .into_tuple()
+/// Whether `owner` still holds the job's expansion (see [`held`]). A step that stopped reading
+/// asks before it acts on the job (fails it, queues it again): when it no longer holds the
+/// expansion, its process was taken for dead and a live step reads on, or will.
+pub async fn holds_expansion(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<bool> {
+    Ok(job::Entity::find_by_id(job_id)
+        .filter(job::Column::ExpandedAt.is_null())
+        .filter(held(owner))
         .one(db)
-        .await?;
-    Ok(holder.flatten().is_some_and(|h| h != owner))
+        .await?
+        .is_some())
 }
 
 /// Whether the job still needs expanding and nobody holds its expansion (never started, or its
@@ -186,17 +212,17 @@ pub fn expansion_abandoned(job: &job::Model) -> bool {
 /// same transaction, so a crash never loses a stored page's place — or `None` when the job is no
 /// longer running in run `run_no` (cancelled, failed, or cancelled and run again since): then
 /// nothing is inserted, so a cancel never leaves members pending behind it and every member
-/// belongs to the run that read it. With a mark, `None` also when the mark's owner no longer
-/// holds the job's expansion (another step took it over): nothing is stored then either.
+/// belongs to the run that read it. `None` also when `holder`, the step storing the page, no
+/// longer holds the job's expansion (see [`held`]): nothing is stored then either.
 pub async fn insert_items(
     db: &Db,
     job_id: Uuid,
     run_no: i32,
+    holder: &str,
     items: Vec<NewItem>,
     status: ItemStatus,
     mark: Option<&PageMark>,
 ) -> StoreResult<Option<u64>> {
-    let owner = mark.map(|m| m.owner.clone());
     let mark = match mark {
         Some(m) => Some((
             serde_json::to_value(&m.position).map_err(StoreError::internal)?,
@@ -204,17 +230,12 @@ pub async fn insert_items(
         )),
         None => None,
     };
-    // The job's expansion is still `owner`'s (no condition without a mark).
-    let still_held = |owner: &Option<String>| match owner {
-        Some(o) => job::Column::ExpandOwner.eq(o.as_str()),
-        None => Expr::value(true),
-    };
     let store_mark = |mark: (Value, DateTime<Utc>)| {
         job::Entity::update_many()
             .col_expr(job::Column::ExpandPosition, Expr::value(mark.0))
             .col_expr(job::Column::ExpandUntil, Expr::value(mark.1))
             .filter(job::Column::Id.eq(job_id))
-            .filter(still_held(&owner))
+            .filter(held(holder))
     };
     let t = now();
     if items.is_empty() {
@@ -278,7 +299,7 @@ pub async fn insert_items(
         .filter(job::Column::Id.eq(job_id))
         .filter(job::Column::Status.eq(JobStatus::Running))
         .filter(job::Column::Runs.eq(run_no))
-        .filter(still_held(&owner))
+        .filter(held(holder))
         .exec(&txn)
         .await?
         .rows_affected;
@@ -344,23 +365,29 @@ pub async fn insert_items(
 /// Members per `INSERT` statement of [`insert_items`].
 const ROWS_PER_INSERT: usize = 2000;
 
-/// Expansion is complete: every member of every selected group is an item.
-pub async fn mark_expanded(db: &Db, job_id: Uuid) -> StoreResult<()> {
+/// Expansion is complete: every member of every selected group is an item. Marked only while
+/// `owner` holds the expansion (see [`held`]); returns whether it did.
+pub async fn mark_expanded(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<bool> {
     let t = now();
+    if !holds_expansion(db, job_id, owner).await? {
+        return Ok(false);
+    }
     super::launch::carry_predictions(db, job_id).await?;
-    job::Entity::update_many()
+    let marked = job::Entity::update_many()
         .col_expr(job::Column::ExpandedAt, Expr::value(t))
         .set_null([job::Column::ExpandOwner, job::Column::ExpandUntil])
         .col_expr(job::Column::UpdatedAt, Expr::value(t))
         .filter(job::Column::Id.eq(job_id))
+        .filter(held(owner))
         .exec(db)
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected;
+    Ok(marked == 1)
 }
 
 /// Expand the selected groups into items, page by page, as `owner` (the step holding the
 /// expansion, see [`claim_expansion`]). `Ok(false)`: the job stopped running (cancelled), or
-/// another step took the expansion over ([`held_by_another`]), and expansion stopped at that
+/// `owner` no longer holds the expansion ([`holds_expansion`]), and expansion stopped at that
 /// page. A preview read from its first page predicts
 /// each member as it is stored, against the free units read at the start, and leaves its
 /// predictor in `read` (a resumed one is predicted once all are read).
@@ -421,14 +448,16 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
     facts.preview = JobFacts::of(job).preview;
     set_facts(db, job.id, &facts).await?;
     if let JobSpec::Export { .. } = req.spec {
-        return Ok(match export::expand(db, client, job, req, facts).await? {
-            Ok(Some(members)) => {
-                tracing::info!(job = %job.id, members, groups = req.groups.len(), "export expanded");
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err((e, doing)) => Err(JobFailure::from_directory(&e, doing)),
-        });
+        return Ok(
+            match export::expand(db, owner, client, job, req, facts).await? {
+                Ok(Some(members)) => {
+                    tracing::info!(job = %job.id, members, groups = req.groups.len(), "export expanded");
+                    Ok(true)
+                }
+                Ok(None) => Ok(false),
+                Err((e, doing)) => Err(JobFailure::from_directory(&e, doing)),
+            },
+        );
     }
     let status = ItemStatus::Pending;
     // A preview's members are decided once all are read, and never worked.
@@ -496,7 +525,6 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
             let mark = PageMark {
                 position: ExpandPosition::after_page(index, next_link),
                 lease_until: Utc::now() + chrono::Duration::seconds(settings.lease_secs as i64),
-                owner: owner.to_owned(),
             };
             let mut items = Vec::with_capacity(users.len());
             for user in users {
@@ -515,7 +543,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
                     prediction,
                 });
             }
-            match insert_items(db, job.id, job.runs, items, status, Some(&mark)).await? {
+            match insert_items(db, job.id, job.runs, owner, items, status, Some(&mark)).await? {
                 Some(n) => members += n,
                 None => return Ok(Ok(false)),
             }

@@ -103,9 +103,11 @@ pub struct ExportFacts {
 
 /// Read every member of the selected groups into the job's items (status `succeeded`), page by
 /// page, and record the names the file needs. Returns the number of members (`None` when the
-/// job was cancelled meanwhile), or the directory error with what was being done.
+/// job was cancelled meanwhile, or `owner`, the step reading, no longer holds the expansion:
+/// see [`expand::insert_items`]), or the directory error with what was being done.
 pub async fn expand(
     db: &Db,
+    owner: &str,
     client: &DirectoryClient,
     job: &job::Model,
     req: &ParsedRequest,
@@ -143,11 +145,19 @@ pub async fn expand(
                         item.0
                     })
                     .collect();
-                match expand::insert_items(db, job.id, job.runs, items, ItemStatus::Succeeded, None)
-                    .await?
+                match expand::insert_items(
+                    db,
+                    job.id,
+                    job.runs,
+                    owner,
+                    items,
+                    ItemStatus::Succeeded,
+                    None,
+                )
+                .await?
                 {
                     Some(n) => members += n,
-                    // Cancelled while the groups were read: stop reading.
+                    // Cancelled while the groups were read, or the expansion lost: stop reading.
                     None => return Ok(Ok(None)),
                 }
             }

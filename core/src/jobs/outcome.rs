@@ -71,9 +71,15 @@ pub enum Outcome {
 /// counters' statement) and adds the chunk to the job's per-minute activity — the members that
 /// reached each outcome here and `throttled`, the 429 answers the chunk's directory calls met
 /// (one upsert). Returns how many items reached a final status.
+///
+/// Outcomes that hand a member back rather than settle it ([`Outcome::Retry`],
+/// [`Outcome::NotSent`]) change only members `holder` (the recording step's lease owner) still
+/// holds: a step whose process was taken for dead must not free, or skip, members a live step
+/// took over and is writing now.
 pub async fn record(
     db: &Db,
     job_id: Uuid,
+    holder: &str,
     outcomes: Vec<(i64, Outcome)>,
     throttled: u64,
 ) -> StoreResult<u64> {
@@ -117,7 +123,8 @@ pub async fn record(
             .unwrap_or_default();
         for ids in ids.chunks(ITEMS_PER_STATEMENT) {
             let update = unleased(job_item::Entity::update_many())
-                .col_expr(job_item::Column::UpdatedAt, Expr::value(t));
+                .col_expr(job_item::Column::UpdatedAt, Expr::value(t))
+                .filter(job_item::Column::LeaseOwner.eq(holder));
             update_items(&txn, job_id, update, Only::Pending, ids, &mut json).await?;
         }
     }
@@ -176,6 +183,9 @@ pub async fn record(
                 };
             if status != ItemStatus::Pending {
                 update = unleased(update);
+            }
+            if matches!(outcome, Outcome::Retry { .. } | Outcome::NotSent) {
+                update = update.filter(job_item::Column::LeaseOwner.eq(holder));
             }
             let update = update
                 .col_expr(job_item::Column::Status, Expr::value(status))
