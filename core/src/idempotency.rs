@@ -52,8 +52,9 @@ pub struct Stored {
 /// What to do with a request that carries a key.
 #[derive(Debug, Clone)]
 pub enum Claim {
-    /// The key is new: handle the request, then [`finish`] or [`release`].
-    Fresh,
+    /// The key is new: handle the request, then [`finish`] or [`release`] this claim (its
+    /// row's id: a late retry of either never touches a later claim of the same key).
+    Fresh(i64),
     /// Answered before: send this again.
     Replay(Stored),
     /// The first request with this key is still being answered.
@@ -91,12 +92,12 @@ pub async fn claim(db: &Db, tenant_id: Uuid, key: &str, fingerprint: &str) -> St
     )
     .exec_without_returning(db)
     .await?;
-    if inserted > 0 {
-        return Ok(Claim::Fresh);
-    }
     let row = find(db, tenant_id, key)
         .await?
         .ok_or(StoreError::NotFound("idempotency key"))?;
+    if inserted > 0 {
+        return Ok(Claim::Fresh(row.id));
+    }
     if row.fingerprint != fingerprint {
         return Ok(Claim::Reused);
     }
@@ -120,8 +121,9 @@ async fn find(db: &Db, tenant_id: Uuid, key: &str) -> StoreResult<Option<idempot
 }
 
 /// How a key's [`finish`] and [`release`] retry while the database cannot be reached or has no
-/// connection free (a burst of requests holds every connection of the API's pool): a second
-/// apart at most, for about 15 s in all. A key neither kept nor released stays "in progress"
+/// connection free (a burst of requests holds every connection of the API's pool): up to 16
+/// tries a second apart at most, each waiting up to the API's connection wait (1 s): about 30 s
+/// in all. A key neither kept nor released stays "in progress"
 /// (409 `idempotency_key_in_use` for every retry) until it expires after
 /// [`RETENTION_HOURS`]; answering one request 503 under load must not lock its key for a day.
 fn after_request_retries() -> backon::ExponentialBuilder {
@@ -145,13 +147,19 @@ where
         .await
 }
 
-/// Keep the answer to a claimed key. Retried while the database is unavailable (see
-/// [`after_request_retries`]).
-pub async fn finish(db: &Db, tenant_id: Uuid, key: &str, answer: &Stored) -> StoreResult<()> {
-    retried(|| keep(db, tenant_id, key, answer)).await
+/// Keep the answer to claim `claim` ([`Claim::Fresh`]) of a key. Retried while the database is
+/// unavailable (see [`after_request_retries`]).
+pub async fn finish(
+    db: &Db,
+    tenant_id: Uuid,
+    key: &str,
+    claim: i64,
+    answer: &Stored,
+) -> StoreResult<()> {
+    retried(|| keep(db, tenant_id, key, claim, answer)).await
 }
 
-async fn keep(db: &Db, tenant_id: Uuid, key: &str, answer: &Stored) -> StoreResult<()> {
+async fn keep(db: &Db, tenant_id: Uuid, key: &str, claim: i64, answer: &Stored) -> StoreResult<()> {
     idempotency_key::Entity::update_many()
         .col_expr(
             idempotency_key::Column::Status,
@@ -171,22 +179,25 @@ async fn keep(db: &Db, tenant_id: Uuid, key: &str, answer: &Stored) -> StoreResu
         )
         .filter(idempotency_key::Column::TenantId.eq(tenant_id))
         .filter(idempotency_key::Column::Key.eq(key))
+        .filter(idempotency_key::Column::Id.eq(claim))
         .exec(db)
         .await?;
     Ok(())
 }
 
-/// Forget a claimed key whose request could not be answered (a server error): a retry with the
-/// same key runs again. Retried while the database is unavailable (see
-/// [`after_request_retries`]).
-pub async fn release(db: &Db, tenant_id: Uuid, key: &str) -> StoreResult<()> {
-    retried(|| forget(db, tenant_id, key)).await
+/// Forget claim `claim` ([`Claim::Fresh`]) of a key whose request could not be answered (a
+/// server error): a retry with the same key runs again. Retried while the database is
+/// unavailable (see [`after_request_retries`]); a retry of a delete that had taken effect
+/// (the connection failed after it) leaves a later claim of the key alone.
+pub async fn release(db: &Db, tenant_id: Uuid, key: &str, claim: i64) -> StoreResult<()> {
+    retried(|| forget(db, tenant_id, key, claim)).await
 }
 
-async fn forget(db: &Db, tenant_id: Uuid, key: &str) -> StoreResult<()> {
+async fn forget(db: &Db, tenant_id: Uuid, key: &str, claim: i64) -> StoreResult<()> {
     idempotency_key::Entity::delete_many()
         .filter(idempotency_key::Column::TenantId.eq(tenant_id))
         .filter(idempotency_key::Column::Key.eq(key))
+        .filter(idempotency_key::Column::Id.eq(claim))
         .filter(idempotency_key::Column::Status.is_null())
         .exec(db)
         .await?;

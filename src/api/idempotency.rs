@@ -89,7 +89,7 @@ pub async fn idempotency(
         )
         .into_response(),
         Ok(Claim::Replay(stored)) => replay(stored),
-        Ok(Claim::Fresh) => {
+        Ok(Claim::Fresh(claim)) => {
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
                 .await;
@@ -100,12 +100,12 @@ pub async fn idempotency(
             {
                 // Released beside the answer (it retries while the database is away or busy),
                 // so the 503 goes out at once; a retry meanwhile is told 409 "retry shortly".
-                release_soon(&state, tenant_id, key);
+                release_soon(&state, tenant_id, key, claim);
                 return response;
             }
             let (mut parts, body) = response.into_parts();
             let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
-                release_soon(&state, tenant_id, key);
+                release_soon(&state, tenant_id, key, claim);
                 return ApiError::internal("response body could not be read").into_response();
             };
             let stored = Stored {
@@ -122,7 +122,7 @@ pub async fn idempotency(
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned),
             };
-            if let Err(e) = idempotency::finish(&state.db, tenant_id, &key, &stored).await {
+            if let Err(e) = idempotency::finish(&state.db, tenant_id, &key, claim, &stored).await {
                 tracing::warn!(error = %e, "could not keep the answer to an idempotency key");
             }
             parts.headers.remove(REPLAYED);
@@ -132,10 +132,10 @@ pub async fn idempotency(
 }
 
 /// Release `key` in a task of its own (see [`idempotency::release`]).
-fn release_soon(state: &AppState, tenant_id: uuid::Uuid, key: String) {
+fn release_soon(state: &AppState, tenant_id: uuid::Uuid, key: String, claim: i64) {
     let db = state.db.clone();
     tokio::spawn(async move {
-        if let Err(e) = idempotency::release(&db, tenant_id, &key).await {
+        if let Err(e) = idempotency::release(&db, tenant_id, &key, claim).await {
             tracing::warn!(error = %e, "could not release an idempotency key");
         }
     });
