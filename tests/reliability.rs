@@ -366,9 +366,9 @@ async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: 
 on_both_backends!(an_expansion_taken_over_stores_nothing_more_from_its_old_step);
 
 /// Members held by a step whose process was taken for dead stay with the live step that took
-/// them over: the old step's lease renewal does not extend them again, and its "try again
-/// later" for them does not free members the live step is writing now (a third step could
-/// have claimed and written them a second time).
+/// them over: the old step's lease renewal leaves them alone, and its "try again later" for
+/// them does not free members the live step is writing now (a third step could have claimed
+/// and written them a second time).
 async fn members_taken_over_stay_with_the_live_step(backend: Backend) {
     use licensor_core::domain::ItemStatus;
     use licensor_core::entities::job_item;
@@ -436,19 +436,19 @@ async fn members_taken_over_stay_with_the_live_step(backend: Backend) {
         .unwrap();
     assert_eq!(claimed.len(), 2);
     take_over_silent_process(db, "p1").await;
-    // p1's renewal does not extend the ended leases: p2 takes both over.
-    lease::renew(db, job_id, "p1/work", until).await.unwrap();
-    assert!(
-        items()
-            .await
-            .iter()
-            .all(|i| i.lease_until < Some(chrono::Utc::now()))
-    );
+    // p2 takes both over; p1's renewal leaves them with p2.
     let taken = lease::claim(db, job_id, "p2/work", until, 10, Pick::All)
         .await
         .unwrap();
     assert_eq!(taken.len(), 2);
     assert!(taken.iter().all(|i| i.taken_over));
+    lease::renew(db, job_id, "p1/work", until).await.unwrap();
+    assert!(
+        items()
+            .await
+            .iter()
+            .all(|i| i.lease_owner.as_deref() == Some("p2/work"))
+    );
     // p1 wakes up and records "try again later" for both: p2 still holds them.
     let retry = |id| {
         (

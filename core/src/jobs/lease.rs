@@ -94,12 +94,10 @@ pub(crate) fn predicted_to_succeed(backend: DbBackend) -> sea_orm::sea_query::Si
     Expr::cust(format!("{outcome} = 'would_succeed'"))
 }
 
-/// Extend `owner`'s hold on its items of the job whose lease has not run out or been ended: a
-/// step whose process was taken for dead (see [`super::processes::take_over`], which ends its
-/// leases and keeps its name on them) does not take back members another step may claim now.
+/// Extend `owner`'s hold on its items of the job (those another step has claimed since are
+/// its no longer).
 pub async fn renew(db: &Db, job_id: Uuid, owner: &str, until: DateTime<Utc>) -> StoreResult<()> {
     held_by(job_item::Entity::update_many(), job_id, owner)
-        .filter(job_item::Column::LeaseUntil.gte(now()))
         .col_expr(job_item::Column::LeaseUntil, Expr::value(until))
         .exec(db)
         .await?;
