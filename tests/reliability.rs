@@ -231,6 +231,50 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
 }
 on_both_backends!(a_tenants_turn_to_write_goes_to_one_process);
 
+/// An assign job of the "All Users" group of a 10-member directory, submitted through the API
+/// alone (no worker takes it) and moved to running, for tests that play its steps by hand:
+/// the emulator, the app, the job and the group's id. `None` when the backend is not configured.
+async fn started_assign(
+    backend: Backend,
+) -> Option<(
+    EmulatorHandle,
+    TestApp,
+    licensor_core::entities::job::Model,
+    String,
+)> {
+    let emulator = slow_directory(10).await;
+    let app = TestApp::start_with(backend, Roles::API, "").await?;
+    let t = app.tenant("contoso").await;
+    app.connect_directory(t.id, &emulator).await;
+    let group = app.group_id(&t.admin, "All Users").await;
+    let submitted = app
+        .post_json(
+            "/v1/jobs",
+            &t.admin,
+            &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}),
+        )
+        .await;
+    let job_id: uuid::Uuid = submitted["id"].as_str().unwrap().parse().unwrap();
+    let job = licensor_core::jobs::expand::start(&app.db, t.id, job_id)
+        .await
+        .unwrap()
+        .unwrap();
+    Some((emulator, app, job, group))
+}
+
+/// Member `n` of `group`, as an expansion stores it.
+fn member_of(group: &str, n: usize) -> licensor_core::jobs::expand::NewItem {
+    licensor_core::jobs::expand::NewItem {
+        user_id: format!("00000000-0000-0000-0000-{n:012}"),
+        user_principal_name: None,
+        display_name: None,
+        group_id: group.to_owned(),
+        usage_location: None,
+        licenses: None,
+        prediction: None,
+    }
+}
+
 /// A step whose process was taken for dead (its heartbeats stopped for a while: a stall, not a
 /// crash) while it read a job's groups holds nothing from then on — before a live step claims
 /// the expansion, while it reads, and after the live step's own lease ends: its pages are
@@ -244,33 +288,12 @@ async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: 
     use licensor_core::entities::job;
     use licensor_core::jobs::expand::{self, ExpandPosition, NewItem, PageMark};
     use sea_orm::EntityTrait;
-    let emulator = slow_directory(10).await;
-    let Some(app) = TestApp::start_with(backend, Roles::API, "").await else {
+    let Some((emulator, app, job, group)) = started_assign(backend).await else {
         return;
     };
-    let t = app.tenant("contoso").await;
-    app.connect_directory(t.id, &emulator).await;
-    let group = app.group_id(&t.admin, "All Users").await;
-    let submitted = app
-        .post_json(
-            "/v1/jobs",
-            &t.admin,
-            &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}),
-        )
-        .await;
-    let job_id: uuid::Uuid = submitted["id"].as_str().unwrap().parse().unwrap();
-    let db = &app.db;
-    let job = expand::start(db, t.id, job_id).await.unwrap().unwrap();
+    let (db, job_id) = (&app.db, job.id);
     let until = chrono::Utc::now() + chrono::Duration::seconds(60);
-    let member = |n: usize| NewItem {
-        user_id: format!("00000000-0000-0000-0000-{n:012}"),
-        user_principal_name: None,
-        display_name: None,
-        group_id: group.clone(),
-        usage_location: None,
-        licenses: None,
-        prediction: None,
-    };
+    let member = |n: usize| member_of(&group, n);
     let store = |holder: &'static str, items: Vec<NewItem>, next: &'static str| async move {
         let mark = PageMark {
             position: ExpandPosition::after_page(0, Some(next.to_owned())),
@@ -372,44 +395,21 @@ on_both_backends!(an_expansion_taken_over_stores_nothing_more_from_its_old_step)
 async fn members_taken_over_stay_with_the_live_step(backend: Backend) {
     use licensor_core::domain::ItemStatus;
     use licensor_core::entities::job_item;
-    use licensor_core::jobs::expand::{self, NewItem};
+    use licensor_core::jobs::expand;
     use licensor_core::jobs::lease::{self, Pick};
     use licensor_core::jobs::outcome::{self, Outcome};
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    let emulator = slow_directory(10).await;
-    let Some(app) = TestApp::start_with(backend, Roles::API, "").await else {
+    let Some((emulator, app, job, group)) = started_assign(backend).await else {
         return;
     };
-    let t = app.tenant("contoso").await;
-    app.connect_directory(t.id, &emulator).await;
-    let group = app.group_id(&t.admin, "All Users").await;
-    let submitted = app
-        .post_json(
-            "/v1/jobs",
-            &t.admin,
-            &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}),
-        )
-        .await;
-    let job_id: uuid::Uuid = submitted["id"].as_str().unwrap().parse().unwrap();
-    let db = &app.db;
-    let job = expand::start(db, t.id, job_id).await.unwrap().unwrap();
+    let (db, job_id) = (&app.db, job.id);
     let until = chrono::Utc::now() + chrono::Duration::seconds(60);
     assert!(
         expand::claim_expansion(db, job_id, "x/run", until)
             .await
             .unwrap()
     );
-    let members = (1..=2)
-        .map(|n| NewItem {
-            user_id: format!("00000000-0000-0000-0000-{n:012}"),
-            user_principal_name: None,
-            display_name: None,
-            group_id: group.clone(),
-            usage_location: None,
-            licenses: None,
-            prediction: None,
-        })
-        .collect();
+    let members = (1..=2).map(|n| member_of(&group, n)).collect();
     let stored = expand::insert_items(
         db,
         job_id,
