@@ -92,7 +92,15 @@ pub async fn pending_state(db: &Db, job_id: Uuid) -> StoreResult<(bool, Option<D
 /// Finish a running job whose items are all done: `finished` when none failed,
 /// `finished_with_exception` when some did, `failed` when every item failed. Returns the new
 /// status when this call finished it.
+///
+/// Most calls come after a chunk while members are still pending: those cost one index probe,
+/// not a read of the job's row. Only a job whose groups were all read when its row was read,
+/// and with nothing pending after that, is finished (members stored between the first probe
+/// and the read of the row are found by the second).
 pub async fn finish_if_done(db: &Db, job_id: Uuid) -> StoreResult<Option<JobStatus>> {
+    if any_pending(db, job_id).await? {
+        return Ok(None);
+    }
     let Some(job) = job::Entity::find_by_id(job_id).one(db).await? else {
         return Ok(None);
     };
