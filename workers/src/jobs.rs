@@ -526,7 +526,7 @@ const HORIZONS_HELD: u64 = 4;
 /// The fewest members a lane takes while the budget allows any: two `$batch`es of writes.
 /// The second waits for the budget within [`BUDGET_PATIENCE`] at Graph's rate shape (20
 /// writes per second), so the step still holds its worker place for no longer than that.
-const LEAST_CHUNK: u64 = 40;
+const LEAST_CHUNK: u64 = 2 * licensor_core::directory::MAX_BATCH as u64;
 
 /// How many members this lane takes, sized to the tenant's write budget, so that a chunk waiting
 /// for the budget does not hold one of the worker's places (`worker.concurrency`) that another
