@@ -122,6 +122,10 @@ fn describe_metrics() {
         "Times a job's lane found another worker process writing to its throttled tenant (that process's turn, see tenant_writers) and was queued again for it, so one write scheduler fills each tenant's budget"
     );
     describe_counter!(
+        "licensor_chunks_left_to_writer_total",
+        "Chunks whose writes stopped part-way because another worker process took their throttled tenant's turn to write (see tenant_writers) while they were written: their members not written yet went back to the job for the writer"
+    );
+    describe_counter!(
         "licensor_worker_processes_taken_over_total",
         "Worker processes whose heartbeat stopped (or, on the embedded database, that were gone when the next process started) and whose leases this process took over"
     );
@@ -160,6 +164,7 @@ fn describe_metrics() {
     metrics::counter!("licensor_jobs_requeued_total").increment(0);
     metrics::counter!("licensor_lanes_deferred_total").increment(0);
     metrics::counter!("licensor_lanes_left_to_writer_total").increment(0);
+    metrics::counter!("licensor_chunks_left_to_writer_total").increment(0);
     metrics::counter!("licensor_worker_processes_taken_over_total").increment(0);
     metrics::counter!("licensor_http_rate_limited_total").increment(0);
     metrics::counter!("licensor_worker_restarts_total").increment(0);
