@@ -82,6 +82,26 @@ async fn queue_emptied_mid_job_postgres_redis() {
     emulator.shutdown().await;
 }
 
+/// Tenant "contoso" of `app`, pointed at `emulator`, and the id of an assign job of its "All
+/// Users" group submitted through the API.
+async fn assign_all_users(
+    app: &TestApp,
+    emulator: &EmulatorHandle,
+) -> (common::TestTenant, String) {
+    let tenant = app.tenant("contoso").await;
+    app.connect_directory(tenant.id, emulator).await;
+    let group = app.group_id(&tenant.admin, "All Users").await;
+    let submitted = app
+        .post_json(
+            "/v1/jobs",
+            &tenant.admin,
+            &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}),
+        )
+        .await;
+    let job_id = submitted["id"].as_str().unwrap().to_owned();
+    (tenant, job_id)
+}
+
 /// 30% of directory requests fail with 503 and writes are throttled hard: transient errors are
 /// retried until they succeed, none is left as a failed member.
 async fn flaky_throttled_directory(backend: Backend) {
@@ -109,20 +129,8 @@ async fn flaky_throttled_directory(backend: Backend) {
     else {
         return;
     };
-    let tenant = app.tenant("contoso").await;
-    app.connect_directory(tenant.id, &emulator).await;
-    let group = app.group_id(&tenant.admin, "All Users").await;
-    let resp = app
-        .post("/v1/jobs", &tenant.admin)
-        .json(&json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
-    let job: Value = resp.json().await.unwrap();
-    let job = app
-        .wait_for_job(&tenant.admin, job["id"].as_str().unwrap(), 240)
-        .await;
+    let (tenant, job_id) = assign_all_users(&app, &emulator).await;
+    let job = app.wait_for_job(&tenant.admin, &job_id, 240).await;
     assert_eq!(job["progress"]["failed"], 0, "{job}");
     assert_all_assigned_once(&emulator, &job, 5_000).await;
     app.assert_outcomes_true(
@@ -263,17 +271,7 @@ async fn a_chunk_stops_when_another_process_takes_the_turn(backend: Backend) {
     else {
         return;
     };
-    let tenant = app.tenant("contoso").await;
-    app.connect_directory(tenant.id, &emulator).await;
-    let group = app.group_id(&tenant.admin, "All Users").await;
-    let submitted = app
-        .post_json(
-            "/v1/jobs",
-            &tenant.admin,
-            &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}),
-        )
-        .await;
-    let job_id = submitted["id"].as_str().unwrap().to_owned();
+    let (tenant, job_id) = assign_all_users(&app, &emulator).await;
     let written = || async {
         stats(&emulator).await["successful_writes"]
             .as_u64()
