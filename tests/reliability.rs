@@ -289,9 +289,19 @@ async fn a_chunk_stops_when_another_process_takes_the_turn(backend: Backend) {
             .unwrap(),
         Turn::Mine
     );
-    // The chunk stops within its turn watch, plus the one request in flight.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let stopped = written().await;
+    // The chunk stops within its turn watch (about a second), plus the one request in flight:
+    // no write for a second, well before all are written (about 2 s of writes at the least).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stopped = written().await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = written().await;
+        if now == stopped {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes went on: {now}");
+        stopped = now;
+    }
     assert!(stopped < MEMBERS, "the chunk wrote all {stopped} members");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -299,6 +309,8 @@ async fn a_chunk_stops_when_another_process_takes_the_turn(backend: Backend) {
         stopped,
         "writes went on while another process held the turn"
     );
+    // Stopped by the turn, not taken for a cancel: the written members are done, the rest
+    // pending, none skipped.
     let job = app
         .get_json(&format!("/v1/jobs/{job_id}"), &tenant.viewer)
         .await;
@@ -309,6 +321,14 @@ async fn a_chunk_stops_when_another_process_takes_the_turn(backend: Backend) {
         "{job}"
     );
     assert_eq!(job["progress"]["failed"].as_u64(), Some(0), "{job}");
+    assert_eq!(job["progress"]["skipped"].as_u64(), Some(0), "{job}");
+    let metrics = app.text("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("licensor_chunks_left_to_writer_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     // The other process stops: its turn ends, and this one writes the rest.
     assert_eq!(writer::end_turns(&app.db, "elsewhere").await.unwrap(), 1);
     let job = app.wait_for_job(&tenant.admin, &job_id, 120).await;

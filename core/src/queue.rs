@@ -199,8 +199,18 @@ impl Queue {
         }
     }
 
-    /// Put one message on the queue.
+    /// Put one message on the queue, and wake this process's queue worker for it.
     pub async fn push(&self, message: Message) -> Result<(), QueueError> {
+        self.push_unwoken(message).await?;
+        self.wake().notify();
+        Ok(())
+    }
+
+    /// Put one message on the queue without waking this process's queue worker (see
+    /// [`Wake`]): whichever process polls first takes it. For a message meant for another
+    /// process as much as this one — a lane left to the process holding its tenant's turn to
+    /// write, which this process's wake-up would otherwise take straight back.
+    pub async fn push_unwoken(&self, message: Message) -> Result<(), QueueError> {
         match self {
             Queue::Sqlite { storage, .. } => storage
                 .clone()
@@ -213,7 +223,6 @@ impl Queue {
                 .await
                 .map_err(|e| QueueError(e.to_string()))?,
         }
-        self.wake().notify();
         Ok(())
     }
 

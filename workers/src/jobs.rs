@@ -10,7 +10,7 @@
 //! (`job.run`, `job.work`) with the job's and tenant's ids.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use apalis::prelude::BoxDynError;
@@ -305,7 +305,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     if let Turn::Others(writer) = ctx.turns.ask(&ctx.db, tenant_id, throttled).await? {
         tracing::debug!(job = %job_id, writer = %writer, "lane left to the tenant's writer");
         metrics::counter!("licensor_lanes_left_to_writer_total").increment(1);
-        return lane_again_after(ctx, tenant_id, job_id, WRITER_AWAY).await;
+        return leave_to_writer(ctx, tenant_id, job_id).await;
     }
     let Some(take) = budgeted_chunk(ctx, &client, tenant_id, job_id).await? else {
         return Ok(());
@@ -406,9 +406,10 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     let held = ctx.leases.hold(tenant_id, job_id, &owner);
     let started = std::time::Instant::now();
     let n = items.len();
-    // A cancel stops this chunk's writes that have not gone out yet, not only the next chunk.
+    // A cancel stops this chunk's writes that have not gone out yet, not only the next chunk;
+    // so does another process taking the tenant's turn to write.
     let stop = Arc::new(AtomicBool::new(false));
-    let _watcher = AbortOnDrop(tokio::spawn(watch_status(
+    let watcher = AbortOnDrop(tokio::spawn(watch_status(
         ctx.db.clone(),
         job_id,
         stop.clone(),
@@ -423,6 +424,8 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         &ctx.db, &client, &ctx.jobs, &job, &req, items,
     ))
     .await;
+    // Every write of the chunk has been answered or stopped: nothing more to stop.
+    drop(watcher);
     let (outcomes, deferred) = match outcome {
         Ok(o) => o,
         Err(failure) => {
@@ -487,13 +490,52 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
 }
 
 /// How long a lane that found another process writing to its tenant waits before it goes
-/// back to the queue, holding its worker place meanwhile. The queue hands the lane to either
-/// process and the writer takes it about half the time, so this wait is paid about once per
-/// lane step. It used to be the queue's whole seconds (one to two): with 50 throttled tenants on
-/// two worker processes (`licensor-bench --scenario msp`, PostgreSQL + Redis) the median
-/// tenant had 74–76 % of its budget, and 83–86 % with this wait. It is long enough that the
-/// lanes of a writer that stalled, whose turn still lasts, do not spin through the queue.
+/// back to the queue, holding its worker place meanwhile (at most [`AWAY_PLACES`] places at
+/// once). The lane goes back without waking this process's queue worker, so the writer, polling
+/// as often, takes it about half the time: this wait is paid about once per lane step. It
+/// used to be the queue's whole seconds (one to two): with 50 throttled tenants on two worker
+/// processes (`licensor-bench --scenario msp`, PostgreSQL + Redis) the median tenant had
+/// 74–76 % of its budget that way.
 const WRITER_AWAY: Duration = Duration::from_millis(150);
+/// How many of this process's worker places may wait [`WRITER_AWAY`] at once. Beyond them a
+/// lane left to its tenant's writer is queued again for the next whole second and holds no
+/// place: while a writer is stalled (its turn lasts until its missed heartbeats are seen) or
+/// idle with its turn still on (up to [`jobs::writer::TURN`]), its tenants' lanes cannot fill
+/// this process's places, and they cycle through the queue at most `AWAY_PLACES` per
+/// `WRITER_AWAY` (about 13 a second).
+const AWAY_PLACES: usize = 2;
+/// This process's worker places waiting [`WRITER_AWAY`] now.
+static AWAY: AtomicUsize = AtomicUsize::new(0);
+
+/// Leave a job's lane to the process holding its tenant's turn to write: back on the queue
+/// after [`WRITER_AWAY`] (or, with [`AWAY_PLACES`] places already waiting, at the next whole
+/// second), for whichever process polls first.
+async fn leave_to_writer(
+    ctx: &WorkerContext,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> Result<(), BoxDynError> {
+    struct Away;
+    impl Drop for Away {
+        fn drop(&mut self) {
+            AWAY.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let message = Message::Work { tenant_id, job_id };
+    let away = Away;
+    if AWAY.fetch_add(1, Ordering::AcqRel) < AWAY_PLACES {
+        tokio::time::sleep(WRITER_AWAY).await;
+        drop(away);
+        ctx.queue.push_unwoken(message).await?;
+    } else {
+        drop(away);
+        ctx.queue
+            .push_at(message, Utc::now() + chrono::Duration::milliseconds(1))
+            .await?;
+    }
+    Ok(())
+}
+
 /// Queue a job's lane again after `wait`, the step holding its worker place meanwhile (the
 /// queue itself schedules by whole seconds only).
 async fn lane_again_after(

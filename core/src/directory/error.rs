@@ -82,7 +82,8 @@ pub enum DirectoryError {
     #[error("not found: {detail}")]
     NotFound { detail: String },
     /// A write not sent: the client's stop signal was raised (the job was cancelled or
-    /// paused) before the request's turn came. Nothing reached the directory.
+    /// paused, or another worker process took the tenant's turn to write) before the request's
+    /// turn came. Nothing reached the directory.
     #[error("not sent: the job was stopped before this write went out")]
     Stopped,
     /// A write not sent: the tenant's write budget would not let it go within the client's

@@ -47,7 +47,8 @@ pub enum Outcome {
         code: String,
         detail: String,
     },
-    /// A write not sent because the job stopped running while its chunk was worked. Decided
+    /// A write not sent because the job stopped running while its chunk was worked, or
+    /// another worker process took the tenant's turn to write (the job still running). Decided
     /// when recorded, from the job's status in the same transaction: while the job stays
     /// `cancelled`, the member is skipped as `cancelled`; otherwise (paused, failed, or cancelled
     /// and run again meanwhile) it stays pending and held by nobody, for whichever run does it —
