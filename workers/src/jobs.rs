@@ -10,7 +10,7 @@
 //! (`job.run`, `job.work`) with the job's and tenant's ids.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use apalis::prelude::BoxDynError;
@@ -424,7 +424,8 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         &ctx.db, &client, &ctx.jobs, &job, &req, items,
     ))
     .await;
-    // Every write of the chunk has been answered or stopped: nothing more to stop.
+    // The chunk is written (or stopped) and its members re-read where it verifies them:
+    // nothing more to stop.
     drop(watcher);
     let (outcomes, deferred) = match outcome {
         Ok(o) => o,
@@ -491,8 +492,9 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
 
 /// How long a lane that found another process writing to its tenant waits before it goes
 /// back to the queue, holding its worker place meanwhile (at most [`AWAY_PLACES`] places at
-/// once). The lane goes back without waking this process's queue worker, so the writer, polling
-/// as often, takes it about half the time: this wait is paid about once per lane step. It
+/// once). The lane goes back without waking this process's queue worker, so a busy writer,
+/// polling as often, takes it about half the time (an idle one polls every 100 ms on Redis, and
+/// takes it less often): this wait is paid about once per lane step while the writer works. It
 /// used to be the queue's whole seconds (one to two): with 50 throttled tenants on two worker
 /// processes (`licensor-bench --scenario msp`, PostgreSQL + Redis) the median tenant had
 /// 74–76 % of its budget that way.
@@ -504,8 +506,8 @@ const WRITER_AWAY: Duration = Duration::from_millis(150);
 /// this process's places, and they cycle through the queue at most `AWAY_PLACES` per
 /// `WRITER_AWAY` (about 13 a second).
 const AWAY_PLACES: usize = 2;
-/// This process's worker places waiting [`WRITER_AWAY`] now.
-static AWAY: AtomicUsize = AtomicUsize::new(0);
+/// This process's worker places that may wait [`WRITER_AWAY`] now: one permit each.
+static AWAY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(AWAY_PLACES);
 
 /// Leave a job's lane to the process holding its tenant's turn to write: back on the queue
 /// after [`WRITER_AWAY`] (or, with [`AWAY_PLACES`] places already waiting, at the next whole
@@ -515,23 +517,18 @@ async fn leave_to_writer(
     tenant_id: Uuid,
     job_id: Uuid,
 ) -> Result<(), BoxDynError> {
-    struct Away;
-    impl Drop for Away {
-        fn drop(&mut self) {
-            AWAY.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
     let message = Message::Work { tenant_id, job_id };
-    let away = Away;
-    if AWAY.fetch_add(1, Ordering::AcqRel) < AWAY_PLACES {
-        tokio::time::sleep(WRITER_AWAY).await;
-        drop(away);
-        ctx.queue.push_unwoken(message).await?;
-    } else {
-        drop(away);
-        ctx.queue
-            .push_at(message, Utc::now() + chrono::Duration::milliseconds(1))
-            .await?;
+    match AWAY.try_acquire() {
+        Ok(place) => {
+            tokio::time::sleep(WRITER_AWAY).await;
+            drop(place);
+            ctx.queue.push_unwoken(message).await?;
+        }
+        Err(_) => {
+            ctx.queue
+                .push_at(message, Utc::now() + chrono::Duration::milliseconds(1))
+                .await?
+        }
     }
     Ok(())
 }
