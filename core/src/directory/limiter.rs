@@ -36,8 +36,11 @@
 //!   cannot reach the directory sooner.
 //! - **Re-learning**: a 429 that the model did not expect (another client spending the same
 //!   budget) counts the window as full from that moment; those writes age out after `W` like
-//!   ours. A reading below 100 % when the model counts the window full shows room the model
-//!   missed: foreign writes left early, or `L` is larger than proved so far.
+//!   ours. The same again once those have left, in the next window or the one after, shows
+//!   the budget is smaller than `L` (learned too high, or shared with a client that spends all
+//!   the time): `L` comes down to our writes in the window. A reading below 100 % when the
+//!   model counts the window full shows room the model missed: foreign writes left early, or
+//!   `L` is larger than proved so far.
 //!
 //! Until the directory first pushes back (a reading of 80 % or more, or a 429), the fill also
 //! lets out writes by time alone: the first burst, doubled every second since the fill's first
@@ -325,6 +328,8 @@ struct State {
     last_grant: Option<(Instant, u32)>,
     /// Fills that found the window spent by another client and were started again.
     inconclusive_fills: u32,
+    /// When the last run of 429s the schedule did not expect began (see [`State::surprised`]).
+    surprised_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -532,6 +537,36 @@ impl State {
         }
     }
 
+    /// A 429 the schedule did not expect, answered `now`. The first run of them (the refusals
+    /// of one burst, within half a window) is taken for another client's passing writes, and
+    /// [`Self::fill_with_foreign`] counts the window full until it frees. A run again once those
+    /// modelled writes have left, in the next window or the one after, shows the budget itself
+    /// is smaller than the limit: learned too high (a fill whose window slid, or that another
+    /// process of the same app filled at the same time), or shared with a client that spends
+    /// all the time, which comes to the same. Counting it full each window would provoke as
+    /// many 429s every window, for the rest of the job. So the limit comes down to our own
+    /// writes the model holds in the window; readings below 100 % with the window counted full
+    /// raise it again, a write at a time, should the other client stop.
+    fn surprised(&mut self, now: Instant) {
+        let Some(w) = self.window() else { return };
+        let since = self.surprised_at.map(|t| now.saturating_duration_since(t));
+        if since.is_some_and(|d| d < w / 2) {
+            return; // the same run
+        }
+        self.surprised_at = Some(now);
+        if since.is_none_or(|d| d > 3 * w) {
+            return;
+        }
+        let own = self.log.iter().filter(|e| !e.foreign).count() as u64;
+        if self.limit.is_some_and(|l| own < l) {
+            self.limit = Some(own.max(1));
+            tracing::debug!(
+                limit = own.max(1),
+                "write pacing: 429s again, limit lowered"
+            );
+        }
+    }
+
     /// Count the window full until `until` (a 429's `Retry-After`; without one, a whole
     /// window): foreign writes fill what the model leaves free.
     fn fill_with_foreign(&mut self, cap: u64, now: Instant, until: Option<Duration>) {
@@ -661,7 +696,7 @@ impl Shared {
                 }
             }
             Kind::Fill { .. } | Kind::Scheduled => {
-                let cap = s.capacity(&config);
+                let mut cap = s.capacity(&config);
                 s.trim(now);
                 for (j, a) in answers.iter().enumerate() {
                     match *a {
@@ -687,10 +722,14 @@ impl Shared {
                         }
                         WriteAnswer::Refused { retry_after } => {
                             s.throttled += 1;
-                            if let Some(cap) = cap {
+                            if cap.is_some() {
                                 if s.w_hi.is_some() {
                                     s.more_careful();
                                 }
+                                s.surprised(now);
+                                cap = s.capacity(&config);
+                            }
+                            if let Some(cap) = cap {
                                 s.fill_with_foreign(cap, now, retry_after);
                                 tracing::debug!(
                                     "write pacing: unexpected 429, window counted full"
@@ -768,6 +807,7 @@ impl WriteLimiter {
                     margin: WINDOW_MARGIN,
                     last_grant: None,
                     inconclusive_fills: 0,
+                    surprised_at: None,
                 }),
                 notify: Notify::new(),
             }),

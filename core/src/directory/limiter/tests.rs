@@ -496,3 +496,29 @@ async fn a_patient_acquire_gives_up_only_on_a_learned_schedule() {
         }
     }
 }
+
+/// A limit learned too high — a fill whose window slid under it, or that another process of
+/// the same app filled at the same time (two worker processes starting one tenant's job) — is
+/// not kept for the rest of the job: the 429s it provokes in one window are taken for another
+/// client's, but the same again in the next shows the budget is smaller, and the limit comes
+/// down. Before, 150 learned for 100 per 5 s cost 50 refusals every window: 2,000 for 4,000
+/// writes.
+#[tokio::test(start_paused = true)]
+async fn a_limit_learned_too_high_comes_down() {
+    let dir = Arc::new(Mutex::new(Directory::new(100, 5_000)));
+    let l = limiter();
+    {
+        let mut s = l.shared.state.lock();
+        s.limit = Some(150);
+        s.w_lo = Duration::from_millis(4_990);
+        s.w_hi = Some(Duration::from_millis(5_010));
+        s.rtts.push_back(Duration::from_millis(20));
+    }
+    let mut r = run(l.clone(), dir, 4_000, 16).await;
+    let limit = l.budget().0.unwrap();
+    assert!(limit <= 100, "limit {limit}");
+    r.best = (3_999 / 100) as f64 * 5.0;
+    // Two windows of 50 refused, then (almost) none.
+    assert!(r.refused <= 110, "{} of {} refused", r.refused, r.requests);
+    assert!(r.share() >= 0.9, "share {}", r.share());
+}
