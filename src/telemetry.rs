@@ -119,11 +119,11 @@ fn describe_metrics() {
     );
     describe_counter!(
         "licensor_lanes_left_to_writer_total",
-        "Times a job's lane found another worker process writing to its throttled tenant (that process's turn, see tenant_writers) and was queued again for it, so one write scheduler fills each tenant's budget"
+        "Times a job's lane found another worker process writing to its tenant (that process's turn, see tenant_writers) and was queued again for it, so one write scheduler fills each tenant's budget"
     );
     describe_counter!(
         "licensor_chunks_left_to_writer_total",
-        "Chunks whose writes stopped part-way because another worker process took their throttled tenant's turn to write (see tenant_writers) while they were written: their members not written yet went back to the job for the writer"
+        "Chunks whose writes stopped part-way because another worker process took their tenant's turn to write (see tenant_writers) while they were written: their members not written yet went back to the job for the writer"
     );
     describe_counter!(
         "licensor_worker_processes_taken_over_total",

@@ -239,8 +239,9 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
 }
 on_both_backends!(a_tenants_turn_to_write_goes_to_one_process);
 
-/// A chunk that is being written when another process takes its tenant's turn to write stops
-/// part-way (within the step's turn watch, about a second): the writes it has not sent are not
+/// A chunk that is being written when its process loses the tenant's turn to write (taken for
+/// dead by its missed heartbeats while it wrote) and another process takes it stops part-way
+/// (within the step's turn watch, about a second): the writes it has not sent are not
 /// sent, its members go back to the job, and nothing more is written to the tenant while the
 /// other process holds the turn. Before, the chunk went on writing into the budget the writer
 /// scheduled, for as long as it lasted (up to `jobs.chunk_size` members): one tenant of
@@ -282,7 +283,24 @@ async fn a_chunk_stops_when_another_process_takes_the_turn(backend: Backend) {
         assert!(Instant::now() < deadline, "no write within 60 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Another process takes the tenant's turn (the directory pushed back on its writes).
+    // The writing process holds the tenant's turn: nobody else may take it.
+    assert!(matches!(
+        writer::ask(&app.db, tenant.id, "elsewhere", true)
+            .await
+            .unwrap(),
+        Turn::Others(_)
+    ));
+    // Its turn ends (as when its missed heartbeats had it taken for dead) and another process
+    // takes the turn.
+    {
+        use licensor_core::entities::tenant_writer;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        tenant_writer::Entity::delete_many()
+            .filter(tenant_writer::Column::TenantId.eq(tenant.id))
+            .exec(&app.db)
+            .await
+            .unwrap();
+    }
     assert_eq!(
         writer::ask(&app.db, tenant.id, "elsewhere", true)
             .await
@@ -603,11 +621,14 @@ async fn members_taken_over_stay_with_the_live_step(backend: Backend) {
 }
 on_both_backends!(members_taken_over_stay_with_the_live_step);
 
-/// Two worker processes and one throttled tenant: once the directory has pushed back, one
-/// process holds the tenant's turn to write (`tenant_writers`) and the other leaves its lanes of
-/// the job to it, so one scheduler learns and fills the tenant's budget. When both wrote, each
-/// took the other's writes for a foreign client's and they collided: 8–13 % of requests were
-/// answered 429 (`licensor-bench --scenario msp` on PostgreSQL + Redis, 2 workers).
+/// Two worker processes and one throttled tenant: from its first write, one process holds the
+/// tenant's turn to write (`tenant_writers`) and the other leaves its lanes of the job to it, so
+/// one scheduler learns and fills the tenant's budget. When both wrote, each took the other's
+/// writes for a foreign client's and they collided: 8–13 % of requests were answered 429
+/// (`licensor-bench --scenario msp` on PostgreSQL + Redis, 2 workers). When the turn was taken
+/// only once the directory had pushed back, both learned the budget side by side at first, and
+/// the writer kept what that taught it — a window too short, a limit too high or too low: 27 to
+/// 275 of 660–1,350 requests were answered 429 in one run of six.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_worker_writes_to_a_throttled_tenant_postgres_redis() {
     const MEMBERS: u64 = 600;
@@ -651,7 +672,7 @@ async fn one_worker_writes_to_a_throttled_tenant_postgres_redis() {
         s["requests_total"].as_u64().unwrap(),
     );
     assert!(
-        (throttled as f64) < 0.05 * requests as f64,
+        (throttled as f64) < 0.03 * requests as f64,
         "{throttled} of {requests} requests answered 429: {s}"
     );
     emulator.shutdown().await;

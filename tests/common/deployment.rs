@@ -100,7 +100,12 @@ impl Deployment {
             ("LICENSOR_DATA_DIR", data.path().display().to_string()),
             ("LICENSOR_LISTEN", format!("127.0.0.1:{port}")),
             ("LICENSOR_SECRET_KEY", super::SECRET_KEY.to_owned()),
-            ("LICENSOR_LOG", "warn".to_owned()),
+            // `LICENSOR_TEST_LOG` (e.g. `warn,licensor_workers::jobs=debug`) shows more of the
+            // processes' logs when a test is looked into.
+            (
+                "LICENSOR_LOG",
+                std::env::var("LICENSOR_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            ),
             ("LICENSOR_WORKER__HEARTBEAT_SECS", "1".to_owned()),
             ("LICENSOR_WORKER__MISSED_HEARTBEATS", "2".to_owned()),
             ("LICENSOR_WORKER__SHUTDOWN_GRACE_SECS", "5".to_owned()),

@@ -66,7 +66,7 @@ async fn push_lanes(ctx: &WorkerContext, job: &job::Model) -> Result<(), BoxDynE
 }
 
 /// Start or resume a job.
-#[tracing::instrument(name = "job.run", skip_all, fields(job.id = %job_id, tenant.id = %tenant_id))]
+#[tracing::instrument(name = "job.run", skip_all, fields(worker = %ctx.name, job.id = %job_id, tenant.id = %tenant_id))]
 pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(), BoxDynError> {
     let Some(job) = jobs::expand::start(&ctx.db, tenant_id, job_id).await? else {
         // A cancelled job whose members a stopped worker held: skip them now.
@@ -274,7 +274,7 @@ async fn finish(ctx: &WorkerContext, job: &job::Model) -> Result<bool, BoxDynErr
 }
 
 /// One lane step: a chunk of the job's pending members.
-#[tracing::instrument(name = "job.work", skip_all, fields(job.id = %job_id, tenant.id = %tenant_id))]
+#[tracing::instrument(name = "job.work", skip_all, fields(worker = %ctx.name, job.id = %job_id, tenant.id = %tenant_id))]
 pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(), BoxDynError> {
     let Some(job) = jobs::lease::load(&ctx.db, tenant_id, job_id).await? else {
         return Ok(());
@@ -299,10 +299,9 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         Ok(c) => c,
         Err(f) => return fail(ctx, &job, f).await,
     };
-    // A throttled tenant is written to by one process at a time: its budget is learned and
-    // filled by one scheduler, not split blindly between several.
-    let throttled = client.write_pushed_back();
-    if let Turn::Others(writer) = ctx.turns.ask(&ctx.db, tenant_id, throttled).await? {
+    // A tenant's directory is written to by one process at a time: its write budget is learned
+    // and filled by one scheduler, not split blindly between several (see `jobs::writer`).
+    if let Turn::Others(writer) = ctx.turns.ask(&ctx.db, tenant_id).await? {
         tracing::debug!(job = %job_id, writer = %writer, "lane left to the tenant's writer");
         metrics::counter!("licensor_lanes_left_to_writer_total").increment(1);
         return leave_to_writer(ctx, tenant_id, job_id).await;
@@ -416,7 +415,6 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         TurnWatch {
             turns: ctx.turns.clone(),
             tenant_id,
-            client: client.clone(),
         },
     )));
     let client = client.stopping_on(stop).deferring_beyond(BUDGET_PATIENCE);
@@ -628,23 +626,24 @@ async fn defer_lane(
 /// sent yet within about this long (plus the requests already in flight).
 const STATUS_WATCH: Duration = Duration::from_millis(250);
 /// How often a step writing a chunk asks whose turn it is to write to the tenant
-/// ([`jobs::writer`]), so that a chunk started before another process took the turn stops
-/// within about this long instead of writing into the budget the writer schedules.
+/// ([`jobs::writer`]), so that a chunk whose process lost the turn while it wrote (taken for
+/// dead, and another process took the turn) stops within about this long instead of writing
+/// into the budget the new writer schedules.
 const TURN_WATCH: Duration = Duration::from_secs(1);
 
 /// What a step writing a chunk needs to ask for its tenant's turn as it goes.
 struct TurnWatch {
     turns: jobs::writer::Turns,
     tenant_id: Uuid,
-    client: DirectoryClient,
 }
 
 /// Raise `stop` as soon as the job is no longer running (cancelled, or gone), or another process
 /// holds the tenant's turn to write ([`jobs::writer::Turn::Others`]): the chunk's writes not sent
 /// yet are then not sent, their members go back to the job and the lane comes back to leave
-/// them to the writer. Asking takes or renews this process's own turn once its writes were
-/// pushed back, as a step's start does (no statement while its turn is fresh). A database
-/// that cannot be read raises nothing: the chunk goes on as if nothing happened.
+/// them to the writer. Asking renews this process's own turn (one statement a second per chunk
+/// being written); another process holds it only once this one's has ended (it was taken for
+/// dead by its missed heartbeats). A database that cannot be read raises nothing: the chunk goes
+/// on as if nothing happened.
 async fn watch_status(
     db: licensor_core::db::Db,
     job_id: Uuid,
@@ -656,8 +655,7 @@ async fn watch_status(
         tokio::time::sleep(STATUS_WATCH).await;
         if turn_asked.elapsed() >= TURN_WATCH {
             turn_asked = tokio::time::Instant::now();
-            let throttled = turn.client.write_pushed_back();
-            if let Ok(Turn::Others(writer)) = turn.turns.ask(&db, turn.tenant_id, throttled).await {
+            if let Ok(Turn::Others(writer)) = turn.turns.confirm(&db, turn.tenant_id).await {
                 tracing::debug!(job = %job_id, writer = %writer, "chunk stopped: another process writes to the tenant");
                 metrics::counter!("licensor_chunks_left_to_writer_total").increment(1);
                 stop.store(true, Ordering::Release);

@@ -1,15 +1,18 @@
-//! Each throttled tenant's writer: the one worker process that writes to its directory for now
+//! Each tenant's writer: the one worker process that writes to its directory for now
 //! (`tenant_writers`).
 //!
 //! The directory's write budget is per app and tenant (Graph: 3,000 writes per 150 s), and every
 //! process learns and schedules it on its own ([`crate::directory::limiter`]). Two processes
-//! writing to the same throttled tenant each count the other's writes as a foreign client's:
-//! each fills what it believes is left, they collide, and the tenant gets 429s and idle gaps
-//! instead of its whole budget. So once a process's scheduler has found the tenant's budget
-//! (the directory pushed back), that process takes the tenant's *turn*: for [`TURN`] after each
-//! of its steps, no other process writes to that tenant, and their lanes of its jobs go back to
-//! the queue for the writer to take ([`Turn::Others`]). A tenant whose directory never pushed
-//! back has no writer: every process writes to it side by side.
+//! writing to the same tenant each count the other's writes as a foreign client's: each fills
+//! what it believes is left, they collide, and the tenant gets 429s and idle gaps instead of its
+//! whole budget. Worst is learning it side by side: a fill that another process fills at the
+//! same time proves too little or too much, a window probed beside another's writes comes out
+//! too short, and the process that then writes alone keeps that model for the rest of the job
+//! (`reliability::one_worker_writes_to_a_throttled_tenant_postgres_redis` saw 27 to 275 of
+//! 700–1,350 requests answered 429 that way). So a process that is about to write to a tenant
+//! takes the tenant's *turn*: for [`TURN`] after each of its steps, no other process writes to
+//! that tenant, and their lanes of its jobs go back to the queue for the writer to take
+//! ([`Turn::Others`]). The budget is learned and filled by one scheduler, from the first write.
 //!
 //! A turn is named by the process (`worker_processes.id`), not the step; it ends when the
 //! process stops cleanly, when it is found dead by its missed heartbeats (both through
@@ -42,7 +45,7 @@ pub const TURN: Duration = Duration::from_secs(30);
 pub enum Turn {
     /// This process holds the turn (taken or renewed now).
     Mine,
-    /// No process holds it: the tenant's budget is not known to push back.
+    /// No process holds it (only looked, not taken).
     Free,
     /// Another process (named) holds it: leave the tenant's writes to it.
     Others(String),
@@ -50,15 +53,14 @@ pub enum Turn {
 
 /// Ask for the turn to write to `tenant_id`'s directory as process `process`.
 ///
-/// - `throttled` (this process's scheduler has found the tenant's budget): take the turn, or
-///   renew it, for [`TURN`], unless another process holds it → [`Turn::Mine`] or
-///   [`Turn::Others`].
+/// - `take` (the process is about to write): take the turn, or renew it, for [`TURN`], unless
+///   another process holds it → [`Turn::Mine`] or [`Turn::Others`].
 /// - Otherwise: only look → [`Turn::Others`] while another process holds it, else
 ///   [`Turn::Free`] (or [`Turn::Mine`] when this process still holds it).
 ///
 /// One statement either way.
-pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, throttled: bool) -> StoreResult<Turn> {
-    if throttled {
+pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, take: bool) -> StoreResult<Turn> {
+    if take {
         let live_elsewhere = Expr::col((tenant_writer::Entity, tenant_writer::Column::Owner))
             .ne(process)
             .and(Expr::col((tenant_writer::Entity, tenant_writer::Column::Until)).gte(clock(db)));
@@ -105,8 +107,9 @@ pub async fn end_turns<C: ConnectionTrait>(conn: &C, process: &str) -> StoreResu
         .rows_affected)
 }
 
-/// This process's side of [`ask`]: a turn taken or renewed less than half a [`TURN`] ago is not
-/// renewed again, so a throttled tenant's steps cost one statement per half turn, not one each.
+/// This process's side of [`ask`], taking the turn: a turn taken or renewed less than half a
+/// [`TURN`] ago is not renewed again by a step, so a tenant's steps cost one statement per half
+/// turn, not one each.
 #[derive(Debug, Clone)]
 pub struct Turns {
     process: String,
@@ -123,9 +126,10 @@ impl Turns {
         }
     }
 
-    /// [`ask`] for this process, answering [`Turn::Mine`] without a statement while a turn it
+    /// Take or renew this process's turn to write to `tenant_id` ([`ask`] with `take`), as a
+    /// step does before it takes members: [`Turn::Mine`] without a statement while a turn it
     /// took or renewed is less than half a [`TURN`] old.
-    pub async fn ask(&self, db: &Db, tenant_id: Uuid, throttled: bool) -> StoreResult<Turn> {
+    pub async fn ask(&self, db: &Db, tenant_id: Uuid) -> StoreResult<Turn> {
         let fresh = self
             .renewed
             .lock()
@@ -134,9 +138,18 @@ impl Turns {
         if fresh {
             return Ok(Turn::Mine);
         }
-        let turn = ask(db, tenant_id, &self.process, throttled).await?;
+        self.confirm(db, tenant_id).await
+    }
+
+    /// [`Turns::ask`] with a statement whatever the age of this process's turn: a chunk being
+    /// written asks this way about once a second, so a turn this process lost while it wrote
+    /// (taken for dead by its missed heartbeats, and another process took the turn) stops the
+    /// chunk within that second, not after half a [`TURN`].
+    pub async fn confirm(&self, db: &Db, tenant_id: Uuid) -> StoreResult<Turn> {
+        let turn = ask(db, tenant_id, &self.process, true).await?;
+        tracing::debug!(tenant = %tenant_id, ?turn, "asked for the turn to write");
         let mut renewed = self.renewed.lock();
-        if turn == Turn::Mine && throttled {
+        if turn == Turn::Mine {
             renewed.insert(tenant_id, std::time::Instant::now());
         } else {
             renewed.remove(&tenant_id);
