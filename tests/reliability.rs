@@ -178,8 +178,9 @@ async fn take_over_silent_process(
 }
 
 /// A tenant's turn to write (`jobs::writer`), as worker processes ask for it: taken by the first
-/// process the directory pushed back on, refused to another while it lasts, renewed by its
-/// holder, only looked at by a process not pushed back, and ended with its process — stopped
+/// process whose step for the tenant starts, refused to another while it lasts, renewed by its
+/// holder, kept by it while its lanes wait for the write budget (longer than a turn: Graph's
+/// window is 150 s), only looked at when not taken, and ended with its process — stopped
 /// cleanly, or found dead by its missed heartbeats — so another takes it at once.
 async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
     use licensor_core::jobs::processes;
@@ -195,10 +196,10 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
     let ask = |tenant, process: &'static str, throttled| async move {
         writer::ask(db, tenant, process, throttled).await.unwrap()
     };
-    // Nobody pushed back yet: nobody holds it, and looking takes nothing.
+    // Nobody wrote yet: nobody holds it, and looking takes nothing.
     assert_eq!(ask(a, "p1", false).await, Turn::Free);
     assert_eq!(ask(a, "p2", false).await, Turn::Free);
-    // p1 was pushed back: its turn; p2 leaves the tenant to it, pushed back or not.
+    // p1's step starts first: its turn; p2 leaves the tenant to it.
     assert_eq!(ask(a, "p1", true).await, Turn::Mine);
     assert_eq!(ask(a, "p2", true).await, Turn::Others("p1".into()));
     assert_eq!(ask(a, "p2", false).await, Turn::Others("p1".into()));
@@ -226,6 +227,33 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
     assert_eq!(ask(b, "p1", false).await, Turn::Free);
     assert_eq!(ask(b, "p1", true).await, Turn::Mine);
     assert_eq!(ask(b, "p2", true).await, Turn::Others("p1".into()));
+    // p1's lanes of b wait 150 s for the budget: its turn is kept past them, not TURN.
+    let until = || async {
+        use licensor_core::entities::tenant_writer;
+        use sea_orm::EntityTrait;
+        tenant_writer::Entity::find_by_id(b)
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap()
+            .until
+    };
+    let before = until().await;
+    writer::Turns::new("p1")
+        .keep(db, b, Duration::from_secs(150))
+        .await
+        .unwrap();
+    let kept = until().await;
+    assert!(
+        kept >= before + chrono::Duration::seconds(140),
+        "kept until {kept}, was {before}"
+    );
+    // Only the holder's turn is kept.
+    writer::Turns::new("p2")
+        .keep(db, b, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(until().await, kept);
     // p1 stops cleanly: its turns end, p2 takes the tenant at once.
     processes::leave(db, "p1").await.unwrap();
     assert_eq!(ask(a, "p2", false).await, Turn::Free);

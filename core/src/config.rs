@@ -406,6 +406,8 @@ impl Settings {
                     "TOKEN",
                     "TEST_DATABASE_URL",
                     "TEST_REDIS_URL",
+                    "TEST_LOG",
+                    "SCHEMATHESIS_EXAMPLES",
                 ])
                 .split("__"),
         );

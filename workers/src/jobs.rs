@@ -408,14 +408,16 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     // A cancel stops this chunk's writes that have not gone out yet, not only the next chunk;
     // so does another process taking the tenant's turn to write.
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = AbortOnDrop(tokio::spawn(watch_status(
-        ctx.db.clone(),
-        job_id,
-        stop.clone(),
-        TurnWatch {
-            turns: ctx.turns.clone(),
-            tenant_id,
-        },
+    let watcher = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(
+        watch_status(
+            ctx.db.clone(),
+            job_id,
+            stop.clone(),
+            TurnWatch {
+                turns: ctx.turns.clone(),
+                tenant_id,
+            },
+        ),
     )));
     let client = client.stopping_on(stop).deferring_beyond(BUDGET_PATIENCE);
     let (outcome, throttled) = licensor_core::directory::count_throttles(work::process(
@@ -615,6 +617,10 @@ async fn defer_lane(
     if wait <= BUDGET_HORIZON {
         ctx.queue.push(message).await?;
     } else {
+        // The turn outlasts the wait, so the lane comes back to this process and its budget.
+        if let Err(e) = ctx.turns.keep(&ctx.db, tenant_id, wait).await {
+            tracing::debug!(error = %e, "keeping the turn to write failed");
+        }
         let at = Utc::now() + chrono::Duration::from_std(wait - BUDGET_HORIZON).unwrap_or_default();
         ctx.queue.push_at(message, at).await?;
         metrics::counter!("licensor_lanes_deferred_total").increment(1);

@@ -39,7 +39,7 @@ pub struct WorkerContext {
     pub jobs: licensor_core::config::JobSettings,
     /// The member leases this process holds right now.
     pub leases: outage::Leases,
-    /// This process's turns to write to throttled tenants ([`licensor_core::jobs::writer`]).
+    /// This process's turns to write to tenants ([`licensor_core::jobs::writer`]).
     pub turns: licensor_core::jobs::writer::Turns,
     /// Webhook settings, the key to their signing secrets and the client deliveries use.
     pub webhooks: licensor_core::webhooks::Webhooks,

@@ -545,8 +545,10 @@ impl State {
     /// process of the same app filled at the same time), or shared with a client that spends
     /// all the time, which comes to the same. Counting it full each window would provoke as
     /// many 429s every window, for the rest of the job. So the limit comes down to our own
-    /// writes the model holds in the window; readings below 100 % with the window counted full
-    /// raise it again, a write at a time, should the other client stop.
+    /// writes the model holds in the window (answered ones: writes still in flight are not
+    /// counted, so it may come a little lower than our use); readings below 100 % on writes
+    /// answered with the window counted full raise it again, a write at a time, should the
+    /// other client stop.
     fn surprised(&mut self, now: Instant) {
         let Some(w) = self.window() else { return };
         let since = self.surprised_at.map(|t| now.saturating_duration_since(t));
@@ -557,13 +559,13 @@ impl State {
         if since.is_none_or(|d| d > 3 * w) {
             return;
         }
-        let own = self.log.iter().filter(|e| !e.foreign).count() as u64;
-        if self.limit.is_some_and(|l| own < l) {
-            self.limit = Some(own.max(1));
-            tracing::debug!(
-                limit = own.max(1),
-                "write pacing: 429s again, limit lowered"
-            );
+        // The directory was full with our writes in the window: what it lets us have. With
+        // `target_percent` below 100 only that share of it is filled, and a limit lowered again
+        // comes back more slowly (a raise of one adds that share of a write).
+        let lowered = (self.log.iter().filter(|e| !e.foreign).count() as u64).max(1);
+        if self.limit.is_some_and(|l| lowered < l) {
+            self.limit = Some(lowered);
+            tracing::debug!(limit = lowered, "write pacing: 429s again, limit lowered");
         }
     }
 

@@ -378,12 +378,6 @@ impl DirectoryClient {
         self.inner.limiter.outlook(horizon)
     }
 
-    /// Whether the tenant's directory has ever pushed back on this process's writes (see
-    /// [`WriteLimiter::pushed_back`](limiter::WriteLimiter::pushed_back)).
-    pub fn write_pushed_back(&self) -> bool {
-        self.inner.limiter.pushed_back()
-    }
-
     /// 429 answers met: the tenant's counter, and the current task's count when it keeps one
     /// ([`count_throttles`]).
     pub(crate) fn note_throttled(&self, answers: u64) {

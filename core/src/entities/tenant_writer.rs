@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-/// The worker process writing to a throttled tenant's directory for now (`tenant_writers`); see
+/// The worker process writing to a tenant's directory for now (`tenant_writers`); see
 /// [`crate::jobs::writer`].
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "tenant_writers")]

@@ -9,8 +9,8 @@
 //! same time proves too little or too much, a window probed beside another's writes comes out
 //! too short, and the process that then writes alone keeps that model for the rest of the job
 //! (`reliability::one_worker_writes_to_a_throttled_tenant_postgres_redis` saw 27 to 275 of
-//! 700–1,350 requests answered 429 that way). So a process that is about to write to a tenant
-//! takes the tenant's *turn*: for [`TURN`] after each of its steps, no other process writes to
+//! 660–1,350 requests answered 429 that way). So a process takes the tenant's *turn* as a step
+//! for the tenant starts, before it takes members: for [`TURN`] after each of its steps, no other process writes to
 //! that tenant, and their lanes of its jobs go back to the queue for the writer to take
 //! ([`Turn::Others`]). The budget is learned and filled by one scheduler, from the first write.
 //!
@@ -32,10 +32,10 @@ use crate::entities::tenant_writer;
 use crate::error::StoreResult;
 
 /// How long a process keeps a tenant's turn after its last step for the tenant: long enough
-/// that the writer's lanes — queued again after each chunk, left for the budget for up to a
-/// window, or taken by another process and queued again — come back to it before the turn
-/// ends (a new writer starts without the old one's knowledge of the window's writes, and
-/// provokes 429s while it learns). A writer that stops or dies ends its turns at once
+/// that the writer's lanes — queued again after each chunk, or taken by another process and
+/// queued again — come back to it before the turn ends (a new writer starts without the old
+/// one's knowledge of the window's writes, and provokes 429s while it learns); a lane left for
+/// the budget keeps it for as long as it waits ([`Turns::keep`]). A writer that stops or dies ends its turns at once
 /// ([`end_turns`]), so only a live writer with nothing more for the tenant makes others wait
 /// this long, and only to take its lanes.
 pub const TURN: Duration = Duration::from_secs(30);
@@ -139,6 +139,21 @@ impl Turns {
             return Ok(Turn::Mine);
         }
         self.confirm(db, tenant_id).await
+    }
+
+    /// Keep this process's turn to write to `tenant_id`, if it holds it, until [`TURN`] after
+    /// `wait` from now: its lanes of the tenant's jobs wait that long for the write budget
+    /// (Graph's window is 150 s, five times a turn), and the turn must not end meanwhile — the
+    /// process that took it next would learn the budget again while this one's writes are still
+    /// in the window. One statement.
+    pub async fn keep(&self, db: &Db, tenant_id: Uuid, wait: Duration) -> StoreResult<()> {
+        tenant_writer::Entity::update_many()
+            .col_expr(tenant_writer::Column::Until, clock_after(db, wait + TURN))
+            .filter(tenant_writer::Column::TenantId.eq(tenant_id))
+            .filter(tenant_writer::Column::Owner.eq(self.process.as_str()))
+            .exec(db)
+            .await?;
+        Ok(())
     }
 
     /// [`Turns::ask`] with a statement whatever the age of this process's turn: a chunk being
