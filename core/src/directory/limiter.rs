@@ -833,14 +833,6 @@ impl WriteLimiter {
         (s.limit, s.w_hi)
     }
 
-    /// Whether the directory has ever pushed back on this client (a reading of 80 % or more, or
-    /// a 429): its budget binds, whether or not it is learned right now. Once true, stays true
-    /// (a limit, once learned, is never forgotten; a fill started again follows a full one).
-    pub fn pushed_back(&self) -> bool {
-        let s = self.shared.state.lock();
-        s.limit.is_some() || s.throttled > 0 || s.inconclusive_fills > 0 || s.fill.pushed_back()
-    }
-
     /// What the budget allows within `horizon` from now, without granting anything: the
     /// writes whose slots are free by then (writes in the window that will have left it, less
     /// those granted and not answered). [`Outlook::Open`] while the limit or the window is still

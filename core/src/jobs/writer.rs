@@ -10,9 +10,10 @@
 //! too short, and the process that then writes alone keeps that model for the rest of the job
 //! (`reliability::one_worker_writes_to_a_throttled_tenant_postgres_redis` saw 27 to 275 of
 //! 660–1,350 requests answered 429 that way). So a process takes the tenant's *turn* as a step
-//! for the tenant starts, before it takes members: for [`TURN`] after each of its steps, no other process writes to
-//! that tenant, and their lanes of its jobs go back to the queue for the writer to take
-//! ([`Turn::Others`]). The budget is learned and filled by one scheduler, from the first write.
+//! for the tenant starts, before it takes members: for [`TURN`] after each of its steps, no
+//! other process writes to that tenant, and their lanes of its jobs go back to the queue for the
+//! writer to take ([`Turn::Others`]). The budget is learned and filled by one scheduler, from
+//! the first write.
 //!
 //! A turn is named by the process (`worker_processes.id`), not the step; it ends when the
 //! process stops cleanly, when it is found dead by its missed heartbeats (both through
@@ -35,9 +36,9 @@ use crate::error::StoreResult;
 /// that the writer's lanes — queued again after each chunk, or taken by another process and
 /// queued again — come back to it before the turn ends (a new writer starts without the old
 /// one's knowledge of the window's writes, and provokes 429s while it learns); a lane left for
-/// the budget keeps it for as long as it waits ([`Turns::keep`]). A writer that stops or dies ends its turns at once
-/// ([`end_turns`]), so only a live writer with nothing more for the tenant makes others wait
-/// this long, and only to take its lanes.
+/// the budget keeps it for as long as it waits ([`Turns::keep`]). A writer that stops or dies
+/// ends its turns at once ([`end_turns`]), so only a live writer with nothing more for the
+/// tenant makes others wait this long, and only to take its lanes.
 pub const TURN: Duration = Duration::from_secs(30);
 
 /// Whose turn it is to write to a tenant's directory, as a step asks before it takes members.
