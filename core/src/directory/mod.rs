@@ -209,7 +209,9 @@ struct Inner {
     graph_url: String,
     tokens: TokenSource,
     in_flight: Semaphore,
-    limiter: WriteLimiter,
+    /// Shared with the client that replaced this one for the same app registration and
+    /// directory ([`DirectoryClient::pacing_like`]).
+    limiter: Arc<WriteLimiter>,
     tuning: DirectoryTuning,
     /// The licensor tenant id as the `tenant` label of the per-tenant metrics; empty for a
     /// client made outside the per-tenant registry (tools, tests).
@@ -337,10 +339,10 @@ impl DirectoryClient {
             .user_agent(concat!("licensor/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| DirectoryError::unavailable(format!("http client: {e}")))?;
-        let limiter = WriteLimiter::new(LimiterConfig {
+        let limiter = Arc::new(WriteLimiter::new(LimiterConfig {
             max_rate: tuning.max_write_rate,
             target_percent: tuning.target_throttle_percent,
-        });
+        }));
         Ok(DirectoryClient {
             stop: None,
             patience: None,
@@ -360,6 +362,28 @@ impl DirectoryClient {
                 tenant,
             }),
         })
+    }
+
+    /// This new client, pacing its writes with `previous`'s write pacing: for new settings of the
+    /// same app registration in the same directory (a rotated client secret), whose write
+    /// budget — per app and tenant, Graph's throttling limits page — is the one `previous` has
+    /// learned and may be spending still. A client already shared is returned as it is.
+    pub fn pacing_like(mut self, previous: &DirectoryClient) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.limiter = previous.inner.limiter.clone();
+        }
+        self
+    }
+
+    /// Whether `other` paces its writes with this client's write pacing.
+    pub fn same_pacing(&self, other: &DirectoryClient) -> bool {
+        Arc::ptr_eq(&self.inner.limiter, &other.inner.limiter)
+    }
+
+    /// Whether `other` is this client, or a copy of it (one token, in-flight limit and write
+    /// pacing), not merely a client of the same tenant.
+    pub fn same_client(&self, other: &DirectoryClient) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The write rate the learned budget carries (writes per second: writes per window over the
