@@ -28,8 +28,15 @@
 //! - **Learning `W`**: the first write past a full window is a single-write probe; its 429's
 //!   `Retry-After` bounds `W` to a second. Further single-write probes bisect that second
 //!   (a refused probe raises the lower bound, an accepted one lowers the upper bound) until
-//!   the bounds are within 0.5 % of `W`; refused probes are capped to keep 429s well under 1 %
-//!   of requests. The schedule always uses the upper bound, so it never relies on a guess.
+//!   the bounds are within 0.5 % of `W` (or two round trips); refused probes are capped to keep
+//!   429s well under 1 % of requests. The schedule always uses the upper bound, so it never
+//!   relies on a guess. A probe's age — between its reference write's charge and its own — is
+//!   known only between the two sends and answers: an accepted probe bounds `W` from above by
+//!   the longest it may be (the reference's send to the probe's answer), a refused one from
+//!   below by the shortest (the reference's answer to the probe's send). Measured answer to
+//!   answer, a reference answered late (a busy client takes hundreds of milliseconds to read a
+//!   `$batch` answer) made the window seem shorter than it is, and every window's first writes
+//!   then went out early into 429s.
 //! - **Timing** is measured on the client's side from the answers: a write is counted in the
 //!   window from the moment its answer arrived (never earlier than it was charged), and the next
 //!   write may be sent a little before the slot frees: by the shortest round trip seen, as it
@@ -142,9 +149,12 @@ enum Kind {
     Fill { epoch: u64 },
     /// Granted by the schedule.
     Scheduled,
-    /// A single write sent to learn the window: `reference` is the time (answer time) of the
-    /// write that has to leave the window for it to be accepted.
-    Probe { reference: Instant },
+    /// A single write sent to learn the window, accepted once `reference` (the write that has
+    /// to leave the window first) has: its answer time, and `reference_sent`, its send time.
+    Probe {
+        reference: Instant,
+        reference_sent: Instant,
+    },
 }
 
 impl Grant {
@@ -220,8 +230,8 @@ struct Fill {
     /// A 100 % reading or a 429 came: no more grants; the limit is settled once every write of
     /// this fill is answered.
     full: bool,
-    /// A 429 came during the fill: `Retry-After` and the answer time.
-    refused: Option<(Duration, Instant)>,
+    /// A 429 came during the fill: `Retry-After`, the answer time and the send time.
+    refused: Option<(Duration, Instant, Instant)>,
     first_answer: Option<Instant>,
     /// When this fill let out its first write.
     started: Option<Instant>,
@@ -299,9 +309,22 @@ impl Fill {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// When the write's answer came (it was charged no later).
     at: Instant,
+    /// When it was sent (it was charged no earlier); `at` for a modelled foreign write.
+    sent: Instant,
     /// Spent by someone else (modelled), not by us.
     foreign: bool,
+}
+
+impl Entry {
+    fn foreign(at: Instant) -> Entry {
+        Entry {
+            at,
+            sent: at,
+            foreign: true,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -371,19 +394,38 @@ impl State {
             .map(|l| ((l as f64 * config.target_percent / 100.0).floor() as u64).max(1))
     }
 
-    /// Whether the window's bounds are as close as probing can bring them: 0.5 % of it, or the
-    /// shortest round trip (a probe's age is measured with a round trip's uncertainty).
+    /// Whether the window's bounds are as close as probing can bring them: 0.5 % of it, or two
+    /// typical (median) round trips (a probe's age is known to within its own round trip and its
+    /// reference's).
     fn window_known(&self) -> bool {
         match self.w_hi {
             Some(hi) => {
-                let rtt = self.rtts.iter().min().copied().unwrap_or_default();
+                let mut rtts: Vec<Duration> = self.rtts.iter().copied().collect();
+                rtts.sort_unstable();
+                let rtt = rtts.get(rtts.len() / 2).copied().unwrap_or_default();
                 let gap = hi.saturating_sub(self.w_lo);
                 gap <= WINDOW_PRECISION_MIN
                     .max(hi.mul_f64(WINDOW_PRECISION))
-                    .max(rtt)
+                    .max(2 * rtt)
             }
             None => false,
         }
+    }
+
+    /// When a probe against `entry` (the write whose leaving frees the next slot) would go: when
+    /// the entry is the middle of the window's bounds old. `None`: no probe (the window is known,
+    /// probes are used up, or the entry is another client's, whose times are not known).
+    fn probe_at(&self, entry: &Entry) -> Option<Instant> {
+        if entry.foreign || self.window_known() || !self.may_probe() {
+            return None;
+        }
+        let hi = self.w_hi.or(self.window())?;
+        let mid = self.w_lo + (hi.saturating_sub(self.w_lo)) / 2;
+        Some(
+            (entry.at + mid)
+                .checked_sub(self.lead())
+                .unwrap_or(entry.at),
+        )
     }
 
     fn may_probe(&self) -> bool {
@@ -460,8 +502,15 @@ impl State {
                 let n = (cap - in_window).min(u64::from(want)) as u32;
                 return Decision::Grant(n, Kind::Scheduled);
             }
-            let reference = self.log.front().map_or(now, |e| e.at);
-            return Decision::Grant(1, Kind::Probe { reference });
+            let (reference, reference_sent) =
+                self.log.front().map_or((now, now), |e| (e.at, e.sent));
+            return Decision::Grant(
+                1,
+                Kind::Probe {
+                    reference,
+                    reference_sent,
+                },
+            );
         };
         // Writes that have left the window by the time a write sent now is charged.
         while let Some(e) = self.log.front() {
@@ -482,23 +531,17 @@ impl State {
             return Decision::Wait(None); // answers pending
         };
         let mut wake = entry.at + window - lead;
-        // A probe narrows the window: one write sent when the entry is the middle of the
-        // bounds old (only against our own writes, whose times are known).
         if need == 1
             && at_least == 1
             && self.outstanding == 0
-            && !entry.foreign
-            && !self.window_known()
-            && self.may_probe()
+            && let Some(at) = self.probe_at(&entry)
         {
-            let hi = self.w_hi.unwrap_or(window);
-            let mid = self.w_lo + (hi.saturating_sub(self.w_lo)) / 2;
-            let at = (entry.at + mid).checked_sub(lead).unwrap_or(entry.at);
             if now >= at {
                 return Decision::Grant(
                     1,
                     Kind::Probe {
                         reference: entry.at,
+                        reference_sent: entry.sent,
                     },
                 );
             }
@@ -530,8 +573,13 @@ impl State {
             .count() as u64
     }
 
-    fn push(&mut self, at: Instant, foreign: bool) {
-        self.log.push_back(Entry { at, foreign });
+    /// Our write, sent at `sent` and answered at `at`.
+    fn push(&mut self, at: Instant, sent: Instant) {
+        self.log.push_back(Entry {
+            at,
+            sent,
+            foreign: false,
+        });
         if self.limit.is_none() && self.log.len() > MAX_LOG {
             self.log.pop_front();
         }
@@ -583,7 +631,7 @@ impl State {
         // Keep the log in time order.
         let i = self.log.partition_point(|e| e.at <= at);
         for _ in in_window..cap {
-            self.log.insert(i, Entry { at, foreign: true });
+            self.log.insert(i, Entry::foreign(at));
         }
     }
 
@@ -598,7 +646,7 @@ impl State {
         if self.fill.below8 == 0 && self.inconclusive_fills < MAX_INCONCLUSIVE_FILLS {
             self.inconclusive_fills += 1;
             let resume = match self.fill.refused {
-                Some((retry_after, answered)) => answered + retry_after,
+                Some((retry_after, answered, _)) => answered + retry_after,
                 None => now + Duration::from_secs(1),
             };
             // This fill's writes are counted by the next fill's readings like anyone else's;
@@ -620,17 +668,20 @@ impl State {
         let at = self.fill.first_answer.unwrap_or(now);
         // Another client's writes were in the window before ours: they leave it no later than
         // our first write does.
-        let mut log: VecDeque<Entry> = (0..foreign).map(|_| Entry { at, foreign: true }).collect();
+        let mut log: VecDeque<Entry> = (0..foreign).map(|_| Entry::foreign(at)).collect();
         log.extend(self.log.drain(..));
         self.log = log;
         self.limit = Some(limit);
-        if let Some((ra, answered)) = self.fill.refused
+        if let Some((ra, answered, sent)) = self.fill.refused
             && self.w_hi.is_none()
         {
-            let age = answered.saturating_duration_since(at);
+            // The refused write's age past the fill's first write: at least from that write's
+            // answer to the refused one's send, at most from its send to the refused one's answer.
+            let age_lo = sent.saturating_duration_since(at);
+            let age = answered.saturating_duration_since(self.fill.started.unwrap_or(at));
             self.w_lo = self
                 .w_lo
-                .max((age + ra).saturating_sub(Duration::from_secs(1)));
+                .max((age_lo + ra).saturating_sub(Duration::from_secs(1)));
             self.w_hi = Some(age + ra);
         }
         tracing::debug!(
@@ -661,7 +712,7 @@ impl Shared {
                         WriteAnswer::Accepted { reading } => {
                             s.fill.first_answer.get_or_insert(now);
                             s.fill.accepted += 1;
-                            s.push(now, false);
+                            s.push(now, sent);
                             let r = reading.map_or(0.0, tenths);
                             if r < 0.8 {
                                 s.fill.below8 += 1;
@@ -683,11 +734,11 @@ impl Shared {
                             s.throttled += 1;
                             s.fill.full = true;
                             s.fill.refused =
-                                Some((retry_after.unwrap_or(Duration::from_secs(1)), now));
+                                Some((retry_after.unwrap_or(Duration::from_secs(1)), now, sent));
                         }
                         WriteAnswer::Unknown => {
                             s.fill.accepted += 1;
-                            s.push(now, false);
+                            s.push(now, sent);
                         }
                     }
                 }
@@ -703,7 +754,7 @@ impl Shared {
                 for (j, a) in answers.iter().enumerate() {
                     match *a {
                         WriteAnswer::Accepted { reading } => {
-                            s.push(now, false);
+                            s.push(now, sent);
                             let Some(cap) = cap else { continue };
                             let r = reading.map_or(0.0, tenths);
                             let in_window = s.log.len() as u64 + s.outstanding;
@@ -738,17 +789,22 @@ impl Shared {
                                 );
                             }
                         }
-                        WriteAnswer::Unknown => s.push(now, false),
+                        WriteAnswer::Unknown => s.push(now, sent),
                     }
                 }
             }
-            Kind::Probe { reference } => {
+            Kind::Probe {
+                reference,
+                reference_sent,
+            } => {
                 s.probe_out = false;
-                let age = now.saturating_duration_since(reference);
+                // The age between the two charges lies between these.
+                let age = now.saturating_duration_since(reference_sent);
+                let age_lo = sent.saturating_duration_since(reference);
                 match answers.first().copied().unwrap_or(WriteAnswer::Unknown) {
                     WriteAnswer::Accepted { .. } => {
-                        s.push(now, false);
-                        // The reference had left the window: W ≤ age.
+                        s.push(now, sent);
+                        // The reference had left the window: W ≤ its age, at most `age`.
                         s.w_hi = Some(s.w_hi.map_or(age, |hi| hi.min(age)));
                         if s.w_hi.is_some_and(|hi| hi <= s.w_lo) {
                             s.w_lo = Duration::ZERO;
@@ -758,9 +814,10 @@ impl Shared {
                         s.throttled += 1;
                         s.probe_refusals += 1;
                         // Still in the window, and it leaves within Retry-After (whole seconds,
-                        // rounded up): age + Retry-After − 1 s < W ≤ age + Retry-After.
+                        // rounded up): its age + Retry-After − 1 s < W ≤ its age + Retry-After,
+                        // its age at least `age_lo` and at most `age`.
                         let ra = retry_after.unwrap_or(Duration::from_secs(1));
-                        let lo = age.max((age + ra).saturating_sub(Duration::from_secs(1)));
+                        let lo = age_lo.max((age_lo + ra).saturating_sub(Duration::from_secs(1)));
                         s.w_lo = s.w_lo.max(lo);
                         let hi = s.w_hi.map_or(age + ra, |h| h.min(age + ra));
                         // Contradicting answers (times are measured on our side): widen.
@@ -768,7 +825,7 @@ impl Shared {
                             s.w_lo + WINDOW_PRECISION_MIN.max(s.w_lo.mul_f64(WINDOW_PRECISION));
                         s.w_hi = Some(if hi <= s.w_lo { least } else { hi });
                     }
-                    WriteAnswer::Unknown => s.push(now, false),
+                    WriteAnswer::Unknown => s.push(now, sent),
                 }
                 tracing::debug!(?age, w_lo = ?s.w_lo, w_hi = ?s.w_hi, "write pacing: window probed");
             }
@@ -857,7 +914,14 @@ impl WriteLimiter {
         let need = (in_window + s.outstanding + 1).saturating_sub(cap) as usize;
         let skip = s.log.len() - in_window as usize;
         match s.log.get(skip + need.saturating_sub(1)) {
-            Some(e) => Outlook::Wait((e.at + window).checked_sub(lead).unwrap_or(e.at)),
+            Some(e) => {
+                let scheduled = (e.at + window).checked_sub(lead).unwrap_or(e.at);
+                // A probe of the window goes before the schedule (see `State::decide`).
+                let probe = (need == 1 && s.outstanding == 0)
+                    .then(|| s.probe_at(e))
+                    .flatten();
+                Outlook::Wait(probe.map_or(scheduled, |p| p.min(scheduled)))
+            }
             None => Outlook::Wait(now + window),
         }
     }
