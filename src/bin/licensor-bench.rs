@@ -1103,6 +1103,9 @@ mod msp {
         submit_body(http, d, token, &assign_body(group)).await
     }
 
+    /// How many of the slowest tenants a run's line describes one by one.
+    const SLOWEST_SHOWN: usize = 3;
+
     /// One run: JSON figures of every tenant's share of its budget, wall time, licensor's CPU
     /// seconds and peak RSS.
     pub async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
@@ -1232,6 +1235,9 @@ mod msp {
         let best = best_seconds(members, budget);
         let n = |v: &Value| v.as_u64().unwrap_or(0);
         let mut shares = Vec::with_capacity(jobs.len());
+        // The slowest tenants, for a run whose minimum share is far below its median: how long
+        // each job waited to start, how long it ran, and what the directory said to it.
+        let mut slowest: Vec<(f64, Value)> = Vec::new();
         let (mut first_created, mut last_finished) = (None, None);
         let (mut succeeded, mut failed, mut duplicates, mut unfinished) = (0u64, 0u64, 0u64, 0);
         for (i, job) in done.iter().enumerate() {
@@ -1251,11 +1257,27 @@ mod msp {
                 } else {
                     1.0
                 });
+                let tenant = per_tenant.get(i);
+                let started =
+                    at(job, "started_at").map(|s| (s - c).num_milliseconds() as f64 / 1000.0);
+                slowest.push((
+                    secs,
+                    json!({
+                        "tenant": format!("customer-{}", i + 1),
+                        "job": jobs[i],
+                        "seconds": round(secs, 2),
+                        "started_after_seconds": started.map(|s| round(s, 2)),
+                        "throttled_429": tenant.map_or(0, |t| n(&t["throttled"])),
+                        "directory_requests": tenant.map_or(0, |t| n(&t["requests_total"])),
+                    }),
+                ));
                 first_created = Some(first_created.map_or(c, |x: chrono::DateTime<_>| x.min(c)));
                 last_finished = Some(last_finished.map_or(f, |x: chrono::DateTime<_>| x.max(f)));
             }
         }
         shares.sort_by(f64::total_cmp);
+        slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+        slowest.truncate(SLOWEST_SHOWN);
         let share_at = |q: f64| -> Value {
             if shares.is_empty() {
                 return Value::Null;
@@ -1281,6 +1303,7 @@ mod msp {
             "share_median": share_at(0.5),
             "share_p10": share_at(0.1),
             "tenants_below_90_percent": shares.iter().filter(|s| **s < 0.9).count(),
+            "slowest_tenants": slowest.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
             "wall_seconds": round(wall, 2),
             "submit_seconds": round(submit_secs, 2),
             "submits_sent_again": submits_sent_again,
