@@ -115,7 +115,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "licensor_lanes_deferred_total",
-        "Times a job's lane left because its tenant's write budget was spent for longer than a chunk may wait (2 s), and was queued again for when the budget frees, so it held no worker place meanwhile"
+        "Times a job's lane left because its tenant's write budget was spent for longer than a chunk may wait (2 s), and was queued again by the tenant's writer for when the budget frees, so it held no worker place meanwhile"
     );
     describe_counter!(
         "licensor_lanes_left_to_writer_total",

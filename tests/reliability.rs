@@ -267,6 +267,39 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
 }
 on_both_backends!(a_tenants_turn_to_write_goes_to_one_process);
 
+/// A lane that waits for its tenant's write budget waits in the process holding the tenant's
+/// turn to write, not on the queue (the queue gave it to whichever process polled first, and
+/// another process only sent it back). So a process that stops, or is found dead by its missed
+/// heartbeats, frees the running jobs of the tenants whose turn it held with its leases: they
+/// are queued again at once, not after `jobs.stall_secs` by the reconciler.
+async fn a_writers_running_jobs_are_queued_again_when_it_goes(backend: Backend) {
+    use licensor_core::jobs::processes;
+    use licensor_core::jobs::writer::{self, Turn};
+    let Some((emulator, app, job, _group)) = started_assign(backend).await else {
+        return;
+    };
+    let db = &app.db;
+    let ask = |process: &'static str| async move {
+        writer::ask(db, job.tenant_id, process, true).await.unwrap()
+    };
+    // p1 writes to the tenant and holds none of the job's members: its lanes wait for the
+    // budget. It stops cleanly.
+    assert_eq!(ask("p1").await, Turn::Mine);
+    let freed = processes::leave(db, "p1").await.unwrap();
+    assert_eq!(freed.jobs, vec![(job.tenant_id, job.id)]);
+    assert_eq!(freed.members, 0);
+    // p2 takes the turn, and is found dead.
+    assert_eq!(ask("p2").await, Turn::Mine);
+    let freed = take_over_silent_process(db, "p2").await;
+    assert_eq!(freed.jobs, vec![(job.tenant_id, job.id)]);
+    // A process that held no turn and no lease frees nothing.
+    let freed = processes::leave(db, "p3").await.unwrap();
+    assert!(freed.jobs.is_empty(), "{freed:?}");
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(a_writers_running_jobs_are_queued_again_when_it_goes);
+
 /// A chunk that is being written when its process loses the tenant's turn to write (taken for
 /// dead by its missed heartbeats while it wrote) and another process takes it stops part-way
 /// (within the step's turn watch, about a second): the writes it has not sent are not

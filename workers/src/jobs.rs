@@ -603,9 +603,16 @@ async fn budgeted_chunk(
     }))
 }
 
-/// Queue a job's lane again for just before its tenant's write budget frees at `until` (the
-/// queue schedules by whole seconds, rounded up: it comes back within [`BUDGET_HORIZON`] of
-/// `until`, and at once if that is sooner).
+/// Queue a job's lane again [`LANE_LEAD`] before its tenant's write budget frees at `until`,
+/// for this process: it holds the tenant's turn to write, and the lane is its to work.
+///
+/// The lane waits here, not on the queue: the queue schedules by whole seconds and gives a due
+/// message to whichever process polls first, and a lane another process takes only goes back
+/// to the queue for the writer ([`leave_to_writer`]), again and again while the writer's places
+/// are busy (`licensor-bench --scenario msp` on two workers: tenants lost seconds per window
+/// that way). Queued by this process when due, it wakes this process's queue worker. Should
+/// this process stop or die meanwhile, its tenants' running jobs are queued again as its turns
+/// end ([`licensor_core::jobs::processes`]).
 async fn defer_lane(
     ctx: &WorkerContext,
     tenant_id: Uuid,
@@ -616,17 +623,26 @@ async fn defer_lane(
     let message = Message::Work { tenant_id, job_id };
     if wait <= BUDGET_HORIZON {
         ctx.queue.push(message).await?;
-    } else {
-        // The turn outlasts the wait, so the lane comes back to this process and its budget.
-        if let Err(e) = ctx.turns.keep(&ctx.db, tenant_id, wait).await {
-            tracing::debug!(error = %e, "keeping the turn to write failed");
-        }
-        let at = Utc::now() + chrono::Duration::from_std(wait - BUDGET_HORIZON).unwrap_or_default();
-        ctx.queue.push_at(message, at).await?;
-        metrics::counter!("licensor_lanes_deferred_total").increment(1);
+        return Ok(());
     }
+    // The turn outlasts the wait, so the lane comes back to this process and its budget.
+    if let Err(e) = ctx.turns.keep(&ctx.db, tenant_id, wait).await {
+        tracing::debug!(error = %e, "keeping the turn to write failed");
+    }
+    metrics::counter!("licensor_lanes_deferred_total").increment(1);
+    let queue = ctx.queue.clone();
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
+        tokio::time::sleep_until(until.checked_sub(LANE_LEAD).unwrap_or(until)).await;
+        if let Err(e) = queue.push(message).await {
+            tracing::warn!(error = %e, "queueing a lane that waited for the write budget failed; the reconciler will");
+        }
+    }));
     Ok(())
 }
+
+/// How long before its tenant's write budget frees a lane that waited for it is queued: enough
+/// to be taken and to claim its members, so its first writes go as the budget frees.
+const LANE_LEAD: Duration = Duration::from_millis(250);
 
 /// How often a step writing a chunk reads its job's status, so a cancel stops the writes not
 /// sent yet within about this long (plus the requests already in flight).

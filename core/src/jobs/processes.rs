@@ -112,8 +112,9 @@ pub async fn silent(db: &Db, for_: std::time::Duration) -> StoreResult<Vec<worke
 /// What taking over (or handing back) a process's leases freed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Freed {
-    /// The jobs (tenant, job) with members or an expansion the process held: to queue again,
-    /// so a live worker works them now.
+    /// The jobs (tenant, job) with members or an expansion the process held, and the running
+    /// jobs of the tenants whose turn to write it held (their lanes waiting for the write
+    /// budget waited in it): to queue again, so a live worker works them now.
     pub jobs: Vec<(Uuid, Uuid)>,
     /// Pending members whose lease was ended.
     pub members: u64,
@@ -236,7 +237,21 @@ async fn free<C: ConnectionTrait>(
         }
         update.exec(conn).await?;
     }
-    // Its tenants' turns to write end with it: another process may write to them at once.
+    // Its tenants' turns to write end with it: another process may write to them at once. The
+    // lanes of their jobs that waited in it for the write budget went with it: those jobs are
+    // queued again too.
+    let writing_to = super::writer::turns_of(conn, name).await?;
+    if !writing_to.is_empty() {
+        let running: Vec<Uuid> = job::Entity::find()
+            .select_only()
+            .column(job::Column::Id)
+            .filter(job::Column::TenantId.is_in(writing_to))
+            .filter(job::Column::Status.eq(JobStatus::Running))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        jobs.extend(running);
+    }
     super::writer::end_turns(conn, name).await?;
     let expansions_n = expansions.len() as u64;
     jobs.extend(expansions);

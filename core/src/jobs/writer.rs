@@ -99,6 +99,17 @@ pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, take: bool) -> StoreRe
     })
 }
 
+/// The tenants whose turn to write process `process` holds (or held last: ended or not).
+pub async fn turns_of<C: ConnectionTrait>(conn: &C, process: &str) -> StoreResult<Vec<Uuid>> {
+    Ok(tenant_writer::Entity::find()
+        .select_only()
+        .column(tenant_writer::Column::TenantId)
+        .filter(tenant_writer::Column::Owner.eq(process))
+        .into_tuple()
+        .all(conn)
+        .await?)
+}
+
 /// End every turn process `process` holds (it stopped, or was found dead).
 pub async fn end_turns<C: ConnectionTrait>(conn: &C, process: &str) -> StoreResult<u64> {
     Ok(tenant_writer::Entity::delete_many()
