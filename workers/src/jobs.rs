@@ -492,13 +492,17 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
 
 /// How long a lane that found another process writing to its tenant waits before it goes
 /// back to the queue, holding its worker place meanwhile (at most [`AWAY_PLACES`] places at
-/// once). The lane goes back without waking this process's queue worker, so a busy writer,
-/// polling as often, takes it about half the time (an idle one polls every 100 ms on Redis, and
-/// takes it less often): this wait is paid about once per lane step while the writer works. It
-/// used to be the queue's whole seconds (one to two): with 50 throttled tenants on two worker
-/// processes (`licensor-bench --scenario msp`, PostgreSQL + Redis) the median tenant had
-/// 74–76 % of its budget that way.
+/// once). It used to be the queue's whole seconds (one to two): with 50 throttled tenants on
+/// two worker processes (`licensor-bench --scenario msp`, PostgreSQL + Redis) the median tenant
+/// had 74–76 % of its budget that way.
 const WRITER_AWAY: Duration = Duration::from_millis(150);
+/// How long after its step has ended, and its worker place is free, a lane left to its writer
+/// goes back on the queue. A queue worker looks for a message as soon as a place frees: a lane
+/// put back before its step ended went to the very process that had just left it, nearly every
+/// time (60 times in a row over 14 s for one tenant of the msp benchmark, while its writer got
+/// none). Put back after, it goes to whichever process polls first — the writer, as often as
+/// not.
+const BACK_AFTER_STEP: Duration = Duration::from_millis(40);
 /// How many of this process's worker places may wait [`WRITER_AWAY`] at once. Beyond them a
 /// lane left to its tenant's writer is queued again for the next whole second and holds no
 /// place: while a writer is stalled (its turn lasts until its missed heartbeats are seen) or
@@ -510,8 +514,9 @@ const AWAY_PLACES: usize = 2;
 static AWAY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(AWAY_PLACES);
 
 /// Leave a job's lane to the process holding its tenant's turn to write: back on the queue
-/// after [`WRITER_AWAY`] (or, with [`AWAY_PLACES`] places already waiting, at the next whole
-/// second), for whichever process polls first.
+/// [`BACK_AFTER_STEP`] after its step, which waits [`WRITER_AWAY`] (or, with [`AWAY_PLACES`]
+/// places already waiting, at the next whole second), for whichever process polls first. Should
+/// this process die in those milliseconds, the reconciler queues the job again.
 async fn leave_to_writer(
     ctx: &WorkerContext,
     tenant_id: Uuid,
@@ -522,7 +527,13 @@ async fn leave_to_writer(
         Ok(place) => {
             tokio::time::sleep(WRITER_AWAY).await;
             drop(place);
-            ctx.queue.push_unwoken(message).await?;
+            let queue = ctx.queue.clone();
+            tokio::spawn(tracing::Instrument::in_current_span(async move {
+                tokio::time::sleep(BACK_AFTER_STEP).await;
+                if let Err(e) = queue.push_unwoken(message).await {
+                    tracing::warn!(error = %e, "queueing a lane left to its tenant's writer failed; the reconciler will");
+                }
+            }));
         }
         Err(_) => {
             ctx.queue
