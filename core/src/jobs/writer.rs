@@ -119,6 +119,9 @@ pub async fn end_turns<C: ConnectionTrait>(conn: &C, process: &str) -> StoreResu
         .rows_affected)
 }
 
+/// How many tenants' turns [`Turns`] remembers before it forgets the ended ones.
+const TRIM_AT: usize = 1024;
+
 /// This process's side of [`ask`], taking the turn: a turn taken or renewed less than half a
 /// [`TURN`] ago is not renewed again by a step, so a tenant's steps cost one statement per half
 /// turn, not one each.
@@ -175,12 +178,55 @@ impl Turns {
     pub async fn confirm(&self, db: &Db, tenant_id: Uuid) -> StoreResult<Turn> {
         let turn = ask(db, tenant_id, &self.process, true).await?;
         tracing::debug!(tenant = %tenant_id, ?turn, "asked for the turn to write");
-        let mut renewed = self.renewed.lock();
         if turn == Turn::Mine {
-            renewed.insert(tenant_id, std::time::Instant::now());
+            self.remember(tenant_id, std::time::Instant::now());
         } else {
-            renewed.remove(&tenant_id);
+            self.renewed.lock().remove(&tenant_id);
         }
         Ok(turn)
+    }
+
+    /// Note the turn to write to `tenant_id` taken or renewed at `now`. Turns renewed a whole
+    /// [`TURN`] ago have ended (or are renewed by a statement at the next step anyway): they are
+    /// forgotten once [`TRIM_AT`] are noted, so a process that writes to many tenants in turn
+    /// keeps only those it wrote to lately.
+    fn remember(&self, tenant_id: Uuid, now: std::time::Instant) {
+        let mut renewed = self.renewed.lock();
+        if renewed.len() >= TRIM_AT {
+            renewed.retain(|_, at| now.saturating_duration_since(*at) < TURN);
+        }
+        renewed.insert(tenant_id, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_of_tenants_written_to_long_ago_are_forgotten() {
+        let turns = Turns::new("licensor-test-1-00000000");
+        let start = std::time::Instant::now();
+        let tenants: Vec<Uuid> = (0..TRIM_AT).map(|_| Uuid::now_v7()).collect();
+        for t in &tenants {
+            turns.remember(*t, start);
+        }
+        assert_eq!(turns.renewed.lock().len(), TRIM_AT);
+        // Within a turn, nothing is forgotten.
+        let soon = start + TURN / 2;
+        let more = Uuid::now_v7();
+        turns.remember(more, soon);
+        assert_eq!(turns.renewed.lock().len(), TRIM_AT + 1);
+        // A turn later, the ones renewed at the start have ended and go.
+        let later = start + TURN + Duration::from_secs(1);
+        let last = Uuid::now_v7();
+        turns.remember(last, later);
+        let renewed = turns.renewed.lock();
+        assert_eq!(
+            renewed.len(),
+            2,
+            "only the turns renewed within a turn are kept"
+        );
+        assert!(renewed.contains_key(&more) && renewed.contains_key(&last));
     }
 }
