@@ -35,13 +35,13 @@ pub struct ProcessId {
 /// The time a heartbeat is stamped with and judged by: PostgreSQL's clock (`clock_timestamp()`,
 /// one clock for every host, so hosts whose clocks disagree never take each other for dead), or
 /// on SQLite — whose processes all run on the host of its file — this host's clock.
-pub(crate) fn clock(db: &Db) -> SimpleExpr {
+pub(crate) fn clock<C: ConnectionTrait>(db: &C) -> SimpleExpr {
     clock_after(db, std::time::Duration::ZERO)
 }
 
 /// [`clock`]'s time `after` from now: what leases and turns kept by it run until
 /// ([`super::writer`]).
-pub(crate) fn clock_after(db: &Db, after: std::time::Duration) -> SimpleExpr {
+pub(crate) fn clock_after<C: ConnectionTrait>(db: &C, after: std::time::Duration) -> SimpleExpr {
     match (db.get_database_backend(), after.is_zero()) {
         (DbBackend::Postgres, true) => Expr::cust("clock_timestamp()"),
         (DbBackend::Postgres, false) => Expr::cust_with_values(

@@ -99,12 +99,14 @@ pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, take: bool) -> StoreRe
     })
 }
 
-/// The tenants whose turn to write process `process` holds (or held last: ended or not).
+/// The tenants whose turn to write process `process` holds now (turns that ended are not
+/// counted: lanes of theirs no longer wait in it).
 pub async fn turns_of<C: ConnectionTrait>(conn: &C, process: &str) -> StoreResult<Vec<Uuid>> {
     Ok(tenant_writer::Entity::find()
         .select_only()
         .column(tenant_writer::Column::TenantId)
         .filter(tenant_writer::Column::Owner.eq(process))
+        .filter(Expr::col(tenant_writer::Column::Until).gte(clock(conn)))
         .into_tuple()
         .all(conn)
         .await?)
