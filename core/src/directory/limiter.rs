@@ -419,7 +419,7 @@ impl State {
         if entry.foreign || self.window_known() || !self.may_probe() {
             return None;
         }
-        let hi = self.w_hi.or(self.window())?;
+        let hi = self.w_hi?;
         let mid = self.w_lo + (hi.saturating_sub(self.w_lo)) / 2;
         Some(
             (entry.at + mid)
