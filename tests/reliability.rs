@@ -151,6 +151,20 @@ async fn flaky_throttled_directory(backend: Backend) {
 }
 on_both_backends!(flaky_throttled_directory);
 
+/// Processes `names` record a heartbeat: they are live worker processes, which alone take
+/// members, expansions and turns to write.
+async fn live(db: &sea_orm::DatabaseConnection, names: &[&str]) {
+    use licensor_core::jobs::processes;
+    for name in names {
+        let process = processes::ProcessId {
+            name: (*name).into(),
+            host: "host".into(),
+            pid: 1,
+        };
+        processes::beat(db, &process).await.unwrap();
+    }
+}
+
 /// Process `name` (whose leases are named `{name}/{step}`) beat once and was found silent
 /// since: another process takes over its leases and turns, as its missed heartbeats would have
 /// it. Returns what was freed.
@@ -193,6 +207,7 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
         app.tenant("fabrikam").await.id,
     );
     let db = &app.db;
+    live(db, &["p1", "p2"]).await;
     let ask = |tenant, process: &'static str, throttled| async move {
         writer::ask(db, tenant, process, throttled).await.unwrap()
     };
@@ -260,7 +275,11 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
     assert_eq!(ask(a, "p2", true).await, Turn::Mine);
     assert_eq!(ask(a, "p1", true).await, Turn::Others("p2".into()));
     // p2 found dead (its heartbeat stopped): taken over with its leases, its turns end too.
+    // p1 stopped: it takes nothing until it starts again (its heartbeat is recorded).
     take_over_silent_process(db, "p2").await;
+    assert_eq!(ask(a, "p2", false).await, Turn::Free);
+    assert_eq!(ask(a, "p1", true).await, Turn::Gone);
+    live(db, &["p1"]).await;
     assert_eq!(ask(a, "p1", true).await, Turn::Mine);
     assert_eq!(ask(b, "p1", true).await, Turn::Mine);
     app.stop().await;
@@ -279,6 +298,7 @@ async fn a_writers_running_jobs_are_queued_again_when_it_goes(backend: Backend) 
         return;
     };
     let db = &app.db;
+    live(db, &["p1", "p2"]).await;
     let ask = |process: &'static str| async move {
         writer::ask(db, job.tenant_id, process, true).await.unwrap()
     };
@@ -299,6 +319,89 @@ async fn a_writers_running_jobs_are_queued_again_when_it_goes(backend: Backend) 
     emulator.shutdown().await;
 }
 on_both_backends!(a_writers_running_jobs_are_queued_again_when_it_goes);
+
+/// A process that has left — stopped cleanly, its row removed, though a step of its may still
+/// run until it exits (its grace period was over) — or that was taken for dead takes nothing
+/// more: no turn to write, no members, no expansion, until its heartbeat is recorded again.
+/// Before, a chunk of a stopping worker asked for the tenant's turn after the process had left,
+/// took it again for `jobs::writer::TURN` (30 s) and kept every other process from the tenant with nobody
+/// writing: `faults::sigterm_with_short_grace_releases_members_postgres_redis` saw the job end
+/// 47 s after the stop instead of about 15.
+async fn a_process_that_left_takes_nothing_more(backend: Backend) {
+    use licensor_core::domain::ItemStatus;
+    use licensor_core::jobs::expand;
+    use licensor_core::jobs::lease::{self, Pick};
+    use licensor_core::jobs::processes;
+    use licensor_core::jobs::writer::{self, Turn};
+    let Some((emulator, app, job, group)) = started_assign(backend).await else {
+        return;
+    };
+    let (db, job_id, tenant) = (&app.db, job.id, job.tenant_id);
+    live(db, &["p1", "p2"]).await;
+    let until = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let ask = |process: &'static str| async move {
+        writer::ask(db, tenant, process, true).await.unwrap()
+    };
+    let claim = |owner: &'static str| async move {
+        lease::claim(db, job_id, owner, until, 10, Pick::All)
+            .await
+            .unwrap()
+            .len()
+    };
+    let claim_expansion = |owner: &'static str| async move {
+        expand::claim_expansion(db, job_id, owner, until)
+            .await
+            .unwrap()
+    };
+    // p1 writes to the tenant and reads the job's groups; it stops.
+    assert_eq!(ask("p1").await, Turn::Mine);
+    assert!(claim_expansion("p1/run").await);
+    let freed = processes::leave(db, "p1").await.unwrap();
+    assert_eq!(freed.expansions, 1);
+    // A step of p1 still running takes nothing: the turn, the expansion.
+    assert_eq!(ask("p1").await, Turn::Gone);
+    assert_eq!(
+        writer::ask(db, tenant, "p2", false).await.unwrap(),
+        Turn::Free,
+        "p1 took no turn again"
+    );
+    assert!(!claim_expansion("p1/run").await);
+    // p2 reads the groups to the end; p1 takes no member of them.
+    assert!(claim_expansion("p2/run").await);
+    let members = (1..=3).map(|n| member_of(&group, n)).collect();
+    let stored = expand::insert_items(
+        db,
+        job_id,
+        job.runs,
+        "p2/run",
+        members,
+        ItemStatus::Pending,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored, Some(3));
+    assert!(expand::mark_expanded(db, job_id, "p2/run").await.unwrap());
+    assert_eq!(claim("p1/work").await, 0);
+    // p2 takes one; it is taken for dead: it takes nothing more either.
+    assert_eq!(ask("p2").await, Turn::Mine);
+    let one = lease::claim(db, job_id, "p2/work", until, 1, Pick::All)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    let freed = take_over_silent_process(db, "p2").await;
+    assert_eq!(freed.members, 1);
+    assert_eq!(ask("p2").await, Turn::Gone);
+    assert_eq!(claim("p2/work").await, 0);
+    // Once its heartbeat is recorded again, p2 is a live process: it takes the turn and the
+    // three members (one of them taken over from its old step).
+    live(db, &["p2"]).await;
+    assert_eq!(ask("p2").await, Turn::Mine);
+    assert_eq!(claim("p2/again").await, 3);
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(a_process_that_left_takes_nothing_more);
 
 /// A chunk that is being written when its process loses the tenant's turn to write (taken for
 /// dead by its missed heartbeats while it wrote) and another process takes it stops part-way
@@ -334,6 +437,17 @@ async fn a_chunk_stops_when_another_process_takes_the_turn(backend: Backend) {
         return;
     };
     let (tenant, job_id) = assign_all_users(&app, &emulator).await;
+    // Another live process: it beats for as long as the test runs, so the app's worker never
+    // takes it for dead.
+    let elsewhere = {
+        let db = app.db.clone();
+        licensor_core::tasks::AbortOnDrop(tokio::spawn(async move {
+            loop {
+                live(&db, &["elsewhere"]).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }))
+    };
     let written = || async {
         stats(&emulator).await["successful_writes"]
             .as_u64()
@@ -409,7 +523,11 @@ async fn a_chunk_stops_when_another_process_takes_the_turn(backend: Backend) {
         "{metrics}"
     );
     // The other process stops: its turn ends, and this one writes the rest.
-    assert_eq!(writer::end_turns(&app.db, "elsewhere").await.unwrap(), 1);
+    drop(elsewhere);
+    let freed = licensor_core::jobs::processes::leave(&app.db, "elsewhere")
+        .await
+        .unwrap();
+    assert_eq!(freed.jobs.len(), 1, "{freed:?}");
     let job = app.wait_for_job(&tenant.admin, &job_id, 120).await;
     assert_all_assigned_once(&emulator, &job, MEMBERS).await;
     app.assert_outcomes_true(&tenant.viewer, &job_id, &emulator.base_url())
@@ -480,6 +598,7 @@ async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: 
         return;
     };
     let (db, job_id) = (&app.db, job.id);
+    live(db, &["p1", "p2", "p3"]).await;
     let until = chrono::Utc::now() + chrono::Duration::seconds(60);
     let member = |n: usize| member_of(&group, n);
     let store = |holder: &'static str, items: Vec<NewItem>, next: &'static str| async move {
@@ -591,6 +710,7 @@ async fn members_taken_over_stay_with_the_live_step(backend: Backend) {
         return;
     };
     let (db, job_id) = (&app.db, job.id);
+    live(db, &["x", "p1", "p2", "p3"]).await;
     let until = chrono::Utc::now() + chrono::Duration::seconds(60);
     assert!(
         expand::claim_expansion(db, job_id, "x/run", until)

@@ -301,10 +301,20 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     };
     // A tenant's directory is written to by one process at a time: its write budget is learned
     // and filled by one scheduler, not split blindly between several (see `jobs::writer`).
-    if let Turn::Others(writer) = ctx.turns.ask(&ctx.db, tenant_id).await? {
-        tracing::debug!(job = %job_id, writer = %writer, "lane left to the tenant's writer");
-        metrics::counter!("licensor_lanes_left_to_writer_total").increment(1);
-        return leave_to_writer(ctx, tenant_id, job_id).await;
+    match ctx.turns.ask(&ctx.db, tenant_id).await? {
+        Turn::Others(writer) => {
+            tracing::debug!(job = %job_id, writer = %writer, "lane left to the tenant's writer");
+            metrics::counter!("licensor_lanes_left_to_writer_total").increment(1);
+            return leave_to_writer(ctx, tenant_id, job_id).await;
+        }
+        Turn::Gone => {
+            // This process stopped (the step outlived its grace period) or was taken for dead:
+            // it takes nothing more, and the lane goes back to the queue for a live process.
+            tracing::debug!(job = %job_id, "lane given back: this process is no longer live");
+            ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
+            return Ok(());
+        }
+        Turn::Mine | Turn::Free => {}
     }
     let Some(take) = budgeted_chunk(ctx, &client, tenant_id, job_id).await? else {
         return Ok(());
@@ -670,8 +680,9 @@ struct TurnWatch {
     tenant_id: Uuid,
 }
 
-/// Raise `stop` as soon as the job is no longer running (cancelled, or gone), or another process
-/// holds the tenant's turn to write ([`jobs::writer::Turn::Others`]): the chunk's writes not sent
+/// Raise `stop` as soon as the job is no longer running (cancelled, or gone), another process
+/// holds the tenant's turn to write ([`jobs::writer::Turn::Others`]), or this process is no
+/// longer live ([`jobs::writer::Turn::Gone`]: it stopped, or was taken for dead): the chunk's writes not sent
 /// yet are then not sent, their members go back to the job and the lane comes back to leave
 /// them to the writer. Asking renews this process's own turn (one statement a second per chunk
 /// being written); another process holds it only once this one's has ended (it was taken for
@@ -688,11 +699,19 @@ async fn watch_status(
         tokio::time::sleep(STATUS_WATCH).await;
         if turn_asked.elapsed() >= TURN_WATCH {
             turn_asked = tokio::time::Instant::now();
-            if let Ok(Turn::Others(writer)) = turn.turns.confirm(&db, turn.tenant_id).await {
-                tracing::debug!(job = %job_id, writer = %writer, "chunk stopped: another process writes to the tenant");
-                metrics::counter!("licensor_chunks_left_to_writer_total").increment(1);
-                stop.store(true, Ordering::Release);
-                return;
+            match turn.turns.confirm(&db, turn.tenant_id).await {
+                Ok(Turn::Others(writer)) => {
+                    tracing::debug!(job = %job_id, writer = %writer, "chunk stopped: another process writes to the tenant");
+                    metrics::counter!("licensor_chunks_left_to_writer_total").increment(1);
+                    stop.store(true, Ordering::Release);
+                    return;
+                }
+                Ok(Turn::Gone) => {
+                    tracing::debug!(job = %job_id, "chunk stopped: this process is no longer live");
+                    stop.store(true, Ordering::Release);
+                    return;
+                }
+                Ok(Turn::Mine | Turn::Free) | Err(_) => {}
             }
         }
         match jobs::finish::status(&db, job_id).await {

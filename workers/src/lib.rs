@@ -243,6 +243,7 @@ where
     // peer waits for its heartbeat to go stale.
     drop(beating);
     heartbeat::stopped(&options.name);
+    ctx.turns.forget_all();
     match licensor_core::jobs::processes::leave(&ctx.db, &options.name).await {
         Ok(freed) => heartbeat::requeue(&ctx, freed).await,
         Err(e) => tracing::warn!(error = %e, "removing the worker process's row failed"),

@@ -79,10 +79,12 @@ impl DirectoryClients {
     }
 
     /// The client for `tenant` (at its `updated_at`), created on first use; steps asking at once
-    /// get the same one.
+    /// get the same one. A step that read the tenant before its settings were changed gets the
+    /// client of the newer settings once another step has made it: an older read never replaces
+    /// a newer client.
     pub fn for_tenant(&self, tenant: &tenant::Model) -> Result<DirectoryClient, ClientError> {
         if let Some(e) = self.inner.clients.lock().get(&tenant.id)
-            && e.version == tenant.updated_at
+            && e.version >= tenant.updated_at
         {
             return Ok(e.client.clone());
         }
@@ -114,7 +116,7 @@ impl DirectoryClients {
         let budget = (token_url.clone(), graph_url.clone(), client_id.clone());
         let mut clients = self.inner.clients.lock();
         let client = match clients.get(&tenant.id) {
-            Some(e) if e.version == tenant.updated_at => return Ok(e.client.clone()),
+            Some(e) if e.version >= tenant.updated_at => return Ok(e.client.clone()),
             Some(e) if e.budget == budget => client.pacing_like(&e.client),
             _ => client,
         };
@@ -200,5 +202,10 @@ mod tests {
         };
         let other = clients.for_tenant(&other_app).unwrap();
         assert!(!other.same_pacing(&new));
+        // A step that read the tenant before these changes gets the newest client; its older
+        // read does not replace it.
+        let late = clients.for_tenant(&first).unwrap();
+        assert!(late.same_client(&other));
+        assert!(clients.for_tenant(&other_app).unwrap().same_client(&other));
     }
 }

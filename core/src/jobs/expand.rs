@@ -132,7 +132,8 @@ fn held(owner: &str) -> sea_orm::sea_query::SimpleExpr {
 /// Take the job's expansion for `owner` until `until`, unless another step holds it and its
 /// lease has not run out (or the job is expanded already). One expander at a time: repeated
 /// `Run` messages (orphan recovery, the reconciler, a lane noticing a dead expander) never read
-/// the same pages side by side. Returns whether `owner` holds it now.
+/// the same pages side by side. Nothing is taken while `owner`'s process has no row in
+/// `worker_processes` ([`super::processes::is_live`]). Returns whether `owner` holds it now.
 pub async fn claim_expansion(
     db: &Db,
     job_id: Uuid,
@@ -144,6 +145,10 @@ pub async fn claim_expansion(
         .col_expr(job::Column::ExpandUntil, Expr::value(until))
         .filter(job::Column::Id.eq(job_id))
         .filter(job::Column::ExpandedAt.is_null())
+        .filter(super::processes::is_live(
+            db,
+            super::processes::process_of(owner),
+        ))
         .filter(
             job::Column::ExpandUntil
                 .is_null()

@@ -6,6 +6,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter}
 use uuid::Uuid;
 
 use super::SetNull;
+use super::processes::{is_live, process_of};
 use super::{ParsedRequest, now};
 use crate::db::Db;
 use crate::domain::ItemStatus;
@@ -28,7 +29,9 @@ pub fn request_of(job: &job::Model) -> StoreResult<ParsedRequest> {
 /// Take up to `limit` pending items of a running job that nobody holds (or whose holder's
 /// lease ran out — or was ended because its process stopped heartbeating, see
 /// [`super::processes::take_over`]), in member order, and hold them for `owner` until `until`.
-/// Items taken from such a holder come back with `taken_over` set. With
+/// Items taken from such a holder come back with `taken_over` set. Nothing is taken while the
+/// owner's process (`{process}/{step}`) has no row in `worker_processes` — it stopped, or was
+/// taken for dead ([`super::processes::is_live`]). With
 /// [`Pick::PredictedToSucceed`] only the members a launched preview predicted to succeed are
 /// taken (see [`super::launch::predicted_first`]).
 pub async fn claim<C: ConnectionTrait>(
@@ -70,6 +73,7 @@ pub async fn claim<C: ConnectionTrait>(
         .col_expr(job_item::Column::LeaseOwner, Expr::value(owner))
         .col_expr(job_item::Column::LeaseUntil, Expr::value(until))
         .filter(job_item::Column::Id.in_subquery(pick))
+        .filter(is_live(db, process_of(owner)))
         .exec_with_returning(db)
         .await?;
     claimed.sort_by_key(|i| i.id);

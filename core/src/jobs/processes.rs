@@ -109,6 +109,35 @@ pub async fn silent(db: &Db, for_: std::time::Duration) -> StoreResult<Vec<worke
         .await?)
 }
 
+/// The worker process named by a lease owner (`{process}/{step}`), or the whole name when it
+/// names no step.
+pub(crate) fn process_of(owner: &str) -> &str {
+    owner.split_once('/').map_or(owner, |(process, _)| process)
+}
+
+/// A condition true while process `name` has its row in `worker_processes`: it has not stopped
+/// ([`leave`]) and has not been taken for dead ([`take_over`]) without beating since. Whatever a
+/// process takes — members ([`super::lease::claim`]), an expansion
+/// ([`super::expand::claim_expansion`]), a tenant's turn to write ([`super::writer::ask`]) — it
+/// takes only under this condition: a step still running in a process that has left (its grace
+/// period over, its leases handed back, its row removed, the process not yet exited) would
+/// otherwise take them again, and nobody would free them — no heartbeat of its goes stale — until
+/// they ran out (a turn [`super::writer::TURN`] later, members `jobs.lease_secs` later).
+///
+/// On PostgreSQL the row is locked for share: a process leaving (or taken over) at the same time
+/// either waits for the taking statement and then frees what it took, or removes the row first,
+/// and the statement takes nothing. SQLite runs one writing statement at a time.
+pub(crate) fn is_live<C: ConnectionTrait>(conn: &C, name: &str) -> SimpleExpr {
+    let mut row = Query::select();
+    row.expr(Expr::val(1))
+        .from(worker_process::Entity)
+        .and_where(worker_process::Column::Id.eq(name));
+    if conn.get_database_backend() == DbBackend::Postgres {
+        row.lock(sea_orm::sea_query::LockType::Share);
+    }
+    Expr::exists(row)
+}
+
 /// What taking over (or handing back) a process's leases freed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Freed {
@@ -157,16 +186,17 @@ pub async fn take_over(db: &Db, dead: &worker_process::Model) -> StoreResult<Opt
     Ok(Some(freed))
 }
 
-/// A process that stops cleanly: hand back every lease it still holds (its members stay
-/// pending, free for any worker at once; its expansions go on from their last stored page) and
-/// remove its row.
+/// A process that stops cleanly: remove its row, then hand back every lease it still holds
+/// (its members stay pending, free for any worker at once; its expansions go on from their last
+/// stored page) and end its turns. The row goes first: from then on the process takes nothing
+/// more ([`is_live`]), though steps of its may still run until it exits.
 pub async fn leave(db: &Db, name: &str) -> StoreResult<Freed> {
     let txn = crate::db::begin(db).await?;
-    let freed = free(&txn, name, None).await?;
     worker_process::Entity::delete_many()
         .filter(worker_process::Column::Id.eq(name))
         .exec(&txn)
         .await?;
+    let freed = free(&txn, name, None).await?;
     txn.commit().await?;
     Ok(freed)
 }

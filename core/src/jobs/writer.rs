@@ -15,6 +15,11 @@
 //! writer to take ([`Turn::Others`]). The budget is learned and filled by one scheduler, from
 //! the first write.
 //!
+//! Only a live process — one with its row in `worker_processes` — takes or renews a turn
+//! ([`Turn::Gone`] otherwise): a step still running in a process that stopped, or that was
+//! taken for dead, would otherwise take the turn again after it ended, and keep every other
+//! process from the tenant for a [`TURN`] with nobody writing.
+//!
 //! A turn is named by the process (`worker_processes.id`), not the step; it ends when the
 //! process stops cleanly, when it is found dead by its missed heartbeats (both through
 //! [`super::processes`]), or [`TURN`] after its last step for the tenant. Times are the
@@ -27,10 +32,10 @@ use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
-use super::processes::{clock, clock_after};
+use super::processes::{clock, clock_after, is_live};
 use crate::db::Db;
 use crate::entities::tenant_writer;
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 
 /// How long a process keeps a tenant's turn after its last step for the tenant: long enough
 /// that the writer's lanes — queued again after each chunk, or taken by another process and
@@ -50,12 +55,18 @@ pub enum Turn {
     Free,
     /// Another process (named) holds it: leave the tenant's writes to it.
     Others(String),
+    /// This process may not take it: it has no row in `worker_processes` — it stopped (a step
+    /// of its still runs after its grace period), or was taken for dead by its missed
+    /// heartbeats and has not beaten since ([`super::processes::is_live`]). It writes nothing
+    /// until it beats again; its lanes go back to the queue for a live process.
+    Gone,
 }
 
 /// Ask for the turn to write to `tenant_id`'s directory as process `process`.
 ///
 /// - `take` (the process is about to write): take the turn, or renew it, for [`TURN`], unless
-///   another process holds it → [`Turn::Mine`] or [`Turn::Others`].
+///   another process holds it → [`Turn::Mine`] or [`Turn::Others`]; a process with no row in
+///   `worker_processes` takes nothing → [`Turn::Gone`] (or [`Turn::Others`]).
 /// - Otherwise: only look → [`Turn::Others`] while another process holds it, else
 ///   [`Turn::Free`] (or [`Turn::Mine`] when this process still holds it).
 ///
@@ -65,6 +76,12 @@ pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, take: bool) -> StoreRe
         let live_elsewhere = Expr::col((tenant_writer::Entity, tenant_writer::Column::Owner))
             .ne(process)
             .and(Expr::col((tenant_writer::Entity, tenant_writer::Column::Until)).gte(clock(db)));
+        // INSERT … SELECT … WHERE: only a live process takes or renews a turn.
+        let mut row = Query::select();
+        row.expr(Expr::val(tenant_id))
+            .expr(Expr::val(process))
+            .expr(clock_after(db, TURN))
+            .and_where(is_live(db, process));
         let mut insert = Query::insert();
         insert
             .into_table(tenant_writer::Entity)
@@ -73,7 +90,8 @@ pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, take: bool) -> StoreRe
                 tenant_writer::Column::Owner,
                 tenant_writer::Column::Until,
             ])
-            .values_panic([tenant_id.into(), process.into(), clock_after(db, TURN)])
+            .select_from(row)
+            .map_err(StoreError::internal)?
             .on_conflict(
                 OnConflict::column(tenant_writer::Column::TenantId)
                     .update_columns([tenant_writer::Column::Owner, tenant_writer::Column::Until])
@@ -83,20 +101,30 @@ pub async fn ask(db: &Db, tenant_id: Uuid, process: &str, take: bool) -> StoreRe
         if db.execute(&insert).await?.rows_affected() == 1 {
             return Ok(Turn::Mine);
         }
+        // Refused: another live process holds the turn, or this one is not live (a live one
+        // takes a turn nobody holds, and renews its own).
+        return Ok(match holder(db, tenant_id).await? {
+            Some(p) if p != process => Turn::Others(p),
+            _ => Turn::Gone,
+        });
     }
-    let holder: Option<String> = tenant_writer::Entity::find()
+    Ok(match holder(db, tenant_id).await? {
+        None => Turn::Free,
+        Some(p) if p == process => Turn::Mine,
+        Some(p) => Turn::Others(p),
+    })
+}
+
+/// The process holding `tenant_id`'s turn now, if one does.
+async fn holder(db: &Db, tenant_id: Uuid) -> StoreResult<Option<String>> {
+    Ok(tenant_writer::Entity::find()
         .select_only()
         .column(tenant_writer::Column::Owner)
         .filter(tenant_writer::Column::TenantId.eq(tenant_id))
         .filter(Expr::col(tenant_writer::Column::Until).gte(clock(db)))
         .into_tuple()
         .one(db)
-        .await?;
-    Ok(match holder {
-        None => Turn::Free,
-        Some(p) if p == process => Turn::Mine,
-        Some(p) => Turn::Others(p),
-    })
+        .await?)
 }
 
 /// The tenants whose turn to write process `process` holds now (turns that ended are not
@@ -156,6 +184,12 @@ impl Turns {
             return Ok(Turn::Mine);
         }
         self.confirm(db, tenant_id).await
+    }
+
+    /// Forget every turn this process took (it is leaving): its steps still running ask the
+    /// database from now on, which answers [`Turn::Gone`] once the process's row is removed.
+    pub fn forget_all(&self) {
+        self.renewed.lock().clear();
     }
 
     /// Keep this process's turn to write to `tenant_id`, if it holds it, until [`TURN`] after
