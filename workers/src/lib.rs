@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::layers::WorkerBuilderExt;
-use apalis::prelude::{BackendExt, BackoffConfig, BoxDynError, Data, Strategy, WorkerBuilder};
+use apalis::prelude::{BackendExt, BoxDynError, Data, Strategy, WorkerBuilder};
 use licensor_core::db::Db;
 use licensor_core::jobs::processes::ProcessId;
 use licensor_core::queue::{Message, Queue};
@@ -18,6 +18,7 @@ pub mod heartbeat;
 pub mod jobs;
 pub mod outage;
 mod ping;
+mod poll;
 pub mod sweeps;
 pub mod webhooks;
 
@@ -263,11 +264,11 @@ where
 
 /// When the queue worker looks for messages: at once when this process pushed one (the queue's
 /// wake-ups), and otherwise by polling — every 20 ms while there is work, backing off to `idle`
-/// while the queue stays empty.
+/// while the queue stays empty, with a timer that never goes quiet ([`poll::Ticker`]).
 fn poll_strategy(wake: &licensor_core::queue::Wake, idle: Duration) -> Strategy {
     Strategy::new()
         .stream(wake.stream())
-        .interval_with_backoff(Duration::from_millis(20), BackoffConfig::new(idle))
+        .apply(poll::Ticker::new(Duration::from_millis(20), idle))
 }
 
 /// Run the worker; once it has been told to stop it has `grace` to finish in-flight tasks.
