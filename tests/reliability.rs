@@ -537,6 +537,101 @@ async fn a_chunk_stops_when_another_process_takes_the_turn(backend: Backend) {
 }
 on_both_backends!(a_chunk_stops_when_another_process_takes_the_turn);
 
+/// A worker process taken for dead while it writes a chunk (its heartbeats were late: a stall,
+/// not a crash) stops the chunk within its turn watch and takes nothing more — no turn, no
+/// member — while its row is gone, though it still polls the queue: its lanes go back to the
+/// queue. Once its heartbeat is recorded again it is a live process and finishes the job, every
+/// member written once and each outcome the directory's state.
+async fn a_worker_taken_for_dead_writes_nothing_until_it_beats_again(backend: Backend) {
+    use licensor_core::jobs::processes;
+    const MEMBERS: u64 = 400;
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::simple(35, MEMBERS as usize, 800)),
+        faults: Faults {
+            latency_ms: 100,
+            ..Faults::unthrottled()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    // One lane, one request at a time: the chunk is written for several seconds. Heartbeats
+    // every 60 s: the process does not beat again by itself while the test looks.
+    let Some(app) = TestApp::start_with(
+        backend,
+        Roles::ALL,
+        "[worker]\nheartbeat_secs = 60\nmissed_heartbeats = 3\nshutdown_grace_secs = 5\n\
+         [jobs]\nchunk_size = 400\nlanes_per_job = 1\n[directory]\nmax_in_flight = 1\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let (tenant, job_id) = assign_all_users(&app, &emulator).await;
+    let written = || async {
+        stats(&emulator).await["successful_writes"]
+            .as_u64()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while written().await == 0 {
+        assert!(Instant::now() < deadline, "no write within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A peer finds the process silent and takes it over: its row, leases and turns go.
+    let rows = processes::all(&app.db).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let me = rows.into_iter().next().unwrap();
+    let freed = processes::take_over(&app.db, &me)
+        .await
+        .unwrap()
+        .expect("taken over");
+    assert_eq!(freed.members, MEMBERS, "{freed:?}");
+    // The chunk stops within its turn watch (about a second), and nothing more is written while
+    // the process has no row, however often its lanes come back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stopped = written().await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = written().await;
+        if now == stopped {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes went on: {now}");
+        stopped = now;
+    }
+    assert!(stopped < MEMBERS, "the chunk wrote all {stopped} members");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        written().await,
+        stopped,
+        "writes went on while the process had no row"
+    );
+    let job = app
+        .get_json(&format!("/v1/jobs/{job_id}"), &tenant.viewer)
+        .await;
+    assert_eq!(job["status"], "running", "{job}");
+    assert_eq!(
+        job["progress"]["succeeded"].as_u64(),
+        Some(stopped),
+        "{job}"
+    );
+    // Its heartbeat is recorded again: it goes on and finishes the job.
+    let process = processes::ProcessId {
+        name: me.id.clone(),
+        host: me.host.clone(),
+        pid: me.pid as u32,
+    };
+    processes::beat(&app.db, &process).await.unwrap();
+    let job = app.wait_for_job(&tenant.admin, &job_id, 120).await;
+    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    app.assert_outcomes_true(&tenant.viewer, &job_id, &emulator.base_url())
+        .await;
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(a_worker_taken_for_dead_writes_nothing_until_it_beats_again);
+
 /// An assign job of the "All Users" group of a 10-member directory, submitted through the API
 /// alone (no worker takes it) and moved to running, for tests that play its steps by hand:
 /// the emulator, the app, the job and the group's id. `None` when the backend is not configured.

@@ -210,9 +210,12 @@ impl TestData {
                 ns.url, ns.prefix
             ));
         }
-        toml.push_str(
-            "[worker]\nheartbeat_secs = 1\nmissed_heartbeats = 2\nshutdown_grace_secs = 5\n",
-        );
+        // Fast heartbeats, unless the test sets the worker's table itself.
+        if !extra.contains("[worker]") {
+            toml.push_str(
+                "[worker]\nheartbeat_secs = 1\nmissed_heartbeats = 2\nshutdown_grace_secs = 5\n",
+            );
+        }
         toml.push_str(extra);
         let mut settings = Settings::from_toml(&toml).expect("test settings");
         // Tests drive the API faster than any person; the per-token rate limit is on only where

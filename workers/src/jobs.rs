@@ -309,10 +309,11 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         }
         Turn::Gone => {
             // This process stopped (the step outlived its grace period) or was taken for dead:
-            // it takes nothing more, and the lane goes back to the queue for a live process.
+            // it takes nothing more, and the lane goes back to the queue for a live process —
+            // as a lane left to a writer does, so a process taken for dead that still polls the
+            // queue (until its next heartbeat brings it back) does not spin on its own lanes.
             tracing::debug!(job = %job_id, "lane given back: this process is no longer live");
-            ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
-            return Ok(());
+            return leave_to_writer(ctx, tenant_id, job_id).await;
         }
         Turn::Mine | Turn::Free => {}
     }
