@@ -544,9 +544,9 @@ on_both_backends!(a_chunk_stops_when_another_process_takes_the_turn);
 /// member written once and each outcome the directory's state.
 async fn a_worker_taken_for_dead_writes_nothing_until_it_beats_again(backend: Backend) {
     use licensor_core::jobs::processes;
-    const MEMBERS: u64 = 400;
+    const MEMBERS: u64 = 1_000;
     let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(Scenario::simple(35, MEMBERS as usize, 800)),
+        scenario: Some(Scenario::simple(35, MEMBERS as usize, 1_200)),
         faults: Faults {
             latency_ms: 100,
             ..Faults::unthrottled()
@@ -555,13 +555,13 @@ async fn a_worker_taken_for_dead_writes_nothing_until_it_beats_again(backend: Ba
     })
     .await
     .unwrap();
-    // One lane, one request at a time: the chunk is written for several seconds. Heartbeats
+    // One lane, one request at a time: the chunk is written for about 5 s. Heartbeats
     // every 60 s: the process does not beat again by itself while the test looks.
     let Some(app) = TestApp::start_with(
         backend,
         Roles::ALL,
         "[worker]\nheartbeat_secs = 60\nmissed_heartbeats = 3\nshutdown_grace_secs = 5\n\
-         [jobs]\nchunk_size = 400\nlanes_per_job = 1\n[directory]\nmax_in_flight = 1\n",
+         [jobs]\nchunk_size = 1000\nlanes_per_job = 1\n[directory]\nmax_in_flight = 1\n",
     )
     .await
     else {
@@ -586,7 +586,8 @@ async fn a_worker_taken_for_dead_writes_nothing_until_it_beats_again(backend: Ba
         .await
         .unwrap()
         .expect("taken over");
-    assert_eq!(freed.members, MEMBERS, "{freed:?}");
+    // (The chunk holds the members read so far: the first page of 999, or all.)
+    assert!(freed.members >= 999, "{freed:?}");
     // The chunk stops within its turn watch (about a second), and nothing more is written while
     // the process has no row, however often its lanes come back.
     let deadline = Instant::now() + Duration::from_secs(10);

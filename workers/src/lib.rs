@@ -201,7 +201,7 @@ where
         restarted = true;
         let outcome = match ctx.queue.clone() {
             Queue::Sqlite { storage, wake, .. } => {
-                // SQLite polls cost a query each: back off further when idle.
+                // SQLite polls cost a write each: fewer of them.
                 let storage =
                     storage.poll_with_strategy(poll_strategy(&wake, Duration::from_millis(500)));
                 let worker = WorkerBuilder::new(options.name.as_str())
@@ -213,7 +213,7 @@ where
             }
             Queue::Redis { storage, wake, .. } => {
                 let storage =
-                    storage.poll_with_strategy(poll_strategy(&wake, Duration::from_millis(100)));
+                    storage.poll_with_strategy(poll_strategy(&wake, Duration::from_millis(50)));
                 let worker = WorkerBuilder::new(options.name.as_str())
                     .backend(storage)
                     .data(ctx.clone())
@@ -263,12 +263,12 @@ where
 }
 
 /// When the queue worker looks for messages: at once when this process pushed one (the queue's
-/// wake-ups), and otherwise by polling — every 20 ms while there is work, backing off to `idle`
-/// while the queue stays empty, with a timer that never goes quiet ([`poll::Ticker`]).
-fn poll_strategy(wake: &licensor_core::queue::Wake, idle: Duration) -> Strategy {
+/// wake-ups), and otherwise by polling every `every`, with a timer that never goes quiet
+/// ([`poll::Ticker`]).
+fn poll_strategy(wake: &licensor_core::queue::Wake, every: Duration) -> Strategy {
     Strategy::new()
         .stream(wake.stream())
-        .apply(poll::Ticker::new(Duration::from_millis(20), idle))
+        .apply(poll::Ticker::new(every))
 }
 
 /// Run the worker; once it has been told to stop it has `grace` to finish in-flight tasks.

@@ -16,23 +16,21 @@ use std::time::Duration;
 use apalis::prelude::{PollSnapshot, PollStrategy};
 use tokio::time::{Instant, Sleep};
 
-/// A poll every `busy` while the worker finds messages, doubling up to `idle` while it finds
-/// none; always armed (see the module's docs).
+/// A poll every `every`, always armed (see the module's docs). Steady rather than quicker while
+/// there is work: the messages this process pushes wake its worker at once, so polls only find
+/// what other processes push (and messages coming due), and each poll is a query of the queue —
+/// on SQLite a write — whose cost a busy worker pays most.
 pub struct Ticker {
     sleep: Pin<Box<Sleep>>,
-    busy: Duration,
-    idle: Duration,
-    current: Duration,
+    every: Duration,
 }
 
 impl Ticker {
-    /// Polls every `busy` (e.g. 20 ms) while there is work, backing off to `idle` (e.g. 500 ms).
-    pub fn new(busy: Duration, idle: Duration) -> Ticker {
+    /// Polls every `every`.
+    pub fn new(every: Duration) -> Ticker {
         Ticker {
-            sleep: Box::pin(tokio::time::sleep(busy)),
-            busy,
-            idle: idle.max(busy),
-            current: busy,
+            sleep: Box::pin(tokio::time::sleep(every)),
+            every,
         }
     }
 }
@@ -43,26 +41,13 @@ impl PollStrategy for Ticker {
         // Re-armed and polled until it is pending: the next tick's wake-up is registered.
         while self.sleep.as_mut().poll(cx).is_ready() {
             fired = true;
-            let next = Instant::now() + self.current;
+            let next = Instant::now() + self.every;
             self.sleep.as_mut().reset(next);
         }
         if fired {
             Poll::Ready(Some(()))
         } else {
             Poll::Pending
-        }
-    }
-
-    fn on_poll(&mut self, snapshot: &PollSnapshot) {
-        if snapshot.is_idle() {
-            self.current = (self.current * 2).min(self.idle);
-        } else {
-            self.current = self.busy;
-            // Work again: a tick armed for an idle queue comes sooner.
-            let soon = Instant::now() + self.busy;
-            if self.sleep.deadline() > soon {
-                self.sleep.as_mut().reset(soon);
-            }
         }
     }
 }
@@ -85,7 +70,7 @@ mod tests {
     /// polling the worker in between — the case apalis's interval strategies left unarmed.
     #[tokio::test(start_paused = true)]
     async fn a_fired_tick_arms_the_next() {
-        let mut ticker = Ticker::new(Duration::from_millis(20), Duration::from_millis(500));
+        let mut ticker = Ticker::new(Duration::from_millis(20));
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = std::task::Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
@@ -101,29 +86,5 @@ mod tests {
         // Nothing polls the ticker now; its next tick wakes the worker by itself.
         tokio::time::sleep(Duration::from_millis(25)).await;
         assert_eq!(count.0.load(Ordering::SeqCst), 2, "the next tick was armed");
-    }
-
-    /// Idle, the ticks back off to `idle`; work brings them back to `busy` at once.
-    #[tokio::test(start_paused = true)]
-    async fn ticks_back_off_while_idle_and_come_back_with_work() {
-        let (busy, idle) = (Duration::from_millis(20), Duration::from_millis(500));
-        let mut ticker = Ticker::new(busy, idle);
-        let idle_snapshot = PollSnapshot {
-            idle_for: Duration::from_secs(10),
-            ..PollSnapshot::default()
-        };
-        for _ in 0..10 {
-            ticker.on_poll(&idle_snapshot);
-        }
-        assert_eq!(ticker.current, idle);
-        let busy_snapshot = PollSnapshot {
-            consecutive_ready: 3,
-            total_ready: 3,
-            ..PollSnapshot::default()
-        };
-        assert!(idle_snapshot.is_idle() && !busy_snapshot.is_idle());
-        ticker.on_poll(&busy_snapshot);
-        assert_eq!(ticker.current, busy);
-        assert!(ticker.sleep.deadline() <= Instant::now() + busy);
     }
 }
