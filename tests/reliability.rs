@@ -151,6 +151,36 @@ async fn flaky_throttled_directory(backend: Backend) {
 }
 on_both_backends!(flaky_throttled_directory);
 
+/// Writes the emulator has accepted so far.
+async fn written_to(emulator: &EmulatorHandle) -> u64 {
+    stats(emulator).await["successful_writes"].as_u64().unwrap()
+}
+
+/// Wait (up to 10 s) until no write reaches the emulator for a second, well before all
+/// `members` are written, and check that none comes for 3 s more (`while`: what should hold
+/// them back). Returns the writes made by then.
+async fn writes_stop(emulator: &EmulatorHandle, members: u64, while_: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stopped = written_to(emulator).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = written_to(emulator).await;
+        if now == stopped {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes went on: {now}");
+        stopped = now;
+    }
+    assert!(stopped < members, "the chunk wrote all {stopped} members");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        written_to(emulator).await,
+        stopped,
+        "writes went on {while_}"
+    );
+    stopped
+}
+
 /// Processes `names` record a heartbeat: they are live worker processes, which alone take
 /// members, expansions and turns to write.
 async fn live(db: &sea_orm::DatabaseConnection, names: &[&str]) {
@@ -173,12 +203,7 @@ async fn take_over_silent_process(
     name: &str,
 ) -> licensor_core::jobs::processes::Freed {
     use licensor_core::jobs::processes;
-    let process = processes::ProcessId {
-        name: name.into(),
-        host: "host".into(),
-        pid: 1,
-    };
-    processes::beat(db, &process).await.unwrap();
+    live(db, &[name]).await;
     let row = processes::all(db)
         .await
         .unwrap()
@@ -448,11 +473,7 @@ async fn a_chunk_stops_when_another_process_takes_the_turn(backend: Backend) {
             }
         }))
     };
-    let written = || async {
-        stats(&emulator).await["successful_writes"]
-            .as_u64()
-            .unwrap()
-    };
+    let written = || written_to(&emulator);
     let deadline = Instant::now() + Duration::from_secs(60);
     while written().await == 0 {
         assert!(Instant::now() < deadline, "no write within 60 s");
@@ -484,24 +505,7 @@ async fn a_chunk_stops_when_another_process_takes_the_turn(backend: Backend) {
     );
     // The chunk stops within its turn watch (about a second), plus the one request in flight:
     // no write for a second, well before all are written (about 2 s of writes at the least).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stopped = written().await;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = written().await;
-        if now == stopped {
-            break;
-        }
-        assert!(Instant::now() < deadline, "writes went on: {now}");
-        stopped = now;
-    }
-    assert!(stopped < MEMBERS, "the chunk wrote all {stopped} members");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        written().await,
-        stopped,
-        "writes went on while another process held the turn"
-    );
+    let stopped = writes_stop(&emulator, MEMBERS, "while another process held the turn").await;
     // Stopped by the turn, not taken for a cancel: the written members are done, the rest
     // pending, none skipped.
     let job = app
@@ -568,11 +572,7 @@ async fn a_worker_taken_for_dead_writes_nothing_until_it_beats_again(backend: Ba
         return;
     };
     let (tenant, job_id) = assign_all_users(&app, &emulator).await;
-    let written = || async {
-        stats(&emulator).await["successful_writes"]
-            .as_u64()
-            .unwrap()
-    };
+    let written = || written_to(&emulator);
     let deadline = Instant::now() + Duration::from_secs(60);
     while written().await == 0 {
         assert!(Instant::now() < deadline, "no write within 60 s");
@@ -590,24 +590,7 @@ async fn a_worker_taken_for_dead_writes_nothing_until_it_beats_again(backend: Ba
     assert!(freed.members >= 999, "{freed:?}");
     // The chunk stops within its turn watch (about a second), and nothing more is written while
     // the process has no row, however often its lanes come back.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stopped = written().await;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = written().await;
-        if now == stopped {
-            break;
-        }
-        assert!(Instant::now() < deadline, "writes went on: {now}");
-        stopped = now;
-    }
-    assert!(stopped < MEMBERS, "the chunk wrote all {stopped} members");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        written().await,
-        stopped,
-        "writes went on while the process had no row"
-    );
+    let stopped = writes_stop(&emulator, MEMBERS, "while the process had no row").await;
     let job = app
         .get_json(&format!("/v1/jobs/{job_id}"), &tenant.viewer)
         .await;
