@@ -124,6 +124,66 @@ async fn pages_a_5000_member_group_each_member_once() {
     em.shutdown().await;
 }
 
+/// A job stores each group's `@odata.nextLink` to read on after a restart. When the tenant's
+/// directory URL changed meanwhile (the demo's emulator restarted on another port), the stored
+/// link names a host that is gone: reading on goes to the client's own Graph URL with the same
+/// path and `$skiptoken`, and every member is read once. A link outside `/v1.0` is refused
+/// before any request, so the token never leaves the configured Graph URL.
+#[tokio::test]
+async fn a_stored_next_link_reads_on_at_the_current_graph_url() {
+    let em = emulator().await;
+    let client = client_for(&em, &em.client_secret());
+    let all_staff = group_id(&client, "All Staff").await;
+    let mut pages = client.member_pages(&all_staff, false, None);
+    let first = pages.try_next().await.unwrap().expect("a first page");
+    drop(pages);
+    let link = first.next_link.expect("5,000 members: more than one page");
+    let port = reqwest::Url::parse(&em.base_url()).unwrap().port().unwrap();
+    let stale = link.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:9");
+    assert_ne!(stale, link, "the link names the emulator's address: {link}");
+
+    let rest: Vec<User> = client
+        .member_pages(&all_staff, false, Some(stale))
+        .map_ok(|page| futures::stream::iter(page.users.into_iter().map(Ok::<_, DirectoryError>)))
+        .try_flatten()
+        .try_collect()
+        .await
+        .expect("reads on at the emulator");
+    let mut ids: HashSet<String> = first.users.into_iter().map(|u| u.id).collect();
+    let read_on = rest.len();
+    ids.extend(rest.into_iter().map(|u| u.id));
+    assert_eq!(read_on, 5_000 - 999);
+    assert_eq!(ids.len(), 5_000, "each member exactly once");
+
+    let before = requests_matching(&stats(&em).await, "members");
+    for foreign in [
+        "https://elsewhere.example/api/groups/x/members?$skiptoken=1",
+        "not a link",
+    ] {
+        let err = client
+            .member_pages(&all_staff, false, Some(foreign.to_owned()))
+            .try_collect::<Vec<_>>()
+            .await
+            .expect_err(foreign);
+        assert!(
+            matches!(
+                err,
+                DirectoryError::Permanent {
+                    code: ItemCode::Other,
+                    ..
+                }
+            ),
+            "{foreign}: {err:?}"
+        );
+    }
+    assert_eq!(
+        requests_matching(&stats(&em).await, "members"),
+        before,
+        "no request for a link outside the Graph URL"
+    );
+    em.shutdown().await;
+}
+
 #[tokio::test]
 async fn transitive_members_include_nested_groups_and_only_users() {
     let em = emulator().await;

@@ -597,6 +597,41 @@ impl DirectoryClient {
         format!("{}{path_and_query}", self.inner.graph_url)
     }
 
+    /// `link` (an `@odata.nextLink`, as the directory gave it or as a job stored it to read on
+    /// later) on this client's Graph URL: the same path below the version segment (`/v1.0`) and
+    /// the same query. A job that reads on after the tenant's directory URL changed (a restarted
+    /// emulator on another port, a proxy put in front) goes on from where it was, and the bearer
+    /// token only ever goes to the configured Graph URL.
+    ///
+    /// Errors: a link that is not a URL, or has no version segment, is `Permanent` (`other`):
+    /// it is not a page of this directory, and asking again would not make it one.
+    fn on_graph_url(&self, link: &str) -> Result<String, DirectoryError> {
+        let base = &self.inner.graph_url;
+        if link
+            .strip_prefix(base.as_str())
+            .is_some_and(|rest| rest.starts_with(['/', '?']))
+        {
+            return Ok(link.to_owned());
+        }
+        let foreign = |why: &str| DirectoryError::Permanent {
+            code: ItemCode::Other,
+            detail: format!("@odata.nextLink {why}"),
+        };
+        let parsed = reqwest::Url::parse(link).map_err(|_| foreign("is not a URL"))?;
+        let version = base.rsplit('/').next().unwrap_or_default();
+        let marker = format!("/{version}/");
+        let path = parsed.path();
+        let at = path
+            .find(&marker)
+            .filter(|_| !version.is_empty())
+            .ok_or_else(|| foreign(&format!("is outside the directory's /{version} API")))?;
+        let below = &path[at + marker.len() - 1..];
+        Ok(match parsed.query() {
+            Some(query) => format!("{base}{below}?{query}"),
+            None => format!("{base}{below}"),
+        })
+    }
+
     /// Groups whose display name starts with `search` (all groups when empty), up to `limit`.
     pub async fn list_groups(
         &self,
@@ -625,7 +660,7 @@ impl DirectoryClient {
                 groups.truncate(limit);
                 break;
             }
-            next = page.next_link;
+            next = page.next_link.map(|l| self.on_graph_url(&l)).transpose()?;
         }
         Ok(groups)
     }
@@ -759,9 +794,10 @@ impl DirectoryClient {
         stream::try_unfold(Some(first), move |next| {
             let client = client.clone();
             async move {
-                let Some(url) = next else {
+                let Some(link) = next else {
                     return Ok::<_, DirectoryError>(None);
                 };
+                let url = client.on_graph_url(&link)?;
                 let page: Collection<T> = client.get_json(&url, "members").await?;
                 let next = page.next_link.clone();
                 Ok(Some(((page.value, page.next_link), next)))
