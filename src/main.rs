@@ -1,5 +1,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    licensor::cli::main(licensor::cli::Cli::parse())
+    match licensor::cli::Cli::try_parse() {
+        Ok(cli) => licensor::cli::main(cli),
+        Err(e) => licensor::cli::refuse(e),
+    }
 }

@@ -397,19 +397,34 @@ async fn migrate_command_on_postgres() {
 /// `licensor jobs …` against `app` with `token`, its output collected (killed if it outlives the
 /// test's patience).
 async fn jobs_cli(app: &common::TestApp, token: &str, args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::from(jobs_cli_command(app, token, args));
+    output_of(jobs_cli_command(app, token, args), args).await
+}
+
+/// `licensor ARGS…` as a client of `app`, with `token`, run to its end.
+async fn client_cli(app: &common::TestApp, token: &str, args: &[&str]) -> Output {
+    output_of(client_cli_command(app, token, args), args).await
+}
+
+async fn output_of(cmd: Command, args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
     tokio::time::timeout(Duration::from_secs(180), cmd.output())
         .await
-        .unwrap_or_else(|_| panic!("licensor jobs {args:?} did not end within 180 s"))
-        .expect("run licensor jobs")
+        .unwrap_or_else(|_| panic!("licensor {args:?} did not end within 180 s"))
+        .expect("run licensor")
 }
 
 /// The `licensor jobs …` command that [`jobs_cli`] runs.
 fn jobs_cli_command(app: &common::TestApp, token: &str, args: &[&str]) -> Command {
+    let mut cmd = client_cli_command(app, token, &["jobs"]);
+    cmd.args(args);
+    cmd
+}
+
+/// `licensor ARGS…` as a client of `app`, with `token`.
+fn client_cli_command(app: &common::TestApp, token: &str, args: &[&str]) -> Command {
     let mut cmd = licensor();
-    cmd.arg("jobs")
-        .args(args)
+    cmd.args(args)
         .env("LICENSOR_URL", &app.url)
         .env("LICENSOR_TOKEN", token);
     cmd
@@ -493,6 +508,51 @@ async fn jobs_from_the_command_line() {
     app.connect_directory(tenant.id, &emulator).await;
     let admin = tenant.admin.as_str();
 
+    // The names a job takes, as the pickers list them: groups by the start of their name, and
+    // the SKUs with their units.
+    let out = client_cli(
+        &app,
+        tenant.viewer.as_str(),
+        &["directory", "groups", "sal"],
+    )
+    .await;
+    let text = succeeded(&out);
+    let sales = app.group_id(admin, "Sales").await;
+    assert!(
+        text.lines().next().is_some_and(|h| h.starts_with("ID"))
+            && text
+                .lines()
+                .any(|l| l.starts_with(sales.as_str()) && l.contains("Sales")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("All Staff"),
+        "only names starting with it: {text}"
+    );
+    let out = client_cli(
+        &app,
+        admin,
+        &["directory", "groups", "--json", "--limit", "2"],
+    )
+    .await;
+    let groups: Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    assert_eq!(groups.as_array().map(Vec::len), Some(2), "{groups}");
+    let out = client_cli(&app, admin, &["directory", "skus", "--plans"]).await;
+    let text = succeeded(&out);
+    let e5 = text
+        .lines()
+        .find(|l| l.starts_with("SPE_E5 "))
+        .unwrap_or_else(|| panic!("SPE_E5 listed: {text}"));
+    let cells: Vec<&str> = e5.split_whitespace().collect();
+    assert_eq!(cells[1], graph_emulator::SPE_E5_SKU_ID, "{e5}");
+    assert_eq!(cells[2], "100", "enabled units: {e5}");
+    let consumed: i64 = cells[3].parse().unwrap();
+    assert_eq!(cells[4].parse::<i64>().unwrap(), 100 - consumed, "{e5}");
+    assert!(cells[5].contains("TEAMS1"), "its service plans: {e5}");
+    let out = client_cli(&app, admin, &["directory", "groups", "--limit", "0"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_line(&out).contains("--limit"));
+
     // Bad input: one line naming the problem, exit 1, and no job. A refusal of the API is its
     // code and detail.
     for (token, group, sku, says) in [
@@ -515,6 +575,40 @@ async fn jobs_from_the_command_line() {
         assert!(stderr_line(&out).contains(says), "{says}");
         assert!(out.stdout.is_empty());
     }
+    // The API's refusal in the command line's words: the option, not the request's field.
+    let mut remove_with_assign = assign("Sales", "SPE_E5").to_vec();
+    remove_with_assign.extend(["--remove", "ENTERPRISEPACK"]);
+    let out = jobs_cli(&app, admin, &remove_with_assign).await;
+    assert_eq!(out.status.code(), Some(1));
+    let line = stderr_line(&out);
+    assert!(
+        line.contains("`--remove` cannot be used with an assign job")
+            && !line.contains("_licenses"),
+        "{line}"
+    );
+    // A usage error is one line too, exit 2: clap's message, its tip and where help is.
+    let out = jobs_cli(
+        &app,
+        admin,
+        &["submit", "--kind", "assign", "--grop", "Sales"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let line = stderr_line(&out);
+    assert!(
+        line.starts_with("error: unexpected argument '--grop' found")
+            && line.contains("'--group'")
+            && line.ends_with("see 'licensor jobs submit --help'"),
+        "{line}"
+    );
+    let out = jobs_cli(
+        &app,
+        admin,
+        &["submit", "--kind", "lend", "--group", "Sales"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_line(&out).contains("'lend'"));
     let out = jobs_cli(&app, admin, &["watch", "not-a-job"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr_line(&out).contains("not-a-job"));

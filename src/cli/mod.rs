@@ -14,6 +14,7 @@ use crate::app::{Application, Roles, StartError, shutdown_signal};
 mod admin;
 mod client;
 mod demo;
+mod directory;
 mod jobs;
 mod licenses;
 mod members;
@@ -74,6 +75,10 @@ pub enum Command {
     /// running licensor with an admin token: --url/--token or LICENSOR_URL/LICENSOR_TOKEN).
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
+    /// The tenant's directory: `directory groups [SEARCH]` and `directory skus` list the groups
+    /// and SKUs a job names (a client of a running licensor).
+    #[command(subcommand)]
+    Directory(directory::DirectoryCommand),
     /// Directory members: `members history UPN` lists every job that touched one (a client of a
     /// running licensor).
     #[command(subcommand)]
@@ -95,6 +100,44 @@ impl std::fmt::Display for Exit {
 }
 
 impl std::error::Error for Exit {}
+
+/// A command line clap refused. Help and version are printed as clap renders them (and so is
+/// the help shown for a command given without its subcommand); a usage error is one line on
+/// stderr with clap's tips and where the command's help is, exit 2. Example:
+/// `error: unexpected argument '--grop' found; tip: a similar argument exists: '--group'; see
+/// 'licensor jobs submit --help'`.
+pub fn refuse(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let code = u8::try_from(e.exit_code()).unwrap_or(2);
+    if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(code);
+    }
+    eprintln!("{}", usage_line(&e.render().to_string()));
+    ExitCode::from(code)
+}
+
+/// clap's rendered usage error on one line: its `error:` and `tip:` lines, then the command
+/// named by its `Usage:` line as the place to read more.
+fn usage_line(rendered: &str) -> String {
+    let mut parts = Vec::new();
+    let mut command = None;
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(usage) = line.strip_prefix("Usage:") {
+            let words: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']) && !w.contains('|'))
+                .collect();
+            command.get_or_insert_with(|| words.join(" "));
+        } else if !line.starts_with("For more information") {
+            parts.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    if let Some(command) = command.filter(|c| !c.is_empty()) {
+        parts.push(format!("see '{command} --help'"));
+    }
+    parts.join("; ")
+}
 
 /// Run the command and turn any failure into one line and an exit code.
 pub fn main(cli: Cli) -> ExitCode {
@@ -186,6 +229,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(cmd) => jobs::run(cmd).await,
         Command::Webhooks(cmd) => webhooks::run(cmd).await,
         Command::Members(cmd) => members::run(cmd).await,
+        Command::Directory(cmd) => directory::run(cmd).await,
         command => {
             let settings = Settings::load()?;
             crate::telemetry::init_tracing(&settings.log);
@@ -213,7 +257,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 | Command::Licenses(_)
                 | Command::Jobs(_)
                 | Command::Webhooks(_)
-                | Command::Members(_) => {
+                | Command::Members(_)
+                | Command::Directory(_) => {
                     unreachable!("handled above")
                 }
             }
@@ -233,4 +278,40 @@ async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
 
 pub(crate) fn start_error(e: StartError) -> anyhow::Error {
     anyhow::anyhow!(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_usage_error_is_one_line_naming_the_command_to_ask_for_help() {
+        for (args, says, command) in [
+            (
+                &["licensor", "jobs", "submit", "--grop", "x"][..],
+                "error: unexpected argument '--grop' found",
+                "see 'licensor jobs submit --help'",
+            ),
+            (
+                &["licensor", "jobz"][..],
+                "error: unrecognized subcommand 'jobz'",
+                "see 'licensor --help'",
+            ),
+            (
+                &["licensor", "jobs", "watch"][..],
+                "error: the following required arguments were not provided:",
+                "see 'licensor jobs watch --help'",
+            ),
+        ] {
+            let e = Cli::try_parse_from(args).expect_err("a usage error");
+            let rendered = e.render().to_string();
+            assert!(rendered.lines().count() > 1, "clap renders {rendered:?}");
+            let line = usage_line(&rendered);
+            assert!(!line.contains('\n'), "{line:?}");
+            assert!(
+                line.starts_with(says) && line.ends_with(command),
+                "{args:?}: {line:?}"
+            );
+        }
+    }
 }

@@ -229,7 +229,7 @@ pub(super) async fn run(args: Submit) -> anyhow::Result<()> {
     if let Some(key) = &args.idempotency_key {
         req = req.header("Idempotency-Key", key);
     }
-    let answer = api.json(req).await?;
+    let answer = api.json(req).await.map_err(in_options)?;
     if args.preview {
         let id = job_view(&answer)?.id;
         let preview = wait_preview(&api, &id.to_string()).await?;
@@ -247,6 +247,31 @@ pub(super) async fn run(args: Submit) -> anyhow::Result<()> {
         println!("{}", job_view(&answer)?.id);
     }
     Ok(())
+}
+
+/// The request's fields as `licensor jobs submit` spells them: a refusal of the API names the
+/// fields of `POST /v1/jobs` (`remove_licenses`), the command line the options that set them.
+const OPTION_OF_FIELD: [(&str, &str); 10] = [
+    ("`groups`", "`--group`"),
+    ("`transitive`", "`--transitive`"),
+    ("`add_licenses`", "`--add`"),
+    ("`remove_licenses`", "`--remove`"),
+    ("`replace_all`", "`--replace-all`"),
+    ("`usage_location`", "`--usage-location`"),
+    ("`expires_in`", "`--expires-in`"),
+    ("`export`", "`--to`/`--format`"),
+    ("`preview`", "`--preview`"),
+    ("`canary`", "`--canary`"),
+];
+
+/// A refusal of `POST /v1/jobs` in the words of the command line (see [`OPTION_OF_FIELD`]).
+fn in_options(refusal: anyhow::Error) -> anyhow::Error {
+    let text = OPTION_OF_FIELD
+        .iter()
+        .fold(refusal.to_string(), |text, (field, option)| {
+            text.replace(field, option)
+        });
+    anyhow::anyhow!(text)
 }
 
 /// Read a preview until it has left Waiting and In Progress; an error when it ended otherwise
@@ -439,6 +464,21 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_refusal_names_the_options() {
+        let said = in_options(anyhow::anyhow!(
+            "field_not_allowed: `remove_licenses` cannot be used with an assign job"
+        ));
+        assert_eq!(
+            said.to_string(),
+            "field_not_allowed: `--remove` cannot be used with an assign job"
+        );
+        let said = in_options(anyhow::anyhow!(
+            "licenses_required: a replace job needs the licenses to add in `add_licenses`"
+        ));
+        assert!(said.to_string().ends_with("in `--add`"), "{said}");
+    }
 
     #[test]
     fn export_locations() {
