@@ -616,6 +616,96 @@ async fn worker_killed_taken_over_after_missed_heartbeats_postgres_redis() {
     emulator.shutdown().await;
 }
 
+/// The process holding the tenant's turn to write, as `tenant_writers` says now.
+async fn turn_holder(db: &sea_orm::DatabaseConnection) -> Option<String> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT owner FROM tenant_writers WHERE until >= clock_timestamp()".to_owned(),
+        ))
+        .await
+        .unwrap()?;
+    Some(row.try_get("", "owner").unwrap())
+}
+
+/// A worker killed with SIGKILL while it writes to a throttled tenant (PostgreSQL + Redis, two
+/// workers, heartbeats as shipped): it holds the tenant's turn to write, and lanes of the job
+/// wait in its memory for the write budget (a turn kept for a lane that waits lasts past the
+/// wait). Nobody ends that turn but the takeover of the dead process: within 15 s of its last
+/// heartbeat the turn ends, the job's lanes are queued again, the other worker takes the turn
+/// and writes on, and every member is written exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_killed_while_its_lanes_wait_for_the_budget_postgres_redis() {
+    if !services_configured() {
+        return;
+    }
+    const MEMBERS: u64 = 3_000;
+    // 200 writes per 2 s: the job needs 30 s of budget, so lanes wait for it all along.
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::simple(51, MEMBERS as usize, (MEMBERS * 2) as u32)),
+        faults: Faults {
+            latency_ms: 10,
+            throttling: true,
+            write_budget: graph_emulator::Budget {
+                limit: 200,
+                window_ms: 2_000,
+            },
+            ..Faults::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let pg = PgDatabase::create(&common::postgres_url().unwrap()).await;
+    let services = Services {
+        database_url: pg.url.clone(),
+        redis: RedisNamespace::new(&common::redis_url().unwrap()),
+    };
+    let mut d = Deployment::start_on(&emulator, 2, services, &SHIPPED_TAKEOVER).await;
+    let db = sea_orm::Database::connect(d.database_url()).await.unwrap();
+    let id = d.submit_assign().await;
+    d.wait_progress(&id, 600).await;
+    let holder = turn_holder(&db)
+        .await
+        .expect("a worker holds the tenant's turn");
+    let mut index = None;
+    for i in [1, 2] {
+        if process_name(&db, d.procs.0[i].id()).await == holder {
+            index = Some(i);
+        }
+    }
+    let index = index.unwrap_or_else(|| panic!("the turn's holder {holder} is a worker"));
+    kill_9(&mut d.procs.0[index]);
+    let killed = Instant::now();
+    let done_at_kill = succeeded(&d, &id).await.unwrap_or(0);
+    d.spawn(&["worker"]);
+    // Nobody writes while the dead worker's turn stands: any member done later was written by
+    // the worker that took the turn over.
+    let resumed = wait_beyond(&d, &id, done_at_kill, Duration::from_secs(60)).await;
+    let next_holder = turn_holder(&db).await;
+    let job = d.wait_end(&id, 300).await;
+    let finished = killed.elapsed();
+    let seen = stats(&emulator).await;
+    eprintln!(
+        "worker holding the turn killed with {done_at_kill} of {MEMBERS} members done: writes resumed {resumed:?} after the kill (turn now {next_holder:?}); job finished {finished:?} after the kill; {} requests answered 429",
+        seen["throttled"]
+    );
+    assert_ne!(
+        next_holder.as_deref(),
+        Some(holder.as_str()),
+        "the dead worker's turn ended"
+    );
+    assert!(
+        resumed <= Duration::from_secs(15 + 5),
+        "writes resumed {resumed:?} after the kill (takeover 15 s after its last heartbeat)"
+    );
+    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    drop(d);
+    drop(pg);
+    emulator.shutdown().await;
+}
+
 /// `licensor serve` on the embedded default (one process: API and worker on SQLite) killed with
 /// SIGKILL mid-job (20,000 members, still reading them), and started again at once: the new
 /// process takes over its dead predecessor's leases at start — its members and its expansion
