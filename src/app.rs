@@ -266,6 +266,7 @@ impl Application {
                 leases: Default::default(),
                 turns: licensor_core::jobs::writer::Turns::new(options.name.clone()),
                 webhooks: webhooks.clone(),
+                stopping: Default::default(),
             };
             let signal = stopped(stop_rx.clone());
             tasks.spawn(licensor_workers::run(ctx, options, signal));

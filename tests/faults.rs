@@ -275,6 +275,89 @@ async fn sigterm_with_short_grace_releases_members_postgres_redis() {
     emulator.shutdown().await;
 }
 
+/// A worker told to stop (SIGTERM) while it reads a large group from a slow directory stops
+/// reading after the page it stores, and exits well within its grace period instead of reading
+/// on until the grace runs out: the other worker reads on from the last page stored, and every
+/// member is written exactly once, no page read more than twice (pages read ahead but not
+/// stored are read again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_while_reading_groups_hands_the_expansion_back_postgres_redis() {
+    if !services_configured() {
+        return;
+    }
+    const MEMBERS: u64 = 12_000;
+    // 13 pages of members, 1.5 s each: reading takes about 20 s, longer than the grace period.
+    let emulator = directory(MEMBERS as usize, 1_500).await;
+    let pg = PgDatabase::create(&common::postgres_url().unwrap()).await;
+    let services = Services {
+        database_url: pg.url.clone(),
+        redis: RedisNamespace::new(&common::redis_url().unwrap()),
+    };
+    let mut d = Deployment::start_on(
+        &emulator,
+        2,
+        services,
+        &[
+            ("LICENSOR_WORKER__SHUTDOWN_GRACE_SECS", "15"),
+            // A chunk is one wave of `$batch`es (1.5 s): the steps writing members end soon.
+            ("LICENSOR_JOBS__CHUNK_SIZE", "100"),
+        ],
+    )
+    .await;
+    let db = sea_orm::Database::connect(d.database_url()).await.unwrap();
+    let id = d.submit_assign().await;
+    // Two pages stored, and the group still being read.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = d.job(&id).await;
+        if job["progress"]["total"].as_u64().unwrap_or(0) >= 1_998 {
+            assert_eq!(job["expanding"], true, "still reading the group: {job}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no pages stored: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = expanding_pid(&db).await.expect("a worker reads the group");
+    let index = [1, 2]
+        .into_iter()
+        .find(|&i| d.procs.0[i].id() == pid)
+        .expect("the reader is one of the workers");
+    let asked = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exited = d.procs.0[index].wait().unwrap();
+    let stopped_in = asked.elapsed();
+    assert!(exited.success(), "the worker exits cleanly: {exited:?}");
+    let total_at_exit = d.job(&id).await["progress"]["total"].as_u64().unwrap_or(0);
+    let job = d.wait_end(&id, 240).await;
+    let s = stats(&emulator).await;
+    eprintln!(
+        "sigterm while reading ({total_at_exit} of {MEMBERS} members read at exit): the worker exited {stopped_in:?} after it was asked to stop (grace 15 s); member pages read {} (most reads of one page: {})",
+        s["member_pages_read"], s["member_page_reads_max"]
+    );
+    assert!(
+        total_at_exit < MEMBERS,
+        "the stopping worker left the rest of the group to be read elsewhere"
+    );
+    assert!(
+        stopped_in < Duration::from_secs(10),
+        "stopped reading at a page, not at the end of its grace period: {stopped_in:?}"
+    );
+    assert!(
+        s["member_page_reads_max"].as_u64().unwrap() <= 2,
+        "no page of members read more than twice: {s}"
+    );
+    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    drop(d);
+    drop(pg);
+    emulator.shutdown().await;
+}
+
 /// The process id of the worker holding a running job's expansion (its lease owner is named
 /// `licensor-{host}-{pid}-{suffix}/{step}`), if one holds it.
 async fn expanding_pid(db: &sea_orm::DatabaseConnection) -> Option<u32> {

@@ -124,17 +124,14 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             lanes_queued = true;
             Box::pin(push_lanes(ctx, &job)) as futures::future::BoxFuture<'_, _>
         };
-        let expanded = jobs::expand::expand(
-            &ctx.db,
-            &owner,
-            &client,
-            &ctx.jobs,
-            &job,
-            &req,
-            &mut read,
-            start_lanes,
-        )
-        .await?;
+        let reader = jobs::expand::Reader {
+            db: &ctx.db,
+            owner: &owner,
+            client: &client,
+            settings: &ctx.jobs,
+            stop: &ctx.stopping,
+        };
+        let expanded = jobs::expand::expand(&reader, &job, &req, &mut read, start_lanes).await?;
         if !matches!(expanded, Ok(true)) {
             if !jobs::expand::holds_expansion(&ctx.db, job.id, &owner).await? {
                 return expansion_lost(&job);
@@ -150,8 +147,14 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             }
             Ok(false) => {
                 // Cancelled or paused (by its canary) while the groups were read, or cancelled
-                // and run again meanwhile.
+                // and run again meanwhile, or this process is stopping.
                 match jobs::finish::status(&ctx.db, job.id).await? {
+                    Some(JobStatus::Running) if ctx.stopping.load(Ordering::Relaxed) => {
+                        // Another process (or this one, started again) reads on from the
+                        // last page stored.
+                        tracing::info!(job = %job.id, "process stopping: expansion handed back");
+                        ctx.queue.push(Message::Run { tenant_id, job_id }).await?;
+                    }
                     Some(JobStatus::Paused) => {
                         // A resumed job reads on from the last page stored.
                         tracing::info!(job = %job.id, "job paused during expansion");

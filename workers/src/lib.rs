@@ -44,6 +44,9 @@ pub struct WorkerContext {
     pub turns: licensor_core::jobs::writer::Turns,
     /// Webhook settings, the key to their signing secrets and the client deliveries use.
     pub webhooks: licensor_core::webhooks::Webhooks,
+    /// Raised once the process is told to stop: a step reading a job's groups stops after the
+    /// page it stores ([`licensor_core::jobs::expand::expand`]).
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How a worker process runs.
@@ -166,8 +169,11 @@ where
     {
         let stopping = stopping.clone();
         let sweeps_stop = sweeps_stop.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             shutdown.await;
+            ctx.stopping
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             sweeps_stop.send_replace(true);
             stopping.notify_one();
         });
@@ -227,7 +233,17 @@ where
             // they get the grace period, then their members are released.
             let _ = tokio::time::timeout(grace, ctx.leases.drained()).await;
             release_held(&ctx, grace).await;
-            break outcome;
+            break match outcome {
+                // Once this process stopped beating on the queue, the queue gave the messages
+                // of its steps still running to the other workers as orphans, and the steps
+                // that finish within the grace period cannot acknowledge them: nothing is
+                // lost, a step's message runs again (a step is safe to run twice).
+                Err(e) => {
+                    tracing::warn!(error = %e, "steps that finished while the worker stopped could not be acknowledged; their messages run again elsewhere");
+                    Ok(())
+                }
+                ok => ok,
+            };
         }
         match outcome {
             Ok(()) => tracing::warn!("the queue worker stopped; starting it again"),

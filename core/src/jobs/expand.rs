@@ -390,26 +390,46 @@ pub async fn mark_expanded(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<bo
     Ok(marked == 1)
 }
 
+/// What a step reading a job's groups ([`expand`]) works with.
+#[derive(Clone, Copy)]
+pub struct Reader<'r> {
+    pub db: &'r Db,
+    /// The step holding the expansion ([`claim_expansion`]).
+    pub owner: &'r str,
+    pub client: &'r DirectoryClient,
+    pub settings: &'r JobSettings,
+    /// Raised when the step's process stops: expansion stops after the page being stored.
+    pub stop: &'r std::sync::atomic::AtomicBool,
+}
+
 /// Expand the selected groups into items, page by page, as `owner` (the step holding the
 /// expansion, see [`claim_expansion`]). `Ok(false)`: the job stopped running (cancelled), or
-/// `owner` no longer holds the expansion ([`holds_expansion`]), and expansion stopped at that
-/// page. A preview read from its first page predicts
+/// `owner` no longer holds the expansion ([`holds_expansion`]), or the process is stopping, and
+/// expansion stopped at that page. A preview read from its first page predicts
 /// each member as it is stored, against the free units read at the start, and leaves its
 /// predictor in `read` (a resumed one is predicted once all are read).
 ///
 /// `start_work` queues the job's lanes: called once members are stored (a resumed expansion
 /// calls it at once), so work starts while the rest of the groups are still read.
-#[allow(clippy::too_many_arguments)]
+///
+/// Once `reader.stop` is raised (the process is stopping), expansion stops after the page being
+/// stored, with `Ok(false)`: the position after it is stored with it, so the step that takes
+/// the expansion next reads on from there, and a stopping worker does not read a large group
+/// to its end within its grace period.
 pub async fn expand<'a, 's, E: From<StoreError>>(
-    db: &Db,
-    owner: &str,
-    client: &DirectoryClient,
-    settings: &JobSettings,
+    reader: &Reader<'_>,
     job: &job::Model,
     req: &'a ParsedRequest,
     read: &mut Option<preview::Predictor<'a>>,
     mut start_work: impl FnMut() -> futures::future::BoxFuture<'s, Result<(), E>>,
 ) -> Result<Result<bool, JobFailure>, E> {
+    let Reader {
+        db,
+        owner,
+        client,
+        settings,
+        stop,
+    } = *reader;
     let mut facts = JobFacts::default();
     let skus = match client.subscribed_skus().await {
         Ok(skus) => {
@@ -551,6 +571,10 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
             match insert_items(db, job.id, job.runs, owner, items, status, Some(&mark)).await? {
                 Some(n) => members += n,
                 None => return Ok(Ok(false)),
+            }
+            if failed.is_none() && stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!(job = %job.id, group = index, members, "process stopping: expansion stopped after the page stored");
+                return Ok(Ok(false));
             }
             if work_now && !lanes_started && members > 0 {
                 // Work starts while the rest of the groups are still being read.
