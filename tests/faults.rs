@@ -41,6 +41,17 @@ fn services_configured() -> bool {
     common::postgres_url().is_some() && common::redis_url().is_some()
 }
 
+/// A database of its own on the shared PostgreSQL and a namespace of its own on the shared
+/// Redis, for a deployment of the test's (dropped with the test).
+async fn shared_services() -> (PgDatabase, Services) {
+    let pg = PgDatabase::create(&common::postgres_url().unwrap()).await;
+    let services = Services {
+        database_url: pg.url.clone(),
+        redis: RedisNamespace::new(&common::redis_url().unwrap()),
+    };
+    (pg, services)
+}
+
 async fn succeeded(d: &Deployment, id: &str) -> Option<i64> {
     d.job(id).await["progress"]["succeeded"].as_i64()
 }
@@ -208,14 +219,7 @@ async fn sigterm_with_short_grace_releases_members_postgres_redis() {
     const CHUNK: u64 = 500;
     // Each $batch takes 2 s: a chunk of 500 (25 $batches, 16 in flight) takes about 4 s.
     let emulator = directory(MEMBERS as usize, 2_000).await;
-    let Some(pg_url) = common::postgres_url() else {
-        return;
-    };
-    let pg = PgDatabase::create(&pg_url).await;
-    let services = Services {
-        database_url: pg.url.clone(),
-        redis: RedisNamespace::new(&common::redis_url().unwrap()),
-    };
+    let (pg, services) = shared_services().await;
     let mut d = Deployment::start_on(
         &emulator,
         1,
@@ -288,11 +292,7 @@ async fn sigterm_while_reading_groups_hands_the_expansion_back_postgres_redis() 
     const MEMBERS: u64 = 12_000;
     // 13 pages of members, 1.5 s each: reading takes about 20 s, longer than the grace period.
     let emulator = directory(MEMBERS as usize, 1_500).await;
-    let pg = PgDatabase::create(&common::postgres_url().unwrap()).await;
-    let services = Services {
-        database_url: pg.url.clone(),
-        redis: RedisNamespace::new(&common::redis_url().unwrap()),
-    };
+    let (pg, services) = shared_services().await;
     let mut d = Deployment::start_on(
         &emulator,
         2,
@@ -646,11 +646,7 @@ async fn worker_killed_taken_over_after_missed_heartbeats_postgres_redis() {
     // Slow enough that the job is still running long after the takeover: two lanes of 100
     // members, each `$batch` answered after 1 s.
     let emulator = directory(MEMBERS as usize, 1_000).await;
-    let pg = PgDatabase::create(&common::postgres_url().unwrap()).await;
-    let services = Services {
-        database_url: pg.url.clone(),
-        redis: RedisNamespace::new(&common::redis_url().unwrap()),
-    };
+    let (pg, services) = shared_services().await;
     let mut extra = SHIPPED_TAKEOVER.to_vec();
     extra.extend([
         ("LICENSOR_JOBS__CHUNK_SIZE", "100"),
@@ -740,11 +736,7 @@ async fn worker_killed_while_its_lanes_wait_for_the_budget_postgres_redis() {
     })
     .await
     .unwrap();
-    let pg = PgDatabase::create(&common::postgres_url().unwrap()).await;
-    let services = Services {
-        database_url: pg.url.clone(),
-        redis: RedisNamespace::new(&common::redis_url().unwrap()),
-    };
+    let (pg, services) = shared_services().await;
     let mut d = Deployment::start_on(&emulator, 2, services, &SHIPPED_TAKEOVER).await;
     let db = sea_orm::Database::connect(d.database_url()).await.unwrap();
     let id = d.submit_assign().await;
@@ -857,11 +849,7 @@ async fn slow_steps_keep_their_members_postgres_redis() {
     }
     const MEMBERS: u64 = 400;
     let emulator = directory(MEMBERS as usize, 4_000).await;
-    let pg = PgDatabase::create(&common::postgres_url().unwrap()).await;
-    let services = Services {
-        database_url: pg.url.clone(),
-        redis: RedisNamespace::new(&common::redis_url().unwrap()),
-    };
+    let (pg, services) = shared_services().await;
     let d = Deployment::start_on(
         &emulator,
         2,
