@@ -757,7 +757,8 @@ async fn worker_killed_while_its_lanes_wait_for_the_budget_postgres_redis() {
     d.spawn(&["worker"]);
     // Nobody writes while the dead worker's turn stands: any member done later was written by
     // the worker that took the turn over.
-    let resumed = wait_beyond(&d, &id, done_at_kill, Duration::from_secs(60)).await;
+    wait_beyond(&d, &id, done_at_kill, Duration::from_secs(60)).await;
+    let resumed = killed.elapsed();
     let next_holder = turn_holder(&db).await;
     let job = d.wait_end(&id, 300).await;
     let finished = killed.elapsed();
@@ -766,13 +767,12 @@ async fn worker_killed_while_its_lanes_wait_for_the_budget_postgres_redis() {
         "worker holding the turn killed with {done_at_kill} of {MEMBERS} members done: writes resumed {resumed:?} after the kill (turn now {next_holder:?}); job finished {finished:?} after the kill; {} requests answered 429",
         seen["throttled"]
     );
-    assert_ne!(
-        next_holder.as_deref(),
-        Some(holder.as_str()),
-        "the dead worker's turn ended"
+    assert!(
+        next_holder.as_ref().is_some_and(|h| *h != holder),
+        "the other worker holds the turn: {next_holder:?}, not {holder}"
     );
     assert!(
-        resumed <= Duration::from_secs(15 + 5),
+        resumed <= Duration::from_secs(15 + 10),
         "writes resumed {resumed:?} after the kill (takeover 15 s after its last heartbeat)"
     );
     assert_all_assigned_once(&emulator, &job, MEMBERS).await;

@@ -120,21 +120,34 @@ pub fn refuse(e: clap::Error) -> ExitCode {
 /// clap's rendered usage error on one line: its `error:` and `tip:` lines, then the command
 /// named by its `Usage:` line as the place to read more.
 fn usage_line(rendered: &str) -> String {
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = Vec::new();
     let mut command = None;
+    let mut more = None;
     for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
         if let Some(usage) = line.strip_prefix("Usage:") {
             let words: Vec<&str> = usage
                 .split_whitespace()
                 .take_while(|w| !w.starts_with(['[', '<', '-']) && !w.contains('|'))
                 .collect();
             command.get_or_insert_with(|| words.join(" "));
-        } else if !line.starts_with("For more information") {
-            parts.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
+        } else if line.starts_with("For more information") {
+            more = Some(line.trim_end_matches('.').to_owned());
+        } else {
+            match parts.last_mut() {
+                // A list under its heading ("…were not provided:") reads on after it.
+                Some(last) if last.ends_with(':') => {
+                    last.push(' ');
+                    last.push_str(&line);
+                }
+                _ => parts.push(line),
+            }
         }
     }
-    if let Some(command) = command.filter(|c| !c.is_empty()) {
-        parts.push(format!("see '{command} --help'"));
+    match command.filter(|c| !c.is_empty()) {
+        Some(command) => parts.push(format!("see '{command} --help'")),
+        // Errors of a value (`--limit 0`) have no usage line: clap's own pointer to --help.
+        None => parts.extend(more),
     }
     parts.join("; ")
 }
@@ -299,8 +312,13 @@ mod tests {
             ),
             (
                 &["licensor", "jobs", "watch"][..],
-                "error: the following required arguments were not provided:",
+                "error: the following required arguments were not provided: <ID>;",
                 "see 'licensor jobs watch --help'",
+            ),
+            (
+                &["licensor", "jobs", "list", "--limit", "0"][..],
+                "error: invalid value '0' for '--limit <LIMIT>'",
+                "--help'",
             ),
         ] {
             let e = Cli::try_parse_from(args).expect_err("a usage error");

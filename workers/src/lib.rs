@@ -234,15 +234,16 @@ where
             let _ = tokio::time::timeout(grace, ctx.leases.drained()).await;
             release_held(&ctx, grace).await;
             break match outcome {
-                // Once this process stopped beating on the queue, the queue gave the messages
-                // of its steps still running to the other workers as orphans, and the steps
-                // that finish within the grace period cannot acknowledge them: nothing is
-                // lost, a step's message runs again (a step is safe to run twice).
-                Err(e) => {
+                // Once this process stopped beating on the queue, apalis-redis gave the
+                // messages of its steps still running to the other workers as orphans, and
+                // refuses the acknowledgements of the steps that finish within the grace
+                // period: nothing is lost, a step's message runs again (a step is safe to run
+                // twice). Any other error stays one.
+                Err(e) if orphaned_ack(&ctx.queue, &e) => {
                     tracing::warn!(error = %e, "steps that finished while the worker stopped could not be acknowledged; their messages run again elsewhere");
                     Ok(())
                 }
-                ok => ok,
+                other => other,
             };
         }
         match outcome {
@@ -276,6 +277,14 @@ where
     }
     tracing::info!(worker = %options.name, "worker stopped");
     outcome
+}
+
+/// Whether `error`, with which the queue worker ended after it was told to stop, is
+/// apalis-redis refusing to acknowledge a step whose message it had already given to another
+/// worker as an orphan (its Lua script's "task not executed by worker").
+fn orphaned_ack(queue: &Queue, error: &anyhow::Error) -> bool {
+    matches!(queue, Queue::Redis { .. })
+        && format!("{error:#}").contains("task not executed by worker")
 }
 
 /// When the queue worker looks for messages: at once when this process pushed one (the queue's

@@ -398,7 +398,8 @@ pub struct Reader<'r> {
     pub owner: &'r str,
     pub client: &'r DirectoryClient,
     pub settings: &'r JobSettings,
-    /// Raised when the step's process stops: expansion stops after the page being stored.
+    /// Raised when the step's process stops: expansion stops after the page being stored (an
+    /// export reads its groups to the end).
     pub stop: &'r std::sync::atomic::AtomicBool,
 }
 
@@ -413,7 +414,7 @@ pub struct Reader<'r> {
 /// calls it at once), so work starts while the rest of the groups are still read.
 ///
 /// Once `reader.stop` is raised (the process is stopping), expansion stops after the page being
-/// stored, with `Ok(false)`: the position after it is stored with it, so the step that takes
+/// stored (checked as each page is stored, not while one is read), with `Ok(false)`: the position after it is stored with it, so the step that takes
 /// the expansion next reads on from there, and a stopping worker does not read a large group
 /// to its end within its grace period.
 pub async fn expand<'a, 's, E: From<StoreError>>(

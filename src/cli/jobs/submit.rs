@@ -249,9 +249,21 @@ pub(super) async fn run(args: Submit) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The refusals of `POST /v1/jobs` whose detail names the request's fields (and quotes no value
+/// the user gave, which could read like a field).
+const NAMING_FIELDS: [&str; 6] = [
+    "field_not_allowed",
+    "licenses_required",
+    "duplicate_license",
+    "expiry_not_allowed",
+    "preview_not_supported",
+    "canary_not_supported",
+];
+
 /// The request's fields as `licensor jobs submit` spells them: a refusal of the API names the
 /// fields of `POST /v1/jobs` (`remove_licenses`), the command line the options that set them.
-const OPTION_OF_FIELD: [(&str, &str); 10] = [
+const OPTION_OF_FIELD: [(&str, &str); 11] = [
+    ("`replace_all: true`", "`--replace-all`"),
     ("`groups`", "`--group`"),
     ("`transitive`", "`--transitive`"),
     ("`add_licenses`", "`--add`"),
@@ -264,13 +276,20 @@ const OPTION_OF_FIELD: [(&str, &str); 10] = [
     ("`canary`", "`--canary`"),
 ];
 
-/// A refusal of `POST /v1/jobs` in the words of the command line (see [`OPTION_OF_FIELD`]).
+/// A refusal of `POST /v1/jobs` (`code: detail`) in the words of the command line (see
+/// [`OPTION_OF_FIELD`]), for the refusals that name fields ([`NAMING_FIELDS`]); any other as it
+/// is, so a value the user gave (`--usage-location canary`) is never taken for a field.
 fn in_options(refusal: anyhow::Error) -> anyhow::Error {
+    let text = refusal.to_string();
+    let names_fields = text
+        .split_once(": ")
+        .is_some_and(|(code, _)| NAMING_FIELDS.contains(&code));
+    if !names_fields {
+        return refusal;
+    }
     let text = OPTION_OF_FIELD
         .iter()
-        .fold(refusal.to_string(), |text, (field, option)| {
-            text.replace(field, option)
-        });
+        .fold(text, |text, (field, option)| text.replace(field, option));
     anyhow::anyhow!(text)
 }
 
@@ -478,6 +497,17 @@ mod tests {
             "licenses_required: a replace job needs the licenses to add in `add_licenses`"
         ));
         assert!(said.to_string().ends_with("in `--add`"), "{said}");
+        let said = in_options(anyhow::anyhow!(
+            "licenses_required: a replace job needs `remove_licenses`, or `replace_all: true`"
+        ));
+        assert!(
+            said.to_string()
+                .ends_with("needs `--remove`, or `--replace-all`"),
+            "{said}"
+        );
+        // A value the user gave is quoted as it is.
+        let refused = "invalid_usage_location: `canary` is not an ISO 3166-1 alpha-2 country code";
+        assert_eq!(in_options(anyhow::anyhow!(refused)).to_string(), refused);
     }
 
     #[test]
