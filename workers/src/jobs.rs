@@ -131,7 +131,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             settings: &ctx.jobs,
             stop: &ctx.stopping,
         };
-        let expanded = jobs::expand::expand(&reader, &job, &req, &mut read, start_lanes).await?;
+        let expanded = jobs::expand::expand(reader, &job, &req, &mut read, start_lanes).await?;
         if !matches!(expanded, Ok(true)) {
             if !jobs::expand::holds_expansion(&ctx.db, job.id, &owner).await? {
                 return expansion_lost(&job);
@@ -149,12 +149,6 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
                 // Cancelled or paused (by its canary) while the groups were read, or cancelled
                 // and run again meanwhile, or this process is stopping.
                 match jobs::finish::status(&ctx.db, job.id).await? {
-                    Some(JobStatus::Running) if ctx.stopping.load(Ordering::Relaxed) => {
-                        // Another process (or this one, started again) reads on from the
-                        // last page stored.
-                        tracing::info!(job = %job.id, "process stopping: expansion handed back");
-                        ctx.queue.push(Message::Run { tenant_id, job_id }).await?;
-                    }
                     Some(JobStatus::Paused) => {
                         // A resumed job reads on from the last page stored.
                         tracing::info!(job = %job.id, "job paused during expansion");
@@ -165,9 +159,14 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
                         settle_cancelled(ctx, job.id).await?;
                     }
                     _ => {
-                        // Run again while this step read the groups: the new run's step reads
-                        // on from the last page stored, with the new run's number.
-                        tracing::info!(job = %job.id, "job run again during expansion: handing over");
+                        // This process is stopping, or the job was run again while this step
+                        // read the groups: the next step (another process's, or the new run's)
+                        // reads on from the last page stored.
+                        if ctx.stopping.load(Ordering::Relaxed) {
+                            tracing::info!(job = %job.id, "process stopping: expansion handed back");
+                        } else {
+                            tracing::info!(job = %job.id, "job run again during expansion: handing over");
+                        }
                         ctx.queue.push(Message::Run { tenant_id, job_id }).await?;
                     }
                 }

@@ -414,11 +414,12 @@ pub struct Reader<'r> {
 /// calls it at once), so work starts while the rest of the groups are still read.
 ///
 /// Once `reader.stop` is raised (the process is stopping), expansion stops after the page being
-/// stored (checked as each page is stored, not while one is read), with `Ok(false)`: the position after it is stored with it, so the step that takes
-/// the expansion next reads on from there, and a stopping worker does not read a large group
-/// to its end within its grace period.
+/// stored (checked as each page is stored, not while one is read), with `Ok(false)`: the
+/// position after it is stored with it, so the step that takes the expansion next reads on
+/// from there, and a stopping worker does not read a large group to its end within its grace
+/// period.
 pub async fn expand<'a, 's, E: From<StoreError>>(
-    reader: &Reader<'_>,
+    reader: Reader<'_>,
     job: &job::Model,
     req: &'a ParsedRequest,
     read: &mut Option<preview::Predictor<'a>>,
@@ -430,7 +431,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
         client,
         settings,
         stop,
-    } = *reader;
+    } = reader;
     let mut facts = JobFacts::default();
     let skus = match client.subscribed_skus().await {
         Ok(skus) => {
