@@ -286,6 +286,25 @@ async fn sigterm_with_short_grace_releases_members_postgres_redis() {
 /// stored are read again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_while_reading_groups_hands_the_expansion_back_postgres_redis() {
+    sigterm_while_reading(Reading::Assign).await;
+}
+
+/// The same for an export: the stopping worker stops after the page it stores, and the other
+/// worker reads the group again from its first page. The file has every member once, and no
+/// page is read more than twice (once by each worker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_while_exporting_hands_the_export_back_postgres_redis() {
+    sigterm_while_reading(Reading::Export).await;
+}
+
+/// The job a [`sigterm_while_reading`] case reads its group for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Assign,
+    Export,
+}
+
+async fn sigterm_while_reading(kind: Reading) {
     if !services_configured() {
         return;
     }
@@ -305,7 +324,15 @@ async fn sigterm_while_reading_groups_hands_the_expansion_back_postgres_redis() 
     )
     .await;
     let db = sea_orm::Database::connect(d.database_url()).await.unwrap();
-    let id = d.submit_assign().await;
+    let id = match kind {
+        Reading::Assign => d.submit_assign().await,
+        Reading::Export => {
+            d.submit_for_all(
+                |group| json!({"kind": "export", "groups": [group], "export": {"format": "csv"}}),
+            )
+            .await
+        }
+    };
     // Two pages stored, and the group still being read.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -337,7 +364,7 @@ async fn sigterm_while_reading_groups_hands_the_expansion_back_postgres_redis() 
     let job = d.wait_end(&id, 240).await;
     let s = stats(&emulator).await;
     eprintln!(
-        "sigterm while reading ({total_at_exit} of {MEMBERS} members read at exit): the worker exited {stopped_in:?} after it was asked to stop (grace 15 s); member pages read {} (most reads of one page: {})",
+        "sigterm while reading for {kind:?} ({total_at_exit} of {MEMBERS} members read at exit): the worker exited {stopped_in:?} after it was asked to stop (grace 15 s); member pages read {} (most reads of one page: {})",
         s["member_pages_read"], s["member_page_reads_max"]
     );
     assert!(
@@ -352,10 +379,72 @@ async fn sigterm_while_reading_groups_hands_the_expansion_back_postgres_redis() 
         s["member_page_reads_max"].as_u64().unwrap() <= 2,
         "no page of members read more than twice: {s}"
     );
-    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    match kind {
+        Reading::Assign => assert_all_assigned_once(&emulator, &job, MEMBERS).await,
+        Reading::Export => assert_exported_once(&d, &emulator, &job, MEMBERS).await,
+    }
     drop(d);
     drop(pg);
     emulator.shutdown().await;
+}
+
+/// The export finished with one item per member of the directory, and its file has one row per
+/// member (none holds a license), each member once: the directory's users, exactly.
+async fn assert_exported_once(
+    d: &Deployment,
+    emulator: &EmulatorHandle,
+    job: &Value,
+    members: u64,
+) {
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["progress"]["total"].as_u64(), Some(members), "{job}");
+    assert_eq!(job["export"]["rows"].as_u64(), Some(members), "{job}");
+    let id = job["id"].as_str().unwrap();
+    let csv = reqwest::Client::new()
+        .get(format!("{}/v1/jobs/{id}/export", d.url))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut rows = csv.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    let column = header.iter().position(|c| *c == "user_id").unwrap();
+    let mut exported: Vec<String> = rows
+        .map(|r| r.split(',').nth(column).unwrap().to_owned())
+        .collect();
+    let listed = exported.len();
+    exported.sort();
+    exported.dedup();
+    assert_eq!(listed, exported.len(), "no member exported twice");
+    let mut directory: Vec<String> = Vec::new();
+    loop {
+        let page: Value = reqwest::get(format!(
+            "{}/_emulator/users?offset={}&limit=5000",
+            emulator.base_url(),
+            directory.len()
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let users = page["value"].as_array().unwrap();
+        if users.is_empty() {
+            break;
+        }
+        for u in users {
+            assert_eq!(
+                u["licenses"], 0,
+                "a member without licenses has one row: {u}"
+            );
+            directory.push(u["id"].as_str().unwrap().to_owned());
+        }
+    }
+    directory.sort();
+    assert_eq!(exported, directory, "the file lists the directory's users");
 }
 
 /// The process id of the worker holding a running job's expansion (its lease owner is named

@@ -242,6 +242,13 @@ impl Deployment {
     }
 
     pub async fn submit_assign(&self) -> String {
+        self.submit_for_all(|group| json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+            .await
+    }
+
+    /// Submit the job `body` makes of the directory's group of all members (given its id);
+    /// returns the job's id.
+    pub async fn submit_for_all(&self, body: impl FnOnce(&Value) -> Value) -> String {
         let http = reqwest::Client::new();
         let groups: Value = http
             .get(format!("{}/v1/directory/groups?search=All", self.url))
@@ -255,7 +262,7 @@ impl Deployment {
         let resp = http
             .post(format!("{}/v1/jobs", self.url))
             .bearer_auth(&self.token)
-            .json(&json!({"kind": "assign", "groups": [groups["data"][0]["id"]], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+            .json(&body(&groups["data"][0]["id"]))
             .send()
             .await
             .unwrap();

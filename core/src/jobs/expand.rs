@@ -399,7 +399,8 @@ pub struct Reader<'r> {
     pub client: &'r DirectoryClient,
     pub settings: &'r JobSettings,
     /// Raised when the step's process stops: expansion stops after the page being stored (an
-    /// export reads its groups to the end).
+    /// export's next step reads its groups again from the first page, see
+    /// [`export::expand`]).
     pub stop: &'r std::sync::atomic::AtomicBool,
 }
 
@@ -476,7 +477,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
     set_facts(db, job.id, &facts).await?;
     if let JobSpec::Export { .. } = req.spec {
         return Ok(
-            match export::expand(db, owner, client, job, req, facts).await? {
+            match export::expand(db, owner, client, job, req, facts, stop).await? {
                 Ok(Some(members)) => {
                     tracing::info!(job = %job.id, members, groups = req.groups.len(), "export expanded");
                     Ok(true)

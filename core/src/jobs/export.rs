@@ -102,9 +102,16 @@ pub struct ExportFacts {
 }
 
 /// Read every member of the selected groups into the job's items (status `succeeded`), page by
-/// page, and record the names the file needs. Returns the number of members (`None` when the
-/// job was cancelled meanwhile, or `owner`, the step reading, no longer holds the expansion:
-/// see [`expand::insert_items`]), or the directory error with what was being done.
+/// page, and record the names the file needs. Returns the number of members this step stored
+/// (`None` when the job was cancelled meanwhile, or `owner`, the step reading, no longer holds
+/// the expansion — see [`expand::insert_items`] — or `stop` was raised: the process is
+/// stopping), or the directory error with what was being done.
+///
+/// `stop` is looked at after each page stored: a stopping worker leaves the export to the next
+/// step within its grace period rather than reading on to the last page. That step reads the
+/// groups again from their first page (the names the file needs are gathered while reading,
+/// and nested groups are read in the order they are found); the members stored already are
+/// not stored again (one item per member and job).
 pub async fn expand(
     db: &Db,
     owner: &str,
@@ -112,6 +119,7 @@ pub async fn expand(
     job: &job::Model,
     req: &ParsedRequest,
     mut facts: JobFacts,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> StoreResult<Result<Option<u64>, (DirectoryError, &'static str)>> {
     let mut export = facts.export.take().unwrap_or_default();
     match client.subscribed_skus().await {
@@ -159,6 +167,10 @@ pub async fn expand(
                     Some(n) => members += n,
                     // Cancelled while the groups were read, or the expansion lost: stop reading.
                     None => return Ok(Ok(None)),
+                }
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!(job = %job.id, members, "process stopping: export stopped after the page stored");
+                    return Ok(Ok(None));
                 }
             }
             if req.transitive {
