@@ -400,12 +400,9 @@ async fn assert_exported_once(
     assert_eq!(job["progress"]["total"].as_u64(), Some(members), "{job}");
     assert_eq!(job["export"]["rows"].as_u64(), Some(members), "{job}");
     let id = job["id"].as_str().unwrap();
-    let csv = reqwest::Client::new()
-        .get(format!("{}/v1/jobs/{id}/export", d.url))
-        .bearer_auth(&d.token)
-        .send()
+    let csv = d
+        .get(&format!("/v1/jobs/{id}/export"))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

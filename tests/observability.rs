@@ -585,15 +585,7 @@ async fn job_stalls_flagged_stuck_then_resumes_postgres_redis() {
         ],
     )
     .await;
-    let tenant: Value = reqwest::Client::new()
-        .get(format!("{}/v1/tenant", d.url))
-        .bearer_auth(&d.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tenant: Value = d.get("/v1/tenant").await.json().await.unwrap();
     let tenant_label = format!(
         "tenant=\"{}\"",
         tenant["tenant"]["id"]
@@ -644,15 +636,7 @@ async fn job_stalls_flagged_stuck_then_resumes_postgres_redis() {
         stuck["stuck_since"].as_str().unwrap().parse().unwrap();
     assert_eq!((since - last).num_seconds(), STUCK_AFTER, "{stuck}");
     // The list says so too, and the metric counts it for the tenant.
-    let list: Value = reqwest::Client::new()
-        .get(format!("{}/v1/jobs?status=running", d.url))
-        .bearer_auth(&d.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = d.get("/v1/jobs?status=running").await.json().await.unwrap();
     assert_eq!(list["data"][0]["id"], id.as_str());
     assert_eq!(list["data"][0]["stuck"], true, "{list}");
     let metrics = get_text(&format!("{}/metrics", d.url)).await;

@@ -229,13 +229,19 @@ impl Deployment {
         self.procs.0.len() - 1
     }
 
-    pub async fn job(&self, id: &str) -> Value {
+    /// `GET` `path` (below the API's URL) with the deployment's token.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
         reqwest::Client::new()
-            .get(format!("{}/v1/jobs/{id}", self.url))
+            .get(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
             .send()
             .await
             .unwrap()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        self.get(&format!("/v1/jobs/{id}"))
+            .await
             .json()
             .await
             .unwrap()
@@ -249,17 +255,13 @@ impl Deployment {
     /// Submit the job `body` makes of the directory's group of all members (given its id);
     /// returns the job's id.
     pub async fn submit_for_all(&self, body: impl FnOnce(&Value) -> Value) -> String {
-        let http = reqwest::Client::new();
-        let groups: Value = http
-            .get(format!("{}/v1/directory/groups?search=All", self.url))
-            .bearer_auth(&self.token)
-            .send()
+        let groups: Value = self
+            .get("/v1/directory/groups?search=All")
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
-        let resp = http
+        let resp = reqwest::Client::new()
             .post(format!("{}/v1/jobs", self.url))
             .bearer_auth(&self.token)
             .json(&body(&groups["data"][0]["id"]))
