@@ -616,6 +616,43 @@ async fn a_worker_taken_for_dead_writes_nothing_until_it_beats_again(backend: Ba
 }
 on_both_backends!(a_worker_taken_for_dead_writes_nothing_until_it_beats_again);
 
+/// A process's heartbeats come `worker.heartbeat_secs` apart from its very first, the one it
+/// records at start: a process taken for dead just after it started stays gone until its next
+/// heartbeat is due, rather than being brought back a second later by a beat out of schedule.
+async fn a_process_taken_for_dead_at_start_stays_gone_until_its_heartbeat_is_due(backend: Backend) {
+    use licensor_core::jobs::processes;
+    let Some(app) = TestApp::start_with(
+        backend,
+        Roles::ALL,
+        "[worker]\nheartbeat_secs = 60\nmissed_heartbeats = 3\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let me = loop {
+        if let Some(row) = processes::all(&app.db).await.unwrap().into_iter().next() {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat within 30 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    processes::take_over(&app.db, &me)
+        .await
+        .unwrap()
+        .expect("taken over");
+    // The heartbeat task looks every second; its next beat is due a minute after the first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rows = processes::all(&app.db).await.unwrap();
+    assert!(
+        rows.is_empty(),
+        "the process beat again out of schedule: {rows:?}"
+    );
+    app.stop().await;
+}
+on_both_backends!(a_process_taken_for_dead_at_start_stays_gone_until_its_heartbeat_is_due);
+
 /// An assign job of the "All Users" group of a 10-member directory, submitted through the API
 /// alone (no worker takes it) and moved to running, for tests that play its steps by hand:
 /// the emulator, the app, the job and the group's id. `None` when the backend is not configured.

@@ -70,21 +70,27 @@ fn check_every(options: &HeartbeatOptions) -> Duration {
 
 /// Record this process's first heartbeat and, on the embedded database, take over the leases of
 /// the processes of this host that are gone (a restarted server's predecessor). Call before the
-/// process takes any work.
-pub async fn start(ctx: &WorkerContext, process: &ProcessId, options: &HeartbeatOptions) {
+/// process takes any work. Returns when the heartbeat was recorded (`None`: it failed), for
+/// [`run`] to beat next a whole `worker.heartbeat_secs` later.
+pub async fn start(
+    ctx: &WorkerContext,
+    process: &ProcessId,
+    options: &HeartbeatOptions,
+) -> Option<Instant> {
     running_here().push(process.name.clone());
     if let Err(e) = processes::beat(options.db(ctx), process).await {
         tracing::warn!(error = %e, "recording the worker's heartbeat failed; trying again shortly");
-        return;
+        return None;
     }
+    let recorded = Instant::now();
     if !options.embedded {
-        return;
+        return Some(recorded);
     }
     let rows = match processes::all(options.db(ctx)).await {
         Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(error = %e, "reading the worker processes at start failed");
-            return;
+            return Some(recorded);
         }
     };
     for row in rows {
@@ -93,6 +99,7 @@ pub async fn start(ctx: &WorkerContext, process: &ProcessId, options: &Heartbeat
         }
         take_over(ctx, options.db(ctx), &row, "gone at start").await;
     }
+    Some(recorded)
 }
 
 /// The worker names running in this operating-system process (tests and embedders may run
@@ -136,13 +143,21 @@ pub fn stopped(process_name: &str) {
     running_here().retain(|n| n != process_name);
 }
 
-/// Beat and watch the peers until the task is dropped.
-pub async fn run(ctx: Arc<WorkerContext>, process: ProcessId, options: HeartbeatOptions) {
+/// Beat and watch the peers until the task is dropped. `first`: when [`start`] recorded the
+/// first heartbeat; the next is due a whole `worker.heartbeat_secs` later. Beating sooner
+/// would bring back a process that its peers took for dead in between, however briefly it
+/// was gone — only its heartbeat, due on schedule, does that.
+pub async fn run(
+    ctx: Arc<WorkerContext>,
+    process: ProcessId,
+    options: HeartbeatOptions,
+    first: Option<Instant>,
+) {
     let takeover_after = options.takeover_after();
-    let mut next_beat = Instant::now();
+    let mut next_beat = first.map_or_else(Instant::now, |at| at + options.every);
     // The start of this process's current run of heartbeats recorded without a gap.
-    let mut steady_since: Option<Instant> = None;
-    let mut last_recorded: Option<Instant> = None;
+    let mut steady_since: Option<Instant> = first;
+    let mut last_recorded: Option<Instant> = first;
     loop {
         tokio::time::sleep(check_every(&options)).await;
         if Instant::now() >= next_beat {

@@ -160,11 +160,12 @@ where
         host: options.host.clone(),
         pid: options.pid,
     };
-    heartbeat::start(&ctx, &process, &options.heartbeat).await;
+    let first_beat = heartbeat::start(&ctx, &process, &options.heartbeat).await;
     let beating = licensor_core::tasks::AbortOnDrop(tokio::spawn(heartbeat::run(
         ctx.clone(),
         process,
         options.heartbeat.clone(),
+        first_beat,
     )));
     {
         let stopping = stopping.clone();
