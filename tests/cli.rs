@@ -549,9 +549,16 @@ async fn jobs_from_the_command_line() {
     let consumed: i64 = cells[3].parse().unwrap();
     assert_eq!(cells[4].parse::<i64>().unwrap(), 100 - consumed, "{e5}");
     assert!(cells[5].contains("TEAMS1"), "its service plans: {e5}");
-    let out = client_cli(&app, admin, &["directory", "groups", "--limit", "0"]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_line(&out).contains("--limit"));
+    // A limit out of range, negative ones too, is named with its range.
+    for limit in ["0", "-1"] {
+        let out = client_cli(&app, admin, &["directory", "groups", "--limit", limit]).await;
+        assert_eq!(out.status.code(), Some(2));
+        let line = stderr_line(&out);
+        assert!(
+            line.contains("--limit") && line.contains("1..=500"),
+            "{line}"
+        );
+    }
 
     // Bad input: one line naming the problem, exit 1, and no job. A refusal of the API is its
     // code and detail.

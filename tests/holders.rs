@@ -323,6 +323,9 @@ async fn directory_users_by_name_or_upn_paged() {
             .await
             .expect("GET");
         assert_eq!(resp.status(), 400, "{bad}");
+        // The same code as every other list's bad limit or cursor.
+        let body: Value = resp.json().await.expect("problem");
+        assert_eq!(body["code"], "invalid_query", "{bad}: {body}");
     }
     app.stop().await;
     emulator.shutdown().await;

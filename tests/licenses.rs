@@ -897,6 +897,15 @@ async fn licenses_from_the_command_line() {
     assert_eq!(a["quantity"], 2);
     assert_eq!(a["notes"], "new hire");
 
+    // No holder given: the usage error names both ways to give one, and nothing is checked out.
+    let mut no_holder = licensor_cli(&app, &t);
+    no_holder.args(["licenses", "checkout", &id]);
+    let out = run_cli(no_holder).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--user") && err.contains("--asset"), "{err}");
+
     // Out of stock: one line with the problem's code, non-zero exit.
     let mut refused = licensor_cli(&app, &t);
     refused.args(["licenses", "checkout", &id, "--asset", "laptop-7"]);

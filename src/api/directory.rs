@@ -177,7 +177,7 @@ pub async fn list_users(
     };
     if q.cursor.as_deref().is_some_and(|c| !cursor_ok(c)) {
         return Err(ApiError::bad_request(
-            "invalid_cursor",
+            "invalid_query",
             "cursor is not valid",
         ));
     }
@@ -188,7 +188,7 @@ pub async fn list_users(
         .map_err(|e| match e {
             // A page token the directory refuses is the caller's stale cursor.
             DirectoryError::Permanent { .. } if q.cursor.is_some() => ApiError::bad_request(
-                "invalid_cursor",
+                "invalid_query",
                 "cursor is not valid (expired or from another search)",
             ),
             other => directory_error(other),

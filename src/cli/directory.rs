@@ -17,7 +17,7 @@ pub enum DirectoryCommand {
         /// The start of the groups' display name (any case).
         search: Option<String>,
         /// Show at most this many groups.
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=500))]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=500))]
         limit: u64,
     },
     /// The tenant's subscribed SKUs with their seats: part number, id, enabled, consumed and

@@ -37,13 +37,14 @@ pub enum LicensesCommand {
         notes: Option<String>,
     },
     /// Check a license out to a user or an asset.
+    #[command(group(clap::ArgGroup::new("holder").required(true).args(["user", "asset"])))]
     Checkout {
         #[command(flatten)]
         client: Client,
         /// The license id.
         license: String,
         /// Checkout to user: the person's id.
-        #[arg(long, conflicts_with = "asset", required_unless_present = "asset")]
+        #[arg(long)]
         user: Option<String>,
         /// Checkout to asset: e.g. a laptop or other equipment.
         #[arg(long)]

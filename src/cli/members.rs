@@ -18,7 +18,7 @@ pub enum MembersCommand {
         /// The member's user principal name (any case) or user id.
         member: String,
         /// Show at most this many entries.
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=10_000))]
         limit: u64,
     },
 }

@@ -76,7 +76,7 @@ pub enum JobsCommand {
         #[arg(long, value_delimiter = ',', value_parser = kind_parser())]
         kind: Vec<JobKind>,
         /// Show at most this many jobs.
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<u64>::new().range(1..=10_000))]
         limit: u64,
     },
     /// Follow a job until it ends: a progress bar (plain lines when the output is not a
