@@ -209,6 +209,7 @@ async fn tenant_isolation(backend: Backend) {
             .unwrap(),
             created_by: None,
             parent_job_id: None,
+            known: None,
         },
     )
     .await
@@ -274,6 +275,7 @@ async fn cursor_pagination(backend: Backend) {
                 request: serde_json::from_value(request).unwrap(),
                 created_by: None,
                 parent_job_id: None,
+                known: None,
             },
         )
         .await

@@ -640,6 +640,7 @@ async fn stored_job_of(
             request,
             created_by: None,
             parent_job_id: None,
+            known: None,
         },
     )
     .await

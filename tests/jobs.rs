@@ -2391,3 +2391,47 @@ async fn a_usage_location_set_before_a_failed_write_is_reported(backend: Backend
     s.finish().await;
 }
 on_both_backends!(a_usage_location_set_before_a_failed_write_is_reported);
+
+/// A job names its groups from the start: the API reads their display names as it checks the
+/// request, so a job still waiting in the queue (no worker here takes it) lists them by name in
+/// its answer, its view and the jobs list. A group the directory does not know is left unnamed,
+/// and the job fails with `group_not_found` once it runs, as before.
+async fn a_queued_job_names_its_groups(backend: Backend) {
+    let emulator = graph_emulator::spawn(graph_emulator::EmulatorConfig {
+        scenario: Some(graph_emulator::Scenario::simple(41, 10, 20)),
+        ..graph_emulator::EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let Some(app) = common::TestApp::start_with(backend, licensor::Roles::API, "").await else {
+        return;
+    };
+    let t = app.tenant("contoso").await;
+    app.connect_directory(t.id, &emulator).await;
+    let group = app.group_id(&t.admin, "All Users").await;
+    let unknown = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    let submitted = app
+        .post_json(
+            "/v1/jobs",
+            &t.admin,
+            &json!({"kind": "assign", "groups": [group, unknown], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}),
+        )
+        .await;
+    let id = submitted["id"].as_str().unwrap();
+    let listed = app.get_json("/v1/jobs", &t.viewer).await;
+    let viewed = app.get_json(&format!("/v1/jobs/{id}"), &t.viewer).await;
+    for job in [&submitted, &listed["data"][0], &viewed] {
+        assert_eq!(job["status"], "queued", "{job}");
+        assert_eq!(
+            job["groups"],
+            json!([
+                {"id": group, "display_name": "All Users"},
+                {"id": unknown, "display_name": null},
+            ]),
+            "{job}"
+        );
+    }
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(a_queued_job_names_its_groups);

@@ -175,6 +175,7 @@ pub async fn submit_job(
     let me = auth.require(Role::Admin)?;
     let request = body.parse()?;
     let client = super::directory::client(&state, &auth).await?;
+    let mut known = jobs::JobFacts::default();
     // An export names no SKU.
     if !matches!(request.spec, JobSpec::Export { .. }) {
         let skus = client
@@ -182,7 +183,9 @@ pub async fn submit_job(
             .await
             .map_err(super::directory::directory_error)?;
         jobs::submit::check_against_skus(&request, &skus)?;
+        known.skus = skus.iter().map(jobs::SkuRef::of).collect();
     }
+    known.groups = group_names(&client, &request.groups).await;
     let view = jobs::create(
         &state.db,
         NewJob {
@@ -190,12 +193,35 @@ pub async fn submit_job(
             request,
             created_by: Some(me.token_id),
             parent_job_id: None,
+            known: Some(known),
         },
     )
     .await?;
     enqueue(&state, &view, me.tenant_id).await;
     metrics::counter!("licensor_jobs_submitted_total", "kind" => view.kind.as_str()).increment(1);
     Ok(accepted(view))
+}
+
+/// The selected groups' display names as the directory has them now (`GET /groups/{id}`, all
+/// at once), so the job shows them while it waits in the queue. A group that cannot be read
+/// is left out, unnamed: the job reads its groups itself when it starts, and one the
+/// directory does not know fails it with `group_not_found` as before.
+async fn group_names(
+    client: &licensor_core::directory::DirectoryClient,
+    groups: &[jobs::GroupId],
+) -> Vec<jobs::GroupRef> {
+    let reads = groups.iter().map(|id| async move {
+        let group = client.get_group(id.as_str()).await.ok()?;
+        Some(jobs::GroupRef {
+            id: id.to_string(),
+            display_name: group.display_name,
+        })
+    });
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 #[derive(Serialize, ToSchema)]

@@ -436,13 +436,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
     let mut facts = JobFacts::default();
     let skus = match client.subscribed_skus().await {
         Ok(skus) => {
-            facts.skus = skus
-                .iter()
-                .map(|s| SkuRef {
-                    sku_id: s.sku_id,
-                    sku_part_number: s.sku_part_number.clone(),
-                })
-                .collect();
+            facts.skus = skus.iter().map(SkuRef::of).collect();
             skus
         }
         Err(e) => {

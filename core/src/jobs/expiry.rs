@@ -308,6 +308,7 @@ pub async fn create_expiry_removals(db: &Db, at: DateTime<Utc>) -> StoreResult<V
                     request,
                     created_by: None,
                     parent_job_id: Some(parent.id),
+                    known: None,
                 },
             )
             .await?;

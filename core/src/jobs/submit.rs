@@ -23,6 +23,10 @@ pub struct NewJob {
     pub request: ParsedRequest,
     pub created_by: Option<Uuid>,
     pub parent_job_id: Option<Uuid>,
+    /// What the submitter already read of the job's groups and the tenant's SKUs (the API
+    /// reads them as it checks the request): the job shows the groups' names from the start,
+    /// not only once it reads the groups itself (which records them again). `None`: nothing.
+    pub known: Option<super::view::JobFacts>,
 }
 
 /// Insert a `queued` job and its first run on `conn` (a transaction when the caller records
@@ -30,6 +34,10 @@ pub struct NewJob {
 pub async fn insert<C: ConnectionTrait>(conn: &C, new: NewJob) -> StoreResult<job::Model> {
     let now = Utc::now();
     let request = serde_json::to_value(&new.request).map_err(StoreError::internal)?;
+    let known = match &new.known {
+        Some(facts) => Some(serde_json::to_value(facts).map_err(StoreError::internal)?),
+        None => None,
+    };
     let job = job::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(new.tenant_id),
@@ -50,7 +58,7 @@ pub async fn insert<C: ConnectionTrait>(conn: &C, new: NewJob) -> StoreResult<jo
         finished_at: Set(None),
         updated_at: Set(now),
         expanded_at: Set(None),
-        result: Set(None),
+        result: Set(known),
         expand_position: Set(None),
         expand_owner: Set(None),
         expand_until: Set(None),

@@ -107,6 +107,7 @@ pub async fn undo(db: &Db, on: OnJob) -> StoreResult<JobView> {
             request: undo_request(&req, job_id),
             created_by: by,
             parent_job_id: Some(job_id),
+            known: None,
         },
     )
     .await?;

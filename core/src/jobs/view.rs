@@ -50,7 +50,18 @@ pub struct SkuRef {
     pub sku_part_number: String,
 }
 
-/// What a job learnt from the directory while it ran (`jobs.result`).
+impl SkuRef {
+    /// The id and part number of a SKU the tenant subscribes to.
+    pub fn of(sku: &crate::directory::Sku) -> SkuRef {
+        SkuRef {
+            sku_id: sku.sku_id,
+            sku_part_number: sku.sku_part_number.clone(),
+        }
+    }
+}
+
+/// What a job learnt from the directory while it ran (`jobs.result`); a submitted job starts
+/// with what the API read as it checked the request (its groups' names, the SKUs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobFacts {
     #[serde(default)]
