@@ -343,7 +343,7 @@ struct State {
     probe_refusals: u64,
     granted: u64,
     throttled: u64,
-    rtts: VecDeque<Duration>,
+    rtts: RoundTrips,
     /// Share of the shortest round trip sent ahead of a slot freeing.
     lead_share: f64,
     /// Added to the window's upper bound when scheduling.
@@ -353,6 +353,39 @@ struct State {
     inconclusive_fills: u32,
     /// When the last run of 429s the schedule did not expect began (see [`State::surprised`]).
     surprised_at: Option<Instant>,
+}
+
+/// The last [`RTT_SAMPLES`] round trips of answered writes, with their least and median kept
+/// as each comes in: the scheduler asks for them at every decision, and answers come far less
+/// often than decisions.
+#[derive(Debug, Default)]
+struct RoundTrips {
+    samples: VecDeque<Duration>,
+    least: Option<Duration>,
+    median: Option<Duration>,
+}
+
+impl RoundTrips {
+    fn push(&mut self, rtt: Duration) {
+        self.samples.push_back(rtt);
+        if self.samples.len() > RTT_SAMPLES {
+            self.samples.pop_front();
+        }
+        let mut sorted: Vec<Duration> = self.samples.iter().copied().collect();
+        sorted.sort_unstable();
+        self.least = sorted.first().copied();
+        self.median = sorted.get(sorted.len() / 2).copied();
+    }
+
+    /// The shortest of the kept round trips (`None` before the first answer).
+    fn least(&self) -> Option<Duration> {
+        self.least
+    }
+
+    /// The median of the kept round trips (the upper one of an even count).
+    fn median(&self) -> Option<Duration> {
+        self.median
+    }
 }
 
 #[derive(Debug)]
@@ -374,8 +407,7 @@ impl State {
     /// unexpected 429s.
     fn lead(&self) -> Duration {
         self.rtts
-            .iter()
-            .min()
+            .least()
             .map_or(Duration::ZERO, |d| d.mul_f64(self.lead_share))
     }
 
@@ -400,9 +432,7 @@ impl State {
     fn window_known(&self) -> bool {
         match self.w_hi {
             Some(hi) => {
-                let mut rtts: Vec<Duration> = self.rtts.iter().copied().collect();
-                rtts.sort_unstable();
-                let rtt = rtts.get(rtts.len() / 2).copied().unwrap_or_default();
+                let rtt = self.rtts.median().unwrap_or_default();
                 let gap = hi.saturating_sub(self.w_lo);
                 gap <= WINDOW_PRECISION_MIN
                     .max(hi.mul_f64(WINDOW_PRECISION))
@@ -700,10 +730,7 @@ impl Shared {
         let mut s = self.state.lock();
         s.outstanding -= u64::from(writes);
         if answers.iter().any(|a| !matches!(a, WriteAnswer::Unknown)) {
-            s.rtts.push_back(now.saturating_duration_since(sent));
-            if s.rtts.len() > RTT_SAMPLES {
-                s.rtts.pop_front();
-            }
+            s.rtts.push(now.saturating_duration_since(sent));
         }
         match kind {
             Kind::Fill { epoch } if epoch == s.fill.epoch && s.limit.is_none() => {
@@ -861,7 +888,7 @@ impl WriteLimiter {
                     probe_refusals: 0,
                     granted: 0,
                     throttled: 0,
-                    rtts: VecDeque::new(),
+                    rtts: RoundTrips::default(),
                     lead_share: 0.5,
                     margin: WINDOW_MARGIN,
                     last_grant: None,

@@ -565,7 +565,7 @@ async fn a_limit_learned_too_high_comes_down() {
         s.limit = Some(150);
         s.w_lo = Duration::from_millis(4_990);
         s.w_hi = Some(Duration::from_millis(5_010));
-        s.rtts.push_back(Duration::from_millis(20));
+        s.rtts.push(Duration::from_millis(20));
     }
     let mut r = run(l.clone(), dir, 4_000, 16).await;
     let limit = l.budget().0.unwrap();
@@ -574,4 +574,23 @@ async fn a_limit_learned_too_high_comes_down() {
     // Two windows of 50 refused, then (almost) none.
     assert!(r.refused <= 110, "{} of {} refused", r.refused, r.requests);
     assert!(r.share() >= 0.9, "share {}", r.share());
+}
+
+#[test]
+fn round_trips_keep_the_least_and_median_of_the_last_samples() {
+    let ms = Duration::from_millis;
+    let mut rtts = RoundTrips::default();
+    assert_eq!((rtts.least(), rtts.median()), (None, None));
+    for d in [30, 10, 20] {
+        rtts.push(ms(d));
+    }
+    assert_eq!((rtts.least(), rtts.median()), (Some(ms(10)), Some(ms(20))));
+    // Only the last RTT_SAMPLES count: the early short ones leave.
+    for _ in 0..RTT_SAMPLES {
+        rtts.push(ms(50));
+    }
+    assert_eq!((rtts.least(), rtts.median()), (Some(ms(50)), Some(ms(50))));
+    rtts.push(ms(5));
+    assert_eq!((rtts.least(), rtts.median()), (Some(ms(5)), Some(ms(50))));
+    assert_eq!(rtts.samples.len(), RTT_SAMPLES);
 }
