@@ -297,6 +297,116 @@ async fn sigterm_while_exporting_hands_the_export_back_postgres_redis() {
     sigterm_while_reading(Reading::Export).await;
 }
 
+/// A worker asked to stop while the directory holds up a page of members leaves the read at
+/// once, rather than wait for the page within its grace period: each page here takes 30 s once
+/// two are stored (grace 15 s). The job is a preview, which writes nothing, so the only thing the
+/// stopping worker waits for is that read. The other worker reads on from the last page stored
+/// once the directory is quick again; the preview holds every member once, and launched it
+/// assigns each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_while_a_page_is_slow_leaves_the_read_postgres_redis() {
+    if !services_configured() {
+        return;
+    }
+    const MEMBERS: u64 = 4_000;
+    let emulator = directory(MEMBERS as usize, 1_000).await;
+    let (pg, services) = shared_services().await;
+    let mut d = Deployment::start_on(
+        &emulator,
+        2,
+        services,
+        &[("LICENSOR_WORKER__SHUTDOWN_GRACE_SECS", "15")],
+    )
+    .await;
+    let db = sea_orm::Database::connect(d.database_url()).await.unwrap();
+    let faults = |body: Value| {
+        let url = format!("{}/_emulator/faults", emulator.base_url());
+        async move {
+            let resp = reqwest::Client::new()
+                .put(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{:?}", resp.text().await);
+        }
+    };
+    let id = d
+        .submit_for_all(|group| json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE", "preview": true}))
+        .await;
+    // One page stored: the next is on its way already (1 s); every later one takes 30 s.
+    let stored = |than: u64| {
+        let (d, id) = (&d, &id);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let job = d.job(id).await;
+                if job["progress"]["total"].as_u64().unwrap_or(0) >= than {
+                    assert_eq!(job["expanding"], true, "still reading the group: {job}");
+                    return;
+                }
+                assert!(Instant::now() < deadline, "no pages stored: {job}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    stored(1).await;
+    faults(json!({"latency_ms": 30_000, "throttling": false})).await;
+    stored(1_998).await;
+    // The third page is being read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = expanding_pid(&db).await.expect("a worker reads the group");
+    let index = [1, 2]
+        .into_iter()
+        .find(|&i| d.procs.0[i].id() == pid)
+        .expect("the reader is one of the workers");
+    let asked = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exited = d.procs.0[index].wait().unwrap();
+    let stopped_in = asked.elapsed();
+    faults(json!({"latency_ms": 0, "throttling": false})).await;
+    assert!(exited.success(), "the worker exits cleanly: {exited:?}");
+    eprintln!(
+        "sigterm while a page is slow: the worker exited {stopped_in:?} after it was asked to stop (a page takes 30 s, grace 15 s)"
+    );
+    assert!(
+        stopped_in < Duration::from_secs(5),
+        "left the slow read, not waited for it: {stopped_in:?}"
+    );
+    let job = d.wait_end(&id, 120).await;
+    assert_eq!(job["status"], "previewed", "{job}");
+    assert_eq!(job["progress"]["total"].as_u64(), Some(MEMBERS), "{job}");
+    assert_eq!(job["preview"]["members"].as_u64(), Some(MEMBERS), "{job}");
+    let s = stats(&emulator).await;
+    assert!(
+        s["member_page_reads_max"].as_u64().unwrap() <= 2,
+        "no page of members read more than twice: {s}"
+    );
+    assert_eq!(
+        s["successful_writes"].as_u64(),
+        Some(0),
+        "a preview writes nothing: {s}"
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/jobs/{id}/launch", d.url))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let job = d.wait_end(&id, 120).await;
+    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    drop(d);
+    drop(pg);
+    emulator.shutdown().await;
+}
+
 /// The job a [`sigterm_while_reading`] case reads its group for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reading {

@@ -22,6 +22,7 @@ use crate::directory::{DirectoryClient, DirectoryError};
 use crate::domain::{ItemStatus, JobStatus};
 use crate::entities::{job, job_item, job_run};
 use crate::error::{StoreError, StoreResult};
+use crate::tasks::unless_stopped;
 
 /// A member found by expansion.
 #[derive(Debug, Clone)]
@@ -398,8 +399,8 @@ pub struct Reader<'r> {
     pub owner: &'r str,
     pub client: &'r DirectoryClient,
     pub settings: &'r JobSettings,
-    /// Raised when the step's process stops: expansion stops after the page being stored (an
-    /// export's next step reads its groups again from the first page, see
+    /// Raised when the step's process stops: expansion stops after the page being stored, or
+    /// at once while it waits for the directory (an export's next step reads its groups again from the first page, see
     /// [`export::expand`]).
     pub stop: &'r std::sync::atomic::AtomicBool,
 }
@@ -414,11 +415,12 @@ pub struct Reader<'r> {
 /// `start_work` queues the job's lanes: called once members are stored (a resumed expansion
 /// calls it at once), so work starts while the rest of the groups are still read.
 ///
-/// Once `reader.stop` is raised (the process is stopping), expansion stops after the page being
-/// stored (checked as each page is stored, not while one is read), with `Ok(false)`: the
-/// position after it is stored with it, so the step that takes the expansion next reads on
-/// from there, and a stopping worker does not read a large group to its end within its grace
-/// period.
+/// Once `reader.stop` is raised (the process is stopping), expansion stops with `Ok(false)`
+/// after the page being stored, or at once while it waits for the directory (within
+/// [`crate::tasks::STOP_POLL`]: a slow page, a read throttled with a long `Retry-After`): the position after
+/// the last page stored is stored with it, so the step that takes the expansion next reads on
+/// from there, and a stopping worker neither reads a large group to its end nor waits for a
+/// slow read within its grace period.
 pub async fn expand<'a, 's, E: From<StoreError>>(
     reader: Reader<'_>,
     job: &job::Model,
@@ -434,7 +436,17 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
         stop,
     } = reader;
     let mut facts = JobFacts::default();
-    let skus = match client.subscribed_skus().await {
+    // Every read waits for the directory only while the process is not stopping: a read the
+    // directory holds up (a slow page, a long `Retry-After`) is left, and the next step reads
+    // it again.
+    let handed_back = || -> Result<Result<bool, JobFailure>, E> {
+        tracing::info!(job = %job.id, "process stopping: expansion left during a read");
+        Ok(Ok(false))
+    };
+    let Some(skus) = unless_stopped(stop, client.subscribed_skus()).await else {
+        return handed_back();
+    };
+    let skus = match skus {
         Ok(skus) => {
             facts.skus = skus.iter().map(SkuRef::of).collect();
             skus
@@ -447,7 +459,10 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
         }
     };
     for id in &req.groups {
-        match client.get_group(id).await {
+        let Some(group) = unless_stopped(stop, client.get_group(id)).await else {
+            return handed_back();
+        };
+        match group {
             Ok(g) => facts.groups.push(GroupRef {
                 id: id.to_string(),
                 display_name: g.display_name,
@@ -518,7 +533,11 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
             }
         }));
         loop {
-            let page = match pages.recv().await {
+            let Some(page) = unless_stopped(stop, pages.recv()).await else {
+                // The position after the last page stored was stored with it.
+                return handed_back();
+            };
+            let page = match page {
                 None => break,
                 Some(Ok(page)) => page,
                 Some(Err(e)) => {

@@ -26,6 +26,7 @@ use crate::directory::{DirectoryClient, DirectoryError, User};
 use crate::domain::ItemStatus;
 use crate::entities::{job, job_item};
 use crate::error::{StoreError, StoreResult};
+use crate::tasks::unless_stopped;
 
 /// The export's columns, in order.
 pub const COLUMNS: &[&str] = &[
@@ -107,8 +108,9 @@ pub struct ExportFacts {
 /// the expansion — see [`expand::insert_items`] — or `stop` was raised: the process is
 /// stopping), or the directory error with what was being done.
 ///
-/// `stop` is looked at after each page stored: a stopping worker leaves the export to the next
-/// step within its grace period rather than reading on to the last page. That step reads the
+/// `stop` is looked at after each page stored and while a read waits for the directory (see
+/// [`unless_stopped`]): a stopping worker leaves the export to the next step within its grace
+/// period rather than reading on to the last page or waiting for a slow one. That step reads the
 /// groups again from their first page (the names the file needs are gathered while reading,
 /// and nested groups are read in the order they are found); the members stored already are
 /// not stored again (one item per member and job).
@@ -122,7 +124,15 @@ pub async fn expand(
     stop: &std::sync::atomic::AtomicBool,
 ) -> StoreResult<Result<Option<u64>, (DirectoryError, &'static str)>> {
     let mut export = facts.export.take().unwrap_or_default();
-    match client.subscribed_skus().await {
+    type Expanded = StoreResult<Result<Option<u64>, (DirectoryError, &'static str)>>;
+    let left = || -> Expanded {
+        tracing::info!(job = %job.id, "process stopping: export left during a read");
+        Ok(Ok(None))
+    };
+    let Some(skus) = unless_stopped(stop, client.subscribed_skus()).await else {
+        return left();
+    };
+    match skus {
         Ok(skus) => {
             for plan in skus.into_iter().flat_map(|s| s.service_plans) {
                 if let Some(name) = plan.service_plan_name {
@@ -140,7 +150,10 @@ pub async fn expand(
         while let Some((current, through)) = queue.pop_front() {
             let mut pages = client.export_members(&current).try_chunks(999);
             loop {
-                let page = match pages.try_next().await {
+                let Some(page) = unless_stopped(stop, pages.try_next()).await else {
+                    return left();
+                };
+                let page = match page {
                     Ok(Some(page)) => page,
                     Ok(None) => break,
                     Err(e) => return Ok(Err((e.1, "reading group members"))),
@@ -174,7 +187,11 @@ pub async fn expand(
                 }
             }
             if req.transitive {
-                let nested = match client.nested_groups(&current).await {
+                let Some(nested) = unless_stopped(stop, client.nested_groups(&current)).await
+                else {
+                    return left();
+                };
+                let nested = match nested {
                     Ok(n) => n,
                     Err(e) => return Ok(Err((e, "reading nested groups"))),
                 };
