@@ -311,7 +311,9 @@ impl DirectoryClient {
     /// A client whose metrics carry `tenant` (licensor's tenant id, never a name or secret) as
     /// their `tenant` label: `licensor_directory_requests_total`, `…_throttled_total`,
     /// `…_write_budget_used_ratio` and `…_credentials_rejected_total`. Their per-tenant series
-    /// are registered at zero here, so they exist before the first event.
+    /// are registered here, at zero when new, so they exist before the first event; a series the
+    /// process has already is left as it is (the write budget's share last reported stays on a
+    /// rebuilt client of the same app: see [`DirectoryClient::budget_changed`]).
     pub fn for_tenant(
         config: DirectoryConfig,
         tuning: DirectoryTuning,
@@ -321,7 +323,7 @@ impl DirectoryClient {
         metrics::counter!("licensor_directory_throttled_total", "tenant" => tenant.clone())
             .increment(0);
         metrics::gauge!("licensor_directory_write_budget_used_ratio", "tenant" => tenant.clone())
-            .set(0.0);
+            .increment(0.0);
         metrics::counter!("licensor_directory_credentials_rejected_total", "tenant" => tenant.clone(), "code" => "invalid_client")
             .increment(0);
         Self::labelled(config, tuning, tenant)
@@ -372,6 +374,15 @@ impl DirectoryClient {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.limiter = previous.inner.limiter.clone();
         }
+        self
+    }
+
+    /// This client spends another write budget than the tenant's client before it (another
+    /// app registration or directory): the share of the budget last reported
+    /// (`licensor_directory_write_budget_used_ratio`) was the other budget's, and reads 0 until
+    /// this one's is reported.
+    pub fn budget_changed(self) -> Self {
+        self.note_budget(None);
         self
     }
 

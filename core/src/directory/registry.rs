@@ -118,7 +118,8 @@ impl DirectoryClients {
         let client = match clients.get(&tenant.id) {
             Some(e) if e.version >= tenant.updated_at => return Ok(e.client.clone()),
             Some(e) if e.budget == budget => client.pacing_like(&e.client),
-            _ => client,
+            Some(_) => client.budget_changed(),
+            None => client,
         };
         clients.insert(
             tenant.id,
@@ -207,5 +208,59 @@ mod tests {
         let late = clients.for_tenant(&first).unwrap();
         assert!(late.same_client(&other));
         assert!(clients.for_tenant(&other_app).unwrap().same_client(&other));
+    }
+
+    /// The share of the write budget a tenant's directory last reported stays on the dashboard
+    /// when its client is rebuilt for the same app (a rotated secret), and when a step builds a
+    /// client it then drops for a newer one; another app's budget starts at 0.
+    #[test]
+    fn the_budget_gauge_outlives_a_rebuilt_client_of_the_same_app() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let secrets = SecretBox::from_base64(&format!("{}=", "A".repeat(43))).unwrap();
+        let first = tenant(&secrets);
+        let gauge = |handle: &metrics_exporter_prometheus::PrometheusHandle| -> Option<f64> {
+            let label = format!("tenant=\"{}\"", first.id);
+            handle
+                .render()
+                .lines()
+                .find(|l| {
+                    l.starts_with("licensor_directory_write_budget_used_ratio{")
+                        && l.contains(&label)
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        };
+        metrics::with_local_recorder(&recorder, || {
+            let clients = DirectoryClients::new(DirectoryTuning::default(), secrets.clone());
+            let client = clients.for_tenant(&first).unwrap();
+            assert_eq!(
+                gauge(&handle),
+                Some(0.0),
+                "registered at 0 before any write"
+            );
+            client.note_budget(Some(92.0));
+            assert_eq!(gauge(&handle), Some(0.92));
+            let rotated = tenant::Model {
+                client_secret_enc: Some(secrets.seal("rotated")),
+                updated_at: first.updated_at + chrono::Duration::seconds(1),
+                ..first.clone()
+            };
+            let rebuilt = clients.for_tenant(&rotated).unwrap();
+            assert!(!rebuilt.same_client(&client));
+            // A step with an older read of the tenant builds a client and drops it.
+            assert!(clients.for_tenant(&first).unwrap().same_client(&rebuilt));
+            assert_eq!(gauge(&handle), Some(0.92), "kept across the rebuilt client");
+            let other_app = tenant::Model {
+                client_id: Some("another-app".into()),
+                updated_at: rotated.updated_at + chrono::Duration::seconds(1),
+                ..rotated
+            };
+            clients.for_tenant(&other_app).unwrap();
+            assert_eq!(
+                gauge(&handle),
+                Some(0.0),
+                "another app's budget is not reported yet"
+            );
+        });
     }
 }
