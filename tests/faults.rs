@@ -1019,6 +1019,116 @@ async fn embedded_server_killed_taken_over_at_restart() {
     emulator.shutdown().await;
 }
 
+/// `licensor serve` on the embedded default killed with SIGKILL while it answers a submit sent
+/// with an `Idempotency-Key` (the directory takes 60 s to answer its SKU read). While the
+/// request runs, its key is "in use" — beyond the claim's 30 s lease too, as the request renews
+/// it. Once the process is gone and the lease has run out, a retry with that key is told
+/// `idempotency_key_interrupted` (not "in use, retry shortly" for the 24 h the key is kept); the
+/// client finds that no job was made, and the request sent again with a new key is a job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_whose_server_was_killed_is_told_interrupted() {
+    let emulator = directory(20, 0).await;
+    let mut d = Deployment::start_embedded(
+        &emulator,
+        &[("LICENSOR_DIRECTORY__REQUEST_TIMEOUT_SECS", "120")],
+    )
+    .await;
+    let groups: Value = d
+        .get("/v1/directory/groups?search=All")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let body = json!({"kind": "assign", "groups": [groups["data"][0]["id"]], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"});
+    let faults = |latency_ms: u64| {
+        let url = format!("{}/_emulator/faults", emulator.base_url());
+        async move {
+            let resp = reqwest::Client::new()
+                .put(url)
+                .json(&json!({"latency_ms": latency_ms, "throttling": false}))
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success());
+        }
+    };
+    let (url, token) = (d.url.clone(), d.token.clone());
+    let submit = |key: &'static str| {
+        let (url, token, body) = (url.clone(), token.clone(), body.clone());
+        async move {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/jobs"))
+                .bearer_auth(token)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+        }
+    };
+    let code = |resp: reqwest::Result<reqwest::Response>| async move {
+        let resp = resp.expect("answered");
+        let status = resp.status().as_u16();
+        let problem: Value = resp.json().await.unwrap_or_default();
+        (
+            status,
+            problem["code"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    faults(60_000).await;
+    let sent = Instant::now();
+    let first = tokio::spawn(submit("interrupted-submit"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        code(submit("interrupted-submit").await).await,
+        (409, "idempotency_key_in_use".to_owned())
+    );
+    // Past the claim's first lease: renewed by the request still running.
+    tokio::time::sleep(Duration::from_secs(35).saturating_sub(sent.elapsed())).await;
+    assert_eq!(
+        code(submit("interrupted-submit").await).await,
+        (409, "idempotency_key_in_use".to_owned()),
+        "a request still running keeps its key past the first lease"
+    );
+    kill_9(&mut d.procs.0[0]);
+    let killed = Instant::now();
+    assert!(
+        first.await.unwrap().is_err(),
+        "the first request got no answer"
+    );
+    faults(0).await;
+    d.spawn(&["serve"]);
+    d.wait_ready().await;
+    let told = loop {
+        let answer = code(submit("interrupted-submit").await).await;
+        if answer.1 != "idempotency_key_in_use" {
+            break answer;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(45),
+            "still in use {:?} after the kill",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let interrupted_after = killed.elapsed();
+    eprintln!(
+        "a key whose server was killed: told interrupted {interrupted_after:?} after the kill (lease 30 s)"
+    );
+    assert_eq!(told, (409, "idempotency_key_interrupted".to_owned()));
+    // The client looks: no job was made. Sent again with a new key, it is one.
+    let jobs: Value = d.get("/v1/jobs").await.json().await.unwrap();
+    assert_eq!(jobs["data"].as_array().map(Vec::len), Some(0), "{jobs}");
+    let (status, _) = code(submit("interrupted-submit").await).await;
+    assert_eq!(status, 409, "the key stays taken");
+    let again = submit("interrupted-submit-2").await.unwrap();
+    assert_eq!(again.status().as_u16(), 202);
+    let job: Value = again.json().await.unwrap();
+    let job = d.wait_end(job["id"].as_str().unwrap(), 120).await;
+    assert_all_assigned_once(&emulator, &job, 20).await;
+    drop(d);
+    emulator.shutdown().await;
+}
+
 /// Members done of the deployment's jobs, read from the database (while the API is down).
 async fn succeeded_in(db: &sea_orm::DatabaseConnection) -> i64 {
     use sea_orm::{ConnectionTrait, Statement};

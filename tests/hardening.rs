@@ -1199,3 +1199,85 @@ async fn a_key_is_released_when_the_pool_frees_up_postgres() {
     }
     app.stop().await;
 }
+
+/// A key's claim is held for its lease, renewed while its request runs; one whose lease ran out
+/// unanswered (its process stopped) is told apart from one still being answered, and an answer
+/// kept is replayed whatever its lease.
+async fn a_claim_whose_lease_ran_out_is_interrupted(backend: Backend) {
+    use licensor_core::entities::idempotency_key;
+    use licensor_core::idempotency::{self, Claim, Stored};
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let Some(app) = TestApp::start_with(backend, Roles::API, "").await else {
+        return;
+    };
+    let t = app.tenant("leases").await;
+    let lease_of = |claim: i64| {
+        let db = &app.db;
+        async move {
+            idempotency_key::Entity::find_by_id(claim)
+                .one(db)
+                .await
+                .unwrap()
+                .unwrap()
+                .lease_until
+                .unwrap()
+        }
+    };
+    // As a process that stopped leaves it: claimed, its lease over.
+    let run_out = |claim: i64| {
+        let db = &app.db;
+        async move {
+            idempotency_key::Entity::update_many()
+                .col_expr(
+                    idempotency_key::Column::LeaseUntil,
+                    Expr::value(chrono::Utc::now() - chrono::Duration::seconds(1)),
+                )
+                .filter(idempotency_key::Column::Id.eq(claim))
+                .exec(db)
+                .await
+                .unwrap();
+        }
+    };
+    let claim = |key: &'static str| {
+        let db = &app.db;
+        async move { idempotency::claim(db, t.id, key, "fp").await.unwrap() }
+    };
+    let Claim::Fresh(first) = claim("k").await else {
+        panic!("a new key")
+    };
+    let leased = lease_of(first).await;
+    let left = leased - chrono::Utc::now();
+    assert!(
+        left > chrono::Duration::seconds(25) && left <= chrono::Duration::seconds(30),
+        "{left}"
+    );
+    assert!(matches!(claim("k").await, Claim::InProgress));
+    run_out(first).await;
+    assert!(matches!(claim("k").await, Claim::Interrupted));
+    // A renewal of a request still running holds the key again.
+    idempotency::renew(&app.db, t.id, "k", first).await.unwrap();
+    assert!(lease_of(first).await > chrono::Utc::now());
+    assert!(matches!(claim("k").await, Claim::InProgress));
+    // Kept: replayed, whatever the lease; a renewal of a kept key leaves it alone.
+    let answer = Stored {
+        status: 202,
+        content_type: Some("application/json".into()),
+        body: b"{}".to_vec(),
+        location: None,
+    };
+    idempotency::finish(&app.db, t.id, "k", first, &answer)
+        .await
+        .unwrap();
+    run_out(first).await;
+    idempotency::renew(&app.db, t.id, "k", first).await.unwrap();
+    assert!(lease_of(first).await < chrono::Utc::now());
+    match claim("k").await {
+        Claim::Replay(stored) => assert_eq!(stored.status, 202),
+        other => panic!("the answer was kept: {other:?}"),
+    }
+    // Another request's key is its own.
+    assert!(matches!(claim("other").await, Claim::Fresh(_)));
+    app.stop().await;
+}
+on_both_backends!(a_claim_whose_lease_ran_out_is_interrupted);

@@ -14,6 +14,19 @@ use crate::error::{StoreError, StoreResult};
 /// How long a key is remembered.
 pub const RETENTION_HOURS: i64 = 24;
 
+/// How long a claim of a key holds it without being renewed: the request answering it renews
+/// it every [`LEASE_RENEWAL`] while it runs (see [`renew`]). A key still unanswered after its
+/// lease ran out was being answered by a process that stopped ([`Claim::Interrupted`]). Long
+/// enough that a database slow to answer a renewal does not make a live request look dead.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often a request answering a key renews its claim ([`LEASE`]).
+pub const LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn lease_from(now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    now + Duration::from_std(LEASE).unwrap_or_else(|_| Duration::seconds(30))
+}
+
 /// A key as clients may send it: 1–200 visible ASCII characters.
 pub fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| b.is_ascii_graphic())
@@ -59,6 +72,11 @@ pub enum Claim {
     Replay(Stored),
     /// The first request with this key is still being answered.
     InProgress,
+    /// The first request with this key was being answered by a process that stopped before it
+    /// kept or released the key (its [`LEASE`] ran out): whether it took effect is not known
+    /// here. The key stays taken until it expires; the client looks at what it asked for and
+    /// sends again with a new key if it did not happen.
+    Interrupted,
     /// The key was used for a different request.
     Reused,
 }
@@ -80,6 +98,7 @@ pub async fn claim(db: &Db, tenant_id: Uuid, key: &str, fingerprint: &str) -> St
         body: Set(None),
         location: Set(None),
         created_at: Set(now),
+        lease_until: Set(Some(lease_from(now))),
         ..Default::default()
     })
     .on_conflict(
@@ -108,8 +127,26 @@ pub async fn claim(db: &Db, tenant_id: Uuid, key: &str, fingerprint: &str) -> St
             body,
             location: row.location,
         }),
+        _ if row.lease_until.is_some_and(|until| until < now) => Claim::Interrupted,
         _ => Claim::InProgress,
     })
+}
+
+/// Renew claim `claim` ([`Claim::Fresh`]) of a key while its request is still being answered
+/// (every [`LEASE_RENEWAL`]); a key answered or released meanwhile is left as it is.
+pub async fn renew(db: &Db, tenant_id: Uuid, key: &str, claim: i64) -> StoreResult<()> {
+    idempotency_key::Entity::update_many()
+        .col_expr(
+            idempotency_key::Column::LeaseUntil,
+            Expr::value(lease_from(Utc::now())),
+        )
+        .filter(idempotency_key::Column::TenantId.eq(tenant_id))
+        .filter(idempotency_key::Column::Key.eq(key))
+        .filter(idempotency_key::Column::Id.eq(claim))
+        .filter(idempotency_key::Column::Status.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 async fn find(db: &Db, tenant_id: Uuid, key: &str) -> StoreResult<Option<idempotency_key::Model>> {

@@ -24,6 +24,7 @@ mod m20261130_000030_member_history_keys;
 mod m20261201_000031_launch_order;
 mod m20261201_000032_idempotent_location;
 mod m20261201_000033_tenant_writers;
+mod m20261203_000034_idempotency_lease;
 
 pub struct Migrator;
 
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000031_launch_order::Migration),
             Box::new(m20261201_000032_idempotent_location::Migration),
             Box::new(m20261201_000033_tenant_writers::Migration),
+            Box::new(m20261203_000034_idempotency_lease::Migration),
         ]
     }
 }

@@ -1,7 +1,10 @@
 //! `Idempotency-Key` on mutating POSTs: a repeat with the same key and body returns the first
 //! answer and does nothing again; the same key with a different request → 422
 //! `idempotency_key_reused`; while the first is still being answered → 409
-//! `idempotency_key_in_use`. Server errors and 429s are not kept, so a retry runs again; any
+//! `idempotency_key_in_use`; when the process answering it stopped before it kept or released
+//! the key (its claim's lease ran out) → 409 `idempotency_key_interrupted`, for the client to
+//! look at what it asked for and send again with a new key if it did not happen. Server errors
+//! and 429s are not kept, so a retry runs again; any
 //! other answer, a refusal too, is the answer to that request (CONTRACT §API). The same request
 //! means the same method, path and JSON value: the order of an object's keys and white space do
 //! not matter.
@@ -88,8 +91,15 @@ pub async fn idempotency(
             "the first request with this Idempotency-Key is still being answered; retry shortly",
         )
         .into_response(),
+        Ok(Claim::Interrupted) => ApiError::conflict(
+            "idempotency_key_interrupted",
+            "the first request with this Idempotency-Key was being answered when the server stopped, and whether it took effect is not known: look at what it asked for, and if it did not happen send it again with a new key",
+        )
+        .into_response(),
         Ok(Claim::Replay(stored)) => replay(stored),
         Ok(Claim::Fresh(claim)) => {
+            // The claim is held while the request runs and its answer is kept or released.
+            let held = hold(&state, tenant_id, &key, claim);
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
                 .await;
@@ -100,12 +110,12 @@ pub async fn idempotency(
             {
                 // Released beside the answer (it retries while the database is away or busy),
                 // so the 503 goes out at once; a retry meanwhile is told 409 "retry shortly".
-                release_soon(&state, tenant_id, key, claim);
+                release_soon(&state, tenant_id, key, claim, held);
                 return response;
             }
             let (mut parts, body) = response.into_parts();
             let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
-                release_soon(&state, tenant_id, key, claim);
+                release_soon(&state, tenant_id, key, claim, held);
                 return ApiError::internal("response body could not be read").into_response();
             };
             let stored = Stored {
@@ -125,19 +135,47 @@ pub async fn idempotency(
             if let Err(e) = idempotency::finish(&state.db, tenant_id, &key, claim, &stored).await {
                 tracing::warn!(error = %e, "could not keep the answer to an idempotency key");
             }
+            drop(held);
             parts.headers.remove(REPLAYED);
             Response::from_parts(parts, Body::from(body))
         }
     }
 }
 
-/// Release `key` in a task of its own (see [`idempotency::release`]).
-fn release_soon(state: &AppState, tenant_id: uuid::Uuid, key: String, claim: i64) {
+/// Renew claim `claim` of `key` every [`idempotency::LEASE_RENEWAL`] until the returned task is
+/// dropped, so a request that takes long is never taken for one whose process stopped.
+fn hold(
+    state: &AppState,
+    tenant_id: uuid::Uuid,
+    key: &str,
+    claim: i64,
+) -> licensor_core::tasks::AbortOnDrop {
+    let (db, key) = (state.db.clone(), key.to_owned());
+    licensor_core::tasks::AbortOnDrop(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(idempotency::LEASE_RENEWAL).await;
+            if let Err(e) = idempotency::renew(&db, tenant_id, &key, claim).await {
+                tracing::warn!(error = %e, "could not renew the claim of an idempotency key");
+            }
+        }
+    }))
+}
+
+/// Release `key` in a task of its own (see [`idempotency::release`]), holding its claim
+/// (`held`) until then.
+fn release_soon(
+    state: &AppState,
+    tenant_id: uuid::Uuid,
+    key: String,
+    claim: i64,
+    held: licensor_core::tasks::AbortOnDrop,
+) {
     let db = state.db.clone();
     tokio::spawn(async move {
         if let Err(e) = idempotency::release(&db, tenant_id, &key, claim).await {
             tracing::warn!(error = %e, "could not release an idempotency key");
         }
+        drop(held);
     });
 }
 

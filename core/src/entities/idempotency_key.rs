@@ -16,6 +16,9 @@ pub struct Model {
     /// The first answer's `Location` header, if it had one.
     pub location: Option<String>,
     pub created_at: DateTimeUtc,
+    /// Until when the request answering the key holds it (renewed while it runs); `None` for
+    /// keys claimed before leases were kept.
+    pub lease_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
