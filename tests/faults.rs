@@ -305,6 +305,25 @@ async fn sigterm_while_exporting_hands_the_export_back_postgres_redis() {
 /// assigns each exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_while_a_page_is_slow_leaves_the_read_postgres_redis() {
+    sigterm_while_a_page_is_slow(SlowRead::Preview).await;
+}
+
+/// The same for an export (which writes nothing either): the stopping worker leaves the slow
+/// read, and the other one reads the groups again from the first page; the file has every
+/// member once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_while_an_export_page_is_slow_leaves_the_read_postgres_redis() {
+    sigterm_while_a_page_is_slow(SlowRead::Export).await;
+}
+
+/// The job a [`sigterm_while_a_page_is_slow`] case reads its group for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlowRead {
+    Preview,
+    Export,
+}
+
+async fn sigterm_while_a_page_is_slow(kind: SlowRead) {
     if !services_configured() {
         return;
     }
@@ -332,7 +351,10 @@ async fn sigterm_while_a_page_is_slow_leaves_the_read_postgres_redis() {
         }
     };
     let id = d
-        .submit_for_all(|group| json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE", "preview": true}))
+        .submit_for_all(|group| match kind {
+            SlowRead::Preview => json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE", "preview": true}),
+            SlowRead::Export => json!({"kind": "export", "groups": [group], "export": {"format": "csv"}}),
+        })
         .await;
     // One page stored: the next is on its way already (1 s); every later one takes 30 s.
     let stored = |than: u64| {
@@ -373,16 +395,13 @@ async fn sigterm_while_a_page_is_slow_leaves_the_read_postgres_redis() {
     faults(json!({"latency_ms": 0, "throttling": false})).await;
     assert!(exited.success(), "the worker exits cleanly: {exited:?}");
     eprintln!(
-        "sigterm while a page is slow: the worker exited {stopped_in:?} after it was asked to stop (a page takes 30 s, grace 15 s)"
+        "sigterm while a page is slow ({kind:?}): the worker exited {stopped_in:?} after it was asked to stop (a page takes 30 s, grace 15 s)"
     );
     assert!(
         stopped_in < Duration::from_secs(5),
         "left the slow read, not waited for it: {stopped_in:?}"
     );
     let job = d.wait_end(&id, 120).await;
-    assert_eq!(job["status"], "previewed", "{job}");
-    assert_eq!(job["progress"]["total"].as_u64(), Some(MEMBERS), "{job}");
-    assert_eq!(job["preview"]["members"].as_u64(), Some(MEMBERS), "{job}");
     let s = stats(&emulator).await;
     assert!(
         s["member_page_reads_max"].as_u64().unwrap() <= 2,
@@ -391,17 +410,24 @@ async fn sigterm_while_a_page_is_slow_leaves_the_read_postgres_redis() {
     assert_eq!(
         s["successful_writes"].as_u64(),
         Some(0),
-        "a preview writes nothing: {s}"
+        "nothing written yet: {s}"
     );
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/jobs/{id}/launch", d.url))
-        .bearer_auth(&d.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
-    let job = d.wait_end(&id, 120).await;
-    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    if kind == SlowRead::Export {
+        assert_exported_once(&d, &emulator, &job, MEMBERS).await;
+    } else {
+        assert_eq!(job["status"], "previewed", "{job}");
+        assert_eq!(job["progress"]["total"].as_u64(), Some(MEMBERS), "{job}");
+        assert_eq!(job["preview"]["members"].as_u64(), Some(MEMBERS), "{job}");
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/jobs/{id}/launch", d.url))
+            .bearer_auth(&d.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+        let job = d.wait_end(&id, 120).await;
+        assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    }
     drop(d);
     drop(pg);
     emulator.shutdown().await;
