@@ -350,6 +350,29 @@ async fn demo_starts_serves_stops_and_reuses_its_data() {
         .unwrap();
     assert_eq!(forbidden.status(), 403);
 
+    // A second demo on the same data directory is refused, and the first goes on as it was.
+    let second = run(licensor().args([
+        "demo",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--data-dir",
+        data,
+    ]));
+    assert!(!second.status.success());
+    let said = stderr_line(&second);
+    assert!(
+        said.contains(&format!("(pid {})", child.id())) && said.contains("--data-dir"),
+        "{said}"
+    );
+    assert!(second.stdout.is_empty(), "no greeting");
+    let still = http
+        .get(format!("{url}/v1/jobs"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still.status(), 200, "the first demo's token still works");
+
     interrupt(&child);
     assert!(
         wait_exit(&mut child, Duration::from_secs(20)).success(),

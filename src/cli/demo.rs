@@ -37,6 +37,8 @@ pub async fn run(listen: &str, data_dir: PathBuf) -> anyhow::Result<()> {
         toml_string(&data_dir.to_string_lossy())
     );
     let settings = Settings::load_with(&overrides)?;
+    // Held until the process ends.
+    let _running = hold_data_dir(&settings.data_dir)?;
     crate::telemetry::init_tracing(&settings.log);
 
     // Throttled like Graph, with a budget of 200 writes a second (Graph's default for one app
@@ -125,6 +127,50 @@ Press Ctrl-C to stop.
 }
 
 /// `s` as a TOML basic string.
+/// The lock file a running demo holds in its data directory.
+const DEMO_LOCK: &str = "demo.lock";
+
+/// Hold `data_dir` for this demo: an exclusive lock on `data_dir/demo.lock` (released by the
+/// operating system when the process ends, however it ends), with this process's id written in
+/// it. A second demo on the same data directory would point the demo tenant at its own
+/// directory emulator and revoke the first one's token; it is refused instead, with one line
+/// naming the demo that holds the directory.
+fn hold_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", data_dir.display()))?;
+    let path = data_dir.join(DEMO_LOCK);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let pid = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            };
+            anyhow::bail!(
+                "a licensor demo{pid} is running on {} already: stop it, or give this one another --data-dir",
+                data_dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock {}: {e}", path.display())
+        }
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    file.flush()?;
+    Ok(file)
+}
+
 fn toml_string(s: &str) -> String {
     let escaped: String = s
         .chars()
