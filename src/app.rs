@@ -219,6 +219,9 @@ impl Application {
                 webhooks: webhooks.clone(),
                 rate_limit: api::rate_limit::TokenRateLimiter::from_settings(&self.settings.api)
                     .map(Arc::new),
+                directory_wait: std::time::Duration::from_secs(
+                    self.settings.api.directory_wait_secs,
+                ),
             };
             let app = api::router(state, self.settings.max_body_bytes);
             let signal = stopped(stop_rx.clone());

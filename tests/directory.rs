@@ -153,3 +153,84 @@ async fn held_licenses_of_group_members(backend: Backend) {
     emulator.shutdown().await;
 }
 on_both_backends!(held_licenses_of_group_members);
+
+/// A directory that does not answer (every request answered 503, then every request answered
+/// after 30 s) is reported to an API caller within `api.directory_wait_secs` (2 s here) as 503
+/// `directory_unavailable` with `Retry-After`, by the pickers and by `POST /v1/jobs` alike —
+/// not after the workers' whole retry budget — and a submit refused that way creates no job and
+/// leaves its `Idempotency-Key` free for the retry.
+async fn an_unanswering_directory_is_reported_within_the_wait(backend: Backend) {
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::simple(43, 10, 20)),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator starts");
+    let Some(app) = TestApp::start_with(
+        backend,
+        licensor::Roles::API,
+        "[api]\ndirectory_wait_secs = 2\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let t = app.tenant("contoso").await;
+    app.connect_directory(t.id, &emulator).await;
+    let group = app.group_id(&t.admin, "All Users").await;
+    let faults = |body: Value| {
+        let url = format!("{}/_emulator/faults", emulator.base_url());
+        async move {
+            let resp = reqwest::Client::new()
+                .put(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success());
+        }
+    };
+    let submit = json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": graph_emulator::ENTERPRISEPACK_SKU_ID}]});
+    for fault in [
+        json!({"error_rate": 1.0, "error_statuses": [503], "throttling": false}),
+        json!({"latency_ms": 30_000, "throttling": false}),
+    ] {
+        faults(fault.clone()).await;
+        let asks = [
+            app.get("/v1/directory/skus", &t.viewer),
+            app.get("/v1/directory/groups?search=All", &t.viewer),
+            app.get("/v1/directory/users?search=a", &t.viewer),
+            app.post("/v1/directory/held-licenses", &t.viewer)
+                .json(&json!({"groups": [{"id": group}]})),
+            app.post("/v1/jobs", &t.admin)
+                .header("Idempotency-Key", "unanswered")
+                .json(&submit),
+        ];
+        for ask in asks {
+            let started = std::time::Instant::now();
+            let resp = ask.send().await.unwrap();
+            let took = started.elapsed();
+            assert!(
+                took < std::time::Duration::from_secs(6),
+                "answered after {took:?} ({fault})"
+            );
+            assert_eq!(resp.headers()["retry-after"], "5", "{fault}");
+            expect_problem(resp, 503, "directory_unavailable").await;
+        }
+    }
+    let jobs = app.get_json("/v1/jobs", &t.viewer).await;
+    assert_eq!(jobs["data"], json!([]), "no job was made");
+    // Answering again: the same key runs the request.
+    faults(json!({"throttling": false})).await;
+    let resp = app
+        .post("/v1/jobs", &t.admin)
+        .header("Idempotency-Key", "unanswered")
+        .json(&submit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(an_unanswering_directory_is_reported_within_the_wait);

@@ -1056,7 +1056,10 @@ async fn a_key_whose_server_was_killed_is_told_interrupted() {
     let emulator = directory(20, 0).await;
     let mut d = Deployment::start_embedded(
         &emulator,
-        &[("LICENSOR_DIRECTORY__REQUEST_TIMEOUT_SECS", "120")],
+        &[
+            ("LICENSOR_DIRECTORY__REQUEST_TIMEOUT_SECS", "120"),
+            ("LICENSOR_API__DIRECTORY_WAIT_SECS", "120"),
+        ],
     )
     .await;
     let groups: Value = d

@@ -62,6 +62,10 @@ pub struct ApiSettings {
     pub rate_limit_per_second: u32,
     /// Requests one API token may make at once above the sustained rate.
     pub rate_limit_burst: u32,
+    /// Seconds an API request waits for the directory (its reads with their retries) before
+    /// it is answered 503 `directory_unavailable`: the pickers, `POST /v1/jobs` and the CLI
+    /// commands behind them do not sit silent for the workers' whole retry budget. 1–600.
+    pub directory_wait_secs: u64,
 }
 
 impl Default for ApiSettings {
@@ -71,6 +75,7 @@ impl Default for ApiSettings {
             .unwrap_or(ApiSettings {
                 rate_limit_per_second: 50,
                 rate_limit_burst: 100,
+                directory_wait_secs: 15,
             })
     }
 }
@@ -489,6 +494,12 @@ impl RawSettings {
                 "must be between 1 and 1000000 while api.rate_limit_per_second is set",
             ));
         }
+        if !(1..=600).contains(&a.directory_wait_secs) {
+            return Err(ConfigError::new(
+                "api.directory_wait_secs",
+                "must be between 1 and 600",
+            ));
+        }
         let w = &self.worker;
         if w.concurrency == 0 || w.concurrency > 1024 {
             return Err(ConfigError::new(
@@ -743,6 +754,12 @@ mod tests {
         let e = Settings::from_toml("[api]\nrate_limit_burst = 0").unwrap_err();
         assert_eq!(e.key, "api.rate_limit_burst");
         assert_eq!(e.env, "LICENSOR_API__RATE_LIMIT_BURST");
+        for wait in ["0", "601"] {
+            let e =
+                Settings::from_toml(&format!("[api]\ndirectory_wait_secs = {wait}")).unwrap_err();
+            assert_eq!(e.key, "api.directory_wait_secs");
+            assert_eq!(e.env, "LICENSOR_API__DIRECTORY_WAIT_SECS");
+        }
         let e = Settings::from_toml("[api]\nrate_limit_per_second = -1").unwrap_err();
         assert_eq!(e.key, "api.rate_limit_per_second");
         let s =

@@ -31,6 +31,28 @@ pub(crate) async fn client(state: &AppState, auth: &Auth) -> ApiResult<Directory
     })
 }
 
+/// `read` (a directory read, with its retries), answered within `state.directory_wait`
+/// (`api.directory_wait_secs`); past it, [`DirectoryError`] `Transient` — 503
+/// `directory_unavailable` with Retry-After through [`directory_error`]. An API caller, a person
+/// at a picker or a CLI, is told the directory is not answering rather than wait for the
+/// workers' whole retry budget (minutes).
+pub(crate) async fn answered<T>(
+    state: &AppState,
+    read: impl std::future::Future<Output = Result<T, DirectoryError>>,
+) -> Result<T, DirectoryError> {
+    tokio::time::timeout(state.directory_wait, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DirectoryError::unavailable(format!(
+                "no answer within {} s (api.directory_wait_secs)",
+                state.directory_wait.as_secs()
+            )))
+        })
+}
+
+/// The `Retry-After` (seconds) of a 503 `directory_unavailable`.
+const DIRECTORY_RETRY_AFTER_SECS: u64 = 5;
+
 /// A directory failure as seen by an API caller: its one classification ([`Failure`]) with the
 /// HTTP status that goes with it.
 pub(crate) fn directory_error(e: DirectoryError) -> ApiError {
@@ -48,7 +70,11 @@ pub(crate) fn directory_error(e: DirectoryError) -> ApiError {
     };
     match failure {
         Failure::NotFound => ApiError::new(StatusCode::NOT_FOUND, failure.code(), detail),
-        Failure::Unavailable => ApiError::unavailable(failure.code(), detail),
+        // The directory did not answer (in time): worth asking again in a few seconds.
+        Failure::Unavailable => ApiError {
+            retry_after: Some(DIRECTORY_RETRY_AFTER_SECS),
+            ..ApiError::unavailable(failure.code(), detail)
+        },
         Failure::NotConfigured => ApiError::conflict(failure.code(), detail),
         Failure::CredentialsRejected | Failure::Other => {
             ApiError::new(StatusCode::BAD_GATEWAY, failure.code(), detail)
@@ -98,10 +124,12 @@ pub async fn list_groups(
         ));
     }
     let client = client(&state, &auth).await?;
-    let groups = client
-        .list_groups(q.search.as_deref(), limit as usize)
-        .await
-        .map_err(directory_error)?;
+    let groups = answered(
+        &state,
+        client.list_groups(q.search.as_deref(), limit as usize),
+    )
+    .await
+    .map_err(directory_error)?;
     Ok(Json(GroupList { data: groups }))
 }
 
@@ -118,7 +146,9 @@ pub struct SkuList {
 ))]
 pub async fn list_skus(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<SkuList>> {
     let client = client(&state, &auth).await?;
-    let skus = client.subscribed_skus().await.map_err(directory_error)?;
+    let skus = answered(&state, client.subscribed_skus())
+        .await
+        .map_err(directory_error)?;
     Ok(Json(SkuList { data: skus }))
 }
 
@@ -182,17 +212,19 @@ pub async fn list_users(
         ));
     }
     let client = client(&state, &auth).await?;
-    let page = client
-        .search_users(q.search.as_deref(), limit as usize, q.cursor.as_deref())
-        .await
-        .map_err(|e| match e {
-            // A page token the directory refuses is the caller's stale cursor.
-            DirectoryError::Permanent { .. } if q.cursor.is_some() => ApiError::bad_request(
-                "invalid_query",
-                "cursor is not valid (expired or from another search)",
-            ),
-            other => directory_error(other),
-        })?;
+    let page = answered(
+        &state,
+        client.search_users(q.search.as_deref(), limit as usize, q.cursor.as_deref()),
+    )
+    .await
+    .map_err(|e| match e {
+        // A page token the directory refuses is the caller's stale cursor.
+        DirectoryError::Permanent { .. } if q.cursor.is_some() => ApiError::bad_request(
+            "invalid_query",
+            "cursor is not valid (expired or from another search)",
+        ),
+        other => directory_error(other),
+    })?;
     Ok(Json(UserList {
         data: page.data,
         next_cursor: page.next_cursor,
@@ -253,15 +285,18 @@ pub async fn held_licenses(
     let ids: Vec<String> = body.groups.into_iter().map(|g| g.id).collect();
     let groups = parse_groups(&ids)?;
     let client = client(&state, &auth).await?;
-    let sample = held_by_members(&client, &groups, body.transitive, HELD_SAMPLE_MEMBERS)
-        .await
-        .map_err(|e| match e {
-            DirectoryError::NotFound { .. } => ApiError::unprocessable(
-                "group_not_found",
-                "a selected group does not exist in the directory",
-            ),
-            other => directory_error(other),
-        })?;
+    let sample = answered(
+        &state,
+        held_by_members(&client, &groups, body.transitive, HELD_SAMPLE_MEMBERS),
+    )
+    .await
+    .map_err(|e| match e {
+        DirectoryError::NotFound { .. } => ApiError::unprocessable(
+            "group_not_found",
+            "a selected group does not exist in the directory",
+        ),
+        other => directory_error(other),
+    })?;
     Ok(Json(HeldLicenses {
         sample,
         sample_limit: HELD_SAMPLE_MEMBERS as i64,

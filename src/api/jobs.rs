@@ -178,14 +178,18 @@ pub async fn submit_job(
     let mut known = jobs::JobFacts::default();
     // An export names no SKU.
     if !matches!(request.spec, JobSpec::Export { .. }) {
-        let skus = client
-            .subscribed_skus()
+        let skus = super::directory::answered(&state, client.subscribed_skus())
             .await
             .map_err(super::directory::directory_error)?;
         jobs::submit::check_against_skus(&request, &skus)?;
         known.skus = skus.iter().map(jobs::SkuRef::of).collect();
     }
-    known.groups = group_names(&client, &request.groups).await;
+    // Names are a courtesy: groups not named in time are read by the job itself.
+    known.groups = super::directory::answered(&state, async {
+        Ok(group_names(&client, &request.groups).await)
+    })
+    .await
+    .unwrap_or_default();
     let view = jobs::create(
         &state.db,
         NewJob {

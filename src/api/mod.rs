@@ -51,6 +51,8 @@ pub struct AppState {
     pub webhooks: licensor_core::webhooks::Webhooks,
     /// Per-token request budget; `None` = no limit.
     pub rate_limit: Option<Arc<rate_limit::TokenRateLimiter>>,
+    /// How long a request waits for the directory (`api.directory_wait_secs`).
+    pub directory_wait: std::time::Duration,
 }
 
 impl AppState {

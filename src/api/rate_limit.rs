@@ -84,6 +84,7 @@ mod tests {
         let limiter = TokenRateLimiter::from_settings(&ApiSettings {
             rate_limit_per_second: 1,
             rate_limit_burst: 3,
+            directory_wait_secs: 15,
         })
         .unwrap();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
@@ -104,6 +105,7 @@ mod tests {
             TokenRateLimiter::from_settings(&ApiSettings {
                 rate_limit_per_second: 0,
                 rate_limit_burst: 0,
+                directory_wait_secs: 15,
             })
             .is_none()
         );
