@@ -1107,8 +1107,10 @@ async fn a_key_whose_server_was_killed_is_told_interrupted() {
     let sent = Instant::now();
     let first = tokio::spawn(submit("interrupted-submit"));
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let busy = submit("interrupted-submit").await.unwrap();
+    assert_eq!(busy.headers()["retry-after"], "1");
     assert_eq!(
-        code(submit("interrupted-submit").await).await,
+        code(Ok(busy)).await,
         (409, "idempotency_key_in_use".to_owned())
     );
     // Past the claim's first lease: renewed by the request still running.

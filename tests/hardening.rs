@@ -540,6 +540,18 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             )
         },
         Case {
+            headers: vec![
+                ("idempotency-key", "first".into()),
+                ("idempotency-key", "second".into()),
+            ],
+            ..post(
+                "/v1/licenses",
+                r#"{"name": "x", "seats": 1}"#,
+                400,
+                "invalid_idempotency_key",
+            )
+        },
+        Case {
             headers: vec![("idempotency-key", "two words".into())],
             ..post(
                 "/v1/licenses",

@@ -42,9 +42,17 @@ pub async fn idempotency(
     if req.method() != Method::POST || not_kept(req.uri().path()) {
         return next.run(req).await;
     }
-    let Some(key) = req.headers().get(HEADER) else {
+    let mut keys = req.headers().get_all(HEADER).iter();
+    let Some(key) = keys.next() else {
         return next.run(req).await;
     };
+    if keys.next().is_some() {
+        return ApiError::bad_request(
+            "invalid_idempotency_key",
+            "send one Idempotency-Key header, not several",
+        )
+        .into_response();
+    }
     let Some(key) = key.to_str().ok().filter(|k| idempotency::valid_key(k)) else {
         return ApiError::bad_request(
             "invalid_idempotency_key",
@@ -86,10 +94,13 @@ pub async fn idempotency(
             "this Idempotency-Key was used for a different request",
         )
         .into_response(),
-        Ok(Claim::InProgress) => ApiError::conflict(
-            "idempotency_key_in_use",
-            "the first request with this Idempotency-Key is still being answered; retry shortly",
-        )
+        Ok(Claim::InProgress) => ApiError {
+            retry_after: Some(1),
+            ..ApiError::conflict(
+                "idempotency_key_in_use",
+                "the first request with this Idempotency-Key is still being answered; retry shortly",
+            )
+        }
         .into_response(),
         Ok(Claim::Interrupted) => ApiError::conflict(
             "idempotency_key_interrupted",
