@@ -189,6 +189,12 @@ async fn bulk_checkin(backend: Backend) {
         .await;
     let body = expect_problem(resp, 404, "not_found").await;
     assert_eq!(body["unknown_ids"], json!([stranger]));
+    assert_eq!(
+        body["detail"],
+        format!(
+            "1 of the assignments is not an assignment of this license ({stranger}); nothing was checked in"
+        )
+    );
     let l = get_license(&app, &t.viewer, &id).await;
     assert_eq!(l["available"], 50);
     assert_eq!(used_by(&app, &t.viewer, &id).await.len(), 100);
@@ -227,7 +233,14 @@ async fn bulk_checkin(backend: Backend) {
             &json!({ "assignment_ids": [ids[0]] }),
         )
         .await;
-    expect_problem(resp, 409, "already_checked_in").await;
+    let problem = expect_problem(resp, 409, "already_checked_in").await;
+    let first = ids[0].as_str();
+    assert_eq!(
+        problem["detail"],
+        format!("1 of the assignments is checked in already ({first}); nothing was checked in"),
+        "{problem}"
+    );
+    assert_eq!(problem["assignment_ids"], json!([first]), "{problem}");
 
     // A license that is not reassignable cannot be checked in.
     let fixed = create(

@@ -62,6 +62,25 @@ pub async fn checkin(
     })
 }
 
+/// "1 of the assignments is" / "3 of the assignments are", for a refusal's detail.
+fn of_the_assignments(n: usize) -> String {
+    if n == 1 {
+        "1 of the assignments is".to_owned()
+    } else {
+        format!("{n} of the assignments are")
+    }
+}
+
+/// The ids a refusal names, at most five of them (all are in its `unknown_ids` or
+/// `assignment_ids`).
+fn listed(ids: &[Uuid]) -> String {
+    let mut shown: Vec<String> = ids.iter().take(5).map(Uuid::to_string).collect();
+    if ids.len() > 5 {
+        shown.push(format!("and {} more", ids.len() - 5));
+    }
+    shown.join(", ")
+}
+
 /// Which assignments of a license a checkin takes back.
 pub(crate) enum Which<'a> {
     /// These, each of which must be an open assignment of the license.
@@ -136,8 +155,14 @@ pub(crate) async fn checkin_in<C: ConnectionTrait>(
             Refusal::NotFound,
             "not_found",
             format!(
-                "{} of the assignments are not assignments of this license; nothing was checked in",
-                unknown.len()
+                "{} not {} of this license ({}); nothing was checked in",
+                of_the_assignments(unknown.len()),
+                if unknown.len() == 1 {
+                    "an assignment"
+                } else {
+                    "assignments"
+                },
+                listed(&unknown)
             ),
         )
         .with_extra(json!({ "unknown_ids": unknown })));
@@ -151,8 +176,9 @@ pub(crate) async fn checkin_in<C: ConnectionTrait>(
         return Err(StoreError::conflict(
             "already_checked_in",
             format!(
-                "{} of the assignments are checked in already; nothing was checked in",
-                done.len()
+                "{} checked in already ({}); nothing was checked in",
+                of_the_assignments(done.len()),
+                listed(&done)
             ),
         )
         .with_extra(json!({ "assignment_ids": done })));
