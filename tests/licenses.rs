@@ -938,15 +938,33 @@ async fn licenses_from_the_command_line() {
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&cells[3..7], ["2", "2", "0", "0"], "{table}");
 
+    // "Used By" names the assignment `checkin` takes.
+    let used_by = |state: Option<&'static str>| {
+        let mut cmd = licensor_cli(&app, &t);
+        cmd.args(["licenses", "used-by", &id]);
+        if let Some(state) = state {
+            cmd.args(["--state", state]);
+        }
+        cmd
+    };
+    let table = stdout(&run_cli(used_by(None)).await);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(
+        lines[0].starts_with("ASSIGNMENT") && !lines[0].contains("CHECKED IN"),
+        "{table}"
+    );
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        &cells[..3],
+        [a["id"].as_str().unwrap(), "user", "alice"],
+        "{table}"
+    );
+    assert_eq!(cells[4], "2", "{table}");
+    let assignment = cells[0].to_owned();
+
     let mut checkin = licensor_cli(&app, &t);
-    checkin.args([
-        "licenses",
-        "checkin",
-        &id,
-        a["id"].as_str().unwrap(),
-        "--notes",
-        "left",
-    ]);
+    checkin.args(["licenses", "checkin", &id, &assignment, "--notes", "left"]);
     let line = stdout(&run_cli(checkin).await);
     assert!(
         line.contains("checked in 1 assignment(s); 2 of 2 seats available"),
@@ -957,6 +975,21 @@ async fn licenses_from_the_command_line() {
     list.args(["licenses", "list", "--json"]);
     let all: Value = serde_json::from_str(&stdout(&run_cli(list).await)).unwrap();
     assert_eq!(all[0]["available"], 2);
+    // Checked in: gone from "Used By", in the history with the day it came back.
+    let table = stdout(&run_cli(used_by(None)).await);
+    assert_eq!(table.lines().count(), 1, "only the header: {table}");
+    let table = stdout(&run_cli(used_by(Some("checked-in"))).await);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].ends_with("CHECKED IN"), "{table}");
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert!(
+        lines[1].starts_with(&assignment) && lines[1].ends_with(&today),
+        "{table}"
+    );
+    let mut history = used_by(Some("all"));
+    history.arg("--json");
+    let listed: Value = serde_json::from_str(&stdout(&run_cli(history).await)).unwrap();
+    assert_eq!(listed[0]["checkin_notes"], "left", "{listed}");
 
     // No token anywhere: one line naming what is missing.
     let mut anonymous = licensor_cli(&app, &t);

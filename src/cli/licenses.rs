@@ -60,6 +60,18 @@ pub enum LicensesCommand {
         #[arg(long, value_name = "ENDS_ON")]
         reuse_started: Option<String>,
     },
+    /// "Used By": who the license is checked out to, with each assignment's id (what `checkin`
+    /// takes), newest first.
+    UsedBy {
+        #[command(flatten)]
+        client: Client,
+        /// The license id.
+        license: String,
+        /// Which assignments: those checked out now (the "Used By" list), those checked in
+        /// (the history), or all.
+        #[arg(long, value_enum, default_value_t = UsedByState::CheckedOut)]
+        state: UsedByState,
+    },
     /// Check a license in from one or many assignments at once; the seats return to the stock.
     Checkin {
         #[command(flatten)]
@@ -72,6 +84,24 @@ pub enum LicensesCommand {
         #[arg(long)]
         notes: Option<String>,
     },
+}
+
+/// Which assignments `licenses used-by` lists (the API's `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UsedByState {
+    CheckedOut,
+    CheckedIn,
+    All,
+}
+
+impl UsedByState {
+    fn as_query(self) -> &'static str {
+        match self {
+            UsedByState::CheckedOut => "checked_out",
+            UsedByState::CheckedIn => "checked_in",
+            UsedByState::All => "all",
+        }
+    }
 }
 
 pub async fn run(cmd: LicensesCommand) -> anyhow::Result<()> {
@@ -166,6 +196,25 @@ pub async fn run(cmd: LicensesCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        LicensesCommand::UsedBy {
+            client,
+            license,
+            state,
+        } => {
+            let api = Api::new(&client)?;
+            let all = api
+                .list(
+                    &format!("/v1/licenses/{}/assignments", path_segment(&license)),
+                    &[("state", state.as_query().to_owned())],
+                    None,
+                )
+                .await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                print_used_by(&all, state != UsedByState::CheckedOut);
+            }
+        }
         LicensesCommand::Checkin {
             client,
             license,
@@ -197,6 +246,51 @@ pub async fn run(cmd: LicensesCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The "Used By" table: one row per assignment; `checked_in` adds when each was checked in.
+fn print_used_by(assignments: &[Value], checked_in: bool) {
+    let day = |v: &Value| {
+        v.as_str()
+            .map_or("-".to_owned(), |s| s.chars().take(10).collect())
+    };
+    let rows: Vec<[String; 8]> = assignments
+        .iter()
+        .map(|a| {
+            [
+                text(&a["id"]),
+                text(&a["assignee"]["type"]),
+                text(&a["assignee"]["id"]),
+                a["assignee"]["name"]
+                    .as_str()
+                    .map_or("-".to_owned(), str::to_owned),
+                text(&a["quantity"]),
+                day(&a["checked_out_at"]),
+                day(&a["ends_on"]),
+                day(&a["checked_in_at"]),
+            ]
+        })
+        .collect();
+    let header = [
+        "ASSIGNMENT",
+        "TYPE",
+        "USED BY",
+        "NAME",
+        "SEATS",
+        "CHECKED OUT",
+        "ENDS ON",
+        "CHECKED IN",
+    ];
+    if checked_in {
+        print_table(header, &rows);
+    } else {
+        let [h @ .., _] = header;
+        let rows: Vec<[String; 7]> = rows
+            .into_iter()
+            .map(|[a, b, c, d, e, f, g, _]| [a, b, c, d, e, f, g])
+            .collect();
+        print_table(h, &rows);
+    }
 }
 
 fn print_licenses(licenses: &[Value]) {
