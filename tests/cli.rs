@@ -648,8 +648,9 @@ async fn jobs_from_the_command_line() {
         "no job was created"
     );
 
-    // SPE_E5 (100 units) for Sales (250 members), the group given by name.
-    let out = jobs_cli(&app, admin, &assign("Sales", "SPE_E5")).await;
+    // SPE_E5 (100 units) for Sales (250 members), the group given by name — in another case,
+    // as the pickers and `directory groups` find it.
+    let out = jobs_cli(&app, admin, &assign("sales", "SPE_E5")).await;
     let id = succeeded(&out).trim().to_owned();
     uuid::Uuid::try_parse(&id).unwrap_or_else(|_| panic!("only the job id on stdout: {id:?}"));
     let job = get_json(&app, admin, &format!("/v1/jobs/{id}")).await;

@@ -309,7 +309,10 @@ fn group_digits(n: i64) -> String {
     out
 }
 
-/// A group's id: as given when it is one, else the one group whose display name is exactly `given`.
+/// A group's id: as given when it is one, else the one group whose display name is exactly
+/// `given`, or — when none is — the one whose name is `given` in another case (Entra ID's
+/// group search, like the pickers, does not tell case apart). Several of either → an error
+/// naming their ids.
 async fn group_id(api: &Api, given: &str) -> anyhow::Result<String> {
     let name = given.trim();
     if let Ok(id) = licensor_core::jobs::GroupId::parse(name) {
@@ -320,10 +323,21 @@ async fn group_id(api: &Api, given: &str) -> anyhow::Result<String> {
         .query(&[("search", name), ("limit", "500")]);
     let found = api.json(req).await?;
     let found = found["data"].as_array().cloned().unwrap_or_default();
-    let exact: Vec<&Value> = found
+    let mut exact: Vec<&Value> = found
         .iter()
         .filter(|g| g["displayName"].as_str() == Some(name))
         .collect();
+    if exact.is_empty() {
+        let folded = name.to_lowercase();
+        exact = found
+            .iter()
+            .filter(|g| {
+                g["displayName"]
+                    .as_str()
+                    .is_some_and(|n| n.to_lowercase() == folded)
+            })
+            .collect();
+    }
     match exact.as_slice() {
         [one] => Ok(text(&one["id"])),
         [] => {
