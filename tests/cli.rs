@@ -1240,3 +1240,40 @@ async fn canary_and_resume_from_the_command_line() {
     app.stop().await;
     emulator.shutdown().await;
 }
+
+/// A request that gets no answer is told apart by how: nothing listening → "cannot reach" (it
+/// was not sent); a server that takes the request and closes the connection before answering
+/// (it crashed meanwhile) → the request may have been done, look before sending it again.
+#[test]
+fn a_lost_answer_is_not_called_unreachable() {
+    let run_against = |url: &str| {
+        let out = run(licensor()
+            .args(["licenses", "create", "--name", "x", "--seats", "1"])
+            .env("LICENSOR_URL", url)
+            .env("LICENSOR_TOKEN", "lic_not_checked"));
+        assert_eq!(out.status.code(), Some(1));
+        stderr_line(&out)
+    };
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let line = run_against(&nobody);
+    assert!(line.contains(&format!("cannot reach {nobody}")), "{line}");
+
+    // Takes the request, reads it, and closes without a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf);
+    });
+    let line = run_against(&url);
+    server.join().unwrap();
+    assert!(!line.contains("cannot reach"), "{line}");
+    assert!(
+        line.contains(&format!(
+            "the connection to {url} was lost before an answer"
+        )) && line.contains("may have been done"),
+        "{line}"
+    );
+}

@@ -77,6 +77,25 @@ impl Api {
         self.json(req).await
     }
 
+    /// Why a request got no answer, in one line: licensor could not be reached (nothing was
+    /// sent), or the connection was lost after the request went out — then it may have been
+    /// done, and the user is told to look before sending it again.
+    fn unanswered(&self, e: &reqwest::Error) -> anyhow::Error {
+        if e.is_connect() {
+            anyhow::anyhow!("cannot reach {}: {e}", self.url)
+        } else if e.is_timeout() {
+            anyhow::anyhow!(
+                "{} did not answer in time; the request may have been done: look before sending it again",
+                self.url
+            )
+        } else {
+            anyhow::anyhow!(
+                "the connection to {} was lost before an answer ({e}); the request may have been done: look before sending it again",
+                self.url
+            )
+        }
+    }
+
     /// Send `req` and return its JSON answer.
     pub async fn json(&self, req: RequestBuilder) -> anyhow::Result<Value> {
         let bytes = self.bytes(req).await?;
@@ -93,10 +112,7 @@ impl Api {
             let attempt = req
                 .try_clone()
                 .ok_or_else(|| anyhow::anyhow!("a request to {} cannot be sent", self.url))?;
-            let resp = attempt
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.url))?;
+            let resp = attempt.send().await.map_err(|e| self.unanswered(&e))?;
             let status = resp.status();
             let retry_after = resp
                 .headers()
