@@ -113,16 +113,42 @@ pub fn refuse(e: clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::from(code);
     }
-    eprintln!("{}", usage_line(&e.render().to_string()));
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    eprintln!(
+        "{}",
+        usage_line(&e.render().to_string(), &command_of(&args))
+    );
     ExitCode::from(code)
 }
 
+/// The (sub)command `args` name, as `licensor jobs list`: the longest run of leading words that
+/// are subcommands of each other (or their aliases).
+fn command_of(args: &[String]) -> String {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut path = vec!["licensor".to_owned()];
+    for arg in args.iter().skip(1) {
+        let Some(sub) = command
+            .get_subcommands()
+            .find(|c| c.get_name() == arg || c.get_all_aliases().any(|a| a == arg))
+            .cloned()
+        else {
+            break;
+        };
+        path.push(sub.get_name().to_owned());
+        command = sub;
+    }
+    path.join(" ")
+}
+
 /// clap's rendered usage error on one line: its `error:` and `tip:` lines, then the command
-/// named by its `Usage:` line as the place to read more.
-fn usage_line(rendered: &str) -> String {
+/// named by its `Usage:` line as the place to read more — or, for errors of a value (which have
+/// no usage line), `command`, the one the arguments named (see [`command_of`]).
+fn usage_line(rendered: &str, command_given: &str) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut command = None;
-    let mut more = None;
     for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
         if let Some(usage) = line.strip_prefix("Usage:") {
@@ -132,7 +158,7 @@ fn usage_line(rendered: &str) -> String {
                 .collect();
             command.get_or_insert_with(|| words.join(" "));
         } else if line.starts_with("For more information") {
-            more = Some(line.trim_end_matches('.').to_owned());
+            continue;
         } else {
             match parts.last_mut() {
                 // A list under its heading ("…were not provided:") reads on after it.
@@ -144,11 +170,10 @@ fn usage_line(rendered: &str) -> String {
             }
         }
     }
-    match command.filter(|c| !c.is_empty()) {
-        Some(command) => parts.push(format!("see '{command} --help'")),
-        // Errors of a value (`--limit 0`) have no usage line: clap's own pointer to --help.
-        None => parts.extend(more),
-    }
+    let command = command
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| command_given.to_owned());
+    parts.push(format!("see '{command} --help'"));
     parts.join("; ")
 }
 
@@ -318,13 +343,19 @@ mod tests {
             (
                 &["licensor", "jobs", "list", "--limit", "0"][..],
                 "error: invalid value '0' for '--limit <LIMIT>'",
-                "--help'",
+                "see 'licensor jobs list --help'",
+            ),
+            (
+                &["licensor", "jobs", "report", "x", "--format", "pdf"][..],
+                "error: invalid value 'pdf' for '--format <FORMAT>'",
+                "see 'licensor jobs report --help'",
             ),
         ] {
             let e = Cli::try_parse_from(args).expect_err("a usage error");
             let rendered = e.render().to_string();
             assert!(rendered.lines().count() > 1, "clap renders {rendered:?}");
-            let line = usage_line(&rendered);
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let line = usage_line(&rendered, &command_of(&args));
             assert!(!line.contains('\n'), "{line:?}");
             assert!(
                 line.starts_with(says) && line.ends_with(command),
