@@ -346,6 +346,23 @@ mod tests {
                 "see 'licensor jobs list --help'",
             ),
             (
+                &[
+                    "licensor",
+                    "jobs",
+                    "submit",
+                    "--kind",
+                    "assign",
+                    "--group",
+                    "Sales",
+                    "--add",
+                    "SPE_E5",
+                    "--expires-in",
+                    "-1d",
+                ][..],
+                "error: invalid value '-1d' for '--expires-in <N{d|w|m}>'",
+                "see 'licensor jobs submit --help'",
+            ),
+            (
                 &["licensor", "jobs", "report", "x", "--format", "pdf"][..],
                 "error: invalid value 'pdf' for '--format <FORMAT>'",
                 "see 'licensor jobs report --help'",

@@ -44,7 +44,7 @@ pub struct Submit {
     #[arg(long, value_name = "COUNTRY")]
     usage_location: Option<String>,
     /// License will expire in N days, weeks or months: 30d, 4w, 3m (assign).
-    #[arg(long, value_name = "N{d|w|m}", value_parser = parse_expires_in)]
+    #[arg(long, value_name = "N{d|w|m}", value_parser = parse_expires_in, allow_hyphen_values = true)]
     expires_in: Option<ExpiresIn>,
     /// Export Results: the file format (export; csv when not given).
     #[arg(long, value_parser = format_parser())]
