@@ -1205,3 +1205,56 @@ async fn idempotent_checkout(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(idempotent_checkout);
+
+/// A cursor belongs to the list it was issued for: the licenses list's next page reads on with
+/// it, and another list — the audit log, one license's "Used By", another license's — refuses it
+/// with 400 `invalid_query` rather than read it as a position of its own.
+async fn a_cursor_is_refused_by_another_list(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("cursors").await;
+    let first = create(&app, &t.admin, json!({ "name": "First", "seats": 3 })).await;
+    let second = create(&app, &t.admin, json!({ "name": "Second", "seats": 3 })).await;
+    for license in [&first, &second] {
+        let id = license["id"].as_str().unwrap();
+        for user in ["ann", "bo"] {
+            success_json(checkout(&app, &t.admin, id, to_user(user)).await).await;
+        }
+    }
+    let page = app.get_json("/v1/licenses?limit=1", &t.viewer).await;
+    assert_eq!(page["data"][0]["name"], "Second", "newest first: {page}");
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let next = app
+        .get_json(&format!("/v1/licenses?limit=1&cursor={cursor}"), &t.viewer)
+        .await;
+    assert_eq!(next["data"][0]["name"], "First", "{next}");
+
+    let (a, b) = (
+        first["id"].as_str().unwrap(),
+        second["id"].as_str().unwrap(),
+    );
+    let used_by = app
+        .get_json(&format!("/v1/licenses/{a}/assignments?limit=1"), &t.viewer)
+        .await;
+    let used_by_cursor = used_by["next_cursor"].as_str().unwrap().to_owned();
+    for path in [
+        format!("/v1/audit?cursor={cursor}"),
+        format!("/v1/licenses/{a}/assignments?cursor={cursor}"),
+        format!("/v1/jobs?cursor={cursor}"),
+        format!("/v1/licenses/{b}/assignments?cursor={used_by_cursor}"),
+        format!("/v1/licenses?cursor={used_by_cursor}"),
+    ] {
+        let resp = app.get(&path, &t.viewer).send().await.unwrap();
+        expect_problem(resp, 400, "invalid_query").await;
+    }
+    let rest = app
+        .get_json(
+            &format!("/v1/licenses/{a}/assignments?cursor={used_by_cursor}"),
+            &t.viewer,
+        )
+        .await;
+    assert_eq!(rest["data"].as_array().map(Vec::len), Some(1), "{rest}");
+    app.stop().await;
+}
+on_both_backends!(a_cursor_is_refused_by_another_list);

@@ -45,7 +45,8 @@ pub async fn job_activity(
     Path(id): Path<Uuid>,
     Query(q): Query<ActivityQuery>,
 ) -> ApiResult<Json<ActivityList>> {
-    let page = PageRequest::<i64>::parse(q.limit, q.cursor.as_deref())?;
+    let page =
+        PageRequest::<i64>::parse_in(format!("activity:{id}"), q.limit, q.cursor.as_deref())?;
     if page
         .after
         .is_some_and(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0).is_none())

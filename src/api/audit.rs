@@ -43,7 +43,7 @@ pub async fn list_audit(
     auth: Auth,
     Query(q): Query<ListAuditQuery>,
 ) -> ApiResult<Json<AuditList>> {
-    let page = PageRequest::<i64>::parse(q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<i64>::parse_in("audit", q.limit, q.cursor.as_deref())?;
     let filter = AuditFilter {
         action: q.action,
         target_type: q.target_type,

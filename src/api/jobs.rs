@@ -102,7 +102,7 @@ pub async fn list_jobs(
         created_after: q.created_after,
         id_range,
     };
-    let page = PageRequest::<Uuid>::parse(q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<Uuid>::parse_in("jobs", q.limit, q.cursor.as_deref())?;
     let total = match q.count {
         Some(true) => Some(jobs::count(&state.db, auth.tenant_id(), &filter).await?),
         _ => None,
@@ -313,7 +313,7 @@ pub async fn list_items(
     Query(q): Query<ListItemsQuery>,
 ) -> ApiResult<Json<ItemList>> {
     let filter = item_filter(q.status.as_deref(), q.code.as_deref())?;
-    let page = PageRequest::<i64>::parse(q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<i64>::parse_in(format!("items:{id}"), q.limit, q.cursor.as_deref())?;
     let page = jobs::items(&state.db, auth.tenant_id(), id, &filter, &page).await?;
     Ok(Json(ItemList {
         data: page.data,
@@ -564,7 +564,7 @@ pub async fn list_changes(
         items: item_filter(q.status.as_deref(), q.code.as_deref())?,
         user: q.user,
     };
-    let page = PageRequest::<i64>::parse(q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<i64>::parse_in(format!("changes:{id}"), q.limit, q.cursor.as_deref())?;
     let (page, total) = jobs::changes(&state.db, auth.tenant_id(), id, &filter, &page).await?;
     Ok(Json(ChangeList {
         data: page.data,

@@ -183,7 +183,7 @@ pub async fn list_licenses(
     auth: Auth,
     Query(q): Query<LicenseListQuery>,
 ) -> ApiResult<Json<LicenseList>> {
-    let page = PageRequest::<Uuid>::parse(q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<Uuid>::parse_in("licenses", q.limit, q.cursor.as_deref())?;
     if q.search.as_ref().is_some_and(|s| s.chars().count() > 200) {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -338,7 +338,8 @@ pub async fn list_assignments(
     Path(id): Path<Uuid>,
     Query(q): Query<AssignmentsQuery>,
 ) -> ApiResult<Json<AssignmentList>> {
-    let page = PageRequest::<Uuid>::parse(q.limit, q.cursor.as_deref())?;
+    let page =
+        PageRequest::<Uuid>::parse_in(format!("assignments:{id}"), q.limit, q.cursor.as_deref())?;
     let page = licenses::list_assignments(
         &state.db,
         auth.tenant_id(),
@@ -399,7 +400,11 @@ pub async fn list_held(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<HeldList>> {
     let who = holder(kind, &id)?;
-    let page = PageRequest::<Uuid>::parse(q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<Uuid>::parse_in(
+        format!("held:{}:{id}", kind.as_str()),
+        q.limit,
+        q.cursor.as_deref(),
+    )?;
     let page = licenses::list_held(&state.db, auth.tenant_id(), who.kind, &who.id, &page).await?;
     Ok(Json(HeldList {
         data: page.data,

@@ -48,9 +48,10 @@ pub async fn member_history(
     Path(member): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<HistoryList>> {
+    let scope = format!("history:{}", member.trim().to_lowercase());
     let member =
         MemberRef::parse(&member).map_err(|e| ApiError::bad_request("invalid_member", e))?;
-    let page = PageRequest::<i64>::parse(q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<i64>::parse_in(scope, q.limit, q.cursor.as_deref())?;
     let page = history::member_history(&state.db, auth.tenant_id(), &member, &page).await?;
     Ok(Json(HistoryList {
         data: page.data,

@@ -97,7 +97,7 @@ pub async fn list_webhooks(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<WebhookList>> {
     let me = auth.require(Role::Admin)?;
-    let page = PageRequest::<Uuid>::parse(q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<Uuid>::parse_in("webhooks", q.limit, q.cursor.as_deref())?;
     let page = endpoints::list(&state.db, me.tenant_id, &page).await?;
     Ok(Json(WebhookList {
         data: page.data,
@@ -261,7 +261,8 @@ pub async fn list_deliveries(
 ) -> ApiResult<Json<DeliveryList>> {
     let me = auth.require(Role::Admin)?;
     let statuses: Vec<DeliveryStatus> = super::jobs::csv_param("status", q.status.as_deref())?;
-    let page = PageRequest::<Uuid>::parse(q.limit, q.cursor.as_deref())?;
+    let page =
+        PageRequest::<Uuid>::parse_in(format!("deliveries:{id}"), q.limit, q.cursor.as_deref())?;
     let page = deliveries::list(&state.db, me.tenant_id, id, &statuses, &page).await?;
     Ok(Json(DeliveryList {
         data: page.data,
