@@ -6,7 +6,7 @@ mod common;
 #[path = "common/held.rs"]
 mod held;
 
-use common::{Backend, TestApp, expect_problem};
+use common::{Backend, TestApp, expect_problem, put_faults};
 use graph_emulator::{EmulatorConfig, Scenario};
 use serde_json::{Value, json};
 
@@ -178,24 +178,12 @@ async fn an_unanswering_directory_is_reported_within_the_wait(backend: Backend) 
     let t = app.tenant("contoso").await;
     app.connect_directory(t.id, &emulator).await;
     let group = app.group_id(&t.admin, "All Users").await;
-    let faults = |body: Value| {
-        let url = format!("{}/_emulator/faults", emulator.base_url());
-        async move {
-            let resp = reqwest::Client::new()
-                .put(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert!(resp.status().is_success());
-        }
-    };
     let submit = json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": graph_emulator::ENTERPRISEPACK_SKU_ID}]});
     for fault in [
         json!({"error_rate": 1.0, "error_statuses": [503], "throttling": false}),
         json!({"latency_ms": 30_000, "throttling": false}),
     ] {
-        faults(fault.clone()).await;
+        put_faults(&emulator, fault.clone()).await;
         let asks = [
             app.get("/v1/directory/skus", &t.viewer),
             app.get("/v1/directory/groups?search=All", &t.viewer),
@@ -221,7 +209,7 @@ async fn an_unanswering_directory_is_reported_within_the_wait(backend: Backend) 
     let jobs = app.get_json("/v1/jobs", &t.viewer).await;
     assert_eq!(jobs["data"], json!([]), "no job was made");
     // Answering again: the same key runs the request.
-    faults(json!({"throttling": false})).await;
+    put_faults(&emulator, json!({"throttling": false})).await;
     let resp = app
         .post("/v1/jobs", &t.admin)
         .header("Idempotency-Key", "unanswered")

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::deployment::{Deployment, Services, assert_all_assigned_once, stats};
 use common::servers::{OwnPostgres, OwnRedis};
-use common::{Backend, PgDatabase, RedisNamespace, TestApp};
+use common::{Backend, PgDatabase, RedisNamespace, TestApp, put_faults};
 use graph_emulator::{ENTERPRISEPACK_SKU_ID, EmulatorConfig, EmulatorHandle, Faults, Scenario};
 use licensor::Roles;
 use serde_json::{Value, json};
@@ -338,18 +338,6 @@ async fn sigterm_while_a_page_is_slow(kind: SlowRead) {
     )
     .await;
     let db = sea_orm::Database::connect(d.database_url()).await.unwrap();
-    let faults = |body: Value| {
-        let url = format!("{}/_emulator/faults", emulator.base_url());
-        async move {
-            let resp = reqwest::Client::new()
-                .put(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert!(resp.status().is_success(), "{:?}", resp.text().await);
-        }
-    };
     let id = d
         .submit_for_all(|group| match kind {
             SlowRead::Preview => json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE", "preview": true}),
@@ -373,27 +361,16 @@ async fn sigterm_while_a_page_is_slow(kind: SlowRead) {
         }
     };
     stored(1).await;
-    faults(json!({"latency_ms": 30_000, "throttling": false})).await;
+    put_faults(
+        &emulator,
+        json!({"latency_ms": 30_000, "throttling": false}),
+    )
+    .await;
     stored(1_998).await;
     // The third page is being read.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pid = expanding_pid(&db).await.expect("a worker reads the group");
-    let index = [1, 2]
-        .into_iter()
-        .find(|&i| d.procs.0[i].id() == pid)
-        .expect("the reader is one of the workers");
-    let asked = Instant::now();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exited = d.procs.0[index].wait().unwrap();
-    let stopped_in = asked.elapsed();
-    faults(json!({"latency_ms": 0, "throttling": false})).await;
-    assert!(exited.success(), "the worker exits cleanly: {exited:?}");
+    let stopped_in = sigterm_the_reader(&mut d, &db).await;
+    put_faults(&emulator, json!({"latency_ms": 0, "throttling": false})).await;
     eprintln!(
         "sigterm while a page is slow ({kind:?}): the worker exited {stopped_in:?} after it was asked to stop (a page takes 30 s, grace 15 s)"
     );
@@ -431,6 +408,28 @@ async fn sigterm_while_a_page_is_slow(kind: SlowRead) {
     drop(d);
     drop(pg);
     emulator.shutdown().await;
+}
+
+/// Send SIGTERM to the worker of `d` reading a job's groups, wait for it to exit, check that it
+/// exited cleanly, and return how long it took.
+async fn sigterm_the_reader(d: &mut Deployment, db: &sea_orm::DatabaseConnection) -> Duration {
+    let pid = expanding_pid(db).await.expect("a worker reads the group");
+    let index = [1, 2]
+        .into_iter()
+        .find(|&i| d.procs.0[i].id() == pid)
+        .expect("the reader is one of the workers");
+    let asked = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exited = d.procs.0[index].wait().unwrap();
+    let stopped_in = asked.elapsed();
+    assert!(exited.success(), "the worker exits cleanly: {exited:?}");
+    stopped_in
 }
 
 /// The job a [`sigterm_while_reading`] case reads its group for.
@@ -480,22 +479,7 @@ async fn sigterm_while_reading(kind: Reading) {
         assert!(Instant::now() < deadline, "no pages stored: {job}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid = expanding_pid(&db).await.expect("a worker reads the group");
-    let index = [1, 2]
-        .into_iter()
-        .find(|&i| d.procs.0[i].id() == pid)
-        .expect("the reader is one of the workers");
-    let asked = Instant::now();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exited = d.procs.0[index].wait().unwrap();
-    let stopped_in = asked.elapsed();
-    assert!(exited.success(), "the worker exits cleanly: {exited:?}");
+    let stopped_in = sigterm_the_reader(&mut d, &db).await;
     let total_at_exit = d.job(&id).await["progress"]["total"].as_u64().unwrap_or(0);
     let job = d.wait_end(&id, 240).await;
     let s = stats(&emulator).await;
@@ -1070,16 +1054,10 @@ async fn a_key_whose_server_was_killed_is_told_interrupted() {
         .unwrap();
     let body = json!({"kind": "assign", "groups": [groups["data"][0]["id"]], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"});
     let faults = |latency_ms: u64| {
-        let url = format!("{}/_emulator/faults", emulator.base_url());
-        async move {
-            let resp = reqwest::Client::new()
-                .put(url)
-                .json(&json!({"latency_ms": latency_ms, "throttling": false}))
-                .send()
-                .await
-                .unwrap();
-            assert!(resp.status().is_success());
-        }
+        put_faults(
+            &emulator,
+            json!({"latency_ms": latency_ms, "throttling": false}),
+        )
     };
     let (url, token) = (d.url.clone(), d.token.clone());
     let submit = |key: &'static str| {

@@ -140,13 +140,19 @@ pub async fn renew(db: &Db, tenant_id: Uuid, key: &str, claim: i64) -> StoreResu
             idempotency_key::Column::LeaseUntil,
             Expr::value(lease_from(Utc::now())),
         )
-        .filter(idempotency_key::Column::TenantId.eq(tenant_id))
-        .filter(idempotency_key::Column::Key.eq(key))
-        .filter(idempotency_key::Column::Id.eq(claim))
-        .filter(idempotency_key::Column::Status.is_null())
+        .filter(unanswered_claim(tenant_id, key, claim))
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Claim `claim` of the tenant's `key`, while it has no answer kept.
+fn unanswered_claim(tenant_id: Uuid, key: &str, claim: i64) -> sea_orm::Condition {
+    sea_orm::Condition::all()
+        .add(idempotency_key::Column::TenantId.eq(tenant_id))
+        .add(idempotency_key::Column::Key.eq(key))
+        .add(idempotency_key::Column::Id.eq(claim))
+        .add(idempotency_key::Column::Status.is_null())
 }
 
 async fn find(db: &Db, tenant_id: Uuid, key: &str) -> StoreResult<Option<idempotency_key::Model>> {
@@ -232,10 +238,7 @@ pub async fn release(db: &Db, tenant_id: Uuid, key: &str, claim: i64) -> StoreRe
 
 async fn forget(db: &Db, tenant_id: Uuid, key: &str, claim: i64) -> StoreResult<()> {
     idempotency_key::Entity::delete_many()
-        .filter(idempotency_key::Column::TenantId.eq(tenant_id))
-        .filter(idempotency_key::Column::Key.eq(key))
-        .filter(idempotency_key::Column::Id.eq(claim))
-        .filter(idempotency_key::Column::Status.is_null())
+        .filter(unanswered_claim(tenant_id, key, claim))
         .exec(db)
         .await?;
     Ok(())

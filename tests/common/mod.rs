@@ -453,6 +453,22 @@ pub struct TestTenant {
 }
 
 /// Assert a problem+json response with `status` and `code`; returns the body.
+/// Replace the emulator's faults (`PUT /_emulator/faults`) with `faults` (fields not given
+/// take their defaults: throttling is on unless it says `"throttling": false`).
+pub async fn put_faults(emulator: &graph_emulator::EmulatorHandle, faults: serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/_emulator/faults", emulator.base_url()))
+        .json(&faults)
+        .send()
+        .await
+        .expect("the emulator answers");
+    assert!(
+        resp.status().is_success(),
+        "faults {faults} refused: {:?}",
+        resp.text().await
+    );
+}
+
 pub async fn expect_problem(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
     check_problem(resp, status, code)
         .await
