@@ -24,7 +24,7 @@ pub const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 pub const LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn lease_from(now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
-    now + Duration::from_std(LEASE).unwrap_or_else(|_| Duration::seconds(30))
+    now + Duration::seconds(LEASE.as_secs() as i64)
 }
 
 /// A key as clients may send it: 1–200 visible ASCII characters.

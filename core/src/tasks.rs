@@ -14,6 +14,13 @@ impl Drop for AbortOnDrop {
 /// waits for within this long.
 pub const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Resolves once `stop` is raised, looked at every `every`.
+pub async fn raised(stop: &std::sync::atomic::AtomicBool, every: std::time::Duration) {
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// `work`'s output, or `None` once `stop` is raised before it is done (looked at every
 /// [`STOP_POLL`]; a result ready at the same time wins). `work` is dropped unfinished then: use
 /// it for reads whose result the caller can do without (a page of members the next step reads
@@ -22,15 +29,10 @@ pub async fn unless_stopped<F: std::future::Future>(
     stop: &std::sync::atomic::AtomicBool,
     work: F,
 ) -> Option<F::Output> {
-    let stopped = async {
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            tokio::time::sleep(STOP_POLL).await;
-        }
-    };
     tokio::select! {
         biased;
         out = work => Some(out),
-        () = stopped => None,
+        () = raised(stop, STOP_POLL) => None,
     }
 }
 

@@ -303,9 +303,7 @@ impl DirectoryClient {
         let Some(stop) = &self.stop else {
             return std::future::pending().await;
         };
-        while !stop.load(Ordering::Acquire) {
-            tokio::time::sleep(STOP_CHECK).await;
-        }
+        crate::tasks::raised(stop, STOP_CHECK).await
     }
 
     /// A client whose metrics carry `tenant` (licensor's tenant id, never a name or secret) as

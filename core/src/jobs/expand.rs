@@ -400,8 +400,8 @@ pub struct Reader<'r> {
     pub client: &'r DirectoryClient,
     pub settings: &'r JobSettings,
     /// Raised when the step's process stops: expansion stops after the page being stored, or
-    /// at once while it waits for the directory (an export's next step reads its groups again from the first page, see
-    /// [`export::expand`]).
+    /// at once while it waits for the directory (an export's next step reads its groups again
+    /// from the first page, see [`export::expand`]).
     pub stop: &'r std::sync::atomic::AtomicBool,
 }
 
@@ -417,10 +417,10 @@ pub struct Reader<'r> {
 ///
 /// Once `reader.stop` is raised (the process is stopping), expansion stops with `Ok(false)`
 /// after the page being stored, or at once while it waits for the directory (within
-/// [`crate::tasks::STOP_POLL`]: a slow page, a read throttled with a long `Retry-After`): the position after
-/// the last page stored is stored with it, so the step that takes the expansion next reads on
-/// from there, and a stopping worker neither reads a large group to its end nor waits for a
-/// slow read within its grace period.
+/// [`crate::tasks::STOP_POLL`]: a slow page, a read throttled with a long `Retry-After`): the
+/// position after the last page stored is stored with it, so the step that takes the
+/// expansion next reads on from there, and a stopping worker neither reads a large group to
+/// its end nor waits for a slow read within its grace period.
 pub async fn expand<'a, 's, E: From<StoreError>>(
     reader: Reader<'_>,
     job: &job::Model,

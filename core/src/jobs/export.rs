@@ -102,6 +102,10 @@ pub struct ExportFacts {
     pub delivery: Option<Delivery>,
 }
 
+/// What [`expand`] returns: the members stored, or `None` (see there), or the directory error
+/// with what was being done.
+type Expanded = StoreResult<Result<Option<u64>, (DirectoryError, &'static str)>>;
+
 /// Read every member of the selected groups into the job's items (status `succeeded`), page by
 /// page, and record the names the file needs. Returns the number of members this step stored
 /// (`None` when the job was cancelled meanwhile, or `owner`, the step reading, no longer holds
@@ -122,9 +126,8 @@ pub async fn expand(
     req: &ParsedRequest,
     mut facts: JobFacts,
     stop: &std::sync::atomic::AtomicBool,
-) -> StoreResult<Result<Option<u64>, (DirectoryError, &'static str)>> {
+) -> Expanded {
     let mut export = facts.export.take().unwrap_or_default();
-    type Expanded = StoreResult<Result<Option<u64>, (DirectoryError, &'static str)>>;
     let left = || -> Expanded {
         tracing::info!(job = %job.id, "process stopping: export left during a read");
         Ok(Ok(None))
