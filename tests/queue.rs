@@ -52,3 +52,62 @@ async fn queue_round_trip(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(queue_round_trip);
+
+/// The queue keeps only what waits or runs: a worker removes finished tasks as it goes. On
+/// apalis-sqlite every acknowledgement was planned through the index all of a worker's past
+/// tasks share, so a queue that kept them cost more with every task it ever ran.
+async fn finished_tasks_leave_the_queue(backend: Backend) {
+    let Some(mut app) = TestApp::start_with(backend, Roles::WORKER, "").await else {
+        return;
+    };
+    let nonces: Vec<Uuid> = (0..600).map(|_| Uuid::new_v4()).collect();
+    app.queue
+        .push_bulk(
+            nonces
+                .iter()
+                .map(|&nonce| Message::Ping { nonce })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < nonces.len() {
+        let event = tokio::time::timeout_at(deadline, app.events.recv())
+            .await
+            .expect("every ping is handled within 60 s")
+            .unwrap();
+        let WorkerEvent::Pinged { nonce, .. } = event;
+        seen.insert(nonce);
+    }
+    // Removed within a few of the workers' tidying rounds (every second), more than one
+    // batch's worth of them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let kept = app.queue.finished_kept().await.unwrap();
+        if kept == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{kept} finished tasks still kept by the queue 10 s after the last was handled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And what is left is handled as before.
+    let last = Uuid::new_v4();
+    app.queue.push(Message::Ping { nonce: last }).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let event = tokio::time::timeout_at(deadline, app.events.recv())
+            .await
+            .expect("a ping after the tidying is handled")
+            .unwrap();
+        let WorkerEvent::Pinged { nonce, .. } = event;
+        if nonce == last {
+            break;
+        }
+    }
+    app.stop().await;
+}
+on_both_backends!(finished_tasks_leave_the_queue);

@@ -29,6 +29,14 @@ pub enum Message {
     Deliver { tenant_id: Uuid, delivery_id: Uuid },
 }
 
+/// apalis-sqlite's finished tasks: done, killed, or failed with no attempt left (a macro, so the
+/// statements that use it stay `&'static str`).
+macro_rules! finished_sqlite {
+    () => {
+        "(status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts))"
+    };
+}
+
 /// Queue tuning that both backends share.
 #[derive(Debug, Clone)]
 pub struct QueueOptions {
@@ -304,11 +312,20 @@ impl Queue {
     }
 
     /// Remove the data of finished tasks from the queue backend, so it holds only what is
-    /// waiting or running; returns how many tasks were removed. apalis-sqlite keeps one row per
-    /// task (small, in the queue file) and is left as it is; on Redis see [`TIDY_LUA`].
+    /// waiting or running; returns how many tasks were removed. On Redis see [`TIDY_LUA`].
+    ///
+    /// apalis-sqlite keeps a row for every task it ever ran (`status` `Done`, `Killed`, or
+    /// `Failed` with no attempt left) in the same `Jobs` table it takes tasks from and
+    /// acknowledges them in. Its acknowledgement (`UPDATE Jobs … FROM json_each(?)`) is planned
+    /// through the `lock_by` index, which every row this worker ever ran shares: each
+    /// acknowledgement parsed its JSON once per such row, so the queue's cost grew with every
+    /// task since the file was created (`licensor-bench --scenario msp`: about a sixth of
+    /// licensor's CPU after a minute). Removed here in batches of [`TIDY_BATCH`], the rows left
+    /// are the ones waiting or running.
     pub async fn tidy(&self) -> Result<u64, QueueError> {
-        let Queue::Redis { conn, options, .. } = self else {
-            return Ok(0);
+        let (conn, options) = match self {
+            Queue::Redis { conn, options, .. } => (conn, options),
+            Queue::Sqlite { pool, name, .. } => return tidy_sqlite(pool, name).await,
         };
         let config = redis_config(options);
         let mut conn = conn.clone();
@@ -326,6 +343,38 @@ impl Queue {
             total += removed;
             if removed < TIDY_BATCH {
                 return Ok(total);
+            }
+        }
+    }
+
+    /// Finished tasks the backend still keeps: those [`Queue::tidy`] removes (on SQLite the
+    /// rows of done, killed and dead tasks; on Redis the ids in the done and dead sets).
+    pub async fn finished_kept(&self) -> Result<u64, QueueError> {
+        match self {
+            Queue::Sqlite { pool, name, .. } => {
+                let n: i64 = sea_orm::sqlx::query_scalar(concat!(
+                    "SELECT COUNT(*) FROM Jobs WHERE job_type = ?1 AND ",
+                    finished_sqlite!()
+                ))
+                .bind(name)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| QueueError(e.to_string()))?;
+                Ok(n.max(0) as u64)
+            }
+            Queue::Redis { conn, options, .. } => {
+                let config = redis_config(options);
+                let mut conn = conn.clone();
+                let mut total = 0u64;
+                for set in [config.done_jobs_set(), config.dead_jobs_set()] {
+                    let n: u64 = redis::cmd("SCARD")
+                        .arg(set)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| QueueError(e.to_string()))?;
+                    total += n;
+                }
+                Ok(total)
             }
         }
     }
@@ -453,8 +502,32 @@ async fn connect_redis(url: &str) -> Result<ConnectionManager, redis::RedisError
         .await
 }
 
-/// Tasks [`Queue::tidy`] removes per set and Redis call.
+/// Tasks [`Queue::tidy`] removes per set and Redis call, or per SQLite statement.
 const TIDY_BATCH: u64 = 500;
+
+/// [`Queue::tidy`] on apalis-sqlite: delete queue `name`'s finished tasks (the statuses
+/// apalis-sqlite's own `vacuum` deletes), [`TIDY_BATCH`] per statement so that no statement
+/// holds the queue file's write lock for long.
+async fn tidy_sqlite(pool: &SqlitePool, name: &str) -> Result<u64, QueueError> {
+    let mut total = 0u64;
+    loop {
+        let removed = sea_orm::sqlx::query(concat!(
+            "DELETE FROM Jobs WHERE ROWID IN (SELECT ROWID FROM Jobs WHERE job_type = ?1 AND ",
+            finished_sqlite!(),
+            " LIMIT ?2)"
+        ))
+        .bind(name)
+        .bind(TIDY_BATCH as i64)
+        .execute(pool)
+        .await
+        .map_err(|e| QueueError(e.to_string()))?
+        .rows_affected();
+        total += removed;
+        if removed < TIDY_BATCH {
+            return Ok(total);
+        }
+    }
+}
 
 fn queue_config_error(url: &QueueUrl, reason: &str) -> ConfigError {
     ConfigError::new(

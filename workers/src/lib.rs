@@ -352,9 +352,6 @@ const TIDY_EVERY: Duration = Duration::from_secs(1);
 
 /// Keep the queue holding only waiting and running tasks, for as long as the process runs.
 async fn tidy_queue(ctx: Arc<WorkerContext>) {
-    if !matches!(ctx.queue, Queue::Redis { .. }) {
-        return;
-    }
     loop {
         tokio::time::sleep(TIDY_EVERY).await;
         match ctx.queue.tidy().await {
