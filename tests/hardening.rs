@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 struct Case {
     method: Method,
     path: String,
-    body: Option<String>,
+    body: Option<Vec<u8>>,
     content_type: Option<&'static str>,
     headers: Vec<(&'static str, String)>,
     status: u16,
@@ -41,7 +41,7 @@ fn get(path: impl Into<String>, status: u16, code: &'static str) -> Case {
 fn send(
     method: Method,
     path: impl Into<String>,
-    body: impl Into<String>,
+    body: impl Into<Vec<u8>>,
     status: u16,
     code: &'static str,
 ) -> Case {
@@ -56,7 +56,12 @@ fn send(
     }
 }
 
-fn post(path: impl Into<String>, body: impl Into<String>, status: u16, code: &'static str) -> Case {
+fn post(
+    path: impl Into<String>,
+    body: impl Into<Vec<u8>>,
+    status: u16,
+    code: &'static str,
+) -> Case {
     send(Method::POST, path, body, status, code)
 }
 
@@ -127,7 +132,7 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             400,
             "malformed_json",
         ),
-        post("/v1/licenses", &deep, 422, "invalid_body"),
+        post("/v1/licenses", deep.as_str(), 422, "invalid_body"),
         post(
             "/v1/tokens",
             r#"{"name": "x", "role": "admin""#,
@@ -135,6 +140,20 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             "malformed_json",
         ),
         post("/v1/jobs", "{'kind': 'assign'}", 400, "malformed_json"),
+        // JSON is UTF-8 (RFC 8259 §8.1): other bytes in a string make it malformed, whatever
+        // the shape around them.
+        post(
+            "/v1/licenses",
+            b"{\"name\": \"Vi\xffsio\", \"seats\": 1}".to_vec(),
+            400,
+            "malformed_json",
+        ),
+        post(
+            "/v1/licenses",
+            b"{\"name\": \"\xc3\"}".to_vec(),
+            400,
+            "malformed_json",
+        ),
         // Valid JSON of the wrong shape or type → 422 invalid_body.
         post("/v1/licenses", "null", 422, "invalid_body"),
         post("/v1/licenses", "[]", 422, "invalid_body"),
@@ -600,7 +619,9 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             "{} {} {}",
             case.method,
             clip(&case.path),
-            clip(case.body.as_deref().unwrap_or_default())
+            clip(&String::from_utf8_lossy(
+                case.body.as_deref().unwrap_or_default()
+            ))
         );
         match req.send().await {
             Ok(resp) => {

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 
 use super::problem::ApiError;
 
-/// JSON body; malformed JSON → 400 `malformed_json`, wrong shape → 422 `invalid_body`,
+/// JSON body; malformed JSON (or a body that is not UTF-8) → 400 `malformed_json`, wrong shape → 422 `invalid_body`,
 /// a NUL character in any string → 422 `invalid_body` (no store keeps one), wrong content type →
 /// 415 `unsupported_media_type`, too large → 413 `body_too_large`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,6 +29,17 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|r| ApiError::from(JsonRejection::from(r)))?;
+        // JSON is UTF-8 (RFC 8259 §8.1). serde_json checks only the strings it keeps, so other
+        // bytes in a string it skips would pass for a shape error, or for nothing at all.
+        if let Err(e) = std::str::from_utf8(&bytes) {
+            return Err(ApiError::bad_request(
+                "malformed_json",
+                format!(
+                    "the body is not JSON: it is not UTF-8 (byte {} is not)",
+                    e.valid_up_to()
+                ),
+            ));
+        }
         // serde_json calls some shape errors syntax errors (a number where an enum's string
         // should be: "expected value"); only a body that is not JSON at all is malformed.
         let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes).map_err(|r| match r {
