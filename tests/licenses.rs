@@ -22,10 +22,23 @@ fn today() -> NaiveDate {
     Utc::now().date_naive()
 }
 
+/// Create a license: 201 with `Location` naming the new license's URL, which answers it.
 async fn create(app: &TestApp, token: &str, body: Value) -> Value {
     let resp = app.post_response("/v1/licenses", token, &body).await;
     assert_eq!(resp.status(), 201);
-    resp.json().await.unwrap()
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("a created license's answer names its URL");
+    let created: Value = resp.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/v1/licenses/{}", created["id"].as_str().unwrap())
+    );
+    assert_eq!(app.get_json(&location, token).await, created);
+    created
 }
 
 async fn get_license(app: &TestApp, token: &str, id: &str) -> Value {

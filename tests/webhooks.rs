@@ -256,7 +256,17 @@ async fn webhooks_deliver_every_event_once(backend: Backend) {
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let created: Value = resp.json().await.unwrap();
+        assert_eq!(
+            location,
+            Some(format!("/v1/webhooks/{}", created["id"].as_str().unwrap())),
+            "a created endpoint's answer names its URL"
+        );
         let secret = created["secret"].as_str().unwrap().to_owned();
         assert!(
             secret.starts_with("whsec_") && secret.len() > 40,

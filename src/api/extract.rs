@@ -240,3 +240,20 @@ fn wrong_shape(e: &dyn std::error::Error) -> ApiError {
 fn body_text(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// A `201 Created` answer: `Location` names the new resource's URL (RFC 9110 §15.3.2), the
+/// body is the resource.
+pub type Created<T> = (
+    axum::http::StatusCode,
+    [(axum::http::HeaderName, String); 1],
+    Json<T>,
+);
+
+/// [`Created`] for the resource at `location` (a path such as `/v1/licenses/{id}`).
+pub fn created<T>(location: String, body: T) -> Created<T> {
+    (
+        axum::http::StatusCode::CREATED,
+        [(axum::http::header::LOCATION, location)],
+        Json(body),
+    )
+}

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Auth;
-use super::extract::{Json, Path, Query};
+use super::extract::{Created, Json, Path, Query, created};
 use super::problem::{ApiError, ApiResult, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -199,13 +199,13 @@ pub async fn list_licenses(
 
 /// Create a license (admin).
 #[utoipa::path(post, path = "/v1/licenses", tag = "licenses", security(("bearer" = [])), request_body = CreateLicense, responses(
-    (status = 201, body = LicenseView),
+    (status = 201, body = LicenseView, headers(("Location" = String, description = "The license's URL"))),
 ))]
 pub async fn create_license(
     State(state): State<AppState>,
     auth: Auth,
     Json(body): Json<CreateLicense>,
-) -> ApiResult<(StatusCode, Json<LicenseView>)> {
+) -> ApiResult<Created<LicenseView>> {
     let me = auth.require(Role::Admin)?;
     let new = NewLicense {
         name: LicenseName::parse(&body.name)?,
@@ -216,7 +216,7 @@ pub async fn create_license(
         notes: notes(body.notes.as_deref())?,
     };
     let view = licenses::create(&state.db, me.tenant_id, new, Some(me.token_id)).await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok(created(format!("/v1/licenses/{}", view.id), view))
 }
 
 /// One license with its seat counts.

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Auth;
-use super::extract::{Json, Path, Query};
+use super::extract::{Created, Json, Path, Query, created};
 use super::problem::{ApiResult, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -110,14 +110,14 @@ pub async fn list_webhooks(
 /// allowed host → 422 `webhook_url_not_allowed`; no events → 422 `invalid_events`; more than
 /// 50 endpoints → 409 `too_many_webhooks`.
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = [])), request_body = CreateWebhook, responses(
-    (status = 201, body = CreatedWebhook),
+    (status = 201, body = CreatedWebhook, headers(("Location" = String, description = "The endpoint's URL"))),
     (status = 409, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn create_webhook(
     State(state): State<AppState>,
     auth: Auth,
     Json(body): Json<CreateWebhook>,
-) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
+) -> ApiResult<Created<CreatedWebhook>> {
     let me = auth.require(Role::Admin)?;
     let (webhook, secret) = endpoints::create(
         &state.db,
@@ -131,9 +131,9 @@ pub async fn create_webhook(
         Some(me.token_id),
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedWebhook { webhook, secret }),
+    Ok(created(
+        format!("/v1/webhooks/{}", webhook.id),
+        CreatedWebhook { webhook, secret },
     ))
 }
 
