@@ -12,6 +12,22 @@ use licensor_core::queue::Message;
 use licensor_workers::WorkerEvent;
 use uuid::Uuid;
 
+/// The nonces of the next `n` pings the app's worker handles, within `within`.
+async fn handled(app: &mut TestApp, n: usize, within: Duration) -> HashSet<Uuid> {
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while seen.len() < n {
+        let event = tokio::time::timeout_at(deadline, app.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {n} pings handled within {within:?}", seen.len()))
+            .unwrap();
+        let WorkerEvent::Pinged { nonce, worker } = event;
+        assert!(worker.starts_with("licensor-"), "{worker}");
+        seen.insert(nonce);
+    }
+    seen
+}
+
 async fn queue_round_trip(backend: Backend) {
     let Some(mut app) = TestApp::start_with(backend, Roles::WORKER, "").await else {
         return;
@@ -30,17 +46,7 @@ async fn queue_round_trip(backend: Backend) {
         )
         .await
         .unwrap();
-    let mut seen = HashSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while seen.len() < nonces.len() {
-        let event = tokio::time::timeout_at(deadline, app.events.recv())
-            .await
-            .expect("every ping is handled within 30 s")
-            .unwrap();
-        let WorkerEvent::Pinged { nonce, worker } = event;
-        assert!(worker.starts_with("licensor-"), "{worker}");
-        seen.insert(nonce);
-    }
+    let seen = handled(&mut app, nonces.len(), Duration::from_secs(30)).await;
     assert_eq!(seen, nonces.iter().copied().collect::<HashSet<_>>());
     if let Some(ns) = &app.data.redis {
         assert!(
@@ -70,16 +76,8 @@ async fn finished_tasks_leave_the_queue(backend: Backend) {
         )
         .await
         .unwrap();
-    let mut seen = HashSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while seen.len() < nonces.len() {
-        let event = tokio::time::timeout_at(deadline, app.events.recv())
-            .await
-            .expect("every ping is handled within 60 s")
-            .unwrap();
-        let WorkerEvent::Pinged { nonce, .. } = event;
-        seen.insert(nonce);
-    }
+    let seen = handled(&mut app, nonces.len(), Duration::from_secs(60)).await;
+    assert_eq!(seen, nonces.iter().copied().collect::<HashSet<_>>());
     // Removed within a few of the workers' tidying rounds (every second), more than one
     // batch's worth of them.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -97,17 +95,8 @@ async fn finished_tasks_leave_the_queue(backend: Backend) {
     // And what is left is handled as before.
     let last = Uuid::new_v4();
     app.queue.push(Message::Ping { nonce: last }).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let event = tokio::time::timeout_at(deadline, app.events.recv())
-            .await
-            .expect("a ping after the tidying is handled")
-            .unwrap();
-        let WorkerEvent::Pinged { nonce, .. } = event;
-        if nonce == last {
-            break;
-        }
-    }
+    let seen = handled(&mut app, 1, Duration::from_secs(30)).await;
+    assert!(seen.contains(&last), "a ping after the tidying is handled");
     app.stop().await;
 }
 on_both_backends!(finished_tasks_leave_the_queue);
