@@ -372,6 +372,24 @@ async fn demo_starts_serves_stops_and_reuses_its_data() {
         .await
         .unwrap();
     assert_eq!(still.status(), 200, "the first demo's token still works");
+    // A demo on an address in use says which flag picks another.
+    let other = tempfile::tempdir().unwrap();
+    let busy = run(licensor().args([
+        "demo",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        &other.path().display().to_string(),
+    ]));
+    assert!(!busy.status.success());
+    let said = stderr_line(&busy);
+    assert!(
+        said.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && said.contains("--listen")
+            && !said.contains("LICENSOR_LISTEN"),
+        "{said}"
+    );
+    assert!(busy.stdout.is_empty(), "no greeting");
 
     interrupt(&child);
     assert!(

@@ -25,7 +25,7 @@ use licensor_core::tenants::{self, DirectorySettings};
 use licensor_core::{Settings, tokens};
 use uuid::Uuid;
 
-use crate::app::{Application, Roles, shutdown_signal};
+use crate::app::{Application, Roles, StartError, shutdown_signal};
 
 const DEMO_TENANT: &str = "demo";
 const DEMO_TOKEN_NAME: &str = "demo session";
@@ -59,7 +59,15 @@ pub async fn run(listen: &str, data_dir: PathBuf) -> anyhow::Result<()> {
 
     let app = Application::build(settings.clone(), Roles::ALL)
         .await
-        .map_err(crate::cli::start_error)?;
+        .map_err(|e| match e {
+            // The address came from this command's `--listen` (or its default), not from a
+            // configuration file: say which flag picks another.
+            StartError::Config(c) if c.key == "listen" => anyhow::anyhow!(
+                "{}; choose another address with --listen, e.g. --listen 127.0.0.1:8081",
+                c.reason
+            ),
+            e => crate::cli::start_error(e),
+        })?;
     let directory = DirectorySettings {
         directory_url: Some(emulator.base_url()),
         directory_tenant_id: Some(emulator.directory_tenant_id()),
