@@ -9,9 +9,9 @@ use axum::http::request::Parts;
 
 use super::problem::ApiError;
 
-/// JSON body; malformed JSON (or a body that is not UTF-8) → 400 `malformed_json`, wrong shape → 422 `invalid_body`,
-/// a NUL character in any string → 422 `invalid_body` (no store keeps one), wrong content type →
-/// 415 `unsupported_media_type`, too large → 413 `body_too_large`.
+/// JSON body; malformed JSON (or a body that is not UTF-8) → 400 `malformed_json`, wrong shape
+/// → 422 `invalid_body`, a NUL character in any string → 422 `invalid_body` (no store keeps
+/// one), wrong content type → 415 `unsupported_media_type`, too large → 413 `body_too_large`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
