@@ -316,6 +316,7 @@ pub async fn stats(State(st): St, q: Result<Query<StatsQuery>, QueryRejection>) 
         "throttled": st.stats.throttled.load(Ordering::Relaxed),
         "injected_errors": st.stats.injected_errors.load(Ordering::Relaxed),
         "dropped_connections": st.stats.dropped_connections.load(Ordering::Relaxed),
+        "lost_answers": st.stats.lost_answers.load(Ordering::Relaxed),
         "successful_writes": dir.successful_writes.load(Ordering::Relaxed),
         "writes_per_user_max": dir.writes_max.load(Ordering::Relaxed),
         "member_pages_read": st.stats.member_pages.lock().values().sum::<u64>(),

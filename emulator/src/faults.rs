@@ -24,8 +24,14 @@ pub struct Faults {
     pub error_rate: f64,
     /// Status codes drawn from for injected errors (500, 502, 503 or 504).
     pub error_statuses: Vec<u16>,
-    /// Share (0.0..=1.0) of Graph requests whose connection is closed without an answer.
+    /// Share (0.0..=1.0) of Graph requests whose connection is closed without an answer,
+    /// before the request is carried out.
     pub drop_rate: f64,
+    /// Share (0.0..=1.0) of Graph requests carried out whose answer is then lost: the
+    /// connection is closed instead of answering, after the change is made (a `$batch`: all of
+    /// its requests). What a client meets when a gateway times out on a request that went
+    /// through.
+    pub lost_answer_rate: f64,
     /// Throttling on or off.
     pub throttling: bool,
     /// Writes per app and tenant: Graph's 3,000 per 150 s by default.
@@ -46,6 +52,7 @@ impl Default for Faults {
             error_rate: 0.0,
             error_statuses: vec![503],
             drop_rate: 0.0,
+            lost_answer_rate: 0.0,
             throttling: true,
             write_budget: Budget {
                 limit: 3_000,
@@ -76,6 +83,9 @@ impl Faults {
         }
         if !(0.0..=1.0).contains(&self.drop_rate) {
             return Err("drop_rate must be between 0 and 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.lost_answer_rate) {
+            return Err("lost_answer_rate must be between 0 and 1".into());
         }
         if self.error_statuses.is_empty() && self.error_rate > 0.0 {
             return Err("error_statuses must not be empty when error_rate > 0".into());

@@ -183,12 +183,18 @@ pub async fn spawn(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
                                         .get(hyper::header::AUTHORIZATION)
                                         .and_then(|v| v.to_str().ok());
                                     let tenant = st.tenant_hint(auth, req.uri().path());
-                                    let (drop, delay) = tenant.roll_connection();
+                                    let (drop, lose, delay) = tenant.roll_connection();
                                     if !delay.is_zero() {
                                         tokio::time::sleep(delay).await;
                                     }
                                     if drop {
                                         tenant.stats.dropped_connections.fetch_add(1, Ordering::Relaxed);
+                                        return Err(DroppedConnection);
+                                    }
+                                    if lose {
+                                        let req = req.map(axum::body::Body::new);
+                                        let _carried_out = app.oneshot(req).await;
+                                        tenant.stats.lost_answers.fetch_add(1, Ordering::Relaxed);
                                         return Err(DroppedConnection);
                                     }
                                 }

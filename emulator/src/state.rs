@@ -29,6 +29,8 @@ pub struct Stats {
     pub throttled: AtomicU64,
     pub injected_errors: AtomicU64,
     pub dropped_connections: AtomicU64,
+    /// Requests carried out whose answer was lost (`lost_answer_rate`).
+    pub lost_answers: AtomicU64,
     /// "group/relation/cast/offset" → times that page of members was read.
     pub member_pages: Mutex<HashMap<String, u64>>,
 }
@@ -211,20 +213,24 @@ impl Tenant {
         Some(f.error_statuses[i])
     }
 
-    /// Roll the fault dice for a dropped connection and the added latency.
-    pub fn roll_connection(&self) -> (bool, Duration) {
+    /// Roll the fault dice for a connection: closed before the request is carried out, its
+    /// answer lost after, and the added latency.
+    pub fn roll_connection(&self) -> (bool, bool, Duration) {
         let f = self.faults.read();
-        if f.drop_rate <= 0.0 && f.latency_ms == 0 && f.jitter_ms == 0 {
-            return (false, Duration::ZERO);
+        if f.drop_rate <= 0.0 && f.lost_answer_rate <= 0.0 && f.latency_ms == 0 && f.jitter_ms == 0
+        {
+            return (false, false, Duration::ZERO);
         }
         let mut d = self.dice.lock();
         let drop = f.drop_rate > 0.0 && rand::Rng::random_bool(&mut *d, f.drop_rate.min(1.0));
+        let lose = f.lost_answer_rate > 0.0
+            && rand::Rng::random_bool(&mut *d, f.lost_answer_rate.min(1.0));
         let jitter = if f.jitter_ms > 0 {
             rand::Rng::random_range(&mut *d, 0..=f.jitter_ms)
         } else {
             0
         };
-        (drop, Duration::from_millis(f.latency_ms + jitter))
+        (drop, lose, Duration::from_millis(f.latency_ms + jitter))
     }
 }
 

@@ -47,18 +47,45 @@ async fn injected_errors_latency_and_dropped_connections() {
         .await;
     assert!(res.is_err(), "the connection is closed without an answer");
 
-    let r = env
-        .control(Method::PUT, "/faults", Some(json!({"error_rate": 2.0})))
+    // A lost answer: the write is made, and the connection closed instead of answering.
+    env.control(Method::PUT, "/faults", Some(json!({}))).await;
+    let user = env.user_id(0).await;
+    env.control(
+        Method::PUT,
+        "/faults",
+        Some(json!({"lost_answer_rate": 1.0})),
+    )
+    .await;
+    let res = env
+        .http
+        .post(format!("{}/users/{user}/assignLicense", env.emu.graph_url()))
+        .bearer_auth(&env.token)
+        .json(&json!({"addLicenses": [{"skuId": ENTERPRISEPACK_SKU_ID, "disabledPlans": []}], "removeLicenses": []}))
+        .send()
         .await;
-    assert_eq!(r.status.as_u16(), 400);
+    assert!(res.is_err(), "the answer is lost");
+    env.control(Method::PUT, "/faults", Some(json!({}))).await;
+    assert_eq!(
+        env.sku("ENTERPRISEPACK").await["consumedUnits"],
+        1,
+        "the write was made"
+    );
+
+    for bad in [
+        json!({"error_rate": 2.0}),
+        json!({"lost_answer_rate": -0.1}),
+    ] {
+        let r = env.control(Method::PUT, "/faults", Some(bad)).await;
+        assert_eq!(r.status.as_u16(), 400);
+    }
     env.control(Method::PUT, "/faults", Some(json!({}))).await;
     assert_eq!(env.get("/subscribedSkus").await.status, StatusCode::OK);
 
     let stats = env.control(Method::GET, "/stats", None).await.body;
     assert_eq!(stats["injected_errors"], 1);
     assert_eq!(stats["dropped_connections"], 1);
+    assert_eq!(stats["lost_answers"], 1);
     assert_eq!(stats["requests"]["GET /v1.0/subscribedSkus"]["503"], 1);
-    assert_eq!(stats["requests"]["GET /v1.0/subscribedSkus"]["200"], 2);
     env.emu.shutdown().await;
 }
 
