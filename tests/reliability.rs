@@ -151,6 +151,81 @@ async fn flaky_throttled_directory(backend: Backend) {
 }
 on_both_backends!(flaky_throttled_directory);
 
+/// The directory carries out a quarter of its requests and then loses the answer (the
+/// connection closes, as when a gateway times out on a request that went through). A write
+/// whose answer was lost is never sent again blindly: the member is read, and a read that shows
+/// the change ends it `succeeded`. An assign and then a remove of every member: each member is
+/// written exactly once by each job, no member is said to have been skipped (licensor made
+/// every change), and every item agrees with the directory.
+async fn lost_answers_are_read_not_written_again(backend: Backend) {
+    const MEMBERS: u64 = 300;
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::simple(33, MEMBERS as usize, 1_000)),
+        faults: Faults {
+            lost_answer_rate: 0.25,
+            seed: 11,
+            ..Faults::unthrottled()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let Some(app) = TestApp::start_with(
+        backend,
+        Roles::ALL,
+        "[directory]\nretry_min_delay_ms = 20\nretry_max_delay_ms = 200\n[jobs]\nchunk_size = 40\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let (tenant, assign) = assign_all_users(&app, &emulator).await;
+    let group = app.group_id(&tenant.admin, "All Users").await;
+    let remove =
+        json!({"kind": "remove", "groups": [group], "remove_licenses": [ENTERPRISEPACK_SKU_ID]});
+    let mut lost_notes = 0;
+    for id in [Some(assign), None] {
+        let id = match id {
+            Some(id) => id,
+            None => app.post_json("/v1/jobs", &tenant.admin, &remove).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        };
+        let job = app.wait_for_job(&tenant.admin, &id, 120).await;
+        assert_eq!(job["status"], "finished", "{job}");
+        assert_eq!(
+            job["progress"]["succeeded"].as_u64(),
+            Some(MEMBERS),
+            "{job}"
+        );
+        app.assert_outcomes_true(&tenant.viewer, &id, &emulator.base_url())
+            .await;
+        for item in app.all_items(&tenant.viewer, &id).await {
+            assert_eq!(item["status"], "succeeded", "{item}");
+            let note = item["note"].as_str().unwrap_or_default();
+            if note.contains("answer was lost") || note.contains("answer was not recorded") {
+                lost_notes += 1;
+            }
+        }
+    }
+    let stats = stats(&emulator).await;
+    assert!(stats["lost_answers"].as_u64().unwrap() > 10, "{stats}");
+    assert!(lost_notes > 0, "no item tells of a lost answer: {stats}");
+    assert_eq!(stats["skus"][0]["consumedUnits"], 0, "{stats}");
+    // Each member written once by each job: a write sent again after its answer was lost
+    // would show as a third write of the member.
+    assert_eq!(
+        stats["successful_writes"].as_u64(),
+        Some(2 * MEMBERS),
+        "{stats}"
+    );
+    assert_eq!(stats["writes_per_user_max"], 2, "{stats}");
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(lost_answers_are_read_not_written_again);
+
 /// Writes the emulator has accepted so far.
 async fn written_to(emulator: &EmulatorHandle) -> u64 {
     stats(emulator).await["successful_writes"].as_u64().unwrap()
@@ -881,6 +956,7 @@ async fn members_taken_over_stay_with_the_live_step(backend: Backend) {
                 not_before: chrono::Utc::now(),
                 code: "throttled".into(),
                 detail: "429".into(),
+                read_first: false,
             },
         )
     };

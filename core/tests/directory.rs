@@ -8,6 +8,7 @@ use graph_emulator::{EmulatorConfig, EmulatorHandle, Scenario};
 use licensor_core::config::DirectoryTuning;
 use licensor_core::directory::{
     AssignedLicense, DirectoryClient, DirectoryConfig, DirectoryError, ItemCode, User, WriteOp,
+    Written,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -401,6 +402,7 @@ async fn faults_and_throttling_leave_every_member_assigned_exactly_once() {
         Some(json!({
             "error_rate": 0.2,
             "error_statuses": [503],
+            "lost_answer_rate": 0.1,
             "throttling": true,
             "write_budget": {"limit": 400, "window_ms": 2000},
             "seed": 7
@@ -423,7 +425,7 @@ async fn faults_and_throttling_leave_every_member_assigned_exactly_once() {
         .map(|u| assign(&u.id, vec![lic(E3, &[])], vec![]))
         .collect();
     // Several callers at once, as a job's workers would.
-    let outcomes: Vec<Result<(), DirectoryError>> =
+    let outcomes: Vec<Result<Written, DirectoryError>> =
         futures::future::join_all(ops.chunks(100).map(|c| client.write_batch(c)))
             .await
             .into_iter()
@@ -439,6 +441,12 @@ async fn faults_and_throttling_leave_every_member_assigned_exactly_once() {
     assert!(
         s["injected_errors"].as_u64().unwrap() > 0,
         "faults were injected: {s}"
+    );
+    // Writes whose answers were lost were read, found made, and not sent again.
+    assert!(s["lost_answers"].as_u64().unwrap() > 0, "{s}");
+    assert!(
+        outcomes.contains(&Ok(Written::SeenAfterLostAnswer)),
+        "no write was found made after its answer was lost"
     );
     let per_user = s["writes_per_user"].as_object().unwrap();
     for u in &targets {

@@ -74,13 +74,97 @@ pub(super) fn assign_body(add: &[AssignedLicense], remove: &[Uuid]) -> Value {
     })
 }
 
+/// How a write that succeeded is known to have been carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The directory answered it with a 2xx.
+    Answered,
+    /// Its answer was lost (a 5xx, a timeout, a closed connection: [`DirectoryError::fate_unknown`]);
+    /// a read of the user afterwards shows the change, so it was not sent again.
+    SeenAfterLostAnswer,
+}
+
+impl WriteOp {
+    fn user_id(&self) -> &str {
+        match self {
+            WriteOp::AssignLicense { user_id, .. } | WriteOp::SetUsageLocation { user_id, .. } => {
+                user_id
+            }
+        }
+    }
+
+    /// Whether `user`, as read now, shows this write made.
+    fn shows_in(&self, user: &User) -> bool {
+        match self {
+            WriteOp::AssignLicense { add, remove, .. } => {
+                super::write_shows(&user.direct_licenses(), add, remove)
+            }
+            WriteOp::SetUsageLocation { usage_location, .. } => {
+                user.usage_location.as_deref() == Some(usage_location.as_str())
+            }
+        }
+    }
+}
+
 impl DirectoryClient {
     /// Run `ops` through `$batch` (groups of up to 20, sent concurrently within the client's
     /// limits) and return one outcome per op, in order. Transient failures are retried —
     /// only those ops — until they succeed, fail for good, or the retry budget is spent.
-    pub async fn write_batch(&self, ops: &[WriteOp]) -> Vec<Result<(), DirectoryError>> {
+    ///
+    /// A write is never sent twice blindly: one whose answer was lost
+    /// ([`DirectoryError::fate_unknown`]) is read before its retry. A read that shows the
+    /// change ends it as [`Written::SeenAfterLostAnswer`]; one that does not sends it again; a
+    /// read that fails leaves it failed with its unknown fate, for the caller to read later.
+    pub async fn write_batch(&self, ops: &[WriteOp]) -> Vec<Result<Written, DirectoryError>> {
+        let unanswered = std::sync::Mutex::new(std::collections::HashSet::<usize>::new());
+        let unanswered = &unanswered;
         self.batched(ops.len(), "$batch", |chunk| async move {
-            self.send_batch(ops, &chunk).await
+            let lost: Vec<usize> = {
+                let set = unanswered.lock().unwrap_or_else(|p| p.into_inner());
+                chunk.iter().copied().filter(|i| set.contains(i)).collect()
+            };
+            let mut out = Vec::with_capacity(chunk.len());
+            let mut send: Vec<usize> = chunk.iter().copied().filter(|i| !lost.contains(i)).collect();
+            if !lost.is_empty() {
+                let ids: Vec<String> = lost.iter().map(|&i| ops[i].user_id().to_owned()).collect();
+                let users = self.read_users(&ids).await;
+                for (i, user) in lost.into_iter().zip(users) {
+                    match user {
+                        Ok(user) if ops[i].shows_in(&user) => {
+                            out.push((i, Ok(Written::SeenAfterLostAnswer)));
+                        }
+                        Ok(_) => send.push(i),
+                        Err(e) => out.push((
+                            i,
+                            Err(DirectoryError::unavailable(format!(
+                                "the answer to the write was lost, and reading the user to see whether it was made failed: {e}"
+                            ))),
+                        )),
+                    }
+                }
+            }
+            send.sort_unstable();
+            if !send.is_empty() {
+                let sent = self.send_batch(ops, &send).await;
+                let mut set = unanswered.lock().unwrap_or_else(|p| p.into_inner());
+                for (i, r) in sent {
+                    match r {
+                        Ok(()) => {
+                            set.remove(&i);
+                            out.push((i, Ok(Written::Answered)));
+                        }
+                        Err(e) => {
+                            if e.fate_unknown() {
+                                set.insert(i);
+                            } else {
+                                set.remove(&i);
+                            }
+                            out.push((i, Err(e)));
+                        }
+                    }
+                }
+            }
+            out
         })
         .await
     }

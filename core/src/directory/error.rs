@@ -98,6 +98,16 @@ impl DirectoryError {
         matches!(self, DirectoryError::Transient { .. })
     }
 
+    /// Whether a write that met this error may have been carried out all the same: a transient
+    /// failure other than 429 (a 5xx, a timeout, a connection closed before the answer, a
+    /// request missing from a `$batch` answer). A 429 is Graph's word that the request was not
+    /// carried out ("Microsoft Graph throttling guidance": the request is refused, not
+    /// queued); `Stopped` and `Deferred` were never sent. Such a write is never sent again
+    /// before the member is read.
+    pub fn fate_unknown(&self) -> bool {
+        matches!(self, DirectoryError::Transient { code, .. } if *code != ItemCode::Throttled)
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             DirectoryError::Transient { retry_after, .. } => *retry_after,

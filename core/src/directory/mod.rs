@@ -23,7 +23,7 @@ mod limiter;
 mod registry;
 mod token;
 
-pub use batch::{MAX_BATCH, WriteOp};
+pub use batch::{MAX_BATCH, WriteOp, Written};
 pub use drive::{DriveItem, DriveUpload, UploadError};
 pub use error::{DirectoryError, Failure, ItemCode, classify, parse_retry_after};
 pub use limiter::{Grant, LimiterConfig, Outlook, WriteAnswer, WriteLimiter};
@@ -120,6 +120,50 @@ pub struct User {
     /// How each license is held: directly (`assigned_by_group` empty) or through a group.
     #[serde(default)]
     pub license_assignment_states: Vec<LicenseAssignmentState>,
+}
+
+impl User {
+    /// The licenses the user holds directly (what `assignLicense` changes): those of
+    /// `licenseAssignmentStates` with no `assignedByGroup`, and any of `assignedLicenses` the
+    /// states do not mention (a directory that reports only `assignedLicenses` gives no group
+    /// information).
+    pub fn direct_licenses(&self) -> Vec<AssignedLicense> {
+        let mut direct: Vec<AssignedLicense> = self
+            .license_assignment_states
+            .iter()
+            .filter(|s| s.assigned_by_group.is_none())
+            .map(|s| AssignedLicense {
+                sku_id: s.sku_id,
+                disabled_plans: s.disabled_plans.clone(),
+            })
+            .collect();
+        for l in &self.assigned_licenses {
+            if !self
+                .license_assignment_states
+                .iter()
+                .any(|s| s.sku_id == l.sku_id)
+            {
+                direct.push(l.clone());
+            }
+        }
+        direct
+    }
+}
+
+/// Whether an `assignLicense` of `add` and `remove` shows in `direct` (a user's directly held
+/// licenses): every added SKU held directly with exactly its disabled plans, no removed SKU
+/// held directly. `assignLicense` is all or nothing for the user (Graph, "user: assignLicense"),
+/// so a state that shows the write is the state the write leaves.
+pub fn write_shows(direct: &[AssignedLicense], add: &[AssignedLicense], remove: &[Uuid]) -> bool {
+    use std::collections::BTreeSet;
+    let plans = |p: &[Uuid]| p.iter().copied().collect::<BTreeSet<_>>();
+    add.iter().all(|a| {
+        direct
+            .iter()
+            .any(|d| d.sku_id == a.sku_id && plans(&d.disabled_plans) == plans(&a.disabled_plans))
+    }) && remove
+        .iter()
+        .all(|r| !direct.iter().any(|d| d.sku_id == *r))
 }
 
 /// One path by which a user holds a license.

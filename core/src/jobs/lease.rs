@@ -62,12 +62,13 @@ pub async fn claim<C: ConnectionTrait>(
         pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
     // An item still naming a holder has a lease that ran out (finished, retried and released
-    // items name none): the claim takes it over, and says so on the item.
+    // items name none): the claim takes it over, and says so on the item. An item already
+    // marked so (a retry whose write's answer was lost) stays marked until it is read.
     let mut claimed = job_item::Entity::update_many()
         .col_expr(
             job_item::Column::TakenOver,
             Expr::case(job_item::Column::LeaseOwner.is_not_null(), true)
-                .finally(false)
+                .finally(Expr::col(job_item::Column::TakenOver))
                 .into(),
         )
         .col_expr(job_item::Column::LeaseOwner, Expr::value(owner))

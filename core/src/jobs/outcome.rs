@@ -37,10 +37,14 @@ pub enum Outcome {
         detail: String,
     },
     /// A transient failure with tries left: pending again, not before `not_before`.
+    /// `read_first`: licensor may have changed the member without recording it (a write whose
+    /// answer was lost, or a member taken over and not read since): the next try reads it
+    /// before deciding (`job_items.taken_over`), never writes from its stored state.
     Retry {
         not_before: DateTime<Utc>,
         code: String,
         detail: String,
+        read_first: bool,
     },
     /// Not done on purpose, with the reason's code (`cancelled`, `changed_since`): skipped.
     Left {
@@ -62,6 +66,28 @@ pub enum Outcome {
     Changed {
         change: Value,
     },
+}
+
+impl Outcome {
+    /// A [`Outcome::Retry`] met while reading a member: to be read first next time exactly
+    /// when it was (`taken_over`); a read that failed changed nothing. Other outcomes as
+    /// they are.
+    pub(crate) fn read_first(self, taken_over: bool) -> Outcome {
+        match self {
+            Outcome::Retry {
+                not_before,
+                code,
+                detail,
+                ..
+            } => Outcome::Retry {
+                not_before,
+                code,
+                detail,
+                read_first: taken_over,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Record the outcomes of a chunk's items and move the job's counters with them, in one
@@ -165,8 +191,10 @@ pub async fn record(
                         not_before,
                         code,
                         detail,
+                        read_first,
                     } => {
                         update = update
+                            .col_expr(job_item::Column::TakenOver, Expr::value(*read_first))
                             .col_expr(job_item::Column::LeaseUntil, Expr::value(*not_before))
                             .col_expr(
                                 job_item::Column::LeaseOwner,
@@ -454,6 +482,7 @@ pub fn item_outcome(e: &DirectoryError, attempts: i32, max_attempts: i32) -> Opt
                     not_before: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
                     code: code.as_str().to_owned(),
                     detail: detail.clone(),
+                    read_first: e.fate_unknown(),
                 })
             }
         }

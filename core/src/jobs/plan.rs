@@ -79,12 +79,7 @@ impl Snapshot {
     /// Whether a write of `add` and `remove` shows in this state: every added license held
     /// directly with exactly its disabled plans, no removed one held directly.
     pub fn shows(&self, add: &[AssignedLicense], remove: &[Uuid]) -> bool {
-        add.iter().all(|a| {
-            self.holds_directly_as(&LicenseToAdd {
-                sku_id: a.sku_id.into(),
-                disabled_plans: a.disabled_plans.clone(),
-            })
-        }) && remove.iter().all(|r| self.direct(*r).is_none())
+        crate::directory::write_shows(&self.direct_licenses(), add, remove)
     }
 }
 
@@ -331,7 +326,7 @@ pub(crate) mod tests {
     /// The group members inherit licenses from, in tests.
     pub(crate) const G: &str = "8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01";
 
-    fn req(v: serde_json::Value) -> ParsedRequest {
+    pub(crate) fn req(v: serde_json::Value) -> ParsedRequest {
         serde_json::from_value::<super::super::JobRequest>(v)
             .unwrap()
             .parse()

@@ -80,6 +80,7 @@ pub async fn rerun(db: &Db, on: OnJob) -> StoreResult<JobView> {
             ])
             .col_expr(job_item::Column::RunNo, Expr::value(run_no))
             .col_expr(job_item::Column::Attempts, Expr::value(0))
+            .col_expr(job_item::Column::TakenOver, Expr::value(false))
             .col_expr(job_item::Column::UpdatedAt, Expr::value(now))
             .filter(job_item::Column::JobId.eq(job_id))
     };

@@ -12,7 +12,9 @@ use super::request::{ParsedRequest, UsageLocation};
 use super::{codes, state};
 use crate::config::JobSettings;
 use crate::db::Db;
-use crate::directory::{AssignedLicense, DirectoryClient, DirectoryError, ItemCode, WriteOp};
+use crate::directory::{
+    AssignedLicense, DirectoryClient, DirectoryError, ItemCode, WriteOp, Written,
+};
 use crate::domain::JobStatus;
 use crate::entities::{job, job_item};
 
@@ -31,6 +33,8 @@ pub(crate) struct Pending {
     location_tried: bool,
     /// Whether this write was decided again after the directory refused an earlier one.
     redecided: bool,
+    /// Whether the directory's answer to the write was lost and a read showed it made.
+    answer_lost: bool,
     /// Undo items: kept for a second decision.
     target: Option<UndoTarget>,
 }
@@ -42,10 +46,16 @@ struct Member {
     user_id: String,
     /// Undo items: what to restore, and only from what.
     target: Option<UndoTarget>,
+    /// A member licensor may have written without recording the answer (taken over from a
+    /// holder that stopped, or whose write's answer was lost): its state is read afresh first.
+    taken_over: bool,
+    /// For such a member, its state as last known before that write: a fresh read that shows
+    /// the write it called for made it `succeeded`, with that change in the ledger.
+    prior: Option<Snapshot>,
 }
 
 impl Member {
-    fn of(item: &job_item::Model) -> Member {
+    fn of(item: &job_item::Model, prior: Option<Snapshot>) -> Member {
         Member {
             id: item.id,
             attempts: item.attempts,
@@ -54,6 +64,8 @@ impl Member {
                 .target
                 .clone()
                 .and_then(|v| serde_json::from_value(v).ok()),
+            taken_over: item.taken_over,
+            prior,
         }
     }
 }
@@ -64,15 +76,42 @@ struct Step {
     outcomes: Vec<(i64, Outcome)>,
     writes: Vec<Pending>,
     reads: Vec<Member>,
+    /// A temporary assign's due time for the licenses its writes add.
+    due_at: Option<chrono::DateTime<Utc>>,
 }
 
 impl Step {
     /// Decide for `m` from `snap`; `fresh` when it was read in this step.
     fn decide(&mut self, req: &ParsedRequest, m: Member, snap: Option<&Snapshot>, fresh: bool) {
-        let decision = match &m.target {
+        let decide = |snap: Option<&Snapshot>, fresh: bool| match &m.target {
             Some(t) => plan::decide_undo(t, snap, fresh),
             None => plan::decide(req, snap, fresh),
         };
+        let decision = decide(snap, fresh);
+        // A member found in the desired state that its state before a write licensor may have
+        // made without recording the answer called for exactly that write: the write was made.
+        if let (Decision::Skip(_), Some(prior), Some(now)) = (&decision, &m.prior, snap)
+            && let Decision::Write { add, remove, .. } = decide(Some(prior), true)
+            && now.shows(&add, &remove)
+        {
+            let due_at = if add.is_empty() { None } else { self.due_at };
+            let change = Change {
+                before: prior.direct_licenses(),
+                after: now.direct_licenses(),
+                verified: Some(true),
+            };
+            if let Ok(v) = serde_json::to_value(&change) {
+                self.outcomes.push((m.id, Outcome::Changed { change: v }));
+            }
+            self.outcomes.push((
+                m.id,
+                Outcome::Succeeded {
+                    note: Some(MADE_UNANSWERED.into()),
+                    due_at,
+                },
+            ));
+            return;
+        }
         match decision {
             Decision::Skip(note) => self.outcomes.push((
                 m.id,
@@ -112,6 +151,7 @@ impl Step {
                 before: snap.map(Snapshot::direct_licenses).unwrap_or_default(),
                 location_tried: false,
                 redecided: false,
+                answer_lost: false,
             }),
             Decision::Read => self.reads.push(m),
         }
@@ -141,8 +181,9 @@ impl Step {
                     }
                     self.decide(req, m, Some(&snap), true);
                 }
+                // A member licensor may have written stays to be read first.
                 Err(e) => match item_outcome(&e, m.attempts, max_attempts) {
-                    Some(o) => self.outcomes.push((m.id, o)),
+                    Some(o) => self.outcomes.push((m.id, o.read_first(m.taken_over))),
                     None => return Err(JobFailure::from_directory(&e, "reading a member")),
                 },
             }
@@ -183,21 +224,29 @@ pub async fn process(
     let verify = req
         .verify
         .unwrap_or(job.runs > 1 || job.parent_job_id.is_some());
-    let mut step = Step::default();
+    let due_at = req.expires_in().map(|e| e.due_from(Utc::now()));
+    let mut step = Step {
+        due_at,
+        ..Step::default()
+    };
     for mut item in items {
         // A member taken over from a holder that stopped (its lease ran out, or its process's
-        // heartbeat did) may have been written by that holder without its outcome being
-        // recorded: it is read afresh, never written from its snapshot again.
+        // heartbeat did), or whose last write's answer was lost, may have been written without
+        // its outcome being recorded: it is read afresh, never written from its snapshot
+        // again; the snapshot tells what that write was.
         let snap: Option<Snapshot> = item
             .licenses
             .take()
-            .filter(|_| !item.taken_over)
             .and_then(|v| serde_json::from_value(v).ok());
-        step.decide(req, Member::of(&item), snap.as_ref(), false);
+        let (snap, prior) = if item.taken_over {
+            (None, snap)
+        } else {
+            (snap, None)
+        };
+        step.decide(req, Member::of(&item, prior), snap.as_ref(), false);
     }
     step.read_and_decide(client, req, max_attempts).await?;
 
-    let due_at = req.expires_in().map(|e| e.due_from(Utc::now()));
     let mut written: Vec<Pending> = Vec::new();
     // Two passes: the writes as decided, then those the directory refused as a whole, decided
     // again from a fresh read.
@@ -238,6 +287,8 @@ pub async fn process(
                     attempts: w.attempts,
                     user_id: w.user_id,
                     target: w.target,
+                    taken_over: false,
+                    prior: None,
                 });
                 continue;
             }
@@ -279,7 +330,11 @@ pub async fn process(
         let due_at = if w.add.is_empty() { None } else { due_at };
         let outcome = match check {
             None => Outcome::Succeeded {
-                note: w.note.clone(),
+                note: match (&w.note, w.answer_lost) {
+                    (Some(n), true) => Some(format!("{SEEN_AFTER_LOST_ANSWER}; {n}")),
+                    (None, true) => Some(SEEN_AFTER_LOST_ANSWER.into()),
+                    (n, false) => n.clone(),
+                },
                 due_at,
             },
             Some(Ok(snap)) => {
@@ -330,6 +385,15 @@ pub async fn process(
     }
     Ok((step.outcomes, deferred))
 }
+
+/// The note of a write whose answer was lost and that a read then showed made.
+const SEEN_AFTER_LOST_ANSWER: &str =
+    "the directory's answer was lost; a read right after showed the change made";
+
+/// The note of a member found in the desired state on a fresh read, after a write licensor may
+/// have made without recording the answer (its holder stopped, or the answer was lost), when
+/// its state before that write called for exactly that write.
+const MADE_UNANSWERED: &str = "made by an earlier attempt whose answer was not recorded: a fresh read shows the change its state before that attempt called for";
 
 /// Licenses as the ledger shows them: SKU ids, with disabled plans in brackets.
 fn describe(licenses: &[AssignedLicense]) -> String {
@@ -396,7 +460,7 @@ pub(crate) async fn write(
             for (i, r) in needs_location.into_iter().zip(results) {
                 writes[i].location_tried = true;
                 match r {
-                    Ok(()) => {}
+                    Ok(_) => {}
                     Err(DirectoryError::Stopped) => failed.push((i, Some(Outcome::NotSent))),
                     Err(DirectoryError::Deferred { until }) => {
                         defer(until);
@@ -429,7 +493,10 @@ pub(crate) async fn write(
         let mut again = Vec::new();
         for (w, r) in std::mem::take(&mut writes).into_iter().zip(results) {
             match r {
-                Ok(()) => written.push(w),
+                Ok(answer) => written.push(Pending {
+                    answer_lost: answer == Written::SeenAfterLostAnswer,
+                    ..w
+                }),
                 Err(DirectoryError::Stopped) => outcomes.push((w.id, Outcome::NotSent)),
                 Err(DirectoryError::Deferred { until }) => defer(until),
                 // Only a call that removed one license and did nothing else may count as done.
@@ -491,11 +558,141 @@ fn location_written(outcome: Outcome, w: &Pending) -> Outcome {
             not_before,
             code,
             detail,
+            ..
         } => Outcome::Retry {
             not_before,
             code,
             detail: detail + &note,
+            read_first: true,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::plan::tests::{G, req, snap};
+    use serde_json::json;
+
+    const E3: &str = "6fd2c87f-b296-42f0-b197-1e91e994b900";
+    const E5: &str = "06ebc4ee-1bb5-47dd-8120-11324bc54e06";
+
+    fn taken_over(prior: Option<Snapshot>) -> Member {
+        Member {
+            id: 7,
+            attempts: 1,
+            user_id: "u".into(),
+            target: None,
+            taken_over: true,
+            prior,
+        }
+    }
+
+    /// The outcome and ledger entry a step records for a member taken over (or whose write's
+    /// answer was lost), from its state before and a fresh read now.
+    fn decided(
+        r: &ParsedRequest,
+        prior: Option<Snapshot>,
+        now: &Snapshot,
+    ) -> (Vec<(i64, Outcome)>, usize) {
+        let mut step = Step::default();
+        step.decide(r, taken_over(prior), Some(now), true);
+        (step.outcomes, step.writes.len())
+    }
+
+    #[test]
+    fn a_write_an_earlier_attempt_made_is_succeeded_with_its_change() {
+        let replace = req(json!({"kind": "replace", "groups": [G],
+            "add_licenses": [{"sku_id": E3}], "remove_licenses": [E5]}));
+        let before = snap(Some("SE"), &[E5], &[]);
+        let after = snap(Some("SE"), &[E3], &[]);
+        let (outcomes, writes) = decided(&replace, Some(before.clone()), &after);
+        assert_eq!(writes, 0);
+        let [
+            (7, Outcome::Changed { change }),
+            (7, Outcome::Succeeded { note, .. }),
+        ] = &outcomes[..]
+        else {
+            panic!("{outcomes:?}");
+        };
+        let change: Change = serde_json::from_value(change.clone()).unwrap();
+        assert_eq!(change.before, before.direct_licenses());
+        assert_eq!(change.after, after.direct_licenses());
+        assert_eq!(change.verified, Some(true));
+        assert_eq!(note.as_deref(), Some(MADE_UNANSWERED));
+    }
+
+    #[test]
+    fn a_temporary_assign_made_by_an_earlier_attempt_comes_due() {
+        let temporary = req(json!({"kind": "assign", "groups": [G],
+            "add_licenses": [{"sku_id": E3}], "expires_in": {"value": 1, "unit": "days"}}));
+        let due = Utc::now() + chrono::Duration::days(1);
+        let mut step = Step {
+            due_at: Some(due),
+            ..Step::default()
+        };
+        let before = snap(Some("SE"), &[], &[]);
+        let after = snap(Some("SE"), &[E3], &[]);
+        step.decide(&temporary, taken_over(Some(before)), Some(&after), true);
+        assert!(
+            matches!(
+                &step.outcomes[..],
+                [_, (7, Outcome::Succeeded { due_at: Some(d), .. })] if *d == due
+            ),
+            "{:?}",
+            step.outcomes
+        );
+    }
+
+    #[test]
+    fn a_member_already_done_before_the_attempt_stays_skipped() {
+        let assign =
+            req(json!({"kind": "assign", "groups": [G], "add_licenses": [{"sku_id": E3}]}));
+        let held = snap(Some("SE"), &[E3], &[]);
+        // Its state before already held the licenses: no write was called for.
+        let (outcomes, _) = decided(&assign, Some(held.clone()), &held);
+        assert!(
+            matches!(&outcomes[..], [(7, Outcome::Skipped { .. })]),
+            "{outcomes:?}"
+        );
+        // No state before known (a rerun): skipped as found.
+        let (outcomes, _) = decided(&assign, None, &held);
+        assert!(
+            matches!(&outcomes[..], [(7, Outcome::Skipped { .. })]),
+            "{outcomes:?}"
+        );
+    }
+
+    #[test]
+    fn a_write_not_made_is_decided_again_from_the_fresh_read() {
+        let assign =
+            req(json!({"kind": "assign", "groups": [G], "add_licenses": [{"sku_id": E3}]}));
+        let before = snap(Some("SE"), &[], &[]);
+        let (outcomes, writes) = decided(&assign, Some(before.clone()), &before);
+        assert!(outcomes.is_empty(), "{outcomes:?}");
+        assert_eq!(writes, 1);
+        // Another change since (the member now holds something else entirely, not what the
+        // write would leave): decided from what it holds now, not called succeeded.
+        let other = snap(Some("SE"), &[E5], &[]);
+        let (outcomes, writes) = decided(&assign, Some(before), &other);
+        assert!(outcomes.is_empty(), "{outcomes:?}");
+        assert_eq!(writes, 1);
+    }
+
+    #[test]
+    fn only_a_failure_that_may_have_been_carried_out_reads_first() {
+        let throttled = DirectoryError::Transient {
+            code: ItemCode::Throttled,
+            detail: "429".into(),
+            retry_after: None,
+        };
+        let lost = DirectoryError::unavailable("connection closed before the answer");
+        let read_first = |e: &DirectoryError| match item_outcome(e, 0, 5) {
+            Some(Outcome::Retry { read_first, .. }) => read_first,
+            other => panic!("{other:?}"),
+        };
+        assert!(!read_first(&throttled));
+        assert!(read_first(&lost));
     }
 }
