@@ -69,24 +69,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// A [`Outcome::Retry`] met while reading a member: to be read first next time exactly
-    /// when it was (`taken_over`); a read that failed changed nothing. Other outcomes as
-    /// they are.
-    pub(crate) fn read_first(self, taken_over: bool) -> Outcome {
-        match self {
-            Outcome::Retry {
-                not_before,
-                code,
-                detail,
-                ..
-            } => Outcome::Retry {
-                not_before,
-                code,
-                detail,
-                read_first: taken_over,
-            },
-            other => other,
+    /// This outcome with a [`Outcome::Retry`]'s `read_first` set to `read_first`: a retry
+    /// after a failed read is read first exactly when the member was to be (a read changes
+    /// nothing); a retry after a usage location was set, always. Other outcomes as they are.
+    pub(crate) fn read_first(mut self, read_first: bool) -> Outcome {
+        if let Outcome::Retry { read_first: r, .. } = &mut self {
+            *r = read_first;
         }
+        self
     }
 }
 

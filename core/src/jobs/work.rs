@@ -549,24 +549,12 @@ fn location_written(outcome: Outcome, w: &Pending) -> Outcome {
         return outcome;
     };
     let note = format!(" (its usage location was set to {location} before the license write)");
-    match outcome {
-        Outcome::Failed { code, detail } => Outcome::Failed {
-            code,
-            detail: detail + &note,
-        },
-        Outcome::Retry {
-            not_before,
-            code,
-            detail,
-            ..
-        } => Outcome::Retry {
-            not_before,
-            code,
-            detail: detail + &note,
-            read_first: true,
-        },
-        other => other,
+    // The stored state no longer says what the member holds: read it before the next try.
+    let mut outcome = outcome.read_first(true);
+    if let Outcome::Failed { detail, .. } | Outcome::Retry { detail, .. } = &mut outcome {
+        detail.push_str(&note);
     }
+    outcome
 }
 
 #[cfg(test)]
