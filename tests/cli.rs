@@ -668,9 +668,26 @@ async fn jobs_from_the_command_line() {
 
     // SPE_E5 (100 units) for Sales (250 members), the group given by name — in another case,
     // as the pickers and `directory groups` find it.
-    let out = jobs_cli(&app, admin, &assign("sales", "SPE_E5")).await;
+    // Sent with an idempotency key, and then again: the second starts no second job and says
+    // so on stderr; stdout is the first job's id both times.
+    let mut keyed = assign("sales", "SPE_E5").to_vec();
+    keyed.extend(["--idempotency-key", "cli-replay-1"]);
+    let out = jobs_cli(&app, admin, &keyed).await;
     let id = succeeded(&out).trim().to_owned();
     uuid::Uuid::try_parse(&id).unwrap_or_else(|_| panic!("only the job id on stdout: {id:?}"));
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let again = jobs_cli(&app, admin, &keyed).await;
+    assert_eq!(succeeded(&again).trim(), id);
+    assert!(
+        stderr_line(&again).contains("no second job started"),
+        "{again:?}"
+    );
+    assert_eq!(
+        get_json(&app, admin, "/v1/jobs").await["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     let job = get_json(&app, admin, &format!("/v1/jobs/{id}")).await;
     assert_eq!(job["kind"], "assign");
     assert_eq!(

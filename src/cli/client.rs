@@ -98,14 +98,33 @@ impl Api {
 
     /// Send `req` and return its JSON answer.
     pub async fn json(&self, req: RequestBuilder) -> anyhow::Result<Value> {
-        let bytes = self.bytes(req).await?;
-        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        Ok(self.json_answer(req).await?.0)
+    }
+
+    /// Send `req` and return its JSON answer with the answer's headers.
+    pub async fn json_answer(
+        &self,
+        req: RequestBuilder,
+    ) -> anyhow::Result<(Value, reqwest::header::HeaderMap)> {
+        let (bytes, headers) = self.answer(req).await?;
+        Ok((
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            headers,
+        ))
     }
 
     /// Send `req` and return the body of a successful answer as it came (e.g. a file). A
     /// refusal is an error reading `code: detail`; while licensor says 429, the call is tried
     /// again after its `Retry-After`.
     pub async fn bytes(&self, req: RequestBuilder) -> anyhow::Result<Vec<u8>> {
+        Ok(self.answer(req).await?.0)
+    }
+
+    /// [`Api::bytes`], with the answer's headers.
+    async fn answer(
+        &self,
+        req: RequestBuilder,
+    ) -> anyhow::Result<(Vec<u8>, reqwest::header::HeaderMap)> {
         let mut tries = 0;
         loop {
             tries += 1;
@@ -114,6 +133,7 @@ impl Api {
                 .ok_or_else(|| anyhow::anyhow!("a request to {} cannot be sent", self.url))?;
             let resp = attempt.send().await.map_err(|e| self.unanswered(&e))?;
             let status = resp.status();
+            let headers = resp.headers().clone();
             let retry_after = resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
@@ -125,7 +145,7 @@ impl Api {
                 .await
                 .map_err(|e| anyhow::anyhow!("reading the answer of {}: {e}", self.url))?;
             if status.is_success() {
-                return Ok(body.to_vec());
+                return Ok((body.to_vec(), headers));
             }
             if status == StatusCode::TOO_MANY_REQUESTS && tries < RATE_LIMITED_TRIES {
                 let wait = retry_after.unwrap_or(Duration::from_secs(1));

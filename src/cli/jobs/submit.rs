@@ -229,7 +229,17 @@ pub(super) async fn run(args: Submit) -> anyhow::Result<()> {
     if let Some(key) = &args.idempotency_key {
         req = req.header("Idempotency-Key", key);
     }
-    let answer = api.json(req).await.map_err(in_options)?;
+    let (answer, headers) = api.json_answer(req).await.map_err(in_options)?;
+    // The same key and options sent again: licensor answers with the job the first request
+    // started and starts none; said on stderr, so stdout stays the job as scripts read it.
+    if headers
+        .get("idempotent-replayed")
+        .is_some_and(|v| v.as_bytes() == b"true")
+    {
+        eprintln!(
+            "this Idempotency-Key was used before with the same options: no second job started; the job below is the one it started"
+        );
+    }
     if args.preview {
         let id = job_view(&answer)?.id;
         let preview = wait_preview(&api, &id.to_string()).await?;
