@@ -905,6 +905,37 @@ async fn licenses_from_the_command_line() {
     let created: Value = serde_json::from_str(&stdout(&run_cli(create).await)).unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["available"], 2);
+    // Without --json: the id alone on stdout, for scripts; what was made on stderr. So for a
+    // checkout: the assignment's id, which `checkin` takes. (Another tenant's, so this
+    // tenant's lists below hold one license.)
+    let other_tenant = app.tenant("plain").await;
+    let mut plain = licensor_cli(&app, &other_tenant);
+    plain.args(["licenses", "create", "--name", "Visio", "--seats", "3"]);
+    let out = run_cli(plain).await;
+    let other = stdout(&out).trim().to_owned();
+    uuid::Uuid::try_parse(&other).unwrap_or_else(|_| panic!("only the id on stdout: {other:?}"));
+    let told = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        told.contains("license created: Visio, 3 seats, 3 available"),
+        "{told}"
+    );
+    let mut plain = licensor_cli(&app, &other_tenant);
+    plain.args(["licenses", "checkout", &other, "--asset", "laptop-1"]);
+    let out = run_cli(plain).await;
+    let assignment = stdout(&out).trim().to_owned();
+    uuid::Uuid::try_parse(&assignment)
+        .unwrap_or_else(|_| panic!("only the assignment's id on stdout: {assignment:?}"));
+    let told = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        told.contains("checked out 1 seat(s) to asset laptop-1"),
+        "{told}"
+    );
+    let mut checkin = licensor_cli(&app, &other_tenant);
+    checkin.args(["licenses", "checkin", &other, &assignment]);
+    assert!(
+        stdout(&run_cli(checkin).await).contains("3 of 3 seats available"),
+        "the printed id is the one checkin takes"
+    );
 
     let mut checkout = licensor_cli(&app, &t);
     checkout.args([

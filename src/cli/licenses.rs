@@ -142,9 +142,11 @@ pub async fn run(cmd: LicensesCommand) -> anyhow::Result<()> {
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&l)?);
             } else {
-                println!(
-                    "license {} created: {}, {} seats, {} available",
-                    text(&l["id"]),
+                // The id alone on stdout, as `jobs submit` prints its job's: what a script
+                // takes for `checkout`; what was made, on stderr.
+                println!("{}", text(&l["id"]));
+                eprintln!(
+                    "license created: {}, {} seats, {} available",
                     text(&l["name"]),
                     text(&l["seats"]),
                     text(&l["available"])
@@ -187,12 +189,13 @@ pub async fn run(cmd: LicensesCommand) -> anyhow::Result<()> {
                     Some(d) => format!(", ends on {d}"),
                     None => String::new(),
                 };
-                println!(
-                    "checked out {} seat(s) to {} {}{ends}: assignment {}",
+                // The assignment's id alone on stdout (what `checkin` takes); the rest on stderr.
+                println!("{}", text(&a["id"]));
+                eprintln!(
+                    "checked out {} seat(s) to {} {}{ends}",
                     text(&a["quantity"]),
                     text(&a["assignee"]["type"]),
                     text(&a["assignee"]["id"]),
-                    text(&a["id"])
                 );
             }
         }
