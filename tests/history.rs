@@ -192,6 +192,42 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
     assert_eq!(second["data"][0]["job_id"], assign["id"]);
     assert!(second["next_cursor"].is_null());
 
+    // A preview writes nothing: its member stays pending, with the preview's prediction.
+    let preview = app
+        .post_json(
+            "/v1/jobs",
+            &tenant.admin,
+            &json!({"kind": "assign", "groups": [team], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}], "preview": true}),
+        )
+        .await;
+    let preview_id = preview["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let job = app
+            .get_json(&format!("/v1/jobs/{preview_id}"), &tenant.viewer)
+            .await;
+        if job["status"] == "previewed" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not previewed: {job}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let latest = history(&app, &tenant.viewer, &user_id, "?limit=1").await;
+    let entry = &latest["data"][0];
+    assert_eq!(entry["job_id"], preview_id.as_str(), "{entry}");
+    assert_eq!(entry["job_status"], "previewed", "{entry}");
+    assert_eq!(entry["status"], "pending", "{entry}");
+    assert_eq!(entry["prediction"]["outcome"], "would_succeed", "{entry}");
+    assert!(entry["before"].is_null(), "nothing written: {entry}");
+    // The finished jobs' entries carry no prediction.
+    assert!(by_upn["data"][0]["prediction"].is_null(), "{by_upn}");
+    app.post_json(
+        &format!("/v1/jobs/{preview_id}/cancel"),
+        &tenant.operator,
+        &json!({}),
+    )
+    .await;
+
     // A member no job touched, and another tenant asking about this one: empty.
     let nobody = history(&app, &tenant.viewer, "nobody@contoso.onmicrosoft.com", "").await;
     assert_eq!(nobody["data"], json!([]), "{nobody}");

@@ -100,7 +100,7 @@ pub async fn run(cmd: MembersCommand) -> anyhow::Result<()> {
                         text(&e["job_id"]),
                         text(&e["kind"]),
                         text(&e["run_no"]),
-                        text(&e["status"]),
+                        outcome(e),
                         e["error"]["code"].as_str().unwrap_or("-").to_owned(),
                         format!(
                             "{} → {}",
@@ -119,9 +119,35 @@ pub async fn run(cmd: MembersCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A history entry's outcome: the member's status; for a previewed job's member (pending until
+/// the job is launched), the preview's prediction, e.g. `previewed: would_fail`.
+fn outcome(e: &serde_json::Value) -> String {
+    match (
+        e["job_status"].as_str(),
+        e["prediction"]["outcome"].as_str(),
+    ) {
+        (Some("previewed"), Some(predicted)) if e["status"] == "pending" => {
+            format!("previewed: {predicted}")
+        }
+        _ => text(&e["status"]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_previewed_members_outcome_is_its_prediction() {
+        let previewed = serde_json::json!({"job_status": "previewed", "status": "pending",
+            "prediction": {"outcome": "would_fail", "code": "count_violation"}});
+        assert_eq!(outcome(&previewed), "previewed: would_fail");
+        let launched = serde_json::json!({"job_status": "running", "status": "pending",
+            "prediction": {"outcome": "would_fail"}});
+        assert_eq!(outcome(&launched), "pending");
+        let done = serde_json::json!({"job_status": "finished", "status": "succeeded"});
+        assert_eq!(outcome(&done), "succeeded");
+    }
 
     #[test]
     fn segments_are_encoded() {

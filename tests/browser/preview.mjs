@@ -243,6 +243,15 @@ await drive(async ({ newPage, shot }) => {
   const runs = await apiGet(`/v1/jobs/${second.id}/runs`);
   check(runs.data[0].status === 'previewed' && runs.data[0].finished_at, `the preview's run has ended: ${JSON.stringify(runs.data[0])}`);
   await shot(page, 'job-previewed-1280', { fullPage: true });
+
+  step('a member\'s history shows the preview\'s prediction, not Pending');
+  const [item] = (await apiGet(`/v1/jobs/${second.id}/items?limit=1`)).data;
+  const predicted = { would_succeed: 'Would succeed', would_skip: 'Would be skipped', would_fail: 'Would fail' }[item.prediction.outcome];
+  await page.evaluate((u) => { window.location.hash = `#/members/${encodeURIComponent(u)}`; }, item.user_id);
+  const entry = page.locator(`#history-table tbody tr[data-job-id="${second.id}"]`);
+  await entry.waitFor();
+  const outcome = await entry.locator('.col-outcome .item-status').innerText();
+  check(outcome === predicted, `the history's outcome is the prediction: ${outcome} (${item.prediction.outcome})`);
   await second.dialog.locator('#preview-cancel').click();
   await phone.locator('#preview-dialog').waitFor({ state: 'detached' });
   check(/#\/new$/.test(phone.url()), `still in the form: ${phone.url()}`);

@@ -80,6 +80,9 @@ pub struct HistoryEntry {
     pub error: Option<ItemError>,
     /// A remark on a member that succeeded or was skipped (e.g. licenses left in place).
     pub note: Option<String>,
+    /// A preview's prediction for the member (`would_succeed`, `would_skip`, `would_fail` with
+    /// its code): what a previewed job's member, still `pending`, would come to if launched.
+    pub prediction: Option<super::preview::Prediction>,
     pub user_id: String,
     pub user_principal_name: Option<String>,
     pub display_name: Option<String>,
@@ -187,6 +190,7 @@ pub async fn member_history(
             status: item.status,
             error: item.error,
             note: item.note,
+            prediction: item.prediction,
             user_id: item.user_id,
             user_principal_name: item.user_principal_name,
             display_name: item.display_name,

@@ -55,7 +55,10 @@ export function historyView(container, ctx, member) {
       h('td', { 'data-label': t('history.col.job') }, statusBadge(e.job_status)),
       h('td', { 'data-label': t('jobs.col.groups') }, e.group ? (e.group.display_name || shortId(e.group.id)) : '—'),
       h('td', { class: 'col-outcome', 'data-label': t('history.col.outcome') },
-        h('span', { class: `item-status item-${e.status}` }, ITEM_STATUS_LABELS[e.status] || e.status),
+        // A previewed job's member stays pending until a launch: show what the preview predicted.
+        e.job_status === 'previewed' && e.status === 'pending' && e.prediction
+          ? h('span', { class: `item-status item-prediction item-${e.prediction.outcome}` }, t(`preview.outcome.${e.prediction.outcome}`))
+          : h('span', { class: `item-status item-${e.status}` }, ITEM_STATUS_LABELS[e.status] || e.status),
         e.error ? [' ', h('code', { class: 'small', title: e.error.detail || '' }, e.error.code),
           e.error.detail ? h('div', { class: 'muted small' }, e.error.detail) : null] : null,
         e.note ? h('div', { class: 'muted small' }, e.note) : null),
