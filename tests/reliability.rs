@@ -152,7 +152,8 @@ async fn flaky_throttled_directory(backend: Backend) {
 on_both_backends!(flaky_throttled_directory);
 
 /// The directory carries out a quarter of its requests and then loses the answer (the
-/// connection closes, as when a gateway times out on a request that went through). A write
+/// connection closes, as when a gateway times out on a request that went through), and fails
+/// or drops others before carrying them out (10 % answered 503, 5 % closed unanswered). A write
 /// whose answer was lost is never sent again blindly: the member is read, and a read that shows
 /// the change ends it `succeeded`. An assign and then a remove of every member: each member is
 /// written exactly once by each job, no member is said to have been skipped (licensor made
@@ -163,6 +164,8 @@ async fn lost_answers_are_read_not_written_again(backend: Backend) {
         scenario: Some(Scenario::simple(33, MEMBERS as usize, 1_000)),
         faults: Faults {
             lost_answer_rate: 0.25,
+            error_rate: 0.1,
+            drop_rate: 0.05,
             seed: 11,
             ..Faults::unthrottled()
         },
