@@ -123,30 +123,34 @@ pub struct User {
 }
 
 impl User {
+    /// How the user holds each license: its `licenseAssignmentStates`, and any of
+    /// `assignedLicenses` the states do not mention as held directly (a directory that reports
+    /// only `assignedLicenses` gives no group information).
+    pub fn license_states(&self) -> Vec<LicenseAssignmentState> {
+        let mut states = self.license_assignment_states.clone();
+        for l in &self.assigned_licenses {
+            if !states.iter().any(|s| s.sku_id == l.sku_id) {
+                states.push(LicenseAssignmentState {
+                    sku_id: l.sku_id,
+                    assigned_by_group: None,
+                    disabled_plans: l.disabled_plans.clone(),
+                });
+            }
+        }
+        states
+    }
+
     /// The licenses the user holds directly (what `assignLicense` changes): those of
-    /// `licenseAssignmentStates` with no `assignedByGroup`, and any of `assignedLicenses` the
-    /// states do not mention (a directory that reports only `assignedLicenses` gives no group
-    /// information).
+    /// [`User::license_states`] with no `assignedByGroup`.
     pub fn direct_licenses(&self) -> Vec<AssignedLicense> {
-        let mut direct: Vec<AssignedLicense> = self
-            .license_assignment_states
-            .iter()
+        self.license_states()
+            .into_iter()
             .filter(|s| s.assigned_by_group.is_none())
             .map(|s| AssignedLicense {
                 sku_id: s.sku_id,
-                disabled_plans: s.disabled_plans.clone(),
+                disabled_plans: s.disabled_plans,
             })
-            .collect();
-        for l in &self.assigned_licenses {
-            if !self
-                .license_assignment_states
-                .iter()
-                .any(|s| s.sku_id == l.sku_id)
-            {
-                direct.push(l.clone());
-            }
-        }
-        direct
+            .collect()
     }
 }
 

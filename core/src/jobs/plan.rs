@@ -23,21 +23,9 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn of(user: &User) -> Snapshot {
-        let mut licenses = user.license_assignment_states.clone();
-        // A directory that reports only `assignedLicenses` gives no group information: treat
-        // those licenses as held directly.
-        for l in &user.assigned_licenses {
-            if !licenses.iter().any(|s| s.sku_id == l.sku_id) {
-                licenses.push(LicenseAssignmentState {
-                    sku_id: l.sku_id,
-                    assigned_by_group: None,
-                    disabled_plans: l.disabled_plans.clone(),
-                });
-            }
-        }
         Snapshot {
             usage_location: user.usage_location.clone().filter(|l| !l.is_empty()),
-            licenses,
+            licenses: user.license_states(),
         }
     }
 
