@@ -175,6 +175,7 @@ pub async fn spawn(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
                             let app = app.clone();
                             let st = st.clone();
                             async move {
+                                let mut lose = false;
                                 let graph = req.uri().path().starts_with("/v1.0")
                                     || req.uri().path().contains("/oauth2/");
                                 if graph {
@@ -183,7 +184,7 @@ pub async fn spawn(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
                                         .get(hyper::header::AUTHORIZATION)
                                         .and_then(|v| v.to_str().ok());
                                     let tenant = st.tenant_hint(auth, req.uri().path());
-                                    let (drop, lose, delay) = tenant.roll_connection();
+                                    let (drop, lost, delay) = tenant.roll_connection();
                                     if !delay.is_zero() {
                                         tokio::time::sleep(delay).await;
                                     }
@@ -191,18 +192,21 @@ pub async fn spawn(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
                                         tenant.stats.dropped_connections.fetch_add(1, Ordering::Relaxed);
                                         return Err(DroppedConnection);
                                     }
-                                    if lose {
-                                        let req = req.map(axum::body::Body::new);
-                                        let _carried_out = app.oneshot(req).await;
+                                    if lost {
                                         tenant.stats.lost_answers.fetch_add(1, Ordering::Relaxed);
-                                        return Err(DroppedConnection);
+                                        lose = true;
                                     }
                                 }
                                 let req = req.map(axum::body::Body::new);
-                                match app.oneshot(req).await {
-                                    Ok(r) => Ok(r),
+                                let answer = match app.oneshot(req).await {
+                                    Ok(r) => r,
                                     Err(never) => match never {},
+                                };
+                                // Carried out, then the answer is lost.
+                                if lose {
+                                    return Err(DroppedConnection);
                                 }
+                                Ok(answer)
                             }
                         });
                         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
