@@ -2,6 +2,7 @@
 //! retries of only the requests that failed transiently, after the longest `Retry-After` among
 //! them.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
@@ -9,7 +10,9 @@ use futures::StreamExt;
 use futures::future::join_all;
 use futures::stream::FuturesUnordered;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::error::{DirectoryError, classify_value, parse_retry_after};
@@ -40,38 +43,92 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
-    fn request(&self, id: usize) -> Value {
+    /// The op as request `id` of a `$batch` (Graph's JSON batching request shape), borrowing
+    /// from the op: serialized straight to the body, never built as a JSON tree first.
+    fn request(&self, id: usize) -> BatchRequest<'_> {
         match self {
             WriteOp::AssignLicense {
                 user_id,
                 add,
                 remove,
-            } => json!({
-                "id": id.to_string(),
-                "method": "POST",
-                "url": format!("/users/{}/assignLicense", path_segment(user_id)),
-                "headers": {"Content-Type": "application/json"},
-                "body": assign_body(add, remove),
-            }),
+            } => BatchRequest {
+                id: id.to_string(),
+                method: "POST",
+                url: format!("/users/{}/assignLicense", path_segment(user_id)),
+                headers: Some(JSON_CONTENT),
+                body: Some(OpBody::Assign(AssignBody {
+                    add_licenses: add,
+                    remove_licenses: remove,
+                })),
+            },
             WriteOp::SetUsageLocation {
                 user_id,
                 usage_location,
-            } => json!({
-                "id": id.to_string(),
-                "method": "PATCH",
-                "url": format!("/users/{}", path_segment(user_id)),
-                "headers": {"Content-Type": "application/json"},
-                "body": {"usageLocation": usage_location},
-            }),
+            } => BatchRequest {
+                id: id.to_string(),
+                method: "PATCH",
+                url: format!("/users/{}", path_segment(user_id)),
+                headers: Some(JSON_CONTENT),
+                body: Some(OpBody::UsageLocation { usage_location }),
+            },
         }
     }
 }
 
-pub(super) fn assign_body(add: &[AssignedLicense], remove: &[Uuid]) -> Value {
-    json!({
-        "addLicenses": add.iter().map(|l| json!({"skuId": l.sku_id, "disabledPlans": l.disabled_plans})).collect::<Vec<_>>(),
-        "removeLicenses": remove,
-    })
+/// A `$batch` request body: `{"requests": [...]}` (see
+/// <https://learn.microsoft.com/graph/json-batching>).
+#[derive(Serialize)]
+struct Batch<'a> {
+    requests: Vec<BatchRequest<'a>>,
+}
+
+/// One request of a `$batch`.
+#[derive(Serialize)]
+struct BatchRequest<'a> {
+    id: String,
+    method: &'static str,
+    url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<ContentType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<OpBody<'a>>,
+}
+
+/// A request's headers inside a `$batch`: Graph asks for `Content-Type` with every body.
+#[derive(Clone, Copy, Serialize)]
+struct ContentType {
+    #[serde(rename = "Content-Type")]
+    content_type: &'static str,
+}
+
+const JSON_CONTENT: ContentType = ContentType {
+    content_type: "application/json",
+};
+
+/// The body of a write inside a `$batch`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OpBody<'a> {
+    Assign(AssignBody<'a>),
+    UsageLocation {
+        #[serde(rename = "usageLocation")]
+        usage_location: &'a str,
+    },
+}
+
+/// `assignLicense`'s body: `{"addLicenses": [{"skuId", "disabledPlans"}], "removeLicenses":
+/// [skuId]}` (<https://learn.microsoft.com/graph/api/user-assignlicense>).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct AssignBody<'a> {
+    pub(super) add_licenses: &'a [AssignedLicense],
+    pub(super) remove_licenses: &'a [Uuid],
+}
+
+/// A `$batch` body as JSON bytes.
+fn batch_body(requests: Vec<BatchRequest<'_>>) -> Vec<u8> {
+    // Serializing these types cannot fail (string keys, no maps of other keys).
+    serde_json::to_vec(&Batch { requests }).unwrap_or_default()
 }
 
 /// How a write that succeeded is known to have been carried out.
@@ -304,14 +361,13 @@ impl DirectoryClient {
         indexes: &[usize],
         mut grant: Grant,
     ) -> Vec<(usize, Result<(), DirectoryError>)> {
-        let requests: Vec<Value> = indexes.iter().map(|&i| ops[i].request(i)).collect();
-        let body = json!({ "requests": requests });
+        let body = batch_body(indexes.iter().map(|&i| ops[i].request(i)).collect());
         let url = self.url("/$batch");
         let answer = self
             .send_paced(
                 Method::POST,
                 &url,
-                Some(&body),
+                Some(body.as_slice()),
                 Pace::Granted(&mut grant),
                 "$batch",
             )
@@ -350,9 +406,7 @@ impl DirectoryClient {
         let mut highest: Option<f64> = None;
         for &i in indexes {
             let id = i.to_string();
-            let response = responses
-                .iter()
-                .find(|r| r["id"].as_str() == Some(id.as_str()));
+            let response = responses.iter().find(|r| r.id == id);
             let Some(response) = response else {
                 answers.push(WriteAnswer::Unknown);
                 out.push((
@@ -363,8 +417,8 @@ impl DirectoryClient {
                 ));
                 continue;
             };
-            let status = response["status"].as_u64().unwrap_or(0) as u16;
-            let headers = &response["headers"];
+            let status = response.status;
+            let headers = &response.headers;
             let reading = header_ci(headers, "x-ms-throttle-limit-percentage")
                 .and_then(|v| v.trim().parse::<f64>().ok());
             if let Some(r) = reading {
@@ -383,10 +437,7 @@ impl DirectoryClient {
             } else {
                 answers.push(WriteAnswer::Accepted { reading });
             }
-            out.push((
-                i,
-                Err(classify_value(status, &response["body"], retry_after)),
-            ));
+            out.push((i, Err(response.error(retry_after))));
         }
         grant.answered(&answers);
         // The budget's share right after this batch: the highest reading among its requests.
@@ -396,21 +447,48 @@ impl DirectoryClient {
     }
 }
 
-/// The `responses` of a `$batch` answer's body (none when it is not one), taken out of the
-/// parsed body rather than copied.
-fn batch_responses(body: &[u8]) -> Vec<Value> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(mut parsed)) => match parsed.remove("responses") {
-            Some(Value::Array(responses)) => responses,
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
+/// One answer inside a `$batch` answer, borrowed from the answer's bytes: the body Graph sends
+/// back with a write (the whole user) is kept as raw JSON and only read when needed (a read's
+/// user, an error's code and message), never built as a JSON tree.
+#[derive(Deserialize)]
+struct BatchResponse<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(default)]
+    status: u16,
+    #[serde(default)]
+    headers: serde_json::Map<String, Value>,
+    #[serde(default, borrow)]
+    body: Option<&'a RawValue>,
+}
+
+impl BatchResponse<'_> {
+    /// The directory's refusal this answer carries (its status and `error` body).
+    fn error(&self, retry_after: Option<Duration>) -> DirectoryError {
+        let body: Value = self
+            .body
+            .and_then(|b| serde_json::from_str(b.get()).ok())
+            .unwrap_or_default();
+        classify_value(self.status, &body, retry_after)
     }
 }
 
+#[derive(Deserialize)]
+struct BatchAnswer<'a> {
+    #[serde(default, borrow)]
+    responses: Vec<BatchResponse<'a>>,
+}
+
+/// The `responses` of a `$batch` answer's body (none when it is not one).
+fn batch_responses(body: &[u8]) -> Vec<BatchResponse<'_>> {
+    serde_json::from_slice::<BatchAnswer>(body)
+        .map(|a| a.responses)
+        .unwrap_or_default()
+}
+
 /// A header of a batch response, looked up without regard to case.
-fn header_ci(headers: &Value, name: &str) -> Option<String> {
-    headers.as_object()?.iter().find_map(|(k, v)| {
+fn header_ci(headers: &serde_json::Map<String, Value>, name: &str) -> Option<String> {
+    headers.iter().find_map(|(k, v)| {
         k.eq_ignore_ascii_case(name).then(|| match v {
             Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -436,34 +514,32 @@ impl DirectoryClient {
         ids: &[String],
         indexes: &[usize],
     ) -> Vec<(usize, Result<User, DirectoryError>)> {
-        let requests: Vec<Value> = indexes
-            .iter()
-            .map(|&i| {
-                json!({
-                    "id": i.to_string(),
-                    "method": "GET",
-                    "url": format!("/users/{}?$select={USER_SELECT}", path_segment(&ids[i])),
+        let body = batch_body(
+            indexes
+                .iter()
+                .map(|&i| BatchRequest {
+                    id: i.to_string(),
+                    method: "GET",
+                    url: format!("/users/{}?$select={USER_SELECT}", path_segment(&ids[i])),
+                    headers: None,
+                    body: None,
                 })
-            })
-            .collect();
-        let body = json!({ "requests": requests });
+                .collect(),
+        );
         let url = self.url("/$batch");
         let answer = self
-            .send_once(Method::POST, &url, Some(&body), 0, "$batch.read")
+            .send_once(Method::POST, &url, Some(body.as_slice()), 0, "$batch.read")
             .await;
         let answer = match answer {
             Ok(a) => a,
             Err(e) => return indexes.iter().map(|&i| (i, Err(e.clone()))).collect(),
         };
-        let mut responses = batch_responses(&answer.body);
+        let responses = batch_responses(&answer.body);
         indexes
             .iter()
             .map(|&i| {
                 let id = i.to_string();
-                let Some(response) = responses
-                    .iter_mut()
-                    .find(|r| r["id"].as_str() == Some(id.as_str()))
-                else {
+                let Some(response) = responses.iter().find(|r| r.id == id) else {
                     return (
                         i,
                         Err(DirectoryError::unavailable(
@@ -471,21 +547,21 @@ impl DirectoryClient {
                         )),
                     );
                 };
-                let status = response["status"].as_u64().unwrap_or(0) as u16;
+                let status = response.status;
                 if (200..300).contains(&status) {
-                    let user = serde_json::from_value::<User>(response["body"].take())
-                        .map_err(|e| DirectoryError::unavailable(format!("unreadable user: {e}")));
+                    let user =
+                        serde_json::from_str::<User>(response.body.map_or("null", |b| b.get()))
+                            .map_err(|e| {
+                                DirectoryError::unavailable(format!("unreadable user: {e}"))
+                            });
                     return (i, user);
                 }
-                let retry_after = header_ci(&response["headers"], "retry-after")
+                let retry_after = header_ci(&response.headers, "retry-after")
                     .and_then(|v| parse_retry_after(Some(&v)));
                 if status == 429 {
                     self.note_throttled(1);
                 }
-                (
-                    i,
-                    Err(classify_value(status, &response["body"], retry_after)),
-                )
+                (i, Err(response.error(retry_after)))
             })
             .collect()
     }

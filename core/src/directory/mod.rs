@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use futures::stream::{self, BoxStream, StreamExt};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
@@ -505,7 +505,7 @@ impl DirectoryClient {
         &self,
         method: Method,
         url: &str,
-        body: Option<&Value>,
+        body: Option<&[u8]>,
         writes: u32,
         route: &'static str,
     ) -> Result<Answer, DirectoryError> {
@@ -522,7 +522,7 @@ impl DirectoryClient {
         &self,
         method: Method,
         url: &str,
-        body: Option<&Value>,
+        body: Option<&[u8]>,
         pace: Pace<'_>,
         route: &'static str,
     ) -> Result<Answer, DirectoryError> {
@@ -555,7 +555,9 @@ impl DirectoryClient {
         let mut request = inner.http.request(method, url).bearer_auth(&token);
         let tenant = inner.tenant.clone();
         if let Some(body) = body {
-            request = request.json(body);
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec());
         }
         let started = Instant::now();
         if let Some(g) = grant.as_mut() {
@@ -624,7 +626,7 @@ impl DirectoryClient {
         &self,
         method: Method,
         url: &str,
-        body: Option<&Value>,
+        body: Option<&[u8]>,
         writes: u32,
         route: &'static str,
     ) -> Result<Answer, DirectoryError> {
@@ -899,7 +901,7 @@ impl DirectoryClient {
         self.call(
             Method::PATCH,
             &url,
-            Some(&json!({"usageLocation": usage_location})),
+            Some(&json_bytes(&json!({"usageLocation": usage_location}))),
             1,
             "user.patch",
         )
@@ -915,11 +917,19 @@ impl DirectoryClient {
         remove: &[Uuid],
     ) -> Result<(), DirectoryError> {
         let url = self.url(&format!("/users/{}/assignLicense", path_segment(user_id)));
-        let body = batch::assign_body(add, remove);
+        let body = json_bytes(&batch::AssignBody {
+            add_licenses: add,
+            remove_licenses: remove,
+        });
         self.call(Method::POST, &url, Some(&body), 1, "assignLicense")
             .await
             .map(|_| ())
     }
+}
+
+/// A request body as JSON bytes (serializing licensor's own request types cannot fail).
+fn json_bytes(body: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(body).unwrap_or_default()
 }
 
 /// How a request is paced as directory writes.
