@@ -307,6 +307,28 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             422,
             "invalid_body",
         ),
+        // A field a license always has is left out to keep it, never `null`.
+        send(
+            Method::PATCH,
+            format!("/v1/licenses/{l}"),
+            r#"{"seats": null}"#,
+            422,
+            "invalid_body",
+        ),
+        send(
+            Method::PATCH,
+            format!("/v1/licenses/{l}"),
+            r#"{"name": null, "notes": "renamed"}"#,
+            422,
+            "invalid_body",
+        ),
+        send(
+            Method::PATCH,
+            format!("/v1/licenses/{l}"),
+            r#"{"reassignable": null}"#,
+            422,
+            "invalid_body",
+        ),
         // Values the types allow but the rules do not → 422 with the field's code.
         post(
             "/v1/licenses",
@@ -497,6 +519,22 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         get("/v1/jobs?kind=assign,delete", 400, "invalid_query"),
         get(
             format!("/v1/jobs/{nobody}/items?code=Not-A-Code"),
+            400,
+            "invalid_query",
+        ),
+        // A well-formed code no item carries: a typo would read as "no such items".
+        get(
+            format!("/v1/jobs/{nobody}/items?code=weird"),
+            400,
+            "invalid_query",
+        ),
+        get(
+            format!("/v1/jobs/{nobody}/items?code=count_violation,count_violaton"),
+            400,
+            "invalid_query",
+        ),
+        get(
+            format!("/v1/jobs/{nobody}/changes?code=weird"),
             400,
             "invalid_query",
         ),

@@ -255,7 +255,9 @@ pub async fn list_runs(
 pub struct ListItemsQuery {
     /// Comma-separated statuses: pending, succeeded, failed, skipped.
     pub status: Option<String>,
-    /// Comma-separated error codes, e.g. `usage_location_missing,count_violation`.
+    /// Comma-separated item error codes, e.g. `usage_location_missing,count_violation`
+    /// (the directory's codes, and `drifted`, `changed_since`, `cancelled`); an unknown one is
+    /// 400 `invalid_query`.
     #[param(pattern = "^[a-z_,]*$", max_length = 1000)]
     pub code: Option<String>,
     /// Page size, 1–500 (default 50).
@@ -287,6 +289,19 @@ fn code_param(value: Option<&str>) -> Result<Vec<String>, ApiError> {
         return Err(ApiError::bad_request(
             "invalid_query",
             "code: error codes are snake_case words such as count_violation",
+        ));
+    }
+    // A mistyped code would match nothing and read as "no such items".
+    if let Some(unknown) = code
+        .iter()
+        .find(|c| !jobs::codes::ITEM_CODES.contains(&c.as_str()))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "code: `{unknown}` is not an item error code; known codes: {}",
+                jobs::codes::ITEM_CODES.join(", ")
+            ),
         ));
     }
     Ok(code)

@@ -87,15 +87,37 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A field that may be left out (`None`: kept as it is) but has no `null`: a license always has
+/// a name, a seat count and a reassignable flag, so `"seats": null` is 422 `invalid_body` rather
+/// than read as "no change".
+fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match Option::<T>::deserialize(d)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom(
+            "null is not a value here; leave the field out to keep it as it is",
+        )),
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateLicense {
-    /// 1–200 characters.
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    /// 1–200 characters; not `null`.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
-    /// New seat count (1–1,000,000); fewer than are checked out → 409 `seats_below_assigned`.
-    #[schema(minimum = 1, maximum = 1_000_000)]
+    /// New seat count (1–1,000,000); not `null`. Fewer than are checked out → 409
+    /// `seats_below_assigned`.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = i64, required = false, minimum = 1, maximum = 1_000_000)]
     pub seats: Option<i64>,
+    /// Not `null`.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = bool, required = false)]
     pub reassignable: Option<bool>,
     /// `null` removes the term (only while no seat is checked out or started).
     #[serde(default, deserialize_with = "nullable")]

@@ -1,5 +1,26 @@
 //! What each item and job error code means, in the words the Job Monitor and the CLI show.
 
+/// Every code a job's item can carry (`job_items.error_code`): the directory's refusals
+/// ([`crate::directory::ItemCode`]), then licensor's own — `drifted` (a verify read showed
+/// other licenses), `changed_since` (an undo left a member changed after the job) and
+/// `cancelled` (the job was cancelled before the member was worked). The item and change lists
+/// refuse a `code` filter outside it.
+pub const ITEM_CODES: [&str; 13] = [
+    "count_violation",
+    "usage_location_missing",
+    "mutually_exclusive_violation",
+    "dependency_violation",
+    "inherited_from_group",
+    "user_not_found",
+    "sku_not_found",
+    "throttled",
+    "directory_unavailable",
+    "other",
+    "drifted",
+    "changed_since",
+    "cancelled",
+];
+
 /// A human explanation of `code`, with what to do about it.
 pub fn explanation(code: &str) -> &'static str {
     match code {
@@ -56,6 +77,21 @@ pub fn explanation(code: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use crate::directory::ItemCode;
+
+    #[test]
+    fn every_directory_code_is_an_item_code() {
+        for code in ItemCode::ALL {
+            assert!(super::ITEM_CODES.contains(&code.as_str()), "{code}");
+        }
+        // `other` is the directory's refusal without a code of its own: its detail tells.
+        for code in super::ITEM_CODES.into_iter().filter(|c| *c != "other") {
+            assert_ne!(
+                super::explanation(code),
+                super::explanation("no_such_code"),
+                "{code} is explained"
+            );
+        }
+    }
 
     #[test]
     fn every_item_code_is_explained() {
