@@ -932,14 +932,24 @@ impl JobRequest {
             }
             _ => None,
         };
-        if let Some(detail) = missing.filter(|_| submitted) {
-            return Err(refuse("licenses_required", detail));
-        }
-        // Then the first field given that the kind has no use for.
-        if let Some((field, _)) = given
+        // The first field given that the kind has no use for.
+        let unwanted = given
             .iter()
             .find(|(field, there)| *there && unused.contains(field))
-        {
+            .map(|(field, _)| *field);
+        if let Some(detail) = missing.filter(|_| submitted) {
+            // Named too when given (a remove sent with `add_licenses`): the request mixed up the
+            // kinds' fields, and fixing only the missing one would be refused next.
+            let detail = match unwanted {
+                Some(field) => format!(
+                    "{detail}; `{field}` cannot be used with {} job",
+                    a_kind(kind)
+                ),
+                None => detail.to_string(),
+            };
+            return Err(refuse("licenses_required", detail));
+        }
+        if let Some(field) = unwanted {
             return Err(not_allowed(field));
         }
         // The rules every kind shares, after its own: its expiry and usage location parsed.
@@ -1135,6 +1145,23 @@ mod tests {
             req(json!({"kind":"assign","groups":[G]})).unwrap_err(),
             "licenses_required"
         );
+        // A remove sent with an assign's field names both what is missing and what is not
+        // allowed, so the next try is not refused again.
+        let mixed: JobRequest = serde_json::from_value(
+            json!({"kind":"remove","groups":[G],"add_licenses":[{"sku_id":S}]}),
+        )
+        .unwrap();
+        match mixed.parse().map(|_| ()).unwrap_err() {
+            StoreError::Refused { code, detail, .. } => {
+                assert_eq!(code, "licenses_required");
+                assert_eq!(
+                    detail,
+                    "a remove job needs at least one SKU id in `remove_licenses`; \
+                     `add_licenses` cannot be used with a remove job"
+                );
+            }
+            other => panic!("refused expected, got {other}"),
+        }
         assert_eq!(
             req(json!({"kind":"remove","groups":[G],"remove_licenses":[S],"expires_in":{"value":3,"unit":"days"}})).unwrap_err(),
             "expiry_not_allowed"
