@@ -645,6 +645,11 @@ async fn delivered_to_drive_and_bucket(backend: Backend) {
         )
         .await;
     assert_eq!(job["error"]["code"], "export_location_unreachable", "{job}");
+    let detail = job["error"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("SharePoint drive no-such-drive, folder /:"),
+        "the error names the drive to fix: {job}"
+    );
 
     // S3: a bucket that does not exist yet, then created, then a rerun.
     let to_s3 = json!({"kind": "export", "groups": [engineering], "transitive": true, "export": {"format": "xlsx",
@@ -657,6 +662,13 @@ async fn delivered_to_drive_and_bucket(backend: Backend) {
     let job = s.run(to_s3).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "export_location_unreachable", "{job}");
+    assert!(
+        job["error"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("S3 bucket licensor-exports (prefix monthly/2026/):"),
+        "the error names the bucket to fix: {job}"
+    );
     let id = job["id"].as_str().unwrap().to_owned();
     let created = s
         .http

@@ -43,6 +43,35 @@ impl DeliveryError {
     }
 }
 
+impl DeliveryError {
+    /// The same error, its detail led by the location it is about (`place`), so the job's
+    /// error names the drive or bucket to fix.
+    fn at(self, place: &str) -> DeliveryError {
+        match self {
+            DeliveryError::Unreachable(d) => DeliveryError::Unreachable(format!("{place}: {d}")),
+            DeliveryError::Denied(d) => DeliveryError::Denied(format!("{place}: {d}")),
+        }
+    }
+}
+
+/// A location in the words of a job's error: "SharePoint drive b!abc, folder /Reports/",
+/// "S3 bucket licensor-exports (prefix monthly/)".
+fn place(location: &ExportLocation) -> String {
+    match location {
+        ExportLocation::Download => "download".into(),
+        ExportLocation::Sharepoint {
+            drive_id,
+            folder_path,
+        } => format!("SharePoint drive {drive_id}, folder {folder_path}"),
+        ExportLocation::S3 { bucket, prefix, .. } if prefix.is_empty() => {
+            format!("S3 bucket {bucket}")
+        }
+        ExportLocation::S3 { bucket, prefix, .. } => {
+            format!("S3 bucket {bucket} (prefix {prefix})")
+        }
+    }
+}
+
 impl From<UploadError> for DeliveryError {
     fn from(e: UploadError) -> Self {
         match e {
@@ -105,7 +134,8 @@ pub async fn deliver(
             Some(client) => to_drive(client, drive_id, folder_path, rendered).await,
         },
         ExportLocation::S3 { .. } => to_s3(location, job.id, rendered).await,
-    };
+    }
+    .map_err(|e| e.at(&place(location)));
     if let Ok(delivery) = &outcome {
         export_facts.delivery = Some(delivery.clone());
         facts.export = Some(export_facts);

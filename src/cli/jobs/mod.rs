@@ -282,6 +282,24 @@ fn progress_line(job: &JobView) -> String {
             group_digits(done(job))
         );
     }
+    if job.kind == JobKind::Export {
+        // An export's members are read, not written: "done" and "succeeded" would tell a
+        // failed delivery as a success.
+        let read = group_digits(p.total);
+        return match job.status {
+            JobStatus::Finished | JobStatus::FinishedWithException => {
+                format!("{}: {read} members exported", label(job.status))
+            }
+            JobStatus::Failed | JobStatus::Cancelled => format!(
+                "{}: {read} members read; no file delivered",
+                label(job.status)
+            ),
+            _ => format!(
+                "{}: {read} members read; writing the file",
+                label(job.status)
+            ),
+        };
+    }
     format!(
         "{}: {} of {} done ({} succeeded, {} failed, {} skipped)",
         label(job.status),
@@ -453,6 +471,30 @@ mod tests {
         assert!(!line.contains("of 34965 done"), "{line}");
         assert_eq!(group_digits(999), "999");
         assert_eq!(group_digits(1_000_000), "1,000,000");
+    }
+
+    #[test]
+    fn an_export_tells_members_read_not_done() {
+        let export = |status: &str| {
+            let job = job_view(&answer(json!({
+                "kind": "export",
+                "request": {"kind": "export"},
+                "status": status,
+                "progress": {"total": 1200, "succeeded": 1200, "failed": 0, "skipped": 0, "pending": 0},
+            })))
+            .unwrap();
+            progress_line(&job)
+        };
+        assert_eq!(
+            export("failed"),
+            "Failed: 1,200 members read; no file delivered"
+        );
+        assert_eq!(export("finished"), "Finished: 1,200 members exported");
+        assert_eq!(
+            export("running"),
+            "In Progress: 1,200 members read; writing the file"
+        );
+        assert!(!export("failed").contains("succeeded"));
     }
 
     #[test]
