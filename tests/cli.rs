@@ -682,6 +682,21 @@ async fn jobs_from_the_command_line() {
         stderr_line(&again).contains("no second job started"),
         "{again:?}"
     );
+    // The same intent sent as a minimal body (no defaults spelt out, as a script with curl
+    // sends it) under the same key is the same request: replayed, not refused as another.
+    let sales = app.group_id(admin, "Sales").await;
+    let minimal = app
+        .http
+        .post(format!("{}/v1/jobs", app.url))
+        .bearer_auth(admin)
+        .header("idempotency-key", "cli-replay-1")
+        .json(&json!({"kind": "assign", "groups": [sales],
+            "add_licenses": [{"sku_id": graph_emulator::SPE_E5_SKU_ID}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minimal.headers()["idempotent-replayed"], "true");
+    assert_eq!(common::success_json(minimal).await["id"], id.as_str());
     assert_eq!(
         get_json(&app, admin, "/v1/jobs").await["data"]
             .as_array()

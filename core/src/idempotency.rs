@@ -34,16 +34,27 @@ pub fn valid_key(key: &str) -> bool {
 
 /// What identifies a request for a key: method, path and body — a JSON body as its value (keys
 /// in order, no white space), so the same request sent with its keys in another order is the
-/// same request; any other body as its bytes.
+/// same request; any other body as its bytes. A job submission (`POST /v1/jobs`) is taken as
+/// the [`JobRequest`](crate::jobs::JobRequest) it reads as, so options left to their defaults
+/// and the same defaults sent explicitly (`"transitive": false`, `"usage_location": null`,
+/// `"disabled_plans": []`, as `licensor jobs submit` sends them) are the same request.
 pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(method.as_bytes());
     h.update([0]);
     h.update(path.as_bytes());
     h.update([0]);
+    let job_submission = method == "POST" && path == "/v1/jobs";
     // serde_json's maps are ordered by key (no `preserve_order`), so this writes them sorted.
     match serde_json::from_slice::<serde_json::Value>(body)
         .ok()
+        .map(|v| match job_submission {
+            true => serde_json::from_value::<crate::jobs::JobRequest>(v.clone())
+                .ok()
+                .and_then(|r| serde_json::to_value(r).ok())
+                .unwrap_or(v),
+            false => v,
+        })
         .and_then(|v| serde_json::to_vec(&v).ok())
     {
         Some(canonical) => h.update(canonical),
@@ -242,4 +253,45 @@ async fn forget(db: &Db, tenant_id: Uuid, key: &str, claim: i64) -> StoreResult<
         .exec(db)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    const G: &str = "8d0c7a9a-7c5e-4b7e-9a47-3f3c1f0a0b01";
+    const S: &str = "6fd2c87f-b296-42f0-b197-1e91e994b900";
+
+    #[test]
+    fn a_job_with_its_defaults_spelt_out_is_the_same_request() {
+        let minimal =
+            format!(r#"{{"kind":"assign","groups":["{G}"],"add_licenses":[{{"sku_id":"{S}"}}]}}"#);
+        // As `licensor jobs submit` sends it, in another key order.
+        let explicit = format!(
+            r#"{{"groups":["{G}"],"transitive":false,"kind":"assign","usage_location":null,
+                "add_licenses":[{{"disabled_plans":[],"sku_id":"{S}"}}]}}"#
+        );
+        let fp = |body: &str| fingerprint("POST", "/v1/jobs", body.as_bytes());
+        assert_eq!(fp(&minimal), fp(&explicit));
+        // Another intent is another request.
+        let transitive = minimal.replace(r#""kind""#, r#""transitive":true,"kind""#);
+        assert_ne!(fp(&minimal), fp(&transitive));
+        let located = minimal.replace(r#""kind""#, r#""usage_location":"SE","kind""#);
+        assert_ne!(fp(&minimal), fp(&located));
+        // A body that is no job request (refused by the handler) is taken as its JSON value.
+        assert_ne!(fp(r#"{"kind":"assign"}"#), fp(r#"{"kind":"assign","x":1}"#));
+        // Other routes compare JSON values as sent.
+        assert_ne!(
+            fingerprint("POST", "/v1/licenses", br#"{"name":"a","seats":1}"#),
+            fingerprint(
+                "POST",
+                "/v1/licenses",
+                br#"{"name":"a","seats":1,"notes":null}"#
+            )
+        );
+        assert_eq!(
+            fingerprint("POST", "/v1/licenses", br#"{"seats":1,"name":"a"}"#),
+            fingerprint("POST", "/v1/licenses", br#"{"name":"a","seats":1}"#)
+        );
+    }
 }
