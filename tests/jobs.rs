@@ -997,14 +997,7 @@ async fn cancel_skips_pending_members(backend: Backend) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let resp = s
-        .app
-        .post(&format!("/v1/jobs/{id}/cancel"), &s.operator)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let cancelled: Value = resp.json().await.unwrap();
+    let cancelled = s.cancel(id).await;
     assert_eq!(cancelled["status"], "cancelled");
     // In-flight members finish; nothing else starts.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1079,11 +1072,15 @@ async fn slow_assign_to_all_staff(backend: Backend) -> Option<(Setup, String)> {
 /// a chunk, one lane and two requests in flight, once the directory has written its first
 /// member: a chunk is being worked, with `$batch`es on their way.
 async fn chunk_being_worked(backend: Backend) -> Option<(Setup, String)> {
-    let s = setup(
-        backend,
-        "[jobs]\nchunk_size = 500\nlanes_per_job = 1\n[directory]\nmax_in_flight = 2\n",
-    )
-    .await?;
+    chunk_being_worked_with(backend, "").await
+}
+
+/// [`chunk_being_worked`] with `directory` added to the `[directory]` settings.
+async fn chunk_being_worked_with(backend: Backend, directory: &str) -> Option<(Setup, String)> {
+    let config = format!(
+        "[jobs]\nchunk_size = 500\nlanes_per_job = 1\n[directory]\nmax_in_flight = 2\n{directory}"
+    );
+    let s = setup(backend, &config).await?;
     s.faults(json!({"latency_ms": 400})).await;
     let staff = s.app.group_id(&s.admin, "Staff").await;
     let job = s
@@ -1106,13 +1103,7 @@ async fn cancel_stops_the_writes_of_a_chunk_being_worked(backend: Backend) {
     let Some((s, id)) = chunk_being_worked(backend).await else {
         return;
     };
-    let resp = s
-        .app
-        .post(&format!("/v1/jobs/{id}/cancel"), &s.operator)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    s.cancel(&id).await;
     let at_cancel = s.stats().await["successful_writes"].as_u64().unwrap();
     let j = settled(&s, &id).await;
     assert_eq!(j["status"], "cancelled", "{j}");
@@ -1142,6 +1133,81 @@ async fn cancel_stops_the_writes_of_a_chunk_being_worked(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(cancel_stops_the_writes_of_a_chunk_being_worked);
+
+/// Cancelled while the directory loses every answer (it carries the writes out, then closes
+/// the connection, reads included): the chunk's members whose writes went out cannot be told
+/// done or not, so the cancel leaves them pending — never "cancelled before this member was
+/// worked on" — until a read can tell. Once the directory answers again, each is read: those
+/// the directory shows written end `succeeded` with their change, the rest `cancelled`; every
+/// member written is recorded as done, and each item agrees with the directory.
+async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
+    use sea_orm::PaginatorTrait;
+    let retries = "retry_max_attempts = 2\nretry_min_delay_ms = 50\nretry_max_delay_ms = 200\n";
+    let Some((s, id)) = chunk_being_worked_with(backend, retries).await else {
+        return;
+    };
+    let job_uuid: uuid::Uuid = id.parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    s.faults(json!({"latency_ms": 400, "lost_answer_rate": 1.0}))
+        .await;
+    while s.stats().await["lost_answers"].as_u64().unwrap_or(0) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no answer was lost");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.cancel(&id).await;
+    // The step gives up on the members it could not read and records them to be read first;
+    // the cancel leaves them pending while the directory still loses every answer.
+    let unanswered = || {
+        job_item::Entity::find()
+            .filter(job_item::Column::JobId.eq(job_uuid))
+            .filter(job_item::Column::Status.eq(licensor_core::domain::ItemStatus::Pending))
+            .filter(job_item::Column::TakenOver.eq(true))
+            .filter(job_item::Column::LeaseOwner.is_null())
+            .count(&s.app.db)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while unanswered().await.unwrap() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no member was left pending to be read: {}",
+            s.job(&id).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let j = s.job(&id).await;
+    assert_eq!(j["status"], "cancelled", "{j}");
+    assert!(
+        j["progress"]["pending"].as_u64().unwrap() > 0,
+        "the unread members are not called anything yet: {j}"
+    );
+    s.faults(json!({})).await;
+    let j = settled(&s, &id).await;
+    assert_eq!(j["status"], "cancelled", "{j}");
+    // Every member the directory wrote is recorded as done; none is said to be cancelled.
+    let written = s.stats().await["successful_writes"].as_u64().unwrap();
+    assert_eq!(j["progress"]["succeeded"].as_u64().unwrap(), written, "{j}");
+    let read_after = s
+        .app
+        .get_json(
+            &format!("/v1/jobs/{id}/items?status=succeeded&limit=500"),
+            &s.viewer,
+        )
+        .await["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| {
+            i["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("answer was not recorded"))
+        })
+        .count();
+    assert!(read_after > 0, "no member was told done by a read: {j}");
+    s.truth(&id).await;
+    s.finish().await;
+}
+on_both_backends!(cancel_reads_members_whose_writes_had_no_answer);
 
 /// Rerun the cancelled Staff assign of [`chunk_being_worked`] with the directory's faults
 /// cleared: it finishes with all 1,000 members done; the job as it ends.

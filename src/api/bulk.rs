@@ -240,7 +240,10 @@ async fn act_on(
                 Action::Rerun => super::jobs::enqueue(state, &view, me.tenant_id).await,
                 // The run's end event goes to the tenant's webhooks now, not at the next
                 // reconcile.
-                Action::Cancel => super::webhooks::queue_job_events(state, id).await,
+                Action::Cancel => {
+                    super::webhooks::queue_job_events(state, id).await;
+                    super::jobs::settle_soon(state, &view, me.tenant_id).await;
+                }
             }
             summary.acted_on += 1;
             summary.acted_on_ids.push(id);

@@ -142,6 +142,23 @@ pub(crate) async fn enqueue(state: &AppState, job: &JobView, tenant_id: Uuid) {
     }
 }
 
+/// A cancelled job with members still pending: held by a step that records them, or ones
+/// licensor may have written without recording the answer, which a worker reads before it
+/// calls them anything. A lane is queued for the latter at once, rather than at the
+/// reconciler's next look (`jobs.stall_secs`).
+pub(crate) async fn settle_soon(state: &AppState, job: &JobView, tenant_id: Uuid) {
+    if job.progress.pending == 0 {
+        return;
+    }
+    let message = Message::Work {
+        tenant_id,
+        job_id: job.id,
+    };
+    if let Err(e) = state.queue.push(message).await {
+        tracing::warn!(job = %job.id, error = %e, "queueing a cancelled job's settling failed");
+    }
+}
+
 fn accepted(view: JobView) -> Response {
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{}", view.id)) {
@@ -501,6 +518,7 @@ pub async fn cancel_job(
     let me = auth.require(Role::Operator)?;
     let job = jobs::cancel(&state.db, me.on_job(id)).await?;
     super::webhooks::queue_job_events(&state, id).await;
+    settle_soon(&state, &job, me.tenant_id).await;
     Ok(Json(job))
 }
 

@@ -162,6 +162,18 @@ impl Setup {
             .unwrap()
     }
 
+    /// Cancel job `id` as the operator: asserts 200 and returns the job as the cancel answered.
+    pub async fn cancel(&self, id: &str) -> Value {
+        let resp = self
+            .app
+            .post(&format!("/v1/jobs/{id}/cancel"), &self.operator)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.json().await.unwrap()
+    }
+
     pub async fn job(&self, id: &str) -> Value {
         self.app
             .get_json(&format!("/v1/jobs/{id}"), &self.viewer)

@@ -71,7 +71,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
     let Some(job) = jobs::expand::start(&ctx.db, tenant_id, job_id).await? else {
         // A cancelled job whose members a stopped worker held: skip them now.
         if jobs::finish::status(&ctx.db, job_id).await? == Some(JobStatus::Cancelled) {
-            settle_cancelled(ctx, job_id).await?;
+            settle_cancelled(ctx, tenant_id, job_id).await?;
         }
         return Ok(());
     };
@@ -156,7 +156,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
                     Some(JobStatus::Cancelled) => {
                         // Nothing more is read or queued.
                         tracing::info!(job = %job.id, "job cancelled during expansion");
-                        settle_cancelled(ctx, job.id).await?;
+                        settle_cancelled(ctx, tenant_id, job.id).await?;
                     }
                     _ => {
                         // This process is stopping, or the job was run again while this step
@@ -253,8 +253,15 @@ async fn conclude_preview<'a>(
 }
 
 /// Skip a cancelled job's members nobody holds; when that leaves none pending, its run closes
-/// and the `job.cancelled` webhook deliveries are queued.
-async fn settle_cancelled(ctx: &WorkerContext, job_id: Uuid) -> Result<(), BoxDynError> {
+/// and the `job.cancelled` webhook deliveries are queued. Members licensor may have written
+/// without recording the answer are read from the directory first
+/// ([`work::settle_unanswered`]), never skipped as cancelled on trust.
+async fn settle_cancelled(
+    ctx: &WorkerContext,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> Result<(), BoxDynError> {
+    settle_unanswered(ctx, tenant_id, job_id).await?;
     if jobs::cancel::settle_cancelled(&ctx.db, job_id)
         .await?
         .closed
@@ -262,6 +269,68 @@ async fn settle_cancelled(ctx: &WorkerContext, job_id: Uuid) -> Result<(), BoxDy
         crate::webhooks::queue_job_events(ctx, job_id).await;
     }
     Ok(())
+}
+
+/// A cancelled job's members licensor may have written without recording the answer: claimed
+/// by this step, read and recorded ([`work::settle_unanswered`]), a chunk at a time.
+async fn settle_unanswered(
+    ctx: &WorkerContext,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> Result<(), BoxDynError> {
+    let Some(job) = jobs::lease::load(&ctx.db, tenant_id, job_id).await? else {
+        return Ok(());
+    };
+    let req = jobs::lease::request_of(&job)?;
+    let owner = step_owner(ctx);
+    let mut client = None;
+    loop {
+        // A cancelled job run again meanwhile is the new run's to work.
+        if jobs::finish::status(&ctx.db, job_id).await? != Some(JobStatus::Cancelled) {
+            jobs::lease::release(&ctx.db, job_id, &owner).await?;
+            return Ok(());
+        }
+        let items = jobs::lease::claim(
+            &ctx.db,
+            job_id,
+            &owner,
+            lease_until(ctx),
+            ctx.jobs.chunk_size as u64,
+            Pick::MayHaveBeenWritten,
+        )
+        .await?;
+        if items.is_empty() {
+            // Members that could not be read yet are read again when their backoff ends.
+            if let (true, Some(at)) = jobs::finish::pending_state(&ctx.db, job_id).await? {
+                ctx.queue
+                    .push_at(Message::Work { tenant_id, job_id }, at)
+                    .await?;
+            }
+            return Ok(());
+        }
+        let client = match &client {
+            Some(c) => c,
+            None => client.insert(client_for(ctx, tenant_id).await?),
+        };
+        let outcomes = match client {
+            Ok(client) => work::settle_unanswered(client, &req, items).await,
+            // No directory to read: whether the writes were made is not known yet.
+            Err(failure) => items
+                .iter()
+                .map(|i| {
+                    let why = format!("{}: {}", failure.code, failure.detail);
+                    let code = licensor_core::directory::ItemCode::DirectoryUnavailable;
+                    (
+                        i.id,
+                        work::unread_after_cancel(&why, code, i.attempts, None),
+                    )
+                })
+                .collect(),
+        };
+        tracing::info!(job = %job_id, members = outcomes.len(), "cancelled job: members whose writes had no recorded answer read");
+        count(job.kind.as_str(), &outcomes);
+        crate::outage::record_when_available(&ctx.db, job_id, &owner, outcomes, 0).await?;
+    }
 }
 
 /// Finish the job if nothing is pending; true when it is over.
@@ -283,7 +352,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     };
     if job.status != JobStatus::Running {
         if job.status == JobStatus::Cancelled {
-            settle_cancelled(ctx, job_id).await?;
+            settle_cancelled(ctx, tenant_id, job_id).await?;
         }
         return Ok(());
     }
@@ -480,7 +549,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     match jobs::finish::status(&ctx.db, job_id).await? {
         Some(JobStatus::Cancelled) => {
             // Cancelled while this chunk was worked: its members are recorded; settle the rest.
-            settle_cancelled(ctx, job_id).await?;
+            settle_cancelled(ctx, tenant_id, job_id).await?;
             return Ok(());
         }
         // Paused meanwhile: members this step did not write are let go at once, and nothing

@@ -70,9 +70,13 @@ pub async fn cancel(db: &Db, on: OnJob) -> StoreResult<JobView> {
     Ok(view)
 }
 
-/// Skip, with code `cancelled`, the job's pending items that no worker holds (or whose holder's
-/// lease ran out), and move the job's counters with them. Items held by a worker are recorded
-/// by that worker. Returns how many were skipped.
+/// Skip, with code `cancelled`, the job's pending items that no worker holds and that licensor
+/// cannot have written, and move the job's counters with them. Items held by a worker are
+/// recorded by that worker; items licensor may have written without recording the answer (a
+/// lost answer, a holder that stopped mid-step: [`super::lease::may_have_been_written`]) are
+/// left pending for a worker to read first ([`super::work::settle_unanswered`]) — "cancelled
+/// before this member was worked on" is said only of members that were not. Returns how many
+/// were skipped.
 pub async fn skip_unheld<C: ConnectionTrait>(
     conn: &C,
     job_id: Uuid,
@@ -89,6 +93,7 @@ pub async fn skip_unheld<C: ConnectionTrait>(
         .filter(job_item::Column::JobId.eq(job_id))
         .filter(job_item::Column::Status.eq(ItemStatus::Pending))
         .filter(lease_live(t).not())
+        .filter(super::lease::may_have_been_written().not())
         .exec(conn)
         .await?
         .rows_affected as i64;

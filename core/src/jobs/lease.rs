@@ -55,8 +55,14 @@ pub async fn claim<C: ConnectionTrait>(
         )
         .order_by(job_item::Column::Id, sea_orm::Order::Asc)
         .limit(limit);
-    if only == Pick::PredictedToSucceed {
-        pick.and_where(predicted_to_succeed(db.get_database_backend()));
+    match only {
+        Pick::All => {}
+        Pick::PredictedToSucceed => {
+            pick.and_where(predicted_to_succeed(db.get_database_backend()));
+        }
+        Pick::MayHaveBeenWritten => {
+            pick.and_where(may_have_been_written());
+        }
     }
     if db.get_database_backend() == DbBackend::Postgres {
         pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
@@ -88,6 +94,20 @@ pub enum Pick {
     All,
     /// Only those whose preview predicted `would_succeed`, in member order.
     PredictedToSucceed,
+    /// Only those licensor may have written without recording the answer
+    /// ([`may_have_been_written`]), in member order: a cancelled job reads them before it
+    /// calls them anything ([`super::work::settle_unanswered`]).
+    MayHaveBeenWritten,
+}
+
+/// Pending items licensor may have written without recording the answer: marked to be read
+/// first (`taken_over`: a write's answer was lost, or the item was taken over from a holder
+/// that stopped), or still naming a holder whose lease ran out or was ended (it stopped in the
+/// middle of its step). Such an item is never called skipped or cancelled without a fresh read.
+pub(crate) fn may_have_been_written() -> sea_orm::sea_query::SimpleExpr {
+    job_item::Column::TakenOver
+        .eq(true)
+        .or(job_item::Column::LeaseOwner.is_not_null())
 }
 
 /// Items whose prediction (`job_items.prediction`, JSON) is `would_succeed`.

@@ -386,6 +386,95 @@ pub async fn process(
     Ok((step.outcomes, deferred))
 }
 
+/// A cancelled job's members that licensor may have written without recording the answer
+/// (claimed with [`super::lease::Pick::MayHaveBeenWritten`]): each is read from the directory
+/// (batched reads) before it is called anything. One that shows the write its stored state
+/// called for ends `succeeded` with that change in the ledger, as in [`process`]; one a fresh
+/// read finds already in the desired state ends `skipped` as such; any other is skipped as
+/// `cancelled` (the read shows the change not made). When the read fails the member stays
+/// pending and is read again later ([`unread_after_cancel`]). Nothing is written.
+pub async fn settle_unanswered(
+    client: &DirectoryClient,
+    req: &ParsedRequest,
+    items: Vec<job_item::Model>,
+) -> Vec<(i64, Outcome)> {
+    let mut step = Step {
+        due_at: req.expires_in().map(|e| e.due_from(Utc::now())),
+        ..Step::default()
+    };
+    let members: Vec<Member> = items
+        .into_iter()
+        .map(|mut item| {
+            let prior = item
+                .licenses
+                .take()
+                .and_then(|v| serde_json::from_value(v).ok());
+            Member::of(&item, prior)
+        })
+        .collect();
+    let ids: Vec<String> = members.iter().map(|m| m.user_id.clone()).collect();
+    let users = client.read_users(&ids).await;
+    for (m, user) in members.into_iter().zip(users) {
+        let id = m.id;
+        match user {
+            Ok(user) => {
+                let snap = Snapshot::of(&user);
+                if let Ok(v) = serde_json::to_value(&snap) {
+                    step.outcomes.push((id, Outcome::Refreshed { licenses: v }));
+                }
+                let before = step.outcomes.len();
+                step.decide(req, m, Some(&snap), true);
+                // Only what the fresh read shows is said: done (by the unanswered write, or
+                // before it); anything else was not made, and the cancel stopped it.
+                let shown = step.outcomes[before..]
+                    .iter()
+                    .any(|(_, o)| matches!(o, Outcome::Succeeded { .. } | Outcome::Skipped { .. }));
+                if !shown {
+                    step.outcomes.truncate(before);
+                    step.outcomes.push((id, Outcome::NotSent));
+                }
+                step.writes.retain(|w| w.id != id);
+                step.reads.retain(|r| r.id != id);
+            }
+            // Nothing can be said yet: the member stays pending, to be read again.
+            Err(e) => step.outcomes.push((
+                id,
+                unread_after_cancel(&e.to_string(), e.item_code(), m.attempts, e.retry_after()),
+            )),
+        }
+    }
+    // As in `process`: a temporary assign's member that already held the licenses records
+    // the job's due time.
+    if let Some(due) = step.due_at {
+        for (_, o) in &mut step.outcomes {
+            if let Outcome::Skipped { due_at, .. } = o {
+                *due_at = Some(due);
+            }
+        }
+    }
+    step.outcomes
+}
+
+/// The outcome of a cancelled job's member that [`settle_unanswered`] could not read (`why`):
+/// it stays pending, marked to be read first, and is read again after a backoff
+/// ([`super::outcome::retry_delay`]) — never called done, skipped or failed without a read.
+pub fn unread_after_cancel(
+    why: &str,
+    code: ItemCode,
+    attempts: i32,
+    retry_after: Option<std::time::Duration>,
+) -> Outcome {
+    let wait = super::outcome::retry_delay(attempts, retry_after);
+    Outcome::Retry {
+        not_before: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+        code: code.as_str().to_owned(),
+        detail: format!(
+            "the job was cancelled while this member's write had no recorded answer; reading the member to see whether it was made failed ({why}), so it is read again"
+        ),
+        read_first: true,
+    }
+}
+
 /// The note of a write whose answer was lost and that a read then showed made.
 const SEEN_AFTER_LOST_ANSWER: &str =
     "the directory's answer was lost; a read right after showed the change made";
