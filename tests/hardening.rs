@@ -307,6 +307,28 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             422,
             "invalid_body",
         ),
+        // A JSON array is not an object read by position.
+        post("/v1/licenses", r#"["Visio", 3]"#, 422, "invalid_body"),
+        send(
+            Method::PATCH,
+            format!("/v1/licenses/{l}"),
+            r#" ["Renamed", 7]"#,
+            422,
+            "invalid_body",
+        ),
+        send(
+            Method::PATCH,
+            format!("/v1/licenses/{l}"),
+            "[]",
+            422,
+            "invalid_body",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"[{"type": "user", "id": "u9"}, 1]"#,
+            422,
+            "invalid_body",
+        ),
         // A field a license always has is left out to keep it, never `null`.
         send(
             Method::PATCH,

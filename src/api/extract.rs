@@ -40,6 +40,16 @@ where
                 ),
             ));
         }
+        // Every body the API takes is a JSON object; serde would read an array into a struct's
+        // fields by position (`["Visio", 3]` as a license), so one is refused here.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok()
+        {
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                "the request body is JSON but not of the expected shape: an array where an object is expected",
+            ));
+        }
         // serde_json calls some shape errors syntax errors (a number where an enum's string
         // should be: "expected value"); only a body that is not JSON at all is malformed.
         let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes).map_err(|r| match r {
