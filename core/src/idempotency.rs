@@ -49,8 +49,12 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     match serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .map(|v| match job_submission {
+            // Read and checked as the job it asks for (group ids in lower case, each once),
+            // then written back with every default.
             true => serde_json::from_value::<crate::jobs::JobRequest>(v.clone())
                 .ok()
+                .and_then(|r| r.parse().ok())
+                .map(crate::jobs::JobRequest::from)
                 .and_then(|r| serde_json::to_value(r).ok())
                 .unwrap_or(v),
             false => v,
@@ -273,6 +277,8 @@ mod tests {
         );
         let fp = |body: &str| fingerprint("POST", "/v1/jobs", body.as_bytes());
         assert_eq!(fp(&minimal), fp(&explicit));
+        // Group ids are compared as the job holds them (lower case).
+        assert_eq!(fp(&minimal), fp(&minimal.replace(G, &G.to_uppercase())));
         // Another intent is another request.
         let transitive = minimal.replace(r#""kind""#, r#""transitive":true,"kind""#);
         assert_ne!(fp(&minimal), fp(&transitive));
