@@ -311,13 +311,14 @@ fn code_param(value: Option<&str>) -> Result<Vec<String>, ApiError> {
     // A mistyped code would match nothing and read as "no such items".
     if let Some(unknown) = code
         .iter()
-        .find(|c| !jobs::codes::ITEM_CODES.contains(&c.as_str()))
+        .find(|c| !jobs::codes::item_codes().any(|known| known == c.as_str()))
     {
+        let known: Vec<&str> = jobs::codes::item_codes().collect();
         return Err(ApiError::bad_request(
             "invalid_query",
             format!(
                 "code: `{unknown}` is not an item error code; known codes: {}",
-                jobs::codes::ITEM_CODES.join(", ")
+                known.join(", ")
             ),
         ));
     }

@@ -127,8 +127,7 @@ pub(super) struct AssignBody<'a> {
 
 /// A `$batch` body as JSON bytes.
 fn batch_body(requests: Vec<BatchRequest<'_>>) -> Vec<u8> {
-    // Serializing these types cannot fail (string keys, no maps of other keys).
-    serde_json::to_vec(&Batch { requests }).unwrap_or_default()
+    super::json_bytes(&Batch { requests })
 }
 
 /// How a write that succeeded is known to have been carried out.

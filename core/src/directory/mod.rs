@@ -927,7 +927,8 @@ impl DirectoryClient {
     }
 }
 
-/// A request body as JSON bytes (serializing licensor's own request types cannot fail).
+/// A request body as JSON bytes (serializing licensor's own request types cannot fail: string
+/// keys only).
 fn json_bytes(body: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(body).unwrap_or_default()
 }

@@ -41,9 +41,7 @@ impl DeliveryError {
             DeliveryError::Denied(_) => "export_location_denied",
         }
     }
-}
 
-impl DeliveryError {
     /// The same error, its detail led by the location it is about (`place`), so the job's
     /// error names the drive or bucket to fix.
     fn at(self, place: &str) -> DeliveryError {

@@ -892,12 +892,9 @@ impl JobRequest {
                 .collect::<Result<_, _>>()?
         };
 
-        let not_allowed = |field: &str| {
-            refuse(
-                "field_not_allowed",
-                format!("`{field}` cannot be used with {} job", a_kind(kind)),
-            )
-        };
+        let not_allowed_text =
+            |field: &str| format!("`{field}` cannot be used with {} job", a_kind(kind));
+        let not_allowed = |field: &str| refuse("field_not_allowed", not_allowed_text(field));
         let has_add = !add_licenses.is_empty();
         let has_remove = !remove_licenses.is_empty();
         let has_export = export.is_some();
@@ -941,10 +938,7 @@ impl JobRequest {
             // Named too when given (a remove sent with `add_licenses`): the request mixed up the
             // kinds' fields, and fixing only the missing one would be refused next.
             let detail = match unwanted {
-                Some(field) => format!(
-                    "{detail}; `{field}` cannot be used with {} job",
-                    a_kind(kind)
-                ),
+                Some(field) => format!("{detail}; {}", not_allowed_text(field)),
                 None => detail.to_string(),
             };
             return Err(refuse("licenses_required", detail));

@@ -157,6 +157,19 @@ impl Step {
         }
     }
 
+    /// The step's outcomes. A temporary assign's member that already held the licenses records
+    /// the job's due time too: an earlier temporary assignment is not removed before it.
+    fn into_outcomes(mut self) -> Vec<(i64, Outcome)> {
+        if let Some(due) = self.due_at {
+            for (_, o) in &mut self.outcomes {
+                if let Outcome::Skipped { due_at, .. } = o {
+                    *due_at = Some(due);
+                }
+            }
+        }
+        self.outcomes
+    }
+
     /// Read the members in `reads` from the directory (batched) and decide for each from what
     /// the directory says now. Returns the new writes.
     async fn read_and_decide(
@@ -234,10 +247,7 @@ pub async fn process(
         // heartbeat did), or whose last write's answer was lost, may have been written without
         // its outcome being recorded: it is read afresh, never written from its snapshot
         // again; the snapshot tells what that write was.
-        let snap: Option<Snapshot> = item
-            .licenses
-            .take()
-            .and_then(|v| serde_json::from_value(v).ok());
+        let snap = stored_snapshot(&mut item);
         let (snap, prior) = if item.taken_over {
             (None, snap)
         } else {
@@ -374,16 +384,14 @@ pub async fn process(
         }
         step.outcomes.push((w.id, outcome));
     }
-    // A temporary assign's member that already held the licenses records the job's due time
-    // too: an earlier temporary assignment is not removed before it.
-    if due_at.is_some() {
-        for (_, o) in &mut step.outcomes {
-            if let Outcome::Skipped { due_at: d, .. } = o {
-                *d = due_at;
-            }
-        }
-    }
-    Ok((step.outcomes, deferred))
+    Ok((step.into_outcomes(), deferred))
+}
+
+/// The member's snapshot stored with its item (`job_items.licenses`), taken out of it.
+fn stored_snapshot(item: &mut job_item::Model) -> Option<Snapshot> {
+    item.licenses
+        .take()
+        .and_then(|v| serde_json::from_value(v).ok())
 }
 
 /// A cancelled job's members that licensor may have written without recording the answer
@@ -405,10 +413,7 @@ pub async fn settle_unanswered(
     let members: Vec<Member> = items
         .into_iter()
         .map(|mut item| {
-            let prior = item
-                .licenses
-                .take()
-                .and_then(|v| serde_json::from_value(v).ok());
+            let prior = stored_snapshot(&mut item);
             Member::of(&item, prior)
         })
         .collect();
@@ -443,16 +448,7 @@ pub async fn settle_unanswered(
             )),
         }
     }
-    // As in `process`: a temporary assign's member that already held the licenses records
-    // the job's due time.
-    if let Some(due) = step.due_at {
-        for (_, o) in &mut step.outcomes {
-            if let Outcome::Skipped { due_at, .. } = o {
-                *due_at = Some(due);
-            }
-        }
-    }
-    step.outcomes
+    step.into_outcomes()
 }
 
 /// The outcome of a cancelled job's member that [`settle_unanswered`] could not read (`why`):
