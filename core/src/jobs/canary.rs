@@ -68,7 +68,7 @@ pub async fn claim_canary(
     limit: u64,
     canary: &super::Canary,
     only: super::lease::Pick,
-) -> StoreResult<Vec<job_item::Model>> {
+) -> StoreResult<Vec<super::lease::Claimed>> {
     let t = now();
     let txn = crate::db::begin(db).await?;
     let Some((job, running)) = lock_if_running(&txn, job_id, t).await? else {

@@ -32,8 +32,9 @@ pub struct NewItem {
     pub display_name: Option<String>,
     pub group_id: String,
     pub usage_location: Option<String>,
-    /// The member's [`super::plan::Snapshot`].
-    pub licenses: Option<Value>,
+    /// The member's [`super::plan::Snapshot`] (an export's: its
+    /// [`super::export::ExportMember`]), as JSON text.
+    pub licenses: Option<String>,
     /// A preview's prediction for the member, a [`super::preview::Prediction`], when it was
     /// made as the member was read (`None`: decided later, or not a preview).
     pub prediction: Option<Value>,
@@ -252,6 +253,7 @@ pub async fn insert_items(
         }
         return Ok(Some(0));
     }
+    let backend = db.get_database_backend();
     let new_insert = || {
         let mut insert = Query::insert();
         insert
@@ -285,7 +287,7 @@ pub async fn insert_items(
                 item.display_name.into(),
                 item.group_id.into(),
                 item.usage_location.into(),
-                item.licenses.into(),
+                crate::db::json_text(backend, item.licenses),
                 status.into(),
                 0i32.into(),
                 run_no.into(),
@@ -576,7 +578,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
                 };
                 items.push(NewItem {
                     usage_location: snap.usage_location.clone(),
-                    licenses: serde_json::to_value(&snap).ok(),
+                    licenses: serde_json::to_string(&snap).ok(),
                     user_id: user.id,
                     user_principal_name: user.user_principal_name,
                     display_name: user.display_name,

@@ -249,7 +249,7 @@ fn member_item(user: User, group: &str, through: Option<String>) -> (NewItem, Ve
         .collect();
     let item = NewItem {
         usage_location: member.snapshot.usage_location.clone(),
-        licenses: serde_json::to_value(&member).ok(),
+        licenses: serde_json::to_string(&member).ok(),
         user_id: user.id,
         user_principal_name: user.user_principal_name,
         display_name: user.display_name,

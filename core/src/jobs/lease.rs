@@ -2,13 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait};
 use uuid::Uuid;
 
 use super::SetNull;
 use super::processes::{is_live, process_of};
 use super::{ParsedRequest, now};
-use crate::db::Db;
+use crate::db::{Db, as_json_text};
 use crate::domain::ItemStatus;
 use crate::entities::{job, job_item};
 use crate::error::{StoreError, StoreResult};
@@ -41,7 +41,7 @@ pub async fn claim<C: ConnectionTrait>(
     until: DateTime<Utc>,
     limit: u64,
     only: Pick,
-) -> StoreResult<Vec<job_item::Model>> {
+) -> StoreResult<Vec<Claimed>> {
     let t = now();
     let mut pick = Query::select();
     pick.column(job_item::Column::Id)
@@ -70,7 +70,8 @@ pub async fn claim<C: ConnectionTrait>(
     // An item still naming a holder has a lease that ran out (finished, retried and released
     // items name none): the claim takes it over, and says so on the item. An item already
     // marked so (a retry whose write's answer was lost) stays marked until it is read.
-    let mut claimed = job_item::Entity::update_many()
+    let backend = db.get_database_backend();
+    let mut update = job_item::Entity::update_many()
         .col_expr(
             job_item::Column::TakenOver,
             Expr::case(job_item::Column::LeaseOwner.is_not_null(), true)
@@ -81,10 +82,53 @@ pub async fn claim<C: ConnectionTrait>(
         .col_expr(job_item::Column::LeaseUntil, Expr::value(until))
         .filter(job_item::Column::Id.in_subquery(pick))
         .filter(is_live(db, process_of(owner)))
-        .exec_with_returning(db)
-        .await?;
+        .into_query();
+    // Only what a step needs, the JSON columns as text (parsed straight into their types, no
+    // value tree in between): the whole row cost a claim more than its update.
+    update.returning(Query::returning().exprs([
+        Expr::col(job_item::Column::Id),
+        Expr::col(job_item::Column::UserId),
+        Expr::col(job_item::Column::Attempts),
+        Expr::col(job_item::Column::TakenOver),
+        as_json_text(backend, Expr::col(job_item::Column::Licenses)),
+        as_json_text(backend, Expr::col(job_item::Column::Target)),
+    ]));
+    let mut claimed = db
+        .query_all(&update)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(Claimed {
+                id: row.try_get_by_index(0)?,
+                user_id: row.try_get_by_index(1)?,
+                attempts: row.try_get_by_index(2)?,
+                taken_over: row.try_get_by_index(3)?,
+                licenses: row.try_get_by_index(4)?,
+                target: row.try_get_by_index(5)?,
+            })
+        })
+        .collect::<Result<Vec<Claimed>, sea_orm::DbErr>>()?;
     claimed.sort_by_key(|i| i.id);
     Ok(claimed)
+}
+
+/// A member a step claimed ([`claim`]): what deciding for it and writing it needs, not its
+/// whole row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// `job_items.id`.
+    pub id: i64,
+    /// The member's directory object id.
+    pub user_id: String,
+    /// Outcomes recorded for it so far (tries).
+    pub attempts: i32,
+    /// Whether it is to be read before anything is decided (`job_items.taken_over`).
+    pub taken_over: bool,
+    /// Its state as last stored (`job_items.licenses`), a [`super::plan::Snapshot`] as JSON
+    /// text.
+    pub licenses: Option<String>,
+    /// Undo items: what to restore, and only from what (`job_items.target`), as JSON text.
+    pub target: Option<String>,
 }
 
 /// Which pending members a claim takes.

@@ -6,7 +6,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::finish::status;
@@ -58,17 +57,33 @@ pub enum Outcome {
     /// and run again meanwhile) it stays pending and held by nobody, for whichever run does it —
     /// so a rerun that began while the chunk was worked never loses it to the old run.
     NotSent,
-    /// The member's current state, read from the directory (for later runs and exports).
+    /// The member's current state, read from the directory (for later runs and exports): a
+    /// [`super::plan::Snapshot`] as JSON text ([`Outcome::refreshed`]).
     Refreshed {
-        licenses: Value,
+        licenses: String,
     },
-    /// The member's change ledger entry ([`super::plan::Change`]), with its final outcome.
+    /// The member's change ledger entry, with its final outcome: a [`super::plan::Change`] as
+    /// JSON text ([`Outcome::changed`]).
     Changed {
-        change: Value,
+        change: String,
     },
 }
 
 impl Outcome {
+    /// [`Outcome::Refreshed`] with `snap`, serialized.
+    pub(crate) fn refreshed(snap: &super::plan::Snapshot) -> Option<Outcome> {
+        serde_json::to_string(snap)
+            .ok()
+            .map(|licenses| Outcome::Refreshed { licenses })
+    }
+
+    /// [`Outcome::Changed`] with `change`, serialized.
+    pub(crate) fn changed(change: &super::plan::Change) -> Option<Outcome> {
+        serde_json::to_string(change)
+            .ok()
+            .map(|change| Outcome::Changed { change })
+    }
+
     /// This outcome with a [`Outcome::Retry`]'s `read_first` set to `read_first`: a retry
     /// after a failed read is read first exactly when the member was to be (a read changes
     /// nothing); a retry after a usage location was set, always. Other outcomes as they are.
@@ -268,8 +283,8 @@ pub(crate) const ITEMS_PER_STATEMENT: usize = 900;
 /// its change ledger entry (`job_items.change`).
 #[derive(Debug, Default)]
 struct ItemJson {
-    licenses: Option<Value>,
-    change: Option<Value>,
+    licenses: Option<String>,
+    change: Option<String>,
 }
 
 /// Which of the given items a statement of [`record`] changes.
@@ -346,13 +361,11 @@ async fn update_items<C: ConnectionTrait>(
         rows.iter().any(|(_, j)| j.licenses.is_some()),
         rows.iter().any(|(_, j)| j.change.is_some()),
     );
-    let tuples = rows.into_iter().map(|(id, j)| {
-        ValueTuple::Three(
-            id.into(),
-            sea_orm::Value::Json(j.licenses.map(Box::new)),
-            sea_orm::Value::Json(j.change.map(Box::new)),
-        )
-    });
+    // The JSON goes as text (cast to `jsonb` on PostgreSQL below), never as a value tree.
+    let tuples = rows
+        .into_iter()
+        .map(|(id, j)| ValueTuple::Three(id.into(), j.licenses.into(), j.change.into()));
+    let backend = conn.get_database_backend();
     // `VALUES` columns are named column1, column2 … on both databases.
     let values = Query::select()
         .expr_as(Expr::col("column1"), "id")
@@ -368,10 +381,11 @@ async fn update_items<C: ConnectionTrait>(
         (with_change, job_item::Column::Change, "change"),
     ] {
         if present {
-            stmt.value(
-                column,
-                Func::coalesce([Expr::col(("item_json", name)), item(column)]),
-            );
+            let given = match backend {
+                DbBackend::Postgres => Expr::col(("item_json", name)).cast_as("jsonb"),
+                _ => Expr::col(("item_json", name)),
+            };
+            stmt.value(column, Func::coalesce([given, item(column)]));
         }
     }
     Ok(conn.execute(&stmt).await?.rows_affected())

@@ -6,6 +6,7 @@
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::lease::Claimed;
 use super::outcome::{JobFailure, Outcome, item_outcome};
 use super::plan::{self, Change, Decision, Snapshot, UndoTarget};
 use super::request::{ParsedRequest, UsageLocation};
@@ -16,7 +17,7 @@ use crate::directory::{
     AssignedLicense, DirectoryClient, DirectoryError, ItemCode, WriteOp, Written,
 };
 use crate::domain::JobStatus;
-use crate::entities::{job, job_item};
+use crate::entities::job;
 
 /// A write still to make for a member.
 pub(crate) struct Pending {
@@ -55,15 +56,15 @@ struct Member {
 }
 
 impl Member {
-    fn of(item: &job_item::Model, prior: Option<Snapshot>) -> Member {
+    fn of(item: Claimed, prior: Option<Snapshot>) -> Member {
         Member {
             id: item.id,
             attempts: item.attempts,
-            user_id: item.user_id.clone(),
             target: item
                 .target
-                .clone()
-                .and_then(|v| serde_json::from_value(v).ok()),
+                .as_deref()
+                .and_then(|v| serde_json::from_str(v).ok()),
+            user_id: item.user_id,
             taken_over: item.taken_over,
             prior,
         }
@@ -100,8 +101,8 @@ impl Step {
                 after: now.direct_licenses(),
                 verified: Some(true),
             };
-            if let Ok(v) = serde_json::to_value(&change) {
-                self.outcomes.push((m.id, Outcome::Changed { change: v }));
+            if let Some(o) = Outcome::changed(&change) {
+                self.outcomes.push((m.id, o));
             }
             self.outcomes.push((
                 m.id,
@@ -188,9 +189,8 @@ impl Step {
             match user {
                 Ok(user) => {
                     let snap = Snapshot::of(&user);
-                    if let Ok(v) = serde_json::to_value(&snap) {
-                        self.outcomes
-                            .push((m.id, Outcome::Refreshed { licenses: v }));
+                    if let Some(o) = Outcome::refreshed(&snap) {
+                        self.outcomes.push((m.id, o));
                     }
                     self.decide(req, m, Some(&snap), true);
                 }
@@ -230,7 +230,7 @@ pub async fn process(
     settings: &JobSettings,
     job: &job::Model,
     req: &ParsedRequest,
-    items: Vec<job_item::Model>,
+    items: Vec<Claimed>,
 ) -> Result<(Vec<(i64, Outcome)>, Option<tokio::time::Instant>), JobFailure> {
     let max_attempts = settings.item_max_attempts;
     let mut deferred = None;
@@ -253,7 +253,7 @@ pub async fn process(
         } else {
             (snap, None)
         };
-        step.decide(req, Member::of(&item, prior), snap.as_ref(), false);
+        step.decide(req, Member::of(item, prior), snap.as_ref(), false);
     }
     step.read_and_decide(client, req, max_attempts).await?;
 
@@ -349,9 +349,8 @@ pub async fn process(
             },
             Some(Ok(snap)) => {
                 change.after = snap.direct_licenses();
-                if let Ok(v) = serde_json::to_value(&snap) {
-                    step.outcomes
-                        .push((w.id, Outcome::Refreshed { licenses: v }));
+                if let Some(o) = Outcome::refreshed(&snap) {
+                    step.outcomes.push((w.id, o));
                 }
                 if snap.shows(&w.add, &w.remove) {
                     change.verified = Some(true);
@@ -379,8 +378,8 @@ pub async fn process(
                 due_at,
             },
         };
-        if let Ok(v) = serde_json::to_value(&change) {
-            step.outcomes.push((w.id, Outcome::Changed { change: v }));
+        if let Some(o) = Outcome::changed(&change) {
+            step.outcomes.push((w.id, o));
         }
         step.outcomes.push((w.id, outcome));
     }
@@ -388,10 +387,10 @@ pub async fn process(
 }
 
 /// The member's snapshot stored with its item (`job_items.licenses`), taken out of it.
-fn stored_snapshot(item: &mut job_item::Model) -> Option<Snapshot> {
+fn stored_snapshot(item: &mut Claimed) -> Option<Snapshot> {
     item.licenses
         .take()
-        .and_then(|v| serde_json::from_value(v).ok())
+        .and_then(|v| serde_json::from_str(&v).ok())
 }
 
 /// A cancelled job's members that licensor may have written without recording the answer
@@ -404,7 +403,7 @@ fn stored_snapshot(item: &mut job_item::Model) -> Option<Snapshot> {
 pub async fn settle_unanswered(
     client: &DirectoryClient,
     req: &ParsedRequest,
-    items: Vec<job_item::Model>,
+    items: Vec<Claimed>,
 ) -> Vec<(i64, Outcome)> {
     let mut step = Step {
         due_at: req.expires_in().map(|e| e.due_from(Utc::now())),
@@ -414,7 +413,7 @@ pub async fn settle_unanswered(
         .into_iter()
         .map(|mut item| {
             let prior = stored_snapshot(&mut item);
-            Member::of(&item, prior)
+            Member::of(item, prior)
         })
         .collect();
     let ids: Vec<String> = members.iter().map(|m| m.user_id.clone()).collect();
@@ -424,8 +423,8 @@ pub async fn settle_unanswered(
         match user {
             Ok(user) => {
                 let snap = Snapshot::of(&user);
-                if let Ok(v) = serde_json::to_value(&snap) {
-                    step.outcomes.push((id, Outcome::Refreshed { licenses: v }));
+                if let Some(o) = Outcome::refreshed(&snap) {
+                    step.outcomes.push((id, o));
                 }
                 let before = step.outcomes.len();
                 step.decide(req, m, Some(&snap), true);
@@ -689,7 +688,7 @@ mod tests {
         else {
             panic!("{outcomes:?}");
         };
-        let change: Change = serde_json::from_value(change.clone()).unwrap();
+        let change: Change = serde_json::from_str(change).unwrap();
         assert_eq!(change.before, before.direct_licenses());
         assert_eq!(change.after, after.direct_licenses());
         assert_eq!(change.verified, Some(true));
