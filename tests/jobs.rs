@@ -1077,8 +1077,18 @@ async fn chunk_being_worked(backend: Backend) -> Option<(Setup, String)> {
 
 /// [`chunk_being_worked`] with `directory` added to the `[directory]` settings.
 async fn chunk_being_worked_with(backend: Backend, directory: &str) -> Option<(Setup, String)> {
+    chunk_being_worked_configured(backend, "", directory).await
+}
+
+/// [`chunk_being_worked`] with `jobs` added to the `[jobs]` settings and `directory` to the
+/// `[directory]` settings.
+async fn chunk_being_worked_configured(
+    backend: Backend,
+    jobs: &str,
+    directory: &str,
+) -> Option<(Setup, String)> {
     let config = format!(
-        "[jobs]\nchunk_size = 500\nlanes_per_job = 1\n[directory]\nmax_in_flight = 2\n{directory}"
+        "[jobs]\nchunk_size = 500\nlanes_per_job = 1\n{jobs}[directory]\nmax_in_flight = 2\n{directory}"
     );
     let s = setup(backend, &config).await?;
     s.faults(json!({"latency_ms": 400})).await;
@@ -1208,6 +1218,101 @@ async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(cancel_reads_members_whose_writes_had_no_answer);
+
+/// A member whose last try's write had its answer lost (the directory made it, then closed the
+/// connection), and whose reads failed too, is not called failed: whether the write was made is
+/// not known. With one try a member (`item_max_attempts = 1`) and the directory losing every
+/// answer once writes began, such members stay pending, to be read, while the directory cannot
+/// be read — no member is failed meanwhile (before, each ended `failed`, "gave up after 1
+/// tries", though the directory held its license). Once the directory answers again, each is
+/// read and ends as the read shows: every member succeeded, each written exactly once, some
+/// told done by a read, and the directory agrees item by item.
+async fn last_tries_of_unanswered_writes_are_read_not_failed(backend: Backend) {
+    use sea_orm::PaginatorTrait;
+    let retries = "retry_max_attempts = 2\nretry_min_delay_ms = 50\nretry_max_delay_ms = 200\n";
+    let Some((s, id)) =
+        chunk_being_worked_configured(backend, "item_max_attempts = 1\n", retries).await
+    else {
+        return;
+    };
+    let job_uuid: uuid::Uuid = id.parse().unwrap();
+    s.faults(json!({"lost_answer_rate": 1.0})).await;
+    // Members given up on for now: pending, held by nobody, to be read first.
+    let unread = || {
+        job_item::Entity::find()
+            .filter(job_item::Column::JobId.eq(job_uuid))
+            .filter(job_item::Column::Status.eq(licensor_core::domain::ItemStatus::Pending))
+            .filter(job_item::Column::TakenOver.eq(true))
+            .filter(job_item::Column::LeaseOwner.is_null())
+            .count(&s.app.db)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while unread().await.unwrap() == 0 {
+        let j = s.job(&id).await;
+        assert_eq!(
+            j["progress"]["failed"], 0,
+            "a member whose write may have been made was called failed: {j}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no member was left pending to be read: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let j = s.job(&id).await;
+    assert_eq!(j["status"], "running", "{j}");
+    assert_eq!(j["progress"]["failed"], 0, "{j}");
+    assert!(s.stats().await["lost_answers"].as_u64().unwrap() > 0);
+    s.faults(json!({})).await;
+    let j = s.app.wait_for_job(&s.admin, &id, 120).await;
+    assert_eq!(j["progress"]["pending"], 0, "{j}");
+    // A member whose usage location could not be set had no license write sent (it fails, and
+    // says so); every other member succeeded.
+    let failed = s
+        .app
+        .get_json(
+            &format!("/v1/jobs/{id}/items?status=failed&limit=500"),
+            &s.viewer,
+        )
+        .await;
+    let failed = failed["data"].as_array().unwrap();
+    for item in failed {
+        let detail = item["error"]["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.starts_with("setting its usage location to SE (the license write was not sent)"),
+            "{item}"
+        );
+    }
+    let succeeded = j["progress"]["succeeded"].as_u64().unwrap();
+    assert_eq!(succeeded + failed.len() as u64, 1000, "{j}");
+    let stats = s.stats().await;
+    assert_eq!(stats["successful_writes"], succeeded, "{stats}");
+    assert_eq!(
+        stats["writes_per_user_max"], 1,
+        "no member written twice: {stats}"
+    );
+    let told_by_a_read = s
+        .app
+        .get_json(
+            &format!("/v1/jobs/{id}/items?status=succeeded&limit=500"),
+            &s.viewer,
+        )
+        .await["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| {
+            i["note"].as_str().is_some_and(|n| {
+                n.contains("answer was not recorded") || n.contains("answer was lost")
+            })
+        })
+        .count();
+    assert!(told_by_a_read > 0, "no member was told done by a read: {j}");
+    s.truth(&id).await;
+    s.finish().await;
+}
+on_both_backends!(last_tries_of_unanswered_writes_are_read_not_failed);
 
 /// Rerun the cancelled Staff assign of [`chunk_being_worked`] with the directory's faults
 /// cleared: it finishes with all 1,000 members done; the job as it ends.

@@ -79,6 +79,10 @@ struct Step {
     reads: Vec<Member>,
     /// A temporary assign's due time for the licenses its writes add.
     due_at: Option<chrono::DateTime<Utc>>,
+    /// Tries a member has (`jobs.item_max_attempts`; 0: no bound). A member with none left is
+    /// only read — after a write whose fate was not known ([`settle_last_tries`]) — never
+    /// written again.
+    max_attempts: i32,
 }
 
 impl Step {
@@ -135,6 +139,18 @@ impl Step {
                     detail,
                 },
             )),
+            Decision::Write { .. } if self.max_attempts > 0 && m.attempts >= self.max_attempts => {
+                self.outcomes.push((
+                    m.id,
+                    Outcome::Failed {
+                        code: ItemCode::DirectoryUnavailable.as_str().to_owned(),
+                        detail: format!(
+                            "gave up after {} tries; a fresh read shows the change not made",
+                            m.attempts
+                        ),
+                    },
+                ))
+            }
             Decision::Write {
                 set_location,
                 add,
@@ -194,8 +210,20 @@ impl Step {
                     }
                     self.decide(req, m, Some(&snap), true);
                 }
-                // A member licensor may have written stays to be read first.
+                // A member licensor may have written stays to be read first — and is never
+                // called failed unread, whatever its tries.
                 Err(e) => match item_outcome(&e, m.attempts, max_attempts) {
+                    Some(Outcome::Failed { .. }) if m.taken_over => self.outcomes.push((
+                        m.id,
+                        unread(
+                            format!(
+                                "licensor may have changed this member without recording the answer; reading it failed ({e}), so it is read again before it is called anything"
+                            ),
+                            e.item_code(),
+                            m.attempts,
+                            e.retry_after(),
+                        ),
+                    )),
                     Some(o) => self.outcomes.push((m.id, o.read_first(m.taken_over))),
                     None => return Err(JobFailure::from_directory(&e, "reading a member")),
                 },
@@ -240,6 +268,7 @@ pub async fn process(
     let due_at = req.expires_in().map(|e| e.due_from(Utc::now()));
     let mut step = Step {
         due_at,
+        max_attempts,
         ..Step::default()
     };
     for mut item in items {
@@ -459,13 +488,31 @@ pub fn unread_after_cancel(
     attempts: i32,
     retry_after: Option<std::time::Duration>,
 ) -> Outcome {
+    unread(
+        format!(
+            "the job was cancelled while this member's write had no recorded answer; reading the member to see whether it was made failed ({why}), so it is read again"
+        ),
+        code,
+        attempts,
+        retry_after,
+    )
+}
+
+/// The outcome of a member licensor may have written without recording the answer and could
+/// not read (`detail` says why): pending, marked to be read first, read again after a backoff
+/// ([`super::outcome::retry_delay`]) whatever tries it has had — never called done, skipped
+/// or failed without a read.
+fn unread(
+    detail: String,
+    code: ItemCode,
+    attempts: i32,
+    retry_after: Option<std::time::Duration>,
+) -> Outcome {
     let wait = super::outcome::retry_delay(attempts, retry_after);
     Outcome::Retry {
         not_before: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
         code: code.as_str().to_owned(),
-        detail: format!(
-            "the job was cancelled while this member's write had no recorded answer; reading the member to see whether it was made failed ({why}), so it is read again"
-        ),
+        detail,
         read_first: true,
     }
 }
@@ -517,6 +564,7 @@ pub(crate) async fn write(
         *deferred = Some(deferred.map_or(until, |d| d.min(until)));
     };
     let mut refused = Vec::new();
+    let mut unknown = Vec::new();
     // Up to two rounds: a member refused for a missing usage location, when the job names
     // one, gets it set and is tried once more.
     for _round in 0..2 {
@@ -550,8 +598,9 @@ pub(crate) async fn write(
                         defer(until);
                         failed.push((i, None));
                     }
+                    // The license write is not sent: what the member holds is as it was.
                     Err(e) => match item_outcome(&e, writes[i].attempts, max_attempts) {
-                        Some(o) => failed.push((i, Some(o))),
+                        Some(o) => failed.push((i, Some(location_failed(o, &writes[i])))),
                         None => {
                             return Err(JobFailure::from_directory(&e, "setting a usage location"));
                         }
@@ -605,6 +654,10 @@ pub(crate) async fn write(
                         ..w
                     });
                 }
+                // Tries run out on a write that may have been made: a read tells which.
+                Err(e) if e.fate_unknown() && w.attempts + 1 >= max_attempts => {
+                    unknown.push((w, e))
+                }
                 Err(e) => match item_outcome(&e, w.attempts, max_attempts) {
                     Some(o) => outcomes.push((w.id, location_written(o, &w))),
                     None => return Err(JobFailure::from_directory(&e, "writing licenses")),
@@ -613,6 +666,7 @@ pub(crate) async fn write(
         }
         writes = again;
     }
+    settle_last_tries(client, unknown, outcomes, written).await;
     for w in writes {
         outcomes.push((
             w.id,
@@ -623,6 +677,84 @@ pub(crate) async fn write(
         ));
     }
     Ok(refused)
+}
+
+/// Members whose last try's license write failed without a known fate (a 5xx, a timeout, a
+/// closed connection, and a read right after that failed too: the write may have been made)
+/// and that have no tries left: each is read (batched) before it is called anything.
+/// - The read shows the change: the write was made → to `written` (it ends `succeeded`, its
+///   change in the ledger, with the lost answer in its note).
+/// - The read shows it not made: `failed`, "gave up after N tries", with that said.
+/// - The read fails too: it stays pending, to be read again after a backoff ([`unread`]); once
+///   read, it ends as the read shows, and is not written again (no tries left).
+///
+/// Its fresh state is stored either way when read. Before, such a member ended `failed`
+/// unread, though the directory might show it licensed.
+async fn settle_last_tries(
+    client: &DirectoryClient,
+    unknown: Vec<(Pending, DirectoryError)>,
+    outcomes: &mut Vec<(i64, Outcome)>,
+    written: &mut Vec<Pending>,
+) {
+    if unknown.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = unknown.iter().map(|(w, _)| w.user_id.clone()).collect();
+    let users = client.read_users(&ids).await;
+    for ((w, e), user) in unknown.into_iter().zip(users) {
+        let code = e.item_code().as_str().to_owned();
+        let tries = w.attempts + 1;
+        let detail = match &e {
+            DirectoryError::Transient { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        };
+        match user {
+            Ok(user) => {
+                let snap = Snapshot::of(&user);
+                if let Some(o) = Outcome::refreshed(&snap) {
+                    outcomes.push((w.id, o));
+                }
+                if snap.shows(&w.add, &w.remove) {
+                    written.push(Pending {
+                        answer_lost: true,
+                        ..w
+                    });
+                    continue;
+                }
+                let failed = Outcome::Failed {
+                    code,
+                    detail: format!(
+                        "gave up after {tries} tries: {detail}; a read afterwards shows the change not made"
+                    ),
+                };
+                outcomes.push((w.id, location_written(failed, &w)));
+            }
+            // Not known whether it was made: read again later, never written again.
+            Err(read) => outcomes.push((
+                w.id,
+                unread(
+                    format!(
+                        "gave up writing after {tries} tries: {detail}; the directory's answer to the last write was lost and reading the member failed ({read}), so it is read again before it is called anything"
+                    ),
+                    read.item_code(),
+                    w.attempts,
+                    read.retry_after(),
+                ),
+            )),
+        }
+    }
+}
+
+/// A member whose usage location could not be set: its license write was not sent, and its
+/// outcome says which write failed.
+fn location_failed(mut outcome: Outcome, w: &Pending) -> Outcome {
+    let location = w.set_location.as_deref().unwrap_or_default();
+    if let Outcome::Failed { detail, .. } | Outcome::Retry { detail, .. } = &mut outcome {
+        *detail = format!(
+            "setting its usage location to {location} (the license write was not sent): {detail}"
+        );
+    }
+    outcome
 }
 
 /// A member whose usage location this step set before its license write failed keeps that
@@ -671,6 +803,45 @@ mod tests {
         let mut step = Step::default();
         step.decide(r, taken_over(prior), Some(now), true);
         (step.outcomes, step.writes.len())
+    }
+
+    #[test]
+    fn a_member_with_no_tries_left_is_read_never_written_again() {
+        let assign = req(json!({"kind": "assign", "groups": [G],
+            "add_licenses": [{"sku_id": E3}]}));
+        let before = snap(Some("SE"), &[], &[]);
+        // Its last try's write had no known fate; a fresh read shows it not made.
+        let mut step = Step {
+            max_attempts: 1,
+            ..Step::default()
+        };
+        step.decide(
+            &assign,
+            taken_over(Some(before.clone())),
+            Some(&before),
+            true,
+        );
+        assert_eq!(step.writes.len(), 0, "written again with no tries left");
+        let [(7, Outcome::Failed { code, detail })] = &step.outcomes[..] else {
+            panic!("{:?}", step.outcomes);
+        };
+        assert_eq!(code, "directory_unavailable");
+        assert!(
+            detail.contains("a fresh read shows the change not made"),
+            "{detail}"
+        );
+        // With tries left it is written.
+        let mut step = Step {
+            max_attempts: 2,
+            ..Step::default()
+        };
+        step.decide(
+            &assign,
+            taken_over(Some(before.clone())),
+            Some(&before),
+            true,
+        );
+        assert_eq!(step.writes.len(), 1);
     }
 
     #[test]
