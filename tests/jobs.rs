@@ -1151,7 +1151,6 @@ on_both_backends!(cancel_stops_the_writes_of_a_chunk_being_worked);
 /// the directory shows written end `succeeded` with their change, the rest `cancelled`; every
 /// member written is recorded as done, and each item agrees with the directory.
 async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
-    use sea_orm::PaginatorTrait;
     let retries = "retry_max_attempts = 2\nretry_min_delay_ms = 50\nretry_max_delay_ms = 200\n";
     let Some((s, id)) = chunk_being_worked_with(backend, retries).await else {
         return;
@@ -1167,14 +1166,7 @@ async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
     s.cancel(&id).await;
     // The step gives up on the members it could not read and records them to be read first;
     // the cancel leaves them pending while the directory still loses every answer.
-    let unanswered = || {
-        job_item::Entity::find()
-            .filter(job_item::Column::JobId.eq(job_uuid))
-            .filter(job_item::Column::Status.eq(licensor_core::domain::ItemStatus::Pending))
-            .filter(job_item::Column::TakenOver.eq(true))
-            .filter(job_item::Column::LeaseOwner.is_null())
-            .count(&s.app.db)
-    };
+    let unanswered = || to_be_read(&s, job_uuid);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while unanswered().await.unwrap() == 0 {
         assert!(
@@ -1197,8 +1189,32 @@ async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
     // Every member the directory wrote is recorded as done; none is said to be cancelled.
     let written = s.stats().await["successful_writes"].as_u64().unwrap();
     assert_eq!(j["progress"]["succeeded"].as_u64().unwrap(), written, "{j}");
-    let read_after = s
-        .app
+    assert!(
+        told_done_by_a_read(&s, &id).await > 0,
+        "no member was told done by a read: {j}"
+    );
+    s.truth(&id).await;
+    s.finish().await;
+}
+on_both_backends!(cancel_reads_members_whose_writes_had_no_answer);
+
+/// Members of the job left to be read before they are called anything: pending, marked to be
+/// read first, held by nobody.
+async fn to_be_read(s: &Setup, job: uuid::Uuid) -> Result<u64, sea_orm::DbErr> {
+    use sea_orm::PaginatorTrait;
+    job_item::Entity::find()
+        .filter(job_item::Column::JobId.eq(job))
+        .filter(job_item::Column::Status.eq(licensor_core::domain::ItemStatus::Pending))
+        .filter(job_item::Column::TakenOver.eq(true))
+        .filter(job_item::Column::LeaseOwner.is_null())
+        .count(&s.app.db)
+        .await
+}
+
+/// Members of the job (the first 500) that succeeded on a read's word: their write's answer was
+/// lost, or not recorded, and a read showed the change made.
+async fn told_done_by_a_read(s: &Setup, id: &str) -> usize {
+    s.app
         .get_json(
             &format!("/v1/jobs/{id}/items?status=succeeded&limit=500"),
             &s.viewer,
@@ -1208,16 +1224,12 @@ async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
         .unwrap()
         .iter()
         .filter(|i| {
-            i["note"]
-                .as_str()
-                .is_some_and(|n| n.contains("answer was not recorded"))
+            i["note"].as_str().is_some_and(|n| {
+                n.contains("answer was not recorded") || n.contains("answer was lost")
+            })
         })
-        .count();
-    assert!(read_after > 0, "no member was told done by a read: {j}");
-    s.truth(&id).await;
-    s.finish().await;
+        .count()
 }
-on_both_backends!(cancel_reads_members_whose_writes_had_no_answer);
 
 /// A member whose last try's write had its answer lost (the directory made it, then closed the
 /// connection), and whose reads failed too, is not called failed: whether the write was made is
@@ -1228,7 +1240,6 @@ on_both_backends!(cancel_reads_members_whose_writes_had_no_answer);
 /// read and ends as the read shows: every member succeeded, each written exactly once, some
 /// told done by a read, and the directory agrees item by item.
 async fn last_tries_of_unanswered_writes_are_read_not_failed(backend: Backend) {
-    use sea_orm::PaginatorTrait;
     let retries = "retry_max_attempts = 2\nretry_min_delay_ms = 50\nretry_max_delay_ms = 200\n";
     let Some((s, id)) =
         chunk_being_worked_configured(backend, "item_max_attempts = 1\n", retries).await
@@ -1238,14 +1249,7 @@ async fn last_tries_of_unanswered_writes_are_read_not_failed(backend: Backend) {
     let job_uuid: uuid::Uuid = id.parse().unwrap();
     s.faults(json!({"lost_answer_rate": 1.0})).await;
     // Members given up on for now: pending, held by nobody, to be read first.
-    let unread = || {
-        job_item::Entity::find()
-            .filter(job_item::Column::JobId.eq(job_uuid))
-            .filter(job_item::Column::Status.eq(licensor_core::domain::ItemStatus::Pending))
-            .filter(job_item::Column::TakenOver.eq(true))
-            .filter(job_item::Column::LeaseOwner.is_null())
-            .count(&s.app.db)
-    };
+    let unread = || to_be_read(&s, job_uuid);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while unread().await.unwrap() == 0 {
         let j = s.job(&id).await;
@@ -1292,23 +1296,10 @@ async fn last_tries_of_unanswered_writes_are_read_not_failed(backend: Backend) {
         stats["writes_per_user_max"], 1,
         "no member written twice: {stats}"
     );
-    let told_by_a_read = s
-        .app
-        .get_json(
-            &format!("/v1/jobs/{id}/items?status=succeeded&limit=500"),
-            &s.viewer,
-        )
-        .await["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| {
-            i["note"].as_str().is_some_and(|n| {
-                n.contains("answer was not recorded") || n.contains("answer was lost")
-            })
-        })
-        .count();
-    assert!(told_by_a_read > 0, "no member was told done by a read: {j}");
+    assert!(
+        told_done_by_a_read(&s, &id).await > 0,
+        "no member was told done by a read: {j}"
+    );
     s.truth(&id).await;
     s.finish().await;
 }

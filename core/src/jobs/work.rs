@@ -810,17 +810,21 @@ mod tests {
         let assign = req(json!({"kind": "assign", "groups": [G],
             "add_licenses": [{"sku_id": E3}]}));
         let before = snap(Some("SE"), &[], &[]);
-        // Its last try's write had no known fate; a fresh read shows it not made.
-        let mut step = Step {
-            max_attempts: 1,
-            ..Step::default()
+        let decide = |max_attempts| {
+            let mut step = Step {
+                max_attempts,
+                ..Step::default()
+            };
+            step.decide(
+                &assign,
+                taken_over(Some(before.clone())),
+                Some(&before),
+                true,
+            );
+            step
         };
-        step.decide(
-            &assign,
-            taken_over(Some(before.clone())),
-            Some(&before),
-            true,
-        );
+        // Its last try's write had no known fate; a fresh read shows it not made.
+        let step = decide(1);
         assert_eq!(step.writes.len(), 0, "written again with no tries left");
         let [(7, Outcome::Failed { code, detail })] = &step.outcomes[..] else {
             panic!("{:?}", step.outcomes);
@@ -831,17 +835,7 @@ mod tests {
             "{detail}"
         );
         // With tries left it is written.
-        let mut step = Step {
-            max_attempts: 2,
-            ..Step::default()
-        };
-        step.decide(
-            &assign,
-            taken_over(Some(before.clone())),
-            Some(&before),
-            true,
-        );
-        assert_eq!(step.writes.len(), 1);
+        assert_eq!(decide(2).writes.len(), 1);
     }
 
     #[test]
