@@ -361,7 +361,8 @@ async fn update_items<C: ConnectionTrait>(
         rows.iter().any(|(_, j)| j.licenses.is_some()),
         rows.iter().any(|(_, j)| j.change.is_some()),
     );
-    // The JSON goes as text (cast to `jsonb` on PostgreSQL below), never as a value tree.
+    // The JSON goes as text (a JSON column's value below, `crate::db::as_json`), never as a
+    // value tree.
     let tuples = rows
         .into_iter()
         .map(|(id, j)| ValueTuple::Three(id.into(), j.licenses.into(), j.change.into()));
@@ -381,10 +382,7 @@ async fn update_items<C: ConnectionTrait>(
         (with_change, job_item::Column::Change, "change"),
     ] {
         if present {
-            let given = match backend {
-                DbBackend::Postgres => Expr::col(("item_json", name)).cast_as("jsonb"),
-                _ => Expr::col(("item_json", name)),
-            };
+            let given = crate::db::as_json(backend, Expr::col(("item_json", name)));
             stmt.value(column, Func::coalesce([given, item(column)]));
         }
     }

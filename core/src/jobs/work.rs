@@ -193,7 +193,6 @@ impl Step {
         &mut self,
         client: &DirectoryClient,
         req: &ParsedRequest,
-        max_attempts: i32,
     ) -> Result<(), JobFailure> {
         let reads = std::mem::take(&mut self.reads);
         if reads.is_empty() {
@@ -212,7 +211,7 @@ impl Step {
                 }
                 // A member licensor may have written stays to be read first — and is never
                 // called failed unread, whatever its tries.
-                Err(e) => match item_outcome(&e, m.attempts, max_attempts) {
+                Err(e) => match item_outcome(&e, m.attempts, self.max_attempts) {
                     Some(Outcome::Failed { .. }) if m.taken_over => self.outcomes.push((
                         m.id,
                         unread(
@@ -284,7 +283,7 @@ pub async fn process(
         };
         step.decide(req, Member::of(item, prior), snap.as_ref(), false);
     }
-    step.read_and_decide(client, req, max_attempts).await?;
+    step.read_and_decide(client, req).await?;
 
     let mut written: Vec<Pending> = Vec::new();
     // Two passes: the writes as decided, then those the directory refused as a whole, decided
@@ -342,7 +341,7 @@ pub async fn process(
         if step.reads.is_empty() {
             break;
         }
-        step.read_and_decide(client, req, max_attempts).await?;
+        step.read_and_decide(client, req).await?;
         for w in &mut step.writes {
             w.redecided = true;
         }
@@ -654,11 +653,9 @@ pub(crate) async fn write(
                         ..w
                     });
                 }
-                // Tries run out on a write that may have been made: a read tells which.
-                Err(e) if e.fate_unknown() && w.attempts + 1 >= max_attempts => {
-                    unknown.push((w, e))
-                }
                 Err(e) => match item_outcome(&e, w.attempts, max_attempts) {
+                    // Tries run out on a write that may have been made: a read tells which.
+                    Some(Outcome::Failed { .. }) if e.fate_unknown() => unknown.push((w, e)),
                     Some(o) => outcomes.push((w.id, location_written(o, &w))),
                     None => return Err(JobFailure::from_directory(&e, "writing licenses")),
                 },
