@@ -916,6 +916,32 @@ async fn jobs_from_the_command_line() {
             && l.contains(&format!("/Reports/job-{export}-export.xlsx"))),
         "{text}"
     );
+    // A file that could not be delivered (a drive the directory does not have): the export
+    // failed, and `watch` says its members were read, never that they succeeded.
+    let out = jobs_cli(
+        &app,
+        admin,
+        &[
+            "submit",
+            "--kind",
+            "export",
+            "--group",
+            "Licensed Pilot",
+            "--to",
+            "sharepoint:b!no-such-drive:/Reports/",
+        ],
+    )
+    .await;
+    let export = succeeded(&out).trim().to_owned();
+    let out = jobs_cli(&app, admin, &["watch", &export]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "Failed: 5 members read; no file delivered"),
+        "{text}"
+    );
+    assert!(!text.contains("succeeded"), "{text}");
     let out = jobs_cli(
         &app,
         admin,

@@ -5,6 +5,8 @@
 //! job-level failures. Exports are in tests/export.rs.
 
 mod common;
+#[path = "browser/run.rs"]
+mod run;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -1183,9 +1185,59 @@ async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
         j["progress"]["pending"].as_u64().unwrap() > 0,
         "the unread members are not called anything yet: {j}"
     );
+    // Nor is the job called ended: its counts will still move, and `licensor jobs watch`
+    // waits for them.
+    assert!(j["finished_at"].is_null(), "{j}");
+    let mut watch = watch_cli(&s, &id);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        watch.try_wait().unwrap().is_none(),
+        "`jobs watch` returned while members were still being read"
+    );
+    if backend == Backend::Embedded && run::browser_available("cancel settling") {
+        // The job's page says the same, and shows the end by itself once the directory answers
+        // again (the script clears the directory's faults).
+        let shots = run::screenshot_dir("browser-settling");
+        let tenant = common::TestTenant {
+            id: s.tenant_id,
+            admin: s.admin.clone(),
+            operator: s.operator.clone(),
+            viewer: s.viewer.clone(),
+        };
+        run::run_script_with(
+            "settling.mjs",
+            &s.app,
+            &tenant,
+            &shots,
+            &[
+                ("JOB_ID", id.clone()),
+                ("EMULATOR_URL", s.emulator.base_url()),
+            ],
+        )
+        .await;
+    }
     s.faults(json!({})).await;
     let j = settled(&s, &id).await;
     assert_eq!(j["status"], "cancelled", "{j}");
+    let j = ended(&s, &id).await;
+    assert_eq!(j["progress"]["pending"], 0, "{j}");
+    let out = tokio::time::timeout(Duration::from_secs(30), watch.wait_with_output())
+        .await
+        .expect("`jobs watch` ends once the job has")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("still being settled")),
+        "the watch said members were being read: {text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{} succeeded, {} failed, {} skipped of 1000",
+            j["progress"]["succeeded"], j["progress"]["failed"], j["progress"]["skipped"]
+        )),
+        "the watch ends with the final counts: {text}"
+    );
     // Every member the directory wrote is recorded as done; none is said to be cancelled.
     let written = s.stats().await["successful_writes"].as_u64().unwrap();
     assert_eq!(j["progress"]["succeeded"].as_u64().unwrap(), written, "{j}");
@@ -1197,6 +1249,36 @@ async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(cancel_reads_members_whose_writes_had_no_answer);
+
+/// `licensor jobs watch ID` as the viewer, started (its output piped).
+fn watch_cli(s: &Setup, id: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_licensor"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("LICENSOR_URL", &s.app.url)
+        .env("LICENSOR_TOKEN", &s.viewer)
+        .args(["jobs", "watch", id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run licensor jobs watch")
+}
+
+/// The job once its `finished_at` is set (a cancelled job's counts are final then); at most 60 s.
+async fn ended(s: &Setup, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = s.job(id).await;
+        if j["finished_at"].is_string() {
+            return j;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ended: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 /// Members of the job left to be read before they are called anything: pending, marked to be
 /// read first, held by nobody.

@@ -46,6 +46,8 @@ pub fn scenario() -> Scenario {
 
 pub struct Setup {
     pub app: TestApp,
+    /// The tenant `contoso`, connected to [`Setup::emulator`].
+    pub tenant_id: uuid::Uuid,
     pub emulator: EmulatorHandle,
     pub admin: String,
     pub operator: String,
@@ -68,6 +70,7 @@ pub async fn setup_with(backend: Backend, extra: &str, scenario: Scenario) -> Op
     let tenant = app.tenant("contoso").await;
     app.connect_directory(tenant.id, &emulator).await;
     Some(Setup {
+        tenant_id: tenant.id,
         emulator,
         admin: tenant.admin,
         operator: tenant.operator,

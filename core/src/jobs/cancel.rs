@@ -21,6 +21,11 @@ use crate::error::StoreResult;
 /// Cancel a queued or running job: members not being worked on right now are skipped with code
 /// `cancelled`; those in flight finish and are recorded. Nothing new starts: expansion stops at
 /// its next page and every lane at its next chunk, and no member is left pending.
+///
+/// The job is `cancelled` at once, but its `finished_at` stays empty until no member is pending
+/// any more (members a worker holds, or members licensor may have written, which are read
+/// before they are called anything): a cancelled job with `finished_at` set has its final
+/// counts ([`close_cancelled_run`]).
 pub async fn cancel(db: &Db, on: OnJob) -> StoreResult<JobView> {
     let (tenant_id, job_id, by) = (on.tenant_id, on.job_id, on.by);
     let (txn, job) = begin_action(db, tenant_id, job_id).await?;
@@ -28,7 +33,7 @@ pub async fn cancel(db: &Db, on: OnJob) -> StoreResult<JobView> {
     check_cancellable(&job)?;
     let now = Utc::now();
     super::state::transition(job_id, &[status], JobStatus::Cancelled)?
-        .col_expr(job::Column::FinishedAt, Expr::value(now))
+        .set_null([job::Column::FinishedAt])
         .exec(&txn)
         .await?;
     // Members a worker holds right now are recorded by it; the rest are skipped now. Expansion
@@ -123,9 +128,10 @@ pub async fn skip_unheld<C: ConnectionTrait>(
 }
 
 /// Close a cancelled job's current run once none of its members is pending any more: the run's
-/// counts are then final and its `job.cancelled` event fires (once). While a worker still holds
-/// members, they are recorded first and the run stays open. Returns whether this call closed
-/// the run.
+/// counts are then final, the job's `finished_at` is set, and its `job.cancelled` event fires
+/// (once). While a worker still holds members, or members are left to be read, they are
+/// recorded first and the run stays open (`finished_at` empty). Returns whether this call
+/// closed the run.
 pub(crate) async fn close_cancelled_run<C: ConnectionTrait>(
     conn: &C,
     job_id: Uuid,
@@ -141,6 +147,13 @@ pub(crate) async fn close_cancelled_run<C: ConnectionTrait>(
     else {
         return Ok(false);
     };
+    // The job ends with its run: its event tells when.
+    job::Entity::update_many()
+        .col_expr(job::Column::FinishedAt, Expr::value(t))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::FinishedAt.is_null())
+        .exec(conn)
+        .await?;
     close_run(conn, &job, JobStatus::Cancelled, t).await
 }
 

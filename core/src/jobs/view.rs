@@ -110,6 +110,9 @@ pub struct JobView {
     /// When every member of the selected groups had been read (members are worked while the
     /// groups are still being read).
     pub expanded_at: Option<chrono::DateTime<Utc>>,
+    /// When the latest run ended. A `cancelled` job's stays `null` while members are still
+    /// pending — held by a step, or read before they are called anything because licensor may
+    /// have written them — and is set with its final counts ([`JobView::settled`]).
     pub finished_at: Option<chrono::DateTime<Utc>>,
     pub error: Option<JobError>,
     /// Export jobs: where the file went (URL or bucket key), its size and row count, once
@@ -139,6 +142,14 @@ pub struct JobView {
 }
 
 impl JobView {
+    /// The job has ended and its counts are final: a terminal status, and for a `cancelled`
+    /// job, no member pending any more (`finished_at` set). A job can leave an ended status
+    /// only by an operator's rerun or launch.
+    pub fn settled(&self) -> bool {
+        self.status.is_terminal()
+            && (self.status != JobStatus::Cancelled || self.finished_at.is_some())
+    }
+
     /// Set `stuck` and `stuck_since` as of `now`, for `stuck_after` (`jobs.stuck_after_secs`).
     pub fn flag_stuck(
         mut self,

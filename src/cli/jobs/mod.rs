@@ -300,7 +300,7 @@ fn progress_line(job: &JobView) -> String {
             ),
         };
     }
-    format!(
+    let line = format!(
         "{}: {} of {} done ({} succeeded, {} failed, {} skipped)",
         label(job.status),
         done(job),
@@ -308,7 +308,23 @@ fn progress_line(job: &JobView) -> String {
         p.succeeded,
         p.failed,
         p.skipped
-    )
+    );
+    if job.status == JobStatus::Cancelled && !job.settled() {
+        // Members licensor may have written are read before they are called anything.
+        return format!(
+            "{line}; {} still being settled (read before they are called done or cancelled)",
+            members(p.pending)
+        );
+    }
+    line
+}
+
+/// "1 member", "1,200 members".
+fn members(n: i64) -> String {
+    match n {
+        1 => "1 member".to_owned(),
+        n => format!("{} members", group_digits(n)),
+    }
 }
 
 /// 34965 → "34,965".

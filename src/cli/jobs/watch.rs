@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use licensor_core::domain::JobStatus;
+use licensor_core::domain::{JobKind, JobStatus};
 use licensor_core::jobs::JobView;
 use reqwest::Method;
 use uuid::Uuid;
@@ -111,7 +111,7 @@ async fn watch(api: &Api, id: Uuid, json: bool) -> anyhow::Result<()> {
         };
         let job = job_view(&answer)?;
         display.show(&job);
-        if job.status.is_terminal() || job.status == JobStatus::Paused {
+        if job.settled() || job.status == JobStatus::Paused {
             break answer;
         }
         tokio::time::sleep(POLL).await;
@@ -129,8 +129,9 @@ async fn watch(api: &Api, id: Uuid, json: bool) -> anyhow::Result<()> {
             job.runs,
             label(job.status)
         );
-        if job.status == JobStatus::Previewed {
-            // Said once: the plain progress lines may have ended with it already.
+        if job.status == JobStatus::Previewed || job.kind == JobKind::Export {
+            // A preview's members are predicted and an export's read, not written: its own
+            // line says so, once (the plain progress lines may have ended with it already).
             let line = progress_line(&job);
             if shown.as_deref() != Some(line.as_str()) {
                 println!("{line}");

@@ -37,6 +37,14 @@ export function isActive(status) {
   return status === 'queued' || status === 'running';
 }
 
+/**
+ * A cancelled job whose members licensor may have written are still being read before they
+ * are called done or cancelled: its counts move and `finished_at` is still empty.
+ */
+export function isSettling(job) {
+  return job.status === 'cancelled' && !job.finished_at;
+}
+
 /** Statuses an operator can rerun from the monitor. */
 export function isRerunnable(status) {
   return status === 'failed' || status === 'finished_with_exception' || status === 'cancelled';

@@ -2,7 +2,7 @@
 
 import { api } from './api.js';
 import { h, replace, problemBox, toast, confirmDialog } from './dom.js';
-import { KIND_LABELS, STATUS_LABELS, ITEM_STATUS_LABELS, isActive, isRerunnable, statusBadge, stuckBadge, when, fullTime, duration, progressBar, allGroupNames, groupName, shortId, createdBy, expiry, usageLocation, num, jobShortId } from './format.js';
+import { KIND_LABELS, STATUS_LABELS, ITEM_STATUS_LABELS, isActive, isSettling, isRerunnable, statusBadge, stuckBadge, when, fullTime, duration, progressBar, allGroupNames, groupName, shortId, createdBy, expiry, usageLocation, num, jobShortId } from './format.js';
 import { t } from './i18n.js';
 import { activityCard } from './activity.js';
 import { previewSummary, predictionCell, shortagePrompt } from './preview.js';
@@ -184,7 +184,7 @@ export function jobView(container, ctx, id) {
   function schedule() {
     if (state.stopped || !state.job) return;
     clearTimeout(state.timer);
-    if (isActive(state.job.status)) state.timer = setTimeout(() => load(), LIVE_MS);
+    if (isActive(state.job.status) || isSettling(state.job)) state.timer = setTimeout(() => load(), LIVE_MS);
   }
 
   function render() {
@@ -271,7 +271,9 @@ export function jobView(container, ctx, id) {
     // started_at and finished_at belong to the latest run; the runs list has each one.
     const rerun = job.runs > 1;
     rows.push([rerun ? t('job.lastRunStarted') : t('job.started'), fullTime(job.started_at)]);
-    rows.push([rerun ? t('job.lastRunFinished') : t('job.finished'), fullTime(job.finished_at)]);
+    rows.push([rerun ? t('job.lastRunFinished') : t('job.finished'), isSettling(job)
+      ? h('span', { id: 'settling' }, t('job.settling', { n: num(job.progress.pending) }))
+      : fullTime(job.finished_at)]);
     // A clock runs only while the job runs: a paused (or previewed, or waiting) job has none.
     if (job.started_at && job.finished_at) {
       rows.push([rerun ? t('job.lastRunTook') : t('job.took'), duration(job.started_at, job.finished_at)]);
