@@ -255,7 +255,10 @@ pub async fn get_faults(State(st): St, q: Result<Query<TenantQuery>, QueryReject
 }
 
 /// `PUT /_emulator/faults[?tenant=ID|*]`: replace the faults of one tenant (the default one
-/// without `tenant`) or of every tenant (`*`); restarts their throttle windows.
+/// without `tenant`) or of every tenant (`*`); restarts their throttle windows. Fields left out
+/// take the emulator's starting faults (`--faults`, or what its embedder gave it — `licensor
+/// demo`'s large write budget; Graph's defaults when none were given), so `{}` clears the
+/// faults a test or an operator added without undoing how the emulator was started.
 pub async fn put_faults(
     State(st): St,
     q: Result<Query<TenantQuery>, QueryRejection>,
@@ -272,6 +275,10 @@ pub async fn put_faults(
     if let Err(e) = f.validate() {
         return bad(format!("invalid faults: {e}"));
     }
+    let f = match over_starting(&st.initial_faults, &body) {
+        Ok(f) => f,
+        Err(e) => return bad(format!("invalid faults: {e}")),
+    };
     if q.tenant.as_deref().map(str::trim) == Some("*") {
         for t in &st.tenants().list {
             t.set_faults(f.clone());
@@ -283,6 +290,17 @@ pub async fn put_faults(
         }
     }
     Json(f).into_response()
+}
+
+/// `body` (a `Faults` object, checked already) with the fields it leaves out taken from
+/// `starting`.
+fn over_starting(starting: &Faults, body: &[u8]) -> Result<Faults, serde_json::Error> {
+    let given: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
+    let mut faults = serde_json::to_value(starting)?;
+    if let Some(fields) = faults.as_object_mut() {
+        fields.extend(given);
+    }
+    serde_json::from_value(faults)
 }
 
 #[derive(Deserialize)]

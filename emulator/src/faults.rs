@@ -11,8 +11,8 @@ pub struct Budget {
 }
 
 /// Faults applied to one tenant's Graph routes (`/v1.0/...` and its token endpoint). `Default`
-/// means no faults and Graph's default budgets. Missing fields take their defaults; unknown
-/// fields are refused.
+/// means no faults and Graph's default budgets. Missing fields take their defaults (in
+/// `PUT /_emulator/faults`: the emulator's starting faults); unknown fields are refused.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct Faults {

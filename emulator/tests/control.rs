@@ -9,6 +9,54 @@ use graph_emulator::{ENTERPRISEPACK_SKU_ID, Faults, GroupSpec, Scenario};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+/// Fields a `PUT /_emulator/faults` leaves out take the emulator's starting faults, not Graph's
+/// defaults: `{}` clears the faults added since without undoing the write budget the emulator
+/// was started with (`licensor demo`'s large one); a field given replaces its starting value.
+#[tokio::test]
+async fn faults_left_out_keep_the_starting_ones() {
+    let starting = Faults {
+        write_budget: graph_emulator::Budget {
+            limit: 30_000,
+            window_ms: 150_000,
+        },
+        ..Faults::default()
+    };
+    let env = start_with(Scenario::simple(2, 20, 20), starting).await;
+    let r = env
+        .control(Method::PUT, "/faults", Some(json!({"error_rate": 1.0})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["error_rate"], 1.0, "{}", r.body);
+    assert_eq!(r.body["write_budget"]["limit"], 30_000, "{}", r.body);
+    let r = env.control(Method::PUT, "/faults", Some(json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let f = env.control(Method::GET, "/faults", None).await.body;
+    assert_eq!(f["error_rate"], 0.0, "{f}");
+    assert_eq!(
+        f["write_budget"],
+        json!({"limit": 30_000, "window_ms": 150_000}),
+        "{f}"
+    );
+    assert_eq!(env.get("/subscribedSkus").await.status, StatusCode::OK);
+    let r = env
+        .control(
+            Method::PUT,
+            "/faults",
+            Some(json!({"write_budget": {"limit": 3_000, "window_ms": 150_000}})),
+        )
+        .await;
+    assert_eq!(r.body["write_budget"]["limit"], 3_000, "{}", r.body);
+    // A refused body changes nothing.
+    let r = env
+        .control(Method::PUT, "/faults", Some(json!({"error_rate": 2.0})))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let f = env.control(Method::GET, "/faults", None).await.body;
+    assert_eq!(f["write_budget"]["limit"], 3_000, "{f}");
+    assert_eq!(f["error_rate"], 0.0, "{f}");
+    env.emu.shutdown().await;
+}
+
 #[tokio::test]
 async fn injected_errors_latency_and_dropped_connections() {
     let env = start(Scenario::simple(2, 20, 20)).await;

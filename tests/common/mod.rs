@@ -454,7 +454,8 @@ pub struct TestTenant {
 
 /// Assert a problem+json response with `status` and `code`; returns the body.
 /// Replace the emulator's faults (`PUT /_emulator/faults`) with `faults` (fields not given
-/// take their defaults: throttling is on unless it says `"throttling": false`).
+/// take the emulator's starting ones: throttling is on unless it says `"throttling": false` or
+/// the emulator started without it).
 pub async fn put_faults(emulator: &graph_emulator::EmulatorHandle, faults: serde_json::Value) {
     let resp = reqwest::Client::new()
         .put(format!("{}/_emulator/faults", emulator.base_url()))
