@@ -170,8 +170,20 @@ async fn bulk_checkin(backend: Backend) {
         if i == 0 {
             body["quantity"] = json!(1);
         }
-        let a = success_json(checkout(&app, &t.admin, &id, body).await).await;
+        let resp = checkout(&app, &t.admin, &id, body).await;
+        let location = resp.headers().get("location").cloned();
+        let a = success_json(resp).await;
         ids.push(a["id"].as_str().unwrap().to_owned());
+        // A checkout's answer names the assignment's URL, which answers it.
+        let location = location.expect("a checkout's answer names its URL");
+        let location = location.to_str().unwrap();
+        assert_eq!(
+            location,
+            format!("/v1/licenses/{id}/assignments/{}", ids[i])
+        );
+        if i < 2 {
+            assert_eq!(app.get_json(location, &t.viewer).await, a);
+        }
     }
     let l = get_license(&app, &t.viewer, &id).await;
     assert_eq!(
@@ -230,6 +242,42 @@ async fn bulk_checkin(backend: Backend) {
         (Some(0), Some(150))
     );
     assert!(used_by(&app, &t.viewer, &id).await.is_empty());
+    // One assignment, checked in: it says when and why.
+    let one = app
+        .get_json(
+            &format!("/v1/licenses/{id}/assignments/{}", ids[0]),
+            &t.viewer,
+        )
+        .await;
+    assert_eq!(one["checkin_notes"], "leavers", "{one}");
+    assert!(one["checked_in_at"].is_string(), "{one}");
+    // Not an assignment of that license (another license's, another tenant's, none): 404.
+    let other = create(&app, &t.admin, json!({ "name": "Other", "seats": 1 })).await;
+    let other_id = other["id"].as_str().unwrap();
+    let stranger_tenant = app.tenant("globex").await;
+    for (license, token) in [
+        (other_id, &t.viewer),
+        (id.as_str(), &stranger_tenant.viewer),
+    ] {
+        let resp = app
+            .get(
+                &format!("/v1/licenses/{license}/assignments/{}", ids[0]),
+                token,
+            )
+            .send()
+            .await
+            .unwrap();
+        expect_problem(resp, 404, "not_found").await;
+    }
+    let resp = app
+        .get(
+            &format!("/v1/licenses/{id}/assignments/{stranger}"),
+            &t.viewer,
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 404, "not_found").await;
     let history = app
         .get_json(
             &format!("/v1/licenses/{id}/assignments?state=checked_in&limit=500"),
@@ -850,6 +898,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
         ("/v1/licenses/{id}/checkout", "post"),
         ("/v1/licenses/{id}/checkin", "post"),
         ("/v1/licenses/{id}/assignments", "get"),
+        ("/v1/licenses/{id}/assignments/{assignment_id}", "get"),
         ("/v1/licenses/{id}/started", "get"),
     ] {
         assert!(

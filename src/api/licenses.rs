@@ -298,7 +298,7 @@ pub async fn update_license(
     params(("id" = Uuid, Path, description = "License id")),
     request_body = CheckoutRequest,
     responses(
-        (status = 201, body = AssignmentView),
+        (status = 201, body = AssignmentView, headers(("Location" = String, description = "The assignment: /v1/licenses/{id}/assignments/{assignment_id}"))),
         (status = 409, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn checkout_license(
@@ -306,7 +306,7 @@ pub async fn checkout_license(
     auth: Auth,
     Path(id): Path<Uuid>,
     Json(body): Json<CheckoutRequest>,
-) -> ApiResult<(StatusCode, Json<AssignmentView>)> {
+) -> ApiResult<Created<AssignmentView>> {
     let me = auth.require(Role::Admin)?;
     let req = Checkout {
         assignee: Assignee::parse(
@@ -319,7 +319,10 @@ pub async fn checkout_license(
         reuse_started: body.reuse_started.map(|r| r.ends_on),
     };
     let view = licenses::checkout(&state.db, me.tenant_id, id, req, Some(me.token_id)).await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok(created(
+        format!("/v1/licenses/{id}/assignments/{}", view.id),
+        view,
+    ))
 }
 
 /// Check a license in from one or many assignments at once (operator). The seats return to the
@@ -374,6 +377,28 @@ pub async fn list_assignments(
         data: page.data,
         next_cursor: page.next_cursor,
     }))
+}
+
+/// One assignment of the license, checked out or checked in (any role): who holds it, how many
+/// seats, its notes and, for a term license, when its seats started and end. Not an assignment
+/// of this license → 404 `not_found`.
+#[utoipa::path(get, path = "/v1/licenses/{id}/assignments/{assignment_id}", tag = "licenses", security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "License id"),
+        ("assignment_id" = Uuid, Path, description = "Assignment id (from checkout or the Used By list)"),
+    ),
+    responses(
+        (status = 200, body = AssignmentView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_assignment(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((id, assignment_id)): Path<(Uuid, Uuid)>,
+) -> ApiResult<Json<AssignmentView>> {
+    Ok(Json(
+        licenses::get_assignment(&state.db, auth.tenant_id(), id, assignment_id).await?,
+    ))
 }
 
 /// Reusable started seats ("återanvändbara startade licenser"): started seats with time left

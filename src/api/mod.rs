@@ -119,6 +119,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(licenses::checkout_license))
         .routes(routes!(licenses::checkin_license))
         .routes(routes!(licenses::list_assignments))
+        .routes(routes!(licenses::get_assignment))
         .routes(routes!(licenses::started_seats))
         .routes(routes!(licenses::list_held))
         .routes(routes!(licenses::checkin_held))

@@ -140,3 +140,27 @@ pub async fn list_assignments(
     };
     Ok(page.map(|a| assignment_view(a, &dates)))
 }
+
+/// One assignment of the tenant's license `license_id` — checked out or checked in — with its
+/// seats' start and end dates for a term license. An assignment of another license or tenant,
+/// or none, → [`crate::error::StoreError::NotFound`] (`"assignment"`).
+pub async fn get_assignment(
+    db: &Db,
+    tenant_id: Uuid,
+    license_id: Uuid,
+    assignment_id: Uuid,
+) -> StoreResult<AssignmentView> {
+    let license = find(db, tenant_id, license_id).await?;
+    let m = license_assignment::Entity::find_by_id(assignment_id)
+        .filter(license_assignment::Column::TenantId.eq(tenant_id))
+        .filter(license_assignment::Column::LicenseId.eq(license.id))
+        .one(db)
+        .await?
+        .ok_or(crate::error::StoreError::NotFound("assignment"))?;
+    let dates = if license.term_days.is_some() {
+        seat_dates(db, &[m.id]).await?
+    } else {
+        HashMap::new()
+    };
+    Ok(assignment_view(m, &dates))
+}

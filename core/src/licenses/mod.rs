@@ -40,7 +40,7 @@ mod holder;
 mod settle;
 mod types;
 
-pub use assignments::{AssignmentState, AssignmentView, list_assignments};
+pub use assignments::{AssignmentState, AssignmentView, get_assignment, list_assignments};
 pub use checkin::{Checkin, CheckinOutcome, checkin};
 pub use checkout::{Checkout, checkout};
 pub use holder::{HeldAssignment, HolderCheckinOutcome, checkin_held, list_held};
