@@ -1188,6 +1188,17 @@ async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
     // Nor is the job called ended: its counts will still move, and `licensor jobs watch`
     // waits for them.
     assert!(j["finished_at"].is_null(), "{j}");
+    // Its run is open, with its counts as they stand, not zeros.
+    let runs = s
+        .app
+        .get_json(&format!("/v1/jobs/{id}/runs"), &s.viewer)
+        .await;
+    let run = &runs["data"][0];
+    assert!(run["finished_at"].is_null(), "{runs}");
+    assert_eq!(run["total"], 1000, "{runs}");
+    for count in ["succeeded", "failed", "skipped"] {
+        assert_eq!(run[count], j["progress"][count], "{count}: {runs} {j}");
+    }
     let mut watch = watch_cli(&s, &id);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(

@@ -430,7 +430,9 @@ pub async fn pending_items(db: &Db) -> StoreResult<i64> {
         .sum())
 }
 
-/// One run of a job: who started it, when, and its counts.
+/// One run of a job: who started it, when, and its counts — final once `finished_at` is set;
+/// of the run still open, its members' outcomes as they stand (pending members count in
+/// `total` only).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunView {
     pub run_no: i32,
@@ -447,26 +449,33 @@ pub struct RunView {
 /// A job's run history, first run first.
 pub async fn runs(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Vec<RunView>> {
     model(db, tenant_id, job_id).await?;
-    job_run::Entity::find()
+    let rows = job_run::Entity::find()
         .filter(job_run::Column::JobId.eq(job_id))
         .order_by_asc(job_run::Column::RunNo)
         .all(db)
-        .await?
-        .into_iter()
-        .map(|r| {
-            Ok(RunView {
-                run_no: r.run_no,
-                status: r.status,
-                started_by: r.started_by,
-                started_at: r.started_at,
-                finished_at: r.finished_at,
-                total: r.total,
-                succeeded: r.succeeded,
-                failed: r.failed,
-                skipped: r.skipped,
-            })
-        })
-        .collect()
+        .await?;
+    let mut runs = Vec::with_capacity(rows.len());
+    for r in rows {
+        // A run's counts are written when it closes; the open run's are read from its items.
+        let (total, succeeded, failed, skipped) = if r.finished_at.is_none() {
+            let c = super::finish::RunCounts::of(db, job_id, Some(r.run_no)).await?;
+            (c.total, c.succeeded, c.failed, c.skipped)
+        } else {
+            (r.total, r.succeeded, r.failed, r.skipped)
+        };
+        runs.push(RunView {
+            run_no: r.run_no,
+            status: r.status,
+            started_by: r.started_by,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            total,
+            succeeded,
+            failed,
+            skipped,
+        });
+    }
+    Ok(runs)
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
