@@ -1199,6 +1199,14 @@ async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
     for count in ["succeeded", "failed", "skipped"] {
         assert_eq!(run[count], j["progress"][count], "{count}: {runs} {j}");
     }
+    // Nor undone: members still being read may turn out written.
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/undo"), &s.admin)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 409, "not_undoable").await;
     let mut watch = watch_cli(&s, &id);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(

@@ -279,6 +279,10 @@ pub async fn put_faults(
         Ok(f) => f,
         Err(e) => return bad(format!("invalid faults: {e}")),
     };
+    // The fields given may not fit the starting ones they join (an error rate with no status).
+    if let Err(e) = f.validate() {
+        return bad(format!("invalid faults with the starting ones: {e}"));
+    }
     if q.tenant.as_deref().map(str::trim) == Some("*") {
         for t in &st.tenants().list {
             t.set_faults(f.clone());

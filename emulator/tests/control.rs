@@ -57,6 +57,33 @@ async fn faults_left_out_keep_the_starting_ones() {
     env.emu.shutdown().await;
 }
 
+/// A `PUT /_emulator/faults` is checked as it joins the starting faults: with an error rate to
+/// start with, a body clearing the error statuses alone is refused (it would leave errors to
+/// inject and none to draw from) and nothing changes.
+#[tokio::test]
+async fn a_put_is_checked_with_the_starting_faults() {
+    let starting = Faults {
+        error_rate: 0.2,
+        ..Faults::default()
+    };
+    let env = start_with(Scenario::simple(2, 20, 20), starting).await;
+    let r = env
+        .control(Method::PUT, "/faults", Some(json!({"error_statuses": []})))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let f = env.control(Method::GET, "/faults", None).await.body;
+    assert_eq!(f["error_statuses"], json!([503]), "{f}");
+    assert_eq!(f["error_rate"], 0.2, "{f}");
+    for _ in 0..20 {
+        let status = env.get("/subscribedSkus").await.status;
+        assert!(
+            status == StatusCode::OK || status.as_u16() == 503,
+            "{status}"
+        );
+    }
+    env.emu.shutdown().await;
+}
+
 #[tokio::test]
 async fn injected_errors_latency_and_dropped_connections() {
     let env = start(Scenario::simple(2, 20, 20)).await;

@@ -3,7 +3,6 @@
 //! it all in). Admin everything; operator reads and checks in; viewer reads.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use chrono::NaiveDate;
 use licensor_core::domain::Role;
 use licensor_core::licenses::{

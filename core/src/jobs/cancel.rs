@@ -147,14 +147,24 @@ pub(crate) async fn close_cancelled_run<C: ConnectionTrait>(
     else {
         return Ok(false);
     };
-    // The job ends with its run: its event tells when.
+    mark_ended(conn, job_id, t).await?;
+    close_run(conn, &job, JobStatus::Cancelled, t).await
+}
+
+/// Set a cancelled job's `finished_at` to `t` as its run closes (unless set already), so the
+/// run's `job.cancelled` event and every later view tell when it ended.
+pub(crate) async fn mark_ended<C: ConnectionTrait>(
+    conn: &C,
+    job_id: Uuid,
+    t: DateTime<Utc>,
+) -> StoreResult<()> {
     job::Entity::update_many()
         .col_expr(job::Column::FinishedAt, Expr::value(t))
         .filter(job::Column::Id.eq(job_id))
         .filter(job::Column::FinishedAt.is_null())
         .exec(conn)
         .await?;
-    close_run(conn, &job, JobStatus::Cancelled, t).await
+    Ok(())
 }
 
 /// A cancelled job's members left pending (a lane that stopped, a lease that ran out): skip

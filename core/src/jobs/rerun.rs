@@ -49,7 +49,10 @@ pub async fn rerun(db: &Db, on: OnJob) -> StoreResult<JobView> {
     let run_no = job.runs + 1;
     let now = Utc::now();
     // A cancelled run whose held members were not recorded yet ends here, with its counts as
-    // they stand (nothing happens to a run that is closed already).
+    // they stand (nothing happens to a run that is closed already), and the job with it.
+    if status == JobStatus::Cancelled {
+        super::cancel::mark_ended(&txn, job_id, now).await?;
+    }
     super::finish::close_run(&txn, &job, status, now).await?;
     let mut retried = job_item::Column::Status.eq(ItemStatus::Failed);
     if status == JobStatus::Failed {

@@ -241,6 +241,13 @@ pub fn check_undoable(job: &job::Model) -> StoreResult<()> {
             | JobStatus::Failed
             | JobStatus::Cancelled
     );
+    if job.status == JobStatus::Cancelled && job.finished_at.is_none() {
+        // Members still read after a cancel may turn out written: an undo now would miss them.
+        return Err(StoreError::conflict(
+            "not_undoable",
+            "the cancelled job's members are still being read before they are called done or cancelled; undo it once it has finished",
+        ));
+    }
     if ended && job.kind != JobKind::Export {
         return Ok(());
     }

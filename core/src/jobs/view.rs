@@ -412,7 +412,8 @@ pub async fn count_by_status(db: &Db) -> StoreResult<Vec<(JobKind, JobStatus, i6
     Ok(rows)
 }
 
-/// Members waiting in queued and running jobs, across all tenants: the work the queue holds.
+/// Members waiting in queued and running jobs, and in cancelled jobs still settling, across
+/// all tenants: the work the queue holds.
 pub async fn pending_items(db: &Db) -> StoreResult<i64> {
     let rows: Vec<(i64, i64, i64, i64)> = job::Entity::find()
         .select_only()
@@ -420,7 +421,13 @@ pub async fn pending_items(db: &Db) -> StoreResult<i64> {
         .column(job::Column::Succeeded)
         .column(job::Column::Failed)
         .column(job::Column::Skipped)
-        .filter(job::Column::Status.is_in([JobStatus::Queued, JobStatus::Running]))
+        .filter(
+            job::Column::Status
+                .is_in([JobStatus::Queued, JobStatus::Running])
+                .or(job::Column::Status
+                    .eq(JobStatus::Cancelled)
+                    .and(job::Column::FinishedAt.is_null())),
+        )
         .into_tuple()
         .all(db)
         .await?;
@@ -448,7 +455,7 @@ pub struct RunView {
 
 /// A job's run history, first run first.
 pub async fn runs(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Vec<RunView>> {
-    model(db, tenant_id, job_id).await?;
+    let job = model(db, tenant_id, job_id).await?;
     let rows = job_run::Entity::find()
         .filter(job_run::Column::JobId.eq(job_id))
         .order_by_asc(job_run::Column::RunNo)
@@ -456,12 +463,16 @@ pub async fn runs(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Vec<Run
         .await?;
     let mut runs = Vec::with_capacity(rows.len());
     for r in rows {
-        // A run's counts are written when it closes; the open run's are read from its items.
-        let (total, succeeded, failed, skipped) = if r.finished_at.is_none() {
-            let c = super::finish::RunCounts::of(db, job_id, Some(r.run_no)).await?;
-            (c.total, c.succeeded, c.failed, c.skipped)
-        } else {
-            (r.total, r.succeeded, r.failed, r.skipped)
+        // A run's counts are written when it closes. The open first run's are the job's own
+        // counters (one row read); an open rerun's are counted from its items, since the
+        // job's counters hold every run's members.
+        let (total, succeeded, failed, skipped) = match r.finished_at {
+            Some(_) => (r.total, r.succeeded, r.failed, r.skipped),
+            None if r.run_no == 1 => (job.total, job.succeeded, job.failed, job.skipped),
+            None => {
+                let c = super::finish::RunCounts::of(db, job_id, Some(r.run_no)).await?;
+                (c.total, c.succeeded, c.failed, c.skipped)
+            }
         };
         runs.push(RunView {
             run_no: r.run_no,

@@ -272,7 +272,7 @@ export function jobView(container, ctx, id) {
     const rerun = job.runs > 1;
     rows.push([rerun ? t('job.lastRunStarted') : t('job.started'), fullTime(job.started_at)]);
     rows.push([rerun ? t('job.lastRunFinished') : t('job.finished'), isSettling(job)
-      ? h('span', { id: 'settling' }, t('job.settling', { n: num(job.progress.pending) }))
+      ? h('span', { id: 'settling' }, t('job.settling', { n: job.progress.pending }))
       : fullTime(job.finished_at)]);
     // A clock runs only while the job runs: a paused (or previewed, or waiting) job has none.
     if (job.started_at && job.finished_at) {

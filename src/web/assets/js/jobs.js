@@ -3,7 +3,7 @@
 
 import { api, newIdempotencyKey } from './api.js';
 import { h, replace, problemBox, toast, confirmDialog } from './dom.js';
-import { STATUS_LABELS, KIND_LABELS, isActive, isRerunnable, statusBadge, stuckBadge, when, progressBar, groupNames, allGroupNames, shortId, createdBy, jobShortId } from './format.js';
+import { STATUS_LABELS, KIND_LABELS, isActive, isSettling, isRerunnable, statusBadge, stuckBadge, when, progressBar, groupNames, allGroupNames, shortId, createdBy, jobShortId } from './format.js';
 import { t, labels } from './i18n.js';
 import { searchBox } from './search.js';
 
@@ -209,7 +209,7 @@ export function jobsView(container, ctx, params) {
   function schedule() {
     if (state.stopped) return;
     clearTimeout(state.timer);
-    const live = state.jobs.some((j) => isActive(j.status));
+    const live = state.jobs.some((j) => isActive(j.status) || isSettling(j));
     const ms = document.hidden ? IDLE_MS : live ? LIVE_MS : IDLE_MS;
     state.timer = setTimeout(() => refresh(), ms);
   }
