@@ -239,6 +239,120 @@ async fn assign_runs_out_then_rerun_redoes_only_failures(backend: Backend) {
 }
 on_both_backends!(assign_runs_out_then_rerun_redoes_only_failures);
 
+/// The change ledger keeps every usage location a job set, as the directory has it: an assign
+/// to Staff with `usage_location` SE and a SKU that runs out gives each member without a
+/// location SE before its license write — those written succeed, the rest fail for want of
+/// units and keep SE (Graph has no transaction across the two calls). Each such member, and
+/// only such a member, has `usage_location {before: null, after: "SE"}` in its ledger entry
+/// (a failed one with its licenses unchanged), in the report's `usage_location_set` column and
+/// in its member history. An undo of the job leaves the usage locations set.
+async fn the_ledger_keeps_the_usage_locations_a_job_set(backend: Backend) {
+    let Some(s) = setup(backend, "").await else {
+        return;
+    };
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    let job = s
+        .run(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE"}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(job["status"], "finished_with_exception", "{job}");
+    let changes: HashMap<String, Value> = s
+        .app
+        .all_changes(&s.viewer, &id)
+        .await
+        .into_iter()
+        .map(|c| (c["user_id"].as_str().unwrap().to_owned(), c))
+        .collect();
+    let items = s.app.all_items(&s.viewer, &id).await;
+    let mut located = HashSet::new();
+    let (mut done, mut failed) = (0, 0);
+    for item in &items {
+        let user_id = item["user_id"].as_str().unwrap();
+        let user = s.user(user_id).await;
+        let entry = changes.get(user_id);
+        let location = entry.map_or(Value::Null, |c| c["usage_location"].clone());
+        // The emulator counts profile writes: the job's PATCH of the usage location.
+        if user["profileWrites"].as_u64().unwrap() == 0 {
+            assert!(location.is_null(), "{item} {entry:?} {user}");
+            continue;
+        }
+        located.insert(user_id.to_owned());
+        assert_eq!(user["usageLocation"], "SE", "{user}");
+        assert_eq!(
+            location,
+            json!({"before": null, "after": "SE"}),
+            "{item} {user}"
+        );
+        match item["status"].as_str().unwrap() {
+            "succeeded" => done += 1,
+            "failed" => {
+                failed += 1;
+                let entry = entry.unwrap();
+                assert_eq!(entry["before"], entry["after"], "{entry}");
+                assert!(
+                    item["error"]["detail"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("(its usage location was set to SE before the license write)"),
+                    "{item}"
+                );
+            }
+            other => panic!("unexpected status {other}: {item}"),
+        }
+    }
+    assert!(done > 0 && failed > 0, "{done} done, {failed} failed");
+    // The report has it in its own column.
+    let report = s
+        .app
+        .get(&format!("/v1/jobs/{id}/report?format=csv"), &s.viewer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut lines = report.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .ends_with("verified,usage_location_set"),
+        "{report}"
+    );
+    assert_eq!(
+        lines.filter(|l| l.ends_with(",SE")).count(),
+        located.len(),
+        "{report}"
+    );
+    // So has the member's history.
+    let member = located.iter().next().unwrap();
+    let history = s
+        .app
+        .get_json(&format!("/v1/members/{member}/history"), &s.viewer)
+        .await;
+    assert_eq!(
+        history["data"][0]["usage_location"],
+        json!({"before": null, "after": "SE"}),
+        "{history}"
+    );
+    // An undo takes the licenses back and leaves the usage locations.
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/undo"), &s.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    let undo: Value = resp.json().await.unwrap();
+    let undo = s.wait(undo["id"].as_str().unwrap()).await;
+    assert_eq!(undo["status"], "finished", "{undo}");
+    for user_id in &located {
+        assert_eq!(s.user(user_id).await["usageLocation"], "SE", "{user_id}");
+    }
+    s.finish().await;
+}
+on_both_backends!(the_ledger_keeps_the_usage_locations_a_job_set);
+
 async fn remove_and_replace_respect_group_licenses(backend: Backend) {
     let Some(s) = setup(backend, "").await else {
         return;
@@ -1880,7 +1994,7 @@ async fn undo_restores_members_as_they_were(backend: Backend) {
             .lines()
             .next()
             .unwrap()
-            .ends_with("licenses_before,licenses_after,verified")
+            .ends_with("licenses_before,licenses_after,verified,usage_location_set")
     );
     // Five members are changed after the job.
     let changed: Vec<String> = changes[..5]
@@ -1908,10 +2022,25 @@ async fn undo_restores_members_as_they_were(backend: Backend) {
     let undo: Value = resp.json().await.unwrap();
     assert_eq!(undo["parent_job_id"], id.as_str());
     assert_eq!(undo["request"]["undo_of"], id.as_str());
+    // An undo takes back the entries of members that succeeded; a member that failed after
+    // its usage location was set has an entry too, with its licenses unchanged.
+    let succeeded = changes
+        .iter()
+        .filter(|c| c["status"] == "succeeded")
+        .count();
+    assert!(
+        succeeded < changes.len(),
+        "no failed member's usage location"
+    );
     assert_eq!(
         undo["progress"]["total"].as_u64().unwrap() as usize,
-        changes.len()
+        succeeded
     );
+    let listed = s
+        .app
+        .get_json(&format!("/v1/jobs/{id}/changes?limit=1"), &s.viewer)
+        .await;
+    assert_eq!(listed["undoable"], succeeded, "{listed}");
     let undo_id = undo["id"].as_str().unwrap().to_owned();
     let undo = s.wait(&undo_id).await;
     assert_eq!(undo["status"], "finished", "{undo}");

@@ -572,6 +572,9 @@ pub struct ChangeList {
     pub next_cursor: Option<String>,
     /// How many ledger entries match the filter (all pages).
     pub total: i64,
+    /// How many of the job's entries, whatever the filter, an undo would take back: those of
+    /// members that succeeded.
+    pub undoable: i64,
 }
 
 /// A job's change ledger: for every member the job wrote for, its direct licenses before and
@@ -600,10 +603,12 @@ pub async fn list_changes(
     };
     let page = PageRequest::<i64>::parse_in(format!("changes:{id}"), q.limit, q.cursor.as_deref())?;
     let (page, total) = jobs::changes(&state.db, auth.tenant_id(), id, &filter, &page).await?;
+    let undoable = jobs::undoable_changes(&state.db, auth.tenant_id(), id).await?;
     Ok(Json(ChangeList {
         data: page.data,
         next_cursor: page.next_cursor,
         total,
+        undoable,
     }))
 }
 

@@ -815,6 +815,13 @@ impl TestApp {
             ),
             None => None,
         };
+        // The job's own ledger: a usage location it says it set is the member's now.
+        let ledger: HashMap<String, serde_json::Value> = self
+            .all_changes(token, job_id)
+            .await
+            .into_iter()
+            .map(|c| (c["user_id"].as_str().unwrap_or_default().to_owned(), c))
+            .collect();
         let items = self.all_items(token, job_id).await;
         let http = reqwest::Client::new();
         for item in &items {
@@ -839,6 +846,18 @@ impl TestApp {
                 .expect("emulator user body");
             let held = Held::of(&user);
             let why = || format!("job {job_id} ({kind}) item {item} but the directory has {user}");
+            if let Some(set) = ledger
+                .get(user_id)
+                .map(|c| &c["usage_location"])
+                .filter(|l| !l.is_null())
+            {
+                assert_eq!(
+                    user["usageLocation"],
+                    set["after"],
+                    "the ledger says the job set its usage location ({set}): {}",
+                    why()
+                );
+            }
             if let Some(undone) = &undone {
                 let entry = undone
                     .get(user_id)

@@ -146,12 +146,14 @@ const REPORT_COLUMNS: &[&str] = &[
     "licenses_before",
     "licenses_after",
     "verified",
+    "usage_location_set",
 ];
 
 /// The change ledger columns of a report row: licenses held directly before and after the
-/// job's write (`skuId` or `skuId[without plan;plan]`, space-separated), and `verified` /
-/// `drifted` / empty.
-fn ledger_cells(change: Option<&serde_json::Value>) -> [String; 3] {
+/// job's write (`skuId` or `skuId[without plan;plan]`, space-separated), `verified` /
+/// `drifted` / empty, and the usage location the job set before the license write (empty:
+/// none set).
+fn ledger_cells(change: Option<&serde_json::Value>) -> [String; 4] {
     let Some(change) =
         change.and_then(|v| serde_json::from_value::<super::plan::Change>(v.clone()).ok())
     else {
@@ -180,6 +182,7 @@ fn ledger_cells(change: Option<&serde_json::Value>) -> [String; 3] {
         list(&change.before),
         list(&change.after),
         verified.to_owned(),
+        change.usage_location.map(|l| l.after).unwrap_or_default(),
     ]
 }
 
@@ -214,7 +217,7 @@ pub async fn report(
         || super::lease::request_of(&job).is_ok_and(|r| r.preview);
     let mut rows = Vec::new();
     all_items(db, job_id, |i| {
-        let [before, after, verified] = ledger_cells(i.change.as_ref());
+        let [before, after, verified, location] = ledger_cells(i.change.as_ref());
         let [outcome, code] = prediction_cells(i.prediction.as_ref());
         let mut row = vec![
             i.user_id,
@@ -230,6 +233,7 @@ pub async fn report(
             before,
             after,
             verified,
+            location,
         ];
         if predicted {
             row.push(outcome);

@@ -95,6 +95,9 @@ pub struct HistoryEntry {
     pub after: Option<Vec<AssignedLicense>>,
     /// Whether a read after the write confirmed it (`null`: not verified or nothing written).
     pub verified: Option<bool>,
+    /// The usage location the job set for the member before its license write (`null`: none
+    /// set).
+    pub usage_location: Option<super::plan::LocationChange>,
     pub job_created_at: chrono::DateTime<Utc>,
     /// When the member's item last changed.
     pub updated_at: chrono::DateTime<Utc>,
@@ -197,7 +200,8 @@ pub async fn member_history(
             group,
             before: change.as_ref().map(|c| c.before.clone()),
             after: change.as_ref().map(|c| c.after.clone()),
-            verified: change.and_then(|c| c.verified),
+            verified: change.as_ref().and_then(|c| c.verified),
+            usage_location: change.and_then(|c| c.usage_location),
             job_created_at: job.created_at,
             updated_at: item.updated_at,
         });

@@ -99,13 +99,41 @@ pub fn apply(
 
 /// One entry of a job's change ledger: a member's direct licenses before and after the job's
 /// write (SKU ids with disabled plans), and — when the job verifies — whether a read after the
-/// write found what was written (`true`: verified, `false`: drifted).
+/// write found what was written (`true`: verified, `false`: drifted). A member whose usage
+/// location the job set has it in `usage_location`, also when its license write then failed
+/// (its licenses are then unchanged: `before` = `after`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Change {
     pub before: Vec<AssignedLicense>,
     pub after: Vec<AssignedLicense>,
     #[serde(default)]
     pub verified: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_location: Option<LocationChange>,
+}
+
+/// A usage location licensor set for a member before writing its licenses: Graph assigns a
+/// license only to a user with a usage location
+/// (<https://learn.microsoft.com/graph/api/user-assignlicense>), so a member with none is given
+/// the job's `usage_location` first. An undo leaves it set: every license the member holds,
+/// including those through groups, needs one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LocationChange {
+    /// The member's usage location before (ISO 3166-1 alpha-2; `null`: none).
+    pub before: Option<String>,
+    /// The usage location the job set.
+    pub after: String,
+}
+
+impl LocationChange {
+    /// The change from `before` to `after`, if they differ and `after` has one.
+    pub fn between(before: Option<&str>, after: Option<&str>) -> Option<LocationChange> {
+        let after = after?;
+        (before != Some(after)).then(|| LocationChange {
+            before: before.map(str::to_owned),
+            after: after.to_owned(),
+        })
+    }
 }
 
 /// What an undo job does for one member: restore `restore` only while the member's direct

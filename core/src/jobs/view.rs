@@ -627,6 +627,9 @@ pub struct ChangeView {
     /// `true`: a read after the write confirmed it; `false`: the directory showed something
     /// else (drifted); `null`: not verified.
     pub verified: Option<bool>,
+    /// The usage location the job set for the member before its license write (`null`: none
+    /// set) — kept also when that write then failed.
+    pub usage_location: Option<plan::LocationChange>,
     pub updated_at: chrono::DateTime<Utc>,
 }
 
@@ -652,6 +655,7 @@ impl ChangeView {
             before: change.before,
             after: change.after,
             verified: change.verified,
+            usage_location: change.usage_location,
             updated_at: item.updated_at,
         }))
     }
@@ -710,6 +714,21 @@ pub async fn changes(
         },
         total,
     ))
+}
+
+/// How many of the job's ledger entries an undo takes back: those of members that succeeded
+/// (a failed member's entry — a drifted write, or a usage location set before a license write
+/// that failed — is not undone).
+pub async fn undoable_changes(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<i64> {
+    model(db, tenant_id, job_id).await?;
+    Ok(items_of(job_id, &[ItemStatus::Succeeded], &[])
+        .filter(job_item::Column::Change.is_not_null())
+        .select_only()
+        .column_as(job_item::Column::Id.count(), "n")
+        .into_tuple::<i64>()
+        .one(db)
+        .await?
+        .unwrap_or(0))
 }
 
 /// The job's items with one of `status` and one of `code` (an empty list: any).

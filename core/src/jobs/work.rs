@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::lease::Claimed;
 use super::outcome::{JobFailure, Outcome, item_outcome};
-use super::plan::{self, Change, Decision, Snapshot, UndoTarget};
+use super::plan::{self, Change, Decision, LocationChange, Snapshot, UndoTarget};
 use super::request::{ParsedRequest, UsageLocation};
 use super::{codes, state};
 use crate::config::JobSettings;
@@ -38,6 +38,18 @@ pub(crate) struct Pending {
     answer_lost: bool,
     /// Undo items: kept for a second decision.
     target: Option<UndoTarget>,
+}
+
+impl Pending {
+    /// The usage location this step set for the member before its license write, if it did
+    /// (a member that had none: `before` is `null`).
+    fn location_set(&self) -> Option<LocationChange> {
+        let location = self
+            .set_location
+            .as_deref()
+            .filter(|_| self.location_tried)?;
+        LocationChange::between(None, Some(location))
+    }
 }
 
 /// A member to decide for in this step.
@@ -104,6 +116,10 @@ impl Step {
                 before: prior.direct_licenses(),
                 after: now.direct_licenses(),
                 verified: Some(true),
+                usage_location: LocationChange::between(
+                    prior.usage_location.as_deref(),
+                    now.usage_location.as_deref(),
+                ),
             };
             if let Some(o) = Outcome::changed(&change) {
                 self.outcomes.push((m.id, o));
@@ -364,6 +380,7 @@ pub async fn process(
             before: w.before.clone(),
             after: plan::apply(&w.before, &w.add, &w.remove),
             verified: None,
+            usage_location: w.location_set(),
         };
         let due_at = if w.add.is_empty() { None } else { due_at };
         let outcome = match check {
@@ -656,7 +673,7 @@ pub(crate) async fn write(
                 Err(e) => match item_outcome(&e, w.attempts, max_attempts) {
                     // Tries run out on a write that may have been made: a read tells which.
                     Some(Outcome::Failed { .. }) if e.fate_unknown() => unknown.push((w, e)),
-                    Some(o) => outcomes.push((w.id, location_written(o, &w))),
+                    Some(o) => location_written(outcomes, o, &w),
                     None => return Err(JobFailure::from_directory(&e, "writing licenses")),
                 },
             }
@@ -724,7 +741,7 @@ async fn settle_last_tries(
                         "gave up after {tries} tries: {detail}; a read afterwards shows the change not made"
                     ),
                 };
-                outcomes.push((w.id, location_written(failed, &w)));
+                location_written(outcomes, failed, &w);
             }
             // Not known whether it was made: read again later, never written again.
             Err(read) => outcomes.push((
@@ -754,20 +771,34 @@ fn location_failed(mut outcome: Outcome, w: &Pending) -> Outcome {
     outcome
 }
 
-/// A member whose usage location this step set before its license write failed keeps that
-/// location (Graph has no transaction across the two calls): its outcome says so, so the
-/// Job Monitor never hides a change licensor made.
-fn location_written(outcome: Outcome, w: &Pending) -> Outcome {
-    let Some(location) = w.set_location.as_deref().filter(|_| w.location_tried) else {
-        return outcome;
+/// Record `outcome` for a member whose license write failed. One whose usage location this
+/// step set before keeps that location (Graph has no transaction across the two calls): its
+/// outcome says so and the change ledger has it (licenses unchanged), so neither the Job
+/// Monitor nor the ledger hides a change licensor made.
+fn location_written(outcomes: &mut Vec<(i64, Outcome)>, outcome: Outcome, w: &Pending) {
+    let Some(set) = w.location_set() else {
+        outcomes.push((w.id, outcome));
+        return;
     };
-    let note = format!(" (its usage location was set to {location} before the license write)");
+    let note = format!(
+        " (its usage location was set to {} before the license write)",
+        set.after
+    );
     // The stored state no longer says what the member holds: read it before the next try.
     let mut outcome = outcome.read_first(true);
     if let Outcome::Failed { detail, .. } | Outcome::Retry { detail, .. } = &mut outcome {
         detail.push_str(&note);
     }
-    outcome
+    let change = Change {
+        before: w.before.clone(),
+        after: w.before.clone(),
+        verified: None,
+        usage_location: Some(set),
+    };
+    if let Some(o) = Outcome::changed(&change) {
+        outcomes.push((w.id, o));
+    }
+    outcomes.push((w.id, outcome));
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ const LEDGER_TEXT = {
   get none() { return t('ledger.none'); },
   get columns() { return ['member', 'before', 'after', 'verified', 'run'].map((c) => t(`ledger.col.${c}`)); },
   get noLicense() { return t('ledger.noLicense'); },
+  locationSet: (location) => t('ledger.locationSet', { location }),
   without: (n) => t('ledger.plansOff', { n }),
   get verified() { return { true: t('ledger.verified'), false: t('ledger.drifted'), null: '—' }; },
   get more() { return t('ledger.more'); },
@@ -600,7 +601,7 @@ function ledgerLicenses(list) {
   ]);
 }
 
-/** The job's change ledger card: `load()` reads its first page again; `onTotal(n)` hears how many members it holds. */
+/** The job's change ledger card: `load()` reads its first page again; `onTotal(n)` hears how many members an undo would take back. */
 function changesLedger(id, onTotal) {
   const state = { rows: [], cursor: null, total: 0 };
   const body = h('div', { class: 'changes-body' });
@@ -620,7 +621,7 @@ function changesLedger(id, onTotal) {
       state.cursor = page.next_cursor;
       state.total = page.total;
       render();
-      onTotal(state.total);
+      onTotal(page.undoable ?? state.total);
     } catch (err) {
       replace(body, problemBox(err.problem || { title: LEDGER_TEXT.loadFailed, detail: String(err) }));
     } finally {
@@ -641,7 +642,8 @@ function changesLedger(id, onTotal) {
       h('tbody', {}, state.rows.map((c) => h('tr', { dataset: { user: c.user_id } },
         h('td', { 'data-label': member }, c.display_name || c.user_principal_name || c.user_id),
         h('td', { 'data-label': before }, ledgerLicenses(c.before)),
-        h('td', { 'data-label': after }, ledgerLicenses(c.after)),
+        h('td', { 'data-label': after }, ledgerLicenses(c.after),
+          c.usage_location ? h('div', { class: 'muted small location-set' }, LEDGER_TEXT.locationSet(c.usage_location.after)) : null),
         h('td', { 'data-label': verified }, LEDGER_TEXT.verified[String(c.verified)]),
         h('td', { 'data-label': run }, `#${c.run_no}`),
       ))))));
