@@ -335,6 +335,24 @@ async fn the_ledger_keeps_the_usage_locations_a_job_set(backend: Backend) {
         json!({"before": null, "after": "SE"}),
         "{history}"
     );
+    // The job's page says so too.
+    if backend == Backend::Embedded && run::browser_available("change ledger") {
+        let tenant = common::TestTenant {
+            id: s.tenant_id,
+            admin: s.admin.clone(),
+            operator: s.operator.clone(),
+            viewer: s.viewer.clone(),
+        };
+        let shots = run::screenshot_dir("browser-ledger");
+        run::run_script_with(
+            "ledger.mjs",
+            &s.app,
+            &tenant,
+            &shots,
+            &[("JOB_ID", id.clone())],
+        )
+        .await;
+    }
     // An undo takes the licenses back and leaves the usage locations.
     let resp = s
         .app
