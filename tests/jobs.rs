@@ -337,12 +337,7 @@ async fn the_ledger_keeps_the_usage_locations_a_job_set(backend: Backend) {
     );
     // The job's page says so too.
     if backend == Backend::Embedded && run::browser_available("change ledger") {
-        let tenant = common::TestTenant {
-            id: s.tenant_id,
-            admin: s.admin.clone(),
-            operator: s.operator.clone(),
-            viewer: s.viewer.clone(),
-        };
+        let tenant = s.tenant();
         let shots = run::screenshot_dir("browser-ledger");
         run::run_script_with(
             "ledger.mjs",
@@ -1349,12 +1344,7 @@ async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
         // The job's page says the same, and shows the end by itself once the directory answers
         // again (the script clears the directory's faults).
         let shots = run::screenshot_dir("browser-settling");
-        let tenant = common::TestTenant {
-            id: s.tenant_id,
-            admin: s.admin.clone(),
-            operator: s.operator.clone(),
-            viewer: s.viewer.clone(),
-        };
+        let tenant = s.tenant();
         run::run_script_with(
             "settling.mjs",
             &s.app,

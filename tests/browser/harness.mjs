@@ -38,6 +38,14 @@ export function check(cond, msg) {
   if (!cond) throw new Error(`check failed: ${msg}`);
 }
 
+/** Open the app on `page` and sign in with `token`; waits for the header to show `role`. */
+export async function signIn(page, token, role) {
+  await page.goto(`${URL_}/`);
+  await page.fill('#token', token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#session-role').filter({ hasText: role }).waitFor();
+}
+
 /** No sideways scrolling of the whole page (tables scroll or stack inside it). */
 export async function fitsWidth(page, what) {
   const { scroll, inner } = await page.evaluate(() => ({

@@ -4,7 +4,7 @@
 // an undo takes back — those that succeeded — not every row of the card. Started by
 // tests/jobs.rs with JOB_ID set besides harness.mjs's environment, once the job has ended.
 
-import { URL_, ADMIN, DESKTOP, need, step, check, drive } from './harness.mjs';
+import { URL_, ADMIN, DESKTOP, need, step, check, drive, signIn } from './harness.mjs';
 
 const JOB_ID = need('JOB_ID');
 
@@ -34,10 +34,7 @@ await drive(async ({ newPage, shot }) => {
   check(changes.undoable < changes.total, `undoable ${changes.undoable} of ${changes.total}`);
 
   const { page } = await newPage(DESKTOP, 'desktop');
-  await page.goto(`${URL_}/`);
-  await page.fill('#token', ADMIN);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.locator('#session-role').filter({ hasText: 'Admin' }).waitFor();
+  await signIn(page, ADMIN, 'Admin');
 
   step('the Changes card: the usage location under After, for a member that succeeded and one that failed');
   await page.goto(`${URL_}/#/jobs/${JOB_ID}`);

@@ -3,16 +3,13 @@
 // and the page says the same a few seconds later. Started by tests/monitor.rs with the
 // environment of harness.mjs and PAUSED_JOB, the id of a job its canary has paused.
 
-import { URL_, VIEWER, DESKTOP, need, step, check, drive } from './harness.mjs';
+import { URL_, VIEWER, DESKTOP, need, step, check, drive, signIn } from './harness.mjs';
 
 const JOB = need('PAUSED_JOB');
 
 await drive(async ({ newPage, shot }) => {
   const { page } = await newPage(DESKTOP, 'desktop');
-  await page.goto(`${URL_}/`);
-  await page.fill('#token', VIEWER);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.locator('#session-role').filter({ hasText: 'Viewer' }).waitFor();
+  await signIn(page, VIEWER, 'Viewer');
 
   step('the job page of the paused job: "Paused", no running clock');
   await page.goto(`${URL_}/#/jobs/${JOB}`);

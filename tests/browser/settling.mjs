@@ -5,17 +5,14 @@
 // tests/jobs.rs while such a job waits, with JOB_ID and EMULATOR_URL set besides harness.mjs's
 // environment.
 
-import { URL_, VIEWER, DESKTOP, need, step, check, drive } from './harness.mjs';
+import { URL_, VIEWER, DESKTOP, need, step, check, drive, signIn } from './harness.mjs';
 
 const JOB_ID = need('JOB_ID');
 const EMULATOR_URL = need('EMULATOR_URL').replace(/\/$/, '');
 
 await drive(async ({ newPage, shot }) => {
   const { page } = await newPage(DESKTOP, 'desktop');
-  await page.goto(`${URL_}/`);
-  await page.fill('#token', VIEWER);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.locator('#session-role').filter({ hasText: 'Viewer' }).waitFor();
+  await signIn(page, VIEWER, 'Viewer');
 
   step('the cancelled job: not finished while members are still being read');
   await page.goto(`${URL_}/#/jobs/${JOB_ID}`);

@@ -4,7 +4,7 @@
 // last progress. Started by tests/observability.rs with the environment of harness.mjs, while
 // such a job runs.
 
-import { URL_, VIEWER, DESKTOP, step, check, drive } from './harness.mjs';
+import { URL_, VIEWER, DESKTOP, step, check, drive, signIn } from './harness.mjs';
 
 async function api(path) {
   const resp = await fetch(`${URL_}${path}`, { headers: { Authorization: `Bearer ${VIEWER}` } });
@@ -24,10 +24,7 @@ await drive(async ({ newPage, shot }) => {
   step(`job ${job.id} stuck since ${job.stuck_since} (last progress ${job.last_progress_at})`);
 
   const { page } = await newPage(DESKTOP, 'desktop');
-  await page.goto(`${URL_}/`);
-  await page.fill('#token', VIEWER);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.locator('#session-role').filter({ hasText: 'Viewer' }).waitFor();
+  await signIn(page, VIEWER, 'Viewer');
 
   step('the jobs table: "Stuck" beside In Progress');
   const badge = page.locator(`#jobs-table tr[data-job-id="${job.id}"] [data-stuck="true"]`);

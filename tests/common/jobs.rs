@@ -81,6 +81,16 @@ pub async fn setup_with(backend: Backend, extra: &str, scenario: Scenario) -> Op
 }
 
 impl Setup {
+    /// The tenant's id and tokens, as the browser scripts take them.
+    pub fn tenant(&self) -> super::TestTenant {
+        super::TestTenant {
+            id: self.tenant_id,
+            admin: self.admin.clone(),
+            operator: self.operator.clone(),
+            viewer: self.viewer.clone(),
+        }
+    }
+
     pub async fn submit(&self, body: Value) -> Value {
         let resp = self
             .app
