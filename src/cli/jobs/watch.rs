@@ -10,7 +10,9 @@ use licensor_core::jobs::JobView;
 use reqwest::Method;
 use uuid::Uuid;
 
-use super::{POLL, done, group_names, job_id, job_view, kind_label, label, progress_line};
+use super::{
+    POLL, done, group_digits, group_names, job_id, job_view, kind_label, label, progress_line,
+};
 use crate::cli::Exit;
 use crate::cli::client::{Api, Client, print_table, text};
 
@@ -66,13 +68,7 @@ impl ProgressView {
             ProgressView::Bar(bar) => {
                 bar.set_length(job.progress.total.max(0).unsigned_abs());
                 bar.set_position(done(job).max(0).unsigned_abs());
-                bar.set_message(format!(
-                    "{} · {} succeeded, {} failed, {} skipped",
-                    label(job.status),
-                    job.progress.succeeded,
-                    job.progress.failed,
-                    job.progress.skipped
-                ));
+                bar.set_message(bar_message(job));
             }
             ProgressView::Lines { last } => {
                 let line = progress_line(job);
@@ -96,6 +92,26 @@ impl ProgressView {
             ProgressView::Quiet => None,
         }
     }
+}
+
+/// The progress bar's words beside its count: the status and the members' outcomes — for an
+/// export, members read (its members are read, not written: "succeeded" would tell a failed
+/// delivery as a success).
+fn bar_message(job: &JobView) -> String {
+    if job.kind == JobKind::Export {
+        return format!(
+            "{} · {} members read",
+            label(job.status),
+            group_digits(job.progress.total)
+        );
+    }
+    format!(
+        "{} · {} succeeded, {} failed, {} skipped",
+        label(job.status),
+        job.progress.succeeded,
+        job.progress.failed,
+        job.progress.skipped
+    )
 }
 
 async fn watch(api: &Api, id: Uuid, json: bool) -> anyhow::Result<()> {
@@ -195,6 +211,25 @@ async fn watch(api: &Api, id: Uuid, json: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_exports_bar_tells_members_read() {
+        let job = |kind: &str| {
+            job_view(&super::super::tests::answer(json!({
+                "kind": kind,
+                "request": {"kind": kind},
+                "status": "failed",
+                "progress": {"total": 1200, "succeeded": 1200, "failed": 0, "skipped": 0, "pending": 0},
+            })))
+            .unwrap()
+        };
+        assert_eq!(bar_message(&job("export")), "Failed · 1,200 members read");
+        assert_eq!(
+            bar_message(&job("assign")),
+            "Failed · 1200 succeeded, 0 failed, 0 skipped"
+        );
+    }
 
     #[test]
     fn statuses_in_the_monitors_words() {
