@@ -245,16 +245,30 @@ on_both_backends!(assign_runs_out_then_rerun_redoes_only_failures);
 /// units and keep SE (Graph has no transaction across the two calls). Each such member, and
 /// only such a member, has `usage_location {before: null, after: "SE"}` in its ledger entry
 /// (a failed one with its licenses unchanged), in the report's `usage_location_set` column and
-/// in its member history. An undo of the job leaves the usage locations set.
+/// in its member history. An undo of the job leaves the usage locations set. The directory
+/// answers a tenth of its requests 503 meanwhile, so some members' license writes fail after
+/// their location was set and are tried again: the location stays in the entry their later
+/// write records.
 async fn the_ledger_keeps_the_usage_locations_a_job_set(backend: Backend) {
-    let Some(s) = setup(backend, "").await else {
+    let config =
+        "[directory]\nretry_max_attempts = 1\nretry_min_delay_ms = 50\nretry_max_delay_ms = 200\n";
+    let Some(s) = setup(backend, config).await else {
         return;
     };
     let staff = s.app.group_id(&s.admin, "Staff").await;
+    s.faults(json!({"error_rate": 0.1, "error_statuses": [503], "seed": 5}))
+        .await;
     let job = s
-        .run(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE"}))
+        .submit(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE"}))
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
+    let job = s.app.wait_for_job(&s.admin, &id, 300).await;
+    s.faults(json!({})).await;
+    s.truth(&id).await;
+    assert!(
+        s.stats().await["injected_errors"].as_u64().unwrap() > 0,
+        "no error was injected"
+    );
     assert_eq!(job["status"], "finished_with_exception", "{job}");
     let changes: HashMap<String, Value> = s
         .app

@@ -92,6 +92,7 @@ pub async fn claim<C: ConnectionTrait>(
         Expr::col(job_item::Column::TakenOver),
         as_json_text(backend, Expr::col(job_item::Column::Licenses)),
         as_json_text(backend, Expr::col(job_item::Column::Target)),
+        as_json_text(backend, Expr::col(job_item::Column::Change)),
     ]));
     let mut claimed = db
         .query_all(&update)
@@ -105,6 +106,7 @@ pub async fn claim<C: ConnectionTrait>(
                 taken_over: row.try_get_by_index(3)?,
                 licenses: row.try_get_by_index(4)?,
                 target: row.try_get_by_index(5)?,
+                change: row.try_get_by_index(6)?,
             })
         })
         .collect::<Result<Vec<Claimed>, sea_orm::DbErr>>()?;
@@ -129,6 +131,9 @@ pub struct Claimed {
     pub licenses: Option<String>,
     /// Undo items: what to restore, and only from what (`job_items.target`), as JSON text.
     pub target: Option<String>,
+    /// Its change ledger entry so far (`job_items.change`), a [`super::plan::Change`] as JSON
+    /// text: a usage location an earlier try set stays in the entry a later write records.
+    pub change: Option<String>,
 }
 
 /// Which pending members a claim takes.

@@ -38,17 +38,20 @@ pub(crate) struct Pending {
     answer_lost: bool,
     /// Undo items: kept for a second decision.
     target: Option<UndoTarget>,
+    /// A usage location an earlier try of this job set (its ledger entry so far).
+    located: Option<LocationChange>,
 }
 
 impl Pending {
-    /// The usage location this step set for the member before its license write, if it did
-    /// (a member that had none: `before` is `null`).
+    /// The usage location this job set for the member before its license write — in this
+    /// step, or in an earlier try whose license write failed — if it did (a member that had
+    /// none: `before` is `null`).
     fn location_set(&self) -> Option<LocationChange> {
-        let location = self
-            .set_location
-            .as_deref()
-            .filter(|_| self.location_tried)?;
-        LocationChange::between(None, Some(location))
+        let location = self.set_location.as_deref().filter(|_| self.location_tried);
+        match location {
+            Some(location) => LocationChange::between(None, Some(location)),
+            None => self.located.clone(),
+        }
     }
 }
 
@@ -65,6 +68,9 @@ struct Member {
     /// For such a member, its state as last known before that write: a fresh read that shows
     /// the write it called for made it `succeeded`, with that change in the ledger.
     prior: Option<Snapshot>,
+    /// A usage location an earlier try of this job set (its ledger entry so far): kept in the
+    /// entry this step records.
+    located: Option<LocationChange>,
 }
 
 impl Member {
@@ -79,6 +85,11 @@ impl Member {
             user_id: item.user_id,
             taken_over: item.taken_over,
             prior,
+            located: item
+                .change
+                .as_deref()
+                .and_then(|c| serde_json::from_str::<Change>(c).ok())
+                .and_then(|c| c.usage_location),
         }
     }
 }
@@ -119,7 +130,8 @@ impl Step {
                 usage_location: LocationChange::between(
                     prior.usage_location.as_deref(),
                     now.usage_location.as_deref(),
-                ),
+                )
+                .or_else(|| m.located.clone()),
             };
             if let Some(o) = Outcome::changed(&change) {
                 self.outcomes.push((m.id, o));
@@ -156,12 +168,13 @@ impl Step {
                 },
             )),
             Decision::Write { .. } if self.max_attempts > 0 && m.attempts >= self.max_attempts => {
+                let located = m.located.as_ref().map(location_note).unwrap_or_default();
                 self.outcomes.push((
                     m.id,
                     Outcome::Failed {
                         code: ItemCode::DirectoryUnavailable.as_str().to_owned(),
                         detail: format!(
-                            "gave up after {} tries; a fresh read shows the change not made",
+                            "gave up after {} tries; a fresh read shows the change not made{located}",
                             m.attempts
                         ),
                     },
@@ -185,6 +198,7 @@ impl Step {
                 location_tried: false,
                 redecided: false,
                 answer_lost: false,
+                located: m.located,
             }),
             Decision::Read => self.reads.push(m),
         }
@@ -337,6 +351,7 @@ pub async fn process(
         for w in refused {
             if pass == 0 && !w.redecided {
                 step.reads.push(Member {
+                    located: w.location_set(),
                     id: w.id,
                     attempts: w.attempts,
                     user_id: w.user_id,
@@ -771,6 +786,14 @@ fn location_failed(mut outcome: Outcome, w: &Pending) -> Outcome {
     outcome
 }
 
+/// What a failed member's detail adds when the job set its usage location before.
+fn location_note(set: &LocationChange) -> String {
+    format!(
+        " (its usage location was set to {} before the license write)",
+        set.after
+    )
+}
+
 /// Record `outcome` for a member whose license write failed. One whose usage location this
 /// step set before keeps that location (Graph has no transaction across the two calls): its
 /// outcome says so and the change ledger has it (licenses unchanged), so neither the Job
@@ -780,10 +803,7 @@ fn location_written(outcomes: &mut Vec<(i64, Outcome)>, outcome: Outcome, w: &Pe
         outcomes.push((w.id, outcome));
         return;
     };
-    let note = format!(
-        " (its usage location was set to {} before the license write)",
-        set.after
-    );
+    let note = location_note(&set);
     // The stored state no longer says what the member holds: read it before the next try.
     let mut outcome = outcome.read_first(true);
     if let Outcome::Failed { detail, .. } | Outcome::Retry { detail, .. } = &mut outcome {
@@ -818,6 +838,7 @@ mod tests {
             target: None,
             taken_over: true,
             prior,
+            located: None,
         }
     }
 
@@ -831,6 +852,33 @@ mod tests {
         let mut step = Step::default();
         step.decide(r, taken_over(prior), Some(now), true);
         (step.outcomes, step.writes.len())
+    }
+
+    /// A usage location an earlier try set (its license write then failed, so the ledger has
+    /// it with licenses unchanged) stays in the entry a later try's write records, though this
+    /// try sets none: the member has one now.
+    #[test]
+    fn a_usage_location_an_earlier_try_set_stays_in_the_ledger() {
+        let assign = req(json!({"kind": "assign", "groups": [G],
+            "add_licenses": [{"sku_id": E3}], "usage_location": "SE"}));
+        let now = snap(Some("SE"), &[], &[]);
+        let set = LocationChange::between(None, Some("SE"));
+        let mut step = Step::default();
+        let member = Member {
+            taken_over: false,
+            located: set.clone(),
+            ..taken_over(None)
+        };
+        step.decide(&assign, member, Some(&now), true);
+        let [w] = &step.writes[..] else {
+            panic!("{:?}", step.outcomes);
+        };
+        assert_eq!(w.set_location, None, "the member has a location now");
+        assert_eq!(w.location_set(), set);
+        // A member this job set none for has none in its entry.
+        let mut step = Step::default();
+        step.decide(&assign, taken_over(None), Some(&now), true);
+        assert_eq!(step.writes[0].location_set(), None);
     }
 
     #[test]
