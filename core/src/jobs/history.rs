@@ -89,7 +89,9 @@ pub struct HistoryEntry {
     /// The group through which the job reached the member, with its name once the job read it.
     pub group: Option<GroupRef>,
     /// The member's direct licenses before the job's write (SKU ids with disabled plans), when
-    /// the change ledger recorded a write; `null` when the job wrote nothing for the member.
+    /// the change ledger has an entry for the member; `null` when the job changed nothing for
+    /// it. A member whose usage location the job set but whose license write was not made has
+    /// an entry with its licenses unchanged (`before` = `after`).
     pub before: Option<Vec<AssignedLicense>>,
     /// Its direct licenses after the write (as read back when the job verified), when recorded.
     pub after: Option<Vec<AssignedLicense>>,

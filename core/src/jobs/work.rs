@@ -119,19 +119,26 @@ impl Step {
         // A member found in the desired state that its state before a write licensor may have
         // made without recording the answer called for exactly that write: the write was made.
         if let (Decision::Skip(_), Some(prior), Some(now)) = (&decision, &m.prior, snap)
-            && let Decision::Write { add, remove, .. } = decide(Some(prior), true)
+            && let Decision::Write {
+                add,
+                remove,
+                set_location,
+                ..
+            } = decide(Some(prior), true)
             && now.shows(&add, &remove)
         {
             let due_at = if add.is_empty() { None } else { self.due_at };
+            // The location that write called for, if the member has it now: another change
+            // of its location (an administrator's) is not the job's.
+            let located = set_location
+                .as_deref()
+                .filter(|l| now.usage_location.as_deref() == Some(*l))
+                .and_then(|l| LocationChange::between(None, Some(l)));
             let change = Change {
                 before: prior.direct_licenses(),
                 after: now.direct_licenses(),
                 verified: Some(true),
-                usage_location: LocationChange::between(
-                    prior.usage_location.as_deref(),
-                    now.usage_location.as_deref(),
-                )
-                .or_else(|| m.located.clone()),
+                usage_location: located.or_else(|| m.located.clone()),
             };
             if let Some(o) = Outcome::changed(&change) {
                 self.outcomes.push((m.id, o));
@@ -349,6 +356,8 @@ pub async fn process(
         )
         .await?;
         for w in refused {
+            // Whatever the member ends as, a location this step set stays in the ledger.
+            location_kept(&mut step.outcomes, &w);
             if pass == 0 && !w.redecided {
                 step.reads.push(Member {
                     located: w.location_set(),
@@ -661,7 +670,11 @@ pub(crate) async fn write(
                     answer_lost: answer == Written::SeenAfterLostAnswer,
                     ..w
                 }),
-                Err(DirectoryError::Stopped) => outcomes.push((w.id, Outcome::NotSent)),
+                Err(DirectoryError::Stopped) => {
+                    // Skipped as cancelled if the job stays so: a location set is kept.
+                    location_kept(outcomes, &w);
+                    outcomes.push((w.id, Outcome::NotSent));
+                }
                 Err(DirectoryError::Deferred { until }) => defer(until),
                 // Only a call that removed one license and did nothing else may count as done.
                 Err(DirectoryError::AlreadyDone { detail })
@@ -794,31 +807,43 @@ fn location_note(set: &LocationChange) -> String {
     )
 }
 
-/// Record `outcome` for a member whose license write failed. One whose usage location this
-/// step set before keeps that location (Graph has no transaction across the two calls): its
+/// Record `outcome` for a member whose license write failed. One whose usage location the job
+/// set before keeps that location (Graph has no transaction across the two calls): its
 /// outcome says so and the change ledger has it (licenses unchanged), so neither the Job
 /// Monitor nor the ledger hides a change licensor made.
 fn location_written(outcomes: &mut Vec<(i64, Outcome)>, outcome: Outcome, w: &Pending) {
-    let Some(set) = w.location_set() else {
+    let Some(set) = location_kept(outcomes, w) else {
         outcomes.push((w.id, outcome));
         return;
     };
-    let note = location_note(&set);
-    // The stored state no longer says what the member holds: read it before the next try.
-    let mut outcome = outcome.read_first(true);
+    // Set in this step, the stored state no longer says what the member holds: it is read
+    // before the next try (a location set by an earlier try was read since).
+    let mut outcome = if w.location_tried && w.set_location.is_some() {
+        outcome.read_first(true)
+    } else {
+        outcome
+    };
     if let Outcome::Failed { detail, .. } | Outcome::Retry { detail, .. } = &mut outcome {
-        detail.push_str(&note);
+        detail.push_str(&location_note(&set));
     }
+    outcomes.push((w.id, outcome));
+}
+
+/// For a member whose license write was not made (failed, not sent, refused), the ledger
+/// entry of the usage location the job set for it, if it did: its licenses unchanged. A later
+/// write's entry replaces it and keeps the location ([`Pending::location_set`]).
+fn location_kept(outcomes: &mut Vec<(i64, Outcome)>, w: &Pending) -> Option<LocationChange> {
+    let set = w.location_set()?;
     let change = Change {
         before: w.before.clone(),
         after: w.before.clone(),
         verified: None,
-        usage_location: Some(set),
+        usage_location: Some(set.clone()),
     };
     if let Some(o) = Outcome::changed(&change) {
         outcomes.push((w.id, o));
     }
-    outcomes.push((w.id, outcome));
+    Some(set)
 }
 
 #[cfg(test)]
@@ -879,6 +904,31 @@ mod tests {
         let mut step = Step::default();
         step.decide(&assign, taken_over(None), Some(&now), true);
         assert_eq!(step.writes[0].location_set(), None);
+    }
+
+    /// A write made without a recorded answer, told made by a fresh read: the ledger says the
+    /// job set the member's usage location only when the member has the location that write
+    /// called for — not one an administrator set meanwhile.
+    #[test]
+    fn a_location_is_the_jobs_only_if_it_is_the_one_it_set() {
+        let assign = req(json!({"kind": "assign", "groups": [G],
+            "add_licenses": [{"sku_id": E3}], "usage_location": "SE"}));
+        let prior = snap(None, &[], &[]);
+        let location_of = |now: &Snapshot| {
+            let (outcomes, writes) = decided(&assign, Some(prior.clone()), now);
+            assert_eq!(writes, 0);
+            let Some((_, Outcome::Changed { change })) = outcomes.first() else {
+                panic!("{outcomes:?}");
+            };
+            serde_json::from_str::<Change>(change)
+                .unwrap()
+                .usage_location
+        };
+        assert_eq!(
+            location_of(&snap(Some("SE"), &[E3], &[])),
+            LocationChange::between(None, Some("SE"))
+        );
+        assert_eq!(location_of(&snap(Some("US"), &[E3], &[])), None);
     }
 
     #[test]
