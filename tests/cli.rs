@@ -464,10 +464,8 @@ fn jobs_cli_command(app: &common::TestApp, token: &str, args: &[&str]) -> Comman
 
 /// `licensor ARGS…` as a client of `app`, with `token`.
 fn client_cli_command(app: &common::TestApp, token: &str, args: &[&str]) -> Command {
-    let mut cmd = licensor();
-    cmd.args(args)
-        .env("LICENSOR_URL", &app.url)
-        .env("LICENSOR_TOKEN", token);
+    let mut cmd = app.cli(token);
+    cmd.args(args);
     cmd
 }
 

@@ -1407,14 +1407,8 @@ on_both_backends!(cancel_reads_members_whose_writes_had_no_answer);
 
 /// `licensor jobs watch ID` as the viewer, started (its output piped).
 fn watch_cli(s: &Setup, id: &str) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_licensor"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .env("LICENSOR_URL", &s.app.url)
-        .env("LICENSOR_TOKEN", &s.viewer)
+    tokio::process::Command::from(s.app.cli(&s.viewer))
         .args(["jobs", "watch", id])
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

@@ -911,13 +911,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
 on_both_backends!(bad_input_changes_nothing);
 
 fn licensor_cli(app: &TestApp, t: &TestTenant) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_licensor"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("LICENSOR_URL", &app.url)
-        .env("LICENSOR_TOKEN", &t.admin)
-        .stdin(std::process::Stdio::null());
-    cmd
+    app.cli(&t.admin)
 }
 
 async fn run_cli(mut cmd: std::process::Command) -> std::process::Output {

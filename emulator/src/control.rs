@@ -268,20 +268,18 @@ pub async fn put_faults(
         Ok(q) => q,
         Err(e) => return bad_query(e),
     };
-    let f: Faults = match from_json(&body) {
-        Ok(f) => f,
-        Err(e) => return bad_field("invalid faults", e),
-    };
-    if let Err(e) = f.validate() {
-        return bad(format!("invalid faults: {e}"));
+    // The body alone first: a refusal names the field at fault.
+    if let Err(e) = from_json::<Faults>(&body) {
+        return bad_field("invalid faults", e);
     }
+    // Checked as it joins the starting faults: the fields given may not fit them (an error
+    // rate with no status to draw).
     let f = match over_starting(&st.initial_faults, &body) {
         Ok(f) => f,
         Err(e) => return bad(format!("invalid faults: {e}")),
     };
-    // The fields given may not fit the starting ones they join (an error rate with no status).
     if let Err(e) = f.validate() {
-        return bad(format!("invalid faults with the starting ones: {e}"));
+        return bad(format!("invalid faults: {e}"));
     }
     if q.tenant.as_deref().map(str::trim) == Some("*") {
         for t in &st.tenants().list {

@@ -602,13 +602,12 @@ pub async fn list_changes(
         user: q.user,
     };
     let page = PageRequest::<i64>::parse_in(format!("changes:{id}"), q.limit, q.cursor.as_deref())?;
-    let (page, total) = jobs::changes(&state.db, auth.tenant_id(), id, &filter, &page).await?;
-    let undoable = jobs::undoable_changes(&state.db, auth.tenant_id(), id).await?;
+    let ledger = jobs::changes(&state.db, auth.tenant_id(), id, &filter, &page).await?;
     Ok(Json(ChangeList {
-        data: page.data,
-        next_cursor: page.next_cursor,
-        total,
-        undoable,
+        data: ledger.page.data,
+        next_cursor: ledger.page.next_cursor,
+        total: ledger.total,
+        undoable: ledger.undoable,
     }))
 }
 

@@ -728,6 +728,19 @@ impl Held {
 }
 
 impl TestApp {
+    /// `licensor` as a client of this app with `token`: only the variables set here (no
+    /// LICENSOR_* from the environment running the tests), warnings logged, no input.
+    pub fn cli(&self, token: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_licensor"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("LICENSOR_URL", &self.url)
+            .env("LICENSOR_TOKEN", token)
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
     /// Every page of a job's change ledger.
     pub async fn all_changes(&self, token: &str, job_id: &str) -> Vec<serde_json::Value> {
         let mut changes = Vec::new();

@@ -151,6 +151,14 @@ pub(crate) async fn close_cancelled_run<C: ConnectionTrait>(
     close_run(conn, &job, JobStatus::Cancelled, t).await
 }
 
+/// Jobs cancelled whose members are still being settled: `finished_at` is set only once none
+/// is pending ([`close_cancelled_run`]).
+pub(crate) fn settling() -> sea_orm::sea_query::SimpleExpr {
+    job::Column::Status
+        .eq(JobStatus::Cancelled)
+        .and(job::Column::FinishedAt.is_null())
+}
+
 /// Set a cancelled job's `finished_at` to `t` as its run closes (unless set already), so the
 /// run's `job.cancelled` event and every later view tell when it ended.
 pub(crate) async fn mark_ended<C: ConnectionTrait>(

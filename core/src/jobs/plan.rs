@@ -126,13 +126,12 @@ pub struct LocationChange {
 }
 
 impl LocationChange {
-    /// The change from `before` to `after`, if they differ and `after` has one.
-    pub fn between(before: Option<&str>, after: Option<&str>) -> Option<LocationChange> {
-        let after = after?;
-        (before != Some(after)).then(|| LocationChange {
-            before: before.map(str::to_owned),
-            after: after.to_owned(),
-        })
+    /// `location` given to a member that had none (the only location a job sets).
+    pub fn given(location: &str) -> LocationChange {
+        LocationChange {
+            before: None,
+            after: location.to_owned(),
+        }
     }
 }
 

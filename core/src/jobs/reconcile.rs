@@ -26,11 +26,10 @@ pub async fn stalled(db: &Db, before: DateTime<Utc>) -> StoreResult<Vec<(Uuid, U
         .filter(
             job::Column::Status
                 .is_in([JobStatus::Queued, JobStatus::Running])
+                .or(job::Column::Status.eq(JobStatus::Cancelled).and(unfinished))
                 // A cancelled job whose run was not closed (its last members were recorded,
                 // then the process stopped before it settled) is settled by the next step.
-                .or(job::Column::Status
-                    .eq(JobStatus::Cancelled)
-                    .and(unfinished.or(job::Column::FinishedAt.is_null()))),
+                .or(super::cancel::settling()),
         )
         .filter(job::Column::UpdatedAt.lt(before))
         .order_by_asc(job::Column::UpdatedAt)

@@ -424,9 +424,7 @@ pub async fn pending_items(db: &Db) -> StoreResult<i64> {
         .filter(
             job::Column::Status
                 .is_in([JobStatus::Queued, JobStatus::Running])
-                .or(job::Column::Status
-                    .eq(JobStatus::Cancelled)
-                    .and(job::Column::FinishedAt.is_null())),
+                .or(super::cancel::settling()),
         )
         .into_tuple()
         .all(db)
@@ -669,14 +667,27 @@ pub struct ChangeFilter {
     pub user: Option<String>,
 }
 
-/// A page of a job's change ledger, in member order, with how many entries match the filter.
+/// A page of a job's change ledger ([`changes`]) with its counts.
+#[derive(Debug)]
+pub struct Ledger {
+    pub page: Page<ChangeView>,
+    /// How many entries match the filter (all pages).
+    pub total: i64,
+    /// How many of the job's entries, whatever the filter, an undo takes back: those of
+    /// members that succeeded (a failed member's entry — a drifted write, or a usage location
+    /// set before a license write that failed — is not undone).
+    pub undoable: i64,
+}
+
+/// A page of a job's change ledger, in member order, with how many entries match the filter
+/// and how many an undo takes back.
 pub async fn changes(
     db: &Db,
     tenant_id: Uuid,
     job_id: Uuid,
     filter: &ChangeFilter,
     page: &PageRequest<i64>,
-) -> StoreResult<(Page<ChangeView>, i64)> {
+) -> StoreResult<Ledger> {
     model(db, tenant_id, job_id).await?;
     let mut q = items_of(job_id, &filter.items.status, &filter.items.code)
         .filter(job_item::Column::Change.is_not_null());
@@ -692,14 +703,13 @@ pub async fn changes(
                 .or(job_item::Column::UserPrincipalName.eq(user)),
         );
     }
-    let total = q
-        .clone()
-        .select_only()
-        .column_as(job_item::Column::Id.count(), "n")
-        .into_tuple::<i64>()
-        .one(db)
-        .await?
-        .unwrap_or(0);
+    let total = count_items(db, q.clone()).await?;
+    let undoable = count_items(
+        db,
+        items_of(job_id, &[ItemStatus::Succeeded], &[])
+            .filter(job_item::Column::Change.is_not_null()),
+    )
+    .await?;
     let page = item_page(db, q, page).await?;
     let mut data = Vec::with_capacity(page.data.len());
     for m in &page.data {
@@ -707,23 +717,19 @@ pub async fn changes(
             data.push(c);
         }
     }
-    Ok((
-        Page {
+    Ok(Ledger {
+        page: Page {
             data,
             next_cursor: page.next_cursor,
         },
         total,
-    ))
+        undoable,
+    })
 }
 
-/// How many of the job's ledger entries an undo takes back: those of members that succeeded
-/// (a failed member's entry — a drifted write, or a usage location set before a license write
-/// that failed — is not undone).
-pub async fn undoable_changes(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<i64> {
-    model(db, tenant_id, job_id).await?;
-    Ok(items_of(job_id, &[ItemStatus::Succeeded], &[])
-        .filter(job_item::Column::Change.is_not_null())
-        .select_only()
+/// How many items `q` selects.
+async fn count_items(db: &Db, q: Select<job_item::Entity>) -> StoreResult<i64> {
+    Ok(q.select_only()
         .column_as(job_item::Column::Id.count(), "n")
         .into_tuple::<i64>()
         .one(db)

@@ -47,11 +47,19 @@ impl Pending {
     /// step, or in an earlier try whose license write failed — if it did (a member that had
     /// none: `before` is `null`).
     fn location_set(&self) -> Option<LocationChange> {
-        let location = self.set_location.as_deref().filter(|_| self.location_tried);
-        match location {
-            Some(location) => LocationChange::between(None, Some(location)),
+        match self
+            .set_location
+            .as_deref()
+            .filter(|_| self.set_in_this_step())
+        {
+            Some(location) => Some(LocationChange::given(location)),
             None => self.located.clone(),
         }
+    }
+
+    /// Whether this step set the member's usage location (its license write came after).
+    fn set_in_this_step(&self) -> bool {
+        self.location_tried && self.set_location.is_some()
     }
 }
 
@@ -133,7 +141,7 @@ impl Step {
             let located = set_location
                 .as_deref()
                 .filter(|l| now.usage_location.as_deref() == Some(*l))
-                .and_then(|l| LocationChange::between(None, Some(l)));
+                .map(LocationChange::given);
             let change = Change {
                 before: prior.direct_licenses(),
                 after: now.direct_licenses(),
@@ -818,7 +826,7 @@ fn location_written(outcomes: &mut Vec<(i64, Outcome)>, outcome: Outcome, w: &Pe
     };
     // Set in this step, the stored state no longer says what the member holds: it is read
     // before the next try (a location set by an earlier try was read since).
-    let mut outcome = if w.location_tried && w.set_location.is_some() {
+    let mut outcome = if w.set_in_this_step() {
         outcome.read_first(true)
     } else {
         outcome
@@ -887,7 +895,7 @@ mod tests {
         let assign = req(json!({"kind": "assign", "groups": [G],
             "add_licenses": [{"sku_id": E3}], "usage_location": "SE"}));
         let now = snap(Some("SE"), &[], &[]);
-        let set = LocationChange::between(None, Some("SE"));
+        let set = Some(LocationChange::given("SE"));
         let mut step = Step::default();
         let member = Member {
             taken_over: false,
@@ -926,7 +934,7 @@ mod tests {
         };
         assert_eq!(
             location_of(&snap(Some("SE"), &[E3], &[])),
-            LocationChange::between(None, Some("SE"))
+            Some(LocationChange::given("SE"))
         );
         assert_eq!(location_of(&snap(Some("US"), &[E3], &[])), None);
     }
