@@ -1354,6 +1354,9 @@ async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
         watch.try_wait().unwrap().is_none(),
         "`jobs watch` returned while members were still being read"
     );
+    // Two of them are deleted from the directory meanwhile: their read finds them gone, and
+    // that settles them (before, they were read again for ever and the job never ended).
+    let gone = delete_two_to_be_read(&s, job_uuid).await;
     if backend == Backend::Embedded && run::browser_available("cancel settling") {
         // The job's page says the same, and shows the end by itself once the directory answers
         // again (the script clears the directory's faults).
@@ -1376,6 +1379,7 @@ async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
     assert_eq!(j["status"], "cancelled", "{j}");
     let j = ended(&s, &id).await;
     assert_eq!(j["progress"]["pending"], 0, "{j}");
+    let written_then_deleted = assert_deleted_failed(&s, &id, &gone).await;
     let out = tokio::time::timeout(Duration::from_secs(30), watch.wait_with_output())
         .await
         .expect("`jobs watch` ends once the job has")
@@ -1393,9 +1397,14 @@ async fn cancel_reads_members_whose_writes_had_no_answer(backend: Backend) {
         )),
         "the watch ends with the final counts: {text}"
     );
-    // Every member the directory wrote is recorded as done; none is said to be cancelled.
+    // Every member the directory wrote is recorded as done, but those deleted since; none is
+    // said to be cancelled.
     let written = s.stats().await["successful_writes"].as_u64().unwrap();
-    assert_eq!(j["progress"]["succeeded"].as_u64().unwrap(), written, "{j}");
+    assert_eq!(
+        j["progress"]["succeeded"].as_u64().unwrap() + written_then_deleted,
+        written,
+        "{j}"
+    );
     assert!(
         told_done_by_a_read(&s, &id).await > 0,
         "no member was told done by a read: {j}"
@@ -1440,6 +1449,68 @@ async fn to_be_read(s: &Setup, job: uuid::Uuid) -> Result<u64, sea_orm::DbErr> {
         .filter(job_item::Column::LeaseOwner.is_null())
         .count(&s.app.db)
         .await
+}
+
+/// User ids of up to `n` members of the job marked to be read first, held or not (a step
+/// may be trying to read them right now).
+async fn to_be_read_users(s: &Setup, job: uuid::Uuid, n: u64) -> Vec<String> {
+    use sea_orm::QuerySelect;
+    job_item::Entity::find()
+        .filter(job_item::Column::JobId.eq(job))
+        .filter(job_item::Column::Status.eq(licensor_core::domain::ItemStatus::Pending))
+        .filter(job_item::Column::TakenOver.eq(true))
+        .limit(n)
+        .all(&s.app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.user_id)
+        .collect()
+}
+
+/// Delete, in the directory, up to two members of the job marked to be read first: licensor
+/// may have written them, and once the directory answers again a read finds them gone. Call it
+/// while the directory loses every answer, so that no read of them succeeds before. Returns
+/// their user ids.
+async fn delete_two_to_be_read(s: &Setup, job: uuid::Uuid) -> Vec<String> {
+    let gone = to_be_read_users(s, job, 2).await;
+    assert!(!gone.is_empty(), "no member is left to be read");
+    for user in &gone {
+        s.delete_user(user).await;
+    }
+    gone
+}
+
+/// The items of `gone` (deleted users) in job `id`: each `failed`, `user_not_found`, its detail
+/// saying the user is no longer in the directory. Returns the writes the directory counts on
+/// them (made before they were deleted; their answers were lost).
+async fn assert_deleted_failed(s: &Setup, id: &str, gone: &[String]) -> u64 {
+    let items = s
+        .app
+        .get_json(
+            &format!("/v1/jobs/{id}/items?code=user_not_found&limit=500"),
+            &s.viewer,
+        )
+        .await;
+    let items = items["data"].as_array().unwrap();
+    assert_eq!(items.len(), gone.len(), "only the deleted: {items:?}");
+    let mut writes = 0;
+    for user in gone {
+        let item = items
+            .iter()
+            .find(|i| i["user_id"] == user.as_str())
+            .unwrap_or_else(|| panic!("{user} is not user_not_found: {items:?}"));
+        assert_eq!(item["status"], "failed", "{item}");
+        assert!(
+            item["error"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no longer in the directory"),
+            "{item}"
+        );
+        writes += s.user(user).await["successfulWrites"].as_u64().unwrap();
+    }
+    writes
 }
 
 /// Members of the job (the first 500) that succeeded on a read's word: their write's answer was
@@ -1499,9 +1570,14 @@ async fn last_tries_of_unanswered_writes_are_read_not_failed(backend: Backend) {
     assert_eq!(j["status"], "running", "{j}");
     assert_eq!(j["progress"]["failed"], 0, "{j}");
     assert!(s.stats().await["lost_answers"].as_u64().unwrap() > 0);
+    // Two of them are deleted from the directory meanwhile: once it answers again, their read
+    // finds them gone, and that ends them (before, they were read again for ever and the job
+    // never ended).
+    let gone = delete_two_to_be_read(&s, job_uuid).await;
     s.faults(json!({})).await;
     let j = s.app.wait_for_job(&s.admin, &id, 120).await;
     assert_eq!(j["progress"]["pending"], 0, "{j}");
+    let written_then_deleted = assert_deleted_failed(&s, &id, &gone).await;
     // A member whose usage location could not be set had no license write sent (it fails, and
     // says so); every other member succeeded.
     let failed = s
@@ -1513,6 +1589,9 @@ async fn last_tries_of_unanswered_writes_are_read_not_failed(backend: Backend) {
         .await;
     let failed = failed["data"].as_array().unwrap();
     for item in failed {
+        if gone.iter().any(|u| item["user_id"] == u.as_str()) {
+            continue;
+        }
         let detail = item["error"]["detail"].as_str().unwrap_or_default();
         assert!(
             detail.starts_with("setting its usage location to SE (the license write was not sent)"),
@@ -1522,7 +1601,11 @@ async fn last_tries_of_unanswered_writes_are_read_not_failed(backend: Backend) {
     let succeeded = j["progress"]["succeeded"].as_u64().unwrap();
     assert_eq!(succeeded + failed.len() as u64, 1000, "{j}");
     let stats = s.stats().await;
-    assert_eq!(stats["successful_writes"], succeeded, "{stats}");
+    assert_eq!(
+        stats["successful_writes"].as_u64().unwrap(),
+        succeeded + written_then_deleted,
+        "{stats}"
+    );
     assert_eq!(
         stats["writes_per_user_max"], 1,
         "no member written twice: {stats}"

@@ -398,8 +398,29 @@ pub async fn user(
         "licenseAssignmentStates": dir.assignment_states(&s),
         "successfulWrites": s.successful_writes,
         "profileWrites": s.profile_writes,
+        "deleted": s.deleted,
     }))
     .into_response()
+}
+
+/// `DELETE /_emulator/users/{id}`: delete a user behind licensor's back, as an administrator
+/// would in the directory's own console. From then on Graph answers 404 for it (reads, usage
+/// location, assignLicense), leaves it out of user and member lists and counts, and the seats
+/// it held are free; `GET /_emulator/users/{id}` still shows it, with `"deleted": true` and its
+/// licenses as they were. 404 for an unknown or already deleted user. Not counted as a write.
+pub async fn delete_user(
+    State(st): St,
+    Path(id): Path<String>,
+    q: Result<Query<TenantQuery>, QueryRejection>,
+) -> Response {
+    let dir = match pick_q(&st, q) {
+        Ok(t) => t.dir(),
+        Err(e) => return e.into_response(),
+    };
+    match dir.find_user(&id) {
+        Some(u) if dir.delete_user(u) => StatusCode::NO_CONTENT.into_response(),
+        _ => not_found("user", &id),
+    }
 }
 
 /// `GET /_emulator/users?offset=&limit=`: users in directory order, for tests that need ids.
@@ -426,6 +447,7 @@ pub async fn users(State(st): St, p: Result<Query<Page>, QueryRejection>) -> Res
                 "userPrincipalName": dir.upn(i as u32),
                 "usageLocation": s.usage_location.map(|c| String::from_utf8_lossy(&c).into_owned()),
                 "licenses": s.licenses.len(),
+                "deleted": s.deleted,
             })
         })
         .collect();
@@ -495,7 +517,7 @@ pub async fn patch_user(
         Ok(p) => p,
         Err(e) => return bad_field("invalid user change", e),
     };
-    let Some(u) = dir.find_user(&id) else {
+    let Some(u) = dir.find_user(&id).filter(|u| !dir.is_deleted(*u)) else {
         return not_found("user", &id);
     };
     let location = match patch.usage_location {

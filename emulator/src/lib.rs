@@ -102,7 +102,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/_emulator/users", get(control::users))
         .route(
             "/_emulator/users/{id}",
-            get(control::user).patch(control::patch_user),
+            get(control::user)
+                .patch(control::patch_user)
+                .delete(control::delete_user),
         )
         .route(
             "/_emulator/users/{id}/licenses",

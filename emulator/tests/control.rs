@@ -261,3 +261,142 @@ async fn handle_is_send_and_sync_and_spawnable() {
     assert!(!tok.is_empty());
     emu.shutdown().await;
 }
+
+/// `DELETE /_emulator/users/{id}` deletes a user as an administrator would: Graph answers 404
+/// for it from then on (read, usage location, assignLicense, also inside `$batch`), leaves it
+/// out of user and member lists and their counts, and releases its seat; the control API
+/// still shows it, deleted, with its licenses. Deleting it again, or an unknown user, is 404.
+#[tokio::test]
+async fn a_deleted_user_is_gone_from_graph() {
+    let env = start(Scenario::simple(3, 5, 5)).await;
+    let group = env.group_id("All Users").await;
+    let user = env.user_id(0).await;
+    let r = env
+        .patch(&format!("/users/{user}"), json!({"usageLocation": "SE"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = env.assign(&user, ENTERPRISEPACK_SKU_ID).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(env.sku("ENTERPRISEPACK").await["consumedUnits"], 1);
+
+    let r = env
+        .control(Method::DELETE, &format!("/users/{user}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+
+    let missing = format!(
+        "Resource '{user}' does not exist or one of its queried reference-property objects are not present."
+    );
+    assert_graph_error(
+        &env.get(&format!("/users/{user}")).await,
+        404,
+        "Request_ResourceNotFound",
+        &missing,
+    );
+    assert_graph_error(
+        &env.assign(&user, ENTERPRISEPACK_SKU_ID).await,
+        404,
+        "Request_ResourceNotFound",
+        &missing,
+    );
+    assert_graph_error(
+        &env.patch(&format!("/users/{user}"), json!({"usageLocation": "NO"}))
+            .await,
+        404,
+        "Request_ResourceNotFound",
+        &missing,
+    );
+    let r = env
+        .post(
+            "/$batch",
+            json!({"requests": [{"id": "1", "method": "GET", "url": format!("/users/{user}")}]}),
+        )
+        .await;
+    assert_eq!(r.body["responses"][0]["status"], 404, "{}", r.body);
+    assert_eq!(env.sku("ENTERPRISEPACK").await["consumedUnits"], 0);
+
+    // Out of the lists and counts; a page of members may be short, not wrong.
+    let listed = |v: &serde_json::Value| -> Vec<String> {
+        v["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let members = env
+        .get(&format!("/groups/{group}/members?$count=true"))
+        .await
+        .body;
+    assert_eq!(members["@odata.count"], 4, "{members}");
+    assert_eq!(listed(&members).len(), 4, "{members}");
+    assert!(!listed(&members).contains(&user), "{members}");
+    let mut paged = Vec::new();
+    let mut next = Some(format!("/groups/{group}/members?$top=2"));
+    while let Some(path) = next {
+        let page = env.get(&path).await.body;
+        paged.extend(listed(&page));
+        next = page["@odata.nextLink"]
+            .as_str()
+            .map(|l| l.split("/v1.0").nth(1).unwrap().to_owned());
+    }
+    assert_eq!(paged.len(), 4, "{paged:?}");
+    assert!(!paged.contains(&user), "{paged:?}");
+    let count = env
+        .http
+        .get(format!(
+            "{}/v1.0/groups/{group}/members/graph.user/$count",
+            env.emu.base_url()
+        ))
+        .bearer_auth(&env.token)
+        .header("ConsistencyLevel", "eventual")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(count, "4");
+    let users = env.get("/users").await.body;
+    assert_eq!(listed(&users).len(), 4, "{users}");
+    assert!(
+        env.get(&format!("/users?$filter=id eq '{user}'"))
+            .await
+            .body["value"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let shown = env
+        .control(Method::GET, &format!("/users/{user}"), None)
+        .await
+        .body;
+    assert_eq!(shown["deleted"], true, "{shown}");
+    assert_eq!(
+        shown["assignedLicenses"][0]["skuId"], ENTERPRISEPACK_SKU_ID,
+        "{shown}"
+    );
+    for (method, body) in [
+        (Method::DELETE, None),
+        (Method::PATCH, Some(json!({"usageLocation": "NO"}))),
+    ] {
+        let r = env.control(method, &format!("/users/{user}"), body).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    }
+    let r = env
+        .control(
+            Method::DELETE,
+            "/users/00000000-0000-0000-0000-000000000001",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    // The others are untouched.
+    let other = env.user_id(1).await;
+    assert_eq!(
+        env.get(&format!("/users/{other}")).await.status,
+        StatusCode::OK
+    );
+    env.emu.shutdown().await;
+}

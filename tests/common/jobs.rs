@@ -225,6 +225,17 @@ impl Setup {
         self.emulator_json("stats").await
     }
 
+    /// Delete user `id` in the emulator, as an administrator would behind licensor's back.
+    pub async fn delete_user(&self, id: &str) {
+        let resp = self
+            .http
+            .delete(format!("{}/_emulator/users/{id}", self.emulator.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 204, "delete {id}");
+    }
+
     pub async fn finish(self) {
         self.app.stop().await;
         self.emulator.shutdown().await;

@@ -764,7 +764,8 @@ impl TestApp {
     /// emulator's state of its member, right now. No item is pending; a member `succeeded` or
     /// `skipped` (already in the desired state) holds what the job asked for; a `failed` one
     /// does not; an undo's member holds its licenses from before the undone job, or — left
-    /// `changed_since` — no longer what that job left. `cancelled` items claim nothing. Call it
+    /// `changed_since` — no longer what that job left; a member deleted from the directory is
+    /// `failed`, `user_not_found`. `cancelled` items claim nothing. Call it
     /// when the job has ended, before anything else changes the members. Returns the number of
     /// items checked.
     pub async fn assert_outcomes_true(
@@ -870,6 +871,17 @@ impl TestApp {
                     "the ledger says the job set its usage location ({set}): {}",
                     why()
                 );
+            }
+            // A user deleted in the directory holds nothing: only "the user is not found" is
+            // true of it.
+            if user["deleted"] == true {
+                assert_eq!(
+                    (status, code),
+                    ("failed", "user_not_found"),
+                    "the user was deleted: {}",
+                    why()
+                );
+                continue;
             }
             if let Some(undone) = &undone {
                 let entry = undone

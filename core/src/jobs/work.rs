@@ -255,19 +255,24 @@ impl Step {
                     self.decide(req, m, Some(&snap), true);
                 }
                 // A member licensor may have written stays to be read first — and is never
-                // called failed unread, whatever its tries.
+                // called failed unread, whatever its tries; only the directory's lasting
+                // answer (the user deleted) ends it.
                 Err(e) => match item_outcome(&e, m.attempts, self.max_attempts) {
-                    Some(Outcome::Failed { .. }) if m.taken_over => self.outcomes.push((
-                        m.id,
-                        unread(
-                            format!(
-                                "licensor may have changed this member without recording the answer; reading it failed ({e}), so it is read again before it is called anything"
-                            ),
-                            e.item_code(),
-                            m.attempts,
-                            e.retry_after(),
-                        ),
-                    )),
+                    Some(Outcome::Failed { .. }) if m.taken_over => {
+                        const MAY_HAVE: &str =
+                            "licensor may have changed this member without recording the answer";
+                        let outcome = read_refused(&e, MAY_HAVE).unwrap_or_else(|| {
+                            unread(
+                                format!(
+                                    "{MAY_HAVE}; reading it failed ({e}), so it is read again before it is called anything"
+                                ),
+                                e.item_code(),
+                                m.attempts,
+                                e.retry_after(),
+                            )
+                        });
+                        self.outcomes.push((m.id, outcome));
+                    }
                     Some(o) => self.outcomes.push((m.id, o.read_first(m.taken_over))),
                     None => return Err(JobFailure::from_directory(&e, "reading a member")),
                 },
@@ -475,8 +480,9 @@ fn stored_snapshot(item: &mut Claimed) -> Option<Snapshot> {
 /// (batched reads) before it is called anything. One that shows the write its stored state
 /// called for ends `succeeded` with that change in the ledger, as in [`process`]; one a fresh
 /// read finds already in the desired state ends `skipped` as such; any other is skipped as
-/// `cancelled` (the read shows the change not made). When the read fails the member stays
-/// pending and is read again later ([`unread_after_cancel`]). Nothing is written.
+/// `cancelled` (the read shows the change not made). A user the read finds deleted ends
+/// `failed` ([`read_refused`]); when the read fails otherwise the member stays pending and is
+/// read again later ([`unread_after_cancel`]). Nothing is written.
 pub async fn settle_unanswered(
     client: &DirectoryClient,
     req: &ParsedRequest,
@@ -517,10 +523,17 @@ pub async fn settle_unanswered(
                 step.writes.retain(|w| w.id != id);
                 step.reads.retain(|r| r.id != id);
             }
-            // Nothing can be said yet: the member stays pending, to be read again.
+            // The directory's lasting answer ends it; otherwise nothing can be said yet: the
+            // member stays pending, to be read again.
             Err(e) => step.outcomes.push((
                 id,
-                unread_after_cancel(&e.to_string(), e.item_code(), m.attempts, e.retry_after()),
+                read_refused(
+                    &e,
+                    "the job was cancelled while this member's write had no recorded answer",
+                )
+                .unwrap_or_else(|| {
+                    unread_after_cancel(&e.to_string(), e.item_code(), m.attempts, e.retry_after())
+                }),
             )),
         }
     }
@@ -544,6 +557,33 @@ pub fn unread_after_cancel(
         attempts,
         retry_after,
     )
+}
+
+/// The outcome of a member licensor may have written without recording the answer (`why`
+/// says how) when the directory refuses its fresh read for good, or `None` when the refusal is
+/// worth reading again after ([`unread`]: a 429, a 5xx, a timeout, rejected credentials).
+/// - 404 (`Request_ResourceNotFound`): the user is no longer in the directory (deleted
+///   meanwhile), so it holds nothing: `failed`, `user_not_found`, the directory's word in the
+///   detail. Reading it again would never end (Graph: "Get user", 404 for a user that does not
+///   exist).
+/// - Another lasting 4xx: `failed` with the directory's code, the detail saying whether the
+///   write was made could not be read; a rerun reads the member before it writes.
+fn read_refused(e: &DirectoryError, why: &str) -> Option<Outcome> {
+    match e {
+        DirectoryError::NotFound { detail } => Some(Outcome::Failed {
+            code: ItemCode::UserNotFound.as_str().to_owned(),
+            detail: format!(
+                "{why}; a fresh read finds the user no longer in the directory (deleted meanwhile), so it holds nothing: {detail}"
+            ),
+        }),
+        DirectoryError::Permanent { code, detail } => Some(Outcome::Failed {
+            code: code.as_str().to_owned(),
+            detail: format!(
+                "{why}; the directory refuses to read the member ({detail}), so whether that write was made could not be read"
+            ),
+        }),
+        _ => None,
+    }
 }
 
 /// The outcome of a member licensor may have written without recording the answer and could
@@ -735,6 +775,7 @@ pub(crate) async fn write(
 /// - The read shows the change: the write was made → to `written` (it ends `succeeded`, its
 ///   change in the ledger, with the lost answer in its note).
 /// - The read shows it not made: `failed`, "gave up after N tries", with that said.
+/// - The read finds the user deleted (404): `failed`, `user_not_found` ([`read_refused`]).
 /// - The read fails too: it stays pending, to be read again after a backoff ([`unread`]); once
 ///   read, it ends as the read shows, and is not written again (no tries left).
 ///
@@ -779,18 +820,24 @@ async fn settle_last_tries(
                 };
                 location_written(outcomes, failed, &w);
             }
-            // Not known whether it was made: read again later, never written again.
-            Err(read) => outcomes.push((
-                w.id,
-                unread(
-                    format!(
-                        "gave up writing after {tries} tries: {detail}; the directory's answer to the last write was lost and reading the member failed ({read}), so it is read again before it is called anything"
-                    ),
-                    read.item_code(),
-                    w.attempts,
-                    read.retry_after(),
-                ),
-            )),
+            // The directory's lasting answer ends it. Otherwise it is not known whether the
+            // write was made: read again later, never written again.
+            Err(read) => {
+                let gave_up = format!(
+                    "gave up writing after {tries} tries: {detail}; the directory's answer to the last write was lost"
+                );
+                let outcome = read_refused(&read, &gave_up).unwrap_or_else(|| {
+                    unread(
+                        format!(
+                            "{gave_up} and reading the member failed ({read}), so it is read again before it is called anything"
+                        ),
+                        read.item_code(),
+                        w.attempts,
+                        read.retry_after(),
+                    )
+                });
+                outcomes.push((w.id, outcome));
+            }
         }
     }
 }

@@ -268,6 +268,7 @@ impl Directory {
             sku_index,
             writes_max: AtomicU32::new(0),
             successful_writes: AtomicU64::new(0),
+            deleted_users: AtomicU32::new(0),
         };
 
         // Group-based licenses: every transitive user member inherits the group's SKUs.

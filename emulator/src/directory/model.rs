@@ -105,6 +105,9 @@ pub struct UserState {
     pub profile_writes: u32,
     /// `accountEnabled: false` (set through the control API).
     pub account_disabled: bool,
+    /// Deleted through the control API: Graph answers 404 for it and leaves it out of every
+    /// list, and its seats are released (Graph's deleted items keep the object, not the seats).
+    pub deleted: bool,
 }
 
 pub struct Directory {
@@ -124,6 +127,8 @@ pub struct Directory {
     pub(super) sku_index: HashMap<Uuid, u16>,
     pub writes_max: AtomicU32,
     pub successful_writes: AtomicU64,
+    /// Users deleted so far: lists and counts look for them only when some are.
+    pub deleted_users: AtomicU32,
 }
 
 pub(super) const FIRST: &[&str] = &[

@@ -73,6 +73,11 @@ impl Directory {
         }
 
         let mut st = self.users[u as usize].lock();
+        if st.deleted {
+            return Err(GraphError::not_found(
+                &self.user_ids[u as usize].to_string(),
+            ));
+        }
         if !adds.is_empty() && st.usage_location.is_none() {
             return Err(GraphError::bad_request(
                 "License assignment cannot be done for user with invalid usage location.",
@@ -216,15 +221,41 @@ impl Directory {
             .map(|p| p.id)
     }
 
-    /// PATCH of the user's usage location. Returns whether it changed.
-    pub fn set_usage_location(&self, u: u32, loc: Option<[u8; 2]>) -> bool {
+    /// Delete user `u`, as an administrator would in the directory's own console: Graph then
+    /// answers 404 for it and leaves it out of lists, and the seats of every SKU it held are
+    /// released. The object keeps its licenses as they were, for the control API to show
+    /// (Graph's deleted items keep them for a restore). False when it was deleted already.
+    pub fn delete_user(&self, u: u32) -> bool {
         let mut st = self.users[u as usize].lock();
-        if st.usage_location == loc {
+        if st.deleted {
             return false;
+        }
+        st.deleted = true;
+        for h in &st.licenses {
+            self.skus[h.sku as usize].release();
+        }
+        self.deleted_users.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// Whether user `u` was deleted ([`Directory::delete_user`]).
+    pub fn is_deleted(&self, u: u32) -> bool {
+        self.deleted_users.load(Ordering::Acquire) > 0 && self.users[u as usize].lock().deleted
+    }
+
+    /// PATCH of the user's usage location. Returns whether it changed; `None` when the user
+    /// was deleted meanwhile.
+    pub fn set_usage_location(&self, u: u32, loc: Option<[u8; 2]>) -> Option<bool> {
+        let mut st = self.users[u as usize].lock();
+        if st.deleted {
+            return None;
+        }
+        if st.usage_location == loc {
+            return Some(false);
         }
         st.usage_location = loc;
         st.profile_writes += 1;
-        true
+        Some(true)
     }
 }
 

@@ -1,6 +1,8 @@
 //! Group members: `members` and `transitiveMembers`, whole or cast to one type
 //! (`microsoft.graph.user` …), paged, and their `$count`.
 
+use std::sync::atomic::Ordering;
+
 use axum::extract::{Extension, Path};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -49,7 +51,19 @@ fn cast_segment(c: Cast) -> &'static str {
     }
 }
 
-fn cast_len(m: &Members, c: Cast) -> usize {
+/// The number of (cast) members, deleted users left out.
+fn cast_len(dir: &Directory, m: &Members, c: Cast) -> usize {
+    let deleted =
+        if matches!(c, Cast::All | Cast::User) && dir.deleted_users.load(Ordering::Acquire) > 0 {
+            m.users.iter().filter(|u| dir.is_deleted(**u)).count()
+        } else {
+            0
+        };
+    positions(m, c) - deleted
+}
+
+/// The number of (cast) member positions, deleted users included: what paging walks.
+fn positions(m: &Members, c: Cast) -> usize {
     match c {
         Cast::All => m.len(),
         Cast::User => m.users.len(),
@@ -159,7 +173,7 @@ fn members_count(
     } else {
         &dir.groups[g as usize].members
     };
-    let mut res = (StatusCode::OK, cast_len(m, cast).to_string()).into_response();
+    let mut res = (StatusCode::OK, cast_len(dir, m, cast).to_string()).into_response();
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     Ok(res)
@@ -218,18 +232,22 @@ fn members_inner(
     let offset = q.offset(scope)?;
     st.stats
         .record_member_page(format!("{id}/{kind}/{cast_name}/{offset}"));
-    let len = cast_len(m, cast);
+    // A page walks `top` positions; a deleted user's is left out, so a page may hold fewer
+    // (Graph's pages may be short too: clients follow `@odata.nextLink`, not counts).
+    let len = positions(m, cast);
     let end = (offset + top).min(len);
     let mut value = Vec::with_capacity(end.saturating_sub(offset));
     for i in offset..end {
-        if let Some(o) = cast_get(m, cast, i) {
-            value.push(object_json(&dir, o, select.as_deref()));
+        match cast_get(m, cast, i) {
+            Some(ObjRef::User(u)) if dir.is_deleted(u) => {}
+            Some(o) => value.push(object_json(&dir, o, select.as_deref())),
+            None => {}
         }
     }
     let mut body = Map::new();
     body.insert("@odata.context".into(), json!(format!("{CTX}#{ctx}")));
     if q.count() {
-        body.insert("@odata.count".into(), json!(len));
+        body.insert("@odata.count".into(), json!(cast_len(&dir, m, cast)));
     }
     if end < len {
         let path = match cast {

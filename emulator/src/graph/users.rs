@@ -15,9 +15,12 @@ use crate::directory::{Directory, ObjRef, USER_PROPS, parse_country};
 use crate::error::{GraphError, graph_json};
 use crate::state::Tenant;
 
-/// A `users/{id | userPrincipalName}` segment.
+/// A `users/{id | userPrincipalName}` segment: a user that exists (a deleted one is not
+/// found, as in Graph).
 pub(super) fn find_user(dir: &Directory, id: &str) -> Result<u32, GraphError> {
-    dir.find_user(id).ok_or_else(|| GraphError::not_found(id))
+    dir.find_user(id)
+        .filter(|u| !dir.is_deleted(*u))
+        .ok_or_else(|| GraphError::not_found(id))
 }
 
 /// A user as `GET /users/{id}` answers it.
@@ -92,7 +95,7 @@ fn list_users_inner(
         && (p.eq_ignore_ascii_case("id") || p.eq_ignore_ascii_case("userPrincipalName"))
     {
         if offset == 0
-            && let Some(u) = dir.find_user(v)
+            && let Ok(u) = find_user(&dir, v)
         {
             value.push(object_json(&dir, ObjRef::User(u), select.as_deref()));
         }
@@ -101,6 +104,9 @@ fn list_users_inner(
     while offset < n {
         let u = offset as u32;
         offset += 1;
+        if dir.is_deleted(u) {
+            continue;
+        }
         let mut keep = filters.is_empty();
         for f in &filters {
             keep |= user_prop(&dir, u, f.prop())?.is_some_and(|x| f.matches(&x));
@@ -199,8 +205,10 @@ fn patch_user_inner(st: &Tenant, id: &str, body: &Bytes) -> Result<(), GraphErro
             )));
         }
     }
-    if let Some(l) = loc {
-        dir.set_usage_location(u, l);
+    if let Some(l) = loc
+        && dir.set_usage_location(u, l).is_none()
+    {
+        return Err(GraphError::not_found(id));
     }
     Ok(())
 }
