@@ -364,6 +364,33 @@ mod tests {
         );
     }
 
+    /// The bundled SQLite is built with its query planner stability guarantee
+    /// (`.cargo/config.toml`): a statement's plan does not depend on the values bound to it, so
+    /// a statement with a bound `LIMIT ?` is not compiled again each time it runs. Both
+    /// connections (the database's and the queue's) are of this build.
+    #[tokio::test]
+    async fn sqlite_plans_do_not_depend_on_bound_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = connect(&DatabaseUrl::Sqlite(dir.path().join("licensor.db")))
+            .await
+            .unwrap();
+        let options = db
+            .query_all_raw(sea_orm::Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA compile_options",
+            ))
+            .await
+            .unwrap();
+        let options: Vec<String> = options
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap())
+            .collect();
+        assert!(
+            options.iter().any(|o| o == "ENABLE_QPSG"),
+            "SQLite built without SQLITE_ENABLE_QPSG: {options:?}"
+        );
+    }
+
     /// A transaction that reads, then writes, while another connection writes in between: a
     /// deferred SQLite transaction is refused at once (its read snapshot is stale, and SQLite
     /// does not wait); one begun with [`begin`] holds the write lock from the start, so the
