@@ -268,6 +268,7 @@ impl Application {
                 jobs: self.settings.jobs.clone(),
                 leases: Default::default(),
                 turns: licensor_core::jobs::writer::Turns::new(options.name.clone()),
+                lanes: Default::default(),
                 webhooks: webhooks.clone(),
                 stopping: Default::default(),
             };

@@ -118,6 +118,10 @@ fn describe_metrics() {
         "Times a job's lane left because its tenant's write budget was spent for longer than a chunk may wait (2 s), and was queued again by the tenant's writer for when the budget frees, so it held no worker place meanwhile"
     );
     describe_counter!(
+        "licensor_lanes_joined_total",
+        "Times a job's lane would have waited for its tenant's write budget while another lane of the same job already waited for it in this process: it joined that wait, and comes back as a spare lane once a step finds the budget free beyond its own chunk"
+    );
+    describe_counter!(
         "licensor_lanes_left_to_writer_total",
         "Times a job's lane found another worker process writing to its tenant (that process's turn, see tenant_writers) and was queued again for it, so one write scheduler fills each tenant's budget"
     );
@@ -163,6 +167,7 @@ fn describe_metrics() {
     }
     metrics::counter!("licensor_jobs_requeued_total").increment(0);
     metrics::counter!("licensor_lanes_deferred_total").increment(0);
+    metrics::counter!("licensor_lanes_joined_total").increment(0);
     metrics::counter!("licensor_lanes_left_to_writer_total").increment(0);
     metrics::counter!("licensor_chunks_left_to_writer_total").increment(0);
     metrics::counter!("licensor_worker_processes_taken_over_total").increment(0);

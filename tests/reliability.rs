@@ -1202,6 +1202,22 @@ async fn tenants_share_one_worker_by_budget(backend: Backend) {
         side_by_side,
         "every tenant's job was part-way at the same moment"
     );
+    // A job's lanes that found its tenant's budget spent waited for it as one, not each through
+    // the queue (`licensor_lanes_joined_total`).
+    let metrics = app.text("/metrics").await;
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    let (deferred, joined) = (
+        counter("licensor_lanes_deferred_total"),
+        counter("licensor_lanes_joined_total"),
+    );
+    assert!(
+        deferred.is_some_and(|n| n > 0.0) && joined.is_some_and(|n| n > 0.0),
+        "lanes deferred {deferred:?}, joined {joined:?}"
+    );
     let per_tenant = reqwest::get(format!("{}/_emulator/tenants", emulator.base_url()))
         .await
         .unwrap()

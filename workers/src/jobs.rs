@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use apalis::prelude::BoxDynError;
 use chrono::Utc;
-use licensor_core::directory::{DirectoryClient, Outlook};
+use licensor_core::directory::{DirectoryClient, Outlook, Pledge};
 use licensor_core::domain::JobStatus;
 use licensor_core::entities::job;
 use licensor_core::jobs::canary::CanaryDecision;
@@ -29,6 +29,7 @@ use licensor_core::tenants;
 use uuid::Uuid;
 
 use crate::WorkerContext;
+use crate::lanes::Parked;
 
 async fn client_for(
     ctx: &WorkerContext,
@@ -336,6 +337,7 @@ async fn settle_unanswered(
 /// Finish the job if nothing is pending; true when it is over.
 async fn finish(ctx: &WorkerContext, job: &job::Model) -> Result<bool, BoxDynError> {
     if let Some(status) = jobs::finish::finish_if_done(&ctx.db, job.id).await? {
+        ctx.lanes.forget(job.id);
         crate::webhooks::queue_job_events(ctx, job.id).await;
         tracing::info!(job = %job.id, kind = %job.kind, status = status.as_str(), "job finished");
         jobs::finish::count_completed(job.kind, status);
@@ -351,6 +353,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         return Ok(());
     };
     if job.status != JobStatus::Running {
+        ctx.lanes.forget(job_id);
         if job.status == JobStatus::Cancelled {
             settle_cancelled(ctx, tenant_id, job_id).await?;
         }
@@ -388,7 +391,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         }
         Turn::Mine | Turn::Free => {}
     }
-    let Some(take) = budgeted_chunk(ctx, &client, tenant_id, job_id).await? else {
+    let Some((take, pledge)) = budgeted_chunk(ctx, &client, tenant_id, job_id).await? else {
         return Ok(());
     };
     let owner = step_owner(ctx);
@@ -501,7 +504,20 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
             },
         ),
     )));
-    let client = client.stopping_on(stop).deferring_beyond(BUDGET_PATIENCE);
+    // The chunk may be smaller than the lane's share: pledge only its members' writes.
+    pledge.cut_to(n as u64);
+    // The budget is free beyond this chunk: a lane that joined a wait for it goes back to work.
+    if matches!(
+        client.write_outlook(BUDGET_HORIZON),
+        Outlook::Open | Outlook::Ready(_)
+    ) && ctx.lanes.spare(job_id)
+    {
+        ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
+    }
+    let client = client
+        .stopping_on(stop)
+        .deferring_beyond(BUDGET_PATIENCE)
+        .redeeming(pledge);
     let (outcome, throttled) = licensor_core::directory::count_throttles(work::process(
         &ctx.db, &client, &ctx.jobs, &job, &req, items,
     ))
@@ -673,27 +689,37 @@ const LEAST_CHUNK: u64 = 2 * licensor_core::directory::MAX_BATCH as u64;
 ///   many (the job's lanes split them), at least [`LEAST_CHUNK`], at most `jobs.chunk_size`.
 /// - None free until later: the lane is queued again for just before the budget frees (the
 ///   queue schedules by whole seconds) and takes nothing now (`None`).
+///
+/// The writes taken on are pledged ([`licensor_core::directory::Pledge`]) until the chunk's
+/// grants redeem them or the step ends: the tenant's next lane sees them as spent, and waits for
+/// the budget beyond them instead of taking members for the same free slots only to give them
+/// back unsent (`licensor-bench --scenario msp`, 100 tenants: 2.75 members taken for each one
+/// written without it).
 async fn budgeted_chunk(
     ctx: &WorkerContext,
     client: &DirectoryClient,
     tenant_id: Uuid,
     job_id: Uuid,
-) -> Result<Option<u64>, BoxDynError> {
+) -> Result<Option<(u64, Arc<Pledge>)>, BoxDynError> {
     let most = ctx.jobs.chunk_size as u64;
     let lanes = ctx.jobs.lanes_per_job.max(1) as u64;
-    Ok(Some(match client.write_outlook(BUDGET_HORIZON) {
+    let now = tokio::time::Instant::now();
+    let (outlook, pledge) = client.pledge_writes(BUDGET_HORIZON, |outlook| match outlook {
         Outlook::Open => most,
         Outlook::Ready(writes) => (writes * HORIZONS_HELD / lanes).max(LEAST_CHUNK).min(most),
-        Outlook::Wait(at) => {
-            let wait = at.saturating_duration_since(tokio::time::Instant::now());
-            if wait <= BUDGET_PATIENCE {
-                LEAST_CHUNK.min(most)
-            } else {
-                defer_lane(ctx, tenant_id, job_id, at).await?;
-                return Ok(None);
-            }
+        Outlook::Wait(at) if at.saturating_duration_since(now) <= BUDGET_PATIENCE => {
+            LEAST_CHUNK.min(most)
         }
-    }))
+        Outlook::Wait(_) => 0,
+    });
+    match outlook {
+        Outlook::Wait(at) if pledge.left() == 0 => {
+            drop(pledge);
+            defer_lane(ctx, tenant_id, job_id, at).await?;
+            Ok(None)
+        }
+        _ => Ok(Some((pledge.left(), pledge))),
+    }
 }
 
 /// Queue a job's lane again [`LANE_LEAD`] before its tenant's write budget frees at `until`,
@@ -718,14 +744,21 @@ async fn defer_lane(
         ctx.queue.push(message).await?;
         return Ok(());
     }
+    // Another lane of the job waits for the same budget here: this one joins it, and comes back
+    // as a spare lane when the budget proves free beyond one chunk ([`crate::lanes`]).
+    if ctx.lanes.park(job_id) == Parked::Joined {
+        metrics::counter!("licensor_lanes_joined_total").increment(1);
+        return Ok(());
+    }
     // The turn outlasts the wait, so the lane comes back to this process and its budget.
     if let Err(e) = ctx.turns.keep(&ctx.db, tenant_id, wait).await {
         tracing::debug!(error = %e, "keeping the turn to write failed");
     }
     metrics::counter!("licensor_lanes_deferred_total").increment(1);
-    let queue = ctx.queue.clone();
+    let (queue, lanes) = (ctx.queue.clone(), ctx.lanes.clone());
     tokio::spawn(tracing::Instrument::in_current_span(async move {
         tokio::time::sleep_until(until.checked_sub(LANE_LEAD).unwrap_or(until)).await;
+        lanes.unpark(job_id);
         if let Err(e) = queue.push(message).await {
             tracing::warn!(error = %e, "queueing a lane that waited for the write budget failed; the reconciler will");
         }

@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 
 pub mod heartbeat;
 pub mod jobs;
+pub mod lanes;
 pub mod outage;
 mod ping;
 mod poll;
@@ -42,6 +43,9 @@ pub struct WorkerContext {
     pub leases: outage::Leases,
     /// This process's turns to write to tenants ([`licensor_core::jobs::writer`]).
     pub turns: licensor_core::jobs::writer::Turns,
+    /// Lanes of jobs waiting for their tenant's write budget here, and spare lanes
+    /// ([`lanes`]).
+    pub lanes: lanes::Lanes,
     /// Webhook settings, the key to their signing secrets and the client deliveries use.
     pub webhooks: licensor_core::webhooks::Webhooks,
     /// Raised once the process is told to stop: a step reading a job's groups stops after the

@@ -306,6 +306,7 @@ impl DirectoryClient {
                         }
                     } => match grant {
                         Ok(grant) => {
+                            self.redeem(grant.writes());
                             let (now, later) =
                                 rest.split_at((grant.writes() as usize).min(rest.len()));
                             sending.push(self.send_granted(ops, now, grant));

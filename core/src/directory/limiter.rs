@@ -64,6 +64,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -214,6 +215,62 @@ impl std::fmt::Debug for Grant {
     }
 }
 
+/// Writes promised to work a caller took on after [`WriteLimiter::pledge`] (a job step's
+/// chunk of members), not yet granted. Grants for that work redeem it
+/// ([`Pledge::redeem`]); what is left is given back when it is dropped or cut
+/// ([`Pledge::cut_to`]). Meanwhile other callers' outlooks count it as spent, so they do not
+/// take on work for the same free slots and then give it back unsent.
+pub struct Pledge {
+    shared: Arc<Shared>,
+    /// Writes still pledged; changed only under the state lock.
+    left: AtomicU64,
+}
+
+impl Pledge {
+    /// Writes still pledged.
+    pub fn left(&self) -> u64 {
+        self.left.load(Ordering::Relaxed)
+    }
+
+    /// `writes` of the pledge were granted (they now count as outstanding instead).
+    pub fn redeem(&self, writes: u32) {
+        let mut s = self.shared.state.lock();
+        let left = self.left.load(Ordering::Relaxed);
+        let n = left.min(u64::from(writes));
+        self.left.store(left - n, Ordering::Relaxed);
+        s.pledged = s.pledged.saturating_sub(n);
+    }
+
+    /// The work turned out smaller (fewer members were there to take): keep at most `writes`
+    /// pledged.
+    pub fn cut_to(&self, writes: u64) {
+        let mut s = self.shared.state.lock();
+        let left = self.left.load(Ordering::Relaxed);
+        if left > writes {
+            self.left.store(writes, Ordering::Relaxed);
+            s.pledged = s.pledged.saturating_sub(left - writes);
+        }
+    }
+}
+
+impl Drop for Pledge {
+    fn drop(&mut self) {
+        let left = self.left.load(Ordering::Relaxed);
+        if left > 0 {
+            let mut s = self.shared.state.lock();
+            s.pledged = s.pledged.saturating_sub(left);
+        }
+    }
+}
+
+impl std::fmt::Debug for Pledge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pledge")
+            .field("left", &self.left())
+            .finish()
+    }
+}
+
 /// What the fill (learning `L`) has seen: answered writes of this fill by reading.
 #[derive(Debug, Default)]
 struct Fill {
@@ -336,6 +393,10 @@ struct State {
     log: VecDeque<Entry>,
     /// Granted, not yet answered.
     outstanding: u64,
+    /// Promised to work taken on the strength of an outlook and not granted yet (see
+    /// [`WriteLimiter::pledge`]): [`WriteLimiter::outlook`] counts them as spent, the schedule
+    /// does not (the work they are pledged to asks for them).
+    pledged: u64,
     /// Bounds of the window `W`: `W > w_lo`, `W ≤ w_hi`.
     w_lo: Duration,
     w_hi: Option<Duration>,
@@ -882,6 +943,7 @@ impl WriteLimiter {
                     limit: None,
                     log: VecDeque::new(),
                     outstanding: 0,
+                    pledged: 0,
                     w_lo: Duration::ZERO,
                     w_hi: None,
                     probe_out: false,
@@ -919,11 +981,38 @@ impl WriteLimiter {
 
     /// What the budget allows within `horizon` from now, without granting anything: the
     /// writes whose slots are free by then (writes in the window that will have left it, less
-    /// those granted and not answered). [`Outlook::Open`] while the limit or the window is still
-    /// being learned. A caller deciding how much work to take on uses it so that work waiting
-    /// for the budget does not hold a place another tenant's work could use.
+    /// those granted and not answered and those pledged to work already taken on).
+    /// [`Outlook::Open`] while the limit or the window is still being learned. A caller deciding
+    /// how much work to take on uses it so that work waiting for the budget does not hold a
+    /// place another tenant's work could use.
     pub fn outlook(&self, horizon: Duration) -> Outlook {
-        let s = self.shared.state.lock();
+        self.outlook_of(&self.shared.state.lock(), horizon)
+    }
+
+    /// [`WriteLimiter::outlook`], and a pledge of the writes `take` decides to take on from it
+    /// (0: none), in one step: two callers sizing their work at once never both count the same free slots.
+    /// While the [`Pledge`] is held (or until grants redeem it), later outlooks count its writes
+    /// as spent and name the time the budget frees beyond them.
+    pub fn pledge(
+        &self,
+        horizon: Duration,
+        take: impl FnOnce(Outlook) -> u64,
+    ) -> (Outlook, Pledge) {
+        let mut s = self.shared.state.lock();
+        let outlook = self.outlook_of(&s, horizon);
+        let writes = take(outlook);
+        s.pledged += writes;
+        drop(s);
+        (
+            outlook,
+            Pledge {
+                shared: self.shared.clone(),
+                left: AtomicU64::new(writes),
+            },
+        )
+    }
+
+    fn outlook_of(&self, s: &State, horizon: Duration) -> Outlook {
         let (Some(cap), Some(window)) = (s.capacity(&self.shared.config), s.window()) else {
             return Outlook::Open;
         };
@@ -931,20 +1020,20 @@ impl WriteLimiter {
         let lead = s.lead();
         let by = now + horizon + lead;
         let still_in = s.log.iter().filter(|e| e.at + window > by).count() as u64;
-        let free = cap.saturating_sub(still_in + s.outstanding);
+        let free = cap.saturating_sub(still_in + s.outstanding + s.pledged);
         if free > 0 {
             return Outlook::Ready(free);
         }
         // The entry whose leaving frees the first slot (all in the window count, and the ones
         // granted but unanswered, which leave no earlier than now plus a window).
         let in_window = s.log.iter().filter(|e| e.at + window > now + lead).count() as u64;
-        let need = (in_window + s.outstanding + 1).saturating_sub(cap) as usize;
+        let need = (in_window + s.outstanding + s.pledged + 1).saturating_sub(cap) as usize;
         let skip = s.log.len() - in_window as usize;
         match s.log.get(skip + need.saturating_sub(1)) {
             Some(e) => {
                 let scheduled = (e.at + window).checked_sub(lead).unwrap_or(e.at);
                 // A probe of the window goes before the schedule (see `State::decide`).
-                let probe = (need == 1 && s.outstanding == 0)
+                let probe = (need == 1 && s.outstanding == 0 && s.pledged == 0)
                     .then(|| s.probe_at(e))
                     .flatten();
                 Outlook::Wait(probe.map_or(scheduled, |p| p.min(scheduled)))

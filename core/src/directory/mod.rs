@@ -26,7 +26,7 @@ mod token;
 pub use batch::{MAX_BATCH, WriteOp, Written};
 pub use drive::{DriveItem, DriveUpload, UploadError};
 pub use error::{DirectoryError, Failure, ItemCode, classify, parse_retry_after};
-pub use limiter::{Grant, LimiterConfig, Outlook, WriteAnswer, WriteLimiter};
+pub use limiter::{Grant, LimiterConfig, Outlook, Pledge, WriteAnswer, WriteLimiter};
 pub use registry::{ClientError, DirectoryClients};
 
 use token::{TokenSource, without_url};
@@ -250,6 +250,9 @@ pub struct DirectoryClient {
     /// The longest a `$batch` write waits for the budget (see
     /// [`DirectoryClient::deferring_beyond`]); `None`: as long as it takes.
     patience: Option<Duration>,
+    /// The writes pledged to the work this clone writes for, redeemed by its grants (see
+    /// [`DirectoryClient::redeeming`]).
+    pledge: Option<Arc<Pledge>>,
 }
 
 struct Inner {
@@ -321,9 +324,8 @@ impl DirectoryClient {
     /// the write budget stops waiting. Writes already sent finish. Reads are not affected.
     pub fn stopping_on(&self, stop: Arc<AtomicBool>) -> DirectoryClient {
         DirectoryClient {
-            inner: self.inner.clone(),
             stop: Some(stop),
-            patience: self.patience,
+            ..self.clone()
         }
     }
 
@@ -334,9 +336,38 @@ impl DirectoryClient {
     /// rather than hold a worker's place that another tenant's job could use meanwhile.
     pub fn deferring_beyond(&self, patience: Duration) -> DirectoryClient {
         DirectoryClient {
-            inner: self.inner.clone(),
-            stop: self.stop.clone(),
             patience: Some(patience),
+            ..self.clone()
+        }
+    }
+
+    /// A clone whose writes redeem `pledge` as they are granted ([`Pledge::redeem`]): the
+    /// writes a job step pledged as it took its chunk ([`DirectoryClient::pledge_writes`]) stop
+    /// counting as pledged once they count as granted.
+    pub fn redeeming(&self, pledge: Arc<Pledge>) -> DirectoryClient {
+        DirectoryClient {
+            pledge: Some(pledge),
+            ..self.clone()
+        }
+    }
+
+    /// What the tenant's write budget allows within `horizon`, and a pledge of the writes `take`
+    /// takes on from it (see [`WriteLimiter::pledge`]): a job step sizes its chunk this way, so
+    /// the next step's outlook counts this chunk's writes as spent and does not take members
+    /// for the same free slots only to give them back unsent.
+    pub fn pledge_writes(
+        &self,
+        horizon: Duration,
+        take: impl FnOnce(Outlook) -> u64,
+    ) -> (Outlook, Arc<Pledge>) {
+        let (outlook, pledge) = self.inner.limiter.pledge(horizon, take);
+        (outlook, Arc::new(pledge))
+    }
+
+    /// `writes` were granted: they no longer count as pledged.
+    fn redeem(&self, writes: u32) {
+        if let Some(p) = &self.pledge {
+            p.redeem(writes);
         }
     }
 
@@ -394,6 +425,7 @@ impl DirectoryClient {
         Ok(DirectoryClient {
             stop: None,
             patience: None,
+            pledge: None,
             inner: Arc::new(Inner {
                 http,
                 graph_url: config.graph_url.trim_end_matches('/').to_owned(),
@@ -536,7 +568,10 @@ impl DirectoryClient {
         // places that reads (a job's member pages, another job's reads) could use meanwhile.
         let mut grant = if writes > 0 {
             tokio::select! {
-                grant = inner.limiter.acquire(writes) => Some(grant),
+                grant = inner.limiter.acquire(writes) => {
+                    self.redeem(grant.writes());
+                    Some(grant)
+                }
                 // No wait for the budget outlives the work it is for.
                 () = self.until_stopped() => return Err(DirectoryError::Stopped),
             }

@@ -465,6 +465,86 @@ async fn the_outlook_matches_the_grants() {
     assert!(refused <= 6, "refused {refused} of 600 writes");
 }
 
+/// A pledge counts its writes as spent in every later outlook until grants redeem them or it is
+/// given back, so a second caller sizing its work at the same time does not take on work for
+/// the same free slots; the time a later outlook names, beyond the pledged writes, is when the
+/// budget really frees.
+#[tokio::test(start_paused = true)]
+async fn pledged_writes_are_spent_in_later_outlooks() {
+    let dir = Arc::new(Mutex::new(Directory::new(100, 5_000)));
+    let l = limiter();
+    run(l.clone(), dir.clone(), 400, 16).await;
+    let horizon = Duration::from_secs(1);
+    // Wait for a window's worth of free slots.
+    let free = loop {
+        match l.outlook(horizon) {
+            Outlook::Ready(n) if n >= 50 => break n,
+            Outlook::Ready(_) => {
+                let g = l.acquire_up_to(20).await;
+                send(&dir, g).await;
+            }
+            Outlook::Wait(at) => tokio::time::sleep_until(at).await,
+            Outlook::Open => panic!("the learned budget has an outlook"),
+        }
+    };
+    let take_all = |o: Outlook| match o {
+        Outlook::Ready(n) => n,
+        _ => 0,
+    };
+
+    // Given back unused (dropped, or cut to nothing): the slots are free again.
+    let (seen, pledge) = l.pledge(horizon, take_all);
+    assert_eq!((seen, pledge.left()), (Outlook::Ready(free), free));
+    assert!(
+        matches!(l.outlook(horizon), Outlook::Wait(_)),
+        "{:?}",
+        l.outlook(horizon)
+    );
+    drop(pledge);
+    assert_eq!(l.outlook(horizon), Outlook::Ready(free));
+    let (_, pledge) = l.pledge(horizon, take_all);
+    pledge.cut_to(free - 10);
+    assert_eq!(
+        l.outlook(horizon),
+        Outlook::Ready(10),
+        "the part cut off is free"
+    );
+    pledge.cut_to(0);
+    assert_eq!(l.outlook(horizon), Outlook::Ready(free));
+
+    // Redeemed by the grants for the pledged work: the outlook stays spent, and names the time
+    // the next write is really granted.
+    let (_, pledge) = l.pledge(horizon, take_all);
+    let Outlook::Wait(at) = l.outlook(horizon) else {
+        panic!("pledged slots are not free");
+    };
+    let mut got = 0u64;
+    while got < free {
+        let g = l.acquire_up_to((free - got).min(20) as u32).await;
+        pledge.redeem(g.writes());
+        got += u64::from(g.writes());
+        send(&dir, g).await;
+    }
+    assert_eq!(pledge.left(), 0);
+    drop(pledge);
+    let Outlook::Wait(after) = l.outlook(horizon) else {
+        panic!("granted slots are not free");
+    };
+    assert!(
+        after.max(at) - after.min(at) <= Duration::from_millis(60),
+        "the outlook moved by {:?} once the pledge was redeemed",
+        after.max(at) - after.min(at)
+    );
+    let g = l.acquire_up_to(1).await;
+    let granted = Instant::now();
+    assert!(
+        granted.max(at) - granted.min(at) <= Duration::from_millis(60),
+        "granted {:?} away from the time the outlook named beyond the pledge",
+        granted.max(at) - granted.min(at)
+    );
+    send(&dir, g).await;
+}
+
 /// Send a granted `$batch` to the simulated directory and report its answers: the writes it
 /// accepted.
 async fn send(dir: &Arc<Mutex<Directory>>, grant: Grant) -> u32 {

@@ -1,0 +1,179 @@
+//! A job's lanes that wait for their tenant's write budget, in this process.
+//!
+//! A job is worked by `jobs.lanes_per_job` lanes (queue messages) at once, so that a directory
+//! that does not hold writes back is written to by several chunks side by side. A throttled
+//! tenant's budget frees a window's worth at a time, and one chunk takes it all (its writes are
+//! pledged: [`licensor_core::directory::Pledge`]): the job's other lanes each took a step only to
+//! find the budget spent, waited for it to free, went through the queue again and found it spent
+//! again. With hundreds of throttled tenants those steps — a dozen statements and a queue round
+//! trip each — cost more than the writes (`licensor-bench --scenario msp`, 100 tenants: 84 steps
+//! a second for 21 that wrote).
+//!
+//! So lanes of one job that wait for the budget in this process wait as one ([`Lanes::park`]):
+//! the first parks and comes back through the queue when the budget frees; the others join it
+//! and are kept here as *spare* lanes. A step that took its chunk and sees the budget still free
+//! beyond it sends a spare lane back to the queue ([`Lanes::spare`]), so an unthrottled or
+//! generous budget gets all of the job's lanes again. Nothing here is durable, and nothing need
+//! be: should this process stop or die, its tenants' running jobs are queued again as its turns
+//! to write end ([`licensor_core::jobs::processes`]), and the reconciler queues any job that
+//! stalls.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// Jobs with spare lanes noted beyond which those untouched for [`SPARE_KEPT`] are forgotten
+/// (their jobs ended, or are worked by another process now).
+const TRIM_AT: usize = 4096;
+/// How long spare lanes of a job nobody asked for are kept once [`TRIM_AT`] jobs have some.
+const SPARE_KEPT: Duration = Duration::from_secs(3600);
+
+/// This process's parked and spare lanes, per job. Cheap to clone; clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct Lanes {
+    inner: std::sync::Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Jobs with a lane parked for the budget: how many lanes wait in it.
+    parked: HashMap<Uuid, u32>,
+    /// Jobs with spare lanes: how many, and when last changed.
+    spare: HashMap<Uuid, (u32, Instant)>,
+}
+
+/// What [`Lanes::park`] decided for a lane that waits for the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parked {
+    /// The first of its job: it waits for the budget and comes back through the queue (then
+    /// [`Lanes::unpark`]).
+    Waits,
+    /// Another lane of the job waits already: this one joined it, and ends here.
+    Joined,
+}
+
+impl Lanes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Counts only: a panic elsewhere leaves them usable.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A lane of `job_id` waits for the budget in this process.
+    pub fn park(&self, job_id: Uuid) -> Parked {
+        let mut inner = self.lock();
+        match inner.parked.get_mut(&job_id) {
+            Some(n) => {
+                *n += 1;
+                Parked::Joined
+            }
+            None => {
+                inner.parked.insert(job_id, 1);
+                Parked::Waits
+            }
+        }
+    }
+
+    /// The parked lane of `job_id` goes back to the queue: the lanes that joined it become
+    /// spare lanes of the job.
+    pub fn unpark(&self, job_id: Uuid) {
+        let mut inner = self.lock();
+        let joined = inner.parked.remove(&job_id).unwrap_or(1).saturating_sub(1);
+        if joined == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if inner.spare.len() >= TRIM_AT {
+            inner
+                .spare
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < SPARE_KEPT);
+        }
+        let entry = inner.spare.entry(job_id).or_insert((0, now));
+        entry.0 += joined;
+        entry.1 = now;
+    }
+
+    /// Take one spare lane of `job_id`, if it has one: the budget is free beyond the chunk a
+    /// step just took, and the lane goes back to the queue.
+    pub fn spare(&self, job_id: Uuid) -> bool {
+        let mut inner = self.lock();
+        let Some((n, _)) = inner.spare.get_mut(&job_id) else {
+            return false;
+        };
+        *n -= 1;
+        if *n == 0 {
+            inner.spare.remove(&job_id);
+        }
+        true
+    }
+
+    /// `job_id` is over (or not running): forget its spare lanes.
+    pub fn forget(&self, job_id: Uuid) {
+        self.lock().spare.remove(&job_id);
+    }
+
+    /// Lanes of `job_id` parked here (the waiting one and those that joined it) and spare.
+    pub fn count(&self, job_id: Uuid) -> (u32, u32) {
+        let inner = self.lock();
+        (
+            inner.parked.get(&job_id).copied().unwrap_or(0),
+            inner.spare.get(&job_id).map_or(0, |(n, _)| *n),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_waiting_for_the_budget_wait_as_one_and_come_back_as_spares() {
+        let lanes = Lanes::default();
+        let (job, other) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(lanes.park(job), Parked::Waits);
+        assert_eq!(lanes.park(job), Parked::Joined);
+        assert_eq!(lanes.park(job), Parked::Joined);
+        assert_eq!(
+            lanes.park(other),
+            Parked::Waits,
+            "each job's lanes park apart"
+        );
+        assert_eq!(lanes.count(job), (3, 0));
+        assert!(!lanes.spare(job), "no spare lane while they wait");
+
+        lanes.unpark(job);
+        assert_eq!(lanes.count(job), (0, 2), "the two that joined are spare");
+        assert_eq!(
+            lanes.park(job),
+            Parked::Waits,
+            "the next wait starts afresh"
+        );
+        assert!(lanes.spare(job));
+        assert!(lanes.spare(job));
+        assert!(!lanes.spare(job), "no more spares than lanes joined");
+
+        lanes.unpark(other);
+        assert_eq!(
+            lanes.count(other),
+            (0, 0),
+            "a lane that waited alone leaves no spare"
+        );
+        lanes.unpark(job);
+        assert_eq!(lanes.count(job), (0, 0));
+    }
+
+    #[test]
+    fn spare_lanes_of_an_ended_job_are_forgotten() {
+        let lanes = Lanes::default();
+        let job = Uuid::now_v7();
+        lanes.park(job);
+        lanes.park(job);
+        lanes.unpark(job);
+        assert_eq!(lanes.count(job), (0, 1));
+        lanes.forget(job);
+        assert!(!lanes.spare(job));
+    }
+}
