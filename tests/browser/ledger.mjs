@@ -1,6 +1,7 @@
 // The Changes card of a job that set usage locations (headless Chromium): members given the
 // job's usage location show it under "After" ("Usage location set to SE", "Plats satt till SE"
-// in Swedish), also those whose license write then failed; the Undo button asks for the members
+// in Swedish), also those whose license write then failed; each row's Status says how the
+// member ended ("Failed" with its error code, "Succeeded"; "Misslyckades", "Lyckades"); the Undo button asks for the members
 // an undo takes back — those that succeeded — not every row of the card. Started by
 // tests/jobs.rs with JOB_ID set besides harness.mjs's environment, once the job has ended.
 
@@ -50,15 +51,29 @@ await drive(async ({ newPage, shot }) => {
       await more.click();
       await page.waitForFunction((n) => document.querySelectorAll('#changes-table tbody tr').length > n, before);
     }
-    const text = (await row.locator('.location-set').innerText()).trim();
-    check(text === 'Usage location set to SE', `${entry.status} member: ${text}`);
+    // The row as shown, read at once (nothing in it is still loading).
+    const shown = await row.evaluate((tr) => ({
+      location: tr.querySelector('.location-set')?.innerText.trim() ?? null,
+      status: tr.querySelector('.item-status')?.innerText.trim() ?? null,
+      code: tr.querySelector('.error-code')?.innerText.trim() ?? null,
+      html: tr.innerHTML,
+    }));
+    const about = `${entry.status} member ${JSON.stringify(entry)}, row ${shown.html}`;
+    check(shown.location === 'Usage location set to SE', `location: ${shown.location}; ${about}`);
+    const label = { succeeded: 'Succeeded', failed: 'Failed' }[entry.status];
+    check(shown.status === label, `status: ${shown.status}; ${about}`);
+    check(shown.code === (entry.status === 'failed' ? entry.error?.code : null) && (entry.status !== 'failed' || shown.code),
+      `error code: ${shown.code}; ${about}`);
   }
   // Every row shown says it exactly when its entry has one.
   const rows = await page.locator('#changes-table tbody tr').evaluateAll((trs) =>
-    trs.map((tr) => [tr.dataset.user, tr.querySelector('.location-set') !== null]));
-  const byUser = new Map(changes.data.map((c) => [c.user_id, c.usage_location !== null && c.usage_location !== undefined]));
-  for (const [user, says] of rows) {
-    check(byUser.get(user) === says, `row of ${user}: says a location was set: ${says}`);
+    trs.map((tr) => [tr.dataset.user, tr.querySelector('.location-set') !== null,
+      [...tr.querySelector('.item-status').classList].find((c) => c.startsWith('item-') && c !== 'item-status')]));
+  const byUser = new Map(changes.data.map((c) => [c.user_id, c]));
+  for (const [user, says, status] of rows) {
+    const entry = byUser.get(user);
+    check(entry && (entry.usage_location !== null && entry.usage_location !== undefined) === says, `row of ${user}: says a location was set: ${says}`);
+    check(status === `item-${entry.status}`, `row of ${user}: ${status}, entry ${entry.status}`);
   }
   step(`${rows.length} rows checked; ${rows.filter(([, says]) => says).length} say a location was set`);
   await page.locator('#changes-table tbody tr', { has: page.locator('.location-set') }).last().scrollIntoViewIfNeeded();
@@ -76,6 +91,9 @@ await drive(async ({ newPage, shot }) => {
   step('in Swedish');
   await page.locator('#lang').selectOption('sv');
   await page.locator('#changes-table .location-set', { hasText: 'Plats satt till SE' }).first().waitFor();
+  const failedRow = page.locator(`#changes-table tbody tr[data-user="${failed[0].user_id}"]`);
+  const svStatus = (await failedRow.locator('.item-status').innerText()).trim();
+  check(svStatus === 'Misslyckades', `a failed member's status in Swedish: ${svStatus}`);
   await shot(page, 'ledger-location-sv');
   await page.locator('#lang').selectOption('en');
 });

@@ -15,7 +15,7 @@ const LEDGER_TEXT = {
   get title() { return t('ledger.title'); },
   get intro() { return t('ledger.intro'); },
   get none() { return t('ledger.none'); },
-  get columns() { return ['member', 'before', 'after', 'verified', 'run'].map((c) => t(`ledger.col.${c}`)); },
+  get columns() { return ['member', 'status', 'before', 'after', 'verified', 'run'].map((c) => t(`ledger.col.${c}`)); },
   get noLicense() { return t('ledger.noLicense'); },
   locationSet: (location) => t('ledger.locationSet', { location }),
   without: (n) => t('ledger.plansOff', { n }),
@@ -636,11 +636,15 @@ function changesLedger(id, onTotal) {
       replace(body, h('p', { class: 'muted' }, LEDGER_TEXT.none));
       return;
     }
-    const [member, before, after, verified, run] = LEDGER_TEXT.columns;
+    const [member, status, before, after, verified, run] = LEDGER_TEXT.columns;
     replace(body, h('div', { class: 'table-wrap' }, h('table', { class: 'changes-table', id: 'changes-table' },
       h('thead', {}, h('tr', {}, LEDGER_TEXT.columns.map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, state.rows.map((c) => h('tr', { dataset: { user: c.user_id } },
         h('td', { 'data-label': member }, c.display_name || c.user_principal_name || c.user_id),
+        h('td', { 'data-label': status, class: 'col-status' },
+          h('span', { class: `item-status item-${c.status}`, title: c.error ? `${c.error.code}: ${c.error.detail || ''}` : null },
+            ITEM_STATUS_LABELS[c.status] || c.status),
+          c.error ? h('div', { class: 'muted small error-code' }, c.error.code) : null),
         h('td', { 'data-label': before }, ledgerLicenses(c.before)),
         h('td', { 'data-label': after }, ledgerLicenses(c.after),
           c.usage_location ? h('div', { class: 'muted small location-set' }, LEDGER_TEXT.locationSet(c.usage_location.after)) : null),
