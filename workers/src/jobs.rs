@@ -690,8 +690,8 @@ const LEAST_CHUNK: u64 = 2 * licensor_core::directory::MAX_BATCH as u64;
 /// - None free until later: the lane is queued again for just before the budget frees (the
 ///   queue schedules by whole seconds) and takes nothing now (`None`).
 ///
-/// The writes taken on are pledged ([`licensor_core::directory::Pledge`]) until the chunk's
-/// grants redeem them or the step ends: the tenant's next lane sees them as spent, and waits for
+/// The writes taken on against a learned budget are pledged
+/// ([`licensor_core::directory::Pledge`]) until the chunk's grants redeem them or the step ends: the tenant's next lane sees them as spent, and waits for
 /// the budget beyond them instead of taking members for the same free slots only to give them
 /// back unsent (`licensor-bench --scenario msp`, 100 tenants: 2.75 members taken for each one
 /// written without it).
@@ -704,8 +704,10 @@ async fn budgeted_chunk(
     let most = ctx.jobs.chunk_size as u64;
     let lanes = ctx.jobs.lanes_per_job.max(1) as u64;
     let now = tokio::time::Instant::now();
+    // Nothing is pledged while the budget is being learned: the outlook has no bound to keep
+    // then, and a pledge made before would count against the budget once it is learned.
     let (outlook, pledge) = client.pledge_writes(BUDGET_HORIZON, |outlook| match outlook {
-        Outlook::Open => most,
+        Outlook::Open => 0,
         Outlook::Ready(writes) => (writes * HORIZONS_HELD / lanes).max(LEAST_CHUNK).min(most),
         Outlook::Wait(at) if at.saturating_duration_since(now) <= BUDGET_PATIENCE => {
             LEAST_CHUNK.min(most)
@@ -713,6 +715,7 @@ async fn budgeted_chunk(
         Outlook::Wait(_) => 0,
     });
     match outlook {
+        Outlook::Open => Ok(Some((most, pledge))),
         Outlook::Wait(at) if pledge.left() == 0 => {
             drop(pledge);
             defer_lane(ctx, tenant_id, job_id, at).await?;
@@ -746,10 +749,13 @@ async fn defer_lane(
     }
     // Another lane of the job waits for the same budget here: this one joins it, and comes back
     // as a spare lane when the budget proves free beyond one chunk ([`crate::lanes`]).
-    if ctx.lanes.park(job_id) == Parked::Joined {
-        metrics::counter!("licensor_lanes_joined_total").increment(1);
-        return Ok(());
-    }
+    let parked = match ctx.lanes.park(job_id, until) {
+        Parked::Joined => {
+            metrics::counter!("licensor_lanes_joined_total").increment(1);
+            return Ok(());
+        }
+        Parked::Waits(parked) => parked,
+    };
     // The turn outlasts the wait, so the lane comes back to this process and its budget.
     if let Err(e) = ctx.turns.keep(&ctx.db, tenant_id, wait).await {
         tracing::debug!(error = %e, "keeping the turn to write failed");
@@ -758,7 +764,7 @@ async fn defer_lane(
     let (queue, lanes) = (ctx.queue.clone(), ctx.lanes.clone());
     tokio::spawn(tracing::Instrument::in_current_span(async move {
         tokio::time::sleep_until(until.checked_sub(LANE_LEAD).unwrap_or(until)).await;
-        lanes.unpark(job_id);
+        lanes.unpark(job_id, parked);
         if let Err(e) = queue.push(message).await {
             tracing::warn!(error = %e, "queueing a lane that waited for the write budget failed; the reconciler will");
         }

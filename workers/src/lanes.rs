@@ -10,8 +10,9 @@
 //! a second for 21 that wrote).
 //!
 //! So lanes of one job that wait for the budget in this process wait as one ([`Lanes::park`]):
-//! the first parks and comes back through the queue when the budget frees; the others join it
-//! and are kept here as *spare* lanes. A step that took its chunk and sees the budget still free
+//! the first parks and comes back through the queue when the budget frees; the others that would
+//! come back no sooner join it and are kept here as *spare* lanes (one that would come back
+//! sooner waits itself, and those that joined wait with it). A step that took its chunk and sees the budget still free
 //! beyond it sends a spare lane back to the queue ([`Lanes::spare`]), so an unthrottled or
 //! generous budget gets all of the job's lanes again. Nothing here is durable, and nothing need
 //! be: should this process stop or die, its tenants' running jobs are queued again as its turns
@@ -38,19 +39,33 @@ pub struct Lanes {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Jobs with a lane parked for the budget: how many lanes wait in it.
-    parked: HashMap<Uuid, u32>,
+    /// Jobs with a lane parked for the budget: the wait lanes join.
+    parked: HashMap<Uuid, Wait>,
+    /// Names the waits, so a lane that parked earlier and then waited on its own does not end
+    /// the wait that took its place ([`Lanes::unpark`]).
+    waits: u64,
     /// Jobs with spare lanes: how many, and when last changed.
     spare: HashMap<Uuid, (u32, Instant)>,
+}
+
+/// One job's lanes waiting for the budget as one.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    id: u64,
+    /// When the waiting lane goes back to the queue.
+    until: tokio::time::Instant,
+    /// The waiting lane and those that joined it.
+    lanes: u32,
 }
 
 /// What [`Lanes::park`] decided for a lane that waits for the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parked {
-    /// The first of its job: it waits for the budget and comes back through the queue (then
-    /// [`Lanes::unpark`]).
-    Waits,
-    /// Another lane of the job waits already: this one joined it, and ends here.
+    /// It waits for the budget itself and then comes back through the queue; hand the value to
+    /// [`Lanes::unpark`] then.
+    Waits(u64),
+    /// Another lane of the job waits already, and comes back no later: this one joined it, and
+    /// ends here.
     Joined,
 }
 
@@ -62,26 +77,46 @@ impl Lanes {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A lane of `job_id` waits for the budget in this process.
-    pub fn park(&self, job_id: Uuid) -> Parked {
+    /// A lane of `job_id` waits for the budget in this process until `until`: it joins the
+    /// job's wait if that ends no later, else it waits itself (and lanes that joined the later
+    /// wait come back with it).
+    pub fn park(&self, job_id: Uuid, until: tokio::time::Instant) -> Parked {
         let mut inner = self.lock();
+        inner.waits += 1;
+        let id = inner.waits;
         match inner.parked.get_mut(&job_id) {
-            Some(n) => {
-                *n += 1;
+            Some(wait) if wait.until <= until => {
+                wait.lanes += 1;
                 Parked::Joined
             }
+            // The lane waiting already keeps its own time; those that joined it move here.
+            Some(wait) => {
+                *wait = Wait { id, until, ..*wait };
+                Parked::Waits(id)
+            }
             None => {
-                inner.parked.insert(job_id, 1);
-                Parked::Waits
+                inner.parked.insert(
+                    job_id,
+                    Wait {
+                        id,
+                        until,
+                        lanes: 1,
+                    },
+                );
+                Parked::Waits(id)
             }
         }
     }
 
-    /// The parked lane of `job_id` goes back to the queue: the lanes that joined it become
-    /// spare lanes of the job.
-    pub fn unpark(&self, job_id: Uuid) {
+    /// The lane that parked as `parked` goes back to the queue: if its wait is still the job's,
+    /// the lanes that joined it become spare lanes of the job.
+    pub fn unpark(&self, job_id: Uuid, parked: u64) {
         let mut inner = self.lock();
-        let joined = inner.parked.remove(&job_id).unwrap_or(1).saturating_sub(1);
+        let joined = match inner.parked.get(&job_id) {
+            Some(wait) if wait.id == parked => wait.lanes - 1,
+            _ => return,
+        };
+        inner.parked.remove(&job_id);
         if joined == 0 {
             return;
         }
@@ -119,7 +154,7 @@ impl Lanes {
     pub fn count(&self, job_id: Uuid) -> (u32, u32) {
         let inner = self.lock();
         (
-            inner.parked.get(&job_id).copied().unwrap_or(0),
+            inner.parked.get(&job_id).map_or(0, |w| w.lanes),
             inner.spare.get(&job_id).map_or(0, |(n, _)| *n),
         )
     }
@@ -129,49 +164,87 @@ impl Lanes {
 mod tests {
     use super::*;
 
+    fn at(secs: u64) -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(secs)
+    }
+
+    fn waits(p: Parked) -> u64 {
+        match p {
+            Parked::Waits(id) => id,
+            Parked::Joined => panic!("joined where it should wait"),
+        }
+    }
+
     #[test]
     fn lanes_waiting_for_the_budget_wait_as_one_and_come_back_as_spares() {
         let lanes = Lanes::default();
         let (job, other) = (Uuid::now_v7(), Uuid::now_v7());
-        assert_eq!(lanes.park(job), Parked::Waits);
-        assert_eq!(lanes.park(job), Parked::Joined);
-        assert_eq!(lanes.park(job), Parked::Joined);
+        let until = at(5);
+        let first = waits(lanes.park(job, until));
+        assert_eq!(lanes.park(job, until), Parked::Joined);
         assert_eq!(
-            lanes.park(other),
-            Parked::Waits,
-            "each job's lanes park apart"
+            lanes.park(job, until + Duration::from_secs(1)),
+            Parked::Joined
         );
+        let alone = waits(lanes.park(other, until));
         assert_eq!(lanes.count(job), (3, 0));
         assert!(!lanes.spare(job), "no spare lane while they wait");
 
-        lanes.unpark(job);
+        lanes.unpark(job, first);
         assert_eq!(lanes.count(job), (0, 2), "the two that joined are spare");
-        assert_eq!(
-            lanes.park(job),
-            Parked::Waits,
-            "the next wait starts afresh"
-        );
+        waits(lanes.park(job, until));
         assert!(lanes.spare(job));
         assert!(lanes.spare(job));
         assert!(!lanes.spare(job), "no more spares than lanes joined");
 
-        lanes.unpark(other);
+        lanes.unpark(other, alone);
         assert_eq!(
             lanes.count(other),
             (0, 0),
             "a lane that waited alone leaves no spare"
         );
-        lanes.unpark(job);
-        assert_eq!(lanes.count(job), (0, 0));
+    }
+
+    #[test]
+    fn a_lane_that_would_come_back_sooner_waits_itself_and_takes_the_joined_along() {
+        let lanes = Lanes::default();
+        let job = Uuid::now_v7();
+        let late = waits(lanes.park(job, at(60)));
+        assert_eq!(lanes.park(job, at(60)), Parked::Joined);
+        let soon = waits(lanes.park(job, at(5)));
+        assert_eq!(
+            lanes.count(job),
+            (2, 0),
+            "the sooner wait holds the lane that joined"
+        );
+        assert_eq!(
+            lanes.park(job, at(10)),
+            Parked::Joined,
+            "joins the sooner wait"
+        );
+        lanes.unpark(job, soon);
+        assert_eq!(lanes.count(job), (0, 2), "both lanes that joined are spare");
+        // The later wait ends on its own, and takes nothing that is not its own.
+        lanes.unpark(job, late);
+        assert_eq!(lanes.count(job), (0, 2));
+        let again = waits(lanes.park(job, at(5)));
+        lanes.unpark(job, late);
+        assert_eq!(
+            lanes.count(job),
+            (1, 2),
+            "an older wait never ends a newer one"
+        );
+        lanes.unpark(job, again);
+        assert_eq!(lanes.count(job), (0, 2));
     }
 
     #[test]
     fn spare_lanes_of_an_ended_job_are_forgotten() {
         let lanes = Lanes::default();
         let job = Uuid::now_v7();
-        lanes.park(job);
-        lanes.park(job);
-        lanes.unpark(job);
+        let first = waits(lanes.park(job, at(5)));
+        lanes.park(job, at(5));
+        lanes.unpark(job, first);
         assert_eq!(lanes.count(job), (0, 1));
         lanes.forget(job);
         assert!(!lanes.spare(job));
