@@ -55,6 +55,11 @@ export function statusBadge(status) {
     STATUS_LABELS[status] || status);
 }
 
+/** A member's item status (Succeeded, Failed, …); `title` as its tooltip (e.g. the error). */
+export function itemStatusBadge(status, title = null) {
+  return h('span', { class: `item-status item-${status}`, title }, ITEM_STATUS_LABELS[status] || status);
+}
+
 /** "Stuck" beside a running job's status when no worker has moved it for the stuck setting. */
 export function stuckBadge(job) {
   if (!job.stuck) return null;

@@ -3,7 +3,7 @@
 
 import { api } from './api.js';
 import { h, replace, problemBox, toast } from './dom.js';
-import { KIND_LABELS, ITEM_STATUS_LABELS, statusBadge, when, shortId, jobShortId } from './format.js';
+import { KIND_LABELS, statusBadge, itemStatusBadge, when, shortId, jobShortId } from './format.js';
 import { t } from './i18n.js';
 import { searchBox } from './search.js';
 
@@ -58,7 +58,7 @@ export function historyView(container, ctx, member) {
         // A previewed job's member stays pending until a launch: show what the preview predicted.
         e.job_status === 'previewed' && e.status === 'pending' && e.prediction
           ? h('span', { class: `item-status item-prediction item-${e.prediction.outcome}` }, t(`preview.outcome.${e.prediction.outcome}`))
-          : h('span', { class: `item-status item-${e.status}` }, ITEM_STATUS_LABELS[e.status] || e.status),
+          : itemStatusBadge(e.status),
         e.error ? [' ', h('code', { class: 'small', title: e.error.detail || '' }, e.error.code),
           e.error.detail ? h('div', { class: 'muted small' }, e.error.detail) : null] : null,
         e.note ? h('div', { class: 'muted small' }, e.note) : null),

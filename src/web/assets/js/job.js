@@ -2,7 +2,7 @@
 
 import { api } from './api.js';
 import { h, replace, problemBox, toast, confirmDialog } from './dom.js';
-import { KIND_LABELS, STATUS_LABELS, ITEM_STATUS_LABELS, isActive, isSettling, isRerunnable, statusBadge, stuckBadge, when, fullTime, duration, progressBar, allGroupNames, groupName, shortId, createdBy, expiry, usageLocation, num, jobShortId } from './format.js';
+import { KIND_LABELS, STATUS_LABELS, ITEM_STATUS_LABELS, isActive, isSettling, isRerunnable, statusBadge, itemStatusBadge, stuckBadge, when, fullTime, duration, progressBar, allGroupNames, groupName, shortId, createdBy, expiry, usageLocation, num, jobShortId } from './format.js';
 import { t } from './i18n.js';
 import { activityCard } from './activity.js';
 import { previewSummary, predictionCell, shortagePrompt } from './preview.js';
@@ -521,7 +521,7 @@ export function jobView(container, ctx, id) {
           h('div', {}, it.display_name || it.user_principal_name || it.user_id),
           it.display_name && it.user_principal_name ? h('div', { class: 'muted small' }, it.user_principal_name) : null),
         h('td', { 'data-label': t('job.col.group'), class: 'col-group' }, groupName(it.group_id)),
-        h('td', { 'data-label': t('job.col.status'), class: 'col-status' }, h('span', { class: `item-status item-${it.status}` }, ITEM_STATUS_LABELS[it.status] || it.status)),
+        h('td', { 'data-label': t('job.col.status'), class: 'col-status' }, itemStatusBadge(it.status)),
         h('td', { 'data-label': t('job.col.error'), class: it.error ? 'col-error' : 'col-error no-error' }, it.error
           ? [h('code', {}, it.error.code), it.error.detail ? h('div', { class: 'muted small' }, it.error.detail) : null]
           : h('span', { class: 'muted' }, '—')),
@@ -642,8 +642,7 @@ function changesLedger(id, onTotal) {
       h('tbody', {}, state.rows.map((c) => h('tr', { dataset: { user: c.user_id } },
         h('td', { 'data-label': member }, c.display_name || c.user_principal_name || c.user_id),
         h('td', { 'data-label': status, class: 'col-status' },
-          h('span', { class: `item-status item-${c.status}`, title: c.error ? `${c.error.code}: ${c.error.detail || ''}` : null },
-            ITEM_STATUS_LABELS[c.status] || c.status),
+          itemStatusBadge(c.status, c.error ? `${c.error.code}: ${c.error.detail || ''}` : null),
           c.error ? h('div', { class: 'muted small error-code' }, c.error.code) : null),
         h('td', { 'data-label': before }, ledgerLicenses(c.before)),
         h('td', { 'data-label': after }, ledgerLicenses(c.after),
