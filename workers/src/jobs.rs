@@ -691,9 +691,9 @@ const LEAST_CHUNK: u64 = 2 * licensor_core::directory::MAX_BATCH as u64;
 ///   queue schedules by whole seconds) and takes nothing now (`None`).
 ///
 /// The writes taken on against a learned budget are pledged
-/// ([`licensor_core::directory::Pledge`]) until the chunk's grants redeem them or the step ends: the tenant's next lane sees them as spent, and waits for
-/// the budget beyond them instead of taking members for the same free slots only to give them
-/// back unsent (`licensor-bench --scenario msp`, 100 tenants: 2.75 members taken for each one
+/// ([`licensor_core::directory::Pledge`]) until the chunk's grants redeem them or the step
+/// ends: the tenant's next lane sees them as spent, and waits for the budget beyond them instead
+/// of taking members for the same free slots only to give them back unsent (`licensor-bench --scenario msp`, 100 tenants: 2.75 members taken for each one
 /// written without it).
 async fn budgeted_chunk(
     ctx: &WorkerContext,

@@ -12,17 +12,17 @@
 //! So lanes of one job that wait for the budget in this process wait as one ([`Lanes::park`]):
 //! the first parks and comes back through the queue when the budget frees; the others that would
 //! come back no sooner join it and are kept here as *spare* lanes (one that would come back
-//! sooner waits itself, and those that joined wait with it). A step that took its chunk and sees the budget still free
-//! beyond it sends a spare lane back to the queue ([`Lanes::spare`]), so an unthrottled or
-//! generous budget gets all of the job's lanes again. Nothing here is durable, and nothing need
+//! sooner waits itself, and those that joined wait with it). A step that took its chunk and sees
+//! the budget still free beyond it sends a spare lane back to the queue ([`Lanes::spare`]), so an
+//! unthrottled or generous budget gets all of the job's lanes again. Nothing here is durable, and nothing need
 //! be: should this process stop or die, its tenants' running jobs are queued again as its turns
 //! to write end ([`licensor_core::jobs::processes`]), and the reconciler queues any job that
 //! stalls.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use std::sync::Mutex;
 use uuid::Uuid;
 
 /// Jobs with spare lanes noted beyond which those untouched for [`SPARE_KEPT`] are forgotten
@@ -34,7 +34,7 @@ const SPARE_KEPT: Duration = Duration::from_secs(3600);
 /// This process's parked and spare lanes, per job. Cheap to clone; clones share them.
 #[derive(Debug, Clone, Default)]
 pub struct Lanes {
-    inner: std::sync::Arc<Mutex<Inner>>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 #[derive(Debug, Default)]
@@ -70,11 +70,9 @@ pub enum Parked {
 }
 
 impl Lanes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // Counts only: a panic elsewhere leaves them usable.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A lane of `job_id` waits for the budget in this process until `until`: it joins the
@@ -151,7 +149,8 @@ impl Lanes {
     }
 
     /// Lanes of `job_id` parked here (the waiting one and those that joined it) and spare.
-    pub fn count(&self, job_id: Uuid) -> (u32, u32) {
+    #[cfg(test)]
+    fn count(&self, job_id: Uuid) -> (u32, u32) {
         let inner = self.lock();
         (
             inner.parked.get(&job_id).map_or(0, |w| w.lanes),

@@ -990,9 +990,9 @@ impl WriteLimiter {
     }
 
     /// [`WriteLimiter::outlook`], and a pledge of the writes `take` decides to take on from it
-    /// (0: none), in one step: two callers sizing their work at once never both count the same free slots.
-    /// While the [`Pledge`] is held (or until grants redeem it), later outlooks count its writes
-    /// as spent and name the time the budget frees beyond them.
+    /// (0: none), in one step: two callers sizing their work at once never both count the same
+    /// free slots. While the [`Pledge`] is held (or until grants redeem it), later outlooks count
+    /// its writes as spent and name the time the budget frees beyond them.
     pub fn pledge(
         &self,
         horizon: Duration,
