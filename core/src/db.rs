@@ -45,6 +45,72 @@ pub const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 /// and releases its locks (`idle_in_transaction_session_timeout`, set on every connection).
 pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long a SQLite statement waits for another connection's lock (the file's write lock,
+/// mostly) before it fails with `SQLITE_BUSY`: 30 s.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Have every connection of a SQLite pool wait for another connection's lock by polling it
+/// often ([`wait_for_lock`]) rather than with SQLite's own busy handler, for at most
+/// [`LOCK_TIMEOUT`]. Used for the database and the embedded queue's file.
+///
+/// SQLite's handler (`sqlite3_busy_timeout`, <https://www.sqlite.org/c3ref/busy_timeout.html>)
+/// sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 and then 100 ms between tries, so a
+/// connection that found the lock taken a few times sleeps on long after it was freed. With
+/// licensor's worker places sharing one file that added up: in `licensor-bench --scenario raw`
+/// (100,000 members) the connections slept 9 s in all within a 5 s run, 26 of the sleeps
+/// 100 ms long, while the machine was a third idle.
+pub fn wait_for_locks(
+    options: sea_orm::sqlx::pool::PoolOptions<sea_orm::sqlx::Sqlite>,
+) -> sea_orm::sqlx::pool::PoolOptions<sea_orm::sqlx::Sqlite> {
+    options.after_connect(|conn, _| {
+        Box::pin(async move {
+            let mut handle = conn.lock_handle().await?;
+            // SAFETY: the handle is this open connection's, locked for the call; the handler
+            // keeps no pointer (its argument is null) and never calls into SQLite.
+            let rc = unsafe {
+                libsqlite3_sys::sqlite3_busy_handler(
+                    handle.as_raw_handle().as_ptr(),
+                    Some(wait_for_lock),
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc != libsqlite3_sys::SQLITE_OK {
+                return Err(sea_orm::sqlx::Error::Protocol(format!(
+                    "cannot set SQLite's busy handler: code {rc}"
+                )));
+            }
+            Ok(())
+        })
+    })
+}
+
+/// SQLite's busy handler of licensor's connections (see [`wait_for_locks`]): called with
+/// `tries` = 0, 1, 2, … while the lock the connection needs is held by another; returns 1 to
+/// try again after a pause, 0 to give up (the statement fails with `SQLITE_BUSY`) once
+/// [`LOCK_TIMEOUT`] has passed since the first call. The pause grows by 100 µs a try to at most
+/// 2 ms. It runs on the connection's own thread (sqlx gives each SQLite connection one), which
+/// it may block.
+extern "C" fn wait_for_lock(_: *mut std::ffi::c_void, tries: std::ffi::c_int) -> std::ffi::c_int {
+    use std::cell::Cell;
+    use std::time::Instant;
+    thread_local! {
+        static SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    let since = SINCE.with(|since| {
+        if tries == 0 || since.get().is_none() {
+            since.set(Some(now));
+        }
+        since.get().unwrap_or(now)
+    });
+    if now.duration_since(since) >= LOCK_TIMEOUT {
+        return 0;
+    }
+    let pause = Duration::from_micros(100 * (u64::from(tries.unsigned_abs()) + 1));
+    std::thread::sleep(pause.min(Duration::from_millis(2)));
+    1
+}
+
 /// How long start-up tries to reach a PostgreSQL server before it reports why it could not.
 const START_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -95,9 +161,10 @@ pub async fn connect_as(
                     o.journal_mode(SqliteJournalMode::Wal)
                         .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
                         .synchronous(SqliteSynchronous::Normal)
-                        .busy_timeout(Duration::from_secs(30))
+                        .busy_timeout(LOCK_TIMEOUT)
                         .foreign_keys(true)
-                });
+                })
+                .map_sqlx_sqlite_pool_opts(wait_for_locks);
             o
         }
         DatabaseUrl::Postgres(url) => {
@@ -316,6 +383,54 @@ mod tests {
         .unwrap()
         .try_get::<i64>("", "n")
         .unwrap()
+    }
+
+    /// A write that found the file's write lock taken goes on within milliseconds of its
+    /// release ([`wait_for_locks`]), however long it waited. With SQLite's own busy handler a
+    /// connection that has waited 340 ms sleeps 100 ms at a time, and went on about 90 ms
+    /// after the release. The best of three tries is compared, so one slow wake-up of a busy
+    /// machine does not decide it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_write_goes_on_as_the_lock_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = connect(&DatabaseUrl::Sqlite(dir.path().join("licensor.db")))
+            .await
+            .unwrap();
+        db.execute_unprepared("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+            .await
+            .unwrap();
+        db.execute_unprepared("INSERT INTO counter (id, n) VALUES (1, 0)")
+            .await
+            .unwrap();
+        let mut gaps = Vec::new();
+        for _ in 0..3 {
+            let holder = begin(&db).await.unwrap();
+            holder
+                .execute_unprepared("UPDATE counter SET n = n + 1 WHERE id = 1")
+                .await
+                .unwrap();
+            let waiter = tokio::spawn({
+                let db = db.clone();
+                async move {
+                    db.execute_unprepared("UPDATE counter SET n = n + 1 WHERE id = 1")
+                        .await
+                        .unwrap();
+                    std::time::Instant::now()
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(340)).await;
+            assert!(!waiter.is_finished(), "the write waited for the lock");
+            holder.commit().await.unwrap();
+            let released = std::time::Instant::now();
+            let written = waiter.await.unwrap();
+            gaps.push(written.saturating_duration_since(released));
+        }
+        assert_eq!(counter(&db).await, 6, "every write was made");
+        let best = gaps.iter().min().unwrap();
+        assert!(
+            *best < Duration::from_millis(40),
+            "a waiting write went on {best:?} after the lock was released (tries: {gaps:?})"
+        );
     }
 
     /// The write-ahead log grows past [`WAL_SIZE_LIMIT`] while a reader holds an old snapshot,

@@ -150,8 +150,8 @@ impl Queue {
                 let connect = SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true)
-                    .busy_timeout(Duration::from_secs(30));
-                let pool = SqlitePoolOptions::new()
+                    .busy_timeout(crate::db::LOCK_TIMEOUT);
+                let pool = crate::db::wait_for_locks(SqlitePoolOptions::new())
                     .max_connections(4)
                     .connect_with(connect)
                     .await
