@@ -222,7 +222,8 @@ pub async fn put_scenario(State(st): St, body: Bytes) -> Response {
 
 /// `GET /_emulator/tenants`: every tenant, the default first: `tenant_id`, `domain`,
 /// `client_id`, `client_secret`, `users`, `groups`, and its counters `requests_total`,
-/// `throttled`, `successful_writes`.
+/// `throttled`, `successful_writes`, and `first_write_ms` / `last_write_ms` (Unix
+/// milliseconds of the first and last license write that changed a user; 0 before any).
 pub async fn tenants(State(st): St) -> Response {
     let tenants = st.tenants();
     let v: Vec<Value> = tenants
@@ -240,6 +241,8 @@ pub async fn tenants(State(st): St) -> Response {
                 "requests_total": t.stats.requests_total(),
                 "throttled": t.stats.throttled.load(Ordering::Relaxed),
                 "successful_writes": dir.successful_writes.load(Ordering::Relaxed),
+                "first_write_ms": dir.first_write_ms.load(Ordering::Relaxed),
+                "last_write_ms": dir.last_write_ms.load(Ordering::Relaxed),
             })
         })
         .collect();

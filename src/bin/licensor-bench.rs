@@ -1238,6 +1238,9 @@ mod msp {
         // The slowest tenants, for a run whose minimum share is far below its median: how long
         // each job waited to start, how long it ran, and what the directory said to it.
         let mut slowest: Vec<(f64, Value)> = Vec::new();
+        // Each tenant's seconds from its job's creation to its first write, from its first to
+        // its last write, and from its last write to the job's end.
+        let mut splits: [Vec<f64>; 3] = Default::default();
         let (mut first_created, mut last_finished) = (None, None);
         let (mut succeeded, mut failed, mut duplicates, mut unfinished) = (0u64, 0u64, 0u64, 0);
         for (i, job) in done.iter().enumerate() {
@@ -1260,6 +1263,24 @@ mod msp {
                 let tenant = per_tenant.get(i);
                 let started =
                     at(job, "started_at").map(|s| (s - c).num_milliseconds() as f64 / 1000.0);
+                // Where the job's time went: waiting for its first write, writing, and ending
+                // after its last write (the emulator's clock and licensor's are the machine's).
+                let split = tenant.and_then(|t| {
+                    let (first, last) = (n(&t["first_write_ms"]), n(&t["last_write_ms"]));
+                    (first > 0).then(|| {
+                        let (c, f) = (c.timestamp_millis(), f.timestamp_millis());
+                        [
+                            (first as i64 - c) as f64 / 1000.0,
+                            (last - first) as f64 / 1000.0,
+                            (f - last as i64) as f64 / 1000.0,
+                        ]
+                    })
+                });
+                if let Some(split) = split {
+                    for (all, part) in splits.iter_mut().zip(split) {
+                        all.push(part);
+                    }
+                }
                 slowest.push((
                     secs,
                     json!({
@@ -1267,6 +1288,9 @@ mod msp {
                         "job": jobs[i],
                         "seconds": round(secs, 2),
                         "started_after_seconds": started.map(|s| round(s, 2)),
+                        "first_write_after_seconds": split.map(|s| round(s[0], 2)),
+                        "writing_seconds": split.map(|s| round(s[1], 2)),
+                        "finished_after_last_write_seconds": split.map(|s| round(s[2], 2)),
                         "throttled_429": tenant.map_or(0, |t| n(&t["throttled"])),
                         "directory_requests": tenant.map_or(0, |t| n(&t["requests_total"])),
                     }),
@@ -1303,6 +1327,11 @@ mod msp {
             "share_median": share_at(0.5),
             "share_p10": share_at(0.1),
             "tenants_below_90_percent": shares.iter().filter(|s| **s < 0.9).count(),
+            "time_split_seconds": {
+                "before_first_write": spread(&mut splits[0]),
+                "writing": spread(&mut splits[1]),
+                "after_last_write": spread(&mut splits[2]),
+            },
             "slowest_tenants": slowest.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
             "wall_seconds": round(wall, 2),
             "submit_seconds": round(submit_secs, 2),
@@ -1325,6 +1354,18 @@ mod msp {
         d.stop().await;
         emu.shutdown().await;
         Ok(line)
+    }
+
+    /// `{"median", "max"}` of `values` in seconds (sorted in place), or null when empty.
+    fn spread(values: &mut [f64]) -> Value {
+        values.sort_by(f64::total_cmp);
+        match values.last() {
+            Some(max) => json!({
+                "median": round(values[(values.len() - 1) / 2], 2),
+                "max": round(*max, 2),
+            }),
+            None => Value::Null,
+        }
     }
 
     #[cfg(test)]

@@ -268,6 +268,8 @@ impl Directory {
             sku_index,
             writes_max: AtomicU32::new(0),
             successful_writes: AtomicU64::new(0),
+            first_write_ms: AtomicU64::new(0),
+            last_write_ms: AtomicU64::new(0),
             deleted_users: AtomicU32::new(0),
         };
 

@@ -127,6 +127,11 @@ pub struct Directory {
     pub(super) sku_index: HashMap<Uuid, u16>,
     pub writes_max: AtomicU32,
     pub successful_writes: AtomicU64,
+    /// When the first and the last license write that changed a user were made, in Unix
+    /// milliseconds (0 before the first): what a benchmark needs to tell a job's wait before
+    /// its first write from its writing and from its end after the last.
+    pub first_write_ms: AtomicU64,
+    pub last_write_ms: AtomicU64,
     /// Users deleted so far: lists and counts look for them only when some are.
     pub deleted_users: AtomicU32,
 }

@@ -158,6 +158,13 @@ impl Directory {
         self.writes_max
             .fetch_max(st.successful_writes, Ordering::Relaxed);
         self.successful_writes.fetch_add(1, Ordering::Relaxed);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let _ =
+            self.first_write_ms
+                .compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed);
+        self.last_write_ms.fetch_max(now_ms, Ordering::Relaxed);
         Ok(true)
     }
 
