@@ -294,6 +294,37 @@ async fn each_tenant_sees_only_its_own_directory() {
     assert_eq!(sb["tenant_id"], b.tenant_id.as_str());
     assert_eq!(sa["successful_writes"], 0);
     assert_eq!(sb["successful_writes"], 1);
+    // The tenants' list: when each tenant's first and last license write were made (0 before
+    // any).
+    let list = control(emu, &http, Method::GET, "/tenants", None)
+        .await
+        .body;
+    let of = |id: &str| {
+        list["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tenant_id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let (la, lb) = (of(a.tenant_id.as_str()), of(b.tenant_id.as_str()));
+    assert_eq!(
+        (la["first_write_ms"].as_u64(), la["last_write_ms"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (first, last) = (
+        lb["first_write_ms"].as_u64().unwrap(),
+        lb["last_write_ms"].as_u64().unwrap(),
+    );
+    assert!(
+        first > now_ms - 600_000 && first <= last && last <= now_ms,
+        "B's one write: first {first}, last {last}, now {now_ms}"
+    );
     assert_eq!(sb["requests"]["GET /v1.0/groups"]["200"], 1);
     assert_eq!(
         sb["requests"]["POST /v1.0/users/{id}/assignLicense"]["200"],
