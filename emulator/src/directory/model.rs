@@ -216,6 +216,11 @@ pub fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// Now, in Unix milliseconds (0 before 1970).
+pub fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
 impl Directory {
     pub fn lookup(&self, id: &Uuid) -> Option<ObjRef> {
         self.index.get(id).copied()

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use uuid::Uuid;
 
-use super::model::{Directory, Held, Sku, now_secs};
+use super::model::{Directory, Held, Sku, now_ms, now_secs};
 use crate::error::GraphError;
 
 impl Sku {
@@ -158,9 +158,7 @@ impl Directory {
         self.writes_max
             .fetch_max(st.successful_writes, Ordering::Relaxed);
         self.successful_writes.fetch_add(1, Ordering::Relaxed);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = now_ms();
         let _ =
             self.first_write_ms
                 .compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed);
