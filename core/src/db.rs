@@ -373,6 +373,22 @@ mod tests {
 
     use super::*;
 
+    /// A new SQLite database (in a directory removed when the handle is dropped) with one
+    /// counter at 0: `counter (id = 1, n = 0)`.
+    async fn counter_db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = connect(&DatabaseUrl::Sqlite(dir.path().join("licensor.db")))
+            .await
+            .unwrap();
+        db.execute_unprepared(
+            "CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+             INSERT INTO counter VALUES (1, 0)",
+        )
+        .await
+        .unwrap();
+        (dir, db)
+    }
+
     async fn counter(db: &Db) -> i64 {
         db.query_one_raw(Statement::from_string(
             DbBackend::Sqlite,
@@ -392,16 +408,7 @@ mod tests {
     /// machine does not decide it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_write_goes_on_as_the_lock_is_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = connect(&DatabaseUrl::Sqlite(dir.path().join("licensor.db")))
-            .await
-            .unwrap();
-        db.execute_unprepared("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
-            .await
-            .unwrap();
-        db.execute_unprepared("INSERT INTO counter (id, n) VALUES (1, 0)")
-            .await
-            .unwrap();
+        let (_dir, db) = counter_db().await;
         let mut gaps = Vec::new();
         for _ in 0..3 {
             let holder = begin(&db).await.unwrap();
@@ -512,16 +519,7 @@ mod tests {
     /// other writer waits for it and both succeed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reading_transaction_keeps_its_write_on_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = connect(&DatabaseUrl::Sqlite(dir.path().join("licensor.db")))
-            .await
-            .unwrap();
-        db.execute_unprepared(
-            "CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
-             INSERT INTO counter VALUES (1, 0)",
-        )
-        .await
-        .unwrap();
+        let (_dir, db) = counter_db().await;
         let read = "SELECT n FROM counter WHERE id = 1";
 
         // The fault: deferred.
