@@ -101,6 +101,10 @@ fn describe_metrics() {
         "Jobs the reconciler queued again after no progress for jobs.stall_secs"
     );
     describe_counter!(
+        "licensor_members_keyed_total",
+        "Members given their member-history keys by the member-keys sweep"
+    );
+    describe_counter!(
         "licensor_job_items_total",
         "Members worked, by kind, outcome (succeeded, failed, skipped, retried, not_sent) and error code"
     );
@@ -166,6 +170,7 @@ fn describe_metrics() {
         metrics::counter!("licensor_lease_takeovers_total", "lease" => lease).increment(0);
     }
     metrics::counter!("licensor_jobs_requeued_total").increment(0);
+    metrics::counter!("licensor_members_keyed_total").increment(0);
     metrics::counter!("licensor_lanes_deferred_total").increment(0);
     metrics::counter!("licensor_lanes_joined_total").increment(0);
     metrics::counter!("licensor_lanes_left_to_writer_total").increment(0);

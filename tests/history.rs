@@ -57,6 +57,16 @@ async fn history(app: &TestApp, token: &str, member: &str, query: &str) -> Value
         .await
 }
 
+/// The member-keys sweep on a schedule that never comes within a test: the test keys members
+/// itself, so the history is read both before and after they are keyed.
+const NO_KEYING_SWEEP: &str = "[sweeps]\nmember_keys = \"0 0 0 1 1 *\"\n";
+
+async fn key_members(app: &TestApp) -> u64 {
+    licensor_core::jobs::history::key_members(&app.db)
+        .await
+        .expect("members keyed")
+}
+
 async fn member_history_after_assign_replace_remove(backend: Backend) {
     let emulator = graph_emulator::spawn(EmulatorConfig {
         scenario: Some(scenario()),
@@ -64,7 +74,8 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
     })
     .await
     .expect("emulator starts");
-    let Some(app) = TestApp::start_with(backend, Roles::ALL, "").await else {
+    // Members are keyed for the history only when this test says so (see below).
+    let Some(app) = TestApp::start_with(backend, Roles::ALL, NO_KEYING_SWEEP).await else {
         emulator.shutdown().await;
         return;
     };
@@ -174,6 +185,15 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
     let by_id = history(&app, &tenant.operator, &user_id, "").await;
     assert_eq!(by_id["data"], by_upn["data"]);
 
+    // Read so far from the members not keyed yet; keyed (12 members in each of the three jobs),
+    // the history is the same, by either name, and nothing is keyed twice.
+    assert_eq!(key_members(&app).await, 36);
+    assert_eq!(key_members(&app).await, 0, "all keyed");
+    for member in [upn.to_uppercase(), user_id.clone()] {
+        let keyed = history(&app, &tenant.viewer, &member, "").await;
+        assert_eq!(keyed["data"], by_upn["data"], "{member}");
+    }
+
     // Paging: two, then the oldest.
     let first = history(&app, &tenant.viewer, &upn, "?limit=2").await;
     assert_eq!(first["data"].as_array().unwrap().len(), 2, "{first}");
@@ -221,6 +241,43 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
     assert!(entry["before"].is_null(), "nothing written: {entry}");
     // The finished jobs' entries carry no prediction.
     assert!(by_upn["data"][0]["prediction"].is_null(), "{by_upn}");
+    // The preview's member is not keyed yet, the three jobs' are: pages run across both, newest
+    // first, each entry once — and the same once the preview's members are keyed too.
+    let mut pages = Vec::new();
+    for keyed in [false, true] {
+        if keyed {
+            assert_eq!(key_members(&app).await, 12);
+        }
+        let first = history(&app, &tenant.viewer, &upn, "?limit=2").await;
+        let cursor = first["next_cursor"]
+            .as_str()
+            .expect("a next page")
+            .to_owned();
+        let second = history(
+            &app,
+            &tenant.viewer,
+            &upn,
+            &format!("?limit=2&cursor={cursor}"),
+        )
+        .await;
+        assert!(second["next_cursor"].is_null(), "{second}");
+        let jobs: Vec<&Value> = first["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(second["data"].as_array().unwrap())
+            .map(|e| &e["job_id"])
+            .collect();
+        let expected = [
+            &json!(preview_id),
+            &remove["id"],
+            &replace["id"],
+            &assign["id"],
+        ];
+        assert_eq!(jobs, expected, "keyed: {keyed}");
+        pages.push((first["data"].clone(), second["data"].clone()));
+    }
+    assert_eq!(pages[0], pages[1]);
     app.post_json(
         &format!("/v1/jobs/{preview_id}/cancel"),
         &tenant.operator,

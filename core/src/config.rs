@@ -88,6 +88,7 @@ struct RawSweepSettings {
     started_seats: String,
     expiries: String,
     reconcile: String,
+    member_keys: String,
 }
 
 /// When licensor's own periodic work runs, parsed when the configuration is loaded (a schedule
@@ -101,6 +102,9 @@ pub struct SweepSettings {
     pub expiries: cron::Schedule,
     /// Jobs whose work went missing from the queue are queued again.
     pub reconcile: cron::Schedule,
+    /// Members stored since the last run get their member-history keys
+    /// ([`crate::jobs::history::key_members`]).
+    pub member_keys: cron::Schedule,
 }
 
 impl std::fmt::Debug for SweepSettings {
@@ -109,6 +113,7 @@ impl std::fmt::Debug for SweepSettings {
             .field("started_seats", &self.started_seats.source())
             .field("expiries", &self.expiries.source())
             .field("reconcile", &self.reconcile.source())
+            .field("member_keys", &self.member_keys.source())
             .finish()
     }
 }
@@ -130,6 +135,7 @@ impl RawSweepSettings {
             started_seats: parse_schedule("sweeps.started_seats", &self.started_seats)?,
             expiries: parse_schedule("sweeps.expiries", &self.expiries)?,
             reconcile: parse_schedule("sweeps.reconcile", &self.reconcile)?,
+            member_keys: parse_schedule("sweeps.member_keys", &self.member_keys)?,
         })
     }
 }
@@ -778,10 +784,11 @@ mod tests {
         assert_eq!(s.sweeps.started_seats.source(), "0 0 3 * * *");
         assert_eq!(s.sweeps.expiries.source(), "0 * * * * *");
         assert_eq!(s.sweeps.reconcile.source(), "*/15 * * * * *");
+        assert_eq!(s.sweeps.member_keys.source(), "*/5 * * * * *");
         assert_eq!(SweepSettings::default(), s.sweeps);
         let s = Settings::from_toml("[sweeps]\nexpiries = \" * * * * * * \"").unwrap();
         assert_eq!(s.sweeps.expiries.source(), "* * * * * *");
-        for key in ["started_seats", "expiries", "reconcile"] {
+        for key in ["started_seats", "expiries", "reconcile", "member_keys"] {
             let e =
                 Settings::from_toml(&format!("[sweeps]\n{key} = \"61 * * * * *\"")).unwrap_err();
             assert_eq!(e.key, format!("sweeps.{key}"));

@@ -25,6 +25,7 @@ mod m20261201_000031_launch_order;
 mod m20261201_000032_idempotent_location;
 mod m20261201_000033_tenant_writers;
 mod m20261203_000034_idempotency_lease;
+mod m20261204_000035_member_keys;
 
 pub struct Migrator;
 
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000032_idempotent_location::Migration),
             Box::new(m20261201_000033_tenant_writers::Migration),
             Box::new(m20261203_000034_idempotency_lease::Migration),
+            Box::new(m20261204_000035_member_keys::Migration),
         ]
     }
 }

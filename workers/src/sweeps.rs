@@ -54,6 +54,21 @@ async fn reconcile_tick(_tick: Tick, ctx: Data<Arc<WorkerContext>>) -> Result<()
     Ok(())
 }
 
+/// Key the members stored since the last run for the member history.
+pub async fn key_members(db: &Db) -> Result<u64, StoreError> {
+    let keyed = licensor_core::jobs::history::key_members(db).await?;
+    metrics::counter!("licensor_members_keyed_total").increment(keyed);
+    if keyed > 0 {
+        tracing::debug!(members = keyed, "member-history keys added");
+    }
+    Ok(keyed)
+}
+
+async fn member_keys_tick(_tick: Tick, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
+    key_members(&ctx.db).await?;
+    Ok(())
+}
+
 /// Run one sweep on its schedule until `stop` resolves.
 macro_rules! on_schedule {
     ($name:expr, $schedule:expr, $ctx:expr, $handler:expr, $stop:expr) => {{
@@ -112,8 +127,20 @@ where
         reconcile_tick,
         stop()
     );
-    let (a, b, c) = tokio::join!(seats, expiries, reconcile);
-    for (name, outcome) in [("started-seats", a), ("expiries", b), ("reconcile", c)] {
+    let member_keys = on_schedule!(
+        format!("{worker_name}-member-keys"),
+        schedules.member_keys,
+        ctx.clone(),
+        member_keys_tick,
+        stop()
+    );
+    let (a, b, c, d) = tokio::join!(seats, expiries, reconcile, member_keys);
+    for (name, outcome) in [
+        ("started-seats", a),
+        ("expiries", b),
+        ("reconcile", c),
+        ("member-keys", d),
+    ] {
         outcome.map_err(|e| anyhow::anyhow!("{name} sweep: {e}"))?;
     }
     Ok(())

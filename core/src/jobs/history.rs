@@ -2,15 +2,16 @@
 //! first — the helpdesk's "what happened to this person's licenses?".
 //!
 //! Items carry no tenant id; they are scoped through their job (`EXISTS` a job of the tenant
-//! with the item's `job_id`). The lookups use the indexes on a prefix of `job_items.user_id`
-//! and of `lower(job_items.user_principal_name)` (migration
-//! `m20261130_000030_member_history_keys`).
+//! with the item's `job_id`). An item is found by its keys — a prefix of `job_items.user_id` and
+//! of `lower(job_items.user_principal_name)` — in `member_keys`, which [`key_members`] fills
+//! from the items stored since it last ran, many thousands at a time; items it has not keyed yet
+//! are read through the partial index of them alone (migration `m20261204_000035_member_keys`).
 
 use std::collections::HashMap;
 
 use chrono::Utc;
-use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -26,12 +27,32 @@ use crate::page::{Page, PageRequest};
 /// for guests' `#EXT#` names).
 pub const MAX_UPN_LEN: usize = 256;
 
-/// The member history's index expressions: a prefix of the user id and of the lower-cased user
-/// principal name, and their lengths.
+/// The member history's keys: a prefix of the user id and of the lower-cased user principal
+/// name (`member_keys.user_key`, `member_keys.upn_key`), and their lengths.
 const USER_KEY: &str = "substr(job_items.user_id, 1, 8)";
 const USER_KEY_LEN: usize = 8;
 const UPN_KEY: &str = "substr(lower(job_items.user_principal_name), 1, 16)";
 const UPN_KEY_LEN: usize = 16;
+/// Items [`key_members`] has not keyed yet, as the partial index `ix_job_items_unkeyed` is
+/// written (so both databases use it).
+const UNKEYED: &str = "job_items.keyed = FALSE";
+/// Items keyed per transaction of [`key_members`].
+const KEYS_PER_BATCH: u64 = 10_000;
+/// Item ids bound per statement of [`key_members`] (below SQLite's 32,766 parameters).
+const IDS_PER_STATEMENT: usize = 5_000;
+
+/// `job_items.keyed`: whether [`key_members`] has keyed the item (not in the entity: only the
+/// member history reads it).
+#[derive(sea_orm::DeriveIden, Clone, Copy)]
+struct Keyed;
+
+#[derive(sea_orm::DeriveIden, Clone, Copy)]
+enum MemberKeys {
+    Table,
+    ItemId,
+    UserKey,
+    UpnKey,
+}
 
 /// A member as the history is asked for: its directory object id or its user principal name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,33 +145,51 @@ pub async fn member_history(
         .and_where(Expr::col((job::Entity, job::Column::TenantId)).eq(tenant_id))
         .to_owned();
     let mut q = job_item::Entity::find().filter(Expr::exists(of_tenant));
-    // The indexes are on a prefix of the key (migration `m20261130_000030_member_history_keys`):
-    // the prefix finds the rows, the whole key picks the member's. The expressions are written
-    // as the indexes are, with literal bounds, so both databases match them to the index.
-    q = match member {
+    // The key finds the rows, the whole user id or name picks the member's.
+    let (key_col, key) = match member {
         MemberRef::UserId(id) => {
             let id = id.hyphenated().to_string();
-            q.filter(Expr::cust(USER_KEY).eq(&id[..USER_KEY_LEN]))
-                .filter(job_item::Column::UserId.eq(id))
+            q = q.filter(job_item::Column::UserId.eq(id.as_str()));
+            (MemberKeys::UserKey, id[..USER_KEY_LEN].to_owned())
         }
-        MemberRef::Upn(upn) => q
-            .filter(Expr::cust(UPN_KEY).eq(upn.chars().take(UPN_KEY_LEN).collect::<String>()))
-            .filter(
+        MemberRef::Upn(upn) => {
+            q = q.filter(
                 Expr::expr(Func::lower(Expr::col((
                     job_item::Entity,
                     job_item::Column::UserPrincipalName,
                 ))))
                 .eq(upn.as_str()),
-            ),
+            );
+            (
+                MemberKeys::UpnKey,
+                upn.chars().take(UPN_KEY_LEN).collect::<String>(),
+            )
+        }
     };
     if let Some(after) = page.after {
         q = q.filter(job_item::Column::Id.lt(after));
     }
-    let rows = q
-        .order_by_desc(job_item::Column::Id)
-        .limit(page.fetch())
+    let q = q.order_by_desc(job_item::Column::Id).limit(page.fetch());
+    // Items not keyed yet first, then the keyed ones: an item the sweep keys in between is read
+    // twice (and kept once), never missed — the sweep keys an item and marks it in one
+    // transaction.
+    let unkeyed = q.clone().filter(Expr::cust(UNKEYED)).all(db).await?;
+    let keyed = q
+        .filter(
+            job_item::Column::Id.in_subquery(
+                Query::select()
+                    .column(MemberKeys::ItemId)
+                    .from(MemberKeys::Table)
+                    .and_where(Expr::col(key_col).eq(key))
+                    .to_owned(),
+            ),
+        )
         .all(db)
         .await?;
+    let mut rows: Vec<job_item::Model> = unkeyed.into_iter().chain(keyed).collect();
+    rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
+    rows.dedup_by_key(|r| r.id);
+    rows.truncate(page.fetch() as usize);
     let page = page.finish(rows, |r| r.id);
     let mut job_ids: Vec<Uuid> = page.data.iter().map(|r| r.job_id).collect();
     job_ids.sort();
@@ -212,6 +251,75 @@ pub async fn member_history(
         data,
         next_cursor: page.next_cursor,
     })
+}
+
+/// Key the items stored since the last sweep: add their keys to `member_keys` and mark them
+/// `keyed`, [`KEYS_PER_BATCH`] items per transaction, oldest first, until none is left. Between
+/// two transactions it waits as long as the last one took, so jobs' own writes go on in between
+/// (on SQLite the file has one writer). Returns how many were keyed. Several processes may sweep at once: on PostgreSQL each takes items the
+/// others have not locked, and an item keyed twice keeps its one key row.
+///
+/// Keys of many pages of members go into `member_keys`' indexes together, each leaf page written
+/// about once per sweep (migration `m20261204_000035_member_keys` on why they are not kept up
+/// as members are stored).
+pub async fn key_members(db: &Db) -> StoreResult<u64> {
+    let backend = db.get_database_backend();
+    let mut keyed = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let txn = crate::db::begin(db).await?;
+        let mut pick = Query::select();
+        pick.column(job_item::Column::Id)
+            .from(job_item::Entity)
+            .and_where(Expr::cust(UNKEYED))
+            .order_by(job_item::Column::Id, sea_orm::Order::Asc)
+            .limit(KEYS_PER_BATCH);
+        if backend == sea_orm::DbBackend::Postgres {
+            pick.lock_with_behavior(
+                sea_orm::sea_query::LockType::Update,
+                sea_orm::sea_query::LockBehavior::SkipLocked,
+            );
+        }
+        let ids: Vec<i64> = txn
+            .query_all(&pick)
+            .await?
+            .iter()
+            .map(|row| row.try_get_by_index::<i64>(0))
+            .collect::<Result<_, _>>()?;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let keys = Query::select()
+                .column(job_item::Column::Id)
+                .expr(Expr::cust(USER_KEY))
+                .expr(Expr::cust(UPN_KEY))
+                .from(job_item::Entity)
+                .and_where(job_item::Column::Id.is_in(chunk.iter().copied()))
+                .to_owned();
+            let insert = Query::insert()
+                .into_table(MemberKeys::Table)
+                .columns([MemberKeys::ItemId, MemberKeys::UserKey, MemberKeys::UpnKey])
+                .select_from(keys)
+                .map_err(crate::error::StoreError::internal)?
+                .on_conflict(
+                    OnConflict::column(MemberKeys::ItemId)
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .to_owned();
+            txn.execute(&insert).await?;
+            let mark = Query::update()
+                .table(job_item::Entity)
+                .value(Keyed, true)
+                .and_where(job_item::Column::Id.is_in(chunk.iter().copied()))
+                .to_owned();
+            txn.execute(&mark).await?;
+        }
+        txn.commit().await?;
+        keyed += ids.len() as u64;
+        if (ids.len() as u64) < KEYS_PER_BATCH {
+            return Ok(keyed);
+        }
+        tokio::time::sleep(started.elapsed()).await;
+    }
 }
 
 #[cfg(test)]
