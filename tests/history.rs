@@ -57,6 +57,17 @@ async fn history(app: &TestApp, token: &str, member: &str, query: &str) -> Value
         .await
 }
 
+/// The member's history two entries at a time: the first page and the one its cursor names.
+async fn two_pages(app: &TestApp, token: &str, member: &str) -> (Value, Value) {
+    let first = history(app, token, member, "?limit=2").await;
+    let cursor = first["next_cursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a next page: {first}"))
+        .to_owned();
+    let second = history(app, token, member, &format!("?limit=2&cursor={cursor}")).await;
+    (first, second)
+}
+
 /// The member-keys sweep on a schedule that never comes within a test: the test keys members
 /// itself, so the history is read both before and after they are keyed.
 const NO_KEYING_SWEEP: &str = "[sweeps]\nmember_keys = \"0 0 0 1 1 *\"\n";
@@ -195,19 +206,8 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
     }
 
     // Paging: two, then the oldest.
-    let first = history(&app, &tenant.viewer, &upn, "?limit=2").await;
+    let (first, second) = two_pages(&app, &tenant.viewer, &upn).await;
     assert_eq!(first["data"].as_array().unwrap().len(), 2, "{first}");
-    let cursor = first["next_cursor"]
-        .as_str()
-        .expect("a next page")
-        .to_owned();
-    let second = history(
-        &app,
-        &tenant.viewer,
-        &upn,
-        &format!("?limit=2&cursor={cursor}"),
-    )
-    .await;
     assert_eq!(second["data"].as_array().unwrap().len(), 1, "{second}");
     assert_eq!(second["data"][0]["job_id"], assign["id"]);
     assert!(second["next_cursor"].is_null());
@@ -248,18 +248,7 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
         if keyed {
             assert_eq!(key_members(&app).await, 12);
         }
-        let first = history(&app, &tenant.viewer, &upn, "?limit=2").await;
-        let cursor = first["next_cursor"]
-            .as_str()
-            .expect("a next page")
-            .to_owned();
-        let second = history(
-            &app,
-            &tenant.viewer,
-            &upn,
-            &format!("?limit=2&cursor={cursor}"),
-        )
-        .await;
+        let (first, second) = two_pages(&app, &tenant.viewer, &upn).await;
         assert!(second["next_cursor"].is_null(), "{second}");
         let jobs: Vec<&Value> = first["data"]
             .as_array()
