@@ -102,7 +102,7 @@ pub struct SweepSettings {
     pub expiries: cron::Schedule,
     /// Jobs whose work went missing from the queue are queued again.
     pub reconcile: cron::Schedule,
-    /// Members stored since the last run get their member-history keys
+    /// Members stored at least 30 s before get their member-history keys
     /// ([`crate::jobs::history::key_members`]).
     pub member_keys: cron::Schedule,
 }

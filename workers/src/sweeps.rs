@@ -5,7 +5,10 @@
 //! downtime) and then on its schedule. It is idempotent, so several worker processes running it
 //! at once do no harm.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use apalis::prelude::{BoxDynError, Data, WorkerBuilder};
 use apalis_cron::{CronScheduler, Tick};
@@ -54,9 +57,52 @@ async fn reconcile_tick(_tick: Tick, ctx: Data<Arc<WorkerContext>>) -> Result<()
     Ok(())
 }
 
-/// Key the members stored since the last run for the member history.
-pub async fn key_members(db: &Db) -> Result<u64, StoreError> {
-    let keyed = licensor_core::jobs::history::key_members(db).await?;
+/// How old items are before the member-keys sweep keys them. Until then the member history reads
+/// them from the short tail of items not keyed yet. The delay keeps the sweep away from the
+/// burst of members stored as jobs start — with hundreds of tenants' jobs started at once,
+/// keying them as they were stored held those jobs' first writes back — and gathers more items
+/// into each of its transactions, which makes each item cheaper to key.
+pub const KEY_AFTER: Duration = Duration::from_secs(30);
+
+/// The newest item at each of this process's member-keys sweeps, to bound the next ones by
+/// [`KEY_AFTER`].
+#[derive(Debug, Default, Clone)]
+pub struct StoredItems {
+    seen: Arc<Mutex<VecDeque<(Instant, i64)>>>,
+}
+
+impl StoredItems {
+    /// Note `newest`, the newest item at `now`; returns the newest item noted at least
+    /// [`KEY_AFTER`] before `now` (`None`: none noted that long ago), forgetting older notes.
+    pub fn note(&self, now: Instant, newest: Option<i64>) -> Option<i64> {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(id) = newest {
+            seen.push_back((now, id));
+        }
+        let mut through = None;
+        while let Some(&(at, id)) = seen.front() {
+            if now.saturating_duration_since(at) < KEY_AFTER {
+                break;
+            }
+            through = Some((at, id));
+            seen.pop_front();
+        }
+        // The bound stays noted for the sweeps to come (keyed items are skipped).
+        if let Some(bound) = through {
+            seen.push_front(bound);
+        }
+        through.map(|(_, id)| id)
+    }
+}
+
+/// Key for the member history the items stored at least [`KEY_AFTER`] before (as `stored`
+/// noted them).
+pub async fn key_members(db: &Db, stored: &StoredItems) -> Result<u64, StoreError> {
+    let newest = licensor_core::jobs::history::newest_item(db).await?;
+    let Some(through) = stored.note(Instant::now(), newest) else {
+        return Ok(0);
+    };
+    let keyed = licensor_core::jobs::history::key_members(db, Some(through)).await?;
     metrics::counter!("licensor_members_keyed_total").increment(keyed);
     if keyed > 0 {
         tracing::debug!(members = keyed, "member-history keys added");
@@ -64,8 +110,12 @@ pub async fn key_members(db: &Db) -> Result<u64, StoreError> {
     Ok(keyed)
 }
 
-async fn member_keys_tick(_tick: Tick, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
-    key_members(&ctx.db).await?;
+async fn member_keys_tick(
+    _tick: Tick,
+    ctx: Data<Arc<WorkerContext>>,
+    stored: Data<StoredItems>,
+) -> Result<(), BoxDynError> {
+    key_members(&ctx.db, &stored).await?;
     Ok(())
 }
 
@@ -127,13 +177,18 @@ where
         reconcile_tick,
         stop()
     );
-    let member_keys = on_schedule!(
-        format!("{worker_name}-member-keys"),
-        schedules.member_keys,
-        ctx.clone(),
-        member_keys_tick,
-        stop()
-    );
+    let member_keys = {
+        let stop = stop();
+        WorkerBuilder::new(format!("{worker_name}-member-keys"))
+            .backend(CronScheduler::new(schedules.member_keys))
+            .data(ctx.clone())
+            .data(StoredItems::default())
+            .build(member_keys_tick)
+            .run_until(async move {
+                stop.await;
+                Ok::<(), std::io::Error>(())
+            })
+    };
     let (a, b, c, d) = tokio::join!(seats, expiries, reconcile, member_keys);
     for (name, outcome) in [
         ("started-seats", a),
@@ -144,4 +199,25 @@ where
         outcome.map_err(|e| anyhow::anyhow!("{name} sweep: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_are_keyed_once_they_are_old_enough() {
+        let stored = StoredItems::default();
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        assert_eq!(stored.note(at(0), None), None, "nothing stored");
+        assert_eq!(stored.note(at(5), Some(100)), None);
+        assert_eq!(stored.note(at(10), Some(250)), None);
+        assert_eq!(stored.note(at(34), Some(300)), None, "none 30 s old");
+        assert_eq!(stored.note(at(35), Some(300)), Some(100));
+        assert_eq!(stored.note(at(39), Some(400)), Some(100), "the bound stays");
+        assert_eq!(stored.note(at(40), Some(400)), Some(250));
+        assert_eq!(stored.note(at(70), Some(400)), Some(400));
+        assert_eq!(stored.note(at(75), None), Some(400));
+    }
 }
