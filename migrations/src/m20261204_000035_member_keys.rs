@@ -1,50 +1,38 @@
 //! The member history's keys kept apart from storing members: `member_keys` holds, per job item,
 //! the prefix of its user id and of its lower-cased user principal name that the history looks
 //! up (the prefixes of `m20261130_000030_member_history_keys`), indexed there. A sweep adds the
-//! keys of newly stored items many thousands at a time (`licensor_core::jobs::history::key_members`)
-//! and marks those items `keyed`; items not keyed yet are found through a partial index of them
-//! alone, a short tail in storing order.
+//! keys of items stored a while before, many thousands at a time
+//! (`licensor_core::jobs::history::key_members`), and moves `member_keys_mark.through`, the item
+//! id through which every item is keyed; the history reads the items after it from `job_items`
+//! itself, a short tail in storing order.
 //!
 //! The two prefix indexes on `job_items` were kept up by every page of members a job stored. The
 //! members' keys are random, so each page wrote about one leaf page of each index per member:
 //! with 200,000 items stored, a page of 999 members took 41 ms to store with them and 7 ms
 //! without, and at `licensor-bench --scenario msp` scale (500 tenants' jobs of 1,000 members
 //! started at once) storing the jobs' members was what held their first writes back. Keyed by
-//! the sweep, a leaf page is written about once per sweep, however many members it gained.
+//! the sweep, a leaf page is written about once per transaction, however many keys it gains.
 
 use sea_orm_migration::prelude::*;
 
-use crate::columns::{add_column, drop_column};
 use crate::indexes::{drop_index, index};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-/// Items not keyed yet: the sweep's work, and the tail the history reads without keys.
-/// `licensor_core::jobs::history` queries with the same condition, so both databases match it
-/// to the partial index.
-const UNKEYED: &str = "CREATE INDEX IF NOT EXISTS ix_job_items_unkeyed \
-                       ON job_items (id) WHERE keyed = FALSE";
 /// The items stored before this migration, keyed at once.
 const BACKFILL: &str = "INSERT INTO member_keys (item_id, user_key, upn_key) \
                         SELECT id, substr(user_id, 1, 8), substr(lower(user_principal_name), 1, 16) \
-                        FROM job_items WHERE keyed = FALSE \
+                        FROM job_items WHERE id > 0 \
                         ON CONFLICT (item_id) DO NOTHING";
-const MARK: &str = "UPDATE job_items SET keyed = TRUE WHERE keyed = FALSE";
+/// Keyed through the newest item stored before this migration.
+const MARK: &str = "INSERT INTO member_keys_mark (id, through) \
+                    SELECT 1, COALESCE(MAX(id), 0) FROM job_items WHERE TRUE \
+                    ON CONFLICT (id) DO NOTHING";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        add_column(
-            m,
-            JobItems::Table,
-            ColumnDef::new(JobItems::Keyed)
-                .boolean()
-                .not_null()
-                .default(false)
-                .to_owned(),
-        )
-        .await?;
         m.create_table(
             Table::create()
                 .table(MemberKeys::Table)
@@ -80,10 +68,27 @@ impl MigrationTrait for Migration {
             &[MemberKeys::UpnKey, MemberKeys::ItemId],
         )
         .await?;
+        m.create_table(
+            Table::create()
+                .table(MemberKeysMark::Table)
+                .if_not_exists()
+                .col(
+                    ColumnDef::new(MemberKeysMark::Id)
+                        .integer()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(MemberKeysMark::Through)
+                        .big_integer()
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await?;
         let db = m.get_connection();
         db.execute_unprepared(BACKFILL).await?;
         db.execute_unprepared(MARK).await?;
-        db.execute_unprepared(UNKEYED).await?;
         drop_index(m, "ix_job_items_upn_key", JobItems::Table).await?;
         drop_index(m, "ix_job_items_user_key", JobItems::Table).await
     }
@@ -99,15 +104,20 @@ impl MigrationTrait for Migration {
              ON job_items (substr(lower(user_principal_name), 1, 16))",
         )
         .await?;
-        drop_index(m, "ix_job_items_unkeyed", JobItems::Table).await?;
+        m.drop_table(
+            Table::drop()
+                .table(MemberKeysMark::Table)
+                .if_exists()
+                .to_owned(),
+        )
+        .await?;
         m.drop_table(
             Table::drop()
                 .table(MemberKeys::Table)
                 .if_exists()
                 .to_owned(),
         )
-        .await?;
-        drop_column(m, JobItems::Table, JobItems::Keyed).await
+        .await
     }
 }
 
@@ -115,7 +125,6 @@ impl MigrationTrait for Migration {
 enum JobItems {
     Table,
     Id,
-    Keyed,
 }
 
 #[derive(DeriveIden, Clone, Copy)]
@@ -124,4 +133,11 @@ enum MemberKeys {
     ItemId,
     UserKey,
     UpnKey,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum MemberKeysMark {
+    Table,
+    Id,
+    Through,
 }

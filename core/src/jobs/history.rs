@@ -4,8 +4,8 @@
 //! Items carry no tenant id; they are scoped through their job (`EXISTS` a job of the tenant
 //! with the item's `job_id`). An item is found by its keys — a prefix of `job_items.user_id` and
 //! of `lower(job_items.user_principal_name)` — in `member_keys`, which [`key_members`] fills
-//! from the items stored since it last ran, many thousands at a time; items it has not keyed yet
-//! are read through the partial index of them alone (migration `m20261204_000035_member_keys`).
+//! from items stored a while before, many thousands at a time; the items after the last one it
+//! keyed are read from `job_items` by id (migration `m20261204_000035_member_keys`).
 
 use std::collections::HashMap;
 
@@ -33,18 +33,8 @@ const USER_KEY: &str = "substr(job_items.user_id, 1, 8)";
 const USER_KEY_LEN: usize = 8;
 const UPN_KEY: &str = "substr(lower(job_items.user_principal_name), 1, 16)";
 const UPN_KEY_LEN: usize = 16;
-/// Items [`key_members`] has not keyed yet, as the partial index `ix_job_items_unkeyed` is
-/// written (so both databases use it).
-const UNKEYED: &str = "job_items.keyed = FALSE";
-/// Items keyed per transaction of [`key_members`].
-const KEYS_PER_BATCH: u64 = 50_000;
-/// Item ids bound per statement of [`key_members`] (below SQLite's 32,766 parameters).
-const IDS_PER_STATEMENT: usize = 5_000;
-
-/// `job_items.keyed`: whether [`key_members`] has keyed the item (not in the entity: only the
-/// member history reads it).
-#[derive(sea_orm::DeriveIden, Clone, Copy)]
-struct Keyed;
+/// Item ids keyed per transaction of [`key_members`].
+const KEYS_PER_BATCH: i64 = 50_000;
 
 #[derive(sea_orm::DeriveIden, Clone, Copy)]
 enum MemberKeys {
@@ -52,6 +42,28 @@ enum MemberKeys {
     ItemId,
     UserKey,
     UpnKey,
+}
+
+/// `member_keys_mark`: one row (`id` 1) whose `through` is the item id through which every
+/// item is keyed.
+#[derive(sea_orm::DeriveIden, Clone, Copy)]
+enum MemberKeysMark {
+    Table,
+    Id,
+    Through,
+}
+
+/// The item id through which every item is keyed (0: none yet).
+async fn keyed_through(db: &impl ConnectionTrait) -> StoreResult<i64> {
+    let q = Query::select()
+        .column(MemberKeysMark::Through)
+        .from(MemberKeysMark::Table)
+        .and_where(Expr::col(MemberKeysMark::Id).eq(1))
+        .to_owned();
+    Ok(match db.query_one(&q).await? {
+        Some(row) => row.try_get_by_index::<i64>(0)?,
+        None => 0,
+    })
 }
 
 /// A member as the history is asked for: its directory object id or its user principal name.
@@ -170,10 +182,15 @@ pub async fn member_history(
         q = q.filter(job_item::Column::Id.lt(after));
     }
     let q = q.order_by_desc(job_item::Column::Id).limit(page.fetch());
-    // Items not keyed yet first, then the keyed ones: an item the sweep keys in between is read
-    // twice (and kept once), never missed — the sweep keys an item and marks it in one
-    // transaction.
-    let unkeyed = q.clone().filter(Expr::cust(UNKEYED)).all(db).await?;
+    // Items not keyed yet first (after the mark read first), then the keyed ones: an item the
+    // sweep keys in between is read twice (and kept once), never missed — the sweep adds keys
+    // and moves the mark past them in one transaction.
+    let through = keyed_through(db).await?;
+    let unkeyed = q
+        .clone()
+        .filter(job_item::Column::Id.gt(through))
+        .all(db)
+        .await?;
     let keyed = q
         .filter(
             job_item::Column::Id.in_subquery(
@@ -265,12 +282,19 @@ pub async fn newest_item(db: &Db) -> StoreResult<Option<i64>> {
     })
 }
 
-/// Key the items not keyed yet up to id `through` (`None`: all of them): add their keys to
-/// `member_keys` and mark them `keyed`, [`KEYS_PER_BATCH`] items per transaction, oldest first,
-/// until none is left. Between two transactions it waits as long as the last one took, so jobs'
-/// own writes go on in between (on SQLite the file has one writer). Returns how many were keyed.
-/// Several processes may sweep at once: on PostgreSQL each takes items the others have not
-/// locked, and an item keyed twice keeps its one key row.
+/// Key the items after `member_keys_mark.through` up to id `through` (`None`: all of them): add
+/// their keys to `member_keys` and move the mark past them, [`KEYS_PER_BATCH`] item ids per
+/// transaction, oldest first. Between two transactions it waits as long as the last one took,
+/// so jobs' own writes go on in between (on SQLite the file has one writer). Returns how many
+/// keys were added. Several processes may sweep at once: an item keyed twice keeps its one key
+/// row, and the mark only moves on. Nothing in `job_items` is written or locked, so lanes
+/// claiming members never wait for the sweep.
+///
+/// The mark moves past every item id up to `through`: an item stored with a lower id after the
+/// sweep passed it would never be keyed. Item ids are taken as items are inserted, by
+/// transactions that commit within a second; the worker's sweep keys only through the newest
+/// item it saw at least 30 s before (`licensor_workers::sweeps::KEY_AFTER`), so no transaction
+/// that stores items with those ids is still open.
 ///
 /// The keys go into `member_keys`' indexes many thousands at a time, each leaf page written
 /// about once per transaction however many keys it gains (migration
@@ -278,64 +302,48 @@ pub async fn newest_item(db: &Db) -> StoreResult<Option<i64>> {
 /// items one transaction keys, the less each costs (with 500,000 keyed already, 28–33 µs an
 /// item in transactions of 10,000, 17–19 µs in transactions of 50,000).
 pub async fn key_members(db: &Db, through: Option<i64>) -> StoreResult<u64> {
-    let backend = db.get_database_backend();
+    let through = match through {
+        Some(t) => t,
+        None => newest_item(db).await?.unwrap_or(0),
+    };
     let mut keyed = 0;
     loop {
         let started = std::time::Instant::now();
         let txn = crate::db::begin(db).await?;
-        let mut pick = Query::select();
-        pick.column(job_item::Column::Id)
-            .from(job_item::Entity)
-            .and_where(Expr::cust(UNKEYED))
-            .order_by(job_item::Column::Id, sea_orm::Order::Asc)
-            .limit(KEYS_PER_BATCH);
-        if let Some(through) = through {
-            pick.and_where(job_item::Column::Id.lte(through));
-        }
-        if backend == sea_orm::DbBackend::Postgres {
-            pick.lock_with_behavior(
-                sea_orm::sea_query::LockType::Update,
-                sea_orm::sea_query::LockBehavior::SkipLocked,
-            );
-        }
-        let ids: Vec<i64> = txn
-            .query_all(&pick)
-            .await?
-            .iter()
-            .map(|row| row.try_get_by_index::<i64>(0))
-            .collect::<Result<_, _>>()?;
-        for chunk in ids.chunks(IDS_PER_STATEMENT) {
-            let keys = Query::select()
-                .column(job_item::Column::Id)
-                .expr(Expr::cust(USER_KEY))
-                .expr(Expr::cust(UPN_KEY))
-                .from(job_item::Entity)
-                .and_where(job_item::Column::Id.is_in(chunk.iter().copied()))
-                .to_owned();
-            let insert = Query::insert()
-                .into_table(MemberKeys::Table)
-                .columns([MemberKeys::ItemId, MemberKeys::UserKey, MemberKeys::UpnKey])
-                .select_from(keys)
-                .map_err(crate::error::StoreError::internal)?
-                .on_conflict(
-                    OnConflict::column(MemberKeys::ItemId)
-                        .do_nothing()
-                        .to_owned(),
-                )
-                .to_owned();
-            txn.execute(&insert).await?;
-            let mark = Query::update()
-                .table(job_item::Entity)
-                .value(Keyed, true)
-                .and_where(job_item::Column::Id.is_in(chunk.iter().copied()))
-                .to_owned();
-            txn.execute(&mark).await?;
-        }
-        txn.commit().await?;
-        keyed += ids.len() as u64;
-        if (ids.len() as u64) < KEYS_PER_BATCH {
+        let from = keyed_through(&txn).await?;
+        if from >= through {
+            txn.commit().await?;
             return Ok(keyed);
         }
+        let to = Ord::min(through, from.saturating_add(KEYS_PER_BATCH));
+        let keys = Query::select()
+            .column(job_item::Column::Id)
+            .expr(Expr::cust(USER_KEY))
+            .expr(Expr::cust(UPN_KEY))
+            .from(job_item::Entity)
+            .and_where(job_item::Column::Id.gt(from))
+            .and_where(job_item::Column::Id.lte(to))
+            .to_owned();
+        let insert = Query::insert()
+            .into_table(MemberKeys::Table)
+            .columns([MemberKeys::ItemId, MemberKeys::UserKey, MemberKeys::UpnKey])
+            .select_from(keys)
+            .map_err(crate::error::StoreError::internal)?
+            .on_conflict(
+                OnConflict::column(MemberKeys::ItemId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .to_owned();
+        keyed += txn.execute(&insert).await?.rows_affected();
+        let mark = Query::update()
+            .table(MemberKeysMark::Table)
+            .value(MemberKeysMark::Through, to)
+            .and_where(Expr::col(MemberKeysMark::Id).eq(1))
+            .and_where(Expr::col(MemberKeysMark::Through).lt(to))
+            .to_owned();
+        txn.execute(&mark).await?;
+        txn.commit().await?;
         tokio::time::sleep(started.elapsed()).await;
     }
 }
