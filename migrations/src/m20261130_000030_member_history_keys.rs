@@ -16,10 +16,11 @@ use crate::indexes::drop_index;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-/// The expressions the indexes are on; `licensor_core::jobs::history` queries the same ones.
-const USER_KEY: &str = "CREATE INDEX IF NOT EXISTS ix_job_items_user_key \
+/// The expressions the indexes are on (the keys `member_keys` holds since
+/// `m20261204_000035_member_keys`, whose rollback creates the indexes again).
+pub(crate) const USER_KEY: &str = "CREATE INDEX IF NOT EXISTS ix_job_items_user_key \
                         ON job_items (substr(user_id, 1, 8))";
-const UPN_KEY: &str = "CREATE INDEX IF NOT EXISTS ix_job_items_upn_key \
+pub(crate) const UPN_KEY: &str = "CREATE INDEX IF NOT EXISTS ix_job_items_upn_key \
                        ON job_items (substr(lower(user_principal_name), 1, 16))";
 
 #[async_trait::async_trait]

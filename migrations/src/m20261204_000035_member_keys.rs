@@ -16,6 +16,7 @@
 use sea_orm_migration::prelude::*;
 
 use crate::indexes::{drop_index, index};
+use crate::m20261130_000030_member_history_keys as history_keys;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -95,15 +96,8 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         let db = m.get_connection();
-        db.execute_unprepared(
-            "CREATE INDEX IF NOT EXISTS ix_job_items_user_key ON job_items (substr(user_id, 1, 8))",
-        )
-        .await?;
-        db.execute_unprepared(
-            "CREATE INDEX IF NOT EXISTS ix_job_items_upn_key \
-             ON job_items (substr(lower(user_principal_name), 1, 16))",
-        )
-        .await?;
+        db.execute_unprepared(history_keys::USER_KEY).await?;
+        db.execute_unprepared(history_keys::UPN_KEY).await?;
         m.drop_table(
             Table::drop()
                 .table(MemberKeysMark::Table)
