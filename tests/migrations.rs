@@ -7,7 +7,7 @@ use licensor_core::db;
 use licensor_migrations::MigratorTrait;
 use sea_orm::{ConnectionTrait, Statement};
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 14] = [
     "tenants",
     "api_tokens",
     "jobs",
@@ -20,6 +20,8 @@ const TABLES: [&str; 12] = [
     "idempotency_keys",
     "job_activity",
     "worker_processes",
+    "member_keys",
+    "member_keys_mark",
 ];
 
 async fn migrations_apply_and_reapply(backend: Backend) {
@@ -57,8 +59,8 @@ async fn migrations_apply_and_reapply(backend: Backend) {
         "ix_job_items_due_set",
         "ix_audit_log_tenant_id",
         "ix_job_activity_tenant_job",
-        "ix_job_items_user_key",
-        "ix_job_items_upn_key",
+        "ix_member_keys_user",
+        "ix_member_keys_upn",
     ] {
         assert!(
             names.iter().any(|n| n == index),
@@ -66,12 +68,15 @@ async fn migrations_apply_and_reapply(backend: Backend) {
         );
     }
     // Replaced: the full due-time index (by the partial one), the (job, status) index (by
-    // the claim index) and the member history's whole-key indexes (by the prefix ones).
+    // the claim index) and the member history's whole-key and then prefix indexes on job items
+    // (by the keys in `member_keys`).
     for index in [
         "ix_job_items_due",
         "ix_job_items_job_status",
         "ix_job_items_user",
         "ix_job_items_upn_lower",
+        "ix_job_items_user_key",
+        "ix_job_items_upn_key",
     ] {
         assert!(
             !names.iter().any(|n| n == index),
@@ -79,17 +84,24 @@ async fn migrations_apply_and_reapply(backend: Backend) {
         );
     }
     if backend == Backend::Embedded {
-        // The member history's look-ups (as `jobs::history` writes them) use the prefix indexes.
+        // The member history's look-ups (as `jobs::history` writes them) use the key indexes,
+        // and its read of the items not keyed yet the items' ids.
         for (lookup, index) in [
             (
-                "substr(job_items.user_id, 1, 8) = '6f1c2d3e' \
+                "job_items.id IN (SELECT item_id FROM member_keys WHERE user_key = '6f1c2d3e') \
                  AND job_items.user_id = '6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f'",
-                "ix_job_items_user_key",
+                "ix_member_keys_user",
             ),
             (
-                "substr(lower(job_items.user_principal_name), 1, 16) = 'anna.berg@contos' \
+                "job_items.id IN (SELECT item_id FROM member_keys \
+                   WHERE upn_key = 'anna.berg@contos') \
                  AND lower(job_items.user_principal_name) = 'anna.berg@contoso.com'",
-                "ix_job_items_upn_key",
+                "ix_member_keys_upn",
+            ),
+            (
+                "job_items.id > 1000 \
+                 AND job_items.user_id = '6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f'",
+                "INTEGER PRIMARY KEY (rowid>?)",
             ),
         ] {
             let plan = conn

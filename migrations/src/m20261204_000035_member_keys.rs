@@ -12,6 +12,12 @@
 //! without, and at `licensor-bench --scenario msp` scale (500 tenants' jobs of 1,000 members
 //! started at once) storing the jobs' members was what held their first writes back. Keyed by
 //! the sweep, a leaf page is written about once per transaction, however many keys it gains.
+//!
+//! `member_keys.item_id` has no foreign key to `job_items`: on PostgreSQL the check of one takes
+//! a `FOR KEY SHARE` lock on the item until the sweep's transaction ends, and lanes claiming
+//! members (`FOR UPDATE SKIP LOCKED`) skip locked items — a lane that found every pending member
+//! locked stopped, and the job waited for the reconciler. The keys of items deleted (a stale
+//! preview read again at launch) are deleted with them; a key whose item is gone matches nothing.
 
 use sea_orm_migration::prelude::*;
 
@@ -46,12 +52,6 @@ impl MigrationTrait for Migration {
                 )
                 .col(ColumnDef::new(MemberKeys::UserKey).string_len(8).not_null())
                 .col(ColumnDef::new(MemberKeys::UpnKey).string_len(16).null())
-                .foreign_key(
-                    ForeignKey::create()
-                        .from(MemberKeys::Table, MemberKeys::ItemId)
-                        .to(JobItems::Table, JobItems::Id)
-                        .on_delete(ForeignKeyAction::Cascade),
-                )
                 .to_owned(),
         )
         .await?;
@@ -118,7 +118,6 @@ impl MigrationTrait for Migration {
 #[derive(DeriveIden, Clone, Copy)]
 enum JobItems {
     Table,
-    Id,
 }
 
 #[derive(DeriveIden, Clone, Copy)]

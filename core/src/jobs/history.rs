@@ -270,6 +270,25 @@ pub async fn member_history(
     })
 }
 
+/// Delete the keys of job `job_id`'s items, before its items are deleted (`member_keys` has no
+/// foreign key to them: see migration `m20261204_000035_member_keys`).
+pub(crate) async fn forget_keys(db: &impl ConnectionTrait, job_id: Uuid) -> StoreResult<()> {
+    let forget = Query::delete()
+        .from_table(MemberKeys::Table)
+        .and_where(
+            Expr::col(MemberKeys::ItemId).in_subquery(
+                Query::select()
+                    .column(job_item::Column::Id)
+                    .from(job_item::Entity)
+                    .and_where(job_item::Column::JobId.eq(job_id))
+                    .to_owned(),
+            ),
+        )
+        .to_owned();
+    db.execute(&forget).await?;
+    Ok(())
+}
+
 /// The newest item stored so far (its id; `None`: none yet), for [`key_members`]'s bound.
 pub async fn newest_item(db: &Db) -> StoreResult<Option<i64>> {
     let newest = Query::select()

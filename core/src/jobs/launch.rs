@@ -142,6 +142,7 @@ pub async fn launch(db: &Db, on: OnJob, max_age: std::time::Duration) -> StoreRe
     let total = if stale {
         // The members are read again; those still in the groups keep their predictions.
         stash_predictions(&txn, job_id).await?;
+        super::history::forget_keys(&txn, job_id).await?;
         job_item::Entity::delete_many()
             .filter(job_item::Column::JobId.eq(job_id))
             .exec(&txn)
