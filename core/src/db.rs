@@ -373,8 +373,6 @@ mod tests {
 
     use super::*;
 
-    /// A new SQLite database (in a directory removed when the handle is dropped) with one
-    /// counter at 0: `counter (id = 1, n = 0)`.
     /// `m20261204_000035_member_keys` keys the items stored before it (and marks them keyed
     /// through the newest), and its rollback gives `job_items` its two key indexes back.
     #[tokio::test]
@@ -436,6 +434,8 @@ mod tests {
         );
     }
 
+    /// A new SQLite database (in a directory removed when the handle is dropped) with one
+    /// counter at 0: `counter (id = 1, n = 0)`.
     async fn counter_db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = connect(&DatabaseUrl::Sqlite(dir.path().join("licensor.db")))
