@@ -119,13 +119,15 @@ async fn member_keys_tick(
     Ok(())
 }
 
-/// Run one sweep on its schedule until `stop` resolves.
+/// Run one sweep on its schedule until `stop` resolves; its handler gets `ctx` and any further
+/// data given after `stop`.
 macro_rules! on_schedule {
-    ($name:expr, $schedule:expr, $ctx:expr, $handler:expr, $stop:expr) => {{
+    ($name:expr, $schedule:expr, $ctx:expr, $handler:expr, $stop:expr $(, $data:expr)*) => {{
         let stop = $stop;
         WorkerBuilder::new($name)
             .backend(CronScheduler::new($schedule))
             .data($ctx)
+            $(.data($data))*
             .build($handler)
             .run_until(async move {
                 stop.await;
@@ -177,18 +179,14 @@ where
         reconcile_tick,
         stop()
     );
-    let member_keys = {
-        let stop = stop();
-        WorkerBuilder::new(format!("{worker_name}-member-keys"))
-            .backend(CronScheduler::new(schedules.member_keys))
-            .data(ctx.clone())
-            .data(StoredItems::default())
-            .build(member_keys_tick)
-            .run_until(async move {
-                stop.await;
-                Ok::<(), std::io::Error>(())
-            })
-    };
+    let member_keys = on_schedule!(
+        format!("{worker_name}-member-keys"),
+        schedules.member_keys,
+        ctx.clone(),
+        member_keys_tick,
+        stop(),
+        StoredItems::default()
+    );
     let (a, b, c, d) = tokio::join!(seats, expiries, reconcile, member_keys);
     for (name, outcome) in [
         ("started-seats", a),
