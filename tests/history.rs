@@ -81,8 +81,13 @@ async fn sweep(app: &TestApp, stored: &StoredItems) -> u64 {
         .expect("the sweep keys")
 }
 
+/// Key every item stored so far.
 async fn key_members(app: &TestApp) -> u64 {
-    licensor_core::jobs::history::key_members(&app.db, None)
+    let newest = licensor_core::jobs::history::newest_item(&app.db)
+        .await
+        .expect("newest item")
+        .unwrap_or(0);
+    licensor_core::jobs::history::key_members(&app.db, newest)
         .await
         .expect("members keyed")
 }

@@ -102,7 +102,7 @@ pub async fn key_members(db: &Db, stored: &StoredItems) -> Result<u64, StoreErro
     let Some(through) = stored.note(Instant::now(), newest) else {
         return Ok(0);
     };
-    let keyed = licensor_core::jobs::history::key_members(db, Some(through)).await?;
+    let keyed = licensor_core::jobs::history::key_members(db, through).await?;
     metrics::counter!("licensor_members_keyed_total").increment(keyed);
     if keyed > 0 {
         tracing::debug!(members = keyed, "member-history keys added");

@@ -54,7 +54,7 @@ enum MemberKeysMark {
 }
 
 /// The item id through which every item is keyed (0: none yet).
-async fn keyed_through(db: &impl ConnectionTrait) -> StoreResult<i64> {
+async fn keyed_through(db: &Db) -> StoreResult<i64> {
     let q = Query::select()
         .column(MemberKeysMark::Through)
         .from(MemberKeysMark::Table)
@@ -301,13 +301,13 @@ pub async fn newest_item(db: &Db) -> StoreResult<Option<i64>> {
     })
 }
 
-/// Key the items after `member_keys_mark.through` up to id `through` (`None`: all of them): add
-/// their keys to `member_keys` and move the mark past them, [`KEYS_PER_BATCH`] item ids per
-/// transaction, oldest first. Between two transactions it waits as long as the last one took,
-/// so jobs' own writes go on in between (on SQLite the file has one writer). Returns how many
-/// keys were added. Several processes may sweep at once: an item keyed twice keeps its one key
-/// row, and the mark only moves on. Nothing in `job_items` is written or locked, so lanes
-/// claiming members never wait for the sweep.
+/// Key the items after `member_keys_mark.through` up to id `through`: add their keys to
+/// `member_keys` and move the mark past them, [`KEYS_PER_BATCH`] item ids per transaction,
+/// oldest first. Between two transactions it waits as long as the last one took, so jobs' own
+/// writes go on in between (on SQLite the file has one writer); with nothing to key it takes no
+/// write lock at all. Returns how many keys were added. Several processes may sweep at once: an
+/// item keyed twice keeps its one key row, and the mark only moves on. Nothing in `job_items`
+/// is written or locked, so lanes claiming members never wait for the sweep.
 ///
 /// The mark moves past every item id up to `through`: an item stored with a lower id after the
 /// sweep passed it would never be keyed. Item ids are taken as items are inserted, by
@@ -320,21 +320,18 @@ pub async fn newest_item(db: &Db) -> StoreResult<Option<i64>> {
 /// `m20261204_000035_member_keys` on why they are not kept up as members are stored): the more
 /// items one transaction keys, the less each costs (with 500,000 keyed already, 28–33 µs an
 /// item in transactions of 10,000, 17–19 µs in transactions of 50,000).
-pub async fn key_members(db: &Db, through: Option<i64>) -> StoreResult<u64> {
-    let through = match through {
-        Some(t) => t,
-        None => newest_item(db).await?.unwrap_or(0),
-    };
+pub async fn key_members(db: &Db, through: i64) -> StoreResult<u64> {
     let mut keyed = 0;
     loop {
-        let started = std::time::Instant::now();
-        let txn = crate::db::begin(db).await?;
-        let from = keyed_through(&txn).await?;
+        // Read outside the transaction: another process that moved the mark meanwhile keyed
+        // some of these items already, and they keep their one key row.
+        let from = keyed_through(db).await?;
         if from >= through {
-            txn.commit().await?;
             return Ok(keyed);
         }
+        let started = std::time::Instant::now();
         let to = Ord::min(through, from.saturating_add(KEYS_PER_BATCH));
+        let txn = crate::db::begin(db).await?;
         let keys = Query::select()
             .column(job_item::Column::Id)
             .expr(Expr::cust(USER_KEY))
@@ -363,6 +360,9 @@ pub async fn key_members(db: &Db, through: Option<i64>) -> StoreResult<u64> {
             .to_owned();
         txn.execute(&mark).await?;
         txn.commit().await?;
+        if to >= through {
+            return Ok(keyed);
+        }
         tokio::time::sleep(started.elapsed()).await;
     }
 }
