@@ -27,6 +27,9 @@ use crate::m20261130_000030_member_history_keys as history_keys;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+// Both `INSERT … SELECT`s have a `WHERE`: without one, SQLite reads the `ON CONFLICT` that
+// follows as a join constraint of the `SELECT` (https://www.sqlite.org/lang_upsert.html).
+
 /// The items stored before this migration, keyed at once.
 const BACKFILL: &str = "INSERT INTO member_keys (item_id, user_key, upn_key) \
                         SELECT id, substr(user_id, 1, 8), substr(lower(user_principal_name), 1, 16) \
