@@ -2841,6 +2841,78 @@ async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
 }
 on_both_backends!(canary_pauses_a_job_that_runs_short);
 
+/// PostgreSQL + Redis: lanes whose claims find every free member's row locked by another
+/// transaction (claims skip locked rows rather than wait) come back for them. A job paused by its
+/// canary is resumed while a transaction holds its pending members' rows: nothing is written while
+/// they are locked, and once the lock is gone the job finishes at once — not when the reconciler
+/// (set to wait ten minutes here) would queue it again — every item as the directory holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lanes_come_back_for_members_whose_rows_were_locked_postgres() {
+    use sea_orm::ConnectionTrait;
+    let mut scenario = scenario();
+    for sku in &mut scenario.skus {
+        if sku.sku_part_number == "SPE_E5" {
+            sku.enabled = 60;
+        }
+    }
+    let Some(s) = setup_with(
+        Backend::Production,
+        "[jobs]\nchunk_size = 20\nlanes_per_job = 3\nstall_secs = 600\n",
+        scenario,
+    )
+    .await
+    else {
+        return;
+    };
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    let canary = json!({"members": 50, "max_failed_share": 0.1});
+    let job = s
+        .submit(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}], "usage_location": "SE", "canary": canary}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let paused = wait_paused(&s, &id).await;
+
+    let lock = licensor_core::db::begin(&s.app.db).await.unwrap();
+    let locked = lock
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT id FROM job_items WHERE job_id = $1 AND status = 'pending' FOR UPDATE",
+            [uuid::Uuid::parse_str(&id).unwrap().into()],
+        ))
+        .await
+        .unwrap()
+        .len() as i64;
+    assert_eq!(
+        locked,
+        paused["progress"]["pending"].as_i64().unwrap(),
+        "{paused}"
+    );
+    assert!(locked > 900, "{paused}");
+    let writes = s.stats().await["successful_writes"].clone();
+    let resp = s
+        .app
+        .post(&format!("/v1/jobs/{id}/resume"), &s.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    // The lanes find nothing they can take while the rows are locked.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = s.job(&id).await;
+    assert_eq!(held["status"], "running", "{held}");
+    assert_eq!(held["progress"], paused["progress"], "{held}");
+    assert_eq!(s.stats().await["successful_writes"], writes);
+
+    lock.commit().await.unwrap();
+    // Within 40 s of the lock's end (the wait panics after that), not the reconciler's 600.
+    let done = s.app.wait_for_job(&s.admin, &id, 40).await;
+    assert_eq!(done["status"], "finished_with_exception", "{done}");
+    assert_eq!(done["progress"]["pending"], 0, "{done}");
+    assert_eq!(done["progress"]["total"], 1000, "{done}");
+    s.truth(&id).await;
+    s.finish().await;
+}
+
 /// Graph has no transaction across setting a usage location and assigning a license: a member
 /// whose location licensor set before its license write failed keeps the location, and its item
 /// says so — and only such a member's item.

@@ -301,6 +301,10 @@ async fn settle_unanswered(
         )
         .await?;
         if items.is_empty() {
+            if jobs::lease::any_claimable(&ctx.db, job_id, Pick::MayHaveBeenWritten).await? {
+                // Free, but their rows were locked by another transaction: come back for them.
+                return lane_again_after(ctx, tenant_id, job_id, LOCKED_POLL).await;
+            }
             // Members that could not be read yet are read again when their backoff ends.
             if let (true, Some(at)) = jobs::finish::pending_state(&ctx.db, job_id).await? {
                 ctx.queue
@@ -460,6 +464,14 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
             // The lanes have caught up with the step still reading the groups: come back for
             // the members it stores next (the job's lanes are queued once, as work starts).
             lane_again_after(ctx, tenant_id, job_id, EXPANSION_POLL).await?;
+        } else if canary.is_none() && jobs::lease::any_claimable(&ctx.db, job_id, Pick::All).await?
+        {
+            // Members nobody holds, yet the claim took none: another transaction had their rows
+            // locked (`jobs::lease::any_claimable`). Come back for them, rather than leave them
+            // to the reconciler (or, were one due for a retry already, come back at once and
+            // find them locked again).
+            tracing::debug!(job = %job_id, "free members were locked; the lane comes back for them");
+            lane_again_after(ctx, tenant_id, job_id, LOCKED_POLL).await?;
         } else if let Some(at) = next_retry {
             // Members waiting for a retry and held by nobody: wait for them here, then go on.
             let wait = (at - Utc::now())
@@ -658,6 +670,9 @@ async fn lane_again_after(
 /// How soon a lane that found every member stored so far taken comes back while the job's groups
 /// are still being read.
 const EXPANSION_POLL: Duration = Duration::from_millis(250);
+/// How soon a lane that found free members' rows locked by another transaction comes back for
+/// them ([`jobs::lease::any_claimable`]).
+const LOCKED_POLL: Duration = Duration::from_millis(500);
 /// How often a lane of a launched preview looks again while other lanes still write the members
 /// predicted to succeed ([`jobs::launch::predicted_first`]).
 const LAUNCH_ORDER_POLL: Duration = Duration::from_millis(500);

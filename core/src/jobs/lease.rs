@@ -42,28 +42,7 @@ pub async fn claim<C: ConnectionTrait>(
     limit: u64,
     only: Pick,
 ) -> StoreResult<Vec<Claimed>> {
-    let t = now();
-    let mut pick = Query::select();
-    pick.column(job_item::Column::Id)
-        .from(job_item::Entity)
-        .and_where(job_item::Column::JobId.eq(job_id))
-        .and_where(job_item::Column::Status.eq(ItemStatus::Pending))
-        .and_where(
-            job_item::Column::LeaseUntil
-                .is_null()
-                .or(job_item::Column::LeaseUntil.lt(t)),
-        )
-        .order_by(job_item::Column::Id, sea_orm::Order::Asc)
-        .limit(limit);
-    match only {
-        Pick::All => {}
-        Pick::PredictedToSucceed => {
-            pick.and_where(predicted_to_succeed(db.get_database_backend()));
-        }
-        Pick::MayHaveBeenWritten => {
-            pick.and_where(may_have_been_written());
-        }
-    }
+    let mut pick = claimable(db.get_database_backend(), job_id, only, limit);
     if db.get_database_backend() == DbBackend::Postgres {
         pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
@@ -112,6 +91,53 @@ pub async fn claim<C: ConnectionTrait>(
         .collect::<Result<Vec<Claimed>, sea_orm::DbErr>>()?;
     claimed.sort_by_key(|i| i.id);
     Ok(claimed)
+}
+
+/// The ids of up to `limit` items of the job that [`claim`] may take now with `only`, in member
+/// order: pending, and nobody's lease on them running.
+fn claimable(
+    backend: DbBackend,
+    job_id: Uuid,
+    only: Pick,
+    limit: u64,
+) -> sea_orm::sea_query::SelectStatement {
+    let t = now();
+    let mut pick = Query::select();
+    pick.column(job_item::Column::Id)
+        .from(job_item::Entity)
+        .and_where(job_item::Column::JobId.eq(job_id))
+        .and_where(job_item::Column::Status.eq(ItemStatus::Pending))
+        .and_where(
+            job_item::Column::LeaseUntil
+                .is_null()
+                .or(job_item::Column::LeaseUntil.lt(t)),
+        )
+        .order_by(job_item::Column::Id, sea_orm::Order::Asc)
+        .limit(limit);
+    match only {
+        Pick::All => {}
+        Pick::PredictedToSucceed => {
+            pick.and_where(predicted_to_succeed(backend));
+        }
+        Pick::MayHaveBeenWritten => {
+            pick.and_where(may_have_been_written());
+        }
+    }
+    pick
+}
+
+/// Whether the job has an item [`claim`] may take now with `only` (pending, nobody's lease on it
+/// running), read without locking anything. A claim that took nothing while this is true met
+/// rows another transaction had locked: PostgreSQL's claims skip locked rows
+/// (`FOR UPDATE SKIP LOCKED`) rather than wait for them, so the members are free but were not
+/// taken, and the lane is to come back for them rather than leave them to the reconciler.
+pub async fn any_claimable<C: ConnectionTrait>(
+    db: &C,
+    job_id: Uuid,
+    only: Pick,
+) -> StoreResult<bool> {
+    let pick = claimable(db.get_database_backend(), job_id, only, 1);
+    Ok(db.query_one(&pick).await?.is_some())
 }
 
 /// A member a step claimed ([`claim`]): what deciding for it and writing it needs, not its
