@@ -140,3 +140,77 @@ async fn migrations_apply_and_reapply(backend: Backend) {
     again.close().await.unwrap();
 }
 on_both_backends!(migrations_apply_and_reapply);
+
+/// `m20261204_000035_member_keys` keys the items stored before it (and marks them keyed through
+/// the newest), and its rollback gives `job_items` its two key indexes back: up, down, two items
+/// stored, up again.
+async fn the_member_keys_migration_keys_stored_items_and_rolls_back(backend: Backend) {
+    let Some(data) = TestData::new(backend).await else {
+        return;
+    };
+    let conn = db::connect(&data.settings("").database).await.unwrap();
+    let count = |sql: &'static str| {
+        let conn = conn.clone();
+        async move {
+            conn.query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get_by_index::<i64>(0)
+                .unwrap()
+        }
+    };
+    let key_indexes = match backend {
+        Backend::Embedded => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
+             AND name IN ('ix_job_items_user_key', 'ix_job_items_upn_key')"
+        }
+        Backend::Production => {
+            "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = 'public' \
+             AND indexname IN ('ix_job_items_user_key', 'ix_job_items_upn_key')"
+        }
+    };
+    db::migrate(&conn).await.unwrap();
+    assert_eq!(count(key_indexes).await, 0);
+    licensor_migrations::Migrator::down(&conn, Some(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(key_indexes).await,
+        2,
+        "the rollback creates them again"
+    );
+    conn.execute_unprepared(
+        "INSERT INTO tenants (id, name, created_at, updated_at)
+           VALUES ('4d0c7f4e-5a63-4d52-9a43-3c1e2f0b7a11', 'Contoso', '2026-12-04T00:00:00Z',
+                   '2026-12-04T00:00:00Z');
+         INSERT INTO jobs (id, tenant_id, kind, status, request, created_at, updated_at)
+           VALUES ('9b3f2a10-77c4-4e0b-8d65-2f4a1c9e0d22', '4d0c7f4e-5a63-4d52-9a43-3c1e2f0b7a11',
+                   'assign', 'finished', '{}', '2026-12-04T00:00:00Z', '2026-12-04T00:00:00Z');
+         INSERT INTO job_items (job_id, user_id, user_principal_name, status, updated_at)
+           VALUES ('9b3f2a10-77c4-4e0b-8d65-2f4a1c9e0d22', '6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f',
+                   'Anna.Berg@Contoso.com', 'succeeded', '2026-12-04T00:00:00Z'),
+                  ('9b3f2a10-77c4-4e0b-8d65-2f4a1c9e0d22', '0a1b2c3d-4b5a-4c7d-8e9f-0a1b2c3d4e5f',
+                   NULL, 'failed', '2026-12-04T00:00:00Z')",
+    )
+    .await
+    .unwrap();
+    db::migrate(&conn).await.unwrap();
+    assert_eq!(count(key_indexes).await, 0);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM member_keys k JOIN job_items i ON i.id = k.item_id
+             WHERE (k.user_key = '6f1c2d3e' AND k.upn_key = 'anna.berg@contos')
+                OR (k.user_key = '0a1b2c3d' AND k.upn_key IS NULL)"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count("SELECT through - (SELECT MAX(id) FROM job_items) FROM member_keys_mark").await,
+        0,
+        "keyed through the newest item"
+    );
+    conn.close().await.unwrap();
+}
+on_both_backends!(the_member_keys_migration_keys_stored_items_and_rolls_back);

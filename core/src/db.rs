@@ -373,67 +373,6 @@ mod tests {
 
     use super::*;
 
-    /// `m20261204_000035_member_keys` keys the items stored before it (and marks them keyed
-    /// through the newest), and its rollback gives `job_items` its two key indexes back.
-    #[tokio::test]
-    async fn the_member_keys_migration_keys_stored_items_and_rolls_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = connect(&DatabaseUrl::Sqlite(dir.path().join("licensor.db")))
-            .await
-            .unwrap();
-        let count = |sql: &'static str| {
-            let db = db.clone();
-            async move {
-                db.query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .try_get_by_index::<i64>(0)
-                    .unwrap()
-            }
-        };
-        const KEY_INDEXES: &str = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
-             AND name IN ('ix_job_items_user_key', 'ix_job_items_upn_key')";
-        Migrator::up(&db, None).await.unwrap();
-        assert_eq!(count(KEY_INDEXES).await, 0);
-        Migrator::down(&db, Some(1)).await.unwrap();
-        assert_eq!(
-            count(KEY_INDEXES).await,
-            2,
-            "the rollback creates them again"
-        );
-        db.execute_unprepared(
-            "INSERT INTO tenants (id, name, created_at, updated_at)
-               VALUES ('t1', 'Contoso', '2026-12-04T00:00:00Z', '2026-12-04T00:00:00Z');
-             INSERT INTO jobs (id, tenant_id, kind, status, request, created_at, updated_at)
-               VALUES ('j1', 't1', 'assign', 'finished', '{}', '2026-12-04T00:00:00Z',
-                       '2026-12-04T00:00:00Z');
-             INSERT INTO job_items (job_id, user_id, user_principal_name, status, updated_at)
-               VALUES ('j1', '6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f', 'Anna.Berg@Contoso.com',
-                       'succeeded', '2026-12-04T00:00:00Z'),
-                      ('j1', '0a1b2c3d-4b5a-4c7d-8e9f-0a1b2c3d4e5f', NULL, 'failed',
-                       '2026-12-04T00:00:00Z')",
-        )
-        .await
-        .unwrap();
-        Migrator::up(&db, None).await.unwrap();
-        assert_eq!(count(KEY_INDEXES).await, 0);
-        assert_eq!(
-            count(
-                "SELECT COUNT(*) FROM member_keys k JOIN job_items i ON i.id = k.item_id
-                 WHERE (k.user_key = '6f1c2d3e' AND k.upn_key = 'anna.berg@contos')
-                    OR (k.user_key = '0a1b2c3d' AND k.upn_key IS NULL)"
-            )
-            .await,
-            2
-        );
-        assert_eq!(
-            count("SELECT through - (SELECT MAX(id) FROM job_items) FROM member_keys_mark").await,
-            0,
-            "keyed through the newest item"
-        );
-    }
-
     /// A new SQLite database (in a directory removed when the handle is dropped) with one
     /// counter at 0: `counter (id = 1, n = 0)`.
     async fn counter_db() -> (tempfile::TempDir, Db) {
