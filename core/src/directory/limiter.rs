@@ -562,9 +562,9 @@ impl State {
             }
             if self.outstanding == 0 {
                 // Nothing in flight, so no answer can widen the proof: writes whose fate is
-                // unknown (a request failed as a whole, e.g. a 503) took the room without
-                // proving any. Waiting would wait for ever: let out up to another first
-                // burst; its readings go on with the proof, and a 429 ends the fill.
+                // unknown (a request failed as a whole, e.g. a 503) proved no room. Waiting
+                // would wait for ever: let out up to another first burst; its readings go on
+                // with the proof, and a 429 ends the fill.
                 let n = room
                     .max(FIRST_BURST)
                     .min(u64::from(want))
@@ -824,10 +824,10 @@ impl Shared {
                             s.fill.refused =
                                 Some((retry_after.unwrap_or(Duration::from_secs(1)), now, sent));
                         }
-                        WriteAnswer::Unknown => {
-                            s.fill.accepted += 1;
-                            s.push(now, sent);
-                        }
+                        // Spent, as far as the schedule knows, but no proof of room: a write
+                        // the directory failed to carry out may not have been charged, and
+                        // counted as fitting it would teach a limit the budget does not have.
+                        WriteAnswer::Unknown => s.push(now, sent),
                     }
                 }
                 let outstanding = s.outstanding;

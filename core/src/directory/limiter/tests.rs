@@ -21,6 +21,9 @@ struct Directory {
     /// Up to this much more before one answer in four reaches the client (a client busy with
     /// other work reads some answers late).
     late: Duration,
+    /// The share of requests the directory fails to carry out (a 503): `$batch`es as a whole,
+    /// and each write inside one that went through. Neither is charged; the client cannot know.
+    failing: f64,
 }
 
 impl Directory {
@@ -32,7 +35,20 @@ impl Directory {
             refused: 0,
             seed: 7,
             late: Duration::ZERO,
+            failing: 0.0,
         }
+    }
+
+    /// Whether this request fails (a 503), at the rate `failing`.
+    fn fails(&mut self) -> bool {
+        if self.failing <= 0.0 {
+            return false;
+        }
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.seed >> 11) as f64 / (1u64 << 53) as f64) < self.failing
     }
 
     /// 10–30 ms before a request is charged (as the benchmark's "20 ± 10 ms").
@@ -147,7 +163,20 @@ async fn run(
                 let answers: Vec<WriteAnswer> = {
                     let mut d = dir.lock();
                     let now = Instant::now();
-                    (0..n).map(|_| d.charge(now)).collect()
+                    if d.fails() {
+                        // The whole `$batch` failed: no answers.
+                        Vec::new()
+                    } else {
+                        (0..n)
+                            .map(|_| {
+                                if d.fails() {
+                                    WriteAnswer::Unknown
+                                } else {
+                                    d.charge(now)
+                                }
+                            })
+                            .collect()
+                    }
                 };
                 *requests.lock() += n;
                 let delivery = dir.lock().delivery();
@@ -160,7 +189,18 @@ async fn run(
                         _ => None,
                     })
                     .collect();
-                *done.lock() += n - refused.len() as u64;
+                let failed = n
+                    - answers
+                        .iter()
+                        .filter(|a| matches!(a, WriteAnswer::Accepted { .. }))
+                        .count() as u64
+                    - refused.len() as u64;
+                *done.lock() += n - refused.len() as u64 - failed;
+                if failed > 0 {
+                    // Sent again after a short backoff.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    *pending.lock() += failed;
+                }
                 if let Some(wait) = refused.iter().max() {
                     tokio::time::sleep(*wait).await;
                     *pending.lock() += refused.len() as u64;
@@ -673,4 +713,33 @@ fn round_trips_keep_the_least_and_median_of_the_last_samples() {
     rtts.push(ms(5));
     assert_eq!((rtts.least(), rtts.median()), (Some(ms(5)), Some(ms(50))));
     assert_eq!(rtts.samples.len(), RTT_SAMPLES);
+}
+
+/// A directory that fails three requests in ten (a 503: whole `$batch`es, and writes inside the
+/// others) and charges none of them, as the emulator's injected errors. Those writes prove no
+/// room: the limit learned is no higher than the budget's (it was 7.7 times higher when they
+/// counted as accepted), the directory refuses almost nothing, and 5,000 writes take no longer
+/// than their attempts (about twice as many, each counted as spent) need at the budget's rate.
+#[tokio::test(start_paused = true)]
+async fn writes_the_directory_failed_prove_no_room() {
+    let dir = Arc::new(Mutex::new(Directory {
+        failing: 0.3,
+        ..Directory::new(1_000, 5_000)
+    }));
+    let l = limiter();
+    let r = run(l.clone(), dir, 5_000, 16).await;
+    let limit = l.shared.state.lock().limit;
+    eprintln!(
+        "limit {limit:?}: {:.1} s, {} of {} requests refused",
+        r.seconds, r.refused, r.requests
+    );
+    assert!(limit.is_some_and(|l| l <= 1_000), "limit {limit:?}");
+    assert!(
+        (r.refused as f64) < 0.02 * r.requests as f64,
+        "{} of {} refused",
+        r.refused,
+        r.requests
+    );
+    // 5,000 writes and the 5,400 or so attempts that fail, all counted as spent: 11 windows.
+    assert!(r.seconds < 60.0, "{:.1} s", r.seconds);
 }
