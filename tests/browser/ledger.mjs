@@ -36,14 +36,10 @@ await drive(async ({ newPage, shot }) => {
 
   const { page } = await newPage(DESKTOP, 'desktop');
   await signIn(page, ADMIN, 'Admin');
-
-  step('the Changes card: the usage location under After, for a member that succeeded and one that failed');
-  await page.goto(`${URL_}/#/jobs/${JOB_ID}`);
-  await page.locator('#changes-table tbody tr').first().waitFor();
-  for (const entry of [located.find((c) => c.status === 'succeeded'), failed[0]]) {
-    check(entry, 'an entry of each kind');
+  // The Changes card's row of a member. Rows come 50 at a time, in member order: Load more until
+  // the member's is there (which members fail, and so where they stand, differs from run to run).
+  const rowOf = async (entry) => {
     const row = page.locator(`#changes-table tbody tr[data-user="${entry.user_id}"]`);
-    // Rows come 50 at a time, in member order: Load more until the member's is there.
     while (await row.count() === 0) {
       const more = page.locator('#changes .more button');
       check(await more.isVisible(), `no row for ${entry.user_id} and no more to load`);
@@ -51,6 +47,15 @@ await drive(async ({ newPage, shot }) => {
       await more.click();
       await page.waitForFunction((n) => document.querySelectorAll('#changes-table tbody tr').length > n, before);
     }
+    return row;
+  };
+
+  step('the Changes card: the usage location under After, for a member that succeeded and one that failed');
+  await page.goto(`${URL_}/#/jobs/${JOB_ID}`);
+  await page.locator('#changes-table tbody tr').first().waitFor();
+  for (const entry of [located.find((c) => c.status === 'succeeded'), failed[0]]) {
+    check(entry, 'an entry of each kind');
+    const row = await rowOf(entry);
     // The row as shown, read at once (nothing in it is still loading).
     const shown = await row.evaluate((tr) => ({
       location: tr.querySelector('.location-set')?.innerText.trim() ?? null,
@@ -91,7 +96,8 @@ await drive(async ({ newPage, shot }) => {
   step('in Swedish');
   await page.locator('#lang').selectOption('sv');
   await page.locator('#changes-table .location-set', { hasText: 'Plats satt till SE' }).first().waitFor();
-  const failedRow = page.locator(`#changes-table tbody tr[data-user="${failed[0].user_id}"]`);
+  // The card is drawn again in Swedish, from its first rows.
+  const failedRow = await rowOf(failed[0]);
   const svStatus = (await failedRow.locator('.item-status').innerText()).trim();
   check(svStatus === 'Misslyckades', `a failed member's status in Swedish: ${svStatus}`);
   await shot(page, 'ledger-location-sv');
