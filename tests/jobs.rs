@@ -2590,6 +2590,17 @@ async fn stale_preview_reads_the_groups_again(backend: Backend) {
 }
 on_both_backends!(stale_preview_reads_the_groups_again);
 
+/// The default scenario with 60 SPE_E5 units: 20 free for Staff's 1,000 members.
+fn short_of_spe_e5() -> graph_emulator::Scenario {
+    let mut scenario = scenario();
+    for sku in &mut scenario.skus {
+        if sku.sku_part_number == "SPE_E5" {
+            sku.enabled = 60;
+        }
+    }
+    scenario
+}
+
 /// A canary of 50 on an assign whose SKU runs short (20 free SPE_E5 units for Staff's 1,000
 /// members), with three lanes of 20: the job pauses once 50 members are worked — no more are
 /// written before the decision, the emulator proves it — and nothing moves while it is paused;
@@ -2597,12 +2608,7 @@ on_both_backends!(stale_preview_reads_the_groups_again);
 /// A second such job cancelled while paused leaves no member pending. A job whose canary passes
 /// runs on by itself. Resume of a job that is not paused is 409 `not_paused`.
 async fn canary_pauses_a_job_that_runs_short(backend: Backend) {
-    let mut scenario = scenario();
-    for sku in &mut scenario.skus {
-        if sku.sku_part_number == "SPE_E5" {
-            sku.enabled = 60;
-        }
-    }
+    let scenario = short_of_spe_e5();
     let Some(s) = setup_with(
         backend,
         "[jobs]\nchunk_size = 20\nlanes_per_job = 3\n",
@@ -2849,12 +2855,7 @@ on_both_backends!(canary_pauses_a_job_that_runs_short);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lanes_come_back_for_members_whose_rows_were_locked_postgres() {
     use sea_orm::ConnectionTrait;
-    let mut scenario = scenario();
-    for sku in &mut scenario.skus {
-        if sku.sku_part_number == "SPE_E5" {
-            sku.enabled = 60;
-        }
-    }
+    let scenario = short_of_spe_e5();
     let Some(s) = setup_with(
         Backend::Production,
         "[jobs]\nchunk_size = 20\nlanes_per_job = 3\nstall_secs = 600\n",
