@@ -432,19 +432,9 @@ impl DirectoryClient {
             let retry_after =
                 header_ci(headers, "retry-after").and_then(|v| parse_retry_after(Some(&v)));
             if status == 429 {
-                answers.push(WriteAnswer::Refused { retry_after });
                 throttled_items += 1;
-            } else if status >= 500 {
-                // The directory failed to carry it out (503, 504, …): whether it was charged is
-                // not known, as for a `$batch` that failed as a whole. Read as accepted, with no
-                // reading, it proved room the budget does not have (a fill under 30 % injected
-                // 503s learned a limit of 7,720 writes where the directory allowed 1,000).
-                answers.push(WriteAnswer::Unknown);
-            } else {
-                // Refused on its merits (400, 404, …): carried out as far as the directory got,
-                // and charged.
-                answers.push(WriteAnswer::Accepted { reading });
             }
+            answers.push(WriteAnswer::of_status(status, reading, retry_after));
             out.push((i, Err(response.error(retry_after))));
         }
         grant.answered(&answers);

@@ -128,9 +128,28 @@ pub enum WriteAnswer {
     Accepted { reading: Option<f64> },
     /// Answered 429: not charged.
     Refused { retry_after: Option<Duration> },
-    /// No answer (connection lost, timeout, an error for the whole request): may have been
-    /// charged.
+    /// No answer (connection lost, timeout, an error for the whole request), or one saying the
+    /// directory failed to carry it out (5xx): may have been charged.
     Unknown,
+}
+
+impl WriteAnswer {
+    /// The answer an HTTP status gives a write, alone or inside a `$batch`, with its
+    /// `x-ms-throttle-limit-percentage` reading and `Retry-After`:
+    /// - 429: refused, not charged;
+    /// - 5xx (503, 504, …): the directory failed to carry it out, and whether it was charged is
+    ///   not known. Read as accepted with no reading, such writes proved room the budget does not
+    ///   have: a fill under 30 % injected 503s learned a limit of 7,720 writes where the
+    ///   directory allowed 1,000;
+    /// - anything else (2xx, and 400, 404, … refused on their merits): carried out as far as the
+    ///   directory got, and charged.
+    pub fn of_status(status: u16, reading: Option<f64>, retry_after: Option<Duration>) -> Self {
+        match status {
+            429 => WriteAnswer::Refused { retry_after },
+            500.. => WriteAnswer::Unknown,
+            _ => WriteAnswer::Accepted { reading },
+        }
+    }
 }
 
 /// The right to send some writes now. Report their answers with [`Grant::answered`]; a grant

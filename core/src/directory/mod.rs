@@ -627,11 +627,7 @@ impl DirectoryClient {
         if let Some(grant) = grant {
             let reported = header_f64(&headers, "x-ms-throttle-limit-percentage");
             self.note_budget(reported);
-            let answer = if status == 429 {
-                WriteAnswer::Refused { retry_after }
-            } else {
-                WriteAnswer::Accepted { reading: reported }
-            };
+            let answer = WriteAnswer::of_status(status, reported, retry_after);
             grant.answered(&vec![answer; writes as usize]);
         }
         if (200..300).contains(&status) {

@@ -743,3 +743,26 @@ async fn writes_the_directory_failed_prove_no_room() {
     // 5,000 writes and the 5,400 or so attempts that fail, all counted as spent: 11 windows.
     assert!(r.seconds < 60.0, "{:.1} s", r.seconds);
 }
+
+/// A write's HTTP status as the schedule reads it, alone or inside a `$batch`: 429 refused, 5xx
+/// unknown (no proof of room), anything else charged with its reading.
+#[test]
+fn a_writes_status_says_whether_it_was_charged() {
+    let ra = Some(Duration::from_secs(1));
+    assert_eq!(
+        WriteAnswer::of_status(429, Some(1.0), ra),
+        WriteAnswer::Refused { retry_after: ra }
+    );
+    for status in [500, 502, 503, 504] {
+        assert_eq!(
+            WriteAnswer::of_status(status, None, ra),
+            WriteAnswer::Unknown
+        );
+    }
+    for status in [200, 204, 400, 404] {
+        assert_eq!(
+            WriteAnswer::of_status(status, Some(0.8), None),
+            WriteAnswer::Accepted { reading: Some(0.8) }
+        );
+    }
+}
