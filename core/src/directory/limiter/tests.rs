@@ -39,38 +39,33 @@ impl Directory {
         }
     }
 
-    /// Whether this request fails (a 503), at the rate `failing`.
-    fn fails(&mut self) -> bool {
-        if self.failing <= 0.0 {
-            return false;
-        }
+    /// The next value of the seeded generator (a 64-bit LCG).
+    fn next(&mut self) -> u64 {
         self.seed = self
             .seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        ((self.seed >> 11) as f64 / (1u64 << 53) as f64) < self.failing
+        self.seed
+    }
+
+    /// Whether this request fails (a 503), at the rate `failing`.
+    fn fails(&mut self) -> bool {
+        self.failing > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < self.failing
     }
 
     /// 10–30 ms before a request is charged (as the benchmark's "20 ± 10 ms").
     fn latency(&mut self) -> Duration {
-        self.seed = self
-            .seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        Duration::from_millis(10 + (self.seed >> 33) % 21)
+        Duration::from_millis(10 + (self.next() >> 33) % 21)
     }
 
     /// 0–8 ms between the charge and the answer reaching the client (a busy client), and up to
     /// `late` more for some answers.
     fn delivery(&mut self) -> Duration {
-        self.seed = self
-            .seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let base = Duration::from_millis((self.seed >> 33) % 9);
+        let seed = self.next();
+        let base = Duration::from_millis((seed >> 33) % 9);
         let late_ms = self.late.as_millis() as u64;
-        if late_ms > 0 && (self.seed >> 20).is_multiple_of(4) {
-            return base + Duration::from_millis((self.seed >> 40) % (late_ms + 1));
+        if late_ms > 0 && (seed >> 20).is_multiple_of(4) {
+            return base + Duration::from_millis((seed >> 40) % (late_ms + 1));
         }
         base
     }
@@ -189,13 +184,12 @@ async fn run(
                         _ => None,
                     })
                     .collect();
-                let failed = n
-                    - answers
-                        .iter()
-                        .filter(|a| matches!(a, WriteAnswer::Accepted { .. }))
-                        .count() as u64
-                    - refused.len() as u64;
-                *done.lock() += n - refused.len() as u64 - failed;
+                let accepted = answers
+                    .iter()
+                    .filter(|a| matches!(a, WriteAnswer::Accepted { .. }))
+                    .count() as u64;
+                let failed = n - accepted - refused.len() as u64;
+                *done.lock() += accepted;
                 if failed > 0 {
                     // Sent again after a short backoff.
                     tokio::time::sleep(Duration::from_millis(100)).await;
