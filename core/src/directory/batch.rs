@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use backon::BackoffBuilder;
 use futures::StreamExt;
-use futures::future::join_all;
 use futures::stream::FuturesUnordered;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::error::{DirectoryError, classify_value, parse_retry_after};
@@ -227,8 +227,15 @@ impl DirectoryClient {
 
     /// Send `n` requests in `$batch`es of up to 20 through `send` (concurrently within the
     /// client's limits) and return one outcome per request, in order. Transient failures are
-    /// retried — only those requests, after the longest `Retry-After` among them — until they
-    /// succeed, fail for good, or the retry budget is spent.
+    /// retried — only those requests — until they succeed, fail for good, or their retry budget
+    /// (`directory.retry_max_attempts` each, `directory.retry_max_total_secs` in all) is spent.
+    ///
+    /// Retries are not held to rounds: the requests that failed in one `$batch` go again
+    /// together once their own backoff and the longest `Retry-After` among them have passed,
+    /// while the other `$batch`es are still out. So a `$batch` waiting for the write budget, or
+    /// a request unlucky several times in a row, delays no other request's retry — under a
+    /// directory that fails many requests (503s), the budget keeps being used instead of idling
+    /// until the slowest `$batch` of a round is back.
     async fn batched<T, F, Fut>(
         &self,
         n: usize,
@@ -241,36 +248,66 @@ impl DirectoryClient {
         Fut: std::future::Future<Output = Vec<(usize, Result<T, DirectoryError>)>>,
     {
         let mut outcomes: Vec<Option<Result<T, DirectoryError>>> = vec![None; n];
-        let mut pending: Vec<usize> = (0..n).collect();
-        let mut backoff = self.backoff().build();
-        let started = std::time::Instant::now();
+        // Each request's own backoff, made at its first transient failure.
+        let mut backoffs: Vec<Option<backon::ExponentialBackoff>> = Vec::new();
+        backoffs.resize_with(n, || None);
+        let started = Instant::now();
         let total = Duration::from_secs(self.inner.tuning.retry_max_total_secs);
+        let mut in_flight = FuturesUnordered::new();
+        // Requests to send again, each group at its own time.
+        let mut waiting: Vec<(Instant, Vec<usize>)> = Vec::new();
+        let mut due: Vec<usize> = (0..n).collect();
         loop {
-            let results = join_all(pending.chunks(MAX_BATCH).map(|c| send(c.to_vec()))).await;
-            let mut retry = Vec::new();
-            let mut wait = Duration::ZERO;
-            for (index, result) in results.into_iter().flatten() {
-                match result {
-                    Err(e) if e.is_transient() => {
-                        wait = wait.max(e.retry_after().unwrap_or_default());
-                        retry.push(index);
-                        outcomes[index] = Some(Err(e));
+            for chunk in due.chunks(MAX_BATCH) {
+                in_flight.push(send(chunk.to_vec()));
+            }
+            due.clear();
+            let next = waiting.iter().map(|(at, _)| *at).min();
+            if in_flight.is_empty() && next.is_none() {
+                break;
+            }
+            tokio::select! {
+                Some(results) = in_flight.next(), if !in_flight.is_empty() => {
+                    let mut retry = Vec::new();
+                    let mut wait = Duration::ZERO;
+                    for (index, result) in results {
+                        match result {
+                            Err(e) if e.is_transient() => {
+                                // A request whose own retries are spent keeps its error.
+                                if let Some(delay) = backoffs[index]
+                                    .get_or_insert_with(|| self.backoff().build())
+                                    .next()
+                                {
+                                    let after = e.retry_after().unwrap_or_default();
+                                    wait = wait.max(delay).max(after);
+                                    retry.push(index);
+                                }
+                                outcomes[index] = Some(Err(e));
+                            }
+                            other => outcomes[index] = Some(other),
+                        }
                     }
-                    other => outcomes[index] = Some(other),
+                    if !retry.is_empty() && started.elapsed() + wait <= total {
+                        metrics::counter!("licensor_directory_retries_total", "route" => route)
+                            .increment(retry.len() as u64);
+                        retry.sort_unstable();
+                        waiting.push((Instant::now() + wait, retry));
+                    }
+                }
+                () = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)),
+                    if next.is_some() => {
+                    let now = Instant::now();
+                    waiting.retain_mut(|(at, group)| {
+                        if *at <= now {
+                            due.append(group);
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                    due.sort_unstable();
                 }
             }
-            if retry.is_empty() {
-                break;
-            }
-            let Some(delay) = backoff.next() else { break };
-            let delay = delay.max(wait);
-            if started.elapsed() + delay > total {
-                break;
-            }
-            metrics::counter!("licensor_directory_retries_total", "route" => route)
-                .increment(retry.len() as u64);
-            tokio::time::sleep(delay).await;
-            pending = retry;
         }
         outcomes
             .into_iter()
@@ -562,5 +599,123 @@ impl DirectoryClient {
                 (i, Err(response.error(retry_after)))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::DirectoryTuning;
+    use crate::directory::DirectoryConfig;
+
+    fn client(retry_max_attempts: usize) -> DirectoryClient {
+        DirectoryClient::new(
+            DirectoryConfig {
+                token_url: "http://127.0.0.1:9/token".into(),
+                graph_url: "http://127.0.0.1:9/v1.0".into(),
+                client_id: "app".into(),
+                client_secret: "secret".into(),
+            },
+            DirectoryTuning {
+                retry_max_attempts,
+                retry_min_delay_ms: 100,
+                retry_max_delay_ms: 2_000,
+                ..DirectoryTuning::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn unavailable_for(retry_after: Duration) -> DirectoryError {
+        DirectoryError::Transient {
+            code: ItemCode::DirectoryUnavailable,
+            detail: "503".into(),
+            retry_after: Some(retry_after),
+        }
+    }
+
+    /// The requests of a `$batch` answered 503 go again after their `Retry-After` (1 s), while
+    /// another `$batch` of the same call is still out (answered after 5 s): no round makes
+    /// them wait for it.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_batch_goes_again_while_another_is_still_out() {
+        let client = client(8);
+        let start = tokio::time::Instant::now();
+        let sent: Mutex<Vec<(Duration, Vec<usize>)>> = Mutex::new(Vec::new());
+        let sent = &sent;
+        let outcomes = client
+            .batched(40, "$batch", |chunk| async move {
+                let attempt = {
+                    let mut sent = sent.lock().unwrap();
+                    sent.push((start.elapsed(), chunk.clone()));
+                    sent.iter().filter(|(_, c)| c[0] == chunk[0]).count()
+                };
+                if chunk[0] == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let answer = |_| match attempt {
+                        1 => Err(unavailable_for(Duration::from_secs(1))),
+                        _ => Ok(()),
+                    };
+                    chunk.iter().map(|&i| (i, answer(i))).collect()
+                } else {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    chunk.iter().map(|&i| (i, Ok(()))).collect()
+                }
+            })
+            .await;
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        let sent = sent.lock().unwrap().clone();
+        let first: Vec<usize> = (0..20).collect();
+        let second: Vec<usize> = (20..40).collect();
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        assert_eq!(sent[0], (Duration::ZERO, first.clone()));
+        assert_eq!(sent[1], (Duration::ZERO, second));
+        let (at, again) = &sent[2];
+        assert_eq!(again, &first);
+        assert!(
+            *at >= Duration::from_millis(1_010) && *at < Duration::from_secs(2),
+            "sent again at {at:?}, not after Retry-After while the other batch was out"
+        );
+    }
+
+    /// Each request has its own retries: one failed every time ends with its error once its
+    /// `retry_max_attempts` retries are spent, and is sent exactly 1 + that many times; those
+    /// failed with it once go again with it, and succeed.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_ends_with_its_error_when_its_own_retries_are_spent() {
+        let client = client(3);
+        let sent: Mutex<Vec<Vec<usize>>> = Mutex::new(Vec::new());
+        let sent = &sent;
+        let outcomes = client
+            .batched(25, "$batch", |chunk| async move {
+                let times = {
+                    let mut sent = sent.lock().unwrap();
+                    sent.push(chunk.clone());
+                    sent.iter().filter(|c| c.contains(&chunk[0])).count()
+                };
+                chunk
+                    .iter()
+                    .map(|&i| match i {
+                        7 => (i, Err(unavailable_for(Duration::from_millis(300)))),
+                        0..20 if times == 1 => (i, Err(unavailable_for(Duration::ZERO))),
+                        _ => (i, Ok(())),
+                    })
+                    .collect()
+            })
+            .await;
+        for (i, outcome) in outcomes.iter().enumerate() {
+            match i {
+                7 => assert!(outcome.as_ref().is_err_and(|e| e.is_transient()), "{i}"),
+                _ => assert!(outcome.is_ok(), "{i}: {outcome:?}"),
+            }
+        }
+        let sent = sent.lock().unwrap().clone();
+        let times = |i: usize| sent.iter().filter(|c| c.contains(&i)).count();
+        assert_eq!(times(7), 4, "{sent:?}");
+        assert_eq!(times(0), 2, "{sent:?}");
+        assert_eq!(times(19), 2, "{sent:?}");
+        assert_eq!(times(24), 1, "{sent:?}");
     }
 }
