@@ -290,7 +290,6 @@ impl DirectoryClient {
                     if !retry.is_empty() && started.elapsed() + wait <= total {
                         metrics::counter!("licensor_directory_retries_total", "route" => route)
                             .increment(retry.len() as u64);
-                        retry.sort_unstable();
                         waiting.push((Instant::now() + wait, retry));
                     }
                 }
