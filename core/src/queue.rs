@@ -10,6 +10,7 @@ use std::time::Duration;
 use apalis::prelude::TaskSink;
 use apalis_redis::{ConnectionManager, RedisStorage};
 use apalis_sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -147,16 +148,34 @@ impl Queue {
                         )
                     })?;
                 }
+                // Every connection of the pool in write-ahead-log mode, synced at checkpoints
+                // rather than at each commit: the durability of the database's own connections
+                // (`db::connect`). apalis-sqlite's setup sets its pragmas on the one connection
+                // it runs on; the pool's other connections synced the log at every commit
+                // (sqlx's default, `FULL`), each queue push and ack waiting for the disk while
+                // it held the queue's write lock. A message lost with the last commits of a
+                // power cut is queued again by the reconciler, like one lost between a commit
+                // and its push.
                 let connect = SqliteConnectOptions::new()
                     .filename(path)
                     .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(crate::db::LOCK_TIMEOUT);
+                // apalis-sqlite's tables are made (or migrated) on a connection of their own,
+                // closed after: its setup also sets `synchronous = OFF` on the connection it
+                // runs on, which none of the working pool's connections is then.
+                let setup = crate::db::wait_for_locks(SqlitePoolOptions::new())
+                    .max_connections(1)
+                    .connect_with(connect.clone())
+                    .await
+                    .map_err(|e| queue_config_error(url, &e.to_string()))?;
+                let made = SqliteStorage::setup(&setup).await;
+                setup.close().await;
+                made.map_err(|e| queue_config_error(url, &e.to_string()))?;
                 let pool = crate::db::wait_for_locks(SqlitePoolOptions::new())
                     .max_connections(4)
                     .connect_with(connect)
-                    .await
-                    .map_err(|e| queue_config_error(url, &e.to_string()))?;
-                SqliteStorage::setup(&pool)
                     .await
                     .map_err(|e| queue_config_error(url, &e.to_string()))?;
                 let config = apalis_sqlite::Config::default()
@@ -538,4 +557,42 @@ fn queue_config_error(url: &QueueUrl, reason: &str) -> ConfigError {
             crate::db::one_line(reason)
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each connection of the embedded queue's pool is in WAL mode and syncs at checkpoints
+    /// (`synchronous` 1, NORMAL), not only the one apalis-sqlite's setup ran on.
+    #[tokio::test]
+    async fn every_connection_of_the_embedded_queue_syncs_at_checkpoints_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = QueueUrl::Sqlite(dir.path().join("queue.db"));
+        let options = QueueOptions {
+            name: "pragmas".into(),
+            heartbeat: Duration::from_secs(5),
+            missed_heartbeats: 3,
+        };
+        let queue = Queue::connect(&url, options).await.unwrap();
+        let Queue::Sqlite { pool, .. } = &queue else {
+            panic!("an embedded queue");
+        };
+        // Hold every connection of the pool at once, so each is looked at.
+        let mut held = Vec::new();
+        for _ in 0..pool.options().get_max_connections() {
+            held.push(pool.acquire().await.unwrap());
+        }
+        for conn in &mut held {
+            let (sync,): (i64,) = sea_orm::sqlx::query_as("PRAGMA synchronous")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            let (mode,): (String,) = sea_orm::sqlx::query_as("PRAGMA journal_mode")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!((sync, mode.as_str()), (1, "wal"));
+        }
+    }
 }
