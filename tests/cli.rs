@@ -32,11 +32,7 @@ fn stderr_line(out: &Output) -> String {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::servers::free_port()
 }
 
 fn interrupt(child: &Child) {

@@ -83,11 +83,7 @@ impl Deployment {
             None => (None, None),
         };
         let data = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::servers::free_port();
         let stores: Vec<(&str, String)> = match (&database_url, &redis) {
             (Some(db), Some(redis)) => vec![
                 ("LICENSOR_DATABASE_URL", db.clone()),

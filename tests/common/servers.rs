@@ -9,12 +9,20 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
+/// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after), chosen at
+/// random below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`, 32768–60999 by
+/// default). A port the kernel handed out for `bind(0)` lies inside that range, and any outgoing
+/// connection of the tests' clients could take it before the server bound it: in CI one did
+/// ("cannot listen on 127.0.0.1:40331: Address already in use").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    const FIRST: u16 = 20_000;
+    const PORTS: u128 = 12_000;
+    loop {
+        let port = FIRST + (uuid::Uuid::new_v4().as_u128() % PORTS) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn running_as_root() -> bool {
