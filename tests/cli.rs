@@ -31,10 +31,6 @@ fn stderr_line(out: &Output) -> String {
     text
 }
 
-fn free_port() -> u16 {
-    common::servers::free_port()
-}
-
 fn interrupt(child: &Child) {
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -204,7 +200,7 @@ async fn tenants_and_tokens_from_the_command_line() {
     );
 
     // Serve, and use the token.
-    let port = free_port();
+    let port = common::servers::free_port();
     let mut serve = licensor();
     with_data(&mut serve);
     let mut child = serve
@@ -302,7 +298,7 @@ async fn demo_starts_serves_stops_and_reuses_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("licensor-data");
     let data = data.to_str().unwrap();
-    let port = free_port();
+    let port = common::servers::free_port();
     let started = Instant::now();
     let (mut child, url, token) = start_demo(data, port);
     assert_eq!(url, format!("http://127.0.0.1:{port}"));
@@ -350,7 +346,7 @@ async fn demo_starts_serves_stops_and_reuses_its_data() {
     let second = run(licensor().args([
         "demo",
         "--listen",
-        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{}", common::servers::free_port()),
         "--data-dir",
         data,
     ]));
@@ -1324,7 +1320,7 @@ fn a_lost_answer_is_not_called_unreachable() {
         assert_eq!(out.status.code(), Some(1));
         stderr_line(&out)
     };
-    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let nobody = format!("http://127.0.0.1:{}", common::servers::free_port());
     let line = run_against(&nobody);
     assert!(line.contains(&format!("cannot reach {nobody}")), "{line}");
 
