@@ -103,7 +103,8 @@ async fn assign_all_users(
 }
 
 /// 30% of directory requests fail with 503 and writes are throttled hard: transient errors are
-/// retried until they succeed, none is left as a failed member.
+/// retried until they succeed, none is left as a failed member, and none is read first (a 503
+/// is the directory's word that it did not carry the write out).
 async fn flaky_throttled_directory(backend: Backend) {
     let emulator = graph_emulator::spawn(EmulatorConfig {
         scenario: Some(Scenario::simple(32, 5_000, 10_000)),
@@ -141,6 +142,12 @@ async fn flaky_throttled_directory(backend: Backend) {
     .await;
     let stats = stats(&emulator).await;
     assert!(stats["injected_errors"].as_u64().unwrap() > 100, "{stats}");
+    // A 503 says the write was not carried out: it is sent again without reading the member
+    // first, and no member was read at all.
+    assert!(
+        stats["requests"]["GET /v1.0/users/{id}"].is_null(),
+        "members read: {stats}"
+    );
     // The budget bound the job: 5,000 writes at 1,000 per 5 s take at least 20 s. (Whether the
     // directory also answered 429 depends on how closely the scheduler met it: none is best.)
     let at = |k: &str| chrono::DateTime::parse_from_rfc3339(job[k].as_str().unwrap()).unwrap();

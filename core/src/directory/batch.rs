@@ -428,6 +428,7 @@ impl DirectoryClient {
                     } => WriteAnswer::Refused {
                         retry_after: *retry_after,
                     },
+                    e if e.refused() => WriteAnswer::NotCarriedOut,
                     _ => WriteAnswer::Unknown,
                 };
                 grant.answered(&vec![fate; indexes.len()]);
@@ -632,6 +633,7 @@ mod tests {
             code: ItemCode::DirectoryUnavailable,
             detail: "503".into(),
             retry_after: Some(retry_after),
+            refused: true,
         }
     }
 

@@ -68,6 +68,13 @@ pub enum DirectoryError {
         code: ItemCode,
         detail: String,
         retry_after: Option<Duration>,
+        /// The directory answered that it did not carry the request out: 429 (throttled), 503
+        /// (Service Unavailable: "you may repeat the request after a delay", Microsoft Graph
+        /// error responses; "the server is currently unable to handle the request", RFC 9110
+        /// §15.6.4), or 401 for an access token that expired on the way. `false` when it may
+        /// have been carried out: any other 5xx, a timeout, a connection closed before the
+        /// answer.
+        refused: bool,
     },
     /// The directory refused this request for good.
     #[error("{code}: {detail}")]
@@ -99,13 +106,20 @@ impl DirectoryError {
     }
 
     /// Whether a write that met this error may have been carried out all the same: a transient
-    /// failure other than 429 (a 5xx, a timeout, a connection closed before the answer, a
-    /// request missing from a `$batch` answer). A 429 is Graph's word that the request was not
-    /// carried out ("Microsoft Graph throttling guidance": the request is refused, not
-    /// queued); `Stopped` and `Deferred` were never sent. Such a write is never sent again
-    /// before the member is read.
+    /// failure the directory did not answer with a refusal (a 500, 502 or 504, a timeout, a
+    /// connection closed before the answer, a request missing from a `$batch` answer). A 429
+    /// is Graph's word that the request was not carried out ("Microsoft Graph throttling
+    /// guidance": the request is refused, not queued), and so is a 503 (see
+    /// [`DirectoryError::Transient`]'s `refused`); `Stopped` and `Deferred` were never sent.
+    /// Such a write is never sent again before the member is read.
     pub fn fate_unknown(&self) -> bool {
-        matches!(self, DirectoryError::Transient { code, .. } if *code != ItemCode::Throttled)
+        matches!(self, DirectoryError::Transient { refused, .. } if !refused)
+    }
+
+    /// Whether the directory answered that it did not carry the request out (429, 503, an
+    /// expired token): nothing changed, and nothing was charged to the write budget.
+    pub fn refused(&self) -> bool {
+        matches!(self, DirectoryError::Transient { refused: true, .. })
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -145,6 +159,7 @@ impl DirectoryError {
             code: ItemCode::DirectoryUnavailable,
             detail: detail.into(),
             retry_after: None,
+            refused: false,
         }
     }
 }
@@ -205,11 +220,13 @@ fn classify_parts(
             code: ItemCode::Throttled,
             detail,
             retry_after,
+            refused: true,
         },
         500..=599 => DirectoryError::Transient {
             code: ItemCode::DirectoryUnavailable,
             detail,
             retry_after,
+            refused: status == 503,
         },
         408 => DirectoryError::unavailable(detail),
         401 | 403 if code == "InvalidAuthenticationToken" => DirectoryError::Transient {
@@ -217,6 +234,7 @@ fn classify_parts(
             code: ItemCode::DirectoryUnavailable,
             detail,
             retry_after: Some(Duration::ZERO),
+            refused: true,
         },
         401 | 403 => DirectoryError::CredentialsRejected { detail },
         404 => DirectoryError::NotFound { detail },
@@ -321,13 +339,21 @@ mod tests {
         assert!(t.is_transient());
         assert_eq!(t.item_code(), ItemCode::Throttled);
         assert_eq!(t.retry_after(), Some(Duration::from_secs(3)));
+        assert!(
+            t.refused() && !t.fate_unknown(),
+            "a 429 was not carried out"
+        );
         for status in [500, 502, 503, 504] {
-            assert_eq!(
-                classify(status, b"not json", None).item_code(),
-                ItemCode::DirectoryUnavailable
-            );
+            let e = classify(status, b"not json", None);
+            assert_eq!(e.item_code(), ItemCode::DirectoryUnavailable);
+            // Only a 503 says the request was not carried out; after the others a write may
+            // have been made, and is read before it is sent again.
+            assert_eq!(e.refused(), status == 503, "{status}");
+            assert_eq!(e.fate_unknown(), status != 503, "{status}");
         }
-        assert!(classify(401, &body("InvalidAuthenticationToken", "expired"), None).is_transient());
+        assert!(DirectoryError::unavailable("connection closed").fate_unknown());
+        let expired = classify(401, &body("InvalidAuthenticationToken", "expired"), None);
+        assert!(expired.is_transient() && expired.refused());
         assert!(matches!(
             classify(
                 403,

@@ -129,8 +129,12 @@ pub enum WriteAnswer {
     /// Answered 429: not charged.
     Refused { retry_after: Option<Duration> },
     /// No answer (connection lost, timeout, an error for the whole request), or one saying the
-    /// directory failed to carry it out (5xx): may have been charged.
+    /// directory failed while carrying it out (500, 502, 504): may have been charged.
     Unknown,
+    /// Answered that it was not carried out for a reason other than the budget (503 Service
+    /// Unavailable, see [`DirectoryError::refused`](super::DirectoryError::refused)): not
+    /// charged, and it says nothing of the budget.
+    NotCarriedOut,
 }
 
 impl WriteAnswer {
@@ -146,6 +150,7 @@ impl WriteAnswer {
     pub fn of_status(status: u16, reading: Option<f64>, retry_after: Option<Duration>) -> Self {
         match status {
             429 => WriteAnswer::Refused { retry_after },
+            503 => WriteAnswer::NotCarriedOut,
             500.. => WriteAnswer::Unknown,
             _ => WriteAnswer::Accepted { reading },
         }
@@ -809,7 +814,14 @@ impl Shared {
         let config = self.config;
         let mut s = self.state.lock();
         s.outstanding -= u64::from(writes);
-        if answers.iter().any(|a| !matches!(a, WriteAnswer::Unknown)) {
+        // The send-ahead rests on the round trips of writes the directory carried out or
+        // weighed against the budget, not on a refusal answered before reaching either.
+        if answers.iter().any(|a| {
+            matches!(
+                a,
+                WriteAnswer::Accepted { .. } | WriteAnswer::Refused { .. }
+            )
+        }) {
             s.rtts.push(now.saturating_duration_since(sent));
         }
         match kind {
@@ -847,6 +859,7 @@ impl Shared {
                         // the directory failed to carry out may not have been charged, and
                         // counted as fitting it would teach a limit the budget does not have.
                         WriteAnswer::Unknown => s.push(now, sent),
+                        WriteAnswer::NotCarriedOut => {}
                     }
                 }
                 let outstanding = s.outstanding;
@@ -897,6 +910,7 @@ impl Shared {
                             }
                         }
                         WriteAnswer::Unknown => s.push(now, sent),
+                        WriteAnswer::NotCarriedOut => {}
                     }
                 }
             }
@@ -933,6 +947,8 @@ impl Shared {
                         s.w_hi = Some(if hi <= s.w_lo { least } else { hi });
                     }
                     WriteAnswer::Unknown => s.push(now, sent),
+                    // Not weighed against the budget: it tells nothing of the window.
+                    WriteAnswer::NotCarriedOut => {}
                 }
                 tracing::debug!(?age, w_lo = ?s.w_lo, w_hi = ?s.w_hi, "write pacing: window probed");
             }

@@ -145,6 +145,7 @@ impl TokenSource {
                 },
                 detail: format!("token endpoint answered {status}"),
                 retry_after,
+                refused: matches!(status, 429 | 503),
             }),
             _ => {
                 metrics::counter!(

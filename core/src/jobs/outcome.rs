@@ -472,6 +472,7 @@ pub fn item_outcome(e: &DirectoryError, attempts: i32, max_attempts: i32) -> Opt
             code,
             detail,
             retry_after,
+            ..
         } => {
             if attempts + 1 >= max_attempts {
                 Some(Outcome::Failed {

@@ -1104,6 +1104,7 @@ mod tests {
             code: ItemCode::Throttled,
             detail: "429".into(),
             retry_after: None,
+            refused: true,
         };
         let lost = DirectoryError::unavailable("connection closed before the answer");
         let read_first = |e: &DirectoryError| match item_outcome(e, 0, 5) {

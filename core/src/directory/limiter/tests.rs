@@ -738,8 +738,37 @@ async fn writes_the_directory_failed_prove_no_room() {
     assert!(r.seconds < 60.0, "{:.1} s", r.seconds);
 }
 
-/// A write's HTTP status as the schedule reads it, alone or inside a `$batch`: 429 refused, 5xx
-/// unknown (no proof of room), anything else charged with its reading.
+/// A write the directory answered 503 was not carried out (see
+/// [`WriteAnswer::NotCarriedOut`]): its slot is free again at once, where a write whose fate is
+/// unknown (a 500, a lost answer) stays counted as spent until it leaves the window.
+#[tokio::test(start_paused = true)]
+async fn writes_not_carried_out_take_no_room() {
+    let dir = Arc::new(Mutex::new(Directory::new(100, 5_000)));
+    let l = limiter();
+    run(l.clone(), dir, 400, 16).await;
+    // Every write of the run has left the window.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let horizon = Duration::from_millis(100);
+    assert_eq!(l.outlook(horizon), Outlook::Ready(100));
+    let g = l.acquire(20).await;
+    g.answered(&[WriteAnswer::NotCarriedOut; 20]);
+    assert_eq!(
+        l.outlook(horizon),
+        Outlook::Ready(100),
+        "503s spend nothing"
+    );
+    let g = l.acquire(20).await;
+    g.answered(&[WriteAnswer::Unknown; 20]);
+    assert_eq!(
+        l.outlook(horizon),
+        Outlook::Ready(80),
+        "unknown fates stay spent"
+    );
+}
+
+/// A write's HTTP status as the schedule reads it, alone or inside a `$batch`: 429 refused, 503
+/// not carried out (not charged, nothing learned), other 5xx unknown (no proof of room),
+/// anything else charged with its reading.
 #[test]
 fn a_writes_status_says_whether_it_was_charged() {
     let ra = Some(Duration::from_secs(1));
@@ -747,7 +776,11 @@ fn a_writes_status_says_whether_it_was_charged() {
         WriteAnswer::of_status(429, Some(1.0), ra),
         WriteAnswer::Refused { retry_after: ra }
     );
-    for status in [500, 502, 503, 504] {
+    assert_eq!(
+        WriteAnswer::of_status(503, None, ra),
+        WriteAnswer::NotCarriedOut
+    );
+    for status in [500, 502, 504] {
         assert_eq!(
             WriteAnswer::of_status(status, None, ra),
             WriteAnswer::Unknown
