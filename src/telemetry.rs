@@ -126,6 +126,10 @@ fn describe_metrics() {
         "Times a job's lane would have waited for its tenant's write budget while another lane of the same job already waited for it in this process: it joined that wait, and comes back as a spare lane once a step finds the budget free beyond its own chunk"
     );
     describe_counter!(
+        "licensor_lanes_waited_for_budget_learning_total",
+        "Times a job's lane found another lane of the same job learning its tenant's write budget (not learned yet) in this process: it took no members, and goes back to work when that step ends, or waits with it for the budget"
+    );
+    describe_counter!(
         "licensor_lanes_left_to_writer_total",
         "Times a job's lane found another worker process writing to its tenant (that process's turn, see tenant_writers) and was queued again for it, so one write scheduler fills each tenant's budget"
     );
@@ -173,6 +177,7 @@ fn describe_metrics() {
     metrics::counter!("licensor_members_keyed_total").increment(0);
     metrics::counter!("licensor_lanes_deferred_total").increment(0);
     metrics::counter!("licensor_lanes_joined_total").increment(0);
+    metrics::counter!("licensor_lanes_waited_for_budget_learning_total").increment(0);
     metrics::counter!("licensor_lanes_left_to_writer_total").increment(0);
     metrics::counter!("licensor_chunks_left_to_writer_total").increment(0);
     metrics::counter!("licensor_worker_processes_taken_over_total").increment(0);

@@ -1278,3 +1278,71 @@ async fn tenants_share_one_worker_by_budget(backend: Backend) {
     emulator.shutdown().await;
 }
 on_both_backends!(tenants_share_one_worker_by_budget);
+
+/// A new throttled tenant's job: one of its lanes learns the write budget, and the others wait
+/// for that step instead of each taking a chunk of members to give back unsent when the budget
+/// proves to allow fewer writes (`Lanes::probe`). Every member is written once and each outcome
+/// agrees with the directory.
+async fn one_lane_learns_a_new_tenants_budget(backend: Backend) {
+    const MEMBERS: u64 = 200;
+    const CHUNK: u64 = 50;
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::simple(73, MEMBERS as usize, 1_000)),
+        faults: Faults {
+            // Each step lasts round trips long, so the job's four lanes start while the first
+            // one still learns.
+            latency_ms: 20,
+            write_budget: Budget {
+                limit: 30,
+                window_ms: 3_000,
+            },
+            ..Faults::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let extra = format!("[jobs]\nchunk_size = {CHUNK}\nlanes_per_job = 4\n");
+    let Some(app) = TestApp::start_with(backend, Roles::ALL, &extra).await else {
+        return;
+    };
+    let tenant = app.tenant("learning").await;
+    app.connect_directory(tenant.id, &emulator).await;
+    let group = app.group_id(&tenant.admin, "All Users").await;
+    let job = app
+        .post_json(
+            "/v1/jobs",
+            &tenant.admin,
+            &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let job = app.wait_for_job(&tenant.viewer, &id, 120).await;
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["progress"]["succeeded"], MEMBERS, "{job}");
+    let checked = app
+        .assert_outcomes_true_in(&tenant.viewer, &id, &emulator.base_url(), None)
+        .await;
+    assert_eq!(checked as u64, MEMBERS);
+    let stats = stats(&emulator).await;
+    assert_eq!(
+        stats["successful_writes"].as_u64(),
+        Some(MEMBERS),
+        "{stats}"
+    );
+
+    // The job's three other lanes started while the first learned the budget, and waited.
+    let metrics = app.text("/metrics").await;
+    let waited = metrics.lines().find_map(|l| {
+        l.strip_prefix("licensor_lanes_waited_for_budget_learning_total ")?
+            .parse::<f64>()
+            .ok()
+    });
+    assert!(
+        waited.is_some_and(|n| n >= 1.0),
+        "lanes that waited for the one learning the budget: {waited:?}"
+    );
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(one_lane_learns_a_new_tenants_budget);

@@ -29,7 +29,7 @@ use licensor_core::tenants;
 use uuid::Uuid;
 
 use crate::WorkerContext;
-use crate::lanes::Parked;
+use crate::lanes::{Parked, Probe};
 
 async fn client_for(
     ctx: &WorkerContext,
@@ -395,6 +395,25 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         }
         Turn::Mine | Turn::Free => {}
     }
+    // The tenant's budget not learned yet: one lane of the job learns it, the others wait for
+    // its step to end (see `Lanes::probe`).
+    let mut learning = None;
+    if client.write_outlook(BUDGET_HORIZON) == Outlook::Open {
+        match ctx.lanes.probe(job_id, !client.wrote_any()) {
+            Probe::Waits => {
+                metrics::counter!("licensor_lanes_waited_for_budget_learning_total").increment(1);
+                return Ok(());
+            }
+            Probe::Learns => {
+                learning = Some(Learning {
+                    ctx,
+                    tenant_id,
+                    job_id,
+                })
+            }
+            Probe::Free => {}
+        }
+    }
     let Some((take, pledge)) = budgeted_chunk(ctx, &client, tenant_id, job_id).await? else {
         return Ok(());
     };
@@ -449,6 +468,8 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
             .increment(taken_over as u64);
     }
     if items.is_empty() {
+        // Lanes that waited for this one go back to work before this one waits for anything.
+        drop(learning.take());
         if let Some(canary) = &canary {
             match jobs::canary::decide_canary(&ctx.db, job_id, canary).await? {
                 CanaryDecision::Paused => return Ok(()),
@@ -594,9 +615,67 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         return Ok(());
     }
     match deferred {
-        Some(until) => defer_lane(ctx, tenant_id, job_id, until).await?,
+        Some(until) => {
+            defer_lane(ctx, tenant_id, job_id, until).await?;
+            // The budget is learned and spent: lanes that waited for it wait with this one.
+            if let Some(l) = learning.take() {
+                l.join_wait_or_send().await?;
+            }
+        }
         None => ctx.queue.push(Message::Work { tenant_id, job_id }).await?,
     }
+    Ok(())
+}
+
+/// A lane step learning its tenant's write budget for its job ([`Probe::Learns`]): when it ends,
+/// however it ends, the job's lanes that waited for it go back to the queue.
+struct Learning<'a> {
+    ctx: &'a WorkerContext,
+    tenant_id: Uuid,
+    job_id: Uuid,
+}
+
+impl Learning<'_> {
+    /// The step waits for the budget: the lanes that waited for it join that wait if it is
+    /// this process's, else go back to the queue now.
+    async fn join_wait_or_send(self) -> Result<(), BoxDynError> {
+        let waited = self.ctx.lanes.end_probe(self.job_id);
+        if waited > 0 && !self.ctx.lanes.join_wait(self.job_id, waited) {
+            send_lanes(self.ctx, self.tenant_id, self.job_id, waited).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Learning<'_> {
+    fn drop(&mut self) {
+        let waited = self.ctx.lanes.end_probe(self.job_id);
+        if waited == 0 {
+            return;
+        }
+        let (queue, tenant_id, job_id) = (self.ctx.queue.clone(), self.tenant_id, self.job_id);
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
+            let lanes = (0..waited)
+                .map(|_| Message::Work { tenant_id, job_id })
+                .collect();
+            if let Err(e) = queue.push_bulk(lanes).await {
+                tracing::warn!(error = %e, "queueing lanes that waited for the budget to be learned failed; the reconciler will");
+            }
+        }));
+    }
+}
+
+/// Queue `lanes` more lanes of a job.
+async fn send_lanes(
+    ctx: &WorkerContext,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    lanes: u32,
+) -> Result<(), BoxDynError> {
+    let lanes = (0..lanes)
+        .map(|_| Message::Work { tenant_id, job_id })
+        .collect();
+    ctx.queue.push_bulk(lanes).await?;
     Ok(())
 }
 

@@ -46,6 +46,9 @@ struct Inner {
     waits: u64,
     /// Jobs with spare lanes: how many, and when last changed.
     spare: HashMap<Uuid, (u32, Instant)>,
+    /// Jobs whose first lane writes to a directory this process knows nothing of the budget
+    /// of: how many of their other lanes wait for it ([`Lanes::probe`]).
+    probing: HashMap<Uuid, u32>,
 }
 
 /// One job's lanes waiting for the budget as one.
@@ -56,6 +59,18 @@ struct Wait {
     until: tokio::time::Instant,
     /// The waiting lane and those that joined it.
     lanes: u32,
+}
+
+/// What [`Lanes::probe`] decided for a lane of a job whose tenant's write budget is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// No other lane of the job is learning the budget: this one takes its chunk and learns
+    /// it; hand the job to [`Lanes::end_probe`] when its step ends.
+    Learns,
+    /// Another lane of the job is learning the budget: this one waits for it, and ends here.
+    Waits,
+    /// No lane of the job is learning it, and the budget has let writes through: go on.
+    Free,
 }
 
 /// What [`Lanes::park`] decided for a lane that waits for the budget.
@@ -141,6 +156,47 @@ impl Lanes {
             inner.spare.remove(&job_id);
         }
         true
+    }
+
+    /// A lane of `job_id` is about to take a chunk while its tenant's write budget is not
+    /// learned. While another lane of the job learns it, this one waits for that step to end
+    /// ([`Probe::Waits`]), rather than take a chunk of members only to give back the most of
+    /// it once the budget proves to allow a window's worth (with 500 new throttled tenants at
+    /// once, `licensor-bench --scenario msp` claimed and gave back nearly the whole of each
+    /// 1,000-member job as it started). Otherwise, when `first` (this process has written
+    /// nothing to the tenant's directory yet) this lane learns it ([`Probe::Learns`]); when not,
+    /// the budget has let writes through unrefused and the lane goes on ([`Probe::Free`]).
+    pub fn probe(&self, job_id: Uuid, first: bool) -> Probe {
+        let mut inner = self.lock();
+        match inner.probing.get_mut(&job_id) {
+            Some(waiting) => {
+                *waiting += 1;
+                Probe::Waits
+            }
+            None if first => {
+                inner.probing.insert(job_id, 0);
+                Probe::Learns
+            }
+            None => Probe::Free,
+        }
+    }
+
+    /// The step of `job_id` that learned the budget ([`Probe::Learns`]) has ended: the lanes
+    /// that waited for it, to be sent back to work.
+    pub fn end_probe(&self, job_id: Uuid) -> u32 {
+        self.lock().probing.remove(&job_id).unwrap_or(0)
+    }
+
+    /// Add `lanes` to the lanes of `job_id` that wait for the budget here, if one does: they
+    /// come back with it as spare lanes. `false` when none waits.
+    pub fn join_wait(&self, job_id: Uuid, lanes: u32) -> bool {
+        match self.lock().parked.get_mut(&job_id) {
+            Some(wait) => {
+                wait.lanes += lanes;
+                true
+            }
+            None => false,
+        }
     }
 
     /// `job_id` is over (or not running): forget its spare lanes.
@@ -247,5 +303,32 @@ mod tests {
         assert_eq!(lanes.count(job), (0, 1));
         lanes.forget(job);
         assert!(!lanes.spare(job));
+    }
+
+    #[test]
+    fn lanes_wait_for_the_one_learning_the_budget_and_then_join_its_wait() {
+        let lanes = Lanes::default();
+        let (job, other) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(
+            lanes.probe(job, false),
+            Probe::Free,
+            "writes went through: go on"
+        );
+        assert_eq!(lanes.probe(job, true), Probe::Learns);
+        // While it learns, the job's other lanes wait, whatever they see; another job does not.
+        assert_eq!(lanes.probe(job, true), Probe::Waits);
+        assert_eq!(lanes.probe(job, false), Probe::Waits);
+        assert_eq!(lanes.probe(other, true), Probe::Learns);
+        assert_eq!(lanes.end_probe(job), 2);
+        assert_eq!(lanes.end_probe(job), 0, "handed back once");
+        assert_eq!(lanes.probe(job, false), Probe::Free);
+        // The learning step found the budget spent and waits for it: the two join that wait and
+        // come back with it as spare lanes.
+        assert!(!lanes.join_wait(job, 2), "no wait to join yet");
+        let waits = waits(lanes.park(job, at(5)));
+        assert!(lanes.join_wait(job, 2));
+        assert_eq!(lanes.count(job), (3, 0));
+        lanes.unpark(job, waits);
+        assert_eq!(lanes.count(job), (0, 2));
     }
 }

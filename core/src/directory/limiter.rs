@@ -1014,6 +1014,12 @@ impl WriteLimiter {
         (s.limit, s.w_hi)
     }
 
+    /// Whether any write has been let out through this limiter yet: `false` for a directory
+    /// (tenant) this process has not written to, whose budget nothing is known of.
+    pub fn granted_any(&self) -> bool {
+        self.shared.state.lock().granted > 0
+    }
+
     /// What the budget allows within `horizon` from now, without granting anything: the
     /// writes whose slots are free by then (writes in the window that will have left it, less
     /// those granted and not answered and those pledged to work already taken on).

@@ -491,6 +491,12 @@ impl DirectoryClient {
         self.inner.limiter.outlook(horizon)
     }
 
+    /// Whether this process has let any write out to the tenant's directory yet
+    /// ([`WriteLimiter::granted_any`]): until it has, nothing is known of the write budget.
+    pub fn wrote_any(&self) -> bool {
+        self.inner.limiter.granted_any()
+    }
+
     /// 429 answers met: the tenant's counter, and the current task's count when it keeps one
     /// ([`count_throttles`]).
     pub(crate) fn note_throttled(&self, answers: u64) {
