@@ -417,6 +417,11 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     let Some((take, pledge)) = budgeted_chunk(ctx, &client, tenant_id, job_id).await? else {
         return Ok(());
     };
+    // The step learning the budget takes no more than its learning needs.
+    let take = match learning {
+        Some(_) => take.min(LEARNING_CHUNK),
+        None => take,
+    };
     let owner = step_owner(ctx);
     let lease = Duration::from_secs(ctx.jobs.lease_secs);
     let lease_until = || lease_until(ctx);
@@ -679,33 +684,31 @@ async fn send_lanes(
     Ok(())
 }
 
-/// How long a lane that found another process writing to its tenant waits before it goes
-/// back to the queue, holding its worker place meanwhile (at most [`AWAY_PLACES`] places at
-/// once). It used to be the queue's whole seconds (one to two): with 50 throttled tenants on
-/// two worker processes (`licensor-bench --scenario msp`, PostgreSQL + Redis) the median tenant
-/// had 74–76 % of its budget that way.
+/// How long a lane that found another process writing to its tenant stays away before it goes
+/// back on the queue, for whichever process polls first — the writer, as often as not. It used
+/// to be the queue's whole seconds (one to two): with 50 throttled tenants on two worker
+/// processes (`licensor-bench --scenario msp`, PostgreSQL + Redis) the median tenant had 74–76 %
+/// of its budget that way. The lane waits on a timer, not in its worker place: the place looks
+/// for a message as soon as the step ends, and a lane put back before then went to the very
+/// process that had just left it, nearly every time (60 times in a row over 14 s for one tenant
+/// of the msp benchmark, while its writer got none).
 const WRITER_AWAY: Duration = Duration::from_millis(150);
-/// How long after its step has ended, and its worker place is free, a lane left to its writer
-/// goes back on the queue. A queue worker looks for a message as soon as a place frees: a lane
-/// put back before its step ended went to the very process that had just left it, nearly every
-/// time (60 times in a row over 14 s for one tenant of the msp benchmark, while its writer got
-/// none). Put back after, it goes to whichever process polls first — the writer, as often as
-/// not.
-const BACK_AFTER_STEP: Duration = Duration::from_millis(40);
-/// How many of this process's worker places may wait [`WRITER_AWAY`] at once. Beyond them a
-/// lane left to its tenant's writer is queued again for the next whole second and holds no
-/// place: while a writer is stalled (its turn lasts until its missed heartbeats are seen) or
-/// idle with its turn still on (up to [`jobs::writer::TURN`]), its tenants' lanes cannot fill
-/// this process's places, and they cycle through the queue at most `AWAY_PLACES` per
-/// `WRITER_AWAY` (about 13 a second).
-const AWAY_PLACES: usize = 2;
-/// This process's worker places that may wait [`WRITER_AWAY`] now: one permit each.
-static AWAY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(AWAY_PLACES);
+/// How many lanes this process may keep away for [`WRITER_AWAY`] at once. Beyond them a lane
+/// left to its tenant's writer is queued again for the next whole second: while a writer is
+/// stalled (its turn lasts until its missed heartbeats are seen) or idle with its turn still on
+/// (up to [`jobs::writer::TURN`]), its tenants' lanes cycle through the queue at most
+/// `AWAY_LANES` per `WRITER_AWAY` (about 100 a second), not all of them every 150 ms. It was
+/// two, each holding its worker place while it waited: with 500 tenants on two worker
+/// processes, the lanes that came back for their budget to the other process mostly went to the
+/// next whole second, and tenants wrote for a median 74–78 s where 45 s would do.
+const AWAY_LANES: usize = 16;
+/// The lanes this process keeps away for [`WRITER_AWAY`] now: one permit each.
+static AWAY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(AWAY_LANES);
 
 /// Leave a job's lane to the process holding its tenant's turn to write: back on the queue
-/// [`BACK_AFTER_STEP`] after its step, which waits [`WRITER_AWAY`] (or, with [`AWAY_PLACES`]
-/// places already waiting, at the next whole second), for whichever process polls first. Should
-/// this process die in those milliseconds, the reconciler queues the job again.
+/// [`WRITER_AWAY`] after its step (or, with [`AWAY_LANES`] lanes already away, at the next whole
+/// second), for whichever process polls first. Should this process die meanwhile, the
+/// reconciler queues the job again.
 async fn leave_to_writer(
     ctx: &WorkerContext,
     tenant_id: Uuid,
@@ -713,15 +716,14 @@ async fn leave_to_writer(
 ) -> Result<(), BoxDynError> {
     let message = Message::Work { tenant_id, job_id };
     match AWAY.try_acquire() {
-        Ok(place) => {
-            tokio::time::sleep(WRITER_AWAY).await;
-            drop(place);
+        Ok(away) => {
             let queue = ctx.queue.clone();
             tokio::spawn(tracing::Instrument::in_current_span(async move {
-                tokio::time::sleep(BACK_AFTER_STEP).await;
+                tokio::time::sleep(WRITER_AWAY).await;
                 if let Err(e) = queue.push_unwoken(message).await {
                     tracing::warn!(error = %e, "queueing a lane left to its tenant's writer failed; the reconciler will");
                 }
+                drop(away);
             }));
         }
         Err(_) => {
@@ -772,6 +774,15 @@ const HORIZONS_HELD: u64 = 4;
 /// The second waits for the budget within [`BUDGET_PATIENCE`] at Graph's rate shape (20
 /// writes per second), so the step still holds its worker place for no longer than that.
 const LEAST_CHUNK: u64 = 2 * licensor_core::directory::MAX_BATCH as u64;
+
+/// The most members a lane learning its tenant's write budget takes ([`Probe::Learns`]): ten
+/// `$batch`es of writes. The writes let out to a new directory start at one `$batch` and double
+/// as they are answered (see `licensor_core::directory::WriteLimiter`), so a budget of up to
+/// about a hundred writes per window is met, and learned, within them; a larger one lets them all
+/// through unrefused, and the job's lanes then take `jobs.chunk_size`. Each member taken beyond
+/// what the budget lets through was claimed and given back unsent: with `jobs.chunk_size` (500)
+/// at 100 writes per 5 s, four in five.
+const LEARNING_CHUNK: u64 = 10 * licensor_core::directory::MAX_BATCH as u64;
 
 /// How many members this lane takes, sized to the tenant's write budget, so that a chunk waiting
 /// for the budget does not hold one of the worker's places (`worker.concurrency`) that another
