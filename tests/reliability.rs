@@ -1306,17 +1306,7 @@ async fn one_lane_learns_a_new_tenants_budget(backend: Backend) {
     let Some(app) = TestApp::start_with(backend, Roles::ALL, &extra).await else {
         return;
     };
-    let tenant = app.tenant("learning").await;
-    app.connect_directory(tenant.id, &emulator).await;
-    let group = app.group_id(&tenant.admin, "All Users").await;
-    let job = app
-        .post_json(
-            "/v1/jobs",
-            &tenant.admin,
-            &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}),
-        )
-        .await;
-    let id = job["id"].as_str().unwrap().to_owned();
+    let (tenant, id) = assign_all_users(&app, &emulator).await;
     let job = app.wait_for_job(&tenant.viewer, &id, 120).await;
     assert_eq!(job["status"], "finished", "{job}");
     assert_eq!(job["progress"]["succeeded"], MEMBERS, "{job}");
