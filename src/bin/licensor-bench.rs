@@ -11,6 +11,7 @@
 //! cargo run --release --bin licensor-bench -- --backend postgres --workers 2 --members 100000 --scenario latency
 //! cargo run --release --bin licensor-bench -- --scenario throttle --members 20000
 //! cargo run --release --bin licensor-bench -- --scenario throttle --write-budget 40/2000 --members 2000
+//! cargo run --release --bin licensor-bench -- --scenario throttle --write-budget 1000/5000 --error-rate 0.3 --members 5000
 //! cargo run --release --bin licensor-bench -- --scenario fairness --members 1000000
 //! cargo run --release --bin licensor-bench -- --scenario msp --tenants 500 --tenant-members 1000
 //! cargo run --release --bin licensor-bench -- --scenario raw --members 100000 --preview
@@ -101,6 +102,11 @@ struct Args {
     /// submitted (another client of the tenant), 0 up to LIMIT.
     #[arg(long, default_value_t = 0)]
     budget_used: u32,
+    /// With `--write-budget`: the share (0 to 0.9) of directory requests answered 503 Service
+    /// Unavailable with `Retry-After: 1`, whole `$batch`es and the requests inside them alike
+    /// (the emulator's `error_rate`). Prints the 503s met beside the share of the budget.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
     /// Tenants of `--scenario msp`.
     #[arg(long, default_value_t = 500)]
     tenants: usize,
@@ -160,6 +166,12 @@ fn main() -> anyhow::Result<()> {
     }
     if args.write_budget.is_some() && args.scenario != Load::Throttle {
         eprintln!("error: --write-budget needs --scenario throttle");
+        std::process::exit(2);
+    }
+    if args.error_rate != 0.0
+        && (args.write_budget.is_none() || !(0.0..=0.9).contains(&args.error_rate))
+    {
+        eprintln!("error: --error-rate needs --write-budget, and lies between 0 and 0.9");
         std::process::exit(2);
     }
     if args.budget_used > 0 && args.write_budget.is_none_or(|b| args.budget_used > b.limit) {
@@ -705,6 +717,8 @@ async fn bench(args: &Args, run: usize) -> anyhow::Result<Value> {
             }),
             latency_ms: if args.write_budget.is_some() { 20 } else { 0 },
             jitter_ms: if args.write_budget.is_some() { 20 } else { 0 },
+            error_rate: args.error_rate,
+            error_statuses: vec![503],
             ..Faults::default()
         },
     };
@@ -1068,6 +1082,7 @@ fn budget_figures(job: &Value, members: usize, budget: Budget, used: u32, stats:
         "read_429": read_429,
         "read_429_percent": pct(read_429, read_requests),
         "requests_429_percent": pct(write_429 + read_429, write_requests + read_requests),
+        "injected_503": stats["injected_errors"],
     })
 }
 
