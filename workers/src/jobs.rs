@@ -399,12 +399,19 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     // it (see `Lanes::probe` and `Learning`).
     let mut learning = None;
     if client.write_outlook(BUDGET_HORIZON) == Outlook::Open {
-        match ctx.lanes.probe(job_id, !client.wrote_any()) {
+        match ctx.lanes.probe(job_id, client.writes_granted() == 0) {
             Probe::Waits => {
                 metrics::counter!("licensor_lanes_waited_for_budget_learning_total").increment(1);
                 return Ok(());
             }
-            Probe::Learns => learning = Some(Learning::start(ctx, &client, tenant_id, job_id)),
+            Probe::Learns => {
+                learning = Some(Learning {
+                    ctx,
+                    tenant_id,
+                    job_id,
+                    watch: None,
+                })
+            }
             Probe::Free => {}
         }
     }
@@ -522,6 +529,9 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
     let held = ctx.leases.hold(tenant_id, job_id, &owner);
     let started = std::time::Instant::now();
     let n = items.len();
+    if let Some(learning) = learning.as_mut() {
+        learning.watch(&client, n as u64);
+    }
     // A cancel stops this chunk's writes that have not gone out yet, not only the next chunk;
     // so does another process taking the tenant's turn to write.
     let stop = Arc::new(AtomicBool::new(false));
@@ -627,49 +637,50 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
 }
 
 /// The longest the lanes waiting for a new tenant's write budget to be learned
-/// ([`Probe::Waits`]) wait. A budget of up to about a hundred writes per window is learned
-/// within a few round trips; a step whose members the directory keeps refusing (503s, each
-/// tried again after its `Retry-After`) may run for many seconds more, and its job's other
-/// lanes, held for all of it, left the budget unused (`flaky_throttled_directory`: 5,000
-/// members under 30 % 503s took 117–128 s instead of 61–77).
-const LEARNING_WAIT: Duration = Duration::from_secs(2);
-/// How often a step learning the budget looks whether it is learned.
+/// ([`Probe::Waits`]) wait once the learning step has its members, should neither sign in
+/// [`Learning::watch`] come.
+const LEARNING_WAIT: Duration = Duration::from_secs(10);
+/// How often a step learning the budget looks whether it has learned it.
 const LEARNING_POLL: Duration = Duration::from_millis(25);
 
 /// A lane step learning its tenant's write budget for its job ([`Probe::Learns`]). The job's
-/// lanes that waited for it go back to the queue as soon as the budget is learned (the
-/// outlook is no longer [`Outlook::Open`]) or [`LEARNING_WAIT`] has passed, and in any case
-/// when the step ends, however it ends.
+/// lanes that waited for it go back to the queue once there is nothing more to wait for (see
+/// [`Learning::watch`]), and in any case when the step ends, however it ends.
 struct Learning<'a> {
     ctx: &'a WorkerContext,
     tenant_id: Uuid,
     job_id: Uuid,
-    _watch: AbortOnDrop,
+    watch: Option<AbortOnDrop>,
 }
 
-impl<'a> Learning<'a> {
-    fn start(
-        ctx: &'a WorkerContext,
-        client: &DirectoryClient,
-        tenant_id: Uuid,
-        job_id: Uuid,
-    ) -> Self {
-        let (lanes, queue, client) = (ctx.lanes.clone(), ctx.queue.clone(), client.clone());
+impl Learning<'_> {
+    /// The step has taken its `members`: send the lanes that wait for it back as soon as the
+    /// budget is learned (the outlook is no longer [`Outlook::Open`]) or has let the step's
+    /// writes out (as many granted as it has members: the budget is larger than the chunk),
+    /// or after [`LEARNING_WAIT`]. Not at the step's end only: a step whose members the
+    /// directory keeps refusing (503s, each tried again after its `Retry-After`) may run for
+    /// many seconds after its first writes went out, and the job's other lanes, held for all
+    /// of it, left the budget unused (`flaky_throttled_directory`: 5,000 members under 30 %
+    /// 503s took 117–128 s instead of 61–77).
+    fn watch(&mut self, client: &DirectoryClient, members: u64) {
+        let (lanes, queue, client) = (
+            self.ctx.lanes.clone(),
+            self.ctx.queue.clone(),
+            client.clone(),
+        );
+        let (tenant_id, job_id) = (self.tenant_id, self.job_id);
         let watch = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let deadline = tokio::time::Instant::now() + LEARNING_WAIT;
+            let before = client.writes_granted();
             while client.write_outlook(BUDGET_HORIZON) == Outlook::Open
+                && client.writes_granted() - before < members
                 && tokio::time::Instant::now() < deadline
             {
                 tokio::time::sleep(LEARNING_POLL).await;
             }
             requeue_waiting(&queue, lanes.end_probe(job_id), tenant_id, job_id).await;
         }));
-        Learning {
-            ctx,
-            tenant_id,
-            job_id,
-            _watch: AbortOnDrop(watch),
-        }
+        self.watch = Some(AbortOnDrop(watch));
     }
 
     /// The step waits for the budget: the lanes that waited for it join that wait if it is

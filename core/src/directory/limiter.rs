@@ -1014,10 +1014,10 @@ impl WriteLimiter {
         (s.limit, s.w_hi)
     }
 
-    /// Whether any write has been let out through this limiter yet: `false` for a directory
+    /// Writes let out through this limiter so far (retries included): 0 for a directory
     /// (tenant) this process has not written to, whose budget nothing is known of.
-    pub fn granted_any(&self) -> bool {
-        self.shared.state.lock().granted > 0
+    pub fn granted(&self) -> u64 {
+        self.shared.state.lock().granted
     }
 
     /// What the budget allows within `horizon` from now, without granting anything: the

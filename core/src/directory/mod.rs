@@ -491,10 +491,10 @@ impl DirectoryClient {
         self.inner.limiter.outlook(horizon)
     }
 
-    /// Whether this process has let any write out to the tenant's directory yet
-    /// ([`WriteLimiter::granted_any`]): until it has, nothing is known of the write budget.
-    pub fn wrote_any(&self) -> bool {
-        self.inner.limiter.granted_any()
+    /// Writes this process has let out to the tenant's directory so far, retries included
+    /// ([`WriteLimiter::granted`]): until there are any, nothing is known of the write budget.
+    pub fn writes_granted(&self) -> u64 {
+        self.inner.limiter.granted()
     }
 
     /// 429 answers met: the tenant's counter, and the current task's count when it keeps one
