@@ -278,8 +278,9 @@ impl DirectoryClient {
                                     .get_or_insert_with(|| self.backoff().build())
                                     .next()
                                 {
-                                    let after = e.retry_after().unwrap_or_default();
-                                    wait = wait.max(delay).max(after);
+                                    // `Retry-After` when the directory names one,
+                                    // else the backoff (see `adjust_delay`).
+                                    wait = wait.max(e.retry_after().unwrap_or(delay));
                                     retry.push(index);
                                 }
                                 outcomes[index] = Some(Err(e));

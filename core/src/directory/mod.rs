@@ -657,8 +657,8 @@ impl DirectoryClient {
         Err(err)
     }
 
-    /// A request with retries of transient failures (jittered exponential backoff, honouring
-    /// `Retry-After`, bounded in attempts and total time).
+    /// A request with retries of transient failures (after `Retry-After`, else a jittered
+    /// exponential backoff; bounded in attempts and total time).
     async fn call(
         &self,
         method: Method,
@@ -980,9 +980,12 @@ enum Pace<'a> {
     Granted(&'a mut Grant),
 }
 
-/// With `Retry-After`, wait at least that long; give up when the backoff is exhausted.
+/// With `Retry-After`, wait that long, as the directory asks ("Microsoft Graph throttling
+/// guidance": wait the seconds `Retry-After` names, and back off exponentially only when no
+/// `Retry-After` is given); without it, the backoff's delay. Give up when the backoff is
+/// exhausted (`directory.retry_max_attempts`).
 fn adjust_delay(err: &DirectoryError, backoff: Option<Duration>) -> Option<Duration> {
-    backoff.map(|d| err.retry_after().map_or(d, |r| r.max(d)))
+    backoff.map(|d| err.retry_after().unwrap_or(d))
 }
 
 fn header_f64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<f64> {
@@ -1000,4 +1003,32 @@ fn path_segment(id: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The directory's `Retry-After` is the wait, shorter or longer than the backoff's delay;
+    /// the backoff's delay only without one; no retry once the backoff is spent.
+    #[test]
+    fn a_retry_waits_for_retry_after_else_the_backoff() {
+        let refused = |after: Option<u64>| DirectoryError::Transient {
+            code: ItemCode::DirectoryUnavailable,
+            detail: "503".into(),
+            retry_after: after.map(Duration::from_secs),
+            refused: true,
+        };
+        let backoff = Some(Duration::from_secs(8));
+        assert_eq!(
+            adjust_delay(&refused(Some(1)), backoff),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            adjust_delay(&refused(Some(20)), backoff),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(adjust_delay(&refused(None), backoff), backoff);
+        assert_eq!(adjust_delay(&refused(Some(1)), None), None);
+    }
 }
