@@ -23,7 +23,7 @@ use licensor_core::jobs::lease::Pick;
 use licensor_core::jobs::outcome::{JobFailure, Outcome};
 use licensor_core::jobs::writer::Turn;
 use licensor_core::jobs::{self, JobSpec, ParsedRequest, deliver, preview, work};
-use licensor_core::queue::{Message, Queue};
+use licensor_core::queue::{Message, Queue, QueueError};
 use licensor_core::tasks::AbortOnDrop;
 use licensor_core::tenants;
 use uuid::Uuid;
@@ -688,7 +688,7 @@ impl Learning<'_> {
     async fn join_wait_or_send(self) -> Result<(), BoxDynError> {
         let waited = self.ctx.lanes.end_probe(self.job_id);
         if waited > 0 && !self.ctx.lanes.join_wait(self.job_id, waited) {
-            send_lanes(self.ctx, self.tenant_id, self.job_id, waited).await?;
+            send_lanes(&self.ctx.queue, self.tenant_id, self.job_id, waited).await?;
         }
         Ok(())
     }
@@ -707,31 +707,25 @@ impl Drop for Learning<'_> {
     }
 }
 
-/// Queue again `waited` lanes of a job that waited for its tenant's budget to be learned.
+/// Queue again `waited` lanes of a job that waited for its tenant's budget to be learned,
+/// from a task nothing waits on: a failure is logged, and the reconciler queues the job again.
 async fn requeue_waiting(queue: &Queue, waited: u32, tenant_id: Uuid, job_id: Uuid) {
-    if waited == 0 {
-        return;
-    }
-    let lanes = (0..waited)
-        .map(|_| Message::Work { tenant_id, job_id })
-        .collect();
-    if let Err(e) = queue.push_bulk(lanes).await {
+    if let Err(e) = send_lanes(queue, tenant_id, job_id, waited).await {
         tracing::warn!(error = %e, "queueing lanes that waited for the budget to be learned failed; the reconciler will");
     }
 }
 
-/// Queue `lanes` more lanes of a job.
+/// Queue `lanes` more lanes of a job (none: nothing is sent).
 async fn send_lanes(
-    ctx: &WorkerContext,
+    queue: &Queue,
     tenant_id: Uuid,
     job_id: Uuid,
     lanes: u32,
-) -> Result<(), BoxDynError> {
+) -> Result<(), QueueError> {
     let lanes = (0..lanes)
         .map(|_| Message::Work { tenant_id, job_id })
         .collect();
-    ctx.queue.push_bulk(lanes).await?;
-    Ok(())
+    queue.push_bulk(lanes).await
 }
 
 /// How long a lane that found another process writing to its tenant stays away before it goes
