@@ -315,7 +315,25 @@ struct Answer {
 
 impl DirectoryClient {
     pub fn new(config: DirectoryConfig, tuning: DirectoryTuning) -> Result<Self, DirectoryError> {
-        Self::labelled(config, tuning, String::new())
+        let http = Self::http_client(&tuning)?;
+        Ok(Self::labelled(config, tuning, String::new(), http))
+    }
+
+    /// The HTTP client that carries a process's directory requests: its time-outs from
+    /// `tuning` (`directory.request_timeout_secs`; 10 s to connect), licensor's user agent, and
+    /// a pool of kept-alive connections per host. One is built per process and shared by every
+    /// tenant's client ([`super::registry::DirectoryClients`]): Microsoft Graph is one host for
+    /// all tenants, and building a client reads the TLS root certificates (milliseconds each)
+    /// while each client kept its own pool of up to `directory.max_in_flight` connections to
+    /// that host. A tenant's requests in flight stay bounded by its own client's
+    /// `max_in_flight`, not by the pool. Fails only if the TLS backend cannot be set up.
+    pub fn http_client(tuning: &DirectoryTuning) -> Result<reqwest::Client, DirectoryError> {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(tuning.request_timeout_secs))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("licensor/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| DirectoryError::unavailable(format!("http client: {e}")))
     }
 
     /// A clone (same token, in-flight limit and write pacing) whose writes are not sent once
@@ -390,12 +408,14 @@ impl DirectoryClient {
     /// `…_write_budget_used_ratio` and `…_credentials_rejected_total`. Their per-tenant series
     /// are registered here, at zero when new, so they exist before the first event; a series the
     /// process has already is left as it is (the write budget's share last reported stays on a
-    /// rebuilt client of the same app: see [`DirectoryClient::budget_changed`]).
+    /// rebuilt client of the same app: see [`DirectoryClient::budget_changed`]). Its requests
+    /// go through `http`, the process's one HTTP client ([`DirectoryClient::http_client`]).
     pub fn for_tenant(
         config: DirectoryConfig,
         tuning: DirectoryTuning,
         tenant: Uuid,
-    ) -> Result<Self, DirectoryError> {
+        http: reqwest::Client,
+    ) -> Self {
         let tenant = tenant.to_string();
         metrics::counter!("licensor_directory_throttled_total", "tenant" => tenant.clone())
             .increment(0);
@@ -403,26 +423,20 @@ impl DirectoryClient {
             .increment(0.0);
         metrics::counter!("licensor_directory_credentials_rejected_total", "tenant" => tenant.clone(), "code" => "invalid_client")
             .increment(0);
-        Self::labelled(config, tuning, tenant)
+        Self::labelled(config, tuning, tenant, http)
     }
 
     fn labelled(
         config: DirectoryConfig,
         tuning: DirectoryTuning,
         tenant: String,
-    ) -> Result<Self, DirectoryError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(tuning.request_timeout_secs))
-            .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(tuning.max_in_flight)
-            .user_agent(concat!("licensor/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| DirectoryError::unavailable(format!("http client: {e}")))?;
+        http: reqwest::Client,
+    ) -> Self {
         let limiter = Arc::new(WriteLimiter::new(LimiterConfig {
             max_rate: tuning.max_write_rate,
             target_percent: tuning.target_throttle_percent,
         }));
-        Ok(DirectoryClient {
+        DirectoryClient {
             stop: None,
             patience: None,
             pledge: None,
@@ -441,7 +455,7 @@ impl DirectoryClient {
                 tuning,
                 tenant,
             }),
-        })
+        }
     }
 
     /// This new client, pacing its writes with `previous`'s write pacing: for new settings of the

@@ -52,6 +52,9 @@ struct Inner {
     tuning: DirectoryTuning,
     secrets: SecretBox,
     clients: Mutex<HashMap<Uuid, Entry>>,
+    /// The HTTP client every tenant's client sends through, built on first use
+    /// ([`DirectoryClient::http_client`]).
+    http: Mutex<Option<reqwest::Client>>,
 }
 
 /// A tenant's client, and what it was made from.
@@ -74,6 +77,7 @@ impl DirectoryClients {
                 tuning,
                 secrets,
                 clients: Mutex::new(HashMap::new()),
+                http: Mutex::new(None),
             }),
         }
     }
@@ -110,9 +114,10 @@ impl DirectoryClients {
             },
             self.inner.tuning.clone(),
             tenant.id,
-        )?;
-        // Built outside the lock (building an HTTP client takes milliseconds): a step that built
-        // one at the same time and stored it first wins, and this one is dropped unused.
+            self.http()?,
+        );
+        // Built outside the lock: a step that built one at the same time and stored it first
+        // wins, and this one is dropped unused.
         let budget = (token_url.clone(), graph_url.clone(), client_id.clone());
         let mut clients = self.inner.clients.lock();
         let client = match clients.get(&tenant.id) {
@@ -130,6 +135,20 @@ impl DirectoryClients {
             },
         );
         Ok(client)
+    }
+}
+
+impl DirectoryClients {
+    /// The process's HTTP client, built on first use; a build that failed is tried again on the
+    /// next use.
+    fn http(&self) -> Result<reqwest::Client, DirectoryError> {
+        let mut http = self.inner.http.lock();
+        if let Some(h) = &*http {
+            return Ok(h.clone());
+        }
+        let h = DirectoryClient::http_client(&self.inner.tuning)?;
+        *http = Some(h.clone());
+        Ok(h)
     }
 }
 
