@@ -255,7 +255,7 @@ impl Application {
                     db: self.heartbeat_db.clone(),
                 },
                 ..WorkerOptions::new(
-                    self.settings.worker.concurrency,
+                    self.settings.worker_places(),
                     Duration::from_secs(self.settings.worker.shutdown_grace_secs),
                 )
             };

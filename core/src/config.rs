@@ -291,7 +291,10 @@ fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
-    pub concurrency: usize,
+    /// Messages a worker process handles at once (its places); unset, it depends on the
+    /// database: see [`Settings::worker_places`].
+    #[serde(default)]
+    pub concurrency: Option<usize>,
     pub heartbeat_secs: u64,
     pub missed_heartbeats: usize,
     pub shutdown_grace_secs: u64,
@@ -390,7 +393,27 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// A worker process's places ([`Settings::worker_places`]) with the embedded database.
+pub const EMBEDDED_WORKER_PLACES: usize = 32;
+/// A worker process's places ([`Settings::worker_places`]) with PostgreSQL.
+pub const POSTGRES_WORKER_PLACES: usize = 8;
+
 impl Settings {
+    /// How many queue messages a worker process handles at once: `worker.concurrency` when set,
+    /// else [`EMBEDDED_WORKER_PLACES`] (32) on the embedded database and
+    /// [`POSTGRES_WORKER_PLACES`] (8) on PostgreSQL. One embedded process works every tenant's
+    /// jobs, and its steps mostly wait — for the database file's one write lock, for the
+    /// directory's answers, for a tenant's write budget — holding their place meanwhile: with
+    /// 500 tenants at once (`licensor-bench --scenario msp`), 32 places gave each tenant a
+    /// larger share of its budget than 8 in each of three alternated pairs of runs (README,
+    /// "Benchmarks").
+    pub fn worker_places(&self) -> usize {
+        self.worker.concurrency.unwrap_or(match self.database {
+            DatabaseUrl::Sqlite(_) => EMBEDDED_WORKER_PLACES,
+            DatabaseUrl::Postgres(_) => POSTGRES_WORKER_PLACES,
+        })
+    }
+
     /// Load defaults, then `LICENSOR_CONFIG` (if set), then `LICENSOR_*` variables.
     pub fn load() -> Result<Settings, ConfigError> {
         Self::load_with("")
@@ -507,7 +530,7 @@ impl RawSettings {
             ));
         }
         let w = &self.worker;
-        if w.concurrency == 0 || w.concurrency > 1024 {
+        if w.concurrency.is_some_and(|c| c == 0 || c > 1024) {
             return Err(ConfigError::new(
                 "worker.concurrency",
                 "must be between 1 and 1024",
@@ -830,5 +853,19 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         let s = Settings::from_toml("queue_url = \"sqlite:\"").unwrap();
         assert!(matches!(s.queue, QueueUrl::Sqlite(_)));
+    }
+
+    #[test]
+    fn worker_places_depend_on_the_database_unless_set() {
+        let pg = "database_url = \"postgres://db/licensor\"\nqueue_url = \"redis://cache\"\n";
+        let places = |toml: &str| Settings::from_toml(toml).unwrap().worker_places();
+        assert_eq!(places(""), EMBEDDED_WORKER_PLACES);
+        assert_eq!(places(pg), POSTGRES_WORKER_PLACES);
+        assert_eq!(places("[worker]\nconcurrency = 4"), 4);
+        assert_eq!(places(&format!("{pg}[worker]\nconcurrency = 48")), 48);
+        for bad in ["0", "1025"] {
+            let e = Settings::from_toml(&format!("[worker]\nconcurrency = {bad}")).unwrap_err();
+            assert_eq!(e.key, "worker.concurrency", "{bad}");
+        }
     }
 }
