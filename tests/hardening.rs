@@ -1374,3 +1374,44 @@ async fn a_claim_whose_lease_ran_out_is_interrupted(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(a_claim_whose_lease_ran_out_is_interrupted);
+
+/// A retry whose claim of a key finds the key's earlier claim, which is then released (its
+/// request was answered 503) before the retry reads the key back, claims the key afresh: it is
+/// never told the key does not exist. Two requests with one key claim and release it 300 times
+/// each, side by side; each claim is answered (fresh, or in progress), never an error. Before,
+/// a resubmission in `licensor-bench --scenario msp` (PostgreSQL) was answered 404 "idempotency
+/// key not found" this way.
+async fn a_key_released_while_claimed_again_is_claimed_afresh(backend: Backend) {
+    use licensor_core::idempotency::{self, Claim};
+    let Some(app) = TestApp::start_with(backend, Roles::API, "").await else {
+        return;
+    };
+    let t = app.tenant("churn").await;
+    let churn = || {
+        let db = app.db.clone();
+        tokio::spawn(async move {
+            let (mut fresh, mut in_progress) = (0, 0);
+            for _ in 0..300 {
+                match idempotency::claim(&db, t.id, "churned", "fp").await {
+                    Ok(Claim::Fresh(claim)) => {
+                        fresh += 1;
+                        idempotency::release(&db, t.id, "churned", claim)
+                            .await
+                            .unwrap();
+                    }
+                    Ok(Claim::InProgress) => in_progress += 1,
+                    other => panic!("a claim of a key claimed and released: {other:?}"),
+                }
+            }
+            (fresh, in_progress)
+        })
+    };
+    let (a, b) = (churn(), churn());
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert!(
+        a.0 > 0 && b.0 > 0,
+        "each request claimed the key: {a:?} {b:?}"
+    );
+    app.stop().await;
+}
+on_both_backends!(a_key_released_while_claimed_again_is_claimed_afresh);

@@ -96,7 +96,14 @@ pub enum Claim {
     Reused,
 }
 
-/// Claim `key` for a request with `fingerprint`.
+/// How many times [`claim`] tries to insert a key whose earlier claim is released each time
+/// between the insert that finds it and the read of it.
+const CLAIM_TRIES: usize = 3;
+
+/// Claim `key` for a request with `fingerprint`. A key whose earlier claim is released (its
+/// request was answered with a server error) between this claim's insert, which found it, and
+/// the read of it is claimed again — it is never answered as if it did not exist; should that
+/// happen [`CLAIM_TRIES`] times running, the key is in use ([`Claim::InProgress`]).
 pub async fn claim(db: &Db, tenant_id: Uuid, key: &str, fingerprint: &str) -> StoreResult<Claim> {
     let now = Utc::now();
     idempotency_key::Entity::delete_many()
@@ -104,6 +111,22 @@ pub async fn claim(db: &Db, tenant_id: Uuid, key: &str, fingerprint: &str) -> St
         .filter(idempotency_key::Column::CreatedAt.lt(now - Duration::hours(RETENTION_HOURS)))
         .exec(db)
         .await?;
+    for _ in 0..CLAIM_TRIES {
+        if let Some(claim) = try_claim(db, tenant_id, key, fingerprint, now).await? {
+            return Ok(claim);
+        }
+    }
+    Ok(Claim::InProgress)
+}
+
+/// One try of [`claim`]: `None` when the key's row was gone by the time it was read back.
+async fn try_claim(
+    db: &Db,
+    tenant_id: Uuid,
+    key: &str,
+    fingerprint: &str,
+    now: chrono::DateTime<Utc>,
+) -> StoreResult<Option<Claim>> {
     let inserted = idempotency_key::Entity::insert(idempotency_key::ActiveModel {
         tenant_id: Set(tenant_id),
         key: Set(key.to_owned()),
@@ -126,16 +149,17 @@ pub async fn claim(db: &Db, tenant_id: Uuid, key: &str, fingerprint: &str) -> St
     )
     .exec_without_returning(db)
     .await?;
-    let row = find(db, tenant_id, key)
-        .await?
-        .ok_or(StoreError::NotFound("idempotency key"))?;
+    let Some(row) = find(db, tenant_id, key).await? else {
+        // The claim the insert found was released meanwhile: the key is free again.
+        return Ok(None);
+    };
     if inserted > 0 {
-        return Ok(Claim::Fresh(row.id));
+        return Ok(Some(Claim::Fresh(row.id)));
     }
     if row.fingerprint != fingerprint {
-        return Ok(Claim::Reused);
+        return Ok(Some(Claim::Reused));
     }
-    Ok(match (row.status, row.body) {
+    Ok(Some(match (row.status, row.body) {
         (Some(status), Some(body)) => Claim::Replay(Stored {
             status: u16::try_from(status).unwrap_or(500),
             content_type: row.content_type,
@@ -144,7 +168,7 @@ pub async fn claim(db: &Db, tenant_id: Uuid, key: &str, fingerprint: &str) -> St
         }),
         _ if row.lease_until.is_some_and(|until| until < now) => Claim::Interrupted,
         _ => Claim::InProgress,
-    })
+    }))
 }
 
 /// Renew claim `claim` ([`Claim::Fresh`]) of a key while its request is still being answered
