@@ -211,6 +211,20 @@ struct Deployment {
     redis_prefix: Option<String>,
 }
 
+/// A run that ends in an error (a submit refused, a job not done in time) drops its deployment
+/// without [`Deployment::stop`]: its processes are killed rather than left running against an
+/// emulator that is gone. After `stop` they have exited, and this does nothing.
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.processes {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 impl Deployment {
     fn licensor(&self) -> Command {
         let mut cmd = Command::new(std::env::current_exe().expect("own path"));
