@@ -55,14 +55,10 @@ async fn fail(
     Ok(())
 }
 
+/// Queue a job's `jobs.lanes_per_job` lanes (at most 256, checked at load).
 async fn push_lanes(ctx: &WorkerContext, job: &job::Model) -> Result<(), BoxDynError> {
-    let lanes = (0..ctx.jobs.lanes_per_job)
-        .map(|_| Message::Work {
-            tenant_id: job.tenant_id,
-            job_id: job.id,
-        })
-        .collect();
-    ctx.queue.push_bulk(lanes).await?;
+    let lanes = u32::try_from(ctx.jobs.lanes_per_job).unwrap_or(u32::MAX);
+    send_lanes(&ctx.queue, job.tenant_id, job.id, lanes).await?;
     Ok(())
 }
 
