@@ -164,9 +164,10 @@ impl Lanes {
     /// short while has passed, or the learning step ended), rather than take a chunk of members
     /// only to give back the most of it once the budget proves to allow a window's worth (with
     /// 500 new throttled tenants at once, `licensor-bench --scenario msp` claimed and gave back
-    /// nearly the whole of each 1,000-member job as it started). Otherwise, when `first` (this process has written
-    /// nothing to the tenant's directory yet) this lane learns it ([`Probe::Learns`]); when not,
-    /// the budget has let writes through unrefused and the lane goes on ([`Probe::Free`]).
+    /// nearly the whole of each 1,000-member job as it started). Otherwise, when `first` (this
+    /// process has written nothing to the tenant's directory yet) this lane learns it
+    /// ([`Probe::Learns`]); when not, the budget has let writes through unrefused and the lane
+    /// goes on ([`Probe::Free`]).
     pub fn probe(&self, job_id: Uuid, first: bool) -> Probe {
         let mut inner = self.lock();
         match inner.probing.get_mut(&job_id) {

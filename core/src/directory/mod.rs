@@ -323,10 +323,10 @@ impl DirectoryClient {
     /// `tuning` (`directory.request_timeout_secs`; 10 s to connect), licensor's user agent, and
     /// a pool of kept-alive connections per host. One is built per process and shared by every
     /// tenant's client ([`super::registry::DirectoryClients`]): Microsoft Graph is one host for
-    /// all tenants, and building a client reads the TLS root certificates (milliseconds each)
-    /// while each client kept its own pool of up to `directory.max_in_flight` connections to
-    /// that host. A tenant's requests in flight stay bounded by its own client's
-    /// `max_in_flight`, not by the pool. Fails only if the TLS backend cannot be set up.
+    /// all tenants, so they share one pool, and the TLS root certificates are read once (a
+    /// build takes milliseconds). A tenant's requests in flight stay bounded by its own
+    /// client's `max_in_flight`, not by the pool. Fails only if the TLS backend cannot be set
+    /// up.
     pub fn http_client(tuning: &DirectoryTuning) -> Result<reqwest::Client, DirectoryError> {
         reqwest::Client::builder()
             .timeout(Duration::from_secs(tuning.request_timeout_secs))

@@ -136,9 +136,7 @@ impl DirectoryClients {
         );
         Ok(client)
     }
-}
 
-impl DirectoryClients {
     /// The process's HTTP client, built on first use; a build that failed is tried again on the
     /// next use.
     fn http(&self) -> Result<reqwest::Client, DirectoryError> {
