@@ -1415,3 +1415,77 @@ async fn a_key_released_while_claimed_again_is_claimed_afresh(backend: Backend) 
     app.stop().await;
 }
 on_both_backends!(a_key_released_while_claimed_again_is_claimed_afresh);
+
+/// A claim of an `Idempotency-Key` renewed while every connection of the API's pool is taken
+/// for longer than a connection wait is renewed once one frees: the renewal is not lost, so a
+/// live request's retry is never told its server stopped (409 `idempotency_key_interrupted`).
+/// Before, a renewal that found no connection free within the wait failed, and the next came
+/// 10 s later: in `licensor-bench --scenario msp` on PostgreSQL, 500 submits at once held the
+/// API's connections long enough for a 503'd submit's key to outlive its lease while its
+/// release waited, and its retry was answered 409 `idempotency_key_interrupted`.
+async fn a_key_renewed_while_the_pool_is_taken_is_renewed_once_it_frees(backend: Backend) {
+    use licensor_core::db::PoolRole;
+    use licensor_core::entities::idempotency_key;
+    use licensor_core::idempotency::{self, Claim};
+    use sea_orm::{EntityTrait, TransactionTrait};
+    let Some(app) = TestApp::start_with(backend, Roles::API, "").await else {
+        return;
+    };
+    let t = app.tenant("starved").await;
+    let Claim::Fresh(claim) = idempotency::claim(&app.db, t.id, "held", "fp")
+        .await
+        .expect("claim")
+    else {
+        panic!("a new key is claimed fresh");
+    };
+    let leased = || async {
+        idempotency_key::Entity::find_by_id(claim)
+            .one(&app.db)
+            .await
+            .expect("read the key")
+            .expect("the key is kept")
+            .lease_until
+            .expect("a claim has a lease")
+    };
+    let before = leased().await;
+    // A pool as the API has it (on PostgreSQL: 8 connections, 1 s connection wait), every
+    // connection taken, each in a transaction, for three connection waits.
+    let api = licensor_core::db::connect_as(&app.data.settings("").database, PoolRole::Api)
+        .await
+        .expect("the API's pool");
+    let size = match backend {
+        Backend::Production => api
+            .get_postgres_connection_pool()
+            .options()
+            .get_max_connections(),
+        Backend::Embedded => api
+            .get_sqlite_connection_pool()
+            .options()
+            .get_max_connections(),
+    };
+    let mut taken = Vec::new();
+    for _ in 0..size {
+        // Deferred on purpose: the connections are held, not SQLite's write lock.
+        #[allow(clippy::disallowed_methods)]
+        taken.push(api.begin().await.expect("take a connection"));
+    }
+    let renewal = tokio::spawn({
+        let db = api.clone();
+        async move { idempotency::renew(&db, t.id, "held", claim).await }
+    });
+    tokio::time::sleep(3 * licensor_core::db::API_ACQUIRE_TIMEOUT).await;
+    assert!(!renewal.is_finished(), "the renewal waits for a connection");
+    drop(taken);
+    tokio::time::timeout(Duration::from_secs(10), renewal)
+        .await
+        .expect("the renewal ends once a connection frees")
+        .expect("renewal task")
+        .expect("the renewal is made, not lost");
+    let after = leased().await;
+    assert!(
+        after > before + chrono::Duration::seconds(2),
+        "the lease runs from the renewal: {before} → {after}"
+    );
+    app.stop().await;
+}
+on_both_backends!(a_key_renewed_while_the_pool_is_taken_is_renewed_once_it_frees);

@@ -136,7 +136,9 @@ async fn try_claim(
         body: Set(None),
         location: Set(None),
         created_at: Set(now),
-        lease_until: Set(Some(lease_from(now))),
+        // From when the row is written, not from when the claim began: waiting for a
+        // connection does not use up the lease.
+        lease_until: Set(Some(lease_from(Utc::now()))),
         ..Default::default()
     })
     .on_conflict(
@@ -172,16 +174,29 @@ async fn try_claim(
 }
 
 /// Renew claim `claim` ([`Claim::Fresh`]) of a key while its request is still being answered
-/// (every [`LEASE_RENEWAL`]); a key answered or released meanwhile is left as it is.
+/// (every [`LEASE_RENEWAL`]); a key answered or released meanwhile is left as it is. Retried
+/// while the database is unavailable (see [`after_request_retries`]): a burst of requests that
+/// holds every connection of the API's pool for longer than a connection wait must not let a
+/// live request's lease run out, or a retry of it would be told its server stopped
+/// ([`Claim::Interrupted`]).
 pub async fn renew(db: &Db, tenant_id: Uuid, key: &str, claim: i64) -> StoreResult<()> {
+    retried(|| extend(db, tenant_id, key, claim)).await
+}
+
+/// One try of [`renew`]. The lease runs from when a connection (on SQLite, the file's write
+/// lock) is had, not from when one was asked for: a renewal that waited does not land already
+/// spent.
+async fn extend(db: &Db, tenant_id: Uuid, key: &str, claim: i64) -> StoreResult<()> {
+    let txn = crate::db::begin(db).await?;
     idempotency_key::Entity::update_many()
         .col_expr(
             idempotency_key::Column::LeaseUntil,
             Expr::value(lease_from(Utc::now())),
         )
         .filter(unanswered_claim(tenant_id, key, claim))
-        .exec(db)
+        .exec(&txn)
         .await?;
+    txn.commit().await?;
     Ok(())
 }
 
@@ -202,12 +217,13 @@ async fn find(db: &Db, tenant_id: Uuid, key: &str) -> StoreResult<Option<idempot
         .await?)
 }
 
-/// How a key's [`finish`] and [`release`] retry while the database cannot be reached or has no
-/// connection free (a burst of requests holds every connection of the API's pool): up to 16
-/// tries a second apart at most, each waiting up to the API's connection wait (1 s): about 30 s
-/// in all. A key neither kept nor released stays "in progress"
-/// (409 `idempotency_key_in_use` for every retry) until it expires after
-/// [`RETENTION_HOURS`]; answering one request 503 under load must not lock its key for a day.
+/// How a key's [`renew`], [`finish`] and [`release`] retry while the database cannot be
+/// reached or has no connection free (a burst of requests holds every connection of the API's
+/// pool): up to 16 tries a second apart at most, each waiting up to the API's connection wait
+/// (1 s): about 30 s in all. A key neither kept nor released is "in progress" (409
+/// `idempotency_key_in_use`) while its claim is renewed, and "interrupted" once its [`LEASE`]
+/// ran out, until it expires after [`RETENTION_HOURS`]: answering one request 503 under load
+/// must lock its key neither for a day nor for good.
 fn after_request_retries() -> backon::ExponentialBuilder {
     backon::ExponentialBuilder::default()
         .with_min_delay(std::time::Duration::from_millis(100))

@@ -154,7 +154,8 @@ pub async fn idempotency(
 }
 
 /// Renew claim `claim` of `key` every [`idempotency::LEASE_RENEWAL`] until the returned task is
-/// dropped, so a request that takes long is never taken for one whose process stopped.
+/// dropped, so a request that takes long is never taken for one whose process stopped; each
+/// renewal waits out a pool with no connection free (see [`idempotency::renew`]).
 fn hold(
     state: &AppState,
     tenant_id: uuid::Uuid,
