@@ -66,6 +66,29 @@ async fn keyed_through(db: &Db) -> StoreResult<i64> {
     })
 }
 
+/// In a transaction of [`key_members`]: the item id through which every item is keyed, its
+/// row locked until the transaction ends, or `None` when another process holds it (PostgreSQL:
+/// `FOR UPDATE SKIP LOCKED`; SQLite's transactions hold the file's one write lock, so none
+/// does).
+async fn lock_mark(txn: &sea_orm::DatabaseTransaction) -> StoreResult<Option<i64>> {
+    let mut q = Query::select()
+        .column(MemberKeysMark::Through)
+        .from(MemberKeysMark::Table)
+        .and_where(Expr::col(MemberKeysMark::Id).eq(1))
+        .to_owned();
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        q.lock_with_behavior(
+            sea_orm::sea_query::LockType::Update,
+            sea_orm::sea_query::LockBehavior::SkipLocked,
+        );
+    }
+    Ok(match txn.query_one(&q).await? {
+        Some(row) => Some(row.try_get_by_index::<i64>(0)?),
+        // No mark row: none was ever written (every migration writes one), or it is locked.
+        None => None,
+    })
+}
+
 /// A member as the history is asked for: its directory object id or its user principal name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberRef {
@@ -305,9 +328,10 @@ pub async fn newest_item(db: &Db) -> StoreResult<Option<i64>> {
 /// `member_keys` and move the mark past them, [`KEYS_PER_BATCH`] item ids per transaction,
 /// oldest first. Between two transactions it waits as long as the last one took, so jobs' own
 /// writes go on in between (on SQLite the file has one writer); with nothing to key it takes no
-/// write lock at all. Returns how many keys were added. Several processes may sweep at once: an
-/// item keyed twice keeps its one key row, and the mark only moves on. Nothing in `job_items`
-/// is written or locked, so lanes claiming members never wait for the sweep.
+/// write lock at all. Returns how many keys were added. One process keys at a time: a process
+/// whose sweep finds another keying leaves the turn to it (see [`lock_mark`]); an item keyed
+/// twice all the same keeps its one key row, and the mark only moves on. Nothing in
+/// `job_items` is written or locked, so lanes claiming members never wait for the sweep.
 ///
 /// The mark moves past every item id up to `through`: an item stored with a lower id after the
 /// sweep passed it would never be keyed. Item ids are taken as items are inserted, by
@@ -323,15 +347,27 @@ pub async fn newest_item(db: &Db) -> StoreResult<Option<i64>> {
 pub async fn key_members(db: &Db, through: i64) -> StoreResult<u64> {
     let mut keyed = 0;
     loop {
-        // Read outside the transaction: another process that moved the mark meanwhile keyed
-        // some of these items already, and they keep their one key row.
+        // Read outside a transaction first: with nothing to key no lock is taken at all.
         let from = keyed_through(db).await?;
         if from >= through {
             return Ok(keyed);
         }
         let started = std::time::Instant::now();
-        let to = Ord::min(through, from.saturating_add(KEYS_PER_BATCH));
         let txn = crate::db::begin(db).await?;
+        // One process keys at a time: the mark is locked for the transaction (on SQLite the
+        // transaction holds the file's write lock). A process that finds it locked leaves this
+        // turn to the one keying — both keying the same items, one waiting on each key the
+        // other had inserted, doubled the sweep's load on the database — and one that got it
+        // after another keyed reads where that one got to.
+        let Some(from) = lock_mark(&txn).await? else {
+            txn.rollback().await?;
+            return Ok(keyed);
+        };
+        if from >= through {
+            txn.rollback().await?;
+            return Ok(keyed);
+        }
+        let to = Ord::min(through, from.saturating_add(KEYS_PER_BATCH));
         let keys = Query::select()
             .column(job_item::Column::Id)
             .expr(Expr::cust(USER_KEY))
