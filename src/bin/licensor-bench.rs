@@ -122,6 +122,11 @@ struct Args {
     /// load on licensor: every 2 s, the 500-tenant run made about 16,000 of them.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
     poll_secs: u64,
+    /// With `--scenario msp`: write each tenant's figures to this file as a JSON array, with
+    /// its timeline in seconds from the run's first job (created, first write, last write,
+    /// finished), for a run whose spread of shares needs a closer look.
+    #[arg(long)]
+    tenant_figures: Option<std::path::PathBuf>,
     /// Run a preview of the assign first (nothing written) and print its times beside the real
     /// job's expansion (`members_read_seconds`). Assign only, not with `--scenario fairness` or
     /// `msp`.
@@ -399,6 +404,9 @@ async fn deploy(
 }
 
 /// Start licensor with one licensor tenant (and an admin token) per directory tenant.
+/// CLI processes that create tenants and tokens side by side while a run is set up.
+const SETUP_PROCESSES: usize = 6;
+
 async fn deploy_tenants(
     args: &Args,
     tenants: &[DirectoryTenant],
@@ -448,8 +456,8 @@ async fn deploy_tenants(
         redis_prefix,
     };
     d.run_cli(&["migrate"], &[])?;
-    let mut tokens = Vec::new();
-    for t in tenants {
+    // Each tenant and its token by the CLI, as an operator would, a few processes at a time.
+    let create = |t: &DirectoryTenant| -> anyhow::Result<String> {
         d.run_cli(
             &[
                 "tenant",
@@ -473,8 +481,31 @@ async fn deploy_tenants(
             ],
             &[],
         )?;
-        tokens.push(token.trim().to_owned());
-    }
+        Ok(token.trim().to_owned())
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut made: Vec<Option<anyhow::Result<String>>> = Vec::new();
+    made.resize_with(tenants.len(), || None);
+    let made = std::sync::Mutex::new(made);
+    std::thread::scope(|s| {
+        for _ in 0..SETUP_PROCESSES.min(tenants.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(t) = tenants.get(i) else { break };
+                    let token = create(t);
+                    made.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(token);
+                }
+            });
+        }
+    });
+    let tokens = made
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_iter()
+        .map(|t| t.unwrap_or_else(|| Err(anyhow::anyhow!("tenant not created"))))
+        .collect::<anyhow::Result<Vec<String>>>()?;
     match args.backend {
         Backend::Embedded => d.spawn("licensor", &["serve"])?,
         Backend::Postgres => {
@@ -1329,6 +1360,10 @@ mod msp {
                         "finished_after_last_write_seconds": split.map(|s| round(s[2], 2)),
                         "throttled_429": tenant.map_or(0, |t| n(&t["throttled"])),
                         "directory_requests": tenant.map_or(0, |t| n(&t["requests_total"])),
+                        "created_ms": c.timestamp_millis(),
+                        "first_write_ms": tenant.map(|t| n(&t["first_write_ms"])),
+                        "last_write_ms": tenant.map(|t| n(&t["last_write_ms"])),
+                        "finished_ms": f.timestamp_millis(),
                     }),
                 ));
                 first_created = Some(first_created.map_or(c, |x: chrono::DateTime<_>| x.min(c)));
@@ -1337,6 +1372,16 @@ mod msp {
         }
         shares.sort_by(f64::total_cmp);
         slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+        if let Some(path) = &args.tenant_figures {
+            write_tenant_figures(path, &slowest)?;
+        }
+        for (_, v) in &mut slowest {
+            if let Some(v) = v.as_object_mut() {
+                for k in TIMELINE_MS {
+                    v.remove(k);
+                }
+            }
+        }
         slowest.truncate(SLOWEST_SHOWN);
         let share_at = |q: f64| -> Value {
             if shares.is_empty() {
@@ -1391,6 +1436,51 @@ mod msp {
         d.stop().await;
         emu.shutdown().await;
         Ok(line)
+    }
+
+    /// A tenant's times as the run gathers them (milliseconds since the epoch), kept out of
+    /// the line.
+    const TIMELINE_MS: [&str; 4] = [
+        "created_ms",
+        "first_write_ms",
+        "last_write_ms",
+        "finished_ms",
+    ];
+
+    /// Write every tenant's figures (`--tenant-figures`), slowest first, with its timeline as
+    /// seconds from the first job's creation: `created`, `first_write`, `last_write`,
+    /// `finished`.
+    fn write_tenant_figures(
+        path: &std::path::Path,
+        tenants: &[(f64, Value)],
+    ) -> anyhow::Result<()> {
+        let origin = tenants
+            .iter()
+            .filter_map(|(_, v)| v["created_ms"].as_i64())
+            .min()
+            .unwrap_or(0);
+        let since = |v: &Value| v.as_i64().map(|ms| round((ms - origin) as f64 / 1000.0, 2));
+        let all: Vec<Value> = tenants
+            .iter()
+            .map(|(_, v)| {
+                let mut v = v.clone();
+                let timeline = json!({
+                    "created": since(&v["created_ms"]),
+                    "first_write": since(&v["first_write_ms"]),
+                    "last_write": since(&v["last_write_ms"]),
+                    "finished": since(&v["finished_ms"]),
+                });
+                if let Some(o) = v.as_object_mut() {
+                    for k in TIMELINE_MS {
+                        o.remove(k);
+                    }
+                    o.insert("timeline_seconds".into(), timeline);
+                }
+                v
+            })
+            .collect();
+        std::fs::write(path, serde_json::to_vec_pretty(&all)?)
+            .with_context(|| format!("--tenant-figures {}", path.display()))
     }
 
     /// `{"median", "max"}` of `values` in seconds (sorted in place), or null when empty.
