@@ -53,14 +53,18 @@ enum MemberKeysMark {
     Through,
 }
 
-/// The item id through which every item is keyed (0: none yet).
-async fn keyed_through(db: &Db) -> StoreResult<i64> {
-    let q = Query::select()
+/// `SELECT through FROM member_keys_mark WHERE id = 1`.
+fn mark() -> sea_orm::sea_query::SelectStatement {
+    Query::select()
         .column(MemberKeysMark::Through)
         .from(MemberKeysMark::Table)
         .and_where(Expr::col(MemberKeysMark::Id).eq(1))
-        .to_owned();
-    Ok(match db.query_one(&q).await? {
+        .to_owned()
+}
+
+/// The item id through which every item is keyed (0: none yet).
+async fn keyed_through(db: &Db) -> StoreResult<i64> {
+    Ok(match db.query_one(&mark()).await? {
         Some(row) => row.try_get_by_index::<i64>(0)?,
         None => 0,
     })
@@ -71,11 +75,7 @@ async fn keyed_through(db: &Db) -> StoreResult<i64> {
 /// `FOR UPDATE SKIP LOCKED`; SQLite's transactions hold the file's one write lock, so none
 /// does).
 async fn lock_mark(txn: &sea_orm::DatabaseTransaction) -> StoreResult<Option<i64>> {
-    let mut q = Query::select()
-        .column(MemberKeysMark::Through)
-        .from(MemberKeysMark::Table)
-        .and_where(Expr::col(MemberKeysMark::Id).eq(1))
-        .to_owned();
+    let mut q = mark();
     if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
         q.lock_with_behavior(
             sea_orm::sea_query::LockType::Update,
@@ -359,14 +359,13 @@ pub async fn key_members(db: &Db, through: i64) -> StoreResult<u64> {
         // turn to the one keying — both keying the same items, one waiting on each key the
         // other had inserted, doubled the sweep's load on the database — and one that got it
         // after another keyed reads where that one got to.
-        let Some(from) = lock_mark(&txn).await? else {
-            txn.rollback().await?;
-            return Ok(keyed);
+        let from = match lock_mark(&txn).await? {
+            Some(from) if from < through => from,
+            _ => {
+                txn.rollback().await?;
+                return Ok(keyed);
+            }
         };
-        if from >= through {
-            txn.rollback().await?;
-            return Ok(keyed);
-        }
         let to = Ord::min(through, from.saturating_add(KEYS_PER_BATCH));
         let keys = Query::select()
             .column(job_item::Column::Id)
