@@ -1203,6 +1203,31 @@ async fn bodies_say_whether_they_are_not_json_or_the_wrong_shape(backend: Backen
 }
 on_both_backends!(bodies_say_whether_they_are_not_json_or_the_wrong_shape);
 
+/// Every connection of `pool`, each held in a transaction until dropped. The transactions are
+/// deferred: they hold connections, not SQLite's write lock.
+async fn take_every_connection(
+    pool: &sea_orm::DatabaseConnection,
+) -> Vec<sea_orm::DatabaseTransaction> {
+    use sea_orm::TransactionTrait;
+    let size = match pool.get_database_backend() {
+        sea_orm::DbBackend::Postgres => pool
+            .get_postgres_connection_pool()
+            .options()
+            .get_max_connections(),
+        _ => pool
+            .get_sqlite_connection_pool()
+            .options()
+            .get_max_connections(),
+    };
+    let mut taken = Vec::new();
+    for _ in 0..size {
+        // Deferred on purpose (see above), so not `licensor_core::db::begin`.
+        #[allow(clippy::disallowed_methods)]
+        taken.push(pool.begin().await.expect("take a connection"));
+    }
+    taken
+}
+
 /// A request answered 503 because every connection of the API's pool was busy (a burst of
 /// submits) releases its `Idempotency-Key` once a connection is free (only its own claim of
 /// the key: a late retry of the release never frees a later request's), and a kept answer is
@@ -1224,13 +1249,7 @@ async fn a_key_is_released_when_the_pool_frees_up_postgres() {
         .unwrap();
     // Every connection of the pool is held for 2.5 s: longer than a request waits for one (1 s)
     // after the check below (1 s) has waited for one.
-    let hold = || async {
-        let mut held = Vec::new();
-        for _ in 0..8 {
-            held.push(db::begin(&api).await.unwrap());
-        }
-        held
-    };
+    let hold = || take_every_connection(&api);
     let free_later = |held: Vec<_>| {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -1427,7 +1446,7 @@ async fn a_key_renewed_while_the_pool_is_taken_is_renewed_once_it_frees(backend:
     use licensor_core::db::PoolRole;
     use licensor_core::entities::idempotency_key;
     use licensor_core::idempotency::{self, Claim};
-    use sea_orm::{EntityTrait, TransactionTrait};
+    use sea_orm::EntityTrait;
     let Some(app) = TestApp::start_with(backend, Roles::API, "").await else {
         return;
     };
@@ -1453,22 +1472,7 @@ async fn a_key_renewed_while_the_pool_is_taken_is_renewed_once_it_frees(backend:
     let api = licensor_core::db::connect_as(&app.data.settings("").database, PoolRole::Api)
         .await
         .expect("the API's pool");
-    let size = match backend {
-        Backend::Production => api
-            .get_postgres_connection_pool()
-            .options()
-            .get_max_connections(),
-        Backend::Embedded => api
-            .get_sqlite_connection_pool()
-            .options()
-            .get_max_connections(),
-    };
-    let mut taken = Vec::new();
-    for _ in 0..size {
-        // Deferred on purpose: the connections are held, not SQLite's write lock.
-        #[allow(clippy::disallowed_methods)]
-        taken.push(api.begin().await.expect("take a connection"));
-    }
+    let taken = take_every_connection(&api).await;
     let renewal = tokio::spawn({
         let db = api.clone();
         async move { idempotency::renew(&db, t.id, "held", claim).await }
