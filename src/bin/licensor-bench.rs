@@ -403,10 +403,10 @@ async fn deploy(
     deploy_tenants(args, &tenants).await
 }
 
-/// Start licensor with one licensor tenant (and an admin token) per directory tenant.
 /// CLI processes that create tenants and tokens side by side while a run is set up.
 const SETUP_PROCESSES: usize = 6;
 
+/// Start licensor with one licensor tenant (and an admin token) per directory tenant.
 async fn deploy_tenants(
     args: &Args,
     tenants: &[DirectoryTenant],
@@ -1304,7 +1304,8 @@ mod msp {
         let mut shares = Vec::with_capacity(jobs.len());
         // The slowest tenants, for a run whose minimum share is far below its median: how long
         // each job waited to start, how long it ran, and what the directory said to it.
-        let mut slowest: Vec<(f64, Value)> = Vec::new();
+        // Each with its times for `--tenant-figures` (see `Timeline`).
+        let mut slowest: Vec<(f64, Value, Timeline)> = Vec::new();
         // Each tenant's seconds from its job's creation to its first write, from its first to
         // its last write, and from its last write to the job's end.
         let mut splits: [Vec<f64>; 3] = Default::default();
@@ -1360,11 +1361,13 @@ mod msp {
                         "finished_after_last_write_seconds": split.map(|s| round(s[2], 2)),
                         "throttled_429": tenant.map_or(0, |t| n(&t["throttled"])),
                         "directory_requests": tenant.map_or(0, |t| n(&t["requests_total"])),
-                        "created_ms": c.timestamp_millis(),
-                        "first_write_ms": tenant.map(|t| n(&t["first_write_ms"])),
-                        "last_write_ms": tenant.map(|t| n(&t["last_write_ms"])),
-                        "finished_ms": f.timestamp_millis(),
                     }),
+                    [
+                        Some(c.timestamp_millis()),
+                        tenant.map(|t| n(&t["first_write_ms"]) as i64),
+                        tenant.map(|t| n(&t["last_write_ms"]) as i64),
+                        Some(f.timestamp_millis()),
+                    ],
                 ));
                 first_created = Some(first_created.map_or(c, |x: chrono::DateTime<_>| x.min(c)));
                 last_finished = Some(last_finished.map_or(f, |x: chrono::DateTime<_>| x.max(f)));
@@ -1374,13 +1377,6 @@ mod msp {
         slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
         if let Some(path) = &args.tenant_figures {
             write_tenant_figures(path, &slowest)?;
-        }
-        for (_, v) in &mut slowest {
-            if let Some(v) = v.as_object_mut() {
-                for k in TIMELINE_MS {
-                    v.remove(k);
-                }
-            }
         }
         slowest.truncate(SLOWEST_SHOWN);
         let share_at = |q: f64| -> Value {
@@ -1413,7 +1409,7 @@ mod msp {
                 "writing": spread(&mut splits[1]),
                 "after_last_write": spread(&mut splits[2]),
             },
-            "slowest_tenants": slowest.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+            "slowest_tenants": slowest.into_iter().map(|(_, v, _)| v).collect::<Vec<_>>(),
             "wall_seconds": round(wall, 2),
             "submit_seconds": round(submit_secs, 2),
             "submits_sent_again": submits_sent_again,
@@ -1438,44 +1434,33 @@ mod msp {
         Ok(line)
     }
 
-    /// A tenant's times as the run gathers them (milliseconds since the epoch), kept out of
-    /// the line.
-    const TIMELINE_MS: [&str; 4] = [
-        "created_ms",
-        "first_write_ms",
-        "last_write_ms",
-        "finished_ms",
-    ];
+    /// A tenant's times in milliseconds since the epoch: its job's creation, its first and
+    /// last write (the emulator's clock; `None` when the emulator did not say), its job's end.
+    type Timeline = [Option<i64>; 4];
 
     /// Write every tenant's figures (`--tenant-figures`), slowest first, with its timeline as
     /// seconds from the first job's creation: `created`, `first_write`, `last_write`,
     /// `finished`.
     fn write_tenant_figures(
         path: &std::path::Path,
-        tenants: &[(f64, Value)],
+        tenants: &[(f64, Value, Timeline)],
     ) -> anyhow::Result<()> {
         let origin = tenants
             .iter()
-            .filter_map(|(_, v)| v["created_ms"].as_i64())
+            .filter_map(|(_, _, t)| t[0])
             .min()
             .unwrap_or(0);
-        let since = |v: &Value| v.as_i64().map(|ms| round((ms - origin) as f64 / 1000.0, 2));
+        let since = |ms: Option<i64>| ms.map(|ms| round((ms - origin) as f64 / 1000.0, 2));
         let all: Vec<Value> = tenants
             .iter()
-            .map(|(_, v)| {
+            .map(|(_, v, [created, first, last, finished])| {
                 let mut v = v.clone();
-                let timeline = json!({
-                    "created": since(&v["created_ms"]),
-                    "first_write": since(&v["first_write_ms"]),
-                    "last_write": since(&v["last_write_ms"]),
-                    "finished": since(&v["finished_ms"]),
+                v["timeline_seconds"] = json!({
+                    "created": since(*created),
+                    "first_write": since(*first),
+                    "last_write": since(*last),
+                    "finished": since(*finished),
                 });
-                if let Some(o) = v.as_object_mut() {
-                    for k in TIMELINE_MS {
-                        o.remove(k);
-                    }
-                    o.insert("timeline_seconds".into(), timeline);
-                }
                 v
             })
             .collect();
