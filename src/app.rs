@@ -262,6 +262,7 @@ impl Application {
             let ctx = WorkerContext {
                 db: self.db.clone(),
                 queue: self.queue.clone(),
+                own_queue: self.queue.of_process(&options.name),
                 name: options.name.clone(),
                 events: self.events.clone(),
                 directory: directory.clone(),

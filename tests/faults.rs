@@ -966,6 +966,19 @@ async fn worker_killed_while_its_lanes_wait_for_the_budget_postgres_redis() {
     wait_beyond(&d, &id, done_at_kill, Duration::from_secs(60)).await;
     let resumed = killed.elapsed();
     let next_holder = turn_holder(&db).await;
+    // The dead writer's own queue, where its lanes of the job were queued, went with its
+    // takeover: its jobs were queued again for the live worker.
+    let own_queue = format!(":to:{holder}");
+    let ns = d.redis.as_ref().expect("a Redis namespace");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ns.keys().iter().any(|k| k.contains(&own_queue)) {
+        assert!(
+            Instant::now() < deadline,
+            "the dead writer's own queue is still there: {:?}",
+            ns.keys()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let job = d.wait_end(&id, 300).await;
     let finished = killed.elapsed();
     let seen = stats(&emulator).await;

@@ -214,9 +214,16 @@ impl Deployment {
 
     /// Start a process; returns its index.
     pub fn spawn(&mut self, args: &[&str]) -> usize {
+        self.spawn_with(args, &[])
+    }
+
+    /// Start a process with `extra` environment variables over the deployment's; returns its
+    /// index.
+    pub fn spawn_with(&mut self, args: &[&str], extra: &[(&str, &str)]) -> usize {
         let child = self
             .command()
             .args(args)
+            .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

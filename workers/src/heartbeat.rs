@@ -224,6 +224,10 @@ async fn take_over(
     );
     metrics::counter!("licensor_worker_processes_taken_over_total").increment(1);
     requeue(ctx, freed).await;
+    // Nobody takes the lanes left on its own queue: its tenants' jobs were queued again above.
+    if let Err(e) = ctx.queue.forget_process(&dead.id).await {
+        tracing::warn!(process = %dead.id, error = %e, "deleting a stopped worker process's own queue failed");
+    }
 }
 
 /// Queue the freed jobs again, so a live worker works them at once (the messages of the steps

@@ -55,10 +55,14 @@ async fn fail(
     Ok(())
 }
 
-/// Queue a job's `jobs.lanes_per_job` lanes (at most 256, checked at load).
-async fn push_lanes(ctx: &WorkerContext, job: &job::Model) -> Result<(), BoxDynError> {
+/// Queue a job's `jobs.lanes_per_job` lanes (at most 256, checked at load) on `queue`.
+async fn push_lanes(
+    ctx: &WorkerContext,
+    queue: &Queue,
+    job: &job::Model,
+) -> Result<(), BoxDynError> {
     let lanes = u32::try_from(ctx.jobs.lanes_per_job).unwrap_or(u32::MAX);
-    send_lanes(&ctx.queue, job.tenant_id, job.id, lanes).await?;
+    send_lanes(queue, job.tenant_id, job.id, lanes).await?;
     Ok(())
 }
 
@@ -119,7 +123,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
         };
         let start_lanes = || {
             lanes_queued = true;
-            Box::pin(push_lanes(ctx, &job)) as futures::future::BoxFuture<'_, _>
+            Box::pin(push_lanes(ctx, &ctx.queue, &job)) as futures::future::BoxFuture<'_, _>
         };
         let reader = jobs::expand::Reader {
             db: &ctx.db,
@@ -198,7 +202,7 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
     if finish(ctx, &job).await? || lanes_queued {
         return Ok(());
     }
-    push_lanes(ctx, &job).await
+    push_lanes(ctx, &ctx.queue, &job).await
 }
 
 /// This step no longer holds the job's expansion: its process was taken for dead (its
@@ -379,7 +383,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         Turn::Others(writer) => {
             tracing::debug!(job = %job_id, writer = %writer, "lane left to the tenant's writer");
             metrics::counter!("licensor_lanes_left_to_writer_total").increment(1);
-            return leave_to_writer(ctx, tenant_id, job_id).await;
+            return leave_to_writer(ctx, tenant_id, job_id, Some(&writer)).await;
         }
         Turn::Gone => {
             // This process stopped (the step outlived its grace period) or was taken for dead:
@@ -387,7 +391,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
             // as a lane left to a writer does, so a process taken for dead that still polls the
             // queue (until its next heartbeat brings it back) does not spin on its own lanes.
             tracing::debug!(job = %job_id, "lane given back: this process is no longer live");
-            return leave_to_writer(ctx, tenant_id, job_id).await;
+            return leave_to_writer(ctx, tenant_id, job_id, None).await;
         }
         Turn::Mine | Turn::Free => {}
     }
@@ -475,7 +479,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         if let Some(canary) = &canary {
             match jobs::canary::decide_canary(&ctx.db, job_id, canary).await? {
                 CanaryDecision::Paused => return Ok(()),
-                CanaryDecision::Passed => return push_lanes(ctx, &job).await,
+                CanaryDecision::Passed => return push_lanes(ctx, ctx.lanes_queue(), &job).await,
                 CanaryDecision::PassedBefore | CanaryDecision::Undecided => {}
             }
         }
@@ -550,7 +554,9 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
         Outlook::Open | Outlook::Ready(_)
     ) && ctx.lanes.spare(job_id)
     {
-        ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
+        ctx.lanes_queue()
+            .push(Message::Work { tenant_id, job_id })
+            .await?;
     }
     let client = client
         .stopping_on(stop)
@@ -595,7 +601,7 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
                 // The lanes that found the canary's members all taken have stopped: start
                 // them again (this one goes on below).
                 tracing::info!(job = %job_id, "canary passed");
-                push_lanes(ctx, &job).await?;
+                push_lanes(ctx, ctx.lanes_queue(), &job).await?;
             }
             CanaryDecision::PassedBefore | CanaryDecision::Undecided => {}
         }
@@ -627,7 +633,11 @@ pub async fn work(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<
                 l.join_wait_or_send().await?;
             }
         }
-        None => ctx.queue.push(Message::Work { tenant_id, job_id }).await?,
+        None => {
+            ctx.lanes_queue()
+                .push(Message::Work { tenant_id, job_id })
+                .await?
+        }
     }
     Ok(())
 }
@@ -661,7 +671,7 @@ impl Learning<'_> {
     fn watch(&mut self, client: &DirectoryClient, members: u64) {
         let (lanes, queue, client) = (
             self.ctx.lanes.clone(),
-            self.ctx.queue.clone(),
+            self.ctx.lanes_queue().clone(),
             client.clone(),
         );
         let (tenant_id, job_id) = (self.tenant_id, self.job_id);
@@ -684,7 +694,7 @@ impl Learning<'_> {
     async fn join_wait_or_send(self) -> Result<(), BoxDynError> {
         let waited = self.ctx.lanes.end_probe(self.job_id);
         if waited > 0 && !self.ctx.lanes.join_wait(self.job_id, waited) {
-            send_lanes(&self.ctx.queue, self.tenant_id, self.job_id, waited).await?;
+            send_lanes(self.ctx.lanes_queue(), self.tenant_id, self.job_id, waited).await?;
         }
         Ok(())
     }
@@ -696,7 +706,8 @@ impl Drop for Learning<'_> {
         if waited == 0 {
             return;
         }
-        let (queue, tenant_id, job_id) = (self.ctx.queue.clone(), self.tenant_id, self.job_id);
+        let (queue, tenant_id, job_id) =
+            (self.ctx.lanes_queue().clone(), self.tenant_id, self.job_id);
         tokio::spawn(tracing::Instrument::in_current_span(async move {
             requeue_waiting(&queue, waited, tenant_id, job_id).await;
         }));
@@ -745,16 +756,24 @@ const AWAY_LANES: usize = 16;
 /// The lanes this process keeps away for [`WRITER_AWAY`] now: one permit each.
 static AWAY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(AWAY_LANES);
 
-/// Leave a job's lane to the process holding its tenant's turn to write: back on the queue
-/// [`WRITER_AWAY`] after its step (or, with [`AWAY_LANES`] lanes already away, at the next whole
-/// second), for whichever process polls first. Should this process die meanwhile, the
-/// reconciler queues the job again.
+/// Leave a job's lane to `writer`, the process holding its tenant's turn to write: on its own
+/// queue at once where processes have one ([`Queue::of_process`], Redis). Otherwise — on the
+/// embedded default, or with no live writer to name (this process is no longer live) — back on
+/// the shared queue [`WRITER_AWAY`] after its step (or, with [`AWAY_LANES`] lanes already away,
+/// at the next whole second), for whichever process polls first. Should the writer or this
+/// process die meanwhile, its tenants' running jobs are queued again as its turns end, and the
+/// reconciler queues any job that stalls.
 async fn leave_to_writer(
     ctx: &WorkerContext,
     tenant_id: Uuid,
     job_id: Uuid,
+    writer: Option<&str>,
 ) -> Result<(), BoxDynError> {
     let message = Message::Work { tenant_id, job_id };
+    if let Some(writers) = writer.and_then(|w| ctx.queue.of_process(w)) {
+        writers.push_unwoken(message).await?;
+        return Ok(());
+    }
     match AWAY.try_acquire() {
         Ok(away) => {
             let queue = ctx.queue.clone();
@@ -784,7 +803,9 @@ async fn lane_again_after(
     wait: Duration,
 ) -> Result<(), BoxDynError> {
     tokio::time::sleep(wait).await;
-    ctx.queue.push(Message::Work { tenant_id, job_id }).await?;
+    ctx.lanes_queue()
+        .push(Message::Work { tenant_id, job_id })
+        .await?;
     Ok(())
 }
 
@@ -889,7 +910,7 @@ async fn defer_lane(
     let wait = until.saturating_duration_since(tokio::time::Instant::now());
     let message = Message::Work { tenant_id, job_id };
     if wait <= BUDGET_HORIZON {
-        ctx.queue.push(message).await?;
+        ctx.lanes_queue().push(message).await?;
         return Ok(());
     }
     // Another lane of the job waits for the same budget here: this one joins it, and comes back
@@ -906,7 +927,7 @@ async fn defer_lane(
         tracing::debug!(error = %e, "keeping the turn to write failed");
     }
     metrics::counter!("licensor_lanes_deferred_total").increment(1);
-    let (queue, lanes) = (ctx.queue.clone(), ctx.lanes.clone());
+    let (queue, lanes) = (ctx.lanes_queue().clone(), ctx.lanes.clone());
     tokio::spawn(tracing::Instrument::in_current_span(async move {
         tokio::time::sleep_until(until.checked_sub(LANE_LEAD).unwrap_or(until)).await;
         lanes.unpark(job_id, parked);

@@ -33,7 +33,12 @@ pub enum WorkerEvent {
 #[derive(Clone)]
 pub struct WorkerContext {
     pub db: Db,
+    /// The queue every process takes from.
     pub queue: Queue,
+    /// This process's own queue ([`Queue::of_process`]; `None` on the embedded default): the
+    /// lanes of the tenants it writes to go there, and other processes send it the lanes of
+    /// those tenants they take from the shared queue.
+    pub own_queue: Option<Queue>,
     pub name: String,
     pub events: broadcast::Sender<WorkerEvent>,
     /// One directory client per tenant, shared by every task of this process.
@@ -52,6 +57,20 @@ pub struct WorkerContext {
     /// page it stores ([`licensor_core::jobs::expand::expand`]).
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
+
+impl WorkerContext {
+    /// Where this process queues the lanes of a tenant whose turn to write it holds: its own
+    /// queue where it has one, else the shared queue.
+    pub fn lanes_queue(&self) -> &Queue {
+        self.own_queue.as_ref().unwrap_or(&self.queue)
+    }
+}
+
+/// A worker process's places (`worker.concurrency`), shared by its queue workers: the shared
+/// queue's and its own ([`WorkerContext::own_queue`]) together run no more steps at once than
+/// that.
+#[derive(Clone)]
+struct Places(Arc<tokio::sync::Semaphore>);
 
 /// How a worker process runs.
 #[derive(Debug, Clone)]
@@ -92,14 +111,23 @@ impl WorkerOptions {
     }
 }
 
-async fn handle(message: Message, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
+async fn handle(
+    message: Message,
+    ctx: Data<Arc<WorkerContext>>,
+    places: Data<Places>,
+) -> Result<(), BoxDynError> {
+    let place = (*places).0.clone().acquire_owned().await?;
     // A step runs to its end even when the queue worker that started it stops (a lost queue
     // connection, shutdown): dropped half-way, it would leave members written to the directory
-    // but not recorded, to be written again.
+    // but not recorded, to be written again. Its place is held until then.
     let ctx: Arc<WorkerContext> = (*ctx).clone();
-    tokio::spawn(step(message, ctx))
-        .await
-        .unwrap_or_else(|e| Err(e.into()))
+    tokio::spawn(async move {
+        let outcome = step(message, ctx).await;
+        drop(place);
+        outcome
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.into()))
 }
 
 async fn step(message: Message, ctx: Arc<WorkerContext>) -> Result<(), BoxDynError> {
@@ -138,6 +166,7 @@ where
     S: Future<Output = ()> + Send + 'static,
 {
     let ctx = Arc::new(ctx);
+    let places = Places(Arc::new(tokio::sync::Semaphore::new(options.concurrency)));
     tracing::info!(worker = %options.name, queue = ctx.queue.backend_name(), "worker started");
     let grace = options.shutdown_grace;
     let stopping = Arc::new(tokio::sync::Notify::new());
@@ -218,6 +247,7 @@ where
                 let worker = WorkerBuilder::new(options.name.as_str())
                     .backend(storage)
                     .data(ctx.clone())
+                    .data(places.clone())
                     .concurrency(options.concurrency)
                     .build(handle);
                 stop_within(grace, &stopping, &ctx, worker.run_until(signal)).await
@@ -228,9 +258,34 @@ where
                 let worker = WorkerBuilder::new(options.name.as_str())
                     .backend(storage)
                     .data(ctx.clone())
+                    .data(places.clone())
                     .concurrency(options.concurrency)
                     .build(handle);
-                stop_within(grace, &stopping, &ctx, worker.run_until(signal)).await
+                match ctx.own_queue.clone() {
+                    Some(Queue::Redis { storage, wake, .. }) => {
+                        // This process's own queue, beside the shared one and on the same
+                        // places; either stopping stops both, and both start again.
+                        let own = storage
+                            .poll_with_strategy(poll_strategy(&wake, Duration::from_millis(50)));
+                        let own = WorkerBuilder::new(options.name.as_str())
+                            .backend(own)
+                            .data(ctx.clone())
+                            .data(places.clone())
+                            .concurrency(options.concurrency)
+                            .build(handle);
+                        let mut stopped = sweeps_stop.subscribe();
+                        let own_signal = async move {
+                            let _ = stopped.wait_for(|stop| *stop).await;
+                            Ok::<(), std::io::Error>(())
+                        };
+                        let both = async {
+                            tokio::try_join!(worker.run_until(signal), own.run_until(own_signal))
+                                .map(|_| ())
+                        };
+                        stop_within(grace, &stopping, &ctx, both).await
+                    }
+                    _ => stop_within(grace, &stopping, &ctx, worker.run_until(signal)).await,
+                }
             }
         };
         if *sweeps_stop.borrow() {
@@ -268,7 +323,14 @@ where
     heartbeat::stopped(&options.name);
     ctx.turns.forget_all();
     match licensor_core::jobs::processes::leave(&ctx.db, &options.name).await {
-        Ok(freed) => heartbeat::requeue(&ctx, freed).await,
+        Ok(freed) => {
+            heartbeat::requeue(&ctx, freed).await;
+            // Its tenants' jobs were queued again on the shared queue: the lanes still on this
+            // process's own queue have nobody to take them.
+            if let Err(e) = ctx.queue.forget_process(&options.name).await {
+                tracing::warn!(error = %e, "deleting the worker process's own queue failed");
+            }
+        }
         Err(e) => tracing::warn!(error = %e, "removing the worker process's row failed"),
     }
     match tokio::time::timeout(grace, &mut sweeps).await {
@@ -358,13 +420,17 @@ const TIDY_EVERY: Duration = Duration::from_secs(1);
 async fn tidy_queue(ctx: Arc<WorkerContext>) {
     loop {
         tokio::time::sleep(TIDY_EVERY).await;
-        match ctx.queue.tidy().await {
-            Ok(0) => {}
-            Ok(n) => {
-                metrics::counter!("licensor_queue_tasks_removed_total").increment(n);
-                tracing::trace!(tasks = n, "finished tasks removed from the queue");
+        for queue in std::iter::once(&ctx.queue).chain(&ctx.own_queue) {
+            match queue.tidy().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    metrics::counter!("licensor_queue_tasks_removed_total").increment(n);
+                    tracing::trace!(tasks = n, "finished tasks removed from the queue");
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "removing finished tasks from the queue failed")
+                }
             }
-            Err(e) => tracing::debug!(error = %e, "removing finished tasks from the queue failed"),
         }
     }
 }
