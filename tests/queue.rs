@@ -100,3 +100,94 @@ async fn finished_tasks_leave_the_queue(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(finished_tasks_leave_the_queue);
+
+/// On Redis each worker process has its own queue (`{queue}:to:{process}`), where the lanes of
+/// the tenants it writes to wait: the process works what is sent there, the queue's depth counts
+/// it, and the own queue of a process that is gone — stopped, or taken for dead — is deleted
+/// rather than kept for ever (nobody would take its messages; its jobs were queued again on the
+/// shared queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_works_its_own_queue_redis() {
+    let Some(mut app) = TestApp::start_with(Backend::Production, Roles::WORKER, "").await else {
+        return;
+    };
+    // The worker names itself in its answer to a ping sent on the shared queue.
+    let first = Uuid::new_v4();
+    app.queue
+        .push(Message::Ping { nonce: first })
+        .await
+        .unwrap();
+    let worker = loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), app.events.recv())
+            .await
+            .expect("the ping is handled")
+            .unwrap();
+        let WorkerEvent::Pinged { nonce, worker } = event;
+        if nonce == first {
+            break worker;
+        }
+    };
+    let own = app
+        .queue
+        .of_process(&worker)
+        .expect("an own queue on Redis");
+    let nonces: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    for &nonce in &nonces {
+        own.push_unwoken(Message::Ping { nonce }).await.unwrap();
+    }
+    let seen = handled(&mut app, nonces.len(), Duration::from_secs(30)).await;
+    assert_eq!(seen, nonces.iter().copied().collect::<HashSet<_>>());
+
+    // A process that is gone: what waits on its own queue counts in the depth until its queue
+    // is deleted, at the next worker's start or at its takeover.
+    let ns = app.data.redis.as_ref().unwrap().prefix.clone();
+    let redis = common::RedisNamespace {
+        url: app.data.redis.as_ref().unwrap().url.clone(),
+        prefix: ns,
+    };
+    let gone = "licensor-gone-1-00000000";
+    let stranded = app.queue.of_process(gone).unwrap();
+    for _ in 0..3 {
+        stranded
+            .push_unwoken(Message::Ping {
+                nonce: Uuid::new_v4(),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(app.queue.depth().await, Some(3));
+    let mine = |keys: &[String], process: &str| {
+        keys.iter()
+            .filter(|k| k.contains(&format!(":to:{process}")))
+            .count()
+    };
+    assert!(mine(&redis.keys(), gone) > 0);
+    let removed = app.queue.forget_departed_workers().await.unwrap();
+    let keys = redis.keys();
+    assert_eq!(mine(&keys, gone), 0, "{keys:?}");
+    assert!(removed >= 1);
+    assert_eq!(app.queue.depth().await, Some(0));
+    // The live worker's own queue stays, and still works.
+    assert!(mine(&keys, &worker) > 0, "{keys:?}");
+    let again = Uuid::new_v4();
+    own.push_unwoken(Message::Ping { nonce: again })
+        .await
+        .unwrap();
+    assert!(
+        handled(&mut app, 1, Duration::from_secs(30))
+            .await
+            .contains(&again)
+    );
+    // Taken over, or stopped: its own queue goes.
+    for _ in 0..2 {
+        stranded
+            .push_unwoken(Message::Ping {
+                nonce: Uuid::new_v4(),
+            })
+            .await
+            .unwrap();
+    }
+    assert!(app.queue.forget_process(gone).await.unwrap() > 0);
+    assert_eq!(mine(&redis.keys(), gone), 0);
+    app.stop().await;
+}

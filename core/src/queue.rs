@@ -301,8 +301,8 @@ impl Queue {
         Ok(())
     }
 
-    /// Messages waiting to be taken by a worker, for metrics; `None` if the backend does not
-    /// answer.
+    /// Messages waiting to be taken by a worker, for metrics — on Redis those on every worker
+    /// process's own queue too ([`Queue::of_process`]); `None` if the backend does not answer.
     pub async fn depth(&self) -> Option<u64> {
         match self {
             Queue::Sqlite { pool, name, .. } => {
@@ -318,14 +318,46 @@ impl Queue {
             }
             Queue::Redis { conn, options, .. } => {
                 let mut conn = conn.clone();
-                let key = redis_config(options).active_jobs_list();
-                let mut cmd = redis::cmd("LLEN");
-                cmd.arg(key);
-                let len = cmd.query_async::<u64>(&mut conn);
-                tokio::time::timeout(Duration::from_secs(2), len)
+                let depth = async {
+                    let mut processes: Vec<String> = own_queue_keys(&mut conn, &options.name)
+                        .await
+                        .ok()?
+                        .into_iter()
+                        .map(|(process, _)| process)
+                        .collect();
+                    processes.sort();
+                    processes.dedup();
+                    let names = processes
+                        .iter()
+                        .map(|p| format!("{}{p}", process_prefix(&options.name)));
+                    // apalis-redis keeps a message pushed for now in the queue's scheduled set
+                    // until a worker's poll moves it to the active list: both hold waiting
+                    // messages (the scheduled set up to now, not those due later).
+                    let now = chrono::Utc::now().timestamp();
+                    let mut total = 0u64;
+                    for name in std::iter::once(options.name.clone()).chain(names) {
+                        let config = redis_config(&QueueOptions {
+                            name,
+                            ..options.clone()
+                        });
+                        let (active, due): (u64, u64) = redis::pipe()
+                            .cmd("LLEN")
+                            .arg(config.active_jobs_list())
+                            .cmd("ZCOUNT")
+                            .arg(config.scheduled_jobs_set())
+                            .arg("-inf")
+                            .arg(now)
+                            .query_async(&mut conn)
+                            .await
+                            .ok()?;
+                        total += active + due;
+                    }
+                    Some(total)
+                };
+                tokio::time::timeout(Duration::from_secs(2), depth)
                     .await
                     .ok()
-                    .and_then(Result::ok)
+                    .flatten()
             }
         }
     }
@@ -465,14 +497,12 @@ impl Queue {
             .into_iter()
             .filter(|k| k.strip_prefix(&prefix).is_some_and(departed))
             .collect();
-        // A process's own queue's keys are `{queue}:to:{process}` and `…:{process}:{rest}`.
-        let own = process_prefix(&options.name);
-        let queues = scan(&mut conn, &format!("{}*", glob_escape(&own))).await?;
-        keys.extend(queues.into_iter().filter(|k| {
-            k.strip_prefix(&own)
-                .and_then(|rest| rest.split(':').next())
-                .is_some_and(departed)
-        }));
+        let own = own_queue_keys(&mut conn, &options.name).await?;
+        keys.extend(
+            own.into_iter()
+                .filter(|(process, _)| departed(process))
+                .map(|(_, key)| key),
+        );
         delete(&mut conn, keys).await
     }
 
@@ -498,6 +528,23 @@ impl Queue {
 /// The start of every process's own queue's name ([`Queue::of_process`]).
 fn process_prefix(queue: &str) -> String {
     format!("{queue}:to:")
+}
+
+/// The keys of every process's own queue under queue `queue` ([`Queue::of_process`]:
+/// `{queue}:to:{process}` and `{queue}:to:{process}:…`), each with its process's name.
+async fn own_queue_keys(
+    conn: &mut ConnectionManager,
+    queue: &str,
+) -> Result<Vec<(String, String)>, QueueError> {
+    let prefix = process_prefix(queue);
+    let keys = scan(conn, &format!("{}*", glob_escape(&prefix))).await?;
+    Ok(keys
+        .into_iter()
+        .filter_map(|key| {
+            let process = key.strip_prefix(&prefix)?.split(':').next()?.to_owned();
+            Some((process, key))
+        })
+        .collect())
 }
 
 /// `text` with the characters special to Redis's `MATCH` patterns escaped.
