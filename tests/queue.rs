@@ -147,14 +147,20 @@ async fn a_worker_process_works_its_own_queue_redis() {
     };
     let gone = "licensor-gone-1-00000000";
     let stranded = app.queue.of_process(gone).unwrap();
-    for _ in 0..3 {
-        stranded
-            .push_unwoken(Message::Ping {
-                nonce: Uuid::new_v4(),
-            })
-            .await
-            .unwrap();
-    }
+    let strand = |n: usize| {
+        let stranded = stranded.clone();
+        async move {
+            for _ in 0..n {
+                stranded
+                    .push_unwoken(Message::Ping {
+                        nonce: Uuid::new_v4(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    strand(3).await;
     assert_eq!(app.queue.depth().await, Some(3));
     let mine = |keys: &[String], process: &str| {
         keys.iter()
@@ -179,14 +185,7 @@ async fn a_worker_process_works_its_own_queue_redis() {
             .contains(&again)
     );
     // Taken over, or stopped: its own queue goes.
-    for _ in 0..2 {
-        stranded
-            .push_unwoken(Message::Ping {
-                nonce: Uuid::new_v4(),
-            })
-            .await
-            .unwrap();
-    }
+    strand(2).await;
     assert!(app.queue.forget_process(gone).await.unwrap() > 0);
     assert_eq!(mine(&redis.keys(), gone), 0);
     app.stop().await;

@@ -1005,6 +1005,28 @@ async fn members_taken_over_stay_with_the_live_step(backend: Backend) {
 }
 on_both_backends!(members_taken_over_stay_with_the_live_step);
 
+/// A directory of `members` users (scenario `seed`, twice as many units) whose write budget is
+/// 60 writes per 3 s.
+async fn throttled_directory(seed: u64, members: u64) -> EmulatorHandle {
+    graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::simple(
+            seed,
+            members as usize,
+            (members * 2) as u32,
+        )),
+        faults: Faults {
+            write_budget: Budget {
+                limit: 60,
+                window_ms: 3_000,
+            },
+            ..Faults::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
 /// Two worker processes and one throttled tenant: from its first write, one process holds the
 /// tenant's turn to write (`tenant_writers`) and the other leaves its lanes of the job to it, so
 /// one scheduler learns and fills the tenant's budget. When both wrote, each took the other's
@@ -1016,19 +1038,7 @@ on_both_backends!(members_taken_over_stay_with_the_live_step);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_worker_writes_to_a_throttled_tenant_postgres_redis() {
     const MEMBERS: u64 = 600;
-    let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(Scenario::simple(33, MEMBERS as usize, 1_200)),
-        faults: Faults {
-            write_budget: Budget {
-                limit: 60,
-                window_ms: 3_000,
-            },
-            ..Faults::default()
-        },
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
+    let emulator = throttled_directory(33, MEMBERS).await;
     let Some(d) = Deployment::start(&emulator, 2).await else {
         return;
     };
@@ -1072,19 +1082,7 @@ async fn one_worker_writes_to_a_throttled_tenant_postgres_redis() {
 async fn lanes_stay_with_their_tenants_writer_postgres_redis() {
     const MEMBERS: u64 = 900;
     const LANES: usize = 4;
-    let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(Scenario::simple(34, MEMBERS as usize, 1_800)),
-        faults: Faults {
-            write_budget: Budget {
-                limit: 60,
-                window_ms: 3_000,
-            },
-            ..Faults::default()
-        },
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
+    let emulator = throttled_directory(34, MEMBERS).await;
     let Some(mut d) = Deployment::start(&emulator, 0).await else {
         return;
     };

@@ -11,7 +11,7 @@ use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{BackendExt, BoxDynError, Data, Strategy, WorkerBuilder};
 use licensor_core::db::Db;
 use licensor_core::jobs::processes::ProcessId;
-use licensor_core::queue::{Message, Queue};
+use licensor_core::queue::{Message, Queue, Wake};
 use tokio::sync::broadcast;
 
 pub mod heartbeat;
@@ -221,11 +221,14 @@ where
     // state (a flushed or restarted Redis), a connection broke — it is started again, so the
     // process keeps working; the reconciler re-queues whatever the queue lost.
     let outcome = loop {
-        let mut stopped = sweeps_stop.subscribe();
-        let signal = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-            Ok::<(), std::io::Error>(())
+        let stop_signal = || {
+            let mut stopped = sweeps_stop.subscribe();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+                Ok::<(), std::io::Error>(())
+            }
         };
+        let signal = stop_signal();
         if restarted {
             // The queue may have lost its messages (a Redis that restarted empty): once it
             // answers, queue every active job again at once instead of waiting for the
@@ -253,38 +256,30 @@ where
                 stop_within(grace, &stopping, &ctx, worker.run_until(signal)).await
             }
             Queue::Redis { storage, wake, .. } => {
-                let storage =
-                    storage.poll_with_strategy(poll_strategy(&wake, Duration::from_millis(50)));
-                let worker = WorkerBuilder::new(options.name.as_str())
-                    .backend(storage)
-                    .data(ctx.clone())
-                    .data(places.clone())
-                    .concurrency(options.concurrency)
-                    .build(handle);
+                let worker = |storage: apalis_redis::RedisStorage<Message>, wake: &Wake| {
+                    WorkerBuilder::new(options.name.as_str())
+                        .backend(
+                            storage
+                                .poll_with_strategy(poll_strategy(wake, Duration::from_millis(50))),
+                        )
+                        .data(ctx.clone())
+                        .data(places.clone())
+                        .concurrency(options.concurrency)
+                        .build(handle)
+                };
+                let shared = worker(storage, &wake);
                 match ctx.own_queue.clone() {
                     Some(Queue::Redis { storage, wake, .. }) => {
                         // This process's own queue, beside the shared one and on the same
                         // places; either stopping stops both, and both start again.
-                        let own = storage
-                            .poll_with_strategy(poll_strategy(&wake, Duration::from_millis(50)));
-                        let own = WorkerBuilder::new(options.name.as_str())
-                            .backend(own)
-                            .data(ctx.clone())
-                            .data(places.clone())
-                            .concurrency(options.concurrency)
-                            .build(handle);
-                        let mut stopped = sweeps_stop.subscribe();
-                        let own_signal = async move {
-                            let _ = stopped.wait_for(|stop| *stop).await;
-                            Ok::<(), std::io::Error>(())
-                        };
+                        let own = worker(storage, &wake);
                         let both = async {
-                            tokio::try_join!(worker.run_until(signal), own.run_until(own_signal))
+                            tokio::try_join!(shared.run_until(signal), own.run_until(stop_signal()))
                                 .map(|_| ())
                         };
                         stop_within(grace, &stopping, &ctx, both).await
                     }
-                    _ => stop_within(grace, &stopping, &ctx, worker.run_until(signal)).await,
+                    _ => stop_within(grace, &stopping, &ctx, shared.run_until(signal)).await,
                 }
             }
         };
