@@ -327,9 +327,7 @@ impl Queue {
                         .collect();
                     processes.sort();
                     processes.dedup();
-                    let names = processes
-                        .iter()
-                        .map(|p| format!("{}{p}", process_prefix(&options.name)));
+                    let names = processes.iter().map(|p| own_queue_name(&options.name, p));
                     // apalis-redis keeps a message pushed for now in the queue's scheduled set
                     // until a worker's poll moves it to the active list: both hold waiting
                     // messages (the scheduled set up to now, not those due later).
@@ -446,7 +444,7 @@ impl Queue {
             Queue::Sqlite { .. } => None,
             Queue::Redis { conn, options, .. } => {
                 let options = QueueOptions {
-                    name: format!("{}{process}", process_prefix(&options.name)),
+                    name: own_queue_name(&options.name, process),
                     ..options.clone()
                 };
                 let storage = RedisStorage::new(conn.clone()).with_config(redis_config(&options));
@@ -466,7 +464,7 @@ impl Queue {
         let Queue::Redis { conn, options, .. } = self else {
             return Ok(0);
         };
-        let name = format!("{}{process}", process_prefix(&options.name));
+        let name = own_queue_name(&options.name, process);
         let mut conn = conn.clone();
         let mut keys = scan(&mut conn, &format!("{}:*", glob_escape(&name))).await?;
         keys.push(name);
@@ -528,6 +526,11 @@ impl Queue {
 /// The start of every process's own queue's name ([`Queue::of_process`]).
 fn process_prefix(queue: &str) -> String {
     format!("{queue}:to:")
+}
+
+/// The name of process `process`'s own queue beside queue `queue`: `{queue}:to:{process}`.
+fn own_queue_name(queue: &str, process: &str) -> String {
+    format!("{}{process}", process_prefix(queue))
 }
 
 /// The keys of every process's own queue under queue `queue` ([`Queue::of_process`]:
