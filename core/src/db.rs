@@ -329,14 +329,6 @@ pub fn backend_name(db: &DatabaseConnection) -> &'static str {
     }
 }
 
-/// A JSON column's value given as JSON text (`text`, already serialized; `None` → `NULL`): bound
-/// as a string, not as a `serde_json::Value` tree — a tree is copied whole each time the
-/// statement is built and bound, which cost a fifth of a 100,000-member job's CPU
-/// (`licensor-bench --scenario raw`, perf). See [`as_json`].
-pub(crate) fn json_text(backend: DbBackend, text: Option<String>) -> sea_orm::sea_query::Expr {
-    as_json(backend, sea_orm::sea_query::Expr::val(text))
-}
-
 /// `expr`, JSON text (a bound string, a `VALUES` column), as a JSON column's value: JSON columns
 /// are `jsonb` on PostgreSQL (the text is cast there) and text on SQLite.
 pub(crate) fn as_json(
@@ -350,7 +342,7 @@ pub(crate) fn as_json(
     }
 }
 
-/// `expr`, a JSON column or JSON text (see [`json_text`]), as text: PostgreSQL's `jsonb` is
+/// `expr`, a JSON column or JSON text (see [`as_json`]), as text: PostgreSQL's `jsonb` is
 /// cast, SQLite's is text already. Read into a `String`, it parses straight into its Rust type.
 pub(crate) fn as_json_text(
     backend: DbBackend,
