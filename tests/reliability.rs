@@ -364,15 +364,39 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
             .until
     };
     let before = until().await;
-    writer::Turns::new("p1")
-        .keep(db, b, Duration::from_secs(150))
-        .await
-        .unwrap();
+    let p1 = writer::Turns::new("p1");
+    p1.keep(db, b, Duration::from_secs(150)).await.unwrap();
     let kept = until().await;
     assert!(
         kept >= before + chrono::Duration::seconds(140),
         "kept until {kept}, was {before}"
     );
+    // A turn p1 already made last past a wait by half a TURN or more is not kept again (no
+    // statement: the test moves the stored end to see that); a longer wait keeps it again.
+    let set_until = |at: chrono::DateTime<chrono::Utc>| async move {
+        use licensor_core::entities::tenant_writer;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        tenant_writer::Entity::update_many()
+            .col_expr(tenant_writer::Column::Until, Expr::value(at))
+            .filter(tenant_writer::Column::TenantId.eq(b))
+            .exec(db)
+            .await
+            .unwrap();
+        until().await
+    };
+    let marked = set_until(chrono::Utc::now() + chrono::Duration::seconds(40)).await;
+    p1.keep(db, b, Duration::from_secs(100)).await.unwrap();
+    assert_eq!(
+        until().await,
+        marked,
+        "a turn kept long enough is not kept again"
+    );
+    p1.keep(db, b, Duration::from_secs(170)).await.unwrap();
+    assert!(
+        until().await >= marked + chrono::Duration::seconds(150),
+        "a longer wait keeps the turn again"
+    );
+    let kept = set_until(kept).await;
     // Only the holder's turn is kept.
     writer::Turns::new("p2")
         .keep(db, b, Duration::from_secs(600))

@@ -154,12 +154,27 @@ const TRIM_AT: usize = 1024;
 
 /// This process's side of [`ask`], taking the turn: a turn taken or renewed less than half a
 /// [`TURN`] ago is not renewed again by a step, so a tenant's steps cost one statement per half
-/// turn, not one each.
+/// turn, not one each; and a turn known to outlast a lane's wait is not kept again for it
+/// ([`Turns::keep`]).
 #[derive(Debug, Clone)]
 pub struct Turns {
     process: String,
-    renewed:
-        std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, std::time::Instant>>>,
+    renewed: std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, Held>>>,
+}
+
+/// What this process knows of a turn of its own: when it last took or renewed it (then it
+/// lasts [`TURN`]), and until when it last kept it for a lane's wait ([`Turns::keep`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    renewed: Option<std::time::Instant>,
+    kept: Option<std::time::Instant>,
+}
+
+impl Held {
+    /// Until when the turn lasts at least, as this process made it last (`None`: not known).
+    fn until(&self) -> Option<std::time::Instant> {
+        self.renewed.map(|at| at + TURN).max(self.kept)
+    }
 }
 
 impl Turns {
@@ -179,6 +194,7 @@ impl Turns {
             .renewed
             .lock()
             .get(&tenant_id)
+            .and_then(|held| held.renewed)
             .is_some_and(|at| at.elapsed() < TURN / 2);
         if fresh {
             return Ok(Turn::Mine);
@@ -196,15 +212,34 @@ impl Turns {
     /// `wait` from now: its lanes of the tenant's jobs wait that long for the write budget
     /// (Graph's window is 150 s, five times a turn), and the turn must not end meanwhile — the
     /// process that took it next would learn the budget again while this one's writes are still
-    /// in the window. One statement.
+    /// in the window. One statement, or none while this process made the turn last at least
+    /// half a [`TURN`] past the wait already (taken, renewed or kept): a throttled tenant's
+    /// lanes wait a few seconds each, and renewing for each cost one write in five of a
+    /// 500-tenant run (`licensor-bench --scenario msp`).
     pub async fn keep(&self, db: &Db, tenant_id: Uuid, wait: Duration) -> StoreResult<()> {
-        tenant_writer::Entity::update_many()
+        let now = std::time::Instant::now();
+        if self.lasts(tenant_id, now + wait + TURN / 2) {
+            return Ok(());
+        }
+        let kept = tenant_writer::Entity::update_many()
             .col_expr(tenant_writer::Column::Until, clock_after(db, wait + TURN))
             .filter(tenant_writer::Column::TenantId.eq(tenant_id))
             .filter(tenant_writer::Column::Owner.eq(self.process.as_str()))
             .exec(db)
-            .await?;
+            .await?
+            .rows_affected;
+        self.renewed.lock().entry(tenant_id).or_default().kept =
+            (kept == 1).then_some(now + wait + TURN);
         Ok(())
+    }
+
+    /// Whether this process made its turn to write to `tenant_id` last until `until` at least.
+    fn lasts(&self, tenant_id: Uuid, until: std::time::Instant) -> bool {
+        self.renewed
+            .lock()
+            .get(&tenant_id)
+            .and_then(|held| held.until())
+            .is_some_and(|at| at >= until)
     }
 
     /// [`Turns::ask`] with a statement whatever the age of this process's turn: a chunk being
@@ -222,16 +257,16 @@ impl Turns {
         Ok(turn)
     }
 
-    /// Note the turn to write to `tenant_id` taken or renewed at `now`. Turns renewed a whole
-    /// [`TURN`] ago have ended (or are renewed by a statement at the next step anyway): they are
-    /// forgotten once [`TRIM_AT`] are noted, so a process that writes to many tenants in turn
-    /// keeps only those it wrote to lately.
+    /// Note the turn to write to `tenant_id` taken or renewed at `now`. Turns that have ended
+    /// as far as this process made them last (or are renewed by a statement at the next step
+    /// anyway) are forgotten once [`TRIM_AT`] are noted, so a process that writes to many
+    /// tenants in turn keeps only those it wrote to lately.
     fn remember(&self, tenant_id: Uuid, now: std::time::Instant) {
         let mut renewed = self.renewed.lock();
         if renewed.len() >= TRIM_AT {
-            renewed.retain(|_, at| now.saturating_duration_since(*at) < TURN);
+            renewed.retain(|_, held| held.until().is_some_and(|until| until > now));
         }
-        renewed.insert(tenant_id, now);
+        renewed.entry(tenant_id).or_default().renewed = Some(now);
     }
 }
 
