@@ -334,25 +334,7 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
     // Turns are per tenant.
     assert_eq!(ask(b, "p2", true).await, Turn::Mine);
     assert_eq!(ask(b, "p1", true).await, Turn::Others("p2".into()));
-    // A turn lapses TURN after its holder's last step (here the test moves its end back, as if
-    // p2 had been idle that long): nobody holds it, and p1 takes it when pushed back.
-    {
-        use licensor_core::entities::tenant_writer;
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
-        let lapsed = chrono::Utc::now() - chrono::Duration::seconds(1);
-        let moved = tenant_writer::Entity::update_many()
-            .col_expr(tenant_writer::Column::Until, Expr::value(lapsed))
-            .filter(tenant_writer::Column::TenantId.eq(b))
-            .exec(db)
-            .await
-            .unwrap();
-        assert_eq!(moved.rows_affected, 1);
-    }
-    assert_eq!(ask(b, "p2", false).await, Turn::Free);
-    assert_eq!(ask(b, "p1", false).await, Turn::Free);
-    assert_eq!(ask(b, "p1", true).await, Turn::Mine);
-    assert_eq!(ask(b, "p2", true).await, Turn::Others("p1".into()));
-    // p1's lanes of b wait 150 s for the budget: its turn is kept past them, not TURN.
+    // b's turn as stored, and the test moving its end (its row is there: one row moved).
     let until = || async {
         use licensor_core::entities::tenant_writer;
         use sea_orm::EntityTrait;
@@ -363,6 +345,26 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
             .unwrap()
             .until
     };
+    let set_until = |at: chrono::DateTime<chrono::Utc>| async move {
+        use licensor_core::entities::tenant_writer;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        let moved = tenant_writer::Entity::update_many()
+            .col_expr(tenant_writer::Column::Until, Expr::value(at))
+            .filter(tenant_writer::Column::TenantId.eq(b))
+            .exec(db)
+            .await
+            .unwrap();
+        assert_eq!(moved.rows_affected, 1);
+        until().await
+    };
+    // A turn lapses TURN after its holder's last step (here the test moves its end back, as if
+    // p2 had been idle that long): nobody holds it, and p1 takes it when pushed back.
+    set_until(chrono::Utc::now() - chrono::Duration::seconds(1)).await;
+    assert_eq!(ask(b, "p2", false).await, Turn::Free);
+    assert_eq!(ask(b, "p1", false).await, Turn::Free);
+    assert_eq!(ask(b, "p1", true).await, Turn::Mine);
+    assert_eq!(ask(b, "p2", true).await, Turn::Others("p1".into()));
+    // p1's lanes of b wait 150 s for the budget: its turn is kept past them, not TURN.
     let before = until().await;
     let p1 = writer::Turns::new("p1");
     p1.keep(db, b, Duration::from_secs(150)).await.unwrap();
@@ -373,17 +375,6 @@ async fn a_tenants_turn_to_write_goes_to_one_process(backend: Backend) {
     );
     // A turn p1 already made last past a wait by half a TURN or more is not kept again (no
     // statement: the test moves the stored end to see that); a longer wait keeps it again.
-    let set_until = |at: chrono::DateTime<chrono::Utc>| async move {
-        use licensor_core::entities::tenant_writer;
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
-        tenant_writer::Entity::update_many()
-            .col_expr(tenant_writer::Column::Until, Expr::value(at))
-            .filter(tenant_writer::Column::TenantId.eq(b))
-            .exec(db)
-            .await
-            .unwrap();
-        until().await
-    };
     let marked = set_until(chrono::Utc::now() + chrono::Duration::seconds(40)).await;
     p1.keep(db, b, Duration::from_secs(100)).await.unwrap();
     assert_eq!(

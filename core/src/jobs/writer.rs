@@ -159,7 +159,7 @@ const TRIM_AT: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Turns {
     process: String,
-    renewed: std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, Held>>>,
+    held: std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, Held>>>,
 }
 
 /// What this process knows of a turn of its own: when it last took or renewed it (then it
@@ -182,7 +182,7 @@ impl Turns {
     pub fn new(process: impl Into<String>) -> Turns {
         Turns {
             process: process.into(),
-            renewed: Default::default(),
+            held: Default::default(),
         }
     }
 
@@ -191,7 +191,7 @@ impl Turns {
     /// took or renewed is less than half a [`TURN`] old.
     pub async fn ask(&self, db: &Db, tenant_id: Uuid) -> StoreResult<Turn> {
         let fresh = self
-            .renewed
+            .held
             .lock()
             .get(&tenant_id)
             .and_then(|held| held.renewed)
@@ -205,7 +205,7 @@ impl Turns {
     /// Forget every turn this process took (it is leaving): its steps still running ask the
     /// database from now on, which answers [`Turn::Gone`] once the process's row is removed.
     pub fn forget_all(&self) {
-        self.renewed.lock().clear();
+        self.held.lock().clear();
     }
 
     /// Keep this process's turn to write to `tenant_id`, if it holds it, until [`TURN`] after
@@ -228,14 +228,14 @@ impl Turns {
             .exec(db)
             .await?
             .rows_affected;
-        self.renewed.lock().entry(tenant_id).or_default().kept =
+        self.held.lock().entry(tenant_id).or_default().kept =
             (kept == 1).then_some(now + wait + TURN);
         Ok(())
     }
 
     /// Whether this process made its turn to write to `tenant_id` last until `until` at least.
     fn lasts(&self, tenant_id: Uuid, until: std::time::Instant) -> bool {
-        self.renewed
+        self.held
             .lock()
             .get(&tenant_id)
             .and_then(|held| held.until())
@@ -252,7 +252,7 @@ impl Turns {
         if turn == Turn::Mine {
             self.remember(tenant_id, std::time::Instant::now());
         } else {
-            self.renewed.lock().remove(&tenant_id);
+            self.held.lock().remove(&tenant_id);
         }
         Ok(turn)
     }
@@ -262,11 +262,11 @@ impl Turns {
     /// anyway) are forgotten once [`TRIM_AT`] are noted, so a process that writes to many
     /// tenants in turn keeps only those it wrote to lately.
     fn remember(&self, tenant_id: Uuid, now: std::time::Instant) {
-        let mut renewed = self.renewed.lock();
-        if renewed.len() >= TRIM_AT {
-            renewed.retain(|_, held| held.until().is_some_and(|until| until > now));
+        let mut held = self.held.lock();
+        if held.len() >= TRIM_AT {
+            held.retain(|_, turn| turn.until().is_some_and(|until| until > now));
         }
-        renewed.entry(tenant_id).or_default().renewed = Some(now);
+        held.entry(tenant_id).or_default().renewed = Some(now);
     }
 }
 
@@ -282,22 +282,22 @@ mod tests {
         for t in &tenants {
             turns.remember(*t, start);
         }
-        assert_eq!(turns.renewed.lock().len(), TRIM_AT);
+        assert_eq!(turns.held.lock().len(), TRIM_AT);
         // Within a turn, nothing is forgotten.
         let soon = start + TURN / 2;
         let more = Uuid::now_v7();
         turns.remember(more, soon);
-        assert_eq!(turns.renewed.lock().len(), TRIM_AT + 1);
+        assert_eq!(turns.held.lock().len(), TRIM_AT + 1);
         // A turn later, the ones renewed at the start have ended and go.
         let later = start + TURN + Duration::from_secs(1);
         let last = Uuid::now_v7();
         turns.remember(last, later);
-        let renewed = turns.renewed.lock();
+        let held = turns.held.lock();
         assert_eq!(
-            renewed.len(),
+            held.len(),
             2,
             "only the turns renewed within a turn are kept"
         );
-        assert!(renewed.contains_key(&more) && renewed.contains_key(&last));
+        assert!(held.contains_key(&more) && held.contains_key(&last));
     }
 }
