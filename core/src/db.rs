@@ -49,30 +49,44 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
 /// mostly) before it fails with `SQLITE_BUSY`: 30 s.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Have every connection of a SQLite pool wait for another connection's lock by polling it
-/// often ([`wait_for_lock`]) rather than with SQLite's own busy handler, for at most
-/// [`LOCK_TIMEOUT`]. Used for the database and the embedded queue's file.
+/// Have every connection of a SQLite pool wait for another connection's lock
+/// ([`wait_for_lock`]) rather than with SQLite's own busy handler, for at most
+/// [`LOCK_TIMEOUT`], and wake the connections waiting on the same file as soon as one of them
+/// commits ([`lock_freed`]). Used for the database and the embedded queue's file.
 ///
 /// SQLite's handler (`sqlite3_busy_timeout`, <https://www.sqlite.org/c3ref/busy_timeout.html>)
 /// sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 and then 100 ms between tries, so a
 /// connection that found the lock taken a few times sleeps on long after it was freed. With
 /// licensor's worker places sharing one file that added up: in `licensor-bench --scenario raw`
 /// (100,000 members) the connections slept 9 s in all within a 5 s run, 26 of the sleeps
-/// 100 ms long, while the machine was a third idle.
+/// 100 ms long, while the machine was a third idle. Polling the lock every 0.1–2 ms instead
+/// still left it free for a fraction of each poll after every commit, thousands of times a
+/// second while `licensor-bench --scenario msp` started 500 jobs: a commit now wakes the
+/// waiters at once, and the poll stays as the fallback for a lock freed without a commit (a
+/// rollback, a checkpoint).
 pub fn wait_for_locks(
     options: sea_orm::sqlx::pool::PoolOptions<sea_orm::sqlx::Sqlite>,
 ) -> sea_orm::sqlx::pool::PoolOptions<sea_orm::sqlx::Sqlite> {
     options.after_connect(|conn, _| {
         Box::pin(async move {
             let mut handle = conn.lock_handle().await?;
-            // SAFETY: the handle is this open connection's, locked for the call; the handler
-            // keeps no pointer (its argument is null) and never calls into SQLite.
+            let db = handle.as_raw_handle().as_ptr();
+            // SAFETY: `db` is this open connection's handle, locked for the calls. The
+            // filename SQLite returns is copied before the handle is used again. The argument
+            // both callbacks get is a `LockWaits` that lives as long as the process, and
+            // neither callback keeps it beyond the call.
             let rc = unsafe {
-                libsqlite3_sys::sqlite3_busy_handler(
-                    handle.as_raw_handle().as_ptr(),
-                    Some(wait_for_lock),
-                    std::ptr::null_mut(),
-                )
+                let name = libsqlite3_sys::sqlite3_db_filename(db, c"main".as_ptr());
+                let file = if name.is_null() {
+                    String::new()
+                } else {
+                    std::ffi::CStr::from_ptr(name)
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                let waits = LockWaits::of_file(&file) as *const LockWaits as *mut std::ffi::c_void;
+                libsqlite3_sys::sqlite3_wal_hook(db, Some(lock_freed), waits);
+                libsqlite3_sys::sqlite3_busy_handler(db, Some(wait_for_lock), waits)
             };
             if rc != libsqlite3_sys::SQLITE_OK {
                 return Err(sea_orm::sqlx::Error::Protocol(format!(
@@ -84,13 +98,101 @@ pub fn wait_for_locks(
     })
 }
 
+/// The connections of one SQLite file (of every pool of the process) waiting for its write
+/// lock ([`wait_for_lock`]), and the commits that free it ([`lock_freed`]).
+#[derive(Default)]
+pub(crate) struct LockWaits {
+    /// Commits to the file so far.
+    commits: std::sync::atomic::AtomicU64,
+    /// Connections waiting now: a commit with none waiting wakes nobody.
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Waits a commit ended (not their pause).
+    woken: std::sync::atomic::AtomicU64,
+    lock: std::sync::Mutex<()>,
+    freed: std::sync::Condvar,
+}
+
+impl LockWaits {
+    /// The waits of the file at `path` (SQLite's full name of the file; empty for a database
+    /// in memory), one for the whole process: every pool on that file shares it.
+    pub(crate) fn of_file(path: &str) -> &'static LockWaits {
+        use std::collections::HashMap;
+        use std::sync::{LazyLock, Mutex};
+        static FILES: LazyLock<Mutex<HashMap<String, &'static LockWaits>>> =
+            LazyLock::new(Default::default);
+        let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+        files
+            .entry(path.to_owned())
+            .or_insert_with(|| Box::leak(Box::default()))
+    }
+
+    /// A commit freed the lock: wake the connections waiting for it.
+    pub(crate) fn commit(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.commits.fetch_add(1, SeqCst);
+        if self.waiting.load(SeqCst) > 0 {
+            let _lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.freed.notify_all();
+        }
+    }
+
+    /// Wait until the next commit or for `most`, whichever comes first; true when a commit
+    /// ended the wait.
+    pub(crate) fn wait(&self, most: Duration) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.waiting.fetch_add(1, SeqCst);
+        let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        // A commit from here on either sees this connection waiting and notifies under the
+        // lock, or has counted itself before the wait starts.
+        let seen = self.commits.load(SeqCst);
+        let (_lock, waited) = self
+            .freed
+            .wait_timeout_while(lock, most, |_| self.commits.load(SeqCst) == seen)
+            .unwrap_or_else(|e| e.into_inner());
+        self.waiting.fetch_sub(1, SeqCst);
+        let woken = !waited.timed_out();
+        if woken {
+            self.woken.fetch_add(1, SeqCst);
+        }
+        woken
+    }
+}
+
+/// SQLite's write-ahead-log hook of licensor's connections (see [`wait_for_locks`],
+/// <https://www.sqlite.org/c3ref/wal_hook.html>): called after each commit, once the
+/// connection has let go of the write lock, with the number of frames in the log. It wakes the
+/// connections waiting for the lock, then checkpoints the log once it holds 1,000 frames or
+/// more, as SQLite's own hook does (`sqlite3_wal_autocheckpoint`, which this hook replaces).
+extern "C" fn lock_freed(
+    waits: *mut std::ffi::c_void,
+    db: *mut libsqlite3_sys::sqlite3,
+    name: *const std::ffi::c_char,
+    frames: std::ffi::c_int,
+) -> std::ffi::c_int {
+    /// SQLite's default `wal_autocheckpoint`, in frames.
+    const AUTOCHECKPOINT_FRAMES: std::ffi::c_int = 1000;
+    // SAFETY: `waits` is the process-long `LockWaits` set with the hook (`wait_for_locks`).
+    let waits = unsafe { &*(waits as *const LockWaits) };
+    waits.commit();
+    if frames >= AUTOCHECKPOINT_FRAMES {
+        // SAFETY: `db` and `name` are the committing connection's and its database's, valid
+        // for the call; SQLite's own hook makes the same call. A checkpoint that could not
+        // finish (readers on older snapshots) is tried again by a later commit.
+        unsafe { libsqlite3_sys::sqlite3_wal_checkpoint(db, name) };
+    }
+    libsqlite3_sys::SQLITE_OK
+}
+
 /// SQLite's busy handler of licensor's connections (see [`wait_for_locks`]): called with
 /// `tries` = 0, 1, 2, … while the lock the connection needs is held by another; returns 1 to
-/// try again after a pause, 0 to give up (the statement fails with `SQLITE_BUSY`) once
-/// [`LOCK_TIMEOUT`] has passed since the first call. The pause grows by 100 µs a try to at most
-/// 2 ms. It runs on the connection's own thread (sqlx gives each SQLite connection one), which
-/// it may block.
-extern "C" fn wait_for_lock(_: *mut std::ffi::c_void, tries: std::ffi::c_int) -> std::ffi::c_int {
+/// try again once a commit to the file frees it or after a pause, 0 to give up (the statement
+/// fails with `SQLITE_BUSY`) once [`LOCK_TIMEOUT`] has passed since the first call. The pause
+/// grows by 100 µs a try to at most 2 ms. It runs on the connection's own thread (sqlx gives
+/// each SQLite connection one), which it may block.
+extern "C" fn wait_for_lock(
+    waits: *mut std::ffi::c_void,
+    tries: std::ffi::c_int,
+) -> std::ffi::c_int {
     use std::cell::Cell;
     use std::time::Instant;
     thread_local! {
@@ -107,7 +209,9 @@ extern "C" fn wait_for_lock(_: *mut std::ffi::c_void, tries: std::ffi::c_int) ->
         return 0;
     }
     let pause = Duration::from_micros(100 * (u64::from(tries.unsigned_abs()) + 1));
-    std::thread::sleep(pause.min(Duration::from_millis(2)));
+    // SAFETY: `waits` is the process-long `LockWaits` set with the handler (`wait_for_locks`).
+    let waits = unsafe { &*(waits as *const LockWaits) };
+    waits.wait(pause.min(Duration::from_millis(2)));
     1
 }
 
@@ -430,6 +534,84 @@ mod tests {
             *best < Duration::from_millis(40),
             "a waiting write went on {best:?} after the lock was released (tries: {gaps:?})"
         );
+    }
+
+    /// A wait for the lock ends at the next commit to the file, not at the end of its pause;
+    /// with no commit it ends after the pause.
+    #[test]
+    fn a_commit_ends_the_waits_for_the_lock() {
+        let waits: &'static LockWaits = Box::leak(Box::default());
+        let started = std::time::Instant::now();
+        assert!(
+            !waits.wait(Duration::from_millis(20)),
+            "no commit: the pause ended it"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        let committer = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            waits.commit();
+        });
+        let started = std::time::Instant::now();
+        assert!(
+            waits.wait(Duration::from_secs(10)),
+            "the commit ended the wait"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "woken {:?} after the wait began",
+            started.elapsed()
+        );
+        committer.join().unwrap();
+        assert_eq!(waits.woken.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// Every pool on one file shares its waits, and a write through any of them wakes the
+    /// writes waiting in the others: the workers' and the API's pools of the embedded server
+    /// take the same file's lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_wakes_the_writes_of_every_pool_on_the_file() {
+        let (dir, db) = counter_db().await;
+        let api = connect_as(
+            &DatabaseUrl::Sqlite(dir.path().join("licensor.db")),
+            PoolRole::Api,
+        )
+        .await
+        .unwrap();
+        let file = std::fs::canonicalize(dir.path().join("licensor.db")).unwrap();
+        let waits = LockWaits::of_file(&file.to_string_lossy());
+        let woken = || waits.woken.load(std::sync::atomic::Ordering::SeqCst);
+        let commits = || waits.commits.load(std::sync::atomic::Ordering::SeqCst);
+        let before = commits();
+        api.execute_unprepared("UPDATE counter SET n = n + 1 WHERE id = 1")
+            .await
+            .unwrap();
+        assert_eq!(commits(), before + 1, "the other pool's commit was counted");
+        let mut by_commit = 0;
+        for _ in 0..3 {
+            let holder = begin(&api).await.unwrap();
+            holder
+                .execute_unprepared("UPDATE counter SET n = n + 1 WHERE id = 1")
+                .await
+                .unwrap();
+            let waiter = tokio::spawn({
+                let db = db.clone();
+                async move {
+                    db.execute_unprepared("UPDATE counter SET n = n + 1 WHERE id = 1")
+                        .await
+                        .unwrap();
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!waiter.is_finished(), "the write waited for the lock");
+            let was = woken();
+            holder.commit().await.unwrap();
+            waiter.await.unwrap();
+            by_commit += usize::from(woken() > was);
+        }
+        assert_eq!(counter(&db).await, 7, "every write was made");
+        // A waiter between two tries as the commit comes finds the lock free without being
+        // woken: rare, so most of the three are woken by the commit.
+        assert!(by_commit >= 1, "no waiting write was woken by the commit");
     }
 
     /// The write-ahead log grows past [`WAL_SIZE_LIMIT`] while a reader holds an old snapshot,
