@@ -127,7 +127,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "licensor_lanes_waited_for_budget_learning_total",
-        "Times a job's lane found another lane of the same job learning its tenant's write budget (not learned yet) in this process: it took no members, and goes back to work when that step ends, or waits with it for the budget"
+        "Times a job's lane waited for another lane of the same job learning its tenant's write budget (not learned yet) in this process — it found that lane learning, or was brought by it, the job's first lane: it took no members, and goes back to work once the budget has writes for it or that step ends, or waits with it for the budget"
     );
     describe_counter!(
         "licensor_lanes_left_to_writer_total",

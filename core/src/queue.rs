@@ -25,9 +25,34 @@ pub enum Message {
     /// Start or resume a job: expand its groups if that is not done yet, then queue its lanes.
     Run { tenant_id: Uuid, job_id: Uuid },
     /// Work one chunk of a job's pending members, then queue the next chunk of the same lane.
-    Work { tenant_id: Uuid, job_id: Uuid },
+    Work {
+        tenant_id: Uuid,
+        job_id: Uuid,
+        /// The job's other lanes this one brings: a job's `Run` queues its first lane alone,
+        /// carrying the rest, and the step that takes it queues them as soon as it knows it
+        /// does not learn the tenant's write budget — or, when it does, once the budget is
+        /// learned (lanes that would only wait for it never go through the queue). 0 (and left
+        /// out of the message) for every other lane.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        more_lanes: u32,
+    },
     /// Make the next attempt of a webhook delivery ([`crate::webhooks::deliveries`]).
     Deliver { tenant_id: Uuid, delivery_id: Uuid },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Message {
+    /// A lane of job `job_id` (a [`Message::Work`] that brings no other lane).
+    pub fn work(tenant_id: Uuid, job_id: Uuid) -> Message {
+        Message::Work {
+            tenant_id,
+            job_id,
+            more_lanes: 0,
+        }
+    }
 }
 
 /// apalis-sqlite's finished tasks: done, killed, or failed with no attempt left (a macro, so the

@@ -150,10 +150,7 @@ pub(crate) async fn settle_soon(state: &AppState, job: &JobView, tenant_id: Uuid
     if job.progress.pending == 0 {
         return;
     }
-    let message = Message::Work {
-        tenant_id,
-        job_id: job.id,
-    };
+    let message = Message::work(tenant_id, job.id);
     if let Err(e) = state.queue.push(message).await {
         tracing::warn!(job = %job.id, error = %e, "queueing a cancelled job's settling failed");
     }

@@ -168,15 +168,20 @@ impl Lanes {
     /// process has written nothing to the tenant's directory yet) this lane learns it
     /// ([`Probe::Learns`]); when not, the budget has let writes through unrefused and the lane
     /// goes on ([`Probe::Free`]).
-    pub fn probe(&self, job_id: Uuid, first: bool) -> Probe {
+    ///
+    /// `bringing` more lanes of the job come with this one without having taken a step each
+    /// (`Message::Work`'s `more_lanes`): unless the lane goes on ([`Probe::Free`]: the caller
+    /// queues them), they wait for the budget to be learned as it does, and
+    /// [`Lanes::end_probe`] counts them.
+    pub fn probe(&self, job_id: Uuid, first: bool, bringing: u32) -> Probe {
         let mut inner = self.lock();
         match inner.probing.get_mut(&job_id) {
             Some(waiting) => {
-                *waiting += 1;
+                *waiting += 1 + bringing;
                 Probe::Waits
             }
             None if first => {
-                inner.probing.insert(job_id, 0);
+                inner.probing.insert(job_id, bringing);
                 Probe::Learns
             }
             None => Probe::Free,
@@ -312,18 +317,18 @@ mod tests {
         let lanes = Lanes::default();
         let (job, other) = (Uuid::now_v7(), Uuid::now_v7());
         assert_eq!(
-            lanes.probe(job, false),
+            lanes.probe(job, false, 0),
             Probe::Free,
             "writes went through: go on"
         );
-        assert_eq!(lanes.probe(job, true), Probe::Learns);
+        assert_eq!(lanes.probe(job, true, 0), Probe::Learns);
         // While it learns, the job's other lanes wait, whatever they see; another job does not.
-        assert_eq!(lanes.probe(job, true), Probe::Waits);
-        assert_eq!(lanes.probe(job, false), Probe::Waits);
-        assert_eq!(lanes.probe(other, true), Probe::Learns);
+        assert_eq!(lanes.probe(job, true, 0), Probe::Waits);
+        assert_eq!(lanes.probe(job, false, 0), Probe::Waits);
+        assert_eq!(lanes.probe(other, true, 0), Probe::Learns);
         assert_eq!(lanes.end_probe(job), 2);
         assert_eq!(lanes.end_probe(job), 0, "handed back once");
-        assert_eq!(lanes.probe(job, false), Probe::Free);
+        assert_eq!(lanes.probe(job, false, 0), Probe::Free);
         // The learning step found the budget spent and waits for it: the two join that wait and
         // come back with it as spare lanes.
         assert!(!lanes.join_wait(job, 2), "no wait to join yet");
@@ -332,5 +337,30 @@ mod tests {
         assert_eq!(lanes.count(job), (3, 0));
         lanes.unpark(job, waits);
         assert_eq!(lanes.count(job), (0, 2));
+    }
+
+    /// A job's first lane brings its other lanes: they wait with it while it learns the
+    /// budget (or with the lane that does), and are counted once the learning ends; a lane
+    /// that goes on leaves them to its caller.
+    #[test]
+    fn lanes_brought_by_a_first_lane_wait_for_the_budget_with_it() {
+        let lanes = Lanes::default();
+        let (job, other) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(lanes.probe(job, true, 3), Probe::Learns);
+        assert_eq!(
+            lanes.end_probe(job),
+            3,
+            "the three it brought waited for it"
+        );
+        // A first lane that finds another lane learning waits with what it brought.
+        assert_eq!(lanes.probe(job, true, 0), Probe::Learns);
+        assert_eq!(lanes.probe(job, true, 3), Probe::Waits);
+        assert_eq!(lanes.end_probe(job), 4);
+        assert_eq!(
+            lanes.probe(other, false, 3),
+            Probe::Free,
+            "nobody learns: the caller queues them"
+        );
+        assert_eq!(lanes.end_probe(other), 0);
     }
 }

@@ -135,7 +135,11 @@ async fn step(message: Message, ctx: Arc<WorkerContext>) -> Result<(), BoxDynErr
         let outcome = match &message {
             Message::Ping { nonce } => ping::handle(&ctx, *nonce).await,
             Message::Run { tenant_id, job_id } => jobs::run(&ctx, *tenant_id, *job_id).await,
-            Message::Work { tenant_id, job_id } => jobs::work(&ctx, *tenant_id, *job_id).await,
+            Message::Work {
+                tenant_id,
+                job_id,
+                more_lanes,
+            } => jobs::work(&ctx, *tenant_id, *job_id, *more_lanes).await,
             Message::Deliver {
                 tenant_id,
                 delivery_id,
