@@ -40,6 +40,11 @@ pub enum Message {
     Deliver { tenant_id: Uuid, delivery_id: Uuid },
 }
 
+/// The embedded queue's priority of a job's first lane (others have 0): taken before the
+/// `Run`s queued ahead of it, so a job's first writes do not wait for every other job to be
+/// read. One per job, so the `Run`s are never kept waiting for long.
+const FIRST_LANE_PRIORITY: usize = 1;
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -264,11 +269,20 @@ impl Queue {
     /// write, which this process's wake-up would otherwise take straight back.
     pub async fn push_unwoken(&self, message: Message) -> Result<(), QueueError> {
         match self {
-            Queue::Sqlite { storage, .. } => storage
-                .clone()
-                .push(message)
-                .await
-                .map_err(|e| QueueError(e.to_string()))?,
+            Queue::Sqlite { storage, .. } => {
+                use apalis::prelude::TaskBuilder;
+                let first_lane =
+                    matches!(message, Message::Work { more_lanes, .. } if more_lanes > 0);
+                let mut task = TaskBuilder::new(message);
+                if first_lane {
+                    task = task.priority(FIRST_LANE_PRIORITY);
+                }
+                storage
+                    .clone()
+                    .push_task(task.build())
+                    .await
+                    .map_err(|e| QueueError(e.to_string()))?
+            }
             Queue::Redis { storage, .. } => storage
                 .clone()
                 .push(message)
@@ -745,5 +759,56 @@ mod tests {
                 .unwrap();
             assert_eq!((sync, mode.as_str()), (1, "wal"));
         }
+    }
+
+    /// On the embedded queue a job's first lane (one that brings the job's other lanes) comes
+    /// before the `Run`s queued ahead of it, in the order apalis-sqlite takes messages
+    /// (`priority DESC, run_at ASC, id ASC`); every other message keeps the queue's order.
+    #[tokio::test]
+    async fn a_jobs_first_lane_goes_before_the_runs_queued_ahead_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = QueueUrl::Sqlite(dir.path().join("queue.db"));
+        let options = QueueOptions {
+            name: "first-lanes".into(),
+            heartbeat: Duration::from_secs(5),
+            missed_heartbeats: 3,
+        };
+        let queue = Queue::connect(&url, options).await.unwrap();
+        let (tenant_id, job_id) = (Uuid::now_v7(), Uuid::now_v7());
+        let run = |job_id| Message::Run { tenant_id, job_id };
+        let first_lane = Message::Work {
+            tenant_id,
+            job_id,
+            more_lanes: 3,
+        };
+        let later = Uuid::now_v7();
+        queue.push(run(Uuid::now_v7())).await.unwrap();
+        queue.push(run(later)).await.unwrap();
+        queue.push(Message::work(tenant_id, job_id)).await.unwrap();
+        queue.push(first_lane.clone()).await.unwrap();
+        let Queue::Sqlite { pool, .. } = &queue else {
+            panic!("an embedded queue");
+        };
+        let taken: Vec<(Vec<u8>,)> = sea_orm::sqlx::query_as(
+            "SELECT job FROM Jobs WHERE job_type = 'first-lanes' AND status = 'Pending' \
+             ORDER BY priority DESC, run_at ASC, id ASC",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let taken: Vec<Message> = taken
+            .iter()
+            .map(|(job,)| serde_json::from_slice(job).unwrap())
+            .collect();
+        assert_eq!(taken.len(), 4);
+        assert_eq!(
+            taken[0], first_lane,
+            "the first lane is taken first: {taken:?}"
+        );
+        assert!(
+            matches!(taken[1], Message::Run { .. }) && taken[2] == run(later),
+            "the runs keep their order, ahead of a lane that brings none: {taken:?}"
+        );
+        assert_eq!(taken[3], Message::work(tenant_id, job_id));
     }
 }
