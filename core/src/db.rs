@@ -497,6 +497,32 @@ mod tests {
         .unwrap()
     }
 
+    /// Hold the file's write lock through `holder` (a counter incremented, not committed) for
+    /// `held` while an increment through `waiter` waits for it, then commit. Returns how long
+    /// after the commit the waiting write was made.
+    async fn write_behind_held_lock(holder: &Db, waiter: &Db, held: Duration) -> Duration {
+        let holding = begin(holder).await.unwrap();
+        holding
+            .execute_unprepared("UPDATE counter SET n = n + 1 WHERE id = 1")
+            .await
+            .unwrap();
+        let waiting = tokio::spawn({
+            let db = waiter.clone();
+            async move {
+                db.execute_unprepared("UPDATE counter SET n = n + 1 WHERE id = 1")
+                    .await
+                    .unwrap();
+                std::time::Instant::now()
+            }
+        });
+        tokio::time::sleep(held).await;
+        assert!(!waiting.is_finished(), "the write waited for the lock");
+        holding.commit().await.unwrap();
+        let released = std::time::Instant::now();
+        let written = waiting.await.unwrap();
+        written.saturating_duration_since(released)
+    }
+
     /// A write that found the file's write lock taken goes on within milliseconds of its
     /// release ([`wait_for_locks`]), however long it waited. With SQLite's own busy handler a
     /// connection that has waited 340 ms sleeps 100 ms at a time, and went on about 90 ms
@@ -507,26 +533,7 @@ mod tests {
         let (_dir, db) = counter_db().await;
         let mut gaps = Vec::new();
         for _ in 0..3 {
-            let holder = begin(&db).await.unwrap();
-            holder
-                .execute_unprepared("UPDATE counter SET n = n + 1 WHERE id = 1")
-                .await
-                .unwrap();
-            let waiter = tokio::spawn({
-                let db = db.clone();
-                async move {
-                    db.execute_unprepared("UPDATE counter SET n = n + 1 WHERE id = 1")
-                        .await
-                        .unwrap();
-                    std::time::Instant::now()
-                }
-            });
-            tokio::time::sleep(Duration::from_millis(340)).await;
-            assert!(!waiter.is_finished(), "the write waited for the lock");
-            holder.commit().await.unwrap();
-            let released = std::time::Instant::now();
-            let written = waiter.await.unwrap();
-            gaps.push(written.saturating_duration_since(released));
+            gaps.push(write_behind_held_lock(&db, &db, Duration::from_millis(340)).await);
         }
         assert_eq!(counter(&db).await, 6, "every write was made");
         let best = gaps.iter().min().unwrap();
@@ -588,24 +595,9 @@ mod tests {
         assert_eq!(commits(), before + 1, "the other pool's commit was counted");
         let mut by_commit = 0;
         for _ in 0..3 {
-            let holder = begin(&api).await.unwrap();
-            holder
-                .execute_unprepared("UPDATE counter SET n = n + 1 WHERE id = 1")
-                .await
-                .unwrap();
-            let waiter = tokio::spawn({
-                let db = db.clone();
-                async move {
-                    db.execute_unprepared("UPDATE counter SET n = n + 1 WHERE id = 1")
-                        .await
-                        .unwrap();
-                }
-            });
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            assert!(!waiter.is_finished(), "the write waited for the lock");
+            // Only the holder's commit can end a wait: its write was not committed before.
             let was = woken();
-            holder.commit().await.unwrap();
-            waiter.await.unwrap();
+            write_behind_held_lock(&api, &db, Duration::from_millis(100)).await;
             by_commit += usize::from(woken() > was);
         }
         assert_eq!(counter(&db).await, 7, "every write was made");

@@ -728,18 +728,24 @@ fn queue_config_error(url: &QueueUrl, reason: &str) -> ConfigError {
 mod tests {
     use super::*;
 
-    /// Each connection of the embedded queue's pool is in WAL mode and syncs at checkpoints
-    /// (`synchronous` 1, NORMAL), not only the one apalis-sqlite's setup ran on.
-    #[tokio::test]
-    async fn every_connection_of_the_embedded_queue_syncs_at_checkpoints_only() {
+    /// An embedded queue named `name` in a new directory (removed when the handle is dropped).
+    async fn embedded_queue(name: &str) -> (tempfile::TempDir, Queue) {
         let dir = tempfile::tempdir().unwrap();
         let url = QueueUrl::Sqlite(dir.path().join("queue.db"));
         let options = QueueOptions {
-            name: "pragmas".into(),
+            name: name.into(),
             heartbeat: Duration::from_secs(5),
             missed_heartbeats: 3,
         };
         let queue = Queue::connect(&url, options).await.unwrap();
+        (dir, queue)
+    }
+
+    /// Each connection of the embedded queue's pool is in WAL mode and syncs at checkpoints
+    /// (`synchronous` 1, NORMAL), not only the one apalis-sqlite's setup ran on.
+    #[tokio::test]
+    async fn every_connection_of_the_embedded_queue_syncs_at_checkpoints_only() {
+        let (_dir, queue) = embedded_queue("pragmas").await;
         let Queue::Sqlite { pool, .. } = &queue else {
             panic!("an embedded queue");
         };
@@ -766,14 +772,7 @@ mod tests {
     /// (`priority DESC, run_at ASC, id ASC`); every other message keeps the queue's order.
     #[tokio::test]
     async fn a_jobs_first_lane_goes_before_the_runs_queued_ahead_of_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = QueueUrl::Sqlite(dir.path().join("queue.db"));
-        let options = QueueOptions {
-            name: "first-lanes".into(),
-            heartbeat: Duration::from_secs(5),
-            missed_heartbeats: 3,
-        };
-        let queue = Queue::connect(&url, options).await.unwrap();
+        let (_dir, queue) = embedded_queue("first-lanes").await;
         let (tenant_id, job_id) = (Uuid::now_v7(), Uuid::now_v7());
         let run = |job_id| Message::Run { tenant_id, job_id };
         let first_lane = Message::Work {
