@@ -371,31 +371,78 @@ async fn finish(ctx: &WorkerContext, job: &job::Model) -> Result<bool, BoxDynErr
 }
 
 /// One lane step: a chunk of the job's pending members.
-#[tracing::instrument(name = "job.work", skip_all, fields(worker = %ctx.name, job.id = %job_id, tenant.id = %tenant_id))]
 ///
 /// A job's first lane brings its other `more_lanes` ([`start_lanes`]): they are queued as soon
 /// as this step knows it does not learn the tenant's write budget, or — when it learns it —
-/// once they can write ([`Learning`]); a step that ends early (the job not running, another
-/// process writing to the tenant) queues them as it ends.
+/// once they can write ([`Learning`]); a lane left to another process goes to it with them.
+///
+/// A step that fails before it handed them on fails as any step does, and the message taken
+/// again brings them. One that fails after does not: taken again, the message would bring
+/// them a second time, and every lane of a job queues itself again after each step, so the job
+/// would keep more lanes than `jobs.lanes_per_job` for good. Its lane goes back on the queue
+/// as a plain one instead, and the failure is logged.
+#[tracing::instrument(name = "job.work", skip_all, fields(worker = %ctx.name, job.id = %job_id, tenant.id = %tenant_id))]
 pub async fn work(
     ctx: &WorkerContext,
     tenant_id: Uuid,
     job_id: Uuid,
     more_lanes: u32,
 ) -> Result<(), BoxDynError> {
-    let mut brought = Brought {
-        ctx,
-        tenant_id,
-        job_id,
-        lanes: more_lanes,
-    };
+    let mut brought = more_lanes;
+    let outcome = work_lane(ctx, tenant_id, job_id, &mut brought).await;
+    match (after_step(more_lanes, brought, outcome.is_ok()), outcome) {
+        (AfterStep::Send(lanes), _) => Ok(send_lanes(&ctx.queue, tenant_id, job_id, lanes).await?),
+        (AfterStep::PlainLane, Err(e)) => {
+            tracing::warn!(job = %job_id, error = %e, "a job's first lane failed after it handed its other lanes on: queued again as a plain lane");
+            if let Err(e) = ctx.queue.push(Message::work(tenant_id, job_id)).await {
+                tracing::warn!(job = %job_id, error = %e, "queueing the lane again failed; the job's other lanes go on");
+            }
+            Ok(())
+        }
+        (_, outcome) => outcome,
+    }
+}
+
+/// What [`work`] does once its step ended ([`after_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStep {
+    /// Nothing more: the step's outcome stands (an error has the message taken again, with
+    /// the lanes it brings when none were handed on).
+    AsItEnded,
+    /// The step ended well with lanes it brought not handed on: queue them.
+    Send(u32),
+    /// The step failed after it handed on the lanes it brought: its lane goes back on the
+    /// queue as a plain one, and the message is not taken again.
+    PlainLane,
+}
+
+/// [`work`]'s rule after a step of a lane that brought `more_lanes`, `left` of them not handed
+/// on, that ended well (`ok`) or failed.
+fn after_step(more_lanes: u32, left: u32, ok: bool) -> AfterStep {
+    match (ok, left) {
+        (true, 0) => AfterStep::AsItEnded,
+        (true, left) => AfterStep::Send(left),
+        (false, 0) if more_lanes > 0 => AfterStep::PlainLane,
+        (false, _) => AfterStep::AsItEnded,
+    }
+}
+
+/// The step of [`work`]: `brought` is the lanes the message brings, set to 0 once they are
+/// handed on (queued, waiting for the lane learning the budget, or sent along to another
+/// process) or not needed (the job is not running).
+async fn work_lane(
+    ctx: &WorkerContext,
+    tenant_id: Uuid,
+    job_id: Uuid,
+    brought: &mut u32,
+) -> Result<(), BoxDynError> {
     let Some(job) = jobs::lease::load(&ctx.db, tenant_id, job_id).await? else {
-        brought.lanes = 0;
+        *brought = 0;
         return Ok(());
     };
     if job.status != JobStatus::Running {
         // Nothing to work: a cancelled job is settled here.
-        brought.lanes = 0;
+        *brought = 0;
         ctx.lanes.forget(job_id);
         if job.status == JobStatus::Cancelled {
             settle_cancelled(ctx, tenant_id, job_id).await?;
@@ -410,11 +457,15 @@ pub async fn work(
     let req = jobs::lease::request_of(&job)?;
     if req.preview {
         // A preview writes nothing: its members wait for the launch.
+        *brought = 0;
         return Ok(());
     }
     let client = match client_for(ctx, tenant_id).await? {
         Ok(c) => c,
-        Err(f) => return fail(ctx, &job, f).await,
+        Err(f) => {
+            *brought = 0;
+            return fail(ctx, &job, f).await;
+        }
     };
     // A tenant's directory is written to by one process at a time: its write budget is learned
     // and filled by one scheduler, not split blindly between several (see `jobs::writer`).
@@ -422,7 +473,7 @@ pub async fn work(
         Turn::Others(writer) => {
             tracing::debug!(job = %job_id, writer = %writer, "lane left to the tenant's writer");
             metrics::counter!("licensor_lanes_left_to_writer_total").increment(1);
-            return leave_to_writer(ctx, tenant_id, job_id, Some(&writer)).await;
+            return leave_to_writer(ctx, tenant_id, job_id, Some(&writer), brought).await;
         }
         Turn::Gone => {
             // This process stopped (the step outlived its grace period) or was taken for dead:
@@ -430,7 +481,7 @@ pub async fn work(
             // as a lane left to a writer does, so a process taken for dead that still polls the
             // queue (until its next heartbeat brings it back) does not spin on its own lanes.
             tracing::debug!(job = %job_id, "lane given back: this process is no longer live");
-            return leave_to_writer(ctx, tenant_id, job_id, None).await;
+            return leave_to_writer(ctx, tenant_id, job_id, None, brought).await;
         }
         Turn::Mine | Turn::Free => {}
     }
@@ -440,11 +491,11 @@ pub async fn work(
     if client.write_outlook(BUDGET_HORIZON) == Outlook::Open {
         match ctx
             .lanes
-            .probe(job_id, client.writes_granted() == 0, brought.lanes)
+            .probe(job_id, client.writes_granted() == 0, *brought)
         {
             Probe::Waits => {
                 // The lanes this one brought wait with it.
-                let waiting = 1 + brought.take();
+                let waiting = 1 + std::mem::take(brought);
                 metrics::counter!("licensor_lanes_waited_for_budget_learning_total")
                     .increment(u64::from(waiting));
                 return Ok(());
@@ -452,7 +503,7 @@ pub async fn work(
             Probe::Learns => {
                 // The lanes this one brought wait for it to learn the budget.
                 metrics::counter!("licensor_lanes_waited_for_budget_learning_total")
-                    .increment(u64::from(brought.take()));
+                    .increment(u64::from(std::mem::take(brought)));
                 learning = Some(Learning {
                     ctx,
                     tenant_id,
@@ -464,7 +515,8 @@ pub async fn work(
         }
     }
     // Nobody learns the budget: the lanes this one brought can work now.
-    brought.send().await?;
+    send_lanes(ctx.lanes_queue(), tenant_id, job_id, *brought).await?;
+    *brought = 0;
     let Some((take, pledge)) = budgeted_chunk(ctx, &client, tenant_id, job_id).await? else {
         return Ok(());
     };
@@ -692,41 +744,6 @@ pub async fn work(
     Ok(())
 }
 
-/// The lanes a job's first lane brings (`Message::Work`'s `more_lanes`, see [`work`]): queued
-/// on the shared queue when dropped with any left, so however the step ends they are not lost.
-struct Brought<'a> {
-    ctx: &'a WorkerContext,
-    tenant_id: Uuid,
-    job_id: Uuid,
-    lanes: u32,
-}
-
-impl Brought<'_> {
-    /// The lanes, now someone else's to queue.
-    fn take(&mut self) -> u32 {
-        std::mem::take(&mut self.lanes)
-    }
-
-    /// Queue the lanes for this process, which holds the tenant's turn to write.
-    async fn send(&mut self) -> Result<(), QueueError> {
-        let lanes = self.take();
-        send_lanes(self.ctx.lanes_queue(), self.tenant_id, self.job_id, lanes).await
-    }
-}
-
-impl Drop for Brought<'_> {
-    fn drop(&mut self) {
-        let lanes = self.take();
-        if lanes == 0 {
-            return;
-        }
-        let (queue, tenant_id, job_id) = (self.ctx.queue.clone(), self.tenant_id, self.job_id);
-        tokio::spawn(tracing::Instrument::in_current_span(async move {
-            requeue_waiting(&queue, lanes, tenant_id, job_id).await;
-        }));
-    }
-}
-
 /// The longest the lanes waiting for a new tenant's write budget to be learned
 /// ([`Probe::Waits`]) wait once the learning step has its members, should neither sign in
 /// [`Learning::watch`] come.
@@ -864,15 +881,24 @@ static AWAY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(AWAY_LAN
 /// at the next whole second), for whichever process polls first. Should the writer or this
 /// process die meanwhile, its tenants' running jobs are queued again as its turns end, and the
 /// reconciler queues any job that stalls.
+///
+/// A job's first lane goes with the lanes it brings (`brought`, set to 0 once it is queued or
+/// on its timer): the writer hands them on, not this process.
 async fn leave_to_writer(
     ctx: &WorkerContext,
     tenant_id: Uuid,
     job_id: Uuid,
     writer: Option<&str>,
+    brought: &mut u32,
 ) -> Result<(), BoxDynError> {
-    let message = Message::work(tenant_id, job_id);
+    let message = Message::Work {
+        tenant_id,
+        job_id,
+        more_lanes: *brought,
+    };
     if let Some(writers) = writer.and_then(|w| ctx.queue.of_process(w)) {
         writers.push_unwoken(message).await?;
+        *brought = 0;
         return Ok(());
     }
     match AWAY.try_acquire() {
@@ -892,6 +918,7 @@ async fn leave_to_writer(
                 .await?
         }
     }
+    *brought = 0;
     Ok(())
 }
 
@@ -1194,4 +1221,24 @@ async fn requeue_idle_since(
     }
     metrics::counter!("licensor_jobs_requeued_total").increment(stalled.len() as u64);
     Ok(stalled.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A first lane's step that failed after it handed on the lanes it brought is not taken
+    /// again with them (they would be queued twice, and the job would keep more lanes than
+    /// `jobs.lanes_per_job` for good); one that failed before is, with all of them; one that
+    /// ended well with some not handed on queues them.
+    #[test]
+    fn a_first_lane_hands_its_lanes_on_once() {
+        assert_eq!(after_step(3, 0, false), AfterStep::PlainLane);
+        assert_eq!(after_step(3, 3, false), AfterStep::AsItEnded);
+        assert_eq!(after_step(3, 0, true), AfterStep::AsItEnded);
+        assert_eq!(after_step(3, 3, true), AfterStep::Send(3));
+        // A plain lane's step keeps its outcome.
+        assert_eq!(after_step(0, 0, false), AfterStep::AsItEnded);
+        assert_eq!(after_step(0, 0, true), AfterStep::AsItEnded);
+    }
 }
