@@ -45,6 +45,19 @@ pub enum Message {
 /// read. One per job, so the `Run`s are never kept waiting for long.
 const FIRST_LANE_PRIORITY: usize = 1;
 
+/// `message` as a task of the embedded queue: a job's first lane (a [`Message::Work`] that
+/// brings other lanes) with [`FIRST_LANE_PRIORITY`], every other message with none. Every push
+/// of one message to apalis-sqlite goes through here (apalis-redis has no priorities).
+fn sqlite_task(message: Message) -> apalis::prelude::TaskBuilder<Message> {
+    let first_lane = matches!(message, Message::Work { more_lanes, .. } if more_lanes > 0);
+    let task = apalis::prelude::TaskBuilder::new(message);
+    if first_lane {
+        task.priority(FIRST_LANE_PRIORITY)
+    } else {
+        task
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -269,20 +282,11 @@ impl Queue {
     /// write, which this process's wake-up would otherwise take straight back.
     pub async fn push_unwoken(&self, message: Message) -> Result<(), QueueError> {
         match self {
-            Queue::Sqlite { storage, .. } => {
-                use apalis::prelude::TaskBuilder;
-                let first_lane =
-                    matches!(message, Message::Work { more_lanes, .. } if more_lanes > 0);
-                let mut task = TaskBuilder::new(message);
-                if first_lane {
-                    task = task.priority(FIRST_LANE_PRIORITY);
-                }
-                storage
-                    .clone()
-                    .push_task(task.build())
-                    .await
-                    .map_err(|e| QueueError(e.to_string()))?
-            }
+            Queue::Sqlite { storage, .. } => storage
+                .clone()
+                .push_task(sqlite_task(message).build())
+                .await
+                .map_err(|e| QueueError(e.to_string()))?,
             Queue::Redis { storage, .. } => storage
                 .clone()
                 .push(message)
@@ -300,19 +304,16 @@ impl Queue {
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), QueueError> {
         use apalis::prelude::TaskBuilder;
-        let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
-        let task = TaskBuilder::new(message)
-            .run_at_timestamp(secs.max(0) as u64)
-            .build();
+        let secs = (at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0)).max(0) as u64;
         match self {
             Queue::Sqlite { storage, .. } => storage
                 .clone()
-                .push_task(task)
+                .push_task(sqlite_task(message).run_at_timestamp(secs).build())
                 .await
                 .map_err(|e| QueueError(e.to_string()))?,
             Queue::Redis { storage, .. } => storage
                 .clone()
-                .push_task(task)
+                .push_task(TaskBuilder::new(message).run_at_timestamp(secs).build())
                 .await
                 .map_err(|e| QueueError(e.to_string()))?,
         }

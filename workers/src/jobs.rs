@@ -55,14 +55,18 @@ async fn fail(
     Ok(())
 }
 
-/// Queue a job's `jobs.lanes_per_job` lanes (at most 256, checked at load) on `queue`.
+/// `jobs.lanes_per_job` (at most 256, checked at load).
+fn lanes_per_job(ctx: &WorkerContext) -> u32 {
+    u32::try_from(ctx.jobs.lanes_per_job).unwrap_or(u32::MAX)
+}
+
+/// Queue a job's `jobs.lanes_per_job` lanes on `queue`.
 async fn push_lanes(
     ctx: &WorkerContext,
     queue: &Queue,
     job: &job::Model,
 ) -> Result<(), BoxDynError> {
-    let lanes = u32::try_from(ctx.jobs.lanes_per_job).unwrap_or(u32::MAX);
-    send_lanes(queue, job.tenant_id, job.id, lanes).await?;
+    send_lanes(queue, job.tenant_id, job.id, lanes_per_job(ctx)).await?;
     Ok(())
 }
 
@@ -215,11 +219,10 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
 /// steps, queued behind every job's `Run`, were what held each job's first write back by
 /// about 4 s.
 async fn start_lanes(ctx: &WorkerContext, job: &job::Model) -> Result<(), BoxDynError> {
-    let lanes = u32::try_from(ctx.jobs.lanes_per_job).unwrap_or(u32::MAX);
     let first = Message::Work {
         tenant_id: job.tenant_id,
         job_id: job.id,
-        more_lanes: lanes.saturating_sub(1),
+        more_lanes: lanes_per_job(ctx).saturating_sub(1),
     };
     ctx.queue.push(first).await?;
     Ok(())
