@@ -49,8 +49,22 @@ pub async fn add<C: ConnectionTrait>(
     at: DateTime<Utc>,
     counts: Counts,
 ) -> StoreResult<()> {
+    if let Some(upsert) = upsert(conn.get_database_backend(), job_id, at, counts)? {
+        conn.execute_raw(upsert).await?;
+    }
+    Ok(())
+}
+
+/// The statement of [`add`], for `backend`, to be run with others
+/// ([`crate::db::execute_together`]); `None` when `counts` are all zero.
+pub fn upsert(
+    backend: sea_orm::DbBackend,
+    job_id: Uuid,
+    at: DateTime<Utc>,
+    counts: Counts,
+) -> StoreResult<Option<sea_orm::Statement>> {
     if counts.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     use job_activity::Column as A;
     let minute = minute_of(at);
@@ -96,8 +110,7 @@ pub async fn add<C: ConnectionTrait>(
                 ])
                 .to_owned(),
         );
-    conn.execute(&insert).await?;
-    Ok(())
+    Ok(Some(backend.build(&insert)))
 }
 
 /// One minute of a job's life.

@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait, Statement,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -281,9 +283,12 @@ pub async fn insert_items(
     for insert in inserts {
         inserted += txn.execute_raw(insert).await?.rows_affected();
     }
-    if let Some(mark) = mark {
-        store_mark(mark).exec(&txn).await?;
-    }
+    // The page's mark, the job's counters and its activity need nothing from each other's
+    // answers: one round trip.
+    let mut after: Vec<Statement> = mark
+        .map(|mark| store_mark(mark).build(backend))
+        .into_iter()
+        .collect();
     if inserted > 0 {
         let n = inserted as i64;
         let mut update = job::Entity::update_many()
@@ -306,7 +311,7 @@ pub async fn insert_items(
             }
             ItemStatus::Pending => {}
         }
-        update.exec(&txn).await?;
+        after.push(update.build(backend));
         // Members stored already done (an export's) count in the job's activity.
         let counts = match status {
             ItemStatus::Succeeded => Some([n, 0, 0]),
@@ -315,8 +320,8 @@ pub async fn insert_items(
             ItemStatus::Pending => None,
         };
         if let Some([succeeded, failed, skipped]) = counts {
-            super::activity::add(
-                &txn,
+            after.extend(super::activity::upsert(
+                backend,
                 job_id,
                 t,
                 super::activity::Counts {
@@ -325,10 +330,10 @@ pub async fn insert_items(
                     skipped,
                     throttled: 0,
                 },
-            )
-            .await?;
+            )?);
         }
     }
+    crate::db::execute_together(&txn, after).await?;
     txn.commit().await?;
     Ok(Some(inserted))
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait};
 use uuid::Uuid;
 
 use super::finish::status;
@@ -136,15 +136,19 @@ pub async fn record(
             }
         }
     }
+    let backend = db.get_database_backend();
     let txn = crate::db::begin(db).await?;
     // The job's row first, as every other transaction on a job takes it (rerun, cancel, launch,
     // expansion's stores): taken after the items, it closed a lock cycle with a rerun holding
     // the row and waiting for these items, and PostgreSQL aborted one side as a deadlock.
-    job::Entity::update_many()
-        .col_expr(job::Column::UpdatedAt, Expr::value(t))
-        .filter(job::Column::Id.eq(job_id))
-        .exec(&txn)
-        .await?;
+    // (SQLite's `BEGIN IMMEDIATE` has taken the whole file's write lock already.)
+    if backend != DbBackend::Sqlite {
+        job::Entity::update_many()
+            .col_expr(job::Column::UpdatedAt, Expr::value(t))
+            .filter(job::Column::Id.eq(job_id))
+            .exec(&txn)
+            .await?;
+    }
     let (mut succeeded, mut failed, mut skipped) = (0i64, 0i64, 0i64);
     if groups.values().any(|(o, _)| *o == Outcome::NotSent)
         && status(&txn, job_id).await? != Some(JobStatus::Cancelled)
@@ -241,7 +245,8 @@ pub async fn record(
         let update = job_item::Entity::update_many();
         update_items(&txn, job_id, update, Only::Any, ids, &mut json).await?;
     }
-    job::Entity::update_many()
+    // The job's counters and its activity need nothing from each other: one round trip.
+    let counters = job::Entity::update_many()
         .col_expr(
             job::Column::Succeeded,
             Expr::col(job::Column::Succeeded).add(succeeded),
@@ -257,10 +262,9 @@ pub async fn record(
         .col_expr(job::Column::UpdatedAt, Expr::value(t))
         .col_expr(job::Column::LastProgressAt, Expr::value(t))
         .filter(job::Column::Id.eq(job_id))
-        .exec(&txn)
-        .await?;
-    super::activity::add(
-        &txn,
+        .build(backend);
+    let activity = super::activity::upsert(
+        backend,
         job_id,
         t,
         super::activity::Counts {
@@ -269,8 +273,8 @@ pub async fn record(
             skipped,
             throttled: throttled as i64,
         },
-    )
-    .await?;
+    )?;
+    crate::db::execute_together(&txn, std::iter::once(counters).chain(activity).collect()).await?;
     txn.commit().await?;
     Ok((succeeded + failed + skipped) as u64)
 }
@@ -317,7 +321,6 @@ async fn update_items<C: ConnectionTrait>(
     ids: &[i64],
     json: &mut std::collections::HashMap<i64, ItemJson>,
 ) -> StoreResult<u64> {
-    use sea_orm::QueryTrait;
     use sea_orm::sea_query::{Func, IntoIden, TableRef, ValueTuple};
     let (Some(&low), Some(&high)) = (ids.iter().min(), ids.iter().max()) else {
         return Ok(0);
