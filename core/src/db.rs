@@ -534,9 +534,15 @@ mod tests {
     }
 
     async fn counter(db: &Db) -> i64 {
-        db.query_one_raw(Statement::from_string(
+        counter_of(db, 1).await
+    }
+
+    /// The counter `id`'s value.
+    async fn counter_of(db: &Db, id: i64) -> i64 {
+        db.query_one_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
-            "SELECT n FROM counter WHERE id = 1",
+            "SELECT n FROM counter WHERE id = ?",
+            [id.into()],
         ))
         .await
         .unwrap()
@@ -754,22 +760,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(changed, 2, "rows 1 and 2 changed; there is no row 3");
-        let n = |id: i64| {
-            let db = db.clone();
-            async move {
-                db.query_one_raw(Statement::from_sql_and_values(
-                    DbBackend::Sqlite,
-                    "SELECT n FROM counter WHERE id = ?",
-                    [Value::from(id)],
-                ))
-                .await
-                .unwrap()
-                .unwrap()
-                .try_get::<i64>("", "n")
-                .unwrap()
-            }
-        };
-        assert_eq!((n(1).await, n(2).await), (5, 7));
+        assert_eq!((counter_of(&db, 1).await, counter_of(&db, 2).await), (5, 7));
 
         let txn = begin(&db).await.unwrap();
         let failing =
@@ -779,7 +770,7 @@ mod tests {
             .expect_err("the second statement breaks the primary key");
         txn.rollback().await.unwrap();
         assert_eq!(
-            n(2).await,
+            counter_of(&db, 2).await,
             7,
             "the first statement's change was rolled back"
         );
