@@ -259,7 +259,10 @@ impl Application {
                     Duration::from_secs(self.settings.worker.shutdown_grace_secs),
                 )
             };
+            let turns = licensor_core::jobs::writer::Turns::new(options.name.clone());
             let ctx = WorkerContext {
+                watched: licensor_workers::watch::Watched::new(self.db.clone(), turns.clone()),
+                turns,
                 db: self.db.clone(),
                 queue: self.queue.clone(),
                 own_queue: self.queue.of_process(&options.name),
@@ -268,7 +271,6 @@ impl Application {
                 directory: directory.clone(),
                 jobs: self.settings.jobs.clone(),
                 leases: Default::default(),
-                turns: licensor_core::jobs::writer::Turns::new(options.name.clone()),
                 lanes: Default::default(),
                 webhooks: webhooks.clone(),
                 stopping: Default::default(),

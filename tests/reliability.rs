@@ -754,6 +754,39 @@ async fn a_process_taken_for_dead_at_start_stays_gone_until_its_heartbeat_is_due
 }
 on_both_backends!(a_process_taken_for_dead_at_start_stays_gone_until_its_heartbeat_is_due);
 
+/// `jobs` assign jobs of the "All Users" group of a `members`-member directory, submitted
+/// through the API alone (no worker takes them): the emulator, the app, the tenant, the
+/// group's id and the jobs' ids. `None` when the backend is not configured.
+async fn submitted_assigns(
+    backend: Backend,
+    members: usize,
+    jobs: usize,
+) -> Option<(
+    EmulatorHandle,
+    TestApp,
+    common::TestTenant,
+    String,
+    Vec<uuid::Uuid>,
+)> {
+    let emulator = slow_directory(members).await;
+    let app = TestApp::start_with(backend, Roles::API, "").await?;
+    let t = app.tenant("contoso").await;
+    app.connect_directory(t.id, &emulator).await;
+    let group = app.group_id(&t.admin, "All Users").await;
+    let mut ids = Vec::new();
+    for _ in 0..jobs {
+        let submitted = app
+            .post_json(
+                "/v1/jobs",
+                &t.admin,
+                &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}),
+            )
+            .await;
+        ids.push(submitted["id"].as_str().unwrap().parse().unwrap());
+    }
+    Some((emulator, app, t, group, ids))
+}
+
 /// An assign job of the "All Users" group of a 10-member directory, submitted through the API
 /// alone (no worker takes it) and moved to running, for tests that play its steps by hand:
 /// the emulator, the app, the job and the group's id. `None` when the backend is not configured.
@@ -765,20 +798,8 @@ async fn started_assign(
     licensor_core::entities::job::Model,
     String,
 )> {
-    let emulator = slow_directory(10).await;
-    let app = TestApp::start_with(backend, Roles::API, "").await?;
-    let t = app.tenant("contoso").await;
-    app.connect_directory(t.id, &emulator).await;
-    let group = app.group_id(&t.admin, "All Users").await;
-    let submitted = app
-        .post_json(
-            "/v1/jobs",
-            &t.admin,
-            &json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}]}),
-        )
-        .await;
-    let job_id: uuid::Uuid = submitted["id"].as_str().unwrap().parse().unwrap();
-    let job = licensor_core::jobs::expand::start(&app.db, t.id, job_id)
+    let (emulator, app, t, group, ids) = submitted_assigns(backend, 10, 1).await?;
+    let job = licensor_core::jobs::expand::start(&app.db, t.id, ids[0])
         .await
         .unwrap()
         .unwrap();
@@ -797,6 +818,312 @@ fn member_of(group: &str, n: usize) -> licensor_core::jobs::expand::NewItem {
         prediction: None,
     }
 }
+
+/// A job's `Run` starts it and its run in one round trip: the run's row is marked running only
+/// by the call that started the job. Starting it again (a `Run` delivered twice) changes
+/// neither, and a job cancelled while queued is not started, nor is its run.
+async fn a_job_and_its_run_start_together_once(backend: Backend) {
+    use licensor_core::domain::JobStatus;
+    use licensor_core::entities::job_run;
+    use licensor_core::jobs::expand;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let Some((emulator, app, t, _, ids)) = submitted_assigns(backend, 4, 2).await else {
+        return;
+    };
+    let run_of = |job_id: uuid::Uuid| {
+        let db = app.db.clone();
+        async move {
+            job_run::Entity::find()
+                .filter(job_run::Column::JobId.eq(job_id))
+                .one(&db)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let (job_id, cancelled) = (ids[0], ids[1]);
+    let queued = run_of(job_id).await;
+    let job = expand::start(&app.db, t.id, job_id)
+        .await
+        .unwrap()
+        .expect("a queued job starts");
+    let started_at = job.started_at.expect("a started job has its start time");
+    let run = run_of(job_id).await;
+    assert_eq!(run.status, JobStatus::Running, "{run:?}");
+    assert_eq!(run.started_at, started_at, "the run starts with its job");
+    assert!(run.started_at >= queued.started_at, "{run:?} {queued:?}");
+    // Another tenant's id starts nothing.
+    let other = app.tenant("fabrikam").await;
+    assert!(
+        expand::start(&app.db, other.id, job_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Started again: the job is running as it was, its run unchanged.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = expand::start(&app.db, t.id, job_id)
+        .await
+        .unwrap()
+        .expect("a running job is still running");
+    assert_eq!(again.started_at, Some(started_at));
+    assert_eq!(run_of(job_id).await, run);
+    // A job cancelled while queued stays cancelled, and its run with it.
+    let resp = app
+        .post_json(
+            &format!("/v1/jobs/{cancelled}/cancel"),
+            &t.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(resp["status"], "cancelled", "{resp}");
+    let before = run_of(cancelled).await;
+    assert!(
+        expand::start(&app.db, t.id, cancelled)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(run_of(cancelled).await, before);
+    assert_ne!(before.status, JobStatus::Running, "{before:?}");
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(a_job_and_its_run_start_together_once);
+
+/// The chunks a process is writing are watched together (`licensor_workers::watch`): a chunk
+/// is stopped once its own job is cancelled, not its neighbours of other jobs, and every chunk
+/// of a tenant is stopped once another process holds the tenant's turn to write.
+async fn chunks_being_written_stop_with_their_job_or_turn(backend: Backend) {
+    use licensor_core::jobs::writer::{self, Turn, Turns};
+    use licensor_workers::watch::Watched;
+    use std::sync::atomic::Ordering;
+    let Some((emulator, app, t, _, ids)) = submitted_assigns(backend, 4, 2).await else {
+        return;
+    };
+    let (db, a, b) = (&app.db, ids[0], ids[1]);
+    for id in [a, b] {
+        licensor_core::jobs::expand::start(db, t.id, id)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    live(db, &["p1", "p2"]).await;
+    let turns = Turns::new("p1");
+    assert_eq!(turns.confirm(db, t.id).await.unwrap(), Turn::Mine);
+    let watched = Watched::new(db.clone(), turns);
+    let (chunk_a, chunk_b) = (watched.watch(t.id, a), watched.watch(t.id, b));
+    let raised = |w: &licensor_workers::watch::Watch| w.stop.load(Ordering::Acquire);
+    // Both running, the turn this process's: nothing is stopped, past a turn watch.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!raised(&chunk_a) && !raised(&chunk_b));
+    let cancelled = app
+        .post_json(&format!("/v1/jobs/{a}/cancel"), &t.admin, &json!({}))
+        .await;
+    assert!(cancelled["status"].is_string(), "{cancelled}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !raised(&chunk_a) {
+        assert!(
+            Instant::now() < deadline,
+            "a cancelled job's chunk was not stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!raised(&chunk_b), "another job's chunk was stopped with it");
+    // Another process takes the tenant's turn once this one's has ended.
+    {
+        use licensor_core::entities::tenant_writer;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        tenant_writer::Entity::delete_many()
+            .filter(tenant_writer::Column::TenantId.eq(t.id))
+            .exec(db)
+            .await
+            .unwrap();
+    }
+    assert_eq!(writer::ask(db, t.id, "p2", true).await.unwrap(), Turn::Mine);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !raised(&chunk_b) {
+        assert!(
+            Instant::now() < deadline,
+            "a chunk went on after its turn was taken"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A chunk watched after it was dropped is watched afresh: the job's status decides.
+    drop((chunk_a, chunk_b));
+    let again = watched.watch(t.id, a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !raised(&again) {
+        assert!(
+            Instant::now() < deadline,
+            "a new chunk of a cancelled job was not stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(again);
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(chunks_being_written_stop_with_their_job_or_turn);
+
+/// A step's directory client comes from the tenant's row read at most
+/// `DirectoryClients::RECHECK` before: within it no read is made and the client is the one
+/// already made; after it, changed directory settings give the tenant a new client.
+async fn a_tenants_client_is_checked_against_its_row_once_a_second(backend: Backend) {
+    use licensor_core::config::DirectoryTuning;
+    use licensor_core::directory::DirectoryClients;
+    const RECHECK: Duration = DirectoryClients::RECHECK;
+    let emulator = slow_directory(2).await;
+    let other = slow_directory(2).await;
+    let Some(app) = TestApp::start_with(backend, Roles::API, "").await else {
+        return;
+    };
+    let t = app.tenant("contoso").await;
+    app.connect_directory(t.id, &emulator).await;
+    let clients = DirectoryClients::new(DirectoryTuning::default(), app.secrets.clone());
+    let client = || async {
+        clients
+            .for_tenant_id(&app.db, t.id)
+            .await
+            .unwrap()
+            .expect("a connected tenant has a client")
+    };
+    let first = client().await;
+    // The tenant is pointed at another directory: within the recheck the client stays.
+    app.connect_directory(t.id, &other).await;
+    let soon = client().await;
+    assert!(
+        soon.same_client(&first),
+        "the row was read again within the recheck"
+    );
+    tokio::time::sleep(RECHECK + Duration::from_millis(100)).await;
+    let later = client().await;
+    assert!(
+        !later.same_client(&first),
+        "changed settings were not read after the recheck"
+    );
+    assert!(later.same_client(&client().await));
+    // A tenant that is gone is an error once its row is read.
+    let gone = clients.for_tenant_id(&app.db, uuid::Uuid::now_v7()).await;
+    assert!(gone.is_err());
+    app.stop().await;
+    emulator.shutdown().await;
+    other.shutdown().await;
+}
+on_both_backends!(a_tenants_client_is_checked_against_its_row_once_a_second);
+
+/// An expansion's last page marks the job expanded in the page's own transaction, with the
+/// facts the step read (stored with the first page its step stores), and lets the expansion go;
+/// a step that no longer holds the expansion marks nothing and stores nothing.
+async fn the_last_page_marks_the_job_expanded(backend: Backend) {
+    use licensor_core::domain::{ItemStatus, JobStatus};
+    use licensor_core::entities::job;
+    use licensor_core::jobs::expand::{self, ExpandPosition, PageMark};
+    use sea_orm::EntityTrait;
+    let Some((emulator, app, started, group)) = started_assign(backend).await else {
+        return;
+    };
+    let (db, job_id) = (&app.db, started.id);
+    live(db, &["p1", "p2"]).await;
+    let until = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let load = || async {
+        job::Entity::find_by_id(job_id)
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert!(
+        expand::claim_expansion(db, job_id, "p1/run", until)
+            .await
+            .unwrap()
+    );
+    let status_and_pending = |id| licensor_core::jobs::finish::status_and_pending(db, id);
+    // Members `from..=to` stored as `holder`'s page with `mark`.
+    let store = |holder: &'static str, from: usize, to: usize, mark: PageMark| {
+        let members = (from..=to).map(|n| member_of(&group, n)).collect();
+        async move {
+            expand::insert_items(
+                db,
+                job_id,
+                started.runs,
+                holder,
+                members,
+                ItemStatus::Pending,
+                Some(&mark),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        status_and_pending(job_id).await.unwrap(),
+        Some((JobStatus::Running, false)),
+        "no member stored yet"
+    );
+    assert_eq!(
+        status_and_pending(uuid::Uuid::now_v7()).await.unwrap(),
+        None
+    );
+    let first_facts = json!({"groups": [{"id": group, "display_name": "All Users"}], "skus": []});
+    // The first page, with the facts.
+    let first = PageMark {
+        position: ExpandPosition::after_page(0, Some("next".into())),
+        lease_until: until,
+        facts: Some(first_facts.clone()),
+        ..PageMark::default()
+    };
+    let stored = store("p1/run", 1, 3, first).await;
+    assert_eq!(stored, Some(3));
+    assert_eq!(
+        status_and_pending(job_id).await.unwrap(),
+        Some((JobStatus::Running, true))
+    );
+    let job = load().await;
+    assert_eq!(
+        job.result,
+        Some(first_facts.clone()),
+        "the facts go with the first page"
+    );
+    assert!(job.expanded_at.is_none());
+    assert_eq!(job.expand_owner.as_deref(), Some("p1/run"));
+    // A step that does not hold the expansion stores nothing with its last page (here with
+    // facts of its own, as a step whose only page is its last stores them).
+    let facts = json!({"groups": [{"id": group, "display_name": "Everyone"}], "skus": []});
+    let last = PageMark {
+        position: ExpandPosition::after_page(0, None),
+        lease_until: until,
+        facts: Some(facts.clone()),
+        last: true,
+        ..PageMark::default()
+    };
+    let refused = store("p2/run", 4, 5, last.clone()).await;
+    assert_eq!(refused, None);
+    let job = load().await;
+    assert!(job.expanded_at.is_none() && job.total == 3, "{job:?}");
+    assert_eq!(job.result, Some(first_facts));
+    // The holder's last page: stored, marked expanded, the expansion let go.
+    let stored = store("p1/run", 4, 5, last).await;
+    assert_eq!(stored, Some(2));
+    let job = load().await;
+    assert!(job.expanded_at.is_some(), "{job:?}");
+    assert_eq!((job.expand_owner, job.expand_until), (None, None));
+    assert_eq!(job.total, 5);
+    assert_eq!(
+        job.result,
+        Some(facts),
+        "the last page's facts are stored with it"
+    );
+    assert_eq!(
+        ExpandPosition::of(&load().await),
+        ExpandPosition::after_page(0, None)
+    );
+    // Marked once: the step that marked it holds the expansion no more.
+    assert!(!expand::mark_expanded(db, job_id, "p1/run").await.unwrap());
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(the_last_page_marks_the_job_expanded);
 
 /// A step whose process was taken for dead (its heartbeats stopped for a while: a stall, not a
 /// crash) while it read a job's groups holds nothing from then on — before a live step claims
@@ -822,6 +1149,7 @@ async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: 
         let mark = PageMark {
             position: ExpandPosition::after_page(0, Some(next.to_owned())),
             lease_until: until,
+            ..PageMark::default()
         };
         expand::insert_items(
             db,

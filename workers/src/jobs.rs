@@ -10,7 +10,7 @@
 //! (`job.run`, `job.work`) with the job's and tenant's ids.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use apalis::prelude::BoxDynError;
@@ -25,7 +25,6 @@ use licensor_core::jobs::writer::Turn;
 use licensor_core::jobs::{self, JobSpec, ParsedRequest, deliver, preview, work};
 use licensor_core::queue::{Message, Queue, QueueError};
 use licensor_core::tasks::AbortOnDrop;
-use licensor_core::tenants;
 use uuid::Uuid;
 
 use crate::WorkerContext;
@@ -35,10 +34,10 @@ async fn client_for(
     ctx: &WorkerContext,
     tenant_id: Uuid,
 ) -> Result<Result<DirectoryClient, JobFailure>, BoxDynError> {
-    let tenant = tenants::get(&ctx.db, tenant_id).await?;
     Ok(ctx
         .directory
-        .for_tenant(&tenant)
+        .for_tenant_id(&ctx.db, tenant_id)
+        .await?
         .map_err(|e| JobFailure::from_client(&e)))
 }
 
@@ -145,11 +144,8 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             jobs::expand::release_expansion(&ctx.db, job.id, &owner).await?;
         }
         match expanded {
-            Ok(true) => {
-                if !jobs::expand::mark_expanded(&ctx.db, job.id, &owner).await? {
-                    return expansion_lost(&job);
-                }
-            }
+            // Marked expanded with its last page.
+            Ok(true) => {}
             Ok(false) => {
                 // Cancelled or paused (by its canary) while the groups were read, or cancelled
                 // and run again meanwhile, or this process is stopping.
@@ -638,19 +634,8 @@ async fn work_lane(
         learning.watch(&client, n as u64);
     }
     // A cancel stops this chunk's writes that have not gone out yet, not only the next chunk;
-    // so does another process taking the tenant's turn to write.
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(
-        watch_status(
-            ctx.db.clone(),
-            job_id,
-            stop.clone(),
-            TurnWatch {
-                turns: ctx.turns.clone(),
-                tenant_id,
-            },
-        ),
-    )));
+    // so does another process taking the tenant's turn to write (see `crate::watch`).
+    let watcher = ctx.watched.watch(tenant_id, job_id);
     // The chunk may be smaller than the lane's share: pledge only its members' writes.
     pledge.cut_to(n as u64);
     // The budget is free beyond this chunk: a lane that joined a wait for it goes back to work.
@@ -664,7 +649,7 @@ async fn work_lane(
             .await?;
     }
     let client = client
-        .stopping_on(stop)
+        .stopping_on(watcher.stop.clone())
         .deferring_beyond(BUDGET_PATIENCE)
         .redeeming(pledge);
     let (outcome, throttled) = licensor_core::directory::count_throttles(work::process(
@@ -711,7 +696,10 @@ async fn work_lane(
             CanaryDecision::PassedBefore | CanaryDecision::Undecided => {}
         }
     }
-    match jobs::finish::status(&ctx.db, job_id).await? {
+    let (status, pending) = jobs::finish::status_and_pending(&ctx.db, job_id)
+        .await?
+        .map_or((None, false), |(s, p)| (Some(s), p));
+    match status {
         Some(JobStatus::Cancelled) => {
             // Cancelled while this chunk was worked: its members are recorded; settle the rest.
             settle_cancelled(ctx, tenant_id, job_id).await?;
@@ -727,7 +715,9 @@ async fn work_lane(
     }
     metrics::histogram!("licensor_job_chunk_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(job = %job_id, items = n, ms = started.elapsed().as_millis() as u64, "chunk done");
-    if finish(ctx, &job).await? {
+    // Members still pending: the job is not done (the step that records the last of them
+    // reads after its own commit, and finishes it).
+    if !pending && finish(ctx, &job).await? {
         return Ok(());
     }
     match deferred {
@@ -1072,65 +1062,6 @@ async fn defer_lane(
 /// How long before its tenant's write budget frees a lane that waited for it is queued: enough
 /// to be taken and to claim its members, so its first writes go as the budget frees.
 const LANE_LEAD: Duration = Duration::from_millis(250);
-
-/// How often a step writing a chunk reads its job's status, so a cancel stops the writes not
-/// sent yet within about this long (plus the requests already in flight).
-const STATUS_WATCH: Duration = Duration::from_millis(250);
-/// How often a step writing a chunk asks whose turn it is to write to the tenant
-/// ([`jobs::writer`]), so that a chunk whose process lost the turn while it wrote (taken for
-/// dead, and another process took the turn) stops within about this long instead of writing
-/// into the budget the new writer schedules.
-const TURN_WATCH: Duration = Duration::from_secs(1);
-
-/// What a step writing a chunk needs to ask for its tenant's turn as it goes.
-struct TurnWatch {
-    turns: jobs::writer::Turns,
-    tenant_id: Uuid,
-}
-
-/// Raise `stop` as soon as the job is no longer running (cancelled, or gone), another process
-/// holds the tenant's turn to write ([`jobs::writer::Turn::Others`]), or this process is no
-/// longer live ([`jobs::writer::Turn::Gone`]: it stopped, or was taken for dead): the chunk's writes not sent
-/// yet are then not sent, their members go back to the job and the lane comes back to leave
-/// them to the writer. Asking renews this process's own turn (one statement a second per chunk
-/// being written); another process holds it only once this one's has ended (it was taken for
-/// dead by its missed heartbeats). A database that cannot be read raises nothing: the chunk goes
-/// on as if nothing happened.
-async fn watch_status(
-    db: licensor_core::db::Db,
-    job_id: Uuid,
-    stop: Arc<AtomicBool>,
-    turn: TurnWatch,
-) {
-    let mut turn_asked = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(STATUS_WATCH).await;
-        if turn_asked.elapsed() >= TURN_WATCH {
-            turn_asked = tokio::time::Instant::now();
-            match turn.turns.confirm(&db, turn.tenant_id).await {
-                Ok(Turn::Others(writer)) => {
-                    tracing::debug!(job = %job_id, writer = %writer, "chunk stopped: another process writes to the tenant");
-                    metrics::counter!("licensor_chunks_left_to_writer_total").increment(1);
-                    stop.store(true, Ordering::Release);
-                    return;
-                }
-                Ok(Turn::Gone) => {
-                    tracing::debug!(job = %job_id, "chunk stopped: this process is no longer live");
-                    stop.store(true, Ordering::Release);
-                    return;
-                }
-                Ok(Turn::Mine | Turn::Free) | Err(_) => {}
-            }
-        }
-        match jobs::finish::status(&db, job_id).await {
-            Ok(Some(JobStatus::Running)) | Err(_) => {}
-            Ok(_) => {
-                stop.store(true, Ordering::Release);
-                return;
-            }
-        }
-    }
-}
 
 /// A name for one step's leases: this process and a random suffix.
 fn step_owner(ctx: &WorkerContext) -> String {

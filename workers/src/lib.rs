@@ -21,6 +21,7 @@ pub mod outage;
 mod ping;
 mod poll;
 pub mod sweeps;
+pub mod watch;
 pub mod webhooks;
 
 /// Something a worker did, for metrics and for observers such as tests and the demo.
@@ -48,6 +49,9 @@ pub struct WorkerContext {
     pub leases: outage::Leases,
     /// This process's turns to write to tenants ([`licensor_core::jobs::writer`]).
     pub turns: licensor_core::jobs::writer::Turns,
+    /// The chunks this process is writing, their jobs' statuses and tenants' turns watched
+    /// together ([`watch`]); made with `db` and `turns` above.
+    pub watched: watch::Watched,
     /// Lanes of jobs waiting for their tenant's write budget here, and spare lanes
     /// ([`lanes`]).
     pub lanes: lanes::Lanes,

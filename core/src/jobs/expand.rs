@@ -44,38 +44,57 @@ pub struct NewItem {
 
 /// Move a queued job to running (also its current run). Returns the job when it is running
 /// afterwards (started now or earlier), `None` when it is finished, cancelled or gone.
+///
+/// The job's row and its run's go in one round trip ([`crate::db::execute_together`]): the
+/// run's row is updated only when the job's was by this call (running, started at this call's
+/// time), so a job started earlier, or cancelled meanwhile, keeps its run as it is.
 pub async fn start(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Option<job::Model>> {
     let t = now();
+    let backend = db.get_database_backend();
     let started = super::state::transition(job_id, &[JobStatus::Queued], JobStatus::Running)?
         .col_expr(job::Column::StartedAt, Expr::value(t))
         .col_expr(job::Column::UpdatedAt, Expr::value(t))
         .col_expr(job::Column::LastProgressAt, Expr::value(t))
         .filter(job::Column::TenantId.eq(tenant_id))
-        .exec(db)
-        .await?
-        .rows_affected;
+        .build(backend);
+    let started_now = sea_orm::sea_query::Query::select()
+        .column(job::Column::Runs)
+        .from(job::Entity)
+        .and_where(job::Column::Id.eq(job_id))
+        .and_where(job::Column::TenantId.eq(tenant_id))
+        .and_where(job::Column::Status.eq(JobStatus::Running))
+        .and_where(job::Column::StartedAt.eq(t))
+        .to_owned();
+    let run = job_run::Entity::update_many()
+        .col_expr(job_run::Column::Status, Expr::value(JobStatus::Running))
+        .col_expr(job_run::Column::StartedAt, Expr::value(t))
+        .filter(job_run::Column::JobId.eq(job_id))
+        .filter(job_run::Column::RunNo.in_subquery(started_now))
+        .build(backend);
+    crate::db::execute_together(db, vec![started, run]).await?;
     let Some(job) = load(db, tenant_id, job_id).await? else {
         return Ok(None);
     };
-    if started == 1 {
-        super::finish::run_update(job_id, job.runs)
-            .col_expr(job_run::Column::Status, Expr::value(JobStatus::Running))
-            .col_expr(job_run::Column::StartedAt, Expr::value(t))
-            .exec(db)
-            .await?;
-    }
     Ok((job.status == JobStatus::Running).then_some(job))
 }
 
 /// Record what the job learnt about its groups and SKUs.
 pub async fn set_facts(db: &Db, job_id: Uuid, facts: &JobFacts) -> StoreResult<()> {
     let value = serde_json::to_value(facts).map_err(StoreError::internal)?;
-    job::Entity::update_many()
-        .col_expr(job::Column::Result, Expr::value(value))
-        .col_expr(job::Column::UpdatedAt, Expr::value(now()))
-        .filter(job::Column::Id.eq(job_id))
-        .exec(db)
-        .await?;
+    keep_facts(db, job_id, Some(value)).await
+}
+
+/// Store the job's facts ([`JobFacts`] as JSON), if any: those an expansion step read and did
+/// not store with a page ([`PageMark::facts`]) before it ended.
+async fn keep_facts(db: &Db, job_id: Uuid, facts: Option<Value>) -> StoreResult<()> {
+    if let Some(facts) = facts {
+        job::Entity::update_many()
+            .col_expr(job::Column::Result, Expr::value(facts))
+            .col_expr(job::Column::UpdatedAt, Expr::value(now()))
+            .filter(job::Column::Id.eq(job_id))
+            .exec(db)
+            .await?;
+    }
     Ok(())
 }
 
@@ -115,10 +134,21 @@ impl ExpandPosition {
 }
 
 /// A stored page's mark: the expansion's position after it and the expander's renewed lease.
-#[derive(Debug, Clone)]
+/// It may carry what else the expansion has to store, so it goes in the page's transaction
+/// rather than in a write of its own.
+#[derive(Debug, Clone, Default)]
 pub struct PageMark {
     pub position: ExpandPosition,
     pub lease_until: DateTime<Utc>,
+    /// What the job learnt about its groups and SKUs ([`JobFacts`], as JSON), not stored yet.
+    pub facts: Option<Value>,
+    /// The page is the expansion's last: the job is marked expanded with it (as
+    /// [`mark_expanded`] does), and the expansion let go.
+    pub last: bool,
+    /// With `last`: the job was launched from a preview (its facts keep the preview's summary),
+    /// whose members may have been read afresh: their predictions are carried over
+    /// ([`super::launch::carry_predictions`]) as the job is marked expanded.
+    pub carry: bool,
 }
 
 /// The job's expansion is held by `owner` (a step's lease owner, `{process}/{step}`) and its
@@ -222,7 +252,8 @@ pub fn expansion_abandoned(job: &job::Model) -> bool {
 /// longer running in run `run_no` (cancelled, failed, or cancelled and run again since): then
 /// nothing is inserted, so a cancel never leaves members pending behind it and every member
 /// belongs to the run that read it. `None` also when `holder`, the step storing the page, no
-/// longer holds the job's expansion (see [`held`]): nothing is stored then either.
+/// longer holds the job's expansion (see [`held`]): nothing is stored then either. The mark's
+/// facts and, on the last page, the job's mark as expanded ([`PageMark`]) go with the page too.
 pub async fn insert_items(
     db: &Db,
     job_id: Uuid,
@@ -234,25 +265,47 @@ pub async fn insert_items(
 ) -> StoreResult<Option<u64>> {
     let mark = match mark {
         Some(m) => Some((
+            m,
             serde_json::to_value(&m.position).map_err(StoreError::internal)?,
-            m.lease_until,
         )),
         None => None,
     };
-    let store_mark = |mark: (Value, DateTime<Utc>)| {
-        job::Entity::update_many()
-            .col_expr(job::Column::ExpandPosition, Expr::value(mark.0))
-            .col_expr(job::Column::ExpandUntil, Expr::value(mark.1))
-            .filter(job::Column::Id.eq(job_id))
-            .filter(held(holder))
-    };
     let t = now();
+    let store_mark = |(mark, position): (&PageMark, Value)| {
+        let mut update = job::Entity::update_many()
+            .col_expr(job::Column::ExpandPosition, Expr::value(position))
+            .filter(job::Column::Id.eq(job_id))
+            .filter(held(holder));
+        if let Some(facts) = &mark.facts {
+            update = update.col_expr(job::Column::Result, Expr::value(facts.clone()));
+        }
+        if mark.last {
+            update = update
+                .col_expr(job::Column::ExpandedAt, Expr::value(t))
+                .set_null([job::Column::ExpandOwner, job::Column::ExpandUntil]);
+        } else {
+            update = update.col_expr(job::Column::ExpandUntil, Expr::value(mark.lease_until));
+        }
+        // Each column is set once: PostgreSQL refuses a second assignment.
+        if mark.last || mark.facts.is_some() {
+            update = update.col_expr(job::Column::UpdatedAt, Expr::value(t));
+        }
+        update
+    };
+    let carry = mark.as_ref().is_some_and(|(m, _)| m.last && m.carry);
     if items.is_empty() {
-        if let Some(mark) = mark
-            && store_mark(mark).exec(db).await?.rows_affected == 0
-        {
+        let Some(mark) = mark else {
+            return Ok(Some(0));
+        };
+        if !carry {
+            return Ok((store_mark(mark).exec(db).await?.rows_affected == 1).then_some(0));
+        }
+        let txn = crate::db::begin(db).await?;
+        if store_mark(mark).exec(&txn).await?.rows_affected == 0 {
             return Ok(None);
         }
+        super::launch::carry_predictions(&txn, job_id).await?;
+        txn.commit().await?;
         return Ok(Some(0));
     }
     let backend = db.get_database_backend();
@@ -282,6 +335,9 @@ pub async fn insert_items(
     let mut inserted = 0;
     for insert in inserts {
         inserted += txn.execute_raw(insert).await?.rows_affected();
+    }
+    if carry {
+        super::launch::carry_predictions(&txn, job_id).await?;
     }
     // The page's mark, the job's counters and its activity need nothing from each other's
     // answers: one round trip.
@@ -447,7 +503,8 @@ pub struct Reader<'r> {
 }
 
 /// Expand the selected groups into items, page by page, as `owner` (the step holding the
-/// expansion, see [`claim_expansion`]). `Ok(false)`: the job stopped running (cancelled), or
+/// expansion, see [`claim_expansion`]). `Ok(true)`: every member is stored and the job marked
+/// expanded (with its last page, see [`PageMark::last`]). `Ok(false)`: the job stopped running (cancelled), or
 /// `owner` no longer holds the expansion ([`holds_expansion`]), or the process is stopping, and
 /// expansion stopped at that page. A preview read from its first page predicts
 /// each member as it is stored, against the free units read at the start, and leaves its
@@ -484,7 +541,31 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
         tracing::info!(job = %job.id, "process stopping: expansion left during a read");
         Ok(Ok(false))
     };
-    let Some(skus) = unless_stopped(stop, client.subscribed_skus()).await else {
+    // A crashed or interrupted expansion goes on from the page after the last one stored.
+    let start = ExpandPosition::of(job);
+    // The SKUs, the selected groups and the first members to store are read side by side (at
+    // most GROUPS_AT_ONCE groups at a time); a failure is reported as if they were read in
+    // turn: the SKUs', then the first group's in the request's order, then the members'.
+    let mut first_pages = match req.spec {
+        JobSpec::Export { .. } => None,
+        _ => req
+            .groups
+            .get(start.group)
+            .map(|g| read_ahead(client, g, req.transitive, start.next.clone())),
+    };
+    let groups = async {
+        let mut read = Vec::with_capacity(req.groups.len());
+        for ids in req.groups.chunks(GROUPS_AT_ONCE) {
+            read.extend(futures::future::join_all(ids.iter().map(|id| client.get_group(id))).await);
+        }
+        read
+    };
+    let Some((skus, groups)) = unless_stopped(
+        stop,
+        futures::future::join(client.subscribed_skus(), groups),
+    )
+    .await
+    else {
         return handed_back();
     };
     let skus = match skus {
@@ -499,10 +580,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
             )));
         }
     };
-    for id in &req.groups {
-        let Some(group) = unless_stopped(stop, client.get_group(id)).await else {
-            return handed_back();
-        };
+    for (id, group) in req.groups.iter().zip(groups) {
         match group {
             Ok(g) => facts.groups.push(GroupRef {
                 id: id.to_string(),
@@ -524,24 +602,26 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
     }
     // A launched preview that reads its groups again keeps its summary.
     facts.preview = JobFacts::of(job).preview;
-    set_facts(db, job.id, &facts).await?;
     if let JobSpec::Export { .. } = req.spec {
+        set_facts(db, job.id, &facts).await?;
         return Ok(
             match export::expand(db, owner, client, job, req, facts, stop).await? {
                 Ok(Some(members)) => {
                     tracing::info!(job = %job.id, members, groups = req.groups.len(), "export expanded");
-                    Ok(true)
+                    Ok(mark_expanded(db, job.id, owner).await?)
                 }
                 Ok(None) => Ok(false),
                 Err((e, doing)) => Err(JobFailure::from_directory(&e, doing)),
             },
         );
     }
+    // The facts go with the first page stored (its mark), or on their own when the step ends
+    // before storing one.
+    let carry = facts.preview.is_some();
+    let mut facts = Some(serde_json::to_value(&facts).map_err(StoreError::internal)?);
     let status = ItemStatus::Pending;
     // A preview's members are decided once all are read, and never worked.
     let work_now = !req.preview;
-    // A crashed or interrupted expansion goes on from the page after the last one stored.
-    let start = ExpandPosition::of(job);
     if start != ExpandPosition::default() {
         tracing::info!(job = %job.id, group = start.group, "expansion resumed where it stopped");
         // Members already read may be waiting: let the lanes take them while reading goes on.
@@ -557,31 +637,21 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
     let mut predicted = std::collections::HashSet::new();
     let mut members = 0u64;
     for (index, group) in req.groups.iter().enumerate().skip(start.group) {
-        let from = (index == start.group).then(|| start.next.clone()).flatten();
-        // The next pages are read while this one is stored: a reader task runs up to
-        // PAGES_AHEAD pages ahead, and stops with this step.
-        let (tx, mut pages) = tokio::sync::mpsc::channel(PAGES_AHEAD);
-        let _reader = crate::tasks::AbortOnDrop(tokio::spawn({
-            let stream = client.member_pages(group, req.transitive, from);
-            async move {
-                let mut stream = stream;
-                while let Some(page) = stream.next().await {
-                    let failed = page.is_err();
-                    if tx.send(page).await.is_err() || failed {
-                        break;
-                    }
-                }
-            }
-        }));
+        let (_reader, mut pages) = match first_pages.take() {
+            Some(reading) if index == start.group => reading,
+            _ => read_ahead(client, group, req.transitive, None),
+        };
         loop {
             let Some(page) = unless_stopped(stop, pages.recv()).await else {
                 // The position after the last page stored was stored with it.
+                keep_facts(db, job.id, facts).await?;
                 return handed_back();
             };
             let page = match page {
                 None => break,
                 Some(Ok(page)) => page,
                 Some(Err(e)) => {
+                    keep_facts(db, job.id, facts).await?;
                     return Ok(Err(JobFailure::from_directory(&e, "reading group members")));
                 }
             };
@@ -604,9 +674,14 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
                     Err(_) => break,
                 }
             }
+            // The last page of the last group marks the job expanded in its transaction.
+            let last = next_link.is_none() && index + 1 == req.groups.len();
             let mark = PageMark {
                 position: ExpandPosition::after_page(index, next_link),
                 lease_until: Utc::now() + chrono::Duration::seconds(settings.lease_secs as i64),
+                facts: facts.take(),
+                last,
+                carry: last && carry,
             };
             let mut items = Vec::with_capacity(users.len());
             for user in users {
@@ -627,7 +702,18 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
             }
             match insert_items(db, job.id, job.runs, owner, items, status, Some(&mark)).await? {
                 Some(n) => members += n,
-                None => return Ok(Ok(false)),
+                None => {
+                    keep_facts(db, job.id, mark.facts).await?;
+                    return Ok(Ok(false));
+                }
+            }
+            if last {
+                // Marked expanded: whatever else happens, the lanes go to work.
+                if work_now && !lanes_started && members > 0 {
+                    start_work().await?;
+                }
+                tracing::info!(job = %job.id, members, groups = req.groups.len(), "job expanded");
+                return Ok(Ok(true));
             }
             if failed.is_none() && stop.load(std::sync::atomic::Ordering::Relaxed) {
                 tracing::info!(job = %job.id, group = index, members, "process stopping: expansion stopped after the page stored");
@@ -643,9 +729,44 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
             }
         }
     }
-    tracing::info!(job = %job.id, members, groups = req.groups.len(), "job expanded");
-    Ok(Ok(true))
+    // Every page was stored and the job not marked with the last one: a step that resumes
+    // from a position past the last group (stored by a step that stopped before it marked the
+    // job) marks it here.
+    keep_facts(db, job.id, facts).await?;
+    let marked = mark_expanded(db, job.id, owner).await?;
+    if marked {
+        tracing::info!(job = %job.id, members, groups = req.groups.len(), "job expanded");
+    }
+    Ok(Ok(marked))
 }
+
+/// Read `group`'s members from `from` (`None`: its first page) ahead of the step storing them:
+/// a task reads up to [`PAGES_AHEAD`] pages ahead, stops at the first failure (sent on), and
+/// stops with the returned guard.
+fn read_ahead(
+    client: &DirectoryClient,
+    group: &str,
+    transitive: bool,
+    from: Option<String>,
+) -> (
+    crate::tasks::AbortOnDrop,
+    tokio::sync::mpsc::Receiver<Result<crate::directory::MemberPage, DirectoryError>>,
+) {
+    let (tx, pages) = tokio::sync::mpsc::channel(PAGES_AHEAD);
+    let mut stream = client.member_pages(group, transitive, from);
+    let reader = crate::tasks::AbortOnDrop(tokio::spawn(async move {
+        while let Some(page) = stream.next().await {
+            let failed = page.is_err();
+            if tx.send(page).await.is_err() || failed {
+                break;
+            }
+        }
+    }));
+    (reader, pages)
+}
+
+/// Selected groups read at once as a job starts (with its SKUs).
+const GROUPS_AT_ONCE: usize = 8;
 
 /// Member pages the reader may run ahead of the expansion's stores.
 const PAGES_AHEAD: usize = 2;

@@ -2,7 +2,7 @@
 //! nothing is pending, or failed as a whole.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
@@ -47,6 +47,53 @@ pub async fn status<C: ConnectionTrait>(db: &C, job_id: Uuid) -> StoreResult<Opt
     Ok(job::Entity::find_by_id(job_id)
         .select_only()
         .column(job::Column::Status)
+        .into_tuple()
+        .one(db)
+        .await?)
+}
+
+/// The status of each of `job_ids` that exists, in one statement per 1,000 ids.
+pub async fn statuses<C: ConnectionTrait>(
+    db: &C,
+    job_ids: &[Uuid],
+) -> StoreResult<std::collections::HashMap<Uuid, JobStatus>> {
+    let mut found = std::collections::HashMap::with_capacity(job_ids.len());
+    for ids in job_ids.chunks(1000) {
+        let rows: Vec<(Uuid, JobStatus)> = job::Entity::find()
+            .select_only()
+            .column(job::Column::Id)
+            .column(job::Column::Status)
+            .filter(job::Column::Id.is_in(ids.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
+/// The job's status and whether any of its items is still pending, in one statement (`None`:
+/// the job is gone) — what a step asks after it recorded a chunk: stop (cancelled, paused),
+/// go on (members pending), or see whether the job is done ([`finish_if_done`]).
+pub async fn status_and_pending<C: ConnectionTrait>(
+    db: &C,
+    job_id: Uuid,
+) -> StoreResult<Option<(JobStatus, bool)>> {
+    use sea_orm::sea_query::Query;
+    let pending = Query::select()
+        .expr(Expr::val(1))
+        .from(job_item::Entity)
+        .and_where(
+            Expr::col((job_item::Entity, job_item::Column::JobId))
+                .equals((job::Entity, job::Column::Id)),
+        )
+        .and_where(job_item::Column::Status.eq(ItemStatus::Pending))
+        .limit(1)
+        .to_owned();
+    Ok(job::Entity::find_by_id(job_id)
+        .select_only()
+        .column(job::Column::Status)
+        .expr(Expr::exists(pending))
         .into_tuple()
         .one(db)
         .await?)
