@@ -920,7 +920,7 @@ async fn chunks_being_written_stop_with_their_job_or_turn(backend: Backend) {
     let cancelled = app
         .post_json(&format!("/v1/jobs/{a}/cancel"), &t.admin, &json!({}))
         .await;
-    assert!(cancelled["status"].is_string(), "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !raised(&chunk_a) {
         assert!(
@@ -949,8 +949,10 @@ async fn chunks_being_written_stop_with_their_job_or_turn(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // A chunk watched after it was dropped is watched afresh: the job's status decides.
+    // Once nothing is watched the watch's reads stop; a chunk watched after that starts them
+    // again, and its job's status decides.
     drop((chunk_a, chunk_b));
+    tokio::time::sleep(Duration::from_millis(800)).await;
     let again = watched.watch(t.id, a);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !raised(&again) {
@@ -989,13 +991,17 @@ async fn a_tenants_client_is_checked_against_its_row_once_a_second(backend: Back
             .expect("a connected tenant has a client")
     };
     let first = client().await;
-    // The tenant is pointed at another directory: within the recheck the client stays.
+    let checked = Instant::now();
+    // The tenant is pointed at another directory: within the recheck the client stays (on a
+    // machine too busy to change the tenant within it, there is nothing to see).
     app.connect_directory(t.id, &other).await;
     let soon = client().await;
-    assert!(
-        soon.same_client(&first),
-        "the row was read again within the recheck"
-    );
+    if checked.elapsed() < RECHECK - Duration::from_millis(200) {
+        assert!(
+            soon.same_client(&first),
+            "the row was read again within the recheck"
+        );
+    }
     tokio::time::sleep(RECHECK + Duration::from_millis(100)).await;
     let later = client().await;
     assert!(

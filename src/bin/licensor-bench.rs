@@ -1309,6 +1309,10 @@ mod msp {
         // Each tenant's seconds from its job's creation to its first write, from its first to
         // its last write, and from its last write to the job's end.
         let mut splits: [Vec<f64>; 3] = Default::default();
+        // Where the wait for the first write went: from the job's creation to its `Run`'s
+        // start (queued), from there to its groups all read and stored (expanded), and from
+        // there to its first write.
+        let mut start_splits: [Vec<f64>; 3] = Default::default();
         let (mut first_created, mut last_finished) = (None, None);
         let (mut succeeded, mut failed, mut duplicates, mut unfinished) = (0u64, 0u64, 0u64, 0);
         for (i, job) in done.iter().enumerate() {
@@ -1331,6 +1335,8 @@ mod msp {
                 let tenant = per_tenant.get(i);
                 let started =
                     at(job, "started_at").map(|s| (s - c).num_milliseconds() as f64 / 1000.0);
+                let expanded =
+                    at(job, "expanded_at").map(|e| (e - c).num_milliseconds() as f64 / 1000.0);
                 // Where the job's time went: waiting for its first write, writing, and ending
                 // after its last write (the emulator's clock and licensor's are the machine's).
                 let split = tenant.and_then(|t| {
@@ -1348,6 +1354,12 @@ mod msp {
                     for (all, part) in splits.iter_mut().zip(split) {
                         all.push(part);
                     }
+                    if let (Some(started), Some(expanded)) = (started, expanded) {
+                        let parts = [started, expanded - started, split[0] - expanded];
+                        for (all, part) in start_splits.iter_mut().zip(parts) {
+                            all.push(part);
+                        }
+                    }
                 }
                 slowest.push((
                     secs,
@@ -1356,6 +1368,7 @@ mod msp {
                         "job": jobs[i],
                         "seconds": round(secs, 2),
                         "started_after_seconds": started.map(|s| round(s, 2)),
+                        "expanded_after_seconds": expanded.map(|e| round(e, 2)),
                         "first_write_after_seconds": split.map(|s| round(s[0], 2)),
                         "writing_seconds": split.map(|s| round(s[1], 2)),
                         "finished_after_last_write_seconds": split.map(|s| round(s[2], 2)),
@@ -1408,6 +1421,9 @@ mod msp {
                 "before_first_write": spread(&mut splits[0]),
                 "writing": spread(&mut splits[1]),
                 "after_last_write": spread(&mut splits[2]),
+                "before_first_write_queued": spread(&mut start_splits[0]),
+                "before_first_write_reading_groups": spread(&mut start_splits[1]),
+                "before_first_write_after_groups": spread(&mut start_splits[2]),
             },
             "slowest_tenants": slowest.into_iter().map(|(_, v, _)| v).collect::<Vec<_>>(),
             "wall_seconds": round(wall, 2),

@@ -199,7 +199,9 @@ pub async fn run(ctx: &WorkerContext, tenant_id: Uuid, job_id: Uuid) -> Result<(
             return fail(ctx, &job, failure).await;
         }
     }
-    if finish(ctx, &job).await? || lanes_queued {
+    // Lanes queued while the groups were read finish the job once its members are done;
+    // otherwise it may be done already (no members, an export), or its lanes start now.
+    if lanes_queued || finish(ctx, &job).await? {
         return Ok(());
     }
     start_lanes(ctx, &job).await

@@ -81,17 +81,25 @@ pub async fn start(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Option
 /// Record what the job learnt about its groups and SKUs.
 pub async fn set_facts(db: &Db, job_id: Uuid, facts: &JobFacts) -> StoreResult<()> {
     let value = serde_json::to_value(facts).map_err(StoreError::internal)?;
-    keep_facts(db, job_id, Some(value)).await
+    store_facts(job_id, value).exec(db).await?;
+    Ok(())
 }
 
-/// Store the job's facts ([`JobFacts`] as JSON), if any: those an expansion step read and did
-/// not store with a page ([`PageMark::facts`]) before it ended.
-async fn keep_facts(db: &Db, job_id: Uuid, facts: Option<Value>) -> StoreResult<()> {
+/// The update storing the job's facts ([`JobFacts`] as JSON).
+fn store_facts(job_id: Uuid, facts: Value) -> sea_orm::UpdateMany<job::Entity> {
+    job::Entity::update_many()
+        .col_expr(job::Column::Result, Expr::value(facts))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now()))
+        .filter(job::Column::Id.eq(job_id))
+}
+
+/// Store the facts an expansion step read and did not store with a page ([`PageMark::facts`])
+/// before it ended, if any — only while `owner` still holds the expansion ([`held`]): a step
+/// taken for dead never overwrites what a live step stored since (a preview's summary).
+async fn keep_facts(db: &Db, job_id: Uuid, owner: &str, facts: Option<Value>) -> StoreResult<()> {
     if let Some(facts) = facts {
-        job::Entity::update_many()
-            .col_expr(job::Column::Result, Expr::value(facts))
-            .col_expr(job::Column::UpdatedAt, Expr::value(now()))
-            .filter(job::Column::Id.eq(job_id))
+        store_facts(job_id, facts)
+            .filter(held(owner))
             .exec(db)
             .await?;
     }
@@ -158,9 +166,15 @@ pub struct PageMark {
 /// yet — so it never renews, stores, marks or fails what a live step now reads, and two steps
 /// never read the same groups side by side.
 fn held(owner: &str) -> sea_orm::sea_query::SimpleExpr {
+    held_at(owner, now())
+}
+
+/// [`held`] as of `at`: the statements of one transaction ask it of one time, so a lease that
+/// runs out while they run does not hold for the first and not for the last.
+fn held_at(owner: &str, at: DateTime<Utc>) -> sea_orm::sea_query::SimpleExpr {
     job::Column::ExpandOwner
         .eq(owner)
-        .and(job::Column::ExpandUntil.gte(now()))
+        .and(job::Column::ExpandUntil.gte(at))
 }
 
 /// Take the job's expansion for `owner` until `until`, unless another step holds it and its
@@ -275,7 +289,7 @@ pub async fn insert_items(
         let mut update = job::Entity::update_many()
             .col_expr(job::Column::ExpandPosition, Expr::value(position))
             .filter(job::Column::Id.eq(job_id))
-            .filter(held(holder));
+            .filter(held_at(holder, t));
         if let Some(facts) = &mark.facts {
             update = update.col_expr(job::Column::Result, Expr::value(facts.clone()));
         }
@@ -325,7 +339,7 @@ pub async fn insert_items(
         .filter(job::Column::Id.eq(job_id))
         .filter(job::Column::Status.eq(JobStatus::Running))
         .filter(job::Column::Runs.eq(run_no))
-        .filter(held(holder))
+        .filter(held_at(holder, t))
         .exec(&txn)
         .await?
         .rows_affected;
@@ -644,14 +658,14 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
         loop {
             let Some(page) = unless_stopped(stop, pages.recv()).await else {
                 // The position after the last page stored was stored with it.
-                keep_facts(db, job.id, facts).await?;
+                keep_facts(db, job.id, owner, facts).await?;
                 return handed_back();
             };
             let page = match page {
                 None => break,
                 Some(Ok(page)) => page,
                 Some(Err(e)) => {
-                    keep_facts(db, job.id, facts).await?;
+                    keep_facts(db, job.id, owner, facts).await?;
                     return Ok(Err(JobFailure::from_directory(&e, "reading group members")));
                 }
             };
@@ -703,7 +717,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
             match insert_items(db, job.id, job.runs, owner, items, status, Some(&mark)).await? {
                 Some(n) => members += n,
                 None => {
-                    keep_facts(db, job.id, mark.facts).await?;
+                    keep_facts(db, job.id, owner, mark.facts).await?;
                     return Ok(Ok(false));
                 }
             }
@@ -732,7 +746,7 @@ pub async fn expand<'a, 's, E: From<StoreError>>(
     // Every page was stored and the job not marked with the last one: a step that resumes
     // from a position past the last group (stored by a step that stopped before it marked the
     // job) marks it here.
-    keep_facts(db, job.id, facts).await?;
+    keep_facts(db, job.id, owner, facts).await?;
     let marked = mark_expanded(db, job.id, owner).await?;
     if marked {
         tracing::info!(job = %job.id, members, groups = req.groups.len(), "job expanded");
