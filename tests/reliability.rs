@@ -806,6 +806,29 @@ async fn started_assign(
     Some((emulator, app, job, group))
 }
 
+/// `members` stored as pending items of `job`'s current run by expansion step `holder`, with
+/// `mark` ([`licensor_core::jobs::expand::insert_items`]): how many were new, or `None` when
+/// nothing was stored.
+async fn store_page(
+    db: &sea_orm::DatabaseConnection,
+    job: &licensor_core::entities::job::Model,
+    holder: &str,
+    members: Vec<licensor_core::jobs::expand::NewItem>,
+    mark: &licensor_core::jobs::expand::PageMark,
+) -> Option<u64> {
+    licensor_core::jobs::expand::insert_items(
+        db,
+        job.id,
+        job.runs,
+        holder,
+        members,
+        licensor_core::domain::ItemStatus::Pending,
+        Some(mark),
+    )
+    .await
+    .unwrap()
+}
+
 /// Member `n` of `group`, as an expansion stores it.
 fn member_of(group: &str, n: usize) -> licensor_core::jobs::expand::NewItem {
     licensor_core::jobs::expand::NewItem {
@@ -1022,7 +1045,7 @@ on_both_backends!(a_tenants_client_is_checked_against_its_row_once_a_second);
 /// facts the step read (stored with the first page its step stores), and lets the expansion go;
 /// a step that no longer holds the expansion marks nothing and stores nothing.
 async fn the_last_page_marks_the_job_expanded(backend: Backend) {
-    use licensor_core::domain::{ItemStatus, JobStatus};
+    use licensor_core::domain::JobStatus;
     use licensor_core::entities::job;
     use licensor_core::jobs::expand::{self, ExpandPosition, PageMark};
     use sea_orm::EntityTrait;
@@ -1048,19 +1071,8 @@ async fn the_last_page_marks_the_job_expanded(backend: Backend) {
     // Members `from..=to` stored as `holder`'s page with `mark`.
     let store = |holder: &'static str, from: usize, to: usize, mark: PageMark| {
         let members = (from..=to).map(|n| member_of(&group, n)).collect();
-        async move {
-            expand::insert_items(
-                db,
-                job_id,
-                started.runs,
-                holder,
-                members,
-                ItemStatus::Pending,
-                Some(&mark),
-            )
-            .await
-            .unwrap()
-        }
+        let job = &started;
+        async move { store_page(db, job, holder, members, &mark).await }
     };
     assert_eq!(
         status_and_pending(job_id).await.unwrap(),
@@ -1140,7 +1152,6 @@ on_both_backends!(the_last_page_marks_the_job_expanded);
 /// `workers_killed_during_slow_expansion_postgres_redis`), and its renewals took the expansion
 /// back.
 async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: Backend) {
-    use licensor_core::domain::ItemStatus;
     use licensor_core::entities::job;
     use licensor_core::jobs::expand::{self, ExpandPosition, NewItem, PageMark};
     use sea_orm::EntityTrait;
@@ -1151,23 +1162,16 @@ async fn an_expansion_taken_over_stores_nothing_more_from_its_old_step(backend: 
     live(db, &["p1", "p2", "p3"]).await;
     let until = chrono::Utc::now() + chrono::Duration::seconds(60);
     let member = |n: usize| member_of(&group, n);
-    let store = |holder: &'static str, items: Vec<NewItem>, next: &'static str| async move {
-        let mark = PageMark {
-            position: ExpandPosition::after_page(0, Some(next.to_owned())),
-            lease_until: until,
-            ..PageMark::default()
-        };
-        expand::insert_items(
-            db,
-            job_id,
-            job.runs,
-            holder,
-            items,
-            ItemStatus::Pending,
-            Some(&mark),
-        )
-        .await
-        .unwrap()
+    let store = |holder: &'static str, items: Vec<NewItem>, next: &'static str| {
+        let job = &job;
+        async move {
+            let mark = PageMark {
+                position: ExpandPosition::after_page(0, Some(next.to_owned())),
+                lease_until: until,
+                ..PageMark::default()
+            };
+            store_page(db, job, holder, items, &mark).await
+        }
     };
     let holds = |step: &'static str| async move {
         expand::holds_expansion(db, job_id, step).await.unwrap()

@@ -79,36 +79,34 @@ pub async fn status_and_pending<C: ConnectionTrait>(
     db: &C,
     job_id: Uuid,
 ) -> StoreResult<Option<(JobStatus, bool)>> {
-    use sea_orm::sea_query::Query;
-    let pending = Query::select()
-        .expr(Expr::val(1))
-        .from(job_item::Entity)
-        .and_where(
-            Expr::col((job_item::Entity, job_item::Column::JobId))
-                .equals((job::Entity, job::Column::Id)),
-        )
-        .and_where(job_item::Column::Status.eq(ItemStatus::Pending))
-        .limit(1)
-        .to_owned();
     Ok(job::Entity::find_by_id(job_id)
         .select_only()
         .column(job::Column::Status)
-        .expr(Expr::exists(pending))
+        .expr(Expr::exists(pending_item_of(Expr::col((
+            job::Entity,
+            job::Column::Id,
+        )))))
         .into_tuple()
         .one(db)
         .await?)
 }
 
+/// One pending item of the job `job` names (an id, or the outer query's `jobs.id`), if any:
+/// the probe of [`any_pending`] and [`status_and_pending`].
+fn pending_item_of(job: Expr) -> sea_orm::sea_query::SelectStatement {
+    sea_orm::sea_query::Query::select()
+        .column((job_item::Entity, job_item::Column::Id))
+        .from(job_item::Entity)
+        .and_where(Expr::col((job_item::Entity, job_item::Column::JobId)).eq(job))
+        .and_where(job_item::Column::Status.eq(ItemStatus::Pending))
+        .limit(1)
+        .to_owned()
+}
+
 /// Whether any item of the job is still pending (one index probe).
 pub async fn any_pending<C: ConnectionTrait>(db: &C, job_id: Uuid) -> StoreResult<bool> {
-    Ok(job_item::Entity::find()
-        .select_only()
-        .column(job_item::Column::Id)
-        .filter(job_item::Column::JobId.eq(job_id))
-        .filter(job_item::Column::Status.eq(ItemStatus::Pending))
-        .limit(1)
-        .into_tuple::<i64>()
-        .one(db)
+    Ok(db
+        .query_one(&pending_item_of(Expr::val(job_id)))
         .await?
         .is_some())
 }
