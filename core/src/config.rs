@@ -395,18 +395,20 @@ impl std::fmt::Debug for Settings {
 
 /// A worker process's places ([`Settings::worker_places`]) with the embedded database.
 pub const EMBEDDED_WORKER_PLACES: usize = 32;
-/// A worker process's places ([`Settings::worker_places`]) with PostgreSQL.
-pub const POSTGRES_WORKER_PLACES: usize = 8;
+/// A worker process's places ([`Settings::worker_places`]) with PostgreSQL: as many as the
+/// worker's connections to the database (`db::connect`'s pool for workers).
+pub const POSTGRES_WORKER_PLACES: usize = 16;
 
 impl Settings {
     /// How many queue messages a worker process handles at once: `worker.concurrency` when set,
     /// else [`EMBEDDED_WORKER_PLACES`] (32) on the embedded database and
-    /// [`POSTGRES_WORKER_PLACES`] (8) on PostgreSQL. One embedded process works every tenant's
-    /// jobs, and its steps mostly wait — for the database file's one write lock, for the
-    /// directory's answers, for a tenant's write budget — holding their place meanwhile: with
-    /// 500 tenants at once (`licensor-bench --scenario msp`), 32 places gave each tenant a
-    /// larger share of its budget than 8 in each of three alternated pairs of runs (README,
-    /// "Benchmarks").
+    /// [`POSTGRES_WORKER_PLACES`] (16) on PostgreSQL. A step mostly waits — for the database
+    /// (on the embedded one, for its file's one write lock), for the directory's answers, for a
+    /// tenant's write budget — holding its place meanwhile. With 500 tenants at once
+    /// (`licensor-bench --scenario msp`), 32 places gave each tenant a larger share of its
+    /// budget than 8 on the embedded database in each of three alternated pairs of runs, and
+    /// 16 places per worker than 8 on PostgreSQL + Redis with two workers in each of four
+    /// (README, "Benchmarks").
     pub fn worker_places(&self) -> usize {
         self.worker.concurrency.unwrap_or(match self.database {
             DatabaseUrl::Sqlite(_) => EMBEDDED_WORKER_PLACES,
