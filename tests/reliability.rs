@@ -914,6 +914,56 @@ async fn a_job_and_its_run_start_together_once(backend: Backend) {
 }
 on_both_backends!(a_job_and_its_run_start_together_once);
 
+/// A job whose members are not all read yet says `expanding` while it is queued, running or
+/// paused (a canary pauses it mid-read, and it reads on once resumed), so its total is never
+/// taken for the whole; once it ended (cancelled) it no longer does. A paused job said
+/// `expanding: false` with 2,997 of All Staff's 5,000 members read, and `jobs watch` printed
+/// "Paused: 11 of 2997 done".
+async fn a_job_not_fully_read_says_expanding_until_it_ends(backend: Backend) {
+    use licensor_core::domain::JobStatus;
+    use licensor_core::entities::job;
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+    let Some((emulator, app, t, _, ids)) = submitted_assigns(backend, 4, 1).await else {
+        return;
+    };
+    let id = ids[0];
+    let set_status = |status: JobStatus| {
+        let db = app.db.clone();
+        async move {
+            let row = job::Entity::find_by_id(id).one(&db).await.unwrap().unwrap();
+            assert!(row.expanded_at.is_none(), "no member read yet: {row:?}");
+            let mut row: job::ActiveModel = row.into();
+            row.status = Set(status);
+            row.update(&db).await.unwrap();
+        }
+    };
+    let expanding = |status: &'static str| {
+        let app = &app;
+        let admin = t.admin.clone();
+        async move {
+            let job = app.get_json(&format!("/v1/jobs/{id}"), &admin).await;
+            assert_eq!(job["status"], status, "{job}");
+            job["expanding"].as_bool().unwrap()
+        }
+    };
+    assert!(expanding("queued").await);
+    set_status(JobStatus::Running).await;
+    assert!(expanding("running").await);
+    set_status(JobStatus::Paused).await;
+    assert!(
+        expanding("paused").await,
+        "a paused job reads on once resumed"
+    );
+    set_status(JobStatus::Cancelled).await;
+    assert!(
+        !expanding("cancelled").await,
+        "a cancelled job reads no more"
+    );
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(a_job_not_fully_read_says_expanding_until_it_ends);
+
 /// The chunks a process is writing are watched together (`licensor_workers::watch`): a chunk
 /// is stopped once its own job is cancelled, not its neighbours of other jobs, and every chunk
 /// of a tenant is stopped once another process holds the tenant's turn to write.

@@ -92,6 +92,8 @@ pub struct JobView {
     pub status: JobStatus,
     /// The selected groups' members are still being read: `progress.total` counts the members
     /// read so far, and more will come (the job is not near its end however many are done).
+    /// A paused job (its canary) reads on once resumed, so it says so too; a job that ended
+    /// before all were read (cancelled, failed) does not.
     pub expanding: bool,
     #[schema(value_type = Object)]
     pub request: Value,
@@ -194,7 +196,10 @@ impl JobView {
             kind,
             status,
             expanding: m.expanded_at.is_none()
-                && matches!(status, JobStatus::Queued | JobStatus::Running),
+                && matches!(
+                    status,
+                    JobStatus::Queued | JobStatus::Running | JobStatus::Paused
+                ),
             request: m.request,
             progress: Progress {
                 total: m.total,
