@@ -406,9 +406,10 @@ impl Settings {
     /// (on the embedded one, for its file's one write lock), for the directory's answers, for a
     /// tenant's write budget — holding its place meanwhile. With 500 tenants at once
     /// (`licensor-bench --scenario msp`), 32 places gave each tenant a larger share of its
-    /// budget than 8 on the embedded database in each of three alternated pairs of runs, and
-    /// 16 places per worker than 8 on PostgreSQL + Redis with two workers in each of four
-    /// (README, "Benchmarks").
+    /// budget than 8 on the embedded database in each of three alternated pairs of runs; on
+    /// PostgreSQL + Redis with two workers, 16 places per worker gave a higher median share
+    /// than 8 in four runs against seven the same hour, and none of the four collapsed as one
+    /// of the seven did (README, "Benchmarks").
     pub fn worker_places(&self) -> usize {
         self.worker.concurrency.unwrap_or(match self.database {
             DatabaseUrl::Sqlite(_) => EMBEDDED_WORKER_PLACES,
