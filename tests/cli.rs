@@ -125,6 +125,10 @@ fn bad_configuration_values_name_their_key() {
     assert!(stderr_line(&out).contains("LICENSOR_DATABASE_URL"));
 }
 
+/// A directory (Entra ID) tenant id and an application (client) id of the shapes Entra ID gives.
+const DIRECTORY_TENANT: &str = "8b2f4c6e-1d3a-4e5f-9a7b-0c1d2e3f4a5b";
+const CLIENT_ID: &str = "3f0c9a7e-5b2d-4c1e-8f6a-9d8e7c6b5a40";
+
 #[tokio::test]
 async fn tenants_and_tokens_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,9 +149,9 @@ async fn tenants_and_tokens_from_the_command_line() {
         ])
         .args([
             "--directory-tenant-id",
-            "tid",
+            DIRECTORY_TENANT,
             "--client-id",
-            "cid",
+            CLIENT_ID,
             "--client-secret-env",
             "CONTOSO_SECRET",
         ])
@@ -217,7 +221,7 @@ async fn tenants_and_tokens_from_the_command_line() {
     assert_eq!(me["tenant"]["client_secret_set"], true);
     assert_eq!(
         me["tenant"]["token_url"],
-        "http://127.0.0.1:9/tid/oauth2/v2.0/token"
+        format!("http://127.0.0.1:9/{DIRECTORY_TENANT}/oauth2/v2.0/token")
     );
     assert!(!me.to_string().contains("very-secret-value-42"));
 
@@ -242,6 +246,457 @@ async fn tenants_and_tokens_from_the_command_line() {
     interrupt(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
 }
+
+/// `tenant create` refuses a directory connection that cannot work — a client id without a
+/// secret, an empty secret, a secret without a client id, a directory tenant id that is neither
+/// a GUID nor a domain name, a client id that is not a GUID — with one line naming the flag,
+/// and creates nothing.
+#[test]
+fn tenant_create_refuses_incomplete_or_malformed_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = |name: &str| {
+        let mut cmd = licensor();
+        cmd.env("LICENSOR_DATA_DIR", dir.path())
+            .env("GOOD_SECRET", "very-secret-value-42")
+            .env("EMPTY_SECRET", "")
+            .env("BLANK_SECRET", "  ")
+            .args(["tenant", "create", "--name", name]);
+        cmd
+    };
+    let flags = |tenant: Option<&str>, client: Option<&str>, secret: Option<&str>| {
+        let mut args = Vec::new();
+        for (flag, value) in [
+            ("--directory-tenant-id", tenant),
+            ("--client-id", client),
+            ("--client-secret-env", secret),
+        ] {
+            if let Some(v) = value {
+                args.extend([flag.to_owned(), v.to_owned()]);
+            }
+        }
+        args
+    };
+    let (t, c, s) = (Some(DIRECTORY_TENANT), Some(CLIENT_ID), Some("GOOD_SECRET"));
+    for (args, names) in [
+        (flags(t, c, None), "--client-secret-env"),
+        (flags(None, c, None), "--client-secret-env"),
+        (flags(t, c, Some("EMPTY_SECRET")), "--client-secret-env"),
+        (flags(t, c, Some("BLANK_SECRET")), "--client-secret-env"),
+        (flags(None, None, s), "--client-id"),
+        (flags(t, None, s), "--client-id"),
+        (
+            flags(Some("contoso onmicrosoft.com"), c, s),
+            "--directory-tenant-id",
+        ),
+        (flags(Some("contoso.com/x"), c, s), "--directory-tenant-id"),
+        (flags(Some(""), c, s), "--directory-tenant-id"),
+        (flags(t, Some("cid"), s), "--client-id"),
+    ] {
+        let out = run(admin("contoso").args(&args));
+        assert!(!out.status.success(), "{args:?} is refused");
+        let line = stderr_line(&out);
+        assert!(line.contains(names), "{args:?}: {line}");
+        assert!(!line.contains("very-secret-value-42"), "{line}");
+    }
+    let mut list = licensor();
+    let out = run(list
+        .env("LICENSOR_DATA_DIR", dir.path())
+        .args(["tenant", "list"]));
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "", "no tenant was created");
+
+    // Whole connections, by GUID or by domain, and none at all, are taken.
+    for (name, tenant) in [
+        ("contoso", DIRECTORY_TENANT),
+        ("fabrikam", "fabrikam.onmicrosoft.com"),
+    ] {
+        let out = run(admin(name).args(flags(Some(tenant), c, s)));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut bare = licensor();
+    let out = run(bare.env("LICENSOR_DATA_DIR", dir.path()).args([
+        "tenant",
+        "create",
+        "--name",
+        "northwind",
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The tenant `name`'s row, read as the server reads it.
+async fn tenant_row(data: &common::TestData, name: &str) -> licensor_core::entities::tenant::Model {
+    let settings = data.settings("");
+    let db = licensor_core::db::connect(&settings.database)
+        .await
+        .unwrap();
+    let row = licensor_core::tenants::find_by_name(&db, name)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("tenant {name}"));
+    db.close().await.ok();
+    row
+}
+
+/// The client secret the tenant `name` holds, opened with the test's key.
+fn secret_of(row: &licensor_core::entities::tenant::Model) -> Option<String> {
+    let secrets = licensor_core::crypto::SecretBox::from_base64(common::SECRET_KEY).unwrap();
+    licensor_core::tenants::client_secret(&secrets, row).unwrap()
+}
+
+/// `tenant set-directory` changes only what it is given: the secret alone is rotated with the
+/// tenant id, client id and URLs kept, and its one line says "client secret replaced", never
+/// the secret. Bad input — nothing to change, an empty or blank secret, an unset variable, a
+/// malformed id, a connection left incomplete, an unknown tenant — is one line on stderr and
+/// the row is unchanged. `--clear` removes the connection.
+async fn set_directory_changes_only_what_it_is_given(backend: common::Backend) {
+    let Some(data) = common::TestData::new(backend).await else {
+        return;
+    };
+    let out = run(data
+        .admin_cli()
+        .args(["tenant", "create", "--name", "contoso"])
+        .args(["--directory-url", "http://127.0.0.1:9"])
+        .args(["--directory-tenant-id", DIRECTORY_TENANT])
+        .args(["--client-id", CLIENT_ID])
+        .args(["--client-secret-env", "OLD_SECRET"])
+        .env("OLD_SECRET", "old-secret-value-1"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created = tenant_row(&data, "contoso").await;
+
+    let out = run(data
+        .admin_cli()
+        .args(["tenant", "set-directory", "--tenant", "contoso"])
+        .args(["--client-secret-env", "NEW_SECRET"])
+        .env("NEW_SECRET", "new-secret-value-2"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = stdout(&out);
+    assert_eq!(
+        said.trim(),
+        "tenant contoso: client secret replaced",
+        "{said}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = tenant_row(&data, "contoso").await;
+    assert_eq!(secret_of(&rotated).as_deref(), Some("new-secret-value-2"));
+    assert_eq!(
+        (
+            &rotated.directory_tenant_id,
+            &rotated.client_id,
+            &rotated.token_url,
+            &rotated.graph_url,
+        ),
+        (
+            &created.directory_tenant_id,
+            &created.client_id,
+            &created.token_url,
+            &created.graph_url,
+        )
+    );
+    assert!(rotated.updated_at > created.updated_at);
+
+    // Another tenant id: the token URL follows, the rest is kept.
+    let out = run(data
+        .admin_cli()
+        .args([
+            "tenant",
+            "set-directory",
+            "--tenant",
+            &rotated.id.to_string(),
+        ])
+        .args(["--directory-tenant-id", "contoso.onmicrosoft.com"]));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!(
+            "tenant contoso: directory tenant id contoso.onmicrosoft.com (was {DIRECTORY_TENANT})"
+        )
+    );
+    let moved = tenant_row(&data, "contoso").await;
+    assert_eq!(
+        moved.token_url.as_deref(),
+        Some("http://127.0.0.1:9/contoso.onmicrosoft.com/oauth2/v2.0/token")
+    );
+    assert_eq!(moved.client_id, created.client_id);
+    assert_eq!(secret_of(&moved).as_deref(), Some("new-secret-value-2"));
+
+    let out = run(data
+        .admin_cli()
+        .args(["tenant", "create", "--name", "fabrikam"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bare = tenant_row(&data, "fabrikam").await;
+
+    let set = |tenant: &str, args: &[&str]| {
+        let mut cmd = data.admin_cli();
+        cmd.args(["tenant", "set-directory", "--tenant", tenant])
+            .args(args)
+            .env("EMPTY_SECRET", "")
+            .env("BLANK_SECRET", " \t ")
+            .env("GOOD_SECRET", "good-secret-value-3");
+        cmd
+    };
+    for (tenant, args, names) in [
+        ("contoso", &[][..], "nothing to change"),
+        (
+            "contoso",
+            &["--client-secret-env", "EMPTY_SECRET"],
+            "--client-secret-env",
+        ),
+        (
+            "contoso",
+            &["--client-secret-env", "BLANK_SECRET"],
+            "--client-secret-env",
+        ),
+        (
+            "contoso",
+            &["--client-secret-env", "UNSET_SECRET"],
+            "UNSET_SECRET",
+        ),
+        (
+            "contoso",
+            &["--client-id", "pasted-secret-value-9"],
+            "--client-id",
+        ),
+        (
+            "contoso",
+            &["--directory-tenant-id", "contoso onmicrosoft.com"],
+            "--directory-tenant-id",
+        ),
+        (
+            "contoso",
+            &["--directory-tenant-id", "a/b"],
+            "--directory-tenant-id",
+        ),
+        (
+            "contoso",
+            &["--directory-tenant-id", ""],
+            "--directory-tenant-id",
+        ),
+        ("contoso", &["--directory-url", "ftp://127.0.0.1"], "http"),
+        ("contoso", &["--clear", "--client-id", CLIENT_ID], "--clear"),
+        // The merged connection must be whole.
+        (
+            "fabrikam",
+            &["--client-id", CLIENT_ID],
+            "--client-secret-env",
+        ),
+        (
+            "fabrikam",
+            &["--client-secret-env", "GOOD_SECRET"],
+            "--client-id",
+        ),
+        (
+            "fabrikam",
+            &[
+                "--directory-tenant-id",
+                DIRECTORY_TENANT,
+                "--client-id",
+                CLIENT_ID,
+            ],
+            "--client-secret-env",
+        ),
+        (
+            "northwind",
+            &["--client-secret-env", "GOOD_SECRET"],
+            "northwind",
+        ),
+    ] {
+        let out = run(&mut set(tenant, args));
+        assert!(!out.status.success(), "{tenant} {args:?} is refused");
+        let line = stderr_line(&out);
+        assert!(line.contains(names), "{tenant} {args:?}: {line}");
+        assert!(!line.contains("secret-value"), "{line}");
+        assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    }
+    assert_eq!(
+        tenant_row(&data, "contoso").await,
+        moved,
+        "contoso unchanged"
+    );
+    assert_eq!(
+        tenant_row(&data, "fabrikam").await,
+        bare,
+        "fabrikam unchanged"
+    );
+
+    // All three connect the bare tenant; --clear removes the connection again.
+    let out = run(&mut set(
+        "fabrikam",
+        &[
+            "--directory-tenant-id",
+            DIRECTORY_TENANT,
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret-env",
+            "GOOD_SECRET",
+        ],
+    ));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!(
+            "tenant fabrikam: directory tenant id {DIRECTORY_TENANT} (was none), client id {CLIENT_ID} (was none), client secret replaced"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let connected = tenant_row(&data, "fabrikam").await;
+    assert_eq!(
+        secret_of(&connected).as_deref(),
+        Some("good-secret-value-3")
+    );
+    let out = run(&mut set("fabrikam", &["--clear"]));
+    assert_eq!(
+        stdout(&out).trim(),
+        "tenant fabrikam: directory connection removed"
+    );
+    let cleared = tenant_row(&data, "fabrikam").await;
+    assert_eq!(
+        (
+            &cleared.directory_tenant_id,
+            &cleared.client_id,
+            &cleared.client_secret_enc
+        ),
+        (&None, &None, &None)
+    );
+    assert_eq!(
+        (&cleared.token_url, &cleared.graph_url),
+        (&bare.token_url, &bare.graph_url)
+    );
+}
+
+on_both_backends!(set_directory_changes_only_what_it_is_given);
+
+/// The case `set-directory` is for: a tenant whose client secret the directory refuses (one that
+/// expired, say) fails its directory routes and jobs with `directory_credentials_rejected`;
+/// `licensor tenant set-directory --client-secret-env` fixes it on the running licensor, with no
+/// restart: the same route answers at once, and a rerun of the failed job finishes.
+///
+/// The API and the workers of one process share each tenant's directory client, and an API
+/// request makes it again from the tenant's new row: the route is tried on one tenant and the
+/// job on another, so the workers' own check of the row is what the rerun relies on.
+async fn set_directory_fixes_a_rejected_secret_without_a_restart(backend: common::Backend) {
+    const GROUP: &str = "5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    let mut scenario = graph_emulator::Scenario::simple(47, 10, 20);
+    scenario.groups[0].id = Some(GROUP.into());
+    let emulator = graph_emulator::spawn(graph_emulator::EmulatorConfig {
+        scenario: Some(scenario),
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    let Some(app) = common::TestApp::start(backend).await else {
+        return;
+    };
+    // A tenant on the emulator's directory whose secret it refuses, and an admin token of it.
+    let tenant = async |name: &str| {
+        let out = run(app
+            .data
+            .admin_cli()
+            .args(["tenant", "create", "--name", name])
+            .args(["--directory-url", &emulator.base_url()])
+            .args(["--directory-tenant-id", &emulator.directory_tenant_id()])
+            .args(["--client-id", &emulator.client_id()])
+            .args(["--client-secret-env", "EXPIRED_SECRET"])
+            .env("EXPIRED_SECRET", "an-expired-secret"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let t = licensor_core::tenants::find_by_name(&app.db, name)
+            .await
+            .unwrap()
+            .unwrap();
+        licensor_core::tokens::create(
+            &app.db,
+            t.id,
+            licensor_core::domain::Role::Admin,
+            "admin",
+            None,
+        )
+        .await
+        .unwrap()
+        .secret
+    };
+    let rotate = |name: &str| {
+        let out = run(app
+            .data
+            .admin_cli()
+            .args(["tenant", "set-directory", "--tenant", name])
+            .args(["--client-secret-env", "NEW_SECRET"])
+            .env("NEW_SECRET", emulator.client_secret()));
+        assert_eq!(
+            stdout(&out).trim(),
+            format!("tenant {name}: client secret replaced"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    // A route: the API reads the tenant at each request, so it answers at once.
+    let contoso = tenant("contoso").await;
+    let skus = || app.get("/v1/directory/skus", &contoso).send();
+    common::expect_problem(skus().await.unwrap(), 502, "directory_credentials_rejected").await;
+    rotate("contoso");
+    let listed = common::success_json(skus().await.unwrap()).await;
+    assert!(
+        listed["data"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|s| s["sku_part_number"] == "ENTERPRISEPACK")),
+        "{listed}"
+    );
+
+    // A job: it fails; once the secret is replaced, a rerun finishes. Workers check their client
+    // against the tenant's row at most a second after they last did.
+    let fabrikam = tenant("fabrikam").await;
+    let job = app
+        .post_json(
+            "/v1/jobs",
+            &fabrikam,
+            &json!({"kind": "export", "groups": [GROUP], "export": {"format": "json"}}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let failed = app.wait_for_job(&fabrikam, &id, 120).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        failed["error"]["code"], "directory_credentials_rejected",
+        "{failed}"
+    );
+    rotate("fabrikam");
+    tokio::time::sleep(licensor_core::directory::DirectoryClients::RECHECK).await;
+    app.post_json(&format!("/v1/jobs/{id}/rerun"), &fabrikam, &json!({}))
+        .await;
+    let rerun = app.wait_for_job(&fabrikam, &id, 120).await;
+    assert_eq!(rerun["status"], "finished", "{rerun}");
+    assert_eq!(rerun["progress"]["succeeded"], 10, "{rerun}");
+    app.stop().await;
+    emulator.shutdown().await;
+}
+
+on_both_backends!(set_directory_fixes_a_rejected_secret_without_a_restart);
 
 async fn wait_for(http: &reqwest::Client, url: &str, token: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -3,7 +3,7 @@
 
 use clap::Subcommand;
 use licensor_core::domain::Role;
-use licensor_core::tenants::{self, DirectorySettings};
+use licensor_core::tenants::{self, DirectoryChange, DirectorySettings, DirectoryUpdate};
 use licensor_core::{Settings, tokens};
 use uuid::Uuid;
 
@@ -18,15 +18,47 @@ pub enum TenantCommand {
         /// Base URL serving the token endpoint and /v1.0 (default: Microsoft's public endpoints).
         #[arg(long)]
         directory_url: Option<String>,
-        /// The directory (Entra ID) tenant id.
+        /// The directory (Entra ID) tenant id: a GUID or a domain name such as
+        /// contoso.onmicrosoft.com.
         #[arg(long)]
         directory_tenant_id: Option<String>,
-        /// Application (client) id of the app registration.
+        /// Application (client) id of the app registration (a GUID).
         #[arg(long)]
         client_id: Option<String>,
         /// Name of the environment variable that holds the client secret (never pass it as an argument).
+        /// The directory tenant id, client id and secret go together, or none of them.
         #[arg(long)]
         client_secret_env: Option<String>,
+    },
+    /// Set a tenant's directory (Microsoft Graph) connection again, keeping the settings not given.
+    ///
+    /// Only the settings given change, so `--client-secret-env NEW_SECRET` alone rotates an
+    /// expiring client secret. The resulting connection must be whole (directory tenant id,
+    /// client id and secret, or none of them), else nothing changes. Prints what changed, never
+    /// the secret. A running licensor uses the new connection without a restart: the API from
+    /// its next request, workers in every step they begin a second after it or later.
+    SetDirectory {
+        /// Tenant name or id.
+        #[arg(long)]
+        tenant: String,
+        /// Base URL serving the token endpoint and /v1.0 (an emulator, say).
+        #[arg(long)]
+        directory_url: Option<String>,
+        /// The directory (Entra ID) tenant id: a GUID or a domain name such as
+        /// contoso.onmicrosoft.com.
+        #[arg(long)]
+        directory_tenant_id: Option<String>,
+        /// Application (client) id of the app registration (a GUID).
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Name of the environment variable that holds the new client secret (never pass it as
+        /// an argument).
+        #[arg(long)]
+        client_secret_env: Option<String>,
+        /// Remove the connection entirely (back to none, on Microsoft's endpoints): the tenant's
+        /// directory routes and jobs then answer directory_not_configured.
+        #[arg(long, conflicts_with_all = ["directory_url", "directory_tenant_id", "client_id", "client_secret_env"])]
+        clear: bool,
     },
     /// List tenants.
     List,
@@ -54,6 +86,69 @@ pub enum TokenCommand {
     Revoke { id: Uuid },
 }
 
+/// The client secret held by the environment variable `--client-secret-env` names.
+fn secret_from_env(var: Option<&str>) -> anyhow::Result<Option<String>> {
+    let Some(var) = var else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(secret) => Ok(Some(secret)),
+        Err(std::env::VarError::NotPresent) => Err(anyhow::anyhow!(
+            "--client-secret-env: environment variable {var} is not set"
+        )),
+        Err(std::env::VarError::NotUnicode(_)) => Err(anyhow::anyhow!(
+            "--client-secret-env: environment variable {var} is not valid UTF-8"
+        )),
+    }
+}
+
+/// What `tenant set-directory` changed, for its one line: each setting that differs with what
+/// it was, and "client secret replaced" (never the secret).
+fn what_changed(done: &DirectoryUpdate) -> String {
+    let (before, after) = (&done.before, &done.after);
+    if !done.changed() {
+        return "directory connection unchanged (it holds these settings already)".into();
+    }
+    if after.client_id.is_none() && before.client_id.is_some() {
+        return "directory connection removed".into();
+    }
+    let shown = |v: Option<String>, none: &str| v.unwrap_or_else(|| none.to_owned());
+    let mut parts = Vec::new();
+    let url = tenants::directory_url;
+    if url(before) != url(after) {
+        parts.push(format!(
+            "directory URL {} (was {})",
+            shown(url(after), "Microsoft's"),
+            shown(url(before), "Microsoft's")
+        ));
+    }
+    for (what, b, a) in [
+        (
+            "directory tenant id",
+            &before.directory_tenant_id,
+            &after.directory_tenant_id,
+        ),
+        ("client id", &before.client_id, &after.client_id),
+    ] {
+        if b != a {
+            parts.push(format!(
+                "{what} {} (was {})",
+                shown(a.clone(), "none"),
+                shown(b.clone(), "none")
+            ));
+        }
+    }
+    if done.secret_replaced {
+        parts.push("client secret replaced".into());
+    }
+    if parts.is_empty() {
+        // Written with none of the settings above differing: its token and Graph URLs were made
+        // again from them.
+        return "token and Graph URLs made again from the same settings".into();
+    }
+    parts.join(", ")
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
 }
@@ -71,20 +166,44 @@ pub async fn tenant(settings: &Settings, cmd: TenantCommand) -> anyhow::Result<(
             client_secret_env,
         } => {
             let secrets = secret_box(settings)?;
-            let client_secret = match client_secret_env {
-                Some(var) => Some(std::env::var(&var).map_err(|_| {
-                    anyhow::anyhow!("--client-secret-env: environment variable {var} is not set")
-                })?),
-                None => None,
-            };
             let directory = DirectorySettings {
                 directory_url,
                 directory_tenant_id,
                 client_id,
-                client_secret,
+                client_secret: secret_from_env(client_secret_env.as_deref())?,
             };
             let t = tenants::create(&db, &secrets, &name, &directory).await?;
             println!("tenant {} created: {}", t.name, t.id);
+        }
+        TenantCommand::SetDirectory {
+            tenant,
+            directory_url,
+            directory_tenant_id,
+            client_id,
+            client_secret_env,
+            clear,
+        } => {
+            let t = tenants::find_by_ref(&db, &tenant)
+                .await
+                .map_err(|_| anyhow::anyhow!("no tenant named or with id `{tenant}`"))?;
+            let done = if clear {
+                tenants::clear_directory(&db, t.id).await?
+            } else {
+                let change = DirectoryChange {
+                    directory_url,
+                    directory_tenant_id,
+                    client_id,
+                    client_secret: secret_from_env(client_secret_env.as_deref())?,
+                };
+                if change.is_empty() {
+                    anyhow::bail!(
+                        "nothing to change: give --directory-url, --directory-tenant-id, --client-id, --client-secret-env or --clear"
+                    );
+                }
+                let secrets = secret_box(settings)?;
+                tenants::set_directory(&db, &secrets, t.id, &change).await?
+            };
+            println!("tenant {}: {}", t.name, what_changed(&done));
         }
         TenantCommand::List => {
             for t in tenants::list(&db).await? {

@@ -227,6 +227,29 @@ impl TestData {
     }
 }
 
+impl TestData {
+    /// `licensor` as the operator runs it on this data (`tenant …`, `token …`): the same data
+    /// directory, secret key, database and queue as [`TestData::settings`], and nothing else
+    /// from the environment running the tests.
+    pub fn admin_cli(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_licensor"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("LICENSOR_DATA_DIR", self.dir.path())
+            .env("LICENSOR_SECRET_KEY", SECRET_KEY)
+            .stdin(std::process::Stdio::null());
+        if let Some(pg) = &self.pg {
+            cmd.env("LICENSOR_DATABASE_URL", &pg.url);
+        }
+        if let Some(ns) = &self.redis {
+            cmd.env("LICENSOR_QUEUE_URL", &ns.url)
+                .env("LICENSOR_QUEUE_NAME", &ns.prefix);
+        }
+        cmd
+    }
+}
+
 /// A running licensor (API + worker) and an HTTP client for it.
 pub struct TestApp {
     pub url: String,
