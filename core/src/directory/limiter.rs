@@ -32,8 +32,13 @@
 //!   429s well under 1 % of requests. The schedule always uses the upper bound, so it never
 //!   relies on a guess. A probe's age — between its reference write's charge and its own — is
 //!   known only between the two sends and answers: an accepted probe bounds `W` from above by
-//!   the longest it may be (the reference's send to the probe's answer), a refused one from
-//!   below by the shortest (the reference's answer to the probe's send). Measured answer to
+//!   the longest it may be (the reference's send to the probe's answer, less the shortest round
+//!   trip seen: the reference's way there and the probe's way back take about one), a refused
+//!   one from below by the shortest (the reference's answer to the probe's send). With the whole
+//!   round trip left in, the bound stayed about a round trip above `W` (2.025 s for 2 s, twenty
+//!   seconds in) and every window of a 2 s budget started that much late: 96.7–97.6 % of the
+//!   budget at 40 writes per 2 s against 98.3–98.4 % net of it (`licensor-bench --scenario
+//!   throttle --write-budget 40/2000`, 20 ± 10 ms latency). Measured answer to
 //!   answer, a reference answered late (a busy client takes hundreds of milliseconds to read a
 //!   `$batch` answer) made the window seem shorter than it is, and every window's first writes
 //!   then went out early into 429s.
@@ -511,13 +516,17 @@ impl State {
             .map(|l| ((l as f64 * config.target_percent / 100.0).floor() as u64).max(1))
     }
 
-    /// Whether the window's bounds are as close as probing can bring them: 0.5 % of it, or two
-    /// typical (median) round trips (a probe's age is known to within its own round trip and its
-    /// reference's).
+    /// Whether the window's bounds are as close as probing can bring them: 0.5 % of it, or twice
+    /// the round trips' typical spread (median less least: a probe's age is known to within the
+    /// spread of its own round trip and its reference's, see [`Shared::settle`]).
     fn window_known(&self) -> bool {
         match self.w_hi {
             Some(hi) => {
-                let rtt = self.rtts.median().unwrap_or_default();
+                let rtt = self
+                    .rtts
+                    .median()
+                    .unwrap_or_default()
+                    .saturating_sub(self.rtts.least().unwrap_or_default());
                 let gap = hi.saturating_sub(self.w_lo);
                 gap <= WINDOW_PRECISION_MIN
                     .max(hi.mul_f64(WINDOW_PRECISION))
@@ -919,8 +928,20 @@ impl Shared {
                 reference_sent,
             } => {
                 s.probe_out = false;
-                // The age between the two charges lies between these.
-                let age = now.saturating_duration_since(reference_sent);
+                // The age between the two charges lies between these: from the reference's
+                // answer to the probe's send at least, from the reference's send to the probe's
+                // answer at most. The upper one also holds the reference's way there and the
+                // probe's way back, together about a round trip: net of the shortest one seen,
+                // it is above the age by the round trips' spread, not their length (an accepted
+                // probe then brings the window's upper bound, which the schedule uses, within
+                // that spread of `W`). Should the two ways be shorter than the shortest round
+                // trip, the bound is a few milliseconds short: `WINDOW_MARGIN` covers that,
+                // and a 429 the schedule did not expect widens the margin. The lower one is
+                // left as the sends and answers give it, so it stays below `W`.
+                let least = s.rtts.least().unwrap_or_default();
+                let age = now
+                    .saturating_duration_since(reference_sent)
+                    .saturating_sub(least);
                 let age_lo = sent.saturating_duration_since(reference);
                 match answers.first().copied().unwrap_or(WriteAnswer::Unknown) {
                     WriteAnswer::Accepted { .. } => {
