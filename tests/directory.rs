@@ -222,3 +222,45 @@ async fn an_unanswering_directory_is_reported_within_the_wait(backend: Backend) 
     emulator.shutdown().await;
 }
 on_both_backends!(an_unanswering_directory_is_reported_within_the_wait);
+
+/// The groups' names are a courtesy of `POST /v1/jobs`: a directory that answers slowly (5 s a
+/// request here, under the default 15 s `api.directory_wait_secs`) holds the submit back for
+/// about 2 s, and the job is made with its groups unnamed — the job reads them itself when it
+/// runs. It waited the directory's 5 s before; an assign, whose SKUs are read first, twice that.
+async fn a_slow_directory_holds_a_submit_back_a_moment_for_names(backend: Backend) {
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::simple(47, 10, 20)),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator starts");
+    let Some(app) = TestApp::start_with(backend, licensor::Roles::API, "").await else {
+        return;
+    };
+    let t = app.tenant("contoso").await;
+    app.connect_directory(t.id, &emulator).await;
+    let group = app.group_id(&t.admin, "All Users").await;
+    put_faults(&emulator, json!({"latency_ms": 5_000, "throttling": false})).await;
+    let started = std::time::Instant::now();
+    let resp = app
+        .post("/v1/jobs", &t.admin)
+        .json(&json!({"kind": "export", "groups": [group], "export": {"format": "csv"}}))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let status = resp.status().as_u16();
+    let job: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, 202, "{job}");
+    assert!(
+        took < std::time::Duration::from_millis(4_000),
+        "answered after {took:?}"
+    );
+    let jobs = app.get_json("/v1/jobs", &t.viewer).await;
+    assert_eq!(jobs["data"].as_array().map(Vec::len), Some(1), "{jobs}");
+    assert_eq!(jobs["data"][0]["id"], job["id"]);
+    put_faults(&emulator, json!({"throttling": false})).await;
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(a_slow_directory_holds_a_submit_back_a_moment_for_names);

@@ -198,12 +198,12 @@ pub async fn submit_job(
         jobs::submit::check_against_skus(&request, &skus)?;
         known.skus = skus.iter().map(jobs::SkuRef::of).collect();
     }
-    // Names are a courtesy: groups not named in time are read by the job itself.
-    known.groups = super::directory::answered(&state, async {
-        Ok(group_names(&client, &request.groups).await)
-    })
-    .await
-    .unwrap_or_default();
+    // Names are a courtesy: groups not named in time are read by the job itself, so a slow
+    // directory holds the answer back for a moment, not for the whole `directory_wait`.
+    let names_wait = state.directory_wait.min(GROUP_NAMES_WAIT);
+    known.groups = tokio::time::timeout(names_wait, group_names(&client, &request.groups))
+        .await
+        .unwrap_or_default();
     let view = jobs::create(
         &state.db,
         NewJob {
@@ -219,6 +219,12 @@ pub async fn submit_job(
     metrics::counter!("licensor_jobs_submitted_total", "kind" => view.kind.as_str()).increment(1);
     Ok(accepted(view))
 }
+
+/// How long `POST /v1/jobs` waits for the selected groups' names (at most
+/// `api.directory_wait_secs`). A directory that answers slowly would otherwise hold a submit
+/// back for the whole wait after its SKUs were read — twice the wait for an assign — only to
+/// create the same job with its groups unnamed.
+const GROUP_NAMES_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The selected groups' display names as the directory has them now (`GET /groups/{id}`, all
 /// at once), so the job shows them while it waits in the queue. A group that cannot be read
