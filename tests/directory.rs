@@ -264,3 +264,73 @@ async fn a_slow_directory_holds_a_submit_back_a_moment_for_names(backend: Backen
     emulator.shutdown().await;
 }
 on_both_backends!(a_slow_directory_holds_a_submit_back_a_moment_for_names);
+
+/// A client that goes away while its submit is being answered (a client timeout, here after
+/// 0.5 s of a directory answering in 2 s) does not cut the submit off: the job is made and its
+/// answer kept for the `Idempotency-Key`, so the client's retry with the key gets that answer
+/// again (`Idempotent-Replayed: true`), and there is one job. Before, the submit stopped where
+/// the client left, no job was made, and the key stayed claimed by nobody: the retry was told
+/// 409 `idempotency_key_in_use` for 30 s, then `idempotency_key_interrupted`.
+async fn a_submit_whose_client_went_away_is_answered_to_its_key(backend: Backend) {
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::simple(53, 10, 20)),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator starts");
+    let Some(app) = TestApp::start_with(backend, licensor::Roles::API, "").await else {
+        return;
+    };
+    let t = app.tenant("contoso").await;
+    app.connect_directory(t.id, &emulator).await;
+    let group = app.group_id(&t.admin, "All Users").await;
+    let submit = json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": graph_emulator::ENTERPRISEPACK_SKU_ID}]});
+    put_faults(&emulator, json!({"latency_ms": 2_000, "throttling": false})).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(format!("{}/v1/jobs", app.url))
+        .bearer_auth(&t.admin)
+        .header("Idempotency-Key", "left-early")
+        .json(&submit)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up before the answer");
+    put_faults(&emulator, json!({"throttling": false})).await;
+    // The retry, as a client does: again while the first is still being answered.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let replayed = loop {
+        let resp = app
+            .post("/v1/jobs", &t.admin)
+            .header("Idempotency-Key", "left-early")
+            .json(&submit)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let replayed = resp.headers().get("idempotent-replayed").cloned();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        if status == 409
+            && body["code"] == "idempotency_key_in_use"
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            continue;
+        }
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(
+            replayed.as_ref().and_then(|v| v.to_str().ok()),
+            Some("true"),
+            "the first answer, kept: {body}"
+        );
+        break body;
+    };
+    let jobs = app.get_json("/v1/jobs", &t.viewer).await;
+    assert_eq!(jobs["data"].as_array().map(Vec::len), Some(1), "{jobs}");
+    assert_eq!(jobs["data"][0]["id"], replayed["id"]);
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(a_submit_whose_client_went_away_is_answered_to_its_key);

@@ -3,7 +3,8 @@
 //! `idempotency_key_reused`; while the first is still being answered → 409
 //! `idempotency_key_in_use`; when the process answering it stopped before it kept or released
 //! the key (its claim's lease ran out) → 409 `idempotency_key_interrupted`, for the client to
-//! look at what it asked for and send again with a new key if it did not happen. Server errors
+//! look at what it asked for and send again with a new key if it did not happen. A request whose
+//! client goes away is answered to its end all the same, and its answer kept. Server errors
 //! and 429s are not kept, so a retry runs again; any
 //! other answer, a refusal too, is the answer to that request (CONTRACT §API). The same request
 //! means the same method, path and JSON value: the order of an object's keys and white space do
@@ -17,6 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use licensor_core::idempotency::{self, Claim, Stored};
 use licensor_core::tokens;
+use tracing::Instrument;
 
 use super::AppState;
 use super::problem::ApiError;
@@ -109,48 +111,70 @@ pub async fn idempotency(
         .into_response(),
         Ok(Claim::Replay(stored)) => replay(stored),
         Ok(Claim::Fresh(claim)) => {
-            // The claim is held while the request runs and its answer is kept or released.
-            let held = hold(&state, tenant_id, &key, claim);
-            let response = next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await;
-            // Server errors and rate-limit refusals are not answers to keep: a retry with the
-            // same key runs again.
-            if response.status().is_server_error()
-                || response.status() == StatusCode::TOO_MANY_REQUESTS
-            {
-                // Released beside the answer (it retries while the database is away or busy),
-                // so the 503 goes out at once; a retry meanwhile is told 409 "retry shortly".
-                release_soon(&state, tenant_id, key, claim, held);
-                return response;
+            // Answered to the end in a task of its own: a client that goes away (a timeout, a
+            // dropped connection) must not cut the request off between its effects and the
+            // answer kept for its key. Cut off, the key was held by nobody, and the retry was
+            // told "in progress" for the lease, then "interrupted", of a job that was made.
+            let request = Request::from_parts(parts, Body::from(bytes));
+            let answering = tokio::spawn(
+                answer(state, tenant_id, key, claim, request, next).in_current_span(),
+            );
+            match answering.await {
+                Ok(response) => response,
+                // The handler panicked: its claim, no longer renewed, runs out and the key is
+                // "interrupted" (whether it took effect is not known).
+                Err(_) => ApiError::internal("the request could not be answered").into_response(),
             }
-            let (mut parts, body) = response.into_parts();
-            let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
-                release_soon(&state, tenant_id, key, claim, held);
-                return ApiError::internal("response body could not be read").into_response();
-            };
-            let stored = Stored {
-                status: parts.status.as_u16(),
-                content_type: parts
-                    .headers
-                    .get(CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-                body: body.to_vec(),
-                location: parts
-                    .headers
-                    .get(LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-            };
-            if let Err(e) = idempotency::finish(&state.db, tenant_id, &key, claim, &stored).await {
-                tracing::warn!(error = %e, "could not keep the answer to an idempotency key");
-            }
-            drop(held);
-            parts.headers.remove(REPLAYED);
-            Response::from_parts(parts, Body::from(body))
         }
     }
+}
+
+/// Run a request whose key was claimed afresh (`claim`), and keep its answer for the key — or
+/// release the key for a retry to run again, if the answer is a server error or a 429.
+async fn answer(
+    state: AppState,
+    tenant_id: uuid::Uuid,
+    key: String,
+    claim: i64,
+    request: Request,
+    next: Next,
+) -> Response {
+    // The claim is held while the request runs and its answer is kept or released.
+    let held = hold(&state, tenant_id, &key, claim);
+    let response = next.run(request).await;
+    // Server errors and rate-limit refusals are not answers to keep: a retry with the
+    // same key runs again.
+    if response.status().is_server_error() || response.status() == StatusCode::TOO_MANY_REQUESTS {
+        // Released beside the answer (it retries while the database is away or busy),
+        // so the 503 goes out at once; a retry meanwhile is told 409 "retry shortly".
+        release_soon(&state, tenant_id, key, claim, held);
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        release_soon(&state, tenant_id, key, claim, held);
+        return ApiError::internal("response body could not be read").into_response();
+    };
+    let stored = Stored {
+        status: parts.status.as_u16(),
+        content_type: parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: body.to_vec(),
+        location: parts
+            .headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    if let Err(e) = idempotency::finish(&state.db, tenant_id, &key, claim, &stored).await {
+        tracing::warn!(error = %e, "could not keep the answer to an idempotency key");
+    }
+    drop(held);
+    parts.headers.remove(REPLAYED);
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// Renew claim `claim` of `key` every [`idempotency::LEASE_RENEWAL`] until the returned task is
