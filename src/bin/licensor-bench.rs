@@ -218,7 +218,9 @@ struct Deployment {
 
 /// A run that ends in an error (a submit refused, a job not done in time) drops its deployment
 /// without [`Deployment::stop`]: its processes are killed rather than left running against an
-/// emulator that is gone. After `stop` they have exited, and this does nothing.
+/// emulator that is gone, and its PostgreSQL database and Redis keys are removed (on a thread
+/// of its own: a drop cannot wait for them on the runtime it runs on). After `stop` they have
+/// exited and been removed, and this does nothing.
 impl Drop for Deployment {
     fn drop(&mut self) {
         for (_, child) in &mut self.processes {
@@ -227,6 +229,20 @@ impl Drop for Deployment {
                 let _ = child.wait();
             }
         }
+        if self.pg_db.is_none() && self.redis_prefix.is_none() {
+            return;
+        }
+        let (pg_db, redis_prefix) = (self.pg_db.take(), self.redis_prefix.take());
+        let env = std::mem::take(&mut self.env);
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(clean_up(pg_db, redis_prefix, &env));
+            }
+        })
+        .join();
     }
 }
 
@@ -311,29 +327,38 @@ impl Deployment {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Some((admin, name)) = &self.pg_db
-            && let Ok(conn) = sea_orm::Database::connect(admin.as_str()).await
-        {
-            use sea_orm::ConnectionTrait;
-            let _ = conn
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
-        }
-        if let Some(prefix) = &self.redis_prefix {
-            for (_, v) in &self.env {
-                if v.starts_with("redis://")
-                    && let Ok(client) = redis::Client::open(v.as_str())
-                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{prefix}*"))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<(), _> =
-                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                    }
+        clean_up(self.pg_db.take(), self.redis_prefix.take(), &self.env).await;
+    }
+}
+
+/// Drop a run's PostgreSQL database (`(admin URL, name)`) and delete its Redis keys (those
+/// starting with `redis_prefix`, on each Redis of `env`).
+async fn clean_up(
+    pg_db: Option<(String, String)>,
+    redis_prefix: Option<String>,
+    env: &[(String, String)],
+) {
+    if let Some((admin, name)) = pg_db
+        && let Ok(conn) = sea_orm::Database::connect(admin.as_str()).await
+    {
+        use sea_orm::ConnectionTrait;
+        let _ = conn
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+    }
+    if let Some(prefix) = redis_prefix {
+        for (_, v) in env {
+            if v.starts_with("redis://")
+                && let Ok(client) = redis::Client::open(v.as_str())
+                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}*"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                 }
             }
         }
