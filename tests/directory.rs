@@ -154,30 +154,43 @@ async fn held_licenses_of_group_members(backend: Backend) {
 }
 on_both_backends!(held_licenses_of_group_members);
 
+/// An API (no workers) with `extra` configuration, and a tenant `contoso` connected to an
+/// emulator of 10 users and 20 units a SKU (seeded with `seed`): the emulator, the app, the tenant and
+/// the id of its group "All Users". `None` when the backend is not available.
+async fn api_on_a_directory(
+    backend: Backend,
+    seed: u64,
+    extra: &str,
+) -> Option<(
+    graph_emulator::EmulatorHandle,
+    TestApp,
+    common::TestTenant,
+    String,
+)> {
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::simple(seed, 10, 20)),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator starts");
+    let app = TestApp::start_with(backend, licensor::Roles::API, extra).await?;
+    let t = app.tenant("contoso").await;
+    app.connect_directory(t.id, &emulator).await;
+    let group = app.group_id(&t.admin, "All Users").await;
+    Some((emulator, app, t, group))
+}
+
 /// A directory that does not answer (every request answered 503, then every request answered
 /// after 30 s) is reported to an API caller within `api.directory_wait_secs` (2 s here) as 503
 /// `directory_unavailable` with `Retry-After`, by the pickers and by `POST /v1/jobs` alike —
 /// not after the workers' whole retry budget — and a submit refused that way creates no job and
 /// leaves its `Idempotency-Key` free for the retry.
 async fn an_unanswering_directory_is_reported_within_the_wait(backend: Backend) {
-    let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(Scenario::simple(43, 10, 20)),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator starts");
-    let Some(app) = TestApp::start_with(
-        backend,
-        licensor::Roles::API,
-        "[api]\ndirectory_wait_secs = 2\n",
-    )
-    .await
+    let Some((emulator, app, t, group)) =
+        api_on_a_directory(backend, 43, "[api]\ndirectory_wait_secs = 2\n").await
     else {
         return;
     };
-    let t = app.tenant("contoso").await;
-    app.connect_directory(t.id, &emulator).await;
-    let group = app.group_id(&t.admin, "All Users").await;
     let submit = json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": graph_emulator::ENTERPRISEPACK_SKU_ID}]});
     for fault in [
         json!({"error_rate": 1.0, "error_statuses": [503], "throttling": false}),
@@ -228,18 +241,9 @@ on_both_backends!(an_unanswering_directory_is_reported_within_the_wait);
 /// about 2 s, and the job is made with its groups unnamed — the job reads them itself when it
 /// runs. It waited the directory's 5 s before; an assign, whose SKUs are read first, twice that.
 async fn a_slow_directory_holds_a_submit_back_a_moment_for_names(backend: Backend) {
-    let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(Scenario::simple(47, 10, 20)),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator starts");
-    let Some(app) = TestApp::start_with(backend, licensor::Roles::API, "").await else {
+    let Some((emulator, app, t, group)) = api_on_a_directory(backend, 47, "").await else {
         return;
     };
-    let t = app.tenant("contoso").await;
-    app.connect_directory(t.id, &emulator).await;
-    let group = app.group_id(&t.admin, "All Users").await;
     put_faults(&emulator, json!({"latency_ms": 5_000, "throttling": false})).await;
     let started = std::time::Instant::now();
     let resp = app
@@ -272,18 +276,9 @@ on_both_backends!(a_slow_directory_holds_a_submit_back_a_moment_for_names);
 /// the client left, no job was made, and the key stayed claimed by nobody: the retry was told
 /// 409 `idempotency_key_in_use` for 30 s, then `idempotency_key_interrupted`.
 async fn a_submit_whose_client_went_away_is_answered_to_its_key(backend: Backend) {
-    let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(Scenario::simple(53, 10, 20)),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator starts");
-    let Some(app) = TestApp::start_with(backend, licensor::Roles::API, "").await else {
+    let Some((emulator, app, t, group)) = api_on_a_directory(backend, 53, "").await else {
         return;
     };
-    let t = app.tenant("contoso").await;
-    app.connect_directory(t.id, &emulator).await;
-    let group = app.group_id(&t.admin, "All Users").await;
     let submit = json!({"kind": "assign", "groups": [group], "add_licenses": [{"sku_id": graph_emulator::ENTERPRISEPACK_SKU_ID}]});
     put_faults(&emulator, json!({"latency_ms": 2_000, "throttling": false})).await;
     let impatient = reqwest::Client::builder()

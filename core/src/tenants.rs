@@ -49,43 +49,6 @@ impl std::fmt::Debug for DirectorySettings {
     }
 }
 
-/// A change to a tenant's directory connection ([`set_directory`]): each field given replaces
-/// the tenant's, each `None` keeps it — so a `client_secret` alone rotates the secret. The
-/// secret is given in clear only here, on its way in; it is sealed before it is stored.
-#[derive(Default, Clone)]
-pub struct DirectoryChange {
-    /// A new base URL serving `/{tenant}/oauth2/v2.0/token` and `/v1.0`, as
-    /// [`DirectorySettings::directory_url`].
-    pub directory_url: Option<String>,
-    pub directory_tenant_id: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-}
-
-impl DirectoryChange {
-    /// Whether the change names no field at all.
-    pub fn is_empty(&self) -> bool {
-        self.directory_url.is_none()
-            && self.directory_tenant_id.is_none()
-            && self.client_id.is_none()
-            && self.client_secret.is_none()
-    }
-}
-
-impl std::fmt::Debug for DirectoryChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DirectoryChange")
-            .field("directory_url", &self.directory_url)
-            .field("directory_tenant_id", &self.directory_tenant_id)
-            .field("client_id", &self.client_id)
-            .field(
-                "client_secret",
-                &self.client_secret.as_ref().map(|_| "<new>"),
-            )
-            .finish()
-    }
-}
-
 /// A client secret as [`validate_connection`] sees it. (No `Debug`: it may hold the secret.)
 #[derive(Clone, Copy)]
 pub enum SecretToCheck<'a> {
@@ -190,6 +153,14 @@ fn is_domain_name(s: &str) -> bool {
 }
 
 impl DirectorySettings {
+    /// Whether no setting is given: as a change ([`set_directory`]), one that changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.directory_url.is_none()
+            && self.directory_tenant_id.is_none()
+            && self.client_id.is_none()
+            && self.client_secret.is_none()
+    }
+
     /// The connection these settings give, checked by [`validate_connection`].
     fn validate(&self) -> StoreResult<()> {
         validate_connection(
@@ -337,8 +308,8 @@ impl DirectoryUpdate {
 }
 
 /// Set some of a tenant's directory connection again and keep the rest: each field `change`
-/// gives replaces the tenant's (a `client_secret` alone rotates the secret, with the same app
-/// registration). The row is read (locked against another change), merged with `change`, the
+/// gives (`Some`) replaces the tenant's, each `None` keeps it (a `client_secret` alone rotates
+/// the secret, with the same app registration). The row is read (locked against another change), merged with `change`, the
 /// resulting connection checked by [`validate_connection`] — so a client id given to a tenant
 /// that has no secret is refused — and only then written, bumping `updated_at`. A change that
 /// gives only the values the tenant holds already writes nothing.
@@ -358,7 +329,7 @@ pub async fn set_directory(
     db: &Db,
     secrets: &SecretBox,
     tenant_id: Uuid,
-    change: &DirectoryChange,
+    change: &DirectorySettings,
 ) -> StoreResult<DirectoryUpdate> {
     if change.is_empty() {
         return Err(StoreError::Invalid(
@@ -709,9 +680,9 @@ mod tests {
             &db,
             &secrets,
             t.id,
-            &DirectoryChange {
+            &DirectorySettings {
                 client_secret: Some("new-secret".into()),
-                ..DirectoryChange::default()
+                ..DirectorySettings::default()
             },
         )
         .await
@@ -743,9 +714,9 @@ mod tests {
             &db,
             &secrets,
             t.id,
-            &DirectoryChange {
+            &DirectorySettings {
                 directory_tenant_id: Some("contoso.onmicrosoft.com".into()),
-                ..DirectoryChange::default()
+                ..DirectorySettings::default()
             },
         )
         .await
@@ -769,9 +740,9 @@ mod tests {
             &db,
             &secrets,
             t.id,
-            &DirectoryChange {
+            &DirectorySettings {
                 directory_url: Some("http://127.0.0.1:9001/".into()),
-                ..DirectoryChange::default()
+                ..DirectorySettings::default()
             },
         )
         .await
@@ -791,9 +762,9 @@ mod tests {
             &db,
             &secrets,
             t.id,
-            &DirectoryChange {
+            &DirectorySettings {
                 client_id: Some(CLIENT.into()),
-                ..DirectoryChange::default()
+                ..DirectorySettings::default()
             },
         )
         .await
@@ -812,13 +783,13 @@ mod tests {
         let bare = create(&db, &secrets, "fabrikam", &DirectorySettings::default())
             .await
             .unwrap();
-        let change = |f: fn(&mut DirectoryChange)| {
-            let mut c = DirectoryChange::default();
+        let change = |f: fn(&mut DirectorySettings)| {
+            let mut c = DirectorySettings::default();
             f(&mut c);
             c
         };
         for (tenant, bad) in [
-            (&t, DirectoryChange::default()),
+            (&t, DirectorySettings::default()),
             (&t, change(|c| c.client_secret = Some(String::new()))),
             (&t, change(|c| c.client_secret = Some("  ".into()))),
             (&t, change(|c| c.client_id = Some("cid".into()))),
@@ -856,11 +827,11 @@ mod tests {
             &db,
             &secrets,
             bare.id,
-            &DirectoryChange {
+            &DirectorySettings {
                 directory_tenant_id: Some(TENANT.into()),
                 client_id: Some(CLIENT.into()),
                 client_secret: Some("s3cret".into()),
-                ..DirectoryChange::default()
+                ..DirectorySettings::default()
             },
         )
         .await

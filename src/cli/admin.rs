@@ -3,7 +3,7 @@
 
 use clap::Subcommand;
 use licensor_core::domain::Role;
-use licensor_core::tenants::{self, DirectoryChange, DirectorySettings, DirectoryUpdate};
+use licensor_core::tenants::{self, DirectorySettings, DirectoryUpdate};
 use licensor_core::{Settings, tokens};
 use uuid::Uuid;
 
@@ -15,20 +15,8 @@ pub enum TenantCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// Base URL serving the token endpoint and /v1.0 (default: Microsoft's public endpoints).
-        #[arg(long)]
-        directory_url: Option<String>,
-        /// The directory (Entra ID) tenant id: a GUID or a domain name such as
-        /// contoso.onmicrosoft.com.
-        #[arg(long)]
-        directory_tenant_id: Option<String>,
-        /// Application (client) id of the app registration (a GUID).
-        #[arg(long)]
-        client_id: Option<String>,
-        /// Name of the environment variable that holds the client secret (never pass it as an argument).
-        /// The directory tenant id, client id and secret go together, or none of them.
-        #[arg(long)]
-        client_secret_env: Option<String>,
+        #[command(flatten)]
+        directory: DirectoryArgs,
     },
     /// Set a tenant's directory (Microsoft Graph) connection again, keeping the settings not given.
     ///
@@ -41,20 +29,8 @@ pub enum TenantCommand {
         /// Tenant name or id.
         #[arg(long)]
         tenant: String,
-        /// Base URL serving the token endpoint and /v1.0 (an emulator, say).
-        #[arg(long)]
-        directory_url: Option<String>,
-        /// The directory (Entra ID) tenant id: a GUID or a domain name such as
-        /// contoso.onmicrosoft.com.
-        #[arg(long)]
-        directory_tenant_id: Option<String>,
-        /// Application (client) id of the app registration (a GUID).
-        #[arg(long)]
-        client_id: Option<String>,
-        /// Name of the environment variable that holds the new client secret (never pass it as
-        /// an argument).
-        #[arg(long)]
-        client_secret_env: Option<String>,
+        #[command(flatten)]
+        directory: DirectoryArgs,
         /// Remove the connection entirely (back to none, on Microsoft's endpoints): the tenant's
         /// directory routes and jobs then answer directory_not_configured.
         #[arg(long, conflicts_with_all = ["directory_url", "directory_tenant_id", "client_id", "client_secret_env"])]
@@ -62,6 +38,40 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List,
+}
+
+/// A tenant's directory (Microsoft Graph) connection as `tenant create` and `tenant
+/// set-directory` take it. The directory tenant id, client id and secret go together, or none
+/// of them.
+#[derive(Debug, clap::Args)]
+pub struct DirectoryArgs {
+    /// Base URL serving the token endpoint and /v1.0 (default: Microsoft's public endpoints; an
+    /// emulator, say).
+    #[arg(long)]
+    directory_url: Option<String>,
+    /// The directory (Entra ID) tenant id: a GUID or a domain name such as
+    /// contoso.onmicrosoft.com.
+    #[arg(long)]
+    directory_tenant_id: Option<String>,
+    /// Application (client) id of the app registration (a GUID).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Name of the environment variable that holds the client secret (never pass it as an
+    /// argument).
+    #[arg(long)]
+    client_secret_env: Option<String>,
+}
+
+impl DirectoryArgs {
+    /// The settings given, the secret read from its environment variable.
+    fn settings(self) -> anyhow::Result<DirectorySettings> {
+        Ok(DirectorySettings {
+            directory_url: self.directory_url,
+            directory_tenant_id: self.directory_tenant_id,
+            client_id: self.client_id,
+            client_secret: secret_from_env(self.client_secret_env.as_deref())?,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,29 +168,15 @@ pub async fn tenant(settings: &Settings, cmd: TenantCommand) -> anyhow::Result<(
         .await
         .map_err(crate::cli::start_error)?;
     match cmd {
-        TenantCommand::Create {
-            name,
-            directory_url,
-            directory_tenant_id,
-            client_id,
-            client_secret_env,
-        } => {
+        TenantCommand::Create { name, directory } => {
             let secrets = secret_box(settings)?;
-            let directory = DirectorySettings {
-                directory_url,
-                directory_tenant_id,
-                client_id,
-                client_secret: secret_from_env(client_secret_env.as_deref())?,
-            };
+            let directory = directory.settings()?;
             let t = tenants::create(&db, &secrets, &name, &directory).await?;
             println!("tenant {} created: {}", t.name, t.id);
         }
         TenantCommand::SetDirectory {
             tenant,
-            directory_url,
-            directory_tenant_id,
-            client_id,
-            client_secret_env,
+            directory,
             clear,
         } => {
             let t = tenants::find_by_ref(&db, &tenant)
@@ -189,12 +185,7 @@ pub async fn tenant(settings: &Settings, cmd: TenantCommand) -> anyhow::Result<(
             let done = if clear {
                 tenants::clear_directory(&db, t.id).await?
             } else {
-                let change = DirectoryChange {
-                    directory_url,
-                    directory_tenant_id,
-                    client_id,
-                    client_secret: secret_from_env(client_secret_env.as_deref())?,
-                };
+                let change = directory.settings()?;
                 if change.is_empty() {
                     anyhow::bail!(
                         "nothing to change: give --directory-url, --directory-tenant-id, --client-id, --client-secret-env or --clear"
