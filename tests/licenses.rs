@@ -1015,6 +1015,64 @@ async fn licenses_from_the_command_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("error: out_of_stock:"), "{err}");
 
+    // Values typed wrong: one line naming what is wrong as typed — a negative number is a
+    // value, not a flag; a day that does not exist and an id that is not one are refused before
+    // anything is sent (not by the server's JSON reader, at a position the user never typed) —
+    // and nothing is made (the list below holds one license).
+    for (args, says) in [
+        (
+            vec!["licenses", "create", "--name", "x", "--seats", "-3"],
+            "seats must be between 1 and",
+        ),
+        (
+            vec![
+                "licenses",
+                "checkout",
+                &id,
+                "--asset",
+                "a",
+                "--quantity",
+                "-1",
+            ],
+            "quantity must be between 1 and",
+        ),
+        (
+            vec![
+                "licenses",
+                "create",
+                "--name",
+                "x",
+                "--seats",
+                "2",
+                "--delivered-on",
+                "2026-13-01",
+            ],
+            "--delivered-on",
+        ),
+        (
+            vec![
+                "licenses",
+                "checkout",
+                &id,
+                "--asset",
+                "a",
+                "--reuse-started",
+                "tomorrow",
+            ],
+            "--reuse-started",
+        ),
+        (vec!["licenses", "checkin", &id, "nope"], "'nope'"),
+    ] {
+        let mut cmd = licensor_cli(&app, &t);
+        cmd.args(&args);
+        let out = run_cli(cmd).await;
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("column"), "{args:?}: {err}");
+    }
+
     let mut list = licensor_cli(&app, &t);
     list.args(["licenses", "list"]);
     let table = stdout(&run_cli(list).await);

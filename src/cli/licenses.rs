@@ -20,19 +20,19 @@ pub enum LicensesCommand {
         client: Client,
         #[arg(long)]
         name: String,
-        /// Seats bought.
-        #[arg(long)]
+        /// Seats bought (1 to 1,000,000; the server checks the range).
+        #[arg(long, allow_negative_numbers = true)]
         seats: i64,
         /// Checked-out seats cannot be checked in (by default they can: reassignable).
         #[arg(long)]
         not_reassignable: bool,
         /// Length of a seat's term in days: a seat starts at its first checkout or
         /// automatically 4 months after delivery, whichever comes first.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         term_days: Option<i64>,
         /// Delivery date, YYYY-MM-DD.
-        #[arg(long)]
-        delivered_on: Option<String>,
+        #[arg(long, value_parser = parse_date)]
+        delivered_on: Option<chrono::NaiveDate>,
         #[arg(long)]
         notes: Option<String>,
     },
@@ -50,15 +50,15 @@ pub enum LicensesCommand {
         #[arg(long)]
         asset: Option<String>,
         /// Number of seats to check out.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         quantity: i64,
         /// e.g. reason for checkout.
         #[arg(long)]
         notes: Option<String>,
         /// Reuse a started license ("Återanvänd startad licens"): the end date (YYYY-MM-DD) of
         /// the reusable started seat to hand out.
-        #[arg(long, value_name = "ENDS_ON")]
-        reuse_started: Option<String>,
+        #[arg(long, value_name = "ENDS_ON", value_parser = parse_date)]
+        reuse_started: Option<chrono::NaiveDate>,
     },
     /// "Used By": who the license is checked out to, with each assignment's id (what `checkin`
     /// takes), newest first.
@@ -80,10 +80,18 @@ pub enum LicensesCommand {
         license: String,
         /// Assignment ids from the license's "Used By" list.
         #[arg(required = true)]
-        assignments: Vec<String>,
+        assignments: Vec<uuid::Uuid>,
         #[arg(long)]
         notes: Option<String>,
     },
+}
+
+/// A calendar date as the API takes it (`YYYY-MM-DD`), checked before it is sent: a day that
+/// does not exist (`2026-13-01`) is refused here, naming the flag, not by the server's JSON
+/// reader.
+fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("`{s}` is not a date of the form YYYY-MM-DD"))
 }
 
 /// Which assignments `licenses used-by` lists (the API's `state`).

@@ -38,8 +38,8 @@ pub enum WebhooksCommand {
         /// Only these statuses: pending, delivered, failed (comma-separated).
         #[arg(long)]
         status: Option<String>,
-        /// At most this many (newest first).
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (newest first), 1 to 10,000.
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = clap::builder::RangedI64ValueParser::<usize>::new().range(1..=10_000))]
         limit: usize,
     },
     /// Send a delivered or failed delivery again.
@@ -112,7 +112,7 @@ pub async fn run(cmd: WebhooksCommand) -> anyhow::Result<()> {
             let api = Api::new(&client)?;
             let query: Vec<(&str, String)> = status.map(|s| ("status", s)).into_iter().collect();
             let path = format!("/v1/webhooks/{}/deliveries", path_segment(&webhook));
-            let all = api.list(&path, &query, Some(limit.max(1))).await?;
+            let all = api.list(&path, &query, Some(limit)).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
