@@ -1203,6 +1203,64 @@ async fn bodies_say_whether_they_are_not_json_or_the_wrong_shape(backend: Backen
 }
 on_both_backends!(bodies_say_whether_they_are_not_json_or_the_wrong_shape);
 
+/// A caller whose role does not allow a route is told 403 `forbidden` whatever body it sends:
+/// the role is checked from the headers, before the body is read, so a viewer learns nothing of
+/// what an admin's body would be refused for. Before, a viewer's malformed body was answered
+/// 400 `malformed_json` and a body of the wrong shape 422 `invalid_body` by every route that
+/// checked the role inside its handler. Nothing is made.
+async fn a_role_is_checked_before_the_body(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, Roles::API, "").await else {
+        return;
+    };
+    let t = app.tenant("roles").await;
+    let id = uuid::Uuid::now_v7();
+    let admin_only = [
+        ("POST", "/v1/jobs".to_owned()),
+        ("POST", "/v1/licenses".to_owned()),
+        ("PATCH", format!("/v1/licenses/{id}")),
+        ("POST", format!("/v1/licenses/{id}/checkout")),
+        ("POST", "/v1/tokens".to_owned()),
+        ("POST", "/v1/webhooks".to_owned()),
+        ("PATCH", format!("/v1/webhooks/{id}")),
+    ];
+    let operator = [
+        ("POST", format!("/v1/licenses/{id}/checkin")),
+        ("POST", format!("/v1/assignees/user/{id}/checkin")),
+        ("POST", "/v1/jobs/rerun".to_owned()),
+        ("POST", "/v1/jobs/cancel".to_owned()),
+    ];
+    let callers = admin_only
+        .iter()
+        .flat_map(|r| [(r, &t.viewer, "viewer"), (r, &t.operator, "operator")])
+        .chain(operator.iter().map(|r| (r, &t.viewer, "viewer")));
+    for ((method, path), token, who) in callers {
+        for body in ["{", r#"{"not": "a field"}"#, "[1, 2]"] {
+            let req = match *method {
+                "PATCH" => app.patch(path, token),
+                _ => app.post(path, token),
+            };
+            let resp = req
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let what = format!("{who}: {method} {path} {body}");
+            let status = resp.status().as_u16();
+            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+            assert_eq!(status, 403, "{what}: {answer}");
+            assert_eq!(answer["code"], "forbidden", "{what}: {answer}");
+        }
+    }
+    let nothing = json!([]);
+    for list in ["/v1/jobs", "/v1/licenses", "/v1/webhooks"] {
+        let listed = app.get_json(list, &t.admin).await;
+        assert_eq!(listed["data"], nothing, "{list}: {listed}");
+    }
+    app.stop().await;
+}
+on_both_backends!(a_role_is_checked_before_the_body);
+
 /// Every connection of `pool`, each held in a transaction until dropped. The transactions are
 /// deferred: they hold connections, not SQLite's write lock.
 async fn take_every_connection(

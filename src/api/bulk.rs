@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
-use super::auth::Auth;
+use super::auth::{AsOperator, Auth};
 use super::extract::Json;
 use super::problem::{ApiError, ApiResult};
 
@@ -403,7 +403,7 @@ async fn run(
     ))]
 pub async fn rerun_jobs(
     State(state): State<AppState>,
-    auth: Auth,
+    AsOperator(auth): AsOperator,
     Json(body): Json<BulkRequest>,
 ) -> ApiResult<Json<RerunOutcome>> {
     let (summary, rerun) = run(&state, &auth, Action::Rerun, body).await?;
@@ -420,7 +420,7 @@ pub async fn rerun_jobs(
     ))]
 pub async fn cancel_jobs(
     State(state): State<AppState>,
-    auth: Auth,
+    AsOperator(auth): AsOperator,
     Json(body): Json<BulkRequest>,
 ) -> ApiResult<Json<CancelOutcome>> {
     let (summary, cancelled) = run(&state, &auth, Action::Cancel, body).await?;

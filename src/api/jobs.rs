@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::auth::Auth;
+use super::auth::{AsAdmin, AsOperator, Auth};
 use super::extract::{Json, NoBody, Path, Query};
 use super::problem::{ApiError, ApiResult, Problem};
 
@@ -183,7 +183,7 @@ fn accepted(view: JobView) -> Response {
     ))]
 pub async fn submit_job(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Json(body): Json<JobRequest>,
 ) -> ApiResult<Response> {
     let me = auth.require(Role::Admin)?;
@@ -462,7 +462,7 @@ pub async fn export_file(
     ))]
 pub async fn rerun_job(
     State(state): State<AppState>,
-    auth: Auth,
+    AsOperator(auth): AsOperator,
     Path(id): Path<Uuid>,
     _body: NoBody,
 ) -> ApiResult<Response> {
@@ -487,7 +487,7 @@ pub async fn rerun_job(
     ))]
 pub async fn launch_job(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Path(id): Path<Uuid>,
     _body: NoBody,
 ) -> ApiResult<Response> {
@@ -515,7 +515,7 @@ pub async fn launch_job(
     ))]
 pub async fn cancel_job(
     State(state): State<AppState>,
-    auth: Auth,
+    AsOperator(auth): AsOperator,
     Path(id): Path<Uuid>,
     _body: NoBody,
 ) -> ApiResult<Json<JobView>> {
@@ -539,7 +539,7 @@ pub async fn cancel_job(
     ))]
 pub async fn resume_job(
     State(state): State<AppState>,
-    auth: Auth,
+    AsOperator(auth): AsOperator,
     Path(id): Path<Uuid>,
     _body: NoBody,
 ) -> ApiResult<Response> {
@@ -630,7 +630,7 @@ pub async fn list_changes(
     ))]
 pub async fn undo_job(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Path(id): Path<Uuid>,
     _body: NoBody,
 ) -> ApiResult<Response> {

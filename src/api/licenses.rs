@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::auth::Auth;
+use super::auth::{AsAdmin, AsOperator, Auth};
 use super::extract::{Created, Json, Path, Query, created};
 use super::problem::{ApiError, ApiResult, Problem};
 
@@ -224,7 +224,7 @@ pub async fn list_licenses(
 ))]
 pub async fn create_license(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Json(body): Json<CreateLicense>,
 ) -> ApiResult<Created<LicenseView>> {
     let me = auth.require(Role::Admin)?;
@@ -265,7 +265,7 @@ pub async fn get_license(
     ))]
 pub async fn update_license(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateLicense>,
 ) -> ApiResult<Json<LicenseView>> {
@@ -302,7 +302,7 @@ pub async fn update_license(
     ))]
 pub async fn checkout_license(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Path(id): Path<Uuid>,
     Json(body): Json<CheckoutRequest>,
 ) -> ApiResult<Created<AssignmentView>> {
@@ -336,7 +336,7 @@ pub async fn checkout_license(
     ))]
 pub async fn checkin_license(
     State(state): State<AppState>,
-    auth: Auth,
+    AsOperator(auth): AsOperator,
     Path(id): Path<Uuid>,
     Json(body): Json<CheckinRequest>,
 ) -> ApiResult<Json<CheckinOutcome>> {
@@ -482,7 +482,7 @@ pub struct HolderCheckinRequest {
     ))]
 pub async fn checkin_held(
     State(state): State<AppState>,
-    auth: Auth,
+    AsOperator(auth): AsOperator,
     Path((kind, id)): Path<(AssigneeType, String)>,
     Json(body): Json<HolderCheckinRequest>,
 ) -> ApiResult<Json<HolderCheckinOutcome>> {

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
-use super::auth::Auth;
+use super::auth::AsAdmin;
 use super::extract::{Json, Path};
 use super::problem::{ApiError, ApiResult};
 
@@ -23,7 +23,10 @@ pub struct TokenList {
     (status = 200, body = TokenList),
     (status = 403, body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
-pub async fn list_tokens(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<TokenList>> {
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    AsAdmin(auth): AsAdmin,
+) -> ApiResult<Json<TokenList>> {
     let me = auth.require(Role::Admin)?;
     Ok(Json(TokenList {
         data: tokens::list(&state.db, me.tenant_id).await?,
@@ -53,7 +56,7 @@ pub struct CreatedToken {
 ))]
 pub async fn create_token(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Json(body): Json<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     let me = auth.require(Role::Admin)?;
@@ -88,7 +91,7 @@ pub async fn create_token(
     ))]
 pub async fn revoke_token(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<TokenView>> {
     let me = auth.require(Role::Admin)?;

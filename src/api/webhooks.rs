@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::auth::Auth;
+use super::auth::AsAdmin;
 use super::extract::{Created, Json, Path, Query, created};
 use super::problem::{ApiResult, Problem};
 
@@ -93,7 +93,7 @@ pub struct UpdateWebhook {
 ))]
 pub async fn list_webhooks(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<WebhookList>> {
     let me = auth.require(Role::Admin)?;
@@ -115,7 +115,7 @@ pub async fn list_webhooks(
 ))]
 pub async fn create_webhook(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Json(body): Json<CreateWebhook>,
 ) -> ApiResult<Created<CreatedWebhook>> {
     let me = auth.require(Role::Admin)?;
@@ -146,7 +146,7 @@ pub async fn create_webhook(
     ))]
 pub async fn get_webhook(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<EndpointView>> {
     let me = auth.require(Role::Admin)?;
@@ -163,7 +163,7 @@ pub async fn get_webhook(
     ))]
 pub async fn update_webhook(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateWebhook>,
 ) -> ApiResult<Json<EndpointView>> {
@@ -194,7 +194,7 @@ pub async fn update_webhook(
     ))]
 pub async fn delete_webhook(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
     let me = auth.require(Role::Admin)?;
@@ -211,7 +211,7 @@ pub async fn delete_webhook(
     ))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<CreatedWebhook>> {
     let me = auth.require(Role::Admin)?;
@@ -255,7 +255,7 @@ pub struct DeliveryList {
     ))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Path(id): Path<Uuid>,
     Query(q): Query<DeliveriesQuery>,
 ) -> ApiResult<Json<DeliveryList>> {
@@ -283,7 +283,7 @@ pub async fn list_deliveries(
     ))]
 pub async fn redeliver(
     State(state): State<AppState>,
-    auth: Auth,
+    AsAdmin(auth): AsAdmin,
     Path((id, delivery_id)): Path<(Uuid, Uuid)>,
 ) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
     let me = auth.require(Role::Admin)?;
