@@ -329,6 +329,30 @@ fn tenant_create_refuses_incomplete_or_malformed_connections() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The list says which tenants have a connection: the Graph URL alone is Microsoft's for
+    // both a tenant connected to it and one with none.
+    let mut list = licensor();
+    let out = run(list
+        .env("LICENSOR_DATA_DIR", dir.path())
+        .args(["tenant", "list"]));
+    let listed = stdout(&out);
+    let line_of = |name: &str| {
+        listed
+            .lines()
+            .find(|l| l.contains(&format!("  {name}  ")))
+            .unwrap_or_else(|| panic!("{name} listed: {listed}"))
+            .to_owned()
+    };
+    assert!(
+        line_of("contoso").ends_with(&format!(
+            "directory tenant {DIRECTORY_TENANT}, client {CLIENT_ID}, secret set"
+        )),
+        "{listed}"
+    );
+    assert!(
+        line_of("northwind").ends_with("no directory connection"),
+        "{listed}"
+    );
 }
 
 /// The tenant `name`'s row, read as the server reads it.
@@ -556,7 +580,7 @@ async fn set_directory_changes_only_what_it_is_given(backend: common::Backend) {
     assert_eq!(
         stdout(&out).trim(),
         format!(
-            "tenant fabrikam: directory tenant id {DIRECTORY_TENANT} (was none), client id {CLIENT_ID} (was none), client secret replaced"
+            "tenant fabrikam: directory tenant id {DIRECTORY_TENANT} (was none), client id {CLIENT_ID} (was none), client secret set"
         ),
         "{}",
         String::from_utf8_lossy(&out.stderr)

@@ -126,9 +126,9 @@ async fn held_licenses_of_group_members(backend: Backend) {
         .unwrap();
     expect_problem(anonymous, 401, "unauthorized").await;
 
-    // Another tenant reads its own directory (here: none).
+    // Another tenant reads its own directory (here: none); the answer says how to set one.
     let other = app.tenant("fabrikam").await;
-    expect_problem(
+    let none = expect_problem(
         ask(json!({"groups": [{"id": sales}]}), &other.viewer)
             .send()
             .await
@@ -137,6 +137,46 @@ async fn held_licenses_of_group_members(backend: Backend) {
         "directory_not_configured",
     )
     .await;
+    assert!(
+        none["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("licensor tenant set-directory")),
+        "{none}"
+    );
+    // A client secret sealed with another key than the server's (set by a command run without
+    // the server's `secret_key`): the answer says to set it again with the server's key.
+    let elsewhere = licensor_core::crypto::SecretBox::from_base64(
+        "Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=",
+    )
+    .unwrap();
+    licensor_core::tenants::update_directory(
+        &app.db,
+        &elsewhere,
+        other.id,
+        &licensor_core::tenants::DirectorySettings {
+            directory_url: Some(emulator.base_url()),
+            directory_tenant_id: Some(emulator.directory_tenant_id()),
+            client_id: Some(emulator.client_id()),
+            client_secret: Some(emulator.client_secret()),
+        },
+    )
+    .await
+    .unwrap();
+    let sealed_elsewhere = expect_problem(
+        ask(json!({"groups": [{"id": sales}]}), &other.viewer)
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "directory_not_configured",
+    )
+    .await;
+    assert!(
+        sealed_elsewhere["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("set-directory") && d.contains("this server's secret_key")),
+        "{sealed_elsewhere}"
+    );
 
     // Described in the OpenAPI document.
     let doc: Value = app

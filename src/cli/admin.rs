@@ -149,7 +149,11 @@ fn what_changed(done: &DirectoryUpdate) -> String {
         }
     }
     if done.secret_replaced {
-        parts.push("client secret replaced".into());
+        parts.push(if before.client_secret_enc.is_some() {
+            "client secret replaced".into()
+        } else {
+            "client secret set".into()
+        });
     }
     if parts.is_empty() {
         // Written with none of the settings above differing: its token and Graph URLs were made
@@ -197,9 +201,22 @@ pub async fn tenant(settings: &Settings, cmd: TenantCommand) -> anyhow::Result<(
             println!("tenant {}: {}", t.name, what_changed(&done));
         }
         TenantCommand::List => {
+            // Whether each tenant has a directory connection: its Graph URL alone is the same
+            // for a tenant connected to Microsoft and one with no connection.
             for t in tenants::list(&db).await? {
+                let connection = match (&t.directory_tenant_id, &t.client_id) {
+                    (Some(directory), Some(client)) => format!(
+                        "directory tenant {directory}, client {client}, secret {}",
+                        if t.client_secret_enc.is_some() {
+                            "set"
+                        } else {
+                            "not set"
+                        }
+                    ),
+                    _ => "no directory connection".to_owned(),
+                };
                 println!(
-                    "{}  {}  {}",
+                    "{}  {}  {}  {connection}",
                     t.id,
                     t.name,
                     t.graph_url.as_deref().unwrap_or("-")

@@ -23,10 +23,14 @@ use crate::tenants;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "the tenant has no directory connection configured (directory tenant id, client id and secret)"
+        "the tenant has no directory connection configured (directory tenant id, client id and secret); set one with `licensor tenant set-directory`"
     )]
     NotConfigured,
-    #[error(transparent)]
+    /// The tenant's client secret was sealed with another `secret_key` than this process's: set
+    /// it again with `licensor tenant set-directory`, run with the server's `secret_key`.
+    #[error(
+        "{0}: set the client secret again with `licensor tenant set-directory --client-secret-env VAR`, run with this server's secret_key"
+    )]
     Secret(#[from] crate::crypto::SecretError),
     #[error(transparent)]
     Directory(#[from] DirectoryError),
