@@ -699,8 +699,12 @@ async fn workers_killed_during_slow_expansion_postgres_redis() {
         if !matches!(job["status"].as_str(), Some("queued" | "running")) {
             break job;
         }
+        // The pace is set by the kills: each dead worker's members wait for its heartbeat to
+        // stop (15 s). On a 2-core machine whose speed varies the job took 173 s in one run and
+        // was 89 % done at 240 s in the next, so the bound is 360 s; before, the job never
+        // finished while the kills went on.
         assert!(
-            started.elapsed() < Duration::from_secs(240),
+            started.elapsed() < Duration::from_secs(360),
             "the job did not finish while workers were killed: {job}"
         );
         if started.elapsed() >= Duration::from_secs(10 * (ticks + 1)) {
