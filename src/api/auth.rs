@@ -1,5 +1,7 @@
 //! Bearer-token authentication and role checks.
 
+use std::marker::PhantomData;
+
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -82,31 +84,46 @@ impl utoipa::Modify for SecurityAddon {
 /// Declares the bearer scheme in `/openapi.json`.
 pub struct SecurityAddon;
 
-/// The authenticated caller, whose role includes `admin`: refused 403 from the headers alone,
-/// before the request's body is read, so a caller without the role learns nothing of what a
-/// body would be refused for (a handler that took [`Auth`] and checked its role after its body
-/// answered a viewer's malformed body 400 or 422, not 403).
-#[derive(Debug, Clone, Copy)]
-pub struct AsAdmin(pub Auth);
-
-/// The authenticated caller, whose role includes `operator` (see [`AsAdmin`]).
-#[derive(Debug, Clone, Copy)]
-pub struct AsOperator(pub Auth);
-
-impl FromRequestParts<AppState> for AsAdmin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let auth = Auth::from_request_parts(parts, state).await?;
-        auth.require(Role::Admin)?;
-        Ok(AsAdmin(auth))
-    }
+/// A role a route needs, checked by [`As`].
+pub trait NeededRole {
+    const ROLE: Role;
 }
 
-impl FromRequestParts<AppState> for AsOperator {
+/// `admin`: tenant settings, tokens, webhooks, submitting jobs, seats.
+#[derive(Debug, Clone, Copy)]
+pub enum Admin {}
+
+impl NeededRole for Admin {
+    const ROLE: Role = Role::Admin;
+}
+
+/// `operator`: cancelling, pausing and rerunning jobs, checkout and checkin.
+#[derive(Debug, Clone, Copy)]
+pub enum Operator {}
+
+impl NeededRole for Operator {
+    const ROLE: Role = Role::Operator;
+}
+
+/// The authenticated caller, whose role includes `R`'s (`me`: the principal the role was
+/// checked on). Refused 403 `forbidden` from the headers alone, before the request's body is
+/// read, so a caller without the role learns nothing of what a body would be refused for (a
+/// handler that took [`Auth`] and checked its role after its body answered a viewer's malformed
+/// body 400 or 422, not 403).
+#[derive(Debug, Clone, Copy)]
+pub struct As<R: NeededRole> {
+    pub auth: Auth,
+    pub me: Principal,
+    role: PhantomData<R>,
+}
+
+/// A caller with the `admin` role (see [`As`]).
+pub type AsAdmin = As<Admin>;
+
+/// A caller with the `operator` role (see [`As`]).
+pub type AsOperator = As<Operator>;
+
+impl<R: NeededRole> FromRequestParts<AppState> for As<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -114,7 +131,11 @@ impl FromRequestParts<AppState> for AsOperator {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let auth = Auth::from_request_parts(parts, state).await?;
-        auth.require(Role::Operator)?;
-        Ok(AsOperator(auth))
+        let me = auth.require(R::ROLE)?;
+        Ok(As {
+            auth,
+            me,
+            role: PhantomData,
+        })
     }
 }

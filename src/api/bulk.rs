@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use licensor_core::audit::{self, AuditEntry};
-use licensor_core::domain::{JobKind, JobStatus, Role};
+use licensor_core::domain::{JobKind, JobStatus};
 use licensor_core::entities::job;
 use licensor_core::jobs::{self, JobFilter, JobView};
 use licensor_core::tokens::Principal;
@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
-use super::auth::{AsOperator, Auth};
+use super::auth::AsOperator;
 use super::extract::Json;
 use super::problem::{ApiError, ApiResult};
 
@@ -258,11 +258,10 @@ async fn act_on(
 
 async fn run(
     state: &AppState,
-    auth: &Auth,
+    me: Principal,
     action: Action,
     body: BulkRequest,
 ) -> ApiResult<(BulkSummary, Vec<JobView>)> {
-    let me = auth.require(Role::Operator)?;
     let max_jobs = state.jobs.bulk_max_jobs;
     let targets = targets(&body)?;
     let mut summary = BulkSummary {
@@ -403,10 +402,10 @@ async fn run(
     ))]
 pub async fn rerun_jobs(
     State(state): State<AppState>,
-    AsOperator(auth): AsOperator,
+    AsOperator { me, .. }: AsOperator,
     Json(body): Json<BulkRequest>,
 ) -> ApiResult<Json<RerunOutcome>> {
-    let (summary, rerun) = run(&state, &auth, Action::Rerun, body).await?;
+    let (summary, rerun) = run(&state, me, Action::Rerun, body).await?;
     Ok(Json(RerunOutcome { summary, rerun }))
 }
 
@@ -420,9 +419,9 @@ pub async fn rerun_jobs(
     ))]
 pub async fn cancel_jobs(
     State(state): State<AppState>,
-    AsOperator(auth): AsOperator,
+    AsOperator { me, .. }: AsOperator,
     Json(body): Json<BulkRequest>,
 ) -> ApiResult<Json<CancelOutcome>> {
-    let (summary, cancelled) = run(&state, &auth, Action::Cancel, body).await?;
+    let (summary, cancelled) = run(&state, me, Action::Cancel, body).await?;
     Ok(Json(CancelOutcome { summary, cancelled }))
 }

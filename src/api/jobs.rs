@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use licensor_core::domain::{ItemStatus, JobKind, JobStatus, Role};
+use licensor_core::domain::{ItemStatus, JobKind, JobStatus};
 use licensor_core::jobs::files::File;
 use licensor_core::jobs::{
     self, ChangeFilter, ChangeView, ErrorGroup, FileFormat, ItemFilter, ItemView, JobFilter,
@@ -183,10 +183,9 @@ fn accepted(view: JobView) -> Response {
     ))]
 pub async fn submit_job(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { auth, me, .. }: AsAdmin,
     Json(body): Json<JobRequest>,
 ) -> ApiResult<Response> {
-    let me = auth.require(Role::Admin)?;
     let request = body.parse()?;
     let client = super::directory::client(&state, &auth).await?;
     let mut known = jobs::JobFacts::default();
@@ -462,11 +461,10 @@ pub async fn export_file(
     ))]
 pub async fn rerun_job(
     State(state): State<AppState>,
-    AsOperator(auth): AsOperator,
+    AsOperator { me, .. }: AsOperator,
     Path(id): Path<Uuid>,
     _body: NoBody,
 ) -> ApiResult<Response> {
-    let me = auth.require(Role::Operator)?;
     let view = jobs::rerun(&state.db, me.on_job(id)).await?;
     enqueue(&state, &view, me.tenant_id).await;
     Ok(accepted(view))
@@ -487,11 +485,10 @@ pub async fn rerun_job(
     ))]
 pub async fn launch_job(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
     _body: NoBody,
 ) -> ApiResult<Response> {
-    let me = auth.require(Role::Admin)?;
     let view = jobs::launch(
         &state.db,
         me.on_job(id),
@@ -515,11 +512,10 @@ pub async fn launch_job(
     ))]
 pub async fn cancel_job(
     State(state): State<AppState>,
-    AsOperator(auth): AsOperator,
+    AsOperator { me, .. }: AsOperator,
     Path(id): Path<Uuid>,
     _body: NoBody,
 ) -> ApiResult<Json<JobView>> {
-    let me = auth.require(Role::Operator)?;
     let job = jobs::cancel(&state.db, me.on_job(id)).await?;
     super::webhooks::queue_job_events(&state, id).await;
     settle_soon(&state, &job, me.tenant_id).await;
@@ -539,11 +535,10 @@ pub async fn cancel_job(
     ))]
 pub async fn resume_job(
     State(state): State<AppState>,
-    AsOperator(auth): AsOperator,
+    AsOperator { me, .. }: AsOperator,
     Path(id): Path<Uuid>,
     _body: NoBody,
 ) -> ApiResult<Response> {
-    let me = auth.require(Role::Operator)?;
     let view = jobs::resume(&state.db, me.on_job(id)).await?;
     enqueue(&state, &view, me.tenant_id).await;
     metrics::counter!("licensor_jobs_resumed_total", "kind" => view.kind.as_str()).increment(1);
@@ -630,11 +625,10 @@ pub async fn list_changes(
     ))]
 pub async fn undo_job(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
     _body: NoBody,
 ) -> ApiResult<Response> {
-    let me = auth.require(Role::Admin)?;
     let view = jobs::undo(&state.db, me.on_job(id)).await?;
     enqueue(&state, &view, me.tenant_id).await;
     metrics::counter!("licensor_jobs_submitted_total", "kind" => view.kind.as_str()).increment(1);

@@ -4,7 +4,6 @@
 
 use axum::extract::State;
 use chrono::NaiveDate;
-use licensor_core::domain::Role;
 use licensor_core::licenses::{
     self, Assignee, AssigneeType, AssignmentIds, AssignmentState, AssignmentView, Checkin,
     CheckinOutcome, Checkout, DeliveredOn, HeldAssignment, HolderCheckinOutcome, LicenseName,
@@ -224,10 +223,9 @@ pub async fn list_licenses(
 ))]
 pub async fn create_license(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Json(body): Json<CreateLicense>,
 ) -> ApiResult<Created<LicenseView>> {
-    let me = auth.require(Role::Admin)?;
     let new = NewLicense {
         name: LicenseName::parse(&body.name)?,
         seats: SeatCount::parse(body.seats)?,
@@ -265,11 +263,10 @@ pub async fn get_license(
     ))]
 pub async fn update_license(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateLicense>,
 ) -> ApiResult<Json<LicenseView>> {
-    let me = auth.require(Role::Admin)?;
     let change = LicenseUpdate {
         name: body.name.as_deref().map(LicenseName::parse).transpose()?,
         seats: body.seats.map(SeatCount::parse).transpose()?,
@@ -302,11 +299,10 @@ pub async fn update_license(
     ))]
 pub async fn checkout_license(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
     Json(body): Json<CheckoutRequest>,
 ) -> ApiResult<Created<AssignmentView>> {
-    let me = auth.require(Role::Admin)?;
     let req = Checkout {
         assignee: Assignee::parse(
             body.assignee.kind,
@@ -336,11 +332,10 @@ pub async fn checkout_license(
     ))]
 pub async fn checkin_license(
     State(state): State<AppState>,
-    AsOperator(auth): AsOperator,
+    AsOperator { me, .. }: AsOperator,
     Path(id): Path<Uuid>,
     Json(body): Json<CheckinRequest>,
 ) -> ApiResult<Json<CheckinOutcome>> {
-    let me = auth.require(Role::Operator)?;
     let req = Checkin {
         assignment_ids: AssignmentIds::parse(body.assignment_ids)?,
         notes: notes(body.notes.as_deref())?,
@@ -482,11 +477,10 @@ pub struct HolderCheckinRequest {
     ))]
 pub async fn checkin_held(
     State(state): State<AppState>,
-    AsOperator(auth): AsOperator,
+    AsOperator { me, .. }: AsOperator,
     Path((kind, id)): Path<(AssigneeType, String)>,
     Json(body): Json<HolderCheckinRequest>,
 ) -> ApiResult<Json<HolderCheckinOutcome>> {
-    let me = auth.require(Role::Operator)?;
     let who = holder(kind, &id)?;
     let notes = notes(body.notes.as_deref())?;
     Ok(Json(

@@ -25,9 +25,8 @@ pub struct TokenList {
 ))]
 pub async fn list_tokens(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
 ) -> ApiResult<Json<TokenList>> {
-    let me = auth.require(Role::Admin)?;
     Ok(Json(TokenList {
         data: tokens::list(&state.db, me.tenant_id).await?,
     }))
@@ -56,10 +55,9 @@ pub struct CreatedToken {
 ))]
 pub async fn create_token(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Json(body): Json<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    let me = auth.require(Role::Admin)?;
     if body.name.trim().is_empty() || body.name.chars().count() > 200 {
         return Err(ApiError::unprocessable(
             "invalid_name",
@@ -91,10 +89,9 @@ pub async fn create_token(
     ))]
 pub async fn revoke_token(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<TokenView>> {
-    let me = auth.require(Role::Admin)?;
     Ok(Json(
         tokens::revoke(&state.db, me.tenant_id, id, Some(me.token_id)).await?,
     ))

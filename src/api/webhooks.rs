@@ -3,7 +3,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use licensor_core::domain::Role;
 use licensor_core::page::PageRequest;
 use licensor_core::queue::Message;
 use licensor_core::webhooks::EventType;
@@ -93,10 +92,9 @@ pub struct UpdateWebhook {
 ))]
 pub async fn list_webhooks(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<WebhookList>> {
-    let me = auth.require(Role::Admin)?;
     let page = PageRequest::<Uuid>::parse_in("webhooks", q.limit, q.cursor.as_deref())?;
     let page = endpoints::list(&state.db, me.tenant_id, &page).await?;
     Ok(Json(WebhookList {
@@ -115,10 +113,9 @@ pub async fn list_webhooks(
 ))]
 pub async fn create_webhook(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Json(body): Json<CreateWebhook>,
 ) -> ApiResult<Created<CreatedWebhook>> {
-    let me = auth.require(Role::Admin)?;
     let (webhook, secret) = endpoints::create(
         &state.db,
         &state.webhooks,
@@ -146,10 +143,9 @@ pub async fn create_webhook(
     ))]
 pub async fn get_webhook(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<EndpointView>> {
-    let me = auth.require(Role::Admin)?;
     Ok(Json(endpoints::get(&state.db, me.tenant_id, id).await?))
 }
 
@@ -163,11 +159,10 @@ pub async fn get_webhook(
     ))]
 pub async fn update_webhook(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateWebhook>,
 ) -> ApiResult<Json<EndpointView>> {
-    let me = auth.require(Role::Admin)?;
     Ok(Json(
         endpoints::update(
             &state.db,
@@ -194,10 +189,9 @@ pub async fn update_webhook(
     ))]
 pub async fn delete_webhook(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let me = auth.require(Role::Admin)?;
     endpoints::delete(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -211,10 +205,9 @@ pub async fn delete_webhook(
     ))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<CreatedWebhook>> {
-    let me = auth.require(Role::Admin)?;
     let (webhook, secret) = endpoints::rotate_secret(
         &state.db,
         &state.webhooks,
@@ -255,11 +248,10 @@ pub struct DeliveryList {
     ))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
     Query(q): Query<DeliveriesQuery>,
 ) -> ApiResult<Json<DeliveryList>> {
-    let me = auth.require(Role::Admin)?;
     let statuses: Vec<DeliveryStatus> = super::jobs::csv_param("status", q.status.as_deref())?;
     let page =
         PageRequest::<Uuid>::parse_in(format!("deliveries:{id}"), q.limit, q.cursor.as_deref())?;
@@ -283,10 +275,9 @@ pub async fn list_deliveries(
     ))]
 pub async fn redeliver(
     State(state): State<AppState>,
-    AsAdmin(auth): AsAdmin,
+    AsAdmin { me, .. }: AsAdmin,
     Path((id, delivery_id)): Path<(Uuid, Uuid)>,
 ) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
-    let me = auth.require(Role::Admin)?;
     let delivery =
         deliveries::redeliver(&state.db, me.tenant_id, id, delivery_id, Some(me.token_id)).await?;
     let message = Message::Deliver {
