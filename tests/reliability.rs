@@ -1823,3 +1823,78 @@ async fn one_lane_learns_a_new_tenants_budget(backend: Backend) {
     emulator.shutdown().await;
 }
 on_both_backends!(one_lane_learns_a_new_tenants_budget);
+
+/// A write budget that grows between two jobs (another client of the same app stops spending,
+/// or the directory allows more) is used by the next job at once. The last job's writes fill
+/// the learned budget's window, so the schedule would hold the next job back until they left
+/// it, and then let its writes out at the old limit; a limit probe's reading and then each
+/// write's raise the limit by what they prove. Here the next job ends before the last job's
+/// writes leave the window (without the probe it could not start writing until then), and
+/// every item agrees with the directory.
+async fn a_budget_that_grows_is_used_by_the_next_job(backend: Backend) {
+    const MEMBERS: u64 = 2_000;
+    const WINDOW_MS: u64 = 20_000;
+    let emulator = graph_emulator::spawn(EmulatorConfig {
+        scenario: Some(Scenario::simple(74, MEMBERS as usize, (MEMBERS * 2) as u32)),
+        faults: Faults {
+            write_budget: Budget {
+                limit: 1_000,
+                window_ms: WINDOW_MS,
+            },
+            ..Faults::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let (tenant, assign) = assign_all_users(&app, &emulator).await;
+    let first = app.wait_for_job(&tenant.viewer, &assign, 120).await;
+    assert_all_assigned_once(&emulator, &first, MEMBERS).await;
+    app.assert_outcomes_true(&tenant.viewer, &assign, &emulator.base_url())
+        .await;
+
+    // The directory now allows ten times as many writes in the same window.
+    common::put_faults(
+        &emulator,
+        json!({"write_budget": {"limit": 10_000, "window_ms": WINDOW_MS}}),
+    )
+    .await;
+    let group = app.group_id(&tenant.admin, "All Users").await;
+    let remove = app
+        .post_json(
+            "/v1/jobs",
+            &tenant.admin,
+            &json!({"kind": "remove", "groups": [group], "remove_licenses": [ENTERPRISEPACK_SKU_ID]}),
+        )
+        .await;
+    let remove = remove["id"].as_str().unwrap().to_owned();
+    let second = app.wait_for_job(&tenant.viewer, &remove, 120).await;
+    assert_eq!(second["status"], "finished", "{second}");
+    assert_eq!(second["progress"]["succeeded"], MEMBERS, "{second}");
+    app.assert_outcomes_true(&tenant.viewer, &remove, &emulator.base_url())
+        .await;
+    let stats = stats(&emulator).await;
+    assert_eq!(stats["skus"][0]["consumedUnits"], 0, "{stats}");
+    assert_eq!(
+        stats["successful_writes"].as_u64(),
+        Some(2 * MEMBERS),
+        "{stats}"
+    );
+    assert_eq!(stats["writes_per_user_max"], 2, "{stats}");
+
+    let at = |job: &Value, k: &str| {
+        chrono::DateTime::parse_from_rfc3339(job[k].as_str().unwrap()).unwrap()
+    };
+    let after = (at(&second, "finished_at") - at(&first, "finished_at")).num_milliseconds();
+    eprintln!("the next job finished {after} ms after the last: {stats}");
+    assert!(
+        after < WINDOW_MS as i64,
+        "the next job finished {after} ms after the last, not within its writes' window"
+    );
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(a_budget_that_grows_is_used_by_the_next_job);

@@ -724,7 +724,7 @@ async fn work_lane(
     }
     match deferred {
         Some(until) => {
-            defer_lane(ctx, tenant_id, job_id, until).await?;
+            defer_lane(ctx, &client, tenant_id, job_id, until).await?;
             // The budget is learned and spent: lanes that waited for it wait with this one.
             if let Some(l) = learning.take() {
                 l.join_wait_or_send().await?;
@@ -1007,7 +1007,7 @@ async fn budgeted_chunk(
         Outlook::Open => Ok(Some((most, pledge))),
         Outlook::Wait(at) if pledge.left() == 0 => {
             drop(pledge);
-            defer_lane(ctx, tenant_id, job_id, at).await?;
+            defer_lane(ctx, client, tenant_id, job_id, at).await?;
             Ok(None)
         }
         _ => Ok(Some((pledge.left(), pledge))),
@@ -1024,8 +1024,15 @@ async fn budgeted_chunk(
 /// that way). Queued by this process when due, it wakes this process's queue worker. Should
 /// this process stop or die meanwhile, its tenants' running jobs are queued again as its turns
 /// end ([`licensor_core::jobs::processes`]).
+///
+/// While it waits, the lane looks at the budget every [`PARKED_POLL`] and comes back sooner
+/// when the budget frees sooner than it said: the limit it was learned to have grew (a limit
+/// probe's reading raised it, see [`licensor_core::directory::WriteLimiter`]), or a probe is
+/// due. Otherwise a budget that grew between two jobs went unused until the last job's writes
+/// left the window (150 s on Graph), whatever the probe had found.
 async fn defer_lane(
     ctx: &WorkerContext,
+    client: &DirectoryClient,
     tenant_id: Uuid,
     job_id: Uuid,
     until: tokio::time::Instant,
@@ -1050,9 +1057,27 @@ async fn defer_lane(
         tracing::debug!(error = %e, "keeping the turn to write failed");
     }
     metrics::counter!("licensor_lanes_deferred_total").increment(1);
-    let (queue, lanes) = (ctx.lanes_queue().clone(), ctx.lanes.clone());
+    let (queue, lanes, limiter) = (
+        ctx.lanes_queue().clone(),
+        ctx.lanes.clone(),
+        client.write_limiter(),
+    );
     tokio::spawn(tracing::Instrument::in_current_span(async move {
-        tokio::time::sleep_until(until.checked_sub(LANE_LEAD).unwrap_or(until)).await;
+        let mut until = until;
+        loop {
+            let due = until.checked_sub(LANE_LEAD).unwrap_or(until);
+            let poll = tokio::time::Instant::now() + PARKED_POLL;
+            if due <= poll {
+                tokio::time::sleep_until(due).await;
+                break;
+            }
+            tokio::time::sleep_until(poll).await;
+            let frees = match limiter.outlook(BUDGET_HORIZON) {
+                Outlook::Open | Outlook::Ready(_) => tokio::time::Instant::now(),
+                Outlook::Wait(at) => at,
+            };
+            until = until.min(frees);
+        }
         lanes.unpark(job_id, parked);
         if let Err(e) = queue.push(message).await {
             tracing::warn!(error = %e, "queueing a lane that waited for the write budget failed; the reconciler will");
@@ -1064,6 +1089,10 @@ async fn defer_lane(
 /// How long before its tenant's write budget frees a lane that waited for it is queued: enough
 /// to be taken and to claim its members, so its first writes go as the budget frees.
 const LANE_LEAD: Duration = Duration::from_millis(250);
+
+/// How often a lane that waits for its tenant's write budget looks whether it frees sooner
+/// (see [`defer_lane`]).
+const PARKED_POLL: Duration = Duration::from_secs(1);
 
 /// A name for one step's leases: this process and a random suffix.
 fn step_owner(ctx: &WorkerContext) -> String {

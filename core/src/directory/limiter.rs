@@ -53,6 +53,15 @@
 //!   the time): `L` comes down to our writes in the window. A reading below 100 % when the
 //!   model counts the window full shows room the model missed: foreign writes left early, or
 //!   `L` is larger than proved so far.
+//! - **A budget that grows** (another client of the same app stops spending, or the directory
+//!   allows more): every accepted write's reading bounds `L` from below as in the fill — our
+//!   writes surely in the window over the reading's upper end (no reading: 80 %) — and the
+//!   limit is raised to that bound, a quarter more per round trip while readings stay absent.
+//!   While the schedule counts the window full for long (Graph's 150 s window after a burst),
+//!   no write would go to carry a reading, so a single *limit probe* goes now and then: refused,
+//!   it costs one 429 (under 0.25 % of a window's writes); accepted, its reading raises the
+//!   limit. A limit of 3,000 learned for a budget grown to 30,000 per 150 s was otherwise learned
+//!   back a write at a time, after the window freed: minutes of a job writing nothing.
 //!
 //! Until the directory first pushes back (a reading of 80 % or more, or a 429), the fill also
 //! lets out writes by time alone: the first burst, doubled every second since the fill's first
@@ -108,6 +117,14 @@ const PROBE_WRITES_PER_REFUSAL: u64 = 400;
 /// Fills started again because the window was found spent by another client, at most (see
 /// [`State::end_fill`]).
 const MAX_INCONCLUSIVE_FILLS: u32 = 2;
+/// A limit probe (see [`State::limit_probe_at`]) goes only when the schedule's next write is at
+/// least this far off: a short window frees soon enough, and its writes then carry readings.
+const LIMIT_PROBE_WAIT: Duration = Duration::from_secs(10);
+/// Limit probes go at most once per this share of the window (and per [`LIMIT_PROBE_WAIT`])...
+const LIMIT_PROBES_PER_WINDOW: u32 = 4;
+/// ... and at most once per this many writes of the limit's worth of window: refused ones stay
+/// under 0.25 % of the writes a full window lets out.
+const LIMIT_WRITES_PER_PROBE: u64 = 400;
 /// Round trips remembered for the send-ahead (the shortest of them is used).
 const RTT_SAMPLES: usize = 64;
 /// Writes remembered while the limit is unknown (a directory that never pushes back).
@@ -185,6 +202,9 @@ enum Kind {
         reference: Instant,
         reference_sent: Instant,
     },
+    /// A single write sent while the schedule counts the window full, to learn whether the
+    /// budget has grown (see [`State::limit_probe_at`]).
+    LimitProbe,
 }
 
 impl Grant {
@@ -214,7 +234,7 @@ impl Grant {
         self.settled = true;
         let mut s = self.shared.state.lock();
         s.outstanding -= u64::from(self.writes);
-        if matches!(self.kind, Kind::Probe { .. }) {
+        if matches!(self.kind, Kind::Probe { .. } | Kind::LimitProbe) {
             s.probe_out = false;
         }
         // The last write of a full fill given up: nothing else would settle the limit.
@@ -401,6 +421,8 @@ struct Entry {
     sent: Instant,
     /// Spent by someone else (modelled), not by us.
     foreign: bool,
+    /// Ours, and answered as charged (accepted): not one whose fate is unknown.
+    charged: bool,
 }
 
 impl Entry {
@@ -409,6 +431,7 @@ impl Entry {
             at,
             sent: at,
             foreign: true,
+            charged: false,
         }
     }
 }
@@ -443,6 +466,11 @@ struct State {
     inconclusive_fills: u32,
     /// When the last run of 429s the schedule did not expect began (see [`State::surprised`]).
     surprised_at: Option<Instant>,
+    /// Whether the directory has sent `x-ms-throttle-limit-percentage` on any answer: only then
+    /// does an answer without one say the budget is less than 80 % used.
+    readings_seen: bool,
+    /// When the last limit probe was sent (see [`State::limit_probe_at`]).
+    limit_probed: Option<Instant>,
 }
 
 /// The last [`RTT_SAMPLES`] round trips of answered writes, with their least and median kept
@@ -671,7 +699,93 @@ impl State {
             }
             wake = wake.min(at);
         }
+        if at_least == 1
+            && let Some(at) = self.limit_probe_at(now, window, wake)
+        {
+            if now >= at {
+                return Decision::Grant(1, Kind::LimitProbe);
+            }
+            wake = wake.min(at);
+        }
         Decision::Wait(Some(wake))
+    }
+
+    /// When a *limit probe* may go, given that the schedule's next write goes at `next_write`
+    /// (`None`: not before then). The schedule counts the window full with the writes it knows
+    /// of, so a budget that grew — another client of the same app stopped spending, or the
+    /// directory's limit was raised — would show only once those writes leave the window: for
+    /// Graph's 150 s window, minutes of a job waiting on a budget that has room. One write sent
+    /// anyway tells. Accepted with a reading below 100 %, it proves the limit higher (see
+    /// [`State::raise_by_reading`]) and the writes that then go out carry readings that prove
+    /// more, a quarter more per round trip; refused, it costs one 429 and changes nothing. So
+    /// one goes only when the directory sends readings (an answer without one then says less
+    /// than 80 % is used), the next scheduled write is [`LIMIT_PROBE_WAIT`] or more away,
+    /// nothing is in flight, no 429 the schedule did not expect came within the window, and the
+    /// last one went a quarter of the window ago or more, and no sooner than one per
+    /// [`LIMIT_WRITES_PER_PROBE`] writes of the limit: refused ones stay under 0.25 % of the
+    /// writes the budget lets out. Short windows (2 s, 5 s) never need one: they free within
+    /// the wait.
+    fn limit_probe_at(
+        &self,
+        now: Instant,
+        window: Duration,
+        next_write: Instant,
+    ) -> Option<Instant> {
+        if !self.readings_seen || self.probe_out || self.outstanding > 0 {
+            return None;
+        }
+        let limit = self.limit?.max(1);
+        let gap = LIMIT_PROBE_WAIT
+            .max(window / LIMIT_PROBES_PER_WINDOW)
+            .max(window.mul_f64(LIMIT_WRITES_PER_PROBE as f64 / limit as f64));
+        let at = [
+            Some(now),
+            self.limit_probed.map(|t| t + gap),
+            self.surprised_at.map(|t| t + window),
+        ]
+        .into_iter()
+        .flatten()
+        .max()?;
+        (at + LIMIT_PROBE_WAIT <= next_write).then_some(at)
+    }
+
+    /// Our writes surely in the window when a write sent at `sent` and answered at `now` was
+    /// charged: accepted (a write whose fate is unknown may not have been charged), answered
+    /// before it was sent (so charged before it) and sent less than the
+    /// window's lower bound before `now` (so charged within the window before it).
+    fn surely_in_window(&self, sent: Instant, now: Instant) -> u64 {
+        if self.w_lo.is_zero() {
+            return 0;
+        }
+        let since = now.checked_sub(self.w_lo);
+        self.log
+            .iter()
+            .filter(|e| e.charged && e.at <= sent && since.is_none_or(|t| e.sent > t))
+            .count() as u64
+    }
+
+    /// An accepted write with `reading` (`None`: not sent, less than 80 % used, once the
+    /// directory is known to send readings) after `before` more of ours in the same `$batch`,
+    /// sent at `sent` and answered `now`: the limit is more than our writes surely in the
+    /// window then, over the reading's upper end (a reading is floored to tenths: 0.9 means
+    /// less than 100 % used). Raise it to that when it is higher.
+    fn raise_by_reading(&mut self, reading: Option<f64>, before: u64, sent: Instant, now: Instant) {
+        let Some(limit) = self.limit else { return };
+        // The reading's upper end, in tenths of the limit.
+        let upper = match reading {
+            Some(r) => (tenths(r) * 10.0).round() as u64 + 1,
+            None if self.readings_seen => 8,
+            None => return,
+        };
+        if upper > 10 {
+            return;
+        }
+        let ours = self.surely_in_window(sent, now) + before + 1;
+        let proved = ours * 10 / upper + 1;
+        if proved > limit {
+            self.limit = Some(proved);
+            tracing::debug!(limit = proved, "write pacing: limit raised by a reading");
+        }
     }
 
     /// Forget writes that have left the window by `now` (no send-ahead).
@@ -697,12 +811,14 @@ impl State {
             .count() as u64
     }
 
-    /// Our write, sent at `sent` and answered at `at`.
-    fn push(&mut self, at: Instant, sent: Instant) {
+    /// Our write, sent at `sent` and answered at `at`: `charged` if it was accepted (not if its
+    /// fate is unknown).
+    fn push(&mut self, at: Instant, sent: Instant, charged: bool) {
         self.log.push_back(Entry {
             at,
             sent,
             foreign: false,
+            charged,
         });
         if self.limit.is_none() && self.log.len() > MAX_LOG {
             self.log.pop_front();
@@ -833,6 +949,12 @@ impl Shared {
         }) {
             s.rtts.push(now.saturating_duration_since(sent));
         }
+        if answers
+            .iter()
+            .any(|a| matches!(a, WriteAnswer::Accepted { reading: Some(_) }))
+        {
+            s.readings_seen = true;
+        }
         match kind {
             Kind::Fill { epoch } if epoch == s.fill.epoch && s.limit.is_none() => {
                 for a in answers {
@@ -840,7 +962,7 @@ impl Shared {
                         WriteAnswer::Accepted { reading } => {
                             s.fill.first_answer.get_or_insert(now);
                             s.fill.accepted += 1;
-                            s.push(now, sent);
+                            s.push(now, sent, true);
                             let r = reading.map_or(0.0, tenths);
                             if r < 0.8 {
                                 s.fill.below8 += 1;
@@ -867,7 +989,7 @@ impl Shared {
                         // Spent, as far as the schedule knows, but no proof of room: a write
                         // the directory failed to carry out may not have been charged, and
                         // counted as fitting it would teach a limit the budget does not have.
-                        WriteAnswer::Unknown => s.push(now, sent),
+                        WriteAnswer::Unknown => s.push(now, sent, false),
                         WriteAnswer::NotCarriedOut => {}
                     }
                 }
@@ -877,13 +999,22 @@ impl Shared {
                     s.end_fill(now);
                 }
             }
-            Kind::Fill { .. } | Kind::Scheduled => {
+            Kind::LimitProbe if matches!(answers.first(), Some(WriteAnswer::Refused { .. })) => {
+                // The window was full after all: nothing learned, nothing to change.
+                s.probe_out = false;
+                s.throttled += 1;
+                tracing::debug!("write pacing: limit probe refused");
+            }
+            Kind::Fill { .. } | Kind::Scheduled | Kind::LimitProbe => {
+                if kind == Kind::LimitProbe {
+                    s.probe_out = false;
+                }
                 let mut cap = s.capacity(&config);
                 s.trim(now);
                 for (j, a) in answers.iter().enumerate() {
                     match *a {
                         WriteAnswer::Accepted { reading } => {
-                            s.push(now, sent);
+                            s.push(now, sent, true);
                             let Some(cap) = cap else { continue };
                             let r = reading.map_or(0.0, tenths);
                             let in_window = s.log.len() as u64 + s.outstanding;
@@ -900,6 +1031,9 @@ impl Shared {
                                     s.limit = s.limit.map(|l| l + 1);
                                     tracing::debug!(limit = ?s.limit, "write pacing: limit raised");
                                 }
+                            }
+                            if r < 1.0 {
+                                s.raise_by_reading(reading, j as u64, sent, now);
                             }
                         }
                         WriteAnswer::Refused { retry_after } => {
@@ -918,7 +1052,7 @@ impl Shared {
                                 );
                             }
                         }
-                        WriteAnswer::Unknown => s.push(now, sent),
+                        WriteAnswer::Unknown => s.push(now, sent, false),
                         WriteAnswer::NotCarriedOut => {}
                     }
                 }
@@ -945,7 +1079,7 @@ impl Shared {
                 let age_lo = sent.saturating_duration_since(reference);
                 match answers.first().copied().unwrap_or(WriteAnswer::Unknown) {
                     WriteAnswer::Accepted { .. } => {
-                        s.push(now, sent);
+                        s.push(now, sent, true);
                         // The reference had left the window: W ≤ its age, at most `age`.
                         s.w_hi = Some(s.w_hi.map_or(age, |hi| hi.min(age)));
                         if s.w_hi.is_some_and(|hi| hi <= s.w_lo) {
@@ -967,7 +1101,7 @@ impl Shared {
                             s.w_lo + WINDOW_PRECISION_MIN.max(s.w_lo.mul_f64(WINDOW_PRECISION));
                         s.w_hi = Some(if hi <= s.w_lo { least } else { hi });
                     }
-                    WriteAnswer::Unknown => s.push(now, sent),
+                    WriteAnswer::Unknown => s.push(now, sent, false),
                     // Not weighed against the budget: it tells nothing of the window.
                     WriteAnswer::NotCarriedOut => {}
                 }
@@ -1012,6 +1146,8 @@ impl WriteLimiter {
                     last_grant: None,
                     inconclusive_fills: 0,
                     surprised_at: None,
+                    readings_seen: false,
+                    limit_probed: None,
                 }),
                 notify: Notify::new(),
             }),
@@ -1098,7 +1234,12 @@ impl WriteLimiter {
                 let probe = (need == 1 && s.outstanding == 0 && s.pledged == 0)
                     .then(|| s.probe_at(e))
                     .flatten();
-                Outlook::Wait(probe.map_or(scheduled, |p| p.min(scheduled)))
+                let next = probe.map_or(scheduled, |p| p.min(scheduled));
+                // So does a probe of the limit (see `State::limit_probe_at`).
+                let limit_probe = (s.pledged == 0)
+                    .then(|| s.limit_probe_at(now, window, next))
+                    .flatten();
+                Outlook::Wait(limit_probe.map_or(next, |p| p.min(next)))
             }
             None => Outlook::Wait(now + window),
         }
@@ -1157,8 +1298,12 @@ impl WriteLimiter {
                     s.outstanding += u64::from(n);
                     s.granted += u64::from(n);
                     s.last_grant = Some((now, n));
-                    if matches!(kind, Kind::Probe { .. }) {
-                        s.probe_out = true;
+                    match kind {
+                        Kind::Probe { .. } | Kind::LimitProbe => s.probe_out = true,
+                        Kind::Fill { .. } | Kind::Scheduled => {}
+                    }
+                    if kind == Kind::LimitProbe {
+                        s.limit_probed = Some(now);
                     }
                     return Ok(Grant {
                         shared: self.shared.clone(),

@@ -505,6 +505,12 @@ impl DirectoryClient {
         self.inner.limiter.outlook(horizon)
     }
 
+    /// The tenant's write budget as this process paces it, to watch without holding the
+    /// client (its stop signal, patience or pledge).
+    pub fn write_limiter(&self) -> Arc<WriteLimiter> {
+        self.inner.limiter.clone()
+    }
+
     /// Writes this process has let out to the tenant's directory so far, retries included
     /// ([`WriteLimiter::granted`]): until there are any, nothing is known of the write budget.
     pub fn writes_granted(&self) -> u64 {

@@ -369,6 +369,47 @@ async fn the_window_is_learned_within_the_round_trips_spread() {
     }
 }
 
+/// A budget that grows while the schedule counts the window full — the directory allows more,
+/// or another client of the same app stops spending — is used within seconds, not once the
+/// window frees. Graph's window is 150 s long: a limit of 3,000 learned, then a budget of
+/// 30,000, held the next job's writes back until the last job's left the window, and then let
+/// them out at the old limit, raised a write at a time (the demo, after its 3,000 per 150 s
+/// fault was reset: minutes with nothing written). A limit probe's reading, and then each
+/// write's, raise the limit by what they prove.
+#[tokio::test(start_paused = true)]
+async fn a_budget_that_grows_is_used_within_seconds() {
+    let dir = Arc::new(Mutex::new(Directory::new(3_000, 150_000)));
+    let l = limiter();
+    run(l.clone(), dir.clone(), 6_000, 16).await;
+    let learned = l.budget();
+    assert!(
+        learned.0.is_some_and(|l| l <= 3_000) && learned.1.is_some(),
+        "learned {learned:?}"
+    );
+    // The window is full of the last job's writes; the directory now allows ten times as many.
+    let refused_before = {
+        let mut d = dir.lock();
+        d.limit = 30_000;
+        d.refused
+    };
+    let r = run(l.clone(), dir.clone(), 12_000, 16).await;
+    let refused = r.refused - refused_before;
+    eprintln!(
+        "12,000 writes on a budget grown to 30,000: {:.1} s, {refused} refused, limit {:?}",
+        r.seconds,
+        l.budget().0
+    );
+    // A limit probe goes within a quarter window of the last job's last one; then the limit
+    // grows by a quarter per round trip.
+    assert!(r.seconds < 60.0, "{} s", r.seconds);
+    assert!(refused <= 2, "{refused} refused");
+    assert!(
+        l.budget().0.is_some_and(|l| l >= 15_000),
+        "{:?}",
+        l.budget()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unthrottled_directory_is_not_held_back() {
     let dir = Arc::new(Mutex::new(Directory::new(usize::MAX / 2, 1_000)));
