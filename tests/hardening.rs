@@ -772,7 +772,16 @@ async fn job_actions_take_no_body(backend: Backend) {
     for action in ["launch", "rerun", "cancel", "undo", "resume"] {
         for (body, content_type, status, code) in [
             ("{", Some("application/json"), 400, "malformed_json"),
-            ("not json", Some("text/plain"), 400, "malformed_json"),
+            ("not json", Some("application/json"), 400, "malformed_json"),
+            // A body sent as anything but JSON, as on every route that takes one.
+            (
+                "not json",
+                Some("text/plain"),
+                415,
+                "unsupported_media_type",
+            ),
+            ("{}", Some("text/plain"), 415, "unsupported_media_type"),
+            ("{}", None, 415, "unsupported_media_type"),
             (
                 r#"{"force": true}"#,
                 Some("application/json"),
@@ -782,7 +791,12 @@ async fn job_actions_take_no_body(backend: Backend) {
             ("[]", Some("application/json"), 422, "invalid_body"),
             ("null", Some("application/json"), 422, "invalid_body"),
             (r#""resume""#, Some("application/json"), 422, "invalid_body"),
-            (r#"{"job_ids": []}"#, None, 422, "invalid_body"),
+            (
+                r#"{"job_ids": []}"#,
+                Some("application/json"),
+                422,
+                "invalid_body",
+            ),
         ] {
             let mut req = app
                 .http
@@ -800,7 +814,7 @@ async fn job_actions_take_no_body(backend: Backend) {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     assert_eq!(read().await, before, "no refused action changed anything");
-    // `{}` is no body at all: resume goes through; then an empty body cancels.
+    // `{}` sent as JSON is no body at all: resume goes through; then an empty body cancels.
     let resp = app
         .http
         .post(format!("{}/v1/jobs/{id}/resume", app.url))
@@ -815,6 +829,8 @@ async fn job_actions_take_no_body(backend: Backend) {
         .http
         .post(format!("{}/v1/jobs/{id}/cancel", app.url))
         .bearer_auth(&t.operator)
+        // An empty body is no body, whatever it is sent as.
+        .header("content-type", "text/plain")
         .send()
         .await
         .unwrap();

@@ -133,9 +133,11 @@ impl From<JsonRejection> for ApiError {
 }
 
 /// The body of an action that takes none (`POST /v1/jobs/{id}/launch`, `rerun`, `cancel`,
-/// `undo`, `resume`): nothing, or `{}`. Malformed JSON → 400 `malformed_json`; any other JSON
-/// → 422 `invalid_body` (a body that says something the action would ignore is refused rather
-/// than silently dropped); too large → 413 `body_too_large`. Refused before anything changes.
+/// `undo`, `resume`): nothing (whatever its content type says), or `{}` sent as JSON. A body sent
+/// as anything but JSON → 415 `unsupported_media_type`, as every route that takes JSON answers;
+/// malformed JSON → 400 `malformed_json`; any other JSON → 422 `invalid_body` (a body that says
+/// something the action would ignore is refused rather than silently dropped); too large → 413
+/// `body_too_large`. Refused before anything changes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoBody;
 
@@ -146,11 +148,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = json_content_type(req.headers());
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|r| ApiError::from(JsonRejection::from(r)))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(NoBody);
+        }
+        if !json {
+            return Err(unsupported_media_type());
         }
         match serde_json::from_slice::<serde_json::Value>(&bytes) {
             Err(e) => Err(ApiError::bad_request(

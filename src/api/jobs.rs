@@ -456,6 +456,7 @@ pub async fn export_file(
     responses(
         (status = 202, body = JobView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
@@ -480,6 +481,7 @@ pub async fn rerun_job(
     responses(
         (status = 202, body = JobView, headers(("Location" = String, description = "The job's URL"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
@@ -507,6 +509,7 @@ pub async fn launch_job(
     responses(
         (status = 200, body = JobView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
@@ -530,6 +533,7 @@ pub async fn cancel_job(
     responses(
         (status = 202, body = JobView, headers(("Location" = String, description = "The job's URL"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
@@ -620,6 +624,7 @@ pub async fn list_changes(
     responses(
         (status = 202, body = JobView, headers(("Location" = String, description = "The undo job's URL"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
