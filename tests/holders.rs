@@ -267,14 +267,17 @@ async fn directory_users_by_name_or_upn_paged() {
         .await;
     let first = &by_name["data"][0];
     assert!(
-        first["displayName"]
+        first["display_name"]
             .as_str()
             .expect("name")
             .to_lowercase()
             .starts_with("adele"),
         "{by_name}"
     );
-    let upn = first["userPrincipalName"].as_str().expect("upn").to_owned();
+    let upn = first["user_principal_name"]
+        .as_str()
+        .expect("upn")
+        .to_owned();
     let by_upn = app
         .get_json(&format!("/v1/directory/users?search={upn}"), &t.viewer)
         .await;
@@ -292,8 +295,11 @@ async fn directory_users_by_name_or_upn_paged() {
         let data = page["data"].as_array().expect("data");
         assert_eq!(data.len(), 7, "{page}");
         for u in data {
-            let name = u["displayName"].as_str().unwrap_or_default().to_lowercase();
-            let upn = u["userPrincipalName"]
+            let name = u["display_name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_lowercase();
+            let upn = u["user_principal_name"]
                 .as_str()
                 .unwrap_or_default()
                 .to_lowercase();

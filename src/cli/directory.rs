@@ -63,7 +63,7 @@ pub async fn run(cmd: DirectoryCommand) -> anyhow::Result<()> {
                 .map(|g| {
                     [
                         text(&g["id"]),
-                        text(&g["displayName"]),
+                        text(&g["display_name"]),
                         text(&g["description"]),
                     ]
                 })

@@ -68,8 +68,8 @@ async function directoryUser(prefix) {
  */
 async function termLicenseWithTwoEndDates(name, seats, holders) {
   const l = await ok('POST', '/v1/licenses', { name, seats, term_days: 365, notes: 'Digital lärobok' });
-  const first = await ok('POST', `/v1/licenses/${l.id}/checkout`, { assignee: { type: 'user', id: holders[0].id, name: holders[0].displayName } });
-  const second = await ok('POST', `/v1/licenses/${l.id}/checkout`, { assignee: { type: 'user', id: holders[1].id, name: holders[1].displayName } });
+  const first = await ok('POST', `/v1/licenses/${l.id}/checkout`, { assignee: { type: 'user', id: holders[0].id, name: holders[0].display_name } });
+  const second = await ok('POST', `/v1/licenses/${l.id}/checkout`, { assignee: { type: 'user', id: holders[1].id, name: holders[1].display_name } });
   await ok('POST', `/v1/licenses/${l.id}/checkin`, { assignment_ids: [second.id], notes: 'Bytt skola' });
   const d = new Date();
   d.setUTCMonth(d.getUTCMonth() - 5);
@@ -105,7 +105,7 @@ await drive(async ({ newPage: open, shot }) => {
   const others = (await ok('GET', '/v1/directory/users?limit=12')).data.filter((u) => u.id !== adele.id && u.id !== alex.id);
   check(others.length >= 8, 'the demo directory has users');
   const cad = await ok('POST', '/v1/licenses', { name: 'CAD Suite 2026', seats: 10, notes: 'Design office' });
-  await ok('POST', `/v1/licenses/${cad.id}/checkout`, { assignee: { type: 'user', id: alex.id, name: alex.displayName }, quantity: 1 });
+  await ok('POST', `/v1/licenses/${cad.id}/checkout`, { assignee: { type: 'user', id: alex.id, name: alex.display_name }, quantity: 1 });
   const visio = await ok('POST', '/v1/licenses', { name: 'Visio Plan 2', seats: 1 });
   const oem = await ok('POST', '/v1/licenses', { name: 'Windows 11 OEM', seats: 2, reassignable: false });
   await ok('POST', `/v1/licenses/${oem.id}/checkout`, { assignee: { type: 'asset', id: 'PC-0311', name: 'Reception PC' } });
@@ -160,7 +160,7 @@ await drive(async ({ newPage: open, shot }) => {
   await page.locator(`#used-by-table tr[data-assignee="${adele.id}"]`).waitFor();
   await figures(cad.id, { assigned: 3, available: 7 }, 'after checkout to Adele');
   const adeleRow = (await usedBy(cad.id)).find((a) => a.assignee.id === adele.id);
-  eq([adeleRow.quantity, adeleRow.notes, adeleRow.assignee.name], [2, 'Drafting and plotting', adele.displayName], 'Used By has Adele with 2 seats and the notes');
+  eq([adeleRow.quantity, adeleRow.notes, adeleRow.assignee.name], [2, 'Drafting and plotting', adele.display_name], 'Used By has Adele with 2 seats and the notes');
   check(/Drafting and plotting/.test(await page.locator(`#used-by-table tr[data-assignee="${adele.id}"]`).innerText()), 'the page shows the notes');
 
   step('Checkout to Asset: tag and name');
@@ -340,7 +340,7 @@ await drive(async ({ newPage: open, shot }) => {
   await sv.page.locator('label', { hasText: 'Återanvänd startad licens' }).click();
   const early = ks.data[0];
   await sv.page.locator('#ends-on').selectOption(early.ends_on);
-  await sv.page.fill('#user-search', others[4].displayName);
+  await sv.page.fill('#user-search', others[4].display_name);
   await sv.page.locator(`#user-results input[value="${others[4].id}"]`).check();
   await shot(sv.page, 'checkout-reuse-sv-1280');
   await sv.page.getByRole('button', { name: 'Skicka' }).click();

@@ -660,7 +660,7 @@ impl TestApp {
             .expect("groups body");
         groups["data"]
             .as_array()
-            .and_then(|a| a.iter().find(|g| g["displayName"] == name))
+            .and_then(|a| a.iter().find(|g| g["display_name"] == name))
             .and_then(|g| g["id"].as_str())
             .unwrap_or_else(|| panic!("group {name} in {groups}"))
             .to_owned()

@@ -61,8 +61,10 @@ impl std::fmt::Debug for DirectoryConfig {
     }
 }
 
+/// A directory group: read from Graph in its own shape (`displayName`), answered by licensor's
+/// API in snake_case like every other field it answers (`display_name`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all(deserialize = "camelCase", serialize = "snake_case"))]
 pub struct Group {
     pub id: String,
     #[serde(default)]
@@ -71,9 +73,11 @@ pub struct Group {
     pub description: Option<String>,
 }
 
-/// A directory user as the checkout picker shows it.
+/// A directory user as the checkout picker shows it: read from Graph in its own shape
+/// (`displayName`, `userPrincipalName`), answered by licensor's API in snake_case
+/// (`display_name`, `user_principal_name`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all(deserialize = "camelCase", serialize = "snake_case"))]
 pub struct DirectoryUser {
     /// The user's object id.
     pub id: String,

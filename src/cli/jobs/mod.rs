@@ -359,14 +359,14 @@ async fn group_id(api: &Api, given: &str) -> anyhow::Result<String> {
     let found = found["data"].as_array().cloned().unwrap_or_default();
     let mut exact: Vec<&Value> = found
         .iter()
-        .filter(|g| g["displayName"].as_str() == Some(name))
+        .filter(|g| g["display_name"].as_str() == Some(name))
         .collect();
     if exact.is_empty() {
         let folded = name.to_lowercase();
         exact = found
             .iter()
             .filter(|g| {
-                g["displayName"]
+                g["display_name"]
                     .as_str()
                     .is_some_and(|n| n.to_lowercase() == folded)
             })
@@ -378,7 +378,7 @@ async fn group_id(api: &Api, given: &str) -> anyhow::Result<String> {
             let similar: Vec<String> = found
                 .iter()
                 .take(5)
-                .map(|g| format!("`{}`", text(&g["displayName"])))
+                .map(|g| format!("`{}`", text(&g["display_name"])))
                 .collect();
             let hint = if similar.is_empty() {
                 String::new()

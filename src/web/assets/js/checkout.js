@@ -186,7 +186,7 @@ export function checkoutView(container, ctx, id, params) {
           name: 'user',
           value: u.id,
           checked: state.user?.id === u.id,
-          dataset: { upn: u.userPrincipalName || '' },
+          dataset: { upn: u.user_principal_name || '' },
           onchange: () => {
             state.user = u;
             // Picked: the list gives way to the choice and what it already holds.
@@ -197,16 +197,16 @@ export function checkoutView(container, ctx, id, params) {
           },
         }),
         h('span', { class: 'pick-text' },
-          h('span', { class: 'pick-name' }, u.displayName || u.userPrincipalName || u.id),
-          u.userPrincipalName ? h('span', { class: 'muted small' }, u.userPrincipalName) : null)))));
+          h('span', { class: 'pick-name' }, u.display_name || u.user_principal_name || u.id),
+          u.user_principal_name ? h('span', { class: 'muted small' }, u.user_principal_name) : null)))));
   }
 
   function renderChosenUser() {
     const u = state.user;
     replace(chosenUser, u
-      ? h('span', { class: 'chip' }, u.displayName || u.userPrincipalName || u.id,
+      ? h('span', { class: 'chip' }, u.display_name || u.user_principal_name || u.id,
         h('button', {
-          type: 'button', class: 'chip-x', 'aria-label': t('launch.removeChip', { name: u.displayName || u.id }),
+          type: 'button', class: 'chip-x', 'aria-label': t('launch.removeChip', { name: u.display_name || u.id }),
           onclick: () => {
             state.user = null;
             userResults.hidden = false;
@@ -223,7 +223,7 @@ export function checkoutView(container, ctx, id, params) {
   function assignee() {
     if (state.to === 'user') {
       const u = state.user;
-      return u ? { type: 'user', id: u.id, name: u.displayName || u.userPrincipalName || undefined } : null;
+      return u ? { type: 'user', id: u.id, name: u.display_name || u.user_principal_name || undefined } : null;
     }
     const tag = assetId.value.trim();
     if (!tag) return null;

@@ -167,10 +167,10 @@ export function progressBar(progress, { compact = false, expanding = false } = {
 // not read their groups from the directory yet.
 const groupNameCache = new Map();
 
-/** Remember `id → name` pairs from the directory (`displayName`) or from jobs (`display_name`). */
+/** Remember `id → name` pairs from the directory's groups or from jobs (`display_name`). */
 export function rememberGroups(groups) {
   for (const g of groups || []) {
-    const name = g.display_name || g.displayName;
+    const name = g.display_name;
     if (g.id && name) groupNameCache.set(g.id, name);
   }
 }

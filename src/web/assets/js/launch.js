@@ -180,7 +180,7 @@ export function launchView(container, ctx) {
             value: g.id,
             checked: picked,
             disabled: full && !picked,
-            dataset: { group: g.displayName || g.id },
+            dataset: { group: g.display_name || g.id },
             onchange: (e) => {
               if (e.target.checked) state.groups.set(g.id, g);
               else state.groups.delete(g.id);
@@ -189,7 +189,7 @@ export function launchView(container, ctx) {
             },
           }),
           h('span', { class: 'pick-text' },
-            h('span', { class: 'pick-name' }, g.displayName || g.id),
+            h('span', { class: 'pick-name' }, g.display_name || g.id),
             g.description ? h('span', { class: 'muted small' }, g.description) : null)));
     }));
   }
@@ -200,11 +200,11 @@ export function launchView(container, ctx) {
       h('span', { class: 'muted small' }, n
         ? t(n >= MAX_GROUPS ? 'launch.groupsSelectedFull' : 'launch.groupsSelected', { n, max: MAX_GROUPS })
         : t('launch.noGroupYet')),
-      [...state.groups.values()].map((g) => h('span', { class: 'chip' }, g.displayName || g.id,
+      [...state.groups.values()].map((g) => h('span', { class: 'chip' }, g.display_name || g.id,
         h('button', {
           type: 'button',
           class: 'chip-x',
-          'aria-label': t('launch.removeChip', { name: g.displayName || g.id }),
+          'aria-label': t('launch.removeChip', { name: g.display_name || g.id }),
           onclick: () => {
             state.groups.delete(g.id);
             renderResults();
@@ -591,7 +591,7 @@ export function launchView(container, ctx) {
   /** For Remove and Replace: what is removed, from whom, and the seed's warning. */
   function removalWarning(b) {
     const groups = b.groups.length === 1
-      ? t('launch.theGroup', { name: [...state.groups.values()][0].displayName })
+      ? t('launch.theGroup', { name: [...state.groups.values()][0].display_name })
       : t('launch.nGroups', { n: b.groups.length });
     const what = b.replace_all
       ? t('launch.everyLicense')

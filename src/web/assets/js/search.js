@@ -30,9 +30,9 @@ export async function resolveSearch(q) {
   }
   const groups = await api.get('/v1/directory/groups', { search: text, limit: 50 });
   const lower = text.toLowerCase();
-  const exact = groups.data.filter((g) => (g.displayName || '').toLowerCase() === lower);
+  const exact = groups.data.filter((g) => (g.display_name || '').toLowerCase() === lower);
   const group = exact.length === 1 ? exact[0] : (groups.data.length === 1 ? groups.data[0] : null);
-  if (group) return `#/?group=${group.id}&group_name=${encodeURIComponent(group.displayName || '')}`;
+  if (group) return `#/?group=${group.id}&group_name=${encodeURIComponent(group.display_name || '')}`;
   return null;
 }
 
