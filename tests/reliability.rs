@@ -102,6 +102,32 @@ async fn assign_all_users(
     (tenant, job_id)
 }
 
+/// The id of a remove job of tenant's "All Users" group, submitted through the API.
+async fn remove_from_all_users(app: &TestApp, tenant: &common::TestTenant) -> String {
+    let group = app.group_id(&tenant.admin, "All Users").await;
+    let remove =
+        json!({"kind": "remove", "groups": [group], "remove_licenses": [ENTERPRISEPACK_SKU_ID]});
+    app.post_json("/v1/jobs", &tenant.admin, &remove).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// After an assign and a remove of all `members`: no unit is consumed, and each member was
+/// written exactly once by each job (a write sent again would show as a third). The emulator's
+/// stats.
+async fn assert_assigned_and_removed_once(emulator: &EmulatorHandle, members: u64) -> Value {
+    let stats = stats(emulator).await;
+    assert_eq!(stats["skus"][0]["consumedUnits"], 0, "{stats}");
+    assert_eq!(
+        stats["successful_writes"].as_u64(),
+        Some(2 * members),
+        "{stats}"
+    );
+    assert_eq!(stats["writes_per_user_max"], 2, "{stats}");
+    stats
+}
+
 /// 30% of directory requests fail with 503 and writes are throttled hard: transient errors are
 /// retried until they succeed, none is left as a failed member, and none is read first (a 503
 /// is the directory's word that it did not carry the write out).
@@ -190,17 +216,11 @@ async fn lost_answers_are_read_not_written_again(backend: Backend) {
         return;
     };
     let (tenant, assign) = assign_all_users(&app, &emulator).await;
-    let group = app.group_id(&tenant.admin, "All Users").await;
-    let remove =
-        json!({"kind": "remove", "groups": [group], "remove_licenses": [ENTERPRISEPACK_SKU_ID]});
     let mut lost_notes = 0;
     for id in [Some(assign), None] {
         let id = match id {
             Some(id) => id,
-            None => app.post_json("/v1/jobs", &tenant.admin, &remove).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
+            None => remove_from_all_users(&app, &tenant).await,
         };
         let job = app.wait_for_job(&tenant.admin, &id, 120).await;
         assert_eq!(job["status"], "finished", "{job}");
@@ -219,18 +239,11 @@ async fn lost_answers_are_read_not_written_again(backend: Backend) {
             }
         }
     }
-    let stats = stats(&emulator).await;
-    assert!(stats["lost_answers"].as_u64().unwrap() > 10, "{stats}");
-    assert!(lost_notes > 0, "no item tells of a lost answer: {stats}");
-    assert_eq!(stats["skus"][0]["consumedUnits"], 0, "{stats}");
     // Each member written once by each job: a write sent again after its answer was lost
     // would show as a third write of the member.
-    assert_eq!(
-        stats["successful_writes"].as_u64(),
-        Some(2 * MEMBERS),
-        "{stats}"
-    );
-    assert_eq!(stats["writes_per_user_max"], 2, "{stats}");
+    let stats = assert_assigned_and_removed_once(&emulator, MEMBERS).await;
+    assert!(stats["lost_answers"].as_u64().unwrap() > 10, "{stats}");
+    assert!(lost_notes > 0, "no item tells of a lost answer: {stats}");
     app.stop().await;
     emulator.shutdown().await;
 }
@@ -1862,28 +1875,13 @@ async fn a_budget_that_grows_is_used_by_the_next_job(backend: Backend) {
         json!({"write_budget": {"limit": 10_000, "window_ms": WINDOW_MS}}),
     )
     .await;
-    let group = app.group_id(&tenant.admin, "All Users").await;
-    let remove = app
-        .post_json(
-            "/v1/jobs",
-            &tenant.admin,
-            &json!({"kind": "remove", "groups": [group], "remove_licenses": [ENTERPRISEPACK_SKU_ID]}),
-        )
-        .await;
-    let remove = remove["id"].as_str().unwrap().to_owned();
+    let remove = remove_from_all_users(&app, &tenant).await;
     let second = app.wait_for_job(&tenant.viewer, &remove, 120).await;
     assert_eq!(second["status"], "finished", "{second}");
     assert_eq!(second["progress"]["succeeded"], MEMBERS, "{second}");
     app.assert_outcomes_true(&tenant.viewer, &remove, &emulator.base_url())
         .await;
-    let stats = stats(&emulator).await;
-    assert_eq!(stats["skus"][0]["consumedUnits"], 0, "{stats}");
-    assert_eq!(
-        stats["successful_writes"].as_u64(),
-        Some(2 * MEMBERS),
-        "{stats}"
-    );
-    assert_eq!(stats["writes_per_user_max"], 2, "{stats}");
+    let stats = assert_assigned_and_removed_once(&emulator, MEMBERS).await;
 
     let at = |job: &Value, k: &str| {
         chrono::DateTime::parse_from_rfc3339(job[k].as_str().unwrap()).unwrap()
