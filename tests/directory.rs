@@ -128,15 +128,19 @@ async fn held_licenses_of_group_members(backend: Backend) {
 
     // Another tenant reads its own directory (here: none); the answer says how to set one.
     let other = app.tenant("fabrikam").await;
-    let none = expect_problem(
-        ask(json!({"groups": [{"id": sales}]}), &other.viewer)
-            .send()
-            .await
-            .unwrap(),
-        409,
-        "directory_not_configured",
-    )
-    .await;
+    // The other tenant's ask, answered 409 `directory_not_configured`: the problem.
+    let not_configured = || async {
+        expect_problem(
+            ask(json!({"groups": [{"id": sales}]}), &other.viewer)
+                .send()
+                .await
+                .unwrap(),
+            409,
+            "directory_not_configured",
+        )
+        .await
+    };
+    let none = not_configured().await;
     assert!(
         none["detail"]
             .as_str()
@@ -162,15 +166,7 @@ async fn held_licenses_of_group_members(backend: Backend) {
     )
     .await
     .unwrap();
-    let sealed_elsewhere = expect_problem(
-        ask(json!({"groups": [{"id": sales}]}), &other.viewer)
-            .send()
-            .await
-            .unwrap(),
-        409,
-        "directory_not_configured",
-    )
-    .await;
+    let sealed_elsewhere = not_configured().await;
     assert!(
         sealed_elsewhere["detail"]
             .as_str()

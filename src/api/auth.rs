@@ -89,7 +89,7 @@ pub trait NeededRole {
     const ROLE: Role;
 }
 
-/// `admin`: tenant settings, tokens, webhooks, submitting jobs, seats.
+/// `admin`: tokens, webhooks, submitting, launching and undoing jobs, seats and checkout.
 #[derive(Debug, Clone, Copy)]
 pub enum Admin {}
 
@@ -97,7 +97,7 @@ impl NeededRole for Admin {
     const ROLE: Role = Role::Admin;
 }
 
-/// `operator`: cancelling, pausing and rerunning jobs, checkout and checkin.
+/// `operator`: rerunning, cancelling and resuming jobs (one or many), checkin.
 #[derive(Debug, Clone, Copy)]
 pub enum Operator {}
 

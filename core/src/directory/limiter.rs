@@ -955,6 +955,9 @@ impl Shared {
         {
             s.readings_seen = true;
         }
+        if kind == Kind::LimitProbe {
+            s.probe_out = false;
+        }
         match kind {
             Kind::Fill { epoch } if epoch == s.fill.epoch && s.limit.is_none() => {
                 for a in answers {
@@ -1001,14 +1004,10 @@ impl Shared {
             }
             Kind::LimitProbe if matches!(answers.first(), Some(WriteAnswer::Refused { .. })) => {
                 // The window was full after all: nothing learned, nothing to change.
-                s.probe_out = false;
                 s.throttled += 1;
                 tracing::debug!("write pacing: limit probe refused");
             }
             Kind::Fill { .. } | Kind::Scheduled | Kind::LimitProbe => {
-                if kind == Kind::LimitProbe {
-                    s.probe_out = false;
-                }
                 let mut cap = s.capacity(&config);
                 s.trim(now);
                 for (j, a) in answers.iter().enumerate() {

@@ -62,7 +62,7 @@ impl std::fmt::Debug for DirectoryConfig {
 }
 
 /// A directory group: read from Graph in its own shape (`displayName`), answered by licensor's
-/// API in snake_case like every other field it answers (`display_name`).
+/// API in snake_case (`display_name`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all(deserialize = "camelCase", serialize = "snake_case"))]
 pub struct Group {
