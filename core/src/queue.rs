@@ -782,10 +782,17 @@ mod tests {
             more_lanes: 3,
         };
         let later = Uuid::now_v7();
-        queue.push(run(Uuid::now_v7())).await.unwrap();
-        queue.push(run(later)).await.unwrap();
-        queue.push(Message::work(tenant_id, job_id)).await.unwrap();
-        queue.push(first_lane.clone()).await.unwrap();
+        // apalis-sqlite orders messages of one `run_at` by their ULID, whose random part orders
+        // those made in the same millisecond at random: the pushes are a few milliseconds apart.
+        for message in [
+            run(Uuid::now_v7()),
+            run(later),
+            Message::work(tenant_id, job_id),
+            first_lane.clone(),
+        ] {
+            queue.push(message).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
         let Queue::Sqlite { pool, .. } = &queue else {
             panic!("an embedded queue");
         };
