@@ -216,6 +216,48 @@ async fn api_on_a_directory(
     Some((emulator, app, t, group))
 }
 
+/// `GET /v1/directory/skus` answers each SKU's service plans in snake_case like every other
+/// answer (`service_plan_id`, `service_plan_name`), though Graph's `subscribedSkus` names them
+/// in camelCase; the OpenAPI document says the same.
+async fn skus_answer_their_service_plans_in_snake_case(backend: Backend) {
+    let Some((emulator, app, t, _)) = api_on_a_directory(backend, 41, "").await else {
+        return;
+    };
+    let skus = app.get_json("/v1/directory/skus", &t.viewer).await;
+    let e3 = skus["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .find(|s| s["sku_id"] == graph_emulator::ENTERPRISEPACK_SKU_ID)
+        .unwrap_or_else(|| panic!("ENTERPRISEPACK in {skus}"));
+    let plans = e3["service_plans"].as_array().expect("service_plans");
+    assert!(!plans.is_empty(), "{e3}");
+    for plan in plans {
+        assert_eq!(
+            common::field_names(plan),
+            ["service_plan_id", "service_plan_name"],
+            "{plan}"
+        );
+        assert!(
+            uuid::Uuid::try_parse(plan["service_plan_id"].as_str().unwrap_or_default()).is_ok(),
+            "{plan}"
+        );
+    }
+    assert!(
+        plans.iter().any(|p| p["service_plan_name"] == "TEAMS1"),
+        "{e3}"
+    );
+
+    let doc = app.get_json("/openapi.json", &t.viewer).await;
+    let schema = &doc["components"]["schemas"]["ServicePlan"]["properties"];
+    assert!(schema["service_plan_id"].is_object(), "{schema}");
+    assert!(schema["service_plan_name"].is_object(), "{schema}");
+    assert!(schema["servicePlanId"].is_null(), "{schema}");
+    app.stop().await;
+    emulator.shutdown().await;
+}
+on_both_backends!(skus_answer_their_service_plans_in_snake_case);
+
 /// A directory that does not answer (every request answered 503, then every request answered
 /// after 30 s) is reported to an API caller within `api.directory_wait_secs` (2 s here) as 503
 /// `directory_unavailable` with `Retry-After`, by the pickers and by `POST /v1/jobs` alike —

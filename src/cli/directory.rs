@@ -91,9 +91,9 @@ pub async fn run(cmd: DirectoryCommand) -> anyhow::Result<()> {
                             .as_array()
                             .into_iter()
                             .flatten()
-                            .map(|p| match p["servicePlanName"].as_str() {
+                            .map(|p| match p["service_plan_name"].as_str() {
                                 Some(name) => name.to_owned(),
-                                None => text(&p["servicePlanId"]),
+                                None => text(&p["service_plan_id"]),
                             })
                             .collect::<Vec<_>>()
                             .join(",")

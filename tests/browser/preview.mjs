@@ -132,6 +132,8 @@ await drive(async ({ newPage, shot }) => {
   await dropGroup(page, 'Sales');
   await pickGroup(page, 'All Staff');
   await page.locator('#add-licenses input[data-sku="SPE_E5"]').check();
+  const plans = (await page.locator('#add-licenses li.picked details.plans li').allTextContents()).map((p) => p.trim());
+  check(plans.includes('TEAMS1') && plans.includes('MCOEV'), `SPE_E5's service plans by name: ${plans}`);
   await page.locator('#launch-submit', { hasText: 'Add' }).click();
   await page.locator('#preview-dialog #preview-computing').waitFor();
   await shot(page, 'preview-computing-1280');

@@ -468,6 +468,18 @@ pub async fn success_json(resp: reqwest::Response) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
 }
 
+/// The names of a JSON object's fields, sorted: an answer's shape. Panics on anything else.
+pub fn field_names(v: &serde_json::Value) -> Vec<&str> {
+    let mut names: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    names
+}
+
 pub struct TestTenant {
     pub id: Uuid,
     pub admin: String,

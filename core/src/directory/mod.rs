@@ -185,8 +185,11 @@ pub struct LicenseAssignmentState {
     pub disabled_plans: Vec<Uuid>,
 }
 
+/// A service plan of a SKU: read from Graph in its own shape (`servicePlanId`,
+/// `servicePlanName`), answered by licensor's API in snake_case (`service_plan_id`,
+/// `service_plan_name`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all(deserialize = "camelCase", serialize = "snake_case"))]
 pub struct ServicePlan {
     pub service_plan_id: Uuid,
     #[serde(default)]

@@ -465,15 +465,17 @@ fn license_to_add(skus: &[Value], given: &str) -> anyhow::Result<LicenseToAdd> {
             known
                 .iter()
                 .find(|p| {
-                    p["servicePlanName"]
+                    p["service_plan_name"]
                         .as_str()
                         .is_some_and(|n| n.eq_ignore_ascii_case(plan))
                 })
-                .and_then(|p| p["servicePlanId"].as_str())
+                .and_then(|p| p["service_plan_id"].as_str())
                 .and_then(|id| Uuid::try_parse(id).ok())
                 .ok_or_else(|| {
-                    let names: Vec<String> =
-                        known.iter().map(|p| text(&p["servicePlanName"])).collect();
+                    let names: Vec<String> = known
+                        .iter()
+                        .map(|p| text(&p["service_plan_name"]))
+                        .collect();
                     anyhow::anyhow!(
                         "SKU `{}` has no service plan `{plan}`; its plans are {}",
                         sku.trim(),
@@ -574,8 +576,8 @@ mod tests {
             "sku_id": "06ebc4ee-1bb5-47dd-8120-11324bc54e06",
             "sku_part_number": "SPE_E5",
             "service_plans": [
-                {"servicePlanId": "57ff2da0-773e-42df-b2af-ffb7a2317929", "servicePlanName": "TEAMS1"},
-                {"servicePlanId": "4828c8ec-dc2e-4779-b502-87ac9ce28ab7", "servicePlanName": "MCOEV"},
+                {"service_plan_id": "57ff2da0-773e-42df-b2af-ffb7a2317929", "service_plan_name": "TEAMS1"},
+                {"service_plan_id": "4828c8ec-dc2e-4779-b502-87ac9ce28ab7", "service_plan_name": "MCOEV"},
             ],
         })]
     }

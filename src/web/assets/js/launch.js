@@ -305,16 +305,16 @@ export function launchView(container, ctx) {
             h('ul', {}, plans.map((p) => h('li', {}, h('label', { class: 'check' },
               h('input', {
                 type: 'checkbox',
-                checked: !disabled.has(p.servicePlanId),
+                checked: !disabled.has(p.service_plan_id),
                 onchange: (e) => {
-                  if (e.target.checked) disabled.delete(p.servicePlanId);
-                  else disabled.add(p.servicePlanId);
+                  if (e.target.checked) disabled.delete(p.service_plan_id);
+                  else disabled.add(p.service_plan_id);
                   state.add.set(sku.sku_id, disabled);
                   e.target.closest('details').querySelector('summary').textContent =
                     t('launch.plans', { on: plans.length - disabled.size, all: plans.length });
                 },
               }),
-              p.servicePlanName || p.servicePlanId)))))
+              p.service_plan_name || p.service_plan_id)))))
           : null,
       );
     }));
