@@ -46,11 +46,20 @@ async fn run_job(
     job
 }
 
+/// The SKU ids of a `before` / `after` license list, each license answered in snake_case
+/// (`sku_id`, `disabled_plans`) though the ledger stores Graph's `skuId`, `disabledPlans`.
 fn skus(list: &Value) -> HashSet<String> {
     list.as_array()
         .unwrap_or_else(|| panic!("a license list: {list}"))
         .iter()
-        .map(|l| l["skuId"].as_str().expect("sku id").to_owned())
+        .map(|l| {
+            assert_eq!(
+                common::field_names(l),
+                ["disabled_plans", "sku_id"],
+                "{list}"
+            );
+            l["sku_id"].as_str().expect("sku id").to_owned()
+        })
         .collect()
 }
 
@@ -196,6 +205,36 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
     assert!(!skus(&rm["after"]).contains(ENTERPRISEPACK_SKU_ID), "{rm}");
     assert_eq!(skus(&asg["after"]), skus(&rp["before"]));
     assert_eq!(skus(&rp["after"]), skus(&rm["before"]));
+    // The job's change ledger answers the same entry in the same shape.
+    for (entry, job) in [(rm, &remove), (rp, &replace), (asg, &assign)] {
+        let ledger = app
+            .get_json(
+                &format!(
+                    "/v1/jobs/{}/changes?user={user_id}",
+                    job["id"].as_str().unwrap()
+                ),
+                &tenant.viewer,
+            )
+            .await;
+        let change = &ledger["data"][0];
+        assert_eq!(ledger["total"], 1, "{ledger}");
+        assert_eq!(skus(&change["before"]), skus(&entry["before"]), "{change}");
+        assert_eq!(change["before"], entry["before"], "{change}");
+        assert_eq!(change["after"], entry["after"], "{change}");
+    }
+    let doc = app.get_json("/openapi.json", &tenant.viewer).await;
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["ChangeView"]["properties"]["before"]["items"]["$ref"],
+        "#/components/schemas/LedgerLicense",
+        "{}",
+        schemas["ChangeView"]
+    );
+    let license = &schemas["LedgerLicense"]["properties"];
+    assert!(
+        license["sku_id"].is_object() && license["disabled_plans"].is_object(),
+        "{license}"
+    );
     // The directory agrees with the last "after".
     let user: Value = app
         .http

@@ -45,7 +45,7 @@ fn skus(v: &serde_json::Value, names: &HashMap<String, String>) -> String {
         Some(l) => l
             .iter()
             .map(|x| {
-                let id = text(&x["skuId"]);
+                let id = text(&x["sku_id"]);
                 names.get(&id).cloned().unwrap_or(id)
             })
             .collect::<Vec<_>>()

@@ -1,7 +1,8 @@
 // The Changes card of a job that set usage locations (headless Chromium): members given the
 // job's usage location show it under "After" ("Usage location set to SE", "Plats satt till SE"
 // in Swedish), also those whose license write then failed; each row's Status says how the
-// member ended ("Failed" with its error code, "Succeeded"; "Misslyckades", "Lyckades"); the Undo button asks for the members
+// member ended ("Failed" with its error code, "Succeeded"; "Misslyckades", "Lyckades"); Before and
+// After name each license (its part number, or its id); the Undo button asks for the members
 // an undo takes back — those that succeeded — not every row of the card. Started by
 // tests/jobs.rs with JOB_ID set besides harness.mjs's environment, once the job has ended.
 
@@ -29,6 +30,7 @@ async function ledger() {
 
 await drive(async ({ newPage, shot }) => {
   const changes = await ledger();
+  const skuNames = new Map((await api('/v1/directory/skus')).data.map((s) => [s.sku_id, s.sku_part_number]));
   const located = changes.data.filter((c) => c.usage_location);
   const failed = located.filter((c) => c.status === 'failed');
   check(located.length > 0 && failed.length > 0, `entries with a usage location: ${located.length}, failed: ${failed.length}`);
@@ -64,6 +66,12 @@ await drive(async ({ newPage, shot }) => {
       html: tr.innerHTML,
     }));
     const about = `${entry.status} member ${JSON.stringify(entry)}, row ${shown.html}`;
+    for (const [column, list] of [[2, entry.before], [3, entry.after]]) {
+      const cell = await row.locator('td').nth(column).innerText();
+      for (const l of list) {
+        check(cell.includes(l.sku_id) || cell.includes(skuNames.get(l.sku_id)), `license ${l.sku_id} named in column ${column + 1}: ${cell}; ${about}`);
+      }
+    }
     check(shown.location === 'Usage location set to SE', `location: ${shown.location}; ${about}`);
     const label = { succeeded: 'Succeeded', failed: 'Failed' }[entry.status];
     check(shown.status === label, `status: ${shown.status}; ${about}`);

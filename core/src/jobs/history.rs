@@ -15,9 +15,8 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{GroupRef, ItemError, ItemView, JobFacts, plan};
+use super::{GroupRef, ItemError, ItemView, JobFacts, LedgerLicense, plan};
 use crate::db::Db;
-use crate::directory::AssignedLicense;
 use crate::domain::{ItemStatus, JobKind, JobStatus};
 use crate::entities::{job, job_item};
 use crate::error::StoreResult;
@@ -148,9 +147,9 @@ pub struct HistoryEntry {
     /// the change ledger has an entry for the member; `null` when the job changed nothing for
     /// it. A member whose usage location the job set but whose license write was not made has
     /// an entry with its licenses unchanged (`before` = `after`).
-    pub before: Option<Vec<AssignedLicense>>,
+    pub before: Option<Vec<LedgerLicense>>,
     /// Its direct licenses after the write (as read back when the job verified), when recorded.
-    pub after: Option<Vec<AssignedLicense>>,
+    pub after: Option<Vec<LedgerLicense>>,
     /// Whether a read after the write confirmed it (`null`: not verified or nothing written).
     pub verified: Option<bool>,
     /// The usage location the job set for the member before its license write (`null`: none
@@ -279,8 +278,10 @@ pub async fn member_history(
             user_principal_name: item.user_principal_name,
             display_name: item.display_name,
             group,
-            before: change.as_ref().map(|c| c.before.clone()),
-            after: change.as_ref().map(|c| c.after.clone()),
+            before: change
+                .as_ref()
+                .map(|c| LedgerLicense::all(c.before.clone())),
+            after: change.as_ref().map(|c| LedgerLicense::all(c.after.clone())),
             verified: change.as_ref().and_then(|c| c.verified),
             usage_location: change.and_then(|c| c.usage_location),
             job_created_at: job.created_at,

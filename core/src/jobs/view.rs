@@ -611,6 +611,28 @@ pub async fn error_groups(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult
     Ok(groups)
 }
 
+/// A license a member holds directly, as the change ledger answers it: the SKU and the service
+/// plans switched off for the member. The ledger stores licenses as Graph names them (`skuId`,
+/// `disabledPlans`); the API answers them in snake_case like every other field, old entries too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LedgerLicense {
+    pub sku_id: Uuid,
+    pub disabled_plans: Vec<Uuid>,
+}
+
+impl LedgerLicense {
+    /// Licenses as the ledger stores them, in the shape the API answers.
+    pub fn all(licenses: Vec<AssignedLicense>) -> Vec<LedgerLicense> {
+        licenses
+            .into_iter()
+            .map(|l| LedgerLicense {
+                sku_id: l.sku_id,
+                disabled_plans: l.disabled_plans,
+            })
+            .collect()
+    }
+}
+
 /// One member's entry in a job's change ledger: its direct licenses before and after the job's
 /// write, with the item's outcome.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -623,10 +645,10 @@ pub struct ChangeView {
     pub error: Option<ItemError>,
     pub run_no: i32,
     /// Licenses held directly before the write (SKU ids with disabled plans).
-    pub before: Vec<AssignedLicense>,
+    pub before: Vec<LedgerLicense>,
     /// Licenses held directly after the write: as read back when the job verifies, else as
     /// written.
-    pub after: Vec<AssignedLicense>,
+    pub after: Vec<LedgerLicense>,
     /// `true`: a read after the write confirmed it; `false`: the directory showed something
     /// else (drifted); `null`: not verified.
     pub verified: Option<bool>,
@@ -655,8 +677,8 @@ impl ChangeView {
             status: item.status,
             error: item.error,
             run_no: item.run_no,
-            before: change.before,
-            after: change.after,
+            before: LedgerLicense::all(change.before),
+            after: LedgerLicense::all(change.after),
             verified: change.verified,
             usage_location: change.usage_location,
             updated_at: item.updated_at,

@@ -24,8 +24,8 @@ function licenses(list, names) {
   if (list.length === 0) return h('span', { class: 'muted' }, t('history.noLicense'));
   return list.map((l, i) => [
     i > 0 ? ', ' : null,
-    names.get(l.skuId) || shortId(l.skuId),
-    l.disabledPlans && l.disabledPlans.length ? ` (${t('history.plansOff', { n: l.disabledPlans.length })})` : null,
+    names.get(l.sku_id) || shortId(l.sku_id),
+    l.disabled_plans && l.disabled_plans.length ? ` (${t('history.plansOff', { n: l.disabled_plans.length })})` : null,
   ]);
 }
 

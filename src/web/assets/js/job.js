@@ -591,13 +591,13 @@ export function jobView(container, ctx, id) {
   };
 }
 
-/** Licenses as the ledger lists them (the API's `{skuId, disabledPlans}`): part numbers, with how many plans are off. */
+/** Licenses as the ledger lists them (the API's `{sku_id, disabled_plans}`): part numbers, with how many plans are off. */
 function ledgerLicenses(list) {
   if (!list || list.length === 0) return h('span', { class: 'muted' }, LEDGER_TEXT.noLicense);
   return list.map((l, i) => [
     i > 0 ? ', ' : null,
-    (skuNames && skuNames.get(l.skuId)) || l.skuId,
-    l.disabledPlans && l.disabledPlans.length ? ` (${LEDGER_TEXT.without(l.disabledPlans.length)})` : null,
+    (skuNames && skuNames.get(l.sku_id)) || l.sku_id,
+    l.disabled_plans && l.disabled_plans.length ? ` (${LEDGER_TEXT.without(l.disabled_plans.length)})` : null,
   ]);
 }
 
