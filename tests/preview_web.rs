@@ -2,7 +2,8 @@
 //! (playwright-core), on the demo directory. The Remove picker for Sales lists only the licenses
 //! Sales members hold, with the emulator's counts; SPE_E5 for All Staff shows the shortage
 //! prompt naming the shortfall; launched anyway, every member ends as predicted and as the
-//! directory says. Screenshots at 1280×800 and 390×844 go to `<target dir>/preview-screenshots/`.
+//! directory says. The usage location picker names its countries in the chosen language
+//! ("Sverige" in Swedish, sorted as Swedish sorts). Screenshots at 1280×800 and 390×844 go to `<target dir>/preview-screenshots/`.
 //! What it needs to run: see `tests/browser/run.rs`.
 
 mod common;

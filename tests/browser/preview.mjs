@@ -93,6 +93,13 @@ async function dialogPreview(page) {
   return { dialog, id, job, p: job.preview };
 }
 
+/** The usage location picker's countries as the page lists them: `[[code, text], ...]`, without No Change and Other. */
+async function countryOptions(page) {
+  await page.locator('#usage-location').waitFor();
+  const options = await page.locator('#usage-location option').evaluateAll((os) => os.map((o) => [o.value, o.textContent]));
+  return options.filter(([code]) => /^[A-Z]{2}$/.test(code));
+}
+
 function countOf(p, code) {
   return (p.failures || []).find((f) => f.code === code)?.count || 0;
 }
@@ -129,6 +136,8 @@ await drive(async ({ newPage, shot }) => {
   // --- back at the desk -----------------------------------------------------------------------
   step('Assign Licenses: SPE_E5 for All Staff; Add shows the preview being computed');
   await page.locator('.kind-picker label', { hasText: 'Assign Licenses' }).click();
+  const enCountries = Object.fromEntries(await countryOptions(page));
+  check(enCountries.SE === 'Sweden (SE)' && enCountries.DE === 'Germany (DE)', `English country names: ${enCountries.SE}, ${enCountries.DE}`);
   await dropGroup(page, 'Sales');
   await pickGroup(page, 'All Staff');
   await page.locator('#add-licenses input[data-sku="SPE_E5"]').check();
@@ -198,8 +207,18 @@ await drive(async ({ newPage, shot }) => {
   await shot(page, 'job-launched-1280', { fullPage: true });
 
   // --- on the phone, in Swedish, again ----------------------------------------------------
-  step('the shortage prompt in Swedish; Cancel cancels the preview and stays in the form');
+  step('the usage location picker in Swedish: the countries\' Swedish names, in Swedish order');
   await kind(phone, 'assign');
+  const svCountries = await countryOptions(phone);
+  const svNamed = Object.fromEntries(svCountries);
+  check(svNamed.SE === 'Sverige (SE)', `SE is Sverige: ${svNamed.SE}`);
+  check(svNamed.DE === 'Tyskland (DE)', `DE is Tyskland: ${svNamed.DE}`);
+  check(svCountries.at(-1)?.[0] === 'AT' && svCountries.at(-1)?.[1] === 'Österrike (AT)', `Österrike comes last, after Z: ${JSON.stringify(svCountries.at(-1))}`);
+  await phone.selectOption('#usage-location', 'SE');
+  check((await phone.locator('#usage-location option:checked').innerText()) === 'Sverige (SE)', 'Sverige is shown once chosen');
+  await phone.selectOption('#usage-location', '');
+
+  step('the shortage prompt in Swedish; Cancel cancels the preview and stays in the form');
   await dropGroup(phone, 'Sales');
   await pickGroup(phone, 'All Staff');
   await phone.locator('#add-licenses input[data-sku="SPE_E5"]').check();

@@ -225,22 +225,39 @@ export function expiry(expiresIn) {
 
 export function usageLocation(code) {
   if (!code) return t('location.noChange');
-  const name = COUNTRIES.find(([c]) => c === code)?.[1];
-  return name ? `${name} (${code})` : code;
+  const name = countryName(code);
+  return name === code ? code : `${name} (${code})`;
 }
 
 /** Common countries for the usage location picker; any other ISO 3166-1 alpha-2 code can be typed. */
-export const COUNTRIES = [
-  ['AR', 'Argentina'], ['AU', 'Australia'], ['AT', 'Austria'], ['BE', 'Belgium'], ['BR', 'Brazil'],
-  ['CA', 'Canada'], ['CL', 'Chile'], ['CN', 'China'], ['CO', 'Colombia'], ['CZ', 'Czechia'],
-  ['DK', 'Denmark'], ['EE', 'Estonia'], ['FI', 'Finland'], ['FR', 'France'], ['DE', 'Germany'],
-  ['GR', 'Greece'], ['HK', 'Hong Kong'], ['HU', 'Hungary'], ['IS', 'Iceland'], ['IN', 'India'],
-  ['ID', 'Indonesia'], ['IE', 'Ireland'], ['IL', 'Israel'], ['IT', 'Italy'], ['JP', 'Japan'],
-  ['KR', 'Korea, Republic of'], ['LV', 'Latvia'], ['LT', 'Lithuania'], ['LU', 'Luxembourg'],
-  ['MY', 'Malaysia'], ['MX', 'Mexico'], ['NL', 'Netherlands'], ['NZ', 'New Zealand'], ['NO', 'Norway'],
-  ['PH', 'Philippines'], ['PL', 'Poland'], ['PT', 'Portugal'], ['RO', 'Romania'], ['SA', 'Saudi Arabia'],
-  ['SG', 'Singapore'], ['SK', 'Slovakia'], ['SI', 'Slovenia'], ['ZA', 'South Africa'], ['ES', 'Spain'],
-  ['SE', 'Sweden'], ['CH', 'Switzerland'], ['TW', 'Taiwan'], ['TH', 'Thailand'], ['TR', 'Türkiye'],
-  ['UA', 'Ukraine'], ['AE', 'United Arab Emirates'], ['GB', 'United Kingdom'], ['US', 'United States'],
-  ['VN', 'Viet Nam'],
+const COUNTRY_CODES = [
+  'AR', 'AU', 'AT', 'BE', 'BR', 'CA', 'CL', 'CN', 'CO', 'CZ', 'DK', 'EE', 'FI', 'FR', 'DE', 'GR',
+  'HK', 'HU', 'IS', 'IN', 'ID', 'IE', 'IL', 'IT', 'JP', 'KR', 'LV', 'LT', 'LU', 'MY', 'MX', 'NL',
+  'NZ', 'NO', 'PH', 'PL', 'PT', 'RO', 'SA', 'SG', 'SK', 'SI', 'ZA', 'ES', 'SE', 'CH', 'TW', 'TH',
+  'TR', 'UA', 'AE', 'GB', 'US', 'VN',
 ];
+
+// The browser's names of countries, one list per locale.
+const regionNames = new Map();
+
+/**
+ * A country's name in the language of the moment ("Sverige" for SE in Swedish), from the
+ * browser's own list of region names; the code itself where the browser has no name for it.
+ */
+export function countryName(code) {
+  const loc = locale();
+  try {
+    if (!regionNames.has(loc)) regionNames.set(loc, new Intl.DisplayNames([loc], { type: 'region', fallback: 'none' }));
+    return regionNames.get(loc).of(code) || code;
+  } catch {
+    // no Intl.DisplayNames in this browser, or not a region code
+    return code;
+  }
+}
+
+/** The usage location picker's countries as `[code, name]`, named and sorted in the language of the moment. */
+export function countries() {
+  const loc = locale();
+  return COUNTRY_CODES.map((code) => [code, countryName(code)])
+    .sort(([, a], [, b]) => a.localeCompare(b, loc));
+}

@@ -2,7 +2,7 @@
 
 import { api, newIdempotencyKey } from './api.js';
 import { h, replace, problemBox, toast } from './dom.js';
-import { KIND_LABELS, COUNTRIES, num, rememberGroups } from './format.js';
+import { KIND_LABELS, countries, num, rememberGroups } from './format.js';
 import { t, labels } from './i18n.js';
 import { previewDialog, previewSummary, shortagePrompt, heldCounts } from './preview.js';
 
@@ -411,7 +411,7 @@ export function launchView(container, ctx) {
         },
       },
       h('option', { value: '', selected: state.location === '' }, t('location.noChange')),
-      COUNTRIES.map(([code, name]) => h('option', { value: code, selected: state.location === code }, `${name} (${code})`)),
+      countries().map(([code, name]) => h('option', { value: code, selected: state.location === code }, `${name} (${code})`)),
       h('option', { value: 'other', selected: other }, t('launch.otherCountry')));
       parts.push(h('div', { class: 'field' },
         h('label', { for: 'usage-location' }, t('launch.location')),
