@@ -53,6 +53,14 @@
 //!   the time): `L` comes down to our writes in the window. A reading below 100 % when the
 //!   model counts the window full shows room the model missed: foreign writes left early, or
 //!   `L` is larger than proved so far.
+//! - **A budget that shrinks**: a window reported full (a 100 % reading or a 429) while the
+//!   model counts more than a tenth of the capacity free, or after our writes crossed the 80 %
+//!   and 90 % marks in a way that measures less than nine tenths of `L`, is no timing error at
+//!   a window's edge. `L` comes down at once, not a window later: to our writes answered
+//!   between the 80 % and 90 % readings times ten (a tenth of `L`, as in the fill), or our
+//!   writes in the window if fewer (see [`State::full_with_room`]). A limit raised by readings
+//!   is proved again after a whole window with nothing granted (see
+//!   [`State::forget_raises_when_idle`]).
 //! - **A budget that grows** (another client of the same app stops spending, or the directory
 //!   allows more): every accepted write's reading bounds `L` from below as in the fill — our
 //!   writes surely in the window over the reading's upper end (no reading: 80 %) — and the
@@ -423,6 +431,9 @@ struct Entry {
     foreign: bool,
     /// Ours, and answered as charged (accepted): not one whose fate is unknown.
     charged: bool,
+    /// The reading it was answered with, in tenths: 8, 9 or 10 (0: none, below 80 %, or not
+    /// accepted).
+    band: u8,
 }
 
 impl Entry {
@@ -432,6 +443,7 @@ impl Entry {
             sent: at,
             foreign: true,
             charged: false,
+            band: 0,
         }
     }
 }
@@ -441,6 +453,11 @@ struct State {
     fill: Fill,
     /// Our writes per window when nobody else spends (`L`), once learned.
     limit: Option<u64>,
+    /// The limit as a fill settled it or a window found full brought it down: what the
+    /// directory itself has shown. Raises above it, proved by readings, hold while our writes
+    /// keep the window busy; after a whole window with none of ours they are proved again (see
+    /// [`State::forget_raises_when_idle`]).
+    settled: Option<u64>,
     /// Writes in the window as modelled: our accepted writes by answer time, and foreign ones.
     log: VecDeque<Entry>,
     /// Granted, not yet answered.
@@ -592,6 +609,7 @@ impl State {
         want: u32,
         at_least: u32,
     ) -> Decision {
+        self.forget_raises_when_idle(now);
         if let Some((t, n)) = self.last_grant {
             let next = t + Duration::from_secs_f64(f64::from(n) / config.max_rate);
             if now < next {
@@ -813,12 +831,13 @@ impl State {
 
     /// Our write, sent at `sent` and answered at `at`: `charged` if it was accepted (not if its
     /// fate is unknown).
-    fn push(&mut self, at: Instant, sent: Instant, charged: bool) {
+    fn push(&mut self, at: Instant, sent: Instant, charged: bool, band: u8) {
         self.log.push_back(Entry {
             at,
             sent,
             foreign: false,
             charged,
+            band,
         });
         if self.limit.is_none() && self.log.len() > MAX_LOG {
             self.log.pop_front();
@@ -837,23 +856,130 @@ impl State {
     /// counted, so it may come a little lower than our use); readings below 100 % on writes
     /// answered with the window counted full raise it again, a write at a time, should the
     /// other client stop.
-    fn surprised(&mut self, now: Instant) {
+    fn surprised(&mut self, config: &LimiterConfig, now: Instant) {
         let Some(w) = self.window() else { return };
         let since = self.surprised_at.map(|t| now.saturating_duration_since(t));
         if since.is_some_and(|d| d < w / 2) {
             return; // the same run
         }
         self.surprised_at = Some(now);
+        if self.full_with_room(config) {
+            return;
+        }
         if since.is_none_or(|d| d > 3 * w) {
             return;
         }
-        // The directory was full with our writes in the window: what it lets us have. With
-        // `target_percent` below 100 only that share of it is filled, and a limit lowered again
-        // comes back more slowly (a raise of one adds that share of a write).
-        let lowered = (self.log.iter().filter(|e| !e.foreign).count() as u64).max(1);
+        self.lower_to_ours(None, "write pacing: 429s again, limit lowered");
+    }
+
+    /// Lower the limit to our writes the model holds in the window, when fewer: the directory
+    /// was full with them, so that is what it lets us have. With `target_percent` below 100
+    /// only that share of it is filled, and a limit lowered again comes back more slowly (a
+    /// raise of one adds that share of a write). `crossed`: what the readings of our last
+    /// crossing of the 80 % and 90 % marks measured (see [`State::crossing`]), when lower still.
+    fn lower_to_ours(&mut self, crossed: Option<u64>, why: &'static str) {
+        let count = self.log.iter().filter(|e| !e.foreign).count() as u64;
+        let lowered = crossed.map_or(count, |m| m.min(count)).max(1);
+        if lowered < count {
+            // The directory counts fewer of ours than the model holds: the oldest have left its
+            // window (it started over). Held on, they would prove a limit as high as before
+            // once readings come below 80 % again (see [`State::raise_by_reading`]).
+            let mut extra = count - lowered;
+            self.log.retain(|e| {
+                let drop = extra > 0 && !e.foreign;
+                extra -= u64::from(drop);
+                !drop
+            });
+        }
         if self.limit.is_some_and(|l| lowered < l) {
             self.limit = Some(lowered);
-            tracing::debug!(limit = lowered, "write pacing: 429s again, limit lowered");
+            self.settled = Some(lowered);
+            tracing::debug!(limit = lowered, "{why}");
+        }
+    }
+
+    /// The directory says its window is full (a 100 % reading, or a 429): whether that shows a
+    /// budget smaller than the limit — the directory's limit came down after a larger one was
+    /// learned, or another client of the same app spends — rather than timing at a window's
+    /// edge, and if so, the limit comes down now (returns `true`). Two signs, with readings
+    /// coming: the model counts more than a tenth of the capacity free (timing errors come with
+    /// the window counted full), or our last crossing of the 80 % and 90 % marks measured a
+    /// budget under nine tenths of the limit ([`State::crossing`]).
+    ///
+    /// Waiting for a second run of 429s a window later before the limit comes down (see
+    /// [`State::surprised`]) cost a window's worth of writes sent into 429s: the demo's 3,000
+    /// per 150 s budget, set again after jobs had raised the limit on a larger one, answered
+    /// 996 requests 429 in one job. A limit lowered too far comes back at once: writes answered
+    /// below 80 % prove it a quarter higher per round trip (see [`State::raise_by_reading`]).
+    fn full_with_room(&mut self, config: &LimiterConfig) -> bool {
+        let (Some(limit), Some(cap)) = (self.limit, self.capacity(config)) else {
+            return false;
+        };
+        if !self.readings_seen {
+            return false;
+        }
+        let crossed = self.crossing();
+        let in_window = self.log.len() as u64 + self.outstanding;
+        let room = in_window * 10 < cap * 9;
+        let measured_less = crossed.is_some_and(|m| m * 10 < limit * 9);
+        if !room && !measured_less {
+            return false;
+        }
+        self.lower_to_ours(
+            crossed,
+            "write pacing: window full with room left, limit lowered",
+        );
+        true
+    }
+
+    /// What our newest writes' readings measured of the budget, as in the fill: when they went
+    /// from below 80 % (a `$batch`'s worth in a row) through the 80 % mark to 90 % or more,
+    /// those answered 80 % are a tenth of what the directory lets us have (readings are floored
+    /// to tenths; fewer, when another client spent meanwhile), so the budget is at most ten
+    /// times them, plus one. The directory's own measure: right when the model's count of our
+    /// writes in its window is not (the emulator starts its windows over when its faults
+    /// change). `None` when they made no such crossing: in a window that slides a write at a
+    /// time the readings stay at 90 % and above.
+    fn crossing(&self) -> Option<u64> {
+        let (mut band8, mut band9, mut below) = (0u64, 0u64, 0u64);
+        for e in self.log.iter().rev().filter(|e| !e.foreign && e.charged) {
+            match e.band {
+                8 => band8 += 1,
+                9 => band9 += 1,
+                10 => {}
+                _ => {
+                    // A few answered late below 80 % do not end the crossing.
+                    below += 1;
+                    if below >= FIRST_BURST {
+                        return (band8 > 0 && band9 > 0).then_some(band8 * 10 + 1);
+                    }
+                    continue;
+                }
+            }
+            below = 0;
+        }
+        None
+    }
+
+    /// A limit raised past the settled one by readings (see [`State::raise_by_reading`]) says
+    /// what the directory allowed while our writes kept its window busy. After a whole window
+    /// with none of ours granted, it says nothing of the budget now — it may have come down
+    /// meanwhile (the demo's fault set again) — so the limit goes back to the settled one, and
+    /// the next writes' readings raise it again, a quarter per round trip, as far as the
+    /// budget really goes.
+    fn forget_raises_when_idle(&mut self, now: Instant) {
+        let (Some(settled), Some(window), Some((last, _))) =
+            (self.settled, self.window(), self.last_grant)
+        else {
+            return;
+        };
+        if self.outstanding == 0 && now >= last + window && self.limit.is_some_and(|l| l > settled)
+        {
+            self.limit = Some(settled);
+            tracing::debug!(
+                limit = settled,
+                "write pacing: idle for a window, raises proved again"
+            );
         }
     }
 
@@ -912,6 +1038,7 @@ impl State {
         log.extend(self.log.drain(..));
         self.log = log;
         self.limit = Some(limit);
+        self.settled = Some(limit);
         if let Some((ra, answered, sent)) = self.fill.refused
             && self.w_hi.is_none()
         {
@@ -965,7 +1092,7 @@ impl Shared {
                         WriteAnswer::Accepted { reading } => {
                             s.fill.first_answer.get_or_insert(now);
                             s.fill.accepted += 1;
-                            s.push(now, sent, true);
+                            s.push(now, sent, true, band(reading));
                             let r = reading.map_or(0.0, tenths);
                             if r < 0.8 {
                                 s.fill.below8 += 1;
@@ -992,7 +1119,7 @@ impl Shared {
                         // Spent, as far as the schedule knows, but no proof of room: a write
                         // the directory failed to carry out may not have been charged, and
                         // counted as fitting it would teach a limit the budget does not have.
-                        WriteAnswer::Unknown => s.push(now, sent, false),
+                        WriteAnswer::Unknown => s.push(now, sent, false, 0),
                         WriteAnswer::NotCarriedOut => {}
                     }
                 }
@@ -1013,20 +1140,26 @@ impl Shared {
                 for (j, a) in answers.iter().enumerate() {
                     match *a {
                         WriteAnswer::Accepted { reading } => {
-                            s.push(now, sent, true);
-                            let Some(cap) = cap else { continue };
+                            s.push(now, sent, true, band(reading));
+                            let Some(c) = cap else { continue };
                             let r = reading.map_or(0.0, tenths);
                             let in_window = s.log.len() as u64 + s.outstanding;
-                            if r >= 1.0 && in_window < cap {
-                                // Full before the model thinks: someone else spends too.
-                                s.fill_with_foreign(cap, now, None);
-                            } else if r < 1.0 && in_window >= cap {
+                            if r >= 1.0 && in_window < c {
+                                // Full before the model thinks: someone else spends too, or
+                                // the budget came down.
+                                if s.full_with_room(&config) {
+                                    cap = s.capacity(&config);
+                                }
+                                if let Some(c) = cap {
+                                    s.fill_with_foreign(c, now, None);
+                                }
+                            } else if r < 1.0 && in_window >= c {
                                 // Room the model missed: a foreign write left early, or the
                                 // limit is higher than proved (when our writes certainly still
                                 // in the window fill it).
                                 if let Some(i) = s.log.iter().position(|e| e.foreign) {
                                     s.log.remove(i);
-                                } else if s.certainly_in_window(sent, now) + j as u64 + 1 >= cap {
+                                } else if s.certainly_in_window(sent, now) + j as u64 + 1 >= c {
                                     s.limit = s.limit.map(|l| l + 1);
                                     tracing::debug!(limit = ?s.limit, "write pacing: limit raised");
                                 }
@@ -1041,7 +1174,7 @@ impl Shared {
                                 if s.w_hi.is_some() {
                                     s.more_careful();
                                 }
-                                s.surprised(now);
+                                s.surprised(&config, now);
                                 cap = s.capacity(&config);
                             }
                             if let Some(cap) = cap {
@@ -1051,7 +1184,7 @@ impl Shared {
                                 );
                             }
                         }
-                        WriteAnswer::Unknown => s.push(now, sent, false),
+                        WriteAnswer::Unknown => s.push(now, sent, false, 0),
                         WriteAnswer::NotCarriedOut => {}
                     }
                 }
@@ -1077,8 +1210,8 @@ impl Shared {
                     .saturating_sub(least);
                 let age_lo = sent.saturating_duration_since(reference);
                 match answers.first().copied().unwrap_or(WriteAnswer::Unknown) {
-                    WriteAnswer::Accepted { .. } => {
-                        s.push(now, sent, true);
+                    WriteAnswer::Accepted { reading } => {
+                        s.push(now, sent, true, band(reading));
                         // The reference had left the window: W ≤ its age, at most `age`.
                         s.w_hi = Some(s.w_hi.map_or(age, |hi| hi.min(age)));
                         if s.w_hi.is_some_and(|hi| hi <= s.w_lo) {
@@ -1100,7 +1233,7 @@ impl Shared {
                             s.w_lo + WINDOW_PRECISION_MIN.max(s.w_lo.mul_f64(WINDOW_PRECISION));
                         s.w_hi = Some(if hi <= s.w_lo { least } else { hi });
                     }
-                    WriteAnswer::Unknown => s.push(now, sent, false),
+                    WriteAnswer::Unknown => s.push(now, sent, false, 0),
                     // Not weighed against the budget: it tells nothing of the window.
                     WriteAnswer::NotCarriedOut => {}
                 }
@@ -1130,6 +1263,7 @@ impl WriteLimiter {
                         ..Fill::default()
                     },
                     limit: None,
+                    settled: None,
                     log: VecDeque::new(),
                     outstanding: 0,
                     pledged: 0,
@@ -1332,6 +1466,16 @@ impl WriteLimiter {
                 _ => notified.await,
             }
         }
+    }
+}
+
+/// A write's reading in whole tenths (see [`Entry::band`]): 8, 9 or 10, else 0.
+fn band(reading: Option<f64>) -> u8 {
+    let r = reading.map_or(0.0, tenths);
+    if r >= 0.8 {
+        (r * 10.0).round().min(10.0) as u8
+    } else {
+        0
     }
 }
 

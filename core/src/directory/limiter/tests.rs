@@ -410,6 +410,61 @@ async fn a_budget_that_grows_is_used_within_seconds() {
     );
 }
 
+/// The demo's sequence: a limit of 3,000 per 150 s learned, the budget grown to 30,000 and the
+/// limit learned larger by a job, then the budget set back to 3,000 (the emulator starts its
+/// windows over when its faults change) and a job of three windows at once, and one after the
+/// window has freed. A limit raised by readings was used at once by the next job: its writes
+/// past the smaller budget went out into 429s, and a second run of them, a window later,
+/// brought the limit down — 996 requests answered 429 in one job by hand (here: 602 at once,
+/// 301 after the window freed). Now the first run brings it down (at most the writes in flight
+/// when the window is first reported full are refused), and after a window with nothing
+/// written the raise is proved again before use.
+#[tokio::test(start_paused = true)]
+async fn a_budget_that_shrinks_after_it_grew_costs_at_most_the_writes_in_flight() {
+    let dir = Arc::new(Mutex::new(Directory::new(3_000, 150_000)));
+    let l = limiter();
+    run(l.clone(), dir.clone(), 6_000, 16).await;
+    // Limit probes while the window is counted full: at most this many refused per job.
+    let probes = 3 * u64::from(LIMIT_PROBES_PER_WINDOW);
+    // At once: at most the writes in flight when the window is first reported full (16
+    // callers' `$batch`es of 20). After the window freed: none but limit probes (and a window
+    // edge's timing).
+    for (idle, most_refused) in [(10, 16 * 20 + probes), (200, probes)] {
+        dir.lock().limit = 30_000;
+        let r = run(l.clone(), dir.clone(), 12_000, 16).await;
+        let grown = l.budget().0;
+        assert!(grown.is_some_and(|l| l >= 15_000), "{grown:?}");
+        assert!(r.seconds < 60.0, "the grown budget used in {} s", r.seconds);
+        let refused_before = {
+            let mut d = dir.lock();
+            d.limit = 3_000;
+            d.log.clear();
+            d.refused
+        };
+        tokio::time::sleep(Duration::from_secs(idle)).await;
+        let r = run(l.clone(), dir.clone(), 9_000, 16).await;
+        let refused = r.refused - refused_before;
+        eprintln!(
+            "9,000 writes {idle} s after the budget shrank from {grown:?} to 3,000: {:.1} s, \
+             {refused} refused, limit {:?}",
+            r.seconds,
+            l.budget().0
+        );
+        assert!(refused <= most_refused, "{idle} s idle: {refused} refused");
+        // Three windows' writes: the first at once, the last two windows later.
+        assert!(
+            r.seconds < 2.0 * 150.0 + 10.0,
+            "{idle} s idle: {} s",
+            r.seconds
+        );
+        assert!(
+            l.budget().0.is_some_and(|l| l <= 3_000),
+            "{idle} s idle: limit {:?}",
+            l.budget()
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unthrottled_directory_is_not_held_back() {
     let dir = Arc::new(Mutex::new(Directory::new(usize::MAX / 2, 1_000)));
