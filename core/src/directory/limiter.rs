@@ -58,9 +58,9 @@
 //!   and 90 % marks in a way that measures less than nine tenths of `L`, is no timing error at
 //!   a window's edge. `L` comes down at once, not a window later: to our writes answered
 //!   between the 80 % and 90 % readings times ten (a tenth of `L`, as in the fill), or our
-//!   writes in the window if fewer (see [`State::full_with_room`]). A limit raised by readings
-//!   is proved again after a whole window with nothing granted (see
-//!   [`State::forget_raises_when_idle`]).
+//!   writes in the window if fewer (see [`State::full_with_room`]).
+//! - **After a spell with nothing written** of a whole window, the limit is learned again by a
+//!   fill (see [`State::after_idle`]): the budget may have changed meanwhile.
 //! - **A budget that grows** (another client of the same app stops spending, or the directory
 //!   allows more): every accepted write's reading bounds `L` from below as in the fill — our
 //!   writes surely in the window over the reading's upper end (no reading: 80 %) — and the
@@ -135,6 +135,9 @@ const LIMIT_PROBES_PER_WINDOW: u32 = 8;
 const LIMIT_WRITES_PER_PROBE: u64 = 400;
 /// Round trips remembered for the send-ahead (the shortest of them is used).
 const RTT_SAMPLES: usize = 64;
+/// Nothing granted for a window and this much more: the limit is learned again (see
+/// [`State::after_idle`]). A job's lanes come back for the next window's writes within it.
+const IDLE_MARGIN: Duration = Duration::from_secs(1);
 /// Writes remembered while the limit is unknown (a directory that never pushes back).
 const MAX_LOG: usize = 200_000;
 
@@ -453,11 +456,6 @@ struct State {
     fill: Fill,
     /// Our writes per window when nobody else spends (`L`), once learned.
     limit: Option<u64>,
-    /// The limit as a fill settled it or a window found full brought it down: what the
-    /// directory itself has shown. Raises above it, proved by readings, hold while our writes
-    /// keep the window busy; after a whole window with none of ours they are proved again (see
-    /// [`State::forget_raises_when_idle`]).
-    settled: Option<u64>,
     /// Writes in the window as modelled: our accepted writes by answer time, and foreign ones.
     log: VecDeque<Entry>,
     /// Granted, not yet answered.
@@ -609,7 +607,7 @@ impl State {
         want: u32,
         at_least: u32,
     ) -> Decision {
-        self.forget_raises_when_idle(now);
+        self.after_idle(now);
         if let Some((t, n)) = self.last_grant {
             let next = t + Duration::from_secs_f64(f64::from(n) / config.max_rate);
             if now < next {
@@ -893,7 +891,6 @@ impl State {
         }
         if self.limit.is_some_and(|l| lowered < l) {
             self.limit = Some(lowered);
-            self.settled = Some(lowered);
             tracing::debug!(limit = lowered, "{why}");
         }
     }
@@ -961,25 +958,37 @@ impl State {
         None
     }
 
-    /// A limit raised past the settled one by readings (see [`State::raise_by_reading`]) says
-    /// what the directory allowed while our writes kept its window busy. After a whole window
-    /// with none of ours granted, it says nothing of the budget now — it may have come down
-    /// meanwhile (the demo's fault set again) — so the limit goes back to the settled one, and
-    /// the next writes' readings raise it again, a quarter per round trip, as far as the
-    /// budget really goes.
-    fn forget_raises_when_idle(&mut self, now: Instant) {
-        let (Some(settled), Some(window), Some((last, _))) =
-            (self.settled, self.window(), self.last_grant)
-        else {
+    /// What the limiter knows of the budget holds while our writes keep the directory's window
+    /// busy. After a whole window and [`IDLE_MARGIN`] more with nothing granted and nothing in
+    /// flight, the limit (learned, raised by readings or brought down) says nothing of the
+    /// budget now: the directory's limit may have changed, another client may spend or have
+    /// stopped (the demo's fault set again after a reset and minutes of nothing written: about
+    /// 900 writes sent into 429s at once on a limit raised on the larger budget). The limit is
+    /// learned again by a fill, which closes in on it from the readings without 429s; the
+    /// window's length, the round trips and the margins are kept.
+    fn after_idle(&mut self, now: Instant) {
+        let Some((last, _)) = self.last_grant else {
             return;
         };
-        if self.outstanding == 0 && now >= last + window && self.limit.is_some_and(|l| l > settled)
+        if self.outstanding > 0 {
+            return;
+        }
+        let idle = now.saturating_duration_since(last);
+        if let Some(window) = self.window()
+            && idle >= window + IDLE_MARGIN
+            && self.limit.is_some()
         {
-            self.limit = Some(settled);
-            tracing::debug!(
-                limit = settled,
-                "write pacing: idle for a window, raises proved again"
-            );
+            self.limit = None;
+            self.log.clear();
+            self.fill = Fill {
+                epoch: self.fill.epoch + 1,
+                proven: FIRST_BURST,
+                ..Fill::default()
+            };
+            self.inconclusive_fills = 0;
+            self.surprised_at = None;
+            self.limit_probed = None;
+            tracing::debug!("write pacing: idle for a window, the limit is learned again");
         }
     }
 
@@ -1038,7 +1047,6 @@ impl State {
         log.extend(self.log.drain(..));
         self.log = log;
         self.limit = Some(limit);
-        self.settled = Some(limit);
         if let Some((ra, answered, sent)) = self.fill.refused
             && self.w_hi.is_none()
         {
@@ -1263,7 +1271,6 @@ impl WriteLimiter {
                         ..Fill::default()
                     },
                     limit: None,
-                    settled: None,
                     log: VecDeque::new(),
                     outstanding: 0,
                     pledged: 0,

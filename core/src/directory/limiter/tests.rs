@@ -418,7 +418,7 @@ async fn a_budget_that_grows_is_used_within_seconds() {
 /// brought the limit down — 996 requests answered 429 in one job by hand (here: 602 at once,
 /// 301 after the window freed). Now the first run brings it down (at most the writes in flight
 /// when the window is first reported full are refused), and after a window with nothing
-/// written the raise is proved again before use.
+/// written the limit is learned again.
 #[tokio::test(start_paused = true)]
 async fn a_budget_that_shrinks_after_it_grew_costs_at_most_the_writes_in_flight() {
     let dir = Arc::new(Mutex::new(Directory::new(3_000, 150_000)));
