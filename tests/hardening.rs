@@ -496,7 +496,9 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         get("/v1/licenses/not-a-uuid", 404, "not_found"),
         get("/v1/licenses/1", 404, "not_found"),
         get(format!("/v1/licenses/{l}x"), 404, "not_found"),
-        get("/v1/licenses/%00", 404, "not_found"),
+        // A control character is no id at all, whatever the route: 400 (see
+        // `control_characters_in_paths_and_queries_are_refused`).
+        get("/v1/licenses/%00", 400, "invalid_path"),
         get("/v1/licenses/..%2F..%2Fetc%2Fpasswd", 404, "not_found"),
         get(
             format!("/v1/licenses/{}", "9".repeat(10_000)),
@@ -1029,8 +1031,9 @@ async fn rate_limit_per_token() {
 }
 
 /// `/openapi.json` names every answer a route can give besides its own: 401 and 429 (with
-/// `Retry-After`) where a token is needed, 400/413/415/422 for a JSON body, 404 for a path id, 409
-/// where the tenant's directory is read, and every `$ref` in it resolves.
+/// `Retry-After`) where a token is needed, 400/413/415/422 for a JSON body, 404 and 400 (a control
+/// character) for a path id, 409 where the tenant's directory is read, and every `$ref` in it
+/// resolves.
 #[tokio::test]
 async fn openapi_documents_the_common_answers() {
     let doc = serde_json::to_value(licensor::api::openapi()).unwrap();
@@ -1063,7 +1066,7 @@ async fn openapi_documents_the_common_answers() {
                 }
             }
             if path.contains('{') {
-                assert!(has("404"), "{label} documents 404");
+                assert!(has("404") && has("400"), "{label} documents 404 and 400");
             }
             if path.starts_with("/v1/directory/") {
                 assert!(has("409"), "{label} documents 409");
@@ -1175,6 +1178,155 @@ async fn bad_ids_in_the_path_are_named(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(bad_ids_in_the_path_are_named);
+
+/// A control character (NUL above all: PostgreSQL keeps none in text) in a path segment or a
+/// query value is refused for every route before it reaches a handler or the database: 400
+/// `invalid_path` / `invalid_query`, with or without a token or an `Idempotency-Key`, never a
+/// 500, and nothing changes.
+async fn control_characters_in_paths_and_queries_are_refused(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("control").await;
+    let license = app
+        .post_json(
+            "/v1/licenses",
+            &t.admin,
+            &json!({"name": "Visio", "seats": 5}),
+        )
+        .await;
+    let l = license["id"].as_str().unwrap().to_owned();
+    app.post_json(
+        &format!("/v1/licenses/{l}/checkout"),
+        &t.admin,
+        &json!({"assignee": {"type": "user", "id": "ada"}}),
+    )
+    .await;
+    let before = snapshot(&app, &t, &l).await;
+    let nobody = "00000000-0000-0000-0000-000000000000";
+    let mut cases = vec![
+        get("/v1/assignees/user/%00/assignments", 400, "invalid_path"),
+        get(
+            "/v1/assignees/asset/lap%00top/assignments",
+            400,
+            "invalid_path",
+        ),
+        get("/v1/assignees/user/ada%0A/assignments", 400, "invalid_path"),
+        get("/v1/assignees/user/ada%7F/assignments", 400, "invalid_path"),
+        get(
+            "/v1/assignees/user/ada%C2%85/assignments",
+            400,
+            "invalid_path",
+        ),
+        post("/v1/assignees/user/%00/checkin", "{}", 400, "invalid_path"),
+        post(
+            "/v1/assignees/user/ada%00/checkin",
+            "{}",
+            400,
+            "invalid_path",
+        ),
+        get("/v1/members/%00/history", 400, "invalid_path"),
+        get(
+            "/v1/members/ada%1F%40contoso.se/history",
+            400,
+            "invalid_path",
+        ),
+        get("/v1/licenses/%00", 400, "invalid_path"),
+        get(
+            format!("/v1/licenses/{l}%00/assignments"),
+            400,
+            "invalid_path",
+        ),
+        send(
+            Method::PATCH,
+            format!("/v1/licenses/{l}%00"),
+            r#"{"notes": "x"}"#,
+            400,
+            "invalid_path",
+        ),
+        get(
+            format!("/v1/jobs/{nobody}/changes?user=%00"),
+            400,
+            "invalid_query",
+        ),
+        get(
+            format!("/v1/jobs/{nobody}/changes?user=ada%09%40contoso.se"),
+            400,
+            "invalid_query",
+        ),
+        get(
+            "/v1/assignees/user/ada/assignments?cursor=%00",
+            400,
+            "invalid_query",
+        ),
+        get("/v1/audit?target_id=%7F", 400, "invalid_query"),
+        get("/v1/licenses?%00=1", 400, "invalid_query"),
+        get("/v1/directory/users?search=a%C2%85", 400, "invalid_query"),
+    ];
+    // Through the idempotency layer alike.
+    cases.push(Case {
+        headers: vec![("idempotency-key", "nul-path-1".into())],
+        ..post(
+            "/v1/assignees/user/ada%00/checkin",
+            "{}",
+            400,
+            "invalid_path",
+        )
+    });
+    let mut wrong = Vec::new();
+    for case in cases {
+        let mut req = app
+            .http
+            .request(case.method.clone(), format!("{}{}", app.url, case.path))
+            .bearer_auth(&t.admin);
+        if let Some(ct) = case.content_type {
+            req = req.header("content-type", ct);
+        }
+        for (name, value) in &case.headers {
+            req = req.header(*name, value);
+        }
+        if let Some(body) = case.body.clone() {
+            req = req.body(body);
+        }
+        let resp = req.send().await.unwrap();
+        match check_problem(resp, case.status, case.code).await {
+            Ok(problem) => {
+                let detail = problem["detail"].as_str().unwrap_or_default();
+                if detail.chars().any(char::is_control) {
+                    wrong.push(format!(
+                        "{}: the detail repeats the value: {detail:?}",
+                        case.path
+                    ));
+                }
+            }
+            Err(e) => wrong.push(format!("{} {}: {e}", case.method, case.path)),
+        }
+    }
+    // Without a token too: the request is malformed before it is anyone's.
+    let resp = app
+        .get_anonymous("/v1/assignees/user/%00/assignments")
+        .await;
+    if let Err(e) = check_problem(resp, 400, "invalid_path").await {
+        wrong.push(format!("anonymous: {e}"));
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(
+        snapshot(&app, &t, &l).await,
+        before,
+        "no refused request changed anything"
+    );
+    // The same routes with printable values answer as before.
+    let held = app
+        .get_json("/v1/assignees/user/ada/assignments", &t.admin)
+        .await;
+    assert_eq!(held["data"].as_array().map(Vec::len), Some(1), "{held}");
+    let history = app
+        .get_json("/v1/members/ada%40contoso.se/history", &t.admin)
+        .await;
+    assert_eq!(history["data"], json!([]), "{history}");
+    app.stop().await;
+}
+on_both_backends!(control_characters_in_paths_and_queries_are_refused);
 
 /// A body that is not JSON is said to be malformed; a body that is JSON of the wrong shape is said
 /// to be JSON, and where it is wrong — not "failed to parse as JSON".

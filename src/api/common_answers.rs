@@ -1,7 +1,7 @@
 //! The answers every route can give besides its own, written into `/openapi.json` once here so
 //! that no route's description misses one: 401 and 429 (`Retry-After`) for a route that takes a
-//! token, 403 for one that changes something, 400/413/415/422 for a JSON body, 404 for a path id,
-//! 400 for query parameters, 409 for a route that reads the tenant's directory
+//! token, 403 for one that changes something, 400/413/415/422 for a JSON body, 404 (and 400 for a
+//! control character) for a path id, 400 for query parameters, 409 for a route that reads the tenant's directory
 //! (`/v1/directory/…`), and the `Idempotency-Key` header with its answers on mutating POSTs.
 //! A route's own description of a status wins.
 
@@ -53,6 +53,10 @@ fn complete(op: &mut Operation, mutating: bool, idempotent: bool, directory: boo
     }
     if in_path {
         answers.push(("404", problem("No such object in the caller's tenant")));
+        answers.push((
+            "400",
+            problem("A control character (such as NUL) in the path: `invalid_path`"),
+        ));
     }
     if in_query {
         answers.push(("400", problem("A query parameter is not valid")));
@@ -101,7 +105,17 @@ fn complete(op: &mut Operation, mutating: bool, idempotent: bool, directory: boo
             problem("This Idempotency-Key was used for a different request"),
         ));
     }
+    // One answer per status, saying each of its reasons.
+    let mut merged: Vec<(&str, Response)> = Vec::new();
     for (status, answer) in answers {
+        match merged.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, first)) => {
+                first.description = format!("{}; {}", first.description, answer.description);
+            }
+            None => merged.push((status, answer)),
+        }
+    }
+    for (status, answer) in merged {
         op.responses
             .responses
             .entry(status.to_owned())

@@ -31,6 +31,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod licenses;
 pub mod members;
+pub mod printable;
 pub mod problem;
 pub mod rate_limit;
 pub mod tenant;
@@ -166,6 +167,9 @@ pub fn router(mut state: AppState, max_body_bytes: usize) -> Router {
             (state.clone(), max_body_bytes),
             idempotency::idempotency,
         ))
+        // Outermost: a path or query with a control character is refused before any other
+        // layer acts on it (the idempotency layer would look up its token and claim its key).
+        .layer(middleware::from_fn(printable::refuse_control_characters))
         .with_state(state)
 }
 
