@@ -560,6 +560,82 @@ async fn an_idempotent_submit_replays_its_answer_and_location(backend: Backend) 
 }
 on_both_backends!(an_idempotent_submit_replays_its_answer_and_location);
 
+/// A service plan named twice in a license's `disabled_plans` is switched off once: the job's
+/// request keeps each plan once, in the order first given, and the same request without the
+/// repeats is the same request for its `Idempotency-Key`.
+async fn repeated_disabled_plans_are_kept_once(backend: Backend) {
+    let Some(s) = setup(backend, "").await else {
+        return;
+    };
+    let pilot = s.app.group_id(&s.admin, "E5 Pilot").await;
+    let skus = s.app.get_json("/v1/directory/skus", &s.admin).await;
+    let plan = |name: &str| -> String {
+        skus["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["sku_id"] == ENTERPRISEPACK_SKU_ID)
+            .unwrap()["service_plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["service_plan_name"] == name)
+            .and_then(|p| p["service_plan_id"].as_str())
+            .unwrap_or_else(|| panic!("ENTERPRISEPACK has {name}: {skus}"))
+            .to_owned()
+    };
+    // Plans no other plan depends on, not in id order.
+    let (teams, calling) = (plan("TEAMS1"), plan("MCOSTANDARD"));
+    let (p, q) = (teams.as_str(), calling.as_str());
+    let submit = |disabled: Vec<&str>| {
+        s.app
+            .post("/v1/jobs", &s.admin)
+            .header("Idempotency-Key", "repeated-plans")
+            .json(&json!({"kind": "assign", "groups": [pilot], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID, "disabled_plans": disabled}], "usage_location": "SE"}))
+            .send()
+    };
+    let first = submit(vec![p, q, p, q, p]).await.unwrap();
+    assert_eq!(first.status().as_u16(), 202);
+    let job: Value = first.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        job["request"]["add_licenses"][0]["disabled_plans"],
+        json!([p, q]),
+        "{job}"
+    );
+    assert_eq!(
+        s.job(&id).await["request"]["add_licenses"][0]["disabled_plans"],
+        json!([p, q]),
+        "as stored"
+    );
+    // The same request written without the repeats: the same request, replayed.
+    let again = submit(vec![p, q]).await.unwrap();
+    assert_eq!(again.status().as_u16(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let done = s.wait(&id).await;
+    assert_eq!(done["status"], "finished", "{done}");
+    for change in s.app.all_changes(&s.admin, &id).await {
+        let after = change["after"].as_array().unwrap();
+        let ep = after
+            .iter()
+            .find(|l| l["sku_id"] == ENTERPRISEPACK_SKU_ID)
+            .unwrap_or_else(|| panic!("{change}"));
+        let mut disabled: Vec<&str> = ep["disabled_plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        disabled.sort_unstable();
+        let mut want = vec![p, q];
+        want.sort_unstable();
+        assert_eq!(disabled, want, "{change}");
+    }
+    assert_eq!(list_jobs(&s, "").await.len(), 1);
+    s.finish().await;
+}
+on_both_backends!(repeated_disabled_plans_are_kept_once);
+
 async fn temporary_assignment_is_removed_when_due(backend: Backend) {
     let Some(s) = setup(backend, "[sweeps]\nexpiries = \"* * * * * *\"\n").await else {
         return;

@@ -824,9 +824,20 @@ fn check_licenses(add: &[LicenseToAdd], remove: &[Uuid]) -> Result<(), StoreErro
     Ok(())
 }
 
+/// Each license's disabled plans once, in the order first given: a plan named twice is switched
+/// off once, so the stored request, its fingerprint and Graph's `assignLicense` list it once.
+fn distinct_plans(mut add: Vec<LicenseToAdd>) -> Vec<LicenseToAdd> {
+    for l in &mut add {
+        let mut seen = std::collections::HashSet::with_capacity(l.disabled_plans.len());
+        l.disabled_plans.retain(|p| seen.insert(*p));
+    }
+    add
+}
+
 impl JobRequest {
     /// Check a submitted request against the rules of its kind and parse it into its
-    /// [`JobSpec`] (groups de-duplicated, usage location upper-cased). Returns a 422 refusal
+    /// [`JobSpec`] (groups and each license's disabled plans de-duplicated, usage location
+    /// upper-cased). Returns a 422 refusal
     /// naming the field on failure.
     pub fn parse(self) -> Result<ParsedRequest, StoreError> {
         self.into_parsed(true)
@@ -849,6 +860,7 @@ impl JobRequest {
             preview,
             canary,
         } = self;
+        let add_licenses = distinct_plans(add_licenses);
         if submitted {
             if undo_of.is_some() {
                 return Err(refuse(
@@ -1311,6 +1323,43 @@ mod tests {
         ] {
             assert!(serde_json::from_value::<ParsedRequest>(bad).is_err());
         }
+    }
+
+    /// A plan named twice in a license's `disabled_plans` is kept once, where first given: in a
+    /// submission (replace too) and in a stored request read back.
+    #[test]
+    fn repeated_disabled_plans_are_kept_once() {
+        const P: &str = "57ff2da0-773e-42df-b2af-ffb7a2317929";
+        const Q: &str = "0feaeb32-d00e-4d66-bd5a-43b5b83db82c";
+        const R: &str = "6fd2c87f-b296-42f0-b197-1e91e994b901";
+        for given in [
+            json!({"kind":"assign","groups":[G],
+                "add_licenses":[{"sku_id":S,"disabled_plans":[Q,P,Q,Q,P]}]}),
+            json!({"kind":"replace","groups":[G],"replace_all":true,
+                "add_licenses":[{"sku_id":S,"disabled_plans":[Q,P,Q,Q,P]}]}),
+        ] {
+            let stored = req(given.clone()).unwrap();
+            assert_eq!(
+                serde_json::to_value(&stored.add_licenses).unwrap(),
+                json!([{"sku_id":S,"disabled_plans":[Q,P]}]),
+                "{given}"
+            );
+            let read_back: ParsedRequest = serde_json::from_value(given).unwrap();
+            let plans: Vec<String> = read_back.add_licenses()[0]
+                .disabled_plans
+                .iter()
+                .map(Uuid::to_string)
+                .collect();
+            assert_eq!(plans, [Q, P]);
+        }
+        // Each license's own plans: the same plan under two SKUs stays under both.
+        let two = req(json!({"kind":"assign","groups":[G],"add_licenses":[
+            {"sku_id":S,"disabled_plans":[P,P]},{"sku_id":R,"disabled_plans":[P]}]}))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&two.add_licenses).unwrap(),
+            json!([{"sku_id":S,"disabled_plans":[P]},{"sku_id":R,"disabled_plans":[P]}])
+        );
     }
 
     #[test]
