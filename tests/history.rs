@@ -222,6 +222,47 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
         assert_eq!(change["before"], entry["before"], "{change}");
         assert_eq!(change["after"], entry["after"], "{change}");
     }
+    // The ledger's `user` filter matches a member as its history does: the user principal name
+    // and the user id in any case.
+    let mixed: String = upn
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect();
+    for user in [
+        upn.to_uppercase(),
+        mixed,
+        upn.clone(),
+        user_id.to_uppercase(),
+    ] {
+        for (entry, job) in [(rm, &remove), (rp, &replace), (asg, &assign)] {
+            let ledger = app
+                .get_json(
+                    &format!(
+                        "/v1/jobs/{}/changes?user={user}",
+                        job["id"].as_str().unwrap()
+                    ),
+                    &tenant.viewer,
+                )
+                .await;
+            assert_eq!(ledger["total"], 1, "{user}: {ledger}");
+            assert_eq!(
+                ledger["data"][0]["user_id"],
+                user_id.as_str(),
+                "{user}: {ledger}"
+            );
+            assert_eq!(
+                ledger["data"][0]["after"], entry["after"],
+                "{user}: {ledger}"
+            );
+        }
+    }
     let doc = app.get_json("/openapi.json", &tenant.viewer).await;
     let schemas = &doc["components"]["schemas"];
     assert_eq!(

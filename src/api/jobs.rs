@@ -558,7 +558,7 @@ pub struct ListChangesQuery {
     /// Comma-separated error codes, e.g. `drifted`.
     #[param(pattern = "^[a-z_,]*$", max_length = 1000)]
     pub code: Option<String>,
-    /// One member: its user id or user principal name.
+    /// One member: its user id or user principal name, in any case.
     #[param(max_length = 256)]
     pub user: Option<String>,
     /// Page size, 1–500 (default 50).

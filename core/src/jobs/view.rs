@@ -690,7 +690,7 @@ impl ChangeView {
 #[derive(Debug, Default, Clone)]
 pub struct ChangeFilter {
     pub items: ItemFilter,
-    /// A member's user id or user principal name (exact).
+    /// A member's user id or user principal name, matched without regard to case.
     pub user: Option<String>,
 }
 
@@ -724,11 +724,7 @@ pub async fn changes(
         .map(str::trim)
         .filter(|u| !u.is_empty())
     {
-        q = q.filter(
-            job_item::Column::UserId
-                .eq(user)
-                .or(job_item::Column::UserPrincipalName.eq(user)),
-        );
+        q = q.filter(member_is(user));
     }
     let total = count_items(db, q.clone()).await?;
     let undoable = count_items(
@@ -752,6 +748,25 @@ pub async fn changes(
         total,
         undoable,
     })
+}
+
+/// The items of the member `user` names, matched as the member's history matches it
+/// ([`super::history::MemberRef`]): a user principal name in any case (they are
+/// case-insensitive in the directory, and ASCII), a user id (a GUID) in any case, or a user id
+/// exactly as stored.
+fn member_is(user: &str) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::Func;
+    let mut by = job_item::Column::UserId
+        .eq(user)
+        .or(Expr::expr(Func::lower(Expr::col((
+            job_item::Entity,
+            job_item::Column::UserPrincipalName,
+        ))))
+        .eq(user.to_ascii_lowercase()));
+    if let Ok(id) = Uuid::try_parse(user) {
+        by = by.or(job_item::Column::UserId.eq(id.hyphenated().to_string()));
+    }
+    by
 }
 
 /// How many items `q` selects.
