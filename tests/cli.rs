@@ -906,6 +906,55 @@ async fn migrate_command_on_postgres() {
     }
 }
 
+/// `jobs submit`'s licenses are checked before anything is read or sent (no licensor answers
+/// here): an empty SKU or service plan in `--add SKU:PLAN,PLAN` is a usage error — one line
+/// naming the form, exit 2.
+#[test]
+fn submit_refuses_empty_plans_before_sending() {
+    let submit = |extra: &[&str]| {
+        let mut cmd = licensor();
+        cmd.env("LICENSOR_URL", "http://127.0.0.1:9")
+            .env("LICENSOR_TOKEN", "lsr_nothing")
+            .args(["jobs", "submit", "--group", "Sales"])
+            .args(extra);
+        run(&mut cmd)
+    };
+    for (args, says) in [
+        (
+            &["--kind", "assign", "--add", "SPE_E5:"][..],
+            "no service plan after `:`",
+        ),
+        (
+            &["--kind", "assign", "--add", "SPE_E5:TEAMS1,,MCOEV"][..],
+            "an empty service plan",
+        ),
+        (
+            &[
+                "--kind",
+                "replace",
+                "--replace-all",
+                "--add",
+                "ENTERPRISEPACK",
+                "--add",
+                "SPE_E5:TEAMS1,",
+            ][..],
+            "an empty service plan",
+        ),
+    ] {
+        let out = submit(args);
+        let line = stderr_line(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {line}");
+        assert!(
+            line.starts_with("error: invalid value")
+                && line.contains(says)
+                && line.ends_with("see 'licensor jobs submit --help'"),
+            "{args:?}: {line}"
+        );
+        assert!(line.contains("SKU:PLAN,PLAN"), "{line}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
 /// `licensor jobs …` against `app` with `token`, its output collected (killed if it outlives the
 /// test's patience).
 async fn jobs_cli(app: &common::TestApp, token: &str, args: &[&str]) -> Output {

@@ -29,10 +29,10 @@ pub struct Submit {
     #[arg(long)]
     transitive: bool,
     /// A license to add (assign, replace): a SKU part number such as SPE_E5, or a SKU id,
-    /// optionally followed by `:` and the service plans to leave switched off, by name or id
-    /// (e.g. SPE_E5:TEAMS1,MCOEV). Repeat for several licenses.
-    #[arg(long = "add", value_name = "SKU[:PLAN,…]")]
-    add: Vec<String>,
+    /// optionally followed by `:` and the service plans to leave switched off, by name or id,
+    /// separated by commas (e.g. SPE_E5:TEAMS1,MCOEV). Repeat for several licenses.
+    #[arg(long = "add", value_name = "SKU[:PLAN,…]", value_parser = parse_add)]
+    add: Vec<LicenseArg>,
     /// A license to remove (remove; replace): a SKU part number or id. Repeat for several.
     #[arg(long = "remove", value_name = "SKU")]
     remove: Vec<String>,
@@ -124,6 +124,43 @@ fn parse_location(s: &str) -> Result<ExportLocation, String> {
     location.validate().map_err(|e| e.to_string())
 }
 
+/// `--add`: a SKU and the service plans to leave switched off, by name or id, as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LicenseArg {
+    sku: String,
+    plans: Vec<String>,
+}
+
+/// `SKU[:PLAN,…]`, checked before anything is read or sent: a SKU, and after a `:` one or more
+/// plans separated by single commas — no empty SKU or plan (`SPE_E5:`, `SPE_E5:A,,B`), which
+/// would otherwise read as fewer plans than meant.
+fn parse_add(s: &str) -> Result<LicenseArg, String> {
+    const FORM: &str = "give SKU or SKU:PLAN,PLAN (e.g. SPE_E5:TEAMS1,MCOEV)";
+    let (sku, plans) = match s.split_once(':') {
+        Some((sku, plans)) => (sku.trim(), Some(plans)),
+        None => (s.trim(), None),
+    };
+    if sku.is_empty() {
+        return Err(format!("no SKU: {FORM}"));
+    }
+    let plans: Vec<String> = match plans {
+        None => Vec::new(),
+        Some(plans) if plans.trim().is_empty() => {
+            return Err(format!(
+                "no service plan after `:`: {FORM}, or leave out the `:` to switch off none"
+            ));
+        }
+        Some(plans) => plans.split(',').map(|p| p.trim().to_owned()).collect(),
+    };
+    if plans.iter().any(String::is_empty) {
+        return Err(format!("an empty service plan in the list: {FORM}"));
+    }
+    Ok(LicenseArg {
+        sku: sku.to_owned(),
+        plans,
+    })
+}
+
 /// `30d`, `4w`, `3m` (also `30 days`, `4 weeks`, `3 months`).
 fn parse_expires_in(s: &str) -> Result<ExpiresIn, String> {
     let s = s.trim().to_ascii_lowercase();
@@ -168,8 +205,11 @@ pub(super) async fn run(args: Submit) -> anyhow::Result<()> {
     let needs_skus = args
         .add
         .iter()
-        .chain(&args.remove)
-        .any(|s| s.contains(':') || Uuid::try_parse(s.trim()).is_err());
+        .any(|a| !a.plans.is_empty() || Uuid::try_parse(&a.sku).is_err())
+        || args
+            .remove
+            .iter()
+            .any(|s| Uuid::try_parse(s.trim()).is_err());
     let skus = if needs_skus {
         api.send(Method::GET, "/v1/directory/skus", None).await?["data"]
             .as_array()
@@ -447,17 +487,17 @@ fn sku_id<'a>(skus: &'a [Value], given: &str) -> anyhow::Result<(Uuid, Option<&'
 }
 
 /// `SKU[:PLAN,…]`: the SKU and the service plans to leave switched off, by name or id.
-fn license_to_add(skus: &[Value], given: &str) -> anyhow::Result<LicenseToAdd> {
-    let (sku, plans) = given.split_once(':').unwrap_or((given, ""));
+fn license_to_add(skus: &[Value], given: &LicenseArg) -> anyhow::Result<LicenseToAdd> {
+    let sku = given.sku.as_str();
     let (sku_id, found) = self::sku_id(skus, sku)?;
     let no_plans = Vec::new();
     let known = found
         .and_then(|s| s["service_plans"].as_array())
         .unwrap_or(&no_plans);
-    let disabled_plans = plans
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
+    let disabled_plans = given
+        .plans
+        .iter()
+        .map(String::as_str)
         .map(|plan| {
             if let Ok(id) = Uuid::try_parse(plan) {
                 return Ok(id);
@@ -582,6 +622,40 @@ mod tests {
         })]
     }
 
+    fn add(s: &str) -> LicenseArg {
+        parse_add(s).unwrap()
+    }
+
+    /// `--add SKU[:PLAN,…]`: a SKU, and after a `:` plans separated by single commas; an empty
+    /// SKU or plan is refused naming the form, before anything is read or sent.
+    #[test]
+    fn a_license_to_add_names_a_sku_and_no_empty_plan() {
+        assert_eq!(
+            parse_add(" SPE_E5 : TEAMS1 , MCOEV "),
+            Ok(LicenseArg {
+                sku: "SPE_E5".into(),
+                plans: vec!["TEAMS1".into(), "MCOEV".into()]
+            })
+        );
+        assert_eq!(add("SPE_E5").plans, Vec::<String>::new());
+        for (bad, says) in [
+            ("SPE_E5:", "no service plan after `:`"),
+            ("SPE_E5: ", "no service plan after `:`"),
+            ("SPE_E5:TEAMS1,,MCOEV", "an empty service plan"),
+            ("SPE_E5:TEAMS1,", "an empty service plan"),
+            ("SPE_E5:,TEAMS1", "an empty service plan"),
+            ("SPE_E5:, ", "an empty service plan"),
+            ("", "no SKU"),
+            (":TEAMS1", "no SKU"),
+        ] {
+            let e = parse_add(bad).unwrap_err();
+            assert!(
+                e.starts_with(says) && e.contains("SKU:PLAN,PLAN") && !e.contains('\n'),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+
     #[test]
     fn licenses_by_part_number_or_id_with_plans_by_name_or_id() {
         let skus = skus();
@@ -589,14 +663,14 @@ mod tests {
         let teams = Uuid::parse_str("57ff2da0-773e-42df-b2af-ffb7a2317929").unwrap();
         let other = Uuid::parse_str("4828c8ec-dc2e-4779-b502-87ac9ce28ab7").unwrap();
         assert_eq!(
-            license_to_add(&skus, "spe_e5").unwrap(),
+            license_to_add(&skus, &add("spe_e5")).unwrap(),
             LicenseToAdd {
                 sku_id: e5.into(),
                 disabled_plans: vec![]
             }
         );
         assert_eq!(
-            license_to_add(&skus, &format!("{e5}:teams1, {other}")).unwrap(),
+            license_to_add(&skus, &add(&format!("{e5}:teams1, {other}"))).unwrap(),
             LicenseToAdd {
                 sku_id: e5.into(),
                 disabled_plans: vec![teams, other]
@@ -605,9 +679,11 @@ mod tests {
         // A SKU id the tenant does not list is the API's to refuse.
         let unknown = Uuid::new_v4();
         assert_eq!(sku_id(&skus, &unknown.to_string()).unwrap().0, unknown);
-        let e = license_to_add(&skus, "SPE_E3").unwrap_err().to_string();
+        let e = license_to_add(&skus, &add("SPE_E3"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("SPE_E3") && e.contains("SPE_E5"), "{e}");
-        let e = license_to_add(&skus, "SPE_E5:TEAMS9")
+        let e = license_to_add(&skus, &add("SPE_E5:TEAMS9"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("TEAMS9") && e.contains("MCOEV"), "{e}");
