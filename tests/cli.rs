@@ -906,11 +906,12 @@ async fn migrate_command_on_postgres() {
     }
 }
 
-/// `jobs submit`'s licenses are checked before anything is read or sent (no licensor answers
-/// here): an empty SKU or service plan in `--add SKU:PLAN,PLAN` is a usage error — one line
-/// naming the form, exit 2.
+/// `jobs submit`'s license and export location options are checked before anything is read or
+/// sent (no licensor answers here): an empty SKU or service plan in `--add SKU:PLAN,PLAN` and an
+/// incomplete SharePoint `--to` are usage errors — one line naming the form, exit 2 — and the
+/// help says a SharePoint folder left out is the drive's root, as the API defaults it.
 #[test]
-fn submit_refuses_empty_plans_before_sending() {
+fn submit_refuses_empty_plans_and_incomplete_locations_before_sending() {
     let submit = |extra: &[&str]| {
         let mut cmd = licensor();
         cmd.env("LICENSOR_URL", "http://127.0.0.1:9")
@@ -940,6 +941,14 @@ fn submit_refuses_empty_plans_before_sending() {
             ][..],
             "an empty service plan",
         ),
+        (
+            &["--kind", "export", "--to", "sharepoint:"][..],
+            "no drive id",
+        ),
+        (
+            &["--kind", "export", "--to", "sharepoint:b!x1:"][..],
+            "no folder after the second `:`",
+        ),
     ] {
         let out = submit(args);
         let line = stderr_line(&out);
@@ -950,9 +959,24 @@ fn submit_refuses_empty_plans_before_sending() {
                 && line.ends_with("see 'licensor jobs submit --help'"),
             "{args:?}: {line}"
         );
-        assert!(line.contains("SKU:PLAN,PLAN"), "{line}");
+        if args.contains(&"--to") {
+            assert!(line.contains("sharepoint:DRIVE_ID[:/Folder/]"), "{line}");
+        } else {
+            assert!(line.contains("SKU:PLAN,PLAN"), "{line}");
+        }
         assert!(out.stdout.is_empty());
     }
+    let out = run(licensor().args(["jobs", "submit", "--help"]));
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        help.contains("sharepoint:DRIVE_ID[:/Folder/]")
+            && help.contains("without a folder, the drive's root `/`"),
+        "{help}"
+    );
 }
 
 /// `licensor jobs …` against `app` with `token`, its output collected (killed if it outlives the

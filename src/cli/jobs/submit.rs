@@ -50,9 +50,9 @@ pub struct Submit {
     #[arg(long, value_parser = format_parser())]
     format: Option<FileFormat>,
     /// Export Results: the export location (export; download when not given):
-    /// `download`, `sharepoint:DRIVE_ID:/Folder/` (a SharePoint document library or OneDrive
-    /// folder) or `s3://bucket/prefix/` (credentials from AWS_ACCESS_KEY_ID and
-    /// AWS_SECRET_ACCESS_KEY in the worker's environment).
+    /// `download`, `sharepoint:DRIVE_ID[:/Folder/]` (a SharePoint document library or OneDrive
+    /// folder; without a folder, the drive's root `/`) or `s3://bucket/prefix/` (credentials from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the worker's environment).
     #[arg(long, value_name = "LOCATION", value_parser = parse_location)]
     to: Option<ExportLocation>,
     /// Export to S3: an S3-compatible service's URL instead of AWS (with --to s3://…).
@@ -95,16 +95,33 @@ fn parse_canary(s: &str) -> Result<Canary, String> {
     })
 }
 
-/// `download`, `sharepoint:DRIVE_ID:/Folder/` or `s3://bucket/prefix/`.
+/// How `--to` names a SharePoint or OneDrive folder.
+const SHAREPOINT_FORM: &str =
+    "sharepoint:DRIVE_ID[:/Folder/] (without a folder, the drive's root /)";
+
+/// `download`, `sharepoint:DRIVE_ID[:/Folder/]` or `s3://bucket/prefix/`. A SharePoint folder
+/// left out is the drive's root `/`, as the API's `folder_path` defaults to; a `:` with no
+/// folder after it, or no drive id, is refused naming the form.
 fn parse_location(s: &str) -> Result<ExportLocation, String> {
     let s = s.trim();
     let location = if s == "download" {
         ExportLocation::Download
     } else if let Some(rest) = s.strip_prefix("sharepoint:") {
-        let (drive_id, folder_path) = rest.split_once(':').unwrap_or((rest, "/"));
+        let (drive_id, folder_path) = match rest.split_once(':') {
+            Some((drive_id, folder)) => (drive_id.trim(), Some(folder.trim())),
+            None => (rest.trim(), None),
+        };
+        if drive_id.is_empty() {
+            return Err(format!("no drive id: give {SHAREPOINT_FORM}"));
+        }
+        if folder_path == Some("") {
+            return Err(format!(
+                "no folder after the second `:`: give {SHAREPOINT_FORM}"
+            ));
+        }
         ExportLocation::Sharepoint {
             drive_id: drive_id.to_owned(),
-            folder_path: folder_path.to_owned(),
+            folder_path: folder_path.unwrap_or("/").to_owned(),
         }
     } else if let Some(rest) = s.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -118,10 +135,14 @@ fn parse_location(s: &str) -> Result<ExportLocation, String> {
         }
     } else {
         return Err(format!(
-            "`{s}` is not an export location: download, sharepoint:DRIVE_ID:/Folder/ or s3://bucket/prefix/"
+            "`{s}` is not an export location: download, sharepoint:DRIVE_ID[:/Folder/] or s3://bucket/prefix/"
         ));
     };
-    location.validate().map_err(|e| e.to_string())
+    let sharepoint = matches!(location, ExportLocation::Sharepoint { .. });
+    location.validate().map_err(|e| match sharepoint {
+        true => format!("{e}: give {SHAREPOINT_FORM}"),
+        false => e.to_string(),
+    })
 }
 
 /// `--add`: a SKU and the service plans to leave switched off, by name or id, as given.
@@ -580,6 +601,31 @@ mod tests {
         }
         assert!(parse_location("s3://Bad_Bucket/").is_err());
         assert!(parse_location("ftp://x").is_err());
+        // A SharePoint folder left out is the drive's root, as in the API.
+        let root = Ok(ExportLocation::Sharepoint {
+            drive_id: "b!x1".into(),
+            folder_path: "/".into(),
+        });
+        assert_eq!(parse_location("sharepoint:b!x1"), root);
+        assert_eq!(parse_location("sharepoint:b!x1:/"), root);
+        let api: ExportLocation =
+            serde_json::from_value(json!({"type": "sharepoint", "drive_id": "b!x1"})).unwrap();
+        assert_eq!(api.validate().map_err(|e| e.to_string()), root);
+        // Incomplete or malformed: refused naming the form.
+        for (bad, says) in [
+            ("sharepoint:", "no drive id"),
+            ("sharepoint::/Reports/", "no drive id"),
+            ("sharepoint:b!x1:", "no folder after the second `:`"),
+            ("sharepoint:b!x1: ", "no folder after the second `:`"),
+            ("sharepoint:b x1", "is not a drive id"),
+            ("sharepoint:b!x1:/a/../b", "is not a folder name"),
+        ] {
+            let e = parse_location(bad).unwrap_err();
+            assert!(
+                e.contains(says) && e.contains("sharepoint:DRIVE_ID[:/Folder/]"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 
     #[test]
