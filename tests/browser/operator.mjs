@@ -88,9 +88,9 @@ await drive(async ({ newPage, shot }) => {
   await dialog.getByRole('button', { name: 'Keep as is' }).click();
   await dialog.waitFor({ state: 'detached' });
 
-  step('in Swedish the confirmation says "Kör om 30 jobb?"');
+  step('in Swedish the selection stays and the confirmation says "Kör om 30 jobb?"');
   await page.selectOption('#lang', 'sv');
-  await page.locator('#select-all-matching', { hasText: 'Välj alla 30 som matchar' }).click();
+  await page.locator('#select-matching', { hasText: 'Alla 30 matchande jobb är valda.' }).waitFor();
   await page.locator('#start', { hasText: 'Starta (30)' }).click();
   await dialog.waitFor();
   check((await dialog.locator('h2').innerText()) === 'Kör om 30 jobb?', `dialog: ${await dialog.locator('h2').innerText()}`);
@@ -100,7 +100,7 @@ await drive(async ({ newPage, shot }) => {
   await page.selectOption('#lang', 'en');
 
   step('confirming reruns the 30 and says so');
-  await page.locator('#select-all-matching', { hasText: 'Select all 30 matching' }).click();
+  await page.locator('#select-matching', { hasText: 'All 30 matching jobs are selected.' }).waitFor();
   await page.locator('#start', { hasText: 'Start (30)' }).click();
   await dialog.waitFor();
   await dialog.getByRole('button', { name: 'Start' }).click();

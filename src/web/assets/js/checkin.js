@@ -11,14 +11,15 @@ import { assigneeCell, licenseProblem } from './seats.js';
 export function checkinView(container, ctx, id, params) {
   const ids = (params.get('ids') || '').split(',').filter((x) => /^[0-9a-fA-F-]{36}$/.test(x));
   const back = `#/licenses/${id}/used-by`;
-  const state = { license: null, rows: [], stopped: false, attempt: null };
+  // A checkin already sent keeps its idempotency key across a change of language (see main.js).
+  const state = { license: null, rows: [], stopped: false, attempt: ctx.draft?.attempt ?? null };
   const crumbs = h('nav', { class: 'crumbs' }, h('a', { href: back }, t('lic.backToUsedBy')));
   if (!ctx.canOperate) {
     replace(container, crumbs, h('div', { class: 'alert alert-warn' }, t('lic.checkinNeedsOperator')));
     return null;
   }
   const summary = h('div', { class: 'card', id: 'checkin-summary' }, h('p', { class: 'loading' }, t('lic.loading')));
-  const notes = h('textarea', { id: 'checkin-notes', rows: '3', maxlength: '2000', placeholder: t('lic.checkinNotesExample') });
+  const notes = h('textarea', { id: 'checkin-notes', rows: '3', maxlength: '2000', placeholder: t('lic.checkinNotesExample'), value: ctx.draft?.notes ?? '' });
   const error = h('div', { id: 'checkin-error' });
   const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'checkin-submit', disabled: true }, t('common.submit'));
   replace(container, h('section', { class: 'narrow-page checkin-page' }, crumbs,
@@ -82,5 +83,8 @@ export function checkinView(container, ctx, id, params) {
   }
 
   load();
-  return () => { state.stopped = true; };
+  return (opts) => {
+    state.stopped = true;
+    return opts?.keepDraft ? { notes: notes.value, attempt: state.attempt } : undefined;
+  };
 }

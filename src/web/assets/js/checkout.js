@@ -285,19 +285,47 @@ export function checkoutView(container, ctx, id, params) {
     }
   }
 
+  /** What is entered so far, to build the page again with (see main.js). */
+  function makeDraft() {
+    return {
+      to: state.to,
+      user: state.user,
+      userSearch: userSearch.value,
+      usersShown: !userResults.hidden,
+      assetId: assetId.value,
+      assetName: assetName.value,
+      quantity: quantity.value,
+      notes: notes.value,
+      reuse: state.reuse,
+      endsOn: state.endsOn,
+      // A checkout already sent keeps its idempotency key: sent again, it is the same checkout.
+      attempt: state.attempt,
+    };
+  }
+
+  const draft = ctx.draft;
+  if (draft) {
+    // What was entered before the page was built again (a change of language).
+    Object.assign(state, { to: draft.to, user: draft.user, reuse: draft.reuse, endsOn: draft.endsOn, attempt: draft.attempt });
+    userSearch.value = draft.userSearch;
+    userResults.hidden = !draft.usersShown;
+    assetId.value = draft.assetId;
+    assetName.value = draft.assetName;
+    quantity.value = draft.quantity;
+    notes.value = draft.notes;
+  }
   renderTo();
   renderChosenUser();
   loadLicense();
   searchUsers(true);
   const presetId = params.get('id');
-  if (state.to === 'asset' && presetId) {
-    assetId.value = presetId;
-    showHeld();
-  }
+  if (!draft && state.to === 'asset' && presetId) assetId.value = presetId;
+  if (assignee()) showHeld();
 
-  return () => {
+  return (opts) => {
     state.stopped = true;
     clearTimeout(state.searchTimer);
     clearTimeout(state.assetTimer);
+    return opts?.keepDraft ? makeDraft() : undefined;
   };
 }

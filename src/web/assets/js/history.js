@@ -35,10 +35,11 @@ export function historyView(container, ctx, member) {
   const lead = h('p', { class: 'muted' }, t('history.lead'));
   const body = h('div', { class: 'table-wrap' }, h('p', { class: 'loading' }, t('history.loading')));
   const more = h('button', { type: 'button', class: 'btn', hidden: true, onclick: () => load(false) }, t('common.loadMore'));
+  const search = searchBox(ctx, ctx.draft?.search ?? member);
   replace(container, h('section', { class: 'history-page', id: 'member-history' },
     h('p', {}, h('a', { href: '#/' }, t('job.allJobs'))),
     h('div', { class: 'page-head' }, title),
-    searchBox(ctx, member),
+    search,
     lead,
     body,
     h('div', { class: 'more' }, more),
@@ -50,10 +51,10 @@ export function historyView(container, ctx, member) {
       h('td', { class: 'col-time', 'data-label': t('history.col.when') }, when(e.updated_at)),
       h('td', { class: 'col-id', 'data-label': t('jobs.col.id') },
         h('a', { href: `#/jobs/${e.job_id}`, class: 'job-link', title: e.job_id }, jobShortId(e.job_id))),
-      h('td', { 'data-label': t('jobs.col.kind') }, KIND_LABELS[e.kind] || e.kind,
+      h('td', { class: 'col-kind', 'data-label': t('jobs.col.kind') }, KIND_LABELS[e.kind] || e.kind,
         e.run_no > 1 ? h('span', { class: 'runs-note muted small' }, t('jobs.run', { n: e.run_no })) : null),
-      h('td', { 'data-label': t('history.col.job') }, statusBadge(e.job_status)),
-      h('td', { 'data-label': t('jobs.col.groups') }, e.group ? (e.group.display_name || shortId(e.group.id)) : '—'),
+      h('td', { class: 'col-job', 'data-label': t('history.col.job') }, statusBadge(e.job_status)),
+      h('td', { class: 'col-groups', 'data-label': t('jobs.col.groups') }, e.group ? (e.group.display_name || shortId(e.group.id)) : '—'),
       h('td', { class: 'col-outcome', 'data-label': t('history.col.outcome') },
         // A previewed job's member stays pending until a launch: show what the preview predicted.
         e.job_status === 'previewed' && e.status === 'pending' && e.prediction
@@ -62,8 +63,8 @@ export function historyView(container, ctx, member) {
         e.error ? [' ', h('code', { class: 'small', title: e.error.detail || '' }, e.error.code),
           e.error.detail ? h('div', { class: 'muted small' }, e.error.detail) : null] : null,
         e.note ? h('div', { class: 'muted small' }, e.note) : null),
-      h('td', { 'data-label': t('history.col.before') }, licenses(e.before, state.names)),
-      h('td', { 'data-label': t('history.col.after') }, licenses(e.after, state.names)),
+      h('td', { class: 'col-before', 'data-label': t('history.col.before') }, licenses(e.before, state.names)),
+      h('td', { class: 'col-after', 'data-label': t('history.col.after') }, licenses(e.after, state.names)),
       h('td', { class: 'col-who muted small', 'data-label': t('history.col.member') }, who),
     );
   }
@@ -108,7 +109,8 @@ export function historyView(container, ctx, member) {
   }
 
   load(true);
-  return () => {
+  return (opts) => {
     state.stopped = true;
+    return opts?.keepDraft ? { search: search.elements.q.value } : undefined;
   };
 }

@@ -8,12 +8,13 @@ import { t } from './i18n.js';
 import { licenseProblem } from './seats.js';
 
 export function holderView(container, ctx, type, id) {
-  const state = { rows: [], next: null, stopped: false, key: newIdempotencyKey() };
+  // The key of a checkin already asked for is kept across a change of language (see main.js).
+  const state = { rows: [], next: null, stopped: false, key: ctx.draft?.key ?? newIdempotencyKey() };
   const kind = type === 'asset' ? 'asset' : 'user';
   const head = h('div', { class: 'page-head' }, h('h1', {}, id));
   const result = h('div', { id: 'holder-result' });
   const body = h('div', { class: 'card', id: 'holder-body' }, h('p', { class: 'loading' }, t('lic.loading')));
-  const notes = h('textarea', { id: 'holder-notes', rows: '2', maxlength: '2000', placeholder: t(kind === 'asset' ? 'lic.holder.notesAsset' : 'lic.holder.notesUser') });
+  const notes = h('textarea', { id: 'holder-notes', rows: '2', maxlength: '2000', placeholder: t(kind === 'asset' ? 'lic.holder.notesAsset' : 'lic.holder.notesUser'), value: ctx.draft?.notes ?? '' });
   const button = h('button', { type: 'button', class: 'btn btn-danger', id: 'checkin-all', onclick: () => checkinAll() },
     t(kind === 'asset' ? 'lic.holder.checkinAllAsset' : 'lic.holder.checkinAllUser'));
   const action = h('section', { class: 'card', id: 'holder-action', hidden: true },
@@ -104,5 +105,8 @@ export function holderView(container, ctx, type, id) {
   }
 
   load(true);
-  return () => { state.stopped = true; };
+  return (opts) => {
+    state.stopped = true;
+    return opts?.keepDraft ? { notes: notes.value, key: state.key } : undefined;
+  };
 }

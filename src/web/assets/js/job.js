@@ -106,6 +106,13 @@ export function jobView(container, ctx, id) {
     timer: null,
     lastProgress: '',
   };
+  // The members' filter chosen before the page was built again (a change of language, see main.js),
+  // once the job had been read (its first reading chooses the failed members of a finished job).
+  const draft = ctx.draft?.loaded ? ctx.draft : null;
+  if (draft) {
+    state.itemStatus = draft.itemStatus;
+    state.itemCode = draft.itemCode;
+  }
 
   const head = h('div', { class: 'page-head' }, h('h1', {}, t('job.title')));
   const notice = h('div');
@@ -162,7 +169,7 @@ export function jobView(container, ctx, id) {
       const changed = progressKey !== state.lastProgress;
       state.lastProgress = progressKey;
       // A finished job with failures opens on its failed members.
-      if (first && job.progress.failed > 0 && !isActive(job.status)) state.itemStatus = 'failed';
+      if (first && !draft && job.progress.failed > 0 && !isActive(job.status)) state.itemStatus = 'failed';
       state.job = job;
       state.runs = runList.data;
       state.errors = errorList.data;
@@ -585,9 +592,11 @@ export function jobView(container, ctx, id) {
 
   load(true);
 
-  return () => {
+  return (opts) => {
     state.stopped = true;
     clearTimeout(state.timer);
+    if (!opts?.keepDraft) return undefined;
+    return { loaded: Boolean(state.job) || Boolean(draft), itemStatus: state.itemStatus, itemCode: state.itemCode };
   };
 }
 

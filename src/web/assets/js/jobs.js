@@ -47,6 +47,12 @@ export function jobsView(container, ctx, params) {
     total: null,
     allMatching: false,
   };
+  // What was picked before the page was built again (a change of language, see main.js).
+  const draft = ctx.draft;
+  if (draft) {
+    state.selected = new Set(draft.selected);
+    state.allMatching = draft.allMatching;
+  }
 
   const startButton = h('button', {
     type: 'button',
@@ -141,9 +147,10 @@ export function jobsView(container, ctx, params) {
   const body = h('div', { class: 'table-wrap' }, h('p', { class: 'loading' }, t('jobs.loading')));
   const moreButton = h('button', { type: 'button', class: 'btn', hidden: true, onclick: () => loadMore() }, t('common.loadMore'));
 
+  const search = searchBox(ctx, draft?.search ?? '');
   replace(container, h('section', { class: 'jobs-page' },
     h('div', { class: 'page-head' }, h('h1', {}, t('jobs.title')), ribbon),
-    searchBox(ctx),
+    search,
     filters,
     result,
     matchingBar,
@@ -443,9 +450,11 @@ export function jobsView(container, ctx, params) {
   document.addEventListener('visibilitychange', onVisible);
   refresh();
 
-  return () => {
+  return (opts) => {
     state.stopped = true;
     clearTimeout(state.timer);
     document.removeEventListener('visibilitychange', onVisible);
+    if (!opts?.keepDraft) return undefined;
+    return { search: search.elements.q.value, selected: [...state.selected], allMatching: state.allMatching };
   };
 }

@@ -68,7 +68,56 @@ export function launchView(container, ctx) {
     searchSeq: 0,
     // The licenses the selected groups' members hold (the Remove and Replace pickers).
     held: { key: '', loading: false, answer: null, error: null, seq: 0, timer: null },
+    // SKUs whose service plans are unfolded.
+    openPlans: new Set(),
   };
+  const draft = ctx.draft;
+  if (draft) takeDraft(draft);
+
+  /** What was entered before the page was built again (a change of language). */
+  function takeDraft(d) {
+    state.kind = d.kind;
+    state.groups = new Map(d.groups.map((g) => [g.id, g]));
+    state.results = d.results;
+    state.add = new Map(d.add.map(([id, off]) => [id, new Set(off)]));
+    state.remove = new Set(d.remove);
+    state.replaceAll = d.replaceAll;
+    state.expires = { ...d.expires };
+    state.canary = d.canary;
+    state.location = d.location;
+    state.otherLocation = d.otherLocation;
+    state.transitive = d.transitive;
+    state.format = d.format;
+    state.exportTo = { ...d.exportTo };
+    state.attempt = d.attempt;
+    state.openPlans = new Set(d.openPlans);
+    if (d.held) Object.assign(state.held, d.held);
+  }
+
+  /** What is entered so far, to build the page again with (see main.js). */
+  function makeDraft() {
+    return {
+      kind: state.kind,
+      groups: [...state.groups.values()],
+      results: state.results,
+      search: searchInput.value,
+      add: [...state.add].map(([id, off]) => [id, [...off]]),
+      remove: [...state.remove],
+      replaceAll: state.replaceAll,
+      expires: { ...state.expires },
+      canary: state.canary,
+      location: state.location,
+      otherLocation: state.otherLocation,
+      transitive: state.transitive,
+      format: state.format,
+      exportTo: { ...state.exportTo },
+      // A request already sent keeps its idempotency key: sent again, it is the same request.
+      attempt: state.attempt,
+      openPlans: [...state.openPlans],
+      // The members' licenses already read for these groups need not be read again.
+      held: state.held.answer ? { key: state.held.key, answer: state.held.answer } : null,
+    };
+  }
 
   const kindPicker = h('div', { class: 'segmented kind-picker', role: 'radiogroup', 'aria-label': t('launch.kind') });
   const kindHelp = h('p', { class: 'muted' });
@@ -78,6 +127,7 @@ export function launchView(container, ctx) {
     type: 'search',
     id: 'group-search',
     placeholder: t('launch.searchGroups'),
+    value: draft?.search ?? '',
     autocomplete: 'off',
     'aria-controls': 'group-results',
     oninput: () => {
@@ -90,6 +140,7 @@ export function launchView(container, ctx) {
   const transitive = h('input', {
     type: 'checkbox',
     id: 'transitive',
+    checked: state.transitive,
     onchange: (e) => { state.transitive = e.target.checked; heldChanged(); },
   });
   const groupsCard = h('section', { class: 'card' },
@@ -300,7 +351,14 @@ export function launchView(container, ctx) {
           }),
           h('span', { class: 'pick-text' }, h('span', { class: 'pick-name' }, sku.sku_part_number), availability(sku))),
         picked && plans.length
-          ? h('details', { class: 'plans' },
+          ? h('details', {
+            class: 'plans',
+            open: state.openPlans.has(sku.sku_id),
+            ontoggle: (e) => {
+              if (e.target.open) state.openPlans.add(sku.sku_id);
+              else state.openPlans.delete(sku.sku_id);
+            },
+          },
             h('summary', {}, t('launch.plans', { on: plans.length - disabled.size, all: plans.length })),
             h('ul', {}, plans.map((p) => h('li', {}, h('label', { class: 'check' },
               h('input', {
@@ -721,11 +779,14 @@ export function launchView(container, ctx) {
   }
 
   renderAll();
+  if (state.results.length) renderResults();
   searchGroups();
   loadSkus();
 
-  return () => {
+  return (opts) => {
     state.stopped = true;
     clearTimeout(state.searchTimer);
+    clearTimeout(state.held.timer);
+    return opts?.keepDraft ? makeDraft() : undefined;
   };
 }

@@ -28,7 +28,8 @@ async function loadTokenNames(ctx) {
 }
 
 export function licenseView(container, ctx, id, tab) {
-  const state = { license: null, rows: [], next: null, selected: new Set(), audit: [], auditNext: null, tokens: new Map(), stopped: false };
+  // The rows ticked on Used By stay ticked across a change of language (see main.js).
+  const state = { license: null, rows: [], next: null, selected: new Set(ctx.draft?.selected), audit: [], auditNext: null, tokens: new Map(), stopped: false };
 
   const head = h('div', { class: 'page-head' }, h('h1', {}, t('lic.details')));
   const summary = h('div', { class: 'card summary', id: 'license-summary' }, h('p', { class: 'loading' }, t('lic.loading')));
@@ -275,7 +276,8 @@ export function licenseView(container, ctx, id, tab) {
     else loadUsedBy(true);
   });
 
-  return () => {
+  return (opts) => {
     state.stopped = true;
+    return opts?.keepDraft ? { selected: [...state.selected] } : undefined;
   };
 }

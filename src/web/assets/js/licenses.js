@@ -11,22 +11,25 @@ const PAGE = 50;
 
 export function licensesView(container, ctx, params) {
   const state = { search: params.get('search') || '', rows: [], next: null, stopped: false, timer: null, seq: 0 };
+  // Typed before the page was built again (a change of language), perhaps not yet searched for.
+  const typed = ctx.draft?.search ?? state.search;
 
   const search = h('input', {
     type: 'search',
     id: 'license-search',
     placeholder: t('lic.searchPlaceholder'),
-    value: state.search,
+    value: typed,
     autocomplete: 'off',
     oninput: () => {
       clearTimeout(state.timer);
-      state.timer = setTimeout(() => {
-        state.search = search.value.trim();
-        history.replaceState(null, '', state.search ? `#/licenses?search=${encodeURIComponent(state.search)}` : '#/licenses');
-        load(true);
-      }, 250);
+      state.timer = setTimeout(applySearch, 250);
     },
   });
+  function applySearch() {
+    state.search = search.value.trim();
+    history.replaceState(null, '', state.search ? `#/licenses?search=${encodeURIComponent(state.search)}` : '#/licenses');
+    load(true);
+  }
   const body = h('div', { class: 'table-wrap' }, h('p', { class: 'loading' }, t('lic.loading')));
   const more = h('button', { type: 'button', class: 'btn', hidden: true, onclick: () => load(false) }, t('common.loadMore'));
 
@@ -109,10 +112,12 @@ export function licensesView(container, ctx, params) {
     );
   }
 
-  load(true);
-  return () => {
+  if (typed.trim() !== state.search) applySearch();
+  else load(true);
+  return (opts) => {
     state.stopped = true;
     clearTimeout(state.timer);
+    return opts?.keepDraft ? { search: search.value } : undefined;
   };
 }
 
@@ -147,21 +152,44 @@ export function licenseFormView(container, ctx, id) {
   replace(container, h('section', { class: 'narrow-page' }, crumbs,
     h('div', { class: 'page-head' }, h('h1', {}, id ? t('lic.editTitle') : t('lic.newTitle'))), form));
 
+  /** The fields as entered (inputs' own strings), or set from `f`. */
+  const fields = { name, seats, term, delivered, notes };
+  const entered = () => ({
+    ...Object.fromEntries(Object.entries(fields).map(([k, el]) => [k, el.value])),
+    reassignable: reassignable.checked,
+  });
+  const enter = (f) => {
+    for (const [k, el] of Object.entries(fields)) el.value = f[k];
+    reassignable.checked = f.reassignable;
+  };
+
+  // What was entered before the page was built again (a change of language); an edit's fields
+  // count only once the license was read into them.
+  const draft = ctx.draft && (!id || ctx.draft.loaded) ? ctx.draft : null;
+  if (draft) {
+    enter(draft.fields);
+    state.attempt = draft.attempt;
+  }
+
   let original = null;
   if (id) {
     submit.disabled = true;
     api.get(`/v1/licenses/${id}`).then((l) => {
       if (state.stopped) return;
       original = l;
-      name.value = l.name;
-      seats.value = String(l.seats);
-      reassignable.checked = l.reassignable;
-      term.value = l.term_days == null ? '' : String(l.term_days);
-      delivered.value = l.delivered_on || '';
-      notes.value = l.notes || '';
+      if (!draft) {
+        enter({
+          name: l.name,
+          seats: String(l.seats),
+          reassignable: l.reassignable,
+          term: l.term_days == null ? '' : String(l.term_days),
+          delivered: l.delivered_on || '',
+          notes: l.notes || '',
+        });
+      }
       submit.disabled = false;
     }).catch((err) => replace(error, problemBox(err.problem || { title: t('lic.loadFailed'), detail: String(err) })));
-  } else {
+  } else if (!draft) {
     name.focus();
   }
 
@@ -210,5 +238,9 @@ export function licenseFormView(container, ctx, id) {
     }
   }
 
-  return () => { state.stopped = true; };
+  return (opts) => {
+    state.stopped = true;
+    if (!opts?.keepDraft) return undefined;
+    return { fields: entered(), loaded: !id || original !== null || Boolean(draft), attempt: state.attempt };
+  };
 }

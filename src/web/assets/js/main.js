@@ -1,4 +1,9 @@
 // The web app: sign-in, session, language and hash routes (#/, #/jobs/{id}, #/new, #/licenses...).
+//
+// A view is built by a function that returns its cleanup (or null). Called with
+// `{ keepDraft: true }`, as on a change of language, the cleanup also hands back what the user
+// entered (a plain object); the view rebuilt in the new language finds it as `ctx.draft`.
+// Navigating elsewhere starts every view afresh.
 
 import { api, getToken, setToken, setUnauthorizedHandler, ApiProblem } from './api.js';
 import { h, replace, problemBox } from './dom.js';
@@ -36,13 +41,15 @@ function applyShellTexts() {
 langSelect.addEventListener('change', () => setLang(langSelect.value));
 onLangChange(() => {
   applyShellTexts();
-  route();
+  // The same page again in the new language, with what was entered so far.
+  route({ keepDraft: true });
 });
 
-function context() {
+function context(draft = null) {
   const role = me?.role;
   return {
     me,
+    draft,
     canOperate: role === 'admin' || role === 'operator',
     canLaunch: role === 'admin',
     navigate: (hash) => {
@@ -85,7 +92,7 @@ setUnauthorizedHandler(() => {
 
 document.getElementById('sign-out').addEventListener('click', () => signOut());
 
-function signInView(container) {
+function signInView(container, draft = null) {
   const input = h('input', {
     id: 'token', name: 'token', type: 'password', autocomplete: 'off', spellcheck: 'false',
     required: true, placeholder: t('signin.placeholder'), 'aria-describedby': 'token-help',
@@ -126,22 +133,35 @@ function signInView(container) {
   error,
   h('div', { class: 'form-actions' }, button),
   );
+  if (draft?.token) input.value = draft.token;
   replace(container, h('div', { class: 'signin-wrap' }, form));
   input.focus();
-  return null;
+  return (opts) => (opts?.keepDraft ? { token: input.value } : undefined);
 }
 
-async function route() {
+/** Build the view of the current hash; `keepDraft` rebuilds the same view with what was entered. */
+async function route(opts) {
+  const keepDraft = opts?.keepDraft === true;
+  let draft = null;
   if (cleanup) {
-    cleanup();
+    const kept = keepDraft ? cleanup({ keepDraft: true }) : cleanup();
     cleanup = null;
+    if (kept && typeof kept === 'object') draft = kept;
   }
-  window.scrollTo(0, 0);
+  const scrollY = window.scrollY;
+  if (!keepDraft) window.scrollTo(0, 0);
+  await show(draft);
+  // A language change leaves the reader where they were on the page.
+  if (keepDraft) window.scrollTo(0, scrollY);
+}
+
+/** Build the view of the current hash, handing it `draft` (see `route`). */
+async function show(draft) {
   if (!getToken()) {
     me = null;
     showSession();
     markNav(null);
-    cleanup = signInView(main);
+    cleanup = signInView(main, draft);
     return;
   }
   if (!me) {
@@ -160,7 +180,7 @@ async function route() {
     showSession();
   }
   const hash = location.hash.replace(/^#/, '') || '/';
-  const ctx = context();
+  const ctx = context(draft);
   const [path, qs] = hash.split('?');
   const params = new URLSearchParams(qs || '');
   const brand = document.getElementById('brand-sub');
