@@ -35,31 +35,8 @@ pub async fn refuse_control_characters(req: Request, next: Next) -> Response {
 /// Whether `text`, percent-decoded, holds a control character. Bytes that do not decode as
 /// UTF-8 are left to the route (a path parameter or query that is not UTF-8 is refused there).
 fn has_control(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    if !bytes.contains(&b'%') {
-        // The request line holds visible ASCII only; without an escape there is nothing to find.
-        return bytes.iter().any(|b| b.is_ascii_control());
-    }
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(b) => {
-                decoded.push(b);
-                i += 3;
-            }
-            None => {
-                decoded.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded)
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
         .chars()
         .any(char::is_control)
 }
