@@ -410,6 +410,19 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             422,
             "invalid_assignee",
         ),
+        // An id with a control character could never be reached in `/v1/assignees/…` paths.
+        post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"{"assignee": {"type": "asset", "id": "LT\n1"}}"#,
+            422,
+            "invalid_assignee",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"{"assignee": {"type": "asset", "id": "LT\u00851"}}"#,
+            422,
+            "invalid_assignee",
+        ),
         post(
             "/v1/tokens",
             format!(r#"{{"name": "{}", "role": "viewer"}}"#, "é".repeat(201)),

@@ -179,7 +179,8 @@ impl std::str::FromStr for AssigneeType {
 pub struct Assignee {
     #[serde(rename = "type")]
     pub kind: AssigneeType,
-    /// The user's or asset's id in the caller's own records (1–200 characters).
+    /// The user's or asset's id in the caller's own records (1–200 characters, no control
+    /// characters).
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub id: String,
     /// The user's display name or the asset's name (at most 200 characters), shown in "Used
@@ -190,13 +191,22 @@ pub struct Assignee {
 }
 
 impl Assignee {
-    /// `id` 1–200 characters; `name` at most 200 (blank = none). Both trimmed.
+    /// `id` 1–200 characters, none of them a control character (an assignee is addressed by
+    /// its id in paths, `/v1/assignees/{type}/{id}/…`, which refuse control characters: one
+    /// checked out under such an id could never be reached there again); `name` at most 200
+    /// (blank = none). Both trimmed. Else 422 `invalid_assignee`.
     pub fn parse(kind: AssigneeType, id: &str, name: Option<&str>) -> StoreResult<Self> {
         let id = id.trim();
         if id.is_empty() || id.chars().count() > 200 {
             return Err(StoreError::unacceptable(
                 "invalid_assignee",
                 "assignee id must be 1 to 200 characters",
+            ));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(StoreError::unacceptable(
+                "invalid_assignee",
+                "assignee id may not contain control characters (tab, newline and the like)",
             ));
         }
         let name = name.map(str::trim).filter(|n| !n.is_empty());
@@ -257,6 +267,18 @@ mod tests {
         assert!(Notes::parse(Some(&"x".repeat(MAX_NOTES + 1))).is_err());
         assert!(Assignee::parse(AssigneeType::User, "", None).is_err());
         assert!(Assignee::parse(AssigneeType::Asset, "a", Some(&"n".repeat(201))).is_err());
+        for bad in ["LT\n1", "LT\t1", "LT\u{85}1", "LT\u{7f}1", "LT\u{0}1"] {
+            assert!(
+                Assignee::parse(AssigneeType::Asset, bad, None).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Assignee::parse(AssigneeType::Asset, "\tLT-1\n", None)
+                .unwrap()
+                .id,
+            "LT-1"
+        );
         assert_eq!(
             Assignee::parse(AssigneeType::Asset, " LT-1 ", Some("  "))
                 .unwrap()
