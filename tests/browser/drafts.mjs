@@ -368,6 +368,51 @@ await drive(async ({ newPage: open, shot }) => {
     await value(page, '#ends-on', later.ends_on);
   });
 
+  await section('Checkout reusing the last started seat of an end date, its answer lost: sent again (after a switch), the same request and key, one checkout', async () => {
+    const lost = await termLicenseWithTwoEndDates('Lost Answer Term', [users[2], users[3]]);
+    const last = lost.started.data.find((g) => g.count === 1);
+    check(Boolean(last), 'an end date with one started seat');
+    await go(page, `#/licenses/${lost.license.id}/checkout`, '#checkout-submit');
+    await page.locator('#checkout-figures .license-name').waitFor();
+    await page.locator('label.seg:has(input[value="asset"])').click();
+    await page.fill('#asset-id', 'LT-LOST');
+    await page.locator('#reuse-box input[value="reuse"]').waitFor();
+    await page.locator('#reuse-box label.check:has(input[value="reuse"])').click();
+    await page.selectOption('#ends-on', last.ends_on);
+    // The first send reaches the server and is carried out; its answer is lost (a 503 instead).
+    const sent = [];
+    const path = `/v1/licenses/${lost.license.id}/checkout`;
+    const matcher = (url) => url.pathname === path;
+    await page.route(matcher, async (route) => {
+      if (route.request().method() !== 'POST') return route.continue();
+      sent.push({ key: route.request().headers()['idempotency-key'], body: route.request().postData() });
+      if (sent.length === 1) {
+        await route.fetch();
+        return route.fulfill({
+          status: 503,
+          contentType: 'application/problem+json',
+          body: JSON.stringify({ type: 'about:blank', title: 'Service Unavailable', status: 503, code: 'unavailable', detail: 'try again' }),
+        });
+      }
+      return route.continue();
+    });
+    await page.click('#checkout-submit');
+    await page.locator('#checkout-error :is(.problem, .alert)').first().waitFor();
+    await eventually(() => sent.length, 1, 'the checkout was sent once');
+    // The page reads the license again: the date chosen has no started seat left now.
+    await switchTo(page, 'sv');
+    await value(page, '#ends-on', last.ends_on, 'the end date chosen stays chosen, though its seat is gone');
+    await page.click('#checkout-submit');
+    await eventually(() => sent.length, 2, 'the checkout was sent again');
+    await page.unrouteAll({ behavior: 'ignoreErrors' });
+    check(sent[0].key && sent[0].key === sent[1].key, `sent again with the same Idempotency-Key: ${sent.map((x) => x.key)}`);
+    check(sent[0].body === sent[1].body, `sent again with the same request: ${sent[0].body} / ${sent[1].body}`);
+    const held = await ok('GET', `/v1/assignees/asset/LT-LOST/assignments`);
+    const seats = held.data.filter((a) => a.license_id === lost.license.id).reduce((n, a) => n + a.quantity, 0);
+    check(seats === 1, `the asset holds one seat of the license, not ${seats}`);
+    await switchTo(page, 'en');
+  });
+
   // --- Used By and checkin -------------------------------------------------------------------
   await section('Used By: the rows ticked stay ticked; Checkin License: the notes stay, a checkin sent again keeps its key', async () => {
     await go(page, `#/licenses/${back.id}/used-by`, '.assignment-check');

@@ -113,7 +113,14 @@ export function checkoutView(container, ctx, id, params) {
       if (l.term_days != null && l.started_reusable > 0) {
         state.started = await api.get(`/v1/licenses/${id}/started`);
         if (state.stopped) return;
-        if (!state.started.data.some((g) => g.ends_on === state.endsOn)) state.endsOn = state.started.data[0]?.ends_on || null;
+        // A checkout that may have gone through (sent, its answer lost) keeps the end date it
+        // chose even once that date's seats are gone — they may be gone to it: sent again, the
+        // same request under the same key gets the first answer, not a second seat.
+        const offered = state.started.data.some((g) => g.ends_on === state.endsOn);
+        if (!offered && !(state.attempt && state.reuse && state.endsOn)) state.endsOn = state.started.data[0]?.ends_on || null;
+      } else if (state.attempt && state.reuse && state.endsOn) {
+        // The last started seat may have gone to the checkout sent before (its answer lost).
+        state.started = { data: [], total: 0 };
       } else {
         state.started = null;
         state.reuse = false;
@@ -126,9 +133,13 @@ export function checkoutView(container, ctx, id, params) {
 
   function renderReuse() {
     const s = state.started;
-    startedBox.hidden = !s || s.total === 0;
+    // The date an earlier send chose, no longer offered (see loadLicense): still shown, chosen.
+    const kept = state.attempt && state.reuse && state.endsOn && !s?.data.some((g) => g.ends_on === state.endsOn)
+      ? { ends_on: state.endsOn, count: 0 } : null;
+    startedBox.hidden = !kept && (!s || s.total === 0);
     if (startedBox.hidden) return;
-    const fresh = Math.max(0, state.license.available - s.total);
+    const dates = kept ? [...(s?.data || []), kept] : s.data;
+    const fresh = Math.max(0, state.license.available - (s?.total || 0));
     const mode = (value, label, count) => h('label', { class: 'check' },
       h('input', {
         type: 'radio', name: 'seat-kind', value, checked: state.reuse === (value === 'reuse'),
@@ -138,16 +149,16 @@ export function checkoutView(container, ctx, id, params) {
       h('legend', {}, t('lic.seatKind')),
       h('div', { class: 'radios' },
         mode('new', t('lic.newSeat'), fresh),
-        mode('reuse', t('lic.reuseStarted'), s.total)),
-      state.reuse && s.data.length > 1
+        mode('reuse', t('lic.reuseStarted'), s?.total || 0)),
+      state.reuse && dates.length > 1
         ? h('div', { class: 'field ends-on' },
           h('label', { for: 'ends-on' }, t('lic.chooseEndDate')),
           h('select', { id: 'ends-on', onchange: (e) => { state.endsOn = e.target.value; } },
-            s.data.map((g) => h('option', { value: g.ends_on, selected: g.ends_on === state.endsOn },
+            dates.map((g) => h('option', { value: g.ends_on, selected: g.ends_on === state.endsOn },
               t('lic.endDateOption', { date: day(g.ends_on), n: g.count })))))
         : null,
-      state.reuse && s.data.length === 1
-        ? h('p', { class: 'muted small' }, t('lic.endDateOnly', { date: day(s.data[0].ends_on), n: s.data[0].count }))
+      state.reuse && dates.length === 1
+        ? h('p', { class: 'muted small' }, t('lic.endDateOnly', { date: day(dates[0].ends_on), n: dates[0].count }))
         : null,
     );
   }
@@ -264,9 +275,9 @@ export function checkoutView(container, ctx, id, params) {
     }
     const body = { assignee: a, quantity: n };
     if (notes.value.trim()) body.notes = notes.value.trim();
-    if (state.reuse && state.started?.data.length) {
-      body.reuse_started = { ends_on: state.started.data.length === 1 ? state.started.data[0].ends_on : state.endsOn };
-    }
+    // The end date chosen (the only one offered is chosen too, see loadLicense), never one
+    // picked afresh from the license's figures read after a failed send.
+    if (state.reuse && state.endsOn) body.reuse_started = { ends_on: state.endsOn };
     const json = JSON.stringify(body);
     if (!state.attempt || state.attempt.json !== json) state.attempt = { json, key: newIdempotencyKey() };
     submit.disabled = true;
