@@ -526,5 +526,27 @@ await drive(async ({ newPage: open, shot }) => {
       await shot(phone.page, `history-390-${lang}`, { fullPage: true });
     }, phone.page);
   }
+  // --- the header at every width, in both languages -------------------------------------------
+  for (const width of [1024, 860, 800, 768, 700, 390, 360, 320]) {
+    await section(`the header at ${width} px: the language picker in view, no sideways scroll, in English and Swedish`, async () => {
+      await phone.page.setViewportSize({ width, height: 800 });
+      for (const lang of ['en', 'sv']) {
+        if (await phone.page.evaluate(() => document.documentElement.lang) !== lang) await switchTo(phone.page, lang);
+        await go(phone.page, '#/', '#nav a[data-nav="jobs"]');
+        const lang_ = await phone.page.locator('#lang').boundingBox();
+        check(lang_ && lang_.x >= 0 && lang_.x + lang_.width <= width + 1, `${width} px, ${lang}: the language picker ${JSON.stringify(lang_)} is in view`);
+        const navLines = await phone.page.locator('#nav a').evaluateAll((links) => links.map((a) => {
+          const range = document.createRange();
+          range.selectNodeContents(a);
+          return new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top))).size;
+        }));
+        check(navLines.every((n) => n === 1), `${width} px, ${lang}: each section link on one line (${navLines})`);
+        await fitsWidth(phone.page, `the Job Monitor at ${width} px (${lang})`);
+      }
+      await switchTo(phone.page, 'en');
+    }, phone.page);
+  }
+  await phone.page.setViewportSize(PHONE);
+
   check(failed.length === 0, `every section passed; these did not:\n  ${failed.join('\n  ')}`);
 });
