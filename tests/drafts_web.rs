@@ -26,27 +26,7 @@ async fn language_switch_keeps_entries_and_phone_history_wraps_in_chromium() {
             .expect("the embedded backend needs no services");
 
     // A job that ends Finished with Exception: five free SPE_E5 units for Platform Team's 40.
-    let http = reqwest::Client::new();
-    let stats: serde_json::Value = http
-        .get(format!("{}/_emulator/stats", emulator.base_url()))
-        .send()
-        .await
-        .expect("emulator stats")
-        .json()
-        .await
-        .expect("stats body");
-    let consumed = stats["skus"]
-        .as_array()
-        .and_then(|skus| skus.iter().find(|k| k["skuPartNumber"] == "SPE_E5"))
-        .and_then(|k| k["consumedUnits"].as_u64())
-        .expect("SPE_E5 in the emulator");
-    let resp = http
-        .patch(format!("{}/_emulator/skus/SPE_E5", emulator.base_url()))
-        .json(&serde_json::json!({"enabled": consumed + 5}))
-        .send()
-        .await
-        .expect("patch SPE_E5");
-    assert_eq!(resp.status().as_u16(), 204);
+    run::leave_free_units(&emulator, "SPE_E5", 5).await;
     let team = app.group_id(&tenant.admin, "Platform Team").await;
     let job = app
         .post_json(

@@ -90,27 +90,7 @@ async fn paused_job_page_has_no_running_clock() {
             .await
             .expect("the embedded backend needs no services");
     // Five free SPE_E5 units: most of the canary's 50 members fail and the job pauses.
-    let http = reqwest::Client::new();
-    let stats: serde_json::Value = http
-        .get(format!("{}/_emulator/stats", emulator.base_url()))
-        .send()
-        .await
-        .expect("emulator stats")
-        .json()
-        .await
-        .expect("stats body");
-    let consumed = stats["skus"]
-        .as_array()
-        .and_then(|skus| skus.iter().find(|k| k["skuPartNumber"] == "SPE_E5"))
-        .and_then(|k| k["consumedUnits"].as_u64())
-        .expect("SPE_E5 in the emulator");
-    let resp = http
-        .patch(format!("{}/_emulator/skus/SPE_E5", emulator.base_url()))
-        .json(&serde_json::json!({"enabled": consumed + 5}))
-        .send()
-        .await
-        .expect("patch SPE_E5");
-    assert_eq!(resp.status().as_u16(), 204);
+    run::leave_free_units(&emulator, "SPE_E5", 5).await;
     let sales = app.group_id(&tenant.admin, "Sales").await;
     let job = app
         .post_json(

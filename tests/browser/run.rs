@@ -127,3 +127,34 @@ pub async fn run_script_with(
     );
     output
 }
+
+/// Leave `free` units of the emulator's SKU `part_number` (e.g. `SPE_E5`) free: its enabled
+/// units set to those consumed now plus `free` (`PATCH /_emulator/skus/{part}`), so a job
+/// assigning it to more members ends Finished with Exception, or a canary pauses.
+#[allow(dead_code)]
+pub async fn leave_free_units(emulator: &EmulatorHandle, part_number: &str, free: u64) {
+    let http = reqwest::Client::new();
+    let stats: serde_json::Value = http
+        .get(format!("{}/_emulator/stats", emulator.base_url()))
+        .send()
+        .await
+        .expect("emulator stats")
+        .json()
+        .await
+        .expect("stats body");
+    let consumed = stats["skus"]
+        .as_array()
+        .and_then(|skus| skus.iter().find(|k| k["skuPartNumber"] == part_number))
+        .and_then(|k| k["consumedUnits"].as_u64())
+        .unwrap_or_else(|| panic!("{part_number} in the emulator: {stats}"));
+    let resp = http
+        .patch(format!(
+            "{}/_emulator/skus/{part_number}",
+            emulator.base_url()
+        ))
+        .json(&serde_json::json!({"enabled": consumed + free}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("patch {part_number}: {e}"));
+    assert_eq!(resp.status().as_u16(), 204, "patch {part_number}");
+}
