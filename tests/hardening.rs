@@ -89,11 +89,8 @@ async fn snapshot(app: &TestApp, t: &TestTenant, license: &str) -> Value {
     state
 }
 
-async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
-    let Some(app) = TestApp::start(backend).await else {
-        return;
-    };
-    let t = app.tenant("acme").await;
+/// A license "Visio" of 5 seats with one checked out to user `ada`: its id and the assignment's.
+async fn visio_held_by_ada(app: &TestApp, t: &TestTenant) -> (String, String) {
     let license = app
         .post_json(
             "/v1/licenses",
@@ -110,6 +107,15 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         )
         .await;
     let a = assignment["id"].as_str().unwrap().to_owned();
+    (l, a)
+}
+
+async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("acme").await;
+    let (l, a) = visio_held_by_ada(&app, &t).await;
     let before = snapshot(&app, &t, &l).await;
 
     let nobody = "00000000-0000-0000-0000-000000000000";
@@ -1201,20 +1207,7 @@ async fn control_characters_in_paths_and_queries_are_refused(backend: Backend) {
         return;
     };
     let t = app.tenant("control").await;
-    let license = app
-        .post_json(
-            "/v1/licenses",
-            &t.admin,
-            &json!({"name": "Visio", "seats": 5}),
-        )
-        .await;
-    let l = license["id"].as_str().unwrap().to_owned();
-    app.post_json(
-        &format!("/v1/licenses/{l}/checkout"),
-        &t.admin,
-        &json!({"assignee": {"type": "user", "id": "ada"}}),
-    )
-    .await;
+    let (l, _) = visio_held_by_ada(&app, &t).await;
     let before = snapshot(&app, &t, &l).await;
     let nobody = "00000000-0000-0000-0000-000000000000";
     let mut cases = vec![

@@ -133,21 +133,13 @@ pub async fn run_script_with(
 /// assigning it to more members ends Finished with Exception, or a canary pauses.
 #[allow(dead_code)]
 pub async fn leave_free_units(emulator: &EmulatorHandle, part_number: &str, free: u64) {
-    let http = reqwest::Client::new();
-    let stats: serde_json::Value = http
-        .get(format!("{}/_emulator/stats", emulator.base_url()))
-        .send()
-        .await
-        .expect("emulator stats")
-        .json()
-        .await
-        .expect("stats body");
+    let stats = crate::common::deployment::stats(emulator).await;
     let consumed = stats["skus"]
         .as_array()
         .and_then(|skus| skus.iter().find(|k| k["skuPartNumber"] == part_number))
         .and_then(|k| k["consumedUnits"].as_u64())
         .unwrap_or_else(|| panic!("{part_number} in the emulator: {stats}"));
-    let resp = http
+    let resp = reqwest::Client::new()
         .patch(format!(
             "{}/_emulator/skus/{part_number}",
             emulator.base_url()
