@@ -160,6 +160,16 @@ pub struct HistoryEntry {
     pub updated_at: chrono::DateTime<Utc>,
 }
 
+/// Items whose user principal name is `upn_lower` (lower-cased already) in any case: UPNs are
+/// case-insensitive in the directory.
+pub(crate) fn upn_is(upn_lower: &str) -> sea_orm::sea_query::SimpleExpr {
+    Expr::expr(Func::lower(Expr::col((
+        job_item::Entity,
+        job_item::Column::UserPrincipalName,
+    ))))
+    .eq(upn_lower)
+}
+
 /// A page of the member's history in the tenant, newest first (by item: the job that reached
 /// the member last comes first). A member no job of the tenant touched has an empty history.
 pub async fn member_history(
@@ -187,13 +197,7 @@ pub async fn member_history(
             (MemberKeys::UserKey, id[..USER_KEY_LEN].to_owned())
         }
         MemberRef::Upn(upn) => {
-            q = q.filter(
-                Expr::expr(Func::lower(Expr::col((
-                    job_item::Entity,
-                    job_item::Column::UserPrincipalName,
-                ))))
-                .eq(upn.as_str()),
-            );
+            q = q.filter(upn_is(upn));
             (
                 MemberKeys::UpnKey,
                 upn.chars().take(UPN_KEY_LEN).collect::<String>(),

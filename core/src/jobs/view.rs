@@ -755,14 +755,9 @@ pub async fn changes(
 /// case-insensitive in the directory, and ASCII), a user id (a GUID) in any case, or a user id
 /// exactly as stored.
 fn member_is(user: &str) -> sea_orm::sea_query::SimpleExpr {
-    use sea_orm::sea_query::Func;
     let mut by = job_item::Column::UserId
         .eq(user)
-        .or(Expr::expr(Func::lower(Expr::col((
-            job_item::Entity,
-            job_item::Column::UserPrincipalName,
-        ))))
-        .eq(user.to_ascii_lowercase()));
+        .or(super::history::upn_is(&user.to_ascii_lowercase()));
     if let Ok(id) = Uuid::try_parse(user) {
         by = by.or(job_item::Column::UserId.eq(id.hyphenated().to_string()));
     }
