@@ -139,9 +139,12 @@ fn parse_location(s: &str) -> Result<ExportLocation, String> {
         ));
     };
     let sharepoint = matches!(location, ExportLocation::Sharepoint { .. });
-    location.validate().map_err(|e| match sharepoint {
-        true => format!("{e}: give {SHAREPOINT_FORM}"),
-        false => e.to_string(),
+    location.validate().map_err(|e| {
+        if sharepoint {
+            format!("{e}: give {SHAREPOINT_FORM}")
+        } else {
+            e.to_string()
+        }
     })
 }
 
