@@ -100,6 +100,12 @@ export function checkoutView(container, ctx, id, params) {
     assetBox.hidden = state.to !== 'asset';
   }
 
+  /** Whether a send whose outcome is unknown (its answer lost) reused a started seat of an end
+   *  date: that choice stays, so the request sent again is the same one. */
+  function sentReuse() {
+    return Boolean(state.attempt && state.reuse && state.endsOn);
+  }
+
   async function loadLicense() {
     try {
       const l = await api.get(`/v1/licenses/${id}`);
@@ -117,8 +123,8 @@ export function checkoutView(container, ctx, id, params) {
         // chose even once that date's seats are gone — they may be gone to it: sent again, the
         // same request under the same key gets the first answer, not a second seat.
         const offered = state.started.data.some((g) => g.ends_on === state.endsOn);
-        if (!offered && !(state.attempt && state.reuse && state.endsOn)) state.endsOn = state.started.data[0]?.ends_on || null;
-      } else if (state.attempt && state.reuse && state.endsOn) {
+        if (!offered && !sentReuse()) state.endsOn = state.started.data[0]?.ends_on || null;
+      } else if (sentReuse()) {
         // The last started seat may have gone to the checkout sent before (its answer lost).
         state.started = { data: [], total: 0 };
       } else {
@@ -134,7 +140,7 @@ export function checkoutView(container, ctx, id, params) {
   function renderReuse() {
     const s = state.started;
     // The date an earlier send chose, no longer offered (see loadLicense): still shown, chosen.
-    const kept = state.attempt && state.reuse && state.endsOn && !s?.data.some((g) => g.ends_on === state.endsOn)
+    const kept = sentReuse() && !s?.data.some((g) => g.ends_on === state.endsOn)
       ? { ends_on: state.endsOn, count: 0 } : null;
     startedBox.hidden = !kept && (!s || s.total === 0);
     if (startedBox.hidden) return;
