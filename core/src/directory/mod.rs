@@ -1019,22 +1019,39 @@ fn header_f64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<f64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-/// An id as one URL path segment.
-fn path_segment(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
-                c.to_string()
-            } else {
-                format!("%{:02X}", c as u32 & 0xff)
-            }
-        })
-        .collect()
+/// Bytes of an id that go into a URL path segment as they are: ASCII letters and digits and
+/// `-_.@` (a GUID or a user principal name's usual characters). Every other byte of the id's
+/// UTF-8 is percent-encoded (RFC 3986 §2.1), so `/` or `?` in an id never ends the segment.
+const SEGMENT_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'@');
+
+/// An id as one URL path segment ([`SEGMENT_ESCAPED`]): borrowed when nothing is to be
+/// escaped, as with every directory object id (a GUID).
+fn path_segment(id: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::utf8_percent_encode(id, SEGMENT_ESCAPED).into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A GUID goes as it is; any other character is escaped as its UTF-8 bytes, so a segment
+    /// never ends early and a non-ASCII user principal name reaches the directory intact.
+    #[test]
+    fn a_path_segment_escapes_every_other_byte_of_the_id() {
+        let guid = "5f7c0a1e-0000-4000-8000-00000000abcd";
+        assert!(matches!(path_segment(guid), std::borrow::Cow::Borrowed(g) if g == guid));
+        assert_eq!(
+            path_segment("ada.l_x-1@contoso.com"),
+            "ada.l_x-1@contoso.com"
+        );
+        assert_eq!(path_segment("a/b?c#d e"), "a%2Fb%3Fc%23d%20e");
+        assert_eq!(path_segment("josé@bolag.se"), "jos%C3%A9@bolag.se");
+        assert_eq!(path_segment("%"), "%25");
+    }
 
     /// The directory's `Retry-After` is the wait, shorter or longer than the backoff's delay;
     /// the backoff's delay only without one; no retry once the backoff is spent.
