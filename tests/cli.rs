@@ -1120,6 +1120,26 @@ async fn jobs_from_the_command_line() {
     .await;
     let groups: Value = serde_json::from_str(&succeeded(&out)).unwrap();
     assert_eq!(groups.as_array().map(Vec::len), Some(2), "{groups}");
+    // Every list's --json alike: its items as one JSON array — the SKUs as the API's `data`
+    // has them (no job has run yet: the counts hold still), the licenses too.
+    let out = client_cli(&app, admin, &["directory", "skus", "--json"]).await;
+    let skus: Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    let answer = get_json(&app, admin, "/v1/directory/skus").await;
+    assert!(skus.as_array().is_some_and(|s| !s.is_empty()), "{skus}");
+    assert_eq!(skus, answer["data"], "the API's items, as an array");
+    let out = client_cli(&app, admin, &["licenses", "list", "--json"]).await;
+    let licenses: Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    assert!(licenses.is_array(), "{licenses}");
+    // … and says so where --json is explained.
+    let out = run(licensor().args(["directory", "skus", "--help"]));
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        help.contains("a list's items (every page) as one JSON array"),
+        "{help}"
+    );
     let out = client_cli(&app, admin, &["directory", "skus", "--plans"]).await;
     let text = succeeded(&out);
     let e5 = text

@@ -298,7 +298,14 @@ async fn expected_rows(s: &Setup, groups: &[&str]) -> BTreeMap<Vec<String>, usiz
             *rows.entry(row).or_insert(0) += 1;
         };
         if licenses.is_empty() {
-            push(Default::default());
+            // A member holding none: said in `assigned_by`, the other license cells empty.
+            push([
+                String::new(),
+                String::new(),
+                "none".to_owned(),
+                String::new(),
+                String::new(),
+            ]);
         }
         for l in licenses {
             let sku = text(&l["skuId"]);
@@ -429,6 +436,10 @@ async fn every_member_in_every_format(backend: Backend) {
         unlicensed > 1_000,
         "members without a license: {unlicensed}"
     );
+    assert!(
+        expected.keys().all(|r| r[8].is_empty() == (r[9] == "none")),
+        "`assigned_by` is `none` exactly where no SKU is named"
+    );
     for by in ["direct", "group", "both"] {
         assert!(expected.keys().any(|r| r[9] == by), "some held {by}");
     }
@@ -453,6 +464,21 @@ async fn every_member_in_every_format(backend: Backend) {
         std::fs::write(&path, &bytes).unwrap();
         let rows = read_export(&path, format);
         assert_eq!(export["rows"].as_u64().unwrap() as usize, rows.len());
+        if format == "json" {
+            // A member holding none in JSON: the word as a string, no SKU as null.
+            let objects: Vec<Value> = serde_json::from_slice(&bytes).unwrap();
+            let bare = objects
+                .iter()
+                .find(|o| o["sku_id"].is_null())
+                .expect("a member holding none");
+            assert_eq!(bare["assigned_by"], "none", "{bare}");
+            assert!(bare["sku_part_number"].is_null(), "{bare}");
+            assert_eq!(
+                bare.as_object().unwrap().keys().count(),
+                COLUMNS.len(),
+                "every column: {bare}"
+            );
+        }
         let got = without_time(rows, format);
         for (row, n) in &expected {
             assert_eq!(got.get(row), Some(n), "{format}: expected row {row:?}");
@@ -836,3 +862,140 @@ async fn a_previews_report_carries_the_predictions(backend: Backend) {
     s.finish().await;
 }
 on_both_backends!(a_previews_report_carries_the_predictions);
+
+/// The report's change ledger columns say `none` for a member that held no direct license
+/// before (an assign) or after (a remove) the job's write, in CSV, XLSX and JSON alike — not an
+/// empty cell — and stay empty (JSON: `null`) for a member the job wrote nothing for; each
+/// cell agrees with the job's change ledger (`/changes`).
+async fn a_report_says_none_for_a_member_that_held_nothing(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
+    if python_reader().is_none() {
+        s.finish().await;
+        return;
+    }
+    let platform = s.app.group_id(&s.admin, "Platform Team").await;
+    let assign = s
+        .run(json!({"kind": "assign", "groups": [platform], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+        .await;
+    assert_eq!(assign["status"], "finished", "{assign}");
+    let remove = s
+        .run(json!({"kind": "remove", "groups": [platform], "remove_licenses": [ENTERPRISEPACK_SKU_ID]}))
+        .await;
+    assert_eq!(remove["status"], "finished", "{remove}");
+    // Removed again: nobody holds it any more, so the job writes for nobody.
+    let again = s
+        .run(json!({"kind": "remove", "groups": [platform], "remove_licenses": [ENTERPRISEPACK_SKU_ID]}))
+        .await;
+    assert_eq!(again["status"], "finished", "{again}");
+
+    // A ledger's license list as the report writes it.
+    let cell = |list: &Value| -> String {
+        let list = list.as_array().unwrap();
+        if list.is_empty() {
+            return "none".to_owned();
+        }
+        list.iter()
+            .map(|l| {
+                let sku = l["sku_id"].as_str().unwrap().to_owned();
+                let plans: Vec<&str> = l["disabled_plans"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_str().unwrap())
+                    .collect();
+                if plans.is_empty() {
+                    sku
+                } else {
+                    format!("{sku}[without {}]", plans.join(";"))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut nones = (0, 0);
+    let mut unrecorded = 0;
+    let dir = tempfile::tempdir().unwrap();
+    for job in [&assign, &remove, &again] {
+        let id = job["id"].as_str().unwrap();
+        // user id → (licenses_before, licenses_after) as the ledger has them.
+        let ledger: HashMap<String, (String, String)> = s
+            .app
+            .all_changes(&s.viewer, id)
+            .await
+            .iter()
+            .map(|c| {
+                (
+                    c["user_id"].as_str().unwrap().to_owned(),
+                    (cell(&c["before"]), cell(&c["after"])),
+                )
+            })
+            .collect();
+        nones.0 += ledger.values().filter(|(b, _)| b == "none").count();
+        nones.1 += ledger.values().filter(|(_, a)| a == "none").count();
+        let members = job["progress"]["total"].as_u64().unwrap() as usize;
+        unrecorded += members - ledger.len();
+        for format in ["csv", "xlsx", "json"] {
+            let resp = s
+                .app
+                .get(&format!("/v1/jobs/{id}/report?format={format}"), &s.viewer)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            let bytes = resp.bytes().await.unwrap();
+            // Each row as (user id, licenses_before, licenses_after); `None` for a JSON null.
+            let rows: Vec<(String, Option<String>, Option<String>)> = if format == "json" {
+                let rows: Vec<Value> = serde_json::from_slice(&bytes).unwrap();
+                rows.iter()
+                    .map(|r| {
+                        let text = |v: &Value| {
+                            assert!(v.is_null() || v.is_string(), "{format}: {r}");
+                            v.as_str().map(str::to_owned)
+                        };
+                        (
+                            r["user_id"].as_str().unwrap().to_owned(),
+                            text(&r["licenses_before"]),
+                            text(&r["licenses_after"]),
+                        )
+                    })
+                    .collect()
+            } else {
+                let path = dir.path().join(format!("report.{format}"));
+                std::fs::write(&path, &bytes).unwrap();
+                let table = read_table(&path, format);
+                let col = |name: &str| table[0].iter().position(|c| c == name).unwrap();
+                let (user, before, after) = (
+                    col("user_id"),
+                    col("licenses_before"),
+                    col("licenses_after"),
+                );
+                table[1..]
+                    .iter()
+                    .map(|r| {
+                        let text = |v: &String| (!v.is_empty()).then(|| v.clone());
+                        (r[user].clone(), text(&r[before]), text(&r[after]))
+                    })
+                    .collect()
+            };
+            assert_eq!(rows.len(), members, "{format}: one row per member");
+            for (user, before, after) in rows {
+                match ledger.get(&user) {
+                    Some((b, a)) => {
+                        assert_eq!(before.as_ref(), Some(b), "{format}: {user} before");
+                        assert_eq!(after.as_ref(), Some(a), "{format}: {user} after");
+                    }
+                    None => {
+                        assert_eq!((before, after), (None, None), "{format}: {user}: no entry");
+                    }
+                }
+            }
+        }
+    }
+    assert!(nones.0 > 0, "some member held nothing before the assign");
+    assert!(nones.1 > 0, "some member held nothing after the remove");
+    assert!(unrecorded > 0, "some member had nothing written");
+    s.finish().await;
+}
+on_both_backends!(a_report_says_none_for_a_member_that_held_nothing);

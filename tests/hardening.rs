@@ -581,6 +581,26 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             400,
             "invalid_query",
         ),
+        // A ledger's member is refused as member history refuses it: a malformed one would
+        // read as "no such changes".
+        get(
+            format!("/v1/jobs/{nobody}/changes?user=ada"),
+            400,
+            "invalid_member",
+        ),
+        get(
+            format!("/v1/jobs/{nobody}/changes?user=ada%20lovelace@contoso.se"),
+            400,
+            "invalid_member",
+        ),
+        get(
+            format!(
+                "/v1/jobs/{nobody}/changes?user={}@contoso.se",
+                "a".repeat(300)
+            ),
+            400,
+            "invalid_member",
+        ),
         get(
             format!("/v1/jobs/{nobody}/report?format=pdf"),
             400,

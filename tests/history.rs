@@ -235,11 +235,17 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
             }
         })
         .collect();
+    let guid = uuid::Uuid::parse_str(&user_id).unwrap();
     for user in [
         upn.to_uppercase(),
         mixed,
         upn.clone(),
         user_id.to_uppercase(),
+        // A GUID's other forms: braced, without hyphens, as a URN.
+        format!("%7B{}%7D", guid.hyphenated()),
+        guid.simple().to_string().to_uppercase(),
+        guid.urn().to_string(),
+        format!("%20{user_id}%20"),
     ] {
         for (entry, job) in [(rm, &remove), (rp, &replace), (asg, &assign)] {
             let ledger = app
@@ -260,6 +266,51 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
             assert_eq!(
                 ledger["data"][0]["after"], entry["after"],
                 "{user}: {ledger}"
+            );
+        }
+    }
+    // A malformed member is refused as member history refuses it, with its code, also for a
+    // job that does not exist (the filter is read first); an empty one is every member.
+    let assign_id = assign["id"].as_str().unwrap();
+    let all = app
+        .get_json(
+            &format!("/v1/jobs/{assign_id}/changes?limit=1"),
+            &tenant.viewer,
+        )
+        .await;
+    let every = app
+        .get_json(
+            &format!("/v1/jobs/{assign_id}/changes?limit=1&user=%20"),
+            &tenant.viewer,
+        )
+        .await;
+    assert_eq!(every["total"], all["total"], "{every}");
+    let nobody_job = uuid::Uuid::now_v7();
+    let long = format!("{}@contoso.com", "a".repeat(300));
+    for bad in [
+        "not-a-member",
+        "anna%20berg@contoso.com",
+        "%C3%A5sa@contoso.com",
+        "1234-5678",
+        "@contoso.com",
+        "a@b@contoso.com",
+        long.as_str(),
+    ] {
+        for job in [assign_id.to_owned(), nobody_job.to_string()] {
+            let resp = app
+                .get(
+                    &format!("/v1/jobs/{job}/changes?user={bad}"),
+                    &tenant.viewer,
+                )
+                .send()
+                .await
+                .unwrap();
+            let problem = expect_problem(resp, 400, "invalid_member").await;
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("user: ")),
+                "{bad}: {problem}"
             );
         }
     }

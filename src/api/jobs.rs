@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use licensor_core::domain::{ItemStatus, JobKind, JobStatus};
 use licensor_core::jobs::files::File;
+use licensor_core::jobs::history::MemberRef;
 use licensor_core::jobs::{
     self, ChangeFilter, ChangeView, ErrorGroup, FileFormat, ItemFilter, ItemView, JobFilter,
     JobRequest, JobSpec, JobView, NewJob, RunView,
@@ -558,7 +559,9 @@ pub struct ListChangesQuery {
     /// Comma-separated error codes, e.g. `drifted`.
     #[param(pattern = "^[a-z_,]*$", max_length = 1000)]
     pub code: Option<String>,
-    /// One member: its user id or user principal name, in any case.
+    /// One member: its user id (a GUID, in any of its forms and any case) or user principal
+    /// name (name@domain, printable ASCII, any case), as member history takes it; empty: every
+    /// member. Anything else → 400 `invalid_member`.
     #[param(max_length = 256)]
     pub user: Option<String>,
     /// Page size, 1–500 (default 50).
@@ -581,11 +584,15 @@ pub struct ChangeList {
 
 /// A job's change ledger: for every member the job wrote for, its direct licenses before and
 /// after the write (SKU ids with disabled plans) and whether a read after the write verified
-/// them; in member order.
+/// them; in member order. A `user` that names no member as member history would take it
+/// (neither a GUID nor a user principal name) → 400 `invalid_member`, the code member history
+/// answers, before the job is read; a well-formed one the job did not write for → 200 with
+/// empty `data`.
 #[utoipa::path(get, path = "/v1/jobs/{id}/changes", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Job id"), ListChangesQuery),
     responses(
         (status = 200, body = ChangeList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_changes(
     State(state): State<AppState>,
@@ -593,15 +600,16 @@ pub async fn list_changes(
     Path(id): Path<Uuid>,
     Query(q): Query<ListChangesQuery>,
 ) -> ApiResult<Json<ChangeList>> {
-    if q.user.as_deref().is_some_and(|u| u.len() > 256) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "user: a user id or user principal name of at most 256 characters",
-        ));
-    }
+    let user = match q.user.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(u) => Some(
+            MemberRef::parse(u)
+                .map_err(|e| ApiError::bad_request("invalid_member", format!("user: {e}")))?,
+        ),
+    };
     let filter = ChangeFilter {
         items: item_filter(q.status.as_deref(), q.code.as_deref())?,
-        user: q.user,
+        user,
     };
     let page = PageRequest::<i64>::parse_in(format!("changes:{id}"), q.limit, q.cursor.as_deref())?;
     let ledger = jobs::changes(&state.db, auth.tenant_id(), id, &filter, &page).await?;

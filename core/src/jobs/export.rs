@@ -3,7 +3,8 @@
 //! Expansion reads every member of the selected groups (and, with `transitive`, of the groups
 //! nested in them, remembering through which group each was reached) with whether the account
 //! is enabled, and stores one item per member with what it holds. The file has one row per
-//! member × license and one row (license columns empty) per member holding none; it is written
+//! member × license and one row per member holding none, its `assigned_by` [`HOLDS_NONE`]
+//! (`none`) and its other license columns empty (JSON: `null`); it is written
 //! page by page from the database to a temporary file — CSV with `csv`, JSON as an array of
 //! objects, XLSX with `rust_xlsxwriter` in constant-memory mode — so a 100,000-member export
 //! never sits in memory. [`super::deliver`] sends that file where the request asked.
@@ -28,7 +29,8 @@ use crate::entities::{job, job_item};
 use crate::error::{StoreError, StoreResult};
 use crate::tasks::unless_stopped;
 
-/// The export's columns, in order.
+/// The export's columns, in order. `assigned_by` is how the member holds the row's SKU —
+/// `direct`, `group` or `both` — or [`HOLDS_NONE`] on the one row of a member holding none.
 pub const COLUMNS: &[&str] = &[
     "group_name",
     "group_id",
@@ -46,6 +48,13 @@ pub const COLUMNS: &[&str] = &[
     "member_through_id",
     "exported_at",
 ];
+
+/// The `assigned_by` cell of the row of a member holding no license, in every format (CSV and
+/// XLSX text, a JSON string): said, not left empty, so that it does not read as data missing.
+/// Its SKU, group and plan cells stay empty (JSON: `null`) — there is no SKU to name. The
+/// report's `licenses_before` / `licenses_after` say the same word for a member whose change
+/// ledger recorded no direct license ([`super::files::report`]).
+pub const HOLDS_NONE: &str = "none";
 
 /// What an export stores on a member's item: its [`Snapshot`], whether its account is enabled,
 /// and, for a member reached only through a nested group, that group's id.
@@ -288,7 +297,8 @@ impl Names {
     }
 }
 
-/// The rows of one member: one per license it holds, or one with empty license columns.
+/// The rows of one member: one per license it holds, or one whose `assigned_by` is
+/// [`HOLDS_NONE`] and whose other license columns are empty.
 fn rows_of(item: &job_item::Model, names: &Names) -> Vec<Vec<String>> {
     let member: ExportMember = item
         .licenses
@@ -331,7 +341,9 @@ fn rows_of(item: &job_item::Model, names: &Names) -> Vec<Vec<String>> {
         }
     }
     if skus.is_empty() {
-        return vec![base(Default::default())];
+        let mut cells: [String; 5] = Default::default();
+        cells[2] = HOLDS_NONE.to_owned();
+        return vec![base(cells)];
     }
     skus.into_iter()
         .map(|sku| {
@@ -650,7 +662,20 @@ mod tests {
         };
         let rows = rows_of(&bare, &names);
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0][7], "", "no license: license columns empty");
-        assert_eq!(rows[0][2], "u");
+        let row: HashMap<&str, &str> = COLUMNS
+            .iter()
+            .copied()
+            .zip(rows[0].iter().map(String::as_str))
+            .collect();
+        assert_eq!(row["assigned_by"], "none", "no license: said so");
+        for column in [
+            "sku_part_number",
+            "sku_id",
+            "assigned_by_groups",
+            "disabled_plans",
+        ] {
+            assert_eq!(row[column], "", "no license: no {column}");
+        }
+        assert_eq!(row["user_id"], "u");
     }
 }

@@ -6,7 +6,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::export::Rendered;
+use super::export::{HOLDS_NONE, Rendered};
 use super::{FileFormat, JobFacts, JobSpec, model};
 use crate::db::Db;
 use crate::entities::job_item;
@@ -150,9 +150,11 @@ const REPORT_COLUMNS: &[&str] = &[
 ];
 
 /// The change ledger columns of a report row: licenses held directly before and after the
-/// job's write (`skuId` or `skuId[without plan;plan]`, space-separated), `verified` /
+/// job's write (`skuId` or `skuId[without plan;plan]`, space-separated; [`HOLDS_NONE`] —
+/// `none` — when the member held no direct license, as the export file says it), `verified` /
 /// `drifted` / empty, and the usage location the job set before the license write (empty:
-/// none set).
+/// none set). A member without a ledger entry (the job wrote nothing for it) has all four
+/// empty (JSON: `null`), so "held nothing" and "nothing recorded" read apart in every format.
 fn ledger_cells(change: Option<&serde_json::Value>) -> [String; 4] {
     let Some(change) =
         change.and_then(|v| serde_json::from_value::<super::plan::Change>(v.clone()).ok())
@@ -160,6 +162,9 @@ fn ledger_cells(change: Option<&serde_json::Value>) -> [String; 4] {
         return Default::default();
     };
     let list = |ls: &[crate::directory::AssignedLicense]| {
+        if ls.is_empty() {
+            return HOLDS_NONE.to_owned();
+        }
         ls.iter()
             .map(|l| {
                 if l.disabled_plans.is_empty() {
@@ -204,8 +209,10 @@ fn prediction_cells(prediction: Option<&serde_json::Value>) -> [String; 2] {
     [outcome, p.code.unwrap_or_default()]
 }
 
-/// The job's items with their outcomes; a job that was a preview (also once launched) has two
-/// more columns, each member's predicted outcome and code.
+/// The job's items with their outcomes and change ledger ([`ledger_cells`]: a member that held
+/// no direct license before or after the write is `none` there, one the job wrote nothing for
+/// is empty); a job that was a preview (also once launched) has two more columns, each
+/// member's predicted outcome and code.
 pub async fn report(
     db: &Db,
     tenant_id: Uuid,
@@ -255,7 +262,7 @@ pub async fn report(
 }
 
 /// The export file of a finished export job (see [`super::export`]): one row per member ×
-/// license and one per member holding none, with the time it was produced in every row — the
+/// license and one per member holding none (`assigned_by` [`HOLDS_NONE`]), with the time it was produced in every row — the
 /// same file that was delivered. Written to a temporary file, never held in memory whole.
 pub async fn export(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Rendered> {
     let job = model(db, tenant_id, job_id).await?;
@@ -285,4 +292,34 @@ pub async fn export(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Rende
         .or(job.finished_at)
         .unwrap_or(job.created_at);
     super::export::render(db, &job, export.format, exported_at).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ledger_that_held_nothing_says_none() {
+        let e3 = Uuid::from_u128(3);
+        let plan = Uuid::from_u128(10);
+        let change = serde_json::json!({
+            "before": [],
+            "after": [{"skuId": e3, "disabledPlans": [plan]}],
+            "verified": true,
+            "usage_location": {"before": null, "after": "SE"},
+        });
+        assert_eq!(
+            ledger_cells(Some(&change)),
+            [
+                "none".to_owned(),
+                format!("{e3}[without {plan}]"),
+                "verified".to_owned(),
+                "SE".to_owned(),
+            ]
+        );
+        assert_eq!(json_cell("licenses_before", "none"), Value::from("none"));
+        // No ledger entry: nothing recorded, every cell empty (JSON: null).
+        assert_eq!(ledger_cells(None), <[String; 4]>::default());
+        assert_eq!(json_cell("licenses_before", ""), Value::Null);
+    }
 }

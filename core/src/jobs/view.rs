@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::history::{self, MemberRef};
 use super::{activity, codes, export, plan, preview};
 use crate::db::Db;
 use crate::directory::AssignedLicense;
@@ -690,8 +691,9 @@ impl ChangeView {
 #[derive(Debug, Default, Clone)]
 pub struct ChangeFilter {
     pub items: ItemFilter,
-    /// A member's user id or user principal name, matched without regard to case.
-    pub user: Option<String>,
+    /// One member, as member history names it ([`MemberRef::parse`]: a user id in any of a
+    /// GUID's forms, or a user principal name in any case); `None`: every member.
+    pub user: Option<MemberRef>,
 }
 
 /// A page of a job's change ledger ([`changes`]) with its counts.
@@ -718,12 +720,7 @@ pub async fn changes(
     model(db, tenant_id, job_id).await?;
     let mut q = items_of(job_id, &filter.items.status, &filter.items.code)
         .filter(job_item::Column::Change.is_not_null());
-    if let Some(user) = filter
-        .user
-        .as_deref()
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-    {
+    if let Some(user) = &filter.user {
         q = q.filter(member_is(user));
     }
     let total = count_items(db, q.clone()).await?;
@@ -750,18 +747,15 @@ pub async fn changes(
     })
 }
 
-/// The items of the member `user` names, matched as the member's history matches it
-/// ([`super::history::MemberRef`]): a user principal name in any case (they are
-/// case-insensitive in the directory, and ASCII), a user id (a GUID) in any case, or a user id
-/// exactly as stored.
-fn member_is(user: &str) -> sea_orm::sea_query::SimpleExpr {
-    let mut by = job_item::Column::UserId
-        .eq(user)
-        .or(super::history::upn_is(&user.to_ascii_lowercase()));
-    if let Ok(id) = Uuid::try_parse(user) {
-        by = by.or(job_item::Column::UserId.eq(id.hyphenated().to_string()));
+/// The items of the member `user` names, matched as the member's history matches it: a user
+/// id as the directory writes it (a lower-case hyphenated GUID, whichever form it was given
+/// in), or a user principal name in any case (they are case-insensitive in the directory, and
+/// ASCII: [`history::upn_is`]).
+fn member_is(user: &MemberRef) -> sea_orm::sea_query::SimpleExpr {
+    match user {
+        MemberRef::UserId(id) => job_item::Column::UserId.eq(id.hyphenated().to_string()),
+        MemberRef::Upn(upn) => history::upn_is(upn),
     }
-    by
 }
 
 /// How many items `q` selects.
