@@ -174,7 +174,7 @@ export function jobView(container, ctx, id) {
       state.runs = runList.data;
       state.errors = errorList.data;
       render();
-      if (first || changed) await Promise.all([loadItems(true), ledger.load(), activity.load()]);
+      if (first || changed) await Promise.all([loadItems(true), ledger.load(), activity.load(job)]);
     } catch (err) {
       if (state.stopped) return;
       if (first || !state.job) {
