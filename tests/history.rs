@@ -2,7 +2,8 @@
 //! default and on PostgreSQL + Redis: assign → replace → remove on a group through the directory
 //! emulator, then the history of one member lists the three jobs newest first with their
 //! outcomes and the licenses before and after each write — by user principal name in any case
-//! and by user id; paging; another tenant sees nothing; malformed members are refused.
+//! and by user id; paging; another tenant sees nothing; malformed members are refused. And the
+//! usage location a job set for a member, in the API's history and `licensor members history`.
 
 mod common;
 
@@ -105,8 +106,16 @@ async fn key_members(app: &TestApp) -> u64 {
 /// [`NO_KEYING_SWEEP`]), tenant `contoso` pointed at the emulator, and the id of its group
 /// `Team`; `None` when the backend is not available here.
 async fn start(backend: Backend) -> Option<(EmulatorHandle, TestApp, TestTenant, String)> {
+    start_with(backend, scenario()).await
+}
+
+/// [`start`] with the directory holding `scenario`.
+async fn start_with(
+    backend: Backend,
+    scenario: Scenario,
+) -> Option<(EmulatorHandle, TestApp, TestTenant, String)> {
     let emulator = graph_emulator::spawn(EmulatorConfig {
-        scenario: Some(scenario()),
+        scenario: Some(scenario),
         ..EmulatorConfig::default()
     })
     .await
@@ -500,6 +509,114 @@ async fn member_history_after_assign_replace_remove(backend: Backend) {
     emulator.shutdown().await;
 }
 on_both_backends!(member_history_after_assign_replace_remove);
+
+/// `licensor members history …` with `token`: its standard output (it must succeed).
+async fn history_cli(app: &TestApp, token: &str, member: &str) -> String {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_licensor"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("LICENSOR_URL", &app.url)
+        .env("LICENSOR_TOKEN", token)
+        .args(["members", "history", member])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .expect("licensor members history ends within 60 s")
+        .expect("run licensor members history");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A usage location the job set for a member is in the member's history: the API's
+/// `usage_location` (from the change ledger) and a column of `licensor members history`, as
+/// `none → NO`; a member the job set none for shows `-`. A verified write's note comes with its
+/// code (`note_codes: ["verified"]`), in the history and the job's items alike, for clients that
+/// show it in another language.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_location_and_note_codes_in_member_history() {
+    let Some((emulator, app, tenant, team)) = start_with(
+        Backend::Embedded,
+        Scenario {
+            users_without_usage_location: 0.5,
+            ..scenario()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let job = run_job(
+        &app,
+        &tenant.admin,
+        &tenant.viewer,
+        &emulator,
+        json!({
+            "kind": "assign", "groups": [team], "add_licenses": [{"sku_id": SPE_E5_SKU_ID}],
+            "usage_location": "NO", "verify": true,
+        }),
+    )
+    .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    let id = job["id"].as_str().unwrap();
+    let changes = app.all_changes(&tenant.viewer, id).await;
+    let located = changes
+        .iter()
+        .find(|c| !c["usage_location"].is_null())
+        .unwrap_or_else(|| panic!("a member given a usage location: {changes:?}"));
+    let unlocated = changes
+        .iter()
+        .find(|c| c["usage_location"].is_null())
+        .unwrap_or_else(|| panic!("a member that had one: {changes:?}"));
+
+    for (change, location) in [
+        (located, json!({"before": null, "after": "NO"})),
+        (unlocated, Value::Null),
+    ] {
+        let upn = change["user_principal_name"].as_str().unwrap();
+        let page = history(&app, &tenant.viewer, upn, "").await;
+        let entry = &page["data"][0];
+        assert_eq!(entry["job_id"], id, "{entry}");
+        assert_eq!(entry["usage_location"], location, "{entry}");
+        assert_eq!(entry["note"], "verified", "{entry}");
+        assert_eq!(entry["note_codes"], json!(["verified"]), "{entry}");
+
+        let text = history_cli(&app, &tenant.viewer, upn).await;
+        assert!(
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .ends_with("USAGE LOCATION"),
+            "{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| l.contains(id))
+            .unwrap_or_else(|| panic!("the job in {text}"));
+        let want = if location.is_null() {
+            "  -"
+        } else {
+            "  none → NO"
+        };
+        assert!(line.ends_with(want), "{want:?} ends {line:?}");
+    }
+    let items = app.all_items(&tenant.viewer, id).await;
+    assert!(
+        items
+            .iter()
+            .all(|i| i["note"] == "verified" && i["note_codes"] == json!(["verified"])),
+        "{items:?}"
+    );
+
+    app.stop().await;
+    emulator.shutdown().await;
+}
 
 /// One process keys members at a time. While another holds the turn (the mark's row locked, as
 /// a sweep's transaction holds it), a sweep leaves the turn to it at once, keying nothing and

@@ -11,7 +11,8 @@ use super::client::{Api, Client, print_table, text};
 #[derive(Debug, Subcommand)]
 pub enum MembersCommand {
     /// Every job that touched a member, newest first: job, kind, run, the member's outcome with
-    /// its error code, and the licenses before → after where the job wrote.
+    /// its error code, the licenses before → after where the job wrote, and the usage location
+    /// before → after where the job set one.
     History {
         #[command(flatten)]
         client: Client,
@@ -92,7 +93,7 @@ pub async fn run(cmd: MembersCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             let names = sku_names(&api).await;
-            let rows: Vec<[String; 7]> = entries
+            let rows: Vec<[String; 8]> = entries
                 .iter()
                 .map(|e| {
                     [
@@ -107,15 +108,35 @@ pub async fn run(cmd: MembersCommand) -> anyhow::Result<()> {
                             skus(&e["before"], &names),
                             skus(&e["after"], &names)
                         ),
+                        usage_location(&e["usage_location"]),
                     ]
                 })
                 .collect();
             print_table(
-                ["WHEN", "JOB", "KIND", "RUN", "OUTCOME", "CODE", "LICENSES"],
+                [
+                    "WHEN",
+                    "JOB",
+                    "KIND",
+                    "RUN",
+                    "OUTCOME",
+                    "CODE",
+                    "LICENSES",
+                    "USAGE LOCATION",
+                ],
                 &rows,
             );
             Ok(())
         }
+    }
+}
+
+/// The usage location a job set for the member (the entry's `usage_location`, from the change
+/// ledger, see `licensor_core::jobs::plan::LocationChange`) as before → after, `none` for a
+/// member that had none; `-` when the job set none.
+fn usage_location(set: &serde_json::Value) -> String {
+    match set["after"].as_str() {
+        Some(after) => format!("{} → {after}", set["before"].as_str().unwrap_or("none")),
+        None => "-".to_owned(),
     }
 }
 
@@ -147,6 +168,15 @@ mod tests {
         assert_eq!(outcome(&launched), "pending");
         let done = serde_json::json!({"job_status": "finished", "status": "succeeded"});
         assert_eq!(outcome(&done), "succeeded");
+    }
+
+    #[test]
+    fn a_usage_location_set_is_before_and_after() {
+        let given = serde_json::json!({"before": null, "after": "SE"});
+        assert_eq!(usage_location(&given), "none → SE");
+        let changed = serde_json::json!({"before": "NO", "after": "SE"});
+        assert_eq!(usage_location(&changed), "NO → SE");
+        assert_eq!(usage_location(&serde_json::Value::Null), "-");
     }
 
     #[test]

@@ -142,6 +142,69 @@ mod tests {
             .collect()
     }
 
+    /// The English texts of one catalogue's keys starting with `prefix`, by the rest of the key
+    /// (single-quoted JavaScript strings, `\'` unescaped).
+    fn english_texts(prefix: &str) -> std::collections::BTreeMap<String, String> {
+        let i18n = ASSETS.iter().find(|a| a.path == "js/i18n.js").unwrap().body;
+        let block = &i18n[i18n.find("const en = {").expect("English")..];
+        let block = &block[..block.find("\n};").expect("catalogue ends")];
+        block
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix(&format!("'{prefix}")))
+            .filter_map(|l| {
+                let (key, text) = l.split_once("': '")?;
+                let text = text.strip_suffix("',")?;
+                Some((key.to_owned(), text.replace("\\'", "'")))
+            })
+            .collect()
+    }
+
+    /// The web app explains error codes in its own languages (format.js `codeExplanation`): its
+    /// English words are those of `licensor_core::jobs::codes::explanation`, for every item code
+    /// and every job code explained there, and it knows no code licensor does not explain.
+    #[test]
+    fn error_code_texts_are_the_servers_explanations() {
+        let texts = english_texts("code.");
+        let job_codes = [
+            "group_not_found",
+            "directory_credentials_rejected",
+            "directory_not_configured",
+            "export_location_unreachable",
+            "export_location_denied",
+            "all_items_failed",
+        ];
+        for code in licensor_core::jobs::codes::item_codes().chain(job_codes) {
+            assert_eq!(
+                texts.get(code).map(String::as_str),
+                Some(licensor_core::jobs::codes::explanation(code)),
+                "code.{code}"
+            );
+        }
+        for (code, text) in &texts {
+            assert_eq!(
+                text,
+                licensor_core::jobs::codes::explanation(code),
+                "code.{code}"
+            );
+        }
+    }
+
+    /// The web app shows licensor's fixed notes by their codes (format.js `noteText`), in the
+    /// English words of `licensor_core::jobs::notes`, every one of them.
+    #[test]
+    fn note_texts_are_the_servers_fixed_notes() {
+        let texts = english_texts("note.");
+        let fixed = licensor_core::jobs::notes::FIXED;
+        assert_eq!(texts.len(), fixed.len(), "{texts:?}");
+        for (code, text) in fixed {
+            assert_eq!(
+                texts.get(code).map(String::as_str),
+                Some(text),
+                "note.{code}"
+            );
+        }
+    }
+
     #[test]
     fn english_and_swedish_have_the_same_texts_and_every_text_used_exists() {
         let en = catalogue_keys("en");

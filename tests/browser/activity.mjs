@@ -1,6 +1,7 @@
 // The job page's activity charts in headless Chromium: for a finished job, "Members done per
 // minute" and "429s per minute" are drawn as inline SVG bars whose values are the API's
-// per-minute counts (GET /v1/jobs/{id}/activity) and add up to the job's progress; the texts
+// per-minute counts (GET /v1/jobs/{id}/activity) and add up to the job's progress; the time
+// axis runs from the first minute with activity to the job's finish, not past it; the texts
 // follow the language switch. Started by tests/observability.rs with the environment of
 // harness.mjs, after an assign job of the tenant has finished.
 
@@ -49,11 +50,25 @@ await drive(async ({ newPage, shot }) => {
   await page.getByRole('heading', { name: 'Activity' }).waitFor();
   await page.locator('#chart-done g.bar').first().waitFor();
 
-  step('Members done per minute: one bar per minute, adding up to the job\'s progress');
+  step('Members done per minute: one bar per minute up to the job\'s finish, adding up to the job\'s progress');
   const doneBars = await bars(page, 'chart-done');
   const first = Date.parse(minutes[0].minute);
   const last = Date.parse(minutes[minutes.length - 1].minute);
-  check(doneBars.length === (last - first) / 60_000 + 1, `${doneBars.length} bars for minutes ${minutes[0].minute} … ${minutes[minutes.length - 1].minute}`);
+  const finished = Date.parse(job.finished_at);
+  const finishMinute = Math.floor(finished / 60_000) * 60_000;
+  check(finishMinute >= last, `the job finished (${job.finished_at}) after its last minute with activity`);
+  check(doneBars.length === (finishMinute - first) / 60_000 + 1, `${doneBars.length} bars for minutes ${minutes[0].minute} … ${job.finished_at}`);
+
+  step('the time axis ends at the job\'s finish');
+  for (const chart of ['chart-done', 'chart-throttled']) {
+    const axis = page.locator(`figure:has(#${chart}) .chart-axis`);
+    const [from, to] = await axis.locator('time').evaluateAll((ts) => ts.map((x) => x.getAttribute('datetime')));
+    check(Date.parse(from) === first, `${chart}: the axis starts at the first minute ${minutes[0].minute}: ${from}`);
+    check(Date.parse(to) === finished, `${chart}: the axis ends at the job's finish ${job.finished_at}: ${to}`);
+    const shown = await axis.locator('time').last().innerText();
+    const want = await page.evaluate((iso) => new Date(iso).toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-digit' }), job.finished_at);
+    check(shown === want, `${chart}: the axis' right end reads the finish time ${want}: ${shown}`);
+  }
   check(doneBars.reduce((a, b) => a + b, 0) === done, `bars add up to ${done}: ${doneBars}`);
   check(await page.locator('#chart-done rect.fail').count() > 0, 'failed members drawn in their colour');
   check(await page.locator('#chart-done rect.ok').count() > 0, 'succeeded members drawn in their colour');

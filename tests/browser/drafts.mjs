@@ -1,7 +1,8 @@
 // A change of language keeps what the user entered: every form of the web app is filled in, the
 // language switched (English ↔ Swedish, the #lang select), and each entry must still be there
-// with the labels in the new language; a request already sent keeps its Idempotency-Key. Then a
-// member's history on a phone: the job status badge never overlaps the Groups value and the
+// with the labels in the new language; a request already sent keeps its Idempotency-Key; an error
+// shown stays, in the new language where the web app knows it (its own messages, refusals it
+// knows by code). Then a member's history on a phone: the job status badge never overlaps the Groups value and the
 // status words stay on one line, in English and Swedish. Started by tests/drafts_web.rs with,
 // besides what harness.mjs reads:
 //   HISTORY_MEMBER  the user principal name of a member a Finished with Exception job wrote for
@@ -105,6 +106,9 @@ async function sameKeyAcrossSwitch(page, path, submit, errorBox, lang) {
   await page.locator(`${errorBox} :is(.problem, .alert)`).first().waitFor();
   await eventually(() => posts.keys.length, 1, `${path} was sent once`);
   await switchTo(page, lang);
+  // The refusal shown stays: the server's words as they were, the page's own in the new language.
+  await text(page, `${errorBox} .alert`, `Service Unavailable try again ${lang === 'sv' ? 'Kod' : 'Code'}: unavailable`,
+    `${errorBox} still shows the error after the switch`);
   await page.click(submit);
   await eventually(() => posts.keys.length, 2, `${path} was sent again`);
   await posts.stop();
@@ -128,6 +132,7 @@ await drive(async ({ newPage: open, shot }) => {
   const seats = await ok('POST', '/v1/licenses', { name: 'Draft Seats', seats: 8, notes: 'to check out' });
   const edited = await ok('POST', '/v1/licenses', { name: 'Edit Me', seats: 3, notes: 'before' });
   const back = await ok('POST', '/v1/licenses', { name: 'Draft Checkin', seats: 5 });
+  const few = await ok('POST', '/v1/licenses', { name: 'Two Seats', seats: 2 });
   const a1 = await ok('POST', `/v1/licenses/${back.id}/checkout`, { assignee: { type: 'asset', id: 'LT-A1', name: 'Laptop A1' } });
   const a2 = await ok('POST', `/v1/licenses/${back.id}/checkout`, { assignee: { type: 'asset', id: 'LT-A2', name: 'Laptop A2' } });
   const term = await termLicenseWithTwoEndDates('Draft Term', [users[0], users[1]]);
@@ -482,6 +487,33 @@ await drive(async ({ newPage: open, shot }) => {
     await page.waitForTimeout(500);
     await eventually(() => page.locator('[data-item-status="all"]').getAttribute('aria-pressed'), 'true', 'All members still shown after the switch');
     await switchTo(page, 'en');
+  });
+
+  // --- errors shown on forms ----------------------------------------------------------------
+  await section('An error shown stays through a switch, in the new language: the web app\'s own message and a refusal it knows by code', async () => {
+    await go(page, '#/', '#monitor-search');
+    await go(page, '#/new', '#launch-submit');
+    await page.click('#launch-submit');
+    await text(page, '#launch-error .alert', 'Select at least one group.');
+    await switchTo(page, 'sv');
+    await text(page, '#launch-error .alert', 'Välj minst en grupp.', 'the message shown, in Swedish');
+    await switchTo(page, 'en');
+    await text(page, '#launch-error .alert', 'Select at least one group.', 'the message shown, in English again');
+
+    await go(page, `#/licenses/${few.id}/checkout`, '#checkout-submit');
+    await page.locator('#checkout-figures .license-name').waitFor();
+    await page.locator('label.seg:has(input[value="asset"])').click();
+    await page.fill('#asset-id', 'LT-OOS');
+    await page.fill('#quantity', '3');
+    await page.click('#checkout-submit');
+    await text(page, '#checkout-error .alert strong', 'Out of stock');
+    await switchTo(page, 'sv');
+    await text(page, '#checkout-error .alert strong', 'Slut i lager', 'out_of_stock, known by its code, in Swedish');
+    await page.locator('#checkout-error').getByText('Licenser som är slut i lager kan inte tilldelas.').waitFor();
+    await page.locator('#checkout-error').getByText('Kod: out_of_stock').waitFor();
+    await value(page, '#quantity', '3');
+    await switchTo(page, 'en');
+    await text(page, '#checkout-error .alert strong', 'Out of stock');
   });
 
   // --- a member's history on a phone ----------------------------------------------------------

@@ -135,6 +135,8 @@ pub struct HistoryEntry {
     pub error: Option<ItemError>,
     /// A remark on a member that succeeded or was skipped (e.g. licenses left in place).
     pub note: Option<String>,
+    /// The codes of `note`'s fixed parts (see [`super::notes`]); empty when it holds free text.
+    pub note_codes: Vec<String>,
     /// A preview's prediction for the member (`would_succeed`, `would_skip`, `would_fail` with
     /// its code): what a previewed job's member, still `pending`, would come to if launched.
     pub prediction: Option<super::preview::Prediction>,
@@ -277,6 +279,7 @@ pub async fn member_history(
             status: item.status,
             error: item.error,
             note: item.note,
+            note_codes: item.note_codes,
             prediction: item.prediction,
             user_id: item.user_id,
             user_principal_name: item.user_principal_name,

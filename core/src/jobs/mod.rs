@@ -28,6 +28,7 @@ pub mod finish;
 pub mod history;
 pub mod launch;
 pub mod lease;
+pub mod notes;
 pub mod outcome;
 pub mod plan;
 pub mod preview;

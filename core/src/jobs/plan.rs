@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::notes;
 use super::request::{JobSpec, LicenseToAdd, ParsedRequest, UsageLocation};
 use crate::directory::{AssignedLicense, ItemCode, LicenseAssignmentState, User};
 
@@ -179,7 +180,7 @@ fn to_add(licenses: &[LicenseToAdd]) -> Vec<AssignedLicense> {
 /// writes nothing is only made from a fresh one, otherwise the member is read first.
 pub fn decide(req: &ParsedRequest, snapshot: Option<&Snapshot>, fresh: bool) -> Decision {
     if let JobSpec::Export { .. } = req.spec {
-        return Decision::Skip("nothing to write for an export".into());
+        return Decision::Skip(notes::EXPORT_WRITES_NOTHING.into());
     }
     let Some(snap) = snapshot else {
         return Decision::Read;
@@ -199,7 +200,7 @@ pub fn decide_undo(target: &UndoTarget, snapshot: Option<&Snapshot>, fresh: bool
     let current = snap.direct_licenses();
     let restore = canonical(target.restore.clone());
     if current == restore {
-        return Decision::Skip("the member already holds what it held before the job".into());
+        return Decision::Skip(notes::ALREADY_RESTORED.into());
     }
     if current != canonical(target.expect.clone()) {
         return Decision::Leave(
@@ -221,7 +222,7 @@ pub fn decide_undo(target: &UndoTarget, snapshot: Option<&Snapshot>, fresh: bool
         set_location: None,
         add,
         remove,
-        note: Some("restored the licenses held before the job".into()),
+        note: Some(notes::RESTORED.into()),
     }
 }
 
@@ -305,9 +306,9 @@ fn decide_from(req: &ParsedRequest, snap: &Snapshot) -> Decision {
                 Decision::Skip(none_held.into())
             }
         }
-        _ if adds.is_empty() && remove.is_empty() => Decision::Skip(
-            inherited_note.unwrap_or_else(|| "the member already holds the licenses".into()),
-        ),
+        _ if adds.is_empty() && remove.is_empty() => {
+            Decision::Skip(inherited_note.unwrap_or_else(|| notes::ALREADY_HELD.into()))
+        }
         _ => {
             let mut set_location = None;
             if !adds.is_empty() && snap.usage_location.is_none() {

@@ -14,7 +14,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::history::{self, MemberRef};
-use super::{activity, codes, export, plan, preview};
+use super::{activity, codes, export, notes, plan, preview};
 use crate::db::Db;
 use crate::directory::AssignedLicense;
 use crate::domain::{ItemStatus, JobKind, JobStatus};
@@ -511,6 +511,10 @@ pub struct ItemView {
     pub error: Option<ItemError>,
     /// A remark on a member that succeeded or was skipped (e.g. licenses left in place).
     pub note: Option<String>,
+    /// The codes of `note`'s parts when it is made of licensor's fixed notes alone (e.g.
+    /// `["verified"]`), for clients that show them in another language; empty when the note
+    /// holds free text or there is none ([`super::notes`]).
+    pub note_codes: Vec<String>,
     pub attempts: i32,
     pub run_no: i32,
     pub updated_at: chrono::DateTime<Utc>,
@@ -539,6 +543,7 @@ impl ItemView {
             group_id: m.group_id,
             status,
             error,
+            note_codes: note.as_deref().map(notes::codes_of).unwrap_or_default(),
             note,
             attempts: m.attempts,
             run_no: m.run_no,

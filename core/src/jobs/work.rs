@@ -7,6 +7,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::lease::Claimed;
+use super::notes::{self, MADE_UNANSWERED, SEEN_AFTER_LOST_ANSWER};
 use super::outcome::{JobFailure, Outcome, item_outcome};
 use super::plan::{self, Change, Decision, LocationChange, Snapshot, UndoTarget};
 use super::request::{ParsedRequest, UsageLocation};
@@ -438,8 +439,8 @@ pub async fn process(
                     change.verified = Some(true);
                     Outcome::Succeeded {
                         note: Some(match &w.note {
-                            Some(n) => format!("verified; {n}"),
-                            None => "verified".into(),
+                            Some(n) => format!("{}; {n}", notes::VERIFIED),
+                            None => notes::VERIFIED.into(),
                         }),
                         due_at,
                     }
@@ -604,15 +605,6 @@ fn unread(
         read_first: true,
     }
 }
-
-/// The note of a write whose answer was lost and that a read then showed made.
-const SEEN_AFTER_LOST_ANSWER: &str =
-    "the directory's answer was lost; a read right after showed the change made";
-
-/// The note of a member found in the desired state on a fresh read, after a write licensor may
-/// have made without recording the answer (its holder stopped, or the answer was lost), when
-/// its state before that write called for exactly that write.
-const MADE_UNANSWERED: &str = "made by an earlier attempt whose answer was not recorded: a fresh read shows the change its state before that attempt called for";
 
 /// Licenses as the ledger shows them: SKU ids, with disabled plans in brackets.
 fn describe(licenses: &[AssignedLicense]) -> String {

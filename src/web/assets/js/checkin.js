@@ -2,7 +2,7 @@
 // to the stock and the available quantity updates, all or nothing.
 
 import { api, newIdempotencyKey } from './api.js';
-import { h, replace, problemBox, toast } from './dom.js';
+import { h, replace, problemBox, toast, errorBox } from './dom.js';
 import { num, when } from './format.js';
 import { t } from './i18n.js';
 import { picked } from './license.js';
@@ -20,7 +20,10 @@ export function checkinView(container, ctx, id, params) {
   }
   const summary = h('div', { class: 'card', id: 'checkin-summary' }, h('p', { class: 'loading' }, t('lic.loading')));
   const notes = h('textarea', { id: 'checkin-notes', rows: '3', maxlength: '2000', placeholder: t('lic.checkinNotesExample'), value: ctx.draft?.notes ?? '' });
-  const error = h('div', { id: 'checkin-error' });
+  // The error shown stays through a change of language (see errorBox).
+  const shown = errorBox({ id: 'checkin-error' });
+  const error = shown.el;
+  if (ctx.draft?.error) shown.show(ctx.draft.error);
   const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'checkin-submit', disabled: true }, t('common.submit'));
   replace(container, h('section', { class: 'narrow-page checkin-page' }, crumbs,
     h('div', { class: 'page-head' }, h('h1', {}, t('lic.checkinTitle'))),
@@ -65,7 +68,7 @@ export function checkinView(container, ctx, id, params) {
   }
 
   async function send() {
-    replace(error);
+    shown.clear();
     const body = { assignment_ids: state.rows.map((r) => r.id) };
     if (notes.value.trim()) body.notes = notes.value.trim();
     const json = JSON.stringify(body);
@@ -77,7 +80,7 @@ export function checkinView(container, ctx, id, params) {
       toast(t('lic.checkedIn', { n: out.checked_in.length, available: num(out.license.available) }));
       ctx.navigate(back);
     } catch (err) {
-      replace(error, licenseProblem(err, t('lic.checkinFailed')));
+      shown.show(() => licenseProblem(err, t('lic.checkinFailed')));
       submit.disabled = false;
     }
   }
@@ -85,6 +88,6 @@ export function checkinView(container, ctx, id, params) {
   load();
   return (opts) => {
     state.stopped = true;
-    return opts?.keepDraft ? { notes: notes.value, attempt: state.attempt } : undefined;
+    return opts?.keepDraft ? { notes: notes.value, attempt: state.attempt, error: shown.kept() } : undefined;
   };
 }

@@ -4,7 +4,7 @@
 // "Reuse started license" with the choice of end date.
 
 import { api, newIdempotencyKey } from './api.js';
-import { h, replace, problemBox, toast } from './dom.js';
+import { h, replace, problemBox, toast, errorBox, alertBox } from './dom.js';
 import { num, day } from './format.js';
 import { t } from './i18n.js';
 import { availableFigure, heldSummary, licenseProblem } from './seats.js';
@@ -73,7 +73,8 @@ export function checkoutView(container, ctx, id, params) {
   const startedBox = h('fieldset', { class: 'field reuse', id: 'reuse-box', hidden: true });
   const quantity = h('input', { type: 'number', id: 'quantity', min: '1', step: '1', value: '1' });
   const notes = h('textarea', { id: 'notes', rows: '3', maxlength: '2000', placeholder: t('lic.notesExample') });
-  const error = h('div', { id: 'checkout-error' });
+  const shown = errorBox({ id: 'checkout-error' });
+  const error = shown.el;
   const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'checkout-submit' }, t('common.submit'));
 
   const form = h('form', { class: 'checkout', novalidate: true, onsubmit: (e) => { e.preventDefault(); send(); } },
@@ -133,7 +134,7 @@ export function checkoutView(container, ctx, id, params) {
       }
       renderReuse();
     } catch (err) {
-      if (!state.stopped) replace(error, problemBox(err.problem || { title: t('lic.loadFailed'), detail: String(err) }));
+      if (!state.stopped) shown.show(() => problemBox(err.problem || { title: t('lic.loadFailed'), detail: String(err) }));
     }
   }
 
@@ -269,14 +270,14 @@ export function checkoutView(container, ctx, id, params) {
   // --- submit -------------------------------------------------------------------------------
 
   async function send() {
-    replace(error);
+    shown.clear();
     const a = assignee();
     const n = Number(quantity.value);
-    const missing = !a ? t(state.to === 'user' ? 'lic.pickUser' : 'lic.enterAsset')
-      : (!Number.isInteger(n) || n < 1 || n > 10000) ? t('lic.badQuantity')
+    const missing = !a ? (state.to === 'user' ? 'lic.pickUser' : 'lic.enterAsset')
+      : (!Number.isInteger(n) || n < 1 || n > 10000) ? 'lic.badQuantity'
         : null;
     if (missing) {
-      replace(error, h('div', { class: 'alert alert-error', role: 'alert' }, missing));
+      shown.show(() => alertBox(t(missing)));
       return;
     }
     const body = { assignee: a, quantity: n };
@@ -294,7 +295,7 @@ export function checkoutView(container, ctx, id, params) {
       ctx.navigate(`#/licenses/${id}/used-by`);
     } catch (err) {
       // Nothing typed is lost: the form stays as it was, with the license's new figures.
-      replace(error, licenseProblem(err, t('lic.checkoutFailed')));
+      shown.show(() => licenseProblem(err, t('lic.checkoutFailed')));
       error.scrollIntoView({ behavior: 'smooth', block: 'center' });
       loadLicense();
     } finally {
@@ -317,6 +318,8 @@ export function checkoutView(container, ctx, id, params) {
       endsOn: state.endsOn,
       // A checkout already sent keeps its idempotency key: sent again, it is the same checkout.
       attempt: state.attempt,
+      // The error shown, shown again in the new language.
+      error: shown.kept(),
     };
   }
 
@@ -330,6 +333,7 @@ export function checkoutView(container, ctx, id, params) {
     assetName.value = draft.assetName;
     quantity.value = draft.quantity;
     notes.value = draft.notes;
+    if (draft.error) shown.show(draft.error);
   }
   renderTo();
   renderChosenUser();

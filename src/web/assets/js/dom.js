@@ -100,3 +100,36 @@ export function problemBox(problem, extra = null) {
     problem.code ? h('p', { class: 'muted small' }, t('common.code', { code: problem.code })) : null,
   );
 }
+
+/**
+ * A form's error box, which keeps what it shows through a change of language. `show(render)`
+ * shows `render()` — built with the texts of the moment — and remembers `render`; `kept()`
+ * hands it over with the form's draft (main.js: a change of language rebuilds the view with
+ * what the old one handed back), and the form built again shows it with `show(draft.error)`:
+ * the web app's own messages and the problems it knows by code in the new language, the
+ * server's words as they were.
+ */
+export function errorBox(attrs = {}) {
+  const el = h('div', attrs);
+  let render = null;
+  return {
+    el,
+    show(r) {
+      render = r;
+      replace(el, r());
+      return el;
+    },
+    clear() {
+      render = null;
+      replace(el);
+    },
+    kept() {
+      return render;
+    },
+  };
+}
+
+/** A message of the web app's own, as a form's error (`text` is read in the language of the moment). */
+export function alertBox(text) {
+  return h('div', { class: 'alert alert-error', role: 'alert' }, text);
+}

@@ -1,7 +1,7 @@
 // Words and shapes shared by the views: status labels, times, progress bars.
 
 import { h } from './dom.js';
-import { t, labels, locale } from './i18n.js';
+import { t, labels, locale, has, english } from './i18n.js';
 
 export const STATUS_LABELS = labels({
   queued: 'status.queued',
@@ -31,6 +31,41 @@ export const ITEM_STATUS_LABELS = labels({
   failed: 'item.failed',
   skipped: 'item.skipped',
 });
+
+/**
+ * What an item's or a job's error code means, in the language of the moment: the catalogue's
+ * `code.<code>` (its English words are those of core/src/jobs/codes.rs, checked by a test in
+ * src/web/mod.rs); for a code the catalogue does not know, `fallback` (e.g. the server's own
+ * explanation).
+ */
+export function codeExplanation(code, fallback = null) {
+  return code && has(`code.${code}`) ? t(`code.${code}`) : fallback;
+}
+
+/**
+ * An item's error: its code, what the code means in the language of the moment, and the
+ * server's detail — free text (the directory's words, SKU ids) shown as written, left out where
+ * it is only the code's explanation in English (a cancelled member's).
+ */
+export function itemError(error) {
+  const explained = codeExplanation(error.code);
+  const detail = error.detail && error.detail !== english(`code.${error.code}`) ? error.detail : null;
+  return [
+    h('code', { class: 'error-code-name' }, error.code),
+    explained ? h('div', { class: 'error-explained small' }, explained) : null,
+    detail ? h('div', { class: 'error-detail muted small' }, detail) : null,
+  ];
+}
+
+/**
+ * An item's note in the language of the moment: one made of licensor's fixed notes alone comes
+ * with their codes (`note_codes`, see core/src/jobs/notes.rs) and is shown from the catalogue
+ * (`note.<code>`, joined as the server joins them); one with free text is shown as written.
+ */
+export function noteText(note, codes) {
+  if (codes && codes.length && codes.every((c) => has(`note.${c}`))) return codes.map((c) => t(`note.${c}`)).join('; ');
+  return note;
+}
 
 /** Statuses a job can still leave on its own. */
 export function isActive(status) {

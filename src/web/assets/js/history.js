@@ -3,7 +3,7 @@
 
 import { api } from './api.js';
 import { h, replace, problemBox, toast } from './dom.js';
-import { KIND_LABELS, statusBadge, itemStatusBadge, when, shortId, jobShortId } from './format.js';
+import { KIND_LABELS, statusBadge, itemStatusBadge, when, shortId, jobShortId, itemError, noteText } from './format.js';
 import { t } from './i18n.js';
 import { searchBox } from './search.js';
 
@@ -29,9 +29,30 @@ function licenses(list, names) {
   ]);
 }
 
+/**
+ * A user principal name that may break onto the next line only after its `@` and before its
+ * dots (as addresses are broken in print), never inside a name; a part longer than the line
+ * still breaks (app.css), so the page never scrolls sideways.
+ */
+function breakableName(name) {
+  return h('span', { class: 'member-name' }, name.split(/(?<=@)|(?=\.)/).map((part, i) => [i > 0 ? h('wbr') : null, part]));
+}
+
+/** The text of `key` in the language of the moment, its `{member}` a breakable name. */
+function naming(key, member) {
+  const [before, after = ''] = t(key).split('{member}');
+  return [before, breakableName(member), after];
+}
+
+/** The usage location the job set for the member (from its change ledger entry), if it did. */
+function locationSet(set) {
+  if (!set) return null;
+  return h('div', { class: 'muted small location-set' }, t('history.location', { before: set.before || t('common.none'), after: set.after }));
+}
+
 export function historyView(container, ctx, member) {
   const state = { rows: [], cursor: null, stopped: false, names: new Map() };
-  const title = h('h1', {}, t('history.title', { member }));
+  const title = h('h1', {}, naming('history.title', member));
   const lead = h('p', { class: 'muted' }, t('history.lead'));
   const body = h('div', { class: 'table-wrap' }, h('p', { class: 'loading' }, t('history.loading')));
   const more = h('button', { type: 'button', class: 'btn', hidden: true, onclick: () => load(false) }, t('common.loadMore'));
@@ -60,18 +81,17 @@ export function historyView(container, ctx, member) {
         e.job_status === 'previewed' && e.status === 'pending' && e.prediction
           ? h('span', { class: `item-status item-prediction item-${e.prediction.outcome}` }, t(`preview.outcome.${e.prediction.outcome}`))
           : itemStatusBadge(e.status),
-        e.error ? [' ', h('code', { class: 'small', title: e.error.detail || '' }, e.error.code),
-          e.error.detail ? h('div', { class: 'muted small' }, e.error.detail) : null] : null,
-        e.note ? h('div', { class: 'muted small' }, e.note) : null),
+        e.error ? h('div', { class: 'item-error small' }, itemError(e.error)) : null,
+        e.note ? h('div', { class: 'item-note muted small' }, noteText(e.note, e.note_codes)) : null),
       h('td', { class: 'col-before', 'data-label': t('history.col.before') }, licenses(e.before, state.names)),
-      h('td', { class: 'col-after', 'data-label': t('history.col.after') }, licenses(e.after, state.names)),
+      h('td', { class: 'col-after', 'data-label': t('history.col.after') }, licenses(e.after, state.names), locationSet(e.usage_location)),
       h('td', { class: 'col-who muted small', 'data-label': t('history.col.member') }, who),
     );
   }
 
   function render() {
     if (state.rows.length === 0) {
-      replace(body, h('div', { class: 'empty' }, h('p', {}, t('history.none', { member }))));
+      replace(body, h('div', { class: 'empty' }, h('p', {}, naming('history.none', member))));
     } else {
       replace(body, h('table', { class: 'items-table history-table', id: 'history-table' },
         h('thead', {}, h('tr', {},

@@ -13,6 +13,9 @@ export function holderView(container, ctx, type, id) {
   const kind = type === 'asset' ? 'asset' : 'user';
   const head = h('div', { class: 'page-head' }, h('h1', {}, id));
   const result = h('div', { id: 'holder-result' });
+  // A refused checkin's error, shown again after a change of language (see errorBox in dom.js).
+  state.error = ctx.draft?.error ?? null;
+  if (state.error) replace(result, state.error());
   const body = h('div', { class: 'card', id: 'holder-body' }, h('p', { class: 'loading' }, t('lic.loading')));
   const notes = h('textarea', { id: 'holder-notes', rows: '2', maxlength: '2000', placeholder: t(kind === 'asset' ? 'lic.holder.notesAsset' : 'lic.holder.notesUser'), value: ctx.draft?.notes ?? '' });
   const button = h('button', { type: 'button', class: 'btn btn-danger', id: 'checkin-all', onclick: () => checkinAll() },
@@ -88,6 +91,7 @@ export function holderView(container, ctx, type, id) {
     });
     if (!ok) return;
     button.disabled = true;
+    state.error = null;
     replace(result);
     try {
       const body = notes.value.trim() ? { notes: notes.value.trim() } : {};
@@ -99,7 +103,9 @@ export function holderView(container, ctx, type, id) {
         h('ul', {}, out.licenses.map((l) => h('li', {}, h('a', { href: `#/licenses/${l.id}` }, l.name), ' — ', t('lic.availableNow', { n: num(l.available) }))))));
       await load(true);
     } catch (err) {
-      replace(result, licenseProblem(err, t('lic.checkinFailed')));
+      // Kept through a change of language (see errorBox in dom.js).
+      state.error = () => licenseProblem(err, t('lic.checkinFailed'));
+      replace(result, state.error());
       button.disabled = false;
     }
   }
@@ -107,6 +113,6 @@ export function holderView(container, ctx, type, id) {
   load(true);
   return (opts) => {
     state.stopped = true;
-    return opts?.keepDraft ? { notes: notes.value, key: state.key } : undefined;
+    return opts?.keepDraft ? { notes: notes.value, key: state.key, error: state.error } : undefined;
   };
 }

@@ -264,6 +264,37 @@ const en = {
   'history.col.before': 'Before',
   'history.col.after': 'After',
   'history.col.member': 'Member',
+  'history.location': 'Usage location: {before} → {after}',
+
+  // --- error codes (format.js codeExplanation): the words of core/src/jobs/codes.rs ---
+  'code.count_violation': 'no free units of the license were left; buy more licenses or free some up, then rerun',
+  'code.usage_location_missing': 'the user has no usage location; pick a location when assigning, or set it on the user, then rerun',
+  'code.mutually_exclusive_violation': 'the license conflicts with one the user already has (mutually exclusive service plans); remove the other license first',
+  'code.dependency_violation': 'a service plan depends on another plan that is disabled or missing; enable the required plan',
+  'code.inherited_from_group': 'the user gets this license from a group; change the group\'s licenses or membership instead',
+  'code.user_not_found': 'the user no longer exists in the directory',
+  'code.sku_not_found': 'the tenant has no subscription for this license',
+  'code.throttled': 'the directory kept throttling requests (429) after every retry; rerun when the load is lower',
+  'code.directory_unavailable': 'the directory kept failing (5xx or timeouts) after every retry; rerun later',
+  'code.other': 'the directory refused the change; see the detail',
+  'code.cancelled': 'the job was cancelled before this member was worked on',
+  'code.drifted': 'after the write, the directory showed other licenses for the member (another administrator or group-based licensing changed them); check the member, then rerun',
+  'code.changed_since': 'the member\'s licenses changed after the job, so the undo left them as they are',
+  'code.group_not_found': 'a selected group does not exist in the directory (deleted or mistyped)',
+  'code.directory_credentials_rejected': 'the directory refused licensor\'s app credentials; fix the tenant\'s client id and secret, then rerun',
+  'code.directory_not_configured': 'the tenant has no directory connection; set the directory tenant id, client id and secret',
+  'code.export_location_unreachable': 'the export location could not be reached (no such drive, folder or bucket, or it did not answer); fix the location, then rerun',
+  'code.export_location_denied': 'the export location refused the file (no permission, or credentials missing or refused); grant access, then rerun',
+  'code.all_items_failed': 'every member failed; see the items for the reasons',
+
+  // --- fixed notes (format.js noteText): the words of core/src/jobs/notes.rs ---
+  'note.verified': 'verified',
+  'note.already_held': 'the member already holds the licenses',
+  'note.already_restored': 'the member already holds what it held before the job',
+  'note.restored': 'restored the licenses held before the job',
+  'note.export_writes_nothing': 'nothing to write for an export',
+  'note.seen_after_lost_answer': 'the directory\'s answer was lost; a read right after showed the change made',
+  'note.made_unanswered': 'made by an earlier attempt whose answer was not recorded: a fresh read shows the change its state before that attempt called for',
 
   // --- job.js ---
   'job.title': 'Job',
@@ -904,6 +935,37 @@ const sv = {
   'history.col.before': 'Före',
   'history.col.after': 'Efter',
   'history.col.member': 'Medlem',
+  'history.location': 'Användningsplats: {before} → {after}',
+
+  // --- felkoder (format.js codeExplanation) ---
+  'code.count_violation': 'det fanns inga lediga enheter kvar av licensen; köp fler licenser eller frigör några och kör sedan om',
+  'code.usage_location_missing': 'användaren saknar användningsplats; välj en plats vid tilldelningen eller ange den på användaren och kör sedan om',
+  'code.mutually_exclusive_violation': 'licensen krockar med en som användaren redan har (tjänsteplaner som utesluter varandra); ta bort den andra licensen först',
+  'code.dependency_violation': 'en tjänsteplan är beroende av en annan plan som är avstängd eller saknas; aktivera den plan som krävs',
+  'code.inherited_from_group': 'användaren får licensen via en grupp; ändra gruppens licenser eller medlemskap i stället',
+  'code.user_not_found': 'användaren finns inte längre i katalogen',
+  'code.sku_not_found': 'organisationen har ingen prenumeration på den här licensen',
+  'code.throttled': 'katalogen fortsatte att strypa anropen (429) efter varje nytt försök; kör om när belastningen är lägre',
+  'code.directory_unavailable': 'katalogen fortsatte att fela (5xx eller tidsgränser) efter varje nytt försök; kör om senare',
+  'code.other': 'katalogen avvisade ändringen; se detaljerna',
+  'code.cancelled': 'jobbet avbröts innan den här medlemmen behandlades',
+  'code.drifted': 'efter skrivningen visade katalogen andra licenser för medlemmen (en annan administratör eller gruppbaserad licensiering ändrade dem); kontrollera medlemmen och kör sedan om',
+  'code.changed_since': 'medlemmens licenser ändrades efter jobbet, så ångringen lämnade dem som de är',
+  'code.group_not_found': 'en vald grupp finns inte i katalogen (borttagen eller felskriven)',
+  'code.directory_credentials_rejected': 'katalogen godtog inte licensors appinloggning; rätta organisationens klient-id och hemlighet och kör sedan om',
+  'code.directory_not_configured': 'organisationen har ingen katalogkoppling; ange katalogens tenant-id, klient-id och hemlighet',
+  'code.export_location_unreachable': 'exportplatsen gick inte att nå (ingen sådan enhet, mapp eller bucket, eller den svarade inte); rätta platsen och kör sedan om',
+  'code.export_location_denied': 'exportplatsen tog inte emot filen (behörighet saknas, eller inloggningsuppgifter saknas eller godtogs inte); ge åtkomst och kör sedan om',
+  'code.all_items_failed': 'alla medlemmar misslyckades; se medlemmarna för orsakerna',
+
+  // --- fasta anteckningar (format.js noteText) ---
+  'note.verified': 'kontrollerad',
+  'note.already_held': 'medlemmen har redan licenserna',
+  'note.already_restored': 'medlemmen har redan det den hade före jobbet',
+  'note.restored': 'licenserna från före jobbet har återställts',
+  'note.export_writes_nothing': 'inget att skriva för en export',
+  'note.seen_after_lost_answer': 'katalogens svar gick förlorat; en läsning direkt efteråt visade att ändringen var gjord',
+  'note.made_unanswered': 'gjord av ett tidigare försök vars svar inte sparades: en ny läsning visar den ändring som medlemmens läge före försöket krävde',
 
   'job.title': 'Jobb',
   'job.allJobs': '← Alla jobb',
@@ -1332,6 +1394,16 @@ export function setLang(code) {
     // not remembered, still switched
   }
   for (const fn of listeners) fn(code);
+}
+
+/** Whether the catalogue has a text for `key` (in English, which every text is in). */
+export function has(key) {
+  return key in en;
+}
+
+/** The English text of `key` (whatever the language of the moment), or undefined. */
+export function english(key) {
+  return en[key];
 }
 
 /** Called after the language changed. */

@@ -2,7 +2,7 @@
 
 import { api } from './api.js';
 import { h, replace, problemBox, toast, confirmDialog } from './dom.js';
-import { KIND_LABELS, STATUS_LABELS, ITEM_STATUS_LABELS, isActive, isSettling, isRerunnable, statusBadge, itemStatusBadge, stuckBadge, when, fullTime, duration, progressBar, allGroupNames, groupName, shortId, createdBy, expiry, usageLocation, num, jobShortId } from './format.js';
+import { KIND_LABELS, STATUS_LABELS, ITEM_STATUS_LABELS, isActive, isSettling, isRerunnable, statusBadge, itemStatusBadge, stuckBadge, when, fullTime, duration, progressBar, allGroupNames, groupName, shortId, createdBy, expiry, usageLocation, num, jobShortId, codeExplanation, itemError } from './format.js';
 import { t } from './i18n.js';
 import { activityCard } from './activity.js';
 import { previewSummary, predictionCell, shortagePrompt } from './preview.js';
@@ -174,7 +174,7 @@ export function jobView(container, ctx, id) {
       state.runs = runList.data;
       state.errors = errorList.data;
       render();
-      if (first || changed) await Promise.all([loadItems(true), ledger.load(), activity.load()]);
+      if (first || changed) await Promise.all([loadItems(true), ledger.load(), activity.load(job)]);
     } catch (err) {
       if (state.stopped) return;
       if (first || !state.job) {
@@ -302,6 +302,7 @@ export function jobView(container, ctx, id) {
       h('h2', {}, t('job.summary')),
       job.error ? h('div', { class: 'alert alert-error', role: 'alert' },
         h('strong', {}, t('job.couldNotRun')),
+        codeExplanation(job.error.code) ? h('p', { class: 'error-explained' }, codeExplanation(job.error.code)) : null,
         h('p', {}, job.error.detail || ''),
         h('p', { class: 'muted small' }, t('common.code', { code: job.error.code }))) : null,
       progressBar(job.progress, { expanding: job.expanding }),
@@ -437,7 +438,7 @@ export function jobView(container, ctx, id) {
           h('div', { class: 'error-code' },
             h('code', {}, e.code),
             h('span', { class: 'error-count' }, t('job.nMembers', { n: e.count === 1 ? 1 : num(e.count) }))),
-          h('p', { class: 'error-explanation' }, e.explanation || ''),
+          h('p', { class: 'error-explanation' }, codeExplanation(e.code, e.explanation || '')),
           h('button', {
             type: 'button',
             class: 'btn btn-small',
@@ -530,7 +531,7 @@ export function jobView(container, ctx, id) {
         h('td', { 'data-label': t('job.col.group'), class: 'col-group' }, groupName(it.group_id)),
         h('td', { 'data-label': t('job.col.status'), class: 'col-status' }, itemStatusBadge(it.status)),
         h('td', { 'data-label': t('job.col.error'), class: it.error ? 'col-error' : 'col-error no-error' }, it.error
-          ? [h('code', {}, it.error.code), it.error.detail ? h('div', { class: 'muted small' }, it.error.detail) : null]
+          ? itemError(it.error)
           : h('span', { class: 'muted' }, '—')),
         h('td', { 'data-label': t('job.col.attempts'), class: 'num col-attempts' }, num(it.attempts)),
         h('td', { 'data-label': t('job.col.run'), class: 'num col-run' }, it.run_no ? `#${it.run_no}` : '—'),

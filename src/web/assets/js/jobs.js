@@ -3,7 +3,7 @@
 
 import { api, newIdempotencyKey } from './api.js';
 import { h, replace, problemBox, toast, confirmDialog } from './dom.js';
-import { STATUS_LABELS, KIND_LABELS, isActive, isSettling, isRerunnable, statusBadge, stuckBadge, when, progressBar, groupNames, allGroupNames, shortId, createdBy, jobShortId } from './format.js';
+import { STATUS_LABELS, KIND_LABELS, isActive, isSettling, isRerunnable, statusBadge, stuckBadge, when, progressBar, groupNames, allGroupNames, shortId, createdBy, jobShortId, codeExplanation } from './format.js';
 import { t, labels } from './i18n.js';
 import { searchBox } from './search.js';
 
@@ -332,7 +332,7 @@ export function jobsView(container, ctx, params) {
       h('td', { class: 'col-groups', 'data-label': t('jobs.col.groups'), title: allGroupNames(job) }, groupNames(job)),
       h('td', { class: 'col-status', 'data-label': t('jobs.col.status') }, statusBadge(job.status), stuckBadge(job),
         job.runs > 1 ? h('span', { class: 'runs-note muted small' }, t('jobs.run', { n: job.runs })) : null,
-        job.error ? h('code', { class: 'job-error-code small', title: job.error.detail || '' }, job.error.code) : null),
+        job.error ? h('code', { class: 'job-error-code small', title: codeExplanation(job.error.code, job.error.detail || '') }, job.error.code) : null),
       h('td', { class: 'col-progress', 'data-label': t('jobs.col.progress') }, progressBar(job.progress, { compact: true, expanding: job.expanding })),
       h('td', { class: 'col-by', 'data-label': t('jobs.col.createdBy') }, createdBy(job)),
       h('td', { class: 'col-time col-created', 'data-label': t('jobs.col.created') }, when(job.created_at)),

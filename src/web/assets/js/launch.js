@@ -1,7 +1,7 @@
 // Starting a job: Assign / Remove / Replace Licenses or Export Results for selected groups.
 
 import { api, newIdempotencyKey } from './api.js';
-import { h, replace, problemBox, toast } from './dom.js';
+import { h, replace, problemBox, toast, errorBox, alertBox } from './dom.js';
 import { KIND_LABELS, countries, num, rememberGroups } from './format.js';
 import { t, labels } from './i18n.js';
 import { previewDialog, previewSummary, shortagePrompt, heldCounts } from './preview.js';
@@ -116,6 +116,8 @@ export function launchView(container, ctx) {
       openPlans: [...state.openPlans],
       // The members' licenses already read for these groups need not be read again.
       held: state.held.answer ? { key: state.held.key, answer: state.held.answer } : null,
+      // The error shown, shown again in the new language.
+      error: shown.kept(),
     };
   }
 
@@ -154,7 +156,8 @@ export function launchView(container, ctx) {
 
   const licensesCard = h('section', { class: 'card', id: 'licenses' });
   const optionsCard = h('section', { class: 'card', id: 'options' });
-  const error = h('div', { id: 'launch-error' });
+  const shown = errorBox({ id: 'launch-error' });
+  const error = shown.el;
   const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'launch-submit' }, t('launch.submit.assign'));
 
   const form = h('form', { class: 'launch', novalidate: true, onsubmit: (e) => { e.preventDefault(); launch(); } },
@@ -183,7 +186,7 @@ export function launchView(container, ctx) {
         checked: state.kind === value,
         onchange: () => {
           state.kind = value;
-          replace(error);
+          shown.clear();
           renderAll();
         },
       }),
@@ -579,15 +582,18 @@ export function launchView(container, ctx) {
       details);
   }
 
-  /** The `location` of an export request, or a message saying what is missing. */
+  /**
+   * The `location` of an export request, or what is missing: a function reading the message in
+   * the language of the moment (kept through a change of language, see errorBox).
+   */
   function exportLocation() {
     const to = state.exportTo;
     if (to.type === 'sharepoint') {
-      if (!to.drive_id.trim()) return { missing: EXPORT_TEXT.needDrive };
+      if (!to.drive_id.trim()) return { missing: () => EXPORT_TEXT.needDrive };
       return { location: { type: 'sharepoint', drive_id: to.drive_id.trim(), folder_path: to.folder_path.trim() || '/' } };
     }
     if (to.type === 's3') {
-      if (!to.bucket.trim()) return { missing: EXPORT_TEXT.needBucket };
+      if (!to.bucket.trim()) return { missing: () => EXPORT_TEXT.needBucket };
       const location = { type: 's3', bucket: to.bucket.trim(), prefix: to.prefix.trim() };
       if (to.endpoint.trim()) location.endpoint = to.endpoint.trim();
       if (to.region.trim()) location.region = to.region.trim();
@@ -598,25 +604,25 @@ export function launchView(container, ctx) {
 
   // --- launch ---------------------------------------------------------------------------
 
-  /** The request body, or a message saying what is missing. */
+  /** The request body, or what is missing (a function reading the message, as exportLocation's). */
   function body() {
     const kind = state.kind;
-    if (state.groups.size === 0) return { missing: t('launch.missingGroup') };
+    if (state.groups.size === 0) return { missing: () => t('launch.missingGroup') };
     const b = { kind, groups: [...state.groups.keys()], transitive: state.transitive };
     if (kind === 'assign' || kind === 'replace') {
       if (state.add.size === 0) {
-        return { missing: kind === 'assign' ? t('launch.missingAssign') : t('launch.missingReplacement') };
+        return { missing: () => (kind === 'assign' ? t('launch.missingAssign') : t('launch.missingReplacement')) };
       }
       b.add_licenses = [...state.add.entries()].map(([sku_id, off]) => ({ sku_id, disabled_plans: [...off] }));
       let location = state.location === 'other' ? state.otherLocation.trim() : state.location;
       if (state.location === 'other' && !/^[A-Z]{2}$/.test(location)) {
-        return { missing: t('launch.badLocation') };
+        return { missing: () => t('launch.badLocation') };
       }
       b.usage_location = location || null;
     }
     if (kind === 'remove' || (kind === 'replace' && !state.replaceAll)) {
       if (state.remove.size === 0) {
-        return { missing: kind === 'remove' ? t('launch.missingRemove') : t('launch.missingReplaced') };
+        return { missing: () => (kind === 'remove' ? t('launch.missingRemove') : t('launch.missingReplaced')) };
       }
       b.remove_licenses = [...state.remove];
     }
@@ -626,7 +632,8 @@ export function launchView(container, ctx) {
         const value = Number(state.expires.value);
         const max = EXPIRY_MAX[state.expires.unit];
         if (!Number.isInteger(value) || value < 1 || value > max) {
-          return { missing: t('launch.badExpiry', { unit: t(`unit.${state.expires.unit}`), max }) };
+          const { unit } = state.expires;
+          return { missing: () => t('launch.badExpiry', { unit: t(`unit.${unit}`), max }) };
         }
         b.expires_in = { value, unit: state.expires.unit };
       } else {
@@ -659,16 +666,17 @@ export function launchView(container, ctx) {
       h('p', {}, t('launch.removeWarn')));
   }
 
-  function showError(node) {
-    replace(error, node);
+  /** Show the error `render()` builds (kept through a change of language, see errorBox). */
+  function showError(render) {
+    shown.show(render);
     error.scrollIntoView({ behavior: 'smooth', block: 'center' });
   }
 
   async function launch() {
-    replace(error);
+    shown.clear();
     const { body: b, missing } = body();
     if (missing) {
-      showError(h('div', { class: 'alert alert-error', role: 'alert' }, missing));
+      showError(() => alertBox(missing()));
       return;
     }
     const request = b.kind === 'export' ? b : { ...b, preview: true };
@@ -686,14 +694,15 @@ export function launchView(container, ctx) {
         await previewThenLaunch(b, request);
       }
     } catch (err) {
-      const p = err.problem || { title: t('launch.notStarted'), detail: String(err) };
-      if (err.code === 'no_licenses_available') {
-        showError(problemBox({ ...p, title: t('launch.noLicenses') },
-          h('p', {}, t('launch.noLicensesDetail', { sku: p.sku_part_number || skuName(p.sku_id), available: num(p.available), enabled: num(p.enabled), consumed: num(p.consumed) }),
-            t('launch.noLicensesHint'))));
-      } else {
-        showError(problemBox({ ...p, title: p.title || t('launch.notStarted') }));
-      }
+      showError(() => {
+        const p = err.problem || { title: t('launch.notStarted'), detail: String(err) };
+        if (err.code === 'no_licenses_available') {
+          return problemBox({ ...p, title: t('launch.noLicenses') },
+            h('p', {}, t('launch.noLicensesDetail', { sku: p.sku_part_number || skuName(p.sku_id), available: num(p.available), enabled: num(p.enabled), consumed: num(p.consumed) }),
+              t('launch.noLicensesHint')));
+        }
+        return problemBox({ ...p, title: p.title || t('launch.notStarted') });
+      });
     } finally {
       submit.disabled = false;
     }
@@ -779,6 +788,7 @@ export function launchView(container, ctx) {
   }
 
   renderAll();
+  if (draft?.error) shown.show(draft.error);
   if (state.results.length) renderResults();
   searchGroups();
   loadSkus();

@@ -2,7 +2,7 @@
 // column, search and paging; admins create and edit licenses.
 
 import { api, newIdempotencyKey } from './api.js';
-import { h, replace, problemBox, toast } from './dom.js';
+import { h, replace, problemBox, toast, errorBox, alertBox } from './dom.js';
 import { num } from './format.js';
 import { t } from './i18n.js';
 import { availableFigure } from './seats.js';
@@ -137,7 +137,8 @@ export function licenseFormView(container, ctx, id) {
   const term = h('input', { type: 'number', id: 'lic-term', min: '1', max: '36500', step: '1' });
   const delivered = h('input', { type: 'date', id: 'lic-delivered' });
   const notes = h('textarea', { id: 'lic-notes', rows: '3', maxlength: '2000' });
-  const error = h('div', { id: 'license-error' });
+  const shown = errorBox({ id: 'license-error' });
+  const error = shown.el;
   const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'license-submit' }, t('common.save'));
   const form = h('form', { class: 'card license-form', novalidate: true, onsubmit: (e) => { e.preventDefault(); save(); } },
     field('lic-name', t('lic.col.name'), name),
@@ -169,6 +170,7 @@ export function licenseFormView(container, ctx, id) {
   if (draft) {
     enter(draft.fields);
     state.attempt = draft.attempt;
+    if (draft.error) shown.show(draft.error);
   }
 
   let original = null;
@@ -188,21 +190,21 @@ export function licenseFormView(container, ctx, id) {
         });
       }
       submit.disabled = false;
-    }).catch((err) => replace(error, problemBox(err.problem || { title: t('lic.loadFailed'), detail: String(err) })));
+    }).catch((err) => shown.show(() => problemBox(err.problem || { title: t('lic.loadFailed'), detail: String(err) })));
   } else if (!draft) {
     name.focus();
   }
 
   async function save() {
-    replace(error);
+    shown.clear();
     const n = Number(seats.value);
     const days = term.value.trim() === '' ? null : Number(term.value);
-    const missing = !name.value.trim() ? t('lic.form.missingName')
-      : (!Number.isInteger(n) || n < 1 || n > 1000000) ? t('lic.form.badSeats')
-        : (days !== null && (!Number.isInteger(days) || days < 1 || days > 36500)) ? t('lic.form.badTerm')
+    const missing = !name.value.trim() ? 'lic.form.missingName'
+      : (!Number.isInteger(n) || n < 1 || n > 1000000) ? 'lic.form.badSeats'
+        : (days !== null && (!Number.isInteger(days) || days < 1 || days > 36500)) ? 'lic.form.badTerm'
           : null;
     if (missing) {
-      replace(error, h('div', { class: 'alert alert-error', role: 'alert' }, missing));
+      shown.show(() => alertBox(t(missing)));
       return;
     }
     const body = {
@@ -232,7 +234,7 @@ export function licenseFormView(container, ctx, id) {
       toast(t('lic.saved', { name: saved.name }));
       ctx.navigate(`#/licenses/${saved.id}`);
     } catch (err) {
-      replace(error, problemBox(err.problem || { title: t('lic.saveFailed'), detail: String(err) }));
+      shown.show(() => problemBox(err.problem || { title: t('lic.saveFailed'), detail: String(err) }));
     } finally {
       submit.disabled = false;
     }
@@ -241,6 +243,6 @@ export function licenseFormView(container, ctx, id) {
   return (opts) => {
     state.stopped = true;
     if (!opts?.keepDraft) return undefined;
-    return { fields: entered(), loaded: !id || original !== null || Boolean(draft), attempt: state.attempt };
+    return { fields: entered(), loaded: !id || original !== null || Boolean(draft), attempt: state.attempt, error: shown.kept() };
   };
 }

@@ -2,11 +2,12 @@
 //
 // A view is built by a function that returns its cleanup (or null). Called with
 // `{ keepDraft: true }`, as on a change of language, the cleanup also hands back what the user
-// entered (a plain object); the view rebuilt in the new language finds it as `ctx.draft`.
+// entered (a plain object, with the error a form shows as a function that builds it: see
+// errorBox in dom.js); the view rebuilt in the new language finds it as `ctx.draft`.
 // Navigating elsewhere starts every view afresh.
 
 import { api, getToken, setToken, setUnauthorizedHandler, ApiProblem } from './api.js';
-import { h, replace, problemBox } from './dom.js';
+import { h, replace, problemBox, errorBox } from './dom.js';
 import { jobsView } from './jobs.js';
 import { jobView } from './job.js';
 import { historyView } from './history.js';
@@ -97,7 +98,9 @@ function signInView(container, draft = null) {
     id: 'token', name: 'token', type: 'password', autocomplete: 'off', spellcheck: 'false',
     required: true, placeholder: t('signin.placeholder'), 'aria-describedby': 'token-help',
   });
-  const error = h('div', { class: 'form-error' });
+  // A refused sign-in's error stays through a change of language (see errorBox).
+  const shown = errorBox({ class: 'form-error' });
+  const error = shown.el;
   const button = h('button', { type: 'submit', class: 'btn btn-primary' }, t('signin.button'));
   const form = h('form', {
     class: 'card signin',
@@ -106,7 +109,7 @@ function signInView(container, draft = null) {
       const token = input.value.trim();
       if (!token) return;
       button.disabled = true;
-      replace(error);
+      shown.clear();
       try {
         me = await api.whoami(token);
         setToken(token);
@@ -114,9 +117,10 @@ function signInView(container, draft = null) {
         showSession();
         route();
       } catch (err) {
-        const problem = err instanceof ApiProblem ? err.problem : { title: t('signin.failed'), detail: String(err) };
-        if (err.status === 401) problem.title = t('signin.invalid');
-        replace(error, problemBox(problem));
+        shown.show(() => {
+          const problem = err instanceof ApiProblem ? err.problem : { title: t('signin.failed'), detail: String(err) };
+          return problemBox(err.status === 401 ? { ...problem, title: t('signin.invalid') } : problem);
+        });
       } finally {
         button.disabled = false;
       }
@@ -134,9 +138,10 @@ function signInView(container, draft = null) {
   h('div', { class: 'form-actions' }, button),
   );
   if (draft?.token) input.value = draft.token;
+  if (draft?.error) shown.show(draft.error);
   replace(container, h('div', { class: 'signin-wrap' }, form));
   input.focus();
-  return (opts) => (opts?.keepDraft ? { token: input.value } : undefined);
+  return (opts) => (opts?.keepDraft ? { token: input.value, error: shown.kept() } : undefined);
 }
 
 /** Build the view of the current hash; `keepDraft` rebuilds the same view with what was entered. */

@@ -5,7 +5,7 @@
 // predicted outcome.
 
 import { h, replace, problemBox } from './dom.js';
-import { num, usageLocation, progressBar } from './format.js';
+import { num, usageLocation, progressBar, codeExplanation } from './format.js';
 import { t } from './i18n.js';
 
 /** A member's predicted outcome, as a label. */
@@ -21,6 +21,7 @@ export function predictionCell(prediction) {
     h('span', { class: `prediction prediction-${prediction.outcome}`, dataset: { outcome: prediction.outcome } },
       predictionLabel(prediction)),
     prediction.code ? [' ', h('code', {}, prediction.code)] : null,
+    codeExplanation(prediction.code) ? h('div', { class: 'error-explained small' }, codeExplanation(prediction.code)) : null,
     prediction.detail ? h('div', { class: 'muted small' }, prediction.detail) : null,
   ];
 }
