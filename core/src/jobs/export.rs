@@ -16,7 +16,6 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::expand::{self, NewItem};
@@ -445,11 +444,10 @@ impl Sink {
         match self {
             Sink::Csv(w) => w.write_record(row).map_err(io_error),
             Sink::Json { out, first } => {
-                let obj: Map<String, Value> = COLUMNS
-                    .iter()
-                    .zip(row)
-                    .map(|(c, v)| ((*c).to_owned(), super::files::json_cell(c, v)))
-                    .collect();
+                let obj = super::files::JsonRow {
+                    columns: COLUMNS,
+                    cells: row,
+                };
                 out.write_all(if *first { b"\n  " } else { b",\n  " })
                     .map_err(io_error)?;
                 *first = false;

@@ -3,7 +3,8 @@
 //! JSON as an array of objects. Rows are read from the database page by page.
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use serde_json::{Map, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::export::{HOLDS_NONE, Rendered};
@@ -39,17 +40,12 @@ fn render(table: &Table, format: FileFormat, sheet: &str) -> StoreResult<Vec<u8>
                 .map_err(|e| StoreError::Internal(format!("csv: {e}")))
         }
         FileFormat::Json => {
-            let rows: Vec<Value> = table
+            let rows: Vec<JsonRow<'_>> = table
                 .rows
                 .iter()
-                .map(|row| {
-                    let obj: Map<String, Value> = table
-                        .columns
-                        .iter()
-                        .zip(row)
-                        .map(|(c, v)| ((*c).to_owned(), json_cell(c, v)))
-                        .collect();
-                    Value::Object(obj)
+                .map(|row| JsonRow {
+                    columns: &table.columns,
+                    cells: row,
                 })
                 .collect();
             serde_json::to_vec_pretty(&rows).map_err(StoreError::internal)
@@ -93,6 +89,23 @@ fn number_cell(column: &str, v: &str) -> Option<i64> {
         .contains(&column)
         .then(|| v.parse().ok())
         .flatten()
+}
+
+/// One row of a job's JSON file: an object with a key for every column, in the columns' order
+/// — the CSV header's and the XLSX sheet's — each cell as [`json_cell`] writes it.
+pub(super) struct JsonRow<'a> {
+    pub(super) columns: &'a [&'a str],
+    pub(super) cells: &'a [String],
+}
+
+impl Serialize for JsonRow<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.columns.len()))?;
+        for (column, cell) in self.columns.iter().zip(self.cells) {
+            map.serialize_entry(column, &json_cell(column, cell))?;
+        }
+        map.end()
+    }
 }
 
 /// A JSON cell of a job's file: empty → null, a count column → a number, `account_enabled` →
@@ -297,6 +310,38 @@ pub async fn export(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Rende
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A JSON row's keys come in the columns' order, as the CSV header and the XLSX sheet
+    /// have them, not sorted.
+    #[test]
+    fn a_json_row_keeps_the_columns_order() {
+        let columns = super::super::export::COLUMNS;
+        let cells: Vec<String> = columns.iter().map(|c| format!("{c}-value")).collect();
+        let text = serde_json::to_string(&JsonRow {
+            columns,
+            cells: &cells,
+        })
+        .unwrap();
+        // Where each column's key stands in the text: every key once, in the columns' order.
+        let at: Vec<usize> = columns
+            .iter()
+            .map(|c| {
+                let key = format!("\"{c}\":");
+                assert_eq!(text.matches(key.as_str()).count(), 1, "{key} in {text}");
+                text.find(key.as_str()).unwrap()
+            })
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert_ne!(
+            columns.to_vec(),
+            {
+                let mut sorted = columns.to_vec();
+                sorted.sort();
+                sorted
+            },
+            "the columns are not in sorted order, so the check above can fail"
+        );
+    }
 
     #[test]
     fn a_ledger_that_held_nothing_says_none() {
