@@ -1218,6 +1218,47 @@ async fn bad_ids_in_the_path_are_named(backend: Backend) {
 }
 on_both_backends!(bad_ids_in_the_path_are_named);
 
+/// A route that takes no query parameters refuses any (400 `invalid_query`) before it reads
+/// anything, as routes with parameters refuse those they do not take: `/export?format=json`
+/// asked for a format the export's file does not follow, and got CSV without a word. Without
+/// the parameter each answers as it did (a job or license that does not exist: 404).
+async fn routes_without_parameters_refuse_any(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("no-parameters").await;
+    let id = uuid::Uuid::new_v4();
+    for (path, without) in [
+        (format!("/v1/jobs/{id}"), 404),
+        (format!("/v1/jobs/{id}/runs"), 404),
+        (format!("/v1/jobs/{id}/errors"), 404),
+        (format!("/v1/jobs/{id}/export"), 404),
+        (format!("/v1/licenses/{id}"), 404),
+        (format!("/v1/licenses/{id}/assignments/{id}"), 404),
+        (format!("/v1/licenses/{id}/started"), 404),
+        (format!("/v1/webhooks/{id}"), 404),
+        ("/v1/tenant".to_owned(), 200),
+        ("/v1/tokens".to_owned(), 200),
+    ] {
+        for query in ["format=json", "foo=bar", "foo", "limit=10"] {
+            let resp = app
+                .get(&format!("{path}?{query}"), &t.admin)
+                .send()
+                .await
+                .unwrap();
+            let problem = expect_problem(resp, 400, "invalid_query").await;
+            let detail = problem["detail"].as_str().unwrap_or_default();
+            assert!(detail.contains("unknown field"), "{path}?{query}: {problem}");
+        }
+        for plain in [path.clone(), format!("{path}?")] {
+            let resp = app.get(&plain, &t.admin).send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), without, "{plain}");
+        }
+    }
+    app.stop().await;
+}
+on_both_backends!(routes_without_parameters_refuse_any);
+
 /// A control character (NUL above all: PostgreSQL keeps none in text) in a path segment or a
 /// query value is refused for every route before it reaches a handler or the database: 400
 /// `invalid_path` / `invalid_query`, with or without a token or an `Idempotency-Key`, never a

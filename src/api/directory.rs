@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Auth;
-use super::extract::{Json, Query};
+use super::extract::{Json, NoQuery, Query};
 use super::problem::{ApiError, ApiResult};
 
 /// The caller's tenant's directory client.
@@ -144,7 +144,11 @@ pub struct SkuList {
     (status = 502, body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 503, body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
-pub async fn list_skus(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<SkuList>> {
+pub async fn list_skus(
+    State(state): State<AppState>,
+    auth: Auth,
+    _: NoQuery,
+) -> ApiResult<Json<SkuList>> {
     let client = client(&state, &auth).await?;
     let skus = answered(&state, client.subscribed_skus())
         .await

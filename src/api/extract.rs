@@ -196,6 +196,31 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// The query string of a route that takes no parameters: any parameter → 400 `invalid_query`,
+/// so a misspelt or misplaced one (`GET /v1/jobs/{id}/export?format=json`, where the export's
+/// format is the job's) is refused rather than silently ignored, as every route with parameters
+/// refuses one it does not take. The health, readiness, metrics and OpenAPI routes take none
+/// and do not look: monitoring probes may add their own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoQuery;
+
+/// No fields, none accepted ([`NoQuery`]).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParameters {}
+
+impl<S> FromRequestParts<S> for NoQuery
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(NoParameters {}) = Query::from_request_parts(parts, state).await?;
+        Ok(NoQuery)
+    }
+}
+
 /// Path parameters; a malformed id is "not found" (404), as no such object can exist.
 #[derive(Debug, Clone, Copy, Default, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::{AsAdmin, AsOperator, Auth};
-use super::extract::{Json, NoBody, Path, Query};
+use super::extract::{Json, NoBody, NoQuery, Path, Query};
 use super::problem::{ApiError, ApiResult, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -125,6 +125,7 @@ pub async fn list_jobs(
 pub async fn get_job(
     State(state): State<AppState>,
     auth: Auth,
+    _: NoQuery,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<JobView>> {
     let job = jobs::get(&state.db, auth.tenant_id(), id).await?;
@@ -262,6 +263,7 @@ pub struct RunList {
 pub async fn list_runs(
     State(state): State<AppState>,
     auth: Auth,
+    _: NoQuery,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<RunList>> {
     Ok(Json(RunList {
@@ -371,6 +373,7 @@ pub struct ErrorList {
 pub async fn list_errors(
     State(state): State<AppState>,
     auth: Auth,
+    _: NoQuery,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<ErrorList>> {
     Ok(Json(ErrorList {
@@ -427,6 +430,7 @@ pub async fn report(
 pub async fn export_file(
     State(state): State<AppState>,
     auth: Auth,
+    _: NoQuery,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Response> {
     let file = jobs::files::export(&state.db, auth.tenant_id(), id).await?;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::{AsAdmin, AsOperator, Auth};
-use super::extract::{Created, Json, Path, Query, created};
+use super::extract::{Created, Json, NoQuery, Path, Query, created};
 use super::problem::{ApiError, ApiResult, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -247,6 +247,7 @@ pub async fn create_license(
 pub async fn get_license(
     State(state): State<AppState>,
     auth: Auth,
+    _: NoQuery,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<LicenseView>> {
     Ok(Json(licenses::get(&state.db, auth.tenant_id(), id).await?))
@@ -388,6 +389,7 @@ pub async fn list_assignments(
 pub async fn get_assignment(
     State(state): State<AppState>,
     auth: Auth,
+    _: NoQuery,
     Path((id, assignment_id)): Path<(Uuid, Uuid)>,
 ) -> ApiResult<Json<AssignmentView>> {
     Ok(Json(
@@ -405,6 +407,7 @@ pub async fn get_assignment(
 pub async fn started_seats(
     State(state): State<AppState>,
     auth: Auth,
+    _: NoQuery,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<StartedSeats>> {
     Ok(Json(

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Auth;
-use super::extract::Json;
+use super::extract::{Json, NoQuery};
 use super::problem::ApiResult;
 
 #[derive(Serialize, ToSchema)]
@@ -22,7 +22,11 @@ pub struct WhoAmI {
 #[utoipa::path(get, path = "/v1/tenant", tag = "tenant", security(("bearer" = [])), responses(
     (status = 200, body = WhoAmI),
 ))]
-pub async fn whoami(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<WhoAmI>> {
+pub async fn whoami(
+    State(state): State<AppState>,
+    auth: Auth,
+    _: NoQuery,
+) -> ApiResult<Json<WhoAmI>> {
     let tenant = tenants::get(&state.db, auth.tenant_id()).await?;
     Ok(Json(WhoAmI {
         tenant: tenant.into(),

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::AsAdmin;
-use super::extract::{Json, Path};
+use super::extract::{Json, NoQuery, Path};
 use super::problem::{ApiError, ApiResult};
 
 #[derive(Serialize, ToSchema)]
@@ -26,6 +26,7 @@ pub struct TokenList {
 pub async fn list_tokens(
     State(state): State<AppState>,
     AsAdmin { me, .. }: AsAdmin,
+    _: NoQuery,
 ) -> ApiResult<Json<TokenList>> {
     Ok(Json(TokenList {
         data: tokens::list(&state.db, me.tenant_id).await?,

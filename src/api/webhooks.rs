@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::AsAdmin;
-use super::extract::{Created, Json, Path, Query, created};
+use super::extract::{Created, Json, NoQuery, Path, Query, created};
 use super::problem::{ApiResult, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -144,6 +144,7 @@ pub async fn create_webhook(
 pub async fn get_webhook(
     State(state): State<AppState>,
     AsAdmin { me, .. }: AsAdmin,
+    _: NoQuery,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<EndpointView>> {
     Ok(Json(endpoints::get(&state.db, me.tenant_id, id).await?))
