@@ -1137,7 +1137,7 @@ async fn jobs_from_the_command_line() {
         .collect::<Vec<_>>()
         .join(" ");
     assert!(
-        help.contains("a list's items (every page) as one JSON array"),
+        help.contains("the items a list read as one JSON array"),
         "{help}"
     );
     let out = client_cli(&app, admin, &["directory", "skus", "--plans"]).await;

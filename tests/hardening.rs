@@ -1248,7 +1248,10 @@ async fn routes_without_parameters_refuse_any(backend: Backend) {
                 .unwrap();
             let problem = expect_problem(resp, 400, "invalid_query").await;
             let detail = problem["detail"].as_str().unwrap_or_default();
-            assert!(detail.contains("unknown field"), "{path}?{query}: {problem}");
+            assert!(
+                detail.contains("unknown field"),
+                "{path}?{query}: {problem}"
+            );
         }
         for plain in [path.clone(), format!("{path}?")] {
             let resp = app.get(&plain, &t.admin).send().await.unwrap();

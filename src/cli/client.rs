@@ -16,7 +16,7 @@ pub struct Client {
     /// An API token of the tenant.
     #[arg(long, env = "LICENSOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Print JSON instead of a table: a list's items (every page) as one JSON array, anything
+    /// Print JSON instead of a table: the items a list read as one JSON array, anything
     /// else as the API answers it.
     #[arg(long)]
     pub json: bool,

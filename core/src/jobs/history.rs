@@ -97,8 +97,9 @@ pub enum MemberRef {
 }
 
 impl MemberRef {
-    /// A user id (a GUID) or a user principal name (printable ASCII without spaces, one `@`
-    /// with a name before it and a domain after it, at most [`MAX_UPN_LEN`] characters).
+    /// A user id (a GUID) or a user principal name (printable ASCII without spaces — Microsoft
+    /// Entra ID's user principal names allow no other characters — one `@` with a name before
+    /// it and a domain after it, at most [`MAX_UPN_LEN`] characters).
     /// Anything else is not a member reference.
     pub fn parse(s: &str) -> Result<MemberRef, String> {
         let s = s.trim();
@@ -113,7 +114,7 @@ impl MemberRef {
             || !s.chars().all(|c| c.is_ascii_graphic())
         {
             return Err(format!(
-                "give a member's user id (a GUID) or user principal name (name@domain, at most {MAX_UPN_LEN} characters)"
+                "give a member's user id (a GUID) or user principal name (name@domain in printable ASCII without spaces, as Microsoft Entra ID allows them, at most {MAX_UPN_LEN} characters)"
             ));
         }
         Ok(MemberRef::Upn(s.to_ascii_lowercase()))
@@ -439,5 +440,9 @@ mod tests {
         ] {
             assert!(MemberRef::parse(bad).is_err(), "{bad}");
         }
+        // A refusal says what a user principal name may hold, not only its shape: a name with
+        // å has that shape.
+        let refused = MemberRef::parse("åsa.öberg@contoso.se").unwrap_err();
+        assert!(refused.contains("printable ASCII"), "{refused}");
     }
 }
