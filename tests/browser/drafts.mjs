@@ -9,7 +9,7 @@
 // Exits 0 when every step passed; otherwise prints the failed step and exits 1.
 
 import {
-  URL_, ADMIN, DESKTOP, PHONE, step, check, fitsWidth, drive, need,
+  URL_, ADMIN, DESKTOP, PHONE, step, check, fitsWidth, drive, need, eventually,
 } from './harness.mjs';
 
 const MEMBER = need('HISTORY_MEMBER');
@@ -42,18 +42,6 @@ async function termLicenseWithTwoEndDates(name, holders) {
 }
 
 // --- the browser ----------------------------------------------------------------------------------
-
-/** Poll `get` until it answers `want` (compared as JSON), for up to 15 s. */
-async function eventually(get, want, msg) {
-  const w = JSON.stringify(want);
-  let g;
-  for (let i = 0; i < 75; i += 1) {
-    g = JSON.stringify(await get());
-    if (g === w) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`check failed: ${msg}: got ${g}, want ${w}`);
-}
 
 const value = (page, sel, want, msg) => eventually(() => page.locator(sel).inputValue(), want, msg || `${sel} keeps its value`);
 const checked = (page, sel, want, msg) => eventually(() => page.locator(sel).isChecked(), want, msg || `${sel} ${want ? 'stays ticked' : 'stays unticked'}`);

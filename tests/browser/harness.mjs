@@ -47,6 +47,18 @@ export async function signIn(page, token, role) {
 }
 
 /** No sideways scrolling of the whole page (tables scroll or stack inside it). */
+/** Poll `get` until it answers `want` (compared as JSON), for up to 15 s. */
+export async function eventually(get, want, msg) {
+  const w = JSON.stringify(want);
+  let g;
+  for (let i = 0; i < 75; i += 1) {
+    g = JSON.stringify(await get());
+    if (g === w) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`check failed: ${msg}: got ${g}, want ${w}`);
+}
+
 export async function fitsWidth(page, what) {
   const { scroll, inner } = await page.evaluate(() => ({
     scroll: document.documentElement.scrollWidth,

@@ -10,7 +10,7 @@
 // Exits 0 when every step passed; otherwise prints the failed step and exits 1.
 
 import {
-  URL_, ADMIN, DESKTOP, PHONE, step, check, fitsWidth, drive, need, signIn,
+  URL_, ADMIN, DESKTOP, PHONE, step, check, fitsWidth, drive, need, signIn, eventually,
 } from './harness.mjs';
 
 const JOB = need('JOB_ID');
@@ -22,18 +22,6 @@ const COUNT_VIOLATION = {
   en: 'no free units of the license were left; buy more licenses or free some up, then rerun',
   sv: 'det fanns inga lediga enheter kvar av licensen; köp fler licenser eller frigör några och kör sedan om',
 };
-
-/** Poll `get` until it answers `want` (compared as JSON), for up to 15 s. */
-async function eventually(get, want, msg) {
-  const w = JSON.stringify(want);
-  let g;
-  for (let i = 0; i < 75; i += 1) {
-    g = JSON.stringify(await get());
-    if (g === w) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`check failed: ${msg}: got ${g}, want ${w}`);
-}
 
 const text = (page, sel, want, msg) => eventually(
   async () => (await page.locator(sel).first().innerText()).replace(/\s+/g, ' ').trim(), want, msg || `${sel} reads`);
