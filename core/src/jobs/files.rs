@@ -91,6 +91,12 @@ fn number_cell(column: &str, v: &str) -> Option<i64> {
         .flatten()
 }
 
+/// A time in a job's file as the API writes it in JSON (RFC 3339, UTC as `Z`, the fraction of
+/// a second only as long as it needs): a report's `updated_at` reads the same as the item's.
+fn timestamp_cell(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 /// One row of a job's JSON file: an object with a key for every column, in the columns' order
 /// — the CSV header's and the XLSX sheet's — each cell as [`json_cell`] writes it.
 pub(super) struct JsonRow<'a> {
@@ -249,7 +255,7 @@ pub async fn report(
             i.error_detail.unwrap_or_default(),
             i.attempts.to_string(),
             i.run_no.to_string(),
-            i.updated_at.to_rfc3339(),
+            timestamp_cell(i.updated_at),
             before,
             after,
             verified,
@@ -341,6 +347,22 @@ mod tests {
             },
             "the columns are not in sorted order, so the check above can fail"
         );
+    }
+
+    /// A report's time is written as the API answers the same time, `Z` and all.
+    #[test]
+    fn a_timestamp_cell_is_the_apis_form() {
+        use chrono::TimeZone;
+        let base = chrono::Utc.with_ymd_and_hms(2026, 12, 7, 4, 8, 31).unwrap();
+        for nanos in [0, 343_000_000, 343_683_000, 343_683_343] {
+            let t = base + chrono::Duration::nanoseconds(nanos);
+            assert_eq!(
+                Value::from(timestamp_cell(t)),
+                serde_json::to_value(t).unwrap(),
+                "{t:?}"
+            );
+        }
+        assert!(timestamp_cell(base).ends_with('Z'));
     }
 
     #[test]
