@@ -9,7 +9,7 @@
 // Exits 0 when every step passed; otherwise prints the failed step and exits 1.
 
 import {
-  URL_, ADMIN, DESKTOP, PHONE, step, check, fitsWidth, drive, need, eventually,
+  URL_, ADMIN, DESKTOP, PHONE, step, check, fitsWidth, drive, need, eventually, switchTo, go,
 } from './harness.mjs';
 
 const MEMBER = need('HISTORY_MEMBER');
@@ -53,18 +53,6 @@ async function signIn(page) {
   await page.fill('#token', ADMIN);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.locator('#session-role').filter({ hasText: 'Admin' }).waitFor();
-}
-
-/** Switch the language with the header's select; the page is built again in it. */
-async function switchTo(page, code) {
-  step(`  switch to ${code === 'sv' ? 'Swedish' : 'English'}`);
-  await page.selectOption('#lang', code);
-  await page.waitForFunction((c) => document.documentElement.lang === c, code);
-}
-
-async function go(page, hash, ready) {
-  await page.evaluate((h) => { window.location.hash = h; }, hash);
-  await page.locator(ready).first().waitFor();
 }
 
 /**

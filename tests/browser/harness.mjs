@@ -59,6 +59,19 @@ export async function eventually(get, want, msg) {
   throw new Error(`check failed: ${msg}: got ${g}, want ${w}`);
 }
 
+/** Switch the language with the header's select; the page is built again in it. */
+export async function switchTo(page, code) {
+  step(`  switch to ${code === 'sv' ? 'Swedish' : 'English'}`);
+  await page.selectOption('#lang', code);
+  await page.waitForFunction((c) => document.documentElement.lang === c, code);
+}
+
+/** Go to `hash` in the web app and wait for `ready` (a selector) to show. */
+export async function go(page, hash, ready) {
+  await page.evaluate((h) => { window.location.hash = h; }, hash);
+  await page.locator(ready).first().waitFor();
+}
+
 export async function fitsWidth(page, what) {
   const { scroll, inner } = await page.evaluate(() => ({
     scroll: document.documentElement.scrollWidth,

@@ -10,7 +10,7 @@
 // Exits 0 when every step passed; otherwise prints the failed step and exits 1.
 
 import {
-  URL_, ADMIN, DESKTOP, PHONE, step, check, fitsWidth, drive, need, signIn, eventually,
+  URL_, ADMIN, DESKTOP, PHONE, step, check, fitsWidth, drive, need, signIn, eventually, switchTo, go,
 } from './harness.mjs';
 
 const JOB = need('JOB_ID');
@@ -25,17 +25,6 @@ const COUNT_VIOLATION = {
 
 const text = (page, sel, want, msg) => eventually(
   async () => (await page.locator(sel).first().innerText()).replace(/\s+/g, ' ').trim(), want, msg || `${sel} reads`);
-
-async function switchTo(page, code) {
-  step(`  switch to ${code === 'sv' ? 'Swedish' : 'English'}`);
-  await page.selectOption('#lang', code);
-  await page.waitForFunction((c) => document.documentElement.lang === c, code);
-}
-
-async function go(page, hash, ready) {
-  await page.evaluate((h) => { window.location.hash = h; }, hash);
-  await page.locator(ready).first().waitFor();
-}
 
 const memberHash = (upn) => `#/members/${encodeURIComponent(upn)}`;
 const jobRow = `#history-table tbody tr[data-job-id="${JOB}"]`;
