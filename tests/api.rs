@@ -304,6 +304,44 @@ async fn cursor_pagination(backend: Backend) {
         .get_json("/v1/jobs?kind=export&status=queued,running", &t.viewer)
         .await;
     assert_eq!(exports["data"].as_array().unwrap().len(), 3);
+
+    // A filtered list's cursor reads on in that list, whatever the order or escaping of its
+    // filters, and however limit and count change; another filter (or none) refuses it rather
+    // than skip its entries before the position.
+    let assigns = app
+        .get_json("/v1/jobs?kind=assign&limit=2", &t.viewer)
+        .await;
+    let cursor = assigns["next_cursor"].as_str().unwrap().to_owned();
+    let mut rest = Vec::new();
+    for path in [
+        format!("/v1/jobs?kind=assign&limit=2&cursor={cursor}"),
+        format!("/v1/jobs?cursor={cursor}&kind=%61ssign&status=&count=true"),
+        format!("/v1/jobs?limit=5&kind=+assign+&cursor={cursor}"),
+    ] {
+        let page = app.get_json(&path, &t.viewer).await;
+        rest.push(page["data"].as_array().unwrap().len());
+    }
+    assert_eq!(rest, [2, 2, 2], "the assign jobs after the first two");
+    for path in [
+        format!("/v1/jobs?cursor={cursor}"),
+        format!("/v1/jobs?kind=export&cursor={cursor}"),
+        format!("/v1/jobs?kind=assign&status=queued&cursor={cursor}"),
+        format!("/v1/jobs?kind=assign,export&cursor={cursor}"),
+    ] {
+        let resp = app.get(&path, &t.viewer).send().await.unwrap();
+        expect_problem(resp, 400, "invalid_query").await;
+    }
+    let all = app.get_json("/v1/jobs?limit=2", &t.viewer).await;
+    let unfiltered = all["next_cursor"].as_str().unwrap().to_owned();
+    let resp = app
+        .get(
+            &format!("/v1/jobs?kind=assign&cursor={unfiltered}"),
+            &t.viewer,
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 400, "invalid_query").await;
     app.stop().await;
 }
 on_both_backends!(cursor_pagination);

@@ -1445,6 +1445,35 @@ async fn jobs_from_the_command_line() {
     succeeded(&out);
     let rows: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).expect("JSON file");
     assert_eq!(rows.as_array().map(Vec::len), Some(5), "{rows}");
+    // With --json, where the file went, for scripts; with -o - the file is the output, and
+    // --json is refused before anything is downloaded.
+    let again = dir.path().join("again.json");
+    let out = jobs_cli(
+        &app,
+        admin,
+        &["export", &export, "-o", again.to_str().unwrap(), "--json"],
+    )
+    .await;
+    let said: Value = serde_json::from_str(&succeeded(&out)).expect("JSON on stdout");
+    let bytes = std::fs::metadata(&again).unwrap().len();
+    assert_eq!(said["path"], again.to_str().unwrap(), "{said}");
+    assert_eq!(said["bytes"], bytes, "{said}");
+    let out = jobs_cli(&app, admin, &["report", &pilot, "-o", "-", "--json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_line(&out).contains("--json prints where the file was written"),
+        "{}",
+        stderr_line(&out)
+    );
+    assert!(out.stdout.is_empty());
+    // The file of a job that is not an export is its report: the refusal names the command.
+    let out = jobs_cli(&app, admin, &["export", &pilot, "-o", "-"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let line = stderr_line(&out);
+    assert!(
+        line.contains("not_an_export") && line.contains("licensor jobs report"),
+        "{line}"
+    );
 
     // Export Results to a SharePoint folder: `watch` says where the file went.
     let created = reqwest::Client::new()

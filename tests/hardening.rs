@@ -1296,6 +1296,25 @@ async fn control_characters_in_paths_and_queries_are_refused(backend: Backend) {
             "invalid_path",
         ),
         get("/v1/members/%00/history", 400, "invalid_path"),
+        // Free text whose escapes are not UTF-8 is a malformed member or assignee, not a
+        // missing object.
+        get("/v1/members/%FF%FE/history", 400, "invalid_member"),
+        get(
+            "/v1/members/ada%E9%40contoso.se/history",
+            400,
+            "invalid_member",
+        ),
+        get(
+            "/v1/assignees/user/%FF/assignments",
+            422,
+            "invalid_assignee",
+        ),
+        post(
+            "/v1/assignees/asset/PC%E9/checkin",
+            "{}",
+            422,
+            "invalid_assignee",
+        ),
         get(
             "/v1/members/ada%1F%40contoso.se/history",
             400,

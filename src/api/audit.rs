@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Auth;
-use super::extract::{Json, Query};
+use super::extract::{Filters, Json, Query};
 use super::problem::ApiResult;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -42,8 +42,9 @@ pub async fn list_audit(
     State(state): State<AppState>,
     auth: Auth,
     Query(q): Query<ListAuditQuery>,
+    filters: Filters,
 ) -> ApiResult<Json<AuditList>> {
-    let page = PageRequest::<i64>::parse_in("audit", q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<i64>::parse_in(filters.scope("audit"), q.limit, q.cursor.as_deref())?;
     let filter = AuditFilter {
         action: q.action,
         target_type: q.target_type,

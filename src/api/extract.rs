@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
 
 use super::problem::ApiError;
 
@@ -196,6 +197,66 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// A list's filters as the request gives them, to bind its cursors to ([`Filters::scope`]):
+/// every query parameter except `limit`, `cursor` and `count` (which do not change what the
+/// list holds), decoded as the query is, blank ones left out (a blank filter filters nothing),
+/// in name order. A cursor issued for `?status=failed` and sent back with `?status=succeeded`
+/// (or none) would otherwise be read as a position in that other list, and skip its entries
+/// before the position; it is refused instead (400 `invalid_query`, as a cursor of another
+/// list is).
+#[derive(Debug, Clone, Default)]
+pub struct Filters(Option<String>);
+
+impl Filters {
+    /// The filters of `query` (the request's query string, without the `?`).
+    pub fn of(query: Option<&str>) -> Filters {
+        let mut given: Vec<(String, String)> =
+            form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .filter(|(name, value)| {
+                    !matches!(name.as_ref(), "limit" | "cursor" | "count")
+                        && !value.trim().is_empty()
+                })
+                .map(|(name, value)| (name.into_owned(), value.trim().to_owned()))
+                .collect();
+        if given.is_empty() {
+            return Filters(None);
+        }
+        given.sort();
+        let mut digest = Sha256::new();
+        for (name, value) in &given {
+            digest.update(name.as_bytes());
+            digest.update([0]);
+            digest.update(value.as_bytes());
+            digest.update([0]);
+        }
+        // 64 bits tell filters apart; the cursor stays short.
+        let digest = digest.finalize();
+        Filters(Some(
+            digest[..8].iter().map(|b| format!("{b:02x}")).collect(),
+        ))
+    }
+
+    /// The scope of `list` ([`licensor_core::page::PageRequest::parse_in`]) with these filters:
+    /// `list` itself when there are none, so cursors of an unfiltered list read as before.
+    pub fn scope(&self, list: impl std::fmt::Display) -> String {
+        match &self.0 {
+            None => list.to_string(),
+            Some(digest) => format!("{list}~{digest}"),
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for Filters
+where
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Filters::of(parts.uri.query()))
+    }
+}
+
 /// The query string of a route that takes no parameters: any parameter → 400 `invalid_query`,
 /// so a misspelt or misplaced one (`GET /v1/jobs/{id}/export?format=json`, where the export's
 /// format is the job's) is refused rather than silently ignored, as every route with parameters
@@ -245,6 +306,28 @@ impl From<PathRejection> for ApiError {
             _ => "no such resource".to_owned(),
         };
         ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", detail)
+    }
+}
+
+/// A path parameter that is free text (a member's user principal name, an assignee's id), not
+/// an id licensor issued: a segment whose `%XX` escapes are not UTF-8 is refused by `refuse`,
+/// given why (the route's own code for a malformed value: no text can be such a segment), where
+/// [`Path`] would answer 404 as for a malformed id. Any other rejection is [`Path`]'s.
+pub fn text_path<T>(
+    given: Result<axum::extract::Path<T>, PathRejection>,
+    refuse: impl FnOnce(String) -> ApiError,
+) -> Result<T, ApiError> {
+    use axum::extract::path::ErrorKind;
+    match given {
+        Ok(axum::extract::Path(value)) => Ok(value),
+        Err(PathRejection::FailedToDeserializePathParams(e))
+            if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
+        {
+            Err(refuse(
+                "the path segment's %XX escapes are not UTF-8 text".to_owned(),
+            ))
+        }
+        Err(other) => Err(other.into()),
     }
 }
 

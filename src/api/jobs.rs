@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::{AsAdmin, AsOperator, Auth};
-use super::extract::{Json, NoBody, NoQuery, Path, Query};
+use super::extract::{Filters, Json, NoBody, NoQuery, Path, Query};
 use super::problem::{ApiError, ApiResult, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -85,6 +85,7 @@ pub async fn list_jobs(
     State(state): State<AppState>,
     auth: Auth,
     Query(q): Query<ListJobsQuery>,
+    filters: Filters,
 ) -> ApiResult<Json<JobList>> {
     let id_range = match q.id_prefix.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -103,7 +104,7 @@ pub async fn list_jobs(
         created_after: q.created_after,
         id_range,
     };
-    let page = PageRequest::<Uuid>::parse_in("jobs", q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<Uuid>::parse_in(filters.scope("jobs"), q.limit, q.cursor.as_deref())?;
     let total = match q.count {
         Some(true) => Some(jobs::count(&state.db, auth.tenant_id(), &filter).await?),
         _ => None,
@@ -349,9 +350,14 @@ pub async fn list_items(
     auth: Auth,
     Path(id): Path<Uuid>,
     Query(q): Query<ListItemsQuery>,
+    filters: Filters,
 ) -> ApiResult<Json<ItemList>> {
     let filter = item_filter(q.status.as_deref(), q.code.as_deref())?;
-    let page = PageRequest::<i64>::parse_in(format!("items:{id}"), q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<i64>::parse_in(
+        filters.scope(format_args!("items:{id}")),
+        q.limit,
+        q.cursor.as_deref(),
+    )?;
     let page = jobs::items(&state.db, auth.tenant_id(), id, &filter, &page).await?;
     Ok(Json(ItemList {
         data: page.data,
@@ -603,6 +609,7 @@ pub async fn list_changes(
     auth: Auth,
     Path(id): Path<Uuid>,
     Query(q): Query<ListChangesQuery>,
+    filters: Filters,
 ) -> ApiResult<Json<ChangeList>> {
     let user = match q.user.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -615,7 +622,11 @@ pub async fn list_changes(
         items: item_filter(q.status.as_deref(), q.code.as_deref())?,
         user,
     };
-    let page = PageRequest::<i64>::parse_in(format!("changes:{id}"), q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<i64>::parse_in(
+        filters.scope(format_args!("changes:{id}")),
+        q.limit,
+        q.cursor.as_deref(),
+    )?;
     let ledger = jobs::changes(&state.db, auth.tenant_id(), id, &filter, &page).await?;
     Ok(Json(ChangeList {
         data: ledger.page.data,

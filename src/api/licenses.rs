@@ -3,6 +3,7 @@
 //! it all in). Admin everything; operator reads and checks in; viewer reads.
 
 use axum::extract::State;
+use axum::extract::rejection::PathRejection;
 use chrono::NaiveDate;
 use licensor_core::licenses::{
     self, Assignee, AssigneeType, AssignmentIds, AssignmentState, AssignmentView, Checkin,
@@ -16,7 +17,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::{AsAdmin, AsOperator, Auth};
-use super::extract::{Created, Json, NoQuery, Path, Query, created};
+use super::extract::{Created, Filters, Json, NoQuery, Path, Query, created, text_path};
 use super::problem::{ApiError, ApiResult, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -202,8 +203,10 @@ pub async fn list_licenses(
     State(state): State<AppState>,
     auth: Auth,
     Query(q): Query<LicenseListQuery>,
+    filters: Filters,
 ) -> ApiResult<Json<LicenseList>> {
-    let page = PageRequest::<Uuid>::parse_in("licenses", q.limit, q.cursor.as_deref())?;
+    let page =
+        PageRequest::<Uuid>::parse_in(filters.scope("licenses"), q.limit, q.cursor.as_deref())?;
     if q.search.as_ref().is_some_and(|s| s.chars().count() > 200) {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -440,9 +443,15 @@ fn holder(kind: AssigneeType, id: &str) -> Result<Assignee, ApiError> {
 pub async fn list_held(
     State(state): State<AppState>,
     auth: Auth,
-    Path((kind, id)): Path<(AssigneeType, String)>,
+    assignee: Result<axum::extract::Path<(AssigneeType, String)>, PathRejection>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<HeldList>> {
+    let (kind, id) = text_path(assignee, |why| {
+        ApiError::unprocessable(
+            "invalid_assignee",
+            format!("an assignee id is text, as given at checkout: {why}"),
+        )
+    })?;
     let who = holder(kind, &id)?;
     let page = PageRequest::<Uuid>::parse_in(
         format!("held:{}:{id}", kind.as_str()),
@@ -481,9 +490,15 @@ pub struct HolderCheckinRequest {
 pub async fn checkin_held(
     State(state): State<AppState>,
     AsOperator { me, .. }: AsOperator,
-    Path((kind, id)): Path<(AssigneeType, String)>,
+    assignee: Result<axum::extract::Path<(AssigneeType, String)>, PathRejection>,
     Json(body): Json<HolderCheckinRequest>,
 ) -> ApiResult<Json<HolderCheckinOutcome>> {
+    let (kind, id) = text_path(assignee, |why| {
+        ApiError::unprocessable(
+            "invalid_assignee",
+            format!("an assignee id is text, as given at checkout: {why}"),
+        )
+    })?;
     let who = holder(kind, &id)?;
     let notes = notes(body.notes.as_deref())?;
     Ok(Json(

@@ -1,6 +1,7 @@
 //! One directory member's history across the tenant's jobs.
 
 use axum::extract::State;
+use axum::extract::rejection::PathRejection;
 use licensor_core::jobs::history::{self, HistoryEntry, MemberRef};
 use licensor_core::page::PageRequest;
 use serde::{Deserialize, Serialize};
@@ -8,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Auth;
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Query, text_path};
 use super::problem::{ApiError, ApiResult};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -45,9 +46,15 @@ pub struct HistoryList {
 pub async fn member_history(
     State(state): State<AppState>,
     auth: Auth,
-    Path(member): Path<String>,
+    member: Result<axum::extract::Path<String>, PathRejection>,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<HistoryList>> {
+    let member = text_path(member, |why| {
+        ApiError::bad_request(
+            "invalid_member",
+            format!("a member is its user id (a GUID) or user principal name: {why}"),
+        )
+    })?;
     let scope = format!("history:{}", member.trim().to_lowercase());
     let member =
         MemberRef::parse(&member).map_err(|e| ApiError::bad_request("invalid_member", e))?;

@@ -16,8 +16,8 @@ pub struct Client {
     /// An API token of the tenant.
     #[arg(long, env = "LICENSOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Print JSON instead of a table: the items a list read as one JSON array, anything
-    /// else as the API answers it.
+    /// Print JSON instead of a table: the items a list read as one JSON array, where a
+    /// downloaded file was written as `{"path", "bytes"}`, anything else as the API answers it.
     #[arg(long)]
     pub json: bool,
 }

@@ -288,7 +288,7 @@ pub async fn export(db: &Db, tenant_id: Uuid, job_id: Uuid) -> StoreResult<Rende
     let JobSpec::Export { export } = super::lease::request_of(&job)?.spec else {
         return Err(StoreError::conflict(
             "not_an_export",
-            "only export jobs produce an export file; use /report for this job's outcomes",
+            "only export jobs produce an export file; this job's outcomes are its report (GET /v1/jobs/{id}/report, `licensor jobs report`)",
         ));
     };
     if !matches!(

@@ -415,14 +415,34 @@ async fn post_job_action(client: &Client, id: &str, action: &str) -> anyhow::Res
 }
 
 /// Write a downloaded file, or print it when `path` is `-`.
-fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Refuse `--json` with `-o -` before anything is downloaded: `--json` prints where the file
+/// went, and with `-` the file itself is standard output.
+fn check_output(path: &Path, json: bool) -> anyhow::Result<()> {
+    if json && path.as_os_str() == "-" {
+        anyhow::bail!(
+            "--json prints where the file was written; with -o - the file itself goes to standard output (leave out --json)"
+        );
+    }
+    Ok(())
+}
+
+/// Write a downloaded file to `path` (`-`: standard output), then say where: one line on
+/// standard error, or with `json` `{"path": …, "bytes": …}` on standard output.
+fn write_file(path: &Path, bytes: &[u8], json: bool) -> anyhow::Result<()> {
     if path.as_os_str() == "-" {
         let mut out = std::io::stdout().lock();
         out.write_all(bytes)?;
         return Ok(out.flush()?);
     }
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!("wrote {} ({} bytes)", path.display(), bytes.len());
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "path": path.display().to_string(), "bytes": bytes.len() })
+        );
+    } else {
+        eprintln!("wrote {} ({} bytes)", path.display(), bytes.len());
+    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use licensor_core::jobs::FileFormat;
 use reqwest::Method;
 
-use super::{job_id, write_file};
+use super::{check_output, job_id, write_file};
 use crate::cli::client::{Api, Client};
 
 pub(super) async fn run(
@@ -14,11 +14,12 @@ pub(super) async fn run(
     format: FileFormat,
     output: &Path,
 ) -> anyhow::Result<()> {
+    check_output(output, client.json)?;
     let api = Api::new(client)?;
     let id = job_id(id)?;
     let req = api
         .request(Method::GET, &format!("/v1/jobs/{id}/report"))
         .query(&[("format", format.extension())]);
     let bytes = api.bytes(req).await?;
-    write_file(output, &bytes)
+    write_file(output, &bytes, client.json)
 }
