@@ -265,7 +265,7 @@ impl Application {
                 turns,
                 db: self.db.clone(),
                 queue: self.queue.clone(),
-                own_queue: self.queue.of_process(&options.name),
+                own_queue: self.queue.own(&options.name),
                 name: options.name.clone(),
                 events: self.events.clone(),
                 directory: directory.clone(),

@@ -1046,6 +1046,63 @@ async fn embedded_server_killed_taken_over_at_restart() {
     emulator.shutdown().await;
 }
 
+/// `licensor serve` on the embedded default stopped with SIGTERM mid-job, once the job's groups
+/// are read and its lanes wait in the process's own queue, in memory
+/// (`licensor_core::queue::LocalQueue`), and started again: the stopping process hands its
+/// members back and queues the job again on the shared queue, so the new process goes on at once
+/// (not after `jobs.stall_secs`, when the reconciler would), and every member is written exactly
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_server_stopped_goes_on_at_restart() {
+    const MEMBERS: u64 = 20_000;
+    let emulator = directory(MEMBERS as usize, 20).await;
+    let mut d = Deployment::start_embedded(&emulator, &SHIPPED_TAKEOVER).await;
+    let db = sea_orm::Database::connect(d.database_url()).await.unwrap();
+    let id = d.submit_assign().await;
+    d.wait_progress(&id, 2_000).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = d.job(&id).await;
+        assert_eq!(job["status"], "running", "{job}");
+        if job["expanding"] == false {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the groups are read within 60 s: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = d.procs.0[0].id();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exited = d.procs.0[0].wait().unwrap();
+    assert!(exited.success(), "the server exits cleanly: {exited:?}");
+    let done_at_stop = succeeded_in(&db).await;
+    assert!(done_at_stop < MEMBERS as i64, "stopped mid-job");
+    let restarted = Instant::now();
+    d.spawn(&["serve"]);
+    d.wait_ready().await;
+    wait_beyond(&d, &id, done_at_stop, Duration::from_secs(60)).await;
+    let resumed = restarted.elapsed();
+    let job = d.wait_end(&id, 600).await;
+    eprintln!(
+        "embedded server stopped with {done_at_stop} of {MEMBERS} members done: progress again {resumed:?} after the restart"
+    );
+    assert!(
+        resumed <= Duration::from_secs(15),
+        "progress again {resumed:?} after the restart"
+    );
+    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    drop(d);
+    emulator.shutdown().await;
+}
+
 /// `licensor serve` on the embedded default killed with SIGKILL while it answers a submit sent
 /// with an `Idempotency-Key` (the directory takes 60 s to answer its SKU read). While the
 /// request runs, its key is "in use" — beyond the claim's 30 s lease too, as the request renews

@@ -190,3 +190,78 @@ async fn a_worker_process_works_its_own_queue_redis() {
     assert_eq!(mine(&redis.keys(), gone), 0);
     app.stop().await;
 }
+
+/// On the embedded default the lanes of a job go through this process's own queue, in memory
+/// (`licensor_core::queue::LocalQueue`): the shared SQLite queue carries the job's `Run` and its
+/// first lane, not one message per chunk. Every member is still worked once, and every item's
+/// outcome is the directory's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_jobs_lanes_stay_in_this_process() {
+    use common::jobs::{holds, setup};
+    use graph_emulator::ENTERPRISEPACK_SKU_ID;
+    use serde_json::json;
+
+    let Some(s) = setup(
+        Backend::Embedded,
+        "[jobs]\nchunk_size = 20\nlanes_per_job = 3\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let licensor_core::queue::Queue::Sqlite { pool, .. } = &s.app.queue else {
+        panic!("the embedded default's queue is SQLite");
+    };
+    // Every message pushed to the shared queue, kept past the queue's own tidying.
+    for statement in [
+        "CREATE TABLE pushed (message TEXT NOT NULL)",
+        "CREATE TRIGGER pushed_messages AFTER INSERT ON Jobs \
+         BEGIN INSERT INTO pushed (message) VALUES (CAST(new.job AS TEXT)); END",
+    ] {
+        sea_orm::sqlx::query(statement).execute(pool).await.unwrap();
+    }
+    let staff = s.app.group_id(&s.admin, "Staff").await;
+    let job = s
+        .run(json!({"kind": "assign", "groups": [staff], "add_licenses": [{"sku_id": ENTERPRISEPACK_SKU_ID}], "usage_location": "SE"}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(job["progress"]["total"], 1000, "{job}");
+    assert_eq!(job["progress"]["pending"], 0, "{job}");
+
+    let items = s.app.all_items(&s.viewer, &id).await;
+    assert_eq!(items.len(), 1000);
+    let mut succeeded = 0;
+    for item in &items {
+        let user = s.user(item["user_id"].as_str().unwrap()).await;
+        let (direct, _) = holds(&user, ENTERPRISEPACK_SKU_ID);
+        match item["status"].as_str().unwrap() {
+            "succeeded" => {
+                succeeded += 1;
+                assert!(direct, "succeeded but not assigned: {item} {user}");
+            }
+            "skipped" => assert!(direct, "skipped but not held: {item} {user}"),
+            _ => assert!(!direct, "{} but assigned: {item} {user}", item["status"]),
+        }
+    }
+    assert!(succeeded > 900, "{job}");
+    let stats = s.stats().await;
+    assert_eq!(
+        stats["successful_writes"], succeeded,
+        "each member written once: {stats}"
+    );
+
+    let pushed: Vec<String> = sea_orm::sqlx::query_scalar("SELECT message FROM pushed")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let of_job: Vec<serde_json::Value> = pushed
+        .iter()
+        .filter_map(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .filter(|m| m["job_id"] == id.as_str())
+        .collect();
+    let count = |kind: &str| of_job.iter().filter(|m| m["type"] == kind).count();
+    assert_eq!(count("run"), 1, "{of_job:?}");
+    // 50 chunks of 20 on three lanes: the first lane alone went through SQLite.
+    assert_eq!(count("work"), 1, "{of_job:?}");
+    s.finish().await;
+}

@@ -969,6 +969,7 @@ async fn lost_delivery_message_is_reconciled(backend: Backend) {
             let mut conn = client.get_connection().unwrap();
             let _: () = redis::cmd("DEL").arg(keys).query(&mut conn).unwrap();
         }
+        licensor_core::queue::Queue::Local(_) => unreachable!("a test app's queue is shared"),
     }
     assert_eq!(app.queue.depth().await, Some(0));
     if let Some(ns) = &app.data.redis {

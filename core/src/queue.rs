@@ -114,6 +114,100 @@ pub enum Queue {
         options: QueueOptions,
         wake: Wake,
     },
+    /// This process's own queue on the embedded default ([`Queue::own`]), in memory.
+    Local(LocalQueue),
+}
+
+/// The own queue of the process working an embedded (SQLite) queue ([`Queue::own`]): the lanes of
+/// the tenants whose turn to write it holds, kept in this process's memory, as a Redis worker's
+/// own queue keeps them where only it reads them. Nothing on it need be durable: should the
+/// process stop, its turns end and its tenants' running jobs are queued again on the shared
+/// queue ([`crate::jobs::processes::leave`]); should it die, the process that starts on the same
+/// file takes over its leases and queues those jobs again at once
+/// ([`crate::jobs::processes::take_over`]), and the reconciler queues any job that stalls.
+///
+/// Kept in apalis-sqlite's table, every lane's step cost a push, a fetch and an
+/// acknowledgement, each a transaction on the queue's file: `licensor-bench --scenario msp`
+/// (500 tenants' jobs at once) wrote as many pages to the queue's write-ahead log as to the
+/// database's, for messages nobody else could take.
+#[derive(Clone)]
+pub struct LocalQueue {
+    tx: tokio::sync::mpsc::UnboundedSender<Local>,
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Local>>>,
+    waiting: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A message on a [`LocalQueue`], with the tries its step has failed so far.
+#[derive(Debug, Clone)]
+pub struct Local {
+    pub message: Message,
+    pub failed: u32,
+}
+
+/// Tries of a message on a [`LocalQueue`] whose step fails, as apalis-sqlite gives a task
+/// (`max_attempts`, 25 by default); past them the message is dropped, and its job, should it
+/// stall, is queued again by the reconciler.
+pub const LOCAL_TRIES: u32 = 25;
+
+impl LocalQueue {
+    fn new() -> LocalQueue {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        LocalQueue {
+            tx,
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            waiting: Default::default(),
+        }
+    }
+
+    fn send(&self, local: Local) {
+        // The receiver lives as long as any clone of the queue: a send cannot fail.
+        if self.tx.send(local).is_ok() {
+            self.count(1);
+        }
+    }
+
+    /// The next message, once there is one.
+    pub async fn next(&self) -> Option<Local> {
+        let local = self.rx.lock().await.recv().await?;
+        self.count(-1);
+        Some(local)
+    }
+
+    /// Count a message in (1) or out (-1), and show the count as the queue's depth
+    /// (`licensor_queue_depth{backend="local"}`: the API's scrape reads the shared queue's).
+    fn count(&self, by: i64) {
+        use std::sync::atomic::Ordering;
+        let now = if by > 0 {
+            self.waiting.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.waiting
+                .fetch_sub(1, Ordering::Relaxed)
+                .saturating_sub(1)
+        };
+        metrics::gauge!("licensor_queue_depth", "backend" => "local").set(now as f64);
+    }
+
+    /// Take `local` again after its step failed: after 1 s, doubling with each failure up to a
+    /// minute, while it has tries left ([`LOCAL_TRIES`]). Returns whether it is taken again.
+    pub fn retry(&self, mut local: Local) -> bool {
+        local.failed += 1;
+        if local.failed >= LOCAL_TRIES {
+            return false;
+        }
+        let wait =
+            Duration::from_secs(1u64 << (local.failed - 1).min(6)).min(Duration::from_secs(60));
+        let queue = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            queue.send(local);
+        });
+        true
+    }
+
+    /// Messages waiting to be taken (those waiting for a retry or a `push_at` time aside).
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Wakes this process's queue worker when this process pushes a message, so work queued here
@@ -170,6 +264,7 @@ impl std::fmt::Debug for Queue {
         f.write_str(match self {
             Queue::Sqlite { .. } => "Queue::Sqlite",
             Queue::Redis { .. } => "Queue::Redis",
+            Queue::Local(_) => "Queue::Local",
         })
     }
 }
@@ -259,20 +354,35 @@ impl Queue {
         match self {
             Queue::Sqlite { .. } => "sqlite",
             Queue::Redis { .. } => "redis",
+            Queue::Local(_) => "local",
         }
     }
 
-    /// This process's wake-ups (see [`Wake`]).
-    pub fn wake(&self) -> &Wake {
+    /// This process's wake-ups (see [`Wake`]); none for a [`Queue::Local`], whose worker takes
+    /// each message as it comes.
+    fn wake(&self) -> Option<&Wake> {
         match self {
-            Queue::Sqlite { wake, .. } | Queue::Redis { wake, .. } => wake,
+            Queue::Sqlite { wake, .. } | Queue::Redis { wake, .. } => Some(wake),
+            Queue::Local(_) => None,
+        }
+    }
+
+    /// This process's own queue, for the lanes of the tenants whose turn to write it holds:
+    /// [`Queue::of_process`] on Redis, a [`LocalQueue`] beside the embedded queue.
+    pub fn own(&self, process: &str) -> Option<Queue> {
+        match self {
+            Queue::Sqlite { .. } => Some(Queue::Local(LocalQueue::new())),
+            Queue::Redis { .. } => self.of_process(process),
+            Queue::Local(_) => None,
         }
     }
 
     /// Put one message on the queue, and wake this process's queue worker for it.
     pub async fn push(&self, message: Message) -> Result<(), QueueError> {
         self.push_unwoken(message).await?;
-        self.wake().notify();
+        if let Some(wake) = self.wake() {
+            wake.notify();
+        }
         Ok(())
     }
 
@@ -292,6 +402,7 @@ impl Queue {
                 .push(message)
                 .await
                 .map_err(|e| QueueError(e.to_string()))?,
+            Queue::Local(local) => local.send(Local { message, failed: 0 }),
         }
         Ok(())
     }
@@ -316,6 +427,14 @@ impl Queue {
                 .push_task(TaskBuilder::new(message).run_at_timestamp(secs).build())
                 .await
                 .map_err(|e| QueueError(e.to_string()))?,
+            Queue::Local(local) => {
+                let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+                let local = local.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    local.send(Local { message, failed: 0 });
+                });
+            }
         }
         Ok(())
     }
@@ -336,8 +455,15 @@ impl Queue {
                 .push_bulk(messages)
                 .await
                 .map_err(|e| QueueError(e.to_string()))?,
+            Queue::Local(local) => {
+                for message in messages {
+                    local.send(Local { message, failed: 0 });
+                }
+            }
         }
-        self.wake().notify();
+        if let Some(wake) = self.wake() {
+            wake.notify();
+        }
         Ok(())
     }
 
@@ -397,6 +523,7 @@ impl Queue {
                     .ok()
                     .flatten()
             }
+            Queue::Local(local) => Some(local.waiting()),
         }
     }
 
@@ -415,6 +542,7 @@ impl Queue {
         let (conn, options) = match self {
             Queue::Redis { conn, options, .. } => (conn, options),
             Queue::Sqlite { pool, name, .. } => return tidy_sqlite(pool, name).await,
+            Queue::Local(_) => return Ok(0),
         };
         let config = redis_config(options);
         let mut conn = conn.clone();
@@ -465,6 +593,7 @@ impl Queue {
                 }
                 Ok(total)
             }
+            Queue::Local(_) => Ok(0),
         }
     }
 
@@ -481,7 +610,7 @@ impl Queue {
     /// ([`crate::jobs::processes`]), and [`Queue::forget_process`] deletes its queue's keys.
     pub fn of_process(&self, process: &str) -> Option<Queue> {
         match self {
-            Queue::Sqlite { .. } => None,
+            Queue::Sqlite { .. } | Queue::Local(_) => None,
             Queue::Redis { conn, options, .. } => {
                 let options = QueueOptions {
                     name: own_queue_name(&options.name, process),
@@ -559,6 +688,7 @@ impl Queue {
                     Ok(Ok(_))
                 )
             }
+            Queue::Local(_) => true,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{BackendExt, BoxDynError, Data, Strategy, WorkerBuilder};
+use futures::FutureExt;
 use licensor_core::db::Db;
 use licensor_core::jobs::processes::ProcessId;
 use licensor_core::queue::{Message, Queue, Wake};
@@ -36,9 +37,10 @@ pub struct WorkerContext {
     pub db: Db,
     /// The queue every process takes from.
     pub queue: Queue,
-    /// This process's own queue ([`Queue::of_process`]; `None` on the embedded default): the
-    /// lanes of the tenants it writes to go there, and other processes send it the lanes of
-    /// those tenants they take from the shared queue.
+    /// This process's own queue ([`Queue::own`]: on Redis [`Queue::of_process`], beside the
+    /// embedded queue a [`licensor_core::queue::LocalQueue`] in memory): the lanes of the
+    /// tenants it writes to go there, and on Redis other processes send it the lanes of those
+    /// tenants they take from the shared queue.
     pub own_queue: Option<Queue>,
     pub name: String,
     pub events: broadcast::Sender<WorkerEvent>,
@@ -168,6 +170,49 @@ async fn step(message: Message, ctx: Arc<WorkerContext>) -> Result<(), BoxDynErr
     }
 }
 
+/// Take the messages of this process's own queue on the embedded default
+/// ([`licensor_core::queue::LocalQueue`]) until `stop` resolves: each on one of the process's
+/// places, as the shared queue's are — a message at a time, waiting for a place once it has
+/// one (a place is never held waiting for a message: the shared queue's steps could not have
+/// it). A step that fails is taken again later ([`licensor_core::queue::LocalQueue::retry`]).
+/// Steps still running when it returns go on to their end, as the shared queue's do; a message
+/// taken and not started when it stops goes with the rest of the process's own queue (see
+/// [`licensor_core::queue::LocalQueue`]).
+async fn work_local(
+    local: licensor_core::queue::LocalQueue,
+    ctx: Arc<WorkerContext>,
+    places: Places,
+    stop: impl Future<Output = Result<(), std::io::Error>>,
+) {
+    tokio::pin!(stop);
+    loop {
+        let next = tokio::select! {
+            _ = &mut stop => return,
+            next = local.next() => match next {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        let place = tokio::select! {
+            _ = &mut stop => return,
+            place = places.0.clone().acquire_owned() => match place {
+                Ok(place) => place,
+                Err(_) => return,
+            },
+        };
+        let (ctx, local) = (ctx.clone(), local.clone());
+        tokio::spawn(async move {
+            let outcome = step(next.message.clone(), ctx).await;
+            drop(place);
+            if outcome.is_err() && !local.retry(next) {
+                tracing::warn!(
+                    "a step of this process's own queue failed on its last try; the reconciler queues its job again should it stall"
+                );
+            }
+        });
+    }
+}
+
 /// Consume the queue until `shutdown` resolves.
 pub async fn run<S>(ctx: WorkerContext, options: WorkerOptions, shutdown: S) -> anyhow::Result<()>
 where
@@ -261,7 +306,26 @@ where
                     .data(places.clone())
                     .concurrency(options.concurrency)
                     .build(handle);
-                stop_within(grace, &stopping, &ctx, worker.run_until(signal)).await
+                match ctx.own_queue.clone() {
+                    Some(Queue::Local(local)) => {
+                        // This process's own queue, in memory, on the same places.
+                        let own = work_local(local, ctx.clone(), places.clone(), stop_signal());
+                        let both = async {
+                            tokio::try_join!(
+                                worker.run_until(signal),
+                                own.map(Ok::<(), apalis::prelude::WorkerError>)
+                            )
+                            .map(|_| ())
+                        };
+                        stop_within(grace, &stopping, &ctx, both).await
+                    }
+                    _ => stop_within(grace, &stopping, &ctx, worker.run_until(signal)).await,
+                }
+            }
+            // A process's own queue as the only one (an embedder's): its messages alone.
+            Queue::Local(local) => {
+                let own = work_local(local, ctx.clone(), places.clone(), signal);
+                stop_within(grace, &stopping, &ctx, own.map(Ok::<(), std::io::Error>)).await
             }
             Queue::Redis { storage, wake, .. } => {
                 let worker = |storage: apalis_redis::RedisStorage<Message>, wake: &Wake| {
