@@ -450,6 +450,23 @@ async fn a_writers_running_jobs_are_queued_again_when_it_goes(backend: Backend) 
     assert_eq!(ask("p2").await, Turn::Mine);
     let freed = take_over_silent_process(db, "p2").await;
     assert_eq!(freed.jobs, vec![(job.tenant_id, job.id)]);
+    // p1 comes back, takes the turn, and is found dead only once its turn has run out (it
+    // waited long for the budget, or its takeover came late): nobody took the tenant since, so
+    // the lanes that waited in it are still its, and its running job is queued again all the
+    // same.
+    live(db, &["p1"]).await;
+    assert_eq!(ask("p1").await, Turn::Mine);
+    use sea_orm::EntityTrait;
+    licensor_core::entities::tenant_writer::Entity::update_many()
+        .col_expr(
+            licensor_core::entities::tenant_writer::Column::Until,
+            sea_orm::sea_query::Expr::value(chrono::Utc::now() - chrono::Duration::seconds(120)),
+        )
+        .exec(db)
+        .await
+        .unwrap();
+    let freed = take_over_silent_process(db, "p1").await;
+    assert_eq!(freed.jobs, vec![(job.tenant_id, job.id)]);
     // A process that held no turn and no lease frees nothing.
     let freed = processes::leave(db, "p3").await.unwrap();
     assert!(freed.jobs.is_empty(), "{freed:?}");

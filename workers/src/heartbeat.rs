@@ -124,10 +124,20 @@ fn predecessor(me: &ProcessId, row: &worker_process::Model) -> bool {
 }
 
 /// Whether a process with this id runs on this host (`/proc` on Linux, `ps -p` elsewhere; when
-/// that cannot be told, it counts as running and its heartbeat decides).
+/// that cannot be told, it counts as running and its heartbeat decides). On Linux a process
+/// that has ended but not been reaped by its parent (a zombie, `Z` in `/proc/{pid}/stat`: a
+/// `kill -9`ed server whose parent does not wait for it, as a container's first process may
+/// not) is gone: it runs nothing, and its heartbeat will never come.
 fn process_alive(pid: u32) -> bool {
     if cfg!(target_os = "linux") {
-        return std::path::Path::new(&format!("/proc/{pid}")).exists();
+        return match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // `pid (comm) state …`: the command name may hold any character, `)` too.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_none_or(|state| !matches!(state, "Z" | "X" | "x")),
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        };
     }
     std::process::Command::new("ps")
         .args(["-p", &pid.to_string()])
@@ -276,6 +286,35 @@ mod tests {
         assert!(predecessor(&me, &row("here", 999_999_999)));
         // A running process of this host (pid 1 always runs).
         assert!(!predecessor(&me, &row("here", 1)));
+    }
+
+    /// A `kill -9`ed server that its parent has not reaped (a zombie) is gone, as one reaped is;
+    /// a running one is not.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_process_ended_but_not_reaped_is_gone() {
+        let mut running = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = running.id();
+        assert!(process_alive(pid));
+        running.kill().unwrap();
+        // Not waited for yet: a zombie once the signal has done its work.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while process_alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a killed, unreaped process still counts as running"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "a zombie"
+        );
+        running.wait().unwrap();
+        assert!(!process_alive(pid));
     }
 
     #[test]

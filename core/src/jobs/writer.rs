@@ -127,14 +127,16 @@ async fn holder(db: &Db, tenant_id: Uuid) -> StoreResult<Option<String>> {
         .await?)
 }
 
-/// The tenants whose turn to write process `process` holds now (turns that ended are not
-/// counted: lanes of theirs no longer wait in it).
+/// The tenants whose turn to write process `process` holds, or held last: a turn that ran out
+/// counts as long as no other process took the tenant since (its row names the process still).
+/// The lanes of such a tenant's jobs wait in the process (for the budget, or for a place) or went
+/// with it, however long ago its turn was renewed: a process found dead once its turn had run
+/// out left them to nobody, and its takeover queued nothing (the job waited for the reconciler).
 pub async fn turns_of<C: ConnectionTrait>(conn: &C, process: &str) -> StoreResult<Vec<Uuid>> {
     Ok(tenant_writer::Entity::find()
         .select_only()
         .column(tenant_writer::Column::TenantId)
         .filter(tenant_writer::Column::Owner.eq(process))
-        .filter(Expr::col(tenant_writer::Column::Until).gte(clock(conn)))
         .into_tuple()
         .all(conn)
         .await?)
