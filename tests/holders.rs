@@ -219,6 +219,46 @@ async fn license_search_and_names(backend: Backend) {
         ["100% Pure Fonts"],
         "% is a character, not a wildcard"
     );
+    // Any case is Unicode's: a Swedish school's license is found by its capital letters.
+    for name in ["Östersund Skola", "Älvsbyn Gymnasium", "Åre Skola"] {
+        create(&app, &t.admin, json!({ "name": name, "seats": 1 })).await;
+    }
+    for (search, found) in [
+        ("%C3%96stersund", &["Östersund Skola"][..]),
+        ("%C3%B6STERSUND", &["Östersund Skola"][..]),
+        ("%C3%84LVSBYN", &["Älvsbyn Gymnasium"][..]),
+        ("%C3%A5re", &["Åre Skola"][..]),
+        ("skola", &["Åre Skola", "Östersund Skola"][..]),
+    ] {
+        assert_eq!(
+            names(
+                app.get_json(&format!("/v1/licenses?search={search}"), &t.viewer)
+                    .await
+            ),
+            found,
+            "search={search}"
+        );
+    }
+    // A search reads on page by page, newest first.
+    let mut seen = Vec::new();
+    let mut path = "/v1/licenses?search=S&limit=2".to_owned();
+    loop {
+        let page = app.get_json(&path, &t.viewer).await;
+        seen.extend(names(page.clone()));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/licenses?search=S&limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "Åre Skola",
+            "Älvsbyn Gymnasium",
+            "Östersund Skola",
+            "100% Pure Fonts"
+        ]
+    );
     let long = "x".repeat(201);
     let resp = app
         .get(&format!("/v1/licenses?search={long}"), &t.viewer)

@@ -405,38 +405,54 @@ pub(crate) async fn find<C: ConnectionTrait>(
         .ok_or(StoreError::NotFound("license"))
 }
 
-/// The tenant's licenses, newest first; with `search`, those whose name contains it (any case).
+/// Licenses read at a time by a search of [`list`].
+const SEARCH_BATCH: u64 = 500;
+
+/// The tenant's licenses, newest first; with `search`, those whose name contains it in any
+/// case — Unicode's, not only ASCII's: "östersund" finds "Östersund Skola". The names are
+/// matched here rather than by the database, whose `lower()` folds ASCII only on SQLite (and
+/// only what the server's locale knows on PostgreSQL): a search for "Ö" found nothing. A
+/// tenant's licenses are read [`SEARCH_BATCH`] at a time, newest first, until the page is full.
 pub async fn list(
     db: &Db,
     tenant_id: Uuid,
     search: Option<&str>,
     page: &PageRequest<Uuid>,
 ) -> StoreResult<Page<LicenseView>> {
-    let mut q = license::Entity::find().filter(license::Column::TenantId.eq(tenant_id));
-    if let Some(s) = search.map(str::trim).filter(|s| !s.is_empty()) {
-        let escaped: String = s
-            .to_lowercase()
-            .chars()
-            .flat_map(|c| match c {
-                '%' | '_' | '\\' => vec!['\\', c],
-                c => vec![c],
-            })
-            .collect();
-        q = q.filter(
-            Expr::expr(sea_orm::sea_query::Func::lower(Expr::col(
-                license::Column::Name,
-            )))
-            .like(sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\')),
-        );
-    }
-    if let Some(after) = page.after {
-        q = q.filter(license::Column::Id.lt(after));
-    }
-    let rows = q
-        .order_by_desc(license::Column::Id)
-        .limit(page.fetch())
-        .all(db)
-        .await?;
+    let search = search
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_lowercase);
+    let newest_first = |before: Option<Uuid>| {
+        let mut q = license::Entity::find().filter(license::Column::TenantId.eq(tenant_id));
+        if let Some(before) = before {
+            q = q.filter(license::Column::Id.lt(before));
+        }
+        q.order_by_desc(license::Column::Id)
+    };
+    let rows = match &search {
+        None => newest_first(page.after).limit(page.fetch()).all(db).await?,
+        Some(search) => {
+            let mut found = Vec::new();
+            let mut before = page.after;
+            loop {
+                let batch = newest_first(before).limit(SEARCH_BATCH).all(db).await?;
+                let last = batch.last().map(|m| m.id);
+                let more = batch.len() as u64 == SEARCH_BATCH;
+                found.extend(
+                    batch
+                        .into_iter()
+                        .filter(|m| m.name.to_lowercase().contains(search.as_str())),
+                );
+                if found.len() as u64 >= page.fetch() || !more {
+                    break;
+                }
+                before = last;
+            }
+            found.truncate(page.fetch() as usize);
+            found
+        }
+    };
     let page = page.finish(rows, |r| r.id);
     let term_ids: Vec<Uuid> = page
         .data
