@@ -322,6 +322,39 @@ async fn cursor_pagination(backend: Backend) {
         rest.push(page["data"].as_array().unwrap().len());
     }
     assert_eq!(rest, [2, 2, 2], "the assign jobs after the first two");
+    // The same filter written another way: values in another order, a time in another offset
+    // or precision.
+    let both = app
+        .get_json("/v1/jobs?kind=assign,export&limit=3", &t.viewer)
+        .await;
+    let cursor = both["next_cursor"].as_str().unwrap().to_owned();
+    let next = app
+        .get_json(
+            &format!("/v1/jobs?kind=export,%20assign,assign&limit=3&cursor={cursor}"),
+            &t.viewer,
+        )
+        .await;
+    assert_eq!(next["data"].as_array().unwrap().len(), 3, "{next}");
+    let since = app
+        .get_json(
+            "/v1/jobs?created_after=2020-01-01T00:00:00Z&limit=3",
+            &t.viewer,
+        )
+        .await;
+    let cursor = since["next_cursor"].as_str().unwrap().to_owned();
+    for after in [
+        "2020-01-01T01:00:00%2B01:00",
+        "2020-01-01T00:00:00.000Z",
+        "2019-12-31T19:00:00-05:00",
+    ] {
+        let next = app
+            .get_json(
+                &format!("/v1/jobs?created_after={after}&limit=3&cursor={cursor}"),
+                &t.viewer,
+            )
+            .await;
+        assert_eq!(next["data"].as_array().unwrap().len(), 3, "{after}: {next}");
+    }
     for path in [
         format!("/v1/jobs?cursor={cursor}"),
         format!("/v1/jobs?kind=export&cursor={cursor}"),

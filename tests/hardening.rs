@@ -1299,6 +1299,10 @@ async fn control_characters_in_paths_and_queries_are_refused(backend: Backend) {
         // Free text whose escapes are not UTF-8 is a malformed member or assignee, not a
         // missing object.
         get("/v1/members/%FF%FE/history", 400, "invalid_member"),
+        // A query value whose escapes are not UTF-8 is refused, not searched for as U+FFFD.
+        get("/v1/licenses?search=%FF", 400, "invalid_query"),
+        get("/v1/audit?action=%C3", 400, "invalid_query"),
+        get("/v1/jobs?kind=%FF", 400, "invalid_query"),
         get(
             "/v1/members/ada%E9%40contoso.se/history",
             400,

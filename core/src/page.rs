@@ -56,7 +56,9 @@ impl CursorKey for i64 {
 pub enum PageError {
     #[error("limit must be between 1 and {MAX_LIMIT}")]
     Limit,
-    #[error("cursor is not one this server issued")]
+    #[error(
+        "cursor is not one of this list: a cursor reads on only in the list, and with the filters, that issued it"
+    )]
     Cursor,
 }
 

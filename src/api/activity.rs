@@ -53,7 +53,7 @@ pub async fn job_activity(
     {
         return Err(ApiError::bad_request(
             "invalid_query",
-            "cursor is not one this server issued",
+            "cursor is not one of this list: a cursor reads on only in the list, and with the filters, that issued it",
         ));
     }
     let page = activity::series(&state.db, auth.tenant_id(), id, &page).await?;

@@ -186,9 +186,31 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        not_utf8(parts.uri.query())?;
         let axum::extract::Query(value) = axum::extract::Query::<T>::try_from_uri(&parts.uri)?;
         Ok(Query(value))
     }
+}
+
+/// 400 `invalid_query` for a query string with a parameter whose `%XX` escapes are not UTF-8:
+/// decoded as a form is, such a value became U+FFFD (`?search=%FF` searched for the
+/// replacement character and answered an empty list, where `?kind=%FF` was refused naming it).
+fn not_utf8(query: Option<&str>) -> Result<(), ApiError> {
+    for part in query.unwrap_or_default().split('&') {
+        // `+` is a space in a form: it is UTF-8 either way.
+        if percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .is_err()
+        {
+            let name = part.split('=').next().unwrap_or_default();
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("{}: its %XX escapes are not UTF-8 text", clip(&name)),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl From<QueryRejection> for ApiError {
@@ -208,7 +230,10 @@ impl From<QueryRejection> for ApiError {
 pub struct Filters(Option<String>);
 
 impl Filters {
-    /// The filters of `query` (the request's query string, without the `?`).
+    /// The filters of `query` (the request's query string, without the `?`). A filter written
+    /// another way that means the same keeps its cursors: a list of values in any order
+    /// (`status`, `kind`, `code`), a time in any offset or precision (`created_before`,
+    /// `created_after`).
     pub fn of(query: Option<&str>) -> Filters {
         let mut given: Vec<(String, String)> =
             form_urlencoded::parse(query.unwrap_or_default().as_bytes())
@@ -216,7 +241,10 @@ impl Filters {
                     !matches!(name.as_ref(), "limit" | "cursor" | "count")
                         && !value.trim().is_empty()
                 })
-                .map(|(name, value)| (name.into_owned(), value.trim().to_owned()))
+                .map(|(name, value)| {
+                    let value = canonical(&name, value.trim());
+                    (name.into_owned(), value)
+                })
                 .collect();
         if given.is_empty() {
             return Filters(None);
@@ -243,6 +271,29 @@ impl Filters {
             None => list.to_string(),
             Some(digest) => format!("{list}~{digest}"),
         }
+    }
+}
+
+/// A filter's value in one spelling ([`Filters::of`]).
+fn canonical(name: &str, value: &str) -> String {
+    match name {
+        "status" | "kind" | "code" => {
+            let mut values: Vec<&str> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
+            values.sort_unstable();
+            values.dedup();
+            values.join(",")
+        }
+        "created_before" | "created_after" => chrono::DateTime::parse_from_rfc3339(value)
+            .map(|t| {
+                t.with_timezone(&chrono::Utc)
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            })
+            .unwrap_or_else(|_| value.to_owned()),
+        _ => value.to_owned(),
     }
 }
 

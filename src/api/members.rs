@@ -55,9 +55,14 @@ pub async fn member_history(
             format!("a member is its user id (a GUID) or user principal name: {why}"),
         )
     })?;
-    let scope = format!("history:{}", member.trim().to_lowercase());
     let member =
         MemberRef::parse(&member).map_err(|e| ApiError::bad_request("invalid_member", e))?;
+    // The member as parsed: a cursor reads on whichever way the member is written (a GUID in
+    // braces, a user principal name in capitals).
+    let scope = match &member {
+        MemberRef::UserId(id) => format!("history:{id}"),
+        MemberRef::Upn(upn) => format!("history:{upn}"),
+    };
     let page = PageRequest::<i64>::parse_in(scope, q.limit, q.cursor.as_deref())?;
     let page = history::member_history(&state.db, auth.tenant_id(), &member, &page).await?;
     Ok(Json(HistoryList {
