@@ -1103,6 +1103,76 @@ async fn embedded_server_stopped_goes_on_at_restart() {
     emulator.shutdown().await;
 }
 
+/// `licensor serve` on the embedded default started on the file of a predecessor that died
+/// after it took a job's message from the queue and before it held anything for the job (no
+/// member, expansion or turn: a server killed again just after its restart had taken the job's
+/// `Run`): the takeover at start finds nothing of its own to queue the job again by, and the
+/// message is the queue's, held for the dead worker. The new process queues every active job
+/// again at once rather than leave the job to the reconciler (`jobs.stall_secs`, 60 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_server_queues_a_dead_predecessors_jobs_at_start() {
+    use licensor_core::jobs::processes::{self, ProcessId};
+    const MEMBERS: u64 = 5_000;
+    let emulator = directory(MEMBERS as usize, 20).await;
+    let mut d = Deployment::start_embedded(&emulator, &SHIPPED_TAKEOVER).await;
+    let db = sea_orm::Database::connect(d.database_url()).await.unwrap();
+    let id = d.submit_assign().await;
+    d.wait_progress(&id, 500).await;
+    let me = processes::all(&db)
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .expect("the server's heartbeat row");
+    // Stopped cleanly, the server queued the job again on the queue; the predecessor took that
+    // message and died holding nothing: the message is gone for the next process, and the
+    // predecessor's row remains, with a pid no process has.
+    let pid = d.procs.0[0].id();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(d.procs.0[0].wait().unwrap().success());
+    let queue_url = d.database_url().replace("/licensor.db", "/queue.db");
+    let queue = sea_orm::sqlx::SqlitePool::connect(&queue_url)
+        .await
+        .unwrap();
+    sea_orm::sqlx::query("DELETE FROM Jobs")
+        .execute(&queue)
+        .await
+        .unwrap();
+    queue.close().await;
+    processes::beat(
+        &db,
+        &ProcessId {
+            name: "licensor-gone-999999999-00000000".into(),
+            host: me.host.clone(),
+            pid: 999_999_999,
+        },
+    )
+    .await
+    .unwrap();
+    let done_at_stop = succeeded_in(&db).await;
+    assert!(done_at_stop < MEMBERS as i64, "stopped mid-job");
+    let restarted = Instant::now();
+    d.spawn(&["serve"]);
+    d.wait_ready().await;
+    wait_beyond(&d, &id, done_at_stop, Duration::from_secs(60)).await;
+    let resumed = restarted.elapsed();
+    let job = d.wait_end(&id, 600).await;
+    eprintln!("a dead predecessor's job went on {resumed:?} after the restart");
+    assert!(
+        resumed <= Duration::from_secs(15),
+        "progress again {resumed:?} after the restart"
+    );
+    assert_all_assigned_once(&emulator, &job, MEMBERS).await;
+    drop(d);
+    emulator.shutdown().await;
+}
+
 /// `licensor serve` on the embedded default killed with SIGKILL while it answers a submit sent
 /// with an `Idempotency-Key` (the directory takes 60 s to answer its SKU read). While the
 /// request runs, its key is "in use" — beyond the claim's 30 s lease too, as the request renews

@@ -93,11 +93,29 @@ pub async fn start(
             return Some(recorded);
         }
     };
+    let mut took_over = false;
     for row in rows {
         if row.id == process.name || !predecessor(process, &row) {
             continue;
         }
-        take_over(ctx, options.db(ctx), &row, "gone at start").await;
+        took_over |= take_over(ctx, options.db(ctx), &row, "gone at start").await;
+    }
+    if took_over {
+        // A predecessor that died after it took a job's message from the queue and before it
+        // held anything for it (a member, an expansion, a turn to write) left nothing for its
+        // takeover to find: the message was the queue's, held for it until the queue's own
+        // recovery of a dead worker's messages (a server killed twice in quick succession
+        // waited 15 s). Every queued or running job is queued again instead; a repeated
+        // message is harmless.
+        match crate::jobs::requeue_active(ctx).await {
+            Ok(n) => tracing::info!(
+                jobs = n,
+                "a predecessor was taken over at start; active jobs queued again"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "queueing active jobs again at start failed; the reconciler will")
+            }
+        }
     }
     Some(recorded)
 }
@@ -207,20 +225,21 @@ pub async fn run(
     }
 }
 
-/// Take over `dead`'s leases and queue the jobs they were on.
+/// Take over `dead`'s leases and queue the jobs they were on; `false` when it beat again, another
+/// worker took it over first, or the takeover failed.
 async fn take_over(
     ctx: &WorkerContext,
     db: &licensor_core::db::Db,
     dead: &worker_process::Model,
     why: &'static str,
-) {
+) -> bool {
     let freed = match processes::take_over(db, dead).await {
         Ok(Some(freed)) => freed,
         // It beat again, or another worker was first.
-        Ok(None) => return,
+        Ok(None) => return false,
         Err(e) => {
             tracing::warn!(process = %dead.id, error = %e, "taking over a worker process's leases failed");
-            return;
+            return false;
         }
     };
     tracing::warn!(
@@ -238,6 +257,7 @@ async fn take_over(
     if let Err(e) = ctx.queue.forget_process(&dead.id).await {
         tracing::warn!(process = %dead.id, error = %e, "deleting a stopped worker process's own queue failed");
     }
+    true
 }
 
 /// Queue the freed jobs again, so a live worker works them at once (the messages of the steps

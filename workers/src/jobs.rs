@@ -1164,13 +1164,13 @@ pub async fn reconcile(ctx: &Arc<WorkerContext>) -> Result<usize, BoxDynError> {
 /// Queue again every queued or running job at once, however recently it moved: for when the
 /// queue itself lost its messages (a Redis that restarted empty), where waiting for the
 /// reconciler would leave the jobs idle for `stall_secs`.
-pub async fn requeue_active(ctx: &Arc<WorkerContext>) -> Result<usize, BoxDynError> {
+pub async fn requeue_active(ctx: &WorkerContext) -> Result<usize, BoxDynError> {
     requeue_idle_since(ctx, Utc::now() + chrono::Duration::seconds(1)).await
 }
 
 #[tracing::instrument(name = "jobs.requeue", skip_all)]
 async fn requeue_idle_since(
-    ctx: &Arc<WorkerContext>,
+    ctx: &WorkerContext,
     before: chrono::DateTime<Utc>,
 ) -> Result<usize, BoxDynError> {
     let stalled = jobs::reconcile::stalled(&ctx.db, before).await?;
