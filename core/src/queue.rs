@@ -137,6 +137,36 @@ pub struct LocalQueue {
     waiting: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// A message taken from a [`LocalQueue`] whose step has not started: put back on the queue
+/// when dropped before [`Taken::start`], so a consumer that stops (or is dropped) while it waits
+/// for a place loses nothing.
+pub struct Taken<'a> {
+    queue: &'a LocalQueue,
+    local: Option<Local>,
+}
+
+impl<'a> Taken<'a> {
+    pub fn new(queue: &'a LocalQueue, local: Local) -> Taken<'a> {
+        Taken {
+            queue,
+            local: Some(local),
+        }
+    }
+
+    /// The message, its step starting: no longer put back.
+    pub fn start(mut self) -> Option<Local> {
+        self.local.take()
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Some(local) = self.local.take() {
+            self.queue.send(local);
+        }
+    }
+}
+
 /// A message on a [`LocalQueue`], with the tries its step has failed so far.
 #[derive(Debug, Clone)]
 pub struct Local {
@@ -858,6 +888,36 @@ fn queue_config_error(url: &QueueUrl, reason: &str) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message taken from a process's own queue and dropped before its step started is put
+    /// back; one whose step started is not; a failed step's message comes back while it has
+    /// tries left.
+    #[tokio::test(start_paused = true)]
+    async fn a_local_message_not_started_is_put_back() {
+        let queue = LocalQueue::new();
+        let own = Queue::Local(queue.clone());
+        let job = Uuid::now_v7();
+        own.push(Message::work(job, job)).await.unwrap();
+        assert_eq!(own.depth().await, Some(1));
+        let taken = Taken::new(&queue, queue.next().await.unwrap());
+        assert_eq!(queue.waiting(), 0);
+        drop(taken);
+        assert_eq!(queue.waiting(), 1, "put back");
+        let taken = Taken::new(&queue, queue.next().await.unwrap());
+        let started = taken.start().unwrap();
+        assert_eq!(started.message, Message::work(job, job));
+        assert_eq!(queue.waiting(), 0, "a started message is not put back");
+        // A failed step: taken again after a second, its failure counted.
+        assert!(queue.retry(started));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let again = queue.next().await.unwrap();
+        assert_eq!(again.failed, 1);
+        let last = Local {
+            failed: LOCAL_TRIES - 1,
+            ..again
+        };
+        assert!(!queue.retry(last), "no tries left");
+    }
 
     /// An embedded queue named `name` in a new directory (removed when the handle is dropped).
     async fn embedded_queue(name: &str) -> (tempfile::TempDir, Queue) {

@@ -176,8 +176,7 @@ async fn step(message: Message, ctx: Arc<WorkerContext>) -> Result<(), BoxDynErr
 /// one (a place is never held waiting for a message: the shared queue's steps could not have
 /// it). A step that fails is taken again later ([`licensor_core::queue::LocalQueue::retry`]).
 /// Steps still running when it returns go on to their end, as the shared queue's do; a message
-/// taken and not started when it stops goes with the rest of the process's own queue (see
-/// [`licensor_core::queue::LocalQueue`]).
+/// taken and not started when it stops is put back ([`licensor_core::queue::Taken`]).
 async fn work_local(
     local: licensor_core::queue::LocalQueue,
     ctx: Arc<WorkerContext>,
@@ -193,12 +192,18 @@ async fn work_local(
                 None => return,
             },
         };
+        // Put back should this stop, or be dropped (the shared queue's worker beside it
+        // failed, and both start again), before the message's step starts.
+        let taken = licensor_core::queue::Taken::new(&local, next);
         let place = tokio::select! {
             _ = &mut stop => return,
             place = places.0.clone().acquire_owned() => match place {
                 Ok(place) => place,
                 Err(_) => return,
             },
+        };
+        let Some(next) = taken.start() else {
+            continue;
         };
         let (ctx, local) = (ctx.clone(), local.clone());
         tokio::spawn(async move {
