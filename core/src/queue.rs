@@ -5,6 +5,7 @@
 //! the database, not the queue, says what is already done.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use apalis::prelude::TaskSink;
@@ -189,32 +190,37 @@ impl LocalQueue {
         }
     }
 
+    /// A new message (no failed tries) on the queue.
+    fn push(&self, message: Message) {
+        self.send(Local { message, failed: 0 });
+    }
+
     fn send(&self, local: Local) {
         // The receiver lives as long as any clone of the queue: a send cannot fail.
         if self.tx.send(local).is_ok() {
-            self.count(1);
+            let now = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+            show_depth(now);
         }
+    }
+
+    /// `local` on the queue once `wait` has passed.
+    fn send_after(&self, local: Local, wait: Duration) {
+        let queue = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            queue.send(local);
+        });
     }
 
     /// The next message, once there is one.
     pub async fn next(&self) -> Option<Local> {
         let local = self.rx.lock().await.recv().await?;
-        self.count(-1);
+        let now = self
+            .waiting
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        show_depth(now);
         Some(local)
-    }
-
-    /// Count a message in (1) or out (-1), and show the count as the queue's depth
-    /// (`licensor_queue_depth{backend="local"}`: the API's scrape reads the shared queue's).
-    fn count(&self, by: i64) {
-        use std::sync::atomic::Ordering;
-        let now = if by > 0 {
-            self.waiting.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            self.waiting
-                .fetch_sub(1, Ordering::Relaxed)
-                .saturating_sub(1)
-        };
-        metrics::gauge!("licensor_queue_depth", "backend" => "local").set(now as f64);
     }
 
     /// Take `local` again after its step failed: after 1 s, doubling with each failure up to a
@@ -226,18 +232,20 @@ impl LocalQueue {
         }
         let wait =
             Duration::from_secs(1u64 << (local.failed - 1).min(6)).min(Duration::from_secs(60));
-        let queue = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            queue.send(local);
-        });
+        self.send_after(local, wait);
         true
     }
 
     /// Messages waiting to be taken (those waiting for a retry or a `push_at` time aside).
     pub fn waiting(&self) -> u64 {
-        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
+        self.waiting.load(Ordering::Relaxed)
     }
+}
+
+/// A [`LocalQueue`]'s messages waiting, as the queue's depth
+/// (`licensor_queue_depth{backend="local"}`: the API's scrape reads the shared queue's).
+fn show_depth(waiting: u64) {
+    metrics::gauge!("licensor_queue_depth", "backend" => "local").set(waiting as f64);
 }
 
 /// Wakes this process's queue worker when this process pushes a message, so work queued here
@@ -432,7 +440,7 @@ impl Queue {
                 .push(message)
                 .await
                 .map_err(|e| QueueError(e.to_string()))?,
-            Queue::Local(local) => local.send(Local { message, failed: 0 }),
+            Queue::Local(local) => local.push(message),
         }
         Ok(())
     }
@@ -457,14 +465,10 @@ impl Queue {
                 .push_task(TaskBuilder::new(message).run_at_timestamp(secs).build())
                 .await
                 .map_err(|e| QueueError(e.to_string()))?,
-            Queue::Local(local) => {
-                let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
-                let local = local.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    local.send(Local { message, failed: 0 });
-                });
-            }
+            Queue::Local(local) => local.send_after(
+                Local { message, failed: 0 },
+                (at - chrono::Utc::now()).to_std().unwrap_or_default(),
+            ),
         }
         Ok(())
     }
@@ -485,11 +489,7 @@ impl Queue {
                 .push_bulk(messages)
                 .await
                 .map_err(|e| QueueError(e.to_string()))?,
-            Queue::Local(local) => {
-                for message in messages {
-                    local.send(Local { message, failed: 0 });
-                }
-            }
+            Queue::Local(local) => messages.into_iter().for_each(|m| local.push(m)),
         }
         if let Some(wake) = self.wake() {
             wake.notify();
