@@ -1130,6 +1130,35 @@ async fn jobs_from_the_command_line() {
     let out = client_cli(&app, admin, &["licenses", "list", "--json"]).await;
     let licenses: Value = serde_json::from_str(&succeeded(&out)).unwrap();
     assert!(licenses.is_array(), "{licenses}");
+    // Licenses found by a part of their name, in any case, Swedish letters too.
+    for name in ["Östersund Skola", "AutoCAD 2026"] {
+        app.post_json("/v1/licenses", admin, &json!({ "name": name, "seats": 3 }))
+            .await;
+    }
+    let out = client_cli(&app, admin, &["licenses", "list", "--search", "öSTER"]).await;
+    let text = succeeded(&out);
+    assert!(
+        text.lines().next().is_some_and(|h| h.starts_with("ID"))
+            && text.contains("Östersund Skola")
+            && !text.contains("AutoCAD"),
+        "{text}"
+    );
+    let out = client_cli(
+        &app,
+        admin,
+        &["licenses", "list", "--search", "autocad", "--json"],
+    )
+    .await;
+    let found: Value = serde_json::from_str(&succeeded(&out)).unwrap();
+    assert_eq!(
+        found
+            .as_array()
+            .map(|a| a.iter().map(|l| l["name"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!("AutoCAD 2026")]),
+        "{found}"
+    );
+    let out = client_cli(&app, admin, &["licenses", "list", "--search", "Visio"]).await;
+    assert_eq!(succeeded(&out).trim(), "no license's name contains `Visio`");
     // … and says so where --json is explained.
     let out = run(licensor().args(["directory", "skus", "--help"]));
     let help = String::from_utf8_lossy(&out.stdout)

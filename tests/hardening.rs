@@ -1354,6 +1354,9 @@ async fn control_characters_in_paths_and_queries_are_refused(backend: Backend) {
         ),
         get("/v1/audit?target_id=%7F", 400, "invalid_query"),
         get("/v1/licenses?%00=1", 400, "invalid_query"),
+        // A parameter name whose escapes are not UTF-8 is named as it was sent.
+        get("/v1/licenses?%FF=1", 400, "invalid_query"),
+        get("/v1/jobs?st%E9tus=failed", 400, "invalid_query"),
         get("/v1/directory/users?search=a%C2%85", 400, "invalid_query"),
     ];
     // Through the idempotency layer alike.
@@ -1388,6 +1391,12 @@ async fn control_characters_in_paths_and_queries_are_refused(backend: Backend) {
                 if detail.chars().any(char::is_control) {
                     wrong.push(format!(
                         "{}: the detail repeats the value: {detail:?}",
+                        case.path
+                    ));
+                }
+                if detail.contains('\u{FFFD}') {
+                    wrong.push(format!(
+                        "{}: the detail shows bytes that are not UTF-8 as U+FFFD: {detail:?}",
                         case.path
                     ));
                 }

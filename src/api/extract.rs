@@ -203,11 +203,15 @@ fn not_utf8(query: Option<&str>) -> Result<(), ApiError> {
             .is_err()
         {
             let name = part.split('=').next().unwrap_or_default();
-            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("{}: its %XX escapes are not UTF-8 text", clip(&name)),
-            ));
+            let detail = match percent_encoding::percent_decode_str(name).decode_utf8() {
+                Ok(name) => format!("{}: its %XX escapes are not UTF-8 text", clip(&name)),
+                // Shown decoded, such a name would read as U+FFFD.
+                Err(_) => format!(
+                    "a parameter's name ({}) has %XX escapes that are not UTF-8 text",
+                    clip(name)
+                ),
+            };
+            return Err(ApiError::bad_request("invalid_query", detail));
         }
     }
     Ok(())
@@ -287,6 +291,9 @@ fn canonical(name: &str, value: &str) -> String {
             values.dedup();
             values.join(",")
         }
+        // A search matches in any case (`licensor_core::licenses::list`, and the directory's
+        // pickers as Graph's `startsWith` does): typed in another case it is the same filter.
+        "search" => value.to_lowercase(),
         "created_before" | "created_after" => chrono::DateTime::parse_from_rfc3339(value)
             .map(|t| {
                 t.with_timezone(&chrono::Utc)

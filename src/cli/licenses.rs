@@ -13,6 +13,10 @@ pub enum LicensesCommand {
     List {
         #[command(flatten)]
         client: Client,
+        /// Only the licenses whose name contains this text, in any case (at most 200
+        /// characters).
+        #[arg(long)]
+        search: Option<String>,
     },
     /// Create a license with a number of seats.
     Create {
@@ -114,11 +118,20 @@ impl UsedByState {
 
 pub async fn run(cmd: LicensesCommand) -> anyhow::Result<()> {
     match cmd {
-        LicensesCommand::List { client } => {
+        LicensesCommand::List { client, search } => {
             let api = Api::new(&client)?;
-            let all = api.list("/v1/licenses", &[], None).await?;
+            let search = search
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty());
+            let query: Vec<(&str, String)> = search.iter().map(|s| ("search", s.clone())).collect();
+            let all = api.list("/v1/licenses", &query, None).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                match search {
+                    Some(s) => println!("no license's name contains `{s}`"),
+                    None => println!("no licenses yet: add one with `licensor licenses create`"),
+                }
             } else {
                 print_licenses(&all);
             }
