@@ -1301,6 +1301,13 @@ async fn control_characters_in_paths_and_queries_are_refused(backend: Backend) {
         get("/v1/members/%FF%FE/history", 400, "invalid_member"),
         // A query value whose escapes are not UTF-8 is refused, not searched for as U+FFFD.
         get("/v1/licenses?search=%FF", 400, "invalid_query"),
+        // A route that reads no query refuses one that is not UTF-8 too, and creates nothing.
+        post(
+            "/v1/licenses?search=%FF",
+            r#"{"name": "q", "seats": 1}"#,
+            400,
+            "invalid_query",
+        ),
         get("/v1/audit?action=%C3", 400, "invalid_query"),
         get("/v1/jobs?kind=%FF", 400, "invalid_query"),
         get(
@@ -1402,6 +1409,25 @@ async fn control_characters_in_paths_and_queries_are_refused(backend: Backend) {
                 }
             }
             Err(e) => wrong.push(format!("{} {}: {e}", case.method, case.path)),
+        }
+    }
+    // A parameter given twice is named, with how to give a list of values.
+    for path in [
+        "/v1/jobs?status=failed&status=finished",
+        "/v1/licenses?search=a&limit=2&search=b",
+        "/v1/audit?limit=1&limit=2",
+    ] {
+        let resp = app.get(path, &t.admin).send().await.unwrap();
+        match check_problem(resp, 400, "invalid_query").await {
+            Ok(problem) => {
+                let detail = problem["detail"].as_str().unwrap_or_default();
+                if !detail.contains("is given more than once")
+                    || !detail.contains("comma-separated")
+                {
+                    wrong.push(format!("{path}: {detail:?}"));
+                }
+            }
+            Err(e) => wrong.push(format!("{path}: {e}")),
         }
     }
     // Without a token too: the request is malformed before it is anyone's.

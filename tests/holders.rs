@@ -267,6 +267,55 @@ async fn license_search_and_names(backend: Backend) {
         .await
         .expect("GET");
     expect_problem(resp, 400, "invalid_query").await;
+    // Spaces around a search are not searched, nor counted: 201 of them filter nothing.
+    let blank = "%20".repeat(201);
+    let all = app.get_json("/v1/licenses?limit=500", &t.viewer).await;
+    assert_eq!(
+        names(
+            app.get_json(&format!("/v1/licenses?limit=500&search={blank}"), &t.viewer)
+                .await
+        ),
+        names(all)
+    );
+    // Either Unicode form of a letter finds the other: "Å" typed as A and a combining ring (as
+    // text pasted from some systems has it) is "Å"; and Greek's final sigma is a sigma.
+    create(
+        &app,
+        &t.admin,
+        json!({ "name": "Cafe\u{301} A\u{30A}rhus", "seats": 1 }),
+    )
+    .await;
+    create(&app, &t.admin, json!({ "name": "ΟΔΟΣ", "seats": 1 })).await;
+    for (search, found) in [
+        ("%C3%A5rhus", &["Cafe\u{301} A\u{30A}rhus"][..]),
+        ("caf%C3%A9", &["Cafe\u{301} A\u{30A}rhus"][..]),
+        ("A%CC%8ARHUS", &["Cafe\u{301} A\u{30A}rhus"][..]),
+        ("o%CC%88stersund", &["Östersund Skola"][..]),
+        ("%CE%A3", &["ΟΔΟΣ"][..]),
+        ("%CF%83", &["ΟΔΟΣ"][..]),
+    ] {
+        assert_eq!(
+            names(
+                app.get_json(&format!("/v1/licenses?search={search}"), &t.viewer)
+                    .await
+            ),
+            found,
+            "search={search}"
+        );
+    }
+    // A cursor of a search reads on with the search sent in the other form.
+    let first = app
+        .get_json("/v1/licenses?search=%C3%A5&limit=1", &t.viewer)
+        .await;
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    app.get_json(
+        &format!("/v1/licenses?search=a%CC%8A&limit=1&cursor={cursor}"),
+        &t.viewer,
+    )
+    .await;
 
     let id = create(&app, &t.admin, json!({ "name": "Named", "seats": 2 })).await;
     let resp = app

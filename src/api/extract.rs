@@ -187,6 +187,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         not_utf8(parts.uri.query())?;
+        given_twice(parts.uri.query())?;
         let axum::extract::Query(value) = axum::extract::Query::<T>::try_from_uri(&parts.uri)?;
         Ok(Query(value))
     }
@@ -195,7 +196,7 @@ where
 /// 400 `invalid_query` for a query string with a parameter whose `%XX` escapes are not UTF-8:
 /// decoded as a form is, such a value became U+FFFD (`?search=%FF` searched for the
 /// replacement character and answered an empty list, where `?kind=%FF` was refused naming it).
-fn not_utf8(query: Option<&str>) -> Result<(), ApiError> {
+pub(super) fn not_utf8(query: Option<&str>) -> Result<(), ApiError> {
     for part in query.unwrap_or_default().split('&') {
         // `+` is a space in a form: it is UTF-8 either way.
         if percent_encoding::percent_decode_str(part)
@@ -212,6 +213,26 @@ fn not_utf8(query: Option<&str>) -> Result<(), ApiError> {
                 ),
             };
             return Err(ApiError::bad_request("invalid_query", detail));
+        }
+    }
+    Ok(())
+}
+
+/// 400 `invalid_query` for a parameter given more than once (`?status=failed&status=finished`):
+/// no route takes one twice — a list of values is one parameter, comma-separated — and the
+/// query's decoder answered only "duplicate field" for it.
+fn given_twice(query: Option<&str>) -> Result<(), ApiError> {
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if !seen.insert(name.clone()) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "{} is given more than once: give it once (a list of values is one \
+                     parameter, comma-separated, e.g. status=failed,finished)",
+                    clip(&name)
+                ),
+            ));
         }
     }
     Ok(())
@@ -291,9 +312,10 @@ fn canonical(name: &str, value: &str) -> String {
             values.dedup();
             values.join(",")
         }
-        // A search matches in any case (`licensor_core::licenses::list`, and the directory's
-        // pickers as Graph's `startsWith` does): typed in another case it is the same filter.
-        "search" => value.to_lowercase(),
+        // A license search matches in any case and Unicode form
+        // (`licensor_core::licenses::search_key`): typed another way it is the same filter. (The
+        // directory pickers' cursors are the directory's own, tied to the search as sent.)
+        "search" => licensor_core::licenses::search_key(value),
         "created_before" | "created_after" => chrono::DateTime::parse_from_rfc3339(value)
             .map(|t| {
                 t.with_timezone(&chrono::Utc)

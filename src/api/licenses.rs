@@ -207,7 +207,11 @@ pub async fn list_licenses(
 ) -> ApiResult<Json<LicenseList>> {
     let page =
         PageRequest::<Uuid>::parse_in(filters.scope("licenses"), q.limit, q.cursor.as_deref())?;
-    if q.search.as_ref().is_some_and(|s| s.chars().count() > 200) {
+    // Counted as searched: spaces around it are not (a blank search filters nothing).
+    if q.search
+        .as_ref()
+        .is_some_and(|s| s.trim().chars().count() > 200)
+    {
         return Err(ApiError::bad_request(
             "invalid_query",
             "search is at most 200 characters",

@@ -5,7 +5,9 @@
 //! store NUL (U+0000) in text at all: a `%00` in a path segment or a query value that reached a
 //! query's text parameter was a database error. Percent-decoded, a path with a control character
 //! (C0, DEL or C1; NUL included) → 400 `invalid_path`, a query string with one → 400
-//! `invalid_query`; nothing is read or changed. Neither answer repeats the value.
+//! `invalid_query`; nothing is read or changed. Neither answer repeats the value. A query whose
+//! `%XX` escapes are not UTF-8 is refused here too (400 `invalid_query`, see
+//! [`super::extract::not_utf8`]), on routes that read no query as on those that do.
 
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -29,11 +31,15 @@ pub async fn refuse_control_characters(req: Request, next: Next) -> Response {
         )
         .into_response();
     }
+    // Every route's query alike, those that read none too (a POST that creates something).
+    if let Err(refused) = super::extract::not_utf8(uri.query()) {
+        return refused.into_response();
+    }
     next.run(req).await
 }
 
 /// Whether `text`, percent-decoded, holds a control character. Bytes that do not decode as
-/// UTF-8 are left to the route (a path parameter or query that is not UTF-8 is refused there).
+/// UTF-8 are left to the route for a path (a parameter that is not UTF-8 is refused there).
 fn has_control(text: &str) -> bool {
     percent_encoding::percent_decode_str(text)
         .decode_utf8_lossy()

@@ -167,7 +167,7 @@ pub async fn run(cmd: LicensesCommand) -> anyhow::Result<()> {
                 // takes for `checkout`; what was made, on stderr.
                 println!("{}", text(&l["id"]));
                 eprintln!(
-                    "license created: {}, {} seats, {} available",
+                    "license created: {}, {} seat(s), {} available",
                     text(&l["name"]),
                     text(&l["seats"]),
                     text(&l["available"])

@@ -408,6 +408,18 @@ pub(crate) async fn find<C: ConnectionTrait>(
 /// Licenses read at a time by a search of [`list`].
 const SEARCH_BATCH: u64 = 500;
 
+/// `text` as a license search compares it ([`list`]): in Unicode's composed form (NFC: an "Å"
+/// typed as A and a combining ring, as text pasted from some systems has it, is the one
+/// character "Å"), in small letters (Unicode's, not only ASCII's), and with Greek's final sigma
+/// as the sigma it is ("ΟΔΟΣ" lowercases to "οδος", which "σ" would not find).
+pub fn search_key(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    text.nfc()
+        .collect::<String>()
+        .to_lowercase()
+        .replace('ς', "σ")
+}
+
 /// The tenant's licenses, newest first; with `search`, those whose name contains it in any
 /// case — Unicode's, not only ASCII's: "östersund" finds "Östersund Skola". The names are
 /// matched here rather than by the database, whose `lower()` folds ASCII only on SQLite (and
@@ -422,7 +434,7 @@ pub async fn list(
     let search = search
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(str::to_lowercase);
+        .map(search_key);
     let newest_first = |before: Option<Uuid>| {
         let mut q = license::Entity::find().filter(license::Column::TenantId.eq(tenant_id));
         if let Some(before) = before {
@@ -442,7 +454,7 @@ pub async fn list(
                 found.extend(
                     batch
                         .into_iter()
-                        .filter(|m| m.name.to_lowercase().contains(search.as_str())),
+                        .filter(|m| search_key(&m.name).contains(search.as_str())),
                 );
                 if found.len() as u64 >= page.fetch() || !more {
                     break;
