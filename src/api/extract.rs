@@ -225,12 +225,16 @@ fn given_twice(query: Option<&str>) -> Result<(), ApiError> {
     let mut seen = std::collections::HashSet::new();
     for (name, _) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         if !seen.insert(name.clone()) {
+            let name = if name.is_empty() {
+                "a parameter with no name".to_owned()
+            } else {
+                clip(&name)
+            };
             return Err(ApiError::bad_request(
                 "invalid_query",
                 format!(
-                    "{} is given more than once: give it once (a list of values is one \
-                     parameter, comma-separated, e.g. status=failed,finished)",
-                    clip(&name)
+                    "{name} is given more than once: give it once (a list of values is one \
+                     parameter, comma-separated, e.g. status=failed,finished)"
                 ),
             ));
         }

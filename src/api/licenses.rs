@@ -207,10 +207,11 @@ pub async fn list_licenses(
 ) -> ApiResult<Json<LicenseList>> {
     let page =
         PageRequest::<Uuid>::parse_in(filters.scope("licenses"), q.limit, q.cursor.as_deref())?;
-    // Counted as searched: spaces around it are not (a blank search filters nothing).
+    // Counted as searched: spaces around it are not (a blank search filters nothing), and a
+    // letter typed in either Unicode form is one.
     if q.search
-        .as_ref()
-        .is_some_and(|s| s.trim().chars().count() > 200)
+        .as_deref()
+        .is_some_and(|s| licenses::search_length(s) > 200)
     {
         return Err(ApiError::bad_request(
             "invalid_query",

@@ -420,6 +420,14 @@ pub fn search_key(text: &str) -> String {
         .replace('ς', "σ")
 }
 
+/// How long a license search is, in characters, as [`list`] searches it: without the spaces
+/// around it, in Unicode's composed form (an "Å" typed as A and a combining ring is one). The API
+/// takes at most 200.
+pub fn search_length(search: &str) -> usize {
+    use unicode_normalization::UnicodeNormalization;
+    search.trim().nfc().count()
+}
+
 /// The tenant's licenses, newest first; with `search`, those whose name contains it in any
 /// case — Unicode's, not only ASCII's: "östersund" finds "Östersund Skola". The names are
 /// matched here rather than by the database, whose `lower()` folds ASCII only on SQLite (and
