@@ -959,7 +959,7 @@ async fn licenses_from_the_command_line() {
     uuid::Uuid::try_parse(&other).unwrap_or_else(|_| panic!("only the id on stdout: {other:?}"));
     let told = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
-        told.contains("license created: Visio, 3 seats, 3 available"),
+        told.contains("license created: Visio, 3 seat(s), 3 available"),
         "{told}"
     );
     let mut plain = licensor_cli(&app, &other_tenant);
