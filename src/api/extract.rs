@@ -186,14 +186,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        not_utf8(parts.uri.query())?;
+        // Escapes that are not UTF-8 were refused for every route before any extractor
+        // (`printable`).
         given_twice(parts.uri.query())?;
         let axum::extract::Query(value) = axum::extract::Query::<T>::try_from_uri(&parts.uri)?;
         Ok(Query(value))
     }
 }
 
-/// 400 `invalid_query` for a query string with a parameter whose `%XX` escapes are not UTF-8:
+/// 400 `invalid_query` for a query string with a parameter whose `%XX` escapes are not UTF-8,
+/// refused for every route by [`super::printable`] before any extractor runs:
 /// decoded as a form is, such a value became U+FFFD (`?search=%FF` searched for the
 /// replacement character and answered an empty list, where `?kind=%FF` was refused naming it).
 pub(super) fn not_utf8(query: Option<&str>) -> Result<(), ApiError> {
