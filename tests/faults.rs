@@ -57,6 +57,18 @@ async fn succeeded(d: &Deployment, id: &str) -> Option<i64> {
 }
 
 /// Wait until the job has more than `than` members succeeded; returns how long that took.
+/// Start `licensor serve` again on the embedded deployment `d` (its predecessor stopped or
+/// gone): how long after the start job `id` went beyond `done_before` succeeded members (within
+/// 60 s), and the job once it ended.
+async fn serve_again(d: &mut Deployment, id: &str, done_before: i64) -> (Duration, Value) {
+    let restarted = Instant::now();
+    d.spawn(&["serve"]);
+    d.wait_ready().await;
+    wait_beyond(d, id, done_before, Duration::from_secs(60)).await;
+    let resumed = restarted.elapsed();
+    (resumed, d.wait_end(id, 600).await)
+}
+
 async fn wait_beyond(d: &Deployment, id: &str, than: i64, limit: Duration) -> Duration {
     let start = Instant::now();
     loop {
@@ -1085,12 +1097,7 @@ async fn embedded_server_stopped_goes_on_at_restart() {
     assert!(exited.success(), "the server exits cleanly: {exited:?}");
     let done_at_stop = succeeded_in(&db).await;
     assert!(done_at_stop < MEMBERS as i64, "stopped mid-job");
-    let restarted = Instant::now();
-    d.spawn(&["serve"]);
-    d.wait_ready().await;
-    wait_beyond(&d, &id, done_at_stop, Duration::from_secs(60)).await;
-    let resumed = restarted.elapsed();
-    let job = d.wait_end(&id, 600).await;
+    let (resumed, job) = serve_again(&mut d, &id, done_at_stop).await;
     eprintln!(
         "embedded server stopped with {done_at_stop} of {MEMBERS} members done: progress again {resumed:?} after the restart"
     );
@@ -1157,12 +1164,7 @@ async fn embedded_server_queues_a_dead_predecessors_jobs_at_start() {
     .unwrap();
     let done_at_stop = succeeded_in(&db).await;
     assert!(done_at_stop < MEMBERS as i64, "stopped mid-job");
-    let restarted = Instant::now();
-    d.spawn(&["serve"]);
-    d.wait_ready().await;
-    wait_beyond(&d, &id, done_at_stop, Duration::from_secs(60)).await;
-    let resumed = restarted.elapsed();
-    let job = d.wait_end(&id, 600).await;
+    let (resumed, job) = serve_again(&mut d, &id, done_at_stop).await;
     eprintln!("a dead predecessor's job went on {resumed:?} after the restart");
     assert!(
         resumed <= Duration::from_secs(15),
