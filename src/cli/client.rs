@@ -214,21 +214,71 @@ pub fn text(v: &Value) -> String {
     }
 }
 
-/// Print `rows` under `header`, each column as wide as its widest cell.
+/// Print `rows` under `header`, each column as wide as its widest cell ([`table_lines`]).
 pub fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    for line in table_lines(header, rows) {
+        println!("{line}");
+    }
+}
+
+/// The lines of a table of `rows` under `header`: each column as wide as its widest cell, two
+/// spaces apart, no spaces at a line's end. Widths are the columns a cell takes on a terminal
+/// (Unicode's East Asian Width, the `unicode-width` crate), not its characters: an emoji or a
+/// CJK character takes two, a combining mark (an "Å" typed as "A" and a ring) none, so the
+/// columns stay aligned whatever the names hold.
+pub fn table_lines<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Vec<String> {
+    use unicode_width::UnicodeWidthStr;
     let header = header.map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.chars().count());
+    let mut widths = header.clone().map(|h| h.width());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(cell.width());
         }
     }
-    for row in std::iter::once(&header).chain(rows) {
-        let line: Vec<String> = row
+    std::iter::once(&header)
+        .chain(rows)
+        .map(|row| {
+            let mut line = String::new();
+            for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.width())));
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Columns line up on a terminal whatever the cells hold: two columns for an emoji or a CJK
+    /// character, none for a combining mark.
+    #[test]
+    fn table_columns_line_up_by_display_width() {
+        use unicode_width::UnicodeWidthStr;
+        let rows = [
+            ["Visio".to_owned(), "3".to_owned()],
+            ["Visio 📊".to_owned(), "4".to_owned()],
+            ["A\u{30A}rsavtal".to_owned(), "5".to_owned()],
+            ["製図ソフト".to_owned(), "6".to_owned()],
+        ];
+        let lines = table_lines(["NAME", "SEATS"], &rows);
+        assert_eq!(lines.len(), 5);
+        // The seats column starts at the same terminal column on every line.
+        let starts: Vec<usize> = lines
             .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
+            .map(|l| {
+                let (name, _) = l.rsplit_once("  ").unwrap();
+                name.width() + 2
+            })
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        assert!(starts.iter().all(|&s| s == starts[0]), "{lines:#?}");
+        assert_eq!(starts[0], "製図ソフト".width() + 2, "{lines:#?}");
+        assert_eq!(lines[0], "NAME        SEATS");
+        assert_eq!(lines[3], "A\u{30A}rsavtal    5");
     }
 }
