@@ -355,14 +355,33 @@ async fn cursor_pagination(backend: Backend) {
             .await;
         assert_eq!(next["data"].as_array().unwrap().len(), 3, "{after}: {next}");
     }
-    for path in [
-        format!("/v1/jobs?cursor={cursor}"),
-        format!("/v1/jobs?kind=export&cursor={cursor}"),
-        format!("/v1/jobs?kind=assign&status=queued&cursor={cursor}"),
-        format!("/v1/jobs?kind=assign,export&cursor={cursor}"),
+    // The refusal names the filters that differ: given with another value, or on one side
+    // only.
+    let since_other = "created_after=2021-01-01T00:00:00Z";
+    for (path, differ) in [
+        (format!("/v1/jobs?cursor={cursor}"), "created_after"),
+        (
+            format!("/v1/jobs?kind=export&cursor={cursor}"),
+            "created_after, kind",
+        ),
+        (
+            format!("/v1/jobs?{since_other}&kind=assign&status=queued&cursor={cursor}"),
+            "created_after, kind, status",
+        ),
+        (
+            format!(
+                "/v1/jobs?created_after=2020-01-01T00:00:00Z&kind=assign,export&cursor={cursor}"
+            ),
+            "kind",
+        ),
     ] {
         let resp = app.get(&path, &t.viewer).send().await.unwrap();
-        expect_problem(resp, 400, "invalid_query").await;
+        let problem = expect_problem(resp, 400, "invalid_query").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!("cursor was issued with other filters ({differ})")),
+            "{path}: {detail}"
+        );
     }
     let all = app.get_json("/v1/jobs?limit=2", &t.viewer).await;
     let unfiltered = all["next_cursor"].as_str().unwrap().to_owned();
@@ -374,7 +393,28 @@ async fn cursor_pagination(backend: Backend) {
         .send()
         .await
         .unwrap();
-    expect_problem(resp, 400, "invalid_query").await;
+    let problem = expect_problem(resp, 400, "invalid_query").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("other filters (kind)"),
+        "{problem}"
+    );
+    // Another list's cursor is not of this list, whatever the filters.
+    let resp = app
+        .get(&format!("/v1/audit?cursor={unfiltered}"), &t.viewer)
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(resp, 400, "invalid_query").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("cursor is not one of this list"),
+        "{problem}"
+    );
     app.stop().await;
 }
 on_both_backends!(cursor_pagination);

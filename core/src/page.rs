@@ -60,6 +60,57 @@ pub enum PageError {
         "cursor is not one of this list: a cursor reads on only in the list, and with the filters, that issued it"
     )]
     Cursor,
+    /// A cursor of this list issued with other filters: the filters (query parameter names)
+    /// given with another value, or given on one side only, in name order.
+    #[error(
+        "cursor was issued with other filters ({}): a cursor reads on only with the filters that issued it; send them as they were, or leave the cursor out to start from the first page",
+        .0.join(", ")
+    )]
+    Filters(Vec<String>),
+}
+
+/// Where a scope's filters start: `{list}~{name}:{digest},…`, names in order, each a query
+/// parameter's name (`%XX`-escaped where it holds anything but letters, digits and `_`) and a
+/// digest of its value. Written by the API's filters (`src/api/extract.rs`); read here only to
+/// name the filters a refused cursor differs in.
+pub const FILTERS: char = '~';
+
+/// The filters that differ between two scopes of the same list (see [`FILTERS`]), in name
+/// order; `None` when the scopes are of different lists, or either one's filters cannot be
+/// read.
+fn differing_filters(issued: &str, given: &str) -> Option<Vec<String>> {
+    use std::collections::BTreeMap;
+    let split = |scope: &str| -> Option<(String, BTreeMap<String, String>)> {
+        let (list, filters) = scope.split_once(FILTERS).unwrap_or((scope, ""));
+        let mut named = BTreeMap::new();
+        for filter in filters.split(',').filter(|f| !f.is_empty()) {
+            let (name, digest) = filter.split_once(':')?;
+            let name = percent_decoded(name)?;
+            named.insert(name, digest.to_owned());
+        }
+        Some((list.to_owned(), named))
+    };
+    let (issued_list, issued) = split(issued)?;
+    let (given_list, given) = split(given)?;
+    if issued_list != given_list {
+        return None;
+    }
+    let mut names: Vec<String> = issued
+        .keys()
+        .chain(given.keys())
+        .filter(|name| issued.get(*name) != given.get(*name))
+        .cloned()
+        .collect();
+    names.sort();
+    names.dedup();
+    (!names.is_empty()).then_some(names)
+}
+
+/// `text` with its `%XX` escapes and `+` decoded, as a query parameter's name is.
+fn percent_decoded(text: &str) -> Option<String> {
+    let query = format!("{text}=");
+    let mut decoded = form_urlencoded::parse(query.as_bytes());
+    decoded.next().map(|(name, _)| name.into_owned())
 }
 
 impl<K: CursorKey> PageRequest<K> {
@@ -90,9 +141,19 @@ impl<K: CursorKey> PageRequest<K> {
                 let key = if scope.is_empty() {
                     key
                 } else {
-                    key.strip_prefix(scope.as_str())
+                    match key
+                        .strip_prefix(scope.as_str())
                         .and_then(|k| k.strip_prefix('|'))
-                        .ok_or(PageError::Cursor)?
+                    {
+                        Some(key) => key,
+                        // Of this list with other filters: say which.
+                        None => {
+                            return Err(key
+                                .rsplit_once('|')
+                                .and_then(|(issued, _)| differing_filters(issued, &scope))
+                                .map_or(PageError::Cursor, PageError::Filters));
+                        }
+                    }
                 };
                 Some(K::decode(key).ok_or(PageError::Cursor)?)
             }
@@ -183,5 +244,58 @@ mod tests {
         assert!(PageRequest::<i64>::parse(None, Some("!!")).is_err());
         assert!(PageRequest::<uuid::Uuid>::parse(None, Some("a2V5")).is_err());
         assert_eq!(PageRequest::<i64>::parse(None, None).unwrap().limit, 50);
+    }
+
+    /// A cursor of the same list sent with other filters is refused naming the filters that
+    /// differ — given with another value, or on one side only; one of another list, or whose
+    /// filters cannot be read, is refused as not of this list.
+    #[test]
+    fn a_cursor_with_other_filters_names_them() {
+        let issue = |scope: &str| {
+            PageRequest::<i64>::parse_in(scope, Some(1), None)
+                .unwrap()
+                .finish(vec![9, 8], |k| *k)
+                .next_cursor
+                .unwrap()
+        };
+        let refused = |scope: &str, cursor: &str| {
+            PageRequest::<i64>::parse_in(scope, None, Some(cursor)).unwrap_err()
+        };
+        let cursor = issue("jobs~kind:aa,status:bb");
+        assert!(
+            PageRequest::<i64>::parse_in("jobs~kind:aa,status:bb", None, Some(&cursor)).is_ok()
+        );
+        let named = |e: PageError| match e {
+            PageError::Filters(names) => names,
+            other => panic!("{other}"),
+        };
+        assert_eq!(
+            named(refused("jobs~kind:aa,status:cc", &cursor)),
+            ["status"]
+        );
+        assert_eq!(named(refused("jobs~kind:aa", &cursor)), ["status"]);
+        assert_eq!(named(refused("jobs", &cursor)), ["kind", "status"]);
+        assert_eq!(
+            named(refused(
+                "jobs~created%5Fafter:dd,kind:aa,status:bb",
+                &cursor
+            )),
+            ["created_after"]
+        );
+        let unfiltered = issue("jobs");
+        assert_eq!(named(refused("jobs~search:ee", &unfiltered)), ["search"]);
+        let detail = refused("jobs~kind:aa", &cursor).to_string();
+        assert!(detail.contains("other filters (status)"), "{detail}");
+        // Another list, whatever its filters; filters written before they were named.
+        assert!(matches!(
+            refused("licenses~kind:aa,status:bb", &cursor),
+            PageError::Cursor
+        ));
+        assert!(matches!(refused("items:1", &unfiltered), PageError::Cursor));
+        let unnamed = issue("jobs~0123456789abcdef");
+        assert!(matches!(
+            refused("jobs~kind:aa", &unnamed),
+            PageError::Cursor
+        ));
     }
 }

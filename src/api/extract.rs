@@ -256,15 +256,15 @@ impl From<QueryRejection> for ApiError {
 /// in name order. A cursor issued for `?status=failed` and sent back with `?status=succeeded`
 /// (or none) would otherwise be read as a position in that other list, and skip its entries
 /// before the position; it is refused instead (400 `invalid_query`, as a cursor of another
-/// list is).
+/// list is), naming the filters that differ (see [`licensor_core::page::PageError::Filters`]).
 #[derive(Debug, Clone, Default)]
-pub struct Filters(Option<String>);
+pub struct Filters(Vec<(String, String)>);
 
 impl Filters {
-    /// The filters of `query` (the request's query string, without the `?`). A filter written
-    /// another way that means the same keeps its cursors: a list of values in any order
-    /// (`status`, `kind`, `code`), a time in any offset or precision (`created_before`,
-    /// `created_after`).
+    /// The filters of `query` (the request's query string, without the `?`), each named and its
+    /// value digested. A filter written another way that means the same keeps its cursors: a
+    /// list of values in any order (`status`, `kind`, `code`), a time in any offset or precision
+    /// (`created_before`, `created_after`), a search in any case or Unicode form (`search`).
     pub fn of(query: Option<&str>) -> Filters {
         let mut given: Vec<(String, String)> =
             form_urlencoded::parse(query.unwrap_or_default().as_bytes())
@@ -274,34 +274,36 @@ impl Filters {
                 })
                 .map(|(name, value)| {
                     let value = canonical(&name, value.trim());
-                    (name.into_owned(), value)
+                    // 64 bits tell a filter's values apart; the cursor stays short.
+                    let digest = Sha256::digest(value.as_bytes());
+                    let digest = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+                    // The name as a cursor's scope can hold it: its `%XX` form (a name is
+                    // almost always plain letters and `_`).
+                    let name = form_urlencoded::byte_serialize(name.as_bytes()).collect();
+                    (name, digest)
                 })
                 .collect();
-        if given.is_empty() {
-            return Filters(None);
-        }
         given.sort();
-        let mut digest = Sha256::new();
-        for (name, value) in &given {
-            digest.update(name.as_bytes());
-            digest.update([0]);
-            digest.update(value.as_bytes());
-            digest.update([0]);
-        }
-        // 64 bits tell filters apart; the cursor stays short.
-        let digest = digest.finalize();
-        Filters(Some(
-            digest[..8].iter().map(|b| format!("{b:02x}")).collect(),
-        ))
+        Filters(given)
     }
 
     /// The scope of `list` ([`licensor_core::page::PageRequest::parse_in`]) with these filters:
-    /// `list` itself when there are none, so cursors of an unfiltered list read as before.
+    /// `{list}~{name}:{digest},…` ([`licensor_core::page::FILTERS`]), or `list` itself when
+    /// there are none, so cursors of an unfiltered list read as before.
     pub fn scope(&self, list: impl std::fmt::Display) -> String {
-        match &self.0 {
-            None => list.to_string(),
-            Some(digest) => format!("{list}~{digest}"),
+        if self.0.is_empty() {
+            return list.to_string();
         }
+        let filters: Vec<String> = self
+            .0
+            .iter()
+            .map(|(name, digest)| format!("{name}:{digest}"))
+            .collect();
+        format!(
+            "{list}{}{}",
+            licensor_core::page::FILTERS,
+            filters.join(",")
+        )
     }
 }
 
