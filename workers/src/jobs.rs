@@ -225,7 +225,7 @@ async fn start_lanes(ctx: &WorkerContext, job: &job::Model) -> Result<(), BoxDyn
         job_id: job.id,
         more_lanes: lanes_per_job(ctx).saturating_sub(1),
     };
-    let queue = match first_lane_queue(ctx, job.tenant_id).await? {
+    let queue = match first_lane_queue(ctx, job.tenant_id).await {
         FirstLane::Mine(own) => {
             own.push(first).await?;
             "own"
@@ -265,12 +265,20 @@ enum FirstLane {
 /// takeover ends, and the tenant's running jobs are queued again
 /// ([`licensor_core::jobs::processes`]). On the embedded queue the first lane has a priority
 /// instead (one process works it), and a process that may not take turns ([`Turn::Gone`]) queues
-/// it on the shared queue for a live process.
-async fn first_lane_queue(ctx: &WorkerContext, tenant_id: Uuid) -> Result<FirstLane, BoxDynError> {
+/// it on the shared queue for a live process — as does one that could not ask for the turn (the
+/// database did not answer): the lane's step asks again.
+async fn first_lane_queue(ctx: &WorkerContext, tenant_id: Uuid) -> FirstLane {
     if !matches!(ctx.queue, Queue::Redis { .. }) {
-        return Ok(FirstLane::Shared);
+        return FirstLane::Shared;
     }
-    Ok(match ctx.turns.ask(&ctx.db, tenant_id).await? {
+    let turn = match ctx.turns.ask(&ctx.db, tenant_id).await {
+        Ok(turn) => turn,
+        Err(e) => {
+            tracing::warn!(tenant = %tenant_id, error = %e, "asking for the tenant's turn to write failed; the job's first lane goes to the shared queue");
+            return FirstLane::Shared;
+        }
+    };
+    match turn {
         Turn::Mine => match &ctx.own_queue {
             Some(own) => FirstLane::Mine(own.clone()),
             None => FirstLane::Shared,
@@ -280,7 +288,7 @@ async fn first_lane_queue(ctx: &WorkerContext, tenant_id: Uuid) -> Result<FirstL
             None => FirstLane::Shared,
         },
         Turn::Free | Turn::Gone => FirstLane::Shared,
-    })
+    }
 }
 
 /// This step no longer holds the job's expansion: its process was taken for dead (its
