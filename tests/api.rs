@@ -355,6 +355,29 @@ async fn cursor_pagination(backend: Backend) {
             .await;
         assert_eq!(next["data"].as_array().unwrap().len(), 3, "{after}: {next}");
     }
+    // A job id prefix in either case and with hyphens, and a list of no values, read on.
+    let prefix = &ids[0][..4];
+    let by_prefix = app
+        .get_json(&format!("/v1/jobs?id_prefix={prefix}&limit=2"), &t.viewer)
+        .await;
+    let cursor_prefix = by_prefix["next_cursor"].as_str().unwrap().to_owned();
+    let spelt = format!("{}-{}", &prefix[..2], prefix[2..].to_ascii_uppercase());
+    let next = app
+        .get_json(
+            &format!("/v1/jobs?id_prefix={spelt}&limit=2&cursor={cursor_prefix}"),
+            &t.viewer,
+        )
+        .await;
+    assert_eq!(next["data"].as_array().unwrap().len(), 2, "{next}");
+    let first_two = app.get_json("/v1/jobs?limit=2", &t.viewer).await;
+    let plain = first_two["next_cursor"].as_str().unwrap().to_owned();
+    let next = app
+        .get_json(
+            &format!("/v1/jobs?status=,&limit=2&cursor={plain}"),
+            &t.viewer,
+        )
+        .await;
+    assert_eq!(next["data"].as_array().unwrap().len(), 2, "{next}");
     // The refusal names the filters that differ: given with another value, or on one side
     // only. Another list's cursor is not of this list, whatever the filters.
     let all = app.get_json("/v1/jobs?limit=2", &t.viewer).await;

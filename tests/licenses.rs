@@ -1400,6 +1400,31 @@ async fn a_cursor_is_refused_by_another_list(backend: Backend) {
         )
         .await;
     assert_eq!(rest["data"].as_array().map(Vec::len), Some(1), "{rest}");
+    // "Used By" with its `state` filter: the cursor reads on with the same state only.
+    let used = format!("/v1/licenses/{a}/assignments");
+    let all = app
+        .get_json(&format!("{used}?state=all&limit=1"), &t.viewer)
+        .await;
+    let cursor = all["next_cursor"].as_str().unwrap();
+    let rest = app
+        .get_json(&format!("{used}?state=all&cursor={cursor}"), &t.viewer)
+        .await;
+    assert_eq!(rest["data"].as_array().map(Vec::len), Some(1), "{rest}");
+    for other in ["state=checked_in&", ""] {
+        let resp = app
+            .get(&format!("{used}?{other}cursor={cursor}"), &t.viewer)
+            .send()
+            .await
+            .unwrap();
+        let problem = expect_problem(resp, 400, "invalid_query").await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("cursor was issued with other filters (state)"),
+            "{problem}"
+        );
+    }
     app.stop().await;
 }
 on_both_backends!(a_cursor_is_refused_by_another_list);

@@ -509,6 +509,38 @@ async fn webhooks_deliver_every_event_once(backend: Backend) {
         )
         .await;
     assert_eq!(failed_list["data"], json!([]));
+    // A cursor of the delivered ones reads on only among them: sent with another status, or
+    // none, it is refused naming the filter rather than read as a position there.
+    let deliveries = format!("/v1/webhooks/{all}/deliveries");
+    let delivered = s
+        .app
+        .get_json(&format!("{deliveries}?status=delivered&limit=1"), &s.admin)
+        .await;
+    let cursor = delivered["next_cursor"].as_str().unwrap();
+    let next = s
+        .app
+        .get_json(
+            &format!("{deliveries}?status=delivered&limit=1&cursor={cursor}"),
+            &s.admin,
+        )
+        .await;
+    assert_eq!(next["data"][0]["status"], "delivered", "{next}");
+    for other in ["status=failed&", ""] {
+        let resp = s
+            .app
+            .get(&format!("{deliveries}?{other}cursor={cursor}"), &s.admin)
+            .send()
+            .await
+            .unwrap();
+        let problem = expect_problem(resp, 400, "invalid_query").await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("cursor was issued with other filters (status)"),
+            "{problem}"
+        );
+    }
 
     // Redeliver sends the same message (same webhook-id) again.
     let first = trouble_log

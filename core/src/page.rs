@@ -103,8 +103,23 @@ fn differing_filters(issued: &str, given: &str) -> Option<Vec<String>> {
         .collect();
     names.sort();
     names.dedup();
-    (!names.is_empty()).then_some(names)
+    // A name is shown as it is only when it can be a filter's: a few plain characters. A cursor
+    // edited to hold anything else (control characters, markup, thousands of names) is refused
+    // without repeating it.
+    let plain = |name: &String| {
+        (1..=MAX_NAME).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    (!names.is_empty() && names.len() <= MAX_NAMED && names.iter().all(plain)).then_some(names)
 }
+
+/// The most filters a refusal names ([`PageError::Filters`]); more differ only in a cursor that
+/// was edited.
+const MAX_NAMED: usize = 16;
+/// The longest filter name a refusal repeats.
+const MAX_NAME: usize = 64;
 
 /// `text` with its `%XX` escapes and `+` decoded, as a query parameter's name is.
 fn percent_decoded(text: &str) -> Option<String> {
@@ -297,5 +312,17 @@ mod tests {
             refused("jobs~kind:aa", &unnamed),
             PageError::Cursor
         ));
+        // An edited cursor's names are not repeated unless they can be a filter's.
+        let many: Vec<String> = (0..17).map(|i| format!("f{i}:aa")).collect();
+        for edited in [
+            issue("jobs~%1B%5B31m:aa"),
+            issue("jobs~%3Cscript%3E:aa"),
+            issue(&format!("jobs~{}:aa", "n".repeat(65))),
+            issue(&format!("jobs~{}", many.join(","))),
+        ] {
+            assert!(matches!(refused("jobs", &edited), PageError::Cursor));
+        }
+        let longest = issue(&format!("jobs~{}:aa", "n".repeat(64)));
+        assert_eq!(named(refused("jobs", &longest)).len(), 1);
     }
 }

@@ -272,15 +272,19 @@ impl Filters {
                     !matches!(name.as_ref(), "limit" | "cursor" | "count")
                         && !value.trim().is_empty()
                 })
-                .map(|(name, value)| {
+                .filter_map(|(name, value)| {
                     let value = canonical(&name, value.trim());
+                    // A list of no values (`status=,`) filters nothing, as a blank one.
+                    if value.is_empty() {
+                        return None;
+                    }
                     // 64 bits tell a filter's values apart; the cursor stays short.
                     let digest = Sha256::digest(value.as_bytes());
                     let digest = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
                     // The name as a cursor's scope can hold it: its `%XX` form (a name is
                     // almost always plain letters and `_`).
                     let name = form_urlencoded::byte_serialize(name.as_bytes()).collect();
-                    (name, digest)
+                    Some((name, digest))
                 })
                 .collect();
         given.sort();
@@ -324,6 +328,18 @@ fn canonical(name: &str, value: &str) -> String {
         // (`licensor_core::licenses::search_key`): typed another way it is the same filter. (The
         // directory pickers' cursors are the directory's own, tied to the search as sent.)
         "search" => licensor_core::licenses::search_key(value),
+        // An id in any of the forms the list reads it in: upper case, without hyphens, braced,
+        // as a URN.
+        "group" | "actor_token_id" => uuid::Uuid::try_parse(value)
+            .map(|id| id.to_string())
+            .unwrap_or_else(|_| value.to_owned()),
+        // A job id prefix: its hexadecimal digits, hyphens ignored, in any case
+        // (`licensor_core::jobs::id_prefix_range`).
+        "id_prefix" => value
+            .chars()
+            .filter(|c| *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect(),
         "created_before" | "created_after" => chrono::DateTime::parse_from_rfc3339(value)
             .map(|t| {
                 t.with_timezone(&chrono::Utc)

@@ -365,9 +365,13 @@ pub async fn list_assignments(
     auth: Auth,
     Path(id): Path<Uuid>,
     Query(q): Query<AssignmentsQuery>,
+    filters: Filters,
 ) -> ApiResult<Json<AssignmentList>> {
-    let page =
-        PageRequest::<Uuid>::parse_in(format!("assignments:{id}"), q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<Uuid>::parse_in(
+        filters.scope(format_args!("assignments:{id}")),
+        q.limit,
+        q.cursor.as_deref(),
+    )?;
     let page = licenses::list_assignments(
         &state.db,
         auth.tenant_id(),

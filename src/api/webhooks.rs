@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::AsAdmin;
-use super::extract::{Created, Json, NoQuery, Path, Query, created};
+use super::extract::{Created, Filters, Json, NoQuery, Path, Query, created};
 use super::problem::{ApiResult, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -252,10 +252,14 @@ pub async fn list_deliveries(
     AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
     Query(q): Query<DeliveriesQuery>,
+    filters: Filters,
 ) -> ApiResult<Json<DeliveryList>> {
     let statuses: Vec<DeliveryStatus> = super::jobs::csv_param("status", q.status.as_deref())?;
-    let page =
-        PageRequest::<Uuid>::parse_in(format!("deliveries:{id}"), q.limit, q.cursor.as_deref())?;
+    let page = PageRequest::<Uuid>::parse_in(
+        filters.scope(format_args!("deliveries:{id}")),
+        q.limit,
+        q.cursor.as_deref(),
+    )?;
     let page = deliveries::list(&state.db, me.tenant_id, id, &statuses, &page).await?;
     Ok(Json(DeliveryList {
         data: page.data,
