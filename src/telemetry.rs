@@ -134,6 +134,10 @@ fn describe_metrics() {
         "Times a job's lane found another worker process writing to its tenant (that process's turn, see tenant_writers) and was queued again for it, so one write scheduler fills each tenant's budget"
     );
     describe_counter!(
+        "licensor_first_lanes_queued_total",
+        "Jobs' first lanes queued by their Run, by queue: own (this process's own queue, on Redis: it took the tenant's turn to write), writer (the own queue of the process holding that turn) or shared (the embedded queue, or a process that could not take the turn); a Run taken again (a redelivered message, a job queued again after a takeover) queues its first lane again"
+    );
+    describe_counter!(
         "licensor_chunks_left_to_writer_total",
         "Chunks whose writes stopped part-way because another worker process took their tenant's turn to write (see tenant_writers) while they were written: their members not written yet went back to the job for the writer"
     );
@@ -172,6 +176,9 @@ fn describe_metrics() {
     );
     for lease in ["members", "expansion"] {
         metrics::counter!("licensor_lease_takeovers_total", "lease" => lease).increment(0);
+    }
+    for queue in ["own", "writer", "shared"] {
+        metrics::counter!("licensor_first_lanes_queued_total", "queue" => queue).increment(0);
     }
     metrics::counter!("licensor_jobs_requeued_total").increment(0);
     metrics::counter!("licensor_members_keyed_total").increment(0);

@@ -205,13 +205,46 @@ pub fn path_segment(s: &str) -> String {
         .collect()
 }
 
-/// A JSON value as a table cell or in a sentence: strings bare, `null` as `-`.
+/// A JSON value as a table cell or in a sentence: strings bare (their control characters
+/// escaped, see [`terminal_safe`]), `null` as `-`.
 pub fn text(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => terminal_safe(s).into_owned(),
         Value::Null => "-".to_owned(),
         other => other.to_string(),
     }
+}
+
+/// `s` as a terminal can show it safely: control characters (C0, DEL and C1 — a newline, a
+/// tab, the ESC that starts a terminal's escape sequences) and Unicode's bidirectional
+/// formatting characters (U+061C, U+200E–U+200F, U+202A–U+202E, U+2066–U+2069: they reorder
+/// what follows on the line) are written as escapes (`\n`, `\t`, `\u{1b}`, `\u{202e}`).
+/// Names come from the API and from the tenant's directory: printed raw, such a name broke a
+/// table's rows, or recoloured the terminal.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut safe = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            safe.extend(c.escape_default());
+        } else {
+            safe.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(safe)
+}
+
+/// The columns `s` takes on a terminal: Unicode's East Asian Width (the `unicode-width` crate),
+/// with a soft hyphen (U+00AD) as one column, as terminals draw it.
+fn display_width(s: &str) -> usize {
+    use unicode_width::UnicodeWidthStr;
+    s.width() + s.matches('\u{AD}').count()
 }
 
 /// Print `rows` under `header`, each column as wide as its widest cell ([`table_lines`]).
@@ -225,18 +258,20 @@ pub fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
 /// spaces apart, no spaces at a line's end. Widths are the columns a cell takes on a terminal
 /// (Unicode's East Asian Width, the `unicode-width` crate), not its characters: an emoji or a
 /// CJK character takes two, a combining mark (an "Å" typed as "A" and a ring) none, so the
-/// columns stay aligned whatever the names hold.
+/// columns stay aligned whatever the names hold. Cells are shown [`terminal_safe`]: a newline
+/// or an escape sequence in a name neither breaks its row nor reaches the terminal.
 pub fn table_lines<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Vec<String> {
-    use unicode_width::UnicodeWidthStr;
-    let header = header.map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.width());
-    for row in rows {
+    let safe_row = |row: &[String; N]| row.clone().map(|cell| terminal_safe(&cell).into_owned());
+    let header = header.map(|h| terminal_safe(h).into_owned());
+    let rows: Vec<[String; N]> = rows.iter().map(safe_row).collect();
+    let mut widths = header.clone().map(|h| display_width(&h));
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.width());
+            *w = (*w).max(display_width(cell));
         }
     }
     std::iter::once(&header)
-        .chain(rows)
+        .chain(&rows)
         .map(|row| {
             let mut line = String::new();
             for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
@@ -244,7 +279,10 @@ pub fn table_lines<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> V
                     line.push_str("  ");
                 }
                 line.push_str(cell);
-                line.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.width())));
+                line.extend(std::iter::repeat_n(
+                    ' ',
+                    w.saturating_sub(display_width(cell)),
+                ));
             }
             line.trim_end().to_owned()
         })
@@ -280,5 +318,46 @@ mod tests {
         assert_eq!(starts[0], "製図ソフト".width() + 2, "{lines:#?}");
         assert_eq!(lines[0], "NAME        SEATS");
         assert_eq!(lines[3], "A\u{30A}rsavtal    5");
+    }
+
+    /// A name's control and bidirectional formatting characters are shown as escapes: its row
+    /// stays one line, and nothing reaches the terminal as a command. A soft hyphen takes a
+    /// column, as terminals draw it.
+    #[test]
+    fn table_cells_are_terminal_safe() {
+        let rows = [
+            ["new\nline".to_owned(), "1".to_owned()],
+            ["esc\u{1b}[31mRED\u{1b}[0m".to_owned(), "2".to_owned()],
+            ["tab\there".to_owned(), "3".to_owned()],
+            ["bidi\u{202e}evil".to_owned(), "4".to_owned()],
+            ["soft\u{ad}hy".to_owned(), "5".to_owned()],
+            ["plain".to_owned(), "6".to_owned()],
+        ];
+        let lines = table_lines(["NAME", "SEATS"], &rows);
+        assert_eq!(lines.len(), rows.len() + 1, "{lines:#?}");
+        for line in &lines {
+            assert!(
+                !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{line:?}"
+            );
+        }
+        for (line, (start, seats)) in lines[1..].iter().zip([
+            ("new\\nline ", "1"),
+            ("esc\\u{1b}[31mRED\\u{1b}[0m  ", "2"),
+            ("tab\\there ", "3"),
+            ("bidi\\u{202e}evil ", "4"),
+            ("soft\u{ad}hy ", "5"),
+        ]) {
+            assert!(line.starts_with(start), "{line:?}");
+            assert!(line.ends_with(&format!("  {seats}")), "{line:?}");
+        }
+        // The seats column starts at the same terminal column on every line.
+        let starts: Vec<usize> = lines
+            .iter()
+            .map(|l| display_width(l.rsplit_once("  ").unwrap().0) + 2)
+            .collect();
+        assert!(starts.iter().all(|&s| s == starts[0]), "{lines:#?}");
+        assert_eq!(terminal_safe("Ångström 製図"), "Ångström 製図");
+        assert_eq!(text(&serde_json::json!("a\u{1b}b")), "a\\u{1b}b");
     }
 }
