@@ -480,3 +480,54 @@ pub fn created<T>(location: String, body: T) -> Created<T> {
         Json(body),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same filters written another way scope a list alike (its cursors read on); other
+    /// values do not.
+    #[test]
+    fn filters_written_another_way_are_the_same() {
+        let scope = |query: &str| Filters::of(Some(query)).scope("jobs");
+        let id = "8d0c7a9a-7c5e-4b7e-9a47-000000000001";
+        for (a, b) in [
+            (
+                format!("group={id}"),
+                format!("group={}", id.to_ascii_uppercase()),
+            ),
+            (
+                format!("group={id}"),
+                format!("group={}", id.replace('-', "")),
+            ),
+            (
+                format!("actor_token_id={id}"),
+                format!("actor_token_id=urn:uuid:{id}"),
+            ),
+            (
+                format!("actor_token_id={id}"),
+                format!("actor_token_id=%7B{id}%7D"),
+            ),
+            ("id_prefix=01a2".to_owned(), "id_prefix=01-A2".to_owned()),
+            (
+                "status=failed,finished".to_owned(),
+                "status=finished,,failed".to_owned(),
+            ),
+            ("".to_owned(), "status=,&kind=".to_owned()),
+            ("search=Åre".to_owned(), "search=a%CC%8ARE".to_owned()),
+        ] {
+            assert_eq!(scope(&a), scope(&b), "{a} / {b}");
+        }
+        assert_eq!(scope(""), "jobs");
+        for (a, b) in [
+            (format!("group={id}"), "group=8d0c7a9a".to_owned()),
+            ("id_prefix=01a2".to_owned(), "id_prefix=01a3".to_owned()),
+            (
+                "status=failed".to_owned(),
+                "status=failed,finished".to_owned(),
+            ),
+        ] {
+            assert_ne!(scope(&a), scope(&b), "{a} / {b}");
+        }
+    }
+}
