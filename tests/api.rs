@@ -383,7 +383,7 @@ async fn cursor_pagination(backend: Backend) {
     let all = app.get_json("/v1/jobs?limit=2", &t.viewer).await;
     let unfiltered = all["next_cursor"].as_str().unwrap().to_owned();
     let since_other = "created_after=2021-01-01T00:00:00Z";
-    let other_filters = |differ: &str| format!("cursor was issued with other filters ({differ})");
+    let other_filters = common::other_filters;
     for (path, refusal) in [
         (
             format!("/v1/jobs?cursor={cursor}"),
@@ -412,10 +412,7 @@ async fn cursor_pagination(backend: Backend) {
             "cursor is not one of this list".to_owned(),
         ),
     ] {
-        let resp = app.get(&path, &t.viewer).send().await.unwrap();
-        let problem = expect_problem(resp, 400, "invalid_query").await;
-        let detail = problem["detail"].as_str().unwrap();
-        assert!(detail.starts_with(&refusal), "{path}: {detail}");
+        app.expect_cursor_refused(&path, &t.viewer, &refusal).await;
     }
     app.stop().await;
 }

@@ -341,6 +341,16 @@ impl TestApp {
             .bearer_auth(token)
     }
 
+    /// GET `path` (a list with a `cursor`) and expect its refusal: 400 `invalid_query` whose
+    /// detail starts with `refusal` — for a cursor of the list sent with other filters,
+    /// [`other_filters`] naming them.
+    pub async fn expect_cursor_refused(&self, path: &str, token: &str, refusal: &str) {
+        let resp = self.get(path, token).send().await.unwrap();
+        let problem = expect_problem(resp, 400, "invalid_query").await;
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.starts_with(refusal), "{path}: {problem}");
+    }
+
     pub fn post(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.http
             .post(format!("{}{path}", self.url))
@@ -503,6 +513,12 @@ pub async fn put_faults(emulator: &graph_emulator::EmulatorHandle, faults: serde
         "faults {faults} refused: {:?}",
         resp.text().await
     );
+}
+
+/// The start of the refusal of a list's cursor sent with other filters, naming `differ` (the
+/// filters' names, comma-separated, in name order).
+pub fn other_filters(differ: &str) -> String {
+    format!("cursor was issued with other filters ({differ})")
 }
 
 pub async fn expect_problem(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
