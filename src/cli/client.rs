@@ -261,28 +261,34 @@ pub fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
 /// columns stay aligned whatever the names hold. Cells are shown [`terminal_safe`]: a newline
 /// or an escape sequence in a name neither breaks its row nor reaches the terminal.
 pub fn table_lines<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Vec<String> {
-    let safe_row = |row: &[String; N]| row.clone().map(|cell| terminal_safe(&cell).into_owned());
-    let header = header.map(|h| terminal_safe(h).into_owned());
-    let rows: Vec<[String; N]> = rows.iter().map(safe_row).collect();
-    let mut widths = header.clone().map(|h| display_width(&h));
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(display_width(cell));
+    // Each cell made safe and measured once: (text, columns).
+    let measured = |cell: &str| {
+        let cell = terminal_safe(cell).into_owned();
+        let width = display_width(&cell);
+        (cell, width)
+    };
+    let lines: Vec<[(String, usize); N]> = std::iter::once(header.map(measured))
+        .chain(
+            rows.iter()
+                .map(|row| row.each_ref().map(|cell| measured(cell))),
+        )
+        .collect();
+    let mut widths = [0; N];
+    for line in &lines {
+        for (w, (_, width)) in widths.iter_mut().zip(line) {
+            *w = (*w).max(*width);
         }
     }
-    std::iter::once(&header)
-        .chain(&rows)
+    lines
+        .iter()
         .map(|row| {
             let mut line = String::new();
-            for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            for (i, ((cell, width), w)) in row.iter().zip(widths).enumerate() {
                 if i > 0 {
                     line.push_str("  ");
                 }
                 line.push_str(cell);
-                line.extend(std::iter::repeat_n(
-                    ' ',
-                    w.saturating_sub(display_width(cell)),
-                ));
+                line.extend(std::iter::repeat_n(' ', w - width));
             }
             line.trim_end().to_owned()
         })
@@ -292,6 +298,17 @@ pub fn table_lines<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The terminal column where each of `lines`' last column starts (after the last two
+    /// spaces), checked to be the same on every line.
+    fn last_column_starts(lines: &[String]) -> Vec<usize> {
+        let starts: Vec<usize> = lines
+            .iter()
+            .map(|l| display_width(l.rsplit_once("  ").unwrap().0) + 2)
+            .collect();
+        assert!(starts.iter().all(|&s| s == starts[0]), "{lines:#?}");
+        starts
+    }
 
     /// Columns line up on a terminal whatever the cells hold: two columns for an emoji or a CJK
     /// character, none for a combining mark.
@@ -307,14 +324,7 @@ mod tests {
         let lines = table_lines(["NAME", "SEATS"], &rows);
         assert_eq!(lines.len(), 5);
         // The seats column starts at the same terminal column on every line.
-        let starts: Vec<usize> = lines
-            .iter()
-            .map(|l| {
-                let (name, _) = l.rsplit_once("  ").unwrap();
-                name.width() + 2
-            })
-            .collect();
-        assert!(starts.iter().all(|&s| s == starts[0]), "{lines:#?}");
+        let starts = last_column_starts(&lines);
         assert_eq!(starts[0], "製図ソフト".width() + 2, "{lines:#?}");
         assert_eq!(lines[0], "NAME        SEATS");
         assert_eq!(lines[3], "A\u{30A}rsavtal    5");
@@ -352,11 +362,7 @@ mod tests {
             assert!(line.ends_with(&format!("  {seats}")), "{line:?}");
         }
         // The seats column starts at the same terminal column on every line.
-        let starts: Vec<usize> = lines
-            .iter()
-            .map(|l| display_width(l.rsplit_once("  ").unwrap().0) + 2)
-            .collect();
-        assert!(starts.iter().all(|&s| s == starts[0]), "{lines:#?}");
+        last_column_starts(&lines);
         assert_eq!(terminal_safe("Ångström 製図"), "Ångström 製図");
         assert_eq!(text(&serde_json::json!("a\u{1b}b")), "a\\u{1b}b");
     }
