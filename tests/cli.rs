@@ -298,6 +298,19 @@ fn tenant_create_refuses_incomplete_or_malformed_connections() {
         assert!(line.contains(names), "{args:?}: {line}");
         assert!(!line.contains("very-secret-value-42"), "{line}");
     }
+    // A name with a control or bidirectional formatting character (a newline, ESC, a
+    // right-to-left override) is refused in one line that shows the character's code, not the
+    // character.
+    for name in ["con\ntoso", "contoso\u{1b}[2J", "contoso\u{202e}"] {
+        let out = run(&mut admin(name));
+        assert!(!out.status.success(), "{name:?} is refused");
+        let line = stderr_line(&out);
+        assert!(
+            line.contains("tenant name may not contain"),
+            "{name:?}: {line}"
+        );
+        assert!(!line.contains(['\u{1b}', '\u{202e}']), "{line:?}");
+    }
     let mut list = licensor();
     let out = run(list
         .env("LICENSOR_DATA_DIR", dir.path())

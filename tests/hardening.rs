@@ -370,6 +370,52 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             422,
             "invalid_name",
         ),
+        // A control or bidirectional formatting character in a name: invisible where the name
+        // is shown, it breaks a table's row, recolours a terminal, or makes two names that look
+        // alike differ.
+        post(
+            "/v1/licenses",
+            r#"{"name": "Visio\u001b[31m", "seats": 1}"#,
+            422,
+            "invalid_name",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "Vi\nsio", "seats": 1}"#,
+            422,
+            "invalid_name",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "Visio\u202egnp.exe", "seats": 1}"#,
+            422,
+            "invalid_name",
+        ),
+        send(
+            Method::PATCH,
+            format!("/v1/licenses/{l}"),
+            r#"{"name": "Vi\tsio"}"#,
+            422,
+            "invalid_name",
+        ),
+        post(
+            "/v1/tokens",
+            r#"{"name": "ci\u0085bot", "role": "viewer"}"#,
+            422,
+            "invalid_name",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"{"assignee": {"type": "user", "id": "grace", "name": "Grace\u2066 Hopper"}}"#,
+            422,
+            "invalid_assignee",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"{"assignee": {"type": "asset", "id": "LT-\u202e1"}}"#,
+            422,
+            "invalid_assignee",
+        ),
         post(
             "/v1/licenses",
             r#"{"name": "x", "seats": 0}"#,
@@ -741,6 +787,23 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         before,
         "no refused request changed anything"
     );
+    // Printable names of any script are names: emoji sequences (their zero-width joiner is not
+    // a formatting character of the refused kind), right-to-left letters, 200 two-byte letters.
+    for name in ["👩‍💻 dev seats", "ترخيص", "Licens för Åsa"] {
+        let created = app
+            .post_json("/v1/licenses", &t.admin, &json!({"name": name, "seats": 1}))
+            .await;
+        assert_eq!(created["name"], name, "{created}");
+    }
+    let long = "é".repeat(200);
+    let token = app
+        .post_json(
+            "/v1/tokens",
+            &t.admin,
+            &json!({"name": long, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(token["name"], long.as_str(), "{token}");
     app.stop().await;
 }
 on_both_backends!(bad_input_is_refused_and_changes_nothing);

@@ -224,14 +224,9 @@ impl From<tenant::Model> for TenantView {
     }
 }
 
+/// A tenant's name as given, trimmed ([`crate::domain::name`]).
 fn validate_name(name: &str) -> StoreResult<&str> {
-    let name = name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(StoreError::Invalid(
-            "tenant name must be 1 to 200 characters".into(),
-        ));
-    }
-    Ok(name)
+    crate::domain::name(name).map_err(|why| StoreError::Invalid(format!("tenant name {why}")))
 }
 
 /// Create a tenant named `name` (1 to 200 characters), with its directory connection if

@@ -67,12 +67,8 @@ pub async fn create(
     name: &str,
     actor: Option<Uuid>,
 ) -> StoreResult<NewToken> {
-    let name = name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(StoreError::Invalid(
-            "token name must be 1 to 200 characters".into(),
-        ));
-    }
+    let name = crate::domain::name(name)
+        .map_err(|why| StoreError::Invalid(format!("token name {why}")))?;
     let secret = new_token();
     let now = Utc::now();
     let txn = crate::db::begin(db).await?;

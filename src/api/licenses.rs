@@ -54,7 +54,7 @@ pub struct LicenseList {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLicense {
-    /// 1–200 characters.
+    /// 1–200 characters, trimmed; no control or bidirectional formatting character (a newline, a tab, ESC, a right-to-left override).
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     /// Seats bought (1–1,000,000; at most 100,000 with a term).
@@ -105,7 +105,7 @@ where
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateLicense {
-    /// 1–200 characters; not `null`.
+    /// 1–200 characters, trimmed; no control or bidirectional formatting character (a newline, a tab, ESC, a right-to-left override); not `null`.
     #[serde(default, deserialize_with = "not_null")]
     #[schema(value_type = String, required = false, min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,

@@ -36,7 +36,7 @@ pub async fn list_tokens(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
-    /// A label to recognise the token by (1–200 characters).
+    /// A label to recognise the token by (1–200 characters, trimmed; no control or bidirectional formatting character (a newline, a tab, ESC, a right-to-left override)).
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     pub role: Role,
@@ -59,10 +59,10 @@ pub async fn create_token(
     AsAdmin { me, .. }: AsAdmin,
     Json(body): Json<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    if body.name.trim().is_empty() || body.name.chars().count() > 200 {
+    if let Err(why) = licensor_core::domain::name(&body.name) {
         return Err(ApiError::unprocessable(
             "invalid_name",
-            "name must be 1 to 200 characters",
+            format!("name {why}"),
         ));
     }
     let new = tokens::create(

@@ -222,10 +222,7 @@ pub fn text(v: &Value) -> String {
 /// Names come from the API and from the tenant's directory: printed raw, such a name broke a
 /// table's rows, or recoloured the terminal.
 pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-    };
+    let unsafe_char = licensor_core::domain::is_hidden_format;
     if !s.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(s);
     }

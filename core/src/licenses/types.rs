@@ -19,20 +19,16 @@ pub const MAX_TERM_DAYS: i32 = 36_500;
 /// Longest notes, in characters.
 pub const MAX_NOTES: usize = 2_000;
 
-/// A license name: 1–200 characters, trimmed.
+/// A license name: trimmed, 1–200 characters, no control or bidirectional formatting character
+/// ([`crate::domain::name`]). Refused: `invalid_name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LicenseName(String);
 
 impl LicenseName {
     pub fn parse(s: &str) -> StoreResult<Self> {
-        let s = s.trim();
-        if s.is_empty() || s.chars().count() > 200 {
-            return Err(StoreError::unacceptable(
-                "invalid_name",
-                "name must be 1 to 200 characters",
-            ));
-        }
-        Ok(LicenseName(s.to_owned()))
+        crate::domain::name(s)
+            .map(|s| LicenseName(s.to_owned()))
+            .map_err(|why| StoreError::unacceptable("invalid_name", format!("name {why}")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -179,12 +175,12 @@ impl std::str::FromStr for AssigneeType {
 pub struct Assignee {
     #[serde(rename = "type")]
     pub kind: AssigneeType,
-    /// The user's or asset's id in the caller's own records (1–200 characters, no control
-    /// characters).
+    /// The user's or asset's id in the caller's own records (1–200 characters, trimmed; no
+    /// control or bidirectional formatting character).
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub id: String,
-    /// The user's display name or the asset's name (at most 200 characters), shown in "Used
-    /// By"; absent when none was given.
+    /// The user's display name or the asset's name (at most 200 characters, trimmed; no control
+    /// or bidirectional formatting character), shown in "Used By"; absent when none was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 200)]
     pub name: Option<String>,
@@ -193,29 +189,18 @@ pub struct Assignee {
 impl Assignee {
     /// `id` 1–200 characters, none of them a control character (an assignee is addressed by
     /// its id in paths, `/v1/assignees/{type}/{id}/…`, which refuse control characters: one
-    /// checked out under such an id could never be reached there again); `name` at most 200
-    /// (blank = none). Both trimmed. Else 422 `invalid_assignee`.
+    /// checked out under such an id could never be reached there again) or a bidirectional
+    /// formatting character (see [`crate::domain::is_hidden_format`]); `name` blank (none) or a
+    /// name by [`crate::domain::name`]'s rule. Both trimmed. Else 422 `invalid_assignee`.
     pub fn parse(kind: AssigneeType, id: &str, name: Option<&str>) -> StoreResult<Self> {
-        let id = id.trim();
-        if id.is_empty() || id.chars().count() > 200 {
-            return Err(StoreError::unacceptable(
-                "invalid_assignee",
-                "assignee id must be 1 to 200 characters",
-            ));
-        }
-        if id.chars().any(char::is_control) {
-            return Err(StoreError::unacceptable(
-                "invalid_assignee",
-                "assignee id may not contain control characters (tab, newline and the like)",
-            ));
-        }
-        let name = name.map(str::trim).filter(|n| !n.is_empty());
-        if name.is_some_and(|n| n.chars().count() > 200) {
-            return Err(StoreError::unacceptable(
-                "invalid_assignee",
-                "assignee name must be at most 200 characters",
-            ));
-        }
+        let refused = |detail: String| StoreError::unacceptable("invalid_assignee", detail);
+        let id = crate::domain::name(id).map_err(|why| refused(format!("assignee id {why}")))?;
+        let name = match name.map(str::trim).filter(|n| !n.is_empty()) {
+            Some(n) => Some(
+                crate::domain::name(n).map_err(|why| refused(format!("assignee name {why}")))?,
+            ),
+            None => None,
+        };
         Ok(Assignee {
             kind,
             id: id.to_owned(),
