@@ -1912,3 +1912,52 @@ async fn a_key_renewed_while_the_pool_is_taken_is_renewed_once_it_frees(backend:
     app.stop().await;
 }
 on_both_backends!(a_key_renewed_while_the_pool_is_taken_is_renewed_once_it_frees);
+
+/// A refusal quotes what the request sent clipped to 80 characters: an unknown query parameter
+/// of 50,000 characters, a body's unknown field of as many, and a 100,000-character string where
+/// a number goes were once echoed whole in their 400 / 422. Nothing is created.
+#[tokio::test]
+async fn refusals_quote_what_was_sent_clipped() {
+    let Some(app) = TestApp::start(Backend::Embedded).await else {
+        return;
+    };
+    let t = app.tenant("quotes").await;
+    let long = "q".repeat(50_000);
+    let clipped = |detail: &str| detail.chars().count() < 400 && detail.contains('…');
+    let resp = app
+        .get(&format!("/v1/licenses?{long}=1"), &t.admin)
+        .send()
+        .await
+        .unwrap();
+    let body = check_problem(resp, 400, "invalid_query").await.unwrap();
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(clipped(detail), "{detail}");
+    assert!(
+        detail.contains(&"q".repeat(80)),
+        "the name's start is shown: {detail}"
+    );
+    for (sent, code) in [
+        (
+            format!(r#"{{"name": "x", "seats": 1, "{long}": 1}}"#),
+            "invalid_body",
+        ),
+        (
+            format!(r#"{{"name": "x", "seats": "{}"}}"#, "9".repeat(100_000)),
+            "invalid_body",
+        ),
+    ] {
+        let resp = app
+            .post("/v1/licenses", &t.admin)
+            .header("content-type", "application/json")
+            .body(sent)
+            .send()
+            .await
+            .unwrap();
+        let body = check_problem(resp, 422, code).await.unwrap();
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(clipped(detail), "{detail}");
+    }
+    let listed = app.get_json("/v1/licenses", &t.admin).await;
+    assert_eq!(listed["data"], json!([]), "nothing was created: {listed}");
+    app.stop().await;
+}

@@ -444,7 +444,6 @@ fn clip(value: &str) -> String {
     out
 }
 
-/// axum's rejection texts, trimmed to one line.
 /// 422 `invalid_body` for a body that is JSON but not what the endpoint takes, saying so and
 /// where (`kind: …`) — not the parser's "Failed to parse … as JSON", which would call valid JSON
 /// malformed.
@@ -460,8 +459,44 @@ fn wrong_shape(e: &dyn std::error::Error) -> ApiError {
     )
 }
 
+/// The most characters a rejection text quotes of what the request sent (a parameter's or a
+/// field's name, a value), before `…`.
+const QUOTED_AT_MOST: usize = 80;
+
+/// axum's and serde's rejection texts, on one line, with what they quote of the request (a
+/// field's or parameter's name, a value: a part between backticks or double quotes, or a word)
+/// clipped to [`QUOTED_AT_MOST`] characters. A query with a 50,000-character unknown
+/// parameter, or a body whose number field held a 1 MB string, was echoed whole in its 400.
 fn body_text(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::new();
+    for (i, word) in s.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        // Characters since the quote opened (or the word began), and the quote mark.
+        let (mut shown, mut quote) = (0usize, None::<char>);
+        for c in word.chars() {
+            if quote == Some(c) {
+                quote = None;
+                shown = 0;
+                out.push(c);
+                continue;
+            }
+            if quote.is_none() && (c == '`' || c == '"') {
+                quote = Some(c);
+                shown = 0;
+                out.push(c);
+                continue;
+            }
+            shown += 1;
+            if shown <= QUOTED_AT_MOST {
+                out.push(c);
+            } else if shown == QUOTED_AT_MOST + 1 {
+                out.push('…');
+            }
+        }
+    }
+    out
 }
 
 /// A `201 Created` answer: `Location` names the new resource's URL (RFC 9110 §15.3.2), the
@@ -484,6 +519,28 @@ pub fn created<T>(location: String, body: T) -> Created<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a request sent is quoted clipped: a 50,000-character name once was echoed whole.
+    #[test]
+    fn rejection_texts_quote_what_was_sent_clipped() {
+        let long = "x".repeat(50_000);
+        let text = body_text(&format!(
+            "Failed to deserialize query string: unknown field `{long}`, expected `limit` or\n  `cursor`"
+        ));
+        assert_eq!(
+            text,
+            format!(
+                "Failed to deserialize query string: unknown field `{}…`, expected `limit` or `cursor`",
+                "x".repeat(QUOTED_AT_MOST)
+            )
+        );
+        let text = body_text(&format!(r#"invalid type: string "{long}", expected i64"#));
+        assert!(text.ends_with(r#"…", expected i64"#), "{text}");
+        assert!(text.chars().count() < 200, "{text}");
+        // Short quotes, and an unclosed one, stay as they are (clipped).
+        assert_eq!(body_text("unknown field `kind`"), "unknown field `kind`");
+        assert_eq!(body_text("trailing `quote"), "trailing `quote");
+    }
 
     /// The same filters written another way scope a list alike (its cursors read on); other
     /// values do not.
