@@ -1808,7 +1808,34 @@ async fn a_claim_whose_lease_ran_out_is_interrupted(backend: Backend) {
         other => panic!("the answer was kept: {other:?}"),
     }
     // Another request's key is its own.
-    assert!(matches!(claim("other").await, Claim::Fresh(_)));
+    let Claim::Fresh(other) = claim("other").await else {
+        panic!("another key is new")
+    };
+    // A day later (`RETENTION_HOURS`) the kept answer is forgotten, with every other expired
+    // key of the tenant, at the tenant's next claim of any key: the key is new again.
+    idempotency_key::Entity::update_many()
+        .col_expr(
+            idempotency_key::Column::CreatedAt,
+            Expr::value(
+                chrono::Utc::now() - chrono::Duration::hours(idempotency::RETENTION_HOURS + 1),
+            ),
+        )
+        .filter(idempotency_key::Column::Id.is_in([first, other]))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    assert!(matches!(claim("third").await, Claim::Fresh(_)));
+    let left = idempotency_key::Entity::find()
+        .filter(idempotency_key::Column::TenantId.eq(t.id))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+        ["third"],
+        "the expired keys were deleted"
+    );
+    assert!(matches!(claim("k").await, Claim::Fresh(_)));
     app.stop().await;
 }
 on_both_backends!(a_claim_whose_lease_ran_out_is_interrupted);

@@ -3,7 +3,7 @@
 
 use chrono::{Duration, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set, TryInsertResult};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set, TryInsertResult};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -106,11 +106,28 @@ const CLAIM_TRIES: usize = 3;
 /// happen [`CLAIM_TRIES`] times running, the key is in use ([`Claim::InProgress`]).
 pub async fn claim(db: &Db, tenant_id: Uuid, key: &str, fingerprint: &str) -> StoreResult<Claim> {
     let now = Utc::now();
-    idempotency_key::Entity::delete_many()
-        .filter(idempotency_key::Column::TenantId.eq(tenant_id))
-        .filter(idempotency_key::Column::CreatedAt.lt(now - Duration::hours(RETENTION_HOURS)))
-        .exec(db)
-        .await?;
+    // Expired keys are looked for first and deleted only when there are some: a delete takes
+    // SQLite's write lock even when it finds nothing, and every submit claims a key
+    // (`licensor-bench --scenario msp`: 500 such deletes as 500 jobs were submitted at once).
+    let expired = || {
+        sea_orm::Condition::all()
+            .add(idempotency_key::Column::TenantId.eq(tenant_id))
+            .add(idempotency_key::Column::CreatedAt.lt(now - Duration::hours(RETENTION_HOURS)))
+    };
+    let any_expired = idempotency_key::Entity::find()
+        .select_only()
+        .column(idempotency_key::Column::Id)
+        .filter(expired())
+        .into_tuple::<i64>()
+        .one(db)
+        .await?
+        .is_some();
+    if any_expired {
+        idempotency_key::Entity::delete_many()
+            .filter(expired())
+            .exec(db)
+            .await?;
+    }
     for _ in 0..CLAIM_TRIES {
         if let Some(claim) = try_claim(db, tenant_id, key, fingerprint, now).await? {
             return Ok(claim);

@@ -420,7 +420,7 @@ async fn settle_unanswered(
         };
         tracing::info!(job = %job_id, members = outcomes.len(), "cancelled job: members whose writes had no recorded answer read");
         count(job.kind.as_str(), &outcomes);
-        crate::outage::record_when_available(&ctx.db, job_id, &owner, outcomes, 0).await?;
+        crate::outage::record_when_available(&ctx.db, job_id, &owner, outcomes, 0, false).await?;
     }
 }
 
@@ -737,13 +737,17 @@ async fn work_lane(
     };
     count(job.kind.as_str(), &outcomes);
     // The lease is kept until the outcomes are stored, so nobody writes these members again
-    // while the database is away.
-    crate::outage::record_when_available(&ctx.db, job_id, &owner, outcomes, throttled).await?;
-    if deferred.is_some() {
-        // Members whose writes wait for the budget go back to the job, for whichever lane
-        // comes first once it frees.
-        jobs::lease::release(&ctx.db, job_id, &owner).await?;
-    }
+    // while the database is away. Members whose writes wait for the budget go back to the job
+    // with them (one transaction), for whichever lane comes first once it frees.
+    crate::outage::record_when_available(
+        &ctx.db,
+        job_id,
+        &owner,
+        outcomes,
+        throttled,
+        deferred.is_some(),
+    )
+    .await?;
     held.done();
     drop(renewer);
     if let Some(canary) = &canary {

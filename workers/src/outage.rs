@@ -20,18 +20,30 @@ pub fn is_unavailable(e: &BoxDynError) -> bool {
         .is_some_and(StoreError::is_unavailable)
 }
 
-/// Record a chunk's outcomes (with the 429s its directory calls met); while the database is away, keep them and try again as soon as
-/// it answers (for up to [`OUTAGE_PATIENCE`]). The members were written to the directory
-/// already: losing their outcomes would mean writing them again.
+/// Record a chunk's outcomes (with the 429s its directory calls met), and with `release` let
+/// go of the holder's members still pending ([`jobs::outcome::record_and_release`]); while the
+/// database is away, keep them and try again as soon as it answers (for up to
+/// [`OUTAGE_PATIENCE`]). The members were written to the directory already: losing their
+/// outcomes would mean writing them again.
 pub async fn record_when_available(
     db: &Db,
     job_id: Uuid,
     holder: &str,
     outcomes: Vec<(i64, Outcome)>,
     throttled: u64,
+    release: bool,
 ) -> Result<u64, BoxDynError> {
     loop {
-        match jobs::outcome::record(db, job_id, holder, outcomes.clone(), throttled).await {
+        match jobs::outcome::record_and_release(
+            db,
+            job_id,
+            holder,
+            outcomes.clone(),
+            throttled,
+            release,
+        )
+        .await
+        {
             Ok(n) => return Ok(n),
             Err(e) if e.is_unavailable() => {
                 tracing::warn!(job = %job_id, items = outcomes.len(), "database unavailable; keeping the chunk's outcomes until it answers");

@@ -207,10 +207,14 @@ pub async fn renew(db: &Db, job_id: Uuid, owner: &str, until: DateTime<Utc>) -> 
 /// Let go of `owner`'s items of the job that are still pending (a stopping worker, a job that
 /// failed), so another worker can take them at once.
 pub async fn release(db: &Db, job_id: Uuid, owner: &str) -> StoreResult<()> {
-    held_by(unleased(job_item::Entity::update_many()), job_id, owner)
-        .exec(db)
-        .await?;
+    release_update(job_id, owner).exec(db).await?;
     Ok(())
+}
+
+/// [`release`]'s statement, for a transaction that lets go of the members with other work
+/// (see [`super::outcome::record_and_release`]).
+pub(crate) fn release_update(job_id: Uuid, owner: &str) -> sea_orm::UpdateMany<job_item::Entity> {
+    held_by(unleased(job_item::Entity::update_many()), job_id, owner)
 }
 
 /// Items whose holder's lease is live at `t`: a step holds them and records them itself.
