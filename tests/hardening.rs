@@ -416,6 +416,37 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             422,
             "invalid_assignee",
         ),
+        // Invisible characters: a name or an id that reads like another one is not it.
+        post(
+            "/v1/licenses",
+            r#"{"name": "Visio\u200b", "seats": 1}"#,
+            422,
+            "invalid_name",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "Lic\u2028X", "seats": 1}"#,
+            422,
+            "invalid_name",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "\u200d", "seats": 1}"#,
+            422,
+            "invalid_name",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"{"assignee": {"type": "user", "id": "ada\ufeff@contoso.com"}}"#,
+            422,
+            "invalid_assignee",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"{"assignee": {"type": "user", "id": "ada\u200d"}}"#,
+            422,
+            "invalid_assignee",
+        ),
         post(
             "/v1/licenses",
             r#"{"name": "x", "seats": 0}"#,
@@ -1984,6 +2015,29 @@ async fn refusals_quote_what_was_sent_clipped() {
         let detail = body["detail"].as_str().unwrap_or_default();
         assert!(clipped(detail), "{detail}");
     }
+    // A filter's value, a path's id: each repeated clipped.
+    let job = "00000000-0000-4000-8000-000000000000";
+    for path in [
+        format!("/v1/jobs?status={long}"),
+        format!("/v1/jobs?status=running,{long}"),
+        format!("/v1/jobs?kind={long}"),
+        format!("/v1/jobs/{job}/items?status={long}"),
+        format!("/v1/jobs/{job}/changes?status={long}"),
+    ] {
+        let resp = app.get(&path, &t.admin).send().await.unwrap();
+        let body = check_problem(resp, 400, "invalid_query").await.unwrap();
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(clipped(detail), "{}: {detail}", &path[..30]);
+    }
+    let resp = app
+        .post("/v1/jobs", &t.admin)
+        .json(&json!({"kind": "export", "groups": [long]}))
+        .send()
+        .await
+        .unwrap();
+    let body = check_problem(resp, 422, "invalid_group_id").await.unwrap();
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(clipped(detail), "{detail}");
     let listed = app.get_json("/v1/licenses", &t.admin).await;
     assert_eq!(listed["data"], json!([]), "nothing was created: {listed}");
     app.stop().await;

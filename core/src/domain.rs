@@ -65,19 +65,50 @@ mod tests {
     }
 }
 
+/// The most characters a refusal repeats of one name or value a request sent.
+pub const QUOTED_AT_MOST: usize = 80;
+
+/// `text` as a refusal repeats it: its first [`QUOTED_AT_MOST`] characters, then `…` when
+/// there were more. A request's value is repeated to say what was wrong with it, not whole: a
+/// 50,000-character status filter was once echoed in its 400.
+pub fn clip(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars.by_ref().take(QUOTED_AT_MOST).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Longest name a person gives (a license, a tenant, an API token, an assignee), in characters.
 pub const MAX_NAME: usize = 200;
 
-/// Whether `c` may not stand in a name: a control character (C0, DEL and C1 — a newline, a tab,
-/// the ESC that starts a terminal's escape sequences) or one of Unicode's bidirectional
-/// formatting characters (U+061C, U+200E–U+200F, U+202A–U+202E, U+2066–U+2069; UAX #9,
-/// <https://www.unicode.org/reports/tr9/>), which reorder the text shown after them. Such a
-/// character is invisible where the name is shown (the web app, the CLI's tables, an export),
-/// yet it breaks a table's row, recolours a terminal, or makes two names that look alike
-/// differ. A zero-width joiner (U+200D, inside emoji sequences) is none of these.
+/// Whether `c` is a character a terminal or a line-based reader must not get raw: a control
+/// character (C0, DEL and C1 — a newline, a tab, the ESC that starts a terminal's escape
+/// sequences), a line or paragraph separator (U+2028, U+2029: a line break to many readers), or
+/// one of Unicode's bidirectional formatting characters (U+061C, U+200E–U+200F, U+202A–U+202E,
+/// U+2066–U+2069; UAX #9, <https://www.unicode.org/reports/tr9/>), which reorder the text shown
+/// after them. The CLI shows these as escapes; a name may hold none of them ([`name`]).
 pub fn is_hidden_format(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+}
+
+/// Whether `c` is drawn as nothing on its own and has no place in a name: a zero-width space
+/// (U+200B), a word joiner or invisible operator (U+2060–U+2064), a zero-width no-break space
+/// or byte order mark (U+FEFF), a soft hyphen (U+00AD), an interlinear annotation mark
+/// (U+FFF9–U+FFFB) or the language tag (U+E0001). Such a character makes two names that read
+/// alike differ (`eve@contoso.com` and `eve@contoso.com` with a U+200B after it).
+pub fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{200B}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0001}')
+}
+
+/// Whether `c` only joins or varies the characters around it: a zero-width joiner (U+200D),
+/// a variation selector (U+FE00–U+FE0F, U+E0100–U+E01EF) or a tag character (U+E0020–U+E007F).
+/// Emoji sequences are built with them (👩‍💻, ❤️, a subdivision's flag): a name may hold them, but
+/// not be made of them alone, and an id ([`identifier`]) may not hold them.
+pub fn is_joiner(c: char) -> bool {
+    matches!(c, '\u{200D}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0020}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}')
 }
 
 /// Why a name was refused ([`name`]).
@@ -85,35 +116,59 @@ pub fn is_hidden_format(c: char) -> bool {
 pub enum NameRefusal {
     /// Empty once trimmed, or longer than [`MAX_NAME`] characters.
     Length,
-    /// It holds this character ([`is_hidden_format`]).
+    /// It holds this character ([`is_hidden_format`], [`is_invisible`]; in an id, [`is_joiner`]).
     Hidden(char),
+    /// It is made of joiners alone ([`is_joiner`]): nothing of it is seen.
+    Unseen,
 }
 
 impl std::fmt::Display for NameRefusal {
     /// The end of a sentence that starts with what the name is ("name", "tenant name"): "must be
-    /// 1 to 200 characters" or "may not contain control or bidirectional formatting characters
-    /// (U+001B)".
+    /// 1 to 200 characters", or "may not contain control, invisible or bidirectional formatting
+    /// characters (… found U+001B)".
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NameRefusal::Length => write!(f, "must be 1 to {MAX_NAME} characters"),
             NameRefusal::Hidden(c) => write!(
                 f,
-                "may not contain control or bidirectional formatting characters (such as a newline, a tab or ESC; found U+{:04X})",
+                "may not contain control, invisible or bidirectional formatting characters (such as a newline, a tab, ESC or a zero-width space; found U+{:04X})",
                 u32::from(*c)
+            ),
+            NameRefusal::Unseen => write!(
+                f,
+                "must hold a character that is seen, not only joiners or variation selectors"
             ),
         }
     }
 }
 
 /// `text` as a name: trimmed, 1 to [`MAX_NAME`] characters (Unicode scalar values, not bytes),
-/// none of them [`is_hidden_format`]. The one rule for licenses, tenants, API tokens and
-/// assignees; each caller answers a refusal with its own field's code.
+/// none of them [`is_hidden_format`] or [`is_invisible`], and not [`is_joiner`]s alone. The one
+/// rule for licenses, tenants, API tokens and assignees' names; each caller answers a refusal
+/// with its own field's code.
 pub fn name(text: &str) -> Result<&str, NameRefusal> {
-    let text = text.trim();
+    let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}');
     if text.is_empty() || text.chars().count() > MAX_NAME {
         return Err(NameRefusal::Length);
     }
-    match text.chars().find(|c| is_hidden_format(*c)) {
+    if let Some(c) = text
+        .chars()
+        .find(|c| is_hidden_format(*c) || is_invisible(*c))
+    {
+        return Err(NameRefusal::Hidden(c));
+    }
+    if text.chars().all(is_joiner) {
+        return Err(NameRefusal::Unseen);
+    }
+    Ok(text)
+}
+
+/// `text` as an id a person gives (an assignee's, matched exactly in `/v1/assignees/{type}/{id}`
+/// paths): a [`name`] with no [`is_joiner`] either — an id is typed and compared, never an emoji
+/// sequence.
+pub fn identifier(text: &str) -> Result<&str, NameRefusal> {
+    let text = name(text)?;
+    match text.chars().find(|c| is_joiner(*c)) {
         Some(c) => Err(NameRefusal::Hidden(c)),
         None => Ok(text),
     }
@@ -121,7 +176,7 @@ pub fn name(text: &str) -> Result<&str, NameRefusal> {
 
 #[cfg(test)]
 mod name_tests {
-    use super::{MAX_NAME, NameRefusal, name};
+    use super::{MAX_NAME, NameRefusal, identifier, name};
 
     #[test]
     fn names_are_trimmed_bounded_and_printable() {
@@ -155,6 +210,40 @@ mod name_tests {
         ] {
             assert_eq!(name(bad), Err(NameRefusal::Hidden(c)), "{bad:?}");
         }
+        for (bad, c) in [
+            ("eve@contoso.com\u{200b}", '\u{200b}'),
+            ("Lic\u{2028}X", '\u{2028}'),
+            ("Lic\u{2029}X", '\u{2029}'),
+            ("Vi\u{ad}sio", '\u{ad}'),
+            ("Vi\u{2060}sio", '\u{2060}'),
+            ("Vi\u{feff}sio", '\u{feff}'),
+            ("Vi\u{fff9}sio", '\u{fff9}'),
+            ("Vi\u{e0001}sio", '\u{e0001}'),
+        ] {
+            assert_eq!(name(bad), Err(NameRefusal::Hidden(c)), "{bad:?}");
+        }
+        // A byte order mark at either end is trimmed as whitespace is.
+        assert_eq!(name("\u{feff}Visio\u{feff}"), Ok("Visio"));
+        // Joiners and selectors alone are nothing seen; in an emoji sequence they are a name.
+        for unseen in ["\u{200d}", "\u{fe0f}\u{200d}", "\u{e0067}\u{e007f}"] {
+            assert_eq!(name(unseen), Err(NameRefusal::Unseen), "{unseen:?}");
+        }
+        for emoji in [
+            "❤\u{fe0f} seats",
+            "🏴\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f} team",
+        ] {
+            assert_eq!(name(emoji), Ok(emoji), "{emoji:?}");
+        }
+        // An id holds no joiner: it is typed and compared.
+        assert_eq!(identifier("eve@contoso.com"), Ok("eve@contoso.com"));
+        assert_eq!(
+            identifier("eve\u{200d}@contoso.com"),
+            Err(NameRefusal::Hidden('\u{200d}'))
+        );
+        assert_eq!(
+            identifier("LT\u{fe0f}1"),
+            Err(NameRefusal::Hidden('\u{fe0f}'))
+        );
         assert!(
             NameRefusal::Hidden('\u{1b}')
                 .to_string()

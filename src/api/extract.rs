@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use licensor_core::domain::{QUOTED_AT_MOST, clip};
 use sha2::{Digest, Sha256};
 
 use super::problem::ApiError;
@@ -435,15 +436,6 @@ pub fn text_path<T>(
     }
 }
 
-/// A caller's value, at most 80 characters, for an error message.
-fn clip(value: &str) -> String {
-    let mut out: String = value.chars().take(80).collect();
-    if value.chars().count() > 80 {
-        out.push('…');
-    }
-    out
-}
-
 /// 422 `invalid_body` for a body that is JSON but not what the endpoint takes, saying so and
 /// where (`kind: …`) — not the parser's "Failed to parse … as JSON", which would call valid JSON
 /// malformed.
@@ -459,10 +451,6 @@ fn wrong_shape(e: &dyn std::error::Error) -> ApiError {
     )
 }
 
-/// The most characters a rejection text quotes of what the request sent (a parameter's or a
-/// field's name, a value), before `…`.
-const QUOTED_AT_MOST: usize = 80;
-
 /// axum's and serde's rejection texts, on one line, with what they quote of the request (a
 /// field's or parameter's name, a value: a part between backticks or double quotes, or a word)
 /// clipped to [`QUOTED_AT_MOST`] characters. A query with a 50,000-character unknown
@@ -473,9 +461,11 @@ fn body_text(s: &str) -> String {
         if i > 0 {
             out.push(' ');
         }
+        // A word's closing punctuation (`name:` before a message) is kept when it is clipped.
+        let core = word.trim_end_matches([':', ',', ';', '.']);
         // Characters since the quote opened (or the word began), and the quote mark.
         let (mut shown, mut quote) = (0usize, None::<char>);
-        for c in word.chars() {
+        for c in core.chars() {
             if quote == Some(c) {
                 quote = None;
                 shown = 0;
@@ -495,6 +485,7 @@ fn body_text(s: &str) -> String {
                 out.push('…');
             }
         }
+        out.push_str(&word[core.len()..]);
     }
     out
 }
@@ -540,6 +531,17 @@ mod tests {
         // Short quotes, and an unclosed one, stay as they are (clipped).
         assert_eq!(body_text("unknown field `kind`"), "unknown field `kind`");
         assert_eq!(body_text("trailing `quote"), "trailing `quote");
+        // A clipped field's name keeps the `: ` that ends it; one of exactly 80 is not clipped.
+        let text = body_text(&format!("shape: {long}: unknown field"));
+        assert_eq!(
+            text,
+            format!("shape: {}…: unknown field", "x".repeat(QUOTED_AT_MOST))
+        );
+        let eighty = "y".repeat(QUOTED_AT_MOST);
+        assert_eq!(
+            body_text(&format!("{eighty}: bad")),
+            format!("{eighty}: bad")
+        );
     }
 
     /// The same filters written another way scope a list alike (its cursors read on); other

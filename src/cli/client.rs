@@ -216,9 +216,10 @@ pub fn text(v: &Value) -> String {
 }
 
 /// `s` as a terminal can show it safely: control characters (C0, DEL and C1 — a newline, a
-/// tab, the ESC that starts a terminal's escape sequences) and Unicode's bidirectional
-/// formatting characters (U+061C, U+200E–U+200F, U+202A–U+202E, U+2066–U+2069: they reorder
-/// what follows on the line) are written as escapes (`\n`, `\t`, `\u{1b}`, `\u{202e}`).
+/// tab, the ESC that starts a terminal's escape sequences), line and paragraph separators
+/// (U+2028, U+2029) and Unicode's bidirectional formatting characters (U+061C, U+200E–U+200F,
+/// U+202A–U+202E, U+2066–U+2069: they reorder what follows on the line) are written as escapes
+/// (`\n`, `\t`, `\u{1b}`, `\u{202e}`; see `licensor_core::domain::is_hidden_format`).
 /// Names come from the API and from the tenant's directory: printed raw, such a name broke a
 /// table's rows, or recoloured the terminal.
 pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
@@ -362,5 +363,10 @@ mod tests {
         last_column_starts(&lines);
         assert_eq!(terminal_safe("Ångström 製図"), "Ångström 製図");
         assert_eq!(text(&serde_json::json!("a\u{1b}b")), "a\\u{1b}b");
+        // A line separator is a line break to many readers (Python's `splitlines`).
+        assert_eq!(
+            terminal_safe("a\u{2028}b\u{2029}c"),
+            "a\\u{2028}b\\u{2029}c"
+        );
     }
 }

@@ -199,7 +199,7 @@ impl ExportLocation {
                 {
                     return Err(bad_location(format!(
                         "`{}` is not a drive id",
-                        clip(&drive_id)
+                        crate::domain::clip(&drive_id)
                     )));
                 }
                 let mut folder = String::from("/");
@@ -215,7 +215,7 @@ impl ExportLocation {
                     {
                         return Err(bad_location(format!(
                             "`{}` is not a folder name a drive accepts",
-                            clip(segment)
+                            crate::domain::clip(segment)
                         )));
                     }
                     folder.push_str(segment);
@@ -249,7 +249,7 @@ impl ExportLocation {
                 if !ok_bucket {
                     return Err(bad_location(format!(
                         "`{}` is not an S3 bucket name (3 to 63 of a-z, 0-9, `.` and `-`)",
-                        clip(&bucket)
+                        crate::domain::clip(&bucket)
                     )));
                 }
                 let prefix = prefix.trim().trim_start_matches('/').to_owned();
@@ -264,7 +264,10 @@ impl ExportLocation {
                 if let Some(r) = &region
                     && (r.len() > 64 || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
                 {
-                    return Err(bad_location(format!("`{}` is not a region", clip(r))));
+                    return Err(bad_location(format!(
+                        "`{}` is not a region",
+                        crate::domain::clip(r)
+                    )));
                 }
                 let endpoint = endpoint
                     .map(|e| e.trim().trim_end_matches('/').to_owned())
@@ -279,7 +282,7 @@ impl ExportLocation {
                     if !ok {
                         return Err(bad_location(format!(
                             "`{}` is not an http(s) endpoint URL",
-                            clip(e)
+                            crate::domain::clip(e)
                         )));
                     }
                 }
@@ -292,7 +295,7 @@ impl ExportLocation {
                     if !ok {
                         return Err(bad_location(format!(
                             "`{}` is not an environment variable name licensor reads credentials from (A-Z, 0-9 and _, starting with AWS_ or S3_)",
-                            clip(name)
+                            crate::domain::clip(name)
                         )));
                     }
                 }
@@ -467,7 +470,10 @@ impl GroupId {
             Ok(id) => Ok(GroupId(id.hyphenated().to_string())),
             Err(_) => Err(refuse(
                 "invalid_group_id",
-                format!("`{}` is not a directory group id (a GUID)", clip(given)),
+                format!(
+                    "`{}` is not a directory group id (a GUID)",
+                    crate::domain::clip(given)
+                ),
             )),
         }
     }
@@ -519,7 +525,7 @@ impl UsageLocation {
                 "invalid_usage_location",
                 format!(
                     "`{}` is not an ISO 3166-1 alpha-2 country code such as SE, US or GB",
-                    clip(given)
+                    crate::domain::clip(given)
                 ),
             ));
         }
@@ -1046,10 +1052,6 @@ impl JobRequest {
             canary,
         })
     }
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
 }
 
 #[cfg(test)]

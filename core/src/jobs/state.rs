@@ -70,7 +70,8 @@ impl std::str::FromStr for JobKind {
             "replace" => Ok(JobKind::Replace),
             "export" => Ok(JobKind::Export),
             other => Err(format!(
-                "unknown job kind `{other}` (assign, remove, replace or export)"
+                "unknown job kind `{}` (assign, remove, replace or export)",
+                crate::domain::clip(other)
             )),
         }
     }
@@ -162,7 +163,11 @@ impl std::str::FromStr for JobStatus {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 let known: Vec<&str> = JobStatus::ALL.iter().map(|st| st.as_str()).collect();
-                format!("unknown job status `{s}` ({})", known.join(", "))
+                format!(
+                    "unknown job status `{}` ({})",
+                    crate::domain::clip(s),
+                    known.join(", ")
+                )
             })
     }
 }
@@ -197,7 +202,8 @@ impl std::str::FromStr for ItemStatus {
             "failed" => Ok(ItemStatus::Failed),
             "skipped" => Ok(ItemStatus::Skipped),
             other => Err(format!(
-                "unknown item status `{other}` (pending, succeeded, failed or skipped)"
+                "unknown item status `{}` (pending, succeeded, failed or skipped)",
+                crate::domain::clip(other)
             )),
         }
     }

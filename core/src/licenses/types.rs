@@ -194,7 +194,8 @@ impl Assignee {
     /// name by [`crate::domain::name`]'s rule. Both trimmed. Else 422 `invalid_assignee`.
     pub fn parse(kind: AssigneeType, id: &str, name: Option<&str>) -> StoreResult<Self> {
         let refused = |detail: String| StoreError::unacceptable("invalid_assignee", detail);
-        let id = crate::domain::name(id).map_err(|why| refused(format!("assignee id {why}")))?;
+        let id =
+            crate::domain::identifier(id).map_err(|why| refused(format!("assignee id {why}")))?;
         let name = match name.map(str::trim).filter(|n| !n.is_empty()) {
             Some(n) => Some(
                 crate::domain::name(n).map_err(|why| refused(format!("assignee name {why}")))?,
