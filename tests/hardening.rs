@@ -448,6 +448,24 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             "invalid_assignee",
         ),
         post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"{"assignee": {"type": "user", "id": "u\u200c1"}}"#,
+            422,
+            "invalid_assignee",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "\u200c", "seats": 1}"#,
+            422,
+            "invalid_name",
+        ),
+        post(
+            "/v1/licenses",
+            r#"{"name": "a\u3164b", "seats": 1}"#,
+            422,
+            "invalid_name",
+        ),
+        post(
             "/v1/licenses",
             r#"{"name": "x", "seats": 0}"#,
             422,
@@ -2015,6 +2033,20 @@ async fn refusals_quote_what_was_sent_clipped() {
         let detail = body["detail"].as_str().unwrap_or_default();
         assert!(clipped(detail), "{detail}");
     }
+    // What a refusal repeats shows hidden characters as escapes, never raw.
+    let resp = app
+        .post("/v1/licenses", &t.admin)
+        .header("content-type", "application/json")
+        .body(r#"{"name": "x", "seats": 1, "a\u001b[31m\u202eb": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    let body = check_problem(resp, 422, "invalid_body").await.unwrap();
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(r"a\u{1b}[31m\u{202e}b") && !detail.contains(['\u{1b}', '\u{202e}']),
+        "{detail:?}"
+    );
     // A filter's value, a path's id: each repeated clipped.
     let job = "00000000-0000-4000-8000-000000000000";
     for path in [

@@ -68,16 +68,31 @@ mod tests {
 /// The most characters a refusal repeats of one name or value a request sent.
 pub const QUOTED_AT_MOST: usize = 80;
 
-/// `text` as a refusal repeats it: its first [`QUOTED_AT_MOST`] characters, then `…` when
-/// there were more. A request's value is repeated to say what was wrong with it, not whole: a
+/// `text` as a refusal repeats it: its first [`QUOTED_AT_MOST`] characters (hidden ones as
+/// escapes, see [`push_shown`]), then `…` when there were more. A request's value is repeated to say what was wrong with it, not whole: a
 /// 50,000-character status filter was once echoed in its 400.
 pub fn clip(text: &str) -> String {
     let mut chars = text.chars();
-    let mut out: String = chars.by_ref().take(QUOTED_AT_MOST).collect();
+    let mut out = String::new();
+    for c in chars.by_ref().take(QUOTED_AT_MOST) {
+        push_shown(&mut out, c);
+    }
     if chars.next().is_some() {
         out.push('…');
     }
     out
+}
+
+/// Push `c` to `out` as a message shows what a request sent: a character
+/// [`is_hidden_format`] or [`is_invisible`] as an escape (`\u{1b}`, `\u{202e}`, `\u{200b}`),
+/// so a refusal never carries a terminal's escape sequence or reordered text back to whoever
+/// reads it.
+pub fn push_shown(out: &mut String, c: char) {
+    if is_hidden_format(c) || is_invisible(c) {
+        out.extend(c.escape_unicode());
+    } else {
+        out.push(c);
+    }
 }
 
 /// Longest name a person gives (a license, a tenant, an API token, an assignee), in characters.
@@ -95,20 +110,23 @@ pub fn is_hidden_format(c: char) -> bool {
 }
 
 /// Whether `c` is drawn as nothing on its own and has no place in a name: a zero-width space
-/// (U+200B), a word joiner or invisible operator (U+2060–U+2064), a zero-width no-break space
-/// or byte order mark (U+FEFF), a soft hyphen (U+00AD), an interlinear annotation mark
-/// (U+FFF9–U+FFFB) or the language tag (U+E0001). Such a character makes two names that read
+/// (U+200B), a word joiner, invisible operator or deprecated format character (U+2060–U+206F),
+/// a zero-width no-break space or byte order mark (U+FEFF), a soft hyphen (U+00AD), the
+/// combining grapheme joiner (U+034F), a Hangul filler (U+3164, U+FFA0), the Khmer inherent
+/// vowels (U+17B4–U+17B5), the Mongolian vowel separator (U+180E), a musical format character
+/// (U+1D173–U+1D17A), an interlinear annotation mark (U+FFF9–U+FFFB) or the language tag
+/// (U+E0001). Such a character makes two names that read
 /// alike differ (`eve@contoso.com` and `eve@contoso.com` with a U+200B after it).
 pub fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{00AD}' | '\u{200B}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0001}')
+    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{17B4}' | '\u{17B5}' | '\u{180E}' | '\u{200B}' | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}')
 }
 
-/// Whether `c` only joins or varies the characters around it: a zero-width joiner (U+200D),
-/// a variation selector (U+FE00–U+FE0F, U+E0100–U+E01EF) or a tag character (U+E0020–U+E007F).
+/// Whether `c` only joins or varies the characters around it: a zero-width joiner or non-joiner
+/// (U+200D, U+200C: Persian and Indic words need them), a variation selector (U+FE00–U+FE0F, U+E0100–U+E01EF) or a tag character (U+E0020–U+E007F).
 /// Emoji sequences are built with them (👩‍💻, ❤️, a subdivision's flag): a name may hold them, but
 /// not be made of them alone, and an id ([`identifier`]) may not hold them.
 pub fn is_joiner(c: char) -> bool {
-    matches!(c, '\u{200D}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0020}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}')
+    matches!(c, '\u{200C}' | '\u{200D}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0020}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}')
 }
 
 /// Why a name was refused ([`name`]).
@@ -234,6 +252,29 @@ mod name_tests {
         ] {
             assert_eq!(name(emoji), Ok(emoji), "{emoji:?}");
         }
+        for (bad, c) in [
+            ("a\u{3164}b", '\u{3164}'),
+            ("a\u{ffa0}b", '\u{ffa0}'),
+            ("a\u{180e}b", '\u{180e}'),
+            ("a\u{206a}b", '\u{206a}'),
+            ("a\u{34f}b", '\u{34f}'),
+            ("a\u{17b4}b", '\u{17b4}'),
+            ("a\u{1d173}b", '\u{1d173}'),
+        ] {
+            assert_eq!(name(bad), Err(NameRefusal::Hidden(c)), "{bad:?}");
+        }
+        // A zero-width non-joiner is part of Persian words; alone it is nothing seen.
+        assert_eq!(name("می\u{200c}خواهم"), Ok("می\u{200c}خواهم"));
+        assert_eq!(name("\u{200c}"), Err(NameRefusal::Unseen));
+        assert_eq!(
+            identifier("u\u{200c}1"),
+            Err(NameRefusal::Hidden('\u{200c}'))
+        );
+        // What a refusal repeats shows hidden characters as escapes.
+        assert_eq!(
+            super::clip("a\u{1b}[31m\u{202e}b\u{200b}"),
+            "a\\u{1b}[31m\\u{202e}b\\u{200b}"
+        );
         // An id holds no joiner: it is typed and compared.
         assert_eq!(identifier("eve@contoso.com"), Ok("eve@contoso.com"));
         assert_eq!(

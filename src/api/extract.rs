@@ -480,7 +480,7 @@ fn body_text(s: &str) -> String {
             }
             shown += 1;
             if shown <= QUOTED_AT_MOST {
-                out.push(c);
+                licensor_core::domain::push_shown(&mut out, c);
             } else if shown == QUOTED_AT_MOST + 1 {
                 out.push('…');
             }

@@ -219,11 +219,14 @@ pub fn text(v: &Value) -> String {
 /// tab, the ESC that starts a terminal's escape sequences), line and paragraph separators
 /// (U+2028, U+2029) and Unicode's bidirectional formatting characters (U+061C, U+200E–U+200F,
 /// U+202A–U+202E, U+2066–U+2069: they reorder what follows on the line) are written as escapes
-/// (`\n`, `\t`, `\u{1b}`, `\u{202e}`; see `licensor_core::domain::is_hidden_format`).
+/// (`\n`, `\t`, `\u{1b}`, `\u{202e}`; see `licensor_core::domain::is_hidden_format`), and so
+/// are invisible characters (a zero-width space, a byte order mark, a soft hyphen:
+/// `licensor_core::domain::is_invisible`), so that two names that differ by one read apart.
 /// Names come from the API and from the tenant's directory: printed raw, such a name broke a
 /// table's rows, or recoloured the terminal.
 pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = licensor_core::domain::is_hidden_format;
+    use licensor_core::domain::{is_hidden_format, is_invisible};
+    let unsafe_char = |c: char| is_hidden_format(c) || is_invisible(c);
     if !s.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(s);
     }
@@ -354,7 +357,7 @@ mod tests {
             ("esc\\u{1b}[31mRED\\u{1b}[0m  ", "2"),
             ("tab\\there ", "3"),
             ("bidi\\u{202e}evil ", "4"),
-            ("soft\u{ad}hy ", "5"),
+            ("soft\\u{ad}hy ", "5"),
         ]) {
             assert!(line.starts_with(start), "{line:?}");
             assert!(line.ends_with(&format!("  {seats}")), "{line:?}");
