@@ -84,15 +84,20 @@ pub fn clip(text: &str) -> String {
 }
 
 /// Push `c` to `out` as a message shows what a request sent: a character
-/// [`is_hidden_format`] or [`is_invisible`] as an escape (`\u{1b}`, `\u{202e}`, `\u{200b}`),
+/// [`is_hidden_format`] or [`is_invisible`] as an escape (`\n`, `\u{1b}`, `\u{202e}`, `\u{200b}`),
 /// so a refusal never carries a terminal's escape sequence or reordered text back to whoever
 /// reads it.
 pub fn push_shown(out: &mut String, c: char) {
-    if is_hidden_format(c) || is_invisible(c) {
-        out.extend(c.escape_unicode());
+    if is_shown_escaped(c) {
+        out.extend(c.escape_default());
     } else {
         out.push(c);
     }
+}
+
+/// Whether [`push_shown`] writes `c` as an escape: [`is_hidden_format`] or [`is_invisible`].
+pub fn is_shown_escaped(c: char) -> bool {
+    is_hidden_format(c) || is_invisible(c)
 }
 
 /// Longest name a person gives (a license, a tenant, an API token, an assignee), in characters.
@@ -169,10 +174,7 @@ pub fn name(text: &str) -> Result<&str, NameRefusal> {
     if text.is_empty() || text.chars().count() > MAX_NAME {
         return Err(NameRefusal::Length);
     }
-    if let Some(c) = text
-        .chars()
-        .find(|c| is_hidden_format(*c) || is_invisible(*c))
-    {
+    if let Some(c) = text.chars().find(|c| is_shown_escaped(*c)) {
         return Err(NameRefusal::Hidden(c));
     }
     if text.chars().all(is_joiner) {
@@ -225,10 +227,6 @@ mod name_tests {
             ("Visio\u{200f}", '\u{200f}'),
             ("Visio\u{61c}", '\u{61c}'),
             ("Vi\u{0}sio", '\u{0}'),
-        ] {
-            assert_eq!(name(bad), Err(NameRefusal::Hidden(c)), "{bad:?}");
-        }
-        for (bad, c) in [
             ("eve@contoso.com\u{200b}", '\u{200b}'),
             ("Lic\u{2028}X", '\u{2028}'),
             ("Lic\u{2029}X", '\u{2029}'),
@@ -237,6 +235,13 @@ mod name_tests {
             ("Vi\u{feff}sio", '\u{feff}'),
             ("Vi\u{fff9}sio", '\u{fff9}'),
             ("Vi\u{e0001}sio", '\u{e0001}'),
+            ("a\u{3164}b", '\u{3164}'),
+            ("a\u{ffa0}b", '\u{ffa0}'),
+            ("a\u{180e}b", '\u{180e}'),
+            ("a\u{206a}b", '\u{206a}'),
+            ("a\u{34f}b", '\u{34f}'),
+            ("a\u{17b4}b", '\u{17b4}'),
+            ("a\u{1d173}b", '\u{1d173}'),
         ] {
             assert_eq!(name(bad), Err(NameRefusal::Hidden(c)), "{bad:?}");
         }
@@ -251,17 +256,6 @@ mod name_tests {
             "🏴\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f} team",
         ] {
             assert_eq!(name(emoji), Ok(emoji), "{emoji:?}");
-        }
-        for (bad, c) in [
-            ("a\u{3164}b", '\u{3164}'),
-            ("a\u{ffa0}b", '\u{ffa0}'),
-            ("a\u{180e}b", '\u{180e}'),
-            ("a\u{206a}b", '\u{206a}'),
-            ("a\u{34f}b", '\u{34f}'),
-            ("a\u{17b4}b", '\u{17b4}'),
-            ("a\u{1d173}b", '\u{1d173}'),
-        ] {
-            assert_eq!(name(bad), Err(NameRefusal::Hidden(c)), "{bad:?}");
         }
         // A zero-width non-joiner is part of Persian words; alone it is nothing seen.
         assert_eq!(name("می\u{200c}خواهم"), Ok("می\u{200c}خواهم"));

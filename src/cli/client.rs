@@ -225,18 +225,13 @@ pub fn text(v: &Value) -> String {
 /// Names come from the API and from the tenant's directory: printed raw, such a name broke a
 /// table's rows, or recoloured the terminal.
 pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
-    use licensor_core::domain::{is_hidden_format, is_invisible};
-    let unsafe_char = |c: char| is_hidden_format(c) || is_invisible(c);
-    if !s.chars().any(unsafe_char) {
+    use licensor_core::domain::{is_shown_escaped, push_shown};
+    if !s.chars().any(is_shown_escaped) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut safe = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if unsafe_char(c) {
-            safe.extend(c.escape_default());
-        } else {
-            safe.push(c);
-        }
+        push_shown(&mut safe, c);
     }
     std::borrow::Cow::Owned(safe)
 }
