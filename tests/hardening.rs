@@ -416,6 +416,39 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             422,
             "invalid_assignee",
         ),
+        // Notes and descriptions run over many lines, but an escape sequence, a line
+        // separator or a bidirectional override has no place in them either.
+        post(
+            "/v1/licenses",
+            r#"{"name": "Visio", "seats": 1, "notes": "PO 17\u001b[2J"}"#,
+            422,
+            "invalid_notes",
+        ),
+        send(
+            Method::PATCH,
+            format!("/v1/licenses/{l}"),
+            r#"{"notes": "Renewal \u202e3202"}"#,
+            422,
+            "invalid_notes",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkout"),
+            r#"{"assignee": {"type": "user", "id": "grace"}, "notes": "a\u2028b"}"#,
+            422,
+            "invalid_notes",
+        ),
+        post(
+            format!("/v1/licenses/{l}/checkin"),
+            format!(r#"{{"assignment_ids": ["{a}"], "notes": "back\u0007"}}"#),
+            422,
+            "invalid_notes",
+        ),
+        post(
+            "/v1/webhooks",
+            r#"{"url": "https://example.com/h", "events": ["job.finished"], "description": "ops\u0007"}"#,
+            422,
+            "invalid_description",
+        ),
         // Invisible characters: a name or an id that reads like another one is not it.
         post(
             "/v1/licenses",
@@ -1579,6 +1612,21 @@ async fn bodies_say_whether_they_are_not_json_or_the_wrong_shape(backend: Backen
     let t = app.tenant("wording").await;
     for (body, status, code, says) in [
         (r#"{"kind": "#, 400, "malformed_json", None),
+        // Cut short after a field the body may not have: still not JSON, whatever serde meets
+        // first while it reads the body into the request.
+        (r#"{"bogus":"#, 400, "malformed_json", None),
+        (
+            r#"{"kind": "assign", "bogus": [1, "#,
+            400,
+            "malformed_json",
+            None,
+        ),
+        (
+            r#"{"kind": "assign", "groups": "all""#,
+            400,
+            "malformed_json",
+            None,
+        ),
         (
             r#"{"kind": 1, "groups": []}"#,
             422,

@@ -100,6 +100,29 @@ pub fn is_shown_escaped(c: char) -> bool {
     is_hidden_format(c) || is_invisible(c)
 }
 
+/// The first character free text over many lines (a license's notes, a webhook's description)
+/// may not hold, if any: a control character other than a tab, a line feed or a carriage return
+/// (ESC starts a terminal's escape sequences, NUL ends C strings), a line or paragraph separator
+/// (U+2028/U+2029: write a line feed), or a bidirectional embedding, override or isolate
+/// (U+202A–U+202E, U+2066–U+2069), which reorders how the text after it is drawn ("Trojan
+/// Source", CVE-2021-42574; Unicode UAX #9). Marks that only set a direction (U+200E, U+200F,
+/// U+061C), joiners and other invisible characters are left to the writer here: unlike a name,
+/// notes are never matched against each other.
+pub fn free_text_refusal(text: &str) -> Option<char> {
+    text.chars().find(|c| {
+        (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
+/// How a refusal of free text ([`free_text_refusal`]) ends, after what the text is ("notes").
+pub fn free_text_refused(c: char) -> String {
+    format!(
+        "may not contain control characters other than tabs and line breaks, line or paragraph separators, or bidirectional overrides, embeddings or isolates (found U+{:04X})",
+        u32::from(c)
+    )
+}
+
 /// Longest name a person gives (a license, a tenant, an API token, an assignee), in characters.
 pub const MAX_NAME: usize = 200;
 

@@ -52,13 +52,24 @@ where
                 "the request body is JSON but not of the expected shape: an array where an object is expected",
             ));
         }
-        // serde_json calls some shape errors syntax errors (a number where an enum's string
-        // should be: "expected value"); only a body that is not JSON at all is malformed.
+        // serde_json reads a body into `T` as it parses it, so which error comes first depends on
+        // the body: it calls some shape errors syntax errors (a number where an enum's string
+        // should be: "expected value"), and a body cut short after an unknown field
+        // (`{"bogus":`) a shape error. Whichever it says, a body that is not JSON at all is
+        // malformed, and one that is JSON is of the wrong shape.
         let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes).map_err(|r| match r {
-            JsonRejection::JsonSyntaxError(e)
-                if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() =>
-            {
-                wrong_shape(&e)
+            JsonRejection::JsonSyntaxError(_) | JsonRejection::JsonDataError(_) => {
+                let json = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes);
+                match (json, r) {
+                    (Ok(_), JsonRejection::JsonSyntaxError(e)) => wrong_shape(&e),
+                    // JSON nested deeper than serde_json reads (128 levels) is JSON all the
+                    // same: whatever the request was read as says why it is refused.
+                    (Err(e), r) if e.to_string().starts_with("recursion limit exceeded") => {
+                        ApiError::from(r)
+                    }
+                    (Err(e), _) => malformed(&e),
+                    (Ok(_), r) => ApiError::from(r),
+                }
             }
             r => ApiError::from(r),
         })?;
@@ -161,10 +172,7 @@ where
             return Err(unsupported_media_type());
         }
         match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Err(e) => Err(ApiError::bad_request(
-                "malformed_json",
-                format!("the body is not JSON: {e}"),
-            )),
+            Err(e) => Err(malformed(&e)),
             Ok(serde_json::Value::Object(map)) if map.is_empty() => Ok(NoBody),
             Ok(_) => Err(ApiError::unprocessable(
                 "invalid_body",
@@ -434,6 +442,14 @@ pub fn text_path<T>(
         }
         Err(other) => Err(other.into()),
     }
+}
+
+/// A body that is not JSON: 400 `malformed_json`, saying where serde_json stopped.
+fn malformed(e: &serde_json::Error) -> ApiError {
+    ApiError::bad_request(
+        "malformed_json",
+        body_text(&format!("the body is not JSON: {e}")),
+    )
 }
 
 /// 422 `invalid_body` for a body that is JSON but not what the endpoint takes, saying so and

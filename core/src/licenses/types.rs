@@ -96,7 +96,8 @@ impl DeliveredOn {
     }
 }
 
-/// Free-text notes, at most [`MAX_NOTES`] characters; blank notes are no notes.
+/// Free-text notes over many lines, at most [`MAX_NOTES`] characters and free of what
+/// [`crate::domain::free_text_refusal`] refuses (422 `invalid_notes`); blank notes are no notes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notes(String);
 
@@ -109,6 +110,12 @@ impl Notes {
             return Err(StoreError::unacceptable(
                 "invalid_notes",
                 format!("notes must be at most {MAX_NOTES} characters"),
+            ));
+        }
+        if let Some(c) = crate::domain::free_text_refusal(s) {
+            return Err(StoreError::unacceptable(
+                "invalid_notes",
+                format!("notes {}", crate::domain::free_text_refused(c)),
             ));
         }
         Ok(Some(Notes(s.to_owned())))
@@ -251,6 +258,29 @@ mod tests {
         assert!(Quantity::parse(MAX_QUANTITY + 1).is_err());
         assert_eq!(Notes::parse(Some("   ")).unwrap(), None);
         assert!(Notes::parse(Some(&"x".repeat(MAX_NOTES + 1))).is_err());
+        // Lines, tabs and right-to-left text with its marks are notes; escapes, NUL, line
+        // separators and bidirectional overrides are not.
+        for kept in [
+            "Rad ett\r\nRad två\n\tindrag",
+            "מחשב \u{200F}3\u{200F}",
+            "👩\u{200D}💻",
+        ] {
+            assert_eq!(
+                Notes::parse(Some(kept)).unwrap().unwrap().into_inner(),
+                kept
+            );
+        }
+        for refused in [
+            "a\u{1b}[31mred",
+            "a\0b",
+            "a\u{2028}b",
+            "a\u{202E}gpj.exe",
+            "a\u{2066}b",
+            "a\u{85}b",
+        ] {
+            let e = Notes::parse(Some(refused)).unwrap_err();
+            assert!(e.to_string().contains("found U+"), "{refused:?}: {e}");
+        }
         assert!(Assignee::parse(AssigneeType::User, "", None).is_err());
         assert!(Assignee::parse(AssigneeType::Asset, "a", Some(&"n".repeat(201))).is_err());
         for bad in ["LT\n1", "LT\t1", "LT\u{85}1", "LT\u{7f}1", "LT\u{0}1"] {

@@ -116,7 +116,14 @@ fn checked_description(d: Option<String>) -> StoreResult<Option<String>> {
             format!("`description` may have at most {MAX_DESCRIPTION} characters"),
         )),
         Some(d) if d.trim().is_empty() => Ok(None),
-        other => Ok(other),
+        Some(d) => match crate::domain::free_text_refusal(&d) {
+            Some(c) => Err(StoreError::unacceptable(
+                "invalid_description",
+                format!("`description` {}", crate::domain::free_text_refused(c)),
+            )),
+            None => Ok(Some(d)),
+        },
+        None => Ok(None),
     }
 }
 
