@@ -936,6 +936,30 @@ async fn stored_job_of(
     job.id
 }
 
+/// Send `body` (as `content_type`, or with none) to `method path` and check it is refused with
+/// `status` and `code`: what was wrong, if anything.
+async fn refused_body(
+    app: &TestApp,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    (body, content_type, status, code): (&str, Option<&str>, u16, &str),
+) -> Result<(), String> {
+    let mut req = app
+        .http
+        .request(method.clone(), format!("{}{path}", app.url))
+        .bearer_auth(token)
+        .body(body.to_owned());
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let resp = req.send().await.unwrap();
+    check_problem(resp, status, code)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{method} {path} {body}: {e}"))
+}
+
 /// The actions on a job take no body: `launch`, `rerun`, `cancel`, `undo` and `resume` refuse
 /// any body but nothing or `{}` — malformed JSON 400 `malformed_json`, any other JSON 422
 /// `invalid_body` — before they look at the job, so nothing changes; the same action with `{}`
@@ -984,17 +1008,10 @@ async fn job_actions_take_no_body(backend: Backend) {
                 "invalid_body",
             ),
         ] {
-            let mut req = app
-                .http
-                .post(format!("{}/v1/jobs/{id}/{action}", app.url))
-                .bearer_auth(&t.admin)
-                .body(body);
-            if let Some(ct) = content_type {
-                req = req.header("content-type", ct);
-            }
-            let resp = req.send().await.unwrap();
-            if let Err(e) = check_problem(resp, status, code).await {
-                wrong.push(format!("{action} {body}: {e}"));
+            let path = format!("/v1/jobs/{id}/{action}");
+            let sent = (body, content_type, status, code);
+            if let Err(e) = refused_body(&app, &t.admin, reqwest::Method::POST, &path, sent).await {
+                wrong.push(e);
             }
         }
     }
@@ -1027,6 +1044,106 @@ async fn job_actions_take_no_body(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(job_actions_take_no_body);
+
+/// The other actions that take no body — revoking a token, deleting a webhook endpoint,
+/// rotating its secret, redelivering a delivery — refuse a body as the job actions do, before
+/// they act: a malformed one 400 `malformed_json`, a body that is not JSON 415, any other JSON
+/// 422. They revoked, deleted and rotated whatever body came with them before. Nothing
+/// changes; the same actions with no body (or `{}`) go through.
+async fn token_and_webhook_actions_take_no_body(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = app.tenant("acme").await;
+    let token = app
+        .post_json(
+            "/v1/tokens",
+            &t.admin,
+            &json!({"name": "ci", "role": "viewer"}),
+        )
+        .await;
+    let token_id = token["id"].as_str().unwrap().to_owned();
+    let hook = app
+        .post_json(
+            "/v1/webhooks",
+            &t.admin,
+            &json!({"url": "https://hooks.example.com/licensor", "events": ["job.finished"]}),
+        )
+        .await;
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    let delivery = uuid::Uuid::now_v7();
+    let read = || async {
+        let tokens = app.get_json("/v1/tokens", &t.admin).await;
+        let hooks = app.get_json("/v1/webhooks", &t.admin).await;
+        let audit = app.get_json("/v1/audit?limit=500", &t.admin).await;
+        json!({"tokens": tokens, "hooks": hooks, "audit": audit["data"]})
+    };
+    let before = read().await;
+    let actions = [
+        (
+            reqwest::Method::POST,
+            format!("/v1/tokens/{token_id}/revoke"),
+        ),
+        (reqwest::Method::DELETE, format!("/v1/webhooks/{hook_id}")),
+        (
+            reqwest::Method::POST,
+            format!("/v1/webhooks/{hook_id}/rotate-secret"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/webhooks/{hook_id}/deliveries/{delivery}/redeliver"),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (method, path) in &actions {
+        for (body, content_type, status, code) in [
+            (
+                r#"{"bogus":"#,
+                Some("application/json"),
+                400,
+                "malformed_json",
+            ),
+            ("garbage", Some("text/plain"), 415, "unsupported_media_type"),
+            (
+                r#"{"force": true}"#,
+                Some("application/json"),
+                422,
+                "invalid_body",
+            ),
+            ("[]", Some("application/json"), 422, "invalid_body"),
+        ] {
+            let sent = (body, content_type, status, code);
+            if let Err(e) = refused_body(&app, &t.admin, method.clone(), path, sent).await {
+                wrong.push(e);
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(read().await, before, "no refused action changed anything");
+    // With no body, or `{}`, they act.
+    let revoked = app
+        .post(&format!("/v1/tokens/{token_id}/revoke"), &t.admin)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 200, "{:?}", revoked.text().await);
+    let rotated = app
+        .post_empty(&format!("/v1/webhooks/{hook_id}/rotate-secret"), &t.admin)
+        .await;
+    assert_eq!(rotated.status().as_u16(), 200, "{:?}", rotated.text().await);
+    let deleted = app
+        .http
+        .delete(format!("{}/v1/webhooks/{hook_id}", app.url))
+        .bearer_auth(&t.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204, "{:?}", deleted.text().await);
+    app.stop().await;
+}
+on_both_backends!(token_and_webhook_actions_take_no_body);
 
 /// A job whose stored status is no status licensor knows (a damaged row) is licensor's own
 /// failure, not the caller's: reading it, listing it or acting on it answers 500 `internal`

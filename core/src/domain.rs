@@ -118,7 +118,7 @@ pub fn free_text_refusal(text: &str) -> Option<char> {
 /// How a refusal of free text ([`free_text_refusal`]) ends, after what the text is ("notes").
 pub fn free_text_refused(c: char) -> String {
     format!(
-        "may not contain control characters other than tabs and line breaks, line or paragraph separators, or bidirectional overrides, embeddings or isolates (found U+{:04X})",
+        "may not contain control characters (tabs and line breaks are fine), line or paragraph separators (U+2028, U+2029), or bidirectional overrides, embeddings or isolates (U+202A–U+202E, U+2066–U+2069); found U+{:04X}",
         u32::from(c)
     )
 }

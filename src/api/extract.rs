@@ -146,7 +146,8 @@ impl From<JsonRejection> for ApiError {
 }
 
 /// The body of an action that takes none (`POST /v1/jobs/{id}/launch`, `rerun`, `cancel`,
-/// `undo`, `resume`): nothing (whatever its content type says), or `{}` sent as JSON. A body sent
+/// `undo`, `resume`; `POST /v1/tokens/{id}/revoke`; `DELETE /v1/webhooks/{id}`, its
+/// `rotate-secret` and a delivery's `redeliver`): nothing (whatever its content type says), or `{}` sent as JSON. A body sent
 /// as anything but JSON → 415 `unsupported_media_type`, as every route that takes JSON answers;
 /// malformed JSON → 400 `malformed_json`; any other JSON → 422 `invalid_body` (a body that says
 /// something the action would ignore is refused rather than silently dropped); too large → 413

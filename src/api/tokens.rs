@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::AsAdmin;
-use super::extract::{Json, NoQuery, Path};
-use super::problem::{ApiError, ApiResult};
+use super::extract::{Json, NoBody, NoQuery, Path};
+use super::problem::{ApiError, ApiResult, Problem};
 
 #[derive(Serialize, ToSchema)]
 pub struct TokenList {
@@ -87,11 +87,15 @@ pub async fn create_token(
     params(("id" = Uuid, Path, description = "Token id")),
     responses(
         (status = 200, body = TokenView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
+    _body: NoBody,
 ) -> ApiResult<Json<TokenView>> {
     Ok(Json(
         tokens::revoke(&state.db, me.tenant_id, id, Some(me.token_id)).await?,

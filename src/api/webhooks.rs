@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::AsAdmin;
-use super::extract::{Created, Filters, Json, NoQuery, Path, Query, created};
+use super::extract::{Created, Filters, Json, NoBody, NoQuery, Path, Query, created};
 use super::problem::{ApiResult, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -187,11 +187,15 @@ pub async fn update_webhook(
     params(("id" = Uuid, Path, description = "Webhook endpoint id")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_webhook(
     State(state): State<AppState>,
     AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
+    _body: NoBody,
 ) -> ApiResult<StatusCode> {
     endpoints::delete(&state.db, me.tenant_id, id, Some(me.token_id)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -203,11 +207,15 @@ pub async fn delete_webhook(
     params(("id" = Uuid, Path, description = "Webhook endpoint id")),
     responses(
         (status = 200, body = CreatedWebhook),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     AsAdmin { me, .. }: AsAdmin,
     Path(id): Path<Uuid>,
+    _body: NoBody,
 ) -> ApiResult<Json<CreatedWebhook>> {
     let (webhook, secret) = endpoints::rotate_secret(
         &state.db,
@@ -277,11 +285,15 @@ pub async fn list_deliveries(
     responses(
         (status = 202, body = DeliveryView),
         (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn redeliver(
     State(state): State<AppState>,
     AsAdmin { me, .. }: AsAdmin,
     Path((id, delivery_id)): Path<(Uuid, Uuid)>,
+    _body: NoBody,
 ) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
     let delivery =
         deliveries::redeliver(&state.db, me.tenant_id, id, delivery_id, Some(me.token_id)).await?;

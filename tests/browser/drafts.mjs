@@ -82,8 +82,9 @@ async function sameKeyAcrossSwitch(page, path, submit, errorBox, lang) {
   await page.locator(`${errorBox} :is(.problem, .alert)`).first().waitFor();
   await eventually(() => posts.keys.length, 1, `${path} was sent once`);
   await switchTo(page, lang);
-  // The refusal shown stays: the server's words as they were, the page's own in the new language.
-  await text(page, `${errorBox} .alert`, `Service Unavailable try again ${lang === 'sv' ? 'Kod' : 'Code'}: unavailable`,
+  // The refusal shown stays: the server's words as they were, the page's own (its heading, not
+  // the HTTP reason phrase) in the new language.
+  await text(page, `${errorBox} .alert`, `${lang === 'sv' ? 'Begäran misslyckades' : 'Request failed'} try again ${lang === 'sv' ? 'Kod' : 'Code'}: unavailable`,
     `${errorBox} still shows the error after the switch`);
   await page.click(submit);
   await eventually(() => posts.keys.length, 2, `${path} was sent again`);

@@ -152,6 +152,17 @@ await drive(async ({ newPage: open, shot }) => {
   await page.locator(`#user-results input[value="${adele.id}"]`).check();
   await page.locator('#held h3', { hasText: 'Licenses checked out to' }).waitFor();
   await page.fill('#quantity', '2');
+  // A note with a pasted text-direction override (invisible in the field) is refused, saying
+  // what is wrong in the page's words rather than the HTTP reason phrase, and nothing is
+  // checked out.
+  await page.fill('#notes', 'Drafting \u202eand plotting');
+  await page.locator('#checkout-submit').click();
+  const refused = page.locator('#checkout-error .alert strong');
+  await refused.waitFor();
+  check(/not allowed/.test(await refused.innerText()) && !/Unprocessable/.test(await page.locator('#checkout-error').innerText()),
+    `the refused note is explained: ${await page.locator('#checkout-error').innerText()}`);
+  await page.locator('#checkout-error').getByText('Code: invalid_notes').waitFor();
+  await figures(cad.id, { assigned: 1, available: 9 }, 'after the refused checkout');
   await page.fill('#notes', 'Drafting and plotting');
   await fitsWidth(page, 'checkout at 1280');
   await shot(page, 'checkout-1280', { top: true });

@@ -119,7 +119,7 @@ fn checked_description(d: Option<String>) -> StoreResult<Option<String>> {
         Some(d) => match crate::domain::free_text_refusal(&d) {
             Some(c) => Err(StoreError::unacceptable(
                 "invalid_description",
-                format!("`description` {}", crate::domain::free_text_refused(c)),
+                format!("description {}", crate::domain::free_text_refused(c)),
             )),
             None => Ok(Some(d)),
         },

@@ -1,6 +1,6 @@
 // Building the page from elements (never from HTML strings, so text from the API stays text).
 
-import { t } from './i18n.js';
+import { t, has } from './i18n.js';
 
 /**
  * Create an element. `attrs` keys: `class`, `dataset`, `on<event>` handlers, boolean
@@ -90,11 +90,32 @@ export function confirmDialog({ title, body, yes = t('common.yes'), no = t('comm
   });
 }
 
-/** A problem from the API as a message block. */
+/** The HTTP reason phrases the API's problems carry as their `title` (RFC 9110), by status. */
+const REASONS = {
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
+  406: 'Not Acceptable', 409: 'Conflict', 410: 'Gone', 412: 'Precondition Failed', 413: 'Payload Too Large',
+  414: 'URI Too Long', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 428: 'Precondition Required',
+  429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/**
+ * A problem from the API as a message block. Its heading is in the language of the moment: the
+ * caller's own (`heading`, e.g. the seed's "Out of stock"), else what the code means where the
+ * web app knows it (`problem.<code>`), else that the request was refused (4xx) or failed (5xx) —
+ * never the HTTP reason phrase the API's `title` carries ("Unprocessable Entity"). A problem of
+ * the web app's own (no status) keeps its title.
+ */
 export function problemBox(problem, extra = null) {
   if (!problem) return null;
+  let heading = problem.heading;
+  if (!heading && problem.code && has(`problem.${problem.code}`)) heading = t(`problem.${problem.code}`);
+  if (!heading && problem.status >= 400 && problem.title === REASONS[problem.status]) {
+    heading = t(problem.status >= 500 ? 'common.requestFailed' : 'common.refused');
+  }
+  if (!heading) heading = problem.title || t('common.requestFailed');
   return h('div', { class: 'alert alert-error', role: 'alert' },
-    h('strong', {}, problem.title || t('common.requestFailed')),
+    h('strong', {}, heading),
     problem.detail ? h('p', {}, problem.detail) : null,
     extra,
     problem.code ? h('p', { class: 'muted small' }, t('common.code', { code: problem.code })) : null,

@@ -123,12 +123,12 @@ export async function heldSummary(container, assignee) {
 export function licenseProblem(err, fallbackTitle) {
   const p = err.problem || { title: fallbackTitle, detail: String(err) };
   if (err.code === 'out_of_stock') {
-    return problemBox({ ...p, title: t('lic.outOfStockTitle') },
+    return problemBox({ ...p, heading: t('lic.outOfStockTitle') },
       h('p', {}, t('lic.outOfStockRule')),
       typeof p.available === 'number' ? h('p', {}, t('lic.outOfStockFigures', { requested: p.requested, available: p.available })) : null);
   }
   if (err.code === 'not_reassignable') {
-    return problemBox({ ...p, title: t('lic.notReassignableTitle') });
+    return problemBox({ ...p, heading: t('lic.notReassignableTitle') });
   }
   return problemBox({ ...p, title: p.title || fallbackTitle });
 }
