@@ -444,6 +444,23 @@ async fn openapi_describes_every_route_and_metrics_are_prometheus_text() {
         );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // An action that takes no body says how it refuses one.
+    for (path, method) in [
+        ("/v1/tokens/{id}/revoke", "post"),
+        ("/v1/jobs/{id}/rerun", "post"),
+        ("/v1/webhooks/{id}", "delete"),
+    ] {
+        let answers = &paths[path][method]["responses"];
+        for status in ["400", "415", "422"] {
+            assert!(
+                answers[status]["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
+                "{method} {path} {status}: {}",
+                answers[status]
+            );
+        }
+    }
     // Previews: their status, the summary on the job and each item's prediction.
     let schemas = &doc["components"]["schemas"];
     assert!(

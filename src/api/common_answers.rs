@@ -1,6 +1,7 @@
 //! The answers every route can give besides its own, written into `/openapi.json` once here so
 //! that no route's description misses one: 401 and 429 (`Retry-After`) for a route that takes a
-//! token, 403 for one that changes something, 400/413/415/422 for a JSON body, 404 (and 400 for a
+//! token, 403 for one that changes something, 400/413/415/422 for a JSON body (and for a body sent
+//! to an action that takes none), 404 (and 400 for a
 //! control character) for a path id, 400 for query parameters, 409 for a route that reads the tenant's directory
 //! (`/v1/directory/…`), and the `Idempotency-Key` header with its answers on mutating POSTs.
 //! A route's own description of a status wins.
@@ -68,6 +69,21 @@ fn complete(op: &mut Operation, mutating: bool, idempotent: bool, directory: boo
         answers.push((
             "422",
             problem("The body is JSON of the wrong shape, or its values are not acceptable"),
+        ));
+    }
+    if mutating && !has_body {
+        // The actions that take no body (`extract::NoBody`: a job's launch, rerun, cancel, undo
+        // and resume, a token's revoke, a webhook endpoint's delete, rotate-secret and a
+        // delivery's redeliver) refuse one before they act.
+        answers.push(("400", problem("A body that is not JSON: `malformed_json`")));
+        answers.push(("413", problem("The body is larger than the server accepts")));
+        answers.push((
+            "415",
+            problem("A body sent as anything but application/json"),
+        ));
+        answers.push((
+            "422",
+            problem("A body other than nothing or `{}`: `invalid_body`"),
         ));
     }
     if secured && directory {

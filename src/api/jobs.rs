@@ -466,10 +466,7 @@ pub async fn export_file(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 202, body = JobView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn rerun_job(
     State(state): State<AppState>,
@@ -491,10 +488,7 @@ pub async fn rerun_job(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 202, body = JobView, headers(("Location" = String, description = "The job's URL"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn launch_job(
     State(state): State<AppState>,
@@ -519,10 +513,7 @@ pub async fn launch_job(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, body = JobView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn cancel_job(
     State(state): State<AppState>,
@@ -543,10 +534,7 @@ pub async fn cancel_job(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 202, body = JobView, headers(("Location" = String, description = "The job's URL"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn resume_job(
     State(state): State<AppState>,
@@ -646,10 +634,7 @@ pub async fn list_changes(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 202, body = JobView, headers(("Location" = String, description = "The undo job's URL"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn undo_job(
     State(state): State<AppState>,

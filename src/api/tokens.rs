@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::AsAdmin;
 use super::extract::{Json, NoBody, NoQuery, Path};
-use super::problem::{ApiError, ApiResult, Problem};
+use super::problem::{ApiError, ApiResult};
 
 #[derive(Serialize, ToSchema)]
 pub struct TokenList {
@@ -87,9 +87,6 @@ pub async fn create_token(
     params(("id" = Uuid, Path, description = "Token id")),
     responses(
         (status = 200, body = TokenView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn revoke_token(
     State(state): State<AppState>,

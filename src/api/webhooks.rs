@@ -187,9 +187,6 @@ pub async fn update_webhook(
     params(("id" = Uuid, Path, description = "Webhook endpoint id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_webhook(
     State(state): State<AppState>,
@@ -207,9 +204,6 @@ pub async fn delete_webhook(
     params(("id" = Uuid, Path, description = "Webhook endpoint id")),
     responses(
         (status = 200, body = CreatedWebhook),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
@@ -285,9 +279,6 @@ pub async fn list_deliveries(
     responses(
         (status = 202, body = DeliveryView),
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn redeliver(
     State(state): State<AppState>,
