@@ -60,7 +60,9 @@
 //!   between the 80 % and 90 % readings times ten (a tenth of `L`, as in the fill), or our
 //!   writes in the window if fewer (see [`State::full_with_room`]).
 //! - **After a spell with nothing written** of a whole window, the limit is learned again by a
-//!   fill (see [`State::after_idle`]): the budget may have changed meanwhile.
+//!   fill (see [`State::after_idle`]): the budget may have changed meanwhile. A fill itself
+//!   starts over after a second with nothing written: some of its writes may have left the
+//!   window, whose length it does not know yet.
 //! - **A budget that grows** (another client of the same app stops spending, or the directory
 //!   allows more): every accepted write's reading bounds `L` from below as in the fill — our
 //!   writes surely in the window over the reading's upper end (no reading: 80 %) — and the
@@ -135,8 +137,9 @@ const LIMIT_PROBES_PER_WINDOW: u32 = 8;
 const LIMIT_WRITES_PER_PROBE: u64 = 400;
 /// Round trips remembered for the send-ahead (the shortest of them is used).
 const RTT_SAMPLES: usize = 64;
-/// Nothing granted for a window and this much more: the limit is learned again (see
-/// [`State::after_idle`]). A job's lanes come back for the next window's writes within it.
+/// Nothing granted for a window and this much more: the limit is learned again; for this long
+/// during a fill: the fill starts over (see [`State::after_idle`]). A job's lanes come back for
+/// the next window's writes within it.
 const IDLE_MARGIN: Duration = Duration::from_secs(1);
 /// Writes remembered while the limit is unknown (a directory that never pushes back).
 const MAX_LOG: usize = 200_000;
@@ -966,6 +969,16 @@ impl State {
     /// 900 writes sent into 429s at once on a limit raised on the larger budget). The limit is
     /// learned again by a fill, which closes in on it from the readings without 429s; the
     /// window's length, the round trips and the margins are kept.
+    ///
+    /// A fill (the limit not learned yet) starts over after [`IDLE_MARGIN`] with nothing
+    /// granted and nothing in flight. Its proof counts every write it let out as still in the
+    /// directory's window, and the window's length is not known yet: after a pause, some may
+    /// have left it. A job too small to meet the budget's pressure left such a fill, and the
+    /// next job's went on counting its writes (the demo: Sales, 244 writes on its 30,000 per
+    /// 150 s, then 3,000 per 150 s set and an assign on All Staff — 3,244 learned, a window
+    /// bounded by a probe timed against a Sales write, readings that raised the limit further,
+    /// and a run of 429s for each raise). The fill that starts over counts the earlier writes
+    /// still in the window by its readings, as another client's.
     fn after_idle(&mut self, now: Instant) {
         let Some((last, _)) = self.last_grant else {
             return;
@@ -974,22 +987,28 @@ impl State {
             return;
         }
         let idle = now.saturating_duration_since(last);
-        if let Some(window) = self.window()
-            && idle >= window + IDLE_MARGIN
-            && self.limit.is_some()
-        {
-            self.limit = None;
-            self.log.clear();
-            self.fill = Fill {
-                epoch: self.fill.epoch + 1,
-                proven: FIRST_BURST,
-                ..Fill::default()
-            };
-            self.inconclusive_fills = 0;
-            self.surprised_at = None;
-            self.limit_probed = None;
-            tracing::debug!("write pacing: idle for a window, the limit is learned again");
+        let stale = if self.limit.is_some() {
+            self.window().is_some_and(|w| idle >= w + IDLE_MARGIN)
+        } else {
+            self.fill.started.is_some() && idle >= IDLE_MARGIN
+        };
+        if !stale {
+            return;
         }
+        tracing::debug!(
+            learned = self.limit.is_some(),
+            "write pacing: idle, the limit is learned again"
+        );
+        self.limit = None;
+        self.log.clear();
+        self.fill = Fill {
+            epoch: self.fill.epoch + 1,
+            proven: FIRST_BURST,
+            ..Fill::default()
+        };
+        self.inconclusive_fills = 0;
+        self.surprised_at = None;
+        self.limit_probed = None;
     }
 
     /// Count the window full until `until` (a 429's `Retry-After`; without one, a whole

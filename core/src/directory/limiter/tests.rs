@@ -912,3 +912,46 @@ fn a_writes_status_says_whether_it_was_charged() {
         );
     }
 }
+
+/// A job too small to meet the budget's pressure leaves the limit unlearned: its writes stay
+/// counted in the fill. The next job's fill went on counting them, though the directory had
+/// let them go — Graph's window slid past them, or the emulator started its windows over when
+/// its faults were set (the demo: Sales, 244 writes on its 30,000 per 150 s, then 3,000 per
+/// 150 s set and an assign on All Staff). The fill learned 3,244 for 3,000; its first probe,
+/// timed against a Sales write, bounded the window at 150 s and the gap more, and the readings
+/// then raised the limit further (3,671, 3,776), each raise a run of 429s. After a second with
+/// nothing granted and nothing in flight a fill starts over: writes of the earlier one still
+/// in the directory's window are counted by its readings as anyone else's.
+#[tokio::test(start_paused = true)]
+async fn a_fill_left_by_a_small_job_is_not_counted_by_the_next() {
+    for (gap, reset, what) in [
+        (5, true, "the budget set to 3,000 per 150 s 5 s later"),
+        (200, false, "a job on 3,000 per 150 s, 200 s later"),
+    ] {
+        let dir = Arc::new(Mutex::new(Directory::new(30_000, 150_000)));
+        let l = limiter();
+        run(l.clone(), dir.clone(), 244, 16).await;
+        assert_eq!(l.budget().0, None, "{what}: the small job learned no limit");
+        tokio::time::sleep(Duration::from_secs(gap)).await;
+        {
+            let mut d = dir.lock();
+            d.limit = 3_000;
+            if reset {
+                d.log.clear();
+            }
+        }
+        let mut r = run(l.clone(), dir.clone(), 9_000, 16).await;
+        let (limit, window) = l.budget();
+        eprintln!(
+            "{what}: {:.1} s, {} of {} refused, limit {limit:?}, window {window:?}",
+            r.seconds, r.refused, r.requests
+        );
+        assert!(limit.is_some_and(|l| l <= 3_000), "{what}: limit {limit:?}");
+        assert!(
+            window.is_some_and(|w| w <= Duration::from_millis(150_750)),
+            "{what}: window {window:?}"
+        );
+        r.best = 2.0 * 150.0;
+        check(&r, what);
+    }
+}
