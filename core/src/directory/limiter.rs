@@ -480,6 +480,9 @@ struct State {
     /// Added to the window's upper bound when scheduling.
     margin: Duration,
     last_grant: Option<(Instant, u32)>,
+    /// When a caller last wanted to write and was told to wait: an outlook or a pledge that
+    /// named a later time, or a grant waited for (see [`State::after_idle`]).
+    waited: Option<Instant>,
     /// Fills that found the window spent by another client and were started again.
     inconclusive_fills: u32,
     /// When the last run of 429s the schedule did not expect began (see [`State::surprised`]).
@@ -961,14 +964,21 @@ impl State {
         None
     }
 
+    /// Note an outlook given to a caller: one that names a later time is a wait told.
+    fn told(&mut self, outlook: Outlook) {
+        if matches!(outlook, Outlook::Wait(_)) {
+            self.waited = Some(Instant::now());
+        }
+    }
+
     /// What the limiter knows of the budget holds while our writes keep the directory's window
-    /// busy. After a whole window and [`IDLE_MARGIN`] more with nothing granted and nothing in
-    /// flight, the limit (learned, raised by readings or brought down) says nothing of the
-    /// budget now: the directory's limit may have changed, another client may spend or have
-    /// stopped (the demo's fault set again after a reset and minutes of nothing written: about
-    /// 900 writes sent into 429s at once on a limit raised on the larger budget). The limit is
-    /// learned again by a fill, which closes in on it from the readings without 429s; the
-    /// window's length, the round trips and the margins are kept.
+    /// busy. After a whole window and [`IDLE_MARGIN`] more with nothing granted, nothing in
+    /// flight and nobody waiting to write, the limit (learned, raised by readings or brought
+    /// down) says nothing of the budget now: the directory's limit may have changed, another
+    /// client may spend or have stopped (the demo's fault set again after a reset and minutes
+    /// of nothing written: about 900 writes sent into 429s at once on a limit raised on the
+    /// larger budget). The limit is learned again by a fill, which closes in on it from the
+    /// readings without 429s; the window's length, the round trips and the margins are kept.
     ///
     /// A fill (the limit not learned yet) starts over after [`IDLE_MARGIN`] with nothing
     /// granted and nothing in flight. Its proof counts every write it let out as still in the
@@ -979,13 +989,21 @@ impl State {
     /// bounded by a probe timed against a Sales write, readings that raised the limit further,
     /// and a run of 429s for each raise). The fill that starts over counts the earlier writes
     /// still in the window by its readings, as another client's.
+    ///
+    /// A wait for the budget is no idleness: a lane told to wait until the window frees, and
+    /// taken late by a busy process, found the window idle since its last grant and the limit
+    /// learned again — a fill and a learning chunk for every late lane, and the next windows
+    /// half used (`licensor-bench --scenario msp`, 500 tenants on a machine where licensor's
+    /// places stayed busy: 747 limits learned again in a run). Idleness counts from the last
+    /// grant or the last wait told, whichever is later.
     fn after_idle(&mut self, now: Instant) {
-        let Some((last, _)) = self.last_grant else {
+        let Some((granted, _)) = self.last_grant else {
             return;
         };
         if self.outstanding > 0 {
             return;
         }
+        let last = self.waited.map_or(granted, |w| w.max(granted));
         let idle = now.saturating_duration_since(last);
         let stale = if self.limit.is_some() {
             self.window().is_some_and(|w| idle >= w + IDLE_MARGIN)
@@ -1303,6 +1321,7 @@ impl WriteLimiter {
                     lead_share: 0.5,
                     margin: WINDOW_MARGIN,
                     last_grant: None,
+                    waited: None,
                     inconclusive_fills: 0,
                     surprised_at: None,
                     readings_seen: false,
@@ -1343,7 +1362,10 @@ impl WriteLimiter {
     /// how much work to take on uses it so that work waiting for the budget does not hold a
     /// place another tenant's work could use.
     pub fn outlook(&self, horizon: Duration) -> Outlook {
-        self.outlook_of(&self.shared.state.lock(), horizon)
+        let mut s = self.shared.state.lock();
+        let outlook = self.outlook_of(&s, horizon);
+        s.told(outlook);
+        outlook
     }
 
     /// [`WriteLimiter::outlook`], and a pledge of the writes `take` decides to take on from it
@@ -1357,6 +1379,7 @@ impl WriteLimiter {
     ) -> (Outlook, Pledge) {
         let mut s = self.shared.state.lock();
         let outlook = self.outlook_of(&s, horizon);
+        s.told(outlook);
         let writes = take(outlook);
         s.pledged += writes;
         drop(s);
@@ -1472,6 +1495,7 @@ impl WriteLimiter {
                         settled: false,
                     });
                 }
+                s.waited = Some(now);
                 // While the budget is learned, a wait names only the latest a write may go
                 // (answers on their way may let it go sooner): never a reason to give up.
                 let learned = s.capacity(&self.shared.config).is_some() && s.window().is_some();

@@ -955,3 +955,47 @@ async fn a_fill_left_by_a_small_job_is_not_counted_by_the_next() {
         check(&r, what);
     }
 }
+
+/// A lane told to wait for the window to free and taken late (a busy process) finds the limit
+/// it was told of, not one to learn again: a wait told is no idleness. Without anyone waiting,
+/// a whole window and a second with nothing granted still has the limit learned again.
+#[tokio::test(start_paused = true)]
+async fn a_late_lane_keeps_the_limit_learned_but_a_spell_with_nobody_waiting_does_not() {
+    for waited in [true, false] {
+        let dir = Arc::new(Mutex::new(Directory::new(100, 5_000)));
+        let l = limiter();
+        run(l.clone(), dir.clone(), 300, 4).await;
+        assert_eq!(l.budget().0, Some(100), "waited {waited}: learned");
+        // Once the window has freed, a window's writes at once: it is full for the next 5 s.
+        tokio::time::sleep(Duration::from_millis(5_100)).await;
+        let mut accepted = 0;
+        for _ in 0..5 {
+            accepted += send(&dir, l.acquire_up_to(20).await).await;
+        }
+        assert_eq!(accepted, 100, "waited {waited}: a window's writes");
+        let last = Instant::now();
+        if waited {
+            // A parked lane looks at the budget each second until it is due (the window frees
+            // within the next look's horizon).
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let outlook = l.outlook(Duration::from_secs(1));
+                assert!(
+                    matches!(outlook, Outlook::Wait(_)),
+                    "the window is full: {outlook:?}, {:?}",
+                    l.budget()
+                );
+            }
+        }
+        // Taken 3 s after the window freed: a window and more since the last grant.
+        tokio::time::sleep_until(last + Duration::from_secs(8)).await;
+        let grant = l.acquire_up_to(20).await;
+        assert_eq!(
+            l.budget().0.is_some(),
+            waited,
+            "waited {waited}: the limit after {:?} idle",
+            Instant::now() - last
+        );
+        grant.unused();
+    }
+}
