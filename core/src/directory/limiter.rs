@@ -75,7 +75,8 @@
 //!
 //! Until the directory first pushes back (a reading of 80 % or more, or a 429), the fill also
 //! lets out writes by time alone: the first burst, doubled every second since the fill's first
-//! write. The proof grows by a quarter per *round trip*, so on its own it would hold a new
+//! write while callers use it (never more than twice the writes out, then doubled from
+//! there). The proof grows by a quarter per *round trip*, so on its own it would hold a new
 //! client of a slowly answering directory (round trips of seconds) back for tens of round
 //! trips — a worker that starts or takes over a job mid-way would crawl for a minute. Over a
 //! fast directory the proof outgrows the clock and the fill is as careful as described; over a
@@ -355,6 +356,9 @@ struct Fill {
     first_answer: Option<Instant>,
     /// When this fill let out its first write.
     started: Option<Instant>,
+    /// Where [`Fill::unpressed`] doubles from, when not from the first burst at `started`: the
+    /// allowance was moved down to twice what had gone out (see [`Fill::hold_unpressed`]).
+    unpressed_from: Option<(Instant, u64)>,
     /// No write of this fill goes out before then: the window an earlier fill found spent by
     /// another client frees (see [`State::end_fill`]).
     not_before: Option<Instant>,
@@ -367,17 +371,23 @@ impl Fill {
     }
 
     /// Writes let out by time alone while the directory has not pushed back: the first burst,
-    /// doubled every [`UNPRESSED_DOUBLING`] since the fill's first write (0 once it pushed back).
+    /// doubled every [`UNPRESSED_DOUBLING`] since the fill's first write (0 once it pushed back),
+    /// or since it was last held to what went out ([`Fill::hold_unpressed`]).
     fn unpressed(&self, now: Instant) -> u64 {
         if self.pushed_back() {
             return 0;
         }
-        let Some(started) = self.started else {
+        let Some((from, writes)) = self.unpressed_base() else {
             return FIRST_BURST;
         };
         let doublings =
-            now.saturating_duration_since(started).as_secs_f64() / UNPRESSED_DOUBLING.as_secs_f64();
-        (FIRST_BURST as f64 * doublings.min(40.0).exp2()).min(MAX_LOG as f64) as u64
+            now.saturating_duration_since(from).as_secs_f64() / UNPRESSED_DOUBLING.as_secs_f64();
+        (writes as f64 * doublings.min(40.0).exp2()).min(MAX_LOG as f64) as u64
+    }
+
+    fn unpressed_base(&self) -> Option<(Instant, u64)> {
+        self.unpressed_from
+            .or_else(|| self.started.map(|t| (t, FIRST_BURST)))
     }
 
     /// When [`Fill::unpressed`] lets out `writes` in all (`None`: never, the directory pushed
@@ -386,9 +396,22 @@ impl Fill {
         if self.pushed_back() || writes > MAX_LOG as u64 {
             return None;
         }
-        let started = self.started?;
-        let doublings = (writes as f64 / FIRST_BURST as f64).log2().max(0.0);
-        Some(started + UNPRESSED_DOUBLING.mul_f64(doublings) + Duration::from_millis(1))
+        let (from, base) = self.unpressed_base()?;
+        let doublings = (writes as f64 / base as f64).log2().max(0.0);
+        Some(from + UNPRESSED_DOUBLING.mul_f64(doublings) + Duration::from_millis(1))
+    }
+
+    /// The allowance by time grows while callers use it, not while they write slowly: one that
+    /// has grown past twice the writes out (`used`, at least the first burst) is moved down to
+    /// that and doubles from now. A job writing slower than the budget kept a fill going for
+    /// seconds, its allowance doubling all the while, and a job that then met the budget had
+    /// hundreds of writes let out at once into a window with room for tens (263 of 2,263
+    /// requests refused in `a_fill_longer_than_the_window_counts_only_the_window`).
+    fn hold_unpressed(&mut self, now: Instant, used: u64) {
+        let most = 2 * used.max(FIRST_BURST);
+        if self.started.is_some() && self.unpressed(now) > most {
+            self.unpressed_from = Some((now, most));
+        }
     }
 
     fn prove(&mut self, outstanding: u64) {
@@ -631,6 +654,7 @@ impl State {
             let used = self.fill.accepted + self.outstanding;
             let at_least = u64::from(at_least).min(self.fill.proven);
             let room = self.fill.proven.saturating_sub(used);
+            self.fill.hold_unpressed(now, used);
             // What time alone lets out goes in whole requests (`want`), not a write at a time.
             let by_time = self.fill.unpressed(now).saturating_sub(used);
             if room >= at_least.max(1) || by_time >= u64::from(want) {
@@ -988,7 +1012,10 @@ impl State {
     /// 150 s, then 3,000 per 150 s set and an assign on All Staff — 3,244 learned, a window
     /// bounded by a probe timed against a Sales write, readings that raised the limit further,
     /// and a run of 429s for each raise). The fill that starts over counts the earlier writes
-    /// still in the window by its readings, as another client's.
+    /// still in the window by its readings, as another client's. For the same reason a fill
+    /// starts over once its first write is a window old, when the window is known from an
+    /// earlier fill: a job writing slower than the budget, over a window and more, then joined
+    /// by one that meets it, proved a limit of all its writes since the fill began.
     ///
     /// A wait for the budget is no idleness: a lane told to wait until the window frees, and
     /// taken late by a busy process, found the window idle since its last grant and the limit
@@ -1005,10 +1032,14 @@ impl State {
         }
         let last = self.waited.map_or(granted, |w| w.max(granted));
         let idle = now.saturating_duration_since(last);
-        let stale = if self.limit.is_some() {
-            self.window().is_some_and(|w| idle >= w + IDLE_MARGIN)
-        } else {
-            self.fill.started.is_some() && idle >= IDLE_MARGIN
+        let stale = match (self.limit, self.fill.started) {
+            (Some(_), _) => self.window().is_some_and(|w| idle >= w + IDLE_MARGIN),
+            // A fill older than the window (known from an earlier one) counts writes that have
+            // left it, however busy it kept.
+            (None, Some(started)) => {
+                idle >= IDLE_MARGIN || self.window().is_some_and(|w| now >= started + w)
+            }
+            (None, None) => false,
         };
         if !stale {
             return;

@@ -956,6 +956,39 @@ async fn a_fill_left_by_a_small_job_is_not_counted_by_the_next() {
     }
 }
 
+/// The same for a fill that is never idle: a job writing slower than the budget (half of it,
+/// a write every 100 ms on 100 per 5 s) keeps a fill going for longer than the window, and
+/// every write it let out stayed counted; a job that then met the budget ended that fill with
+/// a limit of all of them. Once the window is known (an earlier fill learned it), a fill starts
+/// over when its first write is a window old.
+#[tokio::test(start_paused = true)]
+async fn a_fill_longer_than_the_window_counts_only_the_window() {
+    let dir = Arc::new(Mutex::new(Directory::new(100, 5_000)));
+    let l = limiter();
+    run(l.clone(), dir.clone(), 300, 4).await;
+    assert!(l.budget().1.is_some(), "the window is learned");
+    // A window and more with nothing written: the limit is learned again, by a slow job.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let refused_before = dir.lock().refused;
+    for _ in 0..200 {
+        send(&dir, l.acquire_up_to(1).await).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut r = run(l.clone(), dir.clone(), 2_000, 16).await;
+    let refused = r.refused - refused_before;
+    let limit = l.budget().0;
+    eprintln!(
+        "2,000 writes after a slow job: {:.1} s, {refused} refused, limit {limit:?}",
+        r.seconds
+    );
+    assert!(limit.is_some_and(|l| l <= 100), "limit {limit:?}");
+    r.refused = refused;
+    r.requests = 2_000 + refused;
+    // The window is half full of the slow job's writes when the job starts.
+    r.best = (2_049 / 100) as f64 * 5.0;
+    check(&r, "2,000 writes after a slow job");
+}
+
 /// A lane told to wait for the window to free and taken late (a busy process) finds the limit
 /// it was told of, not one to learn again: a wait told is no idleness. Without anyone waiting,
 /// a whole window and a second with nothing granted still has the limit learned again.
