@@ -1047,9 +1047,11 @@ impl State {
         if !stale {
             return;
         }
+        // `idle_ms` below the margin: a fill that had grown a window old, not a pause.
         tracing::debug!(
             learned = self.limit.is_some(),
-            "write pacing: idle, the limit is learned again"
+            idle_ms = idle.as_millis() as u64,
+            "write pacing: the limit is learned again"
         );
         // A fill started over keeps what its allowance by time had reached at its last grant,
         // halved for every second since, and at most twice the writes it let out: a directory
