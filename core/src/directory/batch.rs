@@ -328,8 +328,12 @@ impl DirectoryClient {
         let limiter = &self.inner.limiter;
         let mut out = Vec::with_capacity(indexes.len());
         let mut pending: Vec<usize> = indexes.to_vec();
-        for again in 0..=REQUEUES {
+        // Rounds that met 429s; writes withdrawn before they went (see `Grant::send_now`) are
+        // asked for again without counting one.
+        let mut again = 0;
+        loop {
             let mut results: Vec<(usize, Result<(), DirectoryError>)> = Vec::new();
+            let mut withdrawn: Vec<usize> = Vec::new();
             let mut sending = FuturesUnordered::new();
             let mut rest: &[usize] = &pending;
             while !rest.is_empty() {
@@ -358,7 +362,10 @@ impl DirectoryClient {
                             rest = &[];
                         }
                     },
-                    Some(done) = sending.next(), if !sending.is_empty() => results.extend(done),
+                    Some(done) = sending.next(), if !sending.is_empty() => match done {
+                        Ok(done) => results.extend(done),
+                        Err(w) => withdrawn.extend(w),
+                    },
                     // The work stopped: the writes not granted yet are not sent, and do not
                     // wait for the budget first.
                     () = self.until_stopped() => {
@@ -368,7 +375,10 @@ impl DirectoryClient {
                 }
             }
             while let Some(done) = sending.next().await {
-                results.extend(done);
+                match done {
+                    Ok(done) => results.extend(done),
+                    Err(w) => withdrawn.extend(w),
+                }
             }
             drop(sending);
             let mut refused = Vec::new();
@@ -381,11 +391,16 @@ impl DirectoryClient {
                     other => out.push((i, other)),
                 }
             }
-            if refused.is_empty() {
+            if !refused.is_empty() {
+                metrics::counter!("licensor_directory_retries_total", "route" => "$batch")
+                    .increment(refused.len() as u64);
+                again += 1;
+            }
+            if refused.is_empty() && withdrawn.is_empty() {
                 break;
             }
-            metrics::counter!("licensor_directory_retries_total", "route" => "$batch")
-                .increment(refused.len() as u64);
+            refused.append(&mut withdrawn);
+            refused.sort_unstable();
             pending = refused;
         }
         out
@@ -397,7 +412,21 @@ impl DirectoryClient {
         ops: &[WriteOp],
         indexes: &[usize],
         mut grant: Grant,
-    ) -> Vec<(usize, Result<(), DirectoryError>)> {
+    ) -> Result<Vec<(usize, Result<(), DirectoryError>)>, Vec<usize>> {
+        let place = match self.place_in_flight().await {
+            Ok(p) => p,
+            Err(e) => {
+                grant.unused();
+                return Ok(indexes.iter().map(|&i| (i, Err(e.clone()))).collect());
+            }
+        };
+        if !grant.send_now() {
+            // The budget has no room for them after all: asked for again.
+            grant.unused();
+            metrics::counter!("licensor_directory_writes_withdrawn_total", "tenant" => self.inner.tenant.clone())
+                .increment(indexes.len() as u64);
+            return Err(indexes.to_vec());
+        }
         let body = batch_body(indexes.iter().map(|&i| ops[i].request(i)).collect());
         let url = self.url("/$batch");
         let answer = self
@@ -405,7 +434,7 @@ impl DirectoryClient {
                 Method::POST,
                 &url,
                 Some(body.as_slice()),
-                Pace::Granted(&mut grant),
+                Pace::Granted(place),
                 "$batch",
             )
             .await;
@@ -414,10 +443,10 @@ impl DirectoryClient {
             // Not sent: the work stopped before the batch's turn came.
             Err(DirectoryError::Stopped) => {
                 grant.unused();
-                return indexes
+                return Ok(indexes
                     .iter()
                     .map(|&i| (i, Err(DirectoryError::Stopped)))
-                    .collect();
+                    .collect());
             }
             // The whole batch failed (throttled, unavailable, dropped): every op shares the fate.
             Err(e) => {
@@ -433,7 +462,7 @@ impl DirectoryClient {
                     _ => WriteAnswer::Unknown,
                 };
                 grant.answered(&vec![fate; indexes.len()]);
-                return indexes.iter().map(|&i| (i, Err(e.clone()))).collect();
+                return Ok(indexes.iter().map(|&i| (i, Err(e.clone()))).collect());
             }
         };
         let responses = batch_responses(&answer.body);
@@ -479,7 +508,7 @@ impl DirectoryClient {
         // The budget's share right after this batch: the highest reading among its requests.
         self.note_budget(highest);
         self.note_throttled(throttled_items);
-        out
+        Ok(out)
     }
 }
 

@@ -58,7 +58,15 @@
 //!   and 90 % marks in a way that measures less than nine tenths of `L`, is no timing error at
 //!   a window's edge. `L` comes down at once, not a window later: to our writes answered
 //!   between the 80 % and 90 % readings times ten (a tenth of `L`, as in the fill), or our
-//!   writes in the window if fewer (see [`State::full_with_room`]).
+//!   writes in the window if fewer (see [`State::full_with_room`]). Sooner still: when our
+//!   writes, having filled the window from below 80 % themselves, reach the 90 % mark
+//!   measuring a budget under nine tenths of `L`, nothing more goes out until the writes in
+//!   flight are answered (they fill the last tenth), and `L` comes down to the measure (see
+//!   [`State::settle_hold`]).
+//! - **Grants re-checked at send**: a grant waits for a place in flight after it is given, and
+//!   goes only if the window as modelled then still has room for it ([`Grant::send_now`]): a
+//!   window found full or a limit brought down meanwhile withdraws the writes granted and not
+//!   yet sent, which ask again.
 //! - **After a spell with nothing written** of a whole window, the limit is learned again by a
 //!   fill (see [`State::after_idle`]): the budget may have changed meanwhile. A fill itself
 //!   starts over after a second with nothing written: some of its writes may have left the
@@ -203,6 +211,8 @@ pub struct Grant {
     sent: Instant,
     kind: Kind,
     settled: bool,
+    /// Not sent yet: counted in [`State::unsent`] until [`Grant::send_now`].
+    unsent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -228,10 +238,28 @@ impl Grant {
         self.writes
     }
 
-    /// The request carrying the writes is being sent now (round trips are timed from here; a
-    /// grant may wait for a place in flight first).
-    pub fn sending(&mut self) {
+    /// The request carrying the writes is about to be sent (round trips are timed from here):
+    /// whether they may still go. A grant waits for a place in flight after it is given (writes
+    /// waiting for the budget hold no place that reads could use), and meanwhile the limiter
+    /// may have learned that the window has no room for them: the directory reported it full
+    /// while the model counted room (a budget that shrank, another client spending), or the
+    /// limit was brought down. Sent anyway, they would be answered 429: a job's four lanes had
+    /// up to 2,000 writes granted and waiting for 16 places when the demo's budget was cut from
+    /// 30,000 to 3,000 per 150 s, and 300–850 requests were refused. `false`: give the grant back
+    /// with [`Grant::unused`] and ask again. Probes always go.
+    pub fn send_now(&mut self) -> bool {
         self.sent = Instant::now();
+        let mut s = self.shared.state.lock();
+        if std::mem::take(&mut self.unsent) {
+            s.unsent -= u64::from(self.writes);
+        }
+        let go = s.still_fits(&self.shared.config, self.kind, self.sent);
+        if !go {
+            // Not let out after all.
+            s.withdrawn += u64::from(self.writes);
+            s.granted -= u64::from(self.writes);
+        }
+        go
     }
 
     /// The directory's answers, one per write granted, in the order it charged them (a `$batch`
@@ -241,7 +269,9 @@ impl Grant {
         let mut all: Vec<WriteAnswer> =
             answers.iter().take(self.writes as usize).copied().collect();
         all.resize(self.writes as usize, WriteAnswer::Unknown);
-        self.shared.settle(self.sent, self.writes, self.kind, &all);
+        let unsent = std::mem::take(&mut self.unsent);
+        self.shared
+            .settle(self.sent, self.writes, self.kind, unsent, &all);
     }
 
     /// Give up the grant without sending anything.
@@ -249,6 +279,10 @@ impl Grant {
         self.settled = true;
         let mut s = self.shared.state.lock();
         s.outstanding -= u64::from(self.writes);
+        if std::mem::take(&mut self.unsent) {
+            s.unsent -= u64::from(self.writes);
+        }
+        s.settle_hold();
         if matches!(self.kind, Kind::Probe { .. } | Kind::LimitProbe) {
             s.probe_out = false;
         }
@@ -265,7 +299,9 @@ impl Drop for Grant {
     fn drop(&mut self) {
         if !self.settled {
             let all = vec![WriteAnswer::Unknown; self.writes as usize];
-            self.shared.settle(self.sent, self.writes, self.kind, &all);
+            let unsent = std::mem::take(&mut self.unsent);
+            self.shared
+                .settle(self.sent, self.writes, self.kind, unsent, &all);
         }
     }
 }
@@ -489,6 +525,15 @@ struct State {
     log: VecDeque<Entry>,
     /// Granted, not yet answered.
     outstanding: u64,
+    /// Of `outstanding`, granted and not sent yet: waiting for a place in flight (see
+    /// [`Grant::send_now`]).
+    unsent: u64,
+    /// Writes whose grant was withdrawn before they were sent (see [`Grant::send_now`]).
+    withdrawn: u64,
+    /// Nothing more goes out until every write sent is answered: our writes' readings crossed
+    /// the 80 % and 90 % marks measuring a budget smaller than the limit (see
+    /// [`State::settle_hold`]).
+    hold: bool,
     /// Promised to work taken on the strength of an outlook and not granted yet (see
     /// [`WriteLimiter::pledge`]): [`WriteLimiter::outlook`] counts them as spent, the schedule
     /// does not (the work they are pledged to asks for them).
@@ -691,6 +736,9 @@ impl State {
             // Until the directory pushes back, the allowance also grows with time.
             return Decision::Wait(self.fill.unpressed_reaches(used + u64::from(want)));
         };
+        if self.hold {
+            return Decision::Wait(None);
+        }
         let at_least = at_least.min(u32::try_from(cap).unwrap_or(u32::MAX)).max(1);
         let lead = self.lead();
         let Some(window) = self.window() else {
@@ -991,6 +1039,130 @@ impl State {
         None
     }
 
+    /// Whether our last crossing of the 80 % and 90 % marks measured a budget under nine tenths
+    /// of the limit, where our writes before it had filled the window from low down themselves
+    /// ([`State::crossing_from_below`]).
+    fn crossing_measures_less(&self) -> bool {
+        let Some(limit) = self.limit else {
+            return false;
+        };
+        self.readings_seen
+            && self
+                .crossing_from_below()
+                .is_some_and(|(m, _)| m * 10 < limit * 9)
+    }
+
+    /// [`State::crossing`], when our writes just before the crossing were answered below 80 %
+    /// for at least four fifths of the budget it measures: we filled the window from low down
+    /// ourselves, so the writes between the marks are a tenth of the budget, and the window
+    /// holds our writes from the first of those four fifths on (its index in the log, returned
+    /// with the measure). In a window that slides (a job's next window, its first writes leaving
+    /// as new ones come), the readings climb through the marks from just below them, and the
+    /// count between them is no measure: such a crossing brought a limit of 3,000 down to 2,801
+    /// in a simulated run.
+    fn crossing_from_below(&self) -> Option<(u64, usize)> {
+        let measured = self.crossing()?;
+        // The directory first reads 80 % on the write that fills four fifths of the budget
+        // (`measured` is ten times the writes between the marks, plus one): ours before it are
+        // one fewer. An older write of ours kept as in the window would be a window probe's
+        // reference, and the window learned too long by the time since it.
+        let filled = ((measured - 1) * 8 / 10).saturating_sub(1);
+        // Below 80 %: in a row (a few answered late among the crossing's do not make a run), and
+        // in all (those answered late were charged among the four fifths all the same).
+        let (mut run, mut below) = (0u64, 0u64);
+        for (i, e) in self.log.iter().enumerate().rev() {
+            if e.foreign || !e.charged {
+                continue;
+            }
+            if e.band >= 8 {
+                if run >= FIRST_BURST {
+                    // An earlier crossing: the run below it was too short.
+                    return None;
+                }
+                run = 0;
+            } else {
+                run += 1;
+                below += 1;
+                if below >= filled {
+                    return Some((measured, i));
+                }
+            }
+        }
+        None
+    }
+
+    /// A hold (see [`State::hold`]) ends once every write sent is answered: the crossing's
+    /// count is then complete, and if it still measures a budget smaller than the limit, the
+    /// limit comes down to it, and the model keeps of our writes only those the directory's
+    /// window holds by the readings: from the first of the four fifths below 80 % on. Older ones
+    /// (a budget cut in the emulator starts its windows over: the writes before it) would keep
+    /// the window counted full while it has room, and a window probe timed against one of them
+    /// learned a window 26 s too long.
+    ///
+    /// A budget cut after a larger one was learned (the demo's fault set from 30,000 to 3,000
+    /// per 150 s) is first told by the readings: our writes cross 80 % and then 90 % of the
+    /// smaller budget. The limit brought down only at the first 100 % reading or 429 left every
+    /// write in flight then to be refused (16 places of 20 writes); held at the first 90 %
+    /// reading, the writes in flight fill the last tenth instead. Held rather than brought down
+    /// at once: some writes answered 80 % may still be on their way back, and the count of them
+    /// is the measure.
+    fn settle_hold(&mut self) {
+        if !self.hold || self.outstanding > self.unsent {
+            return;
+        }
+        self.hold = false;
+        let Some(limit) = self.limit else { return };
+        let Some((measured, from)) = self.crossing_from_below() else {
+            return;
+        };
+        if measured * 10 >= limit * 9 {
+            return;
+        }
+        let mut i = 0;
+        self.log.retain(|e| {
+            let keep = e.foreign || i >= from;
+            i += 1;
+            keep
+        });
+        self.limit = Some(measured);
+        tracing::debug!(
+            limit = measured,
+            "write pacing: readings measured a smaller budget, limit lowered"
+        );
+    }
+
+    /// Whether writes granted as `kind` may still go now that their turn to be sent came (see
+    /// [`Grant::send_now`]): the window as modelled has room for them beside the writes already
+    /// sent. Writes granted and not sent yet are not counted: each is weighed when its own turn
+    /// comes, so those that still fit go.
+    fn still_fits(&self, config: &LimiterConfig, kind: Kind, now: Instant) -> bool {
+        match kind {
+            Kind::Probe { .. } | Kind::LimitProbe => true,
+            // A fill told the window is full lets nothing more out.
+            Kind::Fill { .. } if self.limit.is_none() => !self.fill.full,
+            Kind::Fill { .. } | Kind::Scheduled => {
+                let Some(cap) = self.capacity(config) else {
+                    return true;
+                };
+                if self.hold {
+                    return false;
+                }
+                let logged = match self.window() {
+                    Some(window) => {
+                        let lead = self.lead();
+                        self.log
+                            .iter()
+                            .filter(|e| e.at + window > now + lead)
+                            .count() as u64
+                    }
+                    None => self.log.len() as u64,
+                };
+                // `outstanding` holds this grant's writes, `unsent` no longer does.
+                logged + self.outstanding - self.unsent <= cap
+            }
+        }
+    }
+
     /// Note an outlook given to a caller: one that names a later time is a wait told.
     fn told(&mut self, outlook: Outlook) {
         if matches!(outlook, Outlook::Wait(_)) {
@@ -1081,12 +1253,16 @@ impl State {
         self.inconclusive_fills = 0;
         self.surprised_at = None;
         self.limit_probed = None;
+        self.hold = false;
     }
 
     /// Count the window full until `until` (a 429's `Retry-After`; without one, a whole
     /// window): foreign writes fill what the model leaves free.
+    ///
+    /// Writes granted and not sent yet do not count: the directory has no room for them either,
+    /// and they are withdrawn when their turn to go comes (see [`Grant::send_now`]).
     fn fill_with_foreign(&mut self, cap: u64, now: Instant, until: Option<Duration>) {
-        let in_window = self.log.len() as u64 + self.outstanding;
+        let in_window = self.log.len() as u64 + self.outstanding - self.unsent;
         if in_window >= cap {
             return;
         }
@@ -1160,11 +1336,23 @@ impl State {
 }
 
 impl Shared {
-    fn settle(&self, sent: Instant, writes: u32, kind: Kind, answers: &[WriteAnswer]) {
+    /// `writes` granted as `kind` were answered (`answers`, one each); `unsent`: they were never
+    /// sent (a grant dropped before [`Grant::send_now`]).
+    fn settle(
+        &self,
+        sent: Instant,
+        writes: u32,
+        kind: Kind,
+        unsent: bool,
+        answers: &[WriteAnswer],
+    ) {
         let now = Instant::now();
         let config = self.config;
         let mut s = self.state.lock();
         s.outstanding -= u64::from(writes);
+        if unsent {
+            s.unsent -= u64::from(writes);
+        }
         // The send-ahead rests on the round trips of writes the directory carried out or
         // weighed against the budget, not on a refusal answered before reaching either.
         if answers.iter().any(|a| {
@@ -1239,9 +1427,17 @@ impl Shared {
                 for (j, a) in answers.iter().enumerate() {
                     match *a {
                         WriteAnswer::Accepted { reading } => {
+                            let crossed_90 = band(reading) == 9
+                                && s.log.back().is_some_and(|e| !e.foreign && e.band == 8);
                             s.push(now, sent, true, band(reading));
                             let Some(c) = cap else { continue };
                             let r = reading.map_or(0.0, tenths);
+                            if crossed_90 && !s.hold && s.crossing_measures_less() {
+                                s.hold = true;
+                                tracing::debug!(
+                                    "write pacing: readings measure a smaller budget, held until the writes sent are answered"
+                                );
+                            }
                             let in_window = s.log.len() as u64 + s.outstanding;
                             if r >= 1.0 && in_window < c {
                                 // Full before the model thinks: someone else spends too, or
@@ -1339,6 +1535,7 @@ impl Shared {
                 tracing::debug!(?age, w_lo = ?s.w_lo, w_hi = ?s.w_hi, "write pacing: window probed");
             }
         }
+        s.settle_hold();
         drop(s);
         self.notify.notify_waiters();
     }
@@ -1364,6 +1561,9 @@ impl WriteLimiter {
                     limit: None,
                     log: VecDeque::new(),
                     outstanding: 0,
+                    unsent: 0,
+                    withdrawn: 0,
+                    hold: false,
                     pledged: 0,
                     w_lo: Duration::ZERO,
                     w_hi: None,
@@ -1401,6 +1601,12 @@ impl WriteLimiter {
     pub fn budget(&self) -> (Option<u64>, Option<Duration>) {
         let s = self.shared.state.lock();
         (s.limit, s.w_hi)
+    }
+
+    /// Writes granted and then withdrawn before they were sent, so far (see
+    /// [`Grant::send_now`]).
+    pub fn withdrawn(&self) -> u64 {
+        self.shared.state.lock().withdrawn
     }
 
     /// Writes let out through this limiter so far (retries included): 0 for a directory
@@ -1541,12 +1747,14 @@ impl WriteLimiter {
                     if kind == Kind::LimitProbe {
                         s.limit_probed = Some(now);
                     }
+                    s.unsent += u64::from(n);
                     return Ok(Grant {
                         shared: self.shared.clone(),
                         writes: n,
                         sent: now,
                         kind,
                         settled: false,
+                        unsent: true,
                     });
                 }
                 s.waited = Some(now);

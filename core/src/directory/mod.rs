@@ -11,7 +11,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use uuid::Uuid;
 
 use crate::config::DirectoryTuning;
@@ -582,6 +582,15 @@ impl DirectoryClient {
         self.send_paced(method, url, body, pace, route).await
     }
 
+    /// A place among the tenant's requests in flight (`directory.max_in_flight`).
+    async fn place_in_flight(&self) -> Result<SemaphorePermit<'_>, DirectoryError> {
+        self.inner
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| DirectoryError::unavailable("directory client closed"))
+    }
+
     /// One request, no retry, paced as `pace` says.
     async fn send_paced(
         &self,
@@ -592,31 +601,44 @@ impl DirectoryClient {
         route: &'static str,
     ) -> Result<Answer, DirectoryError> {
         let inner = &self.inner;
-        let (writes, mut granted) = match pace {
-            Pace::None => (0, None),
-            Pace::Writes(n) => (n, None),
-            Pace::Granted(g) => (0, Some(g)),
+        let (writes, granted, mut place) = match pace {
+            Pace::None => (0, false, None),
+            Pace::Writes(n) => (n, false, None),
+            Pace::Granted(place) => (0, true, Some(place)),
         };
         // Pace first, then take a place in flight: writes waiting for their turn must not hold
         // places that reads (a job's member pages, another job's reads) could use meanwhile.
-        let mut grant = if writes > 0 {
-            tokio::select! {
-                grant = inner.limiter.acquire(writes) => {
-                    self.redeem(grant.writes());
-                    Some(grant)
+        // A grant the budget withdrew while it waited for its place is asked for again.
+        let (grant, _place) = loop {
+            let grant = if writes > 0 {
+                tokio::select! {
+                    grant = inner.limiter.acquire(writes) => {
+                        self.redeem(grant.writes());
+                        Some(grant)
+                    }
+                    // No wait for the budget outlives the work it is for.
+                    () = self.until_stopped() => return Err(DirectoryError::Stopped),
                 }
-                // No wait for the budget outlives the work it is for.
-                () = self.until_stopped() => return Err(DirectoryError::Stopped),
+            } else {
+                None
+            };
+            // Only a caller's own grant comes with its place; it goes through once.
+            let place = match place.take() {
+                Some(p) => p,
+                None => self.place_in_flight().await?,
+            };
+            match grant {
+                Some(mut g) => {
+                    if g.send_now() {
+                        break (Some(g), place);
+                    }
+                    g.unused();
+                    metrics::counter!("licensor_directory_writes_withdrawn_total", "tenant" => inner.tenant.clone()).increment(u64::from(writes));
+                }
+                None => break (None, place),
             }
-        } else {
-            None
         };
-        let _permit = inner
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| DirectoryError::unavailable("directory client closed"))?;
-        if (writes > 0 || granted.is_some()) && self.stopped() {
+        if (writes > 0 || granted) && self.stopped() {
             return Err(DirectoryError::Stopped);
         }
         let token = inner.tokens.get(&inner.http).await?;
@@ -628,12 +650,6 @@ impl DirectoryClient {
                 .body(body.to_vec());
         }
         let started = Instant::now();
-        if let Some(g) = grant.as_mut() {
-            g.sending();
-        }
-        if let Some(g) = granted.as_mut() {
-            g.sending();
-        }
         let outcome = request.send().await;
         let response = match outcome {
             Ok(r) => r,
@@ -1003,8 +1019,9 @@ enum Pace<'a> {
     None,
     /// This many writes, granted at once and answered alike.
     Writes(u32),
-    /// Writes granted by the caller, who reports their answers (a `$batch`).
-    Granted(&'a mut Grant),
+    /// Writes granted by the caller, who took their place in flight and checked that they may
+    /// still go ([`Grant::send_now`]), and reports their answers (a `$batch`).
+    Granted(SemaphorePermit<'a>),
 }
 
 /// With `Retry-After`, wait that long, as the directory asks ("Microsoft Graph throttling
