@@ -162,6 +162,10 @@ fn describe_metrics() {
         "licensor_directory_retries_total",
         "Directory requests retried after a transient failure, by route"
     );
+    describe_counter!(
+        "licensor_directory_writes_withdrawn_total",
+        "Directory writes granted by the write pacing and withdrawn before they were sent (the window had no room for them any more), by tenant id"
+    );
     describe_gauge!(
         "licensor_directory_write_budget_used_ratio",
         "Share of the tenant's write budget the directory last reported (x-ms-throttle-limit-percentage, 0.8 and up; 0 below 80 %), by tenant id"
