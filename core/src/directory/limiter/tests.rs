@@ -437,6 +437,32 @@ async fn a_budget_that_grows_is_used_within_seconds() {
     );
 }
 
+/// The directory's budget set to 3,000 per 150 s, its window started over (as the emulator's
+/// when its faults change); the requests it has refused so far.
+fn cut_to_3_000(dir: &Arc<Mutex<Directory>>) -> u64 {
+    let mut d = dir.lock();
+    d.limit = 3_000;
+    d.log.clear();
+    d.refused
+}
+
+/// A job of three windows' writes after the cut to 3,000 per 150 s: at most `most_refused`
+/// refused, done two windows after it started (the first window's writes at once), and the
+/// limit no higher than the budget.
+fn check_cut(r: &Run, l: &WriteLimiter, idle: u64, refused: u64, most_refused: u64) {
+    assert!(refused <= most_refused, "{idle} s idle: {refused} refused");
+    assert!(
+        r.seconds < 2.0 * 150.0 + 10.0,
+        "{idle} s idle: {} s",
+        r.seconds
+    );
+    assert!(
+        l.budget().0.is_some_and(|l| l <= 3_000),
+        "{idle} s idle: limit {:?}",
+        l.budget()
+    );
+}
+
 /// The demo's sequence: a limit of 3,000 per 150 s learned, the budget grown to 30,000 and the
 /// limit learned larger by a job, then the budget set back to 3,000 (the emulator starts its
 /// windows over when its faults change) and a job of three windows at once, and one after the
@@ -461,12 +487,7 @@ async fn a_budget_that_shrinks_after_it_grew_costs_no_run_of_429s() {
         let grown = l.budget().0;
         assert!(grown.is_some_and(|l| l >= 15_000), "{grown:?}");
         assert!(r.seconds < 60.0, "the grown budget used in {} s", r.seconds);
-        let refused_before = {
-            let mut d = dir.lock();
-            d.limit = 3_000;
-            d.log.clear();
-            d.refused
-        };
+        let refused_before = cut_to_3_000(&dir);
         tokio::time::sleep(Duration::from_secs(idle)).await;
         let r = run(l.clone(), dir.clone(), 9_000, 16).await;
         let refused = r.refused - refused_before;
@@ -476,18 +497,7 @@ async fn a_budget_that_shrinks_after_it_grew_costs_no_run_of_429s() {
             r.seconds,
             l.budget().0
         );
-        assert!(refused <= most_refused, "{idle} s idle: {refused} refused");
-        // Three windows' writes: the first at once, the last two windows later.
-        assert!(
-            r.seconds < 2.0 * 150.0 + 10.0,
-            "{idle} s idle: {} s",
-            r.seconds
-        );
-        assert!(
-            l.budget().0.is_some_and(|l| l <= 3_000),
-            "{idle} s idle: limit {:?}",
-            l.budget()
-        );
+        check_cut(&r, &l, idle, refused, most_refused);
     }
 }
 
@@ -510,12 +520,7 @@ async fn a_budget_cut_under_writes_waiting_for_places_costs_a_few_429s() {
         dir.lock().limit = 30_000;
         run_placed(l.clone(), dir.clone(), 12_000, 100, Some(16)).await;
         let grown = l.budget().0;
-        let refused_before = {
-            let mut d = dir.lock();
-            d.limit = 3_000;
-            d.log.clear();
-            d.refused
-        };
+        let refused_before = cut_to_3_000(&dir);
         tokio::time::sleep(Duration::from_secs(idle)).await;
         let withdrawn_before = l.withdrawn();
         let r = run_placed(l.clone(), dir.clone(), 9_000, 100, Some(16)).await;
@@ -528,17 +533,7 @@ async fn a_budget_cut_under_writes_waiting_for_places_costs_a_few_429s() {
             l.budget().0
         );
         // Under 1 % of the job's writes.
-        assert!(refused < 90, "{idle} s idle: {refused} refused");
-        assert!(
-            r.seconds < 2.0 * 150.0 + 10.0,
-            "{idle} s idle: {} s",
-            r.seconds
-        );
-        assert!(
-            l.budget().0.is_some_and(|l| l <= 3_000),
-            "{idle} s idle: limit {:?}",
-            l.budget()
-        );
+        check_cut(&r, &l, idle, refused, 89);
     }
 }
 
