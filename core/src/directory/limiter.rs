@@ -534,10 +534,6 @@ struct State {
     /// the 80 % and 90 % marks measuring a budget smaller than the limit (see
     /// [`State::settle_hold`]).
     hold: bool,
-    /// When the last write the model held in the window left it (its answer time plus the
-    /// window): a crossing of the marks begun before then measures a window that slid (see
-    /// [`State::crossing_from_below`]).
-    left_at: Option<Instant>,
     /// Promised to work taken on the strength of an outlook and not granted yet (see
     /// [`WriteLimiter::pledge`]): [`WriteLimiter::outlook`] counts them as spent, the schedule
     /// does not (the work they are pledged to asks for them).
@@ -768,7 +764,6 @@ impl State {
         // Writes that have left the window by the time a write sent now is charged.
         while let Some(e) = self.log.front() {
             if e.at + window <= now + lead {
-                self.left_at = Some(e.at + window);
                 self.log.pop_front();
             } else {
                 break;
@@ -895,7 +890,6 @@ impl State {
         let Some(window) = self.window() else { return };
         while let Some(e) = self.log.front() {
             if e.at + window <= now {
-                self.left_at = Some(e.at + window);
                 self.log.pop_front();
             } else {
                 break;
@@ -1090,12 +1084,6 @@ impl State {
                 run += 1;
                 below += 1;
                 if below >= filled {
-                    // Writes left the window while ours filled it: it slid, and the count
-                    // between the marks is no measure (a tenant of `licensor-bench --scenario
-                    // msp`, 100 writes per 5 s, had its limit brought down to 31).
-                    if self.left_at.is_some_and(|t| t > e.sent) {
-                        return None;
-                    }
                     return Some((measured, i));
                 }
             }
@@ -1576,7 +1564,6 @@ impl WriteLimiter {
                     unsent: 0,
                     withdrawn: 0,
                     hold: false,
-                    left_at: None,
                     pledged: 0,
                     w_lo: Duration::ZERO,
                     w_hi: None,
