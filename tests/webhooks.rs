@@ -695,6 +695,11 @@ async fn webhooks_refuse_what_is_not_allowed(backend: Backend) {
         "https://user:secret@example.com/hook",
         "file:///etc/passwd",
         "",
+        // Internal addresses (server-side request forgery), over https too.
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.1/hook",
+        "https://[::1]:8443/hook",
+        "https://127.0.0.2/hook",
     ] {
         let resp = create(&a.admin, json!({"url": url, "events": ["job.finished"]}))
             .await

@@ -38,8 +38,11 @@ pub struct WebhookList {
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// Where deliveries are POSTed: `https://…`, or `http://…` to a host listed in the
-    /// `webhooks.allow_http_hosts` setting (at most 2,048 characters, no user or password);
-    /// anything else → 422 `webhook_url_not_allowed`.
+    /// `webhooks.allow_http_hosts` setting (at most 2,048 characters, no user or password); a
+    /// host written as an internal address (loopback, private, link-local such as
+    /// 169.254.169.254, reserved) only if listed there too; anything else → 422
+    /// `webhook_url_not_allowed`. A host name that resolves only to internal addresses is not
+    /// reached when a delivery is made (the attempt fails with that reason).
     #[schema(max_length = 2048, example = "https://hooks.example.com/licensor")]
     pub url: String,
     /// The events to receive (at least one).
@@ -105,7 +108,8 @@ pub async fn list_webhooks(
 
 /// Create an endpoint (admin). The answer holds its signing secret, shown this once (so an
 /// `Idempotency-Key` is not kept for it). A URL that is not `https://`, or `http://` to an
-/// allowed host → 422 `webhook_url_not_allowed`; no events → 422 `invalid_events`; more than
+/// allowed host, or that names an internal address of a host not allowed → 422
+/// `webhook_url_not_allowed`; no events → 422 `invalid_events`; more than
 /// 50 endpoints → 409 `too_many_webhooks`.
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = [])), request_body = CreateWebhook, responses(
     (status = 201, body = CreatedWebhook, headers(("Location" = String, description = "The endpoint's URL"))),

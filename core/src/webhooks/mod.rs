@@ -27,7 +27,9 @@ mod signing;
 
 pub use deliveries::{Attempt, DeliveryStatus, DeliveryView};
 pub use endpoints::{EndpointView, NewEndpoint};
-pub use signing::{SECRET_PREFIX, UrlRefusal, check_url, new_secret, retry_delay, sign};
+pub use signing::{
+    SECRET_PREFIX, UrlRefusal, check_url, host_allowed, is_public, new_secret, retry_delay, sign,
+};
 
 /// What an endpoint can subscribe to: the end of a job's run, by its final status.
 ///
@@ -92,6 +94,37 @@ impl std::str::FromStr for EventType {
 /// What the API and the workers need for webhooks: the settings, the key that seals signing
 /// secrets, and the HTTP client deliveries go out with (no redirects followed, a timeout per
 /// attempt).
+/// Resolves an endpoint's host name for a delivery, keeping only public addresses
+/// ([`is_public`]) unless the host is listed in `webhooks.allow_http_hosts`: a name that
+/// resolves to an internal address (`localhost`, a name pointed at 169.254.169.254, or one
+/// changed to such an address after the endpoint was registered) is not reached. Addresses
+/// written in the URL are checked by [`check_url`] before each delivery.
+#[derive(Debug, Clone)]
+pub struct PublicResolver {
+    settings: WebhookSettings,
+}
+
+impl reqwest::dns::Resolve for PublicResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_ascii_lowercase();
+        let allowed = host_allowed(&host, &self.settings);
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| allowed || is_public(a.ip()))
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "{host} resolves to no public address (loopback, private, link-local and reserved addresses are not reached unless the host is listed in webhooks.allow_http_hosts)"
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Webhooks {
     pub settings: WebhookSettings,
@@ -112,6 +145,9 @@ impl Webhooks {
     pub fn new(settings: WebhookSettings, secrets: SecretBox) -> Result<Webhooks, String> {
         let timeout = std::time::Duration::from_secs(settings.timeout_secs);
         let http = reqwest::Client::builder()
+            .dns_resolver(std::sync::Arc::new(PublicResolver {
+                settings: settings.clone(),
+            }))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -132,5 +168,41 @@ impl Webhooks {
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+}
+
+#[cfg(test)]
+mod resolver_tests {
+    use std::str::FromStr;
+
+    use reqwest::dns::{Name, Resolve};
+
+    use super::*;
+
+    fn resolver(hosts: &[&str]) -> PublicResolver {
+        PublicResolver {
+            settings: WebhookSettings {
+                allow_http_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                ..WebhookSettings::default()
+            },
+        }
+    }
+
+    /// A name that resolves to loopback only (`localhost`) is not reached unless listed: an
+    /// endpoint registered under a public-looking name and pointed at an internal address later
+    /// is refused at the delivery, not only at registration.
+    #[tokio::test]
+    async fn names_resolving_to_internal_addresses_are_not_reached_unless_listed() {
+        let refused = resolver(&[])
+            .resolve(Name::from_str("localhost").unwrap())
+            .await;
+        let err = refused.err().expect("localhost is refused").to_string();
+        assert!(err.contains("resolves to no public address"), "{err}");
+        let found: Vec<std::net::SocketAddr> = resolver(&["localhost"])
+            .resolve(Name::from_str("localhost").unwrap())
+            .await
+            .expect("a listed host resolves")
+            .collect();
+        assert!(found.iter().any(|a| a.ip().is_loopback()), "{found:?}");
     }
 }

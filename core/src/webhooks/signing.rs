@@ -57,11 +57,67 @@ pub enum UrlRefusal {
     HttpHost(String),
     #[error("`url` may not carry a user name or password; use the signing secret to authenticate")]
     Credentials,
+    #[error(
+        "`url` names {0}, an internal address (loopback, private, link-local or reserved); endpoints must be reachable on the internet, or their host listed in webhooks.allow_http_hosts"
+    )]
+    InternalAddress(String),
+}
+
+/// Whether `host` (as written in a URL, lowercase) is one the operator listed in
+/// `webhooks.allow_http_hosts`: it may be reached over `http://` and at an internal address.
+pub fn host_allowed(host: &str, settings: &WebhookSettings) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    settings
+        .allow_http_hosts
+        .iter()
+        .any(|h| h == host || h.trim_start_matches('[').trim_end_matches(']') == bare)
+}
+
+/// Whether `ip` is an address on the public internet: not loopback, private (RFC 1918, IPv6
+/// unique local), link-local (which holds cloud metadata services, 169.254.169.254), shared
+/// (100.64.0.0/10), unspecified, broadcast, multicast, documentation, benchmarking or reserved
+/// (IANA special-purpose registries). A webhook sent to such an address would let a tenant's
+/// admin make licensor call services inside its own network (server-side request forgery,
+/// OWASP SSRF Prevention Cheat Sheet).
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || (first == 0x2001 && v6.segments()[1] == 0x0db8)
+                || (first == 0x0064 && v6.segments()[1] == 0xff9b))
+        }
+    }
 }
 
 /// Check an endpoint URL: absolute, at most 2,048 characters, no credentials in it, and
-/// `https://`, or `http://` to a host listed in `webhooks.allow_http_hosts`. Returns the URL as
-/// parsed (normalised).
+/// `https://`, or `http://` to a host listed in `webhooks.allow_http_hosts`; a host written as an
+/// IP address must be a public one ([`is_public`]) unless listed there too (a name is checked
+/// when a delivery resolves it, see [`super::PublicResolver`]). Returns the URL as parsed
+/// (normalised).
 pub fn check_url(url: &str, settings: &WebhookSettings) -> Result<reqwest::Url, UrlRefusal> {
     if url.len() > 2048 {
         return Err(UrlRefusal::TooLong);
@@ -78,16 +134,20 @@ pub fn check_url(url: &str, settings: &WebhookSettings) -> Result<reqwest::Url, 
     match parsed.scheme() {
         "https" => {}
         "http" => {
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
-            let allowed = settings
-                .allow_http_hosts
-                .iter()
-                .any(|h| h == &host || h.trim_start_matches('[').trim_end_matches(']') == bare);
-            if !allowed {
+            if !host_allowed(&host, settings) {
                 return Err(UrlRefusal::HttpHost(host));
             }
         }
         other => return Err(UrlRefusal::Scheme(other.to_owned())),
+    }
+    // The parser writes an address in its one standard form (`http://0x7f.1/` is 127.0.0.1).
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .ok();
+    if ip.is_some_and(|ip| !is_public(ip)) && !host_allowed(&host, settings) {
+        return Err(UrlRefusal::InternalAddress(host));
     }
     if parsed.as_str().len() > 2048 {
         return Err(UrlRefusal::TooLong);
@@ -177,6 +237,53 @@ mod tests {
         let long = format!("https://example.com/{}", "a".repeat(2100));
         assert_eq!(check_url(&long, &s), Err(UrlRefusal::TooLong));
         assert!(check_url("http://127.0.0.1/", &settings(&[])).is_err());
+    }
+
+    /// Internal addresses written in the URL are refused unless the operator listed the host
+    /// (server-side request forgery: a cloud metadata service at 169.254.169.254, a database on
+    /// the private network, licensor's own port on loopback).
+    #[test]
+    fn internal_addresses_are_refused_unless_listed() {
+        let s = settings(&["127.0.0.1", "10.1.2.3"]);
+        for url in [
+            "https://169.254.169.254/latest/meta-data",
+            "https://127.0.0.2/",
+            "https://0x7f.0.0.2/",
+            "https://2130706434/",
+            "https://10.0.0.1/",
+            "https://172.16.5.4/",
+            "https://192.168.1.1/",
+            "https://100.64.0.1/",
+            "https://0.0.0.0/",
+            "https://[::1]/",
+            "https://[fe80::1]/",
+            "https://[fd00::1]/",
+            "https://[::ffff:169.254.169.254]/",
+            "https://[::ffff:7f00:2]/",
+            "https://255.255.255.255/",
+            "https://224.0.0.1/",
+            "https://240.0.0.1/",
+        ] {
+            assert!(
+                matches!(check_url(url, &s), Err(UrlRefusal::InternalAddress(_))),
+                "{url}: {:?}",
+                check_url(url, &s)
+            );
+        }
+        for url in [
+            "https://127.0.0.1/hook",
+            "http://127.0.0.1:8080/hook",
+            "https://10.1.2.3/hook",
+            "https://8.8.8.8/hook",
+            "https://[2606:4700::1111]/hook",
+            "https://hooks.example.com/hook",
+        ] {
+            assert!(
+                check_url(url, &s).is_ok(),
+                "{url}: {:?}",
+                check_url(url, &s)
+            );
+        }
     }
 
     #[test]
