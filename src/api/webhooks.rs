@@ -42,7 +42,7 @@ pub struct CreateWebhook {
     /// host written as an internal address (loopback, private, link-local such as
     /// 169.254.169.254, reserved) only if listed there too; anything else → 422
     /// `webhook_url_not_allowed`. A host name that resolves only to internal addresses is not
-    /// reached when a delivery is made (the attempt fails with that reason).
+    /// reached when a delivery is made (the attempt fails as one that could not connect).
     #[schema(max_length = 2048, example = "https://hooks.example.com/licensor")]
     pub url: String,
     /// The events to receive (at least one).
