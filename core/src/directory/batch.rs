@@ -411,7 +411,7 @@ impl DirectoryClient {
         &self,
         ops: &[WriteOp],
         indexes: &[usize],
-        mut grant: Grant,
+        grant: Grant,
     ) -> Result<Vec<(usize, Result<(), DirectoryError>)>, Vec<usize>> {
         let place = match self.place_in_flight().await {
             Ok(p) => p,
@@ -420,13 +420,10 @@ impl DirectoryClient {
                 return Ok(indexes.iter().map(|&i| (i, Err(e.clone()))).collect());
             }
         };
-        if !grant.send_now() {
+        let Some(grant) = self.still_goes(grant) else {
             // The budget has no room for them after all: asked for again.
-            grant.unused();
-            metrics::counter!("licensor_directory_writes_withdrawn_total", "tenant" => self.inner.tenant.clone())
-                .increment(indexes.len() as u64);
             return Err(indexes.to_vec());
-        }
+        };
         let body = batch_body(indexes.iter().map(|&i| ops[i].request(i)).collect());
         let url = self.url("/$batch");
         let answer = self

@@ -1131,6 +1131,12 @@ impl State {
         );
     }
 
+    /// Writes the model holds that are still in a window of `window` at `at` (a write leaves it
+    /// a window after its answer).
+    fn still_in_window(&self, window: Duration, at: Instant) -> u64 {
+        self.log.iter().filter(|e| e.at + window > at).count() as u64
+    }
+
     /// Whether writes granted as `kind` may still go now that their turn to be sent came (see
     /// [`Grant::send_now`]): the window as modelled has room for them beside the writes already
     /// sent. Writes granted and not sent yet are not counted: each is weighed when its own turn
@@ -1148,13 +1154,7 @@ impl State {
                     return false;
                 }
                 let logged = match self.window() {
-                    Some(window) => {
-                        let lead = self.lead();
-                        self.log
-                            .iter()
-                            .filter(|e| e.at + window > now + lead)
-                            .count() as u64
-                    }
+                    Some(window) => self.still_in_window(window, now + self.lead()),
                     None => self.log.len() as u64,
                 };
                 // `outstanding` holds this grant's writes, `unsent` no longer does.
@@ -1659,14 +1659,14 @@ impl WriteLimiter {
         let now = Instant::now();
         let lead = s.lead();
         let by = now + horizon + lead;
-        let still_in = s.log.iter().filter(|e| e.at + window > by).count() as u64;
+        let still_in = s.still_in_window(window, by);
         let free = cap.saturating_sub(still_in + s.outstanding + s.pledged);
         if free > 0 {
             return Outlook::Ready(free);
         }
         // The entry whose leaving frees the first slot (all in the window count, and the ones
         // granted but unanswered, which leave no earlier than now plus a window).
-        let in_window = s.log.iter().filter(|e| e.at + window > now + lead).count() as u64;
+        let in_window = s.still_in_window(window, now + lead);
         let need = (in_window + s.outstanding + s.pledged + 1).saturating_sub(cap) as usize;
         let skip = s.log.len() - in_window as usize;
         match s.log.get(skip + need.saturating_sub(1)) {

@@ -582,6 +582,19 @@ impl DirectoryClient {
         self.send_paced(method, url, body, pace, route).await
     }
 
+    /// `grant`, its place in flight taken, if its writes may still go ([`Grant::send_now`]);
+    /// otherwise it is given back and counted as withdrawn, and the caller asks again.
+    fn still_goes(&self, mut grant: Grant) -> Option<Grant> {
+        if grant.send_now() {
+            return Some(grant);
+        }
+        let writes = u64::from(grant.writes());
+        grant.unused();
+        metrics::counter!("licensor_directory_writes_withdrawn_total", "tenant" => self.inner.tenant.clone())
+            .increment(writes);
+        None
+    }
+
     /// A place among the tenant's requests in flight (`directory.max_in_flight`).
     async fn place_in_flight(&self) -> Result<SemaphorePermit<'_>, DirectoryError> {
         self.inner
@@ -628,12 +641,10 @@ impl DirectoryClient {
                 None => self.place_in_flight().await?,
             };
             match grant {
-                Some(mut g) => {
-                    if g.send_now() {
+                Some(g) => {
+                    if let Some(g) = self.still_goes(g) {
                         break (Some(g), place);
                     }
-                    g.unused();
-                    metrics::counter!("licensor_directory_writes_withdrawn_total", "tenant" => inner.tenant.clone()).increment(u64::from(writes));
                 }
                 None => break (None, place),
             }
